@@ -1,0 +1,104 @@
+# gensendrep — plain Makefile + pkg-config.
+#   make            release binary ./gensendrep
+#   make run        install what is missing, make sure an API key exists, serve on :8000
+#   make test       format check, unit tests (cmocka) and black-box tests (pytest), all
+#                   under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      benchmarks (see README)
+
+PKGS      := libmicrohttpd jansson sqlite3 libcrypto
+PYTHON    := /usr/bin/python3
+WARN      := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+             -Wformat=2 -Wundef -fno-common -Werror
+DEFS      := -D_GNU_SOURCE -Isrc -Ibuild/gen
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+
+REL_CFLAGS := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
+REL_LDFLAGS:= -pie -Wl,-z,relro,-z,now
+DBG_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+DBG_LDFLAGS:= -fsanitize=address,undefined
+
+SRCS      := $(shell find src -name '*.c' | sort)
+LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
+GEN_SRCS  := build/gen/embedded.c build/gen/migrations_sqlite.c
+MIGRATIONS:= $(sort $(wildcard src/store/migrations/sqlite/*.sql))
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+
+rel_obj = $(patsubst %.c,build/release/%.o,$(1))
+dbg_obj = $(patsubst %.c,build/debug/%.o,$(1))
+
+.PHONY: all debug run test unit integration format format-check deps deps-test bench \
+        docs-assets clean
+.DEFAULT_GOAL := all
+
+all: deps gensendrep
+
+deps:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+# ---- generated sources ----
+build/gen/embedded.c: openapi/openapi.json docs/templates/swagger.html docs/templates/redoc.html tools/embed.sh
+	@mkdir -p $(@D)
+	tools/embed.sh $@ embedded_openapi_json=openapi/openapi.json \
+	  embedded_swagger_html=docs/templates/swagger.html embedded_redoc_html=docs/templates/redoc.html
+
+build/gen/migrations_sqlite.c: $(MIGRATIONS) tools/migrations.sh
+	@mkdir -p $(@D)
+	tools/migrations.sh $@ sqlite src/store/migrations/sqlite
+
+# ---- release ----
+build/release/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "CC $<"
+	@$(CC) $(WARN) $(DEFS) $(REL_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+gensendrep: $(call rel_obj,$(SRCS) $(GEN_SRCS))
+	$(CC) $(REL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# ---- debug (sanitizers), used by every test ----
+build/debug/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "CC (debug) $<"
+	@$(CC) $(WARN) $(DEFS) $(DBG_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+build/debug/gensendrep: $(call dbg_obj,$(SRCS) $(GEN_SRCS))
+	$(CC) $(DBG_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/debug/tests/%: tests/unit/%.c $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -Wno-missing-prototypes $(DEFS) $(DBG_CFLAGS) $(PKG_CFLAGS) -o $@ $^ \
+	  $(DBG_LDFLAGS) $(PKG_LIBS) -lcmocka
+
+debug: deps build/debug/gensendrep
+
+UNIT_BINS := $(patsubst tests/unit/%.c,build/debug/tests/%,$(UNIT_SRCS))
+
+# ---- the two commands ----
+run: deps gensendrep
+	@scripts/ensure-key.sh
+	./gensendrep
+
+test: deps-test format-check unit integration
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: build/debug/gensendrep
+	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration
+
+format:
+	clang-format -i $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS)
+
+format-check:
+	clang-format --dry-run --Werror $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS)
+
+docs-assets:
+	scripts/docs-assets.sh docs-assets
+
+clean:
+	rm -rf build gensendrep
+
+-include $(shell find build -name '*.d' 2>/dev/null)

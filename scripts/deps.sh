@@ -1,0 +1,35 @@
+#!/bin/sh
+# Makes sure the Debian packages a make target needs are installed.
+#   deps.sh build|test|bench
+# As root it installs what is missing with apt-get; otherwise it names the packages and fails.
+set -eu
+build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev"
+test="$build libcmocka-dev python3-pytest python3-requests clang-format"
+bench="$build wrk"
+case "${1:-build}" in
+  build) want=$build ;;
+  test) want=$test ;;
+  bench) want=$bench ;;
+  *) echo "deps.sh: unknown set '$1'" >&2; exit 2 ;;
+esac
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  exit 0 # not Debian: trust the toolchain; the build names anything missing
+fi
+missing=""
+for p in $want; do
+  if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+  echo "Installing Debian packages:$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 || true
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing >&2
+else
+  echo "Missing Debian packages:$missing" >&2
+  echo "Install them with: sudo apt-get install$missing" >&2
+  exit 1
+fi

@@ -1,0 +1,40 @@
+/* Application state shared by the endpoints, and the endpoint entry points. */
+#ifndef GSR_APP_H
+#define GSR_APP_H
+
+#include "core/config.h"
+#include "http/http.h"
+#include "store/store.h"
+
+struct app {
+  const struct config *cfg;
+  struct store *store;
+  /* docs pages rendered once at start-up (owned) */
+  char *swagger_html;
+  size_t swagger_len;
+  char *redoc_html;
+  size_t redoc_len;
+};
+
+/* Renders the docs pages from the embedded templates; false when out of memory. */
+__attribute__((warn_unused_result)) bool app_docs_init(struct app *app);
+void app_docs_free(struct app *app);
+
+void api_webhook_conversation_post(struct http_request *req);
+void api_conversations_get(struct http_request *req);
+void api_conversations_list(struct http_request *req);
+void api_health_get(struct http_request *req);
+void api_openapi_get(struct http_request *req);
+void api_docs_swagger_get(struct http_request *req);
+void api_docs_redoc_get(struct http_request *req);
+void api_docs_asset_get(struct http_request *req);
+
+/* Embedded files (generated at build time). */
+extern const unsigned char embedded_openapi_json[];
+extern const size_t embedded_openapi_json_len;
+extern const unsigned char embedded_swagger_html[];
+extern const size_t embedded_swagger_html_len;
+extern const unsigned char embedded_redoc_html[];
+extern const size_t embedded_redoc_html_len;
+
+#endif

@@ -1,0 +1,17 @@
+/* The one static route table. */
+#include "api/app.h"
+
+const struct route api_routes[] = {
+    {"POST", "/api/v1/webhook/conversation", MATCH_EXACT, api_webhook_conversation_post,
+     ROUTE_BEARER, LIMIT_PER_IP, true},
+    {"GET", "/api/v1/conversations", MATCH_EXACT, api_conversations_list, ROUTE_BEARER,
+     LIMIT_PER_KEY, false},
+    {"GET", "/api/v1/conversations/", MATCH_PREFIX, api_conversations_get, ROUTE_BEARER,
+     LIMIT_PER_KEY, false},
+    {"GET", "/api/v1/health", MATCH_EXACT, api_health_get, ROUTE_PUBLIC, LIMIT_NONE, false},
+    {"GET", "/openapi.json", MATCH_EXACT, api_openapi_get, ROUTE_PUBLIC, LIMIT_NONE, false},
+    {"GET", "/docs", MATCH_EXACT, api_docs_swagger_get, ROUTE_PUBLIC, LIMIT_NONE, false},
+    {"GET", "/redoc", MATCH_EXACT, api_docs_redoc_get, ROUTE_PUBLIC, LIMIT_NONE, false},
+    {"GET", "/docs/assets/", MATCH_PREFIX, api_docs_asset_get, ROUTE_PUBLIC, LIMIT_NONE, false},
+};
+const size_t api_route_count = sizeof api_routes / sizeof api_routes[0];

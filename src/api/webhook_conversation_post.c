@@ -1,0 +1,82 @@
+/* POST /api/v1/webhook/conversation: validate, hand the write to the store, and answer
+ * only once the store says it is committed. */
+#include <stdlib.h>
+
+#include "api/app.h"
+#include "ext/crypto.h"
+#include "model/render.h"
+
+struct webhook_job {
+  struct store_write write;
+  struct conversation_input conv;
+  struct http_request *req;
+};
+
+static void job_free(void *p) {
+  struct webhook_job *job = p;
+  model_conversation_free(&job->conv);
+  free(job);
+}
+
+/* Writer thread: the transaction holding this write has ended. */
+static void on_stored(struct store_write *w, void *cls) {
+  (void)w;
+  struct webhook_job *job = cls;
+  http_request_resume(job->req);
+}
+
+static void on_resume(struct http_request *req) {
+  struct webhook_job *job = http_request_state(req);
+  switch (job->write.status) {
+    case STORE_OK:
+      http_reply_json(req, 200,
+                      render_webhook_accepted(job->conv.conversation_id, job->write.webhook_id,
+                                              job->write.processed_us));
+      return;
+    case STORE_RETRY:
+    case STORE_NOT_FOUND:
+      http_reply_header(req, "Retry-After", "1");
+      http_reply_error(req, API_ERR_UNAVAILABLE, "The conversation could not be stored; retry",
+                       NULL);
+      return;
+    case STORE_HARD:
+      http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
+      return;
+  }
+}
+
+void api_webhook_conversation_post(struct http_request *req) {
+  struct app *app = http_request_app(req);
+  size_t len;
+  const char *body = http_request_body(req, &len);
+  struct webhook_job *job = calloc(1, sizeof *job);
+  if (!job) {
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  json_t *problems;
+  char message[256];
+  switch (model_conversation_parse(body, len, &job->conv, &problems, message, sizeof message)) {
+    case MODEL_INVALID_JSON:
+      free(job);
+      http_reply_error(req, API_ERR_INVALID_JSON, message, NULL);
+      return;
+    case MODEL_INVALID:
+      free(job);
+      http_reply_error(req, API_ERR_VALIDATION, message, problems);
+      return;
+    case MODEL_OK:
+      break;
+  }
+  job->req = req;
+  job->write.kind = STORE_WRITE_CONVERSATION;
+  job->write.conv = &job->conv;
+  job->write.body = body;
+  job->write.body_len = len;
+  crypto_sha256(body, len, job->write.body_sha256);
+  job->write.done = on_stored;
+  job->write.done_cls = job;
+  /* Suspend first: the store may finish before store_submit returns. */
+  http_request_suspend(req, on_resume, job, job_free);
+  store_submit(app->store, &job->write);
+}

@@ -1,0 +1,289 @@
+/* Configuration table and .env reader. The environment wins over .env, which wins over the
+ * defaults; every value is validated here, so the rest of the program trusts struct config. */
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define OFF(f) offsetof(struct config, f)
+
+const struct config_var config_vars[] = {
+    {"API_SECRET_KEY", CONFIG_SECRET, "", 0, 0, OFF(api_secret_key),
+     "Comma-separated API keys accepted as 'Authorization: Bearer <key>' (several allow rotation). Required."},
+    {"WEBHOOK_SECRET", CONFIG_SECRET, "", 0, 0, OFF(webhook_secret),
+     "Shared secret for signed webhooks (seed variable; reserved, not used yet)."},
+    {"HOST", CONFIG_STRING, "0.0.0.0", 0, 0, OFF(host), "Address to listen on (IPv4 or IPv6 literal)."},
+    {"PORT", CONFIG_INT, "8000", 1, 65535, OFF(port), "TCP port to listen on."},
+    {"DATABASE_URL", CONFIG_STRING, "sqlite:data/gensendrep.db", 0, 0, OFF(database_url),
+     "Storage: sqlite:PATH (relative to the working directory) or sqlite:///absolute/path."},
+    {"REDIS_URL", CONFIG_STRING, "", 0, 0, OFF(redis_url),
+     "Redis for shared rate limits (seed variable; not used yet, health reports not_configured)."},
+    {"CORS_ORIGINS", CONFIG_STRING, "", 0, 0, OFF(cors_origins),
+     "Comma-separated browser origins allowed by CORS; * allows any; empty allows none."},
+    {"LOG_LEVEL", CONFIG_STRING, "info", 0, 0, OFF(log_level),
+     "debug, info, warning or error; request lines are logged at info."},
+    {"MAX_BODY_BYTES", CONFIG_INT, "5242880", 1024, 1073741824, OFF(max_body_bytes),
+     "Largest accepted request body in bytes; larger bodies get 413."},
+    {"RATE_LIMIT_WEBHOOK_PER_MINUTE", CONFIG_INT, "100", 1, 100000000, OFF(rate_limit_webhook),
+     "Webhook requests allowed per client IP in any 60 s window."},
+    {"RATE_LIMIT_API_PER_MINUTE", CONFIG_INT, "1000", 1, 100000000, OFF(rate_limit_api),
+     "Other /api/v1 requests allowed per API key in any 60 s window."},
+    {"TRUSTED_PROXIES", CONFIG_STRING, "", 0, 0, OFF(trusted_proxies),
+     "Comma-separated proxy IPs whose X-Forwarded-For names the client; others are ignored."},
+    {"MAX_CONNECTIONS", CONFIG_INT, "1024", 1, 100000, OFF(max_connections),
+     "Most simultaneous client connections; more are refused."},
+    {"CONNECTION_TIMEOUT_SECONDS", CONFIG_INT, "30", 1, 3600, OFF(connection_timeout),
+     "Idle seconds after which a connection is closed."},
+    {"REQUEST_TIMEOUT_SECONDS", CONFIG_INT, "60", 1, 3600, OFF(request_timeout),
+     "Most seconds a client may take to send one request body; slower ones get 408."},
+    {"THREADS", CONFIG_INT, "0", 0, 256, OFF(threads),
+     "HTTP worker threads; 0 means one per CPU."},
+    {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
+     "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the CDN."},
+    {"DOCS_ASSETS_DIR", CONFIG_STRING, "", 0, 0, OFF(docs_assets_dir),
+     "Local folder with those files (make docs-assets fills it), served under /docs/assets/."},
+};
+const size_t config_var_count = sizeof config_vars / sizeof config_vars[0];
+
+/* ---- .env reading ---- */
+
+struct dotenv {
+  char **keys;
+  char **values;
+  size_t n;
+};
+
+static void dotenv_free(struct dotenv *d) {
+  for (size_t i = 0; i < d->n; i++) {
+    free(d->keys[i]);
+    free(d->values[i]);
+  }
+  free(d->keys);
+  free(d->values);
+  memset(d, 0, sizeof *d);
+}
+
+static const char *dotenv_get(const struct dotenv *d, const char *key) {
+  for (size_t i = d->n; i-- > 0;)
+    if (strcmp(d->keys[i], key) == 0) return d->values[i];
+  return NULL;
+}
+
+static char *trim(char *s) {
+  while (isspace((unsigned char)*s)) s++;
+  char *e = s + strlen(s);
+  while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+  return s;
+}
+
+/* Unquotes a .env value in place: "..." (with \n \" \\ escapes), '...' literal, or bare text
+ * where " #" starts a comment. Returns false on an unterminated quote. */
+static bool dotenv_unquote(char *v) {
+  char q = v[0];
+  if (q == '"' || q == '\'') {
+    char *r = v + 1, *w = v;
+    for (; *r && *r != q; r++) {
+      if (q == '"' && *r == '\\' && r[1]) {
+        r++;
+        *w++ = *r == 'n' ? '\n' : *r;
+      } else {
+        *w++ = *r;
+      }
+    }
+    if (*r != q) return false;
+    *w = '\0';
+    return true;
+  }
+  for (char *p = v; *p; p++) {
+    if (*p == '#' && (p == v || isspace((unsigned char)p[-1]))) {
+      *p = '\0';
+      break;
+    }
+  }
+  char *t = trim(v);
+  memmove(v, t, strlen(t) + 1);
+  return true;
+}
+
+static bool dotenv_add(struct dotenv *d, const char *k, const char *v) {
+  char **nk = realloc(d->keys, (d->n + 1) * sizeof *nk);
+  if (!nk) return false;
+  d->keys = nk;
+  char **nv = realloc(d->values, (d->n + 1) * sizeof *nv);
+  if (!nv) return false;
+  d->values = nv;
+  d->keys[d->n] = strdup(k);
+  d->values[d->n] = strdup(v);
+  if (!d->keys[d->n] || !d->values[d->n]) {
+    free(d->keys[d->n]);
+    free(d->values[d->n]);
+    return false;
+  }
+  d->n++;
+  return true;
+}
+
+static bool dotenv_read(const char *path, struct dotenv *d, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) return true; /* no .env is fine */
+  char line[8192];
+  unsigned lineno = 0;
+  bool ok = true;
+  while (ok && fgets(line, sizeof line, f)) {
+    lineno++;
+    char *s = trim(line);
+    if (*s == '\0' || *s == '#') continue;
+    if (strncmp(s, "export ", 7) == 0) s = trim(s + 7);
+    char *eq = strchr(s, '=');
+    if (!eq) {
+      snprintf(err, errlen, "%s line %u: expected KEY=VALUE", path, lineno);
+      ok = false;
+      break;
+    }
+    *eq = '\0';
+    char *key = trim(s), *val = trim(eq + 1);
+    if (!*key || !dotenv_unquote(val)) {
+      snprintf(err, errlen, "%s line %u: expected KEY=VALUE with a closed quote", path, lineno);
+      ok = false;
+      break;
+    }
+    if (!dotenv_add(d, key, val)) {
+      snprintf(err, errlen, "%s: out of memory", path);
+      ok = false;
+    }
+  }
+  fclose(f);
+  return ok;
+}
+
+/* ---- values ---- */
+
+static bool parse_long(const char *s, long *out) {
+  if (!*s) return false;
+  errno = 0;
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (errno || *end != '\0' || isspace((unsigned char)*s)) return false;
+  *out = v;
+  return true;
+}
+
+static bool set_var(struct config *cfg, const struct config_var *v, const char *value, char *err,
+                    size_t errlen) {
+  char *base = (char *)cfg + v->offset;
+  if (v->type == CONFIG_INT) {
+    long n;
+    if (!parse_long(value, &n) || n < v->min || n > v->max) {
+      snprintf(err, errlen, "%s: must be an integer from %ld to %ld (got \"%.40s\")", v->name,
+               v->min, v->max, value);
+      return false;
+    }
+    *(long *)base = n;
+    return true;
+  }
+  char *copy = strdup(value);
+  if (!copy) {
+    snprintf(err, errlen, "%s: out of memory", v->name);
+    return false;
+  }
+  *(char **)base = copy;
+  return true;
+}
+
+size_t config_split_list(char *buf, char **items, size_t max) {
+  size_t n = 0;
+  char *p = buf;
+  while (p && n < max) {
+    char *comma = strchr(p, ',');
+    if (comma) *comma = '\0';
+    char *item = trim(p);
+    if (*item) items[n++] = item;
+    p = comma ? comma + 1 : NULL;
+  }
+  return n;
+}
+
+static bool has_api_key(const char *keys) {
+  for (const char *p = keys; *p; p++)
+    if (*p != ',' && !isspace((unsigned char)*p)) return true;
+  return false;
+}
+
+static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
+  enum log_level lvl;
+  if (!log_parse_level(cfg->log_level, &lvl)) {
+    snprintf(err, errlen, "LOG_LEVEL: must be debug, info, warning or error (got \"%.40s\")",
+             cfg->log_level);
+    return false;
+  }
+  if (!has_api_key(cfg->api_secret_key)) {
+    snprintf(err, errlen,
+             "API_SECRET_KEY is not set: the service refuses to run without an API key. Set "
+             "API_SECRET_KEY=<long random string> in the environment or in .env "
+             "('make run' generates one).");
+    return false;
+  }
+  if (strncmp(cfg->database_url, "sqlite:", 7) != 0) {
+    snprintf(err, errlen,
+             "DATABASE_URL: unsupported scheme (supported: sqlite:PATH, sqlite:///absolute/path)");
+    return false;
+  }
+  return true;
+}
+
+bool config_load(struct config *cfg, const char *env_file, char *err, size_t errlen) {
+  memset(cfg, 0, sizeof *cfg);
+  struct dotenv d = {0};
+  if (env_file && !dotenv_read(env_file, &d, err, errlen)) {
+    dotenv_free(&d);
+    return false;
+  }
+  bool ok = true;
+  for (size_t i = 0; ok && i < config_var_count; i++) {
+    const struct config_var *v = &config_vars[i];
+    const char *value = getenv(v->name);
+    if (!value) value = dotenv_get(&d, v->name);
+    if (!value) value = v->def;
+    ok = set_var(cfg, v, value, err, errlen);
+  }
+  dotenv_free(&d);
+  return ok && check_semantics(cfg, err, errlen);
+}
+
+void config_free(struct config *cfg) {
+  for (size_t i = 0; i < config_var_count; i++) {
+    if (config_vars[i].type == CONFIG_INT) continue;
+    char **p = (char **)((char *)cfg + config_vars[i].offset);
+    free(*p);
+    *p = NULL;
+  }
+}
+
+void config_print_help(FILE *out) {
+  fprintf(out, "Environment variables (also read from ./.env; the environment wins):\n");
+  for (size_t i = 0; i < config_var_count; i++) {
+    const struct config_var *v = &config_vars[i];
+    fprintf(out, "  %-30s %s", v->name, v->help);
+    if (v->type == CONFIG_INT)
+      fprintf(out, " [default %s, %ld..%ld]\n", v->def, v->min, v->max);
+    else if (*v->def)
+      fprintf(out, " [default %s]\n", v->def);
+    else
+      fprintf(out, "\n");
+  }
+}
+
+void config_print_markdown(FILE *out) {
+  fprintf(out, "| Variable | Default | Meaning |\n|---|---|---|\n");
+  for (size_t i = 0; i < config_var_count; i++) {
+    const struct config_var *v = &config_vars[i];
+    fprintf(out, "| `%s` | %s%s%s | %s", v->name, *v->def ? "`" : "", *v->def ? v->def : "(empty)",
+            *v->def ? "`" : "", v->help);
+    if (v->type == CONFIG_INT) fprintf(out, " Range %ld–%ld.", v->min, v->max);
+    fprintf(out, " |\n");
+  }
+}

@@ -1,0 +1,59 @@
+/* Configuration: one table of variables drives parsing, validation, --help and the README table. */
+#ifndef GSR_CONFIG_H
+#define GSR_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct config {
+  char *api_secret_key;  /* comma-separated keys */
+  char *webhook_secret;
+  char *host;
+  long port;
+  char *database_url;
+  char *redis_url;
+  char *cors_origins;
+  char *log_level;
+  long max_body_bytes;
+  long rate_limit_webhook;
+  long rate_limit_api;
+  char *trusted_proxies;
+  long max_connections;
+  long connection_timeout;
+  long request_timeout;
+  long threads;
+  char *docs_assets_url;
+  char *docs_assets_dir;
+};
+
+enum config_type { CONFIG_STRING, CONFIG_SECRET, CONFIG_INT };
+
+struct config_var {
+  const char *name;
+  enum config_type type;
+  const char *def; /* default as text; "" means empty/unset */
+  long min, max;   /* CONFIG_INT only */
+  size_t offset;   /* into struct config */
+  const char *help;
+};
+
+extern const struct config_var config_vars[];
+extern const size_t config_var_count;
+
+/* Fills cfg from the environment, then env_file (may be NULL or missing), then defaults.
+ * On failure writes one line naming the variable into err and returns false; cfg is then
+ * left for config_free. Secret values are never written into err. */
+__attribute__((warn_unused_result)) bool config_load(struct config *cfg, const char *env_file,
+                                                     char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/* The variable list for --help, and as a Markdown table for the README. */
+void config_print_help(FILE *out);
+void config_print_markdown(FILE *out);
+
+/* Splits a comma-separated list into trimmed, non-empty items. Returns the number found (at
+ * most max); items point into buf, which is modified. */
+size_t config_split_list(char *buf, char **items, size_t max);
+
+#endif

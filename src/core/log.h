@@ -1,0 +1,28 @@
+/* Structured logging: one JSON object per line on stderr, never secrets or bodies. */
+#ifndef GSR_LOG_H
+#define GSR_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARNING, LOG_ERROR };
+
+/* Parses "debug", "info", "warning"/"warn", "error" (any case). */
+__attribute__((warn_unused_result)) bool log_parse_level(const char *s, enum log_level *out);
+void log_set_level(enum log_level level);
+bool log_enabled(enum log_level level);
+
+/* A free-form event: {"time","level","msg"}; msg is JSON-escaped. */
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The one line written per HTTP request. */
+struct log_request {
+  const char *request_id;
+  const char *method;
+  const char *path;
+  unsigned status;
+  double duration_ms;
+  const char *client_ip;
+};
+void log_request_line(const struct log_request *r);
+
+#endif

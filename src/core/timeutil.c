@@ -1,0 +1,151 @@
+/* Time helpers. Civil-date arithmetic follows Howard Hinnant's public-domain algorithms,
+ * so no timezone database or locale is involved. */
+#include "core/timeutil.h"
+
+#include <stdio.h>
+#include <time.h>
+
+int64_t time_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+double time_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+int64_t time_days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const int64_t doe = z - era * 146097;
+  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const int64_t mp = (5 * doy + 2) / 153;
+  *d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
+  *m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+  *y = yoe + era * 400 + (*m <= 2);
+}
+
+static bool is_leap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+static unsigned days_in_month(int64_t y, unsigned m) {
+  static const unsigned days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && is_leap(y) ? 29 : days[m - 1];
+}
+
+/* Reads exactly n digits at s[*i]. */
+static bool digits(const char *s, size_t len, size_t *i, unsigned n, unsigned *out) {
+  unsigned v = 0;
+  for (unsigned k = 0; k < n; k++, (*i)++) {
+    if (*i >= len || s[*i] < '0' || s[*i] > '9') return false;
+    v = v * 10 + (unsigned)(s[*i] - '0');
+  }
+  *out = v;
+  return true;
+}
+
+static bool expect(const char *s, size_t len, size_t *i, char c) {
+  if (*i >= len || s[*i] != c) return false;
+  (*i)++;
+  return true;
+}
+
+/* Parses ".digits" if present into microseconds (truncating). */
+static bool parse_fraction(const char *s, size_t len, size_t *i, int64_t *us) {
+  *us = 0;
+  if (*i >= len || s[*i] != '.') return true;
+  (*i)++;
+  unsigned n = 0;
+  int64_t scale = 100000;
+  while (*i < len && s[*i] >= '0' && s[*i] <= '9') {
+    if (scale > 0) {
+      *us += (s[*i] - '0') * scale;
+      scale /= 10;
+    }
+    (*i)++;
+    n++;
+  }
+  return n > 0;
+}
+
+/* Parses "Z" or "+HH:MM"/"-HH:MM" into an offset in seconds east of UTC. */
+static bool parse_offset(const char *s, size_t len, size_t *i, int64_t *offset_s) {
+  if (*i >= len) return false;
+  if (s[*i] == 'Z' || s[*i] == 'z') {
+    (*i)++;
+    *offset_s = 0;
+    return true;
+  }
+  if (s[*i] != '+' && s[*i] != '-') return false;
+  int sign = s[*i] == '-' ? -1 : 1;
+  (*i)++;
+  unsigned oh, om;
+  if (!digits(s, len, i, 2, &oh) || !expect(s, len, i, ':') || !digits(s, len, i, 2, &om))
+    return false;
+  if (oh > 23 || om > 59) return false;
+  *offset_s = sign * (int64_t)(oh * 3600 + om * 60);
+  return true;
+}
+
+bool time_parse_rfc3339(const char *s, size_t len, int64_t *out_us) {
+  size_t i = 0;
+  unsigned y, mo, d, h, mi, sec;
+  if (!digits(s, len, &i, 4, &y) || !expect(s, len, &i, '-') || !digits(s, len, &i, 2, &mo) ||
+      !expect(s, len, &i, '-') || !digits(s, len, &i, 2, &d))
+    return false;
+  if (i >= len || (s[i] != 'T' && s[i] != 't')) return false;
+  i++;
+  if (!digits(s, len, &i, 2, &h) || !expect(s, len, &i, ':') || !digits(s, len, &i, 2, &mi) ||
+      !expect(s, len, &i, ':') || !digits(s, len, &i, 2, &sec))
+    return false;
+  int64_t frac_us, offset_s;
+  if (!parse_fraction(s, len, &i, &frac_us) || !parse_offset(s, len, &i, &offset_s)) return false;
+  if (i != len) return false;
+  /* RFC 3339 allows second 60 for leap seconds; it is counted as the next second. */
+  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
+    return false;
+  int64_t days = time_days_from_civil(y, mo, d);
+  int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_s;
+  *out_us = secs * 1000000 + frac_us;
+  return true;
+}
+
+bool time_format_us(int64_t us, bool always_fraction, char *buf, size_t cap) {
+  int64_t secs = us / 1000000, frac = us % 1000000;
+  if (frac < 0) {
+    frac += 1000000;
+    secs -= 1;
+  }
+  int64_t days = secs / 86400, rem = secs % 86400;
+  if (rem < 0) {
+    rem += 86400;
+    days -= 1;
+  }
+  int64_t y;
+  unsigned m, d;
+  civil_from_days(days, &y, &m, &d);
+  if (y < 0 || y > 9999) {
+    if (cap) buf[0] = '\0';
+    return false;
+  }
+  unsigned hh = (unsigned)(rem / 3600), mm = (unsigned)(rem % 3600 / 60), ss = (unsigned)(rem % 60);
+  int n;
+  if (always_fraction || frac != 0)
+    n = snprintf(buf, cap, "%04d-%02u-%02uT%02u:%02u:%02u.%06dZ", (int)y, m, d, hh, mm, ss,
+                 (int)frac);
+  else
+    n = snprintf(buf, cap, "%04d-%02u-%02uT%02u:%02u:%02uZ", (int)y, m, d, hh, mm, ss);
+  return n > 0 && (size_t)n < cap;
+}

@@ -1,0 +1,18 @@
+/* Adapters to OpenSSL libcrypto: randomness, digests, constant-time comparison. */
+#ifndef GSR_CRYPTO_H
+#define GSR_CRYPTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CRYPTO_SHA256_LEN 32
+
+/* Fills buf with n random bytes from the CSPRNG; false if it failed. */
+__attribute__((warn_unused_result)) bool crypto_random(unsigned char *buf, size_t n);
+/* Writes 2*n lowercase hex digits of n random bytes plus NUL into out (cap >= 2n+1). */
+__attribute__((warn_unused_result)) bool crypto_random_hex(char *out, size_t cap, size_t n);
+void crypto_sha256(const void *data, size_t len, unsigned char out[CRYPTO_SHA256_LEN]);
+/* Compares two equal-length buffers in time independent of their contents. */
+bool crypto_equal(const void *a, const void *b, size_t len);
+
+#endif

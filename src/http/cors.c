@@ -1,0 +1,34 @@
+/* CORS origin matching: exact, case-insensitive comparison of scheme://host[:port];
+ * a trailing slash in the configuration is tolerated. */
+#include "http/cors.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/config.h"
+
+void cors_init(struct cors *c, const char *origins) {
+  memset(c, 0, sizeof *c);
+  c->buf = strdup(origins ? origins : "");
+  if (!c->buf) return;
+  c->n = config_split_list(c->buf, c->origins, CORS_ORIGINS_MAX);
+  for (size_t i = 0; i < c->n; i++) {
+    size_t len = strlen(c->origins[i]);
+    if (len > 1 && c->origins[i][len - 1] == '/') c->origins[i][len - 1] = '\0';
+    if (strcmp(c->origins[i], "*") == 0) c->any = true;
+  }
+}
+
+void cors_free(struct cors *c) {
+  free(c->buf);
+  memset(c, 0, sizeof *c);
+}
+
+bool cors_allowed(const struct cors *c, const char *origin) {
+  if (!origin || !*origin || strcmp(origin, "null") == 0) return false;
+  if (c->any) return true;
+  for (size_t i = 0; i < c->n; i++)
+    if (strcasecmp(c->origins[i], origin) == 0) return true;
+  return false;
+}

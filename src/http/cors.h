@@ -1,0 +1,27 @@
+/* CORS policy from CORS_ORIGINS. */
+#ifndef GSR_CORS_H
+#define GSR_CORS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CORS_ORIGINS_MAX 64
+
+struct cors {
+  bool any;
+  size_t n;
+  char *origins[CORS_ORIGINS_MAX];
+  char *buf;
+};
+
+void cors_init(struct cors *c, const char *origins);
+void cors_free(struct cors *c);
+/* True when a browser at origin may read our answers. */
+bool cors_allowed(const struct cors *c, const char *origin);
+
+#define CORS_ALLOW_HEADERS "Authorization, Content-Type, X-Request-Id"
+#define CORS_EXPOSE_HEADERS \
+  "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, WWW-Authenticate"
+#define CORS_MAX_AGE "600"
+
+#endif

@@ -1,0 +1,32 @@
+/* In-process rate limiter: at most `limit` hits per key in any 60-second window.
+ * Each key keeps 61 one-second counters, so memory per key is fixed and a request is
+ * forgotten no sooner than 60 s after it was counted (the limit is never exceeded). */
+#ifndef GSR_RATELIMIT_H
+#define GSR_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RATELIMIT_WINDOW_S 60
+#define RATELIMIT_KEY_MAX 64
+
+struct ratelimit_result {
+  bool allowed;
+  long limit;
+  long remaining;   /* after this hit */
+  long reset_s;     /* seconds until the oldest counted hit leaves the window */
+  long retry_after_s; /* when denied: seconds until a hit would be allowed */
+};
+
+struct ratelimit;
+
+/* max_keys bounds memory; when that many keys are active, new keys are not limited. */
+__attribute__((warn_unused_result)) struct ratelimit *ratelimit_new(long limit, size_t max_keys);
+void ratelimit_free(struct ratelimit *rl);
+
+/* Counts one hit for key at now_ms (any monotonic millisecond clock) unless over the limit. */
+void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
+                   struct ratelimit_result *out);
+
+#endif

@@ -1,0 +1,133 @@
+/* gensendrep: argument parsing, start-up, signals and graceful shutdown. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/app.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/version.h"
+#include "ext/crypto.h"
+#include "http/server.h"
+
+#define SHUTDOWN_GRACE_MS 30000
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "gensendrep %s - conversation webhook API\n\n"
+          "Usage: gensendrep [serve]   run the HTTP service (default)\n"
+          "       gensendrep migrate   apply database migrations and exit\n"
+          "       gensendrep genkey    print a new random API key\n"
+          "       gensendrep --help | --version | --config-markdown\n\n",
+          GSR_VERSION);
+  config_print_help(out);
+}
+
+static int cmd_genkey(void) {
+  char key[65];
+  if (!crypto_random_hex(key, sizeof key, 32)) {
+    fprintf(stderr, "gensendrep: random number generator failed\n");
+    return 1;
+  }
+  printf("%s\n", key);
+  return 0;
+}
+
+static int load_config(struct config *cfg) {
+  char err[512];
+  if (!config_load(cfg, ".env", err, sizeof err)) {
+    fprintf(stderr, "gensendrep: configuration error: %s\n", err);
+    return 2;
+  }
+  enum log_level level = LOG_INFO;
+  if (log_parse_level(cfg->log_level, &level)) log_set_level(level); /* validated already */
+  return 0;
+}
+
+static int cmd_migrate(void) {
+  struct config cfg;
+  int rc = load_config(&cfg);
+  if (rc == 0) {
+    char err[512];
+    struct store *store = store_open(cfg.database_url, err, sizeof err);
+    if (!store) {
+      fprintf(stderr, "gensendrep: %s\n", err);
+      rc = 1;
+    }
+    store_close(store);
+  }
+  config_free(&cfg);
+  return rc;
+}
+
+/* Blocks the stop signals in every thread; the main thread then waits for them. */
+static void block_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+static int serve(void) {
+  sigset_t stop_signals;
+  block_signals(&stop_signals);
+  struct config cfg;
+  int rc = load_config(&cfg);
+  if (rc != 0) {
+    config_free(&cfg);
+    return rc;
+  }
+  if (*cfg.redis_url)
+    log_msg(LOG_WARNING, "REDIS_URL is set but this version does not use Redis yet");
+  char err[512];
+  struct app app = {.cfg = &cfg};
+  struct http_server *server = NULL;
+  app.store = store_open(cfg.database_url, err, sizeof err);
+  if (!app.store || !app_docs_init(&app) ||
+      !(server = http_server_start(&cfg, &app, err, sizeof err))) {
+    fprintf(stderr, "gensendrep: %s\n", app.store ? err : err);
+    app_docs_free(&app);
+    store_close(app.store);
+    config_free(&cfg);
+    return 1;
+  }
+  log_msg(LOG_INFO, "gensendrep %s listening on %s:%u, storage %s", GSR_VERSION, cfg.host,
+          http_server_port(server), app.store->ops->name);
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log_msg(LOG_INFO, "signal %d: finishing in-flight requests, then stopping", sig);
+  http_server_stop(server, SHUTDOWN_GRACE_MS);
+  store_close(app.store);
+  app_docs_free(&app);
+  config_free(&cfg);
+  log_msg(LOG_INFO, "stopped");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *cmd = argc > 1 ? argv[1] : "serve";
+  if (argc > 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+    printf("gensendrep %s\n", GSR_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "--config-markdown") == 0) {
+    config_print_markdown(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "genkey") == 0) return cmd_genkey();
+  if (strcmp(cmd, "migrate") == 0) return cmd_migrate();
+  if (strcmp(cmd, "serve") == 0) return serve();
+  fprintf(stderr, "gensendrep: unknown command '%s'\n\n", cmd);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,208 @@
+/* Validation of ConversationEndData, TranscriptMessage and ConversationMetadata. Every rule
+ * adds a problem with the JSON path of the offending field instead of stopping at the first,
+ * so a client fixes its payload in one round trip. Unknown fields are ignored here (the raw
+ * body is stored whole). */
+#include "model/conversation.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/timeutil.h"
+
+struct problems {
+  json_t *list;
+  size_t count;
+};
+
+static void problem(struct problems *p, const char *field, const char *issue) {
+  p->count++;
+  if (p->count > MODEL_PROBLEMS_MAX) return;
+  json_array_append_new(p->list, json_pack("{s:s,s:s}", "field", field, "issue", issue));
+}
+
+bool model_is_printable(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < len; i++) {
+    if (u[i] < 0x20 || u[i] == 0x7f) return false;
+    /* C1 controls U+0080..U+009F are encoded as C2 80..C2 9F. */
+    if (u[i] == 0xc2 && i + 1 < len && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f) return false;
+  }
+  return true;
+}
+
+/* Looks up a required member; reports it when absent or null. */
+static json_t *required(struct problems *p, json_t *obj, const char *key, const char *path) {
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) {
+    problem(p, path, "is required");
+    return NULL;
+  }
+  return v;
+}
+
+static const char *check_string(struct problems *p, json_t *obj, const char *key,
+                                const char *path) {
+  json_t *v = required(p, obj, key, path);
+  if (!v) return NULL;
+  if (!json_is_string(v)) {
+    problem(p, path, "must be a string");
+    return NULL;
+  }
+  return json_string_value(v);
+}
+
+static const char *check_identifier(struct problems *p, json_t *obj, const char *key,
+                                    size_t max) {
+  const char *s = check_string(p, obj, key, key);
+  if (!s) return NULL;
+  size_t len = json_string_length(json_object_get(obj, key));
+  char issue[96];
+  if (len == 0) {
+    problem(p, key, "must not be empty");
+    return NULL;
+  }
+  if (len > max) {
+    snprintf(issue, sizeof issue, "must be at most %zu bytes (got %zu)", max, len);
+    problem(p, key, issue);
+    return NULL;
+  }
+  if (strlen(s) != len || !model_is_printable(s, len)) {
+    problem(p, key, "must not contain control characters");
+    return NULL;
+  }
+  return s;
+}
+
+static bool check_count(struct problems *p, json_t *obj, const char *key, const char *path,
+                        int64_t *out) {
+  json_t *v = required(p, obj, key, path);
+  if (!v) return false;
+  if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+      json_integer_value(v) > MODEL_COUNT_MAX) {
+    problem(p, path, "must be an integer from 0 to 2147483647");
+    return false;
+  }
+  *out = json_integer_value(v);
+  return true;
+}
+
+/* Optional member that, when present and not null, must be an object. */
+static void check_optional_object(struct problems *p, json_t *obj, const char *key,
+                                  const char *path) {
+  json_t *v = json_object_get(obj, key);
+  if (v && !json_is_null(v) && !json_is_object(v)) problem(p, path, "must be an object or null");
+}
+
+static void check_message(struct problems *p, json_t *m, size_t idx, struct conversation_input *out) {
+  char path[96], base[48];
+  snprintf(base, sizeof base, "transcript[%zu]", idx);
+  if (!json_is_object(m)) {
+    problem(p, base, "must be an object");
+    return;
+  }
+  snprintf(path, sizeof path, "%s.timestamp", base);
+  const char *ts = check_string(p, m, "timestamp", path);
+  int64_t us;
+  if (ts) {
+    size_t len = json_string_length(json_object_get(m, "timestamp"));
+    if (!time_parse_rfc3339(ts, len, &us)) {
+      problem(p, path, "must be an RFC 3339 date-time such as 2024-01-15T10:30:00Z");
+    } else if (!out->has_start || us < out->start_us) {
+      out->has_start = true;
+      out->start_us = us;
+    }
+  }
+  snprintf(path, sizeof path, "%s.speaker", base);
+  const char *speaker = check_string(p, m, "speaker", path);
+  if (speaker && strcmp(speaker, "user") != 0 && strcmp(speaker, "agent") != 0)
+    problem(p, path, "must be \"user\" or \"agent\"");
+  snprintf(path, sizeof path, "%s.content", base);
+  (void)check_string(p, m, "content", path);
+  snprintf(path, sizeof path, "%s.messageId", base);
+  (void)check_string(p, m, "messageId", path);
+  snprintf(path, sizeof path, "%s.metadata", base);
+  check_optional_object(p, m, "metadata", path);
+}
+
+static void check_transcript(struct problems *p, json_t *root, struct conversation_input *out) {
+  json_t *t = required(p, root, "transcript", "transcript");
+  if (!t) return;
+  if (!json_is_array(t)) {
+    problem(p, "transcript", "must be an array");
+    return;
+  }
+  if (json_array_size(t) > MODEL_TRANSCRIPT_MAX) {
+    problem(p, "transcript", "must have at most 10000 messages");
+    return;
+  }
+  size_t i;
+  json_t *m;
+  json_array_foreach(t, i, m) check_message(p, m, i, out);
+}
+
+static void check_metadata(struct problems *p, json_t *root, struct conversation_input *out) {
+  json_t *md = required(p, root, "metadata", "metadata");
+  if (!md) return;
+  if (!json_is_object(md)) {
+    problem(p, "metadata", "must be an object");
+    return;
+  }
+  json_t *sid = json_object_get(md, "sessionId");
+  if (sid && !json_is_null(sid) && !json_is_string(sid))
+    problem(p, "metadata.sessionId", "must be a string or null");
+  (void)check_string(p, md, "agentId", "metadata.agentId");
+  (void)check_count(p, md, "duration", "metadata.duration", &out->duration);
+  (void)check_count(p, md, "messageCount", "metadata.messageCount", &out->message_count);
+  (void)check_string(p, md, "platform", "metadata.platform");
+  (void)check_string(p, md, "userAgent", "metadata.userAgent");
+}
+
+static void validate(struct problems *p, json_t *root, struct conversation_input *out) {
+  if (!json_is_object(root)) {
+    problem(p, "", "request body must be a JSON object");
+    return;
+  }
+  out->email_id = check_identifier(p, root, "emailId", MODEL_EMAIL_ID_MAX);
+  out->account_id = check_identifier(p, root, "accountId", MODEL_ACCOUNT_ID_MAX);
+  out->conversation_id = check_identifier(p, root, "conversationId", MODEL_CONVERSATION_ID_MAX);
+  check_transcript(p, root, out);
+  check_metadata(p, root, out);
+  check_optional_object(p, root, "summary", "summary");
+}
+
+enum model_result model_conversation_parse(const char *body, size_t len,
+                                           struct conversation_input *out, json_t **problems,
+                                           char *message, size_t message_len) {
+  memset(out, 0, sizeof *out);
+  *problems = NULL;
+  json_error_t jerr;
+  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+  if (!root) {
+    snprintf(message, message_len, "Request body is not valid JSON: %s (line %d, column %d)",
+             jerr.text, jerr.line, jerr.column);
+    return MODEL_INVALID_JSON;
+  }
+  struct problems p = {json_array(), 0};
+  validate(&p, root, out);
+  if (p.count == 0) {
+    json_decref(p.list);
+    out->root = root;
+    return MODEL_OK;
+  }
+  if (p.count > MODEL_PROBLEMS_MAX) {
+    char more[64];
+    snprintf(more, sizeof more, "%zu more problems not listed", p.count - MODEL_PROBLEMS_MAX);
+    json_array_append_new(p.list, json_pack("{s:s,s:s}", "field", "", "issue", more));
+  }
+  snprintf(message, message_len, "Request data is invalid: %zu problem%s", p.count,
+           p.count == 1 ? "" : "s");
+  json_decref(root);
+  memset(out, 0, sizeof *out);
+  *problems = p.list;
+  return MODEL_INVALID;
+}
+
+void model_conversation_free(struct conversation_input *in) {
+  json_decref(in->root);
+  memset(in, 0, sizeof *in);
+}

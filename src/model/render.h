@@ -1,0 +1,19 @@
+/* JSON answers about conversations, built in one place so every endpoint renders alike. */
+#ifndef GSR_RENDER_H
+#define GSR_RENDER_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "store/store.h"
+
+/* The seed's Conversation fields; new reference. */
+json_t *render_conversation(const struct store_conversation *c);
+/* The Conversation fields plus transcript, metadata and summary exactly as received (c->body
+ * must be set). Returns a malloc'ed JSON text and its length, or NULL. */
+char *render_conversation_detail(const struct store_conversation *c, size_t *len);
+/* The webhook's success answer. */
+json_t *render_webhook_accepted(const char *conversation_id, const char *webhook_id,
+                                int64_t processed_us);
+
+#endif

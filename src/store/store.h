@@ -1,0 +1,137 @@
+/* The storage interface. One struct of operations, chosen from DATABASE_URL at start-up;
+ * endpoints never know which backend answers.
+ *
+ * Writes are asynchronous: a caller hands a struct store_write to store_submit() and is
+ * called back (on the store's writer thread) once the write is committed or has failed. The
+ * writer commits everything that is waiting in one transaction, so concurrent webhooks share
+ * one disk sync. Reads are synchronous and never wait for the writer. */
+#ifndef GSR_STORE_H
+#define GSR_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/conversation.h"
+
+enum store_status {
+  STORE_OK,
+  STORE_NOT_FOUND,
+  STORE_RETRY, /* transient: busy, I/O error, disk full; answer 503 */
+  STORE_HARD,  /* a bug or corrupt database; answer 500 */
+};
+
+#define STORE_WEBHOOK_ID_MAX 48
+#define STORE_STATUS_MAX 16
+
+enum store_write_kind {
+  STORE_WRITE_CONVERSATION,
+  STORE_WRITE_PROBE, /* health: prove the database accepts a committed write */
+};
+
+struct store_write;
+typedef void (*store_write_done)(struct store_write *w, void *cls);
+
+struct store_write {
+  enum store_write_kind kind;
+  /* input (STORE_WRITE_CONVERSATION); the caller keeps these alive until done is called */
+  const struct conversation_input *conv;
+  const char *body;
+  size_t body_len;
+  unsigned char body_sha256[32]; /* computed by the caller, off the writer thread */
+  /* output, valid in done() */
+  enum store_status status;
+  bool duplicate; /* byte-identical redelivery: nothing was changed */
+  char webhook_id[STORE_WEBHOOK_ID_MAX];
+  int64_t processed_us;
+  /* completion */
+  store_write_done done;
+  void *done_cls;
+  struct store_write *next; /* the store's queue link */
+};
+
+/* A stored conversation as read back. */
+struct store_conversation {
+  char conversation_id[MODEL_CONVERSATION_ID_MAX + 1];
+  char email_id[MODEL_EMAIL_ID_MAX + 1];
+  char account_id[MODEL_ACCOUNT_ID_MAX + 1];
+  char status[STORE_STATUS_MAX];
+  bool has_start;
+  int64_t start_us;
+  int64_t duration;
+  int64_t message_count;
+  int64_t processed_us;
+  char webhook_id[STORE_WEBHOOK_ID_MAX];
+  char *body; /* raw webhook body when asked for, else NULL; owned, free with free() */
+  size_t body_len;
+};
+
+struct store_filter {
+  const char *email_id; /* NULL: any */
+  const char *account_id;
+  const char *status;
+  int64_t page;  /* 1-based */
+  int64_t limit; /* 1..100 */
+};
+
+struct store_page {
+  struct store_conversation *items; /* owned; free with store_page_free */
+  size_t count;
+  int64_t total;
+};
+
+struct store;
+
+struct store_ops {
+  const char *name;
+  void (*submit)(struct store *s, struct store_write *w);
+  enum store_status (*get)(struct store *s, const char *conversation_id, bool with_body,
+                           struct store_conversation *out);
+  enum store_status (*list)(struct store *s, const struct store_filter *f,
+                            struct store_page *out);
+  enum store_status (*ping_read)(struct store *s);
+  void (*close)(struct store *s);
+};
+
+struct store {
+  const struct store_ops *ops;
+};
+
+/* Opens the backend named by url and applies migrations. On failure writes one line to err. */
+__attribute__((warn_unused_result)) struct store *store_open(const char *url, char *err,
+                                                             size_t errlen);
+/* Drains pending writes, then closes; s is freed. */
+void store_close(struct store *s);
+
+static inline void store_submit(struct store *s, struct store_write *w) { s->ops->submit(s, w); }
+
+__attribute__((warn_unused_result)) static inline enum store_status store_get(
+    struct store *s, const char *id, bool with_body, struct store_conversation *out) {
+  return s->ops->get(s, id, with_body, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_list(
+    struct store *s, const struct store_filter *f, struct store_page *out) {
+  return s->ops->list(s, f, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_ping_read(
+    struct store *s) {
+  return s->ops->ping_read(s);
+}
+
+void store_page_free(struct store_page *p);
+
+/* Backends. */
+struct store *store_sqlite_open(const char *path, char *err, size_t errlen);
+
+/* Embedded migrations (generated from src/store/migrations/<backend>/NNNN_name.sql). */
+struct store_migration {
+  int version;
+  const char *name;
+  const char *sql;
+};
+extern const struct store_migration store_migrations_sqlite[];
+extern const size_t store_migrations_sqlite_count;
+
+#endif

@@ -1,0 +1,616 @@
+/* SQLite backend: one writer thread with its own connection commits queued writes in
+ * batches (group commit: one WAL sync per batch, synchronous=FULL); every HTTP worker thread
+ * reads through its own connection, so reads never wait behind the writer (WAL). */
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "ext/crypto.h"
+#include "store/store.h"
+
+#define BATCH_MAX 512
+#define BUSY_TIMEOUT_MS 5000
+#define LIST_VARIANTS 8 /* one statement per combination of the three filters */
+
+struct reader {
+  sqlite3 *db;
+  sqlite3_stmt *get;
+  sqlite3_stmt *ping;
+  sqlite3_stmt *list[LIST_VARIANTS];
+  sqlite3_stmt *count[LIST_VARIANTS];
+  struct reader *next;
+};
+
+struct sqlite_store {
+  struct store base;
+  char *path;
+  /* writer side: only the writer thread touches these after open */
+  sqlite3 *wdb;
+  sqlite3_stmt *w_find, *w_ins_delivery, *w_upsert, *w_probe, *w_begin, *w_commit, *w_rollback;
+  int64_t last_processed_us;
+  pthread_t writer;
+  bool writer_started;
+  /* the queue */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct store_write *head, *tail;
+  bool stopping;
+  /* readers, one per calling thread */
+  pthread_key_t reader_key;
+  pthread_mutex_t readers_mu;
+  struct reader *readers;
+};
+
+static enum store_status status_of(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+      return STORE_OK;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+      return STORE_RETRY;
+    default:
+      return STORE_HARD;
+  }
+}
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st) {
+  int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+  if (rc != SQLITE_OK) log_msg(LOG_ERROR, "sqlite prepare failed: %s", sqlite3_errmsg(db));
+  return rc;
+}
+
+/* Runs a statement that returns no rows, then resets it. */
+static int step_done(sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* ---------- opening and migrations ---------- */
+
+static bool make_parent_dirs(const char *path, char *err, size_t errlen) {
+  char buf[4096];
+  if (strlen(path) >= sizeof buf) {
+    snprintf(err, errlen, "DATABASE_URL: path too long");
+    return false;
+  }
+  memcpy(buf, path, strlen(path) + 1);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0750) != 0 && errno != EEXIST) {
+      snprintf(err, errlen, "DATABASE_URL: cannot create directory %s: %s", buf, strerror(errno));
+      return false;
+    }
+    *p = '/';
+  }
+  return true;
+}
+
+static int open_conn(const char *path, sqlite3 **db) {
+  int rc = sqlite3_open_v2(path, db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_busy_timeout(*db, BUSY_TIMEOUT_MS);
+  sqlite3_extended_result_codes(*db, 1);
+  return SQLITE_OK;
+}
+
+static bool exec(sqlite3 *db, const char *sql, char *err, size_t errlen) {
+  char *msg = NULL;
+  if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK) return true;
+  snprintf(err, errlen, "DATABASE_URL: sqlite: %s", msg ? msg : sqlite3_errmsg(db));
+  sqlite3_free(msg);
+  return false;
+}
+
+static bool set_wal(sqlite3 *db, char *err, size_t errlen) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(db));
+    return false;
+  }
+  bool ok = sqlite3_step(st) == SQLITE_ROW &&
+            strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+  sqlite3_finalize(st);
+  if (!ok) snprintf(err, errlen, "DATABASE_URL: sqlite: cannot enable WAL mode");
+  return ok;
+}
+
+static int64_t schema_version(sqlite3 *db) {
+  sqlite3_stmt *st;
+  int64_t v = -1;
+  if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &st,
+                         NULL) != SQLITE_OK)
+    return -1;
+  if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static bool record_migration(sqlite3 *db, const struct store_migration *m) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db,
+                         "INSERT INTO schema_migrations (version, name, applied_at_us) "
+                         "VALUES (?1, ?2, ?3)",
+                         -1, &st, NULL) != SQLITE_OK)
+    return false;
+  sqlite3_bind_int(st, 1, m->version);
+  sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, time_now_us());
+  bool ok = sqlite3_step(st) == SQLITE_DONE;
+  sqlite3_finalize(st);
+  return ok;
+}
+
+/* Applies pending migrations in one IMMEDIATE transaction, which also serialises several
+ * processes starting on the same file. */
+static bool migrate(sqlite3 *db, char *err, size_t errlen) {
+  if (!exec(db, "BEGIN IMMEDIATE", err, errlen)) return false;
+  bool ok = exec(db,
+                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                 "name TEXT NOT NULL, applied_at_us INTEGER NOT NULL)",
+                 err, errlen);
+  int64_t have = ok ? schema_version(db) : -1;
+  if (ok && have < 0) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: cannot read schema_migrations");
+    ok = false;
+  }
+  for (size_t i = 0; ok && i < store_migrations_sqlite_count; i++) {
+    const struct store_migration *m = &store_migrations_sqlite[i];
+    if (m->version <= have) continue;
+    ok = exec(db, m->sql, err, errlen) && record_migration(db, m);
+    if (ok) log_msg(LOG_INFO, "applied migration %04d_%s", m->version, m->name);
+  }
+  if (ok) return exec(db, "COMMIT", err, errlen);
+  char ignored[8];
+  (void)exec(db, "ROLLBACK", ignored, sizeof ignored);
+  return false;
+}
+
+static bool prepare_writer(struct sqlite_store *s) {
+  sqlite3 *db = s->wdb;
+  return prepare(db,
+                 "SELECT d.body_sha256, d.webhook_id, c.processed_at_us FROM conversations c "
+                 "JOIN deliveries d ON d.id = c.delivery_id WHERE c.conversation_id = ?1",
+                 &s->w_find) == SQLITE_OK &&
+         prepare(db,
+                 "INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, "
+                 "body_sha256, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                 &s->w_ins_delivery) == SQLITE_OK &&
+         prepare(db,
+                 "INSERT INTO conversations (conversation_id, email_id, account_id, status, "
+                 "start_time_us, duration, message_count, processed_at_us, delivery_id) "
+                 "VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6, ?7, ?8) "
+                 "ON CONFLICT (conversation_id) DO UPDATE SET email_id = excluded.email_id, "
+                 "account_id = excluded.account_id, status = excluded.status, "
+                 "start_time_us = excluded.start_time_us, duration = excluded.duration, "
+                 "message_count = excluded.message_count, "
+                 "processed_at_us = excluded.processed_at_us, "
+                 "delivery_id = excluded.delivery_id",
+                 &s->w_upsert) == SQLITE_OK &&
+         prepare(db,
+                 "INSERT INTO health_probe (id, checked_us) VALUES (1, ?1) "
+                 "ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us",
+                 &s->w_probe) == SQLITE_OK &&
+         prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
+         prepare(db, "COMMIT", &s->w_commit) == SQLITE_OK &&
+         prepare(db, "ROLLBACK", &s->w_rollback) == SQLITE_OK;
+}
+
+/* ---------- the writer ---------- */
+
+static int64_t next_processed_us(struct sqlite_store *s) {
+  int64_t now = time_now_us();
+  if (now <= s->last_processed_us) now = s->last_processed_us + 1;
+  s->last_processed_us = now;
+  return now;
+}
+
+static void copy_text(char *dst, size_t cap, const unsigned char *src) {
+  snprintf(dst, cap, "%s", src ? (const char *)src : "");
+}
+
+/* Looks for the current version; sets w->duplicate when the stored body is byte-identical. */
+static int find_current(struct sqlite_store *s, struct store_write *w) {
+  sqlite3_stmt *st = s->w_find;
+  sqlite3_bind_text(st, 1, w->conv->conversation_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const void *hash = sqlite3_column_blob(st, 0);
+    if (sqlite3_column_bytes(st, 0) == CRYPTO_SHA256_LEN &&
+        memcmp(hash, w->body_sha256, CRYPTO_SHA256_LEN) == 0) {
+      w->duplicate = true;
+      copy_text(w->webhook_id, sizeof w->webhook_id, sqlite3_column_text(st, 1));
+      w->processed_us = sqlite3_column_int64(st, 2);
+    }
+    rc = SQLITE_OK;
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc;
+}
+
+static int insert_delivery(struct sqlite_store *s, struct store_write *w, sqlite3_int64 *rowid) {
+  char hex[33];
+  if (!crypto_random_hex(hex, sizeof hex, 16)) return SQLITE_ERROR;
+  snprintf(w->webhook_id, sizeof w->webhook_id, "webhook_%s", hex);
+  w->processed_us = next_processed_us(s);
+  sqlite3_stmt *st = s->w_ins_delivery;
+  sqlite3_bind_text(st, 1, w->webhook_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, w->conv->conversation_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, w->processed_us);
+  sqlite3_bind_blob(st, 4, w->body_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
+  sqlite3_bind_blob64(st, 5, w->body, w->body_len, SQLITE_STATIC);
+  int rc = step_done(st);
+  *rowid = sqlite3_last_insert_rowid(s->wdb);
+  return rc;
+}
+
+static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
+                               sqlite3_int64 delivery_id) {
+  const struct conversation_input *c = w->conv;
+  sqlite3_stmt *st = s->w_upsert;
+  sqlite3_bind_text(st, 1, c->conversation_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, c->email_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, c->account_id, -1, SQLITE_STATIC);
+  if (c->has_start)
+    sqlite3_bind_int64(st, 4, c->start_us);
+  else
+    sqlite3_bind_null(st, 4);
+  sqlite3_bind_int64(st, 5, c->duration);
+  sqlite3_bind_int64(st, 6, c->message_count);
+  sqlite3_bind_int64(st, 7, w->processed_us);
+  sqlite3_bind_int64(st, 8, delivery_id);
+  return step_done(st);
+}
+
+static int apply_write(struct sqlite_store *s, struct store_write *w) {
+  if (w->kind == STORE_WRITE_PROBE) {
+    sqlite3_bind_int64(s->w_probe, 1, time_now_us());
+    return step_done(s->w_probe);
+  }
+  w->duplicate = false;
+  int rc = find_current(s, w);
+  if (rc != SQLITE_OK || w->duplicate) return rc;
+  sqlite3_int64 delivery_id = 0;
+  rc = insert_delivery(s, w, &delivery_id);
+  if (rc != SQLITE_OK) return rc;
+  return upsert_conversation(s, w, delivery_id);
+}
+
+/* Commits the whole batch in one transaction; on any failure nothing of it is stored. */
+static enum store_status commit_batch(struct sqlite_store *s, struct store_write *batch) {
+  int rc = step_done(s->w_begin);
+  for (struct store_write *w = batch; rc == SQLITE_OK && w; w = w->next) rc = apply_write(s, w);
+  if (rc == SQLITE_OK) rc = step_done(s->w_commit);
+  if (rc == SQLITE_OK) return STORE_OK;
+  log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
+  if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
+  return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
+}
+
+/* Takes up to BATCH_MAX queued writes; waits while the queue is empty. NULL means stop. */
+static struct store_write *take_batch(struct sqlite_store *s) {
+  pthread_mutex_lock(&s->mu);
+  while (!s->head && !s->stopping) pthread_cond_wait(&s->cv, &s->mu);
+  struct store_write *batch = s->head, *last = s->head;
+  for (int n = 1; last && last->next && n < BATCH_MAX; n++) last = last->next;
+  if (last) {
+    s->head = last->next;
+    if (!s->head) s->tail = NULL;
+    last->next = NULL;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return batch;
+}
+
+static void finish_batch(struct store_write *batch, enum store_status st) {
+  while (batch) {
+    struct store_write *next = batch->next; /* done() may free batch */
+    batch->next = NULL;
+    batch->status = st;
+    if (st != STORE_OK) batch->duplicate = false;
+    batch->done(batch, batch->done_cls);
+    batch = next;
+  }
+}
+
+static void *writer_main(void *arg) {
+  struct sqlite_store *s = arg;
+  struct store_write *batch;
+  while ((batch = take_batch(s)) != NULL) finish_batch(batch, commit_batch(s, batch));
+  return NULL;
+}
+
+static void sqlite_submit(struct store *base, struct store_write *w) {
+  struct sqlite_store *s = (struct sqlite_store *)base;
+  w->next = NULL;
+  pthread_mutex_lock(&s->mu);
+  bool refused = s->stopping;
+  if (!refused) {
+    if (s->tail)
+      s->tail->next = w;
+    else
+      s->head = w;
+    s->tail = w;
+    pthread_cond_signal(&s->cv);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (refused) finish_batch(w, STORE_RETRY);
+}
+
+/* ---------- readers ---------- */
+
+static const char *const list_filters[3] = {"c.email_id = ?", "c.account_id = ?",
+                                            "c.status = ?"};
+
+static void build_where(unsigned mask, char *buf, size_t cap) {
+  size_t pos = 0;
+  buf[0] = '\0';
+  for (unsigned i = 0; i < 3; i++) {
+    if (!(mask & (1u << i))) continue;
+    pos += (size_t)snprintf(buf + pos, cap - pos, "%s%s", pos ? " AND " : " WHERE ",
+                            list_filters[i]);
+  }
+}
+
+static void reader_free(struct reader *r) {
+  sqlite3_finalize(r->get);
+  sqlite3_finalize(r->ping);
+  for (int i = 0; i < LIST_VARIANTS; i++) {
+    sqlite3_finalize(r->list[i]);
+    sqlite3_finalize(r->count[i]);
+  }
+  sqlite3_close(r->db);
+  free(r);
+}
+
+static struct reader *reader_open(struct sqlite_store *s) {
+  struct reader *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  if (open_conn(s->path, &r->db) != SQLITE_OK ||
+      sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK ||
+      prepare(r->db,
+              "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
+              "c.duration, c.message_count, c.processed_at_us, d.webhook_id, "
+              "CASE WHEN ?2 THEN d.body END FROM conversations c "
+              "JOIN deliveries d ON d.id = c.delivery_id WHERE c.conversation_id = ?1",
+              &r->get) != SQLITE_OK ||
+      prepare(r->db, "SELECT COUNT(*) FROM (SELECT 1 FROM conversations LIMIT 1)", &r->ping) !=
+          SQLITE_OK) {
+    log_msg(LOG_ERROR, "sqlite reader open failed: %s", r->db ? sqlite3_errmsg(r->db) : "?");
+    reader_free(r);
+    return NULL;
+  }
+  for (unsigned m = 0; m < LIST_VARIANTS; m++) {
+    char where[128], sql[512];
+    build_where(m, where, sizeof where);
+    snprintf(sql, sizeof sql,
+             "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
+             "c.duration, c.message_count, c.processed_at_us, NULL, NULL FROM conversations c%s "
+             "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?",
+             where);
+    int rc = prepare(r->db, sql, &r->list[m]);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM conversations c%s", where);
+    if (rc != SQLITE_OK || prepare(r->db, sql, &r->count[m]) != SQLITE_OK) {
+      reader_free(r);
+      return NULL;
+    }
+  }
+  return r;
+}
+
+/* The calling thread's reader connection, opened on first use. */
+static struct reader *reader_get(struct sqlite_store *s) {
+  struct reader *r = pthread_getspecific(s->reader_key);
+  if (r) return r;
+  r = reader_open(s);
+  if (!r) return NULL;
+  pthread_setspecific(s->reader_key, r);
+  pthread_mutex_lock(&s->readers_mu);
+  r->next = s->readers;
+  s->readers = r;
+  pthread_mutex_unlock(&s->readers_mu);
+  return r;
+}
+
+/* Copies a row of the get/list column layout into out. */
+static enum store_status read_row(sqlite3_stmt *st, struct store_conversation *out) {
+  memset(out, 0, sizeof *out);
+  copy_text(out->conversation_id, sizeof out->conversation_id, sqlite3_column_text(st, 0));
+  copy_text(out->email_id, sizeof out->email_id, sqlite3_column_text(st, 1));
+  copy_text(out->account_id, sizeof out->account_id, sqlite3_column_text(st, 2));
+  copy_text(out->status, sizeof out->status, sqlite3_column_text(st, 3));
+  out->has_start = sqlite3_column_type(st, 4) != SQLITE_NULL;
+  out->start_us = sqlite3_column_int64(st, 4);
+  out->duration = sqlite3_column_int64(st, 5);
+  out->message_count = sqlite3_column_int64(st, 6);
+  out->processed_us = sqlite3_column_int64(st, 7);
+  copy_text(out->webhook_id, sizeof out->webhook_id, sqlite3_column_text(st, 8));
+  if (sqlite3_column_type(st, 9) == SQLITE_NULL) return STORE_OK;
+  const void *body = sqlite3_column_blob(st, 9);
+  size_t len = (size_t)sqlite3_column_bytes(st, 9);
+  out->body = malloc(len + 1);
+  if (!out->body) return STORE_RETRY;
+  if (len) memcpy(out->body, body, len);
+  out->body[len] = '\0';
+  out->body_len = len;
+  return STORE_OK;
+}
+
+static enum store_status sqlite_get(struct store *base, const char *id, bool with_body,
+                                    struct store_conversation *out) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  sqlite3_bind_text(r->get, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(r->get, 2, with_body);
+  int rc = sqlite3_step(r->get);
+  enum store_status st = rc == SQLITE_ROW    ? read_row(r->get, out)
+                         : rc == SQLITE_DONE ? STORE_NOT_FOUND
+                                             : status_of(rc);
+  sqlite3_reset(r->get);
+  sqlite3_clear_bindings(r->get);
+  return st;
+}
+
+static unsigned bind_filters(sqlite3_stmt *st, const struct store_filter *f) {
+  const char *vals[3] = {f->email_id, f->account_id, f->status};
+  unsigned idx = 1;
+  for (int i = 0; i < 3; i++)
+    if (vals[i]) sqlite3_bind_text(st, (int)idx++, vals[i], -1, SQLITE_STATIC);
+  return idx;
+}
+
+static enum store_status count_rows(struct reader *r, unsigned mask, const struct store_filter *f,
+                                    int64_t *total) {
+  sqlite3_stmt *st = r->count[mask];
+  bind_filters(st, f);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) *total = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_ROW ? STORE_OK : status_of(rc);
+}
+
+static enum store_status fetch_page(struct reader *r, unsigned mask, const struct store_filter *f,
+                                    struct store_page *out) {
+  sqlite3_stmt *st = r->list[mask];
+  unsigned idx = bind_filters(st, f);
+  sqlite3_bind_int64(st, (int)idx, f->limit);
+  sqlite3_bind_int64(st, (int)idx + 1, (f->page - 1) * f->limit);
+  enum store_status result = STORE_OK;
+  int rc = SQLITE_DONE;
+  while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW && out->count < (size_t)f->limit)
+    result = read_row(st, &out->items[out->count++]);
+  if (result == STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) result = status_of(rc);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return result;
+}
+
+static enum store_status sqlite_list(struct store *base, const struct store_filter *f,
+                                     struct store_page *out) {
+  memset(out, 0, sizeof *out);
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0);
+  /* One read transaction, so the count and the page agree. */
+  if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return STORE_RETRY;
+  enum store_status st = count_rows(r, mask, f, &out->total);
+  if (st == STORE_OK && (f->page - 1) * f->limit < out->total) {
+    out->items = calloc((size_t)f->limit, sizeof *out->items);
+    st = out->items ? fetch_page(r, mask, f, out) : STORE_RETRY;
+  }
+  sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+  if (st != STORE_OK) store_page_free(out);
+  return st;
+}
+
+static enum store_status sqlite_ping_read(struct store *base) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  int rc = sqlite3_step(r->ping);
+  sqlite3_reset(r->ping);
+  return rc == SQLITE_ROW ? STORE_OK : status_of(rc);
+}
+
+/* ---------- lifecycle ---------- */
+
+static void writer_finalize(struct sqlite_store *s) {
+  sqlite3_stmt *all[] = {s->w_find,  s->w_ins_delivery, s->w_upsert,  s->w_probe,
+                         s->w_begin, s->w_commit,       s->w_rollback};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
+}
+
+static void sqlite_close(struct store *base) {
+  struct sqlite_store *s = (struct sqlite_store *)base;
+  pthread_mutex_lock(&s->mu);
+  s->stopping = true;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  if (s->writer_started) pthread_join(s->writer, NULL);
+  /* After the writer is gone nothing can be queued; fail whatever slipped in. */
+  finish_batch(s->head, STORE_RETRY);
+  s->head = s->tail = NULL;
+  for (struct reader *r = s->readers, *next; r; r = next) {
+    next = r->next;
+    reader_free(r);
+  }
+  writer_finalize(s);
+  sqlite3_close(s->wdb);
+  pthread_key_delete(s->reader_key);
+  pthread_mutex_destroy(&s->mu);
+  pthread_mutex_destroy(&s->readers_mu);
+  pthread_cond_destroy(&s->cv);
+  free(s->path);
+  free(s);
+}
+
+static const struct store_ops sqlite_ops = {
+    .name = "sqlite",
+    .submit = sqlite_submit,
+    .get = sqlite_get,
+    .list = sqlite_list,
+    .ping_read = sqlite_ping_read,
+    .close = sqlite_close,
+};
+
+static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
+  if (open_conn(s->path, &s->wdb) != SQLITE_OK) {
+    snprintf(err, errlen, "DATABASE_URL: cannot open %s: %s", s->path,
+             s->wdb ? sqlite3_errmsg(s->wdb) : "out of memory");
+    return false;
+  }
+  if (!set_wal(s->wdb, err, errlen) || !exec(s->wdb, "PRAGMA synchronous = FULL", err, errlen) ||
+      !exec(s->wdb, "PRAGMA foreign_keys = ON", err, errlen) || !migrate(s->wdb, err, errlen))
+    return false;
+  if (!prepare_writer(s)) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
+    return false;
+  }
+  return true;
+}
+
+struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
+  if (!make_parent_dirs(path, err, errlen)) return NULL;
+  struct sqlite_store *s = calloc(1, sizeof *s);
+  if (!s || !(s->path = strdup(path))) {
+    free(s);
+    snprintf(err, errlen, "DATABASE_URL: out of memory");
+    return NULL;
+  }
+  s->base.ops = &sqlite_ops;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_mutex_init(&s->readers_mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  pthread_key_create(&s->reader_key, NULL);
+  if (!open_writer(s, err, errlen)) {
+    sqlite_close(&s->base);
+    return NULL;
+  }
+  if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+    snprintf(err, errlen, "cannot start the database writer thread");
+    sqlite_close(&s->base);
+    return NULL;
+  }
+  s->writer_started = true;
+  return &s->base;
+}
