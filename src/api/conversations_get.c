@@ -35,10 +35,9 @@ void api_conversations_get(struct http_request *req) {
   const char *id = http_request_path_param(req);
   bool with_transcript;
   if (!parse_include(http_request_query(req, "include"), &with_transcript)) {
-    http_reply_error(req, API_ERR_INVALID_PARAMETER,
-                     "include: the only supported value is \"transcript\"",
-                     json_pack("[{s:s,s:s}]", "field", "include", "issue",
-                               "must be \"transcript\""));
+    http_reply_error(
+        req, API_ERR_INVALID_PARAMETER, "include: the only supported value is \"transcript\"",
+        json_pack("[{s:s,s:s}]", "field", "include", "issue", "must be \"transcript\""));
     return;
   }
   size_t len = strlen(id);

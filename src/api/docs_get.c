@@ -41,8 +41,10 @@ static char *render_template(const char *tmpl, size_t tlen, const char *const *n
         replaced = true;
       }
     }
-    if (!replaced && pos + 1 < cap) out[pos++] = tmpl[i++];
-    else if (!replaced) i++;
+    if (!replaced && pos + 1 < cap)
+      out[pos++] = tmpl[i++];
+    else if (!replaced)
+      i++;
   }
   out[pos] = '\0';
   *out_len = pos;
@@ -60,15 +62,18 @@ bool app_docs_init(struct app *app) {
     const char *base = *cfg->docs_assets_url ? cfg->docs_assets_url : NULL;
     size_t bl = base ? strlen(base) : 0;
     while (bl && base[bl - 1] == '/') bl--;
-    snprintf(swagger, sizeof swagger, "%.*s/swagger-ui-bundle.js", (int)(base ? bl : strlen(CDN_SWAGGER)), base ? base : CDN_SWAGGER);
-    snprintf(swagger_css, sizeof swagger_css, "%.*s/swagger-ui.css", (int)(base ? bl : strlen(CDN_SWAGGER)), base ? base : CDN_SWAGGER);
-    snprintf(redoc, sizeof redoc, "%.*s/redoc.standalone.js", (int)(base ? bl : strlen(CDN_REDOC)), base ? base : CDN_REDOC);
+    snprintf(swagger, sizeof swagger, "%.*s/swagger-ui-bundle.js",
+             (int)(base ? bl : strlen(CDN_SWAGGER)), base ? base : CDN_SWAGGER);
+    snprintf(swagger_css, sizeof swagger_css, "%.*s/swagger-ui.css",
+             (int)(base ? bl : strlen(CDN_SWAGGER)), base ? base : CDN_SWAGGER);
+    snprintf(redoc, sizeof redoc, "%.*s/redoc.standalone.js", (int)(base ? bl : strlen(CDN_REDOC)),
+             base ? base : CDN_REDOC);
   }
   const char *names[] = {"{{SWAGGER_JS}}", "{{SWAGGER_CSS}}", "{{REDOC_JS}}"};
   const char *values[] = {swagger, swagger_css, redoc};
-  app->swagger_html = render_template((const char *)embedded_swagger_html,
-                                      embedded_swagger_html_len, names, values, 3,
-                                      &app->swagger_len);
+  app->swagger_html =
+      render_template((const char *)embedded_swagger_html, embedded_swagger_html_len, names, values,
+                      3, &app->swagger_len);
   app->redoc_html = render_template((const char *)embedded_redoc_html, embedded_redoc_html_len,
                                     names, values, 3, &app->redoc_len);
   return app->swagger_html && app->redoc_html;
@@ -81,8 +86,7 @@ void app_docs_free(struct app *app) {
 }
 
 void api_openapi_get(struct http_request *req) {
-  http_reply_static(req, 200, "application/json", embedded_openapi_json,
-                    embedded_openapi_json_len);
+  http_reply_static(req, 200, "application/json", embedded_openapi_json, embedded_openapi_json_len);
 }
 
 void api_docs_swagger_get(struct http_request *req) {

@@ -14,11 +14,10 @@ struct probe {
 static void reply_health(struct http_request *req, bool db_ok) {
   char now[40];
   time_format_us(time_now_us(), true, now, sizeof now);
-  json_t *body = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "status",
-                           db_ok ? "healthy" : "unhealthy", "timestamp", now, "version",
-                           GSR_VERSION, "dependencies", "database",
-                           db_ok ? "connected" : "disconnected", "redis", "not_configured",
-                           "elevenlabs", "not_configured");
+  json_t *body = json_pack(
+      "{s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "status", db_ok ? "healthy" : "unhealthy", "timestamp", now,
+      "version", GSR_VERSION, "dependencies", "database", db_ok ? "connected" : "disconnected",
+      "redis", "not_configured", "elevenlabs", "not_configured");
   http_reply_json(req, db_ok ? 200 : 503, body);
 }
 

@@ -13,10 +13,12 @@
 
 const struct config_var config_vars[] = {
     {"API_SECRET_KEY", CONFIG_SECRET, "", 0, 0, OFF(api_secret_key),
-     "Comma-separated API keys accepted as 'Authorization: Bearer <key>' (several allow rotation). Required."},
+     "Comma-separated API keys accepted as 'Authorization: Bearer <key>' (several allow rotation). "
+     "Required."},
     {"WEBHOOK_SECRET", CONFIG_SECRET, "", 0, 0, OFF(webhook_secret),
      "Shared secret for signed webhooks (seed variable; reserved, not used yet)."},
-    {"HOST", CONFIG_STRING, "0.0.0.0", 0, 0, OFF(host), "Address to listen on (IPv4 or IPv6 literal)."},
+    {"HOST", CONFIG_STRING, "0.0.0.0", 0, 0, OFF(host),
+     "Address to listen on (IPv4 or IPv6 literal)."},
     {"PORT", CONFIG_INT, "8000", 1, 65535, OFF(port), "TCP port to listen on."},
     {"DATABASE_URL", CONFIG_STRING, "sqlite:data/gensendrep.db", 0, 0, OFF(database_url),
      "Storage: sqlite:PATH (relative to the working directory) or sqlite:///absolute/path."},
@@ -40,10 +42,10 @@ const struct config_var config_vars[] = {
      "Idle seconds after which a connection is closed."},
     {"REQUEST_TIMEOUT_SECONDS", CONFIG_INT, "60", 1, 3600, OFF(request_timeout),
      "Most seconds a client may take to send one request body; slower ones get 408."},
-    {"THREADS", CONFIG_INT, "0", 0, 256, OFF(threads),
-     "HTTP worker threads; 0 means one per CPU."},
+    {"THREADS", CONFIG_INT, "0", 0, 256, OFF(threads), "HTTP worker threads; 0 means one per CPU."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
-     "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the CDN."},
+     "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "
+     "CDN."},
     {"DOCS_ASSETS_DIR", CONFIG_STRING, "", 0, 0, OFF(docs_assets_dir),
      "Local folder with those files (make docs-assets fills it), served under /docs/assets/."},
 };

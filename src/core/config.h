@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 struct config {
-  char *api_secret_key;  /* comma-separated keys */
+  char *api_secret_key; /* comma-separated keys */
   char *webhook_secret;
   char *host;
   long port;

@@ -14,8 +14,11 @@ static enum log_level current_level = LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warning", "error"};
 
 bool log_parse_level(const char *s, enum log_level *out) {
-  static const struct { const char *name; enum log_level level; } names[] = {
-      {"debug", LOG_DEBUG}, {"info", LOG_INFO},   {"warning", LOG_WARNING},
+  static const struct {
+    const char *name;
+    enum log_level level;
+  } names[] = {
+      {"debug", LOG_DEBUG},  {"info", LOG_INFO},   {"warning", LOG_WARNING},
       {"warn", LOG_WARNING}, {"error", LOG_ERROR}, {"critical", LOG_ERROR},
   };
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -20,8 +20,9 @@ void cors_free(struct cors *c);
 bool cors_allowed(const struct cors *c, const char *origin);
 
 #define CORS_ALLOW_HEADERS "Authorization, Content-Type, X-Request-Id"
-#define CORS_EXPOSE_HEADERS \
-  "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, WWW-Authenticate"
+#define CORS_EXPOSE_HEADERS                                                            \
+  "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, " \
+  "WWW-Authenticate"
 #define CORS_MAX_AGE "600"
 
 #endif

@@ -14,8 +14,8 @@
 struct ratelimit_result {
   bool allowed;
   long limit;
-  long remaining;   /* after this hit */
-  long reset_s;     /* seconds until the oldest counted hit leaves the window */
+  long remaining;     /* after this hit */
+  long reset_s;       /* seconds until the oldest counted hit leaves the window */
   long retry_after_s; /* when denied: seconds until a hit would be allowed */
 };
 

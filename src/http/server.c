@@ -163,9 +163,9 @@ void http_reply_error(struct http_request *req, enum api_error err, const char *
   const struct api_error_info *info = api_error_get(err);
   if (info->status >= 500)
     log_msg(LOG_ERROR, "request %s answered %u %s", req->request_id, info->status, info->code);
-  json_t *body = json_pack("{s:b,s:{s:s,s:s,s:o}}", "success", 0, "error", "code", info->code,
-                           "message", message ? message : info->message, "details",
-                           details ? details : json_array());
+  json_t *body =
+      json_pack("{s:b,s:{s:s,s:s,s:o}}", "success", 0, "error", "code", info->code, "message",
+                message ? message : info->message, "details", details ? details : json_array());
   http_reply_json(req, info->status, body);
 }
 
@@ -339,8 +339,8 @@ static bool method_matches(const char *route_method, const char *method) {
 }
 
 /* Finds the route; *allow lists the methods the path supports when the method does not. */
-static const struct route *route_find(const char *path, const char *method, char *allow,
-                                      size_t cap, bool *path_known) {
+static const struct route *route_find(const char *path, const char *method, char *allow, size_t cap,
+                                      bool *path_known) {
   *path_known = false;
   allow[0] = '\0';
   size_t pos = 0;
@@ -528,9 +528,8 @@ static void dispatch(struct http_request *req) {
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls) {
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls) {
   (void)version;
   struct http_request *req = *con_cls;
   if (!req) {
@@ -591,8 +590,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* ---------------- start and stop ---------------- */
 
-static bool resolve_host(const char *host, unsigned port, struct sockaddr_storage *ss,
-                         bool *ipv6) {
+static bool resolve_host(const char *host, unsigned port, struct sockaddr_storage *ss, bool *ipv6) {
   struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
   struct addrinfo *res = NULL;
   char service[8];

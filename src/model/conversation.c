@@ -51,8 +51,7 @@ static const char *check_string(struct problems *p, json_t *obj, const char *key
   return json_string_value(v);
 }
 
-static const char *check_identifier(struct problems *p, json_t *obj, const char *key,
-                                    size_t max) {
+static const char *check_identifier(struct problems *p, json_t *obj, const char *key, size_t max) {
   const char *s = check_string(p, obj, key, key);
   if (!s) return NULL;
   size_t len = json_string_length(json_object_get(obj, key));
@@ -77,8 +76,7 @@ static bool check_count(struct problems *p, json_t *obj, const char *key, const 
                         int64_t *out) {
   json_t *v = required(p, obj, key, path);
   if (!v) return false;
-  if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-      json_integer_value(v) > MODEL_COUNT_MAX) {
+  if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > MODEL_COUNT_MAX) {
     problem(p, path, "must be an integer from 0 to 2147483647");
     return false;
   }
@@ -93,7 +91,8 @@ static void check_optional_object(struct problems *p, json_t *obj, const char *k
   if (v && !json_is_null(v) && !json_is_object(v)) problem(p, path, "must be an object or null");
 }
 
-static void check_message(struct problems *p, json_t *m, size_t idx, struct conversation_input *out) {
+static void check_message(struct problems *p, json_t *m, size_t idx,
+                          struct conversation_input *out) {
   char path[96], base[48];
   snprintf(base, sizeof base, "transcript[%zu]", idx);
   if (!json_is_object(m)) {

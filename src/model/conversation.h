@@ -34,8 +34,8 @@ enum model_result { MODEL_OK, MODEL_INVALID_JSON, MODEL_INVALID };
  * MODEL_INVALID_JSON: *message says where parsing failed. MODEL_INVALID: *problems (caller owns)
  * is an array of {"field","issue"}. */
 __attribute__((warn_unused_result)) enum model_result model_conversation_parse(
-    const char *body, size_t len, struct conversation_input *out, json_t **problems,
-    char *message, size_t message_len);
+    const char *body, size_t len, struct conversation_input *out, json_t **problems, char *message,
+    size_t message_len);
 void model_conversation_free(struct conversation_input *in);
 
 /* True when s (valid UTF-8, len bytes) holds no control character (C0, DEL or C1). */

@@ -12,8 +12,10 @@ static size_t skip_ws(const char *d, size_t len, size_t i) {
 /* d[i] is the opening quote; returns the index just past the closing quote. */
 static size_t skip_string(const char *d, size_t len, size_t i) {
   for (i++; i < len; i++) {
-    if (d[i] == '\\') i++;
-    else if (d[i] == '"') return i + 1;
+    if (d[i] == '\\')
+      i++;
+    else if (d[i] == '"')
+      return i + 1;
   }
   return len;
 }

@@ -16,16 +16,17 @@ static json_t *time_or_null(bool present, int64_t us, bool always_fraction) {
 
 json_t *render_conversation(const struct store_conversation *c) {
   int64_t end_us = c->start_us + c->duration * 1000000;
-  return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:I,s:I,s:o}", "conversationId",
-                   c->conversation_id, "emailId", c->email_id, "accountId", c->account_id,
-                   "status", c->status, "startTime", time_or_null(c->has_start, c->start_us, false),
-                   "endTime", time_or_null(c->has_start, end_us, false), "duration",
-                   (json_int_t)c->duration, "messageCount", (json_int_t)c->message_count,
-                   "processedAt", time_or_null(true, c->processed_us, true));
+  return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:I,s:I,s:o}", "conversationId", c->conversation_id,
+                   "emailId", c->email_id, "accountId", c->account_id, "status", c->status,
+                   "startTime", time_or_null(c->has_start, c->start_us, false), "endTime",
+                   time_or_null(c->has_start, end_us, false), "duration", (json_int_t)c->duration,
+                   "messageCount", (json_int_t)c->message_count, "processedAt",
+                   time_or_null(true, c->processed_us, true));
 }
 
 /* Appends ,"key":<raw member or null> to buf at *pos. */
-static void append_member(char *buf, size_t *pos, const char *key, const struct store_conversation *c) {
+static void append_member(char *buf, size_t *pos, const char *key,
+                          const struct store_conversation *c) {
   const char *val = "null";
   size_t len = 4;
   if (!json_raw_member(c->body, c->body_len, key, &val, &len)) {
@@ -72,6 +73,6 @@ json_t *render_webhook_accepted(const char *conversation_id, const char *webhook
                                 int64_t processed_us) {
   return json_pack("{s:b,s:s,s:{s:s,s:o,s:s,s:s}}", "success", 1, "message",
                    "Conversation data received successfully", "data", "conversationId",
-                   conversation_id, "processedAt", time_or_null(true, processed_us, true),
-                   "status", "processed", "webhookId", webhook_id);
+                   conversation_id, "processedAt", time_or_null(true, processed_us, true), "status",
+                   "processed", "webhookId", webhook_id);
 }

@@ -87,8 +87,7 @@ struct store_ops {
   void (*submit)(struct store *s, struct store_write *w);
   enum store_status (*get)(struct store *s, const char *conversation_id, bool with_body,
                            struct store_conversation *out);
-  enum store_status (*list)(struct store *s, const struct store_filter *f,
-                            struct store_page *out);
+  enum store_status (*list)(struct store *s, const struct store_filter *f, struct store_page *out);
   enum store_status (*ping_read)(struct store *s);
   void (*close)(struct store *s);
 };

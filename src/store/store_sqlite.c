@@ -359,16 +359,15 @@ static void sqlite_submit(struct store *base, struct store_write *w) {
 
 /* ---------- readers ---------- */
 
-static const char *const list_filters[3] = {"c.email_id = ?", "c.account_id = ?",
-                                            "c.status = ?"};
+static const char *const list_filters[3] = {"c.email_id = ?", "c.account_id = ?", "c.status = ?"};
 
 static void build_where(unsigned mask, char *buf, size_t cap) {
   size_t pos = 0;
   buf[0] = '\0';
   for (unsigned i = 0; i < 3; i++) {
     if (!(mask & (1u << i))) continue;
-    pos += (size_t)snprintf(buf + pos, cap - pos, "%s%s", pos ? " AND " : " WHERE ",
-                            list_filters[i]);
+    pos +=
+        (size_t)snprintf(buf + pos, cap - pos, "%s%s", pos ? " AND " : " WHERE ", list_filters[i]);
   }
 }
 
@@ -498,7 +497,8 @@ static enum store_status fetch_page(struct reader *r, unsigned mask, const struc
   sqlite3_bind_int64(st, (int)idx + 1, (f->page - 1) * f->limit);
   enum store_status result = STORE_OK;
   int rc = SQLITE_DONE;
-  while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW && out->count < (size_t)f->limit)
+  while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
+         out->count < (size_t)f->limit)
     result = read_row(st, &out->items[out->count++]);
   if (result == STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) result = status_of(rc);
   sqlite3_reset(st);
