@@ -56,7 +56,8 @@ build/release/%.o: %.c
 	@$(CC) $(WARN) $(DEFS) $(REL_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 
 gensendrep: $(call rel_obj,$(SRCS) $(GEN_SRCS))
-	$(CC) $(REL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	@echo "LD $@"
+	@$(CC) $(REL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # ---- debug (sanitizers), used by every test ----
 build/debug/%.o: %.c
@@ -65,7 +66,8 @@ build/debug/%.o: %.c
 	@$(CC) $(WARN) $(DEFS) $(DBG_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 
 build/debug/gensendrep: $(call dbg_obj,$(SRCS) $(GEN_SRCS))
-	$(CC) $(DBG_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	@echo "LD $@"
+	@$(CC) $(DBG_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 build/debug/tests/%: tests/unit/%.c $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))
 	@mkdir -p $(@D)

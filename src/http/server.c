@@ -546,7 +546,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return go_on ? MHD_YES : queue_reply(req);
       }
       dispatch(req);
-      return req->state == REQ_SUSPENDED ? MHD_YES : queue_reply(req);
+      /* Suspended: the store may already have resumed it (state is then written by another
+       * thread), so only this thread's own on_resume field is consulted here. */
+      return req->on_resume ? MHD_YES : queue_reply(req);
     case REQ_RESUMED:
       req->on_resume(req);
       return queue_reply(req);
