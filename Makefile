@@ -28,7 +28,7 @@ rel_obj = $(patsubst %.c,build/release/%.o,$(1))
 dbg_obj = $(patsubst %.c,build/debug/%.o,$(1))
 
 .PHONY: all debug run test unit integration format format-check deps deps-test bench \
-        docs-assets clean
+        docs-assets clean readme-config
 .DEFAULT_GOAL := all
 
 all: deps gensendrep
@@ -104,3 +104,6 @@ clean:
 	rm -rf build gensendrep
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+readme-config: gensendrep
+	tools/readme-config.sh ./gensendrep

@@ -38,6 +38,9 @@ const struct config_var config_vars[] = {
      "Comma-separated proxy IPs whose X-Forwarded-For names the client; others are ignored."},
     {"MAX_CONNECTIONS", CONFIG_INT, "1024", 1, 100000, OFF(max_connections),
      "Most simultaneous client connections; more are refused."},
+    {"MAX_CONNECTIONS_PER_IP", CONFIG_INT, "512", 0, 100000, OFF(max_connections_per_ip),
+     "Most simultaneous connections from one client IP (0: no per-IP limit; raise it behind a "
+     "proxy)."},
     {"CONNECTION_TIMEOUT_SECONDS", CONFIG_INT, "30", 1, 3600, OFF(connection_timeout),
      "Idle seconds after which a connection is closed."},
     {"REQUEST_TIMEOUT_SECONDS", CONFIG_INT, "60", 1, 3600, OFF(request_timeout),

@@ -20,6 +20,7 @@ struct config {
   long rate_limit_api;
   char *trusted_proxies;
   long max_connections;
+  long max_connections_per_ip;
   long connection_timeout;
   long request_timeout;
   long threads;

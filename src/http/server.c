@@ -649,6 +649,7 @@ struct http_server *http_server_start(const struct config *cfg, void *app, char 
       flags, (uint16_t)cfg->port, NULL, NULL, on_access, s, MHD_OPTION_NOTIFY_COMPLETED,
       on_completed, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
       (unsigned)threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout,
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_BYTES_MAX, MHD_OPTION_EXTERNAL_LOGGER,
       on_mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
