@@ -71,7 +71,8 @@ build/debug/gensendrep: $(call dbg_obj,$(SRCS) $(GEN_SRCS))
 
 build/debug/tests/%: tests/unit/%.c $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -Wno-missing-prototypes $(DEFS) $(DBG_CFLAGS) $(PKG_CFLAGS) -o $@ $^ \
+	@echo "LD $@"
+	@$(CC) $(WARN) -Wno-missing-prototypes $(DEFS) $(DBG_CFLAGS) $(PKG_CFLAGS) -o $@ $^ \
 	  $(DBG_LDFLAGS) $(PKG_LIBS) -lcmocka
 
 debug: deps build/debug/gensendrep
@@ -86,7 +87,7 @@ run: deps gensendrep
 test: deps-test format-check unit integration
 
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 
 integration: build/debug/gensendrep
 	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration

@@ -49,8 +49,9 @@ void ratelimit_free(struct ratelimit *rl) {
 }
 
 static size_t hash(const char *s) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  uint64_t h = 1469598103934665603ull; /* FNV-1a over the stored prefix */
+  for (size_t i = 0; *s && i < RATELIMIT_KEY_MAX - 1; s++, i++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
   return (size_t)(h % TABLE_SIZE);
 }
 
@@ -99,7 +100,7 @@ static void sweep_stale(struct ratelimit *rl, int64_t now_s) {
 static struct entry *find_or_add(struct ratelimit *rl, const char *key, int64_t now_s) {
   size_t h = hash(key);
   for (struct entry *e = rl->table[h]; e; e = e->next)
-    if (strcmp(e->key, key) == 0) return e;
+    if (strncmp(e->key, key, RATELIMIT_KEY_MAX - 1) == 0) return e;
   if (rl->nkeys >= rl->max_keys) sweep_stale(rl, now_s);
   if (rl->nkeys >= rl->max_keys) {
     if (!rl->warned_full) log_msg(LOG_WARNING, "rate limiter full: new clients are not limited");

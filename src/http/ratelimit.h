@@ -25,7 +25,8 @@ struct ratelimit;
 __attribute__((warn_unused_result)) struct ratelimit *ratelimit_new(long limit, size_t max_keys);
 void ratelimit_free(struct ratelimit *rl);
 
-/* Counts one hit for key at now_ms (any monotonic millisecond clock) unless over the limit. */
+/* Counts one hit for key at now_ms (keys are told apart by their first RATELIMIT_KEY_MAX-1
+ * bytes) (any monotonic millisecond clock) unless over the limit. */
 void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
                    struct ratelimit_result *out);
 

@@ -30,6 +30,12 @@ bool model_is_printable(const char *s, size_t len) {
   return true;
 }
 
+/* Compares a JSON string with s, length included (strings may hold NUL bytes). */
+static bool is_exactly(json_t *v, const char *s) {
+  size_t n = strlen(s);
+  return json_string_length(v) == n && memcmp(json_string_value(v), s, n) == 0;
+}
+
 /* Looks up a required member; reports it when absent or null. */
 static json_t *required(struct problems *p, json_t *obj, const char *key, const char *path) {
   json_t *v = json_object_get(obj, key);
@@ -113,7 +119,8 @@ static void check_message(struct problems *p, json_t *m, size_t idx,
   }
   snprintf(path, sizeof path, "%s.speaker", base);
   const char *speaker = check_string(p, m, "speaker", path);
-  if (speaker && strcmp(speaker, "user") != 0 && strcmp(speaker, "agent") != 0)
+  if (speaker && !is_exactly(json_object_get(m, "speaker"), "user") &&
+      !is_exactly(json_object_get(m, "speaker"), "agent"))
     problem(p, path, "must be \"user\" or \"agent\"");
   snprintf(path, sizeof path, "%s.content", base);
   (void)check_string(p, m, "content", path);
@@ -175,7 +182,8 @@ enum model_result model_conversation_parse(const char *body, size_t len,
   memset(out, 0, sizeof *out);
   *problems = NULL;
   json_error_t jerr;
-  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+  json_t *root =
+      json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
   if (!root) {
     snprintf(message, message_len, "Request body is not valid JSON: %s (line %d, column %d)",
              jerr.text, jerr.line, jerr.column);
