@@ -1,4 +1,4 @@
-/* Sliding window of 61 one-second buckets per key in a chained hash table. */
+/* Sliding window of 60 one-second buckets per key in a chained hash table. */
 #include "http/ratelimit.h"
 
 #include <pthread.h>
@@ -7,7 +7,7 @@
 
 #include "core/log.h"
 
-#define SLOTS (RATELIMIT_WINDOW_S + 1)
+#define SLOTS RATELIMIT_WINDOW_S
 #define TABLE_SIZE 4096
 
 struct entry {

@@ -1,6 +1,7 @@
-/* In-process rate limiter: at most `limit` hits per key in any 60-second window.
- * Each key keeps 61 one-second counters, so memory per key is fixed and a request is
- * forgotten no sooner than 60 s after it was counted (the limit is never exceeded). */
+/* In-process rate limiter: at most `limit` hits per key per minute. Each key keeps 60
+ * one-second counters, so memory per key is fixed; a hit is forgotten when its second is
+ * 60 seconds old (59 to 60 s after it was counted). So Retry-After and RateLimit-Reset never
+ * exceed 60 and are honest: waiting that long is enough. Denied hits are not counted. */
 #ifndef GSR_RATELIMIT_H
 #define GSR_RATELIMIT_H
 

@@ -13,6 +13,8 @@
 #include "http/ratelimit.h"
 
 #define WINDOW_MS (RATELIMIT_WINDOW_S * 1000LL)
+/* A hit is remembered at least this long (its one-second bucket ages out at 60 s). */
+#define MEMORY_MS (WINDOW_MS - 1000)
 
 static struct ratelimit_result hit(struct ratelimit *rl, const char *key, int64_t now_ms) {
   struct ratelimit_result r;
@@ -77,17 +79,17 @@ static void test_limit_one(void **state) {
   assert_int_equal(r.remaining, 0);
 }
 
-/* A hit is never forgotten sooner than 60 s after it was counted, and Retry-After is honest:
+/* A hit is never forgotten sooner than 59 s after it was counted, and Retry-After is honest:
  * waiting retry_after_s seconds is enough, one second less is not. */
 static void test_forgotten_only_after_window(void **state) {
   (void)state;
   for (int64_t t0 = 5000; t0 < 7000; t0 += 137) {
     struct ratelimit *rl = new_limiter(3, 100);
     for (int i = 0; i < 3; i++) assert_true(hit(rl, "k", t0).allowed);
-    struct ratelimit_result r = hit(rl, "k", t0 + WINDOW_MS - 1);
+    struct ratelimit_result r = hit(rl, "k", t0 + MEMORY_MS - 1);
     assert_false(r.allowed);
-    assert_true(r.retry_after_s >= 1);
-    int64_t denied_at = t0 + WINDOW_MS - 1;
+    assert_true(r.retry_after_s >= 1 && r.retry_after_s <= RATELIMIT_WINDOW_S);
+    int64_t denied_at = t0 + MEMORY_MS - 1;
     if (r.retry_after_s > 1)
       assert_false(hit(rl, "k", denied_at + (r.retry_after_s - 1) * 1000).allowed);
     r = hit(rl, "k", denied_at + r.retry_after_s * 1000);
@@ -103,8 +105,9 @@ static void test_retry_after_from_first_denial(void **state) {
   assert_true(hit(rl, "k", 10500).allowed);
   struct ratelimit_result r = hit(rl, "k", 10600);
   assert_false(r.allowed);
-  /* the hits are 59.4 s from leaving a 60 s window; a one-second bucket may add up to 1 s */
-  assert_true(r.retry_after_s >= 60 && r.retry_after_s <= 62);
+  /* the first hit's bucket (second 10) ages out at second 70: 59.4 s from now */
+  assert_int_equal(r.retry_after_s, 60);
+  assert_int_equal(r.reset_s, 60);
   assert_false(hit(rl, "k", 10000 + WINDOW_MS - 1).allowed);
   assert_true(hit(rl, "k", 10600 + r.retry_after_s * 1000).allowed);
 }
@@ -128,7 +131,7 @@ static void test_remaining_counts_down_across_time(void **state) {
   assert_int_equal(r.remaining, 0);
 }
 
-/* Simulates many clients' traffic patterns and checks the invariant on every allowed hit: no 60 s
+/* Simulates many clients' traffic patterns and checks the invariant on every allowed hit: no 59 s
  * span ever holds more than `limit` allowed hits. Also checks the limiter is not much stricter
  * than that: after a denial, retry_after_s later a hit is allowed. */
 static void check_pattern(long limit, int64_t step_ms, int64_t jitter_ms, unsigned seed) {
@@ -152,13 +155,13 @@ static void check_pattern(long limit, int64_t step_ms, int64_t jitter_ms, unsign
     if (r.allowed) {
       retry_at = -1; /* the promise was about the next hit; this one took the freed slot */
       allowed[n++] = t;
-      /* hits in (t - 60 s, t] */
+      /* hits in (t - 59 s, t] */
       size_t in_window = 0;
-      for (size_t j = n; j-- > 0 && allowed[j] > t - WINDOW_MS;) in_window++;
+      for (size_t j = n; j-- > 0 && allowed[j] > t - MEMORY_MS;) in_window++;
       if ((long)in_window > limit)
-        fail_msg("%zu allowed hits within 60 s ending at %lld (limit %ld)", in_window, (long long)t,
+        fail_msg("%zu allowed hits within 59 s ending at %lld (limit %ld)", in_window, (long long)t,
                  limit);
-      /* the limiter may remember a hit a little longer than 60 s, never shorter */
+      /* the limiter may remember a hit up to 60 s, never shorter than 59 s */
       assert_true(r.remaining >= 0 && r.remaining <= limit - (long)in_window);
     } else {
       assert_int_equal(r.remaining, 0);
