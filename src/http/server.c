@@ -464,6 +464,12 @@ static bool on_headers(struct http_request *req) {
     return false;
   }
   if (req->route->match == MATCH_PREFIX) req->param = req->path + strlen(req->route->path);
+  /* While a request is being received, a silent client is cut off after the request timeout
+   * (the idle timeout applies again once the request is answered). */
+  const struct config *cfg = req->server->cfg;
+  if (cfg->request_timeout < cfg->connection_timeout)
+    MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)cfg->request_timeout);
   check_access(req);
   if (req->route->json_body && !check_body_headers(req)) {
     http_reply_header(req, "Connection", "close");
@@ -562,7 +568,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)conn;
   (void)toe;
   struct http_server *s = cls;
   struct http_request *req = *con_cls;
@@ -576,6 +581,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       .client_ip = req->client_ip,
   };
   log_request_line(&line);
+  if (s->cfg->request_timeout < s->cfg->connection_timeout)
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)s->cfg->connection_timeout);
   request_free(req);
   *con_cls = NULL;
   atomic_fetch_sub(&s->inflight, 1);

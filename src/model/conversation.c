@@ -8,10 +8,16 @@
 #include <string.h>
 
 #include "core/timeutil.h"
+#include "model/json_raw.h"
 
 struct problems {
   json_t *list;
   size_t count;
+  /* Set when the body held an integer too big for 64 bits somewhere: it was then decoded with
+   * every integer as a double, and integer fields are checked against their raw text. */
+  bool ints_as_reals;
+  const char *raw;
+  size_t raw_len;
 };
 
 static void problem(struct problems *p, const char *field, const char *issue) {
@@ -78,15 +84,41 @@ static const char *check_identifier(struct problems *p, json_t *obj, const char 
   return s;
 }
 
+/* True when metadata.<key> is written as a plain integer literal in the raw body. */
+static bool raw_metadata_is_integer(const struct problems *p, const char *key) {
+  const char *md, *v;
+  size_t md_len, v_len;
+  if (!json_raw_member(p->raw, p->raw_len, "metadata", &md, &md_len) ||
+      !json_raw_member(md, md_len, key, &v, &v_len) || v_len == 0)
+    return false;
+  for (size_t i = v[0] == '-' ? 1 : 0; i < v_len; i++)
+    if (v[i] < '0' || v[i] > '9') return false;
+  return true;
+}
+
+/* The value of an integer field, whichever way the body was decoded. */
+static bool integer_value(const struct problems *p, json_t *v, const char *key, double *out) {
+  if (json_is_integer(v)) {
+    *out = (double)json_integer_value(v);
+    return true;
+  }
+  if (p->ints_as_reals && json_is_real(v) && raw_metadata_is_integer(p, key)) {
+    *out = json_real_value(v);
+    return true;
+  }
+  return false;
+}
+
 static bool check_count(struct problems *p, json_t *obj, const char *key, const char *path,
                         int64_t *out) {
   json_t *v = required(p, obj, key, path);
   if (!v) return false;
-  if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > MODEL_COUNT_MAX) {
+  double d;
+  if (!integer_value(p, v, key, &d) || d < 0 || d > MODEL_COUNT_MAX) {
     problem(p, path, "must be an integer from 0 to 2147483647");
     return false;
   }
-  *out = json_integer_value(v);
+  *out = (int64_t)d;
   return true;
 }
 
@@ -181,15 +213,22 @@ enum model_result model_conversation_parse(const char *body, size_t len,
                                            char *message, size_t message_len) {
   memset(out, 0, sizeof *out);
   *problems = NULL;
+  const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
+  struct problems p = {NULL, 0, false, body, len};
   json_error_t jerr;
-  json_t *root =
-      json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+  json_t *root = json_loadb(body, len, flags, &jerr);
+  if (!root && json_error_code(&jerr) == json_error_numeric_overflow) {
+    /* An integer beyond 64 bits (say, an external id in an unknown field) is valid JSON and
+     * harmless: decode integers as doubles rather than refuse the conversation. */
+    p.ints_as_reals = true;
+    root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &jerr);
+  }
   if (!root) {
     snprintf(message, message_len, "Request body is not valid JSON: %s (line %d, column %d)",
              jerr.text, jerr.line, jerr.column);
     return MODEL_INVALID_JSON;
   }
-  struct problems p = {json_array(), 0};
+  p.list = json_array();
   validate(&p, root, out);
   if (p.count == 0) {
     json_decref(p.list);
