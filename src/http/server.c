@@ -496,31 +496,24 @@ static bool body_append(struct http_request *req, const char *data, size_t size)
   return true;
 }
 
-/* Body calls. Returns false when an answer must go out now (too slow, too much to drain). */
-static bool on_body(struct http_request *req, const char *data, size_t size) {
+/* Body calls. Returns 0 to go on, or the status to log for a connection that must be cut:
+ * libmicrohttpd cannot deliver an answer while a request body is still arriving, so a client
+ * that is too slow, or sends far more than the limit, is disconnected. */
+static unsigned on_body(struct http_request *req, const char *data, size_t size) {
   struct http_server *s = req->server;
   req->received += size;
-  if (time_mono_ms() - req->start_ms > (double)s->cfg->request_timeout * 1000.0) {
-    http_reply_header(req, "Connection", "close");
-    http_reply_error(req, API_ERR_REQUEST_TIMEOUT, NULL, NULL);
-    return false;
-  }
-  if (req->received > drain_limit(s)) {
-    http_reply_header(req, "Connection", "close");
-    http_reply_error(req, API_ERR_PAYLOAD_TOO_LARGE, too_large_msg, NULL);
-    return false;
-  }
-  if (!req->keep_body) return true;
+  if (time_mono_ms() - req->start_ms > (double)s->cfg->request_timeout * 1000.0)
+    return api_error_get(API_ERR_REQUEST_TIMEOUT)->status;
+  if (req->received > drain_limit(s)) return api_error_get(API_ERR_PAYLOAD_TOO_LARGE)->status;
+  if (!req->keep_body) return 0;
   if (req->received > (size_t)s->cfg->max_body_bytes) {
     set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, too_large_msg);
     req->keep_body = false;
-    return true;
+  } else if (!body_append(req, data, size)) {
+    set_pending(req, API_ERR_UNAVAILABLE, "Out of memory");
+    req->keep_body = false;
   }
-  if (!body_append(req, data, size)) {
-    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
-    return false;
-  }
-  return true;
+  return 0;
 }
 
 /* Final call: send what the headers decided, or dispatch to the endpoint. */
@@ -547,9 +540,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
   switch (req->state) {
     case REQ_BODY:
       if (*upload_data_size) {
-        bool go_on = on_body(req, upload_data, *upload_data_size);
+        unsigned cut = on_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return go_on ? MHD_YES : queue_reply(req);
+        if (!cut) return MHD_YES;
+        req->status = cut;
+        req->state = REQ_DONE; /* for the log line */
+        return MHD_NO;
       }
       dispatch(req);
       /* Suspended: the store may already have resumed it (state is then written by another

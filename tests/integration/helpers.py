@@ -253,6 +253,7 @@ class Server:
         self.port = None
         self.proc = None
         self.stopped_by_us = False
+        self.graceful_signal = None
         self.starts = 0
         self.sigterm_exit_codes = []
         self.stderr_paths = []
@@ -300,7 +301,6 @@ class Server:
 
     def _spawn(self):
         self.starts += 1
-        self.stopped_by_us = False
         err = self.workdir / f"stderr.{self.starts}.log"
         out = self.workdir / f"stdout.{self.starts}.log"
         self.stderr_paths.append(err)
@@ -308,6 +308,8 @@ class Server:
         with open(err, "wb") as ferr, open(out, "wb") as fout:
             self.proc = subprocess.Popen([self.binary], cwd=self.workdir, env=self.build_env(),
                                          stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL)
+        self.stopped_by_us = False
+        self.graceful_signal = None
 
     def wait_ready(self, timeout=START_TIMEOUT):
         deadline = time.monotonic() + timeout
@@ -331,20 +333,28 @@ class Server:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout=STOP_TIMEOUT):
-        """SIGTERM, wait, return the exit code."""
+    def send_signal(self, sig=signal.SIGTERM):
+        """Sends SIGTERM/SIGINT without waiting; stop() then waits and checks the exit code."""
+        self.stopped_by_us = True
+        self.graceful_signal = sig
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=STOP_TIMEOUT, sig=signal.SIGTERM):
+        """SIGTERM (or SIGINT), wait, return the exit code (recorded for the teardown check)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.stopped_by_us = True
-            self.proc.send_signal(signal.SIGTERM)
+        if self.proc.poll() is None or self.graceful_signal is not None:
+            if self.graceful_signal is None:
+                self.send_signal(sig)
+            sig = self.graceful_signal
+            self.graceful_signal = None
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
                 self.session.close()
-                raise AssertionError(f"gensendrep did not exit within {timeout}s of SIGTERM")
+                raise AssertionError(f"gensendrep did not exit within {timeout}s of {sig!r}")
             self.sigterm_exit_codes.append(self.proc.returncode)
         self.session.close()
         self.session = new_session()
@@ -454,7 +464,7 @@ CONFIG_NAMES = sorted(_CONFIG_NAMES)
 def finish_server(server):
     """Stops a server (SIGTERM) and asserts it left no sanitizer report and exited 0."""
     try:
-        if server.running:
+        if server.running or server.graceful_signal is not None:
             server.stop()
     finally:
         server.check_clean()

@@ -1,5 +1,5 @@
 """GET /api/v1/conversations/{id} and GET /api/v1/conversations."""
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 

@@ -206,6 +206,8 @@ ACCEPTED = [
     ("transcript[0].timestamp", "2024-02-29T23:59:59Z"),
     ("transcript[0].timestamp", "1999-12-31T23:59:59+00:00"),
     ("transcript[0].content", ""),
+    # JSON allows \u0000 in strings; content is free text from another system, keep it.
+    ("transcript[0].content", "before\u0000after"),
     ("transcript[0].metadata", {"confidence": 0.93, "lang": "en"}),
     ("metadata.sessionId", None),
     ("metadata.sessionId", DELETE),
@@ -504,3 +506,15 @@ def test_unknown_fields_kept_in_nested_objects(server):
     assert got["metadata"]["customerTier"] == "gold"
     assert got["metadata"]["tags"] == ["a", "b"]
     assert got["transcript"][1]["sentiment"] == {"score": -1, "label": "neg"}
+
+
+def test_huge_numbers_in_unknown_fields_kept(server):
+    """A valid JSON number outside int64/double range in a field the service does not use must
+    not lose the conversation."""
+    body = make_conv()
+    raw = json.dumps(body).replace('"duration": 300,',
+                                   '"duration": 300, "externalRef": 123456789012345678901234567890,', 1)
+    r = server.post_raw(raw)
+    _assert_success(r, body["conversationId"])
+    g = server.get_conv(body["conversationId"], include=True)
+    assert g.json()["metadata"]["externalRef"] == 123456789012345678901234567890
