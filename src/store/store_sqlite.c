@@ -13,6 +13,7 @@
 #include "core/timeutil.h"
 #include "ext/crypto.h"
 #include "store/store.h"
+#include "store/write_queue.h"
 
 #define BATCH_MAX 512
 #define BUSY_TIMEOUT_MS 5000
@@ -36,11 +37,7 @@ struct sqlite_store {
   int64_t last_processed_us;
   pthread_t writer;
   bool writer_started;
-  /* the queue */
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  struct store_write *head, *tail;
-  bool stopping;
+  struct write_queue queue;
   /* readers, one per calling thread */
   pthread_key_t reader_key;
   pthread_mutex_t readers_mu;
@@ -307,54 +304,16 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
   return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
 }
 
-/* Takes up to BATCH_MAX queued writes; waits while the queue is empty. NULL means stop. */
-static struct store_write *take_batch(struct sqlite_store *s) {
-  pthread_mutex_lock(&s->mu);
-  while (!s->head && !s->stopping) pthread_cond_wait(&s->cv, &s->mu);
-  struct store_write *batch = s->head, *last = s->head;
-  for (int n = 1; last && last->next && n < BATCH_MAX; n++) last = last->next;
-  if (last) {
-    s->head = last->next;
-    if (!s->head) s->tail = NULL;
-    last->next = NULL;
-  }
-  pthread_mutex_unlock(&s->mu);
-  return batch;
-}
-
-static void finish_batch(struct store_write *batch, enum store_status st) {
-  while (batch) {
-    struct store_write *next = batch->next; /* done() may free batch */
-    batch->next = NULL;
-    batch->status = st;
-    if (st != STORE_OK) batch->duplicate = false;
-    batch->done(batch, batch->done_cls);
-    batch = next;
-  }
-}
-
 static void *writer_main(void *arg) {
   struct sqlite_store *s = arg;
   struct store_write *batch;
-  while ((batch = take_batch(s)) != NULL) finish_batch(batch, commit_batch(s, batch));
+  while ((batch = write_queue_take(&s->queue)) != NULL)
+    write_queue_finish(batch, commit_batch(s, batch));
   return NULL;
 }
 
 static void sqlite_submit(struct store *base, struct store_write *w) {
-  struct sqlite_store *s = (struct sqlite_store *)base;
-  w->next = NULL;
-  pthread_mutex_lock(&s->mu);
-  bool refused = s->stopping;
-  if (!refused) {
-    if (s->tail)
-      s->tail->next = w;
-    else
-      s->head = w;
-    s->tail = w;
-    pthread_cond_signal(&s->cv);
-  }
-  pthread_mutex_unlock(&s->mu);
-  if (refused) finish_batch(w, STORE_RETRY);
+  write_queue_push(&((struct sqlite_store *)base)->queue, w);
 }
 
 /* ---------- readers ---------- */
@@ -542,14 +501,8 @@ static void writer_finalize(struct sqlite_store *s) {
 
 static void sqlite_close(struct store *base) {
   struct sqlite_store *s = (struct sqlite_store *)base;
-  pthread_mutex_lock(&s->mu);
-  s->stopping = true;
-  pthread_cond_broadcast(&s->cv);
-  pthread_mutex_unlock(&s->mu);
+  write_queue_stop(&s->queue);
   if (s->writer_started) pthread_join(s->writer, NULL);
-  /* After the writer is gone nothing can be queued; fail whatever slipped in. */
-  finish_batch(s->head, STORE_RETRY);
-  s->head = s->tail = NULL;
   for (struct reader *r = s->readers, *next; r; r = next) {
     next = r->next;
     reader_free(r);
@@ -557,9 +510,8 @@ static void sqlite_close(struct store *base) {
   writer_finalize(s);
   sqlite3_close(s->wdb);
   pthread_key_delete(s->reader_key);
-  pthread_mutex_destroy(&s->mu);
+  write_queue_destroy(&s->queue);
   pthread_mutex_destroy(&s->readers_mu);
-  pthread_cond_destroy(&s->cv);
   free(s->path);
   free(s);
 }
@@ -598,9 +550,8 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   s->base.ops = &sqlite_ops;
-  pthread_mutex_init(&s->mu, NULL);
+  write_queue_init(&s->queue, BATCH_MAX);
   pthread_mutex_init(&s->readers_mu, NULL);
-  pthread_cond_init(&s->cv, NULL);
   pthread_key_create(&s->reader_key, NULL);
   if (!open_writer(s, err, errlen)) {
     sqlite_close(&s->base);

@@ -1,0 +1,65 @@
+/* Group-commit queue. */
+#include "store/write_queue.h"
+
+void write_queue_init(struct write_queue *q, size_t batch_max) {
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->cv, NULL);
+  q->head = q->tail = NULL;
+  q->batch_max = batch_max;
+  q->stopping = false;
+}
+
+void write_queue_destroy(struct write_queue *q) {
+  write_queue_finish(q->head, STORE_RETRY);
+  q->head = q->tail = NULL;
+  pthread_mutex_destroy(&q->mu);
+  pthread_cond_destroy(&q->cv);
+}
+
+void write_queue_push(struct write_queue *q, struct store_write *w) {
+  w->next = NULL;
+  pthread_mutex_lock(&q->mu);
+  bool refused = q->stopping;
+  if (!refused) {
+    if (q->tail)
+      q->tail->next = w;
+    else
+      q->head = w;
+    q->tail = w;
+    pthread_cond_signal(&q->cv);
+  }
+  pthread_mutex_unlock(&q->mu);
+  if (refused) write_queue_finish(w, STORE_RETRY);
+}
+
+struct store_write *write_queue_take(struct write_queue *q) {
+  pthread_mutex_lock(&q->mu);
+  while (!q->head && !q->stopping) pthread_cond_wait(&q->cv, &q->mu);
+  struct store_write *batch = q->head, *last = q->head;
+  for (size_t n = 1; last && last->next && n < q->batch_max; n++) last = last->next;
+  if (last) {
+    q->head = last->next;
+    if (!q->head) q->tail = NULL;
+    last->next = NULL;
+  }
+  pthread_mutex_unlock(&q->mu);
+  return batch;
+}
+
+void write_queue_stop(struct write_queue *q) {
+  pthread_mutex_lock(&q->mu);
+  q->stopping = true;
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+void write_queue_finish(struct store_write *batch, enum store_status status) {
+  while (batch) {
+    struct store_write *next = batch->next; /* done() may free batch */
+    batch->next = NULL;
+    batch->status = status;
+    if (status != STORE_OK) batch->duplicate = false;
+    batch->done(batch, batch->done_cls);
+    batch = next;
+  }
+}

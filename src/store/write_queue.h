@@ -1,0 +1,34 @@
+/* The queue between request threads and a backend's writer thread (group commit): writers
+ * take everything waiting, commit it in one transaction and finish each write. Shared by
+ * every backend so batching behaves the same on all of them. */
+#ifndef GSR_WRITE_QUEUE_H
+#define GSR_WRITE_QUEUE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "store/store.h"
+
+struct write_queue {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct store_write *head, *tail;
+  size_t batch_max;
+  bool stopping;
+};
+
+void write_queue_init(struct write_queue *q, size_t batch_max);
+/* Fails any writes still queued (STORE_RETRY) and releases the queue. */
+void write_queue_destroy(struct write_queue *q);
+/* Appends w; after write_queue_stop, finishes it at once with STORE_RETRY. */
+void write_queue_push(struct write_queue *q, struct store_write *w);
+/* Waits for writes and takes up to batch_max of them, linked through ->next; NULL once
+ * stopped and drained. */
+struct store_write *write_queue_take(struct write_queue *q);
+/* Wakes the writer; it drains what is queued, then write_queue_take returns NULL. */
+void write_queue_stop(struct write_queue *q);
+/* Sets every write's status (OK keeps what the backend filled in) and calls its done(). */
+void write_queue_finish(struct store_write *batch, enum store_status status);
+
+#endif
