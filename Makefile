@@ -5,7 +5,7 @@
 #                   under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (see README)
 
-PKGS      := libmicrohttpd jansson sqlite3 libcrypto
+PKGS      := libmicrohttpd jansson sqlite3 libpq libcrypto
 PYTHON    := /usr/bin/python3
 WARN      := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wformat=2 -Wundef -fno-common -Werror
@@ -20,8 +20,9 @@ DBG_LDFLAGS:= -fsanitize=address,undefined
 
 SRCS      := $(shell find src -name '*.c' | sort)
 LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
-GEN_SRCS  := build/gen/embedded.c build/gen/migrations_sqlite.c
+GEN_SRCS  := build/gen/embedded.c build/gen/migrations_sqlite.c build/gen/migrations_pg.c
 MIGRATIONS:= $(sort $(wildcard src/store/migrations/sqlite/*.sql))
+PG_MIGRATIONS:= $(sort $(wildcard src/store/migrations/pg/*.sql))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 
 rel_obj = $(patsubst %.c,build/release/%.o,$(1))
@@ -48,6 +49,10 @@ build/gen/embedded.c: openapi/openapi.json docs/templates/swagger.html docs/temp
 build/gen/migrations_sqlite.c: $(MIGRATIONS) tools/migrations.sh
 	@mkdir -p $(@D)
 	tools/migrations.sh $@ sqlite src/store/migrations/sqlite
+
+build/gen/migrations_pg.c: $(PG_MIGRATIONS) tools/migrations.sh
+	@mkdir -p $(@D)
+	tools/migrations.sh $@ pg src/store/migrations/pg
 
 # ---- release ----
 build/release/%.o: %.c

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "store/store.h"
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -21,7 +22,8 @@ const struct config_var config_vars[] = {
      "Address to listen on (IPv4 or IPv6 literal)."},
     {"PORT", CONFIG_INT, "8000", 1, 65535, OFF(port), "TCP port to listen on."},
     {"DATABASE_URL", CONFIG_STRING, "sqlite:data/gensendrep.db", 0, 0, OFF(database_url),
-     "Storage: sqlite:PATH (relative to the working directory) or sqlite:///absolute/path."},
+     "Storage: sqlite:PATH (relative to the working directory), sqlite:///absolute/path, or "
+     "postgresql://user:password@host:port/dbname."},
     {"REDIS_URL", CONFIG_STRING, "", 0, 0, OFF(redis_url),
      "Redis for shared rate limits (seed variable; not used yet, health reports not_configured)."},
     {"CORS_ORIGINS", CONFIG_STRING, "", 0, 0, OFF(cors_origins),
@@ -232,9 +234,10 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
              "('make run' generates one).");
     return false;
   }
-  if (strncmp(cfg->database_url, "sqlite:", 7) != 0) {
+  if (strncmp(cfg->database_url, "sqlite:", 7) != 0 && !store_url_is_pg(cfg->database_url)) {
     snprintf(err, errlen,
-             "DATABASE_URL: unsupported scheme (supported: sqlite:PATH, sqlite:///absolute/path)");
+             "DATABASE_URL: unsupported scheme (supported: sqlite:PATH, sqlite:///absolute/path, "
+             "postgresql://user:password@host:port/dbname)");
     return false;
   }
   return true;

@@ -13,6 +13,10 @@ static const char *sqlite_path(const char *url) {
   return p;
 }
 
+bool store_url_is_pg(const char *url) {
+  return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+}
+
 struct store *store_open(const char *url, char *err, size_t errlen) {
   if (strncmp(url, "sqlite:", 7) == 0) {
     const char *path = sqlite_path(url);
@@ -22,6 +26,7 @@ struct store *store_open(const char *url, char *err, size_t errlen) {
     }
     return store_sqlite_open(path, err, errlen);
   }
+  if (store_url_is_pg(url)) return store_pg_open(url, err, errlen);
   snprintf(err, errlen, "DATABASE_URL: unsupported scheme");
   return NULL;
 }

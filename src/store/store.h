@@ -99,6 +99,8 @@ struct store {
 /* Opens the backend named by url and applies migrations. On failure writes one line to err. */
 __attribute__((warn_unused_result)) struct store *store_open(const char *url, char *err,
                                                              size_t errlen);
+/* True for postgresql:// and postgres:// URLs. */
+bool store_url_is_pg(const char *url);
 /* Drains pending writes, then closes; s is freed. */
 void store_close(struct store *s);
 
@@ -123,6 +125,7 @@ void store_page_free(struct store_page *p);
 
 /* Backends. */
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen);
+struct store *store_pg_open(const char *url, char *err, size_t errlen);
 
 /* Embedded migrations (generated from src/store/migrations/<backend>/NNNN_name.sql). */
 struct store_migration {
@@ -132,5 +135,7 @@ struct store_migration {
 };
 extern const struct store_migration store_migrations_sqlite[];
 extern const size_t store_migrations_sqlite_count;
+extern const struct store_migration store_migrations_pg[];
+extern const size_t store_migrations_pg_count;
 
 #endif

@@ -13,16 +13,33 @@ import pytest
 
 from helpers import BINARY, Server, finish_server
 
-# Storage backends the whole suite runs against. Add "postgres" here (and its DATABASE_URL
-# builder in helpers.DATABASE_URL_FOR) once the PostgreSQL store exists.
-BACKENDS = ["sqlite"]
+# Storage backends the whole suite runs against (DATABASE_URL builders: helpers.DATABASE_URL_FOR).
+BACKENDS = ["sqlite", "postgres"]
 
 
 def pytest_report_header(config):
     return f"gensendrep binary: {BINARY}"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backends(*names): run only against these storage backends")
+
+
+def _backend_of(item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("backend") if callspec else None
+
+
 def pytest_collection_modifyitems(config, items):
+    # Tests about one backend's own failure modes run only for it.
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        backend = _backend_of(item)
+        (drop if marker and backend and backend not in marker.args else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
     # A missing binary is an error, not a reason to skip: CI must never pass on an empty run.
     if items and not config.option.collectonly and not os.access(BINARY, os.X_OK):
         pytest.exit(f"gensendrep binary {BINARY} not found or not executable: run `make debug` "

@@ -67,9 +67,30 @@ def sqlite_database_url(tmpdir, name="db.sqlite"):
     return f"sqlite:{tmpdir}/{name}"
 
 
+_PG = None
+
+
+def pg_cluster():
+    """The session's PostgreSQL cluster, started on first use (see services.PgCluster)."""
+    global _PG
+    if _PG is None:
+        from services import PgCluster
+        _PG = PgCluster()
+        _PG.start()
+    if not _PG.running:
+        _PG.start()
+    return _PG
+
+
+def postgres_database_url(_tmpdir):
+    """A fresh database in the shared cluster for every server."""
+    return pg_cluster().create_database("gsr_" + uuid.uuid4().hex[:16])
+
+
 # Adding a backend = one entry here + one entry in conftest.BACKENDS.
 DATABASE_URL_FOR = {
     "sqlite": sqlite_database_url,
+    "postgres": postgres_database_url,
 }
 
 

@@ -1,0 +1,550 @@
+/* PostgreSQL backend (libpq). Like SQLite: one writer thread commits queued writes in batches
+ * (one COMMIT, synchronous_commit=on, per batch); each HTTP worker thread reads through its
+ * own connection. Connections that break are dropped and made again on next use, so the
+ * service answers 503 while PostgreSQL is away and recovers by itself when it is back.
+ *
+ * Several instances may write at once: each batch first takes transaction-scoped advisory
+ * locks on its conversation ids (in sorted order, so batches never deadlock), so the
+ * "same body, same webhookId" decision is made on the latest committed version. */
+#include <endian.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "ext/crypto.h"
+#include "store/store.h"
+#include "store/write_queue.h"
+
+#define BATCH_MAX 512
+#define LIST_VARIANTS 8
+#define MIGRATION_LOCK_KEY 7261001 /* advisory lock serialising migrations */
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_TEXT 25
+
+struct pg_reader {
+  PGconn *conn;
+  unsigned prepared_lists; /* bit m: list<m>/count<m> are prepared */
+  struct pg_reader *next;
+};
+
+struct pg_store {
+  struct store base;
+  char *url;
+  PGconn *writer_conn;
+  int64_t last_processed_us;
+  pthread_t writer;
+  bool writer_started;
+  struct write_queue queue;
+  pthread_key_t reader_key;
+  pthread_mutex_t readers_mu;
+  struct pg_reader *readers;
+  atomic_bool reported_down; /* log "unreachable" once per outage, not per request */
+};
+
+/* ---------- connections ---------- */
+
+static void report_down(struct pg_store *s, PGconn *c) {
+  if (!atomic_exchange(&s->reported_down, true))
+    log_msg(LOG_ERROR, "postgresql unreachable: %s", c ? PQerrorMessage(c) : "out of memory");
+}
+
+static void report_up(struct pg_store *s) {
+  if (atomic_exchange(&s->reported_down, false)) log_msg(LOG_INFO, "postgresql reachable again");
+}
+
+/* A new connection, or NULL (why, when given, says why). */
+static PGconn *pg_connect(struct pg_store *s, char *why, size_t whylen) {
+  /* connect_timeout comes first so that one in DATABASE_URL wins. */
+  const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+  const char *vals[] = {"5", "gensendrep", s->url, NULL};
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  if (!c || PQstatus(c) != CONNECTION_OK) {
+    if (why) snprintf(why, whylen, "%s", c ? PQerrorMessage(c) : "out of memory");
+    report_down(s, c);
+    PQfinish(c);
+    return NULL;
+  }
+  report_up(s);
+  return c;
+}
+
+static bool command_ok(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!ok) log_msg(LOG_ERROR, "postgresql: %s", PQerrorMessage(c));
+  PQclear(r);
+  return ok;
+}
+
+static bool prepare(PGconn *c, const char *name, const char *sql, int nparams, const Oid *types) {
+  PGresult *r = PQprepare(c, name, sql, nparams, types);
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok) log_msg(LOG_ERROR, "postgresql prepare %s: %s", name, PQerrorMessage(c));
+  PQclear(r);
+  return ok;
+}
+
+/* A failed statement: transient (connection, resources, shutdown, lock) or a real fault. */
+static enum store_status status_of(PGconn *c, const PGresult *r) {
+  if (PQstatus(c) != CONNECTION_OK) return STORE_RETRY;
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  if (!state) return STORE_RETRY;
+  static const char *const transient[] = {"08", "40", "53", "55", "57", "58"};
+  for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+    if (strncmp(state, transient[i], 2) == 0) return STORE_RETRY;
+  return STORE_HARD;
+}
+
+/* ---------- binary result helpers ---------- */
+
+static int64_t get_i64(const PGresult *r, int row, int col) {
+  uint64_t v;
+  memcpy(&v, PQgetvalue(r, row, col), sizeof v);
+  return (int64_t)be64toh(v);
+}
+
+static void get_text(const PGresult *r, int row, int col, char *dst, size_t cap) {
+  size_t n = (size_t)PQgetlength(r, row, col);
+  if (n >= cap) n = cap - 1;
+  memcpy(dst, PQgetvalue(r, row, col), n);
+  dst[n] = '\0';
+}
+
+/* ---------- migrations ---------- */
+
+static bool migrate(PGconn *c, char *err, size_t errlen) {
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
+  if (!command_ok(c, sql)) {
+    snprintf(err, errlen, "DATABASE_URL: postgresql: %s", PQerrorMessage(c));
+    return false;
+  }
+  bool ok = command_ok(c,
+                       "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                       "name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)");
+  PGresult *r = ok ? PQexec(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations") : NULL;
+  long have =
+      r && PQresultStatus(r) == PGRES_TUPLES_OK ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+  PQclear(r);
+  ok = ok && have >= 0;
+  for (size_t i = 0; ok && i < store_migrations_pg_count; i++) {
+    const struct store_migration *m = &store_migrations_pg[i];
+    if (m->version <= have) continue;
+    char record[256];
+    snprintf(record, sizeof record,
+             "INSERT INTO schema_migrations (version, name, applied_at_us) VALUES (%d, '%s', %lld)",
+             m->version, m->name, (long long)time_now_us());
+    ok = command_ok(c, "BEGIN") && command_ok(c, m->sql) && command_ok(c, record) &&
+         command_ok(c, "COMMIT");
+    if (ok) log_msg(LOG_INFO, "applied migration %04d_%s", m->version, m->name);
+  }
+  if (!ok) {
+    snprintf(err, errlen, "DATABASE_URL: postgresql migration failed: %s", PQerrorMessage(c));
+    (void)command_ok(c, "ROLLBACK");
+  }
+  snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d)", MIGRATION_LOCK_KEY);
+  (void)command_ok(c, sql);
+  return ok;
+}
+
+/* ---------- the writer ---------- */
+
+static const char upsert_sql[] =
+    "WITH cur AS ("
+    "  SELECT d.webhook_id, d.body_sha256, c.processed_at_us FROM conversations c"
+    "  JOIN deliveries d ON d.id = c.delivery_id WHERE c.conversation_id = $1"
+    "), ins AS ("
+    "  INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, body_sha256, body)"
+    "  SELECT $7, $1, $8, $9, $10 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE body_sha256 = $9)"
+    "  RETURNING id"
+    "), up AS ("
+    "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
+    "    duration, message_count, processed_at_us, delivery_id)"
+    "  SELECT $1, $2, $3, 'completed', $4, $5, $6, $8, id FROM ins"
+    "  ON CONFLICT (conversation_id) DO UPDATE SET email_id = EXCLUDED.email_id,"
+    "    account_id = EXCLUDED.account_id, status = EXCLUDED.status,"
+    "    start_time_us = EXCLUDED.start_time_us, duration = EXCLUDED.duration,"
+    "    message_count = EXCLUDED.message_count, processed_at_us = EXCLUDED.processed_at_us,"
+    "    delivery_id = EXCLUDED.delivery_id"
+    ") "
+    "SELECT webhook_id, processed_at_us, true FROM cur WHERE body_sha256 = $9 "
+    "UNION ALL SELECT $7, $8, false FROM ins";
+
+static bool prepare_writer(PGconn *c) {
+  static const Oid upsert_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,  OID_INT8,
+                                     OID_INT8, OID_TEXT, OID_INT8, OID_BYTEA, OID_BYTEA};
+  static const Oid lock_types[] = {0};
+  static const Oid probe_types[] = {OID_INT8};
+  return command_ok(c, "SET synchronous_commit = on") &&
+         prepare(c, "upsert", upsert_sql, 10, upsert_types) &&
+         prepare(c, "lock",
+                 "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k", 1,
+                 lock_types) &&
+         prepare(c, "probe",
+                 "INSERT INTO health_probe (id, checked_us) VALUES (1, $1) "
+                 "ON CONFLICT (id) DO UPDATE SET checked_us = EXCLUDED.checked_us",
+                 1, probe_types);
+}
+
+static bool writer_ready(struct pg_store *s) {
+  if (s->writer_conn && PQstatus(s->writer_conn) == CONNECTION_OK) return true;
+  PQfinish(s->writer_conn);
+  s->writer_conn = pg_connect(s, NULL, 0);
+  if (s->writer_conn && !prepare_writer(s->writer_conn)) {
+    PQfinish(s->writer_conn);
+    s->writer_conn = NULL;
+  }
+  return s->writer_conn != NULL;
+}
+
+static int64_t next_processed_us(struct pg_store *s) {
+  int64_t now = time_now_us();
+  if (now <= s->last_processed_us) now = s->last_processed_us + 1;
+  s->last_processed_us = now;
+  return now;
+}
+
+/* Locks every conversation id of the batch, in key order. */
+static enum store_status lock_ids(struct pg_store *s, struct store_write *batch) {
+  size_t n = 0;
+  for (struct store_write *w = batch; w; w = w->next) n += w->kind == STORE_WRITE_CONVERSATION;
+  if (n == 0) return STORE_OK;
+  size_t cap = n * 22 + 3, pos = 1;
+  char *arr = malloc(cap);
+  if (!arr) return STORE_RETRY;
+  arr[0] = '{';
+  for (struct store_write *w = batch; w; w = w->next) {
+    if (w->kind != STORE_WRITE_CONVERSATION) continue;
+    unsigned char d[CRYPTO_SHA256_LEN];
+    const char *id = w->conv->conversation_id;
+    crypto_sha256(id, strlen(id), d);
+    int64_t k;
+    memcpy(&k, d, sizeof k);
+    pos += (size_t)snprintf(arr + pos, cap - pos, "%s%lld", pos == 1 ? "" : ",", (long long)k);
+  }
+  snprintf(arr + pos, cap - pos, "}");
+  const char *vals[] = {arr};
+  PGresult *r = PQexecPrepared(s->writer_conn, "lock", 1, vals, NULL, NULL, 0);
+  enum store_status st =
+      PQresultStatus(r) == PGRES_TUPLES_OK ? STORE_OK : status_of(s->writer_conn, r);
+  PQclear(r);
+  free(arr);
+  return st;
+}
+
+static enum store_status apply_probe(struct pg_store *s) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)time_now_us());
+  const char *vals[] = {now};
+  PGresult *r = PQexecPrepared(s->writer_conn, "probe", 1, vals, NULL, NULL, 0);
+  enum store_status st =
+      PQresultStatus(r) == PGRES_COMMAND_OK ? STORE_OK : status_of(s->writer_conn, r);
+  PQclear(r);
+  return st;
+}
+
+static enum store_status apply_conversation(struct pg_store *s, struct store_write *w) {
+  const struct conversation_input *c = w->conv;
+  char hex[33], start[24], duration[24], count[24], processed[24];
+  if (!crypto_random_hex(hex, sizeof hex, 16)) return STORE_RETRY;
+  snprintf(w->webhook_id, sizeof w->webhook_id, "webhook_%s", hex);
+  int64_t processed_us = next_processed_us(s);
+  snprintf(start, sizeof start, "%lld", (long long)c->start_us);
+  snprintf(duration, sizeof duration, "%lld", (long long)c->duration);
+  snprintf(count, sizeof count, "%lld", (long long)c->message_count);
+  snprintf(processed, sizeof processed, "%lld", (long long)processed_us);
+  const char *vals[10] = {c->conversation_id,
+                          c->email_id,
+                          c->account_id,
+                          c->has_start ? start : NULL,
+                          duration,
+                          count,
+                          w->webhook_id,
+                          processed,
+                          (const char *)w->body_sha256,
+                          w->body};
+  int lens[10] = {0, 0, 0, 0, 0, 0, 0, 0, CRYPTO_SHA256_LEN, (int)w->body_len};
+  int formats[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
+  PGresult *r = PQexecPrepared(s->writer_conn, "upsert", 10, vals, lens, formats, 1);
+  enum store_status st = STORE_OK;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    st = PQresultStatus(r) == PGRES_TUPLES_OK ? STORE_HARD : status_of(s->writer_conn, r);
+  } else {
+    get_text(r, 0, 0, w->webhook_id, sizeof w->webhook_id);
+    w->processed_us = get_i64(r, 0, 1);
+    w->duplicate = *PQgetvalue(r, 0, 2) != 0;
+  }
+  PQclear(r);
+  return st;
+}
+
+static enum store_status commit_batch(struct pg_store *s, struct store_write *batch) {
+  if (!writer_ready(s)) return STORE_RETRY;
+  PGconn *c = s->writer_conn;
+  enum store_status st = command_ok(c, "BEGIN") ? lock_ids(s, batch) : STORE_RETRY;
+  for (struct store_write *w = batch; st == STORE_OK && w; w = w->next)
+    st = w->kind == STORE_WRITE_PROBE ? apply_probe(s) : apply_conversation(s, w);
+  if (st == STORE_OK && command_ok(c, "COMMIT")) return STORE_OK;
+  if (st == STORE_OK) st = STORE_RETRY; /* COMMIT failed: nothing is known to be stored */
+  log_msg(LOG_ERROR, "postgresql batch failed, nothing of it stored");
+  if (PQstatus(c) == CONNECTION_OK)
+    (void)command_ok(c, "ROLLBACK");
+  else
+    report_down(s, c);
+  return st;
+}
+
+static void *writer_main(void *arg) {
+  struct pg_store *s = arg;
+  struct store_write *batch;
+  while ((batch = write_queue_take(&s->queue)) != NULL)
+    write_queue_finish(batch, commit_batch(s, batch));
+  return NULL;
+}
+
+static void pg_submit(struct store *base, struct store_write *w) {
+  write_queue_push(&((struct pg_store *)base)->queue, w);
+}
+
+/* ---------- readers ---------- */
+
+#define SELECT_COLUMNS                                                              \
+  "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, " \
+  "c.duration, c.message_count, c.processed_at_us, "
+
+static bool prepare_reader(PGconn *c) {
+  static const Oid get_types[] = {OID_TEXT, OID_BOOL};
+  return prepare(c, "get",
+                 SELECT_COLUMNS
+                 "d.webhook_id, CASE WHEN $2 THEN d.body END FROM conversations c "
+                 "JOIN deliveries d ON d.id = c.delivery_id "
+                 "WHERE c.conversation_id = $1",
+                 2, get_types) &&
+         prepare(c, "ping", "SELECT 1", 0, NULL);
+}
+
+static void reader_drop(struct pg_reader *r) {
+  PQfinish(r->conn);
+  r->conn = NULL;
+  r->prepared_lists = 0;
+}
+
+/* The calling thread's connection, (re)made when missing or broken; NULL when unreachable. */
+static struct pg_reader *reader_get(struct pg_store *s) {
+  struct pg_reader *r = pthread_getspecific(s->reader_key);
+  if (!r) {
+    r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    pthread_setspecific(s->reader_key, r);
+    pthread_mutex_lock(&s->readers_mu);
+    r->next = s->readers;
+    s->readers = r;
+    pthread_mutex_unlock(&s->readers_mu);
+  }
+  if (r->conn && PQstatus(r->conn) != CONNECTION_OK) reader_drop(r);
+  if (!r->conn) {
+    r->conn = pg_connect(s, NULL, 0);
+    if (r->conn && !prepare_reader(r->conn)) reader_drop(r);
+  }
+  return r->conn ? r : NULL;
+}
+
+/* Runs a prepared read; drops the connection when it broke. */
+static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char *name, int n,
+                             const char *const *vals, enum store_status *st) {
+  PGresult *res = PQexecPrepared(r->conn, name, n, vals, NULL, NULL, 1);
+  *st = PQresultStatus(res) == PGRES_TUPLES_OK ? STORE_OK : status_of(r->conn, res);
+  if (*st != STORE_OK) {
+    log_msg(LOG_ERROR, "postgresql read failed: %s", PQerrorMessage(r->conn));
+    if (PQstatus(r->conn) != CONNECTION_OK) {
+      report_down(s, r->conn);
+      reader_drop(r);
+    }
+  }
+  return res;
+}
+
+static enum store_status read_row(const PGresult *res, int row, struct store_conversation *out) {
+  memset(out, 0, sizeof *out);
+  get_text(res, row, 0, out->conversation_id, sizeof out->conversation_id);
+  get_text(res, row, 1, out->email_id, sizeof out->email_id);
+  get_text(res, row, 2, out->account_id, sizeof out->account_id);
+  get_text(res, row, 3, out->status, sizeof out->status);
+  out->has_start = !PQgetisnull(res, row, 4);
+  if (out->has_start) out->start_us = get_i64(res, row, 4);
+  out->duration = get_i64(res, row, 5);
+  out->message_count = get_i64(res, row, 6);
+  out->processed_us = get_i64(res, row, 7);
+  if (PQnfields(res) < 10) return STORE_OK;
+  get_text(res, row, 8, out->webhook_id, sizeof out->webhook_id);
+  if (PQgetisnull(res, row, 9)) return STORE_OK;
+  size_t len = (size_t)PQgetlength(res, row, 9);
+  out->body = malloc(len + 1);
+  if (!out->body) return STORE_RETRY;
+  memcpy(out->body, PQgetvalue(res, row, 9), len);
+  out->body[len] = '\0';
+  out->body_len = len;
+  return STORE_OK;
+}
+
+static enum store_status pg_get(struct store *base, const char *id, bool with_body,
+                                struct store_conversation *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  struct pg_reader *r = reader_get(s);
+  if (!r) return STORE_RETRY;
+  const char *vals[] = {id, with_body ? "t" : "f"};
+  enum store_status st;
+  PGresult *res = reader_exec(s, r, "get", 2, vals, &st);
+  if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_row(res, 0, out);
+  PQclear(res);
+  return st;
+}
+
+/* Prepares list<mask> and count<mask> on first use on this connection. */
+static bool prepare_list(struct pg_reader *r, unsigned mask) {
+  if (r->prepared_lists & (1u << mask)) return true;
+  static const char *const filters[3] = {"c.email_id", "c.account_id", "c.status"};
+  char where[160] = "", sql[640], name[16];
+  size_t pos = 0;
+  int n = 0;
+  for (unsigned i = 0; i < 3; i++) {
+    if (!(mask & (1u << i))) continue;
+    pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s = $%d", n ? " AND " : " WHERE ",
+                            filters[i], n + 1);
+    n++;
+  }
+  snprintf(sql, sizeof sql,
+           SELECT_COLUMNS
+           "NULL::text, NULL::bytea FROM conversations c%s ORDER BY "
+           "c.processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d",
+           where, n + 1, n + 2);
+  snprintf(name, sizeof name, "list%u", mask);
+  if (!prepare(r->conn, name, sql, 0, NULL)) return false;
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM conversations c%s", where);
+  snprintf(name, sizeof name, "count%u", mask);
+  if (!prepare(r->conn, name, sql, 0, NULL)) return false;
+  r->prepared_lists |= 1u << mask;
+  return true;
+}
+
+static enum store_status pg_list(struct store *base, const struct store_filter *f,
+                                 struct store_page *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  memset(out, 0, sizeof *out);
+  struct pg_reader *r = reader_get(s);
+  if (!r) return STORE_RETRY;
+  unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0);
+  if (!prepare_list(r, mask)) return status_of(r->conn, NULL);
+  const char *vals[5];
+  int n = 0;
+  if (f->email_id) vals[n++] = f->email_id;
+  if (f->account_id) vals[n++] = f->account_id;
+  if (f->status) vals[n++] = f->status;
+  char name[16], limit[24], offset[24];
+  snprintf(name, sizeof name, "count%u", mask);
+  enum store_status st;
+  /* One snapshot for the count and the page. */
+  if (!command_ok(r->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) {
+    if (PQstatus(r->conn) != CONNECTION_OK) reader_drop(r);
+    return STORE_RETRY;
+  }
+  PGresult *res = reader_exec(s, r, name, n, vals, &st);
+  if (st == STORE_OK) out->total = get_i64(res, 0, 0);
+  PQclear(res);
+  if (st == STORE_OK && (f->page - 1) * f->limit < out->total) {
+    snprintf(limit, sizeof limit, "%lld", (long long)f->limit);
+    snprintf(offset, sizeof offset, "%lld", (long long)((f->page - 1) * f->limit));
+    vals[n] = limit;
+    vals[n + 1] = offset;
+    snprintf(name, sizeof name, "list%u", mask);
+    res = reader_exec(s, r, name, n + 2, vals, &st);
+    int rows = st == STORE_OK ? PQntuples(res) : 0;
+    out->items = rows ? calloc((size_t)rows, sizeof *out->items) : NULL;
+    if (rows && !out->items) st = STORE_RETRY;
+    for (int i = 0; st == STORE_OK && i < rows; i++)
+      st = read_row(res, i, &out->items[out->count++]);
+    PQclear(res);
+  }
+  if (r->conn) (void)command_ok(r->conn, "COMMIT");
+  if (st != STORE_OK) store_page_free(out);
+  return st;
+}
+
+static enum store_status pg_ping_read(struct store *base) {
+  struct pg_store *s = (struct pg_store *)base;
+  struct pg_reader *r = reader_get(s);
+  if (!r) return STORE_RETRY;
+  enum store_status st;
+  PQclear(reader_exec(s, r, "ping", 0, NULL, &st));
+  return st;
+}
+
+/* ---------- lifecycle ---------- */
+
+static void pg_close(struct store *base) {
+  struct pg_store *s = (struct pg_store *)base;
+  write_queue_stop(&s->queue);
+  if (s->writer_started) pthread_join(s->writer, NULL);
+  write_queue_destroy(&s->queue);
+  for (struct pg_reader *r = s->readers, *next; r; r = next) {
+    next = r->next;
+    PQfinish(r->conn);
+    free(r);
+  }
+  PQfinish(s->writer_conn);
+  pthread_key_delete(s->reader_key);
+  pthread_mutex_destroy(&s->readers_mu);
+  free(s->url);
+  free(s);
+}
+
+static const struct store_ops pg_ops = {
+    .name = "postgresql",
+    .submit = pg_submit,
+    .get = pg_get,
+    .list = pg_list,
+    .ping_read = pg_ping_read,
+    .close = pg_close,
+};
+
+struct store *store_pg_open(const char *url, char *err, size_t errlen) {
+  struct pg_store *s = calloc(1, sizeof *s);
+  if (!s || !(s->url = strdup(url))) {
+    free(s);
+    snprintf(err, errlen, "DATABASE_URL: out of memory");
+    return NULL;
+  }
+  s->base.ops = &pg_ops;
+  write_queue_init(&s->queue, BATCH_MAX);
+  pthread_mutex_init(&s->readers_mu, NULL);
+  pthread_key_create(&s->reader_key, NULL);
+  /* Start-up needs the database once, for migrations; afterwards outages are survived. */
+  char why[256];
+  PGconn *c = pg_connect(s, why, sizeof why);
+  if (!c) {
+    why[strcspn(why, "\n")] = '\0';
+    snprintf(err, errlen, "DATABASE_URL: cannot connect to PostgreSQL: %s", why);
+    pg_close(&s->base);
+    return NULL;
+  }
+  bool migrated = migrate(c, err, errlen);
+  PQfinish(c);
+  if (!migrated) {
+    pg_close(&s->base);
+    return NULL;
+  }
+  if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+    snprintf(err, errlen, "cannot start the database writer thread");
+    pg_close(&s->base);
+    return NULL;
+  }
+  s->writer_started = true;
+  return &s->base;
+}

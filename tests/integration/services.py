@@ -1,0 +1,128 @@
+"""Real dependency servers for the tests: a throw-away PostgreSQL cluster (initdb + pg_ctl in a
+temp dir, on a free port) and a redis-server on a free port. Both stop themselves at exit.
+Nothing here is a fake: the suite talks to the same servers users run."""
+import atexit
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd):
+    """initdb and postgres refuse to run as root: run them as the postgres user then."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--"] + cmd
+    return cmd
+
+
+def _pg_bin(name):
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if found:
+        return found[-1]
+    path = shutil.which(name)
+    if not path:
+        raise RuntimeError(f"{name} not found: install the Debian package postgresql "
+                           "(make test does so when run as root)")
+    return path
+
+
+class PgCluster:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="gensendrep-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = None
+        self.running = False
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", self.data, "-U", "postgres",
+                                     "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+                       check=True, capture_output=True)
+        atexit.register(self.destroy)
+
+    def start(self):
+        if self.port is None:
+            self.port = free_port()
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+                f"-c unix_socket_directories={self.dir} -c max_connections=200")
+        subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", self.data, "-o", opts, "-w",
+                                     "-t", "30", "-l", os.path.join(self.dir, "log"), "start"]),
+                       check=True, capture_output=True)
+        self.running = True
+
+    def stop(self, mode="fast"):
+        if self.running:
+            subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", self.data, "-m", mode, "-w",
+                                         "stop"]), capture_output=True)
+            self.running = False
+
+    def psql(self, sql, db="postgres"):
+        return subprocess.run(_as_postgres([_pg_bin("psql"), "-h", "127.0.0.1", "-p",
+                                            str(self.port), "-U", "postgres", "-d", db,
+                                            "-v", "ON_ERROR_STOP=1", "-Atqc", sql]),
+                              check=True, capture_output=True, text=True).stdout
+
+    def create_database(self, name):
+        self.psql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def url(self, db):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def destroy(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self):
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(exe):
+            raise RuntimeError("redis-server not found: install the Debian package redis-server "
+                               "(make test does so when run as root)")
+        self.exe = exe
+        self.dir = tempfile.mkdtemp(prefix="gensendrep-redis-")
+        self.port = free_port()
+        self.proc = None
+        atexit.register(self.destroy)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
