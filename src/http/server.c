@@ -45,8 +45,11 @@ struct http_server {
   char *trusted[TRUSTED_MAX];
   size_t ntrusted;
   unsigned port;
-  atomic_int inflight;
-  atomic_bool stopping;
+  atomic_int inflight;    /* requests begun and not completed */
+  atomic_int dispatching; /* handlers running right now */
+  atomic_int suspended;   /* requests parked on the store */
+  atomic_bool stopping;   /* answers say Connection: close */
+  atomic_bool closed;     /* no handler may start any more */
 };
 
 enum req_state { REQ_NEW, REQ_BODY, REQ_SUSPENDED, REQ_RESUMED, REQ_DONE };
@@ -220,12 +223,16 @@ void http_request_suspend(struct http_request *req, void (*on_resume)(struct htt
   req->state_data = state;
   req->free_state = free_state;
   req->state = REQ_SUSPENDED;
+  atomic_fetch_add(&req->server->suspended, 1);
   MHD_suspend_connection(req->conn);
 }
 
 void http_request_resume(struct http_request *req) {
+  struct http_server *s = req->server;
   req->state = REQ_RESUMED;
   MHD_resume_connection(req->conn);
+  /* From here MHD_stop_daemon may run: it completes resumptions that are under way. */
+  atomic_fetch_sub(&s->suspended, 1);
 }
 
 /* ---------------- request set-up ---------------- */
@@ -523,7 +530,17 @@ static void dispatch(struct http_request *req) {
     return;
   }
   if (req->response) return; /* OPTIONS */
-  req->route->handler(req);
+  /* Shutdown closes the gate, then waits for running handlers, so none can suspend a request
+   * after the final wait has begun. */
+  struct http_server *s = req->server;
+  atomic_fetch_add(&s->dispatching, 1);
+  if (atomic_load(&s->closed)) {
+    http_reply_header(req, "Connection", "close");
+    http_reply_error(req, API_ERR_UNAVAILABLE, "The service is shutting down; retry", NULL);
+  } else {
+    req->route->handler(req);
+  }
+  atomic_fetch_sub(&s->dispatching, 1);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -675,9 +692,13 @@ void http_server_stop(struct http_server *s, unsigned grace_ms) {
   MHD_socket ls = MHD_quiesce_daemon(s->daemon);
   if (ls != MHD_INVALID_SOCKET) close(ls);
   double deadline = time_mono_ms() + grace_ms;
-  while (atomic_load(&s->inflight) > 0 && time_mono_ms() < deadline) usleep(5000);
+  while (atomic_load(&s->inflight) > 0 && time_mono_ms() < deadline) usleep(2000);
   if (atomic_load(&s->inflight) > 0)
     log_msg(LOG_WARNING, "stopping with %d requests still in flight", atomic_load(&s->inflight));
+  /* Requests parked on the store are always finished: stopping MHD with a suspended
+   * connection is not allowed, and an acknowledged write must get its answer. */
+  atomic_store(&s->closed, true);
+  while (atomic_load(&s->dispatching) > 0 || atomic_load(&s->suspended) > 0) usleep(2000);
   MHD_stop_daemon(s->daemon);
   server_free(s);
 }

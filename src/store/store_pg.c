@@ -62,8 +62,12 @@ static void report_up(struct pg_store *s) {
 /* A new connection, or NULL (why, when given, says why). */
 static PGconn *pg_connect(struct pg_store *s, char *why, size_t whylen) {
   /* connect_timeout comes first so that one in DATABASE_URL wins. */
-  const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-  const char *vals[] = {"5", "gensendrep", s->url, NULL};
+  /* Keepalives and a TCP user timeout notice a vanished server within seconds. */
+  const char *keys[] = {"connect_timeout",  "keepalives_idle",  "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout", "options",
+                        "application_name", "dbname",           NULL};
+  const char *vals[] = {"5",          "5",    "2", "3", "10000", "-c statement_timeout=15000",
+                        "gensendrep", s->url, NULL};
   PGconn *c = PQconnectdbParams(keys, vals, 1);
   if (!c || PQstatus(c) != CONNECTION_OK) {
     if (why) snprintf(why, whylen, "%s", c ? PQerrorMessage(c) : "out of memory");
