@@ -5,7 +5,7 @@
 #                   under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (see README)
 
-PKGS      := libmicrohttpd jansson sqlite3 libpq libcrypto
+PKGS      := libmicrohttpd jansson sqlite3 libpq hiredis libcrypto
 PYTHON    := /usr/bin/python3
 WARN      := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wformat=2 -Wundef -fno-common -Werror

@@ -3,7 +3,7 @@
 #   deps.sh build|test|bench
 # As root it installs what is missing with apt-get; otherwise it names the packages and fails.
 set -eu
-build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libssl-dev"
+build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev"
 test="$build libcmocka-dev python3-pytest python3-requests clang-format postgresql redis-server"
 bench="$build wrk"
 case "${1:-build}" in

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/version.h"
 #include "ext/crypto.h"
+#include "ext/redis.h"
 #include "http/server.h"
 
 #define SHUTDOWN_GRACE_MS 30000
@@ -79,17 +80,17 @@ static int serve(void) {
     config_free(&cfg);
     return rc;
   }
-  if (*cfg.redis_url)
-    log_msg(LOG_WARNING, "REDIS_URL is set but this version does not use Redis yet");
-  char err[512];
+  char err[512] = "out of memory";
   struct app app = {.cfg = &cfg};
   struct http_server *server = NULL;
-  app.store = store_open(cfg.database_url, err, sizeof err);
-  if (!app.store || !app_docs_init(&app) ||
-      !(server = http_server_start(&cfg, &app, err, sizeof err))) {
-    fprintf(stderr, "gensendrep: %s\n", app.store ? err : err);
+  bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
+            (app.store = store_open(cfg.database_url, err, sizeof err)) && app_docs_init(&app) &&
+            (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
+  if (!ok) {
+    fprintf(stderr, "gensendrep: %s\n", err);
     app_docs_free(&app);
     store_close(app.store);
+    redis_client_free(app.redis);
     config_free(&cfg);
     return 1;
   }
@@ -100,6 +101,7 @@ static int serve(void) {
   log_msg(LOG_INFO, "signal %d: finishing in-flight requests, then stopping", sig);
   http_server_stop(server, SHUTDOWN_GRACE_MS);
   store_close(app.store);
+  redis_client_free(app.redis);
   app_docs_free(&app);
   config_free(&cfg);
   log_msg(LOG_INFO, "stopped");

@@ -9,6 +9,7 @@
 struct app {
   const struct config *cfg;
   struct store *store;
+  struct redis_client *redis; /* NULL without REDIS_URL */
   /* docs pages rendered once at start-up (owned) */
   char *swagger_html;
   size_t swagger_len;

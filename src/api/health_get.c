@@ -1,23 +1,38 @@
 /* GET /api/v1/health: the database is "connected" only when a read succeeds and a write
  * commits (the probe goes through the same writer as webhooks). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "api/app.h"
 #include "core/timeutil.h"
 #include "core/version.h"
+#include "ext/redis.h"
 
 struct probe {
   struct store_write write;
   struct http_request *req;
 };
 
+static const char *redis_state(const struct app *app) {
+  if (!app->redis) return "not_configured";
+  return redis_is_up(app->redis) ? "connected" : "disconnected";
+}
+
+/* unhealthy (503) without the database; degraded (200) when only Redis is away, since
+ * webhooks are still accepted then. */
 static void reply_health(struct http_request *req, bool db_ok) {
+  const struct app *app = http_request_app(req);
+  const char *redis = redis_state(app);
+  bool redis_ok = strcmp(redis, "disconnected") != 0;
   char now[40];
   time_format_us(time_now_us(), true, now, sizeof now);
-  json_t *body = json_pack(
-      "{s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "status", db_ok ? "healthy" : "unhealthy", "timestamp", now,
-      "version", GSR_VERSION, "dependencies", "database", db_ok ? "connected" : "disconnected",
-      "redis", "not_configured", "elevenlabs", "not_configured");
+  json_t *body = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "status",
+                           !db_ok     ? "unhealthy"
+                           : redis_ok ? "healthy"
+                                      : "degraded",
+                           "timestamp", now, "version", GSR_VERSION, "dependencies", "database",
+                           db_ok ? "connected" : "disconnected", "redis", redis, "elevenlabs",
+                           "not_configured");
   http_reply_json(req, db_ok ? 200 : 503, body);
 }
 

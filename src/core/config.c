@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "ext/redis.h"
 #include "store/store.h"
 
 #define OFF(f) offsetof(struct config, f)
@@ -25,7 +26,8 @@ const struct config_var config_vars[] = {
      "Storage: sqlite:PATH (relative to the working directory), sqlite:///absolute/path, or "
      "postgresql://user:password@host:port/dbname."},
     {"REDIS_URL", CONFIG_STRING, "", 0, 0, OFF(redis_url),
-     "Redis for shared rate limits (seed variable; not used yet, health reports not_configured)."},
+     "redis://[[user]:password@]host[:port][/db]: rate limits shared by every instance using it; "
+     "empty: each instance limits alone."},
     {"CORS_ORIGINS", CONFIG_STRING, "", 0, 0, OFF(cors_origins),
      "Comma-separated browser origins allowed by CORS; * allows any; empty allows none."},
     {"LOG_LEVEL", CONFIG_STRING, "info", 0, 0, OFF(log_level),
@@ -239,6 +241,11 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
              "DATABASE_URL: unsupported scheme (supported: sqlite:PATH, sqlite:///absolute/path, "
              "postgresql://user:password@host:port/dbname)");
     return false;
+  }
+  if (*cfg->redis_url) {
+    struct redis_client *r = redis_client_new(cfg->redis_url, err, errlen);
+    if (!r) return false;
+    redis_client_free(r);
   }
   return true;
 }

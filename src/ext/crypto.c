@@ -19,6 +19,17 @@ bool crypto_random_hex(char *out, size_t cap, size_t n) {
   return true;
 }
 
+void crypto_sha1_hex(const void *data, size_t len, char out[41]) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char d[SHA_DIGEST_LENGTH];
+  SHA1(data, len, d);
+  for (size_t i = 0; i < SHA_DIGEST_LENGTH; i++) {
+    out[2 * i] = hex[d[i] >> 4];
+    out[2 * i + 1] = hex[d[i] & 15];
+  }
+  out[40] = '\0';
+}
+
 void crypto_sha256(const void *data, size_t len, unsigned char out[CRYPTO_SHA256_LEN]) {
   SHA256(data, len, out);
 }

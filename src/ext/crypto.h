@@ -11,6 +11,8 @@
 __attribute__((warn_unused_result)) bool crypto_random(unsigned char *buf, size_t n);
 /* Writes 2*n lowercase hex digits of n random bytes plus NUL into out (cap >= 2n+1). */
 __attribute__((warn_unused_result)) bool crypto_random_hex(char *out, size_t cap, size_t n);
+/* Writes the 40 lowercase hex digits of SHA-1(data) plus NUL (for Redis script ids). */
+void crypto_sha1_hex(const void *data, size_t len, char out[41]);
 void crypto_sha256(const void *data, size_t len, unsigned char out[CRYPTO_SHA256_LEN]);
 /* Compares two equal-length buffers in time independent of their contents. */
 bool crypto_equal(const void *a, const void *b, size_t len);

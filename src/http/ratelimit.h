@@ -31,4 +31,13 @@ void ratelimit_free(struct ratelimit *rl);
 void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
                    struct ratelimit_result *out);
 
+struct redis_client;
+
+/* Shares the limit across instances through Redis (keys prefix + key). While Redis is down,
+ * each instance limits on its own counts. */
+void ratelimit_share(struct ratelimit *rl, struct redis_client *redis, const char *prefix);
+/* Sends pending local hits to Redis and refreshes busy keys; one background thread calls it
+ * every few milliseconds. */
+void ratelimit_sync(struct ratelimit *rl, int64_t now_ms);
+
 #endif

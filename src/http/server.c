@@ -26,6 +26,7 @@
 #include "http/cors.h"
 #include "http/http.h"
 #include "http/ratelimit.h"
+#include "ext/redis.h"
 
 #define HEADER_BYTES_MAX (32 * 1024) /* request line + headers must fit */
 #define REQUEST_ID_MAX 128
@@ -41,6 +42,10 @@ struct http_server {
   struct cors cors;
   struct ratelimit *rl_webhook;
   struct ratelimit *rl_api;
+  struct redis_client *redis; /* not owned; NULL without REDIS_URL */
+  pthread_t sync_thread;
+  bool sync_started;
+  atomic_bool sync_stop;
   char *trusted_buf;
   char *trusted[TRUSTED_MAX];
   size_t ntrusted;
@@ -625,7 +630,40 @@ static bool resolve_host(const char *host, unsigned port, struct sockaddr_storag
   return true;
 }
 
+#define SYNC_INTERVAL_US 5000
+#define PROBE_EVERY_MS 1000.0
+
+/* Shares local rate-limit hits with Redis every few milliseconds and checks Redis's health
+ * once a second (reconnecting after an outage). */
+static void *sync_main(void *arg) {
+  struct http_server *s = arg;
+  double next_probe = 0;
+  while (!atomic_load(&s->sync_stop)) {
+    double now = time_mono_ms();
+    if (now >= next_probe) {
+      (void)redis_probe(s->redis);
+      next_probe = now + PROBE_EVERY_MS;
+    }
+    ratelimit_sync(s->rl_webhook, (int64_t)now);
+    ratelimit_sync(s->rl_api, (int64_t)now);
+    usleep(SYNC_INTERVAL_US);
+  }
+  return NULL;
+}
+
+static bool start_sharing(struct http_server *s) {
+  ratelimit_share(s->rl_webhook, s->redis, "gensendrep:rl:webhook:");
+  ratelimit_share(s->rl_api, s->redis, "gensendrep:rl:api:");
+  (void)redis_probe(s->redis); /* know the state before the first request */
+  s->sync_started = pthread_create(&s->sync_thread, NULL, sync_main, s) == 0;
+  return s->sync_started;
+}
+
 static void server_free(struct http_server *s) {
+  if (s->sync_started) {
+    atomic_store(&s->sync_stop, true);
+    pthread_join(s->sync_thread, NULL);
+  }
   ratelimit_free(s->rl_webhook);
   ratelimit_free(s->rl_api);
   cors_free(&s->cors);
@@ -633,8 +671,8 @@ static void server_free(struct http_server *s) {
   free(s);
 }
 
-struct http_server *http_server_start(const struct config *cfg, void *app, char *err,
-                                      size_t errlen) {
+struct http_server *http_server_start(const struct config *cfg, void *app,
+                                      struct redis_client *redis, char *err, size_t errlen) {
   struct http_server *s = calloc(1, sizeof *s);
   if (!s) {
     snprintf(err, errlen, "out of memory");
@@ -652,7 +690,8 @@ struct http_server *http_server_start(const struct config *cfg, void *app, char 
   s->rl_api = ratelimit_new(cfg->rate_limit_api, RATELIMIT_KEYS_MAX);
   struct sockaddr_storage ss = {0};
   bool ipv6 = false;
-  if (!s->rl_webhook || !s->rl_api || !s->trusted_buf) {
+  s->redis = redis;
+  if (!s->rl_webhook || !s->rl_api || !s->trusted_buf || (redis && !start_sharing(s))) {
     snprintf(err, errlen, "out of memory");
     server_free(s);
     return NULL;

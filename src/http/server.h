@@ -8,10 +8,12 @@
 
 struct http_server;
 
-/* Starts listening; app is handed to every handler. NULL with err set on failure. */
-__attribute__((warn_unused_result)) struct http_server *http_server_start(const struct config *cfg,
-                                                                          void *app, char *err,
-                                                                          size_t errlen);
+struct redis_client;
+
+/* Starts listening; app is handed to every handler; with redis (not owned), rate limits are
+ * shared through it. NULL with err set on failure. */
+__attribute__((warn_unused_result)) struct http_server *http_server_start(
+    const struct config *cfg, void *app, struct redis_client *redis, char *err, size_t errlen);
 /* Stops accepting, lets in-flight requests finish (up to grace_ms), then stops. */
 void http_server_stop(struct http_server *s, unsigned grace_ms);
 unsigned http_server_port(const struct http_server *s);

@@ -173,26 +173,26 @@ static void test_env_file_syntax(void **state) {
       "export API_SECRET_KEY=exported\n"
       "HOST = \"::1\"  \n"
       "CORS_ORIGINS=\"https://a.example, https://b.example\" # trailing comment\n"
-      "REDIS_URL='redis://h:6379/0#not-a-comment \\n'\n"
+      "WEBHOOK_SECRET='w#not-a-comment \\n'\n"
       "DOCS_ASSETS_URL=https://cdn.example/x#frag # comment\n"
       "DOCS_ASSETS_DIR=\"say \\\"hi\\\"\\\\ \\n\"\n"
       "TRUSTED_PROXIES=  10.0.0.1 , 10.0.0.2   \n"
       "LOG_LEVEL=debug\r\n"
       "PORT=1234\n"
       "PORT=4321\n"
-      "WEBHOOK_SECRET=\n"
+      "REDIS_URL=\n"
       "UNKNOWN_VARIABLE=ignored\n");
   assert_loads();
   assert_string_equal(cfg.api_secret_key, "exported");
   assert_string_equal(cfg.host, "::1");
   assert_string_equal(cfg.cors_origins, "https://a.example, https://b.example");
-  assert_string_equal(cfg.redis_url, "redis://h:6379/0#not-a-comment \\n");
+  assert_string_equal(cfg.webhook_secret, "w#not-a-comment \\n");
   assert_string_equal(cfg.docs_assets_url, "https://cdn.example/x#frag");
   assert_string_equal(cfg.docs_assets_dir, "say \"hi\"\\ \n");
   assert_string_equal(cfg.trusted_proxies, "10.0.0.1 , 10.0.0.2");
   assert_string_equal(cfg.log_level, "debug");
   assert_int_equal(cfg.port, 4321); /* the last assignment wins */
-  assert_string_equal(cfg.webhook_secret, "");
+  assert_string_equal(cfg.redis_url, "");
 }
 
 static void test_env_file_errors(void **state) {
@@ -288,9 +288,12 @@ static void test_secret_never_in_errors(void **state) {
   setenv("LOG_LEVEL", "loud", 1);
   assert_fails_naming("LOG_LEVEL");
   unsetenv("LOG_LEVEL");
-  setenv("DATABASE_URL", "postgresql://user:" SECRET "@localhost/db", 1);
+  setenv("DATABASE_URL", "mysql://user:" SECRET "@localhost/db", 1);
   assert_fails_naming("DATABASE_URL");
   unsetenv("DATABASE_URL");
+  setenv("REDIS_URL", "rediss://:" SECRET "@localhost:6379", 1);
+  assert_fails_naming("REDIS_URL");
+  unsetenv("REDIS_URL");
   setenv("PORT", "abc", 1);
   assert_fails_naming("PORT");
 }
@@ -313,17 +316,35 @@ static void test_log_level(void **state) {
 static void test_database_url(void **state) {
   (void)state;
   setenv("API_SECRET_KEY", SECRET, 1);
-  static const char *const good[] = {"sqlite:x.db", "sqlite:///tmp/abs.db", "sqlite:data/a b.db"};
+  static const char *const good[] = {"sqlite:x.db", "sqlite:///tmp/abs.db", "sqlite:data/a b.db",
+                                     "postgresql://user:pw@localhost:5432/conversations",
+                                     "postgres://db.example.com/x"};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     setenv("DATABASE_URL", good[i], 1);
     assert_loads();
     assert_string_equal(cfg.database_url, good[i]);
   }
-  static const char *const bad[] = {"postgresql://user:pw@localhost:5432/conversations",
-                                    "mysql://x", "x.db", "", "SQLITE"};
+  static const char *const bad[] = {"mysql://x", "x.db", "", "SQLITE", "postgresql:x"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     setenv("DATABASE_URL", bad[i], 1);
     assert_fails_naming("DATABASE_URL");
+  }
+}
+
+static void test_redis_url(void **state) {
+  (void)state;
+  setenv("API_SECRET_KEY", SECRET, 1);
+  static const char *const good[] = {"", "redis://localhost", "redis://:pw@10.0.0.1:6380/2",
+                                     "redis://user:pw@cache:6379"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    setenv("REDIS_URL", good[i], 1);
+    assert_loads();
+  }
+  static const char *const bad[] = {"localhost:6379", "http://x",        "redis://",
+                                    "redis://h:0",    "redis://h:99999", "redis://h/x"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    setenv("REDIS_URL", bad[i], 1);
+    assert_fails_naming("REDIS_URL");
   }
 }
 
@@ -394,6 +415,7 @@ int main(void) {
       T(test_secret_never_in_errors),
       T(test_log_level),
       T(test_database_url),
+      T(test_redis_url),
       T(test_split_list),
       T(test_help_and_markdown_list_every_variable),
   };

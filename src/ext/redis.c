@@ -1,0 +1,319 @@
+/* hiredis adapter. The sliding window lives in one Redis hash per key (field: second,
+ * value: hits in that second) and is updated by a Lua script, so every instance sees one
+ * window and a "may I have one more?" is decided atomically. */
+#include "ext/redis.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "ext/crypto.h"
+
+#define TIMEOUT_MS 250
+
+/* ARGV: now, limit, want, then (second, delta) pairs. Returns {allowed, {sec, count, ...}}. */
+static const char script[] =
+    "local now = tonumber(ARGV[1]) local limit = tonumber(ARGV[2]) "
+    "for i = 4, #ARGV, 2 do "
+    "  if tonumber(ARGV[i]) > now - 60 then "
+    "    redis.call('HINCRBY', KEYS[1], ARGV[i], tonumber(ARGV[i + 1])) end end "
+    "local h = redis.call('HGETALL', KEYS[1]) local total = 0 local out = {} "
+    "for i = 1, #h, 2 do "
+    "  local s = tonumber(h[i]) "
+    "  if s <= now - 60 then redis.call('HDEL', KEYS[1], h[i]) else "
+    "    total = total + tonumber(h[i + 1]) out[#out + 1] = s out[#out + 1] = tonumber(h[i + 1]) "
+    "  end end "
+    "local allowed = 0 "
+    "if ARGV[3] == '1' and total < limit then "
+    "  redis.call('HINCRBY', KEYS[1], now, 1) allowed = 1 out[#out + 1] = now out[#out + 1] = 1 "
+    "end "
+    "redis.call('EXPIRE', KEYS[1], 61) "
+    "return {allowed, out}";
+
+struct conn {
+  redisContext *ctx;
+  bool script_loaded;
+  struct conn *next;
+};
+
+struct redis_client {
+  char host[256];
+  int port;
+  char user[128];
+  char password[256];
+  int db;
+  char sha[41]; /* SHA-1 of the script, fixed at start */
+  atomic_int state;
+  pthread_key_t key;
+  pthread_mutex_t mu;
+  struct conn *conns;
+};
+
+/* ---------- URL ---------- */
+
+static bool parse_url(struct redis_client *c, const char *url, char *err, size_t errlen) {
+  const char *p = url;
+  if (strncmp(p, "redis://", 8) != 0) {
+    snprintf(err, errlen, "REDIS_URL: must look like redis://[:password@]host[:port][/db]");
+    return false;
+  }
+  p += 8;
+  const char *at = strrchr(p, '@');
+  if (at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    size_t ulen = colon ? (size_t)(colon - p) : 0;
+    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
+    const char *pw = colon ? colon + 1 : p;
+    if (ulen >= sizeof c->user || plen >= sizeof c->password) {
+      snprintf(err, errlen, "REDIS_URL: user or password too long");
+      return false;
+    }
+    memcpy(c->user, p, ulen);
+    memcpy(c->password, pw, plen);
+    p = at + 1;
+  }
+  size_t hlen = strcspn(p, ":/");
+  if (hlen == 0 || hlen >= sizeof c->host) {
+    snprintf(err, errlen, "REDIS_URL: missing or too long host");
+    return false;
+  }
+  memcpy(c->host, p, hlen);
+  p += hlen;
+  c->port = 6379;
+  if (*p == ':') {
+    char *end;
+    long port = strtol(p + 1, &end, 10);
+    if (end == p + 1 || port < 1 || port > 65535) {
+      snprintf(err, errlen, "REDIS_URL: bad port");
+      return false;
+    }
+    c->port = (int)port;
+    p = end;
+  }
+  if (*p == '/' && p[1]) {
+    char *end;
+    long db = strtol(p + 1, &end, 10);
+    if (*end || db < 0 || db > 1000) {
+      snprintf(err, errlen, "REDIS_URL: bad database number");
+      return false;
+    }
+    c->db = (int)db;
+  }
+  return true;
+}
+
+/* ---------- state ---------- */
+
+enum { STATE_UNKNOWN, STATE_UP, STATE_DOWN };
+
+/* Each change of state is logged once, never once per request. */
+static void mark_down(struct redis_client *c, const char *why) {
+  if (atomic_exchange(&c->state, STATE_DOWN) != STATE_DOWN)
+    log_msg(LOG_WARNING,
+            "redis unreachable (%s): rate limits fall back to this instance's own counts", why);
+}
+
+static void mark_up(struct redis_client *c) {
+  if (atomic_exchange(&c->state, STATE_UP) != STATE_UP)
+    log_msg(LOG_INFO, "redis connected: rate limits are shared");
+}
+
+bool redis_is_up(const struct redis_client *c) { return atomic_load(&c->state) == STATE_UP; }
+
+/* ---------- connections ---------- */
+
+static redisReply *command(redisContext *ctx, int argc, const char **argv) {
+  return redisCommandArgv(ctx, argc, argv, NULL);
+}
+
+static bool reply_ok(redisReply *r) { return r && r->type != REDIS_REPLY_ERROR; }
+
+static redisContext *connect_ctx(struct redis_client *c, char *why, size_t whylen) {
+  struct timeval tv = {0, TIMEOUT_MS * 1000};
+  redisContext *ctx = redisConnectWithTimeout(c->host, c->port, tv);
+  if (!ctx || ctx->err) {
+    snprintf(why, whylen, "%s", ctx ? ctx->errstr : "out of memory");
+    redisFree(ctx);
+    return NULL;
+  }
+  redisSetTimeout(ctx, tv);
+  bool ok = true;
+  if (*c->password) {
+    const char *auth[] = {"AUTH", c->user, c->password};
+    if (!*c->user) auth[1] = "AUTH";
+    redisReply *r = *c->user ? command(ctx, 3, auth) : command(ctx, 2, auth + 1);
+    ok = reply_ok(r);
+    freeReplyObject(r);
+  }
+  if (ok && c->db) {
+    char db[16];
+    snprintf(db, sizeof db, "%d", c->db);
+    redisReply *r = command(ctx, 2, (const char *[]){"SELECT", db});
+    ok = reply_ok(r);
+    freeReplyObject(r);
+  }
+  if (!ok) {
+    snprintf(why, whylen, "AUTH or SELECT refused");
+    redisFree(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+static bool load_script(struct redis_client *c, struct conn *k) {
+  redisReply *r = command(k->ctx, 3, (const char *[]){"SCRIPT", "LOAD", script});
+  k->script_loaded = r && r->type == REDIS_REPLY_STRING && strcmp(r->str, c->sha) == 0;
+  freeReplyObject(r);
+  return k->script_loaded;
+}
+
+/* The calling thread's connection, made on first use. */
+static struct conn *conn_get(struct redis_client *c) {
+  struct conn *k = pthread_getspecific(c->key);
+  if (!k) {
+    k = calloc(1, sizeof *k);
+    if (!k) return NULL;
+    pthread_setspecific(c->key, k);
+    pthread_mutex_lock(&c->mu);
+    k->next = c->conns;
+    c->conns = k;
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (!k->ctx) {
+    char why[128];
+    k->ctx = connect_ctx(c, why, sizeof why);
+    if (!k->ctx) {
+      mark_down(c, why);
+      return NULL;
+    }
+    k->script_loaded = false;
+  }
+  if (!k->script_loaded && !load_script(c, k)) {
+    redisFree(k->ctx);
+    k->ctx = NULL;
+    mark_down(c, "SCRIPT LOAD failed");
+    return NULL;
+  }
+  return k;
+}
+
+static void conn_drop(struct redis_client *c, struct conn *k, const char *why) {
+  redisFree(k->ctx);
+  k->ctx = NULL;
+  mark_down(c, why);
+}
+
+/* ---------- the limiter call ---------- */
+
+static void append_call(struct redis_client *c, struct conn *k, const struct redis_rl_call *call) {
+  char nums[3 + 2 * REDIS_RL_SLOTS][24];
+  const char *argv[6 + 2 * REDIS_RL_SLOTS];
+  int argc = 0;
+  argv[argc++] = "EVALSHA";
+  argv[argc++] = c->sha;
+  argv[argc++] = "1";
+  argv[argc++] = call->key;
+  int n = 0;
+  snprintf(nums[n], sizeof nums[n], "%lld", (long long)call->now_s);
+  argv[argc++] = nums[n++];
+  snprintf(nums[n], sizeof nums[n], "%ld", call->limit);
+  argv[argc++] = nums[n++];
+  argv[argc++] = call->want ? "1" : "0";
+  for (size_t i = 0; i < call->ndeltas && i < REDIS_RL_SLOTS; i++) {
+    snprintf(nums[n], sizeof nums[n], "%lld", (long long)call->delta_secs[i]);
+    argv[argc++] = nums[n++];
+    snprintf(nums[n], sizeof nums[n], "%u", call->deltas[i]);
+    argv[argc++] = nums[n++];
+  }
+  redisAppendCommandArgv(k->ctx, argc, argv, NULL);
+}
+
+static bool read_call(redisReply *r, struct redis_rl_call *call) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
+    return false;
+  call->allowed = r->element[0]->integer == 1;
+  redisReply *b = r->element[1];
+  call->nbuckets = 0;
+  for (size_t i = 0; i + 1 < b->elements && call->nbuckets <= REDIS_RL_SLOTS; i += 2) {
+    if (b->element[i]->type != REDIS_REPLY_INTEGER ||
+        b->element[i + 1]->type != REDIS_REPLY_INTEGER)
+      return false;
+    call->bucket_secs[call->nbuckets] = b->element[i]->integer;
+    call->bucket_counts[call->nbuckets] = b->element[i + 1]->integer;
+    call->nbuckets++;
+  }
+  return true;
+}
+
+bool redis_rl_run(struct redis_client *c, struct redis_rl_call *calls, size_t n) {
+  if (!redis_is_up(c)) return false;
+  struct conn *k = conn_get(c);
+  if (!k) return false;
+  for (size_t i = 0; i < n; i++) append_call(c, k, &calls[i]);
+  bool ok = true, noscript = false;
+  for (size_t i = 0; i < n; i++) {
+    redisReply *r = NULL;
+    if (redisGetReply(k->ctx, (void **)&r) != REDIS_OK) {
+      conn_drop(c, k, k->ctx->errstr);
+      return false;
+    }
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) noscript = true;
+    if (!read_call(r, &calls[i])) ok = false;
+    freeReplyObject(r);
+  }
+  if (noscript) { /* Redis restarted and forgot the script: load it and try once more */
+    k->script_loaded = false;
+    return load_script(c, k) && redis_rl_run(c, calls, n);
+  }
+  if (!ok) log_msg(LOG_ERROR, "redis: unexpected reply to the rate-limit script");
+  return ok;
+}
+
+bool redis_probe(struct redis_client *c) {
+  struct conn *k = conn_get(c);
+  if (!k) return false;
+  redisReply *r = command(k->ctx, 1, (const char *[]){"PING"});
+  bool ok = r && r->type == REDIS_REPLY_STATUS;
+  freeReplyObject(r);
+  if (ok)
+    mark_up(c);
+  else
+    conn_drop(c, k, "PING failed");
+  return ok;
+}
+
+/* ---------- lifecycle ---------- */
+
+struct redis_client *redis_client_new(const char *url, char *err, size_t errlen) {
+  struct redis_client *c = calloc(1, sizeof *c);
+  if (!c) {
+    snprintf(err, errlen, "REDIS_URL: out of memory");
+    return NULL;
+  }
+  if (!parse_url(c, url, err, errlen)) {
+    free(c);
+    return NULL;
+  }
+  crypto_sha1_hex(script, strlen(script), c->sha);
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_key_create(&c->key, NULL);
+  return c;
+}
+
+void redis_client_free(struct redis_client *c) {
+  if (!c) return;
+  for (struct conn *k = c->conns, *next; k; k = next) {
+    next = k->next;
+    redisFree(k->ctx);
+    free(k);
+  }
+  pthread_key_delete(c->key);
+  pthread_mutex_destroy(&c->mu);
+  memset(c->password, 0, sizeof c->password);
+  free(c);
+}
