@@ -202,9 +202,11 @@ static struct conn *conn_get(struct redis_client *c) {
 }
 
 static void conn_drop(struct redis_client *c, struct conn *k, const char *why) {
+  char copy[128]; /* why may point into the context */
+  snprintf(copy, sizeof copy, "%s", why);
   redisFree(k->ctx);
   k->ctx = NULL;
-  mark_down(c, why);
+  mark_down(c, copy);
 }
 
 /* ---------- the limiter call ---------- */

@@ -19,7 +19,7 @@
 #define SLOTS RATELIMIT_WINDOW_S
 #define TABLE_SIZE 4096
 #define FRESH_MS 25   /* counts synced this recently may be trusted for local decisions */
-#define MARGIN_MIN 8  /* ... while at least this many hits (or a quarter of the limit) remain */
+#define MARGIN_MIN 64 /* ... while at least this many hits (or a quarter of the limit) remain */
 #define SYNC_BATCH 64 /* keys per pipelined round trip */
 
 struct entry {

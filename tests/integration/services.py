@@ -110,6 +110,12 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def flush(self):
+        """Forgets every key (rate-limit windows) so a test starts from a clean slate."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"FLUSHALL\r\n")
+            assert s.recv(16).startswith(b"+OK")
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
