@@ -1,0 +1,30 @@
+# gensendrep: multi-stage build on Debian 12; the runtime image has only the shared libraries.
+FROM debian:12-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends \
+      gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev \
+      libhiredis-dev libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Makefile ./
+COPY scripts ./scripts
+COPY tools ./tools
+COPY src ./src
+COPY openapi ./openapi
+COPY docs/templates ./docs/templates
+RUN make gensendrep
+
+FROM debian:12-slim
+RUN apt-get update && apt-get install -y --no-install-recommends \
+      libmicrohttpd12 libjansson4 libsqlite3-0 libpq5 libhiredis0.14 libssl3 curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/gensendrep --create-home gensendrep
+COPY --from=build /src/gensendrep /usr/local/bin/gensendrep
+USER gensendrep
+WORKDIR /var/lib/gensendrep
+ENV HOST=0.0.0.0 PORT=8000 DATABASE_URL=sqlite:/var/lib/gensendrep/data/gensendrep.db
+VOLUME ["/var/lib/gensendrep/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:8000/api/v1/health >/dev/null || exit 1
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/gensendrep"]
