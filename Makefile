@@ -29,7 +29,7 @@ rel_obj = $(patsubst %.c,build/release/%.o,$(1))
 dbg_obj = $(patsubst %.c,build/debug/%.o,$(1))
 
 .PHONY: all debug run test unit integration format format-check deps deps-test bench \
-        docs-assets clean readme-config
+        docs-assets clean readme-config deps-bench
 .DEFAULT_GOAL := all
 
 all: deps gensendrep
@@ -113,3 +113,15 @@ clean:
 
 readme-config: gensendrep
 	tools/readme-config.sh ./gensendrep
+
+# ---- benchmarks ----
+build/bench/static_server: bench/static_server.c
+	@mkdir -p $(@D)
+	@echo "CC $<"
+	@$(CC) $(WARN) $(DEFS) -O2 $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS)
+
+bench: deps-bench gensendrep build/bench/static_server
+	$(PYTHON) bench/run.py
+
+deps-bench:
+	@scripts/deps.sh bench

@@ -5,7 +5,7 @@
 set -eu
 build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev"
 test="$build libcmocka-dev python3-pytest python3-requests clang-format postgresql redis-server"
-bench="$build wrk"
+bench="$build wrk postgresql redis-server"
 case "${1:-build}" in
   build) want=$build ;;
   test) want=$test ;;
