@@ -58,6 +58,8 @@ static enum store_status status_of(int rc) {
     case SQLITE_READONLY:
     case SQLITE_NOMEM:
     case SQLITE_PROTOCOL:
+    case SQLITE_CORRUPT: /* the database is unusable until an operator acts: unavailable, */
+    case SQLITE_NOTADB:  /* as health says, rather than a bug of ours */
       return STORE_RETRY;
     default:
       return STORE_HARD;
