@@ -162,20 +162,21 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
 
 static const char upsert_sql[] =
     "WITH cur AS ("
-    "  SELECT d.webhook_id, d.body_sha256, c.processed_at_us FROM conversations c"
-    "  JOIN deliveries d ON d.id = c.delivery_id WHERE c.conversation_id = $1"
+    "  SELECT webhook_id, body_sha256, processed_at_us FROM conversations"
+    "  WHERE conversation_id = $1"
     "), ins AS ("
     "  INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, body_sha256, body)"
     "  SELECT $7, $1, $8, $9, $10 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE body_sha256 = $9)"
     "  RETURNING id"
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
-    "    duration, message_count, processed_at_us, delivery_id)"
-    "  SELECT $1, $2, $3, 'completed', $4, $5, $6, $8, id FROM ins"
+    "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id)"
+    "  SELECT $1, $2, $3, 'completed', $4, $5, $6, $8, $7, $9, id FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET email_id = EXCLUDED.email_id,"
     "    account_id = EXCLUDED.account_id, status = EXCLUDED.status,"
     "    start_time_us = EXCLUDED.start_time_us, duration = EXCLUDED.duration,"
     "    message_count = EXCLUDED.message_count, processed_at_us = EXCLUDED.processed_at_us,"
+    "    webhook_id = EXCLUDED.webhook_id, body_sha256 = EXCLUDED.body_sha256,"
     "    delivery_id = EXCLUDED.delivery_id"
     ") "
     "SELECT webhook_id, processed_at_us, true FROM cur WHERE body_sha256 = $9 "
@@ -327,8 +328,8 @@ static bool prepare_reader(PGconn *c) {
   static const Oid get_types[] = {OID_TEXT, OID_BOOL};
   return prepare(c, "get",
                  SELECT_COLUMNS
-                 "d.webhook_id, CASE WHEN $2 THEN d.body END FROM conversations c "
-                 "JOIN deliveries d ON d.id = c.delivery_id "
+                 "c.webhook_id, CASE WHEN $2 THEN (SELECT body FROM deliveries "
+                 "WHERE id = c.delivery_id) END FROM conversations c "
                  "WHERE c.conversation_id = $1",
                  2, get_types) &&
          prepare(c, "ping", "SELECT 1", 0, NULL);

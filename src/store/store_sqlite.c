@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -16,6 +17,8 @@
 #include "store/write_queue.h"
 
 #define BATCH_MAX 512
+#define CHECKPOINT_MS 50
+#define WAL_RESTART_FRAMES 2048 /* 8 MiB of 4 KiB pages: restarts stay short (p99) */
 #define BUSY_TIMEOUT_MS 5000
 #define LIST_VARIANTS 8 /* one statement per combination of the three filters */
 
@@ -37,6 +40,14 @@ struct sqlite_store {
   int64_t last_processed_us;
   pthread_t writer;
   bool writer_started;
+  /* checkpoints run on their own connection and thread, off the writer's path */
+  sqlite3 *cdb;
+  pthread_t checkpointer;
+  bool checkpointer_started;
+  pthread_mutex_t ckpt_mu;
+  pthread_cond_t ckpt_cv;
+  pthread_mutex_t ckpt_run_mu; /* held while a checkpoint runs */
+  bool ckpt_stop;
   struct write_queue queue;
   /* readers, one per calling thread */
   pthread_key_t reader_key;
@@ -185,8 +196,8 @@ static bool migrate(sqlite3 *db, char *err, size_t errlen) {
 static bool prepare_writer(struct sqlite_store *s) {
   sqlite3 *db = s->wdb;
   return prepare(db,
-                 "SELECT d.body_sha256, d.webhook_id, c.processed_at_us FROM conversations c "
-                 "JOIN deliveries d ON d.id = c.delivery_id WHERE c.conversation_id = ?1",
+                 "SELECT body_sha256, webhook_id, processed_at_us FROM conversations "
+                 "WHERE conversation_id = ?1",
                  &s->w_find) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, "
@@ -194,14 +205,15 @@ static bool prepare_writer(struct sqlite_store *s) {
                  &s->w_ins_delivery) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO conversations (conversation_id, email_id, account_id, status, "
-                 "start_time_us, duration, message_count, processed_at_us, delivery_id) "
-                 "VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6, ?7, ?8) "
+                 "start_time_us, duration, message_count, processed_at_us, webhook_id, "
+                 "body_sha256, delivery_id) "
+                 "VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6, ?7, ?9, ?10, ?8) "
                  "ON CONFLICT (conversation_id) DO UPDATE SET email_id = excluded.email_id, "
                  "account_id = excluded.account_id, status = excluded.status, "
                  "start_time_us = excluded.start_time_us, duration = excluded.duration, "
                  "message_count = excluded.message_count, "
-                 "processed_at_us = excluded.processed_at_us, "
-                 "delivery_id = excluded.delivery_id",
+                 "processed_at_us = excluded.processed_at_us, webhook_id = excluded.webhook_id, "
+                 "body_sha256 = excluded.body_sha256, delivery_id = excluded.delivery_id",
                  &s->w_upsert) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO health_probe (id, checked_us) VALUES (1, ?1) "
@@ -278,6 +290,8 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
   sqlite3_bind_int64(st, 6, c->message_count);
   sqlite3_bind_int64(st, 7, w->processed_us);
   sqlite3_bind_int64(st, 8, delivery_id);
+  sqlite3_bind_text(st, 9, w->webhook_id, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(st, 10, w->body_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
   return step_done(st);
 }
 
@@ -350,9 +364,9 @@ static struct reader *reader_open(struct sqlite_store *s) {
       sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK ||
       prepare(r->db,
               "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
-              "c.duration, c.message_count, c.processed_at_us, d.webhook_id, "
-              "CASE WHEN ?2 THEN d.body END FROM conversations c "
-              "JOIN deliveries d ON d.id = c.delivery_id WHERE c.conversation_id = ?1",
+              "c.duration, c.message_count, c.processed_at_us, c.webhook_id, "
+              "CASE WHEN ?2 THEN (SELECT body FROM deliveries WHERE id = c.delivery_id) END "
+              "FROM conversations c WHERE c.conversation_id = ?1",
               &r->get) != SQLITE_OK ||
       prepare(r->db, "SELECT COUNT(*) FROM (SELECT 1 FROM conversations LIMIT 1)", &r->ping) !=
           SQLITE_OK) {
@@ -501,10 +515,70 @@ static void writer_finalize(struct sqlite_store *s) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
 }
 
+/* Copies the write-ahead log into the database file every CHECKPOINT_MS. The writer has
+ * automatic checkpoints turned off, so it never stalls a batch to do this work. */
+static void *checkpointer_main(void *arg) {
+  struct sqlite_store *s = arg;
+  pthread_mutex_lock(&s->ckpt_mu);
+  while (!s->ckpt_stop) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += CHECKPOINT_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_mu, &until);
+    pthread_mutex_unlock(&s->ckpt_mu);
+    int log_frames = 0, done = 0;
+    pthread_mutex_lock(&s->ckpt_run_mu);
+    int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
+    pthread_mutex_unlock(&s->ckpt_run_mu);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+      log_msg(LOG_WARNING, "sqlite checkpoint failed: %s", sqlite3_errmsg(s->cdb));
+    pthread_mutex_lock(&s->ckpt_mu);
+  }
+  pthread_mutex_unlock(&s->ckpt_mu);
+  return NULL;
+}
+
+/* After each commit (writer thread). Under a steady stream of commits the passive checkpoints
+ * never catch up with the writer, so the log would only grow: past a size the writer finishes
+ * the checkpoint itself (little is left to copy) and the next transaction starts the log from
+ * its beginning again. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames) {
+  struct sqlite_store *s = arg;
+  if (frames > WAL_RESTART_FRAMES) {
+    pthread_mutex_lock(&s->ckpt_run_mu); /* one checkpoint at a time: no SQLITE_BUSY */
+    int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+    pthread_mutex_unlock(&s->ckpt_run_mu);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+      log_msg(LOG_WARNING, "sqlite checkpoint failed: %s", sqlite3_errmsg(db));
+  }
+  return SQLITE_OK;
+}
+
+static bool start_checkpointer(struct sqlite_store *s) {
+  sqlite3_wal_hook(s->wdb, on_wal_commit, s);
+  if (open_conn(s->path, &s->cdb) != SQLITE_OK) return false;
+  s->checkpointer_started = pthread_create(&s->checkpointer, NULL, checkpointer_main, s) == 0;
+  return s->checkpointer_started;
+}
+
+static void stop_checkpointer(struct sqlite_store *s) {
+  if (s->checkpointer_started) {
+    pthread_mutex_lock(&s->ckpt_mu);
+    s->ckpt_stop = true;
+    pthread_cond_signal(&s->ckpt_cv);
+    pthread_mutex_unlock(&s->ckpt_mu);
+    pthread_join(s->checkpointer, NULL);
+  }
+  sqlite3_close(s->cdb);
+}
+
 static void sqlite_close(struct store *base) {
   struct sqlite_store *s = (struct sqlite_store *)base;
   write_queue_stop(&s->queue);
   if (s->writer_started) pthread_join(s->writer, NULL);
+  stop_checkpointer(s);
   for (struct reader *r = s->readers, *next; r; r = next) {
     next = r->next;
     reader_free(r);
@@ -514,6 +588,9 @@ static void sqlite_close(struct store *base) {
   pthread_key_delete(s->reader_key);
   write_queue_destroy(&s->queue);
   pthread_mutex_destroy(&s->readers_mu);
+  pthread_mutex_destroy(&s->ckpt_mu);
+  pthread_mutex_destroy(&s->ckpt_run_mu);
+  pthread_cond_destroy(&s->ckpt_cv);
   free(s->path);
   free(s);
 }
@@ -534,7 +611,10 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
     return false;
   }
   if (!set_wal(s->wdb, err, errlen) || !exec(s->wdb, "PRAGMA synchronous = FULL", err, errlen) ||
-      !exec(s->wdb, "PRAGMA foreign_keys = ON", err, errlen) || !migrate(s->wdb, err, errlen))
+      !exec(s->wdb, "PRAGMA foreign_keys = ON", err, errlen) ||
+      !exec(s->wdb, "PRAGMA wal_autocheckpoint = 0", err, errlen) ||
+      !exec(s->wdb, "PRAGMA journal_size_limit = 67108864", err, errlen) ||
+      !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen))
     return false;
   if (!prepare_writer(s)) {
     snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
@@ -554,6 +634,9 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
   s->base.ops = &sqlite_ops;
   write_queue_init(&s->queue, BATCH_MAX);
   pthread_mutex_init(&s->readers_mu, NULL);
+  pthread_mutex_init(&s->ckpt_mu, NULL);
+  pthread_mutex_init(&s->ckpt_run_mu, NULL);
+  pthread_cond_init(&s->ckpt_cv, NULL);
   pthread_key_create(&s->reader_key, NULL);
   if (!open_writer(s, err, errlen)) {
     sqlite_close(&s->base);
@@ -565,5 +648,10 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   s->writer_started = true;
+  if (!start_checkpointer(s)) {
+    snprintf(err, errlen, "cannot start the database checkpoint thread");
+    sqlite_close(&s->base);
+    return NULL;
+  }
   return &s->base;
 }
