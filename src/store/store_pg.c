@@ -20,7 +20,7 @@
 #include "store/store.h"
 #include "store/write_queue.h"
 
-#define BATCH_MAX 512
+#define BATCH_MAX 256 /* one pipeline; its answers must fit the socket buffers */
 #define LIST_VARIANTS 8
 #define MIGRATION_LOCK_KEY 7261001 /* advisory lock serialising migrations */
 #define OID_BOOL 16
@@ -216,14 +216,32 @@ static int64_t next_processed_us(struct pg_store *s) {
   return now;
 }
 
-/* Locks every conversation id of the batch, in key order. */
-static enum store_status lock_ids(struct pg_store *s, struct store_write *batch) {
+/* The batch goes to PostgreSQL as one pipeline — BEGIN, the id locks, every write, COMMIT —
+ * and one round trip brings all the answers back. */
+enum step_kind { STEP_BEGIN, STEP_LOCK, STEP_WRITE, STEP_COMMIT };
+
+struct step {
+  enum step_kind kind;
+  struct store_write *w;
+};
+
+static bool send_plain(PGconn *c, const char *sql) {
+  return PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+}
+
+/* The advisory-lock keys of the batch's conversation ids, as a bigint[] literal; NULL when
+ * the batch has none (or out of memory, *oom set). */
+static char *lock_keys(struct store_write *batch, bool *oom) {
   size_t n = 0;
   for (struct store_write *w = batch; w; w = w->next) n += w->kind == STORE_WRITE_CONVERSATION;
-  if (n == 0) return STORE_OK;
+  *oom = false;
+  if (n == 0) return NULL;
   size_t cap = n * 22 + 3, pos = 1;
   char *arr = malloc(cap);
-  if (!arr) return STORE_RETRY;
+  if (!arr) {
+    *oom = true;
+    return NULL;
+  }
   arr[0] = '{';
   for (struct store_write *w = batch; w; w = w->next) {
     if (w->kind != STORE_WRITE_CONVERSATION) continue;
@@ -235,36 +253,25 @@ static enum store_status lock_ids(struct pg_store *s, struct store_write *batch)
     pos += (size_t)snprintf(arr + pos, cap - pos, "%s%lld", pos == 1 ? "" : ",", (long long)k);
   }
   snprintf(arr + pos, cap - pos, "}");
-  const char *vals[] = {arr};
-  PGresult *r = PQexecPrepared(s->writer_conn, "lock", 1, vals, NULL, NULL, 0);
-  enum store_status st =
-      PQresultStatus(r) == PGRES_TUPLES_OK ? STORE_OK : status_of(s->writer_conn, r);
-  PQclear(r);
-  free(arr);
-  return st;
+  return arr;
 }
 
-static enum store_status apply_probe(struct pg_store *s) {
+static bool send_probe(PGconn *c) {
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)time_now_us());
   const char *vals[] = {now};
-  PGresult *r = PQexecPrepared(s->writer_conn, "probe", 1, vals, NULL, NULL, 0);
-  enum store_status st =
-      PQresultStatus(r) == PGRES_COMMAND_OK ? STORE_OK : status_of(s->writer_conn, r);
-  PQclear(r);
-  return st;
+  return PQsendQueryPrepared(c, "probe", 1, vals, NULL, NULL, 0) == 1;
 }
 
-static enum store_status apply_conversation(struct pg_store *s, struct store_write *w) {
+static bool send_conversation(struct pg_store *s, struct store_write *w) {
   const struct conversation_input *c = w->conv;
   char hex[33], start[24], duration[24], count[24], processed[24];
-  if (!crypto_random_hex(hex, sizeof hex, 16)) return STORE_RETRY;
+  if (!crypto_random_hex(hex, sizeof hex, 16)) return false;
   snprintf(w->webhook_id, sizeof w->webhook_id, "webhook_%s", hex);
-  int64_t processed_us = next_processed_us(s);
   snprintf(start, sizeof start, "%lld", (long long)c->start_us);
   snprintf(duration, sizeof duration, "%lld", (long long)c->duration);
   snprintf(count, sizeof count, "%lld", (long long)c->message_count);
-  snprintf(processed, sizeof processed, "%lld", (long long)processed_us);
+  snprintf(processed, sizeof processed, "%lld", (long long)next_processed_us(s));
   const char *vals[10] = {c->conversation_id,
                           c->email_id,
                           c->account_id,
@@ -277,32 +284,85 @@ static enum store_status apply_conversation(struct pg_store *s, struct store_wri
                           w->body};
   int lens[10] = {0, 0, 0, 0, 0, 0, 0, 0, CRYPTO_SHA256_LEN, (int)w->body_len};
   int formats[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
-  PGresult *r = PQexecPrepared(s->writer_conn, "upsert", 10, vals, lens, formats, 1);
-  enum store_status st = STORE_OK;
-  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-    st = PQresultStatus(r) == PGRES_TUPLES_OK ? STORE_HARD : status_of(s->writer_conn, r);
-  } else {
-    get_text(r, 0, 0, w->webhook_id, sizeof w->webhook_id);
-    w->processed_us = get_i64(r, 0, 1);
-    w->duplicate = *PQgetvalue(r, 0, 2) != 0;
+  return PQsendQueryPrepared(s->writer_conn, "upsert", 10, vals, lens, formats, 1) == 1;
+}
+
+/* Queues the whole batch; returns the number of steps sent, or 0 on failure. */
+static size_t send_batch(struct pg_store *s, struct store_write *batch, struct step *steps) {
+  PGconn *c = s->writer_conn;
+  size_t k = 0;
+  bool oom, ok = send_plain(c, "BEGIN");
+  steps[k++] = (struct step){STEP_BEGIN, NULL};
+  char *keys = lock_keys(batch, &oom);
+  if (keys) {
+    const char *vals[] = {keys};
+    ok = ok && PQsendQueryPrepared(c, "lock", 1, vals, NULL, NULL, 0) == 1;
+    steps[k++] = (struct step){STEP_LOCK, NULL};
+    free(keys);
   }
-  PQclear(r);
-  return st;
+  for (struct store_write *w = batch; ok && w; w = w->next) {
+    ok = w->kind == STORE_WRITE_PROBE ? send_probe(c) : send_conversation(s, w);
+    steps[k++] = (struct step){STEP_WRITE, w};
+  }
+  ok = ok && !oom && send_plain(c, "COMMIT") && PQpipelineSync(c) == 1;
+  steps[k++] = (struct step){STEP_COMMIT, NULL};
+  return ok ? k : 0;
+}
+
+/* Checks one step's result; fills in what a conversation write learned. */
+static enum store_status read_step(PGconn *c, const struct step *step, const PGresult *r) {
+  ExecStatusType t = PQresultStatus(r);
+  bool rows = step->kind == STEP_LOCK ||
+              (step->kind == STEP_WRITE && step->w->kind == STORE_WRITE_CONVERSATION);
+  if (t != (rows ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) return status_of(c, r);
+  if (step->kind != STEP_WRITE || step->w->kind != STORE_WRITE_CONVERSATION) return STORE_OK;
+  if (PQntuples(r) != 1) return STORE_HARD;
+  struct store_write *w = step->w;
+  get_text(r, 0, 0, w->webhook_id, sizeof w->webhook_id);
+  w->processed_us = get_i64(r, 0, 1);
+  w->duplicate = *PQgetvalue(r, 0, 2) != 0;
+  return STORE_OK;
+}
+
+/* Reads every result up to the pipeline's sync point; the first failure wins. */
+static enum store_status read_batch(PGconn *c, const struct step *steps, size_t k) {
+  enum store_status st = STORE_OK;
+  size_t i = 0;
+  for (;;) {
+    PGresult *r = PQgetResult(c);
+    if (!r) { /* end of one step's results */
+      if (PQstatus(c) != CONNECTION_OK) return STORE_RETRY;
+      i++;
+      continue;
+    }
+    bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    if (!sync && st == STORE_OK) st = i < k ? read_step(c, &steps[i], r) : STORE_HARD;
+    PQclear(r);
+    if (sync) return i == k ? st : (st == STORE_OK ? STORE_HARD : st);
+  }
 }
 
 static enum store_status commit_batch(struct pg_store *s, struct store_write *batch) {
   if (!writer_ready(s)) return STORE_RETRY;
   PGconn *c = s->writer_conn;
-  enum store_status st = command_ok(c, "BEGIN") ? lock_ids(s, batch) : STORE_RETRY;
-  for (struct store_write *w = batch; st == STORE_OK && w; w = w->next)
-    st = w->kind == STORE_WRITE_PROBE ? apply_probe(s) : apply_conversation(s, w);
-  if (st == STORE_OK && command_ok(c, "COMMIT")) return STORE_OK;
-  if (st == STORE_OK) st = STORE_RETRY; /* COMMIT failed: nothing is known to be stored */
-  log_msg(LOG_ERROR, "postgresql batch failed, nothing of it stored");
-  if (PQstatus(c) == CONNECTION_OK)
-    (void)command_ok(c, "ROLLBACK");
-  else
-    report_down(s, c);
+  size_t n = 0;
+  for (struct store_write *w = batch; w; w = w->next) n++;
+  struct step *steps = malloc((n + 3) * sizeof *steps);
+  enum store_status st = STORE_RETRY;
+  if (steps && PQenterPipelineMode(c) == 1) {
+    size_t k = send_batch(s, batch, steps);
+    st = k ? read_batch(c, steps, k) : STORE_RETRY;
+    if (PQexitPipelineMode(c) != 1) st = st == STORE_OK ? STORE_RETRY : st;
+  }
+  free(steps);
+  if (st == STORE_OK) return STORE_OK;
+  log_msg(LOG_ERROR, "postgresql batch failed, nothing of it stored: %s", PQerrorMessage(c));
+  /* A failed pipeline leaves the connection in an unknown state: start afresh. If COMMIT's
+   * answer was lost, the batch may be stored after all; its clients got 503 and their retries
+   * are recognised as redeliveries. */
+  if (PQstatus(c) != CONNECTION_OK) report_down(s, c);
+  PQfinish(c);
+  s->writer_conn = NULL;
   return st;
 }
 
