@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/app.h"
 #include "core/config.h"
@@ -99,7 +100,10 @@ static int serve(void) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   log_msg(LOG_INFO, "signal %d: finishing in-flight requests, then stopping", sig);
-  http_server_stop(server, SHUTDOWN_GRACE_MS);
+  if (!http_server_stop(server, SHUTDOWN_GRACE_MS)) {
+    log_msg(LOG_ERROR, "shutdown timed out waiting for the database");
+    _exit(1);
+  }
   store_close(app.store);
   redis_client_free(app.redis);
   app_docs_free(&app);

@@ -632,6 +632,7 @@ static bool resolve_host(const char *host, unsigned port, struct sockaddr_storag
 
 #define SYNC_INTERVAL_US 5000
 #define PROBE_EVERY_MS 1000.0
+#define STORE_WAIT_MS 60000.0 /* the stores' own timeouts are far shorter */
 
 /* Shares local rate-limit hits with Redis every few milliseconds and checks Redis's health
  * once a second (reconnecting after an outage). */
@@ -712,7 +713,7 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout,
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_BYTES_MAX, MHD_OPTION_EXTERNAL_LOGGER,
-      on_mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+      on_mhd_log, NULL, MHD_OPTION_END);
   if (!s->daemon) {
     snprintf(err, errlen, "PORT: cannot listen on %s port %ld (in use, or not permitted)",
              cfg->host, cfg->port);
@@ -726,7 +727,7 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
 
 unsigned http_server_port(const struct http_server *s) { return s->port; }
 
-void http_server_stop(struct http_server *s, unsigned grace_ms) {
+bool http_server_stop(struct http_server *s, unsigned grace_ms) {
   atomic_store(&s->stopping, true);
   MHD_socket ls = MHD_quiesce_daemon(s->daemon);
   if (ls != MHD_INVALID_SOCKET) close(ls);
@@ -737,7 +738,16 @@ void http_server_stop(struct http_server *s, unsigned grace_ms) {
   /* Requests parked on the store are always finished: stopping MHD with a suspended
    * connection is not allowed, and an acknowledged write must get its answer. */
   atomic_store(&s->closed, true);
-  while (atomic_load(&s->dispatching) > 0 || atomic_load(&s->suspended) > 0) usleep(2000);
+  double hard_deadline = time_mono_ms() + STORE_WAIT_MS;
+  while ((atomic_load(&s->dispatching) > 0 || atomic_load(&s->suspended) > 0) &&
+         time_mono_ms() < hard_deadline)
+    usleep(2000);
+  if (atomic_load(&s->dispatching) > 0 || atomic_load(&s->suspended) > 0) {
+    log_msg(LOG_ERROR, "the store did not answer %d parked requests: giving up",
+            atomic_load(&s->suspended));
+    return false; /* MHD cannot be stopped with parked connections */
+  }
   MHD_stop_daemon(s->daemon);
   server_free(s);
+  return true;
 }

@@ -328,13 +328,16 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
 static enum store_status read_batch(PGconn *c, const struct step *steps, size_t k) {
   enum store_status st = STORE_OK;
   size_t i = 0;
+  bool after_end = false;
   for (;;) {
     PGresult *r = PQgetResult(c);
-    if (!r) { /* end of one step's results */
-      if (PQstatus(c) != CONNECTION_OK) return STORE_RETRY;
+    if (!r) { /* end of one step's results; two in a row: nothing more will come */
+      if (PQstatus(c) != CONNECTION_OK || after_end || i > k) return STORE_RETRY;
+      after_end = true;
       i++;
       continue;
     }
+    after_end = false;
     bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
     if (!sync && st == STORE_OK) st = i < k ? read_step(c, &steps[i], r) : STORE_HARD;
     PQclear(r);
@@ -436,24 +439,26 @@ static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char
   return res;
 }
 
-static enum store_status read_row(const PGresult *res, int row, struct store_conversation *out) {
+/* Reads a conversation whose columns start at column first. */
+static enum store_status read_row(const PGresult *res, int row, int first,
+                                  struct store_conversation *out) {
   memset(out, 0, sizeof *out);
-  get_text(res, row, 0, out->conversation_id, sizeof out->conversation_id);
-  get_text(res, row, 1, out->email_id, sizeof out->email_id);
-  get_text(res, row, 2, out->account_id, sizeof out->account_id);
-  get_text(res, row, 3, out->status, sizeof out->status);
-  out->has_start = !PQgetisnull(res, row, 4);
-  if (out->has_start) out->start_us = get_i64(res, row, 4);
-  out->duration = get_i64(res, row, 5);
-  out->message_count = get_i64(res, row, 6);
-  out->processed_us = get_i64(res, row, 7);
-  if (PQnfields(res) < 10) return STORE_OK;
-  get_text(res, row, 8, out->webhook_id, sizeof out->webhook_id);
-  if (PQgetisnull(res, row, 9)) return STORE_OK;
-  size_t len = (size_t)PQgetlength(res, row, 9);
+  get_text(res, row, first, out->conversation_id, sizeof out->conversation_id);
+  get_text(res, row, first + 1, out->email_id, sizeof out->email_id);
+  get_text(res, row, first + 2, out->account_id, sizeof out->account_id);
+  get_text(res, row, first + 3, out->status, sizeof out->status);
+  out->has_start = !PQgetisnull(res, row, first + 4);
+  if (out->has_start) out->start_us = get_i64(res, row, first + 4);
+  out->duration = get_i64(res, row, first + 5);
+  out->message_count = get_i64(res, row, first + 6);
+  out->processed_us = get_i64(res, row, first + 7);
+  if (PQgetisnull(res, row, first + 8)) return STORE_OK;
+  get_text(res, row, first + 8, out->webhook_id, sizeof out->webhook_id);
+  if (PQgetisnull(res, row, first + 9)) return STORE_OK;
+  size_t len = (size_t)PQgetlength(res, row, first + 9);
   out->body = malloc(len + 1);
   if (!out->body) return STORE_RETRY;
-  memcpy(out->body, PQgetvalue(res, row, 9), len);
+  memcpy(out->body, PQgetvalue(res, row, first + 9), len);
   out->body[len] = '\0';
   out->body_len = len;
   return STORE_OK;
@@ -467,16 +472,18 @@ static enum store_status pg_get(struct store *base, const char *id, bool with_bo
   const char *vals[] = {id, with_body ? "t" : "f"};
   enum store_status st;
   PGresult *res = reader_exec(s, r, "get", 2, vals, &st);
-  if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_row(res, 0, out);
+  if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_row(res, 0, 0, out);
   PQclear(res);
   return st;
 }
 
-/* Prepares list<mask> and count<mask> on first use on this connection. */
+/* Prepares list<mask> on first use on this connection. One statement gives the total and the
+ * page from one snapshot: the count comes first, the page (chosen on an index alone, then
+ * only its rows read) is joined to it, so an empty page still brings the total. */
 static bool prepare_list(struct pg_reader *r, unsigned mask) {
   if (r->prepared_lists & (1u << mask)) return true;
   static const char *const filters[3] = {"c.email_id", "c.account_id", "c.status"};
-  char where[160] = "", sql[640], name[16];
+  char where[160] = "", sql[1024], name[16];
   size_t pos = 0;
   int n = 0;
   for (unsigned i = 0; i < 3; i++) {
@@ -486,14 +493,14 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
     n++;
   }
   snprintf(sql, sizeof sql,
-           SELECT_COLUMNS
-           "NULL::text, NULL::bytea FROM conversations c%s ORDER BY "
-           "c.processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d",
-           where, n + 1, n + 2);
+           "SELECT t.total, p.* FROM (SELECT COUNT(*) AS total FROM conversations c%s) t "
+           "LEFT JOIN LATERAL (" SELECT_COLUMNS
+           "NULL::text AS w, NULL::bytea AS b FROM conversations c WHERE c.conversation_id IN ("
+           "SELECT c.conversation_id FROM conversations c%s ORDER BY "
+           "c.processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d)) p ON true "
+           "ORDER BY p.processed_at_us DESC, p.conversation_id ASC",
+           where, where, n + 1, n + 2);
   snprintf(name, sizeof name, "list%u", mask);
-  if (!prepare(r->conn, name, sql, 0, NULL)) return false;
-  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM conversations c%s", where);
-  snprintf(name, sizeof name, "count%u", mask);
   if (!prepare(r->conn, name, sql, 0, NULL)) return false;
   r->prepared_lists |= 1u << mask;
   return true;
@@ -513,31 +520,23 @@ static enum store_status pg_list(struct store *base, const struct store_filter *
   if (f->account_id) vals[n++] = f->account_id;
   if (f->status) vals[n++] = f->status;
   char name[16], limit[24], offset[24];
-  snprintf(name, sizeof name, "count%u", mask);
+  snprintf(limit, sizeof limit, "%lld", (long long)f->limit);
+  snprintf(offset, sizeof offset, "%lld", (long long)((f->page - 1) * f->limit));
+  vals[n] = limit;
+  vals[n + 1] = offset;
+  snprintf(name, sizeof name, "list%u", mask);
   enum store_status st;
-  /* One snapshot for the count and the page. */
-  if (!command_ok(r->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) {
-    if (PQstatus(r->conn) != CONNECTION_OK) reader_drop(r);
-    return STORE_RETRY;
-  }
-  PGresult *res = reader_exec(s, r, name, n, vals, &st);
+  PGresult *res = reader_exec(s, r, name, n + 2, vals, &st);
+  int rows = st == STORE_OK ? PQntuples(res) : 0;
+  if (st == STORE_OK && rows < 1) st = STORE_HARD;
   if (st == STORE_OK) out->total = get_i64(res, 0, 0);
-  PQclear(res);
-  if (st == STORE_OK && (f->page - 1) * f->limit < out->total) {
-    snprintf(limit, sizeof limit, "%lld", (long long)f->limit);
-    snprintf(offset, sizeof offset, "%lld", (long long)((f->page - 1) * f->limit));
-    vals[n] = limit;
-    vals[n + 1] = offset;
-    snprintf(name, sizeof name, "list%u", mask);
-    res = reader_exec(s, r, name, n + 2, vals, &st);
-    int rows = st == STORE_OK ? PQntuples(res) : 0;
-    out->items = rows ? calloc((size_t)rows, sizeof *out->items) : NULL;
-    if (rows && !out->items) st = STORE_RETRY;
+  if (st == STORE_OK && !PQgetisnull(res, 0, 1)) {
+    out->items = calloc((size_t)rows, sizeof *out->items);
+    if (!out->items) st = STORE_RETRY;
     for (int i = 0; st == STORE_OK && i < rows; i++)
-      st = read_row(res, i, &out->items[out->count++]);
-    PQclear(res);
+      st = read_row(res, i, 1, &out->items[out->count++]);
   }
-  if (r->conn) (void)command_ok(r->conn, "COMMIT");
+  PQclear(res);
   if (st != STORE_OK) store_page_free(out);
   return st;
 }

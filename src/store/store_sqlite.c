@@ -375,12 +375,16 @@ static struct reader *reader_open(struct sqlite_store *s) {
     return NULL;
   }
   for (unsigned m = 0; m < LIST_VARIANTS; m++) {
-    char where[128], sql[512];
+    char where[128], sql[768];
     build_where(m, where, sizeof where);
+    /* The page is chosen on an index alone (skipped rows cost no table lookups), then only
+     * its rows are read. */
     snprintf(sql, sizeof sql,
              "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
-             "c.duration, c.message_count, c.processed_at_us, NULL, NULL FROM conversations c%s "
-             "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?",
+             "c.duration, c.message_count, c.processed_at_us, NULL, NULL FROM conversations c "
+             "WHERE c.conversation_id IN (SELECT c.conversation_id FROM conversations c%s "
+             "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
+             "ORDER BY c.processed_at_us DESC, c.conversation_id ASC",
              where);
     int rc = prepare(r->db, sql, &r->list[m]);
     snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM conversations c%s", where);
