@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/thread_slot.h"
 #include "ext/crypto.h"
 
 #define TIMEOUT_MS 250
@@ -37,7 +38,6 @@ static const char script[] =
 struct conn {
   redisContext *ctx;
   bool script_loaded;
-  struct conn *next;
 };
 
 struct redis_client {
@@ -48,9 +48,7 @@ struct redis_client {
   int db;
   char sha[41]; /* SHA-1 of the script, fixed at start */
   atomic_int state;
-  pthread_key_t key;
-  pthread_mutex_t mu;
-  struct conn *conns;
+  struct thread_slot conns; /* one struct conn per calling thread */
 };
 
 /* ---------- URL ---------- */
@@ -171,18 +169,20 @@ static bool load_script(struct redis_client *c, struct conn *k) {
   return k->script_loaded;
 }
 
+static void *conn_make(void *unused) {
+  (void)unused;
+  return calloc(1, sizeof(struct conn));
+}
+
+static void conn_release(void *k) {
+  redisFree(((struct conn *)k)->ctx);
+  free(k);
+}
+
 /* The calling thread's connection, made on first use. */
 static struct conn *conn_get(struct redis_client *c) {
-  struct conn *k = pthread_getspecific(c->key);
-  if (!k) {
-    k = calloc(1, sizeof *k);
-    if (!k) return NULL;
-    pthread_setspecific(c->key, k);
-    pthread_mutex_lock(&c->mu);
-    k->next = c->conns;
-    c->conns = k;
-    pthread_mutex_unlock(&c->mu);
-  }
+  struct conn *k = thread_slot_get(&c->conns, conn_make, NULL);
+  if (!k) return NULL;
   if (!k->ctx) {
     char why[128];
     k->ctx = connect_ctx(c, why, sizeof why);
@@ -302,20 +302,13 @@ struct redis_client *redis_client_new(const char *url, char *err, size_t errlen)
     return NULL;
   }
   crypto_sha1_hex(script, strlen(script), c->sha);
-  pthread_mutex_init(&c->mu, NULL);
-  pthread_key_create(&c->key, NULL);
+  thread_slot_init(&c->conns);
   return c;
 }
 
 void redis_client_free(struct redis_client *c) {
   if (!c) return;
-  for (struct conn *k = c->conns, *next; k; k = next) {
-    next = k->next;
-    redisFree(k->ctx);
-    free(k);
-  }
-  pthread_key_delete(c->key);
-  pthread_mutex_destroy(&c->mu);
+  thread_slot_destroy(&c->conns, conn_release);
   memset(c->password, 0, sizeof c->password);
   free(c);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/thread_slot.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
 #include "store/store.h"
@@ -30,8 +31,7 @@
 
 struct pg_reader {
   PGconn *conn;
-  unsigned prepared_lists; /* bit m: list<m>/count<m> are prepared */
-  struct pg_reader *next;
+  unsigned prepared_lists; /* bit m: list<m> is prepared */
 };
 
 struct pg_store {
@@ -42,10 +42,8 @@ struct pg_store {
   pthread_t writer;
   bool writer_started;
   struct write_queue queue;
-  pthread_key_t reader_key;
-  pthread_mutex_t readers_mu;
-  struct pg_reader *readers;
-  atomic_bool reported_down; /* log "unreachable" once per outage, not per request */
+  struct thread_slot readers; /* one struct pg_reader per calling thread */
+  atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
 };
 
 /* ---------- connections ---------- */
@@ -404,18 +402,20 @@ static void reader_drop(struct pg_reader *r) {
   r->prepared_lists = 0;
 }
 
+static void *reader_make(void *unused) {
+  (void)unused;
+  return calloc(1, sizeof(struct pg_reader));
+}
+
+static void reader_release(void *r) {
+  reader_drop(r);
+  free(r);
+}
+
 /* The calling thread's connection, (re)made when missing or broken; NULL when unreachable. */
 static struct pg_reader *reader_get(struct pg_store *s) {
-  struct pg_reader *r = pthread_getspecific(s->reader_key);
-  if (!r) {
-    r = calloc(1, sizeof *r);
-    if (!r) return NULL;
-    pthread_setspecific(s->reader_key, r);
-    pthread_mutex_lock(&s->readers_mu);
-    r->next = s->readers;
-    s->readers = r;
-    pthread_mutex_unlock(&s->readers_mu);
-  }
+  struct pg_reader *r = thread_slot_get(&s->readers, reader_make, NULL);
+  if (!r) return NULL;
   if (r->conn && PQstatus(r->conn) != CONNECTION_OK) reader_drop(r);
   if (!r->conn) {
     r->conn = pg_connect(s, NULL, 0);
@@ -557,14 +557,8 @@ static void pg_close(struct store *base) {
   write_queue_stop(&s->queue);
   if (s->writer_started) pthread_join(s->writer, NULL);
   write_queue_destroy(&s->queue);
-  for (struct pg_reader *r = s->readers, *next; r; r = next) {
-    next = r->next;
-    PQfinish(r->conn);
-    free(r);
-  }
+  thread_slot_destroy(&s->readers, reader_release);
   PQfinish(s->writer_conn);
-  pthread_key_delete(s->reader_key);
-  pthread_mutex_destroy(&s->readers_mu);
   free(s->url);
   free(s);
 }
@@ -587,8 +581,7 @@ struct store *store_pg_open(const char *url, char *err, size_t errlen) {
   }
   s->base.ops = &pg_ops;
   write_queue_init(&s->queue, BATCH_MAX);
-  pthread_mutex_init(&s->readers_mu, NULL);
-  pthread_key_create(&s->reader_key, NULL);
+  thread_slot_init(&s->readers);
   /* Start-up needs the database once, for migrations; afterwards outages are survived. */
   char why[256];
   PGconn *c = pg_connect(s, why, sizeof why);

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/thread_slot.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
 #include "store/store.h"
@@ -28,7 +29,6 @@ struct reader {
   sqlite3_stmt *ping;
   sqlite3_stmt *list[LIST_VARIANTS];
   sqlite3_stmt *count[LIST_VARIANTS];
-  struct reader *next;
 };
 
 struct sqlite_store {
@@ -49,10 +49,7 @@ struct sqlite_store {
   pthread_mutex_t ckpt_run_mu; /* held while a checkpoint runs */
   bool ckpt_stop;
   struct write_queue queue;
-  /* readers, one per calling thread */
-  pthread_key_t reader_key;
-  pthread_mutex_t readers_mu;
-  struct reader *readers;
+  struct thread_slot readers; /* one struct reader per calling thread */
 };
 
 static enum store_status status_of(int rc) {
@@ -396,18 +393,13 @@ static struct reader *reader_open(struct sqlite_store *s) {
   return r;
 }
 
+static void *reader_make(void *store) { return reader_open(store); }
+
+static void reader_release(void *r) { reader_free(r); }
+
 /* The calling thread's reader connection, opened on first use. */
 static struct reader *reader_get(struct sqlite_store *s) {
-  struct reader *r = pthread_getspecific(s->reader_key);
-  if (r) return r;
-  r = reader_open(s);
-  if (!r) return NULL;
-  pthread_setspecific(s->reader_key, r);
-  pthread_mutex_lock(&s->readers_mu);
-  r->next = s->readers;
-  s->readers = r;
-  pthread_mutex_unlock(&s->readers_mu);
-  return r;
+  return thread_slot_get(&s->readers, reader_make, s);
 }
 
 /* Copies a row of the get/list column layout into out. */
@@ -583,15 +575,10 @@ static void sqlite_close(struct store *base) {
   write_queue_stop(&s->queue);
   if (s->writer_started) pthread_join(s->writer, NULL);
   stop_checkpointer(s);
-  for (struct reader *r = s->readers, *next; r; r = next) {
-    next = r->next;
-    reader_free(r);
-  }
+  thread_slot_destroy(&s->readers, reader_release);
   writer_finalize(s);
   sqlite3_close(s->wdb);
-  pthread_key_delete(s->reader_key);
   write_queue_destroy(&s->queue);
-  pthread_mutex_destroy(&s->readers_mu);
   pthread_mutex_destroy(&s->ckpt_mu);
   pthread_mutex_destroy(&s->ckpt_run_mu);
   pthread_cond_destroy(&s->ckpt_cv);
@@ -637,11 +624,10 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
   }
   s->base.ops = &sqlite_ops;
   write_queue_init(&s->queue, BATCH_MAX);
-  pthread_mutex_init(&s->readers_mu, NULL);
+  thread_slot_init(&s->readers);
   pthread_mutex_init(&s->ckpt_mu, NULL);
   pthread_mutex_init(&s->ckpt_run_mu, NULL);
   pthread_cond_init(&s->ckpt_cv, NULL);
-  pthread_key_create(&s->reader_key, NULL);
   if (!open_writer(s, err, errlen)) {
     sqlite_close(&s->base);
     return NULL;

@@ -372,15 +372,7 @@ def test_trickling_body_is_cut_off(make_server):
             if readable:
                 break
             s.sendall(b" ")
-        s.settimeout(3)
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            data += chunk
+        data = _read_response(s, timeout=3)
     finally:
         s.close()
     # Cut off once the request has taken REQUEST_TIMEOUT_SECONDS, however busy it keeps the line.

@@ -1,0 +1,45 @@
+/* Per-thread objects: a pthread key for the lookup, a list so that they can all be freed. */
+#include "core/thread_slot.h"
+
+#include <stdlib.h>
+
+struct thread_slot_item {
+  void *obj;
+  struct thread_slot_item *next;
+};
+
+void thread_slot_init(struct thread_slot *ts) {
+  pthread_key_create(&ts->key, NULL);
+  pthread_mutex_init(&ts->mu, NULL);
+  ts->items = NULL;
+}
+
+void *thread_slot_get(struct thread_slot *ts, void *(*make)(void *ctx), void *ctx) {
+  void *obj = pthread_getspecific(ts->key);
+  if (obj) return obj;
+  struct thread_slot_item *item = malloc(sizeof *item);
+  if (!item) return NULL;
+  obj = make(ctx);
+  if (!obj) {
+    free(item);
+    return NULL;
+  }
+  item->obj = obj;
+  pthread_setspecific(ts->key, obj);
+  pthread_mutex_lock(&ts->mu);
+  item->next = ts->items;
+  ts->items = item;
+  pthread_mutex_unlock(&ts->mu);
+  return obj;
+}
+
+void thread_slot_destroy(struct thread_slot *ts, void (*release)(void *obj)) {
+  for (struct thread_slot_item *item = ts->items, *next; item; item = next) {
+    next = item->next;
+    release(item->obj);
+    free(item);
+  }
+  ts->items = NULL;
+  pthread_key_delete(ts->key);
+  pthread_mutex_destroy(&ts->mu);
+}
