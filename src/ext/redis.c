@@ -25,7 +25,7 @@ static const char script[] =
     "local h = redis.call('HGETALL', KEYS[1]) local total = 0 local out = {} "
     "for i = 1, #h, 2 do "
     "  local s = tonumber(h[i]) "
-    "  if s <= now - 60 then redis.call('HDEL', KEYS[1], h[i]) else "
+    "  if s <= now - 60 then redis.call('HDEL', KEYS[1], h[i]) elseif s <= now + 2 then "
     "    total = total + tonumber(h[i + 1]) out[#out + 1] = s out[#out + 1] = tonumber(h[i + 1]) "
     "  end end "
     "local allowed = 0 "
@@ -38,6 +38,7 @@ static const char script[] =
 struct conn {
   redisContext *ctx;
   bool script_loaded;
+  unsigned epoch; /* the client's epoch when this connection was made */
 };
 
 struct redis_client {
@@ -48,6 +49,7 @@ struct redis_client {
   int db;
   char sha[41]; /* SHA-1 of the script, fixed at start */
   atomic_int state;
+  atomic_uint epoch;        /* bumped at each recovery: connections from before are stale */
   struct thread_slot conns; /* one struct conn per calling thread */
 };
 
@@ -116,8 +118,10 @@ static void mark_down(struct redis_client *c, const char *why) {
 }
 
 static void mark_up(struct redis_client *c) {
-  if (atomic_exchange(&c->state, STATE_UP) != STATE_UP)
+  if (atomic_exchange(&c->state, STATE_UP) != STATE_UP) {
+    atomic_fetch_add(&c->epoch, 1);
     log_msg(LOG_INFO, "redis connected: rate limits are shared");
+  }
 }
 
 bool redis_is_up(const struct redis_client *c) { return atomic_load(&c->state) == STATE_UP; }
@@ -183,6 +187,10 @@ static void conn_release(void *k) {
 static struct conn *conn_get(struct redis_client *c) {
   struct conn *k = thread_slot_get(&c->conns, conn_make, NULL);
   if (!k) return NULL;
+  if (k->ctx && k->epoch != atomic_load(&c->epoch)) { /* made before the last outage */
+    redisFree(k->ctx);
+    k->ctx = NULL;
+  }
   if (!k->ctx) {
     char why[128];
     k->ctx = connect_ctx(c, why, sizeof why);
@@ -191,6 +199,7 @@ static struct conn *conn_get(struct redis_client *c) {
       return NULL;
     }
     k->script_loaded = false;
+    k->epoch = atomic_load(&c->epoch);
   }
   if (!k->script_loaded && !load_script(c, k)) {
     redisFree(k->ctx);
@@ -213,7 +222,7 @@ static void conn_drop(struct redis_client *c, struct conn *k, const char *why) {
 
 static void append_call(struct redis_client *c, struct conn *k, const struct redis_rl_call *call) {
   char nums[3 + 2 * REDIS_RL_SLOTS][24];
-  const char *argv[6 + 2 * REDIS_RL_SLOTS];
+  const char *argv[7 + 2 * REDIS_RL_SLOTS];
   int argc = 0;
   argv[argc++] = "EVALSHA";
   argv[argc++] = c->sha;
@@ -252,28 +261,44 @@ static bool read_call(redisReply *r, struct redis_rl_call *call) {
   return true;
 }
 
-bool redis_rl_run(struct redis_client *c, struct redis_rl_call *calls, size_t n) {
-  if (!redis_is_up(c)) return false;
-  struct conn *k = conn_get(c);
-  if (!k) return false;
-  for (size_t i = 0; i < n; i++) append_call(c, k, &calls[i]);
-  bool ok = true, noscript = false;
+/* Sends the calls not yet ok in one pipeline and reads their replies. False when the
+ * connection failed; *noscript when Redis had forgotten the script. */
+static bool run_pending(struct redis_client *c, struct conn *k, struct redis_rl_call *calls,
+                        size_t n, bool *noscript) {
+  *noscript = false;
+  for (size_t i = 0; i < n; i++)
+    if (!calls[i].ok) append_call(c, k, &calls[i]);
   for (size_t i = 0; i < n; i++) {
+    if (calls[i].ok) continue;
     redisReply *r = NULL;
     if (redisGetReply(k->ctx, (void **)&r) != REDIS_OK) {
       conn_drop(c, k, k->ctx->errstr);
       return false;
     }
-    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) noscript = true;
-    if (!read_call(r, &calls[i])) ok = false;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
+      *noscript = true;
+    else if (r && r->type == REDIS_REPLY_ERROR)
+      log_msg(LOG_ERROR, "redis refused the rate-limit script: %.200s", r->str);
+    calls[i].ok = read_call(r, &calls[i]);
     freeReplyObject(r);
   }
-  if (noscript) { /* Redis restarted and forgot the script: load it and try once more */
+  return true;
+}
+
+bool redis_rl_run(struct redis_client *c, struct redis_rl_call *calls, size_t n) {
+  for (size_t i = 0; i < n; i++) calls[i].ok = false;
+  if (!redis_is_up(c)) return false;
+  struct conn *k = conn_get(c);
+  if (!k) return false;
+  bool noscript;
+  if (!run_pending(c, k, calls, n, &noscript)) return false;
+  if (noscript) { /* Redis restarted and forgot the script: load it, try once more */
     k->script_loaded = false;
-    return load_script(c, k) && redis_rl_run(c, calls, n);
+    if (!load_script(c, k) || !run_pending(c, k, calls, n, &noscript)) return false;
   }
-  if (!ok) log_msg(LOG_ERROR, "redis: unexpected reply to the rate-limit script");
-  return ok;
+  for (size_t i = 0; i < n; i++)
+    if (!calls[i].ok) return false;
+  return true;
 }
 
 bool redis_probe(struct redis_client *c) {

@@ -21,6 +21,7 @@ struct redis_rl_call {
   int64_t delta_secs[REDIS_RL_SLOTS];
   uint32_t deltas[REDIS_RL_SLOTS];
   /* reply */
+  bool ok; /* Redis applied this call and answered it */
   bool allowed;
   size_t nbuckets;
   int64_t bucket_secs[REDIS_RL_SLOTS + 1];
@@ -34,8 +35,9 @@ __attribute__((warn_unused_result)) struct redis_client *redis_client_new(const 
                                                                           char *err, size_t errlen);
 void redis_client_free(struct redis_client *c);
 
-/* Runs n calls in one pipelined round trip on the calling thread's connection. False when
- * Redis is down or the call failed (then Redis is marked down). */
+/* Runs n calls in one pipelined round trip on the calling thread's connection; each call's
+ * ok says whether Redis applied it. False unless all were applied; a broken connection also
+ * marks Redis down. */
 __attribute__((warn_unused_result)) bool redis_rl_run(struct redis_client *c,
                                                       struct redis_rl_call *calls, size_t n);
 

@@ -216,8 +216,10 @@ static void apply_reply(struct entry *e, const struct redis_rl_call *call, int64
   e->synced_ms = now_ms;
 }
 
-/* Asks Redis for one hit; false when Redis could not answer. Called and returns locked. */
-static bool shared_hit(struct ratelimit *rl, struct entry *e, int64_t now_ms, bool *allowed) {
+/* Asks Redis for one hit; false when Redis could not answer. Called and returns locked; *ep is
+ * the entry again (looked up anew, the lock having been dropped), or NULL if it went away. */
+static bool shared_hit(struct ratelimit *rl, struct entry **ep, int64_t now_ms, bool *allowed) {
+  struct entry *e = *ep;
   struct redis_rl_call call;
   char keybuf[RATELIMIT_KEY_MAX + 64];
   take_pending(rl, e, now_ms / 1000, true, &call, keybuf, sizeof keybuf);
@@ -226,9 +228,9 @@ static bool shared_hit(struct ratelimit *rl, struct entry *e, int64_t now_ms, bo
   pthread_mutex_unlock(&rl->mu);
   bool ok = redis_rl_run(rl->redis, &call, 1);
   pthread_mutex_lock(&rl->mu);
-  e = find(rl, key);
+  e = *ep = find(rl, key);
   if (!e) return false;
-  if (!ok) {
+  if (!ok || !call.ok) {
     restore_pending(e, &call);
     return false;
   }
@@ -253,11 +255,11 @@ void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
   advance(e, now_s);
   bool shared = rl->redis && redis_is_up(rl->redis);
   long margin = rl->limit / 4 > MARGIN_MIN ? rl->limit / 4 : MARGIN_MIN;
-  bool fresh = e->synced_ms && now_ms - e->synced_ms <= FRESH_MS;
+  bool fresh = e->synced_ms && now_ms >= e->synced_ms && now_ms - e->synced_ms <= FRESH_MS;
   bool allowed;
   if (shared && fresh && e->total + margin < rl->limit) {
     allowed = local_hit(rl, e, now_s, true);
-  } else if (!(shared && shared_hit(rl, e, now_ms, &allowed))) {
+  } else if (!(shared && shared_hit(rl, &e, now_ms, &allowed))) {
     e = find_or_add(rl, key, now_s); /* Redis failed: this instance decides alone */
     if (!e) {
       pthread_mutex_unlock(&rl->mu);
@@ -306,7 +308,7 @@ void ratelimit_sync(struct ratelimit *rl, int64_t now_ms) {
     for (size_t i = 0; i < n; i++) {
       struct entry *e = find(rl, keys[i] + strlen(rl->prefix));
       if (!e) continue;
-      if (ok)
+      if (calls[i].ok) /* only calls Redis did not apply go back to pending */
         apply_reply(e, &calls[i], now_ms);
       else
         restore_pending(e, &calls[i]);

@@ -52,7 +52,7 @@ struct http_server {
   unsigned port;
   atomic_int inflight;    /* requests begun and not completed */
   atomic_int dispatching; /* handlers running right now */
-  atomic_int suspended;   /* requests parked on the store */
+  atomic_int parked;      /* requests suspended on the store and not yet completed */
   atomic_bool stopping;   /* answers say Connection: close */
   atomic_bool closed;     /* no handler may start any more */
 };
@@ -93,6 +93,7 @@ struct http_request {
   bool has_limit;
   struct ratelimit_result limit;
   /* suspension */
+  bool parked; /* counted in server->parked until completed */
   void (*on_resume)(struct http_request *);
   void *state_data;
   void (*free_state)(void *);
@@ -228,16 +229,14 @@ void http_request_suspend(struct http_request *req, void (*on_resume)(struct htt
   req->state_data = state;
   req->free_state = free_state;
   req->state = REQ_SUSPENDED;
-  atomic_fetch_add(&req->server->suspended, 1);
+  req->parked = true;
+  atomic_fetch_add(&req->server->parked, 1);
   MHD_suspend_connection(req->conn);
 }
 
 void http_request_resume(struct http_request *req) {
-  struct http_server *s = req->server;
   req->state = REQ_RESUMED;
   MHD_resume_connection(req->conn);
-  /* From here MHD_stop_daemon may run: it completes resumptions that are under way. */
-  atomic_fetch_sub(&s->suspended, 1);
 }
 
 /* ---------------- request set-up ---------------- */
@@ -292,23 +291,46 @@ static bool is_ip_literal(const char *s) {
   return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+struct last_header {
+  const char *name;
+  const char *value;
+};
+
+static enum MHD_Result keep_last(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value) {
+  (void)kind;
+  struct last_header *h = cls;
+  if (strcasecmp(key, h->name) == 0) h->value = value;
+  return MHD_YES;
+}
+
 /* The client is the TCP peer, unless the peer is a trusted proxy: then it is the rightmost
- * X-Forwarded-For address that is not itself a trusted proxy. */
+ * X-Forwarded-For address that is not itself a trusted proxy. The value is read from its end
+ * (what the proxies appended), whole, so no amount of client-written text in front can push
+ * the real address out; with several header lines, the last one counts. */
 static void set_client_ip(struct http_request *req) {
   peer_ip(req->conn, req->client_ip, sizeof req->client_ip);
   if (!is_trusted(req->server, req->client_ip)) return;
-  const char *xff = http_request_header(req, "X-Forwarded-For");
-  if (!xff) return;
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", xff);
-  char *items[64];
-  size_t n = config_split_list(buf, items, 64);
-  while (n-- > 0) {
-    if (!is_ip_literal(items[n])) return;
-    if (!is_trusted(req->server, items[n])) {
-      snprintf(req->client_ip, sizeof req->client_ip, "%s", items[n]);
+  struct last_header h = {"X-Forwarded-For", NULL};
+  MHD_get_connection_values(req->conn, MHD_HEADER_KIND, keep_last, &h);
+  if (!h.value) return;
+  size_t end = strlen(h.value);
+  while (end > 0) {
+    size_t start = end;
+    while (start > 0 && h.value[start - 1] != ',') start--;
+    size_t a = start, b = end;
+    while (a < b && (h.value[a] == ' ' || h.value[a] == '\t')) a++;
+    while (b > a && (h.value[b - 1] == ' ' || h.value[b - 1] == '\t')) b--;
+    char item[INET6_ADDRSTRLEN];
+    if (b - a == 0 || b - a >= sizeof item) return;
+    memcpy(item, h.value + a, b - a);
+    item[b - a] = '\0';
+    if (!is_ip_literal(item)) return;
+    if (!is_trusted(req->server, item)) {
+      snprintf(req->client_ip, sizeof req->client_ip, "%s", item);
       return;
     }
+    end = start > 0 ? start - 1 : 0;
   }
 }
 
@@ -391,7 +413,8 @@ static void reply_options(struct http_request *req, const char *allow) {
 }
 
 static void apply_limit(struct http_request *req, struct ratelimit *rl, const char *key) {
-  ratelimit_hit(rl, key, (int64_t)time_mono_ms(), &req->limit);
+  /* Wall-clock time: with Redis, every instance's windows must agree on the seconds. */
+  ratelimit_hit(rl, key, time_now_us() / 1000, &req->limit);
   req->has_limit = true;
   if (req->limit.allowed) return;
   char v[24];
@@ -602,8 +625,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (s->cfg->request_timeout < s->cfg->connection_timeout)
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)s->cfg->connection_timeout);
+  bool parked = req->parked;
   request_free(req);
   *con_cls = NULL;
+  if (parked) atomic_fetch_sub(&s->parked, 1);
   atomic_fetch_sub(&s->inflight, 1);
 }
 
@@ -645,8 +670,9 @@ static void *sync_main(void *arg) {
       (void)redis_probe(s->redis);
       next_probe = now + PROBE_EVERY_MS;
     }
-    ratelimit_sync(s->rl_webhook, (int64_t)now);
-    ratelimit_sync(s->rl_api, (int64_t)now);
+    int64_t wall_ms = time_now_us() / 1000;
+    ratelimit_sync(s->rl_webhook, wall_ms);
+    ratelimit_sync(s->rl_api, wall_ms);
     usleep(SYNC_INTERVAL_US);
   }
   return NULL;
@@ -735,16 +761,16 @@ bool http_server_stop(struct http_server *s, unsigned grace_ms) {
   while (atomic_load(&s->inflight) > 0 && time_mono_ms() < deadline) usleep(2000);
   if (atomic_load(&s->inflight) > 0)
     log_msg(LOG_WARNING, "stopping with %d requests still in flight", atomic_load(&s->inflight));
-  /* Requests parked on the store are always finished: stopping MHD with a suspended
-   * connection is not allowed, and an acknowledged write must get its answer. */
+  /* Requests parked on the store are always finished, their answers sent: stopping MHD with
+   * a suspended connection is not allowed, and an acknowledged write must get its answer. */
   atomic_store(&s->closed, true);
   double hard_deadline = time_mono_ms() + STORE_WAIT_MS;
-  while ((atomic_load(&s->dispatching) > 0 || atomic_load(&s->suspended) > 0) &&
+  while ((atomic_load(&s->dispatching) > 0 || atomic_load(&s->parked) > 0) &&
          time_mono_ms() < hard_deadline)
     usleep(2000);
-  if (atomic_load(&s->dispatching) > 0 || atomic_load(&s->suspended) > 0) {
+  if (atomic_load(&s->dispatching) > 0 || atomic_load(&s->parked) > 0) {
     log_msg(LOG_ERROR, "the store did not answer %d parked requests: giving up",
-            atomic_load(&s->suspended));
+            atomic_load(&s->parked));
     return false; /* MHD cannot be stopped with parked connections */
   }
   MHD_stop_daemon(s->daemon);

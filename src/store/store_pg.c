@@ -24,6 +24,7 @@
 #define BATCH_MAX 256 /* one pipeline; its answers must fit the socket buffers */
 #define LIST_VARIANTS 8
 #define MIGRATION_LOCK_KEY 7261001 /* advisory lock serialising migrations */
+#define RECONNECT_PAUSE_MS 1000
 #define OID_BOOL 16
 #define OID_BYTEA 17
 #define OID_INT8 20
@@ -42,8 +43,9 @@ struct pg_store {
   pthread_t writer;
   bool writer_started;
   struct write_queue queue;
-  struct thread_slot readers; /* one struct pg_reader per calling thread */
-  atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
+  struct thread_slot readers;     /* one struct pg_reader per calling thread */
+  atomic_bool reported_down;      /* log "unreachable" once per outage, not per request */
+  _Atomic int64_t retry_after_ms; /* no new connection attempt before this (monotonic ms) */
 };
 
 /* ---------- connections ---------- */
@@ -59,6 +61,12 @@ static void report_up(struct pg_store *s) {
 
 /* A new connection, or NULL (why, when given, says why). */
 static PGconn *pg_connect(struct pg_store *s, char *why, size_t whylen) {
+  /* After a failed attempt, requests answer 503 at once for a second instead of each spending
+   * up to connect_timeout on a server that is away. */
+  if ((int64_t)time_mono_ms() < atomic_load(&s->retry_after_ms)) {
+    if (why) snprintf(why, whylen, "PostgreSQL was unreachable a moment ago");
+    return NULL;
+  }
   /* connect_timeout comes first so that one in DATABASE_URL wins. */
   /* Keepalives and a TCP user timeout notice a vanished server within seconds. */
   const char *keys[] = {"connect_timeout",  "keepalives_idle",  "keepalives_interval",
@@ -71,6 +79,7 @@ static PGconn *pg_connect(struct pg_store *s, char *why, size_t whylen) {
     if (why) snprintf(why, whylen, "%s", c ? PQerrorMessage(c) : "out of memory");
     report_down(s, c);
     PQfinish(c);
+    atomic_store(&s->retry_after_ms, (int64_t)time_mono_ms() + RECONNECT_PAUSE_MS);
     return NULL;
   }
   report_up(s);
@@ -121,6 +130,20 @@ static void get_text(const PGresult *r, int row, int col, char *dst, size_t cap)
 
 /* ---------- migrations ---------- */
 
+static bool record_migration(PGconn *c, const struct store_migration *m) {
+  char version[16], at[24];
+  snprintf(version, sizeof version, "%d", m->version);
+  snprintf(at, sizeof at, "%lld", (long long)time_now_us());
+  const char *vals[] = {version, m->name, at};
+  PGresult *r = PQexecParams(c,
+                             "INSERT INTO schema_migrations (version, name, applied_at_us) "
+                             "VALUES ($1, $2, $3)",
+                             3, NULL, vals, NULL, NULL, 0);
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  return ok;
+}
+
 static bool migrate(PGconn *c, char *err, size_t errlen) {
   char sql[128];
   snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
@@ -139,11 +162,7 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
   for (size_t i = 0; ok && i < store_migrations_pg_count; i++) {
     const struct store_migration *m = &store_migrations_pg[i];
     if (m->version <= have) continue;
-    char record[256];
-    snprintf(record, sizeof record,
-             "INSERT INTO schema_migrations (version, name, applied_at_us) VALUES (%d, '%s', %lld)",
-             m->version, m->name, (long long)time_now_us());
-    ok = command_ok(c, "BEGIN") && command_ok(c, m->sql) && command_ok(c, record) &&
+    ok = command_ok(c, "BEGIN") && command_ok(c, m->sql) && record_migration(c, m) &&
          command_ok(c, "COMMIT");
     if (ok) log_msg(LOG_INFO, "applied migration %04d_%s", m->version, m->name);
   }

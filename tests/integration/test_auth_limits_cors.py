@@ -269,6 +269,18 @@ def test_forwarded_for_used_from_trusted_proxy(make_server):
                               headers={"X-Forwarded-For": "10.1.0.99"}), 5)
 
 
+def test_forwarded_for_cannot_be_pushed_aside_by_client_text(make_server):
+    """Whatever a client writes in front, the address the trusted proxy appended counts: many
+    spoofed entries or a very long header must not move the client to a fresh budget."""
+    srv = make_server(env={"RATE_LIMIT_WEBHOOK_PER_MINUTE": "3",
+                           "TRUSTED_PROXIES": "127.0.0.1"})
+    spoofs = [", ".join(f"10.9.{i}.{j}" for j in range(70)) for i in range(3)]
+    spoofs.append("x" * 3000 + ", 10.8.8.8")
+    codes = [srv.post_conv(make_conv(), headers={"X-Forwarded-For": f"{spoof}, 10.0.0.7"})
+             .status_code for spoof in spoofs]
+    assert codes == [200, 200, 200, 429], codes
+
+
 # ------------------------------------------------------------------ CORS
 APP = "https://app.example.com"
 EVIL = "https://evil.example.com"
