@@ -39,6 +39,7 @@ struct ratelimit {
   size_t max_keys;
   size_t nkeys;
   bool warned_full;
+  int64_t last_sweep_s;
   pthread_mutex_t mu;
   struct redis_client *redis; /* NULL: local only */
   char prefix[64];
@@ -127,7 +128,12 @@ static struct entry *find_or_add(struct ratelimit *rl, const char *key, int64_t 
   struct entry *found = find(rl, key);
   if (found) return found;
   size_t h = hash(key);
-  if (rl->nkeys >= rl->max_keys) sweep_stale(rl, now_s);
+  /* A full table is swept at most once a second, so a flood of new clients cannot make every
+   * request walk the whole table. */
+  if (rl->nkeys >= rl->max_keys && now_s != rl->last_sweep_s) {
+    rl->last_sweep_s = now_s;
+    sweep_stale(rl, now_s);
+  }
   if (rl->nkeys >= rl->max_keys) {
     if (!rl->warned_full) log_msg(LOG_WARNING, "rate limiter full: new clients are not limited");
     rl->warned_full = true;

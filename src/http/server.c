@@ -423,6 +423,20 @@ static void apply_limit(struct http_request *req, struct ratelimit *rl, const ch
   set_pending(req, API_ERR_RATE_LIMITED, NULL);
 }
 
+/* The rate-limit key of a client address: IPv4 as is; IPv6 by its /64, the block one
+ * customer usually holds, so that walking through its addresses does not buy new budgets. */
+static void client_key(const char *ip, char *key, size_t cap) {
+  unsigned char a6[16];
+  char net[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET6, ip, a6) == 1) {
+    memset(a6 + 8, 0, 8);
+    inet_ntop(AF_INET6, a6, net, sizeof net);
+    snprintf(key, cap, "ip:%s/64", net);
+  } else {
+    snprintf(key, cap, "ip:%s", ip);
+  }
+}
+
 /* Rate limiting and authentication. The webhook is limited per client IP before the key is
  * checked, so key guessing is limited too; other endpoints are limited per key (per IP for
  * requests whose key is wrong). */
@@ -430,7 +444,7 @@ static void check_access(struct http_request *req) {
   struct http_server *s = req->server;
   const struct route *r = req->route;
   char key[RATELIMIT_KEY_MAX];
-  snprintf(key, sizeof key, "ip:%s", req->client_ip);
+  client_key(req->client_ip, key, sizeof key);
   if (r->limit == LIMIT_PER_IP) apply_limit(req, s->rl_webhook, key);
   if (r->auth != ROUTE_BEARER) return;
   int who = auth_check(&s->auth, http_request_header(req, "Authorization"));
