@@ -33,6 +33,7 @@
 #define EXTRA_HEADERS_MAX 6
 #define TRUSTED_MAX 32
 #define RATELIMIT_KEYS_MAX 50000
+#define BODY_PREALLOC_MAX (64 * 1024)
 
 struct http_server {
   struct MHD_Daemon *daemon;
@@ -488,7 +489,8 @@ static bool check_body_headers(struct http_request *req) {
       if (expects_continue(req) || n > drain_limit(req->server)) return false;
       set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, too_large_msg);
     } else if (*end == '\0' && n > 0) {
-      req->body_cap = (size_t)n + 1;
+      /* Trust a declared length only so far: memory follows the bytes that really arrive. */
+      req->body_cap = (size_t)(n < BODY_PREALLOC_MAX ? n + 1 : BODY_PREALLOC_MAX);
     }
   }
   req->keep_body = !req->has_pending;
