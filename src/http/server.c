@@ -51,6 +51,7 @@ struct http_server {
   char *trusted[TRUSTED_MAX];
   size_t ntrusted;
   unsigned port;
+  char too_large_msg[96]; /* the 413 message, naming the configured limit */
   atomic_int inflight;    /* requests begun and not completed */
   atomic_int dispatching; /* handlers running right now */
   atomic_int parked;      /* requests suspended on the store and not yet completed */
@@ -391,8 +392,6 @@ static const struct route *route_find(const char *path, const char *method, char
   return NULL;
 }
 
-static char too_large_msg[96];
-
 static void set_pending(struct http_request *req, enum api_error e, const char *message) {
   if (req->has_pending) return;
   req->has_pending = true;
@@ -487,7 +486,7 @@ static bool check_body_headers(struct http_request *req) {
     unsigned long long n = strtoull(cl, &end, 10);
     if (*end == '\0' && n > (unsigned long long)req->server->cfg->max_body_bytes) {
       if (expects_continue(req) || n > drain_limit(req->server)) return false;
-      set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, too_large_msg);
+      set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg);
     } else if (*end == '\0' && n > 0) {
       /* Trust a declared length only so far: memory follows the bytes that really arrive. */
       req->body_cap = (size_t)(n < BODY_PREALLOC_MAX ? n + 1 : BODY_PREALLOC_MAX);
@@ -524,7 +523,7 @@ static bool on_headers(struct http_request *req) {
   check_access(req);
   if (req->route->json_body && !check_body_headers(req)) {
     http_reply_header(req, "Connection", "close");
-    http_reply_error(req, API_ERR_PAYLOAD_TOO_LARGE, too_large_msg, NULL);
+    http_reply_error(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg, NULL);
     return true;
   }
   return false;
@@ -558,7 +557,7 @@ static unsigned on_body(struct http_request *req, const char *data, size_t size)
   if (req->received > drain_limit(s)) return api_error_get(API_ERR_PAYLOAD_TOO_LARGE)->status;
   if (!req->keep_body) return 0;
   if (req->received > (size_t)s->cfg->max_body_bytes) {
-    set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, too_large_msg);
+    set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg);
     req->keep_body = false;
   } else if (!body_append(req, data, size)) {
     set_pending(req, API_ERR_UNAVAILABLE, "Out of memory");
@@ -723,7 +722,7 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   }
   s->cfg = cfg;
   s->app = app;
-  snprintf(too_large_msg, sizeof too_large_msg, "Request body is larger than %ld bytes",
+  snprintf(s->too_large_msg, sizeof s->too_large_msg, "Request body is larger than %ld bytes",
            cfg->max_body_bytes);
   auth_init(&s->auth, cfg->api_secret_key);
   cors_init(&s->cors, cfg->cors_origins);

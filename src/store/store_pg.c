@@ -39,7 +39,6 @@ struct pg_store {
   struct store base;
   char *url;
   PGconn *writer_conn;
-  int64_t last_processed_us;
   pthread_t writer;
   bool writer_started;
   struct write_queue queue;
@@ -226,13 +225,6 @@ static bool writer_ready(struct pg_store *s) {
   return s->writer_conn != NULL;
 }
 
-static int64_t next_processed_us(struct pg_store *s) {
-  int64_t now = time_now_us();
-  if (now <= s->last_processed_us) now = s->last_processed_us + 1;
-  s->last_processed_us = now;
-  return now;
-}
-
 /* The batch goes to PostgreSQL as one pipeline — BEGIN, the id locks, every write, COMMIT —
  * and one round trip brings all the answers back. */
 enum step_kind { STEP_BEGIN, STEP_LOCK, STEP_WRITE, STEP_COMMIT };
@@ -282,13 +274,12 @@ static bool send_probe(PGconn *c) {
 
 static bool send_conversation(struct pg_store *s, struct store_write *w) {
   const struct conversation_input *c = w->conv;
-  char hex[33], start[24], duration[24], count[24], processed[24];
-  if (!crypto_random_hex(hex, sizeof hex, 16)) return false;
-  snprintf(w->webhook_id, sizeof w->webhook_id, "webhook_%s", hex);
+  char start[24], duration[24], count[24], processed[24];
+  if (!write_queue_stamp(&s->queue, w)) return false;
   snprintf(start, sizeof start, "%lld", (long long)c->start_us);
   snprintf(duration, sizeof duration, "%lld", (long long)c->duration);
   snprintf(count, sizeof count, "%lld", (long long)c->message_count);
-  snprintf(processed, sizeof processed, "%lld", (long long)next_processed_us(s));
+  snprintf(processed, sizeof processed, "%lld", (long long)w->processed_us);
   const char *vals[10] = {c->conversation_id,
                           c->email_id,
                           c->account_id,

@@ -37,7 +37,6 @@ struct sqlite_store {
   /* writer side: only the writer thread touches these after open */
   sqlite3 *wdb;
   sqlite3_stmt *w_find, *w_ins_delivery, *w_upsert, *w_probe, *w_begin, *w_commit, *w_rollback;
-  int64_t last_processed_us;
   pthread_t writer;
   bool writer_started;
   /* checkpoints run on their own connection and thread, off the writer's path */
@@ -223,13 +222,6 @@ static bool prepare_writer(struct sqlite_store *s) {
 
 /* ---------- the writer ---------- */
 
-static int64_t next_processed_us(struct sqlite_store *s) {
-  int64_t now = time_now_us();
-  if (now <= s->last_processed_us) now = s->last_processed_us + 1;
-  s->last_processed_us = now;
-  return now;
-}
-
 static void copy_text(char *dst, size_t cap, const unsigned char *src) {
   snprintf(dst, cap, "%s", src ? (const char *)src : "");
 }
@@ -257,10 +249,7 @@ static int find_current(struct sqlite_store *s, struct store_write *w) {
 }
 
 static int insert_delivery(struct sqlite_store *s, struct store_write *w, sqlite3_int64 *rowid) {
-  char hex[33];
-  if (!crypto_random_hex(hex, sizeof hex, 16)) return SQLITE_ERROR;
-  snprintf(w->webhook_id, sizeof w->webhook_id, "webhook_%s", hex);
-  w->processed_us = next_processed_us(s);
+  if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
   sqlite3_stmt *st = s->w_ins_delivery;
   sqlite3_bind_text(st, 1, w->webhook_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, w->conv->conversation_id, -1, SQLITE_STATIC);

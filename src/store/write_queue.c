@@ -1,12 +1,18 @@
 /* Group-commit queue. */
 #include "store/write_queue.h"
 
+#include <stdio.h>
+
+#include "core/timeutil.h"
+#include "ext/crypto.h"
+
 void write_queue_init(struct write_queue *q, size_t batch_max) {
   pthread_mutex_init(&q->mu, NULL);
   pthread_cond_init(&q->cv, NULL);
   q->head = q->tail = NULL;
   q->batch_max = batch_max;
   q->stopping = false;
+  q->last_processed_us = 0;
 }
 
 void write_queue_destroy(struct write_queue *q) {
@@ -62,4 +68,14 @@ void write_queue_finish(struct store_write *batch, enum store_status status) {
     batch->done(batch, batch->done_cls);
     batch = next;
   }
+}
+
+bool write_queue_stamp(struct write_queue *q, struct store_write *w) {
+  char hex[33];
+  if (!crypto_random_hex(hex, sizeof hex, 16)) return false;
+  snprintf(w->webhook_id, sizeof w->webhook_id, "webhook_%s", hex);
+  int64_t now = time_now_us();
+  if (now <= q->last_processed_us) now = q->last_processed_us + 1;
+  q->last_processed_us = w->processed_us = now;
+  return true;
 }

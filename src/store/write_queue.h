@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store/store.h"
 
@@ -16,6 +17,7 @@ struct write_queue {
   struct store_write *head, *tail;
   size_t batch_max;
   bool stopping;
+  int64_t last_processed_us; /* writer thread only */
 };
 
 void write_queue_init(struct write_queue *q, size_t batch_max);
@@ -28,6 +30,10 @@ void write_queue_push(struct write_queue *q, struct store_write *w);
 struct store_write *write_queue_take(struct write_queue *q);
 /* Wakes the writer; it drains what is queued, then write_queue_take returns NULL. */
 void write_queue_stop(struct write_queue *q);
+/* Writer thread: gives a new version of a conversation its webhook id and processedAt, which
+ * strictly increases so lists order exactly. False when the random source failed. */
+__attribute__((warn_unused_result)) bool write_queue_stamp(struct write_queue *q,
+                                                           struct store_write *w);
 /* Sets every write's status (OK keeps what the backend filled in) and calls its done(). */
 void write_queue_finish(struct store_write *batch, enum store_status status);
 
