@@ -29,7 +29,7 @@ rel_obj = $(patsubst %.c,build/release/%.o,$(1))
 dbg_obj = $(patsubst %.c,build/debug/%.o,$(1))
 
 .PHONY: all debug run test unit integration format format-check deps deps-test bench \
-        docs-assets clean readme-config deps-bench
+        docs-assets clean readme-config deps-bench layering-check
 .DEFAULT_GOAL := all
 
 all: deps gensendrep
@@ -89,13 +89,17 @@ run: deps gensendrep
 	@scripts/ensure-key.sh
 	./gensendrep
 
-test: deps-test format-check unit integration
+test: deps-test format-check layering-check unit integration
 
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 
 integration: build/debug/gensendrep
 	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration
+
+# core/ at the bottom, model/ never knows a database, plumbing never knows an endpoint.
+layering-check:
+	tools/check-layering.sh src
 
 format:
 	clang-format -i $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS)

@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dsn.h"
 #include "core/log.h"
-#include "ext/redis.h"
-#include "store/store.h"
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -236,16 +235,22 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
              "('make run' generates one).");
     return false;
   }
-  if (strncmp(cfg->database_url, "sqlite:", 7) != 0 && !store_url_is_pg(cfg->database_url)) {
+  const char *sqlite_path = dsn_sqlite_path(cfg->database_url);
+  if (!sqlite_path && !dsn_is_postgres(cfg->database_url)) {
     snprintf(err, errlen,
              "DATABASE_URL: unsupported scheme (supported: sqlite:PATH, sqlite:///absolute/path, "
              "postgresql://user:password@host:port/dbname)");
     return false;
   }
+  if (sqlite_path && !*sqlite_path) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite URL has no file path (sqlite:PATH)");
+    return false;
+  }
   if (*cfg->redis_url) {
-    struct redis_client *r = redis_client_new(cfg->redis_url, err, errlen);
-    if (!r) return false;
-    redis_client_free(r);
+    struct dsn_redis r;
+    bool ok = dsn_parse_redis(cfg->redis_url, &r, err, errlen);
+    memset(&r, 0, sizeof r); /* the password */
+    if (!ok) return false;
   }
   return true;
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dsn.h"
 #include "core/log.h"
 #include "core/thread_slot.h"
 #include "ext/crypto.h"
@@ -52,59 +53,6 @@ struct redis_client {
   atomic_uint epoch;        /* bumped at each recovery: connections from before are stale */
   struct thread_slot conns; /* one struct conn per calling thread */
 };
-
-/* ---------- URL ---------- */
-
-static bool parse_url(struct redis_client *c, const char *url, char *err, size_t errlen) {
-  const char *p = url;
-  if (strncmp(p, "redis://", 8) != 0) {
-    snprintf(err, errlen, "REDIS_URL: must look like redis://[:password@]host[:port][/db]");
-    return false;
-  }
-  p += 8;
-  const char *at = strrchr(p, '@');
-  if (at) {
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    size_t ulen = colon ? (size_t)(colon - p) : 0;
-    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
-    const char *pw = colon ? colon + 1 : p;
-    if (ulen >= sizeof c->user || plen >= sizeof c->password) {
-      snprintf(err, errlen, "REDIS_URL: user or password too long");
-      return false;
-    }
-    memcpy(c->user, p, ulen);
-    memcpy(c->password, pw, plen);
-    p = at + 1;
-  }
-  size_t hlen = strcspn(p, ":/");
-  if (hlen == 0 || hlen >= sizeof c->host) {
-    snprintf(err, errlen, "REDIS_URL: missing or too long host");
-    return false;
-  }
-  memcpy(c->host, p, hlen);
-  p += hlen;
-  c->port = 6379;
-  if (*p == ':') {
-    char *end;
-    long port = strtol(p + 1, &end, 10);
-    if (end == p + 1 || port < 1 || port > 65535) {
-      snprintf(err, errlen, "REDIS_URL: bad port");
-      return false;
-    }
-    c->port = (int)port;
-    p = end;
-  }
-  if (*p == '/' && p[1]) {
-    char *end;
-    long db = strtol(p + 1, &end, 10);
-    if (*end || db < 0 || db > 1000) {
-      snprintf(err, errlen, "REDIS_URL: bad database number");
-      return false;
-    }
-    c->db = (int)db;
-  }
-  return true;
-}
 
 /* ---------- state ---------- */
 
@@ -322,10 +270,18 @@ struct redis_client *redis_client_new(const char *url, char *err, size_t errlen)
     snprintf(err, errlen, "REDIS_URL: out of memory");
     return NULL;
   }
-  if (!parse_url(c, url, err, errlen)) {
+  struct dsn_redis u;
+  if (!dsn_parse_redis(url, &u, err, errlen)) {
+    memset(&u, 0, sizeof u);
     free(c);
     return NULL;
   }
+  memcpy(c->host, u.host, sizeof c->host);
+  c->port = u.port;
+  memcpy(c->user, u.user, sizeof c->user);
+  memcpy(c->password, u.password, sizeof c->password);
+  c->db = u.db;
+  memset(&u, 0, sizeof u);
   crypto_sha1_hex(script, strlen(script), c->sha);
   thread_slot_init(&c->conns);
   return c;

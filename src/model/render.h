@@ -4,8 +4,9 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
-#include "store/store.h"
+#include "model/stored.h"
 
 /* The seed's Conversation fields; new reference. */
 json_t *render_conversation(const struct store_conversation *c);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "model/conversation.h"
+#include "model/stored.h"
 
 enum store_status {
   STORE_OK,
@@ -21,8 +22,8 @@ enum store_status {
   STORE_HARD,  /* a bug or corrupt database; answer 500 */
 };
 
-#define STORE_WEBHOOK_ID_MAX 48
-#define STORE_STATUS_MAX 16
+#define STORE_WEBHOOK_ID_MAX MODEL_WEBHOOK_ID_MAX
+#define STORE_STATUS_MAX MODEL_STATUS_MAX
 
 enum store_write_kind {
   STORE_WRITE_CONVERSATION,
@@ -50,21 +51,7 @@ struct store_write {
   struct store_write *next; /* the store's queue link */
 };
 
-/* A stored conversation as read back. */
-struct store_conversation {
-  char conversation_id[MODEL_CONVERSATION_ID_MAX + 1];
-  char email_id[MODEL_EMAIL_ID_MAX + 1];
-  char account_id[MODEL_ACCOUNT_ID_MAX + 1];
-  char status[STORE_STATUS_MAX];
-  bool has_start;
-  int64_t start_us;
-  int64_t duration;
-  int64_t message_count;
-  int64_t processed_us;
-  char webhook_id[STORE_WEBHOOK_ID_MAX];
-  char *body; /* raw webhook body when asked for, else NULL; owned, free with free() */
-  size_t body_len;
-};
+/* struct store_conversation (a stored conversation as read back) is in model/stored.h. */
 
 struct store_filter {
   const char *email_id; /* NULL: any */
@@ -99,8 +86,6 @@ struct store {
 /* Opens the backend named by url and applies migrations. On failure writes one line to err. */
 __attribute__((warn_unused_result)) struct store *store_open(const char *url, char *err,
                                                              size_t errlen);
-/* True for postgresql:// and postgres:// URLs. */
-bool store_url_is_pg(const char *url);
 /* Drains pending writes, then closes; s is freed. */
 void store_close(struct store *s);
 

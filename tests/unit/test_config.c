@@ -324,7 +324,7 @@ static void test_database_url(void **state) {
     assert_loads();
     assert_string_equal(cfg.database_url, good[i]);
   }
-  static const char *const bad[] = {"mysql://x", "x.db", "", "SQLITE", "postgresql:x"};
+  static const char *const bad[] = {"mysql://x", "x.db", "", "SQLITE", "postgresql:x", "sqlite:"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     setenv("DATABASE_URL", bad[i], 1);
     assert_fails_naming("DATABASE_URL");
@@ -341,7 +341,8 @@ static void test_redis_url(void **state) {
     assert_loads();
   }
   static const char *const bad[] = {"localhost:6379", "http://x",        "redis://",
-                                    "redis://h:0",    "redis://h:99999", "redis://h/x"};
+                                    "redis://h:0",    "redis://h:99999", "redis://h/x",
+                                    "redis://h:63x",  "redis://h/-1"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     setenv("REDIS_URL", bad[i], 1);
     assert_fails_naming("REDIS_URL");

@@ -1,0 +1,69 @@
+/* Connection URL syntax, shared by the configuration check and the adapters. */
+#include "core/dsn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool dsn_is_postgres(const char *url) {
+  return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+}
+
+const char *dsn_sqlite_path(const char *url) {
+  if (strncmp(url, "sqlite:", 7) != 0) return NULL;
+  const char *p = url + 7;
+  if (strncmp(p, "//", 2) == 0) p += 2;
+  return p;
+}
+
+bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  const char *p = url;
+  if (strncmp(p, "redis://", 8) != 0) {
+    snprintf(err, errlen, "REDIS_URL: must look like redis://[:password@]host[:port][/db]");
+    return false;
+  }
+  p += 8;
+  const char *at = strrchr(p, '@');
+  if (at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    size_t ulen = colon ? (size_t)(colon - p) : 0;
+    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
+    const char *pw = colon ? colon + 1 : p;
+    if (ulen >= sizeof out->user || plen >= sizeof out->password) {
+      snprintf(err, errlen, "REDIS_URL: user or password too long");
+      return false;
+    }
+    memcpy(out->user, p, ulen);
+    memcpy(out->password, pw, plen);
+    p = at + 1;
+  }
+  size_t hlen = strcspn(p, ":/");
+  if (hlen == 0 || hlen >= sizeof out->host) {
+    snprintf(err, errlen, "REDIS_URL: missing or too long host");
+    return false;
+  }
+  memcpy(out->host, p, hlen);
+  p += hlen;
+  out->port = 6379;
+  if (*p == ':') {
+    char *end;
+    long port = strtol(p + 1, &end, 10);
+    if (end == p + 1 || port < 1 || port > 65535 || (*end && *end != '/')) {
+      snprintf(err, errlen, "REDIS_URL: bad port");
+      return false;
+    }
+    out->port = (int)port;
+    p = end;
+  }
+  if (*p == '/' && p[1]) {
+    char *end;
+    long db = strtol(p + 1, &end, 10);
+    if (*end || end == p + 1 || db < 0 || db > 1000) {
+      snprintf(err, errlen, "REDIS_URL: bad database number");
+      return false;
+    }
+    out->db = (int)db;
+  }
+  return true;
+}

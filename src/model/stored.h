@@ -1,0 +1,32 @@
+/* A conversation as read back from storage. The type belongs to the domain (model/), which
+ * renders it; store/ fills it. So store.h includes model/ and model/ never includes store/.
+ * The struct keeps the name store_conversation so the backends that fill it read unchanged. */
+#ifndef GSR_MODEL_STORED_H
+#define GSR_MODEL_STORED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/conversation.h"
+
+/* "webhook_" + 32 hex digits + NUL fits. */
+#define MODEL_WEBHOOK_ID_MAX 48
+#define MODEL_STATUS_MAX 16
+
+struct store_conversation {
+  char conversation_id[MODEL_CONVERSATION_ID_MAX + 1];
+  char email_id[MODEL_EMAIL_ID_MAX + 1];
+  char account_id[MODEL_ACCOUNT_ID_MAX + 1];
+  char status[MODEL_STATUS_MAX];
+  bool has_start;
+  int64_t start_us;
+  int64_t duration;
+  int64_t message_count;
+  int64_t processed_us;
+  char webhook_id[MODEL_WEBHOOK_ID_MAX];
+  char *body; /* raw webhook body when asked for, else NULL; owned, free with free() */
+  size_t body_len;
+};
+
+#endif
