@@ -1,0 +1,207 @@
+/* The request object: set-up and freeing, what endpoints read of a request (http.h), the
+ * replies they make, suspension, and queueing the one answer with the common headers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "ext/crypto.h"
+#include "http/server_internal.h"
+
+/* ---------------- request accessors ---------------- */
+
+void *http_request_app(const struct http_request *req) { return req->server->app; }
+const char *http_request_method(const struct http_request *req) { return req->method; }
+const char *http_request_path_param(const struct http_request *req) { return req->param; }
+const char *http_request_id(const struct http_request *req) { return req->request_id; }
+
+const char *http_request_query(const struct http_request *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_request_header(const struct http_request *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_body(const struct http_request *req, size_t *len) {
+  *len = req->body_len;
+  return req->body ? req->body : "";
+}
+
+void *http_request_state(struct http_request *req) { return req->state_data; }
+
+/* ---------------- replies ---------------- */
+
+void http_reply_header(struct http_request *req, const char *name, const char *value) {
+  if (req->nextra >= EXTRA_HEADERS_MAX) return;
+  struct extra_header *h = &req->extra[req->nextra++];
+  h->name = name;
+  snprintf(h->value, sizeof h->value, "%s", value);
+}
+
+static void set_response(struct http_request *req, unsigned status, const char *type,
+                         struct MHD_Response *r) {
+  if (req->response) MHD_destroy_response(req->response); /* the last reply wins */
+  req->response = r;
+  req->status = r ? status : 500;
+  req->content_type = type;
+}
+
+void http_reply_owned(struct http_request *req, unsigned status, const char *content_type,
+                      void *body, size_t len) {
+  set_response(req, status, content_type,
+               MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE));
+}
+
+void http_reply_static(struct http_request *req, unsigned status, const char *content_type,
+                       const void *body, size_t len) {
+  set_response(req, status, content_type,
+               MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT));
+}
+
+void http_reply_json_text(struct http_request *req, unsigned status, char *body, size_t len) {
+  http_reply_owned(req, status, "application/json", body, len);
+}
+
+void http_reply_json(struct http_request *req, unsigned status, json_t *obj) {
+  char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+  json_decref(obj);
+  if (!text) {
+    static const char oom[] =
+        "{\"success\":false,\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"Out of "
+        "memory\",\"details\":[]}}";
+    http_reply_static(req, 500, "application/json", oom, sizeof oom - 1);
+    return;
+  }
+  http_reply_json_text(req, status, text, strlen(text));
+}
+
+void http_reply_error(struct http_request *req, enum api_error err, const char *message,
+                      json_t *details) {
+  const struct api_error_info *info = api_error_get(err);
+  if (info->status >= 500)
+    log_msg(LOG_ERROR, "request %s answered %u %s", req->request_id, info->status, info->code);
+  json_t *body =
+      json_pack("{s:b,s:{s:s,s:s,s:o}}", "success", 0, "error", "code", info->code, "message",
+                message ? message : info->message, "details", details ? details : json_array());
+  http_reply_json(req, info->status, body);
+}
+
+void request_set_pending(struct http_request *req, enum api_error e, const char *message) {
+  if (req->has_pending) return;
+  req->has_pending = true;
+  req->pending = e;
+  req->pending_message = message;
+}
+
+/* ---------------- common headers and queueing ---------------- */
+
+static void add_limit_headers(struct http_request *req, struct MHD_Response *r) {
+  char v[32];
+  snprintf(v, sizeof v, "%ld", req->limit.limit);
+  MHD_add_response_header(r, "RateLimit-Limit", v);
+  snprintf(v, sizeof v, "%ld", req->limit.remaining);
+  MHD_add_response_header(r, "RateLimit-Remaining", v);
+  snprintf(v, sizeof v, "%ld", req->limit.reset_s);
+  MHD_add_response_header(r, "RateLimit-Reset", v);
+}
+
+static void add_cors_headers(struct http_request *req, struct MHD_Response *r) {
+  const char *origin = http_request_header(req, "Origin");
+  if (!cors_allowed(&req->server->cors, origin)) return;
+  MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+  MHD_add_response_header(r, "Vary", "Origin");
+  MHD_add_response_header(r, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
+}
+
+enum MHD_Result request_queue_reply(struct http_request *req) {
+  struct MHD_Response *r = req->response;
+  if (!r) {
+    http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
+    r = req->response;
+    if (!r) return MHD_NO;
+  }
+  if (req->content_type) MHD_add_response_header(r, "Content-Type", req->content_type);
+  MHD_add_response_header(r, "X-Request-Id", req->request_id);
+  MHD_add_response_header(r, "Cache-Control", "no-store");
+  MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+  add_cors_headers(req, r);
+  if (req->has_limit) add_limit_headers(req, r);
+  for (size_t i = 0; i < req->nextra; i++)
+    MHD_add_response_header(r, req->extra[i].name, req->extra[i].value);
+  if (atomic_load(&req->server->stopping)) MHD_add_response_header(r, "Connection", "close");
+  enum MHD_Result ret = MHD_queue_response(req->conn, req->status, r);
+  MHD_destroy_response(r);
+  req->response = NULL;
+  req->state = REQ_DONE;
+  return ret;
+}
+
+/* ---------------- suspension ---------------- */
+
+void http_request_suspend(struct http_request *req, void (*on_resume)(struct http_request *),
+                          void *state, void (*free_state)(void *)) {
+  req->on_resume = on_resume;
+  req->state_data = state;
+  req->free_state = free_state;
+  req->state = REQ_SUSPENDED;
+  req->parked = true;
+  atomic_fetch_add(&req->server->parked, 1);
+  MHD_suspend_connection(req->conn);
+}
+
+void http_request_resume(struct http_request *req) {
+  req->state = REQ_RESUMED;
+  MHD_resume_connection(req->conn);
+}
+
+/* ---------------- set-up and freeing ---------------- */
+
+static bool sane_request_id(const char *id) {
+  size_t n = id ? strlen(id) : 0;
+  if (n == 0 || n > REQUEST_ID_MAX) return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = id[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+static void set_request_id(struct http_request *req) {
+  const char *given = http_request_header(req, "X-Request-Id");
+  if (sane_request_id(given)) {
+    snprintf(req->request_id, sizeof req->request_id, "%s", given);
+    return;
+  }
+  if (!crypto_random_hex(req->request_id, sizeof req->request_id, 16))
+    snprintf(req->request_id, sizeof req->request_id, "unknown");
+}
+
+struct http_request *request_new(struct http_server *s, struct MHD_Connection *conn,
+                                 const char *url, const char *method) {
+  struct http_request *req = calloc(1, sizeof *req);
+  if (!req || !(req->path = strdup(url))) {
+    free(req);
+    return NULL;
+  }
+  req->server = s;
+  req->conn = conn;
+  req->method = method;
+  req->param = "";
+  req->start_ms = time_mono_ms();
+  set_request_id(req);
+  client_identify(req);
+  atomic_fetch_add(&s->inflight, 1);
+  return req;
+}
+
+void request_free(struct http_request *req) {
+  if (req->free_state) req->free_state(req->state_data);
+  if (req->response) MHD_destroy_response(req->response);
+  free(req->body);
+  free(req->path);
+  free(req);
+}

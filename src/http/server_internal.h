@@ -1,0 +1,134 @@
+/* What the pieces of the HTTP server share (server.c, request.c, route.c, client.c, body.c):
+ * the server and request objects and the functions one piece calls in another. Not for
+ * endpoints: they see only http.h. The request lifecycle and the shutdown protocol are written
+ * down at the top of server.c. */
+#ifndef GSR_SERVER_INTERNAL_H
+#define GSR_SERVER_INTERNAL_H
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/config.h"
+#include "core/errors.h"
+#include "http/auth.h"
+#include "http/cors.h"
+#include "http/http.h"
+#include "http/ratelimit.h"
+
+#define HEADER_BYTES_MAX (32 * 1024) /* request line + headers must fit */
+#define REQUEST_ID_MAX 128
+#define EXTRA_HEADERS_MAX 6
+#define TRUSTED_MAX 32
+#define RATELIMIT_KEYS_MAX 50000
+#define BODY_PREALLOC_MAX (64 * 1024)
+
+struct redis_client;
+
+struct http_server {
+  struct MHD_Daemon *daemon;
+  const struct config *cfg;
+  void *app;
+  struct auth auth;
+  struct cors cors;
+  struct ratelimit *rl_webhook;
+  struct ratelimit *rl_api;
+  struct redis_client *redis; /* not owned; NULL without REDIS_URL */
+  pthread_t sync_thread;
+  bool sync_started;
+  atomic_bool sync_stop;
+  char *trusted_buf;
+  char *trusted[TRUSTED_MAX];
+  size_t ntrusted;
+  unsigned port;
+  char too_large_msg[96]; /* the 413 message, naming the configured limit */
+  /* The shutdown protocol (server.c) rests on these four counters and flags. */
+  atomic_int inflight;    /* requests begun and not completed */
+  atomic_int dispatching; /* handlers running right now */
+  atomic_int parked;      /* requests suspended on the store and not yet completed */
+  atomic_bool stopping;   /* answers say Connection: close */
+  atomic_bool closed;     /* no handler may start any more */
+};
+
+/* Where a request is in its lifecycle (see server.c). */
+enum req_state { REQ_NEW, REQ_BODY, REQ_SUSPENDED, REQ_RESUMED, REQ_DONE };
+
+struct extra_header {
+  const char *name;
+  char value[128];
+};
+
+struct http_request {
+  struct http_server *server;
+  struct MHD_Connection *conn;
+  enum req_state state;
+  const struct route *route;
+  const char *method;
+  char *path;        /* decoded, owned */
+  const char *param; /* into path */
+  char request_id[REQUEST_ID_MAX + 1];
+  char client_ip[INET6_ADDRSTRLEN];
+  double start_ms;
+  /* body */
+  char *body;
+  size_t body_len, body_cap;
+  size_t received; /* body bytes seen, kept or not */
+  bool keep_body;
+  /* an answer decided from the headers, sent after the body is drained */
+  bool has_pending;
+  enum api_error pending;
+  const char *pending_message;
+  /* reply */
+  struct MHD_Response *response;
+  unsigned status;
+  const char *content_type;
+  struct extra_header extra[EXTRA_HEADERS_MAX];
+  size_t nextra;
+  bool has_limit;
+  struct ratelimit_result limit;
+  /* suspension */
+  bool parked; /* counted in server->parked until completed */
+  void (*on_resume)(struct http_request *);
+  void *state_data;
+  void (*free_state)(void *);
+};
+
+/* ---- request.c: the request object, replies and queueing ---- */
+/* A new request context for the first call (request id and client address set, counted in
+ * server->inflight); NULL when out of memory. */
+struct http_request *request_new(struct http_server *s, struct MHD_Connection *conn,
+                                 const char *url, const char *method);
+/* Frees the request and everything it owns (not the inflight count: on_completed does). */
+void request_free(struct http_request *req);
+/* Records the answer the headers decided, sent once the body has been drained; the first
+ * decision wins. message NULL uses the table's default. */
+void request_set_pending(struct http_request *req, enum api_error e, const char *message);
+/* Queues the reply set by a http_reply_* call (a 500 when none was set) with the common
+ * headers; the request is then REQ_DONE. */
+enum MHD_Result request_queue_reply(struct http_request *req);
+
+/* ---- route.c: routing on the path ---- */
+/* Finds the route; when the path is known but the method is not, *path_known is true and
+ * allow lists the methods the path supports. */
+const struct route *route_find(const char *path, const char *method, char *allow, size_t cap,
+                               bool *path_known);
+/* CORS preflight or a plain OPTIONS: 204 with what the path allows. */
+void route_reply_options(struct http_request *req, const char *allow);
+
+/* ---- client.c: who the client is, and what it may do ---- */
+/* Sets req->client_ip: the peer, or what trusted proxies say in X-Forwarded-For. */
+void client_identify(struct http_request *req);
+/* Rate limiting and authentication for req->route; decides a pending 401/429 if needed. */
+void client_check_access(struct http_request *req);
+
+/* ---- body.c: request bodies, their limits and draining ---- */
+/* Checks Content-Type and the declared size. Returns false when the declared body is too
+ * large even to drain (answer at once, unread). */
+bool body_check_headers(struct http_request *req);
+/* One body chunk. Returns 0 to go on, or the status to log for a connection to cut. */
+unsigned body_on_chunk(struct http_request *req, const char *data, size_t size);
+
+#endif
