@@ -1,7 +1,9 @@
 /* Structured logging. Each line is built in one buffer and written with one write(2),
- * so concurrent threads never interleave within a line. */
+ * so concurrent threads never interleave within a line. Every line is valid JSON (and valid
+ * UTF-8) whatever the logged values hold: see struct line. */
 #include "core/log.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +11,16 @@
 #include <unistd.h>
 
 #include "core/timeutil.h"
+
+/* Output budgets (bytes of escaped text) per value, and the line that holds them all with room
+ * for the keys, the time, the numbers and the truncation markers. */
+#define LOG_MSG_MAX 1024 /* formatted text of a free-form message */
+#define LOG_MSG_OUT_MAX 3072
+#define LOG_ID_OUT_MAX 256 /* request id, client IP, method */
+#define LOG_PATH_OUT_MAX 2048
+#define LOG_LINE_MAX 4096
+_Static_assert(LOG_MSG_OUT_MAX + 512 <= LOG_LINE_MAX, "a message line fits");
+_Static_assert(3 * LOG_ID_OUT_MAX + LOG_PATH_OUT_MAX + 768 <= LOG_LINE_MAX, "a request line fits");
 
 static enum log_level current_level = LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warning", "error"};
@@ -34,81 +46,170 @@ void log_set_level(enum log_level level) { current_level = level; }
 
 bool log_enabled(enum log_level level) { return level >= current_level; }
 
-/* Appends s JSON-escaped into buf[*pos..cap); truncates silently (a log line is not data). */
-static void append_escaped(char *buf, size_t cap, size_t *pos, const char *s) {
-  for (; s && *s && *pos + 7 < cap; s++) {
-    unsigned char c = (unsigned char)*s;
+/* A line under construction. Every value is written with an output budget, and the budgets
+ * of a line add up to less than its capacity, so the closing brace always fits: a line is
+ * valid JSON whatever a client sent (overlong values, invalid UTF-8, control bytes). */
+struct line {
+  char buf[LOG_LINE_MAX];
+  size_t pos;
+};
+
+/* Length of the valid UTF-8 sequence starting s[0] (n bytes available), or 0 when invalid:
+ * overlong forms, surrogates and code points above U+10FFFF are invalid (RFC 3629). */
+static size_t utf8_valid_len(const unsigned char *s, size_t n) {
+  unsigned char c = s[0];
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    if (c == 0xe0) lo = 0xa0;
+    if (c == 0xed) hi = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    if (c == 0xf0) lo = 0x90;
+    if (c == 0xf4) hi = 0x8f;
+  } else {
+    return 0;
+  }
+  if (n < len || s[1] < lo || s[1] > hi) return 0;
+  for (size_t i = 2; i < len; i++)
+    if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+  return len;
+}
+
+static void put_raw(struct line *l, const char *s) {
+  size_t n = strlen(s);
+  /* Keys and punctuation are ours and budgeted for; never overrun even if that is wrong. */
+  if (n > sizeof l->buf - 2 - l->pos) n = sizeof l->buf - 2 - l->pos;
+  memcpy(l->buf + l->pos, s, n);
+  l->pos += n;
+}
+
+/* Appends the len bytes of s as the inside of a JSON string, in at most max bytes of output.
+ * Quotes, backslashes and control bytes are escaped; a byte that is not part of valid UTF-8 is
+ * written as the text \xNN (so the line stays UTF-8 and the byte stays visible). Returns false
+ * when s did not fit and was cut (never inside a character or an escape). */
+static bool put_escaped(struct line *l, const char *s, size_t len, size_t max) {
+  static const char hex[] = "0123456789abcdef";
+  size_t room = sizeof l->buf - 2 - l->pos;
+  if (max > room) max = room;
+  char *out = l->buf + l->pos;
+  size_t o = 0;
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < len) {
+    char esc[8];
+    size_t elen, step = 1;
+    const unsigned char c = p[i];
     if (c == '"' || c == '\\') {
-      buf[(*pos)++] = '\\';
-      buf[(*pos)++] = (char)c;
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      elen = 2;
     } else if (c < 0x20 || c == 0x7f) {
-      *pos += (size_t)snprintf(buf + *pos, cap - *pos, "\\u%04x", c);
+      memcpy(esc, "\\u00", 4);
+      esc[4] = hex[c >> 4];
+      esc[5] = hex[c & 15];
+      elen = 6;
+    } else if (c < 0x80) {
+      esc[0] = (char)c;
+      elen = 1;
+    } else if ((step = utf8_valid_len(p + i, len - i)) != 0) {
+      memcpy(esc, p + i, step);
+      elen = step;
     } else {
-      buf[(*pos)++] = (char)c;
+      memcpy(esc, "\\\\x", 3);
+      esc[3] = hex[c >> 4];
+      esc[4] = hex[c & 15];
+      elen = 5;
+      step = 1;
     }
+    if (o + elen > max) break;
+    memcpy(out + o, esc, elen);
+    o += elen;
+    i += step;
+  }
+  l->pos += o;
+  return i == len;
+}
+
+/* Appends ,"key":"value" (or ,"key":null), value cut to max output bytes; a cut value is
+ * followed by ,"key_truncated":true so a reader knows the text is not whole. */
+static void put_string(struct line *l, const char *key, const char *value, size_t max) {
+  put_raw(l, ",\"");
+  put_raw(l, key);
+  if (!value) {
+    put_raw(l, "\":null");
+    return;
+  }
+  put_raw(l, "\":\"");
+  bool whole = put_escaped(l, value, strlen(value), max);
+  put_raw(l, "\"");
+  if (!whole) {
+    put_raw(l, ",\"");
+    put_raw(l, key);
+    put_raw(l, "_truncated\":true");
   }
 }
 
-static void append_raw(char *buf, size_t cap, size_t *pos, const char *s) {
-  size_t n = strlen(s);
-  if (*pos + n >= cap) n = cap - *pos - 1;
-  memcpy(buf + *pos, s, n);
-  *pos += n;
-}
-
-static void write_line(char *buf, size_t cap, size_t pos) {
-  if (pos + 2 > cap) pos = cap - 2;
-  buf[pos++] = '\n';
+static void write_line(struct line *l) {
+  l->buf[l->pos++] = '}';
+  l->buf[l->pos++] = '\n';
   ssize_t off = 0;
-  while ((size_t)off < pos) {
-    ssize_t n = write(STDERR_FILENO, buf + off, pos - (size_t)off);
+  while ((size_t)off < l->pos) {
+    ssize_t n = write(STDERR_FILENO, l->buf + off, l->pos - (size_t)off);
     if (n <= 0) return;
     off += n;
   }
 }
 
-static void append_head(char *buf, size_t cap, size_t *pos, enum log_level level) {
+static void put_head(struct line *l, enum log_level level) {
   char now[40];
-  time_format_us(time_now_us(), true, now, sizeof now);
-  append_raw(buf, cap, pos, "{\"time\":\"");
-  append_raw(buf, cap, pos, now);
-  append_raw(buf, cap, pos, "\",\"level\":\"");
-  append_raw(buf, cap, pos, level_names[level]);
-  append_raw(buf, cap, pos, "\"");
+  if (!time_format_us(time_now_us(), true, now, sizeof now)) now[0] = '\0';
+  l->pos = 0;
+  put_raw(l, "{\"time\":\"");
+  put_raw(l, now);
+  put_raw(l, "\",\"level\":\"");
+  put_raw(l, level_names[level]);
+  put_raw(l, "\"");
 }
 
 void log_msg(enum log_level level, const char *fmt, ...) {
   if (!log_enabled(level)) return;
-  char msg[1024];
+  char msg[LOG_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  char buf[2048];
-  size_t pos = 0;
-  append_head(buf, sizeof buf, &pos, level);
-  append_raw(buf, sizeof buf, &pos, ",\"msg\":\"");
-  append_escaped(buf, sizeof buf, &pos, msg);
-  append_raw(buf, sizeof buf, &pos, "\"}");
-  write_line(buf, sizeof buf, pos);
+  if (n < 0) n = 0;
+  size_t len = strnlen(msg, sizeof msg);
+  struct line l;
+  put_head(&l, level);
+  put_raw(&l, ",\"msg\":\"");
+  bool whole = put_escaped(&l, msg, len, LOG_MSG_OUT_MAX) && (size_t)n < sizeof msg;
+  put_raw(&l, "\"");
+  if (!whole) put_raw(&l, ",\"msg_truncated\":true");
+  write_line(&l);
 }
 
 void log_request_line(const struct log_request *r) {
   if (!log_enabled(LOG_INFO)) return;
-  char buf[2048];
-  size_t pos = 0;
+  struct line l;
+  put_head(&l, LOG_INFO);
+  put_raw(&l, ",\"msg\":\"request\"");
+  /* The fields a reader relies on come first and are short by construction; the path,
+   * which a client chooses freely, comes last with its own budget. */
+  put_string(&l, "request_id", r->request_id, LOG_ID_OUT_MAX);
   char num[64];
-  append_head(buf, sizeof buf, &pos, LOG_INFO);
-  append_raw(buf, sizeof buf, &pos, ",\"msg\":\"request\",\"request_id\":\"");
-  append_escaped(buf, sizeof buf, &pos, r->request_id);
-  append_raw(buf, sizeof buf, &pos, "\",\"method\":\"");
-  append_escaped(buf, sizeof buf, &pos, r->method);
-  append_raw(buf, sizeof buf, &pos, "\",\"path\":\"");
-  append_escaped(buf, sizeof buf, &pos, r->path);
-  snprintf(num, sizeof num, "\",\"status\":%u,\"duration_ms\":%.3f,\"client_ip\":\"", r->status,
-           r->duration_ms);
-  append_raw(buf, sizeof buf, &pos, num);
-  append_escaped(buf, sizeof buf, &pos, r->client_ip);
-  append_raw(buf, sizeof buf, &pos, "\"}");
-  write_line(buf, sizeof buf, pos);
+  double ms = r->duration_ms;
+  if (!isfinite(ms) || ms < 0) ms = 0;
+  if (ms > 1e12) ms = 1e12;
+  snprintf(num, sizeof num, ",\"status\":%u,\"duration_ms\":%.3f", r->status, ms);
+  put_raw(&l, num);
+  put_string(&l, "client_ip", r->client_ip, LOG_ID_OUT_MAX);
+  put_string(&l, "method", r->method, LOG_ID_OUT_MAX);
+  put_string(&l, "path", r->path, LOG_PATH_OUT_MAX);
+  write_line(&l);
 }

@@ -11,10 +11,15 @@ __attribute__((warn_unused_result)) bool log_parse_level(const char *s, enum log
 void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
 
-/* A free-form event: {"time","level","msg"}; msg is JSON-escaped. */
+/* Every line is one JSON object in valid UTF-8, whatever the values hold: a byte that is not
+ * UTF-8 is written as the text \xNN, and a value too long for its budget is cut (never inside
+ * a character) and followed by "<field>_truncated":true. */
+
+/* A free-form event: {"time","level","msg"}. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The one line written per HTTP request. */
+/* The one line written per HTTP request. request_id, status, duration_ms and client_ip are
+ * always present, however long or strange the method and path are. */
 struct log_request {
   const char *request_id;
   const char *method;

@@ -248,6 +248,60 @@ def test_one_json_log_line_per_request_without_secrets(make_server):
     assert marker not in output, "request body content appears in the log"
 
 
+def test_every_log_line_is_json_whatever_the_request(make_server):
+    """Defect 6: a 3,000-byte URL cut the line before status and client_ip (a client could hide
+    its address) and /%FF%FE wrote raw invalid UTF-8. Every line of the server's output must
+    be valid UTF-8 JSON, and each request's line keeps its status, client IP and request id."""
+    srv = make_server()
+    hostile = [
+        "/api/v1/conversations/" + "a" * 3000,
+        "/" + "b" * 3000,
+        "/%FF%FE",
+        "/nowhere/%FF%FE%C0%80%ED%A0%80",
+        "/" + "%FF" * 1000,
+        "/%22%5C%0A%01%7F\"\\",
+    ]
+    sent = {}
+    for path in hostile:
+        rid = f"hostile-{uid()}"
+        status, _, body = raw_http(srv.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+                                             f"Authorization: Bearer {KEY1}\r\n"
+                                             f"X-Request-Id: {rid}\r\nConnection: close\r\n\r\n"
+                                   .encode("latin-1"))
+        assert status is not None and 400 <= status < 500, (path[:60], status, body[:200])
+        sent[rid] = status
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rids = {rec.get("request_id") for rec in srv.log_records()}
+        if all(rid in rids for rid in sent):
+            break
+        time.sleep(0.05)
+    assert srv.stop() == 0
+    records = []
+    for path in srv.stderr_paths:
+        for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except ValueError as e:
+                raise AssertionError(f"{path.name} line {n} is not UTF-8 JSON ({e}): {raw[:300]!r}")
+            assert isinstance(rec, dict), raw[:300]
+            records.append(rec)
+    for rid, status in sent.items():
+        mine = [rec for rec in records if rec.get("request_id") == rid]
+        assert len(mine) == 1, (rid, mine)
+        rec = mine[0]
+        assert rec["status"] == status, rec
+        assert rec["client_ip"] == "127.0.0.1", rec
+        assert rec["method"] == "GET", rec
+        assert isinstance(rec["path"], str) and rec["path"].startswith("/"), rec
+    long_lines = [rec for rec in records if rec.get("request_id") in sent and
+                  rec.get("path_truncated") is True]
+    assert len(long_lines) >= 2, "the 3,000-byte paths are not marked as cut"
+    escaped = [rec for rec in records if rec.get("request_id") in sent and
+               rec.get("path") == "/\\xff\\xfe"]
+    assert len(escaped) == 1, "/%FF%FE is not logged as its escaped bytes"
+
+
 # ------------------------------------------------------------------ command line & config
 def test_help_lists_every_variable(tmp_path):
     p = run_binary(["--help"], cwd=tmp_path)
