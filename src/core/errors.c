@@ -5,6 +5,7 @@ static const struct api_error_info table[API_ERR_COUNT] = {
     [API_ERR_INVALID_JSON] = {"INVALID_JSON", 400, "Request body is not valid JSON"},
     [API_ERR_VALIDATION] = {"VALIDATION_ERROR", 400, "Request data is invalid"},
     [API_ERR_INVALID_PARAMETER] = {"INVALID_PARAMETER", 400, "A query parameter is invalid"},
+    [API_ERR_BAD_REQUEST] = {"BAD_REQUEST", 400, "Malformed request"},
     [API_ERR_UNAUTHORIZED] = {"UNAUTHORIZED", 401, "Missing or invalid API key"},
     [API_ERR_NOT_FOUND] = {"NOT_FOUND", 404, "Resource not found"},
     [API_ERR_METHOD_NOT_ALLOWED] = {"METHOD_NOT_ALLOWED", 405,
@@ -15,6 +16,7 @@ static const struct api_error_info table[API_ERR_COUNT] = {
                                         "Content-Type must be application/json"},
     [API_ERR_RATE_LIMITED] = {"RATE_LIMITED", 429, "Rate limit exceeded"},
     [API_ERR_INTERNAL] = {"INTERNAL_ERROR", 500, "Internal server error"},
+    [API_ERR_NOT_IMPLEMENTED] = {"NOT_IMPLEMENTED", 501, "Not implemented"},
     [API_ERR_UNAVAILABLE] = {"SERVICE_UNAVAILABLE", 503,
                              "Service temporarily unavailable, please retry"},
 };

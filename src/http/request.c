@@ -80,7 +80,7 @@ void http_reply_json(struct http_request *req, unsigned status, json_t *obj) {
 void http_reply_error(struct http_request *req, enum api_error err, const char *message,
                       json_t *details) {
   const struct api_error_info *info = api_error_get(err);
-  if (info->status >= 500)
+  if (info->status >= 500 && err != API_ERR_NOT_IMPLEMENTED) /* 501: what the client asked */
     log_msg(LOG_ERROR, "request %s answered %u %s", req->request_id, info->status, info->code);
   json_t *body =
       json_pack("{s:b,s:{s:s,s:s,s:o}}", "success", 0, "error", "code", info->code, "message",

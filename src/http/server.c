@@ -56,6 +56,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "ext/redis.h"
+#include "http/framing.h"
 #include "http/server_internal.h"
 
 /* ---------------- the request lifecycle ---------------- */
@@ -113,15 +114,25 @@ static void dispatch(struct http_request *req) {
   atomic_fetch_sub(&s->dispatching, 1);
 }
 
+/* A request whose body cannot be framed safely (framing.c) is answered in the first call:
+ * MHD then discards whatever follows and closes the connection. */
+static bool refuse_framing(struct http_request *req, const char *url, const char *version) {
+  struct framing_problem p;
+  if (framing_check(req->conn, req->method, url, version, &p)) return false;
+  http_reply_header(req, "Connection", "close");
+  http_reply_error(req, p.error, p.message, NULL);
+  return true;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
-  (void)version;
   struct http_request *req = *con_cls;
   if (!req) {
     req = request_new(cls, conn, url, method);
     if (!req) return MHD_NO;
     *con_cls = req;
+    if (refuse_framing(req, url, version)) return request_queue_reply(req);
     return on_headers(req) ? request_queue_reply(req) : MHD_YES;
   }
   switch (req->state) {

@@ -1,0 +1,188 @@
+"""Hostile clients at the connection level, over raw sockets: request smuggling (framing),
+NUL bytes in the method and headers, slow headers, half-closed connections, a full connection
+table, and the answers libmicrohttpd would otherwise write itself.
+
+None of this depends on the storage backend, so it runs on SQLite only."""
+import json
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from helpers import KEY1, REQUEST_ID_RE, make_conv, new_session
+
+pytestmark = pytest.mark.backends("sqlite")
+
+WEBHOOK = "/api/v1/webhook/conversation"
+AUTH = b"Authorization: Bearer " + KEY1.encode() + b"\r\n"
+
+
+# ------------------------------------------------------------------ raw socket helpers
+def _connect(srv, source_ip=None, timeout=10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if source_ip:
+        s.bind((source_ip, 0))
+    s.connect(("127.0.0.1", srv.port))
+    return s
+
+
+def _read_responses(sock, timeout=10):
+    """Reads until the peer closes (or timeout). Returns (list of (status, headers, body), closed)
+    where closed says whether the server closed the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    closed = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    return _split_responses(data), closed
+
+
+def _split_responses(data):
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            out.append((None, {}, data))
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        m = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+        status = int(m.group(1)) if m else None
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        n = int(headers.get("content-length", len(rest)))
+        out.append((status, headers, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+def _exchange(srv, raw, timeout=6):
+    """Sends raw bytes; returns (responses, closed). A server that neither answers nor closes
+    within timeout gives ([], False)."""
+    with _connect(srv) as s:
+        s.sendall(raw)
+        return _read_responses(s, timeout)
+
+
+def _assert_envelope(resp, status, code):
+    st, headers, body = resp
+    assert st == status, (st, headers, body[:300])
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    assert REQUEST_ID_RE.match(headers.get("x-request-id", "")), headers
+    err = json.loads(body)["error"]
+    assert err["code"] == code, err
+    assert isinstance(err["message"], str) and err["message"], err
+    return err
+
+
+def _log_lines(srv):
+    return [r for r in srv.log_records() if "status" in r]
+
+
+def _wait_for_log(srv, pred, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in _log_lines(srv) if pred(r)]
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
+
+
+# ------------------------------------------------------------------ defect 14: framing
+def _post(extra_headers, body=b"", version=b"HTTP/1.1", path=WEBHOOK.encode()):
+    return (b"POST " + path + b" " + version + b"\r\nHost: x\r\n" + AUTH +
+            b"Content-Type: application/json\r\n" + extra_headers + b"\r\n" + body)
+
+
+SMUGGLED = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+CHUNKED_BODY = b"2\r\n{}\r\n0\r\n\r\n"
+
+FRAMING_CASES = [
+    # Content-Length with Transfer-Encoding: the trailing request must not be served
+    ("cl_and_te", _post(b"Content-Length: 12\r\nTransfer-Encoding: chunked\r\n",
+                        CHUNKED_BODY + SMUGGLED), 400, "BAD_REQUEST"),
+    ("te_and_cl", _post(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                        CHUNKED_BODY + SMUGGLED), 400, "BAD_REQUEST"),
+    # two different lengths: which one frames the body is ambiguous
+    ("two_lengths", _post(b"Content-Length: 2\r\nContent-Length: 43\r\n", b"{}" + SMUGGLED),
+     400, "BAD_REQUEST"),
+    ("two_lengths_first_zero", _post(b"Content-Length: 0\r\nContent-Length: 2\r\n", b"{}"),
+     400, "BAD_REQUEST"),
+    # HTTP/1.0 has no transfer codings
+    ("te_on_http10", _post(b"Transfer-Encoding: chunked\r\n", CHUNKED_BODY, version=b"HTTP/1.0"),
+     400, "BAD_REQUEST"),
+    # codings we do not implement: 501, and no waiting for a body we cannot frame
+    ("gzip_chunked", _post(b"Transfer-Encoding: gzip, chunked\r\n", CHUNKED_BODY),
+     501, "NOT_IMPLEMENTED"),
+    ("xchunked", _post(b"Transfer-Encoding: xchunked\r\n", CHUNKED_BODY), 501, "NOT_IMPLEMENTED"),
+    ("identity", _post(b"Transfer-Encoding: identity\r\n", b"{}"), 501, "NOT_IMPLEMENTED"),
+    ("chunked_twice", _post(b"Transfer-Encoding: chunked, chunked\r\n", CHUNKED_BODY),
+     400, "BAD_REQUEST"),
+    ("te_two_lines", _post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                           CHUNKED_BODY), 400, "BAD_REQUEST"),
+    ("te_padded", _post(b"Transfer-Encoding: chunked \r\n", CHUNKED_BODY), 400, "BAD_REQUEST"),
+    # the same on an endpoint that takes no body
+    ("get_cl_and_te", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED, 400, "BAD_REQUEST"),
+]
+
+
+@pytest.mark.parametrize("name,raw,status,code", FRAMING_CASES, ids=[c[0] for c in FRAMING_CASES])
+def test_ambiguous_framing_is_refused_and_the_connection_closed(server, name, raw, status, code):
+    responses, closed = _exchange(server, raw)
+    assert responses, f"{name}: no answer"
+    _assert_envelope(responses[0], status, code)
+    assert responses[0][1].get("connection", "").lower() == "close", responses[0][1]
+    assert len(responses) == 1, f"{name}: a smuggled request was served: {responses[1:]}"
+    assert closed, f"{name}: the connection was kept open after a framing error"
+
+
+def test_valid_framing_still_served(server):
+    # a chunked webhook, identical repeated lengths, a plain GET: all unchanged
+    body = json.dumps(make_conv()).encode()
+    chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    responses, _ = _exchange(server, _post(b"Transfer-Encoding: chunked\r\n", chunked) + SMUGGLED,
+                             timeout=3)
+    assert [r[0] for r in responses] == [200, 200], responses
+    body = json.dumps(make_conv()).encode()
+    n = str(len(body)).encode()
+    responses, _ = _exchange(server, _post(b"Content-Length: " + n + b"\r\nContent-Length: " + n +
+                                           b"\r\n", body), timeout=3)
+    assert [r[0] for r in responses] == [200], responses
+
+
+# ------------------------------------------------------------------ defect 15: NUL bytes
+NUL_CASES = [
+    ("auth_value", b"GET /api/v1/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+     KEY1.encode() + b"\x00junk\r\n\r\n"),
+    ("auth_value_nul_at_end", b"GET /api/v1/conversations HTTP/1.1\r\nHost: x\r\n"
+     b"Authorization: Bearer " + KEY1.encode() + b"\x00\r\n\r\n"),
+    ("other_header", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Thing: a\x00b\r\n"
+     b"Accept: */*\r\n\r\n"),
+    ("value_starts_with_nul", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Thing: \x00b\r\n\r\n"),
+    ("method", b"GET\x00 /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("method_suffix", b"GET\x00junk /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("name,raw", NUL_CASES, ids=[c[0] for c in NUL_CASES])
+def test_nul_in_method_or_header_is_400(server, name, raw):
+    responses, _ = _exchange(server, raw, timeout=3)
+    assert responses, f"{name}: no answer"
+    _assert_envelope(responses[0], 400, "BAD_REQUEST")
