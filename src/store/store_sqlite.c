@@ -19,7 +19,9 @@
 
 #define BATCH_MAX 512
 #define CHECKPOINT_MS 50
-#define WAL_RESTART_FRAMES 2048 /* 8 MiB of 4 KiB pages: restarts stay short (p99) */
+/* Past this many log frames (4 MiB of 4 KiB pages) the checkpointer makes sure the log gets
+ * restarted from its beginning: the log file stays near this size whatever is written. */
+#define WAL_RESET_FRAMES 1024
 #define BUSY_TIMEOUT_MS 5000
 #define LIST_VARIANTS 8 /* one statement per combination of the three filters */
 
@@ -43,10 +45,15 @@ struct sqlite_store {
   sqlite3 *cdb;
   pthread_t checkpointer;
   bool checkpointer_started;
-  pthread_mutex_t ckpt_mu;
-  pthread_cond_t ckpt_cv;
-  pthread_mutex_t ckpt_run_mu; /* held while a checkpoint runs */
+  pthread_mutex_t ckpt_mu; /* guards the fields below and the gate */
+  pthread_cond_t ckpt_cv;  /* wakes the checkpointer */
   bool ckpt_stop;
+  bool ckpt_wake;    /* the writer saw the log pass WAL_RESET_FRAMES */
+  bool ckpt_failing; /* a checkpoint failure was logged; log the next success */
+  /* The gate between batches (see catch_up): the writer is inside a batch, the checkpointer
+   * holds the gate or waits for it. The writer never waits while the checkpointer does not. */
+  pthread_cond_t gate_cv;
+  bool gate_writer_in, gate_ckpt_in, gate_ckpt_wants;
   struct write_queue queue;
   struct thread_slot readers; /* one struct reader per calling thread */
 };
@@ -220,6 +227,146 @@ static bool prepare_writer(struct sqlite_store *s) {
          prepare(db, "ROLLBACK", &s->w_rollback) == SQLITE_OK;
 }
 
+/* ---------- checkpoints ----------
+ *
+ * The writer never checkpoints (wal_autocheckpoint=0): a checkpoint copies the log into the
+ * database file and syncs that file, which would hold up a batch. The checkpointer thread does
+ * it every CHECKPOINT_MS on its own connection, PASSIVE: it neither waits for nor blocks the
+ * writer or the readers.
+ *
+ * SQLite starts the log again from its beginning when a write transaction begins while the
+ * whole log is in the database file and no reader still needs it. Under a steady stream of
+ * commits a passive checkpoint never ends with the whole log copied (the writer appended
+ * meanwhile), so the log would only grow. Past WAL_RESET_FRAMES the checkpointer therefore
+ * copies what is left while holding the gate between two batches: only the frames committed
+ * during its previous pass, so the writer waits for a short copy and one sync at most once per
+ * CHECKPOINT_MS, and its next batch restarts the log. */
+
+static void gate_writer_enter(struct sqlite_store *s) {
+  pthread_mutex_lock(&s->ckpt_mu);
+  while (s->gate_ckpt_in || s->gate_ckpt_wants) pthread_cond_wait(&s->gate_cv, &s->ckpt_mu);
+  s->gate_writer_in = true;
+  pthread_mutex_unlock(&s->ckpt_mu);
+}
+
+static void gate_writer_leave(struct sqlite_store *s) {
+  pthread_mutex_lock(&s->ckpt_mu);
+  s->gate_writer_in = false;
+  if (s->gate_ckpt_wants) pthread_cond_broadcast(&s->gate_cv);
+  pthread_mutex_unlock(&s->ckpt_mu);
+}
+
+/* Waits for the batch being committed (if any) to end; the writer starts no other meanwhile. */
+static void gate_ckpt_enter(struct sqlite_store *s) {
+  pthread_mutex_lock(&s->ckpt_mu);
+  s->gate_ckpt_wants = true;
+  while (s->gate_writer_in) pthread_cond_wait(&s->gate_cv, &s->ckpt_mu);
+  s->gate_ckpt_wants = false;
+  s->gate_ckpt_in = true;
+  pthread_mutex_unlock(&s->ckpt_mu);
+}
+
+static void gate_ckpt_leave(struct sqlite_store *s) {
+  pthread_mutex_lock(&s->ckpt_mu);
+  s->gate_ckpt_in = false;
+  pthread_cond_broadcast(&s->gate_cv);
+  pthread_mutex_unlock(&s->ckpt_mu);
+}
+
+/* One passive checkpoint; *log_frames is -1 when the connection does not use the log. */
+static int checkpoint_pass(struct sqlite_store *s, int *log_frames, int *copied) {
+  *log_frames = *copied = -1;
+  return sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, log_frames, copied);
+}
+
+/* Logs the first failure of a run of failures (a full disk fails every round) and the
+ * recovery, not every round. */
+static void checkpoint_report(struct sqlite_store *s, int rc) {
+  if (rc == SQLITE_OK && s->ckpt_failing) {
+    s->ckpt_failing = false;
+    log_msg(LOG_INFO, "sqlite checkpoints work again");
+  } else if (rc != SQLITE_OK && rc != SQLITE_BUSY && !s->ckpt_failing) {
+    s->ckpt_failing = true;
+    log_msg(LOG_WARNING, "sqlite checkpoint failed (retried every %d ms): %s", CHECKPOINT_MS,
+            sqlite3_errmsg(s->cdb));
+  }
+}
+
+/* A pass's counts are those of the log when it started: "all copied" says nothing of what the
+ * writer appended meanwhile, so past WAL_RESET_FRAMES the gated pass always runs. */
+static void checkpoint_round(struct sqlite_store *s) {
+  int log_frames, copied;
+  int rc = checkpoint_pass(s, &log_frames, &copied);
+  if (rc == SQLITE_OK && log_frames > WAL_RESET_FRAMES) {
+    gate_ckpt_enter(s);
+    rc = checkpoint_pass(s, &log_frames, &copied);
+    gate_ckpt_leave(s);
+  }
+  checkpoint_report(s, rc);
+}
+
+static void *checkpointer_main(void *arg) {
+  struct sqlite_store *s = arg;
+  pthread_mutex_lock(&s->ckpt_mu);
+  while (!s->ckpt_stop) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += CHECKPOINT_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_mu, &until);
+    if (s->ckpt_stop) break;
+    pthread_mutex_unlock(&s->ckpt_mu);
+    checkpoint_round(s);
+    pthread_mutex_lock(&s->ckpt_mu);
+  }
+  pthread_mutex_unlock(&s->ckpt_mu);
+  return NULL;
+}
+
+/* A connection that has not read the database yet does not know it is in WAL mode, and its
+ * checkpoints return OK without copying anything: read once, then check that it sees the log. */
+static bool open_checkpointer_conn(struct sqlite_store *s, char *err, size_t errlen) {
+  if (open_conn(s->path, &s->cdb) != SQLITE_OK) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: cannot open the checkpoint connection: %s",
+             s->cdb ? sqlite3_errmsg(s->cdb) : "out of memory");
+    return false;
+  }
+  if (!exec(s->cdb, "PRAGMA synchronous = FULL", err, errlen) ||
+      !exec(s->cdb, "SELECT COUNT(*) FROM schema_migrations", err, errlen))
+    return false;
+  int log_frames, copied;
+  int rc = checkpoint_pass(s, &log_frames, &copied);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: checkpoint failed: %s", sqlite3_errmsg(s->cdb));
+    return false;
+  }
+  if (rc == SQLITE_OK && log_frames < 0) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: the checkpoint connection does not see the log");
+    return false;
+  }
+  return true;
+}
+
+static bool start_checkpointer(struct sqlite_store *s, char *err, size_t errlen) {
+  if (!open_checkpointer_conn(s, err, errlen)) return false;
+  s->checkpointer_started = pthread_create(&s->checkpointer, NULL, checkpointer_main, s) == 0;
+  if (!s->checkpointer_started)
+    snprintf(err, errlen, "cannot start the database checkpoint thread");
+  return s->checkpointer_started;
+}
+
+static void stop_checkpointer(struct sqlite_store *s) {
+  if (s->checkpointer_started) {
+    pthread_mutex_lock(&s->ckpt_mu);
+    s->ckpt_stop = true;
+    pthread_cond_signal(&s->ckpt_cv);
+    pthread_mutex_unlock(&s->ckpt_mu);
+    pthread_join(s->checkpointer, NULL);
+  }
+  sqlite3_close(s->cdb);
+}
+
 /* ---------- the writer ---------- */
 
 static void copy_text(char *dst, size_t cap, const unsigned char *src) {
@@ -309,8 +456,12 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
 static void *writer_main(void *arg) {
   struct sqlite_store *s = arg;
   struct store_write *batch;
-  while ((batch = write_queue_take(&s->queue)) != NULL)
-    write_queue_finish(batch, commit_batch(s, batch));
+  while ((batch = write_queue_take(&s->queue)) != NULL) {
+    gate_writer_enter(s);
+    enum store_status st = commit_batch(s, batch);
+    gate_writer_leave(s);
+    write_queue_finish(batch, st);
+  }
   return NULL;
 }
 
@@ -500,65 +651,6 @@ static void writer_finalize(struct sqlite_store *s) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
 }
 
-/* Copies the write-ahead log into the database file every CHECKPOINT_MS. The writer has
- * automatic checkpoints turned off, so it never stalls a batch to do this work. */
-static void *checkpointer_main(void *arg) {
-  struct sqlite_store *s = arg;
-  pthread_mutex_lock(&s->ckpt_mu);
-  while (!s->ckpt_stop) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += CHECKPOINT_MS * 1000000L;
-    until.tv_sec += until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
-    pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_mu, &until);
-    pthread_mutex_unlock(&s->ckpt_mu);
-    int log_frames = 0, done = 0;
-    pthread_mutex_lock(&s->ckpt_run_mu);
-    int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
-    pthread_mutex_unlock(&s->ckpt_run_mu);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      log_msg(LOG_WARNING, "sqlite checkpoint failed: %s", sqlite3_errmsg(s->cdb));
-    pthread_mutex_lock(&s->ckpt_mu);
-  }
-  pthread_mutex_unlock(&s->ckpt_mu);
-  return NULL;
-}
-
-/* After each commit (writer thread). Under a steady stream of commits the passive checkpoints
- * never catch up with the writer, so the log would only grow: past a size the writer finishes
- * the checkpoint itself (little is left to copy) and the next transaction starts the log from
- * its beginning again. */
-static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames) {
-  struct sqlite_store *s = arg;
-  if (frames > WAL_RESTART_FRAMES) {
-    pthread_mutex_lock(&s->ckpt_run_mu); /* one checkpoint at a time: no SQLITE_BUSY */
-    int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
-    pthread_mutex_unlock(&s->ckpt_run_mu);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      log_msg(LOG_WARNING, "sqlite checkpoint failed: %s", sqlite3_errmsg(db));
-  }
-  return SQLITE_OK;
-}
-
-static bool start_checkpointer(struct sqlite_store *s) {
-  sqlite3_wal_hook(s->wdb, on_wal_commit, s);
-  if (open_conn(s->path, &s->cdb) != SQLITE_OK) return false;
-  s->checkpointer_started = pthread_create(&s->checkpointer, NULL, checkpointer_main, s) == 0;
-  return s->checkpointer_started;
-}
-
-static void stop_checkpointer(struct sqlite_store *s) {
-  if (s->checkpointer_started) {
-    pthread_mutex_lock(&s->ckpt_mu);
-    s->ckpt_stop = true;
-    pthread_cond_signal(&s->ckpt_cv);
-    pthread_mutex_unlock(&s->ckpt_mu);
-    pthread_join(s->checkpointer, NULL);
-  }
-  sqlite3_close(s->cdb);
-}
-
 static void sqlite_close(struct store *base) {
   struct sqlite_store *s = (struct sqlite_store *)base;
   write_queue_stop(&s->queue);
@@ -569,8 +661,8 @@ static void sqlite_close(struct store *base) {
   sqlite3_close(s->wdb);
   write_queue_destroy(&s->queue);
   pthread_mutex_destroy(&s->ckpt_mu);
-  pthread_mutex_destroy(&s->ckpt_run_mu);
   pthread_cond_destroy(&s->ckpt_cv);
+  pthread_cond_destroy(&s->gate_cv);
   free(s->path);
   free(s);
 }
@@ -590,10 +682,12 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
              s->wdb ? sqlite3_errmsg(s->wdb) : "out of memory");
     return false;
   }
+  /* The checkpointer does all checkpoints; a log file that grew far past its usual size
+   * (readers kept it from restarting) is cut back to 16 MiB when it restarts. */
   if (!set_wal(s->wdb, err, errlen) || !exec(s->wdb, "PRAGMA synchronous = FULL", err, errlen) ||
       !exec(s->wdb, "PRAGMA foreign_keys = ON", err, errlen) ||
       !exec(s->wdb, "PRAGMA wal_autocheckpoint = 0", err, errlen) ||
-      !exec(s->wdb, "PRAGMA journal_size_limit = 67108864", err, errlen) ||
+      !exec(s->wdb, "PRAGMA journal_size_limit = 16777216", err, errlen) ||
       !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen))
     return false;
   if (!prepare_writer(s)) {
@@ -615,8 +709,8 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
   write_queue_init(&s->queue, BATCH_MAX);
   thread_slot_init(&s->readers);
   pthread_mutex_init(&s->ckpt_mu, NULL);
-  pthread_mutex_init(&s->ckpt_run_mu, NULL);
   pthread_cond_init(&s->ckpt_cv, NULL);
+  pthread_cond_init(&s->gate_cv, NULL);
   if (!open_writer(s, err, errlen)) {
     sqlite_close(&s->base);
     return NULL;
@@ -627,8 +721,7 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   s->writer_started = true;
-  if (!start_checkpointer(s)) {
-    snprintf(err, errlen, "cannot start the database checkpoint thread");
+  if (!start_checkpointer(s, err, errlen)) {
     sqlite_close(&s->base);
     return NULL;
   }
