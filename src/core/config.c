@@ -40,7 +40,8 @@ const struct config_var config_vars[] = {
     {"TRUSTED_PROXIES", CONFIG_STRING, "", 0, 0, OFF(trusted_proxies),
      "Comma-separated proxy IPs whose X-Forwarded-For names the client; others are ignored."},
     {"MAX_CONNECTIONS", CONFIG_INT, "1024", 1, 100000, OFF(max_connections),
-     "Most simultaneous client connections; more are refused."},
+     "Most simultaneous client connections. When full, a new connection evicts the oldest one "
+     "still sending its request headers (else its body); with none such, it is refused."},
     {"MAX_CONNECTIONS_PER_IP", CONFIG_INT, "512", 0, 100000, OFF(max_connections_per_ip),
      "Most simultaneous connections from one client IP (0: no per-IP limit; raise it behind a "
      "proxy)."},
@@ -48,6 +49,9 @@ const struct config_var config_vars[] = {
      "Idle seconds after which a connection is closed."},
     {"REQUEST_TIMEOUT_SECONDS", CONFIG_INT, "60", 1, 3600, OFF(request_timeout),
      "Most seconds a client may take to send one request body; slower ones get 408."},
+    {"HEADER_TIMEOUT_SECONDS", CONFIG_INT, "10", 1, 3600, OFF(header_timeout),
+     "Most seconds a client may take to send a request's line and headers (from the connection, "
+     "or from the first byte of a later request on it); slower ones are disconnected."},
     {"THREADS", CONFIG_INT, "0", 0, 256, OFF(threads), "HTTP worker threads; 0 means one per CPU."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
      "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "

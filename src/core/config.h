@@ -23,6 +23,7 @@ struct config {
   long max_connections_per_ip;
   long connection_timeout;
   long request_timeout;
+  long header_timeout;
   long threads;
   char *docs_assets_url;
   char *docs_assets_dir;

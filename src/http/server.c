@@ -13,15 +13,18 @@
  *                at once. State REQ_BODY.
  *   body calls   body_on_chunk appends to a bounded buffer, or discards once the answer is
  *                known; a client too slow or far over the limit is cut (MHD_NO).
- *   final call   dispatch: the pending answer or the OPTIONS reply, else the route's handler,
- *                once. The handler either replies (queued at once, REQ_DONE) or suspends the
- *                request on the store (http_request_suspend: REQ_SUSPENDED, parked + 1, the
- *                connection suspended in MHD).
+ *   final call   MHD makes it twice: the first returns without a reply (see on_access);
+ *                the second dispatches: the pending answer or the OPTIONS reply, else the
+ *                route's handler, once. The handler either replies (queued at once, REQ_DONE)
+ *                or suspends the request on the store (http_request_suspend: REQ_SUSPENDED,
+ *                parked + 1, the connection suspended in MHD).
  *   resumed call another thread (the store's writer) calls http_request_resume (REQ_RESUMED,
  *                MHD_resume_connection); MHD then calls on_access again on the event thread,
  *                which runs on_resume; it replies and the answer is queued.
  *   completed    on_completed, exactly once for every request that got a context: one log
  *                line, free everything, parked - 1 if it was parked, inflight - 1.
+ * conn_guard.c follows each connection through these steps (headers done, request done,
+ * request ended) to bound slow headers and to pick whom to drop when the table is full.
  * THE RULE: once a handler has suspended the request, only on_resume may touch it. The
  * resuming thread may write req->state at any moment after the suspension, and the request
  * may be answered and freed soon after; so after dispatch the event thread reads nothing but
@@ -56,6 +59,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "ext/redis.h"
+#include "http/conn_guard.h"
 #include "http/framing.h"
 #include "http/server_internal.h"
 
@@ -132,8 +136,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     req = request_new(cls, conn, url, method);
     if (!req) return MHD_NO;
     *con_cls = req;
-    if (refuse_framing(req, url, version)) return request_queue_reply(req);
-    return on_headers(req) ? request_queue_reply(req) : MHD_YES;
+    conn_guard_headers_done(conn);
+    if (refuse_framing(req, url, version) || on_headers(req)) {
+      conn_guard_request_done(conn);
+      return request_queue_reply(req);
+    }
+    return MHD_YES;
   }
   switch (req->state) {
     case REQ_BODY:
@@ -144,6 +152,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->status = cut;
         req->state = REQ_DONE; /* for the log line */
         return MHD_NO;
+      }
+      if (!req->body_done) {
+        /* Dispatch on the next call, not this one. A handler that suspends in the call where
+         * MHD finished reading the request leaves MHD's poll state at "read" (0.9.75 does not
+         * update it for a suspended connection), so on resume MHD reads again, and a client
+         * that half-closed after sending its request (a pending FIN) is then cut off without
+         * its answer. Returning without a reply first lets MHD settle the connection to "no
+         * I/O" and call again at once (a zero-timeout poll). */
+        req->body_done = true;
+        conn_guard_request_done(conn);
+        return MHD_YES;
       }
       dispatch(req);
       /* Suspended: the store may already have resumed it (state is then written by another
@@ -175,6 +194,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       .client_ip = req->client_ip,
   };
   log_request_line(&line);
+  conn_guard_request_ended(conn);
   if (s->cfg->request_timeout < s->cfg->connection_timeout)
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)s->cfg->connection_timeout);
@@ -244,6 +264,7 @@ static void server_free(struct http_server *s) {
     atomic_store(&s->sync_stop, true);
     pthread_join(s->sync_thread, NULL);
   }
+  conn_guard_free(s->guard); /* after MHD_stop_daemon: MHD notifies it of every close */
   ratelimit_free(s->rl_webhook);
   ratelimit_free(s->rl_api);
   cors_free(&s->cors);
@@ -268,10 +289,12 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   if (s->trusted_buf) s->ntrusted = config_split_list(s->trusted_buf, s->trusted, TRUSTED_MAX);
   s->rl_webhook = ratelimit_new(cfg->rate_limit_webhook, RATELIMIT_KEYS_MAX);
   s->rl_api = ratelimit_new(cfg->rate_limit_api, RATELIMIT_KEYS_MAX);
+  s->guard = conn_guard_new(cfg->max_connections, cfg->header_timeout);
   struct sockaddr_storage ss = {0};
   bool ipv6 = false;
   s->redis = redis;
-  if (!s->rl_webhook || !s->rl_api || !s->trusted_buf || (redis && !start_sharing(s))) {
+  if (!s->rl_webhook || !s->rl_api || !s->trusted_buf || !s->guard ||
+      (redis && !start_sharing(s))) {
     snprintf(err, errlen, "out of memory");
     server_free(s);
     return NULL;
@@ -288,11 +311,11 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   s->daemon = MHD_start_daemon(
       flags, (uint16_t)cfg->port, NULL, NULL, on_access, s, MHD_OPTION_NOTIFY_COMPLETED,
       on_completed, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-      (unsigned)threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_BYTES_MAX, MHD_OPTION_EXTERNAL_LOGGER,
-      on_mhd_log, NULL, MHD_OPTION_END);
+      (unsigned)threads, MHD_OPTION_CONNECTION_LIMIT, conn_guard_mhd_limit(s->guard),
+      MHD_OPTION_NOTIFY_CONNECTION, conn_guard_notify, s->guard, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)HEADER_BYTES_MAX, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
   if (!s->daemon) {
     snprintf(err, errlen, "PORT: cannot listen on %s port %ld (in use, or not permitted)",
              cfg->host, cfg->port);

@@ -27,9 +27,11 @@
 #define BODY_PREALLOC_MAX (64 * 1024)
 
 struct redis_client;
+struct conn_guard;
 
 struct http_server {
   struct MHD_Daemon *daemon;
+  struct conn_guard *guard; /* header timeout, half-closed and full-table policy */
   const struct config *cfg;
   void *app;
   struct auth auth;
@@ -77,6 +79,7 @@ struct http_request {
   size_t body_len, body_cap;
   size_t received; /* body bytes seen, kept or not */
   bool keep_body;
+  bool body_done; /* the final call was seen once: dispatch on the next (server.c) */
   /* an answer decided from the headers, sent after the body is drained */
   bool has_pending;
   enum api_error pending;

@@ -186,3 +186,161 @@ def test_nul_in_method_or_header_is_400(server, name, raw):
     responses, _ = _exchange(server, raw, timeout=3)
     assert responses, f"{name}: no answer"
     _assert_envelope(responses[0], 400, "BAD_REQUEST")
+
+
+# ------------------------------------------------------------------ defect 13: slow and stuck
+def _trickle_until_closed(sock, data, every=0.25, limit=12):
+    """Sends data a byte at a time; returns the seconds until the server closed the connection
+    (or limit when it never did)."""
+    t0 = time.monotonic()
+    sock.setblocking(False)
+    i = 0
+    while time.monotonic() - t0 < limit:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - t0
+        except BlockingIOError:
+            pass
+        except OSError:  # reset
+            return time.monotonic() - t0
+        try:
+            sock.send(data[i % len(data):i % len(data) + 1])
+        except OSError:
+            return time.monotonic() - t0
+        i += 1
+        time.sleep(every)
+    return limit
+
+
+def test_trickled_headers_are_cut_after_the_header_timeout(make_server):
+    """A client trickling its headers a byte at a time was never idle long enough for the idle
+    timeout, and the request timeout only starts once the headers are in."""
+    srv = make_server(env={"HEADER_TIMEOUT_SECONDS": "2", "CONNECTION_TIMEOUT_SECONDS": "30",
+                           "REQUEST_TIMEOUT_SECONDS": "30"})
+    with _connect(srv) as s:
+        s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        held = _trickle_until_closed(s, b"X-Slow: " + b"a" * 200)
+    assert held < 5, f"slow headers held the connection {held:.1f}s on a 2s header timeout"
+    assert held > 1.5, f"cut after {held:.1f}s, before the 2s header timeout"
+    # the same on a kept-alive connection, for the second request
+    with _connect(srv) as s:
+        s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = _read_one(s)
+        assert first[0] == 200, first
+        held = _trickle_until_closed(s, b"GET /api/v1/health HTTP/1.1\r\nX-Slow: " + b"b" * 200)
+    assert held < 5, f"slow second request held the connection {held:.1f}s"
+    assert srv.get("/api/v1/health", key=None).status_code == 200
+
+
+def _read_one(sock, timeout=5):
+    """Reads exactly one response (Content-Length framed) from a kept-alive connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if m and len(rest) >= int(m.group(1)):
+                return _split_responses(data)[0]
+        chunk = sock.recv(65536)
+        if not chunk:
+            return _split_responses(data)[0] if data else (None, {}, b"")
+        data += chunk
+
+
+def test_idle_keep_alive_is_left_to_the_idle_timeout(make_server):
+    """The header timeout starts with the first byte of a later request, not at the end of the
+    previous answer: an idle kept-alive connection lives out CONNECTION_TIMEOUT_SECONDS."""
+    srv = make_server(env={"HEADER_TIMEOUT_SECONDS": "1", "CONNECTION_TIMEOUT_SECONDS": "4"})
+    with _connect(srv) as s:
+        s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_one(s)[0] == 200
+        time.sleep(2.5)  # idle past the header timeout
+        s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_one(s)[0] == 200
+
+
+def _hold(srv, n, source_ips, partial=b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: a"):
+    held = []
+    for i in range(n):
+        try:
+            s = _connect(srv, source_ip=source_ips[i % len(source_ips)], timeout=5)
+            s.sendall(partial)
+            held.append(s)
+        except OSError:
+            pass
+    return held
+
+
+@pytest.mark.parametrize("max_connections,slow", [(50, 60), (None, 1100)],
+                         ids=["max50_slow60", "default_slow1100"])
+def test_full_table_of_slow_clients_does_not_lock_others_out(make_server, max_connections, slow):
+    """60 slow clients with MAX_CONNECTIONS=50 took health down until they gave up; 1,024 held
+    connections locked everyone out. A new client now evicts the oldest one still sending its
+    headers."""
+    env = {"HEADER_TIMEOUT_SECONDS": "60", "CONNECTION_TIMEOUT_SECONDS": "60", "THREADS": "2"}
+    if max_connections:
+        env["MAX_CONNECTIONS"] = str(max_connections)
+    srv = make_server(env=env)
+    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    held = _hold(srv, slow, ips)
+    try:
+        session = new_session()
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = session.get(srv.url("/api/v1/health"), timeout=10)
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - t0 < 3, f"health took {time.monotonic() - t0:.1f}s"
+            session.close()  # a new connection each time
+        body = make_conv()
+        r = srv.post_conv(body, timeout=10)
+        assert r.status_code == 200, r.text
+        # the slow clients keep trying: still answered
+        held += _hold(srv, 20, ips)
+        assert srv.get(f"/api/v1/conversations/{body['conversationId']}",
+                       timeout=10).status_code == 200
+    finally:
+        for s in held:
+            s.close()
+
+
+HALF_CLOSED_CASES = [
+    # headers asking for 100-continue, then the client gives up sending
+    ("expect_then_shut", b"POST " + WEBHOOK.encode() + b" HTTP/1.1\r\nHost: x\r\n" + AUTH +
+     b"Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n"),
+    # a part of the headers, then shut
+    ("partial_headers", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n"),
+    # a whole request: answered, then the connection closed (no further request can come)
+    ("whole_request", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("name,raw", HALF_CLOSED_CASES, ids=[c[0] for c in HALF_CLOSED_CASES])
+def test_half_closed_connection_is_closed_promptly(make_server, name, raw):
+    """shutdown(SHUT_WR) by the client left the connection in CLOSE-WAIT until the idle timeout."""
+    srv = make_server(env={"CONNECTION_TIMEOUT_SECONDS": "30", "THREADS": "1"})
+    for _ in range(3):  # the stall depended on how the FIN and the data arrived together
+        with _connect(srv) as s:
+            s.sendall(raw)
+            s.shutdown(socket.SHUT_WR)
+            t0 = time.monotonic()
+            responses, closed = _read_responses(s, timeout=6)
+            waited = time.monotonic() - t0
+        assert closed and waited < 3, f"{name}: still open after {waited:.1f}s"
+        if name == "whole_request":
+            assert [r[0] for r in responses] == [200], responses
+
+
+def test_half_closed_after_a_whole_webhook_still_gets_its_answer(server):
+    """A client may half-close once its request is sent: the answer must still come."""
+    body = json.dumps(make_conv()).encode()
+    raw = _post(b"Content-Length: " + str(len(body)).encode() + b"\r\n", body)
+    for _ in range(5):
+        with _connect(server) as s:
+            s.sendall(raw)
+            s.shutdown(socket.SHUT_WR)
+            responses, closed = _read_responses(s, timeout=10)
+        assert [r[0] for r in responses] == [200], responses
+        assert closed
+        body = json.dumps(make_conv()).encode()
+        raw = _post(b"Content-Length: " + str(len(body)).encode() + b"\r\n", body)

@@ -83,6 +83,7 @@ static void test_defaults(void **state) {
   assert_int_equal(cfg.rate_limit_webhook, 100);
   assert_int_equal(cfg.rate_limit_api, 1000);
   assert_string_equal(cfg.trusted_proxies, "");
+  assert_int_equal(cfg.header_timeout, 10);
   assert_string_equal(cfg.docs_assets_url, "");
   assert_string_equal(cfg.docs_assets_dir, "");
 }
@@ -252,6 +253,15 @@ static void test_bad_integers(void **state) {
   setenv("RATE_LIMIT_API_PER_MINUTE", "many", 1);
   assert_fails_naming("RATE_LIMIT_API_PER_MINUTE");
   unsetenv("RATE_LIMIT_API_PER_MINUTE");
+  static const char *const bad_header_timeouts[] = {"0", "-1", "3601", "1.5", "10s", ""};
+  for (size_t i = 0; i < sizeof bad_header_timeouts / sizeof bad_header_timeouts[0]; i++) {
+    setenv("HEADER_TIMEOUT_SECONDS", bad_header_timeouts[i], 1);
+    assert_fails_naming("HEADER_TIMEOUT_SECONDS");
+  }
+  setenv("HEADER_TIMEOUT_SECONDS", "2", 1);
+  assert_loads();
+  assert_int_equal(cfg.header_timeout, 2);
+  unsetenv("HEADER_TIMEOUT_SECONDS");
   /* the same from .env */
   write_env("PORT=abc\n");
   assert_fails_naming("PORT");
