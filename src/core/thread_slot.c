@@ -8,13 +8,20 @@ struct thread_slot_item {
   struct thread_slot_item *next;
 };
 
-void thread_slot_init(struct thread_slot *ts) {
-  pthread_key_create(&ts->key, NULL);
-  pthread_mutex_init(&ts->mu, NULL);
+bool thread_slot_init(struct thread_slot *ts) {
   ts->items = NULL;
+  ts->ready = false;
+  if (pthread_key_create(&ts->key, NULL) != 0) return false;
+  if (pthread_mutex_init(&ts->mu, NULL) != 0) {
+    pthread_key_delete(ts->key);
+    return false;
+  }
+  ts->ready = true;
+  return true;
 }
 
 void *thread_slot_get(struct thread_slot *ts, void *(*make)(void *ctx), void *ctx) {
+  if (!ts->ready) return NULL;
   void *obj = pthread_getspecific(ts->key);
   if (obj) return obj;
   struct thread_slot_item *item = malloc(sizeof *item);
@@ -34,6 +41,7 @@ void *thread_slot_get(struct thread_slot *ts, void *(*make)(void *ctx), void *ct
 }
 
 void thread_slot_destroy(struct thread_slot *ts, void (*release)(void *obj)) {
+  if (!ts->ready) return;
   for (struct thread_slot_item *item = ts->items, *next; item; item = next) {
     next = item->next;
     release(item->obj);
@@ -42,4 +50,5 @@ void thread_slot_destroy(struct thread_slot *ts, void (*release)(void *obj)) {
   ts->items = NULL;
   pthread_key_delete(ts->key);
   pthread_mutex_destroy(&ts->mu);
+  ts->ready = false;
 }

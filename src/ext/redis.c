@@ -283,7 +283,12 @@ struct redis_client *redis_client_new(const char *url, char *err, size_t errlen)
   c->db = u.db;
   memset(&u, 0, sizeof u);
   crypto_sha1_hex(script, strlen(script), c->sha);
-  thread_slot_init(&c->conns);
+  if (!thread_slot_init(&c->conns)) {
+    snprintf(err, errlen, "REDIS_URL: cannot create a per-thread connection slot");
+    memset(c->password, 0, sizeof c->password);
+    free(c);
+    return NULL;
+  }
   return c;
 }
 

@@ -589,9 +589,14 @@ struct store *store_pg_open(const char *url, char *err, size_t errlen) {
     snprintf(err, errlen, "DATABASE_URL: out of memory");
     return NULL;
   }
+  if (!thread_slot_init(&s->readers)) {
+    free(s->url);
+    free(s);
+    snprintf(err, errlen, "DATABASE_URL: cannot create a per-thread connection slot");
+    return NULL;
+  }
   s->base.ops = &pg_ops;
   write_queue_init(&s->queue, BATCH_MAX);
-  thread_slot_init(&s->readers);
   /* Start-up needs the database once, for migrations; afterwards outages are survived. */
   char why[256];
   PGconn *c = pg_connect(s, why, sizeof why);

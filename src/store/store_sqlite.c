@@ -705,9 +705,14 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     snprintf(err, errlen, "DATABASE_URL: out of memory");
     return NULL;
   }
+  if (!thread_slot_init(&s->readers)) {
+    free(s->path);
+    free(s);
+    snprintf(err, errlen, "DATABASE_URL: cannot create a per-thread connection slot");
+    return NULL;
+  }
   s->base.ops = &sqlite_ops;
   write_queue_init(&s->queue, BATCH_MAX);
-  thread_slot_init(&s->readers);
   pthread_mutex_init(&s->ckpt_mu, NULL);
   pthread_cond_init(&s->ckpt_cv, NULL);
   pthread_cond_init(&s->gate_cv, NULL);
