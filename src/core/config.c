@@ -219,10 +219,19 @@ size_t config_split_list(char *buf, char **items, size_t max) {
   return n;
 }
 
-static bool has_api_key(const char *keys) {
-  for (const char *p = keys; *p; p++)
-    if (*p != ',' && !isspace((unsigned char)*p)) return true;
-  return false;
+/* Number of non-empty items in a comma-separated list. */
+static size_t count_items(const char *list) {
+  size_t n = 0;
+  bool in_item = false;
+  for (const char *p = list;; p++) {
+    if (*p == ',' || *p == '\0') {
+      n += in_item;
+      in_item = false;
+      if (!*p) return n;
+    } else if (!isspace((unsigned char)*p)) {
+      in_item = true;
+    }
+  }
 }
 
 static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
@@ -232,11 +241,16 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
              cfg->log_level);
     return false;
   }
-  if (!has_api_key(cfg->api_secret_key)) {
+  size_t nkeys = count_items(cfg->api_secret_key);
+  if (nkeys == 0) {
     snprintf(err, errlen,
              "API_SECRET_KEY is not set: the service refuses to run without an API key. Set "
              "API_SECRET_KEY=<long random string> in the environment or in .env "
              "('make run' generates one).");
+    return false;
+  }
+  if (nkeys > CONFIG_API_KEYS_MAX) {
+    snprintf(err, errlen, "API_SECRET_KEY: at most %d keys (got %zu)", CONFIG_API_KEYS_MAX, nkeys);
     return false;
   }
   const char *sqlite_path = dsn_sqlite_path(cfg->database_url);

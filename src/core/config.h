@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* Most keys API_SECRET_KEY may list (enough for any rotation). */
+#define CONFIG_API_KEYS_MAX 32
+
 struct config {
   char *api_secret_key; /* comma-separated keys */
   char *webhook_secret;

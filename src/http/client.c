@@ -116,7 +116,9 @@ void client_check_access(struct http_request *req) {
   if (r->auth != ROUTE_BEARER) return;
   int who = auth_check(&s->auth, http_request_header(req, "Authorization"));
   if (r->limit == LIMIT_PER_KEY) {
-    if (who >= 0) snprintf(key, sizeof key, "key:%d", who);
+    /* Named by a hash of the key, not its place in API_SECRET_KEY: instances whose lists
+     * differ in order (during a rotation) share one window per key. */
+    if (who >= 0) snprintf(key, sizeof key, "key:%s", auth_key_id(&s->auth, who));
     apply_limit(req, s->rl_api, key);
   }
   if (who < 0) {

@@ -283,7 +283,11 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   s->app = app;
   snprintf(s->too_large_msg, sizeof s->too_large_msg, "Request body is larger than %ld bytes",
            cfg->max_body_bytes);
-  auth_init(&s->auth, cfg->api_secret_key);
+  /* No key would answer every request 401: never start like that. */
+  if (!auth_init(&s->auth, cfg->api_secret_key, err, errlen)) {
+    free(s);
+    return NULL;
+  }
   cors_init(&s->cors, cfg->cors_origins);
   s->trusted_buf = strdup(cfg->trusted_proxies);
   if (s->trusted_buf) s->ntrusted = config_split_list(s->trusted_buf, s->trusted, TRUSTED_MAX);

@@ -3,13 +3,14 @@ either are survived without a restart. Every server here is real: a throw-away P
 cluster and redis-server started by the test (services.py)."""
 import concurrent.futures
 import json
+import socket
 import threading
 import time
 import uuid
 
 import pytest
 
-from helpers import Server, assert_error, finish_server, make_conv, new_session
+from helpers import KEY1, KEY2, Server, assert_error, finish_server, make_conv, new_session
 from services import PgCluster, RedisServer
 
 
@@ -36,10 +37,10 @@ def pair(pg, redis, tmp_path):
     redis.flush()  # rate-limit windows of earlier tests (same client IP) must not count
     servers = []
 
-    def start(env=None):
-        for name in ("a", "b"):
+    def start(env=None, each=({}, {})):
+        for name, own in zip(("a", "b"), each):
             srv = Server(tmp_path / name, backend="postgres", database_url=url,
-                         env={"REDIS_URL": redis.url(), **(env or {})})
+                         env={"REDIS_URL": redis.url(), **(env or {}), **own})
             srv.start()
             servers.append(srv)
         return servers
@@ -89,6 +90,42 @@ def test_api_rate_limit_is_one_limit_across_instances(pair):
     assert codes == [200] * 30
     assert_error(a.get("/api/v1/conversations"), 429, "RATE_LIMITED")
     assert_error(b.get("/api/v1/conversations"), 429, "RATE_LIMITED")
+
+
+def _redis_keys(redis):
+    """Every key name in the test's Redis (RESP KEYS *)."""
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as s:
+        s.sendall(b"KEYS *\r\n")
+        data = b""
+        while True:
+            data += s.recv(65536)
+            lines = data.split(b"\r\n")
+            if lines[0].startswith(b"*") and len(lines) >= 2 * int(lines[0][1:]) + 2:
+                return [lines[2 * i + 2].decode() for i in range(int(lines[0][1:]))]
+
+
+def test_api_rate_limit_follows_the_key_not_its_place_in_the_list(pair, redis):
+    """During a rotation instances list the keys in different orders: each key still has one
+    budget across instances (it was keyed by the key's index, so budgets mixed), and Redis
+    never holds the key itself."""
+    a, b = pair(env={"RATE_LIMIT_API_PER_MINUTE": "20"},
+                each=({"API_SECRET_KEY": f"{KEY1},{KEY2}"}, {"API_SECRET_KEY": f"{KEY2},{KEY1}"}))
+    codes = [(a if i % 2 else b).get("/api/v1/conversations", key=KEY1).status_code
+             for i in range(20)]
+    assert codes == [200] * 20
+    assert_error(a.get("/api/v1/conversations", key=KEY1), 429, "RATE_LIMITED")
+    assert_error(b.get("/api/v1/conversations", key=KEY1), 429, "RATE_LIMITED")
+    # The other key's budget is untouched on both instances.
+    assert a.get("/api/v1/conversations", key=KEY2).status_code == 200
+    assert b.get("/api/v1/conversations", key=KEY2).status_code == 200
+    names = _redis_keys(redis)
+    api = [n for n in names if n.startswith("gensendrep:rl:api:key:")]
+    assert len(api) == 2, names
+    for n in names:
+        assert KEY1 not in n and KEY2 not in n, n
+    for rec in a.log_records() + b.log_records():
+        for n in api:
+            assert n.rsplit(":", 1)[1] not in json.dumps(rec), rec
 
 
 def test_concurrent_redeliveries_to_both_instances_leave_one_row(pair, pg):

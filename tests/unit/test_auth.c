@@ -6,10 +6,24 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ext/crypto.h"
 #include "http/auth.h"
+
+static char err[256];
+
+/* Start-up once lost every key when this failed (auth_init copied the keys): every request
+ * then answered 401 with no message. auth_init now reads the keys in place. */
+static int fail_strdup;
+char *strdup(const char *s) {
+  if (fail_strdup) return NULL;
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p) memcpy(p, s, n);
+  return p;
+}
 
 static void test_crypto_equal(void **state) {
   (void)state;
@@ -54,17 +68,17 @@ static void test_crypto_random_hex(void **state) {
 static void test_init_counts_trimmed_nonempty_keys(void **state) {
   (void)state;
   struct auth a;
-  assert_int_equal(auth_init(&a, "a,b , ,c"), 3);
+  assert_int_equal(auth_init(&a, "a,b , ,c", err, sizeof err), 3);
   assert_int_equal(a.nkeys, 3);
-  assert_int_equal(auth_init(&a, ""), 0);
-  assert_int_equal(auth_init(&a, " , ,"), 0);
-  assert_int_equal(auth_init(&a, "only-one"), 1);
+  assert_int_equal(auth_init(&a, "", err, sizeof err), 0);
+  assert_int_equal(auth_init(&a, " , ,", err, sizeof err), 0);
+  assert_int_equal(auth_init(&a, "only-one", err, sizeof err), 1);
 }
 
 static void test_check(void **state) {
   (void)state;
   struct auth a;
-  assert_int_equal(auth_init(&a, "a,b , ,c"), 3);
+  assert_int_equal(auth_init(&a, "a,b , ,c", err, sizeof err), 3);
   assert_int_equal(auth_check(&a, "Bearer a"), 0);
   assert_int_equal(auth_check(&a, "bearer b"), 1);
   assert_int_equal(auth_check(&a, "BEARER b"), 1);
@@ -87,7 +101,7 @@ static void test_check_exact_key_only(void **state) {
   (void)state;
   struct auth a;
   const char *key = "sk_live_0123456789abcdef";
-  assert_int_equal(auth_init(&a, key), 1);
+  assert_int_equal(auth_init(&a, key, err, sizeof err), 1);
   char hdr[128];
   snprintf(hdr, sizeof hdr, "Bearer %s", key);
   assert_int_equal(auth_check(&a, hdr), 0);
@@ -108,7 +122,7 @@ static void test_check_exact_key_only(void **state) {
 static void test_check_no_keys(void **state) {
   (void)state;
   struct auth a;
-  assert_int_equal(auth_init(&a, ""), 0);
+  assert_int_equal(auth_init(&a, "", err, sizeof err), 0);
   assert_int_equal(auth_check(&a, "Bearer "), -1);
   assert_int_equal(auth_check(&a, "Bearer anything"), -1);
 }
@@ -116,7 +130,7 @@ static void test_check_no_keys(void **state) {
 static void test_rotation_keys_with_same_prefix(void **state) {
   (void)state;
   struct auth a;
-  assert_int_equal(auth_init(&a, "key,key2,key23"), 3);
+  assert_int_equal(auth_init(&a, "key,key2,key23", err, sizeof err), 3);
   assert_int_equal(auth_check(&a, "Bearer key"), 0);
   assert_int_equal(auth_check(&a, "Bearer key2"), 1);
   assert_int_equal(auth_check(&a, "Bearer key23"), 2);
@@ -130,14 +144,72 @@ static void test_many_keys(void **state) {
   for (int i = 0; i < AUTH_KEYS_MAX; i++)
     off += (size_t)snprintf(keys + off, sizeof keys - off, "%sk%d", i ? "," : "", i);
   struct auth a;
-  assert_int_equal(auth_init(&a, keys), AUTH_KEYS_MAX);
+  assert_int_equal(auth_init(&a, keys, err, sizeof err), AUTH_KEYS_MAX);
   char hdr[32];
   snprintf(hdr, sizeof hdr, "Bearer k%d", AUTH_KEYS_MAX - 1);
   assert_int_equal(auth_check(&a, hdr), AUTH_KEYS_MAX - 1);
 }
 
+static void test_init_needs_no_memory(void **state) {
+  (void)state;
+  struct auth a;
+  fail_strdup = 1;
+  size_t n = auth_init(&a, "k1, k2", err, sizeof err);
+  fail_strdup = 0;
+  assert_int_equal(n, 2);
+  assert_int_equal(auth_check(&a, "Bearer k2"), 1);
+}
+
+/* No usable key, or more keys than can be held, stops start-up with a message naming the
+ * variable (once the 33rd key was dropped silently). */
+static void test_init_fails_loudly(void **state) {
+  (void)state;
+  struct auth a;
+  err[0] = '\0';
+  assert_int_equal(auth_init(&a, " , ,", err, sizeof err), 0);
+  assert_non_null(strstr(err, "API_SECRET_KEY"));
+  char keys[(AUTH_KEYS_MAX + 1) * 8 + 1] = "";
+  size_t off = 0;
+  for (int i = 0; i <= AUTH_KEYS_MAX; i++)
+    off += (size_t)snprintf(keys + off, sizeof keys - off, "%sk%d", i ? "," : "", i);
+  err[0] = '\0';
+  assert_int_equal(auth_init(&a, keys, err, sizeof err), 0);
+  assert_non_null(strstr(err, "API_SECRET_KEY"));
+  assert_null(strstr(err, "k3"));
+  assert_int_equal(auth_check(&a, "Bearer k0"), -1);
+}
+
+/* A key's id is the same whatever its place in the list (rate-limit windows shared through
+ * Redis are keyed by it), differs between keys, and is not the key nor its plain digest. */
+static void test_key_id_follows_the_key_not_its_position(void **state) {
+  (void)state;
+  struct auth ab, ba;
+  assert_int_equal(auth_init(&ab, "key-a,key-b", err, sizeof err), 2);
+  assert_int_equal(auth_init(&ba, "key-b, key-a", err, sizeof err), 2);
+  const char *a1 = auth_key_id(&ab, auth_check(&ab, "Bearer key-a"));
+  const char *a2 = auth_key_id(&ba, auth_check(&ba, "Bearer key-a"));
+  const char *b1 = auth_key_id(&ab, auth_check(&ab, "Bearer key-b"));
+  const char *b2 = auth_key_id(&ba, auth_check(&ba, "Bearer key-b"));
+  assert_string_equal(a1, a2);
+  assert_string_equal(b1, b2);
+  assert_string_not_equal(a1, b1);
+  assert_int_equal(strlen(a1), AUTH_KEY_ID_LEN);
+  assert_int_equal(strspn(a1, "0123456789abcdef"), AUTH_KEY_ID_LEN);
+  assert_null(strstr(a1, "key-a"));
+  unsigned char d[32];
+  char plain[65];
+  crypto_sha256("key-a", 5, d);
+  for (int i = 0; i < 32; i++) snprintf(plain + 2 * i, 3, "%02x", d[i]);
+  assert_null(strstr(plain, a1));
+  assert_string_equal(auth_key_id(&ab, -1), "");
+  assert_string_equal(auth_key_id(&ab, 2), "");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_init_needs_no_memory),
+      cmocka_unit_test(test_init_fails_loudly),
+      cmocka_unit_test(test_key_id_follows_the_key_not_its_position),
       cmocka_unit_test(test_crypto_equal),
       cmocka_unit_test(test_crypto_sha256),
       cmocka_unit_test(test_crypto_random_hex),

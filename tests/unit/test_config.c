@@ -359,6 +359,21 @@ static void test_redis_url(void **state) {
   }
 }
 
+/* More keys than the server can hold was a silent drop of the rest; now a configuration error. */
+static void test_too_many_api_keys(void **state) {
+  (void)state;
+  char keys[(CONFIG_API_KEYS_MAX + 1) * 8 + 1] = "";
+  size_t off = 0;
+  for (int i = 0; i < CONFIG_API_KEYS_MAX; i++)
+    off += (size_t)snprintf(keys + off, sizeof keys - off, "%sk%d", i ? ", " : "", i);
+  setenv("API_SECRET_KEY", keys, 1);
+  assert_loads();
+  snprintf(keys + off, sizeof keys - off, ",kx");
+  setenv("API_SECRET_KEY", keys, 1);
+  assert_fails_naming("API_SECRET_KEY");
+  assert_null(strstr(err, "k31"));
+}
+
 static void test_split_list(void **state) {
   (void)state;
   char *items[8];
@@ -427,6 +442,7 @@ int main(void) {
       T(test_log_level),
       T(test_database_url),
       T(test_redis_url),
+      T(test_too_many_api_keys),
       T(test_split_list),
       T(test_help_and_markdown_list_every_variable),
   };
