@@ -1,4 +1,5 @@
 /* gensendrep: argument parsing, start-up, signals and graceful shutdown. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,8 +73,28 @@ static void block_signals(sigset_t *set) {
   signal(SIGPIPE, SIG_IGN);
 }
 
+/* Waits for a second stop signal during shutdown: an operator who asks twice wants the
+ * process gone now, not after the in-flight requests (up to SHUTDOWN_GRACE_MS and more). */
+static void *second_signal_main(void *arg) {
+  const sigset_t *set = arg;
+  int sig = 0;
+  if (sigwait(set, &sig) != 0) return NULL;
+  log_msg(LOG_ERROR, "signal %d again during shutdown: exiting now, in-flight requests dropped",
+          sig);
+  _exit(128 + sig);
+}
+
+static void watch_second_signal(sigset_t *set) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, second_signal_main, set) != 0) {
+    log_msg(LOG_WARNING, "cannot watch for a second signal: only the first one is obeyed");
+    return;
+  }
+  pthread_detach(t);
+}
+
 static int serve(void) {
-  sigset_t stop_signals;
+  static sigset_t stop_signals; /* read by the second-signal thread */
   block_signals(&stop_signals);
   struct config cfg;
   int rc = load_config(&cfg);
@@ -99,7 +120,9 @@ static int serve(void) {
           http_server_port(server), app.store->ops->name);
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  log_msg(LOG_INFO, "signal %d: finishing in-flight requests, then stopping", sig);
+  log_msg(LOG_INFO,
+          "signal %d: finishing in-flight requests, then stopping (a second one exits now)", sig);
+  watch_second_signal(&stop_signals);
   if (!http_server_stop(server, SHUTDOWN_GRACE_MS)) {
     log_msg(LOG_ERROR, "shutdown timed out waiting for the database");
     _exit(1);

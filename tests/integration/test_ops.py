@@ -572,6 +572,41 @@ def test_signal_finishes_request_in_flight(make_server, sig):
     _assert_stored_exactly(srv, body)
 
 
+@pytest.mark.parametrize("second", ["SIGTERM", "SIGINT"])
+def test_second_signal_during_shutdown_exits_at_once(make_server, second):
+    """Shutdown waits (up to 30 s) for requests in flight; a second SIGTERM or SIGINT cut that
+    wait short not at all. Now it exits at once, non-zero, with one log line saying so."""
+    import signal as signal_mod
+    srv = make_server()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        s.sendall(_post_headers(1000) + b"{")  # a body that never comes: shutdown waits
+        time.sleep(0.5)
+        srv.send_signal(signal_mod.SIGTERM)
+        deadline = time.monotonic() + 10
+        while "finishing in-flight" not in srv.stderr_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "finishing in-flight" in srv.stderr_text(), srv.stderr_text()[-2000:]
+        time.sleep(1.0)
+        assert srv.running, "shutdown did not wait for the request in flight"
+        started = time.monotonic()
+        srv.proc.send_signal(getattr(signal_mod, second))
+        try:
+            code = srv.proc.wait(10)
+        except Exception:
+            raise AssertionError(f"still running 10 s after a second {second}")
+        assert time.monotonic() - started < 10
+    finally:
+        s.close()
+    srv.graceful_signal = None  # exited on purpose with a non-zero code
+    assert code != 0
+    assert code == 128 + getattr(signal_mod, second)
+    lines = [json.loads(line) for line in srv.stderr_text().splitlines() if line.strip()]
+    again = [rec for rec in lines if "again during shutdown" in rec.get("msg", "")]
+    assert len(again) == 1, lines
+    assert again[0]["level"] == "error"
+
+
 # ------------------------------------------------------------------ HTTP robustness
 def test_expect_100_continue(make_server):
     """curl sends `Expect: 100-continue` for bodies over 1 KiB."""
