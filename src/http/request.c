@@ -1,5 +1,6 @@
 /* The request object: set-up and freeing, what endpoints read of a request (http.h), the
  * replies they make, suspension, and queueing the one answer with the common headers. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@ const char *http_request_path_param(const struct http_request *req) { return req
 const char *http_request_id(const struct http_request *req) { return req->request_id; }
 
 const char *http_request_query(const struct http_request *req, const char *name) {
-  return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+  return url_query_get(&req->query, name);
 }
 
 const char *http_request_header(const struct http_request *req, const char *name) {
@@ -93,6 +94,20 @@ void request_set_pending(struct http_request *req, enum api_error e, const char 
   req->has_pending = true;
   req->pending = e;
   req->pending_message = message;
+}
+
+void request_set_pending_detail(struct http_request *req, enum api_error e, json_t *details,
+                                const char *fmt, ...) {
+  if (req->has_pending) {
+    json_decref(details);
+    return;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(req->pending_text, sizeof req->pending_text, fmt, ap);
+  va_end(ap);
+  request_set_pending(req, e, req->pending_text);
+  req->pending_details = details;
 }
 
 /* ---------------- common headers and queueing ---------------- */
@@ -181,27 +196,39 @@ static void set_request_id(struct http_request *req) {
 }
 
 struct http_request *request_new(struct http_server *s, struct MHD_Connection *conn,
-                                 const char *url, const char *method) {
+                                 const char *target) {
   struct http_request *req = calloc(1, sizeof *req);
-  if (!req || !(req->path = strdup(url))) {
-    free(req);
+  if (!req) return NULL;
+  size_t path_len = strcspn(target, "?");
+  req->path = strndup(target, path_len);
+  if (target[path_len] == '?') req->query_raw = strdup(target + path_len + 1);
+  if (!req->path || (target[path_len] == '?' && !req->query_raw)) {
+    request_free(req);
     return NULL;
   }
   req->server = s;
   req->conn = conn;
-  req->method = method;
   req->param = "";
+  return req;
+}
+
+void request_start(struct http_request *req, const char *method) {
+  req->method = method;
   req->start_ms = time_mono_ms();
   set_request_id(req);
   client_identify(req);
-  atomic_fetch_add(&s->inflight, 1);
-  return req;
+  req->started = true;
+  atomic_fetch_add(&req->server->inflight, 1);
 }
 
 void request_free(struct http_request *req) {
   if (req->free_state) req->free_state(req->state_data);
   if (req->response) MHD_destroy_response(req->response);
+  url_query_free(&req->query);
+  json_decref(req->pending_details);
   free(req->body);
+  free(req->param_buf);
+  free(req->query_raw);
   free(req->path);
   free(req);
 }

@@ -5,9 +5,14 @@
 
 #include "http/server_internal.h"
 
-static bool path_matches(const struct route *r, const char *path) {
-  if (r->match == MATCH_EXACT) return strcmp(r->path, path) == 0;
-  return strncmp(r->path, path, strlen(r->path)) == 0;
+/* Routing looks at the raw path, before any decoding: "%2F" is data, never a separator, so
+ * "/api/v1/conversations%2Fseed-1" is not "/api/v1/conversations/seed-1". A literal byte
+ * other than '/' may still be percent-encoded, as RFC 3986 makes them equivalent. Returns
+ * the raw bytes matched (where a MATCH_PREFIX parameter starts), 0 for no match. */
+static size_t path_matches(const struct route *r, const char *raw, size_t raw_len) {
+  size_t n = url_match_prefix(raw, raw_len, r->path);
+  if (r->match == MATCH_EXACT && n != raw_len) return 0;
+  return n;
 }
 
 static bool method_matches(const char *route_method, const char *method) {
@@ -15,16 +20,20 @@ static bool method_matches(const char *route_method, const char *method) {
          (strcmp(route_method, "GET") == 0 && strcmp(method, "HEAD") == 0);
 }
 
-const struct route *route_find(const char *path, const char *method, char *allow, size_t cap,
-                               bool *path_known) {
+const struct route *route_find(const char *raw_path, const char *method, size_t *param_at,
+                               char *allow, size_t cap, bool *path_known) {
   *path_known = false;
   allow[0] = '\0';
-  size_t pos = 0;
+  size_t pos = 0, raw_len = strlen(raw_path);
   for (size_t i = 0; i < api_route_count; i++) {
     const struct route *r = &api_routes[i];
-    if (!path_matches(r, path)) continue;
+    size_t matched = path_matches(r, raw_path, raw_len);
+    if (!matched) continue;
     *path_known = true;
-    if (method_matches(r->method, method)) return r;
+    if (method_matches(r->method, method)) {
+      *param_at = matched;
+      return r;
+    }
     pos += (size_t)snprintf(allow + pos, cap - pos, "%s%s", r->method,
                             strcmp(r->method, "GET") == 0 ? ", HEAD, " : ", ");
   }

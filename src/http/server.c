@@ -5,9 +5,12 @@
  *
  * REQUEST LIFECYCLE. libmicrohttpd calls on_access several times per request, always on the
  * event thread that owns the connection; req->state says where the request is.
- *   first call   (no context yet) request_new: request id, client address, inflight + 1.
- *                on_headers decides everything the headers can decide (route, method, rate
- *                limit, auth, content type, declared size) and records the answer as pending
+ *   request line on_uri (before the headers arrive): request_new keeps the raw target. A
+ *                request whose headers never complete ends here, in on_completed, unlogged.
+ *   first call   request_start: request id, client address, inflight + 1.
+ *                on_headers decides everything the headers can decide (path and query
+ *                decoding, route, method, rate limit, auth, content type, declared size) and
+ *                records the answer as pending
  *                rather than queueing it: answers are queued in a later call than the first,
  *                which MHD serves much faster. Only a body too large even to drain is answered
  *                at once. State REQ_BODY.
@@ -32,7 +35,7 @@
  * handler returns without touching req, and the store thread only calls http_request_resume.
  *
  * SHUTDOWN PROTOCOL (http_server_stop), resting on these atomics in struct http_server:
- *   inflight     requests begun and not completed (request_new .. on_completed);
+ *   inflight     requests begun and not completed (request_start .. on_completed);
  *   dispatching  handlers running right now (around the handler call in dispatch);
  *   parked       requests suspended on the store and not yet completed;
  *   stopping     set first: every answer from then on says Connection: close;
@@ -63,14 +66,90 @@
 #include "http/framing.h"
 #include "http/server_internal.h"
 
+/* ---------------- the request target ---------------- */
+
+/* libmicrohttpd hands over the raw request target here, before it splits the query into
+ * arguments. We keep a copy and decode it ourselves (url.c), strictly: MHD's own decoding
+ * lets "%2F" split path segments and "%00" cut values short. And we cut the query off MHD's
+ * copy so that MHD parses no arguments at all: in 0.9.75 each argument takes a record from the
+ * connection's memory pool (MHD_OPTION_CONNECTION_MEMORY_LIMIT), and when a few hundred of
+ * them exhaust it MHD queues its 431 page but the caller of parse_initial_message_line then
+ * overwrites the connection state, so the client gets nothing and waits for the idle timeout.
+ * The buffer is MHD's own writable request line (const only in the callback's type), and the
+ * cut must stay right after the '?', where MHD looks for the arguments once we return. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+  struct http_request *req = request_new(cls, conn, uri);
+  char *query = strchr(uri, '?');
+  if (query) query[1] = '\0';
+  return req;
+}
+
+/* The path reaches on_access as the client wrote it: nothing is decoded before routing. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s) {
+  (void)cls;
+  (void)conn;
+  return strlen(s);
+}
+
+/* A 400 naming the part of the target at fault; 503 when out of memory. */
+static void reject_target(struct http_request *req, enum url_status st, const char *field,
+                          const char *what) {
+  if (st == URL_NO_MEMORY) {
+    request_set_pending(req, API_ERR_UNAVAILABLE, "Out of memory");
+    return;
+  }
+  const char *issue = url_status_text(st);
+  request_set_pending_detail(req, API_ERR_INVALID_PARAMETER,
+                             json_pack("[{s:s,s:s}]", "field", field, "issue", issue), "%s %s",
+                             what, issue);
+}
+
+/* The whole path must decode, whatever the route: "/api/v1/health%00x" is not health. */
+static bool check_path(struct http_request *req) {
+  size_t len = strlen(req->path), n;
+  char *decoded = malloc(len + 1);
+  enum url_status st = decoded ? url_decode(req->path, len, false, decoded, &n) : URL_NO_MEMORY;
+  free(decoded);
+  if (st == URL_OK) return true;
+  reject_target(req, st, "path", "The request path");
+  return false;
+}
+
+static void decode_param(struct http_request *req, size_t param_at) {
+  const char *raw = req->path + param_at;
+  size_t len = strlen(raw), n;
+  req->param_buf = malloc(len + 1);
+  enum url_status st =
+      req->param_buf ? url_decode(raw, len, false, req->param_buf, &n) : URL_NO_MEMORY;
+  if (st == URL_OK)
+    req->param = req->param_buf;
+  else
+    reject_target(req, st, "path", "The request path");
+}
+
+static void decode_query(struct http_request *req) {
+  if (!req->query_raw) return;
+  enum url_status st = url_query_parse(req->query_raw, strlen(req->query_raw), &req->query);
+  if (st == URL_OK) return;
+  const char *name = req->query.bad_name;
+  char what[96];
+  if (name && strlen(name) <= 64)
+    snprintf(what, sizeof what, "Query parameter \"%s\"", name);
+  else
+    snprintf(what, sizeof what, "The query");
+  reject_target(req, st, name && strlen(name) <= 64 ? name : "query", what);
+}
+
 /* ---------------- the request lifecycle ---------------- */
 
 /* First call: decide what the headers can decide. Returns true when an answer was queued. */
 static bool on_headers(struct http_request *req) {
   char allow[128];
   bool known;
-  req->route = route_find(req->path, req->method, allow, sizeof allow, &known);
+  size_t param_at = 0;
   req->state = REQ_BODY;
+  if (!check_path(req)) return false;
+  req->route = route_find(req->path, req->method, &param_at, allow, sizeof allow, &known);
   if (!req->route) {
     if (known && strcmp(req->method, "OPTIONS") == 0) {
       route_reply_options(req, allow);
@@ -82,7 +161,6 @@ static bool on_headers(struct http_request *req) {
     }
     return false;
   }
-  if (req->route->match == MATCH_PREFIX) req->param = req->path + strlen(req->route->path);
   /* While a request is being received, a silent client is cut off after the request timeout
    * (the idle timeout applies again once the request is answered). */
   const struct config *cfg = req->server->cfg;
@@ -90,6 +168,8 @@ static bool on_headers(struct http_request *req) {
     MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)cfg->request_timeout);
   client_check_access(req);
+  if (req->route->match == MATCH_PREFIX) decode_param(req, param_at);
+  decode_query(req);
   if (req->route->json_body && !body_check_headers(req)) {
     http_reply_header(req, "Connection", "close");
     http_reply_error(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg, NULL);
@@ -101,7 +181,9 @@ static bool on_headers(struct http_request *req) {
 /* Final call: send what the headers decided, or dispatch to the endpoint. */
 static void dispatch(struct http_request *req) {
   if (!req->response && req->has_pending) {
-    http_reply_error(req, req->pending, req->pending_message, NULL);
+    json_t *details = req->pending_details;
+    req->pending_details = NULL;
+    http_reply_error(req, req->pending, req->pending_message, details);
     return;
   }
   if (req->response) return; /* OPTIONS */
@@ -131,11 +213,11 @@ static bool refuse_framing(struct http_request *req, const char *url, const char
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
+  (void)cls;
   struct http_request *req = *con_cls;
-  if (!req) {
-    req = request_new(cls, conn, url, method);
-    if (!req) return MHD_NO;
-    *con_cls = req;
+  if (!req) return MHD_NO; /* on_uri ran out of memory */
+  if (!req->started) {
+    request_start(req, method);
     conn_guard_headers_done(conn);
     if (refuse_framing(req, url, version) || on_headers(req)) {
       conn_guard_request_done(conn);
@@ -185,6 +267,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   struct http_server *s = cls;
   struct http_request *req = *con_cls;
   if (!req) return;
+  *con_cls = NULL;
+  if (!req->started) { /* the headers never came: nothing was counted or decided */
+    request_free(req);
+    return;
+  }
   struct log_request line = {
       .request_id = req->request_id,
       .method = req->method,
@@ -200,7 +287,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                               (unsigned)s->cfg->connection_timeout);
   bool parked = req->parked;
   request_free(req);
-  *con_cls = NULL;
   if (parked) atomic_fetch_sub(&s->parked, 1);
   atomic_fetch_sub(&s->inflight, 1);
 }
@@ -319,7 +405,9 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
       MHD_OPTION_NOTIFY_CONNECTION, conn_guard_notify, s->guard, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
       (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)HEADER_BYTES_MAX, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+      (size_t)HEADER_BYTES_MAX, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+      MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+      MHD_OPTION_END);
   if (!s->daemon) {
     snprintf(err, errlen, "PORT: cannot listen on %s port %ld (in use, or not permitted)",
              cfg->host, cfg->port);

@@ -18,6 +18,7 @@
 #include "http/cors.h"
 #include "http/http.h"
 #include "http/ratelimit.h"
+#include "http/url.h"
 
 #define HEADER_BYTES_MAX (32 * 1024) /* request line + headers must fit */
 #define REQUEST_ID_MAX 128
@@ -68,9 +69,13 @@ struct http_request {
   struct MHD_Connection *conn;
   enum req_state state;
   const struct route *route;
+  bool started; /* request_start ran: counted in server->inflight, logged when completed */
   const char *method;
-  char *path;        /* decoded, owned */
-  const char *param; /* into path */
+  char *path;             /* raw (undecoded) path, owned: routing and the log line use it */
+  char *query_raw;        /* raw text after '?', owned; NULL without one */
+  char *param_buf;        /* the decoded path parameter, owned */
+  const char *param;      /* param_buf or "" */
+  struct url_query query; /* decoded query parameters */
   char request_id[REQUEST_ID_MAX + 1];
   char client_ip[INET6_ADDRSTRLEN];
   double start_ms;
@@ -84,6 +89,8 @@ struct http_request {
   bool has_pending;
   enum api_error pending;
   const char *pending_message;
+  json_t *pending_details; /* owned until sent */
+  char pending_text[192];  /* room for a pending message built for this request */
   /* reply */
   struct MHD_Response *response;
   unsigned status;
@@ -100,24 +107,30 @@ struct http_request {
 };
 
 /* ---- request.c: the request object, replies and queueing ---- */
-/* A new request context for the first call (request id and client address set, counted in
- * server->inflight); NULL when out of memory. */
+/* A new request context holding a copy of the raw request target (path and query, as the
+ * client wrote them), made before the headers arrive; NULL when out of memory. */
 struct http_request *request_new(struct http_server *s, struct MHD_Connection *conn,
-                                 const char *url, const char *method);
+                                 const char *target);
+/* The first call, headers received: request id, client address, counted in inflight. */
+void request_start(struct http_request *req, const char *method);
 /* Frees the request and everything it owns (not the inflight count: on_completed does). */
 void request_free(struct http_request *req);
 /* Records the answer the headers decided, sent once the body has been drained; the first
  * decision wins. message NULL uses the table's default. */
 void request_set_pending(struct http_request *req, enum api_error e, const char *message);
+/* The same with details (stolen; NULL for none) and a message formatted into the request. */
+void request_set_pending_detail(struct http_request *req, enum api_error e, json_t *details,
+                                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Queues the reply set by a http_reply_* call (a 500 when none was set) with the common
  * headers; the request is then REQ_DONE. */
 enum MHD_Result request_queue_reply(struct http_request *req);
 
 /* ---- route.c: routing on the path ---- */
-/* Finds the route; when the path is known but the method is not, *path_known is true and
- * allow lists the methods the path supports. */
-const struct route *route_find(const char *path, const char *method, char *allow, size_t cap,
-                               bool *path_known);
+/* Finds the route for the raw (undecoded) path; *param_at is where a MATCH_PREFIX route's
+ * parameter starts in it. When the path is known but the method is not, *path_known is true
+ * and allow lists the methods the path supports. */
+const struct route *route_find(const char *raw_path, const char *method, size_t *param_at,
+                               char *allow, size_t cap, bool *path_known);
 /* CORS preflight or a plain OPTIONS: 204 with what the path allows. */
 void route_reply_options(struct http_request *req, const char *allow);
 
