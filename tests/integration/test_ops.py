@@ -260,6 +260,7 @@ def test_every_log_line_is_json_whatever_the_request(make_server):
         "/nowhere/%FF%FE%C0%80%ED%A0%80",
         "/" + "%FF" * 1000,
         "/%22%5C%0A%01%7F\"\\",
+        "/raw\xff\xfe",  # unencoded bytes (sent as latin-1): invalid UTF-8 in the line itself
     ]
     sent = {}
     for path in hostile:
@@ -297,9 +298,14 @@ def test_every_log_line_is_json_whatever_the_request(make_server):
     long_lines = [rec for rec in records if rec.get("request_id") in sent and
                   rec.get("path_truncated") is True]
     assert len(long_lines) >= 2, "the 3,000-byte paths are not marked as cut"
+    # The path is logged as the client wrote it (percent-escapes kept: "%2F" and "/" differ),
+    # and raw invalid bytes in it as escapes.
+    as_sent = [rec for rec in records if rec.get("request_id") in sent and
+               rec.get("path") == "/%FF%FE"]
+    assert len(as_sent) == 1, "/%FF%FE is not logged as sent"
     escaped = [rec for rec in records if rec.get("request_id") in sent and
-               rec.get("path") == "/\\xff\\xfe"]
-    assert len(escaped) == 1, "/%FF%FE is not logged as its escaped bytes"
+               rec.get("path") == "/raw\\xff\\xfe"]
+    assert len(escaped) == 1, "raw invalid bytes in the path are not logged escaped"
 
 
 # ------------------------------------------------------------------ command line & config
