@@ -78,7 +78,10 @@ build/debug/tests/%: tests/unit/%.c $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))
 	@mkdir -p $(@D)
 	@echo "LD $@"
 	@$(CC) $(WARN) -Wno-missing-prototypes $(DEFS) $(DBG_CFLAGS) $(PKG_CFLAGS) -o $@ $^ \
-	  $(DBG_LDFLAGS) $(PKG_LIBS) -lcmocka
+	  $(DBG_LDFLAGS) $(UNIT_LDFLAGS_$(notdir $@)) $(PKG_LIBS) -lcmocka
+
+# Unit tests that replace a library call (fault injection) wrap it at link time.
+UNIT_LDFLAGS_test_request := -Wl,--wrap=MHD_create_response_from_buffer
 
 debug: deps build/debug/gensendrep
 

@@ -51,8 +51,9 @@ static void set_response(struct http_request *req, unsigned status, const char *
 
 void http_reply_owned(struct http_request *req, unsigned status, const char *content_type,
                       void *body, size_t len) {
-  set_response(req, status, content_type,
-               MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE));
+  struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+  if (!r) free(body); /* only a response that exists takes the body over */
+  set_response(req, status, content_type, r);
 }
 
 void http_reply_static(struct http_request *req, unsigned status, const char *content_type,

@@ -40,7 +40,8 @@
  *   parked       requests suspended on the store and not yet completed;
  *   stopping     set first: every answer from then on says Connection: close;
  *   closed       set after the grace period: no handler may start any more.
- *   1. stopping = true; quiesce the daemon (no new connections are accepted).
+ *   1. stopping = true; quiesce the daemon and shut the listening socket down (new clients
+ *      are refused); its descriptor is closed only after MHD_stop_daemon.
  *   2. Wait up to grace_ms for inflight to reach 0 (requests in flight get their answers).
  *   3. closed = true. dispatch increments dispatching *before* it reads closed, and stop sets
  *      closed *before* it reads dispatching (sequentially consistent atomics): so once stop
@@ -57,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -423,8 +425,12 @@ unsigned http_server_port(const struct http_server *s) { return s->port; }
 
 bool http_server_stop(struct http_server *s, unsigned grace_ms) {
   atomic_store(&s->stopping, true);
+  /* Quiescing hands the listening socket back to us. Stop listening at once, so that new
+   * clients are refused instead of waiting in the backlog during the drain, but close the
+   * descriptor only after MHD_stop_daemon: until then MHD's threads may still use its
+   * number, which a closed descriptor lets the next socket or file take. */
   MHD_socket ls = MHD_quiesce_daemon(s->daemon);
-  if (ls != MHD_INVALID_SOCKET) close(ls);
+  if (ls != MHD_INVALID_SOCKET) shutdown(ls, SHUT_RDWR);
   double deadline = time_mono_ms() + grace_ms;
   while (atomic_load(&s->inflight) > 0 && time_mono_ms() < deadline) usleep(2000);
   if (atomic_load(&s->inflight) > 0)
@@ -442,6 +448,7 @@ bool http_server_stop(struct http_server *s, unsigned grace_ms) {
     return false; /* MHD cannot be stopped with parked connections */
   }
   MHD_stop_daemon(s->daemon);
+  if (ls != MHD_INVALID_SOCKET) close(ls);
   server_free(s);
   return true;
 }

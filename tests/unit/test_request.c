@@ -1,0 +1,84 @@
+/* Unit tests for http/request: a reply whose response cannot be created still frees the body
+ * it was given. MHD_create_response_from_buffer is wrapped (-Wl,--wrap, see the Makefile) so
+ * that it can be made to fail as it does when out of memory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sanitizer/asan_interface.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/server_internal.h"
+
+struct MHD_Response *__real_MHD_create_response_from_buffer(size_t size, void *buffer,
+                                                            enum MHD_ResponseMemoryMode mode);
+struct MHD_Response *__wrap_MHD_create_response_from_buffer(size_t size, void *buffer,
+                                                            enum MHD_ResponseMemoryMode mode);
+
+static bool fail_create;
+
+struct MHD_Response *__wrap_MHD_create_response_from_buffer(size_t size, void *buffer,
+                                                            enum MHD_ResponseMemoryMode mode) {
+  if (fail_create) return NULL;
+  return __real_MHD_create_response_from_buffer(size, buffer, mode);
+}
+
+static struct http_request *new_request(void) {
+  struct http_request *req = calloc(1, sizeof *req);
+  assert_non_null(req);
+  req->param = "";
+  return req;
+}
+
+static void test_owned_body_freed_when_response_fails(void **state) {
+  (void)state;
+  struct http_request *req = new_request();
+  char *body = malloc(64);
+  assert_non_null(body);
+  memset(body, 'x', 64);
+  fail_create = true;
+  http_reply_owned(req, 200, "text/plain", body, 64);
+  fail_create = false;
+  assert_null(req->response);
+  assert_int_equal(req->status, 500);
+  /* freed memory is poisoned by AddressSanitizer */
+  assert_true(__asan_address_is_poisoned(body));
+  request_free(req);
+}
+
+static void test_json_text_freed_when_response_fails(void **state) {
+  (void)state;
+  struct http_request *req = new_request();
+  char *body = strdup("{\"a\":1}");
+  assert_non_null(body);
+  fail_create = true;
+  http_reply_json_text(req, 200, body, strlen("{\"a\":1}"));
+  fail_create = false;
+  assert_null(req->response);
+  assert_true(__asan_address_is_poisoned(body));
+  request_free(req);
+}
+
+static void test_owned_body_kept_by_the_response(void **state) {
+  (void)state;
+  struct http_request *req = new_request();
+  char *body = strdup("{}");
+  assert_non_null(body);
+  http_reply_owned(req, 201, "application/json", body, 2);
+  assert_non_null(req->response);
+  assert_int_equal(req->status, 201);
+  assert_false(__asan_address_is_poisoned(body)); /* the response owns it now */
+  request_free(req);                              /* destroys the response, and the body */
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_owned_body_freed_when_response_fails),
+      cmocka_unit_test(test_json_text_freed_when_response_fails),
+      cmocka_unit_test(test_owned_body_kept_by_the_response),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
