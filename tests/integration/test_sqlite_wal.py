@@ -76,7 +76,7 @@ def test_background_checkpoints_move_the_log_into_the_database(tmp_path):
         finish_server(srv)
 
 
-def test_log_stays_bounded_under_sustained_concurrent_writes(tmp_path):
+def test_log_stays_bounded_under_sustained_writes_and_reads(tmp_path):
     srv = Server(tmp_path, backend="sqlite")
     srv.start()
     try:
@@ -91,11 +91,25 @@ def test_log_stays_bounded_under_sustained_concurrent_writes(tmp_path):
                 if r.status_code != 200:
                     failures.append((r.status_code, r.text[:200]))
 
+        reading = threading.Event()
+
+        def reader():
+            # Readers keep snapshots of the log open; they must not keep it from restarting.
+            session = new_session()
+            while not reading.is_set():
+                r = srv.get("/api/v1/conversations", params={"limit": 100}, session=session)
+                if r.status_code != 200:
+                    failures.append((r.status_code, r.text[:200]))
+
         with _WalWatcher(wal) as watch:
+            readers = [threading.Thread(target=reader) for _ in range(2)]
             threads = [threading.Thread(target=worker, args=(w,)) for w in range(threads_n)]
-            for t in threads:
+            for t in readers + threads:
                 t.start()
             for t in threads:
+                t.join()
+            reading.set()
+            for t in readers:
                 t.join()
             stored = _wait_db_at_least(db, per_thread * threads_n * BODY_PAD)
         assert not failures, failures[:5]
