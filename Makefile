@@ -1,7 +1,8 @@
 # gensendrep — plain Makefile + pkg-config.
 #   make            release binary ./gensendrep
 #   make run        install what is missing, make sure an API key exists, serve on :8000
-#   make test       format check, unit tests (cmocka) and black-box tests (pytest), all
+#   make test       format check, unit tests (cmocka), the store conformance suite (cmocka,
+#                   SQLite and PostgreSQL) and black-box tests (pytest), all
 #                   under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (see README)
 
@@ -24,11 +25,12 @@ GEN_SRCS  := build/gen/embedded.c build/gen/migrations_sqlite.c build/gen/migrat
 MIGRATIONS:= $(sort $(wildcard src/store/migrations/sqlite/*.sql))
 PG_MIGRATIONS:= $(sort $(wildcard src/store/migrations/pg/*.sql))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+CONFORMANCE_SRCS := tests/store/conformance.c
 
 rel_obj = $(patsubst %.c,build/release/%.o,$(1))
 dbg_obj = $(patsubst %.c,build/debug/%.o,$(1))
 
-.PHONY: all debug run test unit integration format format-check deps deps-test bench \
+.PHONY: all debug run test unit conformance integration format format-check deps deps-test bench \
         docs-assets clean readme-config deps-bench layering-check
 .DEFAULT_GOAL := all
 
@@ -83,6 +85,13 @@ build/debug/tests/%: tests/unit/%.c $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))
 # Unit tests that replace a library call (fault injection) wrap it at link time.
 UNIT_LDFLAGS_test_request := -Wl,--wrap=MHD_create_response_from_buffer
 
+# The store conformance suite: one binary, every backend (see tests/store/conformance.c).
+build/debug/tests/store_conformance: $(CONFORMANCE_SRCS) $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))
+	@mkdir -p $(@D)
+	@echo "LD $@"
+	@$(CC) $(WARN) -Wno-missing-prototypes $(DEFS) $(DBG_CFLAGS) $(PKG_CFLAGS) -o $@ $^ \
+	  $(DBG_LDFLAGS) $(PKG_LIBS) -lcmocka
+
 debug: deps build/debug/gensendrep
 
 UNIT_BINS := $(patsubst tests/unit/%.c,build/debug/tests/%,$(UNIT_SRCS))
@@ -92,10 +101,15 @@ run: deps gensendrep
 	@scripts/ensure-key.sh
 	./gensendrep
 
-test: deps-test format-check layering-check unit integration
+test: deps-test format-check layering-check unit conformance integration
 
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
+
+# SQLite on a temporary file and PostgreSQL on a throw-away cluster (it fails, never skips,
+# when PostgreSQL cannot be started).
+conformance: build/debug/tests/store_conformance
+	$(PYTHON) tests/store/run_conformance.py build/debug/tests/store_conformance
 
 integration: build/debug/gensendrep
 	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration
@@ -105,10 +119,11 @@ layering-check:
 	tools/check-layering.sh src
 
 format:
-	clang-format -i $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS)
+	clang-format -i $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS) $(CONFORMANCE_SRCS)
 
 format-check:
-	clang-format --dry-run --Werror $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS)
+	clang-format --dry-run --Werror $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS) \
+	  $(CONFORMANCE_SRCS)
 
 docs-assets:
 	scripts/docs-assets.sh docs-assets
