@@ -70,6 +70,22 @@
 
 /* ---------------- the request target ---------------- */
 
+/* The length of the request target as the client sent it. MHD hands it over as a C string,
+ * which a raw NUL byte would cut short. In 0.9.75, by the time the target is handed over, MHD
+ * has checked that the request line ends in " HTTP/1.d" and overwritten that space and the
+ * line end with NULs; so the target runs up to the first "\0HTTP/1.d\0", and the scan never
+ * leaves the request line. With another version only what strlen sees is known. */
+static size_t target_length(const char *uri) {
+  size_t n = strlen(uri);
+  if (strcmp(MHD_get_version(), "0.9.75") != 0) return n;
+  for (;; n++) {
+    const char *p = uri + n;
+    if (p[0] == '\0' && strncmp(p + 1, "HTTP/1.", 7) == 0 && p[8] >= '0' && p[8] <= '9' &&
+        p[9] == '\0')
+      return n;
+  }
+}
+
 /* libmicrohttpd hands over the raw request target here, before it splits the query into
  * arguments. We keep a copy and decode it ourselves (url.c), strictly: MHD's own decoding
  * lets "%2F" split path segments and "%00" cut values short. And we cut the query off MHD's
@@ -80,8 +96,11 @@
  * The buffer is MHD's own writable request line (const only in the callback's type), and the
  * cut must stay right after the '?', where MHD looks for the arguments once we return. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+  if (!uri) return NULL; /* no target: MHD refuses such a line before calling us */
+  size_t len = target_length(uri);
   struct http_request *req = request_new(cls, conn, uri);
-  char *query = strchr(uri, '?');
+  if (req) req->target_has_nul = len != strlen(uri);
+  char *query = memchr(uri, '?', len);
   if (query) query[1] = '\0';
   return req;
 }
@@ -150,6 +169,13 @@ static bool on_headers(struct http_request *req) {
   bool known;
   size_t param_at = 0;
   req->state = REQ_BODY;
+  if (req->target_has_nul) {
+    request_set_pending_detail(
+        req, API_ERR_INVALID_PARAMETER,
+        json_pack("[{s:s,s:s}]", "field", "path", "issue", "contains a raw NUL byte"),
+        "The request target contains a raw NUL byte");
+    return false;
+  }
   if (!check_path(req)) return false;
   req->route = route_find(req->path, req->method, &param_at, allow, sizeof allow, &known);
   if (!req->route) {

@@ -69,7 +69,8 @@ struct http_request {
   struct MHD_Connection *conn;
   enum req_state state;
   const struct route *route;
-  bool started; /* request_start ran: counted in server->inflight, logged when completed */
+  bool started;        /* request_start ran: counted in server->inflight, logged when completed */
+  bool target_has_nul; /* a raw NUL byte inside the request target (on_uri) */
   const char *method;
   char *path;             /* raw (undecoded) path, owned: routing and the log line use it */
   char *query_raw;        /* raw text after '?', owned; NULL without one */

@@ -208,3 +208,37 @@ def test_a_hundred_parameters_are_fine(server):
 def test_duplicated_query_parameter_is_400(server, query):
     err, _ = assert_envelope(server, "GET", f"/api/v1/conversations?{query}")
     assert "more than once" in err["message"]
+
+
+# ---------------------------------------------------------------- raw NUL bytes in the target
+
+def send_raw(server, request_line, timeout=15):
+    """A request whose request line is given as raw bytes."""
+    data = request_line + f"\r\nHost: t\r\n{AUTH}Connection: close\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    status, hdrs, payload = parse_raw_response(out)
+    assert status is not None, f"no answer to {request_line[:80]!r}: {out[:200]!r}"
+    return status, hdrs, json.loads(payload) if payload else None
+
+
+@pytest.mark.parametrize("line", [
+    b"GET /api/v1/health\x00xyz HTTP/1.1",
+    b"GET /api/v1/conversations/abc\x00xyz HTTP/1.1",
+    b"GET /api/v1/conversations?email_id=u%40e.com\x00zzz HTTP/1.1",
+    b"GET /api/v1/conversations\x00?" + b"&".join(b"p%d=v" % i for i in range(2000))
+    + b" HTTP/1.1",
+], ids=["path", "id", "query-value", "before-2000-parameters"])
+def test_raw_nul_in_the_target_is_400(server, line):
+    status, hdrs, body = send_raw(server, line)
+    err = assert_error(Answer(status, body), 400, "INVALID_PARAMETER")
+    assert "NUL" in err["message"] and hdrs.get("x-request-id")
