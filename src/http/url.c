@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(URL_QUERY_PARAMS_MAX == 100, "url_status_text names the limit");
+
 const char *url_status_text(enum url_status s) {
   switch (s) {
     case URL_OK:
