@@ -13,6 +13,7 @@
 #include "ext/crypto.h"
 #include "ext/redis.h"
 #include "http/server.h"
+#include "store/health.h"
 
 #define SHUTDOWN_GRACE_MS 30000
 
@@ -106,11 +107,13 @@ static int serve(void) {
   struct app app = {.cfg = &cfg};
   struct http_server *server = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
-            (app.store = store_open(cfg.database_url, err, sizeof err)) && app_docs_init(&app) &&
+            (app.store = store_open(cfg.database_url, err, sizeof err)) &&
+            (app.health = store_health_new(app.store)) && app_docs_init(&app) &&
             (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
   if (!ok) {
     fprintf(stderr, "gensendrep: %s\n", err);
     app_docs_free(&app);
+    store_health_free(app.health);
     store_close(app.store);
     redis_client_free(app.redis);
     config_free(&cfg);
@@ -127,6 +130,7 @@ static int serve(void) {
     log_msg(LOG_ERROR, "shutdown timed out waiting for the database");
     _exit(1);
   }
+  store_health_free(app.health);
   store_close(app.store);
   redis_client_free(app.redis);
   app_docs_free(&app);

@@ -6,10 +6,13 @@
 #include "http/http.h"
 #include "store/store.h"
 
+struct store_health;
+
 struct app {
   const struct config *cfg;
   struct store *store;
-  struct redis_client *redis; /* NULL without REDIS_URL */
+  struct store_health *health; /* coalesced health checks of store (store/health.h) */
+  struct redis_client *redis;  /* NULL without REDIS_URL */
   /* docs pages rendered once at start-up (owned) */
   char *swagger_html;
   size_t swagger_len;

@@ -1,9 +1,27 @@
-/* GET /api/v1/conversations/{conversation_id}[?include=transcript] */
+/* GET /api/v1/conversations/{conversation_id}[?include=transcript]. The read and the
+ * rendering run on an offload thread: the database may be slow. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/app.h"
 #include "model/render.h"
+
+struct get_job {
+  struct store *store;
+  const char *id; /* the request's path parameter */
+  bool with_transcript;
+  /* result */
+  enum store_status status;
+  bool out_of_memory; /* while rendering */
+  char *out;          /* rendered answer (owned) */
+  size_t out_len;
+};
+
+static void job_free(void *p) {
+  struct get_job *job = p;
+  free(job->out);
+  free(job);
+}
 
 /* include is a comma-separated list; "transcript" is the only member today. */
 static bool parse_include(const char *include, bool *with_transcript) {
@@ -30,6 +48,38 @@ static void reply_store_error(struct http_request *req, enum store_status st) {
     http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
 }
 
+/* Offload thread. */
+static void get_work(void *p) {
+  struct get_job *job = p;
+  struct store_conversation c;
+  job->status = store_get(job->store, job->id, job->with_transcript, &c);
+  if (job->status != STORE_OK) return;
+  if (job->with_transcript) {
+    job->out = render_conversation_detail(&c, &job->out_len);
+    free(c.body);
+  } else {
+    json_t *obj = render_conversation(&c);
+    job->out = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (job->out) job->out_len = strlen(job->out);
+  }
+  job->out_of_memory = !job->out;
+}
+
+static void on_resume(struct http_request *req) {
+  struct get_job *job = http_request_state(req);
+  if (job->status != STORE_OK) {
+    reply_store_error(req, job->status);
+    return;
+  }
+  if (job->out_of_memory) {
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  http_reply_json_text(req, 200, job->out, job->out_len);
+  job->out = NULL; /* the reply owns it */
+}
+
 void api_conversations_get(struct http_request *req) {
   struct app *app = http_request_app(req);
   const char *id = http_request_path_param(req);
@@ -45,21 +95,13 @@ void api_conversations_get(struct http_request *req) {
     reply_store_error(req, STORE_NOT_FOUND);
     return;
   }
-  struct store_conversation c;
-  enum store_status st = store_get(app->store, id, with_transcript, &c);
-  if (st != STORE_OK) {
-    reply_store_error(req, st);
-    return;
-  }
-  if (!with_transcript) {
-    http_reply_json(req, 200, render_conversation(&c));
-    return;
-  }
-  size_t out_len;
-  char *out = render_conversation_detail(&c, &out_len);
-  free(c.body);
-  if (out)
-    http_reply_json_text(req, 200, out, out_len);
-  else
+  struct get_job *job = calloc(1, sizeof *job);
+  if (!job) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  job->store = app->store;
+  job->id = id;
+  job->with_transcript = with_transcript;
+  http_request_offload(req, get_work, on_resume, job, job_free);
 }

@@ -1,5 +1,7 @@
 /* GET /api/v1/health: the database is "connected" only when a read succeeds and a write
- * commits (the probe goes through the same writer as webhooks). */
+ * commits. Checks are coalesced (store/health.c): a recent result answers at once, at most
+ * one check runs, and a stuck database answers "unhealthy" after a bound, never hangs. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,10 +9,12 @@
 #include "core/timeutil.h"
 #include "core/version.h"
 #include "ext/redis.h"
+#include "store/health.h"
 
-struct probe {
-  struct store_write write;
+struct health_wait {
+  struct store_health_wait wait;
   struct http_request *req;
+  bool ok;
 };
 
 static const char *redis_state(const struct app *app) {
@@ -36,28 +40,33 @@ static void reply_health(struct http_request *req, bool db_ok) {
   http_reply_json(req, db_ok ? 200 : 503, body);
 }
 
-static void on_probed(struct store_write *w, void *cls) {
-  (void)w;
-  http_request_resume(((struct probe *)cls)->req);
+/* A monitor thread: the check ended, or the bound passed. */
+static void on_checked(struct store_health_wait *w, bool ok) {
+  struct health_wait *hw = (struct health_wait *)((char *)w - offsetof(struct health_wait, wait));
+  hw->ok = ok;
+  http_request_resume(hw->req);
 }
 
 static void on_resume(struct http_request *req) {
-  struct probe *p = http_request_state(req);
-  reply_health(req, p->write.status == STORE_OK);
+  struct health_wait *hw = http_request_state(req);
+  reply_health(req, hw->ok);
 }
 
 void api_health_get(struct http_request *req) {
   struct app *app = http_request_app(req);
-  struct probe *p = calloc(1, sizeof *p);
-  if (!p || store_ping_read(app->store) != STORE_OK) {
-    free(p);
-    reply_health(req, false);
+  bool ok;
+  if (store_health_recent(app->health, &ok)) {
+    reply_health(req, ok);
     return;
   }
-  p->req = req;
-  p->write.kind = STORE_WRITE_PROBE;
-  p->write.done = on_probed;
-  p->write.done_cls = p;
-  http_request_suspend(req, on_resume, p, free);
-  store_submit(app->store, &p->write);
+  struct health_wait *hw = calloc(1, sizeof *hw);
+  if (!hw) {
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  hw->req = req;
+  hw->wait.done = on_checked;
+  /* Suspend first: the answer may come before store_health_wait returns. */
+  http_request_suspend(req, on_resume, hw, free);
+  store_health_wait(app->health, &hw->wait);
 }

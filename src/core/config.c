@@ -53,6 +53,11 @@ const struct config_var config_vars[] = {
      "Most seconds a client may take to send a request's line and headers (from the connection, "
      "or from the first byte of a later request on it); slower ones are disconnected."},
     {"THREADS", CONFIG_INT, "0", 0, 256, OFF(threads), "HTTP worker threads; 0 means one per CPU."},
+    {"OFFLOAD_THREADS", CONFIG_INT, "8", 1, 256, OFF(offload_threads),
+     "Threads that run database reads and Redis rate-limit decisions, so HTTP threads never "
+     "wait (each holds its own database connection)."},
+    {"OFFLOAD_QUEUE", CONFIG_INT, "256", 1, 100000, OFF(offload_queue),
+     "Most requests waiting for an offload thread; more are answered 503 at once."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
      "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "
      "CDN."},

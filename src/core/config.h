@@ -28,6 +28,8 @@ struct config {
   long request_timeout;
   long header_timeout;
   long threads;
+  long offload_threads;
+  long offload_queue;
   char *docs_assets_url;
   char *docs_assets_dir;
 };

@@ -81,7 +81,10 @@ void client_identify(struct http_request *req) {
 
 static void apply_limit(struct http_request *req, struct ratelimit *rl, const char *key) {
   /* Wall-clock time: with Redis, every instance's windows must agree on the seconds. */
-  ratelimit_hit(rl, key, time_now_us() / 1000, &req->limit);
+  if (!ratelimit_try_local(rl, key, time_now_us() / 1000, &req->limit)) {
+    offload_limit_defer(req, rl, key); /* only Redis can decide: not on this thread */
+    return;
+  }
   req->has_limit = true;
   if (req->limit.allowed) return;
   char v[24];

@@ -1,5 +1,6 @@
 /* What endpoints see of HTTP: a parsed request, ways to answer it, and suspension for
- * answers that wait on the store. No libmicrohttpd type leaks through this header. */
+ * answers that wait (on the store's writer, or on the offload threads for anything that may
+ * block). No libmicrohttpd type leaks through this header. */
 #ifndef GSR_HTTP_H
 #define GSR_HTTP_H
 
@@ -69,5 +70,16 @@ void http_request_suspend(struct http_request *req, void (*on_resume)(struct htt
 void *http_request_state(struct http_request *req);
 /* Safe from any thread, once per suspension. */
 void http_request_resume(struct http_request *req);
+
+/* ---- work that may wait (a database read, a Redis round trip) ---- */
+/* Event threads never wait: parks the request and runs work(state) on an offload thread,
+ * then on_resume (on an HTTP thread) replies. work may read the request's path parameter,
+ * query, headers and body (they stay valid and unchanged while it is parked) but must not
+ * reply or touch anything else of it. When the offload queue is full, work never runs and
+ * the request is answered 503 (Retry-After: 1) instead of on_resume. state (owned) is freed
+ * with free_state when the request ends. Call only from a handler. */
+void http_request_offload(struct http_request *req, void (*work)(void *state),
+                          void (*on_resume)(struct http_request *), void *state,
+                          void (*free_state)(void *));
 
 #endif

@@ -245,6 +245,38 @@ static bool shared_hit(struct ratelimit *rl, struct entry **ep, int64_t now_ms, 
   return true;
 }
 
+/* Whether this instance may decide a shared key's hit alone: its counts are fresh and the key
+ * is far from its limit. Locked. */
+static bool local_enough(const struct ratelimit *rl, const struct entry *e, int64_t now_ms) {
+  long margin = rl->limit / 4 > MARGIN_MIN ? rl->limit / 4 : MARGIN_MIN;
+  bool fresh = e->synced_ms && now_ms >= e->synced_ms && now_ms - e->synced_ms <= FRESH_MS;
+  return fresh && e->total + margin < rl->limit;
+}
+
+bool ratelimit_try_local(struct ratelimit *rl, const char *key, int64_t now_ms,
+                         struct ratelimit_result *out) {
+  int64_t now_s = now_ms / 1000;
+  memset(out, 0, sizeof *out);
+  out->limit = rl->limit;
+  pthread_mutex_lock(&rl->mu);
+  struct entry *e = find_or_add(rl, key, now_s);
+  if (!e) {
+    pthread_mutex_unlock(&rl->mu);
+    out->allowed = true;
+    out->remaining = rl->limit;
+    return true;
+  }
+  advance(e, now_s);
+  bool shared = rl->redis && redis_is_up(rl->redis);
+  if (shared && !local_enough(rl, e, now_ms)) {
+    pthread_mutex_unlock(&rl->mu);
+    return false;
+  }
+  fill_result(rl, e, local_hit(rl, e, now_s, shared), now_ms, out);
+  pthread_mutex_unlock(&rl->mu);
+  return true;
+}
+
 void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
                    struct ratelimit_result *out) {
   int64_t now_s = now_ms / 1000;
@@ -260,10 +292,8 @@ void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
   }
   advance(e, now_s);
   bool shared = rl->redis && redis_is_up(rl->redis);
-  long margin = rl->limit / 4 > MARGIN_MIN ? rl->limit / 4 : MARGIN_MIN;
-  bool fresh = e->synced_ms && now_ms >= e->synced_ms && now_ms - e->synced_ms <= FRESH_MS;
   bool allowed;
-  if (shared && fresh && e->total + margin < rl->limit) {
+  if (shared && local_enough(rl, e, now_ms)) {
     allowed = local_hit(rl, e, now_s, true);
   } else if (!(shared && shared_hit(rl, &e, now_ms, &allowed))) {
     e = find_or_add(rl, key, now_s); /* Redis failed: this instance decides alone */

@@ -27,9 +27,16 @@ __attribute__((warn_unused_result)) struct ratelimit *ratelimit_new(long limit, 
 void ratelimit_free(struct ratelimit *rl);
 
 /* Counts one hit for key at now_ms (keys are told apart by their first RATELIMIT_KEY_MAX-1
- * bytes) (any monotonic millisecond clock) unless over the limit. */
+ * bytes) (any monotonic millisecond clock) unless over the limit. In shared mode it may wait
+ * on Redis (up to its timeout): never call it on an event thread. */
 void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
                    struct ratelimit_result *out);
+/* The same without ever waiting: true with *out set when this instance can decide alone
+ * (not shared, Redis down, or far from the limit with fresh counts); false, nothing counted,
+ * when only Redis can decide, and ratelimit_hit must then run off the event threads. */
+__attribute__((warn_unused_result)) bool ratelimit_try_local(struct ratelimit *rl, const char *key,
+                                                             int64_t now_ms,
+                                                             struct ratelimit_result *out);
 
 struct redis_client;
 

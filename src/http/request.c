@@ -158,12 +158,17 @@ enum MHD_Result request_queue_reply(struct http_request *req) {
 
 void http_request_suspend(struct http_request *req, void (*on_resume)(struct http_request *),
                           void *state, void (*free_state)(void *)) {
+  /* A request may be suspended again from on_resume (a rate-limit decision, then the
+   * endpoint's own wait): the new state replaces the old, and it is counted once. */
+  if (req->free_state && req->state_data != state) req->free_state(req->state_data);
   req->on_resume = on_resume;
   req->state_data = state;
   req->free_state = free_state;
   req->state = REQ_SUSPENDED;
-  req->parked = true;
-  atomic_fetch_add(&req->server->parked, 1);
+  if (!req->parked) {
+    req->parked = true;
+    atomic_fetch_add(&req->server->parked, 1);
+  }
   MHD_suspend_connection(req->conn);
 }
 

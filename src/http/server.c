@@ -17,13 +17,18 @@
  *   body calls   body_on_chunk appends to a bounded buffer, or discards once the answer is
  *                known; a client too slow or far over the limit is cut (MHD_NO).
  *   final call   MHD makes it twice: the first returns without a reply (see on_access);
- *                the second dispatches: the pending answer or the OPTIONS reply, else the
+ *                the second dispatches: a rate-limit decision the headers call left to Redis
+ *                comes first (it may wait, so it is offloaded: offload.c; dispatch runs again
+ *                once it is made); then the pending answer or the OPTIONS reply, else the
  *                route's handler, once. The handler either replies (queued at once, REQ_DONE)
- *                or suspends the request on the store (http_request_suspend: REQ_SUSPENDED,
- *                parked + 1, the connection suspended in MHD).
- *   resumed call another thread (the store's writer) calls http_request_resume (REQ_RESUMED,
- *                MHD_resume_connection); MHD then calls on_access again on the event thread,
- *                which runs on_resume; it replies and the answer is queued.
+ *                or suspends the request (http_request_suspend: REQ_SUSPENDED, parked + 1 the
+ *                first time, the connection suspended in MHD): on the store's writer, on the
+ *                health monitor, or on an offload thread (http_request_offload) for anything
+ *                that may wait. Event threads never wait on a database or Redis.
+ *   resumed call another thread (the store's writer, an offload thread, the health monitor)
+ *                calls http_request_resume (REQ_RESUMED, MHD_resume_connection); MHD then
+ *                calls on_access again on the event thread, which runs on_resume; it replies
+ *                and the answer is queued, or it suspends the request again.
  *   completed    on_completed, exactly once for every request that got a context: one log
  *                line, free everything, parked - 1 if it was parked, inflight - 1.
  * conn_guard.c follows each connection through these steps (headers done, request done,
@@ -37,7 +42,8 @@
  * SHUTDOWN PROTOCOL (http_server_stop), resting on these atomics in struct http_server:
  *   inflight     requests begun and not completed (request_start .. on_completed);
  *   dispatching  handlers running right now (around the handler call in dispatch);
- *   parked       requests suspended on the store and not yet completed;
+ *   parked       requests suspended (on the store, the health monitor or the offload pool)
+ *                and not yet completed;
  *   stopping     set first: every answer from then on says Connection: close;
  *   closed       set after the grace period: no handler may start any more.
  *   1. stopping = true; quiesce the daemon and shut the listening socket down (new clients
@@ -206,24 +212,17 @@ static bool on_headers(struct http_request *req) {
   return false;
 }
 
-/* Final call: send what the headers decided, or dispatch to the endpoint. */
-static void dispatch(struct http_request *req) {
-  if (!req->response && req->has_pending) {
-    json_t *details = req->pending_details;
-    req->pending_details = NULL;
-    http_reply_error(req, req->pending, req->pending_message, details);
-    return;
-  }
-  if (req->response) return; /* OPTIONS */
-  /* Shutdown closes the gate, then waits for running handlers, so none can suspend a request
-   * after the final wait has begun (step 3 of the protocol above). */
+/* Runs fn, which may suspend the request, unless shutdown has closed the gate: shutdown
+ * closes it, then waits for running handlers, so none can suspend a request after the final
+ * wait has begun (step 3 of the protocol above). */
+static void run_gated(struct http_request *req, void (*fn)(struct http_request *)) {
   struct http_server *s = req->server;
   atomic_fetch_add(&s->dispatching, 1);
   if (atomic_load(&s->closed)) {
     http_reply_header(req, "Connection", "close");
     http_reply_error(req, API_ERR_UNAVAILABLE, "The service is shutting down; retry", NULL);
   } else {
-    req->route->handler(req);
+    fn(req);
   }
   atomic_fetch_sub(&s->dispatching, 1);
 }
@@ -236,6 +235,34 @@ static bool refuse_framing(struct http_request *req, const char *url, const char
   http_reply_header(req, "Connection", "close");
   http_reply_error(req, p.error, p.message, NULL);
   return true;
+}
+
+static void dispatch(struct http_request *req);
+
+static void on_limit_decided(struct http_request *req) {
+  offload_limit_apply(req);
+  dispatch(req);
+}
+
+static void start_limit_decision(struct http_request *req) {
+  offload_limit_start(req, on_limit_decided);
+}
+
+/* Final call: a rate-limit decision left to Redis first (on an offload thread; this runs
+ * again once it is made), then what the headers decided, or the endpoint. */
+static void dispatch(struct http_request *req) {
+  if (req->limit_deferred) {
+    run_gated(req, start_limit_decision);
+    return;
+  }
+  if (!req->response && req->has_pending) {
+    json_t *details = req->pending_details;
+    req->pending_details = NULL;
+    http_reply_error(req, req->pending, req->pending_message, details);
+    return;
+  }
+  if (req->response) return; /* OPTIONS */
+  run_gated(req, req->route->handler);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -278,9 +305,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
       /* Suspended: the store may already have resumed it (state is then written by another
        * thread), so only this thread's own on_resume field is consulted here. */
       return req->on_resume ? MHD_YES : request_queue_reply(req);
-    case REQ_RESUMED:
-      req->on_resume(req);
-      return request_queue_reply(req);
+    case REQ_RESUMED: {
+      /* on_resume may suspend the request again (after a rate-limit decision, the endpoint
+       * itself may wait): then it is not answered yet. */
+      void (*resumed)(struct http_request *) = req->on_resume;
+      req->on_resume = NULL;
+      resumed(req);
+      return req->on_resume ? MHD_YES : request_queue_reply(req);
+    }
     case REQ_SUSPENDED: /* MHD does not call a suspended connection; be safe */
       return MHD_YES;
     default:
@@ -379,6 +411,7 @@ static void server_free(struct http_server *s) {
     pthread_join(s->sync_thread, NULL);
   }
   conn_guard_free(s->guard); /* after MHD_stop_daemon: MHD notifies it of every close */
+  workpool_free(s->pool);
   ratelimit_free(s->rl_webhook);
   ratelimit_free(s->rl_api);
   cors_free(&s->cors);
@@ -411,7 +444,8 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   struct sockaddr_storage ss = {0};
   bool ipv6 = false;
   s->redis = redis;
-  if (!s->rl_webhook || !s->rl_api || !s->trusted_buf || !s->guard ||
+  s->pool = workpool_new((size_t)cfg->offload_threads, (size_t)cfg->offload_queue);
+  if (!s->rl_webhook || !s->rl_api || !s->trusted_buf || !s->guard || !s->pool ||
       (redis && !start_sharing(s))) {
     snprintf(err, errlen, "out of memory");
     server_free(s);

@@ -17,6 +17,7 @@
 #include "http/auth.h"
 #include "http/cors.h"
 #include "http/http.h"
+#include "core/workpool.h"
 #include "http/ratelimit.h"
 #include "http/url.h"
 
@@ -47,6 +48,7 @@ struct http_server {
   char *trusted[TRUSTED_MAX];
   size_t ntrusted;
   unsigned port;
+  struct workpool *pool;  /* offload threads (offload.c) */
   char too_large_msg[96]; /* the 413 message, naming the configured limit */
   /* The shutdown protocol (server.c) rests on these four counters and flags. */
   atomic_int inflight;    /* requests begun and not completed */
@@ -100,11 +102,18 @@ struct http_request {
   size_t nextra;
   bool has_limit;
   struct ratelimit_result limit;
+  /* a rate-limit decision only Redis can make, taken off the event thread (offload.c) */
+  bool limit_deferred;
+  struct ratelimit *limit_rl;
+  char limit_key[RATELIMIT_KEY_MAX];
   /* suspension */
   bool parked; /* counted in server->parked until completed */
   void (*on_resume)(struct http_request *);
   void *state_data;
   void (*free_state)(void *);
+  /* offloaded work (offload.c) */
+  struct workpool_job job;
+  void (*work)(void *state);
 };
 
 /* ---- request.c: the request object, replies and queueing ---- */
@@ -147,5 +156,14 @@ void client_check_access(struct http_request *req);
 bool body_check_headers(struct http_request *req);
 /* One body chunk. Returns 0 to go on, or the status to log for a connection to cut. */
 unsigned body_on_chunk(struct http_request *req, const char *data, size_t size);
+
+/* ---- offload.c: work that may wait, off the event threads ---- */
+/* Headers call: leaves the rate-limit hit on key for Redis to decide in the final call. */
+void offload_limit_defer(struct http_request *req, struct ratelimit *rl, const char *key);
+/* Final call: parks the request while Redis decides; on_decided then runs on the event thread
+ * (or the request is answered 503 when the offload queue is full). */
+void offload_limit_start(struct http_request *req, void (*on_decided)(struct http_request *));
+/* In on_decided: records the decision (a denial replaces any answer pending). */
+void offload_limit_apply(struct http_request *req);
 
 #endif

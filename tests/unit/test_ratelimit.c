@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ext/redis.h"
 #include "http/ratelimit.h"
 
 #define WINDOW_MS (RATELIMIT_WINDOW_S * 1000LL)
@@ -262,8 +263,39 @@ static void test_long_keys_are_limited(void **state) {
   assert_false(r.allowed);
 }
 
+/* Without Redis (or with Redis not reachable) every decision is local: try_local decides
+ * exactly as hit does and never defers. */
+static void test_try_local_decides_alone_without_redis(void **state) {
+  (void)state;
+  char err[128];
+  struct redis_client *down = redis_client_new("redis://127.0.0.1:1", err, sizeof err);
+  assert_non_null(down);
+  for (int shared = 0; shared < 2; shared++) {
+    struct ratelimit *a = new_limiter(3, 100);
+    struct ratelimit *b = ratelimit_new(3, 100);
+    assert_non_null(b);
+    if (shared) {
+      ratelimit_share(a, down, "t:");
+      ratelimit_share(b, down, "t:");
+    }
+    for (int i = 0; i < 6; i++) {
+      struct ratelimit_result ra, rb;
+      assert_true(ratelimit_try_local(a, "k", 5000 + i, &ra));
+      ratelimit_hit(b, "k", 5000 + i, &rb);
+      assert_int_equal(ra.allowed, rb.allowed);
+      assert_int_equal(ra.allowed, i < 3);
+      assert_int_equal(ra.remaining, rb.remaining);
+      assert_int_equal(ra.reset_s, rb.reset_s);
+      assert_int_equal(ra.retry_after_s, rb.retry_after_s);
+    }
+    ratelimit_free(b);
+  }
+  redis_client_free(down);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_teardown(test_try_local_decides_alone_without_redis, teardown),
       cmocka_unit_test_teardown(test_allows_exactly_limit_then_denies, teardown),
       cmocka_unit_test_teardown(test_limit_one, teardown),
       cmocka_unit_test_teardown(test_forgotten_only_after_window, teardown),
