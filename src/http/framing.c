@@ -7,7 +7,9 @@
  * pick differently, so every ambiguous case is refused, answered at once, and the connection
  * closed: Transfer-Encoding with Content-Length, Content-Length lines that disagree,
  * Transfer-Encoding in HTTP/1.0 (400), and any coding but one "chunked" (501 when we do not
- * implement it, 400 when it is "chunked" written oddly or twice).
+ * implement it, 400 when it is "chunked" written oddly or twice). A header name followed by
+ * whitespace ("Content-Length : 5") is a 400 too (RFC 9112 §5.1): MHD takes it for another
+ * header and frames by what remains, a lenient proxy trims it and frames by it.
  *
  * NUL bytes. MHD measures header names and values with strlen, so "Bearer KEY\0junk" reaches
  * us as "Bearer KEY" and MHD_get_connection_values_n reports the shortened length. The raw
@@ -33,6 +35,7 @@ struct scan {
   uintptr_t start, end;
   uintptr_t prev_end; /* end of the request line or of the previous header value */
   bool nul, odd_layout;
+  bool name_ws; /* whitespace in a header name: "Content-Length : 5" */
   unsigned n_cl, n_te;
   const char *cl;
   size_t cl_len;
@@ -87,6 +90,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
   (void)kind;
   struct scan *s = cls;
   if (s->start && !s->odd_layout) check_layout(s, key, key_size, value, value_size);
+  for (size_t i = 0; i < key_size; i++)
+    if (is_ows(key[i])) s->name_ws = true;
   if (key_size == 14 && strncasecmp(key, "Content-Length", 14) == 0) {
     if (s->n_cl++ == 0) {
       s->cl = value;
@@ -136,6 +141,7 @@ bool framing_check(struct MHD_Connection *conn, const char *method, const char *
     if (s.nul || !only_line_end(s.prev_end, s.end, 4))
       return refuse(problem, API_ERR_BAD_REQUEST, "NUL byte in a header");
   }
+  if (s.name_ws) return refuse(problem, API_ERR_BAD_REQUEST, "Whitespace in a header name");
   if (s.n_te > 0) {
     if (strcmp(version, "HTTP/1.0") == 0)
       return refuse(problem, API_ERR_BAD_REQUEST, "Transfer-Encoding is not allowed in HTTP/1.0");

@@ -140,6 +140,14 @@ FRAMING_CASES = [
     # the same on an endpoint that takes no body
     ("get_cl_and_te", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED, 400, "BAD_REQUEST"),
+    # whitespace before the colon (RFC 9112 §5.1: 400): MHD ignored these lines and framed by
+    # what was left, while a proxy that trims the name frames by them
+    ("cl_space_colon", _post(b"Content-Length : %d\r\n" % len(SMUGGLED), SMUGGLED),
+     400, "BAD_REQUEST"),
+    ("te_space_colon", _post(b"Transfer-Encoding : chunked\r\nContent-Length: 3\r\n",
+                             b"0\r\n\r\n" + SMUGGLED), 400, "BAD_REQUEST"),
+    ("te_tab_colon", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding\t: chunked\r\n"
+                     b"\r\n" + SMUGGLED, 400, "BAD_REQUEST"),
 ]
 
 
