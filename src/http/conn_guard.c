@@ -7,7 +7,10 @@
  *            complete. The first request must have its headers within the header timeout of
  *            the accept. A kept-alive connection may idle (MHD's idle timeout governs that),
  *            but once bytes of a next request arrive (seen in the kernel's byte count,
- *            TCP_INFO) its headers must follow within the header timeout.
+ *            TCP_INFO, against the count when the previous request was complete) its headers
+ *            must follow within the header timeout. Bytes sent before that (a pipelined part of
+ *            a next request) cannot be told from the previous request's: MHD's idle timeout
+ *            bounds them.
  *   BODY     headers complete, body arriving (REQUEST_TIMEOUT_SECONDS, enforced by server.c,
  *            bounds it).
  *   WORKING  the request is complete: it is handled, parked on the store or being answered.
@@ -52,8 +55,8 @@ struct guarded {
   unsigned gen;          /* bumped at every phase change */
   double phase_start_ms; /* accept, or the end of the previous request */
   bool keepalive;        /* waiting for a second or later request */
-  bool have_base;        /* base_bytes taken in this phase */
-  uint64_t base_bytes;   /* bytes the kernel had received when the phase was first swept */
+  bool have_base;        /* base_bytes known */
+  uint64_t base_bytes;   /* bytes the kernel had received when the last request was complete */
   double first_byte_ms;  /* keepalive: when bytes of the next request were first seen; 0 none */
   bool close_wait_seen;  /* CLOSE-WAIT seen on the last sweep, in generation close_wait_gen */
   unsigned close_wait_gen;
@@ -94,18 +97,39 @@ static struct guarded *oldest_in(struct conn_guard *g, enum phase p, const struc
   return best;
 }
 
+/* The bytes the kernel has received on fd; false when it cannot tell. */
+static bool bytes_received(int fd, uint64_t *out) {
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+      len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(uint64_t))
+    return false;
+  *out = ti.tcpi_bytes_received;
+  return true;
+}
+
 static void set_phase(struct MHD_Connection *conn, enum phase p) {
   const union MHD_ConnectionInfo *ci =
       MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
   struct guarded *e = ci ? ci->socket_context : NULL;
   if (!e) return; /* not tracked (out of memory at accept) */
   struct conn_guard *g = e->guard;
+  /* The count when the request was complete, before its answer: whatever arrives after it is
+   * the next request's (MHD may notify the end of a request only once those bytes are in, so
+   * a count taken then, or at the next sweep, would miss them). The descriptor is this
+   * thread's own connection, open until MHD notifies CLOSED. */
+  uint64_t done_bytes = 0;
+  bool have_done_bytes = p == PHASE_WORKING && bytes_received(e->fd, &done_bytes);
   pthread_mutex_lock(&g->mu);
-  if (p == PHASE_HEADERS) {
+  if (p == PHASE_WORKING) {
+    e->have_base = have_done_bytes;
+    e->base_bytes = done_bytes;
+  } else if (p == PHASE_HEADERS) {
     e->keepalive = true;
     e->phase_start_ms = time_mono_ms();
-    e->have_base = false;
     e->first_byte_ms = 0;
+  } else {
+    e->have_base = false;
   }
   e->phase = p;
   e->gen++;
@@ -202,7 +226,7 @@ static void sweep_one(struct conn_guard *g, struct guarded *e, double now) {
   double since = e->phase_start_ms;
   if (e->keepalive) {
     if (!have_info) return; /* cannot tell idling from a slow request: MHD's idle timeout */
-    if (!e->have_base) {
+    if (!e->have_base) {    /* not read when the request was complete */
       e->have_base = true;
       e->base_bytes = ti.tcpi_bytes_received;
       return;

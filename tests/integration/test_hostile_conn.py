@@ -268,6 +268,36 @@ def test_idle_keep_alive_is_left_to_the_idle_timeout(make_server):
         assert _read_one(s)[0] == 200
 
 
+def test_next_request_sent_at_once_then_stalled_is_cut_after_the_header_timeout(make_server):
+    """The bytes of a kept-alive connection's next request were counted from the first sweep
+    after the answer: a client that sent part of its next headers at once (before that sweep)
+    and then one byte just inside each idle timeout held the connection idle timeout + header
+    timeout (8 s on 8/2 s timeouts, 40 s on the defaults)."""
+    srv = make_server(env={"HEADER_TIMEOUT_SECONDS": "2", "CONNECTION_TIMEOUT_SECONDS": "8",
+                           "THREADS": "1"})
+    for _ in range(3):  # the first sweep after the answer comes within 200 ms: race it
+        with _connect(srv) as s:
+            s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_one(s)[0] == 200
+            s.sendall(b"GET /api/v1/health HTTP/1.1\r\nX-Slow: a")
+            t0 = time.monotonic()
+            s.settimeout(0.1)
+            next_byte = 5
+            while time.monotonic() - t0 < 12:
+                try:
+                    if s.recv(65536) == b"":
+                        break
+                except socket.timeout:
+                    pass
+                except OSError:  # reset
+                    break
+                if time.monotonic() - t0 > next_byte:  # within the idle timeout
+                    s.send(b"b")
+                    next_byte += 5
+            held = time.monotonic() - t0
+        assert held < 4.5, f"the next request's headers held the connection {held:.1f}s"
+
+
 def _hold(srv, n, source_ips, partial=b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: a"):
     held = []
     for i in range(n):
