@@ -3,6 +3,7 @@ and Redis frozen (SIGSTOP) mid-stream. Requests keep being answered correctly (n
 nothing acknowledged is lost), unrelated requests keep their latency because rate-limit
 decisions that wait on Redis never run on an event thread, and the service goes back to the
 shared limit by itself. Real redis-server and PostgreSQL (services.py)."""
+import json
 import signal
 import socket
 import statistics
@@ -12,7 +13,7 @@ import uuid
 
 import pytest
 
-from helpers import Server, finish_server, make_conv, new_session
+from helpers import KEY1, Server, finish_server, make_conv, new_session
 from services import PgCluster, RedisServer
 
 # A script that keeps Redis busy for BUSY_MS: every command sent meanwhile waits for it. Below
@@ -230,3 +231,42 @@ def test_redis_stopping_mid_stream(instance, redis, fault):
         time.sleep(0.5)
     stream.check()
     assert srv.stderr_text().count("redis connected") >= 1
+
+
+def _half_closed_exchange(port, source_ip, raw, timeout=10):
+    """Sends raw from source_ip, half-closes, and reads until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                  source_address=(source_ip, 0)) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_rate_limit_decided_by_redis_then_stored_answers_a_half_closed_client(instance, redis):
+    """A webhook whose rate-limit decision only Redis can make is suspended twice (for the
+    decision, then for the commit); a client that half-closed after sending it still gets its
+    200, and the conversation is stored."""
+    srv = instance(RATE_LIMIT_WEBHOOK_PER_MINUTE="1000")
+    for i in range(5):
+        body = make_conv()
+        data = json.dumps(body).encode()
+        raw = (b"POST /api/v1/webhook/conversation HTTP/1.1\r\nHost: x\r\n"
+               b"Authorization: Bearer " + KEY1.encode() + b"\r\n"
+               b"Content-Type: application/json\r\nConnection: close\r\n"
+               b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+        # A new client address each time: no counts yet, so Redis must decide.
+        reply = _half_closed_exchange(srv.port, f"127.0.0.{60 + i}", raw)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        assert b"RateLimit-Remaining: 999" in reply, reply[:600]
+        assert srv.get_conv(body["conversationId"]).status_code == 200
+    assert _evalsha_calls(redis) >= 5
