@@ -38,6 +38,9 @@
  * may be answered and freed soon after; so after dispatch the event thread reads nothing but
  * req->on_resume (which this same thread wrote, in the handler, before suspending), the
  * handler returns without touching req, and the store thread only calls http_request_resume.
+ * An offload thread (offload.c) runs the work on its own state, which may read the request's
+ * path parameter, query, headers and body (not written while it is parked; the rate-limit
+ * decision also writes req->limit), and then calls http_request_resume as its last touch.
  *
  * SHUTDOWN PROTOCOL (http_server_stop), resting on these atomics in struct http_server:
  *   inflight     requests begun and not completed (request_start .. on_completed);
