@@ -4,15 +4,16 @@ pool while the request is suspended), health answers from a recent check within 
 time, and concurrent health calls share one probe. Real servers only: the session's
 PostgreSQL cluster (services.py) and a psql session holding the lock."""
 import concurrent.futures
-import json
+import os
+import signal
 import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from helpers import assert_error, make_conv, new_session, pg_cluster
-from services import _as_postgres, _pg_bin
+from helpers import Server, assert_error, finish_server, make_conv, new_session, pg_cluster
+from services import PgCluster, _as_postgres, _pg_bin
 
 pytestmark = pytest.mark.backends("postgres")
 
@@ -207,3 +208,46 @@ def test_health_probe_coalescing_on_sqlite(make_server):
     writes = con.execute("SELECT n FROM probe_writes").fetchone()[0]
     con.close()
     assert 1 <= writes <= took + 2, f"{writes} probe writes for 200 health calls in {took:.1f}s"
+
+
+def test_openapi_is_fast_while_a_reader_connects_to_a_hung_postgresql(tmp_path):
+    """Connecting waits too (connect_timeout 5 s, DNS): with the postmaster frozen (SIGSTOP),
+    a read that must reconnect hangs in connect, on an offload thread, not on the one event
+    thread. A private cluster: freezing the session's would stall other tests."""
+    cluster = PgCluster()
+    cluster.start()
+    srv = Server(tmp_path / "srv", backend="postgres", database_url=cluster.create_database("hung"),
+                 env={"THREADS": "1", "OFFLOAD_THREADS": "1"})
+    postmaster = None
+    try:
+        srv.start()
+        assert srv.get("/api/v1/conversations?limit=1").status_code == 200
+        # Break every connection of the service, then freeze the postmaster: new ones hang.
+        cluster.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = 'hung' AND pid <> pg_backend_pid()")
+        with open(os.path.join(cluster.data, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        os.kill(postmaster, signal.SIGSTOP)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            reads = [pool.submit(lambda: srv.get("/api/v1/conversations?limit=1",
+                                                 session=new_session(), timeout=40))
+                     for _ in range(2)]
+            time.sleep(0.5)
+            for _ in range(5):
+                r, took = _timed(lambda: srv.get("/openapi.json", key=None, timeout=30))
+                assert r.status_code == 200
+                assert took < 2.0, f"GET /openapi.json took {took:.1f}s behind a connect"
+            os.kill(postmaster, signal.SIGCONT)
+            postmaster = None
+            for f in reads:  # answered either way: 503 (broken or timed out) or 200
+                assert f.result(timeout=30).status_code in (200, 503)
+        # The service recovers by itself.
+        deadline = time.monotonic() + 15
+        while srv.get("/api/v1/conversations?limit=1").status_code != 200:
+            assert time.monotonic() < deadline, "reads did not recover"
+            time.sleep(0.2)
+    finally:
+        if postmaster:
+            os.kill(postmaster, signal.SIGCONT)
+        finish_server(srv)
+        cluster.destroy()
