@@ -114,6 +114,18 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
   return req;
 }
 
+/* Whether a raw NUL inside the target escaped target_length: a NUL followed by "HTTP/1.1" and
+ * another NUL looks like the real end of the target there. MHD's own version string, which
+ * on_access gets, begins right after the real end (0.9.75), so the copy request_new made up
+ * to the first NUL must reach it: path, '?' and query. (on_uri cannot cut the query off MHD's
+ * copy past such a NUL: with hundreds of parameters there, MHD answers nothing and the header
+ * timeout ends the connection.) */
+static bool target_cut_short(const struct http_request *req, const char *url, const char *version) {
+  if (strcmp(MHD_get_version(), "0.9.75") != 0 || version <= url) return false;
+  size_t copied = strlen(req->path) + (req->query_raw ? 1 + strlen(req->query_raw) : 0);
+  return (size_t)(version - url) != copied + 1;
+}
+
 /* The path reaches on_access as the client wrote it: nothing is decoded before routing. */
 static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s) {
   (void)cls;
@@ -276,6 +288,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
   if (!req) return MHD_NO; /* on_uri ran out of memory */
   if (!req->started) {
     request_start(req, method);
+    if (target_cut_short(req, url, version)) req->target_has_nul = true;
     conn_guard_headers_done(conn);
     if (refuse_framing(req, url, version) || on_headers(req)) {
       conn_guard_request_done(conn);

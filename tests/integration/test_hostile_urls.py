@@ -237,7 +237,12 @@ def send_raw(server, request_line, timeout=15):
     b"GET /api/v1/conversations?email_id=u%40e.com\x00zzz HTTP/1.1",
     b"GET /api/v1/conversations\x00?" + b"&".join(b"p%d=v" % i for i in range(2000))
     + b" HTTP/1.1",
-], ids=["path", "id", "query-value", "before-2000-parameters"])
+    # a NUL followed by what looks like the end of the request line (" HTTP/1.1" as MHD leaves
+    # it) was taken for that end: the target was read as /api/v1/health and answered 200
+    b"GET /api/v1/health\x00HTTP/1.1\x00xyz HTTP/1.1",
+    b"GET /api/v1/conversations?email_id=u%40e.com\x00HTTP/1.0\x00zzz HTTP/1.1",
+], ids=["path", "id", "query-value", "before-2000-parameters", "forged-line-end",
+        "forged-line-end-query"])
 def test_raw_nul_in_the_target_is_400(server, line):
     status, hdrs, body = send_raw(server, line)
     err = assert_error(Answer(status, body), 400, "INVALID_PARAMETER")
