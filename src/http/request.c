@@ -215,14 +215,19 @@ struct http_request *request_new(struct http_server *s, struct MHD_Connection *c
   req->server = s;
   req->conn = conn;
   req->param = "";
+  req->start_ms = time_mono_ms();
   return req;
+}
+
+void request_identify(struct http_request *req) {
+  set_request_id(req);
+  client_identify(req);
 }
 
 void request_start(struct http_request *req, const char *method) {
   req->method = method;
   req->start_ms = time_mono_ms();
-  set_request_id(req);
-  client_identify(req);
+  request_identify(req);
   req->started = true;
   atomic_fetch_add(&req->server->inflight, 1);
 }

@@ -6,7 +6,9 @@
  * REQUEST LIFECYCLE. libmicrohttpd calls on_access several times per request, always on the
  * event thread that owns the connection; req->state says where the request is.
  *   request line on_uri (before the headers arrive): request_new keeps the raw target. A
- *                request whose headers never complete ends here, in on_completed, unlogged.
+ *                request whose headers never reach on_access ends here, in on_completed,
+ *                logged only if libmicrohttpd answered it itself (a bad Content-Length...)
+ *                or the connection guard cut it (log_unstarted).
  *   first call   request_start: request id, client address, inflight + 1.
  *                on_headers decides everything the headers can decide (path and query
  *                decoding, route, method, rate limit, auth, content type, declared size) and
@@ -337,14 +339,53 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
   }
 }
 
+/* The status to log for a request that got no answer of ours: 408 or 503 when the guard cut
+ * it (logged, not sent), the status of libmicrohttpd's own answer (a bad Content-Length, a
+ * malformed chunk...), 408 for MHD's idle timeout, else 0 (no answer: the client left). */
+static unsigned unanswered_status(struct MHD_Connection *conn,
+                                  enum MHD_RequestTerminationCode toe) {
+  switch (conn_guard_cut_reason(conn)) {
+    case CONN_GUARD_HEADER_TIMEOUT:
+      return api_error_get(API_ERR_REQUEST_TIMEOUT)->status;
+    case CONN_GUARD_EVICTED:
+    case CONN_GUARD_REFUSED:
+      return api_error_get(API_ERR_UNAVAILABLE)->status;
+    default:
+      break;
+  }
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+  if (ci && ci->http_status) return ci->http_status;
+  if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+    return api_error_get(API_ERR_REQUEST_TIMEOUT)->status;
+  return 0;
+}
+
+/* A request that ended before its headers reached the application is logged when it got an
+ * answer anyway (libmicrohttpd's own, e.g. for a bad Content-Length) or the guard cut it; a
+ * client that merely went away mid-headers is not. */
+static void log_unstarted(struct http_request *req, unsigned status) {
+  if (!status) return;
+  request_identify(req);
+  struct log_request line = {
+      .request_id = req->request_id,
+      .method = NULL, /* MHD does not tell it before the first access-handler call */
+      .path = req->path,
+      .status = status,
+      .duration_ms = time_mono_ms() - req->start_ms,
+      .client_ip = req->client_ip,
+  };
+  log_request_line(&line);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)toe;
   struct http_server *s = cls;
   struct http_request *req = *con_cls;
   if (!req) return;
   *con_cls = NULL;
-  if (!req->started) { /* the headers never came: nothing was counted or decided */
+  if (!req->started) { /* the headers never reached us: nothing was counted or decided */
+    log_unstarted(req, unanswered_status(conn, toe));
     request_free(req);
     return;
   }
@@ -352,7 +393,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       .request_id = req->request_id,
       .method = req->method,
       .path = req->path,
-      .status = req->state == REQ_DONE ? req->status : 0,
+      .status = req->state == REQ_DONE ? req->status : unanswered_status(conn, toe),
       .duration_ms = time_mono_ms() - req->start_ms,
       .client_ip = req->client_ip,
   };
@@ -373,7 +414,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   size_t n = strlen(msg);
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
-  log_msg(LOG_DEBUG, "libmicrohttpd: %s", msg);
+  /* Its own error answers (HTTP version, request line, header and framing errors) are sent
+   * before, or outside, any application code: this line is the only trace of some of them. */
+  bool answered = strncmp(msg, "Error processing request", 24) == 0;
+  char *page = answered ? strstr(msg, " ('") : NULL; /* the HTML page it sent: not useful */
+  if (page) snprintf(page, sizeof msg - (size_t)(page - msg), ")");
+  log_msg(answered ? LOG_INFO : LOG_DEBUG, "libmicrohttpd: %s", msg);
 }
 
 /* ---------------- start and stop ---------------- */

@@ -121,6 +121,9 @@ struct http_request {
  * client wrote them), made before the headers arrive; NULL when out of memory. */
 struct http_request *request_new(struct http_server *s, struct MHD_Connection *conn,
                                  const char *target);
+/* Sets the request id (the client's X-Request-Id when sane, else a new one) and the client
+ * address from what the headers hold so far. */
+void request_identify(struct http_request *req);
 /* The first call, headers received: request id, client address, counted in inflight. */
 void request_start(struct http_request *req, const char *method);
 /* Frees the request and everything it owns (not the inflight count: on_completed does). */

@@ -256,6 +256,20 @@ def _read_one(sock, timeout=5):
         data += chunk
 
 
+def test_header_timeout_does_not_cut_a_slow_body(make_server):
+    """Only the request line and headers are bounded by HEADER_TIMEOUT_SECONDS; the body has
+    REQUEST_TIMEOUT_SECONDS."""
+    srv = make_server(env={"HEADER_TIMEOUT_SECONDS": "1", "REQUEST_TIMEOUT_SECONDS": "20"})
+    body = json.dumps(make_conv()).encode()
+    with _connect(srv) as s:
+        s.sendall(_post(b"Content-Length: " + str(len(body)).encode() + b"\r\n"))
+        for i in range(3):
+            time.sleep(0.9)
+            s.sendall(body[i * len(body) // 3:(i + 1) * len(body) // 3])
+        responses, _ = _read_responses(s, timeout=3)
+    assert responses and responses[0][0] == 200, responses
+
+
 def test_idle_keep_alive_is_left_to_the_idle_timeout(make_server):
     """The header timeout starts with the first byte of a later request, not at the end of the
     previous answer: an idle kept-alive connection lives out CONNECTION_TIMEOUT_SECONDS."""
@@ -382,3 +396,69 @@ def test_half_closed_after_a_whole_webhook_still_gets_its_answer(server):
         assert closed
         body = json.dumps(make_conv()).encode()
         raw = _post(b"Content-Length: " + str(len(body)).encode() + b"\r\n", body)
+
+
+# ------------------------------------------------------------------ defect 16: MHD's own answers
+def _webhook_with(headers, body=b"", rid="x"):
+    return (b"POST " + WEBHOOK.encode() + b" HTTP/1.1\r\nHost: x\r\n" + AUTH +
+            b"Content-Type: application/json\r\nX-Request-Id: " + rid.encode() + b"\r\n" +
+            headers + b"\r\n" + body)
+
+
+LIBRARY_CASES = [
+    # name, request, the status libmicrohttpd answers itself
+    ("cl_negative", lambda rid: _webhook_with(b"Content-Length: -1\r\n", rid=rid), 400),
+    ("cl_plus", lambda rid: _webhook_with(b"Content-Length: +5\r\n", b"{}", rid=rid), 400),
+    ("cl_hex", lambda rid: _webhook_with(b"Content-Length: 0x10\r\n", rid=rid), 400),
+    ("cl_over_2_64", lambda rid: _webhook_with(b"Content-Length: 99999999999999999999999\r\n",
+                                               rid=rid), 413),
+    ("bad_chunk", lambda rid: _webhook_with(b"Transfer-Encoding: chunked\r\n", b"zz\r\nabc\r\n",
+                                            rid=rid), 400),
+    ("chunk_over_2_64", lambda rid: _webhook_with(b"Transfer-Encoding: chunked\r\n",
+                                                  b"1ffffffffffffffffffff\r\n", rid=rid), 413),
+]
+
+
+@pytest.mark.parametrize("name,build,status", LIBRARY_CASES, ids=[c[0] for c in LIBRARY_CASES])
+def test_library_answers_are_logged_with_their_real_status(server, name, build, status):
+    """libmicrohttpd answers these itself (HTML, before or outside the application); the
+    request log line must still exist, with the status the client got, its address and id."""
+    rid = "lib-" + name + "-" + str(time.monotonic_ns())
+    responses, closed = _exchange(server, build(rid), timeout=5)
+    assert responses and responses[0][0] == status, (name, responses)
+    assert closed
+    lines = _wait_for_log(server, lambda r: r.get("request_id") == rid)
+    assert lines, f"{name}: no request log line"
+    assert lines[0]["status"] == status, lines[0]
+    assert lines[0]["client_ip"] == "127.0.0.1", lines[0]
+
+
+def test_unsupported_http_version_is_logged(server):
+    """HTTP/2.0 is refused by libmicrohttpd (505) before any application code runs: its own log
+    message is raised to info so the refusal is visible."""
+    responses, closed = _exchange(server, b"GET /api/v1/health HTTP/2.0\r\nHost: x\r\n\r\n",
+                                  timeout=5)
+    assert responses and responses[0][0] == 505, responses
+    assert closed
+    assert _wait_for_log_msg(server, lambda r: r.get("level") == "info" and "505" in r["msg"])
+
+
+def _wait_for_log_msg(srv, pred, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(pred(r) for r in srv.log_records() if "msg" in r):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_header_timeout_is_logged_as_408(make_server):
+    srv = make_server(env={"HEADER_TIMEOUT_SECONDS": "1"})
+    rid = "slow-" + str(time.monotonic_ns())
+    with _connect(srv) as s:
+        s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + rid.encode() +
+                  b"\r\nX-Slow: a")
+        _read_responses(s, timeout=4)
+    lines = _wait_for_log(srv, lambda r: r.get("status") == 408)
+    assert lines, [r for r in srv.log_records() if "status" in r]
+    assert lines[0]["client_ip"] == "127.0.0.1"
