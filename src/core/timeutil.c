@@ -113,16 +113,31 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *out_us) {
   int64_t frac_us, offset_s;
   if (!parse_fraction(s, len, &i, &frac_us) || !parse_offset(s, len, &i, &offset_s)) return false;
   if (i != len) return false;
-  /* RFC 3339 allows second 60 for leap seconds; it is counted as the next second. */
   if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
     return false;
   int64_t days = time_days_from_civil(y, mo, d);
   int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_s;
-  *out_us = secs * 1000000 + frac_us;
+  /* RFC 3339 allows second 60 for a leap second, which only ever follows 23:59:59 UTC on the
+   * last day of a month (in local time that may read 15:59:60-08:00). It counts as the next
+   * second: midnight UTC starting the first day of a month. */
+  if (sec == 60) {
+    int64_t next_y;
+    unsigned next_m, next_d;
+    if (secs % 86400 != 0) return false;
+    civil_from_days(secs / 86400, &next_y, &next_m, &next_d);
+    if (next_d != 1) return false;
+  }
+  int64_t us = secs * 1000000 + frac_us;
+  if (us < TIME_MIN_US || us > TIME_MAX_US) return false;
+  *out_us = us;
   return true;
 }
 
 bool time_format_us(int64_t us, bool always_fraction, char *buf, size_t cap) {
+  if (us < TIME_MIN_US || us > TIME_MAX_US) {
+    if (cap) buf[0] = '\0';
+    return false;
+  }
   int64_t secs = us / 1000000, frac = us % 1000000;
   if (frac < 0) {
     frac += 1000000;
@@ -136,10 +151,6 @@ bool time_format_us(int64_t us, bool always_fraction, char *buf, size_t cap) {
   int64_t y;
   unsigned m, d;
   civil_from_days(days, &y, &m, &d);
-  if (y < 0 || y > 9999) {
-    if (cap) buf[0] = '\0';
-    return false;
-  }
   unsigned hh = (unsigned)(rem / 3600), mm = (unsigned)(rem % 3600 / 60), ss = (unsigned)(rem % 60);
   int n;
   if (always_fraction || frac != 0)

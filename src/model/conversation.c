@@ -204,7 +204,12 @@ static void validate(struct problems *p, json_t *root, struct conversation_input
   out->account_id = check_identifier(p, root, "accountId", MODEL_ACCOUNT_ID_MAX);
   out->conversation_id = check_identifier(p, root, "conversationId", MODEL_CONVERSATION_ID_MAX);
   check_transcript(p, root, out);
+  size_t before = p->count;
   check_metadata(p, root, out);
+  /* endTime is startTime + duration: an instant we must be able to render, like startTime. */
+  if (out->has_start && p->count == before && out->start_us > TIME_MAX_US - out->duration * 1000000)
+    problem(p, "metadata.duration",
+            "puts endTime (earliest transcript timestamp + duration) after year 9999");
   check_optional_object(p, root, "summary", "summary");
 }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/timeutil.h"
 #include "model/conversation.h"
 
 /* The request body of the seed's POST /api/v1/webhook/conversation example, verbatim. */
@@ -528,6 +529,31 @@ static void test_timestamps(void **state) {
   assert_one_problem("transcript[0].timestamp", "string");
 }
 
+/* Defect 9: a timestamp outside years 0001..9999 in UTC, or a leap second anywhere but
+ * 23:59:60 UTC on a month's last day, is refused; so is a duration putting endTime past
+ * 9999, so startTime and endTime are always both rendered or both null. */
+static void test_timestamp_edges(void **state) {
+  (void)state;
+  static const char *const bad[] = {"2024-01-15T10:30:60Z", "0000-01-01T00:30:00+01:00",
+                                    "0000-06-01T00:00:00Z", "9999-12-31T23:30:00-01:00"};
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    set(message0(), "timestamp", json_string(bad[k]));
+    assert_one_problem("transcript[0].timestamp", "RFC 3339");
+  }
+  set(message0(), "timestamp", json_string("9999-12-31T23:55:00Z"));
+  set(metadata(), "duration", json_integer(300));
+  assert_one_problem("metadata.duration", "9999");
+  set(metadata(), "duration", json_integer(299));
+  assert_doc_ok();
+  assert_int_equal(in.start_us + in.duration * 1000000, TIME_MAX_US - 999999);
+  set(message0(), "timestamp", json_string("9999-01-01T00:00:00Z"));
+  set(metadata(), "duration", json_integer(2147483647));
+  assert_one_problem("metadata.duration", "9999");
+  /* with no timestamp there is no endTime to overflow */
+  set(doc, "transcript", json_array());
+  assert_doc_ok();
+}
+
 static void test_content_and_message_id(void **state) {
   (void)state;
   /* content is free text: empty and control characters are kept */
@@ -853,6 +879,7 @@ int main(void) {
       T(test_speaker),
       T(test_speaker_with_embedded_nul),
       T(test_timestamps),
+      T(test_timestamp_edges),
       T(test_content_and_message_id),
       T(test_content_with_escaped_nul),
       T(test_message_metadata),

@@ -33,7 +33,7 @@ static void test_parse_utc(void **state) {
   assert_parses("2024-01-15T10:30:00z", T_20240115_1030 * S);
   assert_parses("2024-01-15t10:30:00Z", T_20240115_1030 * S);
   assert_parses("1970-01-01T00:00:00Z", 0);
-  assert_parses("0000-01-01T00:00:00Z", -62167219200LL * S);
+  assert_parses("0001-01-01T00:00:00Z", -62135596800LL * S);
   assert_parses("9999-12-31T23:59:59Z", 253402300799LL * S);
   assert_parses("1969-12-31T23:59:59Z", -1 * S);
 }
@@ -117,6 +117,39 @@ static void test_parse_rejects(void **state) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_rejects(bad[i]);
 }
 
+/* Defect 9: second 60 only where a leap second can be, 23:59:60 UTC on a month's last day. */
+static void test_parse_leap_second_place(void **state) {
+  (void)state;
+  assert_parses("2016-12-31T23:59:60Z", 1483228800LL * S);
+  assert_parses("2015-06-30T23:59:60Z", 1435708800LL * S);
+  assert_parses("2016-12-31T23:59:60.5Z", 1483228800LL * S + 500000);
+  /* RFC 3339 section 5.8: the same leap second in local time */
+  assert_parses("2016-12-31T15:59:60-08:00", 1483228800LL * S);
+  assert_parses("2017-01-01T00:59:60+01:00", 1483228800LL * S);
+  assert_rejects("2024-01-15T10:30:60Z");
+  assert_rejects("2024-01-15T23:59:60Z");      /* not a month's last day */
+  assert_rejects("2016-12-31T23:58:60Z");      /* not the last minute */
+  assert_rejects("2016-12-31T23:59:60+01:00"); /* 22:59:60 UTC */
+  assert_rejects("2016-12-31T00:59:60+01:00");
+}
+
+/* Defect 9: every instant accepted can be rendered (years 0001..9999 in UTC), so a stored
+ * conversation never shows a null startTime for a timestamp that was accepted. */
+static void test_parse_range(void **state) {
+  (void)state;
+  assert_parses("0001-01-01T00:00:00Z", TIME_MIN_US);
+  assert_parses("0001-01-01T01:00:00+01:00", TIME_MIN_US);
+  assert_parses("9999-12-31T23:59:59.999999Z", TIME_MAX_US);
+  assert_parses("9999-12-31T23:59:59.9999999Z", TIME_MAX_US);
+  assert_parses("9999-12-31T22:59:59-01:00", 253402300799LL * S);
+  assert_rejects("0000-01-01T00:00:00Z");
+  assert_rejects("0000-12-31T23:59:59Z");
+  assert_rejects("0000-01-01T00:30:00+01:00"); /* 0000-12-31T23:30:00Z of year -1 */
+  assert_rejects("0001-01-01T00:30:00+01:00");
+  assert_rejects("9999-12-31T23:59:59-00:01"); /* 10000-01-01T00:00:59Z */
+  assert_rejects("9999-12-31T23:30:00-01:00");
+}
+
 static void test_parse_respects_length(void **state) {
   (void)state;
   int64_t us;
@@ -151,15 +184,16 @@ static void test_format(void **state) {
   assert_formats(-1, false, "1969-12-31T23:59:59.999999Z");
   assert_formats(-1 * S, false, "1969-12-31T23:59:59Z");
   assert_formats(-86400 * S, false, "1969-12-31T00:00:00Z");
-  assert_formats(-62167219200LL * S, false, "0000-01-01T00:00:00Z");
+  assert_formats(-62135596800LL * S, false, "0001-01-01T00:00:00Z");
   assert_formats(253402300799LL * S + 999999, false, "9999-12-31T23:59:59.999999Z");
 }
 
 static void test_format_out_of_range(void **state) {
   (void)state;
   char buf[64];
-  assert_false(time_format_us(253402300800LL * S, false, buf, sizeof buf)); /* year 10000 */
-  assert_false(time_format_us(-62167219200LL * S - 1, false, buf, sizeof buf));
+  assert_false(time_format_us(253402300800LL * S, false, buf, sizeof buf));     /* year 10000 */
+  assert_false(time_format_us(-62135596800LL * S - 1, false, buf, sizeof buf)); /* year 0 */
+  assert_false(time_format_us(-62167219200LL * S, false, buf, sizeof buf));
   assert_false(time_format_us(INT64_MAX, false, buf, sizeof buf));
   assert_false(time_format_us(INT64_MIN, true, buf, sizeof buf));
 }
@@ -221,6 +255,8 @@ int main(void) {
       cmocka_unit_test(test_parse_fractions),
       cmocka_unit_test(test_parse_calendar),
       cmocka_unit_test(test_parse_rejects),
+      cmocka_unit_test(test_parse_leap_second_place),
+      cmocka_unit_test(test_parse_range),
       cmocka_unit_test(test_parse_respects_length),
       cmocka_unit_test(test_format),
       cmocka_unit_test(test_format_out_of_range),
