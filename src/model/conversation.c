@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/timeutil.h"
+#include "core/utf8.h"
 #include "model/json_raw.h"
 
 struct problems {
@@ -229,8 +230,12 @@ enum model_result model_conversation_parse(const char *body, size_t len,
     root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &jerr);
   }
   if (!root) {
-    snprintf(message, message_len, "Request body is not valid JSON: %s (line %d, column %d)",
-             jerr.text, jerr.line, jerr.column);
+    /* jansson's text may quote the client's bytes cut in the middle of a character (defect
+     * 11: '{"a":"\u0\xc3\xa9"}'); the answer must stay valid UTF-8 to be encoded at all. */
+    char raw[sizeof jerr.text + 64];
+    snprintf(raw, sizeof raw, "Request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+             jerr.line, jerr.column);
+    (void)utf8_sanitize(message, message_len, raw, strlen(raw));
     return MODEL_INVALID_JSON;
   }
   p.list = json_array();

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/timeutil.h"
+#include "core/utf8.h"
 #include "model/conversation.h"
 
 /* The request body of the seed's POST /api/v1/webhook/conversation example, verbatim. */
@@ -846,6 +847,31 @@ static void test_invalid_json(void **state) {
   assert_int_equal(parse_bytes(SEED, strlen(SEED) - 3), MODEL_INVALID_JSON);
 }
 
+/* Defect 11: jansson's error text quotes the bytes around the error and may cut a character
+ * in half; the message must stay valid UTF-8, or the error answer cannot be encoded (and the
+ * client got a 500 "Out of memory" instead of 400 INVALID_JSON). */
+static void test_invalid_json_message_is_utf8(void **state) {
+  (void)state;
+  static const char *const bad[] = {
+      "{\"a\":\"\\u0\xc3\xa9\"}",                /* short \u escape, then é */
+      "{\"a\":\"\\\xc3\xa9\"}",                  /* backslash, then é */
+      "{\"a\":\"\\u12\xe2\x82\xac\"}",           /* short \u, then a 3-byte € */
+      "{\"a\":\"\\\xf0\x9f\x98\x80\"}",          /* backslash, then a 4-byte emoji */
+      "{\"a\":\"x\xff\"}",                       /* invalid byte */
+      "{\"\xc3\xa9\xc3\xa9\xc3\xa9\":\xc3\xa9}", /* bare é as a value */
+  };
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    if (parse_text(bad[k]) != MODEL_INVALID_JSON)
+      fail_msg("expected MODEL_INVALID_JSON for %s", bad[k]);
+    if (!utf8_valid(message, strlen(message))) fail_msg("message not UTF-8: %s", message);
+    assert_non_null(strstr(message, "not valid JSON"));
+    /* what the server does with it: our error envelope */
+    json_t *env = json_pack("{s:s}", "message", message);
+    assert_non_null(env);
+    json_decref(env);
+  }
+}
+
 static void test_not_an_object(void **state) {
   (void)state;
   static const char *const bodies[] = {"[]",  "[{\"emailId\":\"x\"}]", "\"text\"", "42", "null",
@@ -892,6 +918,7 @@ int main(void) {
       T(test_all_problems_listed_with_paths),
       T(test_problems_capped),
       T(test_invalid_json),
+      T(test_invalid_json_message_is_utf8),
       T(test_not_an_object),
   };
 #undef T
