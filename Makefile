@@ -4,6 +4,7 @@
 #   make test       format check, unit tests (cmocka), the store conformance suite (cmocka,
 #                   SQLite and PostgreSQL) and black-box tests (pytest), all
 #                   under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each (see fuzz/README.md)
 #   make bench      benchmarks (see README)
 
 PKGS      := libmicrohttpd jansson sqlite3 libpq hiredis libcrypto
@@ -31,7 +32,7 @@ rel_obj = $(patsubst %.c,build/release/%.o,$(1))
 dbg_obj = $(patsubst %.c,build/debug/%.o,$(1))
 
 .PHONY: all debug run test unit conformance integration format format-check deps deps-test bench \
-        docs-assets clean readme-config deps-bench layering-check
+        docs-assets clean readme-config deps-bench layering-check fuzz fuzz-build fuzz-quick
 .DEFAULT_GOAL := all
 
 all: deps gensendrep
@@ -101,7 +102,7 @@ run: deps gensendrep
 	@scripts/ensure-key.sh
 	./gensendrep
 
-test: deps-test format-check layering-check unit conformance integration
+test: deps-test format-check layering-check unit conformance fuzz-quick integration
 
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
@@ -118,18 +119,77 @@ integration: build/debug/gensendrep
 layering-check:
 	tools/check-layering.sh src
 
+FORMAT_FILES = $(SRCS) $(shell find src tests/unit fuzz -name '*.h') $(UNIT_SRCS) \
+               $(CONFORMANCE_SRCS) $(FUZZ_SRCS)
+
 format:
-	clang-format -i $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS) $(CONFORMANCE_SRCS)
+	clang-format -i $(FORMAT_FILES)
 
 format-check:
-	clang-format --dry-run --Werror $(SRCS) $(shell find src tests/unit -name '*.h') $(UNIT_SRCS) \
-	  $(CONFORMANCE_SRCS)
+	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 docs-assets:
 	scripts/docs-assets.sh docs-assets
 
 clean:
 	rm -rf build gensendrep
+
+# ---- fuzzing (libFuzzer, clang from Debian) ----
+# One target per parser a client can reach: fuzz/fuzz_NAME.c, seeds in fuzz/corpus/NAME/.
+# The library is built again with clang, coverage-instrumented and under ASan + UBSan; any
+# crash, leak, sanitizer report or broken property stops the run with a non-zero status and
+# leaves the input in build/fuzz/artifacts/. New inputs found go to build/fuzz/corpus/NAME/
+# (not committed; copy the few that matter to fuzz/corpus/NAME/).
+FUZZ_CC      := clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_QUICK_SECONDS ?= 4
+FUZZ_SRCS    := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
+FUZZ_BINS    := $(patsubst %,build/fuzz/bin/fuzz_%,$(FUZZ_TARGETS))
+# clang's -Wformat-nonliteral also flags va_list forwarding that gcc accepts.
+FUZZ_CFLAGS  := $(WARN) -Wno-format-nonliteral $(DEFS) -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+FUZZ_LDFLAGS := -fsanitize=fuzzer,address,undefined
+fuzz_obj = $(patsubst %.c,build/fuzz/obj/%.o,$(1))
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "CC (fuzz) $<"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+# An archive, so each target links only the objects it reaches.
+build/fuzz/libgensendrep.a: $(call fuzz_obj,$(LIB_SRCS) $(GEN_SRCS))
+	@rm -f $@
+	@ar rcs $@ $^
+
+build/fuzz/bin/fuzz_%: build/fuzz/obj/fuzz/fuzz_%.o build/fuzz/libgensendrep.a
+	@mkdir -p $(@D)
+	@echo "LD $@"
+	@$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+.PRECIOUS: build/fuzz/obj/fuzz/%.o
+
+fuzz-build: deps-test $(FUZZ_BINS)
+
+# FUZZ_RUN_SECONDS per target; libFuzzer exits non-zero on any finding.
+define fuzz_run
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t build/fuzz/artifacts; \
+	  echo "== fuzz $$t ($(1) s)"; \
+	  build/fuzz/bin/fuzz_$$t -max_total_time=$(1) -print_final_stats=1 -timeout=10 \
+	    -rss_limit_mb=1024 -artifact_prefix=build/fuzz/artifacts/$$t- \
+	    build/fuzz/corpus/$$t fuzz/corpus/$$t 2>build/fuzz/$$t.log \
+	    || { fail=1; tail -n 60 build/fuzz/$$t.log; }; \
+	  grep -E '^(stat::number_of_executed_units|stat::new_units_added|Done)' build/fuzz/$$t.log \
+	    | tr '\n' ' '; echo; \
+	done; exit $$fail
+endef
+
+fuzz: fuzz-build
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-quick: fuzz-build
+	$(call fuzz_run,$(FUZZ_QUICK_SECONDS))
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 

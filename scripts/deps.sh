@@ -4,7 +4,7 @@
 # As root it installs what is missing with apt-get; otherwise it names the packages and fails.
 set -eu
 build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev"
-test="$build libcmocka-dev python3-pytest python3-requests clang-format postgresql redis-server"
+test="$build libcmocka-dev python3-pytest python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server"
 bench="$build wrk postgresql redis-server"
 case "${1:-build}" in
   build) want=$build ;;

@@ -1,0 +1,40 @@
+/* Raw member access (model/json_raw.c), which finds a member's exact bytes in a stored body.
+ * Its contract is valid JSON input, so for every object jansson accepts, each top-level member
+ * must be found and its bytes must decode to the member's value. Any other input must still
+ * be scanned without reading out of bounds, and a value found lies inside the document. */
+#include <jansson.h>
+#include <string.h>
+
+#include "fuzz.h"
+#include "model/json_raw.h"
+
+static const char *const probes[] = {"transcript", "metadata", "summary", "a", "", "duration"};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  /* A private copy of exactly size bytes, so ASan sees any read past the end. */
+  char *doc = malloc(size ? size : 1);
+  if (!doc) return 0;
+  memcpy(doc, data, size);
+  const char *val;
+  size_t val_len;
+  for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+    if (json_raw_member(doc, size, probes[i], &val, &val_len))
+      FUZZ_CHECK(val >= doc && val + val_len <= doc + size);
+  }
+  json_t *root =
+      json_loadb(doc, size, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+  if (json_is_object(root)) {
+    const char *key;
+    json_t *want;
+    json_object_foreach(root, key, want) {
+      FUZZ_CHECK(json_raw_member(doc, size, key, &val, &val_len));
+      FUZZ_CHECK(val >= doc && val + val_len <= doc + size);
+      json_t *got = json_loadb(val, val_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+      FUZZ_CHECK(got != NULL && json_equal(got, want));
+      json_decref(got);
+    }
+  }
+  json_decref(root);
+  free(doc);
+  return 0;
+}
