@@ -24,24 +24,31 @@ json_t *render_conversation(const struct store_conversation *c) {
                    time_or_null(true, c->processed_us, true));
 }
 
-/* Appends ,"key":<raw member or null> to buf at *pos. */
-static void append_member(char *buf, size_t *pos, const char *key,
-                          const struct store_conversation *c) {
-  const char *val = "null";
-  size_t len = 4;
-  if (!json_raw_member(c->body, c->body_len, key, &val, &len)) {
-    val = "null";
-    len = 4;
+/* One member of the detail answer: its key and its raw value from the stored body. */
+struct raw_member {
+  const char *key;
+  const char *val;
+  size_t len;
+};
+
+static void find_member(const struct store_conversation *c, struct raw_member *m) {
+  if (!json_raw_member(c->body, c->body_len, m->key, &m->val, &m->len)) {
+    m->val = "null";
+    m->len = 4;
   }
-  size_t klen = strlen(key);
+}
+
+/* Appends ,"key":<raw value> at *pos; the caller sized buf for it. */
+static void append_member(char *buf, size_t *pos, const struct raw_member *m) {
+  size_t klen = strlen(m->key);
   buf[(*pos)++] = ',';
   buf[(*pos)++] = '"';
-  memcpy(buf + *pos, key, klen);
+  memcpy(buf + *pos, m->key, klen);
   *pos += klen;
   buf[(*pos)++] = '"';
   buf[(*pos)++] = ':';
-  memcpy(buf + *pos, val, len);
-  *pos += len;
+  memcpy(buf + *pos, m->val, m->len);
+  *pos += m->len;
 }
 
 char *render_conversation_detail(const struct store_conversation *c, size_t *len) {
@@ -49,10 +56,17 @@ char *render_conversation_detail(const struct store_conversation *c, size_t *len
   char *head = base ? json_dumps(base, JSON_COMPACT) : NULL;
   json_decref(base);
   if (!head) return NULL;
+  /* The members are found first so the answer is written into one buffer of exactly its size:
+   * a large conversation costs its answer once, not three times the stored body. */
+  struct raw_member members[] = {
+      {"transcript", NULL, 0}, {"metadata", NULL, 0}, {"summary", NULL, 0}};
   size_t hlen = strlen(head); /* ends with '}' */
-  /* head + three members (each at most the whole body, plus its key) + '}' */
-  size_t cap = hlen + 3 * (c->body_len + 32) + 2;
-  char *out = malloc(cap);
+  size_t total = hlen;        /* head without its '}', plus the closing '}' */
+  for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
+    find_member(c, &members[i]);
+    total += strlen(members[i].key) + 4 + members[i].len; /* ,"key": */
+  }
+  char *out = malloc(total + 1);
   if (!out) {
     free(head);
     return NULL;
@@ -60,9 +74,8 @@ char *render_conversation_detail(const struct store_conversation *c, size_t *len
   size_t pos = hlen - 1;
   memcpy(out, head, pos);
   free(head);
-  append_member(out, &pos, "transcript", c);
-  append_member(out, &pos, "metadata", c);
-  append_member(out, &pos, "summary", c);
+  for (size_t i = 0; i < sizeof members / sizeof members[0]; i++)
+    append_member(out, &pos, &members[i]);
   out[pos++] = '}';
   out[pos] = '\0';
   *len = pos;
