@@ -167,7 +167,7 @@ build/fuzz/bin/fuzz_%: build/fuzz/obj/fuzz/fuzz_%.o build/fuzz/libgensendrep.a
 	@echo "LD $@"
 	@$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-.PRECIOUS: build/fuzz/obj/fuzz/%.o
+.PRECIOUS: build/fuzz/obj/%.o
 
 fuzz-build: deps-test $(FUZZ_BINS)
 
