@@ -2,8 +2,8 @@
 #   make            release binary ./gensendrep
 #   make run        install what is missing, make sure an API key exists, serve on :8000
 #   make test       format check, unit tests (cmocka), the store conformance suite (cmocka,
-#                   SQLite and PostgreSQL) and black-box tests (pytest), all
-#                   under AddressSanitizer + UndefinedBehaviorSanitizer
+#                   SQLite and PostgreSQL), every fuzzer for a few seconds and black-box
+#                   tests (pytest), all under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each (see fuzz/README.md)
 #   make bench      benchmarks (see README)
 
