@@ -54,7 +54,8 @@ static int cmd_migrate(void) {
   int rc = load_config(&cfg);
   if (rc == 0) {
     char err[512];
-    struct store *store = store_open(cfg.database_url, err, sizeof err);
+    struct store *store =
+        store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err, sizeof err);
     if (!store) {
       fprintf(stderr, "gensendrep: %s\n", err);
       rc = 1;
@@ -107,7 +108,8 @@ static int serve(void) {
   struct app app = {.cfg = &cfg};
   struct http_server *server = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
-            (app.store = store_open(cfg.database_url, err, sizeof err)) &&
+            (app.store = store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err,
+                                         sizeof err)) &&
             (app.health = store_health_new(app.store)) && app_docs_init(&app) &&
             (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
   if (!ok) {

@@ -44,6 +44,10 @@ static void reply_store_error(struct http_request *req, enum store_status st) {
     http_reply_error(req, API_ERR_NOT_FOUND, "Conversation not found", NULL);
   else if (st == STORE_RETRY)
     http_reply_error(req, API_ERR_UNAVAILABLE, NULL, NULL);
+  else if (st == STORE_CLIENT)
+    http_reply_error(
+        req, API_ERR_INVALID_PARAMETER, "conversation_id holds bytes the database cannot compare",
+        json_pack("[{s:s,s:s}]", "field", "conversation_id", "issue", "must be valid UTF-8 text"));
   else
     http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
 }

@@ -74,6 +74,12 @@ static void list_work(void *p) {
 
 static void on_resume(struct http_request *req) {
   struct list_job *job = http_request_state(req);
+  if (job->status == STORE_CLIENT) {
+    http_reply_error(req, API_ERR_INVALID_PARAMETER,
+                     "A filter holds bytes the database cannot compare (it must be valid UTF-8)",
+                     NULL);
+    return;
+  }
   if (job->status != STORE_OK) {
     http_reply_error(req, job->status == STORE_RETRY ? API_ERR_UNAVAILABLE : API_ERR_INTERNAL, NULL,
                      NULL);

@@ -39,6 +39,10 @@ static void on_resume(struct http_request *req) {
       http_reply_error(req, API_ERR_UNAVAILABLE, "The conversation could not be stored; retry",
                        NULL);
       return;
+    case STORE_CLIENT:
+      http_reply_error(req, API_ERR_VALIDATION, "The database refused a value of this conversation",
+                       NULL);
+      return;
     case STORE_HARD:
       http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
       return;

@@ -24,6 +24,9 @@ const struct config_var config_vars[] = {
     {"DATABASE_URL", CONFIG_STRING, "sqlite:data/gensendrep.db", 0, 0, OFF(database_url),
      "Storage: sqlite:PATH (relative to the working directory), sqlite:///absolute/path, or "
      "postgresql://user:password@host:port/dbname."},
+    {"DATABASE_CONNECT_TIMEOUT_SECONDS", CONFIG_INT, "30", 0, 3600, OFF(database_connect_timeout),
+     "Seconds gensendrep keeps trying to reach PostgreSQL at start-up (each attempt logged) "
+     "before it gives up and exits; 0: one attempt."},
     {"REDIS_URL", CONFIG_STRING, "", 0, 0, OFF(redis_url),
      "redis://[[user]:password@]host[:port][/db]: rate limits shared by every instance using it; "
      "empty: each instance limits alone."},

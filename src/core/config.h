@@ -15,6 +15,7 @@ struct config {
   char *host;
   long port;
   char *database_url;
+  long database_connect_timeout;
   char *redis_url;
   char *cors_origins;
   char *log_level;

@@ -8,6 +8,10 @@
 #include "core/dsn.h"
 
 struct store *store_open(const char *url, char *err, size_t errlen) {
+  return store_open_wait(url, 0, err, errlen);
+}
+
+struct store *store_open_wait(const char *url, int wait_seconds, char *err, size_t errlen) {
   const char *path = dsn_sqlite_path(url);
   if (path) {
     if (!*path) {
@@ -16,7 +20,7 @@ struct store *store_open(const char *url, char *err, size_t errlen) {
     }
     return store_sqlite_open(path, err, errlen);
   }
-  if (dsn_is_postgres(url)) return store_pg_open(url, err, errlen);
+  if (dsn_is_postgres(url)) return store_pg_open(url, wait_seconds, err, errlen);
   snprintf(err, errlen, "DATABASE_URL: unsupported scheme");
   return NULL;
 }

@@ -18,8 +18,10 @@
 enum store_status {
   STORE_OK,
   STORE_NOT_FOUND,
-  STORE_RETRY, /* transient: busy, I/O error, disk full; answer 503 */
-  STORE_HARD,  /* a bug or corrupt database; answer 500 */
+  STORE_RETRY,  /* transient: busy, I/O error, disk full; answer 503 */
+  STORE_CLIENT, /* the database refused data the client sent (e.g. bytes that are not valid
+                 * in its encoding): the client's fault, answer 400, never 500 */
+  STORE_HARD,   /* a bug or corrupt database; answer 500 */
 };
 
 #define STORE_WEBHOOK_ID_MAX MODEL_WEBHOOK_ID_MAX
@@ -86,6 +88,10 @@ struct store {
 /* Opens the backend named by url and applies migrations. On failure writes one line to err. */
 __attribute__((warn_unused_result)) struct store *store_open(const char *url, char *err,
                                                              size_t errlen);
+/* The same, but a database server that cannot be reached yet (still starting, as in a
+ * container started beside it) is tried again, each attempt logged, for up to wait_seconds. */
+__attribute__((warn_unused_result)) struct store *store_open_wait(const char *url, int wait_seconds,
+                                                                  char *err, size_t errlen);
 /* Drains pending writes, then closes; s is freed. */
 void store_close(struct store *s);
 
@@ -110,7 +116,7 @@ void store_page_free(struct store_page *p);
 
 /* Backends. */
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen);
-struct store *store_pg_open(const char *url, char *err, size_t errlen);
+struct store *store_pg_open(const char *url, int wait_seconds, char *err, size_t errlen);
 
 /* Embedded migrations (generated from src/store/migrations/<backend>/NNNN_name.sql). */
 struct store_migration {

@@ -8,11 +8,14 @@
  * "same body, same webhookId" decision is made on the latest committed version. */
 #include <endian.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "core/thread_slot.h"
@@ -25,6 +28,8 @@
 #define LIST_VARIANTS 8
 #define MIGRATION_LOCK_KEY 7261001 /* advisory lock serialising migrations */
 #define RECONNECT_PAUSE_MS 1000
+#define START_RETRY_MS 1000 /* between connection attempts while waiting at start-up */
+#define MSG_MAX 512
 #define OID_BOOL 16
 #define OID_BYTEA 17
 #define OID_INT8 20
@@ -42,30 +47,65 @@ struct pg_store {
   pthread_t writer;
   bool writer_started;
   struct write_queue queue;
-  struct thread_slot readers;     /* one struct pg_reader per calling thread */
-  atomic_bool reported_down;      /* log "unreachable" once per outage, not per request */
-  _Atomic int64_t retry_after_ms; /* no new connection attempt before this (monotonic ms) */
+  struct thread_slot readers; /* one struct pg_reader per calling thread */
+  atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
+  /* no new connection attempt before these (monotonic ms); see pg_connect */
+  _Atomic int64_t writer_pause_ms;
+  _Atomic int64_t readers_pause_ms;
 };
 
 /* ---------- connections ---------- */
 
-static void report_down(struct pg_store *s, PGconn *c) {
+/* libpq's messages end in a newline and may span lines ("...: Connection refused\n\tIs the
+ * server running...?\n"): one line without the newline, for the log and for err. */
+static const char *one_line(const char *m, char *buf, size_t cap) {
+  size_t n = 0;
+  bool space = false;
+  for (const char *p = m ? m : ""; *p && n + 1 < cap; p++) {
+    if (*p == '\n' || *p == '\r' || *p == '\t') {
+      space = n > 0;
+      continue;
+    }
+    if (space && n + 2 < cap) buf[n++] = ' ';
+    space = false;
+    buf[n++] = *p;
+  }
+  buf[n] = '\0';
+  return buf;
+}
+
+#define PG_MSG(c) one_line(PQerrorMessage(c), (char[MSG_MAX]){0}, MSG_MAX)
+
+/* PostgreSQL's notices ("relation ... already exists, skipping", or the goodbye an idle
+ * connection receives when the server shuts down) become log lines like any other, instead
+ * of libpq's plain text on stderr in the middle of the JSON log. */
+static void on_notice(void *unused, const PGresult *res) {
+  (void)unused;
+  const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *text = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  if (!sev) sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+  if (!sev) sev = "NOTICE";
+  enum log_level level = LOG_WARNING; /* WARNING, and ERROR/FATAL received while idle */
+  if (strcmp(sev, "NOTICE") == 0 || strcmp(sev, "INFO") == 0)
+    level = LOG_INFO;
+  else if (strcmp(sev, "DEBUG") == 0 || strcmp(sev, "LOG") == 0)
+    level = LOG_DEBUG;
+  char buf[MSG_MAX];
+  log_msg(level, "postgresql %s: %s", sev,
+          one_line(text ? text : PQresultErrorMessage(res), buf, sizeof buf));
+}
+
+static void report_down(struct pg_store *s, const char *why) {
   if (!atomic_exchange(&s->reported_down, true))
-    log_msg(LOG_ERROR, "postgresql unreachable: %s", c ? PQerrorMessage(c) : "out of memory");
+    log_msg(LOG_ERROR, "postgresql unreachable: %s", why);
 }
 
 static void report_up(struct pg_store *s) {
   if (atomic_exchange(&s->reported_down, false)) log_msg(LOG_INFO, "postgresql reachable again");
 }
 
-/* A new connection, or NULL (why, when given, says why). */
-static PGconn *pg_connect(struct pg_store *s, char *why, size_t whylen) {
-  /* After a failed attempt, requests answer 503 at once for a second instead of each spending
-   * up to connect_timeout on a server that is away. */
-  if ((int64_t)time_mono_ms() < atomic_load(&s->retry_after_ms)) {
-    if (why) snprintf(why, whylen, "PostgreSQL was unreachable a moment ago");
-    return NULL;
-  }
+/* One connection attempt; on failure NULL and why (one line). */
+static PGconn *pg_connect_once(struct pg_store *s, char *why, size_t whylen) {
   /* connect_timeout comes first so that one in DATABASE_URL wins. */
   /* Keepalives and a TCP user timeout notice a vanished server within seconds. */
   const char *keys[] = {"connect_timeout",  "keepalives_idle",  "keepalives_interval",
@@ -74,21 +114,48 @@ static PGconn *pg_connect(struct pg_store *s, char *why, size_t whylen) {
   const char *vals[] = {"5",          "5",    "2", "3", "10000", "-c statement_timeout=15000",
                         "gensendrep", s->url, NULL};
   PGconn *c = PQconnectdbParams(keys, vals, 1);
-  if (!c || PQstatus(c) != CONNECTION_OK) {
-    if (why) snprintf(why, whylen, "%s", c ? PQerrorMessage(c) : "out of memory");
-    report_down(s, c);
-    PQfinish(c);
-    atomic_store(&s->retry_after_ms, (int64_t)time_mono_ms() + RECONNECT_PAUSE_MS);
+  if (c && PQstatus(c) == CONNECTION_OK) {
+    PQsetNoticeReceiver(c, on_notice, NULL);
+    return c;
+  }
+  one_line(c ? PQerrorMessage(c) : "out of memory", why, whylen);
+  PQfinish(c);
+  return NULL;
+}
+
+/* A new connection, or NULL. After a failed attempt, the callers sharing *pause get NULL at
+ * once for a second instead of each spending up to connect_timeout on a server that is away.
+ * The writer and the readers pause separately: a reader that failed a moment before the
+ * server came back must not keep the writer from reconnecting. */
+static PGconn *pg_connect(struct pg_store *s, _Atomic int64_t *pause) {
+  if ((int64_t)time_mono_ms() < atomic_load(pause)) return NULL;
+  char why[MSG_MAX];
+  PGconn *c = pg_connect_once(s, why, sizeof why);
+  if (!c) {
+    report_down(s, why);
+    atomic_store(pause, (int64_t)time_mono_ms() + RECONNECT_PAUSE_MS);
     return NULL;
   }
   report_up(s);
   return c;
 }
 
+/* An idle connection whose server went away (a restart, an idle-session kill) still reads
+ * CONNECTION_OK until libpq reads the server's goodbye. Reading what is waiting first (the
+ * goodbye is logged as a notice) lets a restart while idle cost no failed request. */
+static bool conn_usable(PGconn *c) {
+  for (int i = 0; c && i < 4 && PQstatus(c) == CONNECTION_OK; i++) {
+    struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0 || !PQconsumeInput(c)) break;
+    (void)PQisBusy(c); /* parses what came */
+  }
+  return c && PQstatus(c) == CONNECTION_OK;
+}
+
 static bool command_ok(PGconn *c, const char *sql) {
   PGresult *r = PQexec(c, sql);
   bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-  if (!ok) log_msg(LOG_ERROR, "postgresql: %s", PQerrorMessage(c));
+  if (!ok) log_msg(LOG_ERROR, "postgresql: %s", PG_MSG(c));
   PQclear(r);
   return ok;
 }
@@ -96,16 +163,19 @@ static bool command_ok(PGconn *c, const char *sql) {
 static bool prepare(PGconn *c, const char *name, const char *sql, int nparams, const Oid *types) {
   PGresult *r = PQprepare(c, name, sql, nparams, types);
   bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-  if (!ok) log_msg(LOG_ERROR, "postgresql prepare %s: %s", name, PQerrorMessage(c));
+  if (!ok) log_msg(LOG_ERROR, "postgresql prepare %s: %s", name, PG_MSG(c));
   PQclear(r);
   return ok;
 }
 
-/* A failed statement: transient (connection, resources, shutdown, lock) or a real fault. */
+/* A failed statement: the connection or a transient condition (connection, resources,
+ * shutdown, lock), the client's data (class 22, data exception: e.g. 22021, bytes that are
+ * not UTF-8), or a real fault. */
 static enum store_status status_of(PGconn *c, const PGresult *r) {
   if (PQstatus(c) != CONNECTION_OK) return STORE_RETRY;
   const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   if (!state) return STORE_RETRY;
+  if (strncmp(state, "22", 2) == 0) return STORE_CLIENT;
   static const char *const transient[] = {"08", "40", "53", "55", "57", "58"};
   for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
     if (strncmp(state, transient[i], 2) == 0) return STORE_RETRY;
@@ -147,7 +217,7 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
   char sql[128];
   snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
   if (!command_ok(c, sql)) {
-    snprintf(err, errlen, "DATABASE_URL: postgresql: %s", PQerrorMessage(c));
+    snprintf(err, errlen, "DATABASE_URL: postgresql: %s", PG_MSG(c));
     return false;
   }
   bool ok = command_ok(c,
@@ -166,7 +236,7 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
     if (ok) log_msg(LOG_INFO, "applied migration %04d_%s", m->version, m->name);
   }
   if (!ok) {
-    snprintf(err, errlen, "DATABASE_URL: postgresql migration failed: %s", PQerrorMessage(c));
+    snprintf(err, errlen, "DATABASE_URL: postgresql migration failed: %s", PG_MSG(c));
     (void)command_ok(c, "ROLLBACK");
   }
   snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d)", MIGRATION_LOCK_KEY);
@@ -214,10 +284,11 @@ static bool prepare_writer(PGconn *c) {
                  1, probe_types);
 }
 
+/* The writer's connection, checked (see conn_usable) or made again; false when unreachable. */
 static bool writer_ready(struct pg_store *s) {
-  if (s->writer_conn && PQstatus(s->writer_conn) == CONNECTION_OK) return true;
+  if (conn_usable(s->writer_conn)) return true;
   PQfinish(s->writer_conn);
-  s->writer_conn = pg_connect(s, NULL, 0);
+  s->writer_conn = pg_connect(s, &s->writer_pause_ms);
   if (s->writer_conn && !prepare_writer(s->writer_conn)) {
     PQfinish(s->writer_conn);
     s->writer_conn = NULL;
@@ -225,14 +296,43 @@ static bool writer_ready(struct pg_store *s) {
   return s->writer_conn != NULL;
 }
 
-/* The batch goes to PostgreSQL as one pipeline — BEGIN, the id locks, every write, COMMIT —
- * and one round trip brings all the answers back. */
-enum step_kind { STEP_BEGIN, STEP_LOCK, STEP_WRITE, STEP_COMMIT };
+static void writer_drop(struct pg_store *s) {
+  PQfinish(s->writer_conn);
+  s->writer_conn = NULL;
+}
+
+/* The batch goes to PostgreSQL as one pipeline — BEGIN, the id locks, every write, COMMIT,
+ * a sync point — and one round trip brings all the answers back. Each step records what was
+ * sent and the result a success gives; the answers are read step by step in that order
+ * (every statement gives one result then NULL, the sync point PGRES_PIPELINE_SYNC), so one
+ * more statement cannot shift answers onto the wrong step: anything out of step fails the
+ * batch. */
+enum step_kind { STEP_BEGIN, STEP_LOCK, STEP_WRITE, STEP_COMMIT, STEP_SYNC };
 
 struct step {
   enum step_kind kind;
-  struct store_write *w;
+  struct store_write *w; /* STEP_WRITE: the write it sends */
+  ExecStatusType expect; /* what success returns */
 };
+
+#define BATCH_EXTRA_STEPS 4 /* BEGIN, LOCK, COMMIT, SYNC */
+
+struct batch {
+  struct step *steps;
+  size_t n;         /* steps handed to libpq */
+  bool commit_sent; /* COMMIT handed to libpq: from then on the batch may be committed */
+  /* the outcome */
+  enum store_status status;
+  bool committed;              /* COMMIT's own answer came back */
+  bool aborted;                /* the server failed a step before COMMIT succeeded: none of it
+                                * is stored, so it may be sent again as it is */
+  struct store_write *culprit; /* STORE_CLIENT: the write whose data was refused */
+};
+
+static void add_step(struct batch *b, enum step_kind kind, struct store_write *w,
+                     ExecStatusType expect) {
+  b->steps[b->n++] = (struct step){kind, w, expect};
+}
 
 static bool send_plain(PGconn *c, const char *sql) {
   return PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
@@ -295,93 +395,194 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
   return PQsendQueryPrepared(s->writer_conn, "upsert", 10, vals, lens, formats, 1) == 1;
 }
 
-/* Queues the whole batch; returns the number of steps sent, or 0 on failure. */
-static size_t send_batch(struct pg_store *s, struct store_write *batch, struct step *steps) {
+/* Hands the whole batch to libpq, recording each step as it goes; false when a step could
+ * not be handed over (b->n then counts those that were). */
+static bool send_batch(struct pg_store *s, struct store_write *head, struct batch *b) {
   PGconn *c = s->writer_conn;
-  size_t k = 0;
-  bool oom, ok = send_plain(c, "BEGIN");
-  steps[k++] = (struct step){STEP_BEGIN, NULL};
-  char *keys = lock_keys(batch, &oom);
-  if (keys) {
+  bool oom;
+  char *keys = lock_keys(head, &oom);
+  if (oom) return false;
+  bool ok = send_plain(c, "BEGIN");
+  if (ok) add_step(b, STEP_BEGIN, NULL, PGRES_COMMAND_OK);
+  if (ok && keys) {
     const char *vals[] = {keys};
-    ok = ok && PQsendQueryPrepared(c, "lock", 1, vals, NULL, NULL, 0) == 1;
-    steps[k++] = (struct step){STEP_LOCK, NULL};
-    free(keys);
+    ok = PQsendQueryPrepared(c, "lock", 1, vals, NULL, NULL, 0) == 1;
+    if (ok) add_step(b, STEP_LOCK, NULL, PGRES_TUPLES_OK);
   }
-  for (struct store_write *w = batch; ok && w; w = w->next) {
-    ok = w->kind == STORE_WRITE_PROBE ? send_probe(c) : send_conversation(s, w);
-    steps[k++] = (struct step){STEP_WRITE, w};
+  free(keys);
+  for (struct store_write *w = head; ok && w; w = w->next) {
+    bool probe = w->kind == STORE_WRITE_PROBE;
+    ok = probe ? send_probe(c) : send_conversation(s, w);
+    if (ok) add_step(b, STEP_WRITE, w, probe ? PGRES_COMMAND_OK : PGRES_TUPLES_OK);
   }
-  ok = ok && !oom && send_plain(c, "COMMIT") && PQpipelineSync(c) == 1;
-  steps[k++] = (struct step){STEP_COMMIT, NULL};
-  return ok ? k : 0;
+  if (ok) {
+    b->commit_sent = true;
+    ok = send_plain(c, "COMMIT");
+    if (ok) add_step(b, STEP_COMMIT, NULL, PGRES_COMMAND_OK);
+  }
+  ok = ok && PQpipelineSync(c) == 1;
+  if (ok) add_step(b, STEP_SYNC, NULL, PGRES_PIPELINE_SYNC);
+  return ok;
 }
 
-/* Checks one step's result; fills in what a conversation write learned. */
-static enum store_status read_step(PGconn *c, const struct step *step, const PGresult *r) {
-  ExecStatusType t = PQresultStatus(r);
-  bool rows = step->kind == STEP_LOCK ||
-              (step->kind == STEP_WRITE && step->w->kind == STORE_WRITE_CONVERSATION);
-  if (t != (rows ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) return status_of(c, r);
-  if (step->kind != STEP_WRITE || step->w->kind != STORE_WRITE_CONVERSATION) return STORE_OK;
-  if (PQntuples(r) != 1) return STORE_HARD;
-  struct store_write *w = step->w;
+/* What a conversation write's one row says: its version's webhook id and processedAt, and
+ * whether it was a byte-identical redelivery. */
+static enum store_status read_write(struct store_write *w, const PGresult *r) {
+  if (w->kind != STORE_WRITE_CONVERSATION) return STORE_OK;
+  if (PQntuples(r) != 1 || PQnfields(r) != 3) return STORE_HARD;
   get_text(r, 0, 0, w->webhook_id, sizeof w->webhook_id);
   w->processed_us = get_i64(r, 0, 1);
   w->duplicate = *PQgetvalue(r, 0, 2) != 0;
   return STORE_OK;
 }
 
-/* Reads every result up to the pipeline's sync point; the first failure wins. */
-static enum store_status read_batch(PGconn *c, const struct step *steps, size_t k) {
-  enum store_status st = STORE_OK;
-  size_t i = 0;
-  bool after_end = false;
-  for (;;) {
+/* Checks one step's result. */
+static enum store_status read_step(PGconn *c, const struct step *step, const PGresult *r,
+                                   struct batch *b) {
+  ExecStatusType t = PQresultStatus(r);
+  if (t != step->expect) {
+    /* An error the server itself reported (it has a SQLSTATE; libpq's own, such as a lost
+     * connection, have none) before COMMIT succeeded means the transaction is rolled back;
+     * so does a step the server skipped for an earlier error. */
+    if (!b->committed && (t == PGRES_PIPELINE_ABORTED ||
+                          (t == PGRES_FATAL_ERROR && PQresultErrorField(r, PG_DIAG_SQLSTATE))))
+      b->aborted = true;
+    return t == PGRES_PIPELINE_ABORTED ? STORE_RETRY : status_of(c, r);
+  }
+  switch (step->kind) {
+    case STEP_WRITE:
+      return read_write(step->w, r);
+    case STEP_COMMIT:
+      /* COMMIT of a transaction that failed answers ROLLBACK */
+      if (strcmp(PQcmdStatus((PGresult *)r), "COMMIT") != 0) return STORE_HARD;
+      b->committed = true;
+      return STORE_OK;
+    case STEP_BEGIN:
+    case STEP_LOCK:
+    case STEP_SYNC:
+      return STORE_OK;
+  }
+  return STORE_HARD;
+}
+
+static void batch_fail(struct batch *b, enum store_status st, const struct step *step) {
+  if (b->status != STORE_OK) return; /* the first failure says why */
+  b->status = st;
+  if (st == STORE_CLIENT) b->culprit = step && step->kind == STEP_WRITE ? step->w : NULL;
+}
+
+/* Reads the answers, step by step, up to the sync point. */
+static void read_batch(PGconn *c, struct batch *b) {
+  for (size_t i = 0; i < b->n; i++) {
+    const struct step *step = &b->steps[i];
     PGresult *r = PQgetResult(c);
-    if (!r) { /* end of one step's results; two in a row: nothing more will come */
-      if (PQstatus(c) != CONNECTION_OK || after_end || i > k) return STORE_RETRY;
-      after_end = true;
-      i++;
-      continue;
+    if (!r) { /* no answer where one is due: out of step */
+      batch_fail(b, PQstatus(c) == CONNECTION_OK ? STORE_HARD : STORE_RETRY, step);
+      return;
     }
-    after_end = false;
-    bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
-    if (!sync && st == STORE_OK) st = i < k ? read_step(c, &steps[i], r) : STORE_HARD;
+    enum store_status st = read_step(c, step, r, b);
     PQclear(r);
-    if (sync) return i == k ? st : (st == STORE_OK ? STORE_HARD : st);
+    if (st != STORE_OK) batch_fail(b, st, step);
+    if (step->kind == STEP_SYNC) continue; /* a sync point has no NULL after it */
+    if ((r = PQgetResult(c)) != NULL) {    /* a second result for one statement */
+      PQclear(r);
+      batch_fail(b, PQstatus(c) == CONNECTION_OK ? STORE_HARD : STORE_RETRY, step);
+      return;
+    }
+  }
+  if (PQstatus(c) != CONNECTION_OK) batch_fail(b, STORE_RETRY, NULL);
+}
+
+/* One attempt at the batch on the writer's connection. */
+static void run_batch(struct pg_store *s, struct store_write *head, struct batch *b) {
+  PGconn *c = s->writer_conn;
+  b->status = STORE_OK;
+  if (PQenterPipelineMode(c) != 1) {
+    b->status = STORE_RETRY;
+    b->aborted = true;
+    return;
+  }
+  if (send_batch(s, head, b)) {
+    read_batch(c, b);
+  } else {
+    batch_fail(b, STORE_RETRY, NULL);
+    b->aborted = !b->commit_sent;
+  }
+  /* Once COMMIT has answered, the batch is stored, whatever happens to the sync point. */
+  if (b->committed) b->status = STORE_OK;
+  if (PQexitPipelineMode(c) != 1 && b->status == STORE_OK && !b->committed) b->status = STORE_RETRY;
+}
+
+/* Takes w out of the batch and finishes it alone. */
+static void finish_one(struct store_write **head, struct store_write *w, enum store_status st) {
+  for (struct store_write **p = head; *p; p = &(*p)->next) {
+    if (*p == w) {
+      *p = w->next;
+      w->next = NULL;
+      write_queue_finish(w, st);
+      return;
+    }
   }
 }
 
-static enum store_status commit_batch(struct pg_store *s, struct store_write *batch) {
-  if (!writer_ready(s)) return STORE_RETRY;
-  PGconn *c = s->writer_conn;
+/* Commits the batch in *head and returns the status of what is left there. A write whose data
+ * the database refuses is finished alone as the client's fault and the rest sent again. When
+ * the connection is lost, the batch is sent once more on a fresh connection, but only if the
+ * server said it rolled the transaction back: the write is not idempotent once committed (a
+ * replay appends a second history row, and would put back a version another instance has
+ * replaced since), so a batch whose COMMIT may have landed answers 503 and its clients'
+ * retries are recognised as redeliveries. */
+static enum store_status commit_batch(struct pg_store *s, struct store_write **head) {
   size_t n = 0;
-  for (struct store_write *w = batch; w; w = w->next) n++;
-  struct step *steps = malloc((n + 3) * sizeof *steps);
-  enum store_status st = STORE_RETRY;
-  if (steps && PQenterPipelineMode(c) == 1) {
-    size_t k = send_batch(s, batch, steps);
-    st = k ? read_batch(c, steps, k) : STORE_RETRY;
-    if (PQexitPipelineMode(c) != 1) st = st == STORE_OK ? STORE_RETRY : st;
+  for (struct store_write *w = *head; w; w = w->next) n++;
+  struct step *steps = malloc((n + BATCH_EXTRA_STEPS) * sizeof *steps);
+  if (!steps) return STORE_RETRY;
+  bool retried = false;
+  enum store_status st = STORE_OK;
+  while (*head) {
+    if (!writer_ready(s)) {
+      st = STORE_RETRY;
+      break;
+    }
+    struct batch b = {.steps = steps};
+    run_batch(s, *head, &b);
+    st = b.status;
+    if (st == STORE_OK && PQstatus(s->writer_conn) == CONNECTION_OK) break;
+    bool lost = PQstatus(s->writer_conn) != CONNECTION_OK;
+    if (lost) report_down(s, PG_MSG(s->writer_conn));
+    /* A failed pipeline leaves the connection in an unknown state: start afresh. */
+    writer_drop(s);
+    if (st == STORE_OK) break; /* committed; only the connection was lost afterwards */
+    if (st == STORE_CLIENT && b.culprit) {
+      log_msg(LOG_INFO,
+              "postgresql refused a conversation's data; the rest of its batch is "
+              "sent again");
+      finish_one(head, b.culprit, STORE_CLIENT);
+      continue;
+    }
+    if (st == STORE_CLIENT) st = STORE_HARD; /* refused, but not data a client sent */
+    if (lost && b.aborted && !retried) {
+      retried = true;
+      log_msg(LOG_WARNING,
+              "postgresql connection lost, batch rolled back; sending it again on "
+              "a new connection");
+      continue;
+    }
+    log_msg(LOG_ERROR, "postgresql batch failed, %s",
+            b.aborted ? "nothing of it stored" : "its COMMIT may have landed");
+    break;
   }
   free(steps);
-  if (st == STORE_OK) return STORE_OK;
-  log_msg(LOG_ERROR, "postgresql batch failed, nothing of it stored: %s", PQerrorMessage(c));
-  /* A failed pipeline leaves the connection in an unknown state: start afresh. If COMMIT's
-   * answer was lost, the batch may be stored after all; its clients got 503 and their retries
-   * are recognised as redeliveries. */
-  if (PQstatus(c) != CONNECTION_OK) report_down(s, c);
-  PQfinish(c);
-  s->writer_conn = NULL;
   return st;
 }
 
 static void *writer_main(void *arg) {
   struct pg_store *s = arg;
   struct store_write *batch;
-  while ((batch = write_queue_take(&s->queue)) != NULL)
-    write_queue_finish(batch, commit_batch(s, batch));
+  while ((batch = write_queue_take(&s->queue)) != NULL) {
+    enum store_status st = commit_batch(s, &batch);
+    write_queue_finish(batch, st);
+  }
   return NULL;
 }
 
@@ -422,16 +623,25 @@ static void reader_release(void *r) {
   free(r);
 }
 
-/* The calling thread's connection, (re)made when missing or broken; NULL when unreachable. */
+/* The calling thread's connection, checked (see conn_usable) or made again; NULL when
+ * unreachable. */
 static struct pg_reader *reader_get(struct pg_store *s) {
   struct pg_reader *r = thread_slot_get(&s->readers, reader_make, NULL);
   if (!r) return NULL;
-  if (r->conn && PQstatus(r->conn) != CONNECTION_OK) reader_drop(r);
+  if (r->conn && !conn_usable(r->conn)) reader_drop(r);
   if (!r->conn) {
-    r->conn = pg_connect(s, NULL, 0);
+    r->conn = pg_connect(s, &s->readers_pause_ms);
     if (r->conn && !prepare_reader(r->conn)) reader_drop(r);
   }
   return r->conn ? r : NULL;
+}
+
+/* After a failed statement: drops the connection when it broke (true then). */
+static bool reader_check_lost(struct pg_store *s, struct pg_reader *r) {
+  if (PQstatus(r->conn) == CONNECTION_OK) return false;
+  report_down(s, PG_MSG(r->conn));
+  reader_drop(r);
+  return true;
 }
 
 /* Runs a prepared read; drops the connection when it broke. */
@@ -439,15 +649,20 @@ static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char
                              const char *const *vals, enum store_status *st) {
   PGresult *res = PQexecPrepared(r->conn, name, n, vals, NULL, NULL, 1);
   *st = PQresultStatus(res) == PGRES_TUPLES_OK ? STORE_OK : status_of(r->conn, res);
-  if (*st != STORE_OK) {
-    log_msg(LOG_ERROR, "postgresql read failed: %s", PQerrorMessage(r->conn));
-    if (PQstatus(r->conn) != CONNECTION_OK) {
-      report_down(s, r->conn);
-      reader_drop(r);
-    }
+  if (*st == STORE_CLIENT) {
+    /* the client's fault: its bytes stay out of the log, the SQLSTATE says enough */
+    log_msg(LOG_INFO, "postgresql refused a value a client sent (SQLSTATE %s)",
+            PQresultErrorField(res, PG_DIAG_SQLSTATE));
+  } else if (*st != STORE_OK) {
+    log_msg(LOG_ERROR, "postgresql read failed: %s", PG_MSG(r->conn));
+    (void)reader_check_lost(s, r);
   }
   return res;
 }
+
+/* Reads are idempotent: one that failed because its connection broke (the server restarted
+ * while this thread's connection sat idle, say) is tried once more on a new connection. */
+#define READ_ATTEMPTS 2
 
 /* Reads a conversation whose columns start at column first. */
 static enum store_status read_row(const PGresult *res, int row, int first,
@@ -477,13 +692,16 @@ static enum store_status read_row(const PGresult *res, int row, int first,
 static enum store_status pg_get(struct store *base, const char *id, bool with_body,
                                 struct store_conversation *out) {
   struct pg_store *s = (struct pg_store *)base;
-  struct pg_reader *r = reader_get(s);
-  if (!r) return STORE_RETRY;
   const char *vals[] = {id, with_body ? "t" : "f"};
-  enum store_status st;
-  PGresult *res = reader_exec(s, r, "get", 2, vals, &st);
-  if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_row(res, 0, 0, out);
-  PQclear(res);
+  enum store_status st = STORE_RETRY;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "get", 2, vals, &st);
+    if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_row(res, 0, 0, out);
+    PQclear(res);
+    if (r->conn) break; /* not lost: the answer stands */
+  }
   return st;
 }
 
@@ -516,14 +734,14 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
   return true;
 }
 
-static enum store_status pg_list(struct store *base, const struct store_filter *f,
-                                 struct store_page *out) {
-  struct pg_store *s = (struct pg_store *)base;
+static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
+                                   const struct store_filter *f, struct store_page *out) {
   memset(out, 0, sizeof *out);
-  struct pg_reader *r = reader_get(s);
-  if (!r) return STORE_RETRY;
   unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0);
-  if (!prepare_list(r, mask)) return status_of(r->conn, NULL);
+  if (!prepare_list(r, mask)) {
+    (void)reader_check_lost(s, r);
+    return STORE_RETRY;
+  }
   const char *vals[5];
   int n = 0;
   if (f->email_id) vals[n++] = f->email_id;
@@ -551,12 +769,29 @@ static enum store_status pg_list(struct store *base, const struct store_filter *
   return st;
 }
 
+static enum store_status pg_list(struct store *base, const struct store_filter *f,
+                                 struct store_page *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  enum store_status st = STORE_RETRY;
+  memset(out, 0, sizeof *out);
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    st = list_once(s, r, f, out);
+    if (r->conn) break;
+  }
+  return st;
+}
+
 static enum store_status pg_ping_read(struct store *base) {
   struct pg_store *s = (struct pg_store *)base;
-  struct pg_reader *r = reader_get(s);
-  if (!r) return STORE_RETRY;
-  enum store_status st;
-  PQclear(reader_exec(s, r, "ping", 0, NULL, &st));
+  enum store_status st = STORE_RETRY;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PQclear(reader_exec(s, r, "ping", 0, NULL, &st));
+    if (r->conn) break;
+  }
   return st;
 }
 
@@ -582,7 +817,48 @@ static const struct store_ops pg_ops = {
     .close = pg_close,
 };
 
-struct store *store_pg_open(const char *url, char *err, size_t errlen) {
+/* True when SIGTERM or SIGINT is waiting: the caller blocks them until it serves, and a
+ * container being stopped must not sit out the whole start-up wait. */
+static bool stop_requested(void) {
+  sigset_t pending;
+  return sigpending(&pending) == 0 &&
+         (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1);
+}
+
+/* The start-up connection: PostgreSQL may still be starting (a container started beside it),
+ * so failed attempts are logged and tried again, a second apart, for up to wait_seconds. */
+static PGconn *connect_at_start(struct pg_store *s, int wait_seconds, char *err, size_t errlen) {
+  int64_t t0 = (int64_t)time_mono_ms(), deadline = t0 + (int64_t)wait_seconds * 1000;
+  char why[MSG_MAX];
+  for (unsigned attempt = 1;; attempt++) {
+    PGconn *c = pg_connect_once(s, why, sizeof why);
+    int64_t now = (int64_t)time_mono_ms();
+    if (c) {
+      if (attempt > 1)
+        log_msg(LOG_INFO, "postgresql reachable after %u attempts in %lld ms", attempt,
+                (long long)(now - t0));
+      return c;
+    }
+    if (now >= deadline || stop_requested()) {
+      if (wait_seconds > 0)
+        snprintf(err, errlen,
+                 "DATABASE_URL: cannot connect to PostgreSQL (%u attempts in %lld s, "
+                 "DATABASE_CONNECT_TIMEOUT_SECONDS=%d): %s",
+                 attempt, (long long)((now - t0 + 500) / 1000), wait_seconds, why);
+      else
+        snprintf(err, errlen, "DATABASE_URL: cannot connect to PostgreSQL: %s", why);
+      return NULL;
+    }
+    log_msg(LOG_WARNING, "waiting for postgresql (attempt %u, %lld s left): %s", attempt,
+            (long long)((deadline - now + 999) / 1000), why);
+    int64_t pause = deadline - now < START_RETRY_MS ? deadline - now : START_RETRY_MS;
+    struct timespec ts = {.tv_sec = pause / 1000, .tv_nsec = (pause % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+  }
+}
+
+struct store *store_pg_open(const char *url, int wait_seconds, char *err, size_t errlen) {
   struct pg_store *s = calloc(1, sizeof *s);
   if (!s || !(s->url = strdup(url))) {
     free(s);
@@ -598,11 +874,8 @@ struct store *store_pg_open(const char *url, char *err, size_t errlen) {
   s->base.ops = &pg_ops;
   write_queue_init(&s->queue, BATCH_MAX);
   /* Start-up needs the database once, for migrations; afterwards outages are survived. */
-  char why[256];
-  PGconn *c = pg_connect(s, why, sizeof why);
+  PGconn *c = connect_at_start(s, wait_seconds, err, errlen);
   if (!c) {
-    why[strcspn(why, "\n")] = '\0';
-    snprintf(err, errlen, "DATABASE_URL: cannot connect to PostgreSQL: %s", why);
     pg_close(&s->base);
     return NULL;
   }

@@ -76,6 +76,7 @@ static void test_defaults(void **state) {
   assert_string_equal(cfg.host, "0.0.0.0");
   assert_int_equal(cfg.port, 8000);
   assert_string_equal(cfg.database_url, "sqlite:data/gensendrep.db");
+  assert_int_equal(cfg.database_connect_timeout, 30);
   assert_string_equal(cfg.redis_url, "");
   assert_string_equal(cfg.cors_origins, "");
   assert_string_equal(cfg.log_level, "info");
