@@ -8,7 +8,8 @@
  *   - reads: get (with and without the body, which comes back byte for byte), lists ordered
  *     newest processedAt first, filtered by email, account and status in every combination,
  *     paginated with the total of all matches;
- *   - errors: unknown ids are NOT_FOUND;
+ *   - errors: unknown ids are NOT_FOUND; bytes the database cannot take (not UTF-8) are
+ *     NOT_FOUND or CLIENT, never RETRY or HARD, and a write refused for its data fails alone;
  *   - the health probe's write and read; close drains what was submitted;
  *   - SQLite: the background checkpointer moves the log into the database file and the log
  *     stays bounded.
@@ -524,6 +525,51 @@ static void test_unknown_id_is_not_found(void **state) {
   assert_int_equal(store_get(B->store, "", false, &c), STORE_NOT_FOUND);
 }
 
+/* Ids and filters that are not UTF-8 (the HTTP layer refuses them, but the store must not
+ * depend on it): the client's fault or simply absent, never a failure of ours. */
+static void test_bytes_the_database_refuses_are_the_clients_fault(void **state) {
+  (void)state;
+  static const char *const bad[] = {
+      "ab\xff"
+      "cd",
+      "\xc3\x28", "acc\xe2\x82"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct store_conversation c;
+    enum store_status st = store_get(B->store, bad[i], true, &c);
+    if (st != STORE_NOT_FOUND && st != STORE_CLIENT) fail_msg("get %zu: status %d", i, st);
+    struct store_filter f = filter(bad[i], NULL, NULL, 1, 10);
+    struct store_page page;
+    st = store_list(B->store, &f, &page);
+    if (st == STORE_OK) assert_int_equal(page.total, 0);
+    if (st != STORE_OK && st != STORE_CLIENT) fail_msg("list %zu: status %d", i, st);
+    store_page_free(&page);
+  }
+  /* A write whose id the database refuses fails alone: the writes around it are stored. */
+  char tag[16], ids[3][64];
+  new_tag(tag);
+  struct pending *p[3];
+  for (int i = 0; i < 3; i++) {
+    snprintf(ids[i], sizeof ids[i], "refused-%d-%s", i, tag);
+    char *body = conv_body(ids[i], "e@example.com", "acc", 1, NULL);
+    p[i] = pending_new(body);
+    free(body);
+  }
+  static char bad_id[64];
+  snprintf(bad_id, sizeof bad_id, "refused-\xff-%s", tag);
+  p[1]->in.conversation_id = bad_id;
+  for (int i = 0; i < 3; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 3; i++) wait_done(p[i]);
+  assert_int_equal(p[0]->w.status, STORE_OK);
+  assert_int_equal(p[2]->w.status, STORE_OK);
+  if (p[1]->w.status != STORE_OK && p[1]->w.status != STORE_CLIENT)
+    fail_msg("refused write: status %d", p[1]->w.status);
+  struct store_conversation c;
+  for (int i = 0; i < 3; i += 2) {
+    assert_int_equal(store_get(B->store, ids[i], false, &c), STORE_OK);
+  }
+  for (int i = 0; i < 3; i++) pending_free(p[i]);
+}
+
 /* ---------- health ---------- */
 
 static void test_health_probe_writes_and_reads(void **state) {
@@ -690,6 +736,7 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_filters_and_their_combinations),                 \
   cmocka_unit_test(test_pagination),                                     \
   cmocka_unit_test(test_unknown_id_is_not_found),                        \
+  cmocka_unit_test(test_bytes_the_database_refuses_are_the_clients_fault), \
   cmocka_unit_test(test_health_probe_writes_and_reads),                  \
   cmocka_unit_test(test_close_drains_submitted_writes)
 /* clang-format on */
