@@ -78,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       break;
     case MODEL_OK:
       FUZZ_CHECK(utf8_valid(body, size));
+      FUZZ_CHECK(memchr(body, '\0', size) == NULL); /* raw NUL is never JSON */
       FUZZ_CHECK(in.conversation_id && in.email_id && in.account_id);
       FUZZ_CHECK(strlen(in.conversation_id) >= 1 &&
                  strlen(in.conversation_id) <= MODEL_CONVERSATION_ID_MAX);

@@ -23,7 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   json_t *root =
       json_loadb(doc, size, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
-  if (json_is_object(root)) {
+  /* Valid JSON never holds a raw NUL, though jansson 2.14 skips one after a literal; the
+   * validator refuses such bodies, so they are never stored. */
+  if (json_is_object(root) && !memchr(doc, '\0', size)) {
     const char *key;
     json_t *want;
     json_object_foreach(root, key, want) {

@@ -221,6 +221,16 @@ enum model_result model_conversation_parse(const char *body, size_t len,
   *problems = NULL;
   const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
   struct problems p = {NULL, 0, false, body, len};
+  /* A raw NUL is never JSON (control characters must be escaped, even in strings), but
+   * jansson 2.14 skips one that follows a literal or a number ("[1,null<NUL>,2]"): refuse it
+   * here, so a stored body is always JSON that json_raw_member can read. */
+  const char *nul = memchr(body, '\0', len);
+  if (nul) {
+    snprintf(message, message_len,
+             "Request body is not valid JSON: raw NUL byte at offset %zu (escape it as \\u0000)",
+             (size_t)(nul - body));
+    return MODEL_INVALID_JSON;
+  }
   json_error_t jerr;
   json_t *root = json_loadb(body, len, flags, &jerr);
   if (!root && json_error_code(&jerr) == json_error_numeric_overflow) {

@@ -39,7 +39,8 @@ static size_t skip_value(const char *d, size_t len, size_t i) {
     }
     return len;
   }
-  while (i < len && !strchr(",}] \t\r\n", d[i])) i++;
+  /* memchr, not strchr: strchr would also match a NUL byte (its terminator). */
+  while (i < len && !memchr(",}] \t\r\n", d[i], 7)) i++;
   return i;
 }
 

@@ -38,6 +38,18 @@ def test_hostile_body_answers_4xx_envelope(server, body, status, code):
     assert r.headers.get("X-Request-Id")
 
 
+@pytest.mark.parametrize("after", [b'"messageCount":2', b'"duration":300', b'"speaker":"user"'])
+def test_raw_nul_byte_after_a_value_is_invalid_json(server, after):
+    """jansson 2.14 skips a raw NUL right after a literal or number ('[1,null\\0,2]' decodes as
+    [1,null,2]); fuzzing found it. Such a body is not JSON: refused, never stored."""
+    cid = uid()
+    body = json.dumps(make_conv(cid), separators=(",", ":")).encode()
+    assert after in body
+    r = server.post_raw(body.replace(after, after + b"\x00", 1))
+    assert_error(r, 400, "INVALID_JSON")
+    assert server.get_conv(cid).status_code == 404
+
+
 def test_error_message_quoting_client_bytes_is_valid_utf8(server):
     r = server.post_raw(b'{"a":"\\u0\xc3\xa9"}')
     err = assert_error(r, 400, "INVALID_JSON")

@@ -872,6 +872,28 @@ static void test_invalid_json_message_is_utf8(void **state) {
   }
 }
 
+/* Found by fuzzing: jansson 2.14 skips a raw NUL byte right after a literal or a number, so
+ * '{"a":null<NUL>,...}' decoded as if the NUL were not there; the stored body was then not
+ * JSON, and the byte-exact members of include=transcript could not be found in it. */
+static void test_raw_nul_after_value_is_invalid_json(void **state) {
+  (void)state;
+  static const char *const after[] = {"\"sessionId\": \"sess_456\"", "\"duration\": 300",
+                                      "\"speaker\": \"user\""};
+  for (size_t k = 0; k < sizeof after / sizeof after[0]; k++) {
+    char body[sizeof SEED + 1];
+    const char *at = strstr(SEED, after[k]);
+    assert_non_null(at);
+    size_t cut = (size_t)(at - SEED) + strlen(after[k]);
+    memcpy(body, SEED, cut);
+    body[cut] = '\0';
+    memcpy(body + cut + 1, SEED + cut, sizeof SEED - cut);
+    if (parse_bytes(body, sizeof SEED) != MODEL_INVALID_JSON)
+      fail_msg("raw NUL after %s accepted", after[k]);
+  }
+  static const char nul_in_array[] = "{\"x\":[1,null\0,2]}";
+  assert_int_equal(parse_bytes(nul_in_array, sizeof nul_in_array - 1), MODEL_INVALID_JSON);
+}
+
 static void test_not_an_object(void **state) {
   (void)state;
   static const char *const bodies[] = {"[]",  "[{\"emailId\":\"x\"}]", "\"text\"", "42", "null",
@@ -919,6 +941,7 @@ int main(void) {
       T(test_problems_capped),
       T(test_invalid_json),
       T(test_invalid_json_message_is_utf8),
+      T(test_raw_nul_after_value_is_invalid_json),
       T(test_not_an_object),
   };
 #undef T
