@@ -17,8 +17,9 @@
  *            Never cut here: an acknowledged write must get its answer.
  * A connection the client half-closed (its socket in CLOSE-WAIT) in HEADERS or BODY can never
  * complete a request: it is cut once seen so on two sweeps in the same phase (so a pipelined
- * request MHD is parsing right then is not lost). When the table is full, a new connection
- * evicts the oldest one in HEADERS, else the oldest in BODY, else it is refused itself.
+ * request MHD is parsing right then is not lost), with nothing left unread in the kernel
+ * (a busy event thread has not read the rest of the request yet). When the table is full, a new
+ * connection evicts the oldest one in HEADERS, else the oldest in BODY, else it is refused itself.
  *
  * Cutting is shutdown(SHUT_RDWR), never close: MHD owns the descriptor, sees the hang-up on
  * its own thread and closes the connection the usual way (completion callback included).
@@ -33,6 +34,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -214,7 +216,13 @@ static void sweep_one(struct conn_guard *g, struct guarded *e, double now) {
   socklen_t len = sizeof ti;
   bool have_info = getsockopt(e->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
                    len >= offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(uint64_t);
-  if (have_info && ti.tcpi_state == TCP_STATE_CLOSE_WAIT) {
+  int unread = 0;
+  if (have_info && ti.tcpi_state == TCP_STATE_CLOSE_WAIT && ioctl(e->fd, FIONREAD, &unread) == 0 &&
+      unread > 0) {
+    /* What the client sent before its FIN is not read yet (the event thread is busy): it may
+     * be a whole request, to be answered. Once MHD has read it, the count starts. */
+    e->close_wait_seen = false;
+  } else if (have_info && ti.tcpi_state == TCP_STATE_CLOSE_WAIT) {
     if (e->close_wait_seen && e->close_wait_gen == e->gen) {
       cut_locked(g, e, CONN_GUARD_HALF_CLOSED);
       return;

@@ -4,14 +4,17 @@ table, and the answers libmicrohttpd would otherwise write itself.
 
 None of this depends on the storage backend, so it runs on SQLite only."""
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from helpers import KEY1, REQUEST_ID_RE, make_conv, new_session
+from helpers import BINARY, KEY1, REQUEST_ID_RE, free_port, make_conv, new_session
 
 pytestmark = pytest.mark.backends("sqlite")
 
@@ -462,3 +465,53 @@ def test_header_timeout_is_logged_as_408(make_server):
     lines = _wait_for_log(srv, lambda r: r.get("status") == 408)
     assert lines, [r for r in srv.log_records() if "status" in r]
     assert lines[0]["client_ip"] == "127.0.0.1"
+
+
+def test_half_closed_request_unread_by_a_busy_event_thread_is_answered(tmp_path):
+    """A whole request followed by the client's FIN was cut unanswered when its event thread
+    was busy for over two sweeps: the guard saw CLOSE-WAIT twice while the request still sat
+    unread in the kernel. Here the event thread is held by a log pipe nobody reads."""
+    port = free_port()
+    env = dict(os.environ, API_SECRET_KEY=KEY1, PORT=str(port), HOST="127.0.0.1", THREADS="1",
+               DATABASE_URL="sqlite:" + str(tmp_path / "db.sqlite"))
+    proc = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    drained, started = [], []
+    drainer = threading.Thread(
+        target=lambda: drained.extend(iter(lambda: proc.stderr.read(65536), b"")), daemon=True)
+    try:
+        deadline = time.monotonic() + 30
+        while b"listening" not in proc.stderr.readline():
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=10)
+        filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+        # Each answer writes a log line on the event thread: fill the pipe until one blocks it.
+        for _ in range(5000):
+            try:
+                filler.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while b"}" not in data:
+                    chunk = filler.recv(65536)
+                    assert chunk, "filler connection closed"
+                    data += chunk
+            except socket.timeout:
+                break
+        else:
+            pytest.fail("the log pipe never filled")
+        waiting.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        waiting.shutdown(socket.SHUT_WR)
+        time.sleep(1.5)  # several sweeps while the event thread is stuck
+        drainer.start()
+        started.append(True)
+        responses, closed = _read_responses(waiting, timeout=10)
+        assert [r[0] for r in responses] == [200], responses
+        waiting.close()
+        filler.close()
+    finally:
+        if not started:
+            drainer.start()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        drainer.join(timeout=10)
+    log = b"".join(drained)
+    assert b"Sanitizer" not in log and b"runtime error" not in log, log[-2000:]
+    assert proc.returncode == 0, log[-2000:]
