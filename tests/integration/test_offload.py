@@ -106,8 +106,14 @@ def test_full_offload_queue_answers_503_at_once(make_server):
         with HeldLock(srv.database_url, "LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE"):
             # One read runs on the one offload thread (stuck on the lock), one waits in the
             # queue of one; the other three are refused at once, whatever the arrival order.
-            futs = [pool.submit(lambda: srv.get(path, session=new_session(), timeout=40))
-                    for _ in range(5)]
+            # The first is sent alone and given time to reach the offload thread: sent
+            # together, all five could reach the single event thread before the offload
+            # thread took the first off the queue, and four were refused.
+            def read():
+                return srv.get(path, session=new_session(), timeout=40)
+            futs = [pool.submit(read)]
+            time.sleep(1.0)
+            futs += [pool.submit(read) for _ in range(4)]
             deadline = time.monotonic() + 5
             while sum(f.done() for f in futs) < 3 and time.monotonic() < deadline:
                 time.sleep(0.05)
