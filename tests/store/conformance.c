@@ -7,7 +7,8 @@
  *     later processedAt), also when both arrive in one batch;
  *   - reads: get (with and without the body, which comes back byte for byte), lists ordered
  *     newest processedAt first, filtered by email, account and status in every combination,
- *     paginated with the total of all matches;
+ *     paginated with the total of all matches, the total and the page from one snapshot
+ *     while writes land;
  *   - errors: unknown ids are NOT_FOUND; bytes the database cannot take (not UTF-8) are
  *     NOT_FOUND or CLIENT, never RETRY or HARD, and a write refused for its data fails alone;
  *   - the health probe's write and read; close drains what was submitted;
@@ -512,6 +513,53 @@ static void test_pagination(void **state) {
   store_page_free(&page);
 }
 
+/* A list's total and its page come from one snapshot, even while writes land: with every match
+ * on the first page, the page holds exactly total rows, newest first. */
+struct writer_args {
+  char email[64];
+  char tag[16];
+  int n;
+};
+
+static void *keep_writing(void *arg) {
+  struct writer_args *a = arg;
+  for (int i = 0; i < a->n; i++) {
+    char id[64];
+    snprintf(id, sizeof id, "agree-%s-%d", a->tag, i);
+    char *body = conv_body(id, a->email, "acc", 1, NULL);
+    struct pending *p = pending_new(body);
+    free(body);
+    store_submit(B->store, &p->w);
+    wait_done(p);
+    pending_free(p);
+  }
+  return NULL;
+}
+
+static void test_list_total_and_page_agree_during_writes(void **state) {
+  (void)state;
+  struct writer_args a = {.n = 60};
+  new_tag(a.tag);
+  snprintf(a.email, sizeof a.email, "%s@example.com", a.tag);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, keep_writing, &a), 0);
+  int64_t last_total = 0;
+  time_t give_up = time(NULL) + WAIT_SECONDS;
+  while (last_total < a.n && time(NULL) < give_up) {
+    struct store_filter f = filter(a.email, NULL, NULL, 1, 100);
+    struct store_page page;
+    assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+    assert_int_equal(page.count, (size_t)page.total);
+    assert_true(page.total >= last_total); /* committed rows never disappear */
+    for (size_t i = 1; i < page.count; i++)
+      assert_true(page.items[i - 1].processed_us > page.items[i].processed_us);
+    last_total = page.total;
+    store_page_free(&page);
+  }
+  pthread_join(t, NULL);
+  assert_int_equal(last_total, a.n);
+}
+
 /* ---------- errors ---------- */
 
 static void test_unknown_id_is_not_found(void **state) {
@@ -735,6 +783,7 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_lists_newest_first),                             \
   cmocka_unit_test(test_filters_and_their_combinations),                 \
   cmocka_unit_test(test_pagination),                                     \
+  cmocka_unit_test(test_list_total_and_page_agree_during_writes),        \
   cmocka_unit_test(test_unknown_id_is_not_found),                        \
   cmocka_unit_test(test_bytes_the_database_refuses_are_the_clients_fault), \
   cmocka_unit_test(test_health_probe_writes_and_reads),                  \
