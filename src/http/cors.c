@@ -25,8 +25,21 @@ void cors_free(struct cors *c) {
   memset(c, 0, sizeof *c);
 }
 
+/* The allowed Origin is echoed in a response header, so with "*" only one shaped like an
+ * origin (scheme://host[:port]: visible ASCII, at most CORS_ORIGIN_BYTES_MAX bytes) may be:
+ * anything else would copy a client's control bytes into our answer, or an Origin of ~20 KB
+ * that, beside the request still held in the connection's memory pool, leaves no room for
+ * the answer's headers (libmicrohttpd then closes the connection without a reply). */
+static bool origin_plausible(const char *o) {
+  for (size_t n = 0; o[n]; n++) {
+    unsigned char c = (unsigned char)o[n];
+    if (n >= CORS_ORIGIN_BYTES_MAX || c <= 0x20 || c >= 0x7f) return false;
+  }
+  return strstr(o, "://") != NULL;
+}
+
 bool cors_allowed(const struct cors *c, const char *origin) {
-  if (!origin || !*origin || strcmp(origin, "null") == 0) return false;
+  if (!origin || !*origin || strcmp(origin, "null") == 0 || !origin_plausible(origin)) return false;
   if (c->any) return true;
   for (size_t i = 0; i < c->n; i++)
     if (strcasecmp(c->origins[i], origin) == 0) return true;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #define CORS_ORIGINS_MAX 64
+#define CORS_ORIGIN_BYTES_MAX 512 /* a host name is at most 253 bytes */
 
 struct cors {
   bool any;
@@ -16,7 +17,8 @@ struct cors {
 
 void cors_init(struct cors *c, const char *origins);
 void cors_free(struct cors *c);
-/* True when a browser at origin may read our answers. */
+/* True when a browser at origin may read our answers (never for an Origin that is not
+ * visible ASCII with "://", or is longer than CORS_ORIGIN_BYTES_MAX). */
 bool cors_allowed(const struct cors *c, const char *origin);
 
 #define CORS_ALLOW_HEADERS "Authorization, Content-Type, X-Request-Id"

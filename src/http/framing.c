@@ -11,6 +11,11 @@
  * whitespace ("Content-Length : 5") is a 400 too (RFC 9112 §5.1): MHD takes it for another
  * header and frames by what remains, a lenient proxy trims it and frames by it.
  *
+ * Field syntax. MHD keeps a header whose name is not a token ("Host : x", a control byte)
+ * under that odd name, keeps a bare CR inside a value, and serves the first of several Host
+ * lines: a proxy in front may read each differently (a CR as a line end, the last Host), so
+ * each is a 400 (RFC 9110 §5.1 and §5.5, RFC 9112 §3.2), after the framing checks.
+ *
  * NUL bytes. MHD measures header names and values with strlen, so "Bearer KEY\0junk" reaches
  * us as "Bearer KEY" and MHD_get_connection_values_n reports the shortened length. The raw
  * bytes are still in MHD's read buffer, where 0.9.75 leaves the request line and the header
@@ -43,6 +48,9 @@ struct scan {
   /* the Transfer-Encoding codings, over every line */
   bool te_unknown, te_bad;
   unsigned n_chunked;
+  /* field syntax (RFC 9110 §5.1, §5.5; RFC 9112 §3.2) */
+  bool name_not_token, value_cr;
+  unsigned n_host;
 };
 
 /* Bytes [from, to) must be NULs only, at most max of them. */
@@ -65,6 +73,11 @@ static void check_layout(struct scan *s, const char *key, size_t key_size, const
 }
 
 static bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+static bool is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c && strchr("!#$%&'*+-.^_`|~", c));
+}
 
 /* One Transfer-Encoding line: a comma-separated list of codings. */
 static void scan_codings(struct scan *s, const char *value, size_t len) {
@@ -102,7 +115,13 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
   } else if (key_size == 17 && strncasecmp(key, "Transfer-Encoding", 17) == 0) {
     s->n_te++;
     scan_codings(s, value, value_size);
+  } else if (key_size == 4 && strncasecmp(key, "Host", 4) == 0) {
+    s->n_host++;
   }
+  if (key_size == 0) s->name_not_token = true;
+  for (size_t i = 0; i < key_size; i++)
+    if (!is_tchar((unsigned char)key[i])) s->name_not_token = true;
+  if (memchr(value, '\r', value_size)) s->value_cr = true;
   return MHD_YES;
 }
 
@@ -162,5 +181,10 @@ bool framing_check(struct MHD_Connection *conn, const char *method, const char *
   }
   if (s.cl_differ)
     return refuse(problem, API_ERR_BAD_REQUEST, "Conflicting Content-Length headers");
+  if (s.name_not_token)
+    return refuse(problem, API_ERR_BAD_REQUEST,
+                  "A header name holds a character a name cannot have (space, control, ...)");
+  if (s.value_cr) return refuse(problem, API_ERR_BAD_REQUEST, "Bare CR byte in a header value");
+  if (s.n_host > 1) return refuse(problem, API_ERR_BAD_REQUEST, "More than one Host header");
   return true;
 }

@@ -522,16 +522,19 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   if (threads < 1) threads = 1;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                    MHD_USE_ITC | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
+  /* The logger comes first: MHD reports problems with later options (THREADS=1 makes it
+   * warn that a pool of one is no pool) through the logger set so far, else as plain text on
+   * stderr, in the middle of the JSON log. */
   s->daemon = MHD_start_daemon(
-      flags, (uint16_t)cfg->port, NULL, NULL, on_access, s, MHD_OPTION_NOTIFY_COMPLETED,
-      on_completed, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-      (unsigned)threads, MHD_OPTION_CONNECTION_LIMIT, conn_guard_mhd_limit(s->guard),
-      MHD_OPTION_NOTIFY_CONNECTION, conn_guard_notify, s->guard, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      flags, (uint16_t)cfg->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+      NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_SOCK_ADDR,
+      (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+      MHD_OPTION_CONNECTION_LIMIT, conn_guard_mhd_limit(s->guard), MHD_OPTION_NOTIFY_CONNECTION,
+      conn_guard_notify, s->guard, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
       (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)HEADER_BYTES_MAX, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-      MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
-      MHD_OPTION_END);
+      (size_t)HEADER_BYTES_MAX, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+      MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
   if (!s->daemon) {
     snprintf(err, errlen, "PORT: cannot listen on %s port %ld (in use, or not permitted)",
              cfg->host, cfg->port);
