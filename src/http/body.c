@@ -26,6 +26,14 @@ static bool expects_continue(const struct http_request *req) {
   return e && strcasecmp(e, "100-continue") == 0;
 }
 
+bool body_declared_beyond_drain(struct http_request *req) {
+  const char *cl = http_request_header(req, "Content-Length");
+  if (!cl) return false;
+  char *end;
+  unsigned long long n = strtoull(cl, &end, 10);
+  return *end == '\0' && n > drain_limit(req->server);
+}
+
 bool body_check_headers(struct http_request *req) {
   const char *cl = http_request_header(req, "Content-Length");
   if (!is_json_type(http_request_header(req, "Content-Type")))

@@ -157,6 +157,9 @@ void client_check_access(struct http_request *req);
 /* Checks Content-Type and the declared size. Returns false when the declared body is too
  * large even to drain (answer at once, unread). */
 bool body_check_headers(struct http_request *req);
+/* True when a declared Content-Length is beyond what any request may send (more than the
+ * drain limit): whatever the route, the answer cannot wait for that body. */
+bool body_declared_beyond_drain(struct http_request *req);
 /* One body chunk. Returns 0 to go on, or the status to log for a connection to cut. */
 unsigned body_on_chunk(struct http_request *req, const char *data, size_t size);
 

@@ -154,3 +154,27 @@ def test_cors_any_echoes_only_an_origin_shaped_origin(make_server):
     responses, _ = _exchange(srv, _health(b"Origin: https://a\x01\xff.example\r\n"), timeout=3)
     assert responses[0][0] == 200
     assert "access-control-allow-origin" not in responses[0][1], responses[0][1]
+
+
+# --------------------------------------------------------------- a body no route can take
+@pytest.mark.parametrize("head", [
+    b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n",
+    b"GET /api/v1/conversations HTTP/1.1\r\nHost: x\r\n" + AUTH,
+    b"POST /api/v1/no-such-endpoint HTTP/1.1\r\nHost: x\r\n",
+], ids=["health", "list", "unknown_route"])
+def test_a_declared_body_beyond_the_drain_limit_is_413_at_once_on_any_route(server, head):
+    # Only the webhook looked at the declared size: elsewhere the server waited for 100 MB the
+    # client never sent (until the request timeout), or read 4x MAX_BODY_BYTES of it and then
+    # cut the connection without an answer (logging a 413 nobody received).
+    t0 = time.monotonic()
+    responses, closed = _exchange(server, head + b"Content-Length: 100000000\r\n\r\n", timeout=8)
+    assert responses, "no answer"
+    _assert_envelope(responses[0], 413, "PAYLOAD_TOO_LARGE")
+    assert time.monotonic() - t0 < 5
+    assert closed
+
+
+def test_a_small_body_on_a_get_is_still_ignored(server):
+    raw = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + SMUGGLED
+    responses, _ = _exchange(server, raw, timeout=3)
+    assert [r[0] for r in responses] == [200, 200], responses
