@@ -70,6 +70,10 @@ void http_reply_json(struct http_request *req, unsigned status, json_t *obj) {
   char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
   json_decref(obj);
   if (!text) {
+    /* Out of memory, or a message that is not valid UTF-8 (a bug: messages quoting client
+     * bytes are sanitised): never silent. */
+    log_msg(LOG_ERROR, "request %s: its %u answer could not be encoded; answered 500",
+            req->request_id, status);
     static const char oom[] =
         "{\"success\":false,\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"Out of "
         "memory\",\"details\":[]}}";

@@ -10,6 +10,7 @@
 #include <sanitizer/asan_interface.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http/server_internal.h"
 
@@ -74,9 +75,37 @@ static void test_owned_body_kept_by_the_response(void **state) {
   request_free(req);                              /* destroys the response, and the body */
 }
 
+/* A reply that cannot be encoded (here: a message that is not UTF-8) answers 500 and says so
+ * in the log, with the request id: never a silent 500. */
+static void test_unencodable_reply_is_logged(void **state) {
+  (void)state;
+  struct http_request *req = new_request();
+  snprintf(req->request_id, sizeof req->request_id, "rid-unencodable");
+  FILE *tmp = tmpfile();
+  assert_non_null(tmp);
+  fflush(stderr);
+  int saved = dup(STDERR_FILENO);
+  assert_true(saved >= 0);
+  assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+  http_reply_error(req, API_ERR_INVALID_JSON, "bad \xff byte", NULL);
+  fflush(stderr);
+  assert_true(dup2(saved, STDERR_FILENO) >= 0);
+  close(saved);
+  assert_int_equal(req->status, 500);
+  char buf[4096] = {0};
+  rewind(tmp);
+  size_t n = fread(buf, 1, sizeof buf - 1, tmp);
+  fclose(tmp);
+  buf[n] = '\0';
+  assert_non_null(strstr(buf, "rid-unencodable"));
+  assert_non_null(strstr(buf, "could not be encoded"));
+  request_free(req);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_owned_body_freed_when_response_fails),
+      cmocka_unit_test(test_unencodable_reply_is_logged),
       cmocka_unit_test(test_json_text_freed_when_response_fails),
       cmocka_unit_test(test_owned_body_kept_by_the_response),
   };
