@@ -17,14 +17,18 @@ FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
       libmicrohttpd12 libjansson4 libsqlite3-0 libpq5 libhiredis0.14 libssl3 curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/gensendrep --create-home gensendrep
+    && useradd --system --uid 10001 --home-dir /var/lib/gensendrep --create-home gensendrep \
+    && install -d -o gensendrep -g gensendrep -m 0750 /var/lib/gensendrep/data
 COPY --from=build /src/gensendrep /usr/local/bin/gensendrep
 USER gensendrep
 WORKDIR /var/lib/gensendrep
 ENV HOST=0.0.0.0 PORT=8000 DATABASE_URL=sqlite:/var/lib/gensendrep/data/gensendrep.db
+# The volume's directory exists in the image, owned by the service user: a new named volume
+# starts as a copy of it, so the non-root server can write there.
 VOLUME ["/var/lib/gensendrep/data"]
 EXPOSE 8000
+# Shell form so that the check asks the port the server listens on (PORT at run time).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8000/api/v1/health >/dev/null || exit 1
+  CMD curl -fsS --max-time 2 "http://127.0.0.1:${PORT:-8000}/api/v1/health" >/dev/null || exit 1
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/gensendrep"]

@@ -6,6 +6,7 @@
 #                   tests (pytest), all under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each (see fuzz/README.md)
 #   make bench      benchmarks (see README)
+#   make image-test build the container image and run README "Deploying" with podman or Docker
 
 PKGS      := libmicrohttpd jansson sqlite3 libpq hiredis libcrypto
 PYTHON    := /usr/bin/python3
@@ -207,3 +208,11 @@ bench: deps-bench gensendrep build/bench/static_server
 
 deps-bench:
 	@scripts/deps.sh bench
+
+# ---- container image (not part of make test) ----
+.PHONY: image-test deps-image
+image-test: deps-image
+	scripts/image-test.sh
+
+deps-image:
+	@scripts/deps.sh image

@@ -1,15 +1,19 @@
 #!/bin/sh
 # Makes sure the Debian packages a make target needs are installed.
-#   deps.sh build|test|bench
+#   deps.sh build|test|bench|image
 # As root it installs what is missing with apt-get; otherwise it names the packages and fails.
 set -eu
 build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev"
 test="$build libcmocka-dev python3-pytest python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server"
 bench="$build wrk postgresql redis-server"
+# make image-test: podman (root) with netavark/aardvark-dns networks (which need iptables), runc
+# where crun cannot run, podman-compose, and debootstrap for stand-in base images.
+image="podman runc netavark aardvark-dns iptables podman-compose debootstrap curl openssl"
 case "${1:-build}" in
   build) want=$build ;;
   test) want=$test ;;
   bench) want=$bench ;;
+  image) want=$image ;;
   *) echo "deps.sh: unknown set '$1'" >&2; exit 2 ;;
 esac
 if ! command -v dpkg-query >/dev/null 2>&1; then
