@@ -383,16 +383,22 @@ for c in "$A" "$B" "$PG"; do
   fi
 done
 
-# While PostgreSQL initialises on its Unix socket only, the healthcheck must not pass.
-deadline=$((SECONDS + 120))
-until "$E" exec "$PG" sh -c 'pg_isready -q && ! pg_isready -q -h 127.0.0.1' >/dev/null 2>&1; do
-  [ $SECONDS -ge $deadline ] && fail "never saw PostgreSQL's socket-only initialisation phase"
-  sleep 0.5
-done
-if hc "$PG"; then
-  fail "postgres healthcheck passed while the server listened on its Unix socket only"
+# While PostgreSQL initialises on its Unix socket only, the healthcheck must not pass. The
+# stand-in holds that phase until told (30 s at most); the real image's lasts as long as its
+# initialisation, too short to catch reliably, so this check needs the stand-in.
+if [ -n "$("$E" image inspect -f '{{index .Config.Labels "org.gensendrep.image-test-standin"}}' \
+  postgres:15 2>/dev/null)" ]; then
+  deadline=$((SECONDS + 120))
+  until "$E" exec "$PG" sh -c 'pg_isready -q && ! pg_isready -q -h 127.0.0.1' >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && fail "never saw PostgreSQL's socket-only initialisation phase"
+    sleep 0.5
+  done
+  if hc "$PG"; then
+    fail "postgres healthcheck passed while the server listened on its Unix socket only"
+  fi
+  "$E" exec "$PG" touch /tmp/standin-init-done >/dev/null 2>&1 || true
+  say "ok: postgres healthcheck not satisfied during initialisation"
 fi
-say "ok: postgres healthcheck not satisfied during initialisation"
 wait_healthy "$PG" 120
 
 wait_health "$PA" 180 "$A"

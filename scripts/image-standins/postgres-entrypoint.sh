@@ -4,7 +4,9 @@
 # creates POSTGRES_DB and runs what the real image runs there (/docker-entrypoint-initdb.d), then
 # stops; only after that does the real server listen on TCP. A readiness check over the socket
 # says "ready" during that first phase; one over TCP does not.
-# STANDIN_INIT_SECONDS (default 5) stands for the time a deployment's init scripts take.
+# STANDIN_INIT_SECONDS (default 30) stands for the time a deployment's init scripts take;
+# creating /tmp/standin-init-done ends that phase sooner (image-test does, once it has checked
+# the healthcheck during it).
 set -eu
 : "${PGDATA:=/var/lib/postgresql/data}"
 if [ "$(id -u)" = 0 ]; then
@@ -30,12 +32,17 @@ if [ "${1:-postgres}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
       psql -v ON_ERROR_STOP=1 --username="$user" --dbname=postgres --set=db="$db" >/dev/null
   fi
   for f in /docker-entrypoint-initdb.d/*; do
+    # shellcheck disable=SC1090
     case "$f" in
       *.sh) . "$f" ;;
       *.sql) psql -v ON_ERROR_STOP=1 --username="$user" --dbname="$db" -f "$f" ;;
     esac
   done
-  sleep "${STANDIN_INIT_SECONDS:-5}"
+  waited=0
+  while [ "$waited" -lt "${STANDIN_INIT_SECONDS:-30}" ] && [ ! -e /tmp/standin-init-done ]; do
+    sleep 1
+    waited=$((waited + 1))
+  done
   pg_ctl -D "$PGDATA" -m fast -w stop
   echo "PostgreSQL init process complete; ready for start up."
 fi

@@ -1,6 +1,7 @@
 # image-test's stand-in for postgres:15 on machines that reach no image registry: Debian's
 # PostgreSQL 15 with the official image's layout (PGDATA, PATH, port) and start-up sequence.
 FROM debian:12-slim
+LABEL org.gensendrep.image-test-standin=postgres:15
 RUN mkdir -p /etc/postgresql-common/createcluster.d \
     && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/no-main.conf \
     && apt-get update && apt-get install -y --no-install-recommends postgresql-15 \
