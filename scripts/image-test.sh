@@ -357,32 +357,24 @@ GENSENDREP_B_PORT=127.0.0.1:$(free_port)
 PA=${GENSENDREP_A_PORT##*:}
 PB=${GENSENDREP_B_PORT##*:}
 say "compose up (project $PROJECT, ports $PA and $PB)"
-if ! timeout 1800 "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/compose.yaml" up -d >"$WORK/$RUN_ID-up.log" 2>&1; then
-  tail -n 40 "$WORK/$RUN_ID-up.log" >&2
-  fail "compose up"
-fi
-cat "$WORK/$RUN_ID-up.log" >>"$LOG"
-if [ "$E" = podman ]; then
-  builds=$(grep -c '^podman build .*-t gensendrep ' "$WORK/$RUN_ID-up.log" || true)
-  [ "$builds" = 1 ] || fail "compose built the gensendrep image $builds times, not once"
-fi
-rm -f "$WORK/$RUN_ID-up.log"
 svc() { # SERVICE -> container name
   "$E" ps -a --filter "label=com.docker.compose.project=$PROJECT" \
     --filter "label=com.docker.compose.service=$1" --format '{{.Names}}' | head -1
 }
-PG=$(svc postgres)
-A=$(svc gensendrep-a)
-B=$(svc gensendrep-b)
-if [ -z "$PG" ] || [ -z "$A" ] || [ -z "$B" ]; then fail "compose did not create the containers"; fi
-# No "${...}" may reach a container as it is (podman-compose 1.0 passed "${CORS_ORIGINS:-}").
-for c in "$A" "$B" "$PG"; do
-  # shellcheck disable=SC2016 # a literal ${
-  if "$E" inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$c" | grep -F '${' >&2; then
-    fail "$c: a variable reached the container uninterpolated"
+compose_up() { # [SERVICE...]: compose up -d, its output kept in UP_LOG
+  if ! timeout 1800 "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/compose.yaml" up -d "$@" \
+    >>"$UP_LOG" 2>&1; then
+    tail -n 40 "$UP_LOG" >&2
+    fail "compose up $*"
   fi
-done
-
+}
+UP_LOG=$WORK/$RUN_ID-up.log
+: >"$UP_LOG"
+# PostgreSQL first: Docker's `compose up` waits for it to be healthy before it returns, and the
+# check below must see it initialising. Then the rest, as README's single `up -d` would.
+compose_up postgres
+PG=$(svc postgres)
+[ -n "$PG" ] || fail "compose did not create the postgres container"
 # While PostgreSQL initialises on its Unix socket only, the healthcheck must not pass. The
 # stand-in holds that phase until told (30 s at most); the real image's lasts as long as its
 # initialisation, too short to catch reliably, so this check needs the stand-in.
@@ -396,9 +388,27 @@ if [ -n "$("$E" image inspect -f '{{index .Config.Labels "org.gensendrep.image-t
   if hc "$PG"; then
     fail "postgres healthcheck passed while the server listened on its Unix socket only"
   fi
-  "$E" exec "$PG" touch /tmp/standin-init-done >/dev/null 2>&1 || true
   say "ok: postgres healthcheck not satisfied during initialisation"
+  "$E" exec "$PG" touch /tmp/standin-init-done >/dev/null 2>&1 || true
 fi
+compose_up
+cat "$UP_LOG" >>"$LOG"
+if [ "$E" = podman ]; then
+  builds=$(grep -c '^podman build .*-t gensendrep ' "$UP_LOG" || true)
+  [ "$builds" = 1 ] || fail "compose built the gensendrep image $builds times, not once"
+fi
+rm -f "$UP_LOG"
+A=$(svc gensendrep-a)
+B=$(svc gensendrep-b)
+if [ -z "$A" ] || [ -z "$B" ]; then fail "compose did not create the gensendrep containers"; fi
+# No "${...}" may reach a container as it is (podman-compose 1.0 passed "${CORS_ORIGINS:-}").
+for c in "$A" "$B" "$PG"; do
+  # shellcheck disable=SC2016 # a literal ${
+  if "$E" inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$c" | grep -F '${' >&2; then
+    fail "$c: a variable reached the container uninterpolated"
+  fi
+done
+
 wait_healthy "$PG" 120
 
 wait_health "$PA" 180 "$A"
