@@ -101,7 +101,7 @@ cleanup() {
   for v in $(comm -13 <(echo "$VOLUMES_BEFORE") <(list_volumes)); do
     "$E" volume rm -f "$v" >>"$LOG" 2>&1
   done
-  # Images in reverse order of creation (children first); a second pass for stragglers.
+  # A second pass removes what an image built on it kept in place the first time.
   local i
   for _ in 1 2; do
     for i in $(comm -13 <(echo "$IMAGES_BEFORE") <(list_images)); do
