@@ -56,9 +56,9 @@ const struct config_var config_vars[] = {
      "Most seconds a client may take to send a request's line and headers (from the connection, "
      "or from the first byte of a later request on it); slower ones are disconnected."},
     {"THREADS", CONFIG_INT, "0", 0, 256, OFF(threads), "HTTP worker threads; 0 means one per CPU."},
-    {"OFFLOAD_THREADS", CONFIG_INT, "8", 1, 256, OFF(offload_threads),
+    {"OFFLOAD_THREADS", CONFIG_INT, "0", 0, 256, OFF(offload_threads),
      "Threads that run database reads and Redis rate-limit decisions, so HTTP threads never "
-     "wait (each holds its own database connection)."},
+     "wait (each holds its own database connection); 0 means one per CPU."},
     {"OFFLOAD_QUEUE", CONFIG_INT, "256", 1, 100000, OFF(offload_queue),
      "Most requests waiting for an offload thread; more are answered 503 at once."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),

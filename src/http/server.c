@@ -514,7 +514,11 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   struct sockaddr_storage ss = {0};
   bool ipv6 = false;
   s->redis = redis;
-  s->pool = workpool_new((size_t)cfg->offload_threads, (size_t)cfg->offload_queue);
+  /* More threads than cores only add hand-offs: a read is ~40 µs of CPU (one per CPU measured
+   * ~30% faster get-one than eight on two cores); raise it for a distant PostgreSQL. */
+  long offload = cfg->offload_threads ? cfg->offload_threads : sysconf(_SC_NPROCESSORS_ONLN);
+  if (offload < 1) offload = 1;
+  s->pool = workpool_new((size_t)offload, (size_t)cfg->offload_queue);
   if (!s->rl_webhook || !s->rl_api || !s->trusted_buf || !s->guard || !s->pool ||
       (redis && !start_sharing(s))) {
     snprintf(err, errlen, "out of memory");
