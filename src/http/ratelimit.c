@@ -253,20 +253,34 @@ static bool local_enough(const struct ratelimit *rl, const struct entry *e, int6
   return fresh && e->total + margin < rl->limit;
 }
 
-bool ratelimit_try_local(struct ratelimit *rl, const char *key, int64_t now_ms,
-                         struct ratelimit_result *out) {
-  int64_t now_s = now_ms / 1000;
+/* A client the full table cannot track is let through (see README Design decisions). */
+static void untracked(const struct ratelimit *rl, struct ratelimit_result *out) {
+  out->allowed = true;
+  out->remaining = rl->limit;
+}
+
+/* Locks the limiter and returns the client's entry, advanced to now_s; or NULL, unlocked and
+ * *out filled as untracked, when the table cannot hold the client. */
+static struct entry *lock_entry(struct ratelimit *rl, const char *key, int64_t now_s,
+                                struct ratelimit_result *out) {
   memset(out, 0, sizeof *out);
   out->limit = rl->limit;
   pthread_mutex_lock(&rl->mu);
   struct entry *e = find_or_add(rl, key, now_s);
   if (!e) {
     pthread_mutex_unlock(&rl->mu);
-    out->allowed = true;
-    out->remaining = rl->limit;
-    return true;
+    untracked(rl, out);
+    return NULL;
   }
   advance(e, now_s);
+  return e;
+}
+
+bool ratelimit_try_local(struct ratelimit *rl, const char *key, int64_t now_ms,
+                         struct ratelimit_result *out) {
+  int64_t now_s = now_ms / 1000;
+  struct entry *e = lock_entry(rl, key, now_s, out);
+  if (!e) return true;
   bool shared = rl->redis && redis_is_up(rl->redis);
   if (shared && !local_enough(rl, e, now_ms)) {
     pthread_mutex_unlock(&rl->mu);
@@ -280,17 +294,8 @@ bool ratelimit_try_local(struct ratelimit *rl, const char *key, int64_t now_ms,
 void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
                    struct ratelimit_result *out) {
   int64_t now_s = now_ms / 1000;
-  memset(out, 0, sizeof *out);
-  out->limit = rl->limit;
-  pthread_mutex_lock(&rl->mu);
-  struct entry *e = find_or_add(rl, key, now_s);
-  if (!e) {
-    pthread_mutex_unlock(&rl->mu);
-    out->allowed = true;
-    out->remaining = rl->limit;
-    return;
-  }
-  advance(e, now_s);
+  struct entry *e = lock_entry(rl, key, now_s, out);
+  if (!e) return;
   bool shared = rl->redis && redis_is_up(rl->redis);
   bool allowed;
   if (shared && local_enough(rl, e, now_ms)) {
@@ -299,8 +304,7 @@ void ratelimit_hit(struct ratelimit *rl, const char *key, int64_t now_ms,
     e = find_or_add(rl, key, now_s); /* Redis failed: this instance decides alone */
     if (!e) {
       pthread_mutex_unlock(&rl->mu);
-      out->allowed = true;
-      out->remaining = rl->limit;
+      untracked(rl, out);
       return;
     }
     allowed = local_hit(rl, e, now_s, false);
