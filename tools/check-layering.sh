@@ -4,6 +4,8 @@
 #   model/  the domain: core/ and model/ only (never a database, HTTP or an adapter)
 #   ext/    adapters: core/ and ext/ only
 #   http/, store/  plumbing: never an endpoint (api/); http/ never store/, store/ never http/
+#   sig/    webhook signatures: core/ and sig/ only
+#   elevenlabs/  the ElevenLabs API client (health, backfill): never http/ nor api/
 # Usage: tools/check-layering.sh [SRC_DIR]   (default src). Run by make test.
 src=${1:-src}
 
@@ -27,6 +29,8 @@ problems=$(
   check ext core ext
   check http core ext http
   check store core ext model store
+  check sig core sig
+  check elevenlabs core ext model store sig elevenlabs
 )
 if [ -n "$problems" ]; then
   printf '%s\n' "$problems" >&2

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/dsn.h"
 #include "core/log.h"
@@ -17,7 +18,44 @@ const struct config_var config_vars[] = {
      "Comma-separated API keys accepted as 'Authorization: Bearer <key>' (several allow rotation). "
      "Required."},
     {"WEBHOOK_SECRET", CONFIG_SECRET, "", 0, 0, OFF(webhook_secret),
-     "Shared secret for signed webhooks (seed variable; reserved, not used yet)."},
+     "Standard Webhooks secrets (whsec_<base64>), comma-separated during a rotation: when set, "
+     "POST /api/v1/webhook/conversation verifies webhook-id/webhook-timestamp/webhook-signature "
+     "(the Bearer key is still required)."},
+    {"WEBHOOK_SIGNATURE_REQUIRED", CONFIG_BOOL, "false", 0, 0, OFF(webhook_signature_required),
+     "true: a seed webhook without a valid Standard Webhooks signature is refused (401); false: "
+     "only a request that carries signature headers must carry a valid one."},
+    {"ELEVENLABS_WEBHOOK_SECRET", CONFIG_SECRET, "", 0, 0, OFF(elevenlabs_webhook_secret),
+     "ElevenLabs workspace webhook secrets (used whole, prefix included), comma-separated during "
+     "a rotation; POST /api/v1/webhook/elevenlabs verifies ElevenLabs-Signature with them. "
+     "Empty: that endpoint requires the Bearer key instead."},
+    {"ELEVENLABS_WEBHOOK_TOLERANCE_SECONDS", CONFIG_INT, "1800", 1, 86400,
+     OFF(elevenlabs_webhook_tolerance),
+     "Oldest accepted ElevenLabs-Signature timestamp, in seconds before now (at most 300 s "
+     "ahead is accepted)."},
+    {"RATE_LIMIT_ELEVENLABS_PER_MINUTE", CONFIG_INT, "10000", 1, 100000000,
+     OFF(rate_limit_elevenlabs),
+     "Validly signed ElevenLabs webhooks allowed per secret per minute (instead of the per-IP "
+     "webhook limit)."},
+    {"ELEVENLABS_EMAIL_VARIABLE", CONFIG_STRING, "user_email", 0, 0, OFF(elevenlabs_email_variable),
+     "The dynamic variable of an ElevenLabs conversation that holds the emailId."},
+    {"ELEVENLABS_ACCOUNT_VARIABLE", CONFIG_STRING, "account_id", 0, 0,
+     OFF(elevenlabs_account_variable),
+     "The dynamic variable of an ElevenLabs conversation that holds the accountId."},
+    {"ELEVENLABS_AUDIO_MAX_BYTES", CONFIG_INT, "104857600", 1024, 1073741824,
+     OFF(elevenlabs_audio_max_bytes),
+     "Largest body accepted on POST /api/v1/webhook/elevenlabs (post_call_audio events carry "
+     "the whole call as base64)."},
+    {"ELEVENLABS_STORE_AUDIO", CONFIG_BOOL, "true", 0, 0, OFF(elevenlabs_store_audio),
+     "false: post_call_audio events are acknowledged and kept in the event history without "
+     "their audio."},
+    {"ELEVENLABS_API_KEY", CONFIG_SECRET, "", 0, 0, OFF(elevenlabs_api_key),
+     "ElevenLabs API key (xi-api-key) for the health check and `gensendrep elevenlabs "
+     "backfill`; empty: the ElevenLabs API is not used."},
+    {"ELEVENLABS_API_URL", CONFIG_STRING, "https://api.elevenlabs.io", 0, 0,
+     OFF(elevenlabs_api_url), "Base URL of the ElevenLabs REST API."},
+    {"ELEVENLABS_HEALTH_INTERVAL_SECONDS", CONFIG_INT, "60", 1, 86400,
+     OFF(elevenlabs_health_interval),
+     "Seconds between background checks of the ElevenLabs API (with ELEVENLABS_API_KEY)."},
     {"HOST", CONFIG_STRING, "0.0.0.0", 0, 0, OFF(host),
      "Address to listen on (IPv4 or IPv6 literal)."},
     {"PORT", CONFIG_INT, "8000", 1, 65535, OFF(port), "TCP port to listen on."},
@@ -205,6 +243,19 @@ static bool set_var(struct config *cfg, const struct config_var *v, const char *
     *(long *)base = n;
     return true;
   }
+  if (v->type == CONFIG_BOOL) {
+    if (strcasecmp(value, "true") == 0 || strcmp(value, "1") == 0 ||
+        strcasecmp(value, "yes") == 0) {
+      *(bool *)base = true;
+    } else if (strcasecmp(value, "false") == 0 || strcmp(value, "0") == 0 ||
+               strcasecmp(value, "no") == 0) {
+      *(bool *)base = false;
+    } else {
+      snprintf(err, errlen, "%s: must be true or false (got \"%.40s\")", v->name, value);
+      return false;
+    }
+    return true;
+  }
   char *copy = strdup(value);
   if (!copy) {
     snprintf(err, errlen, "%s: out of memory", v->name);
@@ -302,7 +353,7 @@ bool config_load(struct config *cfg, const char *env_file, char *err, size_t err
 
 void config_free(struct config *cfg) {
   for (size_t i = 0; i < config_var_count; i++) {
-    if (config_vars[i].type == CONFIG_INT) continue;
+    if (config_vars[i].type == CONFIG_INT || config_vars[i].type == CONFIG_BOOL) continue;
     char **p = (char **)((char *)cfg + config_vars[i].offset);
     free(*p);
     *p = NULL;

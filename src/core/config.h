@@ -12,6 +12,17 @@
 struct config {
   char *api_secret_key; /* comma-separated keys */
   char *webhook_secret;
+  bool webhook_signature_required;
+  char *elevenlabs_webhook_secret;
+  long elevenlabs_webhook_tolerance;
+  long rate_limit_elevenlabs;
+  char *elevenlabs_email_variable;
+  char *elevenlabs_account_variable;
+  long elevenlabs_audio_max_bytes;
+  bool elevenlabs_store_audio;
+  char *elevenlabs_api_key;
+  char *elevenlabs_api_url;
+  long elevenlabs_health_interval;
   char *host;
   long port;
   char *database_url;
@@ -35,7 +46,7 @@ struct config {
   char *docs_assets_dir;
 };
 
-enum config_type { CONFIG_STRING, CONFIG_SECRET, CONFIG_INT };
+enum config_type { CONFIG_STRING, CONFIG_SECRET, CONFIG_INT, CONFIG_BOOL };
 
 struct config_var {
   const char *name;

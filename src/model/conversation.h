@@ -20,10 +20,13 @@
 struct conversation_input {
   json_t *root;
   const char *conversation_id;
-  const char *email_id;
-  const char *account_id;
-  bool has_start;   /* false when the transcript is empty */
-  int64_t start_us; /* earliest transcript timestamp, UTC microseconds */
+  const char *email_id;       /* NULL: unknown (ElevenLabs events may lack it), stored as NULL */
+  const char *account_id;     /* NULL: unknown */
+  const char *status;         /* "completed" (seed webhooks), or as mapped from ElevenLabs */
+  const char *agent_id;       /* metadata.agentId (seed) or data.agent_id; NULL: unknown */
+  const char *failure_reason; /* ElevenLabs call_initiation_failure; NULL otherwise */
+  bool has_start;             /* false when the transcript is empty */
+  int64_t start_us;           /* earliest transcript timestamp, UTC microseconds */
   int64_t duration;
   int64_t message_count;
 };

@@ -14,11 +14,17 @@
 #define MODEL_WEBHOOK_ID_MAX 48
 #define MODEL_STATUS_MAX 16
 
+#define MODEL_AGENT_ID_MAX 256
+#define MODEL_FAILURE_REASON_MAX 256
+
 struct store_conversation {
   char conversation_id[MODEL_CONVERSATION_ID_MAX + 1];
-  char email_id[MODEL_EMAIL_ID_MAX + 1];
-  char account_id[MODEL_ACCOUNT_ID_MAX + 1];
+  char email_id[MODEL_EMAIL_ID_MAX + 1];     /* "": unknown, rendered null */
+  char account_id[MODEL_ACCOUNT_ID_MAX + 1]; /* "": unknown, rendered null */
   char status[MODEL_STATUS_MAX];
+  char agent_id[MODEL_AGENT_ID_MAX + 1];             /* "": unknown, rendered null */
+  char failure_reason[MODEL_FAILURE_REASON_MAX + 1]; /* "": none, not rendered */
+  int64_t audio_bytes;                               /* -1: no audio stored */
   bool has_start;
   int64_t start_us;
   int64_t duration;

@@ -30,7 +30,15 @@ enum store_status {
 enum store_write_kind {
   STORE_WRITE_CONVERSATION,
   STORE_WRITE_PROBE, /* health: prove the database accepts a committed write */
+  /* An ElevenLabs event: kept in its conversation's event history, and optionally (conv set)
+   * the conversation upserted from body (the derived seed-shaped body), and optionally
+   * (audio_fd >= 0) the conversation's audio replaced. A redelivery, i.e. an event whose
+   * conversation already has an event with the same event_sha256, changes nothing: duplicate
+   * is set and webhook_id is that event's. */
+  STORE_WRITE_EVENT,
 };
+
+#define STORE_EVENT_TYPE_MAX 65 /* EL_TYPE_MAX + NUL */
 
 struct store_write;
 typedef void (*store_write_done)(struct store_write *w, void *cls);
@@ -42,6 +50,15 @@ struct store_write {
   const char *body;
   size_t body_len;
   unsigned char body_sha256[32]; /* computed by the caller, off the writer thread */
+  /* input (STORE_WRITE_EVENT); conv may be NULL (then body is unused) */
+  const char *event_type;            /* as sent, at most STORE_EVENT_TYPE_MAX - 1 bytes */
+  const char *event_conversation_id; /* "" when the event names no conversation */
+  const char *event_body;            /* kept as is (for audio events: the envelope) */
+  size_t event_body_len;
+  unsigned char event_sha256[32]; /* of the whole event body as received */
+  int64_t event_audio_at; /* -1, or where base64 audio was cut out of event_body (el_split.h) */
+  int audio_fd;           /* -1, or a file whose first audio_len bytes are the decoded audio */
+  int64_t audio_len;
   /* output, valid in done() */
   enum store_status status;
   bool duplicate; /* byte-identical redelivery: nothing was changed */
@@ -69,6 +86,21 @@ struct store_page {
   int64_t total;
 };
 
+/* One event of a conversation's history, as read back. */
+struct store_event {
+  char webhook_id[STORE_WEBHOOK_ID_MAX];
+  char type[STORE_EVENT_TYPE_MAX];
+  int64_t received_us;
+  char *body; /* owned */
+  size_t body_len;
+  int64_t audio_at; /* -1, or where the audio's base64 belongs in body (el_split.h) */
+};
+
+struct store_events {
+  struct store_event *items; /* oldest first; owned; free with store_events_free */
+  size_t count;
+};
+
 struct store;
 
 struct store_ops {
@@ -78,6 +110,14 @@ struct store_ops {
                            struct store_conversation *out);
   enum store_status (*list)(struct store *s, const struct store_filter *f, struct store_page *out);
   enum store_status (*ping_read)(struct store *s);
+  /* Every event kept for conversation_id (STORE_OK with count 0 when none). */
+  enum store_status (*events)(struct store *s, const char *conversation_id,
+                              struct store_events *out);
+  /* Up to cap bytes of the conversation's audio from offset into buf: *got bytes read, *total
+   * the audio's length. STORE_NOT_FOUND when the conversation has no audio. offset beyond the
+   * end reads nothing. */
+  enum store_status (*audio_read)(struct store *s, const char *conversation_id, int64_t offset,
+                                  void *buf, size_t cap, size_t *got, int64_t *total);
   void (*close)(struct store *s);
 };
 
@@ -112,7 +152,19 @@ __attribute__((warn_unused_result)) static inline enum store_status store_ping_r
   return s->ops->ping_read(s);
 }
 
+__attribute__((warn_unused_result)) static inline enum store_status store_events(
+    struct store *s, const char *conversation_id, struct store_events *out) {
+  return s->ops->events(s, conversation_id, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_audio_read(
+    struct store *s, const char *conversation_id, int64_t offset, void *buf, size_t cap,
+    size_t *got, int64_t *total) {
+  return s->ops->audio_read(s, conversation_id, offset, buf, cap, got, total);
+}
+
 void store_page_free(struct store_page *p);
+void store_events_free(struct store_events *e);
 
 /* Backends. */
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen);

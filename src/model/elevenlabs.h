@@ -1,0 +1,53 @@
+/* ElevenLabs post-call webhook events, mapped to the conversation domain.
+ *
+ * An event is {"type": ..., "event_timestamp": ..., "data": {...}}. post_call_transcription and
+ * call_initiation_failure become a conversation: the mapping builds a seed-shaped
+ * ConversationEndData body (emailId, accountId, conversationId, transcript, metadata, summary)
+ * that is stored and rendered like any seed webhook, and a struct conversation_input over it.
+ * Unknown fields anywhere are ignored (the raw event is kept byte for byte elsewhere). */
+#ifndef GSR_MODEL_ELEVENLABS_H
+#define GSR_MODEL_ELEVENLABS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "model/conversation.h"
+
+#define EL_TYPE_MAX 64
+
+enum el_type {
+  EL_POST_CALL_TRANSCRIPTION,
+  EL_POST_CALL_AUDIO,
+  EL_CALL_INITIATION_FAILURE,
+  EL_OTHER, /* any other or missing type: acknowledged and kept, nothing else changes */
+};
+
+struct el_names {
+  const char *email_var;   /* dynamic variable holding emailId (ELEVENLABS_EMAIL_VARIABLE) */
+  const char *account_var; /* ELEVENLABS_ACCOUNT_VARIABLE */
+};
+
+struct el_event {
+  json_t *root; /* the parsed event (owned) */
+  enum el_type type;
+  char type_name[EL_TYPE_MAX + 1]; /* the type as sent (truncated), "" when absent */
+  /* data.conversation_id; NULL only for EL_OTHER events that carry none. Points into root. */
+  const char *conversation_id;
+  /* EL_POST_CALL_TRANSCRIPTION and EL_CALL_INITIATION_FAILURE only (else derived == NULL): */
+  char *derived; /* the seed-shaped ConversationEndData JSON text (owned, malloc'ed) */
+  size_t derived_len;
+  struct conversation_input conv; /* over derived (conv.root owned); email/account may be NULL */
+};
+
+/* Parses an event. MODEL_INVALID_JSON: not JSON (message says where). MODEL_INVALID: *problems
+ * (caller owns) lists {"field","issue"}: only for a missing/invalid data.conversation_id on the
+ * three known types, or transcript turns without a string role. Everything else a real
+ * ElevenLabs event may lack is not an error. On MODEL_OK release *out with
+ * model_elevenlabs_free. */
+__attribute__((warn_unused_result)) enum model_result model_elevenlabs_parse(
+    const char *body, size_t len, const struct el_names *names, struct el_event *out,
+    json_t **problems, char *message, size_t message_len);
+void model_elevenlabs_free(struct el_event *e);
+
+#endif
