@@ -3,8 +3,9 @@
 
 Scenarios: the ceiling (a trivial libmicrohttpd server answering the same POSTs), webhook
 ingest (seed example and a 40-message ~8 KB transcript) at 64 and 256 connections on SQLite,
-with REDIS_URL (shared rate limits), on PostgreSQL, then get-one and a filtered list on a store
-of 100,000 conversations. Every server is started here on free ports and stopped afterwards."""
+signed ElevenLabs post_call_transcription events (~20 KB, signed per request) on SQLite, with
+REDIS_URL (shared rate limits), on PostgreSQL, then get-one and a filtered list on a store of
+100,000 conversations. Every server is started here on free ports and stopped afterwards."""
 import json
 import os
 import re
@@ -22,10 +23,23 @@ from services import PgCluster, RedisServer, free_port  # noqa: E402
 BIN = os.path.join(REPO, "gensendrep")
 STATIC = os.path.join(REPO, "build", "bench", "static_server")
 KEY = "bench-key"
+# An invented ElevenLabs workspace webhook secret, as the server's ELEVENLABS_WEBHOOK_SECRET.
+EL_SECRET = "wsec_bench_0f3a9c1e7b5d4a2f8e6c0b9a7d5f3e1c"
+EL_FIXTURE = os.path.join(REPO, "tests", "fixtures", "elevenlabs",
+                          "post_call_transcription_success.json")
+EL_BODY_BYTES = int(os.environ.get("BENCH_EL_BODY_BYTES", "20000"))
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 STORE_SIZE = int(os.environ.get("BENCH_STORE_SIZE", "100000"))
+# BENCH_ONLY=elevenlabs,ingest runs only those groups (default: all of them).
+GROUPS = ("ceiling", "startup", "ingest", "elevenlabs", "redis", "postgresql", "reads")
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", ",".join(GROUPS)).split(",")))
+if ONLY - set(GROUPS):
+    sys.exit(f"BENCH_ONLY: unknown group(s) {sorted(ONLY - set(GROUPS))}; known: {GROUPS}")
 LUA = {name: os.path.join(REPO, "bench", name + ".lua")
-       for name in ("webhook_seed", "webhook_large", "fill", "get_one", "list")}
+       for name in ("webhook_seed", "webhook_large", "webhook_elevenlabs", "fill", "get_one",
+                    "list")}
+LABEL = {"webhook_seed": "seed example", "webhook_large": "8 KB transcript",
+         "webhook_elevenlabs": "signed ElevenLabs event ~20 KB"}
 
 
 def wait_http(port, path="/api/v1/health", timeout=20):
@@ -80,8 +94,8 @@ def wrk(port, script, connections, args=(), duration=DURATION):
            f"http://127.0.0.1:{port}"]
     if args:
         cmd += ["--"] + [str(a) for a in args]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, BENCH_KEY=KEY),
-                         check=True).stdout
+    env = dict(os.environ, BENCH_KEY=KEY, BENCH_EL_SECRET=EL_SECRET)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return parse_wrk(out)
 
 
@@ -114,14 +128,46 @@ def row(scenario, connections, result, rss):
           f"errors {result['errors']}, peak RSS {rss:.1f} MiB", file=sys.stderr, flush=True)
 
 
+def elevenlabs_template(workdir):
+    """The transcription fixture with its turns repeated until the event is about
+    EL_BODY_BYTES long; @@CONVERSATION_ID@@ stands for the id the wrk script puts in."""
+    with open(EL_FIXTURE, encoding="utf-8") as f:
+        event = json.load(f)
+    data = event["data"]
+    turns = data["transcript"]
+    last = turns[-1]["time_in_call_secs"] + 5
+    grown = list(turns)
+    size = lambda: len(json.dumps(event, separators=(",", ":")).encode())  # noqa: E731
+    i = 0
+    while size() < EL_BODY_BYTES:
+        turn = dict(turns[i % len(turns)], time_in_call_secs=last + 5 * i)
+        grown.append(turn)
+        data["transcript"] = grown
+        i += 1
+    data["metadata"]["call_duration_secs"] = grown[-1]["time_in_call_secs"] + 5
+    data["conversation_id"] = "@@CONVERSATION_ID@@"
+    variables = data.get("conversation_initiation_client_data", {}).get("dynamic_variables", {})
+    if "system__conversation_id" in variables:
+        variables["system__conversation_id"] = "@@CONVERSATION_ID@@"
+    path = os.path.join(workdir, "elevenlabs_event.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(event, separators=(",", ":")))
+    return path
+
+
 def ingest(label, database_url, workdir, connections=(64, 256), scripts=("webhook_seed",),
            extra=None):
     for script in scripts:
+        env, args = dict(extra or {}), ()
+        if script == "webhook_elevenlabs":
+            env.update(ELEVENLABS_WEBHOOK_SECRET=EL_SECRET,
+                       RATE_LIMIT_ELEVENLABS_PER_MINUTE="100000000")
+            args = (elevenlabs_template(workdir),)
         for c in connections:
-            srv = gensendrep(database_url, workdir, extra)
+            srv = gensendrep(database_url, workdir, env)
             try:
-                name = f"{label}, {'seed example' if script == 'webhook_seed' else '8 KB transcript'}"
-                row(name, c, wrk(srv.port, script, c), srv.peak_rss_mib())
+                row(f"{label}, {LABEL[script]}", c, wrk(srv.port, script, c, args=args),
+                    srv.peak_rss_mib())
             finally:
                 srv.stop()
 
@@ -143,47 +189,55 @@ def fill(srv):
 def main():
     work = tempfile.mkdtemp(prefix="gensendrep-bench-")
     results = {}
+    startup_ms = None
     try:
-        static = Proc([STATIC, "{port}"])
-        for c in (64, 256):
-            r = wrk(static.port, "webhook_seed", c)
-            results[("ceiling", c)] = r
-            row("ceiling: static libmicrohttpd reply", c, r, static.peak_rss_mib())
-        static.stop()
+        if "ceiling" in ONLY:
+            static = Proc([STATIC, "{port}"])
+            for c in (64, 256):
+                r = wrk(static.port, "webhook_seed", c)
+                results[("ceiling", c)] = r
+                row("ceiling: static libmicrohttpd reply", c, r, static.peak_rss_mib())
+            static.stop()
 
         sqlite_url = lambda name: f"sqlite:{work}/{name}.db"  # noqa: E731
-        srv = gensendrep(sqlite_url("startup"), work)
-        print(f"  start-up to first healthy answer: {srv.startup_ms:.0f} ms", file=sys.stderr)
-        startup_ms = srv.startup_ms
-        srv.stop()
+        if "startup" in ONLY:
+            srv = gensendrep(sqlite_url("startup"), work)
+            print(f"  start-up to first healthy answer: {srv.startup_ms:.0f} ms", file=sys.stderr)
+            startup_ms = srv.startup_ms
+            srv.stop()
 
-        ingest("ingest, SQLite", sqlite_url("ingest"), work,
-               scripts=("webhook_seed", "webhook_large"))
-        redis = RedisServer()
-        redis.start()
-        ingest("ingest, SQLite + REDIS_URL", sqlite_url("ingest_redis"), work, connections=(64,),
-               extra={"REDIS_URL": redis.url()})
-        redis.destroy()
+        scripts = (("webhook_seed", "webhook_large") if "ingest" in ONLY else ()) + \
+            (("webhook_elevenlabs",) if "elevenlabs" in ONLY else ())
+        if scripts:
+            ingest("ingest, SQLite", sqlite_url("ingest"), work, scripts=scripts)
+        if "redis" in ONLY:
+            redis = RedisServer()
+            redis.start()
+            ingest("ingest, SQLite + REDIS_URL", sqlite_url("ingest_redis"), work,
+                   connections=(64,), extra={"REDIS_URL": redis.url()})
+            redis.destroy()
 
         pg = None
-        try:
-            pg = PgCluster()
-            pg.start()
-        except Exception as e:  # noqa: BLE001 - PostgreSQL is optional for the bench
-            print(f"  (PostgreSQL not available: {e})", file=sys.stderr)
-            pg = None
-        if pg:
+        if ONLY & {"postgresql", "reads"}:
+            try:
+                pg = PgCluster()
+                pg.start()
+            except Exception as e:  # noqa: BLE001 - PostgreSQL is optional for the bench
+                print(f"  (PostgreSQL not available: {e})", file=sys.stderr)
+                pg = None
+        if pg and "postgresql" in ONLY:
             ingest("ingest, PostgreSQL", pg.create_database("bench_ingest"), work)
 
-        srv = gensendrep(sqlite_url("reads"), work)
-        print(f"  filling {STORE_SIZE} conversations...", file=sys.stderr, flush=True)
-        fill(srv)
-        row(f"get one of {STORE_SIZE}, SQLite", 64, wrk(srv.port, "get_one", 64, args=(STORE_SIZE,)),
-            srv.peak_rss_mib())
-        row(f"filtered list of {STORE_SIZE}, SQLite", 64, wrk(srv.port, "list", 64),
-            srv.peak_rss_mib())
-        srv.stop()
-        if pg:
+        if "reads" in ONLY:
+            srv = gensendrep(sqlite_url("reads"), work)
+            print(f"  filling {STORE_SIZE} conversations...", file=sys.stderr, flush=True)
+            fill(srv)
+            row(f"get one of {STORE_SIZE}, SQLite", 64,
+                wrk(srv.port, "get_one", 64, args=(STORE_SIZE,)), srv.peak_rss_mib())
+            row(f"filtered list of {STORE_SIZE}, SQLite", 64, wrk(srv.port, "list", 64),
+                srv.peak_rss_mib())
+            srv.stop()
+        if pg and "reads" in ONLY:
             srv = gensendrep(pg.create_database("bench_reads"), work)
             fill(srv)
             # A store of this size in service has been vacuumed and analysed by autovacuum;
@@ -194,27 +248,34 @@ def main():
             row(f"filtered list of {STORE_SIZE}, PostgreSQL", 64, wrk(srv.port, "list", 64),
                 srv.peak_rss_mib())
             srv.stop()
+        if pg:
             pg.destroy()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"| scenario | connections | requests/s | p50 ms | p99 ms | errors | peak RSS MiB |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| scenario | connections | requests/s | p50 ms | p99 ms | errors | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
     for scenario, c, r, rss in ROWS:
         print(f"| {scenario} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
               f"{r['errors']} | {rss:.1f} |")
     print()
+    find = lambda name, c: next((r for s, cc, r, _ in ROWS  # noqa: E731
+                                 if s == name and cc == c), None)
     for c in (64, 256):
-        ours = next((r for s, cc, r, _ in ROWS if s == "ingest, SQLite, seed example" and cc == c), None)
-        if ours:
-            print(f"SQLite ingest at {c} connections = {ours['rps'] / results[('ceiling', c)]['rps']:.0%} "
-                  f"of the static-reply ceiling")
-    local = next(r for s, c, r, _ in ROWS if s == "ingest, SQLite, seed example" and c == 64)
-    shared = next(r for s, c, r, _ in ROWS if s.startswith("ingest, SQLite + REDIS_URL") and c == 64)
-    print(f"ingest with REDIS_URL = {shared['rps'] / local['rps']:.0%} of ingest without it "
-          f"(target: at least 80%)")
-    print(f"start-up to first healthy answer: {startup_ms:.0f} ms")
+        ours = find("ingest, SQLite, seed example", c)
+        if ours and ("ceiling", c) in results:
+            print(f"SQLite ingest at {c} connections = "
+                  f"{ours['rps'] / results[('ceiling', c)]['rps']:.0%} of the static-reply ceiling")
+    local = find("ingest, SQLite, seed example", 64)
+    shared = find("ingest, SQLite + REDIS_URL, seed example", 64)
+    if local and shared:
+        print(f"ingest with REDIS_URL = {shared['rps'] / local['rps']:.0%} of ingest without it "
+              f"(target: at least 80%)")
+    if any(s.endswith(LABEL["webhook_elevenlabs"]) and r["errors"] for s, _, r, _ in ROWS):
+        print("signed ElevenLabs events were refused (errors above): the rate is not valid")
+    if startup_ms is not None:
+        print(f"start-up to first healthy answer: {startup_ms:.0f} ms")
 
 
 if __name__ == "__main__":
