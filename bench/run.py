@@ -206,6 +206,10 @@ def main():
             startup_ms = srv.startup_ms
             srv.stop()
 
+        if "elevenlabs" in ONLY and not os.path.exists(EL_FIXTURE):
+            print(f"  (no {os.path.relpath(EL_FIXTURE, REPO)}: the ElevenLabs scenario is skipped)",
+                  file=sys.stderr)
+            ONLY.discard("elevenlabs")
         scripts = (("webhook_seed", "webhook_large") if "ingest" in ONLY else ()) + \
             (("webhook_elevenlabs",) if "elevenlabs" in ONLY else ())
         if scripts:
