@@ -1,5 +1,7 @@
-"""The README tells the truth: its configuration table is the binary's own table, and the
-quick start's `make run` really generates a key and serves."""
+"""The README tells the truth: its configuration table is the binary's own table, every API
+route has its entry, the variables it names exist, and the quick start's `make run` really
+generates a key and serves."""
+import json
 import re
 import subprocess
 
@@ -40,3 +42,33 @@ def test_ensure_key_generates_once_and_keeps_it(tmp_path):
                             check=True)
     assert second.stdout == ""
     assert (tmp_path / ".env").read_text() == dotenv
+
+
+def test_readme_documents_every_api_route():
+    """Every /api/v1 operation of openapi.json has its own "### METHOD path" entry in the
+    README's API reference."""
+    spec = json.loads((REPO / "openapi" / "openapi.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    headings = set(re.findall(r"^### ([A-Z]+ /\S+)$", readme, re.M))
+    for path, ops in spec["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method in ops:
+            if method in ("get", "post", "put", "patch", "delete"):
+                assert f"{method.upper()} {path}" in headings, \
+                    f"README has no '### {method.upper()} {path}' entry"
+
+
+def test_readme_names_only_real_variables():
+    """A variable the README's prose names (ELEVENLABS_*, WEBHOOK_*, RATE_LIMIT_*, ...) is one
+    the binary knows: a renamed variable cannot linger in the instructions."""
+    table = subprocess.run([BINARY, "--config-markdown"], capture_output=True, text=True,
+                           check=True).stdout
+    known = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.M))
+    readme = (REPO / "README.md").read_text()
+    prefixes = ("ELEVENLABS_", "WEBHOOK_", "RATE_LIMIT_", "API_SECRET", "DATABASE_", "REDIS_",
+                "MAX_", "OFFLOAD_", "DOCS_ASSETS", "CORS_", "TRUSTED_")
+    named = {n for n in re.findall(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)\b", readme)
+             if n.startswith(prefixes)}
+    unknown = sorted(named - known)
+    assert not unknown, f"README names variables the binary does not know: {unknown}"
