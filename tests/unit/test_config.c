@@ -104,6 +104,9 @@ static void test_table_defaults_and_offsets(void **state) {
       long def = strtol(v->def, NULL, 10);
       assert_true(v->min <= def && def <= v->max);
       assert_int_equal(*(const long *)field, def);
+    } else if (v->type == CONFIG_BOOL) {
+      assert_true(strcmp(v->def, "true") == 0 || strcmp(v->def, "false") == 0);
+      assert_int_equal(*(const bool *)field, strcmp(v->def, "true") == 0);
     } else if (strcmp(v->name, "API_SECRET_KEY") != 0) {
       assert_string_equal(*(char *const *)field, v->def);
     }
