@@ -53,6 +53,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         long n = *(const long *)((const char *)&a + v->offset);
         FUZZ_CHECK(n >= v->min && n <= v->max);
         FUZZ_CHECK(n == *(const long *)((const char *)&b + v->offset));
+      } else if (v->type == CONFIG_BOOL) {
+        FUZZ_CHECK(*(const bool *)((const char *)&a + v->offset) ==
+                   *(const bool *)((const char *)&b + v->offset));
       } else {
         const char *s = *(char *const *)((const char *)&a + v->offset);
         FUZZ_CHECK(s != NULL);
