@@ -10,6 +10,7 @@
 #include "core/timeutil.h"
 #include "core/utf8.h"
 #include "model/json_raw.h"
+#include "model/stored.h"
 
 struct problems {
   json_t *list;
@@ -214,6 +215,18 @@ static void validate(struct problems *p, json_t *root, struct conversation_input
   check_optional_object(p, root, "summary", "summary");
 }
 
+/* metadata.agentId as stored: only a value the store can hold. Anything else reads back as
+ * unknown rather than refusing a payload that was always accepted. */
+static const char *usable_agent_id(json_t *root) {
+  json_t *v = json_object_get(json_object_get(root, "metadata"), "agentId");
+  if (!json_is_string(v)) return NULL;
+  const char *s = json_string_value(v);
+  size_t len = json_string_length(v);
+  if (len == 0 || len > MODEL_AGENT_ID_MAX || strlen(s) != len || !model_is_printable(s, len))
+    return NULL;
+  return s;
+}
+
 enum model_result model_conversation_parse(const char *body, size_t len,
                                            struct conversation_input *out, json_t **problems,
                                            char *message, size_t message_len) {
@@ -253,6 +266,9 @@ enum model_result model_conversation_parse(const char *body, size_t len,
   if (p.count == 0) {
     json_decref(p.list);
     out->root = root;
+    out->status = "completed";
+    out->agent_id = usable_agent_id(root);
+    out->failure_reason = NULL;
     return MODEL_OK;
   }
   if (p.count > MODEL_PROBLEMS_MAX) {

@@ -909,9 +909,35 @@ static void test_not_an_object(void **state) {
   assert_non_null(strstr(message, "5 problems"));
 }
 
+/* A seed webhook is "completed"; its metadata.agentId is kept when the store can hold it, and
+ * anything else (too long, control characters, empty) is unknown, never a new error. */
+static void test_status_and_agent_id(void **state) {
+  (void)state;
+  assert_int_equal(parse_text(SEED), MODEL_OK);
+  assert_string_equal(in.status, "completed");
+  assert_string_equal(in.agent_id, "agent_01jxn7fwb2eyq8p6k4m3en4xtm");
+  assert_null(in.failure_reason);
+  char long_id[258];
+  memset(long_id, 'a', sizeof long_id - 1);
+  long_id[sizeof long_id - 1] = '\0';
+  json_t *unusable[] = {json_string(""), json_string(long_id), json_string("a\tb"),
+                        json_stringn("a\0b", 3)};
+  for (size_t i = 0; i < sizeof unusable / sizeof unusable[0]; i++) {
+    json_object_set_new(metadata(), "agentId", unusable[i]);
+    assert_int_equal(parse_doc(), MODEL_OK);
+    assert_null(in.agent_id);
+    assert_string_equal(in.status, "completed");
+  }
+  long_id[256] = '\0'; /* MODEL_AGENT_ID_MAX */
+  json_object_set_new(metadata(), "agentId", json_string(long_id));
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_string_equal(in.agent_id, long_id);
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
+      T(test_status_and_agent_id),
       T(test_seed_example),
       T(test_unknown_fields_kept),
       T(test_required_top_level),
