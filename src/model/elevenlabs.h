@@ -42,8 +42,9 @@ struct el_event {
 
 /* Parses an event. MODEL_INVALID_JSON: not JSON (message says where). MODEL_INVALID: *problems
  * (caller owns) lists {"field","issue"}: only for a missing/invalid data.conversation_id on the
- * three known types, or transcript turns without a string role. Everything else a real
- * ElevenLabs event may lack is not an error. On MODEL_OK release *out with
+ * three known types, transcript turns without a string role, or a body that is JSON but not an
+ * object (field ""). Everything else a real ElevenLabs event may lack is not an error. Out of
+ * memory is reported as MODEL_INVALID_JSON ("out of memory"). On MODEL_OK release *out with
  * model_elevenlabs_free. */
 __attribute__((warn_unused_result)) enum model_result model_elevenlabs_parse(
     const char *body, size_t len, const struct el_names *names, struct el_event *out,
