@@ -231,6 +231,30 @@ static void transcription_fixture(void **state) {
   assert_string_equal(json_string_value(json_object_get(dturn(11), "content")),
                       "No, that's all. Bye.");
   assert_string_equal(json_string_value(json_object_get(dturn(11), "messageId")), CONV_ID ":11");
+
+  /* The derived body has the seed's shape: the seed's parser reads the same conversation
+   * from it, once given the one member ElevenLabs has no value for (metadata.userAgent). */
+  json_t *seedish = json_deep_copy(derived);
+  json_object_set_new(json_object_get(seedish, "metadata"), "userAgent", json_string("x"));
+  char *seed_text = json_dumps(seedish, JSON_COMPACT);
+  json_decref(seedish);
+  assert_non_null(seed_text);
+  struct conversation_input seed;
+  json_t *seed_problems = NULL;
+  char seed_message[256];
+  enum model_result sr = model_conversation_parse(
+      seed_text, strlen(seed_text), &seed, &seed_problems, seed_message, sizeof seed_message);
+  free(seed_text);
+  json_decref(seed_problems);
+  assert_int_equal(sr, MODEL_OK);
+  assert_string_equal(seed.conversation_id, c->conversation_id);
+  assert_string_equal(seed.email_id, c->email_id);
+  assert_string_equal(seed.account_id, c->account_id);
+  assert_string_equal(seed.agent_id, c->agent_id);
+  assert_int_equal(seed.start_us, c->start_us);
+  assert_int_equal(seed.duration, c->duration);
+  assert_int_equal(seed.message_count, c->message_count);
+  model_conversation_free(&seed);
 }
 
 static void failure_fixture(void **state) {
