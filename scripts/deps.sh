@@ -3,7 +3,9 @@
 #   deps.sh build|test|bench|image
 # As root it installs what is missing with apt-get; otherwise it names the packages and fails.
 set -eu
-build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev"
+# libcurl4-openssl-dev, not the GnuTLS flavour: the OpenSSL already linked (libcrypto, libpq)
+# does TLS for the ElevenLabs API too, and its runtime (libcurl4) is what Debian's curl uses.
+build="gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libcurl4-openssl-dev"
 test="$build libcmocka-dev python3-pytest python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server"
 bench="$build wrk postgresql redis-server"
 # make image-test: podman (root) with netavark/aardvark-dns networks (which need iptables), runc

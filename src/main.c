@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/version.h"
+#include "elevenlabs/elevenlabs.h"
 #include "ext/crypto.h"
 #include "ext/redis.h"
 #include "http/server.h"
@@ -111,9 +112,11 @@ static int serve(void) {
             (app.store = store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err,
                                          sizeof err)) &&
             (app.health = store_health_new(app.store)) && app_docs_init(&app) &&
+            el_health_start(&cfg, &app.elevenlabs, err, sizeof err) &&
             (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
   if (!ok) {
     fprintf(stderr, "gensendrep: %s\n", err);
+    el_health_stop(app.elevenlabs);
     app_docs_free(&app);
     store_health_free(app.health);
     store_close(app.store);
@@ -132,6 +135,7 @@ static int serve(void) {
     log_msg(LOG_ERROR, "shutdown timed out waiting for the database");
     _exit(1);
   }
+  el_health_stop(app.elevenlabs); /* a check in flight is abandoned, not waited for */
   store_health_free(app.health);
   store_close(app.store);
   redis_client_free(app.redis);
@@ -141,7 +145,7 @@ static int serve(void) {
   return 0;
 }
 
-int main(int argc, char **argv) {
+static int run(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "serve";
   if (argc > 2) {
     usage(stderr);
@@ -165,4 +169,15 @@ int main(int argc, char **argv) {
   fprintf(stderr, "gensendrep: unknown command '%s'\n\n", cmd);
   usage(stderr);
   return 2;
+}
+
+int main(int argc, char **argv) {
+  /* libcurl's global state is set up before any thread exists (it is not thread-safe). */
+  if (!el_api_global_init()) {
+    fprintf(stderr, "gensendrep: libcurl could not be initialised\n");
+    return 1;
+  }
+  int rc = run(argc, argv);
+  el_api_global_cleanup();
+  return rc;
 }

@@ -7,12 +7,14 @@
 #include "store/store.h"
 
 struct store_health;
+struct el_health;
 
 struct app {
   const struct config *cfg;
   struct store *store;
-  struct store_health *health; /* coalesced health checks of store (store/health.h) */
-  struct redis_client *redis;  /* NULL without REDIS_URL */
+  struct store_health *health;  /* coalesced health checks of store (store/health.h) */
+  struct redis_client *redis;   /* NULL without REDIS_URL */
+  struct el_health *elevenlabs; /* the ElevenLabs API check; NULL without ELEVENLABS_API_KEY */
   /* docs pages rendered once at start-up (owned) */
   char *swagger_html;
   size_t swagger_len;

@@ -8,6 +8,7 @@
 #include "api/app.h"
 #include "core/timeutil.h"
 #include "core/version.h"
+#include "elevenlabs/elevenlabs.h"
 #include "ext/redis.h"
 #include "store/health.h"
 
@@ -22,21 +23,24 @@ static const char *redis_state(const struct app *app) {
   return redis_is_up(app->redis) ? "connected" : "disconnected";
 }
 
-/* unhealthy (503) without the database; degraded (200) when only Redis is away, since
- * webhooks are still accepted then. */
+/* unhealthy (503) without the database; degraded (200) when only Redis or the ElevenLabs API
+ * is away, since webhooks are still accepted then. The ElevenLabs state is the background
+ * check's last answer (elevenlabs/health.c), read without waiting. */
 static void reply_health(struct http_request *req, bool db_ok) {
   const struct app *app = http_request_app(req);
   const char *redis = redis_state(app);
+  const char *elevenlabs = el_health_state(app->elevenlabs);
   bool redis_ok = strcmp(redis, "disconnected") != 0;
+  bool elevenlabs_ok = strcmp(elevenlabs, "disconnected") != 0;
   char now[40];
   time_format_us(time_now_us(), true, now, sizeof now);
-  json_t *body = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "status",
-                           !db_ok     ? "unhealthy"
-                           : redis_ok ? "healthy"
-                                      : "degraded",
-                           "timestamp", now, "version", GSR_VERSION, "dependencies", "database",
-                           db_ok ? "connected" : "disconnected", "redis", redis, "elevenlabs",
-                           "not_configured");
+  json_t *body =
+      json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "status",
+                !db_ok                      ? "unhealthy"
+                : redis_ok && elevenlabs_ok ? "healthy"
+                                            : "degraded",
+                "timestamp", now, "version", GSR_VERSION, "dependencies", "database",
+                db_ok ? "connected" : "disconnected", "redis", redis, "elevenlabs", elevenlabs);
   http_reply_json(req, db_ok ? 200 : 503, body);
 }
 
