@@ -1,11 +1,14 @@
 /* Backend selection from DATABASE_URL, and helpers shared by every backend. */
 #include "store/store.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/dsn.h"
+#include "store/write_queue.h"
 
 struct store *store_open(const char *url, char *err, size_t errlen) {
   return store_open_wait(url, 0, err, errlen);
@@ -33,4 +36,47 @@ void store_page_free(struct store_page *p) {
   for (size_t i = 0; i < p->count; i++) free(p->items[i].body);
   free(p->items);
   memset(p, 0, sizeof *p);
+}
+
+void store_events_free(struct store_events *e) {
+  for (size_t i = 0; i < e->count; i++) free(e->items[i].body);
+  free(e->items);
+  memset(e, 0, sizeof *e);
+}
+
+const char *store_write_conversation_id(const struct store_write *w) {
+  if (w->kind == STORE_WRITE_CONVERSATION) return w->conv->conversation_id;
+  if (w->kind == STORE_WRITE_EVENT) return w->event_conversation_id;
+  return NULL;
+}
+
+/* Callers calloc their writes, so audio_fd is 0 in every write but an event's: only an event
+ * write's audio_fd means anything. */
+bool store_write_has_audio(const struct store_write *w) {
+  return w->kind == STORE_WRITE_EVENT && w->audio_fd >= 0 && w->audio_len >= 0;
+}
+
+int store_audio_pread(const struct store_write *w, int64_t off, void *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(w->audio_fd, (char *)buf + done, len - done, (off_t)(off + (int64_t)done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno ? errno : EIO;
+    if (n == 0) return EIO; /* shorter than announced */
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+bool store_audio_piece(int64_t offset, int64_t end, int64_t slice_start, const void *data,
+                       size_t len, unsigned char *buf, size_t *got) {
+  int64_t from = offset > slice_start ? offset : slice_start;
+  int64_t to = slice_start + (int64_t)len;
+  if (to > end) to = end;
+  if (from != offset + (int64_t)*got || to < from) return false; /* a gap or an overlap */
+  if (to > from)
+    memcpy(buf + (from - offset), (const unsigned char *)data + (from - slice_start),
+           (size_t)(to - from));
+  *got = (size_t)(to - offset);
+  return true;
 }

@@ -587,6 +587,11 @@ static void *writer_main(void *arg) {
 }
 
 static void pg_submit(struct store *base, struct store_write *w) {
+  if (w->kind == STORE_WRITE_EVENT) { /* not yet on PostgreSQL */
+    w->next = NULL;
+    write_queue_finish(w, STORE_HARD);
+    return;
+  }
   write_queue_push(&((struct pg_store *)base)->queue, w);
 }
 
@@ -668,6 +673,7 @@ static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char
 static enum store_status read_row(const PGresult *res, int row, int first,
                                   struct store_conversation *out) {
   memset(out, 0, sizeof *out);
+  out->audio_bytes = -1;
   get_text(res, row, first, out->conversation_id, sizeof out->conversation_id);
   get_text(res, row, first + 1, out->email_id, sizeof out->email_id);
   get_text(res, row, first + 2, out->account_id, sizeof out->account_id);
@@ -795,6 +801,28 @@ static enum store_status pg_ping_read(struct store *base) {
   return st;
 }
 
+/* Not yet on PostgreSQL (the first slice of issue 8 is SQLite's). */
+static enum store_status pg_events(struct store *base, const char *conversation_id,
+                                   struct store_events *out) {
+  (void)base;
+  (void)conversation_id;
+  memset(out, 0, sizeof *out);
+  return STORE_HARD;
+}
+
+static enum store_status pg_audio_read(struct store *base, const char *conversation_id,
+                                       int64_t offset, void *buf, size_t cap, size_t *got,
+                                       int64_t *total) {
+  (void)base;
+  (void)conversation_id;
+  (void)offset;
+  (void)buf;
+  (void)cap;
+  *got = 0;
+  *total = 0;
+  return STORE_HARD;
+}
+
 /* ---------- lifecycle ---------- */
 
 static void pg_close(struct store *base) {
@@ -814,6 +842,8 @@ static const struct store_ops pg_ops = {
     .get = pg_get,
     .list = pg_list,
     .ping_read = pg_ping_read,
+    .events = pg_events,
+    .audio_read = pg_audio_read,
     .close = pg_close,
 };
 

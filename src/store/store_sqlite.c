@@ -29,6 +29,9 @@ struct reader {
   sqlite3 *db;
   sqlite3_stmt *get;
   sqlite3_stmt *ping;
+  sqlite3_stmt *events;
+  sqlite3_stmt *audio_meta;
+  sqlite3_stmt *audio_chunks;
   sqlite3_stmt *list[LIST_VARIANTS];
   sqlite3_stmt *count[LIST_VARIANTS];
 };
@@ -39,6 +42,8 @@ struct sqlite_store {
   /* writer side: only the writer thread touches these after open */
   sqlite3 *wdb;
   sqlite3_stmt *w_find, *w_ins_delivery, *w_upsert, *w_probe, *w_begin, *w_commit, *w_rollback;
+  sqlite3_stmt *w_find_event, *w_ins_event, *w_del_chunks, *w_put_audio, *w_ins_chunk;
+  unsigned char *audio_buf; /* one chunk of audio on its way from the file to the database */
   pthread_t writer;
   bool writer_started;
   /* checkpoints run on their own connection and thread, off the writer's path */
@@ -209,15 +214,35 @@ static bool prepare_writer(struct sqlite_store *s) {
          prepare(db,
                  "INSERT INTO conversations (conversation_id, email_id, account_id, status, "
                  "start_time_us, duration, message_count, processed_at_us, webhook_id, "
-                 "body_sha256, delivery_id) "
-                 "VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6, ?7, ?9, ?10, ?8) "
+                 "body_sha256, delivery_id, agent_id, failure_reason) "
+                 "VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?12, ?13) "
                  "ON CONFLICT (conversation_id) DO UPDATE SET email_id = excluded.email_id, "
                  "account_id = excluded.account_id, status = excluded.status, "
                  "start_time_us = excluded.start_time_us, duration = excluded.duration, "
                  "message_count = excluded.message_count, "
                  "processed_at_us = excluded.processed_at_us, webhook_id = excluded.webhook_id, "
-                 "body_sha256 = excluded.body_sha256, delivery_id = excluded.delivery_id",
+                 "body_sha256 = excluded.body_sha256, delivery_id = excluded.delivery_id, "
+                 "agent_id = excluded.agent_id, failure_reason = excluded.failure_reason",
                  &s->w_upsert) == SQLITE_OK &&
+         prepare(db,
+                 "SELECT webhook_id, received_at_us FROM events "
+                 "WHERE conversation_id = ?1 AND body_sha256 = ?2 ORDER BY id LIMIT 1",
+                 &s->w_find_event) == SQLITE_OK &&
+         prepare(db,
+                 "INSERT INTO events (webhook_id, conversation_id, type, received_at_us, "
+                 "body_sha256, body, audio_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 &s->w_ins_event) == SQLITE_OK &&
+         prepare(db, "DELETE FROM audio_chunks WHERE conversation_id = ?1", &s->w_del_chunks) ==
+             SQLITE_OK &&
+         prepare(db,
+                 "INSERT INTO audio_meta (conversation_id, bytes, chunk_bytes, webhook_id, "
+                 "received_at_us) VALUES (?1, ?2, ?3, ?4, ?5) "
+                 "ON CONFLICT (conversation_id) DO UPDATE SET bytes = excluded.bytes, "
+                 "chunk_bytes = excluded.chunk_bytes, webhook_id = excluded.webhook_id, "
+                 "received_at_us = excluded.received_at_us",
+                 &s->w_put_audio) == SQLITE_OK &&
+         prepare(db, "INSERT INTO audio_chunks (conversation_id, seq, data) VALUES (?1, ?2, ?3)",
+                 &s->w_ins_chunk) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO health_probe (id, checked_us) VALUES (1, ?1) "
                  "ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us",
@@ -373,6 +398,14 @@ static void copy_text(char *dst, size_t cap, const unsigned char *src) {
   snprintf(dst, cap, "%s", src ? (const char *)src : "");
 }
 
+/* Unknown values (an ElevenLabs call without an email, say) are stored as NULL. */
+static void bind_text_or_null(sqlite3_stmt *st, int idx, const char *v) {
+  if (v)
+    sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, idx);
+}
+
 /* Looks for the current version; sets w->duplicate when the stored body is byte-identical. */
 static int find_current(struct sqlite_store *s, struct store_write *w) {
   sqlite3_stmt *st = s->w_find;
@@ -395,8 +428,8 @@ static int find_current(struct sqlite_store *s, struct store_write *w) {
   return rc;
 }
 
+/* Keeps the derived body of a stamped write. */
 static int insert_delivery(struct sqlite_store *s, struct store_write *w, sqlite3_int64 *rowid) {
-  if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
   sqlite3_stmt *st = s->w_ins_delivery;
   sqlite3_bind_text(st, 1, w->webhook_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, w->conv->conversation_id, -1, SQLITE_STATIC);
@@ -413,8 +446,8 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
   const struct conversation_input *c = w->conv;
   sqlite3_stmt *st = s->w_upsert;
   sqlite3_bind_text(st, 1, c->conversation_id, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, c->email_id, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 3, c->account_id, -1, SQLITE_STATIC);
+  bind_text_or_null(st, 2, c->email_id);
+  bind_text_or_null(st, 3, c->account_id);
   if (c->has_start)
     sqlite3_bind_int64(st, 4, c->start_us);
   else
@@ -425,7 +458,95 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
   sqlite3_bind_int64(st, 8, delivery_id);
   sqlite3_bind_text(st, 9, w->webhook_id, -1, SQLITE_STATIC);
   sqlite3_bind_blob(st, 10, w->body_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
+  sqlite3_bind_text(st, 11, c->status ? c->status : "completed", -1, SQLITE_STATIC);
+  bind_text_or_null(st, 12, c->agent_id);
+  bind_text_or_null(st, 13, c->failure_reason);
   return step_done(st);
+}
+
+/* The conversation's new version: its derived body in deliveries, its row upserted. */
+static int store_version(struct sqlite_store *s, struct store_write *w) {
+  sqlite3_int64 delivery_id = 0;
+  int rc = insert_delivery(s, w, &delivery_id);
+  return rc == SQLITE_OK ? upsert_conversation(s, w, delivery_id) : rc;
+}
+
+/* Looks for an event of the same conversation with the same bytes; sets w->duplicate. */
+static int find_event(struct sqlite_store *s, struct store_write *w) {
+  sqlite3_stmt *st = s->w_find_event;
+  sqlite3_bind_text(st, 1, w->event_conversation_id, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(st, 2, w->event_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    w->duplicate = true;
+    copy_text(w->webhook_id, sizeof w->webhook_id, sqlite3_column_text(st, 0));
+    w->processed_us = sqlite3_column_int64(st, 1);
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int insert_event(struct sqlite_store *s, struct store_write *w) {
+  sqlite3_stmt *st = s->w_ins_event;
+  sqlite3_bind_text(st, 1, w->webhook_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, w->event_conversation_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, w->event_type, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 4, w->processed_us);
+  sqlite3_bind_blob(st, 5, w->event_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
+  sqlite3_bind_blob64(st, 6, w->event_body ? w->event_body : "", w->event_body_len, SQLITE_STATIC);
+  if (w->event_audio_at >= 0)
+    sqlite3_bind_int64(st, 7, w->event_audio_at);
+  else
+    sqlite3_bind_null(st, 7);
+  return step_done(st);
+}
+
+/* Set when an event's audio file could not be read: that write alone fails. */
+#define AUDIO_READ_FAILED (-1)
+
+/* Replaces the conversation's audio, one chunk of the file at a time. */
+static int replace_audio(struct sqlite_store *s, struct store_write *w) {
+  const char *id = w->event_conversation_id;
+  sqlite3_bind_text(s->w_del_chunks, 1, id, -1, SQLITE_STATIC);
+  int rc = step_done(s->w_del_chunks);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_stmt *st = s->w_put_audio;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, w->audio_len);
+  sqlite3_bind_int64(st, 3, STORE_AUDIO_CHUNK_BYTES);
+  sqlite3_bind_text(st, 4, w->webhook_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 5, w->processed_us);
+  rc = step_done(st);
+  st = s->w_ins_chunk;
+  for (int64_t off = 0, seq = 0; rc == SQLITE_OK && off < w->audio_len; seq++) {
+    size_t n = w->audio_len - off < STORE_AUDIO_CHUNK_BYTES ? (size_t)(w->audio_len - off)
+                                                            : STORE_AUDIO_CHUNK_BYTES;
+    int err = store_audio_pread(w, off, s->audio_buf, n);
+    if (err) {
+      log_msg(LOG_ERROR, "cannot read an event's audio (%lld of %lld bytes read): %s",
+              (long long)off, (long long)w->audio_len, strerror(err));
+      return AUDIO_READ_FAILED;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_blob64(st, 3, s->audio_buf, n, SQLITE_STATIC);
+    rc = step_done(st);
+    off += (int64_t)n;
+  }
+  return rc;
+}
+
+/* An ElevenLabs event: kept unless its conversation already has one with the same bytes; the
+ * conversation upserted and the audio replaced when the event carries them. */
+static int apply_event(struct sqlite_store *s, struct store_write *w) {
+  int rc = find_event(s, w);
+  if (rc != SQLITE_OK || w->duplicate) return rc;
+  if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
+  rc = insert_event(s, w);
+  if (rc == SQLITE_OK && w->conv) rc = store_version(s, w);
+  if (rc == SQLITE_OK && store_write_has_audio(w)) rc = replace_audio(s, w);
+  return rc;
 }
 
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
@@ -434,23 +555,45 @@ static int apply_write(struct sqlite_store *s, struct store_write *w) {
     return step_done(s->w_probe);
   }
   w->duplicate = false;
+  if (w->kind == STORE_WRITE_EVENT) return apply_event(s, w);
   int rc = find_current(s, w);
   if (rc != SQLITE_OK || w->duplicate) return rc;
-  sqlite3_int64 delivery_id = 0;
-  rc = insert_delivery(s, w, &delivery_id);
-  if (rc != SQLITE_OK) return rc;
-  return upsert_conversation(s, w, delivery_id);
+  if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
+  return store_version(s, w);
 }
 
-/* Commits the whole batch in one transaction; on any failure nothing of it is stored. */
-static enum store_status commit_batch(struct sqlite_store *s, struct store_write *batch) {
-  int rc = step_done(s->w_begin);
-  for (struct store_write *w = batch; rc == SQLITE_OK && w; w = w->next) rc = apply_write(s, w);
-  if (rc == SQLITE_OK) rc = step_done(s->w_commit);
-  if (rc == SQLITE_OK) return STORE_OK;
-  log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
-  if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
-  return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
+/* Takes w out of the batch and finishes it alone. */
+static void finish_one(struct store_write **head, struct store_write *w, enum store_status st) {
+  for (struct store_write **p = head; *p; p = &(*p)->next) {
+    if (*p == w) {
+      *p = w->next;
+      w->next = NULL;
+      write_queue_finish(w, st);
+      return;
+    }
+  }
+}
+
+/* Commits the whole batch in *head in one transaction; on any failure nothing of it is stored.
+ * An event whose audio file cannot be read fails alone: the batch is rolled back, that write
+ * finished, and the rest committed without it. Returns the status of what is left in *head. */
+static enum store_status commit_batch(struct sqlite_store *s, struct store_write **head) {
+  while (*head) {
+    struct store_write *failed = NULL;
+    int rc = step_done(s->w_begin);
+    for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
+      rc = apply_write(s, w);
+      if (rc == AUDIO_READ_FAILED) failed = w;
+    }
+    if (rc == SQLITE_OK) rc = step_done(s->w_commit);
+    if (rc == SQLITE_OK) return STORE_OK;
+    if (!failed)
+      log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
+    if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
+    if (!failed) return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
+    finish_one(head, failed, STORE_HARD);
+  }
+  return STORE_OK;
 }
 
 static void *writer_main(void *arg) {
@@ -458,7 +601,7 @@ static void *writer_main(void *arg) {
   struct store_write *batch;
   while ((batch = write_queue_take(&s->queue)) != NULL) {
     gate_writer_enter(s);
-    enum store_status st = commit_batch(s, batch);
+    enum store_status st = commit_batch(s, &batch);
     gate_writer_leave(s);
     write_queue_finish(batch, st);
   }
@@ -470,6 +613,13 @@ static void sqlite_submit(struct store *base, struct store_write *w) {
 }
 
 /* ---------- readers ---------- */
+
+/* Columns 10.. of the get/list layout. Audio lives apart from conversations (it may come
+ * first): a primary-key lookup per row read, nothing on the write path. */
+#define AUDIO_COLUMNS                  \
+  "c.agent_id, c.failure_reason, "     \
+  "(SELECT a.bytes FROM audio_meta a " \
+  "WHERE a.conversation_id = c.conversation_id)"
 
 static const char *const list_filters[3] = {"c.email_id = ?", "c.account_id = ?", "c.status = ?"};
 
@@ -486,6 +636,9 @@ static void build_where(unsigned mask, char *buf, size_t cap) {
 static void reader_free(struct reader *r) {
   sqlite3_finalize(r->get);
   sqlite3_finalize(r->ping);
+  sqlite3_finalize(r->events);
+  sqlite3_finalize(r->audio_meta);
+  sqlite3_finalize(r->audio_chunks);
   for (int i = 0; i < LIST_VARIANTS; i++) {
     sqlite3_finalize(r->list[i]);
     sqlite3_finalize(r->count[i]);
@@ -502,9 +655,19 @@ static struct reader *reader_open(struct sqlite_store *s) {
       prepare(r->db,
               "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
               "c.duration, c.message_count, c.processed_at_us, c.webhook_id, "
-              "CASE WHEN ?2 THEN (SELECT body FROM deliveries WHERE id = c.delivery_id) END "
-              "FROM conversations c WHERE c.conversation_id = ?1",
+              "CASE WHEN ?2 THEN (SELECT body FROM deliveries WHERE id = c.delivery_id) "
+              "END, " AUDIO_COLUMNS " FROM conversations c WHERE c.conversation_id = ?1",
               &r->get) != SQLITE_OK ||
+      prepare(r->db,
+              "SELECT webhook_id, type, received_at_us, body, audio_at FROM events "
+              "WHERE conversation_id = ?1 ORDER BY id",
+              &r->events) != SQLITE_OK ||
+      prepare(r->db, "SELECT bytes, chunk_bytes FROM audio_meta WHERE conversation_id = ?1",
+              &r->audio_meta) != SQLITE_OK ||
+      prepare(r->db,
+              "SELECT seq, data FROM audio_chunks WHERE conversation_id = ?1 "
+              "AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+              &r->audio_chunks) != SQLITE_OK ||
       prepare(r->db, "SELECT COUNT(*) FROM (SELECT 1 FROM conversations LIMIT 1)", &r->ping) !=
           SQLITE_OK) {
     log_msg(LOG_ERROR, "sqlite reader open failed: %s", r->db ? sqlite3_errmsg(r->db) : "?");
@@ -512,13 +675,14 @@ static struct reader *reader_open(struct sqlite_store *s) {
     return NULL;
   }
   for (unsigned m = 0; m < LIST_VARIANTS; m++) {
-    char where[128], sql[768];
+    char where[128], sql[1024];
     build_where(m, where, sizeof where);
     /* The page is chosen on an index alone (skipped rows cost no table lookups), then only
      * its rows are read. */
     snprintf(sql, sizeof sql,
              "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
-             "c.duration, c.message_count, c.processed_at_us, NULL, NULL FROM conversations c "
+             "c.duration, c.message_count, c.processed_at_us, NULL, NULL, " AUDIO_COLUMNS
+             " FROM conversations c "
              "WHERE c.conversation_id IN (SELECT c.conversation_id FROM conversations c%s "
              "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
              "ORDER BY c.processed_at_us DESC, c.conversation_id ASC",
@@ -555,6 +719,9 @@ static enum store_status read_row(sqlite3_stmt *st, struct store_conversation *o
   out->message_count = sqlite3_column_int64(st, 6);
   out->processed_us = sqlite3_column_int64(st, 7);
   copy_text(out->webhook_id, sizeof out->webhook_id, sqlite3_column_text(st, 8));
+  copy_text(out->agent_id, sizeof out->agent_id, sqlite3_column_text(st, 10));
+  copy_text(out->failure_reason, sizeof out->failure_reason, sqlite3_column_text(st, 11));
+  out->audio_bytes = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 12);
   if (sqlite3_column_type(st, 9) == SQLITE_NULL) return STORE_OK;
   const void *body = sqlite3_column_blob(st, 9);
   size_t len = (size_t)sqlite3_column_bytes(st, 9);
@@ -643,11 +810,111 @@ static enum store_status sqlite_ping_read(struct store *base) {
   return rc == SQLITE_ROW ? STORE_OK : status_of(rc);
 }
 
+static enum store_status read_events(sqlite3_stmt *st, struct store_events *out) {
+  size_t cap = 0;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (out->count == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      struct store_event *items = realloc(out->items, ncap * sizeof *items);
+      if (!items) return STORE_RETRY;
+      out->items = items;
+      cap = ncap;
+    }
+    struct store_event *e = &out->items[out->count];
+    memset(e, 0, sizeof *e);
+    copy_text(e->webhook_id, sizeof e->webhook_id, sqlite3_column_text(st, 0));
+    copy_text(e->type, sizeof e->type, sqlite3_column_text(st, 1));
+    e->received_us = sqlite3_column_int64(st, 2);
+    size_t len = (size_t)sqlite3_column_bytes(st, 3);
+    const void *body = sqlite3_column_blob(st, 3);
+    e->body = malloc(len + 1);
+    if (!e->body) return STORE_RETRY;
+    if (len) memcpy(e->body, body, len);
+    e->body[len] = '\0';
+    e->body_len = len;
+    e->audio_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
+    out->count++;
+  }
+  return rc == SQLITE_DONE ? STORE_OK : status_of(rc);
+}
+
+static enum store_status sqlite_events(struct store *base, const char *conversation_id,
+                                       struct store_events *out) {
+  memset(out, 0, sizeof *out);
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  sqlite3_bind_text(r->events, 1, conversation_id, -1, SQLITE_STATIC);
+  enum store_status st = read_events(r->events, out);
+  sqlite3_reset(r->events);
+  sqlite3_clear_bindings(r->events);
+  if (st != STORE_OK) store_events_free(out);
+  return st;
+}
+
+/* The chunks that hold [offset, end), copied into buf. */
+static enum store_status read_chunks(struct reader *r, const char *id, int64_t chunk_bytes,
+                                     int64_t offset, int64_t end, void *buf, size_t *got) {
+  sqlite3_stmt *st = r->audio_chunks;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, offset / chunk_bytes);
+  sqlite3_bind_int64(st, 3, (end - 1) / chunk_bytes);
+  enum store_status result = STORE_OK;
+  int rc;
+  while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int64_t seq = sqlite3_column_int64(st, 0);
+    const void *data = sqlite3_column_blob(st, 1);
+    size_t len = (size_t)sqlite3_column_bytes(st, 1);
+    if (!store_audio_piece(offset, end, seq * chunk_bytes, data, len, buf, got))
+      result = STORE_HARD;
+  }
+  if (result == STORE_OK && rc != SQLITE_DONE) result = status_of(rc);
+  if (result == STORE_OK && (int64_t)*got != end - offset) result = STORE_HARD; /* chunk missing */
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return result;
+}
+
+static enum store_status sqlite_audio_read(struct store *base, const char *conversation_id,
+                                           int64_t offset, void *buf, size_t cap, size_t *got,
+                                           int64_t *total) {
+  *got = 0;
+  *total = 0;
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  /* One read transaction: the length and the bytes are those of one version of the audio. */
+  if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return STORE_RETRY;
+  sqlite3_stmt *st = r->audio_meta;
+  sqlite3_bind_text(st, 1, conversation_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  int64_t chunk_bytes = 0;
+  enum store_status result = rc == SQLITE_ROW    ? STORE_OK
+                             : rc == SQLITE_DONE ? STORE_NOT_FOUND
+                                                 : status_of(rc);
+  if (rc == SQLITE_ROW) {
+    *total = sqlite3_column_int64(st, 0);
+    chunk_bytes = sqlite3_column_int64(st, 1);
+    if (chunk_bytes <= 0) result = STORE_HARD;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (offset < 0) offset = 0;
+  int64_t end = *total;
+  if (cap < (size_t)INT64_MAX && offset < *total && (int64_t)cap < *total - offset)
+    end = offset + (int64_t)cap;
+  if (result == STORE_OK && offset < end)
+    result = read_chunks(r, conversation_id, chunk_bytes, offset, end, buf, got);
+  sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+  if (result != STORE_OK) *got = 0;
+  return result;
+}
+
 /* ---------- lifecycle ---------- */
 
 static void writer_finalize(struct sqlite_store *s) {
-  sqlite3_stmt *all[] = {s->w_find,  s->w_ins_delivery, s->w_upsert,  s->w_probe,
-                         s->w_begin, s->w_commit,       s->w_rollback};
+  sqlite3_stmt *all[] = {s->w_find,      s->w_ins_delivery, s->w_upsert,    s->w_probe,
+                         s->w_begin,     s->w_commit,       s->w_rollback,  s->w_find_event,
+                         s->w_ins_event, s->w_del_chunks,   s->w_put_audio, s->w_ins_chunk};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
 }
 
@@ -663,6 +930,7 @@ static void sqlite_close(struct store *base) {
   pthread_mutex_destroy(&s->ckpt_mu);
   pthread_cond_destroy(&s->ckpt_cv);
   pthread_cond_destroy(&s->gate_cv);
+  free(s->audio_buf);
   free(s->path);
   free(s);
 }
@@ -673,6 +941,8 @@ static const struct store_ops sqlite_ops = {
     .get = sqlite_get,
     .list = sqlite_list,
     .ping_read = sqlite_ping_read,
+    .events = sqlite_events,
+    .audio_read = sqlite_audio_read,
     .close = sqlite_close,
 };
 
@@ -700,7 +970,8 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
   if (!make_parent_dirs(path, err, errlen)) return NULL;
   struct sqlite_store *s = calloc(1, sizeof *s);
-  if (!s || !(s->path = strdup(path))) {
+  if (!s || !(s->path = strdup(path)) || !(s->audio_buf = malloc(STORE_AUDIO_CHUNK_BYTES))) {
+    if (s) free(s->path);
     free(s);
     snprintf(err, errlen, "DATABASE_URL: out of memory");
     return NULL;

@@ -34,6 +34,25 @@ void write_queue_stop(struct write_queue *q);
  * strictly increases so lists order exactly. False when the random source failed. */
 __attribute__((warn_unused_result)) bool write_queue_stamp(struct write_queue *q,
                                                            struct store_write *w);
+/* Audio is stored in chunks of this size (see notes/store.md): a write reads one chunk of the
+ * file at a time, a ranged read fetches only the chunks it needs. Each stored audio records its
+ * chunk size, so changing this does not break audio stored before. */
+#define STORE_AUDIO_CHUNK_BYTES (256 * 1024)
+
+/* The conversation id a write locks and names (the event's for STORE_WRITE_EVENT); NULL for a
+ * probe. */
+const char *store_write_conversation_id(const struct store_write *w);
+/* True when w replaces its conversation's audio (only an event write can). */
+bool store_write_has_audio(const struct store_write *w);
+/* Reads exactly len bytes of an event's audio at off (pread, so a batch sent again reads it
+ * again from the start). 0, or an errno (EIO for a file shorter than announced). */
+int store_audio_pread(const struct store_write *w, int64_t off, void *buf, size_t len);
+/* Copies what a stored slice of audio (len bytes starting at slice_start in the audio) holds
+ * of [offset, end) to buf, which starts at offset; *got is what the slices before filled. False
+ * when this slice does not continue exactly where those ended (a gap or an overlap). */
+bool store_audio_piece(int64_t offset, int64_t end, int64_t slice_start, const void *data,
+                       size_t len, unsigned char *buf, size_t *got);
+
 /* Sets every write's status (OK keeps what the backend filled in) and calls its done(). */
 void write_queue_finish(struct store_write *batch, enum store_status status);
 

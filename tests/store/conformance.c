@@ -26,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +37,7 @@
 #include "ext/crypto.h"
 #include "model/conversation.h"
 #include "store/store.h"
+#include "store/write_queue.h"
 
 #define PG_URL_ENV "GSR_CONFORMANCE_PG_URL"
 #define WAIT_SECONDS 60
@@ -55,6 +59,7 @@ struct pending {
   struct conversation_input in;
   bool parsed;
   char *body;
+  char *event_body;
   bool done;
 };
 
@@ -110,6 +115,7 @@ static struct pending *probe_new(void) {
 static void pending_free(struct pending *p) {
   if (p->parsed) model_conversation_free(&p->in);
   free(p->body);
+  free(p->event_body);
   free(p);
 }
 
@@ -217,6 +223,8 @@ static void test_first_delivery_is_stored_and_read_back(void **state) {
   assert_true(c.has_start);
   assert_int_equal(c.start_us, INT64_C(1705312800000000)); /* 2024-01-15T10:00:00Z */
   assert_null(c.body);
+  assert_string_equal(c.failure_reason, "");
+  assert_int_equal(c.audio_bytes, -1);
 
   assert_int_equal(store_get(B->store, id, true, &c), STORE_OK);
   assert_non_null(c.body);
@@ -720,6 +728,573 @@ static void test_sqlite_checkpoints_bound_the_log(void **state) {
   assert_true(largest_log <= 10 * 1024 * 1024);
 }
 
+/* ---------- ElevenLabs events ---------- */
+
+/* An event write: conversation_id names it; seed_body (may be NULL) is the derived seed-shaped
+ * body the conversation is upserted from, with email and account unknown (NULL). */
+static struct pending *event_new(const char *conversation_id, const char *type,
+                                 const char *event_body, const char *seed_body) {
+  struct pending *p = seed_body ? pending_new(seed_body) : calloc(1, sizeof *p);
+  assert_non_null(p);
+  memset(&p->w, 0, sizeof p->w);
+  p->w.kind = STORE_WRITE_EVENT;
+  if (seed_body) {
+    p->in.email_id = NULL;
+    p->in.account_id = NULL;
+    p->w.conv = &p->in;
+    p->w.body = p->body;
+    p->w.body_len = strlen(p->body);
+    crypto_sha256(p->body, p->w.body_len, p->w.body_sha256);
+  }
+  p->event_body = strdup(event_body);
+  assert_non_null(p->event_body);
+  p->w.event_type = type;
+  p->w.event_conversation_id = conversation_id;
+  p->w.event_body = p->event_body;
+  p->w.event_body_len = strlen(event_body);
+  crypto_sha256(event_body, p->w.event_body_len, p->w.event_sha256);
+  p->w.event_audio_at = -1;
+  p->w.audio_fd = -1;
+  p->w.done = on_done;
+  p->w.done_cls = p;
+  return p;
+}
+
+static struct version submit_ok(struct pending *p) {
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_OK);
+  struct version v;
+  memcpy(v.webhook_id, p->w.webhook_id, sizeof v.webhook_id);
+  v.processed_us = p->w.processed_us;
+  v.duplicate = p->w.duplicate;
+  assert_true(strncmp(v.webhook_id, "webhook_", 8) == 0);
+  assert_true(v.processed_us > 0);
+  pending_free(p);
+  return v;
+}
+
+static char *event_json(const char *type, const char *id, const char *extra) {
+  char *buf = NULL;
+  assert_true(asprintf(&buf,
+                       "{\"type\":\"%s\",\"event_timestamp\":1739537297,\"data\":{"
+                       "\"conversation_id\":\"%s\",\"agent_id\":\"agent_x\"%s%s}}",
+                       type, id, extra ? "," : "", extra ? extra : "") > 0);
+  return buf;
+}
+
+static void test_event_is_kept_and_redelivery_changes_nothing(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "ev-%s", tag);
+  char *body = event_json("some_future_type", id, "\"x\":{\"y\":[1,2]}");
+  struct version a = submit_ok(event_new(id, "some_future_type", body, NULL));
+  assert_false(a.duplicate);
+  struct version b = submit_ok(event_new(id, "some_future_type", body, NULL));
+  assert_true(b.duplicate);
+  assert_string_equal(b.webhook_id, a.webhook_id);
+  assert_int_equal(b.processed_us, a.processed_us);
+  /* Other bytes are another event, kept after the first. */
+  char *other = event_json("post_call_transcription", id, NULL);
+  struct version c = submit_ok(event_new(id, "post_call_transcription", other, NULL));
+  assert_false(c.duplicate);
+  assert_string_not_equal(c.webhook_id, a.webhook_id);
+  assert_true(c.processed_us > a.processed_us);
+
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 2);
+  assert_string_equal(evs.items[0].webhook_id, a.webhook_id);
+  assert_string_equal(evs.items[0].type, "some_future_type");
+  assert_int_equal(evs.items[0].received_us, a.processed_us);
+  assert_int_equal(evs.items[0].body_len, strlen(body));
+  assert_memory_equal(evs.items[0].body, body, strlen(body));
+  assert_int_equal(evs.items[0].audio_at, -1);
+  assert_string_equal(evs.items[1].webhook_id, c.webhook_id);
+  assert_string_equal(evs.items[1].type, "post_call_transcription");
+  assert_memory_equal(evs.items[1].body, other, strlen(other));
+  store_events_free(&evs);
+  assert_int_equal(evs.count, 0);
+  /* An event alone makes no conversation; a conversation without events has none. */
+  struct store_conversation conv;
+  assert_int_equal(store_get(B->store, id, false, &conv), STORE_NOT_FOUND);
+  char missing[64];
+  snprintf(missing, sizeof missing, "none-%s", tag);
+  assert_int_equal(store_events(B->store, missing, &evs), STORE_OK);
+  assert_int_equal(evs.count, 0);
+  store_events_free(&evs);
+
+  /* Redeliveries within one batch: the first is kept, the others answer its webhookId. */
+  char id2[64];
+  snprintf(id2, sizeof id2, "ev2-%s", tag);
+  char *body2 = event_json("x", id2, NULL);
+  struct pending *p[3];
+  for (int i = 0; i < 3; i++) p[i] = event_new(id2, "x", body2, NULL);
+  for (int i = 0; i < 3; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 3; i++) {
+    wait_done(p[i]);
+    assert_int_equal(p[i]->w.status, STORE_OK);
+    assert_int_equal(p[i]->w.duplicate, i > 0);
+    assert_string_equal(p[i]->w.webhook_id, p[0]->w.webhook_id);
+  }
+  for (int i = 0; i < 3; i++) pending_free(p[i]);
+  assert_int_equal(store_events(B->store, id2, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  store_events_free(&evs);
+  /* The audio offset is kept. */
+  char id3[64];
+  snprintf(id3, sizeof id3, "ev3-%s", tag);
+  struct pending *q = event_new(id3, "post_call_audio", body2, NULL);
+  q->w.event_audio_at = 42;
+  (void)submit_ok(q);
+  assert_int_equal(store_events(B->store, id3, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  assert_int_equal(evs.items[0].audio_at, 42);
+  store_events_free(&evs);
+  free(body);
+  free(other);
+  free(body2);
+}
+
+static void test_event_upserts_its_conversation(void **state) {
+  (void)state;
+  char tag[16], id[64], email[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "elconv-%s", tag);
+  snprintf(email, sizeof email, "%s@example.com", tag);
+  char *seed = conv_body(id, "ignored@example.com", "ignored", 2, NULL);
+  char *ev = event_json("post_call_transcription", id, NULL);
+  struct pending *p = event_new(id, "post_call_transcription", ev, seed);
+  p->in.status = "completed";
+  p->in.agent_id = "agent_x";
+  struct version v = submit_ok(p);
+  assert_false(v.duplicate);
+
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, ""); /* unknown */
+  assert_string_equal(c.account_id, "");
+  assert_string_equal(c.status, "completed");
+  assert_string_equal(c.agent_id, "agent_x");
+  assert_string_equal(c.failure_reason, "");
+  assert_int_equal(c.audio_bytes, -1);
+  assert_string_equal(c.webhook_id, v.webhook_id);
+  assert_int_equal(c.processed_us, v.processed_us);
+  assert_int_equal(c.message_count, 2);
+  assert_int_equal(c.body_len, strlen(seed));
+  assert_memory_equal(c.body, seed, c.body_len);
+  free(c.body);
+
+  /* Listed, but matched by no email or account filter. */
+  struct store_filter f = filter(NULL, NULL, "completed", 1, 1);
+  struct store_page page;
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_int_equal(page.count, 1);
+  assert_string_equal(page.items[0].conversation_id, id);
+  assert_string_equal(page.items[0].email_id, "");
+  assert_string_equal(page.items[0].agent_id, "agent_x");
+  assert_int_equal(page.items[0].audio_bytes, -1);
+  store_page_free(&page);
+  const char *filters[] = {"", "ignored@example.com", "ignored", "(null)"};
+  for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++) {
+    for (int field = 0; field < 2; field++) {
+      f = filter(field == 0 ? filters[i] : NULL, field == 1 ? filters[i] : NULL, NULL, 1, 100);
+      assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+      for (size_t k = 0; k < page.count; k++)
+        assert_string_not_equal(page.items[k].conversation_id, id);
+      store_page_free(&page);
+    }
+  }
+
+  /* A later event makes a new version; here the call failed and says why. */
+  char *failed = event_json("call_initiation_failure", id, NULL);
+  char *seed2 = conv_body(id, email, "acc", 0, NULL);
+  p = event_new(id, "call_initiation_failure", failed, seed2);
+  p->in.email_id = email; /* known this time */
+  p->in.status = "failed";
+  p->in.failure_reason = "busy";
+  struct version v2 = submit_ok(p);
+  assert_true(v2.processed_us > v.processed_us);
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_OK);
+  assert_string_equal(c.status, "failed");
+  assert_string_equal(c.failure_reason, "busy");
+  assert_string_equal(c.agent_id, "");
+  assert_string_equal(c.email_id, email);
+  assert_string_equal(c.webhook_id, v2.webhook_id);
+  check_count(email, NULL, "failed", 1);
+  check_count(email, NULL, "completed", 0);
+
+  /* Redelivering the first event changes nothing, although the conversation moved on. */
+  p = event_new(id, "post_call_transcription", ev, seed);
+  struct version again = submit_ok(p);
+  assert_true(again.duplicate);
+  assert_string_equal(again.webhook_id, v.webhook_id);
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_OK);
+  assert_string_equal(c.webhook_id, v2.webhook_id);
+  assert_string_equal(c.status, "failed");
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 2);
+  store_events_free(&evs);
+  free(seed);
+  free(seed2);
+  free(ev);
+  free(failed);
+}
+
+/* A temporary file of len bytes of a pattern that differs per seed and per position. */
+static int audio_file(int64_t len, unsigned seed) {
+  char path[4200];
+  const char *tmp = getenv("TMPDIR");
+  snprintf(path, sizeof path, "%s/gsr-audio-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  unlink(path);
+  unsigned char buf[65536];
+  for (int64_t off = 0; off < len;) {
+    size_t n = len - off < (int64_t)sizeof buf ? (size_t)(len - off) : sizeof buf;
+    for (size_t i = 0; i < n; i++) {
+      uint64_t x = (uint64_t)(off + (int64_t)i) * 2654435761u + seed * 40503u;
+      buf[i] = (unsigned char)(x >> 13);
+    }
+    assert_int_equal(write(fd, buf, n), (ssize_t)n);
+    off += (int64_t)n;
+  }
+  /* The writer must read by offset: the file position is left at the end. */
+  return fd;
+}
+
+static unsigned char audio_byte(int64_t pos, unsigned seed) {
+  uint64_t x = (uint64_t)pos * 2654435761u + seed * 40503u;
+  return (unsigned char)(x >> 13);
+}
+
+static struct version put_audio(const char *id, int fd, int64_t len, const char *tag_body) {
+  char *ev = event_json("post_call_audio", id, tag_body);
+  struct pending *p = event_new(id, "post_call_audio", ev, NULL);
+  p->w.audio_fd = fd;
+  p->w.audio_len = len;
+  p->w.event_audio_at = 10;
+  struct version v = submit_ok(p);
+  free(ev);
+  return v;
+}
+
+/* Reads [offset, offset + cap) and checks every byte against the pattern. */
+static void check_range(const char *id, int64_t offset, size_t cap, int64_t len, unsigned seed) {
+  unsigned char *buf = malloc(cap ? cap : 1);
+  assert_non_null(buf);
+  size_t got = 12345;
+  int64_t total = -1;
+  assert_int_equal(store_audio_read(B->store, id, offset, buf, cap, &got, &total), STORE_OK);
+  assert_int_equal(total, len);
+  int64_t want = offset >= len ? 0 : (len - offset < (int64_t)cap ? len - offset : (int64_t)cap);
+  assert_int_equal(got, (size_t)want);
+  for (size_t i = 0; i < got; i++)
+    if (buf[i] != audio_byte(offset + (int64_t)i, seed))
+      fail_msg("audio byte %lld differs", (long long)(offset + (int64_t)i));
+  free(buf);
+}
+
+static void test_audio_round_trips_in_ranges(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "audio-%s", tag);
+  const int64_t C = STORE_AUDIO_CHUNK_BYTES;
+  const int64_t len = 3 * 1024 * 1024 + 12345; /* several chunks and a partial one */
+  int fd = audio_file(len, 1);
+  struct store_conversation c;
+  size_t got;
+  int64_t total;
+  unsigned char one;
+  assert_int_equal(store_audio_read(B->store, id, 0, &one, 1, &got, &total), STORE_NOT_FOUND);
+  struct version v = put_audio(id, fd, len, NULL);
+  assert_false(v.duplicate);
+  close(fd);
+  /* Ranges inside a chunk, across one and several boundaries, the end, and past it. */
+  check_range(id, 0, 1, len, 1);
+  check_range(id, 0, 100, len, 1);
+  check_range(id, C - 1, 2, len, 1);
+  check_range(id, C, (size_t)C, len, 1);
+  check_range(id, C - 7, (size_t)(2 * C + 14), len, 1);
+  check_range(id, 5 * C + 3, (size_t)C, len, 1);
+  check_range(id, len - 10, 100, len, 1);
+  check_range(id, len - 1, 1, len, 1);
+  check_range(id, len, 10, len, 1);
+  check_range(id, len + 1000, 10, len, 1);
+  check_range(id, 7, 0, len, 1);
+  check_range(id, 0, (size_t)len + 100, len, 1); /* the whole of it in one read */
+  /* Read front to back in odd-sized pieces: every byte once. */
+  int64_t off = 0;
+  unsigned char *buf = malloc(100003);
+  assert_non_null(buf);
+  while (off < len) {
+    assert_int_equal(store_audio_read(B->store, id, off, buf, 100003, &got, &total), STORE_OK);
+    assert_true(got > 0);
+    for (size_t i = 0; i < got; i++) assert_int_equal(buf[i], audio_byte(off + (int64_t)i, 1));
+    off += (int64_t)got;
+  }
+  free(buf);
+  assert_int_equal(off, len);
+  /* Audio alone makes no conversation, but is kept as an event. */
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_NOT_FOUND);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  assert_string_equal(evs.items[0].type, "post_call_audio");
+  assert_int_equal(evs.items[0].audio_at, 10);
+  store_events_free(&evs);
+
+  /* An empty audio is an audio of 0 bytes. */
+  char empty[64];
+  snprintf(empty, sizeof empty, "audio-empty-%s", tag);
+  fd = audio_file(0, 1);
+  (void)put_audio(empty, fd, 0, NULL);
+  close(fd);
+  check_range(empty, 0, 10, 0, 1);
+}
+
+static void test_audio_before_and_after_the_transcript(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "order-%s", tag);
+  const int64_t len = 700 * 1000;
+  int fd = audio_file(len, 2);
+  (void)put_audio(id, fd, len, NULL);
+  close(fd);
+  /* The transcript comes second: the conversation appears with the audio's length. */
+  char *seed = conv_body(id, "e@example.com", "acc", 1, NULL);
+  char *ev = event_json("post_call_transcription", id, NULL);
+  struct pending *p = event_new(id, "post_call_transcription", ev, seed);
+  p->in.status = "completed";
+  (void)submit_ok(p);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_OK);
+  assert_int_equal(c.audio_bytes, len);
+  check_range(id, 0, (size_t)len, len, 2);
+  struct store_filter f = filter(NULL, NULL, NULL, 1, 1);
+  struct store_page page;
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_string_equal(page.items[0].conversation_id, id);
+  assert_int_equal(page.items[0].audio_bytes, len);
+  store_page_free(&page);
+  /* A newer transcript keeps the audio; audio arriving after keeps the transcript. */
+  char *seed2 = conv_body(id, "e@example.com", "acc", 3, NULL);
+  char *ev2 = event_json("post_call_transcription", id, "\"v\":2");
+  p = event_new(id, "post_call_transcription", ev2, seed2);
+  struct version v2 = submit_ok(p);
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_OK);
+  assert_int_equal(c.audio_bytes, len);
+  assert_int_equal(c.message_count, 3);
+  check_range(id, 0, (size_t)len, len, 2);
+  fd = audio_file(len, 3);
+  (void)put_audio(id, fd, len, "\"v\":3");
+  close(fd);
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_OK);
+  assert_int_equal(c.message_count, 3);
+  assert_string_equal(c.webhook_id, v2.webhook_id);
+  check_range(id, 0, (size_t)len, len, 3);
+  free(seed);
+  free(seed2);
+  free(ev);
+  free(ev2);
+}
+
+static void test_audio_is_replaced_whole(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "replace-%s", tag);
+  const int64_t C = STORE_AUDIO_CHUNK_BYTES;
+  const int64_t big = 4 * C + 100, small = C + 1;
+  int fd = audio_file(big, 4);
+  (void)put_audio(id, fd, big, NULL);
+  close(fd);
+  check_range(id, 0, (size_t)big, big, 4);
+  fd = audio_file(small, 5);
+  (void)put_audio(id, fd, small, "\"second\":true");
+  check_range(id, 0, (size_t)big, small, 5);
+  check_range(id, 3 * C, 10, small, 5); /* the old chunks are gone */
+  /* The same audio event again is a redelivery: nothing replaced. */
+  int other = audio_file(small, 6);
+  struct version v = put_audio(id, other, small, "\"second\":true");
+  assert_true(v.duplicate);
+  check_range(id, 0, (size_t)small, small, 5);
+  close(fd);
+  close(other);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 2);
+  store_events_free(&evs);
+}
+
+/* An event whose audio cannot be read (the file is shorter than announced) fails and leaves
+ * nothing behind: no event, no conversation, no audio; the writes around it are stored. */
+static void test_failed_event_stores_nothing(void **state) {
+  (void)state;
+  char tag[16], id[64], before[64], after[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "fail-%s", tag);
+  snprintf(before, sizeof before, "fail-before-%s", tag);
+  snprintf(after, sizeof after, "fail-after-%s", tag);
+  const int64_t C = STORE_AUDIO_CHUNK_BYTES;
+  int fd = audio_file(2 * C + 5, 7);
+  char *seed = conv_body(id, "e@example.com", "acc", 1, NULL);
+  char *ev = event_json("post_call_audio", id, NULL);
+  char *b1 = conv_body(before, "e@example.com", "acc", 1, NULL);
+  char *b2 = conv_body(after, "e@example.com", "acc", 1, NULL);
+  struct pending *p[3] = {pending_new(b1), event_new(id, "post_call_audio", ev, seed),
+                          pending_new(b2)};
+  p[1]->w.audio_fd = fd;
+  p[1]->w.audio_len = 3 * C; /* more than the file holds: the third chunk cannot be read */
+  for (int i = 0; i < 3; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 3; i++) wait_done(p[i]);
+  assert_int_not_equal(p[1]->w.status, STORE_OK);
+  assert_false(p[1]->w.duplicate);
+  assert_int_equal(p[0]->w.status, STORE_OK);
+  assert_int_equal(p[2]->w.status, STORE_OK);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_NOT_FOUND);
+  assert_int_equal(store_get(B->store, before, false, &c), STORE_OK);
+  assert_int_equal(store_get(B->store, after, false, &c), STORE_OK);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 0);
+  store_events_free(&evs);
+  size_t got;
+  int64_t total;
+  unsigned char one;
+  assert_int_equal(store_audio_read(B->store, id, 0, &one, 1, &got, &total), STORE_NOT_FOUND);
+  for (int i = 0; i < 3; i++) pending_free(p[i]);
+  /* Sent again whole, the same event is stored: the failure was not remembered. */
+  struct pending *q = event_new(id, "post_call_audio", ev, seed);
+  q->w.audio_fd = fd;
+  q->w.audio_len = 2 * C + 5;
+  struct version v = submit_ok(q);
+  assert_false(v.duplicate);
+  check_range(id, 0, (size_t)(3 * C), 2 * C + 5, 7);
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_OK);
+  assert_int_equal(c.audio_bytes, 2 * C + 5);
+  close(fd);
+  free(seed);
+  free(ev);
+  free(b1);
+  free(b2);
+}
+
+/* ---------- migrations: a database made by 0001, with rows, is migrated ---------- */
+
+static const char old_rows_sqlite[] =
+    "INSERT INTO deliveries VALUES (1, 'webhook_old', 'mig-conv', 1000, X'00', X'7b7d');"
+    "INSERT INTO conversations VALUES ('mig-conv', 'old@example.com', 'acc-old', 'completed', "
+    "NULL, 60, 2, 1000, 'webhook_old', X'00', 1);";
+static const char old_rows_pg[] =
+    "INSERT INTO deliveries (id, webhook_id, conversation_id, received_at_us, body_sha256, body) "
+    "VALUES (1, 'webhook_old', 'mig-conv', 1000, '\\x00', '\\x7b7d');"
+    "INSERT INTO conversations VALUES ('mig-conv', 'old@example.com', 'acc-old', 'completed', "
+    "NULL, 60, 2, 1000, 'webhook_old', '\\x00', 1);";
+static const char migrations_table[] =
+    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+    "applied_at_us BIGINT NOT NULL);"
+    "INSERT INTO schema_migrations VALUES (1, 'init', 0);";
+
+/* Makes a database as version 0001 left it, at url (SQLite) or as a new database (PostgreSQL,
+ * url rewritten to it). */
+static void make_0001_database(char *url, size_t cap, const char *tag) {
+  if (strcmp(B->name, "sqlite") == 0) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/old-%s.db", B->dir, tag);
+    snprintf(url, cap, "sqlite:%s", path);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    const char *steps[] = {migrations_table, store_migrations_sqlite[0].sql, old_rows_sqlite};
+    for (size_t i = 0; i < 3; i++)
+      if (sqlite3_exec(db, steps[i], NULL, NULL, &err) != SQLITE_OK) fail_msg("sqlite: %s", err);
+    sqlite3_close(db);
+    return;
+  }
+  PGconn *c = PQconnectdb(B->url);
+  assert_int_equal(PQstatus(c), CONNECTION_OK);
+  char sql[128];
+  snprintf(sql, sizeof sql, "CREATE DATABASE \"old_%s\"", tag);
+  PGresult *r = PQexec(c, sql);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) fail_msg("postgres: %s", PQerrorMessage(c));
+  PQclear(r);
+  PQfinish(c);
+  const char *slash = strrchr(B->url, '/');
+  assert_non_null(slash);
+  snprintf(url, cap, "%.*s/old_%s", (int)(slash - B->url), B->url, tag);
+  c = PQconnectdb(url);
+  assert_int_equal(PQstatus(c), CONNECTION_OK);
+  const char *steps[] = {migrations_table, store_migrations_pg[0].sql, old_rows_pg};
+  for (size_t i = 0; i < 3; i++) {
+    r = PQexec(c, steps[i]);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) fail_msg("postgres: %s", PQerrorMessage(c));
+    PQclear(r);
+  }
+  PQfinish(c);
+}
+
+static void test_migration_keeps_existing_rows(void **state) {
+  (void)state;
+  char tag[16], url[4400], err[512] = "";
+  new_tag(tag);
+  make_0001_database(url, sizeof url, tag);
+  struct store *old = store_open(url, err, sizeof err);
+  if (!old) fail_msg("opening a 0001 database: %s", err);
+  struct store *saved = B->store;
+  B->store = old;
+  struct store_conversation c;
+  assert_int_equal(store_get(old, "mig-conv", true, &c), STORE_OK);
+  assert_string_equal(c.email_id, "old@example.com");
+  assert_string_equal(c.account_id, "acc-old");
+  assert_string_equal(c.status, "completed");
+  assert_string_equal(c.webhook_id, "webhook_old");
+  assert_string_equal(c.agent_id, "");
+  assert_string_equal(c.failure_reason, "");
+  assert_int_equal(c.audio_bytes, -1);
+  assert_int_equal(c.processed_us, 1000);
+  assert_int_equal(c.duration, 60);
+  assert_int_equal(c.message_count, 2);
+  assert_false(c.has_start);
+  assert_int_equal(c.body_len, 2);
+  assert_memory_equal(c.body, "{}", 2);
+  free(c.body);
+  check_count("old@example.com", "acc-old", "completed", 1);
+  /* The migrated database takes what 0002 allows: unknown emails, events, audio. */
+  char *seed = conv_body("mig-new", "e@example.com", "acc", 1, NULL);
+  char *ev = event_json("post_call_transcription", "mig-new", NULL);
+  (void)submit_ok(event_new("mig-new", "post_call_transcription", ev, seed));
+  assert_int_equal(store_get(old, "mig-new", false, &c), STORE_OK);
+  assert_string_equal(c.email_id, "");
+  int fd = audio_file(1000, 8);
+  (void)put_audio("mig-conv", fd, 1000, NULL);
+  close(fd);
+  check_range("mig-conv", 0, 2000, 1000, 8);
+  B->store = saved;
+  store_close(old);
+  /* Opened again, nothing is migrated twice. */
+  old = store_open(url, err, sizeof err);
+  if (!old) fail_msg("opening the migrated database again: %s", err);
+  assert_int_equal(store_get(old, "mig-conv", false, &c), STORE_OK);
+  assert_int_equal(c.audio_bytes, 1000);
+  store_close(old);
+  free(seed);
+  free(ev);
+  if (strcmp(B->name, "sqlite") == 0) {
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+      char path[4500];
+      snprintf(path, sizeof path, "%s%s", url + strlen("sqlite:"), suffixes[i]);
+      unlink(path);
+    }
+  }
+}
+
 /* ---------- groups ---------- */
 
 static int open_backend(struct backend *b) {
@@ -792,6 +1367,16 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_bytes_the_database_refuses_are_the_clients_fault), \
   cmocka_unit_test(test_health_probe_writes_and_reads),                  \
   cmocka_unit_test(test_close_drains_submitted_writes)
+/* After the SQLite checkpoint test, whose bound on the log's size these megabytes of audio
+ * would otherwise count against. */
+#define EVENT_TESTS                                                      \
+  cmocka_unit_test(test_event_is_kept_and_redelivery_changes_nothing),   \
+  cmocka_unit_test(test_event_upserts_its_conversation),                 \
+  cmocka_unit_test(test_audio_round_trips_in_ranges),                    \
+  cmocka_unit_test(test_audio_before_and_after_the_transcript),          \
+  cmocka_unit_test(test_audio_is_replaced_whole),                        \
+  cmocka_unit_test(test_failed_event_stores_nothing),                    \
+  cmocka_unit_test(test_migration_keeps_existing_rows)
 /* clang-format on */
 
 int main(int argc, char **argv) {
@@ -820,6 +1405,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest sqlite_tests[] = {
         CONTRACT_TESTS,
         cmocka_unit_test(test_sqlite_checkpoints_bound_the_log),
+        EVENT_TESTS,
     };
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,
                                           teardown_sqlite);
