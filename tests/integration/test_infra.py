@@ -270,7 +270,8 @@ def test_instances_migrating_the_same_new_database_at_once(pg, tmp_path):
             t.join()
         assert all(srv.running for srv in servers)
         db = url.rsplit("/", 1)[1]
-        assert pg.psql("SELECT string_agg(version::text, ',') FROM schema_migrations", db) == "1\n"
+        assert pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
+                   db) == "1,2\n"
     finally:
         for srv in servers:
             finish_server(srv)
