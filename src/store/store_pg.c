@@ -47,6 +47,7 @@ struct pg_store {
   pthread_t writer;
   bool writer_started;
   struct write_queue queue;
+  unsigned char *audio_buf;   /* writer: one chunk of audio on its way to the database */
   struct thread_slot readers; /* one struct pg_reader per calling thread */
   atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
@@ -246,6 +247,14 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
 
 /* ---------- the writer ---------- */
 
+#define CONVERSATION_UPDATE                                                                   \
+  "email_id = EXCLUDED.email_id, account_id = EXCLUDED.account_id, status = EXCLUDED.status," \
+  " start_time_us = EXCLUDED.start_time_us, duration = EXCLUDED.duration,"                    \
+  " message_count = EXCLUDED.message_count, processed_at_us = EXCLUDED.processed_at_us,"      \
+  " webhook_id = EXCLUDED.webhook_id, body_sha256 = EXCLUDED.body_sha256,"                    \
+  " delivery_id = EXCLUDED.delivery_id, agent_id = EXCLUDED.agent_id,"                        \
+  " failure_reason = EXCLUDED.failure_reason"
+
 static const char upsert_sql[] =
     "WITH cur AS ("
     "  SELECT webhook_id, body_sha256, processed_at_us FROM conversations"
@@ -256,25 +265,79 @@ static const char upsert_sql[] =
     "  RETURNING id"
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
-    "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id)"
-    "  SELECT $1, $2, $3, 'completed', $4, $5, $6, $8, $7, $9, id FROM ins"
-    "  ON CONFLICT (conversation_id) DO UPDATE SET email_id = EXCLUDED.email_id,"
-    "    account_id = EXCLUDED.account_id, status = EXCLUDED.status,"
-    "    start_time_us = EXCLUDED.start_time_us, duration = EXCLUDED.duration,"
-    "    message_count = EXCLUDED.message_count, processed_at_us = EXCLUDED.processed_at_us,"
-    "    webhook_id = EXCLUDED.webhook_id, body_sha256 = EXCLUDED.body_sha256,"
-    "    delivery_id = EXCLUDED.delivery_id"
+    "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
+    "    agent_id, failure_reason)"
+    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13 FROM ins"
+    "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
     ") "
     "SELECT webhook_id, processed_at_us, true FROM cur WHERE body_sha256 = $9 "
     "UNION ALL SELECT $7, $8, false FROM ins";
 
+/* An ElevenLabs event: kept unless its conversation already has one with the same bytes (then
+ * that one's webhook id and time answer); when it carries a conversation ($8), that
+ * conversation's new version is stored exactly as a seed write's, under the event's webhook id
+ * (the event's redelivery check stands for the seed's same-body check). */
+static const char event_sql[] =
+    "WITH dup AS ("
+    "  SELECT webhook_id, received_at_us FROM events"
+    "  WHERE conversation_id = $1 AND body_sha256 = $2 ORDER BY id LIMIT 1"
+    "), ev AS ("
+    "  INSERT INTO events (webhook_id, conversation_id, type, received_at_us, body_sha256, body,"
+    "    audio_at)"
+    "  SELECT $3, $1, $5, $4, $2, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM dup)"
+    "  RETURNING id"
+    "), ins AS ("
+    "  INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, body_sha256, body)"
+    "  SELECT $3, $9, $4, $18, $19 FROM ev WHERE $8"
+    "  RETURNING id"
+    "), up AS ("
+    "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
+    "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
+    "    agent_id, failure_reason)"
+    "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17 FROM ins"
+    "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
+    ") "
+    "SELECT webhook_id, received_at_us, true FROM dup UNION ALL SELECT $3, $4, false FROM ev";
+
+/* The event's audio replaces the conversation's, but only when the event was just kept by this
+ * transaction (its new webhook id is there): a redelivery's audio changes nothing. */
+static const char audio_meta_sql[] =
+    "WITH ok AS ("
+    "  SELECT 1 FROM events WHERE conversation_id = $1 AND body_sha256 = $2 AND webhook_id = $3"
+    "), gone AS ("
+    "  DELETE FROM audio_chunks WHERE conversation_id = $1 AND EXISTS (SELECT 1 FROM ok)"
+    ") "
+    "INSERT INTO audio_meta (conversation_id, bytes, chunk_bytes, webhook_id, received_at_us) "
+    "SELECT $1, $4, $5, $3, $6 FROM ok ON CONFLICT (conversation_id) DO UPDATE SET "
+    "bytes = EXCLUDED.bytes, chunk_bytes = EXCLUDED.chunk_bytes, "
+    "webhook_id = EXCLUDED.webhook_id, received_at_us = EXCLUDED.received_at_us";
+
+static const char audio_chunk_sql[] =
+    "INSERT INTO audio_chunks (conversation_id, seq, data) SELECT $1, $3, $4 "
+    "WHERE EXISTS (SELECT 1 FROM audio_meta WHERE conversation_id = $1 AND webhook_id = $2)";
+
 static bool prepare_writer(PGconn *c) {
   static const Oid upsert_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,  OID_INT8,
-                                     OID_INT8, OID_TEXT, OID_INT8, OID_BYTEA, OID_BYTEA};
+                                     OID_INT8, OID_TEXT, OID_INT8, OID_BYTEA, OID_BYTEA,
+                                     OID_TEXT, OID_TEXT, OID_TEXT};
+  static const Oid event_types[] = {OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_INT8, OID_TEXT,
+                                    OID_BYTEA, OID_INT8,  OID_BOOL,  OID_TEXT, OID_TEXT,
+                                    OID_TEXT,  OID_TEXT,  OID_INT8,  OID_INT8, OID_INT8,
+                                    OID_TEXT,  OID_TEXT,  OID_BYTEA, OID_BYTEA};
+  static const Oid meta_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT8};
+  static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA};
+  static const Oid find_types[] = {OID_TEXT, OID_BYTEA};
   static const Oid lock_types[] = {0};
   static const Oid probe_types[] = {OID_INT8};
   return command_ok(c, "SET synchronous_commit = on") &&
-         prepare(c, "upsert", upsert_sql, 10, upsert_types) &&
+         prepare(c, "upsert", upsert_sql, 13, upsert_types) &&
+         prepare(c, "event", event_sql, 19, event_types) &&
+         prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
+         prepare(c, "audio_chunk", audio_chunk_sql, 4, chunk_types) &&
+         prepare(c, "event_find",
+                 "SELECT webhook_id, received_at_us FROM events "
+                 "WHERE conversation_id = $1 AND body_sha256 = $2 ORDER BY id LIMIT 1",
+                 2, find_types) &&
          prepare(c, "lock",
                  "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k", 1,
                  lock_types) &&
@@ -307,7 +370,7 @@ static void writer_drop(struct pg_store *s) {
  * (every statement gives one result then NULL, the sync point PGRES_PIPELINE_SYNC), so one
  * more statement cannot shift answers onto the wrong step: anything out of step fails the
  * batch. */
-enum step_kind { STEP_BEGIN, STEP_LOCK, STEP_WRITE, STEP_COMMIT, STEP_SYNC };
+enum step_kind { STEP_BEGIN, STEP_LOCK, STEP_WRITE, STEP_AUDIO, STEP_COMMIT, STEP_SYNC };
 
 struct step {
   enum step_kind kind;
@@ -323,10 +386,11 @@ struct batch {
   bool commit_sent; /* COMMIT handed to libpq: from then on the batch may be committed */
   /* the outcome */
   enum store_status status;
-  bool committed;              /* COMMIT's own answer came back */
-  bool aborted;                /* the server failed a step before COMMIT succeeded: none of it
-                                * is stored, so it may be sent again as it is */
-  struct store_write *culprit; /* STORE_CLIENT: the write whose data was refused */
+  bool committed;                 /* COMMIT's own answer came back */
+  bool aborted;                   /* the server failed a step before COMMIT succeeded: none of it
+                                   * is stored, so it may be sent again as it is */
+  struct store_write *culprit;    /* STORE_CLIENT: the write whose data was refused */
+  struct store_write *unreadable; /* an event whose audio file could not be read */
 };
 
 static void add_step(struct batch *b, enum step_kind kind, struct store_write *w,
@@ -342,7 +406,7 @@ static bool send_plain(PGconn *c, const char *sql) {
  * the batch has none (or out of memory, *oom set). */
 static char *lock_keys(struct store_write *batch, bool *oom) {
   size_t n = 0;
-  for (struct store_write *w = batch; w; w = w->next) n += w->kind == STORE_WRITE_CONVERSATION;
+  for (struct store_write *w = batch; w; w = w->next) n += store_write_conversation_id(w) != NULL;
   *oom = false;
   if (n == 0) return NULL;
   size_t cap = n * 22 + 3, pos = 1;
@@ -353,9 +417,9 @@ static char *lock_keys(struct store_write *batch, bool *oom) {
   }
   arr[0] = '{';
   for (struct store_write *w = batch; w; w = w->next) {
-    if (w->kind != STORE_WRITE_CONVERSATION) continue;
+    const char *id = store_write_conversation_id(w);
+    if (!id) continue;
     unsigned char d[CRYPTO_SHA256_LEN];
-    const char *id = w->conv->conversation_id;
     crypto_sha256(id, strlen(id), d);
     int64_t k;
     memcpy(&k, d, sizeof k);
@@ -380,7 +444,7 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
   snprintf(duration, sizeof duration, "%lld", (long long)c->duration);
   snprintf(count, sizeof count, "%lld", (long long)c->message_count);
   snprintf(processed, sizeof processed, "%lld", (long long)w->processed_us);
-  const char *vals[10] = {c->conversation_id,
+  const char *vals[13] = {c->conversation_id,
                           c->email_id,
                           c->account_id,
                           c->has_start ? start : NULL,
@@ -389,10 +453,106 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
                           w->webhook_id,
                           processed,
                           (const char *)w->body_sha256,
-                          w->body};
-  int lens[10] = {0, 0, 0, 0, 0, 0, 0, 0, CRYPTO_SHA256_LEN, (int)w->body_len};
-  int formats[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
-  return PQsendQueryPrepared(s->writer_conn, "upsert", 10, vals, lens, formats, 1) == 1;
+                          w->body,
+                          c->status ? c->status : "completed",
+                          c->agent_id,
+                          c->failure_reason};
+  int lens[13] = {0, 0, 0, 0, 0, 0, 0, 0, CRYPTO_SHA256_LEN, (int)w->body_len, 0, 0, 0};
+  int formats[13] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0};
+  return PQsendQueryPrepared(s->writer_conn, "upsert", 13, vals, lens, formats, 1) == 1;
+}
+
+/* The event statement (see event_sql). */
+static bool send_event(struct pg_store *s, struct store_write *w) {
+  const struct conversation_input *c = w->conv;
+  char received[24], audio_at[24], start[24], duration[24], count[24];
+  if (!write_queue_stamp(&s->queue, w)) return false;
+  snprintf(received, sizeof received, "%lld", (long long)w->processed_us);
+  snprintf(audio_at, sizeof audio_at, "%lld", (long long)w->event_audio_at);
+  if (c) {
+    snprintf(start, sizeof start, "%lld", (long long)c->start_us);
+    snprintf(duration, sizeof duration, "%lld", (long long)c->duration);
+    snprintf(count, sizeof count, "%lld", (long long)c->message_count);
+  }
+  const char *vals[19] = {w->event_conversation_id,
+                          (const char *)w->event_sha256,
+                          w->webhook_id,
+                          received,
+                          w->event_type,
+                          w->event_body ? w->event_body : "",
+                          w->event_audio_at >= 0 ? audio_at : NULL,
+                          c ? "t" : "f",
+                          c ? c->conversation_id : NULL,
+                          c ? c->email_id : NULL,
+                          c ? c->account_id : NULL,
+                          c ? (c->status ? c->status : "completed") : NULL,
+                          c && c->has_start ? start : NULL,
+                          c ? duration : NULL,
+                          c ? count : NULL,
+                          c ? c->agent_id : NULL,
+                          c ? c->failure_reason : NULL,
+                          c ? (const char *)w->body_sha256 : NULL,
+                          c ? w->body : NULL};
+  int lens[19] = {0};
+  int formats[19] = {0};
+  lens[1] = CRYPTO_SHA256_LEN;
+  lens[5] = (int)w->event_body_len;
+  lens[17] = c ? CRYPTO_SHA256_LEN : 0;
+  lens[18] = c ? (int)w->body_len : 0;
+  formats[1] = formats[5] = formats[17] = formats[18] = 1;
+  return PQsendQueryPrepared(s->writer_conn, "event", 19, vals, lens, formats, 1) == 1;
+}
+
+static size_t audio_chunks(const struct store_write *w) {
+  if (!store_write_has_audio(w)) return 0;
+  return (size_t)((w->audio_len + STORE_AUDIO_CHUNK_BYTES - 1) / STORE_AUDIO_CHUNK_BYTES);
+}
+
+/* The steps a write takes: its statement, and for audio the metadata and each chunk. */
+static size_t write_steps(const struct store_write *w) {
+  return 1 + (store_write_has_audio(w) ? 1 + audio_chunks(w) : 0);
+}
+
+/* The audio's statements, a chunk at a time: each is read from the file into one buffer and
+ * flushed to the server before the next is read, so memory holds one chunk whatever the
+ * audio's size. False when the file could not be read (b->unreadable set) or libpq failed. */
+static bool send_audio(struct pg_store *s, struct store_write *w, struct batch *b) {
+  PGconn *c = s->writer_conn;
+  char bytes[24], chunk_bytes[24], received[24], seq[24];
+  snprintf(bytes, sizeof bytes, "%lld", (long long)w->audio_len);
+  snprintf(chunk_bytes, sizeof chunk_bytes, "%d", STORE_AUDIO_CHUNK_BYTES);
+  snprintf(received, sizeof received, "%lld", (long long)w->processed_us);
+  const char *meta[6] = {w->event_conversation_id,
+                         (const char *)w->event_sha256,
+                         w->webhook_id,
+                         bytes,
+                         chunk_bytes,
+                         received};
+  int meta_lens[6] = {0, CRYPTO_SHA256_LEN, 0, 0, 0, 0};
+  int meta_formats[6] = {0, 1, 0, 0, 0, 0};
+  if (PQsendQueryPrepared(c, "audio_meta", 6, meta, meta_lens, meta_formats, 0) != 1) return false;
+  add_step(b, STEP_AUDIO, w, PGRES_COMMAND_OK);
+  for (int64_t off = 0, n_seq = 0; off < w->audio_len; n_seq++) {
+    size_t n = w->audio_len - off < STORE_AUDIO_CHUNK_BYTES ? (size_t)(w->audio_len - off)
+                                                            : STORE_AUDIO_CHUNK_BYTES;
+    int err = store_audio_pread(w, off, s->audio_buf, n);
+    if (err) {
+      log_msg(LOG_ERROR, "cannot read an event's audio (%lld of %lld bytes read): %s",
+              (long long)off, (long long)w->audio_len, strerror(err));
+      b->unreadable = w;
+      return false;
+    }
+    snprintf(seq, sizeof seq, "%lld", (long long)n_seq);
+    const char *vals[4] = {w->event_conversation_id, w->webhook_id, seq,
+                           (const char *)s->audio_buf};
+    int lens[4] = {0, 0, 0, (int)n};
+    int formats[4] = {0, 0, 0, 1};
+    if (PQsendQueryPrepared(c, "audio_chunk", 4, vals, lens, formats, 0) != 1 || PQflush(c) != 0)
+      return false;
+    add_step(b, STEP_AUDIO, w, PGRES_COMMAND_OK);
+    off += (int64_t)n;
+  }
+  return true;
 }
 
 /* Hands the whole batch to libpq, recording each step as it goes; false when a step could
@@ -412,8 +572,11 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
   free(keys);
   for (struct store_write *w = head; ok && w; w = w->next) {
     bool probe = w->kind == STORE_WRITE_PROBE;
-    ok = probe ? send_probe(c) : send_conversation(s, w);
+    ok = probe                          ? send_probe(c)
+         : w->kind == STORE_WRITE_EVENT ? send_event(s, w)
+                                        : send_conversation(s, w);
     if (ok) add_step(b, STEP_WRITE, w, probe ? PGRES_COMMAND_OK : PGRES_TUPLES_OK);
+    if (ok && store_write_has_audio(w)) ok = send_audio(s, w, b);
   }
   if (ok) {
     b->commit_sent = true;
@@ -428,7 +591,7 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
 /* What a conversation write's one row says: its version's webhook id and processedAt, and
  * whether it was a byte-identical redelivery. */
 static enum store_status read_write(struct store_write *w, const PGresult *r) {
-  if (w->kind != STORE_WRITE_CONVERSATION) return STORE_OK;
+  if (w->kind == STORE_WRITE_PROBE) return STORE_OK;
   if (PQntuples(r) != 1 || PQnfields(r) != 3) return STORE_HARD;
   get_text(r, 0, 0, w->webhook_id, sizeof w->webhook_id);
   w->processed_us = get_i64(r, 0, 1);
@@ -459,6 +622,7 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
       return STORE_OK;
     case STEP_BEGIN:
     case STEP_LOCK:
+    case STEP_AUDIO:
     case STEP_SYNC:
       return STORE_OK;
   }
@@ -514,6 +678,34 @@ static void run_batch(struct pg_store *s, struct store_write *head, struct batch
 }
 
 /* Takes w out of the batch and finishes it alone. */
+static void finish_one(struct store_write **head, struct store_write *w, enum store_status st);
+
+/* A redelivered audio event need not send its megabytes again to be recognised: kept events
+ * never change, so one found committed before the batch is a redelivery for certain, and is
+ * answered at once. (Events not found are checked again inside the batch's transaction.) */
+static void skip_known_audio_redeliveries(struct pg_store *s, struct store_write **head) {
+  struct store_write *w = *head;
+  while (w) {
+    struct store_write *next = w->next;
+    if (store_write_has_audio(w) && w->audio_len > 0) {
+      const char *vals[2] = {w->event_conversation_id, (const char *)w->event_sha256};
+      int lens[2] = {0, CRYPTO_SHA256_LEN}, formats[2] = {0, 1};
+      PGresult *r = PQexecPrepared(s->writer_conn, "event_find", 2, vals, lens, formats, 1);
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        get_text(r, 0, 0, w->webhook_id, sizeof w->webhook_id);
+        w->processed_us = get_i64(r, 0, 1);
+        w->duplicate = true;
+        PQclear(r);
+        finish_one(head, w, STORE_OK);
+      } else {
+        PQclear(r);
+      }
+    }
+    w = next;
+  }
+}
+
+/* Takes w out of the batch and finishes it alone. */
 static void finish_one(struct store_write **head, struct store_write *w, enum store_status st) {
   for (struct store_write **p = head; *p; p = &(*p)->next) {
     if (*p == w) {
@@ -533,8 +725,9 @@ static void finish_one(struct store_write **head, struct store_write *w, enum st
  * replaced since), so a batch whose COMMIT may have landed answers 503 and its clients'
  * retries are recognised as redeliveries. */
 static enum store_status commit_batch(struct pg_store *s, struct store_write **head) {
+  if (writer_ready(s)) skip_known_audio_redeliveries(s, head);
   size_t n = 0;
-  for (struct store_write *w = *head; w; w = w->next) n++;
+  for (struct store_write *w = *head; w; w = w->next) n += write_steps(w);
   struct step *steps = malloc((n + BATCH_EXTRA_STEPS) * sizeof *steps);
   if (!steps) return STORE_RETRY;
   bool retried = false;
@@ -553,6 +746,10 @@ static enum store_status commit_batch(struct pg_store *s, struct store_write **h
     /* A failed pipeline leaves the connection in an unknown state: start afresh. */
     writer_drop(s);
     if (st == STORE_OK) break; /* committed; only the connection was lost afterwards */
+    if (b.unreadable) {        /* nothing was committed: that write fails, the rest goes again */
+      finish_one(head, b.unreadable, STORE_HARD);
+      continue;
+    }
     if (st == STORE_CLIENT && b.culprit) {
       log_msg(LOG_INFO,
               "postgresql refused a conversation's data; the rest of its batch is "
@@ -587,29 +784,51 @@ static void *writer_main(void *arg) {
 }
 
 static void pg_submit(struct store *base, struct store_write *w) {
-  if (w->kind == STORE_WRITE_EVENT) { /* not yet on PostgreSQL */
-    w->next = NULL;
-    write_queue_finish(w, STORE_HARD);
-    return;
-  }
   write_queue_push(&((struct pg_store *)base)->queue, w);
 }
 
 /* ---------- readers ---------- */
 
+/* Audio lives apart from conversations (it may come first): a primary-key lookup per row
+ * read, nothing on the write path. */
 #define SELECT_COLUMNS                                                              \
   "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, " \
-  "c.duration, c.message_count, c.processed_at_us, "
+  "c.duration, c.message_count, c.processed_at_us, c.agent_id, c.failure_reason, "  \
+  "(SELECT a.bytes FROM audio_meta a WHERE a.conversation_id = c.conversation_id) AS audio, "
+
+/* The part of [$2, $3) that each chunk holds, and the audio's length; one row with no chunk
+ * when the range is empty, none when there is no audio. $2 is below the length and the end. */
+#define CHUNK_START "c.seq * m.chunk_bytes"
+#define FROM_IN_CHUNK "GREATEST($2 - " CHUNK_START ", 0)"
+static const char audio_read_sql[] =
+    "SELECT m.bytes, " CHUNK_START " + " FROM_IN_CHUNK
+    ", "
+    "substring(c.data FROM (" FROM_IN_CHUNK
+    " + 1)::int FOR "
+    "(LEAST(LEAST($3, m.bytes) - " CHUNK_START ", m.chunk_bytes) - " FROM_IN_CHUNK
+    ")::int) "
+    "FROM audio_meta m LEFT JOIN audio_chunks c ON c.conversation_id = m.conversation_id "
+    "AND $2 < LEAST($3, m.bytes) AND c.seq >= $2 / m.chunk_bytes "
+    "AND " CHUNK_START
+    " < LEAST($3, m.bytes) "
+    "WHERE m.conversation_id = $1 ORDER BY c.seq";
 
 static bool prepare_reader(PGconn *c) {
   static const Oid get_types[] = {OID_TEXT, OID_BOOL};
+  static const Oid events_types[] = {OID_TEXT};
+  static const Oid audio_types[] = {OID_TEXT, OID_INT8, OID_INT8};
   return prepare(c, "get",
                  SELECT_COLUMNS
                  "c.webhook_id, CASE WHEN $2 THEN (SELECT body FROM deliveries "
                  "WHERE id = c.delivery_id) END FROM conversations c "
                  "WHERE c.conversation_id = $1",
                  2, get_types) &&
-         prepare(c, "ping", "SELECT 1", 0, NULL);
+         prepare(c, "ping", "SELECT 1", 0, NULL) &&
+         prepare(c, "events",
+                 "SELECT webhook_id, type, received_at_us, body, audio_at FROM events "
+                 "WHERE conversation_id = $1 ORDER BY id",
+                 1, events_types) &&
+         prepare(c, "audio", audio_read_sql, 3, audio_types);
 }
 
 static void reader_drop(struct pg_reader *r) {
@@ -683,13 +902,16 @@ static enum store_status read_row(const PGresult *res, int row, int first,
   out->duration = get_i64(res, row, first + 5);
   out->message_count = get_i64(res, row, first + 6);
   out->processed_us = get_i64(res, row, first + 7);
-  if (PQgetisnull(res, row, first + 8)) return STORE_OK;
-  get_text(res, row, first + 8, out->webhook_id, sizeof out->webhook_id);
-  if (PQgetisnull(res, row, first + 9)) return STORE_OK;
-  size_t len = (size_t)PQgetlength(res, row, first + 9);
+  get_text(res, row, first + 8, out->agent_id, sizeof out->agent_id);
+  get_text(res, row, first + 9, out->failure_reason, sizeof out->failure_reason);
+  if (!PQgetisnull(res, row, first + 10)) out->audio_bytes = get_i64(res, row, first + 10);
+  if (PQgetisnull(res, row, first + 11)) return STORE_OK;
+  get_text(res, row, first + 11, out->webhook_id, sizeof out->webhook_id);
+  if (PQgetisnull(res, row, first + 12)) return STORE_OK;
+  size_t len = (size_t)PQgetlength(res, row, first + 12);
   out->body = malloc(len + 1);
   if (!out->body) return STORE_RETRY;
-  memcpy(out->body, PQgetvalue(res, row, first + 9), len);
+  memcpy(out->body, PQgetvalue(res, row, first + 12), len);
   out->body[len] = '\0';
   out->body_len = len;
   return STORE_OK;
@@ -801,26 +1023,84 @@ static enum store_status pg_ping_read(struct store *base) {
   return st;
 }
 
-/* Not yet on PostgreSQL (the first slice of issue 8 is SQLite's). */
+static enum store_status read_events(const PGresult *res, struct store_events *out) {
+  int rows = PQntuples(res);
+  if (rows == 0) return STORE_OK;
+  out->items = calloc((size_t)rows, sizeof *out->items);
+  if (!out->items) return STORE_RETRY;
+  for (int i = 0; i < rows; i++) {
+    struct store_event *e = &out->items[out->count++];
+    get_text(res, i, 0, e->webhook_id, sizeof e->webhook_id);
+    get_text(res, i, 1, e->type, sizeof e->type);
+    e->received_us = get_i64(res, i, 2);
+    size_t len = (size_t)PQgetlength(res, i, 3);
+    e->body = malloc(len + 1);
+    if (!e->body) return STORE_RETRY;
+    memcpy(e->body, PQgetvalue(res, i, 3), len);
+    e->body[len] = '\0';
+    e->body_len = len;
+    e->audio_at = PQgetisnull(res, i, 4) ? -1 : get_i64(res, i, 4);
+  }
+  return STORE_OK;
+}
+
 static enum store_status pg_events(struct store *base, const char *conversation_id,
                                    struct store_events *out) {
-  (void)base;
-  (void)conversation_id;
+  struct pg_store *s = (struct pg_store *)base;
+  const char *vals[] = {conversation_id};
+  enum store_status st = STORE_RETRY;
   memset(out, 0, sizeof *out);
-  return STORE_HARD;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "events", 1, vals, &st);
+    if (st == STORE_OK) st = read_events(res, out);
+    PQclear(res);
+    if (st != STORE_OK) store_events_free(out);
+    if (r->conn) break;
+  }
+  return st;
+}
+
+static enum store_status read_audio(const PGresult *res, int64_t offset, int64_t end, void *buf,
+                                    size_t *got, int64_t *total) {
+  int rows = PQntuples(res);
+  if (rows == 0) return STORE_NOT_FOUND;
+  *total = get_i64(res, 0, 0);
+  if (end > *total) end = *total;
+  for (int i = 0; i < rows; i++) {
+    if (PQgetisnull(res, i, 1)) continue; /* the empty range's row */
+    if (!store_audio_piece(offset, end, get_i64(res, i, 1), PQgetvalue(res, i, 2),
+                           (size_t)PQgetlength(res, i, 2), buf, got))
+      return STORE_HARD;
+  }
+  /* a chunk missing */
+  return (int64_t)*got == (offset < end ? end - offset : 0) ? STORE_OK : STORE_HARD;
 }
 
 static enum store_status pg_audio_read(struct store *base, const char *conversation_id,
                                        int64_t offset, void *buf, size_t cap, size_t *got,
                                        int64_t *total) {
-  (void)base;
-  (void)conversation_id;
-  (void)offset;
-  (void)buf;
-  (void)cap;
-  *got = 0;
-  *total = 0;
-  return STORE_HARD;
+  struct pg_store *s = (struct pg_store *)base;
+  if (offset < 0) offset = 0;
+  int64_t end = cap > (size_t)(INT64_MAX - offset) ? INT64_MAX : offset + (int64_t)cap;
+  char from[24], to[24];
+  snprintf(from, sizeof from, "%lld", (long long)offset);
+  snprintf(to, sizeof to, "%lld", (long long)end);
+  const char *vals[] = {conversation_id, from, to};
+  enum store_status st = STORE_RETRY;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    *got = 0;
+    *total = 0;
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "audio", 3, vals, &st);
+    if (st == STORE_OK) st = read_audio(res, offset, end, buf, got, total);
+    PQclear(res);
+    if (r->conn) break;
+  }
+  if (st != STORE_OK) *got = 0;
+  return st;
 }
 
 /* ---------- lifecycle ---------- */
@@ -832,6 +1112,7 @@ static void pg_close(struct store *base) {
   write_queue_destroy(&s->queue);
   thread_slot_destroy(&s->readers, reader_release);
   PQfinish(s->writer_conn);
+  free(s->audio_buf);
   free(s->url);
   free(s);
 }
@@ -890,7 +1171,8 @@ static PGconn *connect_at_start(struct pg_store *s, int wait_seconds, char *err,
 
 struct store *store_pg_open(const char *url, int wait_seconds, char *err, size_t errlen) {
   struct pg_store *s = calloc(1, sizeof *s);
-  if (!s || !(s->url = strdup(url))) {
+  if (!s || !(s->url = strdup(url)) || !(s->audio_buf = malloc(STORE_AUDIO_CHUNK_BYTES))) {
+    if (s) free(s->url);
     free(s);
     snprintf(err, errlen, "DATABASE_URL: out of memory");
     return NULL;
