@@ -93,7 +93,8 @@ struct store_event {
   int64_t received_us;
   char *body; /* owned */
   size_t body_len;
-  int64_t audio_at; /* -1, or where the audio's base64 belongs in body (el_split.h) */
+  int64_t audio_at;         /* -1, or where the audio's base64 belongs in body (el_split.h) */
+  unsigned char sha256[32]; /* the event_sha256 it was written with */
 };
 
 struct store_events {

@@ -825,7 +825,7 @@ static bool prepare_reader(PGconn *c) {
                  2, get_types) &&
          prepare(c, "ping", "SELECT 1", 0, NULL) &&
          prepare(c, "events",
-                 "SELECT webhook_id, type, received_at_us, body, audio_at FROM events "
+                 "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256 FROM events "
                  "WHERE conversation_id = $1 ORDER BY id",
                  1, events_types) &&
          prepare(c, "audio", audio_read_sql, 3, audio_types);
@@ -1040,6 +1040,8 @@ static enum store_status read_events(const PGresult *res, struct store_events *o
     e->body[len] = '\0';
     e->body_len = len;
     e->audio_at = PQgetisnull(res, i, 4) ? -1 : get_i64(res, i, 4);
+    if (PQgetlength(res, i, 5) != CRYPTO_SHA256_LEN) return STORE_HARD;
+    memcpy(e->sha256, PQgetvalue(res, i, 5), CRYPTO_SHA256_LEN);
   }
   return STORE_OK;
 }

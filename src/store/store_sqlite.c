@@ -659,7 +659,7 @@ static struct reader *reader_open(struct sqlite_store *s) {
               "END, " AUDIO_COLUMNS " FROM conversations c WHERE c.conversation_id = ?1",
               &r->get) != SQLITE_OK ||
       prepare(r->db,
-              "SELECT webhook_id, type, received_at_us, body, audio_at FROM events "
+              "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256 FROM events "
               "WHERE conversation_id = ?1 ORDER BY id",
               &r->events) != SQLITE_OK ||
       prepare(r->db, "SELECT bytes, chunk_bytes FROM audio_meta WHERE conversation_id = ?1",
@@ -834,6 +834,8 @@ static enum store_status read_events(sqlite3_stmt *st, struct store_events *out)
     e->body[len] = '\0';
     e->body_len = len;
     e->audio_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
+    if (sqlite3_column_bytes(st, 5) != CRYPTO_SHA256_LEN) return STORE_HARD;
+    memcpy(e->sha256, sqlite3_column_blob(st, 5), CRYPTO_SHA256_LEN);
     out->count++;
   }
   return rc == SQLITE_DONE ? STORE_OK : status_of(rc);

@@ -811,6 +811,9 @@ static void test_event_is_kept_and_redelivery_changes_nothing(void **state) {
   assert_int_equal(evs.items[0].body_len, strlen(body));
   assert_memory_equal(evs.items[0].body, body, strlen(body));
   assert_int_equal(evs.items[0].audio_at, -1);
+  unsigned char digest[CRYPTO_SHA256_LEN];
+  crypto_sha256(body, strlen(body), digest);
+  assert_memory_equal(evs.items[0].sha256, digest, CRYPTO_SHA256_LEN);
   assert_string_equal(evs.items[1].webhook_id, c.webhook_id);
   assert_string_equal(evs.items[1].type, "post_call_transcription");
   assert_memory_equal(evs.items[1].body, other, strlen(other));
