@@ -14,14 +14,59 @@ static json_t *time_or_null(bool present, int64_t us, bool always_fraction) {
   return json_string(buf);
 }
 
+/* Percent-encodes s as one path segment (RFC 3986: all but the unreserved characters) into
+ * out, which holds at least 3 * strlen(s) + 1 bytes; returns the length written. */
+static size_t escape_segment(const char *s, char *out) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+        *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+      out[n++] = (char)*p;
+    } else {
+      out[n++] = '%';
+      out[n++] = hex[*p >> 4];
+      out[n++] = hex[*p & 15];
+    }
+  }
+  out[n] = '\0';
+  return n;
+}
+
+/* "" is how the store says unknown: rendered null. */
+static json_t *string_or_null(const char *s) { return *s ? json_string(s) : json_null(); }
+
 json_t *render_conversation(const struct store_conversation *c) {
   int64_t end_us = c->start_us + c->duration * 1000000;
-  return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:I,s:I,s:o}", "conversationId", c->conversation_id,
-                   "emailId", c->email_id, "accountId", c->account_id, "status", c->status,
-                   "startTime", time_or_null(c->has_start, c->start_us, false), "endTime",
-                   time_or_null(c->has_start, end_us, false), "duration", (json_int_t)c->duration,
-                   "messageCount", (json_int_t)c->message_count, "processedAt",
-                   time_or_null(true, c->processed_us, true));
+  json_t *o = json_pack("{s:s,s:o,s:o,s:o,s:s}", "conversationId", c->conversation_id, "emailId",
+                        string_or_null(c->email_id), "accountId", string_or_null(c->account_id),
+                        "agentId", string_or_null(c->agent_id), "status", c->status);
+  if (!o) return NULL;
+  bool ok = !*c->failure_reason ||
+            json_object_set_new(o, "failureReason", json_string(c->failure_reason)) == 0;
+  ok = ok &&
+       json_object_set_new(o, "startTime", time_or_null(c->has_start, c->start_us, false)) == 0 &&
+       json_object_set_new(o, "endTime", time_or_null(c->has_start, end_us, false)) == 0 &&
+       json_object_set_new(o, "duration", json_integer((json_int_t)c->duration)) == 0 &&
+       json_object_set_new(o, "messageCount", json_integer((json_int_t)c->message_count)) == 0 &&
+       json_object_set_new(o, "processedAt", time_or_null(true, c->processed_us, true)) == 0;
+  if (ok && c->audio_bytes >= 0) {
+    /* Present only when audio is stored: its size and where to fetch it. */
+    static const char prefix[] = "/api/v1/conversations/";
+    char url[sizeof prefix + sizeof c->conversation_id * 3 + sizeof "/audio"];
+    memcpy(url, prefix, sizeof prefix - 1);
+    size_t n = sizeof prefix - 1;
+    n += escape_segment(c->conversation_id, url + n);
+    memcpy(url + n, "/audio", sizeof "/audio");
+    ok = json_object_set_new(
+             o, "audio", json_pack("{s:I,s:s}", "bytes", (json_int_t)c->audio_bytes, "url", url)) ==
+         0;
+  }
+  if (!ok) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
 }
 
 /* One member of the detail answer: its key and its raw value from the stored body. */

@@ -34,7 +34,7 @@ UTC_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 CONVERSATION_FIELDS = {
-    "conversationId", "emailId", "accountId", "status", "startTime", "endTime",
+    "conversationId", "emailId", "accountId", "agentId", "status", "startTime", "endTime",
     "duration", "messageCount", "processedAt",
 }
 

@@ -40,6 +40,7 @@ def test_get_one_fields(server):
         "conversationId": body["conversationId"],
         "emailId": "get-one@example.com",
         "accountId": "acc-get-one",
+        "agentId": body["metadata"]["agentId"],
         "status": "completed",
         "startTime": "2024-03-10T09:00:00Z",
         "endTime": "2024-03-10T09:02:05Z",
@@ -186,6 +187,7 @@ def test_list_filters(server, dataset, query, pred):
     for c in body["conversations"]:
         assert set(c) == CONVERSATION_FIELDS
         assert c["status"] == "completed"
+        assert c["agentId"] == "agent_01jxn7fwb2eyq8p6k4m3en4xtm"
 
 
 def test_list_filter_is_exact_match(server, dataset):

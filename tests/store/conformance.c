@@ -223,6 +223,7 @@ static void test_first_delivery_is_stored_and_read_back(void **state) {
   assert_true(c.has_start);
   assert_int_equal(c.start_us, INT64_C(1705312800000000)); /* 2024-01-15T10:00:00Z */
   assert_null(c.body);
+  assert_string_equal(c.agent_id, "a"); /* metadata.agentId */
   assert_string_equal(c.failure_reason, "");
   assert_int_equal(c.audio_bytes, -1);
 
@@ -917,6 +918,7 @@ static void test_event_upserts_its_conversation(void **state) {
   p->in.email_id = email; /* known this time */
   p->in.status = "failed";
   p->in.failure_reason = "busy";
+  p->in.agent_id = NULL; /* unknown */
   struct version v2 = submit_ok(p);
   assert_true(v2.processed_us > v.processed_us);
   assert_int_equal(store_get(B->store, id, false, &c), STORE_OK);
