@@ -12,6 +12,13 @@
  *   - errors: unknown ids are NOT_FOUND; bytes the database cannot take (not UTF-8) are
  *     NOT_FOUND or CLIENT, never RETRY or HARD, and a write refused for its data fails alone;
  *   - the health probe's write and read; close drains what was submitted;
+ *   - ElevenLabs events: kept byte for byte, oldest first; a redelivery (same conversation,
+ *     same event hash) changes nothing and answers the first webhookId, also within a batch;
+ *     an event's conversation (email/account unknown: "" and matched by no filter, status,
+ *     agent, failure reason) is upserted; audio round-trips in ranges at chunk boundaries,
+ *     may come before the transcript, is replaced whole, and an event whose audio cannot be
+ *     read fails alone and leaves nothing behind;
+ *   - migrations: a database made by 0001, with rows, is migrated keeping them;
  *   - SQLite: the background checkpointer moves the log into the database file and the log
  *     stays bounded.
  * Usage: conformance [sqlite|postgres]... (default: both; postgres needs the URL: no URL is
@@ -1136,6 +1143,38 @@ static void test_audio_is_replaced_whole(void **state) {
   store_events_free(&evs);
 }
 
+/* The same audio event twice at once (one batch, likely): the first is kept, the second is a
+ * redelivery whose file is never stored, even though it differs. */
+static void test_audio_redelivered_within_one_batch(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "twice-%s", tag);
+  const int64_t len = STORE_AUDIO_CHUNK_BYTES + 17;
+  int fds[2] = {audio_file(len, 9), audio_file(len, 10)};
+  char *ev = event_json("post_call_audio", id, NULL);
+  struct pending *p[2];
+  for (int i = 0; i < 2; i++) {
+    p[i] = event_new(id, "post_call_audio", ev, NULL);
+    p[i]->w.audio_fd = fds[i];
+    p[i]->w.audio_len = len;
+  }
+  for (int i = 0; i < 2; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 2; i++) {
+    wait_done(p[i]);
+    assert_int_equal(p[i]->w.status, STORE_OK);
+  }
+  assert_false(p[0]->w.duplicate);
+  assert_true(p[1]->w.duplicate);
+  assert_string_equal(p[1]->w.webhook_id, p[0]->w.webhook_id);
+  check_range(id, 0, (size_t)len, len, 9);
+  for (int i = 0; i < 2; i++) {
+    pending_free(p[i]);
+    close(fds[i]);
+  }
+  free(ev);
+}
+
 /* An event whose audio cannot be read (the file is shorter than announced) fails and leaves
  * nothing behind: no event, no conversation, no audio; the writes around it are stored. */
 static void test_failed_event_stores_nothing(void **state) {
@@ -1382,6 +1421,7 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_audio_round_trips_in_ranges),                    \
   cmocka_unit_test(test_audio_before_and_after_the_transcript),          \
   cmocka_unit_test(test_audio_is_replaced_whole),                        \
+  cmocka_unit_test(test_audio_redelivered_within_one_batch),             \
   cmocka_unit_test(test_failed_event_stores_nothing),                    \
   cmocka_unit_test(test_migration_keeps_existing_rows)
 /* clang-format on */
