@@ -1229,6 +1229,41 @@ static void test_failed_event_stores_nothing(void **state) {
   free(b2);
 }
 
+/* An event whose conversation id the database refuses (not UTF-8; the HTTP layer refuses it
+ * first) fails alone, as the client's fault; the writes around it are stored. */
+static void test_event_refused_for_its_bytes_fails_alone(void **state) {
+  (void)state;
+  char tag[16], bad[64], ok_id[64];
+  new_tag(tag);
+  snprintf(bad, sizeof bad, "ev-\xff-%s", tag);
+  snprintf(ok_id, sizeof ok_id, "ev-ok-%s", tag);
+  char *ev = event_json("x", tag, NULL);
+  char *seed = conv_body(ok_id, "e@example.com", "acc", 1, NULL);
+  struct pending *p[3] = {event_new(ok_id, "x", ev, NULL), event_new(bad, "x", ev, NULL),
+                          pending_new(seed)};
+  for (int i = 0; i < 3; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 3; i++) wait_done(p[i]);
+  assert_int_equal(p[0]->w.status, STORE_OK);
+  assert_int_equal(p[2]->w.status, STORE_OK);
+  if (p[1]->w.status != STORE_OK && p[1]->w.status != STORE_CLIENT)
+    fail_msg("refused event: status %d", p[1]->w.status);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, ok_id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  store_events_free(&evs);
+  enum store_status st = store_events(B->store, bad, &evs);
+  if (st != STORE_OK && st != STORE_CLIENT) fail_msg("events of a refused id: status %d", st);
+  store_events_free(&evs);
+  size_t got;
+  int64_t total;
+  unsigned char one;
+  st = store_audio_read(B->store, bad, 0, &one, 1, &got, &total);
+  if (st != STORE_NOT_FOUND && st != STORE_CLIENT) fail_msg("audio of a refused id: %d", st);
+  for (int i = 0; i < 3; i++) pending_free(p[i]);
+  free(ev);
+  free(seed);
+}
+
 /* ---------- migrations: a database made by 0001, with rows, is migrated ---------- */
 
 static const char old_rows_sqlite[] =
@@ -1423,6 +1458,7 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_audio_is_replaced_whole),                        \
   cmocka_unit_test(test_audio_redelivered_within_one_batch),             \
   cmocka_unit_test(test_failed_event_stores_nothing),                    \
+  cmocka_unit_test(test_event_refused_for_its_bytes_fails_alone),        \
   cmocka_unit_test(test_migration_keeps_existing_rows)
 /* clang-format on */
 
