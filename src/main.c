@@ -14,6 +14,7 @@
 #include "ext/crypto.h"
 #include "ext/redis.h"
 #include "http/server.h"
+#include "sig/sig.h"
 #include "store/health.h"
 
 #define SHUTDOWN_GRACE_MS 30000
@@ -48,6 +49,27 @@ static int load_config(struct config *cfg) {
   enum log_level level = LOG_INFO;
   if (log_parse_level(cfg->log_level, &level)) log_set_level(level); /* validated already */
   return 0;
+}
+
+/* The signature keyrings; a bad secret stops start-up naming its variable, never its value. */
+static bool load_keyrings(const struct config *cfg, struct app *app) {
+  char err[256];
+  if (!sig_keyring_standard(cfg->webhook_secret, &app->webhook_keys, err, sizeof err)) {
+    fprintf(stderr, "gensendrep: configuration error: WEBHOOK_SECRET: %s\n", err);
+    return false;
+  }
+  if (!sig_keyring_elevenlabs(cfg->elevenlabs_webhook_secret, &app->elevenlabs_keys, err,
+                              sizeof err)) {
+    fprintf(stderr, "gensendrep: configuration error: ELEVENLABS_WEBHOOK_SECRET: %s\n", err);
+    sig_keyring_clear(&app->webhook_keys);
+    return false;
+  }
+  return true;
+}
+
+static void clear_keyrings(struct app *app) {
+  sig_keyring_clear(&app->webhook_keys);
+  sig_keyring_clear(&app->elevenlabs_keys);
 }
 
 static int cmd_migrate(void) {
@@ -107,6 +129,10 @@ static int serve(void) {
   }
   char err[512] = "out of memory";
   struct app app = {.cfg = &cfg};
+  if (!load_keyrings(&cfg, &app)) {
+    config_free(&cfg);
+    return 2;
+  }
   struct http_server *server = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
             (app.store = store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err,
@@ -121,6 +147,7 @@ static int serve(void) {
     store_health_free(app.health);
     store_close(app.store);
     redis_client_free(app.redis);
+    clear_keyrings(&app);
     config_free(&cfg);
     return 1;
   }
@@ -140,6 +167,7 @@ static int serve(void) {
   store_close(app.store);
   redis_client_free(app.redis);
   app_docs_free(&app);
+  clear_keyrings(&app);
   config_free(&cfg);
   log_msg(LOG_INFO, "stopped");
   return 0;

@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "http/http.h"
+#include "sig/sig.h"
 #include "store/store.h"
 
 struct store_health;
@@ -15,6 +16,9 @@ struct app {
   struct store_health *health;  /* coalesced health checks of store (store/health.h) */
   struct redis_client *redis;   /* NULL without REDIS_URL */
   struct el_health *elevenlabs; /* the ElevenLabs API check; NULL without ELEVENLABS_API_KEY */
+  /* signature secrets, loaded at start-up (empty rings: that scheme is off) */
+  struct sig_keyring webhook_keys;    /* WEBHOOK_SECRET: Standard Webhooks on the seed webhook */
+  struct sig_keyring elevenlabs_keys; /* ELEVENLABS_WEBHOOK_SECRET: ElevenLabs-Signature */
   /* docs pages rendered once at start-up (owned) */
   char *swagger_html;
   size_t swagger_len;
