@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api/app.h"
+#include "core/log.h"
 #include "ext/crypto.h"
 #include "model/render.h"
 
@@ -79,6 +80,9 @@ static bool signature_ok(struct http_request *req, const struct app *app, const 
         text = message;
         break;
       }
+  /* the client's fault: info, and only our own words (never a header value) */
+  log_msg(LOG_INFO, "request %s: Standard Webhooks signature refused: %s", http_request_id(req),
+          text);
   http_reply_error(req, API_ERR_UNAUTHORIZED, text, NULL);
   return false;
 }

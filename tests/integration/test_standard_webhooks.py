@@ -179,6 +179,22 @@ def test_bearer_still_required(signed):
     assert signed.get_conv(cid).status_code == 404
 
 
+def test_refusal_is_logged_with_its_reason(signed):
+    cid, body = new_body()
+    h = sign(body, WRONG)
+    err = assert_refused(signed, cid, body, h, "does not match")
+    rid = None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and rid is None:
+        rid = next((r.get("msg") for r in signed.log_records()
+                    if "signature refused" in r.get("msg", "") and err["message"] in r["msg"]),
+                   None)
+        time.sleep(0.05)
+    assert rid, "no log line says why the signature was refused"
+    text = signed.stderr_text()
+    assert h["webhook-signature"] not in text and WRONG not in text and SECRET not in text
+
+
 def test_refusal_does_not_block_a_later_valid_delivery(signed):
     cid, body = new_body()
     assert_refused(signed, cid, body, sign(body, WRONG), "does not match")
