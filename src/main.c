@@ -1,6 +1,8 @@
 /* gensendrep: argument parsing, start-up, signals and graceful shutdown. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "api/app.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/timeutil.h"
 #include "core/version.h"
 #include "elevenlabs/elevenlabs.h"
 #include "ext/crypto.h"
@@ -25,6 +28,8 @@ static void usage(FILE *out) {
           "Usage: gensendrep [serve]   run the HTTP service (default)\n"
           "       gensendrep migrate   apply database migrations and exit\n"
           "       gensendrep genkey    print a new random API key\n"
+          "       gensendrep elevenlabs backfill [--since RFC3339] [--agent AGENT_ID]\n"
+          "                            store the ElevenLabs conversations we do not hold yet\n"
           "       gensendrep --help | --version | --config-markdown\n\n",
           GSR_VERSION);
   config_print_help(out);
@@ -87,6 +92,115 @@ static int cmd_migrate(void) {
   }
   config_free(&cfg);
   return rc;
+}
+
+/* Set by SIGINT/SIGTERM during a backfill: the conversation in hand is finished (committed or
+ * dropped whole), then the run stops. A second signal kills (SA_RESETHAND). */
+static atomic_bool backfill_stop;
+
+static void on_backfill_signal(int sig) {
+  (void)sig;
+  atomic_store(&backfill_stop, true);
+}
+
+static void backfill_usage(void) {
+  fprintf(stderr, "Usage: gensendrep elevenlabs backfill [--since RFC3339] [--agent AGENT_ID]\n");
+}
+
+/* --name VALUE or --name=VALUE at argv[*i]; *i moves past what was used. */
+static bool flag_value(int argc, char **argv, int *i, const char *name, const char **out) {
+  size_t n = strlen(name);
+  if (strncmp(argv[*i], name, n) != 0) return false;
+  if (argv[*i][n] == '=') {
+    *out = argv[*i] + n + 1;
+    return true;
+  }
+  if (argv[*i][n] != '\0' || *i + 1 >= argc) return false;
+  *out = argv[++*i];
+  return true;
+}
+
+static int cmd_elevenlabs(int argc, char **argv) {
+  if (argc < 3 || strcmp(argv[2], "backfill") != 0) {
+    backfill_usage();
+    return 2;
+  }
+  struct el_backfill_options opt = {0};
+  const char *since = NULL;
+  for (int i = 3; i < argc; i++) {
+    if (!flag_value(argc, argv, &i, "--since", &since) &&
+        !flag_value(argc, argv, &i, "--agent", &opt.agent_id)) {
+      fprintf(stderr, "gensendrep: unknown or incomplete option '%s'\n", argv[i]);
+      backfill_usage();
+      return 2;
+    }
+  }
+  if (since) {
+    int64_t us;
+    if (!time_parse_rfc3339(since, strlen(since), &us)) {
+      fprintf(stderr,
+              "gensendrep: --since wants an RFC 3339 date-time such as "
+              "2026-03-01T00:00:00Z\n");
+      return 2;
+    }
+    opt.has_since = true;
+    opt.since_unix = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
+  }
+  if (opt.agent_id && !*opt.agent_id) {
+    fprintf(stderr, "gensendrep: --agent wants an agent id\n");
+    return 2;
+  }
+  struct config cfg;
+  int rc = load_config(&cfg);
+  char err[512];
+  if (rc == 0 && !*cfg.elevenlabs_api_key) {
+    fprintf(stderr,
+            "gensendrep: ELEVENLABS_API_KEY is not set: the backfill reads the "
+            "ElevenLabs API with it\n");
+    rc = 2;
+  }
+  if (rc == 0 && !el_api_url_ok(cfg.elevenlabs_api_url, err, sizeof err)) {
+    fprintf(stderr, "gensendrep: %s\n", err);
+    rc = 2;
+  }
+  if (rc != 0) {
+    config_free(&cfg);
+    return rc;
+  }
+  struct sigaction sa = {.sa_handler = on_backfill_signal, .sa_flags = (int)SA_RESETHAND};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  struct store *store =
+      store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err, sizeof err);
+  if (!store) {
+    fprintf(stderr, "gensendrep: %s\n", err);
+    config_free(&cfg);
+    return 1;
+  }
+  opt.progress = isatty(STDERR_FILENO) ? stderr : NULL;
+  struct el_backfill_counts n;
+  enum el_backfill_result res =
+      el_backfill_run(&cfg, store, &opt, &backfill_stop, &n, err, sizeof err);
+  store_close(store); /* every write was waited for: nothing is pending */
+  fprintf(stderr, "backfill%s: %ld listed, %ld stored, %ld already present",
+          res == EL_BACKFILL_INTERRUPTED ? " (interrupted)" : "", n.listed, n.stored, n.present);
+  if (n.skipped) fprintf(stderr, ", %ld not finished or gone (skipped)", n.skipped);
+  if (n.failed) fprintf(stderr, ", %ld failed", n.failed);
+  fprintf(stderr, "\n");
+  config_free(&cfg);
+  switch (res) {
+    case EL_BACKFILL_OK:
+      return 0;
+    case EL_BACKFILL_INTERRUPTED:
+      fprintf(stderr, "gensendrep: interrupted; run the backfill again to continue\n");
+      return 130;
+    case EL_BACKFILL_FAILED:
+      break;
+  }
+  fprintf(stderr, "gensendrep: %s\n", err);
+  return 1;
 }
 
 /* Blocks the stop signals in every thread; the main thread then waits for them. */
@@ -175,6 +289,7 @@ static int serve(void) {
 
 static int run(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "serve";
+  if (strcmp(cmd, "elevenlabs") == 0) return cmd_elevenlabs(argc, argv);
   if (argc > 2) {
     usage(stderr);
     return 2;

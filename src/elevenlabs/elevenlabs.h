@@ -63,6 +63,33 @@ void el_api_close(struct el_api *api);
  * out of memory). */
 char *el_api_escape(const char *s);
 
+/* ---- the API's answers (untrusted input: fuzz/fuzz_elevenlabs_page.c) ---- */
+
+/* One conversation of a GET /v1/convai/conversations page (ConversationSummaryResponseModel). */
+struct el_page_item {
+  const char *conversation_id; /* NULL when missing or not a non-empty string */
+  const char *status;          /* NULL when missing */
+  bool has_start;
+  int64_t start_unix; /* start_time_unix_secs */
+};
+
+struct el_page {
+  void *root; /* the parsed answer (a json_t, owned); the strings above point into it */
+  struct el_page_item *items; /* owned */
+  size_t count;
+  const char *next_cursor; /* NULL unless has_more: then a non-empty string */
+  bool has_more;           /* has_more was true and a next_cursor came with it */
+};
+
+/* Parses a page (GetConversationsPageResponseModel); unknown fields are ignored. False (and
+ * *out empty) when it is not JSON or has no "conversations" array. */
+__attribute__((warn_unused_result)) bool el_page_parse(const char *body, size_t len,
+                                                       struct el_page *out);
+void el_page_free(struct el_page *p);
+/* ElevenLabs' reason in an error answer ({"detail": "..."} or {"detail": {"message": ...}}),
+ * cut to at most 200 bytes and cap - 1, printable ASCII only (others become '?'); "" when none. */
+void el_api_error_detail(const char *body, size_t len, char *out, size_t cap);
+
 /* ---- background health ---- */
 
 struct el_health;
@@ -97,12 +124,13 @@ struct el_backfill_counts {
   long stored;  /* fetched and committed now */
   long present; /* already held: not fetched */
   long skipped; /* not finished yet (initiated, in-progress, processing) or gone meanwhile */
+  long failed;  /* answers that could not be stored (each reported on stderr); the run goes on */
 };
 
 enum el_backfill_result {
   EL_BACKFILL_OK,
   EL_BACKFILL_INTERRUPTED, /* the stop flag: everything stored so far is committed */
-  EL_BACKFILL_FAILED,      /* err says why */
+  EL_BACKFILL_FAILED,      /* err says why (also: some conversations failed, counts.failed) */
 };
 
 /* Pages through GET /v1/convai/conversations and stores each finished conversation that the
