@@ -31,6 +31,7 @@ Run it by hand: python3 fake_elevenlabs.py --port 8700 --key xi-test --conversat
 """
 import argparse
 import json
+import socket
 import threading
 import time
 import uuid
@@ -167,6 +168,7 @@ class FakeElevenLabs:
         self.log = []
         self.details_served = 0
         self._lock = threading.Lock()
+        self._conns = set()  # open keep-alive connections, cut by stop()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -174,6 +176,16 @@ class FakeElevenLabs:
 
             def log_message(self, *args):  # keep the test output quiet
                 pass
+
+            def setup(self):
+                super().setup()
+                with fake._lock:
+                    fake._conns.add(self.connection)
+
+            def finish(self):
+                with fake._lock:
+                    fake._conns.discard(self.connection)
+                super().finish()
 
             def do_GET(self):
                 fake._handle(self)
@@ -197,11 +209,19 @@ class FakeElevenLabs:
         return self
 
     def stop(self):
+        """Stops listening and cuts every open connection: the API is gone."""
         if self.thread is not None:
             self.httpd.shutdown()
             self.thread.join(10)
             self.thread = None
         self.httpd.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self.start()

@@ -2,6 +2,7 @@
 and `gensendrep elevenlabs backfill`. The API is the local fake in fake_elevenlabs.py (the real
 one cannot be reached from here); both storage backends."""
 import os
+import pty
 import re
 import signal
 import socket
@@ -103,6 +104,17 @@ def test_health_follows_the_api_on_each_interval(make_server, fake):
     for _ in range(20):
         health(srv)
     assert len(fake.log) - n <= 3, fake.log
+
+
+def test_health_disconnected_when_the_api_goes_away(make_server):
+    fake = FakeElevenLabs(api_key=GOOD_KEY).start()
+    try:
+        srv = make_server(env=el_env(fake.url, interval=1))
+        wait_elevenlabs(srv, "connected")
+    finally:
+        fake.stop()
+    code, body = wait_elevenlabs(srv, "disconnected")
+    assert code == 200 and body["status"] == "degraded", body
 
 
 def test_health_never_waits_for_a_slow_api_and_shutdown_neither(make_server, fake):
@@ -382,3 +394,34 @@ def test_backfill_beside_a_busy_server(make_server, fake):
     assert errors == []
     assert srv.list_convs(limit=1).json()["pagination"]["total"] == 80
     assert all(held(srv, c["conversation_id"]) for c in fake.conversations)
+
+
+def test_backfill_shows_progress_on_a_terminal(make_server, fake):
+    """stderr a terminal: a count line redrawn with \\r after each conversation; a pipe gets
+    only the final line (the other tests)."""
+    srv = make_server()
+    fake.conversations = convs(3)
+    env = {k: v for k, v in os.environ.items() if k not in _CONFIG_NAMES}
+    env.update({"API_SECRET_KEY": "k", "DATABASE_URL": srv.database_url,
+                "ELEVENLABS_API_URL": fake.url, "ELEVENLABS_API_KEY": GOOD_KEY})
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([BINARY, "elevenlabs", "backfill"], cwd=srv.workdir, env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(30) == 0, out
+    finally:
+        os.close(master)
+    text = out.decode(errors="replace")
+    for n in (1, 2, 3):
+        assert f"\rbackfill: {n} listed, {n} stored, 0 already present" in text, text
+    assert text.rstrip().endswith("backfill: 3 listed, 3 stored, 0 already present"), text
