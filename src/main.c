@@ -103,8 +103,14 @@ static void on_backfill_signal(int sig) {
   atomic_store(&backfill_stop, true);
 }
 
-static void backfill_usage(void) {
-  fprintf(stderr, "Usage: gensendrep elevenlabs backfill [--since RFC3339] [--agent AGENT_ID]\n");
+static void backfill_usage(FILE *out) {
+  fprintf(out,
+          "Usage: gensendrep elevenlabs backfill [--since RFC3339] [--agent AGENT_ID]\n\n"
+          "Stores the finished ElevenLabs conversations this database does not hold yet, read\n"
+          "from the ElevenLabs API (ELEVENLABS_API_KEY, ELEVENLABS_API_URL) into DATABASE_URL.\n"
+          "  --since T    only conversations started at or after T (RFC 3339)\n"
+          "  --agent ID   only this agent's conversations\n"
+          "Safe to repeat and to interrupt: what is stored stays, a rerun fetches the rest.\n");
 }
 
 /* --name VALUE or --name=VALUE at argv[*i]; *i moves past what was used. */
@@ -122,16 +128,20 @@ static bool flag_value(int argc, char **argv, int *i, const char *name, const ch
 
 static int cmd_elevenlabs(int argc, char **argv) {
   if (argc < 3 || strcmp(argv[2], "backfill") != 0) {
-    backfill_usage();
+    backfill_usage(stderr);
     return 2;
   }
   struct el_backfill_options opt = {0};
   const char *since = NULL;
   for (int i = 3; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      backfill_usage(stdout);
+      return 0;
+    }
     if (!flag_value(argc, argv, &i, "--since", &since) &&
         !flag_value(argc, argv, &i, "--agent", &opt.agent_id)) {
       fprintf(stderr, "gensendrep: unknown or incomplete option '%s'\n", argv[i]);
-      backfill_usage();
+      backfill_usage(stderr);
       return 2;
     }
   }

@@ -368,6 +368,8 @@ def test_backfill_without_key_or_with_bad_arguments(make_server, fake):
     assert rc == 2 and "--since" in err, err
     rc, err, _ = backfill(srv, fake.url, "--what")
     assert rc == 2 and "Usage" in err, err
+    p = run_binary(["elevenlabs", "backfill", "--help"], srv.workdir)
+    assert p.returncode == 0 and "--since" in p.stdout and "--agent" in p.stdout, p
     assert fake.log == []
 
 
