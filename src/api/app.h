@@ -31,6 +31,9 @@ __attribute__((warn_unused_result)) bool app_docs_init(struct app *app);
 void app_docs_free(struct app *app);
 
 void api_webhook_conversation_post(struct http_request *req);
+void api_webhook_elevenlabs_post(struct http_request *req);
+extern const struct route_stream api_elevenlabs_stream;
+void api_conversations_audio_get(struct http_request *req);
 void api_conversations_get(struct http_request *req);
 void api_conversations_list(struct http_request *req);
 void api_health_get(struct http_request *req);

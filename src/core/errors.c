@@ -14,6 +14,8 @@ static const struct api_error_info table[API_ERR_COUNT] = {
     [API_ERR_PAYLOAD_TOO_LARGE] = {"PAYLOAD_TOO_LARGE", 413, "Request body is too large"},
     [API_ERR_UNSUPPORTED_MEDIA_TYPE] = {"UNSUPPORTED_MEDIA_TYPE", 415,
                                         "Content-Type must be application/json"},
+    [API_ERR_RANGE_NOT_SATISFIABLE] = {"RANGE_NOT_SATISFIABLE", 416,
+                                       "The requested range is beyond the end of the audio"},
     [API_ERR_RATE_LIMITED] = {"RATE_LIMITED", 429, "Rate limit exceeded"},
     [API_ERR_INTERNAL] = {"INTERNAL_ERROR", 500, "Internal server error"},
     [API_ERR_NOT_IMPLEMENTED] = {"NOT_IMPLEMENTED", 501, "Not implemented"},

@@ -2,6 +2,7 @@
 #include "ext/crypto.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -37,3 +38,23 @@ void crypto_sha256(const void *data, size_t len, unsigned char out[CRYPTO_SHA256
 bool crypto_equal(const void *a, const void *b, size_t len) {
   return CRYPTO_memcmp(a, b, len) == 0;
 }
+
+struct crypto_sha256_stream *crypto_sha256_new(void) {
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+    EVP_MD_CTX_free(ctx);
+    ctx = NULL;
+  }
+  return (struct crypto_sha256_stream *)ctx;
+}
+
+void crypto_sha256_update(struct crypto_sha256_stream *st, const void *data, size_t len) {
+  (void)EVP_DigestUpdate((EVP_MD_CTX *)st, data, len);
+}
+
+void crypto_sha256_final(struct crypto_sha256_stream *st, unsigned char out[CRYPTO_SHA256_LEN]) {
+  unsigned int n = 0;
+  (void)EVP_DigestFinal_ex((EVP_MD_CTX *)st, out, &n);
+}
+
+void crypto_sha256_free(struct crypto_sha256_stream *st) { EVP_MD_CTX_free((EVP_MD_CTX *)st); }

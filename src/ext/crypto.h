@@ -14,6 +14,12 @@ __attribute__((warn_unused_result)) bool crypto_random_hex(char *out, size_t cap
 /* Writes the 40 lowercase hex digits of SHA-1(data) plus NUL (for Redis script ids). */
 void crypto_sha1_hex(const void *data, size_t len, char out[41]);
 void crypto_sha256(const void *data, size_t len, unsigned char out[CRYPTO_SHA256_LEN]);
+/* SHA-256 fed piece by piece (bodies that stream in). NULL when out of memory. */
+struct crypto_sha256_stream;
+struct crypto_sha256_stream *crypto_sha256_new(void);
+void crypto_sha256_update(struct crypto_sha256_stream *st, const void *data, size_t len);
+void crypto_sha256_final(struct crypto_sha256_stream *st, unsigned char out[CRYPTO_SHA256_LEN]);
+void crypto_sha256_free(struct crypto_sha256_stream *st);
 /* Compares two equal-length buffers in time independent of their contents. */
 bool crypto_equal(const void *a, const void *b, size_t len);
 

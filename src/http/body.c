@@ -17,8 +17,17 @@ static bool is_json_type(const char *ct) {
 
 /* A body over the limit is still read and discarded, up to this many bytes, so the client
  * gets its 413 instead of a reset connection; beyond it the connection is closed at once. */
-static size_t drain_limit(const struct http_server *s) {
-  return (size_t)s->cfg->max_body_bytes * 4 + 1024 * 1024;
+static size_t drain_limit(const struct http_request *req) {
+  return req->body_max + (size_t)req->server->cfg->max_body_bytes * 3 + 1024 * 1024;
+}
+
+/* The 413 message, naming the route's own limit when it is not MAX_BODY_BYTES. */
+static void refuse_too_large(struct http_request *req) {
+  if (req->body_max == (size_t)req->server->cfg->max_body_bytes)
+    request_set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg);
+  else
+    request_set_pending_detail(req, API_ERR_PAYLOAD_TOO_LARGE, NULL,
+                               "Request body is larger than %zu bytes", req->body_max);
 }
 
 static bool expects_continue(const struct http_request *req) {
@@ -31,7 +40,7 @@ bool body_declared_beyond_drain(struct http_request *req) {
   if (!cl) return false;
   char *end;
   unsigned long long n = strtoull(cl, &end, 10);
-  return *end == '\0' && n > drain_limit(req->server);
+  return *end == '\0' && n > drain_limit(req);
 }
 
 bool body_check_headers(struct http_request *req) {
@@ -41,10 +50,10 @@ bool body_check_headers(struct http_request *req) {
   if (cl) {
     char *end;
     unsigned long long n = strtoull(cl, &end, 10);
-    if (*end == '\0' && n > (unsigned long long)req->server->cfg->max_body_bytes) {
-      if (expects_continue(req) || n > drain_limit(req->server)) return false;
-      request_set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg);
-    } else if (*end == '\0' && n > 0) {
+    if (*end == '\0' && n > (unsigned long long)req->body_max) {
+      if (expects_continue(req) || n > drain_limit(req)) return false;
+      refuse_too_large(req);
+    } else if (*end == '\0' && n > 0 && !req->route->stream) {
       /* Trust a declared length only so far: memory follows the bytes that really arrive. */
       req->body_cap = (size_t)(n < BODY_PREALLOC_MAX ? n + 1 : BODY_PREALLOC_MAX);
     }
@@ -77,11 +86,13 @@ unsigned body_on_chunk(struct http_request *req, const char *data, size_t size) 
   req->received += size;
   if (time_mono_ms() - req->start_ms > (double)s->cfg->request_timeout * 1000.0)
     return api_error_get(API_ERR_REQUEST_TIMEOUT)->status;
-  if (req->received > drain_limit(s)) return api_error_get(API_ERR_PAYLOAD_TOO_LARGE)->status;
+  if (req->received > drain_limit(req)) return api_error_get(API_ERR_PAYLOAD_TOO_LARGE)->status;
   if (!req->keep_body) return 0;
-  if (req->received > (size_t)s->cfg->max_body_bytes) {
-    request_set_pending(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg);
+  if (req->received > req->body_max) {
+    refuse_too_large(req);
     req->keep_body = false;
+  } else if (req->sink) {
+    if (!req->route->stream->write(req, req->sink, data, size)) req->keep_body = false;
   } else if (!body_append(req, data, size)) {
     request_set_pending(req, API_ERR_UNAVAILABLE, "Out of memory");
     req->keep_body = false;

@@ -95,6 +95,18 @@ static void apply_limit(struct http_request *req, struct ratelimit *rl, const ch
 
 /* The rate-limit key of a client address: IPv4 as is; IPv6 by its /64, the block one
  * customer usually holds, so that walking through its addresses does not buy new budgets. */
+static void client_key(const char *ip, char *key, size_t cap);
+
+void client_ip_key(const struct http_request *req, char *key, size_t cap) {
+  client_key(req->client_ip, key, cap);
+}
+
+void client_limit_ip(struct http_request *req) {
+  char key[RATELIMIT_KEY_MAX];
+  client_key(req->client_ip, key, sizeof key);
+  apply_limit(req, req->server->rl_webhook, key);
+}
+
 static void client_key(const char *ip, char *key, size_t cap) {
   unsigned char a6[16];
   char net[INET6_ADDRSTRLEN];
@@ -115,7 +127,9 @@ void client_check_access(struct http_request *req) {
   const struct route *r = req->route;
   char key[RATELIMIT_KEY_MAX];
   client_key(req->client_ip, key, sizeof key);
-  if (r->limit == LIMIT_PER_IP) apply_limit(req, s->rl_webhook, key);
+  req->limit_by_handler = r->auth == ROUTE_SIGNED && r->signature_header &&
+                          http_request_header(req, r->signature_header) != NULL;
+  if (r->limit == LIMIT_PER_IP && !req->limit_by_handler) apply_limit(req, s->rl_webhook, key);
   if (r->auth != ROUTE_BEARER) return;
   int who = auth_check(&s->auth, http_request_header(req, "Authorization"));
   if (r->limit == LIMIT_PER_KEY) {
@@ -128,4 +142,8 @@ void client_check_access(struct http_request *req) {
     http_reply_header(req, "WWW-Authenticate", "Bearer");
     request_set_pending(req, API_ERR_UNAUTHORIZED, NULL);
   }
+}
+
+bool http_request_bearer_ok(const struct http_request *req) {
+  return auth_check(&req->server->auth, http_request_header(req, "Authorization")) >= 0;
 }

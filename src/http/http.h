@@ -12,20 +12,42 @@
 
 struct http_request;
 
-enum route_auth { ROUTE_PUBLIC, ROUTE_BEARER };
+/* ROUTE_SIGNED: the endpoint authenticates the request itself, from a signature over its
+ * body (or with http_request_bearer_ok). When the request carries the route's
+ * signature_header, no rate limit is applied from the headers: the endpoint must call
+ * http_request_limit once it knows whether the signature is valid (and if the stream's open
+ * refuses such a request, it is counted against the per-IP webhook limit). Without that header
+ * the route's limit applies from the headers as usual. */
+enum route_auth { ROUTE_PUBLIC, ROUTE_BEARER, ROUTE_SIGNED };
 enum route_limit { LIMIT_NONE, LIMIT_PER_IP, LIMIT_PER_KEY };
-enum route_match { MATCH_EXACT, MATCH_PREFIX };
+/* MATCH_PARAM_SUFFIX: path, then a parameter holding no raw '/', then suffix. */
+enum route_match { MATCH_EXACT, MATCH_PREFIX, MATCH_PARAM_SUFFIX };
 
 typedef void (*route_handler)(struct http_request *req);
+
+/* A body too large to hold in memory is handed to the endpoint as it arrives. */
+struct route_stream {
+  /* The largest body the route accepts (bytes), read once per request. */
+  size_t (*max_bytes)(void *app);
+  /* Headers received and nothing refused yet: returns the request's sink, or NULL after
+   * http_request_refuse (the body is then drained and that answer sent). */
+  void *(*open)(struct http_request *req);
+  /* The next body bytes, in order. false: stop, after http_request_refuse. */
+  bool (*write)(struct http_request *req, void *sink, const char *data, size_t len);
+  void (*free)(void *sink);
+};
 
 struct route {
   const char *method;
   const char *path; /* MATCH_PREFIX: everything after it is the path parameter */
   enum route_match match;
-  route_handler handler;
+  route_handler handler; /* called once the whole body has arrived */
   enum route_auth auth;
   enum route_limit limit;
-  bool json_body; /* requires Content-Type: application/json and a body */
+  bool json_body;                    /* requires Content-Type: application/json and a body */
+  const char *suffix;                /* MATCH_PARAM_SUFFIX */
+  const char *signature_header;      /* ROUTE_SIGNED */
+  const struct route_stream *stream; /* NULL: the body is collected (at most MAX_BODY_BYTES) */
 };
 
 /* The application's routes and state, defined by the api layer. */
@@ -42,6 +64,28 @@ const char *http_request_query(const struct http_request *req, const char *name)
 const char *http_request_header(const struct http_request *req, const char *name);
 const char *http_request_body(const struct http_request *req, size_t *len);
 const char *http_request_id(const struct http_request *req);
+/* The sink a stream route's open returned (NULL for other routes). */
+void *http_request_sink(const struct http_request *req);
+/* Whether the request's Authorization header holds one of our API keys (constant time). */
+bool http_request_bearer_ok(const struct http_request *req);
+
+/* ---- streamed bodies ---- */
+/* From a route_stream's open or write: the answer (message copied, details stolen) to send
+ * once the rest of the body has been drained. The first refusal wins. */
+void http_request_refuse(struct http_request *req, enum api_error err, const char *message,
+                         json_t *details);
+
+/* ---- rate limits decided by the endpoint (ROUTE_SIGNED) ---- */
+enum http_limiter {
+  HTTP_LIMIT_WEBHOOK, /* RATE_LIMIT_WEBHOOK_PER_MINUTE */
+  HTTP_LIMIT_SIGNED,  /* RATE_LIMIT_ELEVENLABS_PER_MINUTE: validly signed requests */
+};
+/* Counts the request against limiter under key (NULL: the client's address), then calls
+ * then(req) (on an HTTP thread, possibly later: Redis may have to decide off the event
+ * thread). Over the limit, the request is answered 429 instead and then is not called. Call
+ * once, from a handler, before suspending for anything else. */
+void http_request_limit(struct http_request *req, enum http_limiter limiter, const char *key,
+                        void (*then)(struct http_request *));
 
 /* ---- answering: exactly one reply per request ---- */
 /* Sends obj (reference stolen) as JSON with the given status. */

@@ -70,3 +70,38 @@ void offload_limit_apply(struct http_request *req) {
   req->pending_details = NULL;
   request_set_pending(req, API_ERR_RATE_LIMITED, NULL);
 }
+
+/* ---- limits the endpoint decides (ROUTE_SIGNED) ---- */
+
+static void limit_decided(struct http_request *req) {
+  req->has_limit = true;
+  if (!req->limit.allowed) {
+    char v[24];
+    snprintf(v, sizeof v, "%ld", req->limit.retry_after_s);
+    http_reply_header(req, "Retry-After", v);
+    http_reply_error(req, API_ERR_RATE_LIMITED, NULL, NULL);
+    return;
+  }
+  req->limit_then(req);
+}
+
+static void limit_resumed(struct http_request *req) { server_run_gated(req, limit_decided); }
+
+void http_request_limit(struct http_request *req, enum http_limiter limiter, const char *key,
+                        void (*then)(struct http_request *)) {
+  struct ratelimit *rl =
+      limiter == HTTP_LIMIT_SIGNED ? req->server->rl_signed : req->server->rl_webhook;
+  char k[RATELIMIT_KEY_MAX];
+  if (key)
+    snprintf(k, sizeof k, "%s", key);
+  else
+    client_ip_key(req, k, sizeof k);
+  req->limit_then = then;
+  if (ratelimit_try_local(rl, k, time_now_us() / 1000, &req->limit)) {
+    limit_decided(req);
+    return;
+  }
+  req->limit_rl = rl; /* only Redis can decide: off the event thread */
+  snprintf(req->limit_key, sizeof req->limit_key, "%s", k);
+  http_request_offload(req, decide_limit, limit_resumed, req, NULL);
+}

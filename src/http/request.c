@@ -31,6 +31,12 @@ const char *http_request_body(const struct http_request *req, size_t *len) {
 }
 
 void *http_request_state(struct http_request *req) { return req->state_data; }
+void *http_request_sink(const struct http_request *req) { return req->sink; }
+
+void http_request_refuse(struct http_request *req, enum api_error err, const char *message,
+                         json_t *details) {
+  request_set_pending_detail(req, err, details, "%s", message);
+}
 
 /* ---------------- replies ---------------- */
 
@@ -238,6 +244,7 @@ void request_start(struct http_request *req, const char *method) {
 
 void request_free(struct http_request *req) {
   if (req->free_state) req->free_state(req->state_data);
+  if (req->sink) req->route->stream->free(req->sink);
   if (req->response) MHD_destroy_response(req->response);
   url_query_free(&req->query);
   json_decref(req->pending_details);

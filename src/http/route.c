@@ -12,6 +12,14 @@
 static size_t path_matches(const struct route *r, const char *raw, size_t raw_len) {
   size_t n = url_match_prefix(raw, raw_len, r->path);
   if (r->match == MATCH_EXACT && n != raw_len) return 0;
+  if (n && r->match == MATCH_PARAM_SUFFIX) {
+    /* The suffix is matched as written; the parameter between is not empty and holds no
+     * raw '/' (a '/' in an id is written %2F). */
+    size_t slen = strlen(r->suffix);
+    if (raw_len < n + 1 + slen || memcmp(raw + raw_len - slen, r->suffix, slen) != 0 ||
+        memchr(raw + n, '/', raw_len - slen - n))
+      return 0;
+  }
   return n;
 }
 

@@ -162,6 +162,7 @@ static bool check_path(struct http_request *req) {
 static void decode_param(struct http_request *req, size_t param_at) {
   const char *raw = req->path + param_at;
   size_t len = strlen(raw), n;
+  if (req->route->match == MATCH_PARAM_SUFFIX) len -= strlen(req->route->suffix);
   req->param_buf = malloc(len + 1);
   enum url_status st =
       req->param_buf ? url_decode(raw, len, false, req->param_buf, &n) : URL_NO_MEMORY;
@@ -189,9 +190,21 @@ static void decode_query(struct http_request *req) {
 /* First call: decide what the headers can decide. Returns true when an answer was queued. */
 static bool on_headers(struct http_request *req) {
   char allow[128];
-  bool known;
+  bool known = false;
   size_t param_at = 0;
+  struct http_server *s = req->server;
   req->state = REQ_BODY;
+  req->body_max = (size_t)s->cfg->max_body_bytes;
+  if (req->target_has_nul) {
+    request_set_pending_detail(
+        req, API_ERR_INVALID_PARAMETER,
+        json_pack("[{s:s,s:s}]", "field", "path", "issue", "contains a raw NUL byte"),
+        "The request target contains a raw NUL byte");
+  } else if (check_path(req)) {
+    req->route = route_find(req->path, req->method, &param_at, allow, sizeof allow, &known);
+  }
+  const struct route_stream *stream = req->route ? req->route->stream : NULL;
+  if (stream) req->body_max = stream->max_bytes(s->app);
   /* A body too large even to drain could never be read to its end to answer after it: on a
    * route that takes no body (a GET, a 404) too, the client gets its 413 now, not a cut
    * connection after 4x the limit or a wait for bytes it will not send. */
@@ -200,15 +213,7 @@ static bool on_headers(struct http_request *req) {
     http_reply_error(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg, NULL);
     return true;
   }
-  if (req->target_has_nul) {
-    request_set_pending_detail(
-        req, API_ERR_INVALID_PARAMETER,
-        json_pack("[{s:s,s:s}]", "field", "path", "issue", "contains a raw NUL byte"),
-        "The request target contains a raw NUL byte");
-    return false;
-  }
-  if (!check_path(req)) return false;
-  req->route = route_find(req->path, req->method, &param_at, allow, sizeof allow, &known);
+  if (req->has_pending) return false;
   if (!req->route) {
     if (known && strcmp(req->method, "OPTIONS") == 0) {
       route_reply_options(req, allow);
@@ -222,17 +227,25 @@ static bool on_headers(struct http_request *req) {
   }
   /* While a request is being received, a silent client is cut off after the request timeout
    * (the idle timeout applies again once the request is answered). */
-  const struct config *cfg = req->server->cfg;
+  const struct config *cfg = s->cfg;
   if (cfg->request_timeout < cfg->connection_timeout)
     MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)cfg->request_timeout);
   client_check_access(req);
-  if (req->route->match == MATCH_PREFIX) decode_param(req, param_at);
+  if (req->route->match != MATCH_EXACT) decode_param(req, param_at);
   decode_query(req);
   if (req->route->json_body && !body_check_headers(req)) {
     http_reply_header(req, "Connection", "close");
     http_reply_error(req, API_ERR_PAYLOAD_TOO_LARGE, req->server->too_large_msg, NULL);
     return true;
+  }
+  if (stream && req->keep_body) {
+    req->sink = stream->open(req);
+    if (!req->sink) {
+      req->keep_body = false;
+      /* Refused before its signature could be checked: it counts as unsigned. */
+      if (req->limit_by_handler) client_limit_ip(req);
+    }
   }
   return false;
 }
@@ -240,7 +253,7 @@ static bool on_headers(struct http_request *req) {
 /* Runs fn, which may suspend the request, unless shutdown has closed the gate: shutdown
  * closes it, then waits for running handlers, so none can suspend a request after the final
  * wait has begun (step 3 of the protocol above). */
-static void run_gated(struct http_request *req, void (*fn)(struct http_request *)) {
+void server_run_gated(struct http_request *req, void (*fn)(struct http_request *)) {
   struct http_server *s = req->server;
   atomic_fetch_add(&s->dispatching, 1);
   if (atomic_load(&s->closed)) {
@@ -277,7 +290,7 @@ static void start_limit_decision(struct http_request *req) {
  * again once it is made), then what the headers decided, or the endpoint. */
 static void dispatch(struct http_request *req) {
   if (req->limit_deferred) {
-    run_gated(req, start_limit_decision);
+    server_run_gated(req, start_limit_decision);
     return;
   }
   if (!req->response && req->has_pending) {
@@ -287,7 +300,7 @@ static void dispatch(struct http_request *req) {
     return;
   }
   if (req->response) return; /* OPTIONS */
-  run_gated(req, req->route->handler);
+  server_run_gated(req, req->route->handler);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -446,6 +459,7 @@ static bool resolve_host(const char *host, unsigned port, struct sockaddr_storag
 
 #define SYNC_INTERVAL_US 5000
 #define PROBE_EVERY_MS 1000.0
+#define SIGNED_KEYS_MAX 64    /* one key per signing secret */
 #define STORE_WAIT_MS 60000.0 /* the stores' own timeouts are far shorter */
 
 /* Shares local rate-limit hits with Redis every few milliseconds and checks Redis's health
@@ -462,6 +476,7 @@ static void *sync_main(void *arg) {
     int64_t wall_ms = time_now_us() / 1000;
     ratelimit_sync(s->rl_webhook, wall_ms);
     ratelimit_sync(s->rl_api, wall_ms);
+    ratelimit_sync(s->rl_signed, wall_ms);
     usleep(SYNC_INTERVAL_US);
   }
   return NULL;
@@ -470,6 +485,7 @@ static void *sync_main(void *arg) {
 static bool start_sharing(struct http_server *s) {
   ratelimit_share(s->rl_webhook, s->redis, "gensendrep:rl:webhook:");
   ratelimit_share(s->rl_api, s->redis, "gensendrep:rl:api:");
+  ratelimit_share(s->rl_signed, s->redis, "gensendrep:rl:signed:");
   (void)redis_probe(s->redis); /* know the state before the first request */
   s->sync_started = pthread_create(&s->sync_thread, NULL, sync_main, s) == 0;
   return s->sync_started;
@@ -484,6 +500,7 @@ static void server_free(struct http_server *s) {
   workpool_free(s->pool);
   ratelimit_free(s->rl_webhook);
   ratelimit_free(s->rl_api);
+  ratelimit_free(s->rl_signed);
   cors_free(&s->cors);
   free(s->trusted_buf);
   free(s);
@@ -510,6 +527,7 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   if (s->trusted_buf) s->ntrusted = config_split_list(s->trusted_buf, s->trusted, TRUSTED_MAX);
   s->rl_webhook = ratelimit_new(cfg->rate_limit_webhook, RATELIMIT_KEYS_MAX);
   s->rl_api = ratelimit_new(cfg->rate_limit_api, RATELIMIT_KEYS_MAX);
+  s->rl_signed = ratelimit_new(cfg->rate_limit_elevenlabs, SIGNED_KEYS_MAX);
   s->guard = conn_guard_new(cfg->max_connections, cfg->header_timeout);
   struct sockaddr_storage ss = {0};
   bool ipv6 = false;
@@ -519,7 +537,7 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   long offload = cfg->offload_threads ? cfg->offload_threads : sysconf(_SC_NPROCESSORS_ONLN);
   if (offload < 1) offload = 1;
   s->pool = workpool_new((size_t)offload, (size_t)cfg->offload_queue);
-  if (!s->rl_webhook || !s->rl_api || !s->trusted_buf || !s->guard || !s->pool ||
+  if (!s->rl_webhook || !s->rl_api || !s->rl_signed || !s->trusted_buf || !s->guard || !s->pool ||
       (redis && !start_sharing(s))) {
     snprintf(err, errlen, "out of memory");
     server_free(s);

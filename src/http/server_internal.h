@@ -40,7 +40,8 @@ struct http_server {
   struct cors cors;
   struct ratelimit *rl_webhook;
   struct ratelimit *rl_api;
-  struct redis_client *redis; /* not owned; NULL without REDIS_URL */
+  struct ratelimit *rl_signed; /* validly signed requests of ROUTE_SIGNED routes, per secret */
+  struct redis_client *redis;  /* not owned; NULL without REDIS_URL */
   pthread_t sync_thread;
   bool sync_started;
   atomic_bool sync_stop;
@@ -83,6 +84,10 @@ struct http_request {
   char client_ip[INET6_ADDRSTRLEN];
   double start_ms;
   /* body */
+  size_t body_max;       /* the largest body this request's route accepts */
+  void *sink;            /* a stream route's sink (route->stream) */
+  bool limit_by_handler; /* ROUTE_SIGNED with its signature header: the endpoint limits */
+  void (*limit_then)(struct http_request *); /* http_request_limit's continuation */
   char *body;
   size_t body_len, body_cap;
   size_t received; /* body bytes seen, kept or not */
@@ -152,6 +157,10 @@ void route_reply_options(struct http_request *req, const char *allow);
 void client_identify(struct http_request *req);
 /* Rate limiting and authentication for req->route; decides a pending 401/429 if needed. */
 void client_check_access(struct http_request *req);
+/* Counts the request against the per-IP webhook limit now (a pending 429 if over). */
+void client_limit_ip(struct http_request *req);
+/* The rate-limit key of the client's address. */
+void client_ip_key(const struct http_request *req, char *key, size_t cap);
 
 /* ---- body.c: request bodies, their limits and draining ---- */
 /* Checks Content-Type and the declared size. Returns false when the declared body is too
@@ -171,5 +180,9 @@ void offload_limit_defer(struct http_request *req, struct ratelimit *rl, const c
 void offload_limit_start(struct http_request *req, void (*on_decided)(struct http_request *));
 /* In on_decided: records the decision (a denial replaces any answer pending). */
 void offload_limit_apply(struct http_request *req);
+
+/* ---- server.c ---- */
+/* Runs fn (which may suspend the request) unless shutdown has closed the gate. */
+void server_run_gated(struct http_request *req, void (*fn)(struct http_request *));
 
 #endif

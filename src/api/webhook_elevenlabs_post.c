@@ -1,0 +1,307 @@
+/* POST /api/v1/webhook/elevenlabs: ElevenLabs post-call webhooks, as ElevenLabs sends them.
+ *
+ * The body streams in (route_stream): each chunk feeds the signature MACs, the body's SHA-256
+ * and the splitter (model/el_split.h), which keeps the small envelope in memory and decodes a
+ * post_call_audio event's base64 audio into an unlinked temporary file. Once the body is
+ * complete: the signature (or, without ELEVENLABS_WEBHOOK_SECRET, the Bearer key), then the
+ * rate limit (per secret when validly signed, per IP otherwise), then the event is mapped
+ * (model/elevenlabs.h) and handed to the store as one STORE_WRITE_EVENT, answered 200 only
+ * once committed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/app.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "ext/crypto.h"
+#include "model/el_split.h"
+#include "model/elevenlabs.h"
+#include "model/render.h"
+#include "sig/sig.h"
+
+#define SIGNATURE_HEADER "ElevenLabs-Signature"
+
+/* Everything one request holds, from its headers to its answer. */
+struct el_request {
+  struct app *app;
+  struct http_request *req;
+  /* while the body arrives */
+  struct sig_elevenlabs sig;
+  struct sig_stream *mac; /* NULL without ELEVENLABS_WEBHOOK_SECRET */
+  struct crypto_sha256_stream *sha;
+  struct el_split *split;
+  enum el_split_status split_status;
+  int audio_fd; /* -1 until the first audio bytes (and when audio is not kept) */
+  bool audio_failed;
+  /* once complete */
+  struct el_event event;
+  bool has_event;
+  struct store_write write;
+  unsigned char derived_sha[CRYPTO_SHA256_LEN];
+};
+
+static size_t max_bytes(void *app) {
+  return (size_t)((struct app *)app)->cfg->elevenlabs_audio_max_bytes;
+}
+
+static void sink_free(void *p) {
+  struct el_request *r = p;
+  sig_stream_free(r->mac);
+  crypto_sha256_free(r->sha);
+  el_split_free(r->split);
+  if (r->audio_fd >= 0) close(r->audio_fd);
+  if (r->has_event) model_elevenlabs_free(&r->event);
+  free(r);
+}
+
+/* An unlinked file for the decoded audio, in TMPDIR (default /tmp). */
+static int spool_open(void) {
+  const char *dir = getenv("TMPDIR");
+  if (!dir || !*dir) dir = "/tmp";
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+  char path[4096];
+  if ((size_t)snprintf(path, sizeof path, "%s/gensendrep-audio-XXXXXX", dir) >= sizeof path)
+    return -1;
+  fd = mkostemp(path, O_CLOEXEC);
+  if (fd >= 0) unlink(path);
+  return fd;
+}
+
+/* The splitter's audio sink. The writes are page-cache copies of at most the splitter's
+ * buffer; the file is read back by the store's writer thread. */
+static bool audio_sink(void *cls, const unsigned char *bytes, size_t len) {
+  struct el_request *r = cls;
+  if (!r->app->cfg->elevenlabs_store_audio) return true; /* acknowledged, not kept */
+  if (r->audio_fd < 0 && (r->audio_fd = spool_open()) < 0) {
+    log_msg(LOG_ERROR, "request %s: no temporary file for audio: %s", http_request_id(r->req),
+            strerror(errno));
+    r->audio_failed = true;
+    return false;
+  }
+  while (len > 0) {
+    ssize_t n = write(r->audio_fd, bytes, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      log_msg(LOG_ERROR, "request %s: writing audio to a temporary file: %s",
+              http_request_id(r->req), strerror(errno));
+      r->audio_failed = true;
+      return false;
+    }
+    bytes += n;
+    len -= (size_t)n;
+  }
+  return true;
+}
+
+static void *stream_open(struct http_request *req) {
+  struct app *app = http_request_app(req);
+  struct el_request *r = calloc(1, sizeof *r);
+  if (!r) {
+    http_request_refuse(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return NULL;
+  }
+  r->app = app;
+  r->req = req;
+  r->audio_fd = -1;
+  if (app->elevenlabs_keys.count > 0) {
+    enum sig_result sr = sig_elevenlabs_parse(http_request_header(req, SIGNATURE_HEADER), &r->sig);
+    if (sr == SIG_OK)
+      sr =
+          sig_check_time(r->sig.t, time_now_us() / 1000000, app->cfg->elevenlabs_webhook_tolerance);
+    if (sr != SIG_OK) {
+      http_request_refuse(req, API_ERR_UNAUTHORIZED, sig_message_elevenlabs(sr), NULL);
+      free(r);
+      return NULL;
+    }
+    r->mac = sig_stream_new(&app->elevenlabs_keys, r->sig.t);
+  } else if (!http_request_bearer_ok(req)) {
+    /* Never open: without a signing secret the endpoint takes our API key instead. */
+    http_reply_header(req, "WWW-Authenticate", "Bearer");
+    http_request_refuse(req, API_ERR_UNAUTHORIZED,
+                        "Missing or invalid API key (ELEVENLABS_WEBHOOK_SECRET is not set, so "
+                        "this endpoint requires 'Authorization: Bearer <key>')",
+                        NULL);
+    free(r);
+    return NULL;
+  }
+  r->sha = crypto_sha256_new();
+  r->split = el_split_new((size_t)app->cfg->max_body_bytes, audio_sink, r);
+  if ((app->elevenlabs_keys.count > 0 && !r->mac) || !r->sha || !r->split) {
+    http_request_refuse(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    sink_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* Every byte feeds the MAC and the digest; the split stops at its first problem, which is
+ * answered only after the signature is known to be good (a stranger learns nothing). */
+static bool stream_write(struct http_request *req, void *sink, const char *data, size_t len) {
+  (void)req;
+  struct el_request *r = sink;
+  if (r->mac) sig_stream_update(r->mac, data, len);
+  crypto_sha256_update(r->sha, data, len);
+  if (r->split_status == EL_SPLIT_OK) r->split_status = el_split_feed(r->split, data, len);
+  return true;
+}
+
+const struct route_stream api_elevenlabs_stream = {
+    .max_bytes = max_bytes,
+    .open = stream_open,
+    .write = stream_write,
+    .free = sink_free,
+};
+
+/* ---------------- once the body is complete ---------------- */
+
+static void reply_bad_signature(struct http_request *req) {
+  http_reply_error(req, API_ERR_UNAUTHORIZED, sig_message_elevenlabs(SIG_MISMATCH), NULL);
+}
+
+/* Writer thread: the transaction holding this write has ended. */
+static void on_stored(struct store_write *w, void *cls) {
+  (void)w;
+  struct el_request *r = cls;
+  http_request_resume(r->req);
+}
+
+static void on_resume(struct http_request *req) {
+  struct el_request *r = http_request_sink(req);
+  switch (r->write.status) {
+    case STORE_OK: {
+      json_t *ok = render_webhook_accepted(r->event.conversation_id ? r->event.conversation_id : "",
+                                           r->write.webhook_id, r->write.processed_us);
+      if (ok && !r->event.conversation_id)
+        json_object_set_new(json_object_get(ok, "data"), "conversationId", json_null());
+      http_reply_json(req, 200, ok);
+      return;
+    }
+    case STORE_RETRY:
+    case STORE_NOT_FOUND:
+      http_reply_header(req, "Retry-After", "1");
+      http_reply_error(req, API_ERR_UNAVAILABLE, "The event could not be stored; retry", NULL);
+      return;
+    case STORE_CLIENT:
+      http_reply_error(req, API_ERR_VALIDATION, "The database refused a value of this event", NULL);
+      return;
+    case STORE_HARD:
+      http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
+      return;
+  }
+}
+
+/* Type names are client data: only printable ASCII reaches the log. */
+static void log_other(const struct el_request *r) {
+  char clean[EL_TYPE_MAX + 1];
+  size_t n = 0;
+  for (const char *p = r->event.type_name; *p && n < EL_TYPE_MAX; p++)
+    clean[n++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+  clean[n] = '\0';
+  log_msg(LOG_INFO, "request %s: ElevenLabs event of type \"%s\" kept in the history only",
+          http_request_id(r->req), n ? clean : "(none)");
+}
+
+static bool check_split(struct http_request *req, struct el_request *r) {
+  enum el_split_status st = r->split_status;
+  if (st == EL_SPLIT_OK) st = el_split_finish(r->split);
+  switch (st) {
+    case EL_SPLIT_OK:
+      return true;
+    case EL_SPLIT_TOO_LARGE:
+      http_reply_error(req, API_ERR_PAYLOAD_TOO_LARGE,
+                       "The event without its audio is larger than MAX_BODY_BYTES", NULL);
+      return false;
+    case EL_SPLIT_BAD_AUDIO:
+      http_reply_error(req, API_ERR_VALIDATION, "data.full_audio is not valid base64",
+                       json_pack("[{s:s,s:s}]", "field", "data.full_audio", "issue",
+                                 "must be one base64 string (standard alphabet, padded)"));
+      return false;
+    case EL_SPLIT_SINK_FAILED:
+    case EL_SPLIT_NO_MEMORY:
+      http_reply_header(req, "Retry-After", "1");
+      http_reply_error(req, API_ERR_UNAVAILABLE, "The audio could not be kept; retry", NULL);
+      return false;
+  }
+  return false;
+}
+
+static void accept_event(struct http_request *req) {
+  struct el_request *r = http_request_sink(req);
+  struct app *app = r->app;
+  if (!check_split(req, r)) return;
+  size_t len;
+  const char *envelope = el_split_envelope(r->split, &len);
+  struct el_names names = {app->cfg->elevenlabs_email_variable,
+                           app->cfg->elevenlabs_account_variable};
+  json_t *problems;
+  char message[256];
+  switch (model_elevenlabs_parse(envelope, len, &names, &r->event, &problems, message,
+                                 sizeof message)) {
+    case MODEL_INVALID_JSON:
+      http_reply_error(req, API_ERR_INVALID_JSON, message, NULL);
+      return;
+    case MODEL_INVALID:
+      http_reply_error(req, API_ERR_VALIDATION, message, problems);
+      return;
+    case MODEL_OK:
+      break;
+  }
+  r->has_event = true;
+  if (r->event.type == EL_OTHER) log_other(r);
+  struct store_write *w = &r->write;
+  w->kind = STORE_WRITE_EVENT;
+  w->event_type = r->event.type_name;
+  w->event_conversation_id = r->event.conversation_id ? r->event.conversation_id : "";
+  w->event_body = envelope;
+  w->event_body_len = len;
+  crypto_sha256_final(r->sha, w->event_sha256);
+  bool audio_kept = r->audio_fd >= 0 && r->event.type == EL_POST_CALL_AUDIO;
+  w->audio_fd = audio_kept ? r->audio_fd : -1;
+  w->audio_len = audio_kept ? el_split_audio_len(r->split) : 0;
+  /* The raw event can be rebuilt byte for byte only from kept, canonical audio. */
+  w->event_audio_at = audio_kept && el_split_canonical(r->split) ? el_split_audio_at(r->split) : -1;
+  if (r->event.derived) {
+    w->conv = &r->event.conv;
+    w->body = r->event.derived;
+    w->body_len = r->event.derived_len;
+    crypto_sha256(w->body, w->body_len, w->body_sha256);
+  }
+  w->done = on_stored;
+  w->done_cls = r;
+  /* The sink lives until the request is freed; suspend first: the store may finish before
+   * store_submit returns. */
+  http_request_suspend(req, on_resume, NULL, NULL);
+  store_submit(app->store, w);
+}
+
+void api_webhook_elevenlabs_post(struct http_request *req) {
+  struct el_request *r = http_request_sink(req);
+  if (r->mac) {
+    int key = sig_stream_match(r->mac, &r->sig);
+    if (key < 0) {
+      http_request_limit(req, HTTP_LIMIT_WEBHOOK, NULL, reply_bad_signature);
+      return;
+    }
+    /* Limited per secret: ElevenLabs delivers from a few addresses, a busy workspace from
+     * all of them. The window is named by a digest of the secret, so instances whose lists
+     * differ in order share it, and the name reveals nothing. */
+    const struct sig_key *k = &r->app->elevenlabs_keys.keys[key];
+    unsigned char digest[CRYPTO_SHA256_LEN];
+    crypto_sha256(k->bytes, k->len, digest);
+    char limit_key[48] = "el:";
+    for (size_t i = 0; i < 16; i++)
+      snprintf(limit_key + 3 + 2 * i, sizeof limit_key - 3 - 2 * i, "%02x", digest[i]);
+    http_request_limit(req, HTTP_LIMIT_SIGNED, limit_key, accept_event);
+    return;
+  }
+  /* Bearer: limited per IP, from the headers unless a signature header made us wait. */
+  if (http_request_header(req, SIGNATURE_HEADER))
+    http_request_limit(req, HTTP_LIMIT_WEBHOOK, NULL, accept_event);
+  else
+    accept_event(req);
+}
