@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/app.h"
+#include "http/range.h"
 
 struct audio_job {
   struct store *store;
@@ -28,50 +29,6 @@ static void job_free(void *p) {
   free(job);
 }
 
-static bool parse_u64(const char **p, int64_t *out) {
-  const char *s = *p;
-  if (*s < '0' || *s > '9') return false;
-  int64_t v = 0;
-  for (; *s >= '0' && *s <= '9'; s++) {
-    if (v > (INT64_MAX - 9) / 10) return false;
-    v = v * 10 + (*s - '0');
-  }
-  *out = v;
-  *p = s;
-  return true;
-}
-
-enum range_kind { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
-
-/* One "bytes=first-last", "bytes=first-" or "bytes=-suffix" range against total bytes.
- * Anything else (several ranges, another unit, bad syntax) is ignored, as RFC 9110 allows:
- * the whole file is sent. */
-static enum range_kind parse_range(const char *h, int64_t total, int64_t *first, int64_t *last) {
-  if (!h || strncmp(h, "bytes=", 6) != 0) return RANGE_NONE;
-  const char *p = h + 6;
-  while (*p == ' ') p++;
-  int64_t a = -1, b = -1;
-  if (*p == '-') {
-    p++;
-    if (!parse_u64(&p, &b)) return RANGE_NONE;
-    while (*p == ' ') p++;
-    if (*p) return RANGE_NONE;
-    if (b == 0 || total == 0) return RANGE_UNSATISFIABLE;
-    *first = b >= total ? 0 : total - b;
-    *last = total - 1;
-    return RANGE_OK;
-  }
-  if (!parse_u64(&p, &a) || *p++ != '-') return RANGE_NONE;
-  if (*p >= '0' && *p <= '9' && !parse_u64(&p, &b)) return RANGE_NONE;
-  while (*p == ' ') p++;
-  if (*p) return RANGE_NONE;
-  if (b >= 0 && b < a) return RANGE_NONE;
-  if (a >= total) return RANGE_UNSATISFIABLE;
-  *first = a;
-  *last = (b < 0 || b >= total) ? total - 1 : b;
-  return RANGE_OK;
-}
-
 /* Offload thread: the length first, then the bytes asked for. */
 static void audio_work(void *p) {
   struct audio_job *job = p;
@@ -80,14 +37,14 @@ static void audio_work(void *p) {
   job->status = store_audio_read(job->store, job->id, 0, &probe, 0, &got, &job->total);
   if (job->status != STORE_OK) return;
   int64_t first = 0, last = job->total - 1;
-  switch (parse_range(job->range, job->total, &first, &last)) {
-    case RANGE_UNSATISFIABLE:
+  switch (http_range_parse(job->range, job->total, &first, &last)) {
+    case HTTP_RANGE_UNSATISFIABLE:
       job->unsatisfiable = true;
       return;
-    case RANGE_OK:
+    case HTTP_RANGE_OK:
       job->partial = true;
       break;
-    case RANGE_NONE:
+    case HTTP_RANGE_NONE:
       break;
   }
   job->start = first;
