@@ -104,7 +104,11 @@ void client_ip_key(const struct http_request *req, char *key, size_t cap) {
 void client_limit_ip(struct http_request *req) {
   char key[RATELIMIT_KEY_MAX];
   client_key(req->client_ip, key, sizeof key);
-  apply_limit(req, req->server->rl_webhook, key);
+  if (!ratelimit_try_local(req->server->rl_webhook, key, time_now_us() / 1000, &req->limit)) {
+    offload_limit_defer(req, req->server->rl_webhook, key);
+    return;
+  }
+  offload_limit_apply(req); /* a denial replaces the answer already decided */
 }
 
 static void client_key(const char *ip, char *key, size_t cap) {

@@ -157,7 +157,8 @@ void route_reply_options(struct http_request *req, const char *allow);
 void client_identify(struct http_request *req);
 /* Rate limiting and authentication for req->route; decides a pending 401/429 if needed. */
 void client_check_access(struct http_request *req);
-/* Counts the request against the per-IP webhook limit now (a pending 429 if over). */
+/* Counts the request against the per-IP webhook limit now; over it, a 429 replaces any
+ * answer already decided. */
 void client_limit_ip(struct http_request *req);
 /* The rate-limit key of the client's address. */
 void client_ip_key(const struct http_request *req, char *key, size_t cap);

@@ -110,8 +110,8 @@ def test_signed_transcription_is_stored_and_mapped(el_server):
         assert got["timestamp"] == want
     assert c["summary"] == event["analysis"]
 
-    listed = el_server.list_convs(accountId="acct_4821907", limit=100).json()
-    assert cid in [x["conversationId"] for x in listed["data"]]
+    listed = el_server.list_convs(account_id="acct_4821907", limit=100).json()
+    assert cid in [x["conversationId"] for x in listed["conversations"]]
 
 
 def test_event_kept_byte_for_byte_with_unknown_fields_at_every_level(el_server):
