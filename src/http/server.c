@@ -241,11 +241,7 @@ static bool on_headers(struct http_request *req) {
   }
   if (stream && req->keep_body) {
     req->sink = stream->open(req);
-    if (!req->sink) {
-      req->keep_body = false;
-      /* Refused before its signature could be checked: it counts as unsigned. */
-      if (req->limit_by_handler) client_limit_ip(req);
-    }
+    if (!req->sink) req->keep_body = false; /* counted per IP in dispatch */
   }
   return false;
 }
@@ -294,6 +290,15 @@ static void dispatch(struct http_request *req) {
     return;
   }
   if (!req->response && req->has_pending) {
+    /* Refused before the endpoint could check a signature (a stream's open, Content-Type, a
+     * body over the limit): it counts as unsigned, like the same request without the header. */
+    if (req->limit_by_handler && !req->has_limit) {
+      client_limit_ip(req);
+      if (req->limit_deferred) {
+        server_run_gated(req, start_limit_decision);
+        return;
+      }
+    }
     json_t *details = req->pending_details;
     req->pending_details = NULL;
     http_reply_error(req, req->pending, req->pending_message, details);
