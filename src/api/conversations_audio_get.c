@@ -1,13 +1,21 @@
 /* GET /api/v1/conversations/{conversation_id}/audio: the call's MP3 as ElevenLabs sent it in
  * post_call_audio, with single-range requests (Range: bytes=...) answered 206. The read runs
- * on an offload thread. */
+ * on an offload thread. A large answer is copied, a chunk at a time, into an unlinked
+ * temporary file that libmicrohttpd sends from: memory stays bounded however many clients
+ * fetch a 100 MB recording at once. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/app.h"
 #include "http/range.h"
+
+#define AUDIO_INLINE_MAX (1024 * 1024) /* answers up to this size are built in memory */
+#define AUDIO_COPY_CHUNK (1024 * 1024)
 
 struct audio_job {
   struct store *store;
@@ -19,14 +27,70 @@ struct audio_job {
   bool unsatisfiable; /* 416 */
   bool out_of_memory;
   int64_t start, total;
-  unsigned char *buf;
+  unsigned char *buf; /* the answer in memory, or */
+  int fd;             /* -1, or a file holding it */
   size_t len;
 };
 
 static void job_free(void *p) {
   struct audio_job *job = p;
   free(job->buf);
+  if (job->fd >= 0) close(job->fd);
   free(job);
+}
+
+/* An unlinked file in TMPDIR (default /tmp), as the webhook spools audio. */
+static int spool_open(void) {
+  const char *dir = getenv("TMPDIR");
+  if (!dir || !*dir) dir = "/tmp";
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+  char path[4096];
+  if ((size_t)snprintf(path, sizeof path, "%s/gensendrep-audio-XXXXXX", dir) >= sizeof path)
+    return -1;
+  fd = mkostemp(path, O_CLOEXEC);
+  if (fd >= 0) unlink(path);
+  return fd;
+}
+
+static bool write_all(int fd, const unsigned char *p, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    len -= (size_t)n;
+  }
+  return true;
+}
+
+/* Copies bytes [first, first + want) into a temporary file, a chunk at a time. The audio may
+ * be replaced meanwhile: a change of length is answered 503 (retry) rather than mixed. */
+static void copy_to_file(struct audio_job *job, int64_t first, size_t want) {
+  unsigned char *chunk = malloc(AUDIO_COPY_CHUNK);
+  job->fd = chunk ? spool_open() : -1;
+  if (job->fd < 0) {
+    free(chunk);
+    job->out_of_memory = true;
+    return;
+  }
+  size_t done = 0;
+  while (done < want) {
+    size_t cap = want - done < AUDIO_COPY_CHUNK ? want - done : AUDIO_COPY_CHUNK;
+    size_t got = 0;
+    int64_t total = 0;
+    job->status =
+        store_audio_read(job->store, job->id, first + (int64_t)done, chunk, cap, &got, &total);
+    if (job->status == STORE_OK && (total != job->total || got == 0)) job->status = STORE_RETRY;
+    if (job->status != STORE_OK) break;
+    if (!write_all(job->fd, chunk, got)) {
+      job->out_of_memory = true;
+      break;
+    }
+    done += got;
+  }
+  free(chunk);
+  job->len = done;
 }
 
 /* Offload thread: the length first, then the bytes asked for. */
@@ -49,13 +113,19 @@ static void audio_work(void *p) {
   }
   job->start = first;
   size_t want = job->total > 0 ? (size_t)(last - first + 1) : 0;
+  if (want > AUDIO_INLINE_MAX) {
+    copy_to_file(job, first, want);
+    return;
+  }
   job->buf = malloc(want ? want : 1);
   if (!job->buf) {
     job->out_of_memory = true;
     return;
   }
-  job->status =
-      store_audio_read(job->store, job->id, first, job->buf, want, &job->len, &job->total);
+  int64_t total = 0;
+  job->status = store_audio_read(job->store, job->id, first, job->buf, want, &job->len, &total);
+  if (job->status == STORE_OK && (total != job->total || job->len != want))
+    job->status = STORE_RETRY; /* replaced between the two reads */
 }
 
 static void on_resume(struct http_request *req) {
@@ -86,6 +156,11 @@ static void on_resume(struct http_request *req) {
              job->start + (int64_t)job->len - 1, job->total);
     http_reply_header(req, "Content-Range", v);
   }
+  if (job->fd >= 0) {
+    http_reply_fd(req, job->partial ? 206 : 200, "audio/mpeg", job->fd, job->len);
+    job->fd = -1; /* the reply owns it */
+    return;
+  }
   http_reply_owned(req, job->partial ? 206 : 200, "audio/mpeg", job->buf, job->len);
   job->buf = NULL; /* the reply owns it */
 }
@@ -104,6 +179,7 @@ void api_conversations_audio_get(struct http_request *req) {
     return;
   }
   job->store = app->store;
+  job->fd = -1;
   job->id = id;
   job->range = http_request_header(req, "Range");
   http_request_offload(req, audio_work, on_resume, job, job_free);

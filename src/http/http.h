@@ -98,6 +98,10 @@ void http_reply_static(struct http_request *req, unsigned status, const char *co
 /* Sends malloc'ed bytes (ownership taken). */
 void http_reply_owned(struct http_request *req, unsigned status, const char *content_type,
                       void *body, size_t len);
+/* Sends the first len bytes of the file fd (ownership taken: closed with the reply). MHD
+ * reads it as the client takes it, so a large file is never held in memory. */
+void http_reply_fd(struct http_request *req, unsigned status, const char *content_type, int fd,
+                   size_t len);
 /* The one error answer: {"success":false,"error":{"code","message","details"}}.
  * message NULL uses the table's default; details (stolen) may be NULL. */
 void http_reply_error(struct http_request *req, enum api_error err, const char *message,

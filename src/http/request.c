@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -59,6 +60,13 @@ void http_reply_owned(struct http_request *req, unsigned status, const char *con
                       void *body, size_t len) {
   struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
   if (!r) free(body); /* only a response that exists takes the body over */
+  set_response(req, status, content_type, r);
+}
+
+void http_reply_fd(struct http_request *req, unsigned status, const char *content_type, int fd,
+                   size_t len) {
+  struct MHD_Response *r = MHD_create_response_from_fd_at_offset64(len, fd, 0);
+  if (!r) close(fd); /* only a response that exists takes the file over */
   set_response(req, status, content_type, r);
 }
 

@@ -2,10 +2,16 @@
 stranger without the signing secret (or a client with an API key) can make the server do.
 Both backends."""
 import base64
+import hashlib
+import json
 import os
+import socket
 import time
 
-from test_elevenlabs_webhook import SECRET, post, uid
+import requests
+
+from helpers import KEY1
+from test_elevenlabs_webhook import SECRET, _vm_kib, post, signature, uid
 
 FORGED = "t={},v0=" + "ab" * 32  # well-formed and fresh, but signed by nobody
 
@@ -41,3 +47,56 @@ def test_a_signature_header_does_not_bypass_the_per_ip_limit(make_server):
     assert codes[:3] == [413, 413, 413] and codes[3:] == [429, 429], codes
     # The per-IP window is spent: an unsigned request from the same address is limited too.
     assert post(srv2, body, secret=None).status_code == 429
+
+
+def test_serving_audio_does_not_hold_it_in_memory(make_server):
+    """GET /audio of a large recording, by several clients at once (a player, a HEAD, a
+    download), must not copy the whole audio into memory once per request: ten listeners of a
+    100 MB call would take a gigabyte."""
+    srv = make_server(env={"ELEVENLABS_WEBHOOK_SECRET": SECRET,
+                           "RATE_LIMIT_ELEVENLABS_PER_MINUTE": "1000",
+                           "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:quarantine_size_mb=4"})
+    cid = "conv_" + uid()
+    mp3 = os.urandom(4 * 1024 * 1024) + b"\x07" * (36 * 1024 * 1024)
+    head = json.dumps({"type": "post_call_audio", "data": {"conversation_id": cid,
+                                                           "full_audio": ""}})[:-3].encode()
+    parts = [head, base64.b64encode(mp3), b'"}}']
+    whole = b"".join(parts)
+    h = {"Content-Type": "application/json", "ElevenLabs-Signature": signature(whole)}
+    del whole
+
+    def chunks():
+        for p in parts:
+            for i in range(0, len(p), 256 * 1024):
+                yield p[i:i + 256 * 1024]
+
+    r = requests.post(srv.url("/api/v1/webhook/elevenlabs"), data=chunks(), headers=h,
+                      timeout=120)
+    assert r.status_code == 200, r.text
+    pid = srv.proc.pid
+    rss_before = _vm_kib(pid, "VmRSS")
+    n = 4
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        s.sendall(f"GET /api/v1/conversations/{cid}/audio HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {KEY1}\r\nConnection: close\r\n\r\n".encode())
+        socks.append(s)
+    peak = rss_before
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # the clients read nothing yet: the answers wait
+        peak = max(peak, _vm_kib(pid, "VmRSS"))
+        time.sleep(0.05)
+    for s in socks:
+        data = b""
+        while True:
+            c = s.recv(1 << 20)
+            if not c:
+                break
+            data += c
+        s.close()
+        head_, _, body = data.partition(b"\r\n\r\n")
+        assert head_.startswith(b"HTTP/1.1 200"), head_[:200]
+        assert hashlib.sha256(body).digest() == hashlib.sha256(mp3).digest()
+    grew = (peak - rss_before) * 1024
+    assert grew < len(mp3), (grew, len(mp3))
