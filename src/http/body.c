@@ -30,7 +30,7 @@ static void refuse_too_large(struct http_request *req) {
                                "Request body is larger than %zu bytes", req->body_max);
 }
 
-static bool expects_continue(const struct http_request *req) {
+bool body_expects_continue(const struct http_request *req) {
   const char *e = http_request_header(req, "Expect");
   return e && strcasecmp(e, "100-continue") == 0;
 }
@@ -51,7 +51,7 @@ bool body_check_headers(struct http_request *req) {
     char *end;
     unsigned long long n = strtoull(cl, &end, 10);
     if (*end == '\0' && n > (unsigned long long)req->body_max) {
-      if (expects_continue(req) || n > drain_limit(req)) return false;
+      if (body_expects_continue(req) || n > drain_limit(req)) return false;
       refuse_too_large(req);
     } else if (*end == '\0' && n > 0 && !req->route->stream) {
       /* Trust a declared length only so far: memory follows the bytes that really arrive. */

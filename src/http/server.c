@@ -187,6 +187,13 @@ static void decode_query(struct http_request *req) {
 
 /* ---------------- the request lifecycle ---------------- */
 
+/* Sends the answer decided earlier (request_set_pending). */
+static void reply_pending(struct http_request *req) {
+  json_t *details = req->pending_details;
+  req->pending_details = NULL;
+  http_reply_error(req, req->pending, req->pending_message, details);
+}
+
 /* First call: decide what the headers can decide. Returns true when an answer was queued. */
 static bool on_headers(struct http_request *req) {
   char allow[128];
@@ -242,6 +249,17 @@ static bool on_headers(struct http_request *req) {
   if (stream && req->keep_body) {
     req->sink = stream->open(req);
     if (!req->sink) req->keep_body = false; /* counted per IP in dispatch */
+  }
+  /* A stream route takes bodies far larger than MAX_BODY_BYTES: a client waiting for "100
+   * Continue" whose request is refused already (no or a stale signature...) gets its answer
+   * now rather than after uploading it all, unless only Redis can decide its rate limit. */
+  if (stream && req->has_pending && body_expects_continue(req)) {
+    if (req->limit_by_handler && !req->has_limit) client_limit_ip(req);
+    if (!req->limit_deferred) {
+      http_reply_header(req, "Connection", "close");
+      reply_pending(req);
+      return true;
+    }
   }
   return false;
 }
@@ -299,9 +317,7 @@ static void dispatch(struct http_request *req) {
         return;
       }
     }
-    json_t *details = req->pending_details;
-    req->pending_details = NULL;
-    http_reply_error(req, req->pending, req->pending_message, details);
+    reply_pending(req);
     return;
   }
   if (req->response) return; /* OPTIONS */

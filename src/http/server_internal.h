@@ -170,6 +170,8 @@ bool body_check_headers(struct http_request *req);
 /* True when a declared Content-Length is beyond what any request may send (more than the
  * drain limit): whatever the route, the answer cannot wait for that body. */
 bool body_declared_beyond_drain(struct http_request *req);
+/* Whether the client waits for "100 Continue" before sending its body. */
+bool body_expects_continue(const struct http_request *req);
 /* One body chunk. Returns 0 to go on, or the status to log for a connection to cut. */
 unsigned body_on_chunk(struct http_request *req, const char *data, size_t size);
 

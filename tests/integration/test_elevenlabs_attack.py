@@ -100,3 +100,19 @@ def test_serving_audio_does_not_hold_it_in_memory(make_server):
         assert hashlib.sha256(body).digest() == hashlib.sha256(mp3).digest()
     grew = (peak - rss_before) * 1024
     assert grew < len(mp3), (grew, len(mp3))
+
+
+def test_refusal_known_from_the_headers_is_sent_before_the_upload(make_server):
+    """A client that asks "Expect: 100-continue" before a large upload (curl and most HTTP
+    libraries do) and whose request is already refused by its headers (no signature, a stale
+    one) gets that answer at once, not a 100 Continue followed by a 401 after uploading up to
+    ELEVENLABS_AUDIO_MAX_BYTES for nothing."""
+    srv = make_server(env={"ELEVENLABS_WEBHOOK_SECRET": SECRET})
+    stale = "t={},v0=".format(int(time.time()) - 7200) + "ab" * 32
+    for extra in ("", f"ElevenLabs-Signature: {stale}\r\n"):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(("POST /api/v1/webhook/elevenlabs HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                       f"{extra}Content-Length: 50000000\r\n\r\n").encode())
+            head = s.recv(65536).split(b"\r\n")[0]
+            assert head.startswith(b"HTTP/1.1 401"), head
