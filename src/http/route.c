@@ -42,6 +42,12 @@ const struct route *route_find(const char *raw_path, const char *method, size_t 
       *param_at = matched;
       return r;
     }
+    /* Several routes may match one path (an id route and its /audio): each method once. */
+    bool listed = false;
+    for (size_t j = 0; j < i && !listed; j++)
+      listed = strcmp(api_routes[j].method, r->method) == 0 &&
+               path_matches(&api_routes[j], raw_path, raw_len);
+    if (listed) continue;
     pos += (size_t)snprintf(allow + pos, cap - pos, "%s%s", r->method,
                             strcmp(r->method, "GET") == 0 ? ", HEAD, " : ", ");
   }

@@ -116,3 +116,14 @@ def test_refusal_known_from_the_headers_is_sent_before_the_upload(make_server):
                        f"{extra}Content-Length: 50000000\r\n\r\n").encode())
             head = s.recv(65536).split(b"\r\n")[0]
             assert head.startswith(b"HTTP/1.1 401"), head
+
+
+def test_allow_header_of_the_audio_route_names_each_method_once(make_server):
+    """/conversations/{id}/audio matches both the audio route and the conversation route (a
+    prefix): the 405's and OPTIONS' Allow must still list each method once."""
+    srv = make_server(env={"ELEVENLABS_WEBHOOK_SECRET": SECRET})
+    r = srv.request("POST", "/api/v1/conversations/conv_x/audio", data=b"")
+    assert r.status_code == 405
+    assert [m.strip() for m in r.headers["Allow"].split(",")] == ["GET", "HEAD", "OPTIONS"]
+    r = srv.request("OPTIONS", "/api/v1/conversations/conv_x/audio")
+    assert [m.strip() for m in r.headers["Allow"].split(",")] == ["GET", "HEAD", "OPTIONS"]
