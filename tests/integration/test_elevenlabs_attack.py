@@ -10,7 +10,8 @@ import time
 
 import requests
 
-from helpers import KEY1
+from helpers import KEY1, new_session
+from test_faults_redis import instance, pg, redis  # noqa: F401 (fixtures)
 from test_elevenlabs_webhook import SECRET, _vm_kib, post, signature, uid
 
 FORGED = "t={},v0=" + "ab" * 32  # well-formed and fresh, but signed by nobody
@@ -127,3 +128,18 @@ def test_allow_header_of_the_audio_route_names_each_method_once(make_server):
     assert [m.strip() for m in r.headers["Allow"].split(",")] == ["GET", "HEAD", "OPTIONS"]
     r = srv.request("OPTIONS", "/api/v1/conversations/conv_x/audio")
     assert [m.strip() for m in r.headers["Allow"].split(",")] == ["GET", "HEAD", "OPTIONS"]
+
+
+def test_refusals_before_the_signature_count_per_ip_when_redis_decides(instance, redis):
+    """The same accounting when the rate limit is shared through Redis: a new client address
+    has no local counts, so Redis decides (off the event thread) before the refusal is sent."""
+    srv = instance(ELEVENLABS_WEBHOOK_SECRET=SECRET, RATE_LIMIT_WEBHOOK_PER_MINUTE="3")
+    body = b'{"type":"x","data":{"conversation_id":"c"}}'
+    for i in range(3):
+        s = new_session(f"127.0.0.{90 + i}")
+        codes = [s.post(srv.url("/api/v1/webhook/elevenlabs"), data=body, timeout=15,
+                        headers={"Content-Type": "text/plain",
+                                 "ElevenLabs-Signature": forged()}) for _ in range(4)]
+        assert [r.status_code for r in codes] == [415, 415, 415, 429], [r.status_code
+                                                                         for r in codes]
+        assert codes[0].headers["RateLimit-Remaining"] == "2"
