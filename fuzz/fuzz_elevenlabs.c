@@ -113,6 +113,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       FUZZ_CHECK(problems == NULL);
       check_envelope(message, NULL);
       break;
+    case MODEL_NO_MEMORY: /* libFuzzer's malloc limit */
+      FUZZ_CHECK(problems == NULL);
+      break;
     case MODEL_INVALID:
       FUZZ_CHECK(problems != NULL && json_array_size(problems) > 0);
       FUZZ_CHECK(json_array_size(problems) <= MODEL_PROBLEMS_MAX + 1);

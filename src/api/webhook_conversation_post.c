@@ -104,6 +104,11 @@ void api_webhook_conversation_post(struct http_request *req) {
       free(job);
       http_reply_error(req, API_ERR_INVALID_JSON, message, NULL);
       return;
+    case MODEL_NO_MEMORY:
+      free(job);
+      http_reply_header(req, "Retry-After", "1");
+      http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory; retry", NULL);
+      return;
     case MODEL_INVALID:
       free(job);
       http_reply_error(req, API_ERR_VALIDATION, message, problems);

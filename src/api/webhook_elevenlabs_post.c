@@ -8,6 +8,7 @@
  * (model/elevenlabs.h) and handed to the store as one STORE_WRITE_EVENT, answered 200 only
  * once committed. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,14 @@
 
 #define SIGNATURE_HEADER "ElevenLabs-Signature"
 
+/* What requests whose signature is not checked yet may hold, all together: anyone can send a
+ * fresh t= with any v0, and the MAC is known only at the end of the body. Past either bound
+ * such a request is answered 503 (Retry-After: 1), which ElevenLabs retries. */
+#define UNVERIFIED_MEMORY_MIN (64u * 1024 * 1024) /* envelopes; at least 2 x MAX_BODY_BYTES */
+#define UNVERIFIED_SPOOL_EVENTS 8                 /* x ELEVENLABS_AUDIO_MAX_BYTES of audio */
+static atomic_size_t unverified_memory;
+static atomic_size_t unverified_spool;
+
 /* Everything one request holds, from its headers to its answer. */
 struct el_request {
   struct app *app;
@@ -37,6 +46,9 @@ struct el_request {
   enum el_split_status split_status;
   int audio_fd; /* -1 until the first audio bytes (and when audio is not kept) */
   bool audio_failed;
+  size_t spooled;     /* audio bytes written to audio_fd */
+  size_t held_memory; /* counted in unverified_memory */
+  size_t held_spool;  /* counted in unverified_spool */
   /* once complete */
   struct el_event event;
   bool has_event;
@@ -48,8 +60,33 @@ static size_t max_bytes(void *app) {
   return (size_t)((struct app *)app)->cfg->elevenlabs_audio_max_bytes;
 }
 
+/* The request no longer counts as unverified (its signature is good, or it ended). */
+static void release_unverified(struct el_request *r) {
+  atomic_fetch_sub(&unverified_memory, r->held_memory);
+  atomic_fetch_sub(&unverified_spool, r->held_spool);
+  r->held_memory = r->held_spool = 0;
+}
+
+/* Counts what the request holds now; false when that passes a bound. */
+static bool hold_unverified(struct el_request *r) {
+  const struct config *cfg = r->app->cfg;
+  size_t env_len;
+  (void)el_split_envelope(r->split, &env_len);
+  size_t mem_max = (size_t)cfg->max_body_bytes * 2;
+  if (mem_max < UNVERIFIED_MEMORY_MIN) mem_max = UNVERIFIED_MEMORY_MIN;
+  size_t spool_max = (size_t)cfg->elevenlabs_audio_max_bytes * UNVERIFIED_SPOOL_EVENTS;
+  size_t mem =
+      atomic_fetch_add(&unverified_memory, env_len - r->held_memory) + (env_len - r->held_memory);
+  size_t spool = atomic_fetch_add(&unverified_spool, r->spooled - r->held_spool) +
+                 (r->spooled - r->held_spool);
+  r->held_memory = env_len;
+  r->held_spool = r->spooled;
+  return mem <= mem_max && spool <= spool_max;
+}
+
 static void sink_free(void *p) {
   struct el_request *r = p;
+  release_unverified(r);
   sig_stream_free(r->mac);
   crypto_sha256_free(r->sha);
   el_split_free(r->split);
@@ -94,6 +131,7 @@ static bool audio_sink(void *cls, const unsigned char *bytes, size_t len) {
     }
     bytes += n;
     len -= (size_t)n;
+    r->spooled += (size_t)n;
   }
   return true;
 }
@@ -142,11 +180,17 @@ static void *stream_open(struct http_request *req) {
 /* Every byte feeds the MAC and the digest; the split stops at its first problem, which is
  * answered only after the signature is known to be good (a stranger learns nothing). */
 static bool stream_write(struct http_request *req, void *sink, const char *data, size_t len) {
-  (void)req;
   struct el_request *r = sink;
   if (r->mac) sig_stream_update(r->mac, data, len);
   crypto_sha256_update(r->sha, data, len);
   if (r->split_status == EL_SPLIT_OK) r->split_status = el_split_feed(r->split, data, len);
+  if (r->mac && !hold_unverified(r)) {
+    release_unverified(r);
+    http_reply_header(req, "Retry-After", "1");
+    http_request_refuse(req, API_ERR_UNAVAILABLE, "Too many unverified uploads in progress; retry",
+                        NULL);
+    return false;
+  }
   return true;
 }
 
@@ -245,6 +289,11 @@ static void accept_event(struct http_request *req) {
     case MODEL_INVALID_JSON:
       http_reply_error(req, API_ERR_INVALID_JSON, message, NULL);
       return;
+    case MODEL_NO_MEMORY:
+      /* Never a 400: ElevenLabs does not retry those, and the conversation would be lost. */
+      http_reply_header(req, "Retry-After", "1");
+      http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory; retry", NULL);
+      return;
     case MODEL_INVALID:
       http_reply_error(req, API_ERR_VALIDATION, message, problems);
       return;
@@ -282,6 +331,7 @@ static void accept_event(struct http_request *req) {
 void api_webhook_elevenlabs_post(struct http_request *req) {
   struct el_request *r = http_request_sink(req);
   if (r->mac) {
+    release_unverified(r);
     int key = sig_stream_match(r->mac, &r->sig);
     if (key < 0) {
       http_request_limit(req, HTTP_LIMIT_WEBHOOK, NULL, reply_bad_signature);

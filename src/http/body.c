@@ -8,6 +8,8 @@
 #include "core/timeutil.h"
 #include "http/server_internal.h"
 
+#define STREAM_CREDIT_BYTES (256.0 * 1024.0)
+
 static bool is_json_type(const char *ct) {
   if (!ct) return false;
   while (*ct == ' ') ct++;
@@ -84,7 +86,11 @@ static bool body_append(struct http_request *req, const char *data, size_t size)
 unsigned body_on_chunk(struct http_request *req, const char *data, size_t size) {
   struct http_server *s = req->server;
   req->received += size;
-  if (time_mono_ms() - req->start_ms > (double)s->cfg->request_timeout * 1000.0)
+  /* A streamed body may be large: each STREAM_CREDIT_BYTES received buys one more second, so
+   * a client sending at least that fast is never cut, and a trickle still is. */
+  double allowed_ms = (double)s->cfg->request_timeout * 1000.0;
+  if (req->sink) allowed_ms += (double)req->received * 1000.0 / STREAM_CREDIT_BYTES;
+  if (time_mono_ms() - req->start_ms > allowed_ms)
     return api_error_get(API_ERR_REQUEST_TIMEOUT)->status;
   if (req->received > drain_limit(req)) return api_error_get(API_ERR_PAYLOAD_TOO_LARGE)->status;
   if (!req->keep_body) return 0;

@@ -252,6 +252,10 @@ enum model_result model_conversation_parse(const char *body, size_t len,
     p.ints_as_reals = true;
     root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &jerr);
   }
+  if (!root && json_error_code(&jerr) == json_error_out_of_memory) {
+    snprintf(message, message_len, "out of memory");
+    return MODEL_NO_MEMORY;
+  }
   if (!root) {
     /* jansson's text may quote the client's bytes cut in the middle of a character (defect
      * 11: '{"a":"\u0\xc3\xa9"}'); the answer must stay valid UTF-8 to be encoded at all. */

@@ -31,7 +31,8 @@ struct conversation_input {
   int64_t message_count;
 };
 
-enum model_result { MODEL_OK, MODEL_INVALID_JSON, MODEL_INVALID };
+/* MODEL_NO_MEMORY: out of memory, the client is not at fault (answer 503, never 400). */
+enum model_result { MODEL_OK, MODEL_INVALID_JSON, MODEL_INVALID, MODEL_NO_MEMORY };
 
 /* Parses and validates body. MODEL_OK: *out is filled; release it with model_conversation_free.
  * MODEL_INVALID_JSON: *message says where parsing failed. MODEL_INVALID: *problems (caller owns)

@@ -315,6 +315,10 @@ enum model_result model_elevenlabs_parse(const char *body, size_t len, const str
   json_t *root = json_loadb(body, len, flags, &jerr);
   if (!root && json_error_code(&jerr) == json_error_numeric_overflow)
     root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &jerr);
+  if (!root && json_error_code(&jerr) == json_error_out_of_memory) {
+    snprintf(message, message_len, "out of memory");
+    return MODEL_NO_MEMORY;
+  }
   if (!root) {
     char raw[sizeof jerr.text + 64];
     snprintf(raw, sizeof raw, "Request body is not valid JSON: %s (line %d, column %d)", jerr.text,
@@ -326,7 +330,7 @@ enum model_result model_elevenlabs_parse(const char *body, size_t len, const str
   if (!m.problems) {
     json_decref(root);
     snprintf(message, message_len, "out of memory");
-    return MODEL_INVALID_JSON;
+    return MODEL_NO_MEMORY;
   }
   if (!json_is_object(root)) {
     problem(&m, "", "request body must be a JSON object");
@@ -360,7 +364,7 @@ enum model_result model_elevenlabs_parse(const char *body, size_t len, const str
   if (!derive(out, names, body, len)) {
     model_elevenlabs_free(out);
     snprintf(message, message_len, "out of memory");
-    return MODEL_INVALID_JSON;
+    return MODEL_NO_MEMORY;
   }
   return MODEL_OK;
 

@@ -143,3 +143,45 @@ def test_refusals_before_the_signature_count_per_ip_when_redis_decides(instance,
         assert [r.status_code for r in codes] == [415, 415, 415, 429], [r.status_code
                                                                          for r in codes]
         assert codes[0].headers["RateLimit-Remaining"] == "2"
+
+
+def test_unverified_uploads_are_bounded_together(make_server):
+    """Anyone can send a fresh t= with any v0: the MAC is known only at the end of the body.
+    What such uploads hold meanwhile (decoded audio on disk, envelopes in memory) is bounded
+    for all of them together: past the bound a new one is answered 503 (retried by ElevenLabs),
+    and a validly signed delivery is served again once they are gone."""
+    max_bytes = 64 * 1024
+    srv = make_server(env={"ELEVENLABS_WEBHOOK_SECRET": SECRET,
+                           "ELEVENLABS_AUDIO_MAX_BYTES": str(max_bytes),
+                           "RATE_LIMIT_WEBHOOK_PER_MINUTE": "1000"})
+    audio = base64.b64encode(os.urandom(40 * 1024))
+    head = b'{"type":"post_call_audio","data":{"conversation_id":"c","full_audio":"'
+    body = head + audio + b'"}}'
+    held = []
+    try:
+        # Twelve uploads of 40 KiB of audio each, left unfinished: 480 KiB of the 512 KiB
+        # (8 x ELEVENLABS_AUDIO_MAX_BYTES) that unverified uploads may spool together.
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(b"POST /api/v1/webhook/elevenlabs HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\n"
+                      + f"ElevenLabs-Signature: {forged()}\r\n".encode()
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-4])
+            held.append(s)
+        time.sleep(1.0)
+        r = post(srv, body, sig=forged())
+        assert r.status_code == 503, r.text
+        assert r.headers.get("Retry-After") == "1"
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.time() + 10
+    while True:  # the closed uploads release what they held
+        cid = "conv_" + uid()
+        ok = json.dumps({"type": "post_call_audio", "data": {"conversation_id": cid,
+                         "full_audio": base64.b64encode(b"ID3 audio").decode()}}).encode()
+        r = post(srv, ok)
+        if r.status_code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200, r.text

@@ -90,6 +90,8 @@ static enum model_result parse_bytes(const char *body, size_t len) {
       assert_null(in.root);
       assert_true(strlen(message) > 0);
       break;
+    case MODEL_NO_MEMORY:
+      fail_msg("out of memory");
   }
   return r;
 }

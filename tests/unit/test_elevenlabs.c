@@ -124,6 +124,8 @@ static enum model_result parse_bytes_with(const char *body, size_t len,
       assert_non_null(problems);
       assert_true(json_array_size(problems) > 0);
       break;
+    case MODEL_NO_MEMORY:
+      fail_msg("out of memory");
   }
   return r;
 }
