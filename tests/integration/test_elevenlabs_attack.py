@@ -150,18 +150,19 @@ def test_unverified_uploads_are_bounded_together(make_server):
     What such uploads hold meanwhile (decoded audio on disk, envelopes in memory) is bounded
     for all of them together: past the bound a new one is answered 503 (retried by ElevenLabs),
     and a validly signed delivery is served again once they are gone."""
-    max_bytes = 64 * 1024
+    max_bytes = 200 * 1024
     srv = make_server(env={"ELEVENLABS_WEBHOOK_SECRET": SECRET,
                            "ELEVENLABS_AUDIO_MAX_BYTES": str(max_bytes),
                            "RATE_LIMIT_WEBHOOK_PER_MINUTE": "1000"})
-    audio = base64.b64encode(os.urandom(40 * 1024))
+    audio = base64.b64encode(os.urandom(140 * 1024))
     head = b'{"type":"post_call_audio","data":{"conversation_id":"c","full_audio":"'
     body = head + audio + b'"}}'
     held = []
     try:
-        # Twelve uploads of 40 KiB of audio each, left unfinished: 480 KiB of the 512 KiB
-        # (8 x ELEVENLABS_AUDIO_MAX_BYTES) that unverified uploads may spool together.
-        for _ in range(12):
+        # Sixteen uploads of 140 KiB of audio each, left unfinished: at least 128 KiB of each
+        # is decoded to disk (in 64 KiB batches), 2 MiB together, past the 1.6 MiB
+        # (8 x ELEVENLABS_AUDIO_MAX_BYTES) that unverified uploads may spool.
+        for _ in range(16):
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
             s.sendall(b"POST /api/v1/webhook/elevenlabs HTTP/1.1\r\nHost: x\r\n"
                       b"Content-Type: application/json\r\n"

@@ -455,3 +455,33 @@ def test_badly_signed_requests_count_per_ip(make_server):
     # A validly signed delivery is not held back by the strangers on the same address.
     cid = "conv_" + uid()
     accepted(post(srv, with_conversation_id("call_initiation_failure_sip.json", cid)), cid)
+
+
+def test_large_upload_earns_time_a_trickle_does_not(make_server):
+    """REQUEST_TIMEOUT_SECONDS bounds how long a request may take to arrive; on this route a
+    body that keeps coming (256 KiB per extra second) is not cut for being large, while a
+    trickle still is."""
+    srv = make_server(env={"ELEVENLABS_WEBHOOK_SECRET": SECRET, "REQUEST_TIMEOUT_SECONDS": "2"})
+    cid = "conv_" + uid()
+    mp3 = os.urandom(1536 * 1024)
+    body = (b'{"type":"post_call_audio","data":{"conversation_id":"' + cid.encode()
+            + b'","full_audio":"' + base64.b64encode(mp3) + b'"}}')
+
+    def paced(data, size, pause):
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+            time.sleep(pause)
+
+    h = {"Content-Type": "application/json", "ElevenLabs-Signature": signature(body)}
+    started = time.monotonic()
+    r = requests.post(srv.url(PATH), data=paced(body, 128 * 1024, 0.25), headers=h, timeout=60)
+    assert time.monotonic() - started > 3  # longer than REQUEST_TIMEOUT_SECONDS
+    accepted(r, cid)
+    assert get_audio(srv, cid).content == mp3
+
+    cid2 = "conv_" + uid()
+    body2 = body.replace(cid.encode(), cid2.encode())
+    h = {"Content-Type": "application/json", "ElevenLabs-Signature": signature(body2)}
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(srv.url(PATH), data=paced(body2, 1024, 0.25), headers=h, timeout=60)
+    assert get_audio(srv, cid2).status_code == 404
