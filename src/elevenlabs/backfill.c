@@ -167,9 +167,9 @@ static bool store_detail(struct backfill *b, const char *id, const char *detail,
     char *why = problems ? json_dumps(problems, JSON_COMPACT) : NULL;
     clear_progress(b);
     fprintf(stderr, "backfill: conversation %s: the API's answer cannot be stored: %s\n", id,
-            mr == MODEL_INVALID_JSON ? message
-            : why                    ? why
-                                     : "not a conversation");
+            mr == MODEL_INVALID_JSON || mr == MODEL_NO_MEMORY ? message
+            : why                                             ? why
+                                                              : "not a conversation");
     free(why);
     json_decref(problems);
     if (mr == MODEL_OK) model_elevenlabs_free(&ev);
