@@ -446,8 +446,10 @@ def test_openapi_document(server):
     paths = _spec_paths(spec)
     served = {
         "/api/v1/webhook/conversation": "post",
+        "/api/v1/webhook/elevenlabs": "post",
         "/api/v1/conversations": "get",
         "/api/v1/conversations/{}": "get",
+        "/api/v1/conversations/{}/audio": "get",
         "/api/v1/health": "get",
         "/openapi.json": "get",
         "/docs": "get",
@@ -465,6 +467,12 @@ def test_openapi_document(server):
             real = path.replace("{}", body["conversationId"])
             kw = {"json": make_conv()} if method == "post" else {}
             resp = server.request(method.upper(), real, **kw)
+            if real.endswith("/audio") and resp.status_code == 404:
+                # The conversation came through the seed webhook, so it has no audio: the
+                # route's own 404, not the router's "No such endpoint".
+                assert resp.json()["error"]["message"] == "No audio stored for this conversation", \
+                    resp.text
+                continue
             assert resp.status_code not in (404, 405), (method, real, resp.status_code)
 
 
