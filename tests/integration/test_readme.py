@@ -5,7 +5,7 @@ import json
 import re
 import subprocess
 
-from helpers import BINARY, REPO
+from helpers import BINARY, KEY1, REPO
 
 
 def test_readme_config_table_matches_binary():
@@ -72,3 +72,37 @@ def test_readme_names_only_real_variables():
              if n.startswith(prefixes)}
     unknown = sorted(named - known)
     assert not unknown, f"README names variables the binary does not know: {unknown}"
+
+
+def _readme_block(containing):
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    found = [b for b in blocks if all(c in b for c in containing)]
+    assert len(found) == 1, f"README should have one sh block with {containing}"
+    return found[0]
+
+
+def test_readme_elevenlabs_example_works(make_server):
+    """The README's "try it" block for ElevenLabs, run as written (only the host changes):
+    sign the fixture with sign.py, post it, read the conversation back."""
+    block = _readme_block(("sign.py", "/api/v1/webhook/elevenlabs", "ELEVENLABS_WEBHOOK_SECRET="))
+    secret = re.search(r"ELEVENLABS_WEBHOOK_SECRET=(\S+)", block).group(1)
+    srv = make_server(env={"ELEVENLABS_WEBHOOK_SECRET": secret})
+    script = block.replace("http://localhost:8000", srv.url(""))
+    env = {"PATH": "/usr/bin:/bin", "KEY": KEY1}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    decoder = json.JSONDecoder()
+    text, docs = out.stdout.strip(), []
+    while text:
+        doc, end = decoder.raw_decode(text)
+        docs.append(doc)
+        text = text[end:].strip()
+    assert len(docs) == 2, out.stdout
+    posted, got = docs
+    assert posted["success"] is True, posted
+    assert got["conversationId"] == posted["data"]["conversationId"]
+    assert got["emailId"] == "maya.lindqvist@example.com"
+    assert got["accountId"] == "acct_4821907"
+    assert got["status"] == "completed"
