@@ -29,6 +29,18 @@ static const char *usable_id(json_t *v, size_t max) {
   return s;
 }
 
+/* A dynamic variable used as an identifier (emailId, accountId): a usable string, or an
+ * integer as its decimal digits (ElevenLabs dynamic variables may be numbers: an account id
+ * variable of type number arrives as 12345). A new reference, or NULL when unusable. */
+static json_t *variable_id(json_t *v, size_t max) {
+  const char *s = usable_id(v, max);
+  if (s) return json_string(s);
+  if (!json_is_integer(v)) return NULL;
+  char digits[24];
+  int n = snprintf(digits, sizeof digits, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+  return n > 0 && (size_t)n <= max ? json_string(digits) : NULL;
+}
+
 /* v as whole microseconds (a number of seconds, integer or not), false when it is not a
  * number or not within +-limit_s seconds. */
 static bool seconds_to_us(json_t *v, double limit_s, int64_t *out) {
@@ -171,8 +183,6 @@ static bool derive(struct el_event *e, const struct el_names *names, const char 
   json_t *vars = json_object_get(json_object_get(data, "conversation_initiation_client_data"),
                                  "dynamic_variables");
   bool failure = e->type == EL_CALL_INITIATION_FAILURE;
-  const char *email = usable_id(json_object_get(vars, names->email_var), MODEL_EMAIL_ID_MAX);
-  const char *account = usable_id(json_object_get(vars, names->account_var), MODEL_ACCOUNT_ID_MAX);
   const char *agent = usable_id(json_object_get(data, "agent_id"), MODEL_AGENT_ID_MAX);
   json_t *el_status = json_object_get(data, "status");
 
@@ -197,8 +207,10 @@ static bool derive(struct el_event *e, const struct el_names *names, const char 
     json_decref(out);
     return false;
   }
-  if (email && json_object_set_new(out, "emailId", json_string(email))) goto oom;
-  if (account && json_object_set_new(out, "accountId", json_string(account))) goto oom;
+  json_t *email = variable_id(json_object_get(vars, names->email_var), MODEL_EMAIL_ID_MAX);
+  if (email && json_object_set_new(out, "emailId", email)) goto oom;
+  json_t *account = variable_id(json_object_get(vars, names->account_var), MODEL_ACCOUNT_ID_MAX);
+  if (account && json_object_set_new(out, "accountId", account)) goto oom;
   json_t *turns = failure ? NULL : json_object_get(data, "transcript");
   size_t i;
   json_t *t;

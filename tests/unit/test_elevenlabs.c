@@ -334,7 +334,7 @@ static void unusable_email_and_account_are_null(void **state) {
   char long_email[MODEL_EMAIL_ID_MAX + 2];
   memset(long_email, 'e', sizeof long_email - 1);
   long_email[sizeof long_email - 1] = '\0';
-  json_t *bad[] = {json_integer(42),
+  json_t *bad[] = {json_real(4.5),
                    json_true(),
                    json_null(),
                    json_string(""),
@@ -355,6 +355,19 @@ static void unusable_email_and_account_are_null(void **state) {
   set(vars(), "user_email", json_string(long_email));
   assert_int_equal(parse_doc(), MODEL_OK);
   assert_string_equal(ev.conv.email_id, long_email);
+}
+
+/* ElevenLabs dynamic variables may be numbers (an agent's account_id variable of type number
+ * arrives as 12345): an integer is that id, as its decimal digits, never lost as null. */
+static void integer_email_and_account_are_their_digits(void **state) {
+  (void)state;
+  set(vars(), "user_email", json_integer(-7));
+  set(vars(), "account_id", json_integer(12345));
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_string_equal(ev.conv.email_id, "-7");
+  assert_string_equal(ev.conv.account_id, "12345");
+  assert_string_equal(dstr("emailId"), "-7");
+  assert_string_equal(dstr("accountId"), "12345");
 }
 
 static void custom_variable_names(void **state) {
@@ -794,6 +807,7 @@ int main(void) {
       T(audio_fixture),
       T(missing_email_and_account_are_null),
       T(unusable_email_and_account_are_null),
+      T(integer_email_and_account_are_their_digits),
       T(custom_variable_names),
       T(null_or_missing_message_is_empty),
       T(missing_agent_and_bad_agent_are_null),
