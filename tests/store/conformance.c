@@ -1264,6 +1264,40 @@ static void test_event_refused_for_its_bytes_fails_alone(void **state) {
   free(seed);
 }
 
+/* An audio event in the same batch as an event the database refuses (before it and after it):
+ * the refused one fails alone and the audio, sent again with the rest, is stored whole. */
+static void test_audio_survives_a_refused_neighbour(void **state) {
+  (void)state;
+  char tag[16], id[64], bad1[64], bad2[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "nb-%s", tag);
+  snprintf(bad1, sizeof bad1, "nb-\xff-1-%s", tag);
+  snprintf(bad2, sizeof bad2, "nb-\xff-2-%s", tag);
+  const int64_t len = 2 * STORE_AUDIO_CHUNK_BYTES + 333;
+  int fd = audio_file(len, 11);
+  char *ev = event_json("post_call_audio", id, NULL);
+  char *bev = event_json("x", tag, NULL);
+  struct pending *p[3] = {event_new(bad1, "x", bev, NULL),
+                          event_new(id, "post_call_audio", ev, NULL),
+                          event_new(bad2, "x", bev, NULL)};
+  p[1]->w.audio_fd = fd;
+  p[1]->w.audio_len = len;
+  for (int i = 0; i < 3; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 3; i++) wait_done(p[i]);
+  assert_int_equal(p[1]->w.status, STORE_OK);
+  assert_false(p[1]->w.duplicate);
+  check_range(id, 0, (size_t)len, len, 11);
+  check_range(id, STORE_AUDIO_CHUNK_BYTES - 3, 10, len, 11);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  store_events_free(&evs);
+  for (int i = 0; i < 3; i++) pending_free(p[i]);
+  close(fd);
+  free(ev);
+  free(bev);
+}
+
 /* ---------- migrations: a database made by 0001, with rows, is migrated ---------- */
 
 static const char old_rows_sqlite[] =
@@ -1459,6 +1493,7 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_audio_redelivered_within_one_batch),             \
   cmocka_unit_test(test_failed_event_stores_nothing),                    \
   cmocka_unit_test(test_event_refused_for_its_bytes_fails_alone),        \
+  cmocka_unit_test(test_audio_survives_a_refused_neighbour),             \
   cmocka_unit_test(test_migration_keeps_existing_rows)
 /* clang-format on */
 
