@@ -1,6 +1,7 @@
 """The ElevenLabs REST API side: health's `elevenlabs` dependency from the background check,
 and `gensendrep elevenlabs backfill`. The API is the local fake in fake_elevenlabs.py (the real
 one cannot be reached from here); both storage backends."""
+import json
 import os
 import pty
 import re
@@ -427,3 +428,21 @@ def test_backfill_shows_progress_on_a_terminal(make_server, fake):
     for n in (1, 2, 3):
         assert f"\rbackfill: {n} listed, {n} stored, 0 already present" in text, text
     assert text.rstrip().endswith("backfill: 3 listed, 3 stored, 0 already present"), text
+
+
+def test_backfilled_event_is_the_api_answer_byte_for_byte(server, fake):
+    c = make_conversation(start=T0 + 900, turns=4)
+    fake.conversations = [c]
+    rc, err, counts = backfill(server, fake.url)
+    assert rc == 0 and counts == (1, 1, 0), err
+    cid = c["conversation_id"]
+    r = server.get("/api/v1/conversations/" + cid + "?include=events")
+    assert r.status_code == 200, r.text
+    events = r.json()["events"]
+    assert len(events) == 1 and events[0]["type"] == "post_call_transcription"
+    ev = events[0]["event"]
+    assert set(ev) == {"type", "event_timestamp", "data"}
+    assert ev["data"] == c
+    assert abs(ev["event_timestamp"] - time.time()) < 300
+    assert json.dumps(c).encode() in r.content  # the answer's bytes, not a re-serialisation
+    assert r.json()["agentId"] == c["agent_id"]
