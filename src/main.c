@@ -10,6 +10,7 @@
 
 #include "api/app.h"
 #include "core/config.h"
+#include "core/filewriter.h"
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/version.h"
@@ -21,6 +22,9 @@
 #include "store/health.h"
 
 #define SHUTDOWN_GRACE_MS 30000
+/* Decoded audio waiting to be written to temporary files, all uploads together; past it an
+ * upload is answered 503 (the disk is far behind the network). */
+#define SPOOL_QUEUE_BYTES ((size_t)64 * 1024 * 1024)
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -263,10 +267,12 @@ static int serve(void) {
                                          sizeof err)) &&
             (app.health = store_health_new(app.store)) && app_docs_init(&app) &&
             el_health_start(&cfg, &app.elevenlabs, err, sizeof err) &&
+            (app.spool = filewriter_new(SPOOL_QUEUE_BYTES)) &&
             (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
   if (!ok) {
     fprintf(stderr, "gensendrep: %s\n", err);
     el_health_stop(app.elevenlabs);
+    filewriter_free(app.spool);
     app_docs_free(&app);
     store_health_free(app.health);
     store_close(app.store);
@@ -287,6 +293,7 @@ static int serve(void) {
     _exit(1);
   }
   el_health_stop(app.elevenlabs); /* a check in flight is abandoned, not waited for */
+  filewriter_free(app.spool);     /* after the server: every request has released its files */
   store_health_free(app.health);
   store_close(app.store);
   redis_client_free(app.redis);

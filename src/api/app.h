@@ -16,6 +16,7 @@ struct app {
   struct store_health *health;  /* coalesced health checks of store (store/health.h) */
   struct redis_client *redis;   /* NULL without REDIS_URL */
   struct el_health *elevenlabs; /* the ElevenLabs API check; NULL without ELEVENLABS_API_KEY */
+  struct filewriter *spool;     /* writes temporary files for the HTTP threads (core/) */
   /* signature secrets, loaded at start-up (empty rings: that scheme is off) */
   struct sig_keyring webhook_keys;    /* WEBHOOK_SECRET: Standard Webhooks on the seed webhook */
   struct sig_keyring elevenlabs_keys; /* ELEVENLABS_WEBHOOK_SECRET: ElevenLabs-Signature */

@@ -7,15 +7,13 @@
  * rate limit (per secret when validly signed, per IP otherwise), then the event is mapped
  * (model/elevenlabs.h) and handed to the store as one STORE_WRITE_EVENT, answered 200 only
  * once committed. */
-#include <errno.h>
 #include <stdatomic.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "api/app.h"
+#include "core/filewriter.h"
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
@@ -44,11 +42,12 @@ struct el_request {
   struct crypto_sha256_stream *sha;
   struct el_split *split;
   enum el_split_status split_status;
-  int audio_fd; /* -1 until the first audio bytes (and when audio is not kept) */
-  bool audio_failed;
-  size_t spooled;     /* audio bytes written to audio_fd */
-  size_t held_memory; /* counted in unverified_memory */
-  size_t held_spool;  /* counted in unverified_spool */
+  struct filewriter_file *audio; /* the decoded audio (NULL until its first bytes, and when
+                                  * audio is not kept), written by app->spool's thread */
+  size_t spooled;                /* audio bytes handed to it */
+  bool body_checked;             /* the split is finished and the audio flushed */
+  size_t held_memory;            /* counted in unverified_memory */
+  size_t held_spool;             /* counted in unverified_spool */
   /* once complete */
   struct el_event event;
   bool has_event;
@@ -90,49 +89,24 @@ static void sink_free(void *p) {
   sig_stream_free(r->mac);
   crypto_sha256_free(r->sha);
   el_split_free(r->split);
-  if (r->audio_fd >= 0) close(r->audio_fd);
+  filewriter_file_release(r->audio);
   if (r->has_event) model_elevenlabs_free(&r->event);
   free(r);
 }
 
-/* An unlinked file for the decoded audio, in TMPDIR (default /tmp). */
-static int spool_open(void) {
-  const char *dir = getenv("TMPDIR");
-  if (!dir || !*dir) dir = "/tmp";
-  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
-  char path[4096];
-  if ((size_t)snprintf(path, sizeof path, "%s/gensendrep-audio-XXXXXX", dir) >= sizeof path)
-    return -1;
-  fd = mkostemp(path, O_CLOEXEC);
-  if (fd >= 0) unlink(path);
-  return fd;
-}
-
-/* The splitter's audio sink. The writes are page-cache copies of at most the splitter's
- * buffer; the file is read back by the store's writer thread. */
+/* The splitter's audio sink: the decoded bytes go to an unlinked temporary file in TMPDIR
+ * (default /tmp), written by the file writer's thread, never this one; the store's writer
+ * then copies the file into the database. */
 static bool audio_sink(void *cls, const unsigned char *bytes, size_t len) {
   struct el_request *r = cls;
   if (!r->app->cfg->elevenlabs_store_audio) return true; /* acknowledged, not kept */
-  if (r->audio_fd < 0 && (r->audio_fd = spool_open()) < 0) {
-    log_msg(LOG_ERROR, "request %s: no temporary file for audio: %s", http_request_id(r->req),
-            strerror(errno));
-    r->audio_failed = true;
-    return false;
+  if (!r->audio) {
+    const char *dir = getenv("TMPDIR");
+    r->audio = filewriter_file_new(r->app->spool, dir && *dir ? dir : "/tmp", -1);
+    if (!r->audio) return false;
   }
-  while (len > 0) {
-    ssize_t n = write(r->audio_fd, bytes, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      log_msg(LOG_ERROR, "request %s: writing audio to a temporary file: %s",
-              http_request_id(r->req), strerror(errno));
-      r->audio_failed = true;
-      return false;
-    }
-    bytes += n;
-    len -= (size_t)n;
-    r->spooled += (size_t)n;
-  }
+  if (!filewriter_append(r->audio, bytes, len)) return false; /* logged by the writer */
+  r->spooled += len;
   return true;
 }
 
@@ -145,7 +119,6 @@ static void *stream_open(struct http_request *req) {
   }
   r->app = app;
   r->req = req;
-  r->audio_fd = -1;
   if (app->elevenlabs_keys.count > 0) {
     enum sig_result sr = sig_elevenlabs_parse(http_request_header(req, SIGNATURE_HEADER), &r->sig);
     if (sr == SIG_OK)
@@ -274,10 +247,27 @@ static bool check_split(struct http_request *req, struct el_request *r) {
   return false;
 }
 
+/* File writer's thread: the audio is all in its file. */
+static void on_audio_flushed(void *cls) { http_request_resume(cls); }
+
 static void accept_event(struct http_request *req) {
   struct el_request *r = http_request_sink(req);
   struct app *app = r->app;
-  if (!check_split(req, r)) return;
+  if (!r->body_checked) {
+    r->body_checked = true;
+    if (!check_split(req, r)) return; /* finishing the split may hand over the last audio */
+    if (r->audio) {
+      /* Wait (parked, no thread held) until the writer has put it all in the file. */
+      http_request_suspend(req, accept_event, NULL, NULL);
+      if (!filewriter_flush(r->audio, on_audio_flushed, req)) http_request_resume(req);
+      return;
+    }
+  }
+  if (r->audio && !filewriter_ok(r->audio)) {
+    http_reply_header(req, "Retry-After", "1");
+    http_reply_error(req, API_ERR_UNAVAILABLE, "The audio could not be kept; retry", NULL);
+    return;
+  }
   size_t len;
   const char *envelope = el_split_envelope(r->split, &len);
   struct el_names names = {app->cfg->elevenlabs_email_variable,
@@ -309,8 +299,8 @@ static void accept_event(struct http_request *req) {
   w->event_body = envelope;
   w->event_body_len = len;
   crypto_sha256_final(r->sha, w->event_sha256);
-  bool audio_kept = r->audio_fd >= 0 && r->event.type == EL_POST_CALL_AUDIO;
-  w->audio_fd = audio_kept ? r->audio_fd : -1;
+  bool audio_kept = r->audio && filewriter_fd(r->audio) >= 0 && r->event.type == EL_POST_CALL_AUDIO;
+  w->audio_fd = audio_kept ? filewriter_fd(r->audio) : -1;
   w->audio_len = audio_kept ? el_split_audio_len(r->split) : 0;
   /* The raw event can be rebuilt byte for byte only from kept, canonical audio. */
   w->event_audio_at = audio_kept && el_split_canonical(r->split) ? el_split_audio_at(r->split) : -1;
