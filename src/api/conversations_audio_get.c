@@ -3,8 +3,6 @@
  * on an offload thread. A large answer is copied, a chunk at a time, into an unlinked
  * temporary file that libmicrohttpd sends from: memory stays bounded however many clients
  * fetch a 100 MB recording at once. */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/app.h"
+#include "core/filewriter.h"
 #include "http/range.h"
 
 #define AUDIO_INLINE_MAX (1024 * 1024) /* answers up to this size are built in memory */
@@ -42,26 +41,7 @@ static void job_free(void *p) {
 /* An unlinked file in TMPDIR (default /tmp), as the webhook spools audio. */
 static int spool_open(void) {
   const char *dir = getenv("TMPDIR");
-  if (!dir || !*dir) dir = "/tmp";
-  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
-  char path[4096];
-  if ((size_t)snprintf(path, sizeof path, "%s/gensendrep-audio-XXXXXX", dir) >= sizeof path)
-    return -1;
-  fd = mkostemp(path, O_CLOEXEC);
-  if (fd >= 0) unlink(path);
-  return fd;
-}
-
-static bool write_all(int fd, const unsigned char *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    len -= (size_t)n;
-  }
-  return true;
+  return filewriter_open_temp(dir && *dir ? dir : "/tmp");
 }
 
 /* Copies bytes [first, first + want) into a temporary file, a chunk at a time. The audio may
@@ -83,7 +63,7 @@ static void copy_to_file(struct audio_job *job, int64_t first, size_t want) {
         store_audio_read(job->store, job->id, first + (int64_t)done, chunk, cap, &got, &total);
     if (job->status == STORE_OK && (total != job->total || got == 0)) job->status = STORE_RETRY;
     if (job->status != STORE_OK) break;
-    if (!write_all(job->fd, chunk, got)) {
+    if (!filewriter_write_all(job->fd, chunk, got)) {
       job->out_of_memory = true;
       break;
     }

@@ -42,7 +42,7 @@ struct filewriter {
 
 /* An unlinked file in dir: O_TMPFILE where the filesystem has it, else a named one unlinked
  * at once. */
-static int open_temp(const char *dir) {
+int filewriter_open_temp(const char *dir) {
   int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
   char path[4096];
@@ -55,7 +55,8 @@ static int open_temp(const char *dir) {
   return fd;
 }
 
-static bool write_all(int fd, const unsigned char *p, size_t len) {
+bool filewriter_write_all(int fd, const void *data, size_t len) {
+  const unsigned char *p = data;
   while (len > 0) {
     ssize_t n = write(fd, p, len);
     if (n < 0 && errno == EINTR) continue;
@@ -77,13 +78,13 @@ static void file_free(struct filewriter_file *f) {
 static bool write_item(struct item *it) {
   struct filewriter_file *f = it->file;
   if (f->fd < 0) {
-    f->fd = open_temp(f->dir);
+    f->fd = filewriter_open_temp(f->dir);
     if (f->fd < 0) {
       log_msg(LOG_ERROR, "no temporary file in %s: %s", f->dir, strerror(errno));
       return false;
     }
   }
-  if (!write_all(f->fd, it->data, it->len)) {
+  if (!filewriter_write_all(f->fd, it->data, it->len)) {
     log_msg(LOG_ERROR, "writing a temporary file: %s", strerror(errno ? errno : EIO));
     return false;
   }

@@ -32,4 +32,9 @@ int filewriter_fd(const struct filewriter_file *f);
 /* The caller is done with f: it is closed and freed once its pending writes are made. */
 void filewriter_file_release(struct filewriter_file *f);
 
+/* The two file operations it is made of, for threads that may wait (offload threads):
+ * an unlinked temporary file in dir (-1, errno set, on failure), and a whole write. */
+int filewriter_open_temp(const char *dir);
+bool filewriter_write_all(int fd, const void *data, size_t len);
+
 #endif

@@ -9,6 +9,7 @@
 
 #include "core/timeutil.h"
 #include "core/utf8.h"
+#include "model/body.h"
 #include "model/json_raw.h"
 #include "model/stored.h"
 
@@ -234,37 +235,10 @@ enum model_result model_conversation_parse(const char *body, size_t len,
   *problems = NULL;
   const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
   struct problems p = {NULL, 0, false, body, len};
-  /* A raw NUL is never JSON (control characters must be escaped, even in strings), but
-   * jansson 2.14 skips one that follows a literal or a number ("[1,null<NUL>,2]"): refuse it
-   * here, so a stored body is always JSON that json_raw_member can read. */
-  const char *nul = memchr(body, '\0', len);
-  if (nul) {
-    snprintf(message, message_len,
-             "Request body is not valid JSON: raw NUL byte at offset %zu (escape it as \\u0000)",
-             (size_t)(nul - body));
-    return MODEL_INVALID_JSON;
-  }
-  json_error_t jerr;
-  json_t *root = json_loadb(body, len, flags, &jerr);
-  if (!root && json_error_code(&jerr) == json_error_numeric_overflow) {
-    /* An integer beyond 64 bits (say, an external id in an unknown field) is valid JSON and
-     * harmless: decode integers as doubles rather than refuse the conversation. */
-    p.ints_as_reals = true;
-    root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &jerr);
-  }
-  if (!root && json_error_code(&jerr) == json_error_out_of_memory) {
-    snprintf(message, message_len, "out of memory");
-    return MODEL_NO_MEMORY;
-  }
-  if (!root) {
-    /* jansson's text may quote the client's bytes cut in the middle of a character (defect
-     * 11: '{"a":"\u0\xc3\xa9"}'); the answer must stay valid UTF-8 to be encoded at all. */
-    char raw[sizeof jerr.text + 64];
-    snprintf(raw, sizeof raw, "Request body is not valid JSON: %s (line %d, column %d)", jerr.text,
-             jerr.line, jerr.column);
-    (void)utf8_sanitize(message, message_len, raw, strlen(raw));
-    return MODEL_INVALID_JSON;
-  }
+  json_t *root;
+  enum model_result loaded =
+      model_body_load(body, len, flags, &root, &p.ints_as_reals, message, message_len);
+  if (loaded != MODEL_OK) return loaded;
   p.list = json_array();
   validate(&p, root, out);
   if (p.count == 0) {
@@ -275,13 +249,7 @@ enum model_result model_conversation_parse(const char *body, size_t len,
     out->failure_reason = NULL;
     return MODEL_OK;
   }
-  if (p.count > MODEL_PROBLEMS_MAX) {
-    char more[64];
-    snprintf(more, sizeof more, "%zu more problems not listed", p.count - MODEL_PROBLEMS_MAX);
-    json_array_append_new(p.list, json_pack("{s:s,s:s}", "field", "", "issue", more));
-  }
-  snprintf(message, message_len, "Request data is invalid: %zu problem%s", p.count,
-           p.count == 1 ? "" : "s");
+  model_body_problems(p.list, p.count, message, message_len);
   json_decref(root);
   memset(out, 0, sizeof *out);
   *problems = p.list;

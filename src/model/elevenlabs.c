@@ -12,6 +12,7 @@
 
 #include "core/timeutil.h"
 #include "core/utf8.h"
+#include "model/body.h"
 #include "model/json_raw.h"
 #include "model/stored.h"
 
@@ -315,29 +316,12 @@ enum model_result model_elevenlabs_parse(const char *body, size_t len, const str
   /* The same rules as the seed endpoint (model_conversation_parse): no raw NUL, no duplicate
    * keys (a raw event read one way here and another way later must not exist), and integers
    * beyond 64 bits decoded as doubles rather than refused. */
-  const char *nul = memchr(body, '\0', len);
-  if (nul) {
-    snprintf(message, message_len,
-             "Request body is not valid JSON: raw NUL byte at offset %zu (escape it as \\u0000)",
-             (size_t)(nul - body));
-    return MODEL_INVALID_JSON;
-  }
   const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
-  json_error_t jerr;
-  json_t *root = json_loadb(body, len, flags, &jerr);
-  if (!root && json_error_code(&jerr) == json_error_numeric_overflow)
-    root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &jerr);
-  if (!root && json_error_code(&jerr) == json_error_out_of_memory) {
-    snprintf(message, message_len, "out of memory");
-    return MODEL_NO_MEMORY;
-  }
-  if (!root) {
-    char raw[sizeof jerr.text + 64];
-    snprintf(raw, sizeof raw, "Request body is not valid JSON: %s (line %d, column %d)", jerr.text,
-             jerr.line, jerr.column);
-    (void)utf8_sanitize(message, message_len, raw, strlen(raw));
-    return MODEL_INVALID_JSON;
-  }
+  json_t *root;
+  bool ints_as_reals;
+  enum model_result loaded =
+      model_body_load(body, len, flags, &root, &ints_as_reals, message, message_len);
+  if (loaded != MODEL_OK) return loaded;
   struct mapping m = {json_array(), 0};
   if (!m.problems) {
     json_decref(root);
@@ -381,13 +365,7 @@ enum model_result model_elevenlabs_parse(const char *body, size_t len, const str
   return MODEL_OK;
 
 invalid:
-  if (m.count > MODEL_PROBLEMS_MAX) {
-    char more[64];
-    snprintf(more, sizeof more, "%zu more problems not listed", m.count - MODEL_PROBLEMS_MAX);
-    json_array_append_new(m.problems, json_pack("{s:s,s:s}", "field", "", "issue", more));
-  }
-  snprintf(message, message_len, "Request data is invalid: %zu problem%s", m.count,
-           m.count == 1 ? "" : "s");
+  model_body_problems(m.problems, m.count, message, message_len);
   json_decref(root);
   memset(out, 0, sizeof *out);
   *problems = m.problems;
