@@ -99,6 +99,14 @@ const struct config_var config_vars[] = {
      "wait (each holds its own database connection); 0 means one per CPU."},
     {"OFFLOAD_QUEUE", CONFIG_INT, "256", 1, 100000, OFF(offload_queue),
      "Most requests waiting for an offload thread; more are answered 503 at once."},
+    {"TLS_CERT_FILE", CONFIG_STRING, "", 0, 0, OFF(tls_cert_file),
+     "PEM certificate chain: with TLS_KEY_FILE, gensendrep serves HTTPS itself (TLS 1.2+), "
+     "reloading both on SIGHUP; empty: plain HTTP (TLS at a proxy)."},
+    {"TLS_KEY_FILE", CONFIG_SECRET, "", 0, 0, OFF(tls_key_file),
+     "PEM private key of TLS_CERT_FILE (a path; the key itself is never logged)."},
+    {"RETENTION_DAYS", CONFIG_STRING, "", 0, 0, OFF(retention_days_text),
+     "Conversations older than this many days are erased in the background; empty: kept "
+     "forever."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
      "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "
      "CDN."},
@@ -310,6 +318,19 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
   }
   if (nkeys > CONFIG_API_KEYS_MAX) {
     snprintf(err, errlen, "API_SECRET_KEY: at most %d keys (got %zu)", CONFIG_API_KEYS_MAX, nkeys);
+    return false;
+  }
+  if (!!*cfg->tls_cert_file != !!*cfg->tls_key_file) {
+    snprintf(err, errlen, "TLS_CERT_FILE and TLS_KEY_FILE: set both (HTTPS) or neither (HTTP)");
+    return false;
+  }
+  cfg->retention_days = 0;
+  if (*cfg->retention_days_text && (!parse_long(cfg->retention_days_text, &cfg->retention_days) ||
+                                    cfg->retention_days < 1 || cfg->retention_days > 36500)) {
+    snprintf(err, errlen,
+             "RETENTION_DAYS: empty (keep forever) or whole days from 1 to 36500 "
+             "(got \"%.40s\")",
+             cfg->retention_days_text);
     return false;
   }
   const char *sqlite_path = dsn_sqlite_path(cfg->database_url);

@@ -42,6 +42,10 @@ struct config {
   long threads;
   long offload_threads;
   long offload_queue;
+  char *tls_cert_file;
+  char *tls_key_file;
+  char *retention_days_text; /* RETENTION_DAYS as given */
+  long retention_days;       /* parsed; 0: keep forever */
   char *docs_assets_url;
   char *docs_assets_dir;
 };
