@@ -1,7 +1,7 @@
 # gensendrep: multi-stage build on Debian 12; the runtime image has only the shared libraries.
 FROM debian:12-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev \
+      gcc make pkg-config libc6-dev libmicrohttpd-dev libgnutls28-dev libjansson-dev libsqlite3-dev libpq-dev \
       libhiredis-dev libssl-dev libcurl4-openssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -27,8 +27,10 @@ ENV HOST=0.0.0.0 PORT=8000 DATABASE_URL=sqlite:/var/lib/gensendrep/data/gensendr
 # starts as a copy of it, so the non-root server can write there.
 VOLUME ["/var/lib/gensendrep/data"]
 EXPOSE 8000
-# Shell form so that the check asks the port the server listens on (PORT at run time).
+# Shell form so that the check asks the port the server listens on (PORT at run time), over
+# HTTPS when TLS_CERT_FILE is set (-k: the certificate names the public host, not 127.0.0.1).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD curl -fsS --max-time 2 "http://127.0.0.1:${PORT:-8000}/api/v1/health" >/dev/null || exit 1
+  CMD s=http; [ -z "$TLS_CERT_FILE" ] || s=https; \
+      curl -fsSk --max-time 2 "$s://127.0.0.1:${PORT:-8000}/api/v1/health" >/dev/null || exit 1
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/gensendrep"]

@@ -8,7 +8,7 @@
 #   make bench      benchmarks (see README)
 #   make image-test build the container image and run README "Deploying" with podman or Docker
 
-PKGS      := libmicrohttpd jansson sqlite3 libpq hiredis libcrypto libcurl
+PKGS      := libmicrohttpd gnutls jansson sqlite3 libpq hiredis libcrypto libcurl
 PYTHON    := /usr/bin/python3
 WARN      := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wformat=2 -Wundef -fno-common -Werror

@@ -18,6 +18,7 @@
 #include "ext/crypto.h"
 #include "ext/redis.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "sig/sig.h"
 #include "store/health.h"
 
@@ -217,13 +218,26 @@ static int cmd_elevenlabs(int argc, char **argv) {
   return 1;
 }
 
-/* Blocks the stop signals in every thread; the main thread then waits for them. */
+/* Blocks the stop signals and SIGHUP in every thread; the main thread then waits for them. */
 static void block_signals(sigset_t *set) {
   sigemptyset(set);
   sigaddset(set, SIGTERM);
   sigaddset(set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, set, NULL);
+  sigset_t all = *set;
+  sigaddset(&all, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
   signal(SIGPIPE, SIG_IGN);
+}
+
+/* SIGHUP: the TLS certificate and key are read again; a bad file keeps the one in use. */
+static void reload_tls(void) {
+  char err[512];
+  if (!http_tls_enabled())
+    log_msg(LOG_INFO, "SIGHUP: nothing to reload (TLS_CERT_FILE is not set)");
+  else if (http_tls_reload(err, sizeof err))
+    log_msg(LOG_INFO, "SIGHUP: TLS certificate and key reloaded");
+  else
+    log_msg(LOG_ERROR, "SIGHUP: TLS reload failed, the certificate in use stays: %s", err);
 }
 
 /* Waits for a second stop signal during shutdown: an operator who asks twice wants the
@@ -261,6 +275,12 @@ static int serve(void) {
     config_free(&cfg);
     return 2;
   }
+  if (!http_tls_init(&cfg, err, sizeof err)) {
+    fprintf(stderr, "gensendrep: configuration error: %s\n", err);
+    clear_keyrings(&app);
+    config_free(&cfg);
+    return 2;
+  }
   struct http_server *server = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
             (app.store = store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err,
@@ -278,13 +298,16 @@ static int serve(void) {
     store_close(app.store);
     redis_client_free(app.redis);
     clear_keyrings(&app);
+    http_tls_free();
     config_free(&cfg);
     return 1;
   }
-  log_msg(LOG_INFO, "gensendrep %s listening on %s:%u, storage %s", GSR_VERSION, cfg.host,
-          http_server_port(server), app.store->ops->name);
+  log_msg(LOG_INFO, "gensendrep %s listening on %s:%u (%s), storage %s", GSR_VERSION, cfg.host,
+          http_server_port(server), http_tls_enabled() ? "HTTPS" : "HTTP", app.store->ops->name);
+  sigset_t waited = stop_signals;
+  sigaddset(&waited, SIGHUP);
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  while (sigwait(&waited, &sig) == 0 && sig == SIGHUP) reload_tls();
   log_msg(LOG_INFO,
           "signal %d: finishing in-flight requests, then stopping (a second one exits now)", sig);
   watch_second_signal(&stop_signals);
@@ -299,6 +322,7 @@ static int serve(void) {
   redis_client_free(app.redis);
   app_docs_free(&app);
   clear_keyrings(&app);
+  http_tls_free(); /* after the server: no handshake is left */
   config_free(&cfg);
   log_msg(LOG_INFO, "stopped");
   return 0;

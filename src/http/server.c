@@ -78,6 +78,7 @@
 #include "http/conn_guard.h"
 #include "http/framing.h"
 #include "http/server_internal.h"
+#include "http/tls.h"
 
 /* ---------------- the request target ---------------- */
 
@@ -478,6 +479,8 @@ static bool resolve_host(const char *host, unsigned port, struct sockaddr_storag
   return true;
 }
 
+/* TLS 1.2 and 1.3 only, GnuTLS's NORMAL choice of ciphers within them. */
+#define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define SYNC_INTERVAL_US 5000
 #define PROBE_EVERY_MS 1000.0
 #define SIGNED_KEYS_MAX 64    /* one key per signing secret */
@@ -573,6 +576,16 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   if (threads < 1) threads = 1;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                    MHD_USE_ITC | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
+  /* HTTPS when tls.c holds a certificate: TLS 1.2 and 1.3 only, the certificate handed over
+   * per handshake by tls.c's callback (so that SIGHUP can replace it). Without one the array
+   * is empty and nothing of this costs anything. */
+  struct MHD_OptionItem tls_opts[] = {
+      {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES},
+      {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)http_tls_retrieve},
+      {MHD_OPTION_END, 0, NULL},
+  };
+  bool tls = http_tls_enabled();
+  if (tls) flags |= MHD_USE_TLS;
   /* The logger comes first: MHD reports problems with later options (THREADS=1 makes it
    * warn that a pool of one is no pool) through the logger set so far, else as plain text on
    * stderr, in the middle of the JSON log. */
@@ -585,10 +598,14 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
       (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
       (size_t)HEADER_BYTES_MAX, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-      MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+      MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_ARRAY,
+      tls ? tls_opts : tls_opts + 2, MHD_OPTION_END);
   if (!s->daemon) {
-    snprintf(err, errlen, "PORT: cannot listen on %s port %ld (in use, or not permitted)",
-             cfg->host, cfg->port);
+    if (tls && !MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK))
+      snprintf(err, errlen, "TLS_CERT_FILE: this libmicrohttpd cannot serve HTTPS (no GnuTLS)");
+    else
+      snprintf(err, errlen, "PORT: cannot listen on %s port %ld (in use, or not permitted)",
+               cfg->host, cfg->port);
     server_free(s);
     return NULL;
   }

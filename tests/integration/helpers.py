@@ -266,7 +266,10 @@ class Server:
 
     env overrides are merged over the defaults; a value of None removes the variable."""
 
-    def __init__(self, workdir, backend="sqlite", env=None, binary=BINARY, database_url=None):
+    def __init__(self, workdir, backend="sqlite", env=None, binary=BINARY, database_url=None,
+                 tls_ca=None):
+        # tls_ca: the server speaks HTTPS (TLS_CERT_FILE); requests verify it with this file.
+        self.tls_ca = tls_ca
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.backend = backend
@@ -281,7 +284,13 @@ class Server:
         self.stdout_paths = []
         self.database_url = database_url or DATABASE_URL_FOR[backend](self.workdir)
         self.env_overrides = dict(env or {})
-        self.session = new_session()
+        self.session = self.new_session()
+
+    def new_session(self, source_ip=None):
+        s = new_session(source_ip)
+        if self.tls_ca:
+            s.verify = str(self.tls_ca)
+        return s
 
     # -- environment
     def build_env(self):
@@ -334,7 +343,7 @@ class Server:
 
     def wait_ready(self, timeout=START_TIMEOUT):
         deadline = time.monotonic() + timeout
-        probe = new_session()
+        probe = self.new_session()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gensendrep exited with {self.proc.returncode} during start-up:"
@@ -378,7 +387,7 @@ class Server:
                 raise AssertionError(f"gensendrep did not exit within {timeout}s of {sig!r}")
             self.sigterm_exit_codes.append(self.proc.returncode)
         self.session.close()
-        self.session = new_session()
+        self.session = self.new_session()
         return self.proc.returncode
 
     def kill9(self):
@@ -387,7 +396,7 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.session.close()
-        self.session = new_session()
+        self.session = self.new_session()
 
     def restart(self):
         """SIGTERM (if running, expecting exit code 0) and start again on the same database."""
@@ -434,7 +443,8 @@ class Server:
 
     # -- HTTP
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls_ca else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def request(self, method, path, key=KEY1, headers=None, session=None, **kw):
         h = {}
