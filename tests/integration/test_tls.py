@@ -2,6 +2,7 @@
 and 1.3 only, plain HTTP on the HTTPS port answered with nothing, start-up errors naming the
 variable, and SIGHUP renewals: new connections get the new certificate, no request fails
 meanwhile, and a broken renewal keeps the certificate in use."""
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import warnings
 import pytest
 import requests
 
-from helpers import free_port, make_conv, run_binary
+from helpers import KEY1, free_port, make_conv, run_binary
 
 TLS_ENV = ("TLS_CERT_FILE", "TLS_KEY_FILE")
 
@@ -316,3 +317,67 @@ def test_sighup_without_tls_is_harmless(make_server):
     _wait_log(srv, "nothing to reload")
     assert srv.get("/api/v1/health", key=None).status_code == 200
     assert srv.url("/").startswith("http://")
+
+
+def test_readme_openssl_checks(tls_server):
+    """The commands README "Security" names: TLS 1.1 refused, 1.2 and 1.3 accepted."""
+    def s_client(*args):
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{tls_server.port}",
+                            "-CAfile", str(tls_server.tls_ca), *args], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stdout + r.stderr
+
+    rc, out = s_client("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    assert rc != 0 and "Cipher is (NONE)" in out, out[-2000:]
+    for flag, name in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+        rc, out = s_client(flag)
+        assert rc == 0 and f"New, {name}, Cipher is" in out, out[-2000:]
+        assert "Verify return code: 0 (ok)" in out, out[-2000:]
+
+
+def test_stalled_handshake_is_cut(make_server, pki, tmp_path):
+    """A client that never finishes its handshake is cut by the header timeout (what bounds the
+    life of a replaced certificate, see src/http/tls.c)."""
+    cert, key = pki.leaf("slow", 1201)
+    srv = make_server(env={"TLS_CERT_FILE": cert, "TLS_KEY_FILE": key,
+                           "HEADER_TIMEOUT_SECONDS": "1"}, tls_ca=pki.ca)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+        s.sendall(b"\x16\x03\x01\x00\x80\x01\x00\x00\x7c\x03\x03")  # the start of a ClientHello
+        start = time.monotonic()
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - start < 10
+    assert srv.get("/api/v1/health", key=None).status_code == 200
+
+
+def test_sighup_during_shutdown_is_ignored(tls_server):
+    """SIGTERM's graceful shutdown goes on undisturbed by a SIGHUP: the request in flight is
+    answered and the exit code is 0 (a SIGHUP is not a second stop signal)."""
+    srv = tls_server
+    ctx = ssl.create_default_context(cafile=str(srv.tls_ca))
+    body = json.dumps(make_conv()).encode()
+    half = len(body) // 2
+    head = (f"POST /api/v1/webhook/conversation HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {KEY1}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(head + body[:half])
+            time.sleep(0.3)
+            srv.send_signal(signal.SIGTERM)
+            _wait_log(srv, "finishing in-flight requests")
+            srv.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            assert srv.running, srv.stderr_text()[-2000:]
+            s.sendall(body[half:])
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert srv.stop() == 0
+    assert not any("SIGHUP" in r.get("msg", "") for r in srv.log_records())
