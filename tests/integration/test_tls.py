@@ -2,6 +2,7 @@
 and 1.3 only, plain HTTP on the HTTPS port answered with nothing, start-up errors naming the
 variable, and SIGHUP renewals: new connections get the new certificate, no request fails
 meanwhile, and a broken renewal keeps the certificate in use."""
+import base64
 import json
 import os
 import signal
@@ -381,3 +382,31 @@ def test_sighup_during_shutdown_is_ignored(tls_server):
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert srv.stop() == 0
     assert not any("SIGHUP" in r.get("msg", "") for r in srv.log_records())
+
+
+def test_elevenlabs_audio_streams_over_https(make_server, pki):
+    """ElevenLabs posts only to https://: a signed audio webhook streamed in chunks over TLS is
+    stored, and its audio read back whole and by range over TLS."""
+    from test_elevenlabs_webhook import PATH, SECRET, accepted, signature
+    cert, key = pki.leaf("el", 1301)
+    srv = make_server(env={"TLS_CERT_FILE": cert, "TLS_KEY_FILE": key,
+                           "ELEVENLABS_WEBHOOK_SECRET": SECRET}, tls_ca=pki.ca)
+    mp3 = os.urandom(3 * 1024 * 1024)
+    cid = f"conv_{os.urandom(8).hex()}"
+    head = json.dumps({"type": "post_call_audio", "event_timestamp": int(time.time()),
+                       "data": {"agent_id": "agent_x", "conversation_id": cid,
+                                "full_audio": ""}})[:-3].encode()  # up to the opening quote
+    whole = head + base64.b64encode(mp3) + b'"}}'
+
+    def chunks(size=64 * 1024):
+        for i in range(0, len(whole), size):
+            yield whole[i:i + size]
+
+    h = {"Content-Type": "application/json", "ElevenLabs-Signature": signature(whole)}
+    r = srv.session.post(srv.url(PATH), data=chunks(), headers=h, timeout=60)
+    accepted(r, cid)
+    audio = f"/api/v1/conversations/{cid}/audio"
+    r = srv.get(audio, timeout=60)
+    assert r.status_code == 200 and r.content == mp3
+    r = srv.get(audio, headers={"Range": "bytes=1000-99999"})
+    assert r.status_code == 206 and r.content == mp3[1000:100000]
