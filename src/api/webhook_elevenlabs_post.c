@@ -52,7 +52,6 @@ struct el_request {
   struct el_event event;
   bool has_event;
   struct store_write write;
-  unsigned char derived_sha[CRYPTO_SHA256_LEN];
 };
 
 static size_t max_bytes(void *app) {
@@ -105,7 +104,13 @@ static bool audio_sink(void *cls, const unsigned char *bytes, size_t len) {
     r->audio = filewriter_file_new(r->app->spool, dir && *dir ? dir : "/tmp", -1);
     if (!r->audio) return false;
   }
-  if (!filewriter_append(r->audio, bytes, len)) return false; /* logged by the writer */
+  if (!filewriter_append(r->audio, bytes, len)) {
+    log_msg(LOG_WARNING,
+            "request %s: its audio could not be queued for its temporary file (more than the "
+            "file writer's bound waiting, or an earlier write failed): answered 503",
+            http_request_id(r->req));
+    return false;
+  }
   r->spooled += len;
   return true;
 }
