@@ -105,6 +105,13 @@ static int check_pair(const gnutls_datum_t *cert, const gnutls_datum_t *key) {
   return rc < 0 ? rc : 0;
 }
 
+/* TLS_CERT_FILE's value as shown in an error: the path, unless it looks like PEM text pasted
+ * into the variable instead of a path (which might be the key itself). */
+static const char *shown_cert_path(void) {
+  if (strchr(tls_cert_path, '\n') || strstr(tls_cert_path, "-----")) return "(not a file path)";
+  return tls_cert_path;
+}
+
 /* A set from the two files; NULL with err naming the variable at fault. The key file's path
  * and content never appear in err (the variable might hold the key itself by mistake). */
 static struct tls_creds *creds_load(char *err, size_t errlen) {
@@ -116,7 +123,7 @@ static struct tls_creds *creds_load(char *err, size_t errlen) {
     return NULL;
   }
   if (!read_file(tls_cert_path, &cert, why, sizeof why)) {
-    snprintf(err, errlen, "TLS_CERT_FILE: %.200s: %s", tls_cert_path, why);
+    snprintf(err, errlen, "TLS_CERT_FILE: %.200s: %s", shown_cert_path(), why);
     goto fail;
   }
   if (!read_file(tls_key_path, &key, why, sizeof why)) {
@@ -129,7 +136,7 @@ static struct tls_creds *creds_load(char *err, size_t errlen) {
   if (rc < 0 || c->nchain == 0) {
     c->nchain = 0;
     snprintf(err, errlen, "TLS_CERT_FILE: %.200s: not a PEM certificate chain (at most %d): %s",
-             tls_cert_path, TLS_CHAIN_MAX,
+             shown_cert_path(), TLS_CHAIN_MAX,
              gnutls_strerror(rc < 0 ? rc : GNUTLS_E_NO_CERTIFICATE_FOUND));
     goto fail;
   }

@@ -224,6 +224,11 @@ def test_startup_errors_name_the_variable(pki, tmp_path):
     assert rc == 2 and len(lines) == 1 and "TLS_KEY_FILE" in lines[0], lines
     assert "PRIVATE KEY" not in err and body[:40] not in err.replace("\n", "")
 
+    # Nor does it when put into TLS_CERT_FILE.
+    rc, lines, err = _start_error(tmp_path, {"TLS_CERT_FILE": key_text, "TLS_KEY_FILE": key})
+    assert rc == 2 and len(lines) == 1 and "TLS_CERT_FILE" in lines[0], lines
+    assert "PRIVATE KEY" not in err and body[:40] not in err.replace("\n", "")
+
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     rc, lines, _ = _start_error(tmp_path, {"TLS_CERT_FILE": garbage, "TLS_KEY_FILE": key})
