@@ -33,6 +33,9 @@ static void usage(FILE *out) {
           "Usage: gensendrep [serve]   run the HTTP service (default)\n"
           "       gensendrep migrate   apply database migrations and exit\n"
           "       gensendrep genkey    print a new random API key\n"
+          "       gensendrep keys create --name NAME --scope S[,S...] [--account ID ...]\n"
+          "                          [--expires RFC3339]   make a scoped API key (shown once)\n"
+          "       gensendrep keys list | keys revoke ID    the keys kept in the database\n"
           "       gensendrep elevenlabs backfill [--since RFC3339] [--agent AGENT_ID]\n"
           "                            store the ElevenLabs conversations we do not hold yet\n"
           "       gensendrep --help | --version | --config-markdown\n\n",
@@ -218,6 +221,195 @@ static int cmd_elevenlabs(int argc, char **argv) {
   return 1;
 }
 
+/* ---- gensendrep keys: API keys kept as data ---- */
+
+static void keys_usage(FILE *out) {
+  fprintf(out,
+          "Usage: gensendrep keys create --name NAME --scope S[,S...] [--account ID ...]\n"
+          "                              [--expires RFC3339]\n"
+          "       gensendrep keys list\n"
+          "       gensendrep keys revoke ID\n\n"
+          "Scopes: ingest (post webhooks), read (get, list, audio, events), delete (erase\n"
+          "conversations), admin (keys, and everything). --account (repeatable) binds the key\n"
+          "to those accounts: it sees no other account's conversations. The key is printed\n"
+          "once; the database keeps only a SHA-256 of its secret.\n");
+}
+
+struct write_wait {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+};
+
+static void write_waited(struct store_write *w, void *cls) {
+  (void)w;
+  struct write_wait *ww = cls;
+  pthread_mutex_lock(&ww->mu);
+  ww->done = true;
+  pthread_cond_signal(&ww->cv);
+  pthread_mutex_unlock(&ww->mu);
+}
+
+/* Submits w and waits until it is committed (or failed). */
+static enum store_status submit_wait(struct store *store, struct store_write *w) {
+  struct write_wait ww = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+  w->audio_fd = -1;
+  w->done = write_waited;
+  w->done_cls = &ww;
+  store_submit(store, w);
+  pthread_mutex_lock(&ww.mu);
+  while (!ww.done) pthread_cond_wait(&ww.cv, &ww.mu);
+  pthread_mutex_unlock(&ww.mu);
+  return w->status;
+}
+
+static void print_time(const char *label, int64_t us) {
+  char buf[40];
+  printf("%s%s", label, us && time_format_us(us, false, buf, sizeof buf) ? buf : "-");
+}
+
+static int keys_create(struct store *store, struct apikey_record *rec) {
+  char key[APIKEY_LEN + 1];
+  if (!api_key_generate(rec, key)) {
+    fprintf(stderr, "gensendrep: random number generator failed\n");
+    return 1;
+  }
+  struct store_write w = {.kind = STORE_WRITE_KEY_CREATE, .key = rec};
+  if (submit_wait(store, &w) != STORE_OK) {
+    fprintf(stderr, "gensendrep: the key could not be stored\n");
+    return 1;
+  }
+  /* audit: key.created */
+  printf("%s\n", key);
+  fprintf(stderr, "key %s created; it is shown only now: keep it safe\n", rec->id);
+  memset(key, 0, sizeof key);
+  return 0;
+}
+
+static int keys_list(struct store *store) {
+  struct apikey_record *keys;
+  size_t n;
+  if (store_key_list(store, &keys, &n) != STORE_OK) {
+    fprintf(stderr, "gensendrep: cannot read the keys\n");
+    return 1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const struct apikey_record *k = &keys[i];
+    char scopes[APIKEY_SCOPES_TEXT_MAX];
+    apikey_scopes_text(k->scopes, scopes);
+    printf("%s\tname=%s\tscopes=%s\taccounts=", k->id, k->name, scopes);
+    for (size_t a = 0; a < k->naccounts; a++) printf("%s%s", a ? "," : "", k->accounts[a]);
+    if (k->naccounts == 0) printf("*");
+    print_time("\tcreated=", k->created_us);
+    print_time("\texpires=", k->expires_us);
+    print_time("\tlast_used=", k->last_used_us);
+    if (k->revoked_us) print_time("\trevoked=", k->revoked_us);
+    printf("\n");
+  }
+  free(keys);
+  return 0;
+}
+
+static int keys_revoke(struct store *store, const char *id) {
+  struct store_write w = {.kind = STORE_WRITE_KEY_REVOKE, .key_at_us = time_now_us()};
+  snprintf(w.key_id, sizeof w.key_id, "%s", id);
+  if (submit_wait(store, &w) != STORE_OK) {
+    fprintf(stderr, "gensendrep: the key could not be revoked\n");
+    return 1;
+  }
+  if (w.duplicate) {
+    fprintf(stderr, "gensendrep: no key %s\n", id);
+    return 1;
+  }
+  /* audit: key.revoked */
+  fprintf(stderr, "key %s revoked\n", id);
+  return 0;
+}
+
+/* Reads keys create's options into rec; false (usage printed) when they are wrong. */
+static bool keys_create_options(int argc, char **argv, struct apikey_record *rec) {
+  const char *v, *name = NULL, *scope = NULL, *expires = NULL, *why;
+  for (int i = 3; i < argc; i++) {
+    if (flag_value(argc, argv, &i, "--name", &v)) {
+      name = v;
+    } else if (flag_value(argc, argv, &i, "--scope", &v)) {
+      scope = v;
+    } else if (flag_value(argc, argv, &i, "--expires", &v)) {
+      expires = v;
+    } else if (flag_value(argc, argv, &i, "--account", &v)) {
+      if ((why = apikey_text_problem(v, APIKEY_ACCOUNT_MAX))) {
+        fprintf(stderr, "gensendrep: --account %s\n", why);
+        return false;
+      }
+      if (!apikey_add_account(rec, v)) {
+        fprintf(stderr, "gensendrep: at most %d accounts per key\n", APIKEY_ACCOUNTS_MAX);
+        return false;
+      }
+    } else {
+      fprintf(stderr, "gensendrep: unknown or incomplete option '%s'\n", argv[i]);
+      keys_usage(stderr);
+      return false;
+    }
+  }
+  if (!name || (why = apikey_text_problem(name, APIKEY_NAME_MAX))) {
+    fprintf(stderr, "gensendrep: --name %s\n", name ? why : "is required");
+    return false;
+  }
+  snprintf(rec->name, sizeof rec->name, "%s", name);
+  if (!scope || !apikey_scopes_parse(scope, &rec->scopes)) {
+    fprintf(stderr,
+            "gensendrep: --scope wants a comma-separated list of ingest, read, delete, "
+            "admin\n");
+    return false;
+  }
+  if (expires &&
+      (!time_parse_rfc3339(expires, strlen(expires), &rec->expires_us) || rec->expires_us <= 0)) {
+    fprintf(stderr,
+            "gensendrep: --expires wants an RFC 3339 date-time such as "
+            "2027-01-01T00:00:00Z\n");
+    return false;
+  }
+  return true;
+}
+
+static int cmd_keys(int argc, char **argv) {
+  const char *sub = argc > 2 ? argv[2] : "";
+  if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    keys_usage(stdout);
+    return 0;
+  }
+  struct apikey_record rec = {0};
+  bool create = strcmp(sub, "create") == 0, list = strcmp(sub, "list") == 0,
+       revoke = strcmp(sub, "revoke") == 0;
+  if ((!create && !list && !revoke) || (list && argc != 3) || (revoke && argc != 4)) {
+    keys_usage(stderr);
+    return 2;
+  }
+  if (create && !keys_create_options(argc, argv, &rec)) return 2;
+  if (revoke && !apikey_id_valid(argv[3])) {
+    fprintf(stderr, "gensendrep: no key %s (an id is 16 hex digits)\n", argv[3]);
+    return 1;
+  }
+  struct config cfg;
+  int rc = load_config(&cfg);
+  if (rc != 0) {
+    config_free(&cfg);
+    return rc;
+  }
+  char err[512];
+  struct store *store =
+      store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err, sizeof err);
+  if (!store) {
+    fprintf(stderr, "gensendrep: %s\n", err);
+    config_free(&cfg);
+    return 1;
+  }
+  rc = create ? keys_create(store, &rec) : list ? keys_list(store) : keys_revoke(store, argv[3]);
+  store_close(store);
+  config_free(&cfg);
+  return rc;
+}
+
 /* Blocks the stop signals and SIGHUP in every thread; the main thread then waits for them. */
 static void block_signals(sigset_t *set) {
   sigemptyset(set);
@@ -331,6 +523,7 @@ static int serve(void) {
 static int run(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "serve";
   if (strcmp(cmd, "elevenlabs") == 0) return cmd_elevenlabs(argc, argv);
+  if (strcmp(cmd, "keys") == 0) return cmd_keys(argc, argv);
   if (argc > 2) {
     usage(stderr);
     return 2;

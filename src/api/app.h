@@ -2,6 +2,8 @@
 #ifndef GSR_APP_H
 #define GSR_APP_H
 
+#include <string.h>
+
 #include "core/config.h"
 #include "http/http.h"
 #include "sig/sig.h"
@@ -27,6 +29,22 @@ struct app {
   size_t redoc_len;
 };
 
+/* Whether a key bound to accounts[0..n) (n 0: unbound) may see a conversation of account
+ * ("" for one without account). */
+static inline bool api_account_visible(const char *const *accounts, size_t n, const char *account) {
+  if (n == 0) return true;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(accounts[i], account) == 0) return true;
+  return false;
+}
+
+/* API keys kept as data (keys.c): makes a new key for rec (id, secret digest, created time
+ * set; the caller sets the rest) and writes the key string (shown once) into key. */
+__attribute__((warn_unused_result)) bool api_key_generate(struct apikey_record *rec,
+                                                          char key[APIKEY_LEN + 1]);
+/* A key as the API shows it (never its secret or digest). */
+json_t *api_key_render(const struct apikey_record *rec);
+
 /* Renders the docs pages from the embedded templates; false when out of memory. */
 __attribute__((warn_unused_result)) bool app_docs_init(struct app *app);
 void app_docs_free(struct app *app);
@@ -42,6 +60,9 @@ void api_openapi_get(struct http_request *req);
 void api_docs_swagger_get(struct http_request *req);
 void api_docs_redoc_get(struct http_request *req);
 void api_docs_asset_get(struct http_request *req);
+void api_keys_post(struct http_request *req);
+void api_keys_list(struct http_request *req);
+void api_keys_delete(struct http_request *req);
 
 /* Embedded files (generated at build time). */
 extern const unsigned char embedded_openapi_json[];

@@ -19,7 +19,9 @@
 struct audio_job {
   struct store *store;
   const char *id;
-  const char *range; /* the Range header, or NULL */
+  const char *range;           /* the Range header, or NULL */
+  const char *const *accounts; /* the key's account bound (into the request) */
+  size_t naccounts;
   /* result */
   enum store_status status;
   bool partial;       /* 206 */
@@ -78,6 +80,14 @@ static void audio_work(void *p) {
   struct audio_job *job = p;
   size_t got;
   unsigned char probe;
+  if (job->naccounts) { /* a key bound to accounts: only their conversations' audio */
+    struct store_conversation c;
+    job->status = store_get(job->store, job->id, false, &c);
+    if (job->status == STORE_OK &&
+        !api_account_visible(job->accounts, job->naccounts, c.account_id))
+      job->status = STORE_NOT_FOUND;
+    if (job->status != STORE_OK) return;
+  }
   job->status = store_audio_read(job->store, job->id, 0, &probe, 0, &got, &job->total);
   if (job->status != STORE_OK) return;
   int64_t first = 0, last = job->total - 1;
@@ -161,6 +171,7 @@ void api_conversations_audio_get(struct http_request *req) {
   job->store = app->store;
   job->fd = -1;
   job->id = id;
+  job->accounts = http_request_accounts(req, &job->naccounts);
   job->range = http_request_header(req, "Range");
   http_request_offload(req, audio_work, on_resume, job, job_free);
 }

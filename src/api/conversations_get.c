@@ -18,6 +18,8 @@ struct get_job {
   const char *id; /* the request's path parameter */
   bool with_transcript;
   bool with_events;
+  const char *const *accounts; /* the key's account bound (into the request) */
+  size_t naccounts;
   /* result */
   enum store_status status;
   bool out_of_memory; /* while rendering */
@@ -177,6 +179,11 @@ static void get_work(void *p) {
   struct store_conversation c;
   job->status = store_get(job->store, job->id, job->with_transcript, &c);
   if (job->status != STORE_OK) return;
+  if (!api_account_visible(job->accounts, job->naccounts, c.account_id)) {
+    free(c.body); /* another account's: as if it did not exist */
+    job->status = STORE_NOT_FOUND;
+    return;
+  }
   if (job->with_transcript) {
     job->out = render_conversation_detail(&c, &job->out_len);
     free(c.body);
@@ -243,5 +250,6 @@ void api_conversations_get(struct http_request *req) {
   job->id = id;
   job->with_transcript = with_transcript;
   job->with_events = with_events;
+  job->accounts = http_request_accounts(req, &job->naccounts);
   http_request_offload(req, get_work, on_resume, job, job_free);
 }

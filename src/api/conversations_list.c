@@ -114,6 +114,8 @@ void api_conversations_list(struct http_request *req) {
     return;
   }
   job->store = app->store;
+  /* A key bound to accounts sees only those: an account_id outside them finds nothing. */
+  f.accounts = http_request_accounts(req, &f.naccounts);
   job->filter = f;
   http_request_offload(req, list_work, on_resume, job, job_free);
 }

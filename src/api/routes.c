@@ -1,26 +1,32 @@
-/* The one static route table. */
+/* The one static route table. The last field is the scope a data key needs (http.h). */
 #include "api/app.h"
 
 const struct route api_routes[] = {
     {"POST", "/api/v1/webhook/conversation", MATCH_EXACT, api_webhook_conversation_post,
-     ROUTE_BEARER, LIMIT_PER_IP, true, NULL, NULL, NULL},
+     ROUTE_BEARER, LIMIT_PER_IP, true, NULL, NULL, NULL, APIKEY_SCOPE_INGEST},
     {"POST", "/api/v1/webhook/elevenlabs", MATCH_EXACT, api_webhook_elevenlabs_post, ROUTE_SIGNED,
-     LIMIT_PER_IP, true, NULL, "ElevenLabs-Signature", &api_elevenlabs_stream},
+     LIMIT_PER_IP, true, NULL, "ElevenLabs-Signature", &api_elevenlabs_stream, APIKEY_SCOPE_INGEST},
     {"GET", "/api/v1/conversations", MATCH_EXACT, api_conversations_list, ROUTE_BEARER,
-     LIMIT_PER_KEY, false, NULL, NULL, NULL},
+     LIMIT_PER_KEY, false, NULL, NULL, NULL, APIKEY_SCOPE_READ},
     {"GET", "/api/v1/conversations/", MATCH_PARAM_SUFFIX, api_conversations_audio_get, ROUTE_BEARER,
-     LIMIT_PER_KEY, false, "/audio", NULL, NULL},
+     LIMIT_PER_KEY, false, "/audio", NULL, NULL, APIKEY_SCOPE_READ},
     {"GET", "/api/v1/conversations/", MATCH_PREFIX, api_conversations_get, ROUTE_BEARER,
-     LIMIT_PER_KEY, false, NULL, NULL, NULL},
+     LIMIT_PER_KEY, false, NULL, NULL, NULL, APIKEY_SCOPE_READ},
+    {"POST", "/api/v1/keys", MATCH_EXACT, api_keys_post, ROUTE_BEARER, LIMIT_PER_KEY, true, NULL,
+     NULL, NULL, APIKEY_SCOPE_ADMIN},
+    {"GET", "/api/v1/keys", MATCH_EXACT, api_keys_list, ROUTE_BEARER, LIMIT_PER_KEY, false, NULL,
+     NULL, NULL, APIKEY_SCOPE_ADMIN},
+    {"DELETE", "/api/v1/keys/", MATCH_PREFIX, api_keys_delete, ROUTE_BEARER, LIMIT_PER_KEY, false,
+     NULL, NULL, NULL, APIKEY_SCOPE_ADMIN},
     {"GET", "/api/v1/health", MATCH_EXACT, api_health_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL,
-     NULL, NULL},
+     NULL, NULL, 0},
     {"GET", "/openapi.json", MATCH_EXACT, api_openapi_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL,
-     NULL, NULL},
+     NULL, NULL, 0},
     {"GET", "/docs", MATCH_EXACT, api_docs_swagger_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL, NULL,
-     NULL},
+     NULL, 0},
     {"GET", "/redoc", MATCH_EXACT, api_docs_redoc_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL, NULL,
-     NULL},
+     NULL, 0},
     {"GET", "/docs/assets/", MATCH_PREFIX, api_docs_asset_get, ROUTE_PUBLIC, LIMIT_NONE, false,
-     NULL, NULL, NULL},
+     NULL, NULL, NULL, 0},
 };
 const size_t api_route_count = sizeof api_routes / sizeof api_routes[0];

@@ -7,6 +7,7 @@ static const struct api_error_info table[API_ERR_COUNT] = {
     [API_ERR_INVALID_PARAMETER] = {"INVALID_PARAMETER", 400, "A query parameter is invalid"},
     [API_ERR_BAD_REQUEST] = {"BAD_REQUEST", 400, "Malformed request"},
     [API_ERR_UNAUTHORIZED] = {"UNAUTHORIZED", 401, "Missing or invalid API key"},
+    [API_ERR_FORBIDDEN] = {"FORBIDDEN", 403, "This API key lacks the scope this endpoint needs"},
     [API_ERR_NOT_FOUND] = {"NOT_FOUND", 404, "Resource not found"},
     [API_ERR_METHOD_NOT_ALLOWED] = {"METHOD_NOT_ALLOWED", 405,
                                     "Method not allowed on this resource"},

@@ -123,6 +123,41 @@ static void client_key(const char *ip, char *key, size_t cap) {
   }
 }
 
+/* A data key (gsr_...) on a ROUTE_BEARER route: decided now when its cache entry is fresh,
+ * else left to the final call. Keys not verified yet are limited per client address. */
+static void check_data_key(struct http_request *req, char *key, size_t cap) {
+  const struct route *r = req->route;
+  bool fresh = keys_lookup_fresh(req);
+  enum key_outcome out = fresh ? keys_decide(req, r->scope) : KEY_OUT_NONE;
+  if (r->limit == LIMIT_PER_KEY) {
+    if (out == KEY_OUT_OK || out == KEY_OUT_FORBIDDEN) snprintf(key, cap, "gsr:%s", req->key_id);
+    apply_limit(req, req->server->rl_api, key);
+  }
+  if (!fresh) {
+    req->key_deferred = true;
+    return;
+  }
+  keys_apply(req, out);
+}
+
+/* A ROUTE_SIGNED request without its signature header may authenticate with a Bearer key
+ * instead (http_request_bearer_ok): a data key is read here, so the endpoint sees the answer. A
+ * key that is not valid is left for the endpoint to refuse in its own words. */
+static void check_signed_fallback(struct http_request *req) {
+  if (auth_check(&req->server->auth, http_request_header(req, "Authorization")) >= 0 ||
+      !keys_parse_header(req))
+    return;
+  if (!keys_lookup_fresh(req)) {
+    req->key_deferred = true;
+    return;
+  }
+  enum key_outcome out = keys_decide(req, req->route->scope);
+  if (out == KEY_OUT_INVALID)
+    req->key_outcome = out;
+  else
+    keys_apply(req, out);
+}
+
 /* Rate limiting and authentication. The webhook is limited per client IP before the key is
  * checked, so key guessing is limited too; other endpoints are limited per key (per IP for
  * requests whose key is wrong). */
@@ -134,8 +169,16 @@ void client_check_access(struct http_request *req) {
   req->limit_by_handler = r->auth == ROUTE_SIGNED && r->signature_header &&
                           http_request_header(req, r->signature_header) != NULL;
   if (r->limit == LIMIT_PER_IP && !req->limit_by_handler) apply_limit(req, s->rl_webhook, key);
+  if (r->auth == ROUTE_SIGNED && !req->limit_by_handler) {
+    check_signed_fallback(req);
+    return;
+  }
   if (r->auth != ROUTE_BEARER) return;
   int who = auth_check(&s->auth, http_request_header(req, "Authorization"));
+  if (who < 0 && keys_parse_header(req)) {
+    check_data_key(req, key, sizeof key);
+    return;
+  }
   if (r->limit == LIMIT_PER_KEY) {
     /* Named by a hash of the key, not its place in API_SECRET_KEY: instances whose lists
      * differ in order (during a rotation) share one window per key. */
@@ -149,5 +192,6 @@ void client_check_access(struct http_request *req) {
 }
 
 bool http_request_bearer_ok(const struct http_request *req) {
-  return auth_check(&req->server->auth, http_request_header(req, "Authorization")) >= 0;
+  return auth_check(&req->server->auth, http_request_header(req, "Authorization")) >= 0 ||
+         req->key_outcome == KEY_OUT_OK || req->key_deferred;
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/apikey.h"
 #include "core/errors.h"
 
 struct http_request;
@@ -48,11 +49,20 @@ struct route {
   const char *suffix;                /* MATCH_PARAM_SUFFIX */
   const char *signature_header;      /* ROUTE_SIGNED */
   const struct route_stream *stream; /* NULL: the body is collected (at most MAX_BODY_BYTES) */
+  /* The scope (APIKEY_SCOPE_*) a data key needs here (ROUTE_BEARER, and ROUTE_SIGNED's Bearer
+   * fallback); 0: admin only. API_SECRET_KEY keys hold every scope. */
+  unsigned scope;
 };
 
 /* The application's routes and state, defined by the api layer. */
 extern const struct route api_routes[];
 extern const size_t api_route_count;
+
+/* Provided by the application, like api_routes: reads the data key id (core/apikey.h) into out.
+ * May block: called on offload threads only. 1: found, 0: no such key, -1: cannot tell now. */
+int api_key_lookup(void *app, const char *id, struct apikey_record *out);
+/* Records that key id was used at now_us (at most once a minute per key). Must not block. */
+void api_key_touch(void *app, const char *id, int64_t now_us);
 
 /* ---- request accessors ---- */
 void *http_request_app(const struct http_request *req);
@@ -66,8 +76,17 @@ const char *http_request_body(const struct http_request *req, size_t *len);
 const char *http_request_id(const struct http_request *req);
 /* The sink a stream route's open returned (NULL for other routes). */
 void *http_request_sink(const struct http_request *req);
-/* Whether the request's Authorization header holds one of our API keys (constant time). */
+/* Whether the request's Authorization header holds one of our API keys (constant time): an
+ * API_SECRET_KEY key, or a data key with the route's scope (one not read yet counts: it is
+ * decided before the handler runs). */
 bool http_request_bearer_ok(const struct http_request *req);
+/* The accounts the request's key is bound to (*n of them), or NULL when it sees every account
+ * (an API_SECRET_KEY key, or a data key bound to none). */
+const char *const *http_request_accounts(const struct http_request *req, size_t *n);
+/* Whether the request's key may see a conversation of account (NULL: one without account). */
+bool http_request_account_visible(const struct http_request *req, const char *account);
+/* The data key's public id, "" for an API_SECRET_KEY key or none. */
+const char *http_request_key_id(const struct http_request *req);
 
 /* ---- streamed bodies ---- */
 /* From a route_stream's open or write: the answer (message copied, details stolen) to send

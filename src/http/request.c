@@ -257,6 +257,7 @@ void request_free(struct http_request *req) {
   url_query_free(&req->query);
   json_decref(req->pending_details);
   free(req->body);
+  free(req->key);
   free(req->param_buf);
   free(req->query_raw);
   free(req->path);

@@ -301,11 +301,24 @@ static void start_limit_decision(struct http_request *req) {
   offload_limit_start(req, on_limit_decided);
 }
 
+static void on_key_decided(struct http_request *req) {
+  keys_apply(req, keys_decide(req, req->route->scope));
+  dispatch(req);
+}
+
+static void start_key_lookup(struct http_request *req) { keys_start_lookup(req, on_key_decided); }
+
 /* Final call: a rate-limit decision left to Redis first (on an offload thread; this runs
  * again once it is made), then what the headers decided, or the endpoint. */
 static void dispatch(struct http_request *req) {
   if (req->limit_deferred) {
     server_run_gated(req, start_limit_decision);
+    return;
+  }
+  /* Then a data key not in the cache (keys.c), unless the request is refused already (over
+   * its rate limit, say): a refused request never costs a database read. */
+  if (req->key_deferred && !(req->has_pending && !req->response)) {
+    server_run_gated(req, start_key_lookup);
     return;
   }
   if (!req->response && req->has_pending) {
@@ -522,6 +535,7 @@ static void server_free(struct http_server *s) {
   }
   conn_guard_free(s->guard); /* after MHD_stop_daemon: MHD notifies it of every close */
   workpool_free(s->pool);
+  keycache_free(s->keys);
   ratelimit_free(s->rl_webhook);
   ratelimit_free(s->rl_api);
   ratelimit_free(s->rl_signed);
@@ -561,8 +575,9 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
   long offload = cfg->offload_threads ? cfg->offload_threads : sysconf(_SC_NPROCESSORS_ONLN);
   if (offload < 1) offload = 1;
   s->pool = workpool_new((size_t)offload, (size_t)cfg->offload_queue);
-  if (!s->rl_webhook || !s->rl_api || !s->rl_signed || !s->trusted_buf || !s->guard || !s->pool ||
-      (redis && !start_sharing(s))) {
+  s->keys = keycache_new();
+  if (!s->keys || !s->rl_webhook || !s->rl_api || !s->rl_signed || !s->trusted_buf || !s->guard ||
+      !s->pool || (redis && !start_sharing(s))) {
     snprintf(err, errlen, "out of memory");
     server_free(s);
     return NULL;

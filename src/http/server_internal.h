@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/apikey.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "http/auth.h"
@@ -30,6 +31,17 @@
 
 struct redis_client;
 struct conn_guard;
+struct keycache;
+struct keycache_entry;
+
+/* What a data key (gsr_...) decided (keys.c). */
+enum key_outcome {
+  KEY_OUT_NONE,        /* no data key, or not decided yet */
+  KEY_OUT_OK,          /* valid and holds the route's scope */
+  KEY_OUT_FORBIDDEN,   /* valid, without the route's scope: 403 */
+  KEY_OUT_INVALID,     /* unknown, wrong secret, revoked or expired: 401 */
+  KEY_OUT_UNAVAILABLE, /* could not be read (database down, out of memory): 503 */
+};
 
 struct http_server {
   struct MHD_Daemon *daemon;
@@ -50,6 +62,7 @@ struct http_server {
   size_t ntrusted;
   unsigned port;
   struct workpool *pool;  /* offload threads (offload.c) */
+  struct keycache *keys;  /* data keys read from the database (keys.c) */
   char too_large_msg[96]; /* the 413 message, naming the configured limit */
   /* The shutdown protocol (server.c) rests on these four counters and flags. */
   atomic_int inflight;    /* requests begun and not completed */
@@ -111,6 +124,13 @@ struct http_request {
   bool limit_deferred;
   struct ratelimit *limit_rl;
   char limit_key[RATELIMIT_KEY_MAX];
+  /* a data key (keys.c): parsed from the headers, decided from the cache or after a lookup */
+  bool key_deferred; /* the lookup is left to the final call (an offload thread) */
+  enum key_outcome key_outcome;
+  char key_id[APIKEY_ID_LEN + 1];
+  unsigned char key_sha[32];                     /* SHA-256 of the secret sent */
+  struct keycache_entry *key;                    /* owned: what the key's record says */
+  const char *key_accounts[APIKEY_ACCOUNTS_MAX]; /* into key */
   /* suspension */
   bool parked; /* counted in server->parked until completed */
   void (*on_resume)(struct http_request *);
@@ -183,6 +203,22 @@ void offload_limit_defer(struct http_request *req, struct ratelimit *rl, const c
 void offload_limit_start(struct http_request *req, void (*on_decided)(struct http_request *));
 /* In on_decided: records the decision (a denial replaces any answer pending). */
 void offload_limit_apply(struct http_request *req);
+
+/* ---- keys.c: data keys (gsr_...) ---- */
+struct keycache *keycache_new(void);
+void keycache_free(struct keycache *c);
+/* Headers call: true when Authorization holds a well-formed data key (req->key_id and
+ * req->key_sha set). */
+bool keys_parse_header(struct http_request *req);
+/* Takes the key's cache entry when fresh enough to trust (req->key set): false when it must
+ * be read again (keys_start_lookup, off the event thread). */
+bool keys_lookup_fresh(struct http_request *req);
+/* The decision for req->key against the scope a route needs (records the key's use). */
+enum key_outcome keys_decide(struct http_request *req, unsigned need);
+/* Records the decision: a 401, 403 or 503 pending unless OK. */
+void keys_apply(struct http_request *req, enum key_outcome out);
+/* Final call: reads the key on an offload thread, then on_done on an HTTP thread. */
+void keys_start_lookup(struct http_request *req, void (*on_done)(struct http_request *));
 
 /* ---- server.c ---- */
 /* Runs fn (which may suspend the request) unless shutdown has closed the gate. */

@@ -2,6 +2,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,18 @@ void store_events_free(struct store_events *e) {
   for (size_t i = 0; i < e->count; i++) free(e->items[i].body);
   free(e->items);
   memset(e, 0, sizeof *e);
+}
+
+char *store_accounts_json(const char *const *accounts, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; a && i < n; i++)
+    if (json_array_append_new(a, json_string(accounts[i])) != 0) {
+      json_decref(a);
+      return NULL;
+    }
+  char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return text;
 }
 
 const char *store_write_conversation_id(const struct store_write *w) {

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/apikey.h"
 #include "model/conversation.h"
 #include "model/stored.h"
 
@@ -36,6 +37,12 @@ enum store_write_kind {
    * conversation already has an event with the same event_sha256, changes nothing: duplicate
    * is set and webhook_id is that event's. */
   STORE_WRITE_EVENT,
+  /* API keys (core/apikey.h): KEY_CREATE stores *key; KEY_REVOKE sets key_id's revoked time to
+   * key_at_us unless it is revoked already (duplicate: no such key); KEY_TOUCH moves its last
+   * use forward to key_at_us (never back). */
+  STORE_WRITE_KEY_CREATE,
+  STORE_WRITE_KEY_REVOKE,
+  STORE_WRITE_KEY_TOUCH,
 };
 
 #define STORE_EVENT_TYPE_MAX 65 /* EL_TYPE_MAX + NUL */
@@ -59,6 +66,10 @@ struct store_write {
   int64_t event_audio_at; /* -1, or where base64 audio was cut out of event_body (el_split.h) */
   int audio_fd;           /* -1, or a file whose first audio_len bytes are the decoded audio */
   int64_t audio_len;
+  /* input (STORE_WRITE_KEY_*) */
+  const struct apikey_record *key; /* KEY_CREATE */
+  char key_id[APIKEY_ID_LEN + 1];  /* KEY_REVOKE, KEY_TOUCH */
+  int64_t key_at_us;
   /* output, valid in done() */
   enum store_status status;
   bool duplicate; /* byte-identical redelivery: nothing was changed */
@@ -78,6 +89,9 @@ struct store_filter {
   const char *status;
   int64_t page;  /* 1-based */
   int64_t limit; /* 1..100 */
+  /* A key bound to accounts: only conversations of these (naccounts 0: no such bound). */
+  const char *const *accounts;
+  size_t naccounts;
 };
 
 struct store_page {
@@ -119,6 +133,10 @@ struct store_ops {
    * end reads nothing. */
   enum store_status (*audio_read)(struct store *s, const char *conversation_id, int64_t offset,
                                   void *buf, size_t cap, size_t *got, int64_t *total);
+  /* The API key id (STORE_NOT_FOUND when there is none). */
+  enum store_status (*key_get)(struct store *s, const char *id, struct apikey_record *out);
+  /* Every API key, oldest first (*out owned, free()). */
+  enum store_status (*key_list)(struct store *s, struct apikey_record **out, size_t *count);
   void (*close)(struct store *s);
 };
 
@@ -162,6 +180,16 @@ __attribute__((warn_unused_result)) static inline enum store_status store_audio_
     struct store *s, const char *conversation_id, int64_t offset, void *buf, size_t cap,
     size_t *got, int64_t *total) {
   return s->ops->audio_read(s, conversation_id, offset, buf, cap, got, total);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_key_get(
+    struct store *s, const char *id, struct apikey_record *out) {
+  return s->ops->key_get(s, id, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_key_list(
+    struct store *s, struct apikey_record **out, size_t *count) {
+  return s->ops->key_list(s, out, count);
 }
 
 void store_page_free(struct store_page *p);

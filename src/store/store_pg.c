@@ -25,7 +25,9 @@
 #include "store/write_queue.h"
 
 #define BATCH_MAX 256 /* one pipeline; its answers must fit the socket buffers */
-#define LIST_VARIANTS 8
+#define LIST_VARIANTS 16
+#define KEY_COLUMNS \
+  "id, name, scopes, accounts, secret_sha256, created_us, expires_us, revoked_us, last_used_us"
 #define MIGRATION_LOCK_KEY 7261001 /* advisory lock serialising migrations */
 #define RECONNECT_PAUSE_MS 1000
 #define START_RETRY_MS 1000 /* between connection attempts while waiting at start-up */
@@ -329,7 +331,22 @@ static bool prepare_writer(PGconn *c) {
   static const Oid find_types[] = {OID_TEXT, OID_BYTEA};
   static const Oid lock_types[] = {0};
   static const Oid probe_types[] = {OID_INT8};
+  static const Oid key_types[] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT,
+                                  OID_BYTEA, OID_INT8, OID_INT8};
+  static const Oid key_at_types[] = {OID_TEXT, OID_INT8};
   return command_ok(c, "SET synchronous_commit = on") &&
+         prepare(c, "key_create",
+                 "INSERT INTO api_keys (" KEY_COLUMNS
+                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL) RETURNING id",
+                 7, key_types) &&
+         prepare(c, "key_revoke",
+                 "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, $2) WHERE id = $1 "
+                 "RETURNING id",
+                 2, key_at_types) &&
+         prepare(c, "key_touch",
+                 "UPDATE api_keys SET last_used_us = $2 WHERE id = $1 "
+                 "AND (last_used_us IS NULL OR last_used_us < $2) RETURNING id",
+                 2, key_at_types) &&
          prepare(c, "upsert", upsert_sql, 13, upsert_types) &&
          prepare(c, "event", event_sql, 19, event_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
@@ -462,6 +479,39 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
   return PQsendQueryPrepared(s->writer_conn, "upsert", 13, vals, lens, formats, 1) == 1;
 }
 
+static bool is_key_write(const struct store_write *w) {
+  return w->kind == STORE_WRITE_KEY_CREATE || w->kind == STORE_WRITE_KEY_REVOKE ||
+         w->kind == STORE_WRITE_KEY_TOUCH;
+}
+
+/* The API key writes (store.h); each answers the rows it changed. */
+static bool send_key(struct pg_store *s, struct store_write *w) {
+  char at[24];
+  if (w->kind != STORE_WRITE_KEY_CREATE) {
+    snprintf(at, sizeof at, "%lld", (long long)w->key_at_us);
+    const char *vals[2] = {w->key_id, at};
+    return PQsendQueryPrepared(s->writer_conn,
+                               w->kind == STORE_WRITE_KEY_REVOKE ? "key_revoke" : "key_touch", 2,
+                               vals, NULL, NULL, 0) == 1;
+  }
+  const struct apikey_record *k = w->key;
+  char scopes[APIKEY_SCOPES_TEXT_MAX], accounts[APIKEY_ACCOUNTS_TEXT_MAX], created[24], expires[24];
+  apikey_scopes_text(k->scopes, scopes);
+  apikey_accounts_join(k, accounts);
+  snprintf(created, sizeof created, "%lld", (long long)k->created_us);
+  snprintf(expires, sizeof expires, "%lld", (long long)k->expires_us);
+  const char *vals[7] = {k->id,
+                         k->name,
+                         scopes,
+                         accounts,
+                         (const char *)k->secret_sha256,
+                         created,
+                         k->expires_us ? expires : NULL};
+  int lens[7] = {0, 0, 0, 0, 32, 0, 0};
+  int formats[7] = {0, 0, 0, 0, 1, 0, 0};
+  return PQsendQueryPrepared(s->writer_conn, "key_create", 7, vals, lens, formats, 0) == 1;
+}
+
 /* The event statement (see event_sql). */
 static bool send_event(struct pg_store *s, struct store_write *w) {
   const struct conversation_input *c = w->conv;
@@ -573,6 +623,7 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
   for (struct store_write *w = head; ok && w; w = w->next) {
     bool probe = w->kind == STORE_WRITE_PROBE;
     ok = probe                          ? send_probe(c)
+         : is_key_write(w)              ? send_key(s, w)
          : w->kind == STORE_WRITE_EVENT ? send_event(s, w)
                                         : send_conversation(s, w);
     if (ok) add_step(b, STEP_WRITE, w, probe ? PGRES_COMMAND_OK : PGRES_TUPLES_OK);
@@ -592,6 +643,10 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
  * whether it was a byte-identical redelivery. */
 static enum store_status read_write(struct store_write *w, const PGresult *r) {
   if (w->kind == STORE_WRITE_PROBE) return STORE_OK;
+  if (is_key_write(w)) {
+    w->duplicate = PQntuples(r) == 0; /* KEY_REVOKE: no such key */
+    return STORE_OK;
+  }
   if (PQntuples(r) != 1 || PQnfields(r) != 3) return STORE_HARD;
   get_text(r, 0, 0, w->webhook_id, sizeof w->webhook_id);
   w->processed_us = get_i64(r, 0, 1);
@@ -817,7 +872,11 @@ static bool prepare_reader(PGconn *c) {
   static const Oid get_types[] = {OID_TEXT, OID_BOOL};
   static const Oid events_types[] = {OID_TEXT};
   static const Oid audio_types[] = {OID_TEXT, OID_INT8, OID_INT8};
-  return prepare(c, "get",
+  return prepare(c, "key_get", "SELECT " KEY_COLUMNS " FROM api_keys WHERE id = $1", 1,
+                 events_types) &&
+         prepare(c, "key_list", "SELECT " KEY_COLUMNS " FROM api_keys ORDER BY created_us, id", 0,
+                 NULL) &&
+         prepare(c, "get",
                  SELECT_COLUMNS
                  "c.webhook_id, CASE WHEN $2 THEN (SELECT body FROM deliveries "
                  "WHERE id = c.delivery_id) END FROM conversations c "
@@ -938,14 +997,15 @@ static enum store_status pg_get(struct store *base, const char *id, bool with_bo
  * only its rows read) is joined to it, so an empty page still brings the total. */
 static bool prepare_list(struct pg_reader *r, unsigned mask) {
   if (r->prepared_lists & (1u << mask)) return true;
-  static const char *const filters[3] = {"c.email_id", "c.account_id", "c.status"};
-  char where[160] = "", sql[1024], name[16];
+  static const char *const filters[4] = {"c.email_id = $", "c.account_id = $", "c.status = $",
+                                         "c.account_id IN (SELECT json_array_elements_text($"};
+  char where[256] = "", sql[1400], name[16], cond[96];
   size_t pos = 0;
   int n = 0;
-  for (unsigned i = 0; i < 3; i++) {
+  for (unsigned i = 0; i < 4; i++) {
     if (!(mask & (1u << i))) continue;
-    pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s = $%d", n ? " AND " : " WHERE ",
-                            filters[i], n + 1);
+    snprintf(cond, sizeof cond, "%s%d%s", filters[i], n + 1, i == 3 ? "::json))" : "");
+    pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s", n ? " AND " : " WHERE ", cond);
     n++;
   }
   snprintf(sql, sizeof sql,
@@ -965,16 +1025,21 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
 static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
                                    const struct store_filter *f, struct store_page *out) {
   memset(out, 0, sizeof *out);
-  unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0);
+  char *aj = NULL;
+  if (f->naccounts && !(aj = store_accounts_json(f->accounts, f->naccounts))) return STORE_RETRY;
+  unsigned mask =
+      (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) | (aj ? 8u : 0);
   if (!prepare_list(r, mask)) {
+    free(aj);
     (void)reader_check_lost(s, r);
     return STORE_RETRY;
   }
-  const char *vals[5];
+  const char *vals[6];
   int n = 0;
   if (f->email_id) vals[n++] = f->email_id;
   if (f->account_id) vals[n++] = f->account_id;
   if (f->status) vals[n++] = f->status;
+  if (aj) vals[n++] = aj;
   char name[16], limit[24], offset[24];
   snprintf(limit, sizeof limit, "%lld", (long long)f->limit);
   snprintf(offset, sizeof offset, "%lld", (long long)((f->page - 1) * f->limit));
@@ -983,6 +1048,7 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
   snprintf(name, sizeof name, "list%u", mask);
   enum store_status st;
   PGresult *res = reader_exec(s, r, name, n + 2, vals, &st);
+  free(aj);
   int rows = st == STORE_OK ? PQntuples(res) : 0;
   if (st == STORE_OK && rows < 1) st = STORE_HARD;
   if (st == STORE_OK) out->total = get_i64(res, 0, 0);
@@ -1006,6 +1072,70 @@ static enum store_status pg_list(struct store *base, const struct store_filter *
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
     st = list_once(s, r, f, out);
+    if (r->conn) break;
+  }
+  return st;
+}
+
+/* ---------- API keys ---------- */
+
+static int64_t time_or_zero(const PGresult *res, int row, int col) {
+  return PQgetisnull(res, row, col) ? 0 : get_i64(res, row, col);
+}
+
+static enum store_status read_key(const PGresult *res, int row, struct apikey_record *k) {
+  char scopes[APIKEY_SCOPES_TEXT_MAX], accounts[APIKEY_ACCOUNTS_TEXT_MAX];
+  memset(k, 0, sizeof *k);
+  get_text(res, row, 0, k->id, sizeof k->id);
+  get_text(res, row, 1, k->name, sizeof k->name);
+  get_text(res, row, 2, scopes, sizeof scopes);
+  get_text(res, row, 3, accounts, sizeof accounts);
+  if (!apikey_scopes_parse(scopes, &k->scopes) || !apikey_accounts_split(k, accounts) ||
+      PQgetlength(res, row, 4) != 32)
+    return STORE_HARD;
+  memcpy(k->secret_sha256, PQgetvalue(res, row, 4), 32);
+  k->created_us = get_i64(res, row, 5);
+  k->expires_us = time_or_zero(res, row, 6);
+  k->revoked_us = time_or_zero(res, row, 7);
+  k->last_used_us = time_or_zero(res, row, 8);
+  return STORE_OK;
+}
+
+static enum store_status pg_key_get(struct store *base, const char *id, struct apikey_record *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  const char *vals[] = {id};
+  enum store_status st = STORE_RETRY;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "key_get", 1, vals, &st);
+    if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_key(res, 0, out);
+    PQclear(res);
+    if (r->conn) break;
+  }
+  return st;
+}
+
+static enum store_status pg_key_list(struct store *base, struct apikey_record **out,
+                                     size_t *count) {
+  struct pg_store *s = (struct pg_store *)base;
+  enum store_status st = STORE_RETRY;
+  *out = NULL;
+  *count = 0;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "key_list", 0, NULL, &st);
+    int rows = st == STORE_OK ? PQntuples(res) : 0;
+    if (st == STORE_OK && rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
+      st = STORE_RETRY;
+    for (int i = 0; st == STORE_OK && i < rows; i++) st = read_key(res, i, &(*out)[(*count)++]);
+    PQclear(res);
+    if (st != STORE_OK) {
+      free(*out);
+      *out = NULL;
+      *count = 0;
+    }
     if (r->conn) break;
   }
   return st;
@@ -1127,6 +1257,8 @@ static const struct store_ops pg_ops = {
     .ping_read = pg_ping_read,
     .events = pg_events,
     .audio_read = pg_audio_read,
+    .key_get = pg_key_get,
+    .key_list = pg_key_list,
     .close = pg_close,
 };
 

@@ -23,7 +23,9 @@
  * restarted from its beginning: the log file stays near this size whatever is written. */
 #define WAL_RESET_FRAMES 1024
 #define BUSY_TIMEOUT_MS 5000
-#define LIST_VARIANTS 8 /* one statement per combination of the three filters */
+#define LIST_VARIANTS 16 /* one statement per combination of the four filters */
+#define KEY_COLUMNS \
+  "id, name, scopes, accounts, secret_sha256, created_us, expires_us, revoked_us, last_used_us"
 
 struct reader {
   sqlite3 *db;
@@ -32,6 +34,7 @@ struct reader {
   sqlite3_stmt *events;
   sqlite3_stmt *audio_meta;
   sqlite3_stmt *audio_chunks;
+  sqlite3_stmt *key_get, *key_list;
   sqlite3_stmt *list[LIST_VARIANTS];
   sqlite3_stmt *count[LIST_VARIANTS];
 };
@@ -43,6 +46,7 @@ struct sqlite_store {
   sqlite3 *wdb;
   sqlite3_stmt *w_find, *w_ins_delivery, *w_upsert, *w_probe, *w_begin, *w_commit, *w_rollback;
   sqlite3_stmt *w_find_event, *w_ins_event, *w_del_chunks, *w_put_audio, *w_ins_chunk;
+  sqlite3_stmt *w_key_ins, *w_key_revoke, *w_key_touch;
   unsigned char *audio_buf; /* one chunk of audio on its way from the file to the database */
   pthread_t writer;
   bool writer_started;
@@ -247,6 +251,18 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "INSERT INTO health_probe (id, checked_us) VALUES (1, ?1) "
                  "ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us",
                  &s->w_probe) == SQLITE_OK &&
+         prepare(db,
+                 "INSERT INTO api_keys (" KEY_COLUMNS
+                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)",
+                 &s->w_key_ins) == SQLITE_OK &&
+         prepare(db,
+                 "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, ?2) WHERE id = ?1 "
+                 "RETURNING id",
+                 &s->w_key_revoke) == SQLITE_OK &&
+         prepare(db,
+                 "UPDATE api_keys SET last_used_us = ?2 WHERE id = ?1 "
+                 "AND (last_used_us IS NULL OR last_used_us < ?2)",
+                 &s->w_key_touch) == SQLITE_OK &&
          prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
          prepare(db, "COMMIT", &s->w_commit) == SQLITE_OK &&
          prepare(db, "ROLLBACK", &s->w_rollback) == SQLITE_OK;
@@ -549,7 +565,45 @@ static int apply_event(struct sqlite_store *s, struct store_write *w) {
   return rc;
 }
 
+static void bind_time_or_null(sqlite3_stmt *st, int idx, int64_t us) {
+  if (us)
+    sqlite3_bind_int64(st, idx, us);
+  else
+    sqlite3_bind_null(st, idx);
+}
+
+/* The API key writes (store.h). */
+static int apply_key(struct sqlite_store *s, struct store_write *w) {
+  if (w->kind == STORE_WRITE_KEY_CREATE) {
+    const struct apikey_record *k = w->key;
+    char scopes[APIKEY_SCOPES_TEXT_MAX], accounts[APIKEY_ACCOUNTS_TEXT_MAX];
+    apikey_scopes_text(k->scopes, scopes);
+    apikey_accounts_join(k, accounts);
+    sqlite3_stmt *st = s->w_key_ins;
+    sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, scopes, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, accounts, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 5, k->secret_sha256, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, k->created_us);
+    bind_time_or_null(st, 7, k->expires_us);
+    return step_done(st);
+  }
+  sqlite3_stmt *st = w->kind == STORE_WRITE_KEY_REVOKE ? s->w_key_revoke : s->w_key_touch;
+  sqlite3_bind_text(st, 1, w->key_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, w->key_at_us);
+  int rc = sqlite3_step(st);
+  w->duplicate = rc != SQLITE_ROW; /* KEY_REVOKE: no such key */
+  if (rc == SQLITE_ROW) rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
+  if (w->kind == STORE_WRITE_KEY_CREATE || w->kind == STORE_WRITE_KEY_REVOKE ||
+      w->kind == STORE_WRITE_KEY_TOUCH)
+    return apply_key(s, w);
   if (w->kind == STORE_WRITE_PROBE) {
     sqlite3_bind_int64(s->w_probe, 1, time_now_us());
     return step_done(s->w_probe);
@@ -621,12 +675,13 @@ static void sqlite_submit(struct store *base, struct store_write *w) {
   "(SELECT a.bytes FROM audio_meta a " \
   "WHERE a.conversation_id = c.conversation_id)"
 
-static const char *const list_filters[3] = {"c.email_id = ?", "c.account_id = ?", "c.status = ?"};
+static const char *const list_filters[4] = {"c.email_id = ?", "c.account_id = ?", "c.status = ?",
+                                            "c.account_id IN (SELECT value FROM json_each(?))"};
 
 static void build_where(unsigned mask, char *buf, size_t cap) {
   size_t pos = 0;
   buf[0] = '\0';
-  for (unsigned i = 0; i < 3; i++) {
+  for (unsigned i = 0; i < 4; i++) {
     if (!(mask & (1u << i))) continue;
     pos +=
         (size_t)snprintf(buf + pos, cap - pos, "%s%s", pos ? " AND " : " WHERE ", list_filters[i]);
@@ -639,6 +694,8 @@ static void reader_free(struct reader *r) {
   sqlite3_finalize(r->events);
   sqlite3_finalize(r->audio_meta);
   sqlite3_finalize(r->audio_chunks);
+  sqlite3_finalize(r->key_get);
+  sqlite3_finalize(r->key_list);
   for (int i = 0; i < LIST_VARIANTS; i++) {
     sqlite3_finalize(r->list[i]);
     sqlite3_finalize(r->count[i]);
@@ -668,6 +725,10 @@ static struct reader *reader_open(struct sqlite_store *s) {
               "SELECT seq, data FROM audio_chunks WHERE conversation_id = ?1 "
               "AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
               &r->audio_chunks) != SQLITE_OK ||
+      prepare(r->db, "SELECT " KEY_COLUMNS " FROM api_keys WHERE id = ?1", &r->key_get) !=
+          SQLITE_OK ||
+      prepare(r->db, "SELECT " KEY_COLUMNS " FROM api_keys ORDER BY created_us, id",
+              &r->key_list) != SQLITE_OK ||
       prepare(r->db, "SELECT COUNT(*) FROM (SELECT 1 FROM conversations LIMIT 1)", &r->ping) !=
           SQLITE_OK) {
     log_msg(LOG_ERROR, "sqlite reader open failed: %s", r->db ? sqlite3_errmsg(r->db) : "?");
@@ -675,7 +736,7 @@ static struct reader *reader_open(struct sqlite_store *s) {
     return NULL;
   }
   for (unsigned m = 0; m < LIST_VARIANTS; m++) {
-    char where[128], sql[1024];
+    char where[192], sql[1024];
     build_where(m, where, sizeof where);
     /* The page is chosen on an index alone (skipped rows cost no table lookups), then only
      * its rows are read. */
@@ -748,18 +809,19 @@ static enum store_status sqlite_get(struct store *base, const char *id, bool wit
   return st;
 }
 
-static unsigned bind_filters(sqlite3_stmt *st, const struct store_filter *f) {
-  const char *vals[3] = {f->email_id, f->account_id, f->status};
+static unsigned bind_filters(sqlite3_stmt *st, const struct store_filter *f,
+                             const char *accounts_json) {
+  const char *vals[4] = {f->email_id, f->account_id, f->status, accounts_json};
   unsigned idx = 1;
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     if (vals[i]) sqlite3_bind_text(st, (int)idx++, vals[i], -1, SQLITE_STATIC);
   return idx;
 }
 
 static enum store_status count_rows(struct reader *r, unsigned mask, const struct store_filter *f,
-                                    int64_t *total) {
+                                    const char *aj, int64_t *total) {
   sqlite3_stmt *st = r->count[mask];
-  bind_filters(st, f);
+  bind_filters(st, f, aj);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) *total = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
@@ -768,9 +830,9 @@ static enum store_status count_rows(struct reader *r, unsigned mask, const struc
 }
 
 static enum store_status fetch_page(struct reader *r, unsigned mask, const struct store_filter *f,
-                                    struct store_page *out) {
+                                    const char *aj, struct store_page *out) {
   sqlite3_stmt *st = r->list[mask];
-  unsigned idx = bind_filters(st, f);
+  unsigned idx = bind_filters(st, f, aj);
   sqlite3_bind_int64(st, (int)idx, f->limit);
   sqlite3_bind_int64(st, (int)idx + 1, (f->page - 1) * f->limit);
   enum store_status result = STORE_OK;
@@ -789,15 +851,22 @@ static enum store_status sqlite_list(struct store *base, const struct store_filt
   memset(out, 0, sizeof *out);
   struct reader *r = reader_get((struct sqlite_store *)base);
   if (!r) return STORE_RETRY;
-  unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0);
+  char *aj = NULL;
+  if (f->naccounts && !(aj = store_accounts_json(f->accounts, f->naccounts))) return STORE_RETRY;
+  unsigned mask =
+      (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) | (aj ? 8u : 0);
   /* One read transaction, so the count and the page agree. */
-  if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return STORE_RETRY;
-  enum store_status st = count_rows(r, mask, f, &out->total);
+  if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+    free(aj);
+    return STORE_RETRY;
+  }
+  enum store_status st = count_rows(r, mask, f, aj, &out->total);
   if (st == STORE_OK && (f->page - 1) * f->limit < out->total) {
     out->items = calloc((size_t)f->limit, sizeof *out->items);
-    st = out->items ? fetch_page(r, mask, f, out) : STORE_RETRY;
+    st = out->items ? fetch_page(r, mask, f, aj, out) : STORE_RETRY;
   }
   sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+  free(aj);
   if (st != STORE_OK) store_page_free(out);
   return st;
 }
@@ -911,12 +980,82 @@ static enum store_status sqlite_audio_read(struct store *base, const char *conve
   return result;
 }
 
+/* ---------- API keys ---------- */
+
+static int64_t time_or_zero(sqlite3_stmt *st, int col) {
+  return sqlite3_column_type(st, col) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, col);
+}
+
+static enum store_status read_key(sqlite3_stmt *st, struct apikey_record *k) {
+  memset(k, 0, sizeof *k);
+  copy_text(k->id, sizeof k->id, sqlite3_column_text(st, 0));
+  copy_text(k->name, sizeof k->name, sqlite3_column_text(st, 1));
+  const unsigned char *scopes = sqlite3_column_text(st, 2);
+  const unsigned char *accounts = sqlite3_column_text(st, 3);
+  if (!scopes || !apikey_scopes_parse((const char *)scopes, &k->scopes) || !accounts ||
+      !apikey_accounts_split(k, (const char *)accounts) || sqlite3_column_bytes(st, 4) != 32)
+    return STORE_HARD;
+  memcpy(k->secret_sha256, sqlite3_column_blob(st, 4), 32);
+  k->created_us = sqlite3_column_int64(st, 5);
+  k->expires_us = time_or_zero(st, 6);
+  k->revoked_us = time_or_zero(st, 7);
+  k->last_used_us = time_or_zero(st, 8);
+  return STORE_OK;
+}
+
+static enum store_status sqlite_key_get(struct store *base, const char *id,
+                                        struct apikey_record *out) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  sqlite3_bind_text(r->key_get, 1, id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(r->key_get);
+  enum store_status st = rc == SQLITE_ROW    ? read_key(r->key_get, out)
+                         : rc == SQLITE_DONE ? STORE_NOT_FOUND
+                                             : status_of(rc);
+  sqlite3_reset(r->key_get);
+  sqlite3_clear_bindings(r->key_get);
+  return st;
+}
+
+static enum store_status sqlite_key_list(struct store *base, struct apikey_record **out,
+                                         size_t *count) {
+  *out = NULL;
+  *count = 0;
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  size_t cap = 0;
+  enum store_status st = STORE_OK;
+  int rc;
+  while (st == STORE_OK && (rc = sqlite3_step(r->key_list)) == SQLITE_ROW) {
+    if (*count == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      struct apikey_record *n = realloc(*out, ncap * sizeof *n);
+      if (!n) {
+        st = STORE_RETRY;
+        break;
+      }
+      *out = n;
+      cap = ncap;
+    }
+    st = read_key(r->key_list, &(*out)[(*count)++]);
+  }
+  if (st == STORE_OK && rc != SQLITE_DONE) st = status_of(rc);
+  sqlite3_reset(r->key_list);
+  if (st != STORE_OK) {
+    free(*out);
+    *out = NULL;
+    *count = 0;
+  }
+  return st;
+}
+
 /* ---------- lifecycle ---------- */
 
 static void writer_finalize(struct sqlite_store *s) {
   sqlite3_stmt *all[] = {s->w_find,      s->w_ins_delivery, s->w_upsert,    s->w_probe,
                          s->w_begin,     s->w_commit,       s->w_rollback,  s->w_find_event,
-                         s->w_ins_event, s->w_del_chunks,   s->w_put_audio, s->w_ins_chunk};
+                         s->w_ins_event, s->w_del_chunks,   s->w_put_audio, s->w_ins_chunk,
+                         s->w_key_ins,   s->w_key_revoke,   s->w_key_touch};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
 }
 
@@ -945,6 +1084,8 @@ static const struct store_ops sqlite_ops = {
     .ping_read = sqlite_ping_read,
     .events = sqlite_events,
     .audio_read = sqlite_audio_read,
+    .key_get = sqlite_key_get,
+    .key_list = sqlite_key_list,
     .close = sqlite_close,
 };
 

@@ -53,6 +53,10 @@ int store_audio_pread(const struct store_write *w, int64_t off, void *buf, size_
 bool store_audio_piece(int64_t offset, int64_t end, int64_t slice_start, const void *data,
                        size_t len, unsigned char *buf, size_t *got);
 
+/* A JSON array of the n account ids (malloc'ed; NULL when out of memory): how a list's
+ * account bound is handed to the database as one parameter. */
+char *store_accounts_json(const char *const *accounts, size_t n);
+
 /* Sets every write's status (OK keeps what the backend filled in) and calls its done(). */
 void write_queue_finish(struct store_write *batch, enum store_status status);
 
