@@ -21,6 +21,7 @@
 #include "http/tls.h"
 #include "sig/sig.h"
 #include "store/health.h"
+#include "store/retention.h"
 
 #define SHUTDOWN_GRACE_MS 30000
 /* Decoded audio waiting to be written to temporary files, all uploads together; past it an
@@ -474,10 +475,13 @@ static int serve(void) {
     return 2;
   }
   struct http_server *server = NULL;
+  struct store_retention *retention = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
             (app.store = store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err,
                                          sizeof err)) &&
             (app.health = store_health_new(app.store)) && app_docs_init(&app) &&
+            (cfg.retention_days == 0 ||
+             (retention = store_retention_start(app.store, cfg.retention_days))) &&
             el_health_start(&cfg, &app.elevenlabs, err, sizeof err) &&
             (app.spool = filewriter_new(SPOOL_QUEUE_BYTES)) &&
             (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
@@ -485,6 +489,7 @@ static int serve(void) {
     fprintf(stderr, "gensendrep: %s\n", err);
     el_health_stop(app.elevenlabs);
     filewriter_free(app.spool);
+    store_retention_stop(retention);
     app_docs_free(&app);
     store_health_free(app.health);
     store_close(app.store);
@@ -507,8 +512,9 @@ static int serve(void) {
     log_msg(LOG_ERROR, "shutdown timed out waiting for the database");
     _exit(1);
   }
-  el_health_stop(app.elevenlabs); /* a check in flight is abandoned, not waited for */
-  filewriter_free(app.spool);     /* after the server: every request has released its files */
+  el_health_stop(app.elevenlabs);  /* a check in flight is abandoned, not waited for */
+  filewriter_free(app.spool);      /* after the server: every request has released its files */
+  store_retention_stop(retention); /* waits for its batch in flight; before the store closes */
   store_health_free(app.health);
   store_close(app.store);
   redis_client_free(app.redis);

@@ -54,6 +54,7 @@ void api_webhook_elevenlabs_post(struct http_request *req);
 extern const struct route_stream api_elevenlabs_stream;
 void api_conversations_audio_get(struct http_request *req);
 void api_conversations_get(struct http_request *req);
+void api_conversations_delete(struct http_request *req);
 void api_conversations_list(struct http_request *req);
 void api_health_get(struct http_request *req);
 void api_openapi_get(struct http_request *req);

@@ -105,8 +105,9 @@ const struct config_var config_vars[] = {
     {"TLS_KEY_FILE", CONFIG_SECRET, "", 0, 0, OFF(tls_key_file),
      "PEM private key of TLS_CERT_FILE (a path; the key itself is never logged)."},
     {"RETENTION_DAYS", CONFIG_STRING, "", 0, 0, OFF(retention_days_text),
-     "Conversations older than this many days are erased in the background; empty: kept "
-     "forever."},
+     "Conversations last processed more than this many days ago are erased whole (deliveries, "
+     "events, audio) in the background, in batches of 100, and so are events and audio of no "
+     "conversation received before then; empty: kept forever. Range 1–36500."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
      "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "
      "CDN."},

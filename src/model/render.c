@@ -127,6 +127,11 @@ char *render_conversation_detail(const struct store_conversation *c, size_t *len
   return out;
 }
 
+json_t *render_conversation_erased(const char *conversation_id) {
+  return json_pack("{s:b,s:{s:s,s:b}}", "success", 1, "data", "conversationId", conversation_id,
+                   "erased", 1);
+}
+
 json_t *render_webhook_accepted(const char *conversation_id, const char *webhook_id,
                                 int64_t processed_us) {
   return json_pack("{s:b,s:s,s:{s:s,s:o,s:s,s:s}}", "success", 1, "message",

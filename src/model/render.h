@@ -13,6 +13,8 @@ json_t *render_conversation(const struct store_conversation *c);
 /* The Conversation fields plus transcript, metadata and summary exactly as received (c->body
  * must be set). Returns a malloc'ed JSON text and its length, or NULL. */
 char *render_conversation_detail(const struct store_conversation *c, size_t *len);
+/* {"success":true,"data":{"conversationId":..,"erased":true}}: the answer to an erasure. */
+json_t *render_conversation_erased(const char *conversation_id);
 /* The webhook's success answer. */
 json_t *render_webhook_accepted(const char *conversation_id, const char *webhook_id,
                                 int64_t processed_us);

@@ -60,6 +60,7 @@ char *store_accounts_json(const char *const *accounts, size_t n) {
 const char *store_write_conversation_id(const struct store_write *w) {
   if (w->kind == STORE_WRITE_CONVERSATION) return w->conv->conversation_id;
   if (w->kind == STORE_WRITE_EVENT) return w->event_conversation_id;
+  if (w->kind == STORE_WRITE_ERASE) return w->erase_conversation_id;
   return NULL;
 }
 

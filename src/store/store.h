@@ -43,6 +43,16 @@ enum store_write_kind {
   STORE_WRITE_KEY_CREATE,
   STORE_WRITE_KEY_REVOKE,
   STORE_WRITE_KEY_TOUCH,
+  /* Erasure: everything kept of erase_conversation_id goes (its conversations row, every
+   * delivery, its ElevenLabs events, its audio), in the batch's one transaction. erased is the
+   * number of rows removed: 0 when nothing of it existed (the status is still STORE_OK). */
+  STORE_WRITE_ERASE,
+  /* Retention: erases, as STORE_WRITE_ERASE does, at most retain_limit conversations whose
+   * processedAt is before retain_before_us, plus at most retain_limit events and audios of no
+   * conversation received before it. erased: conversations + orphan events + orphan audios
+   * erased (0: nothing was due). Several instances may run it at once (PostgreSQL: rows
+   * another transaction holds are skipped). */
+  STORE_WRITE_RETAIN,
 };
 
 #define STORE_EVENT_TYPE_MAX 65 /* EL_TYPE_MAX + NUL */
@@ -70,7 +80,13 @@ struct store_write {
   const struct apikey_record *key; /* KEY_CREATE */
   char key_id[APIKEY_ID_LEN + 1];  /* KEY_REVOKE, KEY_TOUCH */
   int64_t key_at_us;
+  /* input (STORE_WRITE_ERASE) */
+  const char *erase_conversation_id;
+  /* input (STORE_WRITE_RETAIN) */
+  int64_t retain_before_us;
+  int64_t retain_limit;
   /* output, valid in done() */
+  int64_t erased; /* STORE_WRITE_ERASE, STORE_WRITE_RETAIN */
   enum store_status status;
   bool duplicate; /* byte-identical redelivery: nothing was changed */
   char webhook_id[STORE_WEBHOOK_ID_MAX];

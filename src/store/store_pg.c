@@ -318,6 +318,43 @@ static const char audio_chunk_sql[] =
     "INSERT INTO audio_chunks (conversation_id, seq, data) SELECT $1, $3, $4 "
     "WHERE EXISTS (SELECT 1 FROM audio_meta WHERE conversation_id = $1 AND webhook_id = $2)";
 
+/* Erasure: every row of the conversation, in one statement (the conversation and the
+ * deliveries it refers to go together, so the reference is never left dangling); the answer is
+ * the number of rows removed. */
+static const char erase_sql[] =
+    "WITH c AS (DELETE FROM conversations WHERE conversation_id = $1 RETURNING 1),"
+    " d AS (DELETE FROM deliveries WHERE conversation_id = $1 RETURNING 1),"
+    " e AS (DELETE FROM events WHERE conversation_id = $1 RETURNING 1),"
+    " k AS (DELETE FROM audio_chunks WHERE conversation_id = $1 RETURNING 1),"
+    " m AS (DELETE FROM audio_meta WHERE conversation_id = $1 RETURNING 1) "
+    "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM d) + (SELECT count(*) FROM e)"
+    " + (SELECT count(*) FROM k) + (SELECT count(*) FROM m)";
+
+/* Retention: at most $2 conversations processed before $1, whole, and at most $2 events and
+ * audios of no conversation received before $1. Rows another transaction holds (another
+ * instance's retention, a webhook rewriting that conversation) are skipped, so instances
+ * running it at once never wait for each other nor erase a conversation twice. The answer:
+ * conversations + events + audios erased. */
+#define PG_NO_CONVERSATION(t) \
+  "NOT EXISTS (SELECT 1 FROM conversations y WHERE y.conversation_id = " t ".conversation_id)"
+static const char retain_sql[] =
+    "WITH v AS (SELECT conversation_id FROM conversations WHERE processed_at_us < $1"
+    "   ORDER BY processed_at_us LIMIT $2 FOR UPDATE SKIP LOCKED),"
+    " c AS (DELETE FROM conversations WHERE conversation_id IN (SELECT conversation_id FROM v)"
+    "   RETURNING conversation_id),"
+    " d AS (DELETE FROM deliveries WHERE conversation_id IN (SELECT conversation_id FROM c)),"
+    " e AS (DELETE FROM events WHERE conversation_id IN (SELECT conversation_id FROM c)),"
+    " k AS (DELETE FROM audio_chunks WHERE conversation_id IN (SELECT conversation_id FROM c)),"
+    " m AS (DELETE FROM audio_meta WHERE conversation_id IN (SELECT conversation_id FROM c)),"
+    " oe AS (DELETE FROM events WHERE id IN (SELECT x.id FROM events x"
+    "   WHERE x.received_at_us < $1 AND " PG_NO_CONVERSATION("x")
+    "   LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1),"
+    " om AS (DELETE FROM audio_meta WHERE conversation_id IN (SELECT x.conversation_id"
+    "   FROM audio_meta x WHERE x.received_at_us < $1 AND " PG_NO_CONVERSATION("x")
+    "   LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING conversation_id),"
+    " ok AS (DELETE FROM audio_chunks WHERE conversation_id IN (SELECT conversation_id FROM om)) "
+    "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM oe) + (SELECT count(*) FROM om)";
+
 static bool prepare_writer(PGconn *c) {
   static const Oid upsert_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,  OID_INT8,
                                      OID_INT8, OID_TEXT, OID_INT8, OID_BYTEA, OID_BYTEA,
@@ -334,6 +371,8 @@ static bool prepare_writer(PGconn *c) {
   static const Oid key_types[] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT,
                                   OID_BYTEA, OID_INT8, OID_INT8};
   static const Oid key_at_types[] = {OID_TEXT, OID_INT8};
+  static const Oid erase_types[] = {OID_TEXT};
+  static const Oid retain_types[] = {OID_INT8, OID_INT8};
   return command_ok(c, "SET synchronous_commit = on") &&
          prepare(c, "key_create",
                  "INSERT INTO api_keys (" KEY_COLUMNS
@@ -349,6 +388,8 @@ static bool prepare_writer(PGconn *c) {
                  2, key_at_types) &&
          prepare(c, "upsert", upsert_sql, 13, upsert_types) &&
          prepare(c, "event", event_sql, 19, event_types) &&
+         prepare(c, "erase", erase_sql, 1, erase_types) &&
+         prepare(c, "retain", retain_sql, 2, retain_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
          prepare(c, "audio_chunk", audio_chunk_sql, 4, chunk_types) &&
          prepare(c, "event_find",
@@ -553,6 +594,18 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
   return PQsendQueryPrepared(s->writer_conn, "event", 19, vals, lens, formats, 1) == 1;
 }
 
+static bool send_erase(PGconn *c, const struct store_write *w) {
+  if (w->kind == STORE_WRITE_ERASE) {
+    const char *vals[] = {w->erase_conversation_id};
+    return PQsendQueryPrepared(c, "erase", 1, vals, NULL, NULL, 1) == 1;
+  }
+  char before[24], limit[24];
+  snprintf(before, sizeof before, "%lld", (long long)w->retain_before_us);
+  snprintf(limit, sizeof limit, "%lld", (long long)w->retain_limit);
+  const char *vals[] = {before, limit};
+  return PQsendQueryPrepared(c, "retain", 2, vals, NULL, NULL, 1) == 1;
+}
+
 static size_t audio_chunks(const struct store_write *w) {
   if (!store_write_has_audio(w)) return 0;
   return (size_t)((w->audio_len + STORE_AUDIO_CHUNK_BYTES - 1) / STORE_AUDIO_CHUNK_BYTES);
@@ -622,8 +675,10 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
   free(keys);
   for (struct store_write *w = head; ok && w; w = w->next) {
     bool probe = w->kind == STORE_WRITE_PROBE;
+    bool erase = w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN;
     ok = probe                          ? send_probe(c)
          : is_key_write(w)              ? send_key(s, w)
+         : erase                        ? send_erase(c, w)
          : w->kind == STORE_WRITE_EVENT ? send_event(s, w)
                                         : send_conversation(s, w);
     if (ok) add_step(b, STEP_WRITE, w, probe ? PGRES_COMMAND_OK : PGRES_TUPLES_OK);
@@ -645,6 +700,11 @@ static enum store_status read_write(struct store_write *w, const PGresult *r) {
   if (w->kind == STORE_WRITE_PROBE) return STORE_OK;
   if (is_key_write(w)) {
     w->duplicate = PQntuples(r) == 0; /* KEY_REVOKE: no such key */
+    return STORE_OK;
+  }
+  if (w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) {
+    if (PQntuples(r) != 1 || PQnfields(r) != 1 || PQgetlength(r, 0, 0) != 8) return STORE_HARD;
+    w->erased = get_i64(r, 0, 0);
     return STORE_OK;
   }
   if (PQntuples(r) != 1 || PQnfields(r) != 3) return STORE_HARD;

@@ -26,6 +26,16 @@
 #define LIST_VARIANTS 16 /* one statement per combination of the four filters */
 #define KEY_COLUMNS \
   "id, name, scopes, accounts, secret_sha256, created_us, expires_us, revoked_us, last_used_us"
+/* Erasure: the conversation first (it refers to its delivery), then the rest. */
+#define ERASE_STEPS 5
+static const char *const erase_sql[ERASE_STEPS] = {
+    "DELETE FROM conversations WHERE conversation_id = ?1",
+    "DELETE FROM deliveries WHERE conversation_id = ?1",
+    "DELETE FROM events WHERE conversation_id = ?1",
+    "DELETE FROM audio_chunks WHERE conversation_id = ?1",
+    "DELETE FROM audio_meta WHERE conversation_id = ?1",
+};
+#define ERASE_AUDIO_FROM 3 /* erase_sql[3..]: the audio alone */
 
 struct reader {
   sqlite3 *db;
@@ -47,6 +57,8 @@ struct sqlite_store {
   sqlite3_stmt *w_find, *w_ins_delivery, *w_upsert, *w_probe, *w_begin, *w_commit, *w_rollback;
   sqlite3_stmt *w_find_event, *w_ins_event, *w_del_chunks, *w_put_audio, *w_ins_chunk;
   sqlite3_stmt *w_key_ins, *w_key_revoke, *w_key_touch;
+  sqlite3_stmt *w_erase[ERASE_STEPS]; /* one conversation's rows, table by table */
+  sqlite3_stmt *w_old_convs, *w_old_events, *w_old_audio; /* retention */
   unsigned char *audio_buf; /* one chunk of audio on its way from the file to the database */
   pthread_t writer;
   bool writer_started;
@@ -59,6 +71,9 @@ struct sqlite_store {
   bool ckpt_stop;
   bool ckpt_wake;    /* the writer saw the log pass WAL_RESET_FRAMES */
   bool ckpt_failing; /* a checkpoint failure was logged; log the next success */
+  /* An erasure committed: the log, which still holds the erased rows' old pages, is to be
+   * emptied (a TRUNCATE checkpoint) as soon as no reader needs it. */
+  bool ckpt_truncate;
   /* The gate between batches (see catch_up): the writer is inside a batch, the checkpointer
    * holds the gate or waits for it. The writer never waits while the checkpointer does not. */
   pthread_cond_t gate_cv;
@@ -205,6 +220,27 @@ static bool migrate(sqlite3 *db, char *err, size_t errlen) {
   return false;
 }
 
+/* Orphans: events and audio of no conversation (audio may come first, events may name none). */
+#define NO_CONVERSATION(t) \
+  "NOT EXISTS (SELECT 1 FROM conversations c WHERE c.conversation_id = " t ".conversation_id)"
+
+static bool prepare_erasure(struct sqlite_store *s) {
+  for (int i = 0; i < ERASE_STEPS; i++)
+    if (prepare(s->wdb, erase_sql[i], &s->w_erase[i]) != SQLITE_OK) return false;
+  return prepare(s->wdb,
+                 "SELECT conversation_id FROM conversations WHERE processed_at_us < ?1 "
+                 "ORDER BY processed_at_us LIMIT ?2",
+                 &s->w_old_convs) == SQLITE_OK &&
+         prepare(s->wdb,
+                 "DELETE FROM events WHERE id IN (SELECT e.id FROM events e "
+                 "WHERE e.received_at_us < ?1 AND " NO_CONVERSATION("e") " LIMIT ?2)",
+                 &s->w_old_events) == SQLITE_OK &&
+         prepare(s->wdb,
+                 "SELECT a.conversation_id FROM audio_meta a "
+                 "WHERE a.received_at_us < ?1 AND " NO_CONVERSATION("a") " LIMIT ?2",
+                 &s->w_old_audio) == SQLITE_OK;
+}
+
 static bool prepare_writer(struct sqlite_store *s) {
   sqlite3 *db = s->wdb;
   return prepare(db,
@@ -263,7 +299,7 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "UPDATE api_keys SET last_used_us = ?2 WHERE id = ?1 "
                  "AND (last_used_us IS NULL OR last_used_us < ?2)",
                  &s->w_key_touch) == SQLITE_OK &&
-         prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
+         prepare_erasure(s) && prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
          prepare(db, "COMMIT", &s->w_commit) == SQLITE_OK &&
          prepare(db, "ROLLBACK", &s->w_rollback) == SQLITE_OK;
 }
@@ -333,10 +369,34 @@ static void checkpoint_report(struct sqlite_store *s, int rc) {
   }
 }
 
+/* After an erasure: the log still holds the pages as they were before (the erased text), until
+ * it is overwritten or cut. Between two batches, with no reader left on an older snapshot,
+ * a TRUNCATE checkpoint copies the log into the database file (whose pages secure_delete has
+ * zeroed) and cuts the log to zero bytes. Busy readers are not waited for (the writer waits at
+ * the gate meanwhile): the next round tries again. True once done. */
+static bool truncate_log(struct sqlite_store *s) {
+  gate_ckpt_enter(s);
+  sqlite3_busy_timeout(s->cdb, 0);
+  int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+  sqlite3_busy_timeout(s->cdb, BUSY_TIMEOUT_MS);
+  if (rc == SQLITE_OK) { /* still inside the gate: no erasure committed since */
+    pthread_mutex_lock(&s->ckpt_mu);
+    s->ckpt_truncate = false;
+    pthread_mutex_unlock(&s->ckpt_mu);
+  }
+  gate_ckpt_leave(s);
+  if (rc != SQLITE_BUSY) checkpoint_report(s, rc);
+  return rc == SQLITE_OK;
+}
+
 /* A pass's counts are those of the log when it started: "all copied" says nothing of what the
  * writer appended meanwhile, so past WAL_RESET_FRAMES the gated pass always runs. */
 static void checkpoint_round(struct sqlite_store *s) {
   int log_frames, copied;
+  pthread_mutex_lock(&s->ckpt_mu);
+  bool truncate = s->ckpt_truncate;
+  pthread_mutex_unlock(&s->ckpt_mu);
+  if (truncate && truncate_log(s)) return;
   int rc = checkpoint_pass(s, &log_frames, &copied);
   if (rc == SQLITE_OK && log_frames > WAL_RESET_FRAMES) {
     gate_ckpt_enter(s);
@@ -600,10 +660,80 @@ static int apply_key(struct sqlite_store *s, struct store_write *w) {
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Runs erase_sql[from..] for id; adds the rows removed to *erased. */
+static int erase_one(struct sqlite_store *s, const char *id, int from, int64_t *erased) {
+  for (int i = from; i < ERASE_STEPS; i++) {
+    sqlite3_bind_text(s->w_erase[i], 1, id, -1, SQLITE_STATIC);
+    int rc = step_done(s->w_erase[i]);
+    if (rc != SQLITE_OK) return rc;
+    *erased += sqlite3_changes64(s->wdb);
+  }
+  return SQLITE_OK;
+}
+
+/* The ids a retention query selects (at most limit), copied: rows are deleted after. */
+static int select_ids(sqlite3_stmt *st, int64_t before_us, int64_t limit, char ***ids, size_t *n) {
+  *ids = NULL;
+  *n = 0;
+  if (limit <= 0) return SQLITE_OK;
+  *ids = calloc((size_t)limit, sizeof **ids);
+  if (!*ids) return SQLITE_NOMEM;
+  sqlite3_bind_int64(st, 1, before_us);
+  sqlite3_bind_int64(st, 2, limit);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < (size_t)limit) {
+    const unsigned char *id = sqlite3_column_text(st, 0);
+    if (!id || !((*ids)[*n] = strdup((const char *)id))) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    (*n)++;
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static void free_ids(char **ids, size_t n) {
+  for (size_t i = 0; i < n; i++) free(ids[i]);
+  free(ids);
+}
+
+/* Erases each id a retention query selects, from erase_sql[from] on; counts the ids. */
+static int erase_selected(struct sqlite_store *s, sqlite3_stmt *select, int from,
+                          struct store_write *w) {
+  char **ids;
+  size_t n;
+  int rc = select_ids(select, w->retain_before_us, w->retain_limit, &ids, &n);
+  int64_t rows = 0;
+  for (size_t i = 0; rc == SQLITE_OK && i < n; i++) rc = erase_one(s, ids[i], from, &rows);
+  free_ids(ids, n);
+  if (rc == SQLITE_OK) w->erased += (int64_t)n;
+  return rc;
+}
+
+/* A retention batch: old conversations whole, then old events and audio of no conversation. */
+static int apply_retain(struct sqlite_store *s, struct store_write *w) {
+  int rc = erase_selected(s, s->w_old_convs, 0, w);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(s->w_old_events, 1, w->retain_before_us);
+    sqlite3_bind_int64(s->w_old_events, 2, w->retain_limit);
+    rc = step_done(s->w_old_events);
+    if (rc == SQLITE_OK) w->erased += sqlite3_changes64(s->wdb);
+  }
+  if (rc == SQLITE_OK) rc = erase_selected(s, s->w_old_audio, ERASE_AUDIO_FROM, w);
+  return rc;
+}
+
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
   if (w->kind == STORE_WRITE_KEY_CREATE || w->kind == STORE_WRITE_KEY_REVOKE ||
       w->kind == STORE_WRITE_KEY_TOUCH)
     return apply_key(s, w);
+  if (w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) {
+    w->erased = 0; /* a batch sent again counts again */
+    return w->kind == STORE_WRITE_ERASE ? erase_one(s, w->erase_conversation_id, 0, &w->erased)
+                                        : apply_retain(s, w);
+  }
   if (w->kind == STORE_WRITE_PROBE) {
     sqlite3_bind_int64(s->w_probe, 1, time_now_us());
     return step_done(s->w_probe);
@@ -614,6 +744,19 @@ static int apply_write(struct sqlite_store *s, struct store_write *w) {
   if (rc != SQLITE_OK || w->duplicate) return rc;
   if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
   return store_version(s, w);
+}
+
+/* After a committed batch that erased rows: the checkpointer empties the log soon. */
+static void request_truncate(struct sqlite_store *s, const struct store_write *batch) {
+  for (const struct store_write *w = batch; w; w = w->next) {
+    if ((w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) && w->erased > 0) {
+      pthread_mutex_lock(&s->ckpt_mu);
+      s->ckpt_truncate = true;
+      pthread_cond_signal(&s->ckpt_cv);
+      pthread_mutex_unlock(&s->ckpt_mu);
+      return;
+    }
+  }
 }
 
 /* Takes w out of the batch and finishes it alone. */
@@ -640,7 +783,10 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
       if (rc == AUDIO_READ_FAILED) failed = w;
     }
     if (rc == SQLITE_OK) rc = step_done(s->w_commit);
-    if (rc == SQLITE_OK) return STORE_OK;
+    if (rc == SQLITE_OK) {
+      request_truncate(s, *head);
+      return STORE_OK;
+    }
     if (!failed)
       log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
     if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
@@ -1052,11 +1198,13 @@ static enum store_status sqlite_key_list(struct store *base, struct apikey_recor
 /* ---------- lifecycle ---------- */
 
 static void writer_finalize(struct sqlite_store *s) {
-  sqlite3_stmt *all[] = {s->w_find,      s->w_ins_delivery, s->w_upsert,    s->w_probe,
-                         s->w_begin,     s->w_commit,       s->w_rollback,  s->w_find_event,
-                         s->w_ins_event, s->w_del_chunks,   s->w_put_audio, s->w_ins_chunk,
-                         s->w_key_ins,   s->w_key_revoke,   s->w_key_touch};
+  sqlite3_stmt *all[] = {s->w_find,       s->w_ins_delivery, s->w_upsert,    s->w_probe,
+                         s->w_begin,      s->w_commit,       s->w_rollback,  s->w_find_event,
+                         s->w_ins_event,  s->w_del_chunks,   s->w_put_audio, s->w_ins_chunk,
+                         s->w_key_ins,    s->w_key_revoke,   s->w_key_touch, s->w_old_convs,
+                         s->w_old_events, s->w_old_audio};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
+  for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
 }
 
 static void sqlite_close(struct store *base) {
@@ -1099,6 +1247,7 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
    * (readers kept it from restarting) is cut back to 16 MiB when it restarts. */
   if (!set_wal(s->wdb, err, errlen) || !exec(s->wdb, "PRAGMA synchronous = FULL", err, errlen) ||
       !exec(s->wdb, "PRAGMA foreign_keys = ON", err, errlen) ||
+      !exec(s->wdb, "PRAGMA secure_delete = ON", err, errlen) ||
       !exec(s->wdb, "PRAGMA wal_autocheckpoint = 0", err, errlen) ||
       !exec(s->wdb, "PRAGMA journal_size_limit = 16777216", err, errlen) ||
       !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen))

@@ -40,7 +40,7 @@ __attribute__((warn_unused_result)) bool write_queue_stamp(struct write_queue *q
 #define STORE_AUDIO_CHUNK_BYTES (256 * 1024)
 
 /* The conversation id a write locks and names (the event's for STORE_WRITE_EVENT); NULL for a
- * probe. */
+ * probe and a retention batch. */
 const char *store_write_conversation_id(const struct store_write *w);
 /* True when w replaces its conversation's audio (only an event write can). */
 bool store_write_has_audio(const struct store_write *w);

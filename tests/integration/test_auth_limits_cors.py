@@ -96,7 +96,7 @@ def test_unknown_route_404_json(server, method, path):
 @pytest.mark.parametrize("method,path,allowed", [
     ("GET", WEBHOOK, "POST"),
     ("PUT", WEBHOOK, "POST"),
-    ("DELETE", "/api/v1/conversations/x", "GET"),
+    ("PUT", "/api/v1/conversations/x", "DELETE"),  # DELETE erases (test_erasure.py)
     ("POST", LIST, "GET"),
     ("PATCH", LIST, "GET"),
     ("POST", HEALTH, "GET"),

@@ -19,6 +19,10 @@
  *     may come before the transcript, is replaced whole, and an event whose audio cannot be
  *     read fails alone and leaves nothing behind;
  *   - migrations: a database made by 0001, with rows, is migrated keeping them;
+ *   - erasure: every row of one conversation (row, deliveries, events, audio) goes and nothing
+ *     of another; erasing nothing says so (0 rows); an erasure takes effect at its place in a
+ *     batch; retention erases old conversations whole and orphan events/audio by their age, in
+ *     batches of at most its limit, and keeps what is recent;
  *   - SQLite: the background checkpointer moves the log into the database file and the log
  *     stays bounded.
  * Usage: conformance [sqlite|postgres]... (default: both; postgres needs the URL: no URL is
@@ -1517,6 +1521,253 @@ static void test_migration_keeps_existing_rows(void **state) {
   }
 }
 
+/* ---------- erasure and retention ---------- */
+
+/* Runs sql on the backend's database directly (test set-up: ageing rows); returns the first
+ * column of the first row as a number when there is one, else 0. */
+static int64_t direct_sql(const char *sql) {
+  int64_t v = 0;
+  if (strcmp(B->name, "sqlite") == 0) {
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(B->sqlite_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+      fail_msg("sqlite: %s", sqlite3_errmsg(db));
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+      v = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE)
+      fail_msg("sqlite: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+  }
+  PGconn *c = PQconnectdb(B->url);
+  assert_int_equal(PQstatus(c), CONNECTION_OK);
+  PGresult *r = PQexec(c, sql);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+    fail_msg("postgres: %s", PQerrorMessage(c));
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+    v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  PQfinish(c);
+  return v;
+}
+
+/* Rows of conversation id in every table that keeps something of it. */
+static int64_t rows_of(const char *id) {
+  char sql[1024];
+  snprintf(sql, sizeof sql,
+           "SELECT (SELECT COUNT(*) FROM conversations WHERE conversation_id = '%s')"
+           " + (SELECT COUNT(*) FROM deliveries WHERE conversation_id = '%s')"
+           " + (SELECT COUNT(*) FROM events WHERE conversation_id = '%s')"
+           " + (SELECT COUNT(*) FROM audio_meta WHERE conversation_id = '%s')"
+           " + (SELECT COUNT(*) FROM audio_chunks WHERE conversation_id = '%s')",
+           id, id, id, id, id);
+  return direct_sql(sql);
+}
+
+static struct pending *erase_new(const char *id) {
+  struct pending *p = calloc(1, sizeof *p);
+  assert_non_null(p);
+  p->w.kind = STORE_WRITE_ERASE;
+  p->w.erase_conversation_id = id;
+  p->w.audio_fd = -1;
+  p->w.done = on_done;
+  p->w.done_cls = p;
+  return p;
+}
+
+/* Erases id; returns the rows removed. */
+static int64_t erase_ok(const char *id) {
+  struct pending *p = erase_new(id);
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_OK);
+  int64_t n = p->w.erased;
+  pending_free(p);
+  return n;
+}
+
+static int64_t retain_ok(int64_t before_us, int64_t limit) {
+  struct pending *p = calloc(1, sizeof *p);
+  assert_non_null(p);
+  p->w.kind = STORE_WRITE_RETAIN;
+  p->w.retain_before_us = before_us;
+  p->w.retain_limit = limit;
+  p->w.audio_fd = -1;
+  p->w.done = on_done;
+  p->w.done_cls = p;
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_OK);
+  int64_t n = p->w.erased;
+  pending_free(p);
+  return n;
+}
+
+/* A conversation with two versions, two events and audio: all of it goes; its neighbour, with
+ * its own events and audio, keeps everything. */
+static void test_erase_removes_one_conversation_whole(void **state) {
+  (void)state;
+  char tag[16], a[64], b[64], email[64];
+  new_tag(tag);
+  snprintf(a, sizeof a, "er-a-%s", tag);
+  snprintf(b, sizeof b, "er-b-%s", tag);
+  snprintf(email, sizeof email, "er-%s@example.com", tag);
+  char *v1 = conv_body(a, email, "acc", 1, NULL), *v2 = conv_body(a, email, "acc", 2, NULL);
+  (void)put_ok(v1);
+  (void)put_ok(v2);
+  char *ev = event_json("post_call_transcription", a, NULL);
+  (void)submit_ok(event_new(a, "post_call_transcription", ev, NULL));
+  int fd = audio_file(STORE_AUDIO_CHUNK_BYTES + 10, 3);
+  (void)put_audio(a, fd, STORE_AUDIO_CHUNK_BYTES + 10, NULL);
+  close(fd);
+  (void)put_conv(b, email, "acc");
+  char *evb = event_json("post_call_transcription", b, NULL);
+  (void)submit_ok(event_new(b, "post_call_transcription", evb, NULL));
+  fd = audio_file(1000, 4);
+  (void)put_audio(b, fd, 1000, NULL);
+  close(fd);
+  int64_t before_b = rows_of(b);
+  assert_int_equal(rows_of(a), 1 + 2 + 2 + 1 + 2); /* row, deliveries, events, meta, chunks */
+
+  assert_int_equal(erase_ok(a), 8);
+  assert_int_equal(rows_of(a), 0);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, a, true, &c), STORE_NOT_FOUND);
+  struct store_events e;
+  assert_int_equal(store_events(B->store, a, &e), STORE_OK);
+  assert_int_equal(e.count, 0);
+  store_events_free(&e);
+  unsigned char buf[16];
+  size_t got;
+  int64_t total;
+  assert_int_equal(store_audio_read(B->store, a, 0, buf, sizeof buf, &got, &total),
+                   STORE_NOT_FOUND);
+  check_count(email, NULL, NULL, 1); /* b alone */
+  /* the neighbour keeps everything */
+  assert_int_equal(rows_of(b), before_b);
+  assert_int_equal(store_get(B->store, b, false, &c), STORE_OK);
+  check_range(b, 0, 2000, 1000, 4);
+  /* Delivered again afterwards, it is a new conversation (no trace decides "duplicate"). */
+  struct version again = put_ok(v1);
+  assert_false(again.duplicate);
+  assert_int_equal(rows_of(a), 2);
+  free(v1);
+  free(v2);
+  free(ev);
+  free(evb);
+}
+
+static void test_erase_of_nothing_erases_nothing(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "er-none-%s", tag);
+  assert_int_equal(erase_ok(id), 0);
+  /* audio alone (no conversation row) is something */
+  int fd = audio_file(100, 5);
+  (void)put_audio(id, fd, 100, NULL);
+  close(fd);
+  assert_true(erase_ok(id) > 0);
+  assert_int_equal(rows_of(id), 0);
+  assert_int_equal(erase_ok(id), 0);
+}
+
+/* Submitted together (one batch, as a busy writer takes them): the erasure takes effect at its
+ * place in the batch, and the writes around it are stored. */
+static void test_erase_within_a_batch(void **state) {
+  (void)state;
+  char tag[16], gone[64], kept[64], back[64];
+  new_tag(tag);
+  snprintf(gone, sizeof gone, "er-gone-%s", tag);
+  snprintf(kept, sizeof kept, "er-kept-%s", tag);
+  snprintf(back, sizeof back, "er-back-%s", tag);
+  (void)put_conv(gone, "x@example.com", "acc");
+  (void)put_conv(back, "x@example.com", "acc");
+  char *kb = conv_body(kept, "x@example.com", "acc", 1, NULL);
+  char *bb = conv_body(back, "x@example.com", "acc", 3, NULL);
+  struct pending *p[4] = {erase_new(gone), pending_new(kb), erase_new(back), pending_new(bb)};
+  for (int i = 0; i < 4; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 4; i++) {
+    wait_done(p[i]);
+    assert_int_equal(p[i]->w.status, STORE_OK);
+  }
+  assert_int_equal(p[0]->w.erased, 2);
+  assert_int_equal(p[2]->w.erased, 2);
+  for (int i = 0; i < 4; i++) pending_free(p[i]);
+  assert_int_equal(rows_of(gone), 0);
+  assert_int_equal(rows_of(kept), 2);
+  assert_int_equal(rows_of(back), 2); /* erased, then its new delivery stored */
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, back, false, &c), STORE_OK);
+  assert_int_equal(c.message_count, 3);
+  free(kb);
+  free(bb);
+}
+
+/* Ages a conversation (processedAt) or an id's events and audio (received) to at_us. */
+static void age(const char *table, const char *column, const char *id, int64_t at_us) {
+  char sql[512];
+  snprintf(sql, sizeof sql, "UPDATE %s SET %s = %lld WHERE conversation_id = '%s'", table, column,
+           (long long)at_us, id);
+  (void)direct_sql(sql);
+}
+
+static void test_retention_erases_only_what_is_old(void **state) {
+  (void)state;
+  char tag[16], old1[64], old2[64], old3[64], recent[64], lone_ev[64], lone_audio[64], new_ev[64];
+  new_tag(tag);
+  snprintf(old1, sizeof old1, "rt-old1-%s", tag);
+  snprintf(old2, sizeof old2, "rt-old2-%s", tag);
+  snprintf(old3, sizeof old3, "rt-old3-%s", tag);
+  snprintf(recent, sizeof recent, "rt-new-%s", tag);
+  snprintf(lone_ev, sizeof lone_ev, "rt-lone-ev-%s", tag);
+  snprintf(lone_audio, sizeof lone_audio, "rt-lone-au-%s", tag);
+  snprintf(new_ev, sizeof new_ev, "rt-new-ev-%s", tag);
+  const int64_t day = 86400LL * 1000000LL, now = (int64_t)time(NULL) * 1000000LL;
+  const char *olds[] = {old1, old2, old3};
+  for (int i = 0; i < 3; i++) {
+    (void)put_conv(olds[i], "rt@example.com", "acc");
+    char *ev = event_json("post_call_transcription", olds[i], NULL);
+    (void)submit_ok(event_new(olds[i], "post_call_transcription", ev, NULL));
+    free(ev);
+    age("conversations", "processed_at_us", olds[i], now - (40 + i) * day);
+  }
+  (void)put_conv(recent, "rt@example.com", "acc");
+  age("deliveries", "received_at_us", recent, now - 90 * day); /* history of a live one */
+  char *ev = event_json("post_call_transcription", lone_ev, NULL);
+  (void)submit_ok(event_new(lone_ev, "post_call_transcription", ev, NULL));
+  free(ev);
+  age("events", "received_at_us", lone_ev, now - 40 * day);
+  int fd = audio_file(300000, 6);
+  (void)put_audio(lone_audio, fd, 300000, NULL);
+  close(fd);
+  age("audio_meta", "received_at_us", lone_audio, now - 40 * day);
+  ev = event_json("post_call_transcription", new_ev, NULL);
+  (void)submit_ok(event_new(new_ev, "post_call_transcription", ev, NULL));
+  free(ev);
+
+  /* Small batches: at most 2 conversations per pass, oldest first. */
+  int64_t n = retain_ok(now - 30 * day, 2);
+  assert_int_equal(n, 2 + 1 + 1); /* two conversations, the lone event, the lone audio */
+  assert_int_equal(rows_of(old3), 0);
+  assert_int_equal(rows_of(old2), 0);
+  assert_int_equal(rows_of(old1), 3); /* its row, delivery and event */
+  assert_int_equal(rows_of(lone_ev), 0);
+  assert_int_equal(rows_of(lone_audio), 1); /* its event (recent) stays; its audio is gone */
+  assert_int_equal(retain_ok(now - 30 * day, 2), 1);
+  assert_int_equal(rows_of(old1), 0);
+  assert_int_equal(retain_ok(now - 30 * day, 2), 0);
+  /* what is recent is kept */
+  assert_int_equal(rows_of(recent), 2);
+  assert_int_equal(rows_of(new_ev), 1);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, recent, false, &c), STORE_OK);
+}
+
 /* ---------- groups ---------- */
 
 static int open_backend(struct backend *b) {
@@ -1603,7 +1854,11 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_failed_event_stores_nothing),                    \
   cmocka_unit_test(test_event_refused_for_its_bytes_fails_alone),        \
   cmocka_unit_test(test_audio_survives_a_refused_neighbour),             \
-  cmocka_unit_test(test_migration_keeps_existing_rows)
+  cmocka_unit_test(test_migration_keeps_existing_rows),                  \
+  cmocka_unit_test(test_erase_removes_one_conversation_whole),           \
+  cmocka_unit_test(test_erase_of_nothing_erases_nothing),                \
+  cmocka_unit_test(test_erase_within_a_batch),                           \
+  cmocka_unit_test(test_retention_erases_only_what_is_old)
 /* clang-format on */
 
 int main(int argc, char **argv) {

@@ -1,0 +1,84 @@
+/* DELETE /api/v1/conversations/{conversation_id}: erases everything kept of one conversation
+ * (its row, every delivery, its ElevenLabs events, its audio) in one transaction through the
+ * store's writer, and answers once that transaction is committed, as a webhook does. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/app.h"
+#include "core/log.h"
+#include "model/render.h"
+
+struct erase_job {
+  struct store_write write;
+  struct http_request *req;
+};
+
+static void job_free(void *p) { free(p); }
+
+/* Writer thread: the transaction holding this erasure has ended. */
+static void on_erased(struct store_write *w, void *cls) {
+  (void)w;
+  struct erase_job *job = cls;
+  http_request_resume(job->req);
+}
+
+static void reply_not_found(struct http_request *req) {
+  http_reply_error(req, API_ERR_NOT_FOUND, "Conversation not found", NULL);
+}
+
+static void on_resume(struct http_request *req) {
+  struct erase_job *job = http_request_state(req);
+  switch (job->write.status) {
+    case STORE_OK:
+      if (job->write.erased == 0) {
+        reply_not_found(req);
+        return;
+      }
+      /* audit: conversation.erased */
+      log_msg(LOG_INFO, "request %s: conversation erased (%lld rows)", http_request_id(req),
+              (long long)job->write.erased);
+      http_reply_json(req, 200, render_conversation_erased(job->write.erase_conversation_id));
+      return;
+    case STORE_NOT_FOUND:
+    case STORE_RETRY:
+      http_reply_header(req, "Retry-After", "1");
+      http_reply_error(req, API_ERR_UNAVAILABLE, "The conversation could not be erased; retry",
+                       NULL);
+      return;
+    case STORE_CLIENT:
+      http_reply_error(req, API_ERR_INVALID_PARAMETER,
+                       "conversation_id holds bytes the database cannot compare",
+                       json_pack("[{s:s,s:s}]", "field", "conversation_id", "issue",
+                                 "must be valid UTF-8 text"));
+      return;
+    case STORE_HARD:
+      http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
+      return;
+  }
+}
+
+void api_conversations_delete(struct http_request *req) {
+  struct app *app = http_request_app(req);
+  const char *id = http_request_path_param(req);
+  size_t len = strlen(id);
+  /* No such id can be stored (webhooks refuse it): nothing to erase. */
+  if (len == 0 || len > MODEL_CONVERSATION_ID_MAX || !model_is_printable(id, len)) {
+    reply_not_found(req);
+    return;
+  }
+  struct erase_job *job = calloc(1, sizeof *job);
+  if (!job) {
+    http_reply_header(req, "Retry-After", "1");
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  job->req = req;
+  job->write.kind = STORE_WRITE_ERASE;
+  job->write.erase_conversation_id = id; /* the request's, alive until it is answered */
+  job->write.audio_fd = -1;
+  job->write.done = on_erased;
+  job->write.done_cls = job;
+  /* Suspend first: the store may finish before store_submit returns. */
+  http_request_suspend(req, on_resume, job, job_free);
+  store_submit(app->store, &job->write);
+}
