@@ -1275,6 +1275,9 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   s->base.ops = &sqlite_ops;
+  /* The log may hold pages of an erasure the last run committed but had not cut yet (a crash):
+   * the first checkpoint round empties it. */
+  s->ckpt_truncate = true;
   write_queue_init(&s->queue, BATCH_MAX);
   pthread_mutex_init(&s->ckpt_mu, NULL);
   pthread_cond_init(&s->ckpt_cv, NULL);

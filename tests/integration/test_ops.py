@@ -457,6 +457,7 @@ def test_openapi_document(server):
     }
     for path, method in served.items():
         assert path in paths and method in paths[path], (path, method, sorted(paths))
+    assert "delete" in paths["/api/v1/conversations/{}"]  # the erasure (test_erasure.py)
     # and every documented route exists on the server
     body = make_conv()
     assert server.post_conv(body).status_code == 200
