@@ -1,6 +1,7 @@
 /* DELETE /api/v1/conversations/{conversation_id}: erases everything kept of one conversation
  * (its row, every delivery, its ElevenLabs events, its audio) in one transaction through the
  * store's writer, and answers once that transaction is committed, as a webhook does. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,15 +12,56 @@
 struct erase_job {
   struct store_write write;
   struct http_request *req;
+  /* a key bound to accounts: the erasure waits on an offload thread after a read */
+  struct store *store;
+  const char *const *accounts;
+  size_t naccounts;
+  bool hidden; /* no conversation of the key's accounts: as if nothing existed */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
 };
 
-static void job_free(void *p) { free(p); }
+static void job_free(void *p) {
+  struct erase_job *job = p;
+  if (job->naccounts) {
+    pthread_mutex_destroy(&job->mu);
+    pthread_cond_destroy(&job->cv);
+  }
+  free(job);
+}
 
 /* Writer thread: the transaction holding this erasure has ended. */
 static void on_erased(struct store_write *w, void *cls) {
   (void)w;
   struct erase_job *job = cls;
-  http_request_resume(job->req);
+  if (!job->naccounts) {
+    http_request_resume(job->req);
+    return;
+  }
+  pthread_mutex_lock(&job->mu);
+  job->done = true;
+  pthread_cond_signal(&job->cv);
+  pthread_mutex_unlock(&job->mu);
+}
+
+/* Offload thread, for a key bound to accounts: only a conversation of one of its accounts is
+ * erased (audio or events without a conversation row belong to no account it can see). The
+ * read and the erasure are two steps: a new version posted between them under another
+ * account is erased too. */
+static void erase_bound_work(void *p) {
+  struct erase_job *job = p;
+  struct store_conversation c;
+  enum store_status st = store_get(job->store, job->write.erase_conversation_id, false, &c);
+  if (st != STORE_OK || !api_account_visible(job->accounts, job->naccounts, c.account_id)) {
+    job->write.status = st;
+    job->hidden = st == STORE_OK || st == STORE_NOT_FOUND;
+    return;
+  }
+  store_submit(job->store, &job->write);
+  pthread_mutex_lock(&job->mu);
+  while (!job->done) pthread_cond_wait(&job->cv, &job->mu);
+  pthread_mutex_unlock(&job->mu);
 }
 
 static void reply_not_found(struct http_request *req) {
@@ -28,6 +70,10 @@ static void reply_not_found(struct http_request *req) {
 
 static void on_resume(struct http_request *req) {
   struct erase_job *job = http_request_state(req);
+  if (job->hidden) {
+    reply_not_found(req);
+    return;
+  }
   switch (job->write.status) {
     case STORE_OK:
       if (job->write.erased == 0) {
@@ -78,6 +124,14 @@ void api_conversations_delete(struct http_request *req) {
   job->write.audio_fd = -1;
   job->write.done = on_erased;
   job->write.done_cls = job;
+  job->accounts = http_request_accounts(req, &job->naccounts);
+  if (job->naccounts) {
+    job->store = app->store;
+    pthread_mutex_init(&job->mu, NULL);
+    pthread_cond_init(&job->cv, NULL);
+    http_request_offload(req, erase_bound_work, on_resume, job, job_free);
+    return;
+  }
   /* Suspend first: the store may finish before store_submit returns. */
   http_request_suspend(req, on_resume, job, job_free);
   store_submit(app->store, &job->write);

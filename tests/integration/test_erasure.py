@@ -274,3 +274,41 @@ def test_two_instances_run_retention_on_one_database(make_server, backend):
         assert "retention: a batch failed" not in srv.stderr_text()
     # logged once a run of batches ends (the next batch finds nothing)
     assert wait_for(lambda: "retention: erased" in a.stderr_text() + b.stderr_text(), timeout=15)
+
+
+# ------------------------------------------------------------------ scoped keys
+def _new_key(server, scopes, accounts=()):
+    body = {"name": "erase-" + uid(), "scopes": list(scopes), "accounts": list(accounts)}
+    r = server.request("POST", "/api/v1/keys", data=json.dumps(body),
+                       headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    return r.json()["key"]
+
+
+def test_delete_needs_the_delete_scope(server):
+    reader, deleter = _new_key(server, ["read", "ingest"]), _new_key(server, ["delete"])
+    cid = f"conv_{uid()}"
+    assert server.post_conv(make_conv(cid)).status_code == 200
+    assert_error(erase(server, cid, key=reader), 403, "FORBIDDEN")
+    assert server.get_conv(cid).status_code == 200
+    assert erase(server, cid, key=deleter).status_code == 200
+    assert_error(server.get_conv(cid), 404, "NOT_FOUND")
+
+
+def test_a_key_bound_to_accounts_erases_only_theirs(make_server):
+    srv = make_server(env=EL_ENV)
+    bound = _new_key(srv, ["delete"], ["acc-a"])
+    mine, theirs, lone = f"conv_{uid()}", f"conv_{uid()}", f"conv_{uid()}"
+    assert srv.post_conv(make_conv(mine, accountId="acc-a")).status_code == 200
+    assert srv.post_conv(make_conv(theirs, accountId="acc-b")).status_code == 200
+    el_post(srv, "post_call_audio_small.json", lone)  # audio of no conversation: no account
+    # another account's conversation, and what has no account, do not exist for this key
+    assert_error(erase(srv, theirs, key=bound), 404, "NOT_FOUND")
+    assert_error(erase(srv, lone, key=bound), 404, "NOT_FOUND")
+    assert_error(erase(srv, f"conv_{uid()}", key=bound), 404, "NOT_FOUND")
+    assert srv.get_conv(theirs).status_code == 200
+    assert srv.get(conv_path(lone, "/audio")).status_code == 200
+    r = erase(srv, mine, key=bound)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == {"conversationId": mine, "erased": True}
+    assert_error(srv.get_conv(mine), 404, "NOT_FOUND")
