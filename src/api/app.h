@@ -42,6 +42,10 @@ static inline bool api_account_visible(const char *const *accounts, size_t n, co
  * set; the caller sets the rest) and writes the key string (shown once) into key. */
 __attribute__((warn_unused_result)) bool api_key_generate(struct apikey_record *rec,
                                                           char key[APIKEY_LEN + 1]);
+/* The keys endpoints are for keys that see every account: a key bound to accounts could
+ * otherwise mint an unbound key (or list and revoke other accounts' keys). Replies 403 and
+ * returns false for a bound key. */
+bool api_keys_manager_ok(struct http_request *req);
 /* A key as the API shows it (never its secret or digest). */
 json_t *api_key_render(const struct apikey_record *rec);
 

@@ -52,6 +52,13 @@ bool api_key_generate(struct apikey_record *rec, char key[APIKEY_LEN + 1]) {
   return true;
 }
 
+bool api_keys_manager_ok(struct http_request *req) {
+  size_t n;
+  if (!http_request_accounts(req, &n)) return true;
+  http_reply_error(req, API_ERR_FORBIDDEN, "A key bound to accounts cannot manage API keys", NULL);
+  return false;
+}
+
 static json_t *time_or_null(int64_t us) {
   char buf[40];
   return us && time_format_us(us, false, buf, sizeof buf) ? json_string(buf) : json_null();

@@ -34,6 +34,7 @@ static void on_resume(struct http_request *req) {
 }
 
 void api_keys_delete(struct http_request *req) {
+  if (!api_keys_manager_ok(req)) return;
   struct app *app = http_request_app(req);
   const char *id = http_request_path_param(req);
   if (!apikey_id_valid(id)) {

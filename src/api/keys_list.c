@@ -44,6 +44,7 @@ static void on_resume(struct http_request *req) {
 }
 
 void api_keys_list(struct http_request *req) {
+  if (!api_keys_manager_ok(req)) return;
   struct app *app = http_request_app(req);
   struct list_job *job = calloc(1, sizeof *job);
   if (!job) {

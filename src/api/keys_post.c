@@ -100,6 +100,7 @@ static void read_body(json_t *body, struct apikey_record *rec, json_t *problems)
 }
 
 void api_keys_post(struct http_request *req) {
+  if (!api_keys_manager_ok(req)) return;
   struct app *app = http_request_app(req);
   size_t len;
   const char *text = http_request_body(req, &len);

@@ -286,3 +286,25 @@ def test_api_secret_keys_are_unrestricted(server):
     assert server.get_conv(cid).status_code == 200
     assert cid in ids(server.list_convs(limit=100))
     assert server.get("/api/v1/keys").status_code == 200
+
+
+# ------------------------------------------------------------------ review: bound admin keys
+def test_account_bound_admin_key_cannot_manage_keys(server):
+    """An admin key bound to account A must not mint an unbound key (nor list or revoke every
+    account's keys): that would escape its account bound."""
+    acc_a, acc_b = "acc-a-" + uid(), "acc-b-" + uid()
+    b1, r = post_conv(server, KEY1, acc_b)
+    assert r.status_code == 200
+    bound = cli_create(server, "--name", "bound-admin", "--scope", "admin", "--account", acc_a)
+    other = cli_create(server, "--name", "other", "--scope", "read")
+    # its own account bound still holds for reads
+    assert_error(server.get_conv(b1, key=bound), 404, "NOT_FOUND")
+    r = api_create(server, {"name": "escape", "scopes": ["read"]}, key=bound)
+    assert_error(r, 403, "FORBIDDEN")
+    r = api_create(server, {"name": "escape", "scopes": ["admin"], "accounts": [acc_b]},
+                   key=bound)
+    assert_error(r, 403, "FORBIDDEN")
+    assert_error(server.get("/api/v1/keys", key=bound), 403, "FORBIDDEN")
+    assert_error(server.request("DELETE", "/api/v1/keys/" + key_id(other), key=bound), 403,
+                 "FORBIDDEN")
+    assert server.list_convs(key=other).status_code == 200
