@@ -48,6 +48,7 @@ struct el_request {
   bool body_checked;             /* the split is finished and the audio flushed */
   size_t held_memory;            /* counted in unverified_memory */
   size_t held_spool;             /* counted in unverified_spool */
+  bool unverified_key;           /* a Bearer data key not read yet: counted like a MAC */
   /* once complete */
   struct el_event event;
   bool has_event;
@@ -145,6 +146,9 @@ static void *stream_open(struct http_request *req) {
     free(r);
     return NULL;
   }
+  /* A made-up gsr_ key is refused only once the body is complete (its lookup waits for the
+   * final call): until then the upload is bounded with the unsigned ones. */
+  r->unverified_key = !r->mac && http_request_key_unverified(req);
   r->sha = crypto_sha256_new();
   r->split = el_split_new((size_t)app->cfg->max_body_bytes, audio_sink, r);
   if ((app->elevenlabs_keys.count > 0 && !r->mac) || !r->sha || !r->split) {
@@ -162,7 +166,7 @@ static bool stream_write(struct http_request *req, void *sink, const char *data,
   if (r->mac) sig_stream_update(r->mac, data, len);
   crypto_sha256_update(r->sha, data, len);
   if (r->split_status == EL_SPLIT_OK) r->split_status = el_split_feed(r->split, data, len);
-  if (r->mac && !hold_unverified(r)) {
+  if ((r->mac || r->unverified_key) && !hold_unverified(r)) {
     release_unverified(r);
     http_reply_header(req, "Retry-After", "1");
     http_request_refuse(req, API_ERR_UNAVAILABLE, "Too many unverified uploads in progress; retry",
@@ -325,8 +329,8 @@ static void accept_event(struct http_request *req) {
 
 void api_webhook_elevenlabs_post(struct http_request *req) {
   struct el_request *r = http_request_sink(req);
+  release_unverified(r); /* a Bearer data key was read and accepted before this runs */
   if (r->mac) {
-    release_unverified(r);
     int key = sig_stream_match(r->mac, &r->sig);
     if (key < 0) {
       http_request_limit(req, HTTP_LIMIT_WEBHOOK, NULL, reply_bad_signature);

@@ -80,6 +80,9 @@ void *http_request_sink(const struct http_request *req);
  * API_SECRET_KEY key, or a data key with the route's scope (one not read yet counts: it is
  * decided before the handler runs). */
 bool http_request_bearer_ok(const struct http_request *req);
+/* Whether the request's data key is still to be read (it is, before the handler runs): a
+ * streamed body arrives before that, so what it holds meanwhile is unverified. */
+bool http_request_key_unverified(const struct http_request *req);
 /* The accounts the request's key is bound to (*n of them), or NULL when it sees every account
  * (an API_SECRET_KEY key, or a data key bound to none). */
 const char *const *http_request_accounts(const struct http_request *req, size_t *n);

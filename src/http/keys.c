@@ -216,6 +216,8 @@ bool http_request_account_visible(const struct http_request *req, const char *ac
   return apikey_account_allowed(&req->key->rec, account);
 }
 
+bool http_request_key_unverified(const struct http_request *req) { return req->key_deferred; }
+
 const char *http_request_key_id(const struct http_request *req) {
   return req->key_outcome == KEY_OUT_OK && req->key ? req->key->rec.id : "";
 }

@@ -308,3 +308,54 @@ def test_account_bound_admin_key_cannot_manage_keys(server):
     assert_error(server.request("DELETE", "/api/v1/keys/" + key_id(other), key=bound), 403,
                  "FORBIDDEN")
     assert server.list_convs(key=other).status_code == 200
+
+
+def test_unverified_bearer_uploads_are_bounded_together(make_server):
+    """Without ELEVENLABS_WEBHOOK_SECRET the ElevenLabs webhook takes a Bearer key. A data key
+    not read yet (any made-up gsr_ id) is only verified once the body is complete, so while it
+    streams, what it spools to disk must be bounded like an unverified signed upload: past the
+    bound a new one is answered 503, and a valid key is served again once they are gone."""
+    import base64
+    import os
+    import secrets
+    import socket
+
+    max_bytes = 200 * 1024
+    srv = make_server(env={"ELEVENLABS_AUDIO_MAX_BYTES": str(max_bytes),
+                           "RATE_LIMIT_WEBHOOK_PER_MINUTE": "1000"})
+    ingest = cli_create(srv, "--name", "i", "--scope", "ingest")
+    audio = base64.b64encode(os.urandom(140 * 1024))
+    body = (b'{"type":"post_call_audio","data":{"conversation_id":"c","full_audio":"' + audio
+            + b'"}}')
+
+    def bogus():
+        return f"gsr_{secrets.token_hex(8)}_{secrets.token_hex(32)}"
+
+    held = []
+    try:
+        for _ in range(16):  # 16 x >= 128 KiB decoded to disk, past 8 x 200 KiB
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(b"POST /api/v1/webhook/elevenlabs HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\n"
+                      + f"Authorization: Bearer {bogus()}\r\n".encode()
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-4])
+            held.append(s)
+        time.sleep(1.0)
+        r = srv.request("POST", "/api/v1/webhook/elevenlabs", key=bogus(), data=body,
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 503, r.text
+        assert r.headers.get("Retry-After") == "1"
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.time() + 10
+    while True:  # the closed uploads release what they held
+        cid = "conv_" + uid()
+        ok = json.dumps({"type": "post_call_audio", "data": {
+            "conversation_id": cid, "full_audio": base64.b64encode(b"ID3 audio").decode()}})
+        r = srv.request("POST", "/api/v1/webhook/elevenlabs", key=ingest, data=ok,
+                        headers={"Content-Type": "application/json"})
+        if r.status_code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200, r.text
