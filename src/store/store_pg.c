@@ -318,16 +318,16 @@ static const char audio_chunk_sql[] =
     "INSERT INTO audio_chunks (conversation_id, seq, data) SELECT $1, $3, $4 "
     "WHERE EXISTS (SELECT 1 FROM audio_meta WHERE conversation_id = $1 AND webhook_id = $2)";
 
-/* Erasure: every row of the conversation, in one statement (the conversation and the
- * deliveries it refers to go together, so the reference is never left dangling); the answer is
- * the number of rows removed. */
+/* Erasure: every row of the conversation, in one statement (the conversation takes its current
+ * delivery with it through a trigger, migration 0005; the older versions are the superseded
+ * deliveries); the answer is the number of rows removed, that delivery included. */
 static const char erase_sql[] =
     "WITH c AS (DELETE FROM conversations WHERE conversation_id = $1 RETURNING 1),"
-    " d AS (DELETE FROM deliveries WHERE conversation_id = $1 RETURNING 1),"
+    " d AS (DELETE FROM deliveries WHERE conversation_id = $1 AND superseded RETURNING 1),"
     " e AS (DELETE FROM events WHERE conversation_id = $1 RETURNING 1),"
     " k AS (DELETE FROM audio_chunks WHERE conversation_id = $1 RETURNING 1),"
     " m AS (DELETE FROM audio_meta WHERE conversation_id = $1 RETURNING 1) "
-    "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM d) + (SELECT count(*) FROM e)"
+    "SELECT 2 * (SELECT count(*) FROM c) + (SELECT count(*) FROM d) + (SELECT count(*) FROM e)"
     " + (SELECT count(*) FROM k) + (SELECT count(*) FROM m)";
 
 /* Retention: at most $2 conversations processed before $1, whole, and at most $2 events and
@@ -342,7 +342,8 @@ static const char retain_sql[] =
     "   ORDER BY processed_at_us LIMIT $2 FOR UPDATE SKIP LOCKED),"
     " c AS (DELETE FROM conversations WHERE conversation_id IN (SELECT conversation_id FROM v)"
     "   RETURNING conversation_id),"
-    " d AS (DELETE FROM deliveries WHERE conversation_id IN (SELECT conversation_id FROM c)),"
+    " d AS (DELETE FROM deliveries WHERE superseded AND"
+    "   conversation_id IN (SELECT conversation_id FROM c)),"
     " e AS (DELETE FROM events WHERE conversation_id IN (SELECT conversation_id FROM c)),"
     " k AS (DELETE FROM audio_chunks WHERE conversation_id IN (SELECT conversation_id FROM c)),"
     " m AS (DELETE FROM audio_meta WHERE conversation_id IN (SELECT conversation_id FROM c)),"
