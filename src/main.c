@@ -363,6 +363,13 @@ static bool keys_create_options(int argc, char **argv, struct apikey_record *rec
             "admin\n");
     return false;
   }
+  if (rec->naccounts && (rec->scopes & ~APIKEY_SCOPES_BOUND)) {
+    fprintf(stderr,
+            "gensendrep: --account: a key bound to accounts may only have the scopes read and "
+            "delete (a webhook names its own account: ingest and admin keys see every "
+            "account)\n");
+    return false;
+  }
   if (expires &&
       (!time_parse_rfc3339(expires, strlen(expires), &rec->expires_us) || rec->expires_us <= 0)) {
     fprintf(stderr,

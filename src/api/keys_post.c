@@ -87,6 +87,10 @@ static void read_body(json_t *body, struct apikey_record *rec, json_t *problems)
       }
     }
   }
+  if (rec->naccounts && (rec->scopes & ~APIKEY_SCOPES_BOUND))
+    problem(problems, "accounts",
+            "a key bound to accounts may only have the scopes read and delete (a webhook names "
+            "its own account: ingest and admin keys see every account)");
   json_t *expires = json_object_get(body, "expiresAt");
   if (expires && !json_is_null(expires)) {
     int64_t us = 0;

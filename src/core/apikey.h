@@ -27,6 +27,14 @@
 #define APIKEY_SCOPE_READ 2u   /* get, list, audio, events */
 #define APIKEY_SCOPE_DELETE 4u /* erase conversations */
 #define APIKEY_SCOPE_ADMIN 8u  /* keys, and everything else */
+/* What a key bound to accounts may hold. A webhook names its own account, and a bound writer
+ * would need every write checked against the row it replaces (a conversationId of another
+ * account would move over): so bound keys read and erase, writers see every account. */
+#define APIKEY_SCOPES_BOUND (APIKEY_SCOPE_READ | APIKEY_SCOPE_DELETE)
+/* The scopes a key really has: a bound key's ingest and admin count for nothing. */
+static inline unsigned apikey_effective_scopes(unsigned scopes, size_t naccounts) {
+  return naccounts ? scopes & APIKEY_SCOPES_BOUND : scopes;
+}
 #define APIKEY_SCOPES_ALL 15u
 #define APIKEY_SCOPES_TEXT_MAX 32 /* "ingest,read,delete,admin" + NUL */
 

@@ -150,7 +150,8 @@ enum key_outcome keys_decide(struct http_request *req, unsigned need) {
   for (size_t i = 0; i < e->rec.naccounts; i++) req->key_accounts[i] = e->rec.accounts[i];
   if (cache_should_touch(req->server->keys, e->rec.id, time_mono_ms()))
     api_key_touch(req->server->app, e->rec.id, now);
-  return apikey_scopes_allow(e->rec.scopes, need) ? KEY_OUT_OK : KEY_OUT_FORBIDDEN;
+  unsigned scopes = apikey_effective_scopes(e->rec.scopes, e->rec.naccounts);
+  return apikey_scopes_allow(scopes, need) ? KEY_OUT_OK : KEY_OUT_FORBIDDEN;
 }
 
 /* Offload thread: reads the key and refreshes the cache. */
