@@ -101,7 +101,6 @@ void http_request_limit(struct http_request *req, enum http_limiter limiter, con
     limit_decided(req);
     return;
   }
-  req->limit_rl = rl; /* only Redis can decide: off the event thread */
-  snprintf(req->limit_key, sizeof req->limit_key, "%s", k);
-  http_request_offload(req, decide_limit, limit_resumed, req, NULL);
+  offload_limit_defer(req, rl, k); /* only Redis can decide: off the event thread */
+  offload_limit_start(req, limit_resumed);
 }
