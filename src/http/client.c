@@ -87,9 +87,7 @@ static void apply_limit(struct http_request *req, struct ratelimit *rl, const ch
   }
   req->has_limit = true;
   if (req->limit.allowed) return;
-  char v[24];
-  snprintf(v, sizeof v, "%ld", req->limit.retry_after_s);
-  http_reply_header(req, "Retry-After", v);
+  offload_limit_retry_after(req);
   request_set_pending(req, API_ERR_RATE_LIMITED, NULL);
 }
 

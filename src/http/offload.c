@@ -58,12 +58,16 @@ void offload_limit_start(struct http_request *req, void (*on_decided)(struct htt
   http_request_offload(req, decide_limit, on_decided, req, NULL);
 }
 
-void offload_limit_apply(struct http_request *req) {
-  req->has_limit = true;
-  if (req->limit.allowed) return;
+void offload_limit_retry_after(struct http_request *req) {
   char v[24];
   snprintf(v, sizeof v, "%ld", req->limit.retry_after_s);
   http_reply_header(req, "Retry-After", v);
+}
+
+void offload_limit_apply(struct http_request *req) {
+  req->has_limit = true;
+  if (req->limit.allowed) return;
+  offload_limit_retry_after(req);
   /* Decided from the headers, the 429 would have been the first answer recorded. */
   req->has_pending = false;
   json_decref(req->pending_details);
@@ -76,9 +80,7 @@ void offload_limit_apply(struct http_request *req) {
 static void limit_decided(struct http_request *req) {
   req->has_limit = true;
   if (!req->limit.allowed) {
-    char v[24];
-    snprintf(v, sizeof v, "%ld", req->limit.retry_after_s);
-    http_reply_header(req, "Retry-After", v);
+    offload_limit_retry_after(req);
     http_reply_error(req, API_ERR_RATE_LIMITED, NULL, NULL);
     return;
   }

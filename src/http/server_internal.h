@@ -201,6 +201,8 @@ void offload_limit_defer(struct http_request *req, struct ratelimit *rl, const c
 /* Final call: parks the request while Redis decides; on_decided then runs on the event thread
  * (or the request is answered 503 when the offload queue is full). */
 void offload_limit_start(struct http_request *req, void (*on_decided)(struct http_request *));
+/* The Retry-After header of a denial (req->limit). */
+void offload_limit_retry_after(struct http_request *req);
 /* In on_decided: records the decision (a denial replaces any answer pending). */
 void offload_limit_apply(struct http_request *req);
 
