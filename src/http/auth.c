@@ -50,13 +50,21 @@ size_t auth_init(struct auth *a, const char *keys, char *err, size_t errlen) {
   return a->nkeys;
 }
 
+bool auth_bearer_token(const char *authorization, const char **token, size_t *len) {
+  if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return false;
+  const char *t = authorization + 7;
+  while (*t == ' ') t++;
+  size_t n = strlen(t);
+  while (n && (t[n - 1] == ' ' || t[n - 1] == '\t')) n--;
+  *token = t;
+  *len = n;
+  return true;
+}
+
 int auth_check(const struct auth *a, const char *authorization) {
-  if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return -1;
-  const char *token = authorization + 7;
-  while (*token == ' ') token++;
-  size_t len = strlen(token);
-  while (len && (token[len - 1] == ' ' || token[len - 1] == '\t')) len--;
-  if (len == 0) return -1;
+  const char *token;
+  size_t len;
+  if (!auth_bearer_token(authorization, &token, &len) || len == 0) return -1;
   unsigned char d[32];
   crypto_sha256(token, len, d);
   int found = -1;

@@ -3,6 +3,7 @@
 #ifndef GSR_AUTH_H
 #define GSR_AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/config.h"
@@ -22,6 +23,10 @@ struct auth {
  * with one line naming API_SECRET_KEY in err: the service must not start then. */
 __attribute__((warn_unused_result)) size_t auth_init(struct auth *a, const char *keys, char *err,
                                                      size_t errlen);
+
+/* The token of an "Authorization: Bearer <token>" value (surrounding blanks trimmed; it may be
+ * empty), or false when the value is not a Bearer one. */
+bool auth_bearer_token(const char *authorization, const char **token, size_t *len);
 
 /* Returns the index of the matching key for an "Authorization" header value, or -1.
  * Every configured key is compared, in time independent of which (if any) matches. */

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -106,21 +105,10 @@ static bool cache_should_touch(struct keycache *c, const char *id, double now) {
 
 /* ---- per request ---- */
 
-static bool bearer_token(const char *authorization, const char **token, size_t *len) {
-  if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return false;
-  const char *t = authorization + 7;
-  while (*t == ' ') t++;
-  size_t n = strlen(t);
-  while (n && (t[n - 1] == ' ' || t[n - 1] == '\t')) n--;
-  *token = t;
-  *len = n;
-  return true;
-}
-
 bool keys_parse_header(struct http_request *req) {
   const char *token, *secret;
   size_t len;
-  if (!bearer_token(http_request_header(req, "Authorization"), &token, &len) ||
+  if (!auth_bearer_token(http_request_header(req, "Authorization"), &token, &len) ||
       !apikey_parse(token, len, req->key_id, &secret))
     return false;
   crypto_sha256(secret, APIKEY_SECRET_LEN, req->key_sha);
