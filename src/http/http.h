@@ -86,10 +86,6 @@ bool http_request_key_unverified(const struct http_request *req);
 /* The accounts the request's key is bound to (*n of them), or NULL when it sees every account
  * (an API_SECRET_KEY key, or a data key bound to none). */
 const char *const *http_request_accounts(const struct http_request *req, size_t *n);
-/* Whether the request's key may see a conversation of account (NULL: one without account). */
-bool http_request_account_visible(const struct http_request *req, const char *account);
-/* The data key's public id, "" for an API_SECRET_KEY key or none. */
-const char *http_request_key_id(const struct http_request *req);
 
 /* ---- streamed bodies ---- */
 /* From a route_stream's open or write: the answer (message copied, details stolen) to send

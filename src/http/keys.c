@@ -200,13 +200,4 @@ const char *const *http_request_accounts(const struct http_request *req, size_t 
   return req->key_accounts;
 }
 
-bool http_request_account_visible(const struct http_request *req, const char *account) {
-  if (req->key_outcome != KEY_OUT_OK || !req->key) return true;
-  return apikey_account_allowed(&req->key->rec, account);
-}
-
 bool http_request_key_unverified(const struct http_request *req) { return req->key_deferred; }
-
-const char *http_request_key_id(const struct http_request *req) {
-  return req->key_outcome == KEY_OUT_OK && req->key ? req->key->rec.id : "";
-}
