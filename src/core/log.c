@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/timeutil.h"
+#include "core/utf8.h"
 
 /* Output budgets (bytes of escaped text) per value, and the line that holds them all with room
  * for the keys, the time, the numbers and the truncation markers. */
@@ -54,32 +55,6 @@ struct line {
   size_t pos;
 };
 
-/* Length of the valid UTF-8 sequence starting s[0] (n bytes available), or 0 when invalid:
- * overlong forms, surrogates and code points above U+10FFFF are invalid (RFC 3629). */
-static size_t utf8_valid_len(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    if (c == 0xe0) lo = 0xa0;
-    if (c == 0xed) hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    if (c == 0xf0) lo = 0x90;
-    if (c == 0xf4) hi = 0x8f;
-  } else {
-    return 0;
-  }
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-  return len;
-}
-
 static void put_raw(struct line *l, const char *s) {
   size_t n = strlen(s);
   /* Keys and punctuation are ours and budgeted for; never overrun even if that is wrong. */
@@ -116,7 +91,7 @@ static bool put_escaped(struct line *l, const char *s, size_t len, size_t max) {
     } else if (c < 0x80) {
       esc[0] = (char)c;
       elen = 1;
-    } else if ((step = utf8_valid_len(p + i, len - i)) != 0) {
+    } else if ((step = utf8_sequence_length((const char *)p + i, len - i)) != 0) {
       memcpy(esc, p + i, step);
       elen = step;
     } else {
