@@ -38,6 +38,13 @@ static inline bool api_account_visible(const char *const *accounts, size_t n, co
   return false;
 }
 
+/* Whether id could name a stored conversation (webhooks refuse any other id): 1 to
+ * MODEL_CONVERSATION_ID_MAX bytes, no control characters. No database read is needed otherwise. */
+static inline bool api_conversation_id_storable(const char *id) {
+  size_t len = strlen(id);
+  return len > 0 && len <= MODEL_CONVERSATION_ID_MAX && model_is_printable(id, len);
+}
+
 /* API keys kept as data (keys.c): makes a new key for rec (id, secret digest, created time
  * set; the caller sets the rest) and writes the key string (shown once) into key. */
 __attribute__((warn_unused_result)) bool api_key_generate(struct apikey_record *rec,

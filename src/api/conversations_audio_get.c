@@ -158,8 +158,7 @@ static void on_resume(struct http_request *req) {
 void api_conversations_audio_get(struct http_request *req) {
   struct app *app = http_request_app(req);
   const char *id = http_request_path_param(req);
-  size_t len = strlen(id);
-  if (len == 0 || len > MODEL_CONVERSATION_ID_MAX || !model_is_printable(id, len)) {
+  if (!api_conversation_id_storable(id)) {
     http_reply_error(req, API_ERR_NOT_FOUND, "No audio stored for this conversation", NULL);
     return;
   }

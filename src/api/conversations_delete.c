@@ -106,9 +106,8 @@ static void on_resume(struct http_request *req) {
 void api_conversations_delete(struct http_request *req) {
   struct app *app = http_request_app(req);
   const char *id = http_request_path_param(req);
-  size_t len = strlen(id);
   /* No such id can be stored (webhooks refuse it): nothing to erase. */
-  if (len == 0 || len > MODEL_CONVERSATION_ID_MAX || !model_is_printable(id, len)) {
+  if (!api_conversation_id_storable(id)) {
     reply_not_found(req);
     return;
   }

@@ -236,8 +236,7 @@ void api_conversations_get(struct http_request *req) {
                                "must be a comma-separated list of transcript, events"));
     return;
   }
-  size_t len = strlen(id);
-  if (len == 0 || len > MODEL_CONVERSATION_ID_MAX || !model_is_printable(id, len)) {
+  if (!api_conversation_id_storable(id)) {
     reply_store_error(req, STORE_NOT_FOUND);
     return;
   }
