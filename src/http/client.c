@@ -93,7 +93,17 @@ static void apply_limit(struct http_request *req, struct ratelimit *rl, const ch
 
 /* The rate-limit key of a client address: IPv4 as is; IPv6 by its /64, the block one
  * customer usually holds, so that walking through its addresses does not buy new budgets. */
-static void client_key(const char *ip, char *key, size_t cap);
+static void client_key(const char *ip, char *key, size_t cap) {
+  unsigned char a6[16];
+  char net[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET6, ip, a6) == 1) {
+    memset(a6 + 8, 0, 8);
+    inet_ntop(AF_INET6, a6, net, sizeof net);
+    snprintf(key, cap, "ip:%s/64", net);
+  } else {
+    snprintf(key, cap, "ip:%s", ip);
+  }
+}
 
 void client_ip_key(const struct http_request *req, char *key, size_t cap) {
   client_key(req->client_ip, key, cap);
@@ -107,18 +117,6 @@ void client_limit_ip(struct http_request *req) {
     return;
   }
   offload_limit_apply(req); /* a denial replaces the answer already decided */
-}
-
-static void client_key(const char *ip, char *key, size_t cap) {
-  unsigned char a6[16];
-  char net[INET6_ADDRSTRLEN];
-  if (inet_pton(AF_INET6, ip, a6) == 1) {
-    memset(a6 + 8, 0, 8);
-    inet_ntop(AF_INET6, a6, net, sizeof net);
-    snprintf(key, cap, "ip:%s/64", net);
-  } else {
-    snprintf(key, cap, "ip:%s", ip);
-  }
 }
 
 /* A data key (gsr_...) on a ROUTE_BEARER route: decided now when its cache entry is fresh,
