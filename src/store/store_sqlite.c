@@ -1040,7 +1040,8 @@ static enum store_status read_events(sqlite3_stmt *st, struct store_events *out)
       out->items = items;
       cap = ncap;
     }
-    struct store_event *e = &out->items[out->count];
+    /* Counted at once, so store_events_free frees its body whatever fails below. */
+    struct store_event *e = &out->items[out->count++];
     memset(e, 0, sizeof *e);
     copy_text(e->webhook_id, sizeof e->webhook_id, sqlite3_column_text(st, 0));
     copy_text(e->type, sizeof e->type, sqlite3_column_text(st, 1));
@@ -1055,7 +1056,6 @@ static enum store_status read_events(sqlite3_stmt *st, struct store_events *out)
     e->audio_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
     if (sqlite3_column_bytes(st, 5) != CRYPTO_SHA256_LEN) return STORE_HARD;
     memcpy(e->sha256, sqlite3_column_blob(st, 5), CRYPTO_SHA256_LEN);
-    out->count++;
   }
   return rc == SQLITE_DONE ? STORE_OK : status_of(rc);
 }
