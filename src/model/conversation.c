@@ -216,15 +216,11 @@ static void validate(struct problems *p, json_t *root, struct conversation_input
   check_optional_object(p, root, "summary", "summary");
 }
 
-/* metadata.agentId as stored: only a value the store can hold. Anything else reads back as
- * unknown rather than refusing a payload that was always accepted. */
-static const char *usable_agent_id(json_t *root) {
-  json_t *v = json_object_get(json_object_get(root, "metadata"), "agentId");
+const char *model_usable_id(json_t *v, size_t max) {
   if (!json_is_string(v)) return NULL;
   const char *s = json_string_value(v);
   size_t len = json_string_length(v);
-  if (len == 0 || len > MODEL_AGENT_ID_MAX || strlen(s) != len || !model_is_printable(s, len))
-    return NULL;
+  if (len == 0 || len > max || strlen(s) != len || !model_is_printable(s, len)) return NULL;
   return s;
 }
 
@@ -245,7 +241,10 @@ enum model_result model_conversation_parse(const char *body, size_t len,
     json_decref(p.list);
     out->root = root;
     out->status = "completed";
-    out->agent_id = usable_agent_id(root);
+    /* metadata.agentId as stored: only a value the store can hold. Anything else reads back
+     * as unknown rather than refusing a payload that was always accepted. */
+    out->agent_id = model_usable_id(json_object_get(json_object_get(root, "metadata"), "agentId"),
+                                    MODEL_AGENT_ID_MAX);
     out->failure_reason = NULL;
     return MODEL_OK;
   }

@@ -45,4 +45,8 @@ void model_conversation_free(struct conversation_input *in);
 /* True when s (valid UTF-8, len bytes) holds no control character (C0, DEL or C1). */
 bool model_is_printable(const char *s, size_t len);
 
+/* v's text when it is a usable identifier: a string of 1..max bytes, no NUL, no control
+ * character; else NULL. */
+const char *model_usable_id(json_t *v, size_t max);
+
 #endif

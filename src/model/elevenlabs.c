@@ -21,20 +21,11 @@ static bool is_exactly(json_t *v, const char *s) {
   return json_is_string(v) && json_string_length(v) == n && memcmp(json_string_value(v), s, n) == 0;
 }
 
-/* A string usable as an identifier: non-empty, at most max bytes, no NUL or control char. */
-static const char *usable_id(json_t *v, size_t max) {
-  if (!json_is_string(v)) return NULL;
-  const char *s = json_string_value(v);
-  size_t len = json_string_length(v);
-  if (len == 0 || len > max || strlen(s) != len || !model_is_printable(s, len)) return NULL;
-  return s;
-}
-
 /* A dynamic variable used as an identifier (emailId, accountId): a usable string, or an
  * integer as its decimal digits (ElevenLabs dynamic variables may be numbers: an account id
  * variable of type number arrives as 12345). A new reference, or NULL when unusable. */
 static json_t *variable_id(json_t *v, size_t max) {
-  const char *s = usable_id(v, max);
+  const char *s = model_usable_id(v, max);
   if (s) return json_string(s);
   if (!json_is_integer(v)) return NULL;
   char digits[24];
@@ -81,7 +72,7 @@ static int64_t duration_secs(json_t *v) {
 static const char *map_status(json_t *v) {
   if (is_exactly(v, "done")) return "completed";
   if (is_exactly(v, "failed")) return "failed";
-  const char *s = usable_id(v, MODEL_STATUS_MAX - 1);
+  const char *s = model_usable_id(v, MODEL_STATUS_MAX - 1);
   return s ? s : "completed";
 }
 
@@ -132,7 +123,7 @@ static void check_conversation_id(struct mapping *m, json_t *data) {
     snprintf(issue, sizeof issue, "must be at most %d bytes (got %zu)", MODEL_CONVERSATION_ID_MAX,
              len);
     problem(m, "data.conversation_id", issue);
-  } else if (!usable_id(v, MODEL_CONVERSATION_ID_MAX)) {
+  } else if (!model_usable_id(v, MODEL_CONVERSATION_ID_MAX)) {
     problem(m, "data.conversation_id", "must not contain control characters");
   }
 }
@@ -184,7 +175,7 @@ static bool derive(struct el_event *e, const struct el_names *names, const char 
   json_t *vars = json_object_get(json_object_get(data, "conversation_initiation_client_data"),
                                  "dynamic_variables");
   bool failure = e->type == EL_CALL_INITIATION_FAILURE;
-  const char *agent = usable_id(json_object_get(data, "agent_id"), MODEL_AGENT_ID_MAX);
+  const char *agent = model_usable_id(json_object_get(data, "agent_id"), MODEL_AGENT_ID_MAX);
   json_t *el_status = json_object_get(data, "status");
 
   /* Turn times are offsets from the call's start; without one, from the event's time. */
@@ -347,7 +338,7 @@ enum model_result model_elevenlabs_parse(const char *body, size_t len, const str
 
   if (out->type == EL_OTHER) {
     out->conversation_id =
-        usable_id(json_object_get(data, "conversation_id"), MODEL_CONVERSATION_ID_MAX);
+        model_usable_id(json_object_get(data, "conversation_id"), MODEL_CONVERSATION_ID_MAX);
     json_decref(m.problems);
     return MODEL_OK;
   }
