@@ -64,6 +64,11 @@ const char *store_write_conversation_id(const struct store_write *w) {
   return NULL;
 }
 
+bool store_write_is_key(const struct store_write *w) {
+  return w->kind == STORE_WRITE_KEY_CREATE || w->kind == STORE_WRITE_KEY_REVOKE ||
+         w->kind == STORE_WRITE_KEY_TOUCH;
+}
+
 /* Callers calloc their writes, so audio_fd is 0 in every write but an event's: only an event
  * write's audio_fd means anything. */
 bool store_write_has_audio(const struct store_write *w) {

@@ -521,11 +521,6 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
   return PQsendQueryPrepared(s->writer_conn, "upsert", 13, vals, lens, formats, 1) == 1;
 }
 
-static bool is_key_write(const struct store_write *w) {
-  return w->kind == STORE_WRITE_KEY_CREATE || w->kind == STORE_WRITE_KEY_REVOKE ||
-         w->kind == STORE_WRITE_KEY_TOUCH;
-}
-
 /* The API key writes (store.h); each answers the rows it changed. */
 static bool send_key(struct pg_store *s, struct store_write *w) {
   char at[24];
@@ -678,7 +673,7 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
     bool probe = w->kind == STORE_WRITE_PROBE;
     bool erase = w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN;
     ok = probe                          ? send_probe(c)
-         : is_key_write(w)              ? send_key(s, w)
+         : store_write_is_key(w)        ? send_key(s, w)
          : erase                        ? send_erase(c, w)
          : w->kind == STORE_WRITE_EVENT ? send_event(s, w)
                                         : send_conversation(s, w);
@@ -699,7 +694,7 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
  * whether it was a byte-identical redelivery. */
 static enum store_status read_write(struct store_write *w, const PGresult *r) {
   if (w->kind == STORE_WRITE_PROBE) return STORE_OK;
-  if (is_key_write(w)) {
+  if (store_write_is_key(w)) {
     w->duplicate = PQntuples(r) == 0; /* KEY_REVOKE: no such key */
     return STORE_OK;
   }

@@ -730,9 +730,7 @@ static int apply_retain(struct sqlite_store *s, struct store_write *w) {
 }
 
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
-  if (w->kind == STORE_WRITE_KEY_CREATE || w->kind == STORE_WRITE_KEY_REVOKE ||
-      w->kind == STORE_WRITE_KEY_TOUCH)
-    return apply_key(s, w);
+  if (store_write_is_key(w)) return apply_key(s, w);
   if (w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) {
     w->erased = 0; /* a batch sent again counts again */
     return w->kind == STORE_WRITE_ERASE ? erase_one(s, w->erase_conversation_id, 0, &w->erased)

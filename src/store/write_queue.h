@@ -42,6 +42,8 @@ __attribute__((warn_unused_result)) bool write_queue_stamp(struct write_queue *q
 /* The conversation id a write locks and names (the event's for STORE_WRITE_EVENT); NULL for a
  * probe and a retention batch. */
 const char *store_write_conversation_id(const struct store_write *w);
+/* True for the API key writes (STORE_WRITE_KEY_*). */
+bool store_write_is_key(const struct store_write *w);
 /* True when w replaces its conversation's audio (only an event write can). */
 bool store_write_has_audio(const struct store_write *w);
 /* Reads exactly len bytes of an event's audio at off (pread, so a batch sent again reads it
