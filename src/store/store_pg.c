@@ -788,9 +788,6 @@ static void run_batch(struct pg_store *s, struct store_write *head, struct batch
   if (PQexitPipelineMode(c) != 1 && b->status == STORE_OK && !b->committed) b->status = STORE_RETRY;
 }
 
-/* Takes w out of the batch and finishes it alone. */
-static void finish_one(struct store_write **head, struct store_write *w, enum store_status st);
-
 /* A redelivered audio event need not send its megabytes again to be recognised: kept events
  * never change, so one found committed before the batch is a redelivery for certain, and is
  * answered at once. (Events not found are checked again inside the batch's transaction.) */
@@ -807,24 +804,12 @@ static void skip_known_audio_redeliveries(struct pg_store *s, struct store_write
         w->processed_us = get_i64(r, 0, 1);
         w->duplicate = true;
         PQclear(r);
-        finish_one(head, w, STORE_OK);
+        write_queue_finish_one(head, w, STORE_OK);
       } else {
         PQclear(r);
       }
     }
     w = next;
-  }
-}
-
-/* Takes w out of the batch and finishes it alone. */
-static void finish_one(struct store_write **head, struct store_write *w, enum store_status st) {
-  for (struct store_write **p = head; *p; p = &(*p)->next) {
-    if (*p == w) {
-      *p = w->next;
-      w->next = NULL;
-      write_queue_finish(w, st);
-      return;
-    }
   }
 }
 
@@ -858,14 +843,14 @@ static enum store_status commit_batch(struct pg_store *s, struct store_write **h
     writer_drop(s);
     if (st == STORE_OK) break; /* committed; only the connection was lost afterwards */
     if (b.unreadable) {        /* nothing was committed: that write fails, the rest goes again */
-      finish_one(head, b.unreadable, STORE_HARD);
+      write_queue_finish_one(head, b.unreadable, STORE_HARD);
       continue;
     }
     if (st == STORE_CLIENT && b.culprit) {
       log_msg(LOG_INFO,
               "postgresql refused a conversation's data; the rest of its batch is "
               "sent again");
-      finish_one(head, b.culprit, STORE_CLIENT);
+      write_queue_finish_one(head, b.culprit, STORE_CLIENT);
       continue;
     }
     if (st == STORE_CLIENT) st = STORE_HARD; /* refused, but not data a client sent */

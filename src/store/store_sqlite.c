@@ -761,18 +761,6 @@ static void request_truncate(struct sqlite_store *s, const struct store_write *b
   }
 }
 
-/* Takes w out of the batch and finishes it alone. */
-static void finish_one(struct store_write **head, struct store_write *w, enum store_status st) {
-  for (struct store_write **p = head; *p; p = &(*p)->next) {
-    if (*p == w) {
-      *p = w->next;
-      w->next = NULL;
-      write_queue_finish(w, st);
-      return;
-    }
-  }
-}
-
 /* Commits the whole batch in *head in one transaction; on any failure nothing of it is stored.
  * An event whose audio file cannot be read fails alone: the batch is rolled back, that write
  * finished, and the rest committed without it. Returns the status of what is left in *head. */
@@ -793,7 +781,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
       log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
     if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
     if (!failed) return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
-    finish_one(head, failed, STORE_HARD);
+    write_queue_finish_one(head, failed, STORE_HARD);
   }
   return STORE_OK;
 }

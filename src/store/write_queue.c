@@ -70,6 +70,18 @@ void write_queue_finish(struct store_write *batch, enum store_status status) {
   }
 }
 
+void write_queue_finish_one(struct store_write **head, struct store_write *w,
+                            enum store_status status) {
+  for (struct store_write **p = head; *p; p = &(*p)->next) {
+    if (*p == w) {
+      *p = w->next;
+      w->next = NULL;
+      write_queue_finish(w, status);
+      return;
+    }
+  }
+}
+
 bool write_queue_stamp(struct write_queue *q, struct store_write *w) {
   char hex[33];
   if (!crypto_random_hex(hex, sizeof hex, 16)) return false;

@@ -61,5 +61,8 @@ char *store_accounts_json(const char *const *accounts, size_t n);
 
 /* Sets every write's status (OK keeps what the backend filled in) and calls its done(). */
 void write_queue_finish(struct store_write *batch, enum store_status status);
+/* Takes w out of the batch at *head and finishes it alone with status. */
+void write_queue_finish_one(struct store_write **head, struct store_write *w,
+                            enum store_status status);
 
 #endif
