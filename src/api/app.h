@@ -45,6 +45,9 @@ static inline bool api_conversation_id_storable(const char *id) {
   return len > 0 && len <= MODEL_CONVERSATION_ID_MAX && model_is_printable(id, len);
 }
 
+/* The 400 for an id the database refused (STORE_CLIENT): bytes it cannot compare. */
+void api_reply_conversation_id_refused(struct http_request *req);
+
 /* API keys kept as data (keys.c): makes a new key for rec (id, secret digest, created time
  * set; the caller sets the rest) and writes the key string (shown once) into key. */
 __attribute__((warn_unused_result)) bool api_key_generate(struct apikey_record *rec,

@@ -125,6 +125,10 @@ static void on_resume(struct http_request *req) {
     http_reply_error(req, API_ERR_NOT_FOUND, "No audio stored for this conversation", NULL);
     return;
   }
+  if (job->status == STORE_CLIENT) { /* as GET answers it: the client's bytes, never a 500 */
+    api_reply_conversation_id_refused(req);
+    return;
+  }
   if (job->status != STORE_OK) {
     http_reply_error(req, job->status == STORE_RETRY ? API_ERR_UNAVAILABLE : API_ERR_INTERNAL, NULL,
                      NULL);

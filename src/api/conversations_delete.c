@@ -92,10 +92,7 @@ static void on_resume(struct http_request *req) {
                        NULL);
       return;
     case STORE_CLIENT:
-      http_reply_error(req, API_ERR_INVALID_PARAMETER,
-                       "conversation_id holds bytes the database cannot compare",
-                       json_pack("[{s:s,s:s}]", "field", "conversation_id", "issue",
-                                 "must be valid UTF-8 text"));
+      api_reply_conversation_id_refused(req);
       return;
     case STORE_HARD:
       http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);

@@ -160,15 +160,19 @@ static void add_events(struct text *t, struct store *store, const char *id,
   TEXT_LIT(t, "]}");
 }
 
+void api_reply_conversation_id_refused(struct http_request *req) {
+  http_reply_error(
+      req, API_ERR_INVALID_PARAMETER, "conversation_id holds bytes the database cannot compare",
+      json_pack("[{s:s,s:s}]", "field", "conversation_id", "issue", "must be valid UTF-8 text"));
+}
+
 static void reply_store_error(struct http_request *req, enum store_status st) {
   if (st == STORE_NOT_FOUND)
     http_reply_error(req, API_ERR_NOT_FOUND, "Conversation not found", NULL);
   else if (st == STORE_RETRY)
     http_reply_error(req, API_ERR_UNAVAILABLE, NULL, NULL);
   else if (st == STORE_CLIENT)
-    http_reply_error(
-        req, API_ERR_INVALID_PARAMETER, "conversation_id holds bytes the database cannot compare",
-        json_pack("[{s:s,s:s}]", "field", "conversation_id", "issue", "must be valid UTF-8 text"));
+    api_reply_conversation_id_refused(req);
   else
     http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
 }
