@@ -6,6 +6,8 @@
 #   http/, store/  plumbing: never an endpoint (api/); http/ never store/, store/ never http/
 #   sig/    webhook signatures: core/ and sig/ only
 #   elevenlabs/  the ElevenLabs API client (health, backfill): never http/ nor api/
+#   seal/   the encryption envelope (AES-256-GCM, blind index): core/, ext/ and seal/ only
+#   audit/  the audit recorder (read entries, rejected authentications): never http/ nor api/
 # Usage: tools/check-layering.sh [SRC_DIR]   (default src). Run by make test.
 src=${1:-src}
 
@@ -28,7 +30,9 @@ problems=$(
   check model core model
   check ext core ext
   check http core ext http
-  check store core ext model store
+  check store core ext model seal store
+  check seal core ext seal
+  check audit core ext model store audit
   check sig core sig
   check elevenlabs core ext model store sig elevenlabs
 )

@@ -108,6 +108,11 @@ const struct config_var config_vars[] = {
      "Conversations last processed more than this many days ago are erased whole (deliveries, "
      "events, audio) in the background, in batches of 100, and so are events and audio of no "
      "conversation received before then; empty: kept forever. Range 1–36500."},
+    {"ENCRYPTION_KEYS", CONFIG_SECRET, "", 0, 0, OFF(encryption_keys),
+     "Encryption at rest: <key id>:<base64 of 32 bytes>, comma-separated (the first seals new "
+     "data, every one opens); `gensendrep genkey --encryption` makes one. Bodies, events, audio "
+     "and email/account ids are then sealed with AES-256-GCM. Losing the key loses the data. "
+     "Empty: stored as given."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
      "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "
      "CDN."},

@@ -46,6 +46,7 @@ struct config {
   char *tls_key_file;
   char *retention_days_text; /* RETENTION_DAYS as given */
   long retention_days;       /* parsed; 0: keep forever */
+  char *encryption_keys;     /* ENCRYPTION_KEYS as given (seal/seal.h parses it) */
   char *docs_assets_url;
   char *docs_assets_dir;
 };

@@ -140,9 +140,8 @@ static void check_data_key(struct http_request *req, char *key, size_t cap) {
  * instead (http_request_bearer_ok): a data key is read here, so the endpoint sees the answer. A
  * key that is not valid is left for the endpoint to refuse in its own words. */
 static void check_signed_fallback(struct http_request *req) {
-  if (auth_check(&req->server->auth, http_request_header(req, "Authorization")) >= 0 ||
-      !keys_parse_header(req))
-    return;
+  req->env_key = auth_check(&req->server->auth, http_request_header(req, "Authorization"));
+  if (req->env_key >= 0 || !keys_parse_header(req)) return;
   if (!keys_lookup_fresh(req)) {
     req->key_deferred = true;
     return;
@@ -171,6 +170,7 @@ void client_check_access(struct http_request *req) {
   }
   if (r->auth != ROUTE_BEARER) return;
   int who = auth_check(&s->auth, http_request_header(req, "Authorization"));
+  req->env_key = who;
   if (who < 0 && keys_parse_header(req)) {
     check_data_key(req, key, sizeof key);
     return;

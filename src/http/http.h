@@ -63,6 +63,10 @@ extern const size_t api_route_count;
 int api_key_lookup(void *app, const char *id, struct apikey_record *out);
 /* Records that key id was used at now_us (at most once a minute per key). Must not block. */
 void api_key_touch(void *app, const char *id, int64_t now_us);
+/* Provided by the application: req was answered 401 (no valid key or signature) or 403 (a
+ * valid key without the route's scope), whoever decided it (the HTTP layer or the endpoint).
+ * Called once per such request as it completes, on an HTTP thread: must not block. */
+void api_auth_rejected(void *app, const struct http_request *req, unsigned status);
 
 /* ---- request accessors ---- */
 void *http_request_app(const struct http_request *req);
@@ -74,6 +78,12 @@ const char *http_request_query(const struct http_request *req, const char *name)
 const char *http_request_header(const struct http_request *req, const char *name);
 const char *http_request_body(const struct http_request *req, size_t *len);
 const char *http_request_id(const struct http_request *req);
+/* The client's address (the peer, or what a trusted proxy says). */
+const char *http_request_client_ip(const struct http_request *req);
+/* The public id of the key the request presented: a data key's id (gsr_<id>_...) once it is
+ * well formed, valid or not, or an API_SECRET_KEY key's name (auth_key_id) when it is one of
+ * them; NULL for none (no Bearer key, or a signature). Never the key. */
+const char *http_request_key_id(const struct http_request *req);
 /* The sink a stream route's open returned (NULL for other routes). */
 void *http_request_sink(const struct http_request *req);
 /* Whether the request's Authorization header holds one of our API keys (constant time): an

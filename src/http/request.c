@@ -17,6 +17,13 @@ void *http_request_app(const struct http_request *req) { return req->server->app
 const char *http_request_method(const struct http_request *req) { return req->method; }
 const char *http_request_path_param(const struct http_request *req) { return req->param; }
 const char *http_request_id(const struct http_request *req) { return req->request_id; }
+const char *http_request_client_ip(const struct http_request *req) { return req->client_ip; }
+
+const char *http_request_key_id(const struct http_request *req) {
+  if (req->key_id[0]) return req->key_id;
+  if (req->env_key >= 0) return auth_key_id(&req->server->auth, req->env_key);
+  return NULL;
+}
 
 const char *http_request_query(const struct http_request *req, const char *name) {
   return url_query_get(&req->query, name);
@@ -233,6 +240,7 @@ struct http_request *request_new(struct http_server *s, struct MHD_Connection *c
   req->server = s;
   req->conn = conn;
   req->param = "";
+  req->env_key = -1;
   req->start_ms = time_mono_ms();
   return req;
 }

@@ -454,6 +454,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       .client_ip = req->client_ip,
   };
   log_request_line(&line);
+  if (line.status == 401 || line.status == 403) api_auth_rejected(s->app, req, line.status);
   conn_guard_request_ended(conn);
   if (s->cfg->request_timeout < s->cfg->connection_timeout)
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,

@@ -128,8 +128,9 @@ struct http_request {
   bool key_deferred; /* the lookup is left to the final call (an offload thread) */
   enum key_outcome key_outcome;
   char key_id[APIKEY_ID_LEN + 1];
-  unsigned char key_sha[32];                     /* SHA-256 of the secret sent */
-  struct keycache_entry *key;                    /* owned: what the key's record says */
+  unsigned char key_sha[32];  /* SHA-256 of the secret sent */
+  int env_key;                /* the API_SECRET_KEY key presented (auth.h index), or -1 */
+  struct keycache_entry *key; /* owned: what the key's record says */
   const char *key_accounts[APIKEY_ACCOUNTS_MAX]; /* into key */
   /* suspension */
   bool parked; /* counted in server->parked until completed */

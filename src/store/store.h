@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "core/apikey.h"
+#include "model/audit.h"
 #include "model/conversation.h"
 #include "model/stored.h"
 
@@ -53,6 +54,17 @@ enum store_write_kind {
    * erased (0: nothing was due). Several instances may run it at once (PostgreSQL: rows
    * another transaction holds are skipped). */
   STORE_WRITE_RETAIN,
+  /* Audit entries that change nothing else (reads, rejected authentications, an erasure of
+   * nothing): audit_entries[0..audit_count) appended to the chain in order, each given its id
+   * and hash. Their at_us, who, action, target, outcome and count are the caller's. */
+  STORE_WRITE_AUDIT,
+  /* `gensendrep reencrypt`: rewrites, sealed with the ring's first key, up to reseal_limit rows
+   * (of every table holding sealed or sealable data) that are not sealed with it yet, plaintext
+   * rows included, starting after reseal_pos (opaque, "" to start). Sets reseal_pos to where it
+   * stopped ("" once every table has been walked) and erased to the rows rewritten. Fails
+   * (STORE_HARD) without a ring. Safe while the service runs: rows are rewritten in place,
+   * each in the batch's transaction. */
+  STORE_WRITE_RESEAL,
 };
 
 #define STORE_EVENT_TYPE_MAX 65 /* EL_TYPE_MAX + NUL */
@@ -85,6 +97,20 @@ struct store_write {
   /* input (STORE_WRITE_RETAIN) */
   int64_t retain_before_us;
   int64_t retain_limit;
+  /* Who asked for the change (request id, key id, client address; "" when none, e.g. the CLI
+   * or retention). A change writes its audit entry in its own transaction, at processed_us (or
+   * the commit's time): CONVERSATION and EVENT "webhook.accepted" (target: the conversation id,
+   * or the event's, "" when it names none), ERASE "conversation.erased" when erased > 0,
+   * RETAIN one "conversation.erased" (outcome "expired") per conversation id erased,
+   * KEY_CREATE "key.created" and KEY_REVOKE "key.revoked" (unless duplicate); all "ok" but
+   * RETAIN's. PROBE and KEY_TOUCH write none. */
+  struct audit_who who;
+  /* input (STORE_WRITE_AUDIT) */
+  struct audit_entry *audit_entries; /* ids and hashes filled in by the writer */
+  size_t audit_count;
+  /* input and output (STORE_WRITE_RESEAL) */
+  int64_t reseal_limit;
+  char reseal_pos[512];
   /* output, valid in done() */
   int64_t erased; /* STORE_WRITE_ERASE, STORE_WRITE_RETAIN */
   enum store_status status;
@@ -132,6 +158,25 @@ struct store_events {
   size_t count;
 };
 
+/* A page of the audit log. */
+struct store_audit_filter {
+  int64_t since_us, until_us; /* at in [since, until); 0: unbounded */
+  const char *key_id;         /* NULL: any */
+  int action;                 /* enum audit_action, or -1: any */
+  const char *target;         /* NULL: any */
+  bool newest_first;
+  int64_t cursor; /* 0: from the start; else only ids after it (oldest first) or before it
+                   * (newest first) */
+  int64_t limit;  /* 1..1000 */
+};
+
+struct store_audit_page {
+  struct audit_entry *items; /* owned; free() */
+  size_t count;
+};
+
+struct seal_ring;
+
 struct store;
 
 struct store_ops {
@@ -153,6 +198,21 @@ struct store_ops {
   enum store_status (*key_get)(struct store *s, const char *id, struct apikey_record *out);
   /* Every API key, oldest first (*out owned, free()). */
   enum store_status (*key_list)(struct store *s, struct apikey_record **out, size_t *count);
+  /* Audit entries matching f, each with its id and hash. */
+  enum store_status (*audit_list)(struct store *s, const struct store_audit_filter *f,
+                                  struct store_audit_page *out);
+  /* The chain's head: the newest entry's id and hash as recorded with the last append (0 and
+   * zeros when the log is empty). */
+  enum store_status (*audit_head)(struct store *s, int64_t *last_id,
+                                  unsigned char hash[AUDIT_HASH_LEN]);
+  /* Encryption at rest (seal/seal.h): from now on new data is sealed with ring's first key and
+   * sealed data is opened with any of its keys; ring NULL: nothing is sealed. Call once, right
+   * after opening, before any write or read; the ring must outlive the store. Fails (STORE_HARD,
+   * with one line for people in err naming ENCRYPTION_KEYS) when the database holds data sealed
+   * with a key the ring lacks or with a key of the same id but other bytes, or holds sealed data
+   * and ring is NULL. Records the ring's first key as one in use. */
+  enum store_status (*set_ring)(struct store *s, const struct seal_ring *ring, char *err,
+                                size_t errlen);
   void (*close)(struct store *s);
 };
 
@@ -206,6 +266,21 @@ __attribute__((warn_unused_result)) static inline enum store_status store_key_ge
 __attribute__((warn_unused_result)) static inline enum store_status store_key_list(
     struct store *s, struct apikey_record **out, size_t *count) {
   return s->ops->key_list(s, out, count);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_audit_list(
+    struct store *s, const struct store_audit_filter *f, struct store_audit_page *out) {
+  return s->ops->audit_list(s, f, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_audit_head(
+    struct store *s, int64_t *last_id, unsigned char hash[AUDIT_HASH_LEN]) {
+  return s->ops->audit_head(s, last_id, hash);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_set_ring(
+    struct store *s, const struct seal_ring *ring, char *err, size_t errlen) {
+  return s->ops->set_ring(s, ring, err, errlen);
 }
 
 void store_page_free(struct store_page *p);

@@ -670,6 +670,7 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
   }
   free(keys);
   for (struct store_write *w = head; ok && w; w = w->next) {
+    if (w->kind == STORE_WRITE_AUDIT || w->kind == STORE_WRITE_RESEAL) continue; /* TODO */
     bool probe = w->kind == STORE_WRITE_PROBE;
     bool erase = w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN;
     ok = probe                          ? send_probe(c)
@@ -1290,6 +1291,32 @@ static void pg_close(struct store *base) {
   free(s);
 }
 
+/* TODO(audit, seal): the backends' parts are still to come. */
+static enum store_status pg_audit_list(struct store *base, const struct store_audit_filter *f,
+                                       struct store_audit_page *out) {
+  (void)base;
+  (void)f;
+  out->items = NULL;
+  out->count = 0;
+  return STORE_OK;
+}
+
+static enum store_status pg_audit_head(struct store *base, int64_t *last_id,
+                                       unsigned char hash[AUDIT_HASH_LEN]) {
+  (void)base;
+  *last_id = 0;
+  memset(hash, 0, AUDIT_HASH_LEN);
+  return STORE_OK;
+}
+
+static enum store_status pg_set_ring(struct store *base, const struct seal_ring *ring, char *err,
+                                     size_t errlen) {
+  (void)base;
+  if (!ring) return STORE_OK;
+  snprintf(err, errlen, "ENCRYPTION_KEYS: encryption at rest is not available yet");
+  return STORE_HARD;
+}
+
 static const struct store_ops pg_ops = {
     .name = "postgresql",
     .submit = pg_submit,
@@ -1300,6 +1327,9 @@ static const struct store_ops pg_ops = {
     .audio_read = pg_audio_read,
     .key_get = pg_key_get,
     .key_list = pg_key_list,
+    .audit_list = pg_audit_list,
+    .audit_head = pg_audit_head,
+    .set_ring = pg_set_ring,
     .close = pg_close,
 };
 

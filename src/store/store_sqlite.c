@@ -730,6 +730,8 @@ static int apply_retain(struct sqlite_store *s, struct store_write *w) {
 }
 
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
+  if (w->kind == STORE_WRITE_AUDIT) return SQLITE_OK;      /* TODO(audit): append the entries */
+  if (w->kind == STORE_WRITE_RESEAL) return SQLITE_MISUSE; /* TODO(seal) */
   if (store_write_is_key(w)) return apply_key(s, w);
   if (w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) {
     w->erased = 0; /* a batch sent again counts again */
@@ -1214,6 +1216,32 @@ static void sqlite_close(struct store *base) {
   free(s);
 }
 
+/* TODO(audit, seal): the backends' parts are still to come. */
+static enum store_status sqlite_audit_list(struct store *base, const struct store_audit_filter *f,
+                                           struct store_audit_page *out) {
+  (void)base;
+  (void)f;
+  out->items = NULL;
+  out->count = 0;
+  return STORE_OK;
+}
+
+static enum store_status sqlite_audit_head(struct store *base, int64_t *last_id,
+                                           unsigned char hash[AUDIT_HASH_LEN]) {
+  (void)base;
+  *last_id = 0;
+  memset(hash, 0, AUDIT_HASH_LEN);
+  return STORE_OK;
+}
+
+static enum store_status sqlite_set_ring(struct store *base, const struct seal_ring *ring,
+                                         char *err, size_t errlen) {
+  (void)base;
+  if (!ring) return STORE_OK;
+  snprintf(err, errlen, "ENCRYPTION_KEYS: encryption at rest is not available yet");
+  return STORE_HARD;
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .submit = sqlite_submit,
@@ -1224,6 +1252,9 @@ static const struct store_ops sqlite_ops = {
     .audio_read = sqlite_audio_read,
     .key_get = sqlite_key_get,
     .key_list = sqlite_key_list,
+    .audit_list = sqlite_audit_list,
+    .audit_head = sqlite_audit_head,
+    .set_ring = sqlite_set_ring,
     .close = sqlite_close,
 };
 
