@@ -1,4 +1,5 @@
 /* gensendrep: argument parsing, start-up, signals and graceful shutdown. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,6 +20,7 @@
 #include "ext/redis.h"
 #include "http/server.h"
 #include "http/tls.h"
+#include "seal/seal.h"
 #include "sig/sig.h"
 #include "store/health.h"
 #include "store/retention.h"
@@ -34,6 +36,9 @@ static void usage(FILE *out) {
           "Usage: gensendrep [serve]   run the HTTP service (default)\n"
           "       gensendrep migrate   apply database migrations and exit\n"
           "       gensendrep genkey    print a new random API key\n"
+          "       gensendrep genkey --encryption   print a new ENCRYPTION_KEYS item\n"
+          "       gensendrep reencrypt [--batch N]   seal every row with the first of\n"
+          "                            ENCRYPTION_KEYS (safe while the service runs)\n"
           "       gensendrep keys create --name NAME --scope S[,S...] [--account ID ...]\n"
           "                          [--expires RFC3339]   make a scoped API key (shown once)\n"
           "       gensendrep keys list | keys revoke ID    the keys kept in the database\n"
@@ -44,13 +49,24 @@ static void usage(FILE *out) {
   config_print_help(out);
 }
 
-static int cmd_genkey(void) {
-  char key[65];
-  if (!crypto_random_hex(key, sizeof key, 32)) {
+static int cmd_genkey(int argc, char **argv) {
+  bool encryption = argc == 3 && strcmp(argv[2], "--encryption") == 0;
+  if (argc > 2 && !encryption) {
+    fprintf(stderr, "Usage: gensendrep genkey [--encryption]\n");
+    return 2;
+  }
+  char key[100];
+  if (encryption ? !seal_generate(key, sizeof key) : !crypto_random_hex(key, sizeof key, 32)) {
     fprintf(stderr, "gensendrep: random number generator failed\n");
     return 1;
   }
   printf("%s\n", key);
+  if (encryption)
+    fprintf(stderr,
+            "a new encryption key: put it first in ENCRYPTION_KEYS (keep the older ones after it "
+            "until `gensendrep reencrypt` has run), and keep a copy safe: data sealed with a lost "
+            "key is lost\n");
+  memset(key, 0, sizeof key);
   return 0;
 }
 
@@ -86,19 +102,47 @@ static void clear_keyrings(struct app *app) {
   sig_keyring_clear(&app->elevenlabs_keys);
 }
 
+/* ENCRYPTION_KEYS into *ring (NULL: encryption is off); false, with the reason printed, when
+ * the value is bad. Parsed before the database is opened, so a typo fails at once. */
+static bool load_ring(const struct config *cfg, struct seal_ring **ring) {
+  char err[256];
+  *ring = seal_ring_parse(cfg->encryption_keys, err, sizeof err);
+  if (!*ring && err[0]) {
+    fprintf(stderr, "gensendrep: configuration error: %s\n", err);
+    return false;
+  }
+  return true;
+}
+
+/* Opens DATABASE_URL and hands it the ring, as every command that opens the store must: the
+ * store refuses (one line naming ENCRYPTION_KEYS) a ring that cannot open what it holds. NULL
+ * with err set when either fails. The ring outlives the store (freed after store_close). */
+static struct store *open_store(const struct config *cfg, const struct seal_ring *ring, char *err,
+                                size_t errlen) {
+  struct store *s =
+      store_open_wait(cfg->database_url, (int)cfg->database_connect_timeout, err, errlen);
+  if (s && store_set_ring(s, ring, err, errlen) != STORE_OK) {
+    store_close(s);
+    return NULL;
+  }
+  return s;
+}
+
 static int cmd_migrate(void) {
   struct config cfg;
+  struct seal_ring *ring = NULL;
   int rc = load_config(&cfg);
+  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
   if (rc == 0) {
     char err[512];
-    struct store *store =
-        store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err, sizeof err);
+    struct store *store = open_store(&cfg, ring, err, sizeof err);
     if (!store) {
       fprintf(stderr, "gensendrep: %s\n", err);
       rc = 1;
     }
     store_close(store);
   }
+  seal_ring_free(ring);
   config_free(&cfg);
   return rc;
 }
@@ -170,8 +214,10 @@ static int cmd_elevenlabs(int argc, char **argv) {
     return 2;
   }
   struct config cfg;
+  struct seal_ring *ring = NULL;
   int rc = load_config(&cfg);
   char err[512];
+  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
   if (rc == 0 && !*cfg.elevenlabs_api_key) {
     fprintf(stderr,
             "gensendrep: ELEVENLABS_API_KEY is not set: the backfill reads the "
@@ -183,6 +229,7 @@ static int cmd_elevenlabs(int argc, char **argv) {
     rc = 2;
   }
   if (rc != 0) {
+    seal_ring_free(ring);
     config_free(&cfg);
     return rc;
   }
@@ -191,10 +238,10 @@ static int cmd_elevenlabs(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  struct store *store =
-      store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err, sizeof err);
+  struct store *store = open_store(&cfg, ring, err, sizeof err);
   if (!store) {
     fprintf(stderr, "gensendrep: %s\n", err);
+    seal_ring_free(ring);
     config_free(&cfg);
     return 1;
   }
@@ -203,6 +250,7 @@ static int cmd_elevenlabs(int argc, char **argv) {
   enum el_backfill_result res =
       el_backfill_run(&cfg, store, &opt, &backfill_stop, &n, err, sizeof err);
   store_close(store); /* every write was waited for: nothing is pending */
+  seal_ring_free(ring);
   fprintf(stderr, "backfill%s: %ld listed, %ld stored, %ld already present",
           res == EL_BACKFILL_INTERRUPTED ? " (interrupted)" : "", n.listed, n.stored, n.present);
   if (n.skipped) fprintf(stderr, ", %ld not finished or gone (skipped)", n.skipped);
@@ -399,21 +447,137 @@ static int cmd_keys(int argc, char **argv) {
     return 1;
   }
   struct config cfg;
+  struct seal_ring *ring = NULL;
   int rc = load_config(&cfg);
+  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
   if (rc != 0) {
     config_free(&cfg);
     return rc;
   }
   char err[512];
-  struct store *store =
-      store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err, sizeof err);
+  struct store *store = open_store(&cfg, ring, err, sizeof err);
   if (!store) {
     fprintf(stderr, "gensendrep: %s\n", err);
+    seal_ring_free(ring);
     config_free(&cfg);
     return 1;
   }
   rc = create ? keys_create(store, &rec) : list ? keys_list(store) : keys_revoke(store, argv[3]);
   store_close(store);
+  seal_ring_free(ring);
+  config_free(&cfg);
+  return rc;
+}
+
+/* ---- gensendrep reencrypt: every row sealed with the first of ENCRYPTION_KEYS ---- */
+
+#define RESEAL_BATCH_DEFAULT 500
+#define RESEAL_BATCH_MAX 100000
+
+static void reencrypt_usage(FILE *out) {
+  fprintf(out,
+          "Usage: gensendrep reencrypt [--batch N]\n\n"
+          "Rewrites every stored body, event, audio and email/account id that is not sealed\n"
+          "with the first key of ENCRYPTION_KEYS (rows sealed with an older key, and rows\n"
+          "written before encryption was switched on), N rows per transaction (default %d).\n"
+          "Safe while the service runs on the same database, and to interrupt: a rerun\n"
+          "finishes the rest. Once it is done, the older keys can leave ENCRYPTION_KEYS.\n",
+          RESEAL_BATCH_DEFAULT);
+}
+
+/* Set by SIGINT/SIGTERM during a reencrypt: the batch in hand commits, then the run stops. */
+static atomic_bool reencrypt_stop;
+
+static void on_reencrypt_signal(int sig) {
+  (void)sig;
+  atomic_store(&reencrypt_stop, true);
+}
+
+static int reencrypt_run(struct store *store, const struct seal_ring *ring, int64_t batch) {
+  struct store_write w = {.kind = STORE_WRITE_RESEAL, .reseal_limit = batch};
+  int64_t total = 0, batches = 0;
+  do {
+    if (atomic_load(&reencrypt_stop)) {
+      fprintf(stderr,
+              "reencrypt: interrupted after %lld rows; run it again to finish (rows already "
+              "sealed with key %s are skipped)\n",
+              (long long)total, seal_ring_key_id(ring, 0));
+      return 130;
+    }
+    w.erased = 0;
+    enum store_status st = submit_wait(store, &w);
+    if (st != STORE_OK) {
+      fprintf(stderr,
+              "gensendrep: reencrypt failed after %lld rows (%s); nothing of the failed batch "
+              "was changed: run it again\n",
+              (long long)total,
+              st == STORE_RETRY ? "the database is busy or unavailable" : "database error");
+      return 1;
+    }
+    total += w.erased;
+    batches++;
+    if (w.erased || !w.reseal_pos[0])
+      fprintf(stderr, "reencrypt: %lld rows rewritten in %lld batches%s\n", (long long)total,
+              (long long)batches, w.reseal_pos[0] ? "" : ", every table walked");
+  } while (w.reseal_pos[0]);
+  fprintf(stderr, "reencrypt: done: every row is sealed with key %s (%lld rewritten)\n",
+          seal_ring_key_id(ring, 0), (long long)total);
+  return 0;
+}
+
+static int cmd_reencrypt(int argc, char **argv) {
+  int64_t batch = RESEAL_BATCH_DEFAULT;
+  for (int i = 2; i < argc; i++) {
+    const char *v;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      reencrypt_usage(stdout);
+      return 0;
+    }
+    if (flag_value(argc, argv, &i, "--batch", &v)) {
+      char *end;
+      errno = 0;
+      long long n = strtoll(v, &end, 10);
+      if (errno || end == v || *end || n < 1 || n > RESEAL_BATCH_MAX) {
+        fprintf(stderr, "gensendrep: --batch wants a number of rows from 1 to %d\n",
+                RESEAL_BATCH_MAX);
+        return 2;
+      }
+      batch = n;
+      continue;
+    }
+    fprintf(stderr, "gensendrep: unknown or incomplete option '%s'\n", argv[i]);
+    reencrypt_usage(stderr);
+    return 2;
+  }
+  struct config cfg;
+  struct seal_ring *ring = NULL;
+  int rc = load_config(&cfg);
+  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
+  if (rc == 0 && !ring) {
+    fprintf(stderr,
+            "gensendrep: reencrypt needs ENCRYPTION_KEYS: the key to seal with first, then "
+            "every older key still in use (`gensendrep genkey --encryption` makes one)\n");
+    rc = 2;
+  }
+  if (rc != 0) {
+    config_free(&cfg);
+    return rc;
+  }
+  struct sigaction sa = {.sa_handler = on_reencrypt_signal, .sa_flags = (int)SA_RESETHAND};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  char err[512];
+  struct store *store = open_store(&cfg, ring, err, sizeof err);
+  if (!store) {
+    fprintf(stderr, "gensendrep: %s\n", err);
+    rc = 1;
+  } else {
+    rc = reencrypt_run(store, ring, batch);
+    store_close(store);
+  }
+  seal_ring_free(ring);
   config_free(&cfg);
   return rc;
 }
@@ -471,21 +635,27 @@ static int serve(void) {
   }
   char err[512] = "out of memory";
   struct app app = {.cfg = &cfg};
+  struct seal_ring *ring = NULL;
+  if (!load_ring(&cfg, &ring)) {
+    config_free(&cfg);
+    return 2;
+  }
   if (!load_keyrings(&cfg, &app)) {
+    seal_ring_free(ring);
     config_free(&cfg);
     return 2;
   }
   if (!http_tls_init(&cfg, err, sizeof err)) {
     fprintf(stderr, "gensendrep: configuration error: %s\n", err);
     clear_keyrings(&app);
+    seal_ring_free(ring);
     config_free(&cfg);
     return 2;
   }
   struct http_server *server = NULL;
   struct store_retention *retention = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
-            (app.store = store_open_wait(cfg.database_url, (int)cfg.database_connect_timeout, err,
-                                         sizeof err)) &&
+            (app.store = open_store(&cfg, ring, err, sizeof err)) &&
             (app.health = store_health_new(app.store)) && app_docs_init(&app) &&
             (cfg.retention_days == 0 ||
              (retention = store_retention_start(app.store, cfg.retention_days))) &&
@@ -500,6 +670,7 @@ static int serve(void) {
     app_docs_free(&app);
     store_health_free(app.health);
     store_close(app.store);
+    seal_ring_free(ring);
     redis_client_free(app.redis);
     clear_keyrings(&app);
     http_tls_free();
@@ -524,6 +695,7 @@ static int serve(void) {
   store_retention_stop(retention); /* waits for its batch in flight; before the store closes */
   store_health_free(app.health);
   store_close(app.store);
+  seal_ring_free(ring); /* after the store: its writer and readers seal and open with it */
   redis_client_free(app.redis);
   app_docs_free(&app);
   clear_keyrings(&app);
@@ -537,6 +709,8 @@ static int run(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "serve";
   if (strcmp(cmd, "elevenlabs") == 0) return cmd_elevenlabs(argc, argv);
   if (strcmp(cmd, "keys") == 0) return cmd_keys(argc, argv);
+  if (strcmp(cmd, "genkey") == 0) return cmd_genkey(argc, argv);
+  if (strcmp(cmd, "reencrypt") == 0) return cmd_reencrypt(argc, argv);
   if (argc > 2) {
     usage(stderr);
     return 2;
@@ -553,7 +727,6 @@ static int run(int argc, char **argv) {
     config_print_markdown(stdout);
     return 0;
   }
-  if (strcmp(cmd, "genkey") == 0) return cmd_genkey();
   if (strcmp(cmd, "migrate") == 0) return cmd_migrate();
   if (strcmp(cmd, "serve") == 0) return serve();
   fprintf(stderr, "gensendrep: unknown command '%s'\n\n", cmd);
