@@ -1,10 +1,13 @@
 /* Encryption at rest (seal.h): AES-256-GCM envelopes and the HMAC-SHA256 blind index, both keyed
  * by keys derived from the master keys in ENCRYPTION_KEYS. The master keys themselves are kept
- * only while deriving; the derived keys live in the ring and are wiped when it is freed.
+ * only while deriving; the derived keys live in the ring and are wiped when it is freed. (A
+ * thread's cipher context keeps the AES key schedule of the last key it used until that thread
+ * seals or opens again, or exits.)
  *
  * Cheap on the ingest path: the cipher and digest are fetched from OpenSSL once per ring, each
  * thread reuses one cipher context and one digest context (made on first use), and the HMAC of
- * the blind index starts from the key's inner and outer states computed once at parse time. */
+ * the blind index starts from the key's inner and outer states computed once at parse time
+ * (OpenSSL 3 still allocates once per operation inside EVP_*Init_ex2 / EVP_MD_CTX_copy_ex). */
 #include "seal/seal.h"
 
 #include <openssl/crypto.h>
@@ -19,7 +22,6 @@
 #include "ext/crypto.h"
 
 #define SEAL_MASTER_LEN 32
-#define SEAL_HEAD_MAX (2 + SEAL_KEY_ID_MAX + SEAL_NONCE_LEN)
 
 /* Fixed labels: changing one makes every sealed value unreadable. */
 static const char LABEL_ENC[] = "gensendrep seal v1: AES-256-GCM key";
@@ -216,6 +218,15 @@ static bool parse_item(struct seal_ring *r, const char *item, size_t len, size_t
   } else if (!key_derive(r, k, master)) {
     snprintf(err, errlen, "ENCRYPTION_KEYS: could not derive key '%s' (OpenSSL failed)", k->id);
     ok = false;
+  } else {
+    /* The same bytes under two ids would make a rotation that changes nothing look done. */
+    for (size_t i = 0; i < r->count; i++)
+      if (CRYPTO_memcmp(r->keys[i].enc, k->enc, sizeof k->enc) == 0) {
+        snprintf(err, errlen, "ENCRYPTION_KEYS: keys '%s' and '%s' are the same key", r->keys[i].id,
+                 k->id);
+        ok = false;
+        break;
+      }
   }
   OPENSSL_cleanse(master, sizeof master);
   r->count++; /* counted even when broken, so seal_ring_free releases what was made */
@@ -295,7 +306,7 @@ bool seal_ring_has(const struct seal_ring *r, const char *key_id) {
 /* ---- the envelope ---- */
 
 size_t seal_sealed_len(const struct seal_ring *r, size_t plain_len) {
-  if (!r || r->count == 0) return 0;
+  if (!r || r->count == 0 || plain_len > SIZE_MAX - 64) return 0;
   return 2 + r->keys[0].id_len + SEAL_NONCE_LEN + plain_len + SEAL_TAG_LEN;
 }
 
@@ -319,6 +330,8 @@ bool seal_seal(const struct seal_ring *r, const void *aad, size_t aad_len, const
   EVP_CIPHER_CTX *c = t->cipher;
   int n = 0;
   if (EVP_EncryptInit_ex2(c, r->gcm, k->enc, nonce, NULL) != 1) return false;
+  /* The header (magic, key id) is authenticated too: a value relabelled to another id fails. */
+  if (EVP_EncryptUpdate(c, NULL, &n, out, (int)(2 + k->id_len)) != 1) return false;
   const unsigned char *a = aad;
   for (size_t off = 0; off < aad_len;) {
     size_t step = aad_len - off < SEAL_STEP ? aad_len - off : SEAL_STEP;
@@ -388,20 +401,21 @@ bool seal_open(const struct seal_ring *r, const void *aad, size_t aad_len, const
   EVP_CIPHER_CTX *c = t->cipher;
   int n = 0;
   if (EVP_DecryptInit_ex2(c, r->gcm, k->enc, nonce, NULL) != 1) return false;
+  if (EVP_DecryptUpdate(c, NULL, &n, sealed, (int)(2 + il)) != 1) return false;
   const unsigned char *a = aad;
   for (size_t off = 0; off < aad_len;) {
     size_t step = aad_len - off < SEAL_STEP ? aad_len - off : SEAL_STEP;
     if (EVP_DecryptUpdate(c, NULL, &n, a + off, (int)step) != 1) return false;
     off += step;
   }
-  for (size_t off = 0; off < clen;) {
+  bool ok = true;
+  for (size_t off = 0; ok && off < clen;) {
     size_t step = clen - off < SEAL_STEP ? clen - off : SEAL_STEP;
-    if (EVP_DecryptUpdate(c, out + off, &n, in + off, (int)step) != 1 || (size_t)n != step)
-      return false;
+    ok = EVP_DecryptUpdate(c, out + off, &n, in + off, (int)step) == 1 && (size_t)n == step;
     off += step;
   }
-  bool ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN, tag) == 1 &&
-            EVP_DecryptFinal_ex(c, out + clen, &n) == 1;
+  ok = ok && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN, tag) == 1 &&
+       EVP_DecryptFinal_ex(c, out + clen, &n) == 1;
   if (!ok) {
     if (clen) OPENSSL_cleanse(out, clen); /* never hand out unauthenticated plaintext */
     return false;
@@ -412,7 +426,7 @@ bool seal_open(const struct seal_ring *r, const void *aad, size_t aad_len, const
 
 /* ---- the blind index ---- */
 
-void seal_index(const struct seal_ring *r, size_t i, const void *value, size_t len,
+bool seal_index(const struct seal_ring *r, size_t i, const void *value, size_t len,
                 unsigned char out[SEAL_INDEX_LEN]) {
   unsigned char mac[32];
   unsigned int n = 0;
@@ -425,10 +439,9 @@ void seal_index(const struct seal_ring *r, size_t i, const void *value, size_t l
          EVP_MD_CTX_copy_ex(t->md, k->outer) == 1 && EVP_DigestUpdate(t->md, mac, 32) == 1 &&
          EVP_DigestFinal_ex(t->md, mac, &n) == 1 && n == 32;
   }
-  /* Only a bad i or OpenSSL out of memory gets here: a fixed value, never uninitialised bytes. */
-  if (!ok) memset(mac, 0xff, sizeof mac);
-  memcpy(out, mac, SEAL_INDEX_LEN);
+  if (ok) memcpy(out, mac, SEAL_INDEX_LEN);
   OPENSSL_cleanse(mac, sizeof mac);
+  return ok;
 }
 
 /* ---- new keys ---- */

@@ -7,9 +7,11 @@
  * AES-256-GCM, one for the blind index, so neither use weakens the other.
  *
  * A sealed value is: SEAL_MAGIC (1 byte), the key id's length (1 byte), the key id, a random
- * 12-byte nonce, the ciphertext (as long as the plaintext) and the 16-byte GCM tag. The caller's
- * associated data (the row's identity: table, column, primary key) is authenticated but not
- * stored, so a value copied to another row or column does not open there. */
+ * 12-byte nonce, the ciphertext (as long as the plaintext) and the 16-byte GCM tag. GCM
+ * authenticates the header (magic, length, key id) followed by the caller's associated data
+ * (the row's identity: table, column, primary key), which is not stored: a value copied to
+ * another row or column, or relabelled with another key id, does not open. Two ids may not
+ * name the same key bytes. */
 #ifndef GSR_SEAL_H
 #define GSR_SEAL_H
 
@@ -59,9 +61,11 @@ __attribute__((warn_unused_result)) bool seal_open(const struct seal_ring *r, co
 
 /* The blind index of value under key i: the first SEAL_INDEX_LEN bytes of HMAC-SHA256 with
  * key i's index key over value. Rows sealed with key i carry the index under key i, so a
- * filter looks for the index under every key in the ring. */
-void seal_index(const struct seal_ring *r, size_t i, const void *value, size_t len,
-                unsigned char out[SEAL_INDEX_LEN]);
+ * filter looks for the index under every key in the ring. false (out untouched) for a bad i or
+ * when OpenSSL fails: the caller must then fail its write or query, never use a placeholder. */
+__attribute__((warn_unused_result)) bool seal_index(const struct seal_ring *r, size_t i,
+                                                    const void *value, size_t len,
+                                                    unsigned char out[SEAL_INDEX_LEN]);
 
 /* A new ENCRYPTION_KEYS item "<key id>:<base64 of 32 random bytes>" into out (cap >= 100); the
  * key id is "k" and the UTC date and time (kYYYYMMDDHHMMSS). false when randomness failed. */

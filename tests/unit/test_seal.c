@@ -210,16 +210,16 @@ static void test_index(void **state) {
   struct seal_ring *r = ring("k2:" B64_B ",k1:" B64_A);
   struct seal_ring *r1 = ring("other_name:" B64_A);
   unsigned char a[SEAL_INDEX_LEN], b[SEAL_INDEX_LEN], c[SEAL_INDEX_LEN], d[SEAL_INDEX_LEN];
-  seal_index(r, 0, "ada@example.com", 15, a);
-  seal_index(r, 0, "ada@example.com", 15, b);
+  assert_true(seal_index(r, 0, "ada@example.com", 15, a));
+  assert_true(seal_index(r, 0, "ada@example.com", 15, b));
   assert_memory_equal(a, b, SEAL_INDEX_LEN); /* stable */
-  seal_index(r, 1, "ada@example.com", 15, c);
+  assert_true(seal_index(r, 1, "ada@example.com", 15, c));
   assert_memory_not_equal(a, c, SEAL_INDEX_LEN); /* differs across keys */
-  seal_index(r1, 0, "ada@example.com", 15, d);
+  assert_true(seal_index(r1, 0, "ada@example.com", 15, d));
   assert_memory_equal(c, d, SEAL_INDEX_LEN); /* depends on the key's bytes, not its id */
-  seal_index(r, 0, "ada@example.org", 15, b);
+  assert_true(seal_index(r, 0, "ada@example.org", 15, b));
   assert_memory_not_equal(a, b, SEAL_INDEX_LEN);
-  seal_index(r, 0, "", 0, b);
+  assert_true(seal_index(r, 0, "", 0, b));
   assert_memory_not_equal(a, b, SEAL_INDEX_LEN);
 
   /* HMAC-SHA256 with the index key derived as documented: recomputed here with OpenSSL's
@@ -237,16 +237,45 @@ static void test_index(void **state) {
   seal_ring_free(r1);
 }
 
+static void test_same_bytes_twice_and_relabelling(void **state) {
+  (void)state;
+  char err[256];
+  /* one key's bytes under two ids: refused, naming both */
+  assert_null(seal_ring_parse("a:" B64_A ",b:" B64_A, err, sizeof err));
+  assert_non_null(strstr(err, "ENCRYPTION_KEYS"));
+  assert_non_null(strstr(err, "'a'"));
+  assert_null(strstr(err, B64_A));
+  /* a value relabelled with another key id (same length) does not open under that id */
+  struct seal_ring *r = ring("a1:" B64_A ",b1:" B64_B);
+  size_t len = seal_sealed_len(r, strlen(TEXT));
+  unsigned char *s = malloc(len), out[256];
+  size_t n;
+  assert_true(seal_seal(r, AAD, AAD_LEN, TEXT, strlen(TEXT), s));
+  s[2] = 'b';
+  assert_false(seal_open(r, AAD, AAD_LEN, s, len, out, &n));
+  /* and the id's length byte is authenticated as well */
+  s[2] = 'a';
+  assert_true(seal_open(r, AAD, AAD_LEN, s, len, out, &n));
+  s[1] ^= 1;
+  assert_false(seal_open(r, AAD, AAD_LEN, s, len, out, &n));
+  free(s);
+  /* an index under a key the ring does not have is refused, never a placeholder */
+  unsigned char idx[SEAL_INDEX_LEN];
+  assert_false(seal_index(r, 2, "x", 1, idx));
+  assert_false(seal_index(NULL, 0, "x", 1, idx));
+  seal_ring_free(r);
+}
+
 static void test_known_vector(void **state) {
   (void)state;
   /* Sealed by Python (hmac + cryptography's AESGCM) as seal.h documents it: key "k1" = bytes
    * 0..31, encryption key HMAC-SHA256(master, "gensendrep seal v1: AES-256-GCM key"), a zero
-   * nonce, associated data "aad". */
+   * nonce, associated data the header (a7 02 "k1") then "aad". */
   static const unsigned char env[] = {
       0xa7, 0x02, 0x6b, 0x31, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
       0x00, 0x5e, 0x9c, 0x3f, 0x42, 0x9d, 0x73, 0xae, 0x3d, 0x4b, 0x71, 0x5a, 0xc5, 0xb7, 0xd8,
-      0x48, 0x7b, 0xaa, 0x6b, 0x1f, 0xb1, 0xda, 0x77, 0xa4, 0x97, 0x9f, 0x3a, 0xe6, 0x06, 0x5e,
-      0x12, 0x3e, 0xfa, 0xac, 0x72, 0xd1, 0xe8, 0x84, 0x39, 0xad, 0x0f, 0x1f, 0x10, 0x78};
+      0x48, 0x7b, 0xaa, 0x6b, 0x1f, 0xb1, 0xda, 0x77, 0xa4, 0x97, 0x9f, 0x3a, 0xe6, 0x08, 0xbe,
+      0x0b, 0xb4, 0x29, 0x09, 0x9a, 0xc6, 0x8e, 0x1f, 0x0a, 0xe1, 0x62, 0x50, 0x2b, 0xa2};
   struct seal_ring *r = ring("k1:" B64_A);
   const char *want = "{\"email\":\"ada@example.com\"}";
   assert_true(opens(r, "aad", 3, env, sizeof env, want, strlen(want)));
@@ -332,7 +361,7 @@ static void test_parse(void **state) {
   char many[4096] = "";
   for (int i = 0; i <= SEAL_KEYS_MAX; i++) {
     char item[80];
-    snprintf(item, sizeof item, "%sk%d:%s", i ? "," : "", i, B64_C);
+    snprintf(item, sizeof item, "%sk%d:%c%s", i ? "," : "", i, 'A' + i, B64_C + 1); /* distinct */
     strncat(many, item, sizeof many - strlen(many) - 1);
   }
   assert_refused(many, "more than 16 keys");
@@ -406,6 +435,7 @@ int main(void) {
       cmocka_unit_test(test_not_sealed),
       cmocka_unit_test(test_generate),
       cmocka_unit_test(test_known_vector),
+      cmocka_unit_test(test_same_bytes_twice_and_relabelling),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
