@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ struct seal_key {
 };
 
 struct seal_ring {
+  uint64_t serial; /* unique per parsed ring: a thread's cached key schedule names it */
   size_t count;
   EVP_CIPHER *gcm;
   EVP_MD *sha256;
@@ -44,10 +46,17 @@ struct seal_ring {
 
 /* ---- per-thread contexts ---- */
 
+/* The cipher context keeps the key schedule of the last key it was given; a call with the same
+ * ring, key and direction only sets a new nonce (most of the cost of a short value otherwise). */
 struct seal_tls {
   EVP_CIPHER_CTX *cipher;
   EVP_MD_CTX *md;
+  uint64_t serial; /* ring serial of the key loaded; 0: none */
+  size_t key;
+  int encrypting;
 };
+
+static atomic_uint_fast64_t ring_serials;
 
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
@@ -241,6 +250,7 @@ struct seal_ring *seal_ring_parse(const char *text, char *err, size_t errlen) {
     snprintf(err, errlen, "ENCRYPTION_KEYS: out of memory");
     return NULL;
   }
+  r->serial = atomic_fetch_add(&ring_serials, 1) + 1;
   r->gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
   r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
   if (!r->gcm || !r->sha256) {
@@ -313,6 +323,41 @@ size_t seal_sealed_len(const struct seal_ring *r, size_t plain_len) {
 /* GCM takes int lengths: longer values are split into pieces fed one after another. */
 #define SEAL_STEP ((size_t)1 << 30)
 
+/* Readies t's cipher context for key k of r in one direction with nonce. */
+static bool cipher_init(struct seal_tls *t, const struct seal_ring *r, size_t k, int enc,
+                        const unsigned char *nonce) {
+  if (t->serial == r->serial && t->key == k && t->encrypting == enc)
+    return EVP_CipherInit_ex2(t->cipher, NULL, NULL, nonce, enc, NULL) == 1;
+  t->serial = 0;
+  if (EVP_CipherInit_ex2(t->cipher, r->gcm, r->keys[k].enc, nonce, enc, NULL) != 1) return false;
+  t->serial = r->serial;
+  t->key = k;
+  t->encrypting = enc;
+  return true;
+}
+
+/* Feeds the header (magic and key id: authenticated too, so a value relabelled to another id
+ * fails) and the associated data, then in[0..len) into out, through t's initialised context. */
+static bool gcm_update(struct seal_tls *t, const unsigned char *head, size_t head_len,
+                       const void *aad, size_t aad_len, const unsigned char *in, size_t len,
+                       unsigned char *out) {
+  int n = 0;
+  if (EVP_CipherUpdate(t->cipher, NULL, &n, head, (int)head_len) != 1) return false;
+  const unsigned char *a = aad;
+  for (size_t off = 0; off < aad_len;) {
+    size_t step = aad_len - off < SEAL_STEP ? aad_len - off : SEAL_STEP;
+    if (EVP_CipherUpdate(t->cipher, NULL, &n, a + off, (int)step) != 1) return false;
+    off += step;
+  }
+  for (size_t off = 0; off < len;) {
+    size_t step = len - off < SEAL_STEP ? len - off : SEAL_STEP;
+    if (EVP_CipherUpdate(t->cipher, out + off, &n, in + off, (int)step) != 1 || (size_t)n != step)
+      return false;
+    off += step;
+  }
+  return true;
+}
+
 bool seal_seal(const struct seal_ring *r, const void *aad, size_t aad_len, const void *plain,
                size_t len, unsigned char *out) {
   if (!r || r->count == 0) return false;
@@ -324,29 +369,14 @@ bool seal_seal(const struct seal_ring *r, const void *aad, size_t aad_len, const
   *p++ = (unsigned char)k->id_len;
   memcpy(p, k->id, k->id_len);
   p += k->id_len;
-  unsigned char *nonce = p;
-  if (!crypto_random(nonce, SEAL_NONCE_LEN)) return false;
-  p += SEAL_NONCE_LEN;
-  EVP_CIPHER_CTX *c = t->cipher;
+  unsigned char *nonce = p, *body = p + SEAL_NONCE_LEN;
   int n = 0;
-  if (EVP_EncryptInit_ex2(c, r->gcm, k->enc, nonce, NULL) != 1) return false;
-  /* The header (magic, key id) is authenticated too: a value relabelled to another id fails. */
-  if (EVP_EncryptUpdate(c, NULL, &n, out, (int)(2 + k->id_len)) != 1) return false;
-  const unsigned char *a = aad;
-  for (size_t off = 0; off < aad_len;) {
-    size_t step = aad_len - off < SEAL_STEP ? aad_len - off : SEAL_STEP;
-    if (EVP_EncryptUpdate(c, NULL, &n, a + off, (int)step) != 1) return false;
-    off += step;
-  }
-  const unsigned char *in = plain;
-  for (size_t off = 0; off < len;) {
-    size_t step = len - off < SEAL_STEP ? len - off : SEAL_STEP;
-    if (EVP_EncryptUpdate(c, p, &n, in + off, (int)step) != 1 || (size_t)n != step) return false;
-    p += step;
-    off += step;
-  }
-  if (EVP_EncryptFinal_ex(c, p, &n) != 1 || n != 0) return false;
-  return EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, SEAL_TAG_LEN, p) == 1;
+  bool ok = crypto_random(nonce, SEAL_NONCE_LEN) && cipher_init(t, r, 0, 1, nonce) &&
+            gcm_update(t, out, 2 + k->id_len, aad, aad_len, plain, len, body) &&
+            EVP_CipherFinal_ex(t->cipher, body + len, &n) == 1 && n == 0 &&
+            EVP_CIPHER_CTX_ctrl(t->cipher, EVP_CTRL_GCM_GET_TAG, SEAL_TAG_LEN, body + len) == 1;
+  if (!ok) t->serial = 0; /* a context left half-way is set up from scratch next time */
+  return ok;
 }
 
 /* The key id's bytes and length in a sealed value; false when data is not framed as one. */
@@ -398,25 +428,13 @@ bool seal_open(const struct seal_ring *r, const void *aad, size_t aad_len, const
   size_t clen = len - 2 - il - SEAL_NONCE_LEN - SEAL_TAG_LEN;
   unsigned char tag[SEAL_TAG_LEN];
   memcpy(tag, in + clen, SEAL_TAG_LEN);
-  EVP_CIPHER_CTX *c = t->cipher;
   int n = 0;
-  if (EVP_DecryptInit_ex2(c, r->gcm, k->enc, nonce, NULL) != 1) return false;
-  if (EVP_DecryptUpdate(c, NULL, &n, sealed, (int)(2 + il)) != 1) return false;
-  const unsigned char *a = aad;
-  for (size_t off = 0; off < aad_len;) {
-    size_t step = aad_len - off < SEAL_STEP ? aad_len - off : SEAL_STEP;
-    if (EVP_DecryptUpdate(c, NULL, &n, a + off, (int)step) != 1) return false;
-    off += step;
-  }
-  bool ok = true;
-  for (size_t off = 0; ok && off < clen;) {
-    size_t step = clen - off < SEAL_STEP ? clen - off : SEAL_STEP;
-    ok = EVP_DecryptUpdate(c, out + off, &n, in + off, (int)step) == 1 && (size_t)n == step;
-    off += step;
-  }
-  ok = ok && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN, tag) == 1 &&
-       EVP_DecryptFinal_ex(c, out + clen, &n) == 1;
+  bool ok = cipher_init(t, r, (size_t)(k - r->keys), 0, nonce) &&
+            gcm_update(t, sealed, 2 + il, aad, aad_len, in, clen, out) &&
+            EVP_CIPHER_CTX_ctrl(t->cipher, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN, tag) == 1 &&
+            EVP_CipherFinal_ex(t->cipher, out + clen, &n) == 1;
   if (!ok) {
+    t->serial = 0;
     if (clen) OPENSSL_cleanse(out, clen); /* never hand out unauthenticated plaintext */
     return false;
   }
