@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/thread_slot.h"
 #include "core/timeutil.h"
+#include "core/utf8.h"
 #include "ext/crypto.h"
 #include "store/store.h"
 #include "store/write_queue.h"
@@ -35,12 +36,24 @@
 #define OID_BOOL 16
 #define OID_BYTEA 17
 #define OID_INT8 20
+#define OID_INT4 23
 #define OID_TEXT 25
 
 struct pg_reader {
   PGconn *conn;
-  unsigned prepared_lists; /* bit m: list<m> is prepared */
+  unsigned prepared_lists;  /* bit m: list<m> is prepared */
+  uint64_t prepared_audits; /* bit m: audit<m> is prepared */
 };
+
+/* A growing text buffer, kept between batches so a batch allocates nothing once warm. */
+struct text_buf {
+  char *p;
+  size_t n, cap;
+};
+
+/* The audit append of a batch: one PostgreSQL array literal per column of
+ * gensendrep_audit_append (migration 0006). */
+enum { AUDIT_COLUMNS = 10 };
 
 struct pg_store {
   struct store base;
@@ -49,7 +62,12 @@ struct pg_store {
   pthread_t writer;
   bool writer_started;
   struct write_queue queue;
-  unsigned char *audio_buf;   /* writer: one chunk of audio on its way to the database */
+  unsigned char *audio_buf; /* writer: one chunk of audio on its way to the database */
+  struct text_buf audit_cols[AUDIT_COLUMNS]; /* writer: the batch's audit entries */
+  /* writer: audio events of this batch found committed before it (redeliveries answered
+   * without their audio, but still audited in the batch) */
+  struct store_write *known[BATCH_MAX];
+  size_t nknown;
   struct thread_slot readers; /* one struct pg_reader per calling thread */
   atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
@@ -318,23 +336,31 @@ static const char audio_chunk_sql[] =
     "INSERT INTO audio_chunks (conversation_id, seq, data) SELECT $1, $3, $4 "
     "WHERE EXISTS (SELECT 1 FROM audio_meta WHERE conversation_id = $1 AND webhook_id = $2)";
 
+/* An audit entry decided by the statement that records it ($N: the write's place in the batch):
+ * the batch's audit append (send_audit) turns the row into the entry (migration 0006). */
+#define PG_AUDIT_PENDING(ord, target) \
+  "INSERT INTO pg_temp.audit_pending (ord, target) SELECT " ord ", " target
+
 /* Erasure: every row of the conversation, in one statement (the conversation takes its current
  * delivery with it through a trigger, migration 0005; the older versions are the superseded
- * deliveries); the answer is the number of rows removed, that delivery included. */
+ * deliveries); the answer is the number of rows removed, that delivery included. Its audit
+ * entry only when it removed something. */
 static const char erase_sql[] =
     "WITH c AS (DELETE FROM conversations WHERE conversation_id = $1 RETURNING 1),"
     " d AS (DELETE FROM deliveries WHERE conversation_id = $1 AND superseded RETURNING 1),"
     " e AS (DELETE FROM events WHERE conversation_id = $1 RETURNING 1),"
     " k AS (DELETE FROM audio_chunks WHERE conversation_id = $1 RETURNING 1),"
-    " m AS (DELETE FROM audio_meta WHERE conversation_id = $1 RETURNING 1) "
-    "SELECT 2 * (SELECT count(*) FROM c) + (SELECT count(*) FROM d) + (SELECT count(*) FROM e)"
-    " + (SELECT count(*) FROM k) + (SELECT count(*) FROM m)";
+    " m AS (DELETE FROM audio_meta WHERE conversation_id = $1 RETURNING 1),"
+    " n AS (SELECT 2 * (SELECT count(*) FROM c) + (SELECT count(*) FROM d)"
+    "   + (SELECT count(*) FROM e) + (SELECT count(*) FROM k) + (SELECT count(*) FROM m) AS n),"
+    " a AS (" PG_AUDIT_PENDING("$2", "$1") " FROM n WHERE n.n > 0) "
+    "SELECT n FROM n";
 
 /* Retention: at most $2 conversations processed before $1, whole, and at most $2 events and
  * audios of no conversation received before $1. Rows another transaction holds (another
  * instance's retention, a webhook rewriting that conversation) are skipped, so instances
  * running it at once never wait for each other nor erase a conversation twice. The answer:
- * conversations + events + audios erased. */
+ * conversations + events + audios erased; an audit entry per conversation erased. */
 #define PG_NO_CONVERSATION(t) \
   "NOT EXISTS (SELECT 1 FROM conversations y WHERE y.conversation_id = " t ".conversation_id)"
 static const char retain_sql[] =
@@ -353,7 +379,8 @@ static const char retain_sql[] =
     " om AS (DELETE FROM audio_meta WHERE conversation_id IN (SELECT x.conversation_id"
     "   FROM audio_meta x WHERE x.received_at_us < $1 AND " PG_NO_CONVERSATION("x")
     "   LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING conversation_id),"
-    " ok AS (DELETE FROM audio_chunks WHERE conversation_id IN (SELECT conversation_id FROM om)) "
+    " ok AS (DELETE FROM audio_chunks WHERE conversation_id IN (SELECT conversation_id FROM om)),"
+    " a AS (" PG_AUDIT_PENDING("$3", "conversation_id") " FROM c) "
     "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM oe) + (SELECT count(*) FROM om)";
 
 static bool prepare_writer(PGconn *c) {
@@ -372,25 +399,35 @@ static bool prepare_writer(PGconn *c) {
   static const Oid key_types[] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT,
                                   OID_BYTEA, OID_INT8, OID_INT8};
   static const Oid key_at_types[] = {OID_TEXT, OID_INT8};
-  static const Oid erase_types[] = {OID_TEXT};
-  static const Oid retain_types[] = {OID_INT8, OID_INT8};
+  static const Oid key_revoke_types[] = {OID_TEXT, OID_INT8, OID_INT4};
+  static const Oid erase_types[] = {OID_TEXT, OID_INT4};
+  static const Oid retain_types[] = {OID_INT8, OID_INT8, OID_INT4};
   return command_ok(c, "SET synchronous_commit = on") &&
+         /* This session's audit entries decided inside a batch (PG_AUDIT_PENDING). */
+         command_ok(c,
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS audit_pending "
+                    "(ord INT NOT NULL, target TEXT COLLATE \"C\")") &&
+         prepare(c, "audit_append",
+                 "SELECT ord, id, hash FROM gensendrep_audit_append($1, $2, $3, $4, $5, $6, $7, "
+                 "$8, $9, $10)",
+                 0, NULL) &&
          prepare(c, "key_create",
                  "INSERT INTO api_keys (" KEY_COLUMNS
                  ") VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL) RETURNING id",
                  7, key_types) &&
          prepare(c, "key_revoke",
-                 "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, $2) WHERE id = $1 "
-                 "RETURNING id",
-                 2, key_at_types) &&
+                 "WITH u AS (UPDATE api_keys SET revoked_us = COALESCE(revoked_us, $2) "
+                 "WHERE id = $1 RETURNING id), a AS (" PG_AUDIT_PENDING("$3", "id") " FROM u) "
+                 "SELECT id FROM u",
+                 3, key_revoke_types) &&
          prepare(c, "key_touch",
                  "UPDATE api_keys SET last_used_us = $2 WHERE id = $1 "
                  "AND (last_used_us IS NULL OR last_used_us < $2) RETURNING id",
                  2, key_at_types) &&
          prepare(c, "upsert", upsert_sql, 13, upsert_types) &&
          prepare(c, "event", event_sql, 19, event_types) &&
-         prepare(c, "erase", erase_sql, 1, erase_types) &&
-         prepare(c, "retain", retain_sql, 2, retain_types) &&
+         prepare(c, "erase", erase_sql, 2, erase_types) &&
+         prepare(c, "retain", retain_sql, 3, retain_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
          prepare(c, "audio_chunk", audio_chunk_sql, 4, chunk_types) &&
          prepare(c, "event_find",
@@ -423,13 +460,21 @@ static void writer_drop(struct pg_store *s) {
   s->writer_conn = NULL;
 }
 
-/* The batch goes to PostgreSQL as one pipeline — BEGIN, the id locks, every write, COMMIT,
- * a sync point — and one round trip brings all the answers back. Each step records what was
- * sent and the result a success gives; the answers are read step by step in that order
+/* The batch goes to PostgreSQL as one pipeline — BEGIN, the id locks, every write, the audit
+ * entries, COMMIT, a sync point — and one round trip brings all the answers back. Each step records
+ * what was sent and the result a success gives; the answers are read step by step in that order
  * (every statement gives one result then NULL, the sync point PGRES_PIPELINE_SYNC), so one
  * more statement cannot shift answers onto the wrong step: anything out of step fails the
  * batch. */
-enum step_kind { STEP_BEGIN, STEP_LOCK, STEP_WRITE, STEP_AUDIO, STEP_COMMIT, STEP_SYNC };
+enum step_kind {
+  STEP_BEGIN,
+  STEP_LOCK,
+  STEP_WRITE,
+  STEP_AUDIO,
+  STEP_AUDIT,
+  STEP_COMMIT,
+  STEP_SYNC
+};
 
 struct step {
   enum step_kind kind;
@@ -437,9 +482,10 @@ struct step {
   ExecStatusType expect; /* what success returns */
 };
 
-#define BATCH_EXTRA_STEPS 4 /* BEGIN, LOCK, COMMIT, SYNC */
+#define BATCH_EXTRA_STEPS 5 /* BEGIN, LOCK, AUDIT, COMMIT, SYNC */
 
 struct batch {
+  struct store_write *head; /* the writes, in the order their audit entries are tagged */
   struct step *steps;
   size_t n;         /* steps handed to libpq */
   bool commit_sent; /* COMMIT handed to libpq: from then on the batch may be committed */
@@ -521,14 +567,15 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
   return PQsendQueryPrepared(s->writer_conn, "upsert", 13, vals, lens, formats, 1) == 1;
 }
 
-/* The API key writes (store.h); each answers the rows it changed. */
-static bool send_key(struct pg_store *s, struct store_write *w) {
+/* The API key writes (store.h); each answers the rows it changed. A revocation records its
+ * audit entry (ord: its place in the batch) only when the key exists. */
+static bool send_key(struct pg_store *s, struct store_write *w, const char *ord) {
   char at[24];
   if (w->kind != STORE_WRITE_KEY_CREATE) {
     snprintf(at, sizeof at, "%lld", (long long)w->key_at_us);
-    const char *vals[2] = {w->key_id, at};
-    return PQsendQueryPrepared(s->writer_conn,
-                               w->kind == STORE_WRITE_KEY_REVOKE ? "key_revoke" : "key_touch", 2,
+    const char *vals[3] = {w->key_id, at, ord};
+    bool revoke = w->kind == STORE_WRITE_KEY_REVOKE;
+    return PQsendQueryPrepared(s->writer_conn, revoke ? "key_revoke" : "key_touch", revoke ? 3 : 2,
                                vals, NULL, NULL, 0) == 1;
   }
   const struct apikey_record *k = w->key;
@@ -590,16 +637,188 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
   return PQsendQueryPrepared(s->writer_conn, "event", 19, vals, lens, formats, 1) == 1;
 }
 
-static bool send_erase(PGconn *c, const struct store_write *w) {
+/* ord: the write's place in the batch, which its audit entries (one if it erased something;
+ * retention: one per conversation) are recorded under. */
+static bool send_erase(PGconn *c, const struct store_write *w, const char *ord) {
   if (w->kind == STORE_WRITE_ERASE) {
-    const char *vals[] = {w->erase_conversation_id};
-    return PQsendQueryPrepared(c, "erase", 1, vals, NULL, NULL, 1) == 1;
+    const char *vals[] = {w->erase_conversation_id, ord};
+    return PQsendQueryPrepared(c, "erase", 2, vals, NULL, NULL, 1) == 1;
   }
   char before[24], limit[24];
   snprintf(before, sizeof before, "%lld", (long long)w->retain_before_us);
   snprintf(limit, sizeof limit, "%lld", (long long)w->retain_limit);
-  const char *vals[] = {before, limit};
-  return PQsendQueryPrepared(c, "retain", 2, vals, NULL, NULL, 1) == 1;
+  const char *vals[] = {before, limit, ord};
+  return PQsendQueryPrepared(c, "retain", 3, vals, NULL, NULL, 1) == 1;
+}
+
+/* ---------- the audit entries of a batch ---------- */
+
+static bool buf_put(struct text_buf *b, const char *s, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->n + n + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return false;
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+  b->p[b->n] = '\0';
+  return true;
+}
+
+/* One element of an array literal: NULL for "" (stored NULL, hashed as length 0), else the
+ * text quoted, with '"' and '\\' escaped. */
+static bool put_text_elem(struct text_buf *b, const char *s, size_t max) {
+  if (b->n > 1 && !buf_put(b, ",", 1)) return false;
+  size_t n = s ? strnlen(s, max) : 0;
+  if (n == 0) return buf_put(b, "NULL", 4);
+  bool ok = buf_put(b, "\"", 1);
+  for (size_t i = 0, from = 0; ok && i <= n; i++) {
+    if (i < n && s[i] != '"' && s[i] != '\\') continue;
+    ok = buf_put(b, s + from, i - from) && (i == n || buf_put(b, "\\", 1));
+    from = i;
+  }
+  return ok && buf_put(b, "\"", 1);
+}
+
+static bool put_int_elem(struct text_buf *b, int64_t v) {
+  char num[24];
+  int n = snprintf(num, sizeof num, "%s%lld", b->n > 1 ? "," : "", (long long)v);
+  return buf_put(b, num, (size_t)n);
+}
+
+/* One entry (pending: one per audit_pending row of ord, see migration 0006). */
+static bool put_entry(struct text_buf *cols, int64_t ord, int64_t at_us,
+                      const struct audit_who *who, enum audit_action action, const char *target,
+                      enum audit_outcome outcome, int64_t count, bool pending) {
+  const char *action_name = audit_action_name(action), *outcome_name = audit_outcome_name(outcome);
+  return put_int_elem(&cols[0], ord) && put_int_elem(&cols[1], at_us) &&
+         put_text_elem(&cols[2], who->request_id, AUDIT_REQUEST_ID_MAX) &&
+         put_text_elem(&cols[3], who->key_id, AUDIT_KEY_ID_MAX) &&
+         put_text_elem(&cols[4], who->client_ip, AUDIT_CLIENT_IP_MAX) &&
+         put_text_elem(&cols[5], action_name ? action_name : "", 32) &&
+         put_text_elem(&cols[6], target, AUDIT_TARGET_MAX) &&
+         put_text_elem(&cols[7], outcome_name ? outcome_name : "", 16) &&
+         put_int_elem(&cols[8], count) &&
+         buf_put(&cols[9], cols[9].n > 1 ? (pending ? ",t" : ",f") : (pending ? "t" : "f"),
+                 cols[9].n > 1 ? 2 : 1);
+}
+
+/* True for an audio event of this batch answered as a redelivery before it was sent
+ * (skip_known_audio_redeliveries): nothing of it is sent but its audit entry. */
+static bool is_known(const struct pg_store *s, const struct store_write *w) {
+  for (size_t i = 0; i < s->nknown; i++)
+    if (s->known[i] == w) return true;
+  return false;
+}
+
+/* The entries w makes (store.h's `who` comment), tagged ord; *n counts them (pending ones as
+ * one). A webhook's entry is at its version's processedAt, except a redelivery known before the
+ * batch (its processedAt is the first delivery's): at now_us, as every other change. */
+static bool put_write_entries(const struct pg_store *s, struct text_buf *cols, int64_t ord,
+                              int64_t now_us, const struct store_write *w, size_t *n) {
+  const struct audit_who *who = &w->who;
+  bool ok = true;
+  switch (w->kind) {
+    case STORE_WRITE_CONVERSATION:
+      ok = put_entry(cols, ord, w->processed_us, who, AUDIT_WEBHOOK_ACCEPTED,
+                     w->conv->conversation_id, AUDIT_OK, 1, false);
+      (*n)++;
+      break;
+    case STORE_WRITE_EVENT:
+      ok = put_entry(cols, ord, is_known(s, w) ? now_us : w->processed_us, who,
+                     AUDIT_WEBHOOK_ACCEPTED, w->event_conversation_id, AUDIT_OK, 1, false);
+      (*n)++;
+      break;
+    case STORE_WRITE_ERASE:
+    case STORE_WRITE_RETAIN:
+      ok = put_entry(cols, ord, now_us, who, AUDIT_CONVERSATION_ERASED, NULL,
+                     w->kind == STORE_WRITE_ERASE ? AUDIT_OK : AUDIT_EXPIRED, 1, true);
+      (*n)++;
+      break;
+    case STORE_WRITE_KEY_CREATE:
+      ok = put_entry(cols, ord, now_us, who, AUDIT_KEY_CREATED, w->key->id, AUDIT_OK, 1, false);
+      (*n)++;
+      break;
+    case STORE_WRITE_KEY_REVOKE:
+      ok = put_entry(cols, ord, now_us, who, AUDIT_KEY_REVOKED, NULL, AUDIT_OK, 1, true);
+      (*n)++;
+      break;
+    case STORE_WRITE_AUDIT:
+      for (size_t i = 0; ok && i < w->audit_count; i++) {
+        const struct audit_entry *e = &w->audit_entries[i];
+        ok = put_entry(cols, ord, e->at_us, &e->who, e->action, e->target, e->outcome, e->count,
+                       false);
+        (*n)++;
+      }
+      break;
+    case STORE_WRITE_PROBE:
+    case STORE_WRITE_KEY_TOUCH:
+    case STORE_WRITE_RESEAL:
+      break;
+  }
+  return ok;
+}
+
+/* The batch's audit entries, appended by one statement sent after every other write of the
+ * batch: it takes the chain head's row lock, so that lock is the last one the transaction
+ * takes. A transaction holding the head then never waits for another lock (an id lock, a key
+ * row) that a transaction waiting for the head might hold, so instances appending at once
+ * cannot deadlock; they only queue for the head, each for the rest of its transaction. No
+ * statement is sent (and no lock taken) when the batch makes no entry. */
+static bool send_audit(struct pg_store *s, struct store_write *head, struct batch *b) {
+  struct text_buf *cols = s->audit_cols;
+  for (int i = 0; i < AUDIT_COLUMNS; i++) {
+    cols[i].n = 0;
+    if (!buf_put(&cols[i], "{", 1)) return false;
+  }
+  int64_t now_us = time_now_us();
+  size_t n = 0, ord = 0;
+  for (struct store_write *w = head; w; w = w->next, ord++)
+    if (!put_write_entries(s, cols, (int64_t)ord, now_us, w, &n)) return false;
+  if (n == 0) return true;
+  const char *vals[AUDIT_COLUMNS];
+  for (int i = 0; i < AUDIT_COLUMNS; i++) {
+    if (!buf_put(&cols[i], "}", 1)) return false;
+    vals[i] = cols[i].p;
+  }
+  if (PQsendQueryPrepared(s->writer_conn, "audit_append", AUDIT_COLUMNS, vals, NULL, NULL, 1) != 1)
+    return false;
+  add_step(b, STEP_AUDIT, NULL, PGRES_TUPLES_OK);
+  return true;
+}
+
+/* The appended entries' ids and hashes (ord, id, hash per row, in chain order), given back to
+ * the STORE_WRITE_AUDIT writes whose entries they are. */
+static enum store_status read_audit(struct store_write *head, const PGresult *r) {
+  if (PQnfields(r) != 3) return STORE_HARD;
+  struct store_write *w = head;
+  int64_t wi = 0;
+  size_t k = 0;
+  for (int row = 0; row < PQntuples(r); row++) {
+    if (PQgetlength(r, row, 0) != 4 || PQgetlength(r, row, 1) != 8 ||
+        PQgetlength(r, row, 2) != AUDIT_HASH_LEN)
+      return STORE_HARD;
+    uint32_t o;
+    memcpy(&o, PQgetvalue(r, row, 0), sizeof o);
+    int64_t ord = (int64_t)be32toh(o);
+    if (ord < wi) return STORE_HARD; /* out of order */
+    for (; w && wi < ord; wi++, w = w->next) {
+      if (w->kind == STORE_WRITE_AUDIT && k != w->audit_count) return STORE_HARD;
+      k = 0;
+    }
+    if (!w) return STORE_HARD;
+    if (w->kind != STORE_WRITE_AUDIT) continue;
+    if (k >= w->audit_count) return STORE_HARD;
+    struct audit_entry *e = &w->audit_entries[k++];
+    e->id = get_i64(r, row, 1);
+    memcpy(e->hash, PQgetvalue(r, row, 2), AUDIT_HASH_LEN);
+  }
+  for (; w; w = w->next, k = 0)
+    if (w->kind == STORE_WRITE_AUDIT && k != w->audit_count) return STORE_HARD;
+  return STORE_OK;
 }
 
 static size_t audio_chunks(const struct store_write *w) {
@@ -669,18 +888,26 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
     if (ok) add_step(b, STEP_LOCK, NULL, PGRES_TUPLES_OK);
   }
   free(keys);
-  for (struct store_write *w = head; ok && w; w = w->next) {
-    if (w->kind == STORE_WRITE_AUDIT || w->kind == STORE_WRITE_RESEAL) continue; /* TODO */
+  b->head = head;
+  unsigned n_ord = 0;
+  for (struct store_write *w = head; ok && w; w = w->next, n_ord++) {
+    /* audit entries alone: sent with the batch's other entries (send_audit) */
+    if (w->kind == STORE_WRITE_AUDIT || is_known(s, w)) continue;
+    if (w->kind == STORE_WRITE_RESEAL) continue; /* TODO(seal) */
+    char ord[16];
+    snprintf(ord, sizeof ord, "%u", n_ord);
     bool probe = w->kind == STORE_WRITE_PROBE;
     bool erase = w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN;
     ok = probe                          ? send_probe(c)
-         : store_write_is_key(w)        ? send_key(s, w)
-         : erase                        ? send_erase(c, w)
+         : store_write_is_key(w)        ? send_key(s, w, ord)
+         : erase                        ? send_erase(c, w, ord)
          : w->kind == STORE_WRITE_EVENT ? send_event(s, w)
                                         : send_conversation(s, w);
     if (ok) add_step(b, STEP_WRITE, w, probe ? PGRES_COMMAND_OK : PGRES_TUPLES_OK);
     if (ok && store_write_has_audio(w)) ok = send_audio(s, w, b);
   }
+  /* last before COMMIT: see send_audit */
+  ok = ok && send_audit(s, head, b);
   if (ok) {
     b->commit_sent = true;
     ok = send_plain(c, "COMMIT");
@@ -727,6 +954,8 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
   switch (step->kind) {
     case STEP_WRITE:
       return read_write(step->w, r);
+    case STEP_AUDIT:
+      return read_audit(b->head, r);
     case STEP_COMMIT:
       /* COMMIT of a transaction that failed answers ROLLBACK */
       if (strcmp(PQcmdStatus((PGresult *)r), "COMMIT") != 0) return STORE_HARD;
@@ -790,13 +1019,15 @@ static void run_batch(struct pg_store *s, struct store_write *head, struct batch
 }
 
 /* A redelivered audio event need not send its megabytes again to be recognised: kept events
- * never change, so one found committed before the batch is a redelivery for certain, and is
- * answered at once. (Events not found are checked again inside the batch's transaction.) */
+ * never change, so one found committed before the batch is a redelivery for certain; it stays
+ * in the batch for its audit entry alone (s->known). (Events not found are checked again inside
+ * the batch's transaction.) */
 static void skip_known_audio_redeliveries(struct pg_store *s, struct store_write **head) {
+  s->nknown = 0;
   struct store_write *w = *head;
   while (w) {
     struct store_write *next = w->next;
-    if (store_write_has_audio(w) && w->audio_len > 0) {
+    if (store_write_has_audio(w) && w->audio_len > 0 && s->nknown < BATCH_MAX) {
       const char *vals[2] = {w->event_conversation_id, (const char *)w->event_sha256};
       int lens[2] = {0, CRYPTO_SHA256_LEN}, formats[2] = {0, 1};
       PGresult *r = PQexecPrepared(s->writer_conn, "event_find", 2, vals, lens, formats, 1);
@@ -805,10 +1036,36 @@ static void skip_known_audio_redeliveries(struct pg_store *s, struct store_write
         w->processed_us = get_i64(r, 0, 1);
         w->duplicate = true;
         PQclear(r);
-        write_queue_finish_one(head, w, STORE_OK);
+        s->known[s->nknown++] = w;
       } else {
         PQclear(r);
       }
+    }
+    w = next;
+  }
+}
+
+static bool who_ok(const struct audit_who *who) {
+  return utf8_valid(who->request_id, strnlen(who->request_id, AUDIT_REQUEST_ID_MAX)) &&
+         utf8_valid(who->key_id, strnlen(who->key_id, AUDIT_KEY_ID_MAX)) &&
+         utf8_valid(who->client_ip, strnlen(who->client_ip, AUDIT_CLIENT_IP_MAX));
+}
+
+/* The batch's audit entries go in one statement: a text PostgreSQL refuses (not UTF-8) would
+ * fail the whole batch with no write to blame, so a write with one fails alone beforehand, as
+ * the client's fault, as its own data would. */
+static void refuse_bad_audit_texts(struct store_write **head) {
+  struct store_write *w = *head;
+  while (w) {
+    struct store_write *next = w->next;
+    bool ok = who_ok(&w->who);
+    for (size_t i = 0; ok && w->kind == STORE_WRITE_AUDIT && i < w->audit_count; i++) {
+      const struct audit_entry *e = &w->audit_entries[i];
+      ok = who_ok(&e->who) && utf8_valid(e->target, strnlen(e->target, AUDIT_TARGET_MAX));
+    }
+    if (!ok) {
+      log_msg(LOG_INFO, "an audit entry's text is not UTF-8; its write is refused");
+      write_queue_finish_one(head, w, STORE_CLIENT);
     }
     w = next;
   }
@@ -822,6 +1079,8 @@ static void skip_known_audio_redeliveries(struct pg_store *s, struct store_write
  * replaced since), so a batch whose COMMIT may have landed answers 503 and its clients'
  * retries are recognised as redeliveries. */
 static enum store_status commit_batch(struct pg_store *s, struct store_write **head) {
+  refuse_bad_audit_texts(head);
+  s->nknown = 0;
   if (writer_ready(s)) skip_known_audio_redeliveries(s, head);
   size_t n = 0;
   for (struct store_write *w = *head; w; w = w->next) n += write_steps(w);
@@ -925,6 +1184,7 @@ static bool prepare_reader(PGconn *c) {
                  "WHERE c.conversation_id = $1",
                  2, get_types) &&
          prepare(c, "ping", "SELECT 1", 0, NULL) &&
+         prepare(c, "audit_head", "SELECT last_id, last_hash FROM audit_head WHERE one", 0, NULL) &&
          prepare(c, "events",
                  "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256 FROM events "
                  "WHERE conversation_id = $1 ORDER BY id",
@@ -936,6 +1196,7 @@ static void reader_drop(struct pg_reader *r) {
   PQfinish(r->conn);
   r->conn = NULL;
   r->prepared_lists = 0;
+  r->prepared_audits = 0;
 }
 
 static void *reader_make(void *unused) {
@@ -1277,6 +1538,149 @@ static enum store_status pg_audio_read(struct store *base, const char *conversat
   return st;
 }
 
+/* ---------- the audit log ---------- */
+
+/* audit<mask>'s filters, in parameter order after the cursor ($1); bit 5 is the order. */
+enum {
+  AUDIT_SINCE = 1u << 0,
+  AUDIT_UNTIL = 1u << 1,
+  AUDIT_KEY = 1u << 2,
+  AUDIT_ACTION = 1u << 3,
+  AUDIT_TARGET = 1u << 4,
+  AUDIT_NEWEST = 1u << 5,
+};
+
+/* Prepares audit<mask> on first use on this connection: only the filters given, so each
+ * variant's plan can use its index (key or target in chain order, time by its BRIN). */
+static bool prepare_audit(struct pg_reader *r, unsigned mask) {
+  if (r->prepared_audits & (UINT64_C(1) << mask)) return true;
+  static const char *const filters[5] = {"at_us >= $", "at_us < $", "key_id = $", "action = $",
+                                         "target = $"};
+  char sql[640], name[16];
+  bool newest = mask & AUDIT_NEWEST;
+  size_t pos = (size_t)snprintf(sql, sizeof sql,
+                                "SELECT id, at_us, request_id, key_id, client_ip, action, target, "
+                                "outcome, count, hash FROM audit_log WHERE id %s $1",
+                                newest ? "<" : ">");
+  int n = 1;
+  for (unsigned i = 0; i < 5; i++)
+    if (mask & (1u << i))
+      pos += (size_t)snprintf(sql + pos, sizeof sql - pos, " AND %s%d", filters[i], ++n);
+  snprintf(sql + pos, sizeof sql - pos, " ORDER BY id %s LIMIT $%d", newest ? "DESC" : "ASC",
+           n + 1);
+  snprintf(name, sizeof name, "audit%u", mask);
+  if (!prepare(r->conn, name, sql, 0, NULL)) return false;
+  r->prepared_audits |= UINT64_C(1) << mask;
+  return true;
+}
+
+/* A stored entry as it is: a name edited by hand to one no action or outcome has reads as out
+ * of range (its content then hashes differently, and `audit verify` says so). */
+static void read_audit_entry(const PGresult *res, int row, struct audit_entry *e) {
+  char name[40];
+  memset(e, 0, sizeof *e);
+  e->id = get_i64(res, row, 0);
+  e->at_us = get_i64(res, row, 1);
+  get_text(res, row, 2, e->who.request_id, sizeof e->who.request_id);
+  get_text(res, row, 3, e->who.key_id, sizeof e->who.key_id);
+  get_text(res, row, 4, e->who.client_ip, sizeof e->who.client_ip);
+  get_text(res, row, 5, name, sizeof name);
+  int a = audit_action_named(name);
+  e->action = a < 0 ? AUDIT_ACTION_COUNT : (enum audit_action)a;
+  get_text(res, row, 6, e->target, sizeof e->target);
+  get_text(res, row, 7, name, sizeof name);
+  int o = audit_outcome_named(name);
+  e->outcome = o < 0 ? AUDIT_OUTCOME_COUNT : (enum audit_outcome)o;
+  e->count = get_i64(res, row, 8);
+  size_t n = (size_t)PQgetlength(res, row, 9);
+  memcpy(e->hash, PQgetvalue(res, row, 9), n < AUDIT_HASH_LEN ? n : AUDIT_HASH_LEN);
+}
+
+static enum store_status audit_list_once(struct pg_store *s, struct pg_reader *r,
+                                         const struct store_audit_filter *f,
+                                         struct store_audit_page *out) {
+  const char *action = f->action >= 0 ? audit_action_name((enum audit_action)f->action) : NULL;
+  if (f->action >= 0 && !action) return STORE_OK; /* no entry has an action out of range */
+  unsigned mask = (f->since_us ? AUDIT_SINCE : 0u) | (f->until_us ? AUDIT_UNTIL : 0u) |
+                  (f->key_id ? AUDIT_KEY : 0u) | (action ? AUDIT_ACTION : 0u) |
+                  (f->target ? AUDIT_TARGET : 0u) | (f->newest_first ? AUDIT_NEWEST : 0u);
+  if (!prepare_audit(r, mask)) {
+    (void)reader_check_lost(s, r);
+    return STORE_RETRY;
+  }
+  char cursor[24], since[24], until[24], limit[24], name[16];
+  snprintf(cursor, sizeof cursor, "%lld",
+           (long long)(f->cursor > 0     ? f->cursor
+                       : f->newest_first ? INT64_MAX
+                                         : 0));
+  snprintf(since, sizeof since, "%lld", (long long)f->since_us);
+  snprintf(until, sizeof until, "%lld", (long long)f->until_us);
+  snprintf(limit, sizeof limit, "%lld", (long long)f->limit);
+  const char *vals[7] = {cursor};
+  int n = 1;
+  if (mask & AUDIT_SINCE) vals[n++] = since;
+  if (mask & AUDIT_UNTIL) vals[n++] = until;
+  if (mask & AUDIT_KEY) vals[n++] = f->key_id;
+  if (mask & AUDIT_ACTION) vals[n++] = action;
+  if (mask & AUDIT_TARGET) vals[n++] = f->target;
+  vals[n++] = limit;
+  snprintf(name, sizeof name, "audit%u", mask);
+  enum store_status st;
+  PGresult *res = reader_exec(s, r, name, n, vals, &st);
+  int rows = st == STORE_OK ? PQntuples(res) : 0;
+  if (st == STORE_OK && PQnfields(res) != 10) st = STORE_HARD;
+  if (st == STORE_OK && rows > 0 && !(out->items = calloc((size_t)rows, sizeof *out->items)))
+    st = STORE_RETRY;
+  for (int i = 0; st == STORE_OK && i < rows; i++)
+    read_audit_entry(res, i, &out->items[out->count++]);
+  PQclear(res);
+  if (st != STORE_OK) {
+    free(out->items);
+    out->items = NULL;
+    out->count = 0;
+  }
+  return st;
+}
+
+static enum store_status pg_audit_list(struct store *base, const struct store_audit_filter *f,
+                                       struct store_audit_page *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  enum store_status st = STORE_RETRY;
+  out->items = NULL;
+  out->count = 0;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    st = audit_list_once(s, r, f, out);
+    if (r->conn) break;
+  }
+  return st;
+}
+
+static enum store_status pg_audit_head(struct store *base, int64_t *last_id,
+                                       unsigned char hash[AUDIT_HASH_LEN]) {
+  struct pg_store *s = (struct pg_store *)base;
+  enum store_status st = STORE_RETRY;
+  *last_id = 0;
+  memset(hash, 0, AUDIT_HASH_LEN);
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "audit_head", 0, NULL, &st);
+    if (st == STORE_OK) {
+      /* no row: the head was removed by hand; as an empty head, `audit verify` says so */
+      if (PQntuples(res) == 1) {
+        *last_id = get_i64(res, 0, 0);
+        size_t n = (size_t)PQgetlength(res, 0, 1);
+        memcpy(hash, PQgetvalue(res, 0, 1), n < AUDIT_HASH_LEN ? n : AUDIT_HASH_LEN);
+      }
+    }
+    PQclear(res);
+    if (r->conn) break;
+  }
+  return st;
+}
+
 /* ---------- lifecycle ---------- */
 
 static void pg_close(struct store *base) {
@@ -1286,28 +1690,13 @@ static void pg_close(struct store *base) {
   write_queue_destroy(&s->queue);
   thread_slot_destroy(&s->readers, reader_release);
   PQfinish(s->writer_conn);
+  for (int i = 0; i < AUDIT_COLUMNS; i++) free(s->audit_cols[i].p);
   free(s->audio_buf);
   free(s->url);
   free(s);
 }
 
-/* TODO(audit, seal): the backends' parts are still to come. */
-static enum store_status pg_audit_list(struct store *base, const struct store_audit_filter *f,
-                                       struct store_audit_page *out) {
-  (void)base;
-  (void)f;
-  out->items = NULL;
-  out->count = 0;
-  return STORE_OK;
-}
-
-static enum store_status pg_audit_head(struct store *base, int64_t *last_id,
-                                       unsigned char hash[AUDIT_HASH_LEN]) {
-  (void)base;
-  *last_id = 0;
-  memset(hash, 0, AUDIT_HASH_LEN);
-  return STORE_OK;
-}
+/* TODO(seal): the backend's part is still to come. */
 
 static enum store_status pg_set_ring(struct store *base, const struct seal_ring *ring, char *err,
                                      size_t errlen) {

@@ -1,0 +1,117 @@
+-- The audit log (model/audit.h, store/audit_chain.h): one row per entry, id = its position in
+-- the hash chain (1, 2, ...; never a sequence: a rolled-back batch must leave no hole). hash =
+-- SHA-256(previous entry's hash || this entry's canonical content). Empty texts are NULL.
+CREATE TABLE audit_log (
+  id         BIGINT PRIMARY KEY,
+  at_us      BIGINT NOT NULL,
+  request_id TEXT COLLATE "C",
+  key_id     TEXT COLLATE "C",
+  client_ip  TEXT COLLATE "C",
+  action     TEXT COLLATE "C" NOT NULL,
+  target     TEXT COLLATE "C",
+  outcome    TEXT COLLATE "C" NOT NULL,
+  count      BIGINT NOT NULL,
+  hash       BYTEA  NOT NULL
+);
+-- Only what GET /api/v1/audit filters on, each written by every webhook: a key's and a
+-- target's entries in chain order (cursor pagination walks them), and time as a BRIN index
+-- (entries are appended in time order, so a block range's summary is all a time filter needs;
+-- appending costs next to nothing, unlike a B-tree).
+CREATE INDEX audit_log_key ON audit_log (key_id, id);
+CREATE INDEX audit_log_target ON audit_log (target, id);
+CREATE INDEX audit_log_at ON audit_log USING brin (at_us);
+
+-- The chain's head: the newest entry's id and hash, moved by every append in the same
+-- transaction, so removing the newest entries by hand is seen too. Its row lock serialises
+-- appends across instances (taken last in a batch, see store_pg.c).
+CREATE TABLE audit_head (
+  one       BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+  last_id   BIGINT NOT NULL,
+  last_hash BYTEA  NOT NULL
+);
+INSERT INTO audit_head (one, last_id, last_hash) VALUES (true, 0, decode(repeat('00', 32), 'hex'));
+
+-- One text of the canonical content: 4-byte big-endian length, then its UTF-8 bytes (NULL and
+-- '' alike: length 0). One expression, no FROM, so it is inlined where it is called.
+CREATE FUNCTION gensendrep_audit_text(t TEXT) RETURNS BYTEA
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+$$ SELECT int4send(octet_length(convert_to(COALESCE(t, ''), 'UTF8')))
+          || convert_to(COALESCE(t, ''), 'UTF8') $$;
+
+-- Exactly model/audit.c's audit_entry_content: id, at_us, count as 8-byte big-endian integers,
+-- then request id, key id, client ip, action, target, outcome as length-prefixed texts.
+CREATE FUNCTION gensendrep_audit_content(id BIGINT, at_us BIGINT, count BIGINT, request_id TEXT,
+                                         key_id TEXT, client_ip TEXT, action TEXT, target TEXT,
+                                         outcome TEXT) RETURNS BYTEA
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+$$ SELECT int8send(id) || int8send(at_us) || int8send(count)
+          || gensendrep_audit_text(request_id) || gensendrep_audit_text(key_id)
+          || gensendrep_audit_text(client_ip) || gensendrep_audit_text(action)
+          || gensendrep_audit_text(target) || gensendrep_audit_text(outcome) $$;
+
+-- Appends entries to the chain, in order, and answers each one's ord (the caller's tag), id
+-- and hash. Element i of every array is one entry ('' texts are stored NULL). An entry with
+-- p_pending true stands for one entry per row of the session's temporary table audit_pending
+-- with its ord (its target taken from the row, in target order; none when there is none, and
+-- those rows are consumed): how a batch appends entries that its own earlier statements decided
+-- (an erasure that erased something, each conversation retention erased, the revocation of a
+-- key that exists) without a round trip. The head row is locked (FOR UPDATE) first thing,
+-- then each entry gets the next id and hash = sha256(previous hash || its content), all are
+-- inserted and the head moves to the last. Contents are built in one set-based query; only the
+-- hash chain is a loop.
+CREATE FUNCTION gensendrep_audit_append(p_ord INT[], p_at BIGINT[], p_request_id TEXT[],
+                                        p_key_id TEXT[], p_client_ip TEXT[], p_action TEXT[],
+                                        p_target TEXT[], p_outcome TEXT[], p_count BIGINT[],
+                                        p_pending BOOLEAN[])
+  RETURNS TABLE (ord INT, id BIGINT, hash BYTEA)
+  LANGUAGE plpgsql AS
+$$
+DECLARE
+  v_id   BIGINT; -- the head: the newest entry before this append
+  v_hash BYTEA;
+  hashes BYTEA[] := '{}';
+  e      RECORD;
+BEGIN
+  IF true = ANY (p_pending) THEN
+    SELECT array_agg(u.o ORDER BY u.n, p.target), array_agg(u.at ORDER BY u.n, p.target),
+           array_agg(u.rq ORDER BY u.n, p.target), array_agg(u.k ORDER BY u.n, p.target),
+           array_agg(u.ip ORDER BY u.n, p.target), array_agg(u.act ORDER BY u.n, p.target),
+           array_agg(CASE WHEN u.pend THEN p.target ELSE u.tg END ORDER BY u.n, p.target),
+           array_agg(u.oc ORDER BY u.n, p.target), array_agg(u.cnt ORDER BY u.n, p.target)
+      INTO p_ord, p_at, p_request_id, p_key_id, p_client_ip, p_action, p_target, p_outcome,
+           p_count
+      FROM unnest(p_ord, p_at, p_request_id, p_key_id, p_client_ip, p_action, p_target,
+                  p_outcome, p_count, p_pending) WITH ORDINALITY
+           AS u(o, at, rq, k, ip, act, tg, oc, cnt, pend, n)
+      LEFT JOIN pg_temp.audit_pending p ON u.pend AND p.ord = u.o
+      WHERE NOT u.pend OR p.ord IS NOT NULL;
+    DELETE FROM pg_temp.audit_pending;
+  END IF;
+  IF coalesce(array_length(p_ord, 1), 0) = 0 THEN
+    RETURN;
+  END IF;
+  SELECT h.last_id, h.last_hash INTO v_id, v_hash FROM audit_head h WHERE h.one FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'the audit chain''s head (table audit_head) is missing';
+  END IF;
+  FOR e IN
+    SELECT gensendrep_audit_content(v_id + x.n, x.at, x.cnt, x.rq, x.k, x.ip, x.act, x.tg,
+                                    x.oc) AS content
+    FROM unnest(p_at, p_count, p_request_id, p_key_id, p_client_ip, p_action, p_target,
+                p_outcome) WITH ORDINALITY AS x(at, cnt, rq, k, ip, act, tg, oc, n)
+    ORDER BY x.n
+  LOOP
+    v_hash := sha256(v_hash || e.content);
+    hashes := array_append(hashes, v_hash);
+  END LOOP;
+  INSERT INTO audit_log
+    SELECT v_id + x.n, x.at, NULLIF(x.rq, ''), NULLIF(x.k, ''), NULLIF(x.ip, ''), x.act,
+           NULLIF(x.tg, ''), x.oc, x.cnt, x.h
+    FROM unnest(p_at, p_request_id, p_key_id, p_client_ip, p_action, p_target, p_outcome,
+                p_count, hashes) WITH ORDINALITY AS x(at, rq, k, ip, act, tg, oc, cnt, h, n);
+  UPDATE audit_head h SET last_id = v_id + array_length(hashes, 1), last_hash = v_hash
+    WHERE h.one;
+  RETURN QUERY
+    SELECT x.o, v_id + x.n, x.h FROM unnest(p_ord, hashes) WITH ORDINALITY AS x(o, h, n);
+END
+$$;
