@@ -14,6 +14,7 @@
 #include "core/thread_slot.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
+#include "store/audit_chain.h"
 #include "store/store.h"
 #include "store/write_queue.h"
 
@@ -37,6 +38,12 @@ static const char *const erase_sql[ERASE_STEPS] = {
     "DELETE FROM audio_meta WHERE conversation_id = ?1",
 };
 #define ERASE_AUDIO_FROM 3 /* erase_sql[3..]: the audio alone */
+/* GET /api/v1/audit: one statement per combination of the five filters and the order, each
+ * prepared on first use (most combinations are never asked for). */
+#define AUDIT_FILTERS 5
+#define AUDIT_VARIANTS (2 << AUDIT_FILTERS)
+#define AUDIT_COLUMNS \
+  "id, at_us, request_id, key_id, client_ip, action, target, outcome, count, hash"
 
 struct reader {
   sqlite3 *db;
@@ -46,6 +53,8 @@ struct reader {
   sqlite3_stmt *audio_meta;
   sqlite3_stmt *audio_chunks;
   sqlite3_stmt *key_get, *key_list;
+  sqlite3_stmt *audit_head;
+  sqlite3_stmt *audit[AUDIT_VARIANTS]; /* NULL until first used */
   sqlite3_stmt *list[LIST_VARIANTS];
   sqlite3_stmt *count[LIST_VARIANTS];
 };
@@ -60,6 +69,14 @@ struct sqlite_store {
   sqlite3_stmt *w_key_ins, *w_key_revoke, *w_key_touch;
   sqlite3_stmt *w_erase[ERASE_STEPS]; /* one conversation's rows, table by table */
   sqlite3_stmt *w_old_convs, *w_old_events, *w_old_audio; /* retention */
+  sqlite3_stmt *w_audit_head, *w_audit_ins, *w_audit_set;
+  /* The audit chain as the batch being committed leaves it: read from the head row at the
+   * batch's first append (inside its transaction: another process may have appended since the
+   * last batch), written back once before COMMIT. A batch rolled back and sent again reads it
+   * again, so it leaves neither a hole nor a fork. */
+  bool chain_loaded;
+  int64_t chain_start_id, chain_id, chain_now_us;
+  unsigned char chain_hash[AUDIT_HASH_LEN];
   unsigned char *audio_buf; /* one chunk of audio on its way from the file to the database */
   pthread_t writer;
   bool writer_started;
@@ -242,9 +259,21 @@ static bool prepare_erasure(struct sqlite_store *s) {
                  &s->w_old_audio) == SQLITE_OK;
 }
 
+static bool prepare_audit(struct sqlite_store *s) {
+  return prepare(s->wdb, "SELECT last_id, last_hash FROM audit_head WHERE id = 1",
+                 &s->w_audit_head) == SQLITE_OK &&
+         prepare(s->wdb,
+                 "INSERT INTO audit_log (" AUDIT_COLUMNS
+                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 &s->w_audit_ins) == SQLITE_OK &&
+         prepare(s->wdb, "UPDATE audit_head SET last_id = ?1, last_hash = ?2 WHERE id = 1",
+                 &s->w_audit_set) == SQLITE_OK;
+}
+
 static bool prepare_writer(struct sqlite_store *s) {
   sqlite3 *db = s->wdb;
-  return prepare(db,
+  return prepare_audit(s) &&
+         prepare(db,
                  "SELECT body_sha256, webhook_id, processed_at_us FROM conversations "
                  "WHERE conversation_id = ?1",
                  &s->w_find) == SQLITE_OK &&
@@ -661,6 +690,104 @@ static int apply_key(struct sqlite_store *s, struct store_write *w) {
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* ---------- the audit log (writer) ---------- */
+
+/* An entry's text: NULL when "" (as the canonical bytes, which cut at max, see them). */
+static void bind_entry_text(sqlite3_stmt *st, int idx, const char *v, size_t max) {
+  size_t n = v ? strnlen(v, max) : 0;
+  if (n)
+    sqlite3_bind_text(st, idx, v, (int)n, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, idx);
+}
+
+/* The chain's head, read once per batch inside its transaction. */
+static int chain_load(struct sqlite_store *s) {
+  if (s->chain_loaded) return SQLITE_OK;
+  sqlite3_stmt *st = s->w_audit_head;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    s->chain_id = s->chain_start_id = sqlite3_column_int64(st, 0);
+    if (sqlite3_column_bytes(st, 1) == AUDIT_HASH_LEN) {
+      memcpy(s->chain_hash, sqlite3_column_blob(st, 1), AUDIT_HASH_LEN);
+      rc = SQLITE_OK;
+    } else {
+      rc = SQLITE_CORRUPT;
+    }
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_CORRUPT;
+  }
+  sqlite3_reset(st);
+  if (rc == SQLITE_CORRUPT)
+    log_msg(LOG_ERROR,
+            "the audit log's head (table audit_head, row 1) is missing or damaged: "
+            "nothing is written until it is repaired (gensendrep audit verify)");
+  if (rc != SQLITE_OK) return rc;
+  s->chain_now_us = time_now_us();
+  s->chain_loaded = true;
+  return SQLITE_OK;
+}
+
+/* Gives e the next id and its link, and inserts it. */
+static int audit_append(struct sqlite_store *s, struct audit_entry *e) {
+  int rc = chain_load(s);
+  if (rc != SQLITE_OK) return rc;
+  const char *action = audit_action_name(e->action), *outcome = audit_outcome_name(e->outcome);
+  if (!action || !outcome) return SQLITE_MISUSE; /* a caller's bug: the entry cannot be named */
+  e->id = s->chain_id + 1;
+  audit_chain_link(s->chain_hash, e);
+  sqlite3_stmt *st = s->w_audit_ins;
+  sqlite3_bind_int64(st, 1, e->id);
+  sqlite3_bind_int64(st, 2, e->at_us);
+  bind_entry_text(st, 3, e->who.request_id, AUDIT_REQUEST_ID_MAX);
+  bind_entry_text(st, 4, e->who.key_id, AUDIT_KEY_ID_MAX);
+  bind_entry_text(st, 5, e->who.client_ip, AUDIT_CLIENT_IP_MAX);
+  sqlite3_bind_text(st, 6, action, -1, SQLITE_STATIC);
+  bind_entry_text(st, 7, e->target, AUDIT_TARGET_MAX);
+  sqlite3_bind_text(st, 8, outcome, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 9, e->count);
+  sqlite3_bind_blob(st, 10, e->hash, AUDIT_HASH_LEN, SQLITE_STATIC);
+  rc = step_done(st);
+  if (rc != SQLITE_OK) return rc;
+  s->chain_id = e->id;
+  memcpy(s->chain_hash, e->hash, AUDIT_HASH_LEN);
+  return SQLITE_OK;
+}
+
+/* The entry of a change (store.h's `who` comment): w's who, at at_us (0: the batch's time). */
+static int audit_change(struct sqlite_store *s, const struct store_write *w,
+                        enum audit_action action, const char *target, enum audit_outcome outcome,
+                        int64_t at_us) {
+  int rc = chain_load(s);
+  if (rc != SQLITE_OK) return rc;
+  struct audit_entry e;
+  memset(&e, 0, sizeof e);
+  e.who = w->who;
+  e.at_us = at_us ? at_us : s->chain_now_us;
+  e.action = action;
+  snprintf(e.target, sizeof e.target, "%s", target ? target : "");
+  e.outcome = outcome;
+  e.count = 1;
+  return audit_append(s, &e);
+}
+
+/* STORE_WRITE_AUDIT: the caller's entries, in order. */
+static int audit_given(struct sqlite_store *s, struct store_write *w) {
+  int rc = SQLITE_OK;
+  for (size_t i = 0; rc == SQLITE_OK && i < w->audit_count; i++)
+    rc = audit_append(s, &w->audit_entries[i]);
+  return rc;
+}
+
+/* The head row, once per batch that appended. */
+static int chain_save(struct sqlite_store *s) {
+  if (!s->chain_loaded || s->chain_id == s->chain_start_id) return SQLITE_OK;
+  sqlite3_bind_int64(s->w_audit_set, 1, s->chain_id);
+  sqlite3_bind_blob(s->w_audit_set, 2, s->chain_hash, AUDIT_HASH_LEN, SQLITE_STATIC);
+  int rc = step_done(s->w_audit_set);
+  return rc == SQLITE_OK && sqlite3_changes(s->wdb) != 1 ? SQLITE_CORRUPT : rc;
+}
+
 /* Runs erase_sql[from..] for id; adds the rows removed to *erased. */
 static int erase_one(struct sqlite_store *s, const char *id, int from, int64_t *erased) {
   for (int i = from; i < ERASE_STEPS; i++) {
@@ -703,14 +830,19 @@ static void free_ids(char **ids, size_t n) {
   free(ids);
 }
 
-/* Erases each id a retention query selects, from erase_sql[from] on; counts the ids. */
+/* Erases each id a retention query selects, from erase_sql[from] on; counts the ids. Each
+ * whole conversation erased (from 0) gets its audit entry. */
 static int erase_selected(struct sqlite_store *s, sqlite3_stmt *select, int from,
                           struct store_write *w) {
   char **ids;
   size_t n;
   int rc = select_ids(select, w->retain_before_us, w->retain_limit, &ids, &n);
   int64_t rows = 0;
-  for (size_t i = 0; rc == SQLITE_OK && i < n; i++) rc = erase_one(s, ids[i], from, &rows);
+  for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+    rc = erase_one(s, ids[i], from, &rows);
+    if (rc == SQLITE_OK && from == 0)
+      rc = audit_change(s, w, AUDIT_CONVERSATION_ERASED, ids[i], AUDIT_EXPIRED, 0);
+  }
   free_ids(ids, n);
   if (rc == SQLITE_OK) w->erased += (int64_t)n;
   return rc;
@@ -730,7 +862,7 @@ static int apply_retain(struct sqlite_store *s, struct store_write *w) {
 }
 
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
-  if (w->kind == STORE_WRITE_AUDIT) return SQLITE_OK;      /* TODO(audit): append the entries */
+  if (w->kind == STORE_WRITE_AUDIT) return audit_given(s, w);
   if (w->kind == STORE_WRITE_RESEAL) return SQLITE_MISUSE; /* TODO(seal) */
   if (store_write_is_key(w)) return apply_key(s, w);
   if (w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) {
@@ -748,6 +880,29 @@ static int apply_write(struct sqlite_store *s, struct store_write *w) {
   if (rc != SQLITE_OK || w->duplicate) return rc;
   if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
   return store_version(s, w);
+}
+
+/* The audit entry a change writes in its transaction (store.h's `who` comment); retention's
+ * are written as it erases. A new version's entry is at its processedAt, others at the batch's
+ * time (a redelivery's processedAt is its first delivery's). */
+static int audit_of(struct sqlite_store *s, const struct store_write *w) {
+  switch (w->kind) {
+    case STORE_WRITE_CONVERSATION:
+    case STORE_WRITE_EVENT:
+      return audit_change(s, w, AUDIT_WEBHOOK_ACCEPTED, store_write_conversation_id(w), AUDIT_OK,
+                          w->duplicate ? 0 : w->processed_us);
+    case STORE_WRITE_ERASE:
+      return w->erased > 0 ? audit_change(s, w, AUDIT_CONVERSATION_ERASED, w->erase_conversation_id,
+                                          AUDIT_OK, 0)
+                           : SQLITE_OK;
+    case STORE_WRITE_KEY_CREATE:
+      return audit_change(s, w, AUDIT_KEY_CREATED, w->key->id, AUDIT_OK, 0);
+    case STORE_WRITE_KEY_REVOKE:
+      return w->duplicate ? SQLITE_OK
+                          : audit_change(s, w, AUDIT_KEY_REVOKED, w->key_id, AUDIT_OK, 0);
+    default: /* PROBE, KEY_TOUCH: no entry; AUDIT, RETAIN: appended as they are applied */
+      return SQLITE_OK;
+  }
 }
 
 /* After a committed batch that erased rows: the checkpointer empties the log soon. */
@@ -770,10 +925,13 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
   while (*head) {
     struct store_write *failed = NULL;
     int rc = step_done(s->w_begin);
+    s->chain_loaded = false;
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
       rc = apply_write(s, w);
       if (rc == AUDIO_READ_FAILED) failed = w;
+      if (rc == SQLITE_OK) rc = audit_of(s, w);
     }
+    if (rc == SQLITE_OK) rc = chain_save(s);
     if (rc == SQLITE_OK) rc = step_done(s->w_commit);
     if (rc == SQLITE_OK) {
       request_truncate(s, *head);
@@ -834,6 +992,8 @@ static void reader_free(struct reader *r) {
   sqlite3_finalize(r->audio_chunks);
   sqlite3_finalize(r->key_get);
   sqlite3_finalize(r->key_list);
+  sqlite3_finalize(r->audit_head);
+  for (int i = 0; i < AUDIT_VARIANTS; i++) sqlite3_finalize(r->audit[i]);
   for (int i = 0; i < LIST_VARIANTS; i++) {
     sqlite3_finalize(r->list[i]);
     sqlite3_finalize(r->count[i]);
@@ -867,6 +1027,8 @@ static struct reader *reader_open(struct sqlite_store *s) {
           SQLITE_OK ||
       prepare(r->db, "SELECT " KEY_COLUMNS " FROM api_keys ORDER BY created_us, id",
               &r->key_list) != SQLITE_OK ||
+      prepare(r->db, "SELECT last_id, last_hash FROM audit_head WHERE id = 1", &r->audit_head) !=
+          SQLITE_OK ||
       prepare(r->db, "SELECT COUNT(*) FROM (SELECT 1 FROM conversations LIMIT 1)", &r->ping) !=
           SQLITE_OK) {
     log_msg(LOG_ERROR, "sqlite reader open failed: %s", r->db ? sqlite3_errmsg(r->db) : "?");
@@ -1190,11 +1352,12 @@ static enum store_status sqlite_key_list(struct store *base, struct apikey_recor
 /* ---------- lifecycle ---------- */
 
 static void writer_finalize(struct sqlite_store *s) {
-  sqlite3_stmt *all[] = {s->w_find,       s->w_ins_delivery, s->w_upsert,    s->w_probe,
-                         s->w_begin,      s->w_commit,       s->w_rollback,  s->w_find_event,
-                         s->w_ins_event,  s->w_del_chunks,   s->w_put_audio, s->w_ins_chunk,
-                         s->w_key_ins,    s->w_key_revoke,   s->w_key_touch, s->w_old_convs,
-                         s->w_old_events, s->w_old_audio};
+  sqlite3_stmt *all[] = {s->w_find,       s->w_ins_delivery, s->w_upsert,     s->w_probe,
+                         s->w_begin,      s->w_commit,       s->w_rollback,   s->w_find_event,
+                         s->w_ins_event,  s->w_del_chunks,   s->w_put_audio,  s->w_ins_chunk,
+                         s->w_key_ins,    s->w_key_revoke,   s->w_key_touch,  s->w_old_convs,
+                         s->w_old_events, s->w_old_audio,    s->w_audit_head, s->w_audit_ins,
+                         s->w_audit_set};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
 }
@@ -1216,24 +1379,119 @@ static void sqlite_close(struct store *base) {
   free(s);
 }
 
-/* TODO(audit, seal): the backends' parts are still to come. */
+/* ---------- the audit log (readers) ---------- */
+
+static const char *const audit_filter_sql[AUDIT_FILTERS] = {" AND at_us >= ?2", " AND at_us < ?3",
+                                                            " AND key_id = ?4", " AND action = ?5",
+                                                            " AND target = ?6"};
+
+/* The statement of one combination of filters and order, prepared on first use. Numbered
+ * parameters: every value is bound whatever the variant (an index the statement lacks is
+ * ignored), ?1 the cursor, ?7 the limit. */
+static sqlite3_stmt *audit_statement(struct reader *r, unsigned variant) {
+  if (r->audit[variant]) return r->audit[variant];
+  bool newest_first = variant & (1u << AUDIT_FILTERS);
+  char sql[512];
+  size_t pos = (size_t)snprintf(sql, sizeof sql, "SELECT " AUDIT_COLUMNS " FROM audit_log WHERE %s",
+                                newest_first ? "id < ?1" : "id > ?1");
+  for (unsigned i = 0; i < AUDIT_FILTERS; i++)
+    if (variant & (1u << i))
+      pos += (size_t)snprintf(sql + pos, sizeof sql - pos, "%s", audit_filter_sql[i]);
+  snprintf(sql + pos, sizeof sql - pos, " ORDER BY id%s LIMIT ?7", newest_first ? " DESC" : "");
+  if (prepare(r->db, sql, &r->audit[variant]) != SQLITE_OK) return NULL;
+  return r->audit[variant];
+}
+
+/* A row as stored, whatever it holds: a row edited by hand (an unknown action, a hash of the
+ * wrong length) comes back as it is, for audit_chain_verify to find its link broken. */
+static void read_audit_row(sqlite3_stmt *st, struct audit_entry *e) {
+  memset(e, 0, sizeof *e);
+  e->id = sqlite3_column_int64(st, 0);
+  e->at_us = sqlite3_column_int64(st, 1);
+  copy_text(e->who.request_id, sizeof e->who.request_id, sqlite3_column_text(st, 2));
+  copy_text(e->who.key_id, sizeof e->who.key_id, sqlite3_column_text(st, 3));
+  copy_text(e->who.client_ip, sizeof e->who.client_ip, sqlite3_column_text(st, 4));
+  const unsigned char *action = sqlite3_column_text(st, 5);
+  int a = action ? audit_action_named((const char *)action) : -1;
+  e->action = a < 0 ? AUDIT_ACTION_COUNT : (enum audit_action)a;
+  copy_text(e->target, sizeof e->target, sqlite3_column_text(st, 6));
+  const unsigned char *outcome = sqlite3_column_text(st, 7);
+  int o = outcome ? audit_outcome_named((const char *)outcome) : -1;
+  e->outcome = o < 0 ? AUDIT_OUTCOME_COUNT : (enum audit_outcome)o;
+  e->count = sqlite3_column_int64(st, 8);
+  int n = sqlite3_column_bytes(st, 9);
+  const void *hash = sqlite3_column_blob(st, 9);
+  if (hash && n > 0) memcpy(e->hash, hash, n < AUDIT_HASH_LEN ? (size_t)n : AUDIT_HASH_LEN);
+}
+
+static enum store_status read_audit_rows(sqlite3_stmt *st, int64_t limit,
+                                         struct store_audit_page *out) {
+  size_t cap = 0;
+  int rc = SQLITE_DONE;
+  while ((int64_t)out->count < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (out->count == cap) {
+      size_t ncap = cap ? cap * 2 : (limit < 64 ? (size_t)limit : 64);
+      struct audit_entry *items = realloc(out->items, ncap * sizeof *items);
+      if (!items) return STORE_RETRY;
+      out->items = items;
+      cap = ncap;
+    }
+    read_audit_row(st, &out->items[out->count++]);
+  }
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : status_of(rc);
+}
+
 static enum store_status sqlite_audit_list(struct store *base, const struct store_audit_filter *f,
                                            struct store_audit_page *out) {
-  (void)base;
-  (void)f;
   out->items = NULL;
   out->count = 0;
-  return STORE_OK;
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  const char *action = f->action >= 0 ? audit_action_name((enum audit_action)f->action) : NULL;
+  if (f->action >= 0 && !action) return STORE_OK; /* no entry has an unknown action */
+  int64_t limit = f->limit < 1 ? 1 : f->limit > 1000 ? 1000 : f->limit;
+  unsigned variant = (f->since_us ? 1u : 0) | (f->until_us ? 2u : 0) | (f->key_id ? 4u : 0) |
+                     (action ? 8u : 0) | (f->target ? 16u : 0) |
+                     (f->newest_first ? 1u << AUDIT_FILTERS : 0);
+  sqlite3_stmt *st = audit_statement(r, variant);
+  if (!st) return STORE_HARD;
+  sqlite3_bind_int64(st, 1, f->newest_first && f->cursor <= 0 ? INT64_MAX : f->cursor);
+  sqlite3_bind_int64(st, 2, f->since_us);
+  sqlite3_bind_int64(st, 3, f->until_us);
+  sqlite3_bind_text(st, 4, f->key_id ? f->key_id : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, action ? action : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 6, f->target ? f->target : "", -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 7, limit);
+  enum store_status result = read_audit_rows(st, limit, out);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (result != STORE_OK) {
+    free(out->items);
+    out->items = NULL;
+    out->count = 0;
+  }
+  return result;
 }
 
 static enum store_status sqlite_audit_head(struct store *base, int64_t *last_id,
                                            unsigned char hash[AUDIT_HASH_LEN]) {
-  (void)base;
   *last_id = 0;
   memset(hash, 0, AUDIT_HASH_LEN);
-  return STORE_OK;
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  int rc = sqlite3_step(r->audit_head);
+  if (rc == SQLITE_ROW) {
+    *last_id = sqlite3_column_int64(r->audit_head, 0);
+    int n = sqlite3_column_bytes(r->audit_head, 1);
+    const void *h = sqlite3_column_blob(r->audit_head, 1);
+    if (h && n > 0) memcpy(hash, h, n < AUDIT_HASH_LEN ? (size_t)n : AUDIT_HASH_LEN);
+  }
+  sqlite3_reset(r->audit_head);
+  /* No head row (removed by hand): as an empty log's, which verify sees not to match. */
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : status_of(rc);
 }
 
+/* TODO(seal): the backend's part is still to come. */
 static enum store_status sqlite_set_ring(struct store *base, const struct seal_ring *ring,
                                          char *err, size_t errlen) {
   (void)base;

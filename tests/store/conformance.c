@@ -23,6 +23,11 @@
  *     of another; erasing nothing says so (0 rows); an erasure takes effect at its place in a
  *     batch; retention erases old conversations whole and orphan events/audio by their age, in
  *     batches of at most its limit, and keeps what is recent;
+ *   - audit log: every change writes its entry (store.h's `who`) in its own transaction, a
+ *     write that fails none, without a hole or a fork in the chain; STORE_WRITE_AUDIT appends the
+ *     caller's entries with consecutive ids; lists filter by key, action, target and time, in
+ *     both orders, page by page after a cursor; two instances appending at once keep one chain;
+ *     audit_chain_verify passes on it and finds an entry edited or removed by hand;
  *   - SQLite: the background checkpointer moves the log into the database file and the log
  *     stays bounded.
  * Usage: conformance [sqlite|postgres]... (default: both; postgres needs the URL: no URL is
@@ -45,6 +50,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/timeutil.h"
 #include "ext/crypto.h"
 #include "model/audit.h"
 #include "model/conversation.h"
@@ -2103,6 +2109,108 @@ static void test_audit_refused_write_leaves_no_hole(void **state) {
   assert_chain_whole();
 }
 
+/* The entries written with key_id (at most 100), oldest first. */
+static struct store_audit_page audit_by_key(const char *key_id) {
+  struct store_audit_filter f = {.action = -1, .key_id = key_id, .limit = 100};
+  struct store_audit_page page;
+  assert_int_equal(store_audit_list(B->store, &f, &page), STORE_OK);
+  return page;
+}
+
+/* A write that fails at the writer (its audio file cannot be read) writes no entry; the batch
+ * is sent again without it and the entries of the writes around it follow each other, no hole,
+ * no fork. */
+static void test_audit_failed_write_writes_none(void **state) {
+  (void)state;
+  char tag[16], bad_tag[16], id[64], a[64], b[64];
+  new_tag(tag);
+  new_tag(bad_tag);
+  snprintf(id, sizeof id, "au-fail-%s", tag);
+  snprintf(a, sizeof a, "au-a-%s", tag);
+  snprintf(b, sizeof b, "au-b-%s", tag);
+  struct audit_who who = who_of(tag, "f"), bad_who = who_of(bad_tag, "f");
+  int fd = audio_file(100, 8);
+  char *ev = event_json("post_call_audio", id, NULL);
+  char *ba = conv_body(a, "au@example.com", "acc", 1, NULL);
+  char *bb = conv_body(b, "au@example.com", "acc", 1, NULL);
+  struct pending *p[3] = {pending_new(ba), event_new(id, "post_call_audio", ev, NULL),
+                          pending_new(bb)};
+  p[1]->w.audio_fd = fd;
+  p[1]->w.audio_len = 1000; /* more than the file holds */
+  p[0]->w.who = who;
+  p[1]->w.who = bad_who;
+  p[2]->w.who = who;
+  for (int i = 0; i < 3; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 3; i++) wait_done(p[i]);
+  assert_int_equal(p[0]->w.status, STORE_OK);
+  assert_int_not_equal(p[1]->w.status, STORE_OK);
+  assert_int_equal(p[2]->w.status, STORE_OK);
+  for (int i = 0; i < 3; i++) pending_free(p[i]);
+  struct store_audit_page none = audit_by_key(bad_who.key_id);
+  assert_int_equal(none.count, 0);
+  free(none.items);
+  struct store_audit_page got = audit_by_key(who.key_id);
+  assert_int_equal(got.count, 2);
+  check_entry(&got.items[0], AUDIT_WEBHOOK_ACCEPTED, a, AUDIT_OK, &who);
+  check_entry(&got.items[1], AUDIT_WEBHOOK_ACCEPTED, b, AUDIT_OK, &who);
+  assert_int_equal(got.items[1].id, got.items[0].id + 1);
+  assert_int_equal(audit_head_id(), got.items[1].id);
+  free(got.items);
+  assert_chain_whole();
+  close(fd);
+  free(ev);
+  free(ba);
+  free(bb);
+}
+
+/* Retention's entries are those of the conversations it erases: events and audio of no
+ * conversation go without one. A redelivery's entry is dated when it was accepted again, not
+ * at its first delivery's processedAt. */
+static void test_audit_retention_orphans_and_redelivery_time(void **state) {
+  (void)state;
+  char tag[16], lone[64], id[64];
+  new_tag(tag);
+  snprintf(lone, sizeof lone, "au-lone-%s", tag);
+  snprintf(id, sizeof id, "au-again-%s", tag);
+  struct audit_who who = who_of(tag, "o");
+  const int64_t day = 86400LL * 1000000LL, now = (int64_t)time(NULL) * 1000000LL;
+  char *ev = event_json("post_call_transcription", lone, NULL);
+  (void)submit_ok(event_new(lone, "post_call_transcription", ev, NULL));
+  int fd = audio_file(100, 9);
+  (void)put_audio(lone, fd, 100, NULL);
+  close(fd);
+  age("events", "received_at_us", lone, now - 2000 * day);
+  age("audio_meta", "received_at_us", lone, now - 2000 * day);
+  while (retain_ok(now - 1900 * day, 10) > 0) {
+  }
+  assert_int_equal(rows_of(lone), 0);
+  struct store_audit_filter f = {.action = AUDIT_CONVERSATION_ERASED, .target = lone, .limit = 10};
+  expect_ids(&f, NULL, 0);
+
+  char *body = conv_body(id, "au@example.com", "acc", 1, NULL);
+  struct pending *p = pending_new(body);
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_OK);
+  pending_free(p);
+  age("conversations", "processed_at_us", id, now - 10 * day); /* as if delivered long ago */
+  int64_t before = time_now_us();
+  p = pending_new(body);
+  p->w.who = who;
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_OK);
+  assert_true(p->w.duplicate);
+  pending_free(p);
+  struct store_audit_page got = audit_by_key(who.key_id);
+  assert_int_equal(got.count, 1);
+  check_entry(&got.items[0], AUDIT_WEBHOOK_ACCEPTED, id, AUDIT_OK, &who);
+  assert_true(got.items[0].at_us >= before && got.items[0].at_us <= time_now_us() + 1000000);
+  free(got.items);
+  free(ev);
+  free(body);
+}
+
 /* `audit verify` finds an entry edited by hand, and the newest entry removed (the head still
  * names it); both restored, the chain is whole again. */
 static void test_audit_verify_finds_hand_edits(void **state) {
@@ -2366,12 +2474,14 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_erase_of_nothing_erases_nothing),                \
   cmocka_unit_test(test_erase_within_a_batch),                           \
   cmocka_unit_test(test_retention_erases_only_what_is_old)
-/* The audit log. TODO(auditsql): run them on SQLite too once its side lands. */
+/* The audit log. */
 #define AUDIT_TESTS                                                      \
   cmocka_unit_test(test_audit_every_change_has_its_entry),               \
   cmocka_unit_test(test_audit_entries_written_as_given),                 \
   cmocka_unit_test(test_audit_list_filters_and_pages),                   \
   cmocka_unit_test(test_audit_refused_write_leaves_no_hole),             \
+  cmocka_unit_test(test_audit_failed_write_writes_none),                 \
+  cmocka_unit_test(test_audit_retention_orphans_and_redelivery_time),    \
   cmocka_unit_test(test_audit_verify_finds_hand_edits),                  \
   cmocka_unit_test(test_audit_two_instances_one_chain)
 /* clang-format on */
@@ -2403,6 +2513,7 @@ int main(int argc, char **argv) {
         CONTRACT_TESTS,
         cmocka_unit_test(test_sqlite_checkpoints_bound_the_log),
         EVENT_TESTS,
+        AUDIT_TESTS,
     };
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,
                                           teardown_sqlite);

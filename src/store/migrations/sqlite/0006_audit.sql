@@ -1,0 +1,35 @@
+-- The audit log (model/audit.h, store/audit_chain.h): one row per entry, id = its position in
+-- the hash chain (the rowid: appends go to the right edge of the table's B-tree). Texts that
+-- are "" in an entry are NULL here. hash = SHA-256(previous entry's hash || canonical content).
+CREATE TABLE audit_log (
+  id         INTEGER PRIMARY KEY,
+  at_us      INTEGER NOT NULL,
+  request_id TEXT,
+  key_id     TEXT,
+  client_ip  TEXT,
+  action     TEXT    NOT NULL,
+  target     TEXT,
+  outcome    TEXT    NOT NULL,
+  count      INTEGER NOT NULL,
+  hash       BLOB    NOT NULL
+);
+-- Every index is one more B-tree written by each webhook: only the filters of GET
+-- /api/v1/audit that would otherwise read the whole log have one. Each also holds the rowid,
+-- so "filter, then id after the cursor, in id order" is one range of the index.
+--   target: who touched this conversation (or key)? (one random leaf per webhook)
+--   key_id: what did this key do? (appends at the end of the key's range)
+--   at_us:  what happened between since and until? (appends at the right edge)
+-- action is not indexed: each action is a large share of the log, a scan in id order finds a
+-- page of it quickly.
+CREATE INDEX audit_log_target ON audit_log (target) WHERE target IS NOT NULL;
+CREATE INDEX audit_log_key ON audit_log (key_id) WHERE key_id IS NOT NULL;
+CREATE INDEX audit_log_at ON audit_log (at_us);
+
+-- The chain's head: the newest entry's id and hash, updated in the transaction of every
+-- append, so removing the newest entries by hand is seen too.
+CREATE TABLE audit_head (
+  id        INTEGER PRIMARY KEY CHECK (id = 1),
+  last_id   INTEGER NOT NULL,
+  last_hash BLOB    NOT NULL
+);
+INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, zeroblob(32));
