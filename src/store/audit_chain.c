@@ -21,23 +21,23 @@ static void broken(struct audit_verify_result *r, int64_t id, const char *why) {
   snprintf(r->why, sizeof r->why, "%s", why);
 }
 
-enum store_status audit_chain_verify(struct store *s, struct audit_verify_result *r) {
-  memset(r, 0, sizeof *r);
-  unsigned char prev[AUDIT_HASH_LEN] = {0};
-  int64_t prev_id = 0;
+/* Checks the entries after *prev_id, page by page until a short one, carrying the link in prev
+ * and *prev_id. STORE_OK with r->first_bad set at the first broken link. */
+static enum store_status verify_pages(struct store *s, struct audit_verify_result *r,
+                                      unsigned char prev[AUDIT_HASH_LEN], int64_t *prev_id) {
   struct store_audit_filter f = {.action = -1, .limit = VERIFY_PAGE};
   for (;;) {
     struct store_audit_page page = {0};
-    f.cursor = prev_id;
+    f.cursor = *prev_id;
     enum store_status st = store_audit_list(s, &f, &page);
     if (st != STORE_OK) return st;
     for (size_t i = 0; i < page.count; i++) {
       struct audit_entry e = page.items[i];
       r->entries++;
-      if (e.id != prev_id + 1) {
+      if (e.id != *prev_id + 1) {
         broken(r, e.id,
-               prev_id == 0 ? "the log does not start at entry 1: earlier entries were removed"
-                            : "entries before this one were removed");
+               *prev_id == 0 ? "the log does not start at entry 1: earlier entries were removed"
+                             : "entries before this one were removed");
         free(page.items);
         return STORE_OK;
       }
@@ -49,20 +49,41 @@ enum store_status audit_chain_verify(struct store *s, struct audit_verify_result
         free(page.items);
         return STORE_OK;
       }
-      memcpy(prev, stored, sizeof prev);
-      prev_id = e.id;
+      memcpy(prev, stored, AUDIT_HASH_LEN);
+      *prev_id = e.id;
     }
     size_t got = page.count;
     free(page.items);
-    if (got < VERIFY_PAGE) break;
+    if (got < VERIFY_PAGE) return STORE_OK;
   }
-  int64_t head_id;
-  unsigned char head_hash[AUDIT_HASH_LEN];
-  enum store_status st = store_audit_head(s, &head_id, head_hash);
-  if (st != STORE_OK) return st;
-  if (head_id != prev_id || !crypto_equal(head_hash, prev, sizeof prev))
+}
+
+enum store_status audit_chain_verify(struct store *s, struct audit_verify_result *r) {
+  memset(r, 0, sizeof *r);
+  unsigned char prev[AUDIT_HASH_LEN] = {0};
+  int64_t prev_id = 0;
+  for (;;) {
+    enum store_status st = verify_pages(s, r, prev, &prev_id);
+    if (st != STORE_OK || r->first_bad) return st;
+    int64_t head_id;
+    unsigned char head_hash[AUDIT_HASH_LEN];
+    st = store_audit_head(s, &head_id, head_hash);
+    if (st != STORE_OK) return st;
+    if (head_id == prev_id && crypto_equal(head_hash, prev, sizeof prev)) return STORE_OK;
+    /* The head is read after the last page: while the service runs, entries appended meanwhile
+     * put it further on. Only when none are there to read were the newest removed. */
+    if (head_id > prev_id) {
+      struct store_audit_page next = {0};
+      struct store_audit_filter f = {.action = -1, .cursor = prev_id, .limit = 1};
+      st = store_audit_list(s, &f, &next);
+      size_t appended = next.count;
+      free(next.items);
+      if (st != STORE_OK) return st;
+      if (appended) continue;
+    }
     broken(r, head_id > prev_id ? prev_id + 1 : head_id,
            head_id > prev_id ? "the newest entries were removed (the chain's head is further on)"
                              : "the chain's head does not match its newest entry");
-  return STORE_OK;
+    return STORE_OK;
+  }
 }

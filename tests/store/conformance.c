@@ -2342,6 +2342,8 @@ static void test_audit_two_instances_one_chain(void **state) {
     }
   }
   for (int i = 0; i < CONCURRENT_WRITES; i++) store_submit(i % 2 ? other : B->store, &p[i]->w);
+  /* verified while they append: entries committed after its last page are not "removed" */
+  for (int i = 0; i < 3; i++) assert_chain_whole();
   int64_t expected = 0;
   for (int i = 0; i < CONCURRENT_WRITES; i++) {
     wait_done(p[i]);
