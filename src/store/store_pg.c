@@ -45,15 +45,15 @@ struct pg_reader {
   uint64_t prepared_audits; /* bit m: audit<m> is prepared */
 };
 
-/* A growing text buffer, kept between batches so a batch allocates nothing once warm. */
+/* A growing buffer, kept between batches so a batch allocates nothing once warm. */
 struct text_buf {
   char *p;
   size_t n, cap;
 };
 
-/* The audit append of a batch: one PostgreSQL array literal per column of
- * gensendrep_audit_append (migration 0006). */
-enum { AUDIT_COLUMNS = 10 };
+/* The audit append of a batch: one array per parameter of gensendrep_audit_append (migration
+ * 0006), see send_audit. */
+enum { AUDIT_COLUMNS = 11 };
 
 struct pg_store {
   struct store base;
@@ -409,7 +409,7 @@ static bool prepare_writer(PGconn *c) {
                     "(ord INT NOT NULL, target TEXT COLLATE \"C\")") &&
          prepare(c, "audit_append",
                  "SELECT ord, id, hash FROM gensendrep_audit_append($1, $2, $3, $4, $5, $6, $7, "
-                 "$8, $9, $10)",
+                 "$8, $9, $10, $11)",
                  0, NULL) &&
          prepare(c, "key_create",
                  "INSERT INTO api_keys (" KEY_COLUMNS
@@ -653,57 +653,91 @@ static bool send_erase(PGconn *c, const struct store_write *w, const char *ord) 
 
 /* ---------- the audit entries of a batch ---------- */
 
-static bool buf_put(struct text_buf *b, const char *s, size_t n) {
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->n + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return false;
-    b->p = p;
+static bool buf_put(struct text_buf *b, const void *p, size_t n) {
+  if (b->n + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->n + n) cap *= 2;
+    char *q = realloc(b->p, cap);
+    if (!q) return false;
+    b->p = q;
     b->cap = cap;
   }
-  memcpy(b->p + b->n, s, n);
+  memcpy(b->p + b->n, p, n);
   b->n += n;
-  b->p[b->n] = '\0';
   return true;
 }
 
-/* One element of an array literal: NULL for "" (stored NULL, hashed as length 0), else the
- * text quoted, with '"' and '\\' escaped. */
-static bool put_text_elem(struct text_buf *b, const char *s, size_t max) {
-  if (b->n > 1 && !buf_put(b, ",", 1)) return false;
+static bool buf_put_u32(struct text_buf *b, uint32_t v) {
+  v = htobe32(v);
+  return buf_put(b, &v, sizeof v);
+}
+
+/* The columns of gensendrep_audit_append, each sent as a one-dimensional array in PostgreSQL's
+ * binary format (no text to quote, escape or parse): a header (dimensions 1, flags, element
+ * type, length patched in at the end, lower bound 1), then each element as its length (-1:
+ * NULL) and bytes. */
+enum audit_col {
+  COL_ORD,
+  COL_AT,
+  COL_REQUEST_ID,
+  COL_KEY_ID,
+  COL_CLIENT_IP,
+  COL_ACTION,
+  COL_TARGET,
+  COL_OUTCOME,
+  COL_COUNT,
+  COL_PENDING,
+  COL_REST,
+};
+static const Oid audit_col_types[AUDIT_COLUMNS] = {OID_INT4, OID_INT8, OID_TEXT, OID_TEXT,
+                                                   OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,
+                                                   OID_INT8, OID_BOOL, OID_BYTEA};
+#define ARRAY_LENGTH_AT 12
+
+static bool elem(struct text_buf *b, const void *p, size_t n) {
+  return buf_put_u32(b, (uint32_t)n) && buf_put(b, p, n);
+}
+
+static bool elem_null(struct text_buf *b) { return buf_put_u32(b, UINT32_MAX); }
+
+static bool elem_i64(struct text_buf *b, int64_t v) {
+  uint64_t be = htobe64((uint64_t)v);
+  return elem(b, &be, sizeof be);
+}
+
+/* "" is NULL (stored NULL, hashed as length 0). */
+static bool elem_text(struct text_buf *b, const char *s, size_t max) {
   size_t n = s ? strnlen(s, max) : 0;
-  if (n == 0) return buf_put(b, "NULL", 4);
-  bool ok = buf_put(b, "\"", 1);
-  for (size_t i = 0, from = 0; ok && i <= n; i++) {
-    if (i < n && s[i] != '"' && s[i] != '\\') continue;
-    ok = buf_put(b, s + from, i - from) && (i == n || buf_put(b, "\\", 1));
-    from = i;
-  }
-  return ok && buf_put(b, "\"", 1);
+  return n ? elem(b, s, n) : elem_null(b);
 }
 
-static bool put_int_elem(struct text_buf *b, int64_t v) {
-  char num[24];
-  int n = snprintf(num, sizeof num, "%s%lld", b->n > 1 ? "," : "", (long long)v);
-  return buf_put(b, num, (size_t)n);
+/* One entry; pending: one per audit_pending row of ord (see migration 0006), its content built
+ * there; else its content after the id (model/audit.c's bytes) goes along. */
+static bool put_entry(struct text_buf *cols, int64_t ord, const struct audit_entry *e,
+                      bool pending) {
+  uint32_t o = htobe32((uint32_t)ord);
+  unsigned char flag = pending, content[AUDIT_CONTENT_MAX];
+  const char *action = audit_action_name(e->action), *outcome = audit_outcome_name(e->outcome);
+  size_t n = pending ? 0 : audit_entry_content(e, content);
+  return elem(&cols[COL_ORD], &o, sizeof o) && elem_i64(&cols[COL_AT], e->at_us) &&
+         elem_text(&cols[COL_REQUEST_ID], e->who.request_id, AUDIT_REQUEST_ID_MAX) &&
+         elem_text(&cols[COL_KEY_ID], e->who.key_id, AUDIT_KEY_ID_MAX) &&
+         elem_text(&cols[COL_CLIENT_IP], e->who.client_ip, AUDIT_CLIENT_IP_MAX) &&
+         elem(&cols[COL_ACTION], action ? action : "", action ? strlen(action) : 0) &&
+         elem_text(&cols[COL_TARGET], e->target, AUDIT_TARGET_MAX) &&
+         elem(&cols[COL_OUTCOME], outcome ? outcome : "", outcome ? strlen(outcome) : 0) &&
+         elem_i64(&cols[COL_COUNT], e->count) && elem(&cols[COL_PENDING], &flag, 1) &&
+         (pending ? elem_null(&cols[COL_REST]) : elem(&cols[COL_REST], content + 8, n - 8));
 }
 
-/* One entry (pending: one per audit_pending row of ord, see migration 0006). */
-static bool put_entry(struct text_buf *cols, int64_t ord, int64_t at_us,
-                      const struct audit_who *who, enum audit_action action, const char *target,
-                      enum audit_outcome outcome, int64_t count, bool pending) {
-  const char *action_name = audit_action_name(action), *outcome_name = audit_outcome_name(outcome);
-  return put_int_elem(&cols[0], ord) && put_int_elem(&cols[1], at_us) &&
-         put_text_elem(&cols[2], who->request_id, AUDIT_REQUEST_ID_MAX) &&
-         put_text_elem(&cols[3], who->key_id, AUDIT_KEY_ID_MAX) &&
-         put_text_elem(&cols[4], who->client_ip, AUDIT_CLIENT_IP_MAX) &&
-         put_text_elem(&cols[5], action_name ? action_name : "", 32) &&
-         put_text_elem(&cols[6], target, AUDIT_TARGET_MAX) &&
-         put_text_elem(&cols[7], outcome_name ? outcome_name : "", 16) &&
-         put_int_elem(&cols[8], count) &&
-         buf_put(&cols[9], cols[9].n > 1 ? (pending ? ",t" : ",f") : (pending ? "t" : "f"),
-                 cols[9].n > 1 ? 2 : 1);
+/* A change's entry (store.h's `who` comment). */
+static bool put_change(struct text_buf *cols, int64_t ord, const struct store_write *w,
+                       int64_t at_us, enum audit_action action, const char *target,
+                       enum audit_outcome outcome, bool pending) {
+  struct audit_entry e = {.at_us = at_us, .action = action, .outcome = outcome, .count = 1};
+  e.who = w->who;
+  if (target) snprintf(e.target, sizeof e.target, "%s", target);
+  return put_entry(cols, ord, &e, pending);
 }
 
 /* True for an audio event of this batch answered as a redelivery before it was sent
@@ -719,47 +753,38 @@ static bool is_known(const struct pg_store *s, const struct store_write *w) {
  * batch (its processedAt is the first delivery's): at now_us, as every other change. */
 static bool put_write_entries(const struct pg_store *s, struct text_buf *cols, int64_t ord,
                               int64_t now_us, const struct store_write *w, size_t *n) {
-  const struct audit_who *who = &w->who;
-  bool ok = true;
   switch (w->kind) {
     case STORE_WRITE_CONVERSATION:
-      ok = put_entry(cols, ord, w->processed_us, who, AUDIT_WEBHOOK_ACCEPTED,
-                     w->conv->conversation_id, AUDIT_OK, 1, false);
       (*n)++;
-      break;
+      return put_change(cols, ord, w, w->processed_us, AUDIT_WEBHOOK_ACCEPTED,
+                        w->conv->conversation_id, AUDIT_OK, false);
     case STORE_WRITE_EVENT:
-      ok = put_entry(cols, ord, is_known(s, w) ? now_us : w->processed_us, who,
-                     AUDIT_WEBHOOK_ACCEPTED, w->event_conversation_id, AUDIT_OK, 1, false);
       (*n)++;
-      break;
+      return put_change(cols, ord, w, is_known(s, w) ? now_us : w->processed_us,
+                        AUDIT_WEBHOOK_ACCEPTED, w->event_conversation_id, AUDIT_OK, false);
     case STORE_WRITE_ERASE:
     case STORE_WRITE_RETAIN:
-      ok = put_entry(cols, ord, now_us, who, AUDIT_CONVERSATION_ERASED, NULL,
-                     w->kind == STORE_WRITE_ERASE ? AUDIT_OK : AUDIT_EXPIRED, 1, true);
       (*n)++;
-      break;
+      return put_change(cols, ord, w, now_us, AUDIT_CONVERSATION_ERASED, NULL,
+                        w->kind == STORE_WRITE_ERASE ? AUDIT_OK : AUDIT_EXPIRED, true);
     case STORE_WRITE_KEY_CREATE:
-      ok = put_entry(cols, ord, now_us, who, AUDIT_KEY_CREATED, w->key->id, AUDIT_OK, 1, false);
       (*n)++;
-      break;
+      return put_change(cols, ord, w, now_us, AUDIT_KEY_CREATED, w->key->id, AUDIT_OK, false);
     case STORE_WRITE_KEY_REVOKE:
-      ok = put_entry(cols, ord, now_us, who, AUDIT_KEY_REVOKED, NULL, AUDIT_OK, 1, true);
       (*n)++;
-      break;
+      return put_change(cols, ord, w, now_us, AUDIT_KEY_REVOKED, NULL, AUDIT_OK, true);
     case STORE_WRITE_AUDIT:
-      for (size_t i = 0; ok && i < w->audit_count; i++) {
-        const struct audit_entry *e = &w->audit_entries[i];
-        ok = put_entry(cols, ord, e->at_us, &e->who, e->action, e->target, e->outcome, e->count,
-                       false);
+      for (size_t i = 0; i < w->audit_count; i++) {
         (*n)++;
+        if (!put_entry(cols, ord, &w->audit_entries[i], false)) return false;
       }
-      break;
+      return true;
     case STORE_WRITE_PROBE:
     case STORE_WRITE_KEY_TOUCH:
     case STORE_WRITE_RESEAL:
-      break;
+      return true;
   }
-  return ok;
+  return true;
 }
 
 /* The batch's audit entries, appended by one statement sent after every other write of the
@@ -772,7 +797,10 @@ static bool send_audit(struct pg_store *s, struct store_write *head, struct batc
   struct text_buf *cols = s->audit_cols;
   for (int i = 0; i < AUDIT_COLUMNS; i++) {
     cols[i].n = 0;
-    if (!buf_put(&cols[i], "{", 1)) return false;
+    if (!buf_put_u32(&cols[i], 1) || !buf_put_u32(&cols[i], 1) ||
+        !buf_put_u32(&cols[i], audit_col_types[i]) || !buf_put_u32(&cols[i], 0) ||
+        !buf_put_u32(&cols[i], 1))
+      return false;
   }
   int64_t now_us = time_now_us();
   size_t n = 0, ord = 0;
@@ -780,11 +808,16 @@ static bool send_audit(struct pg_store *s, struct store_write *head, struct batc
     if (!put_write_entries(s, cols, (int64_t)ord, now_us, w, &n)) return false;
   if (n == 0) return true;
   const char *vals[AUDIT_COLUMNS];
+  int lens[AUDIT_COLUMNS], formats[AUDIT_COLUMNS];
   for (int i = 0; i < AUDIT_COLUMNS; i++) {
-    if (!buf_put(&cols[i], "}", 1)) return false;
+    uint32_t be = htobe32((uint32_t)n);
+    memcpy(cols[i].p + ARRAY_LENGTH_AT, &be, sizeof be);
     vals[i] = cols[i].p;
+    lens[i] = (int)cols[i].n;
+    formats[i] = 1;
   }
-  if (PQsendQueryPrepared(s->writer_conn, "audit_append", AUDIT_COLUMNS, vals, NULL, NULL, 1) != 1)
+  if (PQsendQueryPrepared(s->writer_conn, "audit_append", AUDIT_COLUMNS, vals, lens, formats, 1) !=
+      1)
     return false;
   add_step(b, STEP_AUDIT, NULL, PGRES_TUPLES_OK);
   return true;
@@ -1184,7 +1217,8 @@ static bool prepare_reader(PGconn *c) {
                  "WHERE c.conversation_id = $1",
                  2, get_types) &&
          prepare(c, "ping", "SELECT 1", 0, NULL) &&
-         prepare(c, "audit_head", "SELECT last_id, last_hash FROM audit_head WHERE one", 0, NULL) &&
+         prepare(c, "audit_head", "SELECT last_id, last_hash FROM audit_head WHERE id = 1", 0,
+                 NULL) &&
          prepare(c, "events",
                  "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256 FROM events "
                  "WHERE conversation_id = $1 ORDER BY id",

@@ -14,22 +14,23 @@ CREATE TABLE audit_log (
   hash       BYTEA  NOT NULL
 );
 -- Only what GET /api/v1/audit filters on, each written by every webhook: a key's and a
--- target's entries in chain order (cursor pagination walks them), and time as a BRIN index
--- (entries are appended in time order, so a block range's summary is all a time filter needs;
--- appending costs next to nothing, unlike a B-tree).
-CREATE INDEX audit_log_key ON audit_log (key_id, id);
-CREATE INDEX audit_log_target ON audit_log (target, id);
+-- target's entries in chain order (cursor pagination walks them; entries with none are left
+-- out), and time as a BRIN index (entries are appended in time order, so a block range's
+-- summary is all a time filter needs; appending costs next to nothing, unlike a B-tree). No
+-- index on action: each action is a large share of the log, a scan in id order finds a page.
+CREATE INDEX audit_log_key ON audit_log (key_id, id) WHERE key_id IS NOT NULL;
+CREATE INDEX audit_log_target ON audit_log (target, id) WHERE target IS NOT NULL;
 CREATE INDEX audit_log_at ON audit_log USING brin (at_us);
 
 -- The chain's head: the newest entry's id and hash, moved by every append in the same
 -- transaction, so removing the newest entries by hand is seen too. Its row lock serialises
 -- appends across instances (taken last in a batch, see store_pg.c).
 CREATE TABLE audit_head (
-  one       BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+  id        INTEGER PRIMARY KEY CHECK (id = 1),
   last_id   BIGINT NOT NULL,
   last_hash BYTEA  NOT NULL
 );
-INSERT INTO audit_head (one, last_id, last_hash) VALUES (true, 0, decode(repeat('00', 32), 'hex'));
+INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
 
 -- One text of the canonical content: 4-byte big-endian length, then its UTF-8 bytes (NULL and
 -- '' alike: length 0). One expression, no FROM, so it is inlined where it is called.
@@ -50,19 +51,21 @@ $$ SELECT int8send(id) || int8send(at_us) || int8send(count)
           || gensendrep_audit_text(target) || gensendrep_audit_text(outcome) $$;
 
 -- Appends entries to the chain, in order, and answers each one's ord (the caller's tag), id
--- and hash. Element i of every array is one entry ('' texts are stored NULL). An entry with
+-- and hash. Element i of every array is one entry ('' texts are stored NULL). p_rest[i], when
+-- given, is the entry's content after its id (the writer builds it with model/audit.c, which
+-- keeps the hot path off SQL string building; the id is only known here); when NULL (or
+-- p_rest omitted) the content is built here by gensendrep_audit_content. An entry with
 -- p_pending true stands for one entry per row of the session's temporary table audit_pending
--- with its ord (its target taken from the row, in target order; none when there is none, and
--- those rows are consumed): how a batch appends entries that its own earlier statements decided
--- (an erasure that erased something, each conversation retention erased, the revocation of a
--- key that exists) without a round trip. The head row is locked (FOR UPDATE) first thing,
--- then each entry gets the next id and hash = sha256(previous hash || its content), all are
--- inserted and the head moves to the last. Contents are built in one set-based query; only the
--- hash chain is a loop.
+-- with its ord (its target taken from the row, in target order, content built here; none when
+-- there is none; those rows are consumed): how a batch appends entries that its own earlier
+-- statements decided (an erasure that erased something, each conversation retention erased,
+-- the revocation of a key that exists) without a round trip. The head row is locked
+-- (FOR UPDATE), then each entry gets the next id and hash = sha256(previous hash || content),
+-- all are inserted and the head moves to the last.
 CREATE FUNCTION gensendrep_audit_append(p_ord INT[], p_at BIGINT[], p_request_id TEXT[],
                                         p_key_id TEXT[], p_client_ip TEXT[], p_action TEXT[],
                                         p_target TEXT[], p_outcome TEXT[], p_count BIGINT[],
-                                        p_pending BOOLEAN[])
+                                        p_pending BOOLEAN[], p_rest BYTEA[] DEFAULT NULL)
   RETURNS TABLE (ord INT, id BIGINT, hash BYTEA)
   LANGUAGE plpgsql AS
 $$
@@ -77,12 +80,13 @@ BEGIN
            array_agg(u.rq ORDER BY u.n, p.target), array_agg(u.k ORDER BY u.n, p.target),
            array_agg(u.ip ORDER BY u.n, p.target), array_agg(u.act ORDER BY u.n, p.target),
            array_agg(CASE WHEN u.pend THEN p.target ELSE u.tg END ORDER BY u.n, p.target),
-           array_agg(u.oc ORDER BY u.n, p.target), array_agg(u.cnt ORDER BY u.n, p.target)
+           array_agg(u.oc ORDER BY u.n, p.target), array_agg(u.cnt ORDER BY u.n, p.target),
+           array_agg(CASE WHEN u.pend THEN NULL ELSE u.rest END ORDER BY u.n, p.target)
       INTO p_ord, p_at, p_request_id, p_key_id, p_client_ip, p_action, p_target, p_outcome,
-           p_count
+           p_count, p_rest
       FROM unnest(p_ord, p_at, p_request_id, p_key_id, p_client_ip, p_action, p_target,
-                  p_outcome, p_count, p_pending) WITH ORDINALITY
-           AS u(o, at, rq, k, ip, act, tg, oc, cnt, pend, n)
+                  p_outcome, p_count, p_pending, p_rest) WITH ORDINALITY
+           AS u(o, at, rq, k, ip, act, tg, oc, cnt, pend, rest, n)
       LEFT JOIN pg_temp.audit_pending p ON u.pend AND p.ord = u.o
       WHERE NOT u.pend OR p.ord IS NOT NULL;
     DELETE FROM pg_temp.audit_pending;
@@ -90,15 +94,17 @@ BEGIN
   IF coalesce(array_length(p_ord, 1), 0) = 0 THEN
     RETURN;
   END IF;
-  SELECT h.last_id, h.last_hash INTO v_id, v_hash FROM audit_head h WHERE h.one FOR UPDATE;
+  SELECT h.last_id, h.last_hash INTO v_id, v_hash FROM audit_head h WHERE h.id = 1 FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'the audit chain''s head (table audit_head) is missing';
   END IF;
   FOR e IN
-    SELECT gensendrep_audit_content(v_id + x.n, x.at, x.cnt, x.rq, x.k, x.ip, x.act, x.tg,
-                                    x.oc) AS content
+    SELECT CASE WHEN x.rest IS NULL
+                THEN gensendrep_audit_content(v_id + x.n, x.at, x.cnt, x.rq, x.k, x.ip, x.act,
+                                              x.tg, x.oc)
+                ELSE int8send(v_id + x.n) || x.rest END AS content
     FROM unnest(p_at, p_count, p_request_id, p_key_id, p_client_ip, p_action, p_target,
-                p_outcome) WITH ORDINALITY AS x(at, cnt, rq, k, ip, act, tg, oc, n)
+                p_outcome, p_rest) WITH ORDINALITY AS x(at, cnt, rq, k, ip, act, tg, oc, rest, n)
     ORDER BY x.n
   LOOP
     v_hash := sha256(v_hash || e.content);
@@ -110,7 +116,7 @@ BEGIN
     FROM unnest(p_at, p_request_id, p_key_id, p_client_ip, p_action, p_target, p_outcome,
                 p_count, hashes) WITH ORDINALITY AS x(at, rq, k, ip, act, tg, oc, cnt, h, n);
   UPDATE audit_head h SET last_id = v_id + array_length(hashes, 1), last_hash = v_hash
-    WHERE h.one;
+    WHERE h.id = 1;
   RETURN QUERY
     SELECT x.o, v_id + x.n, x.h FROM unnest(p_ord, hashes) WITH ORDINALITY AS x(o, h, n);
 END
