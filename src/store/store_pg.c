@@ -41,8 +41,7 @@
 
 struct pg_reader {
   PGconn *conn;
-  unsigned prepared_lists;  /* bit m: list<m> is prepared */
-  uint64_t prepared_audits; /* bit m: audit<m> is prepared */
+  unsigned prepared_lists; /* bit m: list<m> is prepared */
 };
 
 /* A growing buffer, kept between batches so a batch allocates nothing once warm. */
@@ -1230,7 +1229,6 @@ static void reader_drop(struct pg_reader *r) {
   PQfinish(r->conn);
   r->conn = NULL;
   r->prepared_lists = 0;
-  r->prepared_audits = 0;
 }
 
 static void *reader_make(void *unused) {
@@ -1265,9 +1263,8 @@ static bool reader_check_lost(struct pg_store *s, struct pg_reader *r) {
 }
 
 /* Runs a prepared read; drops the connection when it broke. */
-static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char *name, int n,
-                             const char *const *vals, enum store_status *st) {
-  PGresult *res = PQexecPrepared(r->conn, name, n, vals, NULL, NULL, 1);
+static PGresult *reader_checked(struct pg_store *s, struct pg_reader *r, PGresult *res,
+                                enum store_status *st) {
   *st = PQresultStatus(res) == PGRES_TUPLES_OK ? STORE_OK : status_of(r->conn, res);
   if (*st == STORE_CLIENT) {
     /* the client's fault: its bytes stay out of the log, the SQLSTATE says enough */
@@ -1278,6 +1275,11 @@ static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char
     (void)reader_check_lost(s, r);
   }
   return res;
+}
+
+static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char *name, int n,
+                             const char *const *vals, enum store_status *st) {
+  return reader_checked(s, r, PQexecPrepared(r->conn, name, n, vals, NULL, NULL, 1), st);
 }
 
 /* Reads are idempotent: one that failed because its connection broke (the server restarted
@@ -1574,7 +1576,7 @@ static enum store_status pg_audio_read(struct store *base, const char *conversat
 
 /* ---------- the audit log ---------- */
 
-/* audit<mask>'s filters, in parameter order after the cursor ($1); bit 5 is the order. */
+/* The audit list's filters, in parameter order after the cursor ($1); bit 5 is the order. */
 enum {
   AUDIT_SINCE = 1u << 0,
   AUDIT_UNTIL = 1u << 1,
@@ -1584,28 +1586,25 @@ enum {
   AUDIT_NEWEST = 1u << 5,
 };
 
-/* Prepares audit<mask> on first use on this connection: only the filters given, so each
- * variant's plan can use its index (key or target in chain order, time by its BRIN). */
-static bool prepare_audit(struct pg_reader *r, unsigned mask) {
-  if (r->prepared_audits & (UINT64_C(1) << mask)) return true;
+/* The query for these filters. Not a prepared statement, on purpose: planned for the values at
+ * hand, PostgreSQL takes the key's or target's index for a key or conversation with few entries
+ * and walks the log in id order for a common one, and uses the time index for a short window;
+ * a generic plan (what a prepared statement settles on after five runs) cannot tell them apart
+ * and walks the whole log for every page of a rare key. Planning costs a fraction of a
+ * millisecond; this is an administrator's query, never on the ingest path. */
+static void audit_sql(unsigned mask, char *sql, size_t cap) {
   static const char *const filters[5] = {"at_us >= $", "at_us < $", "key_id = $", "action = $",
                                          "target = $"};
-  char sql[640], name[16];
   bool newest = mask & AUDIT_NEWEST;
-  size_t pos = (size_t)snprintf(sql, sizeof sql,
+  size_t pos = (size_t)snprintf(sql, cap,
                                 "SELECT id, at_us, request_id, key_id, client_ip, action, target, "
                                 "outcome, count, hash FROM audit_log WHERE id %s $1",
                                 newest ? "<" : ">");
   int n = 1;
   for (unsigned i = 0; i < 5; i++)
     if (mask & (1u << i))
-      pos += (size_t)snprintf(sql + pos, sizeof sql - pos, " AND %s%d", filters[i], ++n);
-  snprintf(sql + pos, sizeof sql - pos, " ORDER BY id %s LIMIT $%d", newest ? "DESC" : "ASC",
-           n + 1);
-  snprintf(name, sizeof name, "audit%u", mask);
-  if (!prepare(r->conn, name, sql, 0, NULL)) return false;
-  r->prepared_audits |= UINT64_C(1) << mask;
-  return true;
+      pos += (size_t)snprintf(sql + pos, cap - pos, " AND %s%d", filters[i], ++n);
+  snprintf(sql + pos, cap - pos, " ORDER BY id %s LIMIT $%d", newest ? "DESC" : "ASC", n + 1);
 }
 
 /* A stored entry as it is: a name edited by hand to one no action or outcome has reads as out
@@ -1638,11 +1637,7 @@ static enum store_status audit_list_once(struct pg_store *s, struct pg_reader *r
   unsigned mask = (f->since_us ? AUDIT_SINCE : 0u) | (f->until_us ? AUDIT_UNTIL : 0u) |
                   (f->key_id ? AUDIT_KEY : 0u) | (action ? AUDIT_ACTION : 0u) |
                   (f->target ? AUDIT_TARGET : 0u) | (f->newest_first ? AUDIT_NEWEST : 0u);
-  if (!prepare_audit(r, mask)) {
-    (void)reader_check_lost(s, r);
-    return STORE_RETRY;
-  }
-  char cursor[24], since[24], until[24], limit[24], name[16];
+  char cursor[24], since[24], until[24], limit[24], sql[640];
   snprintf(cursor, sizeof cursor, "%lld",
            (long long)(f->cursor > 0     ? f->cursor
                        : f->newest_first ? INT64_MAX
@@ -1658,9 +1653,10 @@ static enum store_status audit_list_once(struct pg_store *s, struct pg_reader *r
   if (mask & AUDIT_ACTION) vals[n++] = action;
   if (mask & AUDIT_TARGET) vals[n++] = f->target;
   vals[n++] = limit;
-  snprintf(name, sizeof name, "audit%u", mask);
+  audit_sql(mask, sql, sizeof sql);
   enum store_status st;
-  PGresult *res = reader_exec(s, r, name, n, vals, &st);
+  PGresult *res =
+      reader_checked(s, r, PQexecParams(r->conn, sql, n, NULL, vals, NULL, NULL, 1), &st);
   int rows = st == STORE_OK ? PQntuples(res) : 0;
   if (st == STORE_OK && PQnfields(res) != 10) st = STORE_HARD;
   if (st == STORE_OK && rows > 0 && !(out->items = calloc((size_t)rows, sizeof *out->items)))
