@@ -2211,6 +2211,42 @@ static void test_audit_retention_orphans_and_redelivery_time(void **state) {
   free(body);
 }
 
+/* An audio event delivered again is audited as accepted again, dated when accepted again
+ * (PostgreSQL recognises it before its batch, without sending the audio again: it still rides
+ * the batch for its entry). */
+static void test_audit_audio_redelivery_is_audited(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "au-audio-%s", tag);
+  struct audit_who who = who_of(tag, "a2");
+  const int64_t len = STORE_AUDIO_CHUNK_BYTES + 7;
+  int fd = audio_file(len, 12);
+  char *ev = event_json("post_call_audio", id, NULL);
+  int64_t before[2];
+  for (int i = 0; i < 2; i++) {
+    struct pending *p = event_new(id, "post_call_audio", ev, NULL);
+    p->w.audio_fd = fd;
+    p->w.audio_len = len;
+    p->w.event_audio_at = 10;
+    p->w.who = who;
+    before[i] = time_now_us();
+    struct version v = submit_ok(p);
+    assert_int_equal(v.duplicate, i == 1);
+  }
+  struct store_audit_page got = audit_by_key(who.key_id);
+  assert_int_equal(got.count, 2);
+  for (size_t i = 0; i < 2; i++) {
+    check_entry(&got.items[i], AUDIT_WEBHOOK_ACCEPTED, id, AUDIT_OK, &who);
+    assert_true(got.items[i].at_us >= before[i]);
+  }
+  free(got.items);
+  check_range(id, 0, (size_t)len, len, 12);
+  close(fd);
+  free(ev);
+  assert_chain_whole();
+}
+
 /* `audit verify` finds an entry edited by hand, and the newest entry removed (the head still
  * names it); both restored, the chain is whole again. */
 static void test_audit_verify_finds_hand_edits(void **state) {
@@ -2484,6 +2520,7 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_audit_refused_write_leaves_no_hole),             \
   cmocka_unit_test(test_audit_failed_write_writes_none),                 \
   cmocka_unit_test(test_audit_retention_orphans_and_redelivery_time),    \
+  cmocka_unit_test(test_audit_audio_redelivery_is_audited),              \
   cmocka_unit_test(test_audit_verify_finds_hand_edits),                  \
   cmocka_unit_test(test_audit_two_instances_one_chain)
 /* clang-format on */
