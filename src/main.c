@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/app.h"
+#include "audit/audit.h"
 #include "core/config.h"
 #include "core/filewriter.h"
 #include "core/log.h"
@@ -22,6 +23,7 @@
 #include "http/tls.h"
 #include "seal/seal.h"
 #include "sig/sig.h"
+#include "store/audit_chain.h"
 #include "store/health.h"
 #include "store/retention.h"
 
@@ -44,6 +46,8 @@ static void usage(FILE *out) {
           "       gensendrep keys list | keys revoke ID    the keys kept in the database\n"
           "       gensendrep elevenlabs backfill [--since RFC3339] [--agent AGENT_ID]\n"
           "                            store the ElevenLabs conversations we do not hold yet\n"
+          "       gensendrep audit verify | audit export [--since T] [--until T] [--action A]\n"
+          "                          [--key K] [--target T]   check or print the audit log\n"
           "       gensendrep --help | --version | --config-markdown\n\n",
           GSR_VERSION);
   config_print_help(out);
@@ -324,11 +328,11 @@ static int keys_create(struct store *store, struct apikey_record *rec) {
     return 1;
   }
   struct store_write w = {.kind = STORE_WRITE_KEY_CREATE, .key = rec};
+  audit_who_set(&w.who, "cli", NULL, NULL);
   if (submit_wait(store, &w) != STORE_OK) {
     fprintf(stderr, "gensendrep: the key could not be stored\n");
     return 1;
   }
-  /* audit: key.created */
   printf("%s\n", key);
   fprintf(stderr, "key %s created; it is shown only now: keep it safe\n", rec->id);
   memset(key, 0, sizeof key);
@@ -361,6 +365,7 @@ static int keys_list(struct store *store) {
 
 static int keys_revoke(struct store *store, const char *id) {
   struct store_write w = {.kind = STORE_WRITE_KEY_REVOKE, .key_at_us = time_now_us()};
+  audit_who_set(&w.who, "cli", NULL, NULL);
   snprintf(w.key_id, sizeof w.key_id, "%s", id);
   if (submit_wait(store, &w) != STORE_OK) {
     fprintf(stderr, "gensendrep: the key could not be revoked\n");
@@ -370,7 +375,6 @@ static int keys_revoke(struct store *store, const char *id) {
     fprintf(stderr, "gensendrep: no key %s\n", id);
     return 1;
   }
-  /* audit: key.revoked */
   fprintf(stderr, "key %s revoked\n", id);
   return 0;
 }
@@ -582,6 +586,136 @@ static int cmd_reencrypt(int argc, char **argv) {
   return rc;
 }
 
+/* ---- gensendrep audit: check and print the audit log ---- */
+
+static void audit_usage(FILE *out) {
+  fprintf(
+      out,
+      "Usage: gensendrep audit verify\n"
+      "       gensendrep audit export [--since T] [--until T] [--action A] [--key K]\n"
+      "                               [--target T]\n\n"
+      "verify walks the whole hash chain: exit 0 and a summary when every link holds, exit 1\n"
+      "naming the first broken entry when a row was edited or removed by hand.\n"
+      "export prints the entries as NDJSON, oldest first: --since/--until (RFC 3339, at in\n"
+      "[since, until)), --action (webhook.accepted, conversation.read, ...), --key (a key id),\n"
+      "--target (a conversation or key id).\n");
+}
+
+static int audit_verify(struct store *store) {
+  struct audit_verify_result r;
+  if (audit_chain_verify(store, &r) != STORE_OK) {
+    fprintf(stderr, "gensendrep: cannot read the audit log\n");
+    return 1;
+  }
+  if (r.first_bad) {
+    printf("audit log: first broken link at entry %lld: %s (%lld entries checked)\n",
+           (long long)r.first_bad, r.why, (long long)r.entries);
+    return 1;
+  }
+  printf("audit log: %lld entries, every link holds\n", (long long)r.entries);
+  return 0;
+}
+
+#define EXPORT_PAGE 1000
+
+/* Oldest first, a page at a time: memory stays constant however long the log. */
+static int audit_export(struct store *store, struct store_audit_filter *f) {
+  f->limit = EXPORT_PAGE;
+  for (;;) {
+    struct store_audit_page page = {0};
+    if (store_audit_list(store, f, &page) != STORE_OK) {
+      fprintf(stderr, "gensendrep: cannot read the audit log\n");
+      return 1;
+    }
+    bool ok = true;
+    for (size_t i = 0; ok && i < page.count; i++) {
+      json_t *obj = audit_entry_json(&page.items[i]);
+      char *line = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+      json_decref(obj);
+      ok = line && printf("%s\n", line) >= 0;
+      free(line);
+      f->cursor = page.items[i].id;
+    }
+    size_t got = page.count;
+    free(page.items);
+    if (!ok || fflush(stdout) != 0) {
+      fprintf(stderr, "gensendrep: cannot write the export\n");
+      return 1;
+    }
+    if (got < EXPORT_PAGE) return 0;
+  }
+}
+
+/* Reads export's flags into f; false (the problem printed) when they are wrong. */
+static bool audit_export_options(int argc, char **argv, struct store_audit_filter *f) {
+  const char *v;
+  for (int i = 3; i < argc; i++) {
+    bool since = false;
+    if ((since = flag_value(argc, argv, &i, "--since", &v)) ||
+        flag_value(argc, argv, &i, "--until", &v)) {
+      int64_t us;
+      if (!time_parse_rfc3339(v, strlen(v), &us)) {
+        fprintf(stderr, "gensendrep: %s wants an RFC 3339 date-time such as 2026-01-01T00:00:00Z\n",
+                since ? "--since" : "--until");
+        return false;
+      }
+      if (since)
+        f->since_us = us;
+      else
+        f->until_us = us > 0 ? us : 1; /* 0 is unbounded to the store; nothing is that old */
+    } else if (flag_value(argc, argv, &i, "--action", &v)) {
+      if ((f->action = audit_action_named(v)) < 0) {
+        fprintf(stderr,
+                "gensendrep: --action: no action '%s' (webhook.accepted, "
+                "conversation.read, conversation.list, conversation.audio, "
+                "conversation.export, conversation.erased, key.created, key.revoked, "
+                "auth.rejected)\n",
+                v);
+        return false;
+      }
+    } else if (flag_value(argc, argv, &i, "--key", &v)) {
+      f->key_id = v;
+    } else if (flag_value(argc, argv, &i, "--target", &v)) {
+      f->target = v;
+    } else {
+      fprintf(stderr, "gensendrep: unknown or incomplete option '%s'\n", argv[i]);
+      audit_usage(stderr);
+      return false;
+    }
+  }
+  return true;
+}
+
+static int cmd_audit(int argc, char **argv) {
+  const char *sub = argc > 2 ? argv[2] : "";
+  if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    audit_usage(stdout);
+    return 0;
+  }
+  bool verify = strcmp(sub, "verify") == 0, export = strcmp(sub, "export") == 0;
+  if ((!verify && !export) || (verify && argc != 3)) {
+    audit_usage(stderr);
+    return 2;
+  }
+  struct store_audit_filter f = {.action = -1};
+  if (export && !audit_export_options(argc, argv, &f)) return 2;
+  struct config cfg;
+  struct seal_ring *ring = NULL;
+  int rc = load_config(&cfg);
+  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
+  char err[512];
+  struct store *store = rc == 0 ? open_store(&cfg, ring, err, sizeof err) : NULL;
+  if (rc == 0 && !store) {
+    fprintf(stderr, "gensendrep: %s\n", err);
+    rc = 1;
+  }
+  if (store) rc = verify ? audit_verify(store) : audit_export(store, &f);
+  store_close(store);
+  seal_ring_free(ring);
+  config_free(&cfg);
+  return rc;
+}
+
 /* Blocks the stop signals and SIGHUP in every thread; the main thread then waits for them. */
 static void block_signals(sigset_t *set) {
   sigemptyset(set);
@@ -656,7 +790,8 @@ static int serve(void) {
   struct store_retention *retention = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
             (app.store = open_store(&cfg, ring, err, sizeof err)) &&
-            (app.health = store_health_new(app.store)) && app_docs_init(&app) &&
+            (app.health = store_health_new(app.store)) &&
+            (app.audit = audit_recorder_start(app.store)) && app_docs_init(&app) &&
             (cfg.retention_days == 0 ||
              (retention = store_retention_start(app.store, cfg.retention_days))) &&
             el_health_start(&cfg, &app.elevenlabs, err, sizeof err) &&
@@ -669,6 +804,7 @@ static int serve(void) {
     store_retention_stop(retention);
     app_docs_free(&app);
     store_health_free(app.health);
+    audit_recorder_stop(app.audit);
     store_close(app.store);
     seal_ring_free(ring);
     redis_client_free(app.redis);
@@ -694,6 +830,7 @@ static int serve(void) {
   filewriter_free(app.spool);      /* after the server: every request has released its files */
   store_retention_stop(retention); /* waits for its batch in flight; before the store closes */
   store_health_free(app.health);
+  audit_recorder_stop(app.audit); /* after the server (every request recorded), before the store */
   store_close(app.store);
   seal_ring_free(ring); /* after the store: its writer and readers seal and open with it */
   redis_client_free(app.redis);
@@ -711,6 +848,7 @@ static int run(int argc, char **argv) {
   if (strcmp(cmd, "keys") == 0) return cmd_keys(argc, argv);
   if (strcmp(cmd, "genkey") == 0) return cmd_genkey(argc, argv);
   if (strcmp(cmd, "reencrypt") == 0) return cmd_reencrypt(argc, argv);
+  if (strcmp(cmd, "audit") == 0) return cmd_audit(argc, argv);
   if (argc > 2) {
     usage(stderr);
     return 2;

@@ -11,6 +11,7 @@
 
 struct store_health;
 struct el_health;
+struct audit_recorder;
 
 struct app {
   const struct config *cfg;
@@ -19,6 +20,7 @@ struct app {
   struct redis_client *redis;   /* NULL without REDIS_URL */
   struct el_health *elevenlabs; /* the ElevenLabs API check; NULL without ELEVENLABS_API_KEY */
   struct filewriter *spool;     /* writes temporary files for the HTTP threads (core/) */
+  struct audit_recorder *audit; /* read and rejection entries (audit/audit.h); NULL: none */
   /* signature secrets, loaded at start-up (empty rings: that scheme is off) */
   struct sig_keyring webhook_keys;    /* WEBHOOK_SECRET: Standard Webhooks on the seed webhook */
   struct sig_keyring elevenlabs_keys; /* ELEVENLABS_WEBHOOK_SECRET: ElevenLabs-Signature */
@@ -59,6 +61,13 @@ bool api_keys_manager_ok(struct http_request *req);
 /* A key as the API shows it (never its secret or digest). */
 json_t *api_key_render(const struct apikey_record *rec);
 
+/* The audit log (audit.c). Who asked: the request's id, key id and client address. */
+void api_who(const struct http_request *req, struct audit_who *who);
+/* Records a read of conversation data (or an erasure of nothing) by req through the recorder:
+ * target the conversation id (NULL, or one that could not be stored: none). */
+void api_audit_read(struct http_request *req, enum audit_action action, const char *target,
+                    enum audit_outcome outcome);
+
 /* Renders the docs pages from the embedded templates; false when out of memory. */
 __attribute__((warn_unused_result)) bool app_docs_init(struct app *app);
 void app_docs_free(struct app *app);
@@ -78,6 +87,7 @@ void api_docs_asset_get(struct http_request *req);
 void api_keys_post(struct http_request *req);
 void api_keys_list(struct http_request *req);
 void api_keys_delete(struct http_request *req);
+void api_audit_get(struct http_request *req);
 
 /* Embedded files (generated at build time). */
 extern const unsigned char embedded_openapi_json[];

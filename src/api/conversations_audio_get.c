@@ -118,11 +118,16 @@ static void audio_work(void *p) {
     job->status = STORE_RETRY; /* replaced between the two reads */
 }
 
+static void reply_not_found(struct http_request *req) {
+  api_audit_read(req, AUDIT_CONVERSATION_AUDIO, http_request_path_param(req), AUDIT_NOT_FOUND);
+  http_reply_error(req, API_ERR_NOT_FOUND, "No audio stored for this conversation", NULL);
+}
+
 static void on_resume(struct http_request *req) {
   struct audio_job *job = http_request_state(req);
   char v[96];
   if (job->status == STORE_NOT_FOUND) {
-    http_reply_error(req, API_ERR_NOT_FOUND, "No audio stored for this conversation", NULL);
+    reply_not_found(req);
     return;
   }
   if (job->status == STORE_CLIENT) { /* as GET answers it: the client's bytes, never a 500 */
@@ -138,6 +143,7 @@ static void on_resume(struct http_request *req) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }
+  api_audit_read(req, AUDIT_CONVERSATION_AUDIO, job->id, AUDIT_OK);
   http_reply_header(req, "Accept-Ranges", "bytes");
   if (job->unsatisfiable) {
     snprintf(v, sizeof v, "bytes */%" PRId64, job->total);
@@ -163,7 +169,7 @@ void api_conversations_audio_get(struct http_request *req) {
   struct app *app = http_request_app(req);
   const char *id = http_request_path_param(req);
   if (!api_conversation_id_storable(id)) {
-    http_reply_error(req, API_ERR_NOT_FOUND, "No audio stored for this conversation", NULL);
+    reply_not_found(req);
     return;
   }
   struct audio_job *job = calloc(1, sizeof *job);

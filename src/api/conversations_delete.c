@@ -64,7 +64,9 @@ static void erase_bound_work(void *p) {
   pthread_mutex_unlock(&job->mu);
 }
 
+/* Nothing of it was erased: the store wrote no entry, so the recorder does. */
 static void reply_not_found(struct http_request *req) {
+  api_audit_read(req, AUDIT_CONVERSATION_ERASED, http_request_path_param(req), AUDIT_NOT_FOUND);
   http_reply_error(req, API_ERR_NOT_FOUND, "Conversation not found", NULL);
 }
 
@@ -80,7 +82,6 @@ static void on_resume(struct http_request *req) {
         reply_not_found(req);
         return;
       }
-      /* audit: conversation.erased */
       log_msg(LOG_INFO, "request %s: conversation erased (%lld rows)", http_request_id(req),
               (long long)job->write.erased);
       http_reply_json(req, 200, render_conversation_erased(job->write.erase_conversation_id));
@@ -118,6 +119,7 @@ void api_conversations_delete(struct http_request *req) {
   job->write.kind = STORE_WRITE_ERASE;
   job->write.erase_conversation_id = id; /* the request's, alive until it is answered */
   job->write.audio_fd = -1;
+  api_who(req, &job->write.who);
   job->write.done = on_erased;
   job->write.done_cls = job;
   job->accounts = http_request_accounts(req, &job->naccounts);

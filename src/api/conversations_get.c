@@ -167,14 +167,16 @@ void api_reply_conversation_id_refused(struct http_request *req) {
 }
 
 static void reply_store_error(struct http_request *req, enum store_status st) {
-  if (st == STORE_NOT_FOUND)
+  if (st == STORE_NOT_FOUND) {
+    api_audit_read(req, AUDIT_CONVERSATION_READ, http_request_path_param(req), AUDIT_NOT_FOUND);
     http_reply_error(req, API_ERR_NOT_FOUND, "Conversation not found", NULL);
-  else if (st == STORE_RETRY)
+  } else if (st == STORE_RETRY) {
     http_reply_error(req, API_ERR_UNAVAILABLE, NULL, NULL);
-  else if (st == STORE_CLIENT)
+  } else if (st == STORE_CLIENT) {
     api_reply_conversation_id_refused(req);
-  else
+  } else {
     http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
+  }
 }
 
 /* Offload thread. */
@@ -225,6 +227,7 @@ static void on_resume(struct http_request *req) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }
+  api_audit_read(req, AUDIT_CONVERSATION_READ, job->id, AUDIT_OK);
   http_reply_json_text(req, 200, job->out, job->out_len);
   job->out = NULL; /* the reply owns it */
 }

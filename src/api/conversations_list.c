@@ -89,6 +89,7 @@ static void on_resume(struct http_request *req) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }
+  api_audit_read(req, AUDIT_CONVERSATION_LIST, NULL, AUDIT_OK);
   http_reply_json_text(req, 200, job->out, job->out_len);
   job->out = NULL; /* the reply owns it */
 }

@@ -75,10 +75,3 @@ json_t *api_key_render(const struct apikey_record *rec) {
                    "expiresAt", time_or_null(rec->expires_us), "lastUsedAt",
                    time_or_null(rec->last_used_us), "revokedAt", time_or_null(rec->revoked_us));
 }
-
-/* TODO(audit): record it (audit/). */
-void api_auth_rejected(void *app, const struct http_request *req, unsigned status) {
-  (void)app;
-  (void)req;
-  (void)status;
-}

@@ -29,7 +29,6 @@ static void on_resume(struct http_request *req) {
     http_reply_error(req, API_ERR_NOT_FOUND, "API key not found", NULL);
     return;
   }
-  /* audit: key.revoked */
   http_reply_static(req, 204, "application/json", "", 0);
 }
 
@@ -50,6 +49,7 @@ void api_keys_delete(struct http_request *req) {
   job->write.kind = STORE_WRITE_KEY_REVOKE;
   snprintf(job->write.key_id, sizeof job->write.key_id, "%s", id);
   job->write.key_at_us = time_now_us();
+  api_who(req, &job->write.who);
   job->write.audio_fd = -1;
   job->write.done = on_stored;
   job->write.done_cls = job;

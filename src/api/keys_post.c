@@ -33,7 +33,6 @@ static void on_resume(struct http_request *req) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "The key could not be stored; retry", NULL);
     return;
   }
-  /* audit: key.created */
   json_t *obj = api_key_render(&job->rec);
   json_object_set_new(obj, "key", json_string(job->key));
   http_reply_json(req, 201, obj);
@@ -140,6 +139,7 @@ void api_keys_post(struct http_request *req) {
   job->req = req;
   job->write.kind = STORE_WRITE_KEY_CREATE;
   job->write.key = &job->rec;
+  api_who(req, &job->write.who);
   job->write.audio_fd = -1;
   job->write.done = on_stored;
   job->write.done_cls = job;

@@ -18,6 +18,8 @@ const struct route api_routes[] = {
      NULL, NULL, APIKEY_SCOPE_ADMIN},
     {"DELETE", "/api/v1/keys/", MATCH_PREFIX, api_keys_delete, ROUTE_BEARER, LIMIT_PER_KEY, false,
      NULL, NULL, NULL, APIKEY_SCOPE_ADMIN},
+    {"GET", "/api/v1/audit", MATCH_EXACT, api_audit_get, ROUTE_BEARER, LIMIT_PER_KEY, false, NULL,
+     NULL, NULL, 0},
     /* The suffix "" keeps a raw '/' out of the id: DELETE .../{id}/audio is 405, never the
      * erasure of a conversation named "{id}/audio" (an id with '/' is written %2F). */
     {"DELETE", "/api/v1/conversations/", MATCH_PARAM_SUFFIX, api_conversations_delete, ROUTE_BEARER,

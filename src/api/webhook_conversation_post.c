@@ -122,6 +122,7 @@ void api_webhook_conversation_post(struct http_request *req) {
   job->write.body = body;
   job->write.body_len = len;
   crypto_sha256(body, len, job->write.body_sha256);
+  api_who(req, &job->write.who);
   job->write.done = on_stored;
   job->write.done_cls = job;
   /* Suspend first: the store may finish before store_submit returns. */

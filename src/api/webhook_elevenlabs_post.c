@@ -319,6 +319,7 @@ static void accept_event(struct http_request *req) {
     w->body_len = r->event.derived_len;
     crypto_sha256(w->body, w->body_len, w->body_sha256);
   }
+  api_who(req, &w->who);
   w->done = on_stored;
   w->done_cls = r;
   /* The sink lives until the request is freed; suspend first: the store may finish before

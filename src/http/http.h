@@ -84,6 +84,8 @@ const char *http_request_client_ip(const struct http_request *req);
  * well formed, valid or not, or an API_SECRET_KEY key's name (auth_key_id) when it is one of
  * them; NULL for none (no Bearer key, or a signature). Never the key. */
 const char *http_request_key_id(const struct http_request *req);
+/* The route the request's path and method matched (an entry of api_routes), or NULL. */
+const struct route *http_request_route(const struct http_request *req);
 /* The sink a stream route's open returned (NULL for other routes). */
 void *http_request_sink(const struct http_request *req);
 /* Whether the request's Authorization header holds one of our API keys (constant time): an

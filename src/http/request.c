@@ -40,6 +40,7 @@ const char *http_request_body(const struct http_request *req, size_t *len) {
 
 void *http_request_state(struct http_request *req) { return req->state_data; }
 void *http_request_sink(const struct http_request *req) { return req->sink; }
+const struct route *http_request_route(const struct http_request *req) { return req->route; }
 
 void http_request_refuse(struct http_request *req, enum api_error err, const char *message,
                          json_t *details) {

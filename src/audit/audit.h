@@ -1,0 +1,69 @@
+/* The audit recorder: the audit log's entries that change nothing else (reads of conversation
+ * data, rejected authentications, an erasure of nothing) are collected here and handed to the
+ * store's group-commit writer as one STORE_WRITE_AUDIT (store/store.h), so they cost no
+ * transaction of their own when webhooks are being written, and trail the answer by well under
+ * a second. Changes (webhooks, erasures, keys) do not come here: the store writes their entry
+ * in the change's own transaction from the write's `who`.
+ *
+ * A recorded entry is handed over at once when no batch is being written, else with the next
+ * batch, right after the one in flight is committed (group commit: under load one batch holds
+ * what came during the previous commit). Recording never waits on I/O: an entry is copied into
+ * a bounded buffer under a short lock (any thread, the HTTP event threads included). Past
+ * AUDIT_BUFFER_MAX waiting entries new ones are dropped, counted and logged (once per batch),
+ * never waited for. A batch the store could not take (STORE_RETRY) is tried again AUDIT_FLUSH_MS
+ * later, 3 times in all, then dropped (logged).
+ *
+ * Rejected authentications are aggregated: the rejections from one client address with one
+ * outcome within one second (from the first) become one entry whose count says how many; its
+ * request id is the first one's, its key id and target are kept when every rejection in it
+ * shares them (else null). The entry is handed over once its second has passed (checked every
+ * AUDIT_FLUSH_MS), so a flood of bad keys writes at most one entry per address, outcome and
+ * second. */
+#ifndef GSR_AUDIT_H
+#define GSR_AUDIT_H
+
+#include <stdint.h>
+
+#include "model/audit.h"
+#include "store/store.h"
+
+#define AUDIT_FLUSH_MS 250    /* rejection windows are closed, failed batches retried, this often */
+#define AUDIT_BUFFER_MAX 8192 /* entries waiting for the next flush */
+#define AUDIT_REJECT_WINDOW_US 1000000
+#define AUDIT_REJECT_SOURCES_MAX 1024 /* addresses aggregated at once; more are dropped */
+
+struct audit_recorder;
+
+/* Starts the recorder's thread, writing into s (which must outlive it). NULL when out of
+ * memory or threads. */
+__attribute__((warn_unused_result)) struct audit_recorder *audit_recorder_start(struct store *s);
+
+/* Hands over everything still held (open rejection windows included), waits until the store
+ * has committed it, and frees r. Call after the last request has completed and before the
+ * store closes. NULL is ignored. */
+void audit_recorder_stop(struct audit_recorder *r);
+
+/* Records one entry at the current time: who (NULL: none), action, target (NULL or "": none),
+ * outcome. Never blocks on I/O; r NULL records nothing. */
+void audit_record(struct audit_recorder *r, const struct audit_who *who, enum audit_action action,
+                  const char *target, enum audit_outcome outcome);
+
+/* Records a rejected authentication (outcome AUDIT_UNAUTHORIZED or AUDIT_FORBIDDEN), aggregated
+ * per client address as above. */
+void audit_record_rejected(struct audit_recorder *r, const struct audit_who *who,
+                           const char *target, enum audit_outcome outcome);
+
+/* Counters since start, for tests and logs. */
+struct audit_recorder_stats {
+  int64_t recorded; /* entries handed to the store (an aggregate counts once) */
+  int64_t dropped;  /* entries lost to a full buffer */
+  int64_t failed;   /* entries whose STORE_WRITE_AUDIT failed */
+  int64_t flushes;  /* STORE_WRITE_AUDIT writes submitted */
+};
+void audit_recorder_stats(struct audit_recorder *r, struct audit_recorder_stats *out);
+
+/* Sets who from its parts (NULL or "": none), each cut to its field's size. */
+void audit_who_set(struct audit_who *who, const char *request_id, const char *key_id,
+                   const char *client_ip);
+
+#endif
