@@ -1,0 +1,430 @@
+"""The audit log (issue 9 item 2), black-box, both backends.
+
+Every change (webhook accepted, erasure, key created/revoked), every read of conversation data
+(get, include=events, list, audio; 404s too) and every rejected authentication is recorded with
+its request id, key id (never the key), client IP, action, target and outcome. Reads trail the
+answer by less than a second. Rejections from one address are aggregated per second. GET
+/api/v1/audit (admin) filters and pages; `gensendrep audit verify` passes, then names the first
+broken link after a hand UPDATE and after a hand DELETE (sqlite3 / psql on the test database);
+`gensendrep audit export` prints NDJSON, oldest first."""
+import hashlib
+import hmac
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from helpers import KEY1, KEY2, assert_error, make_conv, pg_cluster, run_binary, uid
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "elevenlabs"
+SECRET = "wsec_57506b15b729457580a8ec8a16cf3b594534526df7cfdef57efafbed7ad50768"
+EL_ENV = {"ELEVENLABS_WEBHOOK_SECRET": SECRET}
+ENTRY_FIELDS = {"id", "at", "requestId", "keyId", "clientIp", "action", "target", "outcome",
+                "count"}
+
+
+def env_key_id(key):
+    """The public name of an API_SECRET_KEY key (http/auth.c): never the key itself."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return hashlib.sha256(b"gensendrep rate-limit key id v1:" + digest).hexdigest()[:32]
+
+
+def conv_path(cid, suffix=""):
+    return "/api/v1/conversations/" + quote(cid, safe="") + suffix
+
+
+def rid():
+    return "audit-" + uid()
+
+
+def el_post(server, fixture, cid):
+    raw = (FIXTURES / fixture).read_bytes()
+    body = raw.replace(json.loads(raw)["data"]["conversation_id"].encode(), cid.encode())
+    t = int(time.time())
+    mac = hmac.new(SECRET.encode(), str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
+    r = server.request("POST", "/api/v1/webhook/elevenlabs", key=None, data=body,
+                       headers={"Content-Type": "application/json",
+                                "ElevenLabs-Signature": f"t={t},v0={mac}"})
+    assert r.status_code == 200, r.text[:300]
+    return r
+
+
+def create_key(server, scopes, accounts=None, request_id=None):
+    body = {"name": "audit-" + uid(), "scopes": scopes}
+    if accounts:
+        body["accounts"] = accounts
+    r = server.request("POST", "/api/v1/keys", data=json.dumps(body),
+                       headers={"Content-Type": "application/json",
+                                **({"X-Request-Id": request_id} if request_id else {})})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def audit_page(server, auth=KEY1, **params):
+    """GET /api/v1/audit with the key auth; params are the filters (`key` among them)."""
+    return server.get("/api/v1/audit", params=params, key=auth)
+
+
+def entries(server, **params):
+    """Every entry matching the filters, newest first (all pages)."""
+    out, cursor = [], None
+    while True:
+        p = dict(params, limit=1000)
+        if cursor:
+            p["cursor"] = cursor
+        r = audit_page(server, **p)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["success"] is True
+        out += body["data"]["entries"]
+        cursor = body["data"]["pagination"]["nextCursor"]
+        if cursor is None:
+            return out
+
+
+def wait_entries(server, pred=lambda es: bool(es), timeout=5.0, **params):
+    end = time.monotonic() + timeout
+    while True:
+        es = entries(server, **params)
+        if pred(es) or time.monotonic() > end:
+            return es
+        time.sleep(0.05)
+
+
+def one(server, request_id, **params):
+    """The one entry of request_id among those matching params (waiting for it)."""
+    es = wait_entries(server, lambda es: any(e["requestId"] == request_id for e in es), **params)
+    mine = [e for e in es if e["requestId"] == request_id]
+    assert len(mine) == 1, (request_id, es)
+    e = mine[0]
+    assert set(e) == ENTRY_FIELDS, e
+    return e
+
+
+def check(e, action, outcome, key_id, target, client_ip="127.0.0.1", count=1):
+    assert (e["action"], e["outcome"], e["keyId"], e["target"], e["clientIp"], e["count"]) == \
+        (action, outcome, key_id, target, client_ip, count), e
+
+
+def cli(server, *args, timeout=60):
+    return run_binary(list(args), cwd=server.workdir,
+                      env_overrides={"DATABASE_URL": server.database_url}, timeout=timeout)
+
+
+def db_exec(server, statement):
+    """Runs statement by hand on the server's database: the sqlite3 CLI, or psql."""
+    url = server.database_url
+    if url.startswith("sqlite:"):
+        subprocess.run(["sqlite3", "-cmd", ".timeout 10000", url[len("sqlite:"):], statement],
+                       check=True, capture_output=True, text=True, timeout=30)
+    else:
+        pg_cluster().psql(statement, url.rsplit("/", 1)[1])
+
+
+# ------------------------------------------------------------------ every action
+def test_every_action_with_its_key_and_outcome(make_server):
+    srv = make_server(env=EL_ENV)
+    admin = env_key_id(KEY1)
+    r_create = rid()
+    ingest = create_key(srv, ["ingest"], request_id=r_create)
+    check(one(srv, r_create, action="key.created"), "key.created", "ok", admin, ingest["id"])
+    reader = create_key(srv, ["read"])
+    bound = create_key(srv, ["read"], accounts=["acc-other"])
+    deleter = create_key(srv, ["delete"])
+
+    # webhooks: a data key (its id), and a signed ElevenLabs one (no key)
+    cid, el_cid = f"conv_{uid()}", f"conv_{uid()}"
+    r = rid()
+    resp = srv.post_conv(make_conv(cid), key=ingest["key"], headers={"X-Request-Id": r})
+    assert resp.status_code == 200, resp.text
+    check(one(srv, r, target=cid), "webhook.accepted", "ok", ingest["id"], cid)
+    el_post(srv, "post_call_transcription_success.json", el_cid)
+    el_post(srv, "post_call_audio_small.json", el_cid)
+    accepted = wait_entries(srv, lambda es: len(es) == 2, target=el_cid,
+                            action="webhook.accepted")
+    assert len(accepted) == 2, accepted
+    for e in accepted:
+        check(e, "webhook.accepted", "ok", None, el_cid)
+
+    # reads: found and not found, with the reading key's id
+    missing = f"conv_{uid()}"
+    reads = [
+        ("GET", conv_path(cid), reader, "conversation.read", "ok", cid),
+        ("GET", conv_path(cid) + "?include=transcript,events", reader, "conversation.read", "ok",
+         cid),
+        ("GET", conv_path(el_cid) + "?include=events", reader, "conversation.read", "ok", el_cid),
+        ("GET", conv_path(missing), reader, "conversation.read", "not_found", missing),
+        ("GET", conv_path(cid), bound, "conversation.read", "not_found", cid),
+        ("GET", "/api/v1/conversations?limit=5", reader, "conversation.list", "ok", None),
+        ("GET", conv_path(el_cid, "/audio"), reader, "conversation.audio", "ok", el_cid),
+        ("GET", conv_path(cid, "/audio"), reader, "conversation.audio", "not_found", cid),
+        ("GET", conv_path(el_cid, "/audio"), bound, "conversation.audio", "not_found", el_cid),
+    ]
+    for method, path, key, action, outcome, target in reads:
+        r = rid()
+        resp = srv.request(method, path, key=key["key"], headers={"X-Request-Id": r})
+        assert resp.status_code in (200, 404), resp.text
+        assert (resp.status_code == 200) == (outcome == "ok"), (path, resp.status_code)
+        check(one(srv, r, action=action, key=key["id"]), action, outcome, key["id"], target)
+    r = rid()
+    assert srv.get(conv_path(missing), headers={"X-Request-Id": r}).status_code == 404
+    check(one(srv, r, action="conversation.read"), "conversation.read", "not_found", admin,
+          missing)
+
+    # erasure: the store's entry when something was erased, the recorder's when nothing was
+    r = rid()
+    resp = srv.request("DELETE", conv_path(cid), key=deleter["key"], headers={"X-Request-Id": r})
+    assert resp.status_code == 200, resp.text
+    check(one(srv, r, target=cid, action="conversation.erased"), "conversation.erased", "ok",
+          deleter["id"], cid)
+    r = rid()
+    resp = srv.request("DELETE", conv_path(cid), key=deleter["key"], headers={"X-Request-Id": r})
+    assert resp.status_code == 404, resp.text
+    check(one(srv, r, target=cid, action="conversation.erased"), "conversation.erased",
+          "not_found", deleter["id"], cid)
+
+    # key revoked
+    r = rid()
+    resp = srv.request("DELETE", "/api/v1/keys/" + reader["id"], headers={"X-Request-Id": r})
+    assert resp.status_code == 204, resp.text
+    check(one(srv, r, action="key.revoked"), "key.revoked", "ok", admin, reader["id"])
+
+    # the key itself is never recorded
+    text = json.dumps(entries(srv))
+    for k in (KEY1, ingest["key"], reader["key"], bound["key"], deleter["key"]):
+        assert k not in text
+        assert k.split("_")[-1] not in text
+
+
+def test_cli_keys_are_recorded_as_cli(server):
+    r = cli(server, "keys", "create", "--name", "cli-" + uid(), "--scope", "read")
+    assert r.returncode == 0, r.stderr
+    kid = r.stdout.strip().split("_")[1]
+    e = wait_entries(server, target=kid, action="key.created")
+    assert len(e) == 1
+    check(e[0], "key.created", "ok", None, kid, client_ip=None)
+    assert e[0]["requestId"] == "cli"
+    assert cli(server, "keys", "revoke", kid).returncode == 0
+    e = wait_entries(server, target=kid, action="key.revoked")
+    assert len(e) == 1
+    check(e[0], "key.revoked", "ok", None, kid, client_ip=None)
+    assert e[0]["requestId"] == "cli"
+
+
+def test_reads_appear_within_a_second(server):
+    cid = f"conv_{uid()}"
+    assert server.post_conv(make_conv(cid)).status_code == 200
+    worst = 0.0
+    for _ in range(5):
+        r = rid()
+        resp = server.get(conv_path(cid), headers={"X-Request-Id": r})
+        assert resp.status_code == 200
+        answered = time.monotonic()
+        es = wait_entries(server, lambda es: any(e["requestId"] == r for e in es), timeout=5,
+                          target=cid, action="conversation.read")
+        assert any(e["requestId"] == r for e in es), "the read was never recorded"
+        worst = max(worst, time.monotonic() - answered)
+    assert worst < 1.0, f"a read entry trailed its answer by {worst:.2f}s"
+
+
+# ------------------------------------------------------------------ rejections
+def source_ip():
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+def rejected_from(server, ip, expect_total, timeout=6.0):
+    es = wait_entries(server,
+                      lambda es: sum(e["count"] for e in es if e["clientIp"] == ip)
+                      >= expect_total, timeout=timeout, action="auth.rejected")
+    return [e for e in es if e["clientIp"] == ip]
+
+
+def test_rejections_401_and_403_with_key_id_and_target(server):
+    ip = source_ip()
+    s = server.new_session(ip)
+    cid = f"conv_{uid()}"
+    bad = f"gsr_{uid()[:16]}_{uid()}{uid()}"  # well formed, unknown: its id is recorded
+    assert server.get(conv_path(cid), key=bad, session=s).status_code == 401
+    mine = rejected_from(server, ip, 1)
+    assert len(mine) == 1
+    check(mine[0], "auth.rejected", "unauthorized", bad.split("_")[1], cid, client_ip=ip)
+
+    ip = source_ip()
+    s = server.new_session(ip)
+    assert server.get("/api/v1/conversations", key=None, session=s).status_code == 401
+    check(rejected_from(server, ip, 1)[0], "auth.rejected", "unauthorized", None, None,
+          client_ip=ip)
+
+    ip = source_ip()
+    s = server.new_session(ip)
+    reader = create_key(server, ["read"])
+    r = server.post_conv(make_conv(), key=reader["key"], session=s)
+    assert_error(r, 403, "FORBIDDEN")
+    check(rejected_from(server, ip, 1)[0], "auth.rejected", "forbidden", reader["id"], None,
+          client_ip=ip)
+
+    ip = source_ip()
+    s = server.new_session(ip)
+    r = server.request("DELETE", conv_path(cid), key=reader["key"], session=s)
+    assert_error(r, 403, "FORBIDDEN")
+    check(rejected_from(server, ip, 1)[0], "auth.rejected", "forbidden", reader["id"], cid,
+          client_ip=ip)
+
+
+def test_a_flood_of_bad_keys_is_aggregated(server):
+    ip = source_ip()
+    s = server.new_session(ip)
+    cid = f"conv_{uid()}"
+    start = time.monotonic()
+    sent = 0
+    for i in range(400):
+        r = server.get(conv_path(cid), key=f"wrong-{i}", session=s)
+        assert r.status_code == 401
+        sent += 1
+    took = time.monotonic() - start
+    mine = rejected_from(server, ip, sent)
+    assert sum(e["count"] for e in mine) == sent, mine
+    # one entry per address and second (a window may straddle two seconds)
+    assert len(mine) <= int(took) + 2, (len(mine), took)
+    assert all(e["outcome"] == "unauthorized" and e["target"] == cid for e in mine), mine
+    assert all(e["keyId"] is None for e in mine), mine
+
+
+# ------------------------------------------------------------------ GET /api/v1/audit
+def test_audit_api_is_admin_only(server):
+    reader = create_key(server, ["read"])
+    assert_error(audit_page(server, auth=reader["key"]), 403, "FORBIDDEN")
+    ingest = create_key(server, ["ingest", "read", "delete"])
+    assert_error(audit_page(server, auth=ingest["key"]), 403, "FORBIDDEN")
+    assert_error(audit_page(server, auth=None), 401, "UNAUTHORIZED")
+    admin = create_key(server, ["admin"])
+    assert audit_page(server, auth=admin["key"]).status_code == 200
+    assert audit_page(server, auth=KEY2).status_code == 200
+
+
+@pytest.mark.parametrize("params", [
+    {"since": "yesterday"}, {"until": "2026-13-01T00:00:00Z"}, {"action": "conversation.eat"},
+    {"action": ""}, {"cursor": "abc"}, {"cursor": "0"}, {"cursor": "-3"},
+    {"cursor": "99999999999999999999999"}, {"limit": "0"}, {"limit": "1001"}, {"limit": "x"},
+])
+def test_audit_api_refuses_bad_filters(server, params):
+    assert_error(audit_page(server, **params), 400, "INVALID_PARAMETER")
+
+
+def test_audit_api_filters_and_pages(server):
+    target = f"conv_{uid()}"
+    reader = create_key(server, ["read"])
+    before = time.time()
+    for _ in range(5):
+        assert server.get(conv_path(target), key=reader["key"]).status_code == 404
+    assert server.get(conv_path(target)).status_code == 404  # another key
+    es = wait_entries(server, lambda es: len(es) == 6, target=target)
+    assert len(es) == 6
+    ids = [e["id"] for e in es]
+    assert ids == sorted(ids, reverse=True), "newest first"
+    # key and action filters
+    mine = entries(server, target=target, key=reader["id"])
+    assert len(mine) == 5 and all(e["keyId"] == reader["id"] for e in mine)
+    assert entries(server, target=target, action="conversation.list") == []
+    assert len(entries(server, target=target, action="conversation.read")) == 6
+    assert len(entries(server, key=reader["id"])) == 5
+    # since / until, RFC 3339
+    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + "Z"  # noqa: E731
+    assert len(entries(server, target=target, since=iso(before - 1))) == 6
+    assert entries(server, target=target, since=iso(time.time() + 3600)) == []
+    assert entries(server, target=target, until=iso(before - 3600)) == []
+    assert len(entries(server, target=target, until=iso(time.time() + 3600))) == 6
+    # pages of 2: 2, 2, 2, then nextCursor null; no entry twice
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"target": target, "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        r = audit_page(server, **params)
+        assert r.status_code == 200, r.text
+        data = r.json()["data"]
+        assert data["pagination"]["limit"] == 2
+        seen += [e["id"] for e in data["entries"]]
+        cursor = data["pagination"]["nextCursor"]
+        pages += 1
+        if cursor is None:
+            break
+        assert isinstance(cursor, str)
+    assert seen == ids and pages == 3
+    default = audit_page(server).json()["data"]
+    assert default["pagination"]["limit"] == 100 and len(default["entries"]) <= 100
+
+
+# ------------------------------------------------------------------ verify and export
+def test_verify_passes_then_finds_a_hand_edit_and_a_hand_delete(make_server):
+    srv = make_server()
+    cids = [f"conv_{uid()}" for _ in range(4)]
+    for cid in cids:
+        assert srv.post_conv(make_conv(cid)).status_code == 200
+        assert srv.get(conv_path(cid)).status_code == 200
+    es = wait_entries(srv, lambda es: len(es) >= 8)
+    assert len(es) >= 8
+    r = cli(srv, "audit", "verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(r.stdout.strip().splitlines()) == 1 and str(len(es)) in r.stdout, r.stdout
+
+    # an edit: entry 3's outcome rewritten (the stored hash kept)
+    third = next(e for e in es if e["id"] == 3)
+    db_exec(srv, "UPDATE audit_log SET outcome = 'not_found' WHERE id = 3")
+    r = cli(srv, "audit", "verify")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "first broken link at entry 3:" in r.stdout, r.stdout
+    db_exec(srv, f"UPDATE audit_log SET outcome = '{third['outcome']}' WHERE id = 3")
+    assert cli(srv, "audit", "verify").returncode == 0
+
+    # a deletion in the middle: the next entry's link breaks
+    db_exec(srv, "DELETE FROM audit_log WHERE id = 5")
+    r = cli(srv, "audit", "verify")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "first broken link at entry 6:" in r.stdout, r.stdout
+
+
+def test_verify_finds_the_newest_entries_removed(make_server):
+    srv = make_server()
+    for _ in range(3):
+        assert srv.post_conv(make_conv()).status_code == 200
+    es = wait_entries(srv, lambda es: len(es) >= 3)
+    assert cli(srv, "audit", "verify").returncode == 0
+    last = max(e["id"] for e in es)
+    srv.stop()  # nothing appends meanwhile
+    db_exec(srv, f"DELETE FROM audit_log WHERE id = {last}")
+    r = cli(srv, "audit", "verify")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"first broken link at entry {last}:" in r.stdout, r.stdout
+
+
+def test_export_ndjson_oldest_first_with_filters(server):
+    target = f"conv_{uid()}"
+    assert server.post_conv(make_conv(target)).status_code == 200
+    for _ in range(3):
+        assert server.get(conv_path(target)).status_code == 200
+    wait_entries(server, lambda es: len(es) == 4, target=target)
+    r = cli(server, "audit", "export", "--target", target)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 4
+    rows = [json.loads(ln) for ln in lines]
+    assert all(set(row) == ENTRY_FIELDS for row in rows)
+    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows), "oldest first"
+    assert rows[0]["action"] == "webhook.accepted"
+    r = cli(server, "audit", "export", "--target", target, "--action", "conversation.read",
+            "--key", env_key_id(KEY1), "--since", "2000-01-01T00:00:00Z",
+            "--until=2999-01-01T00:00:00Z")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 3
+    r = cli(server, "audit", "export", "--target", target, "--since", "2999-01-01T00:00:00Z")
+    assert r.returncode == 0 and r.stdout == ""
+    for bad in (["--action", "nope"], ["--since", "soon"], ["--what"], ["--key"]):
+        r = cli(server, "audit", "export", *bad)
+        assert r.returncode == 2 and r.stdout == "", bad
+    assert cli(server, "audit").returncode == 2
+    assert cli(server, "audit", "verify", "extra").returncode == 2
