@@ -14,7 +14,9 @@
 #include "core/thread_slot.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
+#include "seal/seal.h"
 #include "store/audit_chain.h"
+#include "store/sealing.h"
 #include "store/store.h"
 #include "store/write_queue.h"
 
@@ -57,6 +59,18 @@ struct reader {
   sqlite3_stmt *audit[AUDIT_VARIANTS]; /* NULL until first used */
   sqlite3_stmt *list[LIST_VARIANTS];
   sqlite3_stmt *count[LIST_VARIANTS];
+  const struct seal_ring *ring; /* the store's, as set before this reader was opened */
+  unsigned char *chunk;         /* an opened audio chunk (STORE_AUDIO_CHUNK_BYTES), on first use */
+};
+
+/* gensendrep reencrypt (STORE_WRITE_RESEAL) walks these tables in this order, each in
+ * primary-key order; its position is "<table>:<last primary key walked>". */
+enum reseal_table {
+  RESEAL_CONVERSATIONS,
+  RESEAL_DELIVERIES,
+  RESEAL_EVENTS,
+  RESEAL_CHUNKS,
+  RESEAL_TABLES
 };
 
 struct sqlite_store {
@@ -78,6 +92,13 @@ struct sqlite_store {
   int64_t chain_start_id, chain_id, chain_now_us;
   unsigned char chain_hash[AUDIT_HASH_LEN];
   unsigned char *audio_buf; /* one chunk of audio on its way from the file to the database */
+  /* Encryption at rest (set_ring): NULL, or the ring whose first key (key0) seals. */
+  const struct seal_ring *ring;
+  char key0[SEAL_KEY_ID_MAX + 1];
+  struct store_seal_buf seal_buf; /* writer: the value being sealed */
+  struct store_seal_buf open_buf; /* writer: a value opened to be sealed again (reseal) */
+  sqlite3_stmt *w_reseal_scan[RESEAL_TABLES], *w_reseal_get[RESEAL_TABLES];
+  sqlite3_stmt *w_reseal_put[RESEAL_TABLES];
   pthread_t writer;
   bool writer_started;
   /* checkpoints run on their own connection and thread, off the writer's path */
@@ -198,6 +219,19 @@ static int64_t schema_version(sqlite3 *db) {
   return v;
 }
 
+/* Whether migration version is recorded. Migrations are applied when not recorded rather than
+ * above the highest one: two landed out of order (0007 before 0006) both reach every database. */
+static bool migration_recorded(sqlite3 *db, int version) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &st, NULL) !=
+      SQLITE_OK)
+    return false;
+  sqlite3_bind_int(st, 1, version);
+  bool found = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_finalize(st);
+  return found;
+}
+
 static bool record_migration(sqlite3 *db, const struct store_migration *m) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(db,
@@ -228,7 +262,7 @@ static bool migrate(sqlite3 *db, char *err, size_t errlen) {
   }
   for (size_t i = 0; ok && i < store_migrations_sqlite_count; i++) {
     const struct store_migration *m = &store_migrations_sqlite[i];
-    if (m->version <= have) continue;
+    if (m->version <= have && migration_recorded(db, m->version)) continue;
     ok = exec(db, m->sql, err, errlen) && record_migration(db, m);
     if (ok) log_msg(LOG_INFO, "applied migration %04d_%s", m->version, m->name);
   }
@@ -270,6 +304,39 @@ static bool prepare_audit(struct sqlite_store *s) {
                  &s->w_audit_set) == SQLITE_OK;
 }
 
+/* Reencrypt: per table, a walk in primary-key order telling which rows are sealed with the
+ * current key (?1) yet, one row's sealable values by primary key, and their rewrite. Columns of
+ * a body or chunk: the associated data's parts (two), the value, the key it is sealed with. */
+static const char *const reseal_sql[RESEAL_TABLES][3] = {
+    {"SELECT conversation_id, sealed_with IS ?1 FROM conversations WHERE conversation_id > ?2 "
+     "ORDER BY conversation_id",
+     "SELECT email_id, account_id, email_sealed, account_sealed FROM conversations "
+     "WHERE conversation_id = ?1",
+     "UPDATE conversations SET email_id = ?2, account_id = ?3, email_sealed = ?4, "
+     "account_sealed = ?5, sealed_with = ?6 WHERE conversation_id = ?1"},
+    {"SELECT id, sealed_with IS ?1 FROM deliveries WHERE id > ?2 ORDER BY id",
+     "SELECT webhook_id, NULL, body, sealed_with FROM deliveries WHERE id = ?1",
+     "UPDATE deliveries SET body = ?2, sealed_with = ?3 WHERE id = ?1"},
+    {"SELECT id, sealed_with IS ?1 FROM events WHERE id > ?2 ORDER BY id",
+     "SELECT webhook_id, NULL, body, sealed_with FROM events WHERE id = ?1",
+     "UPDATE events SET body = ?2, sealed_with = ?3 WHERE id = ?1"},
+    {"SELECT rowid, sealed_with IS ?1 FROM audio_chunks WHERE rowid > ?2 ORDER BY rowid",
+     "SELECT conversation_id, seq, data, sealed_with FROM audio_chunks WHERE rowid = ?1",
+     "UPDATE audio_chunks SET data = ?2, sealed_with = ?3 WHERE rowid = ?1"},
+};
+/* The associated data's first part per table (sealing.h). */
+static const char *const reseal_what[RESEAL_TABLES] = {NULL, "deliveries.body", "events.body",
+                                                       "audio_chunks.data"};
+
+static bool prepare_reseal(struct sqlite_store *s) {
+  for (int t = 0; t < RESEAL_TABLES; t++)
+    if (prepare(s->wdb, reseal_sql[t][0], &s->w_reseal_scan[t]) != SQLITE_OK ||
+        prepare(s->wdb, reseal_sql[t][1], &s->w_reseal_get[t]) != SQLITE_OK ||
+        prepare(s->wdb, reseal_sql[t][2], &s->w_reseal_put[t]) != SQLITE_OK)
+      return false;
+  return true;
+}
+
 static bool prepare_writer(struct sqlite_store *s) {
   sqlite3 *db = s->wdb;
   return prepare_audit(s) &&
@@ -279,29 +346,33 @@ static bool prepare_writer(struct sqlite_store *s) {
                  &s->w_find) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, "
-                 "body_sha256, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                 "body_sha256, body, sealed_with) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                  &s->w_ins_delivery) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO conversations (conversation_id, email_id, account_id, status, "
                  "start_time_us, duration, message_count, processed_at_us, webhook_id, "
-                 "body_sha256, delivery_id, agent_id, failure_reason) "
-                 "VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?12, ?13) "
+                 "body_sha256, delivery_id, agent_id, failure_reason, email_sealed, "
+                 "account_sealed, sealed_with) "
+                 "VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?12, ?13, ?14, ?15, ?16) "
                  "ON CONFLICT (conversation_id) DO UPDATE SET email_id = excluded.email_id, "
                  "account_id = excluded.account_id, status = excluded.status, "
                  "start_time_us = excluded.start_time_us, duration = excluded.duration, "
                  "message_count = excluded.message_count, "
                  "processed_at_us = excluded.processed_at_us, webhook_id = excluded.webhook_id, "
                  "body_sha256 = excluded.body_sha256, delivery_id = excluded.delivery_id, "
-                 "agent_id = excluded.agent_id, failure_reason = excluded.failure_reason",
+                 "agent_id = excluded.agent_id, failure_reason = excluded.failure_reason, "
+                 "email_sealed = excluded.email_sealed, "
+                 "account_sealed = excluded.account_sealed, sealed_with = excluded.sealed_with",
                  &s->w_upsert) == SQLITE_OK &&
          prepare(db,
                  "SELECT webhook_id, received_at_us FROM events "
                  "WHERE conversation_id = ?1 AND body_sha256 = ?2 ORDER BY id LIMIT 1",
                  &s->w_find_event) == SQLITE_OK &&
-         prepare(db,
-                 "INSERT INTO events (webhook_id, conversation_id, type, received_at_us, "
-                 "body_sha256, body, audio_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                 &s->w_ins_event) == SQLITE_OK &&
+         prepare(
+             db,
+             "INSERT INTO events (webhook_id, conversation_id, type, received_at_us, "
+             "body_sha256, body, audio_at, sealed_with) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             &s->w_ins_event) == SQLITE_OK &&
          prepare(db, "DELETE FROM audio_chunks WHERE conversation_id = ?1", &s->w_del_chunks) ==
              SQLITE_OK &&
          prepare(db,
@@ -311,7 +382,9 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "chunk_bytes = excluded.chunk_bytes, webhook_id = excluded.webhook_id, "
                  "received_at_us = excluded.received_at_us",
                  &s->w_put_audio) == SQLITE_OK &&
-         prepare(db, "INSERT INTO audio_chunks (conversation_id, seq, data) VALUES (?1, ?2, ?3)",
+         prepare(db,
+                 "INSERT INTO audio_chunks (conversation_id, seq, data, sealed_with) "
+                 "VALUES (?1, ?2, ?3, ?4)",
                  &s->w_ins_chunk) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO health_probe (id, checked_us) VALUES (1, ?1) "
@@ -329,7 +402,8 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "UPDATE api_keys SET last_used_us = ?2 WHERE id = ?1 "
                  "AND (last_used_us IS NULL OR last_used_us < ?2)",
                  &s->w_key_touch) == SQLITE_OK &&
-         prepare_erasure(s) && prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
+         prepare_erasure(s) && prepare_reseal(s) &&
+         prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
          prepare(db, "COMMIT", &s->w_commit) == SQLITE_OK &&
          prepare(db, "ROLLBACK", &s->w_rollback) == SQLITE_OK;
 }
@@ -534,6 +608,52 @@ static int find_current(struct sqlite_store *s, struct store_write *w) {
   return rc;
 }
 
+/* Binds a body or an audio chunk at idx: as it is, or with a ring sealed with its first key
+ * (whose id goes to key_idx) and the row's identity (what, pk, pk2) as associated data. The
+ * sealed bytes live in the writer's buffer until the next value is sealed. */
+static int bind_sealable(struct sqlite_store *s, sqlite3_stmt *st, int idx, int key_idx,
+                         const char *what, const char *pk, const char *pk2, const void *data,
+                         size_t len) {
+  if (!s->ring) {
+    sqlite3_bind_blob64(st, idx, data, len, SQLITE_STATIC);
+    return SQLITE_OK;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, what, pk, pk2), n;
+  const unsigned char *sealed = store_seal_into(&s->seal_buf, s->ring, aad, aad_len, data, len, &n);
+  if (!sealed) return SQLITE_NOMEM;
+  sqlite3_bind_blob64(st, idx, sealed, n, SQLITE_STATIC);
+  sqlite3_bind_text(st, key_idx, s->key0, -1, SQLITE_STATIC);
+  return SQLITE_OK;
+}
+
+/* Binds an email or account id (v; NULL: unknown) at idx: as it is, or with a ring its blind
+ * index there and the value sealed at sealed_idx (into the caller's index and sealed buffers,
+ * which must outlive the statement's step). */
+struct sealed_id {
+  char index[STORE_INDEX_TEXT_LEN + 1];
+  unsigned char sealed[STORE_SEALED_ID_MAX];
+};
+
+static int bind_id(struct sqlite_store *s, sqlite3_stmt *st, int idx, int sealed_idx,
+                   const char *what, const char *conversation_id, const char *v,
+                   struct sealed_id *buf) {
+  if (!s->ring || !v) {
+    bind_text_or_null(st, idx, v);
+    return SQLITE_OK;
+  }
+  size_t len = strlen(v);
+  if (seal_sealed_len(s->ring, len) > sizeof buf->sealed) return SQLITE_TOOBIG;
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, what, conversation_id, NULL);
+  if (!seal_seal(s->ring, aad, aad_len, v, len, buf->sealed) ||
+      !store_index_text(s->ring, 0, v, buf->index))
+    return SQLITE_NOMEM;
+  sqlite3_bind_text(st, idx, buf->index, STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
+  sqlite3_bind_blob(st, sealed_idx, buf->sealed, (int)seal_sealed_len(s->ring, len), SQLITE_STATIC);
+  return SQLITE_OK;
+}
+
 /* Keeps the derived body of a stamped write. */
 static int insert_delivery(struct sqlite_store *s, struct store_write *w, sqlite3_int64 *rowid) {
   sqlite3_stmt *st = s->w_ins_delivery;
@@ -541,8 +661,12 @@ static int insert_delivery(struct sqlite_store *s, struct store_write *w, sqlite
   sqlite3_bind_text(st, 2, w->conv->conversation_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 3, w->processed_us);
   sqlite3_bind_blob(st, 4, w->body_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
-  sqlite3_bind_blob64(st, 5, w->body, w->body_len, SQLITE_STATIC);
-  int rc = step_done(st);
+  int rc = bind_sealable(s, st, 5, 6, "deliveries.body", w->webhook_id, NULL, w->body, w->body_len);
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(st);
+    return rc;
+  }
+  rc = step_done(st);
   *rowid = sqlite3_last_insert_rowid(s->wdb);
   return rc;
 }
@@ -551,9 +675,17 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
                                sqlite3_int64 delivery_id) {
   const struct conversation_input *c = w->conv;
   sqlite3_stmt *st = s->w_upsert;
+  struct sealed_id email, account;
+  int rc = bind_id(s, st, 2, 14, "conversations.email_id", c->conversation_id, c->email_id, &email);
+  if (rc == SQLITE_OK)
+    rc = bind_id(s, st, 3, 15, "conversations.account_id", c->conversation_id, c->account_id,
+                 &account);
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(st);
+    return rc;
+  }
+  if (s->ring) sqlite3_bind_text(st, 16, s->key0, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 1, c->conversation_id, -1, SQLITE_STATIC);
-  bind_text_or_null(st, 2, c->email_id);
-  bind_text_or_null(st, 3, c->account_id);
   if (c->has_start)
     sqlite3_bind_int64(st, 4, c->start_us);
   else
@@ -600,16 +732,26 @@ static int insert_event(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_text(st, 3, w->event_type, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 4, w->processed_us);
   sqlite3_bind_blob(st, 5, w->event_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
-  sqlite3_bind_blob64(st, 6, w->event_body ? w->event_body : "", w->event_body_len, SQLITE_STATIC);
   if (w->event_audio_at >= 0)
     sqlite3_bind_int64(st, 7, w->event_audio_at);
   else
     sqlite3_bind_null(st, 7);
+  int rc = bind_sealable(s, st, 6, 8, "events.body", w->webhook_id, NULL,
+                         w->event_body ? w->event_body : "", w->event_body_len);
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(st);
+    return rc;
+  }
   return step_done(st);
 }
 
 /* Set when an event's audio file could not be read: that write alone fails. */
 #define AUDIO_READ_FAILED (-1)
+/* An email or account id that would pass for a blind index (sealing.h): that write alone fails,
+ * the client's fault (the model refuses such ids first). */
+#define ID_REFUSED (-2)
+/* A row reencrypt cannot open (another key, moved, changed): that write alone fails. */
+#define RESEAL_FAILED (-3)
 
 /* Replaces the conversation's audio, one chunk of the file at a time. */
 static int replace_audio(struct sqlite_store *s, struct store_write *w) {
@@ -634,9 +776,15 @@ static int replace_audio(struct sqlite_store *s, struct store_write *w) {
               (long long)off, (long long)w->audio_len, strerror(err));
       return AUDIO_READ_FAILED;
     }
+    char seq_text[24];
+    snprintf(seq_text, sizeof seq_text, "%lld", (long long)seq);
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, seq);
-    sqlite3_bind_blob64(st, 3, s->audio_buf, n, SQLITE_STATIC);
+    rc = bind_sealable(s, st, 3, 4, "audio_chunks.data", id, seq_text, s->audio_buf, n);
+    if (rc != SQLITE_OK) {
+      sqlite3_clear_bindings(st);
+      return rc;
+    }
     rc = step_done(st);
     off += (int64_t)n;
   }
@@ -861,9 +1009,195 @@ static int apply_retain(struct sqlite_store *s, struct store_write *w) {
   return rc;
 }
 
+/* ---------- reencrypt (STORE_WRITE_RESEAL) ---------- */
+
+/* The walk's budget of rows looked at per write (rows already sealed with the current key cost
+ * a look only): the batch holding it stays short however few rows need a rewrite. */
+#define RESEAL_SCAN_PER_ROW 16
+#define RESEAL_SCAN_MIN 1024
+
+/* Binds table t's primary key from its text form (as the position keeps it). */
+static void bind_pk(sqlite3_stmt *st, int idx, int t, const char *key) {
+  if (t == RESEAL_CONVERSATIONS)
+    sqlite3_bind_text(st, idx, key, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_int64(st, idx, *key ? strtoll(key, NULL, 10) : INT64_MIN);
+}
+
+/* Walks table t after key (a primary key as text, "" from the start) until a row not sealed
+ * with the current key: *found and key set to it. Else key is the last row looked at and *end
+ * says whether the table is done. Each row looked at costs one of *budget. */
+static int reseal_next(struct sqlite_store *s, int t, char *key, size_t cap, int64_t *budget,
+                       bool *found, bool *end) {
+  sqlite3_stmt *st = s->w_reseal_scan[t];
+  sqlite3_bind_text(st, 1, s->key0, -1, SQLITE_STATIC);
+  bind_pk(st, 2, t, key);
+  *found = *end = false;
+  int rc = SQLITE_ROW;
+  char last[MODEL_CONVERSATION_ID_MAX + 1] = "";
+  bool moved = false;
+  while (*budget > 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    (*budget)--;
+    copy_text(last, sizeof last, sqlite3_column_text(st, 0));
+    moved = true;
+    if (sqlite3_column_int(st, 1) == 0) {
+      *found = true;
+      break;
+    }
+  }
+  *end = rc == SQLITE_DONE;
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (moved) snprintf(key, cap, "%s", last);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* One id of a conversations row as plaintext (into out; NULL when unknown), from its sealed
+ * value when it has one. */
+static bool reseal_id(struct sqlite_store *s, sqlite3_stmt *st, int col, int sealed_col,
+                      const char *what, const char *conversation_id, char *out, size_t cap,
+                      const char **v) {
+  *v = NULL;
+  if (sqlite3_column_type(st, sealed_col) != SQLITE_NULL) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = store_seal_aad(aad, what, conversation_id, NULL);
+    if (!store_open_id(s->ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
+                       (size_t)sqlite3_column_bytes(st, sealed_col), out, cap))
+      return false;
+    *v = out;
+    return true;
+  }
+  const unsigned char *text = sqlite3_column_text(st, col);
+  if (!text) return true;
+  if (!store_id_sealable((const char *)text)) return false; /* an index without its value */
+  copy_text(out, cap, text);
+  *v = out;
+  return true;
+}
+
+static int reseal_conversation(struct sqlite_store *s, const char *id) {
+  sqlite3_stmt *get = s->w_reseal_get[RESEAL_CONVERSATIONS];
+  sqlite3_bind_text(get, 1, id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(get);
+  char email[MODEL_EMAIL_ID_MAX + 1], account[MODEL_ACCOUNT_ID_MAX + 1];
+  const char *e = NULL, *a = NULL;
+  bool ok = rc == SQLITE_ROW &&
+            reseal_id(s, get, 0, 2, "conversations.email_id", id, email, sizeof email, &e) &&
+            reseal_id(s, get, 1, 3, "conversations.account_id", id, account, sizeof account, &a);
+  sqlite3_reset(get);
+  sqlite3_clear_bindings(get);
+  if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  if (!ok) {
+    log_msg(LOG_ERROR, "reencrypt: the email or account of conversation %s does not open", id);
+    return RESEAL_FAILED;
+  }
+  sqlite3_stmt *put = s->w_reseal_put[RESEAL_CONVERSATIONS];
+  struct sealed_id es, as;
+  rc = bind_id(s, put, 2, 4, "conversations.email_id", id, e, &es);
+  if (rc == SQLITE_OK) rc = bind_id(s, put, 3, 5, "conversations.account_id", id, a, &as);
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(put);
+    return rc;
+  }
+  sqlite3_bind_text(put, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(put, 6, s->key0, -1, SQLITE_STATIC);
+  return step_done(put);
+}
+
+/* A body or chunk: opened when sealed, sealed again with the current key. */
+static int reseal_blob(struct sqlite_store *s, int t, const char *key) {
+  sqlite3_stmt *get = s->w_reseal_get[t];
+  bind_pk(get, 1, t, key);
+  int rc = sqlite3_step(get);
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(get);
+    sqlite3_clear_bindings(get);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, reseal_what[t], (const char *)sqlite3_column_text(get, 0),
+                                  (const char *)sqlite3_column_text(get, 1));
+  const void *data = sqlite3_column_blob(get, 2);
+  size_t len = (size_t)sqlite3_column_bytes(get, 2);
+  if (!data) data = "";
+  bool ok = true;
+  if (sqlite3_column_type(get, 3) != SQLITE_NULL) {
+    size_t plain = seal_plain_len(data, len), got = 0;
+    ok = store_seal_buf_reserve(&s->open_buf, plain + 1) &&
+         seal_open(s->ring, aad, aad_len, data, len, s->open_buf.data, &got) && got == plain;
+    data = s->open_buf.data;
+    len = got;
+  }
+  const unsigned char *sealed =
+      ok ? store_seal_into(&s->seal_buf, s->ring, aad, aad_len, data, len, &len) : NULL;
+  sqlite3_reset(get);
+  sqlite3_clear_bindings(get);
+  if (!sealed) {
+    log_msg(LOG_ERROR, "reencrypt: row %s of %s does not open", key, reseal_what[t]);
+    return RESEAL_FAILED;
+  }
+  sqlite3_stmt *put = s->w_reseal_put[t];
+  bind_pk(put, 1, t, key);
+  sqlite3_bind_blob64(put, 2, sealed, len, SQLITE_STATIC);
+  sqlite3_bind_text(put, 3, s->key0, -1, SQLITE_STATIC);
+  return step_done(put);
+}
+
+/* Rewrites up to reseal_limit rows not sealed with the current key, from reseal_pos on. */
+static int apply_reseal(struct sqlite_store *s, struct store_write *w) {
+  w->erased = 0; /* a batch sent again counts again */
+  if (!s->ring) {
+    log_msg(LOG_ERROR, "reencrypt needs ENCRYPTION_KEYS");
+    return RESEAL_FAILED;
+  }
+  int t = 0;
+  char key[MODEL_CONVERSATION_ID_MAX + 1] = "";
+  const char *colon = strchr(w->reseal_pos, ':');
+  if (w->reseal_pos[0] && (!colon || w->reseal_pos[0] < '0' ||
+                           w->reseal_pos[0] >= '0' + RESEAL_TABLES || colon != w->reseal_pos + 1))
+    return RESEAL_FAILED; /* not a position this store made */
+  if (w->reseal_pos[0]) {
+    t = w->reseal_pos[0] - '0';
+    snprintf(key, sizeof key, "%s", colon + 1);
+  }
+  int64_t limit = w->reseal_limit > 0 ? w->reseal_limit : 1;
+  int64_t budget = limit * RESEAL_SCAN_PER_ROW;
+  if (budget < RESEAL_SCAN_MIN) budget = RESEAL_SCAN_MIN;
+  int rc = SQLITE_OK;
+  while (rc == SQLITE_OK && t < RESEAL_TABLES && w->erased < limit && budget > 0) {
+    bool found, end;
+    rc = reseal_next(s, t, key, sizeof key, &budget, &found, &end);
+    if (rc != SQLITE_OK) break;
+    if (found) {
+      rc = t == RESEAL_CONVERSATIONS ? reseal_conversation(s, key) : reseal_blob(s, t, key);
+      if (rc == SQLITE_OK) w->erased++;
+    } else if (end) {
+      t++;
+      key[0] = '\0';
+    }
+  }
+  if (rc != SQLITE_OK) return rc;
+  if (t < RESEAL_TABLES) {
+    snprintf(w->reseal_pos, sizeof w->reseal_pos, "%d:%s", t, key);
+    return SQLITE_OK;
+  }
+  /* Every table walked. Keys no row names any more are retired when a store next starts
+   * without them (set_ring), not here: another instance may still be sealing with one. */
+  w->reseal_pos[0] = '\0';
+  return SQLITE_OK;
+}
+
+/* Whether a conversation's email and account may be stored (sealing.h). */
+static bool ids_storable(const struct store_write *w) {
+  return !w->conv ||
+         (store_id_sealable(w->conv->email_id) && store_id_sealable(w->conv->account_id));
+}
+
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
   if (w->kind == STORE_WRITE_AUDIT) return audit_given(s, w);
-  if (w->kind == STORE_WRITE_RESEAL) return SQLITE_MISUSE; /* TODO(seal) */
+  if (w->kind == STORE_WRITE_RESEAL) return apply_reseal(s, w);
+  if ((w->kind == STORE_WRITE_CONVERSATION || w->kind == STORE_WRITE_EVENT) && !ids_storable(w))
+    return ID_REFUSED;
   if (store_write_is_key(w)) return apply_key(s, w);
   if (w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) {
     w->erased = 0; /* a batch sent again counts again */
@@ -908,7 +1242,11 @@ static int audit_of(struct sqlite_store *s, const struct store_write *w) {
 /* After a committed batch that erased rows: the checkpointer empties the log soon. */
 static void request_truncate(struct sqlite_store *s, const struct store_write *batch) {
   for (const struct store_write *w = batch; w; w = w->next) {
-    if ((w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) && w->erased > 0) {
+    /* A reencrypt batch too: the log holds the rows as they were (plaintext, or under the old
+     * key). */
+    if ((w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN ||
+         w->kind == STORE_WRITE_RESEAL) &&
+        w->erased > 0) {
       pthread_mutex_lock(&s->ckpt_mu);
       s->ckpt_truncate = true;
       pthread_cond_signal(&s->ckpt_cv);
@@ -928,7 +1266,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     s->chain_loaded = false;
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
       rc = apply_write(s, w);
-      if (rc == AUDIO_READ_FAILED) failed = w;
+      if (rc < 0) failed = w; /* AUDIO_READ_FAILED, ID_REFUSED, RESEAL_FAILED */
       if (rc == SQLITE_OK) rc = audit_of(s, w);
     }
     if (rc == SQLITE_OK) rc = chain_save(s);
@@ -941,7 +1279,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
       log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
     if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
     if (!failed) return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
-    write_queue_finish_one(head, failed, STORE_HARD);
+    write_queue_finish_one(head, failed, rc == ID_REFUSED ? STORE_CLIENT : STORE_HARD);
   }
   return STORE_OK;
 }
@@ -971,16 +1309,28 @@ static void sqlite_submit(struct store *base, struct store_write *w) {
   "(SELECT a.bytes FROM audio_meta a " \
   "WHERE a.conversation_id = c.conversation_id)"
 
+/* Columns 13..15: the sealed email and account (NULL: plaintext), and (get with the body) the
+ * key that sealed the body. */
+#define SEAL_COLUMNS ", c.email_sealed, c.account_sealed"
+
 static const char *const list_filters[4] = {"c.email_id = ?", "c.account_id = ?", "c.status = ?",
                                             "c.account_id IN (SELECT value FROM json_each(?))"};
 
-static void build_where(unsigned mask, char *buf, size_t cap) {
+/* With a ring, email and account filters also look for the value's blind index under each of
+ * its keys (nkeys): "c.email_id IN (?, ?...)", the value first. */
+static void build_where(unsigned mask, size_t nkeys, char *buf, size_t cap) {
   size_t pos = 0;
   buf[0] = '\0';
   for (unsigned i = 0; i < 4; i++) {
     if (!(mask & (1u << i))) continue;
-    pos +=
-        (size_t)snprintf(buf + pos, cap - pos, "%s%s", pos ? " AND " : " WHERE ", list_filters[i]);
+    pos += (size_t)snprintf(buf + pos, cap - pos, "%s", pos ? " AND " : " WHERE ");
+    if (i >= 2 || !nkeys) {
+      pos += (size_t)snprintf(buf + pos, cap - pos, "%s", list_filters[i]);
+      continue;
+    }
+    pos += (size_t)snprintf(buf + pos, cap - pos, "%s IN (?", i ? "c.account_id" : "c.email_id");
+    for (size_t k = 0; k < nkeys; k++) pos += (size_t)snprintf(buf + pos, cap - pos, ", ?");
+    pos += (size_t)snprintf(buf + pos, cap - pos, ")");
   }
 }
 
@@ -994,6 +1344,7 @@ static void reader_free(struct reader *r) {
   sqlite3_finalize(r->key_list);
   sqlite3_finalize(r->audit_head);
   for (int i = 0; i < AUDIT_VARIANTS; i++) sqlite3_finalize(r->audit[i]);
+  free(r->chunk);
   for (int i = 0; i < LIST_VARIANTS; i++) {
     sqlite3_finalize(r->list[i]);
     sqlite3_finalize(r->count[i]);
@@ -1005,22 +1356,25 @@ static void reader_free(struct reader *r) {
 static struct reader *reader_open(struct sqlite_store *s) {
   struct reader *r = calloc(1, sizeof *r);
   if (!r) return NULL;
+  r->ring = s->ring;
   if (open_conn(s->path, &r->db) != SQLITE_OK ||
       sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK ||
       prepare(r->db,
               "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
               "c.duration, c.message_count, c.processed_at_us, c.webhook_id, "
               "CASE WHEN ?2 THEN (SELECT body FROM deliveries WHERE id = c.delivery_id) "
-              "END, " AUDIO_COLUMNS " FROM conversations c WHERE c.conversation_id = ?1",
+              "END, " AUDIO_COLUMNS SEAL_COLUMNS
+              ", CASE WHEN ?2 THEN (SELECT sealed_with FROM deliveries WHERE id = c.delivery_id) "
+              "END FROM conversations c WHERE c.conversation_id = ?1",
               &r->get) != SQLITE_OK ||
       prepare(r->db,
-              "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256 FROM events "
-              "WHERE conversation_id = ?1 ORDER BY id",
+              "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256, "
+              "sealed_with FROM events WHERE conversation_id = ?1 ORDER BY id",
               &r->events) != SQLITE_OK ||
       prepare(r->db, "SELECT bytes, chunk_bytes FROM audio_meta WHERE conversation_id = ?1",
               &r->audio_meta) != SQLITE_OK ||
       prepare(r->db,
-              "SELECT seq, data FROM audio_chunks WHERE conversation_id = ?1 "
+              "SELECT seq, data, sealed_with FROM audio_chunks WHERE conversation_id = ?1 "
               "AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
               &r->audio_chunks) != SQLITE_OK ||
       prepare(r->db, "SELECT " KEY_COLUMNS " FROM api_keys WHERE id = ?1", &r->key_get) !=
@@ -1035,19 +1389,21 @@ static struct reader *reader_open(struct sqlite_store *s) {
     reader_free(r);
     return NULL;
   }
+  size_t nkeys = s->ring ? seal_ring_count(s->ring) : 0;
   for (unsigned m = 0; m < LIST_VARIANTS; m++) {
-    char where[192], sql[1024];
-    build_where(m, where, sizeof where);
+    char where[640], sql[1600];
+    build_where(m, nkeys, where, sizeof where);
     /* The page is chosen on an index alone (skipped rows cost no table lookups), then only
      * its rows are read. */
-    snprintf(sql, sizeof sql,
-             "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
-             "c.duration, c.message_count, c.processed_at_us, NULL, NULL, " AUDIO_COLUMNS
-             " FROM conversations c "
-             "WHERE c.conversation_id IN (SELECT c.conversation_id FROM conversations c%s "
-             "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
-             "ORDER BY c.processed_at_us DESC, c.conversation_id ASC",
-             where);
+    snprintf(
+        sql, sizeof sql,
+        "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
+        "c.duration, c.message_count, c.processed_at_us, NULL, NULL, " AUDIO_COLUMNS SEAL_COLUMNS
+        ", NULL FROM conversations c "
+        "WHERE c.conversation_id IN (SELECT c.conversation_id FROM conversations c%s "
+        "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
+        "ORDER BY c.processed_at_us DESC, c.conversation_id ASC",
+        where);
     int rc = prepare(r->db, sql, &r->list[m]);
     snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM conversations c%s", where);
     if (rc != SQLITE_OK || prepare(r->db, sql, &r->count[m]) != SQLITE_OK) {
@@ -1067,12 +1423,73 @@ static struct reader *reader_get(struct sqlite_store *s) {
   return thread_slot_get(&s->readers, reader_make, s);
 }
 
+/* A sealed value that does not open is an error, never other data: logged, and the read fails. */
+static enum store_status not_opened(const char *what, const char *id) {
+  log_msg(LOG_ERROR,
+          "a sealed %s of %s does not open: moved or changed, or sealed with a key "
+          "ENCRYPTION_KEYS lacks",
+          what, id);
+  return STORE_HARD;
+}
+
+/* An email or account id of a row: its sealed value opened when it has one (col + 12), else the
+ * column as it is. */
+static bool read_id(const struct seal_ring *ring, sqlite3_stmt *st, int col, const char *what,
+                    const char *conversation_id, char *out, size_t cap) {
+  int sealed_col = col + 12;
+  if (sqlite3_column_type(st, sealed_col) == SQLITE_NULL) {
+    const unsigned char *v = sqlite3_column_text(st, col);
+    copy_text(out, cap, v);
+    return store_id_sealable((const char *)v); /* else an index without its sealed value */
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, what, conversation_id, NULL);
+  return store_open_id(ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
+                       (size_t)sqlite3_column_bytes(st, sealed_col), out, cap);
+}
+
+/* A body or chunk (data, len) into a new buffer with a NUL after it: opened when sealed_with
+ * names a key. False when it does not open or memory runs out (*oom). */
+static bool read_body(const struct seal_ring *ring, bool sealed, const char *what, const char *pk,
+                      const void *data, size_t len, char **out, size_t *out_len, bool *oom) {
+  *oom = false;
+  size_t plain = len;
+  if (sealed) {
+    plain = ring ? seal_plain_len(data, len) : 0;
+    if (!ring || (plain == 0 && !seal_is_sealed(data, len))) return false;
+  }
+  *out = malloc(plain + 1);
+  if (!*out) {
+    *oom = true;
+    return false;
+  }
+  size_t got = plain;
+  if (!sealed) {
+    if (len) memcpy(*out, data, len);
+  } else {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = store_seal_aad(aad, what, pk, NULL);
+    if (!seal_open(ring, aad, aad_len, data, len, (unsigned char *)*out, &got) || got != plain) {
+      free(*out);
+      *out = NULL;
+      return false;
+    }
+  }
+  (*out)[got] = '\0';
+  *out_len = got;
+  return true;
+}
+
 /* Copies a row of the get/list column layout into out. */
-static enum store_status read_row(sqlite3_stmt *st, struct store_conversation *out) {
+static enum store_status read_row(const struct seal_ring *ring, sqlite3_stmt *st,
+                                  struct store_conversation *out) {
   memset(out, 0, sizeof *out);
   copy_text(out->conversation_id, sizeof out->conversation_id, sqlite3_column_text(st, 0));
-  copy_text(out->email_id, sizeof out->email_id, sqlite3_column_text(st, 1));
-  copy_text(out->account_id, sizeof out->account_id, sqlite3_column_text(st, 2));
+  if (!read_id(ring, st, 1, "conversations.email_id", out->conversation_id, out->email_id,
+               sizeof out->email_id) ||
+      !read_id(ring, st, 2, "conversations.account_id", out->conversation_id, out->account_id,
+               sizeof out->account_id))
+    return not_opened("email or account", out->conversation_id);
   copy_text(out->status, sizeof out->status, sqlite3_column_text(st, 3));
   out->has_start = sqlite3_column_type(st, 4) != SQLITE_NULL;
   out->start_us = sqlite3_column_int64(st, 4);
@@ -1084,14 +1501,12 @@ static enum store_status read_row(sqlite3_stmt *st, struct store_conversation *o
   copy_text(out->failure_reason, sizeof out->failure_reason, sqlite3_column_text(st, 11));
   out->audio_bytes = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 12);
   if (sqlite3_column_type(st, 9) == SQLITE_NULL) return STORE_OK;
-  const void *body = sqlite3_column_blob(st, 9);
-  size_t len = (size_t)sqlite3_column_bytes(st, 9);
-  out->body = malloc(len + 1);
-  if (!out->body) return STORE_RETRY;
-  if (len) memcpy(out->body, body, len);
-  out->body[len] = '\0';
-  out->body_len = len;
-  return STORE_OK;
+  bool oom;
+  if (read_body(ring, sqlite3_column_type(st, 15) != SQLITE_NULL, "deliveries.body",
+                out->webhook_id, sqlite3_column_blob(st, 9), (size_t)sqlite3_column_bytes(st, 9),
+                &out->body, &out->body_len, &oom))
+    return STORE_OK;
+  return oom ? STORE_RETRY : not_opened("body", out->conversation_id);
 }
 
 static enum store_status sqlite_get(struct store *base, const char *id, bool with_body,
@@ -1101,7 +1516,7 @@ static enum store_status sqlite_get(struct store *base, const char *id, bool wit
   sqlite3_bind_text(r->get, 1, id, -1, SQLITE_STATIC);
   sqlite3_bind_int(r->get, 2, with_body);
   int rc = sqlite3_step(r->get);
-  enum store_status st = rc == SQLITE_ROW    ? read_row(r->get, out)
+  enum store_status st = rc == SQLITE_ROW    ? read_row(r->ring, r->get, out)
                          : rc == SQLITE_DONE ? STORE_NOT_FOUND
                                              : status_of(rc);
   sqlite3_reset(r->get);
@@ -1109,19 +1524,46 @@ static enum store_status sqlite_get(struct store *base, const char *id, bool wit
   return st;
 }
 
-static unsigned bind_filters(sqlite3_stmt *st, const struct store_filter *f,
-                             const char *accounts_json) {
-  const char *vals[4] = {f->email_id, f->account_id, f->status, accounts_json};
+/* A list's filter values: with a ring, an email or account filter's blind index under each of
+ * its keys too (build_where). */
+struct filter_values {
+  const char *vals[4]; /* email, account, status, the account bound as JSON (NULL: none) */
+  size_t nkeys;
+  char index[2][SEAL_KEYS_MAX][STORE_INDEX_TEXT_LEN + 1];
+};
+
+static bool filter_values(const struct seal_ring *ring, const struct store_filter *f,
+                          const char *aj, struct filter_values *fv) {
+  fv->vals[0] = f->email_id;
+  fv->vals[1] = f->account_id;
+  fv->vals[2] = f->status;
+  fv->vals[3] = aj;
+  fv->nkeys = ring ? seal_ring_count(ring) : 0;
+  for (int i = 0; i < 2; i++)
+    for (size_t k = 0; fv->vals[i] && k < fv->nkeys; k++)
+      if (!store_index_text(ring, k, fv->vals[i], fv->index[i][k])) return false;
+  return true;
+}
+
+static unsigned bind_filters(sqlite3_stmt *st, const struct filter_values *fv) {
   unsigned idx = 1;
-  for (int i = 0; i < 4; i++)
-    if (vals[i]) sqlite3_bind_text(st, (int)idx++, vals[i], -1, SQLITE_STATIC);
+  for (int i = 0; i < 4; i++) {
+    if (!fv->vals[i]) continue;
+    /* A value that would pass for a blind index matches nothing (NULL) */
+    if (i < 2 && !store_id_sealable(fv->vals[i]))
+      sqlite3_bind_null(st, (int)idx++);
+    else
+      sqlite3_bind_text(st, (int)idx++, fv->vals[i], -1, SQLITE_STATIC);
+    for (size_t k = 0; i < 2 && k < fv->nkeys; k++)
+      sqlite3_bind_text(st, (int)idx++, fv->index[i][k], STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
+  }
   return idx;
 }
 
-static enum store_status count_rows(struct reader *r, unsigned mask, const struct store_filter *f,
-                                    const char *aj, int64_t *total) {
+static enum store_status count_rows(struct reader *r, unsigned mask, const struct filter_values *fv,
+                                    int64_t *total) {
   sqlite3_stmt *st = r->count[mask];
-  bind_filters(st, f, aj);
+  bind_filters(st, fv);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) *total = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
@@ -1130,16 +1572,16 @@ static enum store_status count_rows(struct reader *r, unsigned mask, const struc
 }
 
 static enum store_status fetch_page(struct reader *r, unsigned mask, const struct store_filter *f,
-                                    const char *aj, struct store_page *out) {
+                                    const struct filter_values *fv, struct store_page *out) {
   sqlite3_stmt *st = r->list[mask];
-  unsigned idx = bind_filters(st, f, aj);
+  unsigned idx = bind_filters(st, fv);
   sqlite3_bind_int64(st, (int)idx, f->limit);
   sqlite3_bind_int64(st, (int)idx + 1, (f->page - 1) * f->limit);
   enum store_status result = STORE_OK;
   int rc = SQLITE_DONE;
   while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
          out->count < (size_t)f->limit)
-    result = read_row(st, &out->items[out->count++]);
+    result = read_row(r->ring, st, &out->items[out->count++]);
   if (result == STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) result = status_of(rc);
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
@@ -1152,7 +1594,13 @@ static enum store_status sqlite_list(struct store *base, const struct store_filt
   struct reader *r = reader_get((struct sqlite_store *)base);
   if (!r) return STORE_RETRY;
   char *aj = NULL;
-  if (f->naccounts && !(aj = store_accounts_json(f->accounts, f->naccounts))) return STORE_RETRY;
+  if (f->naccounts && !(aj = store_accounts_json_ring(r->ring, f->accounts, f->naccounts)))
+    return STORE_RETRY;
+  struct filter_values fv;
+  if (!filter_values(r->ring, f, aj, &fv)) {
+    free(aj);
+    return STORE_HARD;
+  }
   unsigned mask =
       (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) | (aj ? 8u : 0);
   /* One read transaction, so the count and the page agree. */
@@ -1160,10 +1608,10 @@ static enum store_status sqlite_list(struct store *base, const struct store_filt
     free(aj);
     return STORE_RETRY;
   }
-  enum store_status st = count_rows(r, mask, f, aj, &out->total);
+  enum store_status st = count_rows(r, mask, &fv, &out->total);
   if (st == STORE_OK && (f->page - 1) * f->limit < out->total) {
     out->items = calloc((size_t)f->limit, sizeof *out->items);
-    st = out->items ? fetch_page(r, mask, f, aj, out) : STORE_RETRY;
+    st = out->items ? fetch_page(r, mask, f, &fv, out) : STORE_RETRY;
   }
   sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
   free(aj);
@@ -1179,7 +1627,8 @@ static enum store_status sqlite_ping_read(struct store *base) {
   return rc == SQLITE_ROW ? STORE_OK : status_of(rc);
 }
 
-static enum store_status read_events(sqlite3_stmt *st, struct store_events *out) {
+static enum store_status read_events(const struct seal_ring *ring, sqlite3_stmt *st,
+                                     struct store_events *out) {
   size_t cap = 0;
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1196,13 +1645,11 @@ static enum store_status read_events(sqlite3_stmt *st, struct store_events *out)
     copy_text(e->webhook_id, sizeof e->webhook_id, sqlite3_column_text(st, 0));
     copy_text(e->type, sizeof e->type, sqlite3_column_text(st, 1));
     e->received_us = sqlite3_column_int64(st, 2);
-    size_t len = (size_t)sqlite3_column_bytes(st, 3);
-    const void *body = sqlite3_column_blob(st, 3);
-    e->body = malloc(len + 1);
-    if (!e->body) return STORE_RETRY;
-    if (len) memcpy(e->body, body, len);
-    e->body[len] = '\0';
-    e->body_len = len;
+    bool oom;
+    if (!read_body(ring, sqlite3_column_type(st, 6) != SQLITE_NULL, "events.body", e->webhook_id,
+                   sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3), &e->body,
+                   &e->body_len, &oom))
+      return oom ? STORE_RETRY : not_opened("event", e->webhook_id);
     e->audio_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
     if (sqlite3_column_bytes(st, 5) != CRYPTO_SHA256_LEN) return STORE_HARD;
     memcpy(e->sha256, sqlite3_column_blob(st, 5), CRYPTO_SHA256_LEN);
@@ -1216,11 +1663,27 @@ static enum store_status sqlite_events(struct store *base, const char *conversat
   struct reader *r = reader_get((struct sqlite_store *)base);
   if (!r) return STORE_RETRY;
   sqlite3_bind_text(r->events, 1, conversation_id, -1, SQLITE_STATIC);
-  enum store_status st = read_events(r->events, out);
+  enum store_status st = read_events(r->ring, r->events, out);
   sqlite3_reset(r->events);
   sqlite3_clear_bindings(r->events);
   if (st != STORE_OK) store_events_free(out);
   return st;
+}
+
+/* A sealed chunk opened into the reader's chunk buffer (*data, *len then point there). */
+static enum store_status open_chunk(struct reader *r, const char *id, int64_t seq,
+                                    const void **data, size_t *len) {
+  size_t plain = r->ring ? seal_plain_len(*data, *len) : 0, got = 0;
+  if (plain > STORE_AUDIO_CHUNK_BYTES) return not_opened("audio chunk", id);
+  if (!r->chunk && !(r->chunk = malloc(STORE_AUDIO_CHUNK_BYTES))) return STORE_RETRY;
+  char seq_text[24], aad[STORE_AAD_MAX];
+  snprintf(seq_text, sizeof seq_text, "%lld", (long long)seq);
+  size_t aad_len = store_seal_aad(aad, "audio_chunks.data", id, seq_text);
+  if (!r->ring || !seal_open(r->ring, aad, aad_len, *data, *len, r->chunk, &got) || got != plain)
+    return not_opened("audio chunk", id);
+  *data = r->chunk;
+  *len = got;
+  return STORE_OK;
 }
 
 /* The chunks that hold [offset, end), copied into buf. */
@@ -1236,6 +1699,10 @@ static enum store_status read_chunks(struct reader *r, const char *id, int64_t c
     int64_t seq = sqlite3_column_int64(st, 0);
     const void *data = sqlite3_column_blob(st, 1);
     size_t len = (size_t)sqlite3_column_bytes(st, 1);
+    if (sqlite3_column_type(st, 2) != SQLITE_NULL) { /* sealed: opened whole, then sliced */
+      result = open_chunk(r, id, seq, &data, &len);
+      if (result != STORE_OK) break;
+    }
     if (!store_audio_piece(offset, end, seq * chunk_bytes, data, len, buf, got))
       result = STORE_HARD;
   }
@@ -1360,6 +1827,11 @@ static void writer_finalize(struct sqlite_store *s) {
                          s->w_audit_set};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
+  for (int t = 0; t < RESEAL_TABLES; t++) {
+    sqlite3_finalize(s->w_reseal_scan[t]);
+    sqlite3_finalize(s->w_reseal_get[t]);
+    sqlite3_finalize(s->w_reseal_put[t]);
+  }
 }
 
 static void sqlite_close(struct store *base) {
@@ -1375,6 +1847,8 @@ static void sqlite_close(struct store *base) {
   pthread_cond_destroy(&s->ckpt_cv);
   pthread_cond_destroy(&s->gate_cv);
   free(s->audio_buf);
+  store_seal_buf_free(&s->seal_buf);
+  store_seal_buf_free(&s->open_buf);
   free(s->path);
   free(s);
 }
@@ -1491,13 +1965,162 @@ static enum store_status sqlite_audit_head(struct store *base, int64_t *last_id,
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : status_of(rc);
 }
 
-/* TODO(seal): the backend's part is still to come. */
+/* ---------- encryption at rest: the keys in use ---------- */
+
+/* Whether any row is sealed with key id (a scan of each table: only at start-up, and only for a
+ * recorded key the ring lacks). *used set; false on a database error. */
+static bool key_used(sqlite3 *db, const char *id, bool *used) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT EXISTS (SELECT 1 FROM conversations WHERE sealed_with = ?1) OR "
+                         "EXISTS (SELECT 1 FROM deliveries WHERE sealed_with = ?1) OR "
+                         "EXISTS (SELECT 1 FROM events WHERE sealed_with = ?1) OR "
+                         "EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with = ?1)",
+                         -1, &st, NULL) != SQLITE_OK)
+    return false;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  bool ok = sqlite3_step(st) == SQLITE_ROW;
+  *used = ok && sqlite3_column_int(st, 0) != 0;
+  sqlite3_finalize(st);
+  return ok;
+}
+
+static bool key_retire(sqlite3 *db, const char *id) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db, "DELETE FROM seal_keys WHERE key_id = ?1", -1, &st, NULL) != SQLITE_OK)
+    return false;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  bool ok = sqlite3_step(st) == SQLITE_DONE;
+  sqlite3_finalize(st);
+  return ok;
+}
+
+/* Checks one recorded key (id, check value) against ring; a refusal's line into err. A key the
+ * ring lacks is refused while a row is sealed with it, and retired once none is (gensendrep
+ * reencrypt moved them all): so after a rotation the old key can go, and a key still in use is
+ * never dropped silently. */
+static enum store_status key_usable(sqlite3 *db, const struct seal_ring *ring, const char *id,
+                                    const void *check, size_t len, char *err, size_t errlen) {
+  if (!ring || !seal_ring_has(ring, id)) {
+    bool used;
+    if (!key_used(db, id, &used)) return STORE_RETRY;
+    if (!used) return key_retire(db, id) ? STORE_OK : STORE_RETRY;
+  }
+  if (!ring) {
+    snprintf(err, errlen,
+             "ENCRYPTION_KEYS is not set, but the database holds data sealed with key %s: set "
+             "ENCRYPTION_KEYS with that key",
+             id);
+    return STORE_HARD;
+  }
+  if (!seal_ring_has(ring, id)) {
+    snprintf(err, errlen,
+             "ENCRYPTION_KEYS lacks key %s, with which the database holds sealed data: add it "
+             "(a key goes only after gensendrep reencrypt has moved every row off it)",
+             id);
+    return STORE_HARD;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, "seal_keys.check_value", id, NULL), got = 0;
+  unsigned char plain[sizeof STORE_SEAL_CHECK];
+  if (seal_plain_len(check, len) != sizeof STORE_SEAL_CHECK - 1 ||
+      !seal_open(ring, aad, aad_len, check, len, plain, &got) ||
+      got != sizeof STORE_SEAL_CHECK - 1 || memcmp(plain, STORE_SEAL_CHECK, got) != 0) {
+    snprintf(err, errlen,
+             "ENCRYPTION_KEYS: key %s is not the key the database's data was sealed with (same "
+             "id, other bytes)",
+             id);
+    return STORE_HARD;
+  }
+  return STORE_OK;
+}
+
+#define CHECK_VALUE_MAX \
+  (sizeof STORE_SEAL_CHECK + 2 + SEAL_KEY_ID_MAX + SEAL_NONCE_LEN + SEAL_TAG_LEN)
+
+/* Records ring's first key (with its check value) unless it is recorded already. */
+static int record_key(sqlite3 *db, const struct seal_ring *ring) {
+  const char *id = seal_ring_key_id(ring, 0);
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, "seal_keys.check_value", id, NULL);
+  size_t len = seal_sealed_len(ring, sizeof STORE_SEAL_CHECK - 1);
+  unsigned char check[CHECK_VALUE_MAX];
+  if (len > sizeof check ||
+      !seal_seal(ring, aad, aad_len, STORE_SEAL_CHECK, sizeof STORE_SEAL_CHECK - 1, check))
+    return SQLITE_ERROR;
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db,
+                              "INSERT INTO seal_keys (key_id, check_value, added_us) "
+                              "VALUES (?1, ?2, ?3) ON CONFLICT (key_id) DO NOTHING",
+                              -1, &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(st, 2, check, (int)len, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, time_now_us());
+  rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* A recorded key, read whole before any is checked (checking may retire one). */
+struct recorded_key {
+  char id[SEAL_KEY_ID_MAX + 1];
+  unsigned char check[CHECK_VALUE_MAX];
+  size_t len; /* 0: a check value of no possible length, which opens under no key */
+};
+
+static int read_keys(sqlite3 *db, struct recorded_key *keys, size_t cap, size_t *n) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db, "SELECT key_id, check_value FROM seal_keys ORDER BY added_us", -1,
+                              &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  *n = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap) {
+    struct recorded_key *k = &keys[(*n)++];
+    copy_text(k->id, sizeof k->id, sqlite3_column_text(st, 0));
+    k->len = (size_t)sqlite3_column_bytes(st, 1);
+    if (k->len > sizeof k->check) k->len = 0;
+    if (k->len) memcpy(k->check, sqlite3_column_blob(st, 1), k->len);
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Every recorded key still in use must be in ring and be the same key; then ring's first is
+ * recorded. On its own connection, in one IMMEDIATE transaction (several processes may start at
+ * once; no write lands between the check and the record). */
+static enum store_status check_keys(struct sqlite_store *s, const struct seal_ring *ring, char *err,
+                                    size_t errlen) {
+  sqlite3 *db = NULL;
+  struct recorded_key keys[SEAL_KEYS_MAX * 4];
+  size_t n = 0;
+  enum store_status result = STORE_RETRY;
+  if (open_conn(s->path, &db) == SQLITE_OK &&
+      sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK &&
+      read_keys(db, keys, sizeof keys / sizeof keys[0], &n) == SQLITE_OK)
+    result = STORE_OK;
+  for (size_t i = 0; result == STORE_OK && i < n; i++)
+    result = key_usable(db, ring, keys[i].id, keys[i].check, keys[i].len, err, errlen);
+  if (result == STORE_OK && ring && record_key(db, ring) != SQLITE_OK) result = STORE_RETRY;
+  if (result == STORE_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    result = STORE_RETRY;
+  if (result == STORE_RETRY)
+    snprintf(err, errlen, "DATABASE_URL: sqlite: cannot check the encryption keys in use: %s",
+             db ? sqlite3_errmsg(db) : "out of memory");
+  if (db && !sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_close(db);
+  return result;
+}
+
 static enum store_status sqlite_set_ring(struct store *base, const struct seal_ring *ring,
                                          char *err, size_t errlen) {
-  (void)base;
-  if (!ring) return STORE_OK;
-  snprintf(err, errlen, "ENCRYPTION_KEYS: encryption at rest is not available yet");
-  return STORE_HARD;
+  struct sqlite_store *s = (struct sqlite_store *)base;
+  enum store_status st = check_keys(s, ring, err, errlen);
+  if (st != STORE_OK) return st;
+  /* Before any read or write (store.h): the writer thread is idle, readers open after this. */
+  s->ring = ring;
+  if (ring) snprintf(s->key0, sizeof s->key0, "%s", seal_ring_key_id(ring, 0));
+  return STORE_OK;
 }
 
 static const struct store_ops sqlite_ops = {

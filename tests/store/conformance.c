@@ -29,7 +29,15 @@
  *     both orders, page by page after a cursor; two instances appending at once keep one chain;
  *     audit_chain_verify passes on it and finds an entry edited or removed by hand;
  *   - SQLite: the background checkpointer moves the log into the database file and the log
- *     stays bounded.
+ *     stays bounded;
+ *   - encryption at rest (the "sealed" groups: a store with a ring runs every test above
+ *     again, then the SEAL_TESTS): sealed rows read back whole (bodies, events, audio in ranges,
+ *     email and account), filters find plaintext and sealed rows alike (and an account-bound
+ *     key's accounts), an id that would pass for a blind index is refused, a value moved to
+ *     another row by hand fails to open (an error, never its data), set_ring refuses a ring
+ *     that cannot open what is stored (in one line naming ENCRYPTION_KEYS), reencrypt moves
+ *     every row to a new key while another store writes, after which the old key can go;
+ *     SQLite: the file and its log hold none of the plaintext.
  * Usage: conformance [sqlite|postgres]... (default: both; postgres needs the URL: no URL is
  * a failure, never a skip). */
 #include <stdarg.h>
@@ -54,6 +62,7 @@
 #include "ext/crypto.h"
 #include "model/audit.h"
 #include "model/conversation.h"
+#include "seal/seal.h"
 #include "store/audit_chain.h"
 #include "store/store.h"
 #include "store/write_queue.h"
@@ -66,6 +75,8 @@ struct backend {
   char url[4400];
   char sqlite_path[4200]; /* SQLite only */
   char dir[4096];         /* SQLite only: the temporary directory */
+  const char *ring_text;  /* the "sealed" groups: ENCRYPTION_KEYS of the store */
+  struct seal_ring *ring;
   struct store *store;
 };
 
@@ -2421,6 +2432,452 @@ static void test_audit_two_instances_one_chain(void **state) {
   free(entries);
 }
 
+/* ---------- encryption at rest (a ring set: the "sealed" groups) ----------
+ * The group's store seals with key k1 (RING_K1). These tests open more stores on the same
+ * database: one without a ring (rows written before encryption was switched on), others with
+ * rings that must be refused, and a rotation to k2. */
+
+#define KEY_K1 "k1:ERERERERERERERERERERERERERERERERERERERERERE="
+#define KEY_K2 "k2:IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI="
+#define KEY_K1_OTHER "k1:MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM=" /* same id, other bytes */
+#define KEY_K8 "k8:REREREREREREREREREREREREREREREREREREREREREQ="
+#define KEY_K9 "k9:mZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZk="
+#define RING_K1 KEY_K1
+
+static struct seal_ring *ring_of(const char *text) {
+  char err[256] = "";
+  struct seal_ring *r = seal_ring_parse(text, err, sizeof err);
+  if (!r) fail_msg("ring %s: %s", text, err);
+  return r;
+}
+
+/* Another store on the group's database; with_ring false: set_ring is not called (a store as
+ * it was before encryption). */
+static struct store *open_other(const struct seal_ring *ring, bool with_ring) {
+  char err[512] = "";
+  struct store *s = store_open(B->url, err, sizeof err);
+  if (!s) fail_msg("opening another store: %s", err);
+  if (with_ring && store_set_ring(s, ring, err, sizeof err) != STORE_OK)
+    fail_msg("set_ring: %s", err);
+  return s;
+}
+
+/* Runs fn's writes and reads against s instead of the group's store. */
+static struct store *use_store(struct store *s) {
+  struct store *saved = B->store;
+  B->store = s;
+  return saved;
+}
+
+static int64_t count_where(const char *table, const char *cond) {
+  char sql[1024];
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE %s", table, cond);
+  return direct_sql(sql);
+}
+
+static void test_sealed_rows_round_trip(void **state) {
+  (void)state;
+  char tag[16], id[64], email[64], account[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "seal-%s", tag);
+  snprintf(email, sizeof email, "%s@example.com", tag);
+  snprintf(account, sizeof account, "acc-%s", tag);
+  char *body = conv_body(id, email, account, 3, NULL);
+  struct version v = put_ok(body);
+  const int64_t len = STORE_AUDIO_CHUNK_BYTES + 1000;
+  int fd = audio_file(len, 7);
+  (void)put_audio(id, fd, len, NULL);
+  close(fd);
+  /* Stored sealed: no plaintext email or account, every sealable row names its key. */
+  char cond[512];
+  snprintf(cond, sizeof cond,
+           "conversation_id = '%s' AND sealed_with = 'k1' AND email_sealed IS NOT NULL AND "
+           "account_sealed IS NOT NULL AND email_id <> '%s' AND account_id <> '%s'",
+           id, email, account);
+  assert_int_equal(count_where("conversations", cond), 1);
+  snprintf(cond, sizeof cond, "conversation_id = '%s' AND sealed_with IS NULL", id);
+  assert_int_equal(count_where("deliveries", cond), 0);
+  assert_int_equal(count_where("events", cond), 0);
+  assert_int_equal(count_where("audio_chunks", cond), 0);
+  snprintf(cond, sizeof cond, "conversation_id = '%s' AND sealed_with = 'k1'", id);
+  assert_int_equal(count_where("audio_chunks", cond), 2);
+  /* Read back whole. */
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, email);
+  assert_string_equal(c.account_id, account);
+  assert_string_equal(c.webhook_id, v.webhook_id);
+  assert_int_equal(c.body_len, strlen(body));
+  assert_memory_equal(c.body, body, c.body_len);
+  assert_int_equal(c.audio_bytes, len);
+  free(c.body);
+  check_count(email, NULL, NULL, 1);
+  check_count(NULL, account, NULL, 1);
+  check_count(email, account, "completed", 1);
+  /* Audio in ranges: within the first chunk, across the boundary, the tail. */
+  check_range(id, 0, 10, len, 7);
+  check_range(id, STORE_AUDIO_CHUNK_BYTES - 5, 10, len, 7);
+  check_range(id, len - 3, 100, len, 7);
+  check_range(id, 0, (size_t)len, len, 7);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  char *ev = event_json("post_call_audio", id, NULL);
+  assert_int_equal(evs.items[0].body_len, strlen(ev));
+  assert_memory_equal(evs.items[0].body, ev, strlen(ev));
+  store_events_free(&evs);
+  free(ev);
+  free(body);
+}
+
+/* An id that would pass for a blind index is refused (the client's fault), alone. */
+static void test_index_lookalike_ids_are_refused(void **state) {
+  (void)state;
+  char tag[16], id[64], email[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "look-%s", tag);
+  snprintf(email, sizeof email, "\x01%s", tag);
+  char *body = conv_body(id, "e@example.com", "acc", 1, NULL);
+  struct pending *p = pending_new(body);
+  p->in.email_id = email;
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_CLIENT);
+  pending_free(p);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, false, &c), STORE_NOT_FOUND);
+  /* A filter by such a value matches nothing. */
+  char index_like[64];
+  snprintf(index_like, sizeof index_like, "\x01%032d", 0);
+  check_count(index_like, NULL, NULL, 0);
+  free(body);
+}
+
+static void test_filters_find_plaintext_and_sealed_rows(void **state) {
+  (void)state;
+  char tag[16], email[64], a1[32], a2[32], plain_id[64], sealed_id[64], other[64];
+  new_tag(tag);
+  snprintf(email, sizeof email, "mix-%s@example.com", tag);
+  snprintf(a1, sizeof a1, "a1-%s", tag);
+  snprintf(a2, sizeof a2, "a2-%s", tag);
+  snprintf(plain_id, sizeof plain_id, "plain-%s", tag);
+  snprintf(sealed_id, sizeof sealed_id, "sealed-%s", tag);
+  snprintf(other, sizeof other, "other-%s", tag);
+  /* A row written before encryption was on, by a store without a ring. */
+  struct store *plain = open_other(NULL, false);
+  struct store *saved = use_store(plain);
+  (void)put_conv(plain_id, email, a1);
+  B->store = saved;
+  (void)put_conv(sealed_id, email, a2);
+  (void)put_conv(other, "someone-else@example.com", a2);
+  char cond[160];
+  snprintf(cond, sizeof cond, "conversation_id = '%s' AND sealed_with IS NULL", plain_id);
+  assert_int_equal(count_where("conversations", cond), 1);
+  check_count(email, NULL, NULL, 2);
+  check_count(NULL, a1, NULL, 1);
+  check_count(NULL, a2, NULL, 2);
+  check_count(email, a2, NULL, 1);
+  check_count(email, a1, "completed", 1);
+  /* An account-bound key's accounts. */
+  const char *bound[2] = {a1, a2};
+  struct store_filter f = filter(email, NULL, NULL, 1, 100);
+  f.accounts = bound;
+  f.naccounts = 2;
+  struct store_page page;
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_int_equal(page.total, 2);
+  store_page_free(&page);
+  f.naccounts = 1; /* a1 only: the plaintext row */
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_int_equal(page.total, 1);
+  assert_string_equal(page.items[0].conversation_id, plain_id);
+  assert_string_equal(page.items[0].account_id, a1);
+  store_page_free(&page);
+  bound[0] = a2;
+  f.email_id = NULL;
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_int_equal(page.total, 2); /* sealed_id and other */
+  store_page_free(&page);
+  /* A store without the ring reads plaintext rows, and fails (never garbage) on sealed ones. */
+  struct store_conversation c;
+  assert_int_equal(store_get(plain, plain_id, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, email);
+  free(c.body);
+  assert_int_equal(store_get(plain, sealed_id, false, &c), STORE_HARD);
+  store_close(plain);
+}
+
+/* A sealed value copied by hand to another row does not open there: an error, not its data. */
+static void test_moved_values_do_not_open(void **state) {
+  (void)state;
+  char tag[16], x[64], y[64], sql[1024];
+  new_tag(tag);
+  snprintf(x, sizeof x, "mx-%s", tag);
+  snprintf(y, sizeof y, "my-%s", tag);
+  struct version vx = put_conv(x, "x@example.com", "acc-x");
+  struct version vy = put_conv(y, "y@example.com", "acc-y");
+  const int64_t len = STORE_AUDIO_CHUNK_BYTES + 10;
+  int fd = audio_file(len, 3);
+  (void)put_audio(x, fd, len, NULL);
+  close(fd);
+  /* y's body replaced by x's */
+  snprintf(sql, sizeof sql,
+           "UPDATE deliveries SET body = (SELECT body FROM deliveries WHERE webhook_id = '%s') "
+           "WHERE webhook_id = '%s'",
+           vx.webhook_id, vy.webhook_id);
+  (void)direct_sql(sql);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, y, false, &c), STORE_OK); /* the row itself is intact */
+  assert_int_equal(store_get(B->store, y, true, &c), STORE_HARD);
+  /* y's email replaced by x's */
+  snprintf(sql, sizeof sql,
+           "UPDATE conversations SET email_sealed = (SELECT email_sealed FROM conversations "
+           "WHERE conversation_id = '%s') WHERE conversation_id = '%s'",
+           x, y);
+  (void)direct_sql(sql);
+  assert_int_equal(store_get(B->store, y, false, &c), STORE_HARD);
+  /* x's audio chunks swapped */
+  check_range(x, 0, 10, len, 3);
+  snprintf(sql, sizeof sql,
+           "UPDATE audio_chunks SET data = (SELECT data FROM audio_chunks "
+           "WHERE conversation_id = '%s' AND seq = 1) WHERE conversation_id = '%s' AND seq = 0",
+           x, x);
+  (void)direct_sql(sql);
+  size_t got;
+  int64_t total;
+  unsigned char buf[16];
+  assert_int_equal(store_audio_read(B->store, x, 0, buf, sizeof buf, &got, &total), STORE_HARD);
+  assert_int_equal(got, 0);
+  /* an event body moved to another event */
+  snprintf(sql, sizeof sql,
+           "UPDATE events SET body = (SELECT body FROM events WHERE conversation_id = '%s') "
+           "WHERE conversation_id = '%s'",
+           x, x);
+  (void)direct_sql(sql); /* its own: still opens */
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, x, &evs), STORE_OK);
+  store_events_free(&evs);
+  char *ev = event_json("some_type", y, NULL);
+  (void)submit_ok(event_new(y, "some_type", ev, NULL));
+  free(ev);
+  snprintf(sql, sizeof sql,
+           "UPDATE events SET body = (SELECT body FROM events WHERE conversation_id = '%s') "
+           "WHERE conversation_id = '%s'",
+           x, y);
+  (void)direct_sql(sql);
+  assert_int_equal(store_events(B->store, y, &evs), STORE_HARD);
+  assert_int_equal(evs.count, 0);
+  /* Erasure takes sealed rows, opened or not. */
+  assert_true(erase_ok(x) > 0);
+  assert_true(erase_ok(y) > 0);
+  assert_int_equal(rows_of(x) + rows_of(y), 0);
+}
+
+/* set_ring refuses a ring that cannot open what the database holds, naming ENCRYPTION_KEYS. */
+static void test_set_ring_refusals(void **state) {
+  (void)state;
+  char seed[64];
+  char tag[16];
+  new_tag(tag);
+  snprintf(seed, sizeof seed, "refusal-%s", tag);
+  (void)put_conv(seed, "r@example.com", "acc-r"); /* k1 data exists */
+  const char *rings[3] = {NULL, KEY_K9, KEY_K1_OTHER};
+  const char *names[3] = {"k1", "k1", "k1"};
+  for (int i = 0; i < 3; i++) {
+    struct seal_ring *r = rings[i] ? ring_of(rings[i]) : NULL;
+    struct store *s = open_other(NULL, false);
+    char err[512] = "";
+    assert_int_equal(store_set_ring(s, r, err, sizeof err), STORE_HARD);
+    if (!strstr(err, "ENCRYPTION_KEYS") || !strstr(err, names[i]) || strchr(err, '\n'))
+      fail_msg("refusal %d does not name ENCRYPTION_KEYS and the key in one line: %s", i, err);
+    store_close(s);
+    seal_ring_free(r);
+  }
+  /* A key recorded (its store started) but sealing nothing is retired by the next start
+   * without it. */
+  struct seal_ring *k8 = ring_of(KEY_K8 "," KEY_K1);
+  store_close(open_other(k8, true));
+  seal_ring_free(k8);
+  struct seal_ring *only_k1 = ring_of(KEY_K1);
+  store_close(open_other(only_k1, true));
+  /* k1 among others, in any place, is fine; with k9 first, a row is sealed with k9. */
+  struct seal_ring *r = ring_of(KEY_K9 "," KEY_K1);
+  struct store *s = open_other(r, true);
+  struct store_conversation c;
+  assert_int_equal(store_get(s, seed, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, "r@example.com");
+  free(c.body);
+  char seed9[64];
+  snprintf(seed9, sizeof seed9, "refusal9-%s", tag);
+  struct store *saved = use_store(s);
+  (void)put_conv(seed9, "r9@example.com", "acc-r9");
+  B->store = saved;
+  store_close(s);
+  /* k9 seals a row now: a ring without it is refused. */
+  s = open_other(NULL, false);
+  char err[512] = "";
+  assert_int_equal(store_set_ring(s, only_k1, err, sizeof err), STORE_HARD);
+  assert_non_null(strstr(err, "k9"));
+  store_close(s);
+  seal_ring_free(only_k1);
+  seal_ring_free(r);
+}
+
+/* Reencrypt after a rotation: every row of every table (plaintext ones too) moves to the new
+ * key in small resumable batches while another store writes, then the old keys can go. Runs
+ * last in its group: the group's store (k1 first) is replaced by one with k2 alone. */
+static void test_reseal_across_a_rotation(void **state) {
+  (void)state;
+  char tag[16], plain_id[64], before[64], during[64];
+  new_tag(tag);
+  snprintf(plain_id, sizeof plain_id, "rp-%s", tag);
+  snprintf(before, sizeof before, "rb-%s", tag);
+  /* Rows of every kind: plaintext (before encryption), under k1, with audio and events. */
+  struct store *plain = open_other(NULL, false);
+  struct store *saved = use_store(plain);
+  char *plain_body = conv_body(plain_id, "p@example.com", "acc-p", 2, NULL);
+  (void)put_ok(plain_body);
+  int fd = audio_file(1000, 4);
+  (void)put_audio(plain_id, fd, 1000, NULL);
+  close(fd);
+  B->store = saved;
+  store_close(plain);
+  char *before_body = conv_body(before, "b@example.com", "acc-b", 2, NULL);
+  (void)put_ok(before_body);
+  fd = audio_file(STORE_AUDIO_CHUNK_BYTES + 5, 5);
+  (void)put_audio(before, fd, STORE_AUDIO_CHUNK_BYTES + 5, NULL);
+  close(fd);
+  /* Rotation: k2 seals, k1 (and k9, which sealed a row in the refusal test) still open. */
+  struct seal_ring *ring2 = ring_of(KEY_K2 "," KEY_K1 "," KEY_K9);
+  struct store *resealer = open_other(ring2, true);
+  struct store *writer = open_other(ring2, true);
+  struct store_write w;
+  int64_t rewritten = 0;
+  int rounds = 0;
+  memset(&w, 0, sizeof w);
+  do {
+    w.kind = STORE_WRITE_RESEAL;
+    w.reseal_limit = 3;
+    saved = use_store(resealer);
+    assert_int_equal(key_write(&w), STORE_OK);
+    B->store = writer; /* another store writes between the batches */
+    snprintf(during, sizeof during, "rd-%s-%d", tag, rounds);
+    (void)put_conv(during, "d@example.com", "acc-d");
+    B->store = saved;
+    assert_true(w.erased <= 3);
+    rewritten += w.erased;
+    assert_true(++rounds < 100000);
+  } while (w.reseal_pos[0]);
+  assert_true(rewritten >= 6);
+  assert_true(rounds >= 3);
+  /* Nothing is left plaintext or under another key. */
+  assert_int_equal(count_where("conversations", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
+  assert_int_equal(count_where("deliveries", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
+  assert_int_equal(count_where("events", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
+  assert_int_equal(count_where("audio_chunks", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
+  /* A pass over nothing to do rewrites nothing. */
+  memset(&w, 0, sizeof w);
+  w.kind = STORE_WRITE_RESEAL;
+  w.reseal_limit = 1000;
+  saved = use_store(resealer);
+  do assert_int_equal(key_write(&w), STORE_OK);
+  while (w.reseal_pos[0] && w.erased == 0);
+  assert_int_equal(w.erased, 0);
+  B->store = saved;
+  store_close(resealer);
+  store_close(writer);
+  /* The old keys can go now. */
+  struct seal_ring *ring3 = ring_of(KEY_K2);
+  store_close(B->store);
+  B->store = NULL;
+  B->store = open_other(ring3, true);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, plain_id, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, "p@example.com");
+  assert_memory_equal(c.body, plain_body, strlen(plain_body));
+  free(c.body);
+  assert_int_equal(store_get(B->store, before, true, &c), STORE_OK);
+  assert_memory_equal(c.body, before_body, strlen(before_body));
+  free(c.body);
+  check_range(plain_id, 0, 2000, 1000, 4);
+  check_range(before, 0, STORE_AUDIO_CHUNK_BYTES + 5, STORE_AUDIO_CHUNK_BYTES + 5, 5);
+  check_count("p@example.com", "acc-p", NULL, 1);
+  check_count("b@example.com", NULL, NULL, 1);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, plain_id, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  store_events_free(&evs);
+  /* ... and a ring still holding only k1 is refused. */
+  struct seal_ring *old = ring_of(KEY_K1);
+  struct store *s = open_other(NULL, false);
+  char err[512] = "";
+  assert_int_equal(store_set_ring(s, old, err, sizeof err), STORE_HARD);
+  assert_non_null(strstr(err, "k2"));
+  store_close(s);
+  seal_ring_free(old);
+  /* The group's store now runs with ring3 (teardown closes it); ring2 stays allocated until the
+   * process ends, ring3 is kept in the backend. */
+  seal_ring_free(ring2);
+  seal_ring_free(B->ring);
+  B->ring = ring3;
+  free(plain_body);
+  free(before_body);
+}
+
+/* SQLite only: with a ring, nothing written can be found in the database file or its log. */
+static bool file_contains(const char *path, const void *needle, size_t n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return false;
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc(size > 0 ? (size_t)size : 1);
+  assert_non_null(buf);
+  size_t got = fread(buf, 1, size > 0 ? (size_t)size : 0, f);
+  fclose(f);
+  bool found = got >= n && memmem(buf, got, needle, n) != NULL;
+  free(buf);
+  return found;
+}
+
+static void test_sqlite_file_holds_no_plaintext(void **state) {
+  (void)state;
+  char tag[16], id[64], email[64], account[64], secret[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "raw-%s", tag);
+  snprintf(email, sizeof email, "mail-%s@example.com", tag);
+  snprintf(account, sizeof account, "account-%s", tag);
+  snprintf(secret, sizeof secret, "summary-%s", tag);
+  char extra[128];
+  snprintf(extra, sizeof extra, "\"summary\":{\"text\":\"%s\"}", secret);
+  char *body = conv_body(id, email, account, 2, extra);
+  (void)put_ok(body);
+  char evextra[128];
+  snprintf(evextra, sizeof evextra, "\"note\":\"event-%s\"", tag);
+  char *ev = event_json("post_call_transcription", id, evextra);
+  (void)submit_ok(event_new(id, "post_call_transcription", ev, NULL));
+  int fd = audio_file(50000, 9);
+  (void)put_audio(id, fd, 50000, NULL);
+  close(fd);
+  unsigned char audio[64];
+  for (int i = 0; i < 64; i++) audio[i] = audio_byte(1000 + i, 9);
+  char wal[4300];
+  snprintf(wal, sizeof wal, "%s-wal", B->sqlite_path);
+  char evneedle[64];
+  snprintf(evneedle, sizeof evneedle, "event-%s", tag);
+  const char *files[2] = {B->sqlite_path, wal};
+  for (int i = 0; i < 2; i++) {
+    assert_false(file_contains(files[i], email, strlen(email)));
+    assert_false(file_contains(files[i], account, strlen(account)));
+    assert_false(file_contains(files[i], secret, strlen(secret)));
+    assert_false(file_contains(files[i], evneedle, strlen(evneedle)));
+    assert_false(file_contains(files[i], audio, sizeof audio));
+  }
+  assert_true(file_contains(wal, id, strlen(id)) || file_contains(B->sqlite_path, id, strlen(id)));
+  free(body);
+  free(ev);
+}
+
 /* ---------- groups ---------- */
 
 static int open_backend(struct backend *b) {
@@ -2430,38 +2887,69 @@ static int open_backend(struct backend *b) {
     fprintf(stderr, "conformance: cannot open %s store: %s\n", b->name, err);
     return -1;
   }
+  if (b->ring_text && (!(b->ring = seal_ring_parse(b->ring_text, err, sizeof err)) ||
+                       store_set_ring(b->store, b->ring, err, sizeof err) != STORE_OK)) {
+    fprintf(stderr, "conformance: cannot set the %s store's ring: %s\n", b->name, err);
+    return -1;
+  }
   B = b;
   return 0;
 }
 
-static struct backend sqlite_backend = {.name = "sqlite"};
-static struct backend pg_backend = {.name = "postgres"};
+static void close_backend(struct backend *b) {
+  store_close(b->store);
+  seal_ring_free(b->ring); /* after the store, which uses it until closed */
+  b->store = NULL;
+  b->ring = NULL;
+}
 
-static int setup_sqlite(void **state) {
-  (void)state;
+static struct backend sqlite_backend = {.name = "sqlite"};
+static struct backend sqlite_sealed_backend = {.name = "sqlite", .ring_text = RING_K1};
+static struct backend pg_backend = {.name = "postgres"};
+static struct backend pg_sealed_backend = {.name = "postgres", .ring_text = RING_K1};
+
+static int setup_sqlite_in(struct backend *b) {
   const char *tmp = getenv("TMPDIR");
-  snprintf(sqlite_backend.dir, sizeof sqlite_backend.dir, "%s/gsr-conformance-XXXXXX",
-           tmp && *tmp ? tmp : "/tmp");
-  if (!mkdtemp(sqlite_backend.dir)) {
+  snprintf(b->dir, sizeof b->dir, "%s/gsr-conformance-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(b->dir)) {
     perror("conformance: mkdtemp");
     return -1;
   }
-  snprintf(sqlite_backend.sqlite_path, sizeof sqlite_backend.sqlite_path, "%s/store.db",
-           sqlite_backend.dir);
-  snprintf(sqlite_backend.url, sizeof sqlite_backend.url, "sqlite:%s", sqlite_backend.sqlite_path);
-  return open_backend(&sqlite_backend);
+  snprintf(b->sqlite_path, sizeof b->sqlite_path, "%s/store.db", b->dir);
+  snprintf(b->url, sizeof b->url, "sqlite:%s", b->sqlite_path);
+  return open_backend(b);
+}
+
+static void teardown_sqlite_in(struct backend *b) {
+  close_backend(b);
+  const char *suffixes[] = {"", "-wal", "-shm"};
+  for (size_t i = 0; i < 3; i++) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s%s", b->sqlite_path, suffixes[i]);
+    unlink(path);
+  }
+  rmdir(b->dir);
+}
+
+static int setup_sqlite(void **state) {
+  (void)state;
+  return setup_sqlite_in(&sqlite_backend);
 }
 
 static int teardown_sqlite(void **state) {
   (void)state;
-  store_close(sqlite_backend.store);
-  const char *suffixes[] = {"", "-wal", "-shm"};
-  for (size_t i = 0; i < 3; i++) {
-    char path[4300];
-    snprintf(path, sizeof path, "%s%s", sqlite_backend.sqlite_path, suffixes[i]);
-    unlink(path);
-  }
-  rmdir(sqlite_backend.dir);
+  teardown_sqlite_in(&sqlite_backend);
+  return 0;
+}
+
+static int setup_sqlite_sealed(void **state) {
+  (void)state;
+  return setup_sqlite_in(&sqlite_sealed_backend);
+}
+
+static int teardown_sqlite_sealed(void **state) {
+  (void)state;
+  teardown_sqlite_in(&sqlite_sealed_backend);
   return 0;
 }
 
@@ -2472,7 +2960,18 @@ static int setup_pg(void **state) {
 
 static int teardown_pg(void **state) {
   (void)state;
-  store_close(pg_backend.store);
+  close_backend(&pg_backend);
+  return 0;
+}
+
+static int setup_pg_sealed(void **state) {
+  (void)state;
+  return open_backend(&pg_sealed_backend);
+}
+
+static int teardown_pg_sealed(void **state) {
+  (void)state;
+  close_backend(&pg_sealed_backend);
   return 0;
 }
 
@@ -2523,7 +3022,19 @@ static int teardown_pg(void **state) {
   cmocka_unit_test(test_audit_audio_redelivery_is_audited),              \
   cmocka_unit_test(test_audit_verify_finds_hand_edits),                  \
   cmocka_unit_test(test_audit_two_instances_one_chain)
+/* With a ring (the "sealed" groups run the contract and event tests above too, then these; the
+ * rotation last, as it replaces the group's store). */
+#define SEAL_TESTS                                                       \
+  cmocka_unit_test(test_sealed_rows_round_trip),                         \
+  cmocka_unit_test(test_index_lookalike_ids_are_refused),                \
+  cmocka_unit_test(test_filters_find_plaintext_and_sealed_rows),         \
+  cmocka_unit_test(test_moved_values_do_not_open),                       \
+  cmocka_unit_test(test_set_ring_refusals),                              \
+  cmocka_unit_test(test_reseal_across_a_rotation)
 /* clang-format on */
+
+/* PostgreSQL seals once store_pg.c does (sealpg): then 1, and the sealed group runs there too. */
+#define PG_SEALS 0
 
 int main(int argc, char **argv) {
   bool want_sqlite = argc < 2, want_pg = argc < 2;
@@ -2556,6 +3067,13 @@ int main(int argc, char **argv) {
     };
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,
                                           teardown_sqlite);
+    const struct CMUnitTest sqlite_sealed_tests[] = {
+        CONTRACT_TESTS, EVENT_TESTS,
+        AUDIT_TESTS,    cmocka_unit_test(test_sqlite_file_holds_no_plaintext), /* SQLite only */
+        SEAL_TESTS,
+    };
+    failed += cmocka_run_group_tests_name("store conformance: sqlite, sealed", sqlite_sealed_tests,
+                                          setup_sqlite_sealed, teardown_sqlite_sealed);
   }
   if (want_pg) {
     snprintf(pg_backend.url, sizeof pg_backend.url, "%s", url);
@@ -2563,6 +3081,12 @@ int main(int argc, char **argv) {
                                           cmocka_unit_test(test_audit_pg_content_is_the_c_content)};
     failed +=
         cmocka_run_group_tests_name("store conformance: postgres", pg_tests, setup_pg, teardown_pg);
+    if (PG_SEALS) {
+      snprintf(pg_sealed_backend.url, sizeof pg_sealed_backend.url, "%s", url);
+      const struct CMUnitTest pg_sealed_tests[] = {CONTRACT_TESTS, EVENT_TESTS, SEAL_TESTS};
+      failed += cmocka_run_group_tests_name("store conformance: postgres, sealed", pg_sealed_tests,
+                                            setup_pg_sealed, teardown_pg_sealed);
+    }
   }
   return failed ? 1 : 0;
 }
