@@ -752,6 +752,8 @@ static int insert_event(struct sqlite_store *s, struct store_write *w) {
 #define ID_REFUSED (-2)
 /* A row reencrypt cannot open (another key, moved, changed): that write alone fails. */
 #define RESEAL_FAILED (-3)
+/* A STORE_WRITE_AUDIT entry without a name (a caller's bug): that write alone fails. */
+#define AUDIT_ENTRY_REFUSED (-4)
 
 /* Replaces the conversation's audio, one chunk of the file at a time. */
 static int replace_audio(struct sqlite_store *s, struct store_write *w) {
@@ -919,8 +921,17 @@ static int audit_change(struct sqlite_store *s, const struct store_write *w,
   return audit_append(s, &e);
 }
 
-/* STORE_WRITE_AUDIT: the caller's entries, in order. */
+/* STORE_WRITE_AUDIT: the caller's entries, in order. An entry whose action or outcome has no
+ * name (a caller's bug) fails its write alone, before anything of it is written. */
 static int audit_given(struct sqlite_store *s, struct store_write *w) {
+  for (size_t i = 0; i < w->audit_count; i++) {
+    const struct audit_entry *e = &w->audit_entries[i];
+    if (!audit_action_name(e->action) || !audit_outcome_name(e->outcome)) {
+      log_msg(LOG_ERROR, "an audit entry with action %d, outcome %d cannot be written",
+              (int)e->action, (int)e->outcome);
+      return AUDIT_ENTRY_REFUSED;
+    }
+  }
   int rc = SQLITE_OK;
   for (size_t i = 0; rc == SQLITE_OK && i < w->audit_count; i++)
     rc = audit_append(s, &w->audit_entries[i]);
@@ -1266,7 +1277,8 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     s->chain_loaded = false;
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
       rc = apply_write(s, w);
-      if (rc < 0) failed = w; /* AUDIO_READ_FAILED, ID_REFUSED, RESEAL_FAILED */
+      if (rc < 0)
+        failed = w; /* AUDIO_READ_FAILED, ID_REFUSED, RESEAL_FAILED, AUDIT_ENTRY_REFUSED */
       if (rc == SQLITE_OK) rc = audit_of(s, w);
     }
     if (rc == SQLITE_OK) rc = chain_save(s);

@@ -2255,6 +2255,29 @@ static void test_audit_audio_redelivery_is_audited(void **state) {
   check_range(id, 0, (size_t)len, len, 12);
   close(fd);
   free(ev);
+}
+
+/* SQLite: an audit write holding an entry without a name (a caller's bug) fails alone; the
+ * writes beside it keep their entries, the chain stays whole. */
+static void test_sqlite_audit_unnamed_entry_fails_alone(void **state) {
+  (void)state;
+  char tag[16];
+  new_tag(tag);
+  struct audit_who who = who_of(tag, "u");
+  struct audit_entry a[1], bad[2], c[1];
+  struct pending *p[3] = {audit_new(a, 1, tag, &who), audit_new(bad, 2, tag, &who),
+                          audit_new(c, 1, tag, &who)};
+  bad[1].action = AUDIT_ACTION_COUNT;
+  int64_t h0 = audit_head_id();
+  for (int i = 0; i < 3; i++) store_submit(B->store, &p[i]->w);
+  for (int i = 0; i < 3; i++) wait_done(p[i]);
+  assert_int_equal(p[0]->w.status, STORE_OK);
+  assert_int_equal(p[1]->w.status, STORE_HARD);
+  assert_int_equal(p[2]->w.status, STORE_OK);
+  assert_int_equal(a[0].id, h0 + 1);
+  assert_int_equal(c[0].id, h0 + 2);
+  assert_int_equal(audit_head_id(), h0 + 2);
+  for (int i = 0; i < 3; i++) pending_free(p[i]);
   assert_chain_whole();
 }
 
@@ -3059,12 +3082,15 @@ int main(int argc, char **argv) {
   log_set_level(LOG_WARNING);
   int failed = 0;
   if (want_sqlite) {
+    /* clang-format off */
     const struct CMUnitTest sqlite_tests[] = {
         CONTRACT_TESTS,
         cmocka_unit_test(test_sqlite_checkpoints_bound_the_log),
         EVENT_TESTS,
         AUDIT_TESTS,
+        cmocka_unit_test(test_sqlite_audit_unnamed_entry_fails_alone),
     };
+    /* clang-format on */
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,
                                           teardown_sqlite);
     const struct CMUnitTest sqlite_sealed_tests[] = {
