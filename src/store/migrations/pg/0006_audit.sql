@@ -67,7 +67,11 @@ CREATE FUNCTION gensendrep_audit_append(p_ord INT[], p_at BIGINT[], p_request_id
                                         p_target TEXT[], p_outcome TEXT[], p_count BIGINT[],
                                         p_pending BOOLEAN[], p_rest BYTEA[] DEFAULT NULL)
   RETURNS TABLE (ord INT, id BIGINT, hash BYTEA)
-  LANGUAGE plpgsql AS
+  LANGUAGE plpgsql
+  -- Its statements' plans do not depend on the values (arrays and the one head row): planning
+  -- them anew for each batch (what the default does with array arguments) doubled the cost of
+  -- a small batch's append.
+  SET plan_cache_mode = force_generic_plan AS
 $$
 DECLARE
   v_id   BIGINT; -- the head: the newest entry before this append
