@@ -1083,19 +1083,24 @@ static bool who_ok(const struct audit_who *who) {
          utf8_valid(who->client_ip, strnlen(who->client_ip, AUDIT_CLIENT_IP_MAX));
 }
 
-/* The batch's audit entries go in one statement: a text PostgreSQL refuses (not UTF-8) would
- * fail the whole batch with no write to blame, so a write with one fails alone beforehand, as
- * the client's fault, as its own data would. */
-static void refuse_bad_audit_texts(struct store_write **head) {
+/* The batch's audit entries go in one statement: an entry PostgreSQL refuses would fail the
+ * whole batch with no write to blame, so a write with one fails alone beforehand: a text that
+ * is not UTF-8 as the client's fault (as its own data would), an entry of an action or outcome
+ * out of range (a caller's bug) as ours. */
+static void refuse_bad_audit_entries(struct store_write **head) {
   struct store_write *w = *head;
   while (w) {
     struct store_write *next = w->next;
-    bool ok = who_ok(&w->who);
-    for (size_t i = 0; ok && w->kind == STORE_WRITE_AUDIT && i < w->audit_count; i++) {
+    bool ok = who_ok(&w->who), named = true;
+    for (size_t i = 0; ok && named && w->kind == STORE_WRITE_AUDIT && i < w->audit_count; i++) {
       const struct audit_entry *e = &w->audit_entries[i];
       ok = who_ok(&e->who) && utf8_valid(e->target, strnlen(e->target, AUDIT_TARGET_MAX));
+      named = audit_action_name(e->action) && audit_outcome_name(e->outcome);
     }
-    if (!ok) {
+    if (!named) {
+      log_msg(LOG_ERROR, "an audit entry has no action or outcome name; its write is refused");
+      write_queue_finish_one(head, w, STORE_HARD);
+    } else if (!ok) {
       log_msg(LOG_INFO, "an audit entry's text is not UTF-8; its write is refused");
       write_queue_finish_one(head, w, STORE_CLIENT);
     }
@@ -1111,7 +1116,7 @@ static void refuse_bad_audit_texts(struct store_write **head) {
  * replaced since), so a batch whose COMMIT may have landed answers 503 and its clients'
  * retries are recognised as redeliveries. */
 static enum store_status commit_batch(struct pg_store *s, struct store_write **head) {
-  refuse_bad_audit_texts(head);
+  refuse_bad_audit_entries(head);
   s->nknown = 0;
   if (writer_ready(s)) skip_known_audio_redeliveries(s, head);
   size_t n = 0;

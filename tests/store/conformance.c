@@ -2257,9 +2257,9 @@ static void test_audit_audio_redelivery_is_audited(void **state) {
   free(ev);
 }
 
-/* SQLite: an audit write holding an entry without a name (a caller's bug) fails alone; the
+/* An audit write holding an entry without a name (a caller's bug) fails alone; the
  * writes beside it keep their entries, the chain stays whole. */
-static void test_sqlite_audit_unnamed_entry_fails_alone(void **state) {
+static void test_audit_unnamed_entry_fails_alone(void **state) {
   (void)state;
   char tag[16];
   new_tag(tag);
@@ -3043,6 +3043,7 @@ static int teardown_pg_sealed(void **state) {
   cmocka_unit_test(test_audit_failed_write_writes_none),                 \
   cmocka_unit_test(test_audit_retention_orphans_and_redelivery_time),    \
   cmocka_unit_test(test_audit_audio_redelivery_is_audited),              \
+  cmocka_unit_test(test_audit_unnamed_entry_fails_alone),                \
   cmocka_unit_test(test_audit_verify_finds_hand_edits),                  \
   cmocka_unit_test(test_audit_two_instances_one_chain)
 /* With a ring (the "sealed" groups run the contract and event tests above too, then these; the
@@ -3088,7 +3089,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sqlite_checkpoints_bound_the_log),
         EVENT_TESTS,
         AUDIT_TESTS,
-        cmocka_unit_test(test_sqlite_audit_unnamed_entry_fails_alone),
     };
     /* clang-format on */
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,
