@@ -2394,6 +2394,12 @@ static void test_audit_two_instances_one_chain(void **state) {
   char tag[16];
   new_tag(tag);
   struct audit_who who = who_of(tag, "c");
+  /* conversations erased while they append: entries decided inside the batch's transaction */
+  char erased[CONCURRENT_WRITES / 10 + 1][64];
+  for (int i = 0; i < CONCURRENT_WRITES / 10 + 1; i++) {
+    snprintf(erased[i], sizeof erased[i], "cc-erased-%d-%s", i, tag);
+    (void)put_conv(erased[i], "cc@example.com", "acc");
+  }
   int64_t h0 = audit_head_id();
   struct pending *p[CONCURRENT_WRITES];
   struct audit_entry(*entries)[2] = calloc(CONCURRENT_WRITES, sizeof *entries);
@@ -2401,7 +2407,10 @@ static void test_audit_two_instances_one_chain(void **state) {
   assert_non_null(entries);
   assert_non_null(bodies);
   for (int i = 0; i < CONCURRENT_WRITES; i++) {
-    if (i % 3 == 0) {
+    if (i % 10 == 5) {
+      p[i] = erase_new(erased[i / 10]);
+      p[i]->w.who = who;
+    } else if (i % 3 == 0) {
       char id[64];
       snprintf(id, sizeof id, "cc-%d-%s", i, tag);
       bodies[i] = conv_body(id, "cc@example.com", "acc", 1, NULL);
@@ -2418,8 +2427,9 @@ static void test_audit_two_instances_one_chain(void **state) {
   for (int i = 0; i < CONCURRENT_WRITES; i++) {
     wait_done(p[i]);
     assert_int_equal(p[i]->w.status, STORE_OK);
-    expected += i % 3 == 0 ? 1 : 2;
-    if (i % 3) {
+    expected += i % 10 == 5 || i % 3 == 0 ? 1 : 2;
+    if (i % 10 == 5) assert_true(p[i]->w.erased > 0);
+    if (i % 10 != 5 && i % 3) {
       assert_true(entries[i][0].id > h0);
       assert_int_equal(entries[i][1].id, entries[i][0].id + 1);
     }
@@ -2436,10 +2446,17 @@ static void test_audit_two_instances_one_chain(void **state) {
     if (more.count < 1000) break;
   }
   assert_int_equal(page.count, expected);
-  for (size_t i = 0; i < page.count; i++) assert_int_equal(page.items[i].id, h0 + 1 + (int64_t)i);
+  int64_t erasures = 0, erased_entries = 0;
+  for (int i = 0; i < CONCURRENT_WRITES; i++) erasures += i % 10 == 5;
+  for (size_t i = 0; i < page.count; i++) {
+    assert_int_equal(page.items[i].id, h0 + 1 + (int64_t)i);
+    erased_entries += page.items[i].action == AUDIT_CONVERSATION_ERASED &&
+                      strncmp(page.items[i].target, "cc-erased-", 10) == 0;
+  }
+  assert_int_equal(erased_entries, erasures);
   /* every AUDIT write's ids are the entries the log holds under them */
   for (int i = 0; i < CONCURRENT_WRITES; i++) {
-    if (i % 3 == 0) continue;
+    if (i % 10 == 5 || i % 3 == 0) continue;
     const struct audit_entry *got = &page.items[entries[i][0].id - h0 - 1];
     assert_string_equal(got->target, entries[i][0].target);
     assert_memory_equal(got->hash, entries[i][0].hash, AUDIT_HASH_LEN);
