@@ -981,6 +981,11 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
     if (!b->committed && (t == PGRES_PIPELINE_ABORTED ||
                           (t == PGRES_FATAL_ERROR && PQresultErrorField(r, PG_DIAG_SQLSTATE))))
       b->aborted = true;
+    /* the append fails for the log itself (its head removed by hand, say): say why, as no
+     * write is to blame (its texts were checked before, see refuse_bad_audit_entries) */
+    if (step->kind == STEP_AUDIT && t == PGRES_FATAL_ERROR)
+      log_msg(LOG_ERROR, "postgresql audit append failed: %s",
+              one_line(PQresultErrorMessage(r), (char[MSG_MAX]){0}, MSG_MAX));
     return t == PGRES_PIPELINE_ABORTED ? STORE_RETRY : status_of(c, r);
   }
   switch (step->kind) {

@@ -2281,6 +2281,40 @@ static void test_audit_unnamed_entry_fails_alone(void **state) {
   assert_chain_whole();
 }
 
+/* The chain's head removed by hand: appends stop (unavailable until repaired, never a chain
+ * started again from entry 1 beside the old one) and nothing of the write is stored; put back,
+ * they go on. */
+static void test_audit_head_removed_stops_appends(void **state) {
+  (void)state;
+  char tag[16], sql[256];
+  new_tag(tag);
+  struct audit_who who = who_of(tag, "hd");
+  int64_t h0 = audit_head_id();
+  snprintf(sql, sizeof sql, "CREATE TABLE head_aside_%s AS SELECT * FROM audit_head", tag);
+  (void)direct_sql(sql);
+  (void)direct_sql("DELETE FROM audit_head");
+  struct audit_entry e[1];
+  struct pending *p = audit_new(e, 1, tag, &who);
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_RETRY);
+  pending_free(p);
+  assert_int_equal(direct_sql("SELECT COUNT(*) FROM audit_log WHERE id > 0 AND target IS NOT NULL "
+                              "AND request_id LIKE 'req-hd-%'"),
+                   0);
+  snprintf(sql, sizeof sql, "INSERT INTO audit_head SELECT * FROM head_aside_%s", tag);
+  (void)direct_sql(sql);
+  snprintf(sql, sizeof sql, "DROP TABLE head_aside_%s", tag);
+  (void)direct_sql(sql);
+  p = audit_new(e, 1, tag, &who);
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_OK);
+  assert_int_equal(e[0].id, h0 + 1);
+  pending_free(p);
+  assert_chain_whole();
+}
+
 /* `audit verify` finds an entry edited by hand, and the newest entry removed (the head still
  * names it); both restored, the chain is whole again. */
 static void test_audit_verify_finds_hand_edits(void **state) {
@@ -3061,6 +3095,7 @@ static int teardown_pg_sealed(void **state) {
   cmocka_unit_test(test_audit_retention_orphans_and_redelivery_time),    \
   cmocka_unit_test(test_audit_audio_redelivery_is_audited),              \
   cmocka_unit_test(test_audit_unnamed_entry_fails_alone),                \
+  cmocka_unit_test(test_audit_head_removed_stops_appends),               \
   cmocka_unit_test(test_audit_verify_finds_hand_edits),                  \
   cmocka_unit_test(test_audit_two_instances_one_chain)
 /* With a ring (the "sealed" groups run the contract and event tests above too, then these; the

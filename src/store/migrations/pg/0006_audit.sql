@@ -100,7 +100,10 @@ BEGIN
   END IF;
   SELECT h.last_id, h.last_hash INTO v_id, v_hash FROM audit_head h WHERE h.id = 1 FOR UPDATE;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'the audit chain''s head (table audit_head) is missing';
+    -- class 55: the writer answers 503 (unavailable until an operator repairs it), as SQLite
+    RAISE EXCEPTION 'the audit log''s head (table audit_head, row 1) is missing: nothing is '
+                    'written until it is repaired (gensendrep audit verify)'
+      USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;
   FOR e IN
     SELECT CASE WHEN x.rest IS NULL
