@@ -47,6 +47,10 @@ static const char *const erase_sql[ERASE_STEPS] = {
 #define AUDIT_COLUMNS \
   "id, at_us, request_id, key_id, client_ip, action, target, outcome, count, hash"
 
+/* With a ring, temporary files (sorts, statement journals holding a page's earlier content while
+ * reencrypt rewrites it) stay in memory: nothing of a row reaches a file but the database's. */
+#define KEEP_TEMP_IN_MEMORY "PRAGMA temp_store = MEMORY"
+
 struct reader {
   sqlite3 *db;
   sqlite3_stmt *get;
@@ -1371,6 +1375,7 @@ static struct reader *reader_open(struct sqlite_store *s) {
   r->ring = s->ring;
   if (open_conn(s->path, &r->db) != SQLITE_OK ||
       sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK ||
+      (r->ring && sqlite3_exec(r->db, KEEP_TEMP_IN_MEMORY, NULL, NULL, NULL) != SQLITE_OK) ||
       prepare(r->db,
               "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
               "c.duration, c.message_count, c.processed_at_us, c.webhook_id, "
@@ -2129,9 +2134,17 @@ static enum store_status sqlite_set_ring(struct store *base, const struct seal_r
   struct sqlite_store *s = (struct sqlite_store *)base;
   enum store_status st = check_keys(s, ring, err, errlen);
   if (st != STORE_OK) return st;
-  /* Before any read or write (store.h): the writer thread is idle, readers open after this. */
+  /* Before any read or write (store.h): the writer thread is idle (its connection unused until
+   * a write is queued), readers open after this. */
+  if (ring) {
+    char ignored[8];
+    if (!exec(s->wdb, KEEP_TEMP_IN_MEMORY, ignored, sizeof ignored)) {
+      snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
+      return STORE_RETRY;
+    }
+    snprintf(s->key0, sizeof s->key0, "%s", seal_ring_key_id(ring, 0));
+  }
   s->ring = ring;
-  if (ring) snprintf(s->key0, sizeof s->key0, "%s", seal_ring_key_id(ring, 0));
   return STORE_OK;
 }
 
