@@ -22,6 +22,7 @@
 #include "core/timeutil.h"
 #include "core/utf8.h"
 #include "ext/crypto.h"
+#include "seal/seal.h"
 #include "store/store.h"
 #include "store/write_queue.h"
 
@@ -42,6 +43,8 @@
 struct pg_reader {
   PGconn *conn;
   unsigned prepared_lists; /* bit m: list<m> is prepared */
+  unsigned char *opened;   /* a sealed audio chunk, opened (kept across connections) */
+  size_t opened_cap;
 };
 
 /* A growing buffer, kept between batches so a batch allocates nothing once warm. */
@@ -67,6 +70,12 @@ struct pg_store {
    * without their audio, but still audited in the batch) */
   struct store_write *known[BATCH_MAX];
   size_t nknown;
+  /* Encryption at rest (set_ring): NULL, nothing is sealed. The writer seals a write's values
+   * into arena (grown on demand, given back after a batch that needed much) just before
+   * handing them to libpq, which copies them: one arena serves every write in turn. */
+  const struct seal_ring *ring;
+  unsigned char *arena;
+  size_t arena_cap;
   struct thread_slot readers; /* one struct pg_reader per calling thread */
   atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
@@ -217,6 +226,137 @@ static void get_text(const PGresult *r, int row, int col, char *dst, size_t cap)
   dst[n] = '\0';
 }
 
+/* ---------- sealing (encryption at rest, seal/seal.h) ---------- */
+
+/* With a ring, email_id/account_id hold a blind index: "\x01" and 32 hex digits. No valid id
+ * starts with a control character (the model refuses them, and so does the writer: see
+ * refuse_index_lookalikes), so an index never equals a plaintext value and a filter can look
+ * for both at once. */
+#define INDEX_TEXT_LEN (1 + 2 * SEAL_INDEX_LEN)
+#define AAD_MAX 640 /* a column's name, a conversation id (<= 256 bytes) and a chunk number */
+#define ARENA_KEEP                                                              \
+  (4u << 20) /* the writer keeps this much of its sealing arena between batches \
+              */
+/* The text sealed under each key in seal_keys.check_value. */
+static const char seal_check_text[] = "gensendrep seal check";
+
+/* A row's identity, the associated data its sealed values are bound to: the column, NUL, the
+ * row's key, and for an audio chunk NUL and the chunk's number; so a value copied to another
+ * row or column does not open there. */
+static size_t row_aad(char aad[AAD_MAX], const char *column, const char *id, int64_t seq) {
+  int n = seq < 0 ? snprintf(aad, AAD_MAX, "%s%c%s", column, 0, id)
+                  : snprintf(aad, AAD_MAX, "%s%c%s%c%lld", column, 0, id, 0, (long long)seq);
+  return n < 0 ? 0 : (size_t)n >= AAD_MAX ? AAD_MAX - 1 : (size_t)n;
+}
+
+/* value's blind index under key as stored; false (logged) when it could not be computed. */
+static bool index_text(const struct seal_ring *r, size_t key, const char *value,
+                       char out[INDEX_TEXT_LEN + 1]) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char ix[SEAL_INDEX_LEN];
+  if (!seal_index(r, key, value, strlen(value), ix)) {
+    log_msg(LOG_ERROR, "cannot compute a blind index (OpenSSL failed)");
+    return false;
+  }
+  out[0] = '\x01';
+  for (size_t i = 0; i < SEAL_INDEX_LEN; i++) {
+    out[1 + 2 * i] = hex[ix[i] >> 4];
+    out[2 + 2 * i] = hex[ix[i] & 15];
+  }
+  out[INDEX_TEXT_LEN] = '\0';
+  return true;
+}
+
+static bool is_index_lookalike(const char *v) { return v && v[0] == '\x01'; }
+
+/* The values an equality filter on email_id/account_id looks for: each value as it is (rows
+ * written before encryption) and its blind index under every key of the ring (rows sealed with
+ * any of them). NULL when out of memory. As a JSON array (json) or a text[] literal: bytes that
+ * are not UTF-8 cannot be JSON, and PostgreSQL refuses them from a literal as the client's. */
+static char *filter_values(const struct seal_ring *r, const char *const *vals, size_t n,
+                           bool json) {
+  size_t keys = seal_ring_count(r), per = 1 + keys;
+  const char **all = calloc(n * per + 1, sizeof *all);
+  char(*ix)[INDEX_TEXT_LEN + 1] = calloc(n * keys + 1, sizeof *ix);
+  char *out = NULL;
+  size_t m = 0, cap = 3;
+  bool ok = all && ix;
+  for (size_t i = 0; ok && i < n; i++) {
+    if (!is_index_lookalike(vals[i])) all[m++] = vals[i];
+    for (size_t k = 0; ok && k < keys; k++) {
+      ok = index_text(r, k, vals[i], ix[i * keys + k]);
+      all[m++] = ix[i * keys + k];
+    }
+  }
+  if (ok) {
+    for (size_t i = 0; !json && i < m; i++) cap += 2 * strlen(all[i]) + 3;
+    if (json) {
+      out = store_accounts_json(all, m);
+    } else if ((out = malloc(cap)) != NULL) {
+      size_t pos = 0;
+      out[pos++] = '{';
+      for (size_t i = 0; i < m; i++) {
+        if (i) out[pos++] = ',';
+        out[pos++] = '"';
+        for (const char *p = all[i]; *p; p++) {
+          if (*p == '"' || *p == '\\') out[pos++] = '\\';
+          out[pos++] = *p;
+        }
+        out[pos++] = '"';
+      }
+      out[pos++] = '}';
+      out[pos] = '\0';
+    }
+  }
+  free(all);
+  free(ix);
+  return out;
+}
+
+/* Opens a row's sealed value into out (at most cap bytes); false, logged, when the ring cannot
+ * (no ring, the key it names is not in it, or it was changed or moved). */
+static bool open_value(const struct seal_ring *r, const char *column, const char *id, int64_t seq,
+                       const void *data, size_t len, unsigned char *out, size_t cap,
+                       size_t *out_len) {
+  char aad[AAD_MAX], key[SEAL_KEY_ID_MAX + 1] = "?";
+  size_t aad_len = row_aad(aad, column, id, seq);
+  if (r && seal_plain_len(data, len) <= cap && seal_open(r, aad, aad_len, data, len, out, out_len))
+    return true;
+  (void)seal_key_of(data, len, key);
+  log_msg(LOG_ERROR, "a sealed %s (key %s) cannot be opened%s", column, key,
+          r ? " with ENCRYPTION_KEYS: wrong key or altered data" : ": ENCRYPTION_KEYS is not set");
+  return false;
+}
+
+/* A sealed text column (NULL: "") into dst. */
+static bool open_text(const struct seal_ring *r, const char *column, const char *id,
+                      const PGresult *res, int row, int col, char *dst, size_t cap) {
+  dst[0] = '\0';
+  if (PQgetisnull(res, row, col)) return true;
+  size_t n = 0;
+  if (!open_value(r, column, id, -1, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col),
+                  (unsigned char *)dst, cap - 1, &n))
+    return false;
+  dst[n] = '\0';
+  return true;
+}
+
+/* A sealed bytea column into a new NUL-terminated buffer (*out, *out_len). */
+static enum store_status open_alloc(const struct seal_ring *r, const char *column, const char *id,
+                                    const PGresult *res, int row, int col, char **out,
+                                    size_t *out_len) {
+  const char *data = PQgetvalue(res, row, col);
+  size_t len = (size_t)PQgetlength(res, row, col), plain = seal_plain_len(data, len);
+  if (!(*out = malloc(plain + 1))) return STORE_RETRY;
+  if (!open_value(r, column, id, -1, data, len, (unsigned char *)*out, plain, out_len)) {
+    free(*out);
+    *out = NULL;
+    return STORE_HARD;
+  }
+  (*out)[*out_len] = '\0';
+  return STORE_OK;
+}
+
 /* ---------- migrations ---------- */
 
 static bool record_migration(PGconn *c, const struct store_migration *m) {
@@ -243,18 +383,22 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
   bool ok = command_ok(c,
                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                        "name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)");
-  PGresult *r = ok ? PQexec(c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations") : NULL;
-  long have =
-      r && PQresultStatus(r) == PGRES_TUPLES_OK ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
-  PQclear(r);
-  ok = ok && have >= 0;
+  /* Every migration not recorded yet, not only those above the highest: two branches' numbers
+   * may land out of order (0007 before 0006), and a database migrated in between still gets
+   * the one that landed second. */
+  PGresult *r = ok ? PQexec(c, "SELECT version FROM schema_migrations") : NULL;
+  ok = ok && PQresultStatus(r) == PGRES_TUPLES_OK;
   for (size_t i = 0; ok && i < store_migrations_pg_count; i++) {
     const struct store_migration *m = &store_migrations_pg[i];
-    if (m->version <= have) continue;
+    bool have = false;
+    for (int row = 0; !have && row < PQntuples(r); row++)
+      have = strtol(PQgetvalue(r, row, 0), NULL, 10) == m->version;
+    if (have) continue;
     ok = command_ok(c, "BEGIN") && command_ok(c, m->sql) && record_migration(c, m) &&
          command_ok(c, "COMMIT");
     if (ok) log_msg(LOG_INFO, "applied migration %04d_%s", m->version, m->name);
   }
+  PQclear(r);
   if (!ok) {
     snprintf(err, errlen, "DATABASE_URL: postgresql migration failed: %s", PG_MSG(c));
     (void)command_ok(c, "ROLLBACK");
@@ -272,21 +416,26 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
   " message_count = EXCLUDED.message_count, processed_at_us = EXCLUDED.processed_at_us,"      \
   " webhook_id = EXCLUDED.webhook_id, body_sha256 = EXCLUDED.body_sha256,"                    \
   " delivery_id = EXCLUDED.delivery_id, agent_id = EXCLUDED.agent_id,"                        \
-  " failure_reason = EXCLUDED.failure_reason"
+  " failure_reason = EXCLUDED.failure_reason, sealed_with = EXCLUDED.sealed_with,"            \
+  " email_sealed = EXCLUDED.email_sealed, account_sealed = EXCLUDED.account_sealed"
 
+/* With a ring ($16 the sealing key's id), $2/$3 are the blind indexes, $14/$15 the sealed email
+ * and account, $10 the sealed body; without, $14..$16 are NULL. */
 static const char upsert_sql[] =
     "WITH cur AS ("
     "  SELECT webhook_id, body_sha256, processed_at_us FROM conversations"
     "  WHERE conversation_id = $1"
     "), ins AS ("
-    "  INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, body_sha256, body)"
-    "  SELECT $7, $1, $8, $9, $10 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE body_sha256 = $9)"
+    "  INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, body_sha256, body,"
+    "    sealed_with)"
+    "  SELECT $7, $1, $8, $9, $10, $16"
+    "  WHERE NOT EXISTS (SELECT 1 FROM cur WHERE body_sha256 = $9)"
     "  RETURNING id"
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
-    "    agent_id, failure_reason)"
-    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13 FROM ins"
+    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed)"
+    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15 FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
     ") "
     "SELECT webhook_id, processed_at_us, true FROM cur WHERE body_sha256 = $9 "
@@ -295,25 +444,28 @@ static const char upsert_sql[] =
 /* An ElevenLabs event: kept unless its conversation already has one with the same bytes (then
  * that one's webhook id and time answer); when it carries a conversation ($8), that
  * conversation's new version is stored exactly as a seed write's, under the event's webhook id
- * (the event's redelivery check stands for the seed's same-body check). */
+ * (the event's redelivery check stands for the seed's same-body check). With a ring ($20), $6 and
+ * $19 are sealed, $10/$11 blind indexes and $21/$22 the sealed email and account. */
 static const char event_sql[] =
     "WITH dup AS ("
     "  SELECT webhook_id, received_at_us FROM events"
     "  WHERE conversation_id = $1 AND body_sha256 = $2 ORDER BY id LIMIT 1"
     "), ev AS ("
     "  INSERT INTO events (webhook_id, conversation_id, type, received_at_us, body_sha256, body,"
-    "    audio_at)"
-    "  SELECT $3, $1, $5, $4, $2, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM dup)"
+    "    audio_at, sealed_with)"
+    "  SELECT $3, $1, $5, $4, $2, $6, $7, $20 WHERE NOT EXISTS (SELECT 1 FROM dup)"
     "  RETURNING id"
     "), ins AS ("
-    "  INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, body_sha256, body)"
-    "  SELECT $3, $9, $4, $18, $19 FROM ev WHERE $8"
+    "  INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, body_sha256, body,"
+    "    sealed_with)"
+    "  SELECT $3, $9, $4, $18, $19, $20 FROM ev WHERE $8"
     "  RETURNING id"
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
-    "    agent_id, failure_reason)"
-    "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17 FROM ins"
+    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed)"
+    "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17, $20, $21, $22"
+    "  FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
     ") "
     "SELECT webhook_id, received_at_us, true FROM dup UNION ALL SELECT $3, $4, false FROM ev";
@@ -332,7 +484,7 @@ static const char audio_meta_sql[] =
     "webhook_id = EXCLUDED.webhook_id, received_at_us = EXCLUDED.received_at_us";
 
 static const char audio_chunk_sql[] =
-    "INSERT INTO audio_chunks (conversation_id, seq, data) SELECT $1, $3, $4 "
+    "INSERT INTO audio_chunks (conversation_id, seq, data, sealed_with) SELECT $1, $3, $4, $5 "
     "WHERE EXISTS (SELECT 1 FROM audio_meta WHERE conversation_id = $1 AND webhook_id = $2)";
 
 /* An audit entry decided by the statement that records it ($N: the write's place in the batch):
@@ -383,15 +535,15 @@ static const char retain_sql[] =
     "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM oe) + (SELECT count(*) FROM om)";
 
 static bool prepare_writer(PGconn *c) {
-  static const Oid upsert_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,  OID_INT8,
-                                     OID_INT8, OID_TEXT, OID_INT8, OID_BYTEA, OID_BYTEA,
-                                     OID_TEXT, OID_TEXT, OID_TEXT};
-  static const Oid event_types[] = {OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_INT8, OID_TEXT,
-                                    OID_BYTEA, OID_INT8,  OID_BOOL,  OID_TEXT, OID_TEXT,
-                                    OID_TEXT,  OID_TEXT,  OID_INT8,  OID_INT8, OID_INT8,
-                                    OID_TEXT,  OID_TEXT,  OID_BYTEA, OID_BYTEA};
+  static const Oid upsert_types[] = {OID_TEXT, OID_TEXT,  OID_TEXT,  OID_INT8,  OID_INT8, OID_INT8,
+                                     OID_TEXT, OID_INT8,  OID_BYTEA, OID_BYTEA, OID_TEXT, OID_TEXT,
+                                     OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT};
+  static const Oid event_types[] = {OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_INT8, OID_TEXT, OID_BYTEA,
+                                    OID_INT8,  OID_BOOL,  OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT,
+                                    OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT, OID_TEXT, OID_BYTEA,
+                                    OID_BYTEA, OID_TEXT,  OID_BYTEA, OID_BYTEA};
   static const Oid meta_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT8};
-  static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA};
+  static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid find_types[] = {OID_TEXT, OID_BYTEA};
   static const Oid lock_types[] = {0};
   static const Oid probe_types[] = {OID_INT8};
@@ -423,12 +575,12 @@ static bool prepare_writer(PGconn *c) {
                  "UPDATE api_keys SET last_used_us = $2 WHERE id = $1 "
                  "AND (last_used_us IS NULL OR last_used_us < $2) RETURNING id",
                  2, key_at_types) &&
-         prepare(c, "upsert", upsert_sql, 13, upsert_types) &&
-         prepare(c, "event", event_sql, 19, event_types) &&
+         prepare(c, "upsert", upsert_sql, 16, upsert_types) &&
+         prepare(c, "event", event_sql, 22, event_types) &&
          prepare(c, "erase", erase_sql, 2, erase_types) &&
          prepare(c, "retain", retain_sql, 3, retain_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
-         prepare(c, "audio_chunk", audio_chunk_sql, 4, chunk_types) &&
+         prepare(c, "audio_chunk", audio_chunk_sql, 5, chunk_types) &&
          prepare(c, "event_find",
                  "SELECT webhook_id, received_at_us FROM events "
                  "WHERE conversation_id = $1 AND body_sha256 = $2 ORDER BY id LIMIT 1",
@@ -442,12 +594,15 @@ static bool prepare_writer(PGconn *c) {
                  1, probe_types);
 }
 
+static bool prepare_reseal(PGconn *c);
+
 /* The writer's connection, checked (see conn_usable) or made again; false when unreachable. */
 static bool writer_ready(struct pg_store *s) {
   if (conn_usable(s->writer_conn)) return true;
   PQfinish(s->writer_conn);
   s->writer_conn = pg_connect(s, &s->writer_pause_ms);
-  if (s->writer_conn && !prepare_writer(s->writer_conn)) {
+  if (s->writer_conn &&
+      (!prepare_writer(s->writer_conn) || (s->ring && !prepare_reseal(s->writer_conn)))) {
     PQfinish(s->writer_conn);
     s->writer_conn = NULL;
   }
@@ -506,6 +661,15 @@ static bool send_plain(PGconn *c, const char *sql) {
   return PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
 }
 
+/* A conversation's advisory-lock key: the first 8 bytes of the SHA-256 of its id. */
+static int64_t lock_key(const char *conversation_id) {
+  unsigned char d[CRYPTO_SHA256_LEN];
+  crypto_sha256(conversation_id, strlen(conversation_id), d);
+  int64_t k;
+  memcpy(&k, d, sizeof k);
+  return k;
+}
+
 /* The advisory-lock keys of the batch's conversation ids, as a bigint[] literal; NULL when
  * the batch has none (or out of memory, *oom set). */
 static char *lock_keys(struct store_write *batch, bool *oom) {
@@ -523,11 +687,8 @@ static char *lock_keys(struct store_write *batch, bool *oom) {
   for (struct store_write *w = batch; w; w = w->next) {
     const char *id = store_write_conversation_id(w);
     if (!id) continue;
-    unsigned char d[CRYPTO_SHA256_LEN];
-    crypto_sha256(id, strlen(id), d);
-    int64_t k;
-    memcpy(&k, d, sizeof k);
-    pos += (size_t)snprintf(arr + pos, cap - pos, "%s%lld", pos == 1 ? "" : ",", (long long)k);
+    pos += (size_t)snprintf(arr + pos, cap - pos, "%s%lld", pos == 1 ? "" : ",",
+                            (long long)lock_key(id));
   }
   snprintf(arr + pos, cap - pos, "}");
   return arr;
@@ -540,6 +701,96 @@ static bool send_probe(PGconn *c) {
   return PQsendQueryPrepared(c, "probe", 1, vals, NULL, NULL, 0) == 1;
 }
 
+/* The sealed values of one write (in the writer's arena until the next write's). */
+struct sealed {
+  char email_ix[INDEX_TEXT_LEN + 1], account_ix[INDEX_TEXT_LEN + 1];
+  const char *email_id, *account_id; /* what email_id/account_id hold: an index, or NULL */
+  const char *email, *account, *body, *event_body; /* sealed; NULL when there is none */
+  int email_len, account_len, body_len, event_body_len;
+};
+
+static bool arena_reserve(struct pg_store *s, size_t n) {
+  if (n <= s->arena_cap) return true;
+  unsigned char *p = realloc(s->arena, n);
+  if (!p) return false;
+  s->arena = p;
+  s->arena_cap = n;
+  return true;
+}
+
+static void arena_trim(struct pg_store *s) {
+  if (s->arena_cap <= ARENA_KEEP) return;
+  free(s->arena);
+  s->arena = NULL;
+  s->arena_cap = 0;
+}
+
+/* Seals plain into the arena at *at (reserved beforehand) for the row column/id/seq. */
+static const char *seal_at(struct pg_store *s, size_t *at, const char *column, const char *id,
+                           int64_t seq, const void *plain, size_t len, int *out_len) {
+  char aad[AAD_MAX];
+  size_t aad_len = row_aad(aad, column, id, seq), n = seal_sealed_len(s->ring, len);
+  unsigned char *out = s->arena + *at;
+  if (!seal_seal(s->ring, aad, aad_len, plain, len, out)) {
+    log_msg(LOG_ERROR, "cannot seal a %s (random source or OpenSSL failed)", column);
+    return NULL;
+  }
+  *at += n;
+  *out_len = (int)n;
+  return (const char *)out;
+}
+
+static size_t sealed_len_of(const struct seal_ring *r, const char *text) {
+  return text ? seal_sealed_len(r, strlen(text)) : 0;
+}
+
+static bool seal_identity(struct pg_store *s, const struct conversation_input *c, size_t *at,
+                          struct sealed *out);
+
+/* Seals what a write keeps of a conversation c (NULL: none): its email and account (with their
+ * blind indexes) and body, kept as the delivery webhook_id; and event_body (NULL: none), kept as
+ * the event webhook_id. False when out of memory or sealing failed. */
+static bool seal_write(struct pg_store *s, const struct conversation_input *c,
+                       const char *webhook_id, const char *body, size_t body_len,
+                       const char *event_body, size_t event_body_len, struct sealed *out) {
+  const struct seal_ring *r = s->ring;
+  memset(out, 0, sizeof *out);
+  size_t need = (event_body ? seal_sealed_len(r, event_body_len) : 0), at = 0;
+  if (c)
+    need += sealed_len_of(r, c->email_id) + sealed_len_of(r, c->account_id) +
+            seal_sealed_len(r, body_len);
+  if (!arena_reserve(s, need)) return false;
+  if (event_body && !(out->event_body = seal_at(s, &at, "events.body", webhook_id, -1, event_body,
+                                                event_body_len, &out->event_body_len)))
+    return false;
+  if (!c) return true;
+  return seal_identity(s, c, &at, out) &&
+         (out->body = seal_at(s, &at, "deliveries.body", webhook_id, -1, body, body_len,
+                              &out->body_len)) != NULL;
+}
+
+/* Seals c's email and account into the arena at *at (reserved beforehand), with their blind
+ * indexes under the first key. */
+static bool seal_identity(struct pg_store *s, const struct conversation_input *c, size_t *at,
+                          struct sealed *out) {
+  const struct seal_ring *r = s->ring;
+  if (c->email_id) {
+    out->email_id = out->email_ix;
+    if (!index_text(r, 0, c->email_id, out->email_ix) ||
+        !(out->email = seal_at(s, at, "conversations.email_id", c->conversation_id, -1, c->email_id,
+                               strlen(c->email_id), &out->email_len)))
+      return false;
+  }
+  if (c->account_id) {
+    out->account_id = out->account_ix;
+    if (!index_text(r, 0, c->account_id, out->account_ix) ||
+        !(out->account = seal_at(s, at, "conversations.account_id", c->conversation_id, -1,
+                                 c->account_id, strlen(c->account_id), &out->account_len)))
+      return false;
+  }
+  return true;
+}
+
 static bool send_conversation(struct pg_store *s, struct store_write *w) {
   const struct conversation_input *c = w->conv;
   char start[24], duration[24], count[24], processed[24];
@@ -548,22 +799,32 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
   snprintf(duration, sizeof duration, "%lld", (long long)c->duration);
   snprintf(count, sizeof count, "%lld", (long long)c->message_count);
   snprintf(processed, sizeof processed, "%lld", (long long)w->processed_us);
-  const char *vals[13] = {c->conversation_id,
-                          c->email_id,
-                          c->account_id,
+  struct sealed v = {.email_id = c->email_id,
+                     .account_id = c->account_id,
+                     .body = w->body,
+                     .body_len = (int)w->body_len};
+  if (s->ring && !seal_write(s, c, w->webhook_id, w->body, w->body_len, NULL, 0, &v)) return false;
+  const char *vals[16] = {c->conversation_id,
+                          v.email_id,
+                          v.account_id,
                           c->has_start ? start : NULL,
                           duration,
                           count,
                           w->webhook_id,
                           processed,
                           (const char *)w->body_sha256,
-                          w->body,
+                          v.body,
                           c->status ? c->status : "completed",
                           c->agent_id,
-                          c->failure_reason};
-  int lens[13] = {0, 0, 0, 0, 0, 0, 0, 0, CRYPTO_SHA256_LEN, (int)w->body_len, 0, 0, 0};
-  int formats[13] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0};
-  return PQsendQueryPrepared(s->writer_conn, "upsert", 13, vals, lens, formats, 1) == 1;
+                          c->failure_reason,
+                          v.email,
+                          v.account,
+                          s->ring ? seal_ring_key_id(s->ring, 0) : NULL};
+  int lens[16] = {
+      0, 0, 0, 0, 0, 0, 0, 0, CRYPTO_SHA256_LEN, v.body_len, 0, 0, 0, v.email_len, v.account_len,
+      0};
+  int formats[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0};
+  return PQsendQueryPrepared(s->writer_conn, "upsert", 16, vals, lens, formats, 1) == 1;
 }
 
 /* The API key writes (store.h); each answers the rows it changed. A revocation records its
@@ -607,17 +868,27 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
     snprintf(duration, sizeof duration, "%lld", (long long)c->duration);
     snprintf(count, sizeof count, "%lld", (long long)c->message_count);
   }
-  const char *vals[19] = {w->event_conversation_id,
+  const char *event_body = w->event_body ? w->event_body : "";
+  struct sealed v = {.email_id = c ? c->email_id : NULL,
+                     .account_id = c ? c->account_id : NULL,
+                     .body = c ? w->body : NULL,
+                     .body_len = c ? (int)w->body_len : 0,
+                     .event_body = event_body,
+                     .event_body_len = (int)w->event_body_len};
+  if (s->ring &&
+      !seal_write(s, c, w->webhook_id, w->body, w->body_len, event_body, w->event_body_len, &v))
+    return false;
+  const char *vals[22] = {w->event_conversation_id,
                           (const char *)w->event_sha256,
                           w->webhook_id,
                           received,
                           w->event_type,
-                          w->event_body ? w->event_body : "",
+                          v.event_body,
                           w->event_audio_at >= 0 ? audio_at : NULL,
                           c ? "t" : "f",
                           c ? c->conversation_id : NULL,
-                          c ? c->email_id : NULL,
-                          c ? c->account_id : NULL,
+                          v.email_id,
+                          v.account_id,
                           c ? (c->status ? c->status : "completed") : NULL,
                           c && c->has_start ? start : NULL,
                           c ? duration : NULL,
@@ -625,15 +896,20 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
                           c ? c->agent_id : NULL,
                           c ? c->failure_reason : NULL,
                           c ? (const char *)w->body_sha256 : NULL,
-                          c ? w->body : NULL};
-  int lens[19] = {0};
-  int formats[19] = {0};
+                          v.body,
+                          s->ring ? seal_ring_key_id(s->ring, 0) : NULL,
+                          v.email,
+                          v.account};
+  int lens[22] = {0};
+  int formats[22] = {0};
   lens[1] = CRYPTO_SHA256_LEN;
-  lens[5] = (int)w->event_body_len;
+  lens[5] = v.event_body_len;
   lens[17] = c ? CRYPTO_SHA256_LEN : 0;
-  lens[18] = c ? (int)w->body_len : 0;
-  formats[1] = formats[5] = formats[17] = formats[18] = 1;
-  return PQsendQueryPrepared(s->writer_conn, "event", 19, vals, lens, formats, 1) == 1;
+  lens[18] = v.body_len;
+  lens[20] = v.email_len;
+  lens[21] = v.account_len;
+  formats[1] = formats[5] = formats[17] = formats[18] = formats[20] = formats[21] = 1;
+  return PQsendQueryPrepared(s->writer_conn, "event", 22, vals, lens, formats, 1) == 1;
 }
 
 /* ord: the write's place in the batch, which its audit entries (one if it erased something;
@@ -893,11 +1169,18 @@ static bool send_audio(struct pg_store *s, struct store_write *w, struct batch *
       return false;
     }
     snprintf(seq, sizeof seq, "%lld", (long long)n_seq);
-    const char *vals[4] = {w->event_conversation_id, w->webhook_id, seq,
-                           (const char *)s->audio_buf};
-    int lens[4] = {0, 0, 0, (int)n};
-    int formats[4] = {0, 0, 0, 1};
-    if (PQsendQueryPrepared(c, "audio_chunk", 4, vals, lens, formats, 0) != 1 || PQflush(c) != 0)
+    const char *data = (const char *)s->audio_buf;
+    int data_len = (int)n;
+    size_t at = 0;
+    if (s->ring && (!arena_reserve(s, seal_sealed_len(s->ring, n)) ||
+                    !(data = seal_at(s, &at, "audio_chunks.data", w->event_conversation_id, n_seq,
+                                     s->audio_buf, n, &data_len))))
+      return false;
+    const char *vals[5] = {w->event_conversation_id, w->webhook_id, seq, data,
+                           s->ring ? seal_ring_key_id(s->ring, 0) : NULL};
+    int lens[5] = {0, 0, 0, data_len, 0};
+    int formats[5] = {0, 0, 0, 1, 0};
+    if (PQsendQueryPrepared(c, "audio_chunk", 5, vals, lens, formats, 0) != 1 || PQflush(c) != 0)
       return false;
     add_step(b, STEP_AUDIO, w, PGRES_COMMAND_OK);
     off += (int64_t)n;
@@ -925,7 +1208,7 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
   for (struct store_write *w = head; ok && w; w = w->next, n_ord++) {
     /* audit entries alone: sent with the batch's other entries (send_audit) */
     if (w->kind == STORE_WRITE_AUDIT || is_known(s, w)) continue;
-    if (w->kind == STORE_WRITE_RESEAL) continue; /* TODO(seal) */
+    if (w->kind == STORE_WRITE_RESEAL) continue; /* never here: run apart (take_apart) */
     char ord[16];
     snprintf(ord, sizeof ord, "%u", n_ord);
     bool probe = w->kind == STORE_WRITE_PROBE;
@@ -1113,6 +1396,310 @@ static void refuse_bad_audit_entries(struct store_write **head) {
   }
 }
 
+/* ---------- reencrypt (STORE_WRITE_RESEAL) ---------- */
+
+/* The tables reencrypt walks, each in its primary key's order. reseal_pos is
+ * "<tag>:<number>:<text>", the last key passed: a number (deliveries, events, an audio chunk's
+ * seq) and a text (a conversation id). Each table's statements: scan (the next rows not sealed
+ * with the ring's first key: their keys and conversation ids, no lock), rows (those rows again,
+ * locked, once their conversations' advisory locks are held) and update. */
+struct reseal_table {
+  char tag;
+  const char *scan, *rows, *update;
+};
+
+static const struct reseal_table reseal_tables[] = {
+    {'c', "rs_scan_c", "rs_rows_c", "rs_update_c"},
+    {'d', "rs_scan_d", "rs_rows_d", "rs_update_d"},
+    {'e', "rs_scan_e", "rs_rows_e", "rs_update_e"},
+    {'a', "rs_scan_a", "rs_rows_a", "rs_update_a"},
+};
+#define RESEAL_TABLES (sizeof reseal_tables / sizeof reseal_tables[0])
+#define RESEAL_TEXT_MAX (MODEL_CONVERSATION_ID_MAX + 1)
+
+/* The scans: $1 text and $2 number after which to start, $3 the key, $4 how many. The rows:
+ * after $1/$2 up to $3/$4 (the scan's last), not sealed with $5. Rows another transaction holds
+ * are skipped (only retention's can be: every other writer of a conversation's rows holds its
+ * advisory lock first, as reencrypt does), so reencrypt never waits while holding rows. */
+static bool prepare_reseal(PGconn *c) {
+  static const Oid scan_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8};
+  static const Oid rows_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8, OID_TEXT};
+  static const Oid up_c_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT};
+  static const Oid up_types[] = {OID_INT8, OID_BYTEA, OID_TEXT};
+  static const Oid up_a_types[] = {OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
+  return prepare(c, "rs_scan_c",
+                 "SELECT 0::bigint, conversation_id, conversation_id FROM conversations "
+                 "WHERE conversation_id > $1 AND sealed_with IS DISTINCT FROM $3 "
+                 "ORDER BY conversation_id LIMIT $4",
+                 4, scan_types) &&
+         prepare(c, "rs_rows_c",
+                 "SELECT conversation_id, email_id, account_id, sealed_with, email_sealed, "
+                 "account_sealed FROM conversations WHERE conversation_id > $1 AND "
+                 "conversation_id <= $3 AND sealed_with IS DISTINCT FROM $5 "
+                 "ORDER BY conversation_id FOR NO KEY UPDATE SKIP LOCKED",
+                 5, rows_types) &&
+         prepare(c, "rs_update_c",
+                 "UPDATE conversations SET email_id = $2, account_id = $3, email_sealed = $4, "
+                 "account_sealed = $5, sealed_with = $6 WHERE conversation_id = $1",
+                 6, up_c_types) &&
+         prepare(c, "rs_scan_d",
+                 "SELECT id, ''::text, conversation_id FROM deliveries WHERE id > $2 AND "
+                 "sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
+                 4, scan_types) &&
+         prepare(c, "rs_rows_d",
+                 "SELECT id, webhook_id, sealed_with, body FROM deliveries WHERE id > $2 AND "
+                 "id <= $4 AND sealed_with IS DISTINCT FROM $5 "
+                 "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+                 5, rows_types) &&
+         prepare(c, "rs_update_d",
+                 "UPDATE deliveries SET body = $2, sealed_with = $3 WHERE id = $1", 3, up_types) &&
+         prepare(c, "rs_scan_e",
+                 "SELECT id, ''::text, conversation_id FROM events WHERE id > $2 AND "
+                 "sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
+                 4, scan_types) &&
+         prepare(c, "rs_rows_e",
+                 "SELECT id, webhook_id, sealed_with, body FROM events WHERE id > $2 AND "
+                 "id <= $4 AND sealed_with IS DISTINCT FROM $5 "
+                 "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+                 5, rows_types) &&
+         prepare(c, "rs_update_e", "UPDATE events SET body = $2, sealed_with = $3 WHERE id = $1", 3,
+                 up_types) &&
+         prepare(c, "rs_scan_a",
+                 "SELECT seq, conversation_id, conversation_id FROM audio_chunks "
+                 "WHERE (conversation_id, seq) > ($1, $2) AND sealed_with IS DISTINCT FROM $3 "
+                 "ORDER BY conversation_id, seq LIMIT $4",
+                 4, scan_types) &&
+         prepare(c, "rs_rows_a",
+                 "SELECT seq, conversation_id, sealed_with, data FROM audio_chunks "
+                 "WHERE (conversation_id, seq) > ($1, $2) AND (conversation_id, seq) <= ($3, $4) "
+                 "AND sealed_with IS DISTINCT FROM $5 "
+                 "ORDER BY conversation_id, seq FOR NO KEY UPDATE SKIP LOCKED",
+                 5, rows_types) &&
+         prepare(c, "rs_update_a",
+                 "UPDATE audio_chunks SET data = $3, sealed_with = $4 "
+                 "WHERE conversation_id = $1 AND seq = $2",
+                 4, up_a_types);
+}
+
+/* Runs a statement on the writer's connection (outside a pipeline); NULL result on failure,
+ * logged, with *st set. */
+static PGresult *writer_exec(struct pg_store *s, const char *name, int n, const char *const *vals,
+                             const int *lens, const int *formats, ExecStatusType want,
+                             enum store_status *st) {
+  PGresult *r = name ? PQexecPrepared(s->writer_conn, name, n, vals, lens, formats, 1)
+                     : PQexec(s->writer_conn, vals[0]);
+  if (PQresultStatus(r) == want) return r;
+  *st = status_of(s->writer_conn, r);
+  if (*st == STORE_CLIENT) *st = STORE_HARD;
+  log_msg(LOG_ERROR, "postgresql reencrypt: %s", PG_MSG(s->writer_conn));
+  PQclear(r);
+  return NULL;
+}
+
+static bool writer_command(struct pg_store *s, const char *sql, enum store_status *st) {
+  const char *vals[] = {sql};
+  PGresult *r = writer_exec(s, NULL, 0, vals, NULL, NULL, PGRES_COMMAND_OK, st);
+  PQclear(r);
+  return r != NULL;
+}
+
+/* A row's value at col as plaintext, in a new buffer: opened when sealed, else copied. */
+static enum store_status reseal_open(struct pg_store *s, const char *column, const char *id,
+                                     int64_t seq, const PGresult *res, int row, int col,
+                                     bool sealed, unsigned char **out, size_t *len) {
+  const char *data = PQgetvalue(res, row, col);
+  size_t n = (size_t)PQgetlength(res, row, col), plain = sealed ? seal_plain_len(data, n) : n;
+  if (!(*out = malloc(plain + 1))) return STORE_RETRY;
+  if (!sealed) {
+    memcpy(*out, data, n);
+    *len = n;
+    return STORE_OK;
+  }
+  if (open_value(s->ring, column, id, seq, data, n, *out, plain, len)) return STORE_OK;
+  free(*out);
+  *out = NULL;
+  return STORE_HARD;
+}
+
+/* Rewrites one conversations row: email and account sealed with the first key, their indexes. */
+static enum store_status reseal_conversation(struct pg_store *s, const PGresult *res, int i,
+                                             enum store_status *st) {
+  const char *id = PQgetvalue(res, i, 0);
+  bool sealed = !PQgetisnull(res, i, 3);
+  char plain[2][MODEL_EMAIL_ID_MAX + 1];
+  const char *value[2];
+  for (int k = 0; k < 2; k++) {
+    const char *column = k == 0 ? "conversations.email_id" : "conversations.account_id";
+    if (sealed && !open_text(s->ring, column, id, res, i, 4 + k, plain[k], sizeof plain[k]))
+      return STORE_HARD;
+    value[k] = sealed ? (PQgetisnull(res, i, 4 + k) ? NULL : plain[k])
+                      : (PQgetisnull(res, i, 1 + k) ? NULL : PQgetvalue(res, i, 1 + k));
+  }
+  struct conversation_input c = {
+      .conversation_id = id, .email_id = value[0], .account_id = value[1]};
+  struct sealed v = {0};
+  size_t at = 0;
+  if (!arena_reserve(s, sealed_len_of(s->ring, value[0]) + sealed_len_of(s->ring, value[1])) ||
+      !seal_identity(s, &c, &at, &v))
+    return STORE_RETRY;
+  const char *vals[6] = {id,      v.email_id, v.account_id,
+                         v.email, v.account,  seal_ring_key_id(s->ring, 0)};
+  int lens[6] = {0, 0, 0, v.email_len, v.account_len, 0};
+  int formats[6] = {0, 0, 0, 1, 1, 0};
+  PGresult *r = writer_exec(s, "rs_update_c", 6, vals, lens, formats, PGRES_COMMAND_OK, st);
+  PQclear(r);
+  return r ? STORE_OK : *st;
+}
+
+/* Rewrites one body or chunk sealed with the first key. */
+static enum store_status reseal_value(struct pg_store *s, const struct reseal_table *t,
+                                      const PGresult *res, int i, enum store_status *st) {
+  bool audio = t->tag == 'a';
+  const char *column = audio           ? "audio_chunks.data"
+                       : t->tag == 'd' ? "deliveries.body"
+                                       : "events.body";
+  int64_t num = get_i64(res, i, 0);
+  const char *id = PQgetvalue(res, i, 1); /* webhook id, or the chunk's conversation id */
+  unsigned char *plain;
+  size_t len, at = 0;
+  enum store_status o = reseal_open(s, column, id, audio ? num : -1, res, i, 3,
+                                    !PQgetisnull(res, i, 2), &plain, &len);
+  if (o != STORE_OK) return o;
+  int sealed_len = 0;
+  const char *sealed = arena_reserve(s, seal_sealed_len(s->ring, len))
+                           ? seal_at(s, &at, column, id, audio ? num : -1, plain, len, &sealed_len)
+                           : NULL;
+  free(plain);
+  if (!sealed) return STORE_RETRY;
+  char n[24];
+  snprintf(n, sizeof n, "%lld", (long long)num);
+  const char *key = seal_ring_key_id(s->ring, 0);
+  const char *vals[4] = {audio ? id : n, audio ? n : sealed, audio ? sealed : key, key};
+  int lens[4] = {0, audio ? 0 : sealed_len, audio ? sealed_len : 0, 0};
+  int formats[4] = {0, audio ? 0 : 1, audio ? 1 : 0, 0};
+  PGresult *r = writer_exec(s, t->update, audio ? 4 : 3, vals, lens, formats, PGRES_COMMAND_OK, st);
+  PQclear(r);
+  return r ? STORE_OK : *st;
+}
+
+/* One transaction: up to limit rows of t after (*num, text) not sealed with the first key are
+ * rewritten; (*num, text) moves to the last row scanned, *scanned says how many. */
+static enum store_status reseal_segment(struct pg_store *s, const struct reseal_table *t,
+                                        int64_t *num, char text[RESEAL_TEXT_MAX], int64_t limit,
+                                        int64_t *scanned, int64_t *rewritten) {
+  enum store_status st = STORE_OK;
+  char lo[24], lim[24], hi[24];
+  snprintf(lo, sizeof lo, "%lld", (long long)*num);
+  snprintf(lim, sizeof lim, "%lld", (long long)limit);
+  const char *key = seal_ring_key_id(s->ring, 0);
+  if (!writer_command(s, "BEGIN", &st)) return st;
+  const char *scan_vals[4] = {text, lo, key, lim};
+  PGresult *scan = writer_exec(s, t->scan, 4, scan_vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  PGresult *rows = NULL;
+  char *locks = NULL;
+  int n = scan ? PQntuples(scan) : 0;
+  if (scan && n > 0) {
+    /* the advisory locks of the rows' conversations, as a batch takes them (sorted) */
+    size_t cap = (size_t)n * 22 + 3, pos = 1;
+    if ((locks = malloc(cap)) != NULL) {
+      locks[0] = '{';
+      for (int i = 0; i < n; i++)
+        pos += (size_t)snprintf(locks + pos, cap - pos, "%s%lld", i ? "," : "",
+                                (long long)lock_key(PQgetvalue(scan, i, 2)));
+      snprintf(locks + pos, cap - pos, "}");
+      const char *lock_vals[1] = {locks};
+      PQclear(writer_exec(s, "lock", 1, lock_vals, NULL, NULL, PGRES_TUPLES_OK, &st));
+    } else {
+      st = STORE_RETRY;
+    }
+    snprintf(hi, sizeof hi, "%lld", (long long)get_i64(scan, n - 1, 0));
+    const char *rows_vals[5] = {text, lo, PQgetvalue(scan, n - 1, 1), hi, key};
+    if (st == STORE_OK)
+      rows = writer_exec(s, t->rows, 5, rows_vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  }
+  int64_t done = 0;
+  for (int i = 0; rows && st == STORE_OK && i < PQntuples(rows); i++, done++)
+    st = t->tag == 'c' ? reseal_conversation(s, rows, i, &st) : reseal_value(s, t, rows, i, &st);
+  if (scan && st == STORE_OK && writer_command(s, "COMMIT", &st)) {
+    *scanned = n;
+    *rewritten = done;
+    if (n > 0) {
+      *num = get_i64(scan, n - 1, 0);
+      snprintf(text, RESEAL_TEXT_MAX, "%s", PQgetvalue(scan, n - 1, 1));
+    }
+  } else if (PQstatus(s->writer_conn) == CONNECTION_OK) {
+    enum store_status ignored;
+    (void)writer_command(s, "ROLLBACK", &ignored);
+  }
+  PQclear(rows);
+  PQclear(scan);
+  free(locks);
+  if (st == STORE_OK && !scan) st = STORE_HARD;
+  return st;
+}
+
+/* STORE_WRITE_RESEAL (store.h): a transaction per table visited. */
+static enum store_status reseal(struct pg_store *s, struct store_write *w) {
+  w->erased = 0;
+  if (!s->ring) {
+    log_msg(LOG_ERROR, "reencrypt needs ENCRYPTION_KEYS");
+    return STORE_HARD;
+  }
+  size_t t = 0;
+  int64_t num = -1;
+  char text[RESEAL_TEXT_MAX] = "";
+  if (w->reseal_pos[0]) {
+    char *end = NULL;
+    while (t < RESEAL_TABLES && reseal_tables[t].tag != w->reseal_pos[0]) t++;
+    if (w->reseal_pos[1] == ':') num = strtoll(w->reseal_pos + 2, &end, 10);
+    if (t == RESEAL_TABLES || !end || *end != ':' || strlen(end + 1) >= sizeof text) {
+      log_msg(LOG_ERROR, "reencrypt: not a position this store gave");
+      return STORE_HARD;
+    }
+    snprintf(text, sizeof text, "%s", end + 1);
+  }
+  int64_t left = w->reseal_limit > 0 ? w->reseal_limit : 1;
+  while (left > 0 && t < RESEAL_TABLES) {
+    int64_t scanned = 0, rewritten = 0;
+    enum store_status st =
+        reseal_segment(s, &reseal_tables[t], &num, text, left, &scanned, &rewritten);
+    if (st != STORE_OK) {
+      if (PQstatus(s->writer_conn) != CONNECTION_OK) writer_drop(s);
+      return st;
+    }
+    w->erased += rewritten;
+    if (scanned < left) {
+      t++;
+      num = -1;
+      text[0] = '\0';
+    }
+    left -= scanned;
+    if (t == RESEAL_TABLES)
+      w->reseal_pos[0] = '\0';
+    else
+      snprintf(w->reseal_pos, sizeof w->reseal_pos, "%c:%lld:%s", reseal_tables[t].tag,
+               (long long)num, text);
+  }
+  return STORE_OK;
+}
+
+/* Writes that do not go in the batch's pipeline: a reencrypt step (it reads rows before it
+ * rewrites them), and, with a ring, a conversation whose email or account could be mistaken for
+ * a blind index (refused as the client's: the model never lets one through). */
+static void take_apart(struct pg_store *s, struct store_write **head) {
+  struct store_write *w = *head;
+  while (w) {
+    struct store_write *next = w->next;
+    const struct conversation_input *c =
+        w->kind == STORE_WRITE_CONVERSATION || w->kind == STORE_WRITE_EVENT ? w->conv : NULL;
+    if (w->kind == STORE_WRITE_RESEAL)
+      write_queue_finish_one(head, w, writer_ready(s) ? reseal(s, w) : STORE_RETRY);
+    else if (c && (is_index_lookalike(c->email_id) || is_index_lookalike(c->account_id)))
+      write_queue_finish_one(head, w, STORE_CLIENT);
+    w = next;
+  }
+}
+
 /* Commits the batch in *head and returns the status of what is left there. A write whose data
  * the database refuses is finished alone as the client's fault and the rest sent again. When
  * the connection is lost, the batch is sent once more on a fresh connection, but only if the
@@ -1123,7 +1710,8 @@ static void refuse_bad_audit_entries(struct store_write **head) {
 static enum store_status commit_batch(struct pg_store *s, struct store_write **head) {
   refuse_bad_audit_entries(head);
   s->nknown = 0;
-  if (writer_ready(s)) skip_known_audio_redeliveries(s, head);
+  take_apart(s, head);
+  if (*head && writer_ready(s)) skip_known_audio_redeliveries(s, head);
   size_t n = 0;
   for (struct store_write *w = *head; w; w = w->next) n += write_steps(w);
   struct step *steps = malloc((n + BATCH_EXTRA_STEPS) * sizeof *steps);
@@ -1177,6 +1765,7 @@ static void *writer_main(void *arg) {
   while ((batch = write_queue_take(&s->queue)) != NULL) {
     enum store_status st = commit_batch(s, &batch);
     write_queue_finish(batch, st);
+    arena_trim(s);
   }
   return NULL;
 }
@@ -1188,23 +1777,27 @@ static void pg_submit(struct store *base, struct store_write *w) {
 /* ---------- readers ---------- */
 
 /* Audio lives apart from conversations (it may come first): a primary-key lookup per row
- * read, nothing on the write path. */
-#define SELECT_COLUMNS                                                              \
-  "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, " \
-  "c.duration, c.message_count, c.processed_at_us, c.agent_id, c.failure_reason, "  \
-  "(SELECT a.bytes FROM audio_meta a WHERE a.conversation_id = c.conversation_id) AS audio, "
+ * read, nothing on the write path. Then the sealing (key, sealed email and account); each
+ * statement adds the webhook id, the body and the body's sealing key (see read_row). */
+#define SELECT_COLUMNS                                                                        \
+  "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "           \
+  "c.duration, c.message_count, c.processed_at_us, c.agent_id, c.failure_reason, "            \
+  "(SELECT a.bytes FROM audio_meta a WHERE a.conversation_id = c.conversation_id) AS audio, " \
+  "c.sealed_with, c.email_sealed, c.account_sealed, "
 
-/* The part of [$2, $3) that each chunk holds, and the audio's length; one row with no chunk
- * when the range is empty, none when there is no audio. $2 is below the length and the end. */
+/* The part of [$2, $3) that each chunk holds (where it starts, its bytes), and the audio's
+ * length; one row with no chunk when the range is empty, none when there is no audio. $2 is
+ * below the length and the end. A sealed chunk comes whole (only the whole opens), from its
+ * start, with its key and number: the reader opens it and takes the part. */
 #define CHUNK_START "c.seq * m.chunk_bytes"
 #define FROM_IN_CHUNK "GREATEST($2 - " CHUNK_START ", 0)"
 static const char audio_read_sql[] =
-    "SELECT m.bytes, " CHUNK_START " + " FROM_IN_CHUNK
-    ", "
-    "substring(c.data FROM (" FROM_IN_CHUNK
+    "SELECT m.bytes, " CHUNK_START " + CASE WHEN c.sealed_with IS NULL THEN " FROM_IN_CHUNK
+    " ELSE 0 END, "
+    "CASE WHEN c.sealed_with IS NULL THEN substring(c.data FROM (" FROM_IN_CHUNK
     " + 1)::int FOR "
     "(LEAST(LEAST($3, m.bytes) - " CHUNK_START ", m.chunk_bytes) - " FROM_IN_CHUNK
-    ")::int) "
+    ")::int) ELSE c.data END, c.sealed_with, c.seq "
     "FROM audio_meta m LEFT JOIN audio_chunks c ON c.conversation_id = m.conversation_id "
     "AND $2 < LEAST($3, m.bytes) AND c.seq >= $2 / m.chunk_bytes "
     "AND " CHUNK_START
@@ -1221,16 +1814,16 @@ static bool prepare_reader(PGconn *c) {
                  NULL) &&
          prepare(c, "get",
                  SELECT_COLUMNS
-                 "c.webhook_id, CASE WHEN $2 THEN (SELECT body FROM deliveries "
-                 "WHERE id = c.delivery_id) END FROM conversations c "
-                 "WHERE c.conversation_id = $1",
+                 "c.webhook_id, d.body, d.sealed_with FROM conversations c "
+                 "LEFT JOIN LATERAL (SELECT body, sealed_with FROM deliveries "
+                 "WHERE $2 AND id = c.delivery_id) d ON true WHERE c.conversation_id = $1",
                  2, get_types) &&
          prepare(c, "ping", "SELECT 1", 0, NULL) &&
          prepare(c, "audit_head", "SELECT last_id, last_hash FROM audit_head WHERE id = 1", 0,
                  NULL) &&
          prepare(c, "events",
-                 "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256 FROM events "
-                 "WHERE conversation_id = $1 ORDER BY id",
+                 "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256, "
+                 "sealed_with FROM events WHERE conversation_id = $1 ORDER BY id",
                  1, events_types) &&
          prepare(c, "audio", audio_read_sql, 3, audio_types);
 }
@@ -1248,6 +1841,7 @@ static void *reader_make(void *unused) {
 
 static void reader_release(void *r) {
   reader_drop(r);
+  free(((struct pg_reader *)r)->opened);
   free(r);
 }
 
@@ -1296,9 +1890,10 @@ static PGresult *reader_exec(struct pg_store *s, struct pg_reader *r, const char
  * while this thread's connection sat idle, say) is tried once more on a new connection. */
 #define READ_ATTEMPTS 2
 
-/* Reads a conversation whose columns start at column first. */
-static enum store_status read_row(const PGresult *res, int row, int first,
-                                  struct store_conversation *out) {
+/* Reads a conversation whose columns start at column first (SELECT_COLUMNS, then the webhook
+ * id, the body and its key), opening what is sealed. */
+static enum store_status read_row(const struct seal_ring *ring, const PGresult *res, int row,
+                                  int first, struct store_conversation *out) {
   memset(out, 0, sizeof *out);
   out->audio_bytes = -1;
   get_text(res, row, first, out->conversation_id, sizeof out->conversation_id);
@@ -1313,13 +1908,22 @@ static enum store_status read_row(const PGresult *res, int row, int first,
   get_text(res, row, first + 8, out->agent_id, sizeof out->agent_id);
   get_text(res, row, first + 9, out->failure_reason, sizeof out->failure_reason);
   if (!PQgetisnull(res, row, first + 10)) out->audio_bytes = get_i64(res, row, first + 10);
-  if (PQgetisnull(res, row, first + 11)) return STORE_OK;
-  get_text(res, row, first + 11, out->webhook_id, sizeof out->webhook_id);
-  if (PQgetisnull(res, row, first + 12)) return STORE_OK;
-  size_t len = (size_t)PQgetlength(res, row, first + 12);
+  if (!PQgetisnull(res, row, first + 11) &&
+      (!open_text(ring, "conversations.email_id", out->conversation_id, res, row, first + 12,
+                  out->email_id, sizeof out->email_id) ||
+       !open_text(ring, "conversations.account_id", out->conversation_id, res, row, first + 13,
+                  out->account_id, sizeof out->account_id)))
+    return STORE_HARD;
+  if (PQgetisnull(res, row, first + 14)) return STORE_OK;
+  get_text(res, row, first + 14, out->webhook_id, sizeof out->webhook_id);
+  if (PQgetisnull(res, row, first + 15)) return STORE_OK;
+  if (!PQgetisnull(res, row, first + 16))
+    return open_alloc(ring, "deliveries.body", out->webhook_id, res, row, first + 15, &out->body,
+                      &out->body_len);
+  size_t len = (size_t)PQgetlength(res, row, first + 15);
   out->body = malloc(len + 1);
   if (!out->body) return STORE_RETRY;
-  memcpy(out->body, PQgetvalue(res, row, first + 12), len);
+  memcpy(out->body, PQgetvalue(res, row, first + 15), len);
   out->body[len] = '\0';
   out->body_len = len;
   return STORE_OK;
@@ -1334,7 +1938,8 @@ static enum store_status pg_get(struct store *base, const char *id, bool with_bo
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
     PGresult *res = reader_exec(s, r, "get", 2, vals, &st);
-    if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_row(res, 0, 0, out);
+    if (st == STORE_OK)
+      st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_row(s->ring, res, 0, 0, out);
     PQclear(res);
     if (r->conn) break; /* not lost: the answer stands */
   }
@@ -1343,24 +1948,32 @@ static enum store_status pg_get(struct store *base, const char *id, bool with_bo
 
 /* Prepares list<mask> on first use on this connection. One statement gives the total and the
  * page from one snapshot: the count comes first, the page (chosen on an index alone, then
- * only its rows read) is joined to it, so an empty page still brings the total. */
+ * only its rows read) is joined to it, so an empty page still brings the total. With
+ * LIST_SEALED, the email and account filters take an array of the values to look for (see
+ * filter_values), still one index scan. */
+#define LIST_SEALED 16u
 static bool prepare_list(struct pg_reader *r, unsigned mask) {
   if (r->prepared_lists & (1u << mask)) return true;
   static const char *const filters[4] = {"c.email_id = $", "c.account_id = $", "c.status = $",
                                          "c.account_id IN (SELECT json_array_elements_text($"};
-  char where[256] = "", sql[1400], name[16], cond[96];
+  static const char *const any[2] = {"c.email_id = ANY($", "c.account_id = ANY($"};
+  char where[512] = "", sql[1800], name[16], cond[128];
   size_t pos = 0;
   int n = 0;
   for (unsigned i = 0; i < 4; i++) {
     if (!(mask & (1u << i))) continue;
-    snprintf(cond, sizeof cond, "%s%d%s", filters[i], n + 1, i == 3 ? "::json))" : "");
+    if (i < 2 && (mask & LIST_SEALED))
+      snprintf(cond, sizeof cond, "%s%d::text[])", any[i], n + 1);
+    else
+      snprintf(cond, sizeof cond, "%s%d%s", filters[i], n + 1, i == 3 ? "::json))" : "");
     pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s", n ? " AND " : " WHERE ", cond);
     n++;
   }
   snprintf(sql, sizeof sql,
            "SELECT t.total, p.* FROM (SELECT COUNT(*) AS total FROM conversations c%s) t "
            "LEFT JOIN LATERAL (" SELECT_COLUMNS
-           "NULL::text AS w, NULL::bytea AS b FROM conversations c WHERE c.conversation_id IN ("
+           "NULL::text AS w, NULL::bytea AS b, NULL::text AS k FROM conversations c "
+           "WHERE c.conversation_id IN ("
            "SELECT c.conversation_id FROM conversations c%s ORDER BY "
            "c.processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d)) p ON true "
            "ORDER BY p.processed_at_us DESC, p.conversation_id ASC",
@@ -1374,19 +1987,29 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
 static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
                                    const struct store_filter *f, struct store_page *out) {
   memset(out, 0, sizeof *out);
-  char *aj = NULL;
-  if (f->naccounts && !(aj = store_accounts_json(f->accounts, f->naccounts))) return STORE_RETRY;
-  unsigned mask =
-      (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) | (aj ? 8u : 0);
-  if (!prepare_list(r, mask)) {
+  /* With a ring, each email/account value is looked for as it is and as its blind index under
+   * every key (rows written before encryption, and rows sealed with any key). */
+  const struct seal_ring *ring = s->ring;
+  char *aj = NULL, *ej = NULL, *cj = NULL;
+  bool oom = false;
+  if (f->naccounts)
+    oom = !(aj = ring ? filter_values(ring, f->accounts, f->naccounts, true)
+                      : store_accounts_json(f->accounts, f->naccounts));
+  if (ring && f->email_id) oom = oom || !(ej = filter_values(ring, &f->email_id, 1, false));
+  if (ring && f->account_id) oom = oom || !(cj = filter_values(ring, &f->account_id, 1, false));
+  unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) |
+                  (aj ? 8u : 0) | (ej || cj ? LIST_SEALED : 0);
+  if (oom || !prepare_list(r, mask)) {
     free(aj);
-    (void)reader_check_lost(s, r);
+    free(ej);
+    free(cj);
+    if (!oom) (void)reader_check_lost(s, r);
     return STORE_RETRY;
   }
   const char *vals[6];
   int n = 0;
-  if (f->email_id) vals[n++] = f->email_id;
-  if (f->account_id) vals[n++] = f->account_id;
+  if (f->email_id) vals[n++] = ej ? ej : f->email_id;
+  if (f->account_id) vals[n++] = cj ? cj : f->account_id;
   if (f->status) vals[n++] = f->status;
   if (aj) vals[n++] = aj;
   char name[16], limit[24], offset[24];
@@ -1398,6 +2021,8 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
   enum store_status st;
   PGresult *res = reader_exec(s, r, name, n + 2, vals, &st);
   free(aj);
+  free(ej);
+  free(cj);
   int rows = st == STORE_OK ? PQntuples(res) : 0;
   if (st == STORE_OK && rows < 1) st = STORE_HARD;
   if (st == STORE_OK) out->total = get_i64(res, 0, 0);
@@ -1405,7 +2030,7 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
     out->items = calloc((size_t)rows, sizeof *out->items);
     if (!out->items) st = STORE_RETRY;
     for (int i = 0; st == STORE_OK && i < rows; i++)
-      st = read_row(res, i, 1, &out->items[out->count++]);
+      st = read_row(s->ring, res, i, 1, &out->items[out->count++]);
   }
   PQclear(res);
   if (st != STORE_OK) store_page_free(out);
@@ -1502,7 +2127,8 @@ static enum store_status pg_ping_read(struct store *base) {
   return st;
 }
 
-static enum store_status read_events(const PGresult *res, struct store_events *out) {
+static enum store_status read_events(const struct seal_ring *ring, const PGresult *res,
+                                     struct store_events *out) {
   int rows = PQntuples(res);
   if (rows == 0) return STORE_OK;
   out->items = calloc((size_t)rows, sizeof *out->items);
@@ -1512,12 +2138,18 @@ static enum store_status read_events(const PGresult *res, struct store_events *o
     get_text(res, i, 0, e->webhook_id, sizeof e->webhook_id);
     get_text(res, i, 1, e->type, sizeof e->type);
     e->received_us = get_i64(res, i, 2);
-    size_t len = (size_t)PQgetlength(res, i, 3);
-    e->body = malloc(len + 1);
-    if (!e->body) return STORE_RETRY;
-    memcpy(e->body, PQgetvalue(res, i, 3), len);
-    e->body[len] = '\0';
-    e->body_len = len;
+    if (!PQgetisnull(res, i, 6)) {
+      enum store_status st =
+          open_alloc(ring, "events.body", e->webhook_id, res, i, 3, &e->body, &e->body_len);
+      if (st != STORE_OK) return st;
+    } else {
+      size_t len = (size_t)PQgetlength(res, i, 3);
+      e->body = malloc(len + 1);
+      if (!e->body) return STORE_RETRY;
+      memcpy(e->body, PQgetvalue(res, i, 3), len);
+      e->body[len] = '\0';
+      e->body_len = len;
+    }
     e->audio_at = PQgetisnull(res, i, 4) ? -1 : get_i64(res, i, 4);
     if (PQgetlength(res, i, 5) != CRYPTO_SHA256_LEN) return STORE_HARD;
     memcpy(e->sha256, PQgetvalue(res, i, 5), CRYPTO_SHA256_LEN);
@@ -1535,7 +2167,7 @@ static enum store_status pg_events(struct store *base, const char *conversation_
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
     PGresult *res = reader_exec(s, r, "events", 1, vals, &st);
-    if (st == STORE_OK) st = read_events(res, out);
+    if (st == STORE_OK) st = read_events(s->ring, res, out);
     PQclear(res);
     if (st != STORE_OK) store_events_free(out);
     if (r->conn) break;
@@ -1543,17 +2175,37 @@ static enum store_status pg_events(struct store *base, const char *conversation_
   return st;
 }
 
-static enum store_status read_audio(const PGresult *res, int64_t offset, int64_t end, void *buf,
-                                    size_t *got, int64_t *total) {
+/* Opens a sealed chunk (row i of an audio read) into the reader's buffer. */
+static bool open_chunk(const struct seal_ring *ring, struct pg_reader *r, const char *id,
+                       const PGresult *res, int i, size_t *len) {
+  const char *data = PQgetvalue(res, i, 2);
+  size_t n = (size_t)PQgetlength(res, i, 2), plain = seal_plain_len(data, n);
+  if (plain > r->opened_cap) {
+    unsigned char *p = realloc(r->opened, plain);
+    if (!p) return false;
+    r->opened = p;
+    r->opened_cap = plain;
+  }
+  return open_value(ring, "audio_chunks.data", id, get_i64(res, i, 4), data, n, r->opened,
+                    r->opened_cap, len);
+}
+
+static enum store_status read_audio(const struct seal_ring *ring, struct pg_reader *r,
+                                    const char *id, const PGresult *res, int64_t offset,
+                                    int64_t end, void *buf, size_t *got, int64_t *total) {
   int rows = PQntuples(res);
   if (rows == 0) return STORE_NOT_FOUND;
   *total = get_i64(res, 0, 0);
   if (end > *total) end = *total;
   for (int i = 0; i < rows; i++) {
     if (PQgetisnull(res, i, 1)) continue; /* the empty range's row */
-    if (!store_audio_piece(offset, end, get_i64(res, i, 1), PQgetvalue(res, i, 2),
-                           (size_t)PQgetlength(res, i, 2), buf, got))
-      return STORE_HARD;
+    const void *data = PQgetvalue(res, i, 2);
+    size_t len = (size_t)PQgetlength(res, i, 2);
+    if (!PQgetisnull(res, i, 3)) {
+      if (!open_chunk(ring, r, id, res, i, &len)) return STORE_HARD;
+      data = r->opened;
+    }
+    if (!store_audio_piece(offset, end, get_i64(res, i, 1), data, len, buf, got)) return STORE_HARD;
   }
   /* a chunk missing */
   return (int64_t)*got == (offset < end ? end - offset : 0) ? STORE_OK : STORE_HARD;
@@ -1576,7 +2228,8 @@ static enum store_status pg_audio_read(struct store *base, const char *conversat
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
     PGresult *res = reader_exec(s, r, "audio", 3, vals, &st);
-    if (st == STORE_OK) st = read_audio(res, offset, end, buf, got, total);
+    if (st == STORE_OK)
+      st = read_audio(s->ring, r, conversation_id, res, offset, end, buf, got, total);
     PQclear(res);
     if (r->conn) break;
   }
@@ -1731,6 +2384,7 @@ static void pg_close(struct store *base) {
   thread_slot_destroy(&s->readers, reader_release);
   PQfinish(s->writer_conn);
   for (int i = 0; i < AUDIT_COLUMNS; i++) free(s->audit_cols[i].p);
+  free(s->arena);
   free(s->audio_buf);
   free(s->url);
   free(s);
@@ -1738,12 +2392,105 @@ static void pg_close(struct store *base) {
 
 /* TODO(seal): the backend's part is still to come. */
 
+/* Whether any row is still sealed with the key $1. Without an index on sealed_with (each would
+ * cost every write): it runs only for a key the ring no longer holds, once. */
+static const char key_in_use_sql[] =
+    "SELECT EXISTS (SELECT 1 FROM conversations WHERE sealed_with = $1)"
+    " OR EXISTS (SELECT 1 FROM deliveries WHERE sealed_with = $1)"
+    " OR EXISTS (SELECT 1 FROM events WHERE sealed_with = $1)"
+    " OR EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with = $1)";
+
+/* set_ring's checks on its own connection: see store.h. */
+static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, char *err,
+                                    size_t errlen) {
+  char aad[AAD_MAX];
+  if (ring) { /* the first key is one in use from now on */
+    const char *id = seal_ring_key_id(ring, 0);
+    size_t aad_len = row_aad(aad, "seal_keys.check_value", id, -1);
+    unsigned char check[SEAL_KEY_ID_MAX + 64 + sizeof seal_check_text];
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)time_now_us());
+    if (!seal_seal(ring, aad, aad_len, seal_check_text, sizeof seal_check_text - 1, check)) {
+      snprintf(err, errlen, "ENCRYPTION_KEYS: cannot seal with key \"%s\"", id);
+      return STORE_HARD;
+    }
+    const char *vals[3] = {id, (const char *)check, now};
+    int lens[3] = {0, (int)seal_sealed_len(ring, sizeof seal_check_text - 1), 0};
+    int formats[3] = {0, 1, 0};
+    PGresult *r = PQexecParams(c,
+                               "INSERT INTO seal_keys (key_id, check_value, added_us) "
+                               "VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING",
+                               3, NULL, vals, lens, formats, 0);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) return STORE_RETRY;
+  }
+  PGresult *keys = PQexecParams(c, "SELECT key_id, check_value FROM seal_keys ORDER BY key_id", 0,
+                                NULL, NULL, NULL, NULL, 1);
+  if (PQresultStatus(keys) != PGRES_TUPLES_OK) {
+    PQclear(keys);
+    return STORE_RETRY;
+  }
+  enum store_status st = STORE_OK;
+  for (int i = 0; st == STORE_OK && i < PQntuples(keys); i++) {
+    const char *id = PQgetvalue(keys, i, 0);
+    if (ring && seal_ring_has(ring, id)) {
+      unsigned char plain[sizeof seal_check_text];
+      size_t aad_len = row_aad(aad, "seal_keys.check_value", id, -1), n = 0;
+      const char *v = PQgetvalue(keys, i, 1);
+      size_t len = (size_t)PQgetlength(keys, i, 1);
+      if (seal_plain_len(v, len) != sizeof seal_check_text - 1 ||
+          !seal_open(ring, aad, aad_len, v, len, plain, &n) ||
+          memcmp(plain, seal_check_text, n) != 0) {
+        snprintf(err, errlen,
+                 "ENCRYPTION_KEYS: key \"%s\" is not the key of that id that sealed this "
+                 "database's data (same id, other bytes)",
+                 id);
+        st = STORE_HARD;
+      }
+      continue;
+    }
+    const char *vals[1] = {id};
+    PGresult *r = PQexecParams(c, key_in_use_sql, 1, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      st = STORE_RETRY;
+    } else if (*PQgetvalue(r, 0, 0) == 't') {
+      if (ring)
+        snprintf(err, errlen,
+                 "ENCRYPTION_KEYS lacks key \"%s\", which sealed data in this database: add it "
+                 "back after the first key (it may go once `gensendrep reencrypt` has run)",
+                 id);
+      else
+        snprintf(err, errlen,
+                 "ENCRYPTION_KEYS is not set, but this database holds data sealed with key "
+                 "\"%s\": set ENCRYPTION_KEYS to the keys its data was sealed with",
+                 id);
+      st = STORE_HARD;
+    } else { /* nothing is sealed with it any more (reencrypt ran): retired */
+      PQclear(r);
+      r = PQexecParams(c, "DELETE FROM seal_keys WHERE key_id = $1", 1, NULL, vals, NULL, NULL, 0);
+      if (PQresultStatus(r) != PGRES_COMMAND_OK) st = STORE_RETRY;
+      if (st == STORE_OK)
+        log_msg(LOG_INFO, "encryption key %s retired: no data is sealed with it", id);
+    }
+    PQclear(r);
+  }
+  PQclear(keys);
+  return st;
+}
+
 static enum store_status pg_set_ring(struct store *base, const struct seal_ring *ring, char *err,
                                      size_t errlen) {
-  (void)base;
-  if (!ring) return STORE_OK;
-  snprintf(err, errlen, "ENCRYPTION_KEYS: encryption at rest is not available yet");
-  return STORE_HARD;
+  struct pg_store *s = (struct pg_store *)base;
+  char why[MSG_MAX];
+  PGconn *c = pg_connect_once(s, why, sizeof why);
+  enum store_status st = c ? check_keys(c, ring, err, errlen) : STORE_RETRY;
+  if (st == STORE_RETRY)
+    snprintf(err, errlen, "ENCRYPTION_KEYS: cannot check the keys in use: postgresql: %s",
+             c ? PG_MSG(c) : why);
+  PQfinish(c);
+  if (st == STORE_OK) s->ring = ring;
+  return st;
 }
 
 static const struct store_ops pg_ops = {

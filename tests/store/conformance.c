@@ -2952,6 +2952,257 @@ static void test_sqlite_file_holds_no_plaintext(void **state) {
   free(ev);
 }
 
+/* ---------- encryption at rest: PostgreSQL only ----------
+ * Run after the SEAL_TESTS, whose rotation leaves the group's store sealing with k2. */
+
+#define KEY_K8_OTHER "k8:Q0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0M=" /* same id, other bytes */
+
+/* A store on the same database with that ring (keys NULL: none); NULL with err when refused. */
+static struct store *open_with_ring(const struct seal_ring *ring, char *err, size_t errlen) {
+  struct store *s = store_open(B->url, err, errlen);
+  if (!s) fail_msg("store_open: %s", err);
+  if (store_set_ring(s, ring, err, errlen) != STORE_OK) {
+    store_close(s);
+    return NULL;
+  }
+  return s;
+}
+
+/* Rows of table holding text as it is, or its bytes in hex (how a bytea column reads as text). */
+static int64_t raw_matches(const char *table, const char *text) {
+  char sql[1024];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM %s x WHERE strpos(x::text, '%s') > 0 OR "
+           "strpos(x::text, encode(convert_to('%s', 'UTF8'), 'hex')) > 0",
+           table, text, text);
+  return direct_sql(sql);
+}
+
+static int64_t raw_matches_anywhere(const char *text) {
+  static const char *const tables[] = {"conversations", "deliveries", "events", "audio_chunks",
+                                       "audio_meta"};
+  int64_t n = 0;
+  for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) n += raw_matches(tables[i], text);
+  return n;
+}
+
+/* With a ring nothing written reaches PostgreSQL in the clear (email, account, the body, an
+ * event, its derived conversation, the audio), and everything reads back, filters included. */
+static void test_pg_sealed_values_never_reach_the_database(void **state) {
+  (void)state;
+  char tag[16], id[64], email[64], account[64], secret[64], elid[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "sealed-%s", tag);
+  snprintf(elid, sizeof elid, "sealed-el-%s", tag);
+  snprintf(email, sizeof email, "mail%s@example.com", tag);
+  snprintf(account, sizeof account, "acct%s", tag);
+  snprintf(secret, sizeof secret, "whisper%s", tag);
+  char extra[128];
+  snprintf(extra, sizeof extra, "\"note\":\"%s\"", secret);
+  char *body = conv_body(id, email, account, 2, extra);
+  struct version v = put_ok(body);
+  /* an event with a derived conversation, and audio */
+  char *seed = conv_body(elid, "x@example.com", "x", 1, extra);
+  char *ev = event_json("post_call_transcription", elid, extra);
+  struct pending *p = event_new(elid, "post_call_transcription", ev, seed);
+  p->in.email_id = email;
+  p->in.account_id = account;
+  struct version ve = submit_ok(p);
+  const int64_t len = STORE_AUDIO_CHUNK_BYTES + 5000;
+  int fd = audio_file(len, 11);
+  (void)put_audio(elid, fd, len, NULL);
+  close(fd);
+  char audio_hex[2 * 12 + 1];
+  for (int i = 0; i < 12; i++)
+    snprintf(audio_hex + 2 * i, 3, "%02x", audio_byte(STORE_AUDIO_CHUNK_BYTES + 100 + i, 11));
+
+  assert_int_equal(raw_matches_anywhere(email), 0);
+  assert_int_equal(raw_matches_anywhere(account), 0);
+  assert_int_equal(raw_matches_anywhere(secret), 0);
+  char sql[256]; /* the pattern recurs in other audio: only this conversation's chunks count */
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM audio_chunks x WHERE conversation_id = '%s' AND "
+           "strpos(x::text, '%s') > 0",
+           elid, audio_hex);
+  assert_int_equal(direct_sql(sql), 0);
+
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, email);
+  assert_string_equal(c.account_id, account);
+  assert_string_equal(c.webhook_id, v.webhook_id);
+  assert_int_equal(c.body_len, strlen(body));
+  assert_memory_equal(c.body, body, strlen(body));
+  free(c.body);
+  assert_int_equal(store_get(B->store, elid, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, email);
+  assert_string_equal(c.webhook_id, ve.webhook_id);
+  assert_memory_equal(c.body, seed, strlen(seed));
+  assert_int_equal(c.audio_bytes, len);
+  free(c.body);
+  check_count(email, NULL, NULL, 2);
+  check_count(NULL, account, NULL, 2);
+  check_count(email, account, "completed", 2);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, elid, &evs), STORE_OK);
+  assert_int_equal(evs.count, 2);
+  assert_memory_equal(evs.items[0].body, ev, strlen(ev));
+  store_events_free(&evs);
+  check_range(elid, 0, (size_t)len, len, 11);
+  check_range(elid, STORE_AUDIO_CHUNK_BYTES - 3, 10, len, 11);
+  check_range(elid, STORE_AUDIO_CHUNK_BYTES + 17, 100, len, 11);
+  free(body);
+  free(seed);
+  free(ev);
+}
+
+struct writer_arg {
+  struct store *store;
+  const char *tag;
+  int failed;
+};
+
+/* Another instance's webhooks while reencrypt runs: new conversations, new versions of them,
+ * events with audio. */
+static void *rotation_writes(void *arg) {
+  struct writer_arg *a = arg;
+  for (int i = 0; i < 120; i++) {
+    char id[64], email[64];
+    snprintf(id, sizeof id, "rot-%s-%d", a->tag, i % 40);
+    snprintf(email, sizeof email, "rot%s@example.com", a->tag);
+    char *body = conv_body(id, email, "rot-acct", 1 + i / 40, NULL);
+    struct pending *p = pending_new(body);
+    free(body);
+    store_submit(a->store, &p->w);
+    wait_done(p);
+    a->failed += p->w.status != STORE_OK;
+    pending_free(p);
+    if (i % 20 == 0) {
+      int fd = audio_file(STORE_AUDIO_CHUNK_BYTES + 10, 20);
+      char *ev = event_json("post_call_audio", id, NULL);
+      struct pending *q = event_new(id, "post_call_audio", ev, NULL);
+      q->w.audio_fd = fd;
+      q->w.audio_len = STORE_AUDIO_CHUNK_BYTES + 10;
+      store_submit(a->store, &q->w);
+      wait_done(q);
+      a->failed += q->w.status != STORE_OK;
+      pending_free(q);
+      free(ev);
+      close(fd);
+    }
+  }
+  return NULL;
+}
+
+/* Runs reencrypt on s to the end, a few rows at a time; the rows it rewrote. */
+static int64_t reencrypt(struct store *s) {
+  struct pending *p = calloc(1, sizeof *p);
+  assert_non_null(p);
+  int64_t total = 0;
+  for (int steps = 0;; steps++) {
+    assert_true(steps < 100000);
+    p->done = false;
+    p->w.kind = STORE_WRITE_RESEAL;
+    p->w.reseal_limit = 7;
+    p->w.done = on_done;
+    p->w.done_cls = p;
+    store_submit(s, &p->w);
+    wait_done(p);
+    assert_int_equal(p->w.status, STORE_OK);
+    total += p->w.erased;
+    if (!p->w.reseal_pos[0]) break;
+  }
+  free(p);
+  return total;
+}
+
+static int64_t rows_not_sealed_with(const char *key) {
+  static const char *const tables[] = {"conversations", "deliveries", "events", "audio_chunks"};
+  int64_t n = 0;
+  for (size_t i = 0; i < 4; i++) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE sealed_with IS DISTINCT FROM '%s'",
+             tables[i], key);
+    n += direct_sql(sql);
+  }
+  return n;
+}
+
+/* A key rotation with truly concurrent writes: with "k8,k2", reencrypt moves every row (sealed
+ * with k2, and plaintext ones written just before by a store without a ring) to k8 while another
+ * instance keeps writing from a thread (conversations, new versions, audio): no write fails,
+ * nothing is left behind; then k2 can go, and every refusal set_ring owes (a missing key, the
+ * same id with other bytes, no ring) holds. */
+static void test_pg_reencrypt_rotates_while_another_instance_writes(void **state) {
+  (void)state;
+  char tag[16], id[64], email[64], err[512];
+  new_tag(tag);
+  snprintf(id, sizeof id, "before-%s", tag);
+  snprintf(email, sizeof email, "before%s@example.com", tag);
+  (void)put_conv(id, email, "before-acct"); /* sealed with k2 */
+  int fd = audio_file(3 * STORE_AUDIO_CHUNK_BYTES, 21);
+  (void)put_audio(id, fd, 3 * STORE_AUDIO_CHUNK_BYTES, NULL);
+  close(fd);
+  char plain_id[64];
+  snprintf(plain_id, sizeof plain_id, "plain-%s", tag);
+  struct store *plain = store_open(B->url, err, sizeof err);
+  if (!plain) fail_msg("store_open: %s", err);
+  struct store *saved = B->store;
+  B->store = plain; /* a store as it was before encryption */
+  (void)put_conv(plain_id, email, "before-acct");
+  B->store = saved;
+  store_close(plain);
+  assert_true(direct_sql("SELECT count(*) FROM deliveries WHERE sealed_with IS NULL") > 0);
+
+  struct seal_ring *both = ring_of(KEY_K8 "," KEY_K2);
+  struct store *w = open_with_ring(both, err, sizeof err);
+  struct store *r = open_with_ring(both, err, sizeof err);
+  assert_non_null(w);
+  assert_non_null(r);
+  struct writer_arg a = {.store = w, .tag = tag};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, rotation_writes, &a), 0);
+  int64_t rewritten = reencrypt(r);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  assert_int_equal(a.failed, 0);
+  assert_true(rewritten > 0);
+  /* rows written before the pass began are all k8's now; a second pass finds nothing left */
+  (void)reencrypt(r);
+  assert_int_equal(rows_not_sealed_with("k8"), 0);
+
+  B->store = r;
+  struct store_conversation c;
+  assert_int_equal(store_get(r, id, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, email);
+  free(c.body);
+  check_count(email, "before-acct", NULL, 2);
+  char rot_email[64];
+  snprintf(rot_email, sizeof rot_email, "rot%s@example.com", tag);
+  check_count(rot_email, "rot-acct", NULL, 40);
+  check_range(id, 0, 3 * STORE_AUDIO_CHUNK_BYTES, 3 * STORE_AUDIO_CHUNK_BYTES, 21);
+  B->store = saved;
+  store_close(w);
+  store_close(r);
+
+  /* k2 may go now; without k8, or with other bytes under its id, or with no ring: refused */
+  struct seal_ring *k8 = ring_of(KEY_K8), *k2 = ring_of(KEY_K2);
+  struct seal_ring *other = ring_of(KEY_K8_OTHER);
+  struct store *ok = open_with_ring(k8, err, sizeof err);
+  if (!ok) fail_msg("k8 alone after reencrypt: %s", err);
+  store_close(ok);
+  assert_null(open_with_ring(k2, err, sizeof err));
+  assert_non_null(strstr(err, "ENCRYPTION_KEYS"));
+  assert_non_null(strstr(err, "\"k8\""));
+  assert_null(open_with_ring(other, err, sizeof err));
+  assert_non_null(strstr(err, "ENCRYPTION_KEYS"));
+  assert_null(open_with_ring(NULL, err, sizeof err));
+  assert_non_null(strstr(err, "ENCRYPTION_KEYS"));
+  seal_ring_free(both);
+  seal_ring_free(k8);
+  seal_ring_free(k2);
+  seal_ring_free(other);
+}
+
 /* ---------- groups ---------- */
 
 static int open_backend(struct backend *b) {
@@ -3109,9 +3360,6 @@ static int teardown_pg_sealed(void **state) {
   cmocka_unit_test(test_reseal_across_a_rotation)
 /* clang-format on */
 
-/* PostgreSQL seals once store_pg.c does (sealpg): then 1, and the sealed group runs there too. */
-#define PG_SEALS 0
-
 int main(int argc, char **argv) {
   bool want_sqlite = argc < 2, want_pg = argc < 2;
   for (int i = 1; i < argc; i++) {
@@ -3159,12 +3407,16 @@ int main(int argc, char **argv) {
                                           cmocka_unit_test(test_audit_pg_content_is_the_c_content)};
     failed +=
         cmocka_run_group_tests_name("store conformance: postgres", pg_tests, setup_pg, teardown_pg);
-    if (PG_SEALS) {
-      snprintf(pg_sealed_backend.url, sizeof pg_sealed_backend.url, "%s", url);
-      const struct CMUnitTest pg_sealed_tests[] = {CONTRACT_TESTS, EVENT_TESTS, SEAL_TESTS};
-      failed += cmocka_run_group_tests_name("store conformance: postgres, sealed", pg_sealed_tests,
-                                            setup_pg_sealed, teardown_pg_sealed);
-    }
+    snprintf(pg_sealed_backend.url, sizeof pg_sealed_backend.url, "%s", url);
+    const struct CMUnitTest pg_sealed_tests[] = {
+        CONTRACT_TESTS,
+        EVENT_TESTS,
+        SEAL_TESTS,
+        cmocka_unit_test(test_pg_sealed_values_never_reach_the_database),
+        cmocka_unit_test(test_pg_reencrypt_rotates_while_another_instance_writes),
+    };
+    failed += cmocka_run_group_tests_name("store conformance: postgres, sealed", pg_sealed_tests,
+                                          setup_pg_sealed, teardown_pg_sealed);
   }
   return failed ? 1 : 0;
 }
