@@ -1030,6 +1030,9 @@ static int apply_retain(struct sqlite_store *s, struct store_write *w) {
  * a look only): the batch holding it stays short however few rows need a rewrite. */
 #define RESEAL_SCAN_PER_ROW 16
 #define RESEAL_SCAN_MIN 1024
+/* Sealed bytes rewritten per write, at most (and at least one row): 500 audio chunks would be
+ * 128 MiB in one transaction, holding every webhook behind it. */
+#define RESEAL_BYTES_MAX (4 * 1024 * 1024)
 
 /* Binds table t's primary key from its text form (as the position keeps it). */
 static void bind_pk(sqlite3_stmt *st, int idx, int t, const char *key) {
@@ -1120,7 +1123,7 @@ static int reseal_conversation(struct sqlite_store *s, const char *id) {
 }
 
 /* A body or chunk: opened when sealed, sealed again with the current key. */
-static int reseal_blob(struct sqlite_store *s, int t, const char *key) {
+static int reseal_blob(struct sqlite_store *s, int t, const char *key, int64_t *bytes) {
   sqlite3_stmt *get = s->w_reseal_get[t];
   bind_pk(get, 1, t, key);
   int rc = sqlite3_step(get);
@@ -1151,6 +1154,7 @@ static int reseal_blob(struct sqlite_store *s, int t, const char *key) {
     log_msg(LOG_ERROR, "reencrypt: row %s of %s does not open", key, reseal_what[t]);
     return RESEAL_FAILED;
   }
+  *bytes += (int64_t)len;
   sqlite3_stmt *put = s->w_reseal_put[t];
   bind_pk(put, 1, t, key);
   sqlite3_bind_blob64(put, 2, sealed, len, SQLITE_STATIC);
@@ -1179,12 +1183,14 @@ static int apply_reseal(struct sqlite_store *s, struct store_write *w) {
   int64_t budget = limit * RESEAL_SCAN_PER_ROW;
   if (budget < RESEAL_SCAN_MIN) budget = RESEAL_SCAN_MIN;
   int rc = SQLITE_OK;
-  while (rc == SQLITE_OK && t < RESEAL_TABLES && w->erased < limit && budget > 0) {
+  int64_t bytes = 0; /* rewritten: a batch of audio chunks stops at RESEAL_BYTES_MAX */
+  while (rc == SQLITE_OK && t < RESEAL_TABLES && w->erased < limit && budget > 0 &&
+         bytes < RESEAL_BYTES_MAX) {
     bool found, end;
     rc = reseal_next(s, t, key, sizeof key, &budget, &found, &end);
     if (rc != SQLITE_OK) break;
     if (found) {
-      rc = t == RESEAL_CONVERSATIONS ? reseal_conversation(s, key) : reseal_blob(s, t, key);
+      rc = t == RESEAL_CONVERSATIONS ? reseal_conversation(s, key) : reseal_blob(s, t, key, &bytes);
       if (rc == SQLITE_OK) w->erased++;
     } else if (end) {
       t++;
