@@ -23,6 +23,7 @@
 #include "core/utf8.h"
 #include "ext/crypto.h"
 #include "seal/seal.h"
+#include "store/sealing.h"
 #include "store/store.h"
 #include "store/write_queue.h"
 
@@ -74,8 +75,7 @@ struct pg_store {
    * into arena (grown on demand, given back after a batch that needed much) just before
    * handing them to libpq, which copies them: one arena serves every write in turn. */
   const struct seal_ring *ring;
-  unsigned char *arena;
-  size_t arena_cap;
+  struct store_seal_buf arena;
   struct thread_slot readers; /* one struct pg_reader per calling thread */
   atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
@@ -226,89 +226,59 @@ static void get_text(const PGresult *r, int row, int col, char *dst, size_t cap)
   dst[n] = '\0';
 }
 
-/* ---------- sealing (encryption at rest, seal/seal.h) ---------- */
+/* ---------- sealing (encryption at rest, seal/seal.h; the shape: store/sealing.h) ---------- */
 
-/* With a ring, email_id/account_id hold a blind index: "\x01" and 32 hex digits. No valid id
- * starts with a control character (the model refuses them, and so does the writer: see
- * refuse_index_lookalikes), so an index never equals a plaintext value and a filter can look
- * for both at once. */
-#define INDEX_TEXT_LEN (1 + 2 * SEAL_INDEX_LEN)
-#define AAD_MAX 640 /* a column's name, a conversation id (<= 256 bytes) and a chunk number */
-#define ARENA_KEEP                                                              \
-  (4u << 20) /* the writer keeps this much of its sealing arena between batches \
-              */
 /* The text sealed under each key in seal_keys.check_value. */
-static const char seal_check_text[] = "gensendrep seal check";
+static const char check_text[] = STORE_SEAL_CHECK;
+/* The writer keeps this much of its sealing buffer between batches. */
+#define ARENA_KEEP (4u << 20)
 
-/* A row's identity, the associated data its sealed values are bound to: the column, NUL, the
- * row's key, and for an audio chunk NUL and the chunk's number; so a value copied to another
- * row or column does not open there. */
-static size_t row_aad(char aad[AAD_MAX], const char *column, const char *id, int64_t seq) {
-  int n = seq < 0 ? snprintf(aad, AAD_MAX, "%s%c%s", column, 0, id)
-                  : snprintf(aad, AAD_MAX, "%s%c%s%c%lld", column, 0, id, 0, (long long)seq);
-  return n < 0 ? 0 : (size_t)n >= AAD_MAX ? AAD_MAX - 1 : (size_t)n;
+/* A row's identity as associated data (store/sealing.h): the column, the row's key and, for an
+ * audio chunk, its number (seq >= 0). */
+static size_t row_aad(char aad[STORE_AAD_MAX], const char *column, const char *id, int64_t seq) {
+  char n[24];
+  snprintf(n, sizeof n, "%lld", (long long)seq);
+  return store_seal_aad(aad, column, id, seq >= 0 ? n : NULL);
 }
 
 /* value's blind index under key as stored; false (logged) when it could not be computed. */
 static bool index_text(const struct seal_ring *r, size_t key, const char *value,
-                       char out[INDEX_TEXT_LEN + 1]) {
-  static const char hex[] = "0123456789abcdef";
-  unsigned char ix[SEAL_INDEX_LEN];
-  if (!seal_index(r, key, value, strlen(value), ix)) {
-    log_msg(LOG_ERROR, "cannot compute a blind index (OpenSSL failed)");
-    return false;
-  }
-  out[0] = '\x01';
-  for (size_t i = 0; i < SEAL_INDEX_LEN; i++) {
-    out[1 + 2 * i] = hex[ix[i] >> 4];
-    out[2 + 2 * i] = hex[ix[i] & 15];
-  }
-  out[INDEX_TEXT_LEN] = '\0';
-  return true;
+                       char out[STORE_INDEX_TEXT_LEN + 1]) {
+  if (store_index_text(r, key, value, out)) return true;
+  log_msg(LOG_ERROR, "cannot compute a blind index (OpenSSL failed)");
+  return false;
 }
 
-static bool is_index_lookalike(const char *v) { return v && v[0] == '\x01'; }
-
-/* The values an equality filter on email_id/account_id looks for: each value as it is (rows
- * written before encryption) and its blind index under every key of the ring (rows sealed with
- * any of them). NULL when out of memory. As a JSON array (json) or a text[] literal: bytes that
- * are not UTF-8 cannot be JSON, and PostgreSQL refuses them from a literal as the client's. */
-static char *filter_values(const struct seal_ring *r, const char *const *vals, size_t n,
-                           bool json) {
-  size_t keys = seal_ring_count(r), per = 1 + keys;
-  const char **all = calloc(n * per + 1, sizeof *all);
-  char(*ix)[INDEX_TEXT_LEN + 1] = calloc(n * keys + 1, sizeof *ix);
-  char *out = NULL;
-  size_t m = 0, cap = 3;
-  bool ok = all && ix;
-  for (size_t i = 0; ok && i < n; i++) {
-    if (!is_index_lookalike(vals[i])) all[m++] = vals[i];
-    for (size_t k = 0; ok && k < keys; k++) {
-      ok = index_text(r, k, vals[i], ix[i * keys + k]);
-      all[m++] = ix[i * keys + k];
-    }
-  }
+/* The values an equality filter on email_id or account_id looks for, as a text[] literal: the
+ * value as it is (rows written before encryption) and its blind index under every key of the
+ * ring (rows sealed with any of them). A literal, not JSON: bytes that are not UTF-8 cannot be
+ * JSON, and PostgreSQL refuses them from a literal as the client's (as without a ring). NULL
+ * when out of memory or an index could not be computed. */
+static char *filter_values(const struct seal_ring *r, const char *value) {
+  size_t keys = seal_ring_count(r);
+  char(*ix)[STORE_INDEX_TEXT_LEN + 1] = calloc(keys, sizeof *ix);
+  char *out = ix ? malloc(2 * strlen(value) + keys * (STORE_INDEX_TEXT_LEN + 3) + 6) : NULL;
+  bool ok = out != NULL;
+  for (size_t k = 0; ok && k < keys; k++) ok = index_text(r, k, value, ix[k]);
   if (ok) {
-    for (size_t i = 0; !json && i < m; i++) cap += 2 * strlen(all[i]) + 3;
-    if (json) {
-      out = store_accounts_json(all, m);
-    } else if ((out = malloc(cap)) != NULL) {
-      size_t pos = 0;
-      out[pos++] = '{';
-      for (size_t i = 0; i < m; i++) {
-        if (i) out[pos++] = ',';
-        out[pos++] = '"';
-        for (const char *p = all[i]; *p; p++) {
-          if (*p == '"' || *p == '\\') out[pos++] = '\\';
-          out[pos++] = *p;
-        }
-        out[pos++] = '"';
+    size_t pos = 0;
+    out[pos++] = '{';
+    if (store_id_sealable(value)) { /* else it would pass for an index: as it is, no match */
+      out[pos++] = '"';
+      for (const char *p = value; *p; p++) {
+        if (*p == '"' || *p == '\\') out[pos++] = '\\';
+        out[pos++] = *p;
       }
-      out[pos++] = '}';
-      out[pos] = '\0';
+      out[pos++] = '"';
     }
+    for (size_t k = 0; k < keys; k++)
+      pos += (size_t)sprintf(out + pos, "%s\"%s\"", pos > 1 ? "," : "", ix[k]);
+    out[pos++] = '}';
+    out[pos] = '\0';
+  } else {
+    free(out);
+    out = NULL;
   }
-  free(all);
   free(ix);
   return out;
 }
@@ -318,7 +288,7 @@ static char *filter_values(const struct seal_ring *r, const char *const *vals, s
 static bool open_value(const struct seal_ring *r, const char *column, const char *id, int64_t seq,
                        const void *data, size_t len, unsigned char *out, size_t cap,
                        size_t *out_len) {
-  char aad[AAD_MAX], key[SEAL_KEY_ID_MAX + 1] = "?";
+  char aad[STORE_AAD_MAX], key[SEAL_KEY_ID_MAX + 1] = "?";
   size_t aad_len = row_aad(aad, column, id, seq);
   if (r && seal_plain_len(data, len) <= cap && seal_open(r, aad, aad_len, data, len, out, out_len))
     return true;
@@ -328,17 +298,21 @@ static bool open_value(const struct seal_ring *r, const char *column, const char
   return false;
 }
 
-/* A sealed text column (NULL: "") into dst. */
+/* A sealed email or account column (NULL: "") into dst; false, logged, when it does not open
+ * or is not an id (store_open_id). */
 static bool open_text(const struct seal_ring *r, const char *column, const char *id,
                       const PGresult *res, int row, int col, char *dst, size_t cap) {
   dst[0] = '\0';
   if (PQgetisnull(res, row, col)) return true;
-  size_t n = 0;
-  if (!open_value(r, column, id, -1, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col),
-                  (unsigned char *)dst, cap - 1, &n))
-    return false;
-  dst[n] = '\0';
-  return true;
+  char aad[STORE_AAD_MAX], key[SEAL_KEY_ID_MAX + 1] = "?";
+  size_t aad_len = row_aad(aad, column, id, -1), len = (size_t)PQgetlength(res, row, col);
+  const char *data = PQgetvalue(res, row, col);
+  if (store_open_id(r, aad, aad_len, data, len, dst, cap)) return true;
+  (void)seal_key_of(data, len, key);
+  log_msg(LOG_ERROR, "a sealed %s (key %s) cannot be opened%s", column, key,
+          r ? " with ENCRYPTION_KEYS: wrong key or altered data" : ": ENCRYPTION_KEYS is not set");
+  dst[0] = '\0';
+  return false;
 }
 
 /* A sealed bytea column into a new NUL-terminated buffer (*out, *out_len). */
@@ -703,34 +677,26 @@ static bool send_probe(PGconn *c) {
 
 /* The sealed values of one write (in the writer's arena until the next write's). */
 struct sealed {
-  char email_ix[INDEX_TEXT_LEN + 1], account_ix[INDEX_TEXT_LEN + 1];
+  char email_ix[STORE_INDEX_TEXT_LEN + 1], account_ix[STORE_INDEX_TEXT_LEN + 1];
   const char *email_id, *account_id; /* what email_id/account_id hold: an index, or NULL */
   const char *email, *account, *body, *event_body; /* sealed; NULL when there is none */
   int email_len, account_len, body_len, event_body_len;
 };
 
 static bool arena_reserve(struct pg_store *s, size_t n) {
-  if (n <= s->arena_cap) return true;
-  unsigned char *p = realloc(s->arena, n);
-  if (!p) return false;
-  s->arena = p;
-  s->arena_cap = n;
-  return true;
+  return store_seal_buf_reserve(&s->arena, n);
 }
 
 static void arena_trim(struct pg_store *s) {
-  if (s->arena_cap <= ARENA_KEEP) return;
-  free(s->arena);
-  s->arena = NULL;
-  s->arena_cap = 0;
+  if (s->arena.cap > ARENA_KEEP) store_seal_buf_free(&s->arena);
 }
 
 /* Seals plain into the arena at *at (reserved beforehand) for the row column/id/seq. */
 static const char *seal_at(struct pg_store *s, size_t *at, const char *column, const char *id,
                            int64_t seq, const void *plain, size_t len, int *out_len) {
-  char aad[AAD_MAX];
+  char aad[STORE_AAD_MAX];
   size_t aad_len = row_aad(aad, column, id, seq), n = seal_sealed_len(s->ring, len);
-  unsigned char *out = s->arena + *at;
+  unsigned char *out = s->arena.data + *at;
   if (!seal_seal(s->ring, aad, aad_len, plain, len, out)) {
     log_msg(LOG_ERROR, "cannot seal a %s (random source or OpenSSL failed)", column);
     return NULL;
@@ -1694,7 +1660,7 @@ static void take_apart(struct pg_store *s, struct store_write **head) {
         w->kind == STORE_WRITE_CONVERSATION || w->kind == STORE_WRITE_EVENT ? w->conv : NULL;
     if (w->kind == STORE_WRITE_RESEAL)
       write_queue_finish_one(head, w, writer_ready(s) ? reseal(s, w) : STORE_RETRY);
-    else if (c && (is_index_lookalike(c->email_id) || is_index_lookalike(c->account_id)))
+    else if (c && (!store_id_sealable(c->email_id) || !store_id_sealable(c->account_id)))
       write_queue_finish_one(head, w, STORE_CLIENT);
     w = next;
   }
@@ -1992,11 +1958,9 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
   const struct seal_ring *ring = s->ring;
   char *aj = NULL, *ej = NULL, *cj = NULL;
   bool oom = false;
-  if (f->naccounts)
-    oom = !(aj = ring ? filter_values(ring, f->accounts, f->naccounts, true)
-                      : store_accounts_json(f->accounts, f->naccounts));
-  if (ring && f->email_id) oom = oom || !(ej = filter_values(ring, &f->email_id, 1, false));
-  if (ring && f->account_id) oom = oom || !(cj = filter_values(ring, &f->account_id, 1, false));
+  if (f->naccounts) oom = !(aj = store_accounts_json_ring(ring, f->accounts, f->naccounts));
+  if (ring && f->email_id) oom = oom || !(ej = filter_values(ring, f->email_id));
+  if (ring && f->account_id) oom = oom || !(cj = filter_values(ring, f->account_id));
   unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) |
                   (aj ? 8u : 0) | (ej || cj ? LIST_SEALED : 0);
   if (oom || !prepare_list(r, mask)) {
@@ -2384,7 +2348,7 @@ static void pg_close(struct store *base) {
   thread_slot_destroy(&s->readers, reader_release);
   PQfinish(s->writer_conn);
   for (int i = 0; i < AUDIT_COLUMNS; i++) free(s->audit_cols[i].p);
-  free(s->arena);
+  store_seal_buf_free(&s->arena);
   free(s->audio_buf);
   free(s->url);
   free(s);
@@ -2403,19 +2367,19 @@ static const char key_in_use_sql[] =
 /* set_ring's checks on its own connection: see store.h. */
 static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, char *err,
                                     size_t errlen) {
-  char aad[AAD_MAX];
+  char aad[STORE_AAD_MAX];
   if (ring) { /* the first key is one in use from now on */
     const char *id = seal_ring_key_id(ring, 0);
     size_t aad_len = row_aad(aad, "seal_keys.check_value", id, -1);
-    unsigned char check[SEAL_KEY_ID_MAX + 64 + sizeof seal_check_text];
+    unsigned char check[SEAL_KEY_ID_MAX + 64 + sizeof check_text];
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)time_now_us());
-    if (!seal_seal(ring, aad, aad_len, seal_check_text, sizeof seal_check_text - 1, check)) {
+    if (!seal_seal(ring, aad, aad_len, check_text, sizeof check_text - 1, check)) {
       snprintf(err, errlen, "ENCRYPTION_KEYS: cannot seal with key \"%s\"", id);
       return STORE_HARD;
     }
     const char *vals[3] = {id, (const char *)check, now};
-    int lens[3] = {0, (int)seal_sealed_len(ring, sizeof seal_check_text - 1), 0};
+    int lens[3] = {0, (int)seal_sealed_len(ring, sizeof check_text - 1), 0};
     int formats[3] = {0, 1, 0};
     PGresult *r = PQexecParams(c,
                                "INSERT INTO seal_keys (key_id, check_value, added_us) "
@@ -2435,13 +2399,12 @@ static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, cha
   for (int i = 0; st == STORE_OK && i < PQntuples(keys); i++) {
     const char *id = PQgetvalue(keys, i, 0);
     if (ring && seal_ring_has(ring, id)) {
-      unsigned char plain[sizeof seal_check_text];
+      unsigned char plain[sizeof check_text];
       size_t aad_len = row_aad(aad, "seal_keys.check_value", id, -1), n = 0;
       const char *v = PQgetvalue(keys, i, 1);
       size_t len = (size_t)PQgetlength(keys, i, 1);
-      if (seal_plain_len(v, len) != sizeof seal_check_text - 1 ||
-          !seal_open(ring, aad, aad_len, v, len, plain, &n) ||
-          memcmp(plain, seal_check_text, n) != 0) {
+      if (seal_plain_len(v, len) != sizeof check_text - 1 ||
+          !seal_open(ring, aad, aad_len, v, len, plain, &n) || memcmp(plain, check_text, n) != 0) {
         snprintf(err, errlen,
                  "ENCRYPTION_KEYS: key \"%s\" is not the key of that id that sealed this "
                  "database's data (same id, other bytes)",
