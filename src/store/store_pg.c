@@ -1382,8 +1382,12 @@ static const struct reseal_table reseal_tables[] = {
 };
 #define RESEAL_TABLES (sizeof reseal_tables / sizeof reseal_tables[0])
 #define RESEAL_TEXT_MAX (MODEL_CONVERSATION_ID_MAX + 1)
+/* A reencrypt write stops after this many bytes of values, whatever its row limit: the CLI's 500
+ * rows of 256 KiB audio chunks would hold the writer (and every webhook behind it) for long. */
+#define RESEAL_BYTES_MAX (4 * 1024 * 1024)
 
-/* The scans: $1 text and $2 number after which to start, $3 the key, $4 how many. The rows:
+/* The scans: $1 text and $2 number after which to start, $3 the key, $4 how many; each row's
+ * key, conversation id and size (read from the value's header: nothing is fetched). The rows:
  * after $1/$2 up to $3/$4 (the scan's last), not sealed with $5. Rows another transaction holds
  * are skipped (only retention's can be: every other writer of a conversation's rows holds its
  * advisory lock first, as reencrypt does), so reencrypt never waits while holding rows. */
@@ -1394,7 +1398,7 @@ static bool prepare_reseal(PGconn *c) {
   static const Oid up_types[] = {OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid up_a_types[] = {OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
   return prepare(c, "rs_scan_c",
-                 "SELECT 0::bigint, conversation_id, conversation_id FROM conversations "
+                 "SELECT 0::bigint, conversation_id, conversation_id, 0::bigint FROM conversations "
                  "WHERE conversation_id > $1 AND sealed_with IS DISTINCT FROM $3 "
                  "ORDER BY conversation_id LIMIT $4",
                  4, scan_types) &&
@@ -1409,7 +1413,8 @@ static bool prepare_reseal(PGconn *c) {
                  "account_sealed = $5, sealed_with = $6 WHERE conversation_id = $1",
                  6, up_c_types) &&
          prepare(c, "rs_scan_d",
-                 "SELECT id, ''::text, conversation_id FROM deliveries WHERE id > $2 AND "
+                 "SELECT id, ''::text, conversation_id, octet_length(body)::bigint FROM deliveries "
+                 "WHERE id > $2 AND "
                  "sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
                  4, scan_types) &&
          prepare(c, "rs_rows_d",
@@ -1420,7 +1425,8 @@ static bool prepare_reseal(PGconn *c) {
          prepare(c, "rs_update_d",
                  "UPDATE deliveries SET body = $2, sealed_with = $3 WHERE id = $1", 3, up_types) &&
          prepare(c, "rs_scan_e",
-                 "SELECT id, ''::text, conversation_id FROM events WHERE id > $2 AND "
+                 "SELECT id, ''::text, conversation_id, octet_length(body)::bigint FROM events "
+                 "WHERE id > $2 AND "
                  "sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
                  4, scan_types) &&
          prepare(c, "rs_rows_e",
@@ -1431,7 +1437,8 @@ static bool prepare_reseal(PGconn *c) {
          prepare(c, "rs_update_e", "UPDATE events SET body = $2, sealed_with = $3 WHERE id = $1", 3,
                  up_types) &&
          prepare(c, "rs_scan_a",
-                 "SELECT seq, conversation_id, conversation_id FROM audio_chunks "
+                 "SELECT seq, conversation_id, conversation_id, octet_length(data)::bigint "
+                 "FROM audio_chunks "
                  "WHERE (conversation_id, seq) > ($1, $2) AND sealed_with IS DISTINCT FROM $3 "
                  "ORDER BY conversation_id, seq LIMIT $4",
                  4, scan_types) &&
@@ -1548,11 +1555,13 @@ static enum store_status reseal_value(struct pg_store *s, const struct reseal_ta
   return r ? STORE_OK : *st;
 }
 
-/* One transaction: up to limit rows of t after (*num, text) not sealed with the first key are
- * rewritten; (*num, text) moves to the last row scanned, *scanned says how many. */
+/* One transaction: up to limit rows of t after (*num, text) not sealed with the first key, and
+ * no more than *budget bytes of them (but at least one row), are rewritten; (*num, text) moves to
+ * the last row taken, *scanned says how many, *more whether t may hold more after it. */
 static enum store_status reseal_segment(struct pg_store *s, const struct reseal_table *t,
                                         int64_t *num, char text[RESEAL_TEXT_MAX], int64_t limit,
-                                        int64_t *scanned, int64_t *rewritten) {
+                                        int64_t *budget, int64_t *scanned, bool *more,
+                                        int64_t *rewritten) {
   enum store_status st = STORE_OK;
   char lo[24], lim[24], hi[24];
   snprintf(lo, sizeof lo, "%lld", (long long)*num);
@@ -1564,6 +1573,17 @@ static enum store_status reseal_segment(struct pg_store *s, const struct reseal_
   PGresult *rows = NULL;
   char *locks = NULL;
   int n = scan ? PQntuples(scan) : 0;
+  *more = n == limit;
+  for (int i = 0; i < n; i++) { /* the rows the byte budget allows */
+    int64_t size = get_i64(scan, i, 3);
+    if (i > 0 && size > *budget) {
+      n = i;
+      *more = true;
+      *budget = 0; /* spent: this write stops here */
+      break;
+    }
+    *budget -= size;
+  }
   if (scan && n > 0) {
     /* the advisory locks of the rows' conversations, as a batch takes them (sorted) */
     size_t cap = (size_t)n * 22 + 3, pos = 1;
@@ -1624,17 +1644,18 @@ static enum store_status reseal(struct pg_store *s, struct store_write *w) {
     }
     snprintf(text, sizeof text, "%s", end + 1);
   }
-  int64_t left = w->reseal_limit > 0 ? w->reseal_limit : 1;
-  while (left > 0 && t < RESEAL_TABLES) {
+  int64_t left = w->reseal_limit > 0 ? w->reseal_limit : 1, budget = RESEAL_BYTES_MAX;
+  while (left > 0 && budget > 0 && t < RESEAL_TABLES) {
     int64_t scanned = 0, rewritten = 0;
-    enum store_status st =
-        reseal_segment(s, &reseal_tables[t], &num, text, left, &scanned, &rewritten);
+    bool more = false;
+    enum store_status st = reseal_segment(s, &reseal_tables[t], &num, text, left, &budget, &scanned,
+                                          &more, &rewritten);
     if (st != STORE_OK) {
       if (PQstatus(s->writer_conn) != CONNECTION_OK) writer_drop(s);
       return st;
     }
     w->erased += rewritten;
-    if (scanned < left) {
+    if (!more) {
       t++;
       num = -1;
       text[0] = '\0';

@@ -2898,10 +2898,10 @@ static void test_reseal_across_a_rotation(void **state) {
   free(before_body);
 }
 
-/* SQLite: a reencrypt write stops after about 4 MiB of rewritten bytes, whatever its row limit,
+/* A reencrypt write stops after about 4 MiB of rewritten bytes, whatever its row limit,
  * so a batch of audio chunks never holds ingest for long; the walk still ends with every row
  * sealed. */
-static void test_sqlite_reseal_batches_are_bounded_in_bytes(void **state) {
+static void test_reseal_batches_are_bounded_in_bytes(void **state) {
   (void)state;
   char tag[16], id[64];
   new_tag(tag);
@@ -3431,7 +3431,7 @@ int main(int argc, char **argv) {
         EVENT_TESTS,
         AUDIT_TESTS,
         cmocka_unit_test(test_sqlite_file_holds_no_plaintext),             /* SQLite only */
-        cmocka_unit_test(test_sqlite_reseal_batches_are_bounded_in_bytes), /* SQLite only */
+        cmocka_unit_test(test_reseal_batches_are_bounded_in_bytes),
         SEAL_TESTS,
     };
     /* clang-format on */
@@ -3448,6 +3448,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest pg_sealed_tests[] = {
         CONTRACT_TESTS,
         EVENT_TESTS,
+        cmocka_unit_test(test_reseal_batches_are_bounded_in_bytes),
         SEAL_TESTS,
         cmocka_unit_test(test_pg_sealed_values_never_reach_the_database),
         cmocka_unit_test(test_pg_reencrypt_rotates_while_another_instance_writes),
