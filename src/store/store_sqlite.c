@@ -59,7 +59,7 @@ struct reader {
   sqlite3_stmt *audio_meta;
   sqlite3_stmt *audio_chunks;
   sqlite3_stmt *key_get, *key_list;
-  sqlite3_stmt *audit_head;
+  sqlite3_stmt *audit_head, *audit_at_max;
   sqlite3_stmt *audit[AUDIT_VARIANTS]; /* NULL until first used */
   sqlite3_stmt *list[LIST_VARIANTS];
   sqlite3_stmt *count[LIST_VARIANTS];
@@ -93,7 +93,7 @@ struct sqlite_store {
    * last batch), written back once before COMMIT. A batch rolled back and sent again reads it
    * again, so it leaves neither a hole nor a fork. */
   bool chain_loaded;
-  int64_t chain_start_id, chain_id, chain_now_us;
+  int64_t chain_start_id, chain_id, chain_now_us, chain_at_max;
   unsigned char chain_hash[AUDIT_HASH_LEN];
   unsigned char *audio_buf; /* one chunk of audio on its way from the file to the database */
   /* Encryption at rest (set_ring): NULL, or the ring whose first key (key0) seals. */
@@ -298,13 +298,15 @@ static bool prepare_erasure(struct sqlite_store *s) {
 }
 
 static bool prepare_audit(struct sqlite_store *s) {
-  return prepare(s->wdb, "SELECT last_id, last_hash FROM audit_head WHERE id = 1",
+  return prepare(s->wdb, "SELECT last_id, last_hash, last_at_max FROM audit_head WHERE id = 1",
                  &s->w_audit_head) == SQLITE_OK &&
          prepare(s->wdb,
                  "INSERT INTO audit_log (" AUDIT_COLUMNS
-                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 ", at_max_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                  &s->w_audit_ins) == SQLITE_OK &&
-         prepare(s->wdb, "UPDATE audit_head SET last_id = ?1, last_hash = ?2 WHERE id = 1",
+         prepare(s->wdb,
+                 "UPDATE audit_head SET last_id = ?1, last_hash = ?2, last_at_max = ?3 "
+                 "WHERE id = 1",
                  &s->w_audit_set) == SQLITE_OK;
 }
 
@@ -864,6 +866,7 @@ static int chain_load(struct sqlite_store *s) {
     s->chain_id = s->chain_start_id = sqlite3_column_int64(st, 0);
     if (sqlite3_column_bytes(st, 1) == AUDIT_HASH_LEN) {
       memcpy(s->chain_hash, sqlite3_column_blob(st, 1), AUDIT_HASH_LEN);
+      s->chain_at_max = sqlite3_column_int64(st, 2);
       rc = SQLITE_OK;
     } else {
       rc = SQLITE_CORRUPT;
@@ -901,8 +904,11 @@ static int audit_append(struct sqlite_store *s, struct audit_entry *e) {
   sqlite3_bind_text(st, 8, outcome, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 9, e->count);
   sqlite3_bind_blob(st, 10, e->hash, AUDIT_HASH_LEN, SQLITE_STATIC);
+  int64_t at_max = e->at_us > s->chain_at_max ? e->at_us : s->chain_at_max;
+  sqlite3_bind_int64(st, 11, at_max);
   rc = step_done(st);
   if (rc != SQLITE_OK) return rc;
+  s->chain_at_max = at_max;
   s->chain_id = e->id;
   memcpy(s->chain_hash, e->hash, AUDIT_HASH_LEN);
   return SQLITE_OK;
@@ -947,6 +953,7 @@ static int chain_save(struct sqlite_store *s) {
   if (!s->chain_loaded || s->chain_id == s->chain_start_id) return SQLITE_OK;
   sqlite3_bind_int64(s->w_audit_set, 1, s->chain_id);
   sqlite3_bind_blob(s->w_audit_set, 2, s->chain_hash, AUDIT_HASH_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(s->w_audit_set, 3, s->chain_at_max);
   int rc = step_done(s->w_audit_set);
   return rc == SQLITE_OK && sqlite3_changes(s->wdb) != 1 ? SQLITE_CORRUPT : rc;
 }
@@ -1365,6 +1372,7 @@ static void reader_free(struct reader *r) {
   sqlite3_finalize(r->key_get);
   sqlite3_finalize(r->key_list);
   sqlite3_finalize(r->audit_head);
+  sqlite3_finalize(r->audit_at_max);
   for (int i = 0; i < AUDIT_VARIANTS; i++) sqlite3_finalize(r->audit[i]);
   free(r->chunk);
   for (int i = 0; i < LIST_VARIANTS; i++) {
@@ -1406,6 +1414,8 @@ static struct reader *reader_open(struct sqlite_store *s) {
               &r->key_list) != SQLITE_OK ||
       prepare(r->db, "SELECT last_id, last_hash FROM audit_head WHERE id = 1", &r->audit_head) !=
           SQLITE_OK ||
+      prepare(r->db, "SELECT id, at_max_us FROM audit_log WHERE id >= ?1 ORDER BY id LIMIT 1",
+              &r->audit_at_max) != SQLITE_OK ||
       prepare(r->db, "SELECT COUNT(*) FROM (SELECT 1 FROM conversations LIMIT 1)", &r->ping) !=
           SQLITE_OK) {
     log_msg(LOG_ERROR, "sqlite reader open failed: %s", r->db ? sqlite3_errmsg(r->db) : "?");
@@ -1878,13 +1888,13 @@ static void sqlite_close(struct store *base) {
 
 /* ---------- the audit log (readers) ---------- */
 
-static const char *const audit_filter_sql[AUDIT_FILTERS] = {" AND at_us >= ?2", " AND at_us < ?3",
-                                                            " AND key_id = ?4", " AND action = ?5",
-                                                            " AND target = ?6"};
+static const char *const audit_filter_sql[AUDIT_FILTERS] = {" AND at_us >= ?2 AND id >= ?8",
+                                                            " AND at_us < ?3", " AND key_id = ?4",
+                                                            " AND action = ?5", " AND target = ?6"};
 
 /* The statement of one combination of filters and order, prepared on first use. Numbered
  * parameters: every value is bound whatever the variant (an index the statement lacks is
- * ignored), ?1 the cursor, ?7 the limit. */
+ * ignored), ?1 the cursor, ?7 the limit, ?8 the first id since may hold (audit_since_id). */
 static sqlite3_stmt *audit_statement(struct reader *r, unsigned variant) {
   if (r->audit[variant]) return r->audit[variant];
   bool newest_first = variant & (1u << AUDIT_FILTERS);
@@ -1938,6 +1948,32 @@ static enum store_status read_audit_rows(sqlite3_stmt *st, int64_t limit,
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : status_of(rc);
 }
 
+/* The first id whose at_max_us reaches since: no entry before it is at or after since (at_max_us
+ * never decreases along the chain). A binary search over ids, each step the first entry at or
+ * after an id (entries removed by hand leave holes). Entries appended meanwhile come after it. */
+static enum store_status audit_since_id(struct reader *r, int64_t since, int64_t *first) {
+  int rc = sqlite3_step(r->audit_head);
+  int64_t last_id = rc == SQLITE_ROW ? sqlite3_column_int64(r->audit_head, 0) : 0;
+  sqlite3_reset(r->audit_head);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return status_of(rc);
+  int64_t lo = 1, hi = last_id + 1; /* the answer is in [lo, hi] */
+  sqlite3_stmt *st = r->audit_at_max;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    sqlite3_bind_int64(st, 1, mid);
+    rc = sqlite3_step(st);
+    bool reaches = rc != SQLITE_ROW || sqlite3_column_int64(st, 1) >= since;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return status_of(rc);
+    if (reaches)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  *first = lo;
+  return STORE_OK;
+}
+
 static enum store_status sqlite_audit_list(struct store *base, const struct store_audit_filter *f,
                                            struct store_audit_page *out) {
   out->items = NULL;
@@ -1950,6 +1986,11 @@ static enum store_status sqlite_audit_list(struct store *base, const struct stor
   unsigned variant = (f->since_us ? 1u : 0) | (f->until_us ? 2u : 0) | (f->key_id ? 4u : 0) |
                      (action ? 8u : 0) | (f->target ? 16u : 0) |
                      (f->newest_first ? 1u << AUDIT_FILTERS : 0);
+  int64_t since_id = 0;
+  if (f->since_us) {
+    enum store_status found = audit_since_id(r, f->since_us, &since_id);
+    if (found != STORE_OK) return found;
+  }
   sqlite3_stmt *st = audit_statement(r, variant);
   if (!st) return STORE_HARD;
   sqlite3_bind_int64(st, 1, f->newest_first && f->cursor <= 0 ? INT64_MAX : f->cursor);
@@ -1959,6 +2000,7 @@ static enum store_status sqlite_audit_list(struct store *base, const struct stor
   sqlite3_bind_text(st, 5, action ? action : "", -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 6, f->target ? f->target : "", -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 7, limit);
+  sqlite3_bind_int64(st, 8, since_id);
   enum store_status result = read_audit_rows(st, limit, out);
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);

@@ -2315,6 +2315,39 @@ static void test_audit_head_removed_stops_appends(void **state) {
   assert_chain_whole();
 }
 
+/* Entries are not appended in time order (a read's entry trails its answer, a batch of them
+ * carries their own times): since/until find each entry by its own time, whatever came before
+ * or after it in the chain. */
+static void test_audit_time_filter_out_of_order(void **state) {
+  (void)state;
+  char tag[16];
+  new_tag(tag);
+  struct audit_who who = who_of(tag, "t");
+  struct audit_entry e[4];
+  struct pending *p = audit_new(e, 4, tag, &who);
+  const int64_t t = time_now_us() + 60000000; /* after every entry so far */
+  const int64_t at[4] = {t + 5000, t + 1000, t + 9000, t + 3000};
+  for (int i = 0; i < 4; i++) e[i].at_us = at[i];
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  assert_int_equal(p->w.status, STORE_OK);
+  int64_t id0 = e[0].id;
+  struct store_audit_filter f = {
+      .action = -1, .since_us = t + 1000, .until_us = t + 6000, .limit = 100};
+  expect_ids(&f, (int64_t[]){id0, id0 + 1, id0 + 3}, 3);
+  f.newest_first = true;
+  expect_ids(&f, (int64_t[]){id0 + 3, id0 + 1, id0}, 3);
+  f = (struct store_audit_filter){
+      .action = -1, .since_us = t + 2000, .key_id = who.key_id, .limit = 100};
+  expect_ids(&f, (int64_t[]){id0, id0 + 2, id0 + 3}, 3);
+  f.since_us = t + 9001;
+  expect_ids(&f, NULL, 0);
+  f = (struct store_audit_filter){
+      .action = -1, .until_us = t + 1001, .key_id = who.key_id, .limit = 100};
+  expect_ids(&f, (int64_t[]){id0 + 1}, 1);
+  pending_free(p);
+}
+
 /* `audit verify` finds an entry edited by hand, and the newest entry removed (the head still
  * names it); both restored, the chain is whole again. */
 static void test_audit_verify_finds_hand_edits(void **state) {
@@ -3375,6 +3408,7 @@ static int teardown_pg_sealed(void **state) {
   cmocka_unit_test(test_audit_list_filters_and_pages),                   \
   cmocka_unit_test(test_audit_refused_write_leaves_no_hole),             \
   cmocka_unit_test(test_audit_failed_write_writes_none),                 \
+  cmocka_unit_test(test_audit_time_filter_out_of_order),                 \
   cmocka_unit_test(test_audit_retention_orphans_and_redelivery_time),    \
   cmocka_unit_test(test_audit_audio_redelivery_is_audited),              \
   cmocka_unit_test(test_audit_unnamed_entry_fails_alone),                \

@@ -11,7 +11,12 @@ CREATE TABLE audit_log (
   target     TEXT,
   outcome    TEXT    NOT NULL,
   count      INTEGER NOT NULL,
-  hash       BLOB    NOT NULL
+  hash       BLOB    NOT NULL,
+  -- The largest at_us of this entry and every one before it: never decreases along the chain
+  -- (at_us may: a read's entry trails its answer), so the first id whose at_max_us reaches a
+  -- since bound is found by a binary search over ids, and no entry before it is at or after
+  -- since. Not part of the hashed content (it is derived from it).
+  at_max_us  INTEGER NOT NULL
 );
 -- Every index is one more B-tree written by each webhook: only the filters of GET
 -- /api/v1/audit that would otherwise read the whole log have one. Each also holds the rowid,
@@ -19,20 +24,21 @@ CREATE TABLE audit_log (
 --   target: who touched this conversation (or key)? (one random leaf per webhook)
 --   key_id: what did this key do? (appends at the end of the key's range)
 -- Partial: entries without one (rejections, lists) are not in them.
--- No index on at_us: a page is asked for in id order after a cursor, and SQLite plans every
+-- No index on time: a page is asked for in id order after a cursor, and SQLite plans every
 -- since/until statement as a scan of the rowid range (an index on at_us would need a sort of
 -- the whole time range per page), so such an index would be written by every webhook and read
--- by none. A time filter reads the log from the cursor on (about 0.1 s per million entries
--- skipped, once: the next page starts at the cursor). Nor on action: each action is a large
--- share of the log, a scan in id order finds a page of it quickly.
+-- by none. since starts the scan at the id at_max_us gives (a binary search, ~20 primary-key
+-- lookups); until is checked row by row. Nor on action: each action is a large share of the
+-- log, a scan in id order finds a page of it quickly.
 CREATE INDEX audit_log_target ON audit_log (target) WHERE target IS NOT NULL;
 CREATE INDEX audit_log_key ON audit_log (key_id) WHERE key_id IS NOT NULL;
 
 -- The chain's head: the newest entry's id and hash, updated in the transaction of every
 -- append, so removing the newest entries by hand is seen too.
 CREATE TABLE audit_head (
-  id        INTEGER PRIMARY KEY CHECK (id = 1),
-  last_id   INTEGER NOT NULL,
-  last_hash BLOB    NOT NULL
+  id          INTEGER PRIMARY KEY CHECK (id = 1),
+  last_id     INTEGER NOT NULL,
+  last_hash   BLOB    NOT NULL,
+  last_at_max INTEGER NOT NULL -- the newest entry's at_max_us
 );
-INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, zeroblob(32));
+INSERT INTO audit_head (id, last_id, last_hash, last_at_max) VALUES (1, 0, zeroblob(32), 0);
