@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -327,8 +328,27 @@ def test_rotation_reencrypt_then_the_old_key_goes(make_server):
     audio_new = write_known(srv, k_new)
     check_reads(srv, k_new, audio_new)
 
-    # the service keeps running (and writing) while reencrypt rewrites every row
-    out = reencrypt(srv, f"{K2},{K1}", batch=2)
+    # the service keeps running and ingesting while reencrypt rewrites every row
+    stop, posted, statuses = threading.Event(), [], []
+
+    def ingest():
+        session = srv.new_session()
+        while not stop.is_set():
+            u = uid()
+            body = seed_body(k_new, cid=f"conv_{u}", email=f"w.{u[:12]}@example.com",
+                             account=f"acct_w_{u[12:24]}")
+            statuses.append(srv.post_conv(body, session=session).status_code)
+            posted.append(body)
+        session.close()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    try:
+        out = reencrypt(srv, f"{K2},{K1}", batch=2)
+    finally:
+        stop.set()
+        writer.join()
+    assert posted and set(statuses) == {200}, statuses
     assert re.search(r"reencrypt: \d+ rows rewritten", out), out
     assert "k2" in out
     k_during = Known()
@@ -343,6 +363,9 @@ def test_rotation_reencrypt_then_the_old_key_goes(make_server):
     with_keys(srv, K2)  # the old key removed: starts, reads everything
     for k, a in ((k_old, audio_old), (k_new, audio_new), (k_during, audio_during)):
         check_reads(srv, k, a)
+    for body in posted:
+        r = srv.get(conv_path(body["conversationId"]) + "?include=transcript")
+        assert r.status_code == 200 and r.json()["transcript"] == body["transcript"], r.text[:300]
     assert found(srv, k_old.needles() + k_new.needles()) == []
     assert srv.stop() == 0
     # the old key alone cannot open what is now sealed with k2
