@@ -401,8 +401,9 @@ def test_start_fails_fast_without_the_right_key(make_server):
     start_fails(srv, K1_OTHER_BYTES)  # the same id, other bytes
     start_fails(srv, None)  # sealed data, no ENCRYPTION_KEYS
     start_fails(srv, "")
-    err = start_fails(srv, "k1:not-base64")  # a bad value: a configuration error
+    err = start_fails(srv, "k1:not-base64")  # a bad value: a configuration error (exit 2)
     assert "configuration error" in err
+    assert run_cli(srv, [], "k1:not-base64").returncode == 2
     # the CLI commands that open the database refuse the same way
     for args in (["keys", "list"], ["migrate"], ["reencrypt"]):
         r = run_cli(srv, args, K2)
