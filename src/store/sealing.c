@@ -80,6 +80,17 @@ void store_seal_buf_free(struct store_seal_buf *b) {
   b->cap = 0;
 }
 
+bool store_open_text(const struct seal_ring *r, const void *aad, size_t aad_len, const void *sealed,
+                     size_t len, char *out, size_t cap) {
+  size_t plain = r ? seal_plain_len(sealed, len) : 0;
+  size_t got = 0;
+  if (!r || !seal_is_sealed(sealed, len) || plain >= cap ||
+      !seal_open(r, aad, aad_len, sealed, len, (unsigned char *)out, &got) || got != plain)
+    return false;
+  out[got] = '\0';
+  return strlen(out) == got;
+}
+
 bool store_open_id(const struct seal_ring *r, const void *aad, size_t aad_len, const void *sealed,
                    size_t len, char *out, size_t cap) {
   size_t plain = r ? seal_plain_len(sealed, len) : 0;

@@ -18,8 +18,9 @@
 
 #define STORE_INDEX_MARK '\x01'
 #define STORE_INDEX_TEXT_LEN (1 + 2 * SEAL_INDEX_LEN) /* without the NUL */
-/* "conversations.account_id" NUL, a conversation id NUL, a decimal sequence number */
-#define STORE_AAD_MAX (32 + MODEL_CONVERSATION_ID_MAX + 1 + 24)
+/* "conversations.account_id" NUL, a webhook id (or a conversation id) NUL, a conversation id (or
+ * a decimal sequence number): the longest associated data, never cut. */
+#define STORE_AAD_MAX (32 + MODEL_CONVERSATION_ID_MAX + 1 + MODEL_CONVERSATION_ID_MAX + 1)
 /* Sealed email or account, whichever is longer. */
 #define STORE_SEALED_ID_MAX \
   (MODEL_EMAIL_ID_MAX + 2 + SEAL_KEY_ID_MAX + SEAL_NONCE_LEN + SEAL_TAG_LEN)
@@ -59,6 +60,11 @@ const unsigned char *store_seal_into(struct store_seal_buf *b, const struct seal
                                      const void *aad, size_t aad_len, const void *plain, size_t len,
                                      size_t *out_len);
 void store_seal_buf_free(struct store_seal_buf *b);
+
+/* Opens a sealed text (a failure reason, a key's accounts) into out (NUL-terminated, cap bytes):
+ * false when it does not open or holds a NUL or does not fit. */
+bool store_open_text(const struct seal_ring *r, const void *aad, size_t aad_len, const void *sealed,
+                     size_t len, char *out, size_t cap);
 
 /* Opens a sealed email or account id into out (NUL-terminated, cap bytes): false when it does
  * not open (no ring, another key, moved, changed) or is not printable text that fits. */

@@ -233,12 +233,11 @@ static const char check_text[] = STORE_SEAL_CHECK;
 /* The writer keeps this much of its sealing buffer between batches. */
 #define ARENA_KEEP (4u << 20)
 
-/* A row's identity as associated data (store/sealing.h): the column, the row's key and, for an
- * audio chunk, its number (seq >= 0). */
-static size_t row_aad(char aad[STORE_AAD_MAX], const char *column, const char *id, int64_t seq) {
-  char n[24];
-  snprintf(n, sizeof n, "%lld", (long long)seq);
-  return store_seal_aad(aad, column, id, seq >= 0 ? n : NULL);
+/* A row's identity as associated data (store/sealing.h): the column, the row's key and, for a
+ * body or event, its conversation's id, for an audio chunk its number (pk2; NULL: none). */
+static size_t row_aad(char aad[STORE_AAD_MAX], const char *column, const char *id,
+                      const char *pk2) {
+  return store_seal_aad(aad, column, id, pk2);
 }
 
 /* value's blind index under key as stored; false (logged) when it could not be computed. */
@@ -285,11 +284,11 @@ static char *filter_values(const struct seal_ring *r, const char *value) {
 
 /* Opens a row's sealed value into out (at most cap bytes); false, logged, when the ring cannot
  * (no ring, the key it names is not in it, or it was changed or moved). */
-static bool open_value(const struct seal_ring *r, const char *column, const char *id, int64_t seq,
-                       const void *data, size_t len, unsigned char *out, size_t cap,
-                       size_t *out_len) {
+static bool open_value(const struct seal_ring *r, const char *column, const char *id,
+                       const char *pk2, const void *data, size_t len, unsigned char *out,
+                       size_t cap, size_t *out_len) {
   char aad[STORE_AAD_MAX], key[SEAL_KEY_ID_MAX + 1] = "?";
-  size_t aad_len = row_aad(aad, column, id, seq);
+  size_t aad_len = row_aad(aad, column, id, pk2);
   if (r && seal_plain_len(data, len) <= cap && seal_open(r, aad, aad_len, data, len, out, out_len))
     return true;
   (void)seal_key_of(data, len, key);
@@ -298,16 +297,19 @@ static bool open_value(const struct seal_ring *r, const char *column, const char
   return false;
 }
 
-/* A sealed email or account column (NULL: "") into dst; false, logged, when it does not open
- * or is not an id (store_open_id). */
+/* A sealed email, account (store_open_id) or failure reason (store_open_text) column (NULL: "")
+ * into dst; false, logged, when it does not open or is not an id. */
 static bool open_text(const struct seal_ring *r, const char *column, const char *id,
                       const PGresult *res, int row, int col, char *dst, size_t cap) {
   dst[0] = '\0';
   if (PQgetisnull(res, row, col)) return true;
   char aad[STORE_AAD_MAX], key[SEAL_KEY_ID_MAX + 1] = "?";
-  size_t aad_len = row_aad(aad, column, id, -1), len = (size_t)PQgetlength(res, row, col);
+  size_t aad_len = row_aad(aad, column, id, NULL), len = (size_t)PQgetlength(res, row, col);
   const char *data = PQgetvalue(res, row, col);
-  if (store_open_id(r, aad, aad_len, data, len, dst, cap)) return true;
+  if (strcmp(column, "conversations.failure_reason") == 0
+          ? store_open_text(r, aad, aad_len, data, len, dst, cap)
+          : store_open_id(r, aad, aad_len, data, len, dst, cap))
+    return true;
   (void)seal_key_of(data, len, key);
   log_msg(LOG_ERROR, "a sealed %s (key %s) cannot be opened%s", column, key,
           r ? " with ENCRYPTION_KEYS: wrong key or altered data" : ": ENCRYPTION_KEYS is not set");
@@ -317,12 +319,12 @@ static bool open_text(const struct seal_ring *r, const char *column, const char 
 
 /* A sealed bytea column into a new NUL-terminated buffer (*out, *out_len). */
 static enum store_status open_alloc(const struct seal_ring *r, const char *column, const char *id,
-                                    const PGresult *res, int row, int col, char **out,
-                                    size_t *out_len) {
+                                    const char *pk2, const PGresult *res, int row, int col,
+                                    char **out, size_t *out_len) {
   const char *data = PQgetvalue(res, row, col);
   size_t len = (size_t)PQgetlength(res, row, col), plain = seal_plain_len(data, len);
   if (!(*out = malloc(plain + 1))) return STORE_RETRY;
-  if (!open_value(r, column, id, -1, data, len, (unsigned char *)*out, plain, out_len)) {
+  if (!open_value(r, column, id, pk2, data, len, (unsigned char *)*out, plain, out_len)) {
     free(*out);
     *out = NULL;
     return STORE_HARD;
@@ -391,7 +393,8 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
   " webhook_id = EXCLUDED.webhook_id, body_sha256 = EXCLUDED.body_sha256,"                    \
   " delivery_id = EXCLUDED.delivery_id, agent_id = EXCLUDED.agent_id,"                        \
   " failure_reason = EXCLUDED.failure_reason, sealed_with = EXCLUDED.sealed_with,"            \
-  " email_sealed = EXCLUDED.email_sealed, account_sealed = EXCLUDED.account_sealed"
+  " email_sealed = EXCLUDED.email_sealed, account_sealed = EXCLUDED.account_sealed,"          \
+  " failure_sealed = EXCLUDED.failure_sealed"
 
 /* With a ring ($16 the sealing key's id), $2/$3 are the blind indexes, $14/$15 the sealed email
  * and account, $10 the sealed body; without, $14..$16 are NULL. */
@@ -408,8 +411,8 @@ static const char upsert_sql[] =
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
-    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed)"
-    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15 FROM ins"
+    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed)"
+    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15, $17 FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
     ") "
     "SELECT webhook_id, processed_at_us, true FROM cur WHERE body_sha256 = $9 "
@@ -437,8 +440,8 @@ static const char event_sql[] =
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
-    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed)"
-    "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17, $20, $21, $22"
+    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed)"
+    "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17, $20, $21, $22, $23"
     "  FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
     ") "
@@ -511,11 +514,11 @@ static const char retain_sql[] =
 static bool prepare_writer(PGconn *c) {
   static const Oid upsert_types[] = {OID_TEXT, OID_TEXT,  OID_TEXT,  OID_INT8,  OID_INT8, OID_INT8,
                                      OID_TEXT, OID_INT8,  OID_BYTEA, OID_BYTEA, OID_TEXT, OID_TEXT,
-                                     OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT};
-  static const Oid event_types[] = {OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_INT8, OID_TEXT, OID_BYTEA,
-                                    OID_INT8,  OID_BOOL,  OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT,
-                                    OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT, OID_TEXT, OID_BYTEA,
-                                    OID_BYTEA, OID_TEXT,  OID_BYTEA, OID_BYTEA};
+                                     OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT,  OID_BYTEA};
+  static const Oid event_types[] = {OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_INT8,  OID_TEXT, OID_BYTEA,
+                                    OID_INT8,  OID_BOOL,  OID_TEXT,  OID_TEXT,  OID_TEXT, OID_TEXT,
+                                    OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT,  OID_TEXT, OID_BYTEA,
+                                    OID_BYTEA, OID_TEXT,  OID_BYTEA, OID_BYTEA, OID_BYTEA};
   static const Oid meta_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT8};
   static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid find_types[] = {OID_TEXT, OID_BYTEA};
@@ -549,8 +552,8 @@ static bool prepare_writer(PGconn *c) {
                  "UPDATE api_keys SET last_used_us = $2 WHERE id = $1 "
                  "AND (last_used_us IS NULL OR last_used_us < $2) RETURNING id",
                  2, key_at_types) &&
-         prepare(c, "upsert", upsert_sql, 16, upsert_types) &&
-         prepare(c, "event", event_sql, 22, event_types) &&
+         prepare(c, "upsert", upsert_sql, 17, upsert_types) &&
+         prepare(c, "event", event_sql, 23, event_types) &&
          prepare(c, "erase", erase_sql, 2, erase_types) &&
          prepare(c, "retain", retain_sql, 3, retain_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
@@ -680,7 +683,9 @@ struct sealed {
   char email_ix[STORE_INDEX_TEXT_LEN + 1], account_ix[STORE_INDEX_TEXT_LEN + 1];
   const char *email_id, *account_id; /* what email_id/account_id hold: an index, or NULL */
   const char *email, *account, *body, *event_body; /* sealed; NULL when there is none */
-  int email_len, account_len, body_len, event_body_len;
+  const char *failure_reason;                      /* what failure_reason holds: NULL with a ring */
+  const char *failure; /* sealed failure reason; NULL when there is none */
+  int email_len, account_len, body_len, event_body_len, failure_len;
 };
 
 static bool arena_reserve(struct pg_store *s, size_t n) {
@@ -691,11 +696,11 @@ static void arena_trim(struct pg_store *s) {
   if (s->arena.cap > ARENA_KEEP) store_seal_buf_free(&s->arena);
 }
 
-/* Seals plain into the arena at *at (reserved beforehand) for the row column/id/seq. */
+/* Seals plain into the arena at *at (reserved beforehand) for the row column/id/pk2. */
 static const char *seal_at(struct pg_store *s, size_t *at, const char *column, const char *id,
-                           int64_t seq, const void *plain, size_t len, int *out_len) {
+                           const char *pk2, const void *plain, size_t len, int *out_len) {
   char aad[STORE_AAD_MAX];
-  size_t aad_len = row_aad(aad, column, id, seq), n = seal_sealed_len(s->ring, len);
+  size_t aad_len = row_aad(aad, column, id, pk2), n = seal_sealed_len(s->ring, len);
   unsigned char *out = s->arena.data + *at;
   if (!seal_seal(s->ring, aad, aad_len, plain, len, out)) {
     log_msg(LOG_ERROR, "cannot seal a %s (random source or OpenSSL failed)", column);
@@ -713,47 +718,60 @@ static size_t sealed_len_of(const struct seal_ring *r, const char *text) {
 static bool seal_identity(struct pg_store *s, const struct conversation_input *c, size_t *at,
                           struct sealed *out);
 
+/* What seal_identity needs in the arena. */
+static size_t identity_sealed_len(const struct seal_ring *r, const struct conversation_input *c) {
+  return sealed_len_of(r, c->email_id) + sealed_len_of(r, c->account_id) +
+         sealed_len_of(r, c->failure_reason);
+}
+
 /* Seals what a write keeps of a conversation c (NULL: none): its email and account (with their
  * blind indexes) and body, kept as the delivery webhook_id; and event_body (NULL: none), kept as
  * the event webhook_id. False when out of memory or sealing failed. */
 static bool seal_write(struct pg_store *s, const struct conversation_input *c,
                        const char *webhook_id, const char *body, size_t body_len,
-                       const char *event_body, size_t event_body_len, struct sealed *out) {
+                       const char *event_conversation_id, const char *event_body,
+                       size_t event_body_len, struct sealed *out) {
   const struct seal_ring *r = s->ring;
   memset(out, 0, sizeof *out);
   size_t need = (event_body ? seal_sealed_len(r, event_body_len) : 0), at = 0;
-  if (c)
-    need += sealed_len_of(r, c->email_id) + sealed_len_of(r, c->account_id) +
-            seal_sealed_len(r, body_len);
+  if (c) need += identity_sealed_len(r, c) + seal_sealed_len(r, body_len);
   if (!arena_reserve(s, need)) return false;
-  if (event_body && !(out->event_body = seal_at(s, &at, "events.body", webhook_id, -1, event_body,
-                                                event_body_len, &out->event_body_len)))
+  /* A body's associated data names its conversation: pointing a conversation at another one's
+   * delivery, or moving an event to another conversation, by hand does not open. */
+  if (event_body &&
+      !(out->event_body = seal_at(s, &at, "events.body", webhook_id, event_conversation_id,
+                                  event_body, event_body_len, &out->event_body_len)))
     return false;
   if (!c) return true;
   return seal_identity(s, c, &at, out) &&
-         (out->body = seal_at(s, &at, "deliveries.body", webhook_id, -1, body, body_len,
-                              &out->body_len)) != NULL;
+         (out->body = seal_at(s, &at, "deliveries.body", webhook_id, c->conversation_id, body,
+                              body_len, &out->body_len)) != NULL;
 }
 
-/* Seals c's email and account into the arena at *at (reserved beforehand), with their blind
- * indexes under the first key. */
+/* Seals c's email, account and failure reason into the arena at *at (reserved beforehand
+ * identity_sealed_len), with the blind indexes of email and account under the first key. */
 static bool seal_identity(struct pg_store *s, const struct conversation_input *c, size_t *at,
                           struct sealed *out) {
   const struct seal_ring *r = s->ring;
   if (c->email_id) {
     out->email_id = out->email_ix;
     if (!index_text(r, 0, c->email_id, out->email_ix) ||
-        !(out->email = seal_at(s, at, "conversations.email_id", c->conversation_id, -1, c->email_id,
-                               strlen(c->email_id), &out->email_len)))
+        !(out->email = seal_at(s, at, "conversations.email_id", c->conversation_id, NULL,
+                               c->email_id, strlen(c->email_id), &out->email_len)))
       return false;
   }
   if (c->account_id) {
     out->account_id = out->account_ix;
     if (!index_text(r, 0, c->account_id, out->account_ix) ||
-        !(out->account = seal_at(s, at, "conversations.account_id", c->conversation_id, -1,
+        !(out->account = seal_at(s, at, "conversations.account_id", c->conversation_id, NULL,
                                  c->account_id, strlen(c->account_id), &out->account_len)))
       return false;
   }
+  out->failure_reason = NULL;
+  if (c->failure_reason &&
+      !(out->failure = seal_at(s, at, "conversations.failure_reason", c->conversation_id, NULL,
+                               c->failure_reason, strlen(c->failure_reason), &out->failure_len)))
+    return false;
   return true;
 }
 
@@ -767,10 +785,12 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
   snprintf(processed, sizeof processed, "%lld", (long long)w->processed_us);
   struct sealed v = {.email_id = c->email_id,
                      .account_id = c->account_id,
+                     .failure_reason = c->failure_reason,
                      .body = w->body,
                      .body_len = (int)w->body_len};
-  if (s->ring && !seal_write(s, c, w->webhook_id, w->body, w->body_len, NULL, 0, &v)) return false;
-  const char *vals[16] = {c->conversation_id,
+  if (s->ring && !seal_write(s, c, w->webhook_id, w->body, w->body_len, NULL, NULL, 0, &v))
+    return false;
+  const char *vals[17] = {c->conversation_id,
                           v.email_id,
                           v.account_id,
                           c->has_start ? start : NULL,
@@ -782,15 +802,30 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
                           v.body,
                           c->status ? c->status : "completed",
                           c->agent_id,
-                          c->failure_reason,
+                          v.failure_reason,
                           v.email,
                           v.account,
-                          s->ring ? seal_ring_key_id(s->ring, 0) : NULL};
-  int lens[16] = {
-      0, 0, 0, 0, 0, 0, 0, 0, CRYPTO_SHA256_LEN, v.body_len, 0, 0, 0, v.email_len, v.account_len,
-      0};
-  int formats[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0};
-  return PQsendQueryPrepared(s->writer_conn, "upsert", 16, vals, lens, formats, 1) == 1;
+                          s->ring ? seal_ring_key_id(s->ring, 0) : NULL,
+                          v.failure};
+  int lens[17] = {0,
+                  0,
+                  0,
+                  0,
+                  0,
+                  0,
+                  0,
+                  0,
+                  CRYPTO_SHA256_LEN,
+                  v.body_len,
+                  0,
+                  0,
+                  0,
+                  v.email_len,
+                  v.account_len,
+                  0,
+                  v.failure_len};
+  int formats[17] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1};
+  return PQsendQueryPrepared(s->writer_conn, "upsert", 17, vals, lens, formats, 1) == 1;
 }
 
 /* The API key writes (store.h); each answers the rows it changed. A revocation records its
@@ -837,14 +872,15 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
   const char *event_body = w->event_body ? w->event_body : "";
   struct sealed v = {.email_id = c ? c->email_id : NULL,
                      .account_id = c ? c->account_id : NULL,
+                     .failure_reason = c ? c->failure_reason : NULL,
                      .body = c ? w->body : NULL,
                      .body_len = c ? (int)w->body_len : 0,
                      .event_body = event_body,
                      .event_body_len = (int)w->event_body_len};
-  if (s->ring &&
-      !seal_write(s, c, w->webhook_id, w->body, w->body_len, event_body, w->event_body_len, &v))
+  if (s->ring && !seal_write(s, c, w->webhook_id, w->body, w->body_len, w->event_conversation_id,
+                             event_body, w->event_body_len, &v))
     return false;
-  const char *vals[22] = {w->event_conversation_id,
+  const char *vals[23] = {w->event_conversation_id,
                           (const char *)w->event_sha256,
                           w->webhook_id,
                           received,
@@ -860,22 +896,24 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
                           c ? duration : NULL,
                           c ? count : NULL,
                           c ? c->agent_id : NULL,
-                          c ? c->failure_reason : NULL,
+                          v.failure_reason,
                           c ? (const char *)w->body_sha256 : NULL,
                           v.body,
                           s->ring ? seal_ring_key_id(s->ring, 0) : NULL,
                           v.email,
-                          v.account};
-  int lens[22] = {0};
-  int formats[22] = {0};
+                          v.account,
+                          v.failure};
+  int lens[23] = {0};
+  int formats[23] = {0};
   lens[1] = CRYPTO_SHA256_LEN;
   lens[5] = v.event_body_len;
   lens[17] = c ? CRYPTO_SHA256_LEN : 0;
   lens[18] = v.body_len;
   lens[20] = v.email_len;
   lens[21] = v.account_len;
-  formats[1] = formats[5] = formats[17] = formats[18] = formats[20] = formats[21] = 1;
-  return PQsendQueryPrepared(s->writer_conn, "event", 22, vals, lens, formats, 1) == 1;
+  lens[22] = v.failure_len;
+  formats[1] = formats[5] = formats[17] = formats[18] = formats[20] = formats[21] = formats[22] = 1;
+  return PQsendQueryPrepared(s->writer_conn, "event", 23, vals, lens, formats, 1) == 1;
 }
 
 /* ord: the write's place in the batch, which its audit entries (one if it erased something;
@@ -1139,7 +1177,7 @@ static bool send_audio(struct pg_store *s, struct store_write *w, struct batch *
     int data_len = (int)n;
     size_t at = 0;
     if (s->ring && (!arena_reserve(s, seal_sealed_len(s->ring, n)) ||
-                    !(data = seal_at(s, &at, "audio_chunks.data", w->event_conversation_id, n_seq,
+                    !(data = seal_at(s, &at, "audio_chunks.data", w->event_conversation_id, seq,
                                      s->audio_buf, n, &data_len))))
       return false;
     const char *vals[5] = {w->event_conversation_id, w->webhook_id, seq, data,
@@ -1394,7 +1432,8 @@ static const struct reseal_table reseal_tables[] = {
 static bool prepare_reseal(PGconn *c) {
   static const Oid scan_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8};
   static const Oid rows_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8, OID_TEXT};
-  static const Oid up_c_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT};
+  static const Oid up_c_types[] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_BYTEA,
+                                   OID_BYTEA, OID_TEXT, OID_TEXT, OID_BYTEA};
   static const Oid up_types[] = {OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid up_a_types[] = {OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
   return prepare(c, "rs_scan_c",
@@ -1404,21 +1443,24 @@ static bool prepare_reseal(PGconn *c) {
                  4, scan_types) &&
          prepare(c, "rs_rows_c",
                  "SELECT conversation_id, email_id, account_id, sealed_with, email_sealed, "
-                 "account_sealed FROM conversations WHERE conversation_id > $1 AND "
+                 "account_sealed, failure_reason, failure_sealed FROM conversations "
+                 "WHERE conversation_id > $1 AND "
                  "conversation_id <= $3 AND sealed_with IS DISTINCT FROM $5 "
                  "ORDER BY conversation_id FOR NO KEY UPDATE SKIP LOCKED",
                  5, rows_types) &&
          prepare(c, "rs_update_c",
                  "UPDATE conversations SET email_id = $2, account_id = $3, email_sealed = $4, "
-                 "account_sealed = $5, sealed_with = $6 WHERE conversation_id = $1",
-                 6, up_c_types) &&
+                 "account_sealed = $5, sealed_with = $6, failure_reason = $7, "
+                 "failure_sealed = $8 WHERE conversation_id = $1",
+                 8, up_c_types) &&
          prepare(c, "rs_scan_d",
                  "SELECT id, ''::text, conversation_id, octet_length(body)::bigint FROM deliveries "
                  "WHERE id > $2 AND "
                  "sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
                  4, scan_types) &&
          prepare(c, "rs_rows_d",
-                 "SELECT id, webhook_id, sealed_with, body FROM deliveries WHERE id > $2 AND "
+                 "SELECT id, webhook_id, sealed_with, body, conversation_id FROM deliveries "
+                 "WHERE id > $2 AND "
                  "id <= $4 AND sealed_with IS DISTINCT FROM $5 "
                  "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
                  5, rows_types) &&
@@ -1430,7 +1472,8 @@ static bool prepare_reseal(PGconn *c) {
                  "sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
                  4, scan_types) &&
          prepare(c, "rs_rows_e",
-                 "SELECT id, webhook_id, sealed_with, body FROM events WHERE id > $2 AND "
+                 "SELECT id, webhook_id, sealed_with, body, conversation_id FROM events "
+                 "WHERE id > $2 AND "
                  "id <= $4 AND sealed_with IS DISTINCT FROM $5 "
                  "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
                  5, rows_types) &&
@@ -1478,17 +1521,22 @@ static bool writer_command(struct pg_store *s, const char *sql, enum store_statu
 
 /* A row's value at col as plaintext, in a new buffer: opened when sealed, else copied. */
 static enum store_status reseal_open(struct pg_store *s, const char *column, const char *id,
-                                     int64_t seq, const PGresult *res, int row, int col,
+                                     const char *pk2, const PGresult *res, int row, int col,
                                      bool sealed, unsigned char **out, size_t *len) {
   const char *data = PQgetvalue(res, row, col);
   size_t n = (size_t)PQgetlength(res, row, col), plain = sealed ? seal_plain_len(data, n) : n;
+  /* a body sealed yet not marked so is refused (audio may start like a sealed value) */
+  if (!sealed && pk2 && strcmp(column, "audio_chunks.data") != 0 && seal_is_sealed(data, n)) {
+    log_msg(LOG_ERROR, "a %s is sealed but its row says plaintext: altered data", column);
+    return STORE_HARD;
+  }
   if (!(*out = malloc(plain + 1))) return STORE_RETRY;
   if (!sealed) {
     memcpy(*out, data, n);
     *len = n;
     return STORE_OK;
   }
-  if (open_value(s->ring, column, id, seq, data, n, *out, plain, len)) return STORE_OK;
+  if (open_value(s->ring, column, id, pk2, data, n, *out, plain, len)) return STORE_OK;
   free(*out);
   *out = NULL;
   return STORE_HARD;
@@ -1508,18 +1556,28 @@ static enum store_status reseal_conversation(struct pg_store *s, const PGresult 
     value[k] = sealed ? (PQgetisnull(res, i, 4 + k) ? NULL : plain[k])
                       : (PQgetisnull(res, i, 1 + k) ? NULL : PQgetvalue(res, i, 1 + k));
   }
+  char failure[MODEL_FAILURE_REASON_MAX + 1];
+  const char *f = NULL;
+  if (!PQgetisnull(res, i, 7)) {
+    if (!open_text(s->ring, "conversations.failure_reason", id, res, i, 7, failure, sizeof failure))
+      return STORE_HARD;
+    f = failure;
+  } else if (!PQgetisnull(res, i, 6)) {
+    f = PQgetvalue(res, i, 6);
+    if (seal_is_sealed(f, (size_t)PQgetlength(res, i, 6))) return STORE_HARD;
+  }
   struct conversation_input c = {
-      .conversation_id = id, .email_id = value[0], .account_id = value[1]};
+      .conversation_id = id, .email_id = value[0], .account_id = value[1], .failure_reason = f};
   struct sealed v = {0};
   size_t at = 0;
-  if (!arena_reserve(s, sealed_len_of(s->ring, value[0]) + sealed_len_of(s->ring, value[1])) ||
-      !seal_identity(s, &c, &at, &v))
+  if (!arena_reserve(s, identity_sealed_len(s->ring, &c)) || !seal_identity(s, &c, &at, &v))
     return STORE_RETRY;
-  const char *vals[6] = {id,      v.email_id, v.account_id,
-                         v.email, v.account,  seal_ring_key_id(s->ring, 0)};
-  int lens[6] = {0, 0, 0, v.email_len, v.account_len, 0};
-  int formats[6] = {0, 0, 0, 1, 1, 0};
-  PGresult *r = writer_exec(s, "rs_update_c", 6, vals, lens, formats, PGRES_COMMAND_OK, st);
+  const char *vals[8] = {id,      v.email_id, v.account_id,
+                         v.email, v.account,  seal_ring_key_id(s->ring, 0),
+                         NULL,    v.failure};
+  int lens[8] = {0, 0, 0, v.email_len, v.account_len, 0, 0, v.failure_len};
+  int formats[8] = {0, 0, 0, 1, 1, 0, 0, 1};
+  PGresult *r = writer_exec(s, "rs_update_c", 8, vals, lens, formats, PGRES_COMMAND_OK, st);
   PQclear(r);
   return r ? STORE_OK : *st;
 }
@@ -1533,19 +1591,22 @@ static enum store_status reseal_value(struct pg_store *s, const struct reseal_ta
                                        : "events.body";
   int64_t num = get_i64(res, i, 0);
   const char *id = PQgetvalue(res, i, 1); /* webhook id, or the chunk's conversation id */
+  char n[24];
+  snprintf(n, sizeof n, "%lld", (long long)num);
+  /* the chunk's number, or the body's conversation (the row's own column: a row moved by hand
+   * does not open) */
+  const char *pk2 = audio ? n : PQgetvalue(res, i, 4);
   unsigned char *plain;
   size_t len, at = 0;
-  enum store_status o = reseal_open(s, column, id, audio ? num : -1, res, i, 3,
-                                    !PQgetisnull(res, i, 2), &plain, &len);
+  enum store_status o =
+      reseal_open(s, column, id, pk2, res, i, 3, !PQgetisnull(res, i, 2), &plain, &len);
   if (o != STORE_OK) return o;
   int sealed_len = 0;
   const char *sealed = arena_reserve(s, seal_sealed_len(s->ring, len))
-                           ? seal_at(s, &at, column, id, audio ? num : -1, plain, len, &sealed_len)
+                           ? seal_at(s, &at, column, id, pk2, plain, len, &sealed_len)
                            : NULL;
   free(plain);
   if (!sealed) return STORE_RETRY;
-  char n[24];
-  snprintf(n, sizeof n, "%lld", (long long)num);
   const char *key = seal_ring_key_id(s->ring, 0);
   const char *vals[4] = {audio ? id : n, audio ? n : sealed, audio ? sealed : key, key};
   int lens[4] = {0, audio ? 0 : sealed_len, audio ? sealed_len : 0, 0};
@@ -1770,7 +1831,7 @@ static void pg_submit(struct store *base, struct store_write *w) {
   "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "           \
   "c.duration, c.message_count, c.processed_at_us, c.agent_id, c.failure_reason, "            \
   "(SELECT a.bytes FROM audio_meta a WHERE a.conversation_id = c.conversation_id) AS audio, " \
-  "c.sealed_with, c.email_sealed, c.account_sealed, "
+  "c.sealed_with, c.email_sealed, c.account_sealed, c.failure_sealed, "
 
 /* The part of [$2, $3) that each chunk holds (where it starts, its bytes), and the audio's
  * length; one row with no chunk when the range is empty, none when there is no audio. $2 is
@@ -1901,16 +1962,40 @@ static enum store_status read_row(const struct seal_ring *ring, const PGresult *
        !open_text(ring, "conversations.account_id", out->conversation_id, res, row, first + 13,
                   out->account_id, sizeof out->account_id)))
     return STORE_HARD;
-  if (PQgetisnull(res, row, first + 14)) return STORE_OK;
-  get_text(res, row, first + 14, out->webhook_id, sizeof out->webhook_id);
+  /* plaintext (or not marked sealed): an id that passes for a blind index has lost its value */
+  if (PQgetisnull(res, row, first + 11) &&
+      ((out->email_id[0] && !store_id_sealable(out->email_id)) ||
+       (out->account_id[0] && !store_id_sealable(out->account_id)))) {
+    log_msg(LOG_ERROR, "conversation %s: a blind index without its sealed value: altered data",
+            out->conversation_id);
+    return STORE_HARD;
+  }
+  if (!PQgetisnull(res, row, first + 14)) {
+    if (!open_text(ring, "conversations.failure_reason", out->conversation_id, res, row, first + 14,
+                   out->failure_reason, sizeof out->failure_reason))
+      return STORE_HARD;
+  } else if (!PQgetisnull(res, row, first + 9) &&
+             seal_is_sealed(PQgetvalue(res, row, first + 9),
+                            (size_t)PQgetlength(res, row, first + 9))) {
+    return STORE_HARD;
+  }
   if (PQgetisnull(res, row, first + 15)) return STORE_OK;
-  if (!PQgetisnull(res, row, first + 16))
-    return open_alloc(ring, "deliveries.body", out->webhook_id, res, row, first + 15, &out->body,
-                      &out->body_len);
-  size_t len = (size_t)PQgetlength(res, row, first + 15);
+  get_text(res, row, first + 15, out->webhook_id, sizeof out->webhook_id);
+  if (PQgetisnull(res, row, first + 16)) return STORE_OK;
+  /* The body's associated data names this conversation: a delivery of another one (delivery_id
+   * and webhook_id edited by hand) does not open here. */
+  if (!PQgetisnull(res, row, first + 17))
+    return open_alloc(ring, "deliveries.body", out->webhook_id, out->conversation_id, res, row,
+                      first + 16, &out->body, &out->body_len);
+  size_t len = (size_t)PQgetlength(res, row, first + 16);
+  if (seal_is_sealed(PQgetvalue(res, row, first + 16), len)) {
+    log_msg(LOG_ERROR, "conversation %s: a sealed body its row says is plaintext: altered data",
+            out->conversation_id);
+    return STORE_HARD;
+  }
   out->body = malloc(len + 1);
   if (!out->body) return STORE_RETRY;
-  memcpy(out->body, PQgetvalue(res, row, first + 15), len);
+  memcpy(out->body, PQgetvalue(res, row, first + 16), len);
   out->body[len] = '\0';
   out->body_len = len;
   return STORE_OK;
@@ -2112,8 +2197,10 @@ static enum store_status pg_ping_read(struct store *base) {
   return st;
 }
 
+/* The events of conversation_id: an event row moved to it from another conversation by hand
+ * does not open (its associated data names the other one). */
 static enum store_status read_events(const struct seal_ring *ring, const PGresult *res,
-                                     struct store_events *out) {
+                                     const char *conversation_id, struct store_events *out) {
   int rows = PQntuples(res);
   if (rows == 0) return STORE_OK;
   out->items = calloc((size_t)rows, sizeof *out->items);
@@ -2124,11 +2211,12 @@ static enum store_status read_events(const struct seal_ring *ring, const PGresul
     get_text(res, i, 1, e->type, sizeof e->type);
     e->received_us = get_i64(res, i, 2);
     if (!PQgetisnull(res, i, 6)) {
-      enum store_status st =
-          open_alloc(ring, "events.body", e->webhook_id, res, i, 3, &e->body, &e->body_len);
+      enum store_status st = open_alloc(ring, "events.body", e->webhook_id, conversation_id, res, i,
+                                        3, &e->body, &e->body_len);
       if (st != STORE_OK) return st;
     } else {
       size_t len = (size_t)PQgetlength(res, i, 3);
+      if (seal_is_sealed(PQgetvalue(res, i, 3), len)) return STORE_HARD; /* not marked sealed */
       e->body = malloc(len + 1);
       if (!e->body) return STORE_RETRY;
       memcpy(e->body, PQgetvalue(res, i, 3), len);
@@ -2152,7 +2240,7 @@ static enum store_status pg_events(struct store *base, const char *conversation_
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
     PGresult *res = reader_exec(s, r, "events", 1, vals, &st);
-    if (st == STORE_OK) st = read_events(s->ring, res, out);
+    if (st == STORE_OK) st = read_events(s->ring, res, conversation_id, out);
     PQclear(res);
     if (st != STORE_OK) store_events_free(out);
     if (r->conn) break;
@@ -2171,8 +2259,9 @@ static bool open_chunk(const struct seal_ring *ring, struct pg_reader *r, const 
     r->opened = p;
     r->opened_cap = plain;
   }
-  return open_value(ring, "audio_chunks.data", id, get_i64(res, i, 4), data, n, r->opened,
-                    r->opened_cap, len);
+  char seq[24];
+  snprintf(seq, sizeof seq, "%lld", (long long)get_i64(res, i, 4));
+  return open_value(ring, "audio_chunks.data", id, seq, data, n, r->opened, r->opened_cap, len);
 }
 
 static enum store_status read_audio(const struct seal_ring *ring, struct pg_reader *r,
@@ -2391,7 +2480,7 @@ static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, cha
   char aad[STORE_AAD_MAX];
   if (ring) { /* the first key is one in use from now on */
     const char *id = seal_ring_key_id(ring, 0);
-    size_t aad_len = row_aad(aad, "seal_keys.check_value", id, -1);
+    size_t aad_len = row_aad(aad, "seal_keys.check_value", id, NULL);
     unsigned char check[SEAL_KEY_ID_MAX + 64 + sizeof check_text];
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)time_now_us());
@@ -2421,7 +2510,7 @@ static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, cha
     const char *id = PQgetvalue(keys, i, 0);
     if (ring && seal_ring_has(ring, id)) {
       unsigned char plain[sizeof check_text];
-      size_t aad_len = row_aad(aad, "seal_keys.check_value", id, -1), n = 0;
+      size_t aad_len = row_aad(aad, "seal_keys.check_value", id, NULL), n = 0;
       const char *v = PQgetvalue(keys, i, 1);
       size_t len = (size_t)PQgetlength(keys, i, 1);
       if (seal_plain_len(v, len) != sizeof check_text - 1 ||

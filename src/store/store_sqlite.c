@@ -316,15 +316,16 @@ static bool prepare_audit(struct sqlite_store *s) {
 static const char *const reseal_sql[RESEAL_TABLES][3] = {
     {"SELECT conversation_id, sealed_with IS ?1 FROM conversations WHERE conversation_id > ?2 "
      "ORDER BY conversation_id",
-     "SELECT email_id, account_id, email_sealed, account_sealed FROM conversations "
-     "WHERE conversation_id = ?1",
+     "SELECT email_id, account_id, email_sealed, account_sealed, failure_reason, "
+     "failure_sealed FROM conversations WHERE conversation_id = ?1",
      "UPDATE conversations SET email_id = ?2, account_id = ?3, email_sealed = ?4, "
-     "account_sealed = ?5, sealed_with = ?6 WHERE conversation_id = ?1"},
+     "account_sealed = ?5, sealed_with = ?6, failure_reason = ?7, failure_sealed = ?8 "
+     "WHERE conversation_id = ?1"},
     {"SELECT id, sealed_with IS ?1 FROM deliveries WHERE id > ?2 ORDER BY id",
-     "SELECT webhook_id, NULL, body, sealed_with FROM deliveries WHERE id = ?1",
+     "SELECT webhook_id, conversation_id, body, sealed_with FROM deliveries WHERE id = ?1",
      "UPDATE deliveries SET body = ?2, sealed_with = ?3 WHERE id = ?1"},
     {"SELECT id, sealed_with IS ?1 FROM events WHERE id > ?2 ORDER BY id",
-     "SELECT webhook_id, NULL, body, sealed_with FROM events WHERE id = ?1",
+     "SELECT webhook_id, conversation_id, body, sealed_with FROM events WHERE id = ?1",
      "UPDATE events SET body = ?2, sealed_with = ?3 WHERE id = ?1"},
     {"SELECT rowid, sealed_with IS ?1 FROM audio_chunks WHERE rowid > ?2 ORDER BY rowid",
      "SELECT conversation_id, seq, data, sealed_with FROM audio_chunks WHERE rowid = ?1",
@@ -358,8 +359,9 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "INSERT INTO conversations (conversation_id, email_id, account_id, status, "
                  "start_time_us, duration, message_count, processed_at_us, webhook_id, "
                  "body_sha256, delivery_id, agent_id, failure_reason, email_sealed, "
-                 "account_sealed, sealed_with) "
-                 "VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?12, ?13, ?14, ?15, ?16) "
+                 "account_sealed, sealed_with, failure_sealed) "
+                 "VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?12, ?13, ?14, ?15, ?16, "
+                 "?17) "
                  "ON CONFLICT (conversation_id) DO UPDATE SET email_id = excluded.email_id, "
                  "account_id = excluded.account_id, status = excluded.status, "
                  "start_time_us = excluded.start_time_us, duration = excluded.duration, "
@@ -368,7 +370,8 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "body_sha256 = excluded.body_sha256, delivery_id = excluded.delivery_id, "
                  "agent_id = excluded.agent_id, failure_reason = excluded.failure_reason, "
                  "email_sealed = excluded.email_sealed, "
-                 "account_sealed = excluded.account_sealed, sealed_with = excluded.sealed_with",
+                 "account_sealed = excluded.account_sealed, sealed_with = excluded.sealed_with, "
+                 "failure_sealed = excluded.failure_sealed",
                  &s->w_upsert) == SQLITE_OK &&
          prepare(db,
                  "SELECT webhook_id, received_at_us FROM events "
@@ -660,6 +663,26 @@ static int bind_id(struct sqlite_store *s, sqlite3_stmt *st, int idx, int sealed
   return SQLITE_OK;
 }
 
+/* Binds a conversation's failure reason (v; NULL: none) at idx: as it is, or with a ring NULL
+ * there and sealed at sealed_idx (in the writer's seal buffer: nothing else may be sealed into
+ * it before the statement's step). */
+static int bind_failure(struct sqlite_store *s, sqlite3_stmt *st, int idx, int sealed_idx,
+                        const char *conversation_id, const char *v) {
+  if (!s->ring || !v) {
+    bind_text_or_null(st, idx, v);
+    sqlite3_bind_null(st, sealed_idx);
+    return SQLITE_OK;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, "conversations.failure_reason", conversation_id, NULL), n;
+  const unsigned char *sealed =
+      store_seal_into(&s->seal_buf, s->ring, aad, aad_len, v, strlen(v), &n);
+  if (!sealed) return SQLITE_NOMEM;
+  sqlite3_bind_null(st, idx);
+  sqlite3_bind_blob64(st, sealed_idx, sealed, n, SQLITE_STATIC);
+  return SQLITE_OK;
+}
+
 /* Keeps the derived body of a stamped write. */
 static int insert_delivery(struct sqlite_store *s, struct store_write *w, sqlite3_int64 *rowid) {
   sqlite3_stmt *st = s->w_ins_delivery;
@@ -667,7 +690,8 @@ static int insert_delivery(struct sqlite_store *s, struct store_write *w, sqlite
   sqlite3_bind_text(st, 2, w->conv->conversation_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 3, w->processed_us);
   sqlite3_bind_blob(st, 4, w->body_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
-  int rc = bind_sealable(s, st, 5, 6, "deliveries.body", w->webhook_id, NULL, w->body, w->body_len);
+  int rc = bind_sealable(s, st, 5, 6, "deliveries.body", w->webhook_id, w->conv->conversation_id,
+                         w->body, w->body_len);
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(st);
     return rc;
@@ -686,6 +710,7 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
   if (rc == SQLITE_OK)
     rc = bind_id(s, st, 3, 15, "conversations.account_id", c->conversation_id, c->account_id,
                  &account);
+  if (rc == SQLITE_OK) rc = bind_failure(s, st, 13, 17, c->conversation_id, c->failure_reason);
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(st);
     return rc;
@@ -704,7 +729,6 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
   sqlite3_bind_blob(st, 10, w->body_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
   sqlite3_bind_text(st, 11, c->status ? c->status : "completed", -1, SQLITE_STATIC);
   bind_text_or_null(st, 12, c->agent_id);
-  bind_text_or_null(st, 13, c->failure_reason);
   return step_done(st);
 }
 
@@ -742,7 +766,7 @@ static int insert_event(struct sqlite_store *s, struct store_write *w) {
     sqlite3_bind_int64(st, 7, w->event_audio_at);
   else
     sqlite3_bind_null(st, 7);
-  int rc = bind_sealable(s, st, 6, 8, "events.body", w->webhook_id, NULL,
+  int rc = bind_sealable(s, st, 6, 8, "events.body", w->webhook_id, w->event_conversation_id,
                          w->event_body ? w->event_body : "", w->event_body_len);
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(st);
@@ -1100,26 +1124,55 @@ static bool reseal_id(struct sqlite_store *s, sqlite3_stmt *st, int col, int sea
   return true;
 }
 
+/* A conversation's failure reason (col, sealed at sealed_col) as text into out (*v NULL when
+ * none): false when its sealed value does not open (no ring, another key, moved, changed), or
+ * it is a sealed value in the plaintext column. */
+static bool read_failure(const struct seal_ring *ring, sqlite3_stmt *st, int col, int sealed_col,
+                         const char *conversation_id, char *out, size_t cap, const char **v) {
+  *v = NULL;
+  out[0] = '\0';
+  if (sqlite3_column_type(st, sealed_col) != SQLITE_NULL) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = store_seal_aad(aad, "conversations.failure_reason", conversation_id, NULL);
+    if (!store_open_text(ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
+                         (size_t)sqlite3_column_bytes(st, sealed_col), out, cap))
+      return false;
+    *v = out;
+    return true;
+  }
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) return true;
+  const void *text = sqlite3_column_blob(st, col);
+  size_t len = (size_t)sqlite3_column_bytes(st, col);
+  if (text && seal_is_sealed(text, len)) return false; /* sealed, yet not marked so */
+  copy_text(out, cap, sqlite3_column_text(st, col));
+  *v = out;
+  return true;
+}
+
 static int reseal_conversation(struct sqlite_store *s, const char *id) {
   sqlite3_stmt *get = s->w_reseal_get[RESEAL_CONVERSATIONS];
   sqlite3_bind_text(get, 1, id, -1, SQLITE_STATIC);
   int rc = sqlite3_step(get);
   char email[MODEL_EMAIL_ID_MAX + 1], account[MODEL_ACCOUNT_ID_MAX + 1];
-  const char *e = NULL, *a = NULL;
+  char failure[MODEL_FAILURE_REASON_MAX + 1];
+  const char *e = NULL, *a = NULL, *f = NULL;
   bool ok = rc == SQLITE_ROW &&
             reseal_id(s, get, 0, 2, "conversations.email_id", id, email, sizeof email, &e) &&
-            reseal_id(s, get, 1, 3, "conversations.account_id", id, account, sizeof account, &a);
+            reseal_id(s, get, 1, 3, "conversations.account_id", id, account, sizeof account, &a) &&
+            read_failure(s->ring, get, 4, 5, id, failure, sizeof failure, &f);
   sqlite3_reset(get);
   sqlite3_clear_bindings(get);
   if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? SQLITE_OK : rc;
   if (!ok) {
-    log_msg(LOG_ERROR, "reencrypt: the email or account of conversation %s does not open", id);
+    log_msg(LOG_ERROR,
+            "reencrypt: the email, account or failure reason of conversation %s does not open", id);
     return RESEAL_FAILED;
   }
   sqlite3_stmt *put = s->w_reseal_put[RESEAL_CONVERSATIONS];
   struct sealed_id es, as;
   rc = bind_id(s, put, 2, 4, "conversations.email_id", id, e, &es);
   if (rc == SQLITE_OK) rc = bind_id(s, put, 3, 5, "conversations.account_id", id, a, &as);
+  if (rc == SQLITE_OK) rc = bind_failure(s, put, 7, 8, id, f);
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(put);
     return rc;
@@ -1145,8 +1198,10 @@ static int reseal_blob(struct sqlite_store *s, int t, const char *key, int64_t *
   const void *data = sqlite3_column_blob(get, 2);
   size_t len = (size_t)sqlite3_column_bytes(get, 2);
   if (!data) data = "";
-  bool ok = true;
-  if (sqlite3_column_type(get, 3) != SQLITE_NULL) {
+  /* A body sealed yet not marked so is refused (audio may start like a sealed value). */
+  bool ok = t == RESEAL_CHUNKS || sqlite3_column_type(get, 3) != SQLITE_NULL ||
+            !seal_is_sealed(data, len);
+  if (ok && sqlite3_column_type(get, 3) != SQLITE_NULL) {
     size_t plain = seal_plain_len(data, len), got = 0;
     ok = store_seal_buf_reserve(&s->open_buf, plain + 1) &&
          seal_open(s->ring, aad, aad_len, data, len, s->open_buf.data, &got) && got == plain;
@@ -1338,9 +1393,9 @@ static void sqlite_submit(struct store *base, struct store_write *w) {
   "(SELECT a.bytes FROM audio_meta a " \
   "WHERE a.conversation_id = c.conversation_id)"
 
-/* Columns 13..15: the sealed email and account (NULL: plaintext), and (get with the body) the
- * key that sealed the body. */
-#define SEAL_COLUMNS ", c.email_sealed, c.account_sealed"
+/* Columns 13..16: the sealed email, account and failure reason (NULL: plaintext), and (get with
+ * the body) the key that sealed the body. */
+#define SEAL_COLUMNS ", c.email_sealed, c.account_sealed, c.failure_sealed"
 
 static const char *const list_filters[4] = {"c.email_id = ?", "c.account_id = ?", "c.status = ?",
                                             "c.account_id IN (SELECT value FROM json_each(?))"};
@@ -1484,8 +1539,10 @@ static bool read_id(const struct seal_ring *ring, sqlite3_stmt *st, int col, con
 /* A body or chunk (data, len) into a new buffer with a NUL after it: opened when sealed_with
  * names a key. False when it does not open or memory runs out (*oom). */
 static bool read_body(const struct seal_ring *ring, bool sealed, const char *what, const char *pk,
-                      const void *data, size_t len, char **out, size_t *out_len, bool *oom) {
+                      const char *pk2, const void *data, size_t len, char **out, size_t *out_len,
+                      bool *oom) {
   *oom = false;
+  if (!sealed && seal_is_sealed(data, len)) return false; /* sealed, yet not marked so */
   size_t plain = len;
   if (sealed) {
     plain = ring ? seal_plain_len(data, len) : 0;
@@ -1501,7 +1558,7 @@ static bool read_body(const struct seal_ring *ring, bool sealed, const char *wha
     if (len) memcpy(*out, data, len);
   } else {
     char aad[STORE_AAD_MAX];
-    size_t aad_len = store_seal_aad(aad, what, pk, NULL);
+    size_t aad_len = store_seal_aad(aad, what, pk, pk2);
     if (!seal_open(ring, aad, aad_len, data, len, (unsigned char *)*out, &got) || got != plain) {
       free(*out);
       *out = NULL;
@@ -1531,13 +1588,18 @@ static enum store_status read_row(const struct seal_ring *ring, sqlite3_stmt *st
   out->processed_us = sqlite3_column_int64(st, 7);
   copy_text(out->webhook_id, sizeof out->webhook_id, sqlite3_column_text(st, 8));
   copy_text(out->agent_id, sizeof out->agent_id, sqlite3_column_text(st, 10));
-  copy_text(out->failure_reason, sizeof out->failure_reason, sqlite3_column_text(st, 11));
+  const char *failure;
+  if (!read_failure(ring, st, 11, 15, out->conversation_id, out->failure_reason,
+                    sizeof out->failure_reason, &failure))
+    return not_opened("failure reason", out->conversation_id);
   out->audio_bytes = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 12);
   if (sqlite3_column_type(st, 9) == SQLITE_NULL) return STORE_OK;
   bool oom;
-  if (read_body(ring, sqlite3_column_type(st, 15) != SQLITE_NULL, "deliveries.body",
-                out->webhook_id, sqlite3_column_blob(st, 9), (size_t)sqlite3_column_bytes(st, 9),
-                &out->body, &out->body_len, &oom))
+  /* The body's associated data names this conversation: a delivery of another one (delivery_id
+   * and webhook_id edited by hand) does not open here. */
+  if (read_body(ring, sqlite3_column_type(st, 16) != SQLITE_NULL, "deliveries.body",
+                out->webhook_id, out->conversation_id, sqlite3_column_blob(st, 9),
+                (size_t)sqlite3_column_bytes(st, 9), &out->body, &out->body_len, &oom))
     return STORE_OK;
   return oom ? STORE_RETRY : not_opened("body", out->conversation_id);
 }
@@ -1660,8 +1722,10 @@ static enum store_status sqlite_ping_read(struct store *base) {
   return rc == SQLITE_ROW ? STORE_OK : status_of(rc);
 }
 
+/* The events of conversation_id (st bound to it): an event row moved to it from another
+ * conversation by hand does not open (its associated data names the other one). */
 static enum store_status read_events(const struct seal_ring *ring, sqlite3_stmt *st,
-                                     struct store_events *out) {
+                                     const char *conversation_id, struct store_events *out) {
   size_t cap = 0;
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1680,8 +1744,8 @@ static enum store_status read_events(const struct seal_ring *ring, sqlite3_stmt 
     e->received_us = sqlite3_column_int64(st, 2);
     bool oom;
     if (!read_body(ring, sqlite3_column_type(st, 6) != SQLITE_NULL, "events.body", e->webhook_id,
-                   sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3), &e->body,
-                   &e->body_len, &oom))
+                   conversation_id, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3),
+                   &e->body, &e->body_len, &oom))
       return oom ? STORE_RETRY : not_opened("event", e->webhook_id);
     e->audio_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
     if (sqlite3_column_bytes(st, 5) != CRYPTO_SHA256_LEN) return STORE_HARD;
@@ -1696,7 +1760,7 @@ static enum store_status sqlite_events(struct store *base, const char *conversat
   struct reader *r = reader_get((struct sqlite_store *)base);
   if (!r) return STORE_RETRY;
   sqlite3_bind_text(r->events, 1, conversation_id, -1, SQLITE_STATIC);
-  enum store_status st = read_events(r->ring, r->events, out);
+  enum store_status st = read_events(r->ring, r->events, conversation_id, out);
   sqlite3_reset(r->events);
   sqlite3_clear_bindings(r->events);
   if (st != STORE_OK) store_events_free(out);

@@ -2780,6 +2780,120 @@ static void test_moved_values_do_not_open(void **state) {
   assert_int_equal(rows_of(x) + rows_of(y), 0);
 }
 
+/* The reviewer's reproduction: a conversation re-pointed by hand at another one's delivery
+ * (delivery_id and webhook_id), that delivery's conversation_id edited too, or another
+ * conversation's event rows moved to it, is an error, never the other conversation's text. */
+static void test_relinked_rows_do_not_open(void **state) {
+  (void)state;
+  char tag[16], a[64], b[64], sql[1024];
+  new_tag(tag);
+  snprintf(a, sizeof a, "la-%s", tag);
+  snprintf(b, sizeof b, "lb-%s", tag);
+  struct version va = put_conv(a, "a@example.com", "acc-a");
+  struct version vb = put_conv(b, "b@example.com", "acc-b");
+  snprintf(sql, sizeof sql, "SELECT delivery_id FROM conversations WHERE conversation_id = '%s'",
+           a);
+  int64_t da = direct_sql(sql);
+  snprintf(sql, sizeof sql, "SELECT delivery_id FROM conversations WHERE conversation_id = '%s'",
+           b);
+  int64_t db = direct_sql(sql);
+  assert_true(da > 0 && db > 0 && da != db);
+  snprintf(sql, sizeof sql,
+           "UPDATE conversations SET delivery_id = %lld, webhook_id = '%s' "
+           "WHERE conversation_id = '%s'",
+           (long long)db, vb.webhook_id, a);
+  (void)direct_sql(sql);
+  struct store_conversation c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(store_get(B->store, a, true, &c), STORE_HARD);
+  assert_null(c.body);
+  /* the delivery's own conversation column edited as well */
+  snprintf(sql, sizeof sql, "UPDATE deliveries SET conversation_id = '%s' WHERE id = %lld", a,
+           (long long)db);
+  (void)direct_sql(sql);
+  memset(&c, 0, sizeof c);
+  assert_int_equal(store_get(B->store, a, true, &c), STORE_HARD);
+  assert_null(c.body);
+  /* put back: both read their own again */
+  snprintf(sql, sizeof sql, "UPDATE deliveries SET conversation_id = '%s' WHERE id = %lld", b,
+           (long long)db);
+  (void)direct_sql(sql);
+  snprintf(sql, sizeof sql,
+           "UPDATE conversations SET delivery_id = %lld, webhook_id = '%s' "
+           "WHERE conversation_id = '%s'",
+           (long long)da, va.webhook_id, a);
+  (void)direct_sql(sql);
+  assert_int_equal(store_get(B->store, a, true, &c), STORE_OK);
+  assert_non_null(strstr(c.body, a));
+  free(c.body);
+  assert_int_equal(store_get(B->store, b, true, &c), STORE_OK);
+  assert_non_null(strstr(c.body, b));
+  free(c.body);
+  /* b's event moved to a */
+  char *eva = event_json("some_type", a, "\"note\":\"event of a\"");
+  char *evb = event_json("some_type", b, "\"note\":\"event of b\"");
+  (void)submit_ok(event_new(a, "some_type", eva, NULL));
+  struct version veb = submit_ok(event_new(b, "some_type", evb, NULL));
+  snprintf(sql, sizeof sql, "UPDATE events SET conversation_id = '%s' WHERE conversation_id = '%s'",
+           a, b);
+  (void)direct_sql(sql);
+  struct store_events evs;
+  assert_int_equal(store_events(B->store, a, &evs), STORE_HARD);
+  assert_int_equal(evs.count, 0);
+  assert_int_equal(store_events(B->store, b, &evs), STORE_OK);
+  assert_int_equal(evs.count, 0);
+  store_events_free(&evs);
+  snprintf(sql, sizeof sql, "UPDATE events SET conversation_id = '%s' WHERE webhook_id = '%s'", b,
+           veb.webhook_id);
+  (void)direct_sql(sql);
+  assert_int_equal(store_events(B->store, a, &evs), STORE_OK);
+  assert_int_equal(evs.count, 1);
+  store_events_free(&evs);
+  free(eva);
+  free(evb);
+  assert_true(erase_ok(a) > 0);
+  assert_true(erase_ok(b) > 0);
+  assert_int_equal(rows_of(a) + rows_of(b), 0);
+}
+
+/* A failure reason is sealed with its conversation's id: it reads back, and one copied by hand
+ * to another conversation does not open there. */
+static void test_failure_reason_is_sealed(void **state) {
+  (void)state;
+  char tag[16], f[64], g[64], reason[96], other[96], sql[1024];
+  new_tag(tag);
+  snprintf(f, sizeof f, "ff-%s", tag);
+  snprintf(g, sizeof g, "fg-%s", tag);
+  snprintf(reason, sizeof reason, "callee busy %s", tag);
+  snprintf(other, sizeof other, "no answer %s", tag);
+  const char *ids[2] = {f, g}, *reasons[2] = {reason, other};
+  for (int i = 0; i < 2; i++) {
+    char *seed = conv_body(ids[i], "f@example.com", "acc-f", 1, NULL);
+    char *ev = event_json("call_initiation_failure", ids[i], NULL);
+    struct pending *p = event_new(ids[i], "call_initiation_failure", ev, seed);
+    p->in.failure_reason = reasons[i];
+    (void)submit_ok(p);
+    free(seed);
+    free(ev);
+  }
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, f, false, &c), STORE_OK);
+  assert_string_equal(c.failure_reason, reason);
+  snprintf(sql, sizeof sql,
+           "SELECT COUNT(*) FROM conversations WHERE conversation_id = '%s' AND "
+           "failure_reason IS NULL AND failure_sealed IS NOT NULL",
+           f);
+  assert_int_equal(direct_sql(sql), 1);
+  snprintf(sql, sizeof sql,
+           "UPDATE conversations SET failure_sealed = (SELECT failure_sealed FROM conversations "
+           "WHERE conversation_id = '%s') WHERE conversation_id = '%s'",
+           f, g);
+  (void)direct_sql(sql);
+  assert_int_equal(store_get(B->store, g, false, &c), STORE_HARD);
+  assert_true(erase_ok(f) > 0);
+  assert_true(erase_ok(g) > 0);
+}
+
 /* set_ring refuses a ring that cannot open what the database holds, naming ENCRYPTION_KEYS. */
 static void test_set_ring_refusals(void **state) {
   (void)state;
@@ -2995,6 +3109,20 @@ static void test_sqlite_file_holds_no_plaintext(void **state) {
   snprintf(evextra, sizeof evextra, "\"note\":\"event-%s\"", tag);
   char *ev = event_json("post_call_transcription", id, evextra);
   (void)submit_ok(event_new(id, "post_call_transcription", ev, NULL));
+  /* a failed call's conversation with its failure reason (free text from ElevenLabs) */
+  char failed[64], reason[64];
+  snprintf(failed, sizeof failed, "rawf-%s", tag);
+  snprintf(reason, sizeof reason, "reason-%s", tag);
+  char *fseed = conv_body(failed, email, account, 1, NULL);
+  char *fev = event_json("call_initiation_failure", failed, NULL);
+  struct pending *fp = event_new(failed, "call_initiation_failure", fev, fseed);
+  fp->in.failure_reason = reason;
+  (void)submit_ok(fp);
+  free(fseed);
+  free(fev);
+  struct store_conversation fc;
+  assert_int_equal(store_get(B->store, failed, false, &fc), STORE_OK);
+  assert_string_equal(fc.failure_reason, reason);
   int fd = audio_file(50000, 9);
   (void)put_audio(id, fd, 50000, NULL);
   close(fd);
@@ -3010,6 +3138,7 @@ static void test_sqlite_file_holds_no_plaintext(void **state) {
     assert_false(file_contains(files[i], account, strlen(account)));
     assert_false(file_contains(files[i], secret, strlen(secret)));
     assert_false(file_contains(files[i], evneedle, strlen(evneedle)));
+    assert_false(file_contains(files[i], reason, strlen(reason)));
     assert_false(file_contains(files[i], audio, sizeof audio));
   }
   assert_true(file_contains(wal, id, strlen(id)) || file_contains(B->sqlite_path, id, strlen(id)));
@@ -3081,6 +3210,9 @@ static void test_pg_sealed_values_never_reach_the_database(void **state) {
   struct pending *p = event_new(elid, "post_call_transcription", ev, seed);
   p->in.email_id = email;
   p->in.account_id = account;
+  char reason[64];
+  snprintf(reason, sizeof reason, "reason%s", tag);
+  p->in.failure_reason = reason;
   struct version ve = submit_ok(p);
   const int64_t len = STORE_AUDIO_CHUNK_BYTES + 5000;
   int fd = audio_file(len, 11);
@@ -3093,6 +3225,7 @@ static void test_pg_sealed_values_never_reach_the_database(void **state) {
   assert_int_equal(raw_matches_anywhere(email), 0);
   assert_int_equal(raw_matches_anywhere(account), 0);
   assert_int_equal(raw_matches_anywhere(secret), 0);
+  assert_int_equal(raw_matches_anywhere(reason), 0);
   char sql[256]; /* the pattern recurs in other audio: only this conversation's chunks count */
   snprintf(sql, sizeof sql,
            "SELECT count(*) FROM audio_chunks x WHERE conversation_id = '%s' AND "
@@ -3111,6 +3244,7 @@ static void test_pg_sealed_values_never_reach_the_database(void **state) {
   assert_int_equal(store_get(B->store, elid, true, &c), STORE_OK);
   assert_string_equal(c.email_id, email);
   assert_string_equal(c.webhook_id, ve.webhook_id);
+  assert_string_equal(c.failure_reason, reason);
   assert_memory_equal(c.body, seed, strlen(seed));
   assert_int_equal(c.audio_bytes, len);
   free(c.body);
@@ -3431,6 +3565,8 @@ static int teardown_pg_sealed(void **state) {
   cmocka_unit_test(test_index_lookalike_ids_are_refused),                \
   cmocka_unit_test(test_filters_find_plaintext_and_sealed_rows),         \
   cmocka_unit_test(test_moved_values_do_not_open),                       \
+  cmocka_unit_test(test_relinked_rows_do_not_open),                      \
+  cmocka_unit_test(test_failure_reason_is_sealed),                       \
   cmocka_unit_test(test_set_ring_refusals),                              \
   cmocka_unit_test(test_reseal_across_a_rotation)
 /* clang-format on */

@@ -9,7 +9,8 @@ ALTER TABLE audio_chunks ADD COLUMN sealed_with TEXT COLLATE "C";
 ALTER TABLE conversations
   ADD COLUMN sealed_with TEXT COLLATE "C",
   ADD COLUMN email_sealed BYTEA,
-  ADD COLUMN account_sealed BYTEA;
+  ADD COLUMN account_sealed BYTEA,
+  ADD COLUMN failure_sealed BYTEA; -- a sealed failure reason (failure_reason is then NULL)
 
 -- The keys data was sealed with: each with a known text sealed under it, so a key of the same
 -- id but other bytes is refused at start-up instead of failing every read.

@@ -10,6 +10,8 @@ ALTER TABLE audio_chunks ADD COLUMN sealed_with TEXT;
 ALTER TABLE conversations ADD COLUMN email_sealed BLOB;
 ALTER TABLE conversations ADD COLUMN account_sealed BLOB;
 ALTER TABLE conversations ADD COLUMN sealed_with TEXT;
+-- A sealed failure reason (failure_reason is then NULL).
+ALTER TABLE conversations ADD COLUMN failure_sealed BLOB;
 -- The keys data may be sealed with: each with a value sealed by it, so a key of the same id but
 -- other bytes is told apart at start-up. A finished reencrypt removes all but the current key.
 CREATE TABLE seal_keys (
