@@ -35,6 +35,20 @@ bool store_index_text(const struct seal_ring *r, size_t i, const char *value,
   return true;
 }
 
+bool store_seal_id(const struct seal_ring *r, const char *what, const char *conversation_id,
+                   const char *v, struct store_sealed_id *out) {
+  out->len = 0;
+  if (!v) return true;
+  size_t len = strlen(v), sealed_len = seal_sealed_len(r, len);
+  if (sealed_len > sizeof out->sealed) return false;
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, what, conversation_id, NULL);
+  if (!seal_seal(r, aad, aad_len, v, len, out->sealed) || !store_index_text(r, 0, v, out->index))
+    return false;
+  out->len = sealed_len;
+  return true;
+}
+
 char *store_accounts_json_ring(const struct seal_ring *r, const char *const *accounts, size_t n) {
   json_t *a = json_array();
   size_t keys = r ? seal_ring_count(r) : 0;

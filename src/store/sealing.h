@@ -41,6 +41,27 @@ __attribute__((warn_unused_result)) bool store_index_text(const struct seal_ring
                                                           const char *value,
                                                           char out[STORE_INDEX_TEXT_LEN + 1]);
 
+/* An email or account id sealed with the ring's first key: its blind index and its sealed value
+ * (len bytes; 0: the id is unknown, NULL). */
+struct store_sealed_id {
+  char index[STORE_INDEX_TEXT_LEN + 1];
+  unsigned char sealed[STORE_SEALED_ID_MAX];
+  size_t len;
+};
+
+/* A write's email and account, sealed by the backend on the submitting thread so its writer
+ * thread only binds them (store_write.presealed). */
+struct store_presealed {
+  bool done; /* false: not prepared; the writer seals them itself */
+  struct store_sealed_id email, account;
+};
+
+/* Seals v (NULL: unknown, len 0) as what ("conversations.email_id") of conversation_id into out.
+ * false when it is too long or OpenSSL failed. */
+__attribute__((warn_unused_result)) bool store_seal_id(const struct seal_ring *r, const char *what,
+                                                       const char *conversation_id, const char *v,
+                                                       struct store_sealed_id *out);
+
 /* A JSON array of the n account ids and, with a ring, each one's index under every key of it
  * (malloc'ed; NULL when out of memory): a list's account bound as one parameter, finding
  * plaintext and sealed rows alike. */

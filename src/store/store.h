@@ -16,6 +16,7 @@
 #include "model/audit.h"
 #include "model/conversation.h"
 #include "model/stored.h"
+#include "store/sealing.h"
 
 enum store_status {
   STORE_OK,
@@ -105,6 +106,9 @@ struct store_write {
    * KEY_CREATE "key.created" and KEY_REVOKE "key.revoked" (unless duplicate); all "ok" but
    * RETAIN's. PROBE and KEY_TOUCH write none. */
   struct audit_who who;
+  /* The backend's, filled in submit on the caller's thread (SQLite, with ENCRYPTION_KEYS: the
+   * email and account sealed there, off its one writer thread). */
+  struct store_presealed presealed;
   /* input (STORE_WRITE_AUDIT) */
   struct audit_entry *audit_entries; /* ids and hashes filled in by the writer */
   size_t audit_count;

@@ -636,30 +636,29 @@ static int bind_sealable(struct sqlite_store *s, sqlite3_stmt *st, int idx, int 
   return SQLITE_OK;
 }
 
-/* Binds an email or account id (v; NULL: unknown) at idx: as it is, or with a ring its blind
- * index there and the value sealed at sealed_idx (into the caller's index and sealed buffers,
- * which must outlive the statement's step). */
-struct sealed_id {
-  char index[STORE_INDEX_TEXT_LEN + 1];
-  unsigned char sealed[STORE_SEALED_ID_MAX];
-};
+/* Binds a sealed email or account id: its blind index at idx, the sealed value at sealed_idx
+ * (NULL at idx when unknown). id must outlive the statement's step. */
+static void bind_sealed_id(sqlite3_stmt *st, int idx, int sealed_idx,
+                           const struct store_sealed_id *id) {
+  if (!id->len) {
+    sqlite3_bind_null(st, idx);
+    return;
+  }
+  sqlite3_bind_text(st, idx, id->index, STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
+  sqlite3_bind_blob(st, sealed_idx, id->sealed, (int)id->len, SQLITE_STATIC);
+}
 
+/* Binds an email or account id (v; NULL: unknown) at idx: as it is, or with a ring sealed into
+ * buf (bind_sealed_id). */
 static int bind_id(struct sqlite_store *s, sqlite3_stmt *st, int idx, int sealed_idx,
                    const char *what, const char *conversation_id, const char *v,
-                   struct sealed_id *buf) {
+                   struct store_sealed_id *buf) {
   if (!s->ring || !v) {
     bind_text_or_null(st, idx, v);
     return SQLITE_OK;
   }
-  size_t len = strlen(v);
-  if (seal_sealed_len(s->ring, len) > sizeof buf->sealed) return SQLITE_TOOBIG;
-  char aad[STORE_AAD_MAX];
-  size_t aad_len = store_seal_aad(aad, what, conversation_id, NULL);
-  if (!seal_seal(s->ring, aad, aad_len, v, len, buf->sealed) ||
-      !store_index_text(s->ring, 0, v, buf->index))
-    return SQLITE_NOMEM;
-  sqlite3_bind_text(st, idx, buf->index, STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
-  sqlite3_bind_blob(st, sealed_idx, buf->sealed, (int)seal_sealed_len(s->ring, len), SQLITE_STATIC);
+  if (!store_seal_id(s->ring, what, conversation_id, v, buf)) return SQLITE_NOMEM;
+  bind_sealed_id(st, idx, sealed_idx, buf);
   return SQLITE_OK;
 }
 
@@ -705,11 +704,17 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
                                sqlite3_int64 delivery_id) {
   const struct conversation_input *c = w->conv;
   sqlite3_stmt *st = s->w_upsert;
-  struct sealed_id email, account;
-  int rc = bind_id(s, st, 2, 14, "conversations.email_id", c->conversation_id, c->email_id, &email);
-  if (rc == SQLITE_OK)
-    rc = bind_id(s, st, 3, 15, "conversations.account_id", c->conversation_id, c->account_id,
-                 &account);
+  struct store_sealed_id email, account;
+  int rc = SQLITE_OK;
+  if (s->ring && w->presealed.done) { /* sealed in submit, on the caller's thread */
+    bind_sealed_id(st, 2, 14, &w->presealed.email);
+    bind_sealed_id(st, 3, 15, &w->presealed.account);
+  } else {
+    rc = bind_id(s, st, 2, 14, "conversations.email_id", c->conversation_id, c->email_id, &email);
+    if (rc == SQLITE_OK)
+      rc = bind_id(s, st, 3, 15, "conversations.account_id", c->conversation_id, c->account_id,
+                   &account);
+  }
   if (rc == SQLITE_OK) rc = bind_failure(s, st, 13, 17, c->conversation_id, c->failure_reason);
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(st);
@@ -1169,7 +1174,7 @@ static int reseal_conversation(struct sqlite_store *s, const char *id) {
     return RESEAL_FAILED;
   }
   sqlite3_stmt *put = s->w_reseal_put[RESEAL_CONVERSATIONS];
-  struct sealed_id es, as;
+  struct store_sealed_id es, as;
   rc = bind_id(s, put, 2, 4, "conversations.email_id", id, e, &es);
   if (rc == SQLITE_OK) rc = bind_id(s, put, 3, 5, "conversations.account_id", id, a, &as);
   if (rc == SQLITE_OK) rc = bind_failure(s, put, 7, 8, id, f);
@@ -1380,8 +1385,24 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
+/* With a ring, a conversation's email and account are sealed here, on the submitting thread:
+ * the writer, which every webhook waits for in turn, only binds them. */
+static void preseal(const struct sqlite_store *s, struct store_write *w) {
+  w->presealed.done = false;
+  const struct conversation_input *c = w->conv;
+  if (!s->ring || !c || (w->kind != STORE_WRITE_CONVERSATION && w->kind != STORE_WRITE_EVENT) ||
+      !ids_storable(w))
+    return;
+  w->presealed.done = store_seal_id(s->ring, "conversations.email_id", c->conversation_id,
+                                    c->email_id, &w->presealed.email) &&
+                      store_seal_id(s->ring, "conversations.account_id", c->conversation_id,
+                                    c->account_id, &w->presealed.account);
+}
+
 static void sqlite_submit(struct store *base, struct store_write *w) {
-  write_queue_push(&((struct sqlite_store *)base)->queue, w);
+  struct sqlite_store *s = (struct sqlite_store *)base;
+  preseal(s, w);
+  write_queue_push(&s->queue, w);
 }
 
 /* ---------- readers ---------- */
