@@ -103,7 +103,7 @@ run: deps gensendrep
 	@scripts/ensure-key.sh
 	./gensendrep
 
-test: deps-test format-check layering-check unit conformance fuzz-quick integration
+test: deps-test format-check layering-check gensendrep unit conformance fuzz-quick integration
 
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail

@@ -1520,13 +1520,13 @@ static bool writer_command(struct pg_store *s, const char *sql, enum store_statu
 }
 
 /* A row's value at col as plaintext, in a new buffer: opened when sealed, else copied. */
-static enum store_status reseal_open(struct pg_store *s, const char *column, const char *id,
-                                     const char *pk2, const PGresult *res, int row, int col,
-                                     bool sealed, unsigned char **out, size_t *len) {
+static enum store_status reseal_open(struct pg_store *s, const char *column, bool audio,
+                                     const char *id, const char *pk2, const PGresult *res, int row,
+                                     int col, bool sealed, unsigned char **out, size_t *len) {
   const char *data = PQgetvalue(res, row, col);
   size_t n = (size_t)PQgetlength(res, row, col), plain = sealed ? seal_plain_len(data, n) : n;
   /* a body sealed yet not marked so is refused (audio may start like a sealed value) */
-  if (!sealed && pk2 && strcmp(column, "audio_chunks.data") != 0 && seal_is_sealed(data, n)) {
+  if (!sealed && pk2 && !audio && seal_is_sealed(data, n)) {
     log_msg(LOG_ERROR, "a %s is sealed but its row says plaintext: altered data", column);
     return STORE_HARD;
   }
@@ -1599,7 +1599,7 @@ static enum store_status reseal_value(struct pg_store *s, const struct reseal_ta
   unsigned char *plain;
   size_t len, at = 0;
   enum store_status o =
-      reseal_open(s, column, id, pk2, res, i, 3, !PQgetisnull(res, i, 2), &plain, &len);
+      reseal_open(s, column, audio, id, pk2, res, i, 3, !PQgetisnull(res, i, 2), &plain, &len);
   if (o != STORE_OK) return o;
   int sealed_len = 0;
   const char *sealed = arena_reserve(s, seal_sealed_len(s->ring, len))
