@@ -484,8 +484,14 @@ static void turn_times_odd_values(void **state) {
   json_object_del(doc, "event_timestamp");
   assert_int_equal(parse_doc(), MODEL_OK);
   assert_false(ev.conv.has_start);
-  /* Just below the end of year 9999, a turn past it has no timestamp. */
+  /* A start whose end (start + duration) would pass year 9999 is unknown: startTime and endTime
+   * are both null, never one without the other. */
   set(md(), "start_time_unix_secs", json_integer(253402300799LL));
+  set(md(), "call_duration_secs", json_integer(60));
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_false(ev.conv.has_start);
+  /* Just below the end of year 9999, a turn past it has no timestamp. */
+  set(md(), "call_duration_secs", json_integer(0));
   assert_int_equal(parse_doc(), MODEL_OK);
   assert_true(ev.conv.has_start);
   assert_int_equal(ev.conv.start_us, 253402300799LL * 1000000);
