@@ -497,15 +497,21 @@ static void on_reencrypt_signal(int sig) {
   atomic_store(&reencrypt_stop, true);
 }
 
+/* Passes over every table a run makes at most: the first walk, then again while rows not
+ * under the first key turn up behind it (sealed meanwhile by an instance with another first key,
+ * or skipped because another transaction held them). */
+#define RESEAL_PASSES 3
+
 static int reencrypt_run(struct store *store, const struct seal_ring *ring, int64_t batch) {
   struct store_write w = {.kind = STORE_WRITE_RESEAL, .reseal_limit = batch};
   int64_t total = 0, batches = 0;
-  do {
+  const char *key = seal_ring_key_id(ring, 0);
+  for (int passes = 1;;) {
     if (atomic_load(&reencrypt_stop)) {
       fprintf(stderr,
               "reencrypt: interrupted after %lld rows; run it again to finish (rows already "
               "sealed with key %s are skipped)\n",
-              (long long)total, seal_ring_key_id(ring, 0));
+              (long long)total, key);
       return 130;
     }
     w.erased = 0;
@@ -523,9 +529,26 @@ static int reencrypt_run(struct store *store, const struct seal_ring *ring, int6
     if (w.erased || !w.reseal_pos[0])
       fprintf(stderr, "reencrypt: %lld rows rewritten in %lld batches%s\n", (long long)total,
               (long long)batches, w.reseal_pos[0] ? "" : ", every table walked");
-  } while (w.reseal_pos[0]);
-  fprintf(stderr, "reencrypt: done: every row is sealed with key %s (%lld rewritten)\n",
-          seal_ring_key_id(ring, 0), (long long)total);
+    if (w.reseal_pos[0]) continue;
+    if (!w.reseal_left) break;
+    if (passes++ >= RESEAL_PASSES) {
+      fprintf(stderr,
+              "gensendrep: reencrypt: after %d passes rows are still not sealed with key %s: an "
+              "instance is still sealing with another key (give every instance ENCRYPTION_KEYS "
+              "with %s first and restart it), or rows were held by other transactions; no key "
+              "was retired: run it again\n",
+              RESEAL_PASSES, key, key);
+      return 1;
+    }
+    fprintf(stderr,
+            "reencrypt: rows not sealed with key %s turned up behind the walk (sealed meanwhile "
+            "with another key, or held by another transaction and skipped): walking again\n",
+            key);
+  }
+  fprintf(stderr,
+          "reencrypt: done: every row is sealed with key %s (%lld rewritten); the other keys "
+          "are retired and may leave ENCRYPTION_KEYS\n",
+          key, (long long)total);
   return 0;
 }
 

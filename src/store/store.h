@@ -115,6 +115,11 @@ struct store_write {
   /* input and output (STORE_WRITE_RESEAL) */
   int64_t reseal_limit;
   char reseal_pos[512];
+  /* output (STORE_WRITE_RESEAL), set when reseal_pos comes back "": nonzero when rows not sealed
+   * with the first key are still there (sealed meanwhile by an instance with another first key,
+   * or skipped because another transaction held them); zero when none is, and then every other
+   * recorded key has been retired (no start needs it any more). */
+  int64_t reseal_left;
   /* output, valid in done() */
   int64_t erased; /* STORE_WRITE_ERASE, STORE_WRITE_RETAIN */
   enum store_status status;

@@ -32,6 +32,11 @@
 #define KEY_COLUMNS \
   "id, name, scopes, accounts, secret_sha256, created_us, expires_us, revoked_us, last_used_us"
 #define MIGRATION_LOCK_KEY 7261001 /* advisory lock serialising migrations */
+/* The seal_keys advisory lock (two-key space, apart from the conversation and migration locks):
+ * shared by every sealing transaction (each records its key), exclusive for set_ring's checks
+ * and for reencrypt's final check and retirement, so a key is never retired while a
+ * transaction sealing with it is in flight, nor checked while one records it. */
+#define SEAL_LOCK "7261002, 7"
 #define RECONNECT_PAUSE_MS 1000
 #define START_RETRY_MS 1000 /* between connection attempts while waiting at start-up */
 #define MSG_MAX 512
@@ -75,6 +80,9 @@ struct pg_store {
    * into arena (grown on demand, given back after a batch that needed much) just before
    * handing them to libpq, which copies them: one arena serves every write in turn. */
   const struct seal_ring *ring;
+  /* the first key's check value (seal_keys), recorded by every batch that may seal */
+  unsigned char key0_check[SEAL_KEY_ID_MAX + 64 + sizeof STORE_SEAL_CHECK];
+  int key0_check_len;
   struct store_seal_buf arena;
   struct thread_slot readers; /* one struct pg_reader per calling thread */
   atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
@@ -418,6 +426,14 @@ static const char upsert_sql[] =
     "SELECT webhook_id, processed_at_us, true FROM cur WHERE body_sha256 = $9 "
     "UNION ALL SELECT $7, $8, false FROM ins";
 
+/* With a ring: the seal_keys lock (shared) and the first key recorded unless it is (a finished
+ * reencrypt elsewhere may have retired it), in the batch's transaction. */
+static const char record_key_sql[] =
+    "WITH l AS (SELECT pg_advisory_xact_lock_shared(" SEAL_LOCK
+    ")) "
+    "INSERT INTO seal_keys (key_id, check_value, added_us) SELECT $1, $2, $3 FROM l "
+    "ON CONFLICT (key_id) DO NOTHING";
+
 /* An ElevenLabs event: kept unless its conversation already has one with the same bytes (then
  * that one's webhook id and time answer); when it carries a conversation ($8), that
  * conversation's new version is stored exactly as a seed write's, under the event's webhook id
@@ -520,6 +536,7 @@ static bool prepare_writer(PGconn *c) {
                                     OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT,  OID_TEXT, OID_BYTEA,
                                     OID_BYTEA, OID_TEXT,  OID_BYTEA, OID_BYTEA, OID_BYTEA};
   static const Oid meta_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT8};
+  static const Oid seal_key_types[] = {OID_TEXT, OID_BYTEA, OID_INT8};
   static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid find_types[] = {OID_TEXT, OID_BYTEA};
   static const Oid lock_types[] = {0};
@@ -553,6 +570,7 @@ static bool prepare_writer(PGconn *c) {
                  "AND (last_used_us IS NULL OR last_used_us < $2) RETURNING id",
                  2, key_at_types) &&
          prepare(c, "upsert", upsert_sql, 17, upsert_types) &&
+         prepare(c, "record_key", record_key_sql, 3, seal_key_types) &&
          prepare(c, "event", event_sql, 23, event_types) &&
          prepare(c, "erase", erase_sql, 2, erase_types) &&
          prepare(c, "retain", retain_sql, 3, retain_types) &&
@@ -599,6 +617,7 @@ static void writer_drop(struct pg_store *s) {
  * batch. */
 enum step_kind {
   STEP_BEGIN,
+  STEP_KEY,
   STEP_LOCK,
   STEP_WRITE,
   STEP_AUDIO,
@@ -613,7 +632,7 @@ struct step {
   ExecStatusType expect; /* what success returns */
 };
 
-#define BATCH_EXTRA_STEPS 5 /* BEGIN, LOCK, AUDIT, COMMIT, SYNC */
+#define BATCH_EXTRA_STEPS 6 /* BEGIN, KEY, LOCK, AUDIT, COMMIT, SYNC */
 
 struct batch {
   struct store_write *head; /* the writes, in the order their audit entries are tagged */
@@ -1194,6 +1213,26 @@ static bool send_audio(struct pg_store *s, struct store_write *w, struct batch *
 
 /* Hands the whole batch to libpq, recording each step as it goes; false when a step could
  * not be handed over (b->n then counts those that were). */
+static void record_key_params(struct pg_store *s, char now[24], const char *vals[3], int lens[3],
+                              int formats[3]) {
+  snprintf(now, 24, "%lld", (long long)time_now_us());
+  vals[0] = seal_ring_key_id(s->ring, 0);
+  vals[1] = (const char *)s->key0_check;
+  vals[2] = now;
+  lens[0] = lens[2] = 0;
+  lens[1] = s->key0_check_len;
+  formats[0] = formats[2] = 0;
+  formats[1] = 1;
+}
+
+static bool send_record_key(struct pg_store *s) {
+  char now[24];
+  const char *vals[3];
+  int lens[3], formats[3];
+  record_key_params(s, now, vals, lens, formats);
+  return PQsendQueryPrepared(s->writer_conn, "record_key", 3, vals, lens, formats, 0) == 1;
+}
+
 static bool send_batch(struct pg_store *s, struct store_write *head, struct batch *b) {
   PGconn *c = s->writer_conn;
   bool oom;
@@ -1201,6 +1240,10 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
   if (oom) return false;
   bool ok = send_plain(c, "BEGIN");
   if (ok) add_step(b, STEP_BEGIN, NULL, PGRES_COMMAND_OK);
+  if (ok && s->ring) { /* first: the seal_keys lock comes before the conversations' */
+    ok = send_record_key(s);
+    if (ok) add_step(b, STEP_KEY, NULL, PGRES_COMMAND_OK);
+  }
   if (ok && keys) {
     const char *vals[] = {keys};
     ok = PQsendQueryPrepared(c, "lock", 1, vals, NULL, NULL, 0) == 1;
@@ -1286,6 +1329,7 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
       b->committed = true;
       return STORE_OK;
     case STEP_BEGIN:
+    case STEP_KEY:
     case STEP_LOCK:
     case STEP_AUDIO:
     case STEP_SYNC:
@@ -1436,7 +1480,19 @@ static bool prepare_reseal(PGconn *c) {
                                    OID_BYTEA, OID_TEXT, OID_TEXT, OID_BYTEA};
   static const Oid up_types[] = {OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid up_a_types[] = {OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
-  return prepare(c, "rs_scan_c",
+  static const Oid key_type[] = {OID_TEXT};
+  /* the lock before the check (a statement of its own: the check's snapshot must come after
+   * the lock is granted) */
+  return prepare(c, "rs_lock", "SELECT pg_advisory_xact_lock(" SEAL_LOCK ")", 0, NULL) &&
+         prepare(
+             c, "rs_left",
+             "SELECT (EXISTS (SELECT 1 FROM conversations WHERE sealed_with IS DISTINCT FROM $1) "
+             "OR EXISTS (SELECT 1 FROM deliveries WHERE sealed_with IS DISTINCT FROM $1) "
+             "OR EXISTS (SELECT 1 FROM events WHERE sealed_with IS DISTINCT FROM $1) "
+             "OR EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS DISTINCT FROM $1))",
+             1, key_type) &&
+         prepare(c, "rs_retire", "DELETE FROM seal_keys WHERE key_id <> $1", 1, key_type) &&
+         prepare(c, "rs_scan_c",
                  "SELECT 0::bigint, conversation_id, conversation_id, 0::bigint FROM conversations "
                  "WHERE conversation_id > $1 AND sealed_with IS DISTINCT FROM $3 "
                  "ORDER BY conversation_id LIMIT $4",
@@ -1629,6 +1685,19 @@ static enum store_status reseal_segment(struct pg_store *s, const struct reseal_
   snprintf(lim, sizeof lim, "%lld", (long long)limit);
   const char *key = seal_ring_key_id(s->ring, 0);
   if (!writer_command(s, "BEGIN", &st)) return st;
+  {
+    char now[24];
+    const char *kv[3];
+    int kl[3], kf[3];
+    record_key_params(s, now, kv, kl, kf);
+    PGresult *kr = writer_exec(s, "record_key", 3, kv, kl, kf, PGRES_COMMAND_OK, &st);
+    PQclear(kr);
+    if (!kr) {
+      enum store_status ignored;
+      (void)writer_command(s, "ROLLBACK", &ignored);
+      return st;
+    }
+  }
   const char *scan_vals[4] = {text, lo, key, lim};
   PGresult *scan = writer_exec(s, t->scan, 4, scan_vals, NULL, NULL, PGRES_TUPLES_OK, &st);
   PGresult *rows = NULL;
@@ -1685,9 +1754,44 @@ static enum store_status reseal_segment(struct pg_store *s, const struct reseal_
   return st;
 }
 
+/* Every table walked: checked again under the seal_keys lock (exclusive: every transaction
+ * sealing with some key has committed or waits). No row left off the first key: every other
+ * key is retired (an instance still sealing with one records it again in its next batch, and
+ * the next start without it is refused). */
+static enum store_status reseal_finish(struct pg_store *s, struct store_write *w) {
+  enum store_status st = STORE_OK;
+  const char *key = seal_ring_key_id(s->ring, 0);
+  const char *vals[1] = {key};
+  if (!writer_command(s, "BEGIN", &st)) return st;
+  PGresult *r = writer_exec(s, "rs_lock", 0, NULL, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (r) {
+    PQclear(r);
+    r = writer_exec(s, "rs_left", 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  }
+  bool ok = r && PQntuples(r) == 1;
+  w->reseal_left = ok && *PQgetvalue(r, 0, 0) != 0;
+  PQclear(r);
+  if (ok && !w->reseal_left) {
+    r = writer_exec(s, "rs_retire", 1, vals, NULL, NULL, PGRES_COMMAND_OK, &st);
+    ok = r != NULL;
+    if (ok && atoi(PQcmdTuples(r)) > 0)
+      log_msg(LOG_INFO, "reencrypt: every row is sealed with key %s: %s other key(s) retired", key,
+              PQcmdTuples(r));
+    PQclear(r);
+  }
+  if (ok && writer_command(s, "COMMIT", &st)) return STORE_OK;
+  if (st == STORE_OK) st = STORE_HARD;
+  if (PQstatus(s->writer_conn) == CONNECTION_OK) {
+    enum store_status ignored;
+    (void)writer_command(s, "ROLLBACK", &ignored);
+  }
+  return st;
+}
+
 /* STORE_WRITE_RESEAL (store.h): a transaction per table visited. */
 static enum store_status reseal(struct pg_store *s, struct store_write *w) {
   w->erased = 0;
+  w->reseal_left = 0;
   if (!s->ring) {
     log_msg(LOG_ERROR, "reencrypt needs ENCRYPTION_KEYS");
     return STORE_HARD;
@@ -1722,9 +1826,14 @@ static enum store_status reseal(struct pg_store *s, struct store_write *w) {
       text[0] = '\0';
     }
     left -= scanned;
-    if (t == RESEAL_TABLES)
+    if (t == RESEAL_TABLES) {
       w->reseal_pos[0] = '\0';
-    else
+      enum store_status fin = reseal_finish(s, w);
+      if (fin != STORE_OK) {
+        if (PQstatus(s->writer_conn) != CONNECTION_OK) writer_drop(s);
+        return fin;
+      }
+    } else
       snprintf(w->reseal_pos, sizeof w->reseal_pos, "%c:%lld:%s", reseal_tables[t].tag,
                (long long)num, text);
   }
@@ -2466,39 +2575,15 @@ static void pg_close(struct store *base) {
 
 /* TODO(seal): the backend's part is still to come. */
 
-/* Whether any row is still sealed with the key $1. Without an index on sealed_with (each would
- * cost every write): it runs only for a key the ring no longer holds, once. */
-static const char key_in_use_sql[] =
-    "SELECT EXISTS (SELECT 1 FROM conversations WHERE sealed_with = $1)"
-    " OR EXISTS (SELECT 1 FROM deliveries WHERE sealed_with = $1)"
-    " OR EXISTS (SELECT 1 FROM events WHERE sealed_with = $1)"
-    " OR EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with = $1)";
-
-/* set_ring's checks on its own connection: see store.h. */
-static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, char *err,
-                                    size_t errlen) {
+/* set_ring's checks on its own connection (store.h), in one transaction holding the seal_keys
+ * lock, checks first and the record last (a refused start records nothing): every recorded key
+ * must be in the ring and be the same key (its check value opens); then the ring's first key is
+ * recorded. A key is retired only by a finished gensendrep reencrypt (reseal_finish), never at
+ * a start, which could race an instance sealing with it. */
+static enum store_status check_keys_locked(PGconn *c, const struct seal_ring *ring,
+                                           const unsigned char *check, int check_len, char *err,
+                                           size_t errlen) {
   char aad[STORE_AAD_MAX];
-  if (ring) { /* the first key is one in use from now on */
-    const char *id = seal_ring_key_id(ring, 0);
-    size_t aad_len = row_aad(aad, "seal_keys.check_value", id, NULL);
-    unsigned char check[SEAL_KEY_ID_MAX + 64 + sizeof check_text];
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)time_now_us());
-    if (!seal_seal(ring, aad, aad_len, check_text, sizeof check_text - 1, check)) {
-      snprintf(err, errlen, "ENCRYPTION_KEYS: cannot seal with key \"%s\"", id);
-      return STORE_HARD;
-    }
-    const char *vals[3] = {id, (const char *)check, now};
-    int lens[3] = {0, (int)seal_sealed_len(ring, sizeof check_text - 1), 0};
-    int formats[3] = {0, 1, 0};
-    PGresult *r = PQexecParams(c,
-                               "INSERT INTO seal_keys (key_id, check_value, added_us) "
-                               "VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING",
-                               3, NULL, vals, lens, formats, 0);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    if (!ok) return STORE_RETRY;
-  }
   PGresult *keys = PQexecParams(c, "SELECT key_id, check_value FROM seal_keys ORDER BY key_id", 0,
                                 NULL, NULL, NULL, NULL, 1);
   if (PQresultStatus(keys) != PGRES_TUPLES_OK) {
@@ -2508,7 +2593,19 @@ static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, cha
   enum store_status st = STORE_OK;
   for (int i = 0; st == STORE_OK && i < PQntuples(keys); i++) {
     const char *id = PQgetvalue(keys, i, 0);
-    if (ring && seal_ring_has(ring, id)) {
+    if (!ring) {
+      snprintf(err, errlen,
+               "ENCRYPTION_KEYS is not set, but this database's data is sealed (key \"%s\"): set "
+               "ENCRYPTION_KEYS to the keys its data was sealed with",
+               id);
+      st = STORE_HARD;
+    } else if (!seal_ring_has(ring, id)) {
+      snprintf(err, errlen,
+               "ENCRYPTION_KEYS lacks key \"%s\", which this database's data may be sealed with: "
+               "add it back after the first key (it may go once `gensendrep reencrypt` has run)",
+               id);
+      st = STORE_HARD;
+    } else {
       unsigned char plain[sizeof check_text];
       size_t aad_len = row_aad(aad, "seal_keys.check_value", id, NULL), n = 0;
       const char *v = PQgetvalue(keys, i, 1);
@@ -2521,34 +2618,35 @@ static enum store_status check_keys(PGconn *c, const struct seal_ring *ring, cha
                  id);
         st = STORE_HARD;
       }
-      continue;
     }
-    const char *vals[1] = {id};
-    PGresult *r = PQexecParams(c, key_in_use_sql, 1, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-      st = STORE_RETRY;
-    } else if (*PQgetvalue(r, 0, 0) == 't') {
-      if (ring)
-        snprintf(err, errlen,
-                 "ENCRYPTION_KEYS lacks key \"%s\", which sealed data in this database: add it "
-                 "back after the first key (it may go once `gensendrep reencrypt` has run)",
-                 id);
-      else
-        snprintf(err, errlen,
-                 "ENCRYPTION_KEYS is not set, but this database holds data sealed with key "
-                 "\"%s\": set ENCRYPTION_KEYS to the keys its data was sealed with",
-                 id);
-      st = STORE_HARD;
-    } else { /* nothing is sealed with it any more (reencrypt ran): retired */
-      PQclear(r);
-      r = PQexecParams(c, "DELETE FROM seal_keys WHERE key_id = $1", 1, NULL, vals, NULL, NULL, 0);
-      if (PQresultStatus(r) != PGRES_COMMAND_OK) st = STORE_RETRY;
-      if (st == STORE_OK)
-        log_msg(LOG_INFO, "encryption key %s retired: no data is sealed with it", id);
-    }
-    PQclear(r);
   }
   PQclear(keys);
+  if (st != STORE_OK || !ring) return st;
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)time_now_us());
+  const char *vals[3] = {seal_ring_key_id(ring, 0), (const char *)check, now};
+  int lens[3] = {0, check_len, 0};
+  int formats[3] = {0, 1, 0};
+  PGresult *r = PQexecParams(c,
+                             "INSERT INTO seal_keys (key_id, check_value, added_us) "
+                             "VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING",
+                             3, NULL, vals, lens, formats, 0);
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  return ok ? STORE_OK : STORE_RETRY;
+}
+
+static enum store_status check_keys(PGconn *c, const struct seal_ring *ring,
+                                    const unsigned char *check, int check_len, char *err,
+                                    size_t errlen) {
+  if (!command_ok(c, "BEGIN")) return STORE_RETRY;
+  PGresult *r = PQexec(c, "SELECT pg_advisory_xact_lock(" SEAL_LOCK ")");
+  bool locked = PQresultStatus(r) == PGRES_TUPLES_OK;
+  PQclear(r);
+  enum store_status st =
+      locked ? check_keys_locked(c, ring, check, check_len, err, errlen) : STORE_RETRY;
+  if (st == STORE_OK && !command_ok(c, "COMMIT")) st = STORE_RETRY;
+  if (st != STORE_OK) (void)command_ok(c, "ROLLBACK");
   return st;
 }
 
@@ -2556,8 +2654,21 @@ static enum store_status pg_set_ring(struct store *base, const struct seal_ring 
                                      size_t errlen) {
   struct pg_store *s = (struct pg_store *)base;
   char why[MSG_MAX];
+  if (ring) { /* the first key's check value: recorded here, and by every batch (send_batch) */
+    const char *id = seal_ring_key_id(ring, 0);
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = row_aad(aad, "seal_keys.check_value", id, NULL);
+    size_t len = seal_sealed_len(ring, sizeof check_text - 1);
+    if (len > sizeof s->key0_check ||
+        !seal_seal(ring, aad, aad_len, check_text, sizeof check_text - 1, s->key0_check)) {
+      snprintf(err, errlen, "ENCRYPTION_KEYS: cannot seal with key \"%s\"", id);
+      return STORE_HARD;
+    }
+    s->key0_check_len = (int)len;
+  }
   PGconn *c = pg_connect_once(s, why, sizeof why);
-  enum store_status st = c ? check_keys(c, ring, err, errlen) : STORE_RETRY;
+  enum store_status st =
+      c ? check_keys(c, ring, s->key0_check, s->key0_check_len, err, errlen) : STORE_RETRY;
   if (st == STORE_RETRY)
     snprintf(err, errlen, "ENCRYPTION_KEYS: cannot check the keys in use: postgresql: %s",
              c ? PG_MSG(c) : why);

@@ -77,6 +77,9 @@ enum reseal_table {
   RESEAL_TABLES
 };
 
+#define CHECK_VALUE_MAX \
+  (sizeof STORE_SEAL_CHECK + 2 + SEAL_KEY_ID_MAX + SEAL_NONCE_LEN + SEAL_TAG_LEN)
+
 struct sqlite_store {
   struct store base;
   char *path;
@@ -99,6 +102,11 @@ struct sqlite_store {
   /* Encryption at rest (set_ring): NULL, or the ring whose first key (key0) seals. */
   const struct seal_ring *ring;
   char key0[SEAL_KEY_ID_MAX + 1];
+  /* key0's check value (seal_keys): every batch with a ring records key0 unless it is (a
+   * finished reencrypt may have retired it meanwhile, from another process). */
+  unsigned char key0_check[CHECK_VALUE_MAX];
+  size_t key0_check_len;
+  sqlite3_stmt *w_record_key, *w_reseal_left, *w_retire_keys;
   struct store_seal_buf seal_buf; /* writer: the value being sealed */
   struct store_seal_buf open_buf; /* writer: a value opened to be sealed again (reseal) */
   sqlite3_stmt *w_reseal_scan[RESEAL_TABLES], *w_reseal_get[RESEAL_TABLES];
@@ -336,6 +344,18 @@ static const char *const reseal_what[RESEAL_TABLES] = {NULL, "deliveries.body", 
                                                        "audio_chunks.data"};
 
 static bool prepare_reseal(struct sqlite_store *s) {
+  if (prepare(s->wdb,
+              "INSERT INTO seal_keys (key_id, check_value, added_us) VALUES (?1, ?2, ?3) "
+              "ON CONFLICT (key_id) DO NOTHING",
+              &s->w_record_key) != SQLITE_OK ||
+      prepare(s->wdb,
+              "SELECT EXISTS (SELECT 1 FROM conversations WHERE sealed_with IS NOT ?1) OR "
+              "EXISTS (SELECT 1 FROM deliveries WHERE sealed_with IS NOT ?1) OR "
+              "EXISTS (SELECT 1 FROM events WHERE sealed_with IS NOT ?1) OR "
+              "EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS NOT ?1)",
+              &s->w_reseal_left) != SQLITE_OK ||
+      prepare(s->wdb, "DELETE FROM seal_keys WHERE key_id <> ?1", &s->w_retire_keys) != SQLITE_OK)
+    return false;
   for (int t = 0; t < RESEAL_TABLES; t++)
     if (prepare(s->wdb, reseal_sql[t][0], &s->w_reseal_scan[t]) != SQLITE_OK ||
         prepare(s->wdb, reseal_sql[t][1], &s->w_reseal_get[t]) != SQLITE_OK ||
@@ -1232,6 +1252,7 @@ static int reseal_blob(struct sqlite_store *s, int t, const char *key, int64_t *
 /* Rewrites up to reseal_limit rows not sealed with the current key, from reseal_pos on. */
 static int apply_reseal(struct sqlite_store *s, struct store_write *w) {
   w->erased = 0; /* a batch sent again counts again */
+  w->reseal_left = 0;
   if (!s->ring) {
     log_msg(LOG_ERROR, "reencrypt needs ENCRYPTION_KEYS");
     return RESEAL_FAILED;
@@ -1269,10 +1290,33 @@ static int apply_reseal(struct sqlite_store *s, struct store_write *w) {
     snprintf(w->reseal_pos, sizeof w->reseal_pos, "%d:%s", t, key);
     return SQLITE_OK;
   }
-  /* Every table walked. Keys no row names any more are retired when a store next starts
-   * without them (set_ring), not here: another instance may still be sealing with one. */
+  /* Every table walked: checked again in this transaction (rows another instance sealed with
+   * another key meanwhile). None left: every other key is retired (a writer sealing with one
+   * records it again in its next batch, and the next start without it is refused). */
   w->reseal_pos[0] = '\0';
-  return SQLITE_OK;
+  sqlite3_bind_text(s->w_reseal_left, 1, s->key0, -1, SQLITE_STATIC);
+  rc = sqlite3_step(s->w_reseal_left);
+  w->reseal_left = rc == SQLITE_ROW ? sqlite3_column_int64(s->w_reseal_left, 0) : 0;
+  sqlite3_reset(s->w_reseal_left);
+  sqlite3_clear_bindings(s->w_reseal_left);
+  if (rc != SQLITE_ROW) return rc;
+  if (w->reseal_left) return SQLITE_OK;
+  sqlite3_bind_text(s->w_retire_keys, 1, s->key0, -1, SQLITE_STATIC);
+  rc = step_done(s->w_retire_keys);
+  if (rc == SQLITE_OK && sqlite3_changes(s->wdb) > 0)
+    log_msg(LOG_INFO, "reencrypt: every row is sealed with key %s: %d other key(s) retired",
+            s->key0, sqlite3_changes(s->wdb));
+  return rc;
+}
+
+/* With a ring, the batch records the key it seals with (unless recorded): see key0_check. */
+static int record_key0(struct sqlite_store *s) {
+  if (!s->ring) return SQLITE_OK;
+  sqlite3_stmt *st = s->w_record_key;
+  sqlite3_bind_text(st, 1, s->key0, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(st, 2, s->key0_check, (int)s->key0_check_len, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, time_now_us());
+  return step_done(st);
 }
 
 /* Whether a conversation's email and account may be stored (sealing.h). */
@@ -1351,6 +1395,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
   while (*head) {
     struct store_write *failed = NULL;
     int rc = step_done(s->w_begin);
+    if (rc == SQLITE_OK) rc = record_key0(s);
     s->chain_loaded = false;
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
       rc = apply_write(s, w);
@@ -1937,12 +1982,12 @@ static enum store_status sqlite_key_list(struct store *base, struct apikey_recor
 /* ---------- lifecycle ---------- */
 
 static void writer_finalize(struct sqlite_store *s) {
-  sqlite3_stmt *all[] = {s->w_find,       s->w_ins_delivery, s->w_upsert,     s->w_probe,
-                         s->w_begin,      s->w_commit,       s->w_rollback,   s->w_find_event,
-                         s->w_ins_event,  s->w_del_chunks,   s->w_put_audio,  s->w_ins_chunk,
-                         s->w_key_ins,    s->w_key_revoke,   s->w_key_touch,  s->w_old_convs,
-                         s->w_old_events, s->w_old_audio,    s->w_audit_head, s->w_audit_ins,
-                         s->w_audit_set};
+  sqlite3_stmt *all[] = {s->w_find,       s->w_ins_delivery, s->w_upsert,      s->w_probe,
+                         s->w_begin,      s->w_commit,       s->w_rollback,    s->w_find_event,
+                         s->w_ins_event,  s->w_del_chunks,   s->w_put_audio,   s->w_ins_chunk,
+                         s->w_key_ins,    s->w_key_revoke,   s->w_key_touch,   s->w_old_convs,
+                         s->w_old_events, s->w_old_audio,    s->w_audit_head,  s->w_audit_ins,
+                         s->w_audit_set,  s->w_record_key,   s->w_reseal_left, s->w_retire_keys};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
   for (int t = 0; t < RESEAL_TABLES; t++) {
@@ -2117,55 +2162,22 @@ static enum store_status sqlite_audit_head(struct store *base, int64_t *last_id,
 
 /* ---------- encryption at rest: the keys in use ---------- */
 
-/* Whether any row is sealed with key id (a scan of each table: only at start-up, and only for a
- * recorded key the ring lacks). *used set; false on a database error. */
-static bool key_used(sqlite3 *db, const char *id, bool *used) {
-  sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(db,
-                         "SELECT EXISTS (SELECT 1 FROM conversations WHERE sealed_with = ?1) OR "
-                         "EXISTS (SELECT 1 FROM deliveries WHERE sealed_with = ?1) OR "
-                         "EXISTS (SELECT 1 FROM events WHERE sealed_with = ?1) OR "
-                         "EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with = ?1)",
-                         -1, &st, NULL) != SQLITE_OK)
-    return false;
-  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-  bool ok = sqlite3_step(st) == SQLITE_ROW;
-  *used = ok && sqlite3_column_int(st, 0) != 0;
-  sqlite3_finalize(st);
-  return ok;
-}
-
-static bool key_retire(sqlite3 *db, const char *id) {
-  sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(db, "DELETE FROM seal_keys WHERE key_id = ?1", -1, &st, NULL) != SQLITE_OK)
-    return false;
-  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-  bool ok = sqlite3_step(st) == SQLITE_DONE;
-  sqlite3_finalize(st);
-  return ok;
-}
-
-/* Checks one recorded key (id, check value) against ring; a refusal's line into err. A key the
- * ring lacks is refused while a row is sealed with it, and retired once none is (gensendrep
- * reencrypt moved them all): so after a rotation the old key can go, and a key still in use is
- * never dropped silently. */
-static enum store_status key_usable(sqlite3 *db, const struct seal_ring *ring, const char *id,
-                                    const void *check, size_t len, char *err, size_t errlen) {
-  if (!ring || !seal_ring_has(ring, id)) {
-    bool used;
-    if (!key_used(db, id, &used)) return STORE_RETRY;
-    if (!used) return key_retire(db, id) ? STORE_OK : STORE_RETRY;
-  }
+/* Checks one recorded key (id, check value) against ring; a refusal's line into err. Every
+ * recorded key must be in the ring: a key is recorded by every writer that seals with it and
+ * retired only by a finished gensendrep reencrypt that found no row left under any other key,
+ * never at a start (which could race an instance sealing with it). */
+static enum store_status key_usable(const struct seal_ring *ring, const char *id, const void *check,
+                                    size_t len, char *err, size_t errlen) {
   if (!ring) {
     snprintf(err, errlen,
-             "ENCRYPTION_KEYS is not set, but the database holds data sealed with key %s: set "
+             "ENCRYPTION_KEYS is not set, but the database's data is sealed (key %s): set "
              "ENCRYPTION_KEYS with that key",
              id);
     return STORE_HARD;
   }
   if (!seal_ring_has(ring, id)) {
     snprintf(err, errlen,
-             "ENCRYPTION_KEYS lacks key %s, with which the database holds sealed data: add it "
+             "ENCRYPTION_KEYS lacks key %s, which this database's data may be sealed with: add it "
              "(a key goes only after gensendrep reencrypt has moved every row off it)",
              id);
     return STORE_HARD;
@@ -2185,19 +2197,24 @@ static enum store_status key_usable(sqlite3 *db, const struct seal_ring *ring, c
   return STORE_OK;
 }
 
-#define CHECK_VALUE_MAX \
-  (sizeof STORE_SEAL_CHECK + 2 + SEAL_KEY_ID_MAX + SEAL_NONCE_LEN + SEAL_TAG_LEN)
-
-/* Records ring's first key (with its check value) unless it is recorded already. */
-static int record_key(sqlite3 *db, const struct seal_ring *ring) {
+/* ring's first key's check value into check (CHECK_VALUE_MAX bytes); its length, 0 on failure. */
+static size_t key0_check_value(const struct seal_ring *ring, unsigned char *check) {
   const char *id = seal_ring_key_id(ring, 0);
   char aad[STORE_AAD_MAX];
   size_t aad_len = store_seal_aad(aad, "seal_keys.check_value", id, NULL);
   size_t len = seal_sealed_len(ring, sizeof STORE_SEAL_CHECK - 1);
-  unsigned char check[CHECK_VALUE_MAX];
-  if (len > sizeof check ||
+  if (len > CHECK_VALUE_MAX ||
       !seal_seal(ring, aad, aad_len, STORE_SEAL_CHECK, sizeof STORE_SEAL_CHECK - 1, check))
-    return SQLITE_ERROR;
+    return 0;
+  return len;
+}
+
+/* Records ring's first key (with its check value) unless it is recorded already. */
+static int record_key(sqlite3 *db, const struct seal_ring *ring) {
+  const char *id = seal_ring_key_id(ring, 0);
+  unsigned char check[CHECK_VALUE_MAX];
+  size_t len = key0_check_value(ring, check);
+  if (!len) return SQLITE_ERROR;
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(db,
                               "INSERT INTO seal_keys (key_id, check_value, added_us) "
@@ -2233,24 +2250,32 @@ static int read_keys(sqlite3 *db, struct recorded_key *keys, size_t cap, size_t 
     if (k->len) memcpy(k->check, sqlite3_column_blob(st, 1), k->len);
   }
   sqlite3_finalize(st);
-  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  return rc == SQLITE_DONE ? SQLITE_OK : rc == SQLITE_ROW ? SQLITE_TOOBIG : rc;
 }
 
-/* Every recorded key still in use must be in ring and be the same key; then ring's first is
- * recorded. On its own connection, in one IMMEDIATE transaction (several processes may start at
- * once; no write lands between the check and the record). */
+/* Every recorded key must be in ring and be the same key; then ring's first is recorded. On its own
+ * connection, in one IMMEDIATE transaction (several processes may start at once; no write lands
+ * between the check and the record). */
 static enum store_status check_keys(struct sqlite_store *s, const struct seal_ring *ring, char *err,
                                     size_t errlen) {
   sqlite3 *db = NULL;
   struct recorded_key keys[SEAL_KEYS_MAX * 4];
   size_t n = 0;
   enum store_status result = STORE_RETRY;
+  int rc = SQLITE_ERROR;
   if (open_conn(s->path, &db) == SQLITE_OK &&
       sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK &&
-      read_keys(db, keys, sizeof keys / sizeof keys[0], &n) == SQLITE_OK)
+      (rc = read_keys(db, keys, sizeof keys / sizeof keys[0], &n)) == SQLITE_OK)
     result = STORE_OK;
+  if (rc == SQLITE_TOOBIG) {
+    snprintf(err, errlen,
+             "ENCRYPTION_KEYS: the database records more than %zu encryption keys (table "
+             "seal_keys): not a database this version can check",
+             sizeof keys / sizeof keys[0]);
+    result = STORE_HARD;
+  }
   for (size_t i = 0; result == STORE_OK && i < n; i++)
-    result = key_usable(db, ring, keys[i].id, keys[i].check, keys[i].len, err, errlen);
+    result = key_usable(ring, keys[i].id, keys[i].check, keys[i].len, err, errlen);
   if (result == STORE_OK && ring && record_key(db, ring) != SQLITE_OK) result = STORE_RETRY;
   if (result == STORE_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
     result = STORE_RETRY;
@@ -2276,6 +2301,10 @@ static enum store_status sqlite_set_ring(struct store *base, const struct seal_r
       return STORE_RETRY;
     }
     snprintf(s->key0, sizeof s->key0, "%s", seal_ring_key_id(ring, 0));
+    if (!(s->key0_check_len = key0_check_value(ring, s->key0_check))) {
+      snprintf(err, errlen, "ENCRYPTION_KEYS: cannot seal with key %s", s->key0);
+      return STORE_HARD;
+    }
   }
   s->ring = ring;
   return STORE_OK;

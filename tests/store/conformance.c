@@ -2780,6 +2780,94 @@ static void test_moved_values_do_not_open(void **state) {
   assert_int_equal(rows_of(x) + rows_of(y), 0);
 }
 
+/* Runs reencrypt's writes on s (rows per write: limit) until every table is walked; returns the
+ * final write's reseal_left. */
+static int64_t reseal_to_end(struct store *s, int64_t limit) {
+  struct store_write w;
+  memset(&w, 0, sizeof w);
+  struct store *saved = use_store(s);
+  int rounds = 0;
+  do {
+    w.kind = STORE_WRITE_RESEAL;
+    w.reseal_limit = limit;
+    assert_int_equal(key_write(&w), STORE_OK);
+    assert_true(++rounds < 100000);
+  } while (w.reseal_pos[0]);
+  B->store = saved;
+  return w.reseal_left;
+}
+
+/* A key is never retired while an instance seals with it: the writer records its key in every
+ * batch, so a reencrypt's retirement (or one racing it) is undone by the next sealed write, and a
+ * start without that key stays refused. A reencrypt whose walk is overtaken by rows sealed with
+ * another key says so (reseal_left) and retires nothing. */
+static void test_keys_retire_only_after_a_full_reencrypt(void **state) {
+  (void)state;
+  char tag[16], x[64], z[64];
+  new_tag(tag);
+  snprintf(x, sizeof x, "kx-%s", tag);
+  snprintf(z, sizeof z, "kz-%s", tag);
+  /* k9 sealed a row in the refusal test: both rings hold it (the first pass retires it) */
+  struct seal_ring *k8_first = ring_of(KEY_K8 "," KEY_K1 "," KEY_K9);
+  struct seal_ring *k1_first = ring_of(KEY_K1 "," KEY_K8 "," KEY_K9);
+  struct seal_ring *only_k1 = ring_of(KEY_K1);
+  struct store *s8 = open_other(k8_first, true); /* an instance sealing with k8 */
+  struct store *r = open_other(k1_first, true);  /* reencrypt to k1 */
+  assert_int_equal(reseal_to_end(r, 1000), 0);
+  assert_int_equal(count_where("seal_keys", "key_id = 'k8'"), 0); /* retired */
+  struct store *saved = use_store(s8);
+  (void)put_conv(x, "x@example.com", "acc-x"); /* sealed with k8: recorded again */
+  int fd = audio_file(3 * STORE_AUDIO_CHUNK_BYTES, 7);
+  (void)put_audio(x, fd, 3 * STORE_AUDIO_CHUNK_BYTES, NULL);
+  close(fd);
+  B->store = saved;
+  assert_int_equal(count_where("seal_keys", "key_id = 'k8'"), 1);
+  char err[512] = "";
+  struct store *refused = open_other(NULL, false);
+  assert_int_equal(store_set_ring(refused, only_k1, err, sizeof err), STORE_HARD);
+  assert_non_null(strstr(err, "k8"));
+  assert_int_equal(store_set_ring(refused, NULL, err, sizeof err), STORE_HARD);
+  store_close(refused);
+  /* a walk overtaken: once it reaches the audio chunks, s8 seals a conversation behind it */
+  struct store_write w;
+  memset(&w, 0, sizeof w);
+  bool overtaken = false;
+  int rounds = 0;
+  do {
+    w.kind = STORE_WRITE_RESEAL;
+    w.reseal_limit = 1;
+    saved = use_store(r);
+    assert_int_equal(key_write(&w), STORE_OK);
+    B->store = saved;
+    if (!overtaken && (w.reseal_pos[0] == '3' || w.reseal_pos[0] == 'a')) {
+      saved = use_store(s8);
+      (void)put_conv(z, "z@example.com", "acc-z");
+      B->store = saved;
+      overtaken = true;
+    }
+    assert_true(++rounds < 100000);
+  } while (w.reseal_pos[0]);
+  assert_true(overtaken);
+  assert_true(w.reseal_left != 0);
+  assert_int_equal(count_where("seal_keys", "key_id = 'k8'"), 1); /* not retired */
+  store_close(s8);
+  /* the next full pass moves it and retires k8; k1 alone starts and reads it all */
+  assert_int_equal(reseal_to_end(r, 1000), 0);
+  store_close(r);
+  assert_int_equal(count_where("seal_keys", "key_id = 'k8'"), 0);
+  struct store *k1 = open_other(only_k1, true);
+  struct store_conversation c;
+  assert_int_equal(store_get(k1, z, true, &c), STORE_OK);
+  assert_string_equal(c.email_id, "z@example.com");
+  free(c.body);
+  store_close(k1);
+  assert_true(erase_ok(x) > 0);
+  assert_true(erase_ok(z) > 0);
+  seal_ring_free(k8_first);
+  seal_ring_free(k1_first);
+  seal_ring_free(only_k1);
+}
+
 /* The reviewer's reproduction: a conversation re-pointed by hand at another one's delivery
  * (delivery_id and webhook_id), that delivery's conversation_id edited too, or another
  * conversation's event rows moved to it, is an error, never the other conversation's text. */
@@ -2914,12 +3002,29 @@ static void test_set_ring_refusals(void **state) {
     store_close(s);
     seal_ring_free(r);
   }
-  /* A key recorded (its store started) but sealing nothing is retired by the next start
-   * without it. */
+  /* A refused start records nothing (its checks come before the record, in one transaction). */
+  assert_int_equal(count_where("seal_keys", "key_id = 'k9'"), 0);
+  /* A key recorded (its store started) but sealing nothing yet is not retired by a start
+   * without it (an instance may be about to seal with it): refused, until a finished reencrypt
+   * finds no row under any key but its first and retires the others. */
   struct seal_ring *k8 = ring_of(KEY_K8 "," KEY_K1);
   store_close(open_other(k8, true));
   seal_ring_free(k8);
   struct seal_ring *only_k1 = ring_of(KEY_K1);
+  {
+    struct store *refused = open_other(NULL, false);
+    char why[512] = "";
+    assert_int_equal(store_set_ring(refused, only_k1, why, sizeof why), STORE_HARD);
+    assert_non_null(strstr(why, "k8"));
+    assert_int_equal(store_set_ring(refused, NULL, why, sizeof why), STORE_HARD);
+    store_close(refused);
+  }
+  struct seal_ring *k1_k8 = ring_of(KEY_K1 "," KEY_K8);
+  struct store *resealer = open_other(k1_k8, true);
+  assert_int_equal(reseal_to_end(resealer, 1000), 0);
+  store_close(resealer);
+  seal_ring_free(k1_k8);
+  assert_int_equal(count_where("seal_keys", "key_id = 'k8'"), 0);
   store_close(open_other(only_k1, true));
   /* k1 among others, in any place, is fine; with k9 first, a row is sealed with k9. */
   struct seal_ring *r = ring_of(KEY_K9 "," KEY_K1);
@@ -3568,6 +3673,7 @@ static int teardown_pg_sealed(void **state) {
   cmocka_unit_test(test_relinked_rows_do_not_open),                      \
   cmocka_unit_test(test_failure_reason_is_sealed),                       \
   cmocka_unit_test(test_set_ring_refusals),                              \
+  cmocka_unit_test(test_keys_retire_only_after_a_full_reencrypt),        \
   cmocka_unit_test(test_reseal_across_a_rotation)
 /* clang-format on */
 
