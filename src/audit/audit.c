@@ -4,6 +4,7 @@
  * as the store's writer does for webhooks. */
 #include "audit/audit.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -13,7 +14,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 
-#define BATCH_MAX (AUDIT_BUFFER_MAX + AUDIT_REJECT_SOURCES_MAX)
+#define BATCH_MAX (AUDIT_BUFFER_MAX + AUDIT_REJECT_SOURCES_MAX + AUDIT_OUTCOME_COUNT)
 #define SLOTS (2 * AUDIT_REJECT_SOURCES_MAX) /* open addressing, at most half full */
 #define RETRY_TRIES 3                        /* a batch the store could not take, tries */
 
@@ -37,6 +38,8 @@ struct audit_recorder {
   struct buffer pending;
   struct source sources[AUDIT_REJECT_SOURCES_MAX];
   size_t nsources;
+  /* per outcome: the rejections of one second that found the sources full (count 0: none) */
+  struct audit_entry overflow[AUDIT_OUTCOME_COUNT];
   uint16_t slots[SLOTS]; /* index into sources + 1; 0: empty */
   int64_t dropped_unlogged;
   struct audit_recorder_stats stats;
@@ -118,11 +121,49 @@ static uint16_t *source_slot(struct audit_recorder *r, uint32_t h, const char *i
   }
 }
 
+/* The rate limiter's client key (http/client.c): an IPv4 address as it is, an IPv6 address as
+ * its /64 ("2001:db8:1:2::/64"; an IPv4-mapped one as its IPv4 address). One party usually
+ * holds a whole /64, so aggregating per address would let it write one entry per address. */
+static void source_of(char ip[AUDIT_CLIENT_IP_MAX + 1]) {
+  unsigned char a6[16];
+  if (inet_pton(AF_INET6, ip, a6) != 1) return;
+  static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char net[INET6_ADDRSTRLEN];
+  if (memcmp(a6, v4mapped, sizeof v4mapped) == 0) {
+    if (inet_ntop(AF_INET, a6 + 12, net, sizeof net)) copy_text(ip, AUDIT_CLIENT_IP_MAX + 1, net);
+    return;
+  }
+  memset(a6 + 8, 0, 8);
+  if (!inet_ntop(AF_INET6, a6, net, sizeof net)) return;
+  size_t n = strlen(net);
+  if (n + 3 > AUDIT_CLIENT_IP_MAX) return; /* cannot happen: a /64's text is at most 22 + 3 */
+  memcpy(net + n, "/64", 4);
+  copy_text(ip, AUDIT_CLIENT_IP_MAX + 1, net);
+}
+
+/* mu held: e joins the window of every rejection with its outcome that found no room (client
+ * address, request id, key id and target null: the entry says how many were not listed). */
+static void add_overflow(struct audit_recorder *r, const struct audit_entry *e) {
+  struct audit_entry *o = &r->overflow[e->outcome];
+  if (o->count && (e->at_us - o->at_us >= AUDIT_REJECT_WINDOW_US || e->at_us < o->at_us)) {
+    struct audit_entry *out = pending_slot(r);
+    if (out) *out = *o;
+    o->count = 0;
+  }
+  if (o->count == 0) {
+    fill_entry(o, NULL, AUDIT_AUTH_REJECTED, NULL, e->outcome, e->at_us);
+    o->count = 0;
+  }
+  o->count++;
+}
+
 void audit_record_rejected(struct audit_recorder *r, const struct audit_who *who,
                            const char *target, enum audit_outcome outcome) {
   if (!r) return;
+  if ((unsigned)outcome >= AUDIT_OUTCOME_COUNT) return;
   struct audit_entry e;
   fill_entry(&e, who, AUDIT_AUTH_REJECTED, target, outcome, time_now_us());
+  source_of(e.who.client_ip);
   uint32_t h = source_hash(e.who.client_ip, outcome);
   pthread_mutex_lock(&r->mu);
   uint16_t *slot = source_slot(r, h, e.who.client_ip, outcome);
@@ -143,7 +184,7 @@ void audit_record_rejected(struct audit_recorder *r, const struct audit_who *who
     s->hash = h;
     *slot = (uint16_t)r->nsources;
   } else {
-    note_dropped(r);
+    add_overflow(r, &e);
   }
   pthread_mutex_unlock(&r->mu);
 }
@@ -155,6 +196,13 @@ static void take(struct audit_recorder *r, int64_t now_us, bool all) {
   r->batch = r->pending;
   r->pending = tmp;
   r->pending.count = 0;
+  for (size_t i = 0; i < AUDIT_OUTCOME_COUNT; i++) {
+    struct audit_entry *o = &r->overflow[i];
+    if (o->count && (all || now_us - o->at_us >= AUDIT_REJECT_WINDOW_US || now_us < o->at_us)) {
+      r->batch.items[r->batch.count++] = *o;
+      o->count = 0;
+    }
+  }
   size_t kept = 0;
   for (size_t i = 0; i < r->nsources; i++) {
     struct source *s = &r->sources[i];
@@ -247,7 +295,11 @@ static void *flusher_main(void *arg) {
     if (lost) r->stats.failed += (int64_t)n;
     if (st == STORE_OK || lost) r->batch.count = 0;
     /* else: the same batch is tried again a tick later */
-    if (stopping && r->batch.count == 0 && r->pending.count == 0 && r->nsources == 0) break;
+    bool overflowing = false;
+    for (size_t i = 0; i < AUDIT_OUTCOME_COUNT; i++) overflowing |= r->overflow[i].count > 0;
+    if (stopping && r->batch.count == 0 && r->pending.count == 0 && r->nsources == 0 &&
+        !overflowing)
+      break;
   }
   pthread_mutex_unlock(&r->mu);
   return NULL;

@@ -13,12 +13,16 @@
  * never waited for. A batch the store could not take (STORE_RETRY) is tried again AUDIT_FLUSH_MS
  * later, 3 times in all, then dropped (logged).
  *
- * Rejected authentications are aggregated: the rejections from one client address with one
- * outcome within one second (from the first) become one entry whose count says how many; its
- * request id is the first one's, its key id and target are kept when every rejection in it
- * shares them (else null). The entry is handed over once its second has passed (checked every
- * AUDIT_FLUSH_MS), so a flood of bad keys writes at most one entry per address, outcome and
- * second. */
+ * Rejected authentications are aggregated: the rejections from one client with one outcome
+ * within one second (from the first) become one entry whose count says how many; its request id
+ * is the first one's, its key id and target are kept when every rejection in it shares them
+ * (else null). A client is what the rate limits count (http/client.c): an IPv4 address, or an
+ * IPv6 /64, recorded as the prefix ("2001:db8:1:2::/64"). The entry is handed over once its
+ * second has passed (checked every AUDIT_FLUSH_MS), so a flood of bad keys writes at most one
+ * entry per client, outcome and second. When AUDIT_REJECT_SOURCES_MAX clients are already
+ * aggregated, a rejection from yet another one is counted in the second's overflow entry of its
+ * outcome (client address, request id, key id and target null): the log itself says how many
+ * rejections it does not list one client at a time; none is dropped for lack of a window. */
 #ifndef GSR_AUDIT_H
 #define GSR_AUDIT_H
 
@@ -30,7 +34,7 @@
 #define AUDIT_FLUSH_MS 250    /* rejection windows are closed, failed batches retried, this often */
 #define AUDIT_BUFFER_MAX 8192 /* entries waiting for the next flush */
 #define AUDIT_REJECT_WINDOW_US 1000000
-#define AUDIT_REJECT_SOURCES_MAX 1024 /* addresses aggregated at once; more are dropped */
+#define AUDIT_REJECT_SOURCES_MAX 1024 /* clients aggregated at once; more: overflow entry */
 
 struct audit_recorder;
 
@@ -49,7 +53,7 @@ void audit_record(struct audit_recorder *r, const struct audit_who *who, enum au
                   const char *target, enum audit_outcome outcome);
 
 /* Records a rejected authentication (outcome AUDIT_UNAUTHORIZED or AUDIT_FORBIDDEN), aggregated
- * per client address as above. */
+ * per client (IPv4 address, IPv6 /64) as above. */
 void audit_record_rejected(struct audit_recorder *r, const struct audit_who *who,
                            const char *target, enum audit_outcome outcome);
 

@@ -13,6 +13,7 @@ import json
 import random
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -292,6 +293,62 @@ def test_a_flood_of_bad_keys_is_aggregated(server):
     assert len(mine) <= int(took) + 2, (len(mine), took)
     assert all(e["outcome"] == "unauthorized" and e["target"] == cid for e in mine), mine
     assert all(e["keyId"] is None for e in mine), mine
+
+
+def rejected_total(server, expect_total, timeout=20.0, **params):
+    """Every auth.rejected entry once their counts add up to expect_total (or timeout)."""
+    return wait_entries(server, lambda es: sum(e["count"] for e in es) >= expect_total,
+                        timeout=timeout, action="auth.rejected", **params)
+
+
+def test_a_spray_from_one_ipv6_64_is_aggregated_as_its_prefix(make_server):
+    """Rate limits count an IPv6 client per /64: so does the aggregation, or a spray of
+    addresses from one /64 would write one entry each (and fill the aggregation table)."""
+    srv = make_server(env={"TRUSTED_PROXIES": "127.0.0.1"})
+    s = srv.new_session()
+    start = time.monotonic()
+    sent = 2000
+    for i in range(sent):
+        ip = f"2001:db8:1:2:{i >> 8:x}:{i & 255:x}:{random.randint(0, 65535):x}:1"
+        r = srv.get("/api/v1/conversations", key="wrong", session=s,
+                    headers={"X-Forwarded-For": ip})
+        assert r.status_code == 401
+    took = time.monotonic() - start
+    es = rejected_total(srv, sent)
+    assert sum(e["count"] for e in es) == sent, es
+    assert {e["clientIp"] for e in es} == {"2001:db8:1:2::/64"}, es
+    assert len(es) <= int(took) + 2, (len(es), took)
+
+
+def test_a_spray_over_many_clients_still_records_every_rejection(make_server):
+    """More clients at once than the aggregation keeps windows for: the rest go into one
+    overflow entry per outcome and second (clientIp null, with their count), and a rejection
+    from an unrelated client afterwards is still in the log."""
+    srv = make_server(env={"TRUSTED_PROXIES": "127.0.0.1"})
+    sent, senders = 2400, 6
+
+    def spray(first):  # several senders at once: well over 1024 clients within a second
+        s = srv.new_session()
+        for i in range(first, sent, senders):
+            r = srv.get("/api/v1/conversations", key="wrong", session=s,
+                        headers={"X-Forwarded-For": f"2001:db8:{i:x}::1"})
+            assert r.status_code == 401
+
+    with ThreadPoolExecutor(senders) as pool:
+        list(pool.map(spray, range(senders)))
+    ip = source_ip()
+    assert srv.get("/api/v1/conversations", key=None,
+                   session=srv.new_session(ip)).status_code == 401
+    es = rejected_total(srv, sent + 1)
+    assert sum(e["count"] for e in es) == sent + 1, es
+    assert any(e["clientIp"] == ip for e in es) or \
+        any(e["clientIp"] is None and e["count"] > 1 for e in es), es
+    overflow = [e for e in es if e["clientIp"] is None]
+    assert overflow, "no overflow entry"
+    assert all(e["requestId"] is None and e["keyId"] is None and e["target"] is None
+               and e["outcome"] == "unauthorized" for e in overflow), overflow
+    listed = {e["clientIp"] for e in es if e["clientIp"] is not None}
+    assert len(listed) <= 1024 * 3, len(listed)
 
 
 # ------------------------------------------------------------------ GET /api/v1/audit
