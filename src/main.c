@@ -46,8 +46,9 @@ static void usage(FILE *out) {
           "       gensendrep keys list | keys revoke ID    the keys kept in the database\n"
           "       gensendrep elevenlabs backfill [--since RFC3339] [--agent AGENT_ID]\n"
           "                            store the ElevenLabs conversations we do not hold yet\n"
-          "       gensendrep audit verify | audit export [--since T] [--until T] [--action A]\n"
-          "                          [--key K] [--target T]   check or print the audit log\n"
+          "       gensendrep audit verify [--expect ID:HASH]   check the audit log\n"
+          "       gensendrep audit export [--since T] [--until T] [--action A] [--key K]\n"
+          "                          [--target T]   print the audit log (NDJSON)\n"
           "       gensendrep --help | --version | --config-markdown\n\n",
           GSR_VERSION);
   config_print_help(out);
@@ -614,17 +615,68 @@ static int cmd_reencrypt(int argc, char **argv) {
 static void audit_usage(FILE *out) {
   fprintf(
       out,
-      "Usage: gensendrep audit verify\n"
+      "Usage: gensendrep audit verify [--expect ID:HASH]\n"
       "       gensendrep audit export [--since T] [--until T] [--action A] [--key K]\n"
       "                               [--target T]\n\n"
       "verify walks the whole hash chain: exit 0 and a summary when every link holds, exit 1\n"
-      "naming the first broken entry when a row was edited or removed by hand.\n"
+      "naming the first broken entry when a row was edited or removed by hand; it prints the\n"
+      "head it verified (\"audit head: id N hash H\", as the service logs it). Keep heads\n"
+      "outside the database: --expect ID:HASH also fails (exit 1) when the chain no longer\n"
+      "holds entry ID with hash HASH (the log was rewritten, hashes recomputed and all).\n"
       "export prints the entries as NDJSON, oldest first: --since/--until (RFC 3339, at in\n"
       "[since, until)), --action (webhook.accepted, conversation.read, ...), --key (a key id),\n"
       "--target (a conversation or key id).\n");
 }
 
-static int audit_verify(struct store *store) {
+/* An anchor: an entry's id and hash kept outside the database ("ID:HASH", as the service logs
+ * the head: "audit head: id N hash H"). */
+struct audit_anchor {
+  int64_t id;
+  unsigned char hash[AUDIT_HASH_LEN];
+};
+
+static bool audit_anchor_parse(const char *v, struct audit_anchor *a) {
+  const char *colon = strchr(v, ':');
+  if (!colon || colon == v || colon - v > 18) return false;
+  a->id = 0;
+  for (const char *p = v; p < colon; p++) {
+    if (*p < '0' || *p > '9') return false;
+    a->id = a->id * 10 + (*p - '0');
+  }
+  return a->id > 0 && audit_hash_parse(colon + 1, a->hash);
+}
+
+/* Whether the (whole) chain still holds the anchor's entry with the anchor's hash: an edit
+ * with every later hash and the head recomputed passes the chain check, not this one. */
+static int audit_check_anchor(struct store *store, const struct audit_anchor *a,
+                              const struct audit_verify_result *r) {
+  struct store_audit_filter f = {.action = -1, .cursor = a->id - 1, .limit = 1};
+  struct store_audit_page page = {0};
+  if (store_audit_list(store, &f, &page) != STORE_OK) {
+    fprintf(stderr, "gensendrep: cannot read the audit log\n");
+    return 1;
+  }
+  bool there = page.count == 1 && page.items[0].id == a->id;
+  bool same = there && crypto_equal(page.items[0].hash, a->hash, AUDIT_HASH_LEN);
+  free(page.items);
+  if (!there) {
+    printf(
+        "audit log: the anchor's entry %lld is no longer in the log (%lld entries, newest "
+        "%lld): the log was cut or rewritten after the anchor was taken\n",
+        (long long)a->id, (long long)r->entries, (long long)r->head_id);
+    return 1;
+  }
+  if (!same) {
+    printf(
+        "audit log: entry %lld does not have the anchor's hash: the log was rewritten after "
+        "the anchor was taken (%lld entries, every link holds)\n",
+        (long long)a->id, (long long)r->entries);
+    return 1;
+  }
+  return 0;
+}
+
+static int audit_verify(struct store *store, const struct audit_anchor *expect) {
   struct audit_verify_result r;
   if (audit_chain_verify(store, &r) != STORE_OK) {
     fprintf(stderr, "gensendrep: cannot read the audit log\n");
@@ -635,7 +687,12 @@ static int audit_verify(struct store *store) {
            (long long)r.first_bad, r.why, (long long)r.entries);
     return 1;
   }
-  printf("audit log: %lld entries, every link holds\n", (long long)r.entries);
+  if (expect && audit_check_anchor(store, expect, &r) != 0) return 1;
+  char hex[2 * AUDIT_HASH_LEN + 1];
+  audit_hash_hex(r.head_hash, hex);
+  printf("audit log: %lld entries, every link holds%s; audit head: id %lld hash %s\n",
+         (long long)r.entries, expect ? " and the anchor's entry is in the chain" : "",
+         (long long)r.head_id, hex);
   return 0;
 }
 
@@ -716,7 +773,20 @@ static int cmd_audit(int argc, char **argv) {
     return 0;
   }
   bool verify = strcmp(sub, "verify") == 0, export = strcmp(sub, "export") == 0;
-  if ((!verify && !export) || (verify && argc != 3)) {
+  struct audit_anchor anchor;
+  bool expect = false;
+  if (verify && argc > 3) {
+    int i = 3;
+    const char *v;
+    expect = argc <= 5 && flag_value(argc, argv, &i, "--expect", &v) && i == argc - 1;
+    if (expect && !audit_anchor_parse(v, &anchor)) {
+      fprintf(stderr,
+              "gensendrep: --expect wants ID:HASH (an entry's id and its 64 hex digit "
+              "hash, as in \"audit head: id N hash H\")\n");
+      return 2;
+    }
+  }
+  if ((!verify && !export) || (verify && argc != 3 && !expect)) {
     audit_usage(stderr);
     return 2;
   }
@@ -732,7 +802,7 @@ static int cmd_audit(int argc, char **argv) {
     fprintf(stderr, "gensendrep: %s\n", err);
     rc = 1;
   }
-  if (store) rc = verify ? audit_verify(store) : audit_export(store, &f);
+  if (store) rc = verify ? audit_verify(store, expect ? &anchor : NULL) : audit_export(store, &f);
   store_close(store);
   seal_ring_free(ring);
   config_free(&cfg);

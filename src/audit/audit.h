@@ -22,7 +22,11 @@
  * entry per client, outcome and second. When AUDIT_REJECT_SOURCES_MAX clients are already
  * aggregated, a rejection from yet another one is counted in the second's overflow entry of its
  * outcome (client address, request id, key id and target null): the log itself says how many
- * rejections it does not list one client at a time; none is dropped for lack of a window. */
+ * rejections it does not list one client at a time; none is dropped for lack of a window.
+ *
+ * The recorder also logs the chain's head at info level ("audit head: id N hash H") when it
+ * starts, every AUDIT_HEAD_LOG_MS and when it stops (after its last write): kept outside the
+ * database, these lines are anchors for `gensendrep audit verify --expect ID:HASH`. */
 #ifndef GSR_AUDIT_H
 #define GSR_AUDIT_H
 
@@ -34,6 +38,8 @@
 #define AUDIT_FLUSH_MS 250    /* rejection windows are closed, failed batches retried, this often */
 #define AUDIT_BUFFER_MAX 8192 /* entries waiting for the next flush */
 #define AUDIT_REJECT_WINDOW_US 1000000
+#define AUDIT_HEAD_LOG_MS \
+  600000 /* "audit head: id N hash H" logged at start, this often, at stop */
 #define AUDIT_REJECT_SOURCES_MAX 1024 /* clients aggregated at once; more: overflow entry */
 
 struct audit_recorder;

@@ -25,6 +25,32 @@ static const char *const outcome_names[AUDIT_OUTCOME_COUNT] = {
     [AUDIT_EXPIRED] = "expired",
 };
 
+void audit_hash_hex(const unsigned char hash[AUDIT_HASH_LEN], char out[2 * AUDIT_HASH_LEN + 1]) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < AUDIT_HASH_LEN; i++) {
+    out[2 * i] = digits[hash[i] >> 4];
+    out[2 * i + 1] = digits[hash[i] & 15];
+  }
+  out[2 * AUDIT_HASH_LEN] = '\0';
+}
+
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool audit_hash_parse(const char *hex, unsigned char out[AUDIT_HASH_LEN]) {
+  if (strlen(hex) != 2 * AUDIT_HASH_LEN) return false;
+  for (size_t i = 0; i < AUDIT_HASH_LEN; i++) {
+    int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = (unsigned char)(hi << 4 | lo);
+  }
+  return true;
+}
+
 const char *audit_action_name(enum audit_action a) {
   return (unsigned)a < AUDIT_ACTION_COUNT ? action_names[a] : NULL;
 }

@@ -65,6 +65,11 @@ int audit_action_named(const char *name);
 const char *audit_outcome_name(enum audit_outcome o);
 int audit_outcome_named(const char *name);
 
+/* An entry's hash as 64 lowercase hex digits and NUL (the form the service logs the chain's
+ * head in: "audit head: id N hash H"), and back: false unless hex is exactly 64 hex digits. */
+void audit_hash_hex(const unsigned char hash[AUDIT_HASH_LEN], char out[2 * AUDIT_HASH_LEN + 1]);
+bool audit_hash_parse(const char *hex, unsigned char out[AUDIT_HASH_LEN]);
+
 /* Largest canonical content: 3 integers and 6 length-prefixed texts. */
 #define AUDIT_CONTENT_MAX                                                               \
   (3 * 8 + 6 * 4 + AUDIT_REQUEST_ID_MAX + AUDIT_KEY_ID_MAX + AUDIT_CLIENT_IP_MAX + 32 + \

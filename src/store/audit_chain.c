@@ -69,7 +69,11 @@ enum store_status audit_chain_verify(struct store *s, struct audit_verify_result
     unsigned char head_hash[AUDIT_HASH_LEN];
     st = store_audit_head(s, &head_id, head_hash);
     if (st != STORE_OK) return st;
-    if (head_id == prev_id && crypto_equal(head_hash, prev, sizeof prev)) return STORE_OK;
+    if (head_id == prev_id && crypto_equal(head_hash, prev, sizeof prev)) {
+      r->head_id = prev_id;
+      memcpy(r->head_hash, prev, AUDIT_HASH_LEN);
+      return STORE_OK;
+    }
     /* The head is read after the last page: while the service runs, entries appended meanwhile
      * put it further on. Only when none are there to read were the newest removed. */
     if (head_id > prev_id) {

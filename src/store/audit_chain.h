@@ -25,6 +25,10 @@ struct audit_verify_result {
                       * broken (edited, or an entry before it removed), or the head's id when
                       * entries after the last one were removed */
   char why[160];     /* what is wrong at first_bad, for people */
+  /* When whole: the newest entry checked (0 and zeros for an empty log), to be kept outside
+   * the database as an anchor: a later verify can tell whether the chain still holds it. */
+  int64_t head_id;
+  unsigned char head_hash[AUDIT_HASH_LEN];
 };
 
 /* Walks the whole chain, oldest first, a page at a time (constant memory). STORE_OK with

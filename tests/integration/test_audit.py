@@ -11,6 +11,9 @@ import hashlib
 import hmac
 import json
 import random
+import re
+import sqlite3
+import struct
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -457,6 +460,89 @@ def test_verify_finds_the_newest_entries_removed(make_server):
     r = cli(srv, "audit", "verify")
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"first broken link at entry {last}:" in r.stdout, r.stdout
+
+
+HEAD_RE = re.compile(r"audit head: id (\d+) hash ([0-9a-f]{64})")
+
+
+def logged_heads(server):
+    return [m.groups() for rec in server.log_records()
+            for m in [HEAD_RE.fullmatch(rec.get("msg", ""))] if m]
+
+
+def audit_rows(server):
+    """(id, at_us, count, request_id, key_id, client_ip, action, target, outcome) per entry."""
+    url = server.database_url
+    cols = "id, at_us, count, request_id, key_id, client_ip, action, target, outcome"
+    if url.startswith("sqlite:"):
+        with sqlite3.connect(url[len("sqlite:"):], timeout=10) as db:
+            return db.execute(f"SELECT {cols} FROM audit_log ORDER BY id").fetchall()
+    out = pg_cluster().psql(f"SELECT {cols} FROM audit_log ORDER BY id",
+                            url.rsplit("/", 1)[1])
+    return [tuple(int(v) if i < 3 else (v or None) for i, v in enumerate(line.split("|")))
+            for line in out.splitlines()]
+
+
+def rechain(server):
+    """What an attacker with write access does after an edit: every hash and the head
+    recomputed (model/audit.h's content bytes), so the chain holds again."""
+    pg = not server.database_url.startswith("sqlite:")
+    blob = (lambda h: f"'\\x{h.hex()}'::bytea") if pg else (lambda h: f"X'{h.hex()}'")
+    prev, last, sql = bytes(32), 0, []
+    for row in audit_rows(server):
+        content = b"".join(struct.pack(">q", v) for v in row[:3])
+        for text in row[3:]:
+            b = (text or "").encode()
+            content += struct.pack(">I", len(b)) + b
+        prev, last = hashlib.sha256(prev + content).digest(), row[0]
+        sql.append(f"UPDATE audit_log SET hash = {blob(prev)} WHERE id = {last};")
+    sql.append(f"UPDATE audit_head SET last_id = {last}, last_hash = {blob(prev)};")
+    db_exec(server, "BEGIN; " + " ".join(sql) + " COMMIT;")
+
+
+def test_a_recomputed_chain_passes_verify_but_not_an_anchor(make_server):
+    """The chain alone cannot catch someone who rewrites every hash after an edit: the head
+    logged by the service (and printed by verify), kept outside the database, can."""
+    srv = make_server()
+    for _ in range(3):
+        cid = f"conv_{uid()}"
+        assert srv.post_conv(make_conv(cid)).status_code == 200
+        assert srv.get(conv_path(cid)).status_code == 200
+    wait_entries(srv, lambda es: len(es) >= 6)
+    srv.stop()  # nothing appends meanwhile; the stop logs the final head
+    heads = logged_heads(srv)
+    assert heads[0] == ("0", "0" * 64), heads  # at start: an empty log
+    r = cli(srv, "audit", "verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    printed = HEAD_RE.search(r.stdout)
+    assert printed and printed.groups() == heads[-1], (r.stdout, heads)
+    head_id, head_hash = printed.groups()
+    assert int(head_id) >= 6
+    anchor = f"{head_id}:{head_hash}"
+    ok = cli(srv, "audit", "verify", "--expect", anchor)
+    assert ok.returncode == 0 and "anchor's entry is in the chain" in ok.stdout, ok.stdout
+    assert cli(srv, "audit", "verify", f"--expect=2:{heads[-1][1]}").returncode == 1
+    for bad in ("3", "x:" + head_hash, f"{head_id}:abc", f"0:{head_hash}", f"{head_id}:"):
+        r = cli(srv, "audit", "verify", "--expect", bad)
+        assert r.returncode == 2 and r.stdout == "", (bad, r.stdout)
+
+    # an edit, then the whole chain recomputed by hand: verify alone cannot tell
+    db_exec(srv, "UPDATE audit_log SET outcome = 'not_found' WHERE id = 2")
+    assert cli(srv, "audit", "verify").returncode == 1
+    rechain(srv)
+    r = cli(srv, "audit", "verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli(srv, "audit", "verify", "--expect", anchor)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"entry {head_id} does not have the anchor's hash" in r.stdout, r.stdout
+
+    # the newest entries cut and the head moved back: the anchor's entry is gone
+    db_exec(srv, f"DELETE FROM audit_log WHERE id >= {int(head_id) - 1}")
+    rechain(srv)
+    assert cli(srv, "audit", "verify").returncode == 0
+    r = cli(srv, "audit", "verify", "--expect", anchor)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"the anchor's entry {head_id} is no longer in the log" in r.stdout, r.stdout
 
 
 def test_export_ndjson_oldest_first_with_filters(server):
