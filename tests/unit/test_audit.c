@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,7 +53,18 @@ static void fake_submit(struct store *s, struct store_write *w) {
   w->done(w, w->done_cls);
 }
 
-static const struct store_ops fake_ops = {.name = "fake", .submit = fake_submit};
+static enum store_status fake_audit_head(struct store *s, int64_t *last_id,
+                                         unsigned char hash[AUDIT_HASH_LEN]) {
+  struct fake_store *f = (struct fake_store *)s;
+  pthread_mutex_lock(&f->mu);
+  *last_id = (int64_t)f->count;
+  pthread_mutex_unlock(&f->mu);
+  memset(hash, 0, AUDIT_HASH_LEN);
+  return STORE_OK;
+}
+
+static const struct store_ops fake_ops = {
+    .name = "fake", .submit = fake_submit, .audit_head = fake_audit_head};
 
 static struct fake_store *fake_new(void) {
   struct fake_store *f = calloc(1, sizeof *f);
@@ -166,6 +178,47 @@ static void test_rejections_are_aggregated_per_address_and_second(void **state) 
   fake_free(f);
 }
 
+static void test_rejections_are_aggregated_per_ipv6_64_and_overflow(void **state) {
+  (void)state;
+  struct fake_store *f = fake_new();
+  struct audit_recorder *r = audit_recorder_start(&f->base);
+  assert_non_null(r);
+  char ip[64];
+  for (int i = 0; i < 300; i++) { /* one /64, many addresses */
+    snprintf(ip, sizeof ip, "2001:db8:1:2:%x::%x", i, i + 1);
+    struct audit_who w = who_of("s", NULL, ip);
+    audit_record_rejected(r, &w, NULL, AUDIT_UNAUTHORIZED);
+  }
+  struct audit_who mapped = who_of("m", NULL, "::ffff:192.0.2.9");
+  audit_record_rejected(r, &mapped, NULL, AUDIT_UNAUTHORIZED);
+  /* more clients than windows: the rest are counted in one overflow entry per outcome */
+  for (int i = 0; i < AUDIT_REJECT_SOURCES_MAX + 500; i++) {
+    snprintf(ip, sizeof ip, "2001:db8:%x::1", i + 16);
+    struct audit_who w = who_of("o", NULL, ip);
+    audit_record_rejected(r, &w, NULL, i % 2 ? AUDIT_FORBIDDEN : AUDIT_UNAUTHORIZED);
+  }
+  audit_recorder_stop(r);
+  int64_t total = 0, overflow = 0, prefix = 0;
+  bool mapped_seen = false;
+  for (size_t i = 0; i < f->count; i++) {
+    const struct audit_entry *e = &f->got[i];
+    total += e->count;
+    if (strcmp(e->who.client_ip, "2001:db8:1:2::/64") == 0) prefix += e->count;
+    if (strcmp(e->who.client_ip, "192.0.2.9") == 0) mapped_seen = true;
+    if (e->who.client_ip[0] == '\0') {
+      overflow++;
+      assert_string_equal(e->who.request_id, "");
+      assert_true(e->count > 1);
+    }
+  }
+  assert_int_equal(total, 300 + 1 + AUDIT_REJECT_SOURCES_MAX + 500);
+  assert_int_equal(prefix, 300);
+  assert_true(mapped_seen);
+  assert_true(overflow >= 1 && overflow <= 4); /* per outcome (and second) */
+  assert_true(f->count <= AUDIT_REJECT_SOURCES_MAX + 8);
+  fake_free(f);
+}
+
 static void test_full_buffer_drops_without_waiting(void **state) {
   (void)state;
   struct fake_store *f = fake_new();
@@ -244,6 +297,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reads_reach_the_store_within_a_second),
       cmocka_unit_test(test_rejections_are_aggregated_per_address_and_second),
+      cmocka_unit_test(test_rejections_are_aggregated_per_ipv6_64_and_overflow),
       cmocka_unit_test(test_full_buffer_drops_without_waiting),
       cmocka_unit_test(test_stop_hands_over_what_it_holds),
       cmocka_unit_test(test_a_failed_write_is_tried_again),
