@@ -763,6 +763,10 @@ static bool audit_export_options(int argc, char **argv, struct store_audit_filte
       return false;
     }
   }
+  if (f->since_us && f->until_us && f->since_us > f->until_us) {
+    fprintf(stderr, "gensendrep: --until must not be before --since\n");
+    return false;
+  }
   return true;
 }
 

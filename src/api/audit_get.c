@@ -55,19 +55,16 @@ static bool parse_time(const char *s, int64_t *out) {
   return time_parse_rfc3339(s, strlen(s), out);
 }
 
-/* Offload thread: the page, then whether anything older is left (only when the page is full:
- * one more short read rather than a page of limit + 1, which the store does not take). */
+/* Offload thread: the page and whether anything older is left, in one query of limit + 1
+ * entries (a second query for the next page's first entry could walk the rest of the log). */
 static void audit_work(void *p) {
   struct audit_job *job = p;
-  job->status = store_audit_list(job->store, &job->filter, &job->page);
-  if (job->status != STORE_OK || job->page.count < (size_t)job->filter.limit) return;
-  struct store_audit_filter next = job->filter;
-  next.cursor = job->page.items[job->page.count - 1].id;
-  next.limit = 1;
-  struct store_audit_page probe = {0};
-  job->status = store_audit_list(job->store, &next, &probe);
-  job->more = probe.count > 0;
-  free(probe.items);
+  struct store_audit_filter f = job->filter;
+  f.limit++;
+  job->status = store_audit_list(job->store, &f, &job->page);
+  if (job->status != STORE_OK || job->page.count <= (size_t)job->filter.limit) return;
+  job->more = true;
+  job->page.count = (size_t)job->filter.limit;
 }
 
 static void on_resume(struct http_request *req) {
@@ -122,6 +119,13 @@ void api_audit_get(struct http_request *req) {
   }
   if (f.until_us <= 0 && http_request_query(req, "until"))
     f.until_us = 1; /* 0 is "unbounded" to the store; nothing is that old */
+  if (http_request_query(req, "since") && http_request_query(req, "until") &&
+      f.since_us > f.until_us) {
+    bad_param(req, "until",
+              "must not be before since (entries are those at or after since and "
+              "before until)");
+    return;
+  }
   const char *action = http_request_query(req, "action");
   if (action && (f.action = audit_action_named(action)) < 0) {
     bad_param(req, "action",

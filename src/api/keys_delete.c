@@ -1,6 +1,6 @@
 /* DELETE /api/v1/keys/{id} (admin): revokes the key, once committed: 204, or 404 when there is
- * no such key. Revoking a revoked key changes nothing (204). Every instance refuses the key
- * within a second (http/keys.c). */
+ * no such key (recorded in the audit log as key.revoked not_found). Revoking a revoked key changes
+ * nothing (204). Every instance refuses the key within a second (http/keys.c). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -25,7 +25,8 @@ static void on_resume(struct http_request *req) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "The key could not be revoked; retry", NULL);
     return;
   }
-  if (job->write.duplicate) {
+  if (job->write.duplicate) { /* no such key: recorded like an erasure of nothing */
+    api_audit_read(req, AUDIT_KEY_REVOKED, job->write.key_id, AUDIT_NOT_FOUND);
     http_reply_error(req, API_ERR_NOT_FOUND, "API key not found", NULL);
     return;
   }
@@ -37,6 +38,7 @@ void api_keys_delete(struct http_request *req) {
   struct app *app = http_request_app(req);
   const char *id = http_request_path_param(req);
   if (!apikey_id_valid(id)) {
+    api_audit_read(req, AUDIT_KEY_REVOKED, id, AUDIT_NOT_FOUND);
     http_reply_error(req, API_ERR_NOT_FOUND, "API key not found", NULL);
     return;
   }

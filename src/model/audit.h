@@ -56,6 +56,9 @@ struct audit_entry {
   int64_t count; /* 1, or how many rejections from one address one entry stands for */
   unsigned char hash[AUDIT_HASH_LEN]; /* SHA-256(previous entry's hash || content); set by the
                                        * store */
+  bool damaged; /* set by a store's reader: the stored row holds what no entry can (a text
+                 * longer than its field, a NUL inside a text, a hash not AUDIT_HASH_LEN bytes),
+                 * so the fields above are not what was hashed: changed by hand */
 };
 
 /* "webhook.accepted", ...; NULL out of range. */

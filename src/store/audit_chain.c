@@ -41,6 +41,13 @@ static enum store_status verify_pages(struct store *s, struct audit_verify_resul
         free(page.items);
         return STORE_OK;
       }
+      if (e.damaged) {
+        broken(r, e.id,
+               "this entry holds what no entry can (a text longer than its field, a NUL byte "
+               "inside a text, or a hash not 32 bytes long): it was changed");
+        free(page.items);
+        return STORE_OK;
+      }
       unsigned char stored[AUDIT_HASH_LEN];
       memcpy(stored, e.hash, sizeof stored);
       audit_chain_link(prev, &e);

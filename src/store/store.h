@@ -176,7 +176,8 @@ struct store_audit_filter {
   bool newest_first;
   int64_t cursor; /* 0: from the start; else only ids after it (oldest first) or before it
                    * (newest first) */
-  int64_t limit;  /* 1..1000 */
+  int64_t limit;  /* 1..1001 (clamped): a page of up to 1000, plus one more entry to tell
+                   * whether there is a next page, in the same query */
 };
 
 struct store_audit_page {

@@ -2453,25 +2453,35 @@ static void audit_sql(unsigned mask, char *sql, size_t cap) {
   snprintf(sql + pos, cap - pos, " ORDER BY id %s LIMIT $%d", newest ? "DESC" : "ASC", n + 1);
 }
 
+/* get_text for an audit entry: a text longer than its field (or holding a NUL) marks the
+ * entry damaged instead of being cut silently (a cut would hide an append from the hash). */
+static const char *audit_text(const PGresult *res, int row, int col, char *dst, size_t cap,
+                              struct audit_entry *e) {
+  size_t n = (size_t)PQgetlength(res, row, col);
+  if (n >= cap || (n && memchr(PQgetvalue(res, row, col), 0, n))) e->damaged = true;
+  get_text(res, row, col, dst, cap);
+  return dst;
+}
+
 /* A stored entry as it is: a name edited by hand to one no action or outcome has reads as out
- * of range (its content then hashes differently, and `audit verify` says so). */
+ * of range (its content then hashes differently, and `audit verify` says so); a text longer
+ * than its field or a hash not 32 bytes long marks it damaged (verify reports it). */
 static void read_audit_entry(const PGresult *res, int row, struct audit_entry *e) {
   char name[40];
   memset(e, 0, sizeof *e);
   e->id = get_i64(res, row, 0);
   e->at_us = get_i64(res, row, 1);
-  get_text(res, row, 2, e->who.request_id, sizeof e->who.request_id);
-  get_text(res, row, 3, e->who.key_id, sizeof e->who.key_id);
-  get_text(res, row, 4, e->who.client_ip, sizeof e->who.client_ip);
-  get_text(res, row, 5, name, sizeof name);
-  int a = audit_action_named(name);
+  audit_text(res, row, 2, e->who.request_id, sizeof e->who.request_id, e);
+  audit_text(res, row, 3, e->who.key_id, sizeof e->who.key_id, e);
+  audit_text(res, row, 4, e->who.client_ip, sizeof e->who.client_ip, e);
+  int a = audit_action_named(audit_text(res, row, 5, name, sizeof name, e));
   e->action = a < 0 ? AUDIT_ACTION_COUNT : (enum audit_action)a;
-  get_text(res, row, 6, e->target, sizeof e->target);
-  get_text(res, row, 7, name, sizeof name);
-  int o = audit_outcome_named(name);
+  audit_text(res, row, 6, e->target, sizeof e->target, e);
+  int o = audit_outcome_named(audit_text(res, row, 7, name, sizeof name, e));
   e->outcome = o < 0 ? AUDIT_OUTCOME_COUNT : (enum audit_outcome)o;
   e->count = get_i64(res, row, 8);
   size_t n = (size_t)PQgetlength(res, row, 9);
+  if (n != AUDIT_HASH_LEN) e->damaged = true;
   memcpy(e->hash, PQgetvalue(res, row, 9), n < AUDIT_HASH_LEN ? n : AUDIT_HASH_LEN);
 }
 
@@ -2490,7 +2500,10 @@ static enum store_status audit_list_once(struct pg_store *s, struct pg_reader *r
                                          : 0));
   snprintf(since, sizeof since, "%lld", (long long)f->since_us);
   snprintf(until, sizeof until, "%lld", (long long)f->until_us);
-  snprintf(limit, sizeof limit, "%lld", (long long)f->limit);
+  snprintf(limit, sizeof limit, "%lld",
+           (long long)(f->limit < 1      ? 1
+                       : f->limit > 1001 ? 1001
+                                         : f->limit));
   const char *vals[7] = {cursor};
   int n = 1;
   if (mask & AUDIT_SINCE) vals[n++] = since;

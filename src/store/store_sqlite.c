@@ -43,7 +43,7 @@ static const char *const erase_sql[ERASE_STEPS] = {
 /* GET /api/v1/audit: one statement per combination of the five filters and the order, each
  * prepared on first use (most combinations are never asked for). */
 #define AUDIT_FILTERS 5
-#define AUDIT_VARIANTS (2 << AUDIT_FILTERS)
+#define AUDIT_VARIANTS (4 << AUDIT_FILTERS) /* the filters, newest first, a rare action */
 #define AUDIT_COLUMNS \
   "id, at_us, request_id, key_id, client_ip, action, target, outcome, count, hash"
 
@@ -2022,42 +2022,73 @@ static const char *const audit_filter_sql[AUDIT_FILTERS] = {" AND at_us >= ?2 AN
                                                             " AND at_us < ?3", " AND key_id = ?4",
                                                             " AND action = ?5", " AND target = ?6"};
 
+/* The WHERE term of the partial index audit_log_action (migration 0006), repeated word for word
+ * in a query filtering on a rare action: SQLite uses a partial index only when the query's
+ * WHERE holds its terms (a bound value does not prove it). */
+#define AUDIT_RARE_ACTION_SQL                                                          \
+  " AND action NOT IN ('webhook.accepted', 'conversation.read', 'conversation.list', " \
+  "'conversation.audio', 'conversation.export')"
+
+/* Whether audit_log_action holds the entries of action a. */
+static bool audit_action_indexed(enum audit_action a) {
+  return a != AUDIT_WEBHOOK_ACCEPTED && a != AUDIT_CONVERSATION_READ &&
+         a != AUDIT_CONVERSATION_LIST && a != AUDIT_CONVERSATION_AUDIO &&
+         a != AUDIT_CONVERSATION_EXPORT;
+}
+
 /* The statement of one combination of filters and order, prepared on first use. Numbered
  * parameters: every value is bound whatever the variant (an index the statement lacks is
  * ignored), ?1 the cursor, ?7 the limit, ?8 the first id since may hold (audit_since_id). */
 static sqlite3_stmt *audit_statement(struct reader *r, unsigned variant) {
   if (r->audit[variant]) return r->audit[variant];
   bool newest_first = variant & (1u << AUDIT_FILTERS);
-  char sql[512];
+  char sql[768];
   size_t pos = (size_t)snprintf(sql, sizeof sql, "SELECT " AUDIT_COLUMNS " FROM audit_log WHERE %s",
                                 newest_first ? "id < ?1" : "id > ?1");
   for (unsigned i = 0; i < AUDIT_FILTERS; i++)
     if (variant & (1u << i))
       pos += (size_t)snprintf(sql + pos, sizeof sql - pos, "%s", audit_filter_sql[i]);
+  if (variant & (2u << AUDIT_FILTERS))
+    pos += (size_t)snprintf(sql + pos, sizeof sql - pos, "%s", AUDIT_RARE_ACTION_SQL);
   snprintf(sql + pos, sizeof sql - pos, " ORDER BY id%s LIMIT ?7", newest_first ? " DESC" : "");
   if (prepare(r->db, sql, &r->audit[variant]) != SQLITE_OK) return NULL;
   return r->audit[variant];
 }
 
+/* Column col's text into dst (cap bytes with its NUL); its stored bytes are all kept or the
+ * entry is marked damaged: longer than the field, or holding a NUL (which a C string would cut
+ * off, hiding an append from the hash). */
+static const char *audit_text(sqlite3_stmt *st, int col, char *dst, size_t cap,
+                              struct audit_entry *e) {
+  const unsigned char *v = sqlite3_column_text(st, col);
+  size_t n = v ? (size_t)sqlite3_column_bytes(st, col) : 0;
+  if (n >= cap || (n && memchr(v, 0, n))) e->damaged = true;
+  if (n >= cap) n = cap - 1;
+  if (n) memcpy(dst, v, n);
+  dst[n] = '\0';
+  return dst;
+}
+
 /* A row as stored, whatever it holds: a row edited by hand (an unknown action, a hash of the
- * wrong length) comes back as it is, for audit_chain_verify to find its link broken. */
+ * wrong length, a text longer than its field or with a NUL inside) comes back as far as it
+ * fits, marked damaged when it did not fit, for audit_chain_verify to report. */
 static void read_audit_row(sqlite3_stmt *st, struct audit_entry *e) {
+  char name[40];
   memset(e, 0, sizeof *e);
   e->id = sqlite3_column_int64(st, 0);
   e->at_us = sqlite3_column_int64(st, 1);
-  copy_text(e->who.request_id, sizeof e->who.request_id, sqlite3_column_text(st, 2));
-  copy_text(e->who.key_id, sizeof e->who.key_id, sqlite3_column_text(st, 3));
-  copy_text(e->who.client_ip, sizeof e->who.client_ip, sqlite3_column_text(st, 4));
-  const unsigned char *action = sqlite3_column_text(st, 5);
-  int a = action ? audit_action_named((const char *)action) : -1;
+  audit_text(st, 2, e->who.request_id, sizeof e->who.request_id, e);
+  audit_text(st, 3, e->who.key_id, sizeof e->who.key_id, e);
+  audit_text(st, 4, e->who.client_ip, sizeof e->who.client_ip, e);
+  int a = audit_action_named(audit_text(st, 5, name, sizeof name, e));
   e->action = a < 0 ? AUDIT_ACTION_COUNT : (enum audit_action)a;
-  copy_text(e->target, sizeof e->target, sqlite3_column_text(st, 6));
-  const unsigned char *outcome = sqlite3_column_text(st, 7);
-  int o = outcome ? audit_outcome_named((const char *)outcome) : -1;
+  audit_text(st, 6, e->target, sizeof e->target, e);
+  int o = audit_outcome_named(audit_text(st, 7, name, sizeof name, e));
   e->outcome = o < 0 ? AUDIT_OUTCOME_COUNT : (enum audit_outcome)o;
   e->count = sqlite3_column_int64(st, 8);
-  int n = sqlite3_column_bytes(st, 9);
   const void *hash = sqlite3_column_blob(st, 9);
+  int n = sqlite3_column_bytes(st, 9);
+  if (n != AUDIT_HASH_LEN) e->damaged = true;
   if (hash && n > 0) memcpy(e->hash, hash, n < AUDIT_HASH_LEN ? (size_t)n : AUDIT_HASH_LEN);
 }
 
@@ -2112,10 +2143,14 @@ static enum store_status sqlite_audit_list(struct store *base, const struct stor
   if (!r) return STORE_RETRY;
   const char *action = f->action >= 0 ? audit_action_name((enum audit_action)f->action) : NULL;
   if (f->action >= 0 && !action) return STORE_OK; /* no entry has an unknown action */
-  int64_t limit = f->limit < 1 ? 1 : f->limit > 1000 ? 1000 : f->limit;
+  int64_t limit = f->limit < 1 ? 1 : f->limit > 1001 ? 1001 : f->limit;
   unsigned variant = (f->since_us ? 1u : 0) | (f->until_us ? 2u : 0) | (f->key_id ? 4u : 0) |
                      (action ? 8u : 0) | (f->target ? 16u : 0) |
-                     (f->newest_first ? 1u << AUDIT_FILTERS : 0);
+                     (f->newest_first ? 1u << AUDIT_FILTERS : 0) |
+                     /* a target's own index is the better one when there is a target */
+                     (action && !f->target && audit_action_indexed((enum audit_action)f->action)
+                          ? 2u << AUDIT_FILTERS
+                          : 0);
   int64_t since_id = 0;
   if (f->since_us) {
     enum store_status found = audit_since_id(r, f->since_us, &since_id);

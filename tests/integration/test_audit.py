@@ -370,6 +370,7 @@ def test_audit_api_is_admin_only(server):
     {"since": "yesterday"}, {"until": "2026-13-01T00:00:00Z"}, {"action": "conversation.eat"},
     {"action": ""}, {"cursor": "abc"}, {"cursor": "0"}, {"cursor": "-3"},
     {"cursor": "99999999999999999999999"}, {"limit": "0"}, {"limit": "1001"}, {"limit": "x"},
+    {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
 ])
 def test_audit_api_refuses_bad_filters(server, params):
     assert_error(audit_page(server, **params), 400, "INVALID_PARAMETER")
@@ -460,6 +461,66 @@ def test_verify_finds_the_newest_entries_removed(make_server):
     r = cli(srv, "audit", "verify")
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"first broken link at entry {last}:" in r.stdout, r.stdout
+
+
+def test_verify_finds_what_a_reader_would_cut_off(make_server):
+    """Bytes appended to a field already at its maximum, bytes after a NUL, a hash one byte too
+    long: a reader that cut them off would hash the original entry and find nothing wrong."""
+    srv = make_server()
+    r = "r" * 128  # a request id at its maximum length
+    assert srv.post_conv(make_conv(), headers={"X-Request-Id": r}).status_code == 200
+    for _ in range(2):
+        assert srv.post_conv(make_conv()).status_code == 200
+    es = wait_entries(srv, lambda es: len(es) >= 3)
+    first = next(e for e in es if e["requestId"] == r)["id"]
+    srv.stop()
+    assert cli(srv, "audit", "verify").returncode == 0
+    pg = not srv.database_url.startswith("sqlite:")
+    edits = [(f"UPDATE audit_log SET request_id = request_id || 'x' WHERE id = {first}",
+              f"UPDATE audit_log SET request_id = '{r}' WHERE id = {first}"),
+             ("UPDATE audit_log SET hash = hash || " + ("'\\x00'::bytea" if pg else "X'00'")
+              + " WHERE id = 2",
+              "UPDATE audit_log SET hash = substr(hash, 1, 32) WHERE id = 2")]
+    if not pg:  # PostgreSQL text cannot hold a NUL
+        edits.append(("UPDATE audit_log SET target = target || char(0) || 'x' WHERE id = 3",
+                      "UPDATE audit_log SET target = substr(target, 1, instr(target, char(0)) - 1)"
+                      " WHERE id = 3"))
+    for edit, undo in edits:
+        db_exec(srv, edit)
+        r = cli(srv, "audit", "verify")
+        assert r.returncode == 1, (edit, r.stdout + r.stderr)
+        assert "first broken link at entry" in r.stdout and "holds what no entry can" in r.stdout, \
+            (edit, r.stdout)
+        db_exec(srv, undo)
+        r = cli(srv, "audit", "verify")
+        assert r.returncode == 0, (undo, r.stdout + r.stderr)
+
+
+def test_revoking_an_unknown_key_is_recorded_not_found(server):
+    r = rid()
+    resp = server.request("DELETE", "/api/v1/keys/0123456789abcdef", headers={"X-Request-Id": r})
+    assert resp.status_code == 404, resp.text
+    check(one(server, r, action="key.revoked"), "key.revoked", "not_found", env_key_id(KEY1),
+          "0123456789abcdef")
+
+
+def test_a_full_page_tells_whether_more_follow(server):
+    """nextCursor is set exactly when older entries remain (one query of limit + 1), also at
+    the largest limit."""
+    target = f"conv_{uid()}"
+    for _ in range(3):
+        assert server.get(conv_path(target)).status_code == 404
+    wait_entries(server, lambda es: len(es) == 3, target=target)
+    page = audit_page(server, target=target, limit=3).json()["data"]
+    assert len(page["entries"]) == 3 and page["pagination"]["nextCursor"] is None
+    page = audit_page(server, target=target, limit=2).json()["data"]
+    assert len(page["entries"]) == 2 and page["pagination"]["nextCursor"] is not None
+    rest = audit_page(server, target=target, limit=1000,
+                      cursor=page["pagination"]["nextCursor"]).json()["data"]
+    assert len(rest["entries"]) == 1 and rest["pagination"]["nextCursor"] is None
+    kid = create_key(server, ["read"])["id"]
+    page = audit_page(server, action="key.created", target=kid, limit=1000).json()["data"]
+    assert [e["target"] for e in page["entries"]] == [kid]
 
 
 HEAD_RE = re.compile(r"audit head: id (\d+) hash ([0-9a-f]{64})")
@@ -566,7 +627,8 @@ def test_export_ndjson_oldest_first_with_filters(server):
     assert len(r.stdout.splitlines()) == 3
     r = cli(server, "audit", "export", "--target", target, "--since", "2999-01-01T00:00:00Z")
     assert r.returncode == 0 and r.stdout == ""
-    for bad in (["--action", "nope"], ["--since", "soon"], ["--what"], ["--key"]):
+    for bad in (["--action", "nope"], ["--since", "soon"], ["--what"], ["--key"],
+                ["--since", "2026-02-01T00:00:00Z", "--until", "2026-01-01T00:00:00Z"]):
         r = cli(server, "audit", "export", *bad)
         assert r.returncode == 2 and r.stdout == "", bad
     assert cli(server, "audit").returncode == 2
