@@ -31,6 +31,8 @@
 #define LIST_VARIANTS 16
 #define KEY_COLUMNS \
   "id, name, scopes, accounts, secret_sha256, created_us, expires_us, revoked_us, last_used_us"
+/* ... and, read, the sealed accounts (column 9; NULL: accounts is plaintext) */
+#define KEY_READ_COLUMNS KEY_COLUMNS ", accounts_sealed"
 #define MIGRATION_LOCK_KEY 7261001 /* advisory lock serialising migrations */
 /* The seal_keys advisory lock (two-key space, apart from the conversation and migration locks):
  * shared by every sealing transaction (each records its key), exclusive for set_ring's checks
@@ -314,7 +316,8 @@ static bool open_text(const struct seal_ring *r, const char *column, const char 
   char aad[STORE_AAD_MAX], key[SEAL_KEY_ID_MAX + 1] = "?";
   size_t aad_len = row_aad(aad, column, id, NULL), len = (size_t)PQgetlength(res, row, col);
   const char *data = PQgetvalue(res, row, col);
-  if (strcmp(column, "conversations.failure_reason") == 0
+  if (strcmp(column, "conversations.failure_reason") == 0 ||
+              strcmp(column, "api_keys.accounts") == 0
           ? store_open_text(r, aad, aad_len, data, len, dst, cap)
           : store_open_id(r, aad, aad_len, data, len, dst, cap))
     return true;
@@ -541,8 +544,8 @@ static bool prepare_writer(PGconn *c) {
   static const Oid find_types[] = {OID_TEXT, OID_BYTEA};
   static const Oid lock_types[] = {0};
   static const Oid probe_types[] = {OID_INT8};
-  static const Oid key_types[] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT,
-                                  OID_BYTEA, OID_INT8, OID_INT8};
+  static const Oid key_types[] = {OID_TEXT, OID_TEXT, OID_TEXT,  OID_TEXT, OID_BYTEA,
+                                  OID_INT8, OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid key_at_types[] = {OID_TEXT, OID_INT8};
   static const Oid key_revoke_types[] = {OID_TEXT, OID_INT8, OID_INT4};
   static const Oid erase_types[] = {OID_TEXT, OID_INT4};
@@ -558,8 +561,9 @@ static bool prepare_writer(PGconn *c) {
                  0, NULL) &&
          prepare(c, "key_create",
                  "INSERT INTO api_keys (" KEY_COLUMNS
-                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL) RETURNING id",
-                 7, key_types) &&
+                 ", accounts_sealed, sealed_with) "
+                 "VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9) RETURNING id",
+                 9, key_types) &&
          prepare(c, "key_revoke",
                  "WITH u AS (UPDATE api_keys SET revoked_us = COALESCE(revoked_us, $2) "
                  "WHERE id = $1 RETURNING id), a AS (" PG_AUDIT_PENDING("$3", "id") " FROM u) "
@@ -864,16 +868,25 @@ static bool send_key(struct pg_store *s, struct store_write *w, const char *ord)
   apikey_accounts_join(k, accounts);
   snprintf(created, sizeof created, "%lld", (long long)k->created_us);
   snprintf(expires, sizeof expires, "%lld", (long long)k->expires_us);
-  const char *vals[7] = {k->id,
+  const char *sealed = NULL;
+  int sealed_len = 0;
+  size_t pos = 0;
+  if (s->ring && (!arena_reserve(s, seal_sealed_len(s->ring, strlen(accounts))) ||
+                  !(sealed = seal_at(s, &pos, "api_keys.accounts", k->id, NULL, accounts,
+                                     strlen(accounts), &sealed_len))))
+    return false;
+  const char *vals[9] = {k->id,
                          k->name,
                          scopes,
-                         accounts,
+                         s->ring ? "" : accounts,
                          (const char *)k->secret_sha256,
                          created,
-                         k->expires_us ? expires : NULL};
-  int lens[7] = {0, 0, 0, 0, 32, 0, 0};
-  int formats[7] = {0, 0, 0, 0, 1, 0, 0};
-  return PQsendQueryPrepared(s->writer_conn, "key_create", 7, vals, lens, formats, 0) == 1;
+                         k->expires_us ? expires : NULL,
+                         sealed,
+                         s->ring ? seal_ring_key_id(s->ring, 0) : NULL};
+  int lens[9] = {0, 0, 0, 0, 32, 0, 0, sealed_len, 0};
+  int formats[9] = {0, 0, 0, 0, 1, 0, 0, 1, 0};
+  return PQsendQueryPrepared(s->writer_conn, "key_create", 9, vals, lens, formats, 0) == 1;
 }
 
 /* The event statement (see event_sql). */
@@ -1457,10 +1470,9 @@ struct reseal_table {
 };
 
 static const struct reseal_table reseal_tables[] = {
-    {'c', "rs_scan_c", "rs_rows_c", "rs_update_c"},
-    {'d', "rs_scan_d", "rs_rows_d", "rs_update_d"},
-    {'e', "rs_scan_e", "rs_rows_e", "rs_update_e"},
-    {'a', "rs_scan_a", "rs_rows_a", "rs_update_a"},
+    {'c', "rs_scan_c", "rs_rows_c", "rs_update_c"}, {'d', "rs_scan_d", "rs_rows_d", "rs_update_d"},
+    {'e', "rs_scan_e", "rs_rows_e", "rs_update_e"}, {'a', "rs_scan_a", "rs_rows_a", "rs_update_a"},
+    {'k', "rs_scan_k", "rs_rows_k", "rs_update_k"},
 };
 #define RESEAL_TABLES (sizeof reseal_tables / sizeof reseal_tables[0])
 #define RESEAL_TEXT_MAX (MODEL_CONVERSATION_ID_MAX + 1)
@@ -1480,6 +1492,7 @@ static bool prepare_reseal(PGconn *c) {
                                    OID_BYTEA, OID_TEXT, OID_TEXT, OID_BYTEA};
   static const Oid up_types[] = {OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid up_a_types[] = {OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
+  static const Oid up_k_types[] = {OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT};
   static const Oid key_type[] = {OID_TEXT};
   /* the lock before the check (a statement of its own: the check's snapshot must come after
    * the lock is granted) */
@@ -1489,7 +1502,8 @@ static bool prepare_reseal(PGconn *c) {
              "SELECT (EXISTS (SELECT 1 FROM conversations WHERE sealed_with IS DISTINCT FROM $1) "
              "OR EXISTS (SELECT 1 FROM deliveries WHERE sealed_with IS DISTINCT FROM $1) "
              "OR EXISTS (SELECT 1 FROM events WHERE sealed_with IS DISTINCT FROM $1) "
-             "OR EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS DISTINCT FROM $1))",
+             "OR EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS DISTINCT FROM $1) "
+             "OR EXISTS (SELECT 1 FROM api_keys WHERE sealed_with IS DISTINCT FROM $1))",
              1, key_type) &&
          prepare(c, "rs_retire", "DELETE FROM seal_keys WHERE key_id <> $1", 1, key_type) &&
          prepare(c, "rs_scan_c",
@@ -1547,6 +1561,19 @@ static bool prepare_reseal(PGconn *c) {
                  "AND sealed_with IS DISTINCT FROM $5 "
                  "ORDER BY conversation_id, seq FOR NO KEY UPDATE SKIP LOCKED",
                  5, rows_types) &&
+         prepare(c, "rs_scan_k",
+                 "SELECT 0::bigint, id, id, 0::bigint FROM api_keys "
+                 "WHERE id > $1 AND sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
+                 4, scan_types) &&
+         prepare(c, "rs_rows_k",
+                 "SELECT id, accounts, sealed_with, accounts_sealed FROM api_keys "
+                 "WHERE id > $1 AND id <= $3 AND sealed_with IS DISTINCT FROM $5 "
+                 "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+                 5, rows_types) &&
+         prepare(c, "rs_update_k",
+                 "UPDATE api_keys SET accounts = $2, accounts_sealed = $3, sealed_with = $4 "
+                 "WHERE id = $1",
+                 4, up_k_types) &&
          prepare(c, "rs_update_a",
                  "UPDATE audio_chunks SET data = $3, sealed_with = $4 "
                  "WHERE conversation_id = $1 AND seq = $2",
@@ -1634,6 +1661,36 @@ static enum store_status reseal_conversation(struct pg_store *s, const PGresult 
   int lens[8] = {0, 0, 0, v.email_len, v.account_len, 0, 0, v.failure_len};
   int formats[8] = {0, 0, 0, 1, 1, 0, 0, 1};
   PGresult *r = writer_exec(s, "rs_update_c", 8, vals, lens, formats, PGRES_COMMAND_OK, st);
+  PQclear(r);
+  return r ? STORE_OK : *st;
+}
+
+/* Rewrites one API key's accounts sealed with the first key (row: id, accounts, sealed_with,
+ * accounts_sealed). */
+static enum store_status reseal_apikey(struct pg_store *s, const PGresult *res, int i,
+                                       enum store_status *st) {
+  const char *id = PQgetvalue(res, i, 0);
+  char accounts[APIKEY_ACCOUNTS_TEXT_MAX];
+  if (!PQgetisnull(res, i, 3)) {
+    if (!open_text(s->ring, "api_keys.accounts", id, res, i, 3, accounts, sizeof accounts))
+      return STORE_HARD;
+  } else {
+    size_t len = (size_t)PQgetlength(res, i, 1);
+    if (len >= sizeof accounts || seal_is_sealed(PQgetvalue(res, i, 1), len)) return STORE_HARD;
+    memcpy(accounts, PQgetvalue(res, i, 1), len);
+    accounts[len] = '\0';
+  }
+  int sealed_len = 0;
+  size_t at = 0;
+  const char *sealed =
+      arena_reserve(s, seal_sealed_len(s->ring, strlen(accounts)))
+          ? seal_at(s, &at, "api_keys.accounts", id, NULL, accounts, strlen(accounts), &sealed_len)
+          : NULL;
+  if (!sealed) return STORE_RETRY;
+  const char *vals[4] = {id, "", sealed, seal_ring_key_id(s->ring, 0)};
+  int lens[4] = {0, 0, sealed_len, 0};
+  int formats[4] = {0, 0, 1, 0};
+  PGresult *r = writer_exec(s, "rs_update_k", 4, vals, lens, formats, PGRES_COMMAND_OK, st);
   PQclear(r);
   return r ? STORE_OK : *st;
 }
@@ -1735,7 +1792,9 @@ static enum store_status reseal_segment(struct pg_store *s, const struct reseal_
   }
   int64_t done = 0;
   for (int i = 0; rows && st == STORE_OK && i < PQntuples(rows); i++, done++)
-    st = t->tag == 'c' ? reseal_conversation(s, rows, i, &st) : reseal_value(s, t, rows, i, &st);
+    st = t->tag == 'c'   ? reseal_conversation(s, rows, i, &st)
+         : t->tag == 'k' ? reseal_apikey(s, rows, i, &st)
+                         : reseal_value(s, t, rows, i, &st);
   if (scan && st == STORE_OK && writer_command(s, "COMMIT", &st)) {
     *scanned = n;
     *rewritten = done;
@@ -1965,10 +2024,10 @@ static bool prepare_reader(PGconn *c) {
   static const Oid get_types[] = {OID_TEXT, OID_BOOL};
   static const Oid events_types[] = {OID_TEXT};
   static const Oid audio_types[] = {OID_TEXT, OID_INT8, OID_INT8};
-  return prepare(c, "key_get", "SELECT " KEY_COLUMNS " FROM api_keys WHERE id = $1", 1,
+  return prepare(c, "key_get", "SELECT " KEY_READ_COLUMNS " FROM api_keys WHERE id = $1", 1,
                  events_types) &&
-         prepare(c, "key_list", "SELECT " KEY_COLUMNS " FROM api_keys ORDER BY created_us, id", 0,
-                 NULL) &&
+         prepare(c, "key_list", "SELECT " KEY_READ_COLUMNS " FROM api_keys ORDER BY created_us, id",
+                 0, NULL) &&
          prepare(c, "get",
                  SELECT_COLUMNS
                  "c.webhook_id, d.body, d.sealed_with FROM conversations c "
@@ -2236,13 +2295,22 @@ static int64_t time_or_zero(const PGresult *res, int row, int col) {
   return PQgetisnull(res, row, col) ? 0 : get_i64(res, row, col);
 }
 
-static enum store_status read_key(const PGresult *res, int row, struct apikey_record *k) {
+static enum store_status read_key(const struct seal_ring *ring, const PGresult *res, int row,
+                                  struct apikey_record *k) {
   char scopes[APIKEY_SCOPES_TEXT_MAX], accounts[APIKEY_ACCOUNTS_TEXT_MAX];
   memset(k, 0, sizeof *k);
   get_text(res, row, 0, k->id, sizeof k->id);
   get_text(res, row, 1, k->name, sizeof k->name);
   get_text(res, row, 2, scopes, sizeof scopes);
-  get_text(res, row, 3, accounts, sizeof accounts);
+  if (!PQgetisnull(res, row, 9)) {
+    if (!open_text(ring, "api_keys.accounts", k->id, res, row, 9, accounts, sizeof accounts))
+      return STORE_HARD;
+  } else if (seal_is_sealed(PQgetvalue(res, row, 3), (size_t)PQgetlength(res, row, 3)) ||
+             (size_t)PQgetlength(res, row, 3) >= sizeof accounts) {
+    return STORE_HARD; /* sealed, yet not marked so; or cut */
+  } else {
+    get_text(res, row, 3, accounts, sizeof accounts);
+  }
   if (!apikey_scopes_parse(scopes, &k->scopes) || !apikey_accounts_split(k, accounts) ||
       PQgetlength(res, row, 4) != 32)
     return STORE_HARD;
@@ -2262,7 +2330,7 @@ static enum store_status pg_key_get(struct store *base, const char *id, struct a
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
     PGresult *res = reader_exec(s, r, "key_get", 1, vals, &st);
-    if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_key(res, 0, out);
+    if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_key(s->ring, res, 0, out);
     PQclear(res);
     if (r->conn) break;
   }
@@ -2282,7 +2350,8 @@ static enum store_status pg_key_list(struct store *base, struct apikey_record **
     int rows = st == STORE_OK ? PQntuples(res) : 0;
     if (st == STORE_OK && rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
       st = STORE_RETRY;
-    for (int i = 0; st == STORE_OK && i < rows; i++) st = read_key(res, i, &(*out)[(*count)++]);
+    for (int i = 0; st == STORE_OK && i < rows; i++)
+      st = read_key(s->ring, res, i, &(*out)[(*count)++]);
     PQclear(res);
     if (st != STORE_OK) {
       free(*out);

@@ -29,6 +29,8 @@
 #define LIST_VARIANTS 16 /* one statement per combination of the four filters */
 #define KEY_COLUMNS \
   "id, name, scopes, accounts, secret_sha256, created_us, expires_us, revoked_us, last_used_us"
+/* ... and, read, the sealed accounts (column 9; NULL: accounts is plaintext) */
+#define KEY_READ_COLUMNS KEY_COLUMNS ", accounts_sealed"
 /* Erasure: the conversation first (it refers to its delivery, which a trigger deletes with
  * it), the older versions (superseded deliveries, migration 0005), then the rest. */
 #define ERASE_STEPS 5
@@ -74,6 +76,7 @@ enum reseal_table {
   RESEAL_DELIVERIES,
   RESEAL_EVENTS,
   RESEAL_CHUNKS,
+  RESEAL_KEYS, /* api_keys.accounts */
   RESEAL_TABLES
 };
 
@@ -338,10 +341,13 @@ static const char *const reseal_sql[RESEAL_TABLES][3] = {
     {"SELECT rowid, sealed_with IS ?1 FROM audio_chunks WHERE rowid > ?2 ORDER BY rowid",
      "SELECT conversation_id, seq, data, sealed_with FROM audio_chunks WHERE rowid = ?1",
      "UPDATE audio_chunks SET data = ?2, sealed_with = ?3 WHERE rowid = ?1"},
+    {"SELECT id, sealed_with IS ?1 FROM api_keys WHERE id > ?2 ORDER BY id",
+     "SELECT accounts, NULL, NULL, accounts_sealed FROM api_keys WHERE id = ?1",
+     "UPDATE api_keys SET accounts = ?2, accounts_sealed = ?3, sealed_with = ?4 WHERE id = ?1"},
 };
 /* The associated data's first part per table (sealing.h). */
 static const char *const reseal_what[RESEAL_TABLES] = {NULL, "deliveries.body", "events.body",
-                                                       "audio_chunks.data"};
+                                                       "audio_chunks.data", "api_keys.accounts"};
 
 static bool prepare_reseal(struct sqlite_store *s) {
   if (prepare(s->wdb,
@@ -352,7 +358,8 @@ static bool prepare_reseal(struct sqlite_store *s) {
               "SELECT EXISTS (SELECT 1 FROM conversations WHERE sealed_with IS NOT ?1) OR "
               "EXISTS (SELECT 1 FROM deliveries WHERE sealed_with IS NOT ?1) OR "
               "EXISTS (SELECT 1 FROM events WHERE sealed_with IS NOT ?1) OR "
-              "EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS NOT ?1)",
+              "EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS NOT ?1) OR "
+              "EXISTS (SELECT 1 FROM api_keys WHERE sealed_with IS NOT ?1)",
               &s->w_reseal_left) != SQLITE_OK ||
       prepare(s->wdb, "DELETE FROM seal_keys WHERE key_id <> ?1", &s->w_retire_keys) != SQLITE_OK)
     return false;
@@ -421,7 +428,8 @@ static bool prepare_writer(struct sqlite_store *s) {
                  &s->w_probe) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO api_keys (" KEY_COLUMNS
-                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)",
+                 ", accounts_sealed, sealed_with) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, "
+                 "?8, ?9)",
                  &s->w_key_ins) == SQLITE_OK &&
          prepare(db,
                  "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, ?2) WHERE id = ?1 "
@@ -867,6 +875,43 @@ static void bind_time_or_null(sqlite3_stmt *st, int idx, int64_t us) {
     sqlite3_bind_null(st, idx);
 }
 
+/* Binds a key's accounts (joined text) at idx: as it is, or with a ring "" there, sealed at
+ * sealed_idx (into the writer's seal buffer) and key0 at key_idx. */
+static int bind_accounts(struct sqlite_store *s, sqlite3_stmt *st, int idx, int sealed_idx,
+                         int key_idx, const char *key_id, const char *accounts) {
+  if (!s->ring) {
+    sqlite3_bind_text(st, idx, accounts, -1, SQLITE_TRANSIENT);
+    return SQLITE_OK;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, "api_keys.accounts", key_id, NULL), n;
+  const unsigned char *sealed =
+      store_seal_into(&s->seal_buf, s->ring, aad, aad_len, accounts, strlen(accounts), &n);
+  if (!sealed) return SQLITE_NOMEM;
+  sqlite3_bind_text(st, idx, "", 0, SQLITE_STATIC);
+  sqlite3_bind_blob64(st, sealed_idx, sealed, n, SQLITE_STATIC);
+  sqlite3_bind_text(st, key_idx, s->key0, -1, SQLITE_STATIC);
+  return SQLITE_OK;
+}
+
+/* A key's accounts (col, sealed at sealed_col) as joined text into out: false when the sealed
+ * value does not open, or a sealed value sits in the plaintext column. */
+static bool read_accounts(const struct seal_ring *ring, sqlite3_stmt *st, int col, int sealed_col,
+                          const char *key_id, char *out, size_t cap) {
+  if (sqlite3_column_type(st, sealed_col) != SQLITE_NULL) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = store_seal_aad(aad, "api_keys.accounts", key_id, NULL);
+    return store_open_text(ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
+                           (size_t)sqlite3_column_bytes(st, sealed_col), out, cap);
+  }
+  const unsigned char *v = sqlite3_column_text(st, col); /* "" for an unbound key */
+  size_t len = (size_t)sqlite3_column_bytes(st, col);
+  if (!v || seal_is_sealed(v, len) || len >= cap) return false;
+  memcpy(out, v, len);
+  out[len] = '\0';
+  return strlen(out) == len;
+}
+
 /* The API key writes (store.h). */
 static int apply_key(struct sqlite_store *s, struct store_write *w) {
   if (w->kind == STORE_WRITE_KEY_CREATE) {
@@ -878,7 +923,11 @@ static int apply_key(struct sqlite_store *s, struct store_write *w) {
     sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, scopes, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, accounts, -1, SQLITE_TRANSIENT);
+    int rc = bind_accounts(s, st, 4, 8, 9, k->id, accounts);
+    if (rc != SQLITE_OK) {
+      sqlite3_clear_bindings(st);
+      return rc;
+    }
     sqlite3_bind_blob(st, 5, k->secret_sha256, 32, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, k->created_us);
     bind_time_or_null(st, 7, k->expires_us);
@@ -1092,7 +1141,7 @@ static int apply_retain(struct sqlite_store *s, struct store_write *w) {
 
 /* Binds table t's primary key from its text form (as the position keeps it). */
 static void bind_pk(sqlite3_stmt *st, int idx, int t, const char *key) {
-  if (t == RESEAL_CONVERSATIONS)
+  if (t == RESEAL_CONVERSATIONS || t == RESEAL_KEYS)
     sqlite3_bind_text(st, idx, key, -1, SQLITE_STATIC);
   else
     sqlite3_bind_int64(st, idx, *key ? strtoll(key, NULL, 10) : INT64_MIN);
@@ -1207,6 +1256,30 @@ static int reseal_conversation(struct sqlite_store *s, const char *id) {
   return step_done(put);
 }
 
+/* An API key's accounts: opened when sealed, sealed again with the current key. */
+static int reseal_apikey(struct sqlite_store *s, const char *id) {
+  sqlite3_stmt *get = s->w_reseal_get[RESEAL_KEYS];
+  sqlite3_bind_text(get, 1, id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(get);
+  char accounts[APIKEY_ACCOUNTS_TEXT_MAX];
+  bool ok = rc == SQLITE_ROW && read_accounts(s->ring, get, 0, 3, id, accounts, sizeof accounts);
+  sqlite3_reset(get);
+  sqlite3_clear_bindings(get);
+  if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  if (!ok) {
+    log_msg(LOG_ERROR, "reencrypt: the accounts of API key %s do not open", id);
+    return RESEAL_FAILED;
+  }
+  sqlite3_stmt *put = s->w_reseal_put[RESEAL_KEYS];
+  sqlite3_bind_text(put, 1, id, -1, SQLITE_STATIC);
+  rc = bind_accounts(s, put, 2, 3, 4, id, accounts);
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(put);
+    return rc;
+  }
+  return step_done(put);
+}
+
 /* A body or chunk: opened when sealed, sealed again with the current key. */
 static int reseal_blob(struct sqlite_store *s, int t, const char *key, int64_t *bytes) {
   sqlite3_stmt *get = s->w_reseal_get[t];
@@ -1278,7 +1351,9 @@ static int apply_reseal(struct sqlite_store *s, struct store_write *w) {
     rc = reseal_next(s, t, key, sizeof key, &budget, &found, &end);
     if (rc != SQLITE_OK) break;
     if (found) {
-      rc = t == RESEAL_CONVERSATIONS ? reseal_conversation(s, key) : reseal_blob(s, t, key, &bytes);
+      rc = t == RESEAL_CONVERSATIONS ? reseal_conversation(s, key)
+           : t == RESEAL_KEYS        ? reseal_apikey(s, key)
+                                     : reseal_blob(s, t, key, &bytes);
       if (rc == SQLITE_OK) w->erased++;
     } else if (end) {
       t++;
@@ -1529,9 +1604,9 @@ static struct reader *reader_open(struct sqlite_store *s) {
               "SELECT seq, data, sealed_with FROM audio_chunks WHERE conversation_id = ?1 "
               "AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
               &r->audio_chunks) != SQLITE_OK ||
-      prepare(r->db, "SELECT " KEY_COLUMNS " FROM api_keys WHERE id = ?1", &r->key_get) !=
+      prepare(r->db, "SELECT " KEY_READ_COLUMNS " FROM api_keys WHERE id = ?1", &r->key_get) !=
           SQLITE_OK ||
-      prepare(r->db, "SELECT " KEY_COLUMNS " FROM api_keys ORDER BY created_us, id",
+      prepare(r->db, "SELECT " KEY_READ_COLUMNS " FROM api_keys ORDER BY created_us, id",
               &r->key_list) != SQLITE_OK ||
       prepare(r->db, "SELECT last_id, last_hash FROM audit_head WHERE id = 1", &r->audit_head) !=
           SQLITE_OK ||
@@ -1916,14 +1991,22 @@ static int64_t time_or_zero(sqlite3_stmt *st, int col) {
   return sqlite3_column_type(st, col) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, col);
 }
 
-static enum store_status read_key(sqlite3_stmt *st, struct apikey_record *k) {
+static enum store_status read_key(const struct seal_ring *ring, sqlite3_stmt *st,
+                                  struct apikey_record *k) {
   memset(k, 0, sizeof *k);
   copy_text(k->id, sizeof k->id, sqlite3_column_text(st, 0));
   copy_text(k->name, sizeof k->name, sqlite3_column_text(st, 1));
   const unsigned char *scopes = sqlite3_column_text(st, 2);
-  const unsigned char *accounts = sqlite3_column_text(st, 3);
-  if (!scopes || !apikey_scopes_parse((const char *)scopes, &k->scopes) || !accounts ||
-      !apikey_accounts_split(k, (const char *)accounts) || sqlite3_column_bytes(st, 4) != 32)
+  char accounts[APIKEY_ACCOUNTS_TEXT_MAX];
+  if (!read_accounts(ring, st, 3, 9, k->id, accounts, sizeof accounts)) {
+    log_msg(LOG_ERROR,
+            "the accounts of API key %s do not open: moved or changed, or sealed with a key "
+            "ENCRYPTION_KEYS lacks",
+            k->id);
+    return STORE_HARD;
+  }
+  if (!scopes || !apikey_scopes_parse((const char *)scopes, &k->scopes) ||
+      !apikey_accounts_split(k, accounts) || sqlite3_column_bytes(st, 4) != 32)
     return STORE_HARD;
   memcpy(k->secret_sha256, sqlite3_column_blob(st, 4), 32);
   k->created_us = sqlite3_column_int64(st, 5);
@@ -1939,7 +2022,7 @@ static enum store_status sqlite_key_get(struct store *base, const char *id,
   if (!r) return STORE_RETRY;
   sqlite3_bind_text(r->key_get, 1, id, -1, SQLITE_STATIC);
   int rc = sqlite3_step(r->key_get);
-  enum store_status st = rc == SQLITE_ROW    ? read_key(r->key_get, out)
+  enum store_status st = rc == SQLITE_ROW    ? read_key(r->ring, r->key_get, out)
                          : rc == SQLITE_DONE ? STORE_NOT_FOUND
                                              : status_of(rc);
   sqlite3_reset(r->key_get);
@@ -1967,7 +2050,7 @@ static enum store_status sqlite_key_list(struct store *base, struct apikey_recor
       *out = n;
       cap = ncap;
     }
-    st = read_key(r->key_list, &(*out)[(*count)++]);
+    st = read_key(r->ring, r->key_list, &(*out)[(*count)++]);
   }
   if (st == STORE_OK && rc != SQLITE_DONE) st = status_of(rc);
   sqlite3_reset(r->key_list);

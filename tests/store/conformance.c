@@ -2868,6 +2868,49 @@ static void test_keys_retire_only_after_a_full_reencrypt(void **state) {
   seal_ring_free(only_k1);
 }
 
+/* Creates an API key (id from the random source) bound to account; its id into id. */
+static void put_bound_key(const char *account, char id[APIKEY_ID_LEN + 1]) {
+  struct apikey_record k;
+  memset(&k, 0, sizeof k);
+  assert_true(crypto_random_hex(k.id, sizeof k.id, APIKEY_ID_LEN / 2));
+  snprintf(k.name, sizeof k.name, "bound %s", k.id);
+  k.scopes = APIKEY_SCOPE_READ;
+  assert_true(apikey_add_account(&k, account));
+  memset(k.secret_sha256, 0xcd, 32);
+  k.created_us = 1700000000000000;
+  struct store_write w = {.kind = STORE_WRITE_KEY_CREATE, .key = &k};
+  assert_int_equal(key_write(&w), STORE_OK);
+  snprintf(id, APIKEY_ID_LEN + 1, "%s", k.id);
+}
+
+/* With a ring a key's bound account ids are sealed (with the key id as associated data): not in
+ * api_keys.accounts, read back whole, and a sealed value copied to another key does not open. */
+static void test_key_accounts_are_sealed(void **state) {
+  (void)state;
+  char tag[16], acct[64], other[64], a[APIKEY_ID_LEN + 1], b[APIKEY_ID_LEN + 1], sql[512];
+  new_tag(tag);
+  snprintf(acct, sizeof acct, "bound-acct-%s", tag);
+  snprintf(other, sizeof other, "other-acct-%s", tag);
+  put_bound_key(acct, a);
+  put_bound_key(other, b);
+  struct apikey_record got;
+  assert_int_equal(store_key_get(B->store, a, &got), STORE_OK);
+  assert_int_equal(got.naccounts, 1);
+  assert_string_equal(got.accounts[0], acct);
+  snprintf(sql, sizeof sql, "id = '%s' AND accounts = '' AND accounts_sealed IS NOT NULL", a);
+  assert_int_equal(count_where("api_keys", sql), 1);
+  snprintf(sql, sizeof sql, "accounts LIKE '%%%s%%'", tag);
+  assert_int_equal(count_where("api_keys", sql), 0);
+  snprintf(sql, sizeof sql,
+           "UPDATE api_keys SET accounts_sealed = (SELECT accounts_sealed FROM api_keys "
+           "WHERE id = '%s') WHERE id = '%s'",
+           a, b);
+  (void)direct_sql(sql);
+  assert_int_equal(store_key_get(B->store, b, &got), STORE_HARD);
+  snprintf(sql, sizeof sql, "DELETE FROM api_keys WHERE id = '%s'", b);
+  (void)direct_sql(sql);
+}
+
 /* The reviewer's reproduction: a conversation re-pointed by hand at another one's delivery
  * (delivery_id and webhook_id), that delivery's conversation_id edited too, or another
  * conversation's event rows moved to it, is an error, never the other conversation's text. */
@@ -3101,6 +3144,7 @@ static void test_reseal_across_a_rotation(void **state) {
   assert_int_equal(count_where("deliveries", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
   assert_int_equal(count_where("events", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
   assert_int_equal(count_where("audio_chunks", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
+  assert_int_equal(count_where("api_keys", "sealed_with IS NULL OR sealed_with <> 'k2'"), 0);
   /* A pass over nothing to do rewrites nothing. */
   memset(&w, 0, sizeof w);
   w.kind = STORE_WRITE_RESEAL;
@@ -3228,6 +3272,8 @@ static void test_sqlite_file_holds_no_plaintext(void **state) {
   struct store_conversation fc;
   assert_int_equal(store_get(B->store, failed, false, &fc), STORE_OK);
   assert_string_equal(fc.failure_reason, reason);
+  char key_id[APIKEY_ID_LEN + 1];
+  put_bound_key(account, key_id); /* its bound account is sealed too */
   int fd = audio_file(50000, 9);
   (void)put_audio(id, fd, 50000, NULL);
   close(fd);
@@ -3319,6 +3365,8 @@ static void test_pg_sealed_values_never_reach_the_database(void **state) {
   snprintf(reason, sizeof reason, "reason%s", tag);
   p->in.failure_reason = reason;
   struct version ve = submit_ok(p);
+  char key_id[APIKEY_ID_LEN + 1];
+  put_bound_key(account, key_id); /* its bound account is sealed too */
   const int64_t len = STORE_AUDIO_CHUNK_BYTES + 5000;
   int fd = audio_file(len, 11);
   (void)put_audio(elid, fd, len, NULL);
@@ -3672,6 +3720,7 @@ static int teardown_pg_sealed(void **state) {
   cmocka_unit_test(test_moved_values_do_not_open),                       \
   cmocka_unit_test(test_relinked_rows_do_not_open),                      \
   cmocka_unit_test(test_failure_reason_is_sealed),                       \
+  cmocka_unit_test(test_key_accounts_are_sealed),                        \
   cmocka_unit_test(test_set_ring_refusals),                              \
   cmocka_unit_test(test_keys_retire_only_after_a_full_reencrypt),        \
   cmocka_unit_test(test_reseal_across_a_rotation)

@@ -11,6 +11,10 @@ ALTER TABLE conversations
   ADD COLUMN email_sealed BYTEA,
   ADD COLUMN account_sealed BYTEA,
   ADD COLUMN failure_sealed BYTEA; -- a sealed failure reason (failure_reason is then NULL)
+-- A key's bound account ids sealed (accounts is then ''), and the key that sealed them.
+ALTER TABLE api_keys
+  ADD COLUMN accounts_sealed BYTEA,
+  ADD COLUMN sealed_with TEXT COLLATE "C";
 
 -- The keys data was sealed with: each with a known text sealed under it, so a key of the same
 -- id but other bytes is refused at start-up instead of failing every read.

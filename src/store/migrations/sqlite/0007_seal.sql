@@ -12,6 +12,9 @@ ALTER TABLE conversations ADD COLUMN account_sealed BLOB;
 ALTER TABLE conversations ADD COLUMN sealed_with TEXT;
 -- A sealed failure reason (failure_reason is then NULL).
 ALTER TABLE conversations ADD COLUMN failure_sealed BLOB;
+-- A key's bound account ids sealed (accounts is then ''), and the key that sealed them.
+ALTER TABLE api_keys ADD COLUMN accounts_sealed BLOB;
+ALTER TABLE api_keys ADD COLUMN sealed_with TEXT;
 -- The keys data may be sealed with: each with a value sealed by it, so a key of the same id but
 -- other bytes is told apart at start-up. A finished reencrypt removes all but the current key.
 CREATE TABLE seal_keys (
