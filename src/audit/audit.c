@@ -274,6 +274,8 @@ static void *flusher_main(void *arg) {
   struct audit_recorder *r = arg;
   int tries = 0;
   bool failing = false;
+  double last_write_ms = 0; /* when the last batch was handed to the store (monotonic) */
+  size_t last_write_n = 0;  /* and how many entries it held */
   log_head(r);
   int64_t head_due = time_now_us() + (int64_t)AUDIT_HEAD_LOG_MS * 1000;
   pthread_mutex_lock(&r->mu);
@@ -288,6 +290,16 @@ static void *flusher_main(void *arg) {
              pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
       }
     }
+    /* Entries waiting right after a large batch: gather more until AUDIT_SPACING_MS after it
+     * began (audit.h). */
+    double wait_ms = last_write_ms + AUDIT_SPACING_MS - time_mono_ms();
+    if (!r->stop && r->batch.count == 0 && r->pending.count > 0 &&
+        last_write_n >= AUDIT_SPACING_MIN && wait_ms > 0) {
+      struct timespec until;
+      deadline_in(&until, (int64_t)wait_ms + 1);
+      while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
+      }
+    }
     bool stopping = r->stop;
     if (r->batch.count == 0) take(r, time_now_us(), stopping);
     int64_t dropped = r->dropped_unlogged;
@@ -297,6 +309,10 @@ static void *flusher_main(void *arg) {
     if (dropped)
       log_msg(LOG_WARNING, "audit: %lld entries dropped (more than %d waiting to be written)",
               (long long)dropped, AUDIT_BUFFER_MAX);
+    if (n) {
+      last_write_ms = time_mono_ms();
+      last_write_n = n;
+    }
     enum store_status st = n ? write_batch(r) : STORE_OK;
     bool lost = st != STORE_OK && (++tries >= RETRY_TRIES || st != STORE_RETRY);
     if (st == STORE_OK && n && failing) log_msg(LOG_INFO, "audit: entries are written again");

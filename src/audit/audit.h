@@ -35,7 +35,13 @@
 #include "model/audit.h"
 #include "store/store.h"
 
-#define AUDIT_FLUSH_MS 250    /* rejection windows are closed, failed batches retried, this often */
+#define AUDIT_FLUSH_MS 250 /* rejection windows are closed, failed batches retried, this often */
+/* Under load (the last batch held AUDIT_SPACING_MIN entries or more), batches of reads and
+ * rejections start at least AUDIT_SPACING_MS apart: one commit then holds what came in that time
+ * (hundreds of entries) instead of a commit, and a sync, per few reads. Otherwise entries are
+ * handed over at once (a quiet service writes a read's entry before anything else happens). */
+#define AUDIT_SPACING_MS 50
+#define AUDIT_SPACING_MIN 16
 #define AUDIT_BUFFER_MAX 8192 /* entries waiting for the next flush */
 #define AUDIT_REJECT_WINDOW_US 1000000
 #define AUDIT_HEAD_LOG_MS \
