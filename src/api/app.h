@@ -97,4 +97,11 @@ extern const size_t embedded_swagger_html_len;
 extern const unsigned char embedded_redoc_html[];
 extern const size_t embedded_redoc_html_len;
 
+/* Query parameters (params.c). An optional decimal integer in [min, max] (absent: def); false
+ * for anything else. */
+__attribute__((warn_unused_result)) bool api_query_int(const char *s, int64_t min, int64_t max,
+                                                       int64_t def, int64_t *out);
+/* 400 INVALID_PARAMETER "<field> <issue>" with details [{"field", "issue"}]. */
+void api_bad_param(struct http_request *req, const char *field, const char *issue);
+
 #endif

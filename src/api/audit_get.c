@@ -28,28 +28,6 @@ static void job_free(void *p) {
   free(job);
 }
 
-static void bad_param(struct http_request *req, const char *field, const char *issue) {
-  char message[200];
-  snprintf(message, sizeof message, "%s %s", field, issue);
-  http_reply_error(req, API_ERR_INVALID_PARAMETER, message,
-                   json_pack("[{s:s,s:s}]", "field", field, "issue", issue));
-}
-
-/* A decimal integer in [min, max] made of digits only; absent: def. */
-static bool parse_count(const char *s, int64_t min, int64_t max, int64_t def, int64_t *out) {
-  if (!s) {
-    *out = def;
-    return true;
-  }
-  if (*s < '0' || *s > '9' || strlen(s) > 19) return false;
-  errno = 0;
-  char *end;
-  long long v = strtoll(s, &end, 10);
-  if (errno || *end != '\0' || v < min || v > max) return false;
-  *out = v;
-  return true;
-}
-
 static bool parse_time(const char *s, int64_t *out) {
   if (!s) return true;
   return time_parse_rfc3339(s, strlen(s), out);
@@ -110,36 +88,36 @@ void api_audit_get(struct http_request *req) {
       .newest_first = true,
   };
   if (!parse_time(http_request_query(req, "since"), &f.since_us)) {
-    bad_param(req, "since", "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z");
+    api_bad_param(req, "since", "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z");
     return;
   }
   if (!parse_time(http_request_query(req, "until"), &f.until_us)) {
-    bad_param(req, "until", "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z");
+    api_bad_param(req, "until", "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z");
     return;
   }
   if (f.until_us <= 0 && http_request_query(req, "until"))
     f.until_us = 1; /* 0 is "unbounded" to the store; nothing is that old */
   if (http_request_query(req, "since") && http_request_query(req, "until") &&
       f.since_us > f.until_us) {
-    bad_param(req, "until",
-              "must not be before since (entries are those at or after since and "
-              "before until)");
+    api_bad_param(req, "until",
+                  "must not be before since (entries are those at or after since and "
+                  "before until)");
     return;
   }
   const char *action = http_request_query(req, "action");
   if (action && (f.action = audit_action_named(action)) < 0) {
-    bad_param(req, "action",
-              "must be one of webhook.accepted, conversation.read, conversation.list, "
-              "conversation.audio, conversation.export, conversation.erased, key.created, "
-              "key.revoked, auth.rejected");
+    api_bad_param(req, "action",
+                  "must be one of webhook.accepted, conversation.read, conversation.list, "
+                  "conversation.audio, conversation.export, conversation.erased, key.created, "
+                  "key.revoked, auth.rejected");
     return;
   }
-  if (!parse_count(http_request_query(req, "cursor"), 1, INT64_MAX, 0, &f.cursor)) {
-    bad_param(req, "cursor", "must be the nextCursor of a previous page");
+  if (!api_query_int(http_request_query(req, "cursor"), 1, INT64_MAX, 0, &f.cursor)) {
+    api_bad_param(req, "cursor", "must be the nextCursor of a previous page");
     return;
   }
-  if (!parse_count(http_request_query(req, "limit"), 1, LIMIT_MAX, LIMIT_DEFAULT, &f.limit)) {
-    bad_param(req, "limit", "must be an integer from 1 to 1000");
+  if (!api_query_int(http_request_query(req, "limit"), 1, LIMIT_MAX, LIMIT_DEFAULT, &f.limit)) {
+    api_bad_param(req, "limit", "must be an integer from 1 to 1000");
     return;
   }
   struct audit_job *job = calloc(1, sizeof *job);

@@ -27,31 +27,6 @@ static void job_free(void *p) {
   free(job);
 }
 
-/* Parses an optional decimal integer in [min, max]; absent means def. */
-static bool parse_int_param(const char *s, long long min, long long max, long long def,
-                            int64_t *out) {
-  if (!s) {
-    *out = def;
-    return true;
-  }
-  if (*s < '0' || *s > '9') {
-    if (!(*s == '-' && s[1] >= '0' && s[1] <= '9')) return false;
-  }
-  errno = 0;
-  char *end;
-  long long v = strtoll(s, &end, 10);
-  if (errno || *end != '\0' || v < min || v > max) return false;
-  *out = v;
-  return true;
-}
-
-static void bad_param(struct http_request *req, const char *field, const char *issue) {
-  char message[160];
-  snprintf(message, sizeof message, "%s %s", field, issue);
-  http_reply_error(req, API_ERR_INVALID_PARAMETER, message,
-                   json_pack("[{s:s,s:s}]", "field", field, "issue", issue));
-}
-
 /* Offload thread. */
 static void list_work(void *p) {
   struct list_job *job = p;
@@ -101,12 +76,12 @@ void api_conversations_list(struct http_request *req) {
       .account_id = http_request_query(req, "account_id"),
       .status = http_request_query(req, "status"),
   };
-  if (!parse_int_param(http_request_query(req, "page"), 1, PAGE_MAX, 1, &f.page)) {
-    bad_param(req, "page", "must be an integer from 1 to 2147483647");
+  if (!api_query_int(http_request_query(req, "page"), 1, PAGE_MAX, 1, &f.page)) {
+    api_bad_param(req, "page", "must be an integer from 1 to 2147483647");
     return;
   }
-  if (!parse_int_param(http_request_query(req, "limit"), 1, LIMIT_MAX, LIMIT_DEFAULT, &f.limit)) {
-    bad_param(req, "limit", "must be an integer from 1 to 100");
+  if (!api_query_int(http_request_query(req, "limit"), 1, LIMIT_MAX, LIMIT_DEFAULT, &f.limit)) {
+    api_bad_param(req, "limit", "must be an integer from 1 to 100");
     return;
   }
   struct list_job *job = calloc(1, sizeof *job);
