@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "api/app.h"
 
@@ -11,6 +12,7 @@ bool api_query_int(const char *s, int64_t min, int64_t max, int64_t def, int64_t
     return true;
   }
   if ((*s < '0' || *s > '9') && !(*s == '-' && s[1] >= '0' && s[1] <= '9')) return false;
+  if (strlen(s) > 20) return false; /* "-" and 19 digits; more is zero padding or too large */
   errno = 0;
   char *end;
   long long v = strtoll(s, &end, 10);

@@ -81,8 +81,9 @@ static void note_dropped(struct audit_recorder *r) {
   r->dropped_unlogged++;
 }
 
-/* mu held: room for one more entry in pending. The first one wakes the flusher: it waits only
- * while pending is empty (while it writes, entries gather for its next batch). */
+/* mu held: room for one more entry in pending. The first one wakes the flusher: it waits while
+ * pending is empty (while it writes, and for AUDIT_SPACING_MS after a large batch, entries
+ * gather for its next one). */
 static struct audit_entry *pending_slot(struct audit_recorder *r) {
   if (r->pending.count >= AUDIT_BUFFER_MAX) {
     note_dropped(r);

@@ -6,12 +6,12 @@
  * in the change's own transaction from the write's `who`.
  *
  * A recorded entry is handed over at once when no batch is being written, else with the next
- * batch, right after the one in flight is committed (group commit: under load one batch holds
- * what came during the previous commit). Recording never waits on I/O: an entry is copied into
- * a bounded buffer under a short lock (any thread, the HTTP event threads included). Past
- * AUDIT_BUFFER_MAX waiting entries new ones are dropped, counted and logged (once per batch),
- * never waited for. A batch the store could not take (STORE_RETRY) is tried again AUDIT_FLUSH_MS
- * later, 3 times in all, then dropped (logged).
+ * batch, right after the one in flight is committed, or AUDIT_SPACING_MS after a large one began
+ * (group commit: under load one batch holds what came meanwhile). Recording never waits on I/O: an
+ * entry is copied into a bounded buffer under a short lock (any thread, the HTTP event threads
+ * included). Past AUDIT_BUFFER_MAX waiting entries new ones are dropped, counted and logged (once
+ * per batch), never waited for. A batch the store could not take (STORE_RETRY) is tried again
+ * AUDIT_FLUSH_MS later, 3 times in all, then dropped (logged).
  *
  * Rejected authentications are aggregated: the rejections from one client with one outcome
  * within one second (from the first) become one entry whose count says how many; its request id

@@ -288,10 +288,12 @@ static bool derive(struct el_event *e, const struct el_names *names, const char 
   c->agent_id = json_string_value(json_object_get(meta, "agentId"));
   c->status = status;
   c->failure_reason = json_string_value(json_object_get(meta, "failureReason"));
-  /* endTime (start + duration) must be an instant we can render, as startTime: a start so late
-   * that the end would pass year 9999 is treated as unknown (both null), never a 400 (the seed
-   * endpoint refuses such a body; an ElevenLabs event is kept whatever its clock says). */
-  if (has_start && start_us > TIME_MAX_US - duration * 1000000) has_start = false;
+  /* startTime and endTime (start + duration) must be instants we can render: a start before
+   * year 1, or so late that the end would pass year 9999, is treated as unknown (both null), never
+   * a 400 (the seed endpoint refuses such a body; an ElevenLabs event is kept whatever its clock
+   * says). */
+  if (has_start && (start_us < TIME_MIN_US || start_us > TIME_MAX_US - duration * 1000000))
+    has_start = false;
   c->has_start = has_start;
   c->start_us = has_start ? start_us : 0;
   c->duration = duration;

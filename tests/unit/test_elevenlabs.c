@@ -490,7 +490,13 @@ static void turn_times_odd_values(void **state) {
   set(md(), "call_duration_secs", json_integer(60));
   assert_int_equal(parse_doc(), MODEL_OK);
   assert_false(ev.conv.has_start);
+  /* So is a start before year 1 whose end would be after it. */
+  set(md(), "start_time_unix_secs", json_integer(-62135597000LL));
+  set(md(), "call_duration_secs", json_integer(1000));
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_false(ev.conv.has_start);
   /* Just below the end of year 9999, a turn past it has no timestamp. */
+  set(md(), "start_time_unix_secs", json_integer(253402300799LL));
   set(md(), "call_duration_secs", json_integer(0));
   assert_int_equal(parse_doc(), MODEL_OK);
   assert_true(ev.conv.has_start);
