@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/base64.h"
 #include "ext/crypto.h"
 
 #define SEAL_MASTER_LEN 32
@@ -91,59 +92,6 @@ static struct seal_tls *tls_get(void) {
 
 /* ---- parsing ---- */
 
-static int b64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-/* Strict padded standard base64 of exactly SEAL_MASTER_LEN bytes (44 characters, one '='). Any
- * other length is reported as such, so "not 32 bytes" and "not base64" read apart. */
-static bool b64_decode(const char *s, size_t len, unsigned char *out, size_t cap, size_t *out_len,
-                       bool *bad_chars) {
-  *bad_chars = false;
-  *out_len = 0;
-  if (len == 0 || len % 4 != 0) {
-    *bad_chars = true;
-    return false;
-  }
-  size_t n = 0;
-  for (size_t i = 0; i < len; i += 4) {
-    int v[4];
-    int pad = 0;
-    for (int k = 0; k < 4; k++) {
-      char c = s[i + (size_t)k];
-      if (c == '=' && i + 4 == len && k >= 2) {
-        v[k] = 0;
-        pad++;
-        continue;
-      }
-      v[k] = pad ? -1 : b64_value(c);
-      if (v[k] < 0) {
-        *bad_chars = true;
-        return false;
-      }
-    }
-    uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-    unsigned char b[3] = {(unsigned char)(w >> 16), (unsigned char)(w >> 8), (unsigned char)w};
-    size_t take = 3 - (size_t)pad;
-    if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff))) { /* non-canonical tail bits */
-      *bad_chars = true;
-      return false;
-    }
-    for (size_t k = 0; k < take; k++) {
-      if (n < cap) out[n] = b[k];
-      n++;
-    }
-    OPENSSL_cleanse(b, sizeof b);
-  }
-  *out_len = n;
-  return n <= cap;
-}
-
 static bool key_id_valid(const char *s, size_t len) {
   if (len == 0 || len > SEAL_KEY_ID_MAX) return false;
   for (size_t i = 0; i < len; i++) {
@@ -212,15 +160,15 @@ static bool parse_item(struct seal_ring *r, const char *item, size_t len, size_t
     }
   unsigned char master[SEAL_MASTER_LEN + 3];
   size_t n = 0;
-  bool bad_chars = false;
-  bool ok = b64_decode(colon + 1, len - id_len - 1, master, sizeof master, &n, &bad_chars);
-  if (bad_chars) {
+  bool ok = len - id_len - 1 > 0 &&
+            base64_decode(colon + 1, len - id_len - 1, true, master, sizeof master, &n);
+  if (!ok) {
     snprintf(err, errlen,
              "ENCRYPTION_KEYS: key '%s' is not valid base64 (standard alphabet, padded; "
              "`gensendrep genkey --encryption` makes one)",
              k->id);
     ok = false;
-  } else if (!ok || n != SEAL_MASTER_LEN) {
+  } else if (n != SEAL_MASTER_LEN) {
     snprintf(err, errlen, "ENCRYPTION_KEYS: key '%s' is %zu bytes, not %d (base64 of 32 bytes)",
              k->id, n, SEAL_MASTER_LEN);
     ok = false;

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base64.h"
+
 #define SIG_MAC_LEN 32
 #define SIG_ID_MAX 256          /* webhook-id bytes */
 #define SIG_INT64_DIGITS_MAX 19 /* INT64_MAX has 19 digits */
@@ -80,48 +82,6 @@ static bool hex_decode(const char *s, size_t len, unsigned char *out, size_t n) 
     if (hi < 0 || lo < 0) return false;
     out[i] = (unsigned char)(hi << 4 | lo);
   }
-  return true;
-}
-
-static int b64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-/* Strict padded base64 (standard alphabet, as Python's b64decode(validate=True)): length a
- * multiple of 4, '=' only as the last one or two characters. Writes at most cap bytes; the
- * decoded length in *out_len. False on anything else or when it does not fit. */
-static bool b64_decode(const char *s, size_t len, unsigned char *out, size_t cap, size_t *out_len) {
-  if (len % 4 != 0) return false;
-  size_t n = 0;
-  for (size_t i = 0; i < len; i += 4) {
-    int v[4];
-    int pad = 0;
-    for (int k = 0; k < 4; k++) {
-      char c = s[i + k];
-      if (c == '=') {
-        if (i + 4 != len || k < 2) return false;
-        pad++;
-        v[k] = 0;
-      } else {
-        if (pad) return false; /* data after '=' */
-        v[k] = b64_value(c);
-        if (v[k] < 0) return false;
-      }
-    }
-    unsigned long w = (unsigned long)v[0] << 18 | (unsigned long)v[1] << 12 |
-                      (unsigned long)v[2] << 6 | (unsigned long)v[3];
-    size_t bytes = (size_t)(3 - pad);
-    if (n + bytes > cap) return false;
-    out[n++] = (unsigned char)(w >> 16);
-    if (bytes > 1) out[n++] = (unsigned char)(w >> 8);
-    if (bytes > 2) out[n++] = (unsigned char)w;
-  }
-  *out_len = n;
   return true;
 }
 
@@ -224,7 +184,7 @@ static bool keyring_add(enum keyring_kind kind, const char *s, size_t len, size_
       len -= sizeof prefix - 1;
     }
     size_t n = 0;
-    if (!b64_decode(s, len, key->bytes, SIG_KEY_BYTES_MAX, &n))
+    if (!base64_decode(s, len, false, key->bytes, SIG_KEY_BYTES_MAX, &n) || n > SIG_KEY_BYTES_MAX)
       return keyring_fail(out, err, errlen,
                           "secret %zu is not whsec_<base64> (strict padded base64 of at most "
                           "256 bytes after the optional whsec_ prefix)",
@@ -381,7 +341,8 @@ static enum sig_result standard_parse_signatures(const char *h, unsigned char (*
     if (comma - p == 2 && p[0] == 'v' && p[1] == '1') {
       size_t n = 0;
       if (*count == SIG_SIGNATURES_MAX ||
-          !b64_decode(comma + 1, (size_t)(end - comma - 1), sigs[*count], SIG_MAC_LEN, &n) ||
+          !base64_decode(comma + 1, (size_t)(end - comma - 1), false, sigs[*count], SIG_MAC_LEN,
+                         &n) ||
           n != SIG_MAC_LEN)
         return SIG_MALFORMED;
       (*count)++;

@@ -1,0 +1,42 @@
+/* Strict base64 decoding (core/base64.h). */
+#include "core/base64.h"
+
+#include <stdint.h>
+#include <string.h>
+
+static int value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+bool base64_decode(const char *s, size_t len, bool canonical, unsigned char *out, size_t cap,
+                   size_t *out_len) {
+  *out_len = 0;
+  if (len % 4 != 0) return false;
+  size_t n = 0;
+  bool ok = true;
+  uint32_t w = 0;
+  for (size_t i = 0; ok && i < len; i += 4) {
+    int pad = 0;
+    w = 0;
+    for (int k = 0; ok && k < 4; k++) {
+      char c = s[i + (size_t)k];
+      int v = 0;
+      if (c == '=' && i + 4 == len && k >= 2)
+        pad++;
+      else if (pad || (v = value(c)) < 0) /* data after '=', or not in the alphabet */
+        ok = false;
+      w = w << 6 | (uint32_t)v;
+    }
+    if (ok && canonical && ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)))) ok = false;
+    for (int k = 0; ok && k < 3 - pad; k++, n++)
+      if (n < cap) out[n] = (unsigned char)(w >> (16 - 8 * k));
+  }
+  explicit_bzero(&w, sizeof w);
+  if (ok) *out_len = n;
+  return ok;
+}

@@ -1,0 +1,18 @@
+/* Strict decoding of padded standard base64, shared by the signature secrets and signatures
+ * (sig/) and the encryption keys (seal/). */
+#ifndef GSR_BASE64_H
+#define GSR_BASE64_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Decodes s[0..len) as Python's b64decode(validate=True) does: the standard alphabet, a length
+ * that is a multiple of 4, '=' only as the last one or two characters ("" decodes to nothing).
+ * With canonical, the unused bits before the padding must be zero too. *out_len is the decoded
+ * length, even when it exceeds cap (only the first cap bytes are written). False when s is not
+ * such base64. Temporaries are wiped: the bytes may be a key. */
+__attribute__((warn_unused_result)) bool base64_decode(const char *s, size_t len, bool canonical,
+                                                       unsigned char *out, size_t cap,
+                                                       size_t *out_len);
+
+#endif
