@@ -346,6 +346,17 @@ static void *flusher_main(void *arg) {
   return NULL;
 }
 
+/* Releases what audit_recorder_start made (the flusher not running). */
+static void recorder_free(struct audit_recorder *r) {
+  pthread_mutex_destroy(&r->mu);
+  pthread_cond_destroy(&r->cv);
+  pthread_mutex_destroy(&r->done_mu);
+  pthread_cond_destroy(&r->done_cv);
+  free(r->pending.items);
+  free(r->batch.items);
+  free(r);
+}
+
 struct audit_recorder *audit_recorder_start(struct store *s) {
   struct audit_recorder *r = calloc(1, sizeof *r);
   if (!r) return NULL;
@@ -362,13 +373,7 @@ struct audit_recorder *audit_recorder_start(struct store *s) {
   pthread_cond_init(&r->done_cv, NULL);
   if (!r->pending.items || !r->batch.items ||
       pthread_create(&r->thread, NULL, flusher_main, r) != 0) {
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
-    pthread_mutex_destroy(&r->done_mu);
-    pthread_cond_destroy(&r->done_cv);
-    free(r->pending.items);
-    free(r->batch.items);
-    free(r);
+    recorder_free(r);
     return NULL;
   }
   return r;
@@ -385,13 +390,7 @@ void audit_recorder_stop(struct audit_recorder *r) {
   if (r->stats.dropped || r->stats.failed)
     log_msg(LOG_WARNING, "audit: %lld entries dropped, %lld not written since start",
             (long long)r->stats.dropped, (long long)r->stats.failed);
-  pthread_mutex_destroy(&r->mu);
-  pthread_cond_destroy(&r->cv);
-  pthread_mutex_destroy(&r->done_mu);
-  pthread_cond_destroy(&r->done_cv);
-  free(r->pending.items);
-  free(r->batch.items);
-  free(r);
+  recorder_free(r);
 }
 
 void audit_recorder_stats(struct audit_recorder *r, struct audit_recorder_stats *out) {
