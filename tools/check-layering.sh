@@ -8,6 +8,8 @@
 #   elevenlabs/  the ElevenLabs API client (health, backfill): never http/ nor api/
 #   seal/   the encryption envelope (AES-256-GCM, blind index): core/, ext/ and seal/ only
 #   audit/  the audit recorder (read entries, rejected authentications): never http/ nor api/
+#   queue/  broker publishers (Redis Streams, NATS JetStream): core/, ext/, model/ and queue/ only
+#   outbound/  the outbox dispatcher (signed webhooks, brokers): never http/ nor api/
 # Usage: tools/check-layering.sh [SRC_DIR]   (default src). Run by make test.
 src=${1:-src}
 
@@ -35,6 +37,8 @@ problems=$(
   check audit core ext model store audit
   check sig core sig
   check elevenlabs core ext model store sig elevenlabs
+  check queue core ext model queue
+  check outbound core ext model store sig queue outbound
 )
 if [ -n "$problems" ]; then
   printf '%s\n' "$problems" >&2

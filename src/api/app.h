@@ -12,6 +12,7 @@
 struct store_health;
 struct el_health;
 struct audit_recorder;
+struct outbound;
 
 struct app {
   const struct config *cfg;
@@ -21,6 +22,7 @@ struct app {
   struct el_health *elevenlabs; /* the ElevenLabs API check; NULL without ELEVENLABS_API_KEY */
   struct filewriter *spool;     /* writes temporary files for the HTTP threads (core/) */
   struct audit_recorder *audit; /* read and rejection entries (audit/audit.h); NULL: none */
+  struct outbound *outbound;    /* the outbox dispatcher (outbound/outbound.h); NULL: none */
   /* signature secrets, loaded at start-up (empty rings: that scheme is off) */
   struct sig_keyring webhook_keys;    /* WEBHOOK_SECRET: Standard Webhooks on the seed webhook */
   struct sig_keyring elevenlabs_keys; /* ELEVENLABS_WEBHOOK_SECRET: ElevenLabs-Signature */

@@ -40,3 +40,19 @@ bool base64_decode(const char *s, size_t len, bool canonical, unsigned char *out
   if (ok) *out_len = n;
   return ok;
 }
+
+size_t base64_encode(const unsigned char *data, size_t len, char *out) {
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t n = 0;
+  for (size_t i = 0; i < len; i += 3) {
+    unsigned v = (unsigned)data[i] << 16;
+    if (i + 1 < len) v |= (unsigned)data[i + 1] << 8;
+    if (i + 2 < len) v |= data[i + 2];
+    out[n++] = alphabet[v >> 18 & 63];
+    out[n++] = alphabet[v >> 12 & 63];
+    out[n++] = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
+    out[n++] = i + 2 < len ? alphabet[v & 63] : '=';
+  }
+  out[n] = '\0';
+  return n;
+}

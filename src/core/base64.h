@@ -15,4 +15,8 @@ __attribute__((warn_unused_result)) bool base64_decode(const char *s, size_t len
                                                        unsigned char *out, size_t cap,
                                                        size_t *out_len);
 
+/* Encodes data[0..len) as padded standard base64 into out, which holds at least
+ * 4 * ((len + 2) / 3) + 1 bytes; returns the length written (NUL not counted). */
+size_t base64_encode(const unsigned char *data, size_t len, char *out);
+
 #endif

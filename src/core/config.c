@@ -113,6 +113,31 @@ const struct config_var config_vars[] = {
      "data, every one opens); `gensendrep genkey --encryption` makes one. Bodies, events, audio "
      "and email/account ids are then sealed with AES-256-GCM. Losing the key loses the data. "
      "Empty: stored as given."},
+    {"QUEUE_URL", CONFIG_SECRET, "", 0, 0, OFF(queue_url),
+     "Publish every outbox event to a broker as well: redis://[:password@]host:port[/db] (a "
+     "Redis Stream) or nats://[user:password@]host:port (NATS JetStream, stream GENSENDREP, "
+     "subjects gensendrep.events.<type>); empty: none. An event leaves the outbox for the "
+     "broker only once the broker acknowledged it."},
+    {"QUEUE_STREAM", CONFIG_STRING, "gensendrep:events", 0, 0, OFF(queue_stream),
+     "The Redis Stream key events are added to (XADD) with QUEUE_URL=redis://..."},
+    {"QUEUE_MAXLEN", CONFIG_INT, "1000000", 1, 2000000000, OFF(queue_maxlen),
+     "The Redis Stream is trimmed to about this many entries (XADD MAXLEN ~)."},
+    {"DELIVERY_RETRY_SCHEDULE", CONFIG_STRING, "0,5,300,1800,7200,18000,36000,36000", 0, 0,
+     OFF(delivery_retry_schedule_text),
+     "Seconds to wait before each attempt to deliver an event to a subscription, comma-separated "
+     "(the first: after the event is stored); each wait gets up to 10% jitter. After the last "
+     "attempt fails the delivery is marked failed (dead letter). 1–32 entries of 0–604800."},
+    {"DELIVERY_ALLOW_PRIVATE_NETWORKS", CONFIG_BOOL, "false", 0, 0,
+     OFF(delivery_allow_private_networks),
+     "Allow subscription URLs that resolve to loopback, private, link-local or other "
+     "non-public addresses (refused by default: SSRF)."},
+    {"DELIVERY_TIMEOUT_SECONDS", CONFIG_INT, "15", 1, 300, OFF(delivery_timeout),
+     "A delivery that has not been answered within this many seconds failed."},
+    {"DELIVERY_CONCURRENCY", CONFIG_INT, "64", 1, 4096, OFF(delivery_concurrency),
+     "Most deliveries in flight at once (all subscriptions together)."},
+    {"OUTBOX_RETENTION_DAYS", CONFIG_INT, "7", 1, 36500, OFF(outbox_retention_days),
+     "Events delivered everywhere are kept this many days for replay, then erased; events still "
+     "waiting for a subscription or the broker are never erased for age."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
      "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "
      "CDN."},
@@ -307,6 +332,33 @@ static size_t count_items(const char *list) {
   }
 }
 
+/* DELIVERY_RETRY_SCHEDULE into cfg->delivery_retry. */
+static bool parse_retry_schedule(struct config *cfg, char *err, size_t errlen) {
+  cfg->delivery_retry_count = 0;
+  const char *p = cfg->delivery_retry_schedule_text;
+  for (;;) {
+    char item[32];
+    size_t n = strcspn(p, ",");
+    if (n >= sizeof item || cfg->delivery_retry_count == CONFIG_RETRY_MAX) goto bad;
+    memcpy(item, p, n);
+    item[n] = '\0';
+    while (n > 0 && isspace((unsigned char)item[n - 1])) item[--n] = '\0';
+    const char *t = item;
+    while (isspace((unsigned char)*t)) t++;
+    long v;
+    if (!parse_long(t, &v) || v < 0 || v > 604800) goto bad;
+    cfg->delivery_retry[cfg->delivery_retry_count++] = v;
+    if (p[n] == '\0') return true;
+    p += n + 1;
+  }
+bad:
+  snprintf(err, errlen,
+           "DELIVERY_RETRY_SCHEDULE: 1 to %d comma-separated whole seconds from 0 to 604800 "
+           "(got \"%.60s\")",
+           CONFIG_RETRY_MAX, cfg->delivery_retry_schedule_text);
+  return false;
+}
+
 static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
   enum log_level lvl;
   if (!log_parse_level(cfg->log_level, &lvl)) {
@@ -337,6 +389,12 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
              "RETENTION_DAYS: empty (keep forever) or whole days from 1 to 36500 "
              "(got \"%.40s\")",
              cfg->retention_days_text);
+    return false;
+  }
+  if (!parse_retry_schedule(cfg, err, errlen)) return false;
+  if (*cfg->queue_url && strncmp(cfg->queue_url, "redis://", 8) != 0 &&
+      strncmp(cfg->queue_url, "nats://", 7) != 0) {
+    snprintf(err, errlen, "QUEUE_URL: must start with redis:// or nats:// (or be empty)");
     return false;
   }
   const char *sqlite_path = dsn_sqlite_path(cfg->database_url);

@@ -8,6 +8,8 @@
 
 /* Most keys API_SECRET_KEY may list (enough for any rotation). */
 #define CONFIG_API_KEYS_MAX 32
+/* Most attempts DELIVERY_RETRY_SCHEDULE may list. */
+#define CONFIG_RETRY_MAX 32
 
 struct config {
   char *api_secret_key; /* comma-separated keys */
@@ -47,6 +49,17 @@ struct config {
   char *retention_days_text; /* RETENTION_DAYS as given */
   long retention_days;       /* parsed; 0: keep forever */
   char *encryption_keys;     /* ENCRYPTION_KEYS as given (seal/seal.h parses it) */
+  /* onward delivery (issue 10) */
+  char *queue_url; /* "" none, redis://... or nats://... */
+  char *queue_stream;
+  long queue_maxlen;
+  char *delivery_retry_schedule_text;    /* DELIVERY_RETRY_SCHEDULE as given */
+  long delivery_retry[CONFIG_RETRY_MAX]; /* parsed: seconds before attempt i+1 */
+  size_t delivery_retry_count;           /* attempts before an event is dead-lettered */
+  bool delivery_allow_private_networks;
+  long delivery_timeout;
+  long delivery_concurrency;
+  long outbox_retention_days;
   char *docs_assets_url;
   char *docs_assets_dir;
 };

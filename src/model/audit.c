@@ -15,6 +15,10 @@ static const char *const action_names[AUDIT_ACTION_COUNT] = {
     [AUDIT_KEY_CREATED] = "key.created",
     [AUDIT_KEY_REVOKED] = "key.revoked",
     [AUDIT_AUTH_REJECTED] = "auth.rejected",
+    [AUDIT_SUBSCRIPTION_CREATED] = "subscription.created",
+    [AUDIT_SUBSCRIPTION_UPDATED] = "subscription.updated",
+    [AUDIT_SUBSCRIPTION_DELETED] = "subscription.deleted",
+    [AUDIT_SUBSCRIPTION_REPLAYED] = "subscription.replayed",
 };
 
 static const char *const outcome_names[AUDIT_OUTCOME_COUNT] = {

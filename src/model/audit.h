@@ -27,6 +27,11 @@ enum audit_action {
   AUDIT_KEY_CREATED,
   AUDIT_KEY_REVOKED,
   AUDIT_AUTH_REJECTED,
+  /* issue 10: target the subscription id; written in the change's own transaction */
+  AUDIT_SUBSCRIPTION_CREATED,
+  AUDIT_SUBSCRIPTION_UPDATED,
+  AUDIT_SUBSCRIPTION_DELETED,
+  AUDIT_SUBSCRIPTION_REPLAYED,
   AUDIT_ACTION_COUNT
 };
 

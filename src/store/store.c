@@ -2,6 +2,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,49 @@ struct store *store_open_wait(const char *url, int wait_seconds, char *err, size
 
 void store_close(struct store *s) {
   if (s) s->ops->close(s);
+}
+
+struct submit_wait {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool done;
+};
+
+static void wait_done(struct store_write *w, void *cls) {
+  (void)w;
+  struct submit_wait *sw = cls;
+  pthread_mutex_lock(&sw->lock);
+  sw->done = true;
+  pthread_cond_signal(&sw->cond);
+  pthread_mutex_unlock(&sw->lock);
+}
+
+void store_submit_wait(struct store *s, struct store_write *w) {
+  struct submit_wait sw = {.done = false};
+  pthread_mutex_init(&sw.lock, NULL);
+  pthread_cond_init(&sw.cond, NULL);
+  w->done = wait_done;
+  w->done_cls = &sw;
+  store_submit(s, w);
+  pthread_mutex_lock(&sw.lock);
+  while (!sw.done) pthread_cond_wait(&sw.cond, &sw.lock);
+  pthread_mutex_unlock(&sw.lock);
+  pthread_cond_destroy(&sw.cond);
+  pthread_mutex_destroy(&sw.lock);
+}
+
+void store_outbox_events_free(struct store_outbox_event *ev, size_t count) {
+  for (size_t i = 0; ev && i < count; i++) free(ev[i].data);
+  free(ev);
+}
+
+void store_jobs_free(struct store_outbox_work *w) {
+  for (size_t i = 0; w->jobs && i < w->count; i++) free(w->jobs[i].event.data);
+  free(w->jobs);
+  w->jobs = NULL;
+  store_outbox_events_free(w->events, w->count);
+  w->events = NULL;
+  w->count = 0;
 }
 
 void store_page_free(struct store_page *p) {

@@ -15,6 +15,7 @@
 #include "core/apikey.h"
 #include "model/audit.h"
 #include "model/conversation.h"
+#include "model/outbox.h"
 #include "model/stored.h"
 #include "store/sealing.h"
 
@@ -66,6 +67,128 @@ enum store_write_kind {
    * (STORE_HARD) without a ring. Safe while the service runs: rows are rewritten in place,
    * each in the batch's transaction. */
   STORE_WRITE_RESEAL,
+  /* ---- Onward delivery (issue 10; model/outbox.h). The outbox itself needs no kind of its
+   * own: CONVERSATION, EVENT, ERASE and RETAIN write their outbox events in their own
+   * transaction (see outbox below). ---- */
+  /* sub_create: stores *sub (id, secret and times set by the caller). Else replaces the stored
+   * subscription sub->id's url, event_types, account_id, enabled, max_per_second, paused,
+   * disabled_reason and updated_us (STORE_NOT_FOUND when there is none); a change from
+   * disabled or paused to active makes its waiting deliveries due at once. */
+  STORE_WRITE_SUB_PUT,
+  /* The subscription sub_id goes, with its deliveries and attempts (erased 1; 0 when none). */
+  STORE_WRITE_SUB_DELETE,
+  /* Every outbox event created at or after replay_since_us that subscription sub_id wants
+   * (its types and account) and that was fanned out to it becomes a pending delivery due at
+   * once, attempts counted from 1 again, with its original event id; erased = how many.
+   * STORE_NOT_FOUND when there is no such subscription. */
+  STORE_WRITE_REPLAY,
+  /* The dispatcher's work (struct store_outbox_work *outbox), see there. */
+  STORE_WRITE_OUTBOX,
+};
+
+/* ---- The outbox (issue 10) ----
+ * Every change writes its event in its own transaction, never for a write that is not
+ * committed, once (a duplicate redelivery writes none):
+ *   CONVERSATION: conversation.created (first version) or conversation.updated (a new body);
+ *   EVENT with conv: the same, except conversation.failed when conv->status is "failed";
+ *   EVENT with audio: conversation.audio_added (after the conversation's own event if both);
+ *   ERASE (erased > 0) and RETAIN (per conversation erased): conversation.deleted, and the
+ *   conversation's earlier events, and their deliveries still pending, are erased with it.
+ * An event's data is the conversation as GET shows it at that commit (render.h
+ * render_conversation_detail), sealed like every body when a ring is set; its account id is
+ * kept (sealed likewise) so subscriptions for one account get only its events.
+ * Fan-out: each subscription has a cursor (the last event seq it has considered); FANOUT makes
+ * every later event it wants a pending delivery (events arriving while it is disabled or paused
+ * too: they wait, they are never dropped). Deliveries of one conversation to one subscription
+ * go in event order: a delivery is due only when no earlier delivery of that conversation to
+ * that subscription is still pending. Brokers (queue/) read the outbox in seq order through a
+ * named cursor of their own. */
+
+struct store_outbox_event {
+  int64_t seq; /* the outbox's order (ascending with commit order on SQLite; unique always) */
+  char id[OUTBOX_EVENT_ID_MAX];
+  int type; /* enum outbox_type */
+  char conversation_id[MODEL_CONVERSATION_ID_MAX + 1];
+  int64_t created_us;
+  char *data; /* owned (opened when it was sealed) */
+  size_t data_len;
+};
+
+/* One delivery the dispatcher has leased. */
+struct store_delivery_job {
+  char sub_id[OUTBOX_SUB_ID_MAX];
+  int attempt;              /* this attempt's number, 1-based (attempts made before + 1) */
+  int64_t first_attempt_us; /* 0 when this is the first since it became pending */
+  struct store_outbox_event event;
+};
+
+/* What one attempt did. */
+struct store_delivery_result {
+  char sub_id[OUTBOX_SUB_ID_MAX];
+  int64_t seq;
+  char event_id[OUTBOX_EVENT_ID_MAX];
+  int type;
+  int attempt;
+  int64_t at_us;   /* when it was sent */
+  int status_code; /* 0: no HTTP answer (refused, timeout, ...) */
+  int64_t latency_ms;
+  char response_head[OUTBOX_RESPONSE_HEAD_MAX + 1]; /* the answer's first bytes, or why none */
+  /* DELIVERED: the delivery is done. RETRY: due again at next_at_us. FAILED: the schedule is
+   * exhausted; the store decides, in the same transaction: when the subscription has had a
+   * success since first_attempt_us, the delivery is dead-lettered (state failed, attempt
+   * recorded as FAILED); else the subscription is paused and the delivery stays pending,
+   * due at next_at_us (attempt recorded as PAUSED). DISABLED (410): the subscription is
+   * disabled (disabled_reason "gone"), the delivery stays pending. Every result is also
+   * recorded as an attempt (GET .../deliveries). RELEASE: not sent (throttled, shutting
+   * down): the lease is dropped, due again at next_at_us, no attempt recorded. */
+  int outcome; /* enum delivery_outcome, or STORE_DELIVERY_RELEASE */
+  int64_t first_attempt_us;
+  int64_t next_at_us;
+};
+#define STORE_DELIVERY_RELEASE 100
+
+enum store_outbox_op {
+  /* Fans out up to limit events per subscription (see above); *added = deliveries made
+   * pending. Several instances may run it at once (each subscription's cursor is moved by one
+   * at a time). */
+  STORE_OUTBOX_FANOUT,
+  /* Leases up to limit due deliveries of subscription sub_id (enabled, not paused; PostgreSQL:
+   * rows another instance holds are skipped), each until now_us + lease_us: jobs[0..count)
+   * (owned, free with store_jobs_free). A lease that runs out (a crash) makes the delivery due
+   * again: at least once. */
+  STORE_OUTBOX_CLAIM,
+  /* Records results[0..nresults) (the leases must be ours; others are ignored). */
+  STORE_OUTBOX_FINISH,
+  /* Broker cursor cursor_name (created at seq 0 when missing): leases it until now_us +
+   * lease_us when it is free, expired or ours, and returns the up to limit events after it in
+   * seq order (events, owned, free with store_jobs_free); busy set and nothing read
+   * when another instance holds it. */
+  STORE_OUTBOX_QUEUE_READ,
+  /* Moves broker cursor cursor_name to upto_seq (only forward, only while its lease is ours). */
+  STORE_OUTBOX_QUEUE_ADVANCE,
+  /* Erases up to limit outbox events created before before_us that no subscription still has
+   * pending and every broker cursor has passed, and attempts recorded before it; *added =
+   * rows erased. */
+  STORE_OUTBOX_PRUNE,
+};
+
+struct store_outbox_work {
+  enum store_outbox_op op;
+  int64_t now_us;
+  int64_t lease_us;
+  int64_t limit;
+  const char *sub_id;                          /* CLAIM */
+  const char *cursor_name;                     /* QUEUE_READ, QUEUE_ADVANCE (at most 64 bytes) */
+  int64_t upto_seq;                            /* QUEUE_ADVANCE */
+  int64_t before_us;                           /* PRUNE */
+  const struct store_delivery_result *results; /* FINISH */
+  size_t nresults;
+  /* output */
+  int64_t added;
+  struct store_delivery_job *jobs;
+  struct store_outbox_event *events;
+  size_t count;
+  bool busy;
 };
 
 #define STORE_EVENT_TYPE_MAX 65 /* EL_TYPE_MAX + NUL */
@@ -109,6 +232,13 @@ struct store_write {
   /* The backend's, filled in submit on the caller's thread (SQLite, with ENCRYPTION_KEYS: the
    * email and account sealed there, off its one writer thread). */
   struct store_presealed presealed;
+  /* input (STORE_WRITE_SUB_PUT, SUB_DELETE, REPLAY) */
+  const struct subscription *sub;
+  bool sub_create;
+  const char *sub_id;
+  int64_t replay_since_us;
+  /* input and output (STORE_WRITE_OUTBOX) */
+  struct store_outbox_work *outbox;
   /* input (STORE_WRITE_AUDIT) */
   struct audit_entry *audit_entries; /* ids and hashes filled in by the writer */
   size_t audit_count;
@@ -185,6 +315,33 @@ struct store_audit_page {
   size_t count;
 };
 
+/* A page of a subscription's recorded attempts, newest first. */
+struct store_attempt {
+  int64_t id; /* the cursor */
+  char event_id[OUTBOX_EVENT_ID_MAX];
+  int type;
+  int attempt;
+  int status_code; /* 0: no answer */
+  int64_t latency_ms;
+  int64_t at_us;
+  int outcome; /* enum delivery_outcome */
+  char response_head[OUTBOX_RESPONSE_HEAD_MAX + 1];
+};
+
+struct store_attempt_page {
+  struct store_attempt *items; /* owned; free() */
+  size_t count;
+};
+
+/* The outbox's backlog, for health. */
+struct store_outbox_stats {
+  int64_t pending_deliveries; /* deliveries to subscriptions not yet delivered or failed */
+  int64_t oldest_pending_us;  /* created time of the oldest such event; 0: none */
+  int64_t queue_backlog;      /* events after the broker cursor (cursor_name) */
+  int64_t oldest_queue_us;    /* created time of the oldest of them; 0: none */
+  int64_t dead_letters;       /* deliveries failed for good */
+};
+
 struct seal_ring;
 
 struct store;
@@ -223,6 +380,22 @@ struct store_ops {
    * and ring is NULL. Records the ring's first key as one in use. */
   enum store_status (*set_ring)(struct store *s, const struct seal_ring *ring, char *err,
                                 size_t errlen);
+  /* ---- Onward delivery (issue 10) ---- */
+  /* The subscription id (STORE_NOT_FOUND when none). */
+  enum store_status (*sub_get)(struct store *s, const char *id, struct subscription *out);
+  /* Every subscription, oldest first (*out owned, free()). */
+  enum store_status (*sub_list)(struct store *s, struct subscription **out, size_t *count);
+  /* Attempts recorded for subscription sub_id, newest first, ids below before_id (0: from the
+   * newest), at most limit (1..1001). */
+  enum store_status (*attempt_list)(struct store *s, const char *sub_id, int64_t before_id,
+                                    int64_t limit, struct store_attempt_page *out);
+  /* Backlog numbers; cursor_name NULL: no broker (queue numbers 0). */
+  enum store_status (*outbox_stats)(struct store *s, const char *cursor_name,
+                                    struct store_outbox_stats *out);
+  /* Called (on the writer thread, after the commit, cheap, never blocking) whenever a commit
+   * wrote outbox events, so the dispatcher wakes without polling; NULL: none. Set once, before
+   * any write. */
+  void (*set_outbox_notify)(struct store *s, void (*notify)(void *cls), void *cls);
   void (*close)(struct store *s);
 };
 
@@ -292,6 +465,35 @@ __attribute__((warn_unused_result)) static inline enum store_status store_set_ri
     struct store *s, const struct seal_ring *ring, char *err, size_t errlen) {
   return s->ops->set_ring(s, ring, err, errlen);
 }
+
+/* Submits w and waits until it is done (w->status). May block: never on an HTTP event thread
+ * (offload threads, the dispatcher, the CLI). */
+void store_submit_wait(struct store *s, struct store_write *w);
+
+__attribute__((warn_unused_result)) static inline enum store_status store_sub_get(
+    struct store *s, const char *id, struct subscription *out) {
+  return s->ops->sub_get(s, id, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_sub_list(
+    struct store *s, struct subscription **out, size_t *count) {
+  return s->ops->sub_list(s, out, count);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_attempt_list(
+    struct store *s, const char *sub_id, int64_t before_id, int64_t limit,
+    struct store_attempt_page *out) {
+  return s->ops->attempt_list(s, sub_id, before_id, limit, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_outbox_stats(
+    struct store *s, const char *cursor_name, struct store_outbox_stats *out) {
+  return s->ops->outbox_stats(s, cursor_name, out);
+}
+
+/* Frees what STORE_OUTBOX_CLAIM and QUEUE_READ returned (and resets the pointers). */
+void store_jobs_free(struct store_outbox_work *w);
+void store_outbox_events_free(struct store_outbox_event *ev, size_t count);
 
 void store_page_free(struct store_page *p);
 void store_events_free(struct store_events *e);
