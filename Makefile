@@ -8,7 +8,7 @@
 #   make bench      benchmarks (see README)
 #   make image-test build the container image and run README "Deploying" with podman or Docker
 
-PKGS      := libmicrohttpd gnutls jansson sqlite3 libpq hiredis libcrypto libcurl
+PKGS      := libmicrohttpd gnutls jansson sqlite3 libpq hiredis libcrypto libcurl libnats
 PYTHON    := /usr/bin/python3
 WARN      := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wformat=2 -Wundef -fno-common -Werror
@@ -113,7 +113,7 @@ unit: $(UNIT_BINS)
 conformance: build/debug/tests/store_conformance
 	$(PYTHON) tests/store/run_conformance.py build/debug/tests/store_conformance
 
-integration: build/debug/gensendrep
+integration: build/debug/gensendrep build/debug/tests/test_queue
 	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration
 
 # core/ at the bottom, model/ never knows a database, plumbing never knows an endpoint.

@@ -5,8 +5,8 @@
 set -eu
 # libcurl4-openssl-dev, not the GnuTLS flavour: the OpenSSL already linked (libcrypto, libpq)
 # does TLS for the ElevenLabs API too, and its runtime (libcurl4) is what Debian's curl uses.
-build="gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libcurl4-openssl-dev"
-test="$build openssl libcmocka-dev python3-pytest python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server"
+build="gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libcurl4-openssl-dev libnats-dev"
+test="$build openssl libcmocka-dev python3-pytest python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server nats-server"
 bench="$build wrk postgresql redis-server"
 # make image-test: podman (root) with netavark/aardvark-dns networks (which need iptables), runc
 # where crun cannot run, podman-compose, and debootstrap for stand-in base images.

@@ -31,7 +31,10 @@ __attribute__((warn_unused_result)) struct queue *queue_open(const char *url, co
                                                              char *err, size_t errlen);
 /* Publishes msgs[0..n) in order and returns how many of them, from the first, the broker
  * acknowledged (n: all; fewer: it failed at the next one, which must be published again later;
- * the publisher is then disconnected). Connects first when needed. */
+ * the publisher is then disconnected). Connects first when needed; when the last attempt was
+ * less than a second ago it first waits out that second (a caller retrying in a loop never
+ * spins). n 0 is a probe: connects when allowed without waiting, or checks the held connection
+ * with a round trip, so queue_connected stays true without traffic. */
 size_t queue_publish(struct queue *q, const struct queue_msg *msgs, size_t n);
 /* Whether the last connection attempt or publish succeeded (health: "connected"). Any thread. */
 bool queue_connected(const struct queue *q);

@@ -1,6 +1,8 @@
 """Real dependency servers for the tests: a throw-away PostgreSQL cluster (initdb + pg_ctl in a
-temp dir, on a free port) and a redis-server on a free port. Both stop themselves at exit.
-Nothing here is a fake: the suite talks to the same servers users run."""
+temp dir, on a free port), a redis-server and a nats-server with JetStream, each on a free port.
+All stop themselves at exit; Redis and NATS can be stopped and started again on the same port
+mid-test (a broker outage). Nothing here is a fake: the suite talks to the same servers users
+run."""
 import atexit
 import glob
 import os
@@ -95,6 +97,8 @@ class RedisServer:
         atexit.register(self.destroy)
 
     def start(self):
+        if self.running:
+            return
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir],
@@ -116,9 +120,14 @@ class RedisServer:
             s.sendall(b"FLUSHALL\r\n")
             assert s.recv(16).startswith(b"+OK")
 
-    def stop(self):
+    def stop(self, kill=False):
+        """Stops the server (SIGTERM, or SIGKILL with kill=True); start() brings it back on the
+        same port, empty (nothing is saved)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
 
@@ -128,6 +137,80 @@ class RedisServer:
 
     def url(self):
         return f"redis://127.0.0.1:{self.port}"
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class NatsServer:
+    """nats-server with JetStream (-js) on a free port, storing in its own temp dir, which a
+    restart keeps (a stop and start is an outage, not a new server)."""
+
+    def __init__(self, user=None, password=None):
+        exe = shutil.which("nats-server") or "/usr/bin/nats-server"
+        if not os.path.exists(exe):
+            raise RuntimeError("nats-server not found: install the Debian package nats-server "
+                               "(make test does so when run as root)")
+        self.exe = exe
+        self.dir = tempfile.mkdtemp(prefix="gensendrep-nats-")
+        self.port = free_port()
+        self.user = user
+        self.password = password
+        self.proc = None
+        self.log = os.path.join(self.dir, "log")
+        atexit.register(self.destroy)
+
+    def start(self):
+        if self.running:
+            return
+        cmd = [self.exe, "-a", "127.0.0.1", "-p", str(self.port), "-js",
+               "-sd", os.path.join(self.dir, "js"), "-l", self.log]
+        if self.user:
+            cmd += ["--user", self.user, "--pass", self.password]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    if s.recv(4096).startswith(b"INFO "):
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("nats-server did not start")
+        # JetStream answers once its store is ready.
+        from brokers import NatsClient
+        while True:
+            try:
+                with NatsClient(self.port, self.user, self.password) as c:
+                    c.request("$JS.API.INFO", b"", timeout=2)
+                return
+            except (OSError, TimeoutError, RuntimeError):
+                if time.time() > deadline:
+                    raise RuntimeError("nats-server: JetStream did not come up")
+                time.sleep(0.1)
+
+    def stop(self, kill=False):
+        if self.proc and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            self.proc.wait(15)
+        self.proc = None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def url(self, with_credentials=True):
+        cred = ""
+        if self.user and with_credentials:
+            cred = f"{self.user}:{self.password}@"
+        return f"nats://{cred}127.0.0.1:{self.port}"
 
     def destroy(self):
         self.stop()
