@@ -82,6 +82,7 @@ static void sleep_ms(double ms) {
  * caller retrying in a loop never spins); a probe (n 0) does not wait. */
 static bool ensure_connected(struct queue *q, bool wait) {
   if (q->ops->held(q)) return true;
+  if (atomic_load(&q->connected)) queue_set_down(q, "the broker closed the connection");
   if (q->tried) {
     double left = q->last_connect_ms + QUEUE_RECONNECT_MS - time_mono_ms();
     if (left > 0) {

@@ -39,10 +39,14 @@ struct queue_backend {
 static pthread_mutex_t lib_mu = PTHREAD_MUTEX_INITIALIZER;
 static int lib_users;
 
+/* "what: <the library's last error>", without its "(file.c:line): " prefix. */
 static void status_why(const char *what, natsStatus s, char *why, size_t whylen) {
   const char *last = nats_GetLastError(NULL);
-  snprintf(why, whylen, "%s: %s%s%.80s", what, natsStatus_GetText(s), last && *last ? ": " : "",
-           last ? last : "");
+  if (last && *last == '(') {
+    const char *end = strstr(last, "): ");
+    if (end) last = end + 3;
+  }
+  snprintf(why, whylen, "%s: %.100s", what, last && *last ? last : natsStatus_GetText(s));
 }
 
 /* nats://[user:password@|token@]host[:port] */

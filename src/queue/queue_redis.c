@@ -48,6 +48,15 @@ static void backend_free(struct queue *q) {
 
 static bool reply_ok(const redisReply *r) { return r && r->type != REDIS_REPLY_ERROR; }
 
+/* The context's error; a read that ran out of time says so (hiredis reports EAGAIN). */
+static void ctx_why(const char *what, const struct queue *q, redisContext *ctx, char *why,
+                    size_t whylen) {
+  if (ctx->err == REDIS_ERR_IO && strstr(ctx->errstr, "temporarily unavailable"))
+    snprintf(why, whylen, "%s: no answer within %ld ms", what, q->timeout_ms);
+  else
+    snprintf(why, whylen, "%s: %s", what, ctx->err ? ctx->errstr : "no reply");
+}
+
 static void reply_why(const char *what, const redisReply *r, redisContext *ctx, char *why,
                       size_t whylen) {
   if (!r)
@@ -99,7 +108,10 @@ static bool connect_redis(struct queue *q, char *why, size_t whylen) {
 static bool ping(struct queue *q, char *why, size_t whylen) {
   redisReply *r = redisCommandArgv(q->b->ctx, 1, (const char *[]){"PING"}, NULL);
   bool ok = r && r->type == REDIS_REPLY_STATUS;
-  if (!ok) reply_why("PING", r, q->b->ctx, why, whylen);
+  if (!r)
+    ctx_why("PING", q, q->b->ctx, why, whylen);
+  else if (!ok)
+    reply_why("PING", r, q->b->ctx, why, whylen);
   freeReplyObject(r);
   return ok;
 }
@@ -124,7 +136,7 @@ static size_t publish(struct queue *q, const struct queue_msg *msgs, size_t n, c
   for (size_t i = 0; i < n; i++) {
     redisReply *r = NULL;
     if (redisGetReply(ctx, (void **)&r) != REDIS_OK) {
-      snprintf(why, whylen, "XADD: %s", ctx->errstr);
+      ctx_why("XADD", q, ctx, why, whylen);
       return i;
     }
     bool ok = r && r->type == REDIS_REPLY_STRING;
