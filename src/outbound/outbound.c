@@ -1,0 +1,960 @@
+/* The outbox dispatcher (outbound.h): one thread delivers to webhook subscriptions through one
+ * libcurl multi handle, one more publishes to the broker (QUEUE_URL).
+ *
+ * The subscription thread loops: it hands the store, as one batch of writes (one transaction),
+ * the results of the attempts that ended (FINISH), a fan-out when events may have arrived
+ * (FANOUT), a claim for each subscription that may have due deliveries and has room (CLAIM),
+ * and once a minute a prune; then it starts the claimed deliveries and waits on the multi handle
+ * until a transfer progresses, the store reports new events (curl_multi_wakeup), a retry falls
+ * due, or a second has passed. FINISH before CLAIM in one batch keeps the per-conversation order:
+ * the next event of a conversation becomes due in the same transaction its predecessor ended. */
+#include <curl/curl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "core/utf8.h"
+#include "core/version.h"
+#include "ext/crypto.h"
+#include "outbound/outbound.h"
+#include "queue/queue.h"
+
+#define CLAIM_MAX 256             /* deliveries leased by one claim */
+#define FANOUT_LIMIT 1000         /* events fanned out per subscription per batch */
+#define PRUNE_LIMIT 5000          /* outbox rows erased per prune */
+#define PRUNE_EVERY_MS 60000      /* prune once a minute */
+#define TICK_MS 1000              /* at least once a second: other instances' events, new subs */
+#define STOP_GRACE_MS 2000        /* what deliveries in flight are given at stop */
+#define LEASE_MARGIN_S 30         /* a lease outlives the longest attempt by this much */
+#define BODY_READ_MAX (64 * 1024) /* an answer longer than this is cut (its status counts) */
+#define QUEUE_BATCH 256
+#define QUEUE_LEASE_US (30 * 1000000LL)
+#define QUEUE_TIMEOUT_MS 5000
+#define QUEUE_BACKOFF_MS 1000
+
+/* One subscription as the dispatcher sees it: what the store holds plus the throttle. */
+struct sub_slot {
+  struct subscription sub;
+  double tokens;      /* maxPerSecond token bucket */
+  double refilled_ms; /* when tokens was last topped up (monotonic) */
+  bool maybe_due;     /* a claim could find something: cleared when one comes back short */
+};
+
+/* One delivery in flight. */
+struct transfer {
+  struct outbound *o;
+  struct transfer *prev, *next;
+  CURL *easy;
+  struct curl_slist *headers;
+  char *body;
+  size_t body_len;
+  struct store_delivery_result res; /* sub_id, seq, event id, type, attempt, times filled */
+  double started_ms;
+  char head[OUTBOX_RESPONSE_HEAD_MAX];
+  size_t head_len;
+  size_t received;
+  bool cut;             /* the answer was longer than BODY_READ_MAX: stopped reading */
+  char retry_after[64]; /* the final answer's Retry-After, "" when none */
+  char refused[96];     /* "refused: private address ..." when the SSRF rule stopped it */
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+struct outbound {
+  const struct config *cfg;
+  struct store *store;
+  CURLM *multi;
+  pthread_t sub_thread, queue_thread;
+  bool sub_started, queue_started;
+  atomic_bool stop;
+  atomic_bool notified; /* the store committed events */
+  atomic_bool woken;    /* outbound_wake: subscriptions changed */
+  struct outbound *live_next;
+  uint64_t rng; /* xorshift state for jitter (sub thread only) */
+  /* subscription thread state */
+  struct sub_slot *subs;
+  size_t nsubs;
+  size_t rotate; /* which subscription claims first, so none starves the others of slots */
+  struct transfer *inflight;
+  size_t ninflight;
+  struct store_delivery_result *results; /* ended, waiting for FINISH */
+  size_t nresults, capresults;
+  int64_t next_due_us; /* earliest retry we scheduled ourselves (wall clock); 0: none */
+  /* broker */
+  struct queue *queue;
+  pthread_mutex_t queue_mu;
+  pthread_cond_t queue_cv;
+  bool queue_kick;
+};
+
+/* ---- the store's notification: the writer thread may call it while an outbound stops, so it
+ * reaches only dispatchers still registered here ---- */
+
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct outbound *live_head;
+
+static void kick(struct outbound *o, bool subs_changed) {
+  if (subs_changed) atomic_store(&o->woken, true);
+  atomic_store(&o->notified, true);
+  curl_multi_wakeup(o->multi);
+  pthread_mutex_lock(&o->queue_mu);
+  o->queue_kick = true;
+  pthread_cond_signal(&o->queue_cv);
+  pthread_mutex_unlock(&o->queue_mu);
+}
+
+static void on_outbox_notify(void *cls) {
+  pthread_mutex_lock(&live_mu);
+  for (struct outbound *p = live_head; p; p = p->live_next)
+    if (p == cls) {
+      kick(p, false);
+      break;
+    }
+  pthread_mutex_unlock(&live_mu);
+}
+
+static void live_add(struct outbound *o) {
+  pthread_mutex_lock(&live_mu);
+  o->live_next = live_head;
+  live_head = o;
+  pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(struct outbound *o) {
+  pthread_mutex_lock(&live_mu);
+  for (struct outbound **p = &live_head; *p; p = &(*p)->live_next)
+    if (*p == o) {
+      *p = o->live_next;
+      break;
+    }
+  pthread_mutex_unlock(&live_mu);
+}
+
+void outbound_wake(struct outbound *o) {
+  if (!o) return;
+  kick(o, true);
+}
+
+/* ---- small helpers ---- */
+
+static double rnd_unit(struct outbound *o) {
+  uint64_t x = o->rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  o->rng = x;
+  return (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
+}
+
+static long schedule_max(const struct config *cfg) {
+  long m = 0;
+  for (size_t i = 0; i < cfg->delivery_retry_count; i++)
+    if (cfg->delivery_retry[i] > m) m = cfg->delivery_retry[i];
+  return m;
+}
+
+/* A batch of store writes submitted together (the writer commits them in one transaction, in
+ * order) and waited for together. */
+struct batch {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  size_t pending;
+  struct store_write *w;
+  struct store_outbox_work *work;
+  size_t n, cap;
+};
+
+static void batch_done(struct store_write *w, void *cls) {
+  (void)w;
+  struct batch *b = cls;
+  pthread_mutex_lock(&b->mu);
+  b->pending--;
+  pthread_cond_signal(&b->cv);
+  pthread_mutex_unlock(&b->mu);
+}
+
+static struct store_outbox_work *batch_add(struct batch *b, enum store_outbox_op op) {
+  if (b->n == b->cap) return NULL;
+  struct store_outbox_work *work = &b->work[b->n];
+  memset(work, 0, sizeof *work);
+  work->op = op;
+  work->now_us = time_now_us();
+  b->n++;
+  return work;
+}
+
+static void batch_free(struct batch *b) {
+  free(b->w);
+  free(b->work);
+}
+
+static void batch_run(struct store *s, struct batch *b) {
+  pthread_mutex_init(&b->mu, NULL);
+  pthread_cond_init(&b->cv, NULL);
+  b->pending = b->n;
+  for (size_t i = 0; i < b->n; i++) {
+    memset(&b->w[i], 0, sizeof b->w[i]);
+    b->w[i].kind = STORE_WRITE_OUTBOX;
+    b->w[i].outbox = &b->work[i];
+    b->w[i].audio_fd = -1;
+    b->w[i].event_audio_at = -1;
+    b->w[i].done = batch_done;
+    b->w[i].done_cls = b;
+  }
+  for (size_t i = 0; i < b->n; i++) store_submit(s, &b->w[i]);
+  pthread_mutex_lock(&b->mu);
+  while (b->pending) pthread_cond_wait(&b->cv, &b->mu);
+  pthread_mutex_unlock(&b->mu);
+  pthread_cond_destroy(&b->cv);
+  pthread_mutex_destroy(&b->mu);
+}
+
+/* ---- subscriptions ---- */
+
+static struct sub_slot *slot_find(struct outbound *o, const char *id) {
+  for (size_t i = 0; i < o->nsubs; i++)
+    if (strcmp(o->subs[i].sub.id, id) == 0) return &o->subs[i];
+  return NULL;
+}
+
+/* Reads the subscriptions again, keeping each one's throttle state. */
+static void subs_refresh(struct outbound *o, double now_ms) {
+  struct subscription *list = NULL;
+  size_t n = 0;
+  enum store_status st = store_sub_list(o->store, &list, &n);
+  if (st != STORE_OK) {
+    log_msg(LOG_WARNING, "outbound: reading the subscriptions failed (status %d)", (int)st);
+    free(list);
+    return;
+  }
+  struct sub_slot *slots = n ? calloc(n, sizeof *slots) : NULL;
+  if (n && !slots) {
+    free(list);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct sub_slot *old = slot_find(o, list[i].id);
+    slots[i].sub = list[i];
+    if (old && old->sub.max_per_second == list[i].max_per_second) {
+      slots[i].tokens = old->tokens;
+      slots[i].refilled_ms = old->refilled_ms;
+    } else {
+      slots[i].tokens = list[i].max_per_second > 0 ? (double)list[i].max_per_second : 0;
+      slots[i].refilled_ms = now_ms;
+    }
+    slots[i].maybe_due = true;
+  }
+  for (size_t i = 0; i < o->nsubs; i++)
+    memset(o->subs[i].sub.secret, 0, sizeof o->subs[i].sub.secret);
+  free(o->subs);
+  if (list) memset(list, 0, n * sizeof *list);
+  free(list);
+  o->subs = slots;
+  o->nsubs = n;
+  if (o->rotate >= n) o->rotate = 0;
+}
+
+static bool sub_active(const struct sub_slot *s) { return s->sub.enabled && !s->sub.paused; }
+
+static void tokens_refill(struct sub_slot *s, double now_ms) {
+  if (s->sub.max_per_second <= 0) return;
+  double cap = (double)s->sub.max_per_second;
+  s->tokens += (now_ms - s->refilled_ms) / 1000.0 * cap;
+  if (s->tokens > cap) s->tokens = cap;
+  s->refilled_ms = now_ms;
+}
+
+/* ---- results ---- */
+
+static void result_push(struct outbound *o, const struct store_delivery_result *r) {
+  if (o->nresults == o->capresults) {
+    size_t cap = o->capresults ? o->capresults * 2 : 64;
+    struct store_delivery_result *p = realloc(o->results, cap * sizeof *p);
+    if (!p) {
+      /* the lease runs out instead: the delivery goes out again (at least once) */
+      log_msg(LOG_ERROR, "outbound: out of memory recording a delivery result");
+      return;
+    }
+    o->results = p;
+    o->capresults = cap;
+  }
+  o->results[o->nresults++] = *r;
+  if (r->outcome == DELIVERY_RETRY || r->outcome == STORE_DELIVERY_RELEASE)
+    if (o->next_due_us == 0 || r->next_at_us < o->next_due_us) o->next_due_us = r->next_at_us;
+  struct sub_slot *s = slot_find(o, r->sub_id);
+  if (s) s->maybe_due = true; /* the conversation's next event may be due now */
+}
+
+/* A result that is not an attempt: the lease is dropped, due again at next_at_us. */
+static void release(struct outbound *o, const char *sub_id, const struct store_outbox_event *ev,
+                    int attempt, int64_t next_at_us) {
+  struct store_delivery_result r;
+  memset(&r, 0, sizeof r);
+  snprintf(r.sub_id, sizeof r.sub_id, "%s", sub_id);
+  r.seq = ev->seq;
+  snprintf(r.event_id, sizeof r.event_id, "%s", ev->id);
+  r.type = ev->type;
+  r.attempt = attempt;
+  r.at_us = time_now_us();
+  r.outcome = STORE_DELIVERY_RELEASE;
+  r.next_at_us = next_at_us;
+  result_push(o, &r);
+}
+
+/* ---- libcurl callbacks ---- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *cls) {
+  struct transfer *t = cls;
+  size_t len = size * n;
+  if (t->head_len < sizeof t->head) {
+    size_t take = sizeof t->head - t->head_len;
+    if (take > len) take = len;
+    memcpy(t->head + t->head_len, data, take);
+    t->head_len += take;
+  }
+  t->received += len;
+  if (t->received > BODY_READ_MAX) {
+    t->cut = true;
+    return 0; /* ends the transfer; the status already received still counts */
+  }
+  return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *cls) {
+  struct transfer *t = cls;
+  size_t len = size * n;
+  if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+    /* a new response (after a 1xx): its own headers only */
+    t->retry_after[0] = '\0';
+  } else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
+    size_t v = len - 12;
+    while (v && (data[12 + v - 1] == '\r' || data[12 + v - 1] == '\n')) v--;
+    if (v >= sizeof t->retry_after) v = sizeof t->retry_after - 1;
+    memcpy(t->retry_after, data + 12, v);
+    t->retry_after[v] = '\0';
+  }
+  return len;
+}
+
+/* The SSRF rule on the address actually connected to (after DNS, on every address tried). */
+static curl_socket_t on_open_socket(void *cls, curlsocktype purpose, struct curl_sockaddr *a) {
+  struct transfer *t = cls;
+  if (purpose != CURLSOCKTYPE_IPCXN || outbound_addr_private(&a->addr)) {
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (a->family == AF_INET)
+      inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)&a->addr)->sin_addr, text, sizeof text);
+    else if (a->family == AF_INET6)
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)&a->addr)->sin6_addr, text, sizeof text);
+    snprintf(t->refused, sizeof t->refused, "refused: private address %s", text);
+    return CURL_SOCKET_BAD;
+  }
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* ---- transfers ---- */
+
+static void transfer_free(struct transfer *t) {
+  if (!t) return;
+  if (t->easy) curl_easy_cleanup(t->easy);
+  curl_slist_free_all(t->headers);
+  free(t->body);
+  free(t);
+}
+
+/* Appends "name: value" (or the line name alone when value is NULL). */
+static bool add_header(struct curl_slist **list, const char *name, const char *value) {
+  char line[256];
+  if (value)
+    snprintf(line, sizeof line, "%s: %s", name, value);
+  else
+    snprintf(line, sizeof line, "%s", name);
+  struct curl_slist *l = curl_slist_append(*list, line);
+  if (!l) return false;
+  *list = l;
+  return true;
+}
+
+/* Starts delivering job to slot's subscription; false (nothing started, the job released) when
+ * it cannot be sent now. */
+static bool transfer_start(struct outbound *o, struct sub_slot *slot,
+                           const struct store_delivery_job *job) {
+  const struct config *cfg = o->cfg;
+  const struct store_outbox_event *ev = &job->event;
+  int64_t now_us = time_now_us();
+  /* the schedule's first wait counts from the event's creation */
+  if (job->attempt <= 1 && cfg->delivery_retry_count && cfg->delivery_retry[0] > 0) {
+    int64_t base = ev->created_us + (int64_t)cfg->delivery_retry[0] * 1000000;
+    if (now_us < base) {
+      int64_t d =
+          outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count, 0, rnd_unit(o));
+      release(o, job->sub_id, ev, job->attempt, ev->created_us + d);
+      return false;
+    }
+  }
+  struct transfer *t = calloc(1, sizeof *t);
+  if (!t) {
+    release(o, job->sub_id, ev, job->attempt, now_us + 1000000);
+    return false;
+  }
+  t->o = o;
+  snprintf(t->res.sub_id, sizeof t->res.sub_id, "%s", job->sub_id);
+  t->res.seq = ev->seq;
+  snprintf(t->res.event_id, sizeof t->res.event_id, "%s", ev->id);
+  t->res.type = ev->type;
+  t->res.attempt = job->attempt;
+  t->res.at_us = now_us;
+  t->res.first_attempt_us = job->first_attempt_us ? job->first_attempt_us : now_us;
+  t->body = outbox_event_render(ev->type, ev->id, ev->created_us, ev->data ? ev->data : "null",
+                                ev->data ? ev->data_len : 4, &t->body_len);
+  char sig[128], ts[32];
+  snprintf(ts, sizeof ts, "%lld", (long long)(now_us / 1000000));
+  bool signed_ok = t->body && outbound_sign(slot->sub.secret, ev->id, now_us / 1000000, t->body,
+                                            t->body_len, sig, sizeof sig);
+  if (!t->body || !signed_ok) {
+    /* a secret that does not decode is not the receiver's fault, but nothing can be sent:
+     * recorded as a failed attempt so it shows, retried on the schedule */
+    struct store_delivery_result r = t->res;
+    snprintf(r.response_head, sizeof r.response_head, "%s",
+             t->body ? "not sent: the subscription's secret is malformed" : "not sent: no memory");
+    int64_t d = outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count,
+                                        job->attempt, rnd_unit(o));
+    r.outcome = d < 0 ? DELIVERY_FAILED : DELIVERY_RETRY;
+    r.next_at_us = now_us + (d < 0 ? 0 : d);
+    result_push(o, &r);
+    transfer_free(t);
+    return false;
+  }
+  bool ok = add_header(&t->headers, "Content-Type", "application/json") &&
+            add_header(&t->headers, "webhook-id", ev->id) &&
+            add_header(&t->headers, "webhook-timestamp", ts) &&
+            add_header(&t->headers, "webhook-signature", sig) &&
+            add_header(&t->headers, "Expect:", NULL) && (t->easy = curl_easy_init()) != NULL;
+  CURL *c = t->easy;
+  ok = ok && curl_easy_setopt(c, CURLOPT_URL, slot->sub.url) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_PROXY, "") == CURLE_OK && /* environment proxies ignored */
+       curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg->delivery_timeout * 1000L) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_USERAGENT, "gensendrep/" GSR_VERSION) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_POST, 1L) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->body_len) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_POSTFIELDS, t->body) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_WRITEDATA, t) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_HEADERDATA, t) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_ERRORBUFFER, t->errbuf) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_PRIVATE, t) == CURLE_OK;
+  if (ok && !cfg->delivery_allow_private_networks)
+    ok = curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) == CURLE_OK &&
+         curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, t) == CURLE_OK;
+  if (!ok || curl_multi_add_handle(o->multi, c) != CURLM_OK) {
+    log_msg(LOG_ERROR, "outbound: libcurl refused a delivery's options (subscription %s)",
+            job->sub_id);
+    release(o, job->sub_id, ev, job->attempt, now_us + 1000000);
+    transfer_free(t);
+    return false;
+  }
+  t->started_ms = time_mono_ms();
+  t->next = o->inflight;
+  if (o->inflight) o->inflight->prev = t;
+  o->inflight = t;
+  o->ninflight++;
+  return true;
+}
+
+static void transfer_unlink(struct outbound *o, struct transfer *t) {
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    o->inflight = t->next;
+  if (t->next) t->next->prev = t->prev;
+  o->ninflight--;
+  curl_multi_remove_handle(o->multi, t->easy);
+}
+
+/* The answer's first bytes as text a database can hold: valid UTF-8, no NUL. */
+static void head_text(const struct transfer *t, char *out, size_t cap) {
+  char raw[OUTBOX_RESPONSE_HEAD_MAX];
+  for (size_t i = 0; i < t->head_len; i++) raw[i] = t->head[i] ? t->head[i] : ' ';
+  utf8_sanitize(out, cap, raw, t->head_len);
+}
+
+/* Classifies an ended transfer into its result. */
+static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
+  const struct config *cfg = o->cfg;
+  struct store_delivery_result r = t->res;
+  int64_t now_us = time_now_us();
+  r.latency_ms = (int64_t)(time_mono_ms() - t->started_ms + 0.5);
+  long code = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+  bool answered =
+      code >= 200 && code <= 599 && (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && t->cut));
+  if (answered) {
+    r.status_code = (int)code;
+    head_text(t, r.response_head, sizeof r.response_head);
+  } else if (*t->refused) {
+    snprintf(r.response_head, sizeof r.response_head, "%s", t->refused);
+  } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+    snprintf(r.response_head, sizeof r.response_head, "timeout");
+  } else {
+    const char *prefix = rc == CURLE_COULDNT_CONNECT        ? "refused: "
+                         : rc == CURLE_COULDNT_RESOLVE_HOST ? "dns: "
+                                                            : "";
+    const char *why = *t->errbuf ? t->errbuf : curl_easy_strerror(rc);
+    char msg[OUTBOX_RESPONSE_HEAD_MAX + 1];
+    size_t pl = strlen(prefix), wl = strnlen(why, sizeof msg - 1 - pl);
+    memcpy(msg, prefix, pl);
+    memcpy(msg + pl, why, wl);
+    utf8_sanitize(r.response_head, sizeof r.response_head, msg, pl + wl);
+  }
+  if (answered && code >= 200 && code <= 299) {
+    r.outcome = DELIVERY_DELIVERED;
+    r.next_at_us = now_us;
+  } else if (answered && code == 410) {
+    r.outcome = DELIVERY_DISABLED; /* the store disables the subscription; the event waits */
+    r.next_at_us = now_us;
+  } else {
+    int64_t d = outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count, r.attempt,
+                                        rnd_unit(o));
+    if (d < 0) {
+      /* exhausted: the store dead-letters it or pauses the subscription */
+      r.outcome = DELIVERY_FAILED;
+      r.next_at_us = now_us;
+    } else {
+      if (answered && (code == 429 || code == 503) && *t->retry_after) {
+        int64_t ra = outbound_retry_after(t->retry_after, now_us / 1000000, schedule_max(cfg));
+        if (ra >= 0) d = ra * 1000000;
+      }
+      r.outcome = DELIVERY_RETRY;
+      r.next_at_us = now_us + d;
+    }
+  }
+  if (r.outcome != DELIVERY_DELIVERED)
+    log_msg(LOG_DEBUG, "outbound: %s to %s attempt %d: %d %s", r.event_id, r.sub_id, r.attempt,
+            r.status_code, delivery_outcome_name(r.outcome));
+  result_push(o, &r);
+}
+
+static void transfers_collect(struct outbound *o) {
+  int running = 0, left = 0;
+  curl_multi_perform(o->multi, &running);
+  CURLMsg *m;
+  while ((m = curl_multi_info_read(o->multi, &left))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    char *priv = NULL;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+    struct transfer *t = (struct transfer *)(void *)priv;
+    CURLcode rc = m->data.result;
+    if (!t) continue;
+    transfer_unlink(o, t); /* m is invalid from here */
+    transfer_done(o, t, rc);
+    transfer_free(t);
+  }
+}
+
+/* Stop: whatever is still in flight is given up and released (sent again after a start). */
+static void transfers_abandon(struct outbound *o) {
+  while (o->inflight) {
+    struct transfer *t = o->inflight;
+    transfer_unlink(o, t);
+    struct store_delivery_result r = t->res;
+    r.outcome = STORE_DELIVERY_RELEASE;
+    r.next_at_us = time_now_us();
+    result_push(o, &r);
+    transfer_free(t);
+  }
+}
+
+/* ---- one round with the store ---- */
+
+struct round {
+  bool fanout, prune, claim;
+};
+
+/* FINISH what ended, then FANOUT, CLAIM and PRUNE as asked, all in one batch. Returns whether
+ * a fan-out filled its limit (more may be waiting). */
+static bool store_round(struct outbound *o, const struct round *want, double now_ms,
+                        bool *prune_more) {
+  const struct config *cfg = o->cfg;
+  struct batch b;
+  memset(&b, 0, sizeof b);
+  b.cap = 3 + o->nsubs;
+  b.w = calloc(b.cap, sizeof *b.w);
+  b.work = calloc(b.cap, sizeof *b.work);
+  struct sub_slot **claim_slot = calloc(o->nsubs + 1, sizeof *claim_slot);
+  size_t *claim_work = calloc(o->nsubs + 1, sizeof *claim_work);
+  if (!b.w || !b.work || !claim_slot || !claim_work) {
+    free(claim_slot);
+    free(claim_work);
+    batch_free(&b);
+    return false;
+  }
+  struct store_outbox_work *finish = NULL, *fanout = NULL, *prune = NULL;
+  if (o->nresults) {
+    finish = batch_add(&b, STORE_OUTBOX_FINISH);
+    finish->results = o->results;
+    finish->nresults = o->nresults;
+  }
+  if (want->fanout) {
+    fanout = batch_add(&b, STORE_OUTBOX_FANOUT);
+    fanout->limit = FANOUT_LIMIT;
+  }
+  if (want->prune) {
+    prune = batch_add(&b, STORE_OUTBOX_PRUNE);
+    prune->limit = PRUNE_LIMIT;
+    prune->before_us = time_now_us() - (int64_t)cfg->outbox_retention_days * 86400 * 1000000;
+  }
+  /* claims: subscriptions in turn from o->rotate, each within its bucket and the free slots */
+  size_t nclaims = 0, k = 0;
+  size_t free_slots = (size_t)cfg->delivery_concurrency > o->ninflight
+                          ? (size_t)cfg->delivery_concurrency - o->ninflight
+                          : 0;
+  for (; want->claim && k < o->nsubs && free_slots > 0; k++) {
+    struct sub_slot *s = &o->subs[(o->rotate + k) % o->nsubs];
+    if (!sub_active(s) || !(s->maybe_due || want->fanout)) continue;
+    tokens_refill(s, now_ms);
+    int64_t limit = (int64_t)free_slots;
+    if (limit > CLAIM_MAX) limit = CLAIM_MAX;
+    if (s->sub.max_per_second > 0 && (int64_t)s->tokens < limit) limit = (int64_t)s->tokens;
+    if (limit <= 0) continue;
+    struct store_outbox_work *w = batch_add(&b, STORE_OUTBOX_CLAIM);
+    if (!w) break;
+    w->sub_id = s->sub.id;
+    w->limit = limit;
+    w->lease_us = (int64_t)(cfg->delivery_timeout + LEASE_MARGIN_S) * 1000000;
+    claim_slot[nclaims] = s;
+    claim_work[nclaims] = b.n - 1;
+    nclaims++;
+    free_slots -= (size_t)limit;
+  }
+  if (o->nsubs) o->rotate = (o->rotate + (k ? k : 1)) % o->nsubs;
+  if (b.n == 0) {
+    free(claim_slot);
+    free(claim_work);
+    batch_free(&b);
+    return false;
+  }
+  batch_run(o->store, &b);
+  bool more = false;
+  if (finish) {
+    if (b.w[0].status == STORE_OK) {
+      o->nresults = 0;
+    } else if (b.w[0].status != STORE_RETRY) {
+      /* never accepted: the leases run out and the deliveries go out again */
+      log_msg(LOG_ERROR, "outbound: recording %zu delivery results failed (status %d)", o->nresults,
+              (int)b.w[0].status);
+      o->nresults = 0;
+    } else {
+      log_msg(LOG_WARNING, "outbound: recording delivery results failed; trying again");
+    }
+  }
+  for (size_t i = 0; i < b.n; i++) {
+    struct store_outbox_work *w = &b.work[i];
+    enum store_status st = b.w[i].status;
+    if (w == fanout) {
+      if (st == STORE_OK && w->added > 0)
+        for (size_t j = 0; j < o->nsubs; j++) o->subs[j].maybe_due = true;
+      if (st == STORE_OK && w->added >= FANOUT_LIMIT) more = true;
+      if (st != STORE_OK) log_msg(LOG_WARNING, "outbound: fan-out failed (status %d)", (int)st);
+    } else if (w == prune) {
+      *prune_more = st == STORE_OK && w->added >= PRUNE_LIMIT;
+      if (st != STORE_OK) log_msg(LOG_WARNING, "outbound: prune failed (status %d)", (int)st);
+    }
+  }
+  for (size_t i = 0; i < nclaims; i++) {
+    struct sub_slot *s = claim_slot[i];
+    size_t idx = claim_work[i];
+    struct store_outbox_work *w = &b.work[idx];
+    if (b.w[idx].status != STORE_OK) {
+      log_msg(LOG_WARNING, "outbound: claiming deliveries for %s failed (status %d)", s->sub.id,
+              (int)b.w[idx].status);
+      continue;
+    }
+    if ((int64_t)w->count < w->limit) s->maybe_due = false;
+    if (s->sub.max_per_second > 0) s->tokens -= (double)w->count;
+    for (size_t j = 0; j < w->count; j++)
+      if (!transfer_start(o, s, &w->jobs[j]) && s->sub.max_per_second > 0) s->tokens += 1;
+    store_jobs_free(w);
+  }
+  free(claim_slot);
+  free(claim_work);
+  batch_free(&b);
+  return more;
+}
+
+/* How long the loop may sleep (ms) before something is due. */
+static long sleep_ms(struct outbound *o, double now_ms, double next_tick_ms, bool busy) {
+  if (busy || o->nresults) return 0;
+  double wait = next_tick_ms - now_ms;
+  if (o->next_due_us) {
+    double due = (double)(o->next_due_us - time_now_us()) / 1000.0;
+    if (due < wait) wait = due;
+  }
+  bool room = (size_t)o->cfg->delivery_concurrency > o->ninflight;
+  for (size_t i = 0; room && i < o->nsubs; i++) {
+    struct sub_slot *s = &o->subs[i];
+    if (!sub_active(s) || !s->maybe_due) continue;
+    if (s->sub.max_per_second <= 0) return 0;
+    tokens_refill(s, now_ms);
+    double need = s->tokens >= 1 ? 0 : (1 - s->tokens) * 1000.0 / (double)s->sub.max_per_second;
+    if (need < wait) wait = need;
+  }
+  if (wait < 0) wait = 0;
+  if (wait > TICK_MS) wait = TICK_MS;
+  return (long)wait + (wait > (double)(long)wait ? 1 : 0);
+}
+
+static void *sub_main(void *cls) {
+  struct outbound *o = cls;
+  double next_tick = 0, next_prune = time_mono_ms() + 5000, stop_deadline = 0;
+  bool fanout_more = false, prune_more = false;
+  for (;;) {
+    double now = time_mono_ms();
+    bool stopping = atomic_load(&o->stop);
+    if (stopping) {
+      if (stop_deadline == 0) stop_deadline = now + STOP_GRACE_MS;
+      if (now >= stop_deadline) transfers_abandon(o);
+      if (!o->inflight) {
+        struct round none = {false, false, false};
+        bool ignored = false;
+        for (int tries = 0; o->nresults && tries < 3; tries++) store_round(o, &none, now, &ignored);
+        break;
+      }
+    }
+    struct round want = {false, false, !stopping};
+    if (!stopping) {
+      bool tick = now >= next_tick;
+      bool woken = atomic_exchange(&o->woken, false);
+      bool notified = atomic_exchange(&o->notified, false);
+      if (tick || woken) {
+        subs_refresh(o, now);
+        next_tick = now + TICK_MS;
+      }
+      want.fanout = tick || woken || notified || fanout_more;
+      if (o->next_due_us && time_now_us() >= o->next_due_us) {
+        o->next_due_us = 0;
+        for (size_t i = 0; i < o->nsubs; i++) o->subs[i].maybe_due = true;
+      }
+      if (now >= next_prune || prune_more) {
+        want.prune = true;
+        next_prune = now + PRUNE_EVERY_MS;
+      }
+    }
+    bool pm = false;
+    fanout_more = store_round(o, &want, now, &pm);
+    prune_more = pm;
+    transfers_collect(o);
+    now = time_mono_ms();
+    long ms = stopping ? 50 : sleep_ms(o, now, next_tick, fanout_more || prune_more);
+    if (ms > 0) {
+      curl_multi_poll(o->multi, NULL, 0, (int)ms, NULL);
+      transfers_collect(o);
+    }
+  }
+  return NULL;
+}
+
+/* ---- the broker ---- */
+
+/* Sleeps up to ms, or until stopped; wake_on_kick: also when the store reports events. */
+static void queue_sleep(struct outbound *o, long ms, bool wake_on_kick) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&o->queue_mu);
+  while (!atomic_load(&o->stop) && !(wake_on_kick && o->queue_kick))
+    if (pthread_cond_timedwait(&o->queue_cv, &o->queue_mu, &until) != 0) break;
+  if (wake_on_kick) o->queue_kick = false;
+  pthread_mutex_unlock(&o->queue_mu);
+}
+
+static enum store_status queue_work(struct store *s, struct store_outbox_work *w) {
+  struct store_write wr;
+  memset(&wr, 0, sizeof wr);
+  wr.kind = STORE_WRITE_OUTBOX;
+  wr.outbox = w;
+  wr.audio_fd = -1;
+  wr.event_audio_at = -1;
+  w->now_us = time_now_us();
+  store_submit_wait(s, &wr);
+  return wr.status;
+}
+
+static void *queue_main(void *cls) {
+  struct outbound *o = cls;
+  while (!atomic_load(&o->stop)) {
+    struct store_outbox_work rd;
+    memset(&rd, 0, sizeof rd);
+    rd.op = STORE_OUTBOX_QUEUE_READ;
+    rd.cursor_name = OUTBOUND_QUEUE_CURSOR;
+    rd.limit = QUEUE_BATCH;
+    rd.lease_us = QUEUE_LEASE_US;
+    enum store_status st = queue_work(o->store, &rd);
+    if (st != STORE_OK || rd.busy) {
+      if (st != STORE_OK)
+        log_msg(LOG_WARNING, "outbound: reading the outbox for the broker failed (status %d)",
+                (int)st);
+      store_jobs_free(&rd);
+      queue_sleep(o, QUEUE_BACKOFF_MS, false);
+      continue;
+    }
+    if (rd.count == 0) {
+      store_jobs_free(&rd);
+      queue_sleep(o, TICK_MS, true);
+      continue;
+    }
+    size_t n = rd.count;
+    struct queue_msg *msgs = calloc(n, sizeof *msgs);
+    char **texts = calloc(n, sizeof *texts);
+    size_t rendered = 0;
+    for (; msgs && texts && rendered < n; rendered++) {
+      const struct store_outbox_event *ev = &rd.events[rendered];
+      size_t len = 0;
+      texts[rendered] =
+          outbox_event_render(ev->type, ev->id, ev->created_us, ev->data ? ev->data : "null",
+                              ev->data ? ev->data_len : 4, &len);
+      if (!texts[rendered]) break;
+      msgs[rendered].id = ev->id;
+      msgs[rendered].type = outbox_type_name(ev->type);
+      msgs[rendered].json = texts[rendered];
+      msgs[rendered].len = len;
+    }
+    size_t acked = rendered ? queue_publish(o->queue, msgs, rendered) : 0;
+    if (acked > 0) {
+      struct store_outbox_work adv;
+      memset(&adv, 0, sizeof adv);
+      adv.op = STORE_OUTBOX_QUEUE_ADVANCE;
+      adv.cursor_name = OUTBOUND_QUEUE_CURSOR;
+      adv.upto_seq = rd.events[acked - 1].seq;
+      st = queue_work(o->store, &adv);
+      if (st != STORE_OK)
+        log_msg(LOG_WARNING, "outbound: moving the broker cursor failed (status %d)", (int)st);
+    }
+    for (size_t i = 0; texts && i < rendered; i++) free(texts[i]);
+    free(texts);
+    free(msgs);
+    store_jobs_free(&rd);
+    if (acked < n) {
+      char why[160];
+      queue_last_error(o->queue, why, sizeof why);
+      log_msg(LOG_WARNING, "outbound: the broker took %zu of %zu events (%s); again in 1 s", acked,
+              n, *why ? why : "no reason given");
+      queue_sleep(o, QUEUE_BACKOFF_MS, false);
+    }
+  }
+  return NULL;
+}
+
+/* ---- start, stop, status ---- */
+
+static void outbound_free(struct outbound *o) {
+  if (!o) return;
+  while (o->inflight) {
+    struct transfer *t = o->inflight;
+    transfer_unlink(o, t);
+    transfer_free(t);
+  }
+  if (o->queue) queue_close(o->queue);
+  if (o->multi) curl_multi_cleanup(o->multi);
+  for (size_t i = 0; i < o->nsubs; i++)
+    memset(o->subs[i].sub.secret, 0, sizeof o->subs[i].sub.secret);
+  free(o->subs);
+  free(o->results);
+  pthread_cond_destroy(&o->queue_cv);
+  pthread_mutex_destroy(&o->queue_mu);
+  free(o);
+}
+
+struct outbound *outbound_start(const struct config *cfg, struct store *s, char *err,
+                                size_t errlen) {
+  struct outbound *o = calloc(1, sizeof *o);
+  if (!o) {
+    snprintf(err, errlen, "outbound: out of memory");
+    return NULL;
+  }
+  o->cfg = cfg;
+  o->store = s;
+  pthread_mutex_init(&o->queue_mu, NULL);
+  pthread_cond_init(&o->queue_cv, NULL);
+  if (!crypto_random((unsigned char *)&o->rng, sizeof o->rng) || o->rng == 0)
+    o->rng = (uint64_t)time_now_us() | 1;
+  o->multi = curl_multi_init();
+  if (!o->multi) {
+    snprintf(err, errlen, "outbound: libcurl could not make a multi handle");
+    outbound_free(o);
+    return NULL;
+  }
+  curl_multi_setopt(o->multi, CURLMOPT_MAXCONNECTS, cfg->delivery_concurrency);
+  if (*cfg->queue_url) {
+    char qerr[256] = "";
+    o->queue = queue_open(cfg->queue_url, cfg->queue_stream, cfg->queue_maxlen, QUEUE_TIMEOUT_MS,
+                          qerr, sizeof qerr);
+    if (!o->queue) {
+      snprintf(err, errlen, "QUEUE_URL: %s", *qerr ? qerr : "cannot be used");
+      outbound_free(o);
+      return NULL;
+    }
+  }
+  live_add(o);
+  if (s->ops->set_outbox_notify) s->ops->set_outbox_notify(s, on_outbox_notify, o);
+  if (pthread_create(&o->sub_thread, NULL, sub_main, o) != 0) {
+    snprintf(err, errlen, "outbound: cannot start the delivery thread");
+    outbound_stop(o);
+    return NULL;
+  }
+  o->sub_started = true;
+  if (o->queue) {
+    if (pthread_create(&o->queue_thread, NULL, queue_main, o) != 0) {
+      snprintf(err, errlen, "outbound: cannot start the broker thread");
+      outbound_stop(o);
+      return NULL;
+    }
+    o->queue_started = true;
+  }
+  log_msg(LOG_INFO, "outbound: delivering the outbox (concurrency %ld, timeout %ld s%s%s)",
+          cfg->delivery_concurrency, cfg->delivery_timeout, o->queue ? ", broker " : "",
+          o->queue ? queue_kind(o->queue) : "");
+  return o;
+}
+
+void outbound_stop(struct outbound *o) {
+  if (!o) return;
+  live_remove(o); /* the store's writer may notify until store_close: it reaches nothing now */
+  atomic_store(&o->stop, true);
+  curl_multi_wakeup(o->multi);
+  pthread_mutex_lock(&o->queue_mu);
+  pthread_cond_broadcast(&o->queue_cv);
+  pthread_mutex_unlock(&o->queue_mu);
+  if (o->sub_started) pthread_join(o->sub_thread, NULL);
+  if (o->queue_started) pthread_join(o->queue_thread, NULL);
+  outbound_free(o);
+}
+
+void outbound_status(const struct outbound *o, struct outbound_status *out) {
+  memset(out, 0, sizeof *out);
+  if (!o) return;
+  out->queue_configured = o->queue != NULL;
+  if (!o->queue) return;
+  out->queue_connected = queue_connected(o->queue);
+  out->queue_kind = queue_kind(o->queue);
+  queue_last_error(o->queue, out->queue_error, sizeof out->queue_error);
+}

@@ -1,0 +1,617 @@
+/* Unit tests for the dispatcher's thread (outbound/outbound.c) against a fake store that keeps
+ * deliveries in memory and a real HTTP receiver on 127.0.0.1 in this process: deliveries arrive
+ * signed (checked with sig/'s Standard Webhooks verifier), answers are classified (2xx, 410,
+ * 429/503 with Retry-After, 500, exhausted schedule), a timeout and the SSRF refusal on the
+ * connected address are recorded as attempts, maxPerSecond throttles, and a stop releases what
+ * is still in flight. The store's own rules (ordering, pause, dead letter) are the conformance
+ * suite's; the black-box tests cover both together. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/timeutil.h"
+#include "core/version.h"
+#include "outbound/outbound.h"
+#include "sig/sig.h"
+
+#define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#define MAXD 32
+
+static void sleep_ms(long ms) {
+  struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&t, NULL);
+}
+
+/* ---- the fake store: one subscription, deliveries in memory ---- */
+
+struct delivery {
+  struct store_outbox_event ev;
+  bool done, failed, leased;
+  int attempts;
+  int64_t next_at_us;
+  int64_t first_attempt_us;
+};
+
+struct fake_store {
+  struct store base;
+  pthread_mutex_t mu;
+  struct subscription sub;
+  struct delivery d[MAXD];
+  size_t nd;
+  struct store_delivery_result results[256];
+  size_t nresults;
+  void (*notify)(void *);
+  void *notify_cls;
+};
+
+static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
+  w->jobs = calloc(MAXD, sizeof *w->jobs);
+  assert_non_null(w->jobs);
+  w->count = 0;
+  if (!f->sub.enabled || f->sub.paused || strcmp(w->sub_id, f->sub.id) != 0) return;
+  for (size_t i = 0; i < f->nd && (int64_t)w->count < w->limit; i++) {
+    struct delivery *d = &f->d[i];
+    if (d->done || d->failed || d->leased || d->next_at_us > w->now_us) continue;
+    d->leased = true;
+    struct store_delivery_job *j = &w->jobs[w->count++];
+    snprintf(j->sub_id, sizeof j->sub_id, "%s", f->sub.id);
+    j->attempt = d->attempts + 1;
+    j->first_attempt_us = d->first_attempt_us;
+    j->event = d->ev;
+    j->event.data = strdup(d->ev.data);
+    j->event.data_len = d->ev.data_len;
+  }
+}
+
+static void fake_finish(struct fake_store *f, const struct store_outbox_work *w) {
+  for (size_t i = 0; i < w->nresults; i++) {
+    const struct store_delivery_result *r = &w->results[i];
+    assert_true(f->nresults < sizeof f->results / sizeof f->results[0]);
+    f->results[f->nresults++] = *r;
+    for (size_t k = 0; k < f->nd; k++) {
+      struct delivery *d = &f->d[k];
+      if (d->ev.seq != r->seq) continue;
+      d->leased = false;
+      d->next_at_us = r->next_at_us;
+      if (r->outcome == STORE_DELIVERY_RELEASE) continue;
+      d->attempts++;
+      if (!d->first_attempt_us) d->first_attempt_us = r->first_attempt_us;
+      if (r->outcome == DELIVERY_DELIVERED) d->done = true;
+      if (r->outcome == DELIVERY_FAILED) d->failed = true;
+      if (r->outcome == DELIVERY_DISABLED) {
+        f->sub.enabled = false;
+        snprintf(f->sub.disabled_reason, sizeof f->sub.disabled_reason, "gone");
+      }
+    }
+  }
+}
+
+static void fake_submit(struct store *s, struct store_write *w) {
+  struct fake_store *f = (struct fake_store *)s;
+  assert_int_equal(w->kind, STORE_WRITE_OUTBOX);
+  pthread_mutex_lock(&f->mu);
+  struct store_outbox_work *o = w->outbox;
+  w->status = STORE_OK;
+  switch (o->op) {
+    case STORE_OUTBOX_CLAIM:
+      assert_true(o->lease_us > 0);
+      fake_claim(f, o);
+      break;
+    case STORE_OUTBOX_FINISH:
+      fake_finish(f, o);
+      break;
+    case STORE_OUTBOX_FANOUT:
+    case STORE_OUTBOX_PRUNE:
+      o->added = 0;
+      break;
+    default:
+      w->status = STORE_HARD;
+  }
+  pthread_mutex_unlock(&f->mu);
+  w->done(w, w->done_cls);
+}
+
+static enum store_status fake_sub_list(struct store *s, struct subscription **out, size_t *count) {
+  struct fake_store *f = (struct fake_store *)s;
+  pthread_mutex_lock(&f->mu);
+  *out = malloc(sizeof **out);
+  assert_non_null(*out);
+  **out = f->sub;
+  *count = 1;
+  pthread_mutex_unlock(&f->mu);
+  return STORE_OK;
+}
+
+static void fake_set_notify(struct store *s, void (*notify)(void *), void *cls) {
+  struct fake_store *f = (struct fake_store *)s;
+  f->notify = notify;
+  f->notify_cls = cls;
+}
+
+static const struct store_ops fake_ops = {.name = "fake",
+                                          .submit = fake_submit,
+                                          .sub_list = fake_sub_list,
+                                          .set_outbox_notify = fake_set_notify};
+
+static struct fake_store *fake_new(const char *url, size_t events) {
+  struct fake_store *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  f->base.ops = &fake_ops;
+  pthread_mutex_init(&f->mu, NULL);
+  snprintf(f->sub.id, sizeof f->sub.id, "sub_000000000000000000000001");
+  snprintf(f->sub.url, sizeof f->sub.url, "%s", url);
+  snprintf(f->sub.secret, sizeof f->sub.secret, "%s", SECRET);
+  f->sub.event_types = OUTBOX_TYPES_ALL;
+  f->sub.enabled = true;
+  int64_t now = time_now_us();
+  for (size_t i = 0; i < events; i++) {
+    struct delivery *d = &f->d[f->nd++];
+    d->ev.seq = (int64_t)i + 1;
+    snprintf(d->ev.id, sizeof d->ev.id, "evt_%032zx", i + 1);
+    d->ev.type = OUTBOX_CREATED;
+    snprintf(d->ev.conversation_id, sizeof d->ev.conversation_id, "conv_%zu", i + 1);
+    d->ev.created_us = now;
+    char data[64];
+    snprintf(data, sizeof data, "{\"conversationId\":\"conv_%zu\"}", i + 1);
+    d->ev.data = strdup(data);
+    d->ev.data_len = strlen(data);
+  }
+  return f;
+}
+
+static void fake_free(struct fake_store *f) {
+  for (size_t i = 0; i < f->nd; i++) free(f->d[i].ev.data);
+  pthread_mutex_destroy(&f->mu);
+  free(f);
+}
+
+static size_t fake_results(struct fake_store *f, struct store_delivery_result *out, size_t cap) {
+  pthread_mutex_lock(&f->mu);
+  size_t n = f->nresults < cap ? f->nresults : cap;
+  memcpy(out, f->results, n * sizeof *out);
+  pthread_mutex_unlock(&f->mu);
+  return n;
+}
+
+/* Waits (up to 10 s: a loaded machine) until at least n results are recorded. */
+static size_t wait_results(struct fake_store *f, size_t n, struct store_delivery_result *out,
+                           size_t cap) {
+  double start = time_mono_ms();
+  size_t got;
+  while ((got = fake_results(f, out, cap)) < n && time_mono_ms() - start < 10000) sleep_ms(10);
+  return got;
+}
+
+/* ---- the receiver ---- */
+
+struct answer {
+  int status;        /* 0: hang (never answer) */
+  const char *extra; /* more header lines, each ending in \r\n */
+  const char *body;
+};
+
+struct request {
+  char id[64], timestamp[32], signature[256], user_agent[64], content_type[64];
+  char body[512];
+  size_t body_len;
+  double at_ms;
+};
+
+struct receiver {
+  int fd;
+  unsigned short port;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  struct answer script[16]; /* answer i for request i; past the end: the last one */
+  size_t nscript;
+  struct request got[64];
+  size_t ngot;
+  int conns; /* connection threads still running */
+  volatile bool stop;
+};
+
+/* recv that gives up once the receiver stops (the socket has a short timeout). */
+static ssize_t recv_some(struct receiver *r, int fd, char *buf, size_t cap) {
+  for (;;) {
+    ssize_t k = recv(fd, buf, cap, 0);
+    if (k >= 0 || r->stop || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return k;
+  }
+}
+
+struct conn {
+  struct receiver *r;
+  int fd;
+};
+
+static void header_value(const char *head, const char *name, char *out, size_t cap) {
+  out[0] = '\0';
+  size_t n = strlen(name);
+  for (const char *p = head; p && *p; p = strstr(p, "\r\n"), p = p ? p + 2 : NULL) {
+    if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+      const char *v = p + n + 1;
+      while (*v == ' ') v++;
+      const char *e = strstr(v, "\r\n");
+      size_t len = e ? (size_t)(e - v) : strlen(v);
+      if (len >= cap) len = cap - 1;
+      memcpy(out, v, len);
+      out[len] = '\0';
+      return;
+    }
+  }
+}
+
+static void *conn_main(void *cls) {
+  struct conn *c = cls;
+  struct receiver *r = c->r;
+  char buf[8192];
+  size_t len = 0;
+  for (;;) {
+    char *end = NULL;
+    while (!(end = memmem(buf, len, "\r\n\r\n", 4))) {
+      ssize_t k = recv_some(r, c->fd, buf + len, sizeof buf - len - 1);
+      if (k <= 0) goto out;
+      len += (size_t)k;
+      buf[len] = '\0';
+    }
+    size_t head_len = (size_t)(end - buf) + 4;
+    char cl[32];
+    *end = '\0';
+    header_value(buf, "Content-Length", cl, sizeof cl);
+    size_t body_len = (size_t)strtoul(cl, NULL, 10);
+    while (len < head_len + body_len) {
+      ssize_t k = recv_some(r, c->fd, buf + len, sizeof buf - len - 1);
+      if (k <= 0) goto out;
+      len += (size_t)k;
+    }
+    pthread_mutex_lock(&r->mu);
+    size_t idx = r->ngot;
+    struct request *q = &r->got[r->ngot < 63 ? r->ngot++ : 63];
+    header_value(buf, "webhook-id", q->id, sizeof q->id);
+    header_value(buf, "webhook-timestamp", q->timestamp, sizeof q->timestamp);
+    header_value(buf, "webhook-signature", q->signature, sizeof q->signature);
+    header_value(buf, "User-Agent", q->user_agent, sizeof q->user_agent);
+    header_value(buf, "Content-Type", q->content_type, sizeof q->content_type);
+    q->body_len = body_len < sizeof q->body ? body_len : sizeof q->body - 1;
+    memcpy(q->body, buf + head_len, q->body_len);
+    q->body[q->body_len] = '\0';
+    q->at_ms = time_mono_ms();
+    struct answer a = r->script[idx < r->nscript ? idx : r->nscript - 1];
+    pthread_mutex_unlock(&r->mu);
+    memmove(buf, buf + head_len + body_len, len - head_len - body_len);
+    len -= head_len + body_len;
+    if (a.status == 0) {
+      while (!r->stop) sleep_ms(20); /* hang until the test ends */
+      goto out;
+    }
+    const char *body = a.body ? a.body : "ok";
+    char reply[1024];
+    int n = snprintf(reply, sizeof reply, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n%s\r\n%s",
+                     a.status, strlen(body), a.extra ? a.extra : "", body);
+    if (send(c->fd, reply, (size_t)n, MSG_NOSIGNAL) != n) goto out;
+  }
+out:
+  close(c->fd);
+  free(c);
+  pthread_mutex_lock(&r->mu);
+  r->conns--;
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+static void *receiver_main(void *cls) {
+  struct receiver *r = cls;
+  while (!r->stop) {
+    int fd = accept(r->fd, NULL, NULL);
+    if (fd < 0) continue;
+    struct conn *c = malloc(sizeof *c);
+    assert_non_null(c);
+    c->r = r;
+    c->fd = fd;
+    struct timeval tv = {0, 50000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    pthread_mutex_lock(&r->mu);
+    r->conns++;
+    pthread_mutex_unlock(&r->mu);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, conn_main, c), 0);
+    pthread_detach(t);
+  }
+  return NULL;
+}
+
+static struct receiver *receiver_start(const struct answer *script, size_t n) {
+  struct receiver *r = calloc(1, sizeof *r);
+  assert_non_null(r);
+  pthread_mutex_init(&r->mu, NULL);
+  memcpy(r->script, script, n * sizeof *script);
+  r->nscript = n;
+  r->fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(r->fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(r->fd, 16), 0);
+  socklen_t al = sizeof a;
+  getsockname(r->fd, (struct sockaddr *)&a, &al);
+  r->port = ntohs(a.sin_port);
+  struct timeval tv = {0, 100000}; /* accept wakes to see stop */
+  setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  assert_int_equal(pthread_create(&r->thread, NULL, receiver_main, r), 0);
+  return r;
+}
+
+static void receiver_stop(struct receiver *r) {
+  r->stop = true;
+  pthread_join(r->thread, NULL);
+  close(r->fd);
+  for (;;) { /* connection threads see stop and end */
+    pthread_mutex_lock(&r->mu);
+    int n = r->conns;
+    pthread_mutex_unlock(&r->mu);
+    if (n == 0) break;
+    sleep_ms(10);
+  }
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+static size_t receiver_count(struct receiver *r) {
+  pthread_mutex_lock(&r->mu);
+  size_t n = r->ngot;
+  pthread_mutex_unlock(&r->mu);
+  return n;
+}
+
+/* ---- configuration ---- */
+
+static struct config test_config(const long *schedule, size_t n, bool allow_private, long timeout) {
+  struct config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  static char empty[] = "";
+  cfg.queue_url = empty;
+  cfg.queue_stream = empty;
+  for (size_t i = 0; i < n; i++) cfg.delivery_retry[i] = schedule[i];
+  cfg.delivery_retry_count = n;
+  cfg.delivery_allow_private_networks = allow_private;
+  cfg.delivery_timeout = timeout;
+  cfg.delivery_concurrency = 8;
+  cfg.outbox_retention_days = 7;
+  return cfg;
+}
+
+static char *url_of(struct receiver *r, char *buf, size_t cap) {
+  snprintf(buf, cap, "http://127.0.0.1:%u/hook", r->port);
+  return buf;
+}
+
+/* ---- tests ---- */
+
+static void test_events_arrive_signed_and_are_recorded_delivered(void **state) {
+  (void)state;
+  struct answer ok = {200, NULL, "thanks"};
+  struct receiver *r = receiver_start(&ok, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 3);
+  const long schedule[] = {0, 5};
+  struct config cfg = test_config(schedule, 2, true, 5);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  assert_non_null(f->notify);
+  struct store_delivery_result res[16];
+  assert_int_equal(wait_results(f, 3, res, 16), 3);
+  outbound_stop(o);
+  struct sig_keyring ring;
+  char why[256];
+  assert_true(sig_keyring_standard(SECRET, &ring, why, sizeof why));
+  assert_int_equal(receiver_count(r), 3);
+  for (size_t i = 0; i < 3; i++) {
+    struct request *q = &r->got[i];
+    assert_int_equal(strncmp(q->id, "evt_", 4), 0);
+    assert_string_equal(q->user_agent, "gensendrep/" GSR_VERSION);
+    assert_string_equal(q->content_type, "application/json");
+    /* the body is the event envelope with the event's id */
+    assert_non_null(strstr(q->body, "\"type\":\"conversation.created\""));
+    assert_non_null(strstr(q->body, q->id));
+    assert_non_null(strstr(q->body, "\"data\":{\"conversationId\":\"conv_"));
+    int64_t ts = strtoll(q->timestamp, NULL, 10);
+    assert_true(llabs(ts - time_now_us() / 1000000) < 60);
+    assert_int_equal(sig_standard_verify(&ring, q->id, q->timestamp, q->signature, q->body,
+                                         q->body_len, time_now_us() / 1000000, 300),
+                     SIG_OK);
+  }
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(res[i].outcome, DELIVERY_DELIVERED);
+    assert_int_equal(res[i].status_code, 200);
+    assert_int_equal(res[i].attempt, 1);
+    assert_string_equal(res[i].response_head, "thanks");
+    assert_true(res[i].latency_ms >= 0 && res[i].latency_ms < 10000);
+    assert_true(res[i].at_us > 0 && res[i].first_attempt_us == res[i].at_us);
+  }
+  receiver_stop(r);
+  fake_free(f);
+}
+
+static void test_retry_after_then_schedule_then_exhausted(void **state) {
+  (void)state;
+  /* 503 with Retry-After: 1 (instead of the schedule's 30 s), then 500 twice, which follow the
+   * schedule: the second wait is 60 s, after the third attempt the schedule is exhausted */
+  struct answer script[] = {{503, "Retry-After: 1\r\n", "busy"}, {500, NULL, "broken"}};
+  struct receiver *r = receiver_start(script, 2);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 1);
+  const long schedule[] = {0, 30, 60};
+  struct config cfg = test_config(schedule, 3, true, 5);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  struct store_delivery_result res[16];
+  assert_int_equal(wait_results(f, 2, res, 16), 2);
+  assert_int_equal(res[0].outcome, DELIVERY_RETRY);
+  assert_int_equal(res[0].status_code, 503);
+  assert_string_equal(res[0].response_head, "busy");
+  int64_t wait0 = res[0].next_at_us - res[0].at_us;
+  assert_true(wait0 >= 900000 && wait0 <= 3000000); /* about 1 s, not 30 */
+  assert_int_equal(res[1].outcome, DELIVERY_RETRY);
+  assert_int_equal(res[1].status_code, 500);
+  assert_int_equal(res[1].attempt, 2);
+  assert_int_equal(res[1].first_attempt_us, res[0].at_us);
+  int64_t wait1 = res[1].next_at_us - res[1].at_us;
+  assert_true(wait1 >= 60000000 && wait1 <= 66000000 + 2000000); /* 60 s + up to 10% */
+  /* make it due now: the third attempt is the last */
+  pthread_mutex_lock(&f->mu);
+  f->d[0].next_at_us = 0;
+  pthread_mutex_unlock(&f->mu);
+  outbound_wake(o);
+  assert_int_equal(wait_results(f, 3, res, 16), 3);
+  assert_int_equal(res[2].outcome, DELIVERY_FAILED);
+  assert_int_equal(res[2].attempt, 3);
+  outbound_stop(o);
+  receiver_stop(r);
+  fake_free(f);
+}
+
+static void test_gone_disables(void **state) {
+  (void)state;
+  struct answer gone = {410, NULL, "gone"};
+  struct receiver *r = receiver_start(&gone, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 2);
+  const long schedule[] = {0, 5};
+  struct config cfg = test_config(schedule, 2, true, 5);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  struct store_delivery_result res[16];
+  assert_true(wait_results(f, 1, res, 16) >= 1);
+  sleep_ms(300);
+  outbound_stop(o);
+  size_t n = fake_results(f, res, 16);
+  /* the first answer disables the subscription: nothing is sent after it is seen */
+  assert_true(n >= 1 && n <= 2);
+  assert_int_equal(res[0].outcome, DELIVERY_DISABLED);
+  assert_int_equal(res[0].status_code, 410);
+  receiver_stop(r);
+  fake_free(f);
+}
+
+static void test_private_address_refused_on_connect(void **state) {
+  (void)state;
+  struct answer ok = {200, NULL, NULL};
+  struct receiver *r = receiver_start(&ok, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 1);
+  const long schedule[] = {0, 60};
+  struct config cfg = test_config(schedule, 2, false, 5);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  struct store_delivery_result res[16];
+  assert_int_equal(wait_results(f, 1, res, 16), 1);
+  outbound_stop(o);
+  assert_int_equal(receiver_count(r), 0);
+  assert_int_equal(res[0].outcome, DELIVERY_RETRY);
+  assert_int_equal(res[0].status_code, 0);
+  assert_string_equal(res[0].response_head, "refused: private address 127.0.0.1");
+  receiver_stop(r);
+  fake_free(f);
+}
+
+static void test_timeout_is_an_attempt(void **state) {
+  (void)state;
+  struct answer hang = {0, NULL, NULL};
+  struct receiver *r = receiver_start(&hang, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 1);
+  const long schedule[] = {0, 60};
+  struct config cfg = test_config(schedule, 2, true, 1);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  struct store_delivery_result res[16];
+  assert_int_equal(wait_results(f, 1, res, 16), 1);
+  outbound_stop(o);
+  assert_int_equal(res[0].outcome, DELIVERY_RETRY);
+  assert_int_equal(res[0].status_code, 0);
+  assert_string_equal(res[0].response_head, "timeout");
+  assert_true(res[0].latency_ms >= 900);
+  receiver_stop(r);
+  fake_free(f);
+}
+
+static void test_stop_releases_what_is_in_flight(void **state) {
+  (void)state;
+  struct answer hang = {0, NULL, NULL};
+  struct receiver *r = receiver_start(&hang, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 2);
+  const long schedule[] = {0, 60};
+  struct config cfg = test_config(schedule, 2, true, 60);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  double start = time_mono_ms();
+  while (receiver_count(r) < 2 && time_mono_ms() - start < 10000) sleep_ms(10);
+  assert_int_equal(receiver_count(r), 2);
+  double t0 = time_mono_ms();
+  outbound_stop(o);
+  double took = time_mono_ms() - t0;
+  assert_true(took >= 1900 && took < 8000); /* the 2 s grace, then given up */
+  struct store_delivery_result res[16];
+  assert_int_equal(fake_results(f, res, 16), 2);
+  for (size_t i = 0; i < 2; i++) assert_int_equal(res[i].outcome, STORE_DELIVERY_RELEASE);
+  receiver_stop(r);
+  fake_free(f);
+}
+
+static void test_max_per_second_throttles(void **state) {
+  (void)state;
+  struct answer ok = {200, NULL, NULL};
+  struct receiver *r = receiver_start(&ok, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 6);
+  f->sub.max_per_second = 2;
+  const long schedule[] = {0, 5};
+  struct config cfg = test_config(schedule, 2, true, 5);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  struct store_delivery_result res[16];
+  assert_int_equal(wait_results(f, 6, res, 16), 6);
+  outbound_stop(o);
+  /* a bucket of 2: the first two at once, the other four at 2 per second, i.e. the sixth at
+   * least about 2 s after the first (a slow machine only makes it later) */
+  double span = r->got[5].at_ms - r->got[0].at_ms;
+  assert_true(span >= 1500);
+  receiver_stop(r);
+  fake_free(f);
+}
+
+int main(void) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_events_arrive_signed_and_are_recorded_delivered),
+      cmocka_unit_test(test_retry_after_then_schedule_then_exhausted),
+      cmocka_unit_test(test_gone_disables),
+      cmocka_unit_test(test_private_address_refused_on_connect),
+      cmocka_unit_test(test_timeout_is_an_attempt),
+      cmocka_unit_test(test_stop_releases_what_is_in_flight),
+      cmocka_unit_test(test_max_per_second_throttles),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  curl_global_cleanup();
+  return rc;
+}
