@@ -747,7 +747,8 @@ static void *sub_main(void *cls) {
         subs_refresh(o, now);
         next_tick = now + TICK_MS;
       }
-      want.fanout = tick || woken || notified || fanout_more;
+      /* no subscription: nothing to fan out (the broker reads the outbox on its own) */
+      want.fanout = o->nsubs > 0 && (tick || woken || notified || fanout_more);
       if (o->next_due_us && time_now_us() >= o->next_due_us) {
         o->next_due_us = 0;
         for (size_t i = 0; i < o->nsubs; i++) o->subs[i].maybe_due = true;
