@@ -684,6 +684,7 @@ static bool store_round(struct outbound *o, const struct round *want, double now
     if (b.w[idx].status != STORE_OK) {
       log_msg(LOG_WARNING, "outbound: claiming deliveries for %s failed (status %d)", s->sub.id,
               (int)b.w[idx].status);
+      s->maybe_due = false; /* the next tick tries again, not a tight loop */
       continue;
     }
     if ((int64_t)w->count < w->limit) s->maybe_due = false;
