@@ -819,11 +819,15 @@ static void *queue_main(void *cls) {
         log_msg(LOG_WARNING, "outbound: reading the outbox for the broker failed (status %d)",
                 (int)st);
       store_jobs_free(&rd);
+      if (st == STORE_OK) (void)queue_publish(o->queue, NULL, 0); /* health: a probe */
       queue_sleep(o, QUEUE_BACKOFF_MS, false);
       continue;
     }
     if (rd.count == 0) {
       store_jobs_free(&rd);
+      /* Nothing to publish: a probe, so health shows the broker as it is (connected once
+       * reachable, disconnected when it went away), not as the last publish left it. */
+      (void)queue_publish(o->queue, NULL, 0);
       queue_sleep(o, TICK_MS, true);
       continue;
     }
