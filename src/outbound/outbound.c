@@ -918,7 +918,8 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
     o->queue = queue_open(cfg->queue_url, cfg->queue_stream, cfg->queue_maxlen, QUEUE_TIMEOUT_MS,
                           qerr, sizeof qerr);
     if (!o->queue) {
-      snprintf(err, errlen, "QUEUE_URL: %s", *qerr ? qerr : "cannot be used");
+      /* queue_open names the variable itself (QUEUE_URL or QUEUE_STREAM) */
+      snprintf(err, errlen, "%s", *qerr ? qerr : "QUEUE_URL: cannot be used");
       outbound_free(o);
       return NULL;
     }
