@@ -22,6 +22,7 @@
 #include "core/timeutil.h"
 #include "core/utf8.h"
 #include "ext/crypto.h"
+#include "model/render.h"
 #include "seal/seal.h"
 #include "store/sealing.h"
 #include "store/store.h"
@@ -87,7 +88,22 @@ struct pg_store {
   int key0_check_len;
   struct store_seal_buf arena;
   struct thread_slot readers; /* one struct pg_reader per calling thread */
-  atomic_bool reported_down;  /* log "unreachable" once per outage, not per request */
+  /* Onward delivery (issue 10): the outbox events the writer's last batch wrote, and two
+   * buffers for their sealed data; the subscription and dispatcher writes (SUB_PUT,
+   * SUB_DELETE, REPLAY, OUTBOX) run one at a time on a thread and connection of their own
+   * (see "the outbox's own writes"), off the ingest pipeline; leases name owner (random per
+   * open). */
+  int64_t batch_outbox;
+  struct store_seal_buf outbox_buf[2];
+  void (*notify)(void *cls);
+  void *notify_cls;
+  struct write_queue ob_queue;
+  pthread_t ob_thread;
+  bool ob_started;
+  PGconn *ob_conn;
+  _Atomic int64_t ob_pause_ms;
+  char owner[40];
+  atomic_bool reported_down; /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
   _Atomic int64_t writer_pause_ms;
   _Atomic int64_t readers_pause_ms;
@@ -407,8 +423,20 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
   " email_sealed = EXCLUDED.email_sealed, account_sealed = EXCLUDED.account_sealed,"          \
   " failure_sealed = EXCLUDED.failure_sealed"
 
+/* A change's outbox events are staged in this session's temporary table (ON COMMIT DELETE ROWS)
+ * by its own statement, and moved into outbox_events by the batch's last statement (see
+ * outbox_flush_sql): the move happens while the batch holds the audit head's row lock, so seq
+ * follows commit order. Columns: ord (the write's place in the batch), k (its order within
+ * the write), event id, type, conversation, account (index or plaintext) and sealed account,
+ * created, data, audio bytes, key, copy (an audio event of an existing conversation: data is
+ * its latest conversation event's, found when moved; the data given is the fallback). */
+#define OUTBOX_STAGE                                                                           \
+  "  INSERT INTO pg_temp.outbox_pending (ord, k, event_id, type, conversation_id, account_id," \
+  "    account_sealed, created_us, data, audio_bytes, sealed_with, copy)"
+
 /* With a ring ($16 the sealing key's id), $2/$3 are the blind indexes, $14/$15 the sealed email
- * and account, $10 the sealed body; without, $14..$16 are NULL. */
+ * and account, $10 the sealed body; without, $14..$16 are NULL. $18..$20: the outbox event's
+ * ord, id and data (sealed with a ring). */
 static const char upsert_sql[] =
     "WITH cur AS ("
     "  SELECT webhook_id, body_sha256, processed_at_us FROM conversations"
@@ -424,7 +452,10 @@ static const char upsert_sql[] =
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
     "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed)"
     "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15, $17 FROM ins"
-    "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
+    "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE "), ob AS (" OUTBOX_STAGE
+    "  SELECT $18, 0, $19, CASE WHEN EXISTS (SELECT 1 FROM cur) THEN 2 ELSE 1 END, $1, $3, $15,"
+    "    $8, $20, (SELECT a.bytes FROM audio_meta a WHERE a.conversation_id = $1), $16, false"
+    "  FROM ins"
     ") "
     "SELECT webhook_id, processed_at_us, true FROM cur WHERE body_sha256 = $9 "
     "UNION ALL SELECT $7, $8, false FROM ins";
@@ -441,7 +472,9 @@ static const char record_key_sql[] =
  * that one's webhook id and time answer); when it carries a conversation ($8), that
  * conversation's new version is stored exactly as a seed write's, under the event's webhook id
  * (the event's redelivery check stands for the seed's same-body check). With a ring ($20), $6 and
- * $19 are sealed, $10/$11 blind indexes and $21/$22 the sealed email and account. */
+ * $19 are sealed, $10/$11 blind indexes and $21/$22 the sealed email and account. Outbox: $24
+ * ord, $25 the conversation event's id, $26 its data, $27 the audio event's id, $28 failed,
+ * $29 the audio's bytes (-1: none), $30 the audio event's data when it has no conversation. */
 static const char event_sql[] =
     "WITH dup AS ("
     "  SELECT webhook_id, received_at_us FROM events"
@@ -462,7 +495,17 @@ static const char event_sql[] =
     "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed)"
     "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17, $20, $21, $22, $23"
     "  FROM ins"
-    "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE
+    "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE "), obc AS (" OUTBOX_STAGE
+    "  SELECT $24, 0, $25, CASE WHEN $28 THEN 4 WHEN EXISTS (SELECT 1 FROM conversations x"
+    "    WHERE x.conversation_id = $9) THEN 2 ELSE 1 END, $9, $11, $22, $4, $26,"
+    "    CASE WHEN $29 >= 0 THEN $29 ELSE (SELECT a.bytes FROM audio_meta a"
+    "    WHERE a.conversation_id = $9) END, $20, false FROM ins"
+    "), oba AS (" OUTBOX_STAGE
+    "  SELECT $24, 1, $27, 3, $1, CASE WHEN $8 THEN $11 END, CASE WHEN $8 THEN $22 END, $4,"
+    "    CASE WHEN $8 THEN $26 ELSE $30 END, CASE WHEN $8 OR x.e THEN $29 END, $20,"
+    "    NOT $8 AND x.e"
+    "  FROM ev, (SELECT EXISTS (SELECT 1 FROM conversations y WHERE y.conversation_id = $1) AS e) x"
+    "  WHERE $29 >= 0"
     ") "
     "SELECT webhook_id, received_at_us, true FROM dup UNION ALL SELECT $3, $4, false FROM ev";
 
@@ -492,15 +535,32 @@ static const char audio_chunk_sql[] =
  * delivery with it through a trigger, migration 0005; the older versions are the superseded
  * deliveries); the answer is the number of rows removed, that delivery included. Its audit
  * entry only when it removed something. */
+#define OUTBOX_DELETED_DATA(id, reason)                                                        \
+  "convert_to('{\"conversationId\":' || to_json(" id "::text)::text || ',\"reason\":\"" reason \
+  "\"}', 'UTF8')"
+/* Erasure and retention take the conversation's outbox events and their deliveries with them
+ * (those of this batch still staged too) and stage conversation.deleted ($3 its id, $4 its
+ * time), whose data (outbox_deleted_data's text, never sealed: it holds only the id) goes with
+ * the conversation's account as stored. */
+#define OUTBOX_ERASE(ids)                                                  \
+  " ox AS (DELETE FROM outbox_events WHERE conversation_id IN (" ids       \
+  ") RETURNING seq),"                                                      \
+  " sd AS (DELETE FROM sub_deliveries WHERE seq IN (SELECT seq FROM ox))," \
+  " op AS (DELETE FROM pg_temp.outbox_pending WHERE conversation_id IN (" ids ")),"
 static const char erase_sql[] =
-    "WITH c AS (DELETE FROM conversations WHERE conversation_id = $1 RETURNING 1),"
+    "WITH c AS (DELETE FROM conversations WHERE conversation_id = $1"
+    "   RETURNING account_id, account_sealed, sealed_with),"
     " d AS (DELETE FROM deliveries WHERE conversation_id = $1 AND superseded RETURNING 1),"
     " e AS (DELETE FROM events WHERE conversation_id = $1 RETURNING 1),"
     " k AS (DELETE FROM audio_chunks WHERE conversation_id = $1 RETURNING 1),"
     " m AS (DELETE FROM audio_meta WHERE conversation_id = $1 RETURNING 1),"
     " n AS (SELECT 2 * (SELECT count(*) FROM c) + (SELECT count(*) FROM d)"
     "   + (SELECT count(*) FROM e) + (SELECT count(*) FROM k) + (SELECT count(*) FROM m) AS n),"
-    " a AS (" PG_AUDIT_PENDING("$2", "$1") " FROM n WHERE n.n > 0) "
+    " a AS (" PG_AUDIT_PENDING("$2", "$1") " FROM n WHERE n.n > 0)," OUTBOX_ERASE("$1")
+    " ob AS (" OUTBOX_STAGE " SELECT $2, 2, $3, 5, $1, c.account_id, c.account_sealed, $4,"
+    "   " OUTBOX_DELETED_DATA("$1", "erased") ", NULL,"
+    "   CASE WHEN c.account_sealed IS NOT NULL THEN c.sealed_with END, false"
+    "   FROM n LEFT JOIN c ON true WHERE n.n > 0) "
     "SELECT n FROM n";
 
 /* Retention: at most $2 conversations processed before $1, whole, and at most $2 events and
@@ -514,7 +574,7 @@ static const char retain_sql[] =
     "WITH v AS (SELECT conversation_id FROM conversations WHERE processed_at_us < $1"
     "   ORDER BY processed_at_us LIMIT $2 FOR UPDATE SKIP LOCKED),"
     " c AS (DELETE FROM conversations WHERE conversation_id IN (SELECT conversation_id FROM v)"
-    "   RETURNING conversation_id),"
+    "   RETURNING conversation_id, account_id, account_sealed, sealed_with),"
     " d AS (DELETE FROM deliveries WHERE superseded AND"
     "   conversation_id IN (SELECT conversation_id FROM c)),"
     " e AS (DELETE FROM events WHERE conversation_id IN (SELECT conversation_id FROM c)),"
@@ -527,17 +587,51 @@ static const char retain_sql[] =
     "   FROM audio_meta x WHERE x.received_at_us < $1 AND " PG_NO_CONVERSATION("x")
     "   LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING conversation_id),"
     " ok AS (DELETE FROM audio_chunks WHERE conversation_id IN (SELECT conversation_id FROM om)),"
-    " a AS (" PG_AUDIT_PENDING("$3", "conversation_id") " FROM c) "
+    " a AS (" PG_AUDIT_PENDING("$3", "conversation_id") " FROM c),"
+    OUTBOX_ERASE("SELECT conversation_id FROM c UNION ALL SELECT conversation_id FROM om")
+    " ob AS (" OUTBOX_STAGE " SELECT $3, 2, ($4::text[])[x.rn], 5, x.conversation_id,"
+    "   x.account_id, x.account_sealed, $5, " OUTBOX_DELETED_DATA("x.conversation_id", "expired")
+    "   , NULL, CASE WHEN x.account_sealed IS NOT NULL THEN x.sealed_with END, false"
+    "   FROM (SELECT c.*, row_number() OVER (ORDER BY c.conversation_id) AS rn FROM c) x) "
     "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM oe) + (SELECT count(*) FROM om)";
 
+/* The batch's staged outbox events moved into outbox_events in order (see OUTBOX_STAGE), after
+ * the audit append took the head's row lock (taken here again, for a batch that appended
+ * nothing): an audio event that copies takes its conversation's latest created, updated or
+ * failed event's data, account and key (this batch's first, else the stored ones), or keeps
+ * its fallback without audio when there is none. Answers how many were written. */
+static const char outbox_flush_sql[] =
+    "WITH h AS (SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE),"
+    " ins AS (INSERT INTO outbox_events (event_id, type, conversation_id, account_id,"
+    "   account_sealed, created_us, data, audio_bytes, sealed_with)"
+    "  SELECT q.event_id, q.type, q.conversation_id,"
+    "   CASE WHEN src.data IS NULL THEN q.account_id ELSE src.account_id END,"
+    "   CASE WHEN src.data IS NULL THEN q.account_sealed ELSE src.account_sealed END,"
+    "   q.created_us, COALESCE(src.data, q.data),"
+    "   CASE WHEN q.copy AND src.data IS NULL THEN NULL ELSE q.audio_bytes END,"
+    "   CASE WHEN src.data IS NULL THEN q.sealed_with ELSE src.sealed_with END"
+    "  FROM (SELECT p.* FROM pg_temp.outbox_pending p, h ORDER BY p.ord, p.k, p.conversation_id) q"
+    "  LEFT JOIN LATERAL (SELECT x.data, x.account_id, x.account_sealed, x.sealed_with FROM ("
+    "    SELECT p2.data, p2.account_id, p2.account_sealed, p2.sealed_with, 1 AS pri,"
+    "      p2.ord::bigint * 4 + p2.k AS o FROM pg_temp.outbox_pending p2"
+    "    WHERE q.copy AND p2.conversation_id = q.conversation_id AND p2.type IN (1, 2, 4)"
+    "      AND (p2.ord, p2.k) < (q.ord, q.k)"
+    "    UNION ALL SELECT e.data, e.account_id, e.account_sealed, e.sealed_with, 0, e.seq"
+    "    FROM outbox_events e WHERE q.copy AND e.conversation_id = q.conversation_id"
+    "      AND e.type IN (1, 2, 4)) x ORDER BY x.pri DESC, x.o DESC LIMIT 1) src ON true"
+    "  RETURNING 1) "
+    "SELECT count(*) FROM ins";
+
 static bool prepare_writer(PGconn *c) {
-  static const Oid upsert_types[] = {OID_TEXT, OID_TEXT,  OID_TEXT,  OID_INT8,  OID_INT8, OID_INT8,
-                                     OID_TEXT, OID_INT8,  OID_BYTEA, OID_BYTEA, OID_TEXT, OID_TEXT,
-                                     OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT,  OID_BYTEA};
-  static const Oid event_types[] = {OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_INT8,  OID_TEXT, OID_BYTEA,
-                                    OID_INT8,  OID_BOOL,  OID_TEXT,  OID_TEXT,  OID_TEXT, OID_TEXT,
-                                    OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT,  OID_TEXT, OID_BYTEA,
-                                    OID_BYTEA, OID_TEXT,  OID_BYTEA, OID_BYTEA, OID_BYTEA};
+  static const Oid upsert_types[] = {OID_TEXT, OID_TEXT,  OID_TEXT, OID_INT8,  OID_INT8,
+                                     OID_INT8, OID_TEXT,  OID_INT8, OID_BYTEA, OID_BYTEA,
+                                     OID_TEXT, OID_TEXT,  OID_TEXT, OID_BYTEA, OID_BYTEA,
+                                     OID_TEXT, OID_BYTEA, OID_INT4, OID_TEXT,  OID_BYTEA};
+  static const Oid event_types[] = {
+      OID_TEXT, OID_BYTEA, OID_TEXT,  OID_INT8, OID_TEXT,  OID_BYTEA, OID_INT8,  OID_BOOL,
+      OID_TEXT, OID_TEXT,  OID_TEXT,  OID_TEXT, OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT,
+      OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_BYTEA, OID_INT4,
+      OID_TEXT, OID_BYTEA, OID_TEXT,  OID_BOOL, OID_INT8,  OID_BYTEA};
   static const Oid meta_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT8};
   static const Oid seal_key_types[] = {OID_TEXT, OID_BYTEA, OID_INT8};
   static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
@@ -548,13 +642,21 @@ static bool prepare_writer(PGconn *c) {
                                   OID_INT8, OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid key_at_types[] = {OID_TEXT, OID_INT8};
   static const Oid key_revoke_types[] = {OID_TEXT, OID_INT8, OID_INT4};
-  static const Oid erase_types[] = {OID_TEXT, OID_INT4};
-  static const Oid retain_types[] = {OID_INT8, OID_INT8, OID_INT4};
+  static const Oid erase_types[] = {OID_TEXT, OID_INT4, OID_TEXT, OID_INT8};
+  static const Oid retain_types[] = {OID_INT8, OID_INT8, OID_INT4, OID_TEXT, OID_INT8};
   return command_ok(c, "SET synchronous_commit = on") &&
          /* This session's audit entries decided inside a batch (PG_AUDIT_PENDING). */
          command_ok(c,
                     "CREATE TEMPORARY TABLE IF NOT EXISTS audit_pending "
                     "(ord INT NOT NULL, target TEXT COLLATE \"C\")") &&
+         command_ok(c,
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS outbox_pending (ord INT NOT NULL, "
+                    "k INT NOT NULL, event_id TEXT COLLATE \"C\" NOT NULL, type INT NOT NULL, "
+                    "conversation_id TEXT COLLATE \"C\" NOT NULL, account_id TEXT COLLATE \"C\", "
+                    "account_sealed BYTEA, created_us BIGINT NOT NULL, data BYTEA NOT NULL, "
+                    "audio_bytes BIGINT, sealed_with TEXT COLLATE \"C\", copy BOOLEAN NOT NULL) "
+                    "ON COMMIT DELETE ROWS") &&
+         prepare(c, "outbox_flush", outbox_flush_sql, 0, NULL) &&
          prepare(c, "audit_append",
                  "SELECT ord, id, hash FROM gensendrep_audit_append($1, $2, $3, $4, $5, $6, $7, "
                  "$8, $9, $10, $11)",
@@ -573,11 +675,11 @@ static bool prepare_writer(PGconn *c) {
                  "UPDATE api_keys SET last_used_us = $2 WHERE id = $1 "
                  "AND (last_used_us IS NULL OR last_used_us < $2) RETURNING id",
                  2, key_at_types) &&
-         prepare(c, "upsert", upsert_sql, 17, upsert_types) &&
+         prepare(c, "upsert", upsert_sql, 20, upsert_types) &&
          prepare(c, "record_key", record_key_sql, 3, seal_key_types) &&
-         prepare(c, "event", event_sql, 23, event_types) &&
-         prepare(c, "erase", erase_sql, 2, erase_types) &&
-         prepare(c, "retain", retain_sql, 3, retain_types) &&
+         prepare(c, "event", event_sql, 30, event_types) &&
+         prepare(c, "erase", erase_sql, 4, erase_types) &&
+         prepare(c, "retain", retain_sql, 5, retain_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
          prepare(c, "audio_chunk", audio_chunk_sql, 5, chunk_types) &&
          prepare(c, "event_find",
@@ -626,6 +728,7 @@ enum step_kind {
   STEP_WRITE,
   STEP_AUDIO,
   STEP_AUDIT,
+  STEP_OUTBOX,
   STEP_COMMIT,
   STEP_SYNC
 };
@@ -636,7 +739,7 @@ struct step {
   ExecStatusType expect; /* what success returns */
 };
 
-#define BATCH_EXTRA_STEPS 6 /* BEGIN, KEY, LOCK, AUDIT, COMMIT, SYNC */
+#define BATCH_EXTRA_STEPS 7 /* BEGIN, KEY, LOCK, AUDIT, OUTBOX, COMMIT, SYNC */
 
 struct batch {
   struct store_write *head; /* the writes, in the order their audit entries are tagged */
@@ -650,6 +753,7 @@ struct batch {
                                    * is stored, so it may be sent again as it is */
   struct store_write *culprit;    /* STORE_CLIENT: the write whose data was refused */
   struct store_write *unreadable; /* an event whose audio file could not be read */
+  int64_t outbox_written;         /* outbox events the batch wrote */
 };
 
 static void add_step(struct batch *b, enum step_kind kind, struct store_write *w,
@@ -717,6 +821,8 @@ static bool arena_reserve(struct pg_store *s, size_t n) {
 
 static void arena_trim(struct pg_store *s) {
   if (s->arena.cap > ARENA_KEEP) store_seal_buf_free(&s->arena);
+  for (int i = 0; i < 2; i++)
+    if (s->outbox_buf[i].cap > ARENA_KEEP) store_seal_buf_free(&s->outbox_buf[i]);
 }
 
 /* Seals plain into the arena at *at (reserved beforehand) for the row column/id/pk2. */
@@ -798,7 +904,131 @@ static bool seal_identity(struct pg_store *s, const struct conversation_input *c
   return true;
 }
 
-static bool send_conversation(struct pg_store *s, struct store_write *w) {
+/* ---------- outbox events (store.h "The outbox") ---------- */
+
+static bool new_event_id(char id[OUTBOX_EVENT_ID_MAX]) {
+  char hex[33];
+  if (!crypto_random_hex(hex, sizeof hex, 16)) {
+    log_msg(LOG_ERROR, "cannot make an outbox event id (random source failed)");
+    return false;
+  }
+  snprintf(id, OUTBOX_EVENT_ID_MAX, "evt_%s", hex);
+  return true;
+}
+
+/* An event's data as stored: sealed into b with a ring (associated data: the column and the
+ * conversation, so an audio event may copy its conversation's data), else as it is. */
+static const char *outbox_seal(struct pg_store *s, struct store_seal_buf *b,
+                               const char *conversation_id, const char *plain, size_t len,
+                               int *out_len) {
+  if (!s->ring) {
+    *out_len = (int)len;
+    return plain;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = row_aad(aad, "outbox_events.data", conversation_id, NULL), n = 0;
+  const unsigned char *out = store_seal_into(b, s->ring, aad, aad_len, plain, len, &n);
+  if (!out) {
+    log_msg(LOG_ERROR, "cannot seal an outbox event (random source or OpenSSL failed)");
+    return NULL;
+  }
+  *out_len = (int)n;
+  return (const char *)out;
+}
+
+/* The data of w's conversation event: c as GET shows it once w is committed, without its audio
+ * (put back when read, see migration 0008). malloc'ed, or NULL. */
+static char *outbox_conversation_data(const struct store_write *w,
+                                      const struct conversation_input *c, size_t *len) {
+  struct store_conversation *v = calloc(1, sizeof *v);
+  if (!v) return NULL;
+  snprintf(v->conversation_id, sizeof v->conversation_id, "%s", c->conversation_id);
+  snprintf(v->email_id, sizeof v->email_id, "%s", c->email_id ? c->email_id : "");
+  snprintf(v->account_id, sizeof v->account_id, "%s", c->account_id ? c->account_id : "");
+  snprintf(v->status, sizeof v->status, "%s", c->status ? c->status : "completed");
+  snprintf(v->agent_id, sizeof v->agent_id, "%s", c->agent_id ? c->agent_id : "");
+  snprintf(v->failure_reason, sizeof v->failure_reason, "%s",
+           c->failure_reason ? c->failure_reason : "");
+  v->audio_bytes = -1;
+  v->has_start = c->has_start;
+  v->start_us = c->start_us;
+  v->duration = c->duration;
+  v->message_count = c->message_count;
+  v->processed_us = w->processed_us;
+  snprintf(v->webhook_id, sizeof v->webhook_id, "%s", w->webhook_id);
+  v->body = (char *)w->body;
+  v->body_len = w->body_len;
+  char *out = render_conversation_detail(v, len);
+  free(v);
+  /* Texts that are not UTF-8 cannot be rendered, nor stored: the statement carries a stand-in
+   * and PostgreSQL refuses the write as the client's, alone (see commit_batch). */
+  const char *texts[] = {c->conversation_id, c->email_id, c->account_id,
+                         c->status,          c->agent_id, c->failure_reason};
+  for (size_t i = 0; !out && i < sizeof texts / sizeof texts[0]; i++)
+    if (texts[i] && !utf8_valid(texts[i], strlen(texts[i]))) {
+      out = strdup("null");
+      *len = 4;
+    }
+  return out;
+}
+
+/* The "audio" member GET shows for bytes of audio of conversation_id (new reference). */
+static json_t *outbox_audio_member(const char *conversation_id, int64_t bytes) {
+  struct store_conversation *v = calloc(1, sizeof *v);
+  if (!v) return NULL;
+  snprintf(v->conversation_id, sizeof v->conversation_id, "%s", conversation_id);
+  snprintf(v->status, sizeof v->status, "completed");
+  v->audio_bytes = bytes;
+  json_t *o = render_conversation(v), *a = o ? json_incref(json_object_get(o, "audio")) : NULL;
+  json_decref(o);
+  free(v);
+  return a;
+}
+
+/* An audio event's data when its conversation is not stored: {"conversationId":..,"audio":..}
+ * (malloc'ed, or NULL). */
+static char *outbox_audio_only_data(const char *conversation_id, int64_t bytes, size_t *len) {
+  json_t *a = outbox_audio_member(conversation_id, bytes);
+  json_t *o = a ? json_pack("{s:s,s:o}", "conversationId", conversation_id, "audio", a) : NULL;
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!text && !utf8_valid(conversation_id, strlen(conversation_id)))
+    text = strdup("null"); /* refused by PostgreSQL, as above */
+  if (text) *len = strlen(text);
+  return text;
+}
+
+/* The data as delivered: the stored data with the "audio" member put back where GET has it
+ * (before "transcript") when audio_bytes >= 0. Takes *data (malloc'ed, NUL-terminated);
+ * false when out of memory or the data is not a conversation's. */
+static bool outbox_with_audio(const char *conversation_id, int64_t audio_bytes, char **data,
+                              size_t *len) {
+  if (audio_bytes < 0) return true;
+  static const char at[] = ",\"transcript\":";
+  const char *p = memmem(*data, *len, at, sizeof at - 1);
+  json_t *a = outbox_audio_member(conversation_id, audio_bytes);
+  char *member = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  if (!p || !member) {
+    free(member);
+    return false;
+  }
+  size_t head = (size_t)(p - *data), mlen = strlen(member), extra = sizeof ",\"audio\":" - 1 + mlen;
+  char *out = malloc(*len + extra + 1);
+  if (out) {
+    memcpy(out, *data, head);
+    memcpy(out + head, ",\"audio\":", sizeof ",\"audio\":" - 1);
+    memcpy(out + head + sizeof ",\"audio\":" - 1, member, mlen);
+    memcpy(out + head + extra, *data + head, *len - head + 1);
+    free(*data);
+    *data = out;
+    *len += extra;
+  }
+  free(member);
+  return out != NULL;
+}
+
+static bool send_conversation(struct pg_store *s, struct store_write *w, const char *ord) {
   const struct conversation_input *c = w->conv;
   char start[24], duration[24], count[24], processed[24];
   if (!write_queue_stamp(&s->queue, w)) return false;
@@ -813,7 +1043,18 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
                      .body_len = (int)w->body_len};
   if (s->ring && !seal_write(s, c, w->webhook_id, w->body, w->body_len, NULL, NULL, 0, &v))
     return false;
-  const char *vals[17] = {c->conversation_id,
+  char evt[OUTBOX_EVENT_ID_MAX];
+  size_t plain_len = 0;
+  int data_len = 0;
+  char *plain = new_event_id(evt) ? outbox_conversation_data(w, c, &plain_len) : NULL;
+  const char *data =
+      plain ? outbox_seal(s, &s->outbox_buf[0], c->conversation_id, plain, plain_len, &data_len)
+            : NULL;
+  if (!data) {
+    free(plain);
+    return false;
+  }
+  const char *vals[20] = {c->conversation_id,
                           v.email_id,
                           v.account_id,
                           c->has_start ? start : NULL,
@@ -829,8 +1070,11 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
                           v.email,
                           v.account,
                           s->ring ? seal_ring_key_id(s->ring, 0) : NULL,
-                          v.failure};
-  int lens[17] = {0,
+                          v.failure,
+                          ord,
+                          evt,
+                          data};
+  int lens[20] = {0,
                   0,
                   0,
                   0,
@@ -846,9 +1090,14 @@ static bool send_conversation(struct pg_store *s, struct store_write *w) {
                   v.email_len,
                   v.account_len,
                   0,
-                  v.failure_len};
-  int formats[17] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1};
-  return PQsendQueryPrepared(s->writer_conn, "upsert", 17, vals, lens, formats, 1) == 1;
+                  v.failure_len,
+                  0,
+                  0,
+                  data_len};
+  int formats[20] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 1};
+  bool ok = PQsendQueryPrepared(s->writer_conn, "upsert", 20, vals, lens, formats, 1) == 1;
+  free(plain);
+  return ok;
 }
 
 /* The API key writes (store.h); each answers the rows it changed. A revocation records its
@@ -890,7 +1139,7 @@ static bool send_key(struct pg_store *s, struct store_write *w, const char *ord)
 }
 
 /* The event statement (see event_sql). */
-static bool send_event(struct pg_store *s, struct store_write *w) {
+static bool send_event(struct pg_store *s, struct store_write *w, const char *ord) {
   const struct conversation_input *c = w->conv;
   char received[24], audio_at[24], start[24], duration[24], count[24];
   if (!write_queue_stamp(&s->queue, w)) return false;
@@ -912,7 +1161,34 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
   if (s->ring && !seal_write(s, c, w->webhook_id, w->body, w->body_len, w->event_conversation_id,
                              event_body, w->event_body_len, &v))
     return false;
-  const char *vals[23] = {w->event_conversation_id,
+  /* the outbox: the conversation's event (c), the audio's (with its own data when there is no
+   * c: the conversation's if it is stored, copied when the batch's events are moved, else
+   * the audio alone) */
+  bool audio = store_write_has_audio(w);
+  char conv_evt[OUTBOX_EVENT_ID_MAX] = "", audio_evt[OUTBOX_EVENT_ID_MAX] = "", bytes[24];
+  char *plain[2] = {NULL, NULL};
+  size_t plain_len[2] = {0, 0};
+  const char *data[2] = {NULL, NULL};
+  int data_len[2] = {0, 0};
+  bool ok = true;
+  snprintf(bytes, sizeof bytes, "%lld", (long long)(audio ? w->audio_len : -1));
+  if (c)
+    ok = new_event_id(conv_evt) && (plain[0] = outbox_conversation_data(w, c, &plain_len[0])) &&
+         (data[0] = outbox_seal(s, &s->outbox_buf[0], c->conversation_id, plain[0], plain_len[0],
+                                &data_len[0]));
+  if (ok && audio) ok = new_event_id(audio_evt);
+  if (ok && audio && !c)
+    ok = (plain[1] =
+              outbox_audio_only_data(w->event_conversation_id, w->audio_len, &plain_len[1])) &&
+         (data[1] = outbox_seal(s, &s->outbox_buf[1], w->event_conversation_id, plain[1],
+                                plain_len[1], &data_len[1]));
+  if (!ok) {
+    free(plain[0]);
+    free(plain[1]);
+    return false;
+  }
+  const bool failed = c && c->status && strcmp(c->status, "failed") == 0;
+  const char *vals[30] = {w->event_conversation_id,
                           (const char *)w->event_sha256,
                           w->webhook_id,
                           received,
@@ -934,9 +1210,19 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
                           s->ring ? seal_ring_key_id(s->ring, 0) : NULL,
                           v.email,
                           v.account,
-                          v.failure};
-  int lens[23] = {0};
-  int formats[23] = {0};
+                          v.failure,
+                          ord,
+                          c ? conv_evt : NULL,
+                          data[0],
+                          audio ? audio_evt : NULL,
+                          failed ? "t" : "f",
+                          bytes,
+                          data[1]};
+  int lens[30] = {0};
+  int formats[30] = {0};
+  lens[25] = data_len[0];
+  lens[29] = data_len[1];
+  formats[25] = formats[29] = 1;
   lens[1] = CRYPTO_SHA256_LEN;
   lens[5] = v.event_body_len;
   lens[17] = c ? CRYPTO_SHA256_LEN : 0;
@@ -945,21 +1231,51 @@ static bool send_event(struct pg_store *s, struct store_write *w) {
   lens[21] = v.account_len;
   lens[22] = v.failure_len;
   formats[1] = formats[5] = formats[17] = formats[18] = formats[20] = formats[21] = formats[22] = 1;
-  return PQsendQueryPrepared(s->writer_conn, "event", 23, vals, lens, formats, 1) == 1;
+  ok = PQsendQueryPrepared(s->writer_conn, "event", 30, vals, lens, formats, 1) == 1;
+  free(plain[0]);
+  free(plain[1]);
+  return ok;
 }
 
 /* ord: the write's place in the batch, which its audit entries (one if it erased something;
  * retention: one per conversation) are recorded under. */
+/* Retention erases at most this many conversations per write (each needs an event id made
+ * beforehand). */
+#define RETAIN_LIMIT_MAX 1000
+
 static bool send_erase(PGconn *c, const struct store_write *w, const char *ord) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)time_now_us());
   if (w->kind == STORE_WRITE_ERASE) {
-    const char *vals[] = {w->erase_conversation_id, ord};
-    return PQsendQueryPrepared(c, "erase", 2, vals, NULL, NULL, 1) == 1;
+    char evt[OUTBOX_EVENT_ID_MAX];
+    if (!new_event_id(evt)) return false;
+    const char *vals[] = {w->erase_conversation_id, ord, evt, now};
+    return PQsendQueryPrepared(c, "erase", 4, vals, NULL, NULL, 1) == 1;
   }
   char before[24], limit[24];
+  int64_t n = w->retain_limit < 1                  ? 1
+              : w->retain_limit > RETAIN_LIMIT_MAX ? RETAIN_LIMIT_MAX
+                                                   : w->retain_limit;
   snprintf(before, sizeof before, "%lld", (long long)w->retain_before_us);
-  snprintf(limit, sizeof limit, "%lld", (long long)w->retain_limit);
-  const char *vals[] = {before, limit, ord};
-  return PQsendQueryPrepared(c, "retain", 3, vals, NULL, NULL, 1) == 1;
+  snprintf(limit, sizeof limit, "%lld", (long long)n);
+  char *ids = malloc((size_t)n * OUTBOX_EVENT_ID_MAX + 3);
+  if (!ids) return false;
+  size_t pos = 0;
+  ids[pos++] = '{';
+  for (int64_t i = 0; i < n; i++) {
+    if (i) ids[pos++] = ',';
+    if (!new_event_id(ids + pos)) {
+      free(ids);
+      return false;
+    }
+    pos += strlen(ids + pos);
+  }
+  ids[pos++] = '}';
+  ids[pos] = '\0';
+  const char *vals[] = {before, limit, ord, ids, now};
+  bool ok = PQsendQueryPrepared(c, "retain", 5, vals, NULL, NULL, 1) == 1;
+  free(ids);
+  return ok;
 }
 
 /* ---------- the audit entries of a batch ---------- */
@@ -1269,6 +1585,7 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
   free(keys);
   b->head = head;
   unsigned n_ord = 0;
+  bool staged = false; /* a write that may stage outbox events was sent */
   for (struct store_write *w = head; ok && w; w = w->next, n_ord++) {
     /* audit entries alone: sent with the batch's other entries (send_audit) */
     if (w->kind == STORE_WRITE_AUDIT || is_known(s, w)) continue;
@@ -1277,16 +1594,22 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
     snprintf(ord, sizeof ord, "%u", n_ord);
     bool probe = w->kind == STORE_WRITE_PROBE;
     bool erase = w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN;
+    staged = staged || (!probe && !store_write_is_key(w));
     ok = probe                          ? send_probe(c)
          : store_write_is_key(w)        ? send_key(s, w, ord)
          : erase                        ? send_erase(c, w, ord)
-         : w->kind == STORE_WRITE_EVENT ? send_event(s, w)
-                                        : send_conversation(s, w);
+         : w->kind == STORE_WRITE_EVENT ? send_event(s, w, ord)
+                                        : send_conversation(s, w, ord);
     if (ok) add_step(b, STEP_WRITE, w, probe ? PGRES_COMMAND_OK : PGRES_TUPLES_OK);
     if (ok && store_write_has_audio(w)) ok = send_audio(s, w, b);
   }
   /* last before COMMIT: see send_audit */
   ok = ok && send_audit(s, head, b);
+  /* after the audit append: see outbox_flush_sql */
+  if (ok && staged) {
+    ok = PQsendQueryPrepared(c, "outbox_flush", 0, NULL, NULL, NULL, 1) == 1;
+    if (ok) add_step(b, STEP_OUTBOX, NULL, PGRES_TUPLES_OK);
+  }
   if (ok) {
     b->commit_sent = true;
     ok = send_plain(c, "COMMIT");
@@ -1340,6 +1663,10 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
       return read_write(step->w, r);
     case STEP_AUDIT:
       return read_audit(b->head, r);
+    case STEP_OUTBOX:
+      if (PQntuples(r) != 1 || PQgetlength(r, 0, 0) != 8) return STORE_HARD;
+      b->outbox_written = get_i64(r, 0, 0);
+      return STORE_OK;
     case STEP_COMMIT:
       /* COMMIT of a transaction that failed answers ROLLBACK */
       if (strcmp(PQcmdStatus((PGresult *)r), "COMMIT") != 0) return STORE_HARD;
@@ -1476,7 +1803,8 @@ struct reseal_table {
 static const struct reseal_table reseal_tables[] = {
     {'c', "rs_scan_c", "rs_rows_c", "rs_update_c"}, {'d', "rs_scan_d", "rs_rows_d", "rs_update_d"},
     {'e', "rs_scan_e", "rs_rows_e", "rs_update_e"}, {'a', "rs_scan_a", "rs_rows_a", "rs_update_a"},
-    {'k', "rs_scan_k", "rs_rows_k", "rs_update_k"},
+    {'k', "rs_scan_k", "rs_rows_k", "rs_update_k"}, {'o', "rs_scan_o", "rs_rows_o", "rs_update_o"},
+    {'s', "rs_scan_s", "rs_rows_s", "rs_update_s"},
 };
 #define RESEAL_TABLES (sizeof reseal_tables / sizeof reseal_tables[0])
 #define RESEAL_TEXT_MAX (MODEL_CONVERSATION_ID_MAX + 1)
@@ -1489,6 +1817,10 @@ static const struct reseal_table reseal_tables[] = {
  * after $1/$2 up to $3/$4 (the scan's last), not sealed with $5. Rows another transaction holds
  * are skipped (only retention's can be: every other writer of a conversation's rows holds its
  * advisory lock first, as reencrypt does), so reencrypt never waits while holding rows. */
+/* An outbox row holding something to seal: a conversation.deleted event's data is never sealed
+ * (it holds only the conversation's id), so one without an account has nothing. */
+#define OUTBOX_SEALABLE "(type <> 5 OR account_id IS NOT NULL)"
+
 static bool prepare_reseal(PGconn *c) {
   static const Oid scan_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8};
   static const Oid rows_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8, OID_TEXT};
@@ -1497,6 +1829,8 @@ static bool prepare_reseal(PGconn *c) {
   static const Oid up_types[] = {OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid up_a_types[] = {OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid up_k_types[] = {OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT};
+  static const Oid up_o_types[] = {OID_INT8, OID_BYTEA, OID_TEXT, OID_BYTEA, OID_TEXT};
+  static const Oid up_s_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT};
   static const Oid key_type[] = {OID_TEXT};
   /* the lock before the check (a statement of its own: the check's snapshot must come after
    * the lock is granted) */
@@ -1507,7 +1841,11 @@ static bool prepare_reseal(PGconn *c) {
              "OR EXISTS (SELECT 1 FROM deliveries WHERE sealed_with IS DISTINCT FROM $1) "
              "OR EXISTS (SELECT 1 FROM events WHERE sealed_with IS DISTINCT FROM $1) "
              "OR EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS DISTINCT FROM $1) "
-             "OR EXISTS (SELECT 1 FROM api_keys WHERE sealed_with IS DISTINCT FROM $1))",
+             "OR EXISTS (SELECT 1 FROM api_keys WHERE sealed_with IS DISTINCT FROM $1) "
+             "OR EXISTS (SELECT 1 FROM outbox_events WHERE sealed_with IS DISTINCT FROM $1 "
+             "AND " OUTBOX_SEALABLE
+             ") "
+             "OR EXISTS (SELECT 1 FROM subscriptions WHERE sealed_with IS DISTINCT FROM $1))",
              1, key_type) &&
          prepare(c, "rs_retire", "DELETE FROM seal_keys WHERE key_id <> $1", 1, key_type) &&
          prepare(c, "rs_scan_c",
@@ -1578,6 +1916,34 @@ static bool prepare_reseal(PGconn *c) {
                  "UPDATE api_keys SET accounts = $2, accounts_sealed = $3, sealed_with = $4 "
                  "WHERE id = $1",
                  4, up_k_types) &&
+         prepare(c, "rs_scan_o",
+                 "SELECT seq, ''::text, conversation_id, octet_length(data)::bigint "
+                 "FROM outbox_events WHERE seq > $2 AND sealed_with IS DISTINCT FROM $3 "
+                 "AND " OUTBOX_SEALABLE " ORDER BY seq LIMIT $4",
+                 4, scan_types) &&
+         prepare(c, "rs_rows_o",
+                 "SELECT seq, conversation_id, sealed_with, data, type, account_id, "
+                 "account_sealed FROM outbox_events WHERE seq > $2 AND seq <= $4 "
+                 "AND sealed_with IS DISTINCT FROM $5 AND " OUTBOX_SEALABLE
+                 " ORDER BY seq FOR NO KEY UPDATE SKIP LOCKED",
+                 5, rows_types) &&
+         prepare(c, "rs_update_o",
+                 "UPDATE outbox_events SET data = $2, account_id = $3, account_sealed = $4, "
+                 "sealed_with = $5 WHERE seq = $1",
+                 5, up_o_types) &&
+         prepare(c, "rs_scan_s",
+                 "SELECT 0::bigint, id, id, 0::bigint FROM subscriptions "
+                 "WHERE id > $1 AND sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
+                 4, scan_types) &&
+         prepare(c, "rs_rows_s",
+                 "SELECT id, secret, sealed_with, secret_sealed FROM subscriptions "
+                 "WHERE id > $1 AND id <= $3 AND sealed_with IS DISTINCT FROM $5 "
+                 "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+                 5, rows_types) &&
+         prepare(c, "rs_update_s",
+                 "UPDATE subscriptions SET secret = '', secret_sealed = $2, sealed_with = $3 "
+                 "WHERE id = $1",
+                 3, up_s_types) &&
          prepare(c, "rs_update_a",
                  "UPDATE audio_chunks SET data = $3, sealed_with = $4 "
                  "WHERE conversation_id = $1 AND seq = $2",
@@ -1699,6 +2065,93 @@ static enum store_status reseal_apikey(struct pg_store *s, const PGresult *res, 
   return r ? STORE_OK : *st;
 }
 
+/* Rewrites one outbox event (seq, conversation_id, sealed_with, data, type, account_id,
+ * account_sealed): its data (but a conversation.deleted event's) and its account sealed with the
+ * first key, the account's index under it. */
+static enum store_status reseal_outbox(struct pg_store *s, const PGresult *res, int i,
+                                       enum store_status *st) {
+  char seq[24], conv[MODEL_CONVERSATION_ID_MAX + 1];
+  snprintf(seq, sizeof seq, "%lld", (long long)get_i64(res, i, 0));
+  get_text(res, i, 1, conv, sizeof conv);
+  bool sealed = !PQgetisnull(res, i, 2);
+  uint32_t t;
+  memcpy(&t, PQgetvalue(res, i, 4), sizeof t);
+  bool deleted = be32toh(t) == OUTBOX_DELETED;
+  unsigned char *plain = NULL;
+  size_t len = (size_t)PQgetlength(res, i, 3);
+  if (!deleted) {
+    enum store_status o =
+        reseal_open(s, "outbox_events.data", false, conv, NULL, res, i, 3, sealed, &plain, &len);
+    if (o != STORE_OK) return o;
+  }
+  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
+  bool has_account = !PQgetisnull(res, i, 5) || !PQgetisnull(res, i, 6);
+  if (!PQgetisnull(res, i, 6)) {
+    if (!open_text(s->ring, "conversations.account_id", conv, res, i, 6, account, sizeof account)) {
+      free(plain);
+      return STORE_HARD;
+    }
+  } else if (has_account) {
+    get_text(res, i, 5, account, sizeof account);
+    if (!store_id_sealable(account)) { /* an index without its value */
+      free(plain);
+      return STORE_HARD;
+    }
+  }
+  char ix[STORE_INDEX_TEXT_LEN + 1];
+  size_t at = 0;
+  int data_len = (int)len, account_len = 0;
+  const char *data = deleted ? PQgetvalue(res, i, 3) : NULL, *acc = NULL;
+  bool ok =
+      arena_reserve(s, (deleted ? 0 : seal_sealed_len(s->ring, len)) +
+                           seal_sealed_len(s->ring, strlen(account))) &&
+      (deleted ||
+       (data = seal_at(s, &at, "outbox_events.data", conv, NULL, plain, len, &data_len)) != NULL) &&
+      (!has_account || (index_text(s->ring, 0, account, ix) &&
+                        (acc = seal_at(s, &at, "conversations.account_id", conv, NULL, account,
+                                       strlen(account), &account_len)) != NULL));
+  free(plain);
+  if (!ok) return STORE_RETRY;
+  const char *vals[5] = {seq, data, has_account ? ix : NULL, acc, seal_ring_key_id(s->ring, 0)};
+  int lens[5] = {0, data_len, 0, account_len, 0};
+  int formats[5] = {0, 1, 0, 1, 0};
+  PGresult *r = writer_exec(s, "rs_update_o", 5, vals, lens, formats, PGRES_COMMAND_OK, st);
+  PQclear(r);
+  return r ? STORE_OK : *st;
+}
+
+/* Rewrites one subscription's secret sealed with the first key (row: id, secret, sealed_with,
+ * secret_sealed). */
+static enum store_status reseal_subscription(struct pg_store *s, const PGresult *res, int i,
+                                             enum store_status *st) {
+  const char *id = PQgetvalue(res, i, 0);
+  char secret[OUTBOX_SECRET_MAX];
+  if (!PQgetisnull(res, i, 3)) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = row_aad(aad, "subscriptions.secret", id, NULL);
+    if (!store_open_text(s->ring, aad, aad_len, PQgetvalue(res, i, 3),
+                         (size_t)PQgetlength(res, i, 3), secret, sizeof secret)) {
+      log_msg(LOG_ERROR, "subscription %s: its sealed secret cannot be opened", id);
+      return STORE_HARD;
+    }
+  } else {
+    get_text(res, i, 1, secret, sizeof secret);
+  }
+  int sealed_len = 0;
+  size_t at = 0;
+  const char *sealed =
+      arena_reserve(s, seal_sealed_len(s->ring, strlen(secret)))
+          ? seal_at(s, &at, "subscriptions.secret", id, NULL, secret, strlen(secret), &sealed_len)
+          : NULL;
+  if (!sealed) return STORE_RETRY;
+  const char *vals[3] = {id, sealed, seal_ring_key_id(s->ring, 0)};
+  int lens[3] = {0, sealed_len, 0};
+  int formats[3] = {0, 1, 0};
+  PGresult *r = writer_exec(s, "rs_update_s", 3, vals, lens, formats, PGRES_COMMAND_OK, st);
+  PQclear(r);
+  return r ? STORE_OK : *st;
+}
+
 /* Rewrites one body or chunk sealed with the first key. */
 static enum store_status reseal_value(struct pg_store *s, const struct reseal_table *t,
                                       const PGresult *res, int i, enum store_status *st) {
@@ -1798,6 +2251,8 @@ static enum store_status reseal_segment(struct pg_store *s, const struct reseal_
   for (int i = 0; rows && st == STORE_OK && i < PQntuples(rows); i++, done++)
     st = t->tag == 'c'   ? reseal_conversation(s, rows, i, &st)
          : t->tag == 'k' ? reseal_apikey(s, rows, i, &st)
+         : t->tag == 'o' ? reseal_outbox(s, rows, i, &st)
+         : t->tag == 's' ? reseal_subscription(s, rows, i, &st)
                          : reseal_value(s, t, rows, i, &st);
   if (scan && st == STORE_OK && writer_command(s, "COMMIT", &st)) {
     *scanned = n;
@@ -1946,6 +2401,7 @@ static enum store_status commit_batch(struct pg_store *s, struct store_write **h
     struct batch b = {.steps = steps};
     run_batch(s, *head, &b);
     st = b.status;
+    s->batch_outbox = b.committed ? b.outbox_written : 0;
     if (st == STORE_OK && PQstatus(s->writer_conn) == CONNECTION_OK) break;
     bool lost = PQstatus(s->writer_conn) != CONNECTION_OK;
     if (lost) report_down(s, PG_MSG(s->writer_conn));
@@ -1983,7 +2439,9 @@ static void *writer_main(void *arg) {
   struct pg_store *s = arg;
   struct store_write *batch;
   while ((batch = write_queue_take(&s->queue)) != NULL) {
+    s->batch_outbox = 0;
     enum store_status st = commit_batch(s, &batch);
+    if (s->batch_outbox > 0 && s->notify) s->notify(s->notify_cls);
     write_queue_finish(batch, st);
     arena_trim(s);
   }
@@ -1991,7 +2449,10 @@ static void *writer_main(void *arg) {
 }
 
 static void pg_submit(struct store *base, struct store_write *w) {
-  write_queue_push(&((struct pg_store *)base)->queue, w);
+  struct pg_store *s = (struct pg_store *)base;
+  bool own = w->kind == STORE_WRITE_SUB_PUT || w->kind == STORE_WRITE_SUB_DELETE ||
+             w->kind == STORE_WRITE_REPLAY || w->kind == STORE_WRITE_OUTBOX;
+  write_queue_push(own ? &s->ob_queue : &s->queue, w);
 }
 
 /* ---------- readers ---------- */
@@ -2024,6 +2485,21 @@ static const char audio_read_sql[] =
     " < LEAST($3, m.bytes) "
     "WHERE m.conversation_id = $1 ORDER BY c.seq";
 
+#define READ_SUB_COLUMNS                                                                      \
+  "id, url, secret, secret_sealed, event_types, account_id, enabled, paused, max_per_second," \
+  " disabled_reason, created_us, updated_us, last_success_us"
+
+/* Health's numbers ($1 the broker cursor, $2 whether there is one): the oldest pending
+ * delivery is found as the lowest seq pending (seq follows creation closely enough). */
+static const char outbox_stats_sql[] =
+    "WITH q AS (SELECT COALESCE((SELECT seq FROM outbox_cursors WHERE name = $1), 0) AS c) "
+    "SELECT (SELECT count(*) FROM sub_deliveries WHERE state = 0),"
+    " (SELECT e.created_us FROM outbox_events e WHERE e.seq = (SELECT min(seq)"
+    "   FROM sub_deliveries WHERE state = 0)),"
+    " (SELECT count(*) FROM outbox_events, q WHERE $2::bool AND seq > q.c),"
+    " (SELECT min(created_us) FROM outbox_events, q WHERE $2::bool AND seq > q.c),"
+    " (SELECT count(*) FROM sub_deliveries WHERE state = 1)";
+
 static bool prepare_reader(PGconn *c) {
   static const Oid get_types[] = {OID_TEXT, OID_BOOL};
   static const Oid events_types[] = {OID_TEXT};
@@ -2045,7 +2521,18 @@ static bool prepare_reader(PGconn *c) {
                  "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256, "
                  "sealed_with FROM events WHERE conversation_id = $1 ORDER BY id",
                  1, events_types) &&
-         prepare(c, "audio", audio_read_sql, 3, audio_types);
+         prepare(c, "audio", audio_read_sql, 3, audio_types) &&
+         prepare(c, "sub_get", "SELECT " READ_SUB_COLUMNS " FROM subscriptions WHERE id = $1", 0,
+                 NULL) &&
+         prepare(c, "sub_list",
+                 "SELECT " READ_SUB_COLUMNS " FROM subscriptions ORDER BY created_us, id", 0,
+                 NULL) &&
+         prepare(c, "attempt_list",
+                 "SELECT id, event_id, type, attempt, status_code, latency_ms, at_us, outcome, "
+                 "response_head FROM delivery_attempts WHERE sub_id = $1 AND id < $2::bigint "
+                 "ORDER BY id DESC LIMIT $3::bigint",
+                 0, NULL) &&
+         prepare(c, "outbox_stats", outbox_stats_sql, 0, NULL);
 }
 
 static void reader_drop(struct pg_reader *r) {
@@ -2643,13 +3130,852 @@ static enum store_status pg_audit_head(struct store *base, int64_t *last_id,
   return st;
 }
 
+/* ---------- the outbox's own writes (SUB_PUT, SUB_DELETE, REPLAY, OUTBOX) ----------
+ * One at a time, each in its own transaction, on a thread and connection of their own: the
+ * dispatcher's claims and results never wait behind an ingest batch nor hold one up. Several
+ * instances share the work: a subscription's row is locked (fan-out: skipped when another
+ * holds it) before its deliveries' rows, everywhere, so they never deadlock; claims lock the
+ * deliveries they lease FOR UPDATE SKIP LOCKED and the lease (owner, until) keeps them out of
+ * every other claim until it runs out. */
+
+#define EVENT_COLUMNS                                                                   \
+  "e.seq, e.event_id, e.type, e.conversation_id, e.created_us, e.data, e.audio_bytes, " \
+  "e.sealed_with"
+
+static const char claim_sql[] =
+    "WITH c AS (SELECT d.sub_id, d.seq FROM sub_deliveries d"
+    "  WHERE d.sub_id = $1 AND d.state = 0 AND d.next_at_us <= $2"
+    "    AND (d.lease_until_us IS NULL OR d.lease_until_us <= $2)"
+    "    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = $1 AND s.enabled AND NOT s.paused)"
+    "    AND NOT EXISTS (SELECT 1 FROM sub_deliveries o WHERE o.sub_id = d.sub_id"
+    "      AND o.conversation_id = d.conversation_id AND o.state = 0 AND o.seq < d.seq)"
+    "  ORDER BY d.next_at_us, d.seq LIMIT $3 FOR UPDATE SKIP LOCKED),"
+    " u AS (UPDATE sub_deliveries d SET lease_owner = $4, lease_until_us = $5"
+    "  FROM c, outbox_events e WHERE d.sub_id = c.sub_id AND d.seq = c.seq AND e.seq = d.seq"
+    "  RETURNING d.attempts, d.first_attempt_us, " EVENT_COLUMNS ") SELECT * FROM u ORDER BY seq";
+
+static const char fanout_sql[] =
+    "WITH ev AS (SELECT seq, conversation_id, type, account_id FROM outbox_events"
+    "  WHERE seq > $2 ORDER BY seq LIMIT $3),"
+    " ins AS (INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts,"
+    "  first_attempt_us, next_at_us)"
+    "  SELECT $1, seq, conversation_id, 0, 0, 0, $4 FROM ev"
+    "  WHERE (($5::int >> type) & 1) = 1 AND ($6::text = '' OR account_id = ANY($7::text[]))"
+    "  ON CONFLICT (sub_id, seq) DO NOTHING RETURNING 1),"
+    " up AS (UPDATE subscriptions SET cursor_seq = m.s FROM (SELECT max(seq) AS s FROM ev) m"
+    "  WHERE id = $1 AND m.s IS NOT NULL) "
+    "SELECT count(*) FROM ins";
+
+static const char replay_sql[] =
+    "WITH s AS (SELECT event_types, account_id, start_seq, cursor_seq FROM subscriptions"
+    "  WHERE id = $1),"
+    " r AS (INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts,"
+    "  first_attempt_us, next_at_us)"
+    "  SELECT $1, e.seq, e.conversation_id, 0, 0, 0, $3 FROM outbox_events e, s"
+    "  WHERE e.created_us >= $2 AND e.seq > s.start_seq AND e.seq <= s.cursor_seq"
+    "    AND ((s.event_types >> e.type) & 1) = 1"
+    "    AND (s.account_id = '' OR e.account_id = ANY($4::text[]))"
+    "  ON CONFLICT (sub_id, seq) DO UPDATE SET state = 0, attempts = 0, first_attempt_us = 0,"
+    "    next_at_us = EXCLUDED.next_at_us RETURNING 1) "
+    "SELECT count(*) FROM r";
+
+static const char sub_update_sql[] =
+    "WITH old AS (SELECT enabled, paused FROM subscriptions WHERE id = $1),"
+    " up AS (UPDATE subscriptions SET url = $2, event_types = $3, account_id = $4, enabled = $5,"
+    "  max_per_second = $6, paused = $7, disabled_reason = $8, updated_us = $9 WHERE id = $1"
+    "  RETURNING id),"
+    " due AS (UPDATE sub_deliveries SET next_at_us = LEAST(next_at_us, $10) WHERE sub_id = $1"
+    "  AND state = 0 AND $5 AND NOT $7 AND EXISTS (SELECT 1 FROM old WHERE NOT old.enabled"
+    "  OR old.paused) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM due)";
+
+static const char prune_sql[] =
+    "WITH lim AS (SELECT LEAST(COALESCE((SELECT min(seq) FROM outbox_cursors),"
+    "  9223372036854775807), COALESCE((SELECT min(cursor_seq) FROM subscriptions),"
+    "  9223372036854775807)) AS m),"
+    " old AS (SELECT e.seq FROM outbox_events e, lim WHERE e.created_us < $1 AND e.seq <= lim.m"
+    "  AND NOT EXISTS (SELECT 1 FROM sub_deliveries d WHERE d.seq = e.seq AND d.state = 0)"
+    "  ORDER BY e.seq LIMIT $2 FOR UPDATE OF e SKIP LOCKED),"
+    " fd AS (DELETE FROM sub_deliveries WHERE seq IN (SELECT seq FROM old)),"
+    " de AS (DELETE FROM outbox_events WHERE seq IN (SELECT seq FROM old) RETURNING 1),"
+    " da AS (DELETE FROM delivery_attempts WHERE id IN (SELECT id FROM delivery_attempts"
+    "  WHERE at_us < $1 ORDER BY id LIMIT $2) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM de) + (SELECT count(*) FROM da)";
+
+static bool prepare_ob(PGconn *c) {
+  return command_ok(c, "SET synchronous_commit = on") &&
+         prepare(c, "ob_audit",
+                 "SELECT id FROM gensendrep_audit_append(ARRAY[0], ARRAY[$1::bigint], "
+                 "ARRAY[$2::text], ARRAY[$3::text], ARRAY[$4::text], ARRAY[$5::text], "
+                 "ARRAY[$6::text], ARRAY[$7::text], ARRAY[1::bigint], ARRAY[false])",
+                 0, NULL) &&
+         prepare(c, "sub_create",
+                 "INSERT INTO subscriptions (id, url, secret, secret_sealed, sealed_with, "
+                 "event_types, account_id, enabled, paused, max_per_second, disabled_reason, "
+                 "created_us, updated_us, last_success_us, start_seq, cursor_seq) SELECT $1, $2, "
+                 "$3, $4::bytea, $5, $6::int, $7, $8::bool, $9::bool, $10::bigint, $11, "
+                 "$12::bigint, $13::bigint, $14::bigint, m, m FROM (SELECT COALESCE(max(seq), 0) "
+                 "AS m FROM outbox_events) x",
+                 0, NULL) &&
+         prepare(c, "sub_lock", "SELECT account_id FROM subscriptions WHERE id = $1 FOR UPDATE", 0,
+                 NULL) &&
+         prepare(c, "sub_update", sub_update_sql, 0, NULL) &&
+         prepare(c, "sub_delete",
+                 "WITH d AS (DELETE FROM subscriptions WHERE id = $1 RETURNING id),"
+                 " x AS (DELETE FROM sub_deliveries WHERE sub_id = $1),"
+                 " y AS (DELETE FROM delivery_attempts WHERE sub_id = $1) "
+                 "SELECT count(*) FROM d",
+                 0, NULL) &&
+         prepare(c, "replay", replay_sql, 0, NULL) &&
+         prepare(c, "fanout_subs",
+                 "SELECT id, event_types, account_id, cursor_seq FROM subscriptions ORDER BY id "
+                 "FOR UPDATE SKIP LOCKED",
+                 0, NULL) &&
+         prepare(c, "fanout", fanout_sql, 0, NULL) && prepare(c, "claim", claim_sql, 0, NULL) &&
+         prepare(c, "fin_subs",
+                 "SELECT id, last_success_us FROM subscriptions WHERE id = ANY($1::text[]) "
+                 "ORDER BY id FOR NO KEY UPDATE",
+                 0, NULL) &&
+         prepare(c, "fin_get",
+                 "SELECT first_attempt_us FROM sub_deliveries WHERE sub_id = $1 AND seq = $2 "
+                 "AND lease_owner = $3 FOR UPDATE",
+                 0, NULL) &&
+         prepare(c, "fin_done", "DELETE FROM sub_deliveries WHERE sub_id = $1 AND seq = $2", 0,
+                 NULL) &&
+         prepare(c, "fin_set",
+                 "UPDATE sub_deliveries SET state = $3, attempts = $4, first_attempt_us = $5, "
+                 "next_at_us = $6, lease_owner = NULL, lease_until_us = NULL "
+                 "WHERE sub_id = $1 AND seq = $2",
+                 0, NULL) &&
+         prepare(c, "fin_release",
+                 "UPDATE sub_deliveries SET next_at_us = $3, lease_owner = NULL, "
+                 "lease_until_us = NULL WHERE sub_id = $1 AND seq = $2",
+                 0, NULL) &&
+         prepare(c, "fin_success",
+                 "UPDATE subscriptions SET last_success_us = GREATEST(last_success_us, $2) "
+                 "WHERE id = $1",
+                 0, NULL) &&
+         prepare(c, "fin_pause", "UPDATE subscriptions SET paused = true WHERE id = $1", 0, NULL) &&
+         prepare(c, "fin_gone",
+                 "UPDATE subscriptions SET enabled = false, disabled_reason = 'gone' "
+                 "WHERE id = $1",
+                 0, NULL) &&
+         prepare(c, "attempt_add",
+                 "INSERT INTO delivery_attempts (sub_id, seq, event_id, type, attempt, "
+                 "status_code, latency_ms, at_us, outcome, response_head) "
+                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bytea)",
+                 0, NULL) &&
+         prepare(c, "cursor_make",
+                 "INSERT INTO outbox_cursors (name, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", 0,
+                 NULL) &&
+         prepare(c, "cursor_lease",
+                 "UPDATE outbox_cursors SET lease_owner = $2, lease_until_us = $3 WHERE name = $1 "
+                 "AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until_us <= $4) "
+                 "RETURNING seq",
+                 0, NULL) &&
+         prepare(c, "queue_events",
+                 "SELECT " EVENT_COLUMNS
+                 " FROM outbox_events e WHERE e.seq > $1 "
+                 "ORDER BY e.seq LIMIT $2",
+                 0, NULL) &&
+         prepare(c, "cursor_advance",
+                 "UPDATE outbox_cursors SET seq = $3 WHERE name = $1 AND lease_owner = $2 "
+                 "AND seq < $3",
+                 0, NULL) &&
+         prepare(c, "prune", prune_sql, 0, NULL);
+}
+
+static bool ob_ready(struct pg_store *s) {
+  if (conn_usable(s->ob_conn)) return true;
+  PQfinish(s->ob_conn);
+  s->ob_conn = pg_connect(s, &s->ob_pause_ms);
+  if (s->ob_conn && !prepare_ob(s->ob_conn)) {
+    PQfinish(s->ob_conn);
+    s->ob_conn = NULL;
+  }
+  return s->ob_conn != NULL;
+}
+
+/* Runs a prepared statement (text parameters unless lens says a binary one: lens[i] > 0 or
+ * bin[i]) on the outbox connection, binary results; NULL (logged, *st set) unless it answers
+ * want. */
+static PGresult *ob_exec(struct pg_store *s, const char *name, int n, const char *const *vals,
+                         const int *lens, const int *formats, ExecStatusType want,
+                         enum store_status *st) {
+  PGresult *r = PQexecPrepared(s->ob_conn, name, n, vals, lens, formats, 1);
+  if (PQresultStatus(r) == want) return r;
+  *st = status_of(s->ob_conn, r);
+  if (*st == STORE_CLIENT)
+    log_msg(LOG_INFO, "postgresql refused a value (SQLSTATE %s)",
+            PQresultErrorField(r, PG_DIAG_SQLSTATE));
+  else
+    log_msg(LOG_ERROR, "postgresql outbox %s: %s", name, PG_MSG(s->ob_conn));
+  PQclear(r);
+  return NULL;
+}
+
+static bool ob_command(struct pg_store *s, const char *sql, enum store_status *st) {
+  PGresult *r = PQexec(s->ob_conn, sql);
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok) {
+    *st = status_of(s->ob_conn, r);
+    if (*st == STORE_CLIENT) *st = STORE_HARD;
+    log_msg(LOG_ERROR, "postgresql outbox: %s", PG_MSG(s->ob_conn));
+  }
+  PQclear(r);
+  return ok;
+}
+
+/* The values a filter on an event's account looks for, as a text[] literal: the value as it is
+ * and, with a ring, its blind index under every key (events sealed with any of them). */
+static char *account_values(const struct seal_ring *r, const char *value) {
+  if (r) return filter_values(r, value);
+  char *out = malloc(2 * strlen(value) + 5);
+  if (!out) return NULL;
+  size_t pos = 0;
+  out[pos++] = '{';
+  out[pos++] = '"';
+  for (const char *p = value; *p; p++) {
+    if (*p == '"' || *p == '\\') out[pos++] = '\\';
+    out[pos++] = *p;
+  }
+  out[pos++] = '"';
+  out[pos++] = '}';
+  out[pos] = '\0';
+  return out;
+}
+
+/* A change of subscriptions' audit entry (store.h's `who`), at now, in the transaction. */
+static enum store_status ob_audit(struct pg_store *s, const struct store_write *w,
+                                  enum audit_action action, const char *target) {
+  char at[24];
+  snprintf(at, sizeof at, "%lld", (long long)time_now_us());
+  const char *vals[7] = {at,
+                         w->who.request_id,
+                         w->who.key_id,
+                         w->who.client_ip,
+                         audit_action_name(action),
+                         target,
+                         audit_outcome_name(AUDIT_OK)};
+  enum store_status st = STORE_OK;
+  PQclear(ob_exec(s, "ob_audit", 7, vals, NULL, NULL, PGRES_TUPLES_OK, &st));
+  return st;
+}
+
+static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
+  const struct subscription *sub = w->sub;
+  char types[16], max[24], created[24], updated[24], success[24], now[24];
+  snprintf(types, sizeof types, "%u", sub->event_types);
+  snprintf(max, sizeof max, "%lld", (long long)sub->max_per_second);
+  snprintf(created, sizeof created, "%lld", (long long)sub->created_us);
+  snprintf(updated, sizeof updated, "%lld", (long long)sub->updated_us);
+  snprintf(success, sizeof success, "%lld", (long long)sub->last_success_us);
+  snprintf(now, sizeof now, "%lld", (long long)time_now_us());
+  enum store_status st = STORE_OK;
+  if (!utf8_valid(sub->url, strlen(sub->url)) ||
+      !utf8_valid(sub->account_id, strlen(sub->account_id)) ||
+      (sub->account_id[0] && !store_id_sealable(sub->account_id)))
+    return STORE_CLIENT;
+  if (w->sub_create) {
+    const char *secret = sub->secret;
+    int secret_len = 0;
+    struct store_seal_buf buf = {0};
+    const char *sealed = NULL;
+    if (s->ring) {
+      char aad[STORE_AAD_MAX];
+      size_t aad_len = row_aad(aad, "subscriptions.secret", sub->id, NULL), n = 0;
+      sealed = (const char *)store_seal_into(&buf, s->ring, aad, aad_len, sub->secret,
+                                             strlen(sub->secret), &n);
+      if (!sealed) {
+        store_seal_buf_free(&buf);
+        return STORE_RETRY;
+      }
+      secret = "";
+      secret_len = (int)n;
+    }
+    const char *vals[14] = {sub->id,
+                            sub->url,
+                            secret,
+                            sealed,
+                            s->ring ? seal_ring_key_id(s->ring, 0) : NULL,
+                            types,
+                            sub->account_id,
+                            sub->enabled ? "t" : "f",
+                            sub->paused ? "t" : "f",
+                            max,
+                            sub->disabled_reason,
+                            created,
+                            updated,
+                            success};
+    int lens[14] = {0, 0, 0, secret_len};
+    int formats[14] = {0, 0, 0, 1};
+    PGresult *r = ob_exec(s, "sub_create", 14, vals, lens, formats, PGRES_COMMAND_OK, &st);
+    PQclear(r);
+    store_seal_buf_free(&buf);
+    if (!r) return st;
+    return ob_audit(s, w, AUDIT_SUBSCRIPTION_CREATED, sub->id);
+  }
+  const char *lock[1] = {sub->id};
+  PGresult *r = ob_exec(s, "sub_lock", 1, lock, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  bool found = PQntuples(r) == 1;
+  PQclear(r);
+  if (!found) return STORE_NOT_FOUND;
+  const char *vals[10] = {sub->id,
+                          sub->url,
+                          types,
+                          sub->account_id,
+                          sub->enabled ? "t" : "f",
+                          max,
+                          sub->paused ? "t" : "f",
+                          sub->disabled_reason,
+                          updated,
+                          now};
+  r = ob_exec(s, "sub_update", 10, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  w->erased = PQntuples(r) == 1 ? get_i64(r, 0, 1) : 0; /* deliveries made due */
+  PQclear(r);
+  return ob_audit(s, w, AUDIT_SUBSCRIPTION_UPDATED, sub->id);
+}
+
+static enum store_status sub_delete(struct pg_store *s, struct store_write *w) {
+  const char *vals[1] = {w->sub_id};
+  enum store_status st = STORE_OK;
+  PGresult *r = ob_exec(s, "sub_lock", 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  bool found = PQntuples(r) == 1;
+  PQclear(r);
+  w->erased = 0;
+  if (!found) return STORE_OK;
+  r = ob_exec(s, "sub_delete", 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  w->erased = get_i64(r, 0, 0);
+  PQclear(r);
+  return ob_audit(s, w, AUDIT_SUBSCRIPTION_DELETED, w->sub_id);
+}
+
+static enum store_status replay(struct pg_store *s, struct store_write *w) {
+  const char *lock[1] = {w->sub_id};
+  enum store_status st = STORE_OK;
+  PGresult *r = ob_exec(s, "sub_lock", 1, lock, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return STORE_NOT_FOUND;
+  }
+  char account[MODEL_ACCOUNT_ID_MAX + 1];
+  get_text(r, 0, 0, account, sizeof account);
+  PQclear(r);
+  char *values = account_values(s->ring, account);
+  if (!values) return STORE_RETRY;
+  char since[24], now[24];
+  snprintf(since, sizeof since, "%lld", (long long)w->replay_since_us);
+  snprintf(now, sizeof now, "%lld", (long long)time_now_us());
+  const char *vals[4] = {w->sub_id, since, now, values};
+  r = ob_exec(s, "replay", 4, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  free(values);
+  if (!r) return st;
+  w->erased = get_i64(r, 0, 0);
+  PQclear(r);
+  return ob_audit(s, w, AUDIT_SUBSCRIPTION_REPLAYED, w->sub_id);
+}
+
+static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o) {
+  enum store_status st = STORE_OK;
+  PGresult *subs = ob_exec(s, "fanout_subs", 0, NULL, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!subs) return st;
+  char limit[24], now[24];
+  snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
+  snprintf(now, sizeof now, "%lld", (long long)o->now_us);
+  for (int i = 0; st == STORE_OK && i < PQntuples(subs); i++) {
+    char id[OUTBOX_SUB_ID_MAX], account[MODEL_ACCOUNT_ID_MAX + 1], types[16], cursor[24];
+    get_text(subs, i, 0, id, sizeof id);
+    uint32_t t;
+    memcpy(&t, PQgetvalue(subs, i, 1), sizeof t);
+    snprintf(types, sizeof types, "%u", be32toh(t));
+    get_text(subs, i, 2, account, sizeof account);
+    snprintf(cursor, sizeof cursor, "%lld", (long long)get_i64(subs, i, 3));
+    char *values = account[0] ? account_values(s->ring, account) : strdup("{}");
+    if (!values) {
+      st = STORE_RETRY;
+      break;
+    }
+    const char *vals[7] = {id, cursor, limit, now, types, account, values};
+    PGresult *r = ob_exec(s, "fanout", 7, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+    free(values);
+    if (r) o->added += get_i64(r, 0, 0);
+    PQclear(r);
+  }
+  PQclear(subs);
+  return st;
+}
+
+/* An event row (EVENT_COLUMNS from column first) read back: its data opened when sealed and
+ * its audio put back. */
+static enum store_status read_outbox_event(const struct seal_ring *ring, const PGresult *r, int row,
+                                           int first, struct store_outbox_event *ev) {
+  ev->seq = get_i64(r, row, first);
+  get_text(r, row, first + 1, ev->id, sizeof ev->id);
+  uint32_t t;
+  memcpy(&t, PQgetvalue(r, row, first + 2), sizeof t);
+  ev->type = (int)be32toh(t);
+  get_text(r, row, first + 3, ev->conversation_id, sizeof ev->conversation_id);
+  ev->created_us = get_i64(r, row, first + 4);
+  int64_t audio = PQgetisnull(r, row, first + 6) ? -1 : get_i64(r, row, first + 6);
+  if (!PQgetisnull(r, row, first + 7) && ev->type != OUTBOX_DELETED) {
+    enum store_status st = open_alloc(ring, "outbox_events.data", ev->conversation_id, NULL, r, row,
+                                      first + 5, &ev->data, &ev->data_len);
+    if (st != STORE_OK) return st;
+  } else {
+    size_t len = (size_t)PQgetlength(r, row, first + 5);
+    if (!(ev->data = malloc(len + 1))) return STORE_RETRY;
+    memcpy(ev->data, PQgetvalue(r, row, first + 5), len);
+    ev->data[len] = '\0';
+    ev->data_len = len;
+  }
+  if (!outbox_with_audio(ev->conversation_id, audio, &ev->data, &ev->data_len)) {
+    log_msg(LOG_ERROR, "outbox event %s: its audio cannot be put back in its data", ev->id);
+    return STORE_HARD;
+  }
+  return STORE_OK;
+}
+
+static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) {
+  char now[24], limit[24], until[24];
+  snprintf(now, sizeof now, "%lld", (long long)o->now_us);
+  snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
+  snprintf(until, sizeof until, "%lld", (long long)(o->now_us + o->lease_us));
+  const char *vals[5] = {o->sub_id ? o->sub_id : "", now, limit, s->owner, until};
+  enum store_status st = STORE_OK;
+  PGresult *r = ob_exec(s, "claim", 5, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  int rows = PQntuples(r);
+  if (rows > 0 && !(o->jobs = calloc((size_t)rows, sizeof *o->jobs))) st = STORE_RETRY;
+  for (int i = 0; st == STORE_OK && i < rows; i++) {
+    struct store_delivery_job *j = &o->jobs[o->count++];
+    snprintf(j->sub_id, sizeof j->sub_id, "%s", o->sub_id);
+    uint32_t a;
+    memcpy(&a, PQgetvalue(r, i, 0), sizeof a);
+    j->attempt = (int)be32toh(a) + 1;
+    j->first_attempt_us = get_i64(r, i, 1);
+    st = read_outbox_event(s->ring, r, i, 2, &j->event);
+  }
+  PQclear(r);
+  return st;
+}
+
+static int cmp_result_sub(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* One result (store.h struct store_delivery_result), its subscription locked. */
+static enum store_status finish_one(struct pg_store *s, const struct store_delivery_result *res,
+                                    int64_t last_success_us) {
+  char seq[24], n1[24], n2[24], n3[24], n4[24];
+  snprintf(seq, sizeof seq, "%lld", (long long)res->seq);
+  const char *get[3] = {res->sub_id, seq, s->owner};
+  enum store_status st = STORE_OK;
+  PGresult *r = ob_exec(s, "fin_get", 3, get, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  if (PQntuples(r) != 1) { /* not ours (any more): ignored */
+    PQclear(r);
+    return STORE_OK;
+  }
+  int64_t first = get_i64(r, 0, 0);
+  PQclear(r);
+  if (first == 0) first = res->first_attempt_us ? res->first_attempt_us : res->at_us;
+  int outcome = res->outcome;
+  const char *key[2] = {res->sub_id, seq};
+  if (outcome == STORE_DELIVERY_RELEASE) {
+    snprintf(n1, sizeof n1, "%lld", (long long)res->next_at_us);
+    const char *vals[3] = {res->sub_id, seq, n1};
+    PQclear(r = ob_exec(s, "fin_release", 3, vals, NULL, NULL, PGRES_COMMAND_OK, &st));
+    return r ? STORE_OK : st;
+  }
+  const char *one[1] = {res->sub_id};
+  if (outcome == DELIVERY_DELIVERED) {
+    snprintf(n1, sizeof n1, "%lld", (long long)res->at_us);
+    const char *vals[2] = {res->sub_id, n1};
+    PQclear(r = ob_exec(s, "fin_done", 2, key, NULL, NULL, PGRES_COMMAND_OK, &st));
+    if (r) PQclear(r = ob_exec(s, "fin_success", 2, vals, NULL, NULL, PGRES_COMMAND_OK, &st));
+  } else {
+    int state = 0;
+    if (outcome == DELIVERY_FAILED) {
+      if (last_success_us > 0 && last_success_us >= first) {
+        state = 1; /* dead letter */
+      } else {
+        outcome = DELIVERY_PAUSED;
+        PQclear(r = ob_exec(s, "fin_pause", 1, one, NULL, NULL, PGRES_COMMAND_OK, &st));
+        if (!r) return st;
+      }
+    } else if (outcome == DELIVERY_DISABLED) {
+      PQclear(r = ob_exec(s, "fin_gone", 1, one, NULL, NULL, PGRES_COMMAND_OK, &st));
+      if (!r) return st;
+    } else {
+      outcome = DELIVERY_RETRY;
+    }
+    snprintf(n1, sizeof n1, "%d", state);
+    snprintf(n2, sizeof n2, "%d", res->attempt);
+    snprintf(n3, sizeof n3, "%lld", (long long)first);
+    snprintf(n4, sizeof n4, "%lld", (long long)res->next_at_us);
+    const char *vals[6] = {res->sub_id, seq, n1, n2, n3, n4};
+    PQclear(r = ob_exec(s, "fin_set", 6, vals, NULL, NULL, PGRES_COMMAND_OK, &st));
+  }
+  if (!r) return st;
+  char type[16], attempt[16], code[16], latency[24], at[24], oc[16];
+  snprintf(type, sizeof type, "%d", res->type);
+  snprintf(attempt, sizeof attempt, "%d", res->attempt);
+  snprintf(code, sizeof code, "%d", res->status_code);
+  snprintf(latency, sizeof latency, "%lld", (long long)res->latency_ms);
+  snprintf(at, sizeof at, "%lld", (long long)res->at_us);
+  snprintf(oc, sizeof oc, "%d", outcome);
+  const char *vals[10] = {res->sub_id, seq, res->event_id,     type, attempt, code, latency,
+                          at,          oc,  res->response_head};
+  int lens[10] = {0};
+  int formats[10] = {0};
+  lens[9] = (int)strnlen(res->response_head, sizeof res->response_head);
+  formats[9] = 1;
+  PQclear(r = ob_exec(s, "attempt_add", 10, vals, lens, formats, PGRES_COMMAND_OK, &st));
+  return r ? STORE_OK : st;
+}
+
+static enum store_status finish(struct pg_store *s, struct store_outbox_work *o) {
+  if (o->nresults == 0) return STORE_OK;
+  /* the subscriptions first, in id order (see above) */
+  const char **ids = calloc(o->nresults, sizeof *ids);
+  char *arr = malloc(o->nresults * (OUTBOX_SUB_ID_MAX + 3) + 3);
+  if (!ids || !arr) {
+    free(ids);
+    free(arr);
+    return STORE_RETRY;
+  }
+  for (size_t i = 0; i < o->nresults; i++) ids[i] = o->results[i].sub_id;
+  qsort(ids, o->nresults, sizeof *ids, cmp_result_sub);
+  size_t pos = 0;
+  arr[pos++] = '{';
+  for (size_t i = 0; i < o->nresults; i++) {
+    bool ok = model_is_printable(ids[i], strlen(ids[i])) && !strpbrk(ids[i], "\"\\{},");
+    pos += (size_t)sprintf(arr + pos, "%s\"%s\"", pos > 1 ? "," : "", ok ? ids[i] : "");
+  }
+  arr[pos++] = '}';
+  arr[pos] = '\0';
+  free(ids);
+  const char *vals[1] = {arr};
+  enum store_status st = STORE_OK;
+  PGresult *subs = ob_exec(s, "fin_subs", 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  free(arr);
+  if (!subs) return st;
+  for (size_t i = 0; st == STORE_OK && i < o->nresults; i++) {
+    int64_t last = -1;
+    for (int k = 0; k < PQntuples(subs); k++)
+      if (strcmp(PQgetvalue(subs, k, 0), o->results[i].sub_id) == 0) last = get_i64(subs, k, 1);
+    if (last < 0) continue; /* no such subscription (deleted meanwhile) */
+    st = finish_one(s, &o->results[i], last);
+    /* a later result of the same subscription sees a success recorded before it */
+    if (st == STORE_OK && o->results[i].outcome == DELIVERY_DELIVERED)
+      for (int k = 0; k < PQntuples(subs); k++)
+        if (strcmp(PQgetvalue(subs, k, 0), o->results[i].sub_id) == 0 &&
+            o->results[i].at_us > get_i64(subs, k, 1)) {
+          uint64_t be = htobe64((uint64_t)o->results[i].at_us);
+          memcpy(PQgetvalue(subs, k, 1), &be, sizeof be);
+        }
+  }
+  PQclear(subs);
+  return st;
+}
+
+static enum store_status queue_read(struct pg_store *s, struct store_outbox_work *o) {
+  char now[24], until[24], limit[24];
+  snprintf(now, sizeof now, "%lld", (long long)o->now_us);
+  snprintf(until, sizeof until, "%lld", (long long)(o->now_us + o->lease_us));
+  snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
+  const char *name = o->cursor_name ? o->cursor_name : "";
+  enum store_status st = STORE_OK;
+  const char *mk[1] = {name};
+  PGresult *r = ob_exec(s, "cursor_make", 1, mk, NULL, NULL, PGRES_COMMAND_OK, &st);
+  if (!r) return st;
+  PQclear(r);
+  const char *lease[4] = {name, s->owner, until, now};
+  r = ob_exec(s, "cursor_lease", 4, lease, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    o->busy = true;
+    return STORE_OK;
+  }
+  char after[24];
+  snprintf(after, sizeof after, "%lld", (long long)get_i64(r, 0, 0));
+  PQclear(r);
+  const char *vals[2] = {after, limit};
+  r = ob_exec(s, "queue_events", 2, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  if (!r) return st;
+  int rows = PQntuples(r);
+  if (rows > 0 && !(o->events = calloc((size_t)rows, sizeof *o->events))) st = STORE_RETRY;
+  for (int i = 0; st == STORE_OK && i < rows; i++)
+    st = read_outbox_event(s->ring, r, i, 0, &o->events[o->count++]);
+  PQclear(r);
+  return st;
+}
+
+static enum store_status outbox_work(struct pg_store *s, struct store_write *w) {
+  struct store_outbox_work *o = w->outbox;
+  o->added = 0;
+  o->count = 0;
+  o->jobs = NULL;
+  o->events = NULL;
+  o->busy = false;
+  enum store_status st = STORE_OK;
+  char a[24], b[24];
+  switch (o->op) {
+    case STORE_OUTBOX_FANOUT:
+      return fanout(s, o);
+    case STORE_OUTBOX_CLAIM:
+      return claim(s, o);
+    case STORE_OUTBOX_FINISH:
+      return finish(s, o);
+    case STORE_OUTBOX_QUEUE_READ:
+      return queue_read(s, o);
+    case STORE_OUTBOX_QUEUE_ADVANCE: {
+      snprintf(a, sizeof a, "%lld", (long long)o->upto_seq);
+      const char *vals[3] = {o->cursor_name ? o->cursor_name : "", s->owner, a};
+      PGresult *r = ob_exec(s, "cursor_advance", 3, vals, NULL, NULL, PGRES_COMMAND_OK, &st);
+      PQclear(r);
+      return r ? STORE_OK : st;
+    }
+    case STORE_OUTBOX_PRUNE: {
+      snprintf(a, sizeof a, "%lld", (long long)o->before_us);
+      snprintf(b, sizeof b, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
+      const char *vals[2] = {a, b};
+      PGresult *r = ob_exec(s, "prune", 2, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+      if (!r) return st;
+      o->added = get_i64(r, 0, 0);
+      PQclear(r);
+      return STORE_OK;
+    }
+  }
+  return STORE_HARD;
+}
+
+/* One write of the outbox's own, in its transaction; whether the dispatcher should look again
+ * (deliveries made due) in *wake. */
+static enum store_status ob_run(struct pg_store *s, struct store_write *w, bool *wake) {
+  *wake = false;
+  if (!ob_ready(s)) return STORE_RETRY;
+  enum store_status st = STORE_OK;
+  if (!ob_command(s, "BEGIN", &st)) {
+    if (PQstatus(s->ob_conn) != CONNECTION_OK) {
+      PQfinish(s->ob_conn);
+      s->ob_conn = NULL;
+    }
+    return st;
+  }
+  switch (w->kind) {
+    case STORE_WRITE_SUB_PUT:
+      st = sub_put(s, w);
+      *wake = st == STORE_OK && w->erased > 0;
+      break;
+    case STORE_WRITE_SUB_DELETE:
+      st = sub_delete(s, w);
+      break;
+    case STORE_WRITE_REPLAY:
+      st = replay(s, w);
+      *wake = st == STORE_OK && w->erased > 0;
+      break;
+    case STORE_WRITE_OUTBOX:
+      st = outbox_work(s, w);
+      break;
+    default:
+      st = STORE_HARD;
+      break;
+  }
+  if (st == STORE_OK && !ob_command(s, "COMMIT", &st) && st == STORE_OK) st = STORE_RETRY;
+  if (st != STORE_OK) {
+    enum store_status ignored;
+    if (PQstatus(s->ob_conn) == CONNECTION_OK) (void)ob_command(s, "ROLLBACK", &ignored);
+    if (w->kind == STORE_WRITE_OUTBOX) store_jobs_free(w->outbox);
+    *wake = false;
+  }
+  if (PQstatus(s->ob_conn) != CONNECTION_OK) {
+    report_down(s, PG_MSG(s->ob_conn));
+    PQfinish(s->ob_conn);
+    s->ob_conn = NULL;
+  }
+  return st;
+}
+
+static void *ob_main(void *arg) {
+  struct pg_store *s = arg;
+  struct store_write *w;
+  while ((w = write_queue_take(&s->ob_queue)) != NULL) {
+    bool wake;
+    enum store_status st = ob_run(s, w, &wake);
+    if (wake && s->notify) s->notify(s->notify_cls);
+    write_queue_finish(w, st);
+  }
+  return NULL;
+}
+
+static void pg_set_outbox_notify(struct store *base, void (*notify)(void *cls), void *cls) {
+  struct pg_store *s = (struct pg_store *)base;
+  s->notify = notify;
+  s->notify_cls = cls;
+}
+
+/* ---------- onward delivery: reads ---------- */
+
+static enum store_status read_sub(const struct seal_ring *ring, const PGresult *r, int row,
+                                  struct subscription *out) {
+  memset(out, 0, sizeof *out);
+  get_text(r, row, 0, out->id, sizeof out->id);
+  get_text(r, row, 1, out->url, sizeof out->url);
+  if (!PQgetisnull(r, row, 3)) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = row_aad(aad, "subscriptions.secret", out->id, NULL);
+    if (!store_open_text(ring, aad, aad_len, PQgetvalue(r, row, 3), (size_t)PQgetlength(r, row, 3),
+                         out->secret, sizeof out->secret)) {
+      log_msg(LOG_ERROR, "subscription %s: its sealed secret cannot be opened%s", out->id,
+              ring ? " with ENCRYPTION_KEYS" : ": ENCRYPTION_KEYS is not set");
+      return STORE_HARD;
+    }
+  } else {
+    get_text(r, row, 2, out->secret, sizeof out->secret);
+  }
+  uint32_t t;
+  memcpy(&t, PQgetvalue(r, row, 4), sizeof t);
+  out->event_types = be32toh(t);
+  get_text(r, row, 5, out->account_id, sizeof out->account_id);
+  out->enabled = *PQgetvalue(r, row, 6) != 0;
+  out->paused = *PQgetvalue(r, row, 7) != 0;
+  out->max_per_second = get_i64(r, row, 8);
+  get_text(r, row, 9, out->disabled_reason, sizeof out->disabled_reason);
+  out->created_us = get_i64(r, row, 10);
+  out->updated_us = get_i64(r, row, 11);
+  out->last_success_us = get_i64(r, row, 12);
+  return STORE_OK;
+}
+
+static enum store_status pg_sub_get(struct store *base, const char *id, struct subscription *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  const char *vals[] = {id};
+  enum store_status st = STORE_RETRY;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "sub_get", 1, vals, &st);
+    if (st == STORE_OK) st = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_sub(s->ring, res, 0, out);
+    PQclear(res);
+    if (r->conn) break;
+  }
+  return st;
+}
+
+static enum store_status pg_sub_list(struct store *base, struct subscription **out, size_t *count) {
+  struct pg_store *s = (struct pg_store *)base;
+  enum store_status st = STORE_RETRY;
+  *out = NULL;
+  *count = 0;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "sub_list", 0, NULL, &st);
+    int rows = st == STORE_OK ? PQntuples(res) : 0;
+    if (st == STORE_OK && rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
+      st = STORE_RETRY;
+    for (int i = 0; st == STORE_OK && i < rows; i++)
+      st = read_sub(s->ring, res, i, &(*out)[(*count)++]);
+    PQclear(res);
+    if (st != STORE_OK) {
+      free(*out);
+      *out = NULL;
+      *count = 0;
+    }
+    if (r->conn) break;
+  }
+  return st;
+}
+
+static enum store_status pg_attempt_list(struct store *base, const char *sub_id, int64_t before_id,
+                                         int64_t limit, struct store_attempt_page *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  char before[24], lim[24];
+  snprintf(before, sizeof before, "%lld", (long long)(before_id > 0 ? before_id : INT64_MAX));
+  snprintf(lim, sizeof lim, "%lld", (long long)(limit < 1 ? 1 : limit > 1001 ? 1001 : limit));
+  const char *vals[] = {sub_id, before, lim};
+  enum store_status st = STORE_RETRY;
+  out->items = NULL;
+  out->count = 0;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "attempt_list", 3, vals, &st);
+    int rows = st == STORE_OK ? PQntuples(res) : 0;
+    if (st == STORE_OK && rows > 0 && !(out->items = calloc((size_t)rows, sizeof *out->items)))
+      st = STORE_RETRY;
+    for (int i = 0; st == STORE_OK && i < rows; i++) {
+      struct store_attempt *a = &out->items[out->count++];
+      uint32_t v;
+      a->id = get_i64(res, i, 0);
+      get_text(res, i, 1, a->event_id, sizeof a->event_id);
+      memcpy(&v, PQgetvalue(res, i, 2), 4);
+      a->type = (int)be32toh(v);
+      memcpy(&v, PQgetvalue(res, i, 3), 4);
+      a->attempt = (int)be32toh(v);
+      memcpy(&v, PQgetvalue(res, i, 4), 4);
+      a->status_code = (int)be32toh(v);
+      a->latency_ms = get_i64(res, i, 5);
+      a->at_us = get_i64(res, i, 6);
+      memcpy(&v, PQgetvalue(res, i, 7), 4);
+      a->outcome = (int)be32toh(v);
+      get_text(res, i, 8, a->response_head, sizeof a->response_head);
+    }
+    PQclear(res);
+    if (st != STORE_OK) {
+      free(out->items);
+      out->items = NULL;
+      out->count = 0;
+    }
+    if (r->conn) break;
+  }
+  return st;
+}
+
+static enum store_status pg_outbox_stats(struct store *base, const char *cursor_name,
+                                         struct store_outbox_stats *out) {
+  struct pg_store *s = (struct pg_store *)base;
+  const char *vals[] = {cursor_name ? cursor_name : "", cursor_name ? "t" : "f"};
+  enum store_status st = STORE_RETRY;
+  memset(out, 0, sizeof *out);
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_exec(s, r, "outbox_stats", 2, vals, &st);
+    if (st == STORE_OK && (PQntuples(res) != 1 || PQnfields(res) != 5)) st = STORE_HARD;
+    if (st == STORE_OK) {
+      out->pending_deliveries = get_i64(res, 0, 0);
+      out->oldest_pending_us = time_or_zero(res, 0, 1);
+      out->queue_backlog = get_i64(res, 0, 2);
+      out->oldest_queue_us = time_or_zero(res, 0, 3);
+      out->dead_letters = get_i64(res, 0, 4);
+    }
+    PQclear(res);
+    if (r->conn) break;
+  }
+  return st;
+}
+
 /* ---------- lifecycle ---------- */
 
 static void pg_close(struct store *base) {
   struct pg_store *s = (struct pg_store *)base;
   write_queue_stop(&s->queue);
+  write_queue_stop(&s->ob_queue);
   if (s->writer_started) pthread_join(s->writer, NULL);
+  if (s->ob_started) pthread_join(s->ob_thread, NULL);
   write_queue_destroy(&s->queue);
+  write_queue_destroy(&s->ob_queue);
+  PQfinish(s->ob_conn);
+  store_seal_buf_free(&s->outbox_buf[0]);
+  store_seal_buf_free(&s->outbox_buf[1]);
   thread_slot_destroy(&s->readers, reader_release);
   PQfinish(s->writer_conn);
   for (int i = 0; i < AUDIT_COLUMNS; i++) free(s->audit_cols[i].p);
@@ -2776,6 +4102,11 @@ static const struct store_ops pg_ops = {
     .audit_list = pg_audit_list,
     .audit_head = pg_audit_head,
     .set_ring = pg_set_ring,
+    .sub_get = pg_sub_get,
+    .sub_list = pg_sub_list,
+    .attempt_list = pg_attempt_list,
+    .outbox_stats = pg_outbox_stats,
+    .set_outbox_notify = pg_set_outbox_notify,
     .close = pg_close,
 };
 
@@ -2836,6 +4167,12 @@ struct store *store_pg_open(const char *url, int wait_seconds, char *err, size_t
   }
   s->base.ops = &pg_ops;
   write_queue_init(&s->queue, BATCH_MAX);
+  write_queue_init(&s->ob_queue, 1);
+  if (!crypto_random_hex(s->owner, sizeof s->owner, 16)) {
+    snprintf(err, errlen, "cannot make a lease owner id (random source failed)");
+    pg_close(&s->base);
+    return NULL;
+  }
   /* Start-up needs the database once, for migrations; afterwards outages are survived. */
   PGconn *c = connect_at_start(s, wait_seconds, err, errlen);
   if (!c) {
@@ -2854,5 +4191,11 @@ struct store *store_pg_open(const char *url, int wait_seconds, char *err, size_t
     return NULL;
   }
   s->writer_started = true;
+  if (pthread_create(&s->ob_thread, NULL, ob_main, s) != 0) {
+    snprintf(err, errlen, "cannot start the outbox thread");
+    pg_close(&s->base);
+    return NULL;
+  }
+  s->ob_started = true;
   return &s->base;
 }

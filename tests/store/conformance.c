@@ -62,6 +62,8 @@
 #include "ext/crypto.h"
 #include "model/audit.h"
 #include "model/conversation.h"
+#include "model/outbox.h"
+#include "model/render.h"
 #include "seal/seal.h"
 #include "store/audit_chain.h"
 #include "store/store.h"
@@ -3661,6 +3663,550 @@ static int teardown_pg_sealed(void **state) {
   return 0;
 }
 
+/* ---------- onward delivery on PostgreSQL (the "pg" block; OUTBOX_TESTS are the shared
+ * contract): events written with their change, leased work shared by two stores on one
+ * database ---------- */
+
+static enum store_status ob_submit(struct store *st, struct store_write *w) {
+  struct pending *p = calloc(1, sizeof *p);
+  assert_non_null(p);
+  p->w = *w;
+  p->w.audio_fd = -1;
+  p->w.done = on_done;
+  p->w.done_cls = p;
+  store_submit(st, &p->w);
+  wait_done(p);
+  *w = p->w;
+  free(p);
+  return w->status;
+}
+
+static void pg_sub_create(struct store *st, const char *id, unsigned types, const char *account) {
+  struct subscription sub = {.event_types = types, .enabled = true};
+  snprintf(sub.id, sizeof sub.id, "%s", id);
+  snprintf(sub.url, sizeof sub.url, "https://example.com/hook/%s", id);
+  snprintf(sub.secret, sizeof sub.secret, "whsec_c2VjcmV0LW9mLSVz");
+  snprintf(sub.account_id, sizeof sub.account_id, "%s", account ? account : "");
+  sub.created_us = sub.updated_us = time_now_us();
+  struct store_write w = {.kind = STORE_WRITE_SUB_PUT, .sub = &sub, .sub_create = true};
+  assert_int_equal(ob_submit(st, &w), STORE_OK);
+}
+
+static void pg_sub_delete(const char *id) {
+  struct store_write w = {.kind = STORE_WRITE_SUB_DELETE, .sub_id = id};
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_int_equal(w.erased, 1);
+}
+
+static int64_t pg_fanout(struct store *st) {
+  struct store_outbox_work o = {.op = STORE_OUTBOX_FANOUT, .now_us = time_now_us(), .limit = 1000};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &o};
+  assert_int_equal(ob_submit(st, &w), STORE_OK);
+  return o.added;
+}
+
+/* Claims up to limit jobs of sub (the caller frees them with store_jobs_free). */
+static struct store_outbox_work pg_claim(struct store *st, const char *sub, int64_t limit,
+                                         int64_t now_us) {
+  struct store_outbox_work o = {.op = STORE_OUTBOX_CLAIM,
+                                .now_us = now_us ? now_us : time_now_us(),
+                                .lease_us = 30 * 1000000LL,
+                                .limit = limit,
+                                .sub_id = sub};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &o};
+  assert_int_equal(ob_submit(st, &w), STORE_OK);
+  return o;
+}
+
+static struct store_delivery_result pg_result(const struct store_delivery_job *j, int outcome,
+                                              int code) {
+  struct store_delivery_result r = {.seq = j->event.seq,
+                                    .type = j->event.type,
+                                    .attempt = j->attempt,
+                                    .at_us = time_now_us(),
+                                    .status_code = code,
+                                    .latency_ms = 3,
+                                    .outcome = outcome,
+                                    .first_attempt_us = j->first_attempt_us,
+                                    .next_at_us = time_now_us()};
+  snprintf(r.sub_id, sizeof r.sub_id, "%s", j->sub_id);
+  snprintf(r.event_id, sizeof r.event_id, "%s", j->event.id);
+  snprintf(r.response_head, sizeof r.response_head, "answer %d", code);
+  return r;
+}
+
+static void pg_finish(struct store *st, const struct store_delivery_result *r, size_t n) {
+  struct store_outbox_work o = {.op = STORE_OUTBOX_FINISH, .results = r, .nresults = n};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &o};
+  assert_int_equal(ob_submit(st, &w), STORE_OK);
+}
+
+/* The conversation's data as GET shows it now. */
+static char *pg_detail(const char *id) {
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, true, &c), STORE_OK);
+  size_t len;
+  char *d = render_conversation_detail(&c, &len);
+  free(c.body);
+  assert_non_null(d);
+  return d;
+}
+
+static void pg_check_event(const struct store_outbox_event *e, int type, const char *id,
+                           const char *data) {
+  assert_int_equal(e->type, type);
+  assert_string_equal(e->conversation_id, id);
+  assert_int_equal(strlen(e->id), 36);
+  assert_memory_equal(e->id, "evt_", 4);
+  assert_true(e->created_us > 0);
+  assert_int_equal(e->data_len, strlen(data));
+  assert_string_equal(e->data, data);
+}
+
+/* Delivers every job of one claim. */
+static void pg_deliver_all(struct store_outbox_work *o) {
+  for (size_t i = 0; i < o->count; i++) {
+    struct store_delivery_result r = pg_result(&o->jobs[i], DELIVERY_DELIVERED, 200);
+    pg_finish(B->store, &r, 1);
+  }
+  store_jobs_free(o);
+}
+
+static void test_pg_outbox_events_follow_changes(void **state) {
+  (void)state;
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  snprintf(id, sizeof id, "ob-%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  struct store_outbox_work o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 0); /* nothing from before it was made */
+  char *v1 = conv_body(id, "e@example.com", "acc", 1, NULL);
+  char *v2 = conv_body(id, "e@example.com", "acc", 2, NULL);
+  (void)put_ok(v1);
+  char *d1 = pg_detail(id);
+  assert_true(put_ok(v1).duplicate); /* a redelivery: no event */
+  (void)put_ok(v2);
+  char *d2 = pg_detail(id);
+  assert_int_equal(pg_fanout(B->store), 2);
+  assert_int_equal(pg_fanout(B->store), 0);
+  /* in order: the update waits for the creation */
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  pg_check_event(&o.jobs[0].event, OUTBOX_CREATED, id, d1);
+  assert_int_equal(o.jobs[0].attempt, 1);
+  int64_t first_seq = o.jobs[0].event.seq;
+  pg_deliver_all(&o);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  pg_check_event(&o.jobs[0].event, OUTBOX_UPDATED, id, d2);
+  assert_true(o.jobs[0].event.seq > first_seq);
+  pg_deliver_all(&o);
+  /* erasure: earlier events go, conversation.deleted comes */
+  assert_true(erase_ok(id) > 0);
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s'", id);
+  assert_int_equal(direct_sql(sql), 1);
+  assert_int_equal(pg_fanout(B->store), 1);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  size_t dl;
+  char *deleted = outbox_deleted_data(id, false, &dl);
+  pg_check_event(&o.jobs[0].event, OUTBOX_DELETED, id, deleted);
+  free(deleted);
+  pg_deliver_all(&o);
+  struct store_attempt_page page;
+  assert_int_equal(store_attempt_list(B->store, sub, 0, 10, &page), STORE_OK);
+  assert_int_equal(page.count, 3);
+  assert_int_equal(page.items[0].type, OUTBOX_DELETED);
+  assert_int_equal(page.items[0].outcome, DELIVERY_DELIVERED);
+  assert_int_equal(page.items[0].status_code, 200);
+  assert_string_equal(page.items[0].response_head, "answer 200");
+  assert_true(page.items[0].id > page.items[1].id);
+  free(page.items);
+  struct subscription got;
+  assert_int_equal(store_sub_get(B->store, sub, &got), STORE_OK);
+  assert_string_equal(got.secret, "whsec_c2VjcmV0LW9mLSVz");
+  assert_true(got.last_success_us > 0);
+  pg_sub_delete(sub);
+  assert_int_equal(store_sub_get(B->store, sub, &got), STORE_NOT_FOUND);
+  free(v1);
+  free(v2);
+  free(d1);
+  free(d2);
+}
+
+static void test_pg_outbox_audio_and_failed_events(void **state) {
+  (void)state;
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  snprintf(id, sizeof id, "oba-%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  /* audio before the conversation: the audio alone */
+  int fd = audio_file(1000, 7);
+  (void)put_audio(id, fd, 1000, NULL);
+  close(fd);
+  /* then the conversation: GET shows the audio with it */
+  char *v1 = conv_body(id, "e@example.com", "acc", 1, NULL);
+  (void)put_ok(v1);
+  char *d1 = pg_detail(id);
+  assert_non_null(strstr(d1, "\"audio\":{\"bytes\":1000,"));
+  /* new audio for the stored conversation: its data with the new audio */
+  fd = audio_file(2000, 8);
+  (void)put_audio(id, fd, 2000, "\"x\":1");
+  close(fd);
+  char *d2 = pg_detail(id);
+  assert_int_equal(pg_fanout(B->store), 3);
+  struct store_outbox_work o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  size_t n;
+  char *alone = NULL;
+  assert_true(asprintf(&alone,
+                       "{\"conversationId\":\"%s\",\"audio\":{\"bytes\":1000,\"url\":"
+                       "\"/api/v1/conversations/%s/audio\"}}",
+                       id, id) > 0);
+  pg_check_event(&o.jobs[0].event, OUTBOX_AUDIO_ADDED, id, alone);
+  pg_deliver_all(&o);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  pg_check_event(&o.jobs[0].event, OUTBOX_CREATED, id, d1);
+  pg_deliver_all(&o);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  pg_check_event(&o.jobs[0].event, OUTBOX_AUDIO_ADDED, id, d2);
+  pg_deliver_all(&o);
+  /* a failed call's event */
+  char fid[64];
+  snprintf(fid, sizeof fid, "obf-%s", tag);
+  char *ev = event_json("call_initiation_failure", fid, NULL);
+  char *seed = conv_body(fid, "f@example.com", "acc", 0, NULL);
+  struct pending *p = event_new(fid, "call_initiation_failure", ev, seed);
+  p->in.status = "failed";
+  p->in.failure_reason = "busy";
+  (void)submit_ok(p);
+  char *df = pg_detail(fid);
+  assert_int_equal(pg_fanout(B->store), 1);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  pg_check_event(&o.jobs[0].event, OUTBOX_FAILED, fid, df);
+  pg_deliver_all(&o);
+  (void)n;
+  pg_sub_delete(sub);
+  free(ev);
+  free(seed);
+  free(df);
+  free(alone);
+  free(v1);
+  free(d1);
+  free(d2);
+}
+
+static void test_pg_outbox_pause_dead_letter_resume_replay(void **state) {
+  (void)state;
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  int64_t t0 = time_now_us();
+  for (int i = 0; i < 2; i++) {
+    snprintf(id, sizeof id, "obp-%d-%s", i, tag);
+    (void)put_conv(id, "e@example.com", "acc");
+  }
+  assert_int_equal(pg_fanout(B->store), 2);
+  /* the schedule exhausted with no success since: paused, the event waits */
+  struct store_outbox_work o = pg_claim(B->store, sub, 1, 0);
+  assert_int_equal(o.count, 1);
+  struct store_delivery_result r = pg_result(&o.jobs[0], DELIVERY_FAILED, 500);
+  pg_finish(B->store, &r, 1);
+  store_jobs_free(&o);
+  struct subscription got;
+  assert_int_equal(store_sub_get(B->store, sub, &got), STORE_OK);
+  assert_true(got.paused);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 0);
+  struct store_outbox_stats stats;
+  assert_int_equal(store_outbox_stats(B->store, NULL, &stats), STORE_OK);
+  assert_true(stats.pending_deliveries >= 2);
+  /* re-enabled: due at once, both */
+  got.paused = false;
+  got.updated_us = time_now_us();
+  struct store_write w = {.kind = STORE_WRITE_SUB_PUT, .sub = &got};
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 2);
+  /* one succeeds; the other exhausts its schedule after that success: dead letter */
+  struct store_delivery_result rs[2] = {pg_result(&o.jobs[0], DELIVERY_DELIVERED, 204),
+                                        pg_result(&o.jobs[1], DELIVERY_FAILED, 500)};
+  rs[1].first_attempt_us = t0;
+  rs[1].at_us = time_now_us() + 1000;
+  pg_finish(B->store, rs, 2);
+  store_jobs_free(&o);
+  assert_int_equal(store_sub_get(B->store, sub, &got), STORE_OK);
+  assert_false(got.paused);
+  assert_int_equal(store_outbox_stats(B->store, NULL, &stats), STORE_OK);
+  assert_true(stats.dead_letters >= 1);
+  struct store_attempt_page page;
+  assert_int_equal(store_attempt_list(B->store, sub, 0, 10, &page), STORE_OK);
+  assert_int_equal(page.count, 3);
+  assert_int_equal(page.items[0].outcome, DELIVERY_FAILED);
+  assert_int_equal(page.items[2].outcome, DELIVERY_PAUSED);
+  free(page.items);
+  /* replay: both again, their ids kept, attempts from 1 */
+  struct store_write rw = {.kind = STORE_WRITE_REPLAY, .sub_id = sub, .replay_since_us = t0};
+  assert_int_equal(ob_submit(B->store, &rw), STORE_OK);
+  assert_int_equal(rw.erased, 2);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 2);
+  assert_int_equal(o.jobs[0].attempt, 1);
+  assert_int_equal(o.jobs[1].attempt, 1);
+  pg_deliver_all(&o);
+  struct store_write nw = {.kind = STORE_WRITE_REPLAY, .sub_id = "sub_none", .replay_since_us = 0};
+  assert_int_equal(ob_submit(B->store, &nw), STORE_NOT_FOUND);
+  /* 410: disabled, the event waits */
+  snprintf(id, sizeof id, "obg-%s", tag);
+  (void)put_conv(id, "e@example.com", "acc");
+  assert_int_equal(pg_fanout(B->store), 1);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  r = pg_result(&o.jobs[0], DELIVERY_DISABLED, 410);
+  pg_finish(B->store, &r, 1);
+  store_jobs_free(&o);
+  assert_int_equal(store_sub_get(B->store, sub, &got), STORE_OK);
+  assert_false(got.enabled);
+  assert_string_equal(got.disabled_reason, "gone");
+  pg_sub_delete(sub);
+}
+
+static void test_pg_outbox_account_filter(void **state) {
+  (void)state;
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64], acc[64];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  snprintf(acc, sizeof acc, "acc-%s", tag);
+  pg_sub_create(B->store, sub, 1u << OUTBOX_CREATED, acc);
+  (void)pg_fanout(B->store);
+  snprintf(id, sizeof id, "obx-1-%s", tag);
+  (void)put_conv(id, "e@example.com", acc);
+  snprintf(id, sizeof id, "obx-2-%s", tag);
+  (void)put_conv(id, "e@example.com", "other");
+  char *v2 = conv_body(id, "e@example.com", acc, 3, NULL); /* updated: not wanted */
+  (void)put_ok(v2);
+  free(v2);
+  assert_int_equal(pg_fanout(B->store), 1);
+  struct store_outbox_work o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  snprintf(id, sizeof id, "obx-1-%s", tag);
+  assert_string_equal(o.jobs[0].event.conversation_id, id);
+  pg_deliver_all(&o);
+  pg_sub_delete(sub);
+}
+
+/* Two stores on one database: no job leased by both, fan-out not doubled, a broker cursor
+ * leased by one. */
+struct pg_claimer {
+  struct store *store;
+  const char *sub;
+  int64_t seqs[512];
+  size_t n;
+};
+
+static void *pg_claim_loop(void *arg) {
+  struct pg_claimer *c = arg;
+  for (int round = 0; round < 200; round++) {
+    (void)pg_fanout(c->store);
+    struct store_outbox_work o = pg_claim(c->store, c->sub, 7, 0);
+    for (size_t i = 0; i < o.count && c->n < 512; i++) {
+      c->seqs[c->n++] = o.jobs[i].event.seq;
+      struct store_delivery_result r = pg_result(&o.jobs[i], DELIVERY_DELIVERED, 200);
+      pg_finish(c->store, &r, 1);
+    }
+    store_jobs_free(&o);
+  }
+  return NULL;
+}
+
+static struct store *pg_other_store(void) {
+  char err[512] = "";
+  struct store *other = store_open(B->url, err, sizeof err);
+  if (!other) fail_msg("second instance: %s", err);
+  if (B->ring && store_set_ring(other, B->ring, err, sizeof err) != STORE_OK)
+    fail_msg("second instance's ring: %s", err);
+  return other;
+}
+
+static void test_pg_outbox_two_stores_share_the_work(void **state) {
+  (void)state;
+  struct store *other = pg_other_store();
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  enum { N = 60 };
+  for (int i = 0; i < N; i++) {
+    snprintf(id, sizeof id, "ob2-%d-%s", i, tag);
+    (void)put_conv(id, "e@example.com", "acc");
+  }
+  struct pg_claimer a = {.store = B->store, .sub = sub}, b = {.store = other, .sub = sub};
+  pthread_t ta, tb;
+  assert_int_equal(pthread_create(&ta, NULL, pg_claim_loop, &a), 0);
+  assert_int_equal(pthread_create(&tb, NULL, pg_claim_loop, &b), 0);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  assert_int_equal(a.n + b.n, N); /* every one once: fanned out once, leased by one */
+  for (size_t i = 0; i < a.n; i++)
+    for (size_t k = 0; k < b.n; k++) assert_true(a.seqs[i] != b.seqs[k]);
+  assert_true(a.n > 0 || b.n > 0);
+  /* the broker cursor: one holder at a time, until its lease runs out */
+  char cursor[64];
+  snprintf(cursor, sizeof cursor, "queue-%s", tag);
+  int64_t now = time_now_us();
+  struct store_outbox_work q = {.op = STORE_OUTBOX_QUEUE_READ,
+                                .now_us = now,
+                                .lease_us = 5 * 1000000LL,
+                                .limit = 1000000,
+                                .cursor_name = cursor};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &q};
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_false(q.busy);
+  assert_true(q.count >= N);
+  int64_t upto = q.events[q.count - 1].seq;
+  for (size_t i = 1; i < q.count; i++) assert_true(q.events[i].seq > q.events[i - 1].seq);
+  store_jobs_free(&q);
+  struct store_outbox_work q2 = q;
+  q2.now_us = now + 1000000;
+  w.outbox = &q2;
+  assert_int_equal(ob_submit(other, &w), STORE_OK);
+  assert_true(q2.busy);
+  assert_int_equal(q2.count, 0);
+  /* the other cannot move it; the holder can */
+  struct store_outbox_work adv = {
+      .op = STORE_OUTBOX_QUEUE_ADVANCE, .cursor_name = cursor, .upto_seq = upto};
+  w.outbox = &adv;
+  assert_int_equal(ob_submit(other, &w), STORE_OK);
+  struct store_outbox_stats stats;
+  assert_int_equal(store_outbox_stats(B->store, cursor, &stats), STORE_OK);
+  assert_true(stats.queue_backlog >= N);
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_int_equal(store_outbox_stats(B->store, cursor, &stats), STORE_OK);
+  assert_int_equal(stats.queue_backlog, 0);
+  /* expired: the other takes it, from where it was moved */
+  q2.now_us = now + 6 * 1000000LL;
+  w.outbox = &q2;
+  assert_int_equal(ob_submit(other, &w), STORE_OK);
+  assert_false(q2.busy);
+  assert_int_equal(q2.count, 0);
+  /* an expired delivery lease makes the delivery due again, for either */
+  snprintf(id, sizeof id, "ob2-late-%s", tag);
+  (void)put_conv(id, "e@example.com", "acc");
+  assert_int_equal(pg_fanout(other), 1);
+  struct store_outbox_work o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  struct store_outbox_work o2 = pg_claim(other, sub, 10, 0);
+  assert_int_equal(o2.count, 0);
+  o2 = pg_claim(other, sub, 10, time_now_us() + 31 * 1000000LL);
+  assert_int_equal(o2.count, 1);
+  assert_int_equal(o2.jobs[0].event.seq, o.jobs[0].event.seq);
+  assert_int_equal(o2.jobs[0].attempt, 1);
+  /* the first lease is no longer its holder's: its result is ignored */
+  struct store_delivery_result stale = pg_result(&o.jobs[0], DELIVERY_DELIVERED, 200);
+  pg_finish(B->store, &stale, 1);
+  store_jobs_free(&o);
+  struct store_attempt_page page;
+  assert_int_equal(store_attempt_list(B->store, sub, 0, 1, &page), STORE_OK);
+  assert_int_equal(page.count, 1);
+  assert_true(strcmp(page.items[0].event_id, o2.jobs[0].event.id) != 0);
+  free(page.items);
+  struct store_delivery_result fresh = pg_result(&o2.jobs[0], DELIVERY_DELIVERED, 200);
+  pg_finish(other, &fresh, 1);
+  store_jobs_free(&o2);
+  store_close(other);
+  pg_sub_delete(sub);
+}
+
+/* With a ring: what the outbox keeps is sealed, and opened on read. */
+static void test_pg_outbox_sealed(void **state) {
+  (void)state;
+  if (!B->ring) return;
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64], acc[64];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  snprintf(id, sizeof id, "obs-%s", tag);
+  snprintf(acc, sizeof acc, "acc-sealed-%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, acc);
+  (void)pg_fanout(B->store);
+  (void)put_conv(id, "sealed@example.com", acc);
+  char *d = pg_detail(id);
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s' AND sealed_with IS "
+           "NOT NULL AND position('sealed@example.com'::bytea IN data) = 0 AND account_id <> '%s' "
+           "AND account_sealed IS NOT NULL",
+           id, acc);
+  assert_int_equal(direct_sql(sql), 1);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM subscriptions WHERE id = '%s' AND secret = '' AND "
+           "secret_sealed IS NOT NULL",
+           sub);
+  assert_int_equal(direct_sql(sql), 1);
+  assert_int_equal(pg_fanout(B->store), 1); /* its sealed account matched */
+  struct store_outbox_work o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  pg_check_event(&o.jobs[0].event, OUTBOX_CREATED, id, d);
+  pg_deliver_all(&o);
+  struct subscription got;
+  assert_int_equal(store_sub_get(B->store, sub, &got), STORE_OK);
+  assert_string_equal(got.secret, "whsec_c2VjcmV0LW9mLSVz");
+  pg_sub_delete(sub);
+  free(d);
+}
+
+/* After the SEAL_TESTS' rotation (the store seals with k2, k1 retired by a full reencrypt): the
+ * outbox written before it was carried along, every event and secret opens. */
+static void test_pg_outbox_carried_by_reencrypt(void **state) {
+  (void)state;
+  assert_int_equal(direct_sql("SELECT count(*) FROM outbox_events WHERE sealed_with IS DISTINCT "
+                              "FROM 'k2' AND (type <> 5 OR account_id IS NOT NULL)"),
+                   0);
+  assert_true(direct_sql("SELECT count(*) FROM outbox_events WHERE sealed_with = 'k2'") > 0);
+  char tag[16], cursor[64];
+  new_tag(tag);
+  snprintf(cursor, sizeof cursor, "reencrypted-%s", tag);
+  struct store_outbox_work q = {.op = STORE_OUTBOX_QUEUE_READ,
+                                .now_us = time_now_us(),
+                                .lease_us = 1000000,
+                                .limit = 100000,
+                                .cursor_name = cursor};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &q};
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_int_equal(q.count, direct_sql("SELECT count(*) FROM outbox_events"));
+  for (size_t i = 0; i < q.count; i++) assert_true(q.events[i].data_len > 0);
+  store_jobs_free(&q);
+  char sub[OUTBOX_SUB_ID_MAX];
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  struct subscription *subs = NULL;
+  size_t n = 0;
+  assert_int_equal(store_sub_list(B->store, &subs, &n), STORE_OK);
+  assert_true(n >= 1);
+  free(subs);
+  pg_sub_delete(sub);
+}
+
+/* clang-format off */
+#define PG_OUTBOX_TESTS                                                  \
+  cmocka_unit_test(test_pg_outbox_events_follow_changes),                \
+  cmocka_unit_test(test_pg_outbox_audio_and_failed_events),              \
+  cmocka_unit_test(test_pg_outbox_pause_dead_letter_resume_replay),      \
+  cmocka_unit_test(test_pg_outbox_account_filter),                       \
+  cmocka_unit_test(test_pg_outbox_two_stores_share_the_work),            \
+  cmocka_unit_test(test_pg_outbox_sealed)
+/* clang-format on */
+
 /* clang-format off */
 #define CONTRACT_TESTS                                                   \
   cmocka_unit_test(test_first_delivery_is_stored_and_read_back),         \
@@ -3775,15 +4321,18 @@ int main(int argc, char **argv) {
   if (want_pg) {
     snprintf(pg_backend.url, sizeof pg_backend.url, "%s", url);
     const struct CMUnitTest pg_tests[] = {CONTRACT_TESTS, EVENT_TESTS, AUDIT_TESTS,
-                                          cmocka_unit_test(test_audit_pg_content_is_the_c_content)};
+                                          cmocka_unit_test(test_audit_pg_content_is_the_c_content),
+                                          PG_OUTBOX_TESTS};
     failed +=
         cmocka_run_group_tests_name("store conformance: postgres", pg_tests, setup_pg, teardown_pg);
     snprintf(pg_sealed_backend.url, sizeof pg_sealed_backend.url, "%s", url);
     const struct CMUnitTest pg_sealed_tests[] = {
         CONTRACT_TESTS,
         EVENT_TESTS,
+        PG_OUTBOX_TESTS, /* before the rotations: reencrypt must carry the outbox along */
         cmocka_unit_test(test_reseal_batches_are_bounded_in_bytes),
         SEAL_TESTS,
+        cmocka_unit_test(test_pg_outbox_carried_by_reencrypt),
         cmocka_unit_test(test_pg_sealed_values_never_reach_the_database),
         cmocka_unit_test(test_pg_reencrypt_rotates_while_another_instance_writes),
     };
