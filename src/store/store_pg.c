@@ -539,12 +539,13 @@ static const char audio_chunk_sql[] =
   "convert_to('{\"conversationId\":' || to_json(" id "::text)::text || ',\"reason\":\"" reason \
   "\"}', 'UTF8')"
 /* Erasure and retention take the conversation's outbox events and their deliveries with them
- * (those of this batch still staged too) and stage conversation.deleted ($3 its id, $4 its
+ * (those of this batch still staged too; an earlier erasure's conversation.deleted stays: it
+ * holds nothing of the conversation) and stage conversation.deleted ($3 its id, $4 its
  * time), whose data (outbox_deleted_data's text, never sealed: it holds only the id) goes with
  * the conversation's account as stored. */
 #define OUTBOX_ERASE(ids)                                                  \
   " ox AS (DELETE FROM outbox_events WHERE conversation_id IN (" ids       \
-  ") RETURNING seq),"                                                      \
+  ") AND type <> 5 RETURNING seq),"                                        \
   " sd AS (DELETE FROM sub_deliveries WHERE seq IN (SELECT seq FROM ox))," \
   " op AS (DELETE FROM pg_temp.outbox_pending WHERE conversation_id IN (" ids ")),"
 static const char erase_sql[] =
