@@ -3666,21 +3666,21 @@ static enum store_status finish(struct pg_store *s, struct store_outbox_work *o)
   PGresult *subs = ob_exec(s, "fin_subs", 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
   free(arr);
   if (!subs) return st;
+  /* each subscription's last success, as results of this batch move it */
+  int nsubs = PQntuples(subs);
+  int64_t *last = calloc((size_t)nsubs + 1, sizeof *last);
+  if (!last) st = STORE_RETRY;
+  for (int k = 0; last && k < nsubs; k++) last[k] = get_i64(subs, k, 1);
   for (size_t i = 0; st == STORE_OK && i < o->nresults; i++) {
-    int64_t last = -1;
-    for (int k = 0; k < PQntuples(subs); k++)
-      if (strcmp(PQgetvalue(subs, k, 0), o->results[i].sub_id) == 0) last = get_i64(subs, k, 1);
-    if (last < 0) continue; /* no such subscription (deleted meanwhile) */
-    st = finish_one(s, &o->results[i], last);
-    /* a later result of the same subscription sees a success recorded before it */
-    if (st == STORE_OK && o->results[i].outcome == DELIVERY_DELIVERED)
-      for (int k = 0; k < PQntuples(subs); k++)
-        if (strcmp(PQgetvalue(subs, k, 0), o->results[i].sub_id) == 0 &&
-            o->results[i].at_us > get_i64(subs, k, 1)) {
-          uint64_t be = htobe64((uint64_t)o->results[i].at_us);
-          memcpy(PQgetvalue(subs, k, 1), &be, sizeof be);
-        }
+    int k = 0;
+    while (k < nsubs && strcmp(PQgetvalue(subs, k, 0), o->results[i].sub_id) != 0) k++;
+    if (k == nsubs) continue; /* no such subscription (deleted meanwhile) */
+    st = finish_one(s, &o->results[i], last[k]);
+    if (st == STORE_OK && o->results[i].outcome == DELIVERY_DELIVERED &&
+        o->results[i].at_us > last[k])
+      last[k] = o->results[i].at_us;
   }
+  free(last);
   PQclear(subs);
   return st;
 }
