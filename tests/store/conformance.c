@@ -4138,6 +4138,8 @@ static void test_pg_outbox_two_stores_share_the_work(void **state) {
   (void)direct_sql(sql);
 }
 
+#define PG_KEPT_SUB "sub_kept_over_the_rotation"
+
 /* With a ring: what the outbox keeps is sealed, and opened on read. */
 static void test_pg_outbox_sealed(void **state) {
   (void)state;
@@ -4173,6 +4175,8 @@ static void test_pg_outbox_sealed(void **state) {
   assert_string_equal(got.secret, "whsec_c2VjcmV0LW9mLSVz");
   pg_sub_delete(sub);
   free(d);
+  /* kept for test_pg_outbox_carried_by_reencrypt, after the rotation */
+  pg_sub_create(B->store, PG_KEPT_SUB, 1u << OUTBOX_DELETED, NULL);
 }
 
 /* After the SEAL_TESTS' rotation (the store seals with k2, k1 retired by a full reencrypt): the
@@ -4183,6 +4187,13 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
                               "FROM 'k2' AND (type <> 5 OR account_id IS NOT NULL)"),
                    0);
   assert_true(direct_sql("SELECT count(*) FROM outbox_events WHERE sealed_with = 'k2'") > 0);
+  assert_int_equal(direct_sql("SELECT count(*) FROM subscriptions WHERE sealed_with IS DISTINCT "
+                              "FROM 'k2' OR secret <> ''"),
+                   0);
+  struct subscription kept;
+  assert_int_equal(store_sub_get(B->store, PG_KEPT_SUB, &kept), STORE_OK);
+  assert_string_equal(kept.secret, "whsec_c2VjcmV0LW9mLSVz");
+  pg_sub_delete(PG_KEPT_SUB);
   char tag[16], cursor[64];
   new_tag(tag);
   snprintf(cursor, sizeof cursor, "reencrypted-%s", tag);
