@@ -3203,6 +3203,47 @@ static const char prune_sql[] =
     "  WHERE at_us < $1 ORDER BY id LIMIT $2) RETURNING 1) "
     "SELECT (SELECT count(*) FROM de) + (SELECT count(*) FROM da)";
 
+/* Every result of a FINISH at once ($1..$12 the columns, see results_column; $13 the owner):
+ * only deliveries whose lease is ours; a success recorded by any result of the batch counts for
+ * the pause rule (outcome FAILED becomes PAUSED when the subscription has had no success since
+ * the delivery's first attempt); delivered rows go, others keep waiting (RETRY, PAUSED,
+ * DISABLED, RELEASE) or are dead-lettered (FAILED); subscriptions move their last success,
+ * pause, or are disabled (410); every result but RELEASE is recorded as an attempt, in order. */
+static const char finish_sql[] =
+    "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[],"
+    "  $6::int[], $7::bigint[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
+    "  $12::bigint[]) WITH ORDINALITY AS r(sub_id, seq, event_id, type, attempt, code, latency,"
+    "  at, outcome, head, first, next_at, n)),"
+    " d AS (SELECT r.*, CASE WHEN d.first_attempt_us <> 0 THEN d.first_attempt_us"
+    "  WHEN r.first <> 0 THEN r.first ELSE r.at END AS f"
+    "  FROM sub_deliveries d JOIN r ON d.sub_id = r.sub_id AND d.seq = r.seq"
+    "  WHERE d.lease_owner = $13 ORDER BY d.sub_id, d.seq FOR UPDATE OF d),"
+    " succ AS (SELECT sub_id, max(at) AS at FROM d WHERE outcome = 1 GROUP BY sub_id),"
+    " y AS (SELECT d.*, CASE"
+    "  WHEN d.outcome IN (3, 4) AND NOT (GREATEST(s.last_success_us, COALESCE(succ.at, 0)) > 0"
+    "    AND GREATEST(s.last_success_us, COALESCE(succ.at, 0)) >= d.f) THEN 4"
+    "  WHEN d.outcome IN (3, 4) THEN 3"
+    "  WHEN d.outcome IN (1, 5, 100) THEN d.outcome ELSE 2 END AS oc"
+    "  FROM d JOIN subscriptions s ON s.id = d.sub_id LEFT JOIN succ ON succ.sub_id = d.sub_id),"
+    " del AS (DELETE FROM sub_deliveries t USING y WHERE y.oc = 1 AND t.sub_id = y.sub_id"
+    "  AND t.seq = y.seq),"
+    " upd AS (UPDATE sub_deliveries t SET state = CASE WHEN y.oc = 3 THEN 1 ELSE t.state END,"
+    "  attempts = CASE WHEN y.oc = 100 THEN t.attempts ELSE y.attempt END,"
+    "  first_attempt_us = CASE WHEN y.oc = 100 THEN t.first_attempt_us ELSE y.f END,"
+    "  next_at_us = y.next_at, lease_owner = NULL, lease_until_us = NULL"
+    "  FROM y WHERE y.oc <> 1 AND t.sub_id = y.sub_id AND t.seq = y.seq),"
+    " su AS (UPDATE subscriptions t SET"
+    "  last_success_us = GREATEST(t.last_success_us, COALESCE(x.ok_at, 0)),"
+    "  paused = t.paused OR x.pause, enabled = t.enabled AND NOT x.gone,"
+    "  disabled_reason = CASE WHEN x.gone THEN 'gone' ELSE t.disabled_reason END"
+    "  FROM (SELECT sub_id, max(at) FILTER (WHERE oc = 1) AS ok_at, bool_or(oc = 4) AS pause,"
+    "    bool_or(oc = 5) AS gone FROM y GROUP BY sub_id) x WHERE t.id = x.sub_id),"
+    " att AS (INSERT INTO delivery_attempts (sub_id, seq, event_id, type, attempt, status_code,"
+    "  latency_ms, at_us, outcome, response_head)"
+    "  SELECT sub_id, seq, event_id, type, attempt, code, latency, at, oc, decode(head, 'hex')"
+    "  FROM y WHERE oc <> 100 ORDER BY n) "
+    "SELECT count(*) FROM y";
+
 static bool prepare_ob(PGconn *c) {
   return command_ok(c, "SET synchronous_commit = on") &&
          prepare(c, "ob_audit",
@@ -3237,35 +3278,7 @@ static bool prepare_ob(PGconn *c) {
                  "SELECT id, last_success_us FROM subscriptions WHERE id = ANY($1::text[]) "
                  "ORDER BY id FOR NO KEY UPDATE",
                  0, NULL) &&
-         prepare(c, "fin_get",
-                 "SELECT first_attempt_us FROM sub_deliveries WHERE sub_id = $1 AND seq = $2 "
-                 "AND lease_owner = $3 FOR UPDATE",
-                 0, NULL) &&
-         prepare(c, "fin_done", "DELETE FROM sub_deliveries WHERE sub_id = $1 AND seq = $2", 0,
-                 NULL) &&
-         prepare(c, "fin_set",
-                 "UPDATE sub_deliveries SET state = $3, attempts = $4, first_attempt_us = $5, "
-                 "next_at_us = $6, lease_owner = NULL, lease_until_us = NULL "
-                 "WHERE sub_id = $1 AND seq = $2",
-                 0, NULL) &&
-         prepare(c, "fin_release",
-                 "UPDATE sub_deliveries SET next_at_us = $3, lease_owner = NULL, "
-                 "lease_until_us = NULL WHERE sub_id = $1 AND seq = $2",
-                 0, NULL) &&
-         prepare(c, "fin_success",
-                 "UPDATE subscriptions SET last_success_us = GREATEST(last_success_us, $2) "
-                 "WHERE id = $1",
-                 0, NULL) &&
-         prepare(c, "fin_pause", "UPDATE subscriptions SET paused = true WHERE id = $1", 0, NULL) &&
-         prepare(c, "fin_gone",
-                 "UPDATE subscriptions SET enabled = false, disabled_reason = 'gone' "
-                 "WHERE id = $1",
-                 0, NULL) &&
-         prepare(c, "attempt_add",
-                 "INSERT INTO delivery_attempts (sub_id, seq, event_id, type, attempt, "
-                 "status_code, latency_ms, at_us, outcome, response_head) "
-                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bytea)",
-                 0, NULL) &&
+         prepare(c, "finish", finish_sql, 0, NULL) &&
          prepare(c, "cursor_make",
                  "INSERT INTO outbox_cursors (name, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", 0,
                  NULL) &&
@@ -3565,124 +3578,101 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
   return st;
 }
 
-static int cmp_result_sub(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
+/* The results as one PostgreSQL array literal per column (col: 0 sub, 1 seq, 2 event id, 3 type,
+ * 4 attempt, 5 status code, 6 latency, 7 at, 8 outcome, 9 the answer's head in hex, 10 first
+ * attempt, 11 next at); NULL when out of memory. */
+static void quoted(FILE *f, const char *v) {
+  fputc('"', f);
+  for (const char *p = v; *p; p++) {
+    if (*p == '"' || *p == '\\') fputc('\\', f);
+    fputc(*p, f);
+  }
+  fputc('"', f);
 }
 
-/* One result (store.h struct store_delivery_result), its subscription locked. */
-static enum store_status finish_one(struct pg_store *s, const struct store_delivery_result *res,
-                                    int64_t last_success_us) {
-  char seq[24], n1[24], n2[24], n3[24], n4[24];
-  snprintf(seq, sizeof seq, "%lld", (long long)res->seq);
-  const char *get[3] = {res->sub_id, seq, s->owner};
-  enum store_status st = STORE_OK;
-  PGresult *r = ob_exec(s, "fin_get", 3, get, NULL, NULL, PGRES_TUPLES_OK, &st);
-  if (!r) return st;
-  if (PQntuples(r) != 1) { /* not ours (any more): ignored */
-    PQclear(r);
-    return STORE_OK;
-  }
-  int64_t first = get_i64(r, 0, 0);
-  PQclear(r);
-  if (first == 0) first = res->first_attempt_us ? res->first_attempt_us : res->at_us;
-  int outcome = res->outcome;
-  const char *key[2] = {res->sub_id, seq};
-  if (outcome == STORE_DELIVERY_RELEASE) {
-    snprintf(n1, sizeof n1, "%lld", (long long)res->next_at_us);
-    const char *vals[3] = {res->sub_id, seq, n1};
-    PQclear(r = ob_exec(s, "fin_release", 3, vals, NULL, NULL, PGRES_COMMAND_OK, &st));
-    return r ? STORE_OK : st;
-  }
-  const char *one[1] = {res->sub_id};
-  if (outcome == DELIVERY_DELIVERED) {
-    snprintf(n1, sizeof n1, "%lld", (long long)res->at_us);
-    const char *vals[2] = {res->sub_id, n1};
-    PQclear(r = ob_exec(s, "fin_done", 2, key, NULL, NULL, PGRES_COMMAND_OK, &st));
-    if (r) PQclear(r = ob_exec(s, "fin_success", 2, vals, NULL, NULL, PGRES_COMMAND_OK, &st));
-  } else {
-    int state = 0;
-    if (outcome == DELIVERY_FAILED) {
-      if (last_success_us > 0 && last_success_us >= first) {
-        state = 1; /* dead letter */
-      } else {
-        outcome = DELIVERY_PAUSED;
-        PQclear(r = ob_exec(s, "fin_pause", 1, one, NULL, NULL, PGRES_COMMAND_OK, &st));
-        if (!r) return st;
-      }
-    } else if (outcome == DELIVERY_DISABLED) {
-      PQclear(r = ob_exec(s, "fin_gone", 1, one, NULL, NULL, PGRES_COMMAND_OK, &st));
-      if (!r) return st;
-    } else {
-      outcome = DELIVERY_RETRY;
+static char *results_column(const struct store_outbox_work *o, int col) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return NULL;
+  fputc('{', f);
+  for (size_t i = 0; i < o->nresults; i++) {
+    const struct store_delivery_result *r = &o->results[i];
+    if (i) fputc(',', f);
+    int64_t v = 0;
+    switch (col) {
+      case 0:
+        quoted(f, r->sub_id);
+        continue;
+      case 2:
+        quoted(f, r->event_id);
+        continue;
+      case 9:
+        fputc('"', f);
+        for (size_t k = 0; k < strnlen(r->response_head, sizeof r->response_head); k++)
+          fprintf(f, "%02x", (unsigned char)r->response_head[k]);
+        fputc('"', f);
+        continue;
+      case 1:
+        v = r->seq;
+        break;
+      case 3:
+        v = r->type;
+        break;
+      case 4:
+        v = r->attempt;
+        break;
+      case 5:
+        v = r->status_code;
+        break;
+      case 6:
+        v = r->latency_ms;
+        break;
+      case 7:
+        v = r->at_us;
+        break;
+      case 8:
+        v = r->outcome;
+        break;
+      case 10:
+        v = r->first_attempt_us;
+        break;
+      default:
+        v = r->next_at_us;
+        break;
     }
-    snprintf(n1, sizeof n1, "%d", state);
-    snprintf(n2, sizeof n2, "%d", res->attempt);
-    snprintf(n3, sizeof n3, "%lld", (long long)first);
-    snprintf(n4, sizeof n4, "%lld", (long long)res->next_at_us);
-    const char *vals[6] = {res->sub_id, seq, n1, n2, n3, n4};
-    PQclear(r = ob_exec(s, "fin_set", 6, vals, NULL, NULL, PGRES_COMMAND_OK, &st));
+    fprintf(f, "%lld", (long long)v);
   }
-  if (!r) return st;
-  char type[16], attempt[16], code[16], latency[24], at[24], oc[16];
-  snprintf(type, sizeof type, "%d", res->type);
-  snprintf(attempt, sizeof attempt, "%d", res->attempt);
-  snprintf(code, sizeof code, "%d", res->status_code);
-  snprintf(latency, sizeof latency, "%lld", (long long)res->latency_ms);
-  snprintf(at, sizeof at, "%lld", (long long)res->at_us);
-  snprintf(oc, sizeof oc, "%d", outcome);
-  const char *vals[10] = {res->sub_id, seq, res->event_id,     type, attempt, code, latency,
-                          at,          oc,  res->response_head};
-  int lens[10] = {0};
-  int formats[10] = {0};
-  lens[9] = (int)strnlen(res->response_head, sizeof res->response_head);
-  formats[9] = 1;
-  PQclear(r = ob_exec(s, "attempt_add", 10, vals, lens, formats, PGRES_COMMAND_OK, &st));
-  return r ? STORE_OK : st;
+  fputc('}', f);
+  if (fclose(f) != 0) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
 }
 
+/* FINISH: the results' subscriptions locked first, in id order (see above), then every result
+ * applied by one statement (finish_sql). */
 static enum store_status finish(struct pg_store *s, struct store_outbox_work *o) {
   if (o->nresults == 0) return STORE_OK;
-  /* the subscriptions first, in id order (see above) */
-  const char **ids = calloc(o->nresults, sizeof *ids);
-  char *arr = malloc(o->nresults * (OUTBOX_SUB_ID_MAX + 3) + 3);
-  if (!ids || !arr) {
-    free(ids);
-    free(arr);
-    return STORE_RETRY;
+  enum { COLS = 12 };
+  char *cols[COLS];
+  bool ok = true;
+  for (int c = 0; c < COLS; c++) ok = (cols[c] = results_column(o, c)) != NULL && ok;
+  enum store_status st = ok ? STORE_OK : STORE_RETRY;
+  PGresult *r = NULL;
+  if (ok) {
+    const char *lock[1] = {cols[0]};
+    PQclear(r = ob_exec(s, "fin_subs", 1, lock, NULL, NULL, PGRES_TUPLES_OK, &st));
   }
-  for (size_t i = 0; i < o->nresults; i++) ids[i] = o->results[i].sub_id;
-  qsort(ids, o->nresults, sizeof *ids, cmp_result_sub);
-  size_t pos = 0;
-  arr[pos++] = '{';
-  for (size_t i = 0; i < o->nresults; i++) {
-    bool ok = model_is_printable(ids[i], strlen(ids[i])) && !strpbrk(ids[i], "\"\\{},");
-    pos += (size_t)sprintf(arr + pos, "%s\"%s\"", pos > 1 ? "," : "", ok ? ids[i] : "");
+  if (r) {
+    const char *vals[COLS + 1];
+    for (int c = 0; c < COLS; c++) vals[c] = cols[c];
+    vals[COLS] = s->owner;
+    PQclear(r = ob_exec(s, "finish", COLS + 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st));
   }
-  arr[pos++] = '}';
-  arr[pos] = '\0';
-  free(ids);
-  const char *vals[1] = {arr};
-  enum store_status st = STORE_OK;
-  PGresult *subs = ob_exec(s, "fin_subs", 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
-  free(arr);
-  if (!subs) return st;
-  /* each subscription's last success, as results of this batch move it */
-  int nsubs = PQntuples(subs);
-  int64_t *last = calloc((size_t)nsubs + 1, sizeof *last);
-  if (!last) st = STORE_RETRY;
-  for (int k = 0; last && k < nsubs; k++) last[k] = get_i64(subs, k, 1);
-  for (size_t i = 0; st == STORE_OK && i < o->nresults; i++) {
-    int k = 0;
-    while (k < nsubs && strcmp(PQgetvalue(subs, k, 0), o->results[i].sub_id) != 0) k++;
-    if (k == nsubs) continue; /* no such subscription (deleted meanwhile) */
-    st = finish_one(s, &o->results[i], last[k]);
-    if (st == STORE_OK && o->results[i].outcome == DELIVERY_DELIVERED &&
-        o->results[i].at_us > last[k])
-      last[k] = o->results[i].at_us;
-  }
-  free(last);
-  PQclear(subs);
-  return st;
+  for (int c = 0; c < COLS; c++) free(cols[c]);
+  return r ? STORE_OK : st;
 }
 
 static enum store_status queue_read(struct pg_store *s, struct store_outbox_work *o) {
