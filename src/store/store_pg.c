@@ -3167,6 +3167,9 @@ static const char fanout_sql[] =
     "  WHERE id = $1 AND m.s IS NOT NULL) "
     "SELECT count(*) FROM ins";
 
+/* A delivery in flight when it is replayed keeps its owner with lease_until_us 0: due again at
+ * once, and its in-flight result (FINISH) leaves it pending from attempt 1 instead of closing
+ * it, so the replay is not lost to an answer to the earlier send. */
 static const char replay_sql[] =
     "WITH s AS (SELECT event_types, account_id, start_seq, cursor_seq FROM subscriptions"
     "  WHERE id = $1),"
@@ -3177,7 +3180,8 @@ static const char replay_sql[] =
     "    AND ((s.event_types >> e.type) & 1) = 1"
     "    AND (s.account_id = '' OR e.account_id = ANY($4::text[]))"
     "  ON CONFLICT (sub_id, seq) DO UPDATE SET state = 0, attempts = 0, first_attempt_us = 0,"
-    "    next_at_us = EXCLUDED.next_at_us RETURNING 1) "
+    "    next_at_us = EXCLUDED.next_at_us, lease_until_us = CASE WHEN"
+    "    sub_deliveries.lease_owner IS NULL THEN NULL ELSE 0 END RETURNING 1) "
     "SELECT count(*) FROM r";
 
 static const char sub_update_sql[] =
@@ -3207,14 +3211,16 @@ static const char prune_sql[] =
  * only deliveries whose lease is ours; a success recorded by any result of the batch counts for
  * the pause rule (outcome FAILED becomes PAUSED when the subscription has had no success since
  * the delivery's first attempt); delivered rows go, others keep waiting (RETRY, PAUSED,
- * DISABLED, RELEASE) or are dead-lettered (FAILED); subscriptions move their last success,
+ * DISABLED, RELEASE) or are dead-lettered (FAILED), but one replayed while in flight (see
+ * replay_sql) waits again from attempt 1; subscriptions move their last success,
  * pause, or are disabled (410); every result but RELEASE is recorded as an attempt, in order. */
 static const char finish_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[],"
     "  $6::int[], $7::bigint[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
     "  $12::bigint[]) WITH ORDINALITY AS r(sub_id, seq, event_id, type, attempt, code, latency,"
     "  at, outcome, head, first, next_at, n)),"
-    " d AS (SELECT r.*, CASE WHEN d.first_attempt_us <> 0 THEN d.first_attempt_us"
+    " d AS (SELECT r.*, d.lease_until_us AS lu,"
+    "  CASE WHEN d.first_attempt_us <> 0 THEN d.first_attempt_us"
     "  WHEN r.first <> 0 THEN r.first ELSE r.at END AS f"
     "  FROM sub_deliveries d JOIN r ON d.sub_id = r.sub_id AND d.seq = r.seq"
     "  WHERE d.lease_owner = $13 ORDER BY d.sub_id, d.seq FOR UPDATE OF d),"
@@ -3225,13 +3231,16 @@ static const char finish_sql[] =
     "  WHEN d.outcome IN (3, 4) THEN 3"
     "  WHEN d.outcome IN (1, 5, 100) THEN d.outcome ELSE 2 END AS oc"
     "  FROM d JOIN subscriptions s ON s.id = d.sub_id LEFT JOIN succ ON succ.sub_id = d.sub_id),"
-    " del AS (DELETE FROM sub_deliveries t USING y WHERE y.oc = 1 AND t.sub_id = y.sub_id"
-    "  AND t.seq = y.seq),"
-    " upd AS (UPDATE sub_deliveries t SET state = CASE WHEN y.oc = 3 THEN 1 ELSE t.state END,"
-    "  attempts = CASE WHEN y.oc = 100 THEN t.attempts ELSE y.attempt END,"
-    "  first_attempt_us = CASE WHEN y.oc = 100 THEN t.first_attempt_us ELSE y.f END,"
-    "  next_at_us = y.next_at, lease_owner = NULL, lease_until_us = NULL"
-    "  FROM y WHERE y.oc <> 1 AND t.sub_id = y.sub_id AND t.seq = y.seq),"
+    " del AS (DELETE FROM sub_deliveries t USING y WHERE y.oc = 1 AND y.lu IS DISTINCT FROM 0"
+    "  AND t.sub_id = y.sub_id AND t.seq = y.seq),"
+    " upd AS (UPDATE sub_deliveries t SET"
+    "  state = CASE WHEN y.lu = 0 THEN 0 WHEN y.oc = 3 THEN 1 ELSE t.state END,"
+    "  attempts = CASE WHEN y.lu = 0 THEN 0 WHEN y.oc = 100 THEN t.attempts ELSE y.attempt END,"
+    "  first_attempt_us = CASE WHEN y.lu = 0 THEN 0 WHEN y.oc = 100 THEN t.first_attempt_us"
+    "    ELSE y.f END,"
+    "  next_at_us = CASE WHEN y.lu = 0 THEN t.next_at_us ELSE y.next_at END,"
+    "  lease_owner = NULL, lease_until_us = NULL"
+    "  FROM y WHERE (y.oc <> 1 OR y.lu = 0) AND t.sub_id = y.sub_id AND t.seq = y.seq),"
     " su AS (UPDATE subscriptions t SET"
     "  last_success_us = GREATEST(t.last_success_us, COALESCE(x.ok_at, 0)),"
     "  paused = t.paused OR x.pause, enabled = t.enabled AND NOT x.gone,"

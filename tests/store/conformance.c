@@ -3968,6 +3968,31 @@ static void test_pg_outbox_pause_dead_letter_resume_replay(void **state) {
   assert_int_equal(o.jobs[0].attempt, 1);
   assert_int_equal(o.jobs[1].attempt, 1);
   pg_deliver_all(&o);
+  /* a replay while the delivery is in flight: its answer does not close it, it goes again */
+  snprintf(id, sizeof id, "obr-%s", tag);
+  (void)put_conv(id, "e@example.com", "acc");
+  assert_int_equal(pg_fanout(B->store), 1);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  struct store_write iw = {.kind = STORE_WRITE_REPLAY, .sub_id = sub, .replay_since_us = t0};
+  assert_int_equal(ob_submit(B->store, &iw), STORE_OK);
+  assert_int_equal(iw.erased, 3);
+  r = pg_result(&o.jobs[0], DELIVERY_DELIVERED, 200);
+  pg_finish(B->store, &r, 1);
+  char evt[OUTBOX_EVENT_ID_MAX];
+  snprintf(evt, sizeof evt, "%s", o.jobs[0].event.id);
+  store_jobs_free(&o);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 3);
+  bool again = false;
+  for (size_t i = 0; i < o.count; i++) {
+    assert_int_equal(o.jobs[i].attempt, 1);
+    again = again || strcmp(o.jobs[i].event.id, evt) == 0;
+  }
+  assert_true(again);
+  pg_deliver_all(&o);
+  o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 0);
   struct store_write nw = {.kind = STORE_WRITE_REPLAY, .sub_id = "sub_none", .replay_since_us = 0};
   assert_int_equal(ob_submit(B->store, &nw), STORE_NOT_FOUND);
   /* 410: disabled, the event waits */
