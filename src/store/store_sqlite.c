@@ -2,6 +2,7 @@
  * batches (group commit: one WAL sync per batch, synchronous=FULL); every HTTP worker thread
  * reads through its own connection, so reads never wait behind the writer (WAL). */
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "core/thread_slot.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
+#include "model/render.h"
 #include "seal/seal.h"
 #include "store/audit_chain.h"
 #include "store/sealing.h"
@@ -49,9 +51,103 @@ static const char *const erase_sql[ERASE_STEPS] = {
 #define AUDIT_COLUMNS \
   "id, at_us, request_id, key_id, client_ip, action, target, outcome, count, hash"
 
+/* Columns 10.. of the get/list layout. Audio lives apart from conversations (it may come
+ * first): a primary-key lookup per row read, nothing on the write path. */
+#define AUDIO_COLUMNS                  \
+  "c.agent_id, c.failure_reason, "     \
+  "(SELECT a.bytes FROM audio_meta a " \
+  "WHERE a.conversation_id = c.conversation_id)"
+
+/* Columns 13..16: the sealed email, account and failure reason (NULL: plaintext), and (get with
+ * the body) the key that sealed the body. */
+#define SEAL_COLUMNS ", c.email_sealed, c.account_sealed, c.failure_sealed"
+
+/* One conversation as GET reads it (?2: with its body); the writer reads it so too (the outbox's
+ * data of audio stored alone). */
+#define GET_SQL                                                                        \
+  "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "    \
+  "c.duration, c.message_count, c.processed_at_us, c.webhook_id, "                     \
+  "CASE WHEN ?2 THEN (SELECT body FROM deliveries WHERE id = c.delivery_id) "          \
+  "END, " AUDIO_COLUMNS SEAL_COLUMNS                                                   \
+  ", CASE WHEN ?2 THEN (SELECT sealed_with FROM deliveries WHERE id = c.delivery_id) " \
+  "END FROM conversations c WHERE c.conversation_id = ?1"
+
 /* With a ring, temporary files (sorts, statement journals holding a page's earlier content while
  * reencrypt rewrites it) stay in memory: nothing of a row reaches a file but the database's. */
 #define KEEP_TEMP_IN_MEMORY "PRAGMA temp_store = MEMORY"
+
+/* gensendrep reencrypt (STORE_WRITE_RESEAL) walks these tables in this order, each in
+ * primary-key order; its position is "<table>:<last primary key walked>". */
+enum reseal_table {
+  RESEAL_CONVERSATIONS,
+  RESEAL_DELIVERIES,
+  RESEAL_EVENTS,
+  RESEAL_CHUNKS,
+  RESEAL_KEYS,   /* api_keys.accounts */
+  RESEAL_OUTBOX, /* outbox_events.data and account */
+  RESEAL_SUBS,   /* subscriptions.secret and account */
+  RESEAL_TABLES
+};
+
+/* The outbox's writer statements (issue 10), each prepared on first use: most stores never run
+ * most of them (no subscription, no broker). */
+enum ob_stmt {
+  OB_INSERT,
+  OB_EXISTS,
+  OB_AUDIO_BYTES,
+  OB_CONV_ROW,
+  OB_ACCOUNT_OF,
+  OB_ERASE_EVENTS,
+  OB_ERASE_DELIVERIES,
+  OB_SUB_INSERT,
+  OB_SUB_STATE,
+  OB_SUB_UPDATE,
+  OB_SUB_WAKE,
+  OB_SUB_DELETE,
+  OB_SUB_DEL_DELIVERIES,
+  OB_SUB_DEL_ATTEMPTS,
+  OB_SUB_ALL,
+  OB_REPLAY,
+  OB_FAN_UPTO,
+  OB_FAN_INSERT,
+  OB_FAN_CURSOR,
+  OB_CLAIM_SELECT,
+  OB_CLAIM_LEASE,
+  OB_EVENT_GET,
+  OB_FIN_GET,
+  OB_FIN_DELETE,
+  OB_FIN_UPDATE,
+  OB_SUB_SUCCESS,
+  OB_SUB_LAST_SUCCESS,
+  OB_SUB_PAUSE,
+  OB_SUB_DISABLE,
+  OB_ATTEMPT_INSERT,
+  OB_Q_CREATE,
+  OB_Q_LEASE,
+  OB_Q_READ,
+  OB_Q_ADVANCE,
+  OB_PRUNE_BOUND,
+  OB_PRUNE_SELECT,
+  OB_PRUNE_EVENT,
+  OB_PRUNE_DEAD,
+  OB_PRUNE_ATT_SCAN,
+  OB_PRUNE_ATT_DELETE,
+  OB_COUNT
+};
+
+/* The outbox's reader statements, prepared on first use. */
+enum ob_read_stmt {
+  OR_SUB_GET,
+  OR_SUB_LIST,
+  OR_ATTEMPTS,
+  OR_PENDING,
+  OR_CREATED,
+  OR_DEAD,
+  OR_CURSOR,
+  OR_QUEUE_COUNT,
+  OR_QUEUE_OLDEST,
+  OR_COUNT
+};
 
 struct reader {
   sqlite3 *db;
@@ -65,19 +161,9 @@ struct reader {
   sqlite3_stmt *audit[AUDIT_VARIANTS]; /* NULL until first used */
   sqlite3_stmt *list[LIST_VARIANTS];
   sqlite3_stmt *count[LIST_VARIANTS];
+  sqlite3_stmt *ob[OR_COUNT];   /* NULL until first used */
   const struct seal_ring *ring; /* the store's, as set before this reader was opened */
   unsigned char *chunk;         /* an opened audio chunk (STORE_AUDIO_CHUNK_BYTES), on first use */
-};
-
-/* gensendrep reencrypt (STORE_WRITE_RESEAL) walks these tables in this order, each in
- * primary-key order; its position is "<table>:<last primary key walked>". */
-enum reseal_table {
-  RESEAL_CONVERSATIONS,
-  RESEAL_DELIVERIES,
-  RESEAL_EVENTS,
-  RESEAL_CHUNKS,
-  RESEAL_KEYS, /* api_keys.accounts */
-  RESEAL_TABLES
 };
 
 #define CHECK_VALUE_MAX \
@@ -114,6 +200,12 @@ struct sqlite_store {
   struct store_seal_buf open_buf; /* writer: a value opened to be sealed again (reseal) */
   sqlite3_stmt *w_reseal_scan[RESEAL_TABLES], *w_reseal_get[RESEAL_TABLES];
   sqlite3_stmt *w_reseal_put[RESEAL_TABLES];
+  /* The outbox (issue 10). */
+  sqlite3_stmt *ob[OB_COUNT]; /* writer statements, NULL until first used */
+  char owner[17];             /* this store's lease owner id (random per open) */
+  bool ob_notify;             /* the batch being committed wrote events or made deliveries due */
+  void (*notify)(void *cls);  /* set_outbox_notify */
+  void *notify_cls;
   pthread_t writer;
   bool writer_started;
   /* checkpoints run on their own connection and thread, off the writer's path */
@@ -135,6 +227,32 @@ struct sqlite_store {
   struct write_queue queue;
   struct thread_slot readers; /* one struct reader per calling thread */
 };
+
+/* An account an outbox event is kept with: as its conversation's row holds it (plaintext, or
+ * the blind index and the sealed value). */
+struct ob_account {
+  bool has_id;
+  char id[MODEL_ACCOUNT_ID_MAX + 1];
+  size_t sealed_len; /* 0: not sealed */
+  unsigned char sealed[STORE_SEALED_ID_MAX];
+};
+
+static int ob_conversation_exists(struct sqlite_store *s, const char *id, bool *exists);
+static int ob_of_version(struct sqlite_store *s, struct store_write *w, bool existed);
+static int ob_audio_only(struct sqlite_store *s, struct store_write *w);
+static int ob_account_before_erase(struct sqlite_store *s, const char *id, struct ob_account *a);
+static int ob_erased(struct sqlite_store *s, const char *id, bool expired,
+                     const struct ob_account *a);
+static int apply_sub_put(struct sqlite_store *s, struct store_write *w);
+static int apply_sub_delete(struct sqlite_store *s, struct store_write *w);
+static int apply_replay(struct sqlite_store *s, struct store_write *w);
+static int apply_outbox(struct sqlite_store *s, struct store_write *w);
+static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes);
+static int reseal_subscription(struct sqlite_store *s, const char *id);
+static bool prepare_outbox(struct sqlite_store *s);
+static bool clear_leases(struct sqlite_store *s, char *err, size_t errlen);
+static enum store_status read_row(const struct seal_ring *ring, sqlite3_stmt *st,
+                                  struct store_conversation *out);
 
 static enum store_status status_of(int rc) {
   switch (rc & 0xff) {
@@ -344,10 +462,24 @@ static const char *const reseal_sql[RESEAL_TABLES][3] = {
     {"SELECT id, sealed_with IS ?1 FROM api_keys WHERE id > ?2 ORDER BY id",
      "SELECT accounts, NULL, NULL, accounts_sealed FROM api_keys WHERE id = ?1",
      "UPDATE api_keys SET accounts = ?2, accounts_sealed = ?3, sealed_with = ?4 WHERE id = ?1"},
+    {"SELECT seq, sealed_with IS ?1 FROM outbox_events WHERE seq > ?2 ORDER BY seq",
+     "SELECT event_id, conversation_id, data, sealed_with, account_id, account_sealed "
+     "FROM outbox_events WHERE seq = ?1",
+     "UPDATE outbox_events SET data = ?2, sealed_with = ?3, account_id = ?4, account_sealed = ?5 "
+     "WHERE seq = ?1"},
+    {"SELECT id, sealed_with IS ?1 FROM subscriptions WHERE id > ?2 ORDER BY id",
+     "SELECT secret, sealed_with, account_id, account_sealed FROM subscriptions WHERE id = ?1",
+     "UPDATE subscriptions SET secret = ?2, sealed_with = ?3, account_id = ?4, "
+     "account_sealed = ?5 WHERE id = ?1"},
 };
 /* The associated data's first part per table (sealing.h). */
-static const char *const reseal_what[RESEAL_TABLES] = {NULL, "deliveries.body", "events.body",
-                                                       "audio_chunks.data", "api_keys.accounts"};
+static const char *const reseal_what[RESEAL_TABLES] = {NULL,
+                                                       "deliveries.body",
+                                                       "events.body",
+                                                       "audio_chunks.data",
+                                                       "api_keys.accounts",
+                                                       "outbox_events.data",
+                                                       "subscriptions.secret"};
 
 static bool prepare_reseal(struct sqlite_store *s) {
   if (prepare(s->wdb,
@@ -359,7 +491,9 @@ static bool prepare_reseal(struct sqlite_store *s) {
               "EXISTS (SELECT 1 FROM deliveries WHERE sealed_with IS NOT ?1) OR "
               "EXISTS (SELECT 1 FROM events WHERE sealed_with IS NOT ?1) OR "
               "EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS NOT ?1) OR "
-              "EXISTS (SELECT 1 FROM api_keys WHERE sealed_with IS NOT ?1)",
+              "EXISTS (SELECT 1 FROM api_keys WHERE sealed_with IS NOT ?1) OR "
+              "EXISTS (SELECT 1 FROM outbox_events WHERE sealed_with IS NOT ?1) OR "
+              "EXISTS (SELECT 1 FROM subscriptions WHERE sealed_with IS NOT ?1)",
               &s->w_reseal_left) != SQLITE_OK ||
       prepare(s->wdb, "DELETE FROM seal_keys WHERE key_id <> ?1", &s->w_retire_keys) != SQLITE_OK)
     return false;
@@ -439,7 +573,7 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "UPDATE api_keys SET last_used_us = ?2 WHERE id = ?1 "
                  "AND (last_used_us IS NULL OR last_used_us < ?2)",
                  &s->w_key_touch) == SQLITE_OK &&
-         prepare_erasure(s) && prepare_reseal(s) &&
+         prepare_erasure(s) && prepare_reseal(s) && prepare_outbox(s) &&
          prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
          prepare(db, "COMMIT", &s->w_commit) == SQLITE_OK &&
          prepare(db, "ROLLBACK", &s->w_rollback) == SQLITE_OK;
@@ -623,11 +757,13 @@ static void bind_text_or_null(sqlite3_stmt *st, int idx, const char *v) {
     sqlite3_bind_null(st, idx);
 }
 
-/* Looks for the current version; sets w->duplicate when the stored body is byte-identical. */
-static int find_current(struct sqlite_store *s, struct store_write *w) {
+/* Looks for the current version (*found); sets w->duplicate when the stored body is
+ * byte-identical. */
+static int find_current(struct sqlite_store *s, struct store_write *w, bool *found) {
   sqlite3_stmt *st = s->w_find;
   sqlite3_bind_text(st, 1, w->conv->conversation_id, -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);
+  *found = rc == SQLITE_ROW;
   if (rc == SQLITE_ROW) {
     const void *hash = sqlite3_column_blob(st, 0);
     if (sqlite3_column_bytes(st, 0) == CRYPTO_SHA256_LEN &&
@@ -817,6 +953,10 @@ static int insert_event(struct sqlite_store *s, struct store_write *w) {
 #define RESEAL_FAILED (-3)
 /* A STORE_WRITE_AUDIT entry without a name (a caller's bug): that write alone fails. */
 #define AUDIT_ENTRY_REFUSED (-4)
+/* An outbox row or a subscription that does not open: that write alone fails. */
+#define OUTBOX_UNREADABLE (-5)
+/* A STORE_WRITE_OUTBOX without what its op needs (a caller's bug): that write alone fails. */
+#define OUTBOX_REFUSED (-6)
 
 /* Replaces the conversation's audio, one chunk of the file at a time. */
 static int replace_audio(struct sqlite_store *s, struct store_write *w) {
@@ -862,9 +1002,14 @@ static int apply_event(struct sqlite_store *s, struct store_write *w) {
   int rc = find_event(s, w);
   if (rc != SQLITE_OK || w->duplicate) return rc;
   if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
-  rc = insert_event(s, w);
+  bool existed = false;
+  if (w->conv) rc = ob_conversation_exists(s, w->conv->conversation_id, &existed);
+  if (rc == SQLITE_OK) rc = insert_event(s, w);
   if (rc == SQLITE_OK && w->conv) rc = store_version(s, w);
   if (rc == SQLITE_OK && store_write_has_audio(w)) rc = replace_audio(s, w);
+  /* Its outbox events, after everything it changed (their data shows the audio too). */
+  if (rc == SQLITE_OK && w->conv) return ob_of_version(s, w, existed);
+  if (rc == SQLITE_OK && store_write_has_audio(w)) return ob_audio_only(s, w);
   return rc;
 }
 
@@ -1107,7 +1252,10 @@ static int erase_selected(struct sqlite_store *s, sqlite3_stmt *select, int from
   int rc = select_ids(select, w->retain_before_us, w->retain_limit, &ids, &n);
   int64_t rows = 0;
   for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
-    rc = erase_one(s, ids[i], from, &rows);
+    struct ob_account a;
+    if (from == 0) rc = ob_account_before_erase(s, ids[i], &a);
+    if (rc == SQLITE_OK) rc = erase_one(s, ids[i], from, &rows);
+    if (rc == SQLITE_OK && from == 0) rc = ob_erased(s, ids[i], true, &a);
     if (rc == SQLITE_OK && from == 0)
       rc = audit_change(s, w, AUDIT_CONVERSATION_ERASED, ids[i], AUDIT_EXPIRED, 0);
   }
@@ -1141,7 +1289,7 @@ static int apply_retain(struct sqlite_store *s, struct store_write *w) {
 
 /* Binds table t's primary key from its text form (as the position keeps it). */
 static void bind_pk(sqlite3_stmt *st, int idx, int t, const char *key) {
-  if (t == RESEAL_CONVERSATIONS || t == RESEAL_KEYS)
+  if (t == RESEAL_CONVERSATIONS || t == RESEAL_KEYS || t == RESEAL_SUBS)
     sqlite3_bind_text(st, idx, key, -1, SQLITE_STATIC);
   else
     sqlite3_bind_int64(st, idx, *key ? strtoll(key, NULL, 10) : INT64_MIN);
@@ -1353,6 +1501,8 @@ static int apply_reseal(struct sqlite_store *s, struct store_write *w) {
     if (found) {
       rc = t == RESEAL_CONVERSATIONS ? reseal_conversation(s, key)
            : t == RESEAL_KEYS        ? reseal_apikey(s, key)
+           : t == RESEAL_OUTBOX      ? reseal_outbox(s, key, &bytes)
+           : t == RESEAL_SUBS        ? reseal_subscription(s, key)
                                      : reseal_blob(s, t, key, &bytes);
       if (rc == SQLITE_OK) w->erased++;
     } else if (end) {
@@ -1406,10 +1556,26 @@ static int apply_write(struct sqlite_store *s, struct store_write *w) {
   if ((w->kind == STORE_WRITE_CONVERSATION || w->kind == STORE_WRITE_EVENT) && !ids_storable(w))
     return ID_REFUSED;
   if (store_write_is_key(w)) return apply_key(s, w);
+  switch (w->kind) {
+    case STORE_WRITE_SUB_PUT:
+      return apply_sub_put(s, w);
+    case STORE_WRITE_SUB_DELETE:
+      return apply_sub_delete(s, w);
+    case STORE_WRITE_REPLAY:
+      return apply_replay(s, w);
+    case STORE_WRITE_OUTBOX:
+      return apply_outbox(s, w);
+    default:
+      break;
+  }
   if (w->kind == STORE_WRITE_ERASE || w->kind == STORE_WRITE_RETAIN) {
     w->erased = 0; /* a batch sent again counts again */
-    return w->kind == STORE_WRITE_ERASE ? erase_one(s, w->erase_conversation_id, 0, &w->erased)
-                                        : apply_retain(s, w);
+    if (w->kind == STORE_WRITE_RETAIN) return apply_retain(s, w);
+    struct ob_account a;
+    int rc = ob_account_before_erase(s, w->erase_conversation_id, &a);
+    if (rc == SQLITE_OK) rc = erase_one(s, w->erase_conversation_id, 0, &w->erased);
+    if (rc == SQLITE_OK && w->erased > 0) rc = ob_erased(s, w->erase_conversation_id, false, &a);
+    return rc;
   }
   if (w->kind == STORE_WRITE_PROBE) {
     sqlite3_bind_int64(s->w_probe, 1, time_now_us());
@@ -1417,10 +1583,12 @@ static int apply_write(struct sqlite_store *s, struct store_write *w) {
   }
   w->duplicate = false;
   if (w->kind == STORE_WRITE_EVENT) return apply_event(s, w);
-  int rc = find_current(s, w);
+  bool found;
+  int rc = find_current(s, w, &found);
   if (rc != SQLITE_OK || w->duplicate) return rc;
   if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
-  return store_version(s, w);
+  rc = store_version(s, w);
+  return rc == SQLITE_OK ? ob_of_version(s, w, found) : rc;
 }
 
 /* The audit entry a change writes in its transaction (store.h's `who` comment); retention's
@@ -1441,6 +1609,19 @@ static int audit_of(struct sqlite_store *s, const struct store_write *w) {
     case STORE_WRITE_KEY_REVOKE:
       return w->duplicate ? SQLITE_OK
                           : audit_change(s, w, AUDIT_KEY_REVOKED, w->key_id, AUDIT_OK, 0);
+    case STORE_WRITE_SUB_PUT:
+      return w->status == STORE_NOT_FOUND ? SQLITE_OK
+                                          : audit_change(s, w,
+                                                         w->sub_create ? AUDIT_SUBSCRIPTION_CREATED
+                                                                       : AUDIT_SUBSCRIPTION_UPDATED,
+                                                         w->sub->id, AUDIT_OK, 0);
+    case STORE_WRITE_SUB_DELETE:
+      return w->erased > 0 ? audit_change(s, w, AUDIT_SUBSCRIPTION_DELETED, w->sub_id, AUDIT_OK, 0)
+                           : SQLITE_OK;
+    case STORE_WRITE_REPLAY:
+      return w->status == STORE_NOT_FOUND
+                 ? SQLITE_OK
+                 : audit_change(s, w, AUDIT_SUBSCRIPTION_REPLAYED, w->sub_id, AUDIT_OK, 0);
     default: /* PROBE, KEY_TOUCH: no entry; AUDIT, RETAIN: appended as they are applied */
       return SQLITE_OK;
   }
@@ -1463,6 +1644,24 @@ static void request_truncate(struct sqlite_store *s, const struct store_write *b
   }
 }
 
+/* What a STORE_WRITE_OUTBOX read, released when its batch is not committed. */
+static void outbox_output_free(struct store_write *w) {
+  if (w->kind == STORE_WRITE_OUTBOX && w->outbox) store_jobs_free(w->outbox);
+}
+
+/* After a committed batch: a subscription write or replay that found no subscription is
+ * finished alone as STORE_NOT_FOUND (it changed nothing). */
+static void finish_not_found(struct store_write **head) {
+  struct store_write *w = *head;
+  while (w) {
+    struct store_write *next = w->next;
+    if ((w->kind == STORE_WRITE_SUB_PUT || w->kind == STORE_WRITE_REPLAY) &&
+        w->status == STORE_NOT_FOUND)
+      write_queue_finish_one(head, w, STORE_NOT_FOUND);
+    w = next;
+  }
+}
+
 /* Commits the whole batch in *head in one transaction; on any failure nothing of it is stored.
  * An event whose audio file cannot be read fails alone: the batch is rolled back, that write
  * finished, and the rest committed without it. Returns the status of what is left in *head. */
@@ -1472,6 +1671,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     int rc = step_done(s->w_begin);
     if (rc == SQLITE_OK) rc = record_key0(s);
     s->chain_loaded = false;
+    s->ob_notify = false;
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
       rc = apply_write(s, w);
       if (rc < 0)
@@ -1482,12 +1682,17 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     if (rc == SQLITE_OK) rc = step_done(s->w_commit);
     if (rc == SQLITE_OK) {
       request_truncate(s, *head);
+      if (s->ob_notify && s->notify) s->notify(s->notify_cls);
       return STORE_OK;
     }
     if (!failed)
       log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
     if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
-    if (!failed) return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
+    if (!failed) {
+      for (struct store_write *w = *head; w; w = w->next) outbox_output_free(w);
+      return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
+    }
+    outbox_output_free(failed);
     write_queue_finish_one(head, failed, rc == ID_REFUSED ? STORE_CLIENT : STORE_HARD);
   }
   return STORE_OK;
@@ -1500,6 +1705,7 @@ static void *writer_main(void *arg) {
     gate_writer_enter(s);
     enum store_status st = commit_batch(s, &batch);
     gate_writer_leave(s);
+    if (st == STORE_OK) finish_not_found(&batch);
     write_queue_finish(batch, st);
   }
   return NULL;
@@ -1526,17 +1732,6 @@ static void sqlite_submit(struct store *base, struct store_write *w) {
 }
 
 /* ---------- readers ---------- */
-
-/* Columns 10.. of the get/list layout. Audio lives apart from conversations (it may come
- * first): a primary-key lookup per row read, nothing on the write path. */
-#define AUDIO_COLUMNS                  \
-  "c.agent_id, c.failure_reason, "     \
-  "(SELECT a.bytes FROM audio_meta a " \
-  "WHERE a.conversation_id = c.conversation_id)"
-
-/* Columns 13..16: the sealed email, account and failure reason (NULL: plaintext), and (get with
- * the body) the key that sealed the body. */
-#define SEAL_COLUMNS ", c.email_sealed, c.account_sealed, c.failure_sealed"
 
 static const char *const list_filters[4] = {"c.email_id = ?", "c.account_id = ?", "c.status = ?",
                                             "c.account_id IN (SELECT value FROM json_each(?))"};
@@ -1570,6 +1765,7 @@ static void reader_free(struct reader *r) {
   sqlite3_finalize(r->audit_head);
   sqlite3_finalize(r->audit_at_max);
   for (int i = 0; i < AUDIT_VARIANTS; i++) sqlite3_finalize(r->audit[i]);
+  for (int i = 0; i < OR_COUNT; i++) sqlite3_finalize(r->ob[i]);
   free(r->chunk);
   for (int i = 0; i < LIST_VARIANTS; i++) {
     sqlite3_finalize(r->list[i]);
@@ -1586,14 +1782,7 @@ static struct reader *reader_open(struct sqlite_store *s) {
   if (open_conn(s->path, &r->db) != SQLITE_OK ||
       sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK ||
       (r->ring && sqlite3_exec(r->db, KEEP_TEMP_IN_MEMORY, NULL, NULL, NULL) != SQLITE_OK) ||
-      prepare(r->db,
-              "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
-              "c.duration, c.message_count, c.processed_at_us, c.webhook_id, "
-              "CASE WHEN ?2 THEN (SELECT body FROM deliveries WHERE id = c.delivery_id) "
-              "END, " AUDIO_COLUMNS SEAL_COLUMNS
-              ", CASE WHEN ?2 THEN (SELECT sealed_with FROM deliveries WHERE id = c.delivery_id) "
-              "END FROM conversations c WHERE c.conversation_id = ?1",
-              &r->get) != SQLITE_OK ||
+      prepare(r->db, GET_SQL, &r->get) != SQLITE_OK ||
       prepare(r->db,
               "SELECT webhook_id, type, received_at_us, body, audio_at, body_sha256, "
               "sealed_with FROM events WHERE conversation_id = ?1 ORDER BY id",
@@ -2062,6 +2251,1240 @@ static enum store_status sqlite_key_list(struct store *base, struct apikey_recor
   return st;
 }
 
+/* ---------- the outbox (issue 10): the writer ----------
+ * Events are written by the change's own write (apply_write), deliveries and cursors by
+ * STORE_WRITE_OUTBOX, subscriptions by SUB_PUT/SUB_DELETE/REPLAY: all in the batch's one
+ * transaction. One process per SQLite file: leases exist for the dispatcher's own threads and are
+ * cleared at open. */
+
+static const char *const ob_sql[OB_COUNT] = {
+    [OB_INSERT] =
+        "INSERT INTO outbox_events (event_id, type, conversation_id, account_id, "
+        "account_sealed, created_us, data, sealed_with) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [OB_EXISTS] = "SELECT 1 FROM conversations WHERE conversation_id = ?1",
+    [OB_AUDIO_BYTES] = "SELECT bytes FROM audio_meta WHERE conversation_id = ?1",
+    [OB_CONV_ROW] = GET_SQL,
+    /* The conversation's account as stored; when it has no row (audio alone), its newest
+     * event's (the same value: both are sealed with the conversation's associated data). */
+    [OB_ACCOUNT_OF] =
+        "SELECT account_id, account_sealed FROM conversations "
+        "WHERE conversation_id = ?1 UNION ALL "
+        "SELECT * FROM (SELECT account_id, account_sealed FROM outbox_events "
+        "WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1)",
+    [OB_ERASE_EVENTS] = "DELETE FROM outbox_events WHERE conversation_id = ?1",
+    [OB_ERASE_DELIVERIES] =
+        "DELETE FROM sub_deliveries WHERE sub_id IN (SELECT id FROM "
+        "subscriptions) AND conversation_id = ?1",
+    [OB_SUB_INSERT] =
+        "INSERT INTO subscriptions (id, url, secret, event_types, account_id, account_sealed, "
+        "enabled, paused, max_per_second, disabled_reason, created_us, updated_us, "
+        "last_success_us, cursor_seq, sealed_with) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+        "?10, ?11, ?12, ?13, COALESCE((SELECT seq FROM sqlite_sequence "
+        "WHERE name = 'outbox_events'), 0), ?14)",
+    [OB_SUB_STATE] =
+        "SELECT enabled, paused, cursor_seq, event_types, account_id, "
+        "account_sealed, secret, sealed_with FROM subscriptions WHERE id = ?1",
+    [OB_SUB_UPDATE] =
+        "UPDATE subscriptions SET url = ?2, event_types = ?3, account_id = ?4, "
+        "account_sealed = ?5, enabled = ?6, max_per_second = ?7, paused = ?8, "
+        "disabled_reason = ?9, updated_us = ?10, secret = ?11, sealed_with = ?12 "
+        "WHERE id = ?1",
+    [OB_SUB_WAKE] =
+        "UPDATE sub_deliveries SET next_at_us = ?2 WHERE sub_id = ?1 AND state = 0 "
+        "AND next_at_us > ?2 AND lease_owner IS NULL",
+    [OB_SUB_DELETE] = "DELETE FROM subscriptions WHERE id = ?1",
+    [OB_SUB_DEL_DELIVERIES] = "DELETE FROM sub_deliveries WHERE sub_id = ?1",
+    [OB_SUB_DEL_ATTEMPTS] = "DELETE FROM delivery_attempts WHERE sub_id = ?1",
+    [OB_SUB_ALL] =
+        "SELECT id, cursor_seq, event_types, account_id, account_sealed "
+        "FROM subscriptions ORDER BY id",
+    [OB_REPLAY] =
+        "INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts, "
+        "first_attempt_us, next_at_us, lease_owner, lease_until_us) "
+        "SELECT ?1, e.seq, e.conversation_id, 0, 0, 0, ?2, NULL, 0 FROM outbox_events e "
+        "WHERE e.seq <= ?3 AND e.created_us >= ?4 AND ((?5 >> e.type) & 1) = 1 "
+        "AND (?6 IS NULL OR e.account_id IN (SELECT value FROM json_each(?6))) "
+        "ON CONFLICT (sub_id, seq) DO UPDATE SET state = 0, attempts = 0, first_attempt_us = 0, "
+        "next_at_us = CASE WHEN lease_owner IS NULL THEN excluded.next_at_us ELSE next_at_us END",
+    [OB_FAN_UPTO] =
+        "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > ?1 "
+        "ORDER BY seq LIMIT ?2)",
+    [OB_FAN_INSERT] =
+        "INSERT OR IGNORE INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts, "
+        "first_attempt_us, next_at_us, lease_owner, lease_until_us) "
+        "SELECT ?1, e.seq, e.conversation_id, 0, 0, 0, ?2, NULL, 0 FROM outbox_events e "
+        "WHERE e.seq > ?3 AND e.seq <= ?4 AND ((?5 >> e.type) & 1) = 1 "
+        "AND (?6 IS NULL OR e.account_id IN (SELECT value FROM json_each(?6)))",
+    [OB_FAN_CURSOR] = "UPDATE subscriptions SET cursor_seq = ?2 WHERE id = ?1 AND cursor_seq < ?2",
+    /* Due: pending, its time come (a leased row is due when its lease runs out), and no earlier
+     * delivery of its conversation to this subscription still pending. */
+    [OB_CLAIM_SELECT] =
+        "SELECT d.seq, d.attempts, d.first_attempt_us FROM sub_deliveries d "
+        "WHERE d.sub_id = ?1 AND d.state = 0 AND d.next_at_us <= ?2 AND NOT EXISTS "
+        "(SELECT 1 FROM sub_deliveries p WHERE p.sub_id = ?1 AND "
+        "p.conversation_id = d.conversation_id AND p.seq < d.seq AND p.state = 0) "
+        "ORDER BY d.next_at_us, d.seq LIMIT ?3",
+    [OB_CLAIM_LEASE] =
+        "UPDATE sub_deliveries SET lease_owner = ?3, lease_until_us = ?4, "
+        "next_at_us = ?4 WHERE sub_id = ?1 AND seq = ?2",
+    [OB_EVENT_GET] =
+        "SELECT seq, event_id, type, conversation_id, created_us, data, sealed_with "
+        "FROM outbox_events WHERE seq = ?1",
+    [OB_FIN_GET] =
+        "SELECT attempts, first_attempt_us, lease_owner FROM sub_deliveries "
+        "WHERE sub_id = ?1 AND seq = ?2 AND state = 0",
+    [OB_FIN_DELETE] = "DELETE FROM sub_deliveries WHERE sub_id = ?1 AND seq = ?2",
+    [OB_FIN_UPDATE] =
+        "UPDATE sub_deliveries SET state = ?3, attempts = ?4, "
+        "first_attempt_us = ?5, next_at_us = ?6, lease_owner = NULL, "
+        "lease_until_us = 0 WHERE sub_id = ?1 AND seq = ?2",
+    [OB_SUB_SUCCESS] =
+        "UPDATE subscriptions SET last_success_us = MAX(last_success_us, ?2) "
+        "WHERE id = ?1",
+    [OB_SUB_LAST_SUCCESS] = "SELECT last_success_us FROM subscriptions WHERE id = ?1",
+    [OB_SUB_PAUSE] = "UPDATE subscriptions SET paused = 1 WHERE id = ?1",
+    [OB_SUB_DISABLE] =
+        "UPDATE subscriptions SET enabled = 0, disabled_reason = 'gone' "
+        "WHERE id = ?1",
+    [OB_ATTEMPT_INSERT] =
+        "INSERT INTO delivery_attempts (sub_id, seq, event_id, type, attempt, "
+        "status_code, latency_ms, at_us, outcome, response_head) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [OB_Q_CREATE] =
+        "INSERT INTO outbox_cursors (name, seq, lease_owner, lease_until_us) "
+        "VALUES (?1, 0, NULL, 0) ON CONFLICT (name) DO NOTHING",
+    [OB_Q_LEASE] =
+        "UPDATE outbox_cursors SET lease_owner = ?2, lease_until_us = ?3 "
+        "WHERE name = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR "
+        "lease_until_us <= ?4) RETURNING seq",
+    [OB_Q_READ] =
+        "SELECT seq, event_id, type, conversation_id, created_us, data, sealed_with "
+        "FROM outbox_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    [OB_Q_ADVANCE] =
+        "UPDATE outbox_cursors SET seq = ?3 WHERE name = ?1 AND lease_owner = ?2 "
+        "AND seq < ?3",
+    /* The last seq prune may take: before the first event created at or after before_us, and
+     * no further than every subscription's and every broker's cursor. */
+    [OB_PRUNE_BOUND] =
+        "SELECT MIN(COALESCE((SELECT seq - 1 FROM outbox_events WHERE created_us >= ?1 "
+        "ORDER BY seq LIMIT 1), 9223372036854775807), "
+        "COALESCE((SELECT MIN(cursor_seq) FROM subscriptions), 9223372036854775807), "
+        "COALESCE((SELECT MIN(seq) FROM outbox_cursors), 9223372036854775807))",
+    [OB_PRUNE_SELECT] =
+        "SELECT e.seq FROM outbox_events e WHERE e.seq <= ?1 AND NOT EXISTS "
+        "(SELECT 1 FROM subscriptions s JOIN sub_deliveries d ON d.sub_id = s.id "
+        "AND d.seq = e.seq WHERE d.state = 0) ORDER BY e.seq LIMIT ?2",
+    [OB_PRUNE_EVENT] = "DELETE FROM outbox_events WHERE seq = ?1",
+    [OB_PRUNE_DEAD] =
+        "DELETE FROM sub_deliveries WHERE sub_id IN (SELECT id FROM subscriptions) "
+        "AND seq = ?1",
+    [OB_PRUNE_ATT_SCAN] = "SELECT id, at_us FROM delivery_attempts ORDER BY id LIMIT ?1",
+    [OB_PRUNE_ATT_DELETE] = "DELETE FROM delivery_attempts WHERE id <= ?1",
+};
+
+static bool prepare_outbox(struct sqlite_store *s) {
+  for (int i = 0; i < OB_COUNT; i++)
+    if (prepare(s->wdb, ob_sql[i], &s->ob[i]) != SQLITE_OK) return false;
+  return true;
+}
+
+/* Runs a statement whose first row (if any) is all the caller wants: *found, and st is left on
+ * that row for the caller to read, which then calls ob_done(st). */
+static int ob_step(sqlite3_stmt *st, bool *found) {
+  int rc = sqlite3_step(st);
+  *found = rc == SQLITE_ROW;
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static void ob_done(sqlite3_stmt *st) {
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+}
+
+static void ob_account_from(sqlite3_stmt *st, int col, int sealed_col, struct ob_account *a) {
+  a->has_id = sqlite3_column_type(st, col) != SQLITE_NULL;
+  copy_text(a->id, sizeof a->id, sqlite3_column_text(st, col));
+  size_t n = (size_t)sqlite3_column_bytes(st, sealed_col);
+  a->sealed_len =
+      sqlite3_column_type(st, sealed_col) != SQLITE_NULL && n <= sizeof a->sealed ? n : 0;
+  if (a->sealed_len) memcpy(a->sealed, sqlite3_column_blob(st, sealed_col), n);
+}
+
+/* A conversation write's account as its conversations row holds it. */
+static int ob_account_of_write(struct sqlite_store *s, const struct store_write *w,
+                               struct ob_account *a) {
+  const char *account = w->conv->account_id;
+  a->has_id = false;
+  a->sealed_len = 0;
+  if (!account) return SQLITE_OK;
+  if (!s->ring) {
+    a->has_id = true;
+    copy_text(a->id, sizeof a->id, (const unsigned char *)account);
+    return SQLITE_OK;
+  }
+  struct store_sealed_id own;
+  const struct store_sealed_id *id = &w->presealed.account;
+  if (!w->presealed.done) {
+    if (!store_seal_id(s->ring, "conversations.account_id", w->conv->conversation_id, account,
+                       &own))
+      return SQLITE_NOMEM;
+    id = &own;
+  }
+  if (!id->len) return SQLITE_OK;
+  a->has_id = true;
+  copy_text(a->id, sizeof a->id, (const unsigned char *)id->index);
+  memcpy(a->sealed, id->sealed, id->len);
+  a->sealed_len = id->len;
+  return SQLITE_OK;
+}
+
+/* Writes one event (a new random id), its data sealed with a ring. */
+static int ob_insert(struct sqlite_store *s, int type, const char *conversation_id,
+                     int64_t created_us, const char *data, size_t len, const struct ob_account *a) {
+  char hex[33], id[OUTBOX_EVENT_ID_MAX];
+  if (!crypto_random_hex(hex, sizeof hex, 16)) return SQLITE_ERROR;
+  snprintf(id, sizeof id, "evt_%s", hex);
+  sqlite3_stmt *st = s->ob[OB_INSERT];
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, type);
+  sqlite3_bind_text(st, 3, conversation_id, -1, SQLITE_STATIC);
+  if (a && a->has_id) sqlite3_bind_text(st, 4, a->id, -1, SQLITE_STATIC);
+  if (a && a->sealed_len) sqlite3_bind_blob(st, 5, a->sealed, (int)a->sealed_len, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 6, created_us);
+  int rc = bind_sealable(s, st, 7, 8, "outbox_events.data", id, conversation_id, data, len);
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(st);
+    return rc;
+  }
+  rc = step_done(st);
+  if (rc == SQLITE_OK) s->ob_notify = true;
+  return rc;
+}
+
+static int ob_conversation_exists(struct sqlite_store *s, const char *id, bool *exists) {
+  sqlite3_stmt *st = s->ob[OB_EXISTS];
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  int rc = ob_step(st, exists);
+  ob_done(st);
+  return rc;
+}
+
+/* The conversation's stored audio size (-1: none). */
+static int ob_audio_bytes(struct sqlite_store *s, const char *id, int64_t *bytes) {
+  sqlite3_stmt *st = s->ob[OB_AUDIO_BYTES];
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  bool found;
+  int rc = ob_step(st, &found);
+  *bytes = found ? sqlite3_column_int64(st, 0) : -1;
+  ob_done(st);
+  return rc;
+}
+
+/* Whether a conversation's texts can be rendered as JSON (valid UTF-8): the database takes
+ * other bytes, the outbox cannot; such a write fails alone, the client's fault (the model lets
+ * none through). */
+static bool texts_renderable(const struct store_conversation *c) {
+  const char *texts[] = {c->conversation_id, c->email_id, c->account_id,
+                         c->status,          c->agent_id, c->failure_reason};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    json_t *j = json_string(texts[i]);
+    if (!j) return false;
+    json_decref(j);
+  }
+  return true;
+}
+
+/* The events of a new version (conversation.created, .updated or .failed, then
+ * .audio_added when the write also stored audio): the conversation as GET shows it after this
+ * write, built from the write itself (what its row and delivery now hold), rendered once. */
+static int ob_of_version(struct sqlite_store *s, struct store_write *w, bool existed) {
+  const struct conversation_input *in = w->conv;
+  struct store_conversation c;
+  memset(&c, 0, sizeof c);
+  int rc = ob_audio_bytes(s, in->conversation_id, &c.audio_bytes);
+  if (rc != SQLITE_OK) return rc;
+  copy_text(c.conversation_id, sizeof c.conversation_id,
+            (const unsigned char *)in->conversation_id);
+  copy_text(c.email_id, sizeof c.email_id, (const unsigned char *)in->email_id);
+  copy_text(c.account_id, sizeof c.account_id, (const unsigned char *)in->account_id);
+  copy_text(c.status, sizeof c.status,
+            (const unsigned char *)(in->status ? in->status : "completed"));
+  copy_text(c.agent_id, sizeof c.agent_id, (const unsigned char *)in->agent_id);
+  copy_text(c.failure_reason, sizeof c.failure_reason, (const unsigned char *)in->failure_reason);
+  c.has_start = in->has_start;
+  c.start_us = in->start_us;
+  c.duration = in->duration;
+  c.message_count = in->message_count;
+  c.processed_us = w->processed_us;
+  copy_text(c.webhook_id, sizeof c.webhook_id, (const unsigned char *)w->webhook_id);
+  c.body = (char *)w->body;
+  c.body_len = w->body_len;
+  size_t len;
+  char *data = render_conversation_detail(&c, &len);
+  if (!data) return texts_renderable(&c) ? SQLITE_NOMEM : ID_REFUSED;
+  struct ob_account a;
+  rc = ob_account_of_write(s, w, &a);
+  int type = strcmp(c.status, "failed") == 0 ? OUTBOX_FAILED
+             : existed                       ? OUTBOX_UPDATED
+                                             : OUTBOX_CREATED;
+  if (rc == SQLITE_OK) rc = ob_insert(s, type, in->conversation_id, w->processed_us, data, len, &a);
+  if (rc == SQLITE_OK && store_write_has_audio(w))
+    rc = ob_insert(s, OUTBOX_AUDIO_ADDED, in->conversation_id, w->processed_us, data, len, &a);
+  free(data);
+  return rc;
+}
+
+/* {"conversationId":..,"audio":{"bytes":N,"url":".../audio"}}: audio of no conversation yet. */
+static char *ob_audio_data(const char *id, int64_t bytes, size_t *len) {
+  static const char hex[] = "0123456789ABCDEF";
+  char url[sizeof "/api/v1/conversations/" + 3 * MODEL_CONVERSATION_ID_MAX + sizeof "/audio"];
+  size_t n = (size_t)snprintf(url, sizeof url, "/api/v1/conversations/");
+  for (const unsigned char *p = (const unsigned char *)id; *p && n + 4 < sizeof url; p++) {
+    if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+        *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+      url[n++] = (char)*p;
+    } else {
+      url[n++] = '%';
+      url[n++] = hex[*p >> 4];
+      url[n++] = hex[*p & 15];
+    }
+  }
+  snprintf(url + n, sizeof url - n, "/audio");
+  json_t *o = json_pack("{s:s,s:{s:I,s:s}}", "conversationId", id, "audio", "bytes",
+                        (json_int_t)bytes, "url", url);
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (text) *len = strlen(text);
+  return text;
+}
+
+/* conversation.audio_added of an event that stored audio alone: the conversation as GET shows
+ * it when it has a row, else its audio alone. */
+static int ob_audio_only(struct sqlite_store *s, struct store_write *w) {
+  const char *id = w->event_conversation_id;
+  if (!id || !*id) return SQLITE_OK;
+  sqlite3_stmt *st = s->ob[OB_CONV_ROW];
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, 1);
+  struct ob_account a = {.has_id = false};
+  char *data = NULL;
+  size_t len = 0;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    struct store_conversation c;
+    enum store_status got = read_row(s->ring, st, &c);
+    ob_account_from(st, 2, 14, &a);
+    if (got == STORE_OK) data = render_conversation_detail(&c, &len);
+    free(c.body);
+    rc = got == STORE_OK      ? (data ? SQLITE_OK : SQLITE_NOMEM)
+         : got == STORE_RETRY ? SQLITE_NOMEM
+                              : OUTBOX_UNREADABLE;
+  } else if (rc == SQLITE_DONE) {
+    struct store_conversation c = {.audio_bytes = w->audio_len};
+    copy_text(c.conversation_id, sizeof c.conversation_id, (const unsigned char *)id);
+    data = ob_audio_data(id, w->audio_len, &len);
+    rc = data ? SQLITE_OK : texts_renderable(&c) ? SQLITE_NOMEM : ID_REFUSED;
+  }
+  ob_done(st);
+  if (rc == SQLITE_OK) rc = ob_insert(s, OUTBOX_AUDIO_ADDED, id, w->processed_us, data, len, &a);
+  free(data);
+  return rc;
+}
+
+/* Before an erasure: the account its conversation.deleted event is kept with. */
+static int ob_account_before_erase(struct sqlite_store *s, const char *id, struct ob_account *a) {
+  a->has_id = false;
+  a->sealed_len = 0;
+  sqlite3_stmt *st = s->ob[OB_ACCOUNT_OF];
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  bool found;
+  int rc = ob_step(st, &found);
+  if (found) ob_account_from(st, 0, 1, a);
+  ob_done(st);
+  return rc;
+}
+
+/* After an erasure that removed something: the conversation's earlier events and their
+ * deliveries go, and conversation.deleted is written. */
+static int ob_erased(struct sqlite_store *s, const char *id, bool expired,
+                     const struct ob_account *a) {
+  for (int i = OB_ERASE_EVENTS; i <= OB_ERASE_DELIVERIES; i++) {
+    sqlite3_bind_text(s->ob[i], 1, id, -1, SQLITE_STATIC);
+    int rc = step_done(s->ob[i]);
+    if (rc != SQLITE_OK) return rc;
+  }
+  size_t len;
+  char *data = outbox_deleted_data(id, expired, &len);
+  if (!data) return SQLITE_NOMEM;
+  int rc = ob_insert(s, OUTBOX_DELETED, id, time_now_us(), data, len, a);
+  free(data);
+  return rc;
+}
+
+/* A subscription's secret (col; sealed when key_col names a key) into out. */
+static bool sub_secret_read(const struct seal_ring *ring, sqlite3_stmt *st, int col, int key_col,
+                            const char *id, char *out, size_t cap) {
+  const void *v = sqlite3_column_blob(st, col);
+  size_t n = (size_t)sqlite3_column_bytes(st, col);
+  if (sqlite3_column_type(st, key_col) != SQLITE_NULL) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = store_seal_aad(aad, "subscriptions.secret", id, NULL);
+    return store_open_text(ring, aad, aad_len, v, n, out, cap);
+  }
+  if (!v || seal_is_sealed(v, n) || n >= cap || memchr(v, 0, n)) return false;
+  memcpy(out, v, n);
+  out[n] = '\0';
+  return true;
+}
+
+/* A subscription's account (col, sealed at sealed_col) into out: "" for every account. */
+static bool sub_account_read(const struct seal_ring *ring, sqlite3_stmt *st, int col,
+                             int sealed_col, const char *id, char *out, size_t cap) {
+  out[0] = '\0';
+  if (sqlite3_column_type(st, sealed_col) != SQLITE_NULL) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = store_seal_aad(aad, "subscriptions.account_id", id, NULL);
+    return store_open_id(ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
+                         (size_t)sqlite3_column_bytes(st, sealed_col), out, cap);
+  }
+  const unsigned char *v = sqlite3_column_text(st, col);
+  if (!v) return true;
+  copy_text(out, cap, v);
+  return store_id_sealable((const char *)v);
+}
+
+/* The account values an event must hold for a subscription of account (""): every account,
+ * NULL); as a JSON array of the id and its blind index under each key of the ring. */
+static int sub_accounts_json(const struct seal_ring *ring, const char *account, char **json) {
+  *json = NULL;
+  if (!*account) return SQLITE_OK;
+  const char *one[1] = {account};
+  *json = store_accounts_json_ring(ring, one, 1);
+  return *json ? SQLITE_OK : SQLITE_NOMEM;
+}
+
+/* Binds a subscription's account (sealed with a ring) at idx, sealed_idx. */
+static int bind_sub_account(struct sqlite_store *s, sqlite3_stmt *st, int idx, int sealed_idx,
+                            const struct subscription *sub, struct store_sealed_id *buf) {
+  if (!sub->account_id[0]) return SQLITE_OK; /* NULL: every account */
+  if (!store_id_sealable(sub->account_id)) return ID_REFUSED;
+  return bind_id(s, st, idx, sealed_idx, "subscriptions.account_id", sub->id, sub->account_id, buf);
+}
+
+static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
+  const struct subscription *sub = w->sub;
+  w->status = STORE_OK;
+  s->ob_notify = true; /* the dispatcher looks at its subscriptions again */
+  struct store_sealed_id account;
+  if (w->sub_create) {
+    sqlite3_stmt *st = s->ob[OB_SUB_INSERT];
+    int rc = bind_sub_account(s, st, 5, 6, sub, &account);
+    if (rc == SQLITE_OK)
+      rc = bind_sealable(s, st, 3, 14, "subscriptions.secret", sub->id, NULL, sub->secret,
+                         strlen(sub->secret));
+    if (rc != SQLITE_OK) {
+      sqlite3_clear_bindings(st);
+      return rc;
+    }
+    sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sub->url, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, sub->event_types);
+    sqlite3_bind_int(st, 7, sub->enabled);
+    sqlite3_bind_int(st, 8, sub->paused);
+    sqlite3_bind_int64(st, 9, sub->max_per_second);
+    sqlite3_bind_text(st, 10, sub->disabled_reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 11, sub->created_us);
+    sqlite3_bind_int64(st, 12, sub->updated_us);
+    sqlite3_bind_int64(st, 13, sub->last_success_us);
+    return step_done(st);
+  }
+  /* An update: the stored secret is kept (sealed again with the current key, like the account). */
+  sqlite3_stmt *st = s->ob[OB_SUB_STATE];
+  sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
+  bool found;
+  int rc = ob_step(st, &found);
+  char secret[OUTBOX_SECRET_MAX];
+  bool was_active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
+  bool opened = found && sub_secret_read(s->ring, st, 6, 7, sub->id, secret, sizeof secret);
+  ob_done(st);
+  if (rc != SQLITE_OK) return rc;
+  if (!found) {
+    w->status = STORE_NOT_FOUND;
+    return SQLITE_OK;
+  }
+  if (!opened) {
+    log_msg(LOG_ERROR, "the secret of subscription %s does not open", sub->id);
+    return OUTBOX_UNREADABLE;
+  }
+  st = s->ob[OB_SUB_UPDATE];
+  rc = bind_sub_account(s, st, 4, 5, sub, &account);
+  if (rc == SQLITE_OK)
+    rc =
+        bind_sealable(s, st, 11, 12, "subscriptions.secret", sub->id, NULL, secret, strlen(secret));
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(st);
+    return rc;
+  }
+  sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, sub->url, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, sub->event_types);
+  sqlite3_bind_int(st, 6, sub->enabled);
+  sqlite3_bind_int64(st, 7, sub->max_per_second);
+  sqlite3_bind_int(st, 8, sub->paused);
+  sqlite3_bind_text(st, 9, sub->disabled_reason, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 10, sub->updated_us);
+  rc = step_done(st);
+  if (rc != SQLITE_OK || was_active || !sub->enabled || sub->paused) return rc;
+  /* Active again: what waited is due at once. */
+  st = s->ob[OB_SUB_WAKE];
+  sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, time_now_us());
+  return step_done(st);
+}
+
+static int apply_sub_delete(struct sqlite_store *s, struct store_write *w) {
+  w->erased = 0;
+  int rc = SQLITE_OK;
+  for (int i = OB_SUB_DELETE; rc == SQLITE_OK && i <= OB_SUB_DEL_ATTEMPTS; i++) {
+    sqlite3_bind_text(s->ob[i], 1, w->sub_id, -1, SQLITE_STATIC);
+    rc = step_done(s->ob[i]);
+    if (rc == SQLITE_OK && i == OB_SUB_DELETE) w->erased = sqlite3_changes64(s->wdb);
+  }
+  s->ob_notify = true;
+  return rc;
+}
+
+static int apply_replay(struct sqlite_store *s, struct store_write *w) {
+  w->erased = 0;
+  w->status = STORE_OK;
+  sqlite3_stmt *st = s->ob[OB_SUB_STATE];
+  sqlite3_bind_text(st, 1, w->sub_id, -1, SQLITE_STATIC);
+  bool found;
+  int rc = ob_step(st, &found);
+  int64_t cursor = 0, types = 0;
+  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
+  bool opened = true;
+  if (found) {
+    cursor = sqlite3_column_int64(st, 2);
+    types = sqlite3_column_int64(st, 3);
+    opened = sub_account_read(s->ring, st, 4, 5, w->sub_id, account, sizeof account);
+  }
+  ob_done(st);
+  if (rc != SQLITE_OK) return rc;
+  if (!found) {
+    w->status = STORE_NOT_FOUND;
+    return SQLITE_OK;
+  }
+  if (!opened) {
+    log_msg(LOG_ERROR, "the account of subscription %s does not open", w->sub_id);
+    return OUTBOX_UNREADABLE;
+  }
+  char *accounts;
+  rc = sub_accounts_json(s->ring, account, &accounts);
+  if (rc != SQLITE_OK) return rc;
+  st = s->ob[OB_REPLAY];
+  sqlite3_bind_text(st, 1, w->sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, time_now_us());
+  sqlite3_bind_int64(st, 3, cursor);
+  sqlite3_bind_int64(st, 4, w->replay_since_us);
+  sqlite3_bind_int64(st, 5, types);
+  if (accounts) sqlite3_bind_text(st, 6, accounts, -1, SQLITE_STATIC);
+  rc = step_done(st);
+  free(accounts);
+  if (rc == SQLITE_OK) w->erased = sqlite3_changes64(s->wdb);
+  s->ob_notify = true;
+  return rc;
+}
+
+/* One subscription as fan-out sees it. */
+struct fan_sub {
+  char id[OUTBOX_SUB_ID_MAX];
+  int64_t cursor, types;
+  char *accounts; /* sub_accounts_json */
+};
+
+static int fanout_one(struct sqlite_store *s, const struct fan_sub *f, int64_t now, int64_t limit,
+                      int64_t *added) {
+  sqlite3_stmt *st = s->ob[OB_FAN_UPTO];
+  sqlite3_bind_int64(st, 1, f->cursor);
+  sqlite3_bind_int64(st, 2, limit);
+  bool found;
+  int rc = ob_step(st, &found);
+  bool any = found && sqlite3_column_type(st, 0) != SQLITE_NULL;
+  int64_t upto = any ? sqlite3_column_int64(st, 0) : 0;
+  ob_done(st);
+  if (rc != SQLITE_OK || !any) return rc;
+  st = s->ob[OB_FAN_INSERT];
+  sqlite3_bind_text(st, 1, f->id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, now);
+  sqlite3_bind_int64(st, 3, f->cursor);
+  sqlite3_bind_int64(st, 4, upto);
+  sqlite3_bind_int64(st, 5, f->types);
+  if (f->accounts) sqlite3_bind_text(st, 6, f->accounts, -1, SQLITE_STATIC);
+  rc = step_done(st);
+  if (rc != SQLITE_OK) return rc;
+  *added += sqlite3_changes64(s->wdb);
+  st = s->ob[OB_FAN_CURSOR];
+  sqlite3_bind_text(st, 1, f->id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, upto);
+  return step_done(st);
+}
+
+static int outbox_fanout(struct sqlite_store *s, struct store_outbox_work *o) {
+  struct fan_sub *subs = NULL;
+  size_t n = 0, cap = 0;
+  sqlite3_stmt *st = s->ob[OB_SUB_ALL];
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (n == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      struct fan_sub *more = realloc(subs, ncap * sizeof *more);
+      if (!more) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      subs = more;
+      cap = ncap;
+    }
+    struct fan_sub *f = &subs[n++];
+    copy_text(f->id, sizeof f->id, sqlite3_column_text(st, 0));
+    f->cursor = sqlite3_column_int64(st, 1);
+    f->types = sqlite3_column_int64(st, 2);
+    f->accounts = NULL;
+    char account[MODEL_ACCOUNT_ID_MAX + 1];
+    if (!sub_account_read(s->ring, st, 3, 4, f->id, account, sizeof account)) {
+      log_msg(LOG_ERROR, "the account of subscription %s does not open", f->id);
+      rc = OUTBOX_UNREADABLE;
+      break;
+    }
+    if ((rc = sub_accounts_json(s->ring, account, &f->accounts)) != SQLITE_OK) break;
+  }
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  int64_t limit = o->limit > 0 ? o->limit : 1000;
+  for (size_t i = 0; rc == SQLITE_OK && i < n; i++)
+    rc = fanout_one(s, &subs[i], o->now_us, limit, &o->added);
+  for (size_t i = 0; i < n; i++) free(subs[i].accounts);
+  free(subs);
+  return rc;
+}
+
+/* A row of the outbox layout (seq, event_id, type, conversation_id, created_us, data,
+ * sealed_with) into ev, its data opened. */
+static int read_outbox_row(const struct seal_ring *ring, sqlite3_stmt *st,
+                           struct store_outbox_event *ev) {
+  memset(ev, 0, sizeof *ev);
+  ev->seq = sqlite3_column_int64(st, 0);
+  copy_text(ev->id, sizeof ev->id, sqlite3_column_text(st, 1));
+  ev->type = sqlite3_column_int(st, 2);
+  copy_text(ev->conversation_id, sizeof ev->conversation_id, sqlite3_column_text(st, 3));
+  ev->created_us = sqlite3_column_int64(st, 4);
+  bool oom;
+  if (read_body(ring, sqlite3_column_type(st, 6) != SQLITE_NULL, "outbox_events.data", ev->id,
+                ev->conversation_id, sqlite3_column_blob(st, 5),
+                (size_t)sqlite3_column_bytes(st, 5), &ev->data, &ev->data_len, &oom))
+    return SQLITE_OK;
+  if (oom) return SQLITE_NOMEM;
+  (void)not_opened("outbox event", ev->id);
+  return OUTBOX_UNREADABLE;
+}
+
+static int64_t clamp_limit(int64_t limit, int64_t max) {
+  return limit < 1 ? 1 : limit > max ? max : limit;
+}
+
+static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
+  if (!o->sub_id) return OUTBOX_REFUSED;
+  sqlite3_stmt *st = s->ob[OB_SUB_STATE];
+  sqlite3_bind_text(st, 1, o->sub_id, -1, SQLITE_STATIC);
+  bool found;
+  int rc = ob_step(st, &found);
+  bool active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
+  ob_done(st);
+  if (rc != SQLITE_OK || !active) return rc;
+  int64_t limit = clamp_limit(o->limit, 1000);
+  o->jobs = calloc((size_t)limit, sizeof *o->jobs);
+  if (!o->jobs) return SQLITE_NOMEM;
+  size_t n = 0;
+  st = s->ob[OB_CLAIM_SELECT];
+  sqlite3_bind_text(st, 1, o->sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, o->now_us);
+  sqlite3_bind_int64(st, 3, limit);
+  while (n < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct store_delivery_job *j = &o->jobs[n++];
+    j->event.seq = sqlite3_column_int64(st, 0);
+    j->attempt = sqlite3_column_int(st, 1) + 1;
+    j->first_attempt_us = sqlite3_column_int64(st, 2);
+  }
+  ob_done(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
+  rc = SQLITE_OK;
+  int64_t until = o->now_us + o->lease_us;
+  for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+    struct store_delivery_job *j = &o->jobs[o->count];
+    int64_t seq = o->jobs[i].event.seq;
+    int attempt = o->jobs[i].attempt;
+    int64_t first = o->jobs[i].first_attempt_us;
+    st = s->ob[OB_EVENT_GET];
+    sqlite3_bind_int64(st, 1, seq);
+    rc = ob_step(st, &found);
+    if (rc == SQLITE_OK && found) {
+      rc = read_outbox_row(s->ring, st, &j->event);
+      if (rc == SQLITE_OK) {
+        copy_text(j->sub_id, sizeof j->sub_id, (const unsigned char *)o->sub_id);
+        j->attempt = attempt;
+        j->first_attempt_us = first;
+        o->count++;
+      }
+    }
+    ob_done(st);
+    if (rc != SQLITE_OK) break;
+    /* Leased; or, its event gone (never: erasure takes both), dropped. */
+    st = s->ob[found ? OB_CLAIM_LEASE : OB_FIN_DELETE];
+    sqlite3_bind_text(st, 1, o->sub_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, seq);
+    if (found) {
+      sqlite3_bind_text(st, 3, s->owner, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 4, until);
+    }
+    rc = step_done(st);
+  }
+  return rc;
+}
+
+/* Records one attempt. */
+static int record_attempt(struct sqlite_store *s, const struct store_delivery_result *r,
+                          int outcome) {
+  sqlite3_stmt *st = s->ob[OB_ATTEMPT_INSERT];
+  sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, r->seq);
+  sqlite3_bind_text(st, 3, r->event_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 4, r->type);
+  sqlite3_bind_int(st, 5, r->attempt);
+  sqlite3_bind_int(st, 6, r->status_code);
+  sqlite3_bind_int64(st, 7, r->latency_ms);
+  sqlite3_bind_int64(st, 8, r->at_us);
+  sqlite3_bind_int(st, 9, outcome);
+  sqlite3_bind_text(st, 10, r->response_head,
+                    (int)strnlen(r->response_head, OUTBOX_RESPONSE_HEAD_MAX), SQLITE_STATIC);
+  return step_done(st);
+}
+
+static int sub_simple(struct sqlite_store *s, enum ob_stmt i, const char *id, int64_t v) {
+  sqlite3_stmt *st = s->ob[i];
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  if (i == OB_SUB_SUCCESS) sqlite3_bind_int64(st, 2, v);
+  return step_done(st);
+}
+
+static int finish_one(struct sqlite_store *s, const struct store_delivery_result *r) {
+  sqlite3_stmt *st = s->ob[OB_FIN_GET];
+  sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, r->seq);
+  bool found;
+  int rc = ob_step(st, &found);
+  int attempts = found ? sqlite3_column_int(st, 0) : 0;
+  int64_t first = found ? sqlite3_column_int64(st, 1) : 0;
+  const unsigned char *owner = found ? sqlite3_column_text(st, 2) : NULL;
+  bool ours = owner && strcmp((const char *)owner, s->owner) == 0;
+  ob_done(st);
+  if (rc != SQLITE_OK || !ours) return rc; /* not ours (any more): ignored */
+  int state = 0, outcome = r->outcome;
+  int64_t next_at = r->next_at_us;
+  if (outcome != STORE_DELIVERY_RELEASE) {
+    attempts = r->attempt;
+    if (!first) first = r->first_attempt_us ? r->first_attempt_us : r->at_us;
+  }
+  switch (outcome) {
+    case DELIVERY_DELIVERED:
+      st = s->ob[OB_FIN_DELETE];
+      sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 2, r->seq);
+      rc = step_done(st);
+      if (rc == SQLITE_OK) rc = sub_simple(s, OB_SUB_SUCCESS, r->sub_id, r->at_us);
+      return rc == SQLITE_OK ? record_attempt(s, r, outcome) : rc;
+    case DELIVERY_FAILED: {
+      /* Exhausted: a dead letter when the subscription succeeded since this event's first
+       * attempt, else the subscription is paused and the event waits. */
+      st = s->ob[OB_SUB_LAST_SUCCESS];
+      sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
+      rc = ob_step(st, &found);
+      int64_t last_success = found ? sqlite3_column_int64(st, 0) : 0;
+      ob_done(st);
+      if (rc != SQLITE_OK) return rc;
+      if (last_success > 0 && last_success >= first) {
+        state = 1;
+      } else {
+        outcome = DELIVERY_PAUSED;
+        rc = sub_simple(s, OB_SUB_PAUSE, r->sub_id, 0);
+      }
+      break;
+    }
+    case DELIVERY_DISABLED:
+      rc = sub_simple(s, OB_SUB_DISABLE, r->sub_id, 0);
+      break;
+    case DELIVERY_PAUSED: /* the store decides that; taken as a retry */
+      outcome = DELIVERY_RETRY;
+      break;
+    case DELIVERY_RETRY:
+    case STORE_DELIVERY_RELEASE:
+      break;
+    default:
+      log_msg(LOG_ERROR, "a delivery result with outcome %d is ignored", outcome);
+      return SQLITE_OK;
+  }
+  if (rc != SQLITE_OK) return rc;
+  st = s->ob[OB_FIN_UPDATE];
+  sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, r->seq);
+  sqlite3_bind_int(st, 3, state);
+  sqlite3_bind_int(st, 4, attempts);
+  sqlite3_bind_int64(st, 5, first);
+  sqlite3_bind_int64(st, 6, next_at);
+  rc = step_done(st);
+  if (rc == SQLITE_OK && outcome != STORE_DELIVERY_RELEASE) rc = record_attempt(s, r, outcome);
+  return rc;
+}
+
+static int outbox_queue_read(struct sqlite_store *s, struct store_outbox_work *o) {
+  if (!o->cursor_name) return OUTBOX_REFUSED;
+  sqlite3_stmt *st = s->ob[OB_Q_CREATE];
+  sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
+  int rc = step_done(st);
+  if (rc != SQLITE_OK) return rc;
+  st = s->ob[OB_Q_LEASE];
+  sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, o->now_us + o->lease_us);
+  sqlite3_bind_int64(st, 4, o->now_us);
+  rc = sqlite3_step(st);
+  int64_t cursor = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  o->busy = rc == SQLITE_DONE;
+  if (rc == SQLITE_ROW) rc = sqlite3_step(st);
+  ob_done(st);
+  if (rc != SQLITE_DONE) return rc;
+  if (o->busy) return SQLITE_OK;
+  int64_t limit = clamp_limit(o->limit, 10000);
+  o->events = calloc((size_t)limit, sizeof *o->events);
+  if (!o->events) return SQLITE_NOMEM;
+  st = s->ob[OB_Q_READ];
+  sqlite3_bind_int64(st, 1, cursor);
+  sqlite3_bind_int64(st, 2, limit);
+  rc = SQLITE_OK;
+  while (rc == SQLITE_OK && o->count < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = read_outbox_row(s->ring, st, &o->events[o->count]);
+    if (rc == SQLITE_OK) o->count++;
+  }
+  ob_done(st);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+static int outbox_prune(struct sqlite_store *s, struct store_outbox_work *o) {
+  sqlite3_stmt *st = s->ob[OB_PRUNE_BOUND];
+  sqlite3_bind_int64(st, 1, o->before_us);
+  bool found;
+  int rc = ob_step(st, &found);
+  int64_t bound = found ? sqlite3_column_int64(st, 0) : 0;
+  ob_done(st);
+  if (rc != SQLITE_OK) return rc;
+  int64_t limit = clamp_limit(o->limit, 100000);
+  int64_t *seqs = calloc((size_t)limit, sizeof *seqs);
+  if (!seqs) return SQLITE_NOMEM;
+  size_t n = 0;
+  st = s->ob[OB_PRUNE_SELECT];
+  sqlite3_bind_int64(st, 1, bound);
+  sqlite3_bind_int64(st, 2, limit);
+  while (n < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    seqs[n++] = sqlite3_column_int64(st, 0);
+  ob_done(st);
+  rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+    for (int k = OB_PRUNE_EVENT; rc == SQLITE_OK && k <= OB_PRUNE_DEAD; k++) {
+      sqlite3_bind_int64(s->ob[k], 1, seqs[i]);
+      rc = step_done(s->ob[k]);
+      if (rc == SQLITE_OK && k == OB_PRUNE_EVENT) o->added += sqlite3_changes64(s->wdb);
+    }
+  }
+  free(seqs);
+  if (rc != SQLITE_OK) return rc;
+  /* Attempts: the oldest first (ids grow with time), up to the first one that is recent. */
+  st = s->ob[OB_PRUNE_ATT_SCAN];
+  sqlite3_bind_int64(st, 1, limit);
+  int64_t last = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_int64(st, 1) < o->before_us)
+    last = sqlite3_column_int64(st, 0);
+  ob_done(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
+  if (!last) return SQLITE_OK;
+  sqlite3_bind_int64(s->ob[OB_PRUNE_ATT_DELETE], 1, last);
+  rc = step_done(s->ob[OB_PRUNE_ATT_DELETE]);
+  if (rc == SQLITE_OK) o->added += sqlite3_changes64(s->wdb);
+  return rc;
+}
+
+static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
+  struct store_outbox_work *o = w->outbox;
+  if (!o) return OUTBOX_REFUSED;
+  store_jobs_free(o); /* what an earlier try of this batch read */
+  o->added = 0;
+  o->busy = false;
+  int rc;
+  switch (o->op) {
+    case STORE_OUTBOX_FANOUT:
+      return outbox_fanout(s, o);
+    case STORE_OUTBOX_CLAIM:
+      rc = outbox_claim(s, o);
+      break;
+    case STORE_OUTBOX_FINISH:
+      rc = SQLITE_OK;
+      for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++)
+        rc = finish_one(s, &o->results[i]);
+      return rc;
+    case STORE_OUTBOX_QUEUE_READ:
+      rc = outbox_queue_read(s, o);
+      break;
+    case STORE_OUTBOX_QUEUE_ADVANCE: {
+      if (!o->cursor_name) return OUTBOX_REFUSED;
+      sqlite3_stmt *st = s->ob[OB_Q_ADVANCE];
+      sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, o->upto_seq);
+      return step_done(st);
+    }
+    case STORE_OUTBOX_PRUNE:
+      return outbox_prune(s, o);
+    default:
+      return OUTBOX_REFUSED;
+  }
+  if (rc != SQLITE_OK) store_jobs_free(o);
+  return rc;
+}
+
+/* At open: one process per file, so no lease held now is anyone's. */
+static bool clear_leases(struct sqlite_store *s, char *err, size_t errlen) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->wdb,
+                         "UPDATE sub_deliveries SET lease_owner = NULL, lease_until_us = 0, "
+                         "next_at_us = ?1 WHERE lease_owner IS NOT NULL",
+                         -1, &st, NULL) != SQLITE_OK) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
+    return false;
+  }
+  sqlite3_bind_int64(st, 1, time_now_us());
+  int rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return (rc == SQLITE_DONE ||
+          (snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb)), false)) &&
+         exec(s->wdb,
+              "UPDATE outbox_cursors SET lease_owner = NULL, lease_until_us = 0 "
+              "WHERE lease_owner IS NOT NULL",
+              err, errlen);
+}
+
+/* ---------- the outbox: reencrypt ---------- */
+
+/* A sealable value of a row being resealed, opened (into the writer's open buffer) when sealed:
+ * *v, *len then point at the plaintext. False when it does not open or is sealed yet not marked
+ * so. */
+static bool reseal_open_value(struct sqlite_store *s, const char *aad, size_t aad_len, bool sealed,
+                              const void **v, size_t *len) {
+  if (!*v) *v = "";
+  if (!sealed) return !seal_is_sealed(*v, *len);
+  size_t plain = seal_plain_len(*v, *len), got = 0;
+  if (!store_seal_buf_reserve(&s->open_buf, plain + 1) ||
+      !seal_open(s->ring, aad, aad_len, *v, *len, s->open_buf.data, &got) || got != plain)
+    return false;
+  *v = s->open_buf.data;
+  *len = got;
+  return true;
+}
+
+/* An account kept with an outbox event or a subscription (col, sealed at sealed_col) as
+ * plaintext into out (*v NULL when none). */
+static bool reseal_account(struct sqlite_store *s, sqlite3_stmt *st, int col, int sealed_col,
+                           const char *what, const char *pk, char *out, size_t cap,
+                           const char **v) {
+  *v = NULL;
+  if (sqlite3_column_type(st, sealed_col) != SQLITE_NULL) {
+    char aad[STORE_AAD_MAX];
+    size_t aad_len = store_seal_aad(aad, what, pk, NULL);
+    if (!store_open_id(s->ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
+                       (size_t)sqlite3_column_bytes(st, sealed_col), out, cap))
+      return false;
+    *v = out;
+    return true;
+  }
+  const unsigned char *text = sqlite3_column_text(st, col);
+  if (!text) return true;
+  if (!store_id_sealable((const char *)text)) return false;
+  copy_text(out, cap, text);
+  *v = out;
+  return true;
+}
+
+static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes) {
+  sqlite3_stmt *get = s->w_reseal_get[RESEAL_OUTBOX];
+  bind_pk(get, 1, RESEAL_OUTBOX, key);
+  int rc = sqlite3_step(get);
+  if (rc != SQLITE_ROW) {
+    ob_done(get);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+  char event_id[OUTBOX_EVENT_ID_MAX], conv[MODEL_CONVERSATION_ID_MAX + 1];
+  char account[MODEL_ACCOUNT_ID_MAX + 1];
+  copy_text(event_id, sizeof event_id, sqlite3_column_text(get, 0));
+  copy_text(conv, sizeof conv, sqlite3_column_text(get, 1));
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, "outbox_events.data", event_id, conv), len;
+  const void *data = sqlite3_column_blob(get, 2);
+  len = (size_t)sqlite3_column_bytes(get, 2);
+  const char *acc;
+  struct store_sealed_id sid = {.len = 0};
+  bool ok =
+      reseal_account(s, get, 4, 5, "conversations.account_id", conv, account, sizeof account,
+                     &acc) &&
+      store_seal_id(s->ring, "conversations.account_id", conv, acc, &sid) &&
+      reseal_open_value(s, aad, aad_len, sqlite3_column_type(get, 3) != SQLITE_NULL, &data, &len);
+  const unsigned char *sealed =
+      ok ? store_seal_into(&s->seal_buf, s->ring, aad, aad_len, data, len, &len) : NULL;
+  ob_done(get);
+  if (!sealed) {
+    log_msg(LOG_ERROR, "reencrypt: outbox event %s does not open", key);
+    return RESEAL_FAILED;
+  }
+  *bytes += (int64_t)len;
+  sqlite3_stmt *put = s->w_reseal_put[RESEAL_OUTBOX];
+  bind_pk(put, 1, RESEAL_OUTBOX, key);
+  sqlite3_bind_blob64(put, 2, sealed, len, SQLITE_STATIC);
+  sqlite3_bind_text(put, 3, s->key0, -1, SQLITE_STATIC);
+  if (sid.len) {
+    sqlite3_bind_text(put, 4, sid.index, STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
+    sqlite3_bind_blob(put, 5, sid.sealed, (int)sid.len, SQLITE_STATIC);
+  }
+  return step_done(put);
+}
+
+static int reseal_subscription(struct sqlite_store *s, const char *id) {
+  sqlite3_stmt *get = s->w_reseal_get[RESEAL_SUBS];
+  sqlite3_bind_text(get, 1, id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(get);
+  if (rc != SQLITE_ROW) {
+    ob_done(get);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+  char secret[OUTBOX_SECRET_MAX], account[MODEL_ACCOUNT_ID_MAX + 1];
+  const char *acc;
+  struct store_sealed_id sid = {.len = 0};
+  bool ok =
+      sub_secret_read(s->ring, get, 0, 1, id, secret, sizeof secret) &&
+      reseal_account(s, get, 2, 3, "subscriptions.account_id", id, account, sizeof account, &acc) &&
+      store_seal_id(s->ring, "subscriptions.account_id", id, acc, &sid);
+  ob_done(get);
+  if (!ok) {
+    log_msg(LOG_ERROR, "reencrypt: the secret or account of subscription %s does not open", id);
+    return RESEAL_FAILED;
+  }
+  sqlite3_stmt *put = s->w_reseal_put[RESEAL_SUBS];
+  rc = bind_sealable(s, put, 2, 3, "subscriptions.secret", id, NULL, secret, strlen(secret));
+  if (rc != SQLITE_OK) {
+    sqlite3_clear_bindings(put);
+    return rc;
+  }
+  sqlite3_bind_text(put, 1, id, -1, SQLITE_STATIC);
+  if (sid.len) {
+    sqlite3_bind_text(put, 4, sid.index, STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
+    sqlite3_bind_blob(put, 5, sid.sealed, (int)sid.len, SQLITE_STATIC);
+  }
+  return step_done(put);
+}
+
+/* ---------- the outbox: readers ---------- */
+
+#define SUB_COLUMNS                                                                             \
+  "id, url, secret, event_types, account_id, account_sealed, enabled, paused, max_per_second, " \
+  "disabled_reason, created_us, updated_us, last_success_us, sealed_with"
+
+static const char *const or_sql[OR_COUNT] = {
+    [OR_SUB_GET] = "SELECT " SUB_COLUMNS " FROM subscriptions WHERE id = ?1",
+    [OR_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY created_us, id",
+    [OR_ATTEMPTS] =
+        "SELECT id, event_id, type, attempt, status_code, latency_ms, at_us, outcome, "
+        "response_head FROM delivery_attempts WHERE sub_id = ?1 AND id < ?2 "
+        "ORDER BY id DESC LIMIT ?3",
+    [OR_PENDING] = "SELECT COUNT(*), MIN(seq) FROM sub_deliveries WHERE state = 0",
+    [OR_CREATED] = "SELECT created_us FROM outbox_events WHERE seq = ?1",
+    [OR_DEAD] = "SELECT COUNT(*) FROM sub_deliveries WHERE state = 1",
+    [OR_CURSOR] = "SELECT seq FROM outbox_cursors WHERE name = ?1",
+    [OR_QUEUE_COUNT] = "SELECT COUNT(*) FROM outbox_events WHERE seq > ?1",
+    [OR_QUEUE_OLDEST] = "SELECT created_us FROM outbox_events WHERE seq > ?1 ORDER BY seq LIMIT 1",
+};
+
+/* The reader's statement i, prepared on first use. */
+static sqlite3_stmt *or_stmt(struct reader *r, enum ob_read_stmt i) {
+  if (!r->ob[i]) (void)prepare(r->db, or_sql[i], &r->ob[i]);
+  return r->ob[i];
+}
+
+static enum store_status read_sub(const struct seal_ring *ring, sqlite3_stmt *st,
+                                  struct subscription *out) {
+  memset(out, 0, sizeof *out);
+  copy_text(out->id, sizeof out->id, sqlite3_column_text(st, 0));
+  copy_text(out->url, sizeof out->url, sqlite3_column_text(st, 1));
+  if (!sub_secret_read(ring, st, 2, 13, out->id, out->secret, sizeof out->secret) ||
+      !sub_account_read(ring, st, 4, 5, out->id, out->account_id, sizeof out->account_id))
+    return not_opened("secret or account", out->id);
+  out->event_types = (unsigned)sqlite3_column_int64(st, 3);
+  out->enabled = sqlite3_column_int(st, 6) != 0;
+  out->paused = sqlite3_column_int(st, 7) != 0;
+  out->max_per_second = sqlite3_column_int64(st, 8);
+  copy_text(out->disabled_reason, sizeof out->disabled_reason, sqlite3_column_text(st, 9));
+  out->created_us = sqlite3_column_int64(st, 10);
+  out->updated_us = sqlite3_column_int64(st, 11);
+  out->last_success_us = sqlite3_column_int64(st, 12);
+  return STORE_OK;
+}
+
+static enum store_status sqlite_sub_get(struct store *base, const char *id,
+                                        struct subscription *out) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  sqlite3_stmt *st = r ? or_stmt(r, OR_SUB_GET) : NULL;
+  if (!st) return STORE_RETRY;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  enum store_status result = rc == SQLITE_ROW    ? read_sub(r->ring, st, out)
+                             : rc == SQLITE_DONE ? STORE_NOT_FOUND
+                                                 : status_of(rc);
+  ob_done(st);
+  return result;
+}
+
+static enum store_status sqlite_sub_list(struct store *base, struct subscription **out,
+                                         size_t *count) {
+  *out = NULL;
+  *count = 0;
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  sqlite3_stmt *st = r ? or_stmt(r, OR_SUB_LIST) : NULL;
+  if (!st) return STORE_RETRY;
+  size_t cap = 0;
+  enum store_status result = STORE_OK;
+  int rc = SQLITE_DONE;
+  while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (*count == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      struct subscription *more = realloc(*out, ncap * sizeof *more);
+      if (!more) {
+        result = STORE_RETRY;
+        break;
+      }
+      *out = more;
+      cap = ncap;
+    }
+    result = read_sub(r->ring, st, &(*out)[(*count)++]);
+  }
+  if (result == STORE_OK && rc != SQLITE_DONE) result = status_of(rc);
+  ob_done(st);
+  if (result != STORE_OK) {
+    free(*out);
+    *out = NULL;
+    *count = 0;
+  }
+  return result;
+}
+
+static enum store_status sqlite_attempt_list(struct store *base, const char *sub_id,
+                                             int64_t before_id, int64_t limit,
+                                             struct store_attempt_page *out) {
+  out->items = NULL;
+  out->count = 0;
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  sqlite3_stmt *st = r ? or_stmt(r, OR_ATTEMPTS) : NULL;
+  if (!st) return STORE_RETRY;
+  limit = clamp_limit(limit, 1001);
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
+  sqlite3_bind_int64(st, 3, limit);
+  enum store_status result = STORE_OK;
+  size_t cap = 0;
+  int rc = SQLITE_DONE;
+  while ((int64_t)out->count < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (out->count == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      struct store_attempt *more = realloc(out->items, ncap * sizeof *more);
+      if (!more) {
+        result = STORE_RETRY;
+        break;
+      }
+      out->items = more;
+      cap = ncap;
+    }
+    struct store_attempt *a = &out->items[out->count++];
+    memset(a, 0, sizeof *a);
+    a->id = sqlite3_column_int64(st, 0);
+    copy_text(a->event_id, sizeof a->event_id, sqlite3_column_text(st, 1));
+    a->type = sqlite3_column_int(st, 2);
+    a->attempt = sqlite3_column_int(st, 3);
+    a->status_code = sqlite3_column_int(st, 4);
+    a->latency_ms = sqlite3_column_int64(st, 5);
+    a->at_us = sqlite3_column_int64(st, 6);
+    a->outcome = sqlite3_column_int(st, 7);
+    copy_text(a->response_head, sizeof a->response_head, sqlite3_column_text(st, 8));
+  }
+  if (result == STORE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE) result = status_of(rc);
+  ob_done(st);
+  if (result != STORE_OK) {
+    free(out->items);
+    out->items = NULL;
+    out->count = 0;
+  }
+  return result;
+}
+
+/* Steps st (bound) for one row of integers: cols into v (NULL columns 0). */
+static int or_ints(sqlite3_stmt *st, int64_t *v, int cols) {
+  int rc = sqlite3_step(st);
+  for (int i = 0; i < cols; i++) v[i] = rc == SQLITE_ROW ? sqlite3_column_int64(st, i) : 0;
+  sqlite3_reset(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static enum store_status sqlite_outbox_stats(struct store *base, const char *cursor_name,
+                                             struct store_outbox_stats *out) {
+  memset(out, 0, sizeof *out);
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  for (int i = OR_PENDING; i <= OR_QUEUE_OLDEST; i++)
+    if (!or_stmt(r, (enum ob_read_stmt)i)) return STORE_RETRY;
+  /* One read transaction: numbers of one moment. */
+  if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return STORE_RETRY;
+  int64_t v[2];
+  int rc = or_ints(r->ob[OR_PENDING], v, 2);
+  out->pending_deliveries = v[0];
+  if (rc == SQLITE_OK && v[0]) {
+    sqlite3_bind_int64(r->ob[OR_CREATED], 1, v[1]);
+    rc = or_ints(r->ob[OR_CREATED], &out->oldest_pending_us, 1);
+  }
+  if (rc == SQLITE_OK) rc = or_ints(r->ob[OR_DEAD], &out->dead_letters, 1);
+  if (rc == SQLITE_OK && cursor_name) {
+    int64_t cursor;
+    sqlite3_bind_text(r->ob[OR_CURSOR], 1, cursor_name, -1, SQLITE_STATIC);
+    rc = or_ints(r->ob[OR_CURSOR], &cursor, 1);
+    for (int i = OR_QUEUE_COUNT; rc == SQLITE_OK && i <= OR_QUEUE_OLDEST; i++) {
+      sqlite3_bind_int64(r->ob[i], 1, cursor);
+      rc = or_ints(r->ob[i], i == OR_QUEUE_COUNT ? &out->queue_backlog : &out->oldest_queue_us, 1);
+    }
+  }
+  for (int i = OR_PENDING; i <= OR_QUEUE_OLDEST; i++) sqlite3_clear_bindings(r->ob[i]);
+  sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+  return rc == SQLITE_OK ? STORE_OK : status_of(rc);
+}
+
+static void sqlite_set_outbox_notify(struct store *base, void (*notify)(void *cls), void *cls) {
+  struct sqlite_store *s = (struct sqlite_store *)base;
+  s->notify = notify;
+  s->notify_cls = cls;
+}
+
 /* ---------- lifecycle ---------- */
 
 static void writer_finalize(struct sqlite_store *s) {
@@ -2073,6 +3496,7 @@ static void writer_finalize(struct sqlite_store *s) {
                          s->w_audit_set,  s->w_record_key,   s->w_reseal_left, s->w_retire_keys};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
+  for (int i = 0; i < OB_COUNT; i++) sqlite3_finalize(s->ob[i]);
   for (int t = 0; t < RESEAL_TABLES; t++) {
     sqlite3_finalize(s->w_reseal_scan[t]);
     sqlite3_finalize(s->w_reseal_get[t]);
@@ -2441,6 +3865,11 @@ static const struct store_ops sqlite_ops = {
     .audit_list = sqlite_audit_list,
     .audit_head = sqlite_audit_head,
     .set_ring = sqlite_set_ring,
+    .sub_get = sqlite_sub_get,
+    .sub_list = sqlite_sub_list,
+    .attempt_list = sqlite_attempt_list,
+    .outbox_stats = sqlite_outbox_stats,
+    .set_outbox_notify = sqlite_set_outbox_notify,
     .close = sqlite_close,
 };
 
@@ -2457,8 +3886,13 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
       !exec(s->wdb, "PRAGMA secure_delete = ON", err, errlen) ||
       !exec(s->wdb, "PRAGMA wal_autocheckpoint = 0", err, errlen) ||
       !exec(s->wdb, "PRAGMA journal_size_limit = 16777216", err, errlen) ||
-      !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen))
+      !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen) ||
+      !clear_leases(s, err, errlen))
     return false;
+  if (!crypto_random_hex(s->owner, sizeof s->owner, 8)) {
+    snprintf(err, errlen, "cannot draw the store's random lease owner id");
+    return false;
+  }
   if (!prepare_writer(s)) {
     snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
     return false;

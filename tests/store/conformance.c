@@ -3566,6 +3566,793 @@ static void test_pg_reencrypt_rotates_while_another_instance_writes(void **state
   seal_ring_free(other);
 }
 
+/* ---------- the outbox (issue 10; store.h "The outbox") ----------
+ * Every test makes its own subscriptions (which only see events committed after they exist) and
+ * deletes them at its end, so tests never see each other's deliveries. */
+
+#define OB_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw/Y4MtL5gG3Q="
+#define OB_LEASE_US (60LL * 1000000LL)
+#define OB_ALL_TYPES OUTBOX_TYPES_ALL
+
+static struct subscription ob_sub(unsigned types, const char *account) {
+  struct subscription s;
+  memset(&s, 0, sizeof s);
+  char hex[25];
+  assert_true(crypto_random_hex(hex, sizeof hex, 12));
+  snprintf(s.id, sizeof s.id, "sub_%s", hex);
+  snprintf(s.url, sizeof s.url, "https://example.com/hooks/%s?x=1", hex);
+  snprintf(s.secret, sizeof s.secret, "%s", OB_SECRET);
+  s.event_types = types;
+  snprintf(s.account_id, sizeof s.account_id, "%s", account ? account : "");
+  s.enabled = true;
+  s.created_us = s.updated_us = time_now_us();
+  return s;
+}
+
+/* A subscription write (SUB_PUT, SUB_DELETE, REPLAY); its status, *erased its count. */
+static enum store_status ob_sub_write(enum store_write_kind kind, const struct subscription *sub,
+                                      bool create, const char *id, int64_t since, int64_t *erased) {
+  struct store_write w;
+  memset(&w, 0, sizeof w);
+  w.kind = kind;
+  w.sub = sub;
+  w.sub_create = create;
+  w.sub_id = id;
+  w.replay_since_us = since;
+  w.audio_fd = -1;
+  store_submit_wait(B->store, &w);
+  if (erased) *erased = w.erased;
+  return w.status;
+}
+
+static void ob_sub_create(struct subscription *s) {
+  assert_int_equal(ob_sub_write(STORE_WRITE_SUB_PUT, s, true, NULL, 0, NULL), STORE_OK);
+}
+
+static void ob_sub_update(const struct subscription *s) {
+  assert_int_equal(ob_sub_write(STORE_WRITE_SUB_PUT, s, false, NULL, 0, NULL), STORE_OK);
+}
+
+static void ob_sub_delete(const char *id) {
+  int64_t n = -1;
+  assert_int_equal(ob_sub_write(STORE_WRITE_SUB_DELETE, NULL, false, id, 0, &n), STORE_OK);
+  assert_int_equal(n, 1);
+}
+
+static struct subscription ob_sub_read(const char *id) {
+  struct subscription s;
+  assert_int_equal(store_sub_get(B->store, id, &s), STORE_OK);
+  return s;
+}
+
+static void ob_run(struct store_outbox_work *o) {
+  struct store_write w;
+  memset(&w, 0, sizeof w);
+  w.kind = STORE_WRITE_OUTBOX;
+  w.outbox = o;
+  w.audio_fd = -1;
+  store_submit_wait(B->store, &w);
+  assert_int_equal(w.status, STORE_OK);
+}
+
+static int64_t ob_fanout(int64_t now) {
+  struct store_outbox_work o = {.op = STORE_OUTBOX_FANOUT, .now_us = now, .limit = 100000};
+  ob_run(&o);
+  return o.added;
+}
+
+/* Leases up to limit due deliveries of sub at now (free with store_jobs_free). */
+static struct store_outbox_work ob_claim(const char *sub, int64_t now, int64_t lease,
+                                         int64_t limit) {
+  struct store_outbox_work o = {
+      .op = STORE_OUTBOX_CLAIM, .now_us = now, .lease_us = lease, .limit = limit, .sub_id = sub};
+  ob_run(&o);
+  return o;
+}
+
+static struct store_delivery_result ob_result(const struct store_delivery_job *j, int outcome,
+                                              int status, int64_t at, int64_t next_at) {
+  struct store_delivery_result r;
+  memset(&r, 0, sizeof r);
+  snprintf(r.sub_id, sizeof r.sub_id, "%s", j->sub_id);
+  r.seq = j->event.seq;
+  snprintf(r.event_id, sizeof r.event_id, "%s", j->event.id);
+  r.type = j->event.type;
+  r.attempt = j->attempt;
+  r.at_us = at;
+  r.status_code = status;
+  r.latency_ms = 12;
+  snprintf(r.response_head, sizeof r.response_head, "answer %d", status);
+  r.outcome = outcome;
+  r.first_attempt_us = j->first_attempt_us ? j->first_attempt_us : at;
+  r.next_at_us = next_at;
+  return r;
+}
+
+static void ob_finish(const struct store_delivery_job *j, int outcome, int status, int64_t at,
+                      int64_t next_at) {
+  struct store_delivery_result r = ob_result(j, outcome, status, at, next_at);
+  struct store_outbox_work o = {.op = STORE_OUTBOX_FINISH, .results = &r, .nresults = 1};
+  ob_run(&o);
+}
+
+/* One event as a subscriber got it. */
+struct ob_got {
+  int64_t seq;
+  int type;
+  char id[OUTBOX_EVENT_ID_MAX];
+  char conv[MODEL_CONVERSATION_ID_MAX + 1];
+  char *data;
+  int attempt;
+};
+
+struct ob_gots {
+  struct ob_got *items;
+  size_t n;
+};
+
+static void ob_gots_free(struct ob_gots *g) {
+  for (size_t i = 0; i < g->n; i++) free(g->items[i].data);
+  free(g->items);
+  memset(g, 0, sizeof *g);
+}
+
+static int ob_got_cmp(const void *a, const void *b) {
+  const struct ob_got *x = a, *y = b;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void ob_keep(struct ob_gots *g, const struct store_delivery_job *j) {
+  g->items = realloc(g->items, (g->n + 1) * sizeof *g->items);
+  assert_non_null(g->items);
+  struct ob_got *e = &g->items[g->n++];
+  e->seq = j->event.seq;
+  e->type = j->event.type;
+  snprintf(e->id, sizeof e->id, "%s", j->event.id);
+  snprintf(e->conv, sizeof e->conv, "%s", j->event.conversation_id);
+  e->data = strndup(j->event.data, j->event.data_len);
+  assert_non_null(e->data);
+  assert_int_equal(strlen(e->data), j->event.data_len);
+  e->attempt = j->attempt;
+}
+
+/* Fans out and delivers (finished as delivered) everything due to sub until nothing is left;
+ * what arrived, in outbox order. */
+static struct ob_gots ob_drain(const char *sub) {
+  struct ob_gots g = {NULL, 0};
+  for (int round = 0; round < 1000; round++) {
+    (void)ob_fanout(time_now_us());
+    int64_t now = time_now_us();
+    struct store_outbox_work o = ob_claim(sub, now, OB_LEASE_US, 1000);
+    if (!o.count) {
+      store_jobs_free(&o);
+      if (g.n) qsort(g.items, g.n, sizeof *g.items, ob_got_cmp);
+      return g;
+    }
+    struct store_delivery_result *r = calloc(o.count, sizeof *r);
+    assert_non_null(r);
+    for (size_t i = 0; i < o.count; i++) {
+      assert_string_equal(o.jobs[i].sub_id, sub);
+      ob_keep(&g, &o.jobs[i]);
+      r[i] = ob_result(&o.jobs[i], DELIVERY_DELIVERED, 200, now, 0);
+    }
+    struct store_outbox_work f = {.op = STORE_OUTBOX_FINISH, .results = r, .nresults = o.count};
+    ob_run(&f);
+    free(r);
+    store_jobs_free(&o);
+  }
+  fail_msg("a subscription's deliveries never ran out");
+  return g;
+}
+
+/* The conversation as GET /api/v1/conversations/{id} shows it now. */
+static char *ob_get_rendered(const char *id) {
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, id, true, &c), STORE_OK);
+  size_t len;
+  char *text = render_conversation_detail(&c, &len);
+  assert_non_null(text);
+  free(c.body);
+  return text;
+}
+
+static void ob_check(const struct ob_got *e, int type, const char *conv) {
+  if (e->type != type || strcmp(e->conv, conv) != 0)
+    fail_msg("event %lld: %s of %s, expected %s of %s", (long long)e->seq,
+             outbox_type_name(e->type), e->conv, outbox_type_name(type), conv);
+  assert_int_equal(strlen(e->id), 36);
+  assert_memory_equal(e->id, "evt_", 4);
+  for (size_t i = 4; i < 36; i++) assert_non_null(strchr("0123456789abcdef", e->id[i]));
+}
+
+static int ob_notified;
+static void ob_count_notify(void *cls) {
+  (void)cls;
+  __atomic_add_fetch(&ob_notified, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Each change writes its event, in its transaction, once: a redelivery none; its data is the
+ * conversation as GET shows it after that change. */
+static void test_outbox_every_change_writes_its_event(void **state) {
+  (void)state;
+  char tag[16], a[64], b[64], c[64], d[64], e[64];
+  new_tag(tag);
+  snprintf(a, sizeof a, "ob-a-%s", tag);
+  snprintf(b, sizeof b, "ob-b-%s", tag);
+  snprintf(c, sizeof c, "ob-c-%s", tag);
+  snprintf(d, sizeof d, "ob d/%s", tag); /* a path segment to escape */
+  snprintf(e, sizeof e, "ob-e-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  B->store->ops->set_outbox_notify(B->store, ob_count_notify, NULL);
+  int notified0 = __atomic_load_n(&ob_notified, __ATOMIC_SEQ_CST);
+
+  char *a1 = conv_body(a, "a@example.com", "acc", 1, NULL),
+       *a2 = conv_body(a, "a@example.com", "acc", 2, NULL);
+  (void)put_ok(a1);
+  assert_true(__atomic_load_n(&ob_notified, __ATOMIC_SEQ_CST) > notified0);
+  assert_true(put_ok(a1).duplicate); /* no event */
+  (void)put_ok(a2);
+  char *a_after_v2 = ob_get_rendered(a);
+  /* an ElevenLabs event with its conversation, then the same event again */
+  char *bseed = conv_body(b, "b@example.com", "acc", 2, NULL);
+  char *bev = event_json("post_call_transcription", b, NULL);
+  for (int i = 0; i < 2; i++) {
+    struct pending *p = event_new(b, "post_call_transcription", bev, bseed);
+    p->in.status = "completed";
+    assert_int_equal(submit_ok(p).duplicate, i == 1);
+  }
+  char *b_before_audio = ob_get_rendered(b);
+  /* a failed call */
+  char *cseed = conv_body(c, "c@example.com", "acc", 0, NULL);
+  char *cev = event_json("call_initiation_failure", c, NULL);
+  struct pending *p = event_new(c, "call_initiation_failure", cev, cseed);
+  p->in.status = "failed";
+  p->in.failure_reason = "busy";
+  (void)submit_ok(p);
+  /* audio of no conversation, then audio of b */
+  int fd = audio_file(100, 1);
+  (void)put_audio(d, fd, 100, NULL);
+  close(fd);
+  fd = audio_file(300, 2);
+  (void)put_audio(b, fd, 300, NULL);
+  close(fd);
+  /* a conversation and its audio in one event */
+  char *eseed = conv_body(e, "e@example.com", "acc", 1, NULL);
+  char *eev = event_json("post_call_audio", e, NULL);
+  p = event_new(e, "post_call_audio", eev, eseed);
+  p->in.status = "completed";
+  fd = audio_file(50, 3);
+  p->w.audio_fd = fd;
+  p->w.audio_len = 50;
+  p->w.event_audio_at = 10;
+  (void)submit_ok(p);
+  close(fd);
+  /* none: an event naming no conversation, a probe */
+  char *none = event_json("x", "", NULL);
+  (void)submit_ok(event_new("", "x", none, NULL));
+  p = probe_new();
+  store_submit(B->store, &p->w);
+  wait_done(p);
+  pending_free(p);
+
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 8);
+  ob_check(&g.items[0], OUTBOX_CREATED, a);
+  ob_check(&g.items[1], OUTBOX_UPDATED, a);
+  ob_check(&g.items[2], OUTBOX_CREATED, b);
+  ob_check(&g.items[3], OUTBOX_FAILED, c);
+  ob_check(&g.items[4], OUTBOX_AUDIO_ADDED, d);
+  ob_check(&g.items[5], OUTBOX_AUDIO_ADDED, b);
+  ob_check(&g.items[6], OUTBOX_CREATED, e);
+  ob_check(&g.items[7], OUTBOX_AUDIO_ADDED, e);
+  for (size_t i = 0; i < g.n; i++) {
+    assert_int_equal(g.items[i].attempt, 1);
+    for (size_t k = 0; k < i; k++) assert_string_not_equal(g.items[i].id, g.items[k].id);
+  }
+  /* data: the conversation as GET showed it right after that change */
+  assert_non_null(strstr(g.items[0].data, "\"messageCount\":1"));
+  assert_string_equal(g.items[1].data, a_after_v2);
+  assert_string_equal(g.items[2].data, b_before_audio);
+  assert_null(strstr(g.items[2].data, "\"audio\""));
+  char *now_b = ob_get_rendered(b), *now_c = ob_get_rendered(c), *now_e = ob_get_rendered(e);
+  assert_string_equal(g.items[3].data, now_c);
+  assert_non_null(strstr(now_c, "\"failureReason\":\"busy\""));
+  char want_d[256];
+  snprintf(want_d, sizeof want_d,
+           "{\"conversationId\":\"%s\",\"audio\":{\"bytes\":100,\"url\":"
+           "\"/api/v1/conversations/ob%%20d%%2F%s/audio\"}}",
+           d, tag);
+  assert_string_equal(g.items[4].data, want_d);
+  assert_string_equal(g.items[5].data, now_b);
+  assert_non_null(strstr(now_b, "\"audio\":{\"bytes\":300"));
+  assert_string_equal(g.items[6].data, now_e);
+  assert_string_equal(g.items[7].data, now_e);
+  ob_gots_free(&g);
+  B->store->ops->set_outbox_notify(B->store, NULL, NULL);
+  ob_sub_delete(sub.id);
+  free(a1);
+  free(a2);
+  free(a_after_v2);
+  free(bseed);
+  free(bev);
+  free(b_before_audio);
+  free(cseed);
+  free(cev);
+  free(eseed);
+  free(eev);
+  free(none);
+  free(now_b);
+  free(now_c);
+  free(now_e);
+}
+
+/* Subscriptions: read back as written (secret included), listed oldest first, replaced, deleted
+ * with their deliveries; each change audited in its transaction. */
+static void test_outbox_subscriptions_round_trip(void **state) {
+  (void)state;
+  char tag[16], account[64];
+  new_tag(tag);
+  snprintf(account, sizeof account, "acct-%s", tag);
+  int64_t h0 = audit_head_id();
+  struct audit_who who = who_of(tag, "sub");
+  struct subscription s1 = ob_sub((1u << OUTBOX_CREATED) | (1u << OUTBOX_DELETED), account);
+  s1.max_per_second = 7;
+  struct subscription s2 = ob_sub(OB_ALL_TYPES, NULL);
+  s2.created_us = s1.created_us + 1;
+  struct store_write w;
+  memset(&w, 0, sizeof w);
+  w.kind = STORE_WRITE_SUB_PUT;
+  w.sub = &s1;
+  w.sub_create = true;
+  w.who = who;
+  w.audio_fd = -1;
+  store_submit_wait(B->store, &w);
+  assert_int_equal(w.status, STORE_OK);
+  ob_sub_create(&s2);
+  struct subscription got = ob_sub_read(s1.id);
+  assert_string_equal(got.id, s1.id);
+  assert_string_equal(got.url, s1.url);
+  assert_string_equal(got.secret, OB_SECRET);
+  assert_int_equal(got.event_types, s1.event_types);
+  assert_string_equal(got.account_id, account);
+  assert_true(got.enabled);
+  assert_false(got.paused);
+  assert_int_equal(got.max_per_second, 7);
+  assert_string_equal(got.disabled_reason, "");
+  assert_int_equal(got.created_us, s1.created_us);
+  assert_int_equal(got.updated_us, s1.updated_us);
+  assert_int_equal(got.last_success_us, 0);
+  assert_string_equal(subscription_state(&got), "active");
+  got = ob_sub_read(s2.id);
+  assert_string_equal(got.account_id, "");
+  assert_int_equal(got.event_types, OB_ALL_TYPES);
+
+  struct subscription *all;
+  size_t n;
+  assert_int_equal(store_sub_list(B->store, &all, &n), STORE_OK);
+  size_t i1 = n, i2 = n;
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(all[i].id, s1.id) == 0) i1 = i;
+    if (strcmp(all[i].id, s2.id) == 0) i2 = i;
+  }
+  assert_true(i1 < i2 && i2 < n);
+  assert_string_equal(all[i1].secret, OB_SECRET);
+  free(all);
+
+  /* replaced: every field but the id, the secret and the creation time */
+  struct subscription upd = s1;
+  snprintf(upd.url, sizeof upd.url, "http://example.org/other");
+  snprintf(upd.secret, sizeof upd.secret, "whsec_not-kept");
+  upd.event_types = 1u << OUTBOX_UPDATED;
+  upd.account_id[0] = '\0';
+  upd.enabled = false;
+  upd.max_per_second = 0;
+  upd.updated_us = s1.updated_us + 5;
+  memset(&w, 0, sizeof w);
+  w.kind = STORE_WRITE_SUB_PUT;
+  w.sub = &upd;
+  w.who = who;
+  w.audio_fd = -1;
+  store_submit_wait(B->store, &w);
+  assert_int_equal(w.status, STORE_OK);
+  got = ob_sub_read(s1.id);
+  assert_string_equal(got.url, "http://example.org/other");
+  assert_string_equal(got.secret, OB_SECRET);
+  assert_int_equal(got.event_types, 1u << OUTBOX_UPDATED);
+  assert_string_equal(got.account_id, "");
+  assert_false(got.enabled);
+  assert_string_equal(subscription_state(&got), "disabled");
+  assert_int_equal(got.created_us, s1.created_us);
+  assert_int_equal(got.updated_us, s1.updated_us + 5);
+
+  /* unknown ids */
+  struct subscription ghost = ob_sub(OB_ALL_TYPES, NULL);
+  assert_int_equal(store_sub_get(B->store, ghost.id, &got), STORE_NOT_FOUND);
+  assert_int_equal(ob_sub_write(STORE_WRITE_SUB_PUT, &ghost, false, NULL, 0, NULL),
+                   STORE_NOT_FOUND);
+  int64_t erased = -1;
+  assert_int_equal(ob_sub_write(STORE_WRITE_REPLAY, NULL, false, ghost.id, 0, &erased),
+                   STORE_NOT_FOUND);
+  assert_int_equal(ob_sub_write(STORE_WRITE_SUB_DELETE, NULL, false, ghost.id, 0, &erased),
+                   STORE_OK);
+  assert_int_equal(erased, 0);
+
+  /* deleted, with what it had pending and its attempts */
+  char conv[64];
+  snprintf(conv, sizeof conv, "ob-sub-%s", tag);
+  (void)put_conv(conv, "s@example.com", "acc");
+  (void)ob_fanout(time_now_us());
+  struct store_outbox_work o = ob_claim(s2.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  ob_finish(&o.jobs[0], DELIVERY_RETRY, 500, time_now_us(), time_now_us());
+  store_jobs_free(&o);
+  struct store_attempt_page page;
+  assert_int_equal(store_attempt_list(B->store, s2.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(page.count, 1);
+  free(page.items);
+  memset(&w, 0, sizeof w);
+  w.kind = STORE_WRITE_SUB_DELETE;
+  w.sub_id = s2.id;
+  w.who = who;
+  w.audio_fd = -1;
+  store_submit_wait(B->store, &w);
+  assert_int_equal(w.status, STORE_OK);
+  assert_int_equal(w.erased, 1);
+  assert_int_equal(store_sub_get(B->store, s2.id, &got), STORE_NOT_FOUND);
+  assert_int_equal(store_attempt_list(B->store, s2.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(page.count, 0);
+  free(page.items);
+  o = ob_claim(s2.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+
+  struct store_audit_page ap = audit_after(h0);
+  size_t seen = 0;
+  for (size_t i = 0; i < ap.count; i++) {
+    const struct audit_entry *e = &ap.items[i];
+    if (strcmp(e->who.request_id, who.request_id) != 0) continue;
+    enum audit_action want[] = {AUDIT_SUBSCRIPTION_CREATED, AUDIT_SUBSCRIPTION_UPDATED,
+                                AUDIT_SUBSCRIPTION_DELETED};
+    assert_true(seen < 3);
+    check_entry(e, want[seen], seen == 2 ? s2.id : s1.id, AUDIT_OK, &who);
+    seen++;
+  }
+  assert_int_equal(seen, 3);
+  free(ap.items);
+  assert_chain_whole();
+  ob_sub_delete(s1.id);
+}
+
+/* Fan-out gives each subscription the events its types and account ask for, also while it is
+ * disabled or paused (they wait); made active again, what waited is due at once. A new
+ * subscription gets only what is committed after it. */
+static void test_outbox_fanout_types_accounts_and_waiting(void **state) {
+  (void)state;
+  char tag[16], x[64], y[64], acc_x[64], acc_y[64];
+  new_tag(tag);
+  snprintf(x, sizeof x, "ob-x-%s", tag);
+  snprintf(y, sizeof y, "ob-y-%s", tag);
+  snprintf(acc_x, sizeof acc_x, "acc-x-%s", tag);
+  snprintf(acc_y, sizeof acc_y, "acc-y-%s", tag);
+  struct subscription created_only = ob_sub(1u << OUTBOX_CREATED, NULL);
+  struct subscription of_x = ob_sub(OB_ALL_TYPES, acc_x);
+  struct subscription off = ob_sub(OB_ALL_TYPES, NULL);
+  off.enabled = false;
+  struct subscription paused = ob_sub(OB_ALL_TYPES, NULL);
+  paused.paused = true;
+  ob_sub_create(&created_only);
+  ob_sub_create(&of_x);
+  ob_sub_create(&off);
+  ob_sub_create(&paused);
+  char *x2 = conv_body(x, "x@example.com", acc_x, 2, NULL);
+  (void)put_conv(x, "x@example.com", acc_x);
+  (void)put_ok(x2);
+  (void)put_conv(y, "y@example.com", acc_y);
+  struct subscription late = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&late);
+  assert_true(ob_fanout(time_now_us()) >= 2 + 2 + 3 + 3);
+
+  struct ob_gots g = ob_drain(created_only.id);
+  assert_int_equal(g.n, 2);
+  ob_check(&g.items[0], OUTBOX_CREATED, x);
+  ob_check(&g.items[1], OUTBOX_CREATED, y);
+  ob_gots_free(&g);
+  g = ob_drain(of_x.id);
+  assert_int_equal(g.n, 2);
+  ob_check(&g.items[0], OUTBOX_CREATED, x);
+  ob_check(&g.items[1], OUTBOX_UPDATED, x);
+  ob_gots_free(&g);
+  g = ob_drain(late.id);
+  assert_int_equal(g.n, 0);
+  ob_gots_free(&g);
+  /* disabled and paused: nothing is due, nothing is lost */
+  struct subscription *waiting[2] = {&off, &paused};
+  for (int i = 0; i < 2; i++) {
+    g = ob_drain(waiting[i]->id);
+    assert_int_equal(g.n, 0);
+    ob_gots_free(&g);
+  }
+  struct store_outbox_stats st;
+  assert_int_equal(store_outbox_stats(B->store, NULL, &st), STORE_OK);
+  assert_true(st.pending_deliveries >= 6);
+  assert_true(st.oldest_pending_us > 0);
+  for (int i = 0; i < 2; i++) {
+    waiting[i]->enabled = true;
+    waiting[i]->paused = false;
+    ob_sub_update(waiting[i]);
+    g = ob_drain(waiting[i]->id);
+    assert_int_equal(g.n, 3);
+    ob_check(&g.items[0], OUTBOX_CREATED, x);
+    ob_check(&g.items[1], OUTBOX_UPDATED, x);
+    ob_check(&g.items[2], OUTBOX_CREATED, y);
+    ob_gots_free(&g);
+  }
+  ob_sub_delete(created_only.id);
+  ob_sub_delete(of_x.id);
+  ob_sub_delete(off.id);
+  ob_sub_delete(paused.id);
+  ob_sub_delete(late.id);
+  free(x2);
+}
+
+/* A conversation's deliveries to one subscription go in event order: a later one is due only
+ * when no earlier one is pending (leased or waiting for a retry); other conversations go on. */
+static void test_outbox_claims_keep_each_conversations_order(void **state) {
+  (void)state;
+  char tag[16], k[64], l[64];
+  new_tag(tag);
+  snprintf(k, sizeof k, "ob-k-%s", tag);
+  snprintf(l, sizeof l, "ob-l-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  char *k2 = conv_body(k, "k@example.com", "acc", 2, NULL);
+  char *k3 = conv_body(k, "k@example.com", "acc", 3, NULL);
+  (void)put_conv(k, "k@example.com", "acc");
+  (void)put_ok(k2);
+  (void)put_ok(k3);
+  (void)put_conv(l, "l@example.com", "acc");
+  const int64_t t = time_now_us(), hour = 3600LL * 1000000LL;
+  assert_true(ob_fanout(t) >= 4);
+  struct store_outbox_work o = ob_claim(sub.id, t, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 2); /* k's first event and l's */
+  const struct store_delivery_job *kj = &o.jobs[0], *lj = &o.jobs[1];
+  assert_string_equal(kj->event.conversation_id, k);
+  assert_int_equal(kj->event.type, OUTBOX_CREATED);
+  assert_string_equal(lj->event.conversation_id, l);
+  assert_int_equal(kj->attempt, 1);
+  assert_int_equal(kj->first_attempt_us, 0);
+  char k1_id[OUTBOX_EVENT_ID_MAX];
+  snprintf(k1_id, sizeof k1_id, "%s", kj->event.id);
+  struct store_outbox_work again = ob_claim(sub.id, t, OB_LEASE_US, 10);
+  assert_int_equal(again.count, 0); /* k's next waits behind the first, which is leased */
+  store_jobs_free(&again);
+  ob_finish(kj, DELIVERY_RETRY, 503, t, t + hour);
+  ob_finish(lj, DELIVERY_DELIVERED, 200, t, 0);
+  store_jobs_free(&o);
+  again = ob_claim(sub.id, t + 1000000, OB_LEASE_US, 10);
+  assert_int_equal(again.count, 0); /* k's first waits for its retry, k's next behind it */
+  store_jobs_free(&again);
+  o = ob_claim(sub.id, t + hour, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.id, k1_id);
+  assert_int_equal(o.jobs[0].attempt, 2);
+  assert_int_equal(o.jobs[0].first_attempt_us, t);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, t + hour, 0);
+  store_jobs_free(&o);
+  for (int v = 2; v <= 3; v++) {
+    o = ob_claim(sub.id, t + hour, OB_LEASE_US, 10);
+    assert_int_equal(o.count, 1);
+    assert_string_equal(o.jobs[0].event.conversation_id, k);
+    assert_int_equal(o.jobs[0].event.type, OUTBOX_UPDATED);
+    char want[32];
+    snprintf(want, sizeof want, "\"messageCount\":%d", v);
+    assert_non_null(strstr(o.jobs[0].event.data, want));
+    ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, t + hour, 0);
+    store_jobs_free(&o);
+  }
+  o = ob_claim(sub.id, t + hour, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  ob_sub_delete(sub.id);
+  free(k2);
+  free(k3);
+}
+
+/* A claimed delivery is leased: not claimed again until its lease runs out, then it is (a
+ * dispatcher that died: at least once). A result for a delivery not leased by us is ignored; a
+ * release hands it back without an attempt. */
+static void test_outbox_leases(void **state) {
+  (void)state;
+  char tag[16], m[64], m2[64];
+  new_tag(tag);
+  snprintf(m, sizeof m, "ob-m-%s", tag);
+  snprintf(m2, sizeof m2, "ob-m2-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  (void)put_conv(m, "m@example.com", "acc");
+  const int64_t t = time_now_us(), s = 1000000;
+  (void)ob_fanout(t);
+  struct store_outbox_work o = ob_claim(sub.id, t, 10 * s, 10);
+  assert_int_equal(o.count, 1);
+  char id[OUTBOX_EVENT_ID_MAX];
+  snprintf(id, sizeof id, "%s", o.jobs[0].event.id);
+  store_jobs_free(&o);
+  o = ob_claim(sub.id, t + 5 * s, 10 * s, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  o = ob_claim(sub.id, t + 11 * s, 10 * s, 10);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.id, id);
+  assert_int_equal(o.jobs[0].attempt, 1);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, t + 11 * s, 0);
+  store_jobs_free(&o);
+  o = ob_claim(sub.id, t + 60 * s, 10 * s, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+
+  (void)put_conv(m2, "m@example.com", "acc");
+  (void)ob_fanout(t);
+  o = ob_claim(sub.id, t, 10 * s, 10);
+  assert_int_equal(o.count, 1);
+  ob_finish(&o.jobs[0], STORE_DELIVERY_RELEASE, 0, t, t); /* due again at once */
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, t, 0);   /* no longer ours: ignored */
+  store_jobs_free(&o);
+  o = ob_claim(sub.id, t, 10 * s, 10);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, m2);
+  assert_int_equal(o.jobs[0].attempt, 1);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, t, 0);
+  store_jobs_free(&o);
+  struct store_attempt_page page;
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 100, &page), STORE_OK);
+  assert_int_equal(page.count, 2); /* the two deliveries; neither the release nor the ignored */
+  free(page.items);
+  ob_sub_delete(sub.id);
+}
+
+/* What FINISH does with each outcome: delivered goes; a retry waits for its time; exhausted, a
+ * dead letter when the subscription succeeded since the event's first attempt, else the
+ * subscription is paused and the event waits; 410 disables it and the event waits; made active
+ * again, what waited is due at once. Every attempt is recorded, newest first. */
+static void test_outbox_finish_outcomes(void **state) {
+  (void)state;
+  char tag[16], p1[64], p2[64], q[64], r[64];
+  new_tag(tag);
+  snprintf(p1, sizeof p1, "ob-p1-%s", tag);
+  snprintf(p2, sizeof p2, "ob-p2-%s", tag);
+  snprintf(q, sizeof q, "ob-q-%s", tag);
+  snprintf(r, sizeof r, "ob-r-%s", tag);
+  const int64_t t = time_now_us(), hour = 3600LL * 1000000LL;
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  struct store_outbox_stats st0;
+  assert_int_equal(store_outbox_stats(B->store, NULL, &st0), STORE_OK);
+  (void)put_conv(p1, "p@example.com", "acc");
+  (void)put_conv(p2, "p@example.com", "acc");
+  (void)ob_fanout(t);
+  struct store_outbox_work o = ob_claim(sub.id, t, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 2);
+  assert_string_equal(o.jobs[1].event.conversation_id, p2);
+  ob_finish(&o.jobs[1], DELIVERY_RETRY, 500, t, t);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, t + 1, 0);
+  char p1_id[OUTBOX_EVENT_ID_MAX], p2_id[OUTBOX_EVENT_ID_MAX];
+  snprintf(p1_id, sizeof p1_id, "%s", o.jobs[0].event.id);
+  snprintf(p2_id, sizeof p2_id, "%s", o.jobs[1].event.id);
+  store_jobs_free(&o);
+  assert_int_equal(ob_sub_read(sub.id).last_success_us, t + 1);
+  o = ob_claim(sub.id, t + 2, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.id, p2_id);
+  assert_int_equal(o.jobs[0].attempt, 2);
+  assert_int_equal(o.jobs[0].first_attempt_us, t);
+  ob_finish(&o.jobs[0], DELIVERY_FAILED, 500, t + 3, t + hour); /* success since: dead letter */
+  store_jobs_free(&o);
+  o = ob_claim(sub.id, t + 2 * hour, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  struct subscription now = ob_sub_read(sub.id);
+  assert_string_equal(subscription_state(&now), "active");
+  struct store_outbox_stats st;
+  assert_int_equal(store_outbox_stats(B->store, NULL, &st), STORE_OK);
+  assert_int_equal(st.dead_letters, st0.dead_letters + 1);
+  /* a dead letter holds nothing back: the conversation's next event goes */
+  char *p2b = conv_body(p2, "p@example.com", "acc", 2, NULL);
+  (void)put_ok(p2b);
+  free(p2b);
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_UPDATED, p2);
+  ob_gots_free(&g);
+  struct store_attempt_page page;
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 100, &page), STORE_OK);
+  assert_int_equal(page.count, 4);
+  const struct store_attempt *a = page.items;
+  assert_true(a[0].id > a[1].id && a[1].id > a[2].id && a[2].id > a[3].id);
+  assert_int_equal(a[0].outcome, DELIVERY_DELIVERED); /* p2's update */
+  assert_int_equal(a[1].outcome, DELIVERY_FAILED);
+  assert_string_equal(a[1].event_id, p2_id);
+  assert_int_equal(a[1].type, OUTBOX_CREATED);
+  assert_int_equal(a[1].attempt, 2);
+  assert_int_equal(a[1].status_code, 500);
+  assert_int_equal(a[1].latency_ms, 12);
+  assert_int_equal(a[1].at_us, t + 3);
+  assert_string_equal(a[1].response_head, "answer 500");
+  assert_int_equal(a[2].outcome, DELIVERY_DELIVERED);
+  assert_string_equal(a[2].event_id, p1_id);
+  assert_int_equal(a[3].outcome, DELIVERY_RETRY);
+  assert_int_equal(a[3].attempt, 1);
+  struct store_attempt_page older;
+  assert_int_equal(store_attempt_list(B->store, sub.id, a[1].id, 1, &older), STORE_OK);
+  assert_int_equal(older.count, 1);
+  assert_int_equal(older.items[0].id, a[2].id);
+  free(older.items);
+  free(page.items);
+
+  /* no success since the first attempt: paused, the event waits (and is due once resumed) */
+  struct subscription never = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&never);
+  (void)put_conv(q, "q@example.com", "acc");
+  (void)ob_fanout(t);
+  o = ob_claim(never.id, t, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  ob_finish(&o.jobs[0], DELIVERY_FAILED, 0, t, t + hour);
+  store_jobs_free(&o);
+  now = ob_sub_read(never.id);
+  assert_true(now.paused);
+  assert_string_equal(subscription_state(&now), "paused");
+  assert_int_equal(store_attempt_list(B->store, never.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(page.count, 1);
+  assert_int_equal(page.items[0].outcome, DELIVERY_PAUSED);
+  free(page.items);
+  o = ob_claim(never.id, t + 2 * hour, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  assert_int_equal(store_outbox_stats(B->store, NULL, &st), STORE_OK);
+  assert_true(st.pending_deliveries >= 1);
+  now.paused = false;
+  ob_sub_update(&now);
+  o = ob_claim(never.id, time_now_us(), OB_LEASE_US, 10); /* due at once, not in an hour */
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, q);
+  assert_int_equal(o.jobs[0].attempt, 2);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  store_jobs_free(&o);
+
+  /* 410 Gone: disabled ("gone"), the event waits */
+  struct subscription gone = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&gone);
+  (void)put_conv(r, "r@example.com", "acc");
+  (void)ob_fanout(t);
+  o = ob_claim(gone.id, t, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  ob_finish(&o.jobs[0], DELIVERY_DISABLED, 410, t, t + hour);
+  store_jobs_free(&o);
+  now = ob_sub_read(gone.id);
+  assert_false(now.enabled);
+  assert_string_equal(now.disabled_reason, "gone");
+  assert_string_equal(subscription_state(&now), "disabled");
+  o = ob_claim(gone.id, t + 2 * hour, OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  now.enabled = true;
+  now.disabled_reason[0] = '\0';
+  ob_sub_update(&now);
+  o = ob_claim(gone.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, r);
+  assert_int_equal(o.jobs[0].attempt, 2);
+  store_jobs_free(&o);
+  assert_int_equal(store_attempt_list(B->store, gone.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(page.count, 1);
+  assert_int_equal(page.items[0].outcome, DELIVERY_DISABLED);
+  assert_int_equal(page.items[0].status_code, 410);
+  free(page.items);
+  ob_sub_delete(sub.id);
+  ob_sub_delete(never.id);
+  ob_sub_delete(gone.id);
+}
+
 /* ---------- groups ---------- */
 
 static int open_backend(struct backend *b) {
@@ -4306,6 +5093,14 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_audit_head_removed_stops_appends),               \
   cmocka_unit_test(test_audit_verify_finds_hand_edits),                  \
   cmocka_unit_test(test_audit_two_instances_one_chain)
+/* The outbox (issue 10): events, subscriptions, fan-out, claims, results. */
+#define OUTBOX_TESTS                                                     \
+  cmocka_unit_test(test_outbox_every_change_writes_its_event),           \
+  cmocka_unit_test(test_outbox_subscriptions_round_trip),                \
+  cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
+  cmocka_unit_test(test_outbox_claims_keep_each_conversations_order),    \
+  cmocka_unit_test(test_outbox_leases),                                  \
+  cmocka_unit_test(test_outbox_finish_outcomes)
 /* With a ring (the "sealed" groups run the contract and event tests above too, then these; the
  * rotation last, as it replaces the group's store). */
 #define SEAL_TESTS                                                       \
@@ -4350,6 +5145,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sqlite_checkpoints_bound_the_log),
         EVENT_TESTS,
         AUDIT_TESTS,
+        OUTBOX_TESTS,
     };
     /* clang-format on */
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,
@@ -4359,6 +5155,7 @@ int main(int argc, char **argv) {
         CONTRACT_TESTS,
         EVENT_TESTS,
         AUDIT_TESTS,
+        OUTBOX_TESTS,
         cmocka_unit_test(test_sqlite_file_holds_no_plaintext),             /* SQLite only */
         cmocka_unit_test(test_reseal_batches_are_bounded_in_bytes),
         SEAL_TESTS,
