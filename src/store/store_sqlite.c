@@ -2279,12 +2279,13 @@ static const char *const ob_sql[OB_COUNT] = {
     [OB_SUB_INSERT] =
         "INSERT INTO subscriptions (id, url, secret, event_types, account_id, account_sealed, "
         "enabled, paused, max_per_second, disabled_reason, created_us, updated_us, "
-        "last_success_us, cursor_seq, sealed_with) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-        "?10, ?11, ?12, ?13, COALESCE((SELECT seq FROM sqlite_sequence "
-        "WHERE name = 'outbox_events'), 0), ?14)",
+        "last_success_us, cursor_seq, start_seq, sealed_with) "
+        "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, n.seq, n.seq, ?14 "
+        "FROM (SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox_events'), "
+        "0) AS seq) n",
     [OB_SUB_STATE] =
         "SELECT enabled, paused, cursor_seq, event_types, account_id, "
-        "account_sealed, secret, sealed_with FROM subscriptions WHERE id = ?1",
+        "account_sealed, secret, sealed_with, start_seq FROM subscriptions WHERE id = ?1",
     [OB_SUB_UPDATE] =
         "UPDATE subscriptions SET url = ?2, event_types = ?3, account_id = ?4, "
         "account_sealed = ?5, enabled = ?6, max_per_second = ?7, paused = ?8, "
@@ -2303,7 +2304,7 @@ static const char *const ob_sql[OB_COUNT] = {
         "INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts, "
         "first_attempt_us, next_at_us, lease_owner, lease_until_us) "
         "SELECT ?1, e.seq, e.conversation_id, 0, 0, 0, ?2, NULL, 0 FROM outbox_events e "
-        "WHERE e.seq <= ?3 AND e.created_us >= ?4 AND ((?5 >> e.type) & 1) = 1 "
+        "WHERE e.seq > ?7 AND e.seq <= ?3 AND e.created_us >= ?4 AND ((?5 >> e.type) & 1) = 1 "
         "AND (?6 IS NULL OR e.account_id IN (SELECT value FROM json_each(?6))) "
         "ON CONFLICT (sub_id, seq) DO UPDATE SET state = 0, attempts = 0, first_attempt_us = 0, "
         "next_at_us = CASE WHEN lease_owner IS NULL THEN excluded.next_at_us ELSE next_at_us END",
@@ -2318,11 +2319,13 @@ static const char *const ob_sql[OB_COUNT] = {
         "AND (?6 IS NULL OR e.account_id IN (SELECT value FROM json_each(?6)))",
     [OB_FAN_CURSOR] = "UPDATE subscriptions SET cursor_seq = ?2 WHERE id = ?1 AND cursor_seq < ?2",
     /* Due: pending, its time come (a leased row is due when its lease runs out), and no earlier
-     * delivery of its conversation to this subscription still pending. */
+     * delivery of its conversation to this subscription still pending (looked up in the
+     * conversation's index: without statistics SQLite would walk every earlier row). */
     [OB_CLAIM_SELECT] =
         "SELECT d.seq, d.attempts, d.first_attempt_us FROM sub_deliveries d "
         "WHERE d.sub_id = ?1 AND d.state = 0 AND d.next_at_us <= ?2 AND NOT EXISTS "
-        "(SELECT 1 FROM sub_deliveries p WHERE p.sub_id = ?1 AND "
+        "(SELECT 1 FROM sub_deliveries p INDEXED BY sub_deliveries_conversation WHERE p.sub_id = "
+        "?1 AND "
         "p.conversation_id = d.conversation_id AND p.seq < d.seq AND p.state = 0) "
         "ORDER BY d.next_at_us, d.seq LIMIT ?3",
     [OB_CLAIM_LEASE] =
@@ -2371,10 +2374,12 @@ static const char *const ob_sql[OB_COUNT] = {
         "ORDER BY seq LIMIT 1), 9223372036854775807), "
         "COALESCE((SELECT MIN(cursor_seq) FROM subscriptions), 9223372036854775807), "
         "COALESCE((SELECT MIN(seq) FROM outbox_cursors), 9223372036854775807))",
+    /* Per event, one primary-key lookup per subscription (CROSS JOIN keeps subscriptions the
+     * outer loop; +state keeps SQLite off the partial index, which it would scan whole). */
     [OB_PRUNE_SELECT] =
         "SELECT e.seq FROM outbox_events e WHERE e.seq <= ?1 AND NOT EXISTS "
-        "(SELECT 1 FROM subscriptions s JOIN sub_deliveries d ON d.sub_id = s.id "
-        "AND d.seq = e.seq WHERE d.state = 0) ORDER BY e.seq LIMIT ?2",
+        "(SELECT 1 FROM subscriptions s CROSS JOIN sub_deliveries d WHERE d.sub_id = s.id "
+        "AND d.seq = e.seq AND +d.state = 0) ORDER BY e.seq LIMIT ?2",
     [OB_PRUNE_EVENT] = "DELETE FROM outbox_events WHERE seq = ?1",
     [OB_PRUNE_DEAD] =
         "DELETE FROM sub_deliveries WHERE sub_id IN (SELECT id FROM subscriptions) "
@@ -2762,11 +2767,12 @@ static int apply_replay(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_text(st, 1, w->sub_id, -1, SQLITE_STATIC);
   bool found;
   int rc = ob_step(st, &found);
-  int64_t cursor = 0, types = 0;
+  int64_t cursor = 0, types = 0, start = 0;
   char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
   bool opened = true;
   if (found) {
     cursor = sqlite3_column_int64(st, 2);
+    start = sqlite3_column_int64(st, 8);
     types = sqlite3_column_int64(st, 3);
     opened = sub_account_read(s->ring, st, 4, 5, w->sub_id, account, sizeof account);
   }
@@ -2790,6 +2796,7 @@ static int apply_replay(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_int64(st, 4, w->replay_since_us);
   sqlite3_bind_int64(st, 5, types);
   if (accounts) sqlite3_bind_text(st, 6, accounts, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 7, start);
   rc = step_done(st);
   free(accounts);
   if (rc == SQLITE_OK) w->erased = sqlite3_changes64(s->wdb);

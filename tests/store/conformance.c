@@ -3679,6 +3679,7 @@ static void ob_finish(const struct store_delivery_job *j, int outcome, int statu
 /* One event as a subscriber got it. */
 struct ob_got {
   int64_t seq;
+  int64_t created_us;
   int type;
   char id[OUTBOX_EVENT_ID_MAX];
   char conv[MODEL_CONVERSATION_ID_MAX + 1];
@@ -3707,6 +3708,7 @@ static void ob_keep(struct ob_gots *g, const struct store_delivery_job *j) {
   assert_non_null(g->items);
   struct ob_got *e = &g->items[g->n++];
   e->seq = j->event.seq;
+  e->created_us = j->event.created_us;
   e->type = j->event.type;
   snprintf(e->id, sizeof e->id, "%s", j->event.id);
   snprintf(e->conv, sizeof e->conv, "%s", j->event.conversation_id);
@@ -4351,6 +4353,367 @@ static void test_outbox_finish_outcomes(void **state) {
   ob_sub_delete(sub.id);
   ob_sub_delete(never.id);
   ob_sub_delete(gone.id);
+}
+
+/* Reads broker cursor name with store s (busy: another holds it): the events after it. */
+static struct store_outbox_work ob_queue_read(struct store *s, const char *name, int64_t now,
+                                              int64_t limit) {
+  struct store *saved = use_store(s);
+  struct store_outbox_work o = {.op = STORE_OUTBOX_QUEUE_READ,
+                                .now_us = now,
+                                .lease_us = 10LL * 1000000LL,
+                                .limit = limit,
+                                .cursor_name = name};
+  ob_run(&o);
+  use_store(saved);
+  return o;
+}
+
+static void ob_queue_advance(struct store *s, const char *name, int64_t upto) {
+  struct store *saved = use_store(s);
+  struct store_outbox_work o = {.op = STORE_OUTBOX_QUEUE_ADVANCE,
+                                .now_us = time_now_us(),
+                                .cursor_name = name,
+                                .upto_seq = upto};
+  ob_run(&o);
+  use_store(saved);
+}
+
+/* Moves broker cursor name past every event there is now. */
+static void ob_queue_skip_all(const char *name) {
+  for (;;) {
+    struct store_outbox_work o = ob_queue_read(B->store, name, time_now_us(), 10000);
+    assert_false(o.busy);
+    size_t n = o.count;
+    if (n) ob_queue_advance(B->store, name, o.events[n - 1].seq);
+    store_jobs_free(&o);
+    if (!n) return;
+  }
+}
+
+static int64_t ob_replay(const char *sub, int64_t since) {
+  int64_t n = -1;
+  assert_int_equal(ob_sub_write(STORE_WRITE_REPLAY, NULL, false, sub, since, &n), STORE_OK);
+  return n;
+}
+
+/* Replay: every event since then that the subscription wants and was given becomes due again,
+ * with its original id, attempts counted from 1. */
+static void test_outbox_replay(void **state) {
+  (void)state;
+  char tag[16], u1[64], u2[64];
+  new_tag(tag);
+  snprintf(u1, sizeof u1, "ob-u1-%s", tag);
+  snprintf(u2, sizeof u2, "ob-u2-%s", tag);
+  struct subscription all = ob_sub(OB_ALL_TYPES, NULL);
+  struct subscription created = ob_sub(1u << OUTBOX_CREATED, NULL);
+  ob_sub_create(&all);
+  ob_sub_create(&created);
+  int64_t h0 = audit_head_id();
+  char *u1b = conv_body(u1, "u@example.com", "acc", 2, NULL);
+  (void)put_conv(u1, "u@example.com", "acc");
+  (void)put_ok(u1b);
+  (void)put_conv(u2, "u@example.com", "acc");
+  struct ob_gots first = ob_drain(all.id);
+  assert_int_equal(first.n, 3);
+  struct ob_gots g = ob_drain(created.id);
+  assert_int_equal(g.n, 2);
+  ob_gots_free(&g);
+  assert_int_equal(ob_replay(all.id, 0), 3);
+  g = ob_drain(all.id);
+  assert_int_equal(g.n, 3);
+  for (size_t i = 0; i < 3; i++) {
+    assert_string_equal(g.items[i].id, first.items[i].id);
+    assert_int_equal(g.items[i].attempt, 1);
+    assert_string_equal(g.items[i].data, first.items[i].data);
+  }
+  ob_gots_free(&g);
+  /* since the second event's time: the second and the third */
+  assert_int_equal(ob_replay(all.id, first.items[1].created_us), 2);
+  g = ob_drain(all.id);
+  assert_int_equal(g.n, 2);
+  assert_string_equal(g.items[0].id, first.items[1].id);
+  assert_string_equal(g.items[1].id, first.items[2].id);
+  ob_gots_free(&g);
+  assert_int_equal(ob_replay(created.id, 0), 2); /* only the types it wants */
+  assert_int_equal(ob_replay(all.id, time_now_us() + 1000000), 0);
+  struct store_audit_page ap = audit_after(h0);
+  int replayed = 0;
+  for (size_t i = 0; i < ap.count; i++)
+    if (ap.items[i].action == AUDIT_SUBSCRIPTION_REPLAYED) {
+      assert_true(strcmp(ap.items[i].target, all.id) == 0 ||
+                  strcmp(ap.items[i].target, created.id) == 0);
+      replayed++;
+    }
+  assert_int_equal(replayed, 4);
+  free(ap.items);
+  ob_gots_free(&first);
+  ob_sub_delete(all.id);
+  ob_sub_delete(created.id);
+  free(u1b);
+}
+
+/* Erasure and retention take a conversation's earlier events and their pending deliveries with
+ * it and write conversation.deleted (kept with the conversation's account); erasing nothing
+ * writes nothing. */
+static void test_outbox_erasure_leaves_only_deleted(void **state) {
+  (void)state;
+  char tag[16], z[64], w[64], old[64], acc[64];
+  new_tag(tag);
+  snprintf(z, sizeof z, "ob-z-%s", tag);
+  snprintf(w, sizeof w, "ob-w-%s", tag);
+  snprintf(old, sizeof old, "ob-old-%s", tag);
+  snprintf(acc, sizeof acc, "acc-z-%s", tag);
+  struct subscription all = ob_sub(OB_ALL_TYPES, NULL);
+  struct subscription of_acc = ob_sub(OB_ALL_TYPES, acc);
+  ob_sub_create(&all);
+  ob_sub_create(&of_acc);
+  char *z2 = conv_body(z, "z@example.com", acc, 2, NULL);
+  (void)put_conv(z, "z@example.com", acc);
+  (void)ob_fanout(time_now_us());
+  struct store_outbox_work inflight = ob_claim(all.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(inflight.count, 1); /* z's first event, on its way when z is erased */
+  (void)put_ok(z2);
+  (void)put_conv(w, "w@example.com", "acc");
+  assert_true(erase_ok(z) > 0);
+  ob_finish(&inflight.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0); /* gone: ignored */
+  store_jobs_free(&inflight);
+  assert_int_equal(erase_ok(z), 0); /* nothing: no second deleted event */
+  struct ob_gots g = ob_drain(all.id);
+  assert_int_equal(g.n, 2);
+  ob_check(&g.items[0], OUTBOX_CREATED, w);
+  ob_check(&g.items[1], OUTBOX_DELETED, z);
+  char want[160];
+  snprintf(want, sizeof want, "{\"conversationId\":\"%s\",\"reason\":\"erased\"}", z);
+  assert_string_equal(g.items[1].data, want);
+  ob_gots_free(&g);
+  g = ob_drain(of_acc.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_DELETED, z);
+  ob_gots_free(&g);
+  /* a replay finds nothing of z but its deletion */
+  assert_int_equal(ob_replay(all.id, 0), 2);
+  g = ob_drain(all.id);
+  assert_int_equal(g.n, 2);
+  ob_check(&g.items[1], OUTBOX_DELETED, z);
+  ob_gots_free(&g);
+
+  /* retention: the same, reason expired */
+  const int64_t day = 86400LL * 1000000LL, now = time_now_us();
+  (void)put_conv(old, "o@example.com", acc);
+  age("conversations", "processed_at_us", old, now - 1000 * day);
+  assert_true(retain_ok(now - 900 * day, 100) >= 1);
+  g = ob_drain(of_acc.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_DELETED, old);
+  snprintf(want, sizeof want, "{\"conversationId\":\"%s\",\"reason\":\"expired\"}", old);
+  assert_string_equal(g.items[0].data, want);
+  ob_gots_free(&g);
+  g = ob_drain(all.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_DELETED, old);
+  ob_gots_free(&g);
+  ob_sub_delete(all.id);
+  ob_sub_delete(of_acc.id);
+  free(z2);
+}
+
+/* Prune erases old events no subscription still needs (pending, or not yet fanned out to it)
+ * and no broker cursor still has to pass, and old attempts. */
+static void test_outbox_prune(void **state) {
+  (void)state;
+  char tag[16], n1[64], n2[64], n3[64], cursor[64];
+  new_tag(tag);
+  snprintf(n1, sizeof n1, "ob-n1-%s", tag);
+  snprintf(n2, sizeof n2, "ob-n2-%s", tag);
+  snprintf(n3, sizeof n3, "ob-n3-%s", tag);
+  snprintf(cursor, sizeof cursor, "prune-%s", tag);
+  const int64_t hour = 3600LL * 1000000LL;
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  int64_t t0 = time_now_us();
+  (void)put_conv(n1, "n@example.com", "acc");
+  (void)put_conv(n2, "n@example.com", "acc");
+  (void)ob_fanout(time_now_us());
+  struct store_outbox_work o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 2);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  ob_finish(&o.jobs[1], DELIVERY_RETRY, 500, time_now_us(), time_now_us() + hour);
+  store_jobs_free(&o);
+  /* a broker cursor at the start holds every event */
+  struct store_outbox_work q = ob_queue_read(B->store, cursor, time_now_us(), 1);
+  store_jobs_free(&q);
+  struct store_outbox_work p = {
+      .op = STORE_OUTBOX_PRUNE, .before_us = time_now_us() + 1000000, .limit = 100000};
+  ob_run(&p);
+  assert_int_equal(ob_replay(sub.id, t0), 2); /* both still there */
+  ob_queue_skip_all(cursor);
+  /* a subscription the newest event is not fanned out to yet */
+  struct subscription late = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&late);
+  (void)put_conv(n3, "n@example.com", "acc");
+  ob_queue_skip_all(cursor);
+  o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 10); /* n1 and n2 replayed: n2 stays pending */
+  assert_int_equal(o.count, 2);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  ob_finish(&o.jobs[1], DELIVERY_RETRY, 500, time_now_us(), time_now_us() + hour);
+  store_jobs_free(&o);
+  p = (struct store_outbox_work){
+      .op = STORE_OUTBOX_PRUNE, .before_us = time_now_us() + 1000000, .limit = 100000};
+  ob_run(&p);
+  assert_true(p.added >= 1 + 4);              /* n1's event, the attempts */
+  assert_int_equal(ob_replay(sub.id, t0), 1); /* n2 only: n1 is gone, n3 not fanned out yet */
+  struct store_attempt_page page;
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 100, &page), STORE_OK);
+  assert_int_equal(page.count, 0);
+  free(page.items);
+  struct ob_gots g = ob_drain(late.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_CREATED, n3);
+  ob_gots_free(&g);
+  g = ob_drain(sub.id);
+  assert_int_equal(g.n, 2);
+  ob_check(&g.items[0], OUTBOX_CREATED, n2);
+  ob_check(&g.items[1], OUTBOX_CREATED, n3);
+  ob_gots_free(&g);
+  p = (struct store_outbox_work){
+      .op = STORE_OUTBOX_PRUNE, .before_us = time_now_us() + 1000000, .limit = 100000};
+  ob_run(&p);
+  assert_true(p.added >= 2);
+  assert_int_equal(ob_replay(sub.id, t0), 0);
+  ob_sub_delete(sub.id);
+  ob_sub_delete(late.id);
+}
+
+/* A broker's cursor: leased by one store at a time, read in seq order from where it stands,
+ * moved only forward and only by its holder; the backlog behind it in the stats. */
+static void test_outbox_queue_cursor(void **state) {
+  (void)state;
+  char tag[16], q1[64], q2[64], name[64];
+  new_tag(tag);
+  snprintf(q1, sizeof q1, "ob-q1-%s", tag);
+  snprintf(q2, sizeof q2, "ob-q2-%s", tag);
+  snprintf(name, sizeof name, "queue-%s", tag);
+  struct store *other = open_other(B->ring, B->ring != NULL); /* before any lease is taken */
+  ob_queue_skip_all(name);
+  (void)put_conv(q1, "q@example.com", "acc");
+  (void)put_conv(q2, "q@example.com", "acc");
+  const int64_t t = time_now_us(), s = 1000000;
+  struct store_outbox_work o = ob_queue_read(B->store, name, t, 100);
+  assert_false(o.busy);
+  assert_int_equal(o.count, 2);
+  assert_string_equal(o.events[0].conversation_id, q1);
+  assert_string_equal(o.events[1].conversation_id, q2);
+  assert_true(o.events[0].seq < o.events[1].seq);
+  assert_int_equal(o.events[0].type, OUTBOX_CREATED);
+  assert_true(o.events[0].created_us <= o.events[1].created_us);
+  char *rendered = ob_get_rendered(q2);
+  assert_int_equal(o.events[1].data_len, strlen(rendered));
+  assert_memory_equal(o.events[1].data, rendered, strlen(rendered));
+  free(rendered);
+  int64_t s1 = o.events[0].seq, s2 = o.events[1].seq;
+  char id2[OUTBOX_EVENT_ID_MAX];
+  snprintf(id2, sizeof id2, "%s", o.events[1].id);
+  store_jobs_free(&o);
+  o = ob_queue_read(B->store, name, t, 100); /* not advanced: the same again */
+  assert_int_equal(o.count, 2);
+  store_jobs_free(&o);
+  ob_queue_advance(B->store, name, s1);
+  ob_queue_advance(B->store, name, s1 - 1); /* never back */
+  o = ob_queue_read(B->store, name, t, 100);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.events[0].id, id2);
+  store_jobs_free(&o);
+  struct store_outbox_stats st;
+  assert_int_equal(store_outbox_stats(B->store, name, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 1);
+  assert_true(st.oldest_queue_us > 0);
+  /* another store: busy while the lease runs, its advance ignored */
+  o = ob_queue_read(other, name, t + s, 100);
+  assert_true(o.busy);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  ob_queue_advance(other, name, s2);
+  assert_int_equal(store_outbox_stats(B->store, name, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 1);
+  /* the lease ran out: the other store takes over, and the first one's advance is ignored */
+  o = ob_queue_read(other, name, t + 11 * s, 100);
+  assert_false(o.busy);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.events[0].id, id2);
+  store_jobs_free(&o);
+  ob_queue_advance(B->store, name, s2);
+  assert_int_equal(store_outbox_stats(B->store, name, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 1);
+  o = ob_queue_read(B->store, name, t + 12 * s, 100);
+  assert_true(o.busy);
+  store_jobs_free(&o);
+  ob_queue_advance(other, name, s2);
+  assert_int_equal(store_outbox_stats(B->store, name, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 0);
+  assert_int_equal(st.oldest_queue_us, 0);
+  assert_int_equal(store_outbox_stats(B->store, NULL, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 0);
+  store_close(other);
+}
+
+/* After a rotation (SEAL_TESTS last): every subscription and event opens with the new key
+ * alone (reencrypt moved them too). */
+static void test_outbox_reads_after_rotation(void **state) {
+  (void)state;
+  char tag[16], name[64];
+  new_tag(tag);
+  snprintf(name, sizeof name, "rotated-%s", tag);
+  struct subscription *all;
+  size_t n;
+  assert_int_equal(store_sub_list(B->store, &all, &n), STORE_OK);
+  assert_true(n >= 1); /* kept by test_outbox_sealed_at_rest */
+  for (size_t i = 0; i < n; i++) assert_string_equal(all[i].secret, OB_SECRET);
+  free(all);
+  size_t events = 0;
+  for (;;) {
+    struct store_outbox_work o = ob_queue_read(B->store, name, time_now_us(), 10000);
+    size_t got = o.count;
+    for (size_t i = 0; i < got; i++) assert_true(o.events[i].data_len > 0);
+    if (got) ob_queue_advance(B->store, name, o.events[got - 1].seq);
+    store_jobs_free(&o);
+    events += got;
+    if (!got) break;
+  }
+  assert_true(events > 10);
+}
+
+/* SQLite with a ring: the file holds none of an event's data, a subscription's secret or an
+ * account; they read back, and fan-out still finds a subscription's account's events. */
+static void test_sqlite_outbox_sealed_at_rest(void **state) {
+  (void)state;
+  char tag[16], id[64], account[64], summary[64], extra[128];
+  new_tag(tag);
+  snprintf(id, sizeof id, "obseal-%s", tag);
+  snprintf(account, sizeof account, "obacct-%s", tag);
+  snprintf(summary, sizeof summary, "obsum-%s", tag);
+  snprintf(extra, sizeof extra, "\"summary\":{\"text\":\"%s\"}", summary);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, account);
+  ob_sub_create(&sub); /* kept: test_outbox_reads_after_rotation reads it after the rotation */
+  char *body = conv_body(id, "x@example.com", account, 1, extra);
+  (void)put_ok(body);
+  free(body);
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_CREATED, id);
+  assert_non_null(strstr(g.items[0].data, summary));
+  ob_gots_free(&g);
+  struct subscription got = ob_sub_read(sub.id);
+  assert_string_equal(got.secret, OB_SECRET);
+  assert_string_equal(got.account_id, account);
+  char wal[4300];
+  snprintf(wal, sizeof wal, "%s-wal", B->sqlite_path);
+  const char *files[2] = {B->sqlite_path, wal};
+  for (int i = 0; i < 2; i++) {
+    assert_false(file_contains(files[i], summary, strlen(summary)));
+    assert_false(file_contains(files[i], account, strlen(account)));
+    assert_false(file_contains(files[i], OB_SECRET, strlen(OB_SECRET)));
+  }
 }
 
 /* ---------- groups ---------- */
@@ -5100,7 +5463,11 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
   cmocka_unit_test(test_outbox_claims_keep_each_conversations_order),    \
   cmocka_unit_test(test_outbox_leases),                                  \
-  cmocka_unit_test(test_outbox_finish_outcomes)
+  cmocka_unit_test(test_outbox_finish_outcomes),                         \
+  cmocka_unit_test(test_outbox_replay),                                  \
+  cmocka_unit_test(test_outbox_erasure_leaves_only_deleted),             \
+  cmocka_unit_test(test_outbox_prune),                                   \
+  cmocka_unit_test(test_outbox_queue_cursor)
 /* With a ring (the "sealed" groups run the contract and event tests above too, then these; the
  * rotation last, as it replaces the group's store). */
 #define SEAL_TESTS                                                       \
@@ -5158,7 +5525,9 @@ int main(int argc, char **argv) {
         OUTBOX_TESTS,
         cmocka_unit_test(test_sqlite_file_holds_no_plaintext),             /* SQLite only */
         cmocka_unit_test(test_reseal_batches_are_bounded_in_bytes),
+        cmocka_unit_test(test_sqlite_outbox_sealed_at_rest),               /* SQLite only */
         SEAL_TESTS,
+        cmocka_unit_test(test_outbox_reads_after_rotation),
     };
     /* clang-format on */
     failed += cmocka_run_group_tests_name("store conformance: sqlite, sealed", sqlite_sealed_tests,

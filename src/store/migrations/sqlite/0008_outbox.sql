@@ -23,8 +23,8 @@ CREATE INDEX outbox_events_conversation ON outbox_events (conversation_id);
 
 -- Webhook subscriptions. secret: as text, or sealed (sealed_with set); account_id: NULL for
 -- every account, else the account (plaintext, or its blind index with account_sealed).
--- cursor_seq: the last outbox seq fan-out has considered for it (starts at the newest seq when
--- it is created: it receives what is committed after).
+-- cursor_seq: the last outbox seq fan-out has considered for it; start_seq: the newest seq when
+-- it was created (it receives what is committed after; a replay reaches back no further).
 CREATE TABLE subscriptions (
   id              TEXT    PRIMARY KEY,
   url             TEXT    NOT NULL,
@@ -40,6 +40,7 @@ CREATE TABLE subscriptions (
   updated_us      INTEGER NOT NULL,
   last_success_us INTEGER NOT NULL,
   cursor_seq      INTEGER NOT NULL,
+  start_seq       INTEGER NOT NULL,
   sealed_with     TEXT
 ) WITHOUT ROWID;
 
