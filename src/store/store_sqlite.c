@@ -2282,7 +2282,7 @@ static const char *const ob_sql[OB_COUNT] = {
         "last_success_us, cursor_seq, start_seq, sealed_with) "
         "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, n.seq, n.seq, ?14 "
         "FROM (SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox_events'), "
-        "0) AS seq) n",
+        "0) AS seq) n WHERE true ON CONFLICT (id) DO NOTHING",
     [OB_SUB_STATE] =
         "SELECT enabled, paused, cursor_seq, event_types, account_id, "
         "account_sealed, secret, sealed_with, start_seq FROM subscriptions WHERE id = ?1",
@@ -2702,7 +2702,12 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
     sqlite3_bind_int64(st, 11, sub->created_us);
     sqlite3_bind_int64(st, 12, sub->updated_us);
     sqlite3_bind_int64(st, 13, sub->last_success_us);
-    return step_done(st);
+    rc = step_done(st);
+    if (rc == SQLITE_OK && sqlite3_changes(s->wdb) == 0) {
+      log_msg(LOG_ERROR, "a subscription %s exists already: not created again", sub->id);
+      return OUTBOX_REFUSED; /* a caller's bug: fails alone, not the batch */
+    }
+    return rc;
   }
   /* An update: the stored secret is kept (sealed again with the current key, like the account). */
   sqlite3_stmt *st = s->ob[OB_SUB_STATE];
