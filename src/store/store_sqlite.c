@@ -2300,6 +2300,9 @@ static const char *const ob_sql[OB_COUNT] = {
     [OB_SUB_ALL] =
         "SELECT id, cursor_seq, event_types, account_id, account_sealed "
         "FROM subscriptions ORDER BY id",
+    /* A delivery in flight when it is replayed keeps its owner with lease_until_us 0: due again
+     * at once, and the answer to the earlier send (FINISH) leaves it pending from attempt 1
+     * instead of closing it: the replay is not lost to that answer. */
     [OB_REPLAY] =
         "INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts, "
         "first_attempt_us, next_at_us, lease_owner, lease_until_us) "
@@ -2307,7 +2310,7 @@ static const char *const ob_sql[OB_COUNT] = {
         "WHERE e.seq > ?7 AND e.seq <= ?3 AND e.created_us >= ?4 AND ((?5 >> e.type) & 1) = 1 "
         "AND (?6 IS NULL OR e.account_id IN (SELECT value FROM json_each(?6))) "
         "ON CONFLICT (sub_id, seq) DO UPDATE SET state = 0, attempts = 0, first_attempt_us = 0, "
-        "next_at_us = CASE WHEN lease_owner IS NULL THEN excluded.next_at_us ELSE next_at_us END",
+        "next_at_us = excluded.next_at_us, lease_until_us = 0",
     [OB_FAN_UPTO] =
         "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > ?1 "
         "ORDER BY seq LIMIT ?2)",
@@ -2335,8 +2338,8 @@ static const char *const ob_sql[OB_COUNT] = {
         "SELECT seq, event_id, type, conversation_id, created_us, data, sealed_with "
         "FROM outbox_events WHERE seq = ?1",
     [OB_FIN_GET] =
-        "SELECT attempts, first_attempt_us, lease_owner FROM sub_deliveries "
-        "WHERE sub_id = ?1 AND seq = ?2 AND state = 0",
+        "SELECT attempts, first_attempt_us, lease_owner, lease_until_us, next_at_us "
+        "FROM sub_deliveries WHERE sub_id = ?1 AND seq = ?2 AND state = 0",
     [OB_FIN_DELETE] = "DELETE FROM sub_deliveries WHERE sub_id = ?1 AND seq = ?2",
     [OB_FIN_UPDATE] =
         "UPDATE sub_deliveries SET state = ?3, attempts = ?4, "
@@ -3000,6 +3003,9 @@ static int finish_one(struct sqlite_store *s, const struct store_delivery_result
   int64_t first = found ? sqlite3_column_int64(st, 1) : 0;
   const unsigned char *owner = found ? sqlite3_column_text(st, 2) : NULL;
   bool ours = owner && strcmp((const char *)owner, s->owner) == 0;
+  /* Replayed while this send was in flight (OB_REPLAY): waits again from attempt 1. */
+  bool replayed = ours && sqlite3_column_int64(st, 3) == 0;
+  int64_t replay_at = found ? sqlite3_column_int64(st, 4) : 0;
   ob_done(st);
   if (rc != SQLITE_OK || !ours) return rc; /* not ours (any more): ignored */
   int state = 0, outcome = r->outcome;
@@ -3010,11 +3016,12 @@ static int finish_one(struct sqlite_store *s, const struct store_delivery_result
   }
   switch (outcome) {
     case DELIVERY_DELIVERED:
+      rc = sub_simple(s, OB_SUB_SUCCESS, r->sub_id, r->at_us);
+      if (rc != SQLITE_OK || replayed) break;
       st = s->ob[OB_FIN_DELETE];
       sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
       sqlite3_bind_int64(st, 2, r->seq);
       rc = step_done(st);
-      if (rc == SQLITE_OK) rc = sub_simple(s, OB_SUB_SUCCESS, r->sub_id, r->at_us);
       return rc == SQLITE_OK ? record_attempt(s, r, outcome) : rc;
     case DELIVERY_FAILED: {
       /* Exhausted: a dead letter when the subscription succeeded since this event's first
@@ -3047,6 +3054,12 @@ static int finish_one(struct sqlite_store *s, const struct store_delivery_result
       return SQLITE_OK;
   }
   if (rc != SQLITE_OK) return rc;
+  if (replayed) {
+    state = 0;
+    attempts = 0;
+    first = 0;
+    next_at = replay_at;
+  }
   st = s->ob[OB_FIN_UPDATE];
   sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, r->seq);
