@@ -4712,6 +4712,40 @@ static void test_outbox_reads_after_rotation(void **state) {
   ob_queue_drop(name);
 }
 
+/* SQLite: one process per file, so a store opening it clears every lease (what a process killed
+ * mid-delivery held): those deliveries and the broker cursor are free again at once. */
+static void test_sqlite_outbox_leases_cleared_at_open(void **state) {
+  (void)state;
+  char tag[16], id[64], name[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "oblease-%s", tag);
+  snprintf(name, sizeof name, "lease-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  (void)put_conv(id, "l@example.com", "acc");
+  const int64_t t = time_now_us(), hour = 3600LL * 1000000LL;
+  (void)ob_fanout(t);
+  struct store_outbox_work o = ob_claim(sub.id, t, hour, 10);
+  assert_int_equal(o.count, 1);
+  store_jobs_free(&o);
+  ob_queue_skip_all(name);
+  struct store_outbox_work q = ob_queue_read(B->store, name, t, 1); /* leased for 10 s */
+  store_jobs_free(&q);
+  struct store *other = open_other(B->ring, B->ring != NULL);
+  q = ob_queue_read(other, name, t, 1);
+  assert_false(q.busy);
+  store_jobs_free(&q);
+  store_close(other);
+  o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, id);
+  assert_int_equal(o.jobs[0].attempt, 1);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  store_jobs_free(&o);
+  ob_sub_delete(sub.id);
+  ob_queue_drop(name);
+}
+
 /* SQLite with a ring: the file holds none of an event's data, a subscription's secret or an
  * account; they read back, and fan-out still finds a subscription's account's events. */
 static void test_sqlite_outbox_sealed_at_rest(void **state) {
@@ -5542,6 +5576,7 @@ int main(int argc, char **argv) {
         EVENT_TESTS,
         AUDIT_TESTS,
         OUTBOX_TESTS,
+        cmocka_unit_test(test_sqlite_outbox_leases_cleared_at_open),       /* SQLite only */
     };
     /* clang-format on */
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,
