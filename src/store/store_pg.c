@@ -103,7 +103,8 @@ struct pg_store {
   PGconn *ob_conn;
   _Atomic int64_t ob_pause_ms;
   char owner[40];
-  atomic_bool reported_down; /* log "unreachable" once per outage, not per request */
+  int64_t fanned_since_analyze; /* outbox thread: see ob_run */
+  atomic_bool reported_down;    /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
   _Atomic int64_t writer_pause_ms;
   _Atomic int64_t readers_pause_ms;
@@ -3148,8 +3149,8 @@ static const char claim_sql[] =
     "  WHERE d.sub_id = $1 AND d.state = 0 AND d.next_at_us <= $2"
     "    AND (d.lease_until_us IS NULL OR d.lease_until_us <= $2)"
     "    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = $1 AND s.enabled AND NOT s.paused)"
-    "    AND NOT EXISTS (SELECT 1 FROM sub_deliveries o WHERE o.sub_id = d.sub_id"
-    "      AND o.conversation_id = d.conversation_id AND o.state = 0 AND o.seq < d.seq)"
+    "    AND d.seq = (SELECT min(o.seq) FROM sub_deliveries o WHERE o.sub_id = d.sub_id"
+    "      AND o.conversation_id = d.conversation_id AND o.state = 0)"
     "  ORDER BY d.next_at_us, d.seq LIMIT $3 FOR UPDATE SKIP LOCKED),"
     " u AS (UPDATE sub_deliveries d SET lease_owner = $4, lease_until_us = $5"
     "  FROM c, outbox_events e WHERE d.sub_id = c.sub_id AND d.seq = c.seq AND e.seq = d.seq"
@@ -3756,6 +3757,8 @@ static enum store_status outbox_work(struct pg_store *s, struct store_write *w) 
   return STORE_HARD;
 }
 
+#define ANALYZE_EVERY 1000
+
 /* One write of the outbox's own, in its transaction; whether the dispatcher should look again
  * (deliveries made due) in *wake. */
 static enum store_status ob_run(struct pg_store *s, struct store_write *w, bool *wake) {
@@ -3794,6 +3797,16 @@ static enum store_status ob_run(struct pg_store *s, struct store_write *w, bool 
     if (PQstatus(s->ob_conn) == CONNECTION_OK) (void)ob_command(s, "ROLLBACK", &ignored);
     if (w->kind == STORE_WRITE_OUTBOX) store_jobs_free(w->outbox);
     *wake = false;
+  }
+  /* A claim's order check is planned well only with statistics of sub_deliveries that know a
+   * subscription's rows (without, PostgreSQL walked every pending row of it per candidate:
+   * seconds for a few thousand); autovacuum may come a minute after a burst, so fan-out asks
+   * for them after every ANALYZE_EVERY deliveries it made. */
+  if (st == STORE_OK && w->kind == STORE_WRITE_OUTBOX && w->outbox->op == STORE_OUTBOX_FANOUT &&
+      (s->fanned_since_analyze += w->outbox->added) >= ANALYZE_EVERY) {
+    s->fanned_since_analyze = 0;
+    enum store_status ignored;
+    (void)ob_command(s, "ANALYZE sub_deliveries", &ignored);
   }
   if (PQstatus(s->ob_conn) != CONNECTION_OK) {
     report_down(s, PG_MSG(s->ob_conn));
