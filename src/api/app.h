@@ -90,6 +90,22 @@ void api_keys_post(struct http_request *req);
 void api_keys_list(struct http_request *req);
 void api_keys_delete(struct http_request *req);
 void api_audit_get(struct http_request *req);
+void api_subscriptions_post(struct http_request *req);
+void api_subscriptions_list(struct http_request *req);
+void api_subscriptions_get(struct http_request *req);
+void api_subscriptions_patch(struct http_request *req);
+void api_subscriptions_delete(struct http_request *req);
+void api_subscriptions_deliveries_get(struct http_request *req);
+void api_subscriptions_replay_post(struct http_request *req);
+
+/* Subscriptions (subscriptions.c). Whether id could name one ("sub_" + 24 lowercase hex). */
+bool api_sub_id_valid(const char *id);
+/* Subscriptions are for keys that see every account: replies 403 and returns false for a key
+ * bound to accounts. */
+bool api_sub_manager_ok(struct http_request *req);
+/* The answer for a store status other than STORE_OK (404 for STORE_NOT_FOUND, 503 with
+ * Retry-After for STORE_RETRY). */
+void api_sub_reply_store(struct http_request *req, enum store_status st);
 
 /* Embedded files (generated at build time). */
 extern const unsigned char embedded_openapi_json[];

@@ -109,7 +109,8 @@ void api_audit_get(struct http_request *req) {
     api_bad_param(req, "action",
                   "must be one of webhook.accepted, conversation.read, conversation.list, "
                   "conversation.audio, conversation.export, conversation.erased, key.created, "
-                  "key.revoked, auth.rejected");
+                  "key.revoked, auth.rejected, subscription.created, subscription.updated, "
+                  "subscription.deleted, subscription.replayed");
     return;
   }
   if (!api_query_int(http_request_query(req, "cursor"), 1, INT64_MAX, 0, &f.cursor)) {

@@ -20,6 +20,21 @@ const struct route api_routes[] = {
      NULL, NULL, NULL, APIKEY_SCOPE_ADMIN},
     {"GET", "/api/v1/audit", MATCH_EXACT, api_audit_get, ROUTE_BEARER, LIMIT_PER_KEY, false, NULL,
      NULL, NULL, 0},
+    /* Webhook subscriptions: admin only, like the audit log. */
+    {"POST", "/api/v1/subscriptions", MATCH_EXACT, api_subscriptions_post, ROUTE_BEARER,
+     LIMIT_PER_KEY, true, NULL, NULL, NULL, 0},
+    {"GET", "/api/v1/subscriptions", MATCH_EXACT, api_subscriptions_list, ROUTE_BEARER,
+     LIMIT_PER_KEY, false, NULL, NULL, NULL, 0},
+    {"GET", "/api/v1/subscriptions/", MATCH_PARAM_SUFFIX, api_subscriptions_deliveries_get,
+     ROUTE_BEARER, LIMIT_PER_KEY, false, "/deliveries", NULL, NULL, 0},
+    {"POST", "/api/v1/subscriptions/", MATCH_PARAM_SUFFIX, api_subscriptions_replay_post,
+     ROUTE_BEARER, LIMIT_PER_KEY, false, "/replay", NULL, NULL, 0},
+    {"GET", "/api/v1/subscriptions/", MATCH_PARAM_SUFFIX, api_subscriptions_get, ROUTE_BEARER,
+     LIMIT_PER_KEY, false, "", NULL, NULL, 0},
+    {"PATCH", "/api/v1/subscriptions/", MATCH_PARAM_SUFFIX, api_subscriptions_patch, ROUTE_BEARER,
+     LIMIT_PER_KEY, true, "", NULL, NULL, 0},
+    {"DELETE", "/api/v1/subscriptions/", MATCH_PARAM_SUFFIX, api_subscriptions_delete, ROUTE_BEARER,
+     LIMIT_PER_KEY, false, "", NULL, NULL, 0},
     /* The suffix "" keeps a raw '/' out of the id: DELETE .../{id}/audio is 405, never the
      * erasure of a conversation named "{id}/audio" (an id with '/' is written %2F). */
     {"DELETE", "/api/v1/conversations/", MATCH_PARAM_SUFFIX, api_conversations_delete, ROUTE_BEARER,
