@@ -10,6 +10,7 @@
 #include "core/version.h"
 #include "elevenlabs/elevenlabs.h"
 #include "ext/redis.h"
+#include "outbound/outbound.h"
 #include "store/health.h"
 
 struct health_wait {
@@ -23,24 +24,58 @@ static const char *redis_state(const struct app *app) {
   return redis_is_up(app->redis) ? "connected" : "disconnected";
 }
 
-/* unhealthy (503) without the database; degraded (200) when only Redis or the ElevenLabs API
- * is away, since webhooks are still accepted then. The ElevenLabs state is the background
- * check's last answer (elevenlabs/health.c), read without waiting. */
+/* The broker (QUEUE_URL), as the publisher last saw it; NULL when none is configured. */
+static json_t *queue_json(const struct app *app, bool *down) {
+  if (!app->cfg->queue_url || !app->cfg->queue_url[0]) return NULL;
+  struct outbound_status st;
+  outbound_status(app->outbound, &st);
+  const char *kind = st.queue_kind                                  ? st.queue_kind
+                     : strncmp(app->cfg->queue_url, "nats", 4) == 0 ? "nats"
+                                                                    : "redis";
+  *down = !st.queue_connected;
+  return json_pack("{s:s,s:s}", "status", st.queue_connected ? "connected" : "disconnected", "kind",
+                   kind);
+}
+
+/* The outbox's backlog as the last health check read it (store/health.h): events not yet
+ * delivered to a subscription or published to the broker, the age of the oldest of them,
+ * and deliveries failed for good. null when no check has read it. */
+static json_t *outbox_json(const struct app *app) {
+  struct store_outbox_stats st;
+  bool broker = app->cfg->queue_url && app->cfg->queue_url[0];
+  if (!store_health_outbox(app->health, broker ? OUTBOUND_QUEUE_CURSOR : NULL, &st))
+    return json_null();
+  int64_t oldest = st.oldest_pending_us;
+  if (st.oldest_queue_us && (!oldest || st.oldest_queue_us < oldest)) oldest = st.oldest_queue_us;
+  int64_t age = oldest ? (time_now_us() - oldest) / 1000000 : 0;
+  return json_pack("{s:I,s:I,s:I}", "backlog",
+                   (json_int_t)(st.pending_deliveries + st.queue_backlog), "oldestAgeSeconds",
+                   (json_int_t)(age > 0 ? age : 0), "deadLetters", (json_int_t)st.dead_letters);
+}
+
+/* unhealthy (503) without the database; degraded (200) when only Redis, the ElevenLabs API or
+ * the broker is away, since webhooks are still accepted then (events wait in the outbox). The
+ * ElevenLabs state is the background check's last answer (elevenlabs/health.c), the broker's
+ * the publisher's, both read without waiting. */
 static void reply_health(struct http_request *req, bool db_ok) {
   const struct app *app = http_request_app(req);
   const char *redis = redis_state(app);
   const char *elevenlabs = el_health_state(app->elevenlabs);
   bool redis_ok = strcmp(redis, "disconnected") != 0;
   bool elevenlabs_ok = strcmp(elevenlabs, "disconnected") != 0;
+  bool queue_down = false;
+  json_t *queue = queue_json(app, &queue_down);
   char now[40];
   time_format_us(time_now_us(), true, now, sizeof now);
-  json_t *body =
-      json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "status",
-                !db_ok                      ? "unhealthy"
-                : redis_ok && elevenlabs_ok ? "healthy"
-                                            : "degraded",
-                "timestamp", now, "version", GSR_VERSION, "dependencies", "database",
-                db_ok ? "connected" : "disconnected", "redis", redis, "elevenlabs", elevenlabs);
+  json_t *body = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s},s:o}", "status",
+                           !db_ok                                     ? "unhealthy"
+                           : redis_ok && elevenlabs_ok && !queue_down ? "healthy"
+                                                                      : "degraded",
+                           "timestamp", now, "version", GSR_VERSION, "dependencies", "database",
+                           db_ok ? "connected" : "disconnected", "redis", redis, "elevenlabs",
+                           elevenlabs, "outbox", outbox_json(app));
+  if (body && queue) json_object_set(json_object_get(body, "dependencies"), "queue", queue);
+  json_decref(queue);
   http_reply_json(req, db_ok ? 200 : 503, body);
 }
 
@@ -59,6 +94,11 @@ static void on_resume(struct http_request *req) {
 void api_health_get(struct http_request *req) {
   struct app *app = http_request_app(req);
   bool ok;
+  /* Asks the checks for the outbox's numbers from now on (the first check reads them). */
+  struct store_outbox_stats unused;
+  (void)store_health_outbox(
+      app->health, app->cfg->queue_url && app->cfg->queue_url[0] ? OUTBOUND_QUEUE_CURSOR : NULL,
+      &unused);
   if (store_health_recent(app->health, &ok)) {
     reply_health(req, ok);
     return;

@@ -25,6 +25,10 @@ struct store_health {
   struct store_write write;
   bool write_done;
   struct store_health_wait *waiters;
+  /* the outbox's backlog, read by each check once asked for */
+  bool outbox_wanted, have_outbox;
+  const char *outbox_cursor;
+  struct store_outbox_stats outbox;
   pthread_t checker, timer;
   bool checker_started, timer_started;
 };
@@ -75,7 +79,22 @@ static void on_written(struct store_write *w, void *cls) {
   pthread_mutex_unlock(&h->mu);
 }
 
-/* One check, unlocked: the read, then the committed write. */
+/* The backlog numbers, when asked for; unlocked. */
+static void read_outbox(struct store_health *h) {
+  pthread_mutex_lock(&h->mu);
+  bool wanted = h->outbox_wanted;
+  const char *cursor = h->outbox_cursor;
+  pthread_mutex_unlock(&h->mu);
+  if (!wanted || !h->store->ops->outbox_stats) return;
+  struct store_outbox_stats st = {0};
+  bool ok = store_outbox_stats(h->store, cursor, &st) == STORE_OK;
+  pthread_mutex_lock(&h->mu);
+  h->have_outbox = ok;
+  h->outbox = st;
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* One check, unlocked: the read, then the committed write (then the backlog numbers). */
 static bool run_check(struct store_health *h) {
   if (store_ping_read(h->store) != STORE_OK) return false;
   h->write = (struct store_write){.kind = STORE_WRITE_PROBE, .done = on_written, .done_cls = h};
@@ -84,7 +103,9 @@ static bool run_check(struct store_health *h) {
   pthread_mutex_lock(&h->mu);
   while (!h->write_done) pthread_cond_wait(&h->write_cv, &h->mu);
   pthread_mutex_unlock(&h->mu);
-  return h->write.status == STORE_OK;
+  if (h->write.status != STORE_OK) return false;
+  read_outbox(h);
+  return true;
 }
 
 static void *checker_main(void *arg) {
@@ -172,6 +193,17 @@ void store_health_wait(struct store_health *h, struct store_health_wait *w) {
   }
   pthread_cond_signal(&h->timer_cv);
   pthread_mutex_unlock(&h->mu);
+}
+
+bool store_health_outbox(struct store_health *h, const char *cursor_name,
+                         struct store_outbox_stats *out) {
+  pthread_mutex_lock(&h->mu);
+  h->outbox_wanted = true;
+  h->outbox_cursor = cursor_name;
+  bool have = h->have_outbox;
+  if (have) *out = h->outbox;
+  pthread_mutex_unlock(&h->mu);
+  return have;
 }
 
 struct store_health *store_health_new(struct store *s) {

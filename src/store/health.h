@@ -34,6 +34,12 @@ __attribute__((warn_unused_result)) bool store_health_recent(struct store_health
 /* Waits for the running check, starting one when none runs; w->done is called within
  * STORE_HEALTH_WAIT_MS, possibly before this returns (on the calling thread then). */
 void store_health_wait(struct store_health *h, struct store_health_wait *w);
+/* The outbox's backlog (issue 10), read by the checks: returns the numbers the last check read
+ * (false when none has yet, or the read failed) and asks every later check to read them too,
+ * with store_outbox_stats(cursor_name) (cursor_name must outlive h; NULL: no broker). Never
+ * waits. */
+bool store_health_outbox(struct store_health *h, const char *cursor_name,
+                         struct store_outbox_stats *out);
 /* Answers whoever still waits (not ok), waits for a running check to end (the store's own
  * timeouts bound it) and frees the monitor. Call before store_close. */
 void store_health_free(struct store_health *h);
