@@ -27,7 +27,7 @@ struct sub_job {
   /* result */
   enum store_status status;
   bool url_refused;
-  char why[200];
+  char why[600];
   struct subscription *items; /* OP_LIST (owned) */
   size_t count;
 };
@@ -109,7 +109,7 @@ static json_t *read_object(struct http_request *req) {
 
 /* Offload thread: the SSRF rule for the URL (a DNS lookup). */
 static bool url_allowed(struct sub_job *job) {
-  char why[160] = "";
+  char why[512] = "";
   if (outbound_url_allowed(job->sub.url, job->allow_private, why, sizeof why)) return true;
   job->url_refused = true;
   snprintf(job->why, sizeof job->why, "is refused: %s",
