@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/timeutil.h"
+#include "core/utf8.h"
 #include "model/json_raw.h"
 
 static json_t *time_or_null(bool present, int64_t us, bool always_fraction) {
@@ -83,48 +84,170 @@ static void find_member(const struct store_conversation *c, struct raw_member *m
   }
 }
 
-/* Appends ,"key":<raw value> at *pos; the caller sized buf for it. */
-static void append_member(char *buf, size_t *pos, const struct raw_member *m) {
-  size_t klen = strlen(m->key);
-  buf[(*pos)++] = ',';
-  buf[(*pos)++] = '"';
-  memcpy(buf + *pos, m->key, klen);
-  *pos += klen;
-  buf[(*pos)++] = '"';
-  buf[(*pos)++] = ':';
-  memcpy(buf + *pos, m->val, m->len);
-  *pos += m->len;
+/* ---- The detail answer, written directly (no JSON tree): it is rendered for every read of
+ * one conversation and for every outbox event, so it is written the way jansson's compact
+ * dump of render_conversation would write it, byte for byte (tests/unit/test_render.c holds
+ * the two side by side), straight into one buffer of the right size. ---- */
+
+struct out {
+  char *p;
+  size_t n;
+};
+
+static void put(struct out *o, const char *s, size_t len) {
+  if (o->p) memcpy(o->p + o->n, s, len);
+  o->n += len;
+}
+
+static void put_str(struct out *o, const char *s) { put(o, s, strlen(s)); }
+
+/* A JSON string as jansson dumps it: '"', '\\' and the C0 controls escaped (the short forms
+ * where JSON has them, else \u00XX with upper-case digits), everything else (UTF-8, '/', DEL)
+ * as is. */
+static void put_quoted(struct out *o, const char *s) {
+  static const char hex[] = "0123456789ABCDEF";
+  put(o, "\"", 1);
+  const char *run = s;
+  for (const unsigned char *p = (const unsigned char *)s;; p++) {
+    if (*p >= 0x20 && *p != '"' && *p != '\\') continue;
+    put(o, run, (size_t)((const char *)p - run));
+    if (!*p) break;
+    char esc[6] = {'\\', 0, 0, 0, 0, 0};
+    size_t n = 2;
+    switch (*p) {
+      case '"':
+        esc[1] = '"';
+        break;
+      case '\\':
+        esc[1] = '\\';
+        break;
+      case '\b':
+        esc[1] = 'b';
+        break;
+      case '\f':
+        esc[1] = 'f';
+        break;
+      case '\n':
+        esc[1] = 'n';
+        break;
+      case '\r':
+        esc[1] = 'r';
+        break;
+      case '\t':
+        esc[1] = 't';
+        break;
+      default:
+        esc[1] = 'u';
+        esc[2] = '0';
+        esc[3] = '0';
+        esc[4] = hex[*p >> 4];
+        esc[5] = hex[*p & 15];
+        n = 6;
+    }
+    put(o, esc, n);
+    run = (const char *)p + 1;
+  }
+  put(o, "\"", 1);
+}
+
+static void put_str_or_null(struct out *o, const char *s) {
+  if (*s)
+    put_quoted(o, s);
+  else
+    put(o, "null", 4);
+}
+
+static void put_time(struct out *o, bool present, int64_t us, bool always_fraction) {
+  char buf[40];
+  if (!present || !time_format_us(us, always_fraction, buf, sizeof buf)) {
+    put(o, "null", 4);
+    return;
+  }
+  put(o, "\"", 1);
+  put_str(o, buf);
+  put(o, "\"", 1);
+}
+
+static void put_int(struct out *o, int64_t v) {
+  char buf[24];
+  size_t n = sizeof buf;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    buf[--n] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) buf[--n] = '-';
+  put(o, buf + n, sizeof buf - n);
+}
+
+static void put_member(struct out *o, const struct raw_member *m) {
+  put(o, ",\"", 2);
+  put_str(o, m->key);
+  put(o, "\":", 2);
+  put(o, m->val, m->len);
+}
+
+static void put_detail(struct out *o, const struct store_conversation *c,
+                       const struct raw_member *members, size_t nmembers) {
+  put_str(o, "{\"conversationId\":");
+  put_quoted(o, c->conversation_id);
+  put_str(o, ",\"emailId\":");
+  put_str_or_null(o, c->email_id);
+  put_str(o, ",\"accountId\":");
+  put_str_or_null(o, c->account_id);
+  put_str(o, ",\"agentId\":");
+  put_str_or_null(o, c->agent_id);
+  put_str(o, ",\"status\":");
+  put_quoted(o, c->status);
+  if (*c->failure_reason) {
+    put_str(o, ",\"failureReason\":");
+    put_quoted(o, c->failure_reason);
+  }
+  put_str(o, ",\"startTime\":");
+  put_time(o, c->has_start, c->start_us, false);
+  put_str(o, ",\"endTime\":");
+  put_time(o, c->has_start, c->start_us + c->duration * 1000000, false);
+  put_str(o, ",\"duration\":");
+  put_int(o, c->duration);
+  put_str(o, ",\"messageCount\":");
+  put_int(o, c->message_count);
+  put_str(o, ",\"processedAt\":");
+  put_time(o, true, c->processed_us, true);
+  if (c->audio_bytes >= 0) {
+    static const char prefix[] = "/api/v1/conversations/";
+    char url[sizeof prefix + sizeof c->conversation_id * 3 + sizeof "/audio"];
+    memcpy(url, prefix, sizeof prefix - 1);
+    size_t n = sizeof prefix - 1;
+    n += escape_segment(c->conversation_id, url + n);
+    memcpy(url + n, "/audio", sizeof "/audio");
+    put_str(o, ",\"audio\":{\"bytes\":");
+    put_int(o, c->audio_bytes);
+    put_str(o, ",\"url\":\"");
+    put_str(o, url); /* percent-encoded: nothing to escape */
+    put(o, "\"}", 2);
+  }
+  for (size_t i = 0; i < nmembers; i++) put_member(o, &members[i]);
+  put(o, "}", 1);
 }
 
 char *render_conversation_detail(const struct store_conversation *c, size_t *len) {
-  json_t *base = render_conversation(c);
-  char *head = base ? json_dumps(base, JSON_COMPACT) : NULL;
-  json_decref(base);
-  if (!head) return NULL;
-  /* The members are found first so the answer is written into one buffer of exactly its size:
-   * a large conversation costs its answer once, not three times the stored body. */
+  /* Texts that are not UTF-8 cannot be JSON strings: no answer, as jansson refuses them. */
+  const char *texts[] = {c->conversation_id, c->email_id, c->account_id,
+                         c->status,          c->agent_id, c->failure_reason};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+    if (!utf8_valid(texts[i], strlen(texts[i]))) return NULL;
   struct raw_member members[] = {
       {"transcript", NULL, 0}, {"metadata", NULL, 0}, {"summary", NULL, 0}};
-  size_t hlen = strlen(head); /* ends with '}' */
-  size_t total = hlen;        /* head without its '}', plus the closing '}' */
-  for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
-    find_member(c, &members[i]);
-    total += strlen(members[i].key) + 4 + members[i].len; /* ,"key": */
-  }
-  char *out = malloc(total + 1);
-  if (!out) {
-    free(head);
-    return NULL;
-  }
-  size_t pos = hlen - 1;
-  memcpy(out, head, pos);
-  free(head);
-  for (size_t i = 0; i < sizeof members / sizeof members[0]; i++)
-    append_member(out, &pos, &members[i]);
-  out[pos++] = '}';
-  out[pos] = '\0';
-  *len = pos;
-  return out;
+  size_t nmembers = sizeof members / sizeof members[0];
+  for (size_t i = 0; i < nmembers; i++) find_member(c, &members[i]);
+  struct out size = {NULL, 0};
+  put_detail(&size, c, members, nmembers); /* first pass: the length */
+  struct out o = {malloc(size.n + 1), 0};
+  if (!o.p) return NULL;
+  put_detail(&o, c, members, nmembers);
+  o.p[o.n] = '\0';
+  *len = o.n;
+  return o.p;
 }
 
 json_t *render_conversation_erased(const char *conversation_id) {

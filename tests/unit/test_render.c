@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/json_raw.h"
 #include "model/render.h"
 
 static void fill(struct store_conversation *c, const char *body) {
@@ -146,6 +147,96 @@ static void test_detail_buffer_is_exactly_sized(void **state) {
   free(body);
 }
 
+/* The reference: the detail as it was built before (render_conversation's JSON tree dumped
+ * compactly, then the three members appended raw). The direct writer must give the same bytes
+ * (or refuse the same inputs). */
+static char *reference_detail(const struct store_conversation *c, size_t *len) {
+  json_t *base = render_conversation(c);
+  char *head = base ? json_dumps(base, JSON_COMPACT) : NULL;
+  json_decref(base);
+  if (!head) return NULL;
+  const char *keys[] = {"transcript", "metadata", "summary"};
+  size_t cap = strlen(head) + c->body_len * 3 + 64;
+  char *out = malloc(cap);
+  size_t n = strlen(head) - 1;
+  memcpy(out, head, n);
+  free(head);
+  for (size_t i = 0; i < 3; i++) {
+    const char *val = "null";
+    size_t vlen = 4;
+    json_raw_member(c->body, c->body_len, keys[i], &val, &vlen);
+    n += (size_t)snprintf(out + n, cap - n, ",\"%s\":", keys[i]);
+    memcpy(out + n, val, vlen);
+    n += vlen;
+  }
+  out[n++] = '}';
+  out[n] = '\0';
+  *len = n;
+  return out;
+}
+
+/* A text of up to max bytes drawn from an alphabet with every C0 control, quotes, backslashes,
+ * '/', DEL, multi-byte UTF-8 and (rarely) an invalid byte. */
+static void random_text(char *dst, size_t max, unsigned *seed) {
+  static const char *const pieces[] = {
+      "a",    "Z",    "9",        "\"",           "\\",
+      "/",    "\x7f", "\xc3\xa9", "\xe2\x80\xa8", "\xf0\x9f\x98\x80",
+      " ",    "-",    "\x01",     "\x08",         "\x09",
+      "\x0a", "\x0c", "\x0d",     "\x1f",         "\x1b",
+      "%",    "\xff"};
+  size_t n = 0, count = (size_t)(rand_r(seed) % 12);
+  for (size_t i = 0; i < count; i++) {
+    const char *p = pieces[rand_r(seed) % (sizeof pieces / sizeof pieces[0])];
+    if (p[0] == '\xff' && rand_r(seed) % 8) continue; /* invalid UTF-8: rare */
+    size_t l = strlen(p);
+    if (n + l + 1 > max) break;
+    memcpy(dst + n, p, l);
+    n += l;
+  }
+  dst[n] = '\0';
+}
+
+static void test_detail_matches_the_json_tree(void **state) {
+  (void)state;
+  const char *bodies[] = {
+      "{\"transcript\":[{\"role\":\"user\",\"content\":\"hi\"}],\"metadata\":{\"a\":1},"
+      "\"summary\":\"s\"}",
+      "{}", "{\"summary\":null,\"metadata\":[1,2,{\"x\":\"\\u0000\"}]}"};
+  unsigned seed = 7;
+  for (int i = 0; i < 5000; i++) {
+    struct store_conversation c;
+    memset(&c, 0, sizeof c);
+    random_text(c.conversation_id, sizeof c.conversation_id, &seed);
+    if (!c.conversation_id[0]) strcpy(c.conversation_id, "c");
+    random_text(c.email_id, sizeof c.email_id, &seed);
+    random_text(c.account_id, sizeof c.account_id, &seed);
+    random_text(c.agent_id, sizeof c.agent_id, &seed);
+    random_text(c.failure_reason, sizeof c.failure_reason, &seed);
+    random_text(c.status, sizeof c.status, &seed);
+    c.has_start = rand_r(&seed) % 2;
+    c.start_us = (int64_t)(rand_r(&seed) % 2000000000) * 1000000 + rand_r(&seed) % 3 * 250000;
+    c.duration = rand_r(&seed) % 5 == 0 ? 0 : rand_r(&seed) % 100000;
+    c.message_count = rand_r(&seed) % 3 == 0 ? 2147483647 : rand_r(&seed) % 50;
+    c.processed_us = (int64_t)(rand_r(&seed) % 2000000000) * 1000000 + rand_r(&seed) % 1000000;
+    if (i % 97 == 0) c.processed_us = INT64_MAX / 2; /* beyond year 9999: null */
+    c.audio_bytes = rand_r(&seed) % 3 == 0 ? (int64_t)(rand_r(&seed) % 100000) : -1;
+    c.body = (char *)bodies[i % 3];
+    c.body_len = strlen(c.body);
+    size_t want_len = 0, got_len = 0;
+    char *want = reference_detail(&c, &want_len);
+    char *got = render_conversation_detail(&c, &got_len);
+    if (!want) {
+      assert_null(got);
+      continue;
+    }
+    assert_non_null(got);
+    assert_int_equal(got_len, want_len);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_detail_repeats_members_exactly),
@@ -153,6 +244,7 @@ int main(void) {
       cmocka_unit_test(test_seed_conversation_shape),
       cmocka_unit_test(test_elevenlabs_fields),
       cmocka_unit_test(test_detail_buffer_is_exactly_sized),
+      cmocka_unit_test(test_detail_matches_the_json_tree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
