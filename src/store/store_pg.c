@@ -104,7 +104,8 @@ struct pg_store {
   _Atomic int64_t ob_pause_ms;
   char owner[40];
   int64_t fanned_since_analyze; /* outbox thread: see ob_run */
-  atomic_bool reported_down;    /* log "unreachable" once per outage, not per request */
+  bool ob_conflict;          /* outbox thread: the last failed statement lost a race (see ob_run) */
+  atomic_bool reported_down; /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
   _Atomic int64_t writer_pause_ms;
   _Atomic int64_t readers_pause_ms;
@@ -540,15 +541,21 @@ static const char audio_chunk_sql[] =
   "convert_to('{\"conversationId\":' || to_json(" id "::text)::text || ',\"reason\":\"" reason \
   "\"}', 'UTF8')"
 /* Erasure and retention take the conversation's outbox events and their deliveries with them
- * (those of this batch still staged too; an earlier erasure's conversation.deleted stays: it
- * holds nothing of the conversation) and stage conversation.deleted ($3 its id, $4 its
- * time), whose data (outbox_deleted_data's text, never sealed: it holds only the id) goes with
- * the conversation's account as stored. */
-#define OUTBOX_ERASE(ids)                                                  \
-  " ox AS (DELETE FROM outbox_events WHERE conversation_id IN (" ids       \
-  ") AND type <> 5 RETURNING seq),"                                        \
-  " sd AS (DELETE FROM sub_deliveries WHERE seq IN (SELECT seq FROM ox))," \
-  " op AS (DELETE FROM pg_temp.outbox_pending WHERE conversation_id IN (" ids ")),"
+ * (those of this batch still staged too; an earlier erasure's conversation.deleted stays, staged
+ * or stored: it holds nothing of the conversation), and stage conversation.deleted ($3 its id,
+ * $4 its time), whose data (outbox_deleted_data's text, never sealed: it holds only the id) goes
+ * with the conversation's account as stored. The deliveries go by the foreign key's cascade
+ * (migration 0009: also those a concurrent fan-out or replay made), after sl has locked those it
+ * sees in (sub_id, seq) order, the order FINISH locks them in: the two never wait for each other in
+ * a circle (ox runs only once sl has, through its count). */
+#define OUTBOX_ERASE(ids)                                                            \
+  " sl AS (SELECT 1 FROM sub_deliveries WHERE seq IN (SELECT seq FROM outbox_events" \
+  "   WHERE conversation_id IN (" ids                                                \
+  ") AND type <> 5) ORDER BY sub_id, seq FOR UPDATE),"                               \
+  " ox AS (DELETE FROM outbox_events WHERE conversation_id IN (" ids                 \
+  ") AND type <> 5"                                                                  \
+  "   AND (SELECT count(*) FROM sl) >= 0 RETURNING seq),"                            \
+  " op AS (DELETE FROM pg_temp.outbox_pending WHERE conversation_id IN (" ids ") AND type <> 5),"
 static const char erase_sql[] =
     "WITH c AS (DELETE FROM conversations WHERE conversation_id = $1"
     "   RETURNING account_id, account_sealed, sealed_with),"
@@ -566,10 +573,12 @@ static const char erase_sql[] =
     "SELECT n FROM n";
 
 /* Retention: at most $2 conversations processed before $1, whole, and at most $2 events and
- * audios of no conversation received before $1. Rows another transaction holds (another
- * instance's retention, a webhook rewriting that conversation) are skipped, so instances
- * running it at once never wait for each other nor erase a conversation twice. The answer:
- * conversations + events + audios erased; an audit entry per conversation erased. */
+ * audios of no conversation received before $1 (an audio's audio_added events go with it, and
+ * conversation.deleted is written for it as for a conversation: $4 holds 2 * $2 event ids). Rows
+ * another transaction holds (another instance's retention, a webhook rewriting that conversation)
+ * are skipped, so instances running it at once never wait for each other nor erase a conversation
+ * twice. The answer: conversations + events + audios erased; an audit entry per conversation
+ * erased. */
 #define PG_NO_CONVERSATION(t) \
   "NOT EXISTS (SELECT 1 FROM conversations y WHERE y.conversation_id = " t ".conversation_id)"
 static const char retain_sql[] =
@@ -594,7 +603,10 @@ static const char retain_sql[] =
     " ob AS (" OUTBOX_STAGE " SELECT $3, 2, ($4::text[])[x.rn], 5, x.conversation_id,"
     "   x.account_id, x.account_sealed, $5, " OUTBOX_DELETED_DATA("x.conversation_id", "expired")
     "   , NULL, CASE WHEN x.account_sealed IS NOT NULL THEN x.sealed_with END, false"
-    "   FROM (SELECT c.*, row_number() OVER (ORDER BY c.conversation_id) AS rn FROM c) x) "
+    "   FROM (SELECT c.conversation_id, c.account_id, c.account_sealed, c.sealed_with,"
+    "     row_number() OVER (ORDER BY c.conversation_id) AS rn FROM c"
+    "   UNION ALL SELECT om.conversation_id, NULL, NULL, NULL,"
+    "     $2 + row_number() OVER (ORDER BY om.conversation_id) FROM om) x) "
     "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM oe) + (SELECT count(*) FROM om)";
 
 /* The batch's staged outbox events moved into outbox_events in order (see OUTBOX_STAGE), after
@@ -756,6 +768,8 @@ struct batch {
   struct store_write *culprit;    /* STORE_CLIENT: the write whose data was refused */
   struct store_write *unreadable; /* an event whose audio file could not be read */
   int64_t outbox_written;         /* outbox events the batch wrote */
+  bool conflict; /* rolled back as a deadlock's victim or for a serialization failure (40P01,
+                  * 40001): sent again as it is */
 };
 
 static void add_step(struct batch *b, enum step_kind kind, struct store_write *w,
@@ -1260,11 +1274,11 @@ static bool send_erase(PGconn *c, const struct store_write *w, const char *ord) 
                                                    : w->retain_limit;
   snprintf(before, sizeof before, "%lld", (long long)w->retain_before_us);
   snprintf(limit, sizeof limit, "%lld", (long long)n);
-  char *ids = malloc((size_t)n * OUTBOX_EVENT_ID_MAX + 3);
+  char *ids = malloc((size_t)(2 * n) * OUTBOX_EVENT_ID_MAX + 3);
   if (!ids) return false;
   size_t pos = 0;
   ids[pos++] = '{';
-  for (int64_t i = 0; i < n; i++) {
+  for (int64_t i = 0; i < 2 * n; i++) { /* conversations, then audios of none (retain_sql) */
     if (i) ids[pos++] = ',';
     if (!new_event_id(ids + pos)) {
       free(ids);
@@ -1650,9 +1664,10 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
     /* An error the server itself reported (it has a SQLSTATE; libpq's own, such as a lost
      * connection, have none) before COMMIT succeeded means the transaction is rolled back;
      * so does a step the server skipped for an earlier error. */
-    if (!b->committed && (t == PGRES_PIPELINE_ABORTED ||
-                          (t == PGRES_FATAL_ERROR && PQresultErrorField(r, PG_DIAG_SQLSTATE))))
-      b->aborted = true;
+    const char *state = t == PGRES_FATAL_ERROR ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!b->committed && (t == PGRES_PIPELINE_ABORTED || state)) b->aborted = true;
+    if (!b->committed && state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0))
+      b->conflict = true;
     /* the append fails for the log itself (its head removed by hand, say): say why, as no
      * write is to blame (its texts were checked before, see refuse_bad_audit_entries) */
     if (step->kind == STEP_AUDIT && t == PGRES_FATAL_ERROR)
@@ -2429,6 +2444,15 @@ static enum store_status commit_batch(struct pg_store *s, struct store_write **h
               "a new connection");
       continue;
     }
+    /* A deadlock's victim (an erasure against a FINISH or a replay, say) stored nothing: once
+     * more rather than answering 503 to every webhook of the batch. */
+    if (b.conflict && b.aborted && !retried) {
+      retried = true;
+      log_msg(LOG_WARNING,
+              "postgresql batch rolled back (deadlock or serialization); sending it "
+              "again");
+      continue;
+    }
     log_msg(LOG_ERROR, "postgresql batch failed, %s",
             b.aborted ? "nothing of it stored" : "its COMMIT may have landed");
     break;
@@ -2491,16 +2515,26 @@ static const char audio_read_sql[] =
   "id, url, secret, secret_sealed, event_types, account_id, enabled, paused, max_per_second," \
   " disabled_reason, created_us, updated_us, last_success_us"
 
-/* Health's numbers ($1 the broker cursor, $2 whether there is one): the oldest pending
- * delivery is found as the lowest seq pending (seq follows creation closely enough). */
+/* Health's numbers ($1 the broker cursor, $2 whether there is one), read on every check, so
+ * each count stops at STATS_CAP rows (health says "at least" that many then) and dead letters
+ * are found through their own index (migration 0009): the oldest pending delivery is found as
+ * the lowest seq pending, the queue's oldest as the first after the cursor (seq follows
+ * creation closely enough). */
+#define STATS_CAP "1000000"
 static const char outbox_stats_sql[] =
     "WITH q AS (SELECT COALESCE((SELECT seq FROM outbox_cursors WHERE name = $1), 0) AS c) "
-    "SELECT (SELECT count(*) FROM sub_deliveries WHERE state = 0),"
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 0"
+    "   LIMIT " STATS_CAP
+    ") x),"
     " (SELECT e.created_us FROM outbox_events e WHERE e.seq = (SELECT min(seq)"
     "   FROM sub_deliveries WHERE state = 0)),"
-    " (SELECT count(*) FROM outbox_events, q WHERE $2::bool AND seq > q.c),"
-    " (SELECT min(created_us) FROM outbox_events, q WHERE $2::bool AND seq > q.c),"
-    " (SELECT count(*) FROM sub_deliveries WHERE state = 1)";
+    " (SELECT count(*) FROM (SELECT 1 FROM outbox_events, q WHERE $2::bool AND seq > q.c"
+    "   LIMIT " STATS_CAP
+    ") x),"
+    " (SELECT created_us FROM outbox_events, q WHERE $2::bool AND seq > q.c ORDER BY seq"
+    "   LIMIT 1),"
+    " (SELECT count(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 1"
+    "   LIMIT " STATS_CAP ") x)";
 
 static bool prepare_reader(PGconn *c) {
   static const Oid get_types[] = {OID_TEXT, OID_BOOL};
@@ -3179,7 +3213,7 @@ static const char replay_sql[] =
     "  SELECT $1, e.seq, e.conversation_id, 0, 0, 0, $3 FROM outbox_events e, s"
     "  WHERE e.created_us >= $2 AND e.seq > s.start_seq AND e.seq <= s.cursor_seq"
     "    AND ((s.event_types >> e.type) & 1) = 1"
-    "    AND (s.account_id = '' OR e.account_id = ANY($4::text[]))"
+    "    AND (s.account_id = '' OR e.account_id = ANY($4::text[])) ORDER BY e.seq"
     "  ON CONFLICT (sub_id, seq) DO UPDATE SET state = 0, attempts = 0, first_attempt_us = 0,"
     "    next_at_us = EXCLUDED.next_at_us, lease_until_us = CASE WHEN"
     "    sub_deliveries.lease_owner IS NULL THEN NULL ELSE 0 END RETURNING 1) "
@@ -3269,6 +3303,7 @@ static bool prepare_ob(PGconn *c) {
                  "$12::bigint, $13::bigint, $14::bigint, m, m FROM (SELECT COALESCE(max(seq), 0) "
                  "AS m FROM outbox_events) x",
                  0, NULL) &&
+         prepare(c, "record_key", record_key_sql, 0, NULL) &&
          prepare(c, "sub_lock", "SELECT account_id FROM subscriptions WHERE id = $1 FOR UPDATE", 0,
                  NULL) &&
          prepare(c, "sub_update", sub_update_sql, 0, NULL) &&
@@ -3329,6 +3364,9 @@ static PGresult *ob_exec(struct pg_store *s, const char *name, int n, const char
   PGresult *r = PQexecPrepared(s->ob_conn, name, n, vals, lens, formats, 1);
   if (PQresultStatus(r) == want) return r;
   *st = status_of(s->ob_conn, r);
+  const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  s->ob_conflict = state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0 ||
+                             strcmp(state, "23503") == 0);
   if (*st == STORE_CLIENT)
     log_msg(LOG_INFO, "postgresql refused a value (SQLSTATE %s)",
             PQresultErrorField(r, PG_DIAG_SQLSTATE));
@@ -3406,6 +3444,15 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
     struct store_seal_buf buf = {0};
     const char *sealed = NULL;
     if (s->ring) {
+      /* the seal_keys lock and the key recorded first, as every sealing transaction does: a
+       * reencrypt finishing elsewhere cannot retire the key this secret is sealed with */
+      char at[24];
+      const char *kv[3];
+      int kl[3], kf[3];
+      record_key_params(s, at, kv, kl, kf);
+      PGresult *k = ob_exec(s, "record_key", 3, kv, kl, kf, PGRES_COMMAND_OK, &st);
+      if (!k) return st;
+      PQclear(k);
       char aad[STORE_AAD_MAX];
       size_t aad_len = row_aad(aad, "subscriptions.secret", sub->id, NULL), n = 0;
       sealed = (const char *)store_seal_into(&buf, s->ring, aad, aad_len, sub->secret,
@@ -3761,8 +3808,9 @@ static enum store_status outbox_work(struct pg_store *s, struct store_write *w) 
 
 /* One write of the outbox's own, in its transaction; whether the dispatcher should look again
  * (deliveries made due) in *wake. */
-static enum store_status ob_run(struct pg_store *s, struct store_write *w, bool *wake) {
+static enum store_status ob_run_once(struct pg_store *s, struct store_write *w, bool *wake) {
   *wake = false;
+  s->ob_conflict = false;
   if (!ob_ready(s)) return STORE_RETRY;
   enum store_status st = STORE_OK;
   if (!ob_command(s, "BEGIN", &st)) {
@@ -3812,6 +3860,19 @@ static enum store_status ob_run(struct pg_store *s, struct store_write *w, bool 
     report_down(s, PG_MSG(s->ob_conn));
     PQfinish(s->ob_conn);
     s->ob_conn = NULL;
+  }
+  return st;
+}
+
+/* A transaction that lost a race (a deadlock's victim, a serialization failure, or a fan-out or
+ * replay whose event an erasure or a prune removed meanwhile: 23503 of sub_deliveries' foreign
+ * key, migration 0009) is rolled back whole and run once more: the second run no longer sees
+ * what was erased. */
+static enum store_status ob_run(struct pg_store *s, struct store_write *w, bool *wake) {
+  enum store_status st = ob_run_once(s, w, wake);
+  if (st != STORE_OK && s->ob_conflict && s->ob_conn) {
+    log_msg(LOG_INFO, "postgresql outbox: a transaction lost a race with another; run again");
+    st = ob_run_once(s, w, wake);
   }
   return st;
 }

@@ -5376,6 +5376,215 @@ static void test_pg_outbox_two_stores_share_the_work(void **state) {
   (void)direct_sql(sql);
 }
 
+/* ---- pgfix: races between the dispatcher's work and erasure (review of the pg outbox) ---- */
+
+/* A second connection of the test's own, with a transaction open (its locks held). */
+static PGconn *pg_hold(void) {
+  PGconn *c = PQconnectdb(B->url);
+  assert_int_equal(PQstatus(c), CONNECTION_OK);
+  PGresult *r = PQexec(c, "BEGIN");
+  assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  return c;
+}
+
+/* Runs sql in the held transaction; whether it succeeded (SQLSTATE in state otherwise). */
+static bool pg_held_sql(PGconn *c, const char *sql, char state[6]) {
+  PGresult *r = PQexec(c, sql);
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!ok && state) {
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(state, 6, "%s", st ? st : "");
+  }
+  PQclear(r);
+  return ok;
+}
+
+static void pg_release(PGconn *c) {
+  (void)pg_held_sql(c, "COMMIT", NULL);
+  PQfinish(c);
+}
+
+static int64_t pg_orphans(void) {
+  return direct_sql(
+      "SELECT count(*) FROM sub_deliveries d WHERE NOT EXISTS "
+      "(SELECT 1 FROM outbox_events e WHERE e.seq = d.seq)");
+}
+
+/* A fan-out that made deliveries of a conversation's events while an erasure of it ran (here: a
+ * second connection inserting them as fan-out does, its transaction still open) leaves no
+ * delivery without its event: the erasure waits for it and takes what it made along. Before,
+ * such rows stayed pending for good and, by the per-conversation order, held back the
+ * conversation's conversation.deleted (and with a claim limit of 1, everything). */
+static void test_pg_outbox_fanout_racing_an_erasure(void **state) {
+  (void)state;
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], y[64], z[64], sql[512];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_race_%s", tag);
+  snprintf(y, sizeof y, "race-y-%s", tag);
+  snprintf(z, sizeof z, "race-z-%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  (void)put_conv(y, "e@example.com", "acc");
+  char *y2 = conv_body(y, "e@example.com", "acc", 2, NULL);
+  struct pending *p = put(y2);
+  pending_free(p);
+  free(y2);
+  (void)put_conv(z, "e@example.com", "acc");
+  PGconn *fan = pg_hold();
+  snprintf(sql, sizeof sql,
+           "INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts, "
+           "first_attempt_us, next_at_us) SELECT '%s', seq, conversation_id, 0, 0, 0, 0 "
+           "FROM outbox_events WHERE conversation_id = '%s'",
+           sub, y);
+  assert_true(pg_held_sql(fan, sql, NULL));
+  struct pending *er = erase_new(y);
+  store_submit(B->store, &er->w);
+  usleep(300 * 1000); /* the erasure reaches the fan-out's locks */
+  pg_release(fan);
+  wait_done(er);
+  assert_int_equal(er->w.status, STORE_OK);
+  assert_true(er->w.erased > 0);
+  pending_free(er);
+  assert_int_equal(pg_orphans(), 0);
+  /* the subscription gets z's event and y's conversation.deleted, one claim slot at a time */
+  assert_int_equal(pg_fanout(B->store), 2);
+  bool got_deleted = false, got_z = false;
+  for (int i = 0; i < 4; i++) {
+    struct store_outbox_work o = pg_claim(B->store, sub, 1, 0);
+    if (o.count == 0) break;
+    assert_int_equal(o.count, 1);
+    if (o.jobs[0].event.type == OUTBOX_DELETED && strcmp(o.jobs[0].event.conversation_id, y) == 0)
+      got_deleted = true;
+    if (strcmp(o.jobs[0].event.conversation_id, z) == 0) got_z = true;
+    pg_deliver_all(&o);
+  }
+  assert_true(got_deleted);
+  assert_true(got_z);
+  pg_sub_delete(sub);
+}
+
+/* FINISH locks a batch's deliveries in (sub_id, seq) order; the erasure of their conversation
+ * locks them in that order too, so the two wait for each other without deadlock (before, the
+ * erasure deleted them in the order of the rows on disk: it held one FINISH wanted next, and
+ * the writer's batch, every webhook in it, was the deadlock's victim). */
+static void test_pg_outbox_erasure_and_finish_lock_in_one_order(void **state) {
+  (void)state;
+  char tag[16], s1[OUTBOX_SUB_ID_MAX], s2[OUTBOX_SUB_ID_MAX], x[64], sql[512];
+  new_tag(tag);
+  snprintf(s1, sizeof s1, "sub_a_%s", tag);
+  snprintf(s2, sizeof s2, "sub_b_%s", tag);
+  snprintf(x, sizeof x, "lock-x-%s", tag);
+  pg_sub_create(B->store, s1, OUTBOX_TYPES_ALL, NULL);
+  pg_sub_create(B->store, s2, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  (void)put_conv(x, "e@example.com", "acc");
+  assert_int_equal(pg_fanout(B->store), 2);
+  /* s1's row rewritten (a retry): on disk it now comes after s2's */
+  struct store_outbox_work o = pg_claim(B->store, s1, 10, 0);
+  assert_int_equal(o.count, 1);
+  struct store_delivery_result r = pg_result(&o.jobs[0], DELIVERY_RETRY, 500);
+  pg_finish(B->store, &r, 1);
+  store_jobs_free(&o);
+  /* a FINISH of both (as finish_sql locks them): s1's first... */
+  PGconn *fin = pg_hold();
+  (void)pg_held_sql(fin, "SET deadlock_timeout = '200ms'", NULL);
+  snprintf(sql, sizeof sql,
+           "SELECT 1 FROM sub_deliveries WHERE sub_id = '%s' AND conversation_id = '%s' "
+           "FOR UPDATE",
+           s1, x);
+  assert_true(pg_held_sql(fin, sql, NULL));
+  struct pending *er = erase_new(x);
+  store_submit(B->store, &er->w);
+  usleep(300 * 1000); /* the erasure waits for s1's row */
+  /* ...then s2's: the erasure must not hold it */
+  snprintf(sql, sizeof sql,
+           "SELECT 1 FROM sub_deliveries WHERE sub_id = '%s' AND conversation_id = '%s' "
+           "FOR UPDATE",
+           s2, x);
+  char st[6] = "";
+  bool ok = pg_held_sql(fin, sql, st);
+  if (!ok) fail_msg("the FINISH's second lock failed (SQLSTATE %s)", st);
+  pg_release(fin);
+  wait_done(er);
+  assert_int_equal(er->w.status, STORE_OK);
+  pending_free(er);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM sub_deliveries WHERE conversation_id = '%s'", x);
+  assert_int_equal(direct_sql(sql), 0);
+  pg_sub_delete(s1);
+  pg_sub_delete(s2);
+}
+
+/* Two erasures of one conversation in one writer batch (a client's retry, or erasure and
+ * retention at once): the first one's conversation.deleted is written; the second, of nothing,
+ * writes none and removes nothing of the first's. */
+static void test_pg_outbox_two_erasures_in_one_batch(void **state) {
+  (void)state;
+  char tag[16], x[64], w[64], sql[512];
+  new_tag(tag);
+  snprintf(x, sizeof x, "twice-x-%s", tag);
+  snprintf(w, sizeof w, "twice-w-%s", tag);
+  (void)put_conv(x, "e@example.com", "acc");
+  (void)put_conv(w, "e@example.com", "acc");
+  /* the writer held on w's row, so the two erasures queue up behind it as one batch */
+  PGconn *hold = pg_hold();
+  snprintf(sql, sizeof sql, "SELECT 1 FROM conversations WHERE conversation_id = '%s' FOR UPDATE",
+           w);
+  assert_true(pg_held_sql(hold, sql, NULL));
+  char *w2 = conv_body(w, "e@example.com", "acc", 2, NULL);
+  struct pending *first = pending_new(w2);
+  store_submit(B->store, &first->w);
+  usleep(200 * 1000);
+  struct pending *e1 = erase_new(x), *e2 = erase_new(x);
+  store_submit(B->store, &e1->w);
+  store_submit(B->store, &e2->w);
+  usleep(100 * 1000);
+  pg_release(hold);
+  wait_done(first);
+  wait_done(e1);
+  wait_done(e2);
+  assert_int_equal(first->w.status, STORE_OK);
+  assert_int_equal(e1->w.status, STORE_OK);
+  assert_int_equal(e2->w.status, STORE_OK);
+  assert_true(e1->w.erased > 0);
+  assert_int_equal(e2->w.erased, 0);
+  pending_free(first);
+  pending_free(e1);
+  pending_free(e2);
+  free(w2);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s' AND type = 5", x);
+  assert_int_equal(direct_sql(sql), 1);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s' AND type <> 5", x);
+  assert_int_equal(direct_sql(sql), 0);
+}
+
+/* Retention of audio that has no conversation takes its audio_added events with it and writes
+ * conversation.deleted, as an erasure of it does. */
+static void test_pg_outbox_retention_of_lone_audio(void **state) {
+  (void)state;
+  char tag[16], id[64], sql[512];
+  new_tag(tag);
+  snprintf(id, sizeof id, "lone-au-%s", tag);
+  int fd = audio_file(1000, 3);
+  (void)put_audio(id, fd, 1000, NULL);
+  close(fd);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s' AND type = 3", id);
+  assert_int_equal(direct_sql(sql), 1);
+  const int64_t day = 86400LL * 1000000LL, now = (int64_t)time(NULL) * 1000000LL;
+  age("audio_meta", "received_at_us", id, now - 40 * day);
+  age("events", "received_at_us", id, now - 40 * day);
+  int64_t n = 0, got;
+  while ((got = retain_ok(now - 30 * day, 1000)) > 0) n += got;
+  assert_true(n >= 1);
+  assert_int_equal(direct_sql(sql), 0);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s' AND type = 5", id);
+  assert_int_equal(direct_sql(sql), 1);
+}
+
 #define PG_KEPT_SUB "sub_kept_over_the_rotation"
 
 /* With a ring: what the outbox keeps is sealed, and opened on read. */
@@ -5466,6 +5675,10 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_pg_outbox_pause_dead_letter_resume_replay),      \
   cmocka_unit_test(test_pg_outbox_account_filter),                       \
   cmocka_unit_test(test_pg_outbox_two_stores_share_the_work),            \
+  cmocka_unit_test(test_pg_outbox_fanout_racing_an_erasure),             \
+  cmocka_unit_test(test_pg_outbox_erasure_and_finish_lock_in_one_order), \
+  cmocka_unit_test(test_pg_outbox_two_erasures_in_one_batch),            \
+  cmocka_unit_test(test_pg_outbox_retention_of_lone_audio),              \
   cmocka_unit_test(test_pg_outbox_sealed)
 /* clang-format on */
 
