@@ -3178,21 +3178,41 @@ static enum store_status pg_audit_head(struct store *base, int64_t *last_id,
   "e.seq, e.event_id, e.type, e.conversation_id, e.created_us, e.data, e.audio_bytes, " \
   "e.sealed_with"
 
+/* What one CLAIM or QUEUE_READ reads at most, in event data (at least one event, however large):
+ * each event carries a whole conversation, up to MAX_BODY_BYTES. */
+#define OUTBOX_READ_BYTES "16777216"
+
+/* The claim: the due deliveries in order, but none whose event is sealed with a key this
+ * instance lacks ($6, the ring's key ids; an instance with it claims it), and only as many as
+ * OUTBOX_READ_BYTES of data hold (b: the running sum before each row). */
 static const char claim_sql[] =
-    "WITH c AS (SELECT d.sub_id, d.seq FROM sub_deliveries d"
+    "WITH c AS (SELECT d.sub_id, d.seq, d.next_at_us FROM sub_deliveries d"
     "  WHERE d.sub_id = $1 AND d.state = 0 AND d.next_at_us <= $2"
     "    AND (d.lease_until_us IS NULL OR d.lease_until_us <= $2)"
     "    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = $1 AND s.enabled AND NOT s.paused)"
     "    AND d.seq = (SELECT min(o.seq) FROM sub_deliveries o WHERE o.sub_id = d.sub_id"
     "      AND o.conversation_id = d.conversation_id AND o.state = 0)"
+    "    AND NOT EXISTS (SELECT 1 FROM outbox_events k WHERE k.seq = d.seq AND k.type <> 5"
+    "      AND k.sealed_with IS NOT NULL AND k.sealed_with <> ALL($6::text[]))"
     "  ORDER BY d.next_at_us, d.seq LIMIT $3 FOR UPDATE SKIP LOCKED),"
+    " b AS (SELECT x.sub_id, x.seq FROM (SELECT c.sub_id, c.seq, sum(octet_length(e.data))"
+    "   OVER (ORDER BY c.next_at_us, c.seq) - octet_length(e.data) AS before"
+    "   FROM c JOIN outbox_events e ON e.seq = c.seq) x WHERE x.before < " OUTBOX_READ_BYTES
+    "),"
     " u AS (UPDATE sub_deliveries d SET lease_owner = $4, lease_until_us = $5"
-    "  FROM c, outbox_events e WHERE d.sub_id = c.sub_id AND d.seq = c.seq AND e.seq = d.seq"
+    "  FROM b, outbox_events e WHERE d.sub_id = b.sub_id AND d.seq = b.seq AND e.seq = d.seq"
     "  RETURNING d.attempts, d.first_attempt_us, " EVENT_COLUMNS ") SELECT * FROM u ORDER BY seq";
 
+/* Fan-out of one subscription. One filtered on an account ($6) matches events' account ids
+ * against its blind indexes under this instance's keys ($7): an event sealed with a key this
+ * instance lacks ($8 the ring's key ids; an instance still on an older ring, or without one,
+ * during a rotation) cannot be matched, so the cursor stops before it, for an instance that
+ * has the key, instead of passing it by. */
 static const char fanout_sql[] =
     "WITH ev AS (SELECT seq, conversation_id, type, account_id FROM outbox_events"
-    "  WHERE seq > $2 ORDER BY seq LIMIT $3),"
+    "  WHERE seq > $2 AND ($6::text = '' OR seq < COALESCE((SELECT min(u.seq) FROM outbox_events u"
+    "    WHERE u.seq > $2 AND u.sealed_with IS NOT NULL AND u.sealed_with <> ALL($8::text[])),"
+    "    9223372036854775807)) ORDER BY seq LIMIT $3),"
     " ins AS (INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts,"
     "  first_attempt_us, next_at_us)"
     "  SELECT $1, seq, conversation_id, 0, 0, 0, $4 FROM ev"
@@ -3332,10 +3352,12 @@ static bool prepare_ob(PGconn *c) {
                  "AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until_us <= $4) "
                  "RETURNING seq",
                  0, NULL) &&
+         /* the events after the cursor, as many as OUTBOX_READ_BYTES of data hold */
          prepare(c, "queue_events",
                  "SELECT " EVENT_COLUMNS
-                 " FROM outbox_events e WHERE e.seq > $1 "
-                 "ORDER BY e.seq LIMIT $2",
+                 " FROM (SELECT x.*, sum(octet_length(x.data)) OVER (ORDER BY x.seq) - "
+                 "octet_length(x.data) AS before FROM outbox_events x WHERE x.seq > $1 "
+                 "ORDER BY x.seq LIMIT $2) e WHERE e.before < " OUTBOX_READ_BYTES " ORDER BY e.seq",
                  0, NULL) &&
          prepare(c, "cursor_advance",
                  "UPDATE outbox_cursors SET seq = $3 WHERE name = $1 AND lease_owner = $2 "
@@ -3405,6 +3427,30 @@ static char *account_values(const struct seal_ring *r, const char *value) {
   out[pos++] = '}';
   out[pos] = '\0';
   return out;
+}
+
+/* The ring's key ids as a text[] literal ("{}" without a ring); NULL when out of memory. */
+static char *ring_keys(const struct seal_ring *r) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return NULL;
+  fputc('{', f);
+  for (size_t k = 0; r && k < seal_ring_count(r); k++) {
+    if (k) fputc(',', f);
+    fputc('"', f);
+    for (const char *p = seal_ring_key_id(r, k); *p; p++) {
+      if (*p == '"' || *p == '\\') fputc('\\', f);
+      fputc(*p, f);
+    }
+    fputc('"', f);
+  }
+  fputc('}', f);
+  if (fclose(f) != 0) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
 }
 
 /* A change of subscriptions' audit entry (store.h's `who`), at now, in the transaction. */
@@ -3553,8 +3599,13 @@ static enum store_status replay(struct pg_store *s, struct store_write *w) {
 
 static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o) {
   enum store_status st = STORE_OK;
+  char *keys = ring_keys(s->ring);
+  if (!keys) return STORE_RETRY;
   PGresult *subs = ob_exec(s, "fanout_subs", 0, NULL, NULL, NULL, PGRES_TUPLES_OK, &st);
-  if (!subs) return st;
+  if (!subs) {
+    free(keys);
+    return st;
+  }
   char limit[24], now[24];
   snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
   snprintf(now, sizeof now, "%lld", (long long)o->now_us);
@@ -3571,13 +3622,14 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
       st = STORE_RETRY;
       break;
     }
-    const char *vals[7] = {id, cursor, limit, now, types, account, values};
-    PGresult *r = ob_exec(s, "fanout", 7, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+    const char *vals[8] = {id, cursor, limit, now, types, account, values, keys};
+    PGresult *r = ob_exec(s, "fanout", 8, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
     free(values);
     if (r) o->added += get_i64(r, 0, 0);
     PQclear(r);
   }
   PQclear(subs);
+  free(keys);
   return st;
 }
 
@@ -3616,9 +3668,12 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
   snprintf(now, sizeof now, "%lld", (long long)o->now_us);
   snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
   snprintf(until, sizeof until, "%lld", (long long)(o->now_us + o->lease_us));
-  const char *vals[5] = {o->sub_id ? o->sub_id : "", now, limit, s->owner, until};
+  char *keys = ring_keys(s->ring);
+  if (!keys) return STORE_RETRY;
+  const char *vals[6] = {o->sub_id ? o->sub_id : "", now, limit, s->owner, until, keys};
   enum store_status st = STORE_OK;
-  PGresult *r = ob_exec(s, "claim", 5, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  PGresult *r = ob_exec(s, "claim", 6, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  free(keys);
   if (!r) return st;
   int rows = PQntuples(r);
   if (rows > 0 && !(o->jobs = calloc((size_t)rows, sizeof *o->jobs))) st = STORE_RETRY;

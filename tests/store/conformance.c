@@ -5585,6 +5585,105 @@ static void test_pg_outbox_retention_of_lone_audio(void **state) {
   assert_int_equal(direct_sql(sql), 1);
 }
 
+/* Events sealed with a key this instance lacks (another instance already on a new ring): a
+ * subscription filtered on an account cannot tell whether it wants them, so its fan-out stops
+ * before the first of them (before, it passed them by and they were lost to it); a claim leaves
+ * such a delivery to an instance that can open it and takes the others. */
+static void test_pg_outbox_unknown_key_waits(void **state) {
+  (void)state;
+  char tag[16], filtered[OUTBOX_SUB_ID_MAX], all[OUTBOX_SUB_ID_MAX], x1[64], x2[64], acc[64];
+  char sql[512];
+  new_tag(tag);
+  snprintf(filtered, sizeof filtered, "sub_f_%s", tag);
+  snprintf(all, sizeof all, "sub_all_%s", tag);
+  snprintf(acc, sizeof acc, "acc-%s", tag);
+  snprintf(x1, sizeof x1, "uk-1-%s", tag);
+  snprintf(x2, sizeof x2, "uk-2-%s", tag);
+  pg_sub_create(B->store, filtered, OUTBOX_TYPES_ALL, acc);
+  pg_sub_create(B->store, all, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  (void)put_conv(x1, "e@example.com", acc);
+  (void)put_conv(x2, "e@example.com", acc);
+  /* x1's event as if sealed with a key no ring here has */
+  snprintf(sql, sizeof sql,
+           "UPDATE outbox_events SET sealed_with = CASE WHEN sealed_with IS NULL THEN 'kz' "
+           "ELSE 'kz:' || sealed_with END WHERE conversation_id = '%s'",
+           x1);
+  (void)direct_sql(sql);
+  assert_int_equal(pg_fanout(B->store), 2); /* x1 and x2 for "all"; none for the filtered */
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM subscriptions s, outbox_events e WHERE s.id = '%s' AND "
+           "e.conversation_id = '%s' AND s.cursor_seq < e.seq",
+           filtered, x1);
+  assert_int_equal(direct_sql(sql), 1); /* its cursor waits before x1's event */
+  struct store_outbox_work o = pg_claim(B->store, all, 10, 0);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, x2);
+  pg_deliver_all(&o);
+  /* the key is known again (the instance has it now): both go on */
+  snprintf(sql, sizeof sql,
+           "UPDATE outbox_events SET sealed_with = CASE WHEN sealed_with = 'kz' THEN NULL ELSE "
+           "substr(sealed_with, 4) END WHERE conversation_id = '%s'",
+           x1);
+  (void)direct_sql(sql);
+  assert_int_equal(pg_fanout(B->store), 2);
+  o = pg_claim(B->store, all, 10, 0);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, x1);
+  pg_deliver_all(&o);
+  o = pg_claim(B->store, filtered, 10, 0);
+  assert_int_equal(o.count, 2);
+  pg_deliver_all(&o);
+  pg_sub_delete(filtered);
+  pg_sub_delete(all);
+}
+
+/* A claim and a broker read hold at most about 16 MiB of event data (always one event at least):
+ * a backlog of large conversations does not take the process's memory. */
+static void test_pg_outbox_reads_bounded_in_bytes(void **state) {
+  (void)state;
+  if (B->ring) return; /* data made large by hand: plaintext only */
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64], sql[512], cursor[64];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_big_%s", tag);
+  snprintf(cursor, sizeof cursor, "queue-big-%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  for (int i = 0; i < 3; i++) {
+    snprintf(id, sizeof id, "big-%d-%s", i, tag);
+    (void)put_conv(id, "e@example.com", "acc");
+  }
+  snprintf(sql, sizeof sql,
+           "UPDATE outbox_events SET data = data || convert_to(repeat(' ', 9000000), 'UTF8') "
+           "WHERE conversation_id LIKE 'big-%%-%s'",
+           tag);
+  (void)direct_sql(sql);
+  assert_int_equal(pg_fanout(B->store), 3);
+  struct store_outbox_work o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 2); /* 9 MB + 9 MB: the third would pass 16 MiB */
+  struct store_outbox_work o2 = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o2.count, 1);
+  pg_deliver_all(&o);
+  pg_deliver_all(&o2);
+  snprintf(sql, sizeof sql,
+           "INSERT INTO outbox_cursors (name, seq) SELECT '%s', min(seq) - 1 FROM outbox_events "
+           "WHERE conversation_id LIKE 'big-%%-%s'",
+           cursor, tag);
+  (void)direct_sql(sql);
+  struct store_outbox_work q = {.op = STORE_OUTBOX_QUEUE_READ,
+                                .now_us = time_now_us(),
+                                .lease_us = 5 * 1000000LL,
+                                .limit = 100,
+                                .cursor_name = cursor};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &q};
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_int_equal(q.count, 2);
+  store_jobs_free(&q);
+  snprintf(sql, sizeof sql, "DELETE FROM outbox_cursors WHERE name = '%s'", cursor);
+  (void)direct_sql(sql);
+  pg_sub_delete(sub);
+}
+
 #define PG_KEPT_SUB "sub_kept_over_the_rotation"
 
 /* With a ring: what the outbox keeps is sealed, and opened on read. */
@@ -5679,6 +5778,8 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_pg_outbox_erasure_and_finish_lock_in_one_order), \
   cmocka_unit_test(test_pg_outbox_two_erasures_in_one_batch),            \
   cmocka_unit_test(test_pg_outbox_retention_of_lone_audio),              \
+  cmocka_unit_test(test_pg_outbox_unknown_key_waits),                    \
+  cmocka_unit_test(test_pg_outbox_reads_bounded_in_bytes),               \
   cmocka_unit_test(test_pg_outbox_sealed)
 /* clang-format on */
 
