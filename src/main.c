@@ -21,6 +21,7 @@
 #include "ext/redis.h"
 #include "http/server.h"
 #include "http/tls.h"
+#include "outbound/outbound.h"
 #include "seal/seal.h"
 #include "sig/sig.h"
 #include "store/audit_chain.h"
@@ -893,9 +894,11 @@ static int serve(void) {
              (retention = store_retention_start(app.store, cfg.retention_days))) &&
             el_health_start(&cfg, &app.elevenlabs, err, sizeof err) &&
             (app.spool = filewriter_new(SPOOL_QUEUE_BYTES)) &&
+            (app.outbound = outbound_start(&cfg, app.store, err, sizeof err)) &&
             (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
   if (!ok) {
     fprintf(stderr, "gensendrep: %s\n", err);
+    outbound_stop(app.outbound);
     el_health_stop(app.elevenlabs);
     filewriter_free(app.spool);
     store_retention_stop(retention);
@@ -923,6 +926,7 @@ static int serve(void) {
     log_msg(LOG_ERROR, "shutdown timed out waiting for the database");
     _exit(1);
   }
+  outbound_stop(app.outbound); /* deliveries in flight get 2 s, then go out again after a start */
   el_health_stop(app.elevenlabs);  /* a check in flight is abandoned, not waited for */
   filewriter_free(app.spool);      /* after the server: every request has released its files */
   store_retention_stop(retention); /* waits for its batch in flight; before the store closes */
