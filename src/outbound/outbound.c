@@ -89,6 +89,7 @@ struct outbound {
   size_t nresults, capresults;
   int64_t next_due_us;    /* earliest retry we scheduled ourselves (wall clock); 0: none */
   double finish_again_ms; /* a FINISH the store refused (busy) is tried again from then */
+  bool fanout_failed;     /* the last FANOUT failed: again at the next tick */
   /* broker */
   struct queue *queue;
   pthread_mutex_t queue_mu;
@@ -671,6 +672,7 @@ static bool store_round(struct outbound *o, const struct round *want, double now
       if (st == STORE_OK && w->added > 0)
         for (size_t j = 0; j < o->nsubs; j++) o->subs[j].maybe_due = true;
       if (st == STORE_OK && w->added >= FANOUT_LIMIT) more = true;
+      o->fanout_failed = st != STORE_OK; /* tried again at the next tick */
       if (st != STORE_OK) log_msg(LOG_WARNING, "outbound: fan-out failed (status %d)", (int)st);
     } else if (w == prune) {
       *prune_more = st == STORE_OK && w->added >= PRUNE_LIMIT;
@@ -722,10 +724,21 @@ static long sleep_ms(struct outbound *o, double now_ms, double next_tick_ms, boo
   return (long)wait + (wait > (double)(long)wait ? 1 : 0);
 }
 
+static bool any_active(const struct outbound *o) {
+  for (size_t i = 0; i < o->nsubs; i++)
+    if (sub_active(&o->subs[i])) return true;
+  return false;
+}
+
+/* An idle service without active subscriptions sends the database nothing: a database restart
+ * while idle then costs nothing (no failed read, no reconnect pause for the requests that
+ * follow). Subscriptions are read again when this instance changed one (outbound_wake), when
+ * events were committed here (the database is up then), and every second while one is active
+ * (deliveries due, changes by other instances). */
 static void *sub_main(void *cls) {
   struct outbound *o = cls;
-  double next_tick = 0, next_prune = time_mono_ms() + 5000, stop_deadline = 0;
-  bool fanout_more = false, prune_more = false;
+  double next_tick = 0, next_prune = time_mono_ms() + PRUNE_EVERY_MS, stop_deadline = 0;
+  bool fanout_more = false, prune_more = false, first = true, activity = true;
   for (;;) {
     double now = time_mono_ms();
     bool stopping = atomic_load(&o->stop);
@@ -742,24 +755,31 @@ static void *sub_main(void *cls) {
     struct round want = {false, false, !stopping};
     if (!stopping) {
       bool tick = now >= next_tick;
+      if (tick) next_tick = now + TICK_MS;
       bool woken = atomic_exchange(&o->woken, false);
       bool notified = atomic_exchange(&o->notified, false);
-      if (tick || woken) {
+      bool active = any_active(o);
+      if (notified) activity = true;
+      if (first || woken || (notified && !active) || (tick && active)) {
         subs_refresh(o, now);
-        next_tick = now + TICK_MS;
+        active = any_active(o);
       }
-      /* no subscription: nothing to fan out (the broker reads the outbox on its own) */
-      want.fanout = o->nsubs > 0 && (tick || woken || notified || fanout_more);
+      want.fanout = o->nsubs > 0 && (first || woken || notified || fanout_more ||
+                                     (tick && (active || o->fanout_failed)));
+      first = false;
       if (o->next_due_us && time_now_us() >= o->next_due_us) {
         o->next_due_us = 0;
         for (size_t i = 0; i < o->nsubs; i++) o->subs[i].maybe_due = true;
       }
-      if (now >= next_prune || prune_more) {
+      /* housekeeping only after something happened since the last one */
+      if ((now >= next_prune && activity) || prune_more) {
         want.prune = true;
         next_prune = now + PRUNE_EVERY_MS;
+        activity = o->inflight != NULL || o->nresults > 0;
       }
     }
     bool pm = false;
+    if (o->nresults) activity = true;
     fanout_more = store_round(o, &want, now, &pm);
     prune_more = pm;
     transfers_collect(o);
