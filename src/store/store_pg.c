@@ -432,9 +432,10 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
  * the write), event id, type, conversation, account (index or plaintext) and sealed account,
  * created, data, audio bytes, key, copy (an audio event of an existing conversation: data is
  * its latest conversation event's, found when moved; the data given is the fallback). */
-#define OUTBOX_STAGE                                                                           \
+#define OUTBOX_STAGE_INTO                                                                      \
   "  INSERT INTO pg_temp.outbox_pending (ord, k, event_id, type, conversation_id, account_id," \
-  "    account_sealed, created_us, data, audio_bytes, sealed_with, copy)"
+  "    account_sealed, created_us, data, audio_bytes, sealed_with, copy"
+#define OUTBOX_STAGE OUTBOX_STAGE_INTO ")"
 
 /* With a ring ($16 the sealing key's id), $2/$3 are the blind indexes, $14/$15 the sealed email
  * and account, $10 the sealed body; without, $14..$16 are NULL. $18..$20: the outbox event's
@@ -476,7 +477,10 @@ static const char record_key_sql[] =
  * (the event's redelivery check stands for the seed's same-body check). With a ring ($20), $6 and
  * $19 are sealed, $10/$11 blind indexes and $21/$22 the sealed email and account. Outbox: $24
  * ord, $25 the conversation event's id, $26 its data, $27 the audio event's id, $28 failed,
- * $29 the audio's bytes (-1: none), $30 the audio event's data when it has no conversation. */
+ * $29 the audio's bytes (-1: none), $30 the audio event's data when it has no conversation, $31
+ * (NULL: none) its data when the conversation was stored before the batch (read then, see
+ * send_event): kept, with the conversation row's account, should the conversation have no
+ * event to copy (stored before the outbox, or its events pruned). */
 static const char event_sql[] =
     "WITH dup AS ("
     "  SELECT webhook_id, received_at_us FROM events"
@@ -502,11 +506,19 @@ static const char event_sql[] =
     "    WHERE x.conversation_id = $9) THEN 2 ELSE 1 END, $9, $11, $22, $4, $26,"
     "    CASE WHEN $29 >= 0 THEN $29 ELSE (SELECT a.bytes FROM audio_meta a"
     "    WHERE a.conversation_id = $9) END, $20, false FROM ins"
-    "), oba AS (" OUTBOX_STAGE
-    "  SELECT $24, 1, $27, 3, $1, CASE WHEN $8 THEN $11 END, CASE WHEN $8 THEN $22 END, $4,"
-    "    CASE WHEN $8 THEN $26 ELSE $30 END, CASE WHEN $8 OR x.e THEN $29 END, $20,"
-    "    NOT $8 AND x.e"
-    "  FROM ev, (SELECT EXISTS (SELECT 1 FROM conversations y WHERE y.conversation_id = $1) AS e) x"
+    "), oba AS (" OUTBOX_STAGE_INTO
+    ", whole)"
+    "  SELECT $24, 1, $27, 3, $1, CASE WHEN $8 THEN $11 WHEN x.w THEN x.account_id END,"
+    "    CASE WHEN $8 THEN $22 WHEN x.w THEN x.account_sealed END, $4,"
+    "    CASE WHEN $8 THEN $26 WHEN x.w THEN $31 ELSE $30 END, CASE WHEN $8 OR x.e THEN $29 END,"
+    "    $20, NOT $8 AND x.e, x.w"
+    "  FROM ev, (SELECT EXISTS (SELECT 1 FROM conversations y WHERE y.conversation_id = $1) AS e,"
+    "    $31::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM conversations y"
+    "      WHERE y.conversation_id = $1) AS w,"
+    "    (SELECT CASE WHEN y.account_sealed IS NULL OR y.sealed_with = $20 THEN y.account_id END"
+    "     FROM conversations y WHERE y.conversation_id = $1) AS account_id,"
+    "    (SELECT CASE WHEN y.sealed_with = $20 THEN y.account_sealed END"
+    "     FROM conversations y WHERE y.conversation_id = $1) AS account_sealed) x"
     "  WHERE $29 >= 0"
     ") "
     "SELECT webhook_id, received_at_us, true FROM dup UNION ALL SELECT $3, $4, false FROM ev";
@@ -613,7 +625,9 @@ static const char retain_sql[] =
  * the audit append took the head's row lock (taken here again, for a batch that appended
  * nothing): an audio event that copies takes its conversation's latest created, updated or
  * failed event's data, account and key (this batch's first, else the stored ones), or keeps
- * its fallback without audio when there is none. Answers how many were written. */
+ * its fallback when there is none: the conversation as read before the batch (whole, audio put
+ * back when read), else the audio alone (without audio_bytes: its data holds the audio). Answers
+ * how many were written. */
 static const char outbox_flush_sql[] =
     "WITH h AS (SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE),"
     " ins AS (INSERT INTO outbox_events (event_id, type, conversation_id, account_id,"
@@ -622,7 +636,7 @@ static const char outbox_flush_sql[] =
     "   CASE WHEN src.data IS NULL THEN q.account_id ELSE src.account_id END,"
     "   CASE WHEN src.data IS NULL THEN q.account_sealed ELSE src.account_sealed END,"
     "   q.created_us, COALESCE(src.data, q.data),"
-    "   CASE WHEN q.copy AND src.data IS NULL THEN NULL ELSE q.audio_bytes END,"
+    "   CASE WHEN q.copy AND src.data IS NULL AND NOT q.whole THEN NULL ELSE q.audio_bytes END,"
     "   CASE WHEN src.data IS NULL THEN q.sealed_with ELSE src.sealed_with END"
     "  FROM (SELECT p.* FROM pg_temp.outbox_pending p, h ORDER BY p.ord, p.k, p.conversation_id) q"
     "  LEFT JOIN LATERAL (SELECT x.data, x.account_id, x.account_sealed, x.sealed_with FROM ("
@@ -645,7 +659,7 @@ static bool prepare_writer(PGconn *c) {
       OID_TEXT, OID_BYTEA, OID_TEXT,  OID_INT8, OID_TEXT,  OID_BYTEA, OID_INT8,  OID_BOOL,
       OID_TEXT, OID_TEXT,  OID_TEXT,  OID_TEXT, OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT,
       OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_BYTEA, OID_INT4,
-      OID_TEXT, OID_BYTEA, OID_TEXT,  OID_BOOL, OID_INT8,  OID_BYTEA};
+      OID_TEXT, OID_BYTEA, OID_TEXT,  OID_BOOL, OID_INT8,  OID_BYTEA, OID_BYTEA};
   static const Oid meta_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT8};
   static const Oid seal_key_types[] = {OID_TEXT, OID_BYTEA, OID_INT8};
   static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
@@ -668,7 +682,8 @@ static bool prepare_writer(PGconn *c) {
                     "k INT NOT NULL, event_id TEXT COLLATE \"C\" NOT NULL, type INT NOT NULL, "
                     "conversation_id TEXT COLLATE \"C\" NOT NULL, account_id TEXT COLLATE \"C\", "
                     "account_sealed BYTEA, created_us BIGINT NOT NULL, data BYTEA NOT NULL, "
-                    "audio_bytes BIGINT, sealed_with TEXT COLLATE \"C\", copy BOOLEAN NOT NULL) "
+                    "audio_bytes BIGINT, sealed_with TEXT COLLATE \"C\", copy BOOLEAN NOT NULL, "
+                    "whole BOOLEAN NOT NULL DEFAULT false) "
                     "ON COMMIT DELETE ROWS") &&
          prepare(c, "outbox_flush", outbox_flush_sql, 0, NULL) &&
          prepare(c, "audit_append",
@@ -691,7 +706,7 @@ static bool prepare_writer(PGconn *c) {
                  2, key_at_types) &&
          prepare(c, "upsert", upsert_sql, 20, upsert_types) &&
          prepare(c, "record_key", record_key_sql, 3, seal_key_types) &&
-         prepare(c, "event", event_sql, 30, event_types) &&
+         prepare(c, "event", event_sql, 31, event_types) &&
          prepare(c, "erase", erase_sql, 4, erase_types) &&
          prepare(c, "retain", retain_sql, 5, retain_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
@@ -1155,6 +1170,9 @@ static bool send_key(struct pg_store *s, struct store_write *w, const char *ord)
 }
 
 /* The event statement (see event_sql). */
+static enum store_status pg_get(struct store *base, const char *id, bool with_body,
+                                struct store_conversation *out);
+
 static bool send_event(struct pg_store *s, struct store_write *w, const char *ord) {
   const struct conversation_input *c = w->conv;
   char received[24], audio_at[24], start[24], duration[24], count[24];
@@ -1198,13 +1216,26 @@ static bool send_event(struct pg_store *s, struct store_write *w, const char *or
               outbox_audio_only_data(w->event_conversation_id, w->audio_len, &plain_len[1])) &&
          (data[1] = outbox_seal(s, &s->outbox_buf[1], w->event_conversation_id, plain[1],
                                 plain_len[1], &data_len[1]));
+  /* The conversation as stored now, for an audio event that has none of its own: its data
+   * when the conversation has no earlier event to copy (see event_sql), as GET shows it. */
+  if (ok && audio && !c) {
+    struct store_conversation *stored = calloc(1, sizeof *stored);
+    if (stored && pg_get(&s->base, w->event_conversation_id, true, stored) == STORE_OK) {
+      stored->audio_bytes = -1; /* put back when read */
+      if ((plain[0] = render_conversation_detail(stored, &plain_len[0])) != NULL)
+        data[0] = outbox_seal(s, &s->outbox_buf[0], w->event_conversation_id, plain[0],
+                              plain_len[0], &data_len[0]);
+    }
+    if (stored) free(stored->body);
+    free(stored);
+  }
   if (!ok) {
     free(plain[0]);
     free(plain[1]);
     return false;
   }
   const bool failed = c && c->status && strcmp(c->status, "failed") == 0;
-  const char *vals[30] = {w->event_conversation_id,
+  const char *vals[31] = {w->event_conversation_id,
                           (const char *)w->event_sha256,
                           w->webhook_id,
                           received,
@@ -1233,9 +1264,12 @@ static bool send_event(struct pg_store *s, struct store_write *w, const char *or
                           audio ? audio_evt : NULL,
                           failed ? "t" : "f",
                           bytes,
-                          data[1]};
-  int lens[30] = {0};
-  int formats[30] = {0};
+                          data[1],
+                          c ? NULL : data[0]};
+  int lens[31] = {0};
+  int formats[31] = {0};
+  lens[30] = c ? 0 : data_len[0];
+  formats[30] = 1;
   lens[25] = data_len[0];
   lens[29] = data_len[1];
   formats[25] = formats[29] = 1;
@@ -1247,7 +1281,7 @@ static bool send_event(struct pg_store *s, struct store_write *w, const char *or
   lens[21] = v.account_len;
   lens[22] = v.failure_len;
   formats[1] = formats[5] = formats[17] = formats[18] = formats[20] = formats[21] = formats[22] = 1;
-  ok = PQsendQueryPrepared(s->writer_conn, "event", 30, vals, lens, formats, 1) == 1;
+  ok = PQsendQueryPrepared(s->writer_conn, "event", 31, vals, lens, formats, 1) == 1;
   free(plain[0]);
   free(plain[1]);
   return ok;

@@ -5684,6 +5684,34 @@ static void test_pg_outbox_reads_bounded_in_bytes(void **state) {
   pg_sub_delete(sub);
 }
 
+/* An audio event for a stored conversation that has no event of its own to copy (stored before
+ * the outbox existed, or its events pruned): its data is still the conversation as GET shows it,
+ * with the conversation's account (a subscription filtered on it gets it), not the audio alone. */
+static void test_pg_outbox_audio_of_a_conversation_without_events(void **state) {
+  (void)state;
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64], acc[64], sql[256];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_au_%s", tag);
+  snprintf(acc, sizeof acc, "acc-au-%s", tag);
+  snprintf(id, sizeof id, "au-old-%s", tag);
+  (void)put_conv(id, "e@example.com", acc);
+  snprintf(sql, sizeof sql, "DELETE FROM outbox_events WHERE conversation_id = '%s'", id);
+  (void)direct_sql(sql); /* as before the outbox, or after a prune */
+  pg_sub_create(B->store, sub, 1u << OUTBOX_AUDIO_ADDED, acc);
+  (void)pg_fanout(B->store);
+  int fd = audio_file(2000, 5);
+  (void)put_audio(id, fd, 2000, "au");
+  close(fd);
+  assert_int_equal(pg_fanout(B->store), 1);
+  struct store_outbox_work o = pg_claim(B->store, sub, 10, 0);
+  assert_int_equal(o.count, 1);
+  char *detail = pg_detail(id);
+  pg_check_event(&o.jobs[0].event, OUTBOX_AUDIO_ADDED, id, detail);
+  free(detail);
+  pg_deliver_all(&o);
+  pg_sub_delete(sub);
+}
+
 #define PG_KEPT_SUB "sub_kept_over_the_rotation"
 
 /* With a ring: what the outbox keeps is sealed, and opened on read. */
@@ -5780,6 +5808,7 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_pg_outbox_retention_of_lone_audio),              \
   cmocka_unit_test(test_pg_outbox_unknown_key_waits),                    \
   cmocka_unit_test(test_pg_outbox_reads_bounded_in_bytes),               \
+  cmocka_unit_test(test_pg_outbox_audio_of_a_conversation_without_events), \
   cmocka_unit_test(test_pg_outbox_sealed)
 /* clang-format on */
 
