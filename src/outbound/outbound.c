@@ -28,25 +28,27 @@
 #include "outbound/outbound.h"
 #include "queue/queue.h"
 
-#define CLAIM_MAX 256             /* deliveries leased by one claim */
-#define FANOUT_LIMIT 1000         /* events fanned out per subscription per batch */
-#define PRUNE_LIMIT 5000          /* outbox rows erased per prune */
-#define PRUNE_EVERY_MS 60000      /* prune once a minute */
-#define TICK_MS 1000              /* at least once a second: other instances' events, new subs */
-#define STOP_GRACE_MS 2000        /* what deliveries in flight are given at stop */
-#define LEASE_MARGIN_S 30         /* a lease outlives the longest attempt by this much */
-#define BODY_READ_MAX (64 * 1024) /* an answer longer than this is cut (its status counts) */
+#define CLAIM_MAX 256        /* deliveries leased by one claim */
+#define FANOUT_LIMIT 1000    /* events fanned out per subscription per batch */
+#define PRUNE_LIMIT 5000     /* outbox rows erased per prune */
+#define PRUNE_EVERY_MS 60000 /* prune once a minute */
+#define TICK_MS 1000         /* at least once a second: other instances' events, new subs */
+#define STOP_GRACE_MS 2000   /* what deliveries in flight are given at stop */
+#define LEASE_MARGIN_S 30    /* a lease outlives the longest attempt by this much */
 #define QUEUE_BATCH 256
+#define QUEUE_BATCH_BYTES (16 * 1024 * 1024) /* event data one broker round holds */
 #define QUEUE_LEASE_US (30 * 1000000LL)
-#define QUEUE_TIMEOUT_MS 5000
+#define QUEUE_TIMEOUT_MS 2000 /* each broker step (connect, ack wait): bounds outbound_stop */
 #define QUEUE_BACKOFF_MS 1000
 
 /* One subscription as the dispatcher sees it: what the store holds plus the throttle. */
 struct sub_slot {
   struct subscription sub;
-  double tokens;      /* maxPerSecond token bucket */
-  double refilled_ms; /* when tokens was last topped up (monotonic) */
-  bool maybe_due;     /* a claim could find something: cleared when one comes back short */
+  double tokens;        /* maxPerSecond token bucket */
+  double refilled_ms;   /* when tokens was last topped up (monotonic) */
+  bool maybe_due;       /* a claim could find something: cleared when one comes back short */
+  double not_before_ms; /* a 429/503 Retry-After holds the whole subscription until then */
+  size_t inflight;      /* its deliveries in flight (counted at each claim round) */
 };
 
 /* One delivery in flight. */
@@ -62,7 +64,7 @@ struct transfer {
   char head[OUTBOX_RESPONSE_HEAD_MAX];
   size_t head_len;
   size_t received;
-  bool cut;             /* the answer was longer than BODY_READ_MAX: stopped reading */
+  bool cut; /* stopped reading once the answer's first OUTBOX_RESPONSE_HEAD_MAX bytes came */
   char retry_after[64]; /* the final answer's Retry-After, "" when none */
   char refused[96];     /* "refused: private address ..." when the SSRF rule stopped it */
   char errbuf[CURL_ERROR_SIZE];
@@ -245,6 +247,7 @@ static void subs_refresh(struct outbound *o, double now_ms) {
   for (size_t i = 0; i < n; i++) {
     struct sub_slot *old = slot_find(o, list[i].id);
     slots[i].sub = list[i];
+    if (old) slots[i].not_before_ms = old->not_before_ms;
     if (old && old->sub.max_per_second == list[i].max_per_second) {
       slots[i].tokens = old->tokens;
       slots[i].refilled_ms = old->refilled_ms;
@@ -266,12 +269,30 @@ static void subs_refresh(struct outbound *o, double now_ms) {
 
 static bool sub_active(const struct sub_slot *s) { return s->sub.enabled && !s->sub.paused; }
 
+/* Deliveries one subscription may have in flight: an equal share of DELIVERY_CONCURRENCY among
+ * the active subscriptions (at least 1), so a slow or blackholed receiver cannot hold every
+ * slot while the others' transfers come and go. */
+static size_t sub_cap(const struct outbound *o) {
+  size_t active = 0;
+  for (size_t i = 0; i < o->nsubs; i++)
+    if (sub_active(&o->subs[i])) active++;
+  size_t c = (size_t)o->cfg->delivery_concurrency / (active ? active : 1);
+  return c ? c : 1;
+}
+
 static void tokens_refill(struct sub_slot *s, double now_ms) {
   if (s->sub.max_per_second <= 0) return;
   double cap = (double)s->sub.max_per_second;
   s->tokens += (now_ms - s->refilled_ms) / 1000.0 * cap;
   if (s->tokens > cap) s->tokens = cap;
   s->refilled_ms = now_ms;
+}
+
+/* Whether an event can be rendered at all (a known type, a time that can be written): when it
+ * cannot, rendering failing is not a lack of memory and trying again cannot help. */
+static bool outbox_renderable(const struct store_outbox_event *ev) {
+  char ts[40];
+  return outbox_type_name(ev->type) && time_format_us(ev->created_us, true, ts, sizeof ts);
 }
 
 /* ---- results ---- */
@@ -323,9 +344,11 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls) {
     t->head_len += take;
   }
   t->received += len;
-  if (t->received > BODY_READ_MAX) {
+  if (t->head_len == sizeof t->head) {
+    /* all that is kept has arrived: a slow or huge body cannot turn the status already
+     * received into a failure (the transfer ends here; its status counts) */
     t->cut = true;
-    return 0; /* ends the transfer; the status already received still counts */
+    return 0;
   }
   return len;
 }
@@ -387,7 +410,7 @@ static bool add_header(struct curl_slist **list, const char *name, const char *v
 /* Starts delivering job to slot's subscription; false (nothing started, the job released) when
  * it cannot be sent now. */
 static bool transfer_start(struct outbound *o, struct sub_slot *slot,
-                           const struct store_delivery_job *job) {
+                           struct store_delivery_job *job) {
   const struct config *cfg = o->cfg;
   const struct store_outbox_event *ev = &job->event;
   int64_t now_us = time_now_us();
@@ -416,6 +439,10 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
   t->res.first_attempt_us = job->first_attempt_us ? job->first_attempt_us : now_us;
   t->body = outbox_event_render(ev->type, ev->id, ev->created_us, ev->data ? ev->data : "null",
                                 ev->data ? ev->data_len : 4, &t->body_len);
+  /* the body holds it now: the event's data need not wait for the whole claim */
+  free(job->event.data);
+  job->event.data = NULL;
+  job->event.data_len = 0;
   char sig[128], ts[32];
   snprintf(ts, sizeof ts, "%lld", (long long)(now_us / 1000000));
   bool signed_ok = t->body && outbound_sign(slot->sub.secret, ev->id, now_us / 1000000, t->body,
@@ -425,7 +452,9 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
      * recorded as a failed attempt so it shows, retried on the schedule */
     struct store_delivery_result r = t->res;
     snprintf(r.response_head, sizeof r.response_head, "%s",
-             t->body ? "not sent: the subscription's secret is malformed" : "not sent: no memory");
+             t->body                 ? "not sent: the subscription's secret is malformed"
+             : outbox_renderable(ev) ? "not sent: no memory"
+                                     : "not sent: the event cannot be rendered (unknown type)");
     int64_t d = outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count,
                                         job->attempt, rnd_unit(o));
     r.outcome = d < 0 ? DELIVERY_FAILED : DELIVERY_RETRY;
@@ -503,8 +532,12 @@ static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
   r.latency_ms = (int64_t)(time_mono_ms() - t->started_ms + 0.5);
   long code = 0;
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
-  bool answered =
-      code >= 200 && code <= 599 && (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && t->cut));
+  /* a 2xx whose status line arrived is a success whatever its body does afterwards (slow,
+   * cut, reset) */
+  bool answered = code >= 200 && code <= 599 &&
+                  (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && t->cut) ||
+                   (code <= 299 && (rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_PARTIAL_FILE ||
+                                    rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING)));
   if (answered) {
     r.status_code = (int)code;
     head_text(t, r.response_head, sizeof r.response_head);
@@ -532,15 +565,25 @@ static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
   } else {
     int64_t d = outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count, r.attempt,
                                         rnd_unit(o));
+    int64_t ra = -1;
+    if (answered && (code == 429 || code == 503) && *t->retry_after)
+      ra = outbound_retry_after(t->retry_after, now_us / 1000000, schedule_max(cfg));
+    if (ra > 0) {
+      /* the receiver asked for a pause: none of the subscription's deliveries before then */
+      struct sub_slot *s = slot_find(o, r.sub_id);
+      if (s) {
+        double until = time_mono_ms() + (double)ra * 1000.0;
+        if (until > s->not_before_ms) s->not_before_ms = until;
+      }
+    }
     if (d < 0) {
       /* exhausted: the store dead-letters it or pauses the subscription */
       r.outcome = DELIVERY_FAILED;
       r.next_at_us = now_us;
     } else {
-      if (answered && (code == 429 || code == 503) && *t->retry_after) {
-        int64_t ra = outbound_retry_after(t->retry_after, now_us / 1000000, schedule_max(cfg));
-        if (ra >= 0) d = ra * 1000000;
-      }
+      /* Retry-After only ever lengthens the schedule's wait (a short one must not use the
+       * schedule up in seconds); it is capped at the schedule's longest wait */
+      if (ra >= 0 && ra * 1000000 > d) d = ra * 1000000;
       r.outcome = DELIVERY_RETRY;
       r.next_at_us = now_us + d;
     }
@@ -578,6 +621,15 @@ static void transfers_abandon(struct outbound *o) {
     r.next_at_us = time_now_us();
     result_push(o, &r);
     transfer_free(t);
+  }
+}
+
+/* Counts each subscription's deliveries in flight. */
+static void inflight_count(struct outbound *o) {
+  for (size_t i = 0; i < o->nsubs; i++) o->subs[i].inflight = 0;
+  for (struct transfer *t = o->inflight; t; t = t->next) {
+    struct sub_slot *s = slot_find(o, t->res.sub_id);
+    if (s) s->inflight++;
   }
 }
 
@@ -625,11 +677,15 @@ static bool store_round(struct outbound *o, const struct round *want, double now
   size_t free_slots = (size_t)cfg->delivery_concurrency > o->ninflight
                           ? (size_t)cfg->delivery_concurrency - o->ninflight
                           : 0;
+  size_t cap = sub_cap(o);
+  inflight_count(o);
   for (; want->claim && k < o->nsubs && free_slots > 0; k++) {
     struct sub_slot *s = &o->subs[(o->rotate + k) % o->nsubs];
     if (!sub_active(s) || !(s->maybe_due || want->fanout)) continue;
+    if (now_ms < s->not_before_ms || s->inflight >= cap) continue;
     tokens_refill(s, now_ms);
     int64_t limit = (int64_t)free_slots;
+    if (limit > (int64_t)(cap - s->inflight)) limit = (int64_t)(cap - s->inflight);
     if (limit > CLAIM_MAX) limit = CLAIM_MAX;
     if (s->sub.max_per_second > 0 && (int64_t)s->tokens < limit) limit = (int64_t)s->tokens;
     if (limit <= 0) continue;
@@ -711,9 +767,15 @@ static long sleep_ms(struct outbound *o, double now_ms, double next_tick_ms, boo
     if (due < wait) wait = due;
   }
   bool room = (size_t)o->cfg->delivery_concurrency > o->ninflight;
+  size_t cap = sub_cap(o);
+  inflight_count(o);
   for (size_t i = 0; room && i < o->nsubs; i++) {
     struct sub_slot *s = &o->subs[i];
-    if (!sub_active(s) || !s->maybe_due) continue;
+    if (!sub_active(s) || !s->maybe_due || s->inflight >= cap) continue;
+    if (s->not_before_ms > now_ms) {
+      if (s->not_before_ms - now_ms < wait) wait = s->not_before_ms - now_ms;
+      continue;
+    }
     if (s->sub.max_per_second <= 0) return 0;
     tokens_refill(s, now_ms);
     double need = s->tokens >= 1 ? 0 : (1 - s->tokens) * 1000.0 / (double)s->sub.max_per_second;
@@ -797,8 +859,8 @@ static void *sub_main(void *cls) {
 
 /* Sleeps up to ms, or until stopped; wake_on_kick: also when the store reports events. */
 static void queue_sleep(struct outbound *o, long ms, bool wake_on_kick) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
+  struct timespec until; /* queue_cv waits on CLOCK_MONOTONIC: a clock step changes nothing */
+  clock_gettime(CLOCK_MONOTONIC, &until);
   until.tv_sec += ms / 1000;
   until.tv_nsec += (ms % 1000) * 1000000L;
   if (until.tv_nsec >= 1000000000L) {
@@ -824,9 +886,31 @@ static enum store_status queue_work(struct store *s, struct store_outbox_work *w
   return wr.status;
 }
 
+/* The stand-in published for an event larger than the broker takes (NATS max_payload): the
+ * same id and type, and data naming the conversation and where to read it. */
+static char *oversize_stand_in(const struct store_outbox_event *ev, size_t *len) {
+  char data[256 + MODEL_CONVERSATION_ID_MAX * 2];
+  int n = snprintf(data, sizeof data,
+                   "{\"conversationId\":\"%s\",\"truncated\":true,\"url\":"
+                   "\"/api/v1/conversations/%s\"}",
+                   ev->conversation_id, ev->conversation_id);
+  if (n < 0 || (size_t)n >= sizeof data) return NULL;
+  return outbox_event_render(ev->type, ev->id, ev->created_us, data, (size_t)n, len);
+}
+
 static void *queue_main(void *cls) {
   struct outbound *o = cls;
+  bool down_logged = false;
   while (!atomic_load(&o->stop)) {
+    /* While the broker is down, a probe (at most one connection attempt a second) comes before
+     * reading the outbox: an outage costs no reads, and is logged once (queue.c) */
+    if (!queue_connected(o->queue)) {
+      (void)queue_publish(o->queue, NULL, 0);
+      if (!queue_connected(o->queue)) {
+        queue_sleep(o, QUEUE_BACKOFF_MS, false);
+        continue;
+      }
+    }
     struct store_outbox_work rd;
     memset(&rd, 0, sizeof rd);
     rd.op = STORE_OUTBOX_QUEUE_READ;
@@ -854,40 +938,87 @@ static void *queue_main(void *cls) {
     size_t n = rd.count;
     struct queue_msg *msgs = calloc(n, sizeof *msgs);
     char **texts = calloc(n, sizeof *texts);
-    size_t rendered = 0;
-    for (; msgs && texts && rendered < n; rendered++) {
-      const struct store_outbox_event *ev = &rd.events[rendered];
+    size_t *at = calloc(n, sizeof *at); /* msgs[k] is rd.events[at[k]] */
+    size_t nmsgs = 0, taken = 0, bytes = 0;
+    size_t max = queue_max_message(o->queue);
+    bool oom = !msgs || !texts || !at;
+    /* Renders in order up to ~QUEUE_BATCH_BYTES (at least one event); each event's data is
+     * freed once rendered. An event that cannot be rendered (a type this version does not
+     * know) is skipped with an error and the cursor moves past it. */
+    for (; !oom && taken < n; taken++) {
+      struct store_outbox_event *ev = &rd.events[taken];
+      if (nmsgs && bytes + ev->data_len > QUEUE_BATCH_BYTES) break;
       size_t len = 0;
-      texts[rendered] =
+      char *text =
           outbox_event_render(ev->type, ev->id, ev->created_us, ev->data ? ev->data : "null",
                               ev->data ? ev->data_len : 4, &len);
-      if (!texts[rendered]) break;
-      msgs[rendered].id = ev->id;
-      msgs[rendered].type = outbox_type_name(ev->type);
-      msgs[rendered].json = texts[rendered];
-      msgs[rendered].len = len;
+      if (!text && outbox_renderable(ev)) {
+        oom = true;
+        break;
+      }
+      if (!text) {
+        log_msg(LOG_ERROR,
+                "outbound: event %s (type %d) cannot be rendered; not published to the broker",
+                ev->id, ev->type);
+      } else if (max && len > max) {
+        size_t full = len;
+        char *stand_in = oversize_stand_in(ev, &len);
+        if (!stand_in) {
+          free(text);
+          oom = true;
+          break;
+        }
+        log_msg(LOG_WARNING,
+                "outbound: event %s (%zu bytes) is larger than the broker takes (%zu); "
+                "published truncated, with the conversation's URL",
+                ev->id, full, max);
+        free(text);
+        text = stand_in;
+      }
+      bytes += ev->data_len;
+      free(ev->data);
+      ev->data = NULL;
+      ev->data_len = 0;
+      if (!text) continue;
+      texts[nmsgs] = text;
+      at[nmsgs] = taken;
+      msgs[nmsgs].id = ev->id;
+      msgs[nmsgs].type = outbox_type_name(ev->type);
+      msgs[nmsgs].json = text;
+      msgs[nmsgs].len = len;
+      nmsgs++;
     }
-    size_t acked = rendered ? queue_publish(o->queue, msgs, rendered) : 0;
-    if (acked > 0) {
+    size_t acked = nmsgs ? queue_publish(o->queue, msgs, nmsgs) : 0;
+    /* the cursor moves past every event before the first one not acknowledged (skipped ones
+     * included) */
+    size_t upto = acked == nmsgs ? taken : at[acked];
+    if (upto > 0) {
       struct store_outbox_work adv;
       memset(&adv, 0, sizeof adv);
       adv.op = STORE_OUTBOX_QUEUE_ADVANCE;
       adv.cursor_name = OUTBOUND_QUEUE_CURSOR;
-      adv.upto_seq = rd.events[acked - 1].seq;
+      adv.upto_seq = rd.events[upto - 1].seq;
       st = queue_work(o->store, &adv);
       if (st != STORE_OK)
         log_msg(LOG_WARNING, "outbound: moving the broker cursor failed (status %d)", (int)st);
     }
-    for (size_t i = 0; texts && i < rendered; i++) free(texts[i]);
+    for (size_t i = 0; i < nmsgs; i++) free(texts[i]);
     free(texts);
     free(msgs);
+    free(at);
     store_jobs_free(&rd);
-    if (acked < n) {
+    if (oom) log_msg(LOG_ERROR, "outbound: out of memory rendering events for the broker");
+    if (acked < nmsgs || oom) {
       char why[160];
       queue_last_error(o->queue, why, sizeof why);
-      log_msg(LOG_WARNING, "outbound: the broker took %zu of %zu events (%s); again in 1 s", acked,
-              n, *why ? why : "no reason given");
+      /* once per outage at WARNING; repeats (one a second at most) at DEBUG */
+      log_msg(down_logged ? LOG_DEBUG : LOG_WARNING,
+              "outbound: the broker took %zu of %zu events (%s); again in 1 s", acked, nmsgs,
+              *why ? why : "no reason given");
+      down_logged = true;
       queue_sleep(o, QUEUE_BACKOFF_MS, false);
+    } else {
+      down_logged = false;
     }
   }
   return NULL;
@@ -923,7 +1054,11 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
   o->cfg = cfg;
   o->store = s;
   pthread_mutex_init(&o->queue_mu, NULL);
-  pthread_cond_init(&o->queue_cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&o->queue_cv, &ca);
+  pthread_condattr_destroy(&ca);
   if (!crypto_random((unsigned char *)&o->rng, sizeof o->rng) || o->rng == 0)
     o->rng = (uint64_t)time_now_us() | 1;
   o->multi = curl_multi_init();

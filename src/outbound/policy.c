@@ -208,7 +208,16 @@ static bool v6_private(const unsigned char *b) {
   /* ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d: all judged as the IPv4 at the end
    * (:: is 0.0.0.0, ::1 is 0.0.0.1, both in 0/8) */
   if (memcmp(b, zero, 12) == 0) return true;
-  if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0) return v4_private(v4_at(b + 12));
+  static const unsigned char translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
+  static const unsigned char nat64_local[6] = {0, 0x64, 0xff, 0x9b, 0, 0x01};
+  static const unsigned char teredo[4] = {0x20, 0x01, 0, 0};
+  static const unsigned char discard[8] = {0x01, 0, 0, 0, 0, 0, 0, 0};
+  /* ::ffff:a.b.c.d mapped, 64:ff9b::a.b.c.d NAT64, ::ffff:0:a.b.c.d IPv4-translated (SIIT) */
+  if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 || memcmp(b, translated, 12) == 0)
+    return v4_private(v4_at(b + 12));
+  if (memcmp(b, nat64_local, 6) == 0) return true; /* 64:ff9b:1::/48 local-use NAT64 (RFC 8215) */
+  if (memcmp(b, teredo, 4) == 0) return true;      /* 2001::/32 Teredo: tunnels to any IPv4 */
+  if (memcmp(b, discard, 8) == 0) return true;     /* 100::/64 discard-only */
   if (b[0] == 0x20 && b[1] == 0x02) return v4_private(v4_at(b + 2)); /* 2002::/16 6to4 */
   if ((b[0] & 0xFE) == 0xFC) return true;                            /* fc00::/7 unique local */
   if (b[0] == 0xFE && (b[1] & 0xC0) == 0x80) return true;            /* fe80::/10 link-local */

@@ -124,6 +124,8 @@ size_t queue_publish(struct queue *q, const struct queue_msg *msgs, size_t n) {
   return done;
 }
 
+size_t queue_max_message(const struct queue *q) { return q->max_message; }
+
 bool queue_connected(const struct queue *q) { return atomic_load(&q->connected); }
 
 const char *queue_kind(const struct queue *q) { return q->ops->kind; }

@@ -36,6 +36,10 @@ __attribute__((warn_unused_result)) struct queue *queue_open(const char *url, co
  * spins). n 0 is a probe: connects when allowed without waiting, or checks the held connection
  * with a round trip, so queue_connected stays true without traffic. */
 size_t queue_publish(struct queue *q, const struct queue_msg *msgs, size_t n);
+/* The largest message (the event's JSON) the broker takes, as the connected broker told it:
+ * NATS max_payload less room for the headers; 0 when there is no such limit (Redis: 512 MB)
+ * or nothing has been connected yet. Publisher thread. */
+size_t queue_max_message(const struct queue *q);
 /* Whether the last connection attempt or publish succeeded (health: "connected"). Any thread. */
 bool queue_connected(const struct queue *q);
 /* "redis" or "nats". */

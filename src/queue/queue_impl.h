@@ -40,6 +40,7 @@ struct queue {
   long timeout_ms;
   double last_connect_ms; /* time_mono_ms() of the last attempt; publisher thread only */
   bool tried;             /* an attempt was made */
+  size_t max_message;     /* queue_max_message; set by connect */
   atomic_bool connected;
   atomic_int logged; /* 0 nothing yet, 1 up, 2 down: each change is logged once */
   pthread_mutex_t err_mu;

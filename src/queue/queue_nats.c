@@ -16,6 +16,7 @@
 #define NATS_SUBJECTS "gensendrep.events.>"
 #define NATS_SUBJECT_PREFIX "gensendrep.events."
 #define NATS_MAX_PENDING 4096
+#define NATS_HEADER_ROOM 512 /* the Nats-Msg-Id header and the framing, within max_payload */
 
 enum { ACK_WAITING, ACK_OK, ACK_FAILED };
 
@@ -202,6 +203,9 @@ static bool connect_nats(struct queue *q, char *why, size_t whylen) {
     status_why("connect", s, why, whylen);
     return false;
   }
+  /* the server's max_payload (1 MiB by default) counts headers too: leave them room */
+  int64_t maxp = natsConnection_GetMaxPayload(b->nc);
+  q->max_message = maxp > NATS_HEADER_ROOM ? (size_t)(maxp - NATS_HEADER_ROOM) : 0;
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = q->timeout_ms;

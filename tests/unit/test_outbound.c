@@ -229,6 +229,18 @@ static void test_private_ipv6_table_and_mapped_forms(void **state) {
       /* the deprecated IPv4-compatible form */
       "::127.0.0.1",
       "::10.0.0.1",
+      /* IPv4-translated (SIIT, ::ffff:0:0/96) of private ones */
+      "::ffff:0:127.0.0.1",
+      "::ffff:0:a00:1", /* 10.0.0.1 */
+      /* local-use NAT64 (RFC 8215): behind a site's NAT64 it reaches private IPv4 space */
+      "64:ff9b:1::a00:1",
+      "64:ff9b:1:ffff::808:808",
+      /* Teredo (2001::/32) carries IPv4 addresses: refused whole */
+      "2001::1",
+      "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+      /* the discard prefix 100::/64 */
+      "100::",
+      "100::1",
   };
   const char *allowed[] = {
       "2001:4860:4860::8888",
@@ -238,8 +250,12 @@ static void test_private_ipv6_table_and_mapped_forms(void **state) {
       "64:ff9b::808:808", /* 8.8.8.8 */
       "2002:808:808::1",  /* 8.8.8.8 */
       "2a00:1450:4001::1",
-      "fbff::1", /* just below fc00::/7 */
-      "fe00::1", /* between fc00::/7 and fe80::/10 */
+      "fbff::1",          /* just below fc00::/7 */
+      "fe00::1",          /* between fc00::/7 and fe80::/10 */
+      "::ffff:0:808:808", /* IPv4-translated 8.8.8.8 */
+      "64:ff9b:2::1",     /* just past 64:ff9b:1::/48 */
+      "2001:1::1",        /* just past Teredo's /32 */
+      "100:0:0:1::1",     /* just past 100::/64 */
   };
   for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
     if (!v6_private(refused[i])) fail_msg("%s should be refused", refused[i]);
