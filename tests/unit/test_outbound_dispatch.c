@@ -60,6 +60,8 @@ struct fake_store {
   void (*notify)(void *);
   void *notify_cls;
   int64_t qcursor; /* the broker cursor */
+  int qreads;      /* QUEUE_READs */
+  bool second;     /* sub_list also returns a second active subscription (with nothing due) */
 };
 
 static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
@@ -119,6 +121,7 @@ static void fake_submit(struct store *s, struct store_write *w) {
       fake_finish(f, o);
       break;
     case STORE_OUTBOX_QUEUE_READ:
+      f->qreads++;
       o->events = calloc(MAXD, sizeof *o->events);
       assert_non_null(o->events);
       o->count = 0;
@@ -148,10 +151,12 @@ static void fake_submit(struct store *s, struct store_write *w) {
 static enum store_status fake_sub_list(struct store *s, struct subscription **out, size_t *count) {
   struct fake_store *f = (struct fake_store *)s;
   pthread_mutex_lock(&f->mu);
-  *out = malloc(sizeof **out);
+  *out = calloc(2, sizeof **out);
   assert_non_null(*out);
-  **out = f->sub;
-  *count = 1;
+  (*out)[0] = f->sub;
+  (*out)[1] = f->sub;
+  snprintf((*out)[1].id, sizeof(*out)[1].id, "sub_000000000000000000000002");
+  *count = f->second ? 2 : 1;
   pthread_mutex_unlock(&f->mu);
   return STORE_OK;
 }
@@ -708,6 +713,95 @@ static void test_max_per_second_throttles(void **state) {
   fake_free(f);
 }
 
+static void test_one_subscription_holds_at_most_its_share_of_slots(void **state) {
+  (void)state;
+  /* DELIVERY_CONCURRENCY 2 and two active subscriptions: the first, whose receiver never
+   * answers, may hold one slot, not both (the other stays for the second subscription) */
+  struct answer hang = {0, NULL, NULL, false};
+  struct receiver *r = receiver_start(&hang, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 3);
+  f->second = true;
+  const long schedule[] = {0, 60};
+  struct config cfg = test_config(schedule, 2, true, 30);
+  cfg.delivery_concurrency = 2;
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  double start = time_mono_ms();
+  while (receiver_count(r) < 1 && time_mono_ms() - start < 10000) sleep_ms(10);
+  assert_int_equal(receiver_count(r), 1);
+  sleep_ms(1500); /* ticks and wakes: still one */
+  assert_int_equal(receiver_count(r), 1);
+  outbound_stop(o);
+  receiver_stop(r);
+  fake_free(f);
+}
+
+/* A broker that is down: the broker thread probes it (once a second) and reads nothing from the
+ * outbox until it is back (it read, rendered and failed every second before). */
+static void test_no_outbox_reads_while_the_broker_is_down(void **state) {
+  (void)state;
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(lfd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t al = sizeof a;
+  assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+  close(lfd); /* a port nobody listens on: connections are refused */
+  struct fake_store *f = fake_new("http://127.0.0.1:9/none", 2);
+  f->sub.enabled = false;
+  const long schedule[] = {0, 5};
+  struct config cfg = test_config(schedule, 2, true, 5);
+  char qurl[64];
+  snprintf(qurl, sizeof qurl, "redis://127.0.0.1:%u", ntohs(a.sin_port));
+  cfg.queue_url = qurl;
+  char stream[] = "gensendrep";
+  cfg.queue_stream = stream;
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  sleep_ms(2500);
+  struct outbound_status st;
+  outbound_status(o, &st);
+  outbound_stop(o);
+  assert_false(st.queue_connected);
+  assert_int_equal(f->qreads, 0);
+  assert_int_equal(f->qcursor, 0);
+  fake_free(f);
+}
+
+/* A broker that accepts the connection and never answers: stop still returns within about a
+ * broker step's 2 s timeout (it was 5 s per step, several steps in a row). */
+static void test_stop_is_bounded_with_a_silent_broker(void **state) {
+  (void)state;
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(lfd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(lfd, 16), 0); /* the kernel completes the handshakes; nobody speaks */
+  socklen_t al = sizeof a;
+  assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+  struct fake_store *f = fake_new("http://127.0.0.1:9/none", 1);
+  f->sub.enabled = false;
+  const long schedule[] = {0, 5};
+  struct config cfg = test_config(schedule, 2, true, 5);
+  char qurl[64];
+  snprintf(qurl, sizeof qurl, "nats://127.0.0.1:%u", ntohs(a.sin_port));
+  cfg.queue_url = qurl;
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  sleep_ms(300);                  /* the broker thread is waiting for the server's greeting */
+  assert_int_equal(f->qreads, 0); /* a broker that is down costs no outbox reads */
+  double t0 = time_mono_ms();
+  outbound_stop(o);
+  double took = time_mono_ms() - t0;
+  assert_true(took < 4500);
+  close(lfd);
+  fake_free(f);
+}
+
 /* Against a real nats-server -js (GSR_TEST_NATS_URL; skipped without it, run by
  * test_queue_publisher.py): an event larger than the server's max_payload goes out as a
  * stand-in with the same id and type naming the conversation, an event that cannot be rendered
@@ -800,6 +894,9 @@ int main(void) {
       cmocka_unit_test(test_timeout_is_an_attempt),
       cmocka_unit_test(test_stop_releases_what_is_in_flight),
       cmocka_unit_test(test_max_per_second_throttles),
+      cmocka_unit_test(test_one_subscription_holds_at_most_its_share_of_slots),
+      cmocka_unit_test(test_no_outbox_reads_while_the_broker_is_down),
+      cmocka_unit_test(test_stop_is_bounded_with_a_silent_broker),
       cmocka_unit_test(test_broker_publishes_a_stand_in_for_an_event_over_max_payload),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
