@@ -4,12 +4,15 @@ the create answer; the SSRF rule at creation (loopback, private and link-local a
 unless DELIVERY_ALLOW_PRIVATE_NETWORKS=true); 404s; the deliveries log and replay; the audit
 entries the changes write; the outbox and the broker in health. Both backends."""
 import base64
+import json
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import KEY1, KEY2, assert_error, error_fields, uid
+from helpers import KEY1, KEY2, assert_error, error_fields, make_conv, uid
 
 SUB_ID_RE = re.compile(r"^sub_[0-9a-f]{24}$")
 SECRET_RE = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")
@@ -348,6 +351,93 @@ def test_changes_write_audit_entries(server):
     have = [(e["action"], e["outcome"]) for e in es]
     for w in want:
         assert have.count(w) == 1, (w, have)
+
+
+class _Receiver:
+    """A local endpoint answering 200 and keeping every request."""
+
+    def __init__(self):
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append((dict(self.headers), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def wait_for(pred, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    return pred()
+
+
+def test_deliveries_log_and_replay_resend_with_the_same_ids(make_server):
+    rec = _Receiver()
+    try:
+        srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true"})
+        sub = created(srv, url=rec.url, eventTypes=["conversation.created"])
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+        conv = make_conv()
+        assert srv.post_conv(conv).status_code == 200
+        path = f"/api/v1/subscriptions/{sub['id']}/deliveries"
+
+        def delivered():
+            ds = srv.get(path).json()["deliveries"]
+            return ds if any(d["outcome"] == "delivered" for d in ds) else None
+
+        ds = wait_for(delivered)
+        assert ds, srv.get(path).text
+        d = ds[0]
+        assert set(d) == {"eventId", "type", "attempt", "statusCode", "latencyMs", "at",
+                          "outcome", "response"}, d
+        assert re.match(r"^evt_[0-9a-f]{32}$", d["eventId"]), d
+        assert (d["type"], d["attempt"], d["statusCode"], d["outcome"], d["response"]) == \
+            ("conversation.created", 1, 200, "delivered", "ok"), d
+        assert isinstance(d["latencyMs"], int) and d["latencyMs"] >= 0
+        assert d["at"].endswith("Z")
+        assert wait_for(lambda: len(rec.requests) >= 1)
+        first_ids = {h.get("webhook-id") or h.get("Webhook-Id") for h, _ in rec.requests}
+        assert first_ids == {d["eventId"]}
+        body = json.loads(rec.requests[0][1])
+        assert body["data"]["conversationId"] == conv["conversationId"]
+
+        r = srv.request("POST", f"/api/v1/subscriptions/{sub['id']}/replay",
+                        params={"since": since})
+        assert r.status_code == 202, r.text
+        assert r.json() == {"replayed": 1}
+        assert wait_for(lambda: len(rec.requests) >= 2)
+        again = rec.requests[1][0]
+        assert (again.get("webhook-id") or again.get("Webhook-Id")) == d["eventId"]
+        # newest first, and a page of one tells there is more
+        r = srv.get(path, params={"limit": 1})
+        page = r.json()
+        assert len(page["deliveries"]) == 1 and page["pagination"]["nextCursor"], page
+        r = srv.get(path, params={"limit": 1, "cursor": page["pagination"]["nextCursor"]})
+        older = r.json()["deliveries"]
+        assert older and older[0]["eventId"] == d["eventId"]
+    finally:
+        rec.close()
 
 
 # ------------------------------------------------------------------ health
