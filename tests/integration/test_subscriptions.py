@@ -16,10 +16,9 @@ from helpers import KEY1, KEY2, assert_error, error_fields, make_conv, uid
 
 SUB_ID_RE = re.compile(r"^sub_[0-9a-f]{24}$")
 SECRET_RE = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")
-# A public address that needs no DNS: creating a subscription to it passes the SSRF rule. No
-# test here makes an event a subscription to it would be sent (no conversation is posted on
-# the shared server).
-PUBLIC_URL = "https://8.8.8.8/hooks/gensendrep"
+# An address that needs no DNS and passes the SSRF rule, from TEST-NET-1 (RFC 5737: never
+# routed), so even an event sent there by mistake reaches nobody.
+PUBLIC_URL = "https://192.0.2.10/hooks/gensendrep"
 UNKNOWN_ID = "sub_" + "0" * 24
 MEMBERS = {"id", "url", "eventTypes", "accountId", "enabled", "maxPerSecond", "state",
            "disabledReason", "createdAt", "updatedAt"}
@@ -152,13 +151,13 @@ def test_secret_only_in_the_create_answer(server):
     ({}, "url"),
     ({"url": None}, "url"),
     ({"url": 42}, "url"),
-    ({"url": "ftp://8.8.8.8/hook"}, "url"),
+    ({"url": "ftp://192.0.2.10/hook"}, "url"),
     ({"url": "/hooks/relative"}, "url"),
-    ({"url": "8.8.8.8/hook"}, "url"),
-    ({"url": "https://user:secret@8.8.8.8/hook"}, "url"),
-    ({"url": "https://8.8.8.8/hook#part"}, "url"),
-    ({"url": "https://8.8.8.8:99999/"}, "url"),
-    ({"url": "https://8.8.8.8/" + "a" * 2100}, "url"),
+    ({"url": "192.0.2.10/hook"}, "url"),
+    ({"url": "https://user:secret@192.0.2.10/hook"}, "url"),
+    ({"url": "https://192.0.2.10/hook#part"}, "url"),
+    ({"url": "https://192.0.2.10:99999/"}, "url"),
+    ({"url": "https://192.0.2.10/" + "a" * 2100}, "url"),
     ({"url": PUBLIC_URL, "eventTypes": ["conversation.eaten"]}, "eventTypes[0]"),
     ({"url": PUBLIC_URL, "eventTypes": ["conversation.created", "conversation.exploded"]},
      "eventTypes[1]"),
@@ -195,10 +194,10 @@ def test_every_problem_is_reported_at_once(server):
 
 
 @pytest.mark.parametrize("data", [
-    b'{"url": "https://8.8.8.8/"', b"not json", b"[]", b'"https://8.8.8.8/"', b"null",
-    b'{"url": "https://8.8.8.8/", "url": "https://8.8.4.4/"}',
-    b'{"url": "https://8.8.8.8/", "maxPerSecond": 100000000000000000000000000000}',
-    b'{"url": "https://8.8.8.8/\xff"}',
+    b'{"url": "https://192.0.2.10/"', b"not json", b"[]", b'"https://192.0.2.10/"', b"null",
+    b'{"url": "https://192.0.2.10/", "url": "https://192.0.2.11/"}',
+    b'{"url": "https://192.0.2.10/", "maxPerSecond": 100000000000000000000000000000}',
+    b'{"url": "https://192.0.2.10/\xff"}',
 ])
 def test_malformed_bodies_are_400(server, data):
     r = server.request("POST", "/api/v1/subscriptions", data=data,
@@ -208,7 +207,7 @@ def test_malformed_bodies_are_400(server, data):
 
 def test_patch_validates_and_changes_nothing_when_refused(server):
     sub = created(server, maxPerSecond=5)
-    for body, field in [({"url": "gopher://8.8.8.8/"}, "url"), ({"eventTypes": []}, "eventTypes"),
+    for body, field in [({"url": "gopher://192.0.2.10/"}, "url"), ({"eventTypes": []}, "eventTypes"),
                         ({"maxPerSecond": 0}, "maxPerSecond"), ({"enabled": 1}, "enabled"),
                         ({"state": "active"}, "state"), ({"id": UNKNOWN_ID}, "id")]:
         r = patch(server, sub["id"], body)
@@ -307,7 +306,7 @@ def test_methods_not_allowed(server):
     assert server.request("DELETE", "/api/v1/subscriptions").status_code == 405
     assert server.request("PUT", f"/api/v1/subscriptions/{UNKNOWN_ID}",
                           json={}).status_code == 405
-    r = server.request("POST", "/api/v1/subscriptions", data=b'{"url":"https://8.8.8.8/"}',
+    r = server.request("POST", "/api/v1/subscriptions", data=b'{"url":"https://192.0.2.10/"}',
                        headers={"Content-Type": "text/plain"})
     assert_error(r, 415)
 
