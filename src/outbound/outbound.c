@@ -9,6 +9,7 @@
  * due, or a second has passed. FINISH before CLAIM in one batch keeps the per-conversation order:
  * the next event of a conversation becomes due in the same transaction its predecessor ended. */
 #include <curl/curl.h>
+#include <jansson.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -887,15 +888,31 @@ static enum store_status queue_work(struct store *s, struct store_outbox_work *w
 }
 
 /* The stand-in published for an event larger than the broker takes (NATS max_payload): the
- * same id and type, and data naming the conversation and where to read it. */
+ * same id and type, and data naming the conversation and where to read it (its id escaped as
+ * one path segment, as the audio URL is). */
 static char *oversize_stand_in(const struct store_outbox_event *ev, size_t *len) {
-  char data[256 + MODEL_CONVERSATION_ID_MAX * 2];
-  int n = snprintf(data, sizeof data,
-                   "{\"conversationId\":\"%s\",\"truncated\":true,\"url\":"
-                   "\"/api/v1/conversations/%s\"}",
-                   ev->conversation_id, ev->conversation_id);
-  if (n < 0 || (size_t)n >= sizeof data) return NULL;
-  return outbox_event_render(ev->type, ev->id, ev->created_us, data, (size_t)n, len);
+  static const char hex[] = "0123456789ABCDEF";
+  char url[sizeof "/api/v1/conversations/" + 3 * sizeof ev->conversation_id];
+  size_t n = (size_t)snprintf(url, sizeof url, "/api/v1/conversations/");
+  for (const unsigned char *p = (const unsigned char *)ev->conversation_id; *p; p++) {
+    if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+        *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+      url[n++] = (char)*p;
+    } else {
+      url[n++] = '%';
+      url[n++] = hex[*p >> 4];
+      url[n++] = hex[*p & 15];
+    }
+  }
+  url[n] = '\0';
+  json_t *o =
+      json_pack("{s:s,s:b,s:s}", "conversationId", ev->conversation_id, "truncated", 1, "url", url);
+  char *data = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!data) return NULL;
+  char *text = outbox_event_render(ev->type, ev->id, ev->created_us, data, strlen(data), len);
+  free(data);
+  return text;
 }
 
 static void *queue_main(void *cls) {

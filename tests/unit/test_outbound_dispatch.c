@@ -820,7 +820,9 @@ static void test_broker_publishes_a_stand_in_for_an_event_over_max_payload(void 
   size_t big_len = 2 * 1024 * 1024;
   char *big = malloc(big_len + 1);
   assert_non_null(big);
-  int head = snprintf(big, big_len, "{\"conversationId\":\"conv_2\",\"x\":\"");
+  /* a conversation id needing JSON escapes and percent-encoding in the URL */
+  snprintf(f->d[1].ev.conversation_id, sizeof f->d[1].ev.conversation_id, "conv \"2\"/\xc3\xa9");
+  int head = snprintf(big, big_len, "{\"conversationId\":\"conv \\\"2\\\"/\xc3\xa9\",\"x\":\"");
   memset(big + head, 'a', big_len - (size_t)head - 2);
   memcpy(big + big_len - 2, "\"}", 3);
   free(f->d[1].ev.data);
@@ -869,8 +871,9 @@ static void test_broker_publishes_a_stand_in_for_an_event_over_max_payload(void 
     assert_non_null(strstr(text, "\"type\":\"conversation.created\""));
     if (i == 1)
       assert_non_null(strstr(text,
-                             "\"data\":{\"conversationId\":\"conv_2\",\"truncated\":true,"
-                             "\"url\":\"/api/v1/conversations/conv_2\"}}"));
+                             "\"data\":{\"conversationId\":\"conv \\\"2\\\"/\xc3\xa9\","
+                             "\"truncated\":true,"
+                             "\"url\":\"/api/v1/conversations/conv%20%222%22%2F%C3%A9\"}}"));
     else
       assert_null(strstr(text, "truncated"));
     free(text);
