@@ -153,6 +153,7 @@ static void sub_work(void *p) {
       }
       if (strcmp(old_url, job->sub.url) != 0 && !url_allowed(job)) return;
       job->sub.updated_us = time_now_us();
+      job->write.sub_enabled_given = json_object_get(job->body, "enabled") != NULL;
       put(job, false);
       return;
     }

@@ -318,15 +318,16 @@ static void result_push(struct outbound *o, const struct store_delivery_result *
 }
 
 /* A result that is not an attempt: the lease is dropped, due again at next_at_us. */
-static void release(struct outbound *o, const char *sub_id, const struct store_outbox_event *ev,
-                    int attempt, int64_t next_at_us) {
+static void release(struct outbound *o, const struct store_delivery_job *job, int64_t next_at_us) {
+  const struct store_outbox_event *ev = &job->event;
   struct store_delivery_result r;
   memset(&r, 0, sizeof r);
-  snprintf(r.sub_id, sizeof r.sub_id, "%s", sub_id);
+  snprintf(r.sub_id, sizeof r.sub_id, "%s", job->sub_id);
   r.seq = ev->seq;
   snprintf(r.event_id, sizeof r.event_id, "%s", ev->id);
   r.type = ev->type;
-  r.attempt = attempt;
+  r.attempt = job->attempt;
+  r.lease_token = job->lease_token;
   r.at_us = time_now_us();
   r.outcome = STORE_DELIVERY_RELEASE;
   r.next_at_us = next_at_us;
@@ -421,13 +422,13 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
     if (now_us < base) {
       int64_t d =
           outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count, 0, rnd_unit(o));
-      release(o, job->sub_id, ev, job->attempt, ev->created_us + d);
+      release(o, job, ev->created_us + d);
       return false;
     }
   }
   struct transfer *t = calloc(1, sizeof *t);
   if (!t) {
-    release(o, job->sub_id, ev, job->attempt, now_us + 1000000);
+    release(o, job, now_us + 1000000);
     return false;
   }
   t->o = o;
@@ -436,6 +437,7 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
   snprintf(t->res.event_id, sizeof t->res.event_id, "%s", ev->id);
   t->res.type = ev->type;
   t->res.attempt = job->attempt;
+  t->res.lease_token = job->lease_token;
   t->res.at_us = now_us;
   t->res.first_attempt_us = job->first_attempt_us ? job->first_attempt_us : now_us;
   t->body = outbox_event_render(ev->type, ev->id, ev->created_us, ev->data ? ev->data : "null",
@@ -496,7 +498,7 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
   if (!ok || curl_multi_add_handle(o->multi, c) != CURLM_OK) {
     log_msg(LOG_ERROR, "outbound: libcurl refused a delivery's options (subscription %s)",
             job->sub_id);
-    release(o, job->sub_id, ev, job->attempt, now_us + 1000000);
+    release(o, job, now_us + 1000000);
     transfer_free(t);
     return false;
   }

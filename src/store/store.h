@@ -119,6 +119,11 @@ struct store_delivery_job {
   char sub_id[OUTBOX_SUB_ID_MAX];
   int attempt;              /* this attempt's number, 1-based (attempts made before + 1) */
   int64_t first_attempt_us; /* 0 when this is the first since it became pending */
+  /* This claim's own token (opaque; a later claim of the same delivery gets another): the
+   * result carries it back, and FINISH changes the delivery only while it is still this
+   * claim's (a stale answer, e.g. to a send made before a replay and a new claim, or after
+   * the lease ran out and the delivery was claimed again, is recorded as an attempt only). */
+  int64_t lease_token;
   struct store_outbox_event event;
 };
 
@@ -144,6 +149,7 @@ struct store_delivery_result {
   int outcome; /* enum delivery_outcome, or STORE_DELIVERY_RELEASE */
   int64_t first_attempt_us;
   int64_t next_at_us;
+  int64_t lease_token; /* the job's, copied as is */
 };
 #define STORE_DELIVERY_RELEASE 100
 
@@ -157,7 +163,10 @@ enum store_outbox_op {
    * (owned, free with store_jobs_free). A lease that runs out (a crash) makes the delivery due
    * again: at least once. */
   STORE_OUTBOX_CLAIM,
-  /* Records results[0..nresults) (the leases must be ours; others are ignored). */
+  /* Records results[0..nresults) (the leases must be ours, with the job's lease_token; others
+   * are ignored, but an answer to an earlier claim of a delivery claimed again since is
+   * recorded as an attempt and changes nothing). Every success in results counts before any
+   * exhausted result is judged (the pause rule), whatever their order. */
   STORE_OUTBOX_FINISH,
   /* Broker cursor cursor_name (created at seq 0 when missing): leases it until now_us +
    * lease_us when it is free, expired or ours, and returns the up to limit events after it in
@@ -235,6 +244,11 @@ struct store_write {
   /* input (STORE_WRITE_SUB_PUT, SUB_DELETE, REPLAY) */
   const struct subscription *sub;
   bool sub_create;
+  /* An update (not sub_create): false keeps the stored enabled, paused and disabled_reason
+   * as they are in the database (sub's are ignored: a PATCH that does not name "enabled" never
+   * undoes a pause or a 410 that happened after its read); true sets enabled = sub->enabled,
+   * and true also clears paused and disabled_reason and makes waiting deliveries due. */
+  bool sub_enabled_given;
   const char *sub_id;
   int64_t replay_since_us;
   /* input and output (STORE_WRITE_OUTBOX) */

@@ -97,6 +97,7 @@ enum ob_stmt {
   OB_AUDIO_BYTES,
   OB_CONV_ROW,
   OB_ACCOUNT_OF,
+  OB_ERASE_ATTEMPTS,
   OB_ERASE_EVENTS,
   OB_ERASE_DELIVERIES,
   OB_SUB_INSERT,
@@ -203,6 +204,7 @@ struct sqlite_store {
   /* The outbox (issue 10). */
   sqlite3_stmt *ob[OB_COUNT]; /* writer statements, NULL until first used */
   char owner[17];             /* this store's lease owner id (random per open) */
+  int64_t lease_seq;          /* the last claim token given out (lease_owner is "owner:token") */
   bool ob_notify;             /* the batch being committed wrote events or made deliveries due */
   void (*notify)(void *cls);  /* set_outbox_notify */
   void *notify_cls;
@@ -1252,10 +1254,12 @@ static int erase_selected(struct sqlite_store *s, sqlite3_stmt *select, int from
   int rc = select_ids(select, w->retain_before_us, w->retain_limit, &ids, &n);
   int64_t rows = 0;
   for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+    /* Audio of no conversation too (from ERASE_AUDIO_FROM): its audio_added events and their
+     * deliveries go and conversation.deleted is written, as ERASE of it does. */
     struct ob_account a;
-    if (from == 0) rc = ob_account_before_erase(s, ids[i], &a);
+    rc = ob_account_before_erase(s, ids[i], &a);
     if (rc == SQLITE_OK) rc = erase_one(s, ids[i], from, &rows);
-    if (rc == SQLITE_OK && from == 0) rc = ob_erased(s, ids[i], true, &a);
+    if (rc == SQLITE_OK) rc = ob_erased(s, ids[i], true, &a);
     if (rc == SQLITE_OK && from == 0)
       rc = audit_change(s, w, AUDIT_CONVERSATION_ERASED, ids[i], AUDIT_EXPIRED, 0);
   }
@@ -2272,6 +2276,11 @@ static const char *const ob_sql[OB_COUNT] = {
         "WHERE conversation_id = ?1 UNION ALL "
         "SELECT * FROM (SELECT account_id, account_sealed FROM outbox_events "
         "WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1)",
+    /* An erased conversation's attempts go too: their response_head may echo its data
+     * (delivery_attempts_seq, migration 0009). */
+    [OB_ERASE_ATTEMPTS] =
+        "DELETE FROM delivery_attempts WHERE seq IN "
+        "(SELECT seq FROM outbox_events WHERE conversation_id = ?1)",
     [OB_ERASE_EVENTS] = "DELETE FROM outbox_events WHERE conversation_id = ?1",
     [OB_ERASE_DELIVERIES] =
         "DELETE FROM sub_deliveries WHERE sub_id IN (SELECT id FROM "
@@ -2288,8 +2297,10 @@ static const char *const ob_sql[OB_COUNT] = {
         "account_sealed, secret, sealed_with, start_seq FROM subscriptions WHERE id = ?1",
     [OB_SUB_UPDATE] =
         "UPDATE subscriptions SET url = ?2, event_types = ?3, account_id = ?4, "
-        "account_sealed = ?5, enabled = ?6, max_per_second = ?7, paused = ?8, "
-        "disabled_reason = ?9, updated_us = ?10, secret = ?11, sealed_with = ?12 "
+        "account_sealed = ?5, max_per_second = ?7, updated_us = ?10, secret = ?11, "
+        "sealed_with = ?12, enabled = CASE WHEN ?13 THEN ?6 ELSE enabled END, "
+        "paused = CASE WHEN ?13 AND ?6 THEN 0 ELSE paused END, "
+        "disabled_reason = CASE WHEN ?13 AND ?6 THEN '' ELSE disabled_reason END "
         "WHERE id = ?1",
     [OB_SUB_WAKE] =
         "UPDATE sub_deliveries SET next_at_us = ?2 WHERE sub_id = ?1 AND state = 0 "
@@ -2617,7 +2628,7 @@ static int ob_account_before_erase(struct sqlite_store *s, const char *id, struc
  * deliveries go, and conversation.deleted is written. */
 static int ob_erased(struct sqlite_store *s, const char *id, bool expired,
                      const struct ob_account *a) {
-  for (int i = OB_ERASE_EVENTS; i <= OB_ERASE_DELIVERIES; i++) {
+  for (int i = OB_ERASE_ATTEMPTS; i <= OB_ERASE_DELIVERIES; i++) {
     sqlite3_bind_text(s->ob[i], 1, id, -1, SQLITE_STATIC);
     int rc = step_done(s->ob[i]);
     if (rc != SQLITE_OK) return rc;
@@ -2744,11 +2755,12 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_int64(st, 3, sub->event_types);
   sqlite3_bind_int(st, 6, sub->enabled);
   sqlite3_bind_int64(st, 7, sub->max_per_second);
-  sqlite3_bind_int(st, 8, sub->paused);
-  sqlite3_bind_text(st, 9, sub->disabled_reason, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 10, sub->updated_us);
+  sqlite3_bind_int(st, 13, w->sub_enabled_given);
   rc = step_done(st);
-  if (rc != SQLITE_OK || was_active || !sub->enabled || sub->paused) return rc;
+  /* Only an update naming enabled (true) changes the state: what the service paused or
+   * disabled (FINISH) after the caller's read stays so otherwise. */
+  if (rc != SQLITE_OK || was_active || !w->sub_enabled_given || !sub->enabled) return rc;
   /* Active again: what waited is due at once. */
   st = s->ob[OB_SUB_WAKE];
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
@@ -2909,6 +2921,13 @@ static int64_t clamp_limit(int64_t limit, int64_t max) {
   return limit < 1 ? 1 : limit > max ? max : limit;
 }
 
+/* A claim's lease_owner: this store's owner id and the claim's token. */
+#define OB_LEASE_OWNER_MAX 48
+static void lease_owner_of(const struct sqlite_store *s, int64_t token,
+                           char out[OB_LEASE_OWNER_MAX]) {
+  snprintf(out, OB_LEASE_OWNER_MAX, "%s:%lld", s->owner, (long long)token);
+}
+
 static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
   if (!o->sub_id) return OUTBOX_REFUSED;
   sqlite3_stmt *st = s->ob[OB_SUB_STATE];
@@ -2960,7 +2979,12 @@ static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
     sqlite3_bind_text(st, 1, o->sub_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, seq);
     if (found) {
-      sqlite3_bind_text(st, 3, s->owner, -1, SQLITE_STATIC);
+      /* The claim's own token: a later claim of this delivery gets another, so an answer to
+       * this one's send cannot act on that one (finish_one). */
+      j->lease_token = ++s->lease_seq;
+      char owner[OB_LEASE_OWNER_MAX];
+      lease_owner_of(s, j->lease_token, owner);
+      sqlite3_bind_text(st, 3, owner, -1, SQLITE_TRANSIENT);
       sqlite3_bind_int64(st, 4, until);
     }
     rc = step_done(st);
@@ -3002,12 +3026,27 @@ static int finish_one(struct sqlite_store *s, const struct store_delivery_result
   int attempts = found ? sqlite3_column_int(st, 0) : 0;
   int64_t first = found ? sqlite3_column_int64(st, 1) : 0;
   const unsigned char *owner = found ? sqlite3_column_text(st, 2) : NULL;
-  bool ours = owner && strcmp((const char *)owner, s->owner) == 0;
+  char mine[OB_LEASE_OWNER_MAX];
+  lease_owner_of(s, r->lease_token, mine);
+  bool ours = owner && strcmp((const char *)owner, mine) == 0;
+  size_t own_len = strlen(s->owner);
+  bool reclaimed = !ours && owner && strncmp((const char *)owner, s->owner, own_len) == 0 &&
+                   owner[own_len] == ':';
   /* Replayed while this send was in flight (OB_REPLAY): waits again from attempt 1. */
   bool replayed = ours && sqlite3_column_int64(st, 3) == 0;
   int64_t replay_at = found ? sqlite3_column_int64(st, 4) : 0;
   ob_done(st);
-  if (rc != SQLITE_OK || !ours) return rc; /* not ours (any more): ignored */
+  if (rc != SQLITE_OK) return rc;
+  /* Pending and claimed again by this store since (a replay, or a lease that ran out, then a
+   * new claim): the stale answer is an attempt made, recorded, and changes nothing. Gone, not
+   * leased, or another's lease (none on SQLite, one process per file): ignored. */
+  if (!ours) {
+    if (!reclaimed || r->outcome == STORE_DELIVERY_RELEASE) return SQLITE_OK;
+    /* a failure is one the current claim retries, whatever this answer's schedule said */
+    if (r->outcome < DELIVERY_DELIVERED || r->outcome > DELIVERY_DISABLED) return SQLITE_OK;
+    return record_attempt(s, r,
+                          r->outcome == DELIVERY_DELIVERED ? DELIVERY_DELIVERED : DELIVERY_RETRY);
+  }
   int state = 0, outcome = r->outcome;
   int64_t next_at = r->next_at_us;
   if (outcome != STORE_DELIVERY_RELEASE) {
@@ -3015,9 +3054,8 @@ static int finish_one(struct sqlite_store *s, const struct store_delivery_result
     if (!first) first = r->first_attempt_us ? r->first_attempt_us : r->at_us;
   }
   switch (outcome) {
-    case DELIVERY_DELIVERED:
-      rc = sub_simple(s, OB_SUB_SUCCESS, r->sub_id, r->at_us);
-      if (rc != SQLITE_OK || replayed) break;
+    case DELIVERY_DELIVERED: /* its success counted before any result (apply_outbox) */
+      if (replayed) break;
       st = s->ob[OB_FIN_DELETE];
       sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
       sqlite3_bind_int64(st, 2, r->seq);
@@ -3162,7 +3200,12 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
       rc = outbox_claim(s, o);
       break;
     case STORE_OUTBOX_FINISH:
+      /* Every success of the batch first: an exhausted delivery is judged against them all,
+       * whatever order the results came in (the pause rule). */
       rc = SQLITE_OK;
+      for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++)
+        if (o->results[i].outcome == DELIVERY_DELIVERED)
+          rc = sub_simple(s, OB_SUB_SUCCESS, o->results[i].sub_id, o->results[i].at_us);
       for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++)
         rc = finish_one(s, &o->results[i]);
       return rc;

@@ -47,6 +47,7 @@ struct delivery {
   int attempts;
   int64_t next_at_us;
   int64_t first_attempt_us;
+  int64_t lease_token; /* the current claim's */
 };
 
 struct fake_store {
@@ -57,6 +58,7 @@ struct fake_store {
   size_t nd;
   struct store_delivery_result results[256];
   size_t nresults;
+  int64_t tokens; /* the last claim token given out */
   void (*notify)(void *);
   void *notify_cls;
   int64_t qcursor; /* the broker cursor */
@@ -77,6 +79,7 @@ static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
     snprintf(j->sub_id, sizeof j->sub_id, "%s", f->sub.id);
     j->attempt = d->attempts + 1;
     j->first_attempt_us = d->first_attempt_us;
+    j->lease_token = d->lease_token = ++f->tokens;
     j->event = d->ev;
     j->event.data = strdup(d->ev.data);
     j->event.data_len = d->ev.data_len;
@@ -91,6 +94,8 @@ static void fake_finish(struct fake_store *f, const struct store_outbox_work *w)
     for (size_t k = 0; k < f->nd; k++) {
       struct delivery *d = &f->d[k];
       if (d->ev.seq != r->seq) continue;
+      /* every result and release carries its claim's token back (the store's stale check) */
+      assert_int_equal(r->lease_token, d->lease_token);
       d->leased = false;
       d->next_at_us = r->next_at_us;
       if (r->outcome == STORE_DELIVERY_RELEASE) continue;
