@@ -29,13 +29,14 @@
 #include "outbound/outbound.h"
 #include "queue/queue.h"
 
-#define CLAIM_MAX 256        /* deliveries leased by one claim */
-#define FANOUT_LIMIT 1000    /* events fanned out per subscription per batch */
-#define PRUNE_LIMIT 5000     /* outbox rows erased per prune */
-#define PRUNE_EVERY_MS 60000 /* prune once a minute */
-#define TICK_MS 1000         /* at least once a second: other instances' events, new subs */
-#define STOP_GRACE_MS 2000   /* what deliveries in flight are given at stop */
-#define LEASE_MARGIN_S 30    /* a lease outlives the longest attempt by this much */
+#define CLAIM_MAX 256                         /* deliveries leased by one claim */
+#define INFLIGHT_BYTES_MAX (16 * 1024 * 1024) /* bodies in flight: no claim past this */
+#define FANOUT_LIMIT 1000                     /* events fanned out per subscription per batch */
+#define PRUNE_LIMIT 5000                      /* outbox rows erased per prune */
+#define PRUNE_EVERY_MS 60000                  /* prune once a minute */
+#define TICK_MS 1000       /* at least once a second: other instances' events, new subs */
+#define STOP_GRACE_MS 2000 /* what deliveries in flight are given at stop */
+#define LEASE_MARGIN_S 30  /* a lease outlives the longest attempt by this much */
 #define QUEUE_BATCH 256
 #define QUEUE_BATCH_BYTES (16 * 1024 * 1024) /* event data one broker round holds */
 #define QUEUE_LEASE_US (30 * 1000000LL)
@@ -88,6 +89,7 @@ struct outbound {
   size_t rotate; /* which subscription claims first, so none starves the others of slots */
   struct transfer *inflight;
   size_t ninflight;
+  size_t inflight_bytes;                 /* the bodies of the transfers in flight */
   struct store_delivery_result *results; /* ended, waiting for FINISH */
   size_t nresults, capresults;
   int64_t next_due_us;    /* earliest retry we scheduled ourselves (wall clock); 0: none */
@@ -507,6 +509,7 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
   if (o->inflight) o->inflight->prev = t;
   o->inflight = t;
   o->ninflight++;
+  o->inflight_bytes += t->body_len;
   return true;
 }
 
@@ -517,6 +520,7 @@ static void transfer_unlink(struct outbound *o, struct transfer *t) {
     o->inflight = t->next;
   if (t->next) t->next->prev = t->prev;
   o->ninflight--;
+  o->inflight_bytes -= t->body_len;
   curl_multi_remove_handle(o->multi, t->easy);
 }
 
@@ -680,6 +684,9 @@ static bool store_round(struct outbound *o, const struct round *want, double now
   size_t free_slots = (size_t)cfg->delivery_concurrency > o->ninflight
                           ? (size_t)cfg->delivery_concurrency - o->ninflight
                           : 0;
+  /* memory: while the bodies in flight hold INFLIGHT_BYTES_MAX, nothing more is claimed (each
+   * claim itself reads at most ~16 MiB of event data: the store bounds it) */
+  if (o->inflight_bytes >= INFLIGHT_BYTES_MAX) free_slots = 0;
   size_t cap = sub_cap(o);
   inflight_count(o);
   for (; want->claim && k < o->nsubs && free_slots > 0; k++) {
@@ -769,7 +776,8 @@ static long sleep_ms(struct outbound *o, double now_ms, double next_tick_ms, boo
     double due = (double)(o->next_due_us - time_now_us()) / 1000.0;
     if (due < wait) wait = due;
   }
-  bool room = (size_t)o->cfg->delivery_concurrency > o->ninflight;
+  bool room =
+      (size_t)o->cfg->delivery_concurrency > o->ninflight && o->inflight_bytes < INFLIGHT_BYTES_MAX;
   size_t cap = sub_cap(o);
   inflight_count(o);
   for (size_t i = 0; room && i < o->nsubs; i++) {
