@@ -313,3 +313,20 @@ def test_broker_outage_loses_nothing(make_server, broker):
     # at least once: a duplicate (an event published again after a lost acknowledgement)
     # carries the same id
     assert all(len(ids) == 1 for ids in ids_per_conv.values()), ids_per_conv
+
+
+def test_health_follows_the_broker_without_traffic(make_server, broker):
+    """An idle service probes its broker: connected soon after start with nothing published,
+    disconnected once the broker goes away, connected again when it is back."""
+    srv = make_server(env=broker.env())
+    h = wait_health(srv, lambda h: queue_state(h) == "connected", "the idle queue connected",
+                    timeout=15)
+    assert h["dependencies"]["queue"]["kind"] == broker.kind
+    assert h["status"] == "healthy", h
+    broker.srv.stop()
+    h = wait_health(srv, lambda h: queue_state(h) == "disconnected",
+                    "the idle queue disconnected", timeout=15)
+    assert h["status"] == "degraded", h
+    broker.srv.start()
+    wait_health(srv, lambda h: queue_state(h) == "connected" and h["status"] == "healthy",
+                "the idle queue connected again", timeout=15)
