@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from brokers import NatsClient, RespClient, RespError
-from helpers import make_conv, uid
+from helpers import make_conv, run_binary, uid
 from services import NatsServer, RedisServer
 
 EVENT_ID_RE = re.compile(r"^evt_[0-9a-f]{32}$")
@@ -330,3 +330,16 @@ def test_health_follows_the_broker_without_traffic(make_server, broker):
     broker.srv.start()
     wait_health(srv, lambda h: queue_state(h) == "connected" and h["status"] == "healthy",
                 "the idle queue connected again", timeout=15)
+
+
+@pytest.mark.parametrize("url", [
+    "nats://gsr:" + NATS_PASSWORD + "@127.0.0.1:99999",
+    "redis://:" + NATS_PASSWORD + "@127.0.0.1:6379/notadb",
+    "nats://gsr:" + NATS_PASSWORD + "@",
+])
+def test_an_unusable_queue_url_stops_the_start_without_showing_the_password(tmp_path, url):
+    run = run_binary([], tmp_path, {"QUEUE_URL": url})
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-2000:]
+    assert "QUEUE_URL" in out and "QUEUE_URL: QUEUE_URL" not in out, out[-2000:]
+    assert NATS_PASSWORD not in out
