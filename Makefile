@@ -203,7 +203,12 @@ build/bench/static_server: bench/static_server.c
 	@echo "CC $<"
 	@$(CC) $(WARN) $(DEFS) -O2 $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS)
 
-bench: deps-bench gensendrep build/bench/static_server
+build/bench/delivery_receiver: bench/delivery_receiver.c
+	@mkdir -p $(@D)
+	@echo "CC $<"
+	@$(CC) $(WARN) $(DEFS) -O2 $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS)
+
+bench: deps-bench gensendrep build/bench/static_server build/bench/delivery_receiver
 	$(PYTHON) bench/run.py
 
 deps-bench:

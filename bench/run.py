@@ -5,7 +5,10 @@ Scenarios: the ceiling (a trivial libmicrohttpd server answering the same POSTs)
 ingest (seed example and a 40-message ~8 KB transcript) at 64 and 256 connections on SQLite,
 signed ElevenLabs post_call_transcription events (~20 KB, signed per request) on SQLite, with
 REDIS_URL (shared rate limits), on PostgreSQL, then get-one and a filtered list on a store of
-100,000 conversations. Every server is started here on free ports and stopped afterwards."""
+100,000 conversations; and delivery: seed ingest on SQLite with one webhook subscription (a C
+receiver answering 200 at once, bench/delivery_receiver.c) and a Redis Stream (QUEUE_URL)
+attached, reporting the ingest rate and the delivery lag (event stored -> received) p50/p99 for
+both. Every server is started here on free ports and stopped afterwards."""
 import json
 import os
 import re
@@ -22,6 +25,7 @@ from services import PgCluster, RedisServer, free_port  # noqa: E402
 
 BIN = os.path.join(REPO, "gensendrep")
 STATIC = os.path.join(REPO, "build", "bench", "static_server")
+RECEIVER = os.path.join(REPO, "build", "bench", "delivery_receiver")
 KEY = "bench-key"
 # An invented ElevenLabs workspace webhook secret, as the server's ELEVENLABS_WEBHOOK_SECRET.
 EL_SECRET = "wsec_bench_0f3a9c1e7b5d4a2f8e6c0b9a7d5f3e1c"
@@ -31,7 +35,8 @@ EL_BODY_BYTES = int(os.environ.get("BENCH_EL_BODY_BYTES", "20000"))
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 STORE_SIZE = int(os.environ.get("BENCH_STORE_SIZE", "100000"))
 # BENCH_ONLY=elevenlabs,ingest runs only those groups (default: all of them).
-GROUPS = ("ceiling", "startup", "ingest", "elevenlabs", "redis", "postgresql", "reads")
+GROUPS = ("ceiling", "startup", "ingest", "elevenlabs", "redis", "delivery", "postgresql",
+          "reads")
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", ",".join(GROUPS)).split(",")))
 if ONLY - set(GROUPS):
     sys.exit(f"BENCH_ONLY: unknown group(s) {sorted(ONLY - set(GROUPS))}; known: {GROUPS}")
@@ -186,6 +191,94 @@ def fill(srv):
         wrk(srv.port, "fill", 64, args=(0, STORE_SIZE), duration="15s")
 
 
+def http_json(port, path, body=None, method="GET"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {KEY}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def _ts_us(text):
+    """RFC 3339 UTC with microseconds -> microseconds since the epoch."""
+    import calendar
+    head, _, frac = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) * 1000000 + \
+        int((frac + "000000")[:6])
+
+
+def stream_lags_ms(port, stream):
+    """Per entry of the Redis Stream: XADD time (the entry id's milliseconds, Redis's clock)
+    minus the event's timestamp (when it was stored), in ms; sorted."""
+    from brokers import RespClient
+    lags, last = [], "-"
+    with RespClient(port, timeout=60) as r:
+        while True:
+            entries = r("XRANGE", stream, last, "+", "COUNT", 5000)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                last = "(" + entry_id.decode()
+                it = iter(fields)
+                f = dict(zip(it, it))
+                added_ms = int(entry_id.split(b"-")[0])
+                ts = json.loads(f[b"event"])["timestamp"]
+                lags.append(added_ms - _ts_us(ts) / 1000)
+    return sorted(lags)
+
+
+def pct(values, q):
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
+
+
+DELIVERY = {}
+
+
+def delivery(database_url, workdir, connections=64):
+    """Seed ingest with one subscription and a Redis Stream attached; waits for both to catch
+    up after wrk ends (at most 5 minutes) and reports the lags."""
+    redis = RedisServer()
+    redis.start()
+    rcv = Proc([RECEIVER, "{port}"])
+    stream = "gensendrep:bench"
+    srv = gensendrep(database_url, workdir, {"QUEUE_URL": redis.url(), "QUEUE_STREAM": stream,
+                                             "DELIVERY_ALLOW_PRIVATE_NETWORKS": "true"})
+    try:
+        http_json(srv.port, "/api/v1/subscriptions", {"url": f"http://127.0.0.1:{rcv.port}/hook"},
+                  "POST")
+        result = wrk(srv.port, "webhook_seed", connections)
+        rss = srv.peak_rss_mib()
+        end = time.monotonic()
+        total = count(srv.port)
+        from brokers import RespClient
+        caught_up = None
+        while time.monotonic() - end < 300:
+            got = http_json(rcv.port, "/stats")["count"]
+            with RespClient(redis.port) as r:
+                queued = r("XLEN", stream)
+            if got >= total and queued >= total:
+                caught_up = time.monotonic() - end
+                break
+            time.sleep(0.2)
+        stats = http_json(rcv.port, "/stats")
+        lags = stream_lags_ms(redis.port, stream)
+        row("ingest, SQLite + subscription + Redis Stream, seed example", connections, result,
+            rss)
+        DELIVERY.update(total=total, delivered=stats["count"], published=len(lags),
+                        caught_up=caught_up, p50=stats["p50_ms"], p99=stats["p99_ms"],
+                        max=stats["max_ms"], q50=pct(lags, 0.5), q99=pct(lags, 0.99))
+        print(f"  delivery: {stats['count']}/{total} delivered, {len(lags)} published, caught up "
+              f"{'%.1f s' % caught_up if caught_up is not None else 'NOT within 300 s'} after "
+              f"ingest ended; lag p50 {stats['p50_ms']:.0f} ms, p99 {stats['p99_ms']:.0f} ms "
+              f"(subscription), p50 {DELIVERY['q50']:.0f} ms, p99 {DELIVERY['q99']:.0f} ms "
+              f"(Redis Stream)", file=sys.stderr, flush=True)
+    finally:
+        srv.stop()
+        rcv.stop()
+        redis.destroy()
+
+
 def main():
     work = tempfile.mkdtemp(prefix="gensendrep-bench-")
     results = {}
@@ -220,6 +313,9 @@ def main():
             ingest("ingest, SQLite + REDIS_URL", sqlite_url("ingest_redis"), work,
                    connections=(64,), extra={"REDIS_URL": redis.url()})
             redis.destroy()
+
+        if "delivery" in ONLY:
+            delivery(sqlite_url("delivery"), work)
 
         pg = None
         if ONLY & {"postgresql", "reads"}:
@@ -276,6 +372,18 @@ def main():
     if local and shared:
         print(f"ingest with REDIS_URL = {shared['rps'] / local['rps']:.0%} of ingest without it "
               f"(target: at least 80%)")
+    with_delivery = find("ingest, SQLite + subscription + Redis Stream, seed example", 64)
+    if local and with_delivery:
+        print(f"ingest with a subscription and a Redis Stream = "
+              f"{with_delivery['rps'] / local['rps']:.0%} of ingest without them "
+              f"(target: at least 90%)")
+    if DELIVERY:
+        d = DELIVERY
+        caught = f"{d['caught_up']:.1f} s" if d["caught_up"] is not None else "never (300 s)"
+        print(f"delivery: {d['delivered']} of {d['total']} events delivered and {d['published']} "
+              f"published; both caught up {caught} after ingest ended; lag (stored -> received) "
+              f"p50 {d['p50']:.0f} ms, p99 {d['p99']:.0f} ms, max {d['max']:.0f} ms; "
+              f"Redis Stream lag p50 {d['q50']:.0f} ms, p99 {d['q99']:.0f} ms")
     if any(s.endswith(LABEL["webhook_elevenlabs"]) and r["errors"] for s, _, r, _ in ROWS):
         print("signed ElevenLabs events were refused (errors above): the rate is not valid")
     if startup_ms is not None:

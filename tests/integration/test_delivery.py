@@ -1,0 +1,670 @@
+"""Onward delivery to webhook subscriptions (issue 10 item 2), black-box, both backends.
+
+A local receiver (receiver.py) stands in for the downstream service: it checks every request's
+Standard Webhooks signature with the secret the create answer gave, records what arrived, and
+fails, answers 410 or 429/503 with Retry-After, or hangs past the timeout when told to. Schedules
+and timeouts are shrunk through configuration (DELIVERY_RETRY_SCHEDULE, DELIVERY_TIMEOUT_SECONDS)
+so each test takes seconds. What is proven:
+- every stored change arrives once, signed, with the conversation exactly as GET shows it
+  (created, updated for a changed redelivery and nothing for an identical one, deleted on
+  erasure, audio_added and failed from ElevenLabs), and only to the subscriptions whose
+  eventTypes / accountId want it;
+- failed attempts are retried on the schedule with the same webhook-id, every attempt is listed
+  at /deliveries; after the schedule an event is dead-lettered when the subscription succeeded
+  meanwhile, else the subscription is paused and its events wait (also across 410, which
+  disables it) until PATCH {"enabled": true} sends them all;
+- Retry-After (seconds and HTTP date) is honoured; a hanging receiver is timed out and retried;
+  redirects are not followed; events of one conversation never overtake each other;
+- replay re-sends with the original ids; maxPerSecond throttles;
+- SSRF: loopback/private/link-local URLs (also by a name resolving there) are refused at
+  create and PATCH, and an existing subscription to one is not delivered to once the service
+  runs without DELIVERY_ALLOW_PRIVATE_NETWORKS."""
+import base64
+import email.utils
+import hashlib
+import hmac
+import json
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from helpers import PROCESSED_AT_RE, UTC_TS_RE, assert_error, make_conv, uid
+from receiver import Receiver, Reply
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "elevenlabs"
+EL_SECRET = "wsec_57506b15b729457580a8ec8a16cf3b594534526df7cfdef57efafbed7ad50768"
+EVENT_ID_RE = re.compile(r"^evt_[0-9a-f]{32}$")
+WAIT = 30.0  # seconds: generous for a loaded 2-core machine; tests pass in far less
+
+
+@pytest.fixture
+def rcv():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def start(make_server, schedule="0,1,2", timeout=2, private=True, **env):
+    e = {"DELIVERY_RETRY_SCHEDULE": schedule, "DELIVERY_TIMEOUT_SECONDS": str(timeout)}
+    if private:
+        e["DELIVERY_ALLOW_PRIVATE_NETWORKS"] = "true"
+    e.update(env)
+    return make_server(env=e)
+
+
+def unwrap(r):
+    """The answer's object (the API may wrap it as {"success": true, "data": ...})."""
+    j = r.json()
+    if isinstance(j, dict) and j.get("success") is True and "data" in j:
+        return j["data"]
+    return j
+
+
+class Sub:
+    def __init__(self, srv, rcv, name, created):
+        self.srv, self.rcv, self.name = srv, rcv, name
+        self.id = created["id"]
+        self.secret = created["secret"]
+        self.created = created
+
+    def get(self):
+        r = self.srv.get("/api/v1/subscriptions/" + self.id)
+        assert r.status_code == 200, r.text
+        return unwrap(r)
+
+    def state(self):
+        return self.get()["state"]
+
+    def patch(self, **fields):
+        r = self.srv.request("PATCH", "/api/v1/subscriptions/" + self.id, json=fields)
+        assert r.status_code == 200, r.text
+        return unwrap(r)
+
+    def attempts(self):
+        """Every recorded attempt (newest first, as the API lists them)."""
+        r = self.srv.get(f"/api/v1/subscriptions/{self.id}/deliveries", params={"limit": 100})
+        assert r.status_code == 200, r.text
+        return unwrap(r)["deliveries"]
+
+    def replay(self, since):
+        return self.srv.request("POST", f"/api/v1/subscriptions/{self.id}/replay",
+                                params={"since": since})
+
+    # receiver views of this subscription's path
+    def requests(self, **kw):
+        return self.rcv.requests(self.name, **kw)
+
+    def delivered(self, **kw):
+        return self.rcv.delivered(self.name, **kw)
+
+    def wait_delivered(self, cid, type, n=1, timeout=WAIT):
+        return self.rcv.wait(lambda: len(self.delivered(cid=cid, type=type)) >= n and
+                             self.delivered(cid=cid, type=type), timeout,
+                             f"{n} x {type} of {cid} at /{self.name}")
+
+    def assert_all_signed(self):
+        reqs = self.requests()
+        bad = [(r.type, r.conversation_id, r.headers) for r in reqs
+               if not r.signature_ok(self.secret)]
+        assert not bad, f"unsigned or badly signed deliveries: {bad[:3]}"
+        for r in reqs:
+            ev = r.event
+            assert isinstance(ev, dict) and ev.get("id") == r.webhook_id, (r.headers, r.body)
+
+
+def subscribe(srv, rcv, name=None, **fields):
+    name = name or "hook-" + uid()[:12]
+    body = {"url": rcv.url(name), **fields}
+    r = srv.request("POST", "/api/v1/subscriptions", json=body)
+    assert r.status_code == 201, r.text
+    created = unwrap(r)
+    assert re.fullmatch(r"sub_[0-9a-f]{24}", created["id"]), created
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", created["secret"]), created
+    return Sub(srv, rcv, name, created)
+
+
+def post(srv, body):
+    r = srv.post_conv(body)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def conv_json(srv, cid):
+    r = srv.get("/api/v1/conversations/" + quote(cid, safe="") + "?include=transcript")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def rfc3339(t):
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def wait_until(pred, timeout=WAIT, what="condition", step=0.1):
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def attempts_of(sub, event_id):
+    """The attempts recorded for one event, oldest first."""
+    return sorted([a for a in sub.attempts() if a["eventId"] == event_id],
+                  key=lambda a: (a["at"], a["attempt"]))
+
+
+def first_2xx_order(reqs):
+    """Types in the order their first 2xx arrived."""
+    seen = []
+    for r in sorted(reqs, key=lambda r: r.mono):
+        if 200 <= r.status < 300 and r.webhook_id not in [w for w, _ in seen]:
+            seen.append((r.webhook_id, r.type))
+    return [t for _, t in seen]
+
+
+# ------------------------------------------------------------------ what arrives
+def test_created_arrives_signed_with_the_conversation_as_get_shows_it(make_server, rcv):
+    srv = start(make_server)
+    sub = subscribe(srv, rcv)
+    assert set(sub.created) >= {"id", "url", "eventTypes", "enabled", "secret"}, sub.created
+    assert sub.created["url"] == rcv.url(sub.name)
+    assert sub.created["enabled"] is True
+    assert sorted(sub.created["eventTypes"]) == sorted(
+        ["conversation.created", "conversation.updated", "conversation.audio_added",
+         "conversation.failed", "conversation.deleted"])
+    shown = sub.get()
+    assert "secret" not in shown and shown["state"] == "active", shown
+
+    cid = f"conv_{uid()}"
+    post(srv, make_conv(cid))
+    (req,) = sub.wait_delivered(cid, "conversation.created")
+    assert req.method == "POST" and req.path == "/" + sub.name
+    assert req.headers.get("content-type", "").startswith("application/json"), req.headers
+    assert req.signature_ok(sub.secret), req.headers
+    assert abs(int(req.headers["webhook-timestamp"]) - time.time()) < 60
+    ev = req.event
+    assert set(ev) == {"type", "id", "timestamp", "data"}, ev
+    assert ev["type"] == "conversation.created"
+    assert EVENT_ID_RE.match(ev["id"]) and ev["id"] == req.webhook_id, ev["id"]
+    assert PROCESSED_AT_RE.match(ev["timestamp"]), ev["timestamp"]
+    assert ev["data"] == conv_json(srv, cid)
+    # a wrong secret does not verify: the check above is not vacuous
+    assert not req.signature_ok("whsec_" + base64.b64encode(b"x" * 32).decode())
+    # the attempt is listed
+    (a,) = wait_until(lambda: attempts_of(sub, ev["id"]), what="the attempt listed")
+    assert (a["type"], a["attempt"], a["statusCode"], a["outcome"]) == \
+        ("conversation.created", 1, 200, "delivered"), a
+    assert isinstance(a["latencyMs"], int) and a["latencyMs"] >= 0, a
+    assert UTC_TS_RE.match(a["at"]), a
+    sub.assert_all_signed()
+
+
+def test_changed_redelivery_is_updated_identical_is_nothing(make_server, rcv):
+    srv = start(make_server)
+    sub = subscribe(srv, rcv)
+    body = make_conv()
+    cid = body["conversationId"]
+    post(srv, body)
+    first = conv_json(srv, cid)
+    post(srv, body)  # byte-identical redelivery: nothing changed, no event
+    changed = dict(body, transcript=body["transcript"] + [
+        {"timestamp": "2024-01-15T10:32:00Z", "speaker": "user", "content": "Thanks",
+         "messageId": "msg_3"}])
+    post(srv, changed)
+    second = conv_json(srv, cid)
+    sub.wait_delivered(cid, "conversation.updated")
+    # a later conversation's arrival shows the outbox was read past everything above
+    marker = f"conv_{uid()}"
+    post(srv, make_conv(marker))
+    sub.wait_delivered(marker, "conversation.created")
+    reqs = sub.delivered(cid=cid)
+    assert [r.type for r in reqs] == ["conversation.created", "conversation.updated"], \
+        [(r.type, r.webhook_id) for r in reqs]
+    assert reqs[0].event["data"] == first
+    assert reqs[1].event["data"] == second
+    assert len(second["transcript"]) == 3
+    assert reqs[0].webhook_id != reqs[1].webhook_id
+    sub.assert_all_signed()
+
+
+def test_erasure_sends_deleted_and_withdraws_what_was_waiting(make_server, rcv):
+    """DELETE sends conversation.deleted; the conversation's earlier event that was still
+    waiting for a retry is erased with it and never goes out afterwards."""
+    srv = start(make_server, schedule="0,600")
+    sub = subscribe(srv, rcv)
+    cid, waiting = f"conv_{uid()}", f"conv_{uid()}"
+    post(srv, make_conv(cid))
+    sub.wait_delivered(cid, "conversation.created")
+
+    fail = rcv.answer(500, cids={waiting})
+    post(srv, make_conv(waiting))
+    rcv.wait(lambda: sub.requests(cid=waiting), WAIT, "the first (failing) attempt")
+    rcv.remove_rule(fail)  # the receiver is fine again; the next attempt is 600 s away
+    for c in (cid, waiting):
+        r = srv.request("DELETE", "/api/v1/conversations/" + quote(c, safe=""))
+        assert r.status_code == 200, r.text
+    for c in (cid, waiting):
+        (req,) = sub.wait_delivered(c, "conversation.deleted")
+        assert req.event["data"] == {"conversationId": c, "reason": "erased"}, req.event
+    # the waiting created event did not go out after the erasure (it would have to come first:
+    # events of one conversation are delivered in order)
+    assert [r.type for r in sub.requests(cid=waiting)] == \
+        ["conversation.created", "conversation.deleted"]
+    assert not sub.delivered(cid=waiting, type="conversation.created")
+    sub.assert_all_signed()
+
+
+def test_event_types_and_account_filters(make_server, rcv):
+    srv = start(make_server)
+    acc = "acc-" + uid()[:10]
+    every = subscribe(srv, rcv, "every")
+    updates = subscribe(srv, rcv, "updates", eventTypes=["conversation.updated"])
+    mine = subscribe(srv, rcv, "mine", accountId=acc)
+    assert updates.created["eventTypes"] == ["conversation.updated"]
+
+    ours, theirs = make_conv(accountId=acc), make_conv(accountId="acc-other-" + uid()[:6])
+    for b in (ours, theirs):
+        post(srv, b)
+        post(srv, dict(b, metadata=dict(b["metadata"], duration=301)))
+    # markers last: once they arrive, the subscription's cursor has passed everything above
+    marker = make_conv(accountId=acc)
+    post(srv, marker)
+    post(srv, dict(marker, metadata=dict(marker["metadata"], duration=302)))
+    mk = marker["conversationId"]
+
+    every.wait_delivered(mk, "conversation.updated")
+    updates.wait_delivered(mk, "conversation.updated")
+    mine.wait_delivered(mk, "conversation.updated")
+    for b in (ours, theirs):
+        every.wait_delivered(b["conversationId"], "conversation.updated")
+        updates.wait_delivered(b["conversationId"], "conversation.updated")
+    mine.wait_delivered(ours["conversationId"], "conversation.updated")
+    time.sleep(0.5)  # anything wrongly fanned out would be in flight by now
+
+    assert {r.type for r in updates.requests()} == {"conversation.updated"}
+    assert len(updates.requests()) == 3
+    got = {(r.conversation_id, r.type) for r in mine.requests()}
+    assert got == {(c, t) for c in (ours["conversationId"], mk)
+                   for t in ("conversation.created", "conversation.updated")}, got
+    assert len(mine.requests()) == 4
+    assert len(every.requests()) == 6
+    # the same event is byte for byte the same to every subscriber
+    for r in updates.requests():
+        twin = [x for x in every.requests() if x.webhook_id == r.webhook_id]
+        assert len(twin) == 1 and twin[0].body == r.body
+    for s in (every, updates, mine):
+        s.assert_all_signed()
+
+
+def test_elevenlabs_events_arrive_typed(make_server, rcv):
+    srv = start(make_server, ELEVENLABS_WEBHOOK_SECRET=EL_SECRET)
+    sub = subscribe(srv, rcv)
+    cid, audio_only, failed = f"conv_{uid()}", f"conv_{uid()}", f"conv_{uid()}"
+    el_post(srv, "post_call_transcription_success.json", cid)
+    created = conv_json(srv, cid)
+    el_post(srv, "post_call_audio_small.json", cid)
+    el_post(srv, "post_call_audio_small.json", audio_only)
+    el_post(srv, "call_initiation_failure_sip.json", failed)
+
+    sub.wait_delivered(cid, "conversation.audio_added")
+    assert [r.type for r in sub.delivered(cid=cid)] == \
+        ["conversation.created", "conversation.audio_added"]
+    assert sub.delivered(cid=cid)[0].event["data"] == created
+
+    raw = json.loads((FIXTURES / "post_call_audio_small.json").read_bytes())
+    nbytes = len(base64.b64decode(raw["data"]["full_audio"]))
+    (req,) = sub.wait_delivered(audio_only, "conversation.audio_added")
+    assert req.event["data"] == {"conversationId": audio_only, "audio": {
+        "bytes": nbytes, "url": f"/api/v1/conversations/{audio_only}/audio"}}, req.event
+
+    (req,) = sub.wait_delivered(failed, "conversation.failed")
+    assert req.event["data"] == conv_json(srv, failed)
+    assert req.event["data"]["status"] == "failed"
+    sub.assert_all_signed()
+
+
+# ------------------------------------------------------------------ failures and retries
+def test_retries_follow_the_schedule_then_dead_letter(make_server, rcv):
+    srv = start(make_server, schedule="0,2,3")
+    sub = subscribe(srv, rcv)
+    bad, good = f"conv_{uid()}", f"conv_{uid()}"
+    fail = rcv.answer(500, cids={bad})
+    post(srv, make_conv(bad))
+    rcv.wait(lambda: sub.requests(cid=bad), WAIT, "the first attempt")
+    post(srv, make_conv(good))  # a success after the first attempt: no pause, dead letter
+    sub.wait_delivered(good, "conversation.created")
+
+    reqs = rcv.wait(lambda: len(sub.requests(cid=bad)) >= 3 and sub.requests(cid=bad), WAIT,
+                    "three attempts")
+    eid = reqs[0].webhook_id
+    assert all(r.webhook_id == eid for r in reqs)
+    assert all(r.body == reqs[0].body for r in reqs)
+    assert reqs[1].mono - reqs[0].mono >= 1.9, [r.mono for r in reqs]
+    assert reqs[2].mono - reqs[1].mono >= 2.9, [r.mono for r in reqs]
+
+    tried = wait_until(lambda: [a for a in attempts_of(sub, eid)] if any(
+        a["outcome"] == "failed" for a in attempts_of(sub, eid)) else None,
+        what="the dead letter listed")
+    assert [(a["attempt"], a["statusCode"], a["outcome"]) for a in tried] == \
+        [(1, 500, "retrying"), (2, 500, "retrying"), (3, 500, "failed")], tried
+    assert sub.state() == "active"
+
+    # a dead letter does not hold the conversation's later events back
+    rcv.remove_rule(fail)
+    post(srv, make_conv(bad, emailId="changed@example.com"))
+    sub.wait_delivered(bad, "conversation.updated")
+    time.sleep(1.0)
+    assert len(sub.requests(cid=bad, type="conversation.created")) == 3  # never a fourth
+    sub.assert_all_signed()
+
+
+def test_pause_keeps_events_waiting_and_enable_delivers_them_in_order(make_server, rcv):
+    srv = start(make_server, schedule="0,1,1")
+    sub = subscribe(srv, rcv)
+    rcv.answer(500)
+    a, b = make_conv(), make_conv()
+    post(srv, a)
+    post(srv, dict(a, emailId="second@example.com"))
+    post(srv, b)
+    wait_until(lambda: sub.state() == "paused", what="the subscription paused")
+    assert any(x["outcome"] == "paused" for x in sub.attempts())
+    time.sleep(0.5)  # attempts already in flight end
+    seen = len(sub.requests())
+    c = make_conv()
+    post(srv, c)  # arrives while paused: waits
+    post(srv, dict(b, emailId="second@example.com"))
+    time.sleep(2.0)
+    assert len(sub.requests()) == seen, "a paused subscription was sent events"
+    assert sub.state() == "paused"
+
+    rcv.clear_rules()
+    shown = sub.patch(enabled=True)
+    assert shown["state"] == "active", shown
+    for body, types in ((a, ["conversation.created", "conversation.updated"]),
+                        (b, ["conversation.created", "conversation.updated"]),
+                        (c, ["conversation.created"])):
+        cid = body["conversationId"]
+        sub.wait_delivered(cid, types[-1])
+        rcv.wait(lambda: len(sub.delivered(cid=cid)) >= len(types), WAIT, f"all of {cid}")
+        assert first_2xx_order(sub.requests(cid=cid)) == types
+        delivered = sub.delivered(cid=cid)
+        assert len(delivered) == len(types), [(r.type, r.webhook_id) for r in delivered]
+        # the events that failed before the pause went out with their first webhook-id
+        for r in delivered:
+            tried = [x for x in sub.requests(cid=cid, type=r.type)]
+            assert {x.webhook_id for x in tried} == {r.webhook_id}
+    assert sub.state() == "active"
+    sub.assert_all_signed()
+
+
+def test_410_disables_events_wait_and_enable_delivers(make_server, rcv):
+    srv = start(make_server)
+    sub = subscribe(srv, rcv)
+    gone = rcv.answer(410)
+    a = make_conv()
+    post(srv, a)
+    wait_until(lambda: sub.state() == "disabled", what="the subscription disabled")
+    shown = sub.get()
+    assert shown["disabledReason"] == "gone", shown
+    first = rcv.wait(lambda: [r for r in sub.requests() if r.status == 410], WAIT, "the 410")
+    assert len(sub.requests()) == 1
+    (att,) = wait_until(lambda: sub.attempts(), what="the attempt listed")
+    assert (att["statusCode"], att["outcome"]) == (410, "disabled"), att
+
+    b = make_conv()
+    post(srv, b)
+    post(srv, dict(a, emailId="second@example.com"))
+    time.sleep(2.0)
+    assert len(sub.requests()) == 1, "a disabled subscription was sent events"
+
+    rcv.remove_rule(gone)
+    shown = sub.patch(enabled=True)
+    assert shown["state"] == "active", shown
+    sub.wait_delivered(a["conversationId"], "conversation.updated")
+    sub.wait_delivered(b["conversationId"], "conversation.created")
+    assert first_2xx_order(sub.requests(cid=a["conversationId"])) == \
+        ["conversation.created", "conversation.updated"]
+    (again,) = sub.delivered(cid=a["conversationId"], type="conversation.created")
+    assert again.webhook_id == first[0].webhook_id and again.body == first[0].body
+    sub.assert_all_signed()
+
+
+def test_retry_after_is_honoured(make_server, rcv):
+    srv = start(make_server, schedule="0,1,5")
+    sub = subscribe(srv, rcv)
+    p, q = f"conv_{uid()}", f"conv_{uid()}"
+    answered = set()
+
+    def rule(req):
+        cid = req.conversation_id
+        if cid not in (p, q) or cid in answered:
+            return None
+        answered.add(cid)
+        if cid == p:
+            return Reply(429, {"Retry-After": "3"})
+        when = email.utils.formatdate(int(time.time()) + 4, usegmt=True)
+        return Reply(503, {"Retry-After": when})
+
+    rcv.rule(rule)
+    post(srv, make_conv(p))
+    post(srv, make_conv(q))
+    sub.wait_delivered(p, "conversation.created")
+    sub.wait_delivered(q, "conversation.created")
+    rp, rq = sub.requests(cid=p), sub.requests(cid=q)
+    assert [r.status for r in rp] == [429, 200] and [r.status for r in rq] == [503, 200]
+    # the schedule's 1 s would have been sooner: Retry-After won
+    assert rp[1].mono - rp[0].mono >= 2.9, rp[1].mono - rp[0].mono
+    assert rq[1].mono - rq[0].mono >= 2.5, rq[1].mono - rq[0].mono
+    assert rp[0].webhook_id == rp[1].webhook_id
+    tried = attempts_of(sub, rp[0].webhook_id)
+    assert [(a["statusCode"], a["outcome"]) for a in tried] == \
+        [(429, "retrying"), (200, "delivered")], tried
+    sub.assert_all_signed()
+
+
+def test_a_hanging_receiver_times_out_and_is_retried(make_server, rcv):
+    srv = start(make_server, schedule="0,1,1", timeout=1)
+    sub = subscribe(srv, rcv)
+    cid = f"conv_{uid()}"
+    hung = set()
+
+    def rule(req):
+        if req.conversation_id == cid and not hung:
+            hung.add(cid)
+            return Reply(200, hang=10)
+        return None
+
+    rcv.rule(rule)
+    post(srv, make_conv(cid))
+    sub.wait_delivered(cid, "conversation.created")
+    reqs = sub.requests(cid=cid)
+    assert len(reqs) == 2, [(r.status, r.mono) for r in reqs]
+    gap = reqs[1].mono - reqs[0].mono
+    assert 1.9 <= gap < 8, gap  # timeout 1 s + schedule 1 s; not after the 10 s hang
+    assert reqs[0].webhook_id == reqs[1].webhook_id
+    tried = wait_until(lambda: len(attempts_of(sub, reqs[0].webhook_id)) == 2 and
+                       attempts_of(sub, reqs[0].webhook_id), what="both attempts listed")
+    assert tried[0]["statusCode"] in (0, None) and tried[0]["outcome"] == "retrying", tried
+    assert 900 <= tried[0]["latencyMs"] < 5000, tried
+    assert (tried[1]["statusCode"], tried[1]["outcome"]) == (200, "delivered"), tried
+    sub.assert_all_signed()
+
+
+def test_redirects_are_not_followed(make_server, rcv):
+    srv = start(make_server, schedule="0,600")
+    sub = subscribe(srv, rcv)
+    rcv.answer(307, path=sub.name, headers={"Location": rcv.url("elsewhere")})
+    cid = f"conv_{uid()}"
+    post(srv, make_conv(cid))
+    (req,) = rcv.wait(lambda: sub.requests(cid=cid), WAIT, "the attempt")
+    (a,) = wait_until(lambda: attempts_of(sub, req.webhook_id), what="the attempt listed")
+    assert (a["statusCode"], a["outcome"]) == (307, "retrying"), a
+    time.sleep(0.5)
+    assert not rcv.requests("elsewhere")
+
+
+def test_ordering_per_conversation_under_retries(make_server, rcv):
+    srv = start(make_server, schedule="0,1,1")
+    sub = subscribe(srv, rcv)
+    bodies = [make_conv() for _ in range(4)]
+    cids = {b["conversationId"] for b in bodies}
+    failures = {}
+
+    def rule(req):  # every created event fails its first two attempts
+        if req.conversation_id in cids and req.type == "conversation.created":
+            n = failures.get(req.webhook_id, 0)
+            if n < 2:
+                failures[req.webhook_id] = n + 1
+                return Reply(500)
+        return None
+
+    rcv.rule(rule)
+    for b in bodies:
+        post(srv, b)
+        post(srv, dict(b, emailId="v2@example.com"))
+        post(srv, dict(b, emailId="v3@example.com"))
+    for b in bodies:
+        cid = b["conversationId"]
+        rcv.wait(lambda: len(sub.delivered(cid=cid)) >= 3, WAIT, f"the three events of {cid}")
+    for b in bodies:
+        reqs = sorted(sub.requests(cid=b["conversationId"]), key=lambda r: r.mono)
+        assert [(r.type, r.status) for r in reqs] == [
+            ("conversation.created", 500), ("conversation.created", 500),
+            ("conversation.created", 200), ("conversation.updated", 200),
+            ("conversation.updated", 200)], [(r.type, r.status) for r in reqs]
+        assert [r.event["data"]["emailId"] for r in reqs[2:]] == \
+            [b["emailId"], "v2@example.com", "v3@example.com"]
+    sub.assert_all_signed()
+
+
+# ------------------------------------------------------------------ replay, throttling
+def test_replay_resends_with_the_original_ids(make_server, rcv):
+    srv = start(make_server)
+    sub = subscribe(srv, rcv)
+    before = rfc3339(time.time() - 1)
+    first = [make_conv() for _ in range(2)]
+    for b in first:
+        post(srv, b)
+    middle = rfc3339(time.time())
+    last = make_conv()
+    post(srv, last)
+    for b in first + [last]:
+        sub.wait_delivered(b["conversationId"], "conversation.created")
+    originals = {r.webhook_id: r.body for r in sub.delivered()}
+    assert len(originals) == 3
+
+    r = sub.replay(middle)
+    assert r.status_code == 202, r.text
+    assert unwrap(r) == {"replayed": 1}
+    sub.wait_delivered(last["conversationId"], "conversation.created", n=2)
+
+    r = sub.replay(before)
+    assert r.status_code == 202, r.text
+    assert unwrap(r) == {"replayed": 3}
+    for b in first:
+        sub.wait_delivered(b["conversationId"], "conversation.created", n=2)
+    sub.wait_delivered(last["conversationId"], "conversation.created", n=3)
+    for req in sub.delivered():
+        assert originals.get(req.webhook_id) == req.body  # same id, same bytes
+
+    r = sub.replay(rfc3339(time.time() + 5))
+    assert r.status_code == 202 and unwrap(r) == {"replayed": 0}, r.text
+    r = srv.request("POST", "/api/v1/subscriptions/sub_" + "0" * 24 + "/replay",
+                    params={"since": before})
+    assert_error(r, 404)
+    sub.assert_all_signed()
+
+
+def test_max_per_second_throttles(make_server, rcv):
+    srv = start(make_server)
+    sub = subscribe(srv, rcv, maxPerSecond=2)
+    bodies = [make_conv() for _ in range(8)]
+    for b in bodies:
+        post(srv, b)
+    rcv.wait(lambda: len(sub.delivered()) >= 8, 60, "all eight events")
+    times = sorted(r.mono for r in sub.requests())
+    assert len(times) == 8, len(times)
+    # 2 per second: at most a short burst, then one every half second
+    assert times[-1] - times[0] >= 1.9, [round(t - times[0], 2) for t in times]
+    for i in range(len(times) - 4):
+        assert times[i + 4] - times[i] >= 0.95, [round(t - times[0], 2) for t in times]
+    sub.assert_all_signed()
+
+
+# ------------------------------------------------------------------ SSRF
+PRIVATE_URLS = [
+    "http://127.0.0.1:{port}/hook",
+    "http://localhost:{port}/hook",  # a name resolving to loopback
+    "http://[::1]:{port}/hook",
+    "http://10.1.2.3/hook",
+    "http://192.168.1.20/hook",
+    "http://172.16.5.5/hook",
+    "http://169.254.169.254/latest/meta-data",
+    "http://100.64.0.1/hook",
+    "http://0.0.0.0:{port}/hook",
+    "http://[::ffff:127.0.0.1]:{port}/hook",
+    "http://[fd00::1]/hook",
+    "http://[fe80::1]/hook",
+]
+
+
+def test_private_addresses_are_refused_at_create_and_patch(make_server, rcv):
+    srv = start(make_server, private=False)
+    for url in PRIVATE_URLS:
+        url = url.format(port=rcv.port)
+        r = srv.request("POST", "/api/v1/subscriptions", json={"url": url})
+        assert_error(r, 400)
+    r = srv.get("/api/v1/subscriptions")
+    assert r.status_code == 200, r.text
+    assert unwrap(r)["subscriptions"] == [], r.text
+    # a public address literal is accepted (disabled, so nothing is ever sent to it) ...
+    r = srv.request("POST", "/api/v1/subscriptions",
+                    json={"url": "http://93.184.216.34/hook", "enabled": False})
+    assert r.status_code == 201, r.text
+    sid = unwrap(r)["id"]
+    # ... and cannot be turned towards a private one
+    r = srv.request("PATCH", "/api/v1/subscriptions/" + sid,
+                    json={"url": f"http://localhost:{rcv.port}/hook"})
+    assert_error(r, 400)
+    r = srv.get("/api/v1/subscriptions/" + sid)
+    assert unwrap(r)["url"] == "http://93.184.216.34/hook"
+    assert not rcv.requests()
+
+
+def test_private_addresses_are_refused_at_delivery(make_server, rcv):
+    """A subscription made while private networks were allowed is not delivered to once they
+    are not: the address connected to is checked, not only the URL at creation."""
+    srv = start(make_server, schedule="0,1,1")
+    sub = subscribe(srv, rcv, "hook")
+    cid = f"conv_{uid()}"
+    post(srv, make_conv(cid))
+    sub.wait_delivered(cid, "conversation.created")
+    srv.env_overrides.pop("DELIVERY_ALLOW_PRIVATE_NETWORKS")
+    srv.restart()
+    other = f"conv_{uid()}"
+    post(srv, make_conv(other))
+    tried = wait_until(lambda: [a for a in sub.attempts() if a["outcome"] != "delivered"],
+                       what="the refused attempt listed")
+    assert all(a["statusCode"] in (0, None) for a in tried), tried
+    time.sleep(1.0)
+    assert not rcv.requests("hook", cid=other)
+
+
+# ------------------------------------------------------------------ helpers
+def el_post(server, fixture, cid):
+    raw = (FIXTURES / fixture).read_bytes()
+    body = raw.replace(json.loads(raw)["data"]["conversation_id"].encode(), cid.encode())
+    t = int(time.time())
+    mac = hmac.new(EL_SECRET.encode(), str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
+    r = server.request("POST", "/api/v1/webhook/elevenlabs", key=None, data=body,
+                       headers={"Content-Type": "application/json",
+                                "ElevenLabs-Signature": f"t={t},v0={mac}"})
+    assert r.status_code == 200, r.text[:300]
+
