@@ -121,6 +121,8 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = -1  # the answer's head and body in one write (no Nagle stall)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # quiet
                 pass
