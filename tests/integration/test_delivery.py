@@ -559,11 +559,16 @@ def test_replay_resends_with_the_original_ids(make_server, rcv):
         sub.wait_delivered(b["conversationId"], "conversation.created")
     originals = {r.webhook_id: r.body for r in sub.delivered()}
     assert len(originals) == 3
+    # every delivery recorded as done (replay during a delivery in flight: the next test)
+    wait_until(lambda: sum(a["outcome"] == "delivered" for a in sub.attempts()) == 3,
+               what="the three deliveries recorded")
 
     r = sub.replay(middle)
     assert r.status_code == 202, r.text
     assert unwrap(r) == {"replayed": 1}
     sub.wait_delivered(last["conversationId"], "conversation.created", n=2)
+    wait_until(lambda: sum(a["outcome"] == "delivered" for a in sub.attempts()) == 4,
+               what="the replayed delivery recorded")
 
     r = sub.replay(before)
     assert r.status_code == 202, r.text
@@ -580,6 +585,31 @@ def test_replay_resends_with_the_original_ids(make_server, rcv):
                     params={"since": before})
     assert_error(r, 404)
     sub.assert_all_signed()
+
+
+def test_replay_while_the_delivery_is_in_flight(make_server, rcv):
+    """A replay asked for while the event's delivery is still being answered is not lost when
+    that delivery then succeeds: the event goes out again."""
+    srv = start(make_server, timeout=10)
+    sub = subscribe(srv, rcv)
+    cid = f"conv_{uid()}"
+    slow = set()
+
+    def rule(req):  # the first delivery takes 3 s to be answered (200)
+        if req.conversation_id == cid and not slow:
+            slow.add(cid)
+            return Reply(200, hang=3)
+        return None
+
+    rcv.rule(rule)
+    since = rfc3339(time.time() - 1)
+    post(srv, make_conv(cid))
+    rcv.wait(lambda: sub.requests(cid=cid), WAIT, "the first delivery")
+    r = sub.replay(since)
+    assert r.status_code == 202, r.text
+    assert unwrap(r) == {"replayed": 1}
+    (first, again) = sub.wait_delivered(cid, "conversation.created", n=2)
+    assert first.webhook_id == again.webhook_id and first.body == again.body
 
 
 def test_max_per_second_throttles(make_server, rcv):
