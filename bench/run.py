@@ -259,7 +259,10 @@ def delivery(database_url, workdir, connections=64):
                 queued = r("XLEN", stream)
             if got >= total and queued >= total:
                 caught_up = time.monotonic() - end
-                break
+                total = count(srv.port)  # requests wrk had in flight at its end count too
+                if got >= total and queued >= total:
+                    break
+                caught_up = None
             time.sleep(0.2)
         stats = http_json(rcv.port, "/stats")
         lags = stream_lags_ms(redis.port, stream)
