@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import re
+import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +33,7 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers import PROCESSED_AT_RE, UTC_TS_RE, assert_error, make_conv, uid
+from helpers import PROCESSED_AT_RE, UTC_TS_RE, assert_error, make_conv, pg_cluster, uid
 from receiver import Receiver, Reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "elevenlabs"
@@ -258,6 +259,22 @@ def test_erasure_sends_deleted_and_withdraws_what_was_waiting(make_server, rcv):
     assert [r.type for r in sub.requests(cid=waiting)] == \
         ["conversation.created", "conversation.deleted"]
     assert not sub.delivered(cid=waiting, type="conversation.created")
+    sub.assert_all_signed()
+
+
+def test_retention_sends_deleted_expired(make_server, rcv):
+    srv = start(make_server, RETENTION_DAYS="30")
+    sub = subscribe(srv, rcv)
+    old, young = f"conv_{uid()}", f"conv_{uid()}"
+    for c in (old, young):
+        post(srv, make_conv(c))
+        sub.wait_delivered(c, "conversation.created")
+    age_conversation(srv, old, days=40)
+    (req,) = sub.wait_delivered(old, "conversation.deleted", timeout=60)
+    assert req.event["data"] == {"conversationId": old, "reason": "expired"}, req.event
+    assert srv.get_conv(old).status_code == 404
+    assert srv.get_conv(young).status_code == 200
+    assert [r.type for r in sub.requests(cid=young)] == ["conversation.created"]
     sub.assert_all_signed()
 
 
@@ -688,6 +705,23 @@ def test_private_addresses_are_refused_at_delivery(make_server, rcv):
 
 
 # ------------------------------------------------------------------ helpers
+def age_conversation(server, cid, days):
+    """Moves a conversation's processing time days back, in its own database (set-up only, as
+    test_erasure does for retention)."""
+    statement = (f"UPDATE conversations SET processed_at_us = processed_at_us - "
+                 f"{days} * 86400000000 WHERE conversation_id = '{cid}'")
+    url = server.database_url
+    if url.startswith("sqlite:"):
+        db = sqlite3.connect(url[len("sqlite:"):], timeout=10)
+        try:
+            db.execute(statement)
+            db.commit()
+        finally:
+            db.close()
+        return
+    pg_cluster().psql(statement, url.rsplit("/", 1)[1])
+
+
 def el_post(server, fixture, cid):
     raw = (FIXTURES / fixture).read_bytes()
     body = raw.replace(json.loads(raw)["data"]["conversation_id"].encode(), cid.encode())
