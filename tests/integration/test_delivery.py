@@ -469,11 +469,23 @@ def test_retry_after_is_honoured(make_server, rcv):
         when = email.utils.formatdate(int(time.time()) + 4, usegmt=True)
         return Reply(503, {"Retry-After": when})
 
+    def too_long(req):  # an hour: capped at the schedule's longest wait (5 s)
+        if req.conversation_id == far and not any(x.status for x in sub.requests(cid=far)):
+            return Reply(429, {"Retry-After": "3600"})
+        return None
+
+    far = f"conv_{uid()}"
     rcv.rule(rule)
+    rcv.rule(too_long)
     post(srv, make_conv(p))
     post(srv, make_conv(q))
+    post(srv, make_conv(far))
     sub.wait_delivered(p, "conversation.created")
     sub.wait_delivered(q, "conversation.created")
+    sub.wait_delivered(far, "conversation.created")
+    rf = sub.requests(cid=far)
+    assert [r.status for r in rf] == [429, 200], [r.status for r in rf]
+    assert 4.5 <= rf[1].mono - rf[0].mono < 20, rf[1].mono - rf[0].mono
     rp, rq = sub.requests(cid=p), sub.requests(cid=q)
     assert [r.status for r in rp] == [429, 200] and [r.status for r in rq] == [503, 200]
     # the schedule's 1 s would have been sooner: Retry-After won
@@ -558,6 +570,46 @@ def test_ordering_per_conversation_under_retries(make_server, rcv):
             ("conversation.updated", 200)], [(r.type, r.status) for r in reqs]
         assert [r.event["data"]["emailId"] for r in reqs[2:]] == \
             [b["emailId"], "v2@example.com", "v3@example.com"]
+    sub.assert_all_signed()
+
+
+def test_a_deleted_subscription_is_sent_nothing_more(make_server, rcv):
+    srv = start(make_server, schedule="0,600")
+    gone, stays = subscribe(srv, rcv), subscribe(srv, rcv)
+    waiting = f"conv_{uid()}"
+    rcv.answer(500, cids={waiting}, path=gone.name)  # leaves a retry waiting 600 s
+    post(srv, make_conv(waiting))
+    rcv.wait(lambda: gone.requests(cid=waiting), WAIT, "the failing attempt")
+    r = srv.request("DELETE", "/api/v1/subscriptions/" + gone.id)
+    assert r.status_code == 204, r.text
+    assert srv.get("/api/v1/subscriptions/" + gone.id).status_code == 404
+    after = f"conv_{uid()}"
+    post(srv, make_conv(after))
+    stays.wait_delivered(after, "conversation.created")
+    stays.wait_delivered(waiting, "conversation.created")
+    time.sleep(1.0)
+    assert [r.conversation_id for r in gone.requests()] == [waiting]
+
+
+def test_sealed_store_delivers_the_opened_event_signed(make_server, rcv):
+    """With ENCRYPTION_KEYS the outbox keeps data, account and secret sealed; deliveries carry
+    the conversation as GET shows it, signed with the secret given at creation, filtered by
+    account — before and after a restart."""
+    key = "k1:" + base64.b64encode(hashlib.sha256(b"delivery test key").digest()).decode()
+    srv = start(make_server, ENCRYPTION_KEYS=key)
+    acc = "acc-" + uid()[:10]
+    sub = subscribe(srv, rcv, accountId=acc)
+    c1, other = make_conv(accountId=acc), make_conv(accountId="acc-else")
+    post(srv, other)
+    post(srv, c1)
+    (req,) = sub.wait_delivered(c1["conversationId"], "conversation.created")
+    assert req.event["data"] == conv_json(srv, c1["conversationId"])
+    srv.restart()
+    c2 = make_conv(accountId=acc)
+    post(srv, c2)
+    (req,) = sub.wait_delivered(c2["conversationId"], "conversation.created")
+    assert req.event["data"] == conv_json(srv, c2["conversationId"])
+    assert not sub.requests(cid=other["conversationId"])
     sub.assert_all_signed()
 
 
