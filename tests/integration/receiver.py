@@ -194,7 +194,8 @@ class Receiver:
         with self._lock:
             self._rules.clear()
 
-    def answer(self, status, retry_after=None, cids=None, path=None, hang=0.0, headers=None):
+    def answer(self, status, retry_after=None, cids=None, path=None, hang=0.0, headers=None,
+               body=b"ok"):
         """From now on answer status (to events of cids / on path only, when given)."""
         h = dict(headers or {})
         if retry_after is not None:
@@ -206,7 +207,7 @@ class Receiver:
                 return None
             if path is not None and req.path != "/" + path.lstrip("/"):
                 return None
-            return Reply(status, h, hang=hang)
+            return Reply(status, h, body, hang=hang)
         return self.rule(fn)
 
     def _reply_for(self, rec):
