@@ -159,7 +159,8 @@ enum store_outbox_op {
    * at a time). */
   STORE_OUTBOX_FANOUT,
   /* Leases up to limit due deliveries of subscription sub_id (enabled, not paused; PostgreSQL:
-   * rows another instance holds are skipped), each until now_us + lease_us: jobs[0..count)
+   * rows another instance holds are skipped; fewer when their data passes about 16 MiB, at
+   * least one), each until now_us + lease_us: jobs[0..count)
    * (owned, free with store_jobs_free). A lease that runs out (a crash) makes the delivery due
    * again: at least once. */
   STORE_OUTBOX_CLAIM,
@@ -170,8 +171,8 @@ enum store_outbox_op {
   STORE_OUTBOX_FINISH,
   /* Broker cursor cursor_name (created at seq 0 when missing): leases it until now_us +
    * lease_us when it is free, expired or ours, and returns the up to limit events after it in
-   * seq order (events, owned, free with store_jobs_free); busy set and nothing read
-   * when another instance holds it. */
+   * seq order (fewer when their data passes about 16 MiB, at least one) (events, owned, free with
+   * store_jobs_free); busy set and nothing read when another instance holds it. */
   STORE_OUTBOX_QUEUE_READ,
   /* Moves broker cursor cursor_name to upto_seq (only forward, only while its lease is ours). */
   STORE_OUTBOX_QUEUE_ADVANCE,
@@ -347,7 +348,8 @@ struct store_attempt_page {
   size_t count;
 };
 
-/* The outbox's backlog, for health. */
+/* The outbox's backlog, for health. A backend may stop counting at 100000 (SQLite does): a
+ * count of 100000 then means at least that many. */
 struct store_outbox_stats {
   int64_t pending_deliveries; /* deliveries to subscriptions not yet delivered or failed */
   int64_t oldest_pending_us;  /* created time of the oldest such event; 0: none */

@@ -94,7 +94,6 @@ enum reseal_table {
 enum ob_stmt {
   OB_INSERT,
   OB_EXISTS,
-  OB_AUDIO_BYTES,
   OB_CONV_ROW,
   OB_ACCOUNT_OF,
   OB_ERASE_ATTEMPTS,
@@ -239,8 +238,10 @@ struct ob_account {
   unsigned char sealed[STORE_SEALED_ID_MAX];
 };
 
-static int ob_conversation_exists(struct sqlite_store *s, const char *id, bool *exists);
-static int ob_of_version(struct sqlite_store *s, struct store_write *w, bool existed);
+static int ob_conversation_state(struct sqlite_store *s, const char *id, bool *exists,
+                                 int64_t *audio_bytes);
+static int ob_of_version(struct sqlite_store *s, struct store_write *w, bool existed,
+                         int64_t audio_bytes);
 static int ob_audio_only(struct sqlite_store *s, struct store_write *w);
 static int ob_account_before_erase(struct sqlite_store *s, const char *id, struct ob_account *a);
 static int ob_erased(struct sqlite_store *s, const char *id, bool expired,
@@ -511,8 +512,10 @@ static bool prepare_writer(struct sqlite_store *s) {
   sqlite3 *db = s->wdb;
   return prepare_audit(s) &&
          prepare(db,
-                 "SELECT body_sha256, webhook_id, processed_at_us FROM conversations "
-                 "WHERE conversation_id = ?1",
+                 "SELECT c.body_sha256, c.webhook_id, c.processed_at_us, "
+                 "(SELECT bytes FROM audio_meta WHERE conversation_id = ?1), "
+                 "c.conversation_id IS NOT NULL FROM "
+                 "(SELECT 1) LEFT JOIN conversations c ON c.conversation_id = ?1",
                  &s->w_find) == SQLITE_OK &&
          prepare(db,
                  "INSERT INTO deliveries (webhook_id, conversation_id, received_at_us, "
@@ -760,13 +763,18 @@ static void bind_text_or_null(sqlite3_stmt *st, int idx, const char *v) {
 }
 
 /* Looks for the current version (*found); sets w->duplicate when the stored body is
- * byte-identical. */
-static int find_current(struct sqlite_store *s, struct store_write *w, bool *found) {
+ * byte-identical; *audio_bytes: the conversation's stored audio size (-1: none), for its outbox
+ * event (one statement for both). */
+static int find_current(struct sqlite_store *s, struct store_write *w, bool *found,
+                        int64_t *audio_bytes) {
   sqlite3_stmt *st = s->w_find;
   sqlite3_bind_text(st, 1, w->conv->conversation_id, -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);
-  *found = rc == SQLITE_ROW;
-  if (rc == SQLITE_ROW) {
+  *found = rc == SQLITE_ROW && sqlite3_column_int(st, 4);
+  *audio_bytes = rc == SQLITE_ROW && sqlite3_column_type(st, 3) != SQLITE_NULL
+                     ? sqlite3_column_int64(st, 3)
+                     : -1;
+  if (*found) {
     const void *hash = sqlite3_column_blob(st, 0);
     if (sqlite3_column_bytes(st, 0) == CRYPTO_SHA256_LEN &&
         memcmp(hash, w->body_sha256, CRYPTO_SHA256_LEN) == 0) {
@@ -774,10 +782,8 @@ static int find_current(struct sqlite_store *s, struct store_write *w, bool *fou
       copy_text(w->webhook_id, sizeof w->webhook_id, sqlite3_column_text(st, 1));
       w->processed_us = sqlite3_column_int64(st, 2);
     }
-    rc = SQLITE_OK;
-  } else if (rc == SQLITE_DONE) {
-    rc = SQLITE_OK;
   }
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return rc;
@@ -1005,12 +1011,13 @@ static int apply_event(struct sqlite_store *s, struct store_write *w) {
   if (rc != SQLITE_OK || w->duplicate) return rc;
   if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
   bool existed = false;
-  if (w->conv) rc = ob_conversation_exists(s, w->conv->conversation_id, &existed);
+  int64_t audio_bytes = -1;
+  if (w->conv) rc = ob_conversation_state(s, w->conv->conversation_id, &existed, &audio_bytes);
   if (rc == SQLITE_OK) rc = insert_event(s, w);
   if (rc == SQLITE_OK && w->conv) rc = store_version(s, w);
   if (rc == SQLITE_OK && store_write_has_audio(w)) rc = replace_audio(s, w);
   /* Its outbox events, after everything it changed (their data shows the audio too). */
-  if (rc == SQLITE_OK && w->conv) return ob_of_version(s, w, existed);
+  if (rc == SQLITE_OK && w->conv) return ob_of_version(s, w, existed, audio_bytes);
   if (rc == SQLITE_OK && store_write_has_audio(w)) return ob_audio_only(s, w);
   return rc;
 }
@@ -1588,11 +1595,12 @@ static int apply_write(struct sqlite_store *s, struct store_write *w) {
   w->duplicate = false;
   if (w->kind == STORE_WRITE_EVENT) return apply_event(s, w);
   bool found;
-  int rc = find_current(s, w, &found);
+  int64_t audio_bytes;
+  int rc = find_current(s, w, &found, &audio_bytes);
   if (rc != SQLITE_OK || w->duplicate) return rc;
   if (!write_queue_stamp(&s->queue, w)) return SQLITE_ERROR;
   rc = store_version(s, w);
-  return rc == SQLITE_OK ? ob_of_version(s, w, found) : rc;
+  return rc == SQLITE_OK ? ob_of_version(s, w, found, audio_bytes) : rc;
 }
 
 /* The audit entry a change writes in its transaction (store.h's `who` comment); retention's
@@ -2266,8 +2274,10 @@ static const char *const ob_sql[OB_COUNT] = {
         "INSERT INTO outbox_events (event_id, type, conversation_id, account_id, "
         "account_sealed, created_us, data, sealed_with) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [OB_EXISTS] = "SELECT 1 FROM conversations WHERE conversation_id = ?1",
-    [OB_AUDIO_BYTES] = "SELECT bytes FROM audio_meta WHERE conversation_id = ?1",
+    /* Before an event's write: whether its conversation has a row, its stored audio's size. */
+    [OB_EXISTS] =
+        "SELECT EXISTS (SELECT 1 FROM conversations WHERE conversation_id = ?1), "
+        "(SELECT bytes FROM audio_meta WHERE conversation_id = ?1)",
     [OB_CONV_ROW] = GET_SQL,
     /* The conversation's account as stored; when it has no row (audio alone), its newest
      * event's (the same value: both are sealed with the conversation's associated data). */
@@ -2481,21 +2491,15 @@ static int ob_insert(struct sqlite_store *s, int type, const char *conversation_
   return rc;
 }
 
-static int ob_conversation_exists(struct sqlite_store *s, const char *id, bool *exists) {
+static int ob_conversation_state(struct sqlite_store *s, const char *id, bool *exists,
+                                 int64_t *audio_bytes) {
   sqlite3_stmt *st = s->ob[OB_EXISTS];
   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-  int rc = ob_step(st, exists);
-  ob_done(st);
-  return rc;
-}
-
-/* The conversation's stored audio size (-1: none). */
-static int ob_audio_bytes(struct sqlite_store *s, const char *id, int64_t *bytes) {
-  sqlite3_stmt *st = s->ob[OB_AUDIO_BYTES];
-  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-  bool found;
-  int rc = ob_step(st, &found);
-  *bytes = found ? sqlite3_column_int64(st, 0) : -1;
+  bool row;
+  int rc = ob_step(st, &row);
+  *exists = row && sqlite3_column_int(st, 0);
+  *audio_bytes =
+      row && sqlite3_column_type(st, 1) != SQLITE_NULL ? sqlite3_column_int64(st, 1) : -1;
   ob_done(st);
   return rc;
 }
@@ -2516,13 +2520,16 @@ static bool texts_renderable(const struct store_conversation *c) {
 
 /* The events of a new version (conversation.created, .updated or .failed, then
  * .audio_added when the write also stored audio): the conversation as GET shows it after this
- * write, built from the write itself (what its row and delivery now hold), rendered once. */
-static int ob_of_version(struct sqlite_store *s, struct store_write *w, bool existed) {
+ * write, built from the write itself (what its row and delivery now hold), rendered once.
+ * audio_bytes: the stored audio's size before the write (-1: none), read by the write's own
+ * first SELECT; audio the write stores replaces it. */
+static int ob_of_version(struct sqlite_store *s, struct store_write *w, bool existed,
+                         int64_t audio_bytes) {
   const struct conversation_input *in = w->conv;
   struct store_conversation c;
   memset(&c, 0, sizeof c);
-  int rc = ob_audio_bytes(s, in->conversation_id, &c.audio_bytes);
-  if (rc != SQLITE_OK) return rc;
+  c.audio_bytes = store_write_has_audio(w) ? w->audio_len : audio_bytes;
+  int rc;
   copy_text(c.conversation_id, sizeof c.conversation_id,
             (const unsigned char *)in->conversation_id);
   copy_text(c.email_id, sizeof c.email_id, (const unsigned char *)in->email_id);
@@ -2917,6 +2924,10 @@ static int read_outbox_row(const struct seal_ring *ring, sqlite3_stmt *st,
   return OUTBOX_UNREADABLE;
 }
 
+/* Event data read per CLAIM or QUEUE_READ, about (the row that passes it is kept; at least one
+ * row): both run on the one writer thread, every webhook waits behind them. */
+#define OB_READ_BYTES_MAX ((size_t)16 * 1024 * 1024)
+
 static int64_t clamp_limit(int64_t limit, int64_t max) {
   return limit < 1 ? 1 : limit > max ? max : limit;
 }
@@ -2955,7 +2966,8 @@ static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
   rc = SQLITE_OK;
   int64_t until = o->now_us + o->lease_us;
-  for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+  size_t bytes = 0;
+  for (size_t i = 0; rc == SQLITE_OK && i < n && bytes < OB_READ_BYTES_MAX; i++) {
     struct store_delivery_job *j = &o->jobs[o->count];
     int64_t seq = o->jobs[i].event.seq;
     int attempt = o->jobs[i].attempt;
@@ -2970,6 +2982,7 @@ static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
         j->attempt = attempt;
         j->first_attempt_us = first;
         o->count++;
+        bytes += j->event.data_len;
       }
     }
     ob_done(st);
@@ -3135,9 +3148,11 @@ static int outbox_queue_read(struct sqlite_store *s, struct store_outbox_work *o
   sqlite3_bind_int64(st, 1, cursor);
   sqlite3_bind_int64(st, 2, limit);
   rc = SQLITE_OK;
-  while (rc == SQLITE_OK && o->count < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+  size_t bytes = 0;
+  while (rc == SQLITE_OK && o->count < (size_t)limit && bytes < OB_READ_BYTES_MAX &&
+         (rc = sqlite3_step(st)) == SQLITE_ROW) {
     rc = read_outbox_row(s->ring, st, &o->events[o->count]);
-    if (rc == SQLITE_OK) o->count++;
+    if (rc == SQLITE_OK) bytes += o->events[o->count++].data_len;
   }
   ob_done(st);
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
@@ -3373,6 +3388,9 @@ static int reseal_subscription(struct sqlite_store *s, const char *id) {
   "id, url, secret, event_types, account_id, account_sealed, enabled, paused, max_per_second, " \
   "disabled_reason, created_us, updated_us, last_success_us, sealed_with"
 
+/* Health's counts stop here (store.h struct store_outbox_stats). */
+#define OB_COUNT_CAP_SQL "100000"
+
 static const char *const or_sql[OR_COUNT] = {
     [OR_SUB_GET] = "SELECT " SUB_COLUMNS " FROM subscriptions WHERE id = ?1",
     [OR_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY created_us, id",
@@ -3380,11 +3398,21 @@ static const char *const or_sql[OR_COUNT] = {
         "SELECT id, event_id, type, attempt, status_code, latency_ms, at_us, outcome, "
         "response_head FROM delivery_attempts WHERE sub_id = ?1 AND id < ?2 "
         "ORDER BY id DESC LIMIT ?3",
-    [OR_PENDING] = "SELECT COUNT(*), MIN(seq) FROM sub_deliveries WHERE state = 0",
+    /* Counts stop at OB_COUNT_CAP (health reports that many as "at least"); the oldest pending
+     * seq is each subscription's first pending row in its primary key's order. */
+    [OR_PENDING] =
+        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 0 "
+        "LIMIT " OB_COUNT_CAP_SQL
+        ")), (SELECT MIN((SELECT d.seq FROM sub_deliveries d "
+        "WHERE d.sub_id = s.id AND +d.state = 0 ORDER BY d.seq LIMIT 1)) FROM subscriptions s)",
     [OR_CREATED] = "SELECT created_us FROM outbox_events WHERE seq = ?1",
-    [OR_DEAD] = "SELECT COUNT(*) FROM sub_deliveries WHERE state = 1",
+    [OR_DEAD] =
+        "SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 1 LIMIT " OB_COUNT_CAP_SQL
+        ")",
     [OR_CURSOR] = "SELECT seq FROM outbox_cursors WHERE name = ?1",
-    [OR_QUEUE_COUNT] = "SELECT COUNT(*) FROM outbox_events WHERE seq > ?1",
+    [OR_QUEUE_COUNT] =
+        "SELECT COUNT(*) FROM (SELECT 1 FROM outbox_events WHERE seq > ?1 LIMIT " OB_COUNT_CAP_SQL
+        ")",
     [OR_QUEUE_OLDEST] = "SELECT created_us FROM outbox_events WHERE seq > ?1 ORDER BY seq LIMIT 1",
 };
 

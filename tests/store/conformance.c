@@ -4786,6 +4786,51 @@ static void test_outbox_update_keeps_the_services_state(void **state) {
   }
 }
 
+/* CLAIM and QUEUE_READ stop once the event data they read passes about 16 MiB (at least one
+ * row): four conversations of ~6.6 MiB each come three at a time, then the fourth. */
+static void test_outbox_reads_are_bounded_in_bytes(void **state) {
+  (void)state;
+  char tag[16], cursor[64], id[64];
+  new_tag(tag);
+  snprintf(cursor, sizeof cursor, "bytes-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  ob_queue_skip_all(cursor);
+  const size_t pad = 6900000; /* a summary of ~6.6 MiB */
+  char *summary = malloc(pad + 32);
+  assert_non_null(summary);
+  memcpy(summary, "\"summary\":{\"text\":\"", 19);
+  memset(summary + 19, 'a', pad);
+  memcpy(summary + 19 + pad, "\"}", 3);
+  for (int i = 0; i < 4; i++) {
+    snprintf(id, sizeof id, "ob-big%d-%s", i, tag);
+    char *body = conv_body(id, "ob-big@example.com", "acc", 1, summary);
+    assert_true(strlen(body) > 6 * 1024 * 1024 && strlen(body) < 8 * 1024 * 1024);
+    (void)put_ok(body);
+    free(body);
+  }
+  free(summary);
+  struct store_outbox_work q = ob_queue_read(B->store, cursor, time_now_us(), 100);
+  assert_int_equal(q.count, 3);
+  ob_queue_advance(B->store, cursor, q.events[2].seq);
+  store_jobs_free(&q);
+  q = ob_queue_read(B->store, cursor, time_now_us(), 100);
+  assert_int_equal(q.count, 1);
+  store_jobs_free(&q);
+  ob_queue_drop(cursor);
+  (void)ob_fanout(time_now_us());
+  struct store_outbox_work o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 100);
+  assert_int_equal(o.count, 3);
+  for (size_t i = 0; i < o.count; i++)
+    ob_finish(&o.jobs[i], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  store_jobs_free(&o);
+  o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 100); /* the fourth was not leased */
+  assert_int_equal(o.count, 1);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  store_jobs_free(&o);
+  ob_sub_delete(sub.id);
+}
+
 /* Prune erases old events no subscription still needs (pending, or not yet fanned out to it)
  * and no broker cursor still has to pass, and old attempts. */
 static void test_outbox_prune(void **state) {
@@ -6126,7 +6171,8 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_outbox_stale_answer_after_replay_and_claim),     \
   cmocka_unit_test(test_outbox_retention_of_audio_alone),                \
   cmocka_unit_test(test_outbox_erasure_takes_attempts),                  \
-  cmocka_unit_test(test_outbox_update_keeps_the_services_state)
+  cmocka_unit_test(test_outbox_update_keeps_the_services_state),        \
+  cmocka_unit_test(test_outbox_reads_are_bounded_in_bytes)
 /* With a ring (the "sealed" groups run the contract and event tests above too, then these; the
  * rotation last, as it replaces the group's store). */
 #define SEAL_TESTS                                                       \
