@@ -105,6 +105,8 @@ struct pg_store {
   char owner[40];
   int64_t fanned_since_analyze; /* outbox thread: see ob_run */
   bool ob_conflict;          /* outbox thread: the last failed statement lost a race (see ob_run) */
+  int64_t lease_seq;         /* outbox thread: the last claim token given out (lease_owner is
+                              * "owner:token", see claim) */
   atomic_bool reported_down; /* log "unreachable" once per outage, not per request */
   /* no new connection attempt before these (monotonic ms); see pg_connect */
   _Atomic int64_t writer_pause_ms;
@@ -554,19 +556,23 @@ static const char audio_chunk_sql[] =
   "\"}', 'UTF8')"
 /* Erasure and retention take the conversation's outbox events and their deliveries with them
  * (those of this batch still staged too; an earlier erasure's conversation.deleted stays, staged
- * or stored: it holds nothing of the conversation), and stage conversation.deleted ($3 its id,
- * $4 its time), whose data (outbox_deleted_data's text, never sealed: it holds only the id) goes
+ * or stored: it holds nothing of the conversation) and the attempts recorded for those events
+ * (their answers' heads may echo the data), and stage conversation.deleted ($3 its id, $4 its
+ * time), whose data (outbox_deleted_data's text, never sealed: it holds only the id) goes
  * with the conversation's account as stored. The deliveries go by the foreign key's cascade
  * (migration 0009: also those a concurrent fan-out or replay made), after sl has locked those it
  * sees in (sub_id, seq) order, the order FINISH locks them in: the two never wait for each other in
  * a circle (ox runs only once sl has, through its count). */
-#define OUTBOX_ERASE(ids)                                                            \
-  " sl AS (SELECT 1 FROM sub_deliveries WHERE seq IN (SELECT seq FROM outbox_events" \
-  "   WHERE conversation_id IN (" ids                                                \
-  ") AND type <> 5) ORDER BY sub_id, seq FOR UPDATE),"                               \
-  " ox AS (DELETE FROM outbox_events WHERE conversation_id IN (" ids                 \
-  ") AND type <> 5"                                                                  \
-  "   AND (SELECT count(*) FROM sl) >= 0 RETURNING seq),"                            \
+#define OUTBOX_ERASE(ids)                                                             \
+  " sl AS (SELECT 1 FROM sub_deliveries WHERE seq IN (SELECT seq FROM outbox_events"  \
+  "   WHERE conversation_id IN (" ids                                                 \
+  ") AND type <> 5) ORDER BY sub_id, seq FOR UPDATE),"                                \
+  " ox AS (DELETE FROM outbox_events WHERE conversation_id IN (" ids                  \
+  ") AND type <> 5"                                                                   \
+  "   AND (SELECT count(*) FROM sl) >= 0 RETURNING seq),"                             \
+  " da AS (DELETE FROM delivery_attempts WHERE seq IN (SELECT seq FROM outbox_events" \
+  "   WHERE conversation_id IN (" ids                                                 \
+  ") AND type <> 5)),"                                                                \
   " op AS (DELETE FROM pg_temp.outbox_pending WHERE conversation_id IN (" ids ") AND type <> 5),"
 static const char erase_sql[] =
     "WITH c AS (DELETE FROM conversations WHERE conversation_id = $1"
@@ -3273,13 +3279,19 @@ static const char replay_sql[] =
     "    sub_deliveries.lease_owner IS NULL THEN NULL ELSE 0 END RETURNING 1) "
     "SELECT count(*) FROM r";
 
+/* An update: enabled ($5), paused and disabled_reason change only when the caller named enabled
+ * ($9, store.h sub_enabled_given): then enabled is set, and enabling clears paused and the
+ * reason and makes waiting deliveries due at once ($8 now); else they stay as stored (a pause or
+ * a 410 that happened after the caller's read is not undone). */
 static const char sub_update_sql[] =
     "WITH old AS (SELECT enabled, paused FROM subscriptions WHERE id = $1),"
-    " up AS (UPDATE subscriptions SET url = $2, event_types = $3, account_id = $4, enabled = $5,"
-    "  max_per_second = $6, paused = $7, disabled_reason = $8, updated_us = $9 WHERE id = $1"
-    "  RETURNING id),"
-    " due AS (UPDATE sub_deliveries SET next_at_us = LEAST(next_at_us, $10) WHERE sub_id = $1"
-    "  AND state = 0 AND $5 AND NOT $7 AND EXISTS (SELECT 1 FROM old WHERE NOT old.enabled"
+    " up AS (UPDATE subscriptions SET url = $2, event_types = $3, account_id = $4,"
+    "  enabled = CASE WHEN $9::bool THEN $5::bool ELSE enabled END, max_per_second = $6,"
+    "  paused = CASE WHEN $9::bool AND $5::bool THEN false ELSE paused END,"
+    "  disabled_reason = CASE WHEN $9::bool AND $5::bool THEN '' ELSE disabled_reason END,"
+    "  updated_us = $7 WHERE id = $1 RETURNING id),"
+    " due AS (UPDATE sub_deliveries SET next_at_us = LEAST(next_at_us, $8) WHERE sub_id = $1"
+    "  AND state = 0 AND $9::bool AND $5::bool AND EXISTS (SELECT 1 FROM old WHERE NOT old.enabled"
     "  OR old.paused) RETURNING 1) "
     "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM due)";
 
@@ -3296,23 +3308,30 @@ static const char prune_sql[] =
     "  WHERE at_us < $1 ORDER BY id LIMIT $2) RETURNING 1) "
     "SELECT (SELECT count(*) FROM de) + (SELECT count(*) FROM da)";
 
-/* Every result of a FINISH at once ($1..$12 the columns, see results_column; $13 the owner):
- * only deliveries whose lease is ours; a success recorded by any result of the batch counts for
- * the pause rule (outcome FAILED becomes PAUSED when the subscription has had no success since
- * the delivery's first attempt); delivered rows go, others keep waiting (RETRY, PAUSED,
- * DISABLED, RELEASE) or are dead-lettered (FAILED), but one replayed while in flight (see
- * replay_sql) waits again from attempt 1; subscriptions move their last success,
- * pause, or are disabled (410); every result but RELEASE is recorded as an attempt, in order. */
+/* Every result of a FINISH at once ($1..$12 and $14 the columns, see results_column; $13 the
+ * owner): only deliveries whose lease is ours and the result's claim's (lease_owner is
+ * "owner:token"); an answer to an earlier claim of ours of a delivery claimed again since (st:
+ * a replay, or a lease that ran out, then a new claim) is recorded as an attempt (delivered, or
+ * a failure the new claim retries) and changes nothing; another instance's lease: ignored; a
+ * success recorded by any result of the batch counts for the pause rule (outcome FAILED becomes
+ * PAUSED when the subscription has had no success since the delivery's first attempt); delivered
+ * rows go, others keep waiting (RETRY, PAUSED, DISABLED, RELEASE) or are dead-lettered (FAILED),
+ * but one replayed while in flight (see replay_sql) waits again from attempt 1; subscriptions move
+ * their last success, pause, or are disabled (410); every result but RELEASE is recorded as an
+ * attempt, in order. */
 static const char finish_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[],"
     "  $6::int[], $7::bigint[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
-    "  $12::bigint[]) WITH ORDINALITY AS r(sub_id, seq, event_id, type, attempt, code, latency,"
-    "  at, outcome, head, first, next_at, n)),"
+    "  $12::bigint[], $14::bigint[]) WITH ORDINALITY AS r(sub_id, seq, event_id, type, attempt,"
+    "  code, latency, at, outcome, head, first, next_at, token, n)),"
     " d AS (SELECT r.*, d.lease_until_us AS lu,"
     "  CASE WHEN d.first_attempt_us <> 0 THEN d.first_attempt_us"
     "  WHEN r.first <> 0 THEN r.first ELSE r.at END AS f"
     "  FROM sub_deliveries d JOIN r ON d.sub_id = r.sub_id AND d.seq = r.seq"
-    "  WHERE d.lease_owner = $13 ORDER BY d.sub_id, d.seq FOR UPDATE OF d),"
+    "  WHERE d.lease_owner = $13 || ':' || r.token ORDER BY d.sub_id, d.seq FOR UPDATE OF d),"
+    " st AS (SELECT r.* FROM sub_deliveries x JOIN r ON x.sub_id = r.sub_id AND x.seq = r.seq"
+    "  WHERE left(x.lease_owner, length($13) + 1) = $13 || ':'"
+    "    AND x.lease_owner <> $13 || ':' || r.token AND r.outcome BETWEEN 1 AND 5),"
     " succ AS (SELECT sub_id, max(at) AS at FROM d WHERE outcome = 1 GROUP BY sub_id),"
     " y AS (SELECT d.*, CASE"
     "  WHEN d.outcome IN (3, 4) AND NOT (GREATEST(s.last_success_us, COALESCE(succ.at, 0)) > 0"
@@ -3339,7 +3358,9 @@ static const char finish_sql[] =
     " att AS (INSERT INTO delivery_attempts (sub_id, seq, event_id, type, attempt, status_code,"
     "  latency_ms, at_us, outcome, response_head)"
     "  SELECT sub_id, seq, event_id, type, attempt, code, latency, at, oc, decode(head, 'hex')"
-    "  FROM y WHERE oc <> 100 ORDER BY n) "
+    "  FROM (SELECT n, sub_id, seq, event_id, type, attempt, code, latency, at, oc, head FROM y"
+    "    WHERE oc <> 100 UNION ALL SELECT n, sub_id, seq, event_id, type, attempt, code,"
+    "    latency, at, CASE WHEN outcome = 1 THEN 1 ELSE 2 END, head FROM st) a ORDER BY n) "
     "SELECT count(*) FROM y";
 
 static bool prepare_ob(PGconn *c) {
@@ -3572,17 +3593,16 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   bool found = PQntuples(r) == 1;
   PQclear(r);
   if (!found) return STORE_NOT_FOUND;
-  const char *vals[10] = {sub->id,
-                          sub->url,
-                          types,
-                          sub->account_id,
-                          sub->enabled ? "t" : "f",
-                          max,
-                          sub->paused ? "t" : "f",
-                          sub->disabled_reason,
-                          updated,
-                          now};
-  r = ob_exec(s, "sub_update", 10, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  const char *vals[9] = {sub->id,
+                         sub->url,
+                         types,
+                         sub->account_id,
+                         sub->enabled ? "t" : "f",
+                         max,
+                         updated,
+                         now,
+                         w->sub_enabled_given ? "t" : "f"};
+  r = ob_exec(s, "sub_update", 9, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
   if (!r) return st;
   w->erased = PQntuples(r) == 1 ? get_i64(r, 0, 1) : 0; /* deliveries made due */
   PQclear(r);
@@ -3704,7 +3724,12 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
   snprintf(until, sizeof until, "%lld", (long long)(o->now_us + o->lease_us));
   char *keys = ring_keys(s->ring);
   if (!keys) return STORE_RETRY;
-  const char *vals[6] = {o->sub_id ? o->sub_id : "", now, limit, s->owner, until, keys};
+  /* The claim's own token: a later claim of these deliveries gets another, so an answer to
+   * this one's sends cannot act on that one (finish_sql). */
+  int64_t token = ++s->lease_seq;
+  char owner[sizeof s->owner + 24];
+  snprintf(owner, sizeof owner, "%s:%lld", s->owner, (long long)token);
+  const char *vals[6] = {o->sub_id ? o->sub_id : "", now, limit, owner, until, keys};
   enum store_status st = STORE_OK;
   PGresult *r = ob_exec(s, "claim", 6, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
   free(keys);
@@ -3718,6 +3743,7 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
     memcpy(&a, PQgetvalue(r, i, 0), sizeof a);
     j->attempt = (int)be32toh(a) + 1;
     j->first_attempt_us = get_i64(r, i, 1);
+    j->lease_token = token;
     st = read_outbox_event(s->ring, r, i, 2, &j->event);
   }
   PQclear(r);
@@ -3726,7 +3752,7 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
 
 /* The results as one PostgreSQL array literal per column (col: 0 sub, 1 seq, 2 event id, 3 type,
  * 4 attempt, 5 status code, 6 latency, 7 at, 8 outcome, 9 the answer's head in hex, 10 first
- * attempt, 11 next at); NULL when out of memory. */
+ * attempt, 11 next at, 12 lease token); NULL when out of memory. */
 static void quoted(FILE *f, const char *v) {
   fputc('"', f);
   for (const char *p = v; *p; p++) {
@@ -3783,6 +3809,9 @@ static char *results_column(const struct store_outbox_work *o, int col) {
       case 10:
         v = r->first_attempt_us;
         break;
+      case 12:
+        v = r->lease_token;
+        break;
       default:
         v = r->next_at_us;
         break;
@@ -3801,7 +3830,7 @@ static char *results_column(const struct store_outbox_work *o, int col) {
  * applied by one statement (finish_sql). */
 static enum store_status finish(struct pg_store *s, struct store_outbox_work *o) {
   if (o->nresults == 0) return STORE_OK;
-  enum { COLS = 12 };
+  enum { COLS = 13 };
   char *cols[COLS];
   bool ok = true;
   for (int c = 0; c < COLS; c++) ok = (cols[c] = results_column(o, c)) != NULL && ok;
@@ -3812,9 +3841,11 @@ static enum store_status finish(struct pg_store *s, struct store_outbox_work *o)
     PQclear(r = ob_exec(s, "fin_subs", 1, lock, NULL, NULL, PGRES_TUPLES_OK, &st));
   }
   if (r) {
+    /* $1..$12 the columns 0..11, $13 the owner, $14 the tokens (column 12) */
     const char *vals[COLS + 1];
-    for (int c = 0; c < COLS; c++) vals[c] = cols[c];
-    vals[COLS] = s->owner;
+    for (int c = 0; c < 12; c++) vals[c] = cols[c];
+    vals[12] = s->owner;
+    vals[13] = cols[12];
     PQclear(r = ob_exec(s, "finish", COLS + 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st));
   }
   for (int c = 0; c < COLS; c++) free(cols[c]);
