@@ -148,6 +148,15 @@ void api_subscriptions_replay_post(struct http_request *req) {
   const char *id = http_request_path_param(req);
   const char *since = http_request_query(req, "since");
   int64_t since_us = 0;
+  /* An unencoded '+' of an offset (…T10:00:00+02:00) arrives as a space (form encoding): it
+   * can only mean '+' there. */
+  char since_buf[64];
+  if (since && strlen(since) < sizeof since_buf) {
+    memcpy(since_buf, since, strlen(since) + 1);
+    for (char *p = since_buf + (strlen(since_buf) > 19 ? 19 : strlen(since_buf)); *p; p++)
+      if (*p == ' ') *p = '+';
+    since = since_buf;
+  }
   if (!since || !time_parse_rfc3339(since, strlen(since), &since_us)) {
     api_bad_param(req, "since",
                   since ? "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/timeutil.h"
+#include "core/utf8.h"
 
 static const char *const type_names[OUTBOX_TYPE_COUNT + 1] = {
     [OUTBOX_CREATED] = "conversation.created",         [OUTBOX_UPDATED] = "conversation.updated",
@@ -70,7 +71,10 @@ const char *delivery_outcome_name(int outcome) {
 /* subscription_from_json and subscription_render: see model/outbox.h (the API's part). */
 
 static void problem(json_t *problems, const char *field, const char *issue) {
-  json_array_append_new(problems, json_pack("{s:s,s:s}", "field", field, "issue", issue));
+  json_t *p = json_pack("{s:s,s:s}", "field", field, "issue", issue);
+  /* Never lose a problem: a field that cannot be packed is named by its place instead. */
+  if (!p) p = json_pack("{s:s,s:s}", "field", "(member)", "issue", issue);
+  json_array_append_new(problems, p);
 }
 
 /* Why url is not an absolute http(s) URL a subscription may name, or NULL. Only the text:
@@ -244,9 +248,11 @@ json_t *subscription_from_json(json_t *body, bool create, struct subscription *o
     } else if (strcmp(key, "maxPerSecond") == 0) {
       read_max_per_second(v, problems, out);
     } else {
-      /* The member's name as the field: jansson keys are valid UTF-8; a long one is cut. */
+      /* The member's name as the field: jansson keys are valid UTF-8; a long one is cut at a
+       * character boundary (a cut inside a character would not be a JSON string, and the
+       * problem would be lost). */
       char field[80];
-      snprintf(field, sizeof field, "%s", key);
+      utf8_sanitize(field, sizeof field, key, strlen(key));
       problem(problems, field,
               "is not a member of a subscription (url, eventTypes, accountId, enabled, "
               "maxPerSecond)");

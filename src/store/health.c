@@ -94,7 +94,7 @@ static void read_outbox(struct store_health *h) {
   pthread_mutex_unlock(&h->mu);
 }
 
-/* One check, unlocked: the read, then the committed write (then the backlog numbers). */
+/* One check, unlocked: the read, then the committed write. */
 static bool run_check(struct store_health *h) {
   if (store_ping_read(h->store) != STORE_OK) return false;
   h->write = (struct store_write){.kind = STORE_WRITE_PROBE, .done = on_written, .done_cls = h};
@@ -103,9 +103,7 @@ static bool run_check(struct store_health *h) {
   pthread_mutex_lock(&h->mu);
   while (!h->write_done) pthread_cond_wait(&h->write_cv, &h->mu);
   pthread_mutex_unlock(&h->mu);
-  if (h->write.status != STORE_OK) return false;
-  read_outbox(h);
-  return true;
+  return h->write.status == STORE_OK;
 }
 
 static void *checker_main(void *arg) {
@@ -127,6 +125,9 @@ static void *checker_main(void *arg) {
     struct store_health_wait *list = take_waiters(h, true, 0);
     pthread_mutex_unlock(&h->mu);
     answer(list, ok);
+    /* The backlog numbers after the answer: counting a large backlog must never make a
+     * waiting health request time out (the numbers shown are the previous check's). */
+    if (ok) read_outbox(h);
     pthread_mutex_lock(&h->mu);
   }
   pthread_mutex_unlock(&h->mu);

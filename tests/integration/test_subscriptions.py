@@ -459,3 +459,23 @@ def test_health_shows_an_unreachable_broker_as_degraded(make_server):
     assert body["dependencies"]["queue"] == {"status": "disconnected", "kind": "redis"}, body
     assert body["status"] == "degraded", body
     assert body["dependencies"]["database"] == "connected"
+
+
+def test_a_long_unknown_member_cut_inside_a_character_is_still_refused(server):
+    # The member's name is cut for the error's field: a cut inside "é" must not lose the problem.
+    name = "a" * 78 + "é"
+    r = create(server, {"url": PUBLIC_URL, name: 1})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    sub = created(server, enabled=False)
+    r = patch(server, sub["id"], {name: 1})
+    assert_error(r, 400, "VALIDATION_ERROR")
+
+
+def test_replay_since_with_an_offset_whose_plus_was_not_encoded(server):
+    sub = created(server, enabled=False)
+    # requests encodes '+' as %2B; a hand-written URL often leaves it raw, which reads as a space
+    r = server.request("POST", f"/api/v1/subscriptions/{sub['id']}/replay?since=2020-01-01T02:00:00+02:00")
+    assert r.status_code == 202, r.text
+    r = server.request("POST", f"/api/v1/subscriptions/{sub['id']}/replay",
+                       params={"since": "2020-01-01T02:00:00+02:00"})
+    assert r.status_code == 202, r.text
