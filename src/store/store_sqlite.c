@@ -23,7 +23,7 @@
 #include "store/write_queue.h"
 
 #define BATCH_MAX 512
-#define CHECKPOINT_MS 50
+#define CHECKPOINT_MS 20
 /* Past this many log frames (4 MiB of 4 KiB pages) the checkpointer makes sure the log gets
  * restarted from its beginning: the log file stays near this size whatever is written. */
 #define WAL_RESET_FRAMES 1024
