@@ -1334,8 +1334,9 @@ static int reseal_next(struct sqlite_store *s, int t, char *key, size_t cap, int
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* One id of a conversations row as plaintext (into out; NULL when unknown), from its sealed
- * value when it has one. */
+/* One id (of a conversations row, or an account kept with an outbox event or a subscription:
+ * what names the column, pk the row) as plaintext (into out; NULL when unknown), from its
+ * sealed value when it has one. */
 static bool reseal_id(struct sqlite_store *s, sqlite3_stmt *st, int col, int sealed_col,
                       const char *what, const char *conversation_id, char *out, size_t cap,
                       const char **v) {
@@ -3283,29 +3284,6 @@ static bool reseal_open_value(struct sqlite_store *s, const char *aad, size_t aa
   return true;
 }
 
-/* An account kept with an outbox event or a subscription (col, sealed at sealed_col) as
- * plaintext into out (*v NULL when none). */
-static bool reseal_account(struct sqlite_store *s, sqlite3_stmt *st, int col, int sealed_col,
-                           const char *what, const char *pk, char *out, size_t cap,
-                           const char **v) {
-  *v = NULL;
-  if (sqlite3_column_type(st, sealed_col) != SQLITE_NULL) {
-    char aad[STORE_AAD_MAX];
-    size_t aad_len = store_seal_aad(aad, what, pk, NULL);
-    if (!store_open_id(s->ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
-                       (size_t)sqlite3_column_bytes(st, sealed_col), out, cap))
-      return false;
-    *v = out;
-    return true;
-  }
-  const unsigned char *text = sqlite3_column_text(st, col);
-  if (!text) return true;
-  if (!store_id_sealable((const char *)text)) return false;
-  copy_text(out, cap, text);
-  *v = out;
-  return true;
-}
-
 static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes) {
   sqlite3_stmt *get = s->w_reseal_get[RESEAL_OUTBOX];
   bind_pk(get, 1, RESEAL_OUTBOX, key);
@@ -3325,8 +3303,7 @@ static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes
   const char *acc;
   struct store_sealed_id sid = {.len = 0};
   bool ok =
-      reseal_account(s, get, 4, 5, "conversations.account_id", conv, account, sizeof account,
-                     &acc) &&
+      reseal_id(s, get, 4, 5, "conversations.account_id", conv, account, sizeof account, &acc) &&
       store_seal_id(s->ring, "conversations.account_id", conv, acc, &sid) &&
       reseal_open_value(s, aad, aad_len, sqlite3_column_type(get, 3) != SQLITE_NULL, &data, &len);
   const unsigned char *sealed =
@@ -3361,7 +3338,7 @@ static int reseal_subscription(struct sqlite_store *s, const char *id) {
   struct store_sealed_id sid = {.len = 0};
   bool ok =
       sub_secret_read(s->ring, get, 0, 1, id, secret, sizeof secret) &&
-      reseal_account(s, get, 2, 3, "subscriptions.account_id", id, account, sizeof account, &acc) &&
+      reseal_id(s, get, 2, 3, "subscriptions.account_id", id, account, sizeof account, &acc) &&
       store_seal_id(s->ring, "subscriptions.account_id", id, acc, &sid);
   ob_done(get);
   if (!ok) {
