@@ -82,9 +82,19 @@ class Proc:
                     return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self):
+        return cpu_seconds(self.proc.pid)
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(60)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far (every thread), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def gensendrep(database_url, workdir, extra=None):
@@ -94,14 +104,19 @@ def gensendrep(database_url, workdir, extra=None):
     return Proc([BIN], env=env, cwd=workdir)
 
 
-def wrk(port, script, connections, args=(), duration=DURATION):
+def wrk(port, script, connections, args=(), duration=DURATION, cpu_of=None):
+    """Runs wrk; cpu_of: a Proc whose CPU time per answered request goes in "cpu_us"."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency", "-s", LUA[script],
            f"http://127.0.0.1:{port}"]
     if args:
         cmd += ["--"] + [str(a) for a in args]
     env = dict(os.environ, BENCH_KEY=KEY, BENCH_EL_SECRET=EL_SECRET)
+    c0 = cpu_of.cpu_s() if cpu_of else 0
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-    return parse_wrk(out)
+    result = parse_wrk(out)
+    if cpu_of and result["requests"]:
+        result["cpu_us"] = (cpu_of.cpu_s() - c0) / result["requests"] * 1e6
+    return result
 
 
 def _ms(text):
@@ -112,6 +127,7 @@ def _ms(text):
 
 def parse_wrk(out):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     errors = 0
@@ -121,7 +137,7 @@ def parse_wrk(out):
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(x) for x in m.groups())
-    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "requests": requests}
 
 
 ROWS = []
@@ -129,8 +145,9 @@ ROWS = []
 
 def row(scenario, connections, result, rss):
     ROWS.append((scenario, connections, result, rss))
+    cpu = f", server CPU {result['cpu_us']:.0f} us/req" if "cpu_us" in result else ""
     print(f"  {scenario} c={connections}: {result['rps']:.0f} req/s, p99 {result['p99']:.2f} ms, "
-          f"errors {result['errors']}, peak RSS {rss:.1f} MiB", file=sys.stderr, flush=True)
+          f"errors {result['errors']}{cpu}, peak RSS {rss:.1f} MiB", file=sys.stderr, flush=True)
 
 
 def elevenlabs_template(workdir):
@@ -171,7 +188,8 @@ def ingest(label, database_url, workdir, connections=(64, 256), scripts=("webhoo
         for c in connections:
             srv = gensendrep(database_url, workdir, env)
             try:
-                row(f"{label}, {LABEL[script]}", c, wrk(srv.port, script, c, args=args),
+                row(f"{label}, {LABEL[script]}", c,
+                    wrk(srv.port, script, c, args=args, cpu_of=srv),
                     srv.peak_rss_mib())
             finally:
                 srv.stop()
@@ -247,7 +265,10 @@ def delivery(database_url, workdir, connections=64):
     try:
         http_json(srv.port, "/api/v1/subscriptions", {"url": f"http://127.0.0.1:{rcv.port}/hook"},
                   "POST")
-        result = wrk(srv.port, "webhook_seed", connections)
+        others0 = cpu_seconds(rcv.proc.pid), cpu_seconds(redis.proc.pid)
+        result = wrk(srv.port, "webhook_seed", connections, cpu_of=srv)
+        others = [(cpu_seconds(p) - c0) / max(result["requests"], 1) * 1e6
+                  for p, c0 in zip((rcv.proc.pid, redis.proc.pid), others0)]
         rss = srv.peak_rss_mib()
         end = time.monotonic()
         total = count(srv.port)
@@ -270,7 +291,8 @@ def delivery(database_url, workdir, connections=64):
             rss)
         DELIVERY.update(total=total, delivered=stats["count"], published=len(lags),
                         caught_up=caught_up, p50=stats["p50_ms"], p99=stats["p99_ms"],
-                        max=stats["max_ms"], q50=pct(lags, 0.5), q99=pct(lags, 0.99))
+                        max=stats["max_ms"], q50=pct(lags, 0.5), q99=pct(lags, 0.99),
+                        receiver_us=others[0], redis_us=others[1])
         print(f"  delivery: {stats['count']}/{total} delivered, {len(lags)} published, caught up "
               f"{'%.1f s' % caught_up if caught_up is not None else 'NOT within 300 s'} after "
               f"ingest ended; lag p50 {stats['p50_ms']:.0f} ms, p99 {stats['p99_ms']:.0f} ms "
@@ -290,7 +312,7 @@ def main():
         if "ceiling" in ONLY:
             static = Proc([STATIC, "{port}"])
             for c in (64, 256):
-                r = wrk(static.port, "webhook_seed", c)
+                r = wrk(static.port, "webhook_seed", c, cpu_of=static)
                 results[("ceiling", c)] = r
                 row("ceiling: static libmicrohttpd reply", c, r, static.peak_rss_mib())
             static.stop()
@@ -336,9 +358,10 @@ def main():
             print(f"  filling {STORE_SIZE} conversations...", file=sys.stderr, flush=True)
             fill(srv)
             row(f"get one of {STORE_SIZE}, SQLite", 64,
-                wrk(srv.port, "get_one", 64, args=(STORE_SIZE,)), srv.peak_rss_mib())
-            row(f"filtered list of {STORE_SIZE}, SQLite", 64, wrk(srv.port, "list", 64),
+                wrk(srv.port, "get_one", 64, args=(STORE_SIZE,), cpu_of=srv),
                 srv.peak_rss_mib())
+            row(f"filtered list of {STORE_SIZE}, SQLite", 64,
+                wrk(srv.port, "list", 64, cpu_of=srv), srv.peak_rss_mib())
             srv.stop()
         if pg and "reads" in ONLY:
             srv = gensendrep(pg.create_database("bench_reads"), work)
@@ -347,9 +370,10 @@ def main():
             # a freshly bulk-filled one has not. Measure the steady state.
             pg.psql("VACUUM ANALYZE", "bench_reads")
             row(f"get one of {STORE_SIZE}, PostgreSQL", 64,
-                wrk(srv.port, "get_one", 64, args=(STORE_SIZE,)), srv.peak_rss_mib())
-            row(f"filtered list of {STORE_SIZE}, PostgreSQL", 64, wrk(srv.port, "list", 64),
+                wrk(srv.port, "get_one", 64, args=(STORE_SIZE,), cpu_of=srv),
                 srv.peak_rss_mib())
+            row(f"filtered list of {STORE_SIZE}, PostgreSQL", 64,
+                wrk(srv.port, "list", 64, cpu_of=srv), srv.peak_rss_mib())
             srv.stop()
         if pg:
             pg.destroy()
@@ -357,11 +381,13 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print("| scenario | connections | requests/s | p50 ms | p99 ms | errors | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scenario | connections | requests/s | p50 ms | p99 ms | errors | peak RSS MiB "
+          "| server CPU us/req |")
+    print("|---|---|---|---|---|---|---|---|")
     for scenario, c, r, rss in ROWS:
+        cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
         print(f"| {scenario} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-              f"{r['errors']} | {rss:.1f} |")
+              f"{r['errors']} | {rss:.1f} | {cpu} |")
     print()
     find = lambda name, c: next((r for s, cc, r, _ in ROWS  # noqa: E731
                                  if s == name and cc == c), None)
@@ -380,6 +406,12 @@ def main():
         print(f"ingest with a subscription and a Redis Stream = "
               f"{with_delivery['rps'] / local['rps']:.0%} of ingest without them "
               f"(target: at least 90%)")
+        if "cpu_us" in local and "cpu_us" in with_delivery and DELIVERY:
+            print(f"CPU per webhook on this machine's shared cores: gensendrep "
+                  f"{local['cpu_us']:.0f} us without delivery, {with_delivery['cpu_us']:.0f} us "
+                  f"with it (ingest + the delivery + the publish); the receiver "
+                  f"{DELIVERY['receiver_us']:.0f} us and redis-server {DELIVERY['redis_us']:.0f} us "
+                  f"more per event")
     if DELIVERY:
         d = DELIVERY
         caught = f"{d['caught_up']:.1f} s" if d["caught_up"] is not None else "never (300 s)"

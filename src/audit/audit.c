@@ -376,6 +376,7 @@ struct audit_recorder *audit_recorder_start(struct store *s) {
     recorder_free(r);
     return NULL;
   }
+  pthread_setname_np(r->thread, "gsr-audit");
   return r;
 }
 

@@ -136,6 +136,7 @@ struct filewriter *filewriter_new(size_t max_queued_bytes) {
     free(fw);
     return NULL;
   }
+  pthread_setname_np(fw->thread, "gsr-log");
   return fw;
 }
 

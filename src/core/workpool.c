@@ -52,6 +52,7 @@ struct workpool *workpool_new(size_t threads, size_t queue_max) {
       workpool_free(p);
       return NULL;
     }
+    pthread_setname_np(p->threads[p->nthreads], "gsr-work");
   }
   return p;
 }

@@ -1113,6 +1113,7 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
     outbound_stop(o);
     return NULL;
   }
+  pthread_setname_np(o->sub_thread, "gsr-deliver");
   o->sub_started = true;
   if (o->queue) {
     if (pthread_create(&o->queue_thread, NULL, queue_main, o) != 0) {
@@ -1120,6 +1121,7 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
       outbound_stop(o);
       return NULL;
     }
+    pthread_setname_np(o->queue_thread, "gsr-publish");
     o->queue_started = true;
   }
   log_msg(LOG_INFO, "outbound: delivering the outbox (concurrency %ld, timeout %ld s%s%s)",

@@ -156,13 +156,14 @@ struct store_delivery_result {
 enum store_outbox_op {
   /* Fans out up to limit events per subscription (see above); *added = deliveries made
    * pending. Several instances may run it at once (each subscription's cursor is moved by one
-   * at a time). */
+   * at a time). SQLite makes no rows for an enabled, unpaused subscription: CLAIM takes its
+   * events straight from the outbox behind its cursor (store/lane.h), and *added counts them. */
   STORE_OUTBOX_FANOUT,
   /* Leases up to limit due deliveries of subscription sub_id (enabled, not paused; PostgreSQL:
    * rows another instance holds are skipped; fewer when their data passes about 16 MiB, at
    * least one), each until now_us + lease_us: jobs[0..count)
    * (owned, free with store_jobs_free). A lease that runs out (a crash) makes the delivery due
-   * again: at least once. */
+   * again: at least once. Due deliveries come first, then (SQLite) the lane's new events. */
   STORE_OUTBOX_CLAIM,
   /* Records results[0..nresults) (the leases must be ours, with the job's lease_token; others
    * are ignored, but an answer to an earlier claim of a delivery claimed again since is

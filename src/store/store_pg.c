@@ -4384,12 +4384,14 @@ struct store *store_pg_open(const char *url, int wait_seconds, char *err, size_t
     pg_close(&s->base);
     return NULL;
   }
+  pthread_setname_np(s->writer, "gsr-writer");
   s->writer_started = true;
   if (pthread_create(&s->ob_thread, NULL, ob_main, s) != 0) {
     snprintf(err, errlen, "cannot start the outbox thread");
     pg_close(&s->base);
     return NULL;
   }
+  pthread_setname_np(s->ob_thread, "gsr-outbox");
   s->ob_started = true;
   return &s->base;
 }

@@ -18,6 +18,7 @@
 #include "model/render.h"
 #include "seal/seal.h"
 #include "store/audit_chain.h"
+#include "store/lane.h"
 #include "store/sealing.h"
 #include "store/store.h"
 #include "store/write_queue.h"
@@ -132,6 +133,11 @@ enum ob_stmt {
   OB_PRUNE_DEAD,
   OB_PRUNE_ATT_SCAN,
   OB_PRUNE_ATT_DELETE,
+  OB_LANE_READ,
+  OB_LANE_ANY_PENDING,
+  OB_LANE_CONV_PENDING,
+  OB_LANE_ROW,
+  OB_LANE_COUNT,
   OB_COUNT
 };
 
@@ -204,6 +210,7 @@ struct sqlite_store {
   sqlite3_stmt *ob[OB_COUNT]; /* writer statements, NULL until first used */
   char owner[17];             /* this store's lease owner id (random per open) */
   int64_t lease_seq;          /* the last claim token given out (lease_owner is "owner:token") */
+  struct lane_set lane;       /* the fast lane (lane.h) */
   bool ob_notify;             /* the batch being committed wrote events or made deliveries due */
   void (*notify)(void *cls);  /* set_outbox_notify */
   void *notify_cls;
@@ -250,6 +257,13 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w);
 static int apply_sub_delete(struct sqlite_store *s, struct store_write *w);
 static int apply_replay(struct sqlite_store *s, struct store_write *w);
 static int apply_outbox(struct sqlite_store *s, struct store_write *w);
+/* the fast lane (lane.h) */
+static int lane_materialize(struct sqlite_store *s, size_t i);
+static int lane_materialize_sub(struct sqlite_store *s, const char *sub_id);
+static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64_t limit,
+                      int64_t cursor, int64_t types, const char *accounts, size_t *bytes);
+static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r);
+static int lane_save_cursor(struct sqlite_store *s, const char *sub_id);
 static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes);
 static int reseal_subscription(struct sqlite_store *s, const char *id);
 static bool prepare_outbox(struct sqlite_store *s);
@@ -732,6 +746,7 @@ static bool open_checkpointer_conn(struct sqlite_store *s, char *err, size_t err
 static bool start_checkpointer(struct sqlite_store *s, char *err, size_t errlen) {
   if (!open_checkpointer_conn(s, err, errlen)) return false;
   s->checkpointer_started = pthread_create(&s->checkpointer, NULL, checkpointer_main, s) == 0;
+  if (s->checkpointer_started) pthread_setname_np(s->checkpointer, "gsr-checkpoint");
   if (!s->checkpointer_started)
     snprintf(err, errlen, "cannot start the database checkpoint thread");
   return s->checkpointer_started;
@@ -1685,6 +1700,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     if (rc == SQLITE_OK) rc = record_key0(s);
     s->chain_loaded = false;
     s->ob_notify = false;
+    lanes_begin(&s->lane);
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
       rc = apply_write(s, w);
       if (rc < 0)
@@ -1701,6 +1717,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     if (!failed)
       log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
     if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
+    lanes_rollback(&s->lane);
     if (!failed) {
       for (struct store_write *w = *head; w; w = w->next) outbox_output_free(w);
       return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
@@ -2320,7 +2337,7 @@ static const char *const ob_sql[OB_COUNT] = {
     [OB_SUB_DEL_DELIVERIES] = "DELETE FROM sub_deliveries WHERE sub_id = ?1",
     [OB_SUB_DEL_ATTEMPTS] = "DELETE FROM delivery_attempts WHERE sub_id = ?1",
     [OB_SUB_ALL] =
-        "SELECT id, cursor_seq, event_types, account_id, account_sealed "
+        "SELECT id, cursor_seq, event_types, account_id, account_sealed, enabled, paused "
         "FROM subscriptions ORDER BY id",
     /* A delivery in flight when it is replayed keeps its owner with lease_until_us 0: due again
      * at once, and the answer to the earlier send (FINISH) leaves it pending from attempt 1
@@ -2411,6 +2428,26 @@ static const char *const ob_sql[OB_COUNT] = {
         "AND seq = ?1",
     [OB_PRUNE_ATT_SCAN] = "SELECT id, at_us FROM delivery_attempts ORDER BY id LIMIT ?1",
     [OB_PRUNE_ATT_DELETE] = "DELETE FROM delivery_attempts WHERE id <= ?1",
+    /* The fast lane (lane.h): a subscription's events in (?1, ?2] it wants, in order. */
+    [OB_LANE_READ] =
+        "SELECT seq, event_id, type, conversation_id, created_us, data, sealed_with "
+        "FROM outbox_events e WHERE e.seq > ?1 AND e.seq <= ?2 AND ((?3 >> e.type) & 1) = 1 "
+        "AND (?4 IS NULL OR e.account_id IN (SELECT value FROM json_each(?4))) ORDER BY e.seq",
+    [OB_LANE_ANY_PENDING] =
+        "SELECT EXISTS (SELECT 1 FROM sub_deliveries WHERE sub_id = ?1 AND state = 0)",
+    [OB_LANE_CONV_PENDING] =
+        "SELECT 1 FROM sub_deliveries INDEXED BY sub_deliveries_conversation WHERE sub_id = ?1 "
+        "AND conversation_id = ?2 AND state = 0 LIMIT 1",
+    /* An event of the lane becomes a row: leased by its claim (?5 its owner, ?6 its lease), or
+     * waiting (?5 NULL, ?6 0) */
+    [OB_LANE_ROW] =
+        "INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts, "
+        "first_attempt_us, next_at_us, lease_owner, lease_until_us) "
+        "VALUES (?1, ?2, ?3, 0, 0, 0, ?4, ?5, ?6) ON CONFLICT (sub_id, seq) DO NOTHING",
+    [OB_LANE_COUNT] =
+        "SELECT COUNT(*) FROM outbox_events e WHERE e.seq > ?1 AND e.seq <= ?2 "
+        "AND ((?3 >> e.type) & 1) = 1 "
+        "AND (?4 IS NULL OR e.account_id IN (SELECT value FROM json_each(?4)))",
 };
 
 static bool prepare_outbox(struct sqlite_store *s) {
@@ -2636,6 +2673,9 @@ static int ob_account_before_erase(struct sqlite_store *s, const char *id, struc
  * deliveries go, and conversation.deleted is written. */
 static int ob_erased(struct sqlite_store *s, const char *id, bool expired,
                      const struct ob_account *a) {
+  /* an answer to a delivery of it in flight then changes nothing and records nothing */
+  if (!lanes_touch(&s->lane)) return SQLITE_NOMEM;
+  lanes_forget_conversation(&s->lane.cur, id);
   for (int i = OB_ERASE_ATTEMPTS; i <= OB_ERASE_DELIVERIES; i++) {
     sqlite3_bind_text(s->ob[i], 1, id, -1, SQLITE_STATIC);
     int rc = step_done(s->ob[i]);
@@ -2778,6 +2818,8 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
 
 static int apply_sub_delete(struct sqlite_store *s, struct store_write *w) {
   w->erased = 0;
+  if (!lanes_touch(&s->lane)) return SQLITE_NOMEM;
+  lanes_forget_sub(&s->lane.cur, w->sub_id);
   int rc = SQLITE_OK;
   for (int i = OB_SUB_DELETE; rc == SQLITE_OK && i <= OB_SUB_DEL_ATTEMPTS; i++) {
     sqlite3_bind_text(s->ob[i], 1, w->sub_id, -1, SQLITE_STATIC);
@@ -2791,10 +2833,13 @@ static int apply_sub_delete(struct sqlite_store *s, struct store_write *w) {
 static int apply_replay(struct sqlite_store *s, struct store_write *w) {
   w->erased = 0;
   w->status = STORE_OK;
+  /* the lane's deliveries in flight become rows (replayed like any), its cursor its head */
+  int rc = lane_materialize_sub(s, w->sub_id);
+  if (rc != SQLITE_OK) return rc;
   sqlite3_stmt *st = s->ob[OB_SUB_STATE];
   sqlite3_bind_text(st, 1, w->sub_id, -1, SQLITE_STATIC);
   bool found;
-  int rc = ob_step(st, &found);
+  rc = ob_step(st, &found);
   int64_t cursor = 0, types = 0, start = 0;
   char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
   bool opened = true;
@@ -2836,24 +2881,43 @@ static int apply_replay(struct sqlite_store *s, struct store_write *w) {
 struct fan_sub {
   char id[OUTBOX_SUB_ID_MAX];
   int64_t cursor, types;
+  bool active;    /* enabled and not paused: its new events go by the lane */
   char *accounts; /* sub_accounts_json */
 };
 
+/* An active subscription's new events go by the lane (counted as added, no rows); another's
+ * become waiting rows, after its lane's entries became rows (its cursor then passes them). */
 static int fanout_one(struct sqlite_store *s, const struct fan_sub *f, int64_t now, int64_t limit,
                       int64_t *added) {
+  int64_t start = f->cursor, head;
+  int rc = SQLITE_OK;
+  if (!f->active) rc = lane_materialize_sub(s, f->id);
+  if (rc != SQLITE_OK) return rc;
+  if (lanes_head(&s->lane.cur, f->id, &head) && head > start) start = head;
   sqlite3_stmt *st = s->ob[OB_FAN_UPTO];
-  sqlite3_bind_int64(st, 1, f->cursor);
+  sqlite3_bind_int64(st, 1, start);
   sqlite3_bind_int64(st, 2, limit);
   bool found;
-  int rc = ob_step(st, &found);
+  rc = ob_step(st, &found);
   bool any = found && sqlite3_column_type(st, 0) != SQLITE_NULL;
   int64_t upto = any ? sqlite3_column_int64(st, 0) : 0;
   ob_done(st);
   if (rc != SQLITE_OK || !any) return rc;
+  if (f->active) {
+    st = s->ob[OB_LANE_COUNT];
+    sqlite3_bind_int64(st, 1, start);
+    sqlite3_bind_int64(st, 2, upto);
+    sqlite3_bind_int64(st, 3, f->types);
+    if (f->accounts) sqlite3_bind_text(st, 4, f->accounts, -1, SQLITE_STATIC);
+    rc = ob_step(st, &found);
+    if (rc == SQLITE_OK && found) *added += sqlite3_column_int64(st, 0);
+    ob_done(st);
+    return rc;
+  }
   st = s->ob[OB_FAN_INSERT];
   sqlite3_bind_text(st, 1, f->id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, now);
-  sqlite3_bind_int64(st, 3, f->cursor);
+  sqlite3_bind_int64(st, 3, start);
   sqlite3_bind_int64(st, 4, upto);
   sqlite3_bind_int64(st, 5, f->types);
   if (f->accounts) sqlite3_bind_text(st, 6, f->accounts, -1, SQLITE_STATIC);
@@ -2886,6 +2950,7 @@ static int outbox_fanout(struct sqlite_store *s, struct store_outbox_work *o) {
     copy_text(f->id, sizeof f->id, sqlite3_column_text(st, 0));
     f->cursor = sqlite3_column_int64(st, 1);
     f->types = sqlite3_column_int64(st, 2);
+    f->active = sqlite3_column_int(st, 5) && !sqlite3_column_int(st, 6);
     f->accounts = NULL;
     char account[MODEL_ACCOUNT_ID_MAX + 1];
     if (!sub_account_read(s->ring, st, 3, 4, f->id, account, sizeof account)) {
@@ -2947,8 +3012,17 @@ static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
   bool found;
   int rc = ob_step(st, &found);
   bool active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
+  int64_t cursor = active ? sqlite3_column_int64(st, 2) : 0;
+  int64_t types = active ? sqlite3_column_int64(st, 3) : 0;
+  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
+  /* an account that does not open: its rows are claimed, its lane waits (fan-out says why) */
+  bool opened = active && sub_account_read(s->ring, st, 4, 5, o->sub_id, account, sizeof account);
   ob_done(st);
   if (rc != SQLITE_OK || !active) return rc;
+  /* the lane's leases that ran out: rows again, due at once (claimed below) */
+  long expired;
+  while ((expired = lanes_find_expired(&s->lane.cur, o->sub_id, o->now_us)) >= 0)
+    if ((rc = lane_materialize(s, (size_t)expired)) != SQLITE_OK) return rc;
   int64_t limit = clamp_limit(o->limit, 1000);
   o->jobs = calloc((size_t)limit, sizeof *o->jobs);
   if (!o->jobs) return SQLITE_NOMEM;
@@ -3003,6 +3077,12 @@ static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
     }
     rc = step_done(st);
   }
+  if (rc != SQLITE_OK || !opened || (int64_t)o->count >= limit || bytes >= OB_READ_BYTES_MAX)
+    return rc;
+  char *accounts;
+  if ((rc = sub_accounts_json(s->ring, account, &accounts)) != SQLITE_OK) return rc;
+  rc = lane_claim(s, o, limit, cursor, types, accounts, &bytes);
+  free(accounts);
   return rc;
 }
 
@@ -3124,6 +3204,164 @@ static int finish_one(struct sqlite_store *s, const struct store_delivery_result
   return rc;
 }
 
+/* ---- the fast lane (lane.h) ---- */
+
+/* Event seq of sub_id becomes a row: leased by claim token until until_us, or (token < 0)
+ * waiting, due at until_us. */
+static int lane_row(struct sqlite_store *s, const char *sub_id, int64_t seq,
+                    const char *conversation_id, int64_t token, int64_t until_us) {
+  sqlite3_stmt *st = s->ob[OB_LANE_ROW];
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, seq);
+  sqlite3_bind_text(st, 3, conversation_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 4, until_us);
+  if (token >= 0) {
+    char owner[OB_LEASE_OWNER_MAX];
+    lease_owner_of(s, token, owner);
+    sqlite3_bind_text(st, 5, owner, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 6, until_us);
+  } else {
+    sqlite3_bind_null(st, 5);
+    sqlite3_bind_int64(st, 6, 0);
+  }
+  return step_done(st);
+}
+
+/* Entry i becomes a row leased by its claim: the answer to it then takes the rows' path. */
+static int lane_materialize(struct sqlite_store *s, size_t i) {
+  if (!lanes_touch(&s->lane)) return SQLITE_NOMEM;
+  struct lane_entry e = s->lane.cur.e[i];
+  lanes_remove(&s->lane.cur, i);
+  return lane_row(s, e.sub_id, e.seq, e.conversation_id, e.token, e.until_us);
+}
+
+/* The subscription's persisted cursor moves up to where its lane allows: never past an event
+ * in flight, so a restart sends those again. */
+static int lane_save_cursor(struct sqlite_store *s, const char *sub_id) {
+  int64_t c;
+  if (!lanes_cursor(&s->lane.cur, sub_id, &c)) return SQLITE_OK;
+  sqlite3_stmt *st = s->ob[OB_FAN_CURSOR];
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, c);
+  return step_done(st);
+}
+
+/* Every entry of sub_id becomes a row; its cursor then moves up to its lane's head. */
+static int lane_materialize_sub(struct sqlite_store *s, const char *sub_id) {
+  int rc = SQLITE_OK;
+  long i;
+  while (rc == SQLITE_OK && (i = lanes_find_sub(&s->lane.cur, sub_id)) >= 0)
+    rc = lane_materialize(s, (size_t)i);
+  return rc == SQLITE_OK ? lane_save_cursor(s, sub_id) : rc;
+}
+
+static int lane_exists(struct sqlite_store *s, enum ob_stmt i, const char *sub_id,
+                       const char *conversation_id, bool *yes) {
+  sqlite3_stmt *st = s->ob[i];
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  if (conversation_id) sqlite3_bind_text(st, 2, conversation_id, -1, SQLITE_STATIC);
+  bool found;
+  int rc = ob_step(st, &found);
+  *yes = found && sqlite3_column_int(st, 0) != 0;
+  ob_done(st);
+  return rc;
+}
+
+/* CLAIM's second half: the subscription's events after its cursor and head, straight from the
+ * outbox, up to o->limit jobs in all. An event whose conversation has a delivery pending (a
+ * row, or one of the lane in flight, which becomes a row first) becomes a waiting row behind
+ * it instead: each conversation's order holds. */
+static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64_t limit,
+                      int64_t cursor, int64_t types, const char *accounts, size_t *bytes) {
+  int64_t start = cursor, head;
+  if (lanes_head(&s->lane.cur, o->sub_id, &head) && head > start) start = head;
+  sqlite3_stmt *st = s->ob[OB_FAN_UPTO];
+  sqlite3_bind_int64(st, 1, start);
+  sqlite3_bind_int64(st, 2, limit - (int64_t)o->count);
+  bool found;
+  int rc = ob_step(st, &found);
+  bool any = found && sqlite3_column_type(st, 0) != SQLITE_NULL;
+  int64_t upto = any ? sqlite3_column_int64(st, 0) : 0;
+  ob_done(st);
+  if (rc != SQLITE_OK || !any) return rc;
+  if (!lanes_touch(&s->lane)) return SQLITE_NOMEM;
+  bool any_pending;
+  rc = lane_exists(s, OB_LANE_ANY_PENDING, o->sub_id, NULL, &any_pending);
+  if (rc != SQLITE_OK) return rc;
+  int64_t until = o->now_us + o->lease_us, last = start;
+  bool all = true;
+  st = s->ob[OB_LANE_READ];
+  sqlite3_bind_int64(st, 1, start);
+  sqlite3_bind_int64(st, 2, upto);
+  sqlite3_bind_int64(st, 3, types);
+  if (accounts) sqlite3_bind_text(st, 4, accounts, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (*bytes >= OB_READ_BYTES_MAX || (int64_t)o->count >= limit) {
+      all = false;
+      break;
+    }
+    struct store_delivery_job *j = &o->jobs[o->count];
+    rc = read_outbox_row(s->ring, st, &j->event);
+    if (rc != SQLITE_OK) break;
+    last = j->event.seq;
+    long same = lanes_find_conversation(&s->lane.cur, o->sub_id, j->event.conversation_id);
+    bool wait = same >= 0;
+    if (same >= 0)
+      rc = lane_materialize(s, (size_t)same);
+    else if (any_pending)
+      rc = lane_exists(s, OB_LANE_CONV_PENDING, o->sub_id, j->event.conversation_id, &wait);
+    if (rc == SQLITE_OK && wait) {
+      rc = lane_row(s, o->sub_id, j->event.seq, j->event.conversation_id, -1, o->now_us);
+      any_pending = true;
+    } else if (rc == SQLITE_OK) {
+      struct lane_entry e;
+      memset(&e, 0, sizeof e);
+      copy_text(e.sub_id, sizeof e.sub_id, (const unsigned char *)o->sub_id);
+      copy_text(e.conversation_id, sizeof e.conversation_id,
+                (const unsigned char *)j->event.conversation_id);
+      e.seq = j->event.seq;
+      e.token = ++s->lease_seq;
+      e.until_us = until;
+      if (!lanes_add(&s->lane.cur, &e)) {
+        rc = SQLITE_NOMEM;
+      } else {
+        copy_text(j->sub_id, sizeof j->sub_id, (const unsigned char *)o->sub_id);
+        j->attempt = 1;
+        j->first_attempt_us = 0;
+        j->lease_token = e.token;
+        o->count++;
+        *bytes += j->event.data_len;
+        continue;
+      }
+    }
+    free(j->event.data); /* waits as a row, or failed */
+    memset(&j->event, 0, sizeof j->event);
+    if (rc != SQLITE_OK) break;
+  }
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  ob_done(st);
+  if (rc != SQLITE_OK) return rc;
+  if (!lanes_set_head(&s->lane.cur, o->sub_id, all ? upto : last)) return SQLITE_NOMEM;
+  return lane_save_cursor(s, o->sub_id);
+}
+
+/* FINISH of one result: an entry of the lane that succeeded is an attempt recorded and nothing
+ * else; any other answer to one makes it a row first. Everything else: finish_one. */
+static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r) {
+  long i = lanes_find(&s->lane.cur, r->sub_id, r->seq, r->lease_token);
+  if (i < 0) return finish_one(s, r);
+  int rc;
+  if (r->outcome == DELIVERY_DELIVERED) {
+    if (!lanes_touch(&s->lane)) return SQLITE_NOMEM;
+    lanes_remove(&s->lane.cur, (size_t)i);
+    rc = record_attempt(s, r, DELIVERY_DELIVERED);
+  } else {
+    rc = lane_materialize(s, (size_t)i);
+    if (rc == SQLITE_OK) rc = finish_one(s, r);
+  }
+  return rc;
+}
+
 static int outbox_queue_read(struct sqlite_store *s, struct store_outbox_work *o) {
   if (!o->cursor_name) return OUTBOX_REFUSED;
   sqlite3_stmt *st = s->ob[OB_Q_CREATE];
@@ -3219,11 +3457,24 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
       /* Every success of the batch first: an exhausted delivery is judged against them all,
        * whatever order the results came in (the pause rule). */
       rc = SQLITE_OK;
+      for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++) {
+        const struct store_delivery_result *r = &o->results[i];
+        if (r->outcome != DELIVERY_DELIVERED) continue;
+        /* one update per run of the same subscription's successes: the latest counts */
+        int64_t at = r->at_us;
+        while (i + 1 < o->nresults && o->results[i + 1].outcome == DELIVERY_DELIVERED &&
+               strcmp(o->results[i + 1].sub_id, r->sub_id) == 0) {
+          i++;
+          if (o->results[i].at_us > at) at = o->results[i].at_us;
+        }
+        rc = sub_simple(s, OB_SUB_SUCCESS, r->sub_id, at);
+      }
       for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++)
-        if (o->results[i].outcome == DELIVERY_DELIVERED)
-          rc = sub_simple(s, OB_SUB_SUCCESS, o->results[i].sub_id, o->results[i].at_us);
+        rc = lane_finish(s, &o->results[i]);
+      /* each subscription's cursor once (a run of results of one subscription: once per run) */
       for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++)
-        rc = finish_one(s, &o->results[i]);
+        if (i + 1 == o->nresults || strcmp(o->results[i + 1].sub_id, o->results[i].sub_id) != 0)
+          rc = lane_save_cursor(s, o->results[i].sub_id);
       return rc;
     case STORE_OUTBOX_QUEUE_READ:
       rc = outbox_queue_read(s, o);
@@ -3377,11 +3628,19 @@ static const char *const or_sql[OR_COUNT] = {
         "ORDER BY id DESC LIMIT ?3",
     /* Counts stop at OB_COUNT_CAP (health reports that many as "at least"); the oldest pending
      * seq is each subscription's first pending row in its primary key's order. */
+    /* Rows pending, and an active subscription's events after its cursor (the lane's, not
+     * yet delivered; its account filter aside) */
     [OR_PENDING] =
         "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 0 "
         "LIMIT " OB_COUNT_CAP_SQL
-        ")), (SELECT MIN((SELECT d.seq FROM sub_deliveries d "
-        "WHERE d.sub_id = s.id AND +d.state = 0 ORDER BY d.seq LIMIT 1)) FROM subscriptions s)",
+        ")) + (SELECT COUNT(*) FROM (SELECT 1 FROM subscriptions s JOIN outbox_events e "
+        "ON e.seq > s.cursor_seq AND ((s.event_types >> e.type) & 1) = 1 "
+        "WHERE s.enabled AND NOT s.paused LIMIT " OB_COUNT_CAP_SQL
+        ")), (SELECT MIN(x) FROM (SELECT (SELECT d.seq FROM sub_deliveries d "
+        "WHERE d.sub_id = s.id AND +d.state = 0 ORDER BY d.seq LIMIT 1) AS x FROM subscriptions s "
+        "UNION ALL SELECT (SELECT e.seq FROM outbox_events e WHERE e.seq > s.cursor_seq AND "
+        "((s.event_types >> e.type) & 1) = 1 ORDER BY e.seq LIMIT 1) FROM subscriptions s "
+        "WHERE s.enabled AND NOT s.paused))",
     [OR_CREATED] = "SELECT created_us FROM outbox_events WHERE seq = ?1",
     [OR_DEAD] =
         "SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 1 LIMIT " OB_COUNT_CAP_SQL
@@ -3592,6 +3851,7 @@ static void sqlite_close(struct store *base) {
   free(s->audio_buf);
   store_seal_buf_free(&s->seal_buf);
   store_seal_buf_free(&s->open_buf);
+  lanes_free(&s->lane);
   free(s->path);
   free(s);
 }
@@ -4005,6 +4265,7 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     sqlite_close(&s->base);
     return NULL;
   }
+  pthread_setname_np(s->writer, "gsr-writer");
   s->writer_started = true;
   if (!start_checkpointer(s, err, errlen)) {
     sqlite_close(&s->base);
