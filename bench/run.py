@@ -271,6 +271,7 @@ def delivery(database_url, workdir, connections=64):
                   for p, c0 in zip((rcv.proc.pid, redis.proc.pid), others0)]
         rss = srv.peak_rss_mib()
         end = time.monotonic()
+        at_end = http_json(rcv.port, "/stats")["count"]  # delivered while wrk ran
         total = count(srv.port)
         from brokers import RespClient
         caught_up = None
@@ -292,7 +293,8 @@ def delivery(database_url, workdir, connections=64):
         DELIVERY.update(total=total, delivered=stats["count"], published=len(lags),
                         caught_up=caught_up, p50=stats["p50_ms"], p99=stats["p99_ms"],
                         max=stats["max_ms"], q50=pct(lags, 0.5), q99=pct(lags, 0.99),
-                        receiver_us=others[0], redis_us=others[1])
+                        receiver_us=others[0], redis_us=others[1], at_end=at_end,
+                        drain=(total - at_end) / caught_up if caught_up else None)
         print(f"  delivery: {stats['count']}/{total} delivered, {len(lags)} published, caught up "
               f"{'%.1f s' % caught_up if caught_up is not None else 'NOT within 300 s'} after "
               f"ingest ended; lag p50 {stats['p50_ms']:.0f} ms, p99 {stats['p99_ms']:.0f} ms "
@@ -419,6 +421,10 @@ def main():
               f"published; both caught up {caught} after ingest ended; lag (stored -> received) "
               f"p50 {d['p50']:.0f} ms, p99 {d['p99']:.0f} ms, max {d['max']:.0f} ms; "
               f"Redis Stream lag p50 {d['q50']:.0f} ms, p99 {d['q99']:.0f} ms")
+        if d["drain"]:
+            print(f"delivery while wrk ran: {d['at_end']} events; the {d['total'] - d['at_end']} "
+                  f"left were delivered at {d['drain']:.0f} events/s once the load generator "
+                  f"stopped (the dispatcher's rate when it is not competing for the cores)")
     if any(s.endswith(LABEL["webhook_elevenlabs"]) and r["errors"] for s, _, r, _ in ROWS):
         print("signed ElevenLabs events were refused (errors above): the rate is not valid")
     if startup_ms is not None:
