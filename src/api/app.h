@@ -78,6 +78,7 @@ void api_webhook_conversation_post(struct http_request *req);
 void api_webhook_elevenlabs_post(struct http_request *req);
 extern const struct route_stream api_elevenlabs_stream;
 void api_conversations_audio_get(struct http_request *req);
+void api_conversations_report_get(struct http_request *req);
 void api_conversations_get(struct http_request *req);
 void api_conversations_delete(struct http_request *req);
 void api_conversations_list(struct http_request *req);

@@ -10,6 +10,8 @@ const struct route api_routes[] = {
      LIMIT_PER_KEY, false, NULL, NULL, NULL, APIKEY_SCOPE_READ},
     {"GET", "/api/v1/conversations/", MATCH_PARAM_SUFFIX, api_conversations_audio_get, ROUTE_BEARER,
      LIMIT_PER_KEY, false, "/audio", NULL, NULL, APIKEY_SCOPE_READ},
+    {"GET", "/api/v1/conversations/", MATCH_PARAM_SUFFIX, api_conversations_report_get,
+     ROUTE_BEARER, LIMIT_PER_KEY, false, "/report", NULL, NULL, APIKEY_SCOPE_READ},
     {"GET", "/api/v1/conversations/", MATCH_PREFIX, api_conversations_get, ROUTE_BEARER,
      LIMIT_PER_KEY, false, NULL, NULL, NULL, APIKEY_SCOPE_READ},
     {"POST", "/api/v1/keys", MATCH_EXACT, api_keys_post, ROUTE_BEARER, LIMIT_PER_KEY, true, NULL,
