@@ -381,9 +381,39 @@ def test_auth_scopes_and_accounts(sealed):
     assert other.json()["error"]["message"] == missing.json()["error"]["message"]
 
 
-def test_other_methods_are_405(sealed):
+def test_reads_are_audited_as_conversation_read(sealed):
+    body = make_conv()
+    assert sealed.post_conv(body).status_code == 200
+    cid = body["conversationId"]
+    assert report(sealed, cid, headers={"X-Request-Id": "report-" + cid}).status_code == 200
+    assert_error(report(sealed, cid + "-missing"), 404, "NOT_FOUND")
+
+    def outcomes():
+        got = {}
+        for target in (cid, cid + "-missing"):
+            r = sealed.get("/api/v1/audit", params={"target": target,
+                                                     "action": "conversation.read"})
+            assert r.status_code == 200, r.text
+            got[target] = [(e["outcome"], e["requestId"]) for e in r.json()["data"]["entries"]]
+        return got
+
+    deadline = time.monotonic() + 10
+    while True:
+        got = outcomes()
+        if (got[cid] and got[cid + "-missing"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got[cid] == [("ok", "report-" + cid)]
+    assert [o for o, _ in got[cid + "-missing"]] == ["not_found"]
+
+
+def test_head_and_other_methods(sealed):
     body = make_conv()
     assert sealed.post_conv(body).status_code == 200
     r = sealed.request("POST", "/api/v1/conversations/" + body["conversationId"] + "/report")
     assert_error(r, 405, "METHOD_NOT_ALLOWED")
     assert "GET" in r.headers["Allow"]
+    head = sealed.request("HEAD", "/api/v1/conversations/" + body["conversationId"] + "/report")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in head.headers["Content-Security-Policy"]
