@@ -80,6 +80,18 @@ bool lanes_set_head(struct lanes *l, const char *sub_id, int64_t seq) {
   return true;
 }
 
+int64_t lanes_counted(const struct lanes *l, const char *sub_id) {
+  long i = head_index(l, sub_id);
+  return i < 0 ? 0 : l->h[i].counted;
+}
+
+bool lanes_set_counted(struct lanes *l, const char *sub_id, int64_t base, int64_t seq) {
+  if (head_index(l, sub_id) < 0 && !lanes_set_head(l, sub_id, base)) return false;
+  struct lane_head *h = &l->h[head_index(l, sub_id)];
+  if (seq > h->counted) h->counted = seq;
+  return true;
+}
+
 bool lanes_add(struct lanes *l, const struct lane_entry *e) {
   if (!grow((void **)&l->e, &l->cap, l->n + 1, sizeof *l->e)) return false;
   l->e[l->n++] = *e;

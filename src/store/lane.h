@@ -28,10 +28,12 @@ struct lane_entry {
   int64_t until_us; /* its lease */
 };
 
-/* How far a subscription's lane has read the outbox. */
+/* How far a subscription's lane has read the outbox, and how far FANOUT has counted its events
+ * (so each is counted once). */
 struct lane_head {
   char sub_id[OUTBOX_SUB_ID_MAX];
   int64_t seq;
+  int64_t counted;
 };
 
 struct lanes {
@@ -58,6 +60,11 @@ void lanes_free(struct lane_set *l);
 bool lanes_head(const struct lanes *l, const char *sub_id, int64_t *seq);
 __attribute__((warn_unused_result)) bool lanes_set_head(struct lanes *l, const char *sub_id,
                                                         int64_t seq);
+/* How far FANOUT counted the subscription's events (0: not yet). */
+int64_t lanes_counted(const struct lanes *l, const char *sub_id);
+/* FANOUT counted up to seq (a head made for it starts at base). */
+__attribute__((warn_unused_result)) bool lanes_set_counted(struct lanes *l, const char *sub_id,
+                                                           int64_t base, int64_t seq);
 __attribute__((warn_unused_result)) bool lanes_add(struct lanes *l, const struct lane_entry *e);
 /* Index of the entry, or -1. token < 0: any token. */
 long lanes_find(const struct lanes *l, const char *sub_id, int64_t seq, int64_t token);

@@ -2428,11 +2428,15 @@ static const char *const ob_sql[OB_COUNT] = {
         "AND seq = ?1",
     [OB_PRUNE_ATT_SCAN] = "SELECT id, at_us FROM delivery_attempts ORDER BY id LIMIT ?1",
     [OB_PRUNE_ATT_DELETE] = "DELETE FROM delivery_attempts WHERE id <= ?1",
-    /* The fast lane (lane.h): a subscription's events in (?1, ?2] it wants, in order. */
+    /* The fast lane (lane.h): a subscription's events in (?1, ?2] it wants, in order, but for
+     * those that have a row already (after a restart the lane reads again from the persisted
+     * cursor: a dead letter or a delivery waiting as a row is the rows' business) */
     [OB_LANE_READ] =
         "SELECT seq, event_id, type, conversation_id, created_us, data, sealed_with "
         "FROM outbox_events e WHERE e.seq > ?1 AND e.seq <= ?2 AND ((?3 >> e.type) & 1) = 1 "
-        "AND (?4 IS NULL OR e.account_id IN (SELECT value FROM json_each(?4))) ORDER BY e.seq",
+        "AND (?4 IS NULL OR e.account_id IN (SELECT value FROM json_each(?4))) "
+        "AND NOT EXISTS (SELECT 1 FROM sub_deliveries d WHERE d.sub_id = ?5 AND d.seq = e.seq) "
+        "ORDER BY e.seq",
     [OB_LANE_ANY_PENDING] =
         "SELECT EXISTS (SELECT 1 FROM sub_deliveries WHERE sub_id = ?1 AND state = 0)",
     [OB_LANE_CONV_PENDING] =
@@ -2894,8 +2898,12 @@ static int fanout_one(struct sqlite_store *s, const struct fan_sub *f, int64_t n
   if (!f->active) rc = lane_materialize_sub(s, f->id);
   if (rc != SQLITE_OK) return rc;
   if (lanes_head(&s->lane.cur, f->id, &head) && head > start) start = head;
+  /* the lane's events are counted once: from where the last FANOUT stopped */
+  int64_t from = start;
+  if (f->active && lanes_counted(&s->lane.cur, f->id) > from)
+    from = lanes_counted(&s->lane.cur, f->id);
   sqlite3_stmt *st = s->ob[OB_FAN_UPTO];
-  sqlite3_bind_int64(st, 1, start);
+  sqlite3_bind_int64(st, 1, from);
   sqlite3_bind_int64(st, 2, limit);
   bool found;
   rc = ob_step(st, &found);
@@ -2904,6 +2912,9 @@ static int fanout_one(struct sqlite_store *s, const struct fan_sub *f, int64_t n
   ob_done(st);
   if (rc != SQLITE_OK || !any) return rc;
   if (f->active) {
+    if (!lanes_touch(&s->lane) || !lanes_set_counted(&s->lane.cur, f->id, start, upto))
+      return SQLITE_NOMEM;
+    start = from;
     st = s->ob[OB_LANE_COUNT];
     sqlite3_bind_int64(st, 1, start);
     sqlite3_bind_int64(st, 2, upto);
@@ -3267,6 +3278,8 @@ static int lane_exists(struct sqlite_store *s, enum ob_stmt i, const char *sub_i
   return rc;
 }
 
+#define LANE_WINDOW 1000 /* outbox events a lane claim looks through at least (as FANOUT_LIMIT) */
+
 /* CLAIM's second half: the subscription's events after its cursor and head, straight from the
  * outbox, up to o->limit jobs in all. An event whose conversation has a delivery pending (a
  * row, or one of the lane in flight, which becomes a row first) becomes a waiting row behind
@@ -3275,9 +3288,14 @@ static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64
                       int64_t cursor, int64_t types, const char *accounts, size_t *bytes) {
   int64_t start = cursor, head;
   if (lanes_head(&s->lane.cur, o->sub_id, &head) && head > start) start = head;
+  /* a window of the outbox whatever the claim's limit: a subscription filtered by type or
+   * account passes the events it does not want at the same pace as fan-out (the loop below
+   * stops at the limit and keeps its place) */
+  int64_t window = limit - (int64_t)o->count;
+  if (window < LANE_WINDOW) window = LANE_WINDOW;
   sqlite3_stmt *st = s->ob[OB_FAN_UPTO];
   sqlite3_bind_int64(st, 1, start);
-  sqlite3_bind_int64(st, 2, limit - (int64_t)o->count);
+  sqlite3_bind_int64(st, 2, window);
   bool found;
   int rc = ob_step(st, &found);
   bool any = found && sqlite3_column_type(st, 0) != SQLITE_NULL;
@@ -3295,6 +3313,7 @@ static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64
   sqlite3_bind_int64(st, 2, upto);
   sqlite3_bind_int64(st, 3, types);
   if (accounts) sqlite3_bind_text(st, 4, accounts, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, o->sub_id, -1, SQLITE_STATIC);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (*bytes >= OB_READ_BYTES_MAX || (int64_t)o->count >= limit) {
       all = false;
@@ -3628,15 +3647,18 @@ static const char *const or_sql[OR_COUNT] = {
         "ORDER BY id DESC LIMIT ?3",
     /* Counts stop at OB_COUNT_CAP (health reports that many as "at least"); the oldest pending
      * seq is each subscription's first pending row in its primary key's order. */
-    /* Rows pending, and an active subscription's events after its cursor (the lane's, not
-     * yet delivered; its account filter aside) */
+    /* Rows pending, and an active subscription's events after its cursor that have no row
+     * (the lane's, not yet delivered), capped: an estimate (the persisted cursor stays behind
+     * the oldest delivery in flight, and the account filter is left aside) */
     [OR_PENDING] =
-        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 0 "
-        "LIMIT " OB_COUNT_CAP_SQL
+        "SELECT MIN(" OB_COUNT_CAP_SQL
+        ", (SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries "
+        "WHERE state = 0 LIMIT " OB_COUNT_CAP_SQL
         ")) + (SELECT COUNT(*) FROM (SELECT 1 FROM subscriptions s JOIN outbox_events e "
         "ON e.seq > s.cursor_seq AND ((s.event_types >> e.type) & 1) = 1 "
-        "WHERE s.enabled AND NOT s.paused LIMIT " OB_COUNT_CAP_SQL
-        ")), (SELECT MIN(x) FROM (SELECT (SELECT d.seq FROM sub_deliveries d "
+        "WHERE s.enabled AND NOT s.paused AND NOT EXISTS (SELECT 1 FROM sub_deliveries d "
+        "WHERE d.sub_id = s.id AND d.seq = e.seq) LIMIT " OB_COUNT_CAP_SQL
+        "))), (SELECT MIN(x) FROM (SELECT (SELECT d.seq FROM sub_deliveries d "
         "WHERE d.sub_id = s.id AND +d.state = 0 ORDER BY d.seq LIMIT 1) AS x FROM subscriptions s "
         "UNION ALL SELECT (SELECT e.seq FROM outbox_events e WHERE e.seq > s.cursor_seq AND "
         "((s.event_types >> e.type) & 1) = 1 ORDER BY e.seq LIMIT 1) FROM subscriptions s "

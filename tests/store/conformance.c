@@ -4737,6 +4737,51 @@ static void test_outbox_erasure_takes_attempts(void **state) {
   ob_sub_delete(sub.id);
 }
 
+/* FANOUT counts each event once: a second FANOUT with nothing new adds nothing (the dispatcher
+ * runs fan-out again at once while one fills its limit). */
+static void test_outbox_fanout_counts_each_event_once(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  for (int i = 0; i < 3; i++) {
+    snprintf(id, sizeof id, "ob-fc%d-%s", i, tag);
+    (void)put_conv(id, "fc@example.com", "acc");
+  }
+  assert_true(ob_fanout(time_now_us()) >= 3);
+  assert_int_equal(ob_fanout(time_now_us()), 0);
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 3);
+  ob_gots_free(&g);
+  ob_sub_delete(sub.id);
+}
+
+/* A subscription for one account, claiming one delivery at a time (maxPerSecond): its event
+ * behind 20 of another account is claimed at once, not after 20 claims. */
+static void test_outbox_filtered_subscription_passes_others_events(void **state) {
+  (void)state;
+  char tag[16], id[64], acc_a[64], acc_b[64];
+  new_tag(tag);
+  snprintf(acc_a, sizeof acc_a, "fa-%s", tag);
+  snprintf(acc_b, sizeof acc_b, "fb-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, acc_a);
+  ob_sub_create(&sub);
+  for (int i = 0; i < 20; i++) {
+    snprintf(id, sizeof id, "ob-fb%d-%s", i, tag);
+    (void)put_conv(id, "f@example.com", acc_b);
+  }
+  snprintf(id, sizeof id, "ob-fa-%s", tag);
+  (void)put_conv(id, "f@example.com", acc_a);
+  (void)ob_fanout(time_now_us());
+  struct store_outbox_work o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 1);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, id);
+  ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  store_jobs_free(&o);
+  ob_sub_delete(sub.id);
+}
+
 /* A delivery in flight when its conversation is erased: the answer to it records no attempt (it
  * may echo the erased data) and leaves nothing pending; the deletion goes out next. */
 static void test_outbox_erasure_while_in_flight(void **state) {
@@ -5115,6 +5160,77 @@ static void test_outbox_reads_after_rotation(void **state) {
   }
   assert_true(events > 10);
   ob_queue_drop(name);
+}
+
+/* SQLite: a delivery leased as a row (a retry claimed again) by a process that died is free at
+ * once for the store opened after it, and goes out once: its attempt counted, not sent again by
+ * the lane. */
+static void test_sqlite_outbox_row_leases_cleared_at_open(void **state) {
+  (void)state;
+  char tag[16], id[64];
+  new_tag(tag);
+  snprintf(id, sizeof id, "obrow-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  (void)put_conv(id, "r@example.com", "acc");
+  const int64_t t = time_now_us(), hour = 3600LL * 1000000LL;
+  (void)ob_fanout(t);
+  struct store_outbox_work o = ob_claim(sub.id, t, hour, 10);
+  assert_int_equal(o.count, 1);
+  ob_finish(&o.jobs[0], DELIVERY_RETRY, 500, t, t); /* a row now, due at once */
+  store_jobs_free(&o);
+  o = ob_claim(sub.id, time_now_us(), hour, 10); /* the row, leased for an hour */
+  assert_int_equal(o.count, 1);
+  assert_int_equal(o.jobs[0].attempt, 2);
+  store_jobs_free(&o);
+  struct store *other = open_other(B->ring, B->ring != NULL);
+  o = ob_claim_in(other, sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, id);
+  assert_int_equal(o.jobs[0].attempt, 2);
+  ob_finish_in(other, &o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  store_jobs_free(&o);
+  o = ob_claim_in(other, sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0); /* delivered; and its event is not the lane's to send again */
+  store_jobs_free(&o);
+  store_close(other);
+  ob_sub_delete(sub.id);
+}
+
+/* SQLite: after a restart the lane reads again from the persisted cursor (behind a delivery that
+ * was in flight); an event already dead-lettered there is not sent again. */
+static void test_sqlite_outbox_restart_skips_dead_letters(void **state) {
+  (void)state;
+  char tag[16], a[64], b[64], c[64];
+  new_tag(tag);
+  snprintf(a, sizeof a, "obdl-a-%s", tag);
+  snprintf(b, sizeof b, "obdl-b-%s", tag);
+  snprintf(c, sizeof c, "obdl-c-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  (void)put_conv(a, "d@example.com", "acc");
+  (void)put_conv(b, "d@example.com", "acc");
+  (void)put_conv(c, "d@example.com", "acc");
+  const int64_t t = time_now_us(), hour = 3600LL * 1000000LL;
+  (void)ob_fanout(t);
+  struct store_outbox_work o = ob_claim(sub.id, t, hour, 10);
+  assert_int_equal(o.count, 3);
+  ob_finish(&o.jobs[2], DELIVERY_DELIVERED, 200, t, 0);
+  ob_finish(&o.jobs[1], DELIVERY_FAILED, 500, t, t); /* a success since: a dead letter */
+  store_jobs_free(&o);                               /* a's send is still in flight */
+  struct store_outbox_stats st;
+  assert_int_equal(store_outbox_stats(B->store, NULL, &st), STORE_OK);
+  assert_true(st.dead_letters >= 1);
+  struct store *other = open_other(B->ring, B->ring != NULL);
+  o = ob_claim_in(other, sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_true(o.count >= 1);
+  for (size_t i = 0; i < o.count; i++) assert_string_not_equal(o.jobs[i].event.conversation_id, b);
+  assert_string_equal(o.jobs[0].event.conversation_id, a);
+  for (size_t i = 0; i < o.count; i++)
+    ob_finish_in(other, &o.jobs[i], DELIVERY_DELIVERED, 200, time_now_us(), 0);
+  store_jobs_free(&o);
+  store_close(other);
+  ob_sub_delete(sub.id);
 }
 
 /* SQLite: one process per file, so a store opening it clears every lease (what a process killed
@@ -6316,6 +6432,8 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_outbox_retention_of_audio_alone),                \
   cmocka_unit_test(test_outbox_erasure_takes_attempts),                  \
   cmocka_unit_test(test_outbox_erasure_while_in_flight),                 \
+  cmocka_unit_test(test_outbox_fanout_counts_each_event_once),           \
+  cmocka_unit_test(test_outbox_filtered_subscription_passes_others_events), \
   cmocka_unit_test(test_outbox_random_mix_keeps_order_and_loses_nothing), \
   cmocka_unit_test(test_outbox_update_keeps_the_services_state),        \
   cmocka_unit_test(test_outbox_reads_are_bounded_in_bytes)
@@ -6366,6 +6484,8 @@ int main(int argc, char **argv) {
         OUTBOX_TESTS,
         OUTBOX_REVIEW_TESTS,
         cmocka_unit_test(test_sqlite_outbox_leases_cleared_at_open),       /* SQLite only */
+        cmocka_unit_test(test_sqlite_outbox_row_leases_cleared_at_open),   /* SQLite only */
+        cmocka_unit_test(test_sqlite_outbox_restart_skips_dead_letters),   /* SQLite only */
     };
     /* clang-format on */
     failed += cmocka_run_group_tests_name("store conformance: sqlite", sqlite_tests, setup_sqlite,

@@ -133,12 +133,30 @@ static void test_forget_takes_exactly_what_it_names(void **state) {
   lanes_free(&l);
 }
 
+static void test_counted_only_moves_forward(void **state) {
+  (void)state;
+  struct lane_set l;
+  memset(&l, 0, sizeof l);
+  assert_int_equal(lanes_counted(&l.cur, "sub_a"), 0);
+  assert_true(lanes_set_counted(&l.cur, "sub_a", 5, 20)); /* makes the head, at 5 */
+  int64_t h;
+  assert_true(lanes_head(&l.cur, "sub_a", &h));
+  assert_int_equal(h, 5);
+  assert_int_equal(lanes_counted(&l.cur, "sub_a"), 20);
+  assert_true(lanes_set_counted(&l.cur, "sub_a", 0, 10));
+  assert_int_equal(lanes_counted(&l.cur, "sub_a"), 20);
+  assert_true(lanes_set_head(&l.cur, "sub_a", 30));
+  assert_int_equal(lanes_counted(&l.cur, "sub_a"), 20); /* the head moves alone */
+  lanes_free(&l);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cursor_stops_before_the_oldest_in_flight),
       cmocka_unit_test(test_find_by_token_conversation_and_lease),
       cmocka_unit_test(test_rollback_restores_what_the_batch_found),
       cmocka_unit_test(test_forget_takes_exactly_what_it_names),
+      cmocka_unit_test(test_counted_only_moves_forward),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
