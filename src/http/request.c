@@ -50,10 +50,21 @@ void http_request_refuse(struct http_request *req, enum api_error err, const cha
 /* ---------------- replies ---------------- */
 
 void http_reply_header(struct http_request *req, const char *name, const char *value) {
-  if (req->nextra >= EXTRA_HEADERS_MAX) return;
-  struct extra_header *h = &req->extra[req->nextra++];
+  /* a header cut or dropped is a bug of ours (the limits fit every header we send): said
+   * loudly, never silently (a cut security header would weaken it unseen) */
+  if (req->nextra >= EXTRA_HEADERS_MAX) {
+    log_msg(LOG_ERROR, "http: header %s not sent: more than %d extra headers", name,
+            EXTRA_HEADERS_MAX);
+    return;
+  }
+  struct extra_header *h = &req->extra[req->nextra];
+  if ((size_t)snprintf(h->value, sizeof h->value, "%s", value) >= sizeof h->value) {
+    log_msg(LOG_ERROR, "http: header %s not sent: its value passes %zu bytes", name,
+            sizeof h->value - 1);
+    return;
+  }
   h->name = name;
-  snprintf(h->value, sizeof h->value, "%s", value);
+  req->nextra++;
 }
 
 static void set_response(struct http_request *req, unsigned status, const char *type,

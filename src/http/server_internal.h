@@ -24,7 +24,7 @@
 
 #define HEADER_BYTES_MAX (32 * 1024) /* request line + headers must fit */
 #define REQUEST_ID_MAX 128
-#define EXTRA_HEADERS_MAX 6
+#define EXTRA_HEADERS_MAX 8
 #define TRUSTED_MAX 32
 #define RATELIMIT_KEYS_MAX 50000
 #define BODY_PREALLOC_MAX (64 * 1024)
@@ -77,7 +77,7 @@ enum req_state { REQ_NEW, REQ_BODY, REQ_SUSPENDED, REQ_RESUMED, REQ_DONE };
 
 struct extra_header {
   const char *name;
-  char value[128];
+  char value[256]; /* the longest we send is a Content-Security-Policy */
 };
 
 struct http_request {

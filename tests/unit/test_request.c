@@ -102,8 +102,33 @@ static void test_unencodable_reply_is_logged(void **state) {
   request_free(req);
 }
 
+/* Extra headers: a value that fits is kept whole; one too long, or one past the limit, is not
+ * sent at all (never a cut security header). */
+static void test_extra_headers_are_whole_or_absent(void **state) {
+  (void)state;
+  struct http_request *req = new_request();
+  char csp[256];
+  memset(csp, 'a', sizeof csp - 1);
+  csp[sizeof csp - 1] = '\0'; /* 255 bytes: fits */
+  http_reply_header(req, "Content-Security-Policy", csp);
+  assert_int_equal(req->nextra, 1);
+  assert_string_equal(req->extra[0].value, csp);
+  char longer[300];
+  memset(longer, 'b', sizeof longer - 1);
+  longer[sizeof longer - 1] = '\0';
+  http_reply_header(req, "X-Long", longer);
+  assert_int_equal(req->nextra, 1);
+  for (int i = 1; i < EXTRA_HEADERS_MAX; i++) http_reply_header(req, "X-N", "v");
+  assert_int_equal(req->nextra, EXTRA_HEADERS_MAX);
+  http_reply_header(req, "X-Past", "v");
+  assert_int_equal(req->nextra, EXTRA_HEADERS_MAX);
+  assert_string_equal(req->extra[EXTRA_HEADERS_MAX - 1].name, "X-N");
+  request_free(req);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_extra_headers_are_whole_or_absent),
       cmocka_unit_test(test_owned_body_freed_when_response_fails),
       cmocka_unit_test(test_unencodable_reply_is_logged),
       cmocka_unit_test(test_json_text_freed_when_response_fails),
