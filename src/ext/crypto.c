@@ -3,6 +3,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <pthread.h>
@@ -95,3 +96,11 @@ void crypto_sha256_final(struct crypto_sha256_stream *st, unsigned char out[CRYP
 }
 
 void crypto_sha256_free(struct crypto_sha256_stream *st) { EVP_MD_CTX_free((EVP_MD_CTX *)st); }
+
+bool crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+                        unsigned char out[CRYPTO_SHA256_LEN]) {
+  unsigned n = 0;
+  if (key_len > (1u << 20)) return false;
+  return HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n) != NULL &&
+         n == CRYPTO_SHA256_LEN;
+}

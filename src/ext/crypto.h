@@ -20,6 +20,10 @@ struct crypto_sha256_stream *crypto_sha256_new(void);
 void crypto_sha256_update(struct crypto_sha256_stream *st, const void *data, size_t len);
 void crypto_sha256_final(struct crypto_sha256_stream *st, unsigned char out[CRYPTO_SHA256_LEN]);
 void crypto_sha256_free(struct crypto_sha256_stream *st);
+/* HMAC-SHA256 of data under key into out; false when OpenSSL failed (out then unusable). */
+__attribute__((warn_unused_result)) bool crypto_hmac_sha256(const void *key, size_t key_len,
+                                                            const void *data, size_t len,
+                                                            unsigned char out[CRYPTO_SHA256_LEN]);
 /* Compares two equal-length buffers in time independent of their contents. */
 bool crypto_equal(const void *a, const void *b, size_t len);
 

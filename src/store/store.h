@@ -284,8 +284,17 @@ struct store_filter {
   const char *email_id; /* NULL: any */
   const char *account_id;
   const char *status;
-  int64_t page;  /* 1-based */
-  int64_t limit; /* 1..100 */
+  int64_t page;  /* 1-based; ignored with after */
+  int64_t limit; /* rows to return (the API asks for one more than it shows to see a next page) */
+  /* Time window on the conversation's start time, or its processed time when it has none:
+   * [from_us, to_us) for each bound that is set. */
+  bool has_from, has_to;
+  int64_t from_us, to_us;
+  /* Keyset page: only rows after this position of the list's order (processed time newest
+   * first, then conversation id ascending), from the first; total is not counted (0). */
+  bool after;
+  int64_t after_processed_us;
+  const char *after_id;
   /* A key bound to accounts: only conversations of these (naccounts 0: no such bound). */
   const char *const *accounts;
   size_t naccounts;

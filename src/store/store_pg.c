@@ -51,8 +51,8 @@
 
 struct pg_reader {
   PGconn *conn;
-  unsigned prepared_lists; /* bit m: list<m> is prepared */
-  unsigned char *opened;   /* a sealed audio chunk, opened (kept across connections) */
+  uint64_t prepared_lists[2]; /* bit m: list<m> is prepared */
+  unsigned char *opened;      /* a sealed audio chunk, opened (kept across connections) */
   size_t opened_cap;
 };
 
@@ -2614,7 +2614,7 @@ static bool prepare_reader(PGconn *c) {
 static void reader_drop(struct pg_reader *r) {
   PQfinish(r->conn);
   r->conn = NULL;
-  r->prepared_lists = 0;
+  memset(r->prepared_lists, 0, sizeof r->prepared_lists);
 }
 
 static void *reader_make(void *unused) {
@@ -2759,12 +2759,15 @@ static enum store_status pg_get(struct store *base, const char *id, bool with_bo
  * LIST_SEALED, the email and account filters take an array of the values to look for (see
  * filter_values), still one index scan. */
 #define LIST_SEALED 16u
+#define LIST_WINDOW 32u /* from/to: the start time, or the processed time without one */
+#define LIST_AFTER 64u  /* a keyset page: the rows after a position, not counted */
 static bool prepare_list(struct pg_reader *r, unsigned mask) {
-  if (r->prepared_lists & (1u << mask)) return true;
+  uint64_t bit = UINT64_C(1) << (mask % 64);
+  if (r->prepared_lists[mask / 64] & bit) return true;
   static const char *const filters[4] = {"c.email_id = $", "c.account_id = $", "c.status = $",
                                          "c.account_id IN (SELECT json_array_elements_text($"};
   static const char *const any[2] = {"c.email_id = ANY($", "c.account_id = ANY($"};
-  char where[512] = "", sql[1800], name[16], cond[128];
+  char where[768] = "", sql[3072], name[16], cond[256];
   size_t pos = 0;
   int n = 0;
   for (unsigned i = 0; i < 4; i++) {
@@ -2776,18 +2779,41 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
     pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s", n ? " AND " : " WHERE ", cond);
     n++;
   }
+  if (mask & LIST_WINDOW) {
+    snprintf(cond, sizeof cond,
+             "coalesce(c.start_time_us, c.processed_at_us) >= $%d::bigint AND "
+             "coalesce(c.start_time_us, c.processed_at_us) < $%d::bigint",
+             n + 1, n + 2);
+    pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s", n ? " AND " : " WHERE ", cond);
+    n += 2;
+  }
+  /* The rows after a position of the list's order: a range of conversations_recent (or of the
+   * email/account index under an equality filter), whatever the page's depth. */
+  if (mask & LIST_AFTER) {
+    snprintf(cond, sizeof cond,
+             "c.processed_at_us <= $%d::bigint AND (c.processed_at_us < $%d::bigint OR "
+             "c.conversation_id > $%d::text)",
+             n + 1, n + 1, n + 2);
+    pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s", n ? " AND " : " WHERE ", cond);
+    n += 2;
+  }
+  char count[900];
+  if (mask & LIST_AFTER)
+    snprintf(count, sizeof count, "SELECT 0::bigint AS total");
+  else
+    snprintf(count, sizeof count, "SELECT COUNT(*) AS total FROM conversations c%s", where);
   snprintf(sql, sizeof sql,
-           "SELECT t.total, p.* FROM (SELECT COUNT(*) AS total FROM conversations c%s) t "
+           "SELECT t.total, p.* FROM (%s) t "
            "LEFT JOIN LATERAL (" SELECT_COLUMNS
            "NULL::text AS w, NULL::bytea AS b, NULL::text AS k FROM conversations c "
            "WHERE c.conversation_id IN ("
            "SELECT c.conversation_id FROM conversations c%s ORDER BY "
            "c.processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d)) p ON true "
            "ORDER BY p.processed_at_us DESC, p.conversation_id ASC",
-           where, where, n + 1, n + 2);
+           count, where, n + 1, n + 2);
   snprintf(name, sizeof name, "list%u", mask);
   if (!prepare(r->conn, name, sql, 0, NULL)) return false;
-  r->prepared_lists |= 1u << mask;
+  r->prepared_lists[mask / 64] |= bit;
   return true;
 }
 
@@ -2803,7 +2829,8 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
   if (ring && f->email_id) oom = oom || !(ej = filter_values(ring, f->email_id));
   if (ring && f->account_id) oom = oom || !(cj = filter_values(ring, f->account_id));
   unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) |
-                  (aj ? 8u : 0) | (ej || cj ? LIST_SEALED : 0);
+                  (aj ? 8u : 0) | (ej || cj ? LIST_SEALED : 0) |
+                  (f->has_from || f->has_to ? LIST_WINDOW : 0) | (f->after ? LIST_AFTER : 0);
   if (oom || !prepare_list(r, mask)) {
     free(aj);
     free(ej);
@@ -2811,15 +2838,26 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
     if (!oom) (void)reader_check_lost(s, r);
     return STORE_RETRY;
   }
-  const char *vals[6];
+  const char *vals[10];
   int n = 0;
   if (f->email_id) vals[n++] = ej ? ej : f->email_id;
   if (f->account_id) vals[n++] = cj ? cj : f->account_id;
   if (f->status) vals[n++] = f->status;
   if (aj) vals[n++] = aj;
-  char name[16], limit[24], offset[24];
+  char name[16], limit[24], offset[24], from[24], to[24], after[24];
+  if (mask & LIST_WINDOW) {
+    snprintf(from, sizeof from, "%lld", (long long)(f->has_from ? f->from_us : INT64_MIN));
+    snprintf(to, sizeof to, "%lld", (long long)(f->has_to ? f->to_us : INT64_MAX));
+    vals[n++] = from;
+    vals[n++] = to;
+  }
+  if (f->after) {
+    snprintf(after, sizeof after, "%lld", (long long)f->after_processed_us);
+    vals[n++] = after;
+    vals[n++] = f->after_id;
+  }
   snprintf(limit, sizeof limit, "%lld", (long long)f->limit);
-  snprintf(offset, sizeof offset, "%lld", (long long)((f->page - 1) * f->limit));
+  snprintf(offset, sizeof offset, "%lld", (long long)(f->after ? 0 : (f->page - 1) * f->limit));
   vals[n] = limit;
   vals[n + 1] = offset;
   snprintf(name, sizeof name, "list%u", mask);

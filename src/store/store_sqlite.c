@@ -29,7 +29,11 @@
  * restarted from its beginning: the log file stays near this size whatever is written. */
 #define WAL_RESET_FRAMES 1024
 #define BUSY_TIMEOUT_MS 5000
-#define LIST_VARIANTS 16 /* one statement per combination of the four filters */
+/* One statement per combination of the four filters, the time window (LIST_WINDOW) and a
+ * keyset position (LIST_AFTER); each prepared on first use. */
+#define LIST_WINDOW 16u
+#define LIST_AFTER 32u
+#define LIST_VARIANTS 64
 #define KEY_COLUMNS \
   "id, name, scopes, accounts, secret_sha256, created_us, expires_us, revoked_us, last_used_us"
 /* ... and, read, the sealed accounts (column 9; NULL: accounts is plaintext) */
@@ -1767,7 +1771,10 @@ static const char *const list_filters[4] = {"c.email_id = ?", "c.account_id = ?"
                                             "c.account_id IN (SELECT value FROM json_each(?))"};
 
 /* With a ring, email and account filters also look for the value's blind index under each of
- * its keys (nkeys): "c.email_id IN (?, ?...)", the value first. */
+ * its keys (nkeys): "c.email_id IN (?, ?...)", the value first. The window compares the start
+ * time, or the processed time without one; the keyset position takes the rows after it in the
+ * list's order (processed time newest first, then id), a range of conversations_recent (or of
+ * the email/account index under an equality filter) whatever the page's depth. */
 static void build_where(unsigned mask, size_t nkeys, char *buf, size_t cap) {
   size_t pos = 0;
   buf[0] = '\0';
@@ -1782,6 +1789,44 @@ static void build_where(unsigned mask, size_t nkeys, char *buf, size_t cap) {
     for (size_t k = 0; k < nkeys; k++) pos += (size_t)snprintf(buf + pos, cap - pos, ", ?");
     pos += (size_t)snprintf(buf + pos, cap - pos, ")");
   }
+  if (mask & LIST_WINDOW)
+    pos += (size_t)snprintf(buf + pos, cap - pos,
+                            "%scoalesce(c.start_time_us, c.processed_at_us) >= ? AND "
+                            "coalesce(c.start_time_us, c.processed_at_us) < ?",
+                            pos ? " AND " : " WHERE ");
+  if (mask & LIST_AFTER)
+    pos += (size_t)snprintf(buf + pos, cap - pos,
+                            "%sc.processed_at_us <= ? AND (c.processed_at_us < ? OR "
+                            "c.conversation_id > ?)",
+                            pos ? " AND " : " WHERE ");
+}
+
+/* Prepares list<mask> and count<mask> on first use on this reader's connection. */
+static int prepare_list(struct reader *r, unsigned mask) {
+  if (r->list[mask]) return SQLITE_OK;
+  size_t nkeys = r->ring ? seal_ring_count(r->ring) : 0;
+  char where[1024], sql[2000];
+  build_where(mask, nkeys, where, sizeof where);
+  /* The page is chosen on an index alone (skipped rows cost no table lookups), then only
+   * its rows are read. */
+  snprintf(sql, sizeof sql,
+           "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
+           "c.duration, c.message_count, c.processed_at_us, NULL, NULL, " AUDIO_COLUMNS SEAL_COLUMNS
+           ", NULL FROM conversations c "
+           "WHERE c.conversation_id IN (SELECT c.conversation_id FROM conversations c%s "
+           "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
+           "ORDER BY c.processed_at_us DESC, c.conversation_id ASC",
+           where);
+  int rc = prepare(r->db, sql, &r->list[mask]);
+  if (rc == SQLITE_OK && !(mask & LIST_AFTER)) {
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM conversations c%s", where);
+    rc = prepare(r->db, sql, &r->count[mask]);
+  }
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(r->list[mask]);
+    r->list[mask] = NULL;
+  }
+  return rc;
 }
 
 static void reader_free(struct reader *r) {
@@ -1836,28 +1881,6 @@ static struct reader *reader_open(struct sqlite_store *s) {
     log_msg(LOG_ERROR, "sqlite reader open failed: %s", r->db ? sqlite3_errmsg(r->db) : "?");
     reader_free(r);
     return NULL;
-  }
-  size_t nkeys = s->ring ? seal_ring_count(s->ring) : 0;
-  for (unsigned m = 0; m < LIST_VARIANTS; m++) {
-    char where[640], sql[1600];
-    build_where(m, nkeys, where, sizeof where);
-    /* The page is chosen on an index alone (skipped rows cost no table lookups), then only
-     * its rows are read. */
-    snprintf(
-        sql, sizeof sql,
-        "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
-        "c.duration, c.message_count, c.processed_at_us, NULL, NULL, " AUDIO_COLUMNS SEAL_COLUMNS
-        ", NULL FROM conversations c "
-        "WHERE c.conversation_id IN (SELECT c.conversation_id FROM conversations c%s "
-        "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
-        "ORDER BY c.processed_at_us DESC, c.conversation_id ASC",
-        where);
-    int rc = prepare(r->db, sql, &r->list[m]);
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM conversations c%s", where);
-    if (rc != SQLITE_OK || prepare(r->db, sql, &r->count[m]) != SQLITE_OK) {
-      reader_free(r);
-      return NULL;
-    }
   }
   return r;
 }
@@ -2000,7 +2023,9 @@ static bool filter_values(const struct seal_ring *ring, const struct store_filte
   return true;
 }
 
-static unsigned bind_filters(sqlite3_stmt *st, const struct filter_values *fv) {
+/* Binds the filters of build_where(mask); returns the next parameter's number. */
+static unsigned bind_filters(sqlite3_stmt *st, const struct filter_values *fv,
+                             const struct store_filter *f, unsigned mask) {
   unsigned idx = 1;
   for (int i = 0; i < 4; i++) {
     if (!fv->vals[i]) continue;
@@ -2012,13 +2037,22 @@ static unsigned bind_filters(sqlite3_stmt *st, const struct filter_values *fv) {
     for (size_t k = 0; i < 2 && k < fv->nkeys; k++)
       sqlite3_bind_text(st, (int)idx++, fv->index[i][k], STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
   }
+  if (mask & LIST_WINDOW) {
+    sqlite3_bind_int64(st, (int)idx++, f->has_from ? f->from_us : INT64_MIN);
+    sqlite3_bind_int64(st, (int)idx++, f->has_to ? f->to_us : INT64_MAX);
+  }
+  if (mask & LIST_AFTER) {
+    sqlite3_bind_int64(st, (int)idx++, f->after_processed_us);
+    sqlite3_bind_int64(st, (int)idx++, f->after_processed_us);
+    sqlite3_bind_text(st, (int)idx++, f->after_id, -1, SQLITE_STATIC);
+  }
   return idx;
 }
 
-static enum store_status count_rows(struct reader *r, unsigned mask, const struct filter_values *fv,
-                                    int64_t *total) {
+static enum store_status count_rows(struct reader *r, unsigned mask, const struct store_filter *f,
+                                    const struct filter_values *fv, int64_t *total) {
   sqlite3_stmt *st = r->count[mask];
-  bind_filters(st, fv);
+  bind_filters(st, fv, f, mask);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) *total = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
@@ -2029,9 +2063,9 @@ static enum store_status count_rows(struct reader *r, unsigned mask, const struc
 static enum store_status fetch_page(struct reader *r, unsigned mask, const struct store_filter *f,
                                     const struct filter_values *fv, struct store_page *out) {
   sqlite3_stmt *st = r->list[mask];
-  unsigned idx = bind_filters(st, fv);
+  unsigned idx = bind_filters(st, fv, f, mask);
   sqlite3_bind_int64(st, (int)idx, f->limit);
-  sqlite3_bind_int64(st, (int)idx + 1, (f->page - 1) * f->limit);
+  sqlite3_bind_int64(st, (int)idx + 1, f->after ? 0 : (f->page - 1) * f->limit);
   enum store_status result = STORE_OK;
   int rc = SQLITE_DONE;
   while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
@@ -2056,15 +2090,21 @@ static enum store_status sqlite_list(struct store *base, const struct store_filt
     free(aj);
     return STORE_HARD;
   }
-  unsigned mask =
-      (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) | (aj ? 8u : 0);
+  unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) |
+                  (aj ? 8u : 0) | (f->has_from || f->has_to ? LIST_WINDOW : 0) |
+                  (f->after ? LIST_AFTER : 0);
+  if (prepare_list(r, mask) != SQLITE_OK) {
+    free(aj);
+    return STORE_RETRY;
+  }
   /* One read transaction, so the count and the page agree. */
   if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
     free(aj);
     return STORE_RETRY;
   }
-  enum store_status st = count_rows(r, mask, &fv, &out->total);
-  if (st == STORE_OK && (f->page - 1) * f->limit < out->total) {
+  /* A keyset page is not counted: its cost must not grow with the store. */
+  enum store_status st = f->after ? STORE_OK : count_rows(r, mask, f, &fv, &out->total);
+  if (st == STORE_OK && (f->after || (f->page - 1) * f->limit < out->total)) {
     out->items = calloc((size_t)f->limit, sizeof *out->items);
     st = out->items ? fetch_page(r, mask, f, &fv, out) : STORE_RETRY;
   }

@@ -708,6 +708,186 @@ static void test_list_total_and_page_agree_during_writes(void **state) {
   assert_int_equal(last_total, a.n);
 }
 
+/* ---------- keyset pages and time windows ---------- */
+
+/* Walks filter f from the start by keyset pages of `limit` rows; appends each id to ids (cap
+ * entries). Returns how many pages it took. */
+static int walk_keyset(struct store_filter f, int64_t limit, char (*ids)[64], size_t cap,
+                       size_t *n) {
+  char last[MODEL_CONVERSATION_ID_MAX + 1] = "";
+  int64_t last_us = 0;
+  int pages = 0;
+  *n = 0;
+  for (;;) {
+    f.limit = limit;
+    f.page = 1;
+    f.after = pages > 0;
+    f.after_processed_us = last_us;
+    f.after_id = last;
+    struct store_page page;
+    assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+    if (f.after) assert_int_equal(page.total, 0); /* a keyset page is not counted */
+    pages++;
+    for (size_t i = 0; i < page.count; i++) {
+      assert_true(*n < cap);
+      snprintf(ids[(*n)++], 64, "%.63s", page.items[i].conversation_id);
+    }
+    size_t count = page.count;
+    if (count) {
+      last_us = page.items[count - 1].processed_us;
+      snprintf(last, sizeof last, "%s", page.items[count - 1].conversation_id);
+    }
+    store_page_free(&page);
+    if (count < (size_t)limit) return pages;
+    assert_true(pages < 1000);
+  }
+}
+
+static void test_keyset_pages_follow_the_list_order(void **state) {
+  (void)state;
+  char tag[16], email[64], id[64];
+  new_tag(tag);
+  snprintf(email, sizeof email, "%s@example.com", tag);
+  for (int i = 0; i < 11; i++) {
+    snprintf(id, sizeof id, "ks-%s-%02d", tag, i);
+    (void)put_conv(id, email, i % 3 ? "acc-a" : "acc-b");
+  }
+  /* The whole list at once, in its order, against its walk by 1, 3, 4 and 11 rows a page. */
+  struct store_filter all = filter(email, NULL, NULL, 1, 100);
+  struct store_page page;
+  assert_int_equal(store_list(B->store, &all, &page), STORE_OK);
+  assert_int_equal(page.count, 11);
+  char want[11][64], got[16][64];
+  for (size_t i = 0; i < 11; i++) snprintf(want[i], 64, "%.63s", page.items[i].conversation_id);
+  store_page_free(&page);
+  const int64_t limits[] = {1, 3, 4, 11};
+  for (size_t l = 0; l < 4; l++) {
+    size_t n;
+    int pages = walk_keyset(all, limits[l], got, 16, &n);
+    assert_int_equal(n, 11);
+    assert_int_equal(pages, 11 / limits[l] + 1);
+    for (size_t i = 0; i < 11; i++) assert_string_equal(got[i], want[i]);
+  }
+  /* with the other filters and an account bound: the same rows the counted list gives */
+  const char *bound[] = {"acc-b"};
+  struct store_filter fb = filter(email, NULL, "completed", 1, 100);
+  fb.accounts = bound;
+  fb.naccounts = 1;
+  assert_int_equal(store_list(B->store, &fb, &page), STORE_OK);
+  assert_int_equal(page.count, 4);
+  size_t n;
+  (void)walk_keyset(fb, 2, got, 16, &n);
+  assert_int_equal(n, 4);
+  for (size_t i = 0; i < 4; i++) assert_string_equal(got[i], page.items[i].conversation_id);
+  store_page_free(&page);
+  /* after the last row: nothing */
+  struct store_filter f = filter(email, NULL, NULL, 1, 5);
+  f.after = true;
+  f.after_processed_us = INT64_MIN;
+  f.after_id = "";
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_int_equal(page.count, 0);
+  store_page_free(&page);
+}
+
+/* A keyset walk while writes land: each row that was there when the walk began comes exactly
+ * once, and no row twice (new rows sort before the position, so they are not met). */
+static void test_keyset_walk_during_writes(void **state) {
+  (void)state;
+  struct writer_args a = {.n = 80};
+  new_tag(a.tag);
+  snprintf(a.email, sizeof a.email, "%s@example.com", a.tag);
+  char id[64];
+  for (int i = 0; i < 30; i++) {
+    snprintf(id, sizeof id, "first-%s-%02d", a.tag, i);
+    (void)put_conv(id, a.email, "acc");
+  }
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, keep_writing, &a), 0);
+  struct store_filter f = filter(a.email, NULL, NULL, 1, 100);
+  static char got[200][64];
+  size_t n;
+  (void)walk_keyset(f, 2, got, 200, &n);
+  pthread_join(t, NULL);
+  for (int i = 0; i < 30; i++) {
+    snprintf(id, sizeof id, "first-%s-%02d", a.tag, i);
+    int seen = 0;
+    for (size_t k = 0; k < n; k++) seen += strcmp(got[k], id) == 0;
+    assert_int_equal(seen, 1);
+  }
+  for (size_t k = 0; k < n; k++)
+    for (size_t j = k + 1; j < n; j++) assert_string_not_equal(got[k], got[j]);
+}
+
+/* A conversation whose transcript starts at `start` (NULL: an empty transcript, no start). */
+static void put_started(const char *id, const char *email, const char *start) {
+  char body[768];
+  if (start)
+    snprintf(body, sizeof body,
+             "{\"emailId\":\"%s\",\"accountId\":\"acc\",\"conversationId\":\"%s\",\"transcript\":"
+             "[{\"timestamp\":\"%s\",\"speaker\":\"user\",\"content\":\"hi\",\"messageId\":\"m\"}],"
+             "\"metadata\":{\"sessionId\":\"s\",\"agentId\":\"a\",\"duration\":1,"
+             "\"messageCount\":1,\"platform\":\"web\",\"userAgent\":\"ua\"}}",
+             email, id, start);
+  else
+    snprintf(body, sizeof body,
+             "{\"emailId\":\"%s\",\"accountId\":\"acc\",\"conversationId\":\"%s\",\"transcript\":"
+             "[],\"metadata\":{\"sessionId\":\"s\",\"agentId\":\"a\",\"duration\":0,"
+             "\"messageCount\":0,\"platform\":\"web\",\"userAgent\":\"ua\"}}",
+             email, id);
+  (void)put_ok(body);
+}
+
+/* The ids in window [from, to) (a bound < 0: unset), counted and by keyset; they must be
+ * exactly want (in list order, newest processed first). */
+static void check_window(const char *email, int64_t from, int64_t to, const char *const *want,
+                         size_t nwant) {
+  struct store_filter f = filter(email, NULL, NULL, 1, 100);
+  f.has_from = from >= 0;
+  f.from_us = from;
+  f.has_to = to >= 0;
+  f.to_us = to;
+  struct store_page page;
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_int_equal(page.total, (int64_t)nwant);
+  assert_ids(&page, want, nwant);
+  store_page_free(&page);
+  char got[8][64];
+  size_t n;
+  (void)walk_keyset(f, 1, got, 8, &n);
+  assert_int_equal(n, nwant);
+  for (size_t i = 0; i < n; i++) assert_string_equal(got[i], want[i]);
+}
+
+static void test_time_window_on_start_or_processed(void **state) {
+  (void)state;
+  char tag[16], email[64], a[64], b[64], c[64], d[64], e[64];
+  new_tag(tag);
+  snprintf(email, sizeof email, "%s@example.com", tag);
+  snprintf(a, sizeof a, "a-%s", tag);
+  snprintf(b, sizeof b, "b-%s", tag);
+  snprintf(c, sizeof c, "c-%s", tag);
+  snprintf(d, sizeof d, "d-%s", tag);
+  snprintf(e, sizeof e, "e-%s", tag);
+  int64_t before = time_now_us();
+  put_started(a, email, "2024-03-01T09:59:59.999999Z");
+  put_started(b, email, "2024-03-01T12:00:00+02:00"); /* 10:00:00Z, the window's first instant */
+  put_started(c, email, "2024-03-01T10:30:00Z");
+  put_started(d, email, "2024-03-01T11:00:00Z"); /* the window's end: outside */
+  put_started(e, email, NULL);                   /* no start: its processed time counts */
+  int64_t after = time_now_us() + 1;
+  int64_t ten, eleven;
+  assert_true(time_parse_rfc3339("2024-03-01T10:00:00Z", 20, &ten));
+  assert_true(time_parse_rfc3339("2024-03-01T11:00:00Z", 20, &eleven));
+  check_window(email, ten, eleven, (const char *[]){c, b}, 2);
+  check_window(email, ten, -1, (const char *[]){e, d, c, b}, 4);
+  check_window(email, -1, eleven, (const char *[]){c, b, a}, 3);
+  check_window(email, -1, ten, (const char *[]){a}, 1);
+  check_window(email, before, after, (const char *[]){e}, 1);
+  check_window(email, ten, ten, NULL, 0);
+  check_window(email, after, -1, NULL, 0);
+}
+
 /* ---------- errors ---------- */
 
 static void test_unknown_id_is_not_found(void **state) {
@@ -6375,6 +6555,9 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_filters_and_their_combinations),                 \
   cmocka_unit_test(test_pagination),                                     \
   cmocka_unit_test(test_list_total_and_page_agree_during_writes),        \
+  cmocka_unit_test(test_keyset_pages_follow_the_list_order),             \
+  cmocka_unit_test(test_keyset_walk_during_writes),                      \
+  cmocka_unit_test(test_time_window_on_start_or_processed),              \
   cmocka_unit_test(test_unknown_id_is_not_found),                        \
   cmocka_unit_test(test_bytes_the_database_refuses_are_the_clients_fault), \
   cmocka_unit_test(test_health_probe_writes_and_reads),                  \
