@@ -136,6 +136,39 @@ def test_cursor_is_bound_to_its_query(server):
     assert r.status_code == 200, r.text
 
 
+def test_cursor_of_a_key_bound_otherwise_is_refused(make_server):
+    """A key bound to accounts walks only its accounts; its cursors are not another key's."""
+    srv = make_server()
+    acc_a, acc_b = "acc-a-" + uid(), "acc-b-" + uid()
+    mine = [_post(srv, accountId=acc_a) for _ in range(3)]
+    for _ in range(3):
+        _post(srv, accountId=acc_b)
+    r = srv.request("POST", "/api/v1/keys", data=json.dumps(
+        {"name": "bound-" + uid(), "scopes": ["read"], "accounts": [acc_a]}),
+        headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    bound = r.json()["key"]
+    ids, pages = _walk_as(srv, bound, 1)
+    assert sorted(ids) == sorted(mine) and len(pages) == 3
+    c_bound = pages[0]["pagination"]["nextCursor"]
+    c_all = srv.list_convs(limit=1).json()["pagination"]["nextCursor"]
+    err = assert_error(srv.list_convs(limit=1, cursor=c_bound), 400, "INVALID_PARAMETER")
+    assert [d["field"] for d in err["details"]] == ["cursor"]
+    err = assert_error(srv.list_convs(limit=1, cursor=c_all, key=bound), 400, "INVALID_PARAMETER")
+    assert [d["field"] for d in err["details"]] == ["cursor"]
+
+
+def _walk_as(server, key, limit):
+    r = server.list_convs(limit=limit, key=key)
+    ids, pages = _ids(r), [r.json()]
+    while pages[-1]["pagination"]["nextCursor"] is not None:
+        r = server.list_convs(limit=limit, key=key, cursor=pages[-1]["pagination"]["nextCursor"])
+        ids += _ids(r)
+        pages.append(r.json())
+        assert len(pages) < 100
+    return ids, pages
+
+
 def _flip(text, i):
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     c = text[i]
