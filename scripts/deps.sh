@@ -7,6 +7,9 @@ set -eu
 # does TLS for the ElevenLabs API too, and its runtime (libcurl4) is what Debian's curl uses.
 build="gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libcurl4-openssl-dev libnats-dev"
 test="$build openssl libcmocka-dev python3-pytest python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server nats-server"
+# prometheus: tests/integration/test_metrics.py starts its own server (the package's service,
+# which a systemd host starts on install, is stopped and disabled below).
+test="$test prometheus"
 bench="$build wrk postgresql redis-server"
 # make image-test: podman (root) with netavark/aardvark-dns networks (which need iptables), runc
 # where crun cannot run, podman-compose, and debootstrap for stand-in base images.
@@ -34,6 +37,13 @@ if [ "$(id -u)" = 0 ]; then
   apt-get update -qq >&2 || true
   # shellcheck disable=SC2086
   apt-get install -y -qq --no-install-recommends $missing >&2
+  case " $missing " in
+    *" prometheus "*)
+      if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+      fi
+      ;;
+  esac
 else
   echo "Missing Debian packages:$missing" >&2
   echo "Install them with: sudo apt-get install$missing" >&2

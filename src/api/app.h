@@ -74,6 +74,7 @@ void api_audit_read(struct http_request *req, enum audit_action action, const ch
 __attribute__((warn_unused_result)) bool app_docs_init(struct app *app);
 void app_docs_free(struct app *app);
 
+void api_metrics_get(struct http_request *req);
 void api_webhook_conversation_post(struct http_request *req);
 void api_webhook_elevenlabs_post(struct http_request *req);
 extern const struct route_stream api_elevenlabs_stream;

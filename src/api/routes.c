@@ -43,6 +43,9 @@ const struct route api_routes[] = {
      LIMIT_PER_KEY, false, "", NULL, NULL, APIKEY_SCOPE_DELETE},
     {"GET", "/api/v1/health", MATCH_EXACT, api_health_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL,
      NULL, NULL, 0},
+    /* Open unless METRICS_TOKEN is set: the endpoint checks that token itself. */
+    {"GET", "/metrics", MATCH_EXACT, api_metrics_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL, NULL,
+     NULL, 0},
     {"GET", "/openapi.json", MATCH_EXACT, api_openapi_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL,
      NULL, NULL, 0},
     {"GET", "/docs", MATCH_EXACT, api_docs_swagger_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL, NULL,

@@ -7,6 +7,7 @@
 
 #include "api/app.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "ext/crypto.h"
 #include "model/render.h"
 
@@ -33,6 +34,7 @@ static void on_resume(struct http_request *req) {
   struct webhook_job *job = http_request_state(req);
   switch (job->write.status) {
     case STORE_OK:
+      metrics_webhook_accepted(METRICS_SOURCE_CONVERSATION, job->write.duplicate);
       http_reply_json(req, 200,
                       render_webhook_accepted(job->conv.conversation_id, job->write.webhook_id,
                                               job->write.processed_us));

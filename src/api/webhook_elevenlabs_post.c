@@ -15,6 +15,7 @@
 #include "api/app.h"
 #include "core/filewriter.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
 #include "model/el_split.h"
@@ -200,6 +201,7 @@ static void on_resume(struct http_request *req) {
   struct el_request *r = http_request_sink(req);
   switch (r->write.status) {
     case STORE_OK: {
+      metrics_webhook_accepted(METRICS_SOURCE_ELEVENLABS, r->write.duplicate);
       json_t *ok = render_webhook_accepted(r->event.conversation_id ? r->event.conversation_id : "",
                                            r->write.webhook_id, r->write.processed_us);
       if (ok && !r->event.conversation_id)

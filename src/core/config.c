@@ -143,6 +143,9 @@ const struct config_var config_vars[] = {
      "CDN."},
     {"DOCS_ASSETS_DIR", CONFIG_STRING, "", 0, 0, OFF(docs_assets_dir),
      "Local folder with those files (make docs-assets fills it), served under /docs/assets/."},
+    {"METRICS_TOKEN", CONFIG_SECRET, "", 0, 0, OFF(metrics_token),
+     "When set, GET /metrics requires 'Authorization: Bearer <token>' (Prometheus' "
+     "authorization credentials); empty: /metrics is open."},
 };
 const size_t config_var_count = sizeof config_vars / sizeof config_vars[0];
 

@@ -62,6 +62,7 @@ struct config {
   long outbox_retention_days;
   char *docs_assets_url;
   char *docs_assets_dir;
+  char *metrics_token; /* "" : GET /metrics needs no token */
 };
 
 enum config_type { CONFIG_STRING, CONFIG_SECRET, CONFIG_INT, CONFIG_BOOL };

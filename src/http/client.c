@@ -80,6 +80,7 @@ void client_identify(struct http_request *req) {
 }
 
 static void apply_limit(struct http_request *req, struct ratelimit *rl, const char *key) {
+  req->limit_rl = rl; /* which limit refused it, for the metrics */
   /* Wall-clock time: with Redis, every instance's windows must agree on the seconds. */
   if (!ratelimit_try_local(rl, key, time_now_us() / 1000, &req->limit)) {
     offload_limit_defer(req, rl, key); /* only Redis can decide: not on this thread */
@@ -112,6 +113,7 @@ void client_ip_key(const struct http_request *req, char *key, size_t cap) {
 void client_limit_ip(struct http_request *req) {
   char key[RATELIMIT_KEY_MAX];
   client_key(req->client_ip, key, sizeof key);
+  req->limit_rl = req->server->rl_webhook;
   if (!ratelimit_try_local(req->server->rl_webhook, key, time_now_us() / 1000, &req->limit)) {
     offload_limit_defer(req, req->server->rl_webhook, key);
     return;

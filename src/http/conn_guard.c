@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 
 #define SWEEP_MS 200
@@ -187,10 +188,13 @@ static void on_closed(struct conn_guard *g, void **socket_context) {
 
 void conn_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                        enum MHD_ConnectionNotificationCode code) {
-  if (code == MHD_CONNECTION_NOTIFY_STARTED)
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    metrics_connections_add(1);
     on_started(cls, conn, socket_context);
-  else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+    metrics_connections_add(-1);
     on_closed(cls, socket_context);
+  }
 }
 
 void conn_guard_headers_done(struct MHD_Connection *conn) { set_phase(conn, PHASE_BODY); }

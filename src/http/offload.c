@@ -99,6 +99,7 @@ void http_request_limit(struct http_request *req, enum http_limiter limiter, con
   else
     client_ip_key(req, k, sizeof k);
   req->limit_then = then;
+  req->limit_rl = rl;
   if (ratelimit_try_local(rl, k, time_now_us() / 1000, &req->limit)) {
     limit_decided(req);
     return;

@@ -55,6 +55,22 @@ const struct route *route_find(const char *raw_path, const char *method, size_t 
   return NULL;
 }
 
+/* The parameter is named after the collection it is in, as the API reference names it:
+ * "/api/v1/conversations/" + "/audio" -> "/api/v1/conversations/{conversation_id}/audio". */
+void route_pattern(const struct route *r, char *out, size_t cap) {
+  if (r->match == MATCH_EXACT) {
+    snprintf(out, cap, "%s", r->path);
+    return;
+  }
+  size_t len = strlen(r->path);
+  size_t end = len && r->path[len - 1] == '/' ? len - 1 : len, start = end;
+  while (start > 0 && r->path[start - 1] != '/') start--;
+  size_t word = end - start;
+  if (word > 1 && r->path[end - 1] == 's') word--; /* conversations -> conversation */
+  snprintf(out, cap, "%s{%.*s_id}%s", r->path, (int)word, r->path + start,
+           r->match == MATCH_PARAM_SUFFIX ? r->suffix : "");
+}
+
 void route_reply_options(struct http_request *req, const char *allow) {
   const char *origin = http_request_header(req, "Origin");
   http_reply_header(req, "Allow", allow);

@@ -73,6 +73,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "ext/redis.h"
 #include "http/conn_guard.h"
@@ -417,6 +418,8 @@ static unsigned unanswered_status(struct MHD_Connection *conn,
   return 0;
 }
 
+static uint64_t duration_ns(double ms) { return ms > 0 ? (uint64_t)(ms * 1e6) : 0; }
+
 /* A request that ended before its headers reached the application is logged when it got an
  * answer anyway (libmicrohttpd's own, e.g. for a bad Content-Length) or the guard cut it; a
  * client that merely went away mid-headers is not. */
@@ -432,6 +435,19 @@ static void log_unstarted(struct http_request *req, unsigned status) {
       .client_ip = req->client_ip,
   };
   log_request_line(&line);
+  metrics_http_request(METRICS_ROUTE_UNMATCHED, NULL, status, duration_ns(line.duration_ms));
+}
+
+/* What the request counts as in the metrics (core/metrics.h), by route pattern. */
+static void count_request(const struct http_request *req, unsigned status, double duration_ms) {
+  const struct http_server *s = req->server;
+  int route = req->route ? (int)(req->route - api_routes) : METRICS_ROUTE_UNMATCHED;
+  metrics_http_request(route, req->method, status, duration_ns(duration_ms));
+  if (status == 401 || status == 403) metrics_auth_failure();
+  if (status == 429 && req->has_limit && !req->limit.allowed)
+    metrics_rate_limited(req->limit_rl == s->rl_api      ? METRICS_LIMIT_API
+                         : req->limit_rl == s->rl_signed ? METRICS_LIMIT_SIGNED
+                                                         : METRICS_LIMIT_WEBHOOK);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -454,6 +470,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       .client_ip = req->client_ip,
   };
   log_request_line(&line);
+  count_request(req, line.status, line.duration_ms);
   if (line.status == 401 || line.status == 403) api_auth_rejected(s->app, req, line.status);
   conn_guard_request_ended(conn);
   if (s->cfg->request_timeout < s->cfg->connection_timeout)
@@ -545,6 +562,18 @@ static void server_free(struct http_server *s) {
   free(s);
 }
 
+/* The metrics count requests by route pattern: a label per route, never per path. */
+static void name_routes(void) {
+  char names[METRICS_ROUTES_MAX][METRICS_ROUTE_PATTERN_MAX];
+  const char *patterns[METRICS_ROUTES_MAX];
+  size_t n = api_route_count < METRICS_ROUTES_MAX ? api_route_count : METRICS_ROUTES_MAX;
+  for (size_t i = 0; i < n; i++) {
+    route_pattern(&api_routes[i], names[i], sizeof names[i]);
+    patterns[i] = names[i];
+  }
+  metrics_http_routes(patterns, n);
+}
+
 struct http_server *http_server_start(const struct config *cfg, void *app,
                                       struct redis_client *redis, char *err, size_t errlen) {
   struct http_server *s = calloc(1, sizeof *s);
@@ -588,6 +617,7 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
     server_free(s);
     return NULL;
   }
+  name_routes(); /* before any request can be counted */
   long threads = cfg->threads ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
   if (threads < 1) threads = 1;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |

@@ -122,7 +122,7 @@ struct http_request {
   struct ratelimit_result limit;
   /* a rate-limit decision only Redis can make, taken off the event thread (offload.c) */
   bool limit_deferred;
-  struct ratelimit *limit_rl;
+  struct ratelimit *limit_rl; /* the limit last applied (the metrics name a 429 by it) */
   char limit_key[RATELIMIT_KEY_MAX];
   /* a data key (keys.c): parsed from the headers, decided from the cache or after a lookup */
   bool key_deferred; /* the lookup is left to the final call (an offload thread) */
@@ -170,6 +170,9 @@ enum MHD_Result request_queue_reply(struct http_request *req);
  * and allow lists the methods the path supports. */
 const struct route *route_find(const char *raw_path, const char *method, size_t *param_at,
                                char *allow, size_t cap, bool *path_known);
+/* The route's path pattern with its parameter named, e.g.
+ * "/api/v1/conversations/{conversation_id}" (the metrics' route label). */
+void route_pattern(const struct route *r, char *out, size_t cap);
 /* CORS preflight or a plain OPTIONS: 204 with what the path allows. */
 void route_reply_options(struct http_request *req, const char *allow);
 

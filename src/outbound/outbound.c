@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "core/utf8.h"
 #include "core/version.h"
@@ -300,7 +301,29 @@ static bool outbox_renderable(const struct store_outbox_event *ev) {
 
 /* ---- results ---- */
 
+/* An attempt's outcome in the metrics (a release is no attempt). */
+static void count_attempt(int outcome) {
+  switch (outcome) {
+    case DELIVERY_DELIVERED:
+      metrics_delivery(METRICS_DELIVERY_DELIVERED);
+      break;
+    case DELIVERY_RETRY:
+      metrics_delivery(METRICS_DELIVERY_RETRYING);
+      break;
+    case DELIVERY_FAILED:
+    case DELIVERY_PAUSED:
+      metrics_delivery(METRICS_DELIVERY_FAILED);
+      break;
+    case DELIVERY_DISABLED:
+      metrics_delivery(METRICS_DELIVERY_DISABLED);
+      break;
+    default:
+      break;
+  }
+}
+
 static void result_push(struct outbound *o, const struct store_delivery_result *r) {
+  count_attempt(r->outcome);
   if (o->nresults == o->capresults) {
     size_t cap = o->capresults ? o->capresults * 2 : 64;
     struct store_delivery_result *p = realloc(o->results, cap * sizeof *p);

@@ -2506,7 +2506,9 @@ static void *writer_main(void *arg) {
   struct store_write *batch;
   while ((batch = write_queue_take(&s->queue)) != NULL) {
     s->batch_outbox = 0;
+    write_queue_commit_begin(&s->queue, batch);
     enum store_status st = commit_batch(s, &batch);
+    write_queue_commit_end(&s->queue);
     if (s->batch_outbox > 0 && s->notify) s->notify(s->notify_cls);
     write_queue_finish(batch, st);
     arena_trim(s);

@@ -1737,7 +1737,9 @@ static void *writer_main(void *arg) {
   struct store_write *batch;
   while ((batch = write_queue_take(&s->queue)) != NULL) {
     gate_writer_enter(s);
+    write_queue_commit_begin(&s->queue, batch);
     enum store_status st = commit_batch(s, &batch);
+    write_queue_commit_end(&s->queue);
     gate_writer_leave(s);
     if (st == STORE_OK) finish_not_found(&batch);
     write_queue_finish(batch, st);

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
 
@@ -59,8 +60,38 @@ void write_queue_stop(struct write_queue *q) {
   pthread_mutex_unlock(&q->mu);
 }
 
+static void count_error(enum store_status status) {
+  switch (status) {
+    case STORE_RETRY:
+      metrics_store_error(METRICS_STORE_RETRY);
+      break;
+    case STORE_CLIENT:
+      metrics_store_error(METRICS_STORE_CLIENT);
+      break;
+    case STORE_HARD:
+      metrics_store_error(METRICS_STORE_HARD);
+      break;
+    case STORE_OK:
+    case STORE_NOT_FOUND:
+      break;
+  }
+}
+
+void write_queue_commit_begin(struct write_queue *q, const struct store_write *batch) {
+  size_t n = 0;
+  for (; batch; batch = batch->next) n++;
+  q->batch_n = n;
+  q->batch_start_ms = time_mono_ms();
+}
+
+void write_queue_commit_end(struct write_queue *q) {
+  double ms = time_mono_ms() - q->batch_start_ms;
+  metrics_store_commit(q->batch_n, ms > 0 ? (uint64_t)(ms * 1e6) : 0);
+}
+
 void write_queue_finish(struct store_write *batch, enum store_status status) {
   while (batch) {
+    count_error(status);
     struct store_write *next = batch->next; /* done() may free batch */
     batch->next = NULL;
     batch->status = status;

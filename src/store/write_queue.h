@@ -18,6 +18,8 @@ struct write_queue {
   size_t batch_max;
   bool stopping;
   int64_t last_processed_us; /* writer thread only */
+  size_t batch_n;            /* writer thread only: the batch being committed */
+  double batch_start_ms;
 };
 
 void write_queue_init(struct write_queue *q, size_t batch_max);
@@ -59,7 +61,12 @@ bool store_audio_piece(int64_t offset, int64_t end, int64_t slice_start, const v
  * account bound is handed to the database as one parameter. */
 char *store_accounts_json(const char *const *accounts, size_t n);
 
-/* Sets every write's status (OK keeps what the backend filled in) and calls its done(). */
+/* Writer thread, around the commit of the batch write_queue_take returned: the batch's size
+ * and the time it took go to the metrics (core/metrics.h). */
+void write_queue_commit_begin(struct write_queue *q, const struct store_write *batch);
+void write_queue_commit_end(struct write_queue *q);
+/* Sets every write's status (OK keeps what the backend filled in) and calls its done(); a
+ * write not stored (retry, client, hard) is counted in the metrics. */
 void write_queue_finish(struct store_write *batch, enum store_status status);
 /* Takes w out of the batch at *head and finishes it alone with status. */
 void write_queue_finish_one(struct store_write **head, struct store_write *w,

@@ -1,0 +1,80 @@
+/* GET /metrics: every metric (core/metrics.h) in the Prometheus text exposition format, for a
+ * Prometheus server to scrape. Open unless METRICS_TOKEN is set; then it takes that token as a
+ * Bearer token, compared in constant time. Nothing here waits: the counters are read from
+ * memory, and the outbox backlog is what the last health check counted (a stale count asks
+ * the health monitor's thread for a new one, read by a later scrape). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/app.h"
+#include "core/metrics.h"
+#include "ext/crypto.h"
+#include "outbound/outbound.h"
+#include "store/health.h"
+
+#define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* Digests make both sides the same length, so the comparison's time says nothing of the
+ * token, not even its length. */
+static bool token_ok(const char *token, const char *authorization) {
+  if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return false;
+  const char *given = authorization + 7;
+  while (*given == ' ') given++;
+  unsigned char want[CRYPTO_SHA256_LEN], got[CRYPTO_SHA256_LEN];
+  crypto_sha256(token, strlen(token), want);
+  crypto_sha256(given, strlen(given), got);
+  return crypto_equal(want, got, sizeof want);
+}
+
+static void free_wait(struct store_health_wait *w, bool ok) {
+  (void)ok;
+  free(w);
+}
+
+/* The backlog as the last health check counted it; asks for a new count when that is not
+ * recent (the check runs on the monitor's thread; this never waits for it). */
+static bool outbox_backlog(struct app *app, int64_t *out) {
+  if (!app->health) return false;
+  const char *cursor = app->cfg->queue_url && app->cfg->queue_url[0] ? OUTBOUND_QUEUE_CURSOR : NULL;
+  struct store_outbox_stats st;
+  bool have = store_health_outbox(app->health, cursor, &st);
+  bool ok;
+  if (!store_health_recent(app->health, &ok)) {
+    struct store_health_wait *w = calloc(1, sizeof *w);
+    if (w) {
+      w->done = free_wait;
+      store_health_wait(app->health, w);
+    }
+  }
+  if (have) *out = st.pending_deliveries + st.queue_backlog;
+  return have;
+}
+
+void api_metrics_get(struct http_request *req) {
+  struct app *app = http_request_app(req);
+  const char *token = app->cfg->metrics_token;
+  if (token && token[0] && !token_ok(token, http_request_header(req, "Authorization"))) {
+    http_reply_header(req, "WWW-Authenticate", "Bearer");
+    http_reply_error(req, API_ERR_UNAUTHORIZED, "GET /metrics requires the METRICS_TOKEN token",
+                     NULL);
+    return;
+  }
+  struct metrics_gauges g = {0};
+  g.has_backlog = outbox_backlog(app, &g.outbox_backlog);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) {
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  metrics_render(f, &g);
+  if (fclose(f) != 0 || !text) {
+    free(text);
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  http_reply_owned(req, 200, CONTENT_TYPE, text, len);
+}
