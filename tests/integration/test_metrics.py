@@ -264,6 +264,21 @@ def test_prometheus_scrapes_what_was_caused(make_server, prometheus):
                       "/api/v1/health", "/metrics", "unmatched"}, routes
 
 
+def test_prometheus_without_the_token_is_refused(make_server, prometheus):
+    """With METRICS_TOKEN set, a Prometheus that scrapes without it (or with an API key) gets
+    nothing: its target is down with the 401 as the reason."""
+    srv = make_server(env={"METRICS_TOKEN": TOKEN})
+    bare = prometheus(srv)
+    with_key = prometheus(srv, token=KEY1)
+    for prom in (bare, with_key):
+        prom.wait_value('up{job="gensendrep"}', 0.0, "the refused scrape")
+        targets = requests.get(prom.url("/api/v1/targets"), timeout=5).json()
+        active = targets["data"]["activeTargets"]
+        assert len(active) == 1 and active[0]["health"] == "down", active
+        assert "401" in active[0]["lastError"], active[0]["lastError"]
+    assert bare.value("gensendrep_webhooks_accepted_total") is None
+
+
 def test_text_format(server):
     """Open by default; what promtool accepts, every required family with HELP and TYPE,
     histograms well formed, and route labels that stay bounded whatever the paths."""
