@@ -8,6 +8,11 @@ const struct route api_routes[] = {
      LIMIT_PER_IP, true, NULL, "ElevenLabs-Signature", &api_elevenlabs_stream, APIKEY_SCOPE_INGEST},
     {"GET", "/api/v1/conversations", MATCH_EXACT, api_conversations_list, ROUTE_BEARER,
      LIMIT_PER_KEY, false, NULL, NULL, NULL, APIKEY_SCOPE_READ},
+    /* Before the id routes, which would take "export" for a conversation id (the first match
+     * wins, and "%65xport" spells the same path): GET of a conversation named "export" is the
+     * export; its /audio, /report and DELETE still name it (README, Design decisions). */
+    {"GET", "/api/v1/conversations/export", MATCH_EXACT, api_conversations_export, ROUTE_BEARER,
+     LIMIT_PER_KEY, false, NULL, NULL, NULL, APIKEY_SCOPE_READ},
     {"GET", "/api/v1/conversations/", MATCH_PARAM_SUFFIX, api_conversations_audio_get, ROUTE_BEARER,
      LIMIT_PER_KEY, false, "/audio", NULL, NULL, APIKEY_SCOPE_READ},
     {"GET", "/api/v1/conversations/", MATCH_PARAM_SUFFIX, api_conversations_report_get,

@@ -95,9 +95,16 @@ static struct audit_entry *pending_slot(struct audit_recorder *r) {
 
 void audit_record(struct audit_recorder *r, const struct audit_who *who, enum audit_action action,
                   const char *target, enum audit_outcome outcome) {
+  audit_record_count(r, who, action, target, outcome, 1);
+}
+
+void audit_record_count(struct audit_recorder *r, const struct audit_who *who,
+                        enum audit_action action, const char *target, enum audit_outcome outcome,
+                        int64_t count) {
   if (!r) return;
   struct audit_entry e;
   fill_entry(&e, who, action, target, outcome, time_now_us()); /* outside the lock */
+  e.count = count;
   pthread_mutex_lock(&r->mu);
   struct audit_entry *slot = pending_slot(r);
   if (slot) *slot = e;

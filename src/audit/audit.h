@@ -64,6 +64,11 @@ void audit_recorder_stop(struct audit_recorder *r);
 void audit_record(struct audit_recorder *r, const struct audit_who *who, enum audit_action action,
                   const char *target, enum audit_outcome outcome);
 
+/* The same with the entry's count set (an export: the conversations it read). */
+void audit_record_count(struct audit_recorder *r, const struct audit_who *who,
+                        enum audit_action action, const char *target, enum audit_outcome outcome,
+                        int64_t count);
+
 /* Records a rejected authentication (outcome AUDIT_UNAUTHORIZED or AUDIT_FORBIDDEN), aggregated
  * per client (IPv4 address, IPv6 /64) as above. */
 void audit_record_rejected(struct audit_recorder *r, const struct audit_who *who,

@@ -132,6 +132,19 @@ void http_reply_owned(struct http_request *req, unsigned status, const char *con
  * reads it as the client takes it, so a large file is never held in memory. */
 void http_reply_fd(struct http_request *req, unsigned status, const char *content_type, int fd,
                    size_t len);
+/* A body of unknown length made a piece at a time (http/stream.c): sent chunked (HTTP/1.0:
+ * until the connection closes). fill(state, &data, &len) runs on an offload thread each time
+ * the piece before has been sent (first right after the headers): it points data at its next
+ * bytes (state's, valid until the next fill or free_state) and answers MORE, END (these are
+ * the last bytes) or FAILED (the answer is cut short: the client sees it incomplete). Headers
+ * and status go first, so anything that can be refused must be found out before (offload a
+ * first piece). state (owned) is freed with free_state when the answer ends, on an HTTP
+ * thread; free_state may be NULL when state is the request's own (http_request_state): the
+ * request is freed only after the answer's last fill. */
+enum http_stream_fill { HTTP_STREAM_MORE, HTTP_STREAM_END, HTTP_STREAM_FAILED };
+void http_reply_stream(struct http_request *req, unsigned status, const char *content_type,
+                       enum http_stream_fill (*fill)(void *state, const char **data, size_t *len),
+                       void *state, void (*free_state)(void *));
 /* The one error answer: {"success":false,"error":{"code","message","details"}}.
  * message NULL uses the table's default; details (stolen) may be NULL. */
 void http_reply_error(struct http_request *req, enum api_error err, const char *message,

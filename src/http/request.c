@@ -75,6 +75,11 @@ static void set_response(struct http_request *req, unsigned status, const char *
   req->content_type = type;
 }
 
+void request_set_response(struct http_request *req, unsigned status, const char *type,
+                          struct MHD_Response *r) {
+  set_response(req, status, type, r);
+}
+
 void http_reply_owned(struct http_request *req, unsigned status, const char *content_type,
                       void *body, size_t len) {
   struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);

@@ -160,6 +160,9 @@ void request_set_pending(struct http_request *req, enum api_error e, const char 
 /* The same with details (stolen; NULL for none) and a message formatted into the request. */
 void request_set_pending_detail(struct http_request *req, enum api_error e, json_t *details,
                                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Sets r (owned) as the reply (stream.c's streamed answers). */
+void request_set_response(struct http_request *req, unsigned status, const char *type,
+                          struct MHD_Response *r);
 /* Queues the reply set by a http_reply_* call (a 500 when none was set) with the common
  * headers; the request is then REQ_DONE. */
 enum MHD_Result request_queue_reply(struct http_request *req);

@@ -1,0 +1,318 @@
+/* GET /api/v1/conversations/export?format=ndjson|csv: every conversation the list's filters
+ * match (email_id, account_id, status; a key bound to accounts: only theirs), newest first as
+ * the list orders them, streamed. The store is read EXPORT_CHUNK rows at a time on the offload
+ * pool, and each piece of the answer (about EXPORT_PIECE bytes) is made there too when the one
+ * before has been sent (http_reply_stream): memory stays the same whatever the size, and an
+ * event thread never waits on the database.
+ *
+ * format=ndjson (the default): one conversation per line as GET /api/v1/conversations/{id}
+ * shows it, without transcript, metadata and summary unless include=transcript (then as GET
+ * with include=transcript shows it: each conversation is read again with its body, so it is
+ * its version at that moment; one erased or moved out of the filters meanwhile is left out).
+ * format=csv: model/export.h's columns, a UTF-8 byte order mark first; include is refused.
+ *
+ * The first piece is made before the answer starts, so a filter the database refuses or a
+ * database that cannot be read is still a JSON error (400, 503); a failure later cuts the
+ * answer short (chunked without its last chunk: the client sees it incomplete) and is logged.
+ *
+ * Audit: one conversation.export entry per export, written when the answer ends (sent, cut or
+ * abandoned by the client): target the export's filters in query form (format=...&status=...,
+ * the first AUDIT_TARGET_MAX bytes), count the conversations handed to the client. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/app.h"
+#include "audit/audit.h"
+#include "core/log.h"
+#include "model/export.h"
+
+#define EXPORT_CHUNK 500          /* rows per store read */
+#define EXPORT_PIECE (256 * 1024) /* a piece of the answer ends once it holds this much */
+
+struct export_job {
+  struct store *store;
+  struct audit_recorder *audit;
+  struct audit_who who;
+  char request_id[AUDIT_REQUEST_ID_MAX + 1];
+  bool csv, with_body;
+  /* the filter; its strings are the job's own (the answer outlives the handler's request) */
+  struct store_filter filter;
+  char *email_id, *account_id, *status_filter;
+  char **accounts;
+  size_t naccounts;
+  char target[AUDIT_TARGET_MAX + 1];
+  /* the rows read and not yet written */
+  struct store_page page;
+  size_t next;
+  bool list_done;
+  /* Where the export stands in the list's order (processed time newest first, then id): a
+   * row not after it was written already (the list moved under an offset read). */
+  bool have_last;
+  int64_t last_processed_us;
+  char last_id[MODEL_CONVERSATION_ID_MAX + 1];
+  /* the piece of the answer being sent */
+  struct export_buf out;
+  enum http_stream_fill first; /* the first piece, made before the answer starts */
+  bool first_pending;
+  bool started; /* the answer began: the export is audited when it ends */
+  enum store_status status;
+  int64_t rows;
+};
+
+static void job_free(void *p) {
+  struct export_job *job = p;
+  if (job->started)
+    audit_record_count(job->audit, &job->who, AUDIT_CONVERSATION_EXPORT, job->target, AUDIT_OK,
+                       job->rows);
+  store_page_free(&job->page);
+  export_buf_free(&job->out);
+  free(job->email_id);
+  free(job->account_id);
+  free(job->status_filter);
+  for (size_t i = 0; i < job->naccounts; i++) free(job->accounts[i]);
+  free(job->accounts);
+  free(job);
+}
+
+/* Whether row comes after the last one written in the list's order. */
+static bool after_last(const struct export_job *job, const struct store_conversation *row) {
+  if (!job->have_last) return true;
+  if (row->processed_us != job->last_processed_us)
+    return row->processed_us < job->last_processed_us;
+  return strcmp(row->conversation_id, job->last_id) > 0;
+}
+
+/* The next rows of the list (an offset read for now: rows it repeats are skipped above). */
+static enum store_status read_chunk(struct export_job *job) {
+  store_page_free(&job->page);
+  job->next = 0;
+  job->filter.limit = EXPORT_CHUNK;
+  enum store_status st = store_list(job->store, &job->filter, &job->page);
+  if (st != STORE_OK) return st;
+  job->filter.page++;
+  if (job->page.count < EXPORT_CHUNK) job->list_done = true;
+  return STORE_OK;
+}
+
+/* Whether a conversation read again still matches the export (a redelivery may have changed
+ * its account or status since the list was read). */
+static bool still_matches(const struct export_job *job, const struct store_conversation *c) {
+  const struct store_filter *f = &job->filter;
+  return (!f->email_id || strcmp(f->email_id, c->email_id) == 0) &&
+         (!f->account_id || strcmp(f->account_id, c->account_id) == 0) &&
+         (!f->status || strcmp(f->status, c->status) == 0) &&
+         api_account_visible(f->accounts, f->naccounts, c->account_id);
+}
+
+/* Writes one row; STORE_NOT_FOUND when it is to be left out. */
+static enum store_status write_row(struct export_job *job, const struct store_conversation *row) {
+  if (job->csv) {
+    export_csv_row(&job->out, row);
+    return STORE_OK;
+  }
+  if (!job->with_body) {
+    export_ndjson_row(&job->out, row, false);
+    return STORE_OK;
+  }
+  struct store_conversation full;
+  enum store_status st = store_get(job->store, row->conversation_id, true, &full);
+  if (st != STORE_OK) return st;
+  if (still_matches(job, &full) && full.body)
+    export_ndjson_row(&job->out, &full, true);
+  else
+    st = STORE_NOT_FOUND;
+  free(full.body);
+  return st;
+}
+
+/* Offload thread: the next piece of the answer into job->out. */
+static enum http_stream_fill make_piece(struct export_job *job) {
+  job->out.len = 0;
+  if (job->out.p) job->out.p[0] = '\0';
+  while (job->out.ok && job->out.len < EXPORT_PIECE) {
+    if (job->next == job->page.count) {
+      if (job->list_done) break;
+      job->status = read_chunk(job);
+      if (job->status != STORE_OK) return HTTP_STREAM_FAILED;
+      continue;
+    }
+    const struct store_conversation *row = &job->page.items[job->next++];
+    if (!after_last(job, row)) continue;
+    job->have_last = true;
+    job->last_processed_us = row->processed_us;
+    memcpy(job->last_id, row->conversation_id, sizeof job->last_id);
+    enum store_status st = write_row(job, row);
+    if (st == STORE_NOT_FOUND) continue;
+    if (st != STORE_OK) {
+      job->status = st;
+      return HTTP_STREAM_FAILED;
+    }
+    job->rows++;
+  }
+  if (!job->out.ok) {
+    job->status = STORE_RETRY;
+    return HTTP_STREAM_FAILED;
+  }
+  return job->list_done && job->next == job->page.count ? HTTP_STREAM_END : HTTP_STREAM_MORE;
+}
+
+static enum http_stream_fill fill(void *state, const char **data, size_t *len) {
+  struct export_job *job = state;
+  enum http_stream_fill r;
+  if (job->first_pending) {
+    job->first_pending = false;
+    r = job->first;
+  } else {
+    r = make_piece(job);
+    if (r == HTTP_STREAM_FAILED)
+      log_msg(LOG_ERROR, "request %s: export cut short after %lld rows: the store answered %d",
+              job->request_id, (long long)job->rows, (int)job->status);
+  }
+  *data = job->out.p;
+  *len = job->out.len;
+  return r;
+}
+
+/* Offload thread: the first piece, before anything is answered. */
+static void first_work(void *p) {
+  struct export_job *job = p;
+  job->status = STORE_OK;
+  job->first = make_piece(job);
+  if (job->first == HTTP_STREAM_FAILED) return;
+  if (job->csv) { /* the header goes first */
+    struct export_buf head;
+    export_buf_init(&head);
+    export_buf_add(&head, EXPORT_CSV_BOM, sizeof EXPORT_CSV_BOM - 1);
+    export_csv_header(&head);
+    export_buf_add(&head, job->out.p ? job->out.p : "", job->out.len);
+    if (!head.ok) {
+      export_buf_free(&head);
+      job->status = STORE_RETRY;
+      job->first = HTTP_STREAM_FAILED;
+      return;
+    }
+    export_buf_free(&job->out);
+    job->out = head;
+  }
+}
+
+static void on_resume(struct http_request *req) {
+  struct export_job *job = http_request_state(req);
+  if (job->first == HTTP_STREAM_FAILED) {
+    if (job->status == STORE_CLIENT)
+      http_reply_error(req, API_ERR_INVALID_PARAMETER,
+                       "A filter holds bytes the database cannot compare (it must be valid UTF-8)",
+                       NULL);
+    else if (job->status == STORE_OK || job->status == STORE_RETRY)
+      http_reply_error(req, API_ERR_UNAVAILABLE, NULL, NULL);
+    else
+      http_reply_error(req, API_ERR_INTERNAL, NULL, NULL);
+    return;
+  }
+  job->first_pending = true;
+  job->started = true;
+  if (job->csv)
+    http_reply_header(req, "Content-Disposition", "attachment; filename=\"conversations.csv\"");
+  /* The job stays the request's (freed with it, after the answer's last read). */
+  http_reply_stream(req, 200, job->csv ? "text/csv; charset=utf-8" : "application/x-ndjson", fill,
+                    job, NULL);
+}
+
+static char *dup_or_null(const char *s, bool *oom) {
+  if (!s) return NULL;
+  char *d = strdup(s);
+  if (!d) *oom = true;
+  return d;
+}
+
+/* The filters in query form for the audit entry: name=value pairs in a fixed order, values
+ * percent-encoded but for the unreserved characters, cut at the target's size. */
+static void describe(struct export_job *job, const char *include) {
+  static const char hex[] = "0123456789ABCDEF";
+  const char *names[] = {"format", "email_id", "account_id", "status", "include"};
+  const char *vals[] = {job->csv ? "csv" : "ndjson", job->email_id, job->account_id,
+                        job->status_filter, include};
+  char *t = job->target;
+  size_t n = 0, cap = sizeof job->target - 1;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if (!vals[i]) continue;
+    char part[16];
+    int pl = snprintf(part, sizeof part, "%s%s=", n ? "&" : "", names[i]);
+    for (int k = 0; k < pl && n < cap; k++) t[n++] = part[k];
+    for (const unsigned char *p = (const unsigned char *)vals[i]; *p && n < cap; p++) {
+      if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+        t[n++] = (char)*p;
+      } else if (n + 3 <= cap) {
+        t[n++] = '%';
+        t[n++] = hex[*p >> 4];
+        t[n++] = hex[*p & 15];
+      } else {
+        n = cap;
+      }
+    }
+  }
+  t[n] = '\0';
+}
+
+void api_conversations_export(struct http_request *req) {
+  struct app *app = http_request_app(req);
+  const char *format = http_request_query(req, "format");
+  const char *include = http_request_query(req, "include");
+  bool csv = false;
+  if (format && strcmp(format, "csv") == 0) {
+    csv = true;
+  } else if (format && strcmp(format, "ndjson") != 0) {
+    api_bad_param(req, "format", "must be ndjson or csv");
+    return;
+  }
+  if (include && (csv || strcmp(include, "transcript") != 0)) {
+    api_bad_param(
+        req, "include",
+        csv ? "is for format=ndjson only (a CSV row holds no transcript)" : "must be transcript");
+    return;
+  }
+  struct export_job *job = calloc(1, sizeof *job);
+  if (!job) {
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  bool oom = false;
+  job->store = app->store;
+  job->audit = app->audit;
+  api_who(req, &job->who);
+  snprintf(job->request_id, sizeof job->request_id, "%s", http_request_id(req));
+  job->csv = csv;
+  job->with_body = include != NULL;
+  export_buf_init(&job->out);
+  job->email_id = dup_or_null(http_request_query(req, "email_id"), &oom);
+  job->account_id = dup_or_null(http_request_query(req, "account_id"), &oom);
+  job->status_filter = dup_or_null(http_request_query(req, "status"), &oom);
+  size_t n = 0;
+  const char *const *accounts = http_request_accounts(req, &n);
+  if (n) {
+    job->accounts = calloc(n, sizeof *job->accounts);
+    if (!job->accounts) oom = true;
+    for (size_t i = 0; job->accounts && i < n; i++) {
+      job->accounts[i] = dup_or_null(accounts[i], &oom);
+      if (job->accounts[i]) job->naccounts++;
+    }
+  }
+  if (oom) {
+    job_free(job);
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
+    return;
+  }
+  job->filter = (struct store_filter){
+      .email_id = job->email_id,
+      .account_id = job->account_id,
+      .status = job->status_filter,
+      .page = 1,
+      .limit = EXPORT_CHUNK,
+      .accounts = (const char *const *)job->accounts,
+      .naccounts = job->naccounts,
+  };
+  describe(job, include);
+  http_request_offload(req, first_work, on_resume, job, job_free);
+}
