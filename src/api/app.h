@@ -122,6 +122,9 @@ extern const size_t embedded_redoc_html_len;
  * for anything else. */
 __attribute__((warn_unused_result)) bool api_query_int(const char *s, int64_t min, int64_t max,
                                                        int64_t def, int64_t *out);
+/* An optional RFC 3339 date-time with its offset (*has false when s is NULL); an offset's '+'
+ * that arrived unencoded (a space) is taken as '+'. False when s is not one. */
+__attribute__((warn_unused_result)) bool api_query_instant(const char *s, bool *has, int64_t *out);
 /* 400 INVALID_PARAMETER "<field> <issue>" with details [{"field", "issue"}]. */
 void api_bad_param(struct http_request *req, const char *field, const char *issue);
 

@@ -1,8 +1,8 @@
 /* GET /api/v1/conversations/export?format=ndjson|csv: every conversation the list's filters
- * match (email_id, account_id, status; a key bound to accounts: only theirs), newest first as
- * the list orders them, streamed. The store is read EXPORT_CHUNK rows at a time on the offload
- * pool, and each piece of the answer (about EXPORT_PIECE bytes) is made there too when the one
- * before has been sent (http_reply_stream): memory stays the same whatever the size, and an
+ * match (email_id, account_id, status, from/to; a key bound to accounts: only theirs), newest
+ * first as the list orders them, streamed. The store is read EXPORT_CHUNK rows at a time on the
+ * offload pool, and each piece of the answer (about EXPORT_PIECE bytes) is made there too when the
+ * one before has been sent (http_reply_stream): memory stays the same whatever the size, and an
  * event thread never waits on the database.
  *
  * format=ndjson (the default): one conversation per line as GET /api/v1/conversations/{id}
@@ -46,8 +46,8 @@ struct export_job {
   struct store_page page;
   size_t next;
   bool list_done;
-  /* Where the export stands in the list's order (processed time newest first, then id): a
-   * row not after it was written already (the list moved under an offset read). */
+  /* Where the export stands in the list's order (processed time newest first, then id): the
+   * next read starts after it. */
   bool have_last;
   int64_t last_processed_us;
   char last_id[MODEL_CONVERSATION_ID_MAX + 1];
@@ -75,7 +75,8 @@ static void job_free(void *p) {
   free(job);
 }
 
-/* Whether row comes after the last one written in the list's order. */
+/* Whether row comes after the last one written in the list's order (the keyset read
+ * guarantees it; checked so that a repeat could never be written). */
 static bool after_last(const struct export_job *job, const struct store_conversation *row) {
   if (!job->have_last) return true;
   if (row->processed_us != job->last_processed_us)
@@ -83,14 +84,17 @@ static bool after_last(const struct export_job *job, const struct store_conversa
   return strcmp(row->conversation_id, job->last_id) > 0;
 }
 
-/* The next rows of the list (an offset read for now: rows it repeats are skipped above). */
+/* The next rows of the list: a keyset read after the last row written (the store's index
+ * whatever the depth; rows written meanwhile never shift it). */
 static enum store_status read_chunk(struct export_job *job) {
   store_page_free(&job->page);
   job->next = 0;
   job->filter.limit = EXPORT_CHUNK;
+  job->filter.after = job->have_last;
+  job->filter.after_processed_us = job->last_processed_us;
+  job->filter.after_id = job->last_id;
   enum store_status st = store_list(job->store, &job->filter, &job->page);
   if (st != STORE_OK) return st;
-  job->filter.page++;
   if (job->page.count < EXPORT_CHUNK) job->list_done = true;
   return STORE_OK;
 }
@@ -228,11 +232,17 @@ static char *dup_or_null(const char *s, bool *oom) {
 
 /* The filters in query form for the audit entry: name=value pairs in a fixed order, values
  * percent-encoded but for the unreserved characters, cut at the target's size. */
-static void describe(struct export_job *job, const char *include) {
+static void describe(struct export_job *job, const char *from, const char *to,
+                     const char *include) {
   static const char hex[] = "0123456789ABCDEF";
-  const char *names[] = {"format", "email_id", "account_id", "status", "include"};
-  const char *vals[] = {job->csv ? "csv" : "ndjson", job->email_id, job->account_id,
-                        job->status_filter, include};
+  const char *names[] = {"format", "email_id", "account_id", "status", "from", "to", "include"};
+  const char *vals[] = {job->csv ? "csv" : "ndjson",
+                        job->email_id,
+                        job->account_id,
+                        job->status_filter,
+                        from,
+                        to,
+                        include};
   char *t = job->target;
   size_t n = 0, cap = sizeof job->target - 1;
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -273,6 +283,21 @@ void api_conversations_export(struct http_request *req) {
         csv ? "is for format=ndjson only (a CSV row holds no transcript)" : "must be transcript");
     return;
   }
+  bool has_from, has_to;
+  int64_t from_us, to_us;
+  const char *from = http_request_query(req, "from"), *to = http_request_query(req, "to");
+  if (!api_query_instant(from, &has_from, &from_us)) {
+    api_bad_param(req, "from", "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z");
+    return;
+  }
+  if (!api_query_instant(to, &has_to, &to_us)) {
+    api_bad_param(req, "to", "must be an RFC 3339 date-time such as 2026-02-01T00:00:00+01:00");
+    return;
+  }
+  if (has_from && has_to && to_us < from_us) {
+    api_bad_param(req, "to", "must not be before from");
+    return;
+  }
   struct export_job *job = calloc(1, sizeof *job);
   if (!job) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
@@ -310,9 +335,13 @@ void api_conversations_export(struct http_request *req) {
       .status = job->status_filter,
       .page = 1,
       .limit = EXPORT_CHUNK,
+      .has_from = has_from,
+      .has_to = has_to,
+      .from_us = from_us,
+      .to_us = to_us,
       .accounts = (const char *const *)job->accounts,
       .naccounts = job->naccounts,
   };
-  describe(job, include);
+  describe(job, from, to, include);
   http_request_offload(req, first_work, on_resume, job, job_free);
 }

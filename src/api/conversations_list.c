@@ -103,20 +103,6 @@ static void on_resume(struct http_request *req) {
   job->out = NULL; /* the reply owns it */
 }
 
-/* An optional RFC 3339 date-time with its offset. An unencoded '+' of an offset
- * (…T10:00:00+02:00) arrives as a space (form encoding): it can only mean '+' there. */
-static bool parse_instant(const char *s, bool *has, int64_t *out) {
-  *has = s != NULL;
-  if (!s) return true;
-  char buf[64];
-  size_t len = strlen(s);
-  if (len >= sizeof buf) return false;
-  memcpy(buf, s, len + 1);
-  for (size_t i = 19; i < len; i++)
-    if (buf[i] == ' ') buf[i] = '+';
-  return time_parse_rfc3339(buf, len, out);
-}
-
 /* The digest of what a cursor is bound to: the filters as the store applies them (times as
  * instants, so "Z" and "+00:00" are one query) and the asking key's account bound. */
 static bool query_scope(const struct store_filter *f, unsigned char scope[CRYPTO_SHA256_LEN]) {
@@ -153,11 +139,11 @@ void api_conversations_list(struct http_request *req) {
     api_bad_param(req, "limit", "must be an integer from 1 to 100");
     return;
   }
-  if (!parse_instant(http_request_query(req, "from"), &f.has_from, &f.from_us)) {
+  if (!api_query_instant(http_request_query(req, "from"), &f.has_from, &f.from_us)) {
     api_bad_param(req, "from", "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z");
     return;
   }
-  if (!parse_instant(http_request_query(req, "to"), &f.has_to, &f.to_us)) {
+  if (!api_query_instant(http_request_query(req, "to"), &f.has_to, &f.to_us)) {
     api_bad_param(req, "to", "must be an RFC 3339 date-time such as 2026-02-01T00:00:00+01:00");
     return;
   }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/app.h"
+#include "core/timeutil.h"
 
 bool api_query_int(const char *s, int64_t min, int64_t max, int64_t def, int64_t *out) {
   if (!s) {
@@ -19,6 +20,20 @@ bool api_query_int(const char *s, int64_t min, int64_t max, int64_t def, int64_t
   if (errno || *end != '\0' || v < min || v > max) return false;
   *out = v;
   return true;
+}
+
+/* An optional RFC 3339 date-time with its offset. An unencoded '+' of an offset
+ * (…T10:00:00+02:00) arrives as a space (form encoding): it can only mean '+' there. */
+bool api_query_instant(const char *s, bool *has, int64_t *out) {
+  *has = s != NULL;
+  if (!s) return true;
+  char buf[64];
+  size_t len = strlen(s);
+  if (len >= sizeof buf) return false;
+  memcpy(buf, s, len + 1);
+  for (size_t i = 19; i < len; i++)
+    if (buf[i] == ' ') buf[i] = '+';
+  return time_parse_rfc3339(buf, len, out);
 }
 
 void api_bad_param(struct http_request *req, const char *field, const char *issue) {
