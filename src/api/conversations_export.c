@@ -216,6 +216,8 @@ static void on_resume(struct http_request *req) {
   }
   job->first_pending = true;
   job->started = true;
+  /* HEAD is answered with the headers alone: nothing is handed over */
+  if (strcmp(http_request_method(req), "HEAD") == 0) job->rows = 0;
   if (job->csv)
     http_reply_header(req, "Content-Disposition", "attachment; filename=\"conversations.csv\"");
   /* The job stays the request's (freed with it, after the answer's last read). */

@@ -88,6 +88,11 @@ void http_reply_stream(struct http_request *req, unsigned status, const char *co
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }
+  /* HEAD: libmicrohttpd 0.9.75 sends the last chunk ("0" CRLF CRLF) after the headers of a
+   * chunked answer to HEAD, which the client then reads as the start of its next answer. Sent
+   * the HTTP/1.0 way (no chunking, the connection closed after it), HEAD gets headers only. */
+  if (strcmp(req->method, "HEAD") == 0)
+    (void)MHD_set_response_options(r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
   st->server = req->server;
   st->conn = req->conn;
   memcpy(st->request_id, req->request_id, sizeof st->request_id);

@@ -384,3 +384,25 @@ def test_a_client_that_goes_away_mid_stream(make_server):
         time.sleep(0.1)
     counts = sorted(e["count"] for e in page["data"]["entries"])
     assert len(counts) == 4 and counts[-1] == 1500 and all(c < 1500 for c in counts[:3])
+
+
+def test_head_and_shutdown_during_an_export(make_server):
+    """HEAD answers the headers alone; SIGTERM while an export is being sent lets it finish
+    (it is in flight: the grace period covers it) and the server then exits 0."""
+    srv = make_server()
+    acc = "acc-stop-" + uid()
+    load(srv, 1500, acc, transcript_bytes=4000)
+    r = srv.request("HEAD", EXPORT, params={"format": "csv"})
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["Content-Type"] == "text/csv; charset=utf-8"
+    rows = 0
+    with srv.get(EXPORT, params={"account_id": acc, "include": "transcript"}, stream=True,
+                 timeout=60) as resp:
+        assert resp.status_code == 200
+        chunks = resp.iter_content(1 << 14)
+        rows += next(chunks).count(b"\n")
+        srv.send_signal()
+        for chunk in chunks:
+            rows += chunk.count(b"\n")
+    assert rows == 1500
+    assert srv.stop() == 0
