@@ -25,10 +25,11 @@ void api_audit_read(struct http_request *req, enum audit_action action, const ch
   audit_record(app->audit, &who, action, usable_target(target), outcome);
 }
 
-/* Whether the request's path names a conversation (GET, /audio, DELETE). */
+/* Whether the request's path names a conversation (GET, /audio, /report, DELETE). */
 static bool names_conversation(const struct route *route) {
   return route && (route->handler == api_conversations_get ||
                    route->handler == api_conversations_audio_get ||
+                   route->handler == api_conversations_report_get ||
                    route->handler == api_conversations_delete);
 }
 

@@ -279,6 +279,24 @@ def test_rejections_401_and_403_with_key_id_and_target(server):
           client_ip=ip)
 
 
+def test_rejections_of_a_report_name_its_conversation(server):
+    """A refused report request is recorded with its conversation, as GET one's is."""
+    cid = f"conv_{uid()}"
+    bad = f"gsr_{uid()[:16]}_{uid()}{uid()}"
+    for path in (conv_path(cid), conv_path(cid, "/report")):
+        ip = source_ip()
+        assert server.get(path, key=bad, session=server.new_session(ip)).status_code == 401
+        check(rejected_from(server, ip, 1)[0], "auth.rejected", "unauthorized",
+              bad.split("_")[1], cid, client_ip=ip)
+    ingest = create_key(server, ["ingest"])
+    for path in (conv_path(cid), conv_path(cid, "/report")):
+        ip = source_ip()
+        r = server.get(path, key=ingest["key"], session=server.new_session(ip))
+        assert_error(r, 403, "FORBIDDEN")
+        check(rejected_from(server, ip, 1)[0], "auth.rejected", "forbidden", ingest["id"], cid,
+              client_ip=ip)
+
+
 def test_a_flood_of_bad_keys_is_aggregated(server):
     ip = source_ip()
     s = server.new_session(ip)
