@@ -78,3 +78,45 @@ bool json_raw_member(const char *doc, size_t len, const char *key, const char **
     i++;
   }
 }
+
+size_t json_raw_value_end(const char *doc, size_t len, size_t i) { return skip_value(doc, len, i); }
+
+bool json_raw_next(const char *doc, size_t len, size_t *pos, const char **key, size_t *key_len,
+                   const char **val, size_t *val_len) {
+  size_t open = skip_ws(doc, len, 0);
+  if (open >= len || (doc[open] != '{' && doc[open] != '[')) return false;
+  bool object = doc[open] == '{';
+  size_t i = skip_ws(doc, len, *pos > open ? *pos : open + 1);
+  if (i >= len || doc[i] == '}' || doc[i] == ']') {
+    *pos = len;
+    return false;
+  }
+  *key = NULL;
+  *key_len = 0;
+  if (object) {
+    if (doc[i] != '"') {
+      *pos = len;
+      return false;
+    }
+    size_t ke = skip_string(doc, len, i);
+    *key = doc + i;
+    *key_len = ke - i;
+    i = skip_ws(doc, len, ke);
+    if (i >= len || doc[i] != ':') {
+      *pos = len;
+      return false;
+    }
+    i = skip_ws(doc, len, i + 1);
+  }
+  size_t ve = skip_value(doc, len, i);
+  if (ve == i) {
+    *pos = len;
+    return false;
+  }
+  *val = doc + i;
+  *val_len = ve - i;
+  i = skip_ws(doc, len, ve);
+  if (i < len && doc[i] == ',') i++;
+  *pos = i;
+  return true;
+}

@@ -12,6 +12,7 @@
 
 #include "core/timeutil.h"
 #include "core/utf8.h"
+#include "model/json_raw.h"
 
 struct page {
   char *buf;
@@ -116,11 +117,47 @@ static void put_int(struct page *p, long long v) {
   if (n > 0) put(p, b, (size_t)n);
 }
 
-/* A JSON string's text (it may hold NUL), or NULL. */
-static const char *jstr(json_t *v, size_t *n) {
-  if (!json_is_string(v)) return NULL;
-  *n = json_string_length(v);
-  return json_string_value(v);
+/* ---- the stored body, read as it was sent ----
+ * Values are found and shown from their bytes in the stored body (valid JSON: put_page checks
+ * it), never re-serialised: a number shows exactly the digits that were sent, whatever its
+ * size. A struct raw with s == NULL is an absent value. */
+struct raw {
+  const char *s;
+  size_t n;
+};
+
+static const struct raw NONE = {NULL, 0};
+
+static bool raw_is(struct raw v, char first) { return v.s && v.n && v.s[0] == first; }
+
+static bool raw_is_null(struct raw v) { return !v.s || (v.n == 4 && memcmp(v.s, "null", 4) == 0); }
+
+/* Member key of the object v (the first one of that name), or NONE. */
+static struct raw raw_get(struct raw v, const char *key) {
+  struct raw out = NONE;
+  if (!raw_is(v, '{') || !json_raw_member(v.s, v.n, key, &out.s, &out.n)) return NONE;
+  return out;
+}
+
+/* Steps through the object or array v: *key is the member's key token (NONE in an array). */
+static bool raw_next(struct raw v, size_t *pos, struct raw *key, struct raw *val) {
+  if (!v.s) return false;
+  return json_raw_next(v.s, v.n, pos, &key->s, &key->n, &val->s, &val->n);
+}
+
+/* A JSON string's text (it may hold NUL), or NULL when v is not a string. Text with an escape
+ * is decoded into *tmp, which the caller releases (json_decref). */
+static const char *raw_str(struct raw v, json_t **tmp, size_t *n) {
+  *tmp = NULL;
+  if (!raw_is(v, '"') || v.n < 2) return NULL;
+  if (!memchr(v.s, '\\', v.n)) {
+    *n = v.n - 2;
+    return v.s + 1;
+  }
+  *tmp = json_loadb(v.s, v.n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+  if (!json_is_string(*tmp)) return NULL;
+  *n = json_string_length(*tmp);
+  return json_string_value(*tmp);
 }
 
 /* ---- times ---- */
@@ -213,7 +250,7 @@ static void put_segment(struct page *p, const char *s) {
   }
 }
 
-static void put_facts(struct page *p, const struct store_conversation *c, json_t *metadata) {
+static void put_facts(struct page *p, const struct store_conversation *c, struct raw metadata) {
   PUT_LIT(
       p,
       "<section aria-labelledby=\"facts\"><h2 id=\"facts\">Details</h2>\n<dl class=\"facts\">\n");
@@ -221,13 +258,15 @@ static void put_facts(struct page *p, const struct store_conversation *c, json_t
   fact_text(p, "Email", c->email_id);
   fact_text(p, "Account", c->account_id);
   fact_text(p, "Agent", c->agent_id);
+  json_t *tmp;
   size_t n = 0;
-  const char *platform = jstr(json_object_get(metadata, "platform"), &n);
+  const char *platform = raw_str(raw_get(metadata, "platform"), &tmp, &n);
   if (platform) {
     fact_start(p, "Platform");
     put_text(p, platform, n);
     PUT_LIT(p, "</dd>\n");
   }
+  json_decref(tmp);
   fact_text(p, "Status", c->status);
   if (*c->failure_reason) fact_text(p, "Failure reason", c->failure_reason);
   fact_start(p, "Started");
@@ -261,33 +300,91 @@ static void put_facts(struct page *p, const struct store_conversation *c, json_t
 
 /* ---- the summary ---- */
 
-/* A value as text: a string as is, anything else as compact JSON. */
-static void put_value(struct page *p, json_t *v) {
+/* A value as text: a string as is, a number or literal as sent, an object or array as compact
+ * JSON (whitespace between tokens dropped, numbers as sent, a string with an escape as jansson
+ * writes it, so "caf\u00e9" reads café). Nothing for an absent value. */
+static void put_value(struct page *p, struct raw v) {
+  json_t *tmp;
   size_t n = 0;
-  const char *s = jstr(v, &n);
-  if (s) {
-    put_text(p, s, n);
+  const char *s = raw_str(v, &tmp, &n);
+  if (s) put_text(p, s, n);
+  json_decref(tmp);
+  if (s || !v.s) return;
+  if (!raw_is(v, '{') && !raw_is(v, '[')) {
+    put_text(p, v.s, v.n);
     return;
   }
-  if (!v) return;
-  /* 15 digits: 0.1 reads 0.1 (17 would show 0.10000000000000001), 49.0 stays 49.0. */
-  char *dump = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
-  if (!dump) {
+  /* Past REPORT_TEXT_MAX bytes put_text cuts the text anyway: stop building there. */
+  struct page t = {NULL, 0, 0, 0, true};
+  size_t i = 0;
+  while (i < v.n && t.ok && t.len <= REPORT_TEXT_MAX) {
+    size_t run = i;
+    while (i < v.n && !memchr("\" \t\r\n", v.s[i], 5)) i++;
+    put(&t, v.s + run, i - run);
+    if (i >= v.n) break;
+    if (v.s[i] != '"') {
+      i++; /* whitespace between tokens */
+      continue;
+    }
+    size_t end = json_raw_value_end(v.s, v.n, i);
+    char *dump = NULL;
+    if (memchr(v.s + i, '\\', end - i)) {
+      json_t *js = json_loadb(v.s + i, end - i, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+      if (js) dump = json_dumps(js, JSON_ENCODE_ANY);
+      json_decref(js);
+    }
+    if (dump)
+      put_str(&t, dump);
+    else
+      put(&t, v.s + i, end - i);
+    free(dump);
+    i = end;
+  }
+  if (!t.ok) {
+    free(t.buf);
     p->ok = false;
     return;
   }
-  bool scalar = !json_is_object(v) && !json_is_array(v);
-  if (!scalar) PUT_LIT(p, "<code>");
-  put_cstr(p, dump);
-  if (!scalar) PUT_LIT(p, "</code>");
-  free(dump);
+  PUT_LIT(p, "<code>");
+  put_text(p, t.buf, t.len);
+  PUT_LIT(p, "</code>");
+  free(t.buf);
+}
+
+/* A key token's text, shown escaped. */
+static void put_key(struct page *p, struct raw key) {
+  json_t *tmp;
+  size_t n = 0;
+  const char *s = raw_str(key, &tmp, &n);
+  if (s) put_text(p, s, n);
+  json_decref(tmp);
+}
+
+/* Whether the key token names exactly want. */
+static bool key_is(struct raw key, const char *want) {
+  json_t *tmp;
+  size_t n = 0;
+  const char *s = raw_str(key, &tmp, &n);
+  bool eq = s && n == strlen(want) && memcmp(s, want, n) == 0;
+  json_decref(tmp);
+  return eq;
+}
+
+/* The number of members (or elements) of v from *pos on. */
+static size_t raw_count_rest(struct raw v, size_t pos) {
+  struct raw k, x;
+  size_t n = 0;
+  while (raw_next(v, &pos, &k, &x)) n++;
+  return n;
 }
 
 /* ElevenLabs' evaluation_criteria_results / data_collection_results: an object of objects,
  * shown as a table of the member name, one field of each entry and its rationale. */
-static void put_results(struct page *p, json_t *results, const char *id, const char *title,
+static void put_results(struct page *p, struct raw results, const char *id, const char *title,
                         const char *head, const char *field) {
-  if (!json_is_object(results) || json_object_size(results) == 0) return;
+  size_t pos = 0;
+  struct raw key, entry;
+  if (!raw_is(results, '{') || !raw_next(results, &pos, &key, &entry)) return;
   PUT_LIT(p, "<h3 id=\"");
   put_str(p, id);
   PUT_LIT(p, "\">");
@@ -297,85 +394,89 @@ static void put_results(struct page *p, json_t *results, const char *id, const c
   PUT_LIT(p, "\"><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">");
   put_str(p, head);
   PUT_LIT(p, "</th><th scope=\"col\">Rationale</th></tr></thead><tbody>\n");
-  const char *key;
-  json_t *entry;
-  size_t shown = 0;
-  json_object_foreach(results, key, entry) {
-    if (full(p)) break;
+  size_t left = 0;
+  do {
+    if (full(p)) {
+      left = 1 + raw_count_rest(results, pos);
+      break;
+    }
     PUT_LIT(p, "<tr><th scope=\"row\">");
-    put_cstr(p, key);
+    put_key(p, key);
     PUT_LIT(p, "</th><td>");
-    json_t *v = json_is_object(entry) ? json_object_get(entry, field) : entry;
-    put_value(p, v);
+    bool obj = raw_is(entry, '{');
+    put_value(p, obj ? raw_get(entry, field) : entry);
     PUT_LIT(p, "</td><td>");
-    if (json_is_object(entry)) put_value(p, json_object_get(entry, "rationale"));
+    if (obj) put_value(p, raw_get(entry, "rationale"));
     PUT_LIT(p, "</td></tr>\n");
-    shown++;
-  }
+  } while (raw_next(results, &pos, &key, &entry));
   PUT_LIT(p, "</tbody></table></div>\n");
-  if (shown < json_object_size(results)) {
+  if (left) {
     PUT_LIT(p, "<p class=\"muted\">");
-    put_int(p, (long long)(json_object_size(results) - shown));
+    put_int(p, (long long)left);
     PUT_LIT(p, " more not shown (page size limit).</p>\n");
   }
 }
 
-static bool is_shown_apart(const char *key) {
+static bool is_shown_apart(struct raw key) {
   static const char *const apart[] = {"call_summary_title", "transcript_summary", "call_successful",
                                       "evaluation_criteria_results", "data_collection_results"};
   for (size_t i = 0; i < sizeof apart / sizeof apart[0]; i++)
-    if (strcmp(key, apart[i]) == 0) return true;
+    if (key_is(key, apart[i])) return true;
   return false;
+}
+
+/* A string member of v as text in the given element, when it is one. */
+static void put_string_member(struct page *p, struct raw v, const char *key, const char *open,
+                              const char *close) {
+  json_t *tmp;
+  size_t n = 0;
+  const char *s = raw_str(raw_get(v, key), &tmp, &n);
+  if (s) {
+    put_str(p, open);
+    put_text(p, s, n);
+    put_str(p, close);
+  }
+  json_decref(tmp);
 }
 
 /* summary: the seed's optional object, or an ElevenLabs conversation's data.analysis (its
  * title, summary, outcome and result tables shown as such). Any other member is listed with
  * its value. Nothing at all for null or absent. */
-static void put_summary(struct page *p, json_t *summary) {
-  if (!summary || json_is_null(summary)) return;
-  if (json_is_object(summary) && json_object_size(summary) == 0) return;
+static void put_summary(struct page *p, struct raw summary) {
+  if (raw_is_null(summary)) return;
+  size_t pos = 0;
+  struct raw key, v;
+  if (raw_is(summary, '{') && !raw_next(summary, &pos, &key, &v)) return; /* {} */
   PUT_LIT(p, "<section aria-labelledby=\"summary\"><h2 id=\"summary\">Summary</h2>\n");
-  if (!json_is_object(summary)) {
+  if (!raw_is(summary, '{')) {
     PUT_LIT(p, "<p class=\"text\">");
     put_value(p, summary);
     PUT_LIT(p, "</p></section>\n");
     return;
   }
-  size_t n = 0;
-  const char *s = jstr(json_object_get(summary, "call_summary_title"), &n);
-  if (s) {
-    PUT_LIT(p, "<p class=\"title\">");
-    put_text(p, s, n);
-    PUT_LIT(p, "</p>\n");
-  }
-  s = jstr(json_object_get(summary, "transcript_summary"), &n);
-  if (s) {
-    PUT_LIT(p, "<p class=\"text\">");
-    put_text(p, s, n);
-    PUT_LIT(p, "</p>\n");
-  }
-  json_t *outcome = json_object_get(summary, "call_successful");
-  if (outcome && !json_is_null(outcome)) {
+  put_string_member(p, summary, "call_summary_title", "<p class=\"title\">", "</p>\n");
+  put_string_member(p, summary, "transcript_summary", "<p class=\"text\">", "</p>\n");
+  struct raw outcome = raw_get(summary, "call_successful");
+  if (!raw_is_null(outcome)) {
     PUT_LIT(p, "<p><strong>Call outcome:</strong> ");
     put_value(p, outcome);
     PUT_LIT(p, "</p>\n");
   }
-  put_results(p, json_object_get(summary, "evaluation_criteria_results"), "criteria",
-              "Evaluation criteria", "Result", "result");
-  put_results(p, json_object_get(summary, "data_collection_results"), "collected", "Data collected",
+  put_results(p, raw_get(summary, "evaluation_criteria_results"), "criteria", "Evaluation criteria",
+              "Result", "result");
+  put_results(p, raw_get(summary, "data_collection_results"), "collected", "Data collected",
               "Value", "value");
-  const char *key;
-  json_t *v;
   bool open = false;
-  json_object_foreach(summary, key, v) {
-    if (is_shown_apart(key) || json_is_null(v)) continue;
+  pos = 0;
+  while (raw_next(summary, &pos, &key, &v)) {
+    if (is_shown_apart(key) || raw_is_null(v)) continue;
     if (full(p)) break;
     if (!open) {
       PUT_LIT(p, "<dl class=\"facts\">\n");
       open = true;
     }
     PUT_LIT(p, "<dt>");
-    put_cstr(p, key);
+    put_key(p, key);
     PUT_LIT(p, "</dt><dd class=\"text\">");
     put_value(p, v);
     PUT_LIT(p, "</dd>\n");
@@ -386,10 +487,11 @@ static void put_summary(struct page *p, json_t *summary) {
 
 /* ---- the transcript ---- */
 
-static void put_turn(struct page *p, json_t *turn, const struct store_conversation *c,
+static void put_turn(struct page *p, struct raw turn, const struct store_conversation *c,
                      size_t index) {
+  json_t *tmp;
   size_t n = 0;
-  const char *speaker = jstr(json_object_get(turn, "speaker"), &n);
+  const char *speaker = raw_str(raw_get(turn, "speaker"), &tmp, &n);
   const char *cls = "other", *label = NULL;
   if (speaker && n == 5 && memcmp(speaker, "agent", 5) == 0) {
     cls = "agent";
@@ -408,7 +510,8 @@ static void put_turn(struct page *p, json_t *turn, const struct store_conversati
   else
     PUT_LIT(p, "Unknown speaker");
   PUT_LIT(p, "</span>");
-  const char *ts = jstr(json_object_get(turn, "timestamp"), &n);
+  json_decref(tmp);
+  const char *ts = raw_str(raw_get(turn, "timestamp"), &tmp, &n);
   int64_t us = 0;
   if (ts && time_parse_rfc3339(ts, n, &us)) {
     char iso[40], human[48];
@@ -429,39 +532,43 @@ static void put_turn(struct page *p, json_t *turn, const struct store_conversati
     put_text(p, ts, n); /* kept as sent when it is not a time we can read */
     PUT_LIT(p, "</span>");
   }
+  json_decref(tmp);
   PUT_LIT(p, "<span class=\"visually-hidden\"> (message ");
   put_int(p, (long long)index + 1);
   PUT_LIT(p, ")</span></p>\n<p class=\"text\">");
-  json_t *content = json_object_get(turn, "content");
-  const char *text = jstr(content, &n);
-  if (text)
-    put_text(p, text, n);
-  else if (content && !json_is_null(content))
-    put_value(p, content);
+  struct raw content = raw_get(turn, "content");
+  if (!raw_is_null(content)) put_value(p, content);
   PUT_LIT(p, "</p></li>\n");
 }
 
-static void put_transcript(struct page *p, const struct store_conversation *c, json_t *transcript,
-                           bool have_body) {
+static void put_transcript(struct page *p, const struct store_conversation *c,
+                           struct raw transcript, bool have_body) {
   PUT_LIT(p, "<section aria-labelledby=\"transcript\"><h2 id=\"transcript\">Transcript</h2>\n");
-  size_t total = json_is_array(transcript) ? json_array_size(transcript) : 0;
+  size_t pos = 0;
+  struct raw key, turn;
   if (!have_body) {
     PUT_LIT(p, "<p class=\"muted\">The transcript could not be read.</p></section>\n");
     return;
   }
-  if (total == 0) {
+  if (!raw_is(transcript, '[') || !raw_next(transcript, &pos, &key, &turn)) {
     PUT_LIT(p, "<p class=\"muted\">No messages.</p></section>\n");
     return;
   }
   PUT_LIT(p, "<ol class=\"dialogue\">\n");
-  size_t i;
-  for (i = 0; i < total && !full(p); i++) put_turn(p, json_array_get(transcript, i), c, i);
+  size_t i = 0, left = 0;
+  do {
+    if (full(p)) {
+      left = 1 + raw_count_rest(transcript, pos);
+      break;
+    }
+    put_turn(p, turn, c, i++);
+  } while (raw_next(transcript, &pos, &key, &turn));
   PUT_LIT(p, "</ol>\n");
-  if (i < total) {
+  if (left) {
     PUT_LIT(p, "<p class=\"note\" role=\"note\">Only the first ");
     put_int(p, (long long)i);
     PUT_LIT(p, " of ");
-    put_int(p, (long long)total);
+    put_int(p, (long long)(i + left));
     PUT_LIT(p,
             " messages are shown: this page is limited in size. The whole transcript is at "
             "<code>/api/v1/conversations/");
@@ -507,14 +614,18 @@ static const char STYLE[] =
     "h2{break-after:avoid}}";
 
 static void put_page(struct page *p, const struct store_conversation *c) {
-  json_t *root = NULL;
+  /* Shown only when it is JSON (an integer beyond 64 bits is; its digits are shown as sent). */
+  bool have_body = false;
   if (c->body) {
     json_error_t err;
-    root = json_loadb(c->body, c->body_len, JSON_ALLOW_NUL, &err);
+    json_t *root = json_loadb(c->body, c->body_len, JSON_ALLOW_NUL | JSON_DECODE_ANY, &err);
     if (!root && json_error_code(&err) == json_error_numeric_overflow)
-      root = json_loadb(c->body, c->body_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &err);
+      root = json_loadb(c->body, c->body_len,
+                        JSON_ALLOW_NUL | JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &err);
+    have_body = root != NULL;
+    json_decref(root);
   }
-  json_t *metadata = json_object_get(root, "metadata");
+  struct raw body = have_body ? (struct raw){c->body, c->body_len} : NONE;
 
   PUT_LIT(p,
           "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -526,11 +637,10 @@ static void put_page(struct page *p, const struct store_conversation *c) {
   PUT_LIT(p, "</style>\n</head>\n<body>\n<header><h1>Conversation report</h1>\n<p class=\"sub\">");
   put_cstr(p, c->conversation_id);
   PUT_LIT(p, "</p></header>\n<main>\n");
-  put_facts(p, c, metadata);
-  if (root) put_summary(p, json_object_get(root, "summary"));
-  if (c->body) put_transcript(p, c, json_object_get(root, "transcript"), root != NULL);
+  put_facts(p, c, raw_get(body, "metadata"));
+  put_summary(p, raw_get(body, "summary"));
+  if (c->body) put_transcript(p, c, raw_get(body, "transcript"), have_body);
   PUT_LIT(p, "</main>\n</body>\n</html>\n");
-  json_decref(root);
 }
 
 char *report_render_html(const struct store_conversation *c, size_t max_bytes, size_t *len) {

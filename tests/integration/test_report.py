@@ -243,6 +243,21 @@ def test_the_seed_example_without_summary_and_an_empty_transcript(sealed):
     assert "No messages." in page.root.text()
 
 
+def test_numbers_are_shown_with_the_digits_sent(sealed):
+    """One integer beyond 64 bits changes no other number on the page: each shows its digits as
+    sent (no rounding to 15 digits, 5 is not 5.0)."""
+    body = make_conv(summary={"big": "@BIG@", "real": "@REAL@", "five": "@FIVE@",
+                              "nested": {"n": "@FIVE@", "r": "@REAL@", "b": ["@BIG@"]}})
+    raw = json.dumps(body).replace('"@BIG@"', "123456789012345678901") \
+        .replace('"@REAL@"', "0.30000000000000004").replace('"@FIVE@"', "5")
+    assert sealed.post_conv(raw).status_code == 200
+    page = read_page(sealed, body["conversationId"])
+    sec = [s for s in page.root.find_all("section") if s.find("h2").text() == "Summary"][0]
+    labels = {dt.text(): dd.text() for dt, dd in zip(sec.find_all("dt"), sec.find_all("dd"))}
+    assert labels == {"big": "123456789012345678901", "real": "0.30000000000000004", "five": "5",
+                      "nested": '{"n":5,"r":0.30000000000000004,"b":[123456789012345678901]}'}
+
+
 # ------------------------------------------------------------------ ElevenLabs
 def test_elevenlabs_conversation_with_analysis_and_audio(sealed):
     cid = "conv_" + uid()

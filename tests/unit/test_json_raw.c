@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "model/json_raw.h"
@@ -139,6 +140,48 @@ static void test_length_bounds_the_scan(void **state) {
   assert_int_equal(val[0], '2');
 }
 
+/* Steps through doc with json_raw_next and writes "key=value;" (or "value;" in an array). */
+static void walk(const char *doc, char *out, size_t cap) {
+  size_t pos = 0, w = 0;
+  const char *k, *v;
+  size_t kn, vn;
+  out[0] = '\0';
+  while (json_raw_next(doc, strlen(doc), &pos, &k, &kn, &v, &vn)) {
+    assert_true(v >= doc && v + vn <= doc + strlen(doc));
+    int n = k ? snprintf(out + w, cap - w, "%.*s=%.*s;", (int)kn, k, (int)vn, v)
+              : snprintf(out + w, cap - w, "%.*s;", (int)vn, v);
+    assert_true(n > 0 && (size_t)n < cap - w);
+    w += (size_t)n;
+  }
+  /* once at the end it stays there */
+  assert_false(json_raw_next(doc, strlen(doc), &pos, &k, &kn, &v, &vn));
+}
+
+static void test_next_steps_through_members_and_elements(void **state) {
+  (void)state;
+  char out[256];
+  walk("{\"a\":1,\"b\\\"\":{\"x\":[1,2]},\"c\":\"s,}\"}", out, sizeof out);
+  assert_string_equal(out, "\"a\"=1;\"b\\\"\"={\"x\":[1,2]};\"c\"=\"s,}\";");
+  walk(" [ 123456789012345678901 , 0.30000000000000004,\n\"x\" , [ ] , {} ,null ] ", out,
+       sizeof out);
+  assert_string_equal(out, "123456789012345678901;0.30000000000000004;\"x\";[ ];{};null;");
+  walk("{ }", out, sizeof out);
+  assert_string_equal(out, "");
+  walk("[]", out, sizeof out);
+  assert_string_equal(out, "");
+  walk("\"a\"", out, sizeof out);
+  assert_string_equal(out, "");
+  walk("42", out, sizeof out);
+  assert_string_equal(out, "");
+  walk("", out, sizeof out);
+  assert_string_equal(out, "");
+  /* value ends: a string, a container, a number */
+  const char *doc = "\"a\\\"b\" [1,[2]] -1.5e3,";
+  assert_int_equal(json_raw_value_end(doc, strlen(doc), 0), 6);
+  assert_int_equal(json_raw_value_end(doc, strlen(doc), 7), 14);
+  assert_int_equal(json_raw_value_end(doc, strlen(doc), 15), 21);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_compact),
@@ -151,6 +194,7 @@ int main(void) {
       cmocka_unit_test(test_key_matching_is_exact),
       cmocka_unit_test(test_missing_and_non_objects),
       cmocka_unit_test(test_length_bounds_the_scan),
+      cmocka_unit_test(test_next_steps_through_members_and_elements),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -205,7 +205,8 @@ static void test_empty_and_missing_fields(void **state) {
       {"{\"transcript\":[{\"speaker\":\"robot\",\"content\":null,\"timestamp\":\"yesterday\"}]}",
        "<span class=\"speaker\">robot</span> <span class=\"muted\">yesterday</span>"},
       {"{\"summary\":\"just text\",\"transcript\":[]}", "<p class=\"text\">just text</p>"},
-      {"{\"summary\":{\"n\":123456789012345678901234567890},\"transcript\":[]}", "<dt>n</dt>"},
+      {"{\"summary\":{\"n\":123456789012345678901234567890},\"transcript\":[]}",
+       "<dt>n</dt><dd class=\"text\">123456789012345678901234567890</dd>"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     fill(&c, cases[i].body);
@@ -268,6 +269,36 @@ static void test_elevenlabs_analysis(void **state) {
   assert_non_null(strstr(html, "<td>0.1</td>"));
   assert_non_null(strstr(html, "<dt>extra</dt><dd class=\"text\"><code>[1,2]</code></dd>"));
   assert_null(strstr(html, "<dt>call_successful</dt>")); /* shown once, as the outcome */
+  free(html);
+}
+
+/* Numbers are shown with the digits that were sent: an integer beyond 64 bits anywhere in the
+ * body changes no other number, a real keeps its 17 digits, 5 stays 5 and 49.0 stays 49.0. */
+static void test_numbers_are_shown_as_sent(void **state) {
+  (void)state;
+  struct store_conversation c;
+  fill(&c,
+       "{\"transcript\":[{\"speaker\":\"user\",\"content\":0.30000000000000004},"
+       "{\"speaker\":\"agent\",\"content\":-1.5E+300}],\"summary\":{"
+       "\"big\":123456789012345678901,\"five\":5,\"real\":49.0,\"tiny\":1e-7,"
+       "\"nested\" : { \"n\" : 12345678901234567890123 , \"s\" : \"caf\\u00e9 \\\"x\\\"\" ,"
+       "\"a\":[ 1 , 2.50 ] },"
+       "\"data_collection_results\":{\"amount\":{\"value\":0.1000,\"rationale\":7}}}}");
+  size_t len;
+  char *html = render(&c, REPORT_PAGE_MAX, &len);
+  check_markup(html, len);
+  assert_non_null(strstr(html, "<dt>big</dt><dd class=\"text\">123456789012345678901</dd>"));
+  assert_non_null(strstr(html, "<dt>five</dt><dd class=\"text\">5</dd>"));
+  assert_non_null(strstr(html, "<dt>real</dt><dd class=\"text\">49.0</dd>"));
+  assert_non_null(strstr(html, "<dt>tiny</dt><dd class=\"text\">1e-7</dd>"));
+  /* a nested value: compact JSON, its numbers as sent, its strings as before */
+  assert_non_null(strstr(html,
+                         "<dd class=\"text\"><code>{&quot;n&quot;:12345678901234567890123,"
+                         "&quot;s&quot;:&quot;caf\xc3\xa9 \\&quot;x\\&quot;&quot;,"
+                         "&quot;a&quot;:[1,2.50]}</code></dd>"));
+  assert_non_null(strstr(html, "<th scope=\"row\">amount</th><td>0.1000</td><td>7</td></tr>"));
+  assert_non_null(strstr(html, "<p class=\"text\">0.30000000000000004</p>"));
+  assert_non_null(strstr(html, "<p class=\"text\">-1.5E+300</p>"));
   free(html);
 }
 
@@ -339,6 +370,7 @@ int main(void) {
       cmocka_unit_test(test_empty_and_missing_fields),
       cmocka_unit_test(test_facts_and_formats),
       cmocka_unit_test(test_elevenlabs_analysis),
+      cmocka_unit_test(test_numbers_are_shown_as_sent),
       cmocka_unit_test(test_large_transcript_is_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
