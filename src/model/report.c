@@ -286,12 +286,22 @@ static void put_facts(struct page *p, const struct store_conversation *c, struct
   put_time(p, true, c->processed_us, "<span class=\"muted\">unknown</span>");
   PUT_LIT(p, "</dd>\n");
   fact_start(p, "Audio");
-  if (c->audio_bytes >= 0) {
+  /* "." and ".." as a path segment are resolved away by a browser (percent-encoded too): their
+   * link would lead to /api/v1/audio, so the path is shown as text. */
+  const char *id = c->conversation_id;
+  bool dot_segment = strcmp(id, ".") == 0 || strcmp(id, "..") == 0;
+  if (c->audio_bytes >= 0 && !dot_segment) {
     PUT_LIT(p, "<a href=\"/api/v1/conversations/");
-    put_segment(p, c->conversation_id);
+    put_segment(p, id);
     PUT_LIT(p, "/audio\" type=\"audio/mpeg\">Recording (MP3, ");
     put_int(p, (long long)c->audio_bytes);
     PUT_LIT(p, " bytes)</a>");
+  } else if (c->audio_bytes >= 0) {
+    PUT_LIT(p, "Recording (MP3, ");
+    put_int(p, (long long)c->audio_bytes);
+    PUT_LIT(p, " bytes): <code>/api/v1/conversations/");
+    put_str(p, id); /* "." or ".." */
+    PUT_LIT(p, "/audio</code>");
   } else {
     PUT_LIT(p, "<span class=\"muted\">none stored</span>");
   }

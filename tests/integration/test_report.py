@@ -11,7 +11,7 @@ import json
 import time
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -108,8 +108,9 @@ class Page(HTMLParser):
         return out
 
 
-def check_safe(page):
-    """Structure every report must have, and nothing that could run."""
+def check_safe(page, cid):
+    """Structure every report must have, and nothing that could run; the only link is the
+    conversation's own audio, with no dot segment a browser would resolve elsewhere."""
     assert page.doctype and page.doctype.lower() == "doctype html"
     assert page.cur is page.root, "an element was left open"
     html = page.root.find("html")
@@ -121,7 +122,9 @@ def check_safe(page):
             assert name in {"lang", "charset", "name", "content", "class", "id", "datetime",
                             "href", "type", "title", "aria-labelledby", "scope", "role"}, name
             if name == "href":
-                assert value.startswith("/api/v1/conversations/"), value
+                assert value == "/api/v1/conversations/" + quote(cid, safe="") + "/audio", value
+                segments = [unquote(seg) for seg in value.split("/")]
+                assert "." not in segments and ".." not in segments, value
     assert not page.root.find_all("script")
     assert len(page.root.find_all("h1")) == 1
     assert [h.text() for h in page.root.find_all("h2")][0] == "Details"
@@ -149,7 +152,7 @@ def read_page(srv, cid, **kw):
     r = report(srv, cid, **kw)
     check_headers(r)
     page = Page(r.text)
-    check_safe(page)
+    check_safe(page, cid)
     return page
 
 
@@ -310,6 +313,26 @@ def test_elevenlabs_conversation_with_analysis_and_audio(sealed):
     assert f"{len(audio.content)} bytes" in link.text()
 
 
+def test_dot_ids_show_the_audio_path_as_text(sealed):
+    """A link to /api/v1/conversations/../audio would lead to /api/v1/audio: for the ids "."
+    and ".." the audio path is text; "..." is no dot segment and keeps its link."""
+    for cid in (".", "..", "..."):
+        el_post(sealed, "post_call_transcription_success.json", cid)
+        el_post(sealed, "post_call_audio_small.json", cid)
+        path = "/api/v1/conversations/" + cid.replace(".", "%2E") + "/report"
+        r = sealed.get(path)
+        check_headers(r)
+        page = Page(r.text)
+        check_safe(page, cid)
+        assert page.facts()["Conversation"].text() == cid
+        audio = page.facts()["Audio"]
+        if cid == "...":
+            assert audio.find("a").attrs["href"] == "/api/v1/conversations/.../audio"
+        else:
+            assert not audio.find("a"), r.text
+            assert audio.find("code").text() == f"/api/v1/conversations/{cid}/audio"
+
+
 def test_elevenlabs_failed_call_shows_the_reason(sealed):
     cid = "conv_" + uid()
     el_post(sealed, "call_initiation_failure_sip.json", cid)
@@ -346,7 +369,7 @@ def test_script_in_every_field_stays_text(sealed):
     check_headers(r)
     assert "<script" not in r.text.lower() and "<img" not in r.text.lower()
     page = Page(r.text)
-    check_safe(page)
+    check_safe(page, cid)
     assert len(page.root.find_all("style")) == 1  # only the page's own
     f = page.facts()
     assert f["Conversation"].text() == cid

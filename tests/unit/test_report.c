@@ -272,6 +272,39 @@ static void test_elevenlabs_analysis(void **state) {
   free(html);
 }
 
+/* The ids "." and ".." would make the audio link a dot segment a browser resolves away
+ * (/api/v1/conversations/../audio is /api/v1/audio): their audio path is shown as text. */
+static void test_dot_ids_get_no_audio_link(void **state) {
+  (void)state;
+  static const char *const ids[] = {".", ".."};
+  for (size_t i = 0; i < 2; i++) {
+    struct store_conversation c;
+    fill(&c, "{}");
+    snprintf(c.conversation_id, sizeof c.conversation_id, "%s", ids[i]);
+    c.audio_bytes = 10;
+    size_t len;
+    char *html = render(&c, REPORT_PAGE_MAX, &len);
+    check_markup(html, len);
+    assert_null(strstr(html, "href="));
+    char want[128];
+    snprintf(want, sizeof want,
+             "<dt>Audio</dt><dd>Recording (MP3, 10 bytes): <code>/api/v1/conversations/%s/audio"
+             "</code></dd>",
+             ids[i]);
+    if (!strstr(html, want)) fail_msg("%s missing", want);
+    free(html);
+  }
+  /* "..." is no dot segment: it keeps its link */
+  struct store_conversation c;
+  fill(&c, "{}");
+  snprintf(c.conversation_id, sizeof c.conversation_id, "...");
+  c.audio_bytes = 10;
+  size_t len;
+  char *html = render(&c, REPORT_PAGE_MAX, &len);
+  assert_non_null(strstr(html, "<a href=\"/api/v1/conversations/.../audio\""));
+  free(html);
+}
+
 /* Numbers are shown with the digits that were sent: an integer beyond 64 bits anywhere in the
  * body changes no other number, a real keeps its 17 digits, 5 stays 5 and 49.0 stays 49.0. */
 static void test_numbers_are_shown_as_sent(void **state) {
@@ -371,6 +404,7 @@ int main(void) {
       cmocka_unit_test(test_facts_and_formats),
       cmocka_unit_test(test_elevenlabs_analysis),
       cmocka_unit_test(test_numbers_are_shown_as_sent),
+      cmocka_unit_test(test_dot_ids_get_no_audio_link),
       cmocka_unit_test(test_large_transcript_is_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
