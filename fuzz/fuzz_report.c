@@ -15,7 +15,7 @@
 static const char *const TAGS[] = {
     "!DOCTYPE", "html",   "head",    "meta",  "title", "style", "body", "header", "h1", "h2", "h3",
     "p",        "main",   "section", "dl",    "dt",    "dd",    "span", "time",   "a",  "ol", "li",
-    "code",     "strong", "div",     "table", "thead", "tbody", "tr",   "th",     "td"};
+    "code",     "strong", "div",     "table", "thead", "tbody", "tr",   "th",     "td", "bdi"};
 
 static void check_page(const char *html, size_t len) {
   FUZZ_CHECK(strlen(html) == len);

@@ -19,6 +19,10 @@ struct page {
   size_t len, cap;
   size_t max; /* past this, no further turn or summary entry is added */
   bool ok;    /* false after an allocation failed */
+  /* Inside isolate_begin/isolate_end: the bidi isolates the text opened and has not closed
+   * (an unmatched U+2069 would close the page's own isolate). */
+  bool isolating;
+  size_t isolates;
 };
 
 static void put(struct page *p, const char *s, size_t n) {
@@ -70,6 +74,16 @@ static void put_text(struct page *p, const char *s, size_t n) {
       } else if (step == 2 && c == 0xc2 && (unsigned char)s[i + 1] < 0xa0) {
         rep = fffd; /* C1 control */
         rep_len = 3;
+      } else if (p->isolating && step == 3 && c == 0xe2 && (unsigned char)s[i + 1] == 0x81 &&
+                 (unsigned char)s[i + 2] >= 0xa6 && (unsigned char)s[i + 2] <= 0xa9) {
+        if ((unsigned char)s[i + 2] < 0xa9) {
+          p->isolates++; /* U+2066..U+2068 open an isolate */
+        } else if (p->isolates) {
+          p->isolates--; /* U+2069 closes one of the text's own */
+        } else {
+          rep = fffd; /* U+2069 would close ours */
+          rep_len = 3;
+        }
       }
     } else {
       switch (c) {
@@ -110,6 +124,28 @@ static void put_text(struct page *p, const char *s, size_t n) {
 }
 
 static void put_cstr(struct page *p, const char *s) { put_text(p, s, strlen(s)); }
+
+/* Client text beside other text goes between these: a bidi isolate (<bdi>, or FSI..PDI where
+ * no markup is allowed), so that its direction controls (U+202E and the like) cannot reorder
+ * the text around it. Embeddings it opens end with the isolate; isolates it opens are closed
+ * here; a U+2069 without its opener is shown as U+FFFD (put_text). */
+static void isolate_begin(struct page *p, bool markup) {
+  if (markup)
+    PUT_LIT(p, "<bdi>");
+  else
+    PUT_LIT(p, "\xe2\x81\xa8"); /* U+2068 FIRST STRONG ISOLATE */
+  p->isolating = true;
+  p->isolates = 0;
+}
+
+static void isolate_end(struct page *p, bool markup) {
+  for (; p->isolates; p->isolates--) PUT_LIT(p, "\xe2\x81\xa9");
+  p->isolating = false;
+  if (markup)
+    PUT_LIT(p, "</bdi>");
+  else
+    PUT_LIT(p, "\xe2\x81\xa9"); /* U+2069 POP DIRECTIONAL ISOLATE */
+}
 
 static void put_int(struct page *p, long long v) {
   char b[24];
@@ -325,7 +361,7 @@ static void put_value(struct page *p, struct raw v) {
     return;
   }
   /* Past REPORT_TEXT_MAX bytes put_text cuts the text anyway: stop building there. */
-  struct page t = {NULL, 0, 0, 0, true};
+  struct page t = {NULL, 0, 0, 0, true, false, 0};
   size_t i = 0;
   while (i < v.n && t.ok && t.len <= REPORT_TEXT_MAX) {
     size_t run = i;
@@ -469,7 +505,9 @@ static void put_summary(struct page *p, struct raw summary) {
   struct raw outcome = raw_get(summary, "call_successful");
   if (!raw_is_null(outcome)) {
     PUT_LIT(p, "<p><strong>Call outcome:</strong> ");
+    isolate_begin(p, true);
     put_value(p, outcome);
+    isolate_end(p, true);
     PUT_LIT(p, "</p>\n");
   }
   put_results(p, raw_get(summary, "evaluation_criteria_results"), "criteria", "Evaluation criteria",
@@ -515,9 +553,11 @@ static void put_turn(struct page *p, struct raw turn, const struct store_convers
   PUT_LIT(p, "\"><p class=\"who\"><span class=\"speaker\">");
   if (label)
     put_str(p, label);
-  else if (speaker && n)
+  else if (speaker && n) {
+    isolate_begin(p, true);
     put_text(p, speaker, n);
-  else
+    isolate_end(p, true);
+  } else
     PUT_LIT(p, "Unknown speaker");
   PUT_LIT(p, "</span>");
   json_decref(tmp);
@@ -539,7 +579,9 @@ static void put_turn(struct page *p, struct raw turn, const struct store_convers
     }
   } else if (ts && n) {
     PUT_LIT(p, " <span class=\"muted\">");
+    isolate_begin(p, true);
     put_text(p, ts, n); /* kept as sent when it is not a time we can read */
+    isolate_end(p, true);
     PUT_LIT(p, "</span>");
   }
   json_decref(tmp);
@@ -641,7 +683,9 @@ static void put_page(struct page *p, const struct store_conversation *c) {
           "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
           "<meta name=\"referrer\" content=\"no-referrer\">\n<title>Conversation ");
+  isolate_begin(p, false); /* no markup in a title */
   put_cstr(p, c->conversation_id);
+  isolate_end(p, false);
   PUT_LIT(p, " \xe2\x80\x94 report</title>\n<style>");
   put(p, STYLE, sizeof STYLE - 1);
   PUT_LIT(p, "</style>\n</head>\n<body>\n<header><h1>Conversation report</h1>\n<p class=\"sub\">");
@@ -654,7 +698,7 @@ static void put_page(struct page *p, const struct store_conversation *c) {
 }
 
 char *report_render_html(const struct store_conversation *c, size_t max_bytes, size_t *len) {
-  struct page p = {NULL, 0, 0, max_bytes, true};
+  struct page p = {NULL, 0, 0, max_bytes, true, false, 0};
   put_page(&p, c);
   if (!p.ok) {
     free(p.buf);

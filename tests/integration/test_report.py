@@ -26,7 +26,7 @@ EL_ENV = {"ELEVENLABS_WEBHOOK_SECRET": SECRET, "RATE_LIMIT_ELEVENLABS_PER_MINUTE
 # stray tag from the data) fails the test.
 ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p",
                 "main", "section", "dl", "dt", "dd", "span", "time", "a", "ol", "li", "code",
-                "strong", "div", "table", "thead", "tbody", "tr", "th", "td"}
+                "strong", "div", "table", "thead", "tbody", "tr", "th", "td", "bdi"}
 VOID = {"meta", "link", "br", "img", "input", "hr", "source", "wbr", "area", "base", "col",
         "embed", "param", "track"}
 

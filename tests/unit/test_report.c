@@ -43,7 +43,7 @@ static char *render(const struct store_conversation *c, size_t max, size_t *len)
 static const char *const TAGS[] = {
     "!DOCTYPE", "html",   "head",    "meta",  "title", "style", "body", "header", "h1", "h2", "h3",
     "p",        "main",   "section", "dl",    "dt",    "dd",    "span", "time",   "a",  "ol", "li",
-    "code",     "strong", "div",     "table", "thead", "tbody", "tr",   "th",     "td"};
+    "code",     "strong", "div",     "table", "thead", "tbody", "tr",   "th",     "td", "bdi"};
 
 static void check_markup(const char *html, size_t len) {
   assert_true(utf8_valid(html, len));
@@ -203,7 +203,8 @@ static void test_empty_and_missing_fields(void **state) {
       {"{\"transcript\":[1,null,{},{\"speaker\":7,\"content\":3,\"timestamp\":\"\"}]}",
        "Unknown speaker"},
       {"{\"transcript\":[{\"speaker\":\"robot\",\"content\":null,\"timestamp\":\"yesterday\"}]}",
-       "<span class=\"speaker\">robot</span> <span class=\"muted\">yesterday</span>"},
+       "<span class=\"speaker\"><bdi>robot</bdi></span> <span class=\"muted\"><bdi>yesterday</bdi>"
+       "</span>"},
       {"{\"summary\":\"just text\",\"transcript\":[]}", "<p class=\"text\">just text</p>"},
       {"{\"summary\":{\"n\":123456789012345678901234567890},\"transcript\":[]}",
        "<dt>n</dt><dd class=\"text\">123456789012345678901234567890</dd>"},
@@ -262,13 +263,48 @@ static void test_elevenlabs_analysis(void **state) {
   check_markup(html, len);
   assert_non_null(strstr(html, "<p class=\"title\">Refund</p>"));
   assert_non_null(strstr(html, "<p class=\"text\">Two charges.</p>"));
-  assert_non_null(strstr(html, "<strong>Call outcome:</strong> success"));
+  assert_non_null(strstr(html, "<strong>Call outcome:</strong> <bdi>success</bdi>"));
   assert_non_null(strstr(html, "<th scope=\"row\">solved</th><td>success</td><td>done</td></tr>"));
   assert_non_null(strstr(html, "<th scope=\"row\">amount</th><td>49.0</td><td>said so</td></tr>"));
   assert_non_null(strstr(html, "<th scope=\"row\">ok</th><td>true</td><td></td></tr>"));
   assert_non_null(strstr(html, "<td>0.1</td>"));
   assert_non_null(strstr(html, "<dt>extra</dt><dd class=\"text\"><code>[1,2]</code></dd>"));
   assert_null(strstr(html, "<dt>call_successful</dt>")); /* shown once, as the outcome */
+  free(html);
+}
+
+/* Client text beside other text (a speaker's name, an unreadable timestamp, the call outcome,
+ * the id in the title) is a bidi isolate: a U+202E in it cannot reorder its neighbours, and an
+ * unmatched U+2069 in it cannot close the isolate early (it becomes U+FFFD); isolates it opens
+ * are closed before the isolate ends. */
+#define RLO "\xe2\x80\xae"
+#define RLI "\xe2\x81\xa7"
+#define FSI "\xe2\x81\xa8"
+#define PDI "\xe2\x81\xa9"
+static void test_client_text_is_bidi_isolated(void **state) {
+  (void)state;
+  struct store_conversation c;
+  fill(&c,
+       "{\"summary\":{\"call_successful\":\"\\u202eok\"},\"transcript\":["
+       "{\"speaker\":\"\\u202eevil\",\"timestamp\":\"\\u202enot a time\",\"content\":\"x\"},"
+       "{\"speaker\":\"a\\u2069\\u202eb\",\"content\":\"y\"},"
+       "{\"speaker\":\"\\u2067x\\u2067y\\u2069\",\"content\":\"z\"}]}");
+  snprintf(c.conversation_id, sizeof c.conversation_id, RLO "id" PDI);
+  size_t len;
+  char *html = render(&c, REPORT_PAGE_MAX, &len);
+  check_markup(html, len);
+  assert_non_null(
+      strstr(html, "<title>Conversation " FSI RLO "id\xef\xbf\xbd" PDI " \xe2\x80\x94 report"));
+  assert_non_null(strstr(html, "<span class=\"speaker\"><bdi>" RLO "evil</bdi></span>"));
+  assert_non_null(strstr(html, "<span class=\"muted\"><bdi>" RLO "not a time</bdi></span>"));
+  assert_non_null(strstr(html, "<strong>Call outcome:</strong> <bdi>" RLO "ok</bdi>"));
+  assert_non_null(strstr(html, "<bdi>a\xef\xbf\xbd" RLO "b</bdi>"));
+  assert_non_null(strstr(html, "<bdi>" RLI "x" RLI "y" PDI PDI "</bdi>"));
+  /* the fixed labels need no isolate */
+  fill(&c, "{\"transcript\":[{\"speaker\":\"user\",\"content\":\"\\u202ex\"}]}");
+  free(html);
+  html = render(&c, REPORT_PAGE_MAX, &len);
+  assert_non_null(strstr(html, "<span class=\"speaker\">User</span>"));
   free(html);
 }
 
@@ -405,6 +441,7 @@ int main(void) {
       cmocka_unit_test(test_elevenlabs_analysis),
       cmocka_unit_test(test_numbers_are_shown_as_sent),
       cmocka_unit_test(test_dot_ids_get_no_audio_link),
+      cmocka_unit_test(test_client_text_is_bidi_isolated),
       cmocka_unit_test(test_large_transcript_is_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
