@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -451,7 +452,23 @@ def test_head_and_other_methods(sealed):
     r = sealed.request("POST", "/api/v1/conversations/" + body["conversationId"] + "/report")
     assert_error(r, 405, "METHOD_NOT_ALLOWED")
     assert "GET" in r.headers["Allow"]
-    head = sealed.request("HEAD", "/api/v1/conversations/" + body["conversationId"] + "/report")
-    assert head.status_code == 200 and head.content == b""
+    path = "/api/v1/conversations/" + body["conversationId"] + "/report"
+    get = sealed.get(path)
+    check_headers(get)
+    head = sealed.request("HEAD", path)
+    assert head.status_code == 200
     assert head.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "default-src 'none'" in head.headers["Content-Security-Policy"]
+    # HEAD announces the page GET sends (same length), and sends no byte of it: read off the
+    # wire, nothing follows the headers before the server closes the connection
+    assert int(head.headers["Content-Length"]) == len(get.content) > 0
+    with socket.create_connection(("127.0.0.1", sealed.port), timeout=10) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY1}"
+                     "\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    headers, _, rest = raw.partition(b"\r\n\r\n")
+    assert headers.startswith(b"HTTP/1.1 200 "), headers
+    assert f"content-length: {len(get.content)}".encode() in headers.lower(), headers
+    assert rest == b"", rest[:200]
