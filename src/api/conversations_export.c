@@ -100,10 +100,12 @@ static enum store_status read_chunk(struct export_job *job) {
 }
 
 /* Whether a conversation read again still matches the export (a redelivery may have changed
- * its account or status since the list was read). */
+ * its account, status or start time since the list was read). */
 static bool still_matches(const struct export_job *job, const struct store_conversation *c) {
   const struct store_filter *f = &job->filter;
-  return (!f->email_id || strcmp(f->email_id, c->email_id) == 0) &&
+  int64_t at = c->has_start ? c->start_us : c->processed_us; /* what from/to apply to */
+  return (!f->has_from || at >= f->from_us) && (!f->has_to || at < f->to_us) &&
+         (!f->email_id || strcmp(f->email_id, c->email_id) == 0) &&
          (!f->account_id || strcmp(f->account_id, c->account_id) == 0) &&
          (!f->status || strcmp(f->status, c->status) == 0) &&
          api_account_visible(f->accounts, f->naccounts, c->account_id);
