@@ -1,8 +1,9 @@
 /* GET /metrics: every metric (core/metrics.h) in the Prometheus text exposition format, for a
  * Prometheus server to scrape. Open unless METRICS_TOKEN is set; then it takes that token as a
- * Bearer token, compared in constant time. Nothing here waits: the counters are read from
- * memory, and the outbox backlog is what the last health check counted (a stale count asks
- * the health monitor's thread for a new one, read by a later scrape). */
+ * Bearer token, compared in constant time. Nothing here waits or touches the database: the
+ * counters are read from memory, and the outbox backlog is what the health monitor last read
+ * (a stale count asks the monitor's thread for a read-only refresh, seen by a later scrape;
+ * never a health check, whose probe is a committed write). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,28 +29,17 @@ static bool token_ok(const char *token, const char *authorization) {
   return crypto_equal(want, got, sizeof want);
 }
 
-static void free_wait(struct store_health_wait *w, bool ok) {
-  (void)ok;
-  free(w);
-}
-
-/* The backlog as the last health check counted it; asks for a new count when that is not
- * recent (the check runs on the monitor's thread; this never waits for it). */
-static bool outbox_backlog(struct app *app, int64_t *out) {
+/* The backlog as the health monitor last read it (store_health_outbox asks its thread for a
+ * read-only refresh when that is stale; this never waits for it). */
+static bool outbox_backlog(struct app *app, struct metrics_gauges *g) {
   if (!app->health) return false;
   const char *cursor = app->cfg->queue_url && app->cfg->queue_url[0] ? OUTBOUND_QUEUE_CURSOR : NULL;
   struct store_outbox_stats st;
-  bool have = store_health_outbox(app->health, cursor, &st);
-  bool ok;
-  if (!store_health_recent(app->health, &ok)) {
-    struct store_health_wait *w = calloc(1, sizeof *w);
-    if (w) {
-      w->done = free_wait;
-      store_health_wait(app->health, w);
-    }
-  }
-  if (have) *out = st.pending_deliveries + st.queue_backlog;
-  return have;
+  if (!store_health_outbox(app->health, cursor, &st)) return false;
+  g->outbox_backlog = st.pending_deliveries + st.queue_backlog;
+  g->outbox_backlog_capped = st.count_cap > 0 && (st.pending_deliveries >= st.count_cap ||
+                                                  st.queue_backlog >= st.count_cap);
+  return true;
 }
 
 void api_metrics_get(struct http_request *req) {
@@ -62,7 +52,7 @@ void api_metrics_get(struct http_request *req) {
     return;
   }
   struct metrics_gauges g = {0};
-  g.has_backlog = outbox_backlog(app, &g.outbox_backlog);
+  g.has_backlog = outbox_backlog(app, &g);
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);

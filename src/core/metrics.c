@@ -61,20 +61,32 @@ static const struct buckets commit_buckets = {commit_le, sizeof commit_le / size
                                               1e-9};
 static const struct buckets batch_buckets = {batch_le, sizeof batch_le / sizeof batch_le[0], 1};
 
-static struct route_metrics routes[METRICS_ROUTES_MAX + 1]; /* the last: unmatched */
-static char route_names[METRICS_ROUTES_MAX][METRICS_ROUTE_PATTERN_MAX];
-static size_t route_count;                    /* distinct patterns */
-static size_t route_slot[METRICS_ROUTES_MAX]; /* a route's pattern */
-static size_t route_given;                    /* routes named */
+/* False sharing: every request reads the route table, and counters below are written from
+ * many threads. The table is written only at start-up (metrics_http_routes) and sits on cache
+ * lines of its own; each group of counters written together starts a line of its own (HOT),
+ * so a write to one never invalidates the line another thread reads or writes. */
+#define HOT __attribute__((aligned(64)))
 
-static _Atomic int64_t connections;
-static _Atomic uint64_t auth_failures;
-static _Atomic uint64_t rate_limited[METRICS_LIMIT_N];
-static _Atomic uint64_t accepted[METRICS_SOURCE_N];
-static _Atomic uint64_t redelivered;
-static _Atomic uint64_t store_errors[METRICS_STORE_ERROR_N];
-static _Atomic uint64_t deliveries[METRICS_DELIVERY_N];
-static struct histogram commit_size, commit_duration;
+static struct route_metrics routes[METRICS_ROUTES_MAX + 1]; /* the last: unmatched */
+static struct HOT {
+  char names[METRICS_ROUTES_MAX][METRICS_ROUTE_PATTERN_MAX];
+  size_t slot[METRICS_ROUTES_MAX]; /* a route's pattern */
+  size_t count;                    /* distinct patterns */
+  size_t given;                    /* routes named */
+} table;
+
+static struct HOT {
+  _Atomic int64_t connections HOT;
+  _Atomic uint64_t auth_failures HOT;
+  _Atomic uint64_t rate_limited[METRICS_LIMIT_N] HOT;
+  _Atomic uint64_t accepted[METRICS_SOURCE_N] HOT;
+  _Atomic uint64_t redelivered;
+  _Atomic uint64_t store_errors[METRICS_STORE_ERROR_N] HOT;
+  _Atomic uint64_t deliveries[METRICS_DELIVERY_N] HOT;
+  struct histogram commit_size HOT, commit_duration; /* the writer threads only */
+} hot;
+_Static_assert(sizeof table % 64 == 0 && sizeof hot % 64 == 0,
+               "the route table and the counters fill whole cache lines");
 
 static void add(_Atomic uint64_t *c, uint64_t n) {
   atomic_fetch_add_explicit(c, n, memory_order_relaxed);
@@ -93,17 +105,20 @@ static void observe(struct histogram *h, const struct buckets *b, uint64_t v) {
 
 /* Routes that share a pattern (GET, PATCH and DELETE of one path) share its metrics: one
  * series per label set. */
-void metrics_http_routes(const char *const *patterns, size_t n) {
-  if (n > METRICS_ROUTES_MAX) n = METRICS_ROUTES_MAX;
-  route_count = 0;
+bool metrics_http_routes(const char *const *patterns, size_t n) {
+  table.count = table.given = 0;
+  if (n > METRICS_ROUTES_MAX) return false;
+  for (size_t i = 0; i < n; i++)
+    if (strlen(patterns[i]) >= METRICS_ROUTE_PATTERN_MAX) return false;
   for (size_t i = 0; i < n; i++) {
     size_t j = 0;
-    while (j < route_count && strcmp(route_names[j], patterns[i]) != 0) j++;
-    if (j == route_count)
-      snprintf(route_names[route_count++], sizeof route_names[0], "%s", patterns[i]);
-    route_slot[i] = j;
+    while (j < table.count && strcmp(table.names[j], patterns[i]) != 0) j++;
+    if (j == table.count)
+      snprintf(table.names[table.count++], sizeof table.names[0], "%s", patterns[i]);
+    table.slot[i] = j;
   }
-  route_given = n;
+  table.given = n;
+  return true;
 }
 
 static size_t method_index(const char *m) {
@@ -115,7 +130,7 @@ static size_t method_index(const char *m) {
 
 void metrics_http_request(int route, const char *method, unsigned status, uint64_t duration_ns) {
   struct route_metrics *r =
-      &routes[route >= 0 && (size_t)route < route_given ? route_slot[route] : METRICS_ROUTES_MAX];
+      &routes[route >= 0 && (size_t)route < table.given ? table.slot[route] : METRICS_ROUTES_MAX];
   if (status > 999) status = 999;
   uint32_t key = (uint32_t)(method_index(method) + 1) << 16 | status;
   /* Open addressing: a slot's key is written once (0 to key) and never changes again. */
@@ -142,31 +157,31 @@ void metrics_http_request(int route, const char *method, unsigned status, uint64
 }
 
 void metrics_connections_add(int delta) {
-  atomic_fetch_add_explicit(&connections, delta, memory_order_relaxed);
+  atomic_fetch_add_explicit(&hot.connections, delta, memory_order_relaxed);
 }
 
-void metrics_auth_failure(void) { add(&auth_failures, 1); }
+void metrics_auth_failure(void) { add(&hot.auth_failures, 1); }
 
 void metrics_rate_limited(enum metrics_limit limit) {
-  if (limit < METRICS_LIMIT_N) add(&rate_limited[limit], 1);
+  if (limit < METRICS_LIMIT_N) add(&hot.rate_limited[limit], 1);
 }
 
 void metrics_webhook_accepted(enum metrics_source source, bool redelivery) {
-  if (source < METRICS_SOURCE_N) add(&accepted[source], 1);
-  if (redelivery) add(&redelivered, 1);
+  if (source < METRICS_SOURCE_N) add(&hot.accepted[source], 1);
+  if (redelivery) add(&hot.redelivered, 1);
 }
 
 void metrics_store_commit(size_t n, uint64_t duration_ns) {
-  observe(&commit_size, &batch_buckets, n);
-  observe(&commit_duration, &commit_buckets, duration_ns);
+  observe(&hot.commit_size, &batch_buckets, n);
+  observe(&hot.commit_duration, &commit_buckets, duration_ns);
 }
 
 void metrics_store_error(enum metrics_store_error kind) {
-  if (kind < METRICS_STORE_ERROR_N) add(&store_errors[kind], 1);
+  if (kind < METRICS_STORE_ERROR_N) add(&hot.store_errors[kind], 1);
 }
 
 void metrics_delivery(enum metrics_delivery outcome) {
-  if (outcome < METRICS_DELIVERY_N) add(&deliveries[outcome], 1);
+  if (outcome < METRICS_DELIVERY_N) add(&hot.deliveries[outcome], 1);
 }
 
 static void clear_histogram(struct histogram *h) {
@@ -183,16 +198,16 @@ void metrics_reset(void) {
     atomic_store(&routes[r].overflow, 0);
     clear_histogram(&routes[r].duration);
   }
-  route_count = route_given = 0;
-  atomic_store(&connections, 0);
-  atomic_store(&auth_failures, 0);
-  atomic_store(&redelivered, 0);
-  for (size_t i = 0; i < METRICS_LIMIT_N; i++) atomic_store(&rate_limited[i], 0);
-  for (size_t i = 0; i < METRICS_SOURCE_N; i++) atomic_store(&accepted[i], 0);
-  for (size_t i = 0; i < METRICS_STORE_ERROR_N; i++) atomic_store(&store_errors[i], 0);
-  for (size_t i = 0; i < METRICS_DELIVERY_N; i++) atomic_store(&deliveries[i], 0);
-  clear_histogram(&commit_size);
-  clear_histogram(&commit_duration);
+  table.count = table.given = 0;
+  atomic_store(&hot.connections, 0);
+  atomic_store(&hot.auth_failures, 0);
+  atomic_store(&hot.redelivered, 0);
+  for (size_t i = 0; i < METRICS_LIMIT_N; i++) atomic_store(&hot.rate_limited[i], 0);
+  for (size_t i = 0; i < METRICS_SOURCE_N; i++) atomic_store(&hot.accepted[i], 0);
+  for (size_t i = 0; i < METRICS_STORE_ERROR_N; i++) atomic_store(&hot.store_errors[i], 0);
+  for (size_t i = 0; i < METRICS_DELIVERY_N; i++) atomic_store(&hot.deliveries[i], 0);
+  clear_histogram(&hot.commit_size);
+  clear_histogram(&hot.commit_duration);
 }
 
 /* ---------------- rendering ---------------- */
@@ -214,7 +229,7 @@ static void label_value(FILE *f, const char *v) {
 }
 
 static const char *route_label(size_t r) {
-  return r < METRICS_ROUTES_MAX ? route_names[r] : "unmatched";
+  return r < METRICS_ROUTES_MAX ? table.names[r] : "unmatched";
 }
 
 /* A number in the text format: integers exactly, other values with enough digits. */
@@ -262,10 +277,13 @@ static bool route_used(size_t r) {
 
 static void render_http(FILE *f) {
   size_t order[METRICS_ROUTES_MAX + 1], n = 0;
-  for (size_t r = 0; r < route_count; r++) order[n++] = r;
+  for (size_t r = 0; r < table.count; r++) order[n++] = r;
   order[n++] = METRICS_ROUTES_MAX;
   head(f, "gensendrep_http_requests_total", "counter",
-       "HTTP requests by route pattern, method and status (0: ended without an answer).");
+       "HTTP requests by route pattern, method and status (0: ended without an answer). A "
+       "known path asked with a method it does not take (405, OPTIONS) counts under its "
+       "route; a request refused before its headers reached the application (e.g. 431) has "
+       "method \"other\": libmicrohttpd does not tell the method then.");
   for (size_t i = 0; i < n; i++) {
     struct route_metrics *r = &routes[order[i]];
     for (size_t j = 0; j < METRICS_STATUS_SLOTS; j++) {
@@ -305,36 +323,47 @@ void metrics_render(FILE *f, const struct metrics_gauges *g) {
   render_http(f);
   head(f, "gensendrep_connections", "gauge", "Client connections open now.");
   fprintf(f, "gensendrep_connections %" PRId64 "\n",
-          atomic_load_explicit(&connections, memory_order_relaxed));
+          atomic_load_explicit(&hot.connections, memory_order_relaxed));
   head(f, "gensendrep_auth_failures_total", "counter",
        "Requests answered 401 or 403 (no valid key or signature, or a key without the scope).");
-  fprintf(f, "gensendrep_auth_failures_total %" PRIu64 "\n", get(&auth_failures));
+  fprintf(f, "gensendrep_auth_failures_total %" PRIu64 "\n", get(&hot.auth_failures));
   counter_family(f, "gensendrep_rate_limited_total",
-                 "Requests refused 429, by limit (webhook: per client address, api: per key, "
-                 "elevenlabs: validly signed ElevenLabs webhooks per secret).",
-                 "limit", limit_names, rate_limited, METRICS_LIMIT_N);
+                 "Requests refused 429, by limit (webhook: per client address; api: per API key, "
+                 "or per client address for a request without a valid key; elevenlabs: "
+                 "validly signed ElevenLabs webhooks per secret).",
+                 "limit", limit_names, hot.rate_limited, METRICS_LIMIT_N);
   counter_family(f, "gensendrep_webhooks_accepted_total",
                  "Webhooks answered 200 (stored, or a redelivery already stored), by source.",
-                 "source", source_names, accepted, METRICS_SOURCE_N);
+                 "source", source_names, hot.accepted, METRICS_SOURCE_N);
   head(f, "gensendrep_webhooks_redelivered_total", "counter",
        "Accepted webhooks that changed nothing: byte-identical redeliveries.");
-  fprintf(f, "gensendrep_webhooks_redelivered_total %" PRIu64 "\n", get(&redelivered));
+  fprintf(f, "gensendrep_webhooks_redelivered_total %" PRIu64 "\n", get(&hot.redelivered));
   head(f, "gensendrep_store_commit_batch_size", "histogram",
-       "Writes per group commit of the store's writer.");
-  histogram(f, "gensendrep_store_commit_batch_size", "", &commit_size, &batch_buckets);
+       "Writes per group commit of the store's writer (health's probe writes left out).");
+  histogram(f, "gensendrep_store_commit_batch_size", "", &hot.commit_size, &batch_buckets);
   head(f, "gensendrep_store_commit_duration_seconds", "histogram",
-       "Time the store's writer took per group commit (the transaction and its commit).");
-  histogram(f, "gensendrep_store_commit_duration_seconds", "", &commit_duration, &commit_buckets);
+       "Time the store's writer took per group commit (the transaction and its commit). "
+       "PostgreSQL's outbox writer (subscriptions and delivery state) is timed too, a "
+       "commit of one write each; health's probe writes are not counted.");
+  histogram(f, "gensendrep_store_commit_duration_seconds", "", &hot.commit_duration,
+            &commit_buckets);
   counter_family(f, "gensendrep_store_errors_total",
                  "Writes the store did not store, by kind (retry: transient, answered 503; "
                  "client: data the database refused, 400; hard: a bug or corruption, 500).",
-                 "kind", store_error_names, store_errors, METRICS_STORE_ERROR_N);
+                 "kind", store_error_names, hot.store_errors, METRICS_STORE_ERROR_N);
   counter_family(f, "gensendrep_deliveries_total",
                  "Webhook delivery attempts to subscriptions, by outcome.", "outcome",
-                 delivery_names, deliveries, METRICS_DELIVERY_N);
+                 delivery_names, hot.deliveries, METRICS_DELIVERY_N);
   if (g && g->has_backlog) {
     head(f, "gensendrep_outbox_backlog", "gauge",
-         "Outbox events not yet delivered or published, as the last health check counted them.");
+         "Outbox events not yet delivered or published, as last read (a read-only count "
+         "refreshed off the scrape path at most once a second: it lags a scrape). Each count "
+         "stops at the store's cap (SQLite 100000, PostgreSQL 1000000): see "
+         "gensendrep_outbox_backlog_capped.");
     fprintf(f, "gensendrep_outbox_backlog %" PRId64 "\n", g->outbox_backlog);
+    head(f, "gensendrep_outbox_backlog_capped", "gauge",
+         "1 when a count behind gensendrep_outbox_backlog reached the store's cap: the backlog "
+         "is at least that value.");
+    fprintf(f, "gensendrep_outbox_backlog_capped %d\n", g->outbox_backlog_capped ? 1 : 0);
   }
 }

@@ -41,9 +41,11 @@ enum metrics_delivery {
 };
 
 /* Names the routes (their patterns, e.g. "/api/v1/conversations/{conversation_id}") before
- * requests are counted; index i of metrics_http_request is patterns[i]. Copied. Routes past
- * METRICS_ROUTES_MAX count as unmatched. Call once at start-up, before serving. */
-void metrics_http_routes(const char *const *patterns, size_t n);
+ * requests are counted; index i of metrics_http_request is patterns[i]. Copied. False (and
+ * nothing named) when n exceeds METRICS_ROUTES_MAX or a pattern does not fit
+ * METRICS_ROUTE_PATTERN_MAX: the server refuses to start rather than count such routes as
+ * unmatched. Call once at start-up, before serving: the table is read-only afterwards. */
+__attribute__((warn_unused_result)) bool metrics_http_routes(const char *const *patterns, size_t n);
 /* One request answered (or ended) with status (0: no answer, the client left) after
  * duration_ns. route: an index given to metrics_http_routes, or METRICS_ROUTE_UNMATCHED. */
 void metrics_http_request(int route, const char *method, unsigned status, uint64_t duration_ns);
@@ -64,6 +66,7 @@ void metrics_delivery(enum metrics_delivery outcome);
 struct metrics_gauges {
   bool has_backlog;
   int64_t outbox_backlog;
+  bool outbox_backlog_capped; /* a count stopped at the store's cap: the backlog is at least */
 };
 /* Writes every metric in the Prometheus text exposition format (version 0.0.4) to f. */
 void metrics_render(FILE *f, const struct metrics_gauges *g);

@@ -55,6 +55,13 @@ const struct route *route_find(const char *raw_path, const char *method, size_t 
   return NULL;
 }
 
+const struct route *route_of_path(const char *raw_path) {
+  size_t raw_len = strlen(raw_path);
+  for (size_t i = 0; i < api_route_count; i++)
+    if (path_matches(&api_routes[i], raw_path, raw_len)) return &api_routes[i];
+  return NULL;
+}
+
 /* The parameter is named after the collection it is in, as the API reference names it:
  * "/api/v1/conversations/" + "/audio" -> "/api/v1/conversations/{conversation_id}/audio". */
 void route_pattern(const struct route *r, char *out, size_t cap) {

@@ -224,6 +224,7 @@ static bool on_headers(struct http_request *req) {
   }
   if (req->has_pending) return false;
   if (!req->route) {
+    if (known) req->path_route = route_of_path(req->path);
     if (known && strcmp(req->method, "OPTIONS") == 0) {
       route_reply_options(req, allow);
     } else if (known) {
@@ -435,13 +436,21 @@ static void log_unstarted(struct http_request *req, unsigned status) {
       .client_ip = req->client_ip,
   };
   log_request_line(&line);
-  metrics_http_request(METRICS_ROUTE_UNMATCHED, NULL, status, duration_ns(line.duration_ms));
+  /* The method stays "other": libmicrohttpd 0.9.75 hands the application only the target
+   * (on_uri) before it refuses a request itself (a 431 for headers too large, say); the path
+   * still names its route. */
+  const struct route *r = req->target_has_nul ? NULL : route_of_path(req->path);
+  metrics_http_request(r ? (int)(r - api_routes) : METRICS_ROUTE_UNMATCHED, NULL, status,
+                       duration_ns(line.duration_ms));
 }
 
 /* What the request counts as in the metrics (core/metrics.h), by route pattern. */
 static void count_request(const struct http_request *req, unsigned status, double duration_ms) {
   const struct http_server *s = req->server;
-  int route = req->route ? (int)(req->route - api_routes) : METRICS_ROUTE_UNMATCHED;
+  /* A known path asked with a method it does not take (405, OPTIONS) counts under its route:
+   * "unmatched" is for paths no route knows. */
+  const struct route *r = req->route ? req->route : req->path_route;
+  int route = r ? (int)(r - api_routes) : METRICS_ROUTE_UNMATCHED;
   metrics_http_request(route, req->method, status, duration_ns(duration_ms));
   if (status == 401 || status == 403) metrics_auth_failure();
   if (status == 429 && req->has_limit && !req->limit.allowed)
@@ -562,16 +571,29 @@ static void server_free(struct http_server *s) {
   free(s);
 }
 
-/* The metrics count requests by route pattern: a label per route, never per path. */
-static void name_routes(void) {
-  char names[METRICS_ROUTES_MAX][METRICS_ROUTE_PATTERN_MAX];
+/* The metrics count requests by route pattern: a label per route, never per path. False when
+ * the route table outgrew the metrics' (METRICS_ROUTES_MAX routes, patterns shorter than
+ * METRICS_ROUTE_PATTERN_MAX): the server does not start, rather than count routes as
+ * unmatched. */
+static bool name_routes(char *err, size_t errlen) {
+  char names[METRICS_ROUTES_MAX][METRICS_ROUTE_PATTERN_MAX + 1];
   const char *patterns[METRICS_ROUTES_MAX];
-  size_t n = api_route_count < METRICS_ROUTES_MAX ? api_route_count : METRICS_ROUTES_MAX;
-  for (size_t i = 0; i < n; i++) {
+  if (api_route_count > METRICS_ROUTES_MAX) {
+    snprintf(err, errlen, "%zu routes: the metrics count at most %d (METRICS_ROUTES_MAX)",
+             api_route_count, METRICS_ROUTES_MAX);
+    return false;
+  }
+  for (size_t i = 0; i < api_route_count; i++) {
     route_pattern(&api_routes[i], names[i], sizeof names[i]);
     patterns[i] = names[i];
   }
-  metrics_http_routes(patterns, n);
+  if (!metrics_http_routes(patterns, api_route_count)) {
+    snprintf(err, errlen,
+             "a route pattern is longer than the metrics take "
+             "(METRICS_ROUTE_PATTERN_MAX)");
+    return false;
+  }
+  return true;
 }
 
 struct http_server *http_server_start(const struct config *cfg, void *app,
@@ -617,7 +639,10 @@ struct http_server *http_server_start(const struct config *cfg, void *app,
     server_free(s);
     return NULL;
   }
-  name_routes(); /* before any request can be counted */
+  if (!name_routes(err, errlen)) { /* before any request can be counted */
+    server_free(s);
+    return NULL;
+  }
   long threads = cfg->threads ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
   if (threads < 1) threads = 1;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |

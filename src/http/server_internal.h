@@ -85,6 +85,8 @@ struct http_request {
   struct MHD_Connection *conn;
   enum req_state state;
   const struct route *route;
+  const struct route *path_route; /* metrics: the route of a known path asked with another
+                                   * method (405, OPTIONS); NULL otherwise */
   bool started;        /* request_start ran: counted in server->inflight, logged when completed */
   bool target_has_nul; /* a raw NUL byte inside the request target (on_uri) */
   const char *method;
@@ -173,6 +175,8 @@ enum MHD_Result request_queue_reply(struct http_request *req);
  * and allow lists the methods the path supports. */
 const struct route *route_find(const char *raw_path, const char *method, size_t *param_at,
                                char *allow, size_t cap, bool *path_known);
+/* The first route whose path matches the raw path, whatever its method (NULL: none). */
+const struct route *route_of_path(const char *raw_path);
 /* The route's path pattern with its parameter named, e.g.
  * "/api/v1/conversations/{conversation_id}" (the metrics' route label). */
 void route_pattern(const struct route *r, char *out, size_t cap);

@@ -25,8 +25,10 @@ struct store_health {
   struct store_write write;
   bool write_done;
   struct store_health_wait *waiters;
-  /* the outbox's backlog, read by each check once asked for */
-  bool outbox_wanted, have_outbox;
+  /* the outbox's backlog, read by each check once asked for, and between checks by a
+   * read-only refresh (outbox_refresh) that store_health_outbox asks for */
+  bool outbox_wanted, have_outbox, outbox_refresh;
+  double outbox_read_ms; /* when the last refresh or check read it (0: never) */
   const char *outbox_cursor;
   struct store_outbox_stats outbox;
   pthread_t checker, timer;
@@ -91,6 +93,7 @@ static void read_outbox(struct store_health *h) {
   pthread_mutex_lock(&h->mu);
   h->have_outbox = ok;
   h->outbox = st;
+  h->outbox_read_ms = time_mono_ms();
   pthread_mutex_unlock(&h->mu);
 }
 
@@ -110,8 +113,16 @@ static void *checker_main(void *arg) {
   struct store_health *h = arg;
   pthread_mutex_lock(&h->mu);
   for (;;) {
-    while (!h->wanted && !h->stopping) pthread_cond_wait(&h->check_cv, &h->mu);
+    while (!h->wanted && !h->outbox_refresh && !h->stopping)
+      pthread_cond_wait(&h->check_cv, &h->mu);
     if (h->stopping) break;
+    h->outbox_refresh = false;
+    if (!h->wanted) { /* the backlog alone: reads only, no check and no probe write */
+      pthread_mutex_unlock(&h->mu);
+      read_outbox(h);
+      pthread_mutex_lock(&h->mu);
+      continue;
+    }
     h->wanted = false;
     h->running = true;
     h->started_ms = time_mono_ms();
@@ -201,6 +212,13 @@ bool store_health_outbox(struct store_health *h, const char *cursor_name,
   pthread_mutex_lock(&h->mu);
   h->outbox_wanted = true;
   h->outbox_cursor = cursor_name;
+  /* A stale count asks the checker's thread for a read-only refresh, unless a check (which
+   * reads it too) is running or wanted: the caller never waits for it. */
+  if (!h->stopping && !h->running && !h->wanted && !h->outbox_refresh &&
+      (h->outbox_read_ms == 0 || time_mono_ms() - h->outbox_read_ms >= STORE_HEALTH_FRESH_MS)) {
+    h->outbox_refresh = true;
+    pthread_cond_signal(&h->check_cv);
+  }
   bool have = h->have_outbox;
   if (have) *out = h->outbox;
   pthread_mutex_unlock(&h->mu);

@@ -34,10 +34,12 @@ __attribute__((warn_unused_result)) bool store_health_recent(struct store_health
 /* Waits for the running check, starting one when none runs; w->done is called within
  * STORE_HEALTH_WAIT_MS, possibly before this returns (on the calling thread then). */
 void store_health_wait(struct store_health *h, struct store_health_wait *w);
-/* The outbox's backlog (issue 10), read by the checks: returns the numbers the last check read
- * (false when none has yet, or the read failed) and asks every later check to read them too,
- * with store_outbox_stats(cursor_name) (cursor_name must outlive h; NULL: no broker). Never
- * waits. */
+/* The outbox's backlog (issue 10): returns the numbers last read (false when none has been
+ * yet, or the read failed) and asks every later check to read them too, with
+ * store_outbox_stats(cursor_name) (cursor_name must outlive h; NULL: no broker). When the
+ * numbers are older than STORE_HEALTH_FRESH_MS it also asks the monitor's thread for a
+ * refresh that only reads them (no health check, no probe write): a later call sees it.
+ * Never waits, never touches the database itself. */
 bool store_health_outbox(struct store_health *h, const char *cursor_name,
                          struct store_outbox_stats *out);
 /* Answers whoever still waits (not ok), waits for a running check to end (the store's own

@@ -358,14 +358,15 @@ struct store_attempt_page {
   size_t count;
 };
 
-/* The outbox's backlog, for health. A backend may stop counting at 100000 (SQLite does): a
- * count of 100000 then means at least that many. */
+/* The outbox's backlog, for health. A backend stops counting at count_cap (SQLite 100000,
+ * PostgreSQL 1000000): a count of count_cap then means at least that many. */
 struct store_outbox_stats {
   int64_t pending_deliveries; /* deliveries to subscriptions not yet delivered or failed */
   int64_t oldest_pending_us;  /* created time of the oldest such event; 0: none */
   int64_t queue_backlog;      /* events after the broker cursor (cursor_name) */
   int64_t oldest_queue_us;    /* created time of the oldest of them; 0: none */
   int64_t dead_letters;       /* deliveries failed for good */
+  int64_t count_cap;          /* where the counts above stop (0: they do not) */
 };
 
 struct seal_ring;

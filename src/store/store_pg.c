@@ -4042,7 +4042,11 @@ static void *ob_main(void *arg) {
   struct store_write *w;
   while ((w = write_queue_take(&s->ob_queue)) != NULL) {
     bool wake;
+    /* Timed like the main writer's group commits (and like SQLite's outbox writes, which go
+     * through its one writer): a batch of one. */
+    write_queue_commit_begin(&s->ob_queue, w);
     enum store_status st = ob_run(s, w, &wake);
+    write_queue_commit_end(&s->ob_queue);
     if (wake && s->notify) s->notify(s->notify_cls);
     write_queue_finish(w, st);
   }
@@ -4190,6 +4194,7 @@ static enum store_status pg_outbox_stats(struct store *base, const char *cursor_
       out->queue_backlog = get_i64(res, 0, 2);
       out->oldest_queue_us = time_or_zero(res, 0, 3);
       out->dead_letters = get_i64(res, 0, 4);
+      out->count_cap = atoll(STATS_CAP);
     }
     PQclear(res);
     if (r->conn) break;

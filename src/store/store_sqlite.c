@@ -3847,6 +3847,7 @@ static int or_ints(sqlite3_stmt *st, int64_t *v, int cols) {
 static enum store_status sqlite_outbox_stats(struct store *base, const char *cursor_name,
                                              struct store_outbox_stats *out) {
   memset(out, 0, sizeof *out);
+  out->count_cap = atoll(OB_COUNT_CAP_SQL);
   struct reader *r = reader_get((struct sqlite_store *)base);
   if (!r) return STORE_RETRY;
   for (int i = OR_PENDING; i <= OR_QUEUE_OLDEST; i++)

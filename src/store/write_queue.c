@@ -78,13 +78,17 @@ static void count_error(enum store_status status) {
 }
 
 void write_queue_commit_begin(struct write_queue *q, const struct store_write *batch) {
+  /* Health's probe writes are left out: a health check (or a monitor polling it) must not
+   * show as commits, and a batch of probes alone is not counted at all. */
   size_t n = 0;
-  for (; batch; batch = batch->next) n++;
+  for (; batch; batch = batch->next)
+    if (batch->kind != STORE_WRITE_PROBE) n++;
   q->batch_n = n;
   q->batch_start_ms = time_mono_ms();
 }
 
 void write_queue_commit_end(struct write_queue *q) {
+  if (!q->batch_n) return;
   double ms = time_mono_ms() - q->batch_start_ms;
   metrics_store_commit(q->batch_n, ms > 0 ? (uint64_t)(ms * 1e6) : 0);
 }

@@ -62,7 +62,8 @@ bool store_audio_piece(int64_t offset, int64_t end, int64_t slice_start, const v
 char *store_accounts_json(const char *const *accounts, size_t n);
 
 /* Writer thread, around the commit of the batch write_queue_take returned: the batch's size
- * and the time it took go to the metrics (core/metrics.h). */
+ * and the time it took go to the metrics (core/metrics.h). Health's probes (STORE_WRITE_PROBE)
+ * are not counted: a batch of probes alone is not recorded at all. */
 void write_queue_commit_begin(struct write_queue *q, const struct store_write *batch);
 void write_queue_commit_end(struct write_queue *q);
 /* Sets every write's status (OK keeps what the backend filled in) and calls its done(); a

@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import KEY1, assert_error, free_port, make_conv, uid
+from helpers import KEY1, assert_error, free_port, make_conv, pg_cluster, uid
 from receiver import Receiver
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -384,3 +386,103 @@ def test_deliveries_and_outbox_backlog(make_server):
         assert one(samples, "gensendrep_deliveries_total", outcome="failed") == 0
     finally:
         rcv.close()
+
+
+def probe_checked_us(srv):
+    """When health's probe last wrote (its committed write), read from the database itself."""
+    if srv.database_url.startswith("sqlite:"):
+        con = sqlite3.connect(srv.database_url.split(":", 1)[1], timeout=10)
+        try:
+            row = con.execute("SELECT checked_us FROM health_probe").fetchone()
+        finally:
+            con.close()
+        return row[0] if row else None
+    db = srv.database_url.rsplit("/", 1)[1]
+    out = pg_cluster().psql("SELECT checked_us FROM health_probe", db=db).strip()
+    return int(out) if out else None
+
+
+def test_scrapes_write_nothing(make_server):
+    """Scrapes on an idle server cause no write (no health check, whose probe is a committed
+    write) and no commit in the metrics; the backlog is still there. A health check's probe is
+    a write, but not a commit in the commit histograms."""
+    srv = make_server()
+    assert srv.get("/api/v1/health", key=None).status_code == 200
+    time.sleep(1.3)  # the last check is stale now: before the fix a scrape started another
+    _, samples = parse(scrape(srv, key=None))
+    sizes = one(samples, "gensendrep_store_commit_batch_size_count")
+    durations = one(samples, "gensendrep_store_commit_duration_seconds_count")
+    probed = probe_checked_us(srv)
+    for _ in range(6):
+        time.sleep(1.1)
+        _, samples = parse(scrape(srv, key=None))
+    assert one(samples, "gensendrep_store_commit_batch_size_count") == sizes
+    assert one(samples, "gensendrep_store_commit_duration_seconds_count") == durations
+    assert probe_checked_us(srv) == probed
+    assert one(samples, "gensendrep_outbox_backlog") == 0
+    assert one(samples, "gensendrep_outbox_backlog_capped") == 0
+    # Health itself still proves a committed write; it is not counted as a commit.
+    assert srv.get("/api/v1/health", key=None).status_code == 200
+    assert probe_checked_us(srv) != probed
+    _, samples = parse(scrape(srv, key=None))
+    assert one(samples, "gensendrep_store_commit_batch_size_count") == sizes
+    assert one(samples, "gensendrep_store_commit_duration_seconds_count") == durations
+
+
+def test_backlog_moves_without_health_checks(make_server):
+    """The backlog follows the outbox through scrapes alone (a read-only refresh off the
+    scrape path): deliveries a failing receiver keeps pending show up, a scrape or so late."""
+    rcv = Receiver()
+    try:
+        rcv.answer(500)
+        srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true",
+                               "DELIVERY_RETRY_SCHEDULE": "0,600"})
+        r = srv.request("POST", "/api/v1/subscriptions", json={"url": rcv.url("hook")})
+        assert r.status_code == 201, r.text
+        probed = probe_checked_us(srv)
+        n = 3
+        for _ in range(n):
+            assert srv.post_conv(make_conv()).status_code == 200
+        deadline = time.time() + WAIT
+        backlog = None
+        while time.time() < deadline:
+            _, samples = parse(scrape(srv, key=None))
+            found = series(samples, "gensendrep_outbox_backlog")
+            backlog = found[0][1] if found else None
+            if backlog == n:
+                break
+            time.sleep(0.3)
+        assert backlog == n, backlog
+        assert probe_checked_us(srv) == probed  # no health check ran for it
+    finally:
+        rcv.close()
+
+
+def test_known_paths_keep_their_route(server):
+    """OPTIONS (204) and a method the path does not take (405) count under the path's route,
+    not "unmatched"; so does a request libmicrohttpd refuses itself before its headers reach
+    the application (431 for 70 KB of headers), whose method it does not tell (\"other\")."""
+    def count(samples, **labels):
+        found = series(samples, "gensendrep_http_requests_total", **labels)
+        return found[0][1] if found else 0
+
+    _, before = parse(scrape(server, key=None))
+    assert server.request("OPTIONS", "/metrics", key=None).status_code == 204
+    r = server.request("POST", "/metrics", key=None)
+    assert r.status_code == 405, r.text
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 +
+                     b"\r\n\r\n")
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 431"), head[:100]
+    deadline = time.time() + WAIT
+    while True:
+        _, after = parse(scrape(server, key=None))
+        if count(after, route="/metrics", status="431") or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    for method, status in (("OPTIONS", "204"), ("POST", "405"), ("other", "431")):
+        assert count(after, route="/metrics", method=method, status=status) == \
+            count(before, route="/metrics", method=method, status=status) + 1, (method, status)
+        assert count(after, route="unmatched", method=method, status=status) == \
+            count(before, route="unmatched", method=method, status=status), (method, status)

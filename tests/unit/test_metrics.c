@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/metrics.h"
+#include "store/write_queue.h"
 
 static char *render(void) {
   char *text = NULL;
@@ -37,7 +38,7 @@ static int setup(void **state) {
   (void)state;
   metrics_reset();
   static const char *const patterns[] = {"/a", "/b/{b_id}", "/b/{b_id}", "/q\"\\\n"};
-  metrics_http_routes(patterns, 4);
+  assert_true(metrics_http_routes(patterns, 4));
   return 0;
 }
 
@@ -174,12 +175,94 @@ static void test_gauges_and_counters(void **state) {
   free(text);
 }
 
+/* A route table larger than the metrics' (or a pattern too long for it) is refused as a whole,
+ * so the server refuses to start: never routes silently counted as "unmatched". */
+static void test_route_table_guarded(void **state) {
+  (void)state;
+  static char names[METRICS_ROUTES_MAX + 1][16];
+  const char *patterns[METRICS_ROUTES_MAX + 1];
+  for (size_t i = 0; i <= METRICS_ROUTES_MAX; i++) {
+    snprintf(names[i], sizeof names[i], "/r%zu", i);
+    patterns[i] = names[i];
+  }
+  assert_false(metrics_http_routes(patterns, METRICS_ROUTES_MAX + 1));
+  char long_pattern[METRICS_ROUTE_PATTERN_MAX + 1];
+  memset(long_pattern, 'x', sizeof long_pattern - 1);
+  long_pattern[0] = '/';
+  long_pattern[sizeof long_pattern - 1] = '\0';
+  const char *one_long[] = {"/a", long_pattern};
+  assert_false(metrics_http_routes(one_long, 2));
+  assert_true(metrics_http_routes(patterns, METRICS_ROUTES_MAX));
+  metrics_http_request(METRICS_ROUTES_MAX - 1, "GET", 200, 1000);
+  char *text = render();
+  assert_true(sample(text,
+                     "gensendrep_http_requests_total{route=\"/r63\",method=\"GET\","
+                     "status=\"200\"}") == 1);
+  free(text);
+}
+
+/* The backlog gauge says when a count stopped at the store's cap. */
+static void test_backlog_capped(void **state) {
+  (void)state;
+  char *text = render();
+  assert_true(sample(text, "gensendrep_outbox_backlog") == 42);
+  assert_true(sample(text, "gensendrep_outbox_backlog_capped") == 0);
+  assert_non_null(strstr(text, "# TYPE gensendrep_outbox_backlog_capped gauge\n"));
+  free(text);
+  char *capped = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&capped, &len);
+  assert_non_null(f);
+  struct metrics_gauges g = {
+      .has_backlog = true, .outbox_backlog = 100000, .outbox_backlog_capped = true};
+  metrics_render(f, &g);
+  assert_int_equal(fclose(f), 0);
+  assert_true(sample(capped, "gensendrep_outbox_backlog_capped") == 1);
+  free(capped);
+}
+
+static void finished(struct store_write *w, void *cls) {
+  (void)w;
+  (void)cls;
+}
+
+/* Health's probe writes are not commits in the metrics: a batch of probes alone records
+ * nothing, a mixed batch counts its other writes only. */
+static void test_probe_writes_not_counted(void **state) {
+  (void)state;
+  struct write_queue q;
+  write_queue_init(&q, 16);
+  struct store_write probe = {.kind = STORE_WRITE_PROBE, .done = finished};
+  struct store_write probe2 = {.kind = STORE_WRITE_PROBE, .done = finished};
+  struct store_write event = {.kind = STORE_WRITE_EVENT, .done = finished};
+  probe.next = &probe2;
+  write_queue_commit_begin(&q, &probe);
+  write_queue_commit_end(&q);
+  char *text = render();
+  assert_true(sample(text, "gensendrep_store_commit_batch_size_count") == 0);
+  assert_true(sample(text, "gensendrep_store_commit_duration_seconds_count") == 0);
+  free(text);
+  probe.next = &event;
+  event.next = &probe2;
+  probe2.next = NULL;
+  write_queue_commit_begin(&q, &probe);
+  write_queue_commit_end(&q);
+  text = render();
+  assert_true(sample(text, "gensendrep_store_commit_batch_size_count") == 1);
+  assert_true(sample(text, "gensendrep_store_commit_batch_size_sum") == 1);
+  free(text);
+  write_queue_destroy(&q);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_counts_exact_across_threads, setup),
       cmocka_unit_test_setup(test_labels_bounded, setup),
       cmocka_unit_test_setup(test_histogram_buckets, setup),
       cmocka_unit_test_setup(test_gauges_and_counters, setup),
+      cmocka_unit_test_setup(test_route_table_guarded, setup),
+      cmocka_unit_test_setup(test_backlog_capped, setup),
+      cmocka_unit_test_setup(test_probe_writes_not_counted, setup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
