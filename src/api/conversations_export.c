@@ -27,7 +27,10 @@
 #include "core/log.h"
 #include "model/export.h"
 
-#define EXPORT_CHUNK 500          /* rows per store read */
+#define EXPORT_CHUNK 500 /* rows per store read */
+/* With include=transcript, fewer: PostgreSQL reads the bodies with the rows (store_filter
+ * with_body), and a body may be up to MAX_BODY_BYTES. */
+#define EXPORT_CHUNK_BODY 50
 #define EXPORT_PIECE (256 * 1024) /* a piece of the answer ends once it holds this much */
 
 struct export_job {
@@ -89,13 +92,15 @@ static bool after_last(const struct export_job *job, const struct store_conversa
 static enum store_status read_chunk(struct export_job *job) {
   store_page_free(&job->page);
   job->next = 0;
-  job->filter.limit = EXPORT_CHUNK;
+  int64_t chunk = job->with_body ? EXPORT_CHUNK_BODY : EXPORT_CHUNK;
+  job->filter.limit = chunk;
+  job->filter.with_body = job->with_body;
   job->filter.after = job->have_last;
   job->filter.after_processed_us = job->last_processed_us;
   job->filter.after_id = job->last_id;
   enum store_status st = store_list(job->store, &job->filter, &job->page);
   if (st != STORE_OK) return st;
-  if (job->page.count < EXPORT_CHUNK) job->list_done = true;
+  if (job->page.count < (size_t)chunk) job->list_done = true;
   return STORE_OK;
 }
 
@@ -121,10 +126,14 @@ static enum store_status write_row(struct export_job *job, const struct store_co
     export_ndjson_row(&job->out, row, false);
     return STORE_OK;
   }
+  if (row->body) { /* read with the rows (PostgreSQL): the list's own version */
+    export_ndjson_row(&job->out, row, true);
+    return STORE_OK;
+  }
   struct store_conversation full;
   enum store_status st = store_get(job->store, row->conversation_id, true, &full);
   if (st != STORE_OK) return st;
-  if (still_matches(job, &full) && full.body)
+  if (still_matches(job, &full)) /* as GET: a conversation without a body shows nulls */
     export_ndjson_row(&job->out, &full, true);
   else
     st = STORE_NOT_FOUND;

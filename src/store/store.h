@@ -298,6 +298,10 @@ struct store_filter {
   /* A key bound to accounts: only conversations of these (naccounts 0: no such bound). */
   const char *const *accounts;
   size_t naccounts;
+  /* PostgreSQL also reads each row's raw webhook body (webhook_id and body set, as get with
+   * with_body), in the page's one round trip; SQLite reads none (body NULL: a get there costs
+   * no round trip). A caller reads a row whose body is NULL with get. */
+  bool with_body;
 };
 
 struct store_page {

@@ -51,7 +51,7 @@
 
 struct pg_reader {
   PGconn *conn;
-  uint64_t prepared_lists[2]; /* bit m: list<m> is prepared */
+  uint64_t prepared_lists[4]; /* bit m: list<m> is prepared */
   unsigned char *opened;      /* a sealed audio chunk, opened (kept across connections) */
   size_t opened_cap;
 };
@@ -2763,6 +2763,7 @@ static enum store_status pg_get(struct store *base, const char *id, bool with_bo
 #define LIST_SEALED 16u
 #define LIST_WINDOW 32u /* from/to: the start time, or the processed time without one */
 #define LIST_AFTER 64u  /* a keyset page: the rows after a position, not counted */
+#define LIST_BODY 128u  /* each row's webhook id and raw body too (store_filter.with_body) */
 static bool prepare_list(struct pg_reader *r, unsigned mask) {
   uint64_t bit = UINT64_C(1) << (mask % 64);
   if (r->prepared_lists[mask / 64] & bit) return true;
@@ -2807,12 +2808,16 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
   snprintf(sql, sizeof sql,
            "SELECT t.total, p.* FROM (%s) t "
            "LEFT JOIN LATERAL (" SELECT_COLUMNS
-           "NULL::text AS w, NULL::bytea AS b, NULL::text AS k FROM conversations c "
+           "%s FROM conversations c%s "
            "WHERE c.conversation_id IN ("
            "SELECT c.conversation_id FROM conversations c%s ORDER BY "
            "c.processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d)) p ON true "
            "ORDER BY p.processed_at_us DESC, p.conversation_id ASC",
-           count, where, n + 1, n + 2);
+           count,
+           mask & LIST_BODY ? "c.webhook_id AS w, d.body AS b, d.sealed_with AS k"
+                            : "NULL::text AS w, NULL::bytea AS b, NULL::text AS k",
+           mask & LIST_BODY ? " LEFT JOIN deliveries d ON d.id = c.delivery_id" : "", where, n + 1,
+           n + 2);
   snprintf(name, sizeof name, "list%u", mask);
   if (!prepare(r->conn, name, sql, 0, NULL)) return false;
   r->prepared_lists[mask / 64] |= bit;
@@ -2832,7 +2837,8 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
   if (ring && f->account_id) oom = oom || !(cj = filter_values(ring, f->account_id));
   unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) |
                   (aj ? 8u : 0) | (ej || cj ? LIST_SEALED : 0) |
-                  (f->has_from || f->has_to ? LIST_WINDOW : 0) | (f->after ? LIST_AFTER : 0);
+                  (f->has_from || f->has_to ? LIST_WINDOW : 0) | (f->after ? LIST_AFTER : 0) |
+                  (f->with_body ? LIST_BODY : 0);
   if (oom || !prepare_list(r, mask)) {
     free(aj);
     free(ej);
