@@ -1,9 +1,10 @@
 /* GET /api/v1/conversations?email_id=&account_id=&status=&from=&to=&page=&limit=&cursor=.
  * Newest processed first. page/limit count rows to skip and give a total; cursor (an answer's
  * pagination.nextCursor, list_cursor.h) continues after the last row of the page before, on an
- * index whatever the depth, without a total. The query and the rendering run on an offload
- * thread: the database may be slow. */
+ * index whatever the depth, without a total; cursor= given empty is the first page, uncounted. The
+ * query and the rendering run on an offload thread: the database may be slow. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,12 +170,18 @@ void api_conversations_list(struct http_request *req) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }
-  if (cursor) {
+  if (cursor && !cursor[0]) {
+    /* cursor= given empty: the first page, uncounted (a position before every row) */
+    job->cursor_mode = true;
+    f.after = true;
+    f.after_processed_us = INT64_MAX;
+    f.after_id = "";
+  } else if (cursor) {
     if (!list_cursor_decode(job->key, job->scope, cursor, strlen(cursor), &job->after)) {
       job_free(job);
       api_bad_param(req, "cursor",
-                    "must be the nextCursor of an earlier answer to the same query (same "
-                    "filters), unchanged");
+                    "must be empty (the first page) or the nextCursor of an earlier answer to "
+                    "the same query (same filters, same account bound), unchanged");
       return;
     }
     job->cursor_mode = true;

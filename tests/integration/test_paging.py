@@ -28,8 +28,10 @@ def _post(server, **kw):
 
 
 def _walk(server, limit, **params):
-    """Every id of the list by cursor pages of `limit`; returns (ids, pages)."""
+    """Every id of the list by cursor pages of `limit` (from a counted first page, or from
+    cursor="" when params has it); returns (ids, pages)."""
     r = server.list_convs(limit=limit, **params)
+    params.pop("cursor", None)
     ids, pages = _ids(r), [r.json()]
     while pages[-1]["pagination"]["nextCursor"] is not None:
         r = server.list_convs(limit=limit, cursor=pages[-1]["pagination"]["nextCursor"],
@@ -84,8 +86,37 @@ def test_cursor_walk_gives_the_pages_in_order(server):
     assert rest.json()["pagination"]["nextCursor"] is None
 
 
+def test_empty_cursor_is_the_first_page_uncounted(server):
+    """cursor= given empty: the first page without a count; the walk from it meets every row
+    once, in the counted list's order."""
+    account = "acc-first-" + uid()
+    posted = [_post(server, accountId=account) for _ in range(7)]
+    everything = _ids(server.list_convs(account_id=account, limit=100))
+    assert sorted(everything) == sorted(posted)
+
+    ids, pages = _walk(server, 3, account_id=account, cursor="")
+    assert ids == everything and len(ids) == len(set(ids))
+    assert [len(p["conversations"]) for p in pages] == [3, 3, 1]
+    for p in pages:
+        assert set(p["pagination"]) == {"limit", "nextCursor"}, p["pagination"]
+    assert pages[0]["pagination"]["nextCursor"]
+    # with a window too
+    ids, _ = _walk(server, 2, account_id=account, cursor="", to="2999-01-01T00:00:00Z")
+    assert ids == everything
+    # nothing to list: an empty first page, no count, no next page
+    r = server.list_convs(account_id=account + "-none", cursor="")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"conversations": [], "pagination": {"limit": 20, "nextCursor": None}}
+    # an empty cursor with page is still a contradiction
+    err = assert_error(server.list_convs(account_id=account, cursor="", page=1), 400,
+                       "INVALID_PARAMETER")
+    assert [d["field"] for d in err["details"]] == ["cursor"]
+
+
 def test_cursor_walk_while_writes_continue(server):
-    """Rows there when the walk begins come exactly once; none comes twice."""
+    """Rows there when the walk begins, and not changed during it, come exactly once; none
+    comes twice. (A row changed by a redelivery during the walk moves ahead of the cursor and is
+    not met: a known gap, see README.)"""
     account = "acc-live-" + uid()
     existing = [_post(server, accountId=account) for _ in range(25)]
     stop = threading.Event()
@@ -187,7 +218,7 @@ def test_bad_cursors_are_400_naming_cursor(server):
     # a cursor moved to another position: the processed time changed, the tag kept
     moved = bytearray(raw)
     moved[5] ^= 1
-    bad = ["", "x", "!!!!", good + "A", good[:-1], good[1:], "A" * 5000, good.upper(),
+    bad = ["x", " ", "!!!!", good + "A", good[:-1], good[1:], "A" * 5000, good.upper(),
            good + "=", good.replace("-", "+").replace("_", "/") if ("-" in good or "_" in good)
            else good + "+", base64.urlsafe_b64encode(bytes(forged)).decode().rstrip("="),
            base64.urlsafe_b64encode(bytes(moved)).decode().rstrip("="),
