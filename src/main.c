@@ -856,6 +856,20 @@ static void watch_second_signal(sigset_t *set) {
   pthread_detach(t);
 }
 
+/* The list's cursor key (api/list_cursor.h), from the database's own random secret: every
+ * instance on the database shares it, and neither a restart nor a change of API_SECRET_KEY or
+ * ENCRYPTION_KEYS changes it. */
+static bool load_cursor_key(struct app *app, char *err, size_t errlen) {
+  unsigned char secret[STORE_SECRET_LEN];
+  enum store_status st = store_secret(app->store, "list_cursor", secret);
+  bool ok = st == STORE_OK && list_cursor_key(secret, sizeof secret, app->list_cursor_key);
+  memset(secret, 0, sizeof secret);
+  if (!ok)
+    snprintf(err, errlen, "cannot read the list cursors' secret (table service_secrets): %s",
+             st == STORE_NOT_FOUND ? "missing" : "database error");
+  return ok;
+}
+
 static int serve(void) {
   static sigset_t stop_signals; /* read by the second-signal thread */
   block_signals(&stop_signals);
@@ -888,7 +902,7 @@ static int serve(void) {
   struct store_retention *retention = NULL;
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
             (app.store = open_store(&cfg, ring, err, sizeof err)) &&
-            (app.health = store_health_new(app.store)) &&
+            load_cursor_key(&app, err, sizeof err) && (app.health = store_health_new(app.store)) &&
             (app.audit = audit_recorder_start(app.store)) && app_docs_init(&app) &&
             (cfg.retention_days == 0 ||
              (retention = store_retention_start(app.store, cfg.retention_days))) &&

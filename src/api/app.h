@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "http/http.h"
 #include "sig/sig.h"
+#include "api/list_cursor.h"
 #include "store/store.h"
 
 struct store_health;
@@ -26,6 +27,8 @@ struct app {
   /* signature secrets, loaded at start-up (empty rings: that scheme is off) */
   struct sig_keyring webhook_keys;    /* WEBHOOK_SECRET: Standard Webhooks on the seed webhook */
   struct sig_keyring elevenlabs_keys; /* ELEVENLABS_WEBHOOK_SECRET: ElevenLabs-Signature */
+  /* the list's cursor key (list_cursor.h), from the database's secret at start-up */
+  unsigned char list_cursor_key[LIST_CURSOR_KEY_LEN];
   /* docs pages rendered once at start-up (owned) */
   char *swagger_html;
   size_t swagger_len;

@@ -164,8 +164,8 @@ void api_conversations_list(struct http_request *req) {
   job->store = app->store;
   /* A key bound to accounts sees only those: an account_id outside them finds nothing. */
   f.accounts = http_request_accounts(req, &f.naccounts);
-  if (!list_cursor_key(app->cfg->api_secret_key, app->cfg->encryption_keys, job->key) ||
-      !query_scope(&f, job->scope)) {
+  memcpy(job->key, app->list_cursor_key, sizeof job->key);
+  if (!query_scope(&f, job->scope)) {
     job_free(job);
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;

@@ -59,15 +59,10 @@ static long b64url_decode(const char *in, size_t len, unsigned char *out, size_t
   return (long)o;
 }
 
-bool list_cursor_key(const char *secret_a, const char *secret_b,
+bool list_cursor_key(const unsigned char *secret, size_t len,
                      unsigned char key[LIST_CURSOR_KEY_LEN]) {
-  static const char label[] = "gensendrep list cursor v1";
-  const char *secrets[2] = {secret_a, secret_b};
-  unsigned char ikm[CRYPTO_SHA256_LEN];
-  list_cursor_scope(secrets, 2, ikm);
-  bool ok = crypto_hmac_sha256(ikm, sizeof ikm, label, sizeof label - 1, key);
-  memset(ikm, 0, sizeof ikm);
-  return ok;
+  static const char label[] = "gensendrep list cursor v2";
+  return crypto_hmac_sha256(secret, len, label, sizeof label - 1, key);
 }
 
 void list_cursor_scope(const char *const *values, size_t n,

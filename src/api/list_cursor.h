@@ -5,7 +5,7 @@
  *   version (1 byte, 1) | processed time in microseconds (8 bytes, big-endian) |
  *   id length (1 byte; the id's bytes are 1..MODEL_CONVERSATION_ID_MAX, so stored as len - 1) |
  *   conversation id | tag (16 bytes)
- * where tag is the first 16 bytes of HMAC-SHA256, under a key derived from the service's secrets,
+ * where tag is the first 16 bytes of HMAC-SHA256, under a key derived from the database's secret,
  * over everything before it followed by the digest of the query it belongs to (its filters and
  * the asking key's account bound; see list_cursor_scope). The filters are never in the cursor:
  * nothing a sealed store keeps sealed can be read from one, and a cursor replayed with other
@@ -31,10 +31,11 @@ struct list_cursor {
   char id[MODEL_CONVERSATION_ID_MAX + 1];
 };
 
-/* The key cursors are tagged under: HMAC-SHA256 keyed with the secrets given (API_SECRET_KEY,
- * ENCRYPTION_KEYS: every instance with the same configuration accepts the others' cursors, and
- * a restart keeps them valid) over a fixed label. false when OpenSSL failed. */
-__attribute__((warn_unused_result)) bool list_cursor_key(const char *secret_a, const char *secret_b,
+/* The key cursors are tagged under: HMAC-SHA256 keyed with the secret given (the database's own
+ * random secret, store_secret "list_cursor": every instance on the database accepts the others'
+ * cursors, and a restart or a change of API_SECRET_KEY / ENCRYPTION_KEYS keeps them valid) over
+ * a fixed label. false when OpenSSL failed. */
+__attribute__((warn_unused_result)) bool list_cursor_key(const unsigned char *secret, size_t len,
                                                          unsigned char key[LIST_CURSOR_KEY_LEN]);
 
 /* The digest of a query: the values in order, each marked present or absent (NULL) and

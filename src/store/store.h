@@ -30,6 +30,7 @@ enum store_status {
 
 #define STORE_WEBHOOK_ID_MAX MODEL_WEBHOOK_ID_MAX
 #define STORE_STATUS_MAX MODEL_STATUS_MAX
+#define STORE_SECRET_LEN 32
 
 enum store_write_kind {
   STORE_WRITE_CONVERSATION,
@@ -403,6 +404,11 @@ struct store_ops {
    * zeros when the log is empty). */
   enum store_status (*audit_head)(struct store *s, int64_t *last_id,
                                   unsigned char hash[AUDIT_HASH_LEN]);
+  /* The service's own random secret name (table service_secrets: made once per database by a
+   * migration, shared by every instance, kept across restarts): STORE_SECRET_LEN bytes into
+   * out. STORE_NOT_FOUND when there is none of that name (or not that long). */
+  enum store_status (*secret)(struct store *s, const char *name,
+                              unsigned char out[STORE_SECRET_LEN]);
   /* Encryption at rest (seal/seal.h): from now on new data is sealed with ring's first key and
    * sealed data is opened with any of its keys; ring NULL: nothing is sealed. Call once, right
    * after opening, before any write or read; the ring must outlive the store. Fails (STORE_HARD,
@@ -490,6 +496,11 @@ __attribute__((warn_unused_result)) static inline enum store_status store_audit_
 __attribute__((warn_unused_result)) static inline enum store_status store_audit_head(
     struct store *s, int64_t *last_id, unsigned char hash[AUDIT_HASH_LEN]) {
   return s->ops->audit_head(s, last_id, hash);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_secret(
+    struct store *s, const char *name, unsigned char out[STORE_SECRET_LEN]) {
+  return s->ops->secret(s, name, out);
 }
 
 __attribute__((warn_unused_result)) static inline enum store_status store_set_ring(

@@ -3252,6 +3252,31 @@ static enum store_status pg_audit_head(struct store *base, int64_t *last_id,
   return st;
 }
 
+static enum store_status pg_secret(struct store *base, const char *name,
+                                   unsigned char out[STORE_SECRET_LEN]) {
+  struct pg_store *s = (struct pg_store *)base;
+  enum store_status st = STORE_RETRY;
+  const char *vals[1] = {name};
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res =
+        reader_checked(s, r,
+                       PQexecParams(r->conn, "SELECT value FROM service_secrets WHERE name = $1", 1,
+                                    NULL, vals, NULL, NULL, 1),
+                       &st);
+    if (st == STORE_OK) {
+      if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) == STORE_SECRET_LEN)
+        memcpy(out, PQgetvalue(res, 0, 0), STORE_SECRET_LEN);
+      else
+        st = STORE_NOT_FOUND;
+    }
+    PQclear(res);
+    if (r->conn) break;
+  }
+  return st;
+}
+
 /* ---------- the outbox's own writes (SUB_PUT, SUB_DELETE, REPLAY, OUTBOX) ----------
  * One at a time, each in its own transaction, on a thread and connection of their own: the
  * dispatcher's claims and results never wait behind an ingest batch nor hold one up. Several
@@ -4346,6 +4371,7 @@ static const struct store_ops pg_ops = {
     .key_list = pg_key_list,
     .audit_list = pg_audit_list,
     .audit_head = pg_audit_head,
+    .secret = pg_secret,
     .set_ring = pg_set_ring,
     .sub_get = pg_sub_get,
     .sub_list = pg_sub_list,

@@ -4100,6 +4100,30 @@ static enum store_status sqlite_audit_head(struct store *base, int64_t *last_id,
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : status_of(rc);
 }
 
+static enum store_status sqlite_secret(struct store *base, const char *name,
+                                       unsigned char out[STORE_SECRET_LEN]) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  sqlite3_stmt *st = NULL;
+  int rc =
+      sqlite3_prepare_v2(r->db, "SELECT value FROM service_secrets WHERE name = ?1", -1, &st, NULL);
+  if (rc != SQLITE_OK) return status_of(rc);
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  enum store_status res = STORE_NOT_FOUND;
+  if (rc == SQLITE_ROW) {
+    const void *v = sqlite3_column_blob(st, 0);
+    if (v && sqlite3_column_bytes(st, 0) == STORE_SECRET_LEN) {
+      memcpy(out, v, STORE_SECRET_LEN);
+      res = STORE_OK;
+    }
+  } else if (rc != SQLITE_DONE) {
+    res = status_of(rc);
+  }
+  sqlite3_finalize(st);
+  return res;
+}
+
 /* ---------- encryption at rest: the keys in use ---------- */
 
 /* Checks one recorded key (id, check value) against ring; a refusal's line into err. Every
@@ -4262,6 +4286,7 @@ static const struct store_ops sqlite_ops = {
     .key_list = sqlite_key_list,
     .audit_list = sqlite_audit_list,
     .audit_head = sqlite_audit_head,
+    .secret = sqlite_secret,
     .set_ring = sqlite_set_ring,
     .sub_get = sqlite_sub_get,
     .sub_list = sqlite_sub_list,

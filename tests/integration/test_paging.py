@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from helpers import assert_error, make_conv, uid
+from helpers import KEY1, KEY2, assert_error, make_conv, uid
 
 
 def _ids(resp):
@@ -251,6 +251,28 @@ def test_cursor_of_another_deployment_is_refused(make_server):
     # a restart keeps the deployment's cursors valid
     a.restart()
     assert a.list_convs(account_id=account, limit=1, cursor=cursor).status_code == 200
+
+
+def test_cursor_survives_key_rotation_and_restart(make_server):
+    """Cursors are tagged under the database's own random secret: reordering the API keys,
+    adding one (a rotation), adding an encryption key, and restarting keep them valid."""
+    k1 = "k1:" + base64.b64encode(hashlib.sha256(b"paging rotation one").digest()).decode()
+    k2 = "k2:" + base64.b64encode(hashlib.sha256(b"paging rotation two").digest()).decode()
+    srv = make_server(env={"API_SECRET_KEY": f"{KEY1},{KEY2}", "ENCRYPTION_KEYS": k1})
+    account = "acc-rot-" + uid()
+    posted = [_post(srv, accountId=account) for _ in range(3)]
+    first = srv.list_convs(account_id=account, limit=1, cursor="")
+    cursor = first.json()["pagination"]["nextCursor"]
+    srv.env_overrides["API_SECRET_KEY"] = f"rotated-in-{uid()},{KEY2},{KEY1}"
+    srv.restart()
+    r = srv.list_convs(account_id=account, limit=1, cursor=cursor)
+    assert r.status_code == 200, r.text
+    srv.env_overrides["ENCRYPTION_KEYS"] = f"{k2},{k1}"
+    srv.restart()
+    r = srv.list_convs(account_id=account, limit=5, cursor=cursor)
+    assert r.status_code == 200, r.text
+    assert _ids(first) + _ids(r) == _ids(srv.list_convs(account_id=account, limit=5))
+    assert sorted(_ids(first) + _ids(r)) == sorted(posted)
 
 
 def test_sealed_store_cursor_walk_leaks_nothing(make_server):

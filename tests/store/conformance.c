@@ -964,6 +964,22 @@ static void test_health_probe_writes_and_reads(void **state) {
   assert_int_equal(store_ping_read(B->store), STORE_OK);
 }
 
+/* The list cursors' secret: made once per database, the same for every store opened on it
+ * (other instances, restarts), not all zeros; an unknown name is STORE_NOT_FOUND. */
+static void test_secret_is_the_databases(void **state) {
+  (void)state;
+  unsigned char a[STORE_SECRET_LEN], b[STORE_SECRET_LEN], zero[STORE_SECRET_LEN] = {0};
+  assert_int_equal(store_secret(B->store, "list_cursor", a), STORE_OK);
+  assert_memory_not_equal(a, zero, sizeof a);
+  char err[512] = "";
+  struct store *other = store_open(B->url, err, sizeof err);
+  if (!other) fail_msg("second store_open: %s", err);
+  assert_int_equal(store_secret(other, "list_cursor", b), STORE_OK);
+  assert_memory_equal(a, b, sizeof a);
+  assert_int_equal(store_secret(other, "no such secret", b), STORE_NOT_FOUND);
+  store_close(other);
+}
+
 /* ---------- lifecycle ---------- */
 
 /* Closing finishes every write submitted before (committed, or failed as RETRY), and what was
@@ -6563,7 +6579,8 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_health_probe_writes_and_reads),                  \
   cmocka_unit_test(test_close_drains_submitted_writes),                  \
   cmocka_unit_test(test_keys_create_read_revoke_touch),                 \
-  cmocka_unit_test(test_list_bound_to_accounts)
+  cmocka_unit_test(test_list_bound_to_accounts),                         \
+  cmocka_unit_test(test_secret_is_the_databases)
 /* After the SQLite checkpoint test, whose bound on the log's size these megabytes of audio
  * would otherwise count against. */
 #define EVENT_TESTS                                                      \

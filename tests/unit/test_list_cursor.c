@@ -14,7 +14,7 @@ static unsigned char key[LIST_CURSOR_KEY_LEN], scope[CRYPTO_SHA256_LEN];
 
 static int setup(void **state) {
   (void)state;
-  if (!list_cursor_key("api-key", "", key)) return -1;
+  if (!list_cursor_key((const unsigned char *)"database secret", 15, key)) return -1;
   const char *q[] = {"user@example.com", NULL, "completed"};
   list_cursor_scope(q, 3, scope);
   return 0;
@@ -74,7 +74,7 @@ static void test_other_scope_key_or_bytes_refused(void **state) {
   }
   /* another deployment */
   unsigned char key2[LIST_CURSOR_KEY_LEN];
-  assert_true(list_cursor_key("api-key", "k1:other", key2));
+  assert_true(list_cursor_key((const unsigned char *)"other database", 14, key2));
   assert_false(list_cursor_decode(key2, scope, text, len, &out));
   /* any character changed, cut, lengthened */
   for (size_t i = 0; i < len; i++) {
