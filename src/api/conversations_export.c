@@ -11,6 +11,8 @@
  * its version at that moment; one erased or moved out of the filters meanwhile is left out).
  * format=csv: model/export.h's columns, a UTF-8 byte order mark first; include is refused.
  *
+ * HTTP/1.0 is refused (400): without chunking a cut answer would look complete.
+ *
  * The first piece is made before the answer starts, so a filter the database refuses or a
  * database that cannot be read is still a JSON error (400, 503); a failure later cuts the
  * answer short (chunked without its last chunk: the client sees it incomplete) and is logged.
@@ -281,6 +283,16 @@ static void describe(struct export_job *job, const char *from, const char *to,
 
 void api_conversations_export(struct http_request *req) {
   struct app *app = http_request_app(req);
+  /* HTTP/1.0 has no chunking: the answer would just end at connection close, and one cut
+   * short would look complete. Refused (a proxy in front must speak HTTP/1.1 upstream). */
+  if (http_request_http10(req)) {
+    http_reply_error(req, API_ERR_BAD_REQUEST,
+                     "The export needs HTTP/1.1 (it is sent chunked, so that a cut answer shows "
+                     "as incomplete); a proxy in front must use HTTP/1.1 upstream (nginx: "
+                     "proxy_http_version 1.1)",
+                     NULL);
+    return;
+  }
   const char *format = http_request_query(req, "format");
   const char *include = http_request_query(req, "include");
   bool csv = false;

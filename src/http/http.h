@@ -71,6 +71,9 @@ void api_auth_rejected(void *app, const struct http_request *req, unsigned statu
 /* ---- request accessors ---- */
 void *http_request_app(const struct http_request *req);
 const char *http_request_method(const struct http_request *req);
+/* Whether the request line says HTTP/1.0 (no chunked answers: a body of unknown length then
+ * just ends when the connection closes, so a cut one looks complete). */
+bool http_request_http10(const struct http_request *req);
 /* The decoded path parameter of a MATCH_PREFIX route ("" for exact routes). */
 const char *http_request_path_param(const struct http_request *req);
 /* A decoded query argument, or NULL when absent. */

@@ -15,6 +15,8 @@
 
 void *http_request_app(const struct http_request *req) { return req->server->app; }
 const char *http_request_method(const struct http_request *req) { return req->method; }
+
+bool http_request_http10(const struct http_request *req) { return req->http10; }
 const char *http_request_path_param(const struct http_request *req) { return req->param; }
 const char *http_request_id(const struct http_request *req) { return req->request_id; }
 const char *http_request_client_ip(const struct http_request *req) { return req->client_ip; }

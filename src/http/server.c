@@ -348,6 +348,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
   if (!req) return MHD_NO; /* on_uri ran out of memory */
   if (!req->started) {
     request_start(req, method);
+    req->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
     if (target_cut_short(req, url, version)) req->target_has_nul = true;
     conn_guard_headers_done(conn);
     if (refuse_framing(req, url, version) || on_headers(req)) {

@@ -90,6 +90,7 @@ struct http_request {
   bool started;        /* request_start ran: counted in server->inflight, logged when completed */
   bool target_has_nul; /* a raw NUL byte inside the request target (on_uri) */
   const char *method;
+  bool http10;            /* the request line says HTTP/1.0 */
   char *path;             /* raw (undecoded) path, owned: routing and the log line use it */
   char *query_raw;        /* raw text after '?', owned; NULL without one */
   char *param_buf;        /* the decoded path parameter, owned */

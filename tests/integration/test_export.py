@@ -280,6 +280,41 @@ def test_errors_are_json(server):
     assert_error(server.request("POST", EXPORT), 405)
 
 
+def raw_exchange(port, request, timeout=30):
+    """Sends request on a new connection and reads until the server closes it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(request)
+    got = b""
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        got += data
+    s.close()
+    return got
+
+
+def test_http_1_0_is_refused(server):
+    """HTTP/1.0 has no chunking: an export cut short would just end at connection close and
+    look complete (nginx speaks HTTP/1.0 upstream by default). It is refused, as JSON saying
+    HTTP/1.1 is needed; HTTP/1.1 still works."""
+    acc = "acc-http10-" + uid()
+    post(server, accountId=acc)
+    for method in ("GET", "HEAD"):
+        got = raw_exchange(server.port, (f"{method} {EXPORT}?account_id={acc} HTTP/1.0\r\n"
+                                         f"Authorization: Bearer {KEY1}\r\n\r\n").encode())
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400", got[:300]
+        assert b"application/json" in head
+        if method == "GET":
+            err = json.loads(body)["error"]
+            assert err["code"] == "BAD_REQUEST"
+            assert "HTTP/1.1" in err["message"] and "proxy_http_version 1.1" in err["message"]
+        else:
+            assert body == b""
+    assert len(ndjson(export(server, account_id=acc))) == 1
+
+
 def test_the_path_is_not_a_conversation_id(server):
     """A conversation named "export" is answered by the export (README); its other paths and
     the filters still reach it."""
