@@ -57,9 +57,9 @@ struct workpool *workpool_new(size_t threads, size_t queue_max) {
   return p;
 }
 
-bool workpool_submit(struct workpool *p, struct workpool_job *job) {
+static bool submit(struct workpool *p, struct workpool_job *job, bool admitted) {
   pthread_mutex_lock(&p->mu);
-  bool ok = !p->stopping && p->queued < p->queue_max;
+  bool ok = !p->stopping && (admitted || p->queued < p->queue_max);
   if (ok) {
     job->next = NULL;
     if (p->tail)
@@ -72,6 +72,12 @@ bool workpool_submit(struct workpool *p, struct workpool_job *job) {
   }
   pthread_mutex_unlock(&p->mu);
   return ok;
+}
+
+bool workpool_submit(struct workpool *p, struct workpool_job *job) { return submit(p, job, false); }
+
+bool workpool_submit_admitted(struct workpool *p, struct workpool_job *job) {
+  return submit(p, job, true);
 }
 
 void workpool_free(struct workpool *p) {

@@ -22,6 +22,11 @@ __attribute__((warn_unused_result)) struct workpool *workpool_new(size_t threads
 /* Queues job (not owned). False, job untouched, when the queue is full or the pool stops. */
 __attribute__((warn_unused_result)) bool workpool_submit(struct workpool *p,
                                                          struct workpool_job *job);
+/* Queues job (not owned) past queue_max: for the next step of work already admitted (a
+ * streamed answer's next piece), which the queue's limit must not cut short. The caller keeps
+ * it bounded (at most one such job per open stream). False only when the pool stops. */
+__attribute__((warn_unused_result)) bool workpool_submit_admitted(struct workpool *p,
+                                                                  struct workpool_job *job);
 /* Runs what is queued, stops the threads, frees the pool. */
 void workpool_free(struct workpool *p);
 

@@ -58,11 +58,14 @@ static ssize_t read_piece(void *cls, uint64_t pos, char *buf, size_t max) {
     log_msg(LOG_WARNING, "request %s: streamed answer cut short by shutdown", st->request_id);
     return MHD_CONTENT_READER_END_WITH_ERROR;
   }
-  /* Suspend first: the pool may make the piece and resume before submit returns. */
+  /* Suspend first: the pool may make the piece and resume before submit returns. The answer
+   * was admitted when it began: its next piece passes a full queue (at most one job per open
+   * answer: the connection stays suspended until the piece is made), or a burst of new
+   * requests would cut answers already running. */
   MHD_suspend_connection(st->conn);
-  if (!workpool_submit(st->server->pool, &st->job)) {
+  if (!workpool_submit_admitted(st->server->pool, &st->job)) {
     MHD_resume_connection(st->conn);
-    log_msg(LOG_ERROR, "request %s: streamed answer cut short: the offload queue is full",
+    log_msg(LOG_ERROR, "request %s: streamed answer cut short: the offload pool is stopping",
             st->request_id);
     return MHD_CONTENT_READER_END_WITH_ERROR;
   }

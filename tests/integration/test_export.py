@@ -440,6 +440,36 @@ def test_a_client_that_goes_away_mid_stream(make_server):
     assert len(counts) == 4 and counts[-1] == 1500 and all(c < 1500 for c in counts[:3])
 
 
+def test_a_full_offload_queue_never_cuts_a_running_export(make_server):
+    """Each next piece of a running export goes through the offload pool; a queue filled for a
+    moment by other exports' pieces must not cut it (was: with one offload thread and a queue
+    of 2, one of 8 parallel exports stopped after its first piece). An export refused at its
+    start is a 503; every one that started is whole."""
+    srv = make_server(env={"OFFLOAD_THREADS": "1", "OFFLOAD_QUEUE": "2"})
+    acc = "acc-queue-" + uid()
+    load(srv, 1200, acc, transcript_bytes=2000)
+
+    def one(_):
+        s = srv.new_session()
+        deadline = time.time() + 240  # the running exports hold the queue: wait for them
+        while time.time() < deadline:
+            with srv.get(EXPORT, params={"account_id": acc, "include": "transcript"},
+                         stream=True, timeout=300, session=s) as r:
+                if r.status_code == 503:
+                    time.sleep(0.1)
+                    continue
+                assert r.status_code == 200
+                rows = 0
+                for chunk in r.iter_content(1 << 14):  # a cut answer raises here
+                    rows += chunk.count(b"\n")
+                return rows
+        return None
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(one, range(8)))
+    assert got == [1200] * 8
+    assert srv.get("/api/v1/health").status_code == 200
+
+
 def test_head_and_shutdown_during_an_export(make_server):
     """HEAD answers the headers alone; SIGTERM while an export is being sent lets it finish
     (it is in flight: the grace period covers it) and the server then exits 0."""

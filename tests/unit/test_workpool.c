@@ -90,6 +90,39 @@ static void test_full_queue_refuses_then_accepts_again(void **state) {
   pthread_mutex_destroy(&g.mu);
 }
 
+/* Work already admitted (a streamed answer's next piece) is queued past the limit, and a
+ * new job is still refused while the queue is over it. */
+static void test_admitted_work_passes_a_full_queue(void **state) {
+  (void)state;
+  struct gate g = {.job.run = gate_run};
+  pthread_mutex_init(&g.mu, NULL);
+  pthread_cond_init(&g.cv, NULL);
+  struct workpool *p = workpool_new(1, 1);
+  assert_non_null(p);
+  assert_true(workpool_submit(p, &g.job));
+  pthread_mutex_lock(&g.mu);
+  while (!g.started) pthread_cond_wait(&g.cv, &g.mu);
+  pthread_mutex_unlock(&g.mu);
+  atomic_int runs = 0;
+  struct counted c[4] = {{{count_run, NULL}, &runs},
+                         {{count_run, NULL}, &runs},
+                         {{count_run, NULL}, &runs},
+                         {{count_run, NULL}, &runs}};
+  assert_true(workpool_submit(p, &c[0].job));
+  assert_false(workpool_submit(p, &c[1].job)); /* full */
+  assert_true(workpool_submit_admitted(p, &c[2].job));
+  assert_true(workpool_submit_admitted(p, &c[3].job));
+  assert_false(workpool_submit(p, &c[1].job)); /* still full for new work */
+  pthread_mutex_lock(&g.mu);
+  g.open = true;
+  pthread_cond_broadcast(&g.cv);
+  pthread_mutex_unlock(&g.mu);
+  workpool_free(p);
+  assert_int_equal(atomic_load(&runs), 3);
+  pthread_cond_destroy(&g.cv);
+  pthread_mutex_destroy(&g.mu);
+}
+
 static void test_no_threads_or_queue_is_refused(void **state) {
   (void)state;
   assert_null(workpool_new(0, 4));
@@ -101,6 +134,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_job_runs_once),
       cmocka_unit_test(test_full_queue_refuses_then_accepts_again),
+      cmocka_unit_test(test_admitted_work_passes_a_full_queue),
       cmocka_unit_test(test_no_threads_or_queue_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
