@@ -19,7 +19,9 @@
  *
  * Audit: one conversation.export entry per export, written when the answer ends (sent, cut or
  * abandoned by the client): target the export's filters in query form (format=...&status=...,
- * the first AUDIT_TARGET_MAX bytes), count the conversations handed to the client. */
+ * the first AUDIT_TARGET_MAX bytes), outcome ok when libmicrohttpd reports the answer sent
+ * whole (its end included), else incomplete (a store error, shutdown, the client gone), count
+ * the conversations of the pieces handed to libmicrohttpd whole. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,14 +64,17 @@ struct export_job {
   bool first_pending;
   bool started; /* the answer began: the export is audited when it ends */
   enum store_status status;
-  int64_t rows;
+  int64_t rows;       /* rows written into pieces so far */
+  int64_t piece_rows; /* of which in the piece last handed to the stream */
+  int64_t handed;     /* rows in pieces handed to libmicrohttpd whole (the audit's count) */
+  bool complete;      /* the answer was sent whole, its end included */
 };
 
 static void job_free(void *p) {
   struct export_job *job = p;
   if (job->started)
-    audit_record_count(job->audit, &job->who, AUDIT_CONVERSATION_EXPORT, job->target, AUDIT_OK,
-                       job->rows);
+    audit_record_count(job->audit, &job->who, AUDIT_CONVERSATION_EXPORT, job->target,
+                       job->complete ? AUDIT_OK : AUDIT_INCOMPLETE, job->handed);
   store_page_free(&job->page);
   export_buf_free(&job->out);
   free(job->email_id);
@@ -177,6 +182,8 @@ static enum http_stream_fill make_piece(struct export_job *job) {
 static enum http_stream_fill fill(void *state, const char **data, size_t *len) {
   struct export_job *job = state;
   enum http_stream_fill r;
+  job->handed += job->piece_rows; /* the piece before was handed whole */
+  int64_t before = job->handed;
   if (job->first_pending) {
     job->first_pending = false;
     r = job->first;
@@ -186,9 +193,18 @@ static enum http_stream_fill fill(void *state, const char **data, size_t *len) {
       log_msg(LOG_ERROR, "request %s: export cut short after %lld rows: the store answered %d",
               job->request_id, (long long)job->rows, (int)job->status);
   }
+  job->piece_rows = job->rows - before;
   *data = job->out.p;
   *len = job->out.len;
   return r;
+}
+
+/* The answer ended (HTTP thread): how, for the audit entry. */
+static void ended(void *state, bool complete, bool handed) {
+  struct export_job *job = state;
+  job->complete = complete;
+  if (handed) job->handed += job->piece_rows;
+  job->piece_rows = 0;
 }
 
 /* Offload thread: the first piece, before anything is answered. */
@@ -235,7 +251,7 @@ static void on_resume(struct http_request *req) {
     http_reply_header(req, "Content-Disposition", "attachment; filename=\"conversations.csv\"");
   /* The job stays the request's (freed with it, after the answer's last read). */
   http_reply_stream(req, 200, job->csv ? "text/csv; charset=utf-8" : "application/x-ndjson", fill,
-                    job, NULL);
+                    ended, job, NULL);
 }
 
 static char *dup_or_null(const char *s, bool *oom) {

@@ -143,11 +143,17 @@ void http_reply_fd(struct http_request *req, unsigned status, const char *conten
  * and status go first, so anything that can be refused must be found out before (offload a
  * first piece). state (owned) is freed with free_state when the answer ends, on an HTTP
  * thread; free_state may be NULL when state is the request's own (http_request_state): the
- * request is freed only after the answer's last fill. */
+ * request is freed only after the answer's last fill.
+ * ended (may be NULL) runs on an HTTP thread when the answer ends, before state is freed:
+ * complete is true when every byte was sent, the end included (libmicrohttpd reported the
+ * request completed; for HEAD, the headers); handed is true when the bytes of the last fill
+ * were all handed to libmicrohttpd (those of every fill before it were, before it ran). Not
+ * called when the answer could not be queued. */
 enum http_stream_fill { HTTP_STREAM_MORE, HTTP_STREAM_END, HTTP_STREAM_FAILED };
 void http_reply_stream(struct http_request *req, unsigned status, const char *content_type,
                        enum http_stream_fill (*fill)(void *state, const char **data, size_t *len),
-                       void *state, void (*free_state)(void *));
+                       void (*ended)(void *state, bool complete, bool handed), void *state,
+                       void (*free_state)(void *));
 /* The one error answer: {"success":false,"error":{"code","message","details"}}.
  * message NULL uses the table's default; details (stolen) may be NULL. */
 void http_reply_error(struct http_request *req, enum api_error err, const char *message,

@@ -72,6 +72,7 @@ void http_reply_header(struct http_request *req, const char *name, const char *v
 static void set_response(struct http_request *req, unsigned status, const char *type,
                          struct MHD_Response *r) {
   if (req->response) MHD_destroy_response(req->response); /* the last reply wins */
+  req->stream = NULL; /* a streamed answer replaced is freed with its response */
   req->response = r;
   req->status = r ? status : 500;
   req->content_type = type;
@@ -192,6 +193,7 @@ enum MHD_Result request_queue_reply(struct http_request *req) {
     MHD_add_response_header(r, req->extra[i].name, req->extra[i].value);
   if (atomic_load(&req->server->stopping)) MHD_add_response_header(r, "Connection", "close");
   enum MHD_Result ret = MHD_queue_response(req->conn, req->status, r);
+  if (ret != MHD_YES) req->stream = NULL; /* not queued: freed right below */
   MHD_destroy_response(r);
   req->response = NULL;
   req->state = REQ_DONE;

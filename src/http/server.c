@@ -486,6 +486,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (s->cfg->request_timeout < s->cfg->connection_timeout)
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)s->cfg->connection_timeout);
+  if (req->stream) stream_ended(req->stream, toe);
   bool parked = req->parked;
   request_free(req);
   if (parked) atomic_fetch_sub(&s->parked, 1);

@@ -33,6 +33,7 @@ struct redis_client;
 struct conn_guard;
 struct keycache;
 struct keycache_entry;
+struct stream;
 
 /* What a data key (gsr_...) decided (keys.c). */
 enum key_outcome {
@@ -140,6 +141,8 @@ struct http_request {
   void (*on_resume)(struct http_request *);
   void *state_data;
   void (*free_state)(void *);
+  /* a streamed answer (stream.c): set until it is queued and completes, or is replaced */
+  struct stream *stream;
   /* offloaded work (offload.c) */
   struct workpool_job job;
   void (*work)(void *state);
@@ -233,6 +236,10 @@ enum key_outcome keys_decide(struct http_request *req, unsigned need);
 void keys_apply(struct http_request *req, enum key_outcome out);
 /* Final call: reads the key on an offload thread, then on_done on an HTTP thread. */
 void keys_start_lookup(struct http_request *req, void (*on_done)(struct http_request *));
+
+/* ---- stream.c ---- */
+/* on_completed of a request answered by http_reply_stream: tells the answer's ended. */
+void stream_ended(struct stream *st, enum MHD_RequestTerminationCode toe);
 
 /* ---- server.c ---- */
 /* Runs fn (which may suspend the request) unless shutdown has closed the gate. */

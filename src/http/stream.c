@@ -26,12 +26,22 @@ struct stream {
   struct MHD_Connection *conn;
   char request_id[REQUEST_ID_MAX + 1];
   enum http_stream_fill (*fill)(void *state, const char **data, size_t *len);
+  void (*ended)(void *state, bool complete, bool handed);
   void *state;
   void (*free_state)(void *);
   const char *data; /* the piece in hand (the state's), data[off..len) still to send */
   size_t len, off;
   enum http_stream_fill last; /* what the last fill answered */
+  bool head;                  /* HEAD: the headers alone */
 };
+
+void stream_ended(struct stream *st, enum MHD_RequestTerminationCode toe) {
+  if (!st->ended) return;
+  bool handed = st->off == st->len;
+  bool complete = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+                  (st->head || (st->last == HTTP_STREAM_END && handed));
+  st->ended(st->state, complete, handed);
+}
 
 /* Pool thread, while the connection is suspended. */
 static void run_piece(struct workpool_job *job) {
@@ -80,7 +90,8 @@ static void free_stream(void *cls) {
 
 void http_reply_stream(struct http_request *req, unsigned status, const char *content_type,
                        enum http_stream_fill (*fill)(void *state, const char **data, size_t *len),
-                       void *state, void (*free_state)(void *)) {
+                       void (*ended)(void *state, bool complete, bool handed), void *state,
+                       void (*free_state)(void *)) {
   struct stream *st = calloc(1, sizeof *st);
   struct MHD_Response *r = st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
                                                                   read_piece, st, free_stream)
@@ -94,12 +105,13 @@ void http_reply_stream(struct http_request *req, unsigned status, const char *co
   /* HEAD: libmicrohttpd 0.9.75 sends the last chunk ("0" CRLF CRLF) after the headers of a
    * chunked answer to HEAD, which the client then reads as the start of its next answer. Sent
    * the HTTP/1.0 way (no chunking, the connection closed after it), HEAD gets headers only. */
-  if (strcmp(req->method, "HEAD") == 0)
-    (void)MHD_set_response_options(r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
+  st->head = strcmp(req->method, "HEAD") == 0;
+  if (st->head) (void)MHD_set_response_options(r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
   st->server = req->server;
   st->conn = req->conn;
   memcpy(st->request_id, req->request_id, sizeof st->request_id);
   st->fill = fill;
+  st->ended = ended;
   st->state = state;
   st->free_state = free_state;
   st->last = HTTP_STREAM_MORE;
@@ -110,4 +122,5 @@ void http_reply_stream(struct http_request *req, unsigned status, const char *co
     atomic_fetch_add(&req->server->parked, 1);
   }
   request_set_response(req, status, content_type, r);
+  req->stream = st; /* told how the answer ended (on_completed) */
 }

@@ -27,6 +27,7 @@ static const char *const outcome_names[AUDIT_OUTCOME_COUNT] = {
     [AUDIT_UNAUTHORIZED] = "unauthorized",
     [AUDIT_FORBIDDEN] = "forbidden",
     [AUDIT_EXPIRED] = "expired",
+    [AUDIT_INCOMPLETE] = "incomplete",
 };
 
 void audit_hash_hex(const unsigned char hash[AUDIT_HASH_LEN], char out[2 * AUDIT_HASH_LEN + 1]) {

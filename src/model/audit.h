@@ -41,6 +41,7 @@ enum audit_outcome {
   AUDIT_UNAUTHORIZED, /* "unauthorized": no valid key or signature (401) */
   AUDIT_FORBIDDEN,    /* "forbidden": a valid key without the scope (403) */
   AUDIT_EXPIRED,      /* "expired": erased by RETENTION_DAYS */
+  AUDIT_INCOMPLETE,   /* "incomplete": a streamed answer cut short (export) */
   AUDIT_OUTCOME_COUNT
 };
 
