@@ -254,6 +254,47 @@ def test_an_export_while_writes_continue_repeats_nothing(server):
     assert set(seen) <= before | set(added)
 
 
+def test_a_conversation_moved_out_of_the_window_meanwhile_is_left_out(server):
+    """With include=transcript each conversation is read again; one that a redelivery moved
+    out of the from/to window since its chunk was listed is left out, as one moved out of the
+    account or status filter is (was: exported with a startTime outside the window)."""
+    acc = "acc-moved-" + uid()
+    window = {"from": "2024-05-01T00:00:00Z", "to": "2024-05-02T00:00:00Z"}
+    bodies = []
+    for _ in range(1000):
+        body = started(acc, "2024-05-01T12:00:00Z")
+        body["transcript"][0]["content"] = "z" * 3000
+        assert server.post_conv(body).status_code == 200
+        bodies.append(body)
+    stop = threading.Event()
+
+    def mover():
+        s = server.new_session()
+        i = 0
+        while not stop.is_set():
+            body = bodies[(i * 7919) % len(bodies)]
+            i += 1
+            body["transcript"][0]["timestamp"] = "2023-01-01T00:00:00Z"  # out of the window
+            server.post_conv(body, session=s)
+    t = threading.Thread(target=mover)
+    t.start()
+    try:
+        starts = []
+        with server.get(EXPORT, params={"account_id": acc, "include": "transcript", **window},
+                        stream=True, timeout=120) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines(chunk_size=4096):
+                if line:
+                    starts.append(json.loads(line)["startTime"])
+                    time.sleep(0.001)  # a slow reader: redeliveries land while it reads
+    finally:
+        stop.set()
+        t.join()
+    assert starts, "nothing exported"
+    outside = [x for x in starts if not x.startswith("2024-05-01T")]
+    assert outside == []
+
+
 def test_a_key_bound_to_accounts_exports_only_them(server):
     acc_a, acc_b = "acc-a-" + uid(), "acc-b-" + uid()
     a = post(server, accountId=acc_a)["conversationId"]
