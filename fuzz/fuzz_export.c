@@ -3,10 +3,11 @@
  * CSV row (the fields as agent and account ids, any bytes, cut at a NUL as a C string is), and,
  * when it parses as a JSON object, as a stored body for an NDJSON line. Properties: a cell is
  * quoted exactly when it holds a comma, a quote, CR or LF, and an RFC 4180 reader gives back
- * the input (an apostrophe first when it begins with = + - @ TAB CR and neutralise is set); a
- * row reads back as the header's 13 cells with the fields in their place, no text cell
- * beginning with a formula character; an NDJSON line is one line (its only LF last) and valid
- * JSON. */
+ * the input (an apostrophe first when it begins with = + - @ TAB CR, or with = + - @ after
+ * leading whitespace or a double quote, and neutralise is set); a row reads back as the
+ * header's 13 cells with the fields in their place, no text cell a spreadsheet could run as a
+ * formula (each either neutralised or starting otherwise); an NDJSON line is one line (its only LF
+ * last) and valid JSON. */
 #include <jansson.h>
 #include <string.h>
 
@@ -46,6 +47,16 @@ static bool formula(char c) {
   return c == '=' || c == '+' || c == '-' || c == '@' || c == '\t' || c == '\r';
 }
 
+/* What a spreadsheet could run as a formula: a formula character first, or = + - @ after
+ * leading whitespace or after a double quote. */
+static bool runs_as_formula(const char *s, size_t len) {
+  if (len && formula(s[0])) return true;
+  size_t i = 0;
+  while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
+  if (i < len && formula(s[i]) && s[i] != '\t' && s[i] != '\r') return true;
+  return len >= 2 && s[0] == '"' && s[1] != '\t' && s[1] != '\r' && formula(s[1]);
+}
+
 static void check_cell(const char *in, size_t len, bool neutralise) {
   struct export_buf b;
   export_buf_init(&b);
@@ -61,7 +72,7 @@ static void check_cell(const char *in, size_t len, bool neutralise) {
   const char *p = b.p ? b.p : "";
   FUZZ_CHECK(read_field(&p, p + b.len, val, &n));
   FUZZ_CHECK(p == (b.p ? b.p : "") + b.len);
-  size_t skip = neutralise && len && formula(in[0]) ? 1 : 0;
+  size_t skip = neutralise && runs_as_formula(in, len) ? 1 : 0;
   FUZZ_CHECK(n == len + skip);
   if (skip) FUZZ_CHECK(val[0] == '\'');
   FUZZ_CHECK(memcmp(val + skip, in, len) == 0);
@@ -97,7 +108,7 @@ static void check_row(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) 
   for (;;) {
     FUZZ_CHECK(read_field(&p, end, val, &n));
     cells++;
-    if (cells <= 6) FUZZ_CHECK(n == 0 || !formula(val[0])); /* the text cells */
+    if (cells <= 6) FUZZ_CHECK(n == 0 || val[0] == '\'' || !runs_as_formula(val, n)); /* text */
     if (cells == 3) FUZZ_CHECK(n >= strlen(c.account_id));
     if (p == end) break;
     FUZZ_CHECK(*p == ',');

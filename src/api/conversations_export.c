@@ -16,6 +16,7 @@
  * The first piece is made before the answer starts, so a filter the database refuses or a
  * database that cannot be read is still a JSON error (400, 503); a failure later cuts the
  * answer short (chunked without its last chunk: the client sees it incomplete) and is logged.
+ * HEAD reads one row instead (the same errors), and answers the headers alone.
  *
  * Audit: one conversation.export entry per export, written when the answer ends (sent, cut or
  * abandoned by the client): target the export's filters in query form (format=...&status=...,
@@ -43,6 +44,7 @@ struct export_job {
   struct audit_who who;
   char request_id[AUDIT_REQUEST_ID_MAX + 1];
   bool csv, with_body;
+  bool head; /* HEAD: the headers alone, after a one-row read */
   /* the filter; its strings are the job's own (the answer outlives the handler's request) */
   struct store_filter filter;
   char *email_id, *account_id, *status_filter;
@@ -211,6 +213,13 @@ static void ended(void *state, bool complete, bool handed) {
 static void first_work(void *p) {
   struct export_job *job = p;
   job->status = STORE_OK;
+  if (job->head) { /* one row read, so that HEAD answers what GET would (400, 503), no more */
+    job->filter.limit = 1;
+    job->status = store_list(job->store, &job->filter, &job->page);
+    store_page_free(&job->page);
+    job->first = job->status == STORE_OK ? HTTP_STREAM_END : HTTP_STREAM_FAILED;
+    return;
+  }
   job->first = make_piece(job);
   if (job->first == HTTP_STREAM_FAILED) return;
   if (job->csv) { /* the header goes first */
@@ -245,8 +254,6 @@ static void on_resume(struct http_request *req) {
   }
   job->first_pending = true;
   job->started = true;
-  /* HEAD is answered with the headers alone: nothing is handed over */
-  if (strcmp(http_request_method(req), "HEAD") == 0) job->rows = 0;
   if (job->csv)
     http_reply_header(req, "Content-Disposition", "attachment; filename=\"conversations.csv\"");
   /* The job stays the request's (freed with it, after the answer's last read). */
@@ -350,6 +357,7 @@ void api_conversations_export(struct http_request *req) {
   api_who(req, &job->who);
   snprintf(job->request_id, sizeof job->request_id, "%s", http_request_id(req));
   job->csv = csv;
+  job->head = strcmp(http_request_method(req), "HEAD") == 0;
   job->with_body = include != NULL;
   export_buf_init(&job->out);
   job->email_id = dup_or_null(http_request_query(req, "email_id"), &oom);

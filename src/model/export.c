@@ -46,9 +46,17 @@ void export_buf_add(struct export_buf *b, const char *s, size_t len) {
 #define ADD_LIT(b, s) export_buf_add((b), (s), sizeof(s) - 1)
 
 /* What a spreadsheet (Excel, LibreOffice, Google Sheets) takes as the start of a formula or a
- * command (OWASP "CSV injection"): = + - @, and TAB and CR, which some strip before looking. */
-static bool formula_start(char c) {
-  return c == '=' || c == '+' || c == '-' || c == '@' || c == '\t' || c == '\r';
+ * command (OWASP "CSV injection"): = + - @ first, and TAB and CR, which some strip before
+ * looking; also = + - @ after leading whitespace (spaces, TAB, CR, LF: some trim a cell before
+ * reading it) or after a double quote (some read "=..." inside a quoted cell as the formula). */
+static bool formula_char(char c) { return c == '=' || c == '+' || c == '-' || c == '@'; }
+
+static bool formula_start(const char *s, size_t len) {
+  if (len && (s[0] == '\t' || s[0] == '\r')) return true;
+  size_t i = 0;
+  while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
+  if (i < len && formula_char(s[i])) return true;
+  return len >= 2 && s[0] == '"' && formula_char(s[1]);
 }
 
 void export_csv_cell(struct export_buf *b, const char *s, size_t len, bool neutralise) {
@@ -59,7 +67,7 @@ void export_csv_cell(struct export_buf *b, const char *s, size_t len, bool neutr
   char *o = b->p + b->len;
   size_t n = 0;
   if (quote) o[n++] = '"';
-  if (neutralise && len && formula_start(s[0])) o[n++] = '\'';
+  if (neutralise && formula_start(s, len)) o[n++] = '\'';
   for (size_t i = 0; i < len; i++) {
     if (s[i] == '"') o[n++] = '"';
     o[n++] = s[i];

@@ -4,8 +4,9 @@
  *
  * CSV (RFC 4180): a header row, then one row per conversation, every line ended by CRLF. A
  * cell holding a comma, a double quote, CR or LF is quoted ("" inside). A text cell a
- * spreadsheet would run as a formula (one beginning with = + - @ TAB or CR) is neutralised
- * with a leading apostrophe, inside the quotes when it is quoted. The bytes are UTF-8 as
+ * spreadsheet would run as a formula (one beginning with = + - @ TAB or CR, or with = + - @
+ * after leading spaces, TABs, CRs or LFs, or after a double quote) is neutralised with a
+ * leading apostrophe, inside the quotes when it is quoted. The bytes are UTF-8 as
  * stored; the endpoint sends a byte order mark first (EXPORT_CSV_BOM) so that Excel reads
  * them as UTF-8. Unknown values (null in JSON) are empty cells. */
 #ifndef GSR_MODEL_EXPORT_H

@@ -9,6 +9,7 @@ import concurrent.futures
 import csv
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -101,7 +102,8 @@ def test_csv_parsed_back_equals_the_list(server):
 
 def test_csv_neutralises_formulas(server):
     acc = "acc-formula-" + uid()
-    formulas = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+2", "-3", "@SUM(A1)"]
+    formulas = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+2", "-3", "@SUM(A1)",
+                " =1+2", "  @SUM(A1)", "\"=1+1\""]  # after spaces/tabs or a quote too
     for f in formulas:
         meta = dict(make_conv()["metadata"], agentId=f)
         post(server, accountId=acc, metadata=meta)
@@ -454,6 +456,38 @@ def test_a_large_export_keeps_memory_flat(make_server):
     # holding the answer (or its rows) would raise the peak by tens of MB
     assert nbytes > 40e6
     assert peak - after_small < 6 * 1024, (after_small, peak)
+
+
+def cpu_seconds(srv):
+    with open(f"/proc/{srv.proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_head_is_cheap(make_server):
+    """HEAD sends the headers alone, so it reads one row, not the first piece of the export
+    (was: 500 rows read and up to 256 KiB rendered, with include=transcript a body per row, for
+    nothing): twenty HEADs of a 3000-row export cost the server about what twenty HEADs of an
+    empty one cost."""
+    srv = make_server()
+    acc = "acc-head-" + uid()
+    load(srv, 3000, acc, transcript_bytes=200)
+
+    def heads(account):
+        t0 = cpu_seconds(srv)
+        for _ in range(20):
+            r = srv.request("HEAD", EXPORT, params={"account_id": account,
+                                                    "include": "transcript"})
+            assert r.status_code == 200
+            assert r.headers["Content-Type"] == "application/x-ndjson"
+        return cpu_seconds(srv) - t0
+    empty_cpu = heads("acc-head-none-" + uid())
+    big_cpu = heads(acc)
+    print(f"\nCPU of twenty HEADs: empty export {empty_cpu:.3f} s, 3000 rows {big_cpu:.3f} s")
+    assert big_cpu < 2 * empty_cpu + 0.05, (big_cpu, empty_cpu)
+    # HEAD still answers what GET would for a bad filter
+    assert srv.request("HEAD", EXPORT, params={"from": "yesterday"}).status_code == 400
+    assert stream_count(srv, {"account_id": acc})[0] == 3000
 
 
 def test_a_client_that_goes_away_mid_stream(make_server):

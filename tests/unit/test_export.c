@@ -48,8 +48,18 @@ static void test_formulas_are_neutralised(void **state) {
   /* inside the quotes when quoted */
   assert_string_equal(cell("=HYPERLINK(\"u\",\"x\")", true),
                       "\"'=HYPERLINK(\"\"u\"\",\"\"x\"\")\"");
-  /* only the first character counts; numbers of ours are not touched */
+  /* after leading whitespace, or after a double quote */
+  assert_string_equal(cell(" =1+1", true), "' =1+1");
+  assert_string_equal(cell("  \t@SUM(A1)", true), "'  \t@SUM(A1)");
+  assert_string_equal(cell(" -2", true), "' -2");
+  assert_string_equal(cell("\n+1", true), "\"'\n+1\"");
+  assert_string_equal(cell("\"=1+1\"", true), "\"'\"\"=1+1\"\"\"");
+  assert_string_equal(cell("\"@x", true), "\"'\"\"@x\"");
+  /* otherwise only the start counts; numbers of ours are not touched */
   assert_string_equal(cell("a=b", true), "a=b");
+  assert_string_equal(cell(" a=b", true), " a=b");
+  assert_string_equal(cell("\"a\" =b", true), "\"\"\"a\"\" =b\"");
+  assert_string_equal(cell("   ", true), "   ");
   assert_string_equal(cell("-2", false), "-2");
 }
 
