@@ -86,6 +86,9 @@ build/debug/tests/%: tests/unit/%.c $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))
 
 # Unit tests that replace a library call (fault injection) wrap it at link time.
 UNIT_LDFLAGS_test_request := -Wl,--wrap=MHD_create_response_from_buffer
+# The streamed answer's reader is called by the test itself (no connection to suspend).
+UNIT_LDFLAGS_test_stream := -Wl,--wrap=MHD_create_response_from_callback \
+  -Wl,--wrap=MHD_suspend_connection -Wl,--wrap=MHD_resume_connection
 
 # The store conformance suite: one binary, every backend (see tests/store/conformance.c).
 build/debug/tests/store_conformance: $(CONFORMANCE_SRCS) $(call dbg_obj,$(LIB_SRCS) $(GEN_SRCS))

@@ -10,8 +10,9 @@
  * with the response.
  *
  * Shutdown: the request counts as parked (server.c's protocol) until it completes, so the
- * server waits for it; once the grace period is over (closed), the next piece is not made and
- * the answer is cut (chunked: without its last chunk, so the client sees it is incomplete). */
+ * server waits for it; once the grace period is over (closed), the answer is cut at the
+ * reader's next call, even in the middle of the piece in hand (chunked: without its last
+ * chunk, so the client sees it is incomplete). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,17 +57,20 @@ static void run_piece(struct workpool_job *job) {
 static ssize_t read_piece(void *cls, uint64_t pos, char *buf, size_t max) {
   (void)pos;
   struct stream *st = cls;
+  if (st->off == st->len && st->last == HTTP_STREAM_END) return MHD_CONTENT_READER_END_OF_STREAM;
+  if (st->off == st->len && st->last == HTTP_STREAM_FAILED)
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+  /* Checked before the rest of the piece in hand is handed over: a client reading a trickle
+   * would otherwise hold shutdown until it had taken up to a whole piece. */
+  if (atomic_load(&st->server->closed)) {
+    log_msg(LOG_WARNING, "request %s: streamed answer cut short by shutdown", st->request_id);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+  }
   if (st->off < st->len) {
     size_t n = st->len - st->off < max ? st->len - st->off : max;
     memcpy(buf, st->data + st->off, n);
     st->off += n;
     return (ssize_t)n;
-  }
-  if (st->last == HTTP_STREAM_END) return MHD_CONTENT_READER_END_OF_STREAM;
-  if (st->last == HTTP_STREAM_FAILED) return MHD_CONTENT_READER_END_WITH_ERROR;
-  if (atomic_load(&st->server->closed)) {
-    log_msg(LOG_WARNING, "request %s: streamed answer cut short by shutdown", st->request_id);
-    return MHD_CONTENT_READER_END_WITH_ERROR;
   }
   /* Suspend first: the pool may make the piece and resume before submit returns. The answer
    * was admitted when it began: its next piece passes a full queue (at most one job per open
