@@ -23,6 +23,7 @@
  * the first AUDIT_TARGET_MAX bytes), outcome ok when libmicrohttpd reports the answer sent
  * whole (its end included), else incomplete (a store error, shutdown, the client gone), count
  * the conversations of the pieces handed to libmicrohttpd whole. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,8 +73,13 @@ struct export_job {
   bool complete;      /* the answer was sent whole, its end included */
 };
 
+/* Exports running: each keeps one job in the offload queue, past its size limit (stream.c), so
+ * they may hold at most half of OFFLOAD_QUEUE; the other half stays for everything else. */
+static atomic_long exports_running;
+
 static void job_free(void *p) {
   struct export_job *job = p;
+  atomic_fetch_sub(&exports_running, 1);
   if (job->started)
     audit_record_count(job->audit, &job->who, AUDIT_CONVERSATION_EXPORT, job->target,
                        job->complete ? AUDIT_OK : AUDIT_INCOMPLETE, job->handed);
@@ -346,8 +352,18 @@ void api_conversations_export(struct http_request *req) {
     api_bad_param(req, "to", "must not be before from");
     return;
   }
+  long most = app->cfg->offload_queue / 2 > 0 ? app->cfg->offload_queue / 2 : 1;
+  if (atomic_fetch_add(&exports_running, 1) >= most) {
+    atomic_fetch_sub(&exports_running, 1);
+    http_reply_header(req, "Retry-After", "5");
+    http_reply_error(req, API_ERR_UNAVAILABLE,
+                     "Too many exports are running (at most half of OFFLOAD_QUEUE at once); retry",
+                     NULL);
+    return;
+  }
   struct export_job *job = calloc(1, sizeof *job);
   if (!job) {
+    atomic_fetch_sub(&exports_running, 1);
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }

@@ -1,6 +1,8 @@
 /* The health monitor: a checker thread runs one check at a time on demand; a timer thread
  * answers waiting callers whose bound has passed while a check is still running (the checker
- * cannot: it may itself be stuck in the database). */
+ * cannot: it may itself be stuck in the database); a counter thread reads the outbox's backlog
+ * (after each check, and when a stale count is asked for), so that counting a large backlog
+ * never holds up a check. */
 #include "store/health.h"
 
 #include <pthread.h>
@@ -25,14 +27,15 @@ struct store_health {
   struct store_write write;
   bool write_done;
   struct store_health_wait *waiters;
-  /* the outbox's backlog, read by each check once asked for, and between checks by a
-   * read-only refresh (outbox_refresh) that store_health_outbox asks for */
-  bool outbox_wanted, have_outbox, outbox_refresh;
-  double outbox_read_ms; /* when the last refresh or check read it (0: never) */
+  /* the outbox's backlog, read by the counter thread (count_wanted) after each check once
+   * asked for, and between checks when store_health_outbox finds the count stale */
+  bool outbox_wanted, have_outbox, count_wanted;
+  pthread_cond_t count_cv; /* counter: a count is wanted, or stop */
+  double outbox_read_ms;   /* when the last refresh or check read it (0: never) */
   const char *outbox_cursor;
   struct store_outbox_stats outbox;
-  pthread_t checker, timer;
-  bool checker_started, timer_started;
+  pthread_t checker, timer, counter;
+  bool checker_started, timer_started, counter_started;
 };
 
 /* What a caller can be told now, without waiting. Locked. */
@@ -113,16 +116,8 @@ static void *checker_main(void *arg) {
   struct store_health *h = arg;
   pthread_mutex_lock(&h->mu);
   for (;;) {
-    while (!h->wanted && !h->outbox_refresh && !h->stopping)
-      pthread_cond_wait(&h->check_cv, &h->mu);
+    while (!h->wanted && !h->stopping) pthread_cond_wait(&h->check_cv, &h->mu);
     if (h->stopping) break;
-    h->outbox_refresh = false;
-    if (!h->wanted) { /* the backlog alone: reads only, no check and no probe write */
-      pthread_mutex_unlock(&h->mu);
-      read_outbox(h);
-      pthread_mutex_lock(&h->mu);
-      continue;
-    }
     h->wanted = false;
     h->running = true;
     h->started_ms = time_mono_ms();
@@ -136,9 +131,27 @@ static void *checker_main(void *arg) {
     struct store_health_wait *list = take_waiters(h, true, 0);
     pthread_mutex_unlock(&h->mu);
     answer(list, ok);
-    /* The backlog numbers after the answer: counting a large backlog must never make a
-     * waiting health request time out (the numbers shown are the previous check's). */
-    if (ok) read_outbox(h);
+    pthread_mutex_lock(&h->mu);
+    /* The backlog numbers after the answer, on the counter's thread: counting a large backlog
+     * must never make a health request time out (the numbers shown are the previous ones). */
+    if (ok) {
+      h->count_wanted = true;
+      pthread_cond_signal(&h->count_cv);
+    }
+  }
+  pthread_mutex_unlock(&h->mu);
+  return NULL;
+}
+
+static void *counter_main(void *arg) {
+  struct store_health *h = arg;
+  pthread_mutex_lock(&h->mu);
+  for (;;) {
+    while (!h->count_wanted && !h->stopping) pthread_cond_wait(&h->count_cv, &h->mu);
+    if (h->stopping) break;
+    h->count_wanted = false;
+    pthread_mutex_unlock(&h->mu);
+    read_outbox(h);
     pthread_mutex_lock(&h->mu);
   }
   pthread_mutex_unlock(&h->mu);
@@ -212,12 +225,12 @@ bool store_health_outbox(struct store_health *h, const char *cursor_name,
   pthread_mutex_lock(&h->mu);
   h->outbox_wanted = true;
   h->outbox_cursor = cursor_name;
-  /* A stale count asks the checker's thread for a read-only refresh, unless a check (which
-   * reads it too) is running or wanted: the caller never waits for it. */
-  if (!h->stopping && !h->running && !h->wanted && !h->outbox_refresh &&
+  /* A stale count asks the counter's thread for a read-only refresh: the caller never waits
+   * for it. */
+  if (!h->stopping && !h->count_wanted &&
       (h->outbox_read_ms == 0 || time_mono_ms() - h->outbox_read_ms >= STORE_HEALTH_FRESH_MS)) {
-    h->outbox_refresh = true;
-    pthread_cond_signal(&h->check_cv);
+    h->count_wanted = true;
+    pthread_cond_signal(&h->count_cv);
   }
   bool have = h->have_outbox;
   if (have) *out = h->outbox;
@@ -232,6 +245,7 @@ struct store_health *store_health_new(struct store *s) {
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->check_cv, NULL);
   pthread_cond_init(&h->write_cv, NULL);
+  pthread_cond_init(&h->count_cv, NULL);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -239,7 +253,8 @@ struct store_health *store_health_new(struct store *s) {
   pthread_condattr_destroy(&attr);
   h->checker_started = pthread_create(&h->checker, NULL, checker_main, h) == 0;
   h->timer_started = h->checker_started && pthread_create(&h->timer, NULL, timer_main, h) == 0;
-  if (!h->timer_started) {
+  h->counter_started = h->timer_started && pthread_create(&h->counter, NULL, counter_main, h) == 0;
+  if (!h->counter_started) {
     store_health_free(h);
     return NULL;
   }
@@ -253,10 +268,13 @@ void store_health_free(struct store_health *h) {
   struct store_health_wait *list = take_waiters(h, true, 0);
   pthread_cond_broadcast(&h->check_cv);
   pthread_cond_broadcast(&h->timer_cv);
+  pthread_cond_broadcast(&h->count_cv);
   pthread_mutex_unlock(&h->mu);
   answer(list, false);
   if (h->timer_started) pthread_join(h->timer, NULL);
   if (h->checker_started) pthread_join(h->checker, NULL);
+  if (h->counter_started) pthread_join(h->counter, NULL);
+  pthread_cond_destroy(&h->count_cv);
   pthread_cond_destroy(&h->check_cv);
   pthread_cond_destroy(&h->timer_cv);
   pthread_cond_destroy(&h->write_cv);

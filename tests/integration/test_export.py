@@ -550,6 +550,35 @@ def test_a_full_offload_queue_never_cuts_a_running_export(make_server):
     assert srv.get("/api/v1/health").status_code == 200
 
 
+def test_exports_at_once_are_bounded(make_server):
+    """Running exports may hold at most half of OFFLOAD_QUEUE (each keeps a job there past the
+    queue's limit): one more is a 503 with Retry-After, and other requests still get through;
+    once one ends, a new export starts."""
+    srv = make_server(env={"OFFLOAD_QUEUE": "2"})  # room for one export at a time
+    acc = "acc-bound-" + uid()
+    load(srv, 1500, acc, transcript_bytes=4000)
+    first = srv.get(EXPORT, params={"account_id": acc, "include": "transcript"}, stream=True,
+                    timeout=60, session=srv.new_session())
+    try:
+        assert first.status_code == 200
+        next(first.iter_content(1 << 12))  # started, and held open by not reading on
+        second = srv.get(EXPORT, params={"account_id": acc}, session=srv.new_session())
+        assert second.status_code == 503
+        assert second.headers.get("Retry-After")
+        assert "export" in second.json()["error"]["message"].lower()
+        assert srv.get("/api/v1/conversations", params={"limit": 1}).status_code == 200
+    finally:
+        first.close()
+    deadline = time.time() + 30
+    while True:
+        third = srv.get(EXPORT, params={"account_id": acc}, session=srv.new_session())
+        if third.status_code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.2)  # the first one's end reaches the server once its socket closes
+    assert third.status_code == 200
+    assert third.text.count("\n") == 1500
+
+
 def test_head_and_shutdown_during_an_export(make_server):
     """HEAD answers the headers alone; SIGTERM while an export is being sent lets it finish
     (it is in flight: the grace period covers it) and the server then exits 0."""
