@@ -556,7 +556,9 @@ def test_exports_at_once_are_bounded(make_server):
     once one ends, a new export starts."""
     srv = make_server(env={"OFFLOAD_QUEUE": "2"})  # room for one export at a time
     acc = "acc-bound-" + uid()
-    load(srv, 1500, acc, transcript_bytes=4000)
+    # large enough (~40 MB) that the first export cannot end into the sockets' buffers while
+    # its client does not read
+    load(srv, 1500, acc, transcript_bytes=24000)
     first = srv.get(EXPORT, params={"account_id": acc, "include": "transcript"}, stream=True,
                     timeout=60, session=srv.new_session())
     try:
