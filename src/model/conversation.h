@@ -25,8 +25,12 @@ struct conversation_input {
   const char *status;         /* "completed" (seed webhooks), or as mapped from ElevenLabs */
   const char *agent_id;       /* metadata.agentId (seed) or data.agent_id; NULL: unknown */
   const char *failure_reason; /* ElevenLabs call_initiation_failure; NULL otherwise */
-  bool has_start;             /* false when the transcript is empty */
-  int64_t start_us;           /* earliest transcript timestamp, UTC microseconds */
+  /* Analytics dimensions (issue 11), NULL: unknown. platform: metadata.platform (seed); outcome:
+   * ElevenLabs analysis.call_successful ("success", "failure", "unknown"). */
+  const char *platform;
+  const char *outcome;
+  bool has_start;   /* false when the transcript is empty */
+  int64_t start_us; /* earliest transcript timestamp, UTC microseconds */
   int64_t duration;
   int64_t message_count;
 };

@@ -16,6 +16,7 @@
 #include "model/audit.h"
 #include "model/conversation.h"
 #include "model/outbox.h"
+#include "model/analytics_hist.h"
 #include "model/stored.h"
 #include "store/sealing.h"
 
@@ -374,6 +375,58 @@ struct store_outbox_stats {
   int64_t count_cap;          /* where the counts above stop (0: they do not) */
 };
 
+/* ---- Analytics (issue 11 part 1) ----
+ * Every stored conversation counts once in the rollups the writer keeps inside the same
+ * transaction as the change (created, changed by a redelivery, erased, expired), under its event
+ * time (start time, else processed time) and its dimensions. A scan answers from them, never by
+ * reading every conversation; where a bound or a cut falls inside a rollup's time bucket, the
+ * conversations of that bucket are read one by one instead, so every answer is exact. */
+enum store_dim {
+  STORE_DIM_ACCOUNT,
+  STORE_DIM_AGENT,
+  STORE_DIM_PLATFORM,
+  STORE_DIM_STATUS,
+  STORE_DIM_OUTCOME,
+  STORE_DIM_COUNT
+};
+
+enum store_cell_kind {
+  STORE_CELL_FULL,  /* every dimension known: counts in totals, the series and every breakdown */
+  STORE_CELL_TOTAL, /* no dimension: counts in totals and the series only */
+  STORE_CELL_DIM    /* one dimension (dim): counts in that breakdown only */
+};
+
+/* A scan's cells together count every matching conversation exactly once in the totals and
+ * series (FULL and TOTAL cells) and exactly once in each breakdown d (FULL cells and DIM cells of
+ * dim d). */
+struct store_cell {
+  enum store_cell_kind kind;
+  enum store_dim dim; /* STORE_CELL_DIM */
+  /* An instant of the cell: every conversation it counts lies in the same [cut i, cut i + 1)
+   * (the query's from, cuts and to) as at_us. */
+  int64_t at_us;
+  /* NULL: not known (stored NULL). FULL: all set; DIM: value[dim] only. The account as stored:
+   * a blind index when it was sealed (analytics_account_name gives it back). Valid during the
+   * callback only. */
+  const char *value[STORE_DIM_COUNT];
+  int64_t conversations, messages, duration_sum;
+  uint32_t hist[ANALYTICS_HIST_BUCKETS];
+};
+
+struct store_analytics_query {
+  int64_t from_us, to_us; /* event time in [from_us, to_us) */
+  /* Filters, NULL: any. account_id as the client gave it (the store blinds it when sealing). */
+  const char *account_id, *agent_id, *platform, *status;
+  /* A key bound to accounts: only conversations of these (naccounts 0: no such bound). */
+  const char *const *accounts;
+  size_t naccounts;
+  /* Series boundaries strictly inside (from_us, to_us), ascending: no cell straddles one. */
+  const int64_t *cuts;
+  size_t ncuts;
+};
+
+typedef void (*store_cell_cb)(void *cls, const struct store_cell *cell);
+
 struct seal_ring;
 
 struct store;
@@ -433,6 +486,18 @@ struct store_ops {
    * wrote outbox events, so the dispatcher wakes without polling; NULL: none. Set once, before
    * any write. */
   void (*set_outbox_notify)(struct store *s, void (*notify)(void *cls), void *cls);
+  /* ---- Analytics (issue 11 part 1) ---- */
+  /* Calls cell for every cell of the answer to q (on the caller's thread, in no given order). */
+  enum store_status (*analytics_scan)(struct store *s, const struct store_analytics_query *q,
+                                      store_cell_cb cell, void *cls);
+  /* The account id a cell's account value stands for (a sealed account's blind index opened
+   * through one of its conversations; a plaintext one as is), into out. STORE_NOT_FOUND when no
+   * stored conversation has it. */
+  enum store_status (*analytics_account_name)(struct store *s, const char *stored, char *out,
+                                              size_t outlen);
+  /* Recomputes every rollup from the conversations (gensendrep analytics rebuild), in one
+   * transaction, beside writes; *counted: the conversations counted. */
+  enum store_status (*analytics_rebuild)(struct store *s, int64_t *counted);
   void (*close)(struct store *s);
 };
 
