@@ -15,7 +15,7 @@ RUN make gensendrep
 
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      libmicrohttpd12 libjansson4 libsqlite3-0 libpq5 libhiredis0.14 libssl3 libcurl4 libnats3.4 curl ca-certificates \
+      libmicrohttpd12 libjansson4 libsqlite3-0 libpq5 libhiredis0.14 libssl3 libcurl4 libnats3.4 curl ca-certificates tzdata \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/gensendrep --create-home gensendrep \
     && install -d -o gensendrep -g gensendrep -m 0750 /var/lib/gensendrep/data
