@@ -3,61 +3,7 @@
 
 #include <string.h>
 
-static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t b64url_encode(const unsigned char *in, size_t len, char *out) {
-  size_t o = 0, i = 0;
-  for (; i + 3 <= len; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-    out[o++] = B64URL[v >> 18];
-    out[o++] = B64URL[(v >> 12) & 63];
-    out[o++] = B64URL[(v >> 6) & 63];
-    out[o++] = B64URL[v & 63];
-  }
-  if (len - i == 1) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    out[o++] = B64URL[v >> 18];
-    out[o++] = B64URL[(v >> 12) & 63];
-  } else if (len - i == 2) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-    out[o++] = B64URL[v >> 18];
-    out[o++] = B64URL[(v >> 12) & 63];
-    out[o++] = B64URL[(v >> 6) & 63];
-  }
-  out[o] = '\0';
-  return o;
-}
-
-static int b64url_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
-
-/* Strict: the alphabet only, no padding, and unused low bits zero (one text per byte string).
- * Returns the decoded length, or -1. */
-static long b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap) {
-  if (len % 4 == 1 || len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > cap) return -1;
-  size_t o = 0;
-  uint32_t acc = 0;
-  unsigned bits = 0;
-  for (size_t i = 0; i < len; i++) {
-    int v = b64url_value(in[i]);
-    if (v < 0) return -1;
-    acc = (acc << 6) | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (unsigned char)(acc >> bits);
-      acc &= (1u << bits) - 1;
-    }
-  }
-  if (acc != 0) return -1;
-  return (long)o;
-}
+#include "core/base64.h"
 
 bool list_cursor_key(const unsigned char *secret, size_t len,
                      unsigned char key[LIST_CURSOR_KEY_LEN]) {
@@ -110,7 +56,7 @@ bool list_cursor_encode(const unsigned char key[LIST_CURSOR_KEY_LEN],
   if (!tag_of(key, scope, raw, n, tag)) return false;
   memcpy(raw + n, tag, LIST_CURSOR_TAG_LEN);
   n += LIST_CURSOR_TAG_LEN;
-  b64url_encode(raw, n, out);
+  base64url_encode(raw, n, out);
   return true;
 }
 
@@ -119,7 +65,7 @@ bool list_cursor_decode(const unsigned char key[LIST_CURSOR_KEY_LEN],
                         struct list_cursor *out) {
   unsigned char raw[LIST_CURSOR_RAW_MAX], tag[CRYPTO_SHA256_LEN];
   if (len >= LIST_CURSOR_TEXT_MAX) return false;
-  long n = b64url_decode(text, len, raw, sizeof raw);
+  long n = base64url_decode(text, len, raw, sizeof raw);
   if (n < 1 + 8 + 1 + 1 + LIST_CURSOR_TAG_LEN || raw[0] != 1) return false;
   size_t idlen = (size_t)raw[9] + 1;
   if ((size_t)n != 1 + 8 + 1 + idlen + LIST_CURSOR_TAG_LEN) return false;
