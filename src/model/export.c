@@ -101,17 +101,9 @@ void export_csv_header(struct export_buf *b) {
 /* The audio's URL as render_conversation writes it: the id percent-encoded as one path segment
  * (RFC 3986: all but the unreserved characters). */
 static void audio_url_cell(struct export_buf *b, const char *id) {
-  static const char hex[] = "0123456789ABCDEF";
+  char seg[RENDER_SEGMENT_MAX];
   ADD_LIT(b, "/api/v1/conversations/");
-  for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
-    if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-        *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-      export_buf_add(b, (const char *)p, 1);
-    } else {
-      char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-      export_buf_add(b, esc, 3);
-    }
-  }
+  export_buf_add(b, seg, render_path_segment(id, seg));
   ADD_LIT(b, "/audio");
 }
 

@@ -15,9 +15,7 @@ static json_t *time_or_null(bool present, int64_t us, bool always_fraction) {
   return json_string(buf);
 }
 
-/* Percent-encodes s as one path segment (RFC 3986: all but the unreserved characters) into
- * out, which holds at least 3 * strlen(s) + 1 bytes; returns the length written. */
-static size_t escape_segment(const char *s, char *out) {
+size_t render_path_segment(const char *s, char *out) {
   static const char hex[] = "0123456789ABCDEF";
   size_t n = 0;
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -57,7 +55,7 @@ json_t *render_conversation(const struct store_conversation *c) {
     char url[sizeof prefix + sizeof c->conversation_id * 3 + sizeof "/audio"];
     memcpy(url, prefix, sizeof prefix - 1);
     size_t n = sizeof prefix - 1;
-    n += escape_segment(c->conversation_id, url + n);
+    n += render_path_segment(c->conversation_id, url + n);
     memcpy(url + n, "/audio", sizeof "/audio");
     ok = json_object_set_new(
              o, "audio", json_pack("{s:I,s:s}", "bytes", (json_int_t)c->audio_bytes, "url", url)) ==
@@ -218,7 +216,7 @@ static void put_detail(struct out *o, const struct store_conversation *c,
     char url[sizeof prefix + sizeof c->conversation_id * 3 + sizeof "/audio"];
     memcpy(url, prefix, sizeof prefix - 1);
     size_t n = sizeof prefix - 1;
-    n += escape_segment(c->conversation_id, url + n);
+    n += render_path_segment(c->conversation_id, url + n);
     memcpy(url + n, "/audio", sizeof "/audio");
     put_str(o, ",\"audio\":{\"bytes\":");
     put_int(o, c->audio_bytes);

@@ -8,6 +8,12 @@
 
 #include "model/stored.h"
 
+/* Percent-encodes s as one URL path segment (RFC 3986: all but the unreserved characters) into
+ * out, which holds at least 3 * strlen(s) + 1 bytes; returns the length written. Every URL
+ * naming a conversation (audioUrl, the export's audio column, the report's links) uses it. */
+size_t render_path_segment(const char *s, char *out);
+#define RENDER_SEGMENT_MAX (3 * MODEL_CONVERSATION_ID_MAX + 1)
+
 /* The seed's Conversation fields; new reference. */
 json_t *render_conversation(const struct store_conversation *c);
 /* The Conversation fields plus transcript, metadata and summary exactly as received (c->body

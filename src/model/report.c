@@ -13,6 +13,7 @@
 #include "core/timeutil.h"
 #include "core/utf8.h"
 #include "model/json_raw.h"
+#include "model/render.h"
 
 struct page {
   char *buf;
@@ -274,16 +275,8 @@ static void fact_text(struct page *p, const char *label, const char *value) {
 
 /* The conversation id as one percent-encoded path segment (RFC 3986 unreserved kept). */
 static void put_segment(struct page *p, const char *s) {
-  static const char hex[] = "0123456789ABCDEF";
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-    if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
-        *c == '-' || *c == '.' || *c == '_' || *c == '~') {
-      put(p, (const char *)c, 1);
-    } else {
-      char e[3] = {'%', hex[*c >> 4], hex[*c & 15]};
-      put(p, e, 3);
-    }
-  }
+  char seg[RENDER_SEGMENT_MAX];
+  put(p, seg, render_path_segment(s, seg));
 }
 
 static void put_facts(struct page *p, const struct store_conversation *c, struct raw metadata) {
