@@ -116,8 +116,12 @@ unit: $(UNIT_BINS)
 conformance: build/debug/tests/store_conformance
 	$(PYTHON) tests/store/run_conformance.py build/debug/tests/store_conformance
 
+# Test files run on TEST_JOBS processes (python3-pytest-xdist), a module's tests together (they
+# share a server per module): most of the suite waits on timeouts and servers, not on the CPU.
+TEST_JOBS ?= 2
 integration: build/debug/gensendrep build/debug/tests/test_queue
-	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration
+	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration -n $(TEST_JOBS) \
+	    --dist loadscope
 
 # core/ at the bottom, model/ never knows a database, plumbing never knows an endpoint.
 layering-check:

@@ -7,7 +7,7 @@ set -eu
 # does TLS for the ElevenLabs API too, and its runtime (libcurl4) is what Debian's curl uses.
 # tzdata: analytics' time zones are read from /usr/share/zoneinfo at run time (core/tz.c).
 build="gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libcurl4-openssl-dev libnats-dev tzdata"
-test="$build openssl libcmocka-dev python3-pytest python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server nats-server"
+test="$build openssl libcmocka-dev python3-pytest python3-pytest-xdist python3-requests clang-format clang-14 libclang-rt-14-dev postgresql redis-server nats-server"
 # prometheus: tests/integration/test_metrics.py starts its own server (the package's service,
 # which a systemd host starts on install, is stopped and disabled below).
 test="$test prometheus"

@@ -124,7 +124,8 @@ def test_include_unknown_value_rejected(server):
     assert "include" in err["message"]
 
 
-@pytest.mark.parametrize("cid", ["does-not-exist", uid(), "with%20space-unknown"])
+@pytest.mark.parametrize("cid", ["does-not-exist", uid(), "with%20space-unknown"],
+                         ids=["plain", "random-id", "escaped-space"])
 def test_unknown_conversation_404(server, cid):
     r = server.get(f"/api/v1/conversations/{cid}")
     assert_error(r, 404, "NOT_FOUND")
