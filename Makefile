@@ -45,10 +45,14 @@ deps-test:
 	@scripts/deps.sh test
 
 # ---- generated sources ----
-build/gen/embedded.c: openapi/openapi.json docs/templates/swagger.html docs/templates/redoc.html tools/embed.sh
+DASHBOARD := web/dashboard/index.html web/dashboard/app.js web/dashboard/app.css
+build/gen/embedded.c: openapi/openapi.json docs/templates/swagger.html docs/templates/redoc.html \
+                      $(DASHBOARD) tools/embed.sh
 	@mkdir -p $(@D)
 	tools/embed.sh $@ embedded_openapi_json=openapi/openapi.json \
-	  embedded_swagger_html=docs/templates/swagger.html embedded_redoc_html=docs/templates/redoc.html
+	  embedded_swagger_html=docs/templates/swagger.html embedded_redoc_html=docs/templates/redoc.html \
+	  embedded_dashboard_html=web/dashboard/index.html embedded_dashboard_js=web/dashboard/app.js \
+	  embedded_dashboard_css=web/dashboard/app.css
 
 build/gen/migrations_sqlite.c: $(MIGRATIONS) tools/migrations.sh
 	@mkdir -p $(@D)

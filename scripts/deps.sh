@@ -11,6 +11,9 @@ test="$build openssl libcmocka-dev python3-pytest python3-pytest-xdist python3-r
 # prometheus: tests/integration/test_metrics.py starts its own server (the package's service,
 # which a systemd host starts on install, is stopped and disabled below).
 test="$test prometheus"
+# chromium, chromium-driver, python3-selenium: tests/integration/test_dashboard.py drives the
+# dashboard in headless Chromium (it fails, never skips, without them).
+test="$test chromium chromium-driver python3-selenium"
 bench="$build wrk postgresql redis-server"
 # make image-test: podman (root) with netavark/aardvark-dns networks (which need iptables), runc
 # where crun cannot run, podman-compose, and debootstrap for stand-in base images.

@@ -92,6 +92,9 @@ void api_openapi_get(struct http_request *req);
 void api_docs_swagger_get(struct http_request *req);
 void api_docs_redoc_get(struct http_request *req);
 void api_docs_asset_get(struct http_request *req);
+void api_dashboard_get(struct http_request *req);
+void api_dashboard_js_get(struct http_request *req);
+void api_dashboard_css_get(struct http_request *req);
 void api_keys_post(struct http_request *req);
 void api_keys_list(struct http_request *req);
 void api_keys_delete(struct http_request *req);
@@ -120,6 +123,12 @@ extern const unsigned char embedded_swagger_html[];
 extern const size_t embedded_swagger_html_len;
 extern const unsigned char embedded_redoc_html[];
 extern const size_t embedded_redoc_html_len;
+extern const unsigned char embedded_dashboard_html[];
+extern const size_t embedded_dashboard_html_len;
+extern const unsigned char embedded_dashboard_js[];
+extern const size_t embedded_dashboard_js_len;
+extern const unsigned char embedded_dashboard_css[];
+extern const size_t embedded_dashboard_css_len;
 
 /* Query parameters (params.c). An optional decimal integer in [min, max] (absent: def); false
  * for anything else. */

@@ -59,5 +59,12 @@ const struct route api_routes[] = {
      NULL, 0},
     {"GET", "/docs/assets/", MATCH_PREFIX, api_docs_asset_get, ROUTE_PUBLIC, LIMIT_NONE, false,
      NULL, NULL, NULL, 0},
+    /* The dashboard holds no data: the script signs in with a key and reads the API. */
+    {"GET", "/dashboard", MATCH_EXACT, api_dashboard_get, ROUTE_PUBLIC, LIMIT_NONE, false, NULL,
+     NULL, NULL, 0},
+    {"GET", "/dashboard/app.js", MATCH_EXACT, api_dashboard_js_get, ROUTE_PUBLIC, LIMIT_NONE, false,
+     NULL, NULL, NULL, 0},
+    {"GET", "/dashboard/app.css", MATCH_EXACT, api_dashboard_css_get, ROUTE_PUBLIC, LIMIT_NONE,
+     false, NULL, NULL, NULL, 0},
 };
 const size_t api_route_count = sizeof api_routes / sizeof api_routes[0];

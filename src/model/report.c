@@ -658,6 +658,9 @@ static const char STYLE[] =
     "a{color:#000;text-decoration:none}a[href]::after{content:\" (\" attr(href) \")\"}"
     "h2{break-after:avoid}}";
 
+const char *const report_style = STYLE;
+const size_t report_style_len = sizeof STYLE - 1;
+
 static void put_page(struct page *p, const struct store_conversation *c) {
   /* Shown only when it is JSON (an integer beyond 64 bits is; its digits are shown as sent). */
   bool have_body = false;

@@ -28,6 +28,11 @@
  * max_bytes + REPORT_OVERSHOOT_MAX. Returns a malloc'ed NUL-terminated text and its length in
  * *len, or NULL when out of memory. */
 #define REPORT_OVERSHOOT_MAX (20 * REPORT_TEXT_MAX)
+/* The text of the page's one <style> element, always the same: the dashboard shows reports in
+ * a frame that keeps its own Content-Security-Policy, which allows this style by its hash. */
+extern const char *const report_style;
+extern const size_t report_style_len;
+
 char *report_render_html(const struct store_conversation *c, size_t max_bytes, size_t *len);
 
 #endif
