@@ -298,6 +298,13 @@ int64_t tz_interval_next(const struct tz *z, enum tz_interval iv, int64_t start)
   return start + step;
 }
 
+static void put_digits(char *p, unsigned v, int width) {
+  for (int i = width - 1; i >= 0; i--) {
+    p[i] = (char)('0' + v % 10);
+    v /= 10;
+  }
+}
+
 void tz_format(const struct tz *z, int64_t t, char *out, size_t outlen) {
   if (!out || outlen == 0) return;
   t = clamp_t(t);
@@ -314,9 +321,28 @@ void tz_format(const struct tz *z, int64_t t, char *out, size_t outlen) {
   unsigned mo, d;
   civil_from_days(days, &y, &mo, &d);
   int32_t a = off < 0 ? -off : off;
-  snprintf(out, outlen, "%04d-%02u-%02uT%02d:%02d:%02d%c%02d:%02d", (int)y, mo, d,
-           (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), off < 0 ? '-' : '+',
-           (int)(a / 3600), (int)(a / 60 % 60));
+  /* by hand: snprintf costs more than the rest of a series' interval (analytics writes one per
+   * interval) */
+  char buf[26];
+  put_digits(buf, (unsigned)y, 4);
+  buf[4] = '-';
+  put_digits(buf + 5, mo, 2);
+  buf[7] = '-';
+  put_digits(buf + 8, d, 2);
+  buf[10] = 'T';
+  put_digits(buf + 11, (unsigned)(sod / 3600), 2);
+  buf[13] = ':';
+  put_digits(buf + 14, (unsigned)(sod / 60 % 60), 2);
+  buf[16] = ':';
+  put_digits(buf + 17, (unsigned)(sod % 60), 2);
+  buf[19] = off < 0 ? '-' : '+';
+  put_digits(buf + 20, (unsigned)(a / 3600), 2);
+  buf[22] = ':';
+  put_digits(buf + 23, (unsigned)(a / 60 % 60), 2);
+  buf[25] = '\0';
+  size_t n = outlen - 1 < 25 ? outlen - 1 : 25;
+  memcpy(out, buf, n);
+  out[n] = '\0';
 }
 
 /* ---- the POSIX TZ string (RFC 8536 section 3.3, with its version 3 extensions) ---- */
@@ -516,6 +542,50 @@ static struct tz *read_block(const uint8_t *b, const struct tzif_hdr *h, unsigne
   return z;
 }
 
+/* The rule's changes up to 2200 are listed as transitions too (the rule decides from the last
+ * transition on, as seg_at does without them), so the years people ask about cost one binary
+ * search, not ten rule dates. Takes z; NULL when out of memory. */
+#define TZ_RULE_LIST_END INT64_C(7258118400) /* 2200-01-01 */
+#define TZ_RULE_LIST_MAX 1024
+
+static struct tz *list_rule_changes(struct tz *z) {
+  if (!z->f.has_dst || z->ntrans == 0 || z->trans[z->ntrans - 1] >= TZ_RULE_LIST_END) return z;
+  int64_t *t = malloc(TZ_RULE_LIST_MAX * sizeof *t);
+  int32_t *o = malloc(TZ_RULE_LIST_MAX * sizeof *o);
+  struct tz *nz = NULL;
+  if (!t || !o) goto out;
+  size_t k = 0, n0 = z->ntrans;
+  struct seg s;
+  for (int64_t p = z->trans[n0 - 1]; k < TZ_RULE_LIST_MAX; p = t[k++]) {
+    footer_seg(&z->f, p, &s);
+    if (s.e >= TZ_RULE_LIST_END) break;
+    t[k] = s.e;
+    footer_seg(&z->f, s.e, &s);
+    o[k] = s.off;
+  }
+  size_t n = n0 + k;
+  nz = calloc(1, sizeof *nz + n * (sizeof(int64_t) + sizeof(int32_t)));
+  if (!nz) goto out;
+  nz->ntrans = n;
+  nz->trans = (int64_t *)(nz + 1);
+  nz->trans_off = (int32_t *)(nz->trans + n);
+  nz->off0 = z->off0;
+  nz->f = z->f;
+  memcpy(nz->trans, z->trans, n0 * sizeof *t);
+  memcpy(nz->trans_off, z->trans_off, n0 * sizeof *o);
+  footer_seg(&z->f, z->trans[n0 - 1], &s);
+  nz->trans_off[n0 - 1] = s.off;
+  if (k > 0) {
+    memcpy(nz->trans + n0, t, k * sizeof *t);
+    memcpy(nz->trans_off + n0, o, k * sizeof *o);
+  }
+out:
+  free(t);
+  free(o);
+  free(z);
+  return nz;
+}
+
 struct tz *tz_parse(const void *buf, size_t len) {
   const uint8_t *b = buf;
   struct tzif_hdr h1, h2;
@@ -541,8 +611,9 @@ struct tz *tz_parse(const void *buf, size_t len) {
   struct tz_footer f;
   if (!parse_footer((const char *)b + pos + 1, (size_t)(nl - (b + pos + 1)), &f)) return NULL;
   struct tz *z = read_block(block, &h2, 8);
-  if (z) z->f = f;
-  return z;
+  if (!z) return NULL;
+  z->f = f;
+  return list_rule_changes(z);
 }
 
 /* ---- loading by name ---- */

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/timeutil.h"
 #include "core/tz.h"
@@ -375,10 +377,9 @@ static void check_off(const struct tz *z, const char *name, int64_t t) {
 
 /* Samples 1970-2100 and, where glibc's offset changes between two samples, the exact
  * transition (found by bisection) and the second before it. */
-static void compare_zone(const char *name, int64_t step) {
+static void compare_zone_between(const char *name, int64_t step, int64_t from, int64_t to) {
   struct tz *z = load(name);
   glibc_zone(name);
-  const int64_t from = utc(1970, 1, 1, 0, 0), to = utc(2100, 12, 31, 0, 0);
   int64_t prev_t = from;
   long prev_off = glibc_off(from);
   check_off(z, name, from);
@@ -401,6 +402,10 @@ static void compare_zone(const char *name, int64_t step) {
     prev_off = off;
   }
   tz_free(z);
+}
+
+static void compare_zone(const char *name, int64_t step) {
+  compare_zone_between(name, step, utc(1970, 1, 1, 0, 0), utc(2100, 12, 31, 0, 0));
 }
 
 static void test_glibc_every_zone(void **state) {
@@ -433,6 +438,487 @@ static void test_glibc_dense(void **state) {
   unsetenv("TZ");
 }
 
+static int64_t glibc_local(int64_t t) { return t + glibc_off(t); }
+
+static int64_t floordiv(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
+
+/* Walks the local days of 1970-2050 (weeks of 1970-2100) with tz_interval_next and checks each
+ * start with glibc's offsets: it is the first instant at or past a local midnight (local(s - 1) < M
+ * <= local(s)), a Monday's for weeks; the midnights follow each other; every instant tried in
+ * between has that floor. */
+static void walk_days(const struct tz *z, const char *name, enum tz_interval iv) {
+  const int64_t unit = iv == TZ_WEEK ? 7 * D : D;
+  int64_t s = tz_interval_floor(z, iv, utc(1970, 1, 8, 0, 0));
+  int64_t prev_m = INT64_MIN;
+  /* past 2037 glibc parses the zone's TZ string again at every call: days stop at 2050 */
+  const int64_t end = iv == TZ_WEEK ? utc(2100, 12, 1, 0, 0) : utc(2050, 1, 1, 0, 0);
+  while (s < end) {
+    int64_t l = glibc_local(s), m = floordiv(l, D) * D;
+    if (iv == TZ_WEEK && ((m / D + 3) % 7 + 7) % 7 != 0) {
+      char buf[40];
+      tz_format(z, s, buf, sizeof buf);
+      fail_msg("%s: a week starts at %s, not on a Monday", name, buf);
+    }
+    if (!(glibc_local(s - 1) < m && m <= l)) {
+      char buf[40];
+      tz_format(z, s, buf, sizeof buf);
+      fail_msg("%s: %s is not the first instant of its local day", name, buf);
+    }
+    if (prev_m != INT64_MIN &&
+        (m <= prev_m || (m - prev_m != unit && strcmp(name, "Pacific/Apia") != 0))) {
+      char buf[40];
+      tz_format(z, s, buf, sizeof buf);
+      fail_msg("%s: %s does not follow the previous interval's day", name, buf);
+    }
+    int64_t n = tz_interval_next(z, iv, s);
+    if (n - s < unit - 3 * H || n - s > unit + 3 * H) {
+      if (strcmp(name, "Pacific/Apia") != 0 || n - s > unit + 26 * H) {
+        char buf[40];
+        tz_format(z, s, buf, sizeof buf);
+        fail_msg("%s: the interval at %s lasts %lld s", name, buf, (long long)(n - s));
+      }
+    }
+    const int64_t probes[] = {s + (n - s) / 2, n - 1};
+    for (size_t i = 0; i < 2; i++)
+      if (tz_interval_floor(z, iv, probes[i]) != s)
+        fail_msg("%s: floor(%lld) is not %lld", name, (long long)probes[i], (long long)s);
+    prev_m = m;
+    s = n;
+  }
+}
+
+/* Walks the local hours of a year: each starts at HH:00 local or at a jump of the clock over
+ * HH:00, and no HH:00 happens inside one. */
+static void walk_hours(const struct tz *z, const char *name, int year) {
+  int64_t s = tz_interval_floor(z, TZ_HOUR, utc(year, 1, 1, 0, 0));
+  const int64_t end = utc(year + 1, 1, 1, 0, 0);
+  while (s < end) {
+    int64_t l = glibc_local(s), lb = glibc_local(s - 1);
+    bool at_hour = floordiv(l, H) * H == l;
+    bool jumped = floordiv(l - 1, H) * H > lb;
+    char buf[40];
+    tz_format(z, s, buf, sizeof buf);
+    if (!at_hour && !jumped) fail_msg("%s: an hour starts at %s", name, buf);
+    int64_t n = tz_interval_next(z, TZ_HOUR, s);
+    if (n - s <= 0 || n - s > 2 * H)
+      fail_msg("%s: the hour at %s lasts %lld s", name, buf, (long long)(n - s));
+    if (glibc_off(s) == glibc_off(n - 1) && floordiv(glibc_local(n - 1), H) != floordiv(l, H))
+      fail_msg("%s: the hour at %s holds another HH:00", name, buf);
+    if (tz_interval_floor(z, TZ_HOUR, n - 1) != s ||
+        tz_interval_floor(z, TZ_HOUR, s + (n - s) / 2) != s)
+      fail_msg("%s: floor inside the hour at %s", name, buf);
+    s = n;
+  }
+}
+
+static const char *interval_zones[] = {
+    "America/New_York",  "Europe/Berlin",    "America/Havana",
+    "Asia/Beirut",       "America/Santiago", "Australia/Lord_Howe",
+    "Australia/Sydney",  "Asia/Kolkata",     "Asia/Kathmandu",
+    "America/Nuuk",      "Asia/Jerusalem",   "Pacific/Apia",
+    "Africa/Casablanca", "Europe/Dublin",    "UTC",
+    "Asia/Tokyo",        "America/St_Johns", "Pacific/Chatham"};
+
+/* The rule's changes are listed up to 2200; past that the rule is computed at each call. */
+static void test_glibc_far_future(void **state) {
+  (void)state;
+  const char *zones[] = {"America/New_York", "Australia/Sydney", "America/Santiago",
+                         "Australia/Lord_Howe", "America/Havana"};
+  for (size_t i = 0; i < sizeof zones / sizeof *zones; i++) {
+    compare_zone_between(zones[i], D + 7 * 60 + 3, utc(2190, 1, 1, 0, 0), utc(2215, 1, 1, 0, 0));
+    struct tz *z = load(zones[i]);
+    glibc_zone(zones[i]);
+    walk_hours(z, zones[i], 2199);
+    walk_hours(z, zones[i], 2200);
+    tz_free(z);
+  }
+  unsetenv("TZ");
+  struct tz *z = load("America/New_York"); /* 2200-03-09 and 2300-03-11: 23 hours */
+  assert_iv(z, TZ_DAY, utc(2200, 3, 9, 12, 0), utc(2200, 3, 9, 5, 0), "2200-03-09T00:00:00-05:00",
+            utc(2200, 3, 10, 4, 0));
+  assert_iv(z, TZ_DAY, utc(2300, 3, 11, 12, 0), utc(2300, 3, 11, 5, 0), "2300-03-11T00:00:00-05:00",
+            utc(2300, 3, 12, 4, 0));
+  tz_free(z);
+}
+
+static void test_glibc_days_and_weeks(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof interval_zones / sizeof *interval_zones; i++) {
+    struct tz *z = load(interval_zones[i]);
+    glibc_zone(interval_zones[i]);
+    walk_days(z, interval_zones[i], TZ_DAY);
+    walk_days(z, interval_zones[i], TZ_WEEK);
+    tz_free(z);
+  }
+  unsetenv("TZ");
+}
+
+static void test_glibc_hours(void **state) {
+  (void)state;
+  const int years[] = {1983, 2011, 2026, 2038, 2099};
+  for (size_t i = 0; i < sizeof interval_zones / sizeof *interval_zones; i++) {
+    struct tz *z = load(interval_zones[i]);
+    glibc_zone(interval_zones[i]);
+    for (size_t y = 0; y < sizeof years / sizeof *years; y++)
+      walk_hours(z, interval_zones[i], years[y]);
+    tz_free(z);
+  }
+  unsetenv("TZ");
+}
+
+/* ---- files: TZDIR, slim files, the POSIX TZ rule, malformed TZif ---- */
+
+#define SLIM_DIR "tests/fixtures/tz/slim"
+
+static const char *slim_zones[] = {"America/New_York",    "America/Havana", "Australia/Sydney",
+                                   "Australia/Lord_Howe", "Europe/Berlin",  "America/Santiago",
+                                   "Asia/Beirut"};
+
+/* Slim files end their transitions at the last rule change (2007 for New York): the footer
+ * decides everything after, and must agree with glibc reading the same files. */
+static void test_slim_files_with_tzdir(void **state) {
+  (void)state;
+  setenv("TZDIR", SLIM_DIR, 1);
+  assert_null(tz_load("Asia/Tokyo")); /* not in the fixture directory */
+  for (size_t i = 0; i < sizeof slim_zones / sizeof *slim_zones; i++) {
+    compare_zone(slim_zones[i], 12 * H + 13 * 60 + 7);
+    struct tz *z = load(slim_zones[i]);
+    glibc_zone(slim_zones[i]);
+    walk_days(z, slim_zones[i], TZ_DAY);
+    walk_hours(z, slim_zones[i], 2026);
+    tz_free(z);
+  }
+  struct tz *z = load("America/New_York");
+  assert_iv(z, TZ_DAY, utc(2026, 3, 8, 16, 0), utc(2026, 3, 8, 5, 0), "2026-03-08T00:00:00-05:00",
+            utc(2026, 3, 9, 4, 0));
+  tz_free(z);
+  unsetenv("TZDIR");
+  unsetenv("TZ");
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+/* A version 2 file with one time type (offset 0), no transitions and footer as its rule. */
+static size_t footer_file(const char *footer, uint8_t *buf, size_t cap) {
+  size_t n = strlen(footer), len = 0;
+  assert_true(2 * 51 + n + 2 <= cap);
+  for (int k = 0; k < 2; k++) {
+    memset(buf + len, 0, 51);
+    memcpy(buf + len, "TZif2", 5);
+    put32(buf + len + 36, 1); /* typecnt */
+    put32(buf + len + 40, 1); /* charcnt */
+    len += 51;
+  }
+  buf[len++] = '\n';
+  memcpy(buf + len, footer, n);
+  len += n;
+  buf[len++] = '\n';
+  return len;
+}
+
+/* Rules in every form (Mm.w.d, Jn, n, times past 24 h and negative, year-round DST, southern
+ * hemisphere, 30- and 45-minute offsets) against glibc given the same TZ string. */
+static void test_footer_rules_against_glibc(void **state) {
+  (void)state;
+  const char *rules[] = {
+      "EST5EDT,M3.2.0,M11.1.0",
+      "<-04>4<-03>,M9.1.6/24,M4.1.6/24",
+      "IST-2IDT,M3.4.4/26,M10.5.0",
+      "<-02>2<-01>,M3.5.0/-1,M10.5.0/0",
+      "AAA3BBB,J60/1:30:15,200/-2",
+      "CCC-3DDD,J2/0,J59/23:59:59",
+      "EEE0FFF,1,364",
+      "GGG-1HHH-2:30,59/12,300/1:00:01",
+      "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0",
+      "AEST-10AEDT,M10.1.0,M4.1.0/3",
+      "NZST-12NZDT,M9.5.0,M4.1.0/3",
+      "<+1245>-12:45<+1345>,M9.5.0/2:45,M4.1.0/3:45",
+      "CST5CDT,M3.2.0/0,M11.1.0/1",
+      "EET-2EEST,M3.5.0/0,M10.5.0/0",
+      "<+0545>-5:45",
+      "<-00>0",
+      "XXX-14",
+      "YYY12",
+      "JST-9",
+      "WET0WEST,M3.5.0/1,M10.5.0",
+      "MMM3NNN,M2.5.4/167,M11.1.0/-167",
+  };
+  uint8_t buf[256];
+  const int64_t from = utc(1970, 1, 1, 0, 0), to = utc(2100, 12, 31, 0, 0);
+  for (size_t i = 0; i < sizeof rules / sizeof *rules; i++) {
+    size_t len = footer_file(rules[i], buf, sizeof buf);
+    struct tz *z = tz_parse(buf, len);
+    if (!z) fail_msg("rule %s refused", rules[i]);
+    setenv("TZ", rules[i], 1);
+    tzset();
+    int64_t prev_t = from;
+    long prev_off = glibc_off(from);
+    for (int64_t t = from; t <= to; t += 3 * D + 7 * H + 11) {
+      long off = glibc_off(t);
+      check_off(z, rules[i], t);
+      if (off != prev_off) {
+        int64_t lo = prev_t, hi = t;
+        while (hi - lo > 1) {
+          int64_t mid = lo + (hi - lo) / 2;
+          if (glibc_off(mid) == prev_off)
+            lo = mid;
+          else
+            hi = mid;
+        }
+        check_off(z, rules[i], lo);
+        check_off(z, rules[i], hi);
+      }
+      prev_t = t;
+      prev_off = off;
+    }
+    walk_hours(z, rules[i], 2026);
+    walk_hours(z, rules[i], 2095);
+    tz_free(z);
+  }
+  unsetenv("TZ");
+  size_t len;
+  struct tz *z;
+  /* A period starting in the previous UTC year: 1971's begins on 1970-12-31 21:00 UTC (glibc
+   * looks at the rules of the instant's UTC year only, and says standard time). */
+  len = footer_file("CCC-3DDD,J1/0,J59/23:59:59", buf, sizeof buf);
+  z = tz_parse(buf, len);
+  assert_non_null(z);
+  assert_int_equal(tz_offset_at(z, utc(1970, 12, 31, 21, 0) - 1), 3 * H);
+  assert_int_equal(tz_offset_at(z, utc(1970, 12, 31, 21, 0)), 4 * H);
+  /* J59/23:59:59 in DST (+4) is 19:59:59 UTC */
+  assert_int_equal(tz_offset_at(z, utc(1971, 2, 28, 19, 59) + 58), 4 * H);
+  assert_int_equal(tz_offset_at(z, utc(1971, 2, 28, 19, 59) + 59), 3 * H);
+  tz_free(z);
+  /* n counts February 29th: day 365 is December 31st in a leap year, else January 1st */
+  len = footer_file("EEE0FFF,0,365", buf, sizeof buf);
+  z = tz_parse(buf, len);
+  assert_non_null(z);
+  assert_int_equal(tz_offset_at(z, utc(1972, 12, 31, 1, 0) - 1), H);
+  assert_int_equal(tz_offset_at(z, utc(1972, 12, 31, 1, 0)), 0);
+  assert_int_equal(tz_offset_at(z, utc(1973, 1, 1, 2, 0) - 1), 0);
+  assert_int_equal(tz_offset_at(z, utc(1973, 1, 1, 2, 0)), H);
+  assert_int_equal(tz_offset_at(z, utc(1974, 1, 1, 1, 0) - 1), H); /* 1973 is not leap */
+  assert_int_equal(tz_offset_at(z, utc(1974, 1, 1, 1, 0)), 0);
+  assert_int_equal(tz_offset_at(z, utc(1974, 1, 1, 2, 0)), H);
+  tz_free(z);
+  /* Jn never counts February 29th: J60 is March 1st in any year */
+  len = footer_file("AAA3BBB,J60/1:30:15,200/-2", buf, sizeof buf);
+  z = tz_parse(buf, len);
+  assert_non_null(z);
+  assert_int_equal(tz_offset_at(z, utc(2024, 3, 1, 4, 30) + 14), -3 * H);
+  assert_int_equal(tz_offset_at(z, utc(2024, 3, 1, 4, 30) + 15), -2 * H);
+  assert_int_equal(tz_offset_at(z, utc(2025, 3, 1, 4, 30) + 15), -2 * H);
+  /* n = 200 is July 19th in a leap year (day 0 is January 1st), at -2:00 local DST: 18th 22:00 */
+  assert_int_equal(tz_offset_at(z, utc(2024, 7, 19, 0, 0) - 1), -2 * H);
+  assert_int_equal(tz_offset_at(z, utc(2024, 7, 19, 0, 0)), -3 * H);
+  tz_free(z);
+  /* Year-round daylight saving time as tzfile(5) writes it: each year's period ends where the
+   * next one starts. (glibc reads the rule of the instant's year only and so gives standard
+   * time before 05:00 UTC on January 1st.) */
+  len = footer_file("EST5EDT4,0/0,J365/25", buf, sizeof buf);
+  z = tz_parse(buf, len);
+  assert_non_null(z);
+  for (int64_t t = from; t <= to; t += 5 * D + 3 * H + 11)
+    assert_int_equal(tz_offset_at(z, t), -4 * H);
+  for (int y = 1970; y <= 2100; y++) {
+    assert_int_equal(tz_offset_at(z, utc(y, 1, 1, 0, 0)), -4 * H);
+    assert_int_equal(tz_offset_at(z, utc(y, 1, 1, 5, 0) - 1), -4 * H);
+    assert_int_equal(tz_offset_at(z, utc(y, 1, 1, 5, 0)), -4 * H);
+  }
+  assert_iv(z, TZ_DAY, utc(2026, 1, 1, 12, 0), utc(2026, 1, 1, 4, 0), "2026-01-01T00:00:00-04:00",
+            utc(2026, 1, 2, 4, 0));
+  tz_free(z);
+}
+
+static void test_footer_rules_refused(void **state) {
+  (void)state;
+  const char *bad[] = {
+      "EST",                        /* no offset */
+      "ES5",                        /* name too short */
+      "<E5>5",                      /* quoted name too short */
+      "<EST5",                      /* unterminated */
+      "<E_T>5",                     /* a byte outside a quoted name's set */
+      "EST25",                      /* offset hours past 24 */
+      "EST5:60",                    /* minutes */
+      "EST5:00:60",                 /* seconds */
+      "EST5EDT",                    /* daylight saving time without a rule */
+      "EST5EDT,M3.2.0",             /* one end only */
+      "EST5EDT,M3.2.0,M11.1.0,",    /* trailing */
+      "EST5EDT,M13.2.0,M11.1.0",    /* month */
+      "EST5EDT,M3.6.0,M11.1.0",     /* week */
+      "EST5EDT,M3.2.7,M11.1.0",     /* weekday */
+      "EST5EDT,M3.0.0,M11.1.0",     /* week 0 */
+      "EST5EDT,J0,J365",            /* Jn starts at 1 */
+      "EST5EDT,J1,J366",            /* Jn ends at 365 */
+      "EST5EDT,0,366",              /* n ends at 365 */
+      "EST5EDT,M3.2.0/168,M11.1.0", /* rule time past 167 h */
+      "EST5EDT,M3.2.0/-168,M11.1.0",
+      "EST5EDT,M3.2.0/,M11.1.0",
+      "EST5EDT,M3.2.0/2:,M11.1.0",
+      "EST0005", /* too many digits */
+      "EST5 ",
+      "EST 5",
+  };
+  uint8_t buf[256];
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    size_t len = footer_file(bad[i], buf, sizeof buf);
+    struct tz *z = tz_parse(buf, len);
+    if (z) fail_msg("rule \"%s\" accepted", bad[i]);
+  }
+  /* an empty footer: the last offset stays */
+  size_t len = footer_file("", buf, sizeof buf);
+  struct tz *z = tz_parse(buf, len);
+  assert_non_null(z);
+  assert_int_equal(tz_offset_at(z, utc(2090, 1, 1, 0, 0)), 0);
+  tz_free(z);
+}
+
+/* A version 1 file: 32-bit transitions, no footer. */
+static void test_version1_file(void **state) {
+  (void)state;
+  uint8_t buf[128];
+  memset(buf, 0, sizeof buf);
+  memcpy(buf, "TZif", 4); /* version byte 0 */
+  put32(buf + 32, 2);     /* timecnt */
+  put32(buf + 36, 2);     /* typecnt */
+  put32(buf + 40, 8);     /* charcnt */
+  size_t p = 44;
+  put32(buf + p, (uint32_t)(int32_t)-86400); /* 1969-12-31 */
+  put32(buf + p + 4, 86400);                 /* 1970-01-02 */
+  p += 8;
+  buf[p++] = 1;
+  buf[p++] = 0;
+  put32(buf + p, (uint32_t)(int32_t)-18000); /* type 0: -05:00 */
+  buf[p + 4] = 0;
+  buf[p + 5] = 0;
+  put32(buf + p + 6, (uint32_t)(int32_t)-14400); /* type 1: -04:00, DST */
+  buf[p + 10] = 1;
+  buf[p + 11] = 4;
+  p += 12;
+  memcpy(buf + p, "EST\0EDT", 8);
+  p += 8;
+  struct tz *z = tz_parse(buf, p);
+  assert_non_null(z);
+  assert_int_equal(tz_offset_at(z, -86401), -18000); /* before the first: type 0 */
+  assert_int_equal(tz_offset_at(z, -86400), -14400);
+  assert_int_equal(tz_offset_at(z, 86399), -14400);
+  assert_int_equal(tz_offset_at(z, 86400), -18000);
+  assert_int_equal(tz_offset_at(z, utc(2090, 1, 1, 0, 0)), -18000);
+  assert_iv(z, TZ_DAY, utc(1970, 1, 1, 12, 0), 4 * H, "1970-01-01T00:00:00-04:00", 86400 + 5 * H);
+  tz_free(z);
+  /* one byte more or less, another version byte */
+  assert_null(tz_parse(buf, p - 1));
+  assert_null(tz_parse(buf, p + 1));
+  buf[4] = '1';
+  assert_null(tz_parse(buf, p));
+  buf[4] = 0;
+  /* transitions out of order, a type index out of range, an abbreviation index out of range,
+   * isdst not 0/1, an offset of 24 h */
+  const struct {
+    size_t at;
+    uint8_t v;
+  } flips[] = {{44 + 4, 0xff}, {52, 2}, {65, 8}, {64, 2}, {54, 0x01}};
+  for (size_t i = 0; i < sizeof flips / sizeof *flips; i++) {
+    uint8_t save = buf[flips[i].at];
+    buf[flips[i].at] = flips[i].v;
+    if (tz_parse(buf, p)) fail_msg("flip %zu accepted", i);
+    buf[flips[i].at] = save;
+  }
+  assert_non_null(z = tz_parse(buf, p));
+  tz_free(z);
+}
+
+static uint8_t *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("cannot open %s", path);
+  uint8_t *buf = malloc(1 << 16);
+  assert_non_null(buf);
+  *len = fread(buf, 1, 1 << 16, f);
+  fclose(f);
+  return buf;
+}
+
+/* Every truncation of real files, and a few corruptions, are refused without a crash. */
+static void test_damaged_files(void **state) {
+  (void)state;
+  const char *files[] = {"/usr/share/zoneinfo/America/New_York", SLIM_DIR "/Australia/Lord_Howe"};
+  for (size_t k = 0; k < 2; k++) {
+    size_t len;
+    uint8_t *buf = read_all(files[k], &len);
+    struct tz *z = tz_parse(buf, len);
+    assert_non_null(z);
+    tz_free(z);
+    for (size_t n = 0; n < len; n++) {
+      uint8_t *copy = malloc(n ? n : 1); /* exact size: ASan sees reads past the end */
+      memcpy(copy, buf, n);
+      z = tz_parse(copy, n);
+      if (z) fail_msg("%s cut to %zu bytes accepted", files[k], n);
+      free(copy);
+    }
+    buf[len] = '\n'; /* trailing bytes */
+    assert_null(tz_parse(buf, len + 1));
+    buf[len - 1] = 'x'; /* the footer's closing newline */
+    assert_null(tz_parse(buf, len));
+    free(buf);
+  }
+  /* leap seconds are refused */
+  size_t len;
+  uint8_t *buf = read_all("/usr/share/zoneinfo/right/UTC", &len);
+  assert_null(tz_parse(buf, len));
+  free(buf);
+  assert_null(tz_parse(NULL, 0));
+  assert_null(tz_parse("TZif", 4));
+}
+
+/* tz_load opens regular files only: a FIFO does not block it, a directory, an empty or huge
+ * file is no zone. */
+static void test_load_special_files(void **state) {
+  (void)state;
+  char dir[] = "/tmp/test_tz_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[256];
+  snprintf(path, sizeof path, "%s/Fifo", dir);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  snprintf(path, sizeof path, "%s/Empty", dir);
+  FILE *f = fopen(path, "w");
+  fclose(f);
+  snprintf(path, sizeof path, "%s/Huge", dir);
+  f = fopen(path, "w");
+  assert_int_equal(ftruncate(fileno(f), 1 << 20), 0);
+  fclose(f);
+  snprintf(path, sizeof path, "%s/Sub", dir);
+  assert_int_equal(mkdir(path, 0700), 0);
+  snprintf(path, sizeof path, "%s/Sub/Zone", dir);
+  size_t len;
+  uint8_t *buf = read_all("/usr/share/zoneinfo/Asia/Kolkata", &len);
+  f = fopen(path, "wb");
+  fwrite(buf, 1, len, f);
+  fclose(f);
+  free(buf);
+  setenv("TZDIR", dir, 1);
+  assert_null(tz_load("Fifo"));
+  assert_null(tz_load("Empty"));
+  assert_null(tz_load("Huge"));
+  assert_null(tz_load("Sub"));
+  struct tz *z = load("Sub/Zone");
+  assert_int_equal(tz_offset_at(z, 0), 5 * H + 1800);
+  tz_free(z);
+  unsetenv("TZDIR");
+  const char *names[] = {"Fifo", "Empty", "Huge", "Sub/Zone", "Sub", ""};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    if (i == 4 || i == 5)
+      rmdir(path);
+    else
+      unlink(path);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names),
@@ -448,6 +934,15 @@ int main(void) {
       cmocka_unit_test(test_southern_and_plain),
       cmocka_unit_test(test_glibc_every_zone),
       cmocka_unit_test(test_glibc_dense),
+      cmocka_unit_test(test_glibc_far_future),
+      cmocka_unit_test(test_glibc_days_and_weeks),
+      cmocka_unit_test(test_glibc_hours),
+      cmocka_unit_test(test_slim_files_with_tzdir),
+      cmocka_unit_test(test_footer_rules_against_glibc),
+      cmocka_unit_test(test_footer_rules_refused),
+      cmocka_unit_test(test_version1_file),
+      cmocka_unit_test(test_damaged_files),
+      cmocka_unit_test(test_load_special_files),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
