@@ -246,6 +246,11 @@ enum model_result model_conversation_parse(const char *body, size_t len,
     out->agent_id = model_usable_id(json_object_get(json_object_get(root, "metadata"), "agentId"),
                                     MODEL_AGENT_ID_MAX);
     out->failure_reason = NULL;
+    /* metadata.platform likewise (analytics' platform dimension); a seed webhook has no
+     * outcome. */
+    out->platform = model_usable_id(json_object_get(json_object_get(root, "metadata"), "platform"),
+                                    MODEL_AGENT_ID_MAX);
+    out->outcome = NULL;
     return MODEL_OK;
   }
   model_body_problems(p.list, p.count, message, message_len);

@@ -288,6 +288,13 @@ static bool derive(struct el_event *e, const struct el_names *names, const char 
   c->agent_id = json_string_value(json_object_get(meta, "agentId"));
   c->status = status;
   c->failure_reason = json_string_value(json_object_get(meta, "failureReason"));
+  /* Analytics: the platform is the derived body's metadata.platform ("elevenlabs"), as GET
+   * shows it; the outcome is data.analysis.call_successful when it is a usable string (points
+   * into e->root, which outlives conv). */
+  c->platform = json_string_value(json_object_get(meta, "platform"));
+  c->outcome =
+      failure ? NULL
+              : model_usable_id(json_object_get(analysis, "call_successful"), MODEL_AGENT_ID_MAX);
   /* startTime and endTime (start + duration) must be instants we can render: a start before
    * year 1, or so late that the end would pass year 9999, is treated as unknown (both null), never
    * a 400 (the seed endpoint refuses such a body; an ElevenLabs event is kept whatever its clock

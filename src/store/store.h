@@ -86,6 +86,9 @@ enum store_write_kind {
   STORE_WRITE_REPLAY,
   /* The dispatcher's work (struct store_outbox_work *outbox), see there. */
   STORE_WRITE_OUTBOX,
+  /* Analytics (issue 11): every rollup recomputed from the conversations, in one transaction
+   * (ops->analytics_rebuild submits it); erased: the conversations counted. */
+  STORE_WRITE_ANALYTICS_REBUILD,
 };
 
 /* ---- The outbox (issue 10) ----
@@ -403,7 +406,9 @@ struct store_cell {
   enum store_cell_kind kind;
   enum store_dim dim; /* STORE_CELL_DIM */
   /* An instant of the cell: every conversation it counts lies in the same [cut i, cut i + 1)
-   * (the query's from, cuts and to) as at_us. */
+   * (the query's from, cuts and to) as at_us. A DIM cell counts only in a breakdown, which is
+   * over the whole [from, to): its conversations lie in [from, to), as at_us does, but may
+   * straddle a cut (a UTC day's breakdown under a query cut at another zone's midnight). */
   int64_t at_us;
   /* NULL: not known (stored NULL). FULL: all set; DIM: value[dim] only. The account as stored:
    * a blind index when it was sealed (analytics_account_name gives it back). Valid during the

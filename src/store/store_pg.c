@@ -24,6 +24,7 @@
 #include "ext/crypto.h"
 #include "model/render.h"
 #include "seal/seal.h"
+#include "store/rollup.h"
 #include "store/sealing.h"
 #include "store/store.h"
 #include "store/write_queue.h"
@@ -425,7 +426,8 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
   " delivery_id = EXCLUDED.delivery_id, agent_id = EXCLUDED.agent_id,"                        \
   " failure_reason = EXCLUDED.failure_reason, sealed_with = EXCLUDED.sealed_with,"            \
   " email_sealed = EXCLUDED.email_sealed, account_sealed = EXCLUDED.account_sealed,"          \
-  " failure_sealed = EXCLUDED.failure_sealed"
+  " failure_sealed = EXCLUDED.failure_sealed, platform = EXCLUDED.platform,"                  \
+  " outcome = EXCLUDED.outcome"
 
 /* A change's outbox events are staged in this session's temporary table (ON COMMIT DELETE ROWS)
  * by its own statement, and moved into outbox_events by the batch's last statement (see
@@ -455,8 +457,10 @@ static const char upsert_sql[] =
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
-    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed)"
-    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15, $17 FROM ins"
+    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed,"
+    "    platform, outcome)"
+    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15, $17, $21, $22"
+    "  FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE "), ob AS (" OUTBOX_STAGE
     "  SELECT $18, 0, $19, CASE WHEN EXISTS (SELECT 1 FROM cur) THEN 2 ELSE 1 END, $1, $3, $15,"
     "    $8, $20, (SELECT a.bytes FROM audio_meta a WHERE a.conversation_id = $1), $16, false"
@@ -500,8 +504,10 @@ static const char event_sql[] =
     "), up AS ("
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
-    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed)"
-    "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17, $20, $21, $22, $23"
+    "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed,"
+    "    platform, outcome)"
+    "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17, $20, $21, $22, $23,"
+    "    $32, $33"
     "  FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE "), obc AS (" OUTBOX_STAGE
     "  SELECT $24, 0, $25, CASE WHEN $28 THEN 4 WHEN EXISTS (SELECT 1 FROM conversations x"
@@ -656,16 +662,79 @@ static const char outbox_flush_sql[] =
     "  RETURNING 1) "
     "SELECT count(*) FROM ins";
 
+/* ---- Analytics rollups (store/rollup.h; migration 0011) ----
+ * A trigger stages each change's contributions (-1 for the row before, +1 after) in
+ * pg_temp.analytics_pending; the batch's last statement before COMMIT sums them per rollup key
+ * and upserts each key once, in key order (two instances' batches lock rows in the same order:
+ * no deadlock between them), and the next deletes the rows left at zero conversations. A rebuild
+ * sums the conversations themselves the same way. ANALYTICS_SUM(g): g's rows are (hour_us,
+ * account_id, agent_id, platform, status, outcome, bucket, n, m, d). */
+#define PG_FLOOR(t, unit) "(" t " - (((" t " % " unit ") + " unit ") % " unit "))"
+#define PG_HOUR "3600000000"
+#define PG_DAY "86400000000"
+#define ANALYTICS_ADD                                          \
+  " conversations = r.conversations + EXCLUDED.conversations," \
+  " messages = r.messages + EXCLUDED.messages,"                \
+  " duration_sum = r.duration_sum + EXCLUDED.duration_sum,"    \
+  " hist = gensendrep_hist_add(r.hist, EXCLUDED.hist)"
+#define ANALYTICS_SUM(g) \
+  "WITH g AS (" g "),"                                                                          \
+  " fh AS (INSERT INTO analytics_hour AS r SELECT hour_us, account_id, agent_id, platform,"     \
+  "   status, outcome, sum(n), sum(m), sum(d), gensendrep_hist_of(array_agg(bucket),"          \
+  "   array_agg(n)) FROM g GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"                  \
+  "   ON CONFLICT (hour_us, account_id, agent_id, platform, status, outcome) DO UPDATE SET"     \
+  ANALYTICS_ADD "),"                                                                            \
+  " ft AS (INSERT INTO analytics_total AS r SELECT hour_us, sum(n), sum(m), sum(d),"           \
+  "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM (SELECT hour_us, bucket,"       \
+  "   sum(n)::bigint AS n, sum(m)::bigint AS m, sum(d)::bigint AS d FROM g GROUP BY 1, 2) x"    \
+  "   GROUP BY 1 ORDER BY 1 ON CONFLICT (hour_us) DO UPDATE SET" ANALYTICS_ADD "),"             \
+  " fd AS (INSERT INTO analytics_dim AS r SELECT day_us, dim, value, sum(n), sum(m), sum(d),"  \
+  "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM (SELECT "                        \
+  PG_FLOOR("g.hour_us", PG_DAY) " AS day_us, v.dim, v.value, bucket, sum(n)::bigint AS n,"      \
+  "   sum(m)::bigint AS m, sum(d)::bigint AS d FROM g CROSS JOIN LATERAL (VALUES"               \
+  "   (0, g.account_id), (1, g.agent_id), (2, g.platform), (3, g.status), (4, g.outcome))"      \
+  "   AS v (dim, value) GROUP BY 1, 2, 3, 4) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"                \
+  "   ON CONFLICT (day_us, dim, value) DO UPDATE SET" ANALYTICS_ADD ") "                        \
+  "SELECT 1"
+
+static const char analytics_flush_sql[] = ANALYTICS_SUM(
+    "SELECT hour_us, account_id, agent_id, platform, status, outcome, bucket, sum(n)::bigint AS n,"
+    " sum(n * messages)::bigint AS m, sum(n * duration)::bigint AS d"
+    " FROM pg_temp.analytics_pending GROUP BY 1, 2, 3, 4, 5, 6, 7");
+
+/* The rows the batch's contributions left at zero. */
+static const char analytics_zero_sql[] =
+    "WITH k AS (SELECT DISTINCT hour_us FROM pg_temp.analytics_pending),"
+    " a AS (DELETE FROM analytics_hour WHERE conversations = 0"
+    "   AND hour_us IN (SELECT hour_us FROM k)),"
+    " b AS (DELETE FROM analytics_total WHERE conversations = 0"
+    "   AND hour_us IN (SELECT hour_us FROM k)),"
+    " c AS (DELETE FROM analytics_dim WHERE conversations = 0"
+    "   AND day_us IN (SELECT " PG_FLOOR("hour_us", PG_DAY) " FROM k)) "
+    "SELECT 1";
+
+/* A rebuild: every conversation counted again (after the rollups were emptied). */
+#define PG_EVENT_TIME "COALESCE(start_time_us, processed_at_us)"
+static const char analytics_rebuild_sql[] = ANALYTICS_SUM("SELECT " PG_FLOOR(
+    PG_EVENT_TIME,
+    PG_HOUR) " AS hour_us, COALESCE(account_id, '') AS"
+             " account_id, COALESCE(agent_id, '') AS agent_id, COALESCE(platform, '') AS platform,"
+             " COALESCE(status, '') AS status, COALESCE(outcome, '') AS outcome,"
+             " gensendrep_hist_bucket(duration) AS bucket, count(*)::bigint AS n,"
+             " sum(message_count)::bigint AS m, sum(duration)::bigint AS d"
+             " FROM conversations GROUP BY 1, 2, 3, 4, 5, 6, 7");
+
 static bool prepare_writer(PGconn *c) {
-  static const Oid upsert_types[] = {OID_TEXT, OID_TEXT,  OID_TEXT, OID_INT8,  OID_INT8,
-                                     OID_INT8, OID_TEXT,  OID_INT8, OID_BYTEA, OID_BYTEA,
-                                     OID_TEXT, OID_TEXT,  OID_TEXT, OID_BYTEA, OID_BYTEA,
-                                     OID_TEXT, OID_BYTEA, OID_INT4, OID_TEXT,  OID_BYTEA};
+  static const Oid upsert_types[] = {OID_TEXT, OID_TEXT,  OID_TEXT,  OID_INT8,  OID_INT8,  OID_INT8,
+                                     OID_TEXT, OID_INT8,  OID_BYTEA, OID_BYTEA, OID_TEXT,  OID_TEXT,
+                                     OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT,  OID_BYTEA, OID_INT4,
+                                     OID_TEXT, OID_BYTEA, OID_TEXT,  OID_TEXT};
   static const Oid event_types[] = {
-      OID_TEXT, OID_BYTEA, OID_TEXT,  OID_INT8, OID_TEXT,  OID_BYTEA, OID_INT8,  OID_BOOL,
-      OID_TEXT, OID_TEXT,  OID_TEXT,  OID_TEXT, OID_INT8,  OID_INT8,  OID_INT8,  OID_TEXT,
-      OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_BYTEA, OID_INT4,
-      OID_TEXT, OID_BYTEA, OID_TEXT,  OID_BOOL, OID_INT8,  OID_BYTEA, OID_BYTEA};
+      OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_INT8,  OID_TEXT,  OID_BYTEA, OID_INT8,
+      OID_BOOL,  OID_TEXT,  OID_TEXT,  OID_TEXT,  OID_TEXT,  OID_INT8,  OID_INT8,
+      OID_INT8,  OID_TEXT,  OID_TEXT,  OID_BYTEA, OID_BYTEA, OID_TEXT,  OID_BYTEA,
+      OID_BYTEA, OID_BYTEA, OID_INT4,  OID_TEXT,  OID_BYTEA, OID_TEXT,  OID_BOOL,
+      OID_INT8,  OID_BYTEA, OID_BYTEA, OID_TEXT,  OID_TEXT};
   static const Oid meta_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT8};
   static const Oid seal_key_types[] = {OID_TEXT, OID_BYTEA, OID_INT8};
   static const Oid chunk_types[] = {OID_TEXT, OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
@@ -692,6 +761,15 @@ static bool prepare_writer(PGconn *c) {
                     "whole BOOLEAN NOT NULL DEFAULT false) "
                     "ON COMMIT DELETE ROWS") &&
          prepare(c, "outbox_flush", outbox_flush_sql, 0, NULL) &&
+         command_ok(c,
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS analytics_pending (hour_us BIGINT NOT "
+                    "NULL, account_id TEXT COLLATE \"C\" NOT NULL, agent_id TEXT COLLATE \"C\" "
+                    "NOT NULL, platform TEXT COLLATE \"C\" NOT NULL, status TEXT COLLATE \"C\" "
+                    "NOT NULL, outcome TEXT COLLATE \"C\" NOT NULL, n INT NOT NULL, messages "
+                    "BIGINT NOT NULL, duration BIGINT NOT NULL, bucket INT NOT NULL) "
+                    "ON COMMIT DELETE ROWS") &&
+         prepare(c, "analytics_flush", analytics_flush_sql, 0, NULL) &&
+         prepare(c, "analytics_zero", analytics_zero_sql, 0, NULL) &&
          prepare(c, "audit_append",
                  "SELECT ord, id, hash FROM gensendrep_audit_append($1, $2, $3, $4, $5, $6, $7, "
                  "$8, $9, $10, $11)",
@@ -710,9 +788,9 @@ static bool prepare_writer(PGconn *c) {
                  "UPDATE api_keys SET last_used_us = $2 WHERE id = $1 "
                  "AND (last_used_us IS NULL OR last_used_us < $2) RETURNING id",
                  2, key_at_types) &&
-         prepare(c, "upsert", upsert_sql, 20, upsert_types) &&
+         prepare(c, "upsert", upsert_sql, 22, upsert_types) &&
          prepare(c, "record_key", record_key_sql, 3, seal_key_types) &&
-         prepare(c, "event", event_sql, 31, event_types) &&
+         prepare(c, "event", event_sql, 33, event_types) &&
          prepare(c, "erase", erase_sql, 4, erase_types) &&
          prepare(c, "retain", retain_sql, 5, retain_types) &&
          prepare(c, "audio_meta", audio_meta_sql, 6, meta_types) &&
@@ -764,6 +842,7 @@ enum step_kind {
   STEP_AUDIO,
   STEP_AUDIT,
   STEP_OUTBOX,
+  STEP_ANALYTICS,
   STEP_COMMIT,
   STEP_SYNC
 };
@@ -774,7 +853,7 @@ struct step {
   ExecStatusType expect; /* what success returns */
 };
 
-#define BATCH_EXTRA_STEPS 7 /* BEGIN, KEY, LOCK, AUDIT, OUTBOX, COMMIT, SYNC */
+#define BATCH_EXTRA_STEPS 9 /* BEGIN, KEY, LOCK, AUDIT, OUTBOX, 2 ANALYTICS, COMMIT, SYNC */
 
 struct batch {
   struct store_write *head; /* the writes, in the order their audit entries are tagged */
@@ -1091,7 +1170,7 @@ static bool send_conversation(struct pg_store *s, struct store_write *w, const c
     free(plain);
     return false;
   }
-  const char *vals[20] = {c->conversation_id,
+  const char *vals[22] = {c->conversation_id,
                           v.email_id,
                           v.account_id,
                           c->has_start ? start : NULL,
@@ -1110,8 +1189,10 @@ static bool send_conversation(struct pg_store *s, struct store_write *w, const c
                           v.failure,
                           ord,
                           evt,
-                          data};
-  int lens[20] = {0,
+                          data,
+                          c->platform,
+                          c->outcome};
+  int lens[22] = {0,
                   0,
                   0,
                   0,
@@ -1130,9 +1211,11 @@ static bool send_conversation(struct pg_store *s, struct store_write *w, const c
                   v.failure_len,
                   0,
                   0,
-                  data_len};
-  int formats[20] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 1};
-  bool ok = PQsendQueryPrepared(s->writer_conn, "upsert", 20, vals, lens, formats, 1) == 1;
+                  data_len,
+                  0,
+                  0};
+  int formats[22] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0};
+  bool ok = PQsendQueryPrepared(s->writer_conn, "upsert", 22, vals, lens, formats, 1) == 1;
   free(plain);
   return ok;
 }
@@ -1241,7 +1324,7 @@ static bool send_event(struct pg_store *s, struct store_write *w, const char *or
     return false;
   }
   const bool failed = c && c->status && strcmp(c->status, "failed") == 0;
-  const char *vals[31] = {w->event_conversation_id,
+  const char *vals[33] = {w->event_conversation_id,
                           (const char *)w->event_sha256,
                           w->webhook_id,
                           received,
@@ -1271,9 +1354,11 @@ static bool send_event(struct pg_store *s, struct store_write *w, const char *or
                           failed ? "t" : "f",
                           bytes,
                           data[1],
-                          c ? NULL : data[0]};
-  int lens[31] = {0};
-  int formats[31] = {0};
+                          c ? NULL : data[0],
+                          c ? c->platform : NULL,
+                          c ? c->outcome : NULL};
+  int lens[33] = {0};
+  int formats[33] = {0};
   lens[30] = c ? 0 : data_len[0];
   formats[30] = 1;
   lens[25] = data_len[0];
@@ -1287,7 +1372,7 @@ static bool send_event(struct pg_store *s, struct store_write *w, const char *or
   lens[21] = v.account_len;
   lens[22] = v.failure_len;
   formats[1] = formats[5] = formats[17] = formats[18] = formats[20] = formats[21] = formats[22] = 1;
-  ok = PQsendQueryPrepared(s->writer_conn, "event", 31, vals, lens, formats, 1) == 1;
+  ok = PQsendQueryPrepared(s->writer_conn, "event", 33, vals, lens, formats, 1) == 1;
   free(plain[0]);
   free(plain[1]);
   return ok;
@@ -1465,6 +1550,7 @@ static bool put_write_entries(const struct pg_store *s, struct text_buf *cols, i
     case STORE_WRITE_PROBE:
     case STORE_WRITE_KEY_TOUCH:
     case STORE_WRITE_RESEAL:
+    case STORE_WRITE_ANALYTICS_REBUILD:
     case STORE_WRITE_SUB_PUT: /* issue 10: to do */
     case STORE_WRITE_SUB_DELETE:
     case STORE_WRITE_REPLAY:
@@ -1666,6 +1752,13 @@ static bool send_batch(struct pg_store *s, struct store_write *head, struct batc
     ok = PQsendQueryPrepared(c, "outbox_flush", 0, NULL, NULL, NULL, 1) == 1;
     if (ok) add_step(b, STEP_OUTBOX, NULL, PGRES_TUPLES_OK);
   }
+  /* the rollups: after every change of the batch (a conversation write, an erasure) */
+  if (ok && staged) {
+    ok = PQsendQueryPrepared(c, "analytics_flush", 0, NULL, NULL, NULL, 0) == 1;
+    if (ok) add_step(b, STEP_ANALYTICS, NULL, PGRES_TUPLES_OK);
+    ok = ok && PQsendQueryPrepared(c, "analytics_zero", 0, NULL, NULL, NULL, 0) == 1;
+    if (ok) add_step(b, STEP_ANALYTICS, NULL, PGRES_TUPLES_OK);
+  }
   if (ok) {
     b->commit_sent = true;
     ok = send_plain(c, "COMMIT");
@@ -1733,6 +1826,7 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
     case STEP_KEY:
     case STEP_LOCK:
     case STEP_AUDIO:
+    case STEP_ANALYTICS:
     case STEP_SYNC:
       return STORE_OK;
   }
@@ -2415,6 +2509,59 @@ static enum store_status reseal(struct pg_store *s, struct store_write *w) {
   return STORE_OK;
 }
 
+/* STORE_WRITE_ANALYTICS_REBUILD, on connection c (the writer's, or the start-up one): one
+ * REPEATABLE READ transaction that locks the rollups first (a batch of another instance waits
+ * before its flush, then adds its changes to what this one counted), empties them, and sums
+ * every conversation again. *counted: the conversations counted. */
+static enum store_status analytics_rebuild_on(PGconn *c, int64_t *counted) {
+  static const char *const steps[] = {
+      "BEGIN ISOLATION LEVEL REPEATABLE READ",
+      "LOCK TABLE analytics_hour, analytics_total, analytics_dim, analytics_state IN EXCLUSIVE "
+      "MODE",
+      "DELETE FROM analytics_hour",
+      "DELETE FROM analytics_total",
+      "DELETE FROM analytics_dim",
+      analytics_rebuild_sql,
+      "UPDATE analytics_state SET rebuild = false",
+      "SELECT count(*)::text FROM conversations",
+      "COMMIT"};
+  enum store_status st = STORE_OK;
+  *counted = 0;
+  for (size_t i = 0; st == STORE_OK && i < sizeof steps / sizeof steps[0]; i++) {
+    PGresult *r = PQexec(c, steps[i]);
+    ExecStatusType t = PQresultStatus(r);
+    if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
+      st = status_of(c, r);
+      if (st == STORE_OK || st == STORE_CLIENT) st = STORE_HARD;
+      log_msg(LOG_ERROR, "postgresql analytics rebuild: %s", PG_MSG(c));
+    } else if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && i == 7) {
+      *counted = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    } else if (i == 8 && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+      st = STORE_HARD;
+    }
+    PQclear(r);
+  }
+  if (st != STORE_OK && PQstatus(c) == CONNECTION_OK) PQclear(PQexec(c, "ROLLBACK"));
+  return st;
+}
+
+/* At start-up: a store older than migration 0011 gets its rollups once. */
+static bool analytics_rebuild_if_due(PGconn *c, char *err, size_t errlen) {
+  PGresult *r = PQexec(c, "SELECT rebuild FROM analytics_state WHERE id = 1");
+  bool due = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+             strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  if (!due) return true;
+  int64_t counted;
+  if (analytics_rebuild_on(c, &counted) != STORE_OK) {
+    snprintf(err, errlen, "DATABASE_URL: postgresql: cannot compute the analytics rollups: %s",
+             PG_MSG(c));
+    return false;
+  }
+  log_msg(LOG_INFO, "analytics rollups computed from %lld conversations", (long long)counted);
+  return true;
+}
+
 /* Writes that do not go in the batch's pipeline: a reencrypt step (it reads rows before it
  * rewrites them), and, with a ring, a conversation whose email or account could be mistaken for
  * a blind index (refused as the client's: the model never lets one through). */
@@ -2426,6 +2573,10 @@ static void take_apart(struct pg_store *s, struct store_write **head) {
         w->kind == STORE_WRITE_CONVERSATION || w->kind == STORE_WRITE_EVENT ? w->conv : NULL;
     if (w->kind == STORE_WRITE_RESEAL)
       write_queue_finish_one(head, w, writer_ready(s) ? reseal(s, w) : STORE_RETRY);
+    else if (w->kind == STORE_WRITE_ANALYTICS_REBUILD)
+      write_queue_finish_one(
+          head, w,
+          writer_ready(s) ? analytics_rebuild_on(s->writer_conn, &w->erased) : STORE_RETRY);
     else if (c && (!store_id_sealable(c->email_id) || !store_id_sealable(c->account_id)))
       write_queue_finish_one(head, w, STORE_CLIENT);
     w = next;
@@ -2897,6 +3048,196 @@ static enum store_status pg_list(struct store *base, const struct store_filter *
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
     st = list_once(s, r, f, out);
+    if (r->conn) break;
+  }
+  return st;
+}
+
+/* ---------- analytics (store/rollup.h) ---------- */
+
+static const char *const pg_scan_sql[4] = {
+    "SELECT COALESCE(start_time_us, processed_at_us), account_id, agent_id, platform, status, "
+    "outcome, duration, message_count FROM conversations "
+    "WHERE COALESCE(start_time_us, processed_at_us) >= $1::bigint "
+    "AND COALESCE(start_time_us, processed_at_us) < $2::bigint",
+    "SELECT hour_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
+    "duration_sum, hist FROM analytics_hour WHERE hour_us >= $1::bigint AND hour_us < $2::bigint",
+    "SELECT hour_us, conversations, messages, duration_sum, hist FROM analytics_total "
+    "WHERE hour_us >= $1::bigint AND hour_us < $2::bigint",
+    "SELECT day_us, dim, value, conversations, messages, duration_sum, hist FROM analytics_dim "
+    "WHERE day_us >= $1::bigint AND day_us < $2::bigint"};
+
+/* One scan: its filters as SQL ($3 on) and their values. */
+struct pg_scan {
+  struct pg_store *s;
+  struct pg_reader *r;
+  char where[512];
+  const char *vals[8];
+  int nvals;
+  char *cj, *aj; /* owned */
+};
+
+static bool pg_scan_filters(struct pg_scan *x, const struct store_analytics_query *q) {
+  const struct seal_ring *ring = x->s->ring;
+  size_t pos = 0;
+  int n = 2;
+  if (q->account_id) {
+    if (ring && !(x->cj = filter_values(ring, q->account_id))) return false;
+    pos += (size_t)snprintf(x->where + pos, sizeof x->where - pos,
+                            ring ? " AND account_id = ANY($%d::text[])" : " AND account_id = $%d",
+                            ++n);
+    x->vals[x->nvals++] = x->cj ? x->cj : q->account_id;
+  }
+  const char *const cols[3] = {"agent_id", "platform", "status"};
+  const char *const v[3] = {q->agent_id, q->platform, q->status};
+  for (int i = 0; i < 3; i++) {
+    if (!v[i]) continue;
+    pos += (size_t)snprintf(x->where + pos, sizeof x->where - pos, " AND %s = $%d", cols[i], ++n);
+    x->vals[x->nvals++] = v[i];
+  }
+  if (q->naccounts) {
+    if (!(x->aj = store_accounts_json_ring(ring, q->accounts, q->naccounts))) return false;
+    pos += (size_t)snprintf(x->where + pos, sizeof x->where - pos,
+                            " AND account_id IN (SELECT json_array_elements_text($%d::json))", ++n);
+    x->vals[x->nvals++] = x->aj;
+  }
+  return true;
+}
+
+static uint32_t be32_at(const char *p) {
+  uint32_t v;
+  memcpy(&v, p, sizeof v);
+  return be32toh(v);
+}
+
+/* A binary int4[] of ANALYTICS_HIST_BUCKETS elements, no NULLs, into hist (anything else adds
+ * nothing). */
+static void pg_hist(const PGresult *res, int row, int col, uint32_t hist[ANALYTICS_HIST_BUCKETS]) {
+  const char *p = PQgetvalue(res, row, col);
+  int len = PQgetlength(res, row, col);
+  if (len != 20 + 8 * ANALYTICS_HIST_BUCKETS || be32_at(p) != 1 ||
+      be32_at(p + 12) != ANALYTICS_HIST_BUCKETS)
+    return;
+  p += 20;
+  for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++, p += 8)
+    if (be32_at(p) == 4) hist[b] = be32_at(p + 4);
+}
+
+static const char *pg_text_or_null(const PGresult *res, int row, int col) {
+  return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+static void pg_scan_row(struct rollup_sink *k, const PGresult *res, int i) {
+  struct store_cell c;
+  const char *dims[STORE_DIM_COUNT];
+  int at = 0;
+  switch (k->src) {
+    case ROLLUP_SRC_RAW:
+      for (int d = 0; d < STORE_DIM_COUNT; d++) dims[d] = pg_text_or_null(res, i, 1 + d);
+      rollup_cell_raw(&c, get_i64(res, i, 0), dims, get_i64(res, i, 6), get_i64(res, i, 7));
+      rollup_sink_cell(k, &c);
+      return;
+    case ROLLUP_SRC_FULL:
+      rollup_cell_init(&c, STORE_CELL_FULL, get_i64(res, i, 0));
+      for (int d = 0; d < STORE_DIM_COUNT; d++)
+        c.value[d] = rollup_value(PQgetvalue(res, i, 1 + d));
+      at = 6;
+      break;
+    case ROLLUP_SRC_TOTAL:
+      rollup_cell_init(&c, STORE_CELL_TOTAL, get_i64(res, i, 0));
+      at = 1;
+      break;
+    case ROLLUP_SRC_DIM: {
+      rollup_cell_init(&c, STORE_CELL_DIM, get_i64(res, i, 0));
+      int d = (int)be32_at(PQgetvalue(res, i, 1));
+      if (d < 0 || d >= STORE_DIM_COUNT) return;
+      c.dim = (enum store_dim)d;
+      c.value[d] = rollup_value(PQgetvalue(res, i, 2));
+      at = 3;
+      break;
+    }
+  }
+  c.conversations = get_i64(res, i, at);
+  c.messages = get_i64(res, i, at + 1);
+  c.duration_sum = get_i64(res, i, at + 2);
+  pg_hist(res, i, at + 3, c.hist);
+  rollup_sink_cell(k, &c);
+}
+
+static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, int64_t from, int64_t to) {
+  struct pg_scan *x = cls;
+  if (from >= to) return STORE_OK;
+  bool filtered = k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL;
+  char sql[1024], a[24], b[24];
+  snprintf(sql, sizeof sql, "%s%s", pg_scan_sql[k->src], filtered ? x->where : "");
+  snprintf(a, sizeof a, "%lld", (long long)from);
+  snprintf(b, sizeof b, "%lld", (long long)to);
+  const char *vals[10] = {a, b};
+  int n = 2;
+  for (int i = 0; filtered && i < x->nvals; i++) vals[n++] = x->vals[i];
+  enum store_status st;
+  PGresult *res =
+      reader_checked(x->s, x->r, PQexecParams(x->r->conn, sql, n, NULL, vals, NULL, NULL, 1), &st);
+  int rows = st == STORE_OK ? PQntuples(res) : 0;
+  for (int i = 0; i < rows; i++) pg_scan_row(k, res, i);
+  PQclear(res);
+  return st;
+}
+
+static enum store_status pg_scan_once(struct pg_scan *x, const struct store_analytics_query *q,
+                                      store_cell_cb cell, void *cls) {
+  PGresult *r = PQexec(x->r->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  bool begun = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  if (!begun) {
+    (void)reader_check_lost(x->s, x->r);
+    return STORE_RETRY;
+  }
+  enum store_status st = rollup_scan(q, pg_scan_read, x, cell, cls);
+  if (x->r->conn) PQclear(PQexec(x->r->conn, st == STORE_OK ? "COMMIT" : "ROLLBACK"));
+  return st;
+}
+
+static enum store_status pg_analytics_scan(struct store *base,
+                                           const struct store_analytics_query *q,
+                                           store_cell_cb cell, void *cls) {
+  struct pg_store *s = (struct pg_store *)base;
+  struct pg_scan x = {.s = s};
+  enum store_status st = STORE_RETRY;
+  if (pg_scan_filters(&x, q)) {
+    /* not tried again on a new connection: cells may have been handed out already */
+    if ((x.r = reader_get(s)) != NULL) st = pg_scan_once(&x, q, cell, cls);
+  }
+  free(x.cj);
+  free(x.aj);
+  return st;
+}
+
+static enum store_status pg_analytics_account_name(struct store *base, const char *stored,
+                                                   char *out, size_t outlen) {
+  struct pg_store *s = (struct pg_store *)base;
+  enum store_status st = STORE_RETRY;
+  const char *vals[1] = {stored};
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) return STORE_RETRY;
+    PGresult *res = reader_checked(
+        s, r,
+        PQexecParams(r->conn,
+                     "SELECT conversation_id, account_id, account_sealed FROM conversations "
+                     "WHERE account_id = $1 LIMIT 1",
+                     1, NULL, vals, NULL, NULL, 1),
+        &st);
+    if (st == STORE_OK && PQntuples(res) == 0) st = STORE_NOT_FOUND;
+    if (st == STORE_OK) {
+      char id[MODEL_CONVERSATION_ID_MAX + 1];
+      get_text(res, 0, 0, id, sizeof id);
+      if (PQgetisnull(res, 0, 2))
+        get_text(res, 0, 1, out, outlen);
+      else if (!open_text(s->ring, "conversations.account_id", id, res, 0, 2, out, outlen))
+        st = STORE_HARD;
+    }
+    PQclear(res);
     if (r->conn) break;
   }
   return st;
@@ -4378,6 +4719,9 @@ static const struct store_ops pg_ops = {
     .attempt_list = pg_attempt_list,
     .outbox_stats = pg_outbox_stats,
     .set_outbox_notify = pg_set_outbox_notify,
+    .analytics_scan = pg_analytics_scan,
+    .analytics_account_name = pg_analytics_account_name,
+    .analytics_rebuild = rollup_rebuild_wait,
     .close = pg_close,
 };
 
@@ -4450,7 +4794,7 @@ struct store *store_pg_open(const char *url, int wait_seconds, char *err, size_t
     pg_close(&s->base);
     return NULL;
   }
-  bool migrated = migrate(c, err, errlen);
+  bool migrated = migrate(c, err, errlen) && analytics_rebuild_if_due(c, err, errlen);
   PQfinish(c);
   if (!migrated) {
     pg_close(&s->base);

@@ -19,6 +19,7 @@
 #include "seal/seal.h"
 #include "store/audit_chain.h"
 #include "store/lane.h"
+#include "store/rollup.h"
 #include "store/sealing.h"
 #include "store/store.h"
 #include "store/write_queue.h"
@@ -215,8 +216,13 @@ struct sqlite_store {
   char owner[17];             /* this store's lease owner id (random per open) */
   int64_t lease_seq;          /* the last claim token given out (lease_owner is "owner:token") */
   struct lane_set lane;       /* the fast lane (lane.h) */
-  bool ob_notify;             /* the batch being committed wrote events or made deliveries due */
-  void (*notify)(void *cls);  /* set_outbox_notify */
+  /* Analytics (rollup.h): the batch's contributions, added by the writer connection's temporary
+   * triggers on conversations (every insert, change and delete, whatever statement made it),
+   * written to the rollups once per key before COMMIT; forgotten when the batch rolls back. */
+  struct rollup_map roll;
+  sqlite3_stmt *w_roll_get[3], *w_roll_put[3], *w_roll_del[3];
+  bool ob_notify;            /* the batch being committed wrote events or made deliveries due */
+  void (*notify)(void *cls); /* set_outbox_notify */
   void *notify_cls;
   pthread_t writer;
   bool writer_started;
@@ -526,6 +532,206 @@ static bool prepare_reseal(struct sqlite_store *s) {
   return true;
 }
 
+/* ---------- analytics rollups (rollup.h) ----------
+ * The writer connection's temporary triggers (invisible to any other connection: a hand edit
+ * in the sqlite3 shell still works, and `gensendrep analytics rebuild` puts the rollups right
+ * after it) call gensendrep_analytics() for every row of conversations inserted, changed or
+ * deleted, whatever statement did it (a new version, an erasure, retention, reencrypt); it adds
+ * the row's contribution to s->roll, written out once per key before COMMIT (roll_flush). */
+
+static const char *const roll_table[3] = {"analytics_hour", "analytics_total", "analytics_dim"};
+static const char *const roll_keys[3][6] = {
+    {"hour_us", "account_id", "agent_id", "platform", "status", "outcome"},
+    {"hour_us"},
+    {"day_us", "dim", "value"}};
+static const int roll_nkeys[3] = {6, 1, 3};
+
+#define ROLL_ARGS(r)                                                                              \
+  r ".start_time_us, " r ".processed_at_us, " r ".account_id, " r ".agent_id, " r ".platform, " r \
+    ".status, " r ".outcome, " r ".duration, " r ".message_count"
+static const char roll_triggers_sql[] =
+    "CREATE TEMP TRIGGER IF NOT EXISTS gensendrep_analytics_ins AFTER INSERT ON "
+    "main.conversations BEGIN SELECT gensendrep_analytics(1, " ROLL_ARGS("NEW") "); END;"
+    "CREATE TEMP TRIGGER IF NOT EXISTS gensendrep_analytics_del AFTER DELETE ON "
+    "main.conversations BEGIN SELECT gensendrep_analytics(-1, " ROLL_ARGS("OLD") "); END;"
+    "CREATE TEMP TRIGGER IF NOT EXISTS gensendrep_analytics_upd AFTER UPDATE ON "
+    "main.conversations WHEN OLD.start_time_us IS NOT NEW.start_time_us OR "
+    "OLD.processed_at_us IS NOT NEW.processed_at_us OR OLD.account_id IS NOT NEW.account_id OR "
+    "OLD.agent_id IS NOT NEW.agent_id OR OLD.platform IS NOT NEW.platform OR "
+    "OLD.status IS NOT NEW.status OR OLD.outcome IS NOT NEW.outcome OR "
+    "OLD.duration IS NOT NEW.duration OR OLD.message_count IS NOT NEW.message_count "
+    "BEGIN SELECT gensendrep_analytics(-1, " ROLL_ARGS("OLD")
+    "); SELECT gensendrep_analytics(1, " ROLL_ARGS("NEW") "); END;";
+
+static void roll_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  struct sqlite_store *s = sqlite3_user_data(ctx);
+  if (argc != 10) return;
+  struct rollup_row row;
+  int sign = sqlite3_value_int(argv[0]) < 0 ? -1 : 1;
+  row.event_us = sqlite3_value_type(argv[1]) != SQLITE_NULL ? sqlite3_value_int64(argv[1])
+                                                            : sqlite3_value_int64(argv[2]);
+  for (int d = 0; d < STORE_DIM_COUNT; d++)
+    row.dims[d] = sqlite3_value_type(argv[3 + d]) == SQLITE_NULL
+                      ? NULL
+                      : (const char *)sqlite3_value_text(argv[3 + d]);
+  row.duration = sqlite3_value_int64(argv[8]);
+  row.messages = sqlite3_value_int64(argv[9]);
+  if (!rollup_map_add(&s->roll, sign, &row)) sqlite3_result_error_nomem(ctx);
+}
+
+static bool prepare_rollups(struct sqlite_store *s) {
+  if (sqlite3_create_function(s->wdb, "gensendrep_analytics", 10, SQLITE_UTF8, s, roll_fn, NULL,
+                              NULL) != SQLITE_OK ||
+      sqlite3_exec(s->wdb, roll_triggers_sql, NULL, NULL, NULL) != SQLITE_OK)
+    return false;
+  for (int l = 0; l < 3; l++) {
+    char where[256] = "", cols[128] = "", vals[64] = "", sql[1024];
+    size_t wp = 0, cp = 0, vp = 0;
+    for (int k = 0; k < roll_nkeys[l]; k++) {
+      wp += (size_t)snprintf(where + wp, sizeof where - wp, "%s%s = ?%d", k ? " AND " : "",
+                             roll_keys[l][k], k + 1);
+      cp += (size_t)snprintf(cols + cp, sizeof cols - cp, "%s%s", k ? ", " : "", roll_keys[l][k]);
+      vp += (size_t)snprintf(vals + vp, sizeof vals - vp, "%s?%d", k ? ", " : "", k + 1);
+    }
+    int n = roll_nkeys[l];
+    snprintf(sql, sizeof sql, "SELECT conversations, messages, duration_sum, hist FROM %s WHERE %s",
+             roll_table[l], where);
+    if (prepare(s->wdb, sql, &s->w_roll_get[l]) != SQLITE_OK) return false;
+    snprintf(
+        sql, sizeof sql,
+        "INSERT INTO %s (%s, conversations, messages, duration_sum, hist) VALUES (%s, ?%d, "
+        "?%d, ?%d, ?%d) ON CONFLICT (%s) DO UPDATE SET conversations = excluded.conversations, "
+        "messages = excluded.messages, duration_sum = excluded.duration_sum, "
+        "hist = excluded.hist",
+        roll_table[l], cols, vals, n + 1, n + 2, n + 3, n + 4, cols);
+    if (prepare(s->wdb, sql, &s->w_roll_put[l]) != SQLITE_OK) return false;
+    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE %s", roll_table[l], where);
+    if (prepare(s->wdb, sql, &s->w_roll_del[l]) != SQLITE_OK) return false;
+  }
+  rollup_map_init(&s->roll, true);
+  return true;
+}
+
+static void roll_bind_key(sqlite3_stmt *st, const struct rollup_entry *e) {
+  sqlite3_bind_int64(st, 1, e->at_us);
+  if (e->level == ROLLUP_FULL)
+    for (int d = 0; d < STORE_DIM_COUNT; d++)
+      sqlite3_bind_text(st, 2 + d, e->vals[d], -1, SQLITE_STATIC);
+  if (e->level == ROLLUP_DIM) {
+    sqlite3_bind_int(st, 2, e->dim);
+    sqlite3_bind_text(st, 3, e->vals[0], -1, SQLITE_STATIC);
+  }
+}
+
+/* One key: its stored row plus the batch's contributions, written back (deleted at zero). */
+static int roll_flush_one(struct sqlite_store *s, const struct rollup_entry *e) {
+  if (rollup_entry_zero(e)) return SQLITE_OK;
+  int l = (int)e->level, n = roll_nkeys[l];
+  int64_t conv = e->conversations, msgs = e->messages, dur = e->duration_sum;
+  int64_t hist[ANALYTICS_HIST_BUCKETS];
+  memcpy(hist, e->hist, sizeof hist);
+  sqlite3_stmt *st = s->w_roll_get[l];
+  roll_bind_key(st, e);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    conv += sqlite3_column_int64(st, 0);
+    msgs += sqlite3_column_int64(st, 1);
+    dur += sqlite3_column_int64(st, 2);
+    rollup_hist_add_blob(hist, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3));
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
+  if (conv == 0) {
+    st = s->w_roll_del[l];
+    roll_bind_key(st, e);
+    return step_done(st);
+  }
+  unsigned char blob[ROLLUP_HIST_BYTES];
+  rollup_hist_encode(hist, blob);
+  st = s->w_roll_put[l];
+  roll_bind_key(st, e);
+  sqlite3_bind_int64(st, n + 1, conv);
+  sqlite3_bind_int64(st, n + 2, msgs);
+  sqlite3_bind_int64(st, n + 3, dur);
+  sqlite3_bind_blob(st, n + 4, blob, sizeof blob, SQLITE_STATIC);
+  return step_done(st);
+}
+
+/* Writes out the contributions summed so far and forgets them. */
+static int roll_flush(struct sqlite_store *s) {
+  int rc = s->roll.oom ? SQLITE_NOMEM : SQLITE_OK;
+  for (size_t i = 0; rc == SQLITE_OK && i < s->roll.n; i++) rc = roll_flush_one(s, &s->roll.e[i]);
+  rollup_map_clear(&s->roll);
+  return rc;
+}
+
+/* Every rollup recomputed from the conversations, in event-time order: the sums are written out
+ * a day at a time (no key spans two days), so memory stays a day's keys. *counted: conversations
+ * counted. Inside the caller's transaction. */
+static int roll_rebuild(struct sqlite_store *s, int64_t *counted) {
+  *counted = 0;
+  rollup_map_clear(&s->roll); /* the batch's earlier changes are in the conversations */
+  int rc = sqlite3_exec(s->wdb,
+                        "DELETE FROM analytics_hour; DELETE FROM analytics_total; "
+                        "DELETE FROM analytics_dim; UPDATE analytics_state SET rebuild = 0",
+                        NULL, NULL, NULL);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_stmt *st;
+  rc = sqlite3_prepare_v2(s->wdb,
+                          "SELECT coalesce(start_time_us, processed_at_us), account_id, agent_id, "
+                          "platform, status, outcome, duration, message_count FROM conversations "
+                          "ORDER BY coalesce(start_time_us, processed_at_us)",
+                          -1, &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  int64_t day = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct rollup_row row;
+    row.event_us = sqlite3_column_int64(st, 0);
+    int64_t d = rollup_floor(row.event_us, ROLLUP_DAY_US);
+    if (s->roll.n && d != day && (rc = roll_flush(s)) != SQLITE_OK) break;
+    day = d;
+    for (int k = 0; k < STORE_DIM_COUNT; k++)
+      row.dims[k] = (const char *)sqlite3_column_text(st, 1 + k);
+    row.duration = sqlite3_column_int64(st, 6);
+    row.messages = sqlite3_column_int64(st, 7);
+    if (!rollup_map_add(&s->roll, 1, &row)) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    (*counted)++;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return rc == SQLITE_ROW ? SQLITE_ERROR : rc;
+  return roll_flush(s);
+}
+
+/* At start-up: a store older than migration 0011 gets its rollups once. */
+static bool roll_rebuild_if_due(struct sqlite_store *s, char *err, size_t errlen) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->wdb, "SELECT rebuild FROM analytics_state WHERE id = 1", -1, &st,
+                         NULL) != SQLITE_OK) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
+    return false;
+  }
+  bool due = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+  sqlite3_finalize(st);
+  if (!due) return true;
+  int64_t counted = 0;
+  int rc = sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = roll_rebuild(s, &counted);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "DATABASE_URL: sqlite: cannot compute the analytics rollups: %s",
+             sqlite3_errmsg(s->wdb));
+    if (!sqlite3_get_autocommit(s->wdb)) sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+    rollup_map_clear(&s->roll);
+    return false;
+  }
+  log_msg(LOG_INFO, "analytics rollups computed from %lld conversations", (long long)counted);
+  return true;
+}
+
 static bool prepare_writer(struct sqlite_store *s) {
   sqlite3 *db = s->wdb;
   return prepare_audit(s) &&
@@ -543,9 +749,9 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "INSERT INTO conversations (conversation_id, email_id, account_id, status, "
                  "start_time_us, duration, message_count, processed_at_us, webhook_id, "
                  "body_sha256, delivery_id, agent_id, failure_reason, email_sealed, "
-                 "account_sealed, sealed_with, failure_sealed) "
+                 "account_sealed, sealed_with, failure_sealed, platform, outcome) "
                  "VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?12, ?13, ?14, ?15, ?16, "
-                 "?17) "
+                 "?17, ?18, ?19) "
                  "ON CONFLICT (conversation_id) DO UPDATE SET email_id = excluded.email_id, "
                  "account_id = excluded.account_id, status = excluded.status, "
                  "start_time_us = excluded.start_time_us, duration = excluded.duration, "
@@ -555,7 +761,8 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "agent_id = excluded.agent_id, failure_reason = excluded.failure_reason, "
                  "email_sealed = excluded.email_sealed, "
                  "account_sealed = excluded.account_sealed, sealed_with = excluded.sealed_with, "
-                 "failure_sealed = excluded.failure_sealed",
+                 "failure_sealed = excluded.failure_sealed, platform = excluded.platform, "
+                 "outcome = excluded.outcome",
                  &s->w_upsert) == SQLITE_OK &&
          prepare(db,
                  "SELECT webhook_id, received_at_us FROM events "
@@ -596,7 +803,7 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "UPDATE api_keys SET last_used_us = ?2 WHERE id = ?1 "
                  "AND (last_used_us IS NULL OR last_used_us < ?2)",
                  &s->w_key_touch) == SQLITE_OK &&
-         prepare_erasure(s) && prepare_reseal(s) && prepare_outbox(s) &&
+         prepare_erasure(s) && prepare_reseal(s) && prepare_outbox(s) && prepare_rollups(s) &&
          prepare(db, "BEGIN IMMEDIATE", &s->w_begin) == SQLITE_OK &&
          prepare(db, "COMMIT", &s->w_commit) == SQLITE_OK &&
          prepare(db, "ROLLBACK", &s->w_rollback) == SQLITE_OK;
@@ -925,6 +1132,8 @@ static int upsert_conversation(struct sqlite_store *s, struct store_write *w,
   sqlite3_bind_blob(st, 10, w->body_sha256, CRYPTO_SHA256_LEN, SQLITE_STATIC);
   sqlite3_bind_text(st, 11, c->status ? c->status : "completed", -1, SQLITE_STATIC);
   bind_text_or_null(st, 12, c->agent_id);
+  bind_text_or_null(st, 18, c->platform);
+  bind_text_or_null(st, 19, c->outcome);
   return step_done(st);
 }
 
@@ -1584,6 +1793,7 @@ static bool ids_storable(const struct store_write *w) {
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
   if (w->kind == STORE_WRITE_AUDIT) return audit_given(s, w);
   if (w->kind == STORE_WRITE_RESEAL) return apply_reseal(s, w);
+  if (w->kind == STORE_WRITE_ANALYTICS_REBUILD) return roll_rebuild(s, &w->erased);
   if ((w->kind == STORE_WRITE_CONVERSATION || w->kind == STORE_WRITE_EVENT) && !ids_storable(w))
     return ID_REFUSED;
   if (store_write_is_key(w)) return apply_key(s, w);
@@ -1705,12 +1915,14 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     s->chain_loaded = false;
     s->ob_notify = false;
     lanes_begin(&s->lane);
+    rollup_map_clear(&s->roll);
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
       rc = apply_write(s, w);
       if (rc < 0)
         failed = w; /* AUDIO_READ_FAILED, ID_REFUSED, RESEAL_FAILED, AUDIT_ENTRY_REFUSED */
       if (rc == SQLITE_OK) rc = audit_of(s, w);
     }
+    if (rc == SQLITE_OK) rc = roll_flush(s);
     if (rc == SQLITE_OK) rc = chain_save(s);
     if (rc == SQLITE_OK) rc = step_done(s->w_commit);
     if (rc == SQLITE_OK) {
@@ -1722,6 +1934,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
       log_msg(LOG_ERROR, "sqlite batch failed, nothing of it stored: %s", sqlite3_errmsg(s->wdb));
     if (!sqlite3_get_autocommit(s->wdb)) (void)step_done(s->w_rollback);
     lanes_rollback(&s->lane);
+    rollup_map_clear(&s->roll);
     if (!failed) {
       for (struct store_write *w = *head; w; w = w->next) outbox_output_free(w);
       return status_of(rc) == STORE_OK ? STORE_HARD : status_of(rc);
@@ -2114,6 +2327,196 @@ static enum store_status sqlite_list(struct store *base, const struct store_filt
   free(aj);
   if (st != STORE_OK) store_page_free(out);
   return st;
+}
+
+/* ---------- analytics (rollup.h) ---------- */
+
+/* A scan's filters as SQL over columns named as in conversations and analytics_hour, and their
+ * values in binding order. With a ring an account filter also looks for the value's blind index
+ * under each key (as the list does). */
+struct scan_filter {
+  char sql[512];
+  const struct store_analytics_query *q;
+  size_t nkeys;
+  char index[SEAL_KEYS_MAX][STORE_INDEX_TEXT_LEN + 1];
+  char *aj; /* the key's accounts as JSON (owned), NULL: none */
+};
+
+static bool scan_filter_make(const struct seal_ring *ring, const struct store_analytics_query *q,
+                             struct scan_filter *f) {
+  memset(f, 0, sizeof *f);
+  f->q = q;
+  size_t pos = 0;
+  if (q->account_id) {
+    f->nkeys = ring ? seal_ring_count(ring) : 0;
+    for (size_t k = 0; k < f->nkeys; k++)
+      if (!store_index_text(ring, k, q->account_id, f->index[k])) return false;
+    pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND account_id IN (?");
+    for (size_t k = 0; k < f->nkeys; k++)
+      pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, ", ?");
+    pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, ")");
+  }
+  if (q->agent_id) pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND agent_id = ?");
+  if (q->platform) pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND platform = ?");
+  if (q->status) pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND status = ?");
+  if (q->naccounts) {
+    if (!(f->aj = store_accounts_json_ring(ring, q->accounts, q->naccounts))) return false;
+    pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos,
+                            " AND account_id IN (SELECT value FROM json_each(?))");
+  }
+  return true;
+}
+
+static void scan_filter_bind(sqlite3_stmt *st, const struct scan_filter *f, int idx) {
+  const struct store_analytics_query *q = f->q;
+  if (q->account_id) {
+    /* a value that would pass for a blind index matches nothing */
+    if (!store_id_sealable(q->account_id))
+      sqlite3_bind_null(st, idx++);
+    else
+      sqlite3_bind_text(st, idx++, q->account_id, -1, SQLITE_STATIC);
+    for (size_t k = 0; k < f->nkeys; k++)
+      sqlite3_bind_text(st, idx++, f->index[k], STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
+  }
+  if (q->agent_id) sqlite3_bind_text(st, idx++, q->agent_id, -1, SQLITE_STATIC);
+  if (q->platform) sqlite3_bind_text(st, idx++, q->platform, -1, SQLITE_STATIC);
+  if (q->status) sqlite3_bind_text(st, idx++, q->status, -1, SQLITE_STATIC);
+  if (f->aj) sqlite3_bind_text(st, idx++, f->aj, -1, SQLITE_STATIC);
+}
+
+/* One scan's statements on a reader's connection, one per source, prepared on first use. */
+struct scan_ctx {
+  struct reader *r;
+  struct scan_filter f;
+  sqlite3_stmt *st[4];
+};
+
+static const char *const scan_sql[4] = {
+    "SELECT coalesce(start_time_us, processed_at_us), account_id, agent_id, platform, status, "
+    "outcome, duration, message_count FROM conversations "
+    "WHERE coalesce(start_time_us, processed_at_us) >= ?1 "
+    "AND coalesce(start_time_us, processed_at_us) < ?2",
+    "SELECT hour_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
+    "duration_sum, hist FROM analytics_hour WHERE hour_us >= ?1 AND hour_us < ?2",
+    "SELECT hour_us, conversations, messages, duration_sum, hist FROM analytics_total "
+    "WHERE hour_us >= ?1 AND hour_us < ?2",
+    "SELECT day_us, dim, value, conversations, messages, duration_sum, hist FROM analytics_dim "
+    "WHERE day_us >= ?1 AND day_us < ?2"};
+
+static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
+  struct store_cell c;
+  const char *dims[STORE_DIM_COUNT];
+  int at = 0; /* the first of conversations, messages, duration_sum, hist */
+  switch (k->src) {
+    case ROLLUP_SRC_RAW:
+      for (int d = 0; d < STORE_DIM_COUNT; d++)
+        dims[d] = (const char *)sqlite3_column_text(st, 1 + d);
+      rollup_cell_raw(&c, sqlite3_column_int64(st, 0), dims, sqlite3_column_int64(st, 6),
+                      sqlite3_column_int64(st, 7));
+      rollup_sink_cell(k, &c);
+      return;
+    case ROLLUP_SRC_FULL:
+      rollup_cell_init(&c, STORE_CELL_FULL, sqlite3_column_int64(st, 0));
+      for (int d = 0; d < STORE_DIM_COUNT; d++)
+        c.value[d] = rollup_value((const char *)sqlite3_column_text(st, 1 + d));
+      at = 6;
+      break;
+    case ROLLUP_SRC_TOTAL:
+      rollup_cell_init(&c, STORE_CELL_TOTAL, sqlite3_column_int64(st, 0));
+      at = 1;
+      break;
+    case ROLLUP_SRC_DIM: {
+      rollup_cell_init(&c, STORE_CELL_DIM, sqlite3_column_int64(st, 0));
+      int d = sqlite3_column_int(st, 1);
+      if (d < 0 || d >= STORE_DIM_COUNT) return;
+      c.dim = (enum store_dim)d;
+      c.value[d] = rollup_value((const char *)sqlite3_column_text(st, 2));
+      at = 3;
+      break;
+    }
+  }
+  c.conversations = sqlite3_column_int64(st, at);
+  c.messages = sqlite3_column_int64(st, at + 1);
+  c.duration_sum = sqlite3_column_int64(st, at + 2);
+  rollup_hist_read(c.hist, sqlite3_column_blob(st, at + 3),
+                   (size_t)sqlite3_column_bytes(st, at + 3));
+  rollup_sink_cell(k, &c);
+}
+
+static enum store_status scan_read(void *cls, struct rollup_sink *k, int64_t from, int64_t to) {
+  struct scan_ctx *x = cls;
+  if (from >= to) return STORE_OK;
+  int i = (int)k->src;
+  bool filtered = i == ROLLUP_SRC_RAW || i == ROLLUP_SRC_FULL;
+  if (!x->st[i]) {
+    char sql[1024];
+    snprintf(sql, sizeof sql, "%s%s", scan_sql[i], filtered ? x->f.sql : "");
+    if (sqlite3_prepare_v2(x->r->db, sql, -1, &x->st[i], NULL) != SQLITE_OK) {
+      log_msg(LOG_ERROR, "sqlite prepare failed: %s", sqlite3_errmsg(x->r->db));
+      return STORE_RETRY;
+    }
+  }
+  sqlite3_stmt *st = x->st[i];
+  sqlite3_bind_int64(st, 1, from);
+  sqlite3_bind_int64(st, 2, to);
+  if (filtered) scan_filter_bind(st, &x->f, 3);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) scan_row(k, st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? STORE_OK : status_of(rc);
+}
+
+static enum store_status sqlite_analytics_scan(struct store *base,
+                                               const struct store_analytics_query *q,
+                                               store_cell_cb cell, void *cls) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  struct scan_ctx x = {.r = r};
+  if (!scan_filter_make(r->ring, q, &x.f)) {
+    free(x.f.aj);
+    return STORE_RETRY;
+  }
+  /* One read transaction: the rollups and the conversations read at edges agree. */
+  enum store_status st = STORE_RETRY;
+  if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK) {
+    st = rollup_scan(q, scan_read, &x, cell, cls);
+    sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+  }
+  for (int i = 0; i < 4; i++) sqlite3_finalize(x.st[i]);
+  free(x.f.aj);
+  return st;
+}
+
+static enum store_status sqlite_analytics_account_name(struct store *base, const char *stored,
+                                                       char *out, size_t outlen) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(r->db,
+                         "SELECT conversation_id, account_id, account_sealed FROM conversations "
+                         "WHERE account_id = ?1 LIMIT 1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return STORE_RETRY;
+  sqlite3_bind_text(st, 1, stored, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  enum store_status result = rc == SQLITE_DONE ? STORE_NOT_FOUND : status_of(rc);
+  if (rc == SQLITE_ROW) {
+    char id[MODEL_CONVERSATION_ID_MAX + 1];
+    copy_text(id, sizeof id, sqlite3_column_text(st, 0));
+    result = STORE_OK;
+    if (sqlite3_column_type(st, 2) == SQLITE_NULL) {
+      copy_text(out, outlen, sqlite3_column_text(st, 1));
+    } else {
+      char aad[STORE_AAD_MAX];
+      size_t aad_len = store_seal_aad(aad, "conversations.account_id", id, NULL);
+      if (!store_open_id(r->ring, aad, aad_len, sqlite3_column_blob(st, 2),
+                         (size_t)sqlite3_column_bytes(st, 2), out, outlen))
+        result = not_opened("account", id);
+    }
+  }
+  sqlite3_finalize(st);
+  return result;
 }
 
 static enum store_status sqlite_ping_read(struct store *base) {
@@ -3894,6 +4297,12 @@ static void writer_finalize(struct sqlite_store *s) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
   for (int i = 0; i < OB_COUNT; i++) sqlite3_finalize(s->ob[i]);
+  for (int l = 0; l < 3; l++) {
+    sqlite3_finalize(s->w_roll_get[l]);
+    sqlite3_finalize(s->w_roll_put[l]);
+    sqlite3_finalize(s->w_roll_del[l]);
+  }
+  rollup_map_free(&s->roll);
   for (int t = 0; t < RESEAL_TABLES; t++) {
     sqlite3_finalize(s->w_reseal_scan[t]);
     sqlite3_finalize(s->w_reseal_get[t]);
@@ -4260,7 +4669,9 @@ static enum store_status sqlite_set_ring(struct store *base, const struct seal_r
    * a write is queued), readers open after this. */
   if (ring) {
     char ignored[8];
-    if (!exec(s->wdb, KEEP_TEMP_IN_MEMORY, ignored, sizeof ignored)) {
+    /* (a change of temp_store drops the connection's temporary triggers: made again) */
+    if (!exec(s->wdb, KEEP_TEMP_IN_MEMORY, ignored, sizeof ignored) ||
+        !exec(s->wdb, roll_triggers_sql, ignored, sizeof ignored)) {
       snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
       return STORE_RETRY;
     }
@@ -4293,6 +4704,9 @@ static const struct store_ops sqlite_ops = {
     .attempt_list = sqlite_attempt_list,
     .outbox_stats = sqlite_outbox_stats,
     .set_outbox_notify = sqlite_set_outbox_notify,
+    .analytics_scan = sqlite_analytics_scan,
+    .analytics_account_name = sqlite_analytics_account_name,
+    .analytics_rebuild = rollup_rebuild_wait,
     .close = sqlite_close,
 };
 
@@ -4320,7 +4734,7 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
     snprintf(err, errlen, "DATABASE_URL: sqlite: %s", sqlite3_errmsg(s->wdb));
     return false;
   }
-  return true;
+  return roll_rebuild_if_due(s, err, errlen);
 }
 
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {

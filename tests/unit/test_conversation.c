@@ -936,10 +936,34 @@ static void test_status_and_agent_id(void **state) {
   assert_string_equal(in.agent_id, long_id);
 }
 
+/* Analytics: metadata.platform is the platform when it is a usable id (else unknown, never a new
+ * error); a seed webhook has no outcome. */
+static void test_platform_and_outcome(void **state) {
+  (void)state;
+  assert_int_equal(parse_text(SEED), MODEL_OK);
+  assert_string_equal(in.platform, "web");
+  assert_null(in.outcome);
+  char long_id[258];
+  memset(long_id, 'p', sizeof long_id - 1);
+  long_id[sizeof long_id - 1] = '\0';
+  json_t *unusable[] = {json_string(""), json_string(long_id), json_string("a\tb"),
+                        json_stringn("a\0b", 3)};
+  for (size_t i = 0; i < sizeof unusable / sizeof unusable[0]; i++) {
+    json_object_set_new(metadata(), "platform", unusable[i]);
+    assert_int_equal(parse_doc(), MODEL_OK);
+    assert_null(in.platform);
+    assert_null(in.outcome);
+  }
+  json_object_set_new(metadata(), "platform", json_string("phone"));
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_string_equal(in.platform, "phone");
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_status_and_agent_id),
+      T(test_platform_and_outcome),
       T(test_seed_example),
       T(test_unknown_fields_kept),
       T(test_required_top_level),

@@ -417,6 +417,34 @@ static void missing_agent_and_bad_agent_are_null(void **state) {
   assert_null(ev.conv.agent_id);
 }
 
+/* Analytics: the outcome is data.analysis.call_successful when it is a usable string (else
+ * unknown, never an error); the platform is the derived body's metadata.platform, "elevenlabs",
+ * as GET shows it. */
+static void outcome_and_platform(void **state) {
+  (void)state;
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_string_equal(ev.conv.outcome, "success");
+  assert_string_equal(ev.conv.platform, "elevenlabs");
+  json_t *analysis = json_object_get(data(), "analysis");
+  set(analysis, "call_successful", json_string("failure"));
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_string_equal(ev.conv.outcome, "failure");
+  json_t *unusable[] = {json_string(""), json_integer(1), json_null(), json_string("a\nb"),
+                        json_true()};
+  for (size_t i = 0; i < sizeof unusable / sizeof unusable[0]; i++) {
+    set(analysis, "call_successful", unusable[i]);
+    assert_int_equal(parse_doc(), MODEL_OK);
+    assert_null(ev.conv.outcome);
+    assert_string_equal(ev.conv.platform, "elevenlabs");
+  }
+  json_object_del(analysis, "call_successful");
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_null(ev.conv.outcome);
+  set(data(), "analysis", json_string("not an object"));
+  assert_int_equal(parse_doc(), MODEL_OK);
+  assert_null(ev.conv.outcome);
+}
+
 static void missing_transcript_analysis_and_metadata(void **state) {
   (void)state;
   json_object_del(data(), "transcript");
@@ -824,6 +852,7 @@ int main(void) {
       T(null_or_missing_message_is_empty),
       T(missing_agent_and_bad_agent_are_null),
       T(missing_transcript_analysis_and_metadata),
+      T(outcome_and_platform),
       T(start_falls_back_to_event_timestamp),
       T(turn_times_odd_values),
       T(duration_odd_values),

@@ -1,0 +1,351 @@
+/* Analytics rollups shared by both backends (see rollup.h). */
+#include "store/rollup.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int64_t rollup_floor(int64_t t, int64_t unit) {
+  int64_t q = t / unit;
+  if (t % unit != 0 && t < 0) q--;
+  return q * unit;
+}
+
+static int64_t rollup_ceil(int64_t t, int64_t unit) {
+  int64_t f = rollup_floor(t, unit);
+  return f == t ? t : f + unit;
+}
+
+void rollup_map_init(struct rollup_map *m, bool coarse_levels) {
+  memset(m, 0, sizeof *m);
+  m->levels = coarse_levels;
+}
+
+static void entry_free(struct rollup_entry *e) {
+  for (int i = 0; i < STORE_DIM_COUNT; i++) free(e->vals[i]);
+}
+
+void rollup_map_clear(struct rollup_map *m) {
+  for (size_t i = 0; i < m->n; i++) entry_free(&m->e[i]);
+  m->n = 0;
+  for (size_t i = 0; i < m->nslots; i++) m->slots[i] = SIZE_MAX;
+  m->oom = false;
+}
+
+void rollup_map_free(struct rollup_map *m) {
+  for (size_t i = 0; i < m->n; i++) entry_free(&m->e[i]);
+  free(m->e);
+  free(m->slots);
+  memset(m, 0, sizeof *m);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) {
+    h ^= b[i];
+    h *= UINT64_C(1099511628211);
+  }
+  return h;
+}
+
+static const char *nz(const char *s) { return s ? s : ""; }
+
+static uint64_t key_hash(enum rollup_level level, int dim, int64_t at, const char *const *vals,
+                         int nvals) {
+  uint64_t h = UINT64_C(14695981039346656037);
+  int head[2] = {(int)level, dim};
+  h = fnv(h, head, sizeof head);
+  h = fnv(h, &at, sizeof at);
+  for (int i = 0; i < nvals; i++) h = fnv(h, nz(vals[i]), strlen(nz(vals[i])) + 1);
+  return h;
+}
+
+static bool key_equal(const struct rollup_entry *e, enum rollup_level level, int dim, int64_t at,
+                      const char *const *vals, int nvals) {
+  if (e->level != level || e->dim != dim || e->at_us != at) return false;
+  for (int i = 0; i < nvals; i++)
+    if (strcmp(e->vals[i], nz(vals[i])) != 0) return false;
+  return true;
+}
+
+static bool grow(struct rollup_map *m) {
+  if (m->n < m->cap) return true;
+  size_t cap = m->cap ? m->cap * 2 : 64;
+  struct rollup_entry *e = realloc(m->e, cap * sizeof *e);
+  if (!e) return false;
+  m->e = e;
+  m->cap = cap;
+  size_t nslots = cap * 2;
+  size_t *slots = malloc(nslots * sizeof *slots);
+  if (!slots) return false;
+  for (size_t i = 0; i < nslots; i++) slots[i] = SIZE_MAX;
+  for (size_t i = 0; i < m->n; i++) {
+    size_t s = (size_t)(m->e[i].hash % nslots);
+    m->e[i].next = slots[s];
+    slots[s] = i;
+  }
+  free(m->slots);
+  m->slots = slots;
+  m->nslots = nslots;
+  return true;
+}
+
+static struct rollup_entry *find_or_add(struct rollup_map *m, enum rollup_level level, int dim,
+                                        int64_t at, const char *const *vals, int nvals) {
+  uint64_t h = key_hash(level, dim, at, vals, nvals);
+  if (m->nslots) {
+    for (size_t i = m->slots[h % m->nslots]; i != SIZE_MAX; i = m->e[i].next)
+      if (m->e[i].hash == h && key_equal(&m->e[i], level, dim, at, vals, nvals)) return &m->e[i];
+  }
+  if (!grow(m)) return NULL;
+  struct rollup_entry *e = &m->e[m->n];
+  memset(e, 0, sizeof *e);
+  e->level = level;
+  e->dim = dim;
+  e->at_us = at;
+  e->hash = h;
+  for (int i = 0; i < nvals; i++) {
+    if (!(e->vals[i] = strdup(nz(vals[i])))) {
+      entry_free(e);
+      return NULL;
+    }
+  }
+  size_t s = (size_t)(h % m->nslots);
+  e->next = m->slots[s];
+  m->slots[s] = m->n++;
+  return e;
+}
+
+struct rollup_entry *rollup_map_find(struct rollup_map *m, enum rollup_level level, int dim,
+                                     int64_t at_us, const char *const *vals) {
+  int nvals = level == ROLLUP_FULL ? STORE_DIM_COUNT : level == ROLLUP_DIM ? 1 : 0;
+  uint64_t h = key_hash(level, dim, at_us, vals, nvals);
+  if (!m->nslots) return NULL;
+  for (size_t i = m->slots[h % m->nslots]; i != SIZE_MAX; i = m->e[i].next)
+    if (m->e[i].hash == h && key_equal(&m->e[i], level, dim, at_us, vals, nvals)) return &m->e[i];
+  return NULL;
+}
+
+static void entry_add(struct rollup_entry *e, int sign, const struct rollup_row *row, int bucket) {
+  e->conversations += sign;
+  e->messages += sign * row->messages;
+  e->duration_sum += sign * row->duration;
+  e->hist[bucket] += sign;
+}
+
+bool rollup_map_add(struct rollup_map *m, int sign, const struct rollup_row *row) {
+  int bucket = analytics_hist_bucket(row->duration);
+  int64_t hour = rollup_floor(row->event_us, ROLLUP_HOUR_US);
+  struct rollup_entry *e = find_or_add(m, ROLLUP_FULL, 0, hour, row->dims, STORE_DIM_COUNT);
+  if (!e) goto oom;
+  entry_add(e, sign, row, bucket);
+  if (!m->levels) return true;
+  if (!(e = find_or_add(m, ROLLUP_TOTAL, 0, hour, NULL, 0))) goto oom;
+  entry_add(e, sign, row, bucket);
+  int64_t day = rollup_floor(row->event_us, ROLLUP_DAY_US);
+  for (int d = 0; d < STORE_DIM_COUNT; d++) {
+    if (!(e = find_or_add(m, ROLLUP_DIM, d, day, &row->dims[d], 1))) goto oom;
+    entry_add(e, sign, row, bucket);
+  }
+  return true;
+oom:
+  m->oom = true;
+  return false;
+}
+
+bool rollup_entry_zero(const struct rollup_entry *e) {
+  if (e->conversations || e->messages || e->duration_sum) return false;
+  for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++)
+    if (e->hist[b]) return false;
+  return true;
+}
+
+void rollup_hist_encode(const int64_t hist[ANALYTICS_HIST_BUCKETS],
+                        unsigned char out[ROLLUP_HIST_BYTES]) {
+  for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++) {
+    uint32_t v = (uint32_t)hist[b];
+    out[4 * b] = (unsigned char)v;
+    out[4 * b + 1] = (unsigned char)(v >> 8);
+    out[4 * b + 2] = (unsigned char)(v >> 16);
+    out[4 * b + 3] = (unsigned char)(v >> 24);
+  }
+}
+
+void rollup_hist_add_blob(int64_t hist[ANALYTICS_HIST_BUCKETS], const void *blob, size_t len) {
+  if (len != ROLLUP_HIST_BYTES || !blob) return;
+  const unsigned char *p = blob;
+  for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++)
+    hist[b] += (int64_t)((uint32_t)p[4 * b] | (uint32_t)p[4 * b + 1] << 8 |
+                         (uint32_t)p[4 * b + 2] << 16 | (uint32_t)p[4 * b + 3] << 24);
+}
+
+/* ---------- scan plans ---------- */
+
+static bool push_raw(struct rollup_plan *p, size_t *cap, int64_t a, int64_t b) {
+  if (a >= b) return true;
+  if (p->nraw && p->raw[p->nraw - 1][1] == a) { /* contiguous: one range */
+    p->raw[p->nraw - 1][1] = b;
+    return true;
+  }
+  if (p->nraw == *cap) {
+    size_t n = *cap ? *cap * 2 : 8;
+    int64_t(*r)[2] = realloc(p->raw, n * sizeof *r);
+    if (!r) return false;
+    p->raw = r;
+    *cap = n;
+  }
+  p->raw[p->nraw][0] = a;
+  p->raw[p->nraw][1] = b;
+  p->nraw++;
+  return true;
+}
+
+bool rollup_plan_make(const struct store_analytics_query *q, struct rollup_plan *p) {
+  memset(p, 0, sizeof *p);
+  if (q->from_us >= q->to_us) return true;
+  size_t rawcap = 0;
+  int64_t h0 = rollup_ceil(q->from_us, ROLLUP_HOUR_US), h1 = rollup_floor(q->to_us, ROLLUP_HOUR_US);
+  if (h0 >= h1) return push_raw(p, &rawcap, q->from_us, q->to_us);
+  p->hour_from = h0;
+  p->hour_to = h1;
+  if (q->ncuts) {
+    p->straddled = malloc(q->ncuts * sizeof *p->straddled);
+    p->uncovered = malloc(q->ncuts * sizeof *p->uncovered);
+    if (!p->straddled || !p->uncovered) goto oom;
+  }
+  for (size_t i = 0; i < q->ncuts; i++) {
+    int64_t c = q->cuts[i], h = rollup_floor(c, ROLLUP_HOUR_US);
+    if (h == c || h < h0 || h >= h1) continue;
+    if (p->nstraddled && p->straddled[p->nstraddled - 1] == h) continue;
+    p->straddled[p->nstraddled++] = h;
+  }
+  if (!push_raw(p, &rawcap, q->from_us, h0)) goto oom;
+  for (size_t i = 0; i < p->nstraddled; i++)
+    if (!push_raw(p, &rawcap, p->straddled[i], p->straddled[i] + ROLLUP_HOUR_US)) goto oom;
+  if (!push_raw(p, &rawcap, h1, q->to_us)) goto oom;
+  p->day_from = rollup_ceil(h0, ROLLUP_DAY_US);
+  p->day_to = rollup_floor(h1, ROLLUP_DAY_US);
+  if (p->day_from >= p->day_to) p->day_from = p->day_to = 0;
+  for (size_t i = 0; i < p->nstraddled; i++) {
+    int64_t d = rollup_floor(p->straddled[i], ROLLUP_DAY_US);
+    if (d < p->day_from || d >= p->day_to) continue;
+    if (p->nuncovered && p->uncovered[p->nuncovered - 1] == d) continue;
+    p->uncovered[p->nuncovered++] = d;
+  }
+  return true;
+oom:
+  rollup_plan_free(p);
+  return false;
+}
+
+void rollup_plan_free(struct rollup_plan *p) {
+  free(p->straddled);
+  free(p->uncovered);
+  free(p->raw);
+  memset(p, 0, sizeof *p);
+}
+
+static bool sorted_has(const int64_t *v, size_t n, int64_t x) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (v[mid] == x) return true;
+    if (v[mid] < x)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return false;
+}
+
+bool rollup_plan_straddled(const struct rollup_plan *p, int64_t h) {
+  return sorted_has(p->straddled, p->nstraddled, h);
+}
+
+bool rollup_plan_uncovered(const struct rollup_plan *p, int64_t d) {
+  return sorted_has(p->uncovered, p->nuncovered, d);
+}
+
+void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t at_us) {
+  memset(c, 0, sizeof *c);
+  c->kind = kind;
+  c->at_us = at_us;
+}
+
+enum store_status rollup_rebuild_wait(struct store *s, int64_t *counted) {
+  struct store_write w;
+  memset(&w, 0, sizeof w);
+  w.kind = STORE_WRITE_ANALYTICS_REBUILD;
+  w.audio_fd = -1;
+  store_submit_wait(s, &w);
+  *counted = w.status == STORE_OK ? w.erased : 0;
+  return w.status;
+}
+
+bool rollup_query_filtered(const struct store_analytics_query *q) {
+  return q->account_id || q->agent_id || q->platform || q->status || q->naccounts;
+}
+
+void rollup_hist_read(uint32_t hist[ANALYTICS_HIST_BUCKETS], const void *blob, size_t len) {
+  if (len != ROLLUP_HIST_BYTES || !blob) return;
+  const unsigned char *p = blob;
+  for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++)
+    hist[b] = (uint32_t)p[4 * b] | (uint32_t)p[4 * b + 1] << 8 | (uint32_t)p[4 * b + 2] << 16 |
+              (uint32_t)p[4 * b + 3] << 24;
+}
+
+void rollup_sink_cell(struct rollup_sink *k, const struct store_cell *c) {
+  if (c->conversations == 0) return;
+  switch (k->src) {
+    case ROLLUP_SRC_FULL:
+      if (rollup_plan_straddled(k->plan, c->at_us)) return;
+      break;
+    case ROLLUP_SRC_TOTAL:
+      if (rollup_plan_uncovered(k->plan, rollup_floor(c->at_us, ROLLUP_DAY_US))) return;
+      break;
+    case ROLLUP_SRC_DIM:
+      if (rollup_plan_uncovered(k->plan, c->at_us)) return;
+      break;
+    case ROLLUP_SRC_RAW:
+      break;
+  }
+  k->cell(k->cls, c);
+}
+
+void rollup_cell_raw(struct store_cell *c, int64_t event_us,
+                     const char *const dims[STORE_DIM_COUNT], int64_t duration, int64_t messages) {
+  rollup_cell_init(c, STORE_CELL_FULL, event_us);
+  for (int d = 0; d < STORE_DIM_COUNT; d++) c->value[d] = dims[d];
+  c->conversations = 1;
+  c->messages = messages;
+  c->duration_sum = duration;
+  c->hist[analytics_hist_bucket(duration)] = 1;
+}
+
+const char *rollup_value(const char *stored) { return stored && *stored ? stored : NULL; }
+
+enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read_fn read,
+                              void *read_cls, store_cell_cb cell, void *cls) {
+  struct rollup_plan p;
+  if (!rollup_plan_make(q, &p)) return STORE_RETRY;
+  struct rollup_sink k = {&p, ROLLUP_SRC_RAW, cell, cls};
+  enum store_status st = STORE_OK;
+  for (size_t i = 0; st == STORE_OK && i < p.nraw; i++)
+    st = read(read_cls, &k, p.raw[i][0], p.raw[i][1]);
+  if (st == STORE_OK && p.hour_from < p.hour_to) {
+    k.src = ROLLUP_SRC_FULL;
+    if (rollup_query_filtered(q) || p.day_from == p.day_to) {
+      st = read(read_cls, &k, p.hour_from, p.hour_to);
+    } else {
+      st = read(read_cls, &k, p.hour_from, p.day_from);
+      if (st == STORE_OK) st = read(read_cls, &k, p.day_to, p.hour_to);
+      for (size_t i = 0; st == STORE_OK && i < p.nuncovered; i++)
+        st = read(read_cls, &k, p.uncovered[i], p.uncovered[i] + ROLLUP_DAY_US);
+      k.src = ROLLUP_SRC_TOTAL;
+      if (st == STORE_OK) st = read(read_cls, &k, p.day_from, p.day_to);
+      k.src = ROLLUP_SRC_DIM;
+      if (st == STORE_OK) st = read(read_cls, &k, p.day_from, p.day_to);
+    }
+  }
+  rollup_plan_free(&p);
+  return st;
+}

@@ -1,0 +1,138 @@
+/* Analytics rollups (issue 11 part 1), what both backends share: the levels kept, the time
+ * buckets, the hist's stored form, a batch's contributions summed in memory (so each rollup key is
+ * written once per commit), and how a scan splits [from, to) between rollup rows and
+ * conversations read one by one.
+ *
+ * Levels (one table each; NULL dimensions stored as "", which no stored value can be):
+ *   ROLLUP_FULL  analytics_hour:  UTC hour x account x agent x platform x status x outcome
+ *   ROLLUP_TOTAL analytics_total: UTC hour, no dimension (an unfiltered query's totals and series)
+ *   ROLLUP_DIM   analytics_dim:   UTC day x one dimension (an unfiltered query's breakdowns)
+ * A scan reads a bucket from a rollup only when the bucket lies wholly inside [from, to) and
+ * (hour levels) no cut falls inside it; the rest of [from, to) is read conversation by
+ * conversation on the event-time index. */
+#ifndef GSR_STORE_ROLLUP_H
+#define GSR_STORE_ROLLUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/analytics_hist.h"
+#include "store/store.h"
+
+#define ROLLUP_HOUR_US INT64_C(3600000000)
+#define ROLLUP_DAY_US (24 * ROLLUP_HOUR_US)
+#define ROLLUP_HIST_BYTES (4 * ANALYTICS_HIST_BUCKETS) /* little-endian uint32 each */
+
+enum rollup_level { ROLLUP_FULL, ROLLUP_TOTAL, ROLLUP_DIM };
+
+/* floor(t / unit) * unit, for negative t too. */
+int64_t rollup_floor(int64_t t, int64_t unit);
+
+/* One stored conversation as the rollups count it. Strings NULL: unknown. */
+struct rollup_row {
+  int64_t event_us; /* start time, else processed time */
+  const char *dims[STORE_DIM_COUNT];
+  int64_t duration, messages;
+};
+
+/* A key's summed contributions. */
+struct rollup_entry {
+  enum rollup_level level;
+  int dim;                     /* ROLLUP_DIM: enum store_dim */
+  int64_t at_us;               /* the bucket's start */
+  char *vals[STORE_DIM_COUNT]; /* ROLLUP_FULL: all five; ROLLUP_DIM: vals[0]; "" for NULL */
+  int64_t conversations, messages, duration_sum;
+  int64_t hist[ANALYTICS_HIST_BUCKETS];
+  /* private */
+  uint64_t hash;
+  size_t next;
+};
+
+/* The contributions of one batch: a hash map of entries. */
+struct rollup_map {
+  struct rollup_entry *e;
+  size_t n, cap;
+  size_t *slots; /* heads of chains, SIZE_MAX: empty */
+  size_t nslots;
+  bool oom;    /* an add failed: the batch must fail */
+  bool levels; /* also the coarse levels (TOTAL, DIM) besides FULL */
+};
+
+void rollup_map_init(struct rollup_map *m, bool coarse_levels);
+/* Forgets every entry (a batch begins, or was rolled back). */
+void rollup_map_clear(struct rollup_map *m);
+void rollup_map_free(struct rollup_map *m);
+/* Adds sign (+1 or -1) times row to every level's key. False when out of memory (m->oom). */
+bool rollup_map_add(struct rollup_map *m, int sign, const struct rollup_row *row);
+/* The entry of a key (vals: ROLLUP_FULL five, ROLLUP_DIM one, "" for NULL); NULL: none. */
+struct rollup_entry *rollup_map_find(struct rollup_map *m, enum rollup_level level, int dim,
+                                     int64_t at_us, const char *const *vals);
+/* Whether an entry changes nothing. */
+bool rollup_entry_zero(const struct rollup_entry *e);
+
+void rollup_hist_encode(const int64_t hist[ANALYTICS_HIST_BUCKETS],
+                        unsigned char out[ROLLUP_HIST_BYTES]);
+/* Adds the stored hist (len bytes; anything but ROLLUP_HIST_BYTES adds nothing) into hist. */
+void rollup_hist_add_blob(int64_t hist[ANALYTICS_HIST_BUCKETS], const void *blob, size_t len);
+
+/* How a scan reads [from, to) (see the top): whole hours clear of cuts from the hour levels, the
+ * rest conversation by conversation. */
+struct rollup_plan {
+  /* hour buckets [hour_from, hour_to) (empty when equal), but the straddled ones */
+  int64_t hour_from, hour_to;
+  int64_t *straddled; /* hour bucket starts a cut falls strictly inside, ascending */
+  size_t nstraddled;
+  /* ranges read conversation by conversation, ascending, disjoint */
+  int64_t (*raw)[2];
+  size_t nraw;
+  /* UTC days wholly inside [hour_from, hour_to) (empty when equal). An unfiltered scan reads
+   * those of them without a straddled hour from analytics_total (totals, series) and
+   * analytics_dim (breakdowns: a breakdown is over [from, to), so a cut inside a day does not
+   * matter to it), the other hours from analytics_hour. */
+  int64_t day_from, day_to;
+  int64_t *uncovered; /* days of [day_from, day_to) holding a straddled hour, ascending */
+  size_t nuncovered;
+};
+
+bool rollup_plan_make(const struct store_analytics_query *q, struct rollup_plan *p);
+void rollup_plan_free(struct rollup_plan *p);
+/* Whether hour bucket h is straddled by a cut / day d holds a straddled hour. */
+bool rollup_plan_straddled(const struct rollup_plan *p, int64_t h);
+bool rollup_plan_uncovered(const struct rollup_plan *p, int64_t d);
+
+/* A cell from an analytics_hour row: vals "" are NULL. */
+void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t at_us);
+
+void rollup_hist_read(uint32_t hist[ANALYTICS_HIST_BUCKETS], const void *blob, size_t len);
+
+/* A scan: rollup_scan asks the backend, through read, for the rows of one source in [from, to)
+ * (RAW: conversations by event time; FULL, TOTAL: hour buckets; DIM: day buckets), each handed
+ * to rollup_sink_cell, which keeps the ones the plan takes from that source. The caller holds
+ * one read snapshot around the whole scan. */
+enum rollup_source { ROLLUP_SRC_RAW, ROLLUP_SRC_FULL, ROLLUP_SRC_TOTAL, ROLLUP_SRC_DIM };
+struct rollup_sink {
+  const struct rollup_plan *plan;
+  enum rollup_source src;
+  store_cell_cb cell;
+  void *cls;
+};
+typedef enum store_status (*rollup_read_fn)(void *cls, struct rollup_sink *sink, int64_t from,
+                                            int64_t to);
+void rollup_sink_cell(struct rollup_sink *k, const struct store_cell *c);
+enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read_fn read,
+                              void *read_cls, store_cell_cb cell, void *cls);
+/* A conversation read one by one, as a FULL cell of its own. */
+void rollup_cell_raw(struct store_cell *c, int64_t event_us,
+                     const char *const dims[STORE_DIM_COUNT], int64_t duration, int64_t messages);
+/* A rollup's stored dimension value as a cell shows it ("": NULL). */
+const char *rollup_value(const char *stored);
+
+/* ops->analytics_rebuild of both backends: a STORE_WRITE_ANALYTICS_REBUILD through the writer,
+ * waited for. */
+enum store_status rollup_rebuild_wait(struct store *s, int64_t *counted);
+
+/* Whether q filters on any dimension (then only analytics_hour and conversations answer it). */
+bool rollup_query_filtered(const struct store_analytics_query *q);
+
+#endif
