@@ -3,8 +3,9 @@
  * parser directly. Properties, for whatever parses and instants taken from the input and a
  * few fixed ones: offsets are under 24 h; each local hour, day and week interval holds its
  * instant (floor <= t < next), its start is its own floor and the second before next is in
- * it; days last at most 2 days and weeks at most 8; the RFC 3339 text of an instant parses
- * back to that instant. */
+ * it; days last under 3 days and weeks under 9; starts are what they are in terms of offsets
+ * alone (an hour: local HH:00:00 or a jump forward over it; a day or week: the first instant at
+ * or past its local midnight); the RFC 3339 text of an instant parses back to that instant. */
 #include <string.h>
 
 #include "core/timeutil.h"
@@ -42,6 +43,26 @@ static struct tz *footer_zone(const uint8_t *s, size_t n) {
   return z;
 }
 
+static int64_t fdiv(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
+
+static int64_t local(const struct tz *z, int64_t t) { return t + tz_offset_at(z, t); }
+
+/* What a start is, in terms of tz_offset_at alone: an hour starts where the local clock reads
+ * HH:00:00 or jumps forward over it; a day or week at the first instant at or past its local
+ * midnight (a Monday's). */
+static void check_start(const struct tz *z, enum tz_interval iv, int64_t f, int64_t n) {
+  int64_t l = local(z, f), before = local(z, f - 1);
+  if (iv == TZ_HOUR) {
+    FUZZ_CHECK(fdiv(l, 3600) * 3600 == l || fdiv(l - 1, 3600) * 3600 > before);
+    if (tz_offset_at(z, f) == tz_offset_at(z, n - 1))
+      FUZZ_CHECK(fdiv(local(z, n - 1), 3600) == fdiv(l, 3600));
+    return;
+  }
+  int64_t day = fdiv(l, 86400);
+  if (iv == TZ_WEEK) day -= (day + 3) - fdiv(day + 3, 7) * 7;
+  FUZZ_CHECK(before < day * 86400 && day * 86400 <= l);
+}
+
 static void check_instant(const struct tz *z, int64_t t) {
   int32_t off = tz_offset_at(z, t);
   FUZZ_CHECK(off > -86400 && off < 86400);
@@ -52,8 +73,11 @@ static void check_instant(const struct tz *z, int64_t t) {
     FUZZ_CHECK(tz_interval_floor(z, (enum tz_interval)iv, f) == f);
     FUZZ_CHECK(tz_interval_floor(z, (enum tz_interval)iv, n - 1) == f);
     FUZZ_CHECK(tz_interval_floor(z, (enum tz_interval)iv, n) == n);
-    if (iv == TZ_DAY) FUZZ_CHECK(n - f <= 2 * 86400);
-    if (iv == TZ_WEEK) FUZZ_CHECK(n - f <= 8 * 86400);
+    check_start(z, (enum tz_interval)iv, f, n);
+    check_start(z, (enum tz_interval)iv, n, tz_interval_next(z, (enum tz_interval)iv, n));
+    /* offsets within +-24 h: the clock is set back by less than two days in all */
+    if (iv == TZ_DAY) FUZZ_CHECK(n - f < 3 * 86400);
+    if (iv == TZ_WEEK) FUZZ_CHECK(n - f < 9 * 86400);
   }
   char buf[40];
   tz_format(z, t, buf, sizeof buf);

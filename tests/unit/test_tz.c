@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +347,14 @@ static void test_southern_and_plain(void **state) {
   assert_iv(z, TZ_WEEK, utc(2026, 1, 1, 0, 0), utc(2025, 12, 29, 0, 0), "2025-12-29T00:00:00+00:00",
             utc(2026, 1, 5, 0, 0));
   assert_iv(z, TZ_DAY, -1, utc(1969, 12, 31, 0, 0), "1969-12-31T00:00:00+00:00", 0);
+  tz_free(z);
+  /* Samoa skipped 2011-12-30: Thursday the 29th (-10:00) is followed by Saturday the 31st
+   * (+14:00) */
+  z = load("Pacific/Apia");
+  assert_iv(z, TZ_DAY, utc(2011, 12, 29, 20, 0), utc(2011, 12, 29, 10, 0),
+            "2011-12-29T00:00:00-10:00", utc(2011, 12, 30, 10, 0));
+  assert_iv(z, TZ_DAY, utc(2011, 12, 30, 10, 0), utc(2011, 12, 30, 10, 0),
+            "2011-12-31T00:00:00+14:00", utc(2011, 12, 31, 10, 0));
   tz_free(z);
   z = load("Asia/Tokyo");
   assert_iv(z, TZ_DAY, utc(2026, 7, 1, 0, 0), utc(2026, 6, 30, 15, 0), "2026-07-01T00:00:00+09:00",
@@ -919,6 +928,58 @@ static void test_load_special_files(void **state) {
   }
 }
 
+/* ---- no shared state ---- */
+
+/* TZ in the environment changes nothing: zones are read from their files by name. */
+static void test_tz_variable_ignored(void **state) {
+  (void)state;
+  setenv("TZ", "Asia/Tokyo", 1);
+  tzset();
+  struct tz *z = load("UTC");
+  assert_int_equal(tz_offset_at(z, utc(2026, 7, 1, 0, 0)), 0);
+  assert_int_equal(tz_interval_floor(z, TZ_DAY, utc(2026, 7, 1, 3, 0)), utc(2026, 7, 1, 0, 0));
+  tz_free(z);
+  unsetenv("TZ");
+}
+
+struct walk_arg {
+  const struct tz *z;
+  int64_t sum;
+};
+
+static void *walk_thread(void *p) {
+  struct walk_arg *a = p;
+  int64_t sum = 0;
+  for (int iv = TZ_HOUR; iv <= TZ_WEEK; iv++)
+    for (int64_t s = tz_interval_floor(a->z, (enum tz_interval)iv, utc(2025, 1, 1, 0, 0));
+         s < utc(2027, 1, 1, 0, 0); s = tz_interval_next(a->z, (enum tz_interval)iv, s)) {
+      char buf[32];
+      tz_format(a->z, s, buf, sizeof buf);
+      sum += s + tz_offset_at(a->z, s) + buf[19];
+    }
+  a->sum = sum;
+  return NULL;
+}
+
+/* One loaded zone used by several threads at once gives each the answers one thread gets. */
+static void test_threads_share_a_zone(void **state) {
+  (void)state;
+  struct tz *z = load("Australia/Lord_Howe");
+  struct walk_arg alone = {z, 0};
+  walk_thread(&alone);
+  pthread_t th[4];
+  struct walk_arg args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i] = (struct walk_arg){z, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, walk_thread, &args[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(args[i].sum, alone.sum);
+  }
+  tz_free(z);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names),
@@ -943,6 +1004,8 @@ int main(void) {
       cmocka_unit_test(test_version1_file),
       cmocka_unit_test(test_damaged_files),
       cmocka_unit_test(test_load_special_files),
+      cmocka_unit_test(test_tz_variable_ignored),
+      cmocka_unit_test(test_threads_share_a_zone),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
