@@ -87,6 +87,7 @@ void api_conversations_get(struct http_request *req);
 void api_conversations_delete(struct http_request *req);
 void api_conversations_list(struct http_request *req);
 void api_conversations_export(struct http_request *req);
+void api_analytics_get(struct http_request *req);
 void api_health_get(struct http_request *req);
 void api_openapi_get(struct http_request *req);
 void api_docs_swagger_get(struct http_request *req);

@@ -19,6 +19,8 @@ const struct route api_routes[] = {
      ROUTE_BEARER, LIMIT_PER_KEY, false, "/report", NULL, NULL, APIKEY_SCOPE_READ},
     {"GET", "/api/v1/conversations/", MATCH_PREFIX, api_conversations_get, ROUTE_BEARER,
      LIMIT_PER_KEY, false, NULL, NULL, NULL, APIKEY_SCOPE_READ},
+    {"GET", "/api/v1/analytics", MATCH_EXACT, api_analytics_get, ROUTE_BEARER, LIMIT_PER_KEY, false,
+     NULL, NULL, NULL, APIKEY_SCOPE_READ},
     {"POST", "/api/v1/keys", MATCH_EXACT, api_keys_post, ROUTE_BEARER, LIMIT_PER_KEY, true, NULL,
      NULL, NULL, APIKEY_SCOPE_ADMIN},
     {"GET", "/api/v1/keys", MATCH_EXACT, api_keys_list, ROUTE_BEARER, LIMIT_PER_KEY, false, NULL,

@@ -1,0 +1,439 @@
+/* The analytics answer from the store's cells (see analytics.h). */
+#include "model/analytics.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/timeutil.h"
+#include "model/conversation.h"
+
+#define US_PER_S 1000000LL
+
+struct sums {
+  int64_t conversations, messages, duration_sum;
+};
+
+struct entry {
+  char *key; /* NULL: unknown */
+  struct sums s;
+};
+
+/* Distinct values of one dimension: open addressing over entries (slot holds index + 1). */
+struct vmap {
+  struct entry *items;
+  size_t count, cap;
+  size_t *slots;
+  size_t nslots;
+  bool has_null;
+  size_t null_index;
+};
+
+struct analytics {
+  const struct tz *zone;
+  enum tz_interval iv;
+  int64_t from_us, to_us;
+  int64_t *cuts; /* microseconds */
+  size_t ncuts;
+  int64_t first_start; /* seconds: the start of the interval holding from_us */
+  struct sums *series; /* ncuts + 1 */
+  struct sums total;
+  uint64_t hist[ANALYTICS_HIST_BUCKETS];
+  struct vmap dims[ANALYTICS_DIM_COUNT];
+};
+
+static int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
+  return q;
+}
+
+enum analytics_result analytics_new(const struct tz *z, enum tz_interval iv, int64_t from_us,
+                                    int64_t to_us, size_t max_points, struct analytics **out) {
+  *out = NULL;
+  struct analytics *a = calloc(1, sizeof *a);
+  if (!a) return ANALYTICS_NO_MEMORY;
+  a->zone = z;
+  a->iv = iv;
+  a->from_us = from_us;
+  a->to_us = to_us;
+  a->first_start = tz_interval_floor(z, iv, floor_div(from_us, US_PER_S));
+  size_t cap = 0;
+  for (int64_t t = tz_interval_next(z, iv, a->first_start); t < floor_div(to_us - 1, US_PER_S) + 1;
+       t = tz_interval_next(z, iv, t)) {
+    /* t * US_PER_S < to_us: t is a whole second at or below (to_us - 1) / 1e6 */
+    if (a->ncuts + 1 >= max_points) {
+      analytics_free(a);
+      return ANALYTICS_TOO_MANY_POINTS;
+    }
+    if (a->ncuts == cap) {
+      size_t ncap = cap ? cap * 2 : 64;
+      int64_t *p = realloc(a->cuts, ncap * sizeof *p);
+      if (!p) {
+        analytics_free(a);
+        return ANALYTICS_NO_MEMORY;
+      }
+      a->cuts = p;
+      cap = ncap;
+    }
+    a->cuts[a->ncuts++] = t * US_PER_S;
+  }
+  a->series = calloc(a->ncuts + 1, sizeof *a->series);
+  if (!a->series) {
+    analytics_free(a);
+    return ANALYTICS_NO_MEMORY;
+  }
+  *out = a;
+  return ANALYTICS_OK;
+}
+
+static void vmap_free(struct vmap *m) {
+  for (size_t i = 0; i < m->count; i++) free(m->items[i].key);
+  free(m->items);
+  free(m->slots);
+  memset(m, 0, sizeof *m);
+}
+
+void analytics_free(struct analytics *a) {
+  if (!a) return;
+  for (int d = 0; d < ANALYTICS_DIM_COUNT; d++) vmap_free(&a->dims[d]);
+  free(a->cuts);
+  free(a->series);
+  free(a);
+}
+
+const int64_t *analytics_cuts(const struct analytics *a, size_t *n) {
+  *n = a->ncuts;
+  return a->cuts;
+}
+
+size_t analytics_points(const struct analytics *a) { return a->ncuts + 1; }
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+static bool vmap_grow(struct vmap *m) {
+  size_t n = m->nslots ? m->nslots * 2 : 64;
+  size_t *slots = calloc(n, sizeof *slots);
+  if (!slots) return false;
+  for (size_t i = 0; i < m->count; i++) {
+    if (!m->items[i].key) continue;
+    size_t j = hash_str(m->items[i].key) & (n - 1);
+    while (slots[j]) j = (j + 1) & (n - 1);
+    slots[j] = i + 1;
+  }
+  free(m->slots);
+  m->slots = slots;
+  m->nslots = n;
+  return true;
+}
+
+static bool vmap_push(struct vmap *m, const char *key, size_t *index) {
+  if (m->count == m->cap) {
+    size_t ncap = m->cap ? m->cap * 2 : 16;
+    struct entry *p = realloc(m->items, ncap * sizeof *p);
+    if (!p) return false;
+    m->items = p;
+    m->cap = ncap;
+  }
+  char *copy = NULL;
+  if (key && !(copy = strdup(key))) return false;
+  m->items[m->count] = (struct entry){.key = copy};
+  *index = m->count++;
+  return true;
+}
+
+/* The entry of key (NULL: the unknown value), added when new; NULL when out of memory. */
+static struct entry *vmap_get(struct vmap *m, const char *key) {
+  size_t index;
+  if (!key) {
+    if (!m->has_null) {
+      if (!vmap_push(m, NULL, &index)) return NULL;
+      m->has_null = true;
+      m->null_index = index;
+    }
+    return &m->items[m->null_index];
+  }
+  if ((m->count + 1) * 2 > m->nslots && !vmap_grow(m)) return NULL;
+  size_t j = hash_str(key) & (m->nslots - 1);
+  while (m->slots[j]) {
+    struct entry *e = &m->items[m->slots[j] - 1];
+    if (e->key && strcmp(e->key, key) == 0) return e;
+    j = (j + 1) & (m->nslots - 1);
+  }
+  if (!vmap_push(m, key, &index)) return NULL;
+  m->slots[j] = index + 1;
+  return &m->items[index];
+}
+
+static void sums_add(struct sums *s, const struct analytics_cell *c) {
+  s->conversations += c->conversations;
+  s->messages += c->messages;
+  s->duration_sum += c->duration_sum;
+}
+
+static void sums_merge(struct sums *s, const struct sums *o) {
+  s->conversations += o->conversations;
+  s->messages += o->messages;
+  s->duration_sum += o->duration_sum;
+}
+
+/* The series point holding at_us: the number of cuts at or before it (clamped to the range). */
+static size_t point_of(const struct analytics *a, int64_t at_us) {
+  size_t lo = 0, hi = a->ncuts;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (a->cuts[mid] <= at_us)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+static bool add_to_dim(struct analytics *a, int d, const char *value,
+                       const struct analytics_cell *c) {
+  struct entry *e = vmap_get(&a->dims[d], value);
+  if (!e) return false;
+  sums_add(&e->s, c);
+  return true;
+}
+
+bool analytics_add(struct analytics *a, const struct analytics_cell *c) {
+  if (c->kind == ANALYTICS_CELL_DIM) {
+    if ((int)c->dim < 0 || c->dim >= ANALYTICS_DIM_COUNT) return true;
+    return add_to_dim(a, c->dim, c->value[c->dim], c);
+  }
+  sums_add(&a->total, c);
+  sums_add(&a->series[point_of(a, c->at_us)], c);
+  if (c->hist)
+    for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++) a->hist[b] += c->hist[b];
+  if (c->kind == ANALYTICS_CELL_FULL)
+    for (int d = 0; d < ANALYTICS_DIM_COUNT; d++)
+      if (!add_to_dim(a, d, c->value[d], c)) return false;
+  return true;
+}
+
+int64_t analytics_avg_milli(int64_t sum, int64_t n) {
+  if (sum <= INT64_MAX / 2000) return (sum * 2000 + n) / (2 * n);
+  /* past 4.6e15 seconds summed: whole seconds and the remainder apart */
+  int64_t q = sum / n, r = sum % n;
+  return q * 1000 + (int64_t)(((double)r * 1000 + (double)n / 2) / (double)n);
+}
+
+int64_t analytics_percentile(const uint64_t hist[ANALYTICS_HIST_BUCKETS], int64_t n, int p) {
+  /* rank ceil(p * n / 100), at least 1 */
+  uint64_t rank = ((uint64_t)n * (uint64_t)p + 99) / 100;
+  if (rank < 1) rank = 1;
+  uint64_t seen = 0;
+  for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++) {
+    seen += hist[b];
+    if (seen >= rank) return analytics_hist_lower(b);
+  }
+  /* the histogram counts fewer than n (not expected): the highest bucket with any */
+  for (int b = ANALYTICS_HIST_BUCKETS - 1; b >= 0; b--)
+    if (hist[b]) return analytics_hist_lower(b);
+  return 0;
+}
+
+/* ---- rendering ---- */
+
+static json_t *avg_json(const struct sums *s) {
+  if (s->conversations <= 0) return json_null();
+  return json_real((double)analytics_avg_milli(s->duration_sum, s->conversations) / 1000.0);
+}
+
+/* {"conversations", "messages", "durationSeconds": {"sum", "avg"}} after name: value. */
+static json_t *sums_json(const char *name, json_t *value, const struct sums *s) {
+  return json_pack("{s:o,s:I,s:I,s:{s:I,s:o}}", name, value, "conversations",
+                   (json_int_t)s->conversations, "messages", (json_int_t)s->messages,
+                   "durationSeconds", "sum", (json_int_t)s->duration_sum, "avg", avg_json(s));
+}
+
+/* Conversations descending; ties: the key's bytes ascending, unknown (NULL) last. */
+static int entry_cmp(const void *pa, const void *pb) {
+  const struct entry *a = pa, *b = pb;
+  if (a->s.conversations != b->s.conversations)
+    return a->s.conversations > b->s.conversations ? -1 : 1;
+  if (!a->key || !b->key) return (a->key == NULL) - (b->key == NULL);
+  return strcmp(a->key, b->key);
+}
+
+static const struct sums *vmap_find(const struct vmap *m, const char *key) {
+  if (!m->nslots) return NULL;
+  size_t j = hash_str(key) & (m->nslots - 1);
+  while (m->slots[j]) {
+    const struct entry *e = &m->items[m->slots[j] - 1];
+    if (e->key && strcmp(e->key, key) == 0) return &e->s;
+    j = (j + 1) & (m->nslots - 1);
+  }
+  return NULL;
+}
+
+/* The account entries' top: each named through name; one not found goes to other, two of the
+ * same name become one. Entries items[0..*top) stay, sorted again. */
+static int name_accounts(struct entry *items, size_t *top, struct sums *other,
+                         analytics_name_fn name, void *cls) {
+  char buf[MODEL_ACCOUNT_ID_MAX + 64];
+  size_t kept = 0;
+  for (size_t i = 0; i < *top; i++) {
+    struct entry e = items[i];
+    if (e.key) {
+      int rc = name(cls, e.key, buf, sizeof buf);
+      if (rc == 1) {
+        sums_merge(other, &e.s);
+        free(e.key);
+        items[i].key = NULL;
+        continue;
+      }
+      if (rc != 0) return rc;
+      if (strcmp(buf, e.key) != 0) {
+        char *named = strdup(buf);
+        if (!named) return -1;
+        free(e.key);
+        items[i].key = e.key = named;
+      }
+    }
+    size_t j = 0;
+    while (j < kept && !((items[j].key == NULL && e.key == NULL) ||
+                         (items[j].key && e.key && strcmp(items[j].key, e.key) == 0)))
+      j++;
+    if (j < kept) {
+      sums_merge(&items[j].s, &e.s);
+      free(e.key);
+      items[i].key = NULL;
+      continue;
+    }
+    items[i].key = NULL;
+    items[kept++] = e;
+  }
+  *top = kept;
+  if (kept) qsort(items, kept, sizeof *items, entry_cmp);
+  return 0;
+}
+
+/* The breakdown of dimension d: sorts the map's entries in place (it is not searched after). */
+static int breakdown_json(struct analytics *a, int d, analytics_name_fn name, void *cls,
+                          json_t **out) {
+  struct vmap *m = &a->dims[d];
+  if (m->count) qsort(m->items, m->count, sizeof *m->items, entry_cmp);
+  free(m->slots); /* positions moved: the map is a list from here on */
+  m->slots = NULL;
+  m->nslots = 0;
+  m->has_null = false;
+  size_t top = m->count < ANALYTICS_TOP ? m->count : ANALYTICS_TOP;
+  struct sums other = {0};
+  bool has_other = m->count > top;
+  for (size_t i = top; i < m->count; i++) sums_merge(&other, &m->items[i].s);
+  if (d == ANALYTICS_DIM_ACCOUNT && name) {
+    size_t before = top;
+    int rc = name_accounts(m->items, &top, &other, name, cls);
+    if (rc != 0) return rc;
+    if (top < before) {
+      has_other = has_other || other.conversations > 0;
+      /* the entries past top were moved out; free their keys with the map */
+      for (size_t i = top; i < before; i++) {
+        free(m->items[i].key);
+        m->items[i].key = NULL;
+      }
+    }
+  }
+  json_t *arr = json_array();
+  if (!arr) return -1;
+  for (size_t i = 0; i < top; i++) {
+    json_t *key = m->items[i].key ? json_string(m->items[i].key) : json_null();
+    if (json_array_append_new(arr, sums_json("key", key, &m->items[i].s)) != 0) {
+      json_decref(arr);
+      return -1;
+    }
+  }
+  if (has_other && json_array_append_new(arr, sums_json("key", json_string("other"), &other))) {
+    json_decref(arr);
+    return -1;
+  }
+  *out = arr;
+  return 0;
+}
+
+static json_t *percentile_json(const struct analytics *a, int p) {
+  if (a->total.conversations <= 0) return json_null();
+  return json_integer((json_int_t)analytics_percentile(a->hist, a->total.conversations, p));
+}
+
+static int64_t status_count(const struct analytics *a, const char *status) {
+  const struct sums *s = vmap_find(&a->dims[ANALYTICS_DIM_STATUS], status);
+  return s ? s->conversations : 0;
+}
+
+static const char *const dim_names[ANALYTICS_DIM_COUNT] = {[ANALYTICS_DIM_ACCOUNT] = "byAccount",
+                                                           [ANALYTICS_DIM_AGENT] = "byAgent",
+                                                           [ANALYTICS_DIM_PLATFORM] = "byPlatform",
+                                                           [ANALYTICS_DIM_STATUS] = "byStatus",
+                                                           [ANALYTICS_DIM_OUTCOME] = "byOutcome"};
+
+/* The order the answer lists them in. */
+static const int dim_order[ANALYTICS_DIM_COUNT] = {ANALYTICS_DIM_STATUS, ANALYTICS_DIM_PLATFORM,
+                                                   ANALYTICS_DIM_AGENT, ANALYTICS_DIM_ACCOUNT,
+                                                   ANALYTICS_DIM_OUTCOME};
+
+static const char *const interval_names[] = {
+    [TZ_HOUR] = "hour", [TZ_DAY] = "day", [TZ_WEEK] = "week"};
+
+int analytics_render(struct analytics *a, const char *tz_name, analytics_name_fn name, void *cls,
+                     char **out, size_t *len) {
+  *out = NULL;
+  *len = 0;
+  const struct sums *t = &a->total;
+  json_t *totals = json_pack(
+      "{s:I,s:I,s:I,s:I,s:{s:I,s:o,s:o,s:o,s:o}}", "conversations", (json_int_t)t->conversations,
+      "completed", (json_int_t)status_count(a, "completed"), "failed",
+      (json_int_t)status_count(a, "failed"), "messages", (json_int_t)t->messages, "durationSeconds",
+      "sum", (json_int_t)t->duration_sum, "avg", avg_json(t), "p50", percentile_json(a, 50), "p90",
+      percentile_json(a, 90), "p99", percentile_json(a, 99));
+  json_t *body = totals ? json_pack("{s:o}", "totals", totals) : NULL;
+  if (!body) return -1;
+  for (int i = 0; i < ANALYTICS_DIM_COUNT; i++) {
+    int d = dim_order[i];
+    json_t *arr = NULL;
+    int rc = breakdown_json(a, d, name, cls, &arr);
+    if (rc != 0) {
+      json_decref(body);
+      return rc;
+    }
+    if (json_object_set_new(body, dim_names[d], arr) != 0) {
+      json_decref(body);
+      return -1;
+    }
+  }
+  json_t *series = json_array();
+  if (!series || json_object_set_new(body, "series", series) != 0) {
+    json_decref(body);
+    return -1;
+  }
+  for (size_t i = 0; i <= a->ncuts; i++) {
+    int64_t start = i == 0 ? a->first_start : a->cuts[i - 1] / US_PER_S;
+    char text[64];
+    tz_format(a->zone, start, text, sizeof text);
+    if (json_array_append_new(series, sums_json("start", json_string(text), &a->series[i]))) {
+      json_decref(body);
+      return -1;
+    }
+  }
+  char from[40], to[40];
+  if (!time_format_us(a->from_us, false, from, sizeof from) ||
+      !time_format_us(a->to_us, false, to, sizeof to) ||
+      json_object_set_new(body, "query",
+                          json_pack("{s:s,s:s,s:s,s:s}", "from", from, "to", to, "interval",
+                                    interval_names[a->iv], "tz", tz_name)) != 0) {
+    json_decref(body);
+    return -1;
+  }
+  *out = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
+  json_decref(body);
+  if (!*out) return -1;
+  *len = strlen(*out);
+  return 0;
+}
