@@ -20,9 +20,12 @@
 
 enum job_outcome { JOB_OK, JOB_BAD_TZ, JOB_TOO_MANY_POINTS, JOB_NO_MEMORY, JOB_STORE };
 
+/* Longer than any zone name (IANA's longest is 32 bytes). */
+#define TZ_PARAM_MAX 127
+
 struct analytics_job {
   struct store *store;
-  const char *tz_name; /* the request's query value (valid while parked) */
+  char tz_name[TZ_PARAM_MAX + 1];
   enum tz_interval iv;
   struct store_analytics_query q; /* strings are the request's query values */
   /* result */
@@ -219,13 +222,19 @@ void api_analytics_get(struct http_request *req) {
     return;
   }
   const char *tz_name = http_request_query(req, "tz");
+  if (!tz_name) tz_name = "UTC";
+  if (strlen(tz_name) > TZ_PARAM_MAX) {
+    api_bad_param(req, "tz", "must be an IANA time zone name such as UTC or Europe/Berlin");
+    return;
+  }
   struct analytics_job *job = calloc(1, sizeof *job);
   if (!job) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }
   job->store = app->store;
-  job->tz_name = tz_name ? tz_name : "UTC";
+  /* An unencoded '+' (Etc/GMT+5) arrives as a space (form encoding); no zone name has one. */
+  for (size_t i = 0; tz_name[i]; i++) job->tz_name[i] = tz_name[i] == ' ' ? '+' : tz_name[i];
   job->iv = iv;
   /* A key bound to accounts sees only those: an account_id outside them counts nothing. */
   q.accounts = http_request_accounts(req, &q.naccounts);
