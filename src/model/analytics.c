@@ -1,11 +1,12 @@
 /* The analytics answer from the store's cells (see analytics.h). */
 #include "model/analytics.h"
 
-#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/timeutil.h"
+#include "core/utf8.h"
 #include "model/conversation.h"
 
 #define US_PER_S 1000000LL
@@ -241,16 +242,132 @@ int64_t analytics_percentile(const uint64_t hist[ANALYTICS_HIST_BUCKETS], int64_
 
 /* ---- rendering ---- */
 
-static json_t *avg_json(const struct sums *s) {
-  if (s->conversations <= 0) return json_null();
-  return json_real((double)analytics_avg_milli(s->duration_sum, s->conversations) / 1000.0);
+/* The answer is written by hand, not through a JSON tree: a year of hours is 8,760 series points,
+ * and a tree of them cost several times the rest of the request. */
+struct out {
+  char *p;
+  size_t len, cap;
+  bool oom;
+};
+
+static void out_mem(struct out *o, const char *s, size_t n) {
+  if (o->oom) return;
+  if (o->len + n + 1 > o->cap) {
+    size_t cap = o->cap ? o->cap : 4096;
+    while (o->len + n + 1 > cap) cap *= 2;
+    char *p = realloc(o->p, cap);
+    if (!p) {
+      o->oom = true;
+      return;
+    }
+    o->p = p;
+    o->cap = cap;
+  }
+  memcpy(o->p + o->len, s, n);
+  o->len += n;
+  o->p[o->len] = '\0';
 }
 
-/* {"conversations", "messages", "durationSeconds": {"sum", "avg"}} after name: value. */
-static json_t *sums_json(const char *name, json_t *value, const struct sums *s) {
-  return json_pack("{s:o,s:I,s:I,s:{s:I,s:o}}", name, value, "conversations",
-                   (json_int_t)s->conversations, "messages", (json_int_t)s->messages,
-                   "durationSeconds", "sum", (json_int_t)s->duration_sum, "avg", avg_json(s));
+static void out_str(struct out *o, const char *s) { out_mem(o, s, strlen(s)); }
+
+static void out_int(struct out *o, int64_t v) {
+  char buf[24];
+  int n = snprintf(buf, sizeof buf, "%lld", (long long)v);
+  out_mem(o, buf, (size_t)n);
+}
+
+/* A JSON string as jansson writes one (UTF-8 as is; '"', '\' and controls escaped); bytes that
+ * are not UTF-8 (not expected: stored values were) as U+FFFD; NULL: null. */
+static void out_json_str(struct out *o, const char *s) {
+  if (!s) {
+    out_str(o, "null");
+    return;
+  }
+  size_t len = strlen(s);
+  char *clean = NULL;
+  if (!utf8_valid(s, len)) {
+    size_t cap = len * 3 + 1;
+    if (!(clean = malloc(cap))) {
+      o->oom = true;
+      return;
+    }
+    len = utf8_sanitize(clean, cap, s, len);
+    s = clean;
+  }
+  out_str(o, "\"");
+  size_t run = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out_mem(o, s + run, i - run);
+    run = i + 1;
+    char esc[8];
+    switch (c) {
+      case '"':
+        out_str(o, "\\\"");
+        break;
+      case '\\':
+        out_str(o, "\\\\");
+        break;
+      case '\b':
+        out_str(o, "\\b");
+        break;
+      case '\f':
+        out_str(o, "\\f");
+        break;
+      case '\n':
+        out_str(o, "\\n");
+        break;
+      case '\r':
+        out_str(o, "\\r");
+        break;
+      case '\t':
+        out_str(o, "\\t");
+        break;
+      default:
+        snprintf(esc, sizeof esc, "\\u%04X", c);
+        out_str(o, esc);
+    }
+  }
+  out_mem(o, s + run, len - run);
+  out_str(o, "\"");
+  free(clean);
+}
+
+/* The mean to 3 decimals as a JSON number ("6.5", "300.0", "0.001"), or null for nothing:
+ * the shortest text of the value, as jansson and Python print that double. */
+static void out_avg(struct out *o, const struct sums *s) {
+  if (s->conversations <= 0) {
+    out_str(o, "null");
+    return;
+  }
+  int64_t milli = analytics_avg_milli(s->duration_sum, s->conversations);
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%lld.%03lld", (long long)(milli / 1000),
+                   (long long)(milli % 1000));
+  while (n > 0 && buf[n - 1] == '0' && buf[n - 2] != '.') n--;
+  out_mem(o, buf, (size_t)n);
+}
+
+/* "conversations":N,"messages":N,"durationSeconds":{"sum":N,"avg":X} */
+static void out_sums(struct out *o, const struct sums *s) {
+  out_str(o, "\"conversations\":");
+  out_int(o, s->conversations);
+  out_str(o, ",\"messages\":");
+  out_int(o, s->messages);
+  out_str(o, ",\"durationSeconds\":{\"sum\":");
+  out_int(o, s->duration_sum);
+  out_str(o, ",\"avg\":");
+  out_avg(o, s);
+  out_str(o, "}");
+}
+
+static void out_entry(struct out *o, const char *key, const struct sums *s) {
+  out_str(o, "{\"key\":");
+  out_json_str(o, key);
+  out_str(o, ",");
+  out_sums(o, s);
+  out_str(o, "}");
 }
 
 /* Conversations descending; ties: the key's bytes ascending, unknown (NULL) last. */
@@ -316,8 +433,8 @@ static int name_accounts(struct entry *items, size_t *top, struct sums *other,
 }
 
 /* The breakdown of dimension d: sorts the map's entries in place (it is not searched after). */
-static int breakdown_json(struct analytics *a, int d, analytics_name_fn name, void *cls,
-                          json_t **out) {
+static int breakdown_out(struct analytics *a, int d, analytics_name_fn name, void *cls,
+                         struct out *o) {
   struct vmap *m = &a->dims[d];
   if (m->count) qsort(m->items, m->count, sizeof *m->items, entry_cmp);
   free(m->slots); /* positions moved: the map is a list from here on */
@@ -332,35 +449,26 @@ static int breakdown_json(struct analytics *a, int d, analytics_name_fn name, vo
     size_t before = top;
     int rc = name_accounts(m->items, &top, &other, name, cls);
     if (rc != 0) return rc;
-    if (top < before) {
-      has_other = has_other || other.conversations > 0;
-      /* the entries past top were moved out; free their keys with the map */
-      for (size_t i = top; i < before; i++) {
-        free(m->items[i].key);
-        m->items[i].key = NULL;
-      }
-    }
+    if (top < before) has_other = has_other || other.conversations > 0;
   }
-  json_t *arr = json_array();
-  if (!arr) return -1;
+  out_str(o, "[");
   for (size_t i = 0; i < top; i++) {
-    json_t *key = m->items[i].key ? json_string(m->items[i].key) : json_null();
-    if (json_array_append_new(arr, sums_json("key", key, &m->items[i].s)) != 0) {
-      json_decref(arr);
-      return -1;
-    }
+    if (i) out_str(o, ",");
+    out_entry(o, m->items[i].key, &m->items[i].s);
   }
-  if (has_other && json_array_append_new(arr, sums_json("key", json_string("other"), &other))) {
-    json_decref(arr);
-    return -1;
+  if (has_other) {
+    if (top) out_str(o, ",");
+    out_entry(o, "other", &other);
   }
-  *out = arr;
+  out_str(o, "]");
   return 0;
 }
 
-static json_t *percentile_json(const struct analytics *a, int p) {
-  if (a->total.conversations <= 0) return json_null();
-  return json_integer((json_int_t)analytics_percentile(a->hist, a->total.conversations, p));
+static void out_percentile(struct out *o, const struct analytics *a, int p) {
+  if (a->total.conversations <= 0)
+    out_str(o, "null");
+  else
+    out_int(o, analytics_percentile(a->hist, a->total.conversations, p));
 }
 
 static int64_t status_count(const struct analytics *a, const char *status) {
@@ -386,54 +494,69 @@ int analytics_render(struct analytics *a, const char *tz_name, analytics_name_fn
                      char **out, size_t *len) {
   *out = NULL;
   *len = 0;
+  struct out o = {0};
   const struct sums *t = &a->total;
-  json_t *totals = json_pack(
-      "{s:I,s:I,s:I,s:I,s:{s:I,s:o,s:o,s:o,s:o}}", "conversations", (json_int_t)t->conversations,
-      "completed", (json_int_t)status_count(a, "completed"), "failed",
-      (json_int_t)status_count(a, "failed"), "messages", (json_int_t)t->messages, "durationSeconds",
-      "sum", (json_int_t)t->duration_sum, "avg", avg_json(t), "p50", percentile_json(a, 50), "p90",
-      percentile_json(a, 90), "p99", percentile_json(a, 99));
-  json_t *body = totals ? json_pack("{s:o}", "totals", totals) : NULL;
-  if (!body) return -1;
+  out_str(&o, "{\"totals\":{\"conversations\":");
+  out_int(&o, t->conversations);
+  out_str(&o, ",\"completed\":");
+  out_int(&o, status_count(a, "completed"));
+  out_str(&o, ",\"failed\":");
+  out_int(&o, status_count(a, "failed"));
+  out_str(&o, ",\"messages\":");
+  out_int(&o, t->messages);
+  out_str(&o, ",\"durationSeconds\":{\"sum\":");
+  out_int(&o, t->duration_sum);
+  out_str(&o, ",\"avg\":");
+  out_avg(&o, t);
+  out_str(&o, ",\"p50\":");
+  out_percentile(&o, a, 50);
+  out_str(&o, ",\"p90\":");
+  out_percentile(&o, a, 90);
+  out_str(&o, ",\"p99\":");
+  out_percentile(&o, a, 99);
+  out_str(&o, "}}");
   for (int i = 0; i < ANALYTICS_DIM_COUNT; i++) {
     int d = dim_order[i];
-    json_t *arr = NULL;
-    int rc = breakdown_json(a, d, name, cls, &arr);
+    out_str(&o, ",\"");
+    out_str(&o, dim_names[d]);
+    out_str(&o, "\":");
+    int rc = breakdown_out(a, d, name, cls, &o);
     if (rc != 0) {
-      json_decref(body);
+      free(o.p);
       return rc;
     }
-    if (json_object_set_new(body, dim_names[d], arr) != 0) {
-      json_decref(body);
-      return -1;
-    }
   }
-  json_t *series = json_array();
-  if (!series || json_object_set_new(body, "series", series) != 0) {
-    json_decref(body);
-    return -1;
-  }
+  out_str(&o, ",\"series\":[");
   for (size_t i = 0; i <= a->ncuts; i++) {
     int64_t start = i == 0 ? a->first_start : a->cuts[i - 1] / US_PER_S;
     char text[64];
     tz_format(a->zone, start, text, sizeof text);
-    if (json_array_append_new(series, sums_json("start", json_string(text), &a->series[i]))) {
-      json_decref(body);
-      return -1;
-    }
+    out_str(&o, i ? ",{\"start\":" : "{\"start\":");
+    out_json_str(&o, text);
+    out_str(&o, ",");
+    out_sums(&o, &a->series[i]);
+    out_str(&o, "}");
   }
   char from[40], to[40];
   if (!time_format_us(a->from_us, false, from, sizeof from) ||
-      !time_format_us(a->to_us, false, to, sizeof to) ||
-      json_object_set_new(body, "query",
-                          json_pack("{s:s,s:s,s:s,s:s}", "from", from, "to", to, "interval",
-                                    interval_names[a->iv], "tz", tz_name)) != 0) {
-    json_decref(body);
+      !time_format_us(a->to_us, false, to, sizeof to)) {
+    free(o.p);
     return -1;
   }
-  *out = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
-  json_decref(body);
-  if (!*out) return -1;
-  *len = strlen(*out);
+  out_str(&o, "],\"query\":{\"from\":");
+  out_json_str(&o, from);
+  out_str(&o, ",\"to\":");
+  out_json_str(&o, to);
+  out_str(&o, ",\"interval\":");
+  out_json_str(&o, interval_names[a->iv]);
+  out_str(&o, ",\"tz\":");
+  out_json_str(&o, tz_name);
+  out_str(&o, "}}");
+  if (o.oom) {
+    free(o.p);
+    return -1;
+  }
+  *out = o.p;
+  *len = o.len;
   return 0;
 }

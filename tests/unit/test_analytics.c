@@ -591,6 +591,40 @@ static void test_json_byte_for_byte(void **state) {
   tz_free(z);
 }
 
+static void test_keys_are_escaped(void **state) {
+  (void)state;
+  struct tz *z = zone("UTC");
+  struct analytics *a;
+  assert_int_equal(
+      analytics_new(z, TZ_DAY, at("2026-05-01T00:00:00Z"), at("2026-05-02T00:00:00Z"), 100, &a),
+      ANALYTICS_OK);
+  const char *keys[] = {"quote\"back\\slash", "tab\tnl\ncr\r\x01", "caf\xc3\xa9 \xe6\x97\xa5",
+                        "bad\xff"};
+  for (int i = 0; i < 4; i++) {
+    struct analytics_cell c =
+        full("2026-05-01T01:00:00Z", "acc", keys[i], "web", "completed", NULL, 4 - i, 1, 1, NULL);
+    assert_true(analytics_add(a, &c));
+  }
+  char *text;
+  size_t len;
+  assert_int_equal(analytics_render(a, "UTC", NULL, NULL, &text, &len), 0);
+  assert_non_null(strstr(text, "\"key\":\"quote\\\"back\\\\slash\""));
+  assert_non_null(strstr(text, "\"key\":\"tab\\tnl\\ncr\\r\\u0001\""));
+  json_t *j = json_loads(text, 0, NULL);
+  assert_non_null(j);
+  json_t *by = json_object_get(j, "byAgent");
+  for (int i = 0; i < 3; i++)
+    assert_string_equal(json_string_value(json_object_get(json_array_get(by, (size_t)i), "key")),
+                        keys[i]);
+  /* bytes that are not UTF-8 become U+FFFD: the answer stays valid JSON */
+  assert_string_equal(json_string_value(json_object_get(json_array_get(by, 3), "key")),
+                      "bad\xef\xbf\xbd");
+  json_decref(j);
+  free(text);
+  analytics_free(a);
+  tz_free(z);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_utc_days),
@@ -604,6 +638,7 @@ int main(void) {
       cmocka_unit_test(test_top_twenty_and_other),
       cmocka_unit_test(test_accounts_are_named),
       cmocka_unit_test(test_json_byte_for_byte),
+      cmocka_unit_test(test_keys_are_escaped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
