@@ -219,7 +219,15 @@ build/bench/delivery_receiver: bench/delivery_receiver.c
 	@echo "CC $<"
 	@$(CC) $(WARN) $(DEFS) -O2 $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS)
 
-bench: deps-bench gensendrep build/bench/static_server build/bench/delivery_receiver
+# The store generator of the export and analytics scenarios: the server's own write path
+# (model parsers + store), linked from the release objects, without HTTP.
+build/bench/gen_store: bench/gen_store.c $(call rel_obj,$(LIB_SRCS) $(GEN_SRCS))
+	@mkdir -p $(@D)
+	@echo "LD $@"
+	@$(CC) $(WARN) $(DEFS) $(REL_CFLAGS) $(PKG_CFLAGS) $(REL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+bench: deps-bench gensendrep build/bench/static_server build/bench/delivery_receiver \
+       build/bench/gen_store
 	$(PYTHON) bench/run.py
 
 deps-bench:

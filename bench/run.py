@@ -8,7 +8,14 @@ REDIS_URL (shared rate limits), on PostgreSQL, then get-one and a filtered list 
 100,000 conversations; and delivery: seed ingest on SQLite with one webhook subscription (a C
 receiver answering 200 at once, bench/delivery_receiver.c) and a Redis Stream (QUEUE_URL)
 attached, reporting the ingest rate and the delivery lag (event stored -> received) p50/p99 for
-both. Every server is started here on free ports and stopped afterwards."""
+both; export and analytics: on a store of 1,000,000 generated conversations spread over 2025
+(bench/gen_store.c, cached in build/bench-cache), the time of a whole NDJSON and CSV export with
+the server's peak RSS, and the latency of GET /api/v1/analytics over the year, on SQLite and on
+PostgreSQL. Every server is started here on free ports and stopped afterwards."""
+import atexit
+import glob
+import hashlib
+import http.client
 import json
 import os
 import re
@@ -21,11 +28,12 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-from services import PgCluster, RedisServer, free_port  # noqa: E402
+from services import PgCluster, RedisServer, _as_postgres, _pg_bin, free_port  # noqa: E402
 
 BIN = os.path.join(REPO, "gensendrep")
 STATIC = os.path.join(REPO, "build", "bench", "static_server")
 RECEIVER = os.path.join(REPO, "build", "bench", "delivery_receiver")
+GEN = os.path.join(REPO, "build", "bench", "gen_store")
 KEY = "bench-key"
 # An invented ElevenLabs workspace webhook secret, as the server's ELEVENLABS_WEBHOOK_SECRET.
 EL_SECRET = "wsec_bench_0f3a9c1e7b5d4a2f8e6c0b9a7d5f3e1c"
@@ -36,13 +44,31 @@ DURATION = os.environ.get("BENCH_DURATION", "10s")
 STORE_SIZE = int(os.environ.get("BENCH_STORE_SIZE", "100000"))
 # BENCH_ONLY=elevenlabs,ingest runs only those groups (default: all of them).
 GROUPS = ("ceiling", "startup", "ingest", "elevenlabs", "redis", "delivery", "postgresql",
-          "reads")
+          "reads", "export", "analytics")
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", ",".join(GROUPS)).split(",")))
 if ONLY - set(GROUPS):
     sys.exit(f"BENCH_ONLY: unknown group(s) {sorted(ONLY - set(GROUPS))}; known: {GROUPS}")
 LUA = {name: os.path.join(REPO, "bench", name + ".lua")
        for name in ("webhook_seed", "webhook_large", "webhook_elevenlabs", "fill", "get_one",
-                    "list")}
+                    "list", "analytics")}
+# The export and analytics scenarios' store: BIG_SIZE generated conversations, kept in CACHE
+# between runs under a key made of BIG_STORE_VERSION (bump it when bench/gen_store.c or what the
+# store writes for a webhook changes), the generator's source, the backend's migrations and the
+# size; a store of another key is deleted when a new one is made.
+BIG_SIZE = int(os.environ.get("BENCH_BIG_SIZE", "1000000"))
+BIG_STORE_VERSION = 1
+CACHE = os.environ.get("BENCH_CACHE", os.path.join(REPO, "build", "bench-cache"))
+ANALYTICS_TARGET_MS = 20.0
+ANALYTICS_DURATION = os.environ.get("BENCH_ANALYTICS_DURATION", "5s")
+YEAR = "from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z"
+ANALYTICS_QUERIES = (
+    ("interval=day", f"{YEAR}&interval=day"),
+    ("interval=hour", f"{YEAR}&interval=hour"),
+    ("interval=day, tz=America/New_York",
+     "from=2025-01-01T00:00:00-05:00&to=2026-01-01T00:00:00-05:00&interval=day"
+     "&tz=America/New_York"),
+    ("interval=day, agent_id filter", f"{YEAR}&interval=day&agent_id=agent_03_2"),
+)
 LABEL = {"webhook_seed": "seed example", "webhook_large": "8 KB transcript",
          "webhook_elevenlabs": "signed ElevenLabs event ~20 KB"}
 
@@ -306,6 +332,247 @@ def delivery(database_url, workdir, connections=64):
         redis.destroy()
 
 
+# ---- export and analytics on a generated store of BIG_SIZE conversations ----
+
+def _store_key(backend):
+    h = hashlib.sha256(f"v{BIG_STORE_VERSION} {BIG_SIZE} {backend}".encode())
+    for path in [os.path.join(REPO, "bench", "gen_store.c")] + sorted(
+            glob.glob(os.path.join(REPO, "src", "store", "migrations", backend, "*.sql"))):
+        with open(path, "rb") as f:
+            h.update(os.path.relpath(path, REPO).encode() + b"\0" + f.read())
+    return f"{backend}-{BIG_SIZE}-{h.hexdigest()[:16]}"
+
+
+def _forget_other_stores(backend, keep):
+    for old in glob.glob(os.path.join(CACHE, f"{backend}-*")):
+        if not os.path.basename(old).startswith(keep):
+            print(f"  removing the outdated cached store {os.path.relpath(old, REPO)}",
+                  file=sys.stderr, flush=True)
+            if os.path.isdir(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.unlink(old)
+
+
+GENERATED = {}
+
+
+def _generate(database_url, label):
+    print(f"  generating {BIG_SIZE} conversations on {label} (once; cached in "
+          f"{os.path.relpath(CACHE, REPO)})...", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    subprocess.run([GEN, database_url, str(BIG_SIZE)], check=True,
+                   env=dict(os.environ, LOG_LEVEL="warn"))
+    GENERATED[label] = time.monotonic() - t0
+    print(f"  generated in {GENERATED[label]:.0f} s", file=sys.stderr, flush=True)
+
+
+def sqlite_big_store():
+    """The path of the cached SQLite store, generated first when missing."""
+    os.makedirs(CACHE, exist_ok=True)
+    key = _store_key("sqlite")
+    path = os.path.join(CACHE, key + ".db")
+    if os.path.exists(path):
+        return path
+    _forget_other_stores("sqlite", key)
+    tmp = os.path.join(CACHE, key + ".tmp.db")
+    for leftover in glob.glob(tmp + "*"):
+        os.unlink(leftover)
+    _generate(f"sqlite:{tmp}", "SQLite")
+    for suffix in ("-wal", "-shm"):  # none left when the store closed cleanly
+        if os.path.exists(tmp + suffix):
+            os.rename(tmp + suffix, path + suffix)
+    os.rename(tmp, path)
+    return path
+
+
+class CachedPgCluster(PgCluster):
+    """A PostgreSQL cluster whose data directory lives in CACHE (the same initdb, options and
+    pg_ctl as the bench's temporary cluster), holding database "bench" with the generated
+    store; made once, started for each run and stopped (never deleted) at the end."""
+
+    def __init__(self):  # noqa: super().__init__ would make a temporary cluster
+        os.makedirs(CACHE, exist_ok=True)
+        key = _store_key("pg")
+        self.dir = os.path.join(CACHE, key)
+        self.data = os.path.join(self.dir, "data")
+        self.port = None
+        self.running = False
+        atexit.register(self.stop)
+        if os.path.exists(os.path.join(self.dir, "complete")):
+            return
+        _forget_other_stores("pg", key)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", self.data, "-U", "postgres",
+                                     "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+                       check=True, capture_output=True)
+        self.start()
+        _generate(self.create_database("bench"), "PostgreSQL")
+        # A store of this size in service has been vacuumed and analysed by autovacuum.
+        self.psql("VACUUM ANALYZE", "bench")
+        self.stop()
+        with open(os.path.join(self.dir, "complete"), "w") as f:
+            f.write(f"{BIG_SIZE}\n")
+
+    def destroy(self):
+        self.stop()
+
+
+def check_rows(srv, database_url_fresh, workdir):
+    """A few generated rows (a seed webhook, an ElevenLabs transcription and a failed call
+    initiation) posted over HTTP to a fresh store: GET ?include=transcript must show the same
+    as for the generated ones, but for processedAt."""
+    wanted, samples = {}, []
+    for n in range(1, 5000):
+        out = subprocess.run([GEN, "--body", str(n)], check=True, capture_output=True,
+                             text=True).stdout
+        endpoint, body = out.split("\n", 1)
+        kind = endpoint + (" failure" if "call_initiation_failure" in body else "")
+        if kind not in wanted:
+            wanted[kind] = n
+            samples.append((n, endpoint, body.strip()))
+        if len(wanted) == 3:
+            break
+    fresh = gensendrep(database_url_fresh, workdir)
+    try:
+        for n, endpoint, body in samples:
+            req = urllib.request.Request(f"http://127.0.0.1:{fresh.port}{endpoint}",
+                                         data=body.encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {KEY}",
+                                                  "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200
+            path = f"/api/v1/conversations/gen_{n:07d}?include=transcript"
+            posted, generated = http_json(fresh.port, path), http_json(srv.port, path)
+            posted.pop("processedAt")
+            generated.pop("processedAt")
+            if posted != generated:
+                raise RuntimeError(f"generated row gen_{n:07d} differs from the same webhook "
+                                   f"posted over HTTP:\n{generated}\n{posted}")
+    finally:
+        fresh.stop()
+    print(f"  generated rows checked against the same webhooks posted over HTTP: "
+          f"{', '.join(f'gen_{n:07d}' for n, _, _ in samples)} identical", file=sys.stderr)
+
+
+BIG_ENV = {"OUTBOX_RETENTION_DAYS": "36500"}  # nothing is pruned while the bench runs
+
+EXPORTS = []
+
+
+def export_one(srv, fmt):
+    """Reads the whole export; returns (rows, bytes, seconds)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=600)
+    t0 = time.monotonic()
+    conn.request("GET", f"/api/v1/conversations/export?format={fmt}",
+                 headers={"Authorization": f"Bearer {KEY}"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"export answered {resp.status}: {resp.read()[:300]!r}")
+    lines = size = 0
+    while True:
+        piece = resp.read(1 << 20)
+        if not piece:
+            break
+        size += len(piece)
+        lines += piece.count(b"\n")
+    seconds = time.monotonic() - t0
+    conn.close()
+    return (lines - 1 if fmt == "csv" else lines), size, seconds
+
+
+def export(backend, database_url, workdir):
+    for fmt in ("ndjson", "csv"):
+        srv = gensendrep(database_url, workdir, BIG_ENV)  # a fresh process: VmHWM is this export's
+        try:
+            rss0 = srv.peak_rss_mib()
+            c0 = srv.cpu_s()
+            rows, size, seconds = export_one(srv, fmt)
+            cpu = srv.cpu_s() - c0
+            rss = srv.peak_rss_mib()
+        finally:
+            srv.stop()
+        EXPORTS.append((backend, fmt, rows, size, seconds, rss0, rss, cpu))
+        print(f"  export {fmt}, {backend}: {rows} rows, {size / 1e6:.0f} MB in {seconds:.1f} s "
+              f"({rows / seconds:.0f} rows/s), server peak RSS {rss0:.1f} MiB before, "
+              f"{rss:.1f} MiB after, server CPU {cpu:.1f} s", file=sys.stderr, flush=True)
+        if rows != BIG_SIZE:
+            raise RuntimeError(f"the {fmt} export had {rows} rows, not {BIG_SIZE}")
+
+
+def big(sqlite_url, workdir):
+    """The export and analytics scenarios on SQLite, then on PostgreSQL."""
+    path = sqlite_big_store()
+    url = f"sqlite:{path}"
+    srv = gensendrep(url, workdir, BIG_ENV)
+    try:
+        check_rows(srv, sqlite_url("check"), workdir)
+    finally:
+        srv.stop()
+    if "export" in ONLY:
+        export("SQLite", url, workdir)
+    if "analytics" in ONLY:
+        analytics("SQLite", url, workdir)
+    try:
+        cluster = CachedPgCluster()
+        cluster.start()
+    except Exception as e:  # noqa: BLE001 - PostgreSQL is optional for the bench
+        print(f"  (PostgreSQL not available: {e})", file=sys.stderr)
+        return
+    try:
+        url = cluster.url("bench")
+        srv = gensendrep(url, workdir, BIG_ENV)
+        try:
+            check_rows(srv, cluster.create_database(f"bench_check_{os.getpid()}"), workdir)
+        finally:
+            srv.stop()
+            cluster.psql(f"DROP DATABASE IF EXISTS bench_check_{os.getpid()}")
+        if "export" in ONLY:
+            export("PostgreSQL", url, workdir)
+        if "analytics" in ONLY:
+            analytics("PostgreSQL", url, workdir)
+    finally:
+        cluster.stop()
+
+
+ANALYTICS = []
+
+
+def analytics(backend, database_url, workdir):
+    """GET /api/v1/analytics over the whole year, one connection, requests back to back (wrk
+    measures each round trip over loopback: the server's time, plus the answer's transfer)."""
+    srv = gensendrep(database_url, workdir, BIG_ENV)
+    try:
+        # First, that the rollups hold the whole store: the year's total is the list's count.
+        try:
+            year = http_json(srv.port, f"/api/v1/analytics?{YEAR}&interval=day")
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+            print("  (this build has no GET /api/v1/analytics: the analytics scenario is "
+                  "skipped)", file=sys.stderr)
+            return
+        listed = http_json(srv.port, f"/api/v1/conversations?{YEAR}&limit=1")["pagination"]
+        if year["totals"]["conversations"] != listed["total"] or len(year["series"]) != 365:
+            raise RuntimeError(f"analytics over the year counted {year['totals']['conversations']}"
+                               f" conversations in {len(year['series'])} days; the list has "
+                               f"{listed['total']}")
+        print(f"  analytics, {backend}: the year's totals count {listed['total']} conversations, "
+              f"as the list does", file=sys.stderr, flush=True)
+        for label, query in ANALYTICS_QUERIES:
+            http_json(srv.port, f"/api/v1/analytics?{query}")  # the same answer warms the cache
+            r = wrk(srv.port, "analytics", 1, args=(query,), duration=ANALYTICS_DURATION,
+                    cpu_of=srv)
+            ANALYTICS.append((backend, label, r))
+            row(f"analytics over a year of {BIG_SIZE}, {label}, {backend} (target p99 < "
+                f"{ANALYTICS_TARGET_MS:.0f} ms)", 1, r, srv.peak_rss_mib())
+    finally:
+        srv.stop()
+
+
 def main():
     work = tempfile.mkdtemp(prefix="gensendrep-bench-")
     results = {}
@@ -379,13 +646,17 @@ def main():
             srv.stop()
         if pg:
             pg.destroy()
+
+        if ONLY & {"export", "analytics"}:
+            big(sqlite_url, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print()
-    print("| scenario | connections | requests/s | p50 ms | p99 ms | errors | peak RSS MiB "
-          "| server CPU us/req |")
-    print("|---|---|---|---|---|---|---|---|")
+    if ROWS:
+        print()
+        print("| scenario | connections | requests/s | p50 ms | p99 ms | errors | peak RSS MiB "
+              "| server CPU us/req |")
+        print("|---|---|---|---|---|---|---|---|")
     for scenario, c, r, rss in ROWS:
         cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
         print(f"| {scenario} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
@@ -429,6 +700,22 @@ def main():
         print("signed ElevenLabs events were refused (errors above): the rate is not valid")
     if startup_ms is not None:
         print(f"start-up to first healthy answer: {startup_ms:.0f} ms")
+    for label, seconds in GENERATED.items():
+        print(f"generated the {BIG_SIZE}-conversation store on {label} in {seconds:.0f} s "
+              f"(bench/gen_store.c; cached for the next runs)")
+    for backend, label, r in ANALYTICS:
+        print(f"analytics over a year of {BIG_SIZE} conversations, {label}, {backend}: "
+              f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms over {r['requests']} requests "
+              f"(target: p99 under {ANALYTICS_TARGET_MS:.0f} ms: "
+              f"{'met' if r['p99'] < ANALYTICS_TARGET_MS and not r['errors'] else 'MISSED'})")
+    if EXPORTS:
+        print()
+        print(f"| export of {BIG_SIZE} conversations | format | rows | MB | seconds | rows/s "
+              f"| server peak RSS MiB before / after | server CPU s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for backend, fmt, rows, size, seconds, rss0, rss, cpu in EXPORTS:
+            print(f"| {backend} | {fmt} | {rows} | {size / 1e6:.0f} | {seconds:.1f} | "
+                  f"{rows / seconds:.0f} | {rss0:.1f} / {rss:.1f} | {cpu:.1f} |")
 
 
 if __name__ == "__main__":
