@@ -12,13 +12,13 @@ import base64
 import csv
 import datetime as dt
 import hashlib
+import hmac
 import io
 import json
 import os
 import re
 import shutil
 import struct
-import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -155,3 +155,640 @@ def test_other_methods_and_paths(server):
     for path in ("/dashboard/", "/dashboard/app.js.map", "/dashboard/../openapi.json.x",
                  "/dashboard/index.html"):
         assert_error(server.request("GET", path, key=None), 404)
+
+
+# ------------------------------------------------------------------ the page in Chromium
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ZONE = "Asia/Tokyo"  # the browser's zone (emulated): "per day" must be the reader's day
+DESKTOP, PHONE = (1280, 900), (375, 812)
+WAIT = 20  # seconds for anything the page does (a loaded machine)
+EL_SECRET = "wsec_dashboard_0123456789abcdef0123456789abcdef0123456789abcdef012345"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "elevenlabs"
+HOSTILE = "<img src=x onerror=window.__pwned=1>"
+KEY_STORAGE = "gensendrep.dashboard.key"
+# The browser tests run on SQLite only: the page reads the same API on both backends (the API's
+# own tests cover PostgreSQL), and a browser per backend would add half a minute to make test.
+BROWSER = pytest.mark.backends("sqlite")
+
+
+def wait_for(what, probe, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+            if last:
+                return last
+        except Exception as e:  # the element is being replaced: look again
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """Headless Chromium through chromedriver, with its own profile and download folders, the
+    browser's time zone set to ZONE. Missing packages fail the test (CI must never pass
+    without having run the browser)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("python3-selenium is missing: apt-get install python3-selenium "
+                    "(scripts/deps.sh test installs it)")
+    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing: apt-get install {pkg} (scripts/deps.sh test)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    downloads = tmp_path_factory.mktemp("chromium-downloads")
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", f"--user-data-dir={profile}", "--disable-gpu",
+                "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
+                "--disable-extensions", "--disable-background-networking", "--disable-sync",
+                "--lang=en-US", "--hide-scrollbars", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
+        opts.add_argument(arg)
+    if os.geteuid() == 0:
+        opts.add_argument("--no-sandbox")  # Chromium's sandbox refuses to run as root
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(CHROMEDRIVER, port=free_port(), log_path=str(ARTIFACTS / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=opts)
+    driver.set_page_load_timeout(30)
+    driver.set_script_timeout(30)
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ZONE})
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                           {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def el_body(cid, agent, account, start, duration, status, outcome):
+    """A signed-webhook body: the ElevenLabs post-call transcription fixture made into cid."""
+    body = json.loads((FIXTURES / "post_call_transcription_success.json").read_text())
+    data = body["data"]
+    data["conversation_id"] = cid
+    data["agent_id"] = agent
+    data["status"] = status
+    data["metadata"]["start_time_unix_secs"] = int(start.timestamp())
+    data["metadata"]["call_duration_secs"] = duration
+    data["analysis"]["call_successful"] = outcome
+    dyn = data["conversation_initiation_client_data"]["dynamic_variables"]
+    dyn["account_id"] = account
+    dyn["system__conversation_id"] = cid
+    dyn["system__agent_id"] = agent
+    return json.dumps(body).encode()
+
+
+def el_signature(body):
+    t = int(time.time())
+    mac = hmac.new(EL_SECRET.encode(), str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={t},v0={mac}"
+
+
+class Data:
+    """Known conversations over the last days of ZONE and what the dashboard must show."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        tz = ZoneInfo(ZONE)
+        today = dt.datetime.now(tz).date()
+        self.today = today
+        run = uid()[:8]
+        self.agents = {n: f"agent_{n}_{run}" for n in ("alpha", "beta", "gamma")}
+        a = self.agents
+
+        def at(days_ago, hh, mm):
+            d = today - dt.timedelta(days=days_ago)
+            return dt.datetime(d.year, d.month, d.day, hh, mm, tzinfo=tz)
+
+        # (agent, account, local start, duration s, status, platform or EL outcome)
+        seed = [
+            (a["alpha"], "acc_one", at(6, 10, 0), 300, "web"),
+            (a["alpha"], "acc_one", at(5, 0, 30), 120, "phone"),  # the day before in UTC
+            (a["gamma"], "acc_two", at(5, 23, 30), 60, "web"),
+            (a["alpha"], "acc_two", at(3, 12, 0), 600, "web"),
+            (HOSTILE, "acc_one", at(3, 12, 5), 45, "web"),  # stays text everywhere
+            (a["alpha"], "acc_one", at(1, 8, 0), 90, "phone"),
+            (a["alpha"], "acc_one", at(9, 9, 0), 100, "web"),  # before the 7 days shown
+        ]
+        eleven = [
+            (a["beta"], "acc_one", at(4, 9, 0), 30, "failed", "failure"),
+            (a["beta"], "acc_two", at(2, 13, 0), 20, "failed", "failure"),
+            (a["beta"], "acc_one", at(2, 13, 30), 200, "done", "success"),
+            (a["beta"], "acc_one", at(1, 0, 10), 15, "failed", "failure"),
+            (a["alpha"], "acc_two", at(1, 18, 0), 40, "failed", "unknown"),
+        ]
+        self.ids = []
+        for i, (agent, account, start, duration, platform) in enumerate(seed):
+            cid = f"conv_dash_{run}_{i}" if agent != HOSTILE else f"conv_{HOSTILE}_{run}"
+            ts = start.astimezone(dt.timezone.utc)
+            body = make_conv(cid, accountId=account)
+            body["transcript"] = [
+                {"timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "speaker": "user",
+                 "content": f"Hello {HOSTILE}", "messageId": "m1"},
+                {"timestamp": (ts + dt.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 "speaker": "agent", "content": "Hi", "messageId": "m2"},
+            ]
+            body["metadata"].update(agentId=agent, duration=duration, messageCount=2,
+                                    platform=platform)
+            r = srv.post_conv(body)
+            assert r.status_code == 200, r.text[:300]
+            self.ids.append(cid)
+        for i, (agent, account, start, duration, status, outcome) in enumerate(eleven):
+            cid = f"conv_dash_{run}_el{i}"
+            raw = el_body(cid, agent, account, start, duration, status, outcome)
+            r = srv.request("POST", "/api/v1/webhook/elevenlabs", key=None, data=raw,
+                            headers={"Content-Type": "application/json",
+                                     "ElevenLabs-Signature": el_signature(raw)})
+            assert r.status_code == 200, r.text[:300]
+            self.ids.append(cid)
+        # January 2020: enough rows for more than one page of the table
+        self.old = []
+        for i in range(30):
+            body = make_conv(f"conv_dash_{run}_old{i:02d}", accountId="acc_old")
+            for j, m in enumerate(body["transcript"]):
+                m["timestamp"] = f"2020-01-{1 + i % 28:02d}T10:00:{j:02d}Z"
+            assert srv.post_conv(body).status_code == 200
+            self.old.append(body["conversationId"])
+        # what the API says of each (start, status, counts): the expectations follow from it
+        self.convs = {}
+        for cid in self.ids:
+            r = srv.get_conv(cid)
+            assert r.status_code == 200, r.text[:300]
+            self.convs[cid] = r.json()
+        first = today - dt.timedelta(days=6)
+        self.days = [first + dt.timedelta(days=i) for i in range(7)]
+        self.shown = {cid: c for cid, c in self.convs.items() if self.day(c) in self.days}
+        assert len(self.shown) == len(self.ids) - 1
+        shown = list(self.shown.values())
+        self.per_day = {d: sum(1 for c in shown if self.day(c) == d) for d in self.days}
+        self.totals = {
+            "conversations": len(shown),
+            "completed": sum(1 for c in shown if c["status"] == "completed"),
+            "failed": sum(1 for c in shown if c["status"] == "failed"),
+            "messages": sum(c["messageCount"] for c in shown),
+            "duration": sum(c["duration"] for c in shown),
+        }
+        assert self.totals["failed"] == 4 and self.totals["messages"] > 0
+        # the agent that fails most: beta, 3 of its 4
+        self.worst = (a["beta"], 3, 4)
+        utc_days = sorted(c["startTime"][:10] for c in shown)
+        local_days = sorted(self.day(c).isoformat() for c in shown)
+        assert utc_days != local_days  # the zone matters for this data
+
+    @staticmethod
+    def day(c):
+        t = c["startTime"] or c["processedAt"]
+        return dt.datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(ZoneInfo(ZONE)).date()
+
+
+@pytest.fixture(scope="module")
+def dash(backend, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp(f"dashboard-{backend}"), backend=backend,
+                 env={"ELEVENLABS_WEBHOOK_SECRET": EL_SECRET,
+                      "RATE_LIMIT_ELEVENLABS_PER_MINUTE": "1000000"})
+    srv.start()
+    try:
+        srv.data = Data(srv)
+    except BaseException:
+        finish_server(srv)
+        raise
+    yield srv
+    finish_server(srv)
+
+
+# ---- driving the page
+def by_id(d, i):
+    from selenium.webdriver.common.by import By
+    return d.find_element(By.ID, i)
+
+
+def text(d, i):
+    return by_id(d, i).get_attribute("textContent").strip()
+
+
+def visible(d, i):
+    return by_id(d, i).is_displayed()
+
+
+def refreshed(d):
+    return d.execute_script("return document.body.getAttribute('data-refreshed')")
+
+
+def wait_refresh(d, before):
+    """Until a refresh after `before` (the data-refreshed mark) has been rendered."""
+    wait_for("a refresh", lambda: (refreshed(d) or None) if refreshed(d) != before else None)
+
+
+def set_viewport(d, size):
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": size[0], "height": size[1], "deviceScaleFactor": 1,
+                       "mobile": size[0] < 600})
+
+
+def open_signed_out(d, srv, size=DESKTOP):
+    set_viewport(d, size)
+    d.get(srv.url(PAGE))
+    d.execute_script("window.sessionStorage.clear()")
+    d.get(srv.url(PAGE))
+    wait_for("the sign-in form", lambda: visible(d, "api-key"))
+
+
+def sign_in(d, srv, key=KEY1, size=DESKTOP, auto_refresh="0"):
+    """Signs in; the automatic refresh (30 s by default) is then set to auto_refresh seconds
+    ("0": off), so that only what a test does changes the page."""
+    from selenium.webdriver.support.ui import Select
+    open_signed_out(d, srv, size)
+    by_id(d, "api-key").send_keys(key)
+    by_id(d, "signin-button").click()
+    wait_for("the dashboard", lambda: visible(d, "dash-view") and refreshed(d))
+    assert text(d, "dash-error") == ""
+    assert text(d, "status-line").endswith("refreshes every 30 s")
+    if auto_refresh != "30":
+        mark = refreshed(d)
+        Select(by_id(d, "auto-refresh")).select_by_value(auto_refresh)
+        wait_refresh(d, mark)
+
+
+def series_rows(d):
+    return d.execute_script("""
+        return Array.from(document.querySelectorAll('#series-table tbody tr')).map(tr =>
+          [tr.querySelector('time').getAttribute('datetime'), tr.cells[1].textContent]);""")
+
+
+def agent_rows(d):
+    return d.execute_script("""
+        return Array.from(document.querySelectorAll('#by-agent tbody tr')).map(tr =>
+          Array.from(tr.cells).map(c => c.textContent));""")
+
+
+def recent_ids(d):
+    return d.execute_script("""
+        return Array.from(document.querySelectorAll('#recent tbody a')).map(a =>
+          a.getAttribute('data-conversation-id'));""")
+
+
+def fmt_int(n):
+    return f"{n:,}"
+
+
+def fmt_duration(s):
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def check_numbers(d, data):
+    """The totals, the per-day counts and the agent that fails most, as the DOM shows them."""
+    t = data.totals
+    assert text(d, "t-conversations") == fmt_int(t["conversations"])
+    assert text(d, "t-completed") == fmt_int(t["completed"])
+    assert text(d, "t-failed") == fmt_int(t["failed"])
+    assert text(d, "t-messages") == fmt_int(t["messages"])
+    assert text(d, "t-duration-sum") == fmt_duration(t["duration"])
+    got = series_rows(d)
+    assert [s[:10] for s, _ in got] == [x.isoformat() for x in data.days]
+    assert [int(n) for _, n in got] == [data.per_day[x] for x in data.days]
+    # each start is local midnight in the browser's zone, with its offset
+    offset = dt.datetime.now(ZoneInfo(ZONE)).strftime("%z")
+    assert all(s.endswith(offset[:3] + ":" + offset[3:]) for s, _ in got), got
+    worst, failed, of = data.worst
+    assert text(d, "fails-most-agent") == f"{worst} ({failed} failed of {of})"
+    rows = {r[0]: r for r in agent_rows(d)}
+    assert rows[worst][1:4] == [str(of), str(failed), "75%"]
+    assert rows[HOSTILE][1:3] == ["1", "0"]
+
+
+def png_size(path):
+    raw = Path(path).read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert raw[12:16] == b"IHDR"
+    return struct.unpack(">II", raw[16:24]), len(raw)
+
+
+def screenshot(d, name, size, check):
+    """Saves build/artifacts/dashboard-NAME.png of the viewport, checked: the DOM shows what
+    check() asserts just before and just after (no refresh in between), and the file is a PNG
+    of the viewport's size."""
+    mark = refreshed(d)
+    check()
+    path = ARTIFACTS / f"dashboard-{name}.png"
+    assert d.save_screenshot(str(path))
+    check()
+    assert refreshed(d) == mark, "the page refreshed during the screenshot"
+    (w, h), nbytes = png_size(path)
+    assert (w, h) == size, (w, h)
+    assert nbytes > 10000, f"{path}: {nbytes} bytes is too small for a rendered page"
+    print(f"screenshot: {path}")
+    return path
+
+
+@BROWSER
+def test_a_wrong_key_shows_an_error_and_keeps_nothing(chromium, dash):
+    d = chromium
+    open_signed_out(d, dash)
+    by_id(d, "api-key").send_keys("test-key-wrong")
+    by_id(d, "signin-button").click()
+    wait_for("the error", lambda: visible(d, "signin-error"))
+    msg = text(d, "signin-error")
+    assert "not accepted" in msg and "401" in msg, msg
+    assert not visible(d, "dash-view")
+    assert d.execute_script("return window.sessionStorage.length + window.localStorage.length") == 0
+    assert d.execute_script("return document.cookie") == ""
+    screenshot(d, "wrong-key", DESKTOP, lambda: ("401" in text(d, "signin-error")))
+
+
+@BROWSER
+def test_totals_days_and_the_agent_that_fails_most(chromium, dash):
+    d, data = chromium, dash.data
+    sign_in(d, dash)
+    # the key: this tab's session storage only
+    assert d.execute_script(f"return window.sessionStorage.getItem('{KEY_STORAGE}')") == KEY1
+    assert d.execute_script("return window.localStorage.length") == 0
+    assert by_id(d, "f-tz").get_attribute("value") == ZONE  # the browser's zone by default
+    assert by_id(d, "f-from").get_attribute("value") == data.days[0].isoformat()
+    assert by_id(d, "f-to").get_attribute("value") == data.today.isoformat()
+    check_numbers(d, data)
+    # the chart: one bar per day, heights in the proportions of the counts, a text alternative
+    bars = d.execute_script("""
+        return Array.from(document.querySelectorAll('#chart svg rect.bar')).map(r =>
+          [parseFloat(r.getAttribute('height')), r.querySelector('title').textContent]);""")
+    assert len(bars) == 7
+    counts = [data.per_day[x] for x in data.days]
+    top = max(counts)
+    for (h, title), n, day in zip(bars, counts, data.days):
+        assert title == f"{day.isoformat()}: {n} conversations"
+        assert abs(h - bars[counts.index(top)][0] * n / top) < 1.01
+    svg = d.execute_script("const s = document.querySelector('#chart svg'); return "
+                           "[s.getAttribute('role'), s.getAttribute('aria-labelledby')]")
+    assert svg == ["img", "chart-title chart-desc"]
+    assert f"{data.totals['conversations']} conversations" in text(d, "chart-desc")
+    # breakdowns hold the numbers of the data
+    status = d.execute_script("return Array.from(document.querySelectorAll('#by-status li')).map("
+                              "li => li.querySelector('.bar-key').textContent + '=' + "
+                              "li.querySelector('.bar-value').textContent.split(' ')[0])")
+    assert sorted(status) == sorted([f"completed={data.totals['completed']}",
+                                     f"failed={data.totals['failed']}"])
+    # a value from the API is text: the hostile agent id made no element and ran nothing
+    assert d.execute_script("return window.__pwned === undefined && "
+                            "document.querySelectorAll('main img').length === 0")
+    screenshot(d, "desktop", DESKTOP, lambda: check_numbers(d, data))
+
+
+@BROWSER
+def test_the_table_lists_the_conversations_and_opens_a_report(chromium, dash):
+    from selenium.webdriver.common.by import By
+    d, data = chromium, dash.data
+    sign_in(d, dash)
+    ids = recent_ids(d)
+    assert sorted(ids) == sorted(data.shown)  # the 7 days only, every one
+    order = sorted(data.shown, key=lambda c: (data.convs[c]["processedAt"]), reverse=True)
+    assert ids[0] == order[0]  # newest processedAt first
+    hostile = next(c for c in ids if HOSTILE in c)
+    link = d.find_element(By.CSS_SELECTOR, f'#recent a[data-conversation-id="{hostile}"]')
+    assert link.text == hostile
+    assert link.get_attribute("href") == dash.url(
+        "/api/v1/conversations/" + quote(hostile, safe="") + "/report")
+    # a row opens its report (fetched with the key, shown in a sandboxed blob: frame)
+    target = data.ids[3]
+    link = d.find_element(By.CSS_SELECTOR, f'#recent a[data-conversation-id="{target}"]')
+    link.click()
+    wait_for("the report dialog", lambda: visible(d, "report-dialog"))
+    frame = by_id(d, "report-frame")
+    wait_for("the report", lambda: frame.get_attribute("src").startswith("blob:"))
+    assert frame.get_attribute("sandbox") == ""
+    assert text(d, "report-title") == f"Report: {target}"
+
+    def in_report():
+        d.switch_to.frame(frame)
+        try:
+            h1 = d.find_element(By.TAG_NAME, "h1").text
+            sub = d.find_element(By.CSS_SELECTOR, "p.sub").text
+            width = d.execute_script("return getComputedStyle(document.body).maxWidth")
+            return h1, sub, width
+        finally:
+            d.switch_to.default_content()
+
+    h1, sub, width = wait_for("the report's page", lambda: in_report()[0] and in_report())
+    assert (h1, sub) == ("Conversation report", target)
+    assert width == "800px"  # the report's own style applies (its hash is in the CSP)
+    screenshot(d, "report", DESKTOP, lambda: text(d, "report-title") == f"Report: {target}")
+    # Escape closes it and the focus goes back to the link
+    from selenium.webdriver.common.keys import Keys
+    d.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait_for("the dialog to close", lambda: not visible(d, "report-dialog"))
+    assert d.switch_to.active_element.get_attribute("data-conversation-id") == target
+    assert by_id(d, "report-frame").get_attribute("src") == "about:blank"
+    # the hostile id's report opens too (its id is one path segment)
+    d.find_element(By.CSS_SELECTOR, f'#recent a[data-conversation-id="{hostile}"]').click()
+    wait_for("its report", lambda: by_id(d, "report-frame").get_attribute("src").startswith("blob:"))
+    assert text(d, "report-error") == ""
+    by_id(d, "report-close").click()
+    wait_for("the dialog to close", lambda: not visible(d, "report-dialog"))
+
+
+@BROWSER
+def test_filters_and_refresh(chromium, dash):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+    d, data = chromium, dash.data
+    sign_in(d, dash)
+    # an agent filter: the analytics follow it, the table keeps the time/account/status filters
+    agent = by_id(d, "f-agent")
+    agent.send_keys(data.agents["beta"] + Keys.ENTER)
+    wait_for("beta's numbers", lambda: (text(d, "t-conversations"), text(d, "t-failed")) == ("4", "3"))
+    assert sorted(recent_ids(d)) == sorted(data.shown)
+    # a status filter narrows the table too
+    agent.clear()
+    by_id(d, "f-status").send_keys("failed" + Keys.ENTER)
+    failed = sorted(c for c in data.shown if data.convs[c]["status"] == "failed")
+    wait_for("the failed ones", lambda: sorted(recent_ids(d)) == failed)
+    assert text(d, "t-conversations") == "4" and text(d, "t-failed") == "4"
+    # an hourly view of the last day (24 bars)
+    mark = refreshed(d)
+    by_id(d, "f-status").clear()
+    d.execute_script("""  // date inputs take keys in the locale's order: set the values
+        const f = document.getElementById('f-from'), t = document.getElementById('f-to');
+        f.value = arguments[0]; t.value = arguments[0];
+        document.getElementById('f-interval').value = 'hour';
+        document.getElementById('filters').requestSubmit();""", data.days[-2].isoformat())
+    wait_refresh(d, mark)
+    day = data.days[-2]
+    wait_for("24 hours", lambda: len(series_rows(d)) == 24)
+    assert text(d, "t-conversations") == str(data.per_day[day])
+    # the automatic refresh: a new conversation appears without touching anything
+    mark = refreshed(d)
+    Select(by_id(d, "auto-refresh")).select_by_value("10")
+    wait_refresh(d, mark)
+    before = int(text(d, "t-conversations"))
+    body = make_conv(f"conv_dash_late_{uid()}")
+    ts = dt.datetime.combine(day, dt.time(15, 0), ZoneInfo(ZONE)).astimezone(dt.timezone.utc)
+    for i, m in enumerate(body["transcript"]):
+        m["timestamp"] = (ts + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert dash.post_conv(body).status_code == 200
+    wait_for("the automatic refresh", lambda: text(d, "t-conversations") == str(before + 1),
+             timeout=30)
+    assert body["conversationId"] in recent_ids(d)
+    assert dash.request("DELETE", "/api/v1/conversations/" + body["conversationId"]).status_code == 200
+    Select(by_id(d, "auto-refresh")).select_by_value("0")
+    # a month with more rows than a page: "Show more" follows the cursor to the end
+    d.execute_script("""
+        document.getElementById('f-from').value = '2020-01-01';
+        document.getElementById('f-to').value = '2020-01-31';
+        document.getElementById('f-interval').value = 'week';
+        document.getElementById('filters').requestSubmit();""")
+    wait_for("a first page", lambda: len(recent_ids(d)) == 25 and visible(d, "more"))
+    assert text(d, "t-conversations") == "30"
+    by_id(d, "more").click()
+    wait_for("the rest", lambda: len(recent_ids(d)) == 30 and not visible(d, "more"))
+    assert sorted(recent_ids(d)) == sorted(data.old)
+    # a report that is gone meanwhile says so in the dialog
+    gone = data.old[0]
+    assert dash.request("DELETE", "/api/v1/conversations/" + gone).status_code == 200
+    d.find_element("css selector", f'#recent a[data-conversation-id="{gone}"]').click()
+    wait_for("the report's error", lambda: visible(d, "report-error"))
+    assert text(d, "report-error") == "The report: not found (404: Conversation not found)."
+    by_id(d, "report-close").click()
+    wait_for("the dialog to close", lambda: not visible(d, "report-dialog"))
+    # a time zone that is not one says so and keeps the numbers
+    shown, mark = text(d, "t-conversations"), refreshed(d)
+    d.execute_script("document.getElementById('f-tz').value = 'Mars/Olympus_Mons';"
+                     "document.getElementById('apply').click()")
+    wait_for("the zone error", lambda: visible(d, "filters-error"))
+    assert "not an IANA time zone" in text(d, "filters-error")
+    assert text(d, "t-conversations") == shown and refreshed(d) == mark
+
+
+@BROWSER
+def test_export_saves_what_the_filters_match(chromium, dash):
+    d, data = chromium, dash.data
+    sign_in(d, dash)
+    for old in data_files(d):
+        old.unlink()
+    by_id(d, "export-csv").click()
+    wait_for("the saved export", lambda: text(d, "status-line").startswith("Saved "))
+    name = f"conversations-{data.days[0].isoformat()}-to-{data.today.isoformat()}.csv"
+    assert name in text(d, "status-line")
+    path = d.downloads / name
+    wait_for("the downloaded file", lambda: path.exists() and path.stat().st_size > 0)
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+    assert sorted(r["conversationId"] for r in rows) == sorted(data.shown)
+    assert next(r for r in rows if HOSTILE in r["conversationId"])["agentId"] == HOSTILE
+    by_id(d, "export-ndjson").click()
+    ndjson = d.downloads / name.replace(".csv", ".ndjson")
+    wait_for("the NDJSON export", lambda: ndjson.exists() and ndjson.stat().st_size > 0)
+    lines = [json.loads(x) for x in ndjson.read_text().splitlines()]
+    assert sorted(x["conversationId"] for x in lines) == sorted(data.shown)
+
+
+def data_files(d):
+    return [p for p in d.downloads.iterdir() if p.is_file()]
+
+
+@BROWSER
+def test_phone_width_has_no_horizontal_scrolling(chromium, dash):
+    d, data = chromium, dash.data
+    sign_in(d, dash, size=PHONE)
+    assert d.execute_script("return window.innerWidth") == PHONE[0]
+    widths = d.execute_script("return [document.documentElement.scrollWidth, "
+                              "document.documentElement.clientWidth, document.body.scrollWidth]")
+    assert widths[0] <= widths[1] and widths[2] <= widths[1], widths
+    # nothing sticks out of the viewport but what scrolls inside its own box
+    out = d.execute_script("""
+        const w = document.documentElement.clientWidth, bad = [];
+        for (const e of document.querySelectorAll('body *')) {
+          if (!e.getClientRects().length || e.closest('.scroll, dialog, datalist')) continue;
+          const r = e.getBoundingClientRect();
+          if (r.right > w + 0.5) bad.push(e.tagName + '#' + e.id + '.' + e.className);
+        }
+        return bad;""")
+    assert out == [], out
+    assert d.execute_script("return document.querySelector('#chart svg').getBoundingClientRect()"
+                            ".width") <= PHONE[0]
+    check_numbers(d, data)
+    screenshot(d, "phone", PHONE, lambda: check_numbers(d, data))
+    set_viewport(d, DESKTOP)
+
+
+# Each visible control must be reached by Tab.
+CONTROLS = """
+    return Array.from(document.querySelectorAll('a[href], button, input, select, summary'))
+      .filter(e => e.getClientRects().length && !e.disabled && !e.closest('dialog'))
+      .map(e => e.id || e.getAttribute('data-conversation-id') || e.textContent.trim());"""
+
+
+@BROWSER
+def test_keyboard_reaches_every_control_and_everything_is_labelled(chromium, dash):
+    from selenium.webdriver.common.keys import Keys
+    d = chromium
+    sign_in(d, dash)
+    want = set(d.execute_script(CONTROLS))
+    assert {"f-from", "f-to", "f-interval", "f-tz", "f-account", "f-agent", "f-platform",
+            "f-status", "apply", "reset", "export-csv", "export-ndjson", "sign-out",
+            "refresh-now", "auto-refresh"} <= want
+    d.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    d.find_element("tag name", "body").send_keys(Keys.TAB)
+    reached, seen_focus = set(), []
+    for _ in range(400):
+        name = d.execute_script("const e = document.activeElement; return e.id || "
+                                "e.getAttribute('data-conversation-id') || e.textContent.trim()")
+        reached.add(name)
+        seen_focus.append(name)
+        if want <= reached:
+            break
+        d.switch_to.active_element.send_keys(Keys.TAB)
+    assert want <= reached, sorted(want - reached)
+    # every control has a name a screen reader reads out
+    unnamed = d.execute_script("""
+        return Array.from(document.querySelectorAll('input, select, button'))
+          .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                       && !e.textContent.trim()).map(e => e.id);""")
+    assert unnamed == []
+    # text contrast of at least 4.5:1 against what is behind it
+    low = d.execute_script("""
+        function rgb(s) { const m = s.match(/[\\d.]+/g).map(Number); return m; }
+        function lum(c) { const a = c.slice(0, 3).map(v => { v /= 255;
+          return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+          return 0.2126 * a[0] + 0.7152 * a[1] + 0.0722 * a[2]; }
+        function bg(e) { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+          if (c.length < 4 || c[3] > 0.5) return c; } return [255, 255, 255]; }
+        const bad = [];
+        for (const e of document.querySelectorAll('main *, header *')) {
+          if (!e.getClientRects().length || e.closest('svg, dialog')) continue;
+          if (![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+          const a = lum(rgb(getComputedStyle(e).color)), b = lum(bg(e));
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          if (ratio < 4.5) bad.push(e.tagName + '#' + e.id + ' ' + ratio.toFixed(2));
+        }
+        return bad;""")
+    assert low == [], low
+
+
+@BROWSER
+def test_sign_out_forgets_the_key(chromium, dash):
+    d = chromium
+    sign_in(d, dash)
+    by_id(d, "sign-out").click()
+    wait_for("the sign-in form", lambda: visible(d, "api-key"))
+    assert d.execute_script("return window.sessionStorage.length") == 0
+    assert text(d, "t-conversations") == "–"
+    assert recent_ids(d) == []
+    assert "Signed out" in text(d, "signin-error")
+    # a reload stays signed out
+    d.get(dash.url(PAGE))
+    wait_for("the sign-in form", lambda: visible(d, "api-key"))
+    assert not visible(d, "dash-view")
+    # a key revoked while the page is open sends it back to the sign-in form
+    d.execute_script(f"window.sessionStorage.setItem('{KEY_STORAGE}', 'test-key-revoked')")
+    d.get(dash.url(PAGE))
+    wait_for("the sign-in form", lambda: visible(d, "signin-error"))
+    assert "401" in text(d, "signin-error")
+    assert d.execute_script("return window.sessionStorage.length") == 0

@@ -180,7 +180,7 @@
       case 403:
         return "This API key may not read conversations (403: it needs the read scope).";
       case 404:
-        return what + ": not available on this server (404" + (err.message ? ": " + err.message : "") + ").";
+        return what + ": not found (404" + (err.message ? ": " + err.message : "") + ").";
       case 429:
         return what + ": too many requests (429); the next refresh tries again.";
       case 503:
