@@ -805,7 +805,6 @@
   }
 
   function init() {
-    show($("noscript"), false);
     setDefaultFilters();
     if (typeof Intl.supportedValuesOf === "function") {
       try {
