@@ -28,6 +28,7 @@ struct vmap {
   size_t nslots;
   bool has_null;
   size_t null_index;
+  size_t last; /* index + 1 of the last key found (cells often repeat a value), 0: none */
 };
 
 struct analytics {
@@ -158,15 +159,20 @@ static struct entry *vmap_get(struct vmap *m, const char *key) {
     }
     return &m->items[m->null_index];
   }
+  if (m->last && strcmp(m->items[m->last - 1].key, key) == 0) return &m->items[m->last - 1];
   if ((m->count + 1) * 2 > m->nslots && !vmap_grow(m)) return NULL;
   size_t j = hash_str(key) & (m->nslots - 1);
   while (m->slots[j]) {
-    struct entry *e = &m->items[m->slots[j] - 1];
-    if (e->key && strcmp(e->key, key) == 0) return e;
+    size_t i = m->slots[j] - 1;
+    if (m->items[i].key && strcmp(m->items[i].key, key) == 0) {
+      m->last = i + 1;
+      return &m->items[i];
+    }
     j = (j + 1) & (m->nslots - 1);
   }
   if (!vmap_push(m, key, &index)) return NULL;
   m->slots[j] = index + 1;
+  m->last = index + 1;
   return &m->items[index];
 }
 
@@ -271,9 +277,14 @@ static void out_mem(struct out *o, const char *s, size_t n) {
 static void out_str(struct out *o, const char *s) { out_mem(o, s, strlen(s)); }
 
 static void out_int(struct out *o, int64_t v) {
-  char buf[24];
-  int n = snprintf(buf, sizeof buf, "%lld", (long long)v);
-  out_mem(o, buf, (size_t)n);
+  char buf[24], *p = buf + sizeof buf;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  out_mem(o, p, (size_t)(buf + sizeof buf - p));
 }
 
 /* A JSON string as jansson writes one (UTF-8 as is; '"', '\' and controls escaped); bytes that
@@ -441,6 +452,7 @@ static int breakdown_out(struct analytics *a, int d, analytics_name_fn name, voi
   m->slots = NULL;
   m->nslots = 0;
   m->has_null = false;
+  m->last = 0;
   size_t top = m->count < ANALYTICS_TOP ? m->count : ANALYTICS_TOP;
   struct sums other = {0};
   bool has_other = m->count > top;
