@@ -29,6 +29,7 @@ void rollup_map_clear(struct rollup_map *m) {
   m->n = 0;
   for (size_t i = 0; i < m->nslots; i++) m->slots[i] = SIZE_MAX;
   m->oom = false;
+  m->last_valid = false;
 }
 
 void rollup_map_free(struct rollup_map *m) {
@@ -132,20 +133,59 @@ static void entry_add(struct rollup_entry *e, int sign, const struct rollup_row 
   e->hist[bucket] += sign;
 }
 
+/* Whether row's keys are those of the last row added (same hour, same dimensions). */
+static bool same_as_last(const struct rollup_map *m, int64_t hour, const struct rollup_row *row) {
+  if (!m->last_valid || m->last_hour != hour) return false;
+  const struct rollup_entry *full = &m->e[m->last[0]];
+  for (int d = 0; d < STORE_DIM_COUNT; d++)
+    if (strcmp(full->vals[d], nz(row->dims[d])) != 0) return false;
+  return true;
+}
+
 bool rollup_map_add(struct rollup_map *m, int sign, const struct rollup_row *row) {
   int bucket = analytics_hist_bucket(row->duration);
   int64_t hour = rollup_floor(row->event_us, ROLLUP_HOUR_US);
+  if (same_as_last(m, hour, row)) {
+    for (size_t i = 0; i < m->nlast; i++) entry_add(&m->e[m->last[i]], sign, row, bucket);
+    return true;
+  }
+  m->last_valid = false;
+  m->nlast = 0;
   struct rollup_entry *e = find_or_add(m, ROLLUP_FULL, 0, hour, row->dims, STORE_DIM_COUNT);
   if (!e) goto oom;
   entry_add(e, sign, row, bucket);
-  if (!m->levels) return true;
-  if (!(e = find_or_add(m, ROLLUP_TOTAL, 0, hour, NULL, 0))) goto oom;
-  entry_add(e, sign, row, bucket);
-  int64_t day = rollup_floor(row->event_us, ROLLUP_DAY_US);
-  for (int d = 0; d < STORE_DIM_COUNT; d++) {
-    if (!(e = find_or_add(m, ROLLUP_DIM, d, day, &row->dims[d], 1))) goto oom;
+  m->last[m->nlast++] = (size_t)(e - m->e);
+  if (m->levels) {
+    int64_t day = rollup_floor(row->event_us, ROLLUP_DAY_US);
+    int64_t block = rollup_floor(row->event_us, ROLLUP_BLOCK_US);
+    static const char *const none[1] = {""};
+    struct {
+      int dim;
+      int64_t at;
+      const char *const *vals;
+    } keys[ROLLUP_KEYS_PER_ROW - 2] = {
+        {ROLLUP_DIM_TOTAL, day, none},
+        {ROLLUP_DIM_TOTAL4, rollup_floor(row->event_us, ROLLUP_TOTAL4_US), none}};
+    size_t n = 2;
+    for (int d = 0; d < STORE_DIM_COUNT; d++) {
+      keys[n].dim = d;
+      keys[n].at = day;
+      keys[n++].vals = &row->dims[d];
+      keys[n].dim = ROLLUP_DIM_BLOCK + d;
+      keys[n].at = block;
+      keys[n++].vals = &row->dims[d];
+    }
+    if (!(e = find_or_add(m, ROLLUP_TOTAL, 0, hour, NULL, 0))) goto oom;
     entry_add(e, sign, row, bucket);
+    m->last[m->nlast++] = (size_t)(e - m->e);
+    for (size_t i = 0; i < n; i++) {
+      if (!(e = find_or_add(m, ROLLUP_DIM, keys[i].dim, keys[i].at, keys[i].vals, 1))) goto oom;
+      entry_add(e, sign, row, bucket);
+      m->last[m->nlast++] = (size_t)(e - m->e);
+    }
   }
+  m->last_valid = true;
+  m->last_hour = hour;
   return true;
 oom:
   m->oom = true;
@@ -231,6 +271,26 @@ bool rollup_plan_make(const struct store_analytics_query *q, struct rollup_plan 
     if (p->nuncovered && p->uncovered[p->nuncovered - 1] == d) continue;
     p->uncovered[p->nuncovered++] = d;
   }
+  if (q->ncuts && (!(p->split = malloc(q->ncuts * sizeof *p->split)) ||
+                   !(p->split4 = malloc(q->ncuts * sizeof *p->split4))))
+    goto oom;
+  for (size_t i = 0; i < q->ncuts; i++) {
+    int64_t c = q->cuts[i], d = rollup_floor(c, ROLLUP_DAY_US),
+            b = rollup_floor(c, ROLLUP_TOTAL4_US);
+    if (d == c || d < p->day_from || d >= p->day_to || rollup_plan_uncovered(p, d)) continue;
+    if (!p->nsplit || p->split[p->nsplit - 1] != d) p->split[p->nsplit++] = d;
+    if (b != c && (!p->nsplit4 || p->split4[p->nsplit4 - 1] != b)) p->split4[p->nsplit4++] = b;
+  }
+  p->block_from = rollup_ceil(p->day_from, ROLLUP_BLOCK_US);
+  p->block_to = rollup_floor(p->day_to, ROLLUP_BLOCK_US);
+  if (p->day_from == p->day_to || p->block_from >= p->block_to) p->block_from = p->block_to = 0;
+  if (p->nuncovered && !(p->bad = malloc(p->nuncovered * sizeof *p->bad))) goto oom;
+  for (size_t i = 0; i < p->nuncovered; i++) {
+    int64_t b = rollup_floor(p->uncovered[i], ROLLUP_BLOCK_US);
+    if (b < p->block_from || b >= p->block_to) continue;
+    if (p->nbad && p->bad[p->nbad - 1] == b) continue;
+    p->bad[p->nbad++] = b;
+  }
   return true;
 oom:
   rollup_plan_free(p);
@@ -240,6 +300,9 @@ oom:
 void rollup_plan_free(struct rollup_plan *p) {
   free(p->straddled);
   free(p->uncovered);
+  free(p->split);
+  free(p->split4);
+  free(p->bad);
   free(p->raw);
   memset(p, 0, sizeof *p);
 }
@@ -263,6 +326,18 @@ bool rollup_plan_straddled(const struct rollup_plan *p, int64_t h) {
 
 bool rollup_plan_uncovered(const struct rollup_plan *p, int64_t d) {
   return sorted_has(p->uncovered, p->nuncovered, d);
+}
+
+bool rollup_plan_split(const struct rollup_plan *p, int64_t d) {
+  return sorted_has(p->split, p->nsplit, d);
+}
+
+bool rollup_plan_split4(const struct rollup_plan *p, int64_t b) {
+  return sorted_has(p->split4, p->nsplit4, b);
+}
+
+bool rollup_plan_bad(const struct rollup_plan *p, int64_t b) {
+  return sorted_has(p->bad, p->nbad, b);
 }
 
 void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t at_us) {
@@ -299,13 +374,28 @@ void rollup_sink_cell(struct rollup_sink *k, const struct store_cell *c) {
     case ROLLUP_SRC_FULL:
       if (rollup_plan_straddled(k->plan, c->at_us)) return;
       break;
-    case ROLLUP_SRC_TOTAL:
-      if (rollup_plan_uncovered(k->plan, rollup_floor(c->at_us, ROLLUP_DAY_US))) return;
+    case ROLLUP_SRC_TOTAL: /* only the hours of split 4-hour spans */
+      if (!rollup_plan_split4(k->plan, rollup_floor(c->at_us, ROLLUP_TOTAL4_US))) return;
       break;
-    case ROLLUP_SRC_DIM:
+    case ROLLUP_SRC_TOTAL4: /* the 4-hour spans of split days, but split ones */
+      if (!rollup_plan_split(k->plan, rollup_floor(c->at_us, ROLLUP_DAY_US)) ||
+          rollup_plan_split4(k->plan, c->at_us))
+        return;
+      break;
+    case ROLLUP_SRC_DAY_TOTAL:
+      if (rollup_plan_uncovered(k->plan, c->at_us) || rollup_plan_split(k->plan, c->at_us)) return;
+      break;
+    case ROLLUP_SRC_DIM: /* days outside the good blocks */
       if (rollup_plan_uncovered(k->plan, c->at_us)) return;
+      if (c->at_us >= k->plan->block_from && c->at_us < k->plan->block_to &&
+          !rollup_plan_bad(k->plan, rollup_floor(c->at_us, ROLLUP_BLOCK_US)))
+        return;
+      break;
+    case ROLLUP_SRC_BLOCK:
+      if (rollup_plan_bad(k->plan, c->at_us)) return;
       break;
     case ROLLUP_SRC_RAW:
+    case ROLLUP_SRC_COUNT:
       break;
   }
   k->cell(k->cls, c);
@@ -323,29 +413,84 @@ void rollup_cell_raw(struct store_cell *c, int64_t event_us,
 
 const char *rollup_value(const char *stored) { return stored && *stored ? stored : NULL; }
 
+/* A list of ranges for one read. */
+struct ranges {
+  int64_t (*r)[2];
+  size_t n, cap;
+  bool oom;
+};
+
+static void ranges_add(struct ranges *l, int64_t a, int64_t b) {
+  if (a >= b || l->oom) return;
+  if (l->n && l->r[l->n - 1][1] == a) {
+    l->r[l->n - 1][1] = b;
+    return;
+  }
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 16;
+    int64_t(*r)[2] = realloc(l->r, cap * sizeof *r);
+    if (!r) {
+      l->oom = true;
+      return;
+    }
+    l->r = r;
+    l->cap = cap;
+  }
+  l->r[l->n][0] = a;
+  l->r[l->n][1] = b;
+  l->n++;
+}
+
+static enum store_status read_ranges(rollup_read_fn read, void *read_cls, struct rollup_sink *k,
+                                     enum rollup_source src, struct ranges *l) {
+  enum store_status st = l->oom ? STORE_RETRY : STORE_OK;
+  k->src = src;
+  if (st == STORE_OK && l->n) st = read(read_cls, k, (const int64_t(*)[2])l->r, l->n);
+  l->n = 0;
+  return st;
+}
+
 enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read_fn read,
                               void *read_cls, store_cell_cb cell, void *cls) {
   struct rollup_plan p;
   if (!rollup_plan_make(q, &p)) return STORE_RETRY;
   struct rollup_sink k = {&p, ROLLUP_SRC_RAW, cell, cls};
-  enum store_status st = STORE_OK;
-  for (size_t i = 0; st == STORE_OK && i < p.nraw; i++)
-    st = read(read_cls, &k, p.raw[i][0], p.raw[i][1]);
+  struct ranges l = {0};
+  for (size_t i = 0; i < p.nraw; i++) ranges_add(&l, p.raw[i][0], p.raw[i][1]);
+  enum store_status st = read_ranges(read, read_cls, &k, ROLLUP_SRC_RAW, &l);
   if (st == STORE_OK && p.hour_from < p.hour_to) {
-    k.src = ROLLUP_SRC_FULL;
     if (rollup_query_filtered(q) || p.day_from == p.day_to) {
-      st = read(read_cls, &k, p.hour_from, p.hour_to);
+      ranges_add(&l, p.hour_from, p.hour_to);
+      st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL, &l);
     } else {
-      st = read(read_cls, &k, p.hour_from, p.day_from);
-      if (st == STORE_OK) st = read(read_cls, &k, p.day_to, p.hour_to);
-      for (size_t i = 0; st == STORE_OK && i < p.nuncovered; i++)
-        st = read(read_cls, &k, p.uncovered[i], p.uncovered[i] + ROLLUP_DAY_US);
-      k.src = ROLLUP_SRC_TOTAL;
-      if (st == STORE_OK) st = read(read_cls, &k, p.day_from, p.day_to);
-      k.src = ROLLUP_SRC_DIM;
-      if (st == STORE_OK) st = read(read_cls, &k, p.day_from, p.day_to);
+      ranges_add(&l, p.hour_from, p.day_from);
+      for (size_t i = 0; i < p.nuncovered; i++)
+        ranges_add(&l, p.uncovered[i], p.uncovered[i] + ROLLUP_DAY_US);
+      ranges_add(&l, p.day_to, p.hour_to);
+      st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL, &l);
+      /* totals and series: a day's row; in a day a cut falls inside, its 4-hour rows, and the
+       * hours of a 4-hour span a cut falls inside */
+      ranges_add(&l, p.day_from, p.day_to);
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_DAY_TOTAL, &l);
+      for (size_t i = 0; i < p.nsplit; i++) ranges_add(&l, p.split[i], p.split[i] + ROLLUP_DAY_US);
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_TOTAL4, &l);
+      for (size_t i = 0; i < p.nsplit4; i++)
+        ranges_add(&l, p.split4[i], p.split4[i] + ROLLUP_TOTAL4_US);
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_TOTAL, &l);
+      /* breakdowns: blocks, and days where there is none */
+      if (p.block_from == p.block_to) {
+        ranges_add(&l, p.day_from, p.day_to);
+      } else {
+        ranges_add(&l, p.day_from, p.block_from);
+        for (size_t i = 0; i < p.nbad; i++) ranges_add(&l, p.bad[i], p.bad[i] + ROLLUP_BLOCK_US);
+        ranges_add(&l, p.block_to, p.day_to);
+      }
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_DIM, &l);
+      ranges_add(&l, p.block_from, p.block_to);
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_BLOCK, &l);
     }
   }
+  free(l.r);
   rollup_plan_free(&p);
   return st;
 }

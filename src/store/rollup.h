@@ -3,10 +3,15 @@
  * written once per commit), and how a scan splits [from, to) between rollup rows and
  * conversations read one by one.
  *
- * Levels (one table each; NULL dimensions stored as "", which no stored value can be):
+ * Levels (NULL dimensions stored as "", which no stored value can be):
  *   ROLLUP_FULL  analytics_hour:  UTC hour x account x agent x platform x status x outcome
  *   ROLLUP_TOTAL analytics_total: UTC hour, no dimension (an unfiltered query's totals and series)
- *   ROLLUP_DIM   analytics_dim:   UTC day x one dimension (an unfiltered query's breakdowns)
+ *   ROLLUP_DIM   analytics_dim, by its dim column: 0..4 (enum store_dim) a UTC day x one
+ *                dimension (breakdowns); ROLLUP_DIM_TOTAL a UTC day, no dimension (value "":
+ *                totals and series of days no cut falls inside); ROLLUP_DIM_TOTAL4 the same for 4
+ *                UTC hours (days a cut falls inside); ROLLUP_DIM_BLOCK + d a block of
+ *                ROLLUP_BLOCK_US (16 UTC days from the epoch) x dimension d (breakdowns of long
+ *                ranges).
  * A scan reads a bucket from a rollup only when the bucket lies wholly inside [from, to) and
  * (hour levels) no cut falls inside it; the rest of [from, to) is read conversation by
  * conversation on the event-time index. */
@@ -22,6 +27,11 @@
 
 #define ROLLUP_HOUR_US INT64_C(3600000000)
 #define ROLLUP_DAY_US (24 * ROLLUP_HOUR_US)
+#define ROLLUP_BLOCK_US (16 * ROLLUP_DAY_US)
+#define ROLLUP_TOTAL4_US (4 * ROLLUP_HOUR_US)
+#define ROLLUP_DIM_TOTAL 5
+#define ROLLUP_DIM_TOTAL4 6
+#define ROLLUP_DIM_BLOCK 8
 #define ROLLUP_HIST_BYTES (4 * ANALYTICS_HIST_BUCKETS) /* little-endian uint32 each */
 
 enum rollup_level { ROLLUP_FULL, ROLLUP_TOTAL, ROLLUP_DIM };
@@ -35,6 +45,10 @@ struct rollup_row {
   const char *dims[STORE_DIM_COUNT];
   int64_t duration, messages;
 };
+
+/* Keys a row adds to: FULL, TOTAL, day total, 4-hour total, and per dimension a day and a
+ * block. */
+#define ROLLUP_KEYS_PER_ROW (4 + 2 * STORE_DIM_COUNT)
 
 /* A key's summed contributions. */
 struct rollup_entry {
@@ -57,6 +71,12 @@ struct rollup_map {
   size_t nslots;
   bool oom;    /* an add failed: the batch must fail */
   bool levels; /* also the coarse levels (TOTAL, DIM) besides FULL */
+  /* The keys of the last row added (a batch's rows often share them all): its hour and its
+   * entries, FULL first. */
+  bool last_valid;
+  int64_t last_hour;
+  size_t last[ROLLUP_KEYS_PER_ROW];
+  size_t nlast;
 };
 
 void rollup_map_init(struct rollup_map *m, bool coarse_levels);
@@ -93,6 +113,17 @@ struct rollup_plan {
   int64_t day_from, day_to;
   int64_t *uncovered; /* days of [day_from, day_to) holding a straddled hour, ascending */
   size_t nuncovered;
+  /* covered days (not uncovered) a cut falls strictly inside, ascending: their totals come from
+   * analytics_total (hours), the other covered days' from their ROLLUP_DIM_TOTAL row */
+  int64_t *split;
+  size_t nsplit;
+  int64_t *split4; /* 4-hour spans of split days a cut falls strictly inside: read by the hour */
+  size_t nsplit4;
+  /* blocks wholly inside [day_from, day_to) (empty when equal); those holding an uncovered day
+   * ("bad", ascending) are read day by day */
+  int64_t block_from, block_to;
+  int64_t *bad;
+  size_t nbad;
 };
 
 bool rollup_plan_make(const struct store_analytics_query *q, struct rollup_plan *p);
@@ -100,6 +131,9 @@ void rollup_plan_free(struct rollup_plan *p);
 /* Whether hour bucket h is straddled by a cut / day d holds a straddled hour. */
 bool rollup_plan_straddled(const struct rollup_plan *p, int64_t h);
 bool rollup_plan_uncovered(const struct rollup_plan *p, int64_t d);
+bool rollup_plan_split(const struct rollup_plan *p, int64_t d);
+bool rollup_plan_split4(const struct rollup_plan *p, int64_t b);
+bool rollup_plan_bad(const struct rollup_plan *p, int64_t b);
 
 /* A cell from an analytics_hour row: vals "" are NULL. */
 void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t at_us);
@@ -108,17 +142,27 @@ void rollup_hist_read(uint32_t hist[ANALYTICS_HIST_BUCKETS], const void *blob, s
 
 /* A scan: rollup_scan asks the backend, through read, for the rows of one source in [from, to)
  * (RAW: conversations by event time; FULL, TOTAL: hour buckets; DIM: day buckets), each handed
- * to rollup_sink_cell, which keeps the ones the plan takes from that source. The caller holds
+ * to rollup_sink_cell, which keeps the ones the plan takes from that source; ranges[0..n) are
+ * ascending and disjoint, each [from, to). The caller holds
  * one read snapshot around the whole scan. */
-enum rollup_source { ROLLUP_SRC_RAW, ROLLUP_SRC_FULL, ROLLUP_SRC_TOTAL, ROLLUP_SRC_DIM };
+enum rollup_source {
+  ROLLUP_SRC_RAW,       /* conversations: FULL cells of one */
+  ROLLUP_SRC_FULL,      /* analytics_hour: FULL cells */
+  ROLLUP_SRC_TOTAL,     /* analytics_total: TOTAL cells of an hour */
+  ROLLUP_SRC_DAY_TOTAL, /* analytics_dim dim ROLLUP_DIM_TOTAL: TOTAL cells of a day */
+  ROLLUP_SRC_TOTAL4,    /* analytics_dim dim ROLLUP_DIM_TOTAL4: TOTAL cells of 4 hours */
+  ROLLUP_SRC_DIM,       /* analytics_dim dims 0..4: DIM cells of a day */
+  ROLLUP_SRC_BLOCK,     /* analytics_dim dims ROLLUP_DIM_BLOCK + 0..4: DIM cells of a block */
+  ROLLUP_SRC_COUNT
+};
 struct rollup_sink {
   const struct rollup_plan *plan;
   enum rollup_source src;
   store_cell_cb cell;
   void *cls;
 };
-typedef enum store_status (*rollup_read_fn)(void *cls, struct rollup_sink *sink, int64_t from,
-                                            int64_t to);
+typedef enum store_status (*rollup_read_fn)(void *cls, struct rollup_sink *sink,
+                                            const int64_t (*ranges)[2], size_t n);
 void rollup_sink_cell(struct rollup_sink *k, const struct store_cell *c);
 enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read_fn read,
                               void *read_cls, store_cell_cb cell, void *cls);

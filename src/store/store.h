@@ -415,6 +415,7 @@ struct store_cell {
    * callback only. */
   const char *value[STORE_DIM_COUNT];
   int64_t conversations, messages, duration_sum;
+  /* The durations' histogram; all zero in a DIM cell (a breakdown has no percentiles). */
   uint32_t hist[ANALYTICS_HIST_BUCKETS];
 };
 

@@ -672,6 +672,8 @@ static const char outbox_flush_sql[] =
 #define PG_FLOOR(t, unit) "(" t " - (((" t " % " unit ") + " unit ") % " unit "))"
 #define PG_HOUR "3600000000"
 #define PG_DAY "86400000000"
+#define PG_BLOCK "1382400000000" /* ROLLUP_BLOCK_US */
+#define PG_TOTAL4 "14400000000"  /* ROLLUP_TOTAL4_US */
 #define ANALYTICS_ADD                                          \
   " conversations = r.conversations + EXCLUDED.conversations," \
   " messages = r.messages + EXCLUDED.messages,"                \
@@ -688,13 +690,19 @@ static const char outbox_flush_sql[] =
   "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM (SELECT hour_us, bucket,"       \
   "   sum(n)::bigint AS n, sum(m)::bigint AS m, sum(d)::bigint AS d FROM g GROUP BY 1, 2) x"    \
   "   GROUP BY 1 ORDER BY 1 ON CONFLICT (hour_us) DO UPDATE SET" ANALYTICS_ADD "),"             \
-  " fd AS (INSERT INTO analytics_dim AS r SELECT day_us, dim, value, sum(n), sum(m), sum(d),"  \
-  "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM (SELECT "                        \
-  PG_FLOOR("g.hour_us", PG_DAY) " AS day_us, v.dim, v.value, bucket, sum(n)::bigint AS n,"      \
-  "   sum(m)::bigint AS m, sum(d)::bigint AS d FROM g CROSS JOIN LATERAL (VALUES"               \
-  "   (0, g.account_id), (1, g.agent_id), (2, g.platform), (3, g.status), (4, g.outcome))"      \
-  "   AS v (dim, value) GROUP BY 1, 2, 3, 4) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"                \
-  "   ON CONFLICT (day_us, dim, value) DO UPDATE SET" ANALYTICS_ADD ") "                        \
+  " fd AS (INSERT INTO analytics_dim AS r (dim, day_us, value, conversations, messages,"     \
+  "   duration_sum, hist) SELECT dim, day_us, value, sum(n), sum(m), sum(d),"                    \
+  "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM (SELECT v.dim, v.at AS day_us,"  \
+  "   v.value, bucket, sum(n)::bigint AS n, sum(m)::bigint AS m, sum(d)::bigint AS d"          \
+  "   FROM (SELECT g.*, " PG_FLOOR("g.hour_us", PG_DAY) " AS day, "                              \
+  PG_FLOOR("g.hour_us", PG_BLOCK) " AS block, " PG_FLOOR("g.hour_us", PG_TOTAL4)                \
+  " AS block4 FROM g) g CROSS JOIN LATERAL (VALUES"                                             \
+  "   (0, g.day, g.account_id), (1, g.day, g.agent_id), (2, g.day, g.platform),"                \
+  "   (3, g.day, g.status), (4, g.day, g.outcome), (5, g.day, ''), (6, g.block4, ''),"          \
+  "   (8, g.block, g.account_id), (9, g.block, g.agent_id), (10, g.block, g.platform),"         \
+  "   (11, g.block, g.status), (12, g.block, g.outcome))"                                       \
+  "   AS v (dim, at, value) GROUP BY 1, 2, 3, 4) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"            \
+  "   ON CONFLICT (dim, day_us, value) DO UPDATE SET" ANALYTICS_ADD ") "                        \
   "SELECT 1"
 
 static const char analytics_flush_sql[] = ANALYTICS_SUM(
@@ -709,8 +717,13 @@ static const char analytics_zero_sql[] =
     "   AND hour_us IN (SELECT hour_us FROM k)),"
     " b AS (DELETE FROM analytics_total WHERE conversations = 0"
     "   AND hour_us IN (SELECT hour_us FROM k)),"
-    " c AS (DELETE FROM analytics_dim WHERE conversations = 0"
-    "   AND day_us IN (SELECT " PG_FLOOR("hour_us", PG_DAY) " FROM k)) "
+    " z AS (SELECT DISTINCT v.dim, v.at FROM (SELECT " PG_FLOOR("hour_us", PG_DAY) " AS day, "
+    PG_FLOOR("hour_us", PG_BLOCK) " AS block, " PG_FLOOR("hour_us", PG_TOTAL4) " AS block4 "
+    "FROM k) kk CROSS JOIN LATERAL (VALUES (0, kk.day),"
+    "   (1, kk.day), (2, kk.day), (3, kk.day), (4, kk.day), (5, kk.day), (6, kk.block4), (8, kk.block),"
+    "   (9, kk.block), (10, kk.block), (11, kk.block), (12, kk.block)) AS v (dim, at)),"
+    " c AS (DELETE FROM analytics_dim r USING z WHERE r.dim = z.dim AND r.day_us = z.at"
+    "   AND r.conversations = 0) "
     "SELECT 1";
 
 /* A rebuild: every conversation counted again (after the rollups were emptied). */
@@ -2516,6 +2529,8 @@ static enum store_status reseal(struct pg_store *s, struct store_write *w) {
 static enum store_status analytics_rebuild_on(PGconn *c, int64_t *counted) {
   static const char *const steps[] = {
       "BEGIN ISOLATION LEVEL REPEATABLE READ",
+      /* a recount of millions of conversations takes longer than any one webhook may */
+      "SET LOCAL statement_timeout = 0",
       "LOCK TABLE analytics_hour, analytics_total, analytics_dim, analytics_state IN EXCLUSIVE "
       "MODE",
       "DELETE FROM analytics_hour",
@@ -2534,9 +2549,9 @@ static enum store_status analytics_rebuild_on(PGconn *c, int64_t *counted) {
       st = status_of(c, r);
       if (st == STORE_OK || st == STORE_CLIENT) st = STORE_HARD;
       log_msg(LOG_ERROR, "postgresql analytics rebuild: %s", PG_MSG(c));
-    } else if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && i == 7) {
+    } else if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && i == 8) {
       *counted = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    } else if (i == 8 && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+    } else if (i == 9 && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
       st = STORE_HARD;
     }
     PQclear(r);
@@ -3055,17 +3070,30 @@ static enum store_status pg_list(struct store *base, const struct store_filter *
 
 /* ---------- analytics (store/rollup.h) ---------- */
 
-static const char *const pg_scan_sql[4] = {
-    "SELECT COALESCE(start_time_us, processed_at_us), account_id, agent_id, platform, status, "
-    "outcome, duration, message_count FROM conversations "
-    "WHERE COALESCE(start_time_us, processed_at_us) >= $1::bigint "
-    "AND COALESCE(start_time_us, processed_at_us) < $2::bigint",
-    "SELECT hour_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
-    "duration_sum, hist FROM analytics_hour WHERE hour_us >= $1::bigint AND hour_us < $2::bigint",
-    "SELECT hour_us, conversations, messages, duration_sum, hist FROM analytics_total "
-    "WHERE hour_us >= $1::bigint AND hour_us < $2::bigint",
-    "SELECT day_us, dim, value, conversations, messages, duration_sum, hist FROM analytics_dim "
-    "WHERE day_us >= $1::bigint AND day_us < $2::bigint"};
+#define PG_RANGES "unnest($1::bigint[], $2::bigint[]) AS r (a, b) JOIN "
+#define PG_DIM_ROWS(hist)                                                               \
+  "SELECT x.day_us, x.dim, x.value, x.conversations, x.messages, x.duration_sum, " hist \
+  " FROM " PG_RANGES "analytics_dim x ON x.day_us >= r.a AND x.day_us < r.b WHERE "
+/* Each reads the rows of its source in the ranges $1[i]..$2[i] (scan filters from $3 on). */
+static const char *const pg_scan_sql[ROLLUP_SRC_COUNT] = {
+    "SELECT COALESCE(c.start_time_us, c.processed_at_us), c.account_id, c.agent_id, c.platform, "
+    "c.status, c.outcome, c.duration, c.message_count FROM " PG_RANGES
+    "conversations c "
+    "ON COALESCE(c.start_time_us, c.processed_at_us) >= r.a "
+    "AND COALESCE(c.start_time_us, c.processed_at_us) < r.b WHERE true",
+    "SELECT x.hour_us, x.account_id, x.agent_id, x.platform, x.status, x.outcome, "
+    "x.conversations, x.messages, x.duration_sum, x.hist FROM " PG_RANGES
+    "analytics_hour x "
+    "ON x.hour_us >= r.a AND x.hour_us < r.b WHERE true",
+    "SELECT x.hour_us, x.conversations, x.messages, x.duration_sum, x.hist FROM " PG_RANGES
+    "analytics_total x ON x.hour_us >= r.a AND x.hour_us < r.b",
+    PG_DIM_ROWS("x.hist") "x.dim = 5",
+    PG_DIM_ROWS("x.hist") "x.dim = 6",
+    PG_DIM_ROWS("NULL") "x.dim = ANY('{0,1,2,3,4}'::int[])",
+    "SELECT x.day_us, x.dim - 8, x.value, x.conversations, x.messages, x.duration_sum, NULL "
+    "FROM " PG_RANGES
+    "analytics_dim x ON x.day_us >= r.a AND x.day_us < r.b "
+    "WHERE x.dim = ANY('{8,9,10,11,12}'::int[])"};
 
 /* One scan: its filters as SQL ($3 on) and their values. */
 struct pg_scan {
@@ -3147,7 +3175,13 @@ static void pg_scan_row(struct rollup_sink *k, const PGresult *res, int i) {
       rollup_cell_init(&c, STORE_CELL_TOTAL, get_i64(res, i, 0));
       at = 1;
       break;
-    case ROLLUP_SRC_DIM: {
+    case ROLLUP_SRC_DAY_TOTAL:
+    case ROLLUP_SRC_TOTAL4:
+      rollup_cell_init(&c, STORE_CELL_TOTAL, get_i64(res, i, 0));
+      at = 3;
+      break;
+    case ROLLUP_SRC_DIM:
+    case ROLLUP_SRC_BLOCK: {
       rollup_cell_init(&c, STORE_CELL_DIM, get_i64(res, i, 0));
       int d = (int)be32_at(PQgetvalue(res, i, 1));
       if (d < 0 || d >= STORE_DIM_COUNT) return;
@@ -3156,31 +3190,49 @@ static void pg_scan_row(struct rollup_sink *k, const PGresult *res, int i) {
       at = 3;
       break;
     }
+    case ROLLUP_SRC_COUNT:
+      return;
   }
   c.conversations = get_i64(res, i, at);
   c.messages = get_i64(res, i, at + 1);
   c.duration_sum = get_i64(res, i, at + 2);
-  pg_hist(res, i, at + 3, c.hist);
+  if (!PQgetisnull(res, i, at + 3)) pg_hist(res, i, at + 3, c.hist); /* DIM cells: none */
   rollup_sink_cell(k, &c);
 }
 
-static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, int64_t from, int64_t to) {
+/* ranges[0..n) as two bigint[] literals (from, to); NULL when out of memory. */
+static char *pg_bounds(const int64_t (*ranges)[2], size_t n, int which) {
+  size_t cap = n * 22 + 3, pos = 1;
+  char *out = malloc(cap);
+  if (!out) return NULL;
+  out[0] = '{';
+  for (size_t i = 0; i < n; i++)
+    pos +=
+        (size_t)snprintf(out + pos, cap - pos, "%s%lld", i ? "," : "", (long long)ranges[i][which]);
+  snprintf(out + pos, cap - pos, "}");
+  return out;
+}
+
+static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, const int64_t (*ranges)[2],
+                                      size_t n) {
   struct pg_scan *x = cls;
-  if (from >= to) return STORE_OK;
   bool filtered = k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL;
-  char sql[1024], a[24], b[24];
+  char sql[1536];
   snprintf(sql, sizeof sql, "%s%s", pg_scan_sql[k->src], filtered ? x->where : "");
-  snprintf(a, sizeof a, "%lld", (long long)from);
-  snprintf(b, sizeof b, "%lld", (long long)to);
-  const char *vals[10] = {a, b};
-  int n = 2;
-  for (int i = 0; filtered && i < x->nvals; i++) vals[n++] = x->vals[i];
-  enum store_status st;
-  PGresult *res =
-      reader_checked(x->s, x->r, PQexecParams(x->r->conn, sql, n, NULL, vals, NULL, NULL, 1), &st);
-  int rows = st == STORE_OK ? PQntuples(res) : 0;
-  for (int i = 0; i < rows; i++) pg_scan_row(k, res, i);
-  PQclear(res);
+  char *a = pg_bounds(ranges, n, 0), *b = pg_bounds(ranges, n, 1);
+  enum store_status st = STORE_RETRY;
+  if (a && b) {
+    const char *vals[10] = {a, b};
+    int nv = 2;
+    for (int i = 0; filtered && i < x->nvals; i++) vals[nv++] = x->vals[i];
+    PGresult *res = reader_checked(
+        x->s, x->r, PQexecParams(x->r->conn, sql, nv, NULL, vals, NULL, NULL, 1), &st);
+    int rows = st == STORE_OK ? PQntuples(res) : 0;
+    for (int i = 0; i < rows; i++) pg_scan_row(k, res, i);
+    PQclear(res);
+  }
+  free(a);
+  free(b);
   return st;
 }
 

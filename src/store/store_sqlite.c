@@ -220,7 +220,7 @@ struct sqlite_store {
    * triggers on conversations (every insert, change and delete, whatever statement made it),
    * written to the rollups once per key before COMMIT; forgotten when the batch rolls back. */
   struct rollup_map roll;
-  sqlite3_stmt *w_roll_get[3], *w_roll_put[3], *w_roll_del[3];
+  sqlite3_stmt *w_roll_put[3], *w_roll_del[3];
   bool ob_notify;            /* the batch being committed wrote events or made deliveries due */
   void (*notify)(void *cls); /* set_outbox_notify */
   void *notify_cls;
@@ -579,9 +579,24 @@ static void roll_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (!rollup_map_add(&s->roll, sign, &row)) sqlite3_result_error_nomem(ctx);
 }
 
+/* gensendrep_hist_add(a, b): two stored hists added bucket by bucket (uint32, modulo 2^32: a
+ * batch's delta may hold negative counts). */
+static void hist_add_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  if (argc != 2) return;
+  int64_t h[ANALYTICS_HIST_BUCKETS] = {0};
+  for (int i = 0; i < 2; i++)
+    rollup_hist_add_blob(h, sqlite3_value_blob(argv[i]), (size_t)sqlite3_value_bytes(argv[i]));
+  unsigned char out[ROLLUP_HIST_BYTES];
+  rollup_hist_encode(h, out);
+  sqlite3_result_blob(ctx, out, sizeof out, SQLITE_TRANSIENT);
+}
+
 static bool prepare_rollups(struct sqlite_store *s) {
   if (sqlite3_create_function(s->wdb, "gensendrep_analytics", 10, SQLITE_UTF8, s, roll_fn, NULL,
                               NULL) != SQLITE_OK ||
+      sqlite3_create_function(s->wdb, "gensendrep_hist_add", 2,
+                              SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY, NULL,
+                              hist_add_fn, NULL, NULL) != SQLITE_OK ||
       sqlite3_exec(s->wdb, roll_triggers_sql, NULL, NULL, NULL) != SQLITE_OK)
     return false;
   for (int l = 0; l < 3; l++) {
@@ -594,18 +609,17 @@ static bool prepare_rollups(struct sqlite_store *s) {
       vp += (size_t)snprintf(vals + vp, sizeof vals - vp, "%s?%d", k ? ", " : "", k + 1);
     }
     int n = roll_nkeys[l];
-    snprintf(sql, sizeof sql, "SELECT conversations, messages, duration_sum, hist FROM %s WHERE %s",
-             roll_table[l], where);
-    if (prepare(s->wdb, sql, &s->w_roll_get[l]) != SQLITE_OK) return false;
-    snprintf(
-        sql, sizeof sql,
-        "INSERT INTO %s (%s, conversations, messages, duration_sum, hist) VALUES (%s, ?%d, "
-        "?%d, ?%d, ?%d) ON CONFLICT (%s) DO UPDATE SET conversations = excluded.conversations, "
-        "messages = excluded.messages, duration_sum = excluded.duration_sum, "
-        "hist = excluded.hist",
-        roll_table[l], cols, vals, n + 1, n + 2, n + 3, n + 4, cols);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s (%s, conversations, messages, duration_sum, hist) VALUES (%s, ?%d, "
+             "?%d, ?%d, ?%d) ON CONFLICT (%s) DO UPDATE SET "
+             "conversations = conversations + excluded.conversations, "
+             "messages = messages + excluded.messages, "
+             "duration_sum = duration_sum + excluded.duration_sum, "
+             "hist = gensendrep_hist_add(hist, excluded.hist)",
+             roll_table[l], cols, vals, n + 1, n + 2, n + 3, n + 4, cols);
     if (prepare(s->wdb, sql, &s->w_roll_put[l]) != SQLITE_OK) return false;
-    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE %s", roll_table[l], where);
+    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE %s AND conversations = 0", roll_table[l],
+             where);
     if (prepare(s->wdb, sql, &s->w_roll_del[l]) != SQLITE_OK) return false;
   }
   rollup_map_init(&s->roll, true);
@@ -623,38 +637,23 @@ static void roll_bind_key(sqlite3_stmt *st, const struct rollup_entry *e) {
   }
 }
 
-/* One key: its stored row plus the batch's contributions, written back (deleted at zero). */
+/* One key: the batch's contributions added to its row in one upsert; a row a decrease leaves at
+ * zero conversations is deleted. */
 static int roll_flush_one(struct sqlite_store *s, const struct rollup_entry *e) {
   if (rollup_entry_zero(e)) return SQLITE_OK;
   int l = (int)e->level, n = roll_nkeys[l];
-  int64_t conv = e->conversations, msgs = e->messages, dur = e->duration_sum;
-  int64_t hist[ANALYTICS_HIST_BUCKETS];
-  memcpy(hist, e->hist, sizeof hist);
-  sqlite3_stmt *st = s->w_roll_get[l];
-  roll_bind_key(st, e);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) {
-    conv += sqlite3_column_int64(st, 0);
-    msgs += sqlite3_column_int64(st, 1);
-    dur += sqlite3_column_int64(st, 2);
-    rollup_hist_add_blob(hist, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3));
-  }
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
-  if (conv == 0) {
-    st = s->w_roll_del[l];
-    roll_bind_key(st, e);
-    return step_done(st);
-  }
   unsigned char blob[ROLLUP_HIST_BYTES];
-  rollup_hist_encode(hist, blob);
-  st = s->w_roll_put[l];
+  rollup_hist_encode(e->hist, blob);
+  sqlite3_stmt *st = s->w_roll_put[l];
   roll_bind_key(st, e);
-  sqlite3_bind_int64(st, n + 1, conv);
-  sqlite3_bind_int64(st, n + 2, msgs);
-  sqlite3_bind_int64(st, n + 3, dur);
+  sqlite3_bind_int64(st, n + 1, e->conversations);
+  sqlite3_bind_int64(st, n + 2, e->messages);
+  sqlite3_bind_int64(st, n + 3, e->duration_sum);
   sqlite3_bind_blob(st, n + 4, blob, sizeof blob, SQLITE_STATIC);
+  int rc = step_done(st);
+  if (rc != SQLITE_OK || e->conversations >= 0) return rc;
+  st = s->w_roll_del[l];
+  roll_bind_key(st, e);
   return step_done(st);
 }
 
@@ -2388,10 +2387,10 @@ static void scan_filter_bind(sqlite3_stmt *st, const struct scan_filter *f, int 
 struct scan_ctx {
   struct reader *r;
   struct scan_filter f;
-  sqlite3_stmt *st[4];
+  sqlite3_stmt *st[ROLLUP_SRC_COUNT];
 };
 
-static const char *const scan_sql[4] = {
+static const char *const scan_sql[ROLLUP_SRC_COUNT] = {
     "SELECT coalesce(start_time_us, processed_at_us), account_id, agent_id, platform, status, "
     "outcome, duration, message_count FROM conversations "
     "WHERE coalesce(start_time_us, processed_at_us) >= ?1 "
@@ -2401,7 +2400,13 @@ static const char *const scan_sql[4] = {
     "SELECT hour_us, conversations, messages, duration_sum, hist FROM analytics_total "
     "WHERE hour_us >= ?1 AND hour_us < ?2",
     "SELECT day_us, dim, value, conversations, messages, duration_sum, hist FROM analytics_dim "
-    "WHERE day_us >= ?1 AND day_us < ?2"};
+    "WHERE dim = 5 AND day_us >= ?1 AND day_us < ?2",
+    "SELECT day_us, dim, value, conversations, messages, duration_sum, hist FROM analytics_dim "
+    "WHERE dim = 6 AND day_us >= ?1 AND day_us < ?2",
+    "SELECT day_us, dim, value, conversations, messages, duration_sum, NULL FROM analytics_dim "
+    "WHERE dim IN (0, 1, 2, 3, 4) AND day_us >= ?1 AND day_us < ?2",
+    "SELECT day_us, dim - 8, value, conversations, messages, duration_sum, NULL FROM analytics_dim "
+    "WHERE dim IN (8, 9, 10, 11, 12) AND day_us >= ?1 AND day_us < ?2"};
 
 static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
   struct store_cell c;
@@ -2425,7 +2430,13 @@ static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
       rollup_cell_init(&c, STORE_CELL_TOTAL, sqlite3_column_int64(st, 0));
       at = 1;
       break;
-    case ROLLUP_SRC_DIM: {
+    case ROLLUP_SRC_DAY_TOTAL:
+    case ROLLUP_SRC_TOTAL4:
+      rollup_cell_init(&c, STORE_CELL_TOTAL, sqlite3_column_int64(st, 0));
+      at = 3;
+      break;
+    case ROLLUP_SRC_DIM:
+    case ROLLUP_SRC_BLOCK: {
       rollup_cell_init(&c, STORE_CELL_DIM, sqlite3_column_int64(st, 0));
       int d = sqlite3_column_int(st, 1);
       if (d < 0 || d >= STORE_DIM_COUNT) return;
@@ -2434,18 +2445,21 @@ static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
       at = 3;
       break;
     }
+    case ROLLUP_SRC_COUNT:
+      return;
   }
   c.conversations = sqlite3_column_int64(st, at);
   c.messages = sqlite3_column_int64(st, at + 1);
   c.duration_sum = sqlite3_column_int64(st, at + 2);
+  /* (DIM cells carry no hist: a breakdown has no percentiles) */
   rollup_hist_read(c.hist, sqlite3_column_blob(st, at + 3),
                    (size_t)sqlite3_column_bytes(st, at + 3));
   rollup_sink_cell(k, &c);
 }
 
-static enum store_status scan_read(void *cls, struct rollup_sink *k, int64_t from, int64_t to) {
+static enum store_status scan_read(void *cls, struct rollup_sink *k, const int64_t (*ranges)[2],
+                                   size_t n) {
   struct scan_ctx *x = cls;
-  if (from >= to) return STORE_OK;
   int i = (int)k->src;
   bool filtered = i == ROLLUP_SRC_RAW || i == ROLLUP_SRC_FULL;
   if (!x->st[i]) {
@@ -2457,12 +2471,14 @@ static enum store_status scan_read(void *cls, struct rollup_sink *k, int64_t fro
     }
   }
   sqlite3_stmt *st = x->st[i];
-  sqlite3_bind_int64(st, 1, from);
-  sqlite3_bind_int64(st, 2, to);
-  if (filtered) scan_filter_bind(st, &x->f, 3);
-  int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) scan_row(k, st);
-  sqlite3_reset(st);
+  int rc = SQLITE_DONE;
+  for (size_t r = 0; rc == SQLITE_DONE && r < n; r++) {
+    sqlite3_bind_int64(st, 1, ranges[r][0]);
+    sqlite3_bind_int64(st, 2, ranges[r][1]);
+    if (filtered) scan_filter_bind(st, &x->f, 3);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) scan_row(k, st);
+    sqlite3_reset(st);
+  }
   sqlite3_clear_bindings(st);
   return rc == SQLITE_DONE ? STORE_OK : status_of(rc);
 }
@@ -2483,7 +2499,7 @@ static enum store_status sqlite_analytics_scan(struct store *base,
     st = rollup_scan(q, scan_read, &x, cell, cls);
     sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
   }
-  for (int i = 0; i < 4; i++) sqlite3_finalize(x.st[i]);
+  for (int i = 0; i < ROLLUP_SRC_COUNT; i++) sqlite3_finalize(x.st[i]);
   free(x.f.aj);
   return st;
 }
@@ -4298,7 +4314,6 @@ static void writer_finalize(struct sqlite_store *s) {
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
   for (int i = 0; i < OB_COUNT; i++) sqlite3_finalize(s->ob[i]);
   for (int l = 0; l < 3; l++) {
-    sqlite3_finalize(s->w_roll_get[l]);
     sqlite3_finalize(s->w_roll_put[l]);
     sqlite3_finalize(s->w_roll_del[l]);
   }

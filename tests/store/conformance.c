@@ -6725,7 +6725,8 @@ static unsigned ax_rand(struct ax_state *s) {
 /* The test's four days: from 2031-03-01T00:00:00Z on, a window of its own (the groups of one
  * backend share a database). */
 static int64_t ax_w0_of(unsigned seed) {
-  return (time_days_from_civil(2031, 3, 1) + 4 * (int64_t)(seed % 5000)) * 86400 * INT64_C(1000000);
+  return (time_days_from_civil(2031, 3, 1) + 100 * (int64_t)(seed % 2000)) * 86400 *
+         INT64_C(1000000);
 }
 
 static const char *const ax_agents[] = {"agent-a", "agent-b", "agent-c"};
@@ -6865,7 +6866,7 @@ struct ax_sum {
   const struct store_analytics_query *q;
   int64_t conv, msgs, dur;
   int64_t hist[ANALYTICS_HIST_BUCKETS];
-  int64_t seg[64];
+  int64_t seg[128];
   struct {
     char value[96]; /* "-" for NULL; accounts as stored until named */
     int64_t conv, msgs, dur;
@@ -7039,6 +7040,25 @@ static void ax_check_scans(const struct ax_state *s) {
   ax_check_scan(s, &q, "cuts inside hours");
   q = (struct store_analytics_query){.from_us = w0 + D + 10 * M, .to_us = w0 + D + 50 * M};
   ax_check_scan(s, &q, "inside one hour");
+  /* 80 days around them: 16-day blocks for breakdowns, day totals, hours of days a cut splits */
+  int64_t paris[80], delhi[80];
+  for (int i = 0; i < 80; i++) {
+    paris[i] = w0 - 40 * D + i * D - H;              /* +01:00 midnights */
+    delhi[i] = w0 - 40 * D + i * D - 5 * H - 30 * M; /* +05:30 midnights */
+  }
+  q = (struct store_analytics_query){
+      .from_us = w0 - 40 * D - H, .to_us = w0 + 40 * D - H, .cuts = paris + 1, .ncuts = 79};
+  ax_check_scan(s, &q, "80 days at +01:00");
+  q = (struct store_analytics_query){.from_us = w0 - 40 * D - 5 * H - 30 * M,
+                                     .to_us = w0 + 40 * D - 5 * H - 30 * M,
+                                     .cuts = delhi + 1,
+                                     .ncuts = 79};
+  ax_check_scan(s, &q, "80 days at +05:30");
+  q = (struct store_analytics_query){.from_us = w0 - 40 * D + 3 * M, .to_us = w0 + 40 * D};
+  ax_check_scan(s, &q, "80 days, no cut");
+  q.cuts = odd;
+  q.ncuts = 3;
+  ax_check_scan(s, &q, "80 days, cuts inside hours");
 }
 
 static void test_analytics_rollups_match_a_recount(void **state) {
