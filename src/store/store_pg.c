@@ -2533,13 +2533,9 @@ static enum store_status analytics_rebuild_on(PGconn *c, int64_t *counted) {
       "SET LOCAL statement_timeout = 0",
       "LOCK TABLE analytics_hour, analytics_total, analytics_dim, analytics_state IN EXCLUSIVE "
       "MODE",
-      "DELETE FROM analytics_hour",
-      "DELETE FROM analytics_total",
-      "DELETE FROM analytics_dim",
-      analytics_rebuild_sql,
-      "UPDATE analytics_state SET rebuild = false",
-      "SELECT count(*)::text FROM conversations",
-      "COMMIT"};
+      "DELETE FROM analytics_hour", "DELETE FROM analytics_total", "DELETE FROM analytics_dim",
+      analytics_rebuild_sql, "UPDATE analytics_state SET rebuild = false",
+      "SELECT count(*)::text FROM conversations", "COMMIT"};
   enum store_status st = STORE_OK;
   *counted = 0;
   for (size_t i = 0; st == STORE_OK && i < sizeof steps / sizeof steps[0]; i++) {
@@ -3070,30 +3066,27 @@ static enum store_status pg_list(struct store *base, const struct store_filter *
 
 /* ---------- analytics (store/rollup.h) ---------- */
 
-#define PG_RANGES "unnest($1::bigint[], $2::bigint[]) AS r (a, b) JOIN "
+/* Each reads the rows of its source in one range [r.a, r.b) (scan filters from $3 on), run for
+ * every range of $1/$2 (pg_scan_read: an index scan per range, LATERAL). */
 #define PG_DIM_ROWS(hist)                                                               \
   "SELECT x.day_us, x.dim, x.value, x.conversations, x.messages, x.duration_sum, " hist \
-  " FROM " PG_RANGES "analytics_dim x ON x.day_us >= r.a AND x.day_us < r.b WHERE "
-/* Each reads the rows of its source in the ranges $1[i]..$2[i] (scan filters from $3 on). */
+  " FROM analytics_dim x WHERE x.day_us >= r.a AND x.day_us < r.b AND "
 static const char *const pg_scan_sql[ROLLUP_SRC_COUNT] = {
     "SELECT COALESCE(c.start_time_us, c.processed_at_us), c.account_id, c.agent_id, c.platform, "
-    "c.status, c.outcome, c.duration, c.message_count FROM " PG_RANGES
-    "conversations c "
-    "ON COALESCE(c.start_time_us, c.processed_at_us) >= r.a "
-    "AND COALESCE(c.start_time_us, c.processed_at_us) < r.b WHERE true",
+    "c.status, c.outcome, c.duration, c.message_count FROM conversations c "
+    "WHERE COALESCE(c.start_time_us, c.processed_at_us) >= r.a "
+    "AND COALESCE(c.start_time_us, c.processed_at_us) < r.b",
     "SELECT x.hour_us, x.account_id, x.agent_id, x.platform, x.status, x.outcome, "
-    "x.conversations, x.messages, x.duration_sum, x.hist FROM " PG_RANGES
-    "analytics_hour x "
-    "ON x.hour_us >= r.a AND x.hour_us < r.b WHERE true",
-    "SELECT x.hour_us, x.conversations, x.messages, x.duration_sum, x.hist FROM " PG_RANGES
-    "analytics_total x ON x.hour_us >= r.a AND x.hour_us < r.b",
+    "x.conversations, x.messages, x.duration_sum, x.hist FROM analytics_hour x "
+    "WHERE x.hour_us >= r.a AND x.hour_us < r.b",
+    "SELECT x.hour_us, x.conversations, x.messages, x.duration_sum, x.hist FROM analytics_total x "
+    "WHERE x.hour_us >= r.a AND x.hour_us < r.b",
     PG_DIM_ROWS("x.hist") "x.dim = 5",
     PG_DIM_ROWS("x.hist") "x.dim = 6",
     PG_DIM_ROWS("NULL") "x.dim = ANY('{0,1,2,3,4}'::int[])",
     "SELECT x.day_us, x.dim - 8, x.value, x.conversations, x.messages, x.duration_sum, NULL "
-    "FROM " PG_RANGES
-    "analytics_dim x ON x.day_us >= r.a AND x.day_us < r.b "
-    "WHERE x.dim = ANY('{8,9,10,11,12}'::int[])"};
+    "FROM analytics_dim x WHERE x.day_us >= r.a AND x.day_us < r.b "
+    "AND x.dim = ANY('{8,9,10,11,12}'::int[])"};
 
 /* One scan: its filters as SQL ($3 on) and their values. */
 struct pg_scan {
@@ -3218,7 +3211,9 @@ static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, const in
   struct pg_scan *x = cls;
   bool filtered = k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL;
   char sql[1536];
-  snprintf(sql, sizeof sql, "%s%s", pg_scan_sql[k->src], filtered ? x->where : "");
+  snprintf(sql, sizeof sql,
+           "SELECT y.* FROM unnest($1::bigint[], $2::bigint[]) AS r (a, b), LATERAL (%s%s) y",
+           pg_scan_sql[k->src], filtered ? x->where : "");
   char *a = pg_bounds(ranges, n, 0), *b = pg_bounds(ranges, n, 1);
   enum store_status st = STORE_RETRY;
   if (a && b) {
