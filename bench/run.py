@@ -718,5 +718,37 @@ def main():
                   f"{rows / seconds:.0f} | {rss0:.1f} / {rss:.1f} | {cpu:.1f} |")
 
 
+def serve(backend):
+    """bench/run.py serve [sqlite|pg]: gensendrep (release build) on the cached generated store
+    (made first when missing), on a free port, until Enter or Ctrl-C; e.g. to look at the
+    dashboard or try queries on 1,000,000 conversations. Everything is stopped at the end."""
+    work = tempfile.mkdtemp(prefix="gensendrep-bench-")
+    cluster = None
+    try:
+        if backend == "pg":
+            cluster = CachedPgCluster()
+            cluster.start()
+            url = cluster.url("bench")
+        else:
+            url = f"sqlite:{sqlite_big_store()}"
+        srv = gensendrep(url, work, BIG_ENV)
+        try:
+            print(f"gensendrep on {BIG_SIZE} generated conversations ({url}): "
+                  f"http://127.0.0.1:{srv.port}/dashboard, API key {KEY}; Enter stops it")
+            try:
+                input()
+            except (EOFError, KeyboardInterrupt):
+                pass
+        finally:
+            srv.stop()
+    finally:
+        if cluster:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["serve"]:
+        serve(sys.argv[2] if len(sys.argv) > 2 else "sqlite")
+    else:
+        main()
