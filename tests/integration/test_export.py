@@ -556,14 +556,19 @@ def test_exports_at_once_are_bounded(make_server):
     once one ends, a new export starts."""
     srv = make_server(env={"OFFLOAD_QUEUE": "2"})  # room for one export at a time
     acc = "acc-bound-" + uid()
-    # large enough (~40 MB) that the first export cannot end into the sockets' buffers while
-    # its client does not read
+    # ~40 MB, read off a socket whose receive buffer is fixed small (which turns off the kernel's
+    # autotuning: with it, a receive buffer may grow to tcp_rmem's maximum, 32 MB on some hosts,
+    # and the whole export ends into the sockets' buffers while its client does not read)
     load(srv, 1500, acc, transcript_bytes=24000)
-    first = srv.get(EXPORT, params={"account_id": acc, "include": "transcript"}, stream=True,
-                    timeout=60, session=srv.new_session())
+    first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    first.settimeout(30)
+    first.connect(("127.0.0.1", srv.port))
     try:
-        assert first.status_code == 200
-        next(first.iter_content(1 << 12))  # started, and held open by not reading on
+        first.sendall((f"GET {EXPORT}?account_id={acc}&include=transcript HTTP/1.1\r\n"
+                       f"Host: x\r\nAuthorization: Bearer {KEY1}\r\n\r\n").encode())
+        started = first.recv(1 << 12)  # started, and held open by not reading on
+        assert started.startswith(b"HTTP/1.1 200"), started[:200]
         second = srv.get(EXPORT, params={"account_id": acc}, session=srv.new_session())
         assert second.status_code == 503
         assert second.headers.get("Retry-After")
