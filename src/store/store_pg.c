@@ -2418,6 +2418,14 @@ static enum store_status reseal_segment(struct pg_store *s, const struct reseal_
          : t->tag == 'o' ? reseal_outbox(s, rows, i, &st)
          : t->tag == 's' ? reseal_subscription(s, rows, i, &st)
                          : reseal_value(s, t, rows, i, &st);
+  /* conversations resealed: their triggers staged the rollups' moves to the new blind indexes in
+   * pg_temp.analytics_pending, which COMMIT empties: applied here as a batch applies them (else
+   * the rollups kept the old stored accounts, plaintext ones included) */
+  if (scan && st == STORE_OK && t->tag == 'c' && done > 0) {
+    PQclear(writer_exec(s, "analytics_flush", 0, NULL, NULL, NULL, PGRES_TUPLES_OK, &st));
+    if (st == STORE_OK)
+      PQclear(writer_exec(s, "analytics_zero", 0, NULL, NULL, NULL, PGRES_TUPLES_OK, &st));
+  }
   if (scan && st == STORE_OK && writer_command(s, "COMMIT", &st)) {
     *scanned = n;
     *rewritten = done;
