@@ -3220,7 +3220,8 @@ static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, const in
   bool filtered = k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL;
   char sql[1536];
   snprintf(sql, sizeof sql,
-           "SELECT y.* FROM unnest($1::bigint[], $2::bigint[]) AS r (a, b), LATERAL (%s%s) y",
+           "SELECT y.* FROM unnest($1::bigint[], $2::bigint[]) AS r (a, b), LATERAL (%s%s "
+           "OFFSET 0) y", /* OFFSET 0: not flattened into a join (a scan of the table) */
            pg_scan_sql[k->src], filtered ? x->where : "");
   char *a = pg_bounds(ranges, n, 0), *b = pg_bounds(ranges, n, 1);
   enum store_status st = STORE_RETRY;
