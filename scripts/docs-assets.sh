@@ -5,8 +5,8 @@
 # Packages come from the npm registry via `npm pack`; nothing is installed or built.
 set -euo pipefail
 
-SWAGGER_PKG="swagger-ui-dist@5"
-REDOC_PKG="redoc@2"
+SWAGGER_PKG="swagger-ui-dist@5.35.0" # the versions src/api/docs_get.c pins, with their hashes
+REDOC_PKG="redoc@2.5.4"
 
 dest="${1:-docs-assets}"
 

@@ -1,14 +1,22 @@
 /* /openapi.json, /docs (Swagger UI), /redoc (ReDoc) and, with DOCS_ASSETS_DIR, their
  * script and style files under /docs/assets/. Pages load assets from a CDN by default,
- * as FastAPI does. */
+ * as FastAPI does: exact versions, each file with its Subresource Integrity hash (the pages
+ * share the dashboard's origin, so a changed CDN file could read the dashboard's key; the
+ * browser refuses a file whose hash differs). The hashes are sha384 of the files in the npm
+ * tarballs (jsdelivr serves npm files byte for byte); scripts/docs-assets.sh pins the same
+ * versions. DOCS_ASSETS_URL and DOCS_ASSETS_DIR are the operator's own files: no hash. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/app.h"
 
-#define CDN_SWAGGER "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
-#define CDN_REDOC "https://cdn.jsdelivr.net/npm/redoc@2/bundles"
+#define CDN_SWAGGER "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0"
+#define CDN_REDOC "https://cdn.jsdelivr.net/npm/redoc@2.5.4/bundles"
+#define SRI(hash) " integrity=\"sha384-" hash "\" crossorigin=\"anonymous\""
+#define SRI_SWAGGER_JS SRI("gjRm0bEPMeTmMh5jT2cHccIwCUZSTd8YC+j0d0sXw0MdGEfScduGpSyF3ZSSLkX9")
+#define SRI_SWAGGER_CSS SRI("WlYgdmXYOOBWL5apwjDEZwN+U3HmXSSu5R6V5aGxEcf7z+KuRNwBhoxKVN1i3D5I")
+#define SRI_REDOC_JS SRI("w447zOpYfw/1Tv/5AK9NfHTlQIqE3RVR6KY62jCyy9zNDgO64cMwGGP1Fj0zJVf5")
 #define ASSET_MAX_BYTES (16 * 1024 * 1024)
 
 struct asset {
@@ -54,12 +62,18 @@ static char *render_template(const char *tmpl, size_t tlen, const char *const *n
 bool app_docs_init(struct app *app) {
   const struct config *cfg = app->cfg;
   char swagger[512], redoc[512], swagger_css[512];
+  const char *sri_swagger = "", *sri_swagger_css = "", *sri_redoc = "";
   if (*cfg->docs_assets_dir) {
     snprintf(swagger, sizeof swagger, "/docs/assets/swagger-ui-bundle.js");
     snprintf(swagger_css, sizeof swagger_css, "/docs/assets/swagger-ui.css");
     snprintf(redoc, sizeof redoc, "/docs/assets/redoc.standalone.js");
   } else {
     const char *base = *cfg->docs_assets_url ? cfg->docs_assets_url : NULL;
+    if (!base) {
+      sri_swagger = SRI_SWAGGER_JS;
+      sri_swagger_css = SRI_SWAGGER_CSS;
+      sri_redoc = SRI_REDOC_JS;
+    }
     size_t bl = base ? strlen(base) : 0;
     while (bl && base[bl - 1] == '/') bl--;
     snprintf(swagger, sizeof swagger, "%.*s/swagger-ui-bundle.js",
@@ -69,13 +83,14 @@ bool app_docs_init(struct app *app) {
     snprintf(redoc, sizeof redoc, "%.*s/redoc.standalone.js", (int)(base ? bl : strlen(CDN_REDOC)),
              base ? base : CDN_REDOC);
   }
-  const char *names[] = {"{{SWAGGER_JS}}", "{{SWAGGER_CSS}}", "{{REDOC_JS}}"};
-  const char *values[] = {swagger, swagger_css, redoc};
+  const char *names[] = {"{{SWAGGER_JS}}",     "{{SWAGGER_CSS}}",     "{{REDOC_JS}}",
+                         "{{SWAGGER_JS_SRI}}", "{{SWAGGER_CSS_SRI}}", "{{REDOC_JS_SRI}}"};
+  const char *values[] = {swagger, swagger_css, redoc, sri_swagger, sri_swagger_css, sri_redoc};
   app->swagger_html =
       render_template((const char *)embedded_swagger_html, embedded_swagger_html_len, names, values,
-                      3, &app->swagger_len);
+                      6, &app->swagger_len);
   app->redoc_html = render_template((const char *)embedded_redoc_html, embedded_redoc_html_len,
-                                    names, values, 3, &app->redoc_len);
+                                    names, values, 6, &app->redoc_len);
   return app->swagger_html && app->redoc_html;
 }
 

@@ -498,6 +498,18 @@ def test_docs_pages_use_cdn_by_default(server):
     html = server.get("/docs", key=None).text
     assert any(s.startswith("https://") and s.endswith("swagger-ui.css")
                for s in _script_srcs(html)), _script_srcs(html)
+    # /docs shares the dashboard's origin: each CDN file is an exact version with its
+    # Subresource Integrity hash, so a changed file is refused instead of reading the key
+    tags = {}
+    for path in ("/docs", "/redoc"):
+        page = server.get(path, key=None).text
+        tags.update({m.group(2): m.group(0)
+                     for m in re.finditer(r'<(script|link)[^>]+(?:src|href)="(https://[^"]+)"[^>]*>', page)})
+    assert len(tags) == 3, tags
+    for url, tag in tags.items():
+        assert re.search(r"/npm/(swagger-ui-dist|redoc)@\d+\.\d+\.\d+/", url), url
+        assert re.search(r' integrity="sha384-[A-Za-z0-9+/]{64}"', tag), tag
+        assert ' crossorigin="anonymous"' in tag, tag
 
 
 def test_docs_assets_url(make_server):
