@@ -18,12 +18,19 @@
   var timer = null;
   var generation = 0; /* each refresh's number: an older answer arriving late is dropped */
   var refreshing = false;
+  var refreshAbort = null; /* the AbortController of the refresh in flight */
+  var REQUEST_TIMEOUT_MS = 30000; /* a hung request ends here, so auto-refresh goes on */
   var lastRefresh = 0;
+  var lastSuccess = null; /* the time of the last refresh that got every answer */
+  var paged = false; /* "Show more" was used: automatic refreshes leave the list alone */
+  var listGen = 0; /* the list's number: "Show more" drops a page of a list reloaded since */
+  var changeTimer = null; /* a filter's "change", debounced */
   var nextCursor = null;
   var shownRows = 0;
   var lastSeries = null;
   var reportUrl = null;
-  var known = { account: {}, agent: {}, platform: {} };
+  var reportGen = 0; /* the report asked last: an older answer is dropped */
+  var known = { account: new Map(), agent: new Map(), platform: new Map() };
 
   function $(id) {
     return document.getElementById(id);
@@ -117,13 +124,26 @@
     return wall - Math.floor(ms / 1000) * 1000;
   }
 
-  /* The instant of local midnight starting the date "YYYY-MM-DD" in tz. */
+  /* The first instant whose local date in tz is "YYYY-MM-DD": local midnight, or, on a day
+   * whose midnight does not exist (a DST change at 00:00, e.g. America/Santiago 2026-09-06),
+   * the instant the day starts (01:00). */
   function midnightIn(tz, date) {
     var y = +date.slice(0, 4), m = +date.slice(5, 7), d = +date.slice(8, 10);
     var guess = Date.UTC(y, m - 1, d);
     var t = guess - zoneOffset(tz, guess);
     var t2 = guess - zoneOffset(tz, t);
-    return t2 === t ? t : Math.min(t, t2);
+    var best = null;
+    [t, t2].forEach(function (c) {
+      if (dateIn(tz, c) === date && (best === null || c < best)) best = c;
+    });
+    if (best === null) {
+      /* midnight is skipped: the day starts at the first whole minute after the gap */
+      best = Math.max(t, t2);
+      while (dateIn(tz, best) !== date) best += 60000;
+    }
+    /* an earlier instant of the same date (midnight repeated by a change back) */
+    while (dateIn(tz, best - 60000) === date) best -= 60000;
+    return best;
   }
 
   function pad(n, w) {
@@ -174,6 +194,7 @@
     if (!(err instanceof ApiError)) return what + ": " + String(err && err.message ? err.message : err);
     switch (err.status) {
       case 0:
+        if (err.code === "TIMEOUT") return what + ": no answer within " + REQUEST_TIMEOUT_MS / 1000 + " s; the next refresh tries again.";
         return what + ": the server could not be reached.";
       case 401:
         return "The API key was not accepted (401). Check it and sign in again.";
@@ -190,19 +211,40 @@
     }
   }
 
-  function apiFetch(path, params, k) {
+  /* signal: an AbortSignal that cancels the request (a newer refresh); every request also ends
+   * after REQUEST_TIMEOUT_MS (status 0, "TIMEOUT"). */
+  function apiFetch(path, params, k, signal) {
     var url = new URL(path, window.location.origin);
     Object.keys(params || {}).forEach(function (name) {
       var v = params[name];
       if (v !== undefined && v !== null && (v !== "" || name === "cursor")) url.searchParams.set(name, v);
     });
+    var ctl = new AbortController();
+    var timedOut = false;
+    var timeout = window.setTimeout(function () {
+      timedOut = true;
+      ctl.abort();
+    }, REQUEST_TIMEOUT_MS);
+    var onAbort = function () {
+      ctl.abort();
+    };
+    if (signal) {
+      if (signal.aborted) ctl.abort();
+      else signal.addEventListener("abort", onAbort);
+    }
+    var done = function () {
+      window.clearTimeout(timeout);
+      if (signal) signal.removeEventListener("abort", onAbort);
+    };
     return fetch(url.href, {
       headers: { Authorization: "Bearer " + (k || key), Accept: "application/json" },
       cache: "no-store",
       credentials: "omit",
       redirect: "error",
-      referrerPolicy: "no-referrer"
+      referrerPolicy: "no-referrer",
+      signal: ctl.signal
     }).then(function (resp) {
+      done();
       if (resp.ok) return resp;
       return resp.text().then(function (body) {
         var code = "", message = "";
@@ -216,12 +258,15 @@
         throw new ApiError(resp.status, code, message);
       });
     }, function () {
+      done();
+      if (timedOut) throw new ApiError(0, "TIMEOUT", "");
+      if (signal && signal.aborted) throw new ApiError(0, "ABORTED", "");
       throw new ApiError(0, "NETWORK", "");
     });
   }
 
-  function apiJson(path, params) {
-    return apiFetch(path, params).then(function (resp) {
+  function apiJson(path, params, signal) {
+    return apiFetch(path, params, null, signal).then(function (resp) {
       return resp.json();
     });
   }
@@ -283,20 +328,32 @@
     return { from: f.from, to: f.to, account_id: f.account_id, status: f.status };
   }
 
+  /* The entry of a breakdown that sums the keys past the top 20: marked "rest": true, or (an
+   * answer without that member) the last of more than 20 entries, keyed "other". */
+  function isRest(e, i, list) {
+    if (!e) return false;
+    if (e.rest === true) return true;
+    var marked = list.some(function (x) {
+      return x && Object.prototype.hasOwnProperty.call(x, "rest");
+    });
+    return !marked && e.key === "other" && i === list.length - 1 && list.length > 20;
+  }
+
   function remember(kind, entries) {
-    (entries || []).forEach(function (e) {
-      if (e && typeof e.key === "string" && e.key !== "" && e.key !== "other") known[kind][e.key] = true;
+    entries = Array.isArray(entries) ? entries : [];
+    entries.forEach(function (e, i) {
+      if (e && typeof e.key === "string" && e.key !== "" && !isRest(e, i, entries)) known[kind].set(e.key, true);
     });
   }
 
   function fillDatalist(id, values) {
     var list = $(id);
-    var have = {};
+    var have = new Set();
     Array.prototype.forEach.call(list.options, function (o) {
-      have[o.value] = true;
+      have.add(o.value);
     });
     values.forEach(function (v) {
-      if (have[v]) return;
+      if (have.has(v)) return;
       var o = document.createElement("option");
       o.value = v;
       list.appendChild(o);
@@ -353,10 +410,13 @@
     var body = $("by-agent").tBodies[0];
     clear(body);
     var entries = (all && Array.isArray(all.byAgent)) ? all.byAgent : [];
-    var failedBy = {};
+    /* a Map: agent ids such as "__proto__" or "constructor" are keys like any other */
+    var failedBy = new Map();
     var failedList = failed && Array.isArray(failed.byAgent) ? failed.byAgent : null;
-    (failedList || []).forEach(function (e) {
-      failedBy[e.key === null ? "\u0000null" : e.key] = e.conversations || 0;
+    var failedRest = false; /* failures of agents past the top 20 are summed: unknown per agent */
+    (failedList || []).forEach(function (e, i) {
+      if (isRest(e, i, failedList)) failedRest = true;
+      else failedBy.set(e.key, e.conversations || 0);
     });
     if (!entries.length) {
       var tr0 = el("tr");
@@ -371,7 +431,11 @@
       th.scope = "row";
       tr.appendChild(th);
       tr.appendChild(el("td", fmtInt(e.conversations), "num"));
-      var f = failedList ? failedBy[e.key === null ? "\u0000null" : e.key] || 0 : null;
+      var f = null; /* null: unknown, shown "–" */
+      if (failedList && !isRest(e, entries.indexOf(e), entries)) {
+        if (failedBy.has(e.key)) f = failedBy.get(e.key);
+        else if (!failedRest) f = 0;
+      }
       tr.appendChild(el("td", f === null ? "–" : fmtInt(f), "num"));
       tr.appendChild(el("td", f === null ? "–" : fmtPercent(f, e.conversations), "num"));
       tr.appendChild(el("td", fmtDuration(e.durationSeconds && e.durationSeconds.avg), "num"));
@@ -379,8 +443,8 @@
     });
     /* the agent that fails most: the largest named entry of the failed-only breakdown */
     var worst = null;
-    (failedList || []).forEach(function (e) {
-      if (e.key === "other" || !(e.conversations > 0)) return;
+    (failedList || []).forEach(function (e, i) {
+      if (isRest(e, i, failedList) || !(e.conversations > 0)) return;
       if (!worst || e.conversations > worst.conversations) worst = e;
     });
     var out = $("fails-most-agent");
@@ -388,8 +452,8 @@
     else if (!worst) out.textContent = "none (no failed conversation)";
     else {
       var of = null;
-      entries.forEach(function (e) {
-        if (e.key === worst.key) of = e.conversations;
+      entries.forEach(function (e, i) {
+        if (e.key === worst.key && !isRest(e, i, entries)) of = e.conversations;
       });
       out.textContent = keyText(worst.key) + " (" + fmtInt(worst.conversations) + " failed" +
         (of !== null ? " of " + fmtInt(of) : "") + ")";
@@ -541,10 +605,12 @@
     ["account-list", "agent-list", "platform-list"].forEach(function (id) {
       clear($(id));
     });
-    known = { account: {}, agent: {}, platform: {} };
+    known = { account: new Map(), agent: new Map(), platform: new Map() };
     lastSeries = null;
     nextCursor = null;
     shownRows = 0;
+    paged = false;
+    lastSuccess = null;
     show($("more"), false);
     show($("recent-empty"), false);
     setError("dash-error", "");
@@ -558,7 +624,23 @@
   }
 
   /* ---------------------------------------------------------------- refresh */
-  function refresh() {
+  function clockTime(d) {
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  }
+
+  function statusLine(failedNow) {
+    var every = refreshMs ? " · refreshes every " + refreshMs / 1000 + " s" : " · auto-refresh off";
+    var text;
+    if (!failedNow) text = "Updated " + clockTime(lastSuccess);
+    else if (lastSuccess) text = "Last updated " + clockTime(lastSuccess) + " (stale: the last refresh failed)";
+    else text = "Not updated yet (the refresh failed)";
+    if (paged) text += " · the list keeps the rows you loaded (Refresh reloads it)";
+    $("status-line").textContent = text + every;
+  }
+
+  /* One refresh at a time: a new one aborts the one in flight (its answers are dropped).
+   * auto: started by the timer; then the list is left alone once "Show more" was used. */
+  function refresh(auto) {
     if (!key) return;
     var f = readFilters();
     if (f.error) {
@@ -566,18 +648,23 @@
       return;
     }
     setError("filters-error", "");
+    if (refreshAbort) refreshAbort.abort();
+    var ctl = new AbortController();
+    refreshAbort = ctl;
     var gen = ++generation;
     refreshing = true;
+    $("refresh-now").disabled = true;
+    if (auto !== true) paged = false;
+    var keepList = auto === true && paged;
     $("status-line").textContent = "Loading…";
     var wantFailed = f.status === "" || f.status === "failed";
-    var limit = Math.min(LIST_MAX, Math.max(PAGE_ROWS, shownRows));
     var lp = listParams(f);
-    lp.limit = limit;
+    lp.limit = PAGE_ROWS;
     lp.cursor = ""; /* the first page, not counted */
     var asks = [
-      apiJson("/api/v1/analytics", analyticsParams(f)),
-      f.status === "failed" || !wantFailed ? Promise.resolve(null) : apiJson("/api/v1/analytics", analyticsParams(f, "failed")),
-      apiJson("/api/v1/conversations", lp)
+      apiJson("/api/v1/analytics", analyticsParams(f), ctl.signal),
+      f.status === "failed" || !wantFailed ? Promise.resolve(null) : apiJson("/api/v1/analytics", analyticsParams(f, "failed"), ctl.signal),
+      keepList ? Promise.resolve(null) : apiJson("/api/v1/conversations", lp, ctl.signal)
     ];
     Promise.all(asks.map(function (p) {
       return p.then(function (v) {
@@ -588,6 +675,8 @@
     })).then(function (res) {
       if (gen !== generation || !key) return;
       refreshing = false;
+      refreshAbort = null;
+      $("refresh-now").disabled = false;
       lastRefresh = Date.now();
       var errors = [];
       for (var i = 0; i < res.length; i++) {
@@ -614,15 +703,18 @@
       } else {
         errors.push(describe(a.error, "Analytics"));
       }
-      if (list.ok) renderList(list.value, f, false);
-      else errors.push(describe(list.error, "Recent conversations"));
-      fillDatalist("account-list", Object.keys(known.account).sort());
-      fillDatalist("agent-list", Object.keys(known.agent).sort());
-      fillDatalist("platform-list", Object.keys(known.platform).sort());
+      if (list.ok) {
+        if (!keepList) {
+          listGen++;
+          renderList(list.value, f, false);
+        }
+      } else errors.push(describe(list.error, "Recent conversations"));
+      fillDatalist("account-list", Array.from(known.account.keys()).sort());
+      fillDatalist("agent-list", Array.from(known.agent.keys()).sort());
+      fillDatalist("platform-list", Array.from(known.platform.keys()).sort());
       setError("dash-error", errors.join(" "));
-      var now = new Date();
-      $("status-line").textContent = "Updated " + pad(now.getHours()) + ":" + pad(now.getMinutes()) + ":" +
-        pad(now.getSeconds()) + (refreshMs ? " · refreshes every " + refreshMs / 1000 + " s" : " · auto-refresh off");
+      if (!errors.length) lastSuccess = new Date();
+      statusLine(errors.length > 0);
       document.body.setAttribute("data-refreshed", String(gen));
     });
   }
@@ -631,14 +723,16 @@
     if (!key || nextCursor === null) return;
     var f = readFilters();
     if (f.error) return;
-    var gen = generation;
+    var gen = listGen;
     var lp = listParams(f);
     lp.limit = PAGE_ROWS;
     lp.cursor = nextCursor;
     $("more").disabled = true;
     apiJson("/api/v1/conversations", lp).then(function (page) {
-      if (gen !== generation) return;
+      if (gen !== listGen || !key) return;
       renderList(page, f, true);
+      paged = true;
+      if (lastSuccess) statusLine(false);
     }, function (e) {
       if (e instanceof ApiError && e.status === 401) signOut("Your API key was not accepted any more (401). Sign in again.");
       else setError("dash-error", describe(e, "More conversations"));
@@ -651,7 +745,7 @@
     stopTimer();
     if (!refreshMs) return;
     timer = window.setInterval(function () {
-      if (!document.hidden && !refreshing) refresh();
+      if (!document.hidden && !refreshing) refresh(true);
     }, refreshMs);
   }
 
@@ -662,13 +756,22 @@
 
   /* ---------------------------------------------------------------- the report */
   function closeReport() {
+    reportGen++;
     var d = $("report-dialog");
     if (d.open) d.close();
   }
 
+  /* The Download link exists only while a report's blob: URL is set. */
+  function setDownload(url) {
+    var a = $("report-download");
+    if (url) a.href = url;
+    else a.removeAttribute("href");
+    show(a, !!url);
+  }
+
   function dropReport() {
     $("report-frame").src = "about:blank";
-    $("report-download").href = "#";
+    setDownload(null);
     if (reportUrl) URL.revokeObjectURL(reportUrl);
     reportUrl = null;
   }
@@ -682,23 +785,33 @@
     $("report-title").textContent = "Report: " + id;
     setError("report-error", "");
     $("report-download").setAttribute("download", "report-" + id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 100) + ".html");
+    d.returnFocusTo = opener;
     if (!d.open) d.showModal();
+    if (id === "." || id === "..") {
+      /* new URL() resolves "." and ".." as path segments even encoded: the request would go
+       * elsewhere, so these ids are not fetched */
+      setError("report-error", "The report of a conversation whose id is \"" + id + "\" cannot be opened here: use the API.");
+      return;
+    }
+    var asked = ++reportGen;
     apiFetch(reportHref(id), {}).then(function (resp) {
+      var type = (resp.headers.get("Content-Type") || "").split(";")[0].trim().toLowerCase();
+      if (type !== "text/html") throw new ApiError(-1, "TYPE", "the answer is " + (type || "untyped") + ", not text/html");
       return resp.text();
     }).then(function (html) {
-      if (!d.open) return;
+      if (!d.open || asked !== reportGen) return;
       reportUrl = URL.createObjectURL(new Blob([html], { type: "text/html;charset=utf-8" }));
       $("report-frame").src = reportUrl;
-      $("report-download").href = reportUrl;
+      setDownload(reportUrl);
     }, function (e) {
+      if (asked !== reportGen) return;
       if (e instanceof ApiError && e.status === 401) {
         closeReport();
         signOut("Your API key was not accepted any more (401). Sign in again.");
         return;
       }
-      setError("report-error", describe(e, "The report"));
+      setError("report-error", e instanceof ApiError && e.code === "TYPE" ? "The report could not be shown: " + e.message + "." : describe(e, "The report"));
     });
-    d.returnFocusTo = opener;
   }
 
   /* ---------------------------------------------------------------- export */
@@ -746,7 +859,11 @@
   function signOut(message) {
     key = null;
     generation++;
+    listGen++;
     refreshing = false;
+    if (refreshAbort) refreshAbort.abort();
+    refreshAbort = null;
+    $("refresh-now").disabled = false;
     try {
       window.sessionStorage.removeItem(KEY_STORAGE);
     } catch (e) { /* storage refused */ }
@@ -799,9 +916,20 @@
 
   /* ---------------------------------------------------------------- start */
   function filtersChanged() {
+    if (changeTimer !== null) window.clearTimeout(changeTimer);
+    changeTimer = null;
     nextCursor = null;
     shownRows = 0;
     refresh();
+  }
+
+  /* "change" of a control: a choice (select, date) applies at once; a text field waits a
+   * moment, so that Enter (which submits too) or a quick next change makes one refresh. */
+  function filterChanged(ev) {
+    if (changeTimer !== null) window.clearTimeout(changeTimer);
+    changeTimer = null;
+    if (ev && ev.target && ev.target.type === "text") changeTimer = window.setTimeout(filtersChanged, 400);
+    else filtersChanged();
   }
 
   function init() {
@@ -821,14 +949,14 @@
       refreshMs = isFinite(v) && v > 0 ? v * 1000 : 0;
       if (key) {
         startTimer();
-        refresh();
+        refresh(true);
       }
     });
     $("filters").addEventListener("submit", function (ev) {
       ev.preventDefault();
       filtersChanged();
     });
-    $("filters").addEventListener("change", filtersChanged);
+    $("filters").addEventListener("change", filterChanged);
     $("reset").addEventListener("click", function () {
       setDefaultFilters();
       filtersChanged();
@@ -847,7 +975,7 @@
       if (back && document.body.contains(back)) back.focus();
     });
     document.addEventListener("visibilitychange", function () {
-      if (!document.hidden && key && refreshMs && Date.now() - lastRefresh > refreshMs) refresh();
+      if (!document.hidden && key && refreshMs && Date.now() - lastRefresh > refreshMs) refresh(true);
     });
     var resizeTimer = null;
     window.addEventListener("resize", function () {
