@@ -922,7 +922,20 @@ def test_refreshes_do_not_pile_up_and_a_failure_says_stale(chromium, dash):
     line = text(d, "status-line")
     assert line.startswith("Last updated " + ok_line.split()[1]) and "(stale" in line, line
     assert "could not be reached" in text(d, "dash-error")
-    d.execute_script("window.fetch = window.__realFetch")
+    # a request that never answers ends after 30 s (shortened here: the page's 30 s timers
+    # run in 0.3 s), and the refresh after it works: a hung request stops nothing
+    d.execute_script("""
+        window.fetch = (url, opts) => new Promise((_, reject) => opts.signal.addEventListener(
+          'abort', () => reject(new DOMException('aborted', 'AbortError'))));
+        const st = window.__realSetTimeout || window.setTimeout;
+        window.__realSetTimeout = st;
+        window.setTimeout = (f, ms) => st(f, ms === 30000 ? 300 : ms);""")
+    mark = refreshed(d)
+    by_id(d, "refresh-now").click()
+    wait_refresh(d, mark)
+    assert "no answer within 30 s" in text(d, "dash-error"), text(d, "dash-error")
+    assert "(stale" in text(d, "status-line") and by_id(d, "refresh-now").is_enabled()
+    d.execute_script("window.fetch = window.__realFetch; window.setTimeout = window.__realSetTimeout")
     mark = refreshed(d)
     by_id(d, "refresh-now").click()
     wait_refresh(d, mark)

@@ -211,9 +211,11 @@
     }
   }
 
-  /* signal: an AbortSignal that cancels the request (a newer refresh); every request also ends
-   * after REQUEST_TIMEOUT_MS (status 0, "TIMEOUT"). */
-  function apiFetch(path, params, k, signal) {
+  /* signal: an AbortSignal that cancels the request (a newer refresh). Every request ends
+   * after REQUEST_TIMEOUT_MS (status 0, "TIMEOUT"), its body included: the answer is
+   * { resp, text }. streaming (an export, any size): the Response itself, the time limit
+   * covering only its headers. */
+  function apiFetch(path, params, k, signal, streaming) {
     var url = new URL(path, window.location.origin);
     Object.keys(params || {}).forEach(function (name) {
       var v = params[name];
@@ -244,9 +246,13 @@
       referrerPolicy: "no-referrer",
       signal: ctl.signal
     }).then(function (resp) {
-      done();
-      if (resp.ok) return resp;
+      if (resp.ok && streaming) {
+        done();
+        return resp;
+      }
       return resp.text().then(function (body) {
+        done();
+        if (resp.ok) return { resp: resp, text: body };
         var code = "", message = "";
         try {
           var j = JSON.parse(body);
@@ -257,8 +263,9 @@
         } catch (e) { /* not the JSON envelope */ }
         throw new ApiError(resp.status, code, message);
       });
-    }, function () {
+    }).then(null, function (e) {
       done();
+      if (e instanceof ApiError) throw e;
       if (timedOut) throw new ApiError(0, "TIMEOUT", "");
       if (signal && signal.aborted) throw new ApiError(0, "ABORTED", "");
       throw new ApiError(0, "NETWORK", "");
@@ -266,8 +273,8 @@
   }
 
   function apiJson(path, params, signal) {
-    return apiFetch(path, params, null, signal).then(function (resp) {
-      return resp.json();
+    return apiFetch(path, params, null, signal).then(function (r) {
+      return JSON.parse(r.text);
     });
   }
 
@@ -794,10 +801,10 @@
       return;
     }
     var asked = ++reportGen;
-    apiFetch(reportHref(id), {}).then(function (resp) {
-      var type = (resp.headers.get("Content-Type") || "").split(";")[0].trim().toLowerCase();
+    apiFetch(reportHref(id), {}).then(function (r) {
+      var type = (r.resp.headers.get("Content-Type") || "").split(";")[0].trim().toLowerCase();
       if (type !== "text/html") throw new ApiError(-1, "TYPE", "the answer is " + (type || "untyped") + ", not text/html");
-      return resp.text();
+      return r.text;
     }).then(function (html) {
       if (!d.open || asked !== reportGen) return;
       reportUrl = URL.createObjectURL(new Blob([html], { type: "text/html;charset=utf-8" }));
@@ -825,7 +832,7 @@
     p.format = format;
     button.disabled = true;
     $("status-line").textContent = "Exporting " + format.toUpperCase() + "…";
-    apiFetch("/api/v1/conversations/export", p).then(function (resp) {
+    apiFetch("/api/v1/conversations/export", p, null, null, true).then(function (resp) {
       return resp.blob();
     }).then(function (blob) {
       var name = "conversations-" + $("f-from").value + "-to-" + $("f-to").value + (format === "csv" ? ".csv" : ".ndjson");
