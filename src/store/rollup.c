@@ -71,13 +71,20 @@ static bool key_equal(const struct rollup_entry *e, enum rollup_level level, int
 static bool grow(struct rollup_map *m) {
   if (m->n < m->cap) return true;
   size_t cap = m->cap ? m->cap * 2 : 64;
-  struct rollup_entry *e = realloc(m->e, cap * sizeof *e);
-  if (!e) return false;
-  m->e = e;
-  m->cap = cap;
+  /* cap, slots and nslots change together, only once both allocations succeeded: a failed
+   * growth leaves the map as it was (a first failed growth used to leave cap 64 with nslots 0,
+   * and the next add divided by zero). The entries' realloc may move them; keeping the new
+   * pointer is safe as the old contents are copied and the map's size is unchanged. */
   size_t nslots = cap * 2;
   size_t *slots = malloc(nslots * sizeof *slots);
   if (!slots) return false;
+  struct rollup_entry *e = realloc(m->e, cap * sizeof *e);
+  if (!e) {
+    free(slots);
+    return false;
+  }
+  m->e = e;
+  m->cap = cap;
   for (size_t i = 0; i < nslots; i++) slots[i] = SIZE_MAX;
   for (size_t i = 0; i < m->n; i++) {
     size_t s = (size_t)(m->e[i].hash % nslots);
@@ -450,8 +457,14 @@ static enum store_status read_ranges(rollup_read_fn read, void *read_cls, struct
   return st;
 }
 
+static bool empty(const char *s) { return s && !*s; }
+
 enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read_fn read,
                               void *read_cls, store_cell_cb cell, void *cls) {
+  /* An empty filter value matches nothing (store.h): the rollups keep "not known" as '', which
+   * it would match there while the conversations read at edges (NULL) would not. */
+  if (empty(q->account_id) || empty(q->agent_id) || empty(q->platform) || empty(q->status))
+    return STORE_OK;
   struct rollup_plan p;
   if (!rollup_plan_make(q, &p)) return STORE_RETRY;
   struct rollup_sink k = {&p, ROLLUP_SRC_RAW, cell, cls};

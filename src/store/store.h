@@ -421,7 +421,8 @@ struct store_cell {
 
 struct store_analytics_query {
   int64_t from_us, to_us; /* event time in [from_us, to_us) */
-  /* Filters, NULL: any. account_id as the client gave it (the store blinds it when sealing). */
+  /* Filters, NULL: any; an empty value ("") matches nothing (not the conversations whose value
+   * is not known). account_id as the client gave it (the store blinds it when sealing). */
   const char *account_id, *agent_id, *platform, *status;
   /* A key bound to accounts: only conversations of these (naccounts 0: no such bound). */
   const char *const *accounts;

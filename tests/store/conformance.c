@@ -7032,6 +7032,24 @@ static void ax_check_scans(const struct ax_state *s) {
   q.status = "failed";
   ax_check_scan(s, &q, "a status nothing has");
   q.status = NULL;
+  /* an empty filter matches nothing: not the conversations whose value is not known (the
+   * rollups keep those as '') */
+  q.platform = "";
+  ax_check_scan(s, &q, "an empty platform");
+  q.platform = NULL;
+  q.account_id = "";
+  ax_check_scan(s, &q, "an empty account");
+  q.account_id = NULL;
+  q.agent_id = "";
+  ax_check_scan(s, &q, "an empty agent");
+  q.agent_id = NULL;
+  q.status = "";
+  q.from_us = w0 - 40 * D;
+  q.to_us = w0 + 40 * D;
+  q.cuts = NULL;
+  q.ncuts = 0;
+  ax_check_scan(s, &q, "an empty status, 80 days");
+  q.status = NULL;
   q = (struct store_analytics_query){
       .from_us = w0 + D, .to_us = w0 + 2 * D, .cuts = hours, .ncuts = 23};
   ax_check_scan(s, &q, "hourly cuts");
