@@ -710,20 +710,27 @@ static const char analytics_flush_sql[] = ANALYTICS_SUM(
     " sum(n * messages)::bigint AS m, sum(n * duration)::bigint AS d"
     " FROM pg_temp.analytics_pending GROUP BY 1, 2, 3, 4, 5, 6, 7");
 
-/* The rows the batch's contributions left at zero. */
+/* The rows the batch's contributions left at zero: only keys a contribution of the batch took
+ * something from (n < 0) can be at zero, so a batch that only added deletes nothing and reads
+ * nothing but its pending rows, and one that took away looks at those exact keys only (not every
+ * rollup row of the hours and days it touched). */
 static const char analytics_zero_sql[] =
-    "WITH k AS (SELECT DISTINCT hour_us FROM pg_temp.analytics_pending),"
-    " a AS (DELETE FROM analytics_hour WHERE conversations = 0"
-    "   AND hour_us IN (SELECT hour_us FROM k)),"
-    " b AS (DELETE FROM analytics_total WHERE conversations = 0"
-    "   AND hour_us IN (SELECT hour_us FROM k)),"
-    " z AS (SELECT DISTINCT v.dim, v.at FROM (SELECT " PG_FLOOR("hour_us", PG_DAY) " AS day, "
-    PG_FLOOR("hour_us", PG_BLOCK) " AS block, " PG_FLOOR("hour_us", PG_TOTAL4) " AS block4 "
-    "FROM k) kk CROSS JOIN LATERAL (VALUES (0, kk.day),"
-    "   (1, kk.day), (2, kk.day), (3, kk.day), (4, kk.day), (5, kk.day), (6, kk.block4), (8, kk.block),"
-    "   (9, kk.block), (10, kk.block), (11, kk.block), (12, kk.block)) AS v (dim, at)),"
+    "WITH p AS (SELECT DISTINCT hour_us, account_id, agent_id, platform, status, outcome"
+    "   FROM pg_temp.analytics_pending WHERE n < 0),"
+    " a AS (DELETE FROM analytics_hour r USING p WHERE r.hour_us = p.hour_us"
+    "   AND r.account_id = p.account_id AND r.agent_id = p.agent_id AND r.platform = p.platform"
+    "   AND r.status = p.status AND r.outcome = p.outcome AND r.conversations = 0),"
+    " b AS (DELETE FROM analytics_total r WHERE r.conversations = 0"
+    "   AND r.hour_us IN (SELECT DISTINCT hour_us FROM p)),"
+    " z AS (SELECT DISTINCT v.dim, v.at, v.value FROM (SELECT p.*, " PG_FLOOR("p.hour_us", PG_DAY)
+    " AS day, " PG_FLOOR("p.hour_us", PG_BLOCK) " AS block, " PG_FLOOR("p.hour_us", PG_TOTAL4)
+    " AS block4 FROM p) g CROSS JOIN LATERAL (VALUES"
+    "   (0, g.day, g.account_id), (1, g.day, g.agent_id), (2, g.day, g.platform),"
+    "   (3, g.day, g.status), (4, g.day, g.outcome), (5, g.day, ''), (6, g.block4, ''),"
+    "   (8, g.block, g.account_id), (9, g.block, g.agent_id), (10, g.block, g.platform),"
+    "   (11, g.block, g.status), (12, g.block, g.outcome)) AS v (dim, at, value)),"
     " c AS (DELETE FROM analytics_dim r USING z WHERE r.dim = z.dim AND r.day_us = z.at"
-    "   AND r.conversations = 0) "
+    "   AND r.value = z.value AND r.conversations = 0) "
     "SELECT 1";
 
 /* A rebuild: every conversation counted again (after the rollups were emptied). */
