@@ -2578,13 +2578,26 @@ static bool analytics_rebuild_if_due(PGconn *c, char *err, size_t errlen) {
              strcmp(PQgetvalue(r, 0, 0), "t") == 0;
   PQclear(r);
   if (!due) return true;
-  int64_t counted;
+  /* Before HTTP is up: say why start-up takes a while (one statement: no progress to show), and
+   * that stopping it only makes the next start do it again. */
+  r = PQexec(c, "SELECT count(*)::text FROM conversations");
+  long long total = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                        ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                        : -1;
+  PQclear(r);
+  log_msg(LOG_INFO,
+          "computing analytics rollups for %lld conversations, once (store older than migration "
+          "0011/0012); this may take minutes on millions of conversations; HTTP starts when "
+          "it is done (stopping the process now makes the next start begin again)",
+          total);
+  int64_t started = time_now_us(), counted;
   if (analytics_rebuild_on(c, &counted) != STORE_OK) {
     snprintf(err, errlen, "DATABASE_URL: postgresql: cannot compute the analytics rollups: %s",
              PG_MSG(c));
     return false;
   }
-  log_msg(LOG_INFO, "analytics rollups computed from %lld conversations", (long long)counted);
+  log_msg(LOG_INFO, "analytics rollups computed from %lld conversations in %.1f s",
+          (long long)counted, (double)(time_now_us() - started) / 1e6);
   return true;
 }
 

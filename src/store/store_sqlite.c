@@ -668,8 +668,9 @@ static int roll_flush(struct sqlite_store *s) {
 /* Every rollup recomputed from the conversations, in event-time order: the sums are written out
  * a day at a time (no key spans two days), so memory stays a day's keys. *counted: conversations
  * counted. Inside the caller's transaction. */
-static int roll_rebuild(struct sqlite_store *s, int64_t *counted) {
+static int roll_rebuild(struct sqlite_store *s, int64_t *counted, int64_t total) {
   *counted = 0;
+  int64_t started = time_now_us(), logged = started;
   rollup_map_clear(&s->roll); /* the batch's earlier changes are in the conversations */
   int rc = sqlite3_exec(s->wdb,
                         "DELETE FROM analytics_hour; DELETE FROM analytics_total; "
@@ -688,7 +689,20 @@ static int roll_rebuild(struct sqlite_store *s, int64_t *counted) {
     struct rollup_row row;
     row.event_us = sqlite3_column_int64(st, 0);
     int64_t d = rollup_floor(row.event_us, ROLLUP_DAY_US);
-    if (s->roll.n && d != day && (rc = roll_flush(s)) != SQLITE_OK) break;
+    if (s->roll.n && d != day) {
+      if ((rc = roll_flush(s)) != SQLITE_OK) break;
+      int64_t now = time_now_us();
+      if (now - logged >= INT64_C(10000000)) { /* progress, every 10 s at most */
+        logged = now;
+        long long secs = (long long)((now - started) / 1000000);
+        if (total >= 0)
+          log_msg(LOG_INFO, "analytics rollups: %lld of %lld conversations counted (%lld s so far)",
+                  (long long)*counted, (long long)total, secs);
+        else
+          log_msg(LOG_INFO, "analytics rollups: %lld conversations counted (%lld s so far)",
+                  (long long)*counted, secs);
+      }
+    }
     day = d;
     for (int k = 0; k < STORE_DIM_COUNT; k++)
       row.dims[k] = (const char *)sqlite3_column_text(st, 1 + k);
@@ -716,9 +730,23 @@ static bool roll_rebuild_if_due(struct sqlite_store *s, char *err, size_t errlen
   bool due = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
   sqlite3_finalize(st);
   if (!due) return true;
-  int64_t counted = 0;
+  int64_t counted = 0, total = 0;
   int rc = sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = roll_rebuild(s, &counted);
+  if (rc == SQLITE_OK && (rc = sqlite3_prepare_v2(s->wdb, "SELECT count(*) FROM conversations", -1,
+                                                  &st, NULL)) == SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) total = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  /* Before HTTP is up: say why start-up takes a while (about 17 s a million conversations on the
+   * benchmark machine, README), and that stopping it only makes the next start do it again. */
+  int64_t started = time_now_us();
+  if (rc == SQLITE_OK)
+    log_msg(LOG_INFO,
+            "computing analytics rollups for %lld conversations, once (store older than "
+            "migration 0011/0012); this takes about %lld s; HTTP starts when it is done (stopping "
+            "the process now makes the next start begin again)",
+            (long long)total, (long long)(total * 17 / 1000000 + 1));
+  if (rc == SQLITE_OK) rc = roll_rebuild(s, &counted, total);
   if (rc == SQLITE_OK) rc = sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "DATABASE_URL: sqlite: cannot compute the analytics rollups: %s",
@@ -727,7 +755,8 @@ static bool roll_rebuild_if_due(struct sqlite_store *s, char *err, size_t errlen
     rollup_map_clear(&s->roll);
     return false;
   }
-  log_msg(LOG_INFO, "analytics rollups computed from %lld conversations", (long long)counted);
+  log_msg(LOG_INFO, "analytics rollups computed from %lld conversations in %.1f s",
+          (long long)counted, (double)(time_now_us() - started) / 1e6);
   return true;
 }
 
@@ -1792,7 +1821,7 @@ static bool ids_storable(const struct store_write *w) {
 static int apply_write(struct sqlite_store *s, struct store_write *w) {
   if (w->kind == STORE_WRITE_AUDIT) return audit_given(s, w);
   if (w->kind == STORE_WRITE_RESEAL) return apply_reseal(s, w);
-  if (w->kind == STORE_WRITE_ANALYTICS_REBUILD) return roll_rebuild(s, &w->erased);
+  if (w->kind == STORE_WRITE_ANALYTICS_REBUILD) return roll_rebuild(s, &w->erased, -1);
   if ((w->kind == STORE_WRITE_CONVERSATION || w->kind == STORE_WRITE_EVENT) && !ids_storable(w))
     return ID_REFUSED;
   if (store_write_is_key(w)) return apply_key(s, w);

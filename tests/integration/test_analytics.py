@@ -554,6 +554,33 @@ def test_rebuild_gives_the_same_answers(srv, store):
         assert json.loads(text) == recount(store, as_dt(f), as_dt(t), **p)
 
 
+def test_a_recount_at_start_says_so_before_and_after(srv, store):
+    """A store whose rollups are due (as after migration 0011/0012) is recounted at start-up,
+    before HTTP is up: one line says so first (how many conversations, that it happens once),
+    another when it is done (how many, how long), and the answers are those there were."""
+    queries = [c for c in COMBOS[:3]]
+    before = [ask(srv, **{"from": f, "to": t}, **p).text for f, t, p in queries]
+    total = srv.list_convs(limit=1).json()["pagination"]["total"]
+    for table in ("analytics_hour", "analytics_total", "analytics_dim"):
+        sql(srv, f"DELETE FROM {table}")
+    sql(srv, "UPDATE analytics_state SET rebuild = (1 = 1)")
+    srv.restart()
+    msgs = []
+    for line in srv.last_stderr().splitlines():
+        try:
+            msgs.append(json.loads(line)["msg"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    first = [i for i, m in enumerate(msgs)
+             if m.startswith(f"computing analytics rollups for {total} conversations, once")]
+    done = [i for i, m in enumerate(msgs)
+            if m.startswith(f"analytics rollups computed from {total} conversations in ")]
+    assert len(first) == 1 and len(done) == 1 and first[0] < done[0], msgs
+    assert [ask(srv, **{"from": f, "to": t}, **p).text for f, t, p in queries] == before
+    srv.restart()  # done once: the next start says nothing of it
+    assert "computing analytics rollups" not in srv.last_stderr()
+
+
 def test_rebuild_usage(tmp_path):
     res = run_binary(["analytics"], cwd=tmp_path)
     assert res.returncode == 2 and "analytics rebuild" in res.stderr
