@@ -5,6 +5,7 @@
  * to accounts sees only those (an account_id outside them counts nothing, as the list finds
  * nothing). Loading the zone, the cuts and the scan run on an offload thread: the zone is a file
  * and the database may be slow. */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,19 @@
 
 #define DEFAULT_RANGE_US (30LL * 86400 * 1000000)
 
-enum job_outcome { JOB_OK, JOB_BAD_TZ, JOB_TOO_MANY_POINTS, JOB_NO_MEMORY, JOB_STORE };
+enum job_outcome {
+  JOB_OK,
+  JOB_BAD_TZ,
+  JOB_TOO_MANY_POINTS,
+  JOB_FROM_OUT_OF_RANGE,
+  JOB_TO_OUT_OF_RANGE,
+  JOB_NO_MEMORY,
+  JOB_STORE
+};
+
+/* Jobs running or queued: at most a quarter of OFFLOAD_QUEUE (exports may hold half), so a burst
+ * of analytics requests cannot take the queue from everything else. */
+static atomic_long analytics_running;
 
 /* Longer than any zone name (IANA's longest is 32 bytes). */
 #define TZ_PARAM_MAX 127
@@ -37,6 +50,7 @@ struct analytics_job {
 
 static void job_free(void *p) {
   struct analytics_job *job = p;
+  atomic_fetch_sub(&analytics_running, 1);
   free(job->out);
   free(job);
 }
@@ -99,11 +113,10 @@ static void on_cell(void *cls, const struct store_cell *cell) {
 
 #define NAME_STORE_ERROR 2
 
-static int name_account(void *cls, const char *stored, char *out, size_t outlen) {
+static int name_accounts(void *cls, const char *const *stored, size_t n, char **names) {
   struct scan_ctx *ctx = cls;
-  enum store_status st = ctx->store->ops->analytics_account_name(ctx->store, stored, out, outlen);
+  enum store_status st = ctx->store->ops->analytics_account_names(ctx->store, stored, n, names);
   if (st == STORE_OK) return 0;
-  if (st == STORE_NOT_FOUND) return 1;
   ctx->status = st;
   return NAME_STORE_ERROR;
 }
@@ -117,7 +130,9 @@ static void analytics_work(void *p) {
     return;
   }
   struct scan_ctx ctx = {.store = job->store};
-  switch (analytics_new(z, job->iv, job->q.from_us, job->q.to_us, ANALYTICS_POINTS_MAX, &ctx.a)) {
+  enum analytics_result made =
+      analytics_new(z, job->iv, job->q.from_us, job->q.to_us, ANALYTICS_POINTS_MAX, &ctx.a);
+  switch (made) {
     case ANALYTICS_OK:
       break;
     case ANALYTICS_TOO_MANY_POINTS:
@@ -128,6 +143,12 @@ static void analytics_work(void *p) {
       job->outcome = JOB_NO_MEMORY;
       tz_free(z);
       return;
+    case ANALYTICS_FROM_OUT_OF_RANGE:
+    case ANALYTICS_TO_OUT_OF_RANGE:
+      job->outcome =
+          made == ANALYTICS_FROM_OUT_OF_RANGE ? JOB_FROM_OUT_OF_RANGE : JOB_TO_OUT_OF_RANGE;
+      tz_free(z);
+      return;
   }
   job->q.cuts = analytics_cuts(ctx.a, &job->q.ncuts);
   job->status = job->store->ops->analytics_scan(job->store, &job->q, on_cell, &ctx);
@@ -136,7 +157,7 @@ static void analytics_work(void *p) {
   } else if (ctx.no_memory) {
     job->outcome = JOB_NO_MEMORY;
   } else {
-    int rc = analytics_render(ctx.a, job->tz_name, name_account, &ctx, &job->out, &job->out_len);
+    int rc = analytics_render(ctx.a, job->tz_name, name_accounts, &ctx, &job->out, &job->out_len);
     if (rc == NAME_STORE_ERROR) {
       job->outcome = JOB_STORE;
       job->status = ctx.status;
@@ -162,6 +183,14 @@ static void on_resume(struct http_request *req) {
       api_bad_param(req, "interval",
                     "makes more than 10000 series points from from to to: choose a longer "
                     "interval or a shorter range");
+      return;
+    case JOB_FROM_OUT_OF_RANGE:
+      api_bad_param(req, "from",
+                    "makes the first interval start before 0001-01-01 in the time zone tz");
+      return;
+    case JOB_TO_OUT_OF_RANGE:
+      api_bad_param(req, "to",
+                    "makes the last interval start after 9999-12-31 in the time zone tz");
       return;
     case JOB_NO_MEMORY:
       http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
@@ -189,9 +218,38 @@ static bool filter_ok(struct http_request *req, const char *name, const char **o
   return true;
 }
 
+static const char *const known_params[] = {"from",       "to",       "interval", "tz",
+                                           "account_id", "agent_id", "platform", "status"};
+
+/* Every parameter is one of known_params, given with a value: a misspelt filter (accountId=)
+ * would otherwise answer company-wide numbers that look filtered. */
+static bool params_known(struct http_request *req) {
+  for (size_t i = 0; i < http_request_query_count(req); i++) {
+    const char *value;
+    const char *name = http_request_query_at(req, i, &value);
+    bool known = false;
+    for (size_t k = 0; k < sizeof known_params / sizeof *known_params; k++)
+      known = known || strcmp(name, known_params[k]) == 0;
+    if (known && value) continue;
+    /* named in the answer: valid UTF-8, at most 64 bytes */
+    char field[64 + 1];
+    size_t len = strlen(name);
+    utf8_sanitize(field, sizeof field, name, len < 64 ? len : 64);
+    if (known)
+      api_bad_param(req, field, "needs a value (name=value)");
+    else
+      api_bad_param(req, field,
+                    "is not a parameter of this endpoint (from, to, interval, tz, account_id, "
+                    "agent_id, platform, status)");
+    return false;
+  }
+  return true;
+}
+
 void api_analytics_get(struct http_request *req) {
   struct app *app = http_request_app(req);
   struct store_analytics_query q = {0};
+  if (!params_known(req)) return;
   if (!filter_ok(req, "account_id", &q.account_id) || !filter_ok(req, "agent_id", &q.agent_id) ||
       !filter_ok(req, "platform", &q.platform) || !filter_ok(req, "status", &q.status))
     return;
@@ -227,8 +285,19 @@ void api_analytics_get(struct http_request *req) {
     api_bad_param(req, "tz", "must be an IANA time zone name such as UTC or Europe/Berlin");
     return;
   }
+  long most = app->cfg->offload_queue / 4 > 0 ? app->cfg->offload_queue / 4 : 1;
+  if (atomic_fetch_add(&analytics_running, 1) >= most) {
+    atomic_fetch_sub(&analytics_running, 1);
+    http_reply_header(req, "Retry-After", "1");
+    http_reply_error(req, API_ERR_UNAVAILABLE,
+                     "Too many analytics requests are running (at most a quarter of "
+                     "OFFLOAD_QUEUE at once); retry",
+                     NULL);
+    return;
+  }
   struct analytics_job *job = calloc(1, sizeof *job);
   if (!job) {
+    atomic_fetch_sub(&analytics_running, 1);
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
     return;
   }

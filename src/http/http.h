@@ -78,6 +78,10 @@ bool http_request_http10(const struct http_request *req);
 const char *http_request_path_param(const struct http_request *req);
 /* A decoded query argument, or NULL when absent. */
 const char *http_request_query(const struct http_request *req, const char *name);
+/* The query's parameters in order (an endpoint that refuses names it does not know): how many,
+ * and the i-th's decoded name, its value into *value (NULL when given without '='). */
+size_t http_request_query_count(const struct http_request *req);
+const char *http_request_query_at(const struct http_request *req, size_t i, const char **value);
 const char *http_request_header(const struct http_request *req, const char *name);
 const char *http_request_body(const struct http_request *req, size_t *len);
 const char *http_request_id(const struct http_request *req);

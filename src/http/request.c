@@ -31,6 +31,13 @@ const char *http_request_query(const struct http_request *req, const char *name)
   return url_query_get(&req->query, name);
 }
 
+size_t http_request_query_count(const struct http_request *req) { return req->query.count; }
+
+const char *http_request_query_at(const struct http_request *req, size_t i, const char **value) {
+  *value = req->query.params[i].value;
+  return req->query.params[i].name;
+}
+
 const char *http_request_header(const struct http_request *req, const char *name) {
   return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }

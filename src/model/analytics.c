@@ -80,6 +80,17 @@ enum analytics_result analytics_new(const struct tz *z, enum tz_interval iv, int
     }
     a->cuts[a->ncuts++] = t * US_PER_S;
   }
+  /* every start label is a local date-time in years 0001..9999 (tz_format would clamp it) */
+  int64_t last = a->ncuts ? a->cuts[a->ncuts - 1] / US_PER_S : a->first_start;
+  enum analytics_result range = ANALYTICS_OK;
+  if (a->first_start + tz_offset_at(z, a->first_start) < TIME_MIN_US / US_PER_S)
+    range = ANALYTICS_FROM_OUT_OF_RANGE;
+  else if (last + tz_offset_at(z, last) > TIME_MAX_US / US_PER_S)
+    range = ANALYTICS_TO_OUT_OF_RANGE;
+  if (range != ANALYTICS_OK) {
+    analytics_free(a);
+    return range;
+  }
   a->series = calloc(a->ncuts + 1, sizeof *a->series);
   if (!a->series) {
     analytics_free(a);
@@ -373,10 +384,12 @@ static void out_sums(struct out *o, const struct sums *s) {
   out_str(o, "}");
 }
 
-static void out_entry(struct out *o, const char *key, const struct sums *s) {
+/* rest: the entry summing the values past the top ("key": "other", "rest": true), told apart
+ * from a real value "other" (which has no "rest"). */
+static void out_entry(struct out *o, const char *key, bool rest, const struct sums *s) {
   out_str(o, "{\"key\":");
   out_json_str(o, key);
-  out_str(o, ",");
+  out_str(o, rest ? ",\"rest\":true," : ",");
   out_sums(o, s);
   out_str(o, "}");
 }
@@ -401,52 +414,70 @@ static const struct sums *vmap_find(const struct vmap *m, const char *key) {
   return NULL;
 }
 
-/* The account entries' top: each named through name; one not found goes to other, two of the
- * same name become one. Entries items[0..*top) stay, sorted again. */
-static int name_accounts(struct entry *items, size_t *top, struct sums *other,
-                         analytics_name_fn name, void *cls) {
-  char buf[MODEL_ACCOUNT_ID_MAX + 64];
-  size_t kept = 0;
-  for (size_t i = 0; i < *top; i++) {
-    struct entry e = items[i];
-    if (e.key) {
-      int rc = name(cls, e.key, buf, sizeof buf);
-      if (rc == 1) {
-        sums_merge(other, &e.s);
-        free(e.key);
-        items[i].key = NULL;
+/* Every account value of m named through name, in batches: values naming the same account become
+ * one entry (m is replaced by the named map); a value naming none goes to *unnamed. */
+static int name_accounts(struct vmap *m, struct sums *unnamed, bool *has_unnamed,
+                         analytics_names_fn name, void *cls) {
+  struct vmap named = {0};
+  const char **stored = malloc(ANALYTICS_NAME_BATCH * sizeof *stored);
+  char **names = malloc(ANALYTICS_NAME_BATCH * sizeof *names);
+  size_t *from = malloc(ANALYTICS_NAME_BATCH * sizeof *from);
+  int rc = stored && names && from ? 0 : -1;
+  size_t i = 0;
+  while (rc == 0 && i < m->count) {
+    size_t n = 0;
+    for (; rc == 0 && i < m->count && n < ANALYTICS_NAME_BATCH; i++) {
+      struct entry *e = &m->items[i];
+      if (e->key) {
+        stored[n] = e->key;
+        names[n] = NULL;
+        from[n++] = i;
         continue;
       }
-      if (rc != 0) return rc;
-      if (strcmp(buf, e.key) != 0) {
-        char *named = strdup(buf);
-        if (!named) return -1;
-        free(e.key);
-        items[i].key = e.key = named;
+      struct entry *t = vmap_get(&named, NULL);
+      if (t)
+        sums_merge(&t->s, &e->s);
+      else
+        rc = -1;
+    }
+    if (rc != 0 || n == 0) break;
+    rc = name(cls, stored, n, names);
+    for (size_t k = 0; k < n; k++) {
+      if (rc == 0 && !names[k]) {
+        sums_merge(unnamed, &m->items[from[k]].s);
+        *has_unnamed = true;
+      } else if (rc == 0) {
+        struct entry *t = vmap_get(&named, names[k]);
+        if (t)
+          sums_merge(&t->s, &m->items[from[k]].s);
+        else
+          rc = -1;
       }
+      free(names[k]);
     }
-    size_t j = 0;
-    while (j < kept && !((items[j].key == NULL && e.key == NULL) ||
-                         (items[j].key && e.key && strcmp(items[j].key, e.key) == 0)))
-      j++;
-    if (j < kept) {
-      sums_merge(&items[j].s, &e.s);
-      free(e.key);
-      items[i].key = NULL;
-      continue;
-    }
-    items[i].key = NULL;
-    items[kept++] = e;
   }
-  *top = kept;
-  if (kept) qsort(items, kept, sizeof *items, entry_cmp);
+  free(stored);
+  free(names);
+  free(from);
+  if (rc != 0) {
+    vmap_free(&named);
+    return rc;
+  }
+  vmap_free(m);
+  *m = named;
   return 0;
 }
 
 /* The breakdown of dimension d: sorts the map's entries in place (it is not searched after). */
-static int breakdown_out(struct analytics *a, int d, analytics_name_fn name, void *cls,
+static int breakdown_out(struct analytics *a, int d, analytics_names_fn name, void *cls,
                          struct out *o) {
   struct vmap *m = &a->dims[d];
+  struct sums other = {0};
+  bool has_other = false;
+  if (d == ANALYTICS_DIM_ACCOUNT && name && m->count) {
+    int rc = name_accounts(m, &other, &has_other, name, cls);
+    if (rc != 0) return rc;
+  }
   if (m->count) qsort(m->items, m->count, sizeof *m->items, entry_cmp);
   free(m->slots); /* positions moved: the map is a list from here on */
   m->slots = NULL;
@@ -454,23 +485,16 @@ static int breakdown_out(struct analytics *a, int d, analytics_name_fn name, voi
   m->has_null = false;
   m->last = 0;
   size_t top = m->count < ANALYTICS_TOP ? m->count : ANALYTICS_TOP;
-  struct sums other = {0};
-  bool has_other = m->count > top;
+  has_other = has_other || m->count > top;
   for (size_t i = top; i < m->count; i++) sums_merge(&other, &m->items[i].s);
-  if (d == ANALYTICS_DIM_ACCOUNT && name) {
-    size_t before = top;
-    int rc = name_accounts(m->items, &top, &other, name, cls);
-    if (rc != 0) return rc;
-    if (top < before) has_other = has_other || other.conversations > 0;
-  }
   out_str(o, "[");
   for (size_t i = 0; i < top; i++) {
     if (i) out_str(o, ",");
-    out_entry(o, m->items[i].key, &m->items[i].s);
+    out_entry(o, m->items[i].key, false, &m->items[i].s);
   }
   if (has_other) {
     if (top) out_str(o, ",");
-    out_entry(o, "other", &other);
+    out_entry(o, "other", true, &other);
   }
   out_str(o, "]");
   return 0;
@@ -502,7 +526,7 @@ static const int dim_order[ANALYTICS_DIM_COUNT] = {ANALYTICS_DIM_STATUS, ANALYTI
 static const char *const interval_names[] = {
     [TZ_HOUR] = "hour", [TZ_DAY] = "day", [TZ_WEEK] = "week"};
 
-int analytics_render(struct analytics *a, const char *tz_name, analytics_name_fn name, void *cls,
+int analytics_render(struct analytics *a, const char *tz_name, analytics_names_fn name, void *cls,
                      char **out, size_t *len) {
   *out = NULL;
   *len = 0;

@@ -8,7 +8,9 @@
  * bucket that holds the rank: exact below 10 s, at most 15% below the true value above (the last
  * bucket reports its lower edge), null when nothing is counted. A breakdown lists at most
  * ANALYTICS_TOP entries by conversations (ties: the key's bytes ascending, null last), the rest
- * summed under "key": "other"; an unknown value (stored NULL) is "key": null. */
+ * summed under "key": "other" with "rest": true (a real value "other" has no "rest"); an unknown
+ * value (stored NULL) is "key": null. Accounts are named (every distinct stored value) before
+ * they are merged, ranked and cut. */
 #ifndef GSR_MODEL_ANALYTICS_H
 #define GSR_MODEL_ANALYTICS_H
 
@@ -46,14 +48,23 @@ struct analytics_cell {
   const uint32_t *hist; /* ANALYTICS_HIST_BUCKETS counts; NULL: none (DIM cells need none) */
 };
 
-enum analytics_result { ANALYTICS_OK, ANALYTICS_TOO_MANY_POINTS, ANALYTICS_NO_MEMORY };
+enum analytics_result {
+  ANALYTICS_OK,
+  ANALYTICS_TOO_MANY_POINTS,
+  ANALYTICS_NO_MEMORY,
+  /* the first interval's start, in local time, is before 0001-01-01 (from's fault) or the last
+   * one's after 9999-12-31 (to's fault): a start label could not be written */
+  ANALYTICS_FROM_OUT_OF_RANGE,
+  ANALYTICS_TO_OUT_OF_RANGE
+};
 
 struct analytics;
 
 /* An accumulator for the event-time range [from_us, to_us) (from_us < to_us) cut into the
  * intervals iv of zone z (which must outlive it): the first interval is the one holding from_us
  * (it may start before from_us), the last the one holding to_us - 1. ANALYTICS_TOO_MANY_POINTS
- * when that makes more than max_points intervals. */
+ * when that makes more than max_points intervals; ANALYTICS_FROM/TO_OUT_OF_RANGE when the first
+ * or last interval starts, in local time, outside 0001-01-01T00:00:00..9999-12-31T23:59:59. */
 enum analytics_result analytics_new(const struct tz *z, enum tz_interval iv, int64_t from_us,
                                     int64_t to_us, size_t max_points, struct analytics **out);
 void analytics_free(struct analytics *a);
@@ -67,16 +78,21 @@ size_t analytics_points(const struct analytics *a);
 /* Counts one cell. False when out of memory (the answer is then unusable). */
 bool analytics_add(struct analytics *a, const struct analytics_cell *cell);
 
-/* The account id a stored account value stands for (store.h analytics_account_name): 0 found
- * (written to out), 1 no such account (counted under "other"), any other value an error that
- * analytics_render returns as is. */
-typedef int (*analytics_name_fn)(void *cls, const char *stored, char *out, size_t outlen);
+/* The account ids n distinct stored account values stand for (store.h analytics_account_names):
+ * names[i] (NULL on entry) set to an owned copy (malloc) of the id stored[i] stands for, left NULL
+ * when there is none (counted under "other"). Returns 0, or an error analytics_render returns as
+ * is. The caller frees every name set, whatever the result. Called with at most
+ * ANALYTICS_NAME_BATCH values at a time. */
+typedef int (*analytics_names_fn)(void *cls, const char *const *stored, size_t n, char **names);
+#define ANALYTICS_NAME_BATCH 500
 
 /* Renders the answer as compact JSON (*out owned, free(); *len its length), once (it sorts the
- * accumulator's breakdowns in place). The top account entries are named through name (NULL:
- * shown as stored); two that name the same account are one entry. "query" echoes from and to
+ * accumulator's breakdowns in place). Every distinct account value is named through name (NULL:
+ * shown as stored) before the ranking; values that name the same account are one entry (an
+ * account stored in plaintext before ENCRYPTION_KEYS was set and as a blind index after, or
+ * under two keys before reencrypt). "query" echoes from and to
  * (UTC), the interval and tz_name. Returns 0, -1 when out of memory, or name's error. */
-int analytics_render(struct analytics *a, const char *tz_name, analytics_name_fn name, void *cls,
+int analytics_render(struct analytics *a, const char *tz_name, analytics_names_fn name, void *cls,
                      char **out, size_t *len);
 
 /* The mean of sum over n rounded half up to 3 decimals, as thousandths (n > 0, sum >= 0). */

@@ -502,6 +502,12 @@ struct store_ops {
    * stored conversation has it. */
   enum store_status (*analytics_account_name)(struct store *s, const char *stored, char *out,
                                               size_t outlen);
+  /* The same for n cell account values in one query (a request names every distinct one):
+   * names[i] (NULL on entry) becomes an owned copy (free()) of the name of stored[i], or stays
+   * NULL when no stored conversation has it. On an error some may be set: the caller frees them.
+   * Callers keep n to a few hundred per call. */
+  enum store_status (*analytics_account_names)(struct store *s, const char *const *stored, size_t n,
+                                               char **names);
   /* Recomputes every rollup from the conversations (gensendrep analytics rebuild), in one
    * transaction, beside writes; *counted: the conversations counted. */
   enum store_status (*analytics_rebuild)(struct store *s, int64_t *counted);

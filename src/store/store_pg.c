@@ -3319,6 +3319,46 @@ static enum store_status pg_analytics_account_name(struct store *base, const cha
   return st;
 }
 
+static enum store_status pg_analytics_account_names(struct store *base, const char *const *stored,
+                                                    size_t n, char **names) {
+  struct pg_store *s = (struct pg_store *)base;
+  if (n == 0) return STORE_OK;
+  char *json = store_accounts_json(stored, n);
+  if (!json) return STORE_RETRY;
+  const char *vals[1] = {json};
+  enum store_status st = STORE_RETRY;
+  for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    struct pg_reader *r = reader_get(s);
+    if (!r) break;
+    /* one probe of conversations_account per value */
+    PGresult *res = reader_checked(
+        s, r,
+        PQexecParams(r->conn,
+                     "SELECT v.i - 1, c.conversation_id, c.account_id, c.account_sealed "
+                     "FROM json_array_elements_text($1::json) WITH ORDINALITY AS v(a, i) "
+                     "CROSS JOIN LATERAL (SELECT conversation_id, account_id, account_sealed "
+                     "FROM conversations WHERE account_id = v.a LIMIT 1) c",
+                     1, NULL, vals, NULL, NULL, 1),
+        &st);
+    int rows = st == STORE_OK ? PQntuples(res) : 0;
+    for (int row = 0; row < rows && st == STORE_OK; row++) {
+      int64_t i = get_i64(res, row, 0);
+      if (i < 0 || (size_t)i >= n || names[i]) continue;
+      char id[MODEL_CONVERSATION_ID_MAX + 1], name[MODEL_ACCOUNT_ID_MAX + 64];
+      get_text(res, row, 1, id, sizeof id);
+      if (PQgetisnull(res, row, 3))
+        get_text(res, row, 2, name, sizeof name);
+      else if (!open_text(s->ring, "conversations.account_id", id, res, row, 3, name, sizeof name))
+        st = STORE_HARD;
+      if (st == STORE_OK && !(names[i] = strdup(name))) st = STORE_RETRY;
+    }
+    PQclear(res);
+    if (r->conn) break;
+  }
+  free(json);
+  return st;
+}
+
 /* ---------- API keys ---------- */
 
 static int64_t time_or_zero(const PGresult *res, int row, int col) {
@@ -4797,6 +4837,7 @@ static const struct store_ops pg_ops = {
     .set_outbox_notify = pg_set_outbox_notify,
     .analytics_scan = pg_analytics_scan,
     .analytics_account_name = pg_analytics_account_name,
+    .analytics_account_names = pg_analytics_account_names,
     .analytics_rebuild = rollup_rebuild_wait,
     .close = pg_close,
 };

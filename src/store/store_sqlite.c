@@ -2564,6 +2564,52 @@ static enum store_status sqlite_analytics_account_name(struct store *base, const
   return result;
 }
 
+static enum store_status sqlite_analytics_account_names(struct store *base,
+                                                        const char *const *stored, size_t n,
+                                                        char **names) {
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  if (!r) return STORE_RETRY;
+  if (n == 0) return STORE_OK;
+  char *json = store_accounts_json(stored, n);
+  if (!json) return STORE_RETRY;
+  /* one probe of conversations_account per value */
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(r->db,
+                         "SELECT j.key, c.conversation_id, c.account_id, c.account_sealed "
+                         "FROM json_each(?1) AS j JOIN conversations c ON c.conversation_id = "
+                         "(SELECT conversation_id FROM conversations WHERE account_id = j.value "
+                         "LIMIT 1)",
+                         -1, &st, NULL) != SQLITE_OK) {
+    free(json);
+    return STORE_RETRY;
+  }
+  sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+  enum store_status result = STORE_OK;
+  int rc;
+  while (result == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int64_t i = sqlite3_column_int64(st, 0);
+    if (i < 0 || (size_t)i >= n || names[i]) continue;
+    char id[MODEL_CONVERSATION_ID_MAX + 1], name[MODEL_ACCOUNT_ID_MAX + 64];
+    copy_text(id, sizeof id, sqlite3_column_text(st, 1));
+    if (sqlite3_column_type(st, 3) == SQLITE_NULL) {
+      copy_text(name, sizeof name, sqlite3_column_text(st, 2));
+    } else {
+      char aad[STORE_AAD_MAX];
+      size_t aad_len = store_seal_aad(aad, "conversations.account_id", id, NULL);
+      if (!store_open_id(r->ring, aad, aad_len, sqlite3_column_blob(st, 3),
+                         (size_t)sqlite3_column_bytes(st, 3), name, sizeof name)) {
+        result = not_opened("account", id);
+        break;
+      }
+    }
+    if (!(names[i] = strdup(name))) result = STORE_RETRY;
+  }
+  if (result == STORE_OK && rc != SQLITE_DONE) result = status_of(rc);
+  sqlite3_finalize(st);
+  free(json);
+  return result;
+}
+
 static enum store_status sqlite_ping_read(struct store *base) {
   struct reader *r = reader_get((struct sqlite_store *)base);
   if (!r) return STORE_RETRY;
@@ -4750,6 +4796,7 @@ static const struct store_ops sqlite_ops = {
     .set_outbox_notify = sqlite_set_outbox_notify,
     .analytics_scan = sqlite_analytics_scan,
     .analytics_account_name = sqlite_analytics_account_name,
+    .analytics_account_names = sqlite_analytics_account_names,
     .analytics_rebuild = rollup_rebuild_wait,
     .close = sqlite_close,
 };

@@ -10,6 +10,7 @@ bound to accounts sees only those; every bad parameter is a 400 JSON error namin
 each test keeps to its own years of start times (or its own accounts), so they do not interfere.
 """
 import base64
+import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -104,7 +105,8 @@ def breakdown(rows, dim):
                                                    (kv[0] or "").encode()))
     out = [{"key": k, **sums(v)} for k, v in order[:TOP]]
     if len(order) > TOP:
-        out.append({"key": "other", **sums([r for _, v in order[TOP:] for r in v])})
+        out.append({"key": "other", "rest": True,
+                    **sums([r for _, v in order[TOP:] for r in v])})
     return out
 
 
@@ -344,7 +346,8 @@ def test_the_store_has_what_the_recount_needs(srv, store):
     several statuses and outcomes, durations in every range."""
     got = check(srv, store, "2026-03-01T00:00:00Z", "2026-11-10T00:00:00Z", tz="UTC")
     assert got["totals"]["conversations"] == len(store)
-    assert got["byAccount"][-1]["key"] == "other"
+    assert got["byAccount"][-1]["key"] == "other" and got["byAccount"][-1]["rest"] is True
+    assert all("rest" not in e for e in got["byAccount"][:-1])
     assert None in {e["key"] for e in got["byAccount"]}
     assert {e["key"] for e in got["byStatus"]} == {"completed", "failed", "processing"}
     assert {"success", "failure", "unknown", None} <= {e["key"] for e in got["byOutcome"]}
@@ -491,6 +494,81 @@ def test_sealed_accounts_are_named(make_server):
     check(s, recs, frm, to, key=bound, accounts={"sealed-b"})
 
 
+def test_accounts_are_named_before_the_top_twenty(make_server):
+    """An account written before ENCRYPTION_KEYS was set (stored in plaintext) and after (a
+    blind index) is one entry, the biggest; a tie at the 20th place goes by the account id, not
+    by the blind indexes' bytes."""
+    s = make_server()
+    t = as_dt("2029-02-10T10:00:00Z")
+    recs = [seed(s, t + timedelta(minutes=i), "split-acc", "agent-s", "web", 5, 1)
+            for i in range(2)]
+    key = "k1:" + base64.b64encode(hashlib.sha256(b"analytics split").digest()).decode()
+    assert s.stop() == 0
+    s.env_overrides["ENCRYPTION_KEYS"] = key
+    s.start()
+    recs += [seed(s, t + timedelta(minutes=10 + i), "split-acc", "agent-s", "web", 7, 1)
+             for i in range(2)]
+    # 21 accounts of 3: with split-acc (4) first, 19 of them fit; which ones goes by name
+    for n in range(21):
+        recs += [seed(s, t + timedelta(hours=1, minutes=n, seconds=i), f"tie-{n:02d}", "agent-s",
+                      "web", n, 1) for i in range(3)]
+    frm, to = "2029-02-10T00:00:00Z", "2029-02-11T00:00:00Z"
+    got = check(s, recs, frm, to)
+    by = got["byAccount"]
+    assert by[0]["key"] == "split-acc" and by[0]["conversations"] == 4
+    assert [e["key"] for e in by[1:20]] == [f"tie-{n:02d}" for n in range(19)]
+    assert by[20] == {"key": "other", "rest": True, "conversations": 6, "messages": 6,
+                      "durationSeconds": {"sum": 3 * 19 + 3 * 20, "avg": 19.5}}
+    check(s, recs, frm, to, account_id="split-acc", tz="Europe/Berlin")
+
+
+def test_a_real_other_is_not_the_rest(srv):
+    """An agent named "other" by clients is an entry like any; the summed rest past the top 20
+    is the entry with "rest": true."""
+    t = as_dt("2032-04-01T08:00:00Z")
+    recs = [seed(srv, t + timedelta(minutes=i), "acc-real-other", "other", "other", 10, 2)
+            for i in range(3)]
+    recs += [seed(srv, t + timedelta(hours=1, minutes=i), "acc-real-other", f"ag-{i:02d}",
+                  "web", 1, 1) for i in range(21)]
+    got = check(srv, recs, "2032-04-01T00:00:00Z", "2032-04-02T00:00:00Z")
+    assert got["byAgent"][0] == {"key": "other", "conversations": 3, "messages": 6,
+                                 "durationSeconds": {"sum": 30, "avg": 10.0}}
+    assert got["byAgent"][-1]["key"] == "other" and got["byAgent"][-1]["rest"] is True
+    assert got["byAgent"][-1]["conversations"] == 2
+    assert got["byPlatform"][0]["key"] == "web" and "rest" not in got["byPlatform"][0]
+    assert got["byPlatform"][1] == {"key": "other", "conversations": 3, "messages": 6,
+                                    "durationSeconds": {"sum": 30, "avg": 10.0}}
+
+
+def test_analytics_at_once_are_bounded(make_server):
+    """At most a quarter of OFFLOAD_QUEUE analytics requests run at once (here one): one more
+    is a 503 with Retry-After naming analytics; every other answer is whole."""
+    srv = make_server(env={"OFFLOAD_THREADS": "1", "OFFLOAD_QUEUE": "4"})
+    params = {"interval": "hour", "from": "2030-01-01T00:00:00Z", "to": "2031-02-21T16:00:00Z",
+              "tz": "Europe/Berlin"}  # 10,000 points: long enough to overlap
+
+    def one(_):
+        r = srv.get(ANALYTICS, params=params, session=srv.new_session(), timeout=60)
+        return r.status_code, r.headers.get("Retry-After"), r.json()
+
+    refused = 0
+    for _ in range(20):
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(one, range(12)))
+        for status, retry, body in got:
+            assert status in (200, 503), body
+            if status == 503:
+                assert retry and body["error"]["code"] == "SERVICE_UNAVAILABLE", body
+                assert "analytics" in body["error"]["message"].lower(), body
+                refused += 1
+            else:
+                assert len(body["series"]) == 10000
+        if refused:
+            break
+    assert refused, "twelve at once were never refused"
+    assert one(0)[0] == 200  # the count went back down
+
+
 # ------------------------------------------------------------------ bad parameters
 BAD = [
     ({"from": "yesterday"}, "from"),
@@ -510,6 +588,16 @@ BAD = [
     ({"tz": "Europe/" + "B" * 200}, "tz"),
     ({"from": "2020-01-01T00:00:00Z", "to": "2022-01-01T00:00:00Z", "interval": "hour"},
      "interval"),  # 17,544 hours: more than 10,000 points
+    # start labels outside 0001-01-01..9999-12-31 in the zone (were clamped)
+    ({"from": "0001-01-01T00:00:00Z", "to": "0001-01-03T00:00:00Z", "tz": "America/New_York"},
+     "from"),
+    ({"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T12:00:00Z", "tz": "Pacific/Kiritimati"},
+     "to"),
+    # names it does not know: a misspelt filter would count everything
+    ({"accountId": "acc-01"}, "accountId"),
+    ({"account": "acc-01"}, "account"),
+    ({"From": "2026-03-01T00:00:00Z"}, "From"),
+    ({"bogus": "1"}, "bogus"),
 ]
 
 
@@ -517,6 +605,26 @@ BAD = [
 def test_every_bad_parameter_is_a_400_naming_it(srv, params, field):
     err = assert_error(ask(srv, **params), 400, "INVALID_PARAMETER")
     assert [d["field"] for d in err["details"]] == [field], err
+
+
+@pytest.mark.parametrize("query,field", [("from", "from"), ("tz", "tz"),
+                                         ("to=2026-03-01T00:00:00Z&account_id", "account_id"),
+                                         ("status&interval=day", "status"),
+                                         ("interval", "interval")])
+def test_a_known_name_without_a_value_is_a_400(srv, query, field):
+    """?from (no '=') is not 'from absent'."""
+    err = assert_error(srv.get(ANALYTICS + "?" + query), 400, "INVALID_PARAMETER")
+    assert [d["field"] for d in err["details"]] == [field], err
+
+
+def test_the_edges_of_the_range_answer(srv):
+    """0001-01-01 and 9999-12-31 themselves answer where every start label fits."""
+    r = ask(srv, **{"from": "0001-01-01T00:00:00Z", "to": "0001-01-03T00:00:00Z"})
+    assert r.status_code == 200, r.text
+    assert r.json()["series"][0]["start"] == "0001-01-01T00:00:00+00:00"
+    r = ask(srv, interval="hour", **{"from": "9999-12-31T22:00:00Z", "to": "9999-12-31T23:59:59Z"})
+    assert r.status_code == 200, r.text
+    assert r.json()["series"][-1]["start"] == "9999-12-31T23:00:00+00:00"
 
 
 @pytest.mark.parametrize("name", ["account_id", "agent_id", "platform", "status"])

@@ -468,13 +468,20 @@ static void test_top_twenty_and_other(void **state) {
   tz_free(z);
 }
 
-/* Blind indexes "b:X" stand for account X; "gone" is not found; "boom" fails. */
-static int name_fn(void *cls, const char *stored, char *out, size_t outlen) {
+/* Blind indexes "b:X" (or "x:N:X") stand for account X; "gone" is not found; "boom" fails. calls
+ * counts the values asked for. */
+static int name_fn(void *cls, const char *const *stored, size_t n, char **names) {
   int *calls = cls;
-  (*calls)++;
-  if (strcmp(stored, "boom") == 0) return 7;
-  if (strcmp(stored, "gone") == 0) return 1;
-  snprintf(out, outlen, "%s", strncmp(stored, "b:", 2) == 0 ? stored + 2 : stored);
+  assert_true(n <= ANALYTICS_NAME_BATCH);
+  for (size_t i = 0; i < n; i++) {
+    (*calls)++;
+    assert_null(names[i]);
+    if (strcmp(stored[i], "boom") == 0) return 7;
+    if (strcmp(stored[i], "gone") == 0) continue;
+    const char *colon = strrchr(stored[i], ':'); /* "b:X", "x:N:X": X */
+    names[i] = strdup(colon ? colon + 1 : stored[i]);
+    assert_non_null(names[i]);
+  }
   return 0;
 }
 
@@ -625,6 +632,134 @@ static void test_keys_are_escaped(void **state) {
   tz_free(z);
 }
 
+/* Every account value is named before the ranking: an account stored in two forms (plaintext
+ * before ENCRYPTION_KEYS, a blind index after) is one entry and may be the biggest; a tie at the
+ * 20th place goes by the account id, not by the blind index's bytes. */
+static void test_accounts_are_named_before_the_cut(void **state) {
+  (void)state;
+  struct tz *z = zone("UTC");
+  struct analytics *a;
+  assert_int_equal(
+      analytics_new(z, TZ_DAY, at("2026-05-01T00:00:00Z"), at("2026-05-02T00:00:00Z"), 100, &a),
+      ANALYTICS_OK);
+  /* acc-00..acc-20 with 3 each, stored as "x:<20 - i>:acc-i" (blind bytes ascending from acc-20
+   * down); acc-big as b:acc-big (2) and acc-big (2): 4. Named: acc-big, then acc-00..acc-18 make
+   * the top 20; acc-19 and acc-20 (6) are the rest. */
+  char stored[21][32];
+  for (int i = 0; i <= 20; i++) {
+    snprintf(stored[i], sizeof stored[i], "x:%d:acc-%02d", 20 - i, i);
+    struct analytics_cell c =
+        full("2026-05-01T01:00:00Z", stored[i], "ag", "web", "completed", NULL, 3, 3, 3, NULL);
+    assert_true(analytics_add(a, &c));
+  }
+  struct analytics_cell big[] = {
+      full("2026-05-01T02:00:00Z", "b:acc-big", "ag", "web", "completed", NULL, 2, 2, 2, NULL),
+      full("2026-05-01T03:00:00Z", "acc-big", "ag", "web", "completed", NULL, 2, 2, 2, NULL),
+  };
+  for (size_t i = 0; i < 2; i++) assert_true(analytics_add(a, &big[i]));
+  int calls = 0;
+  char *text;
+  size_t len;
+  assert_int_equal(analytics_render(a, "UTC", name_fn, &calls, &text, &len), 0);
+  assert_int_equal(calls, 23);
+  json_t *j = json_loads(text, 0, NULL);
+  assert_non_null(j);
+  free(text);
+  json_t *by = json_object_get(j, "byAccount");
+  assert_int_equal(json_array_size(by), 21);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(by, 0), "key")), "acc-big");
+  assert_int_equal(num(json_array_get(by, 0), "conversations"), 4);
+  for (int i = 1; i < 20; i++) {
+    char want[24];
+    snprintf(want, sizeof want, "acc-%02d", i - 1);
+    json_t *e = json_array_get(by, (size_t)i);
+    assert_string_equal(json_string_value(json_object_get(e, "key")), want);
+    assert_null(json_object_get(e, "rest"));
+  }
+  json_t *rest = json_array_get(by, 20);
+  assert_string_equal(json_string_value(json_object_get(rest, "key")), "other");
+  assert_true(json_is_true(json_object_get(rest, "rest")));
+  assert_int_equal(num(rest, "conversations"), 6);
+  json_decref(j);
+  analytics_free(a);
+  tz_free(z);
+}
+
+/* A real value "other" is an entry like any; the summed rest is marked "rest": true. */
+static void test_a_real_other_is_not_the_rest(void **state) {
+  (void)state;
+  struct tz *z = zone("UTC");
+  struct analytics *a;
+  assert_int_equal(
+      analytics_new(z, TZ_DAY, at("2026-05-01T00:00:00Z"), at("2026-05-02T00:00:00Z"), 100, &a),
+      ANALYTICS_OK);
+  /* agent "other" 30; agent-00..agent-20 one each: 19 of them in the top, 2 the rest */
+  struct analytics_cell c =
+      full("2026-05-01T01:00:00Z", "acc", "other", "web", "completed", NULL, 30, 0, 0, NULL);
+  assert_true(analytics_add(a, &c));
+  char names[21][24];
+  for (int i = 0; i <= 20; i++) {
+    snprintf(names[i], sizeof names[i], "agent-%02d", i);
+    c = full("2026-05-01T01:00:00Z", "acc", names[i], "web", "completed", NULL, 1, 0, 0, NULL);
+    assert_true(analytics_add(a, &c));
+  }
+  char *text;
+  size_t len;
+  assert_int_equal(analytics_render(a, "UTC", NULL, NULL, &text, &len), 0);
+  assert_non_null(strstr(text, "\"byAgent\":[{\"key\":\"other\",\"conversations\":30,"));
+  assert_non_null(
+      strstr(text, "{\"key\":\"other\",\"rest\":true,\"conversations\":2,\"messages\":0,"));
+  /* one breakdown without a rest: no "rest" anywhere in it */
+  assert_non_null(strstr(text, "\"byPlatform\":[{\"key\":\"web\",\"conversations\":51,"));
+  free(text);
+  analytics_free(a);
+  tz_free(z);
+}
+
+/* A start label is a local date-time of years 0001..9999: a first interval starting before
+ * (from) or a last one after (to) is refused rather than written clamped. */
+static void test_start_labels_out_of_range(void **state) {
+  (void)state;
+  struct tz *ny = zone("America/New_York"), *kiri = zone("Pacific/Kiritimati"), *utc = zone("UTC");
+  struct analytics *a;
+  /* 0001-01-01T00:00Z is 0000-12-31 in New York (LMT -4:56:02) */
+  assert_int_equal(
+      analytics_new(ny, TZ_DAY, at("0001-01-01T00:00:00Z"), at("0001-01-03T00:00:00Z"), 100, &a),
+      ANALYTICS_FROM_OUT_OF_RANGE);
+  assert_int_equal(
+      analytics_new(ny, TZ_HOUR, at("0001-01-01T04:00:00Z"), at("0001-01-01T06:00:00Z"), 100, &a),
+      ANALYTICS_FROM_OUT_OF_RANGE); /* 23:03:58 local: the hour starts 0000-12-31 */
+  assert_int_equal(
+      analytics_new(ny, TZ_DAY, at("0001-01-01T05:00:00Z"), at("0001-01-03T00:00:00Z"), 100, &a),
+      ANALYTICS_OK);
+  analytics_free(a);
+  /* 9999-12-31T12:00Z is 10000-01-01T02:00 at +14: the last day starts after 9999 */
+  assert_int_equal(
+      analytics_new(kiri, TZ_DAY, at("9999-12-30T00:00:00Z"), at("9999-12-31T12:00:00Z"), 100, &a),
+      ANALYTICS_TO_OUT_OF_RANGE);
+  assert_int_equal(
+      analytics_new(kiri, TZ_DAY, at("9999-12-30T00:00:00Z"), at("9999-12-31T09:00:00Z"), 100, &a),
+      ANALYTICS_OK);
+  analytics_free(a);
+  /* UTC, the whole range: every label fits */
+  assert_int_equal(
+      analytics_new(utc, TZ_WEEK, at("0001-01-01T00:00:00Z"), at("0001-03-01T00:00:00Z"), 100, &a),
+      ANALYTICS_OK);
+  analytics_free(a);
+  assert_int_equal(
+      analytics_new(utc, TZ_HOUR, at("9999-12-31T20:00:00Z"), at("9999-12-31T23:59:59Z"), 100, &a),
+      ANALYTICS_OK);
+  json_t *j = render(a, "UTC");
+  json_t *series = json_object_get(j, "series");
+  assert_string_equal(json_string_value(json_object_get(json_array_get(series, 3), "start")),
+                      "9999-12-31T23:00:00+00:00");
+  json_decref(j);
+  analytics_free(a);
+  tz_free(ny);
+  tz_free(kiri);
+  tz_free(utc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_utc_days),
@@ -639,6 +774,9 @@ int main(void) {
       cmocka_unit_test(test_accounts_are_named),
       cmocka_unit_test(test_json_byte_for_byte),
       cmocka_unit_test(test_keys_are_escaped),
+      cmocka_unit_test(test_accounts_are_named_before_the_cut),
+      cmocka_unit_test(test_a_real_other_is_not_the_rest),
+      cmocka_unit_test(test_start_labels_out_of_range),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,6 +89,11 @@
     return k === null || k === undefined || k === "" ? "(unknown)" : String(k);
   }
 
+  /* A breakdown entry's label: the summed rest past the top 20 ("rest": true) is not a value. */
+  function entryText(e) {
+    return e.rest === true ? "(all others)" : keyText(e.key);
+  }
+
   /* ---------------------------------------------------------------- time zones */
   function validZone(tz) {
     try {
@@ -398,7 +403,7 @@
     entries.forEach(function (e) {
       var li = el("li");
       var label = el("div", null, "bar-label");
-      var k = el("span", keyText(e.key), "bar-key");
+      var k = el("span", entryText(e), "bar-key");
       if (e.key === null || e.key === undefined) k.className += " muted";
       label.appendChild(k);
       label.appendChild(el("span", fmtInt(e.conversations) + " · " + fmtPercent(e.conversations, total), "bar-value"));
@@ -434,7 +439,7 @@
     }
     entries.forEach(function (e) {
       var tr = el("tr");
-      var th = el("th", keyText(e.key));
+      var th = el("th", entryText(e));
       th.scope = "row";
       tr.appendChild(th);
       tr.appendChild(el("td", fmtInt(e.conversations), "num"));
