@@ -428,7 +428,9 @@ def test_deliveries_log_and_replay_resend_with_the_same_ids(make_server):
         assert wait_for(lambda: len(rec.requests) >= 2)
         again = rec.requests[1][0]
         assert (again.get("webhook-id") or again.get("Webhook-Id")) == d["eventId"]
-        # newest first, and a page of one tells there is more
+        # newest first, and a page of one tells there is more (the receiver can see the
+        # resend before the dispatcher has recorded its answer: wait for the record)
+        assert wait_for(lambda: len(srv.get(path).json()["deliveries"]) >= 2)
         r = srv.get(path, params={"limit": 1})
         page = r.json()
         assert len(page["deliveries"]) == 1 and page["pagination"]["nextCursor"], page
