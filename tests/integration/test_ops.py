@@ -752,16 +752,22 @@ def test_health_reports_broken_database(make_server):
     srv = make_server()
     assert srv.post_conv(make_conv()).status_code == 200
     db = Path(srv.database_url.split(":", 1)[1])
-    for f in (db, Path(str(db) + "-wal")):
-        if f.exists():
-            with open(f, "r+b") as fh:
-                fh.write(b"X" * 4096)
-    # Health answers from a check at most about a second old (defect 5), so the corruption
-    # shows within a little more than that.
+
+    def corrupt():
+        for f in (db, Path(str(db) + "-wal")):
+            if f.exists():
+                with open(f, "r+b") as fh:
+                    fh.write(b"X" * 4096)
+    # A failing disk keeps the damage: written again until health sees it (a checkpoint copying
+    # the first page back from the WAL would otherwise repair a one-off overwrite). Health
+    # answers from a check at most about a second old (defect 5), so the corruption shows within
+    # a little more than that.
     deadline = time.monotonic() + 3
+    corrupt()
     r = srv.get("/api/v1/health", key=None)
     while r.status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.1)
+        corrupt()
         r = srv.get("/api/v1/health", key=None)
     assert r.status_code == 503, r.text
     body = r.json()
