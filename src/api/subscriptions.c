@@ -167,6 +167,18 @@ static void sub_work(void *p) {
   }
 }
 
+/* The subscription as GET shows it: with "heldReason" when this instance's dispatcher holds
+ * its deliveries (outbound_sub_held: its secret does not open). */
+static json_t *render_read(const struct sub_job *job, const struct subscription *sub) {
+  json_t *obj = subscription_render(sub, false);
+  if (obj && outbound_sub_held(job->outbound, sub->id) &&
+      json_object_set_new(obj, "heldReason", json_string("secret_unreadable")) != 0) {
+    json_decref(obj);
+    return NULL;
+  }
+  return obj;
+}
+
 static void on_resume(struct http_request *req) {
   struct sub_job *job = http_request_state(req);
   if (job->url_refused) {
@@ -194,7 +206,7 @@ static void on_resume(struct http_request *req) {
     case OP_LIST: {
       json_t *items = json_array();
       for (size_t i = 0; items && i < job->count; i++)
-        if (json_array_append_new(items, subscription_render(&job->items[i], false)) != 0) {
+        if (json_array_append_new(items, render_read(job, &job->items[i])) != 0) {
           json_decref(items);
           items = NULL;
         }
@@ -204,10 +216,10 @@ static void on_resume(struct http_request *req) {
     case OP_PATCH:
       /* Enabled again (or changed otherwise): waiting deliveries may be due now. */
       if (job->outbound) outbound_wake(job->outbound);
-      obj = subscription_render(&job->sub, false);
+      obj = render_read(job, &job->sub);
       break;
     case OP_GET:
-      obj = subscription_render(&job->sub, false);
+      obj = render_read(job, &job->sub);
       break;
     case OP_DELETE:
       http_reply_static(req, 204, "application/json", "", 0);

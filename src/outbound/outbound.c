@@ -52,6 +52,10 @@ struct sub_slot {
   bool maybe_due;       /* a claim could find something: cleared when one comes back short */
   double not_before_ms; /* a 429/503 Retry-After holds the whole subscription until then */
   size_t inflight;      /* its deliveries in flight (counted at each claim round) */
+  /* Its signing secret, read apart from the list (store.h sub_secret) and kept: secret_ok once
+   * it opened. One that does not open (secret_bad) holds the subscription: nothing is claimed,
+   * its events wait (never sent unsigned); it is tried again at each refresh and logged once. */
+  bool secret_ok, secret_bad, secret_logged;
 };
 
 /* One delivery in flight. */
@@ -101,6 +105,10 @@ struct outbound {
   pthread_mutex_t queue_mu;
   pthread_cond_t queue_cv;
   bool queue_kick;
+  /* the ids of the subscriptions held because their secret does not open (outbound_sub_held) */
+  pthread_mutex_t held_mu;
+  char (*held)[OUTBOX_SUB_ID_MAX];
+  size_t nheld;
 };
 
 /* ---- the store's notification: the writer thread may call it while an outbound stops, so it
@@ -233,7 +241,56 @@ static struct sub_slot *slot_find(struct outbound *o, const char *id) {
   return NULL;
 }
 
-/* Reads the subscriptions again, keeping each one's throttle state. */
+/* The slot's secret: the old slot's when it had opened, else read (and opened) now. */
+static void slot_secret(struct outbound *o, struct sub_slot *slot, const struct sub_slot *old) {
+  if (old && old->secret_ok) {
+    memcpy(slot->sub.secret, old->sub.secret, sizeof slot->sub.secret);
+    slot->secret_ok = true;
+    return;
+  }
+  slot->secret_logged = old && old->secret_logged;
+  enum store_status st = store_sub_secret(o->store, slot->sub.id, slot->sub.secret);
+  slot->secret_ok = st == STORE_OK;
+  slot->secret_bad = st == STORE_HARD; /* else (busy, just deleted) tried again next time */
+  if (slot->secret_ok && slot->secret_logged)
+    log_msg(LOG_INFO, "outbound: the signing secret of subscription %s opens again: delivering",
+            slot->sub.id);
+  if (slot->secret_ok) slot->secret_logged = false;
+  if (!slot->secret_bad || slot->secret_logged) return;
+  slot->secret_logged = true;
+  log_msg(LOG_ERROR,
+          "outbound: the signing secret of subscription %s does not open (sealed with a key "
+          "ENCRYPTION_KEYS does not hold, or damaged): its deliveries are held, nothing is sent "
+          "unsigned; put the key back into ENCRYPTION_KEYS, or delete the subscription and "
+          "create it again",
+          slot->sub.id);
+}
+
+/* Publishes which subscriptions are held (outbound_sub_held). */
+static void held_publish(struct outbound *o) {
+  size_t n = 0;
+  for (size_t i = 0; i < o->nsubs; i++) n += o->subs[i].secret_bad;
+  char(*held)[OUTBOX_SUB_ID_MAX] = n ? calloc(n, sizeof *held) : NULL;
+  if (n && !held) return; /* keeps the last list */
+  for (size_t i = 0, k = 0; i < o->nsubs; i++)
+    if (o->subs[i].secret_bad) memcpy(held[k++], o->subs[i].sub.id, sizeof held[0]);
+  pthread_mutex_lock(&o->held_mu);
+  free(o->held);
+  o->held = held;
+  o->nheld = n;
+  pthread_mutex_unlock(&o->held_mu);
+}
+
+bool outbound_sub_held(struct outbound *o, const char *id) {
+  if (!o) return false;
+  bool held = false;
+  pthread_mutex_lock(&o->held_mu);
+  for (size_t i = 0; !held && i < o->nheld; i++) held = strcmp(o->held[i], id) == 0;
+  pthread_mutex_unlock(&o->held_mu);
+  return held;
+}
+
+/* Reads the subscriptions again, keeping each one's throttle state and secret. */
 static void subs_refresh(struct outbound *o, double now_ms) {
   struct subscription *list = NULL;
   size_t n = 0;
@@ -260,6 +317,7 @@ static void subs_refresh(struct outbound *o, double now_ms) {
       slots[i].refilled_ms = now_ms;
     }
     slots[i].maybe_due = true;
+    slot_secret(o, &slots[i], old);
   }
   for (size_t i = 0; i < o->nsubs; i++)
     memset(o->subs[i].sub.secret, 0, sizeof o->subs[i].sub.secret);
@@ -269,9 +327,13 @@ static void subs_refresh(struct outbound *o, double now_ms) {
   o->subs = slots;
   o->nsubs = n;
   if (o->rotate >= n) o->rotate = 0;
+  held_publish(o);
 }
 
 static bool sub_active(const struct sub_slot *s) { return s->sub.enabled && !s->sub.paused; }
+
+/* Active, and its deliveries can be signed. */
+static bool sub_claimable(const struct sub_slot *s) { return sub_active(s) && s->secret_ok; }
 
 /* Deliveries one subscription may have in flight: an equal share of DELIVERY_CONCURRENCY among
  * the active subscriptions (at least 1), so a slow or blackholed receiver cannot hold every
@@ -279,7 +341,7 @@ static bool sub_active(const struct sub_slot *s) { return s->sub.enabled && !s->
 static size_t sub_cap(const struct outbound *o) {
   size_t active = 0;
   for (size_t i = 0; i < o->nsubs; i++)
-    if (sub_active(&o->subs[i])) active++;
+    if (sub_claimable(&o->subs[i])) active++;
   size_t c = (size_t)o->cfg->delivery_concurrency / (active ? active : 1);
   return c ? c : 1;
 }
@@ -714,7 +776,7 @@ static bool store_round(struct outbound *o, const struct round *want, double now
   inflight_count(o);
   for (; want->claim && k < o->nsubs && free_slots > 0; k++) {
     struct sub_slot *s = &o->subs[(o->rotate + k) % o->nsubs];
-    if (!sub_active(s) || !(s->maybe_due || want->fanout)) continue;
+    if (!sub_claimable(s) || !(s->maybe_due || want->fanout)) continue;
     if (now_ms < s->not_before_ms || s->inflight >= cap) continue;
     tokens_refill(s, now_ms);
     int64_t limit = (int64_t)free_slots;
@@ -805,7 +867,7 @@ static long sleep_ms(struct outbound *o, double now_ms, double next_tick_ms, boo
   inflight_count(o);
   for (size_t i = 0; room && i < o->nsubs; i++) {
     struct sub_slot *s = &o->subs[i];
-    if (!sub_active(s) || !s->maybe_due || s->inflight >= cap) continue;
+    if (!sub_claimable(s) || !s->maybe_due || s->inflight >= cap) continue;
     if (s->not_before_ms > now_ms) {
       if (s->not_before_ms - now_ms < wait) wait = s->not_before_ms - now_ms;
       continue;
@@ -1089,6 +1151,8 @@ static void outbound_free(struct outbound *o) {
     memset(o->subs[i].sub.secret, 0, sizeof o->subs[i].sub.secret);
   free(o->subs);
   free(o->results);
+  free(o->held);
+  pthread_mutex_destroy(&o->held_mu);
   pthread_cond_destroy(&o->queue_cv);
   pthread_mutex_destroy(&o->queue_mu);
   free(o);
@@ -1104,6 +1168,7 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
   o->cfg = cfg;
   o->store = s;
   pthread_mutex_init(&o->queue_mu, NULL);
+  pthread_mutex_init(&o->held_mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -51,6 +51,11 @@ struct outbound_status {
 /* Any thread; never blocks. o may be NULL (nothing configured). */
 void outbound_status(const struct outbound *o, struct outbound_status *out);
 
+/* Whether this instance's dispatcher holds subscription id's deliveries because its signing
+ * secret does not open (sealed with a key ENCRYPTION_KEYS does not hold, or damaged): its
+ * events wait, none is sent unsigned. Any thread; never blocks long. o may be NULL. */
+bool outbound_sub_held(struct outbound *o, const char *id);
+
 /* The SSRF rule for a subscription URL: resolves its host (blocking; offload threads only)
  * and refuses (false, a reason for the client in why) a URL that is not http(s), or any of
  * whose addresses is loopback, private (RFC 1918, unique local fc00::/7), link-local,

@@ -478,10 +478,16 @@ struct store_ops {
   enum store_status (*set_ring)(struct store *s, const struct seal_ring *ring, char *err,
                                 size_t errlen);
   /* ---- Onward delivery (issue 10) ---- */
-  /* The subscription id (STORE_NOT_FOUND when none). */
+  /* The subscription id (STORE_NOT_FOUND when none). sub_get and sub_list never read the
+   * signing secret (out->secret is ""): a secret that does not open fails no read. */
   enum store_status (*sub_get)(struct store *s, const char *id, struct subscription *out);
   /* Every subscription, oldest first (*out owned, free()). */
   enum store_status (*sub_list)(struct store *s, struct subscription **out, size_t *count);
+  /* The subscription id's signing secret, opened, into out (OUTBOX_SECRET_MAX bytes): the
+   * dispatcher's alone, to sign. STORE_NOT_FOUND when there is none; STORE_HARD when it does
+   * not open (sealed with a key ENCRYPTION_KEYS no longer holds, or damaged), not logged: the
+   * caller, which may ask again, says it once. */
+  enum store_status (*sub_secret)(struct store *s, const char *id, char *out);
   /* Attempts recorded for subscription sub_id, newest first, ids below before_id (0: from the
    * newest), at most limit (1..1001). */
   enum store_status (*attempt_list)(struct store *s, const char *sub_id, int64_t before_id,
@@ -593,6 +599,11 @@ void store_submit_wait(struct store *s, struct store_write *w);
 __attribute__((warn_unused_result)) static inline enum store_status store_sub_get(
     struct store *s, const char *id, struct subscription *out) {
   return s->ops->sub_get(s, id, out);
+}
+
+__attribute__((warn_unused_result)) static inline enum store_status store_sub_secret(
+    struct store *s, const char *id, char out[OUTBOX_SECRET_MAX]) {
+  return s->ops->sub_secret(s, id, out);
 }
 
 __attribute__((warn_unused_result)) static inline enum store_status store_sub_list(

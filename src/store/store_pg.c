@@ -2792,6 +2792,8 @@ static bool prepare_reader(PGconn *c) {
          prepare(c, "audio", audio_read_sql, 3, audio_types) &&
          prepare(c, "sub_get", "SELECT " READ_SUB_COLUMNS " FROM subscriptions WHERE id = $1", 0,
                  NULL) &&
+         prepare(c, "sub_secret", "SELECT secret, secret_sealed FROM subscriptions WHERE id = $1",
+                 0, NULL) &&
          prepare(c, "sub_list",
                  "SELECT " READ_SUB_COLUMNS " FROM subscriptions ORDER BY created_us, id", 0,
                  NULL) &&
@@ -3407,29 +3409,48 @@ static enum store_status pg_key_get(struct store *base, const char *id, struct a
   return st;
 }
 
-static enum store_status pg_key_list(struct store *base, struct apikey_record **out,
-                                     size_t *count) {
-  struct pg_store *s = (struct pg_store *)base;
+/* Reads one row of a list into item (an element of the list's array). */
+typedef enum store_status (*row_reader)(const struct seal_ring *ring, const PGresult *res, int row,
+                                        void *item);
+
+/* Every row of the prepared statement stmt (no parameters), each read by read into an array of
+ * size-byte elements (*out owned, free(); NULL and 0 when it fails). */
+static enum store_status read_list(struct pg_store *s, const char *stmt, size_t size,
+                                   row_reader read, void **out, size_t *count) {
   enum store_status st = STORE_RETRY;
   *out = NULL;
   *count = 0;
   for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
-    PGresult *res = reader_exec(s, r, "key_list", 0, NULL, &st);
+    PGresult *res = reader_exec(s, r, stmt, 0, NULL, &st);
     int rows = st == STORE_OK ? PQntuples(res) : 0;
-    if (st == STORE_OK && rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
-      st = STORE_RETRY;
-    for (int i = 0; st == STORE_OK && i < rows; i++)
-      st = read_key(s->ring, res, i, &(*out)[(*count)++]);
+    char *items = NULL;
+    if (st == STORE_OK && rows > 0 && !(items = calloc((size_t)rows, size))) st = STORE_RETRY;
+    for (int i = 0; st == STORE_OK && i < rows; i++) st = read(s->ring, res, i, items + i * size);
     PQclear(res);
-    if (st != STORE_OK) {
-      free(*out);
-      *out = NULL;
-      *count = 0;
+    if (st == STORE_OK) {
+      *out = items;
+      *count = (size_t)rows;
+    } else {
+      free(items);
     }
     if (r->conn) break;
   }
+  return st;
+}
+
+static enum store_status read_key_row(const struct seal_ring *ring, const PGresult *res, int row,
+                                      void *item) {
+  return read_key(ring, res, row, item);
+}
+
+static enum store_status pg_key_list(struct store *base, struct apikey_record **out,
+                                     size_t *count) {
+  void *items;
+  enum store_status st =
+      read_list((struct pg_store *)base, "key_list", sizeof **out, read_key_row, &items, count);
+  *out = items;
   return st;
 }
 
@@ -4554,18 +4575,7 @@ static enum store_status read_sub(const struct seal_ring *ring, const PGresult *
   memset(out, 0, sizeof *out);
   get_text(r, row, 0, out->id, sizeof out->id);
   get_text(r, row, 1, out->url, sizeof out->url);
-  if (!PQgetisnull(r, row, 3)) {
-    char aad[STORE_AAD_MAX];
-    size_t aad_len = row_aad(aad, "subscriptions.secret", out->id, NULL);
-    if (!store_open_text(ring, aad, aad_len, PQgetvalue(r, row, 3), (size_t)PQgetlength(r, row, 3),
-                         out->secret, sizeof out->secret)) {
-      log_msg(LOG_ERROR, "subscription %s: its sealed secret cannot be opened%s", out->id,
-              ring ? " with ENCRYPTION_KEYS" : ": ENCRYPTION_KEYS is not set");
-      return STORE_HARD;
-    }
-  } else {
-    get_text(r, row, 2, out->secret, sizeof out->secret);
-  }
+  (void)ring; /* never the secret (store.h sub_secret): one that does not open fails no read */
   uint32_t t;
   memcpy(&t, PQgetvalue(r, row, 4), sizeof t);
   out->event_types = be32toh(t);
@@ -4595,28 +4605,44 @@ static enum store_status pg_sub_get(struct store *base, const char *id, struct s
   return st;
 }
 
+static enum store_status read_sub_row(const struct seal_ring *ring, const PGresult *res, int row,
+                                      void *item) {
+  return read_sub(ring, res, row, item);
+}
+
 static enum store_status pg_sub_list(struct store *base, struct subscription **out, size_t *count) {
+  void *items;
+  enum store_status st =
+      read_list((struct pg_store *)base, "sub_list", sizeof **out, read_sub_row, &items, count);
+  *out = items;
+  return st;
+}
+
+/* The secret as text (secret), or sealed (secret_sealed). */
+static enum store_status pg_sub_secret(struct store *base, const char *id, char *out) {
   struct pg_store *s = (struct pg_store *)base;
+  const char *vals[] = {id};
   enum store_status st = STORE_RETRY;
-  *out = NULL;
-  *count = 0;
+  out[0] = '\0';
   for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
-    PGresult *res = reader_exec(s, r, "sub_list", 0, NULL, &st);
-    int rows = st == STORE_OK ? PQntuples(res) : 0;
-    if (st == STORE_OK && rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
-      st = STORE_RETRY;
-    for (int i = 0; st == STORE_OK && i < rows; i++)
-      st = read_sub(s->ring, res, i, &(*out)[(*count)++]);
-    PQclear(res);
-    if (st != STORE_OK) {
-      free(*out);
-      *out = NULL;
-      *count = 0;
+    PGresult *res = reader_exec(s, r, "sub_secret", 1, vals, &st);
+    if (st == STORE_OK && PQntuples(res) == 0) {
+      st = STORE_NOT_FOUND;
+    } else if (st == STORE_OK && !PQgetisnull(res, 0, 1)) {
+      char aad[STORE_AAD_MAX];
+      size_t aad_len = row_aad(aad, "subscriptions.secret", id, NULL);
+      if (!store_open_text(s->ring, aad, aad_len, PQgetvalue(res, 0, 1),
+                           (size_t)PQgetlength(res, 0, 1), out, OUTBOX_SECRET_MAX))
+        st = STORE_HARD;
+    } else if (st == STORE_OK) {
+      get_text(res, 0, 0, out, OUTBOX_SECRET_MAX);
     }
+    PQclear(res);
     if (r->conn) break;
   }
+  if (st != STORE_OK) memset(out, 0, OUTBOX_SECRET_MAX);
   return st;
 }
 
@@ -4832,6 +4858,7 @@ static const struct store_ops pg_ops = {
     .set_ring = pg_set_ring,
     .sub_get = pg_sub_get,
     .sub_list = pg_sub_list,
+    .sub_secret = pg_sub_secret,
     .attempt_list = pg_attempt_list,
     .outbox_stats = pg_outbox_stats,
     .set_outbox_notify = pg_set_outbox_notify,

@@ -150,6 +150,7 @@ enum ob_stmt {
 enum ob_read_stmt {
   OR_SUB_GET,
   OR_SUB_LIST,
+  OR_SUB_SECRET,
   OR_ATTEMPTS,
   OR_PENDING,
   OR_CREATED,
@@ -2861,8 +2862,8 @@ static const char *const ob_sql[OB_COUNT] = {
         "account_sealed, secret, sealed_with, start_seq FROM subscriptions WHERE id = ?1",
     [OB_SUB_UPDATE] =
         "UPDATE subscriptions SET url = ?2, event_types = ?3, account_id = ?4, "
-        "account_sealed = ?5, max_per_second = ?7, updated_us = ?10, secret = ?11, "
-        "sealed_with = ?12, enabled = CASE WHEN ?13 THEN ?6 ELSE enabled END, "
+        "account_sealed = ?5, max_per_second = ?7, updated_us = ?10, "
+        "enabled = CASE WHEN ?13 THEN ?6 ELSE enabled END, "
         "paused = CASE WHEN ?13 AND ?6 THEN 0 ELSE paused END, "
         "disabled_reason = CASE WHEN ?13 AND ?6 THEN '' ELSE disabled_reason END "
         "WHERE id = ?1",
@@ -3311,29 +3312,21 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
     }
     return rc;
   }
-  /* An update: the stored secret is kept (sealed again with the current key, like the account). */
+  /* An update: the stored secret is kept as it is, never opened (a secret that does not open
+   * fails no PATCH; `gensendrep reencrypt` seals it again). */
   sqlite3_stmt *st = s->ob[OB_SUB_STATE];
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
   bool found;
   int rc = ob_step(st, &found);
-  char secret[OUTBOX_SECRET_MAX];
   bool was_active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
-  bool opened = found && sub_secret_read(s->ring, st, 6, 7, sub->id, secret, sizeof secret);
   ob_done(st);
   if (rc != SQLITE_OK) return rc;
   if (!found) {
     w->status = STORE_NOT_FOUND;
     return SQLITE_OK;
   }
-  if (!opened) {
-    log_msg(LOG_ERROR, "the secret of subscription %s does not open", sub->id);
-    return OUTBOX_UNREADABLE;
-  }
   st = s->ob[OB_SUB_UPDATE];
   rc = bind_sub_account(s, st, 4, 5, sub, &account);
-  if (rc == SQLITE_OK)
-    rc =
-        bind_sealable(s, st, 11, 12, "subscriptions.secret", sub->id, NULL, secret, strlen(secret));
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(st);
     return rc;
@@ -4177,6 +4170,7 @@ static int reseal_subscription(struct sqlite_store *s, const char *id) {
 static const char *const or_sql[OR_COUNT] = {
     [OR_SUB_GET] = "SELECT " SUB_COLUMNS " FROM subscriptions WHERE id = ?1",
     [OR_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY created_us, id",
+    [OR_SUB_SECRET] = "SELECT secret, sealed_with FROM subscriptions WHERE id = ?1",
     [OR_ATTEMPTS] =
         "SELECT id, event_id, type, attempt, status_code, latency_ms, at_us, outcome, "
         "response_head FROM delivery_attempts WHERE sub_id = ?1 AND id < ?2 "
@@ -4221,9 +4215,9 @@ static enum store_status read_sub(const struct seal_ring *ring, sqlite3_stmt *st
   memset(out, 0, sizeof *out);
   copy_text(out->id, sizeof out->id, sqlite3_column_text(st, 0));
   copy_text(out->url, sizeof out->url, sqlite3_column_text(st, 1));
-  if (!sub_secret_read(ring, st, 2, 13, out->id, out->secret, sizeof out->secret) ||
-      !sub_account_read(ring, st, 4, 5, out->id, out->account_id, sizeof out->account_id))
-    return not_opened("secret or account", out->id);
+  /* never the secret (store.h sub_secret): one that does not open cannot fail a read */
+  if (!sub_account_read(ring, st, 4, 5, out->id, out->account_id, sizeof out->account_id))
+    return not_opened("account", out->id);
   out->event_types = (unsigned)sqlite3_column_int64(st, 3);
   out->enabled = sqlite3_column_int(st, 6) != 0;
   out->paused = sqlite3_column_int(st, 7) != 0;
@@ -4279,6 +4273,23 @@ static enum store_status sqlite_sub_list(struct store *base, struct subscription
     *out = NULL;
     *count = 0;
   }
+  return result;
+}
+
+static enum store_status sqlite_sub_secret(struct store *base, const char *id, char *out) {
+  out[0] = '\0';
+  struct reader *r = reader_get((struct sqlite_store *)base);
+  sqlite3_stmt *st = r ? or_stmt(r, OR_SUB_SECRET) : NULL;
+  if (!st) return STORE_RETRY;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  enum store_status result =
+      rc == SQLITE_ROW
+          ? (sub_secret_read(r->ring, st, 0, 1, id, out, OUTBOX_SECRET_MAX) ? STORE_OK : STORE_HARD)
+      : rc == SQLITE_DONE ? STORE_NOT_FOUND
+                          : status_of(rc);
+  ob_done(st);
+  if (result != STORE_OK) memset(out, 0, OUTBOX_SECRET_MAX);
   return result;
 }
 
@@ -4791,6 +4802,7 @@ static const struct store_ops sqlite_ops = {
     .set_ring = sqlite_set_ring,
     .sub_get = sqlite_sub_get,
     .sub_list = sqlite_sub_list,
+    .sub_secret = sqlite_sub_secret,
     .attempt_list = sqlite_attempt_list,
     .outbox_stats = sqlite_outbox_stats,
     .set_outbox_notify = sqlite_set_outbox_notify,

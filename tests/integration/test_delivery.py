@@ -615,6 +615,80 @@ def test_sealed_store_delivers_the_opened_event_signed(make_server, rcv):
     sub.assert_all_signed()
 
 
+def sealed_secret(srv, sub_id, value=None):
+    """A subscription's sealed secret as stored (bytes), read from the server's own database,
+    or (value given) replaced by value (set-up only: damaging a row and mending it)."""
+    url = srv.database_url
+    if url.startswith("sqlite:"):
+        db = sqlite3.connect(url[len("sqlite:"):], timeout=10)
+        try:
+            if value is None:
+                return bytes(db.execute("SELECT secret FROM subscriptions WHERE id = ?",
+                                        (sub_id,)).fetchone()[0])
+            db.execute("UPDATE subscriptions SET secret = ? WHERE id = ?", (value, sub_id))
+            db.commit()
+            return value
+        finally:
+            db.close()
+    name = url.rsplit("/", 1)[1]
+    if value is None:
+        out = pg_cluster().psql("SELECT encode(secret_sealed, 'hex') FROM subscriptions "
+                                f"WHERE id = '{sub_id}'", name)
+        return bytes.fromhex(out.strip())
+    pg_cluster().psql(f"UPDATE subscriptions SET secret_sealed = decode('{value.hex()}', 'hex') "
+                      f"WHERE id = '{sub_id}'", name)
+    return value
+
+
+def test_a_secret_that_does_not_open_holds_only_its_subscription(make_server, rcv):
+    """One subscription's sealed signing secret no longer opens (damaged, or sealed with a key
+    ENCRYPTION_KEYS lost): the API still lists, shows and changes every subscription (the
+    secret is only ever shown at creation, reads never open it); the dispatcher sends that one
+    nothing, signed or not, records nothing, logs it once and GET shows heldReason; the others
+    are delivered to as ever. Once it opens again, what waited goes out, signed."""
+    key = "k1:" + base64.b64encode(hashlib.sha256(b"held secret test key").digest()).decode()
+    srv = start(make_server, ENCRYPTION_KEYS=key)
+    held, fine = subscribe(srv, rcv), subscribe(srv, rcv)
+    assert srv.stop() == 0  # a running dispatcher keeps the secret it read
+    intact = sealed_secret(srv, held.id)
+    assert held.secret.encode() not in intact and len(intact) > 16
+    sealed_secret(srv, held.id, intact[:-1] + bytes([intact[-1] ^ 1]))  # its tag no longer fits
+    srv.start()
+    r = srv.get("/api/v1/subscriptions")
+    assert r.status_code == 200, r.text
+    assert {s["id"] for s in unwrap(r)["subscriptions"]} >= {held.id, fine.id}
+    assert all("secret" not in s for s in unwrap(r)["subscriptions"])
+    wait_until(lambda: held.get().get("heldReason") == "secret_unreadable",
+               what="GET to show the held subscription")
+    shown = held.get()
+    assert shown["state"] == "active" and shown["url"] == rcv.url(held.name), shown
+    assert "heldReason" not in fine.get()
+    listed = {s["id"]: s for s in unwrap(srv.get("/api/v1/subscriptions"))["subscriptions"]}
+    assert listed[held.id].get("heldReason") == "secret_unreadable"
+    assert "heldReason" not in listed[fine.id]
+    assert held.patch(maxPerSecond=50)["maxPerSecond"] == 50
+
+    c1 = make_conv()
+    post(srv, c1)
+    fine.wait_delivered(c1["conversationId"], "conversation.created")
+    time.sleep(1.5)  # a refresh or two of the dispatcher
+    assert held.requests() == [], "a delivery went out without its secret"
+    assert held.attempts() == []
+    lines = [l for l in srv.last_stderr().splitlines()
+             if held.id in l and "signing secret" in l and "does not open" in l]
+    assert len(lines) == 1, lines
+    assert '"level":"error"' in lines[0]
+    assert held.secret not in srv.stderr_text() and held.secret[6:] not in srv.stderr_text()
+
+    assert srv.stop() == 0
+    sealed_secret(srv, held.id, intact)
+    srv.start()
+    held.wait_delivered(c1["conversationId"], "conversation.created")
+    assert "heldReason" not in held.get()
+    held.assert_all_signed()
+    fine.assert_all_signed()
+
+
 # ------------------------------------------------------------------ replay, throttling
 def test_replay_resends_with_the_original_ids(make_server, rcv):
     srv = start(make_server)

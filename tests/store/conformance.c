@@ -3823,6 +3823,15 @@ static struct subscription ob_sub_read(const char *id) {
   return s;
 }
 
+/* The subscription's signing secret as the dispatcher reads it (store.h sub_secret): a read of
+ * the subscription itself (sub_get, sub_list) never holds it. */
+static void assert_sub_secret(const struct subscription *s, const char *want) {
+  assert_string_equal(s->secret, "");
+  char secret[OUTBOX_SECRET_MAX];
+  assert_int_equal(store_sub_secret(B->store, s->id, secret), STORE_OK);
+  assert_string_equal(secret, want);
+}
+
 static void ob_run_in(struct store *st, struct store_outbox_work *o) {
   struct store_write w;
   memset(&w, 0, sizeof w);
@@ -4100,6 +4109,48 @@ static void test_outbox_every_change_writes_its_event(void **state) {
   free(now_e);
 }
 
+/* A subscription whose signing secret does not open (sealed with a key the ring lacks, or
+ * damaged) fails no read and no update: get, list and PATCH's write answer as ever; only
+ * sub_secret, the dispatcher's read, says it does not open (and holds nothing of it). */
+static void test_outbox_unopenable_secret_fails_no_read(void **state) {
+  (void)state;
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  sub.max_per_second = 5;
+  ob_sub_create(&sub);
+  char sql[512];
+  if (strcmp(B->name, "sqlite") == 0)
+    snprintf(sql, sizeof sql,
+             "UPDATE subscriptions SET secret = randomblob(48), sealed_with = 'gone' "
+             "WHERE id = '%s'",
+             sub.id);
+  else
+    snprintf(sql, sizeof sql,
+             "UPDATE subscriptions SET secret = '', secret_sealed = decode(md5('a') || "
+             "md5('b'), 'hex'), sealed_with = 'gone' WHERE id = '%s'",
+             sub.id);
+  (void)direct_sql(sql);
+  struct subscription got = ob_sub_read(sub.id);
+  assert_string_equal(got.url, sub.url);
+  assert_string_equal(got.secret, "");
+  assert_int_equal(got.max_per_second, 5);
+  struct subscription *all;
+  size_t n, found = 0;
+  assert_int_equal(store_sub_list(B->store, &all, &n), STORE_OK);
+  for (size_t i = 0; i < n; i++) found += strcmp(all[i].id, sub.id) == 0;
+  free(all);
+  assert_int_equal(found, 1);
+  char secret[OUTBOX_SECRET_MAX];
+  memset(secret, 'x', sizeof secret);
+  assert_int_equal(store_sub_secret(B->store, sub.id, secret), STORE_HARD);
+  assert_string_equal(secret, "");
+  got.max_per_second = 9;
+  ob_sub_update(&got);
+  assert_int_equal(ob_sub_read(sub.id).max_per_second, 9);
+  struct subscription ghost = ob_sub(OB_ALL_TYPES, NULL);
+  assert_int_equal(store_sub_secret(B->store, ghost.id, secret), STORE_NOT_FOUND);
+  ob_sub_delete(sub.id);
+}
+
 /* Subscriptions: read back as written (secret included), listed oldest first, replaced, deleted
  * with their deliveries; each change audited in its transaction. */
 static void test_outbox_subscriptions_round_trip(void **state) {
@@ -4131,7 +4182,7 @@ static void test_outbox_subscriptions_round_trip(void **state) {
   got = ob_sub_read(s1.id);
   assert_string_equal(got.id, s1.id);
   assert_string_equal(got.url, s1.url);
-  assert_string_equal(got.secret, OB_SECRET);
+  assert_sub_secret(&got, OB_SECRET);
   assert_int_equal(got.event_types, s1.event_types);
   assert_string_equal(got.account_id, account);
   assert_true(got.enabled);
@@ -4155,7 +4206,7 @@ static void test_outbox_subscriptions_round_trip(void **state) {
     if (strcmp(all[i].id, s2.id) == 0) i2 = i;
   }
   assert_true(i1 < i2 && i2 < n);
-  assert_string_equal(all[i1].secret, OB_SECRET);
+  assert_sub_secret(&all[i1], OB_SECRET);
   free(all);
 
   /* replaced: every field but the id, the secret and the creation time */
@@ -4177,7 +4228,7 @@ static void test_outbox_subscriptions_round_trip(void **state) {
   assert_int_equal(w.status, STORE_OK);
   got = ob_sub_read(s1.id);
   assert_string_equal(got.url, "http://example.org/other");
-  assert_string_equal(got.secret, OB_SECRET);
+  assert_sub_secret(&got, OB_SECRET);
   assert_int_equal(got.event_types, 1u << OUTBOX_UPDATED);
   assert_string_equal(got.account_id, "");
   assert_false(got.enabled);
@@ -5345,7 +5396,7 @@ static void test_outbox_reads_after_rotation(void **state) {
   size_t n;
   assert_int_equal(store_sub_list(B->store, &all, &n), STORE_OK);
   /* SQLite: test_sqlite_outbox_sealed_at_rest kept one */
-  for (size_t i = 0; i < n; i++) assert_string_equal(all[i].secret, OB_SECRET);
+  for (size_t i = 0; i < n; i++) assert_sub_secret(&all[i], OB_SECRET);
   free(all);
   size_t events = 0;
   for (;;) {
@@ -5492,7 +5543,7 @@ static void test_sqlite_outbox_sealed_at_rest(void **state) {
   assert_non_null(strstr(g.items[0].data, summary));
   ob_gots_free(&g);
   struct subscription got = ob_sub_read(sub.id);
-  assert_string_equal(got.secret, OB_SECRET);
+  assert_sub_secret(&got, OB_SECRET);
   assert_string_equal(got.account_id, account);
   char wal[4300];
   snprintf(wal, sizeof wal, "%s-wal", B->sqlite_path);
@@ -5771,7 +5822,7 @@ static void test_pg_outbox_events_follow_changes(void **state) {
   free(page.items);
   struct subscription got;
   assert_int_equal(store_sub_get(B->store, sub, &got), STORE_OK);
-  assert_string_equal(got.secret, "whsec_c2VjcmV0LW9mLSVz");
+  assert_sub_secret(&got, "whsec_c2VjcmV0LW9mLSVz");
   assert_true(got.last_success_us > 0);
   pg_sub_delete(sub);
   assert_int_equal(store_sub_get(B->store, sub, &got), STORE_NOT_FOUND);
@@ -6483,7 +6534,7 @@ static void test_pg_outbox_sealed(void **state) {
   pg_deliver_all(&o);
   struct subscription got;
   assert_int_equal(store_sub_get(B->store, sub, &got), STORE_OK);
-  assert_string_equal(got.secret, "whsec_c2VjcmV0LW9mLSVz");
+  assert_sub_secret(&got, "whsec_c2VjcmV0LW9mLSVz");
   pg_sub_delete(sub);
   free(d);
   /* kept for test_pg_outbox_carried_by_reencrypt, after the rotation */
@@ -6503,7 +6554,7 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
                    0);
   struct subscription kept;
   assert_int_equal(store_sub_get(B->store, PG_KEPT_SUB, &kept), STORE_OK);
-  assert_string_equal(kept.secret, "whsec_c2VjcmV0LW9mLSVz");
+  assert_sub_secret(&kept, "whsec_c2VjcmV0LW9mLSVz");
   pg_sub_delete(PG_KEPT_SUB);
   char tag[16], cursor[64];
   new_tag(tag);
@@ -7204,6 +7255,7 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
 #define OUTBOX_TESTS                                                     \
   cmocka_unit_test(test_outbox_every_change_writes_its_event),           \
   cmocka_unit_test(test_outbox_subscriptions_round_trip),                \
+  cmocka_unit_test(test_outbox_unopenable_secret_fails_no_read),         \
   cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
   cmocka_unit_test(test_outbox_claims_keep_each_conversations_order),    \
   cmocka_unit_test(test_outbox_leases),                                  \

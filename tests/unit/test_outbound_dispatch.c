@@ -64,6 +64,7 @@ struct fake_store {
   int64_t qcursor; /* the broker cursor */
   int qreads;      /* QUEUE_READs */
   bool second;     /* sub_list also returns a second active subscription (with nothing due) */
+  bool secret_unreadable; /* sub_secret answers STORE_HARD (a secret that does not open) */
 };
 
 static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
@@ -166,6 +167,16 @@ static enum store_status fake_sub_list(struct store *s, struct subscription **ou
   return STORE_OK;
 }
 
+static enum store_status fake_sub_secret(struct store *s, const char *id, char *out) {
+  struct fake_store *f = (struct fake_store *)s;
+  (void)id;
+  pthread_mutex_lock(&f->mu);
+  enum store_status st = f->secret_unreadable ? STORE_HARD : STORE_OK;
+  snprintf(out, OUTBOX_SECRET_MAX, "%s", st == STORE_OK ? f->sub.secret : "");
+  pthread_mutex_unlock(&f->mu);
+  return st;
+}
+
 static void fake_set_notify(struct store *s, void (*notify)(void *), void *cls) {
   struct fake_store *f = (struct fake_store *)s;
   f->notify = notify;
@@ -175,6 +186,7 @@ static void fake_set_notify(struct store *s, void (*notify)(void *), void *cls) 
 static const struct store_ops fake_ops = {.name = "fake",
                                           .submit = fake_submit,
                                           .sub_list = fake_sub_list,
+                                          .sub_secret = fake_sub_secret,
                                           .set_outbox_notify = fake_set_notify};
 
 static struct fake_store *fake_new(const char *url, size_t events) {
@@ -626,6 +638,48 @@ static void test_gone_disables(void **state) {
   fake_free(f);
 }
 
+/* A secret that does not open holds the subscription: nothing is sent (never unsigned),
+ * nothing is recorded, the events wait; once it opens (the key is back) they go out signed. */
+static void test_a_secret_that_does_not_open_holds_the_subscription(void **state) {
+  (void)state;
+  struct answer ok = {200, NULL, "thanks", false};
+  struct receiver *r = receiver_start(&ok, 1);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 2);
+  f->secret_unreadable = true;
+  const long schedule[] = {0, 5};
+  struct config cfg = test_config(schedule, 2, true, 5);
+  char err[256] = "";
+  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  assert_non_null(o);
+  double start = time_mono_ms();
+  while (!outbound_sub_held(o, f->sub.id) && time_mono_ms() - start < 10000) sleep_ms(10);
+  assert_true(outbound_sub_held(o, f->sub.id));
+  assert_false(outbound_sub_held(o, "sub_000000000000000000000009"));
+  sleep_ms(1500); /* a refresh (every second while active) still holds it */
+  struct store_delivery_result res[16];
+  assert_int_equal(fake_results(f, res, 16), 0);
+  assert_int_equal(receiver_count(r), 0);
+  pthread_mutex_lock(&f->mu);
+  f->secret_unreadable = false;
+  pthread_mutex_unlock(&f->mu);
+  outbound_wake(o);
+  assert_int_equal(wait_results(f, 2, res, 16), 2);
+  assert_false(outbound_sub_held(o, f->sub.id));
+  outbound_stop(o);
+  assert_int_equal(receiver_count(r), 2);
+  struct sig_keyring ring;
+  char why[256];
+  assert_true(sig_keyring_standard(SECRET, &ring, why, sizeof why));
+  for (size_t i = 0; i < 2; i++)
+    assert_int_equal(
+        sig_standard_verify(&ring, r->got[i].id, r->got[i].timestamp, r->got[i].signature,
+                            r->got[i].body, r->got[i].body_len, time_now_us() / 1000000, 300),
+        SIG_OK);
+  receiver_stop(r);
+  fake_free(f);
+}
+
 static void test_private_address_refused_on_connect(void **state) {
   (void)state;
   struct answer ok = {200, NULL, NULL, false};
@@ -898,6 +952,7 @@ int main(void) {
       cmocka_unit_test(test_retry_after_holds_the_whole_subscription),
       cmocka_unit_test(test_a_2xx_counts_whatever_its_body_does),
       cmocka_unit_test(test_gone_disables),
+      cmocka_unit_test(test_a_secret_that_does_not_open_holds_the_subscription),
       cmocka_unit_test(test_private_address_refused_on_connect),
       cmocka_unit_test(test_timeout_is_an_attempt),
       cmocka_unit_test(test_stop_releases_what_is_in_flight),
