@@ -91,6 +91,15 @@ enum store_write_kind {
   STORE_WRITE_ANALYTICS_REBUILD,
 };
 
+/* The members of a subscription an update may change (store_write.sub_fields). */
+enum store_sub_field {
+  STORE_SUB_URL = 1u << 0,
+  STORE_SUB_TYPES = 1u << 1,
+  STORE_SUB_ACCOUNT = 1u << 2,
+  STORE_SUB_MAX_PER_SECOND = 1u << 3,
+  STORE_SUB_ALL = (1u << 4) - 1,
+};
+
 /* ---- The outbox (issue 10) ----
  * Every change writes its event in its own transaction, never for a write that is not
  * committed, once (a duplicate redelivery writes none):
@@ -256,6 +265,10 @@ struct store_write {
    * undoes a pause or a 410 that happened after its read); true sets enabled = sub->enabled,
    * and true also clears paused and disabled_reason and makes waiting deliveries due. */
   bool sub_enabled_given;
+  /* An update's other members that change (STORE_SUB_* bits), each set to sub's in one
+   * statement, the others left as stored (so two PATCHes of different members never undo
+   * each other). updated_us is always set. */
+  unsigned sub_fields;
   const char *sub_id;
   int64_t replay_since_us;
   /* input and output (STORE_WRITE_OUTBOX) */

@@ -3834,8 +3834,11 @@ static const char replay_sql[] =
  * a 410 that happened after the caller's read is not undone). */
 static const char sub_update_sql[] =
     "WITH old AS (SELECT enabled, paused FROM subscriptions WHERE id = $1),"
-    " up AS (UPDATE subscriptions SET url = $2, event_types = $3, account_id = $4,"
-    "  enabled = CASE WHEN $9::bool THEN $5::bool ELSE enabled END, max_per_second = $6,"
+    " up AS (UPDATE subscriptions SET url = CASE WHEN $10::int & 1 <> 0 THEN $2 ELSE url END,"
+    "  event_types = CASE WHEN $10::int & 2 <> 0 THEN $3::int ELSE event_types END,"
+    "  account_id = CASE WHEN $10::int & 4 <> 0 THEN $4 ELSE account_id END,"
+    "  enabled = CASE WHEN $9::bool THEN $5::bool ELSE enabled END,"
+    "  max_per_second = CASE WHEN $10::int & 8 <> 0 THEN $6::bigint ELSE max_per_second END,"
     "  paused = CASE WHEN $9::bool AND $5::bool THEN false ELSE paused END,"
     "  disabled_reason = CASE WHEN $9::bool AND $5::bool THEN '' ELSE disabled_reason END,"
     "  updated_us = $7 WHERE id = $1 RETURNING id),"
@@ -4142,16 +4145,19 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   bool found = PQntuples(r) == 1;
   PQclear(r);
   if (!found) return STORE_NOT_FOUND;
-  const char *vals[9] = {sub->id,
-                         sub->url,
-                         types,
-                         sub->account_id,
-                         sub->enabled ? "t" : "f",
-                         max,
-                         updated,
-                         now,
-                         w->sub_enabled_given ? "t" : "f"};
-  r = ob_exec(s, "sub_update", 9, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  char fields[16];
+  snprintf(fields, sizeof fields, "%u", w->sub_fields);
+  const char *vals[10] = {sub->id,
+                          sub->url,
+                          types,
+                          sub->account_id,
+                          sub->enabled ? "t" : "f",
+                          max,
+                          updated,
+                          now,
+                          w->sub_enabled_given ? "t" : "f",
+                          fields};
+  r = ob_exec(s, "sub_update", 10, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
   if (!r) return st;
   w->erased = PQntuples(r) == 1 ? get_i64(r, 0, 1) : 0; /* deliveries made due */
   PQclear(r);

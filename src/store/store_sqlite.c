@@ -2861,8 +2861,11 @@ static const char *const ob_sql[OB_COUNT] = {
         "SELECT enabled, paused, cursor_seq, event_types, account_id, "
         "account_sealed, secret, sealed_with, start_seq FROM subscriptions WHERE id = ?1",
     [OB_SUB_UPDATE] =
-        "UPDATE subscriptions SET url = ?2, event_types = ?3, account_id = ?4, "
-        "account_sealed = ?5, max_per_second = ?7, updated_us = ?10, "
+        "UPDATE subscriptions SET url = CASE WHEN ?14 & 1 THEN ?2 ELSE url END, "
+        "event_types = CASE WHEN ?14 & 2 THEN ?3 ELSE event_types END, "
+        "account_id = CASE WHEN ?14 & 4 THEN ?4 ELSE account_id END, "
+        "account_sealed = CASE WHEN ?14 & 4 THEN ?5 ELSE account_sealed END, "
+        "max_per_second = CASE WHEN ?14 & 8 THEN ?7 ELSE max_per_second END, updated_us = ?10, "
         "enabled = CASE WHEN ?13 THEN ?6 ELSE enabled END, "
         "paused = CASE WHEN ?13 AND ?6 THEN 0 ELSE paused END, "
         "disabled_reason = CASE WHEN ?13 AND ?6 THEN '' ELSE disabled_reason END "
@@ -3338,6 +3341,7 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_int64(st, 7, sub->max_per_second);
   sqlite3_bind_int64(st, 10, sub->updated_us);
   sqlite3_bind_int(st, 13, w->sub_enabled_given);
+  sqlite3_bind_int(st, 14, (int)w->sub_fields);
   rc = step_done(st);
   /* Only an update naming enabled (true) changes the state: what the service paused or
    * disabled (FINISH) after the caller's read stays so otherwise. */

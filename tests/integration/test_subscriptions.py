@@ -223,6 +223,39 @@ def test_patch_validates_and_changes_nothing_when_refused(server):
     assert get(server, sub["id"]).json() == {k: v for k, v in sub.items() if k != "secret"}
 
 
+def test_concurrent_patches_of_different_members_keep_both(server):
+    """Two PATCHes at once, one of the url, the other of maxPerSecond and eventTypes: both
+    changes survive, every time (the store changes only the members a PATCH names, in one
+    statement; a read-modify-write of the whole subscription lost one now and then)."""
+    sid = created(server, maxPerSecond=1)["id"]
+    sessions = [server.new_session(), server.new_session()]
+    for i in range(30):
+        url = f"https://192.0.2.{10 + i % 7}/hooks/{i}"
+        types = [ALL_TYPES[i % len(ALL_TYPES)]]
+        barrier = threading.Barrier(2)
+        answers = [None, None]
+
+        def send(k, body):
+            barrier.wait()
+            answers[k] = server.request("PATCH", f"/api/v1/subscriptions/{sid}", json=body,
+                                        session=sessions[k])
+
+        threads = [threading.Thread(target=send, args=(0, {"url": url})),
+                   threading.Thread(target=send,
+                                    args=(1, {"maxPerSecond": 100 + i, "eventTypes": types}))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert answers[0].json()["url"] == url
+        assert answers[1].json()["maxPerSecond"] == 100 + i
+        got = get(server, sid).json()
+        assert (got["url"], got["maxPerSecond"], got["eventTypes"]) == (url, 100 + i, types), \
+            (i, got)
+        assert got["state"] == "active" and got["enabled"] is True
+
+
 # ------------------------------------------------------------------ who may
 def test_admin_only(server):
     sub = created(server)

@@ -3795,6 +3795,7 @@ static enum store_status ob_sub_write(enum store_write_kind kind, const struct s
   w.sub = sub;
   w.sub_create = create;
   w.sub_enabled_given = true; /* an update replaces the state too (as PATCH {"enabled": ..}) */
+  w.sub_fields = STORE_SUB_ALL;
   w.sub_id = id;
   w.replay_since_us = since;
   w.audio_fd = -1;
@@ -4151,6 +4152,63 @@ static void test_outbox_unopenable_secret_fails_no_read(void **state) {
   ob_sub_delete(sub.id);
 }
 
+/* An update changes only the members it names (sub_fields), in one statement: two made from
+ * one read, as two PATCHes of different members at once are, keep both changes. */
+/* An update as PATCH makes it without "enabled": only the members in fields change. */
+static enum store_status ob_sub_change(const struct subscription *sub, unsigned fields) {
+  struct store_write w;
+  memset(&w, 0, sizeof w);
+  w.kind = STORE_WRITE_SUB_PUT;
+  w.sub = sub;
+  w.sub_fields = fields;
+  w.audio_fd = -1;
+  store_submit_wait(B->store, &w);
+  return w.status;
+}
+
+static void test_outbox_update_changes_only_the_named_members(void **state) {
+  (void)state;
+  char tag[16], account[64];
+  new_tag(tag);
+  snprintf(account, sizeof account, "acct-m-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, account);
+  ob_sub_create(&sub);
+  struct subscription a = ob_sub_read(sub.id), b = a;
+  snprintf(a.url, sizeof a.url, "https://example.net/a-%s", tag);
+  a.max_per_second = 99; /* not named: ignored */
+  b.max_per_second = 42;
+  b.event_types = 1u << OUTBOX_CREATED;
+  snprintf(b.url, sizeof b.url, "https://example.net/not-named");
+  assert_int_equal(ob_sub_change(&a, STORE_SUB_URL), STORE_OK);
+  assert_int_equal(ob_sub_change(&b, STORE_SUB_MAX_PER_SECOND | STORE_SUB_TYPES), STORE_OK);
+  struct subscription got = ob_sub_read(sub.id);
+  assert_string_equal(got.url, a.url);
+  assert_int_equal(got.max_per_second, 42);
+  assert_int_equal(got.event_types, 1u << OUTBOX_CREATED);
+  assert_string_equal(got.account_id, account);
+  assert_true(got.enabled);
+  /* the account alone, to every account; then nothing named: only updated_us moves */
+  struct subscription c = got;
+  c.account_id[0] = '\0';
+  c.max_per_second = 0;
+  assert_int_equal(ob_sub_change(&c, STORE_SUB_ACCOUNT), STORE_OK);
+  got = ob_sub_read(sub.id);
+  assert_string_equal(got.account_id, "");
+  assert_int_equal(got.max_per_second, 42);
+  struct subscription d = sub; /* a stale read of everything */
+  d.enabled = false;
+  d.updated_us = got.updated_us + 7;
+  assert_int_equal(ob_sub_change(&d, 0), STORE_OK);
+  got = ob_sub_read(sub.id);
+  assert_string_equal(got.url, a.url);
+  assert_int_equal(got.max_per_second, 42);
+  assert_int_equal(got.event_types, 1u << OUTBOX_CREATED);
+  assert_string_equal(got.account_id, "");
+  assert_true(got.enabled);
+  assert_int_equal(got.updated_us, d.updated_us);
+  ob_sub_delete(sub.id);
+}
+
 /* Subscriptions: read back as written (secret included), listed oldest first, replaced, deleted
  * with their deliveries; each change audited in its transaction. */
 static void test_outbox_subscriptions_round_trip(void **state) {
@@ -4222,6 +4280,7 @@ static void test_outbox_subscriptions_round_trip(void **state) {
   w.kind = STORE_WRITE_SUB_PUT;
   w.sub = &upd;
   w.sub_enabled_given = true;
+  w.sub_fields = STORE_SUB_ALL;
   w.who = who;
   w.audio_fd = -1;
   store_submit_wait(B->store, &w);
@@ -5167,6 +5226,7 @@ static void test_outbox_update_keeps_the_services_state(void **state) {
     memset(&w, 0, sizeof w);
     w.kind = STORE_WRITE_SUB_PUT;
     w.sub = &read_before;
+    w.sub_fields = STORE_SUB_MAX_PER_SECOND;
     w.audio_fd = -1;
     store_submit_wait(B->store, &w);
     assert_int_equal(w.status, STORE_OK);
@@ -7256,6 +7316,7 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_every_change_writes_its_event),           \
   cmocka_unit_test(test_outbox_subscriptions_round_trip),                \
   cmocka_unit_test(test_outbox_unopenable_secret_fails_no_read),         \
+  cmocka_unit_test(test_outbox_update_changes_only_the_named_members),   \
   cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
   cmocka_unit_test(test_outbox_claims_keep_each_conversations_order),    \
   cmocka_unit_test(test_outbox_leases),                                  \
