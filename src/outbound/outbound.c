@@ -43,6 +43,8 @@
 #define QUEUE_LEASE_US (30 * 1000000LL)
 #define QUEUE_TIMEOUT_MS 2000 /* each broker step (connect, ack wait): bounds outbound_stop */
 #define QUEUE_BACKOFF_MS 1000
+#define QUEUE_KEEP_MS 60000          /* broker down: its cursor is kept (touched) this often */
+#define STALE_LOG_EVERY_MS 3600000.0 /* a prune passing stale broker cursors: logged hourly */
 
 /* One subscription as the dispatcher sees it: what the store holds plus the throttle. */
 struct sub_slot {
@@ -50,7 +52,8 @@ struct sub_slot {
   double tokens;        /* maxPerSecond token bucket */
   double refilled_ms;   /* when tokens was last topped up (monotonic) */
   bool maybe_due;       /* a claim could find something: cleared when one comes back short */
-  double not_before_ms; /* a 429/503 Retry-After holds the whole subscription until then */
+  double not_before_ms; /* a 429/503 Retry-After holds the whole subscription until then (the
+                         * store keeps the hold too: result hold_us) */
   size_t inflight;      /* its deliveries in flight (counted at each claim round) */
   /* Its signing secret, read apart from the list (store.h sub_secret) and kept: secret_ok once
    * it opened. One that does not open (secret_bad) holds the subscription: nothing is claimed,
@@ -100,6 +103,7 @@ struct outbound {
   int64_t next_due_us;    /* earliest retry we scheduled ourselves (wall clock); 0: none */
   double finish_again_ms; /* a FINISH the store refused (busy) is tried again from then */
   bool fanout_failed;     /* the last FANOUT failed: again at the next tick */
+  double stale_logged_ms; /* when a prune passing a stale broker cursor was last logged */
   /* broker */
   struct queue *queue;
   pthread_mutex_t queue_mu;
@@ -661,7 +665,10 @@ static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
     if (answered && (code == 429 || code == 503) && *t->retry_after)
       ra = outbound_retry_after(t->retry_after, now_us / 1000000, schedule_max(cfg));
     if (ra > 0) {
-      /* the receiver asked for a pause: none of the subscription's deliveries before then */
+      /* the receiver asked for a pause: none of the subscription's deliveries before then, on
+       * any instance, after a restart too (the store keeps it with the subscription); the
+       * slot's copy spares this instance the claims that would come back empty */
+      r.hold_us = ra * 1000000;
       struct sub_slot *s = slot_find(o, r.sub_id);
       if (s) {
         double until = time_mono_ms() + (double)ra * 1000.0;
@@ -763,6 +770,9 @@ static bool store_round(struct outbound *o, const struct round *want, double now
     prune = batch_add(&b, STORE_OUTBOX_PRUNE);
     prune->limit = PRUNE_LIMIT;
     prune->before_us = time_now_us() - (int64_t)cfg->outbox_retention_days * 86400 * 1000000;
+    /* a broker cursor no instance has read, advanced or kept for as long (QUEUE_URL removed,
+     * a broker renamed) no longer holds back every later event */
+    prune->stale_before_us = prune->before_us;
   }
   /* claims: subscriptions in turn from o->rotate, each within its bucket and the free slots */
   size_t nclaims = 0, k = 0;
@@ -828,6 +838,16 @@ static bool store_round(struct outbound *o, const struct round *want, double now
     } else if (w == prune) {
       *prune_more = st == STORE_OK && w->added >= PRUNE_LIMIT;
       if (st != STORE_OK) log_msg(LOG_WARNING, "outbound: prune failed (status %d)", (int)st);
+      /* once an hour at most: prune runs every minute while the cursor stays behind */
+      if (st == STORE_OK && w->stale > 0 &&
+          (o->stale_logged_ms == 0 || now_ms - o->stale_logged_ms >= STALE_LOG_EVERY_MS)) {
+        o->stale_logged_ms = now_ms;
+        log_msg(LOG_WARNING,
+                "outbound: %lld broker cursor(s) untouched for OUTBOX_RETENTION_DAYS (%lld days: "
+                "no instance has that QUEUE_URL, or its broker was renamed) no longer hold back "
+                "prune: events older than that are erased before such a broker got them",
+                (long long)w->stale, (long long)cfg->outbox_retention_days);
+      }
     }
   }
   for (size_t i = 0; i < nclaims; i++) {
@@ -1013,12 +1033,24 @@ static char *oversize_stand_in(const struct store_outbox_event *ev, size_t *len)
 static void *queue_main(void *cls) {
   struct outbound *o = cls;
   bool down_logged = false;
+  double kept_ms = 0;
   while (!atomic_load(&o->stop)) {
     /* While the broker is down, a probe (at most one connection attempt a second) comes before
-     * reading the outbox: an outage costs no reads, and is logged once (queue.c) */
+     * reading the outbox: an outage costs no reads, and is logged once (queue.c). Once a minute
+     * the cursor is kept (touched, not moved): a broker this instance is configured with
+     * holds its events back from prune however long it is down. */
     if (!queue_connected(o->queue)) {
       (void)queue_publish(o->queue, NULL, 0);
       if (!queue_connected(o->queue)) {
+        double now = time_mono_ms();
+        if (kept_ms == 0 || now - kept_ms >= QUEUE_KEEP_MS) {
+          struct store_outbox_work keep;
+          memset(&keep, 0, sizeof keep);
+          keep.op = STORE_OUTBOX_QUEUE_ADVANCE;
+          keep.cursor_name = OUTBOUND_QUEUE_CURSOR;
+          keep.upto_seq = 0;
+          if (queue_work(o->store, &keep) == STORE_OK) kept_ms = now;
+        }
         queue_sleep(o, QUEUE_BACKOFF_MS, false);
         continue;
       }

@@ -164,6 +164,11 @@ struct store_delivery_result {
   int64_t first_attempt_us;
   int64_t next_at_us;
   int64_t lease_token; /* the job's, copied as is */
+  /* > 0: the receiver asked for a pause (429/503 Retry-After, already capped): the whole
+   * subscription is held for hold_us from the store's now (PostgreSQL: the database server's
+   * clock), kept with the subscription (a restart, another instance: CLAIM respects it); a
+   * longer hold already there stays. Applied with results whose lease is ours. */
+  int64_t hold_us;
 };
 #define STORE_DELIVERY_RELEASE 100
 
@@ -173,9 +178,11 @@ enum store_outbox_op {
    * at a time). SQLite makes no rows for an enabled, unpaused subscription: CLAIM takes its
    * events straight from the outbox behind its cursor (store/lane.h), and *added counts them. */
   STORE_OUTBOX_FANOUT,
-  /* Leases up to limit due deliveries of subscription sub_id (enabled, not paused; PostgreSQL:
-   * rows another instance holds are skipped; fewer when their data passes about 16 MiB, at
-   * least one), each until now_us + lease_us: jobs[0..count)
+  /* Leases up to limit due deliveries of subscription sub_id (enabled, not paused, not held
+   * by a Retry-After (hold_us); PostgreSQL: rows another instance holds are skipped; fewer when
+   * their data passes about 16 MiB, at least one), each until now_us + lease_us (PostgreSQL:
+   * lease_us from the database server's clock, which alone decides when a lease ran out, so
+   * instances with skewed clocks never take each other's live leases): jobs[0..count)
    * (owned, free with store_jobs_free). A lease that runs out (a crash) makes the delivery due
    * again: at least once. Due deliveries come first, then (SQLite) the lane's new events. */
   STORE_OUTBOX_CLAIM,
@@ -185,15 +192,22 @@ enum store_outbox_op {
    * exhausted result is judged (the pause rule), whatever their order. */
   STORE_OUTBOX_FINISH,
   /* Broker cursor cursor_name (created at seq 0 when missing): leases it until now_us +
-   * lease_us when it is free, expired or ours, and returns the up to limit events after it in
+   * lease_us (PostgreSQL: the database's clock, as CLAIM) when it is free, expired or ours, and
+   * marks it touched (see PRUNE), and returns the up to limit events after it in
    * seq order (fewer when their data passes about 16 MiB, at least one) (events, owned, free with
    * store_jobs_free); busy set and nothing read when another instance holds it. */
   STORE_OUTBOX_QUEUE_READ,
-  /* Moves broker cursor cursor_name to upto_seq (only forward, only while its lease is ours). */
+  /* Moves broker cursor cursor_name to upto_seq (only forward, only while its lease is ours),
+   * and marks it touched whoever holds it (upto_seq 0: only that; an instance whose broker is
+   * down keeps its cursor so). */
   STORE_OUTBOX_QUEUE_ADVANCE,
   /* Erases up to limit outbox events created before before_us that no subscription still has
-   * pending and every broker cursor has passed, and attempts recorded before it; *added =
-   * rows erased. */
+   * pending and every live broker cursor has passed, and attempts recorded before it; *added =
+   * rows erased. A broker cursor nobody touched (read, advanced or kept) before
+   * stale_before_us (0: none is stale) is not live: it no longer holds back prune (QUEUE_URL
+   * removed, a broker renamed: the outbox would grow for good); stale = how many such cursors
+   * this prune passed (events erased that they had not reached). Subscriptions hold their
+   * events whatever their state. */
   STORE_OUTBOX_PRUNE,
 };
 
@@ -206,6 +220,7 @@ struct store_outbox_work {
   const char *cursor_name;                     /* QUEUE_READ, QUEUE_ADVANCE (at most 64 bytes) */
   int64_t upto_seq;                            /* QUEUE_ADVANCE */
   int64_t before_us;                           /* PRUNE */
+  int64_t stale_before_us;                     /* PRUNE */
   const struct store_delivery_result *results; /* FINISH */
   size_t nresults;
   /* output */
@@ -214,6 +229,7 @@ struct store_outbox_work {
   struct store_outbox_event *events;
   size_t count;
   bool busy;
+  int64_t stale; /* PRUNE */
 };
 
 #define STORE_EVENT_TYPE_MAX 65 /* EL_TYPE_MAX + NUL */

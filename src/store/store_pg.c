@@ -3763,6 +3763,12 @@ static enum store_status pg_secret(struct store *base, const char *name,
  * deliveries they lease FOR UPDATE SKIP LOCKED and the lease (owner, until) keeps them out of
  * every other claim until it runs out. */
 
+/* The database server's clock in microseconds. Leases, Retry-After holds and broker cursors'
+ * touch times are written and compared with it alone, so instances whose clocks disagree
+ * neither take each other's live leases nor wait too long (clock_timestamp(): the time of the
+ * statement, not of its transaction's start). */
+#define DB_NOW_US "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
 #define EVENT_COLUMNS                                                                   \
   "e.seq, e.event_id, e.type, e.conversation_id, e.created_us, e.data, e.audio_bytes, " \
   "e.sealed_with"
@@ -3773,12 +3779,17 @@ static enum store_status pg_secret(struct store *base, const char *name,
 
 /* The claim: the due deliveries in order, but none whose event is sealed with a key this
  * instance lacks ($6, the ring's key ids; an instance with it claims it), and only as many as
- * OUTBOX_READ_BYTES of data hold (b: the running sum before each row). */
+ * OUTBOX_READ_BYTES of data hold (b: the running sum before each row); none while a receiver's
+ * Retry-After holds the subscription. Leases ($5 their length) run on the database's clock;
+ * next_at_us ($2 now) on the instances'. */
 static const char claim_sql[] =
     "WITH c AS (SELECT d.sub_id, d.seq, d.next_at_us FROM sub_deliveries d"
     "  WHERE d.sub_id = $1 AND d.state = 0 AND d.next_at_us <= $2"
-    "    AND (d.lease_until_us IS NULL OR d.lease_until_us <= $2)"
-    "    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = $1 AND s.enabled AND NOT s.paused)"
+    "    AND (d.lease_until_us IS NULL OR d.lease_until_us <= " DB_NOW_US
+    ")"
+    "    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = $1 AND s.enabled AND NOT s.paused"
+    "      AND s.hold_until_us <= " DB_NOW_US
+    ")"
     "    AND d.seq = (SELECT min(o.seq) FROM sub_deliveries o WHERE o.sub_id = d.sub_id"
     "      AND o.conversation_id = d.conversation_id AND o.state = 0)"
     "    AND NOT EXISTS (SELECT 1 FROM outbox_events k WHERE k.seq = d.seq AND k.type <> 5"
@@ -3788,7 +3799,8 @@ static const char claim_sql[] =
     "   OVER (ORDER BY c.next_at_us, c.seq) - octet_length(e.data) AS before"
     "   FROM c JOIN outbox_events e ON e.seq = c.seq) x WHERE x.before < " OUTBOX_READ_BYTES
     "),"
-    " u AS (UPDATE sub_deliveries d SET lease_owner = $4, lease_until_us = $5"
+    " u AS (UPDATE sub_deliveries d SET lease_owner = $4, lease_until_us = " DB_NOW_US
+    " + $5"
     "  FROM b, outbox_events e WHERE d.sub_id = b.sub_id AND d.seq = b.seq AND e.seq = d.seq"
     "  RETURNING d.attempts, d.first_attempt_us, " EVENT_COLUMNS ") SELECT * FROM u ORDER BY seq";
 
@@ -3847,10 +3859,12 @@ static const char sub_update_sql[] =
     "  OR old.paused) RETURNING 1) "
     "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM due)";
 
+/* Prune: only live broker cursors hold events back (touched since $3, stale_before_us: store.h
+ * STORE_OUTBOX_PRUNE); the second column counts the stale ones this prune passed. */
 static const char prune_sql[] =
-    "WITH lim AS (SELECT LEAST(COALESCE((SELECT min(seq) FROM outbox_cursors),"
-    "  9223372036854775807), COALESCE((SELECT min(cursor_seq) FROM subscriptions),"
-    "  9223372036854775807)) AS m),"
+    "WITH lim AS (SELECT LEAST(COALESCE((SELECT min(seq) FROM outbox_cursors"
+    "  WHERE touched_us >= $3), 9223372036854775807),"
+    "  COALESCE((SELECT min(cursor_seq) FROM subscriptions), 9223372036854775807)) AS m),"
     " old AS (SELECT e.seq FROM outbox_events e, lim WHERE e.created_us < $1 AND e.seq <= lim.m"
     "  AND NOT EXISTS (SELECT 1 FROM sub_deliveries d WHERE d.seq = e.seq AND d.state = 0)"
     "  ORDER BY e.seq LIMIT $2 FOR UPDATE OF e SKIP LOCKED),"
@@ -3858,9 +3872,11 @@ static const char prune_sql[] =
     " de AS (DELETE FROM outbox_events WHERE seq IN (SELECT seq FROM old) RETURNING 1),"
     " da AS (DELETE FROM delivery_attempts WHERE id IN (SELECT id FROM delivery_attempts"
     "  WHERE at_us < $1 ORDER BY id LIMIT $2) RETURNING 1) "
-    "SELECT (SELECT count(*) FROM de) + (SELECT count(*) FROM da)";
+    "SELECT (SELECT count(*) FROM de) + (SELECT count(*) FROM da),"
+    "  (SELECT count(*) FROM outbox_cursors WHERE touched_us < $3"
+    "    AND seq < (SELECT max(seq) FROM old))";
 
-/* Every result of a FINISH at once ($1..$12 and $14 the columns, see results_column; $13 the
+/* Every result of a FINISH at once ($1..$12, $14 and $15 the columns, see results_column; $13 the
  * owner): only deliveries whose lease is ours and the result's claim's (lease_owner is
  * "owner:token"); an answer to an earlier claim of ours of a delivery claimed again since (st:
  * a replay, or a lease that ran out, then a new claim) is recorded as an attempt (delivered, or
@@ -3869,13 +3885,13 @@ static const char prune_sql[] =
  * PAUSED when the subscription has had no success since the delivery's first attempt); delivered
  * rows go, others keep waiting (RETRY, PAUSED, DISABLED, RELEASE) or are dead-lettered (FAILED),
  * but one replayed while in flight (see replay_sql) waits again from attempt 1; subscriptions move
- * their last success, pause, or are disabled (410); every result but RELEASE is recorded as an
- * attempt, in order. */
+ * their last success, pause, are disabled (410), or are held (a Retry-After, from the database's
+ * clock); every result but RELEASE is recorded as an attempt, in order. */
 static const char finish_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[],"
     "  $6::int[], $7::bigint[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
-    "  $12::bigint[], $14::bigint[]) WITH ORDINALITY AS r(sub_id, seq, event_id, type, attempt,"
-    "  code, latency, at, outcome, head, first, next_at, token, n)),"
+    "  $12::bigint[], $14::bigint[], $15::bigint[]) WITH ORDINALITY AS r(sub_id, seq, event_id,"
+    "  type, attempt, code, latency, at, outcome, head, first, next_at, token, hold, n)),"
     " d AS (SELECT r.*, d.lease_until_us AS lu,"
     "  CASE WHEN d.first_attempt_us <> 0 THEN d.first_attempt_us"
     "  WHEN r.first <> 0 THEN r.first ELSE r.at END AS f"
@@ -3904,9 +3920,12 @@ static const char finish_sql[] =
     " su AS (UPDATE subscriptions t SET"
     "  last_success_us = GREATEST(t.last_success_us, COALESCE(x.ok_at, 0)),"
     "  paused = t.paused OR x.pause, enabled = t.enabled AND NOT x.gone,"
-    "  disabled_reason = CASE WHEN x.gone THEN 'gone' ELSE t.disabled_reason END"
+    "  disabled_reason = CASE WHEN x.gone THEN 'gone' ELSE t.disabled_reason END,"
+    "  hold_until_us = CASE WHEN x.hold > 0 THEN GREATEST(t.hold_until_us, " DB_NOW_US
+    "    + x.hold) ELSE t.hold_until_us END"
     "  FROM (SELECT sub_id, max(at) FILTER (WHERE oc = 1) AS ok_at, bool_or(oc = 4) AS pause,"
-    "    bool_or(oc = 5) AS gone FROM y GROUP BY sub_id) x WHERE t.id = x.sub_id),"
+    "    bool_or(oc = 5) AS gone, max(hold) FILTER (WHERE oc <> 100) AS hold FROM y"
+    "    GROUP BY sub_id) x WHERE t.id = x.sub_id),"
     " att AS (INSERT INTO delivery_attempts (sub_id, seq, event_id, type, attempt, status_code,"
     "  latency_ms, at_us, outcome, response_head)"
     "  SELECT sub_id, seq, event_id, type, attempt, code, latency, at, oc, decode(head, 'hex')"
@@ -3952,12 +3971,15 @@ static bool prepare_ob(PGconn *c) {
                  0, NULL) &&
          prepare(c, "finish", finish_sql, 0, NULL) &&
          prepare(c, "cursor_make",
-                 "INSERT INTO outbox_cursors (name, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", 0,
-                 NULL) &&
+                 "INSERT INTO outbox_cursors (name, seq, touched_us) VALUES ($1, 0, " DB_NOW_US
+                 ") ON CONFLICT DO NOTHING",
+                 0, NULL) &&
+         /* the lease ($3 its length) on the database's clock; read: touched (live for prune) */
          prepare(c, "cursor_lease",
-                 "UPDATE outbox_cursors SET lease_owner = $2, lease_until_us = $3 WHERE name = $1 "
-                 "AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until_us <= $4) "
-                 "RETURNING seq",
+                 "UPDATE outbox_cursors SET lease_owner = $2, lease_until_us = " DB_NOW_US
+                 " + $3, touched_us = " DB_NOW_US
+                 " WHERE name = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR "
+                 "lease_until_us <= " DB_NOW_US ") RETURNING seq",
                  0, NULL) &&
          /* the events after the cursor, as many as OUTBOX_READ_BYTES of data hold */
          prepare(c, "queue_events",
@@ -3966,9 +3988,10 @@ static bool prepare_ob(PGconn *c) {
                  "octet_length(x.data) AS before FROM outbox_events x WHERE x.seq > $1 "
                  "ORDER BY x.seq LIMIT $2) e WHERE e.before < " OUTBOX_READ_BYTES " ORDER BY e.seq",
                  0, NULL) &&
+         /* moved only by its holder; touched by any instance with this broker configured */
          prepare(c, "cursor_advance",
-                 "UPDATE outbox_cursors SET seq = $3 WHERE name = $1 AND lease_owner = $2 "
-                 "AND seq < $3",
+                 "UPDATE outbox_cursors SET seq = CASE WHEN lease_owner = $2 AND seq < $3 "
+                 "THEN $3 ELSE seq END, touched_us = " DB_NOW_US " WHERE name = $1",
                  0, NULL) &&
          prepare(c, "prune", prune_sql, 0, NULL);
 }
@@ -4276,7 +4299,7 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
   char now[24], limit[24], until[24];
   snprintf(now, sizeof now, "%lld", (long long)o->now_us);
   snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
-  snprintf(until, sizeof until, "%lld", (long long)(o->now_us + o->lease_us));
+  snprintf(until, sizeof until, "%lld", (long long)o->lease_us); /* from the database's now */
   char *keys = ring_keys(s->ring);
   if (!keys) return STORE_RETRY;
   /* The claim's own token: a later claim of these deliveries gets another, so an answer to
@@ -4307,7 +4330,7 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
 
 /* The results as one PostgreSQL array literal per column (col: 0 sub, 1 seq, 2 event id, 3 type,
  * 4 attempt, 5 status code, 6 latency, 7 at, 8 outcome, 9 the answer's head in hex, 10 first
- * attempt, 11 next at, 12 lease token); NULL when out of memory. */
+ * attempt, 11 next at, 12 lease token, 13 hold); NULL when out of memory. */
 static void quoted(FILE *f, const char *v) {
   fputc('"', f);
   for (const char *p = v; *p; p++) {
@@ -4367,6 +4390,9 @@ static char *results_column(const struct store_outbox_work *o, int col) {
       case 12:
         v = r->lease_token;
         break;
+      case 13:
+        v = r->hold_us;
+        break;
       default:
         v = r->next_at_us;
         break;
@@ -4385,7 +4411,7 @@ static char *results_column(const struct store_outbox_work *o, int col) {
  * applied by one statement (finish_sql). */
 static enum store_status finish(struct pg_store *s, struct store_outbox_work *o) {
   if (o->nresults == 0) return STORE_OK;
-  enum { COLS = 13 };
+  enum { COLS = 14 };
   char *cols[COLS];
   bool ok = true;
   for (int c = 0; c < COLS; c++) ok = (cols[c] = results_column(o, c)) != NULL && ok;
@@ -4396,11 +4422,12 @@ static enum store_status finish(struct pg_store *s, struct store_outbox_work *o)
     PQclear(r = ob_exec(s, "fin_subs", 1, lock, NULL, NULL, PGRES_TUPLES_OK, &st));
   }
   if (r) {
-    /* $1..$12 the columns 0..11, $13 the owner, $14 the tokens (column 12) */
+    /* $1..$12 the columns 0..11, $13 the owner, $14 the tokens (column 12), $15 the holds */
     const char *vals[COLS + 1];
     for (int c = 0; c < 12; c++) vals[c] = cols[c];
     vals[12] = s->owner;
     vals[13] = cols[12];
+    vals[14] = cols[13];
     PQclear(r = ob_exec(s, "finish", COLS + 1, vals, NULL, NULL, PGRES_TUPLES_OK, &st));
   }
   for (int c = 0; c < COLS; c++) free(cols[c]);
@@ -4408,9 +4435,8 @@ static enum store_status finish(struct pg_store *s, struct store_outbox_work *o)
 }
 
 static enum store_status queue_read(struct pg_store *s, struct store_outbox_work *o) {
-  char now[24], until[24], limit[24];
-  snprintf(now, sizeof now, "%lld", (long long)o->now_us);
-  snprintf(until, sizeof until, "%lld", (long long)(o->now_us + o->lease_us));
+  char until[24], limit[24];
+  snprintf(until, sizeof until, "%lld", (long long)o->lease_us); /* from the database's now */
   snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
   const char *name = o->cursor_name ? o->cursor_name : "";
   enum store_status st = STORE_OK;
@@ -4418,8 +4444,8 @@ static enum store_status queue_read(struct pg_store *s, struct store_outbox_work
   PGresult *r = ob_exec(s, "cursor_make", 1, mk, NULL, NULL, PGRES_COMMAND_OK, &st);
   if (!r) return st;
   PQclear(r);
-  const char *lease[4] = {name, s->owner, until, now};
-  r = ob_exec(s, "cursor_lease", 4, lease, NULL, NULL, PGRES_TUPLES_OK, &st);
+  const char *lease[3] = {name, s->owner, until};
+  r = ob_exec(s, "cursor_lease", 3, lease, NULL, NULL, PGRES_TUPLES_OK, &st);
   if (!r) return st;
   if (PQntuples(r) != 1) {
     PQclear(r);
@@ -4447,6 +4473,7 @@ static enum store_status outbox_work(struct pg_store *s, struct store_write *w) 
   o->jobs = NULL;
   o->events = NULL;
   o->busy = false;
+  o->stale = 0;
   enum store_status st = STORE_OK;
   char a[24], b[24];
   switch (o->op) {
@@ -4468,10 +4495,13 @@ static enum store_status outbox_work(struct pg_store *s, struct store_write *w) 
     case STORE_OUTBOX_PRUNE: {
       snprintf(a, sizeof a, "%lld", (long long)o->before_us);
       snprintf(b, sizeof b, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
-      const char *vals[2] = {a, b};
-      PGresult *r = ob_exec(s, "prune", 2, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+      char c[24];
+      snprintf(c, sizeof c, "%lld", (long long)o->stale_before_us);
+      const char *vals[3] = {a, b, c};
+      PGresult *r = ob_exec(s, "prune", 3, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
       if (!r) return st;
       o->added = get_i64(r, 0, 0);
+      o->stale = get_i64(r, 0, 1);
       PQclear(r);
       return STORE_OK;
     }

@@ -127,6 +127,7 @@ enum ob_stmt {
   OB_SUB_LAST_SUCCESS,
   OB_SUB_PAUSE,
   OB_SUB_DISABLE,
+  OB_SUB_HOLD,
   OB_ATTEMPT_INSERT,
   OB_Q_CREATE,
   OB_Q_LEASE,
@@ -138,6 +139,7 @@ enum ob_stmt {
   OB_PRUNE_DEAD,
   OB_PRUNE_ATT_SCAN,
   OB_PRUNE_ATT_DELETE,
+  OB_PRUNE_STALE,
   OB_LANE_READ,
   OB_LANE_ANY_PENDING,
   OB_LANE_CONV_PENDING,
@@ -273,7 +275,8 @@ static int lane_materialize(struct sqlite_store *s, size_t i);
 static int lane_materialize_sub(struct sqlite_store *s, const char *sub_id);
 static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64_t limit,
                       int64_t cursor, int64_t types, const char *accounts, size_t *bytes);
-static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r);
+static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r,
+                       int64_t now_us);
 static int lane_save_cursor(struct sqlite_store *s, const char *sub_id);
 static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes);
 static int reseal_subscription(struct sqlite_store *s, const char *id);
@@ -2859,7 +2862,8 @@ static const char *const ob_sql[OB_COUNT] = {
         "0) AS seq) n WHERE true ON CONFLICT (id) DO NOTHING",
     [OB_SUB_STATE] =
         "SELECT enabled, paused, cursor_seq, event_types, account_id, "
-        "account_sealed, secret, sealed_with, start_seq FROM subscriptions WHERE id = ?1",
+        "account_sealed, secret, sealed_with, start_seq, hold_until_us FROM subscriptions "
+        "WHERE id = ?1",
     [OB_SUB_UPDATE] =
         "UPDATE subscriptions SET url = CASE WHEN ?14 & 1 THEN ?2 ELSE url END, "
         "event_types = CASE WHEN ?14 & 2 THEN ?3 ELSE event_types END, "
@@ -2932,30 +2936,37 @@ static const char *const ob_sql[OB_COUNT] = {
     [OB_SUB_DISABLE] =
         "UPDATE subscriptions SET enabled = 0, disabled_reason = 'gone' "
         "WHERE id = ?1",
+    /* a receiver's Retry-After (migration 0013): the longer hold stays */
+    [OB_SUB_HOLD] = "UPDATE subscriptions SET hold_until_us = MAX(hold_until_us, ?2) WHERE id = ?1",
     [OB_ATTEMPT_INSERT] =
         "INSERT INTO delivery_attempts (sub_id, seq, event_id, type, attempt, "
         "status_code, latency_ms, at_us, outcome, response_head) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [OB_Q_CREATE] =
-        "INSERT INTO outbox_cursors (name, seq, lease_owner, lease_until_us) "
-        "VALUES (?1, 0, NULL, 0) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO outbox_cursors (name, seq, lease_owner, lease_until_us, touched_us) "
+        "VALUES (?1, 0, NULL, 0, ?2) ON CONFLICT (name) DO NOTHING",
+    /* touched_us (migration 0013): read by an instance, so live (OB_PRUNE_BOUND) */
     [OB_Q_LEASE] =
-        "UPDATE outbox_cursors SET lease_owner = ?2, lease_until_us = ?3 "
+        "UPDATE outbox_cursors SET lease_owner = ?2, lease_until_us = ?3, "
+        "touched_us = MAX(touched_us, ?4) "
         "WHERE name = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR "
         "lease_until_us <= ?4) RETURNING seq",
     [OB_Q_READ] =
         "SELECT seq, event_id, type, conversation_id, created_us, data, sealed_with "
         "FROM outbox_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    /* moved only by its holder; touched by any instance that has this broker configured */
     [OB_Q_ADVANCE] =
-        "UPDATE outbox_cursors SET seq = ?3 WHERE name = ?1 AND lease_owner = ?2 "
-        "AND seq < ?3",
+        "UPDATE outbox_cursors SET seq = CASE WHEN lease_owner = ?2 AND seq < ?3 THEN ?3 "
+        "ELSE seq END, touched_us = MAX(touched_us, ?4) WHERE name = ?1",
     /* The last seq prune may take: before the first event created at or after before_us, and
-     * no further than every subscription's and every broker's cursor. */
+     * no further than every subscription's and every live broker's cursor (one touched since
+     * ?2, stale_before_us: store.h STORE_OUTBOX_PRUNE). */
     [OB_PRUNE_BOUND] =
         "SELECT MIN(COALESCE((SELECT seq - 1 FROM outbox_events WHERE created_us >= ?1 "
         "ORDER BY seq LIMIT 1), 9223372036854775807), "
         "COALESCE((SELECT MIN(cursor_seq) FROM subscriptions), 9223372036854775807), "
-        "COALESCE((SELECT MIN(seq) FROM outbox_cursors), 9223372036854775807))",
+        "COALESCE((SELECT MIN(seq) FROM outbox_cursors WHERE touched_us >= ?2), "
+        "9223372036854775807))",
     /* Per event, one primary-key lookup per subscription (CROSS JOIN keeps subscriptions the
      * outer loop; +state keeps SQLite off the partial index, which it would scan whole). */
     [OB_PRUNE_SELECT] =
@@ -2968,6 +2979,8 @@ static const char *const ob_sql[OB_COUNT] = {
         "AND seq = ?1",
     [OB_PRUNE_ATT_SCAN] = "SELECT id, at_us FROM delivery_attempts ORDER BY id LIMIT ?1",
     [OB_PRUNE_ATT_DELETE] = "DELETE FROM delivery_attempts WHERE id <= ?1",
+    /* stale broker cursors a prune passed: behind the last event it erased */
+    [OB_PRUNE_STALE] = "SELECT COUNT(*) FROM outbox_cursors WHERE touched_us < ?1 AND seq < ?2",
     /* The fast lane (lane.h): a subscription's events in (?1, ?2] it wants, in order, but for
      * those that have a row already (after a restart the lane reads again from the persisted
      * cursor: a dead letter or a delivery waiting as a row is the rows' business) */
@@ -3555,7 +3568,9 @@ static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
   sqlite3_bind_text(st, 1, o->sub_id, -1, SQLITE_STATIC);
   bool found;
   int rc = ob_step(st, &found);
-  bool active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
+  /* held by a receiver's Retry-After (FINISH hold_us): nothing of it before then */
+  bool active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1) &&
+                sqlite3_column_int64(st, 9) <= o->now_us;
   int64_t cursor = active ? sqlite3_column_int64(st, 2) : 0;
   int64_t types = active ? sqlite3_column_int64(st, 3) : 0;
   char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
@@ -3655,7 +3670,8 @@ static int sub_simple(struct sqlite_store *s, enum ob_stmt i, const char *id, in
   return step_done(st);
 }
 
-static int finish_one(struct sqlite_store *s, const struct store_delivery_result *r) {
+static int finish_one(struct sqlite_store *s, const struct store_delivery_result *r,
+                      int64_t now_us) {
   sqlite3_stmt *st = s->ob[OB_FIN_GET];
   sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, r->seq);
@@ -3684,6 +3700,13 @@ static int finish_one(struct sqlite_store *s, const struct store_delivery_result
     if (r->outcome < DELIVERY_DELIVERED || r->outcome > DELIVERY_DISABLED) return SQLITE_OK;
     return record_attempt(s, r,
                           r->outcome == DELIVERY_DELIVERED ? DELIVERY_DELIVERED : DELIVERY_RETRY);
+  }
+  if (r->hold_us > 0 && r->outcome != STORE_DELIVERY_RELEASE) {
+    /* the receiver's Retry-After holds the whole subscription, kept past a restart */
+    st = s->ob[OB_SUB_HOLD];
+    sqlite3_bind_text(st, 1, r->sub_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_us + r->hold_us);
+    if ((rc = step_done(st)) != SQLITE_OK) return rc;
   }
   int state = 0, outcome = r->outcome;
   int64_t next_at = r->next_at_us;
@@ -3899,9 +3922,10 @@ static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64
 
 /* FINISH of one result: an entry of the lane that succeeded is an attempt recorded and nothing
  * else; any other answer to one makes it a row first. Everything else: finish_one. */
-static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r) {
+static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r,
+                       int64_t now_us) {
   long i = lanes_find(&s->lane.cur, r->sub_id, r->seq, r->lease_token);
-  if (i < 0) return finish_one(s, r);
+  if (i < 0) return finish_one(s, r, now_us);
   int rc;
   if (r->outcome == DELIVERY_DELIVERED) {
     if (!lanes_touch(&s->lane)) return SQLITE_NOMEM;
@@ -3909,7 +3933,7 @@ static int lane_finish(struct sqlite_store *s, const struct store_delivery_resul
     rc = record_attempt(s, r, DELIVERY_DELIVERED);
   } else {
     rc = lane_materialize(s, (size_t)i);
-    if (rc == SQLITE_OK) rc = finish_one(s, r);
+    if (rc == SQLITE_OK) rc = finish_one(s, r, now_us);
   }
   return rc;
 }
@@ -3918,6 +3942,7 @@ static int outbox_queue_read(struct sqlite_store *s, struct store_outbox_work *o
   if (!o->cursor_name) return OUTBOX_REFUSED;
   sqlite3_stmt *st = s->ob[OB_Q_CREATE];
   sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, o->now_us);
   int rc = step_done(st);
   if (rc != SQLITE_OK) return rc;
   st = s->ob[OB_Q_LEASE];
@@ -3952,6 +3977,7 @@ static int outbox_queue_read(struct sqlite_store *s, struct store_outbox_work *o
 static int outbox_prune(struct sqlite_store *s, struct store_outbox_work *o) {
   sqlite3_stmt *st = s->ob[OB_PRUNE_BOUND];
   sqlite3_bind_int64(st, 1, o->before_us);
+  sqlite3_bind_int64(st, 2, o->stale_before_us);
   bool found;
   int rc = ob_step(st, &found);
   int64_t bound = found ? sqlite3_column_int64(st, 0) : 0;
@@ -3974,6 +4000,15 @@ static int outbox_prune(struct sqlite_store *s, struct store_outbox_work *o) {
       rc = step_done(s->ob[k]);
       if (rc == SQLITE_OK && k == OB_PRUNE_EVENT) o->added += sqlite3_changes64(s->wdb);
     }
+  }
+  if (rc == SQLITE_OK && n) {
+    /* broker cursors nobody keeps any more, passed: the caller warns */
+    st = s->ob[OB_PRUNE_STALE];
+    sqlite3_bind_int64(st, 1, o->stale_before_us);
+    sqlite3_bind_int64(st, 2, seqs[n - 1]);
+    rc = ob_step(st, &found);
+    o->stale = found ? sqlite3_column_int64(st, 0) : 0;
+    ob_done(st);
   }
   free(seqs);
   if (rc != SQLITE_OK) return rc;
@@ -3998,6 +4033,7 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
   store_jobs_free(o); /* what an earlier try of this batch read */
   o->added = 0;
   o->busy = false;
+  o->stale = 0;
   int rc;
   switch (o->op) {
     case STORE_OUTBOX_FANOUT:
@@ -4022,7 +4058,7 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
         rc = sub_simple(s, OB_SUB_SUCCESS, r->sub_id, at);
       }
       for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++)
-        rc = lane_finish(s, &o->results[i]);
+        rc = lane_finish(s, &o->results[i], o->now_us ? o->now_us : time_now_us());
       /* each subscription's cursor once (a run of results of one subscription: once per run) */
       for (size_t i = 0; rc == SQLITE_OK && i < o->nresults; i++)
         if (i + 1 == o->nresults || strcmp(o->results[i + 1].sub_id, o->results[i].sub_id) != 0)
@@ -4037,6 +4073,7 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
       sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
       sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
       sqlite3_bind_int64(st, 3, o->upto_seq);
+      sqlite3_bind_int64(st, 4, o->now_us ? o->now_us : time_now_us());
       return step_done(st);
     }
     case STORE_OUTBOX_PRUNE:

@@ -13,7 +13,8 @@ so each test takes seconds. What is proven:
   at /deliveries; after the schedule an event is dead-lettered when the subscription succeeded
   meanwhile, else the subscription is paused and its events wait (also across 410, which
   disables it) until PATCH {"enabled": true} sends them all;
-- Retry-After (seconds and HTTP date) is honoured; a hanging receiver is timed out and retried;
+- Retry-After (seconds and HTTP date) is honoured, and its hold of the subscription is kept in
+  the store across a kill -9 and restart; a hanging receiver is timed out and retried;
   redirects are not followed; events of one conversation never overtake each other;
 - replay re-sends with the original ids; maxPerSecond throttles;
 - SSRF: loopback/private/link-local URLs (also by a name resolving there) are refused at
@@ -496,6 +497,45 @@ def test_retry_after_is_honoured(make_server, rcv):
     tried = attempts_of(sub, rp[0].webhook_id)
     assert [(a["statusCode"], a["outcome"]) for a in tried] == \
         [(429, "retrying"), (200, "delivered")], tried
+    sub.assert_all_signed()
+
+
+def test_retry_after_hold_survives_a_kill9_restart(make_server, rcv):
+    """A 429 with Retry-After holds the whole subscription, kept in the store: the server is
+    killed (SIGKILL) right after the answer was recorded and started again; neither the held
+    event nor another conversation's event posted meanwhile goes out before the hold ends, and
+    both are delivered after it. (Before, the hold lived in the dispatcher's memory: the other
+    conversation's event went out as soon as the server was back.)"""
+    hold = 10
+    srv = start(make_server, schedule="0,1,30")
+    sub = subscribe(srv, rcv)
+    p, q = f"conv_{uid()}", f"conv_{uid()}"
+
+    def rule(req):
+        if req.conversation_id == p and not any(x.status for x in sub.requests(cid=p)):
+            return Reply(429, {"Retry-After": str(hold)})
+        return None
+
+    rcv.rule(rule)
+    post(srv, make_conv(p))
+    (first,) = wait_until(lambda: [r for r in sub.requests(cid=p) if r.status],
+                          what="the first attempt answered")
+    assert first.status == 429
+    wait_until(lambda: attempts_of(sub, first.webhook_id), what="the 429 recorded")
+    post(srv, make_conv(q))
+    srv.kill9()
+    srv.start()
+    sub.wait_delivered(p, "conversation.created")
+    sub.wait_delivered(q, "conversation.created")
+    rp, rq = sub.requests(cid=p), sub.requests(cid=q)
+    assert [r.status for r in rp] == [429, 200], [r.status for r in rp]
+    assert rp[1].webhook_id == first.webhook_id
+    # the hold runs from when the answer was recorded, after it arrived
+    assert rp[1].mono - first.mono >= hold - 0.3, rp[1].mono - first.mono
+    assert [r.status for r in rq] == [200], [r.status for r in rq]
+    assert rq[0].mono - first.mono >= hold - 0.3, rq[0].mono - first.mono
+    # and it is not held longer than asked (the schedule's 30 s would be)
+    assert rp[1].mono - first.mono < hold + 15, rp[1].mono - first.mono
     sub.assert_all_signed()
 
 

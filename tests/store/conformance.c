@@ -3897,6 +3897,29 @@ static void ob_finish(const struct store_delivery_job *j, int outcome, int statu
   ob_finish_in(B->store, j, outcome, status, at, next_at);
 }
 
+/* Time passes, for the leases held now: on PostgreSQL leases run on the database server's clock
+ * alone (a store's now_us, however far ahead, never ends one), so the test moves the live leases
+ * of subscription sub's deliveries and of broker cursor name (either NULL: none) back by us, as
+ * that clock moving on would; on SQLite the now_us a test passes is the one clock, and its
+ * leases are the test's to end that way. */
+static void ob_leases_age(const char *sub, const char *cursor, int64_t us) {
+  if (strcmp(B->name, "sqlite") == 0) return;
+  char sql[256];
+  if (sub) {
+    snprintf(sql, sizeof sql,
+             "UPDATE sub_deliveries SET lease_until_us = lease_until_us - %lld WHERE sub_id = "
+             "'%s' AND lease_until_us > 0",
+             (long long)us, sub);
+    (void)direct_sql(sql);
+  }
+  if (cursor) {
+    snprintf(sql, sizeof sql,
+             "UPDATE outbox_cursors SET lease_until_us = lease_until_us - %lld WHERE name = '%s'",
+             (long long)us, cursor);
+    (void)direct_sql(sql);
+  }
+}
+
 /* One event as a subscriber got it. */
 struct ob_got {
   int64_t seq;
@@ -4510,6 +4533,7 @@ static void test_outbox_leases(void **state) {
   o = ob_claim(sub.id, t + 5 * s, 10 * s, 10);
   assert_int_equal(o.count, 0);
   store_jobs_free(&o);
+  ob_leases_age(sub.id, NULL, 11 * s);
   o = ob_claim(sub.id, t + 11 * s, 10 * s, 10);
   assert_int_equal(o.count, 1);
   assert_string_equal(o.jobs[0].event.id, id);
@@ -5372,6 +5396,161 @@ static void test_outbox_prune(void **state) {
   ob_queue_drop(cursor);
 }
 
+/* ---- issue 10 follow-ups (store.h: hold_us, stale_before_us) ---- */
+
+static int64_t ob_events_of(const char *conv) {
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s'",
+           conv);
+  return direct_sql(sql);
+}
+
+/* A receiver's Retry-After holds the whole subscription in the store: no claim takes any of its
+ * deliveries (the answered one, another conversation's) before the hold ends, not another
+ * store's either (another instance, or this one after a restart); then everything goes out. */
+static void test_outbox_retry_after_holds_the_subscription(void **state) {
+  (void)state;
+  char tag[16], h1[64], h2[64];
+  new_tag(tag);
+  snprintf(h1, sizeof h1, "ob-h1-%s", tag);
+  snprintf(h2, sizeof h2, "ob-h2-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  (void)put_conv(h1, "h@example.com", "acc");
+  (void)ob_fanout(time_now_us());
+  struct store_outbox_work o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 1);
+  assert_int_equal(o.count, 1);
+  assert_string_equal(o.jobs[0].event.conversation_id, h1);
+  const int64_t hold = 1500000;
+  int64_t answered = time_now_us();
+  /* 429 with Retry-After: due again at once by the schedule, but held */
+  struct store_delivery_result r = ob_result(&o.jobs[0], DELIVERY_RETRY, 429, answered, answered);
+  r.hold_us = hold;
+  struct store_outbox_work f = {
+      .op = STORE_OUTBOX_FINISH, .now_us = time_now_us(), .results = &r, .nresults = 1};
+  ob_run(&f);
+  store_jobs_free(&o);
+  (void)put_conv(h2, "h@example.com", "acc");
+  (void)ob_fanout(time_now_us());
+  o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  struct store *other = open_other(B->ring, B->ring != NULL);
+  o = ob_claim_in(other, sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  store_close(other);
+  int64_t left = answered + hold + 100000 - time_now_us();
+  if (left > 0) usleep((useconds_t)left);
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 2);
+  ob_check(&g.items[0], OUTBOX_CREATED, h1);
+  ob_check(&g.items[1], OUTBOX_CREATED, h2);
+  assert_int_equal(g.items[0].attempt, 2);
+  ob_gots_free(&g);
+  ob_sub_delete(sub.id);
+}
+
+/* Prune, after a fan-out: a subscription another test kept (PostgreSQL's groups share one
+ * database) holds back what its cursor has not considered yet. */
+static void ob_prune_fanned(struct store_outbox_work *p) {
+  (void)ob_fanout(time_now_us());
+  ob_run(p);
+}
+
+/* A broker cursor that nobody touched (read, advanced, or kept while its broker is down) since
+ * stale_before_us (the dispatcher: OUTBOX_RETENTION_DAYS ago) no longer holds back prune, and
+ * the prune says how many it passed; one that is read or kept still holds; its backlog (health)
+ * counts only what is left; a paused subscription keeps its events whatever the cursors. */
+static void test_outbox_prune_passes_stale_broker_cursors(void **state) {
+  (void)state;
+  char tag[16], c1[64], c2[64], c3[64], gone[64], live[64];
+  new_tag(tag);
+  snprintf(c1, sizeof c1, "ob-c1-%s", tag);
+  snprintf(c2, sizeof c2, "ob-c2-%s", tag);
+  snprintf(c3, sizeof c3, "ob-c3-%s", tag);
+  snprintf(gone, sizeof gone, "gone-%s", tag);
+  snprintf(live, sizeof live, "live-%s", tag);
+  ob_queue_skip_all(gone);
+  ob_queue_skip_all(live);
+  usleep(20000);
+  int64_t t_mid = time_now_us();
+  usleep(20000);
+  (void)put_conv(c1, "c@example.com", "acc");
+  /* both touched since t_mid - 1 s: both hold */
+  struct store_outbox_work p = {.op = STORE_OUTBOX_PRUNE,
+                                .before_us = time_now_us() + 1000000,
+                                .stale_before_us = t_mid - 1000000,
+                                .limit = 100000};
+  ob_prune_fanned(&p);
+  assert_int_equal(ob_events_of(c1), 1);
+  assert_int_equal(p.stale, 0);
+  /* read since t_mid (not advanced): the live one holds alone, the other is stale */
+  struct store_outbox_work q = ob_queue_read(B->store, live, time_now_us(), 1);
+  assert_int_equal(q.count, 1);
+  store_jobs_free(&q);
+  p = (struct store_outbox_work){.op = STORE_OUTBOX_PRUNE,
+                                 .before_us = time_now_us() + 1000000,
+                                 .stale_before_us = t_mid,
+                                 .limit = 100000};
+  ob_prune_fanned(&p);
+  assert_int_equal(ob_events_of(c1), 1);
+  struct store_outbox_stats st;
+  assert_int_equal(store_outbox_stats(B->store, gone, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 1);
+  /* the live one moves past: the stale one is passed, and said so */
+  ob_queue_skip_all(live);
+  p = (struct store_outbox_work){.op = STORE_OUTBOX_PRUNE,
+                                 .before_us = time_now_us() + 1000000,
+                                 .stale_before_us = t_mid,
+                                 .limit = 100000};
+  ob_prune_fanned(&p);
+  assert_int_equal(ob_events_of(c1), 0);
+  assert_int_equal(p.stale, 1);
+  assert_int_equal(store_outbox_stats(B->store, gone, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 0);
+  /* without stale_before_us every cursor holds, as before */
+  (void)put_conv(c3, "c@example.com", "acc");
+  ob_queue_skip_all(live);
+  p = (struct store_outbox_work){
+      .op = STORE_OUTBOX_PRUNE, .before_us = time_now_us() + 1000000, .limit = 100000};
+  ob_prune_fanned(&p);
+  assert_int_equal(ob_events_of(c3), 1);
+  /* kept by an instance whose broker is down (an advance to 0, no lease): live again, not moved */
+  int64_t t_keep = time_now_us();
+  usleep(20000);
+  ob_queue_advance(B->store, gone, 0);
+  p = (struct store_outbox_work){.op = STORE_OUTBOX_PRUNE,
+                                 .before_us = time_now_us() + 1000000,
+                                 .stale_before_us = t_keep,
+                                 .limit = 100000};
+  ob_prune_fanned(&p);
+  assert_int_equal(ob_events_of(c3), 1);
+  assert_int_equal(store_outbox_stats(B->store, gone, &st), STORE_OK);
+  assert_int_equal(st.queue_backlog, 1);
+  /* a paused subscription keeps its events even when every cursor is stale */
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&sub);
+  (void)put_conv(c2, "c@example.com", "acc");
+  (void)ob_fanout(time_now_us());
+  struct store_outbox_work o = ob_claim(sub.id, time_now_us(), OB_LEASE_US, 10);
+  assert_int_equal(o.count, 1);
+  ob_finish(&o.jobs[0], DELIVERY_FAILED, 500, time_now_us(), time_now_us());
+  store_jobs_free(&o);
+  struct subscription read = ob_sub_read(sub.id);
+  assert_true(read.paused);
+  p = (struct store_outbox_work){.op = STORE_OUTBOX_PRUNE,
+                                 .before_us = time_now_us() + 1000000,
+                                 .stale_before_us = time_now_us() + 1000000,
+                                 .limit = 100000};
+  ob_prune_fanned(&p);
+  assert_int_equal(ob_events_of(c2), 1);
+  assert_int_equal(ob_events_of(c3), 0);
+  ob_sub_delete(sub.id);
+  ob_queue_drop(gone);
+  ob_queue_drop(live);
+}
+
 /* A broker's cursor: leased by one store at a time, read in seq order from where it stands,
  * moved only forward and only by its holder; the backlog behind it in the stats. */
 static void test_outbox_queue_cursor(void **state) {
@@ -5424,6 +5603,7 @@ static void test_outbox_queue_cursor(void **state) {
   assert_int_equal(store_outbox_stats(B->store, name, &st), STORE_OK);
   assert_int_equal(st.queue_backlog, 1);
   /* the lease ran out: the other store takes over, and the first one's advance is ignored */
+  ob_leases_age(NULL, name, 11 * s);
   o = ob_queue_read(other, name, t + 11 * s, 100);
   assert_false(o.busy);
   assert_int_equal(o.count, 1);
@@ -6184,6 +6364,7 @@ static void test_pg_outbox_two_stores_share_the_work(void **state) {
   assert_int_equal(store_outbox_stats(B->store, cursor, &stats), STORE_OK);
   assert_int_equal(stats.queue_backlog, 0);
   /* expired: the other takes it, from where it was moved */
+  ob_leases_age(NULL, cursor, 6 * 1000000LL);
   q2.now_us = now + 6 * 1000000LL;
   w.outbox = &q2;
   assert_int_equal(ob_submit(other, &w), STORE_OK);
@@ -6197,6 +6378,7 @@ static void test_pg_outbox_two_stores_share_the_work(void **state) {
   assert_int_equal(o.count, 1);
   struct store_outbox_work o2 = pg_claim(other, sub, 10, 0);
   assert_int_equal(o2.count, 0);
+  ob_leases_age(sub, NULL, 31 * 1000000LL);
   o2 = pg_claim(other, sub, 10, time_now_us() + 31 * 1000000LL);
   assert_int_equal(o2.count, 1);
   assert_int_equal(o2.jobs[0].event.seq, o.jobs[0].event.seq);
@@ -6216,6 +6398,91 @@ static void test_pg_outbox_two_stores_share_the_work(void **state) {
   store_close(other);
   pg_sub_delete(sub);
   /* a broker cursor left behind would hold back every later prune */
+  snprintf(sql, sizeof sql, "DELETE FROM outbox_cursors WHERE name = '%s'", cursor);
+  (void)direct_sql(sql);
+}
+
+/* Leases run on the database server's clock (issue 10 follow-up): an instance whose clock is ten
+ * minutes ahead (the now_us it passes) takes neither another's live delivery lease nor its broker
+ * cursor, nor claims through a receiver's hold; one ten minutes behind takes the cursor as soon
+ * as its lease ran out by the database's clock (it does not wait ten minutes more). */
+static void test_pg_outbox_leases_use_the_database_clock(void **state) {
+  (void)state;
+  struct store *other = pg_other_store();
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64], cursor[64], sql[256];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  snprintf(id, sizeof id, "skew-%s", tag);
+  snprintf(cursor, sizeof cursor, "queue-%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  snprintf(sql, sizeof sql,
+           "INSERT INTO outbox_cursors (name, seq) SELECT '%s', COALESCE(max(seq), 0) "
+           "FROM outbox_events",
+           cursor);
+  (void)direct_sql(sql);
+  (void)put_conv(id, "e@example.com", "acc");
+  assert_int_equal(pg_fanout(B->store), 1);
+  const int64_t skew = 600LL * 1000000LL, lease = 2LL * 1000000LL;
+  struct store_outbox_work o = {.op = STORE_OUTBOX_CLAIM,
+                                .now_us = time_now_us(),
+                                .lease_us = lease,
+                                .limit = 10,
+                                .sub_id = sub};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &o};
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_int_equal(o.count, 1);
+  struct store_outbox_work q = {.op = STORE_OUTBOX_QUEUE_READ,
+                                .now_us = time_now_us(),
+                                .lease_us = lease,
+                                .limit = 10,
+                                .cursor_name = cursor};
+  w.outbox = &q;
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_false(q.busy);
+  assert_int_equal(q.count, 1);
+  store_jobs_free(&q);
+  int64_t leased = time_now_us();
+  /* ahead: nothing of either */
+  struct store_outbox_work o2 = pg_claim(other, sub, 10, time_now_us() + skew);
+  assert_int_equal(o2.count, 0);
+  struct store_outbox_work q2 = {.op = STORE_OUTBOX_QUEUE_READ,
+                                 .now_us = time_now_us() + skew,
+                                 .lease_us = lease,
+                                 .limit = 10,
+                                 .cursor_name = cursor};
+  w.outbox = &q2;
+  assert_int_equal(ob_submit(other, &w), STORE_OK);
+  assert_true(q2.busy);
+  /* the database's clock passes the leases */
+  int64_t left = leased + lease + 200000 - time_now_us();
+  if (left > 0) usleep((useconds_t)left);
+  q2.now_us = time_now_us() - skew;
+  assert_int_equal(ob_submit(other, &w), STORE_OK);
+  assert_false(q2.busy);
+  assert_int_equal(q2.count, 1);
+  store_jobs_free(&q2);
+  o2 = pg_claim(other, sub, 10, 0);
+  assert_int_equal(o2.count, 1);
+  assert_int_equal(o2.jobs[0].event.seq, o.jobs[0].event.seq);
+  store_jobs_free(&o);
+  /* a receiver's hold, on the database's clock too: a clock ahead does not end it */
+  struct store_delivery_result r = pg_result(&o2.jobs[0], DELIVERY_RETRY, 429);
+  r.next_at_us = time_now_us();
+  r.hold_us = 30LL * 1000000LL;
+  pg_finish(other, &r, 1);
+  store_jobs_free(&o2);
+  o = pg_claim(B->store, sub, 10, time_now_us() + skew);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  snprintf(sql, sizeof sql,
+           "SELECT (hold_until_us - (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) "
+           "/ 1000000 FROM subscriptions WHERE id = '%s'",
+           sub);
+  int64_t held_s = direct_sql(sql);
+  assert_true(held_s >= 25 && held_s <= 30);
+  store_close(other);
+  pg_sub_delete(sub);
   snprintf(sql, sizeof sql, "DELETE FROM outbox_cursors WHERE name = '%s'", cursor);
   (void)direct_sql(sql);
 }
@@ -6662,6 +6929,7 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_pg_outbox_pause_dead_letter_resume_replay),      \
   cmocka_unit_test(test_pg_outbox_account_filter),                       \
   cmocka_unit_test(test_pg_outbox_two_stores_share_the_work),            \
+  cmocka_unit_test(test_pg_outbox_leases_use_the_database_clock),        \
   cmocka_unit_test(test_pg_outbox_fanout_racing_an_erasure),             \
   cmocka_unit_test(test_pg_outbox_erasure_and_finish_lock_in_one_order), \
   cmocka_unit_test(test_pg_outbox_two_erasures_in_one_batch),            \
@@ -7325,7 +7593,9 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_erasure_leaves_only_deleted),             \
   cmocka_unit_test(test_outbox_success_anywhere_in_a_finish_counts),     \
   cmocka_unit_test(test_outbox_prune),                                   \
-  cmocka_unit_test(test_outbox_queue_cursor)
+  cmocka_unit_test(test_outbox_queue_cursor),                            \
+  cmocka_unit_test(test_outbox_retry_after_holds_the_subscription),      \
+  cmocka_unit_test(test_outbox_prune_passes_stale_broker_cursors)
 /* The outbox reviews' fixes (store.h: lease_token, sub_enabled_given; retention of audio
  * alone; erasure takes attempts): backend-neutral, run on every group. */
 #define OUTBOX_REVIEW_TESTS                                              \

@@ -1,0 +1,11 @@
+-- Onward delivery, after review (issue 10): what the dispatcher kept in memory, kept here.
+--
+-- hold_until_us: a receiver that answered 429 or 503 with Retry-After holds its whole
+-- subscription until then (capped at the retry schedule's longest wait): no claim takes any of
+-- its deliveries before it, after a restart too. 0: no hold.
+ALTER TABLE subscriptions ADD COLUMN hold_until_us INTEGER NOT NULL DEFAULT 0;
+-- touched_us: when an instance last read, advanced or kept (its broker down) a broker cursor. A
+-- cursor nobody touched for OUTBOX_RETENTION_DAYS (QUEUE_URL removed, a broker renamed) no
+-- longer holds back prune. Cursors that exist now count as touched by this migration.
+ALTER TABLE outbox_cursors ADD COLUMN touched_us INTEGER NOT NULL DEFAULT 0;
+UPDATE outbox_cursors SET touched_us = CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER);
