@@ -1992,6 +1992,14 @@ static const struct reseal_table reseal_tables[] = {
  * (it holds only the conversation's id), so one without an account has nothing. */
 #define OUTBOX_SEALABLE "(type <> 5 OR account_id IS NOT NULL)"
 
+/* A subscription row reencrypt has to rewrite ($n the first key): its secret not sealed with it,
+ * or its URL or account not sealed at all (rows from before they were sealed; an update seals
+ * what it changes and the secret again with the first key, naming it in sealed_with). */
+#define SUB_RESEAL_DUE(n)                        \
+  "(sealed_with IS DISTINCT FROM " n             \
+  " OR url_sealed IS NULL OR (account_id <> '' " \
+  "AND account_sealed IS NULL))"
+
 static bool prepare_reseal(PGconn *c) {
   static const Oid scan_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8};
   static const Oid rows_types[] = {OID_TEXT, OID_INT8, OID_TEXT, OID_INT8, OID_TEXT};
@@ -2001,7 +2009,7 @@ static bool prepare_reseal(PGconn *c) {
   static const Oid up_a_types[] = {OID_TEXT, OID_INT8, OID_BYTEA, OID_TEXT};
   static const Oid up_k_types[] = {OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT};
   static const Oid up_o_types[] = {OID_INT8, OID_BYTEA, OID_TEXT, OID_BYTEA, OID_TEXT};
-  static const Oid up_s_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT};
+  static const Oid up_s_types[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_BYTEA, OID_TEXT, OID_BYTEA};
   static const Oid key_type[] = {OID_TEXT};
   /* the lock before the check (a statement of its own: the check's snapshot must come after
    * the lock is granted) */
@@ -2016,7 +2024,7 @@ static bool prepare_reseal(PGconn *c) {
              "OR EXISTS (SELECT 1 FROM outbox_events WHERE sealed_with IS DISTINCT FROM $1 "
              "AND " OUTBOX_SEALABLE
              ") "
-             "OR EXISTS (SELECT 1 FROM subscriptions WHERE sealed_with IS DISTINCT FROM $1))",
+             "OR EXISTS (SELECT 1 FROM subscriptions WHERE " SUB_RESEAL_DUE("$1") "))",
              1, key_type) &&
          prepare(c, "rs_retire", "DELETE FROM seal_keys WHERE key_id <> $1", 1, key_type) &&
          prepare(c, "rs_scan_c",
@@ -2104,17 +2112,18 @@ static bool prepare_reseal(PGconn *c) {
                  5, up_o_types) &&
          prepare(c, "rs_scan_s",
                  "SELECT 0::bigint, id, id, 0::bigint FROM subscriptions "
-                 "WHERE id > $1 AND sealed_with IS DISTINCT FROM $3 ORDER BY id LIMIT $4",
+                 "WHERE id > $1 AND " SUB_RESEAL_DUE("$3") " ORDER BY id LIMIT $4",
                  4, scan_types) &&
          prepare(c, "rs_rows_s",
-                 "SELECT id, secret, sealed_with, secret_sealed FROM subscriptions "
-                 "WHERE id > $1 AND id <= $3 AND sealed_with IS DISTINCT FROM $5 "
+                 "SELECT id, secret, sealed_with, secret_sealed, url, url_sealed, account_id, "
+                 "account_sealed FROM subscriptions "
+                 "WHERE id > $1 AND id <= $3 AND " SUB_RESEAL_DUE("$5") " "
                  "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
                  5, rows_types) &&
          prepare(c, "rs_update_s",
-                 "UPDATE subscriptions SET secret = '', secret_sealed = $2, sealed_with = $3 "
-                 "WHERE id = $1",
-                 3, up_s_types) &&
+                 "UPDATE subscriptions SET secret = '', secret_sealed = $2, sealed_with = $3, "
+                 "url = '', url_sealed = $4, account_id = $5, account_sealed = $6 WHERE id = $1",
+                 6, up_s_types) &&
          prepare(c, "rs_update_a",
                  "UPDATE audio_chunks SET data = $3, sealed_with = $4 "
                  "WHERE conversation_id = $1 AND seq = $2",
@@ -2291,35 +2300,62 @@ static enum store_status reseal_outbox(struct pg_store *s, const PGresult *res, 
   return r ? STORE_OK : *st;
 }
 
-/* Rewrites one subscription's secret sealed with the first key (row: id, secret, sealed_with,
- * secret_sealed). */
+/* A subscription's URL and account as a write stores them: as they are without a ring; with
+ * one, the URL sealed ('' in url) and the account sealed with its blind index in account_id
+ * ("" stays "": every account), and (secret given) the secret sealed again. */
+struct sub_sealing {
+  struct store_seal_buf buf;
+  const char *url, *url_sealed, *account, *account_sealed, *secret_sealed;
+  int url_len, account_len, secret_len;
+  struct store_sealed_id account_id;
+};
+
+static bool sub_seal(struct pg_store *s, const struct subscription *sub, const char *secret,
+                     struct sub_sealing *out);
+static bool sub_url_get(const struct seal_ring *ring, const PGresult *r, int row, int col,
+                        int sealed_col, const char *id, char *out, size_t cap);
+static bool sub_account_get(const struct seal_ring *ring, const PGresult *r, int row, int col,
+                            int sealed_col, const char *id, char *out, size_t cap);
+
+/* Rewrites one subscription sealed with the first key: its secret, URL and account (row: id,
+ * secret, sealed_with, secret_sealed, url, url_sealed, account_id, account_sealed). */
 static enum store_status reseal_subscription(struct pg_store *s, const PGresult *res, int i,
                                              enum store_status *st) {
-  const char *id = PQgetvalue(res, i, 0);
+  struct subscription sub;
+  memset(&sub, 0, sizeof sub);
+  get_text(res, i, 0, sub.id, sizeof sub.id);
   char secret[OUTBOX_SECRET_MAX];
   if (!PQgetisnull(res, i, 3)) {
     char aad[STORE_AAD_MAX];
-    size_t aad_len = row_aad(aad, "subscriptions.secret", id, NULL);
+    size_t aad_len = row_aad(aad, "subscriptions.secret", sub.id, NULL);
     if (!store_open_text(s->ring, aad, aad_len, PQgetvalue(res, i, 3),
                          (size_t)PQgetlength(res, i, 3), secret, sizeof secret)) {
-      log_msg(LOG_ERROR, "subscription %s: its sealed secret cannot be opened", id);
+      log_msg(LOG_ERROR, "subscription %s: its sealed secret cannot be opened", sub.id);
       return STORE_HARD;
     }
   } else {
     get_text(res, i, 1, secret, sizeof secret);
   }
-  int sealed_len = 0;
-  size_t at = 0;
-  const char *sealed =
-      arena_reserve(s, seal_sealed_len(s->ring, strlen(secret)))
-          ? seal_at(s, &at, "subscriptions.secret", id, NULL, secret, strlen(secret), &sealed_len)
-          : NULL;
-  if (!sealed) return STORE_RETRY;
-  const char *vals[3] = {id, sealed, seal_ring_key_id(s->ring, 0)};
-  int lens[3] = {0, sealed_len, 0};
-  int formats[3] = {0, 1, 0};
-  PGresult *r = writer_exec(s, "rs_update_s", 3, vals, lens, formats, PGRES_COMMAND_OK, st);
+  if (!sub_url_get(s->ring, res, i, 4, 5, sub.id, sub.url, sizeof sub.url) ||
+      !sub_account_get(s->ring, res, i, 6, 7, sub.id, sub.account_id, sizeof sub.account_id)) {
+    log_msg(LOG_ERROR, "subscription %s: its sealed URL or account cannot be opened", sub.id);
+    return STORE_HARD;
+  }
+  struct sub_sealing sealed;
+  bool ok = sub_seal(s, &sub, secret, &sealed);
+  memset(secret, 0, sizeof secret);
+  if (!ok) {
+    store_seal_buf_free(&sealed.buf);
+    return STORE_RETRY;
+  }
+  const char *vals[6] = {
+      sub.id,         sealed.secret_sealed, seal_ring_key_id(s->ring, 0), sealed.url_sealed,
+      sealed.account, sealed.account_sealed};
+  int lens[6] = {0, sealed.secret_len, 0, sealed.url_len, 0, sealed.account_len};
+  int formats[6] = {0, 1, 0, 1, 0, 1};
+  PGresult *r = writer_exec(s, "rs_update_s", 6, vals, lens, formats, PGRES_COMMAND_OK, st);
   PQclear(r);
+  store_seal_buf_free(&sealed.buf);
   return r ? STORE_OK : *st;
 }
 
@@ -2743,9 +2779,10 @@ static const char audio_read_sql[] =
     " < LEAST($3, m.bytes) "
     "WHERE m.conversation_id = $1 ORDER BY c.seq";
 
-#define READ_SUB_COLUMNS                                                                      \
-  "id, url, secret, secret_sealed, event_types, account_id, enabled, paused, max_per_second," \
-  " disabled_reason, created_us, updated_us, last_success_us"
+/* Never the secret (store.h sub_secret): NULLs in its two places. */
+#define READ_SUB_COLUMNS                                                                        \
+  "id, url, NULL::text, NULL::bytea, event_types, account_id, enabled, paused, max_per_second," \
+  " disabled_reason, created_us, updated_us, last_success_us, url_sealed, account_sealed"
 
 /* Health's numbers ($1 the broker cursor, $2 whether there is one), read on every check, so
  * each count stops at STATS_CAP rows (health says "at least" that many then) and dead letters
@@ -3847,8 +3884,13 @@ static const char replay_sql[] =
 static const char sub_update_sql[] =
     "WITH old AS (SELECT enabled, paused FROM subscriptions WHERE id = $1),"
     " up AS (UPDATE subscriptions SET url = CASE WHEN $10::int & 1 <> 0 THEN $2 ELSE url END,"
+    "  url_sealed = CASE WHEN $10::int & 1 <> 0 THEN $11::bytea ELSE url_sealed END,"
     "  event_types = CASE WHEN $10::int & 2 <> 0 THEN $3::int ELSE event_types END,"
     "  account_id = CASE WHEN $10::int & 4 <> 0 THEN $4 ELSE account_id END,"
+    "  account_sealed = CASE WHEN $10::int & 4 <> 0 THEN $12::bytea ELSE account_sealed END,"
+    "  secret = CASE WHEN $13::bytea IS NULL THEN secret ELSE '' END,"
+    "  secret_sealed = COALESCE($13::bytea, secret_sealed),"
+    "  sealed_with = CASE WHEN $13::bytea IS NULL THEN sealed_with ELSE $14 END,"
     "  enabled = CASE WHEN $9::bool THEN $5::bool ELSE enabled END,"
     "  max_per_second = CASE WHEN $10::int & 8 <> 0 THEN $6::bigint ELSE max_per_second END,"
     "  paused = CASE WHEN $9::bool AND $5::bool THEN false ELSE paused END,"
@@ -3944,14 +3986,17 @@ static bool prepare_ob(PGconn *c) {
          prepare(c, "sub_create",
                  "INSERT INTO subscriptions (id, url, secret, secret_sealed, sealed_with, "
                  "event_types, account_id, enabled, paused, max_per_second, disabled_reason, "
-                 "created_us, updated_us, last_success_us, start_seq, cursor_seq) SELECT $1, $2, "
+                 "created_us, updated_us, last_success_us, start_seq, cursor_seq, url_sealed, "
+                 "account_sealed) SELECT $1, $2, "
                  "$3, $4::bytea, $5, $6::int, $7, $8::bool, $9::bool, $10::bigint, $11, "
-                 "$12::bigint, $13::bigint, $14::bigint, m, m FROM (SELECT COALESCE(max(seq), 0) "
-                 "AS m FROM outbox_events) x",
+                 "$12::bigint, $13::bigint, $14::bigint, m, m, $15::bytea, $16::bytea FROM "
+                 "(SELECT COALESCE(max(seq), 0) AS m FROM outbox_events) x",
                  0, NULL) &&
          prepare(c, "record_key", record_key_sql, 0, NULL) &&
-         prepare(c, "sub_lock", "SELECT account_id FROM subscriptions WHERE id = $1 FOR UPDATE", 0,
-                 NULL) &&
+         prepare(c, "sub_lock",
+                 "SELECT account_id, account_sealed, secret, secret_sealed FROM subscriptions "
+                 "WHERE id = $1 FOR UPDATE",
+                 0, NULL) &&
          prepare(c, "sub_update", sub_update_sql, 0, NULL) &&
          prepare(c, "sub_delete",
                  "WITH d AS (DELETE FROM subscriptions WHERE id = $1 RETURNING id),"
@@ -3961,7 +4006,8 @@ static bool prepare_ob(PGconn *c) {
                  0, NULL) &&
          prepare(c, "replay", replay_sql, 0, NULL) &&
          prepare(c, "fanout_subs",
-                 "SELECT id, event_types, account_id, cursor_seq FROM subscriptions ORDER BY id "
+                 "SELECT id, event_types, account_id, cursor_seq, account_sealed FROM "
+                 "subscriptions ORDER BY id "
                  "FOR UPDATE SKIP LOCKED",
                  0, NULL) &&
          prepare(c, "fanout", fanout_sql, 0, NULL) && prepare(c, "claim", claim_sql, 0, NULL) &&
@@ -4100,6 +4146,98 @@ static enum store_status ob_audit(struct pg_store *s, const struct store_write *
   return st;
 }
 
+/* Fills out (struct sub_sealing) for sub; false when out of memory or sealing failed. */
+static bool sub_seal(struct pg_store *s, const struct subscription *sub, const char *secret,
+                     struct sub_sealing *out) {
+  memset(out, 0, sizeof *out);
+  out->url = sub->url;
+  out->account = sub->account_id;
+  if (!s->ring) return true;
+  size_t n = seal_sealed_len(s->ring, strlen(sub->url)) +
+             (secret ? seal_sealed_len(s->ring, strlen(secret)) : 0),
+         at = 0;
+  if (!store_seal_buf_reserve(&out->buf, n)) return false;
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = row_aad(aad, "subscriptions.url", sub->id, NULL), len;
+  unsigned char *p = out->buf.data;
+  if (!seal_seal(s->ring, aad, aad_len, sub->url, strlen(sub->url), p)) return false;
+  len = seal_sealed_len(s->ring, strlen(sub->url));
+  out->url = "";
+  out->url_sealed = (const char *)p;
+  out->url_len = (int)len;
+  at += len;
+  if (secret) {
+    aad_len = row_aad(aad, "subscriptions.secret", sub->id, NULL);
+    if (!seal_seal(s->ring, aad, aad_len, secret, strlen(secret), p + at)) return false;
+    out->secret_sealed = (const char *)(p + at);
+    out->secret_len = (int)seal_sealed_len(s->ring, strlen(secret));
+  }
+  if (!sub->account_id[0]) return true;
+  if (!store_seal_id(s->ring, "subscriptions.account_id", sub->id, sub->account_id,
+                     &out->account_id))
+    return false;
+  out->account = out->account_id.index;
+  out->account_sealed = (const char *)out->account_id.sealed;
+  out->account_len = (int)out->account_id.len;
+  return true;
+}
+
+/* The seal_keys lock and the first key recorded, as every sealing transaction does first: a
+ * reencrypt finishing elsewhere cannot retire the key this write seals with. */
+static enum store_status sub_record_key(struct pg_store *s) {
+  if (!s->ring) return STORE_OK;
+  char at[24];
+  const char *kv[3];
+  int kl[3], kf[3];
+  record_key_params(s, at, kv, kl, kf);
+  enum store_status st = STORE_OK;
+  PGresult *k = ob_exec(s, "record_key", 3, kv, kl, kf, PGRES_COMMAND_OK, &st);
+  PQclear(k);
+  return k ? STORE_OK : st;
+}
+
+/* A subscription's account (account_id at col, account_sealed at sealed_col) into out: opened
+ * when sealed; false when it does not open. */
+static bool sub_account_get(const struct seal_ring *ring, const PGresult *r, int row, int col,
+                            int sealed_col, const char *id, char *out, size_t cap) {
+  if (PQgetisnull(r, row, sealed_col)) {
+    get_text(r, row, col, out, cap);
+    return true;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = row_aad(aad, "subscriptions.account_id", id, NULL);
+  return store_open_id(ring, aad, aad_len, PQgetvalue(r, row, sealed_col),
+                       (size_t)PQgetlength(r, row, sealed_col), out, cap);
+}
+
+/* A subscription's URL (url at col, url_sealed at sealed_col) into out; false when it does not
+ * open. */
+static bool sub_url_get(const struct seal_ring *ring, const PGresult *r, int row, int col,
+                        int sealed_col, const char *id, char *out, size_t cap) {
+  if (PQgetisnull(r, row, sealed_col)) {
+    get_text(r, row, col, out, cap);
+    return true;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = row_aad(aad, "subscriptions.url", id, NULL);
+  return store_open_text(ring, aad, aad_len, PQgetvalue(r, row, sealed_col),
+                         (size_t)PQgetlength(r, row, sealed_col), out, cap);
+}
+
+/* The secret of a sub_lock row (secret 2, secret_sealed 3) opened into out; false when it does
+ * not open. */
+static bool sub_secret_get(const struct seal_ring *ring, const PGresult *r, const char *id,
+                           char *out, size_t cap) {
+  if (PQgetisnull(r, 0, 3)) {
+    get_text(r, 0, 2, out, cap);
+    return true;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = row_aad(aad, "subscriptions.secret", id, NULL);
+  return store_open_text(ring, aad, aad_len, PQgetvalue(r, 0, 3), (size_t)PQgetlength(r, 0, 3), out,
+                         cap);
+}
+
 static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   const struct subscription *sub = w->sub;
   char types[16], max[24], created[24], updated[24], success[24], now[24];
@@ -4109,56 +4247,42 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   snprintf(updated, sizeof updated, "%lld", (long long)sub->updated_us);
   snprintf(success, sizeof success, "%lld", (long long)sub->last_success_us);
   snprintf(now, sizeof now, "%lld", (long long)time_now_us());
-  enum store_status st = STORE_OK;
   if (!utf8_valid(sub->url, strlen(sub->url)) ||
       !utf8_valid(sub->account_id, strlen(sub->account_id)) ||
       (sub->account_id[0] && !store_id_sealable(sub->account_id)))
     return STORE_CLIENT;
+  enum store_status st = sub_record_key(s);
+  if (st != STORE_OK) return st;
+  struct sub_sealing sealed;
   if (w->sub_create) {
-    const char *secret = sub->secret;
-    int secret_len = 0;
-    struct store_seal_buf buf = {0};
-    const char *sealed = NULL;
-    if (s->ring) {
-      /* the seal_keys lock and the key recorded first, as every sealing transaction does: a
-       * reencrypt finishing elsewhere cannot retire the key this secret is sealed with */
-      char at[24];
-      const char *kv[3];
-      int kl[3], kf[3];
-      record_key_params(s, at, kv, kl, kf);
-      PGresult *k = ob_exec(s, "record_key", 3, kv, kl, kf, PGRES_COMMAND_OK, &st);
-      if (!k) return st;
-      PQclear(k);
-      char aad[STORE_AAD_MAX];
-      size_t aad_len = row_aad(aad, "subscriptions.secret", sub->id, NULL), n = 0;
-      sealed = (const char *)store_seal_into(&buf, s->ring, aad, aad_len, sub->secret,
-                                             strlen(sub->secret), &n);
-      if (!sealed) {
-        store_seal_buf_free(&buf);
-        return STORE_RETRY;
-      }
-      secret = "";
-      secret_len = (int)n;
+    if (!sub_seal(s, sub, sub->secret, &sealed)) {
+      store_seal_buf_free(&sealed.buf);
+      return STORE_RETRY;
     }
-    const char *vals[14] = {sub->id,
-                            sub->url,
-                            secret,
-                            sealed,
+    const char *vals[16] = {sub->id,
+                            sealed.url,
+                            s->ring ? "" : sub->secret,
+                            sealed.secret_sealed,
                             s->ring ? seal_ring_key_id(s->ring, 0) : NULL,
                             types,
-                            sub->account_id,
+                            sealed.account,
                             sub->enabled ? "t" : "f",
                             sub->paused ? "t" : "f",
                             max,
                             sub->disabled_reason,
                             created,
                             updated,
-                            success};
-    int lens[14] = {0, 0, 0, secret_len};
-    int formats[14] = {0, 0, 0, 1};
-    PGresult *r = ob_exec(s, "sub_create", 14, vals, lens, formats, PGRES_COMMAND_OK, &st);
+                            success,
+                            sealed.url_sealed,
+                            sealed.account_sealed};
+    int lens[16] = {0, 0, 0, sealed.secret_len};
+    int formats[16] = {0, 0, 0, 1};
+    lens[14] = sealed.url_len;
+    lens[15] = sealed.account_len;
+    formats[14] = formats[15] = 1;
+    PGresult *r = ob_exec(s, "sub_create", 16, vals, lens, formats, PGRES_COMMAND_OK, &st);
     PQclear(r);
-    store_seal_buf_free(&buf);
+    store_seal_buf_free(&sealed.buf);
     if (!r) return st;
     return ob_audit(s, w, AUDIT_SUBSCRIPTION_CREATED, sub->id);
   }
@@ -4166,21 +4290,42 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   PGresult *r = ob_exec(s, "sub_lock", 1, lock, NULL, NULL, PGRES_TUPLES_OK, &st);
   if (!r) return st;
   bool found = PQntuples(r) == 1;
+  /* with a ring the secret is sealed again with the first key, as what this update seals is
+   * (sealed_with names the key of every sealed column: reencrypt walks by it); one that does
+   * not open is kept as it is and fails no update */
+  char secret[OUTBOX_SECRET_MAX];
+  bool reseal = found && s->ring && sub_secret_get(s->ring, r, sub->id, secret, sizeof secret);
   PQclear(r);
   if (!found) return STORE_NOT_FOUND;
+  bool ok = sub_seal(s, sub, reseal ? secret : NULL, &sealed);
+  memset(secret, 0, sizeof secret);
+  if (!ok) {
+    store_seal_buf_free(&sealed.buf);
+    return STORE_RETRY;
+  }
   char fields[16];
   snprintf(fields, sizeof fields, "%u", w->sub_fields);
-  const char *vals[10] = {sub->id,
-                          sub->url,
+  const char *vals[14] = {sub->id,
+                          sealed.url,
                           types,
-                          sub->account_id,
+                          sealed.account,
                           sub->enabled ? "t" : "f",
                           max,
                           updated,
                           now,
                           w->sub_enabled_given ? "t" : "f",
-                          fields};
-  r = ob_exec(s, "sub_update", 10, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+                          fields,
+                          sealed.url_sealed,
+                          sealed.account_sealed,
+                          sealed.secret_sealed,
+                          s->ring ? seal_ring_key_id(s->ring, 0) : NULL};
+  int lens[14] = {0}, formats[14] = {0};
+  lens[10] = sealed.url_len;
+  lens[11] = sealed.account_len;
+  lens[12] = sealed.secret_len;
+  formats[10] = formats[11] = formats[12] = 1;
+  r = ob_exec(s, "sub_update", 14, vals, lens, formats, PGRES_TUPLES_OK, &st);
+  store_seal_buf_free(&sealed.buf);
   if (!r) return st;
   w->erased = PQntuples(r) == 1 ? get_i64(r, 0, 1) : 0; /* deliveries made due */
   PQclear(r);
@@ -4213,8 +4358,12 @@ static enum store_status replay(struct pg_store *s, struct store_write *w) {
     return STORE_NOT_FOUND;
   }
   char account[MODEL_ACCOUNT_ID_MAX + 1];
-  get_text(r, 0, 0, account, sizeof account);
+  bool opened = sub_account_get(s->ring, r, 0, 0, 1, w->sub_id, account, sizeof account);
   PQclear(r);
+  if (!opened) {
+    log_msg(LOG_ERROR, "subscription %s: its sealed account does not open", w->sub_id);
+    return STORE_HARD;
+  }
   char *values = account_values(s->ring, account);
   if (!values) return STORE_RETRY;
   char since[24], now[24];
@@ -4247,7 +4396,11 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
     uint32_t t;
     memcpy(&t, PQgetvalue(subs, i, 1), sizeof t);
     snprintf(types, sizeof types, "%u", be32toh(t));
-    get_text(subs, i, 2, account, sizeof account);
+    if (!sub_account_get(s->ring, subs, i, 2, 4, id, account, sizeof account)) {
+      /* its events wait (its cursor stays): the others go on */
+      log_msg(LOG_ERROR, "subscription %s: its sealed account does not open", id);
+      continue;
+    }
     snprintf(cursor, sizeof cursor, "%lld", (long long)get_i64(subs, i, 3));
     char *values = account[0] ? account_values(s->ring, account) : strdup("{}");
     if (!values) {
@@ -4610,12 +4763,15 @@ static enum store_status read_sub(const struct seal_ring *ring, const PGresult *
                                   struct subscription *out) {
   memset(out, 0, sizeof *out);
   get_text(r, row, 0, out->id, sizeof out->id);
-  get_text(r, row, 1, out->url, sizeof out->url);
-  (void)ring; /* never the secret (store.h sub_secret): one that does not open fails no read */
+  /* never the secret (store.h sub_secret): one that does not open fails no read */
+  if (!sub_url_get(ring, r, row, 1, 13, out->id, out->url, sizeof out->url) ||
+      !sub_account_get(ring, r, row, 5, 14, out->id, out->account_id, sizeof out->account_id)) {
+    log_msg(LOG_ERROR, "subscription %s: its sealed URL or account does not open", out->id);
+    return STORE_HARD;
+  }
   uint32_t t;
   memcpy(&t, PQgetvalue(r, row, 4), sizeof t);
   out->event_types = be32toh(t);
-  get_text(r, row, 5, out->account_id, sizeof out->account_id);
   out->enabled = *PQgetvalue(r, row, 6) != 0;
   out->paused = *PQgetvalue(r, row, 7) != 0;
   out->max_per_second = get_i64(r, row, 8);

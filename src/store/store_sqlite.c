@@ -473,6 +473,13 @@ static bool prepare_audit(struct sqlite_store *s) {
 /* Reencrypt: per table, a walk in primary-key order telling which rows are sealed with the
  * current key (?1) yet, one row's sealable values by primary key, and their rewrite. Columns of
  * a body or chunk: the associated data's parts (two), the value, the key it is sealed with. */
+/* A subscription row reencrypt has nothing left to do for (?1 the first key): its secret sealed
+ * with it, and its URL and account sealed (rows from before they were sealed hold them plain;
+ * an update seals what it changes with the first key and the secret again, sealed_with then). */
+#define SUB_SEALED_DONE                                                                            \
+  "sealed_with IS ?1 AND url_sealed IS NOT NULL AND (account_id IS NULL OR account_sealed IS NOT " \
+  "NULL)"
+
 static const char *const reseal_sql[RESEAL_TABLES][3] = {
     {"SELECT conversation_id, sealed_with IS ?1 FROM conversations WHERE conversation_id > ?2 "
      "ORDER BY conversation_id",
@@ -498,10 +505,11 @@ static const char *const reseal_sql[RESEAL_TABLES][3] = {
      "FROM outbox_events WHERE seq = ?1",
      "UPDATE outbox_events SET data = ?2, sealed_with = ?3, account_id = ?4, account_sealed = ?5 "
      "WHERE seq = ?1"},
-    {"SELECT id, sealed_with IS ?1 FROM subscriptions WHERE id > ?2 ORDER BY id",
-     "SELECT secret, sealed_with, account_id, account_sealed FROM subscriptions WHERE id = ?1",
+    {"SELECT id, " SUB_SEALED_DONE " FROM subscriptions WHERE id > ?2 ORDER BY id",
+     "SELECT secret, sealed_with, account_id, account_sealed, url, url_sealed "
+     "FROM subscriptions WHERE id = ?1",
      "UPDATE subscriptions SET secret = ?2, sealed_with = ?3, account_id = ?4, "
-     "account_sealed = ?5 WHERE id = ?1"},
+     "account_sealed = ?5, url = ?7, url_sealed = ?6 WHERE id = ?1"},
 };
 /* The associated data's first part per table (sealing.h). */
 static const char *const reseal_what[RESEAL_TABLES] = {NULL,
@@ -524,7 +532,7 @@ static bool prepare_reseal(struct sqlite_store *s) {
               "EXISTS (SELECT 1 FROM audio_chunks WHERE sealed_with IS NOT ?1) OR "
               "EXISTS (SELECT 1 FROM api_keys WHERE sealed_with IS NOT ?1) OR "
               "EXISTS (SELECT 1 FROM outbox_events WHERE sealed_with IS NOT ?1) OR "
-              "EXISTS (SELECT 1 FROM subscriptions WHERE sealed_with IS NOT ?1)",
+              "EXISTS (SELECT 1 FROM subscriptions WHERE NOT (" SUB_SEALED_DONE "))",
               &s->w_reseal_left) != SQLITE_OK ||
       prepare(s->wdb, "DELETE FROM seal_keys WHERE key_id <> ?1", &s->w_retire_keys) != SQLITE_OK)
     return false;
@@ -2856,8 +2864,8 @@ static const char *const ob_sql[OB_COUNT] = {
     [OB_SUB_INSERT] =
         "INSERT INTO subscriptions (id, url, secret, event_types, account_id, account_sealed, "
         "enabled, paused, max_per_second, disabled_reason, created_us, updated_us, "
-        "last_success_us, cursor_seq, start_seq, sealed_with) "
-        "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, n.seq, n.seq, ?14 "
+        "last_success_us, cursor_seq, start_seq, sealed_with, url_sealed) "
+        "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, n.seq, n.seq, ?14, ?15 "
         "FROM (SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox_events'), "
         "0) AS seq) n WHERE true ON CONFLICT (id) DO NOTHING",
     [OB_SUB_STATE] =
@@ -2866,6 +2874,9 @@ static const char *const ob_sql[OB_COUNT] = {
         "WHERE id = ?1",
     [OB_SUB_UPDATE] =
         "UPDATE subscriptions SET url = CASE WHEN ?14 & 1 THEN ?2 ELSE url END, "
+        "url_sealed = CASE WHEN ?14 & 1 THEN ?15 ELSE url_sealed END, "
+        "secret = COALESCE(?11, secret), "
+        "sealed_with = CASE WHEN ?11 IS NULL THEN sealed_with ELSE ?12 END, "
         "event_types = CASE WHEN ?14 & 2 THEN ?3 ELSE event_types END, "
         "account_id = CASE WHEN ?14 & 4 THEN ?4 ELSE account_id END, "
         "account_sealed = CASE WHEN ?14 & 4 THEN ?5 ELSE account_sealed END, "
@@ -3296,6 +3307,38 @@ static int bind_sub_account(struct sqlite_store *s, sqlite3_stmt *st, int idx, i
   return bind_id(s, st, idx, sealed_idx, "subscriptions.account_id", sub->id, sub->account_id, buf);
 }
 
+/* Binds a subscription's URL: as text at idx, or with a ring '' there and sealed (into buf,
+ * freed by the caller after the step) at sealed_idx. */
+static int bind_sub_url(struct sqlite_store *s, sqlite3_stmt *st, int idx, int sealed_idx,
+                        const struct subscription *sub, struct store_seal_buf *buf) {
+  if (!s->ring) {
+    sqlite3_bind_text(st, idx, sub->url, -1, SQLITE_STATIC);
+    return SQLITE_OK;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, "subscriptions.url", sub->id, NULL), n;
+  const unsigned char *sealed =
+      store_seal_into(buf, s->ring, aad, aad_len, sub->url, strlen(sub->url), &n);
+  if (!sealed) return SQLITE_NOMEM;
+  sqlite3_bind_text(st, idx, "", 0, SQLITE_STATIC);
+  sqlite3_bind_blob64(st, sealed_idx, sealed, n, SQLITE_STATIC);
+  return SQLITE_OK;
+}
+
+/* A subscription's URL (col; sealed at sealed_col when that is not NULL) into out. */
+static bool sub_url_read(const struct seal_ring *ring, sqlite3_stmt *st, int col, int sealed_col,
+                         const char *id, char *out, size_t cap) {
+  out[0] = '\0';
+  if (sqlite3_column_type(st, sealed_col) == SQLITE_NULL) {
+    copy_text(out, cap, sqlite3_column_text(st, col));
+    return true;
+  }
+  char aad[STORE_AAD_MAX];
+  size_t aad_len = store_seal_aad(aad, "subscriptions.url", id, NULL);
+  return store_open_text(ring, aad, aad_len, sqlite3_column_blob(st, sealed_col),
+                         (size_t)sqlite3_column_bytes(st, sealed_col), out, cap);
+}
+
 static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   const struct subscription *sub = w->sub;
   w->status = STORE_OK;
@@ -3303,16 +3346,18 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   struct store_sealed_id account;
   if (w->sub_create) {
     sqlite3_stmt *st = s->ob[OB_SUB_INSERT];
+    struct store_seal_buf url = {0};
     int rc = bind_sub_account(s, st, 5, 6, sub, &account);
+    if (rc == SQLITE_OK) rc = bind_sub_url(s, st, 2, 15, sub, &url);
     if (rc == SQLITE_OK)
       rc = bind_sealable(s, st, 3, 14, "subscriptions.secret", sub->id, NULL, sub->secret,
                          strlen(sub->secret));
     if (rc != SQLITE_OK) {
       sqlite3_clear_bindings(st);
+      store_seal_buf_free(&url);
       return rc;
     }
     sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, sub->url, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, sub->event_types);
     sqlite3_bind_int(st, 7, sub->enabled);
     sqlite3_bind_int(st, 8, sub->paused);
@@ -3322,19 +3367,24 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
     sqlite3_bind_int64(st, 12, sub->updated_us);
     sqlite3_bind_int64(st, 13, sub->last_success_us);
     rc = step_done(st);
+    store_seal_buf_free(&url);
     if (rc == SQLITE_OK && sqlite3_changes(s->wdb) == 0) {
       log_msg(LOG_ERROR, "a subscription %s exists already: not created again", sub->id);
       return OUTBOX_REFUSED; /* a caller's bug: fails alone, not the batch */
     }
     return rc;
   }
-  /* An update: the stored secret is kept as it is, never opened (a secret that does not open
-   * fails no PATCH; `gensendrep reencrypt` seals it again). */
+  /* An update. With a ring, what it changes is sealed with the first key, and so is the secret
+   * again (sealed_with names the key of every sealed column of a row: reencrypt walks by it);
+   * a secret that does not open is kept as it is and fails no update. */
   sqlite3_stmt *st = s->ob[OB_SUB_STATE];
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
   bool found;
   int rc = ob_step(st, &found);
   bool was_active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
+  char secret[OUTBOX_SECRET_MAX];
+  bool reseal =
+      found && s->ring && sub_secret_read(s->ring, st, 6, 7, sub->id, secret, sizeof secret);
   ob_done(st);
   if (rc != SQLITE_OK) return rc;
   if (!found) {
@@ -3342,13 +3392,19 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
     return SQLITE_OK;
   }
   st = s->ob[OB_SUB_UPDATE];
+  struct store_seal_buf url = {0};
   rc = bind_sub_account(s, st, 4, 5, sub, &account);
+  if (rc == SQLITE_OK) rc = bind_sub_url(s, st, 2, 15, sub, &url);
+  if (rc == SQLITE_OK && reseal)
+    rc =
+        bind_sealable(s, st, 11, 12, "subscriptions.secret", sub->id, NULL, secret, strlen(secret));
+  memset(secret, 0, sizeof secret);
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(st);
+    store_seal_buf_free(&url);
     return rc;
   }
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, sub->url, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 3, sub->event_types);
   sqlite3_bind_int(st, 6, sub->enabled);
   sqlite3_bind_int64(st, 7, sub->max_per_second);
@@ -3356,6 +3412,7 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_int(st, 13, w->sub_enabled_given);
   sqlite3_bind_int(st, 14, (int)w->sub_fields);
   rc = step_done(st);
+  store_seal_buf_free(&url);
   /* Only an update naming enabled (true) changes the state: what the service paused or
    * disabled (FINISH) after the caller's read stays so otherwise. */
   if (rc != SQLITE_OK || was_active || !w->sub_enabled_given || !sub->enabled) return rc;
@@ -4174,21 +4231,30 @@ static int reseal_subscription(struct sqlite_store *s, const char *id) {
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
   }
   char secret[OUTBOX_SECRET_MAX], account[MODEL_ACCOUNT_ID_MAX + 1];
+  struct subscription sub; /* its id and URL, for bind_sub_url */
+  snprintf(sub.id, sizeof sub.id, "%s", id);
   const char *acc;
   struct store_sealed_id sid = {.len = 0};
   bool ok =
       sub_secret_read(s->ring, get, 0, 1, id, secret, sizeof secret) &&
+      sub_url_read(s->ring, get, 4, 5, id, sub.url, sizeof sub.url) &&
       reseal_id(s, get, 2, 3, "subscriptions.account_id", id, account, sizeof account, &acc) &&
       store_seal_id(s->ring, "subscriptions.account_id", id, acc, &sid);
   ob_done(get);
   if (!ok) {
-    log_msg(LOG_ERROR, "reencrypt: the secret or account of subscription %s does not open", id);
+    log_msg(LOG_ERROR, "reencrypt: the secret, URL or account of subscription %s does not open",
+            id);
     return RESEAL_FAILED;
   }
   sqlite3_stmt *put = s->w_reseal_put[RESEAL_SUBS];
-  rc = bind_sealable(s, put, 2, 3, "subscriptions.secret", id, NULL, secret, strlen(secret));
+  struct store_seal_buf url = {0};
+  rc = bind_sub_url(s, put, 7, 6, &sub, &url);
+  if (rc == SQLITE_OK)
+    rc = bind_sealable(s, put, 2, 3, "subscriptions.secret", id, NULL, secret, strlen(secret));
+  memset(secret, 0, sizeof secret);
   if (rc != SQLITE_OK) {
     sqlite3_clear_bindings(put);
+    store_seal_buf_free(&url);
     return rc;
   }
   sqlite3_bind_text(put, 1, id, -1, SQLITE_STATIC);
@@ -4196,14 +4262,16 @@ static int reseal_subscription(struct sqlite_store *s, const char *id) {
     sqlite3_bind_text(put, 4, sid.index, STORE_INDEX_TEXT_LEN, SQLITE_STATIC);
     sqlite3_bind_blob(put, 5, sid.sealed, (int)sid.len, SQLITE_STATIC);
   }
-  return step_done(put);
+  rc = step_done(put);
+  store_seal_buf_free(&url);
+  return rc;
 }
 
 /* ---------- the outbox: readers ---------- */
 
 #define SUB_COLUMNS                                                                             \
   "id, url, secret, event_types, account_id, account_sealed, enabled, paused, max_per_second, " \
-  "disabled_reason, created_us, updated_us, last_success_us, sealed_with"
+  "disabled_reason, created_us, updated_us, last_success_us, sealed_with, url_sealed"
 
 /* Health's counts stop here (store.h struct store_outbox_stats). */
 #define OB_COUNT_CAP_SQL "100000"
@@ -4255,10 +4323,10 @@ static enum store_status read_sub(const struct seal_ring *ring, sqlite3_stmt *st
                                   struct subscription *out) {
   memset(out, 0, sizeof *out);
   copy_text(out->id, sizeof out->id, sqlite3_column_text(st, 0));
-  copy_text(out->url, sizeof out->url, sqlite3_column_text(st, 1));
   /* never the secret (store.h sub_secret): one that does not open cannot fail a read */
-  if (!sub_account_read(ring, st, 4, 5, out->id, out->account_id, sizeof out->account_id))
-    return not_opened("account", out->id);
+  if (!sub_url_read(ring, st, 1, 14, out->id, out->url, sizeof out->url) ||
+      !sub_account_read(ring, st, 4, 5, out->id, out->account_id, sizeof out->account_id))
+    return not_opened("URL or account", out->id);
   out->event_types = (unsigned)sqlite3_column_int64(st, 3);
   out->enabled = sqlite3_column_int(st, 6) != 0;
   out->paused = sqlite3_column_int(st, 7) != 0;

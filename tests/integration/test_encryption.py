@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from helpers import BINARY, KEY1, assert_error, free_port, make_conv, pg_cluster, uid
+from receiver import Receiver
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "elevenlabs"
 SECRET = "wsec_57506b15b729457580a8ec8a16cf3b594534526df7cfdef57efafbed7ad50768"
@@ -388,6 +389,62 @@ def test_rows_written_before_encryption_are_sealed_by_reencrypt(make_server):
     rewrite_seals_settle(srv, k.needles())
     assert found(srv, k.needles()) == []
     check_reads(srv, k, audio)
+
+
+def test_subscription_urls_and_accounts_are_sealed_and_carried_by_reencrypt(make_server):
+    """A subscription's URL (tokens in it) and its account are sealed at rest on both backends:
+    neither is in the SQLite file or a pg_dump. One made before ENCRYPTION_KEYS (plaintext)
+    keeps working and is sealed by reencrypt; after a rotation to a new key and a reencrypt,
+    both open with the new key alone, deliveries still reach their URL, signed, and only the
+    subscription's account's events go to it."""
+    rcv = Receiver()
+    try:
+        srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true",
+                               "DELIVERY_RETRY_SCHEDULE": "0,1,2"})
+        subs = []
+
+        def subscribe():
+            token, acc = "urltok" + uid()[:16], "subacct-" + uid()[:12]
+            r = srv.request("POST", "/api/v1/subscriptions",
+                            json={"url": rcv.url(token), "accountId": acc})
+            assert r.status_code == 201, r.text
+            subs.append((token, acc, r.json()))
+
+        def delivered_only_to_their_account():
+            for token, acc, created in subs:
+                mine, other = make_conv(accountId=acc), make_conv(accountId="acct-other-" + uid())
+                for body in (other, mine):
+                    assert srv.post_conv(body).status_code == 200
+                rcv.wait(lambda: rcv.delivered(token, cid=mine["conversationId"]), 30,
+                         f"the event at {token}")
+                assert not rcv.requests(token, cid=other["conversationId"])
+                assert all(q.signature_ok(created["secret"]) for q in rcv.requests(token))
+                r = srv.get("/api/v1/subscriptions/" + created["id"])
+                assert r.status_code == 200, r.text
+                assert (r.json()["url"], r.json()["accountId"]) == (rcv.url(token), acc)
+
+        def needles():
+            texts = [t for token, acc, _ in subs for t in (token, acc)]
+            return [t.encode() for t in texts] + [t.encode().hex().encode() for t in texts]
+
+        subscribe()  # before encryption: plaintext at rest
+        delivered_only_to_their_account()
+        with_keys(srv, K1)
+        subscribe()
+        delivered_only_to_their_account()  # the plaintext one still works
+        assert srv.stop() == 0
+        srv.start()
+        assert found(srv, [t.encode() for t in subs[1][:2]]) == []  # the new one: sealed
+
+        with_keys(srv, f"{K2},{K1}")
+        reencrypt(srv, f"{K2},{K1}")
+        with_keys(srv, K2)  # k1 retired: everything opens with k2 alone
+        delivered_only_to_their_account()
+        rewrite_seals_settle(srv, needles())
+        assert found(srv, needles()) == []
+        delivered_only_to_their_account()
+    finally:
+        rcv.close()
 
 
 def test_start_fails_fast_without_the_right_key(make_server):

@@ -4232,6 +4232,97 @@ static void test_outbox_update_changes_only_the_named_members(void **state) {
   ob_sub_delete(sub.id);
 }
 
+/* Whether text is anywhere in the database as stored: SQLite's file and write-ahead log,
+ * every PostgreSQL table. */
+static bool raw_contains(const char *text) {
+  if (strcmp(B->name, "sqlite") != 0) return raw_matches_anywhere(text) > 0;
+  char wal[4300];
+  snprintf(wal, sizeof wal, "%s-wal", B->sqlite_path);
+  return file_contains(B->sqlite_path, text, strlen(text)) ||
+         file_contains(wal, text, strlen(text));
+}
+
+/* A subscription left with its URL and account in plaintext (as rows from before they were
+ * sealed are) for test_outbox_reads_after_rotation: the rotation's reencrypt seals them. */
+static char plain_sub_id[OUTBOX_SUB_ID_MAX], plain_sub_url[OUTBOX_URL_MAX + 1],
+    plain_sub_account[64];
+
+/* With a ring a subscription's URL (tokens in it) and its account are sealed at rest on both
+ * backends (the URL '' and the account a blind index in their columns), read back opened, also
+ * after an update; the account filter still matches events; a row from before they were sealed
+ * (plaintext URL and account) reads as it is and is still filtered by its account. */
+static void test_outbox_subscription_url_and_account_sealed(void **state) {
+  (void)state;
+  char tag[16], account[64], token[64], id1[64], id2[64], sql[OUTBOX_URL_MAX + 512];
+  new_tag(tag);
+  snprintf(account, sizeof account, "acct-sealed-%s", tag);
+  snprintf(token, sizeof token, "tok-%s", tag);
+  snprintf(id1, sizeof id1, "seal-sub-1-%s", tag);
+  snprintf(id2, sizeof id2, "seal-sub-2-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, account);
+  snprintf(sub.url, sizeof sub.url, "https://example.com/hooks?token=%s", token);
+  ob_sub_create(&sub);
+  struct subscription got = ob_sub_read(sub.id);
+  assert_string_equal(got.url, sub.url);
+  assert_string_equal(got.account_id, account);
+  (void)put_conv(id1, "s@example.com", account);
+  (void)put_conv(id2, "s@example.com", "acct-someone-else");
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_CREATED, id1);
+  ob_gots_free(&g);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM subscriptions WHERE id = '%s' AND url = '' AND url_sealed IS NOT "
+           "NULL AND account_sealed IS NOT NULL AND account_id <> '%s'",
+           sub.id, account);
+  assert_int_equal(direct_sql(sql), B->ring ? 1 : 0);
+  if (B->ring) {
+    assert_false(raw_contains(token));
+    assert_false(raw_contains(account));
+  }
+  /* changed: the new URL sealed likewise */
+  snprintf(sub.url, sizeof sub.url, "https://example.com/hooks?token=%s-changed", token);
+  assert_int_equal(ob_sub_change(&sub, STORE_SUB_URL), STORE_OK);
+  got = ob_sub_read(sub.id);
+  assert_string_equal(got.url, sub.url);
+  assert_string_equal(got.account_id, account);
+  assert_int_equal(direct_sql(sql), B->ring ? 1 : 0);
+  if (B->ring) assert_false(raw_contains("-changed"));
+  ob_sub_delete(sub.id);
+}
+
+/* With a ring, a subscription row from before URLs and accounts were sealed (both plaintext)
+ * reads as it is and is still filtered by its account; kept for test_outbox_reads_after_rotation,
+ * where the rotation's reencrypt has sealed it. Run late: a kept subscription holds prune back. */
+static void test_outbox_subscription_from_before_sealing(void **state) {
+  (void)state;
+  char tag[16], account[64], id1[64], id2[64], sql[OUTBOX_URL_MAX + 512];
+  new_tag(tag);
+  snprintf(account, sizeof account, "acct-plain-%s", tag);
+  snprintf(id1, sizeof id1, "plain-sub-1-%s", tag);
+  snprintf(id2, sizeof id2, "plain-sub-2-%s", tag);
+  struct subscription sub = ob_sub(OB_ALL_TYPES, account);
+  snprintf(sub.url, sizeof sub.url, "https://example.com/hooks?token=plaintok-%s", tag);
+  ob_sub_create(&sub);
+  snprintf(sql, sizeof sql,
+           "UPDATE subscriptions SET url = '%s', url_sealed = NULL, account_id = '%s', "
+           "account_sealed = NULL WHERE id = '%s'",
+           sub.url, account, sub.id);
+  (void)direct_sql(sql);
+  struct subscription got = ob_sub_read(sub.id);
+  assert_string_equal(got.url, sub.url);
+  assert_string_equal(got.account_id, account);
+  (void)put_conv(id1, "s@example.com", account);
+  (void)put_conv(id2, "s@example.com", "acct-someone-else");
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 1);
+  ob_check(&g.items[0], OUTBOX_CREATED, id1);
+  ob_gots_free(&g);
+  snprintf(plain_sub_id, sizeof plain_sub_id, "%s", sub.id);
+  snprintf(plain_sub_url, sizeof plain_sub_url, "%s", sub.url);
+  snprintf(plain_sub_account, sizeof plain_sub_account, "%s", account);
+}
+
 /* Subscriptions: read back as written (secret included), listed oldest first, replaced, deleted
  * with their deliveries; each change audited in its transaction. */
 static void test_outbox_subscriptions_round_trip(void **state) {
@@ -5637,7 +5728,23 @@ static void test_outbox_reads_after_rotation(void **state) {
   assert_int_equal(store_sub_list(B->store, &all, &n), STORE_OK);
   /* SQLite: test_sqlite_outbox_sealed_at_rest kept one */
   for (size_t i = 0; i < n; i++) assert_sub_secret(&all[i], OB_SECRET);
+  /* the rotation's reencrypt sealed every URL and account, the plaintext ones included */
+  assert_true(plain_sub_id[0]);
+  bool found = false;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(all[i].id, plain_sub_id) == 0) {
+      found = true;
+      assert_string_equal(all[i].url, plain_sub_url);
+      assert_string_equal(all[i].account_id, plain_sub_account);
+    }
+  assert_true(found);
   free(all);
+  assert_int_equal(direct_sql("SELECT count(*) FROM subscriptions WHERE url <> '' OR url_sealed "
+                              "IS NULL OR (account_id <> '' AND account_sealed IS NULL)"),
+                   0);
+  assert_false(raw_contains(plain_sub_url));
+  ob_sub_delete(plain_sub_id);
+  plain_sub_id[0] = '\0';
   size_t events = 0;
   for (;;) {
     struct store_outbox_work o = ob_queue_read(B->store, name, time_now_us(), 10000);
@@ -7585,6 +7692,7 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_subscriptions_round_trip),                \
   cmocka_unit_test(test_outbox_unopenable_secret_fails_no_read),         \
   cmocka_unit_test(test_outbox_update_changes_only_the_named_members),   \
+  cmocka_unit_test(test_outbox_subscription_url_and_account_sealed),     \
   cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
   cmocka_unit_test(test_outbox_claims_keep_each_conversations_order),    \
   cmocka_unit_test(test_outbox_leases),                                  \
@@ -7676,6 +7784,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sqlite_file_holds_no_plaintext),             /* SQLite only */
         cmocka_unit_test(test_reseal_batches_are_bounded_in_bytes),
         cmocka_unit_test(test_sqlite_outbox_sealed_at_rest),               /* SQLite only */
+        cmocka_unit_test(test_outbox_subscription_from_before_sealing),
         SEAL_TESTS,
         cmocka_unit_test(test_outbox_reads_after_rotation),
     };
@@ -7701,6 +7810,7 @@ int main(int argc, char **argv) {
         OUTBOX_REVIEW_TESTS,
         ANALYTICS_TESTS,
         cmocka_unit_test(test_reseal_batches_are_bounded_in_bytes),
+        cmocka_unit_test(test_outbox_subscription_from_before_sealing),
         SEAL_TESTS,
         cmocka_unit_test(test_pg_outbox_carried_by_reencrypt),
         cmocka_unit_test(test_outbox_reads_after_rotation),
