@@ -70,7 +70,7 @@ static void on_cell(void *cls, const struct store_cell *cell) {
       .conversations = cell->conversations,
       .messages = cell->messages,
       .duration_sum = cell->duration_sum,
-      .hist = cell->hist,
+      .hist = cell->has_hist ? cell->hist : NULL,
   };
   switch (cell->kind) {
     case STORE_CELL_FULL:

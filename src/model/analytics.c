@@ -221,14 +221,14 @@ static bool add_to_dim(struct analytics *a, int d, const char *value,
 }
 
 bool analytics_add(struct analytics *a, const struct analytics_cell *c) {
+  if (c->hist)
+    for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++) a->hist[b] += c->hist[b];
   if (c->kind == ANALYTICS_CELL_DIM) {
     if ((int)c->dim < 0 || c->dim >= ANALYTICS_DIM_COUNT) return true;
     return add_to_dim(a, c->dim, c->value[c->dim], c);
   }
   sums_add(&a->total, c);
   sums_add(&a->series[point_of(a, c->at_us)], c);
-  if (c->hist)
-    for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++) a->hist[b] += c->hist[b];
   if (c->kind == ANALYTICS_CELL_FULL)
     for (int d = 0; d < ANALYTICS_DIM_COUNT; d++)
       if (!add_to_dim(a, d, c->value[d], c)) return false;

@@ -45,7 +45,9 @@ struct analytics_cell {
   int64_t at_us;                          /* an instant of the cell (its series interval) */
   const char *value[ANALYTICS_DIM_COUNT]; /* NULL: unknown; copied when needed */
   int64_t conversations, messages, duration_sum;
-  const uint32_t *hist; /* ANALYTICS_HIST_BUCKETS counts; NULL: none (DIM cells need none) */
+  /* ANALYTICS_HIST_BUCKETS counts, NULL: none. Whatever its kind, a cell's hist counts in the
+   * percentiles: the cells given must hold each conversation in exactly one hist. */
+  const uint32_t *hist;
 };
 
 enum analytics_result {

@@ -348,9 +348,15 @@ bool rollup_plan_bad(const struct rollup_plan *p, int64_t b) {
 }
 
 void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t at_us) {
-  memset(c, 0, sizeof *c);
+  memset(c, 0, offsetof(struct store_cell, hist));
   c->kind = kind;
   c->at_us = at_us;
+}
+
+bool rollup_keeps_hist(enum rollup_level level, int dim) {
+  return level == ROLLUP_FULL ||
+         (level == ROLLUP_DIM &&
+          (dim == STORE_DIM_STATUS || dim == ROLLUP_DIM_BLOCK + STORE_DIM_STATUS));
 }
 
 enum store_status rollup_rebuild_wait(struct store *s, int64_t *counted) {
@@ -367,12 +373,13 @@ bool rollup_query_filtered(const struct store_analytics_query *q) {
   return q->account_id || q->agent_id || q->platform || q->status || q->naccounts;
 }
 
-void rollup_hist_read(uint32_t hist[ANALYTICS_HIST_BUCKETS], const void *blob, size_t len) {
+void rollup_cell_hist(struct store_cell *c, const void *blob, size_t len) {
   if (len != ROLLUP_HIST_BYTES || !blob) return;
   const unsigned char *p = blob;
+  c->has_hist = true;
   for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++)
-    hist[b] = (uint32_t)p[4 * b] | (uint32_t)p[4 * b + 1] << 8 | (uint32_t)p[4 * b + 2] << 16 |
-              (uint32_t)p[4 * b + 3] << 24;
+    c->hist[b] = (uint32_t)p[4 * b] | (uint32_t)p[4 * b + 1] << 8 | (uint32_t)p[4 * b + 2] << 16 |
+                 (uint32_t)p[4 * b + 3] << 24;
 }
 
 void rollup_sink_cell(struct rollup_sink *k, const struct store_cell *c) {
@@ -415,6 +422,8 @@ void rollup_cell_raw(struct store_cell *c, int64_t event_us,
   c->conversations = 1;
   c->messages = messages;
   c->duration_sum = duration;
+  c->has_hist = true;
+  memset(c->hist, 0, sizeof c->hist);
   c->hist[analytics_hist_bucket(duration)] = 1;
 }
 

@@ -12,6 +12,11 @@
  *                UTC hours (days a cut falls inside); ROLLUP_DIM_BLOCK + d a block of
  *                ROLLUP_BLOCK_US (16 UTC days from the epoch) x dimension d (breakdowns of long
  *                ranges).
+ * A duration histogram is stored only where a scan reads one (rollup_keeps_hist): FULL rows
+ * (filtered scans, and unfiltered ones at their edges) and the status rows of ROLLUP_DIM (day and
+ * block): the status breakdown of an unfiltered scan counts every conversation once, so its hists
+ * give the totals' percentiles. The other rows keep an empty one (8 KiB less to read per day of
+ * an unfiltered hourly series, and no histogram to add up in 12 of a write's 14 upserts).
  * A scan reads a bucket from a rollup only when the bucket lies wholly inside [from, to) and
  * (hour levels) no cut falls inside it; the rest of [from, to) is read conversation by
  * conversation on the event-time index. */
@@ -90,6 +95,8 @@ struct rollup_entry *rollup_map_find(struct rollup_map *m, enum rollup_level lev
                                      int64_t at_us, const char *const *vals);
 /* Whether an entry changes nothing. */
 bool rollup_entry_zero(const struct rollup_entry *e);
+/* Whether rows of this level and dim (ROLLUP_DIM: the dim column) store a histogram. */
+bool rollup_keeps_hist(enum rollup_level level, int dim);
 
 void rollup_hist_encode(const int64_t hist[ANALYTICS_HIST_BUCKETS],
                         unsigned char out[ROLLUP_HIST_BYTES]);
@@ -135,10 +142,12 @@ bool rollup_plan_split(const struct rollup_plan *p, int64_t d);
 bool rollup_plan_split4(const struct rollup_plan *p, int64_t b);
 bool rollup_plan_bad(const struct rollup_plan *p, int64_t b);
 
-/* A cell from an analytics_hour row: vals "" are NULL. */
+/* An empty cell of kind at at_us, no histogram (its hist not even zeroed). */
 void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t at_us);
 
-void rollup_hist_read(uint32_t hist[ANALYTICS_HIST_BUCKETS], const void *blob, size_t len);
+/* c's histogram from a stored one (len bytes; anything but ROLLUP_HIST_BYTES: none, has_hist
+ * stays false). */
+void rollup_cell_hist(struct store_cell *c, const void *blob, size_t len);
 
 /* A scan: rollup_scan asks the backend, through read, for the rows of one source in [from, to)
  * (RAW: conversations by event time; FULL, TOTAL: hour buckets; DIM: day buckets), each handed

@@ -429,8 +429,9 @@ enum store_cell_kind {
 };
 
 /* A scan's cells together count every matching conversation exactly once in the totals and
- * series (FULL and TOTAL cells) and exactly once in each breakdown d (FULL cells and DIM cells of
- * dim d). */
+ * series (FULL and TOTAL cells), exactly once in each breakdown d (FULL cells and DIM cells of
+ * dim d), and exactly once in the duration histogram (the cells with has_hist: every FULL cell,
+ * and, when the scan has DIM cells, those of STORE_DIM_STATUS; TOTAL cells carry none). */
 struct store_cell {
   enum store_cell_kind kind;
   enum store_dim dim; /* STORE_CELL_DIM */
@@ -444,7 +445,8 @@ struct store_cell {
    * callback only. */
   const char *value[STORE_DIM_COUNT];
   int64_t conversations, messages, duration_sum;
-  /* The durations' histogram; all zero in a DIM cell (a breakdown has no percentiles). */
+  /* The durations' histogram, when has_hist (else not set). */
+  bool has_hist;
   uint32_t hist[ANALYTICS_HIST_BUCKETS];
 };
 

@@ -674,11 +674,13 @@ static const char outbox_flush_sql[] =
 #define PG_DAY "86400000000"
 #define PG_BLOCK "1382400000000" /* ROLLUP_BLOCK_US */
 #define PG_TOTAL4 "14400000000"  /* ROLLUP_TOTAL4_US */
-#define ANALYTICS_ADD                                          \
+#define ANALYTICS_ADD_COUNTS                                   \
   " conversations = r.conversations + EXCLUDED.conversations," \
   " messages = r.messages + EXCLUDED.messages,"                \
-  " duration_sum = r.duration_sum + EXCLUDED.duration_sum,"    \
-  " hist = gensendrep_hist_add(r.hist, EXCLUDED.hist)"
+  " duration_sum = r.duration_sum + EXCLUDED.duration_sum"
+#define ANALYTICS_ADD ANALYTICS_ADD_COUNTS ", hist = gensendrep_hist_add(r.hist, EXCLUDED.hist)"
+/* Only the status rows of analytics_dim (dims 3 and 11) keep a hist (rollup_keeps_hist). */
+#define PG_DIM_KEEPS_HIST(d) d " IN (3, 11)"
 #define ANALYTICS_SUM(g) \
   "WITH g AS (" g "),"                                                                          \
   " fh AS (INSERT INTO analytics_hour AS r SELECT hour_us, account_id, agent_id, platform,"     \
@@ -687,13 +689,14 @@ static const char outbox_flush_sql[] =
   "   ON CONFLICT (hour_us, account_id, agent_id, platform, status, outcome) DO UPDATE SET"     \
   ANALYTICS_ADD "),"                                                                            \
   " ft AS (INSERT INTO analytics_total AS r SELECT hour_us, sum(n), sum(m), sum(d),"           \
-  "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM (SELECT hour_us, bucket,"       \
-  "   sum(n)::bigint AS n, sum(m)::bigint AS m, sum(d)::bigint AS d FROM g GROUP BY 1, 2) x"    \
-  "   GROUP BY 1 ORDER BY 1 ON CONFLICT (hour_us) DO UPDATE SET" ANALYTICS_ADD "),"             \
+  "   '{}'::int[] FROM g GROUP BY 1 ORDER BY 1"                                                 \
+  "   ON CONFLICT (hour_us) DO UPDATE SET" ANALYTICS_ADD_COUNTS "),"                            \
   " fd AS (INSERT INTO analytics_dim AS r (dim, day_us, value, conversations, messages,"     \
   "   duration_sum, hist) SELECT dim, day_us, value, sum(n), sum(m), sum(d),"                    \
-  "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM (SELECT v.dim, v.at AS day_us,"  \
-  "   v.value, bucket, sum(n)::bigint AS n, sum(m)::bigint AS m, sum(d)::bigint AS d"          \
+  "   CASE WHEN " PG_DIM_KEEPS_HIST("dim") " THEN gensendrep_hist_of(array_agg(bucket),"       \
+  "   array_agg(n)) ELSE '{}'::int[] END FROM (SELECT v.dim, v.at AS day_us, v.value,"          \
+  "   CASE WHEN " PG_DIM_KEEPS_HIST("v.dim") " THEN bucket ELSE 0 END AS bucket,"               \
+  "   sum(n)::bigint AS n, sum(m)::bigint AS m, sum(d)::bigint AS d"                            \
   "   FROM (SELECT g.*, " PG_FLOOR("g.hour_us", PG_DAY) " AS day, "                              \
   PG_FLOOR("g.hour_us", PG_BLOCK) " AS block, " PG_FLOOR("g.hour_us", PG_TOTAL4)                \
   " AS block4 FROM g) g CROSS JOIN LATERAL (VALUES"                                             \
@@ -702,7 +705,9 @@ static const char outbox_flush_sql[] =
   "   (8, g.block, g.account_id), (9, g.block, g.agent_id), (10, g.block, g.platform),"         \
   "   (11, g.block, g.status), (12, g.block, g.outcome))"                                       \
   "   AS v (dim, at, value) GROUP BY 1, 2, 3, 4) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"            \
-  "   ON CONFLICT (dim, day_us, value) DO UPDATE SET" ANALYTICS_ADD ") "                        \
+  "   ON CONFLICT (dim, day_us, value) DO UPDATE SET" ANALYTICS_ADD_COUNTS ", hist = CASE WHEN"  \
+  "   " PG_DIM_KEEPS_HIST("r.dim") " THEN gensendrep_hist_add(r.hist, EXCLUDED.hist)"           \
+  "   ELSE r.hist END) "                                                                          \
   "SELECT 1"
 
 static const char analytics_flush_sql[] = ANALYTICS_SUM(
@@ -3146,12 +3151,13 @@ static const char *const pg_scan_sql[ROLLUP_SRC_COUNT] = {
     "SELECT x.hour_us, x.account_id, x.agent_id, x.platform, x.status, x.outcome, "
     "x.conversations, x.messages, x.duration_sum, x.hist FROM analytics_hour x "
     "WHERE x.hour_us >= r.a AND x.hour_us < r.b",
-    "SELECT x.hour_us, x.conversations, x.messages, x.duration_sum, x.hist FROM analytics_total x "
-    "WHERE x.hour_us >= r.a AND x.hour_us < r.b",
-    PG_DIM_ROWS("x.hist") "x.dim = 5",
-    PG_DIM_ROWS("x.hist") "x.dim = 6",
-    PG_DIM_ROWS("NULL") "x.dim = ANY('{0,1,2,3,4}'::int[])",
-    "SELECT x.day_us, x.dim - 8, x.value, x.conversations, x.messages, x.duration_sum, NULL "
+    "SELECT x.hour_us, x.conversations, x.messages, x.duration_sum, NULL::int[] "
+    "FROM analytics_total x WHERE x.hour_us >= r.a AND x.hour_us < r.b",
+    PG_DIM_ROWS("NULL::int[]") "x.dim = 5", PG_DIM_ROWS("NULL::int[]") "x.dim = 6",
+    /* the status rows' hists: the totals' percentiles (rollup.h) */
+    PG_DIM_ROWS("CASE WHEN x.dim = 3 THEN x.hist END") "x.dim = ANY('{0,1,2,3,4}'::int[])",
+    "SELECT x.day_us, x.dim - 8, x.value, x.conversations, x.messages, x.duration_sum, "
+    "CASE WHEN x.dim = 11 THEN x.hist END "
     "FROM analytics_dim x WHERE x.day_us >= r.a AND x.day_us < r.b "
     "AND x.dim = ANY('{8,9,10,11,12}'::int[])"};
 
@@ -3198,17 +3204,18 @@ static uint32_t be32_at(const char *p) {
   return be32toh(v);
 }
 
-/* A binary int4[] of ANALYTICS_HIST_BUCKETS elements, no NULLs, into hist (anything else adds
- * nothing). */
-static void pg_hist(const PGresult *res, int row, int col, uint32_t hist[ANALYTICS_HIST_BUCKETS]) {
+/* c's histogram from a binary int4[] of ANALYTICS_HIST_BUCKETS elements, no NULLs (anything
+ * else: none). */
+static void pg_hist(const PGresult *res, int row, int col, struct store_cell *c) {
   const char *p = PQgetvalue(res, row, col);
   int len = PQgetlength(res, row, col);
   if (len != 20 + 8 * ANALYTICS_HIST_BUCKETS || be32_at(p) != 1 ||
       be32_at(p + 12) != ANALYTICS_HIST_BUCKETS)
     return;
   p += 20;
+  c->has_hist = true;
   for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++, p += 8)
-    if (be32_at(p) == 4) hist[b] = be32_at(p + 4);
+    c->hist[b] = be32_at(p) == 4 ? be32_at(p + 4) : 0;
 }
 
 static const char *pg_text_or_null(const PGresult *res, int row, int col) {
@@ -3256,7 +3263,7 @@ static void pg_scan_row(struct rollup_sink *k, const PGresult *res, int i) {
   c.conversations = get_i64(res, i, at);
   c.messages = get_i64(res, i, at + 1);
   c.duration_sum = get_i64(res, i, at + 2);
-  if (!PQgetisnull(res, i, at + 3)) pg_hist(res, i, at + 3, c.hist); /* DIM cells: none */
+  if (!PQgetisnull(res, i, at + 3)) pg_hist(res, i, at + 3, &c);
   rollup_sink_cell(k, &c);
 }
 

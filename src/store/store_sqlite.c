@@ -223,7 +223,8 @@ struct sqlite_store {
    * triggers on conversations (every insert, change and delete, whatever statement made it),
    * written to the rollups once per key before COMMIT; forgotten when the batch rolls back. */
   struct rollup_map roll;
-  sqlite3_stmt *w_roll_put[3], *w_roll_del[3];
+  /* per level, and [1]: for rows that keep a hist (rollup_keeps_hist), [0]: the others */
+  sqlite3_stmt *w_roll_put[3][2], *w_roll_del[3];
   bool ob_notify;            /* the batch being committed wrote events or made deliveries due */
   void (*notify)(void *cls); /* set_outbox_notify */
   void *notify_cls;
@@ -621,15 +622,19 @@ static bool prepare_rollups(struct sqlite_store *s) {
       vp += (size_t)snprintf(vals + vp, sizeof vals - vp, "%s?%d", k ? ", " : "", k + 1);
     }
     int n = roll_nkeys[l];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO %s (%s, conversations, messages, duration_sum, hist) VALUES (%s, ?%d, "
-             "?%d, ?%d, ?%d) ON CONFLICT (%s) DO UPDATE SET "
-             "conversations = conversations + excluded.conversations, "
-             "messages = messages + excluded.messages, "
-             "duration_sum = duration_sum + excluded.duration_sum, "
-             "hist = gensendrep_hist_add(hist, excluded.hist)",
-             roll_table[l], cols, vals, n + 1, n + 2, n + 3, n + 4, cols);
-    if (prepare(s->wdb, sql, &s->w_roll_put[l]) != SQLITE_OK) return false;
+    for (int keeps = 0; keeps < 2; keeps++) {
+      /* FULL rows always keep a hist, TOTAL rows never, DIM rows by their dim */
+      if ((l == ROLLUP_FULL && !keeps) || (l == ROLLUP_TOTAL && keeps)) continue;
+      snprintf(sql, sizeof sql,
+               "INSERT INTO %s (%s, conversations, messages, duration_sum, hist) VALUES (%s, "
+               "?%d, ?%d, ?%d, %s) ON CONFLICT (%s) DO UPDATE SET "
+               "conversations = conversations + excluded.conversations, "
+               "messages = messages + excluded.messages, "
+               "duration_sum = duration_sum + excluded.duration_sum%s",
+               roll_table[l], cols, vals, n + 1, n + 2, n + 3, keeps ? "?" : "x''", cols,
+               keeps ? ", hist = gensendrep_hist_add(hist, excluded.hist)" : "");
+      if (prepare(s->wdb, sql, &s->w_roll_put[l][keeps]) != SQLITE_OK) return false;
+    }
     snprintf(sql, sizeof sql, "DELETE FROM %s WHERE %s AND conversations = 0", roll_table[l],
              where);
     if (prepare(s->wdb, sql, &s->w_roll_del[l]) != SQLITE_OK) return false;
@@ -654,14 +659,17 @@ static void roll_bind_key(sqlite3_stmt *st, const struct rollup_entry *e) {
 static int roll_flush_one(struct sqlite_store *s, const struct rollup_entry *e) {
   if (rollup_entry_zero(e)) return SQLITE_OK;
   int l = (int)e->level, n = roll_nkeys[l];
+  bool keeps = rollup_keeps_hist(e->level, e->dim);
   unsigned char blob[ROLLUP_HIST_BYTES];
-  rollup_hist_encode(e->hist, blob);
-  sqlite3_stmt *st = s->w_roll_put[l];
+  sqlite3_stmt *st = s->w_roll_put[l][keeps];
   roll_bind_key(st, e);
   sqlite3_bind_int64(st, n + 1, e->conversations);
   sqlite3_bind_int64(st, n + 2, e->messages);
   sqlite3_bind_int64(st, n + 3, e->duration_sum);
-  sqlite3_bind_blob(st, n + 4, blob, sizeof blob, SQLITE_STATIC);
+  if (keeps) {
+    rollup_hist_encode(e->hist, blob);
+    sqlite3_bind_blob(st, n + 4, blob, sizeof blob, SQLITE_STATIC);
+  }
   int rc = step_done(st);
   if (rc != SQLITE_OK || e->conversations >= 0) return rc;
   st = s->w_roll_del[l];
@@ -2438,16 +2446,20 @@ static const char *const scan_sql[ROLLUP_SRC_COUNT] = {
     "AND coalesce(start_time_us, processed_at_us) < ?2",
     "SELECT hour_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
     "duration_sum, hist FROM analytics_hour WHERE hour_us >= ?1 AND hour_us < ?2",
-    "SELECT hour_us, conversations, messages, duration_sum, hist FROM analytics_total "
+    "SELECT hour_us, conversations, messages, duration_sum, NULL FROM analytics_total "
     "WHERE hour_us >= ?1 AND hour_us < ?2",
-    "SELECT day_us, dim, value, conversations, messages, duration_sum, hist FROM analytics_dim "
-    "WHERE dim = 5 AND day_us >= ?1 AND day_us < ?2",
-    "SELECT day_us, dim, value, conversations, messages, duration_sum, hist FROM analytics_dim "
-    "WHERE dim = 6 AND day_us >= ?1 AND day_us < ?2",
     "SELECT day_us, dim, value, conversations, messages, duration_sum, NULL FROM analytics_dim "
+    "WHERE dim = 5 AND day_us >= ?1 AND day_us < ?2",
+    "SELECT day_us, dim, value, conversations, messages, duration_sum, NULL FROM analytics_dim "
+    "WHERE dim = 6 AND day_us >= ?1 AND day_us < ?2",
+    /* the status rows' hists: the totals' percentiles (rollup.h) */
+    "SELECT day_us, dim, value, conversations, messages, duration_sum, "
+    "CASE dim WHEN 3 THEN hist END FROM analytics_dim "
     "WHERE dim IN (0, 1, 2, 3, 4) AND day_us >= ?1 AND day_us < ?2",
-    "SELECT day_us, dim - 8, value, conversations, messages, duration_sum, NULL FROM analytics_dim "
+    "SELECT day_us, dim - 8, value, conversations, messages, duration_sum, "
+    "CASE dim WHEN 11 THEN hist END FROM analytics_dim "
     "WHERE dim IN (8, 9, 10, 11, 12) AND day_us >= ?1 AND day_us < ?2"};
+_Static_assert(STORE_DIM_STATUS == 3 && ROLLUP_DIM_BLOCK == 8, "scan_sql's status dims");
 
 static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
   struct store_cell c;
@@ -2492,9 +2504,7 @@ static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
   c.conversations = sqlite3_column_int64(st, at);
   c.messages = sqlite3_column_int64(st, at + 1);
   c.duration_sum = sqlite3_column_int64(st, at + 2);
-  /* (DIM cells carry no hist: a breakdown has no percentiles) */
-  rollup_hist_read(c.hist, sqlite3_column_blob(st, at + 3),
-                   (size_t)sqlite3_column_bytes(st, at + 3));
+  rollup_cell_hist(&c, sqlite3_column_blob(st, at + 3), (size_t)sqlite3_column_bytes(st, at + 3));
   rollup_sink_cell(k, &c);
 }
 
@@ -4509,7 +4519,8 @@ static void writer_finalize(struct sqlite_store *s) {
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
   for (int i = 0; i < OB_COUNT; i++) sqlite3_finalize(s->ob[i]);
   for (int l = 0; l < 3; l++) {
-    sqlite3_finalize(s->w_roll_put[l]);
+    sqlite3_finalize(s->w_roll_put[l][0]);
+    sqlite3_finalize(s->w_roll_put[l][1]);
     sqlite3_finalize(s->w_roll_del[l]);
   }
   rollup_map_free(&s->roll);

@@ -7102,12 +7102,18 @@ static void ax_check_row(struct rollup_map *m, enum rollup_level level, int dim,
     fail_msg("%s: level %d rollup row at %lld: %lld/%lld/%lld, recount %lld/%lld/%lld", B->name,
              (int)level, (long long)at, (long long)conv, (long long)msgs, (long long)dur,
              (long long)e->conversations, (long long)e->messages, (long long)e->duration_sum);
-  assert_memory_equal(e->hist, hist, sizeof e->hist);
+  if (rollup_keeps_hist(level, dim)) {
+    assert_memory_equal(e->hist, hist, sizeof e->hist);
+  } else { /* kept empty: no scan reads it */
+    static const int64_t none[ANALYTICS_HIST_BUCKETS];
+    assert_memory_equal(none, hist, sizeof none);
+  }
   (*rows)++;
 }
 
 static void ax_parse_pg_hist(const char *text, int64_t hist[ANALYTICS_HIST_BUCKETS]) {
   memset(hist, 0, ANALYTICS_HIST_BUCKETS * sizeof *hist);
+  if (strcmp(text, "{}") == 0) return; /* an empty one */
   const char *p = text;
   assert_true(*p == '{');
   p++;
@@ -7389,11 +7395,16 @@ static void ax_cell(void *cls, const struct store_cell *c) {
     r->bad = true;
     snprintf(r->why, sizeof r->why, "a cell at %lld outside [from, to)", (long long)c->at_us);
   }
+  if (c->kind == STORE_CELL_FULL && !c->has_hist) {
+    r->bad = true;
+    snprintf(r->why, sizeof r->why, "a FULL cell at %lld without a hist", (long long)c->at_us);
+  }
+  if (c->has_hist) /* store.h: each conversation in exactly one cell's hist */
+    for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++) r->hist[b] += c->hist[b];
   if (c->kind != STORE_CELL_DIM) {
     r->conv += c->conversations;
     r->msgs += c->messages;
     r->dur += c->duration_sum;
-    for (int b = 0; b < ANALYTICS_HIST_BUCKETS; b++) r->hist[b] += c->hist[b];
     r->seg[ax_segment(r->q, c->at_us)] += c->conversations;
   }
   for (int d = 0; d < STORE_DIM_COUNT; d++)
@@ -7613,6 +7624,23 @@ static void test_analytics_rollups_match_a_recount(void **state) {
   assert_true(retain_ok(100, 1000) >= aged);
   ax_assert_rollups_match_recount();
   ax_check_scans(s);
+  /* PostgreSQL's triggers also count a change made by hand, outside the writer (in psql): every
+   * level, the status and outcome blocks included */
+  for (int i = 0; strcmp(B->name, "sqlite") != 0 && i < AX_CONVS; i++) {
+    if (!s->c[i].alive) continue;
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "UPDATE conversations SET status = 'hand-status', outcome = 'hand-outcome', "
+             "agent_id = 'hand-agent' WHERE conversation_id = '%s'",
+             s->c[i].id);
+    (void)direct_sql(sql);
+    s->c[i].status = "hand-status";
+    s->c[i].outcome = "hand-outcome";
+    s->c[i].agent = "hand-agent";
+    ax_assert_rollups_match_recount();
+    ax_check_scans(s);
+    break;
+  }
   /* a rebuild gives the same rollups */
   (void)ax_rebuild();
   ax_assert_rollups_match_recount();
