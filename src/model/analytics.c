@@ -364,11 +364,14 @@ static void out_avg(struct out *o, const struct sums *s) {
     return;
   }
   int64_t milli = analytics_avg_milli(s->duration_sum, s->conversations);
-  char buf[32];
-  int n = snprintf(buf, sizeof buf, "%lld.%03lld", (long long)(milli / 1000),
-                   (long long)(milli % 1000));
-  while (n > 0 && buf[n - 1] == '0' && buf[n - 2] != '.') n--;
-  out_mem(o, buf, (size_t)n);
+  out_int(o, milli / 1000);
+  /* the thousandths, trailing zeros dropped but one ("206.02", "3.0") */
+  int64_t frac = milli % 1000;
+  char buf[5] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                 (char)('0' + frac % 10), '\0'};
+  size_t n = 4;
+  while (n > 2 && buf[n - 1] == '0') n--;
+  out_mem(o, buf, n);
 }
 
 /* "conversations":N,"messages":N,"durationSeconds":{"sum":N,"avg":X} */
@@ -566,10 +569,10 @@ int analytics_render(struct analytics *a, const char *tz_name, analytics_names_f
   for (size_t i = 0; i <= a->ncuts; i++) {
     int64_t start = i == 0 ? a->first_start : a->cuts[i - 1] / US_PER_S;
     char text[64];
-    tz_format(a->zone, start, text, sizeof text);
-    out_str(&o, i ? ",{\"start\":" : "{\"start\":");
-    out_json_str(&o, text);
-    out_str(&o, ",");
+    tz_format(a->zone, start, text, sizeof text); /* digits and -+:TZ only: nothing to escape */
+    out_str(&o, i ? ",{\"start\":\"" : "{\"start\":\"");
+    out_str(&o, text);
+    out_str(&o, "\",");
     out_sums(&o, &a->series[i]);
     out_str(&o, "}");
   }

@@ -457,6 +457,21 @@ static void ranges_add(struct ranges *l, int64_t a, int64_t b) {
   l->n++;
 }
 
+/* [a, b), cut in units, less the units starting at a value of the ascending s1 or s2. */
+static void ranges_add_except(struct ranges *l, int64_t a, int64_t b, int64_t unit,
+                              const int64_t *s1, size_t n1, const int64_t *s2, size_t n2) {
+  size_t i = 0, j = 0;
+  while (a < b) {
+    while (i < n1 && s1[i] < a) i++;
+    while (j < n2 && s2[j] < a) j++;
+    int64_t next = b;
+    if (i < n1 && s1[i] < next) next = s1[i];
+    if (j < n2 && s2[j] < next) next = s2[j];
+    ranges_add(l, a, next);
+    a = next + unit; /* past the unit left out (or past b) */
+  }
+}
+
 static enum store_status read_ranges(rollup_read_fn read, void *read_cls, struct rollup_sink *k,
                                      enum rollup_source src, struct ranges *l) {
   enum store_status st = l->oom ? STORE_RETRY : STORE_OK;
@@ -491,10 +506,14 @@ enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read
       ranges_add(&l, p.day_to, p.hour_to);
       st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL, &l);
       /* totals and series: a day's row; in a day a cut falls inside, its 4-hour rows, and the
-       * hours of a 4-hour span a cut falls inside */
-      ranges_add(&l, p.day_from, p.day_to);
+       * hours of a 4-hour span a cut falls inside (only the rows the sink keeps are read: an
+       * hourly series reads no day or 4-hour row) */
+      ranges_add_except(&l, p.day_from, p.day_to, ROLLUP_DAY_US, p.uncovered, p.nuncovered, p.split,
+                        p.nsplit);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_DAY_TOTAL, &l);
-      for (size_t i = 0; i < p.nsplit; i++) ranges_add(&l, p.split[i], p.split[i] + ROLLUP_DAY_US);
+      for (size_t i = 0; i < p.nsplit; i++)
+        for (int64_t b = p.split[i]; b < p.split[i] + ROLLUP_DAY_US; b += ROLLUP_TOTAL4_US)
+          if (!rollup_plan_split4(&p, b)) ranges_add(&l, b, b + ROLLUP_TOTAL4_US);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_TOTAL4, &l);
       for (size_t i = 0; i < p.nsplit4; i++)
         ranges_add(&l, p.split4[i], p.split4[i] + ROLLUP_TOTAL4_US);
