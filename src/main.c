@@ -136,22 +136,46 @@ static struct store *open_store(const struct config *cfg, const struct seal_ring
   return s;
 }
 
-static int cmd_migrate(void) {
+/* What a one-shot command works with: the configuration, ENCRYPTION_KEYS' ring, and the store
+ * opened with it. cli_close it whatever cli_load and cli_open_store returned. */
+struct cli {
   struct config cfg;
-  struct seal_ring *ring = NULL;
-  int rc = load_config(&cfg);
-  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
-  if (rc == 0) {
-    char err[512];
-    struct store *store = open_store(&cfg, ring, err, sizeof err);
-    if (!store) {
-      fprintf(stderr, "gensendrep: %s\n", err);
-      rc = 1;
-    }
-    store_close(store);
-  }
-  seal_ring_free(ring);
-  config_free(&cfg);
+  struct seal_ring *ring;
+  struct store *store;
+};
+
+/* The configuration and the ring: 0, or the exit code (2) with the reason printed. */
+static int cli_load(struct cli *c) {
+  memset(c, 0, sizeof *c);
+  int rc = load_config(&c->cfg);
+  if (rc == 0 && !load_ring(&c->cfg, &c->ring)) rc = 2;
+  return rc;
+}
+
+/* The store: 0, or 1 with the reason printed. */
+static int cli_open_store(struct cli *c) {
+  char err[512];
+  if ((c->store = open_store(&c->cfg, c->ring, err, sizeof err)) != NULL) return 0;
+  fprintf(stderr, "gensendrep: %s\n", err);
+  return 1;
+}
+
+/* cli_load, then cli_open_store when it succeeded. */
+static int cli_open(struct cli *c) {
+  int rc = cli_load(c);
+  return rc != 0 ? rc : cli_open_store(c);
+}
+
+static void cli_close(struct cli *c) {
+  store_close(c->store);   /* every write was waited for: nothing is pending */
+  seal_ring_free(c->ring); /* after the store: it seals and opens with it */
+  config_free(&c->cfg);
+}
+
+static int cmd_migrate(void) {
+  struct cli c;
+  int rc = cli_open(&c);
+  cli_close(&c);
   return rc;
 }
 
@@ -221,24 +245,22 @@ static int cmd_elevenlabs(int argc, char **argv) {
     fprintf(stderr, "gensendrep: --agent wants an agent id\n");
     return 2;
   }
-  struct config cfg;
-  struct seal_ring *ring = NULL;
-  int rc = load_config(&cfg);
+  struct cli c;
+  int rc = cli_load(&c);
+  const struct config *cfg = &c.cfg;
   char err[512];
-  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
-  if (rc == 0 && !*cfg.elevenlabs_api_key) {
+  if (rc == 0 && !*cfg->elevenlabs_api_key) {
     fprintf(stderr,
             "gensendrep: ELEVENLABS_API_KEY is not set: the backfill reads the "
             "ElevenLabs API with it\n");
     rc = 2;
   }
-  if (rc == 0 && !el_api_url_ok(cfg.elevenlabs_api_url, err, sizeof err)) {
+  if (rc == 0 && !el_api_url_ok(cfg->elevenlabs_api_url, err, sizeof err)) {
     fprintf(stderr, "gensendrep: %s\n", err);
     rc = 2;
   }
   if (rc != 0) {
-    seal_ring_free(ring);
-    config_free(&cfg);
+    cli_close(&c);
     return rc;
   }
   struct sigaction sa = {.sa_handler = on_backfill_signal, .sa_flags = (int)SA_RESETHAND};
@@ -246,25 +268,20 @@ static int cmd_elevenlabs(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  struct store *store = open_store(&cfg, ring, err, sizeof err);
-  if (!store) {
-    fprintf(stderr, "gensendrep: %s\n", err);
-    seal_ring_free(ring);
-    config_free(&cfg);
+  if (cli_open_store(&c) != 0) {
+    cli_close(&c);
     return 1;
   }
   opt.progress = isatty(STDERR_FILENO) ? stderr : NULL;
   struct el_backfill_counts n;
   enum el_backfill_result res =
-      el_backfill_run(&cfg, store, &opt, &backfill_stop, &n, err, sizeof err);
-  store_close(store); /* every write was waited for: nothing is pending */
-  seal_ring_free(ring);
+      el_backfill_run(cfg, c.store, &opt, &backfill_stop, &n, err, sizeof err);
+  cli_close(&c);
   fprintf(stderr, "backfill%s: %ld listed, %ld stored, %ld already present",
           res == EL_BACKFILL_INTERRUPTED ? " (interrupted)" : "", n.listed, n.stored, n.present);
   if (n.skipped) fprintf(stderr, ", %ld not finished or gone (skipped)", n.skipped);
   if (n.failed) fprintf(stderr, ", %ld failed", n.failed);
   fprintf(stderr, "\n");
-  config_free(&cfg);
   switch (res) {
     case EL_BACKFILL_OK:
       return 0;
@@ -454,26 +471,13 @@ static int cmd_keys(int argc, char **argv) {
     fprintf(stderr, "gensendrep: no key %s (an id is 16 hex digits)\n", argv[3]);
     return 1;
   }
-  struct config cfg;
-  struct seal_ring *ring = NULL;
-  int rc = load_config(&cfg);
-  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
-  if (rc != 0) {
-    config_free(&cfg);
-    return rc;
-  }
-  char err[512];
-  struct store *store = open_store(&cfg, ring, err, sizeof err);
-  if (!store) {
-    fprintf(stderr, "gensendrep: %s\n", err);
-    seal_ring_free(ring);
-    config_free(&cfg);
-    return 1;
-  }
-  rc = create ? keys_create(store, &rec) : list ? keys_list(store) : keys_revoke(store, argv[3]);
-  store_close(store);
-  seal_ring_free(ring);
-  config_free(&cfg);
+  struct cli c;
+  int rc = cli_open(&c);
+  if (rc == 0)
+    rc = create ? keys_create(c.store, &rec)
+         : list ? keys_list(c.store)
+                : keys_revoke(c.store, argv[3]);
+  cli_close(&c);
   return rc;
 }
 
@@ -580,18 +584,16 @@ static int cmd_reencrypt(int argc, char **argv) {
     reencrypt_usage(stderr);
     return 2;
   }
-  struct config cfg;
-  struct seal_ring *ring = NULL;
-  int rc = load_config(&cfg);
-  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
-  if (rc == 0 && !ring) {
+  struct cli c;
+  int rc = cli_load(&c);
+  if (rc == 0 && !c.ring) {
     fprintf(stderr,
             "gensendrep: reencrypt needs ENCRYPTION_KEYS: the key to seal with first, then "
             "every older key still in use (`gensendrep genkey --encryption` makes one)\n");
     rc = 2;
   }
   if (rc != 0) {
-    config_free(&cfg);
+    cli_close(&c);
     return rc;
   }
   struct sigaction sa = {.sa_handler = on_reencrypt_signal, .sa_flags = (int)SA_RESETHAND};
@@ -599,17 +601,9 @@ static int cmd_reencrypt(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  char err[512];
-  struct store *store = open_store(&cfg, ring, err, sizeof err);
-  if (!store) {
-    fprintf(stderr, "gensendrep: %s\n", err);
-    rc = 1;
-  } else {
-    rc = reencrypt_run(store, ring, batch);
-    store_close(store);
-  }
-  seal_ring_free(ring);
-  config_free(&cfg);
+  rc = cli_open_store(&c);
+  if (rc == 0) rc = reencrypt_run(c.store, c.ring, batch);
+  cli_close(&c);
   return rc;
 }
 
@@ -633,22 +627,11 @@ static int cmd_analytics(int argc, char **argv) {
     analytics_usage(stderr);
     return 2;
   }
-  struct config cfg;
-  struct seal_ring *ring = NULL;
-  int rc = load_config(&cfg);
-  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
-  if (rc != 0) {
-    config_free(&cfg);
-    return rc;
-  }
-  char err[512];
-  struct store *store = open_store(&cfg, ring, err, sizeof err);
-  if (!store) {
-    fprintf(stderr, "gensendrep: %s\n", err);
-    rc = 1;
-  } else {
+  struct cli c;
+  int rc = cli_open(&c);
+  if (rc == 0) {
     int64_t counted = 0;
-    enum store_status st = store->ops->analytics_rebuild(store, &counted);
+    enum store_status st = c.store->ops->analytics_rebuild(c.store, &counted);
     if (st == STORE_OK) {
       printf("analytics: rollups rebuilt from %lld conversations\n", (long long)counted);
     } else {
@@ -656,10 +639,8 @@ static int cmd_analytics(int argc, char **argv) {
               st == STORE_RETRY ? "the database is busy or unavailable" : "database error");
       rc = 1;
     }
-    store_close(store);
   }
-  seal_ring_free(ring);
-  config_free(&cfg);
+  cli_close(&c);
   return rc;
 }
 
@@ -849,20 +830,11 @@ static int cmd_audit(int argc, char **argv) {
   }
   struct store_audit_filter f = {.action = -1};
   if (export && !audit_export_options(argc, argv, &f)) return 2;
-  struct config cfg;
-  struct seal_ring *ring = NULL;
-  int rc = load_config(&cfg);
-  if (rc == 0 && !load_ring(&cfg, &ring)) rc = 2;
-  char err[512];
-  struct store *store = rc == 0 ? open_store(&cfg, ring, err, sizeof err) : NULL;
-  if (rc == 0 && !store) {
-    fprintf(stderr, "gensendrep: %s\n", err);
-    rc = 1;
-  }
-  if (store) rc = verify ? audit_verify(store, expect ? &anchor : NULL) : audit_export(store, &f);
-  store_close(store);
-  seal_ring_free(ring);
-  config_free(&cfg);
+  struct cli c;
+  int rc = cli_open(&c);
+  if (rc == 0)
+    rc = verify ? audit_verify(c.store, expect ? &anchor : NULL) : audit_export(c.store, &f);
+  cli_close(&c);
   return rc;
 }
 
