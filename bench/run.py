@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """make bench: drives gensendrep (release build) with wrk on this machine and prints one table.
 
-Scenarios: the ceiling (a trivial libmicrohttpd server answering the same POSTs), webhook
-ingest (seed example and a 40-message ~8 KB transcript) at 64 and 256 connections on SQLite,
+Scenarios: the ceiling (a trivial libmicrohttpd server answering the same POSTs, for every body
+size below), webhook ingest (seed example and a 40-message ~8 KB transcript at 64 and 256
+connections, the seed's shape grown to ~64 KiB at 64) on SQLite,
 signed ElevenLabs post_call_transcription events (~20 KB, signed per request) on SQLite, with
 REDIS_URL (shared rate limits), on PostgreSQL, then get-one and a filtered list on a store of
 100,000 conversations; and delivery: seed ingest on SQLite with one webhook subscription (a C
@@ -11,7 +12,9 @@ attached, reporting the ingest rate and the delivery lag (event stored -> receiv
 both; export and analytics: on a store of 1,000,000 generated conversations spread over 2025
 (bench/gen_store.c, cached in build/bench-cache), the time of a whole NDJSON and CSV export with
 the server's peak RSS, and the latency of GET /api/v1/analytics over the year, on SQLite and on
-PostgreSQL. Every server is started here on free ports and stopped afterwards."""
+PostgreSQL. Every server is started here on free ports and stopped afterwards. Each row that
+measures the server's CPU per answered request also splits it by thread group (HTTP workers,
+the store's writer, the others), read per thread from /proc/<pid>/task."""
 import atexit
 import glob
 import hashlib
@@ -49,8 +52,8 @@ ONLY = set(filter(None, os.environ.get("BENCH_ONLY", ",".join(GROUPS)).split(","
 if ONLY - set(GROUPS):
     sys.exit(f"BENCH_ONLY: unknown group(s) {sorted(ONLY - set(GROUPS))}; known: {GROUPS}")
 LUA = {name: os.path.join(REPO, "bench", name + ".lua")
-       for name in ("webhook_seed", "webhook_large", "webhook_elevenlabs", "fill", "get_one",
-                    "list", "analytics")}
+       for name in ("webhook_seed", "webhook_large", "webhook_64k", "webhook_elevenlabs", "fill",
+                    "get_one", "list", "analytics")}
 # The export and analytics scenarios' store: BIG_SIZE generated conversations, kept in CACHE
 # between runs under a key made of BIG_STORE_VERSION (bump it when bench/gen_store.c or what the
 # store writes for a webhook changes), the generator's source, the backend's migrations and the
@@ -70,7 +73,10 @@ ANALYTICS_QUERIES = (
     ("interval=day, agent_id filter", f"{YEAR}&interval=day&agent_id=agent_03_2"),
 )
 LABEL = {"webhook_seed": "seed example", "webhook_large": "8 KB transcript",
-         "webhook_elevenlabs": "signed ElevenLabs event ~20 KB"}
+         "webhook_64k": "64 KB transcript", "webhook_elevenlabs": "signed ElevenLabs event ~20 KB"}
+# Scripts measured at fewer connection counts than the others.
+SCRIPT_CONNECTIONS = {"webhook_64k": (64,)}
+CEILING = "ceiling: static libmicrohttpd reply"
 
 
 def wait_http(port, path="/api/v1/health", timeout=20):
@@ -90,7 +96,10 @@ def wait_http(port, path="/api/v1/health", timeout=20):
 class Proc:
     """A server process whose peak RSS (VmHWM) is read before it is stopped."""
 
-    def __init__(self, argv, env=None, cwd=None):
+    def __init__(self, argv, env=None, cwd=None, threads=True):
+        """threads: its CPU splits by gensendrep's thread names (else all of it is HTTP
+        workers': the static-reply server)."""
+        self.threads = threads
         self.port = free_port()
         full_env = dict(os.environ, **(env or {}), PORT=str(self.port), HOST="127.0.0.1")
         self.log = tempfile.NamedTemporaryFile(prefix="gensendrep-bench-", suffix=".log")
@@ -111,6 +120,13 @@ class Proc:
     def cpu_s(self):
         return cpu_seconds(self.proc.pid)
 
+    def cpu_split(self):
+        """(total, {group: seconds}) of CPU time so far; see cpu_groups()."""
+        if not self.threads:
+            total = cpu_seconds(self.proc.pid)
+            return total, {"workers": total, "writer": None, "others": None}
+        return cpu_groups(self.proc.pid)
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(60)
@@ -123,6 +139,61 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Thread groups of the CPU split, in print order: libmicrohttpd's HTTP workers (their comm is
+# "MHD-worker"; any other "MHD-" thread counts with them), the store's writer ("gsr-writer"), and
+# everything else (the main thread, the checkpointer, the offload pool, delivery, publishing,
+# audit, the log writer, and any thread that ended during the run).
+GROUPS_CPU = (("workers", "HTTP workers"), ("writer", "writer"), ("others", "others"))
+
+
+def cpu_groups(pid):
+    """(total, {"workers", "writer", "others"}) CPU seconds (user + system) of pid so far: the
+    first two summed over its threads from /proc/<pid>/task/<tid>/stat, by name
+    (/proc/<pid>/task/<tid>/comm); "others" is the process's total less those two, so it also
+    holds the time of threads that have ended."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {"workers": 0.0, "writer": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile: its time is in the process's total
+        group = "workers" if comm.startswith("MHD-") else \
+            "writer" if comm == "gsr-writer" else None
+        if group:
+            groups[group] += (int(fields[11]) + int(fields[12])) / tick
+    total = cpu_seconds(pid)
+    groups["others"] = total - groups["workers"] - groups["writer"]
+    return total, groups
+
+
+def postgres_cpu_seconds(data_dir):
+    """CPU time so far of a PostgreSQL cluster: the postmaster, its children that ended (cutime,
+    cstime) and the ones alive (each backend, its auxiliary processes); None where that cannot
+    be read (e.g. a kernel without /proc/<pid>/task/<tid>/children)."""
+    try:
+        with open(os.path.join(data_dir, "postmaster.pid")) as f:
+            pid = int(f.readline())
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = sum(int(x) for x in fields[11:15])
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+    except (OSError, ValueError):
+        return None
+    for child in children:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def gensendrep(database_url, workdir, extra=None):
     env = {"API_SECRET_KEY": KEY, "DATABASE_URL": database_url, "LOG_LEVEL": "info",
            "RATE_LIMIT_WEBHOOK_PER_MINUTE": "100000000", "RATE_LIMIT_API_PER_MINUTE": "100000000",
@@ -130,8 +201,11 @@ def gensendrep(database_url, workdir, extra=None):
     return Proc([BIN], env=env, cwd=workdir)
 
 
-def wrk(port, script, connections, args=(), duration=DURATION, cpu_of=None, timeout=None):
-    """Runs wrk; cpu_of: a Proc whose CPU time per answered request goes in "cpu_us"; timeout:
+def wrk(port, script, connections, args=(), duration=DURATION, cpu_of=None, timeout=None,
+        pg_data=None):
+    """Runs wrk; cpu_of: a Proc whose CPU time per answered request goes in "cpu_us", split by
+    thread group in "cpu_groups" (µs, None where a group does not apply); pg_data: a PostgreSQL
+    data directory whose cluster's CPU time per answered request goes in "pg_cpu_us"; timeout:
     wrk's per-request timeout (its default is 2 s; a request past it counts as an error)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency", "-s", LUA[script],
            f"http://127.0.0.1:{port}"]
@@ -140,11 +214,20 @@ def wrk(port, script, connections, args=(), duration=DURATION, cpu_of=None, time
     if args:
         cmd += ["--"] + [str(a) for a in args]
     env = dict(os.environ, BENCH_KEY=KEY, BENCH_EL_SECRET=EL_SECRET)
-    c0 = cpu_of.cpu_s() if cpu_of else 0
+    c0, g0 = cpu_of.cpu_split() if cpu_of else (0, None)
+    pg0 = postgres_cpu_seconds(pg_data) if pg_data else None
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    if cpu_of:
+        c1, g1 = cpu_of.cpu_split()
+    pg1 = postgres_cpu_seconds(pg_data) if pg0 is not None else None
     result = parse_wrk(out)
-    if cpu_of and result["requests"]:
-        result["cpu_us"] = (cpu_of.cpu_s() - c0) / result["requests"] * 1e6
+    n = result["requests"]
+    if cpu_of and n:
+        result["cpu_us"] = (c1 - c0) / n * 1e6
+        result["cpu_groups"] = {k: None if g1[k] is None else (g1[k] - g0[k]) / n * 1e6
+                                for k, _ in GROUPS_CPU}
+    if pg1 is not None and n:
+        result["pg_cpu_us"] = (pg1 - pg0) / n * 1e6
     return result
 
 
@@ -172,9 +255,22 @@ def parse_wrk(out):
 ROWS = []
 
 
+def cpu_group_text(result, sep):
+    """The row's CPU per request by thread group, in GROUPS_CPU order ("n/a" where a group does
+    not apply, "-" where nothing was measured)."""
+    groups = result.get("cpu_groups")
+    return sep.join("-" if not groups else "n/a" if groups[k] is None else f"{groups[k]:.0f}"
+                    for k, _ in GROUPS_CPU)
+
+
 def row(scenario, connections, result, rss):
     ROWS.append((scenario, connections, result, rss))
     cpu = f", server CPU {result['cpu_us']:.0f} us/req" if "cpu_us" in result else ""
+    if "cpu_groups" in result:
+        cpu += " (" + ", ".join(f"{name} {text}" for (_, name), text in
+                                zip(GROUPS_CPU, cpu_group_text(result, "|").split("|"))) + ")"
+    if "pg_cpu_us" in result:
+        cpu += f", PostgreSQL CPU {result['pg_cpu_us']:.0f} us/req"
     print(f"  {scenario} c={connections}: {result['rps']:.0f} req/s, p99 {result['p99']:.2f} ms, "
           f"errors {result['errors']}{cpu}, peak RSS {rss:.1f} MiB", file=sys.stderr, flush=True)
 
@@ -207,18 +303,18 @@ def elevenlabs_template(workdir):
 
 
 def ingest(label, database_url, workdir, connections=(64, 256), scripts=("webhook_seed",),
-           extra=None):
+           extra=None, pg_data=None):
     for script in scripts:
         env, args = dict(extra or {}), ()
         if script == "webhook_elevenlabs":
             env.update(ELEVENLABS_WEBHOOK_SECRET=EL_SECRET,
                        RATE_LIMIT_ELEVENLABS_PER_MINUTE="100000000")
             args = (elevenlabs_template(workdir),)
-        for c in connections:
+        for c in (c for c in connections if c in SCRIPT_CONNECTIONS.get(script, (c,))):
             srv = gensendrep(database_url, workdir, env)
             try:
                 row(f"{label}, {LABEL[script]}", c,
-                    wrk(srv.port, script, c, args=args, cpu_of=srv),
+                    wrk(srv.port, script, c, args=args, cpu_of=srv, pg_data=pg_data),
                     srv.peak_rss_mib())
             finally:
                 srv.stop()
@@ -593,11 +689,20 @@ def main():
     startup_ms = None
     try:
         if "ceiling" in ONLY:
-            static = Proc([STATIC, "{port}"])
+            # One row per body size the ingest scenarios post (the seed's keeps its old label
+            # and both connection counts; the others at 64 connections).
+            static = Proc([STATIC, "{port}"], threads=False)
             for c in (64, 256):
                 r = wrk(static.port, "webhook_seed", c, cpu_of=static)
                 results[("ceiling", c)] = r
-                row("ceiling: static libmicrohttpd reply", c, r, static.peak_rss_mib())
+                row(CEILING, c, r, static.peak_rss_mib())
+            for script in ("webhook_large", "webhook_64k", "webhook_elevenlabs"):
+                if script == "webhook_elevenlabs" and not os.path.exists(EL_FIXTURE):
+                    continue
+                args = (elevenlabs_template(work),) if script == "webhook_elevenlabs" else ()
+                r = wrk(static.port, script, 64, args=args, cpu_of=static)
+                results[("ceiling", script, 64)] = r
+                row(f"{CEILING}, {LABEL[script]}", 64, r, static.peak_rss_mib())
             static.stop()
 
         sqlite_url = lambda name: f"sqlite:{work}/{name}.db"  # noqa: E731
@@ -611,7 +716,7 @@ def main():
             print(f"  (no {os.path.relpath(EL_FIXTURE, REPO)}: the ElevenLabs scenario is skipped)",
                   file=sys.stderr)
             ONLY.discard("elevenlabs")
-        scripts = (("webhook_seed", "webhook_large") if "ingest" in ONLY else ()) + \
+        scripts = (("webhook_seed", "webhook_large", "webhook_64k") if "ingest" in ONLY else ()) + \
             (("webhook_elevenlabs",) if "elevenlabs" in ONLY else ())
         if scripts:
             ingest("ingest, SQLite", sqlite_url("ingest"), work, scripts=scripts)
@@ -634,7 +739,8 @@ def main():
                 print(f"  (PostgreSQL not available: {e})", file=sys.stderr)
                 pg = None
         if pg and "postgresql" in ONLY:
-            ingest("ingest, PostgreSQL", pg.create_database("bench_ingest"), work)
+            ingest("ingest, PostgreSQL", pg.create_database("bench_ingest"), work,
+                   pg_data=pg.data)
 
         if "reads" in ONLY:
             srv = gensendrep(sqlite_url("reads"), work)
@@ -669,12 +775,14 @@ def main():
     if ROWS:
         print()
         print("| scenario | connections | requests/s | p50 ms | p99 ms | errors | peak RSS MiB "
-              "| server CPU us/req |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| server CPU us/req | " + " | ".join(f"{name} us/req" for _, name in GROUPS_CPU) +
+              " | PostgreSQL CPU us/req |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for scenario, c, r, rss in ROWS:
         cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
+        pg_cpu = f"{r['pg_cpu_us']:.0f}" if "pg_cpu_us" in r else "-"
         print(f"| {scenario} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-              f"{r['errors']} | {rss:.1f} | {cpu} |")
+              f"{r['errors']} | {rss:.1f} | {cpu} | {cpu_group_text(r, ' | ')} | {pg_cpu} |")
     print()
     find = lambda name, c: next((r for s, cc, r, _ in ROWS  # noqa: E731
                                  if s == name and cc == c), None)
@@ -683,6 +791,12 @@ def main():
         if ours and ("ceiling", c) in results:
             print(f"SQLite ingest at {c} connections = "
                   f"{ours['rps'] / results[('ceiling', c)]['rps']:.0%} of the static-reply ceiling")
+    for script in ("webhook_large", "webhook_64k", "webhook_elevenlabs"):
+        ours = find(f"ingest, SQLite, {LABEL[script]}", 64)
+        if ours and ("ceiling", script, 64) in results:
+            print(f"SQLite ingest, {LABEL[script]}, at 64 connections = "
+                  f"{ours['rps'] / results[('ceiling', script, 64)]['rps']:.0%} of the "
+                  f"static-reply ceiling with the same body")
     local = find("ingest, SQLite, seed example", 64)
     shared = find("ingest, SQLite + REDIS_URL, seed example", 64)
     if local and shared:
