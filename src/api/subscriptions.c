@@ -160,7 +160,11 @@ static void patch(struct sub_job *job) {
   job->write.sub_enabled_given = json_object_get(job->body, "enabled") != NULL;
   job->write.sub_fields = patch_fields(job->body);
   put(job, false);
-  if (job->status == STORE_OK) job->status = store_sub_get(job->store, job->id, &job->sub);
+  if (job->status != STORE_OK) return;
+  /* the answer: the subscription as committed (another PATCH's members included); when that
+   * read fails, the change made is still answered, as this PATCH merged it */
+  struct subscription now;
+  if (store_sub_get(job->store, job->id, &now) == STORE_OK) job->sub = now;
 }
 
 /* Offload thread. */
