@@ -5607,10 +5607,13 @@ static void test_outbox_prune_passes_stale_broker_cursors(void **state) {
       .op = STORE_OUTBOX_PRUNE, .before_us = time_now_us() + 1000000, .limit = 100000};
   ob_prune_fanned(&p);
   assert_int_equal(ob_events_of(c3), 1);
-  /* kept by an instance whose broker is down (an advance to 0, no lease): live again, not moved */
+  /* kept by another instance whose broker is down (an advance to 0 without the lease): live
+   * again, not moved */
   int64_t t_keep = time_now_us();
   usleep(20000);
-  ob_queue_advance(B->store, gone, 0);
+  struct store *other = open_other(B->ring, B->ring != NULL);
+  ob_queue_advance(other, gone, 0);
+  store_close(other);
   p = (struct store_outbox_work){.op = STORE_OUTBOX_PRUNE,
                                  .before_us = time_now_us() + 1000000,
                                  .stale_before_us = t_keep,
