@@ -347,6 +347,9 @@ bool rollup_plan_bad(const struct rollup_plan *p, int64_t b) {
   return sorted_has(p->bad, p->nbad, b);
 }
 
+_Static_assert(offsetof(struct store_cell, has_hist) < offsetof(struct store_cell, hist),
+               "rollup_cell_init clears has_hist");
+
 void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t at_us) {
   memset(c, 0, offsetof(struct store_cell, hist));
   c->kind = kind;

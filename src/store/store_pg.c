@@ -681,6 +681,7 @@ static const char outbox_flush_sql[] =
 #define ANALYTICS_ADD ANALYTICS_ADD_COUNTS ", hist = gensendrep_hist_add(r.hist, EXCLUDED.hist)"
 /* Only the status rows of analytics_dim (dims 3 and 11) keep a hist (rollup_keeps_hist). */
 #define PG_DIM_KEEPS_HIST(d) d " IN (3, 11)"
+_Static_assert(STORE_DIM_STATUS == 3 && ROLLUP_DIM_BLOCK == 8, "PG_DIM_KEEPS_HIST, pg_scan_sql");
 #define ANALYTICS_SUM(g) \
   "WITH g AS (" g "),"                                                                          \
   " fh AS (INSERT INTO analytics_hour AS r SELECT hour_us, account_id, agent_id, platform,"     \

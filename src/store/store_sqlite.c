@@ -622,16 +622,16 @@ static bool prepare_rollups(struct sqlite_store *s) {
       vp += (size_t)snprintf(vals + vp, sizeof vals - vp, "%s?%d", k ? ", " : "", k + 1);
     }
     int n = roll_nkeys[l];
-    for (int keeps = 0; keeps < 2; keeps++) {
-      /* FULL rows always keep a hist, TOTAL rows never, DIM rows by their dim */
-      if ((l == ROLLUP_FULL && !keeps) || (l == ROLLUP_TOTAL && keeps)) continue;
+    for (int keeps = 0; keeps < 2; keeps++) { /* both, whatever rollup_keeps_hist says */
+      char hist[16] = "x''";
+      if (keeps) snprintf(hist, sizeof hist, "?%d", n + 4);
       snprintf(sql, sizeof sql,
                "INSERT INTO %s (%s, conversations, messages, duration_sum, hist) VALUES (%s, "
                "?%d, ?%d, ?%d, %s) ON CONFLICT (%s) DO UPDATE SET "
                "conversations = conversations + excluded.conversations, "
                "messages = messages + excluded.messages, "
                "duration_sum = duration_sum + excluded.duration_sum%s",
-               roll_table[l], cols, vals, n + 1, n + 2, n + 3, keeps ? "?" : "x''", cols,
+               roll_table[l], cols, vals, n + 1, n + 2, n + 3, hist, cols,
                keeps ? ", hist = gensendrep_hist_add(hist, excluded.hist)" : "");
       if (prepare(s->wdb, sql, &s->w_roll_put[l][keeps]) != SQLITE_OK) return false;
     }

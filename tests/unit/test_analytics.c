@@ -335,7 +335,7 @@ static void test_cells_are_accumulated(void **state) {
       analytics_new(z, TZ_DAY, at("2026-05-01T00:00:00Z"), at("2026-05-03T00:00:00Z"), 100, &a),
       ANALYTICS_OK);
   uint32_t h1[ANALYTICS_HIST_BUCKETS] = {0}, h2[ANALYTICS_HIST_BUCKETS] = {0},
-           h3[ANALYTICS_HIST_BUCKETS] = {0};
+           hd1[ANALYTICS_HIST_BUCKETS] = {0}, hd2[ANALYTICS_HIST_BUCKETS] = {0};
   /* FULL: 2 conversations of 5 s and 7 s (acc-a, agent-1, web, completed, success) on day 1 */
   h1[5] = 1;
   h1[7] = 1;
@@ -345,27 +345,30 @@ static void test_cells_are_accumulated(void **state) {
   h2[3] = 1;
   struct analytics_cell c2 =
       full("2026-05-02T23:59:59Z", "acc-b", NULL, NULL, "failed", NULL, 1, 0, 3, h2);
-  /* TOTAL: 3 conversations (durations 1, 1, 9) known only in totals and the series; their
-   * breakdowns come as DIM cells: status 2 completed + 1 failed, account acc-a 3 */
-  h3[1] = 2;
-  h3[9] = 1;
+  /* TOTAL: 3 conversations (durations 1, 1, 9) known only in totals and the series, without a
+   * hist (as the store gives them); their breakdowns come as DIM cells: status 2 completed + 1
+   * failed, whose hists hold the durations (store.h: each conversation in one hist), account
+   * acc-a 3 */
   struct analytics_cell c3 = {.kind = ANALYTICS_CELL_TOTAL,
                               .at_us = at("2026-05-02T00:00:00Z"),
                               .conversations = 3,
                               .messages = 9,
-                              .duration_sum = 11,
-                              .hist = h3};
+                              .duration_sum = 11};
+  hd1[1] = 2;
+  hd2[9] = 1;
   struct analytics_cell d1 = {.kind = ANALYTICS_CELL_DIM,
                               .dim = ANALYTICS_DIM_STATUS,
                               .at_us = at("2026-05-02T00:00:00Z"),
                               .conversations = 2,
                               .messages = 8,
-                              .duration_sum = 2};
+                              .duration_sum = 2,
+                              .hist = hd1};
   d1.value[ANALYTICS_DIM_STATUS] = "completed";
   struct analytics_cell d2 = d1;
   d2.conversations = 1;
   d2.messages = 1;
   d2.duration_sum = 9;
+  d2.hist = hd2;
   d2.value[ANALYTICS_DIM_STATUS] = "failed";
   struct analytics_cell d3 = {.kind = ANALYTICS_CELL_DIM,
                               .dim = ANALYTICS_DIM_ACCOUNT,

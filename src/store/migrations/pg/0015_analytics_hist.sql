@@ -1,9 +1,31 @@
 -- Analytics: a duration histogram is kept only where a scan reads one (store/rollup.h,
 -- rollup_keeps_hist): analytics_hour, and the status rows of analytics_dim (dims 3 and 11), whose
 -- hists give an unfiltered answer's percentiles. The others' are emptied: a smaller table to
--- read, and 12 of a write's 14 rollup upserts no longer add up a histogram.
+-- read, and 11 of the 14 keys a write adds to no longer add up a histogram.
+-- The lock waits for the batches in flight and holds new ones off until the commit (they then
+-- go on): this transaction never waits on a batch's row lock while the batch waits on it.
+LOCK TABLE analytics_total, analytics_dim IN SHARE ROW EXCLUSIVE MODE;
 UPDATE analytics_total SET hist = '{}' WHERE cardinality(hist) > 0;
 UPDATE analytics_dim SET hist = '{}' WHERE dim NOT IN (3, 11) AND cardinality(hist) > 0;
+
+-- The status and outcome blocks (dims 11, 12) counted again from the conversations: 0012's
+-- gensendrep_analytics_apply (below, replaced) left them behind on a change made by hand, and
+-- dim 11's hists now give percentiles.
+DELETE FROM analytics_dim WHERE dim IN (11, 12);
+INSERT INTO analytics_dim (dim, day_us, value, conversations, messages, duration_sum, hist)
+SELECT dim, block, value, sum(n), sum(m), sum(d),
+  CASE WHEN dim = 11 THEN gensendrep_hist_of(array_agg(bucket), array_agg(n)) ELSE '{}' END
+FROM (
+  SELECT v.dim, c.block, v.value, CASE WHEN v.dim = 11 THEN c.bucket ELSE 0 END AS bucket,
+    count(*)::bigint AS n, sum(c.message_count)::bigint AS m, sum(c.duration)::bigint AS d
+  FROM (SELECT status, outcome, message_count, duration,
+          gensendrep_hist_bucket(duration) AS bucket,
+          e - (((e % 1382400000000) + 1382400000000) % 1382400000000) AS block
+        FROM (SELECT *, COALESCE(start_time_us, processed_at_us) AS e FROM conversations) x) c
+  CROSS JOIN LATERAL (VALUES (11, COALESCE(c.status, '')), (12, COALESCE(c.outcome, '')))
+    AS v (dim, value)
+  GROUP BY 1, 2, 3, 4) g
+GROUP BY 1, 2, 3;
 
 -- A change made outside gensendrep's writer (by hand in psql: no pg_temp.analytics_pending)
 -- applied at once, row by row, the same way: the histogram only where kept; and every block
