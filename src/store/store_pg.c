@@ -4298,11 +4298,16 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   PGresult *r = ob_exec(s, "sub_lock", 1, lock, NULL, NULL, PGRES_TUPLES_OK, &st);
   if (!r) return st;
   bool found = PQntuples(r) == 1;
-  /* with a ring the secret is sealed again with the first key, as what this update seals is
-   * (sealed_with names the key of every sealed column: reencrypt walks by it); one that does
-   * not open is kept as it is and fails no update */
+  /* sealed_with names the key of every sealed column of a row (reencrypt walks by it, start-up
+   * checks the ring by it): only an update that seals the URL and the account again also
+   * reseals the secret and names the first key; any other keeps the secret and sealed_with, so
+   * a row a rotation left on an older key stays due for reencrypt, all of it. A secret that does
+   * not open is kept as it is and fails no update. */
   char secret[OUTBOX_SECRET_MAX];
-  bool reseal = found && s->ring && sub_secret_get(s->ring, r, sub->id, secret, sizeof secret);
+  bool reseal = found && s->ring &&
+                (w->sub_fields & (STORE_SUB_URL | STORE_SUB_ACCOUNT)) ==
+                    (STORE_SUB_URL | STORE_SUB_ACCOUNT) &&
+                sub_secret_get(s->ring, r, sub->id, secret, sizeof secret);
   PQclear(r);
   if (!found) return STORE_NOT_FOUND;
   bool ok = sub_seal(s, sub, reseal ? secret : NULL, &sealed);

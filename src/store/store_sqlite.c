@@ -3384,17 +3384,22 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
     }
     return rc;
   }
-  /* An update. With a ring, what it changes is sealed with the first key, and so is the secret
-   * again (sealed_with names the key of every sealed column of a row: reencrypt walks by it);
-   * a secret that does not open is kept as it is and fails no update. */
+  /* An update. With a ring, what it changes is sealed with the first key. sealed_with names the
+   * key of every sealed column of a row (reencrypt walks by it, start-up checks the ring by it):
+   * only an update that seals the URL and the account again also reseals the secret and names
+   * the first key; any other keeps the secret and sealed_with as they are, so a row a rotation
+   * left on an older key stays due for reencrypt, all of it. A secret that does not open is kept
+   * as it is and fails no update. */
   sqlite3_stmt *st = s->ob[OB_SUB_STATE];
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
   bool found;
   int rc = ob_step(st, &found);
   bool was_active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
   char secret[OUTBOX_SECRET_MAX];
-  bool reseal =
-      found && s->ring && sub_secret_read(s->ring, st, 6, 7, sub->id, secret, sizeof secret);
+  bool reseal = found && s->ring &&
+                (w->sub_fields & (STORE_SUB_URL | STORE_SUB_ACCOUNT)) ==
+                    (STORE_SUB_URL | STORE_SUB_ACCOUNT) &&
+                sub_secret_read(s->ring, st, 6, 7, sub->id, secret, sizeof secret);
   ob_done(st);
   if (rc != SQLITE_OK) return rc;
   if (!found) {

@@ -447,6 +447,45 @@ def test_subscription_urls_and_accounts_are_sealed_and_carried_by_reencrypt(make
         rcv.close()
 
 
+def test_subscription_patched_after_a_rotation_is_carried_whole_by_reencrypt(make_server):
+    """A subscription sealed with k1, PATCHed after a rotation to k2,k1 (one member at a time:
+    maxPerSecond, then the URL alone), then `reencrypt` and k1 retired: its URL, account and
+    secret all open with k2 alone (GET, the list, a signed delivery to its URL of its account's
+    event). An update that re-seals only some of a row's columns must not make the row look
+    done to reencrypt, or the key still sealing the rest is retired under it."""
+    rcv = Receiver()
+    try:
+        srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true",
+                               "ENCRYPTION_KEYS": K1})
+        token, acc = "rotok" + uid()[:12], "rotacct-" + uid()[:10]
+        r = srv.request("POST", "/api/v1/subscriptions",
+                        json={"url": rcv.url(token), "accountId": acc})
+        assert r.status_code == 201, r.text
+        created = r.json()
+        sid = created["id"]
+        with_keys(srv, f"{K2},{K1}")
+        r = srv.request("PATCH", "/api/v1/subscriptions/" + sid, json={"maxPerSecond": 50})
+        assert r.status_code == 200, r.text
+        token2 = token + "b"
+        r = srv.request("PATCH", "/api/v1/subscriptions/" + sid, json={"url": rcv.url(token2)})
+        assert r.status_code == 200, r.text
+        assert srv.stop() == 0
+        reencrypt(srv, f"{K2},{K1}")
+        with_keys(srv, K2)
+        r = srv.get("/api/v1/subscriptions/" + sid)
+        assert r.status_code == 200, r.text
+        assert (r.json()["url"], r.json()["accountId"], r.json()["maxPerSecond"]) == \
+            (rcv.url(token2), acc, 50)
+        assert srv.get("/api/v1/subscriptions").status_code == 200
+        mine = make_conv(accountId=acc)
+        assert srv.post_conv(mine).status_code == 200
+        rcv.wait(lambda: rcv.delivered(token2, cid=mine["conversationId"]), 30,
+                 f"the event at {token2}")
+        assert all(q.signature_ok(created["secret"]) for q in rcv.requests(token2))
+    finally:
+        rcv.close()
+
+
 def test_start_fails_fast_without_the_right_key(make_server):
     srv = make_server(env={**EL_ENV, "ENCRYPTION_KEYS": K1})
     k = Known()
