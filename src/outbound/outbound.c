@@ -1037,8 +1037,9 @@ static void *queue_main(void *cls) {
   while (!atomic_load(&o->stop)) {
     /* While the broker is down, a probe (at most one connection attempt a second) comes before
      * reading the outbox: an outage costs no reads, and is logged once (queue.c). Once a minute
-     * the cursor is kept (touched, not moved): a broker this instance is configured with
-     * holds its events back from prune however long it is down. */
+     * the cursor is kept (touched, not moved; created when the broker was never reached): a
+     * broker this instance is configured with holds its events back from prune however long it
+     * is down. */
     if (!queue_connected(o->queue)) {
       (void)queue_publish(o->queue, NULL, 0);
       if (!queue_connected(o->queue)) {

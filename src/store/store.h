@@ -199,7 +199,8 @@ enum store_outbox_op {
   STORE_OUTBOX_QUEUE_READ,
   /* Moves broker cursor cursor_name to upto_seq (only forward, only while its lease is ours),
    * and marks it touched whoever holds it (upto_seq 0: only that; an instance whose broker is
-   * down keeps its cursor so). */
+   * down keeps its cursor so); creates it at seq 0 (as QUEUE_READ) when missing, so a broker
+   * never reached yet holds back prune as well. */
   STORE_OUTBOX_QUEUE_ADVANCE,
   /* Erases up to limit outbox events created before before_us that no subscription still has
    * pending and every live broker cursor has passed, and attempts recorded before it; *added =

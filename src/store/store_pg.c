@@ -4042,10 +4042,13 @@ static bool prepare_ob(PGconn *c) {
                  "octet_length(x.data) AS before FROM outbox_events x WHERE x.seq > $1 "
                  "ORDER BY x.seq LIMIT $2) e WHERE e.before < " OUTBOX_READ_BYTES " ORDER BY e.seq",
                  0, NULL) &&
-         /* moved only by its holder; touched by any instance with this broker configured */
+         /* moved only by its holder; touched by any instance with this broker configured, and
+          * created (at 0, as cursor_make) when missing: a broker never reached yet holds its
+          * events back from prune too */
          prepare(c, "cursor_advance",
-                 "UPDATE outbox_cursors SET seq = CASE WHEN lease_owner = $2 AND seq < $3 "
-                 "THEN $3 ELSE seq END, touched_us = " DB_NOW_US " WHERE name = $1",
+                 "INSERT INTO outbox_cursors AS k (name, seq, touched_us) VALUES ($1, 0, " DB_NOW_US
+                 ") ON CONFLICT (name) DO UPDATE SET seq = CASE WHEN k.lease_owner = $2 AND "
+                 "k.seq < $3 THEN $3 ELSE k.seq END, touched_us = " DB_NOW_US,
                  0, NULL) &&
          prepare(c, "prune", prune_sql, 0, NULL);
 }

@@ -2975,10 +2975,13 @@ static const char *const ob_sql[OB_COUNT] = {
     [OB_Q_READ] =
         "SELECT seq, event_id, type, conversation_id, created_us, data, sealed_with "
         "FROM outbox_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    /* moved only by its holder; touched by any instance that has this broker configured */
+    /* moved only by its holder; touched by any instance that has this broker configured, and
+     * created (at 0, as OB_Q_CREATE) when missing: a broker never reached yet holds its events
+     * back from prune too */
     [OB_Q_ADVANCE] =
-        "UPDATE outbox_cursors SET seq = CASE WHEN lease_owner = ?2 AND seq < ?3 THEN ?3 "
-        "ELSE seq END, touched_us = MAX(touched_us, ?4) WHERE name = ?1",
+        "INSERT INTO outbox_cursors (name, seq, lease_owner, lease_until_us, touched_us) "
+        "VALUES (?1, 0, NULL, 0, ?4) ON CONFLICT (name) DO UPDATE SET seq = CASE WHEN "
+        "lease_owner = ?2 AND seq < ?3 THEN ?3 ELSE seq END, touched_us = MAX(touched_us, ?4)",
     /* The last seq prune may take: before the first event created at or after before_us, and
      * no further than every subscription's and every live broker's cursor (one touched since
      * ?2, stale_before_us: store.h STORE_OUTBOX_PRUNE). */

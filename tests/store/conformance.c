@@ -5645,6 +5645,48 @@ static void test_outbox_prune_passes_stale_broker_cursors(void **state) {
   ob_queue_drop(live);
 }
 
+/* QUEUE_URL set, the broker never reached: the dispatcher's keepalive (an advance to 0) creates
+ * the cursor, at the start, so prune keeps every event for it (none erased before the broker
+ * saw it), and the broker's first read gets them all, from the oldest kept. */
+static void test_outbox_keepalive_creates_a_missing_cursor(void **state) {
+  (void)state;
+  char tag[16], k1[64], name[64];
+  new_tag(tag);
+  snprintf(k1, sizeof k1, "ob-k1-%s", tag);
+  snprintf(name, sizeof name, "never-%s", tag);
+  (void)put_conv(k1, "k@example.com", "acc");
+  (void)ob_fanout(time_now_us());
+  usleep(20000);
+  int64_t t_before = time_now_us();
+  usleep(20000);
+  struct store *other = open_other(B->ring, B->ring != NULL); /* another instance keeps it */
+  ob_queue_advance(other, name, 0);
+  store_close(other);
+  struct store_outbox_work p = {.op = STORE_OUTBOX_PRUNE,
+                                .before_us = time_now_us() + 1000000,
+                                .stale_before_us = t_before,
+                                .limit = 100000};
+  ob_prune_fanned(&p);
+  assert_int_equal(ob_events_of(k1), 1);
+  int64_t oldest = direct_sql("SELECT min(seq) FROM outbox_events");
+  assert_true(oldest > 0);
+  int64_t got_k1 = 0, first = 0;
+  for (;;) {
+    struct store_outbox_work o = ob_queue_read(B->store, name, time_now_us(), 10000);
+    assert_false(o.busy);
+    size_t n = o.count;
+    if (n && !first) first = o.events[0].seq;
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(o.events[i].conversation_id, k1) == 0) got_k1++;
+    if (n) ob_queue_advance(B->store, name, o.events[n - 1].seq);
+    store_jobs_free(&o);
+    if (!n) break;
+  }
+  assert_int_equal(first, oldest);
+  assert_int_equal(got_k1, 1);
+  ob_queue_drop(name);
+}
+
 /* A broker's cursor: leased by one store at a time, read in seq order from where it stands,
  * moved only forward and only by its holder; the backlog behind it in the stats. */
 static void test_outbox_queue_cursor(void **state) {
@@ -7762,7 +7804,8 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_prune),                                   \
   cmocka_unit_test(test_outbox_queue_cursor),                            \
   cmocka_unit_test(test_outbox_retry_after_holds_the_subscription),      \
-  cmocka_unit_test(test_outbox_prune_passes_stale_broker_cursors)
+  cmocka_unit_test(test_outbox_prune_passes_stale_broker_cursors),   \
+  cmocka_unit_test(test_outbox_keepalive_creates_a_missing_cursor)
 /* The outbox reviews' fixes (store.h: lease_token, sub_enabled_given; retention of audio
  * alone; erasure takes attempts): backend-neutral, run on every group. */
 #define OUTBOX_REVIEW_TESTS                                              \
