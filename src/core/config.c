@@ -137,8 +137,9 @@ const struct config_var config_vars[] = {
      "Most deliveries in flight at once (all subscriptions together)."},
     {"OUTBOX_RETENTION_DAYS", CONFIG_INT, "7", 1, 36500, OFF(outbox_retention_days),
      "Events delivered everywhere are kept this many days for replay, then erased; events still "
-     "waiting for a subscription or the broker are never erased for age (a broker cursor no "
-     "instance has used for this long, QUEUE_URL removed or renamed, no longer counts)."},
+     "waiting for a subscription or the broker are never erased for age (the broker's cursor no "
+     "longer counts once no instance has used it for this long: QUEUE_URL removed from every "
+     "instance)."},
     {"DOCS_ASSETS_URL", CONFIG_STRING, "", 0, 0, OFF(docs_assets_url),
      "Base URL serving swagger-ui-bundle.js, swagger-ui.css and redoc.standalone.js instead of the "
      "CDN."},

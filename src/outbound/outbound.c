@@ -770,8 +770,8 @@ static bool store_round(struct outbound *o, const struct round *want, double now
     prune = batch_add(&b, STORE_OUTBOX_PRUNE);
     prune->limit = PRUNE_LIMIT;
     prune->before_us = time_now_us() - (int64_t)cfg->outbox_retention_days * 86400 * 1000000;
-    /* a broker cursor no instance has read, advanced or kept for as long (QUEUE_URL removed,
-     * a broker renamed) no longer holds back every later event */
+    /* a broker cursor no instance has read, advanced or kept for as long (QUEUE_URL removed
+     * from every instance) no longer holds back every later event */
     prune->stale_before_us = prune->before_us;
   }
   /* claims: subscriptions in turn from o->rotate, each within its bucket and the free slots */
@@ -844,7 +844,7 @@ static bool store_round(struct outbound *o, const struct round *want, double now
         o->stale_logged_ms = now_ms;
         log_msg(LOG_WARNING,
                 "outbound: %lld broker cursor(s) untouched for OUTBOX_RETENTION_DAYS (%lld days: "
-                "no instance has that QUEUE_URL, or its broker was renamed) no longer hold back "
+                "QUEUE_URL removed from every instance) no longer hold back "
                 "prune: events older than that are erased before such a broker got them",
                 (long long)w->stale, (long long)cfg->outbox_retention_days);
       }

@@ -206,8 +206,9 @@ enum store_outbox_op {
    * pending and every live broker cursor has passed, and attempts recorded before it; *added =
    * rows erased. A broker cursor nobody touched (read, advanced or kept) before
    * stale_before_us (0: none is stale) is not live: it no longer holds back prune (QUEUE_URL
-   * removed, a broker renamed: the outbox would grow for good); stale = how many such cursors
-   * this prune passed (events erased that they had not reached). Subscriptions hold their
+   * removed from every instance: the outbox would grow for good; the dispatcher has one cursor,
+   * "queue", whatever the broker, so another broker continues from it); stale = how many such
+   * cursors this prune passed (events erased that they had not reached). Subscriptions hold their
    * events whatever their state. */
   STORE_OUTBOX_PRUNE,
 };
