@@ -27,6 +27,7 @@ struct sub_job {
   /* result */
   enum store_status status;
   bool url_refused;
+  bool unreadable_refused; /* PATCH of an unreadable subscription without url and accountId */
   char why[600];
   struct subscription *items; /* OP_LIST (owned) */
   size_t count;
@@ -147,6 +148,12 @@ static unsigned patch_fields(json_t *body) {
 static void patch(struct sub_job *job) {
   job->status = store_sub_get(job->store, job->id, &job->sub);
   if (job->status != STORE_OK) return;
+  /* a URL or account that does not open is replaced whole (both sealed again) or not at all */
+  if (job->sub.unreadable && (patch_fields(job->body) & (STORE_SUB_URL | STORE_SUB_ACCOUNT)) !=
+                                 (STORE_SUB_URL | STORE_SUB_ACCOUNT)) {
+    job->unreadable_refused = true;
+    return;
+  }
   char old_url[sizeof job->sub.url];
   memcpy(old_url, job->sub.url, sizeof old_url);
   json_t *problems = subscription_from_json(job->body, false, &job->sub);
@@ -193,12 +200,17 @@ static void sub_work(void *p) {
   }
 }
 
-/* The subscription as GET shows it: with "heldReason" when this instance's dispatcher holds
- * its deliveries (outbound_sub_held: its secret does not open). */
+/* The subscription as GET shows it: with "heldReason" when its deliveries are held (its URL or
+ * account does not open; or this instance's dispatcher holds it, outbound_sub_held: its secret
+ * does not open). */
 static json_t *render_read(const struct sub_job *job, const struct subscription *sub) {
   json_t *obj = subscription_render(sub, false);
-  if (obj && outbound_sub_held(job->outbound, sub->id) &&
-      json_object_set_new(obj, "heldReason", json_string("secret_unreadable")) != 0) {
+  /* sealed_unreadable: its URL or account does not open (store read: url and accountId are
+   * shown empty / null, nothing is delivered for it) */
+  const char *held = sub->unreadable                             ? "sealed_unreadable"
+                     : outbound_sub_held(job->outbound, sub->id) ? "secret_unreadable"
+                                                                 : NULL;
+  if (obj && held && json_object_set_new(obj, "heldReason", json_string(held)) != 0) {
     json_decref(obj);
     return NULL;
   }
@@ -207,6 +219,13 @@ static json_t *render_read(const struct sub_job *job, const struct subscription 
 
 static void on_resume(struct http_request *req) {
   struct sub_job *job = http_request_state(req);
+  if (job->unreadable_refused) {
+    http_reply_error(req, API_ERR_CONFLICT,
+                     "The subscription's sealed URL or account does not open: give url and "
+                     "accountId together to replace both, or delete it",
+                     NULL);
+    return;
+  }
   if (job->url_refused) {
     http_reply_error(req, API_ERR_VALIDATION, "The subscription's URL is not allowed",
                      json_pack("[{s:s,s:s}]", "field", "url", "issue", job->why));

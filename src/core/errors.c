@@ -11,6 +11,8 @@ static const struct api_error_info table[API_ERR_COUNT] = {
     [API_ERR_NOT_FOUND] = {"NOT_FOUND", 404, "Resource not found"},
     [API_ERR_METHOD_NOT_ALLOWED] = {"METHOD_NOT_ALLOWED", 405,
                                     "Method not allowed on this resource"},
+    [API_ERR_CONFLICT] = {"CONFLICT", 409,
+                          "The request conflicts with the resource's current state"},
     [API_ERR_REQUEST_TIMEOUT] = {"REQUEST_TIMEOUT", 408, "Request body was not received in time"},
     [API_ERR_PAYLOAD_TOO_LARGE] = {"PAYLOAD_TOO_LARGE", 413, "Request body is too large"},
     [API_ERR_UNSUPPORTED_MEDIA_TYPE] = {"UNSUPPORTED_MEDIA_TYPE", 415,

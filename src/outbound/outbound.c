@@ -322,6 +322,16 @@ static void subs_refresh(struct outbound *o, double now_ms) {
     }
     slots[i].maybe_due = true;
     slot_secret(o, &slots[i], old);
+    /* a URL or account that does not open (store read): held, never "every account" */
+    if (list[i].unreadable && !(old && old->sub.unreadable))
+      log_msg(LOG_ERROR,
+              "outbound: the sealed URL or account of subscription %s does not open (sealed with "
+              "a key ENCRYPTION_KEYS does not hold, or damaged): its deliveries are held; put the "
+              "key back into ENCRYPTION_KEYS, or replace its url and accountId together (PATCH)",
+              list[i].id);
+    else if (!list[i].unreadable && old && old->sub.unreadable)
+      log_msg(LOG_INFO, "outbound: the URL and account of subscription %s open again: delivering",
+              list[i].id);
   }
   for (size_t i = 0; i < o->nsubs; i++)
     memset(o->subs[i].sub.secret, 0, sizeof o->subs[i].sub.secret);
@@ -337,7 +347,9 @@ static void subs_refresh(struct outbound *o, double now_ms) {
 static bool sub_active(const struct sub_slot *s) { return s->sub.enabled && !s->sub.paused; }
 
 /* Active, and its deliveries can be signed. */
-static bool sub_claimable(const struct sub_slot *s) { return sub_active(s) && s->secret_ok; }
+static bool sub_claimable(const struct sub_slot *s) {
+  return sub_active(s) && s->secret_ok && !s->sub.unreadable;
+}
 
 /* Deliveries one subscription may have in flight: an equal share of DELIVERY_CONCURRENCY among
  * the active subscriptions (at least 1), so a slow or blackholed receiver cannot hold every

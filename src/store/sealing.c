@@ -1,6 +1,8 @@
 /* Sealing rows the same way on every backend (sealing.h). */
 #include "store/sealing.h"
 
+#include "core/log.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,4 +116,50 @@ bool store_open_id(const struct seal_ring *r, const void *aad, size_t aad_len, c
     return false;
   out[got] = '\0';
   return strlen(out) == got && store_id_sealable(out);
+}
+
+static bool unopened_has(char (*ids)[OUTBOX_SUB_ID_MAX], size_t n, const char *id) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(ids[i], id) == 0) return true;
+  return false;
+}
+
+static bool unopened_add(struct store_unopened *u, const char *id) {
+  if (unopened_has(u->cur, u->ncur, id)) return true;
+  if (u->ncur == u->capcur) {
+    size_t cap = u->capcur ? u->capcur * 2 : 4;
+    char(*more)[OUTBOX_SUB_ID_MAX] = realloc(u->cur, cap * sizeof *more);
+    if (!more) return false;
+    u->cur = more;
+    u->capcur = cap;
+  }
+  snprintf(u->cur[u->ncur++], OUTBOX_SUB_ID_MAX, "%s", id);
+  return true;
+}
+
+void store_unopened_note(struct store_unopened *u, const char *id) {
+  bool known = unopened_has(u->prev, u->nprev, id) || unopened_has(u->cur, u->ncur, id);
+  (void)unopened_add(u, id); /* out of memory: logged again next round, nothing worse */
+  if (!known)
+    log_msg(LOG_ERROR,
+            "subscription %s: its sealed URL or account does not open (sealed with a key "
+            "ENCRYPTION_KEYS does not hold, or damaged): nothing is delivered for it, its events "
+            "wait; put the key back, or replace its url and accountId together (PATCH)",
+            id);
+}
+
+void store_unopened_end(struct store_unopened *u, bool complete) {
+  if (!complete)
+    for (size_t i = 0; i < u->nprev; i++) (void)unopened_add(u, u->prev[i]);
+  free(u->prev);
+  u->prev = u->cur;
+  u->nprev = u->ncur;
+  u->cur = NULL;
+  u->ncur = u->capcur = 0;
+}
+
+void store_unopened_free(struct store_unopened *u) {
+  free(u->prev);
+  free(u->cur);
+  memset(u, 0, sizeof *u);
 }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "model/conversation.h"
+#include "model/outbox.h"
 #include "seal/seal.h"
 
 #define STORE_INDEX_MARK '\x01'
@@ -91,5 +92,21 @@ bool store_open_text(const struct seal_ring *r, const void *aad, size_t aad_len,
  * not open (no ring, another key, moved, changed) or is not printable text that fits. */
 bool store_open_id(const struct seal_ring *r, const void *aad, size_t aad_len, const void *sealed,
                    size_t len, char *out, size_t cap);
+
+/* The subscriptions a fan-out found with a URL or account that does not open, so that each is
+ * logged once (when it first turns up), not at every round. One per store, touched only by the
+ * thread that fans out. */
+struct store_unopened {
+  char (*prev)[OUTBOX_SUB_ID_MAX], (*cur)[OUTBOX_SUB_ID_MAX];
+  size_t nprev, ncur, capcur;
+};
+
+/* Notes subscription id in this round; logs it (one error line, never a value) unless the last
+ * round had it too. */
+void store_unopened_note(struct store_unopened *u, const char *id);
+/* Ends a round: what was noted becomes what the next round compares with (complete false: the
+ * round stopped short, so what the last round had is kept as well). */
+void store_unopened_end(struct store_unopened *u, bool complete);
+void store_unopened_free(struct store_unopened *u);
 
 #endif

@@ -69,6 +69,7 @@ enum { AUDIT_COLUMNS = 11 };
 
 struct pg_store {
   struct store base;
+  struct store_unopened unopened; /* the outbox thread's: fan-out */
   char *url;
   PGconn *writer_conn;
   pthread_t writer;
@@ -4413,8 +4414,8 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
     memcpy(&t, PQgetvalue(subs, i, 1), sizeof t);
     snprintf(types, sizeof types, "%u", be32toh(t));
     if (!sub_account_get(s->ring, subs, i, 2, 4, id, account, sizeof account)) {
-      /* its events wait (its cursor stays): the others go on */
-      log_msg(LOG_ERROR, "subscription %s: its sealed account does not open", id);
+      /* its events wait (its cursor stays): the others go on; said once, not every round */
+      store_unopened_note(&s->unopened, id);
       continue;
     }
     snprintf(cursor, sizeof cursor, "%lld", (long long)get_i64(subs, i, 3));
@@ -4429,6 +4430,7 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
     if (r) o->added += get_i64(r, 0, 0);
     PQclear(r);
   }
+  store_unopened_end(&s->unopened, st == STORE_OK);
   PQclear(subs);
   free(keys);
   return st;
@@ -4780,10 +4782,13 @@ static enum store_status read_sub(const struct seal_ring *ring, const PGresult *
   memset(out, 0, sizeof *out);
   get_text(r, row, 0, out->id, sizeof out->id);
   /* never the secret (store.h sub_secret): one that does not open fails no read */
+  /* nor does a URL or account that does not open: the subscription is read as unreadable (the
+   * dispatcher holds it and says so once; GET shows it) */
   if (!sub_url_get(ring, r, row, 1, 13, out->id, out->url, sizeof out->url) ||
       !sub_account_get(ring, r, row, 5, 14, out->id, out->account_id, sizeof out->account_id)) {
-    log_msg(LOG_ERROR, "subscription %s: its sealed URL or account does not open", out->id);
-    return STORE_HARD;
+    out->unreadable = true;
+    out->url[0] = '\0';
+    out->account_id[0] = '\0';
   }
   uint32_t t;
   memcpy(&t, PQgetvalue(r, row, 4), sizeof t);
@@ -4942,6 +4947,7 @@ static void pg_close(struct store *base) {
   for (int i = 0; i < AUDIT_COLUMNS; i++) free(s->audit_cols[i].p);
   store_seal_buf_free(&s->arena);
   free(s->audio_buf);
+  store_unopened_free(&s->unopened);
   free(s->url);
   free(s);
 }

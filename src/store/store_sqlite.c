@@ -185,6 +185,7 @@ struct reader {
 
 struct sqlite_store {
   struct store base;
+  struct store_unopened unopened; /* the writer's: fan-out */
   char *path;
   /* writer side: only the writer thread touches these after open */
   sqlite3 *wdb;
@@ -3578,7 +3579,7 @@ static int outbox_fanout(struct sqlite_store *s, struct store_outbox_work *o) {
       subs = more;
       cap = ncap;
     }
-    struct fan_sub *f = &subs[n++];
+    struct fan_sub *f = &subs[n];
     copy_text(f->id, sizeof f->id, sqlite3_column_text(st, 0));
     f->cursor = sqlite3_column_int64(st, 1);
     f->types = sqlite3_column_int64(st, 2);
@@ -3586,14 +3587,16 @@ static int outbox_fanout(struct sqlite_store *s, struct store_outbox_work *o) {
     f->accounts = NULL;
     char account[MODEL_ACCOUNT_ID_MAX + 1];
     if (!sub_account_read(s->ring, st, 3, 4, f->id, account, sizeof account)) {
-      log_msg(LOG_ERROR, "the account of subscription %s does not open", f->id);
-      rc = OUTBOX_UNREADABLE;
-      break;
+      /* skipped alone: its events wait (its cursor stays), the others go on; said once */
+      store_unopened_note(&s->unopened, f->id);
+      continue;
     }
     if ((rc = sub_accounts_json(s->ring, account, &f->accounts)) != SQLITE_OK) break;
+    n++;
   }
   sqlite3_reset(st);
   if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  store_unopened_end(&s->unopened, rc == SQLITE_OK);
   int64_t limit = o->limit > 0 ? o->limit : 1000;
   for (size_t i = 0; rc == SQLITE_OK && i < n; i++)
     rc = fanout_one(s, &subs[i], o->now_us, limit, &o->added);
@@ -4342,9 +4345,14 @@ static enum store_status read_sub(const struct seal_ring *ring, sqlite3_stmt *st
   memset(out, 0, sizeof *out);
   copy_text(out->id, sizeof out->id, sqlite3_column_text(st, 0));
   /* never the secret (store.h sub_secret): one that does not open cannot fail a read */
+  /* nor does a URL or account that does not open: the subscription is read as unreadable (the
+   * dispatcher holds it and says so once; GET shows it) */
   if (!sub_url_read(ring, st, 1, 14, out->id, out->url, sizeof out->url) ||
-      !sub_account_read(ring, st, 4, 5, out->id, out->account_id, sizeof out->account_id))
-    return not_opened("URL or account", out->id);
+      !sub_account_read(ring, st, 4, 5, out->id, out->account_id, sizeof out->account_id)) {
+    out->unreadable = true;
+    out->url[0] = '\0';
+    out->account_id[0] = '\0';
+  }
   out->event_types = (unsigned)sqlite3_column_int64(st, 3);
   out->enabled = sqlite3_column_int(st, 6) != 0;
   out->paused = sqlite3_column_int(st, 7) != 0;
@@ -4555,6 +4563,7 @@ static void sqlite_close(struct store *base) {
   store_seal_buf_free(&s->seal_buf);
   store_seal_buf_free(&s->open_buf);
   lanes_free(&s->lane);
+  store_unopened_free(&s->unopened);
   free(s->path);
   free(s);
 }

@@ -729,6 +729,94 @@ def test_a_secret_that_does_not_open_holds_only_its_subscription(make_server, rc
     fine.assert_all_signed()
 
 
+def sealed_column(srv, sub_id, column, value=None):
+    """A subscription's sealed column (url_sealed, account_sealed) as stored (bytes), or (value
+    given) replaced by value (set-up only: damaging a row and mending it)."""
+    assert column in ("url_sealed", "account_sealed")
+    url = srv.database_url
+    if url.startswith("sqlite:"):
+        db = sqlite3.connect(url[len("sqlite:"):], timeout=10)
+        try:
+            if value is None:
+                return bytes(db.execute(f"SELECT {column} FROM subscriptions WHERE id = ?",
+                                        (sub_id,)).fetchone()[0])
+            db.execute(f"UPDATE subscriptions SET {column} = ? WHERE id = ?", (value, sub_id))
+            db.commit()
+            return value
+        finally:
+            db.close()
+    name = url.rsplit("/", 1)[1]
+    if value is None:
+        out = pg_cluster().psql(f"SELECT encode({column}, 'hex') FROM subscriptions "
+                                f"WHERE id = '{sub_id}'", name)
+        return bytes.fromhex(out.strip())
+    pg_cluster().psql(f"UPDATE subscriptions SET {column} = decode('{value.hex()}', 'hex') "
+                      f"WHERE id = '{sub_id}'", name)
+    return value
+
+
+@pytest.mark.parametrize("column", ["url_sealed", "account_sealed"])
+def test_a_url_or_account_that_does_not_open_holds_only_its_subscription(make_server, rcv,
+                                                                          column):
+    """One subscription's sealed URL or account no longer opens (damaged, or sealed with a key
+    ENCRYPTION_KEYS lost): the list and GET still answer 200, that one shown with heldReason
+    sealed_unreadable; nothing is sent to it (an account that does not open is no "every
+    account"), nothing recorded, said once in the log, not every round; the others are
+    delivered to as ever. A PATCH that does not replace url and accountId together is refused
+    (409); one that does seals them again, and what waited goes out."""
+    key = "k1:" + base64.b64encode(hashlib.sha256(b"held sealed test key").digest()).decode()
+    srv = start(make_server, ENCRYPTION_KEYS=key)
+    acc = "acc-held-" + uid()[:6]
+    held, fine = subscribe(srv, rcv, accountId=acc), subscribe(srv, rcv)
+    assert srv.stop() == 0
+    intact = sealed_column(srv, held.id, column)
+    assert len(intact) > 16
+    sealed_column(srv, held.id, column, intact[:-1] + bytes([intact[-1] ^ 1]))
+    srv.start()
+    r = srv.get("/api/v1/subscriptions")
+    assert r.status_code == 200, r.text
+    listed = {s["id"]: s for s in unwrap(r)["subscriptions"]}
+    assert listed[held.id].get("heldReason") == "sealed_unreadable", listed[held.id]
+    assert "heldReason" not in listed[fine.id]
+    assert listed[fine.id]["url"] == rcv.url(fine.name)
+    shown = held.get()
+    assert shown["heldReason"] == "sealed_unreadable" and shown["url"] == "", shown
+    assert "heldReason" not in fine.get()
+
+    ours, other = make_conv(accountId=acc), make_conv(accountId="acc-else-" + uid()[:6])
+    post(srv, ours)
+    post(srv, other)
+    fine.wait_delivered(ours["conversationId"], "conversation.created")
+    fine.wait_delivered(other["conversationId"], "conversation.created")
+    time.sleep(1.5)  # a refresh or two of the dispatcher, fan-out rounds
+    c2 = make_conv(accountId=acc)
+    post(srv, c2)
+    fine.wait_delivered(c2["conversationId"], "conversation.created")
+    time.sleep(1.0)
+    assert held.requests() == [], "a delivery went out for a subscription that does not open"
+    assert held.attempts() == []
+    lines = [l for l in srv.last_stderr().splitlines()
+             if held.id in l and "URL or account" in l and "does not open" in l]
+    # once by the dispatcher, and (account) once by the fan-out: never every round
+    assert 1 <= len(lines) <= 2, lines
+    assert all('"level":"error"' in l for l in lines)
+    assert acc not in srv.stderr_text()
+
+    r = srv.request("PATCH", "/api/v1/subscriptions/" + held.id, json={"maxPerSecond": 50})
+    assert "url and accountId together" in assert_error(r, 409, "CONFLICT")["message"]
+    r = srv.request("PATCH", "/api/v1/subscriptions/" + held.id, json={"url": rcv.url(held.name)})
+    assert_error(r, 409, "CONFLICT")
+    mended = held.patch(url=rcv.url(held.name), accountId=acc)
+    assert "heldReason" not in mended and mended["url"] == rcv.url(held.name), mended
+    assert mended["accountId"] == acc
+    held.wait_delivered(ours["conversationId"], "conversation.created")
+    held.wait_delivered(c2["conversationId"], "conversation.created")
+    time.sleep(0.5)
+    assert held.delivered(cid=other["conversationId"]) == []
+    held.assert_all_signed()
+    assert "heldReason" not in held.get()
+
+
 # ------------------------------------------------------------------ replay, throttling
 def test_replay_resends_with_the_original_ids(make_server, rcv):
     srv = start(make_server)

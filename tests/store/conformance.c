@@ -4175,6 +4175,58 @@ static void test_outbox_unopenable_secret_fails_no_read(void **state) {
   ob_sub_delete(sub.id);
 }
 
+/* A subscription whose sealed URL and account do not open (damaged, or sealed with a key the
+ * ring lacks) fails no read (read as unreadable, URL and account empty, never "every account"),
+ * and fan-out skips it alone: the others get their events, it gets none. */
+static void test_outbox_unopenable_url_and_account_fail_no_read(void **state) {
+  (void)state;
+  char tag[16], conv[64], account[64];
+  new_tag(tag);
+  snprintf(conv, sizeof conv, "ob-uo-%s", tag);
+  snprintf(account, sizeof account, "acct-uo-%s", tag);
+  struct subscription bad = ob_sub(OB_ALL_TYPES, account), good = ob_sub(OB_ALL_TYPES, NULL);
+  ob_sub_create(&bad);
+  ob_sub_create(&good);
+  char sql[512];
+  if (strcmp(B->name, "sqlite") == 0)
+    snprintf(sql, sizeof sql,
+             "UPDATE subscriptions SET url = '', url_sealed = randomblob(48), account_sealed = "
+             "randomblob(48), sealed_with = 'gone' WHERE id = '%s'",
+             bad.id);
+  else
+    snprintf(sql, sizeof sql,
+             "UPDATE subscriptions SET url = '', url_sealed = decode(md5('a') || md5('b'), "
+             "'hex'), account_sealed = decode(md5('c') || md5('d'), 'hex'), sealed_with = "
+             "'gone' WHERE id = '%s'",
+             bad.id);
+  (void)direct_sql(sql);
+  struct subscription got = ob_sub_read(bad.id);
+  assert_true(got.unreadable);
+  assert_string_equal(got.url, "");
+  assert_string_equal(got.account_id, "");
+  assert_false(ob_sub_read(good.id).unreadable);
+  struct subscription *all;
+  size_t n, found = 0;
+  assert_int_equal(store_sub_list(B->store, &all, &n), STORE_OK);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(all[i].id, bad.id) == 0) found += all[i].unreadable ? 1 : 100;
+  free(all);
+  assert_int_equal(found, 1);
+  (void)put_conv(conv, "uo@example.com", account);
+  (void)ob_fanout(time_now_us()); /* asserts STORE_OK: one subscription fails no fan-out */
+  (void)ob_fanout(time_now_us());
+  struct ob_gots g = ob_drain(good.id);
+  size_t mine = 0;
+  for (size_t i = 0; i < g.n; i++) mine += strcmp(g.items[i].conv, conv) == 0;
+  ob_gots_free(&g);
+  assert_int_equal(mine, 1);
+  g = ob_drain(bad.id);
+  assert_int_equal(g.n, 0);
+  ob_gots_free(&g);
+  ob_sub_delete(bad.id);
+  ob_sub_delete(good.id);
+}
+
 /* An update changes only the members it names (sub_fields), in one statement: two made from
  * one read, as two PATCHes of different members at once are, keep both changes. */
 /* An update as PATCH makes it without "enabled": only the members in fields change. */
@@ -7792,6 +7844,7 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_every_change_writes_its_event),           \
   cmocka_unit_test(test_outbox_subscriptions_round_trip),                \
   cmocka_unit_test(test_outbox_unopenable_secret_fails_no_read),         \
+  cmocka_unit_test(test_outbox_unopenable_url_and_account_fail_no_read), \
   cmocka_unit_test(test_outbox_update_changes_only_the_named_members),   \
   cmocka_unit_test(test_outbox_subscription_url_and_account_sealed),     \
   cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
