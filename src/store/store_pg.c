@@ -3811,9 +3811,11 @@ static enum store_status pg_secret(struct store *base, const char *name,
 
 /* The database server's clock in microseconds. Leases, Retry-After holds and broker cursors'
  * touch times are written and compared with it alone, so instances whose clocks disagree
- * neither take each other's live leases nor wait too long (clock_timestamp(): the time of the
- * statement, not of its transaction's start). */
-#define DB_NOW_US "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+ * neither take each other's live leases nor wait too long (statement_timestamp(): the start of
+ * the statement, not of its transaction, so each statement of a batch sees time move; one value
+ * for every row of a statement, evaluated once, where clock_timestamp() was evaluated per row;
+ * every use is one comparison or write within a single statement). */
+#define DB_NOW_US "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
 
 #define EVENT_COLUMNS                                                                   \
   "e.seq, e.event_id, e.type, e.conversation_id, e.created_us, e.data, e.audio_bytes, " \
