@@ -285,6 +285,11 @@ json_t *subscription_render(const struct subscription *s, bool with_secret) {
       subscription_state(s), "disabledReason",
       s->disabled_reason[0] ? json_string(s->disabled_reason) : json_null(), "createdAt",
       time_or_null(s->created_us), "updatedAt", time_or_null(s->updated_us));
+  if (o && s->hold_until_us > 0 &&
+      json_object_set_new(o, "heldUntil", time_or_null(s->hold_until_us)) != 0) {
+    json_decref(o);
+    return NULL;
+  }
   if (o && with_secret && json_object_set_new(o, "secret", json_string(s->secret)) != 0) {
     json_decref(o);
     return NULL;

@@ -67,6 +67,9 @@ struct subscription {
   int64_t created_us;
   int64_t updated_us;
   int64_t last_success_us; /* 0: never */
+  /* A receiver's Retry-After holds it until then (read: only a hold still in the future, else
+   * 0); PATCH enabled true lifts it. */
+  int64_t hold_until_us;
   /* Its sealed URL or account did not open when read (damaged, or sealed with a key
    * ENCRYPTION_KEYS lacks): url and account_id are "" and nothing may be delivered for it. */
   bool unreadable;

@@ -312,7 +312,10 @@ static void subs_refresh(struct outbound *o, double now_ms) {
   for (size_t i = 0; i < n; i++) {
     struct sub_slot *old = slot_find(o, list[i].id);
     slots[i].sub = list[i];
-    if (old) slots[i].not_before_ms = old->not_before_ms;
+    /* changed and the store holds it no more (PATCH enabled true lifts the hold): neither
+     * does memory */
+    if (old && (list[i].hold_until_us > 0 || list[i].updated_us == old->sub.updated_us))
+      slots[i].not_before_ms = old->not_before_ms;
     if (old && old->sub.max_per_second == list[i].max_per_second) {
       slots[i].tokens = old->tokens;
       slots[i].refilled_ms = old->refilled_ms;

@@ -2789,7 +2789,9 @@ static const char audio_read_sql[] =
 /* Never the secret (store.h sub_secret): NULLs in its two places. */
 #define READ_SUB_COLUMNS                                                                        \
   "id, url, NULL::text, NULL::bytea, event_types, account_id, enabled, paused, max_per_second," \
-  " disabled_reason, created_us, updated_us, last_success_us, url_sealed, account_sealed"
+  " disabled_reason, created_us, updated_us, last_success_us, url_sealed, account_sealed,"      \
+  " CASE WHEN hold_until_us > (extract(epoch FROM statement_timestamp()) * 1000000)::bigint"    \
+  " THEN hold_until_us ELSE 0 END"
 
 /* Health's numbers ($1 the broker cursor, $2 whether there is one), read on every check, so
  * each count stops at STATS_CAP rows (health says "at least" that many then) and dead letters
@@ -3893,7 +3895,7 @@ static const char replay_sql[] =
  * reason and makes waiting deliveries due at once ($8 now); else they stay as stored (a pause or
  * a 410 that happened after the caller's read is not undone). */
 static const char sub_update_sql[] =
-    "WITH old AS (SELECT enabled, paused FROM subscriptions WHERE id = $1),"
+    "WITH old AS (SELECT enabled, paused, hold_until_us FROM subscriptions WHERE id = $1),"
     " up AS (UPDATE subscriptions SET url = CASE WHEN $10::int & 1 <> 0 THEN $2 ELSE url END,"
     "  url_sealed = CASE WHEN $10::int & 1 <> 0 THEN $11::bytea ELSE url_sealed END,"
     "  event_types = CASE WHEN $10::int & 2 <> 0 THEN $3::int ELSE event_types END,"
@@ -3906,10 +3908,11 @@ static const char sub_update_sql[] =
     "  max_per_second = CASE WHEN $10::int & 8 <> 0 THEN $6::bigint ELSE max_per_second END,"
     "  paused = CASE WHEN $9::bool AND $5::bool THEN false ELSE paused END,"
     "  disabled_reason = CASE WHEN $9::bool AND $5::bool THEN '' ELSE disabled_reason END,"
+    "  hold_until_us = CASE WHEN $9::bool AND $5::bool THEN 0 ELSE hold_until_us END,"
     "  updated_us = $7 WHERE id = $1 RETURNING id),"
     " due AS (UPDATE sub_deliveries SET next_at_us = LEAST(next_at_us, $8) WHERE sub_id = $1"
     "  AND state = 0 AND $9::bool AND $5::bool AND EXISTS (SELECT 1 FROM old WHERE NOT old.enabled"
-    "  OR old.paused) RETURNING 1) "
+    "  OR old.paused OR old.hold_until_us > $8) RETURNING 1) "
     "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM due)";
 
 /* Prune: only live broker cursors hold events back (touched since $3, stale_before_us: store.h
@@ -4802,6 +4805,7 @@ static enum store_status read_sub(const struct seal_ring *ring, const PGresult *
   out->created_us = get_i64(r, row, 10);
   out->updated_us = get_i64(r, row, 11);
   out->last_success_us = get_i64(r, row, 12);
+  out->hold_until_us = get_i64(r, row, 15);
   return STORE_OK;
 }
 

@@ -2894,7 +2894,8 @@ static const char *const ob_sql[OB_COUNT] = {
         "max_per_second = CASE WHEN ?14 & 8 THEN ?7 ELSE max_per_second END, updated_us = ?10, "
         "enabled = CASE WHEN ?13 THEN ?6 ELSE enabled END, "
         "paused = CASE WHEN ?13 AND ?6 THEN 0 ELSE paused END, "
-        "disabled_reason = CASE WHEN ?13 AND ?6 THEN '' ELSE disabled_reason END "
+        "disabled_reason = CASE WHEN ?13 AND ?6 THEN '' ELSE disabled_reason END, "
+        "hold_until_us = CASE WHEN ?13 AND ?6 THEN 0 ELSE hold_until_us END "
         "WHERE id = ?1",
     [OB_SUB_WAKE] =
         "UPDATE sub_deliveries SET next_at_us = ?2 WHERE sub_id = ?1 AND state = 0 "
@@ -3398,7 +3399,9 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
   bool found;
   int rc = ob_step(st, &found);
-  bool was_active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1);
+  /* held by a Retry-After: not active (enabling lifts the hold, what waited is due) */
+  bool was_active = found && sqlite3_column_int(st, 0) && !sqlite3_column_int(st, 1) &&
+                    sqlite3_column_int64(st, 9) <= time_now_us();
   char secret[OUTBOX_SECRET_MAX];
   bool reseal = found && s->ring &&
                 (w->sub_fields & (STORE_SUB_URL | STORE_SUB_ACCOUNT)) ==
@@ -4292,7 +4295,9 @@ static int reseal_subscription(struct sqlite_store *s, const char *id) {
 
 #define SUB_COLUMNS                                                                             \
   "id, url, secret, event_types, account_id, account_sealed, enabled, paused, max_per_second, " \
-  "disabled_reason, created_us, updated_us, last_success_us, sealed_with, url_sealed"
+  "disabled_reason, created_us, updated_us, last_success_us, sealed_with, url_sealed, "         \
+  "CASE WHEN hold_until_us > CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) "  \
+  "THEN hold_until_us ELSE 0 END"
 
 /* Health's counts stop here (store.h struct store_outbox_stats). */
 #define OB_COUNT_CAP_SQL "100000"
@@ -4361,6 +4366,7 @@ static enum store_status read_sub(const struct seal_ring *ring, sqlite3_stmt *st
   out->created_us = sqlite3_column_int64(st, 10);
   out->updated_us = sqlite3_column_int64(st, 11);
   out->last_success_us = sqlite3_column_int64(st, 12);
+  out->hold_until_us = sqlite3_column_int64(st, 15);
   return STORE_OK;
 }
 

@@ -539,6 +539,44 @@ def test_retry_after_hold_survives_a_kill9_restart(make_server, rcv):
     sub.assert_all_signed()
 
 
+def test_retry_after_hold_is_shown_and_lifted_by_enabling(make_server, rcv):
+    """A stored Retry-After hold is visible (GET and the list: heldUntil) and PATCH
+    {"enabled": true} lifts it: the held event goes out at once, not after the hold (60 s; the
+    schedule's longest wait, 120 s, caps it)."""
+    hold = 60
+    srv = start(make_server, schedule="0,1,120")
+    sub = subscribe(srv, rcv)
+    cid = f"conv_{uid()}"
+
+    def rule(req):
+        if req.conversation_id == cid and not any(x.status for x in sub.requests(cid=cid)):
+            return Reply(429, {"Retry-After": str(hold)})
+        return None
+
+    rcv.rule(rule)
+    assert "heldUntil" not in sub.get()
+    post(srv, make_conv(cid))
+    (first,) = wait_until(lambda: [r for r in sub.requests(cid=cid) if r.status],
+                          what="the first attempt answered")
+    assert first.status == 429
+    got = wait_until(lambda: "heldUntil" in sub.get() and sub.get(), what="heldUntil shown")
+    until = datetime.fromisoformat(got["heldUntil"].replace("Z", "+00:00"))
+    left = (until - datetime.now(timezone.utc)).total_seconds()
+    assert hold - 15 < left <= hold + 2, left
+    assert got["state"] == "active"
+    listed = unwrap(srv.get("/api/v1/subscriptions"))
+    items = listed["subscriptions"] if isinstance(listed, dict) else listed
+    (mine,) = [x for x in items if x["id"] == sub.id]
+    assert mine["heldUntil"] == got["heldUntil"]
+    lifted = time.monotonic()
+    assert "heldUntil" not in sub.patch(enabled=True)
+    assert "heldUntil" not in sub.get()
+    sub.wait_delivered(cid, "conversation.created", timeout=20)
+    assert time.monotonic() - lifted < 20
+    assert [r.status for r in sub.requests(cid=cid)] == [429, 200]
+    sub.assert_all_signed()
+
+
 def test_a_hanging_receiver_times_out_and_is_retried(make_server, rcv):
     srv = start(make_server, schedule="0,1,1", timeout=1)
     sub = subscribe(srv, rcv)
