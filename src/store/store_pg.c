@@ -3861,13 +3861,13 @@ static const char claim_sql[] =
  * has the key, instead of passing it by. */
 static const char fanout_sql[] =
     "WITH ev AS (SELECT seq, conversation_id, type, account_id FROM outbox_events"
-    "  WHERE seq > $2 AND ($6::text = '' OR seq < COALESCE((SELECT min(u.seq) FROM outbox_events u"
+    "  WHERE seq > $2 AND (NOT $6::bool OR seq < COALESCE((SELECT min(u.seq) FROM outbox_events u"
     "    WHERE u.seq > $2 AND u.sealed_with IS NOT NULL AND u.sealed_with <> ALL($8::text[])),"
     "    9223372036854775807)) ORDER BY seq LIMIT $3),"
     " ins AS (INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts,"
     "  first_attempt_us, next_at_us)"
     "  SELECT $1, seq, conversation_id, 0, 0, 0, $4 FROM ev"
-    "  WHERE (($5::int >> type) & 1) = 1 AND ($6::text = '' OR account_id = ANY($7::text[]))"
+    "  WHERE (($5::int >> type) & 1) = 1 AND (NOT $6::bool OR account_id = ANY($7::text[]))"
     "  ON CONFLICT (sub_id, seq) DO NOTHING RETURNING 1),"
     " up AS (UPDATE subscriptions SET cursor_seq = m.s FROM (SELECT max(seq) AS s FROM ev) m"
     "  WHERE id = $1 AND m.s IS NOT NULL) "
@@ -4429,7 +4429,9 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
       st = STORE_RETRY;
       break;
     }
-    const char *vals[8] = {id, cursor, limit, now, types, account, values, keys};
+    /* whether it filters by account, never the account itself: bind parameters reach the
+     * server's logs (log_min_duration_statement, errors) */
+    const char *vals[8] = {id, cursor, limit, now, types, account[0] ? "t" : "f", values, keys};
     PGresult *r = ob_exec(s, "fanout", 8, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
     free(values);
     if (r) o->added += get_i64(r, 0, 0);
