@@ -255,7 +255,9 @@ static void slot_secret(struct outbound *o, struct sub_slot *slot, const struct 
   slot->secret_logged = old && old->secret_logged;
   enum store_status st = store_sub_secret(o->store, slot->sub.id, slot->sub.secret);
   slot->secret_ok = st == STORE_OK;
-  slot->secret_bad = st == STORE_HARD; /* else (busy, just deleted) tried again next time */
+  /* else (busy, just deleted) tried again next time; busy keeps what the last read found, so
+   * heldReason does not flicker while the database is busy */
+  slot->secret_bad = st == STORE_HARD || (st == STORE_RETRY && old && old->secret_bad);
   if (slot->secret_ok && slot->secret_logged)
     log_msg(LOG_INFO, "outbound: the signing secret of subscription %s opens again: delivering",
             slot->sub.id);

@@ -65,6 +65,7 @@ struct fake_store {
   int qreads;      /* QUEUE_READs */
   bool second;     /* sub_list also returns a second active subscription (with nothing due) */
   bool secret_unreadable; /* sub_secret answers STORE_HARD (a secret that does not open) */
+  bool secret_busy;       /* sub_secret answers STORE_RETRY (the database busy) */
 };
 
 static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
@@ -171,7 +172,9 @@ static enum store_status fake_sub_secret(struct store *s, const char *id, char *
   struct fake_store *f = (struct fake_store *)s;
   (void)id;
   pthread_mutex_lock(&f->mu);
-  enum store_status st = f->secret_unreadable ? STORE_HARD : STORE_OK;
+  enum store_status st = f->secret_busy         ? STORE_RETRY
+                         : f->secret_unreadable ? STORE_HARD
+                                                : STORE_OK;
   snprintf(out, OUTBOX_SECRET_MAX, "%s", st == STORE_OK ? f->sub.secret : "");
   pthread_mutex_unlock(&f->mu);
   return st;
@@ -660,7 +663,19 @@ static void test_a_secret_that_does_not_open_holds_the_subscription(void **state
   struct store_delivery_result res[16];
   assert_int_equal(fake_results(f, res, 16), 0);
   assert_int_equal(receiver_count(r), 0);
+  /* a read of the secret that finds the database busy changes nothing: still held, heldReason
+   * does not flicker */
   pthread_mutex_lock(&f->mu);
+  f->secret_busy = true;
+  pthread_mutex_unlock(&f->mu);
+  start = time_mono_ms();
+  while (time_mono_ms() - start < 2500) {
+    assert_true(outbound_sub_held(o, f->sub.id));
+    sleep_ms(20);
+  }
+  assert_int_equal(receiver_count(r), 0);
+  pthread_mutex_lock(&f->mu);
+  f->secret_busy = false;
   f->secret_unreadable = false;
   pthread_mutex_unlock(&f->mu);
   outbound_wake(o);
