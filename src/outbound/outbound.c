@@ -80,8 +80,22 @@ struct transfer {
   char errbuf[CURL_ERROR_SIZE];
 };
 
+/* What the threads read of the configuration: copied at start, so they never read the caller's
+ * struct config (which need not outlive outbound_start: a test's lives on its stack, and a
+ * thread reading it after it is gone once computed a lease from garbage). */
+struct dispatch_cfg {
+  long retry[CONFIG_RETRY_MAX]; /* DELIVERY_RETRY_SCHEDULE */
+  size_t retry_count;
+  int64_t retry_after_cap_s; /* a Retry-After is capped at the schedule's longest wait */
+  bool allow_private;        /* DELIVERY_ALLOW_PRIVATE_NETWORKS */
+  long timeout_ms;           /* DELIVERY_TIMEOUT_SECONDS */
+  size_t concurrency;        /* DELIVERY_CONCURRENCY */
+  int64_t lease_us;          /* a claim's lease: the longest attempt plus LEASE_MARGIN_S */
+  long retention_days;       /* OUTBOX_RETENTION_DAYS */
+};
+
 struct outbound {
-  const struct config *cfg;
+  struct dispatch_cfg cfg;
   struct store *store;
   CURLM *multi;
   pthread_t sub_thread, queue_thread;
@@ -176,9 +190,23 @@ static double rnd_unit(struct outbound *o) {
 
 static long schedule_max(const struct config *cfg) {
   long m = 0;
-  for (size_t i = 0; i < cfg->delivery_retry_count; i++)
+  for (size_t i = 0; i < cfg->delivery_retry_count && i < CONFIG_RETRY_MAX; i++)
     if (cfg->delivery_retry[i] > m) m = cfg->delivery_retry[i];
   return m;
+}
+
+/* The copy the threads read (struct dispatch_cfg). */
+static void dispatch_cfg_copy(struct dispatch_cfg *d, const struct config *cfg) {
+  memset(d, 0, sizeof *d);
+  d->retry_count =
+      cfg->delivery_retry_count < CONFIG_RETRY_MAX ? cfg->delivery_retry_count : CONFIG_RETRY_MAX;
+  memcpy(d->retry, cfg->delivery_retry, d->retry_count * sizeof d->retry[0]);
+  d->retry_after_cap_s = schedule_max(cfg);
+  d->allow_private = cfg->delivery_allow_private_networks;
+  d->timeout_ms = cfg->delivery_timeout * 1000L;
+  d->concurrency = cfg->delivery_concurrency > 0 ? (size_t)cfg->delivery_concurrency : 1;
+  d->lease_us = ((int64_t)cfg->delivery_timeout + LEASE_MARGIN_S) * 1000000;
+  d->retention_days = cfg->outbox_retention_days;
 }
 
 /* A batch of store writes submitted together (the writer commits them in one transaction, in
@@ -363,7 +391,7 @@ static size_t sub_cap(const struct outbound *o) {
   size_t active = 0;
   for (size_t i = 0; i < o->nsubs; i++)
     if (sub_claimable(&o->subs[i])) active++;
-  size_t c = (size_t)o->cfg->delivery_concurrency / (active ? active : 1);
+  size_t c = o->cfg.concurrency / (active ? active : 1);
   return c ? c : 1;
 }
 
@@ -521,15 +549,14 @@ static bool add_header(struct curl_slist **list, const char *name, const char *v
  * it cannot be sent now. */
 static bool transfer_start(struct outbound *o, struct sub_slot *slot,
                            struct store_delivery_job *job) {
-  const struct config *cfg = o->cfg;
+  const struct dispatch_cfg *cfg = &o->cfg;
   const struct store_outbox_event *ev = &job->event;
   int64_t now_us = time_now_us();
   /* the schedule's first wait counts from the event's creation */
-  if (job->attempt <= 1 && cfg->delivery_retry_count && cfg->delivery_retry[0] > 0) {
-    int64_t base = ev->created_us + (int64_t)cfg->delivery_retry[0] * 1000000;
+  if (job->attempt <= 1 && cfg->retry_count && cfg->retry[0] > 0) {
+    int64_t base = ev->created_us + (int64_t)cfg->retry[0] * 1000000;
     if (now_us < base) {
-      int64_t d =
-          outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count, 0, rnd_unit(o));
+      int64_t d = outbound_retry_delay_us(cfg->retry, cfg->retry_count, 0, rnd_unit(o));
       release(o, job, ev->created_us + d);
       return false;
     }
@@ -566,8 +593,7 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
              t->body                 ? "not sent: the subscription's secret is malformed"
              : outbox_renderable(ev) ? "not sent: no memory"
                                      : "not sent: the event cannot be rendered (unknown type)");
-    int64_t d = outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count,
-                                        job->attempt, rnd_unit(o));
+    int64_t d = outbound_retry_delay_us(cfg->retry, cfg->retry_count, job->attempt, rnd_unit(o));
     r.outcome = d < 0 ? DELIVERY_FAILED : DELIVERY_RETRY;
     r.next_at_us = now_us + (d < 0 ? 0 : d);
     result_push(o, &r);
@@ -586,7 +612,7 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_PROXY, "") == CURLE_OK && /* environment proxies ignored */
        curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg->delivery_timeout * 1000L) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg->timeout_ms) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_USERAGENT, "gensendrep/" GSR_VERSION) == CURLE_OK &&
@@ -600,7 +626,7 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
        curl_easy_setopt(c, CURLOPT_HEADERDATA, t) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, t->errbuf) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_PRIVATE, t) == CURLE_OK;
-  if (ok && !cfg->delivery_allow_private_networks)
+  if (ok && !cfg->allow_private)
     ok = curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) == CURLE_OK &&
          curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, t) == CURLE_OK;
   if (!ok || curl_multi_add_handle(o->multi, c) != CURLM_OK) {
@@ -639,7 +665,7 @@ static void head_text(const struct transfer *t, char *out, size_t cap) {
 
 /* Classifies an ended transfer into its result. */
 static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
-  const struct config *cfg = o->cfg;
+  const struct dispatch_cfg *cfg = &o->cfg;
   struct store_delivery_result r = t->res;
   int64_t now_us = time_now_us();
   r.latency_ms = (int64_t)(time_mono_ms() - t->started_ms + 0.5);
@@ -676,11 +702,10 @@ static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
     r.outcome = DELIVERY_DISABLED; /* the store disables the subscription; the event waits */
     r.next_at_us = now_us;
   } else {
-    int64_t d = outbound_retry_delay_us(cfg->delivery_retry, cfg->delivery_retry_count, r.attempt,
-                                        rnd_unit(o));
+    int64_t d = outbound_retry_delay_us(cfg->retry, cfg->retry_count, r.attempt, rnd_unit(o));
     int64_t ra = -1;
     if (answered && (code == 429 || code == 503) && *t->retry_after)
-      ra = outbound_retry_after(t->retry_after, now_us / 1000000, schedule_max(cfg));
+      ra = outbound_retry_after(t->retry_after, now_us / 1000000, cfg->retry_after_cap_s);
     if (ra > 0) {
       /* the receiver asked for a pause: none of the subscription's deliveries before then, on
        * any instance, after a restart too (the store keeps it with the subscription); the
@@ -759,7 +784,7 @@ struct round {
  * a fan-out filled its limit (more may be waiting). */
 static bool store_round(struct outbound *o, const struct round *want, double now_ms,
                         bool *prune_more) {
-  const struct config *cfg = o->cfg;
+  const struct dispatch_cfg *cfg = &o->cfg;
   struct batch b;
   memset(&b, 0, sizeof b);
   b.cap = 3 + o->nsubs;
@@ -786,16 +811,14 @@ static bool store_round(struct outbound *o, const struct round *want, double now
   if (want->prune) {
     prune = batch_add(&b, STORE_OUTBOX_PRUNE);
     prune->limit = PRUNE_LIMIT;
-    prune->before_us = time_now_us() - (int64_t)cfg->outbox_retention_days * 86400 * 1000000;
+    prune->before_us = time_now_us() - (int64_t)cfg->retention_days * 86400 * 1000000;
     /* a broker cursor no instance has read, advanced or kept for as long (QUEUE_URL removed
      * from every instance) no longer holds back every later event */
     prune->stale_before_us = prune->before_us;
   }
   /* claims: subscriptions in turn from o->rotate, each within its bucket and the free slots */
   size_t nclaims = 0, k = 0;
-  size_t free_slots = (size_t)cfg->delivery_concurrency > o->ninflight
-                          ? (size_t)cfg->delivery_concurrency - o->ninflight
-                          : 0;
+  size_t free_slots = cfg->concurrency > o->ninflight ? cfg->concurrency - o->ninflight : 0;
   /* memory: while the bodies in flight hold INFLIGHT_BYTES_MAX, nothing more is claimed (each
    * claim itself reads at most ~16 MiB of event data: the store bounds it) */
   if (o->inflight_bytes >= INFLIGHT_BYTES_MAX) free_slots = 0;
@@ -815,7 +838,7 @@ static bool store_round(struct outbound *o, const struct round *want, double now
     if (!w) break;
     w->sub_id = s->sub.id;
     w->limit = limit;
-    w->lease_us = (int64_t)(cfg->delivery_timeout + LEASE_MARGIN_S) * 1000000;
+    w->lease_us = cfg->lease_us;
     claim_slot[nclaims] = s;
     claim_work[nclaims] = b.n - 1;
     nclaims++;
@@ -863,7 +886,7 @@ static bool store_round(struct outbound *o, const struct round *want, double now
                 "outbound: %lld broker cursor(s) untouched for OUTBOX_RETENTION_DAYS (%lld days: "
                 "QUEUE_URL removed from every instance) no longer hold back "
                 "prune: events older than that are erased before such a broker got them",
-                (long long)w->stale, (long long)cfg->outbox_retention_days);
+                (long long)w->stale, (long long)cfg->retention_days);
       }
     }
   }
@@ -898,8 +921,7 @@ static long sleep_ms(struct outbound *o, double now_ms, double next_tick_ms, boo
     double due = (double)(o->next_due_us - time_now_us()) / 1000.0;
     if (due < wait) wait = due;
   }
-  bool room =
-      (size_t)o->cfg->delivery_concurrency > o->ninflight && o->inflight_bytes < INFLIGHT_BYTES_MAX;
+  bool room = o->cfg.concurrency > o->ninflight && o->inflight_bytes < INFLIGHT_BYTES_MAX;
   size_t cap = sub_cap(o);
   inflight_count(o);
   for (size_t i = 0; room && i < o->nsubs; i++) {
@@ -1215,7 +1237,7 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
     snprintf(err, errlen, "outbound: out of memory");
     return NULL;
   }
-  o->cfg = cfg;
+  dispatch_cfg_copy(&o->cfg, cfg); /* the threads read only this copy */
   o->store = s;
   pthread_mutex_init(&o->queue_mu, NULL);
   pthread_mutex_init(&o->held_mu, NULL);

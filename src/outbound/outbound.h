@@ -31,15 +31,17 @@
 struct outbound;
 
 /* Starts the dispatcher threads for store s (and the broker publisher when cfg->queue_url is
- * set) and registers the store's outbox notification. NULL with one line in err. */
+ * set) and registers the store's outbox notification. NULL with one line in err, and then no
+ * thread left running. cfg is read during the call only: what the threads need is copied, so it
+ * need not outlive the dispatcher. */
 __attribute__((warn_unused_result)) struct outbound *outbound_start(const struct config *cfg,
                                                                     struct store *s, char *err,
                                                                     size_t errlen);
 /* Wakes the dispatcher now (a subscription was changed or replayed). Any thread; never
  * blocks. */
 void outbound_wake(struct outbound *o);
-/* Stops the threads: deliveries in flight are given up to 2 s, then released (they go out
- * again after a start: at least once). Before store_close. */
+/* Stops the threads and joins every one it started: deliveries in flight are given up to 2 s,
+ * then released (they go out again after a start: at least once). Before store_close. */
 void outbound_stop(struct outbound *o);
 
 struct outbound_status {

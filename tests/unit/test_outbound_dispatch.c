@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,51 @@
 static void sleep_ms(long ms) {
   struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&t, NULL);
+}
+
+/* ---- the threads the dispatcher starts ----
+ * pthread_create is wrapped at link time (Makefile UNIT_LDFLAGS_test_outbound_dispatch): a test
+ * can make one creation fail, and the threads the test's own thread started (outbound_start's;
+ * the receiver's connection threads are the receiver's) are counted until their function
+ * returns, so a test sees that outbound_stop, and a start that fails, leave none running. */
+int __real_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
+                          void *arg);
+int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
+                          void *arg);
+
+static pthread_t main_thread;
+static atomic_int creates;     /* creations from the test's thread since the last reset */
+static atomic_int fail_create; /* creation number (1-based) that fails with EAGAIN; 0: none */
+static atomic_int alive;       /* threads the test's thread started whose function runs */
+
+struct trampoline {
+  void *(*fn)(void *);
+  void *arg;
+};
+
+static void *trampoline_main(void *cls) {
+  struct trampoline t = *(struct trampoline *)cls;
+  free(cls);
+  void *ret = t.fn(t.arg);
+  atomic_fetch_sub(&alive, 1);
+  return ret;
+}
+
+int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
+                          void *arg) {
+  if (!pthread_equal(pthread_self(), main_thread)) return __real_pthread_create(th, attr, fn, arg);
+  if (atomic_fetch_add(&creates, 1) + 1 == atomic_load(&fail_create)) return EAGAIN;
+  struct trampoline *t = malloc(sizeof *t);
+  if (!t) return EAGAIN;
+  t->fn = fn;
+  t->arg = arg;
+  atomic_fetch_add(&alive, 1);
+  int rc = __real_pthread_create(th, attr, trampoline_main, t);
+  if (rc != 0) {
+    atomic_fetch_sub(&alive, 1);
+    free(t);
+  }
+  return rc;
 }
 
 /* ---- the fake store: one subscription, deliveries in memory ---- */
@@ -66,11 +112,27 @@ struct fake_store {
   bool second;     /* sub_list also returns a second active subscription (with nothing due) */
   bool secret_unreadable; /* sub_secret answers STORE_HARD (a secret that does not open) */
   bool secret_busy;       /* sub_secret answers STORE_RETRY (the database busy) */
+  int64_t lease_us;       /* the last claim's lease */
+  char broken[256];       /* the first expectation the dispatcher broke (fake_expect), "" */
 };
 
+/* The fake store runs on the dispatcher's thread, where a failed cmocka assertion would longjmp
+ * into the test's thread (undefined: two threads on one stack). A broken expectation is kept
+ * instead and fails the test on its own thread when the dispatcher stops (dispatcher_stop). */
+#define fake_expect(f, cond) ((cond) ? (void)0 : fake_broke((f), #cond, __LINE__))
+
+static void fake_broke(struct fake_store *f, const char *what, int line) {
+  if (!f->broken[0]) snprintf(f->broken, sizeof f->broken, "line %d: %s", line, what);
+}
+
+/* Out of memory in the test's own helpers: no test can go on. */
+static void *must(void *p) {
+  if (!p) abort();
+  return p;
+}
+
 static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
-  w->jobs = calloc(MAXD, sizeof *w->jobs);
-  assert_non_null(w->jobs);
+  w->jobs = must(calloc(MAXD, sizeof *w->jobs));
   w->count = 0;
   if (!f->sub.enabled || f->sub.paused || strcmp(w->sub_id, f->sub.id) != 0) return;
   for (size_t i = 0; i < f->nd && (int64_t)w->count < w->limit; i++) {
@@ -83,7 +145,7 @@ static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
     j->first_attempt_us = d->first_attempt_us;
     j->lease_token = d->lease_token = ++f->tokens;
     j->event = d->ev;
-    j->event.data = strdup(d->ev.data);
+    j->event.data = must(strdup(d->ev.data));
     j->event.data_len = d->ev.data_len;
   }
 }
@@ -91,13 +153,13 @@ static void fake_claim(struct fake_store *f, struct store_outbox_work *w) {
 static void fake_finish(struct fake_store *f, const struct store_outbox_work *w) {
   for (size_t i = 0; i < w->nresults; i++) {
     const struct store_delivery_result *r = &w->results[i];
-    assert_true(f->nresults < sizeof f->results / sizeof f->results[0]);
-    f->results[f->nresults++] = *r;
+    fake_expect(f, f->nresults < sizeof f->results / sizeof f->results[0]);
+    if (f->nresults < sizeof f->results / sizeof f->results[0]) f->results[f->nresults++] = *r;
     for (size_t k = 0; k < f->nd; k++) {
       struct delivery *d = &f->d[k];
       if (d->ev.seq != r->seq) continue;
       /* every result and release carries its claim's token back (the store's stale check) */
-      assert_int_equal(r->lease_token, d->lease_token);
+      fake_expect(f, r->lease_token == d->lease_token);
       d->leased = false;
       d->next_at_us = r->next_at_us;
       if (r->outcome == STORE_DELIVERY_RELEASE) continue;
@@ -115,13 +177,14 @@ static void fake_finish(struct fake_store *f, const struct store_outbox_work *w)
 
 static void fake_submit(struct store *s, struct store_write *w) {
   struct fake_store *f = (struct fake_store *)s;
-  assert_int_equal(w->kind, STORE_WRITE_OUTBOX);
   pthread_mutex_lock(&f->mu);
+  fake_expect(f, w->kind == STORE_WRITE_OUTBOX);
   struct store_outbox_work *o = w->outbox;
   w->status = STORE_OK;
   switch (o->op) {
     case STORE_OUTBOX_CLAIM:
-      assert_true(o->lease_us > 0);
+      fake_expect(f, o->lease_us > 0);
+      f->lease_us = o->lease_us;
       fake_claim(f, o);
       break;
     case STORE_OUTBOX_FINISH:
@@ -129,15 +192,13 @@ static void fake_submit(struct store *s, struct store_write *w) {
       break;
     case STORE_OUTBOX_QUEUE_READ:
       f->qreads++;
-      o->events = calloc(MAXD, sizeof *o->events);
-      assert_non_null(o->events);
+      o->events = must(calloc(MAXD, sizeof *o->events));
       o->count = 0;
       for (size_t i = 0; i < f->nd && (int64_t)o->count < o->limit; i++) {
         if (f->d[i].ev.seq <= f->qcursor) continue;
         struct store_outbox_event *e = &o->events[o->count++];
         *e = f->d[i].ev;
-        e->data = malloc(e->data_len + 1);
-        assert_non_null(e->data);
+        e->data = must(malloc(e->data_len + 1));
         memcpy(e->data, f->d[i].ev.data, e->data_len + 1);
       }
       break;
@@ -158,8 +219,7 @@ static void fake_submit(struct store *s, struct store_write *w) {
 static enum store_status fake_sub_list(struct store *s, struct subscription **out, size_t *count) {
   struct fake_store *f = (struct fake_store *)s;
   pthread_mutex_lock(&f->mu);
-  *out = calloc(2, sizeof **out);
-  assert_non_null(*out);
+  *out = must(calloc(2, sizeof **out));
   (*out)[0] = f->sub;
   (*out)[1] = f->sub;
   snprintf((*out)[1].id, sizeof(*out)[1].id, "sub_000000000000000000000002");
@@ -368,8 +428,7 @@ static void *receiver_main(void *cls) {
   while (!r->stop) {
     int fd = accept(r->fd, NULL, NULL);
     if (fd < 0) continue;
-    struct conn *c = malloc(sizeof *c);
-    assert_non_null(c);
+    struct conn *c = must(malloc(sizeof *c)); /* the receiver's thread: no cmocka assertion */
     c->r = r;
     c->fd = fd;
     struct timeval tv = {0, 50000};
@@ -378,7 +437,7 @@ static void *receiver_main(void *cls) {
     r->conns++;
     pthread_mutex_unlock(&r->mu);
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, conn_main, c), 0);
+    if (pthread_create(&t, NULL, conn_main, c) != 0) abort();
     pthread_detach(t);
   }
   return NULL;
@@ -447,6 +506,34 @@ static char *url_of(struct receiver *r, char *buf, size_t cap) {
   return buf;
 }
 
+/* ---- the dispatcher under test ---- */
+
+/* The dispatcher a test started and has not stopped: a test that fails an assertion leaves it
+ * (cmocka longjmps out of the test), and the teardown stops it, so no thread of a failed test
+ * runs on into the next one. */
+static struct outbound *running;
+
+static struct outbound *dispatcher_start(const struct config *cfg, struct fake_store *f, char *err,
+                                         size_t errlen) {
+  running = outbound_start(cfg, &f->base, err, errlen);
+  return running;
+}
+
+/* Stops it (every thread joined), then fails the test on its own thread if the dispatcher broke
+ * an expectation of the fake store. */
+static void dispatcher_stop(struct outbound *o, struct fake_store *f) {
+  outbound_stop(o);
+  if (o == running) running = NULL;
+  if (f->broken[0]) fail_msg("the dispatcher broke an expectation of the store: %s", f->broken);
+}
+
+static int stop_leftover(void **state) {
+  (void)state;
+  outbound_stop(running);
+  running = NULL;
+  return 0;
+}
+
 /* ---- tests ---- */
 
 static void test_events_arrive_signed_and_are_recorded_delivered(void **state) {
@@ -458,12 +545,12 @@ static void test_events_arrive_signed_and_are_recorded_delivered(void **state) {
   const long schedule[] = {0, 5};
   struct config cfg = test_config(schedule, 2, true, 5);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   assert_non_null(f->notify);
   struct store_delivery_result res[16];
   assert_int_equal(wait_results(f, 3, res, 16), 3);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   struct sig_keyring ring;
   char why[256];
   assert_true(sig_keyring_standard(SECRET, &ring, why, sizeof why));
@@ -509,7 +596,7 @@ static void test_retry_after_then_schedule_then_exhausted(void **state) {
   const long schedule[] = {0, 30, 60};
   struct config cfg = test_config(schedule, 3, true, 5);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   struct store_delivery_result res[16];
   assert_int_equal(wait_results(f, 1, res, 16), 1);
@@ -540,7 +627,7 @@ static void test_retry_after_then_schedule_then_exhausted(void **state) {
   assert_int_equal(wait_results(f, 3, res, 16), 3);
   assert_int_equal(res[2].outcome, DELIVERY_FAILED);
   assert_int_equal(res[2].attempt, 3);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   receiver_stop(r);
   fake_free(f);
 }
@@ -559,11 +646,11 @@ static void test_retry_after_holds_the_whole_subscription(void **state) {
   const long schedule[] = {0, 1, 60};
   struct config cfg = test_config(schedule, 3, true, 5);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   struct store_delivery_result res[16];
   assert_int_equal(wait_results(f, 3, res, 16), 3);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_int_equal(res[0].outcome, DELIVERY_RETRY);
   assert_int_equal(res[0].status_code, 429);
   assert_int_equal(res[0].attempt, 1);
@@ -587,11 +674,11 @@ static void test_a_2xx_counts_whatever_its_body_does(void **state) {
   const long schedule[] = {0, 60};
   struct config cfg = test_config(schedule, 2, true, 1);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   struct store_delivery_result res[16];
   assert_int_equal(wait_results(f, 1, res, 16), 1);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_int_equal(res[0].outcome, DELIVERY_DELIVERED);
   assert_int_equal(res[0].status_code, 200);
   assert_string_equal(res[0].response_head, "partial");
@@ -604,12 +691,12 @@ static void test_a_2xx_counts_whatever_its_body_does(void **state) {
   r = receiver_start(longer, 1);
   f = fake_new(url_of(r, url, sizeof url), 1);
   cfg = test_config(schedule, 2, true, 30);
-  o = outbound_start(&cfg, &f->base, err, sizeof err);
+  o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   double t0 = time_mono_ms();
   assert_int_equal(wait_results(f, 1, res, 16), 1);
   assert_true(time_mono_ms() - t0 < 20000); /* not the 30 s timeout */
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_int_equal(res[0].outcome, DELIVERY_DELIVERED);
   assert_int_equal(res[0].status_code, 200);
   assert_int_equal(strlen(res[0].response_head), OUTBOX_RESPONSE_HEAD_MAX);
@@ -626,12 +713,12 @@ static void test_gone_disables(void **state) {
   const long schedule[] = {0, 5};
   struct config cfg = test_config(schedule, 2, true, 5);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   struct store_delivery_result res[16];
   assert_true(wait_results(f, 1, res, 16) >= 1);
   sleep_ms(300);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   size_t n = fake_results(f, res, 16);
   /* the first answer disables the subscription: nothing is sent after it is seen */
   assert_true(n >= 1 && n <= 2);
@@ -653,7 +740,7 @@ static void test_a_secret_that_does_not_open_holds_the_subscription(void **state
   const long schedule[] = {0, 5};
   struct config cfg = test_config(schedule, 2, true, 5);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   double start = time_mono_ms();
   while (!outbound_sub_held(o, f->sub.id) && time_mono_ms() - start < 10000) sleep_ms(10);
@@ -681,7 +768,7 @@ static void test_a_secret_that_does_not_open_holds_the_subscription(void **state
   outbound_wake(o);
   assert_int_equal(wait_results(f, 2, res, 16), 2);
   assert_false(outbound_sub_held(o, f->sub.id));
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_int_equal(receiver_count(r), 2);
   struct sig_keyring ring;
   char why[256];
@@ -704,11 +791,11 @@ static void test_private_address_refused_on_connect(void **state) {
   const long schedule[] = {0, 60};
   struct config cfg = test_config(schedule, 2, false, 5);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   struct store_delivery_result res[16];
   assert_int_equal(wait_results(f, 1, res, 16), 1);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_int_equal(receiver_count(r), 0);
   assert_int_equal(res[0].outcome, DELIVERY_RETRY);
   assert_int_equal(res[0].status_code, 0);
@@ -726,11 +813,11 @@ static void test_timeout_is_an_attempt(void **state) {
   const long schedule[] = {0, 60};
   struct config cfg = test_config(schedule, 2, true, 1);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   struct store_delivery_result res[16];
   assert_int_equal(wait_results(f, 1, res, 16), 1);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_int_equal(res[0].outcome, DELIVERY_RETRY);
   assert_int_equal(res[0].status_code, 0);
   assert_string_equal(res[0].response_head, "timeout");
@@ -748,19 +835,99 @@ static void test_stop_releases_what_is_in_flight(void **state) {
   const long schedule[] = {0, 60};
   struct config cfg = test_config(schedule, 2, true, 60);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  int before = atomic_load(&alive);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   double start = time_mono_ms();
   while (receiver_count(r) < 2 && time_mono_ms() - start < 10000) sleep_ms(10);
   assert_int_equal(receiver_count(r), 2);
   double t0 = time_mono_ms();
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   double took = time_mono_ms() - t0;
-  assert_true(took >= 1900 && took < 15000); /* the 2 s grace, then given up */
+  assert_true(took >= 1900 && took < 15000);     /* the 2 s grace, then given up */
+  assert_int_equal(atomic_load(&alive), before); /* the delivery thread joined */
   struct store_delivery_result res[16];
   assert_int_equal(fake_results(f, res, 16), 2);
   for (size_t i = 0; i < 2; i++) assert_int_equal(res[i].outcome, STORE_DELIVERY_RELEASE);
   receiver_stop(r);
+  fake_free(f);
+}
+
+/* The dispatcher keeps no pointer to the caller's configuration: here it is scribbled over and
+ * freed as soon as outbound_start returns (a test's lives on its stack, gone once the test
+ * returns or fails an assertion), and deliveries still follow it: the retry schedule, the
+ * lease (DELIVERY_TIMEOUT_SECONDS + 30 s). Under ASan any read of it is a use after free; every
+ * claim read it, and a thread reading a dead test's stack once computed a lease from garbage
+ * (UBSan: signed integer overflow). */
+static void test_the_dispatcher_reads_no_configuration_after_start(void **state) {
+  (void)state;
+  struct answer script[] = {{500, NULL, "broken", false}, {200, NULL, "thanks", false}};
+  struct receiver *r = receiver_start(script, 2);
+  char url[128];
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 1);
+  const long schedule[] = {0, 1, 60};
+  struct config *cfg = must(malloc(sizeof *cfg));
+  *cfg = test_config(schedule, 3, true, 7);
+  char err[256] = "";
+  struct outbound *o = dispatcher_start(cfg, f, err, sizeof err);
+  assert_non_null(o);
+  memset(cfg, 0xa5, sizeof *cfg);
+  free(cfg);
+  struct store_delivery_result res[16];
+  assert_int_equal(wait_results(f, 2, res, 16), 2);
+  dispatcher_stop(o, f);
+  assert_int_equal(res[0].outcome, DELIVERY_RETRY);
+  assert_int_equal(res[0].status_code, 500);
+  int64_t wait0 = res[0].next_at_us - res[0].at_us;
+  assert_true(wait0 >= 1000000 && wait0 <= 1100000); /* the schedule's 1 s, up to 10% more */
+  assert_int_equal(res[1].outcome, DELIVERY_DELIVERED);
+  assert_int_equal(res[1].attempt, 2);
+  assert_int_equal(f->lease_us, (7 + 30) * 1000000LL);
+  assert_int_equal(receiver_count(r), 2);
+  receiver_stop(r);
+  fake_free(f);
+}
+
+/* A start whose delivery or broker thread cannot be created fails with a reason, and leaves no
+ * thread running (the one already started is stopped and joined). */
+static void test_a_start_that_cannot_create_its_threads_leaves_none(void **state) {
+  (void)state;
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(lfd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t al = sizeof a;
+  assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+  close(lfd); /* a broker nobody listens on */
+  struct fake_store *f = fake_new("http://127.0.0.1:9/none", 1);
+  const long schedule[] = {0, 5};
+  struct config cfg = test_config(schedule, 2, true, 5);
+  char qurl[64];
+  snprintf(qurl, sizeof qurl, "redis://127.0.0.1:%u", ntohs(a.sin_port));
+  cfg.queue_url = qurl;
+  char stream[] = "gensendrep";
+  cfg.queue_stream = stream;
+  const struct {
+    int fail; /* which creation fails: 1 the delivery thread, 2 the broker thread */
+    const char *err;
+  } cases[] = {{1, "outbound: cannot start the delivery thread"},
+               {2, "outbound: cannot start the broker thread"}};
+  for (size_t i = 0; i < 2; i++) {
+    int before = atomic_load(&alive);
+    atomic_store(&creates, 0);
+    atomic_store(&fail_create, cases[i].fail);
+    char err[256] = "";
+    struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
+    atomic_store(&fail_create, 0);
+    assert_null(o);
+    assert_string_equal(err, cases[i].err);
+    assert_int_equal(atomic_load(&alive), before);
+  }
+  /* and a start after them works */
+  char err[256] = "";
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
+  assert_non_null(o);
+  dispatcher_stop(o, f);
   fake_free(f);
 }
 
@@ -774,11 +941,11 @@ static void test_max_per_second_throttles(void **state) {
   const long schedule[] = {0, 5};
   struct config cfg = test_config(schedule, 2, true, 5);
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   struct store_delivery_result res[16];
   assert_int_equal(wait_results(f, 6, res, 16), 6);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   /* a bucket of 2: the first two at once, the other four at 2 per second, i.e. the sixth at
    * least about 2 s after the first (a slow machine only makes it later) */
   double span = r->got[5].at_ms - r->got[0].at_ms;
@@ -800,14 +967,14 @@ static void test_one_subscription_holds_at_most_its_share_of_slots(void **state)
   struct config cfg = test_config(schedule, 2, true, 30);
   cfg.delivery_concurrency = 2;
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   double start = time_mono_ms();
   while (receiver_count(r) < 1 && time_mono_ms() - start < 10000) sleep_ms(10);
   assert_int_equal(receiver_count(r), 1);
   sleep_ms(1500); /* ticks and wakes: still one */
   assert_int_equal(receiver_count(r), 1);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   receiver_stop(r);
   fake_free(f);
 }
@@ -833,12 +1000,12 @@ static void test_no_outbox_reads_while_the_broker_is_down(void **state) {
   char stream[] = "gensendrep";
   cfg.queue_stream = stream;
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   sleep_ms(2500);
   struct outbound_status st;
   outbound_status(o, &st);
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_false(st.queue_connected);
   assert_int_equal(f->qreads, 0);
   assert_int_equal(f->qcursor, 0);
@@ -864,14 +1031,17 @@ static void test_stop_is_bounded_with_a_silent_broker(void **state) {
   snprintf(qurl, sizeof qurl, "nats://127.0.0.1:%u", ntohs(a.sin_port));
   cfg.queue_url = qurl;
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  int before = atomic_load(&alive);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
+  assert_int_equal(atomic_load(&alive), before + 2); /* delivery and broker threads */
   sleep_ms(300);                  /* the broker thread is waiting for the server's greeting */
   assert_int_equal(f->qreads, 0); /* a broker that is down costs no outbox reads */
   double t0 = time_mono_ms();
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   double took = time_mono_ms() - t0;
   assert_true(took < 4500);
+  assert_int_equal(atomic_load(&alive), before); /* both joined */
   close(lfd);
   fake_free(f);
 }
@@ -909,7 +1079,7 @@ static void test_broker_publishes_a_stand_in_for_an_event_over_max_payload(void 
   snprintf(qurl, sizeof qurl, "%s", nats);
   cfg.queue_url = qurl;
   char err[256] = "";
-  struct outbound *o = outbound_start(&cfg, &f->base, err, sizeof err);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
   assert_non_null(o);
   double start = time_mono_ms();
   for (;;) {
@@ -922,7 +1092,7 @@ static void test_broker_publishes_a_stand_in_for_an_event_over_max_payload(void 
   struct outbound_status st;
   outbound_status(o, &st);
   assert_true(st.queue_connected); /* never disconnected for it */
-  outbound_stop(o);
+  dispatcher_stop(o, f);
   assert_int_equal(f->qcursor, 4);
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
@@ -959,23 +1129,32 @@ static void test_broker_publishes_a_stand_in_for_an_event_over_max_payload(void 
 }
 
 int main(void) {
+  main_thread = pthread_self();
   curl_global_init(CURL_GLOBAL_DEFAULT);
   if (getenv("GSR_TEST_FILTER")) cmocka_set_test_filter(getenv("GSR_TEST_FILTER"));
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_events_arrive_signed_and_are_recorded_delivered),
-      cmocka_unit_test(test_retry_after_then_schedule_then_exhausted),
-      cmocka_unit_test(test_retry_after_holds_the_whole_subscription),
-      cmocka_unit_test(test_a_2xx_counts_whatever_its_body_does),
-      cmocka_unit_test(test_gone_disables),
-      cmocka_unit_test(test_a_secret_that_does_not_open_holds_the_subscription),
-      cmocka_unit_test(test_private_address_refused_on_connect),
-      cmocka_unit_test(test_timeout_is_an_attempt),
-      cmocka_unit_test(test_stop_releases_what_is_in_flight),
-      cmocka_unit_test(test_max_per_second_throttles),
-      cmocka_unit_test(test_one_subscription_holds_at_most_its_share_of_slots),
-      cmocka_unit_test(test_no_outbox_reads_while_the_broker_is_down),
-      cmocka_unit_test(test_stop_is_bounded_with_a_silent_broker),
-      cmocka_unit_test(test_broker_publishes_a_stand_in_for_an_event_over_max_payload),
+      cmocka_unit_test_teardown(test_events_arrive_signed_and_are_recorded_delivered,
+                                stop_leftover),
+      cmocka_unit_test_teardown(test_retry_after_then_schedule_then_exhausted, stop_leftover),
+      cmocka_unit_test_teardown(test_retry_after_holds_the_whole_subscription, stop_leftover),
+      cmocka_unit_test_teardown(test_a_2xx_counts_whatever_its_body_does, stop_leftover),
+      cmocka_unit_test_teardown(test_gone_disables, stop_leftover),
+      cmocka_unit_test_teardown(test_a_secret_that_does_not_open_holds_the_subscription,
+                                stop_leftover),
+      cmocka_unit_test_teardown(test_private_address_refused_on_connect, stop_leftover),
+      cmocka_unit_test_teardown(test_timeout_is_an_attempt, stop_leftover),
+      cmocka_unit_test_teardown(test_stop_releases_what_is_in_flight, stop_leftover),
+      cmocka_unit_test_teardown(test_the_dispatcher_reads_no_configuration_after_start,
+                                stop_leftover),
+      cmocka_unit_test_teardown(test_a_start_that_cannot_create_its_threads_leaves_none,
+                                stop_leftover),
+      cmocka_unit_test_teardown(test_max_per_second_throttles, stop_leftover),
+      cmocka_unit_test_teardown(test_one_subscription_holds_at_most_its_share_of_slots,
+                                stop_leftover),
+      cmocka_unit_test_teardown(test_no_outbox_reads_while_the_broker_is_down, stop_leftover),
+      cmocka_unit_test_teardown(test_stop_is_bounded_with_a_silent_broker, stop_leftover),
+      cmocka_unit_test_teardown(test_broker_publishes_a_stand_in_for_an_event_over_max_payload,
+                                stop_leftover),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   curl_global_cleanup();
