@@ -7,9 +7,42 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
-bool crypto_random(unsigned char *buf, size_t n) { return RAND_bytes(buf, (int)n) == 1; }
+/* Randomness comes from OpenSSL's DRBG, which costs about a microsecond a call however few bytes
+ * it gives, and a webhook takes several small values (its request id, its event id, ...). So each
+ * thread draws a pool at once and hands it out: a byte handed out is wiped from the pool at once,
+ * so the pool never holds a value in use. A fork's child (none happens today) starts afresh. */
+#define RANDOM_POOL_BYTES 1024
+static _Thread_local struct {
+  unsigned char b[RANDOM_POOL_BYTES];
+  size_t at; /* the bytes before it are handed out (wiped) */
+  bool filled;
+} pool;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_forget(void) { OPENSSL_cleanse(&pool, sizeof pool); }
+
+static void pool_init(void) { (void)pthread_atfork(NULL, NULL, pool_forget); }
+
+bool crypto_random(unsigned char *buf, size_t n) {
+  if (n > RANDOM_POOL_BYTES / 8) return RAND_bytes(buf, (int)n) == 1;
+  if (!pool.filled || RANDOM_POOL_BYTES - pool.at < n) {
+    pthread_once(&pool_once, pool_init);
+    if (RAND_bytes(pool.b, RANDOM_POOL_BYTES) != 1) {
+      pool_forget();
+      return false;
+    }
+    pool.at = 0;
+    pool.filled = true;
+  }
+  memcpy(buf, pool.b + pool.at, n);
+  OPENSSL_cleanse(pool.b + pool.at, n);
+  pool.at += n;
+  return true;
+}
 
 bool crypto_random_hex(char *out, size_t cap, size_t n) {
   static const char hex[] = "0123456789abcdef";
