@@ -37,9 +37,40 @@ static json_t *queue_json(const struct app *app, bool *down) {
                    kind);
 }
 
+/* The subscriptions this instance's dispatcher holds, from its memory (outbound_held: no
+ * database read): how many by why, and the first of them as GET shows each (heldReason,
+ * heldUntil). NULL when none is held (or no memory: health still answers). */
+static json_t *held_json(const struct app *app) {
+  struct outbound_held h;
+  outbound_held(app->outbound, time_now_us(), &h);
+  if (!h.sealed_unreadable && !h.secret_unreadable && !h.retry_after) return NULL;
+  json_t *list = json_array();
+  for (size_t i = 0; list && i < h.n; i++) {
+    const struct outbound_held_sub *s = &h.subs[i];
+    json_t *e = json_pack("{s:s}", "id", s->id);
+    const char *reason = s->sealed_unreadable   ? "sealed_unreadable"
+                         : s->secret_unreadable ? "secret_unreadable"
+                                                : NULL;
+    char until[40];
+    bool ok = e && (!reason || json_object_set_new(e, "heldReason", json_string(reason)) == 0) &&
+              (!s->until_us || (time_format_us(s->until_us, false, until, sizeof until) &&
+                                json_object_set_new(e, "heldUntil", json_string(until)) == 0));
+    if (!ok || json_array_append_new(list, e) != 0) {
+      if (!ok) json_decref(e);
+      json_decref(list);
+      return NULL;
+    }
+  }
+  if (!list) return NULL;
+  return json_pack("{s:I,s:I,s:I,s:o}", "secret_unreadable", (json_int_t)h.secret_unreadable,
+                   "sealed_unreadable", (json_int_t)h.sealed_unreadable, "retry_after",
+                   (json_int_t)h.retry_after, "subscriptions", list);
+}
+
 /* The outbox's backlog as the last health check read it (store/health.h): events not yet
  * delivered to a subscription or published to the broker, the age of the oldest of them,
- * and deliveries failed for good. null when no check has read it. */
+ * and deliveries failed for good, with the held subscriptions (held_json). null when no check
+ * has read it. */
 static json_t *outbox_json(const struct app *app) {
   struct store_outbox_stats st;
   bool broker = app->cfg->queue_url && app->cfg->queue_url[0];
@@ -48,9 +79,13 @@ static json_t *outbox_json(const struct app *app) {
   int64_t oldest = st.oldest_pending_us;
   if (st.oldest_queue_us && (!oldest || st.oldest_queue_us < oldest)) oldest = st.oldest_queue_us;
   int64_t age = oldest ? (time_now_us() - oldest) / 1000000 : 0;
-  return json_pack("{s:I,s:I,s:I}", "backlog",
-                   (json_int_t)(st.pending_deliveries + st.queue_backlog), "oldestAgeSeconds",
-                   (json_int_t)(age > 0 ? age : 0), "deadLetters", (json_int_t)st.dead_letters);
+  json_t *out =
+      json_pack("{s:I,s:I,s:I}", "backlog", (json_int_t)(st.pending_deliveries + st.queue_backlog),
+                "oldestAgeSeconds", (json_int_t)(age > 0 ? age : 0), "deadLetters",
+                (json_int_t)st.dead_letters);
+  json_t *held = out ? held_json(app) : NULL;
+  if (held) (void)json_object_set_new(out, "held", held); /* without it when out of memory */
+  return out;
 }
 
 /* unhealthy (503) without the database; degraded (200) when only Redis, the ElevenLabs API or

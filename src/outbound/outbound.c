@@ -94,6 +94,12 @@ struct dispatch_cfg {
   long retention_days;       /* OUTBOX_RETENTION_DAYS */
 };
 
+/* A held subscription as published by the dispatcher's thread. */
+struct held_entry {
+  struct outbound_held_sub shown; /* as GET and health show it: one reason */
+  bool secret_bad;                /* its secret does not open, whatever else (outbound_sub_held) */
+};
+
 struct outbound {
   struct dispatch_cfg cfg;
   struct store *store;
@@ -123,9 +129,9 @@ struct outbound {
   pthread_mutex_t queue_mu;
   pthread_cond_t queue_cv;
   bool queue_kick;
-  /* the ids of the subscriptions held because their secret does not open (outbound_sub_held) */
+  /* the subscriptions held, as the last refresh found them (outbound_sub_held, outbound_held) */
   pthread_mutex_t held_mu;
-  char (*held)[OUTBOX_SUB_ID_MAX];
+  struct held_entry *held;
   size_t nheld;
 };
 
@@ -300,14 +306,29 @@ static void slot_secret(struct outbound *o, struct sub_slot *slot, const struct 
           slot->sub.id);
 }
 
-/* Publishes which subscriptions are held (outbound_sub_held). */
+static bool slot_held(const struct sub_slot *s) {
+  return s->secret_bad || s->sub.unreadable || s->sub.hold_until_us > 0;
+}
+
+/* Publishes which subscriptions are held and why (outbound_sub_held, outbound_held): one reason
+ * as GET shows it (a URL or account that does not open first), and a stored Retry-After hold,
+ * which the store reads only while it is still to come. */
 static void held_publish(struct outbound *o) {
   size_t n = 0;
-  for (size_t i = 0; i < o->nsubs; i++) n += o->subs[i].secret_bad;
-  char(*held)[OUTBOX_SUB_ID_MAX] = n ? calloc(n, sizeof *held) : NULL;
+  for (size_t i = 0; i < o->nsubs; i++) n += slot_held(&o->subs[i]);
+  struct held_entry *held = n ? calloc(n, sizeof *held) : NULL;
   if (n && !held) return; /* keeps the last list */
-  for (size_t i = 0, k = 0; i < o->nsubs; i++)
-    if (o->subs[i].secret_bad) memcpy(held[k++], o->subs[i].sub.id, sizeof held[0]);
+  for (size_t i = 0, k = 0; i < o->nsubs; i++) {
+    const struct sub_slot *s = &o->subs[i];
+    if (!slot_held(s)) continue;
+    struct outbound_held_sub *h = &held[k].shown;
+    memcpy(h->id, s->sub.id, sizeof h->id);
+    h->sealed_unreadable = s->sub.unreadable;
+    h->secret_unreadable = !s->sub.unreadable && s->secret_bad;
+    h->until_us = s->sub.hold_until_us > 0 ? s->sub.hold_until_us : 0;
+    held[k].secret_bad = s->secret_bad;
+    k++;
+  }
   pthread_mutex_lock(&o->held_mu);
   free(o->held);
   o->held = held;
@@ -319,9 +340,28 @@ bool outbound_sub_held(struct outbound *o, const char *id) {
   if (!o) return false;
   bool held = false;
   pthread_mutex_lock(&o->held_mu);
-  for (size_t i = 0; !held && i < o->nheld; i++) held = strcmp(o->held[i], id) == 0;
+  /* the secret alone: GET asks only when the store read the URL and account (heldReason
+   * "sealed_unreadable" comes from that read, not from this list, which can be a second old) */
+  for (size_t i = 0; !held && i < o->nheld; i++)
+    held = o->held[i].secret_bad && strcmp(o->held[i].shown.id, id) == 0;
   pthread_mutex_unlock(&o->held_mu);
   return held;
+}
+
+void outbound_held(struct outbound *o, int64_t now_us, struct outbound_held *out) {
+  memset(out, 0, sizeof *out);
+  if (!o) return;
+  pthread_mutex_lock(&o->held_mu);
+  for (size_t i = 0; i < o->nheld; i++) {
+    struct outbound_held_sub h = o->held[i].shown;
+    if (h.until_us <= now_us) h.until_us = 0; /* the hold is over */
+    if (!h.sealed_unreadable && !h.secret_unreadable && !h.until_us) continue;
+    out->sealed_unreadable += h.sealed_unreadable;
+    out->secret_unreadable += h.secret_unreadable;
+    out->retry_after += h.until_us > 0;
+    if (out->n < OUTBOUND_HELD_LIST) out->subs[out->n++] = h;
+  }
+  pthread_mutex_unlock(&o->held_mu);
 }
 
 /* Reads the subscriptions again, keeping each one's throttle state and secret. */

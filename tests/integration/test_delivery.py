@@ -156,6 +156,31 @@ def wait_until(pred, timeout=WAIT, what="condition", step=0.1):
         time.sleep(step)
 
 
+def health_held(srv):
+    """Health's outbox.held: the subscriptions this instance's dispatcher holds ({} when none
+    is); None while health has no outbox numbers yet."""
+    r = srv.get("/api/v1/health", key=None)
+    assert r.status_code == 200, r.text
+    outbox = r.json()["outbox"]
+    return None if outbox is None else outbox.get("held", {})
+
+
+def wait_health_held(srv, want, what):
+    """Waits until health's outbox.held is want (the dispatcher reads the subscriptions about
+    once a second), and returns it."""
+    seen = []
+
+    def pred():
+        seen[:] = [health_held(srv)]
+        return seen[0] == want
+
+    try:
+        wait_until(pred, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; health's outbox.held was {seen[0]!r}, wanted {want!r}")
+    return seen[0]
+
+
 def attempts_of(sub, event_id):
     """The attempts recorded for one event, oldest first."""
     return sorted([a for a in sub.attempts() if a["eventId"] == event_id],
@@ -568,9 +593,14 @@ def test_retry_after_hold_is_shown_and_lifted_by_enabling(make_server, rcv):
     items = listed["subscriptions"] if isinstance(listed, dict) else listed
     (mine,) = [x for x in items if x["id"] == sub.id]
     assert mine["heldUntil"] == got["heldUntil"]
+    # health counts it, as GET shows it
+    wait_health_held(srv, {"secret_unreadable": 0, "sealed_unreadable": 0, "retry_after": 1,
+                           "subscriptions": [{"id": sub.id, "heldUntil": got["heldUntil"]}]},
+                     "health to list the Retry-After hold")
     lifted = time.monotonic()
     assert "heldUntil" not in sub.patch(enabled=True)
     assert "heldUntil" not in sub.get()
+    wait_health_held(srv, {}, "health to no longer list the lifted hold")
     sub.wait_delivered(cid, "conversation.created", timeout=20)
     assert time.monotonic() - lifted < 20
     assert [r.status for r in sub.requests(cid=cid)] == [429, 200]
@@ -744,6 +774,10 @@ def test_a_secret_that_does_not_open_holds_only_its_subscription(make_server, rc
     listed = {s["id"]: s for s in unwrap(srv.get("/api/v1/subscriptions"))["subscriptions"]}
     assert listed[held.id].get("heldReason") == "secret_unreadable"
     assert "heldReason" not in listed[fine.id]
+    # health says one subscription is held and which (the fine one is not listed)
+    wait_health_held(srv, {"secret_unreadable": 1, "sealed_unreadable": 0, "retry_after": 0,
+                           "subscriptions": [{"id": held.id, "heldReason": "secret_unreadable"}]},
+                     "health to list the held subscription")
     assert held.patch(maxPerSecond=50)["maxPerSecond"] == 50
 
     c1 = make_conv()
@@ -763,6 +797,7 @@ def test_a_secret_that_does_not_open_holds_only_its_subscription(make_server, rc
     srv.start()
     held.wait_delivered(c1["conversationId"], "conversation.created")
     assert "heldReason" not in held.get()
+    wait_health_held(srv, {}, "health to no longer list the mended subscription")
     held.assert_all_signed()
     fine.assert_all_signed()
 
@@ -820,6 +855,9 @@ def test_a_url_or_account_that_does_not_open_holds_only_its_subscription(make_se
     shown = held.get()
     assert shown["heldReason"] == "sealed_unreadable" and shown["url"] == "", shown
     assert "heldReason" not in fine.get()
+    wait_health_held(srv, {"secret_unreadable": 0, "sealed_unreadable": 1, "retry_after": 0,
+                           "subscriptions": [{"id": held.id, "heldReason": "sealed_unreadable"}]},
+                     "health to list the held subscription")
 
     ours, other = make_conv(accountId=acc), make_conv(accountId="acc-else-" + uid()[:6])
     post(srv, ours)
@@ -847,6 +885,7 @@ def test_a_url_or_account_that_does_not_open_holds_only_its_subscription(make_se
     mended = held.patch(url=rcv.url(held.name), accountId=acc)
     assert "heldReason" not in mended and mended["url"] == rcv.url(held.name), mended
     assert mended["accountId"] == acc
+    wait_health_held(srv, {}, "health to no longer list the mended subscription")
     held.wait_delivered(ours["conversationId"], "conversation.created")
     held.wait_delivered(c2["conversationId"], "conversation.created")
     time.sleep(0.5)
