@@ -12,12 +12,14 @@
 #include <jansson.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -987,6 +989,18 @@ static bool any_active(const struct outbound *o) {
   return false;
 }
 
+/* Onward delivery is background work: at DELIVERY_NICE the calling thread (and the threads it
+ * starts: libcurl's resolver) takes the cores' spare time and yields to the HTTP workers and the
+ * writer while they saturate the cores. Its events wait in the outbox meanwhile; with spare time
+ * it catches up faster than ingest fills it (README "Benchmarks"). Linux sets nice per thread. */
+static void background_priority(struct outbound *o, const char *what) {
+  if (o->cfg->delivery_nice <= 0) return;
+  errno = 0;
+  if (setpriority(PRIO_PROCESS, (id_t)gettid(), (int)o->cfg->delivery_nice) != 0)
+    log_msg(LOG_WARNING, "outbound: the %s thread keeps its priority (setpriority: %s)", what,
+            strerror(errno));
+}
+
 /* An idle service without active subscriptions sends the database nothing: a database restart
  * while idle then costs nothing (no failed read, no reconnect pause for the requests that
  * follow). Subscriptions are read again when this instance changed one (outbound_wake), when
@@ -994,6 +1008,7 @@ static bool any_active(const struct outbound *o) {
  * (deliveries due, changes by other instances). */
 static void *sub_main(void *cls) {
   struct outbound *o = cls;
+  background_priority(o, "delivery");
   double next_tick = 0, next_prune = time_mono_ms() + PRUNE_EVERY_MS, stop_deadline = 0;
   bool fanout_more = false, prune_more = false, first = true, activity = true;
   for (;;) {
@@ -1111,6 +1126,7 @@ static char *oversize_stand_in(const struct store_outbox_event *ev, size_t *len)
 
 static void *queue_main(void *cls) {
   struct outbound *o = cls;
+  background_priority(o, "broker");
   bool down_logged = false;
   double kept_ms = 0;
   while (!atomic_load(&o->stop)) {
