@@ -94,6 +94,7 @@ struct dispatch_cfg {
   size_t concurrency;        /* DELIVERY_CONCURRENCY */
   int64_t lease_us;          /* a claim's lease: the longest attempt plus LEASE_MARGIN_S */
   long retention_days;       /* OUTBOX_RETENTION_DAYS */
+  int nice;                  /* DELIVERY_NICE */
 };
 
 /* A held subscription as published by the dispatcher's thread. */
@@ -215,6 +216,7 @@ static void dispatch_cfg_copy(struct dispatch_cfg *d, const struct config *cfg) 
   d->concurrency = cfg->delivery_concurrency > 0 ? (size_t)cfg->delivery_concurrency : 1;
   d->lease_us = ((int64_t)cfg->delivery_timeout + LEASE_MARGIN_S) * 1000000;
   d->retention_days = cfg->outbox_retention_days;
+  d->nice = (int)cfg->delivery_nice;
 }
 
 /* A batch of store writes submitted together (the writer commits them in one transaction, in
@@ -994,9 +996,9 @@ static bool any_active(const struct outbound *o) {
  * writer while they saturate the cores. Its events wait in the outbox meanwhile; with spare time
  * it catches up faster than ingest fills it (README "Benchmarks"). Linux sets nice per thread. */
 static void background_priority(struct outbound *o, const char *what) {
-  if (o->cfg->delivery_nice <= 0) return;
+  if (o->cfg.nice <= 0) return;
   errno = 0;
-  if (setpriority(PRIO_PROCESS, (id_t)gettid(), (int)o->cfg->delivery_nice) != 0)
+  if (setpriority(PRIO_PROCESS, (id_t)gettid(), o->cfg.nice) != 0)
     log_msg(LOG_WARNING, "outbound: the %s thread keeps its priority (setpriority: %s)", what,
             strerror(errno));
 }
