@@ -159,7 +159,10 @@ struct store_delivery_result {
    * due at next_at_us (attempt recorded as PAUSED). DISABLED (410): the subscription is
    * disabled (disabled_reason "gone"), the delivery stays pending. Every result is also
    * recorded as an attempt (GET .../deliveries). RELEASE: not sent (throttled, shutting
-   * down): the lease is dropped, due again at next_at_us, no attempt recorded. */
+   * down): the lease is dropped, due again at next_at_us, no attempt recorded.
+   * next_at_us is on the instance's clock, as the FINISH work's now_us (0: the store reads it):
+   * PostgreSQL stores it as the database server's now + (next_at_us - now_us), so instances
+   * whose clocks disagree agree on when a retry is due. */
   int outcome; /* enum delivery_outcome, or STORE_DELIVERY_RELEASE */
   int64_t first_attempt_us;
   int64_t next_at_us;
@@ -182,7 +185,8 @@ enum store_outbox_op {
    * by a Retry-After (hold_us); PostgreSQL: rows another instance holds are skipped; fewer when
    * their data passes about 16 MiB, at least one), each until now_us + lease_us (PostgreSQL:
    * lease_us from the database server's clock, which alone decides when a lease ran out, so
-   * instances with skewed clocks never take each other's live leases): jobs[0..count)
+   * instances with skewed clocks never take each other's live leases; which deliveries are due
+   * is decided on that clock too, now_us unused for it): jobs[0..count)
    * (owned, free with store_jobs_free). A lease that runs out (a crash) makes the delivery due
    * again: at least once. Due deliveries come first, then (SQLite) the lane's new events. */
   STORE_OUTBOX_CLAIM,

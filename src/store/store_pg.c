@@ -3830,11 +3830,11 @@ static enum store_status pg_secret(struct store *base, const char *name,
 /* The claim: the due deliveries in order, but none whose event is sealed with a key this
  * instance lacks ($6, the ring's key ids; an instance with it claims it), and only as many as
  * OUTBOX_READ_BYTES of data hold (b: the running sum before each row); none while a receiver's
- * Retry-After holds the subscription. Leases ($5 their length) run on the database's clock;
- * next_at_us ($2 now) on the instances'. */
+ * Retry-After holds the subscription. Leases ($4 their length) and next_at_us run on the
+ * database's clock (next_at_us is written from it: fan-out, replay, FINISH). */
 static const char claim_sql[] =
     "WITH c AS (SELECT d.sub_id, d.seq, d.next_at_us FROM sub_deliveries d"
-    "  WHERE d.sub_id = $1 AND d.state = 0 AND d.next_at_us <= $2"
+    "  WHERE d.sub_id = $1 AND d.state = 0 AND d.next_at_us <= " DB_NOW_US
     "    AND (d.lease_until_us IS NULL OR d.lease_until_us <= " DB_NOW_US
     ")"
     "    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = $1 AND s.enabled AND NOT s.paused"
@@ -3843,14 +3843,14 @@ static const char claim_sql[] =
     "    AND d.seq = (SELECT min(o.seq) FROM sub_deliveries o WHERE o.sub_id = d.sub_id"
     "      AND o.conversation_id = d.conversation_id AND o.state = 0)"
     "    AND NOT EXISTS (SELECT 1 FROM outbox_events k WHERE k.seq = d.seq AND k.type <> 5"
-    "      AND k.sealed_with IS NOT NULL AND k.sealed_with <> ALL($6::text[]))"
-    "  ORDER BY d.next_at_us, d.seq LIMIT $3 FOR UPDATE SKIP LOCKED),"
+    "      AND k.sealed_with IS NOT NULL AND k.sealed_with <> ALL($5::text[]))"
+    "  ORDER BY d.next_at_us, d.seq LIMIT $2 FOR UPDATE SKIP LOCKED),"
     " b AS (SELECT x.sub_id, x.seq FROM (SELECT c.sub_id, c.seq, sum(octet_length(e.data))"
     "   OVER (ORDER BY c.next_at_us, c.seq) - octet_length(e.data) AS before"
     "   FROM c JOIN outbox_events e ON e.seq = c.seq) x WHERE x.before < " OUTBOX_READ_BYTES
     "),"
-    " u AS (UPDATE sub_deliveries d SET lease_owner = $4, lease_until_us = " DB_NOW_US
-    " + $5"
+    " u AS (UPDATE sub_deliveries d SET lease_owner = $3, lease_until_us = " DB_NOW_US
+    " + $4"
     "  FROM b, outbox_events e WHERE d.sub_id = b.sub_id AND d.seq = b.seq AND e.seq = d.seq"
     "  RETURNING d.attempts, d.first_attempt_us, " EVENT_COLUMNS ") SELECT * FROM u ORDER BY seq";
 
@@ -3861,13 +3861,14 @@ static const char claim_sql[] =
  * has the key, instead of passing it by. */
 static const char fanout_sql[] =
     "WITH ev AS (SELECT seq, conversation_id, type, account_id FROM outbox_events"
-    "  WHERE seq > $2 AND (NOT $6::bool OR seq < COALESCE((SELECT min(u.seq) FROM outbox_events u"
-    "    WHERE u.seq > $2 AND u.sealed_with IS NOT NULL AND u.sealed_with <> ALL($8::text[])),"
+    "  WHERE seq > $2 AND (NOT $5::bool OR seq < COALESCE((SELECT min(u.seq) FROM outbox_events u"
+    "    WHERE u.seq > $2 AND u.sealed_with IS NOT NULL AND u.sealed_with <> ALL($7::text[])),"
     "    9223372036854775807)) ORDER BY seq LIMIT $3),"
     " ins AS (INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts,"
     "  first_attempt_us, next_at_us)"
-    "  SELECT $1, seq, conversation_id, 0, 0, 0, $4 FROM ev"
-    "  WHERE (($5::int >> type) & 1) = 1 AND (NOT $6::bool OR account_id = ANY($7::text[]))"
+    "  SELECT $1, seq, conversation_id, 0, 0, 0, " DB_NOW_US
+    " FROM ev"
+    "  WHERE (($4::int >> type) & 1) = 1 AND (NOT $5::bool OR account_id = ANY($6::text[]))"
     "  ON CONFLICT (sub_id, seq) DO NOTHING RETURNING 1),"
     " up AS (UPDATE subscriptions SET cursor_seq = m.s FROM (SELECT max(seq) AS s FROM ev) m"
     "  WHERE id = $1 AND m.s IS NOT NULL) "
@@ -3881,38 +3882,41 @@ static const char replay_sql[] =
     "  WHERE id = $1),"
     " r AS (INSERT INTO sub_deliveries (sub_id, seq, conversation_id, state, attempts,"
     "  first_attempt_us, next_at_us)"
-    "  SELECT $1, e.seq, e.conversation_id, 0, 0, 0, $3 FROM outbox_events e, s"
+    "  SELECT $1, e.seq, e.conversation_id, 0, 0, 0, " DB_NOW_US
+    " FROM outbox_events e, s"
     "  WHERE e.created_us >= $2 AND e.seq > s.start_seq AND e.seq <= s.cursor_seq"
     "    AND ((s.event_types >> e.type) & 1) = 1"
-    "    AND (s.account_id = '' OR e.account_id = ANY($4::text[])) ORDER BY e.seq"
+    "    AND (s.account_id = '' OR e.account_id = ANY($3::text[])) ORDER BY e.seq"
     "  ON CONFLICT (sub_id, seq) DO UPDATE SET state = 0, attempts = 0, first_attempt_us = 0,"
     "    next_at_us = EXCLUDED.next_at_us, lease_until_us = CASE WHEN"
     "    sub_deliveries.lease_owner IS NULL THEN NULL ELSE 0 END RETURNING 1) "
     "SELECT count(*) FROM r";
 
 /* An update: enabled ($5), paused and disabled_reason change only when the caller named enabled
- * ($9, store.h sub_enabled_given): then enabled is set, and enabling clears paused and the
- * reason and makes waiting deliveries due at once ($8 now); else they stay as stored (a pause or
- * a 410 that happened after the caller's read is not undone). */
+ * ($8, store.h sub_enabled_given): then enabled is set, and enabling clears paused and the
+ * reason and makes waiting deliveries due at once (the database's now); else they stay as stored (a
+ * pause or a 410 that happened after the caller's read is not undone). */
 static const char sub_update_sql[] =
     "WITH old AS (SELECT enabled, paused, hold_until_us FROM subscriptions WHERE id = $1),"
-    " up AS (UPDATE subscriptions SET url = CASE WHEN $10::int & 1 <> 0 THEN $2 ELSE url END,"
-    "  url_sealed = CASE WHEN $10::int & 1 <> 0 THEN $11::bytea ELSE url_sealed END,"
-    "  event_types = CASE WHEN $10::int & 2 <> 0 THEN $3::int ELSE event_types END,"
-    "  account_id = CASE WHEN $10::int & 4 <> 0 THEN $4 ELSE account_id END,"
-    "  account_sealed = CASE WHEN $10::int & 4 <> 0 THEN $12::bytea ELSE account_sealed END,"
-    "  secret = CASE WHEN $13::bytea IS NULL THEN secret ELSE '' END,"
-    "  secret_sealed = COALESCE($13::bytea, secret_sealed),"
-    "  sealed_with = CASE WHEN $13::bytea IS NULL THEN sealed_with ELSE $14 END,"
-    "  enabled = CASE WHEN $9::bool THEN $5::bool ELSE enabled END,"
-    "  max_per_second = CASE WHEN $10::int & 8 <> 0 THEN $6::bigint ELSE max_per_second END,"
-    "  paused = CASE WHEN $9::bool AND $5::bool THEN false ELSE paused END,"
-    "  disabled_reason = CASE WHEN $9::bool AND $5::bool THEN '' ELSE disabled_reason END,"
-    "  hold_until_us = CASE WHEN $9::bool AND $5::bool THEN 0 ELSE hold_until_us END,"
+    " up AS (UPDATE subscriptions SET url = CASE WHEN $9::int & 1 <> 0 THEN $2 ELSE url END,"
+    "  url_sealed = CASE WHEN $9::int & 1 <> 0 THEN $10::bytea ELSE url_sealed END,"
+    "  event_types = CASE WHEN $9::int & 2 <> 0 THEN $3::int ELSE event_types END,"
+    "  account_id = CASE WHEN $9::int & 4 <> 0 THEN $4 ELSE account_id END,"
+    "  account_sealed = CASE WHEN $9::int & 4 <> 0 THEN $11::bytea ELSE account_sealed END,"
+    "  secret = CASE WHEN $12::bytea IS NULL THEN secret ELSE '' END,"
+    "  secret_sealed = COALESCE($12::bytea, secret_sealed),"
+    "  sealed_with = CASE WHEN $12::bytea IS NULL THEN sealed_with ELSE $13 END,"
+    "  enabled = CASE WHEN $8::bool THEN $5::bool ELSE enabled END,"
+    "  max_per_second = CASE WHEN $9::int & 8 <> 0 THEN $6::bigint ELSE max_per_second END,"
+    "  paused = CASE WHEN $8::bool AND $5::bool THEN false ELSE paused END,"
+    "  disabled_reason = CASE WHEN $8::bool AND $5::bool THEN '' ELSE disabled_reason END,"
+    "  hold_until_us = CASE WHEN $8::bool AND $5::bool THEN 0 ELSE hold_until_us END,"
     "  updated_us = $7 WHERE id = $1 RETURNING id),"
-    " due AS (UPDATE sub_deliveries SET next_at_us = LEAST(next_at_us, $8) WHERE sub_id = $1"
-    "  AND state = 0 AND $9::bool AND $5::bool AND EXISTS (SELECT 1 FROM old WHERE NOT old.enabled"
-    "  OR old.paused OR old.hold_until_us > $8) RETURNING 1) "
+    " due AS (UPDATE sub_deliveries SET next_at_us = LEAST(next_at_us, " DB_NOW_US
+    ") WHERE sub_id = $1"
+    "  AND state = 0 AND $8::bool AND $5::bool AND EXISTS (SELECT 1 FROM old WHERE NOT old.enabled"
+    "  OR old.paused OR old.hold_until_us > " DB_NOW_US
+    ") RETURNING 1) "
     "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM due)";
 
 /* Prune: only live broker cursors hold events back (touched since $3, stale_before_us: store.h
@@ -3933,16 +3937,17 @@ static const char prune_sql[] =
     "    AND seq < (SELECT max(seq) FROM old))";
 
 /* Every result of a FINISH at once ($1..$12, $14 and $15 the columns, see results_column; $13 the
- * owner): only deliveries whose lease is ours and the result's claim's (lease_owner is
- * "owner:token"); an answer to an earlier claim of ours of a delivery claimed again since (st:
- * a replay, or a lease that ran out, then a new claim) is recorded as an attempt (delivered, or
- * a failure the new claim retries) and changes nothing; another instance's lease: ignored; a
- * success recorded by any result of the batch counts for the pause rule (outcome FAILED becomes
- * PAUSED when the subscription has had no success since the delivery's first attempt); delivered
- * rows go, others keep waiting (RETRY, PAUSED, DISABLED, RELEASE) or are dead-lettered (FAILED),
- * but one replayed while in flight (see replay_sql) waits again from attempt 1; subscriptions move
- * their last success, pause, are disabled (410), or are held (a Retry-After, from the database's
- * clock); every result but RELEASE is recorded as an attempt, in order. */
+ * owner; next_at: the wait before the next attempt, from the database's clock): only deliveries
+ * whose lease is ours and the result's claim's (lease_owner is "owner:token"); an answer to an
+ * earlier claim of ours of a delivery claimed again since (st: a replay, or a lease that ran out,
+ * then a new claim) is recorded as an attempt (delivered, or a failure the new claim retries) and
+ * changes nothing; another instance's lease: ignored; a success recorded by any result of the batch
+ * counts for the pause rule (outcome FAILED becomes PAUSED when the subscription has had no success
+ * since the delivery's first attempt); delivered rows go, others keep waiting (RETRY, PAUSED,
+ * DISABLED, RELEASE) or are dead-lettered (FAILED), but one replayed while in flight (see
+ * replay_sql) waits again from attempt 1; subscriptions move their last success, pause, are
+ * disabled (410), or are held (a Retry-After, from the database's clock); every result but RELEASE
+ * is recorded as an attempt, in order. */
 static const char finish_sql[] =
     "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[],"
     "  $6::int[], $7::bigint[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
@@ -3970,7 +3975,8 @@ static const char finish_sql[] =
     "  attempts = CASE WHEN y.lu = 0 THEN 0 WHEN y.oc = 100 THEN t.attempts ELSE y.attempt END,"
     "  first_attempt_us = CASE WHEN y.lu = 0 THEN 0 WHEN y.oc = 100 THEN t.first_attempt_us"
     "    ELSE y.f END,"
-    "  next_at_us = CASE WHEN y.lu = 0 THEN t.next_at_us ELSE y.next_at END,"
+    "  next_at_us = CASE WHEN y.lu = 0 THEN t.next_at_us ELSE " DB_NOW_US
+    " + y.next_at END,"
     "  lease_owner = NULL, lease_until_us = NULL"
     "  FROM y WHERE (y.oc <> 1 OR y.lu = 0) AND t.sub_id = y.sub_id AND t.seq = y.seq),"
     " su AS (UPDATE subscriptions t SET"
@@ -4257,13 +4263,12 @@ static bool sub_secret_get(const struct seal_ring *ring, const PGresult *r, cons
 
 static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   const struct subscription *sub = w->sub;
-  char types[16], max[24], created[24], updated[24], success[24], now[24];
+  char types[16], max[24], created[24], updated[24], success[24];
   snprintf(types, sizeof types, "%u", sub->event_types);
   snprintf(max, sizeof max, "%lld", (long long)sub->max_per_second);
   snprintf(created, sizeof created, "%lld", (long long)sub->created_us);
   snprintf(updated, sizeof updated, "%lld", (long long)sub->updated_us);
   snprintf(success, sizeof success, "%lld", (long long)sub->last_success_us);
-  snprintf(now, sizeof now, "%lld", (long long)time_now_us());
   if (!utf8_valid(sub->url, strlen(sub->url)) ||
       !utf8_valid(sub->account_id, strlen(sub->account_id)) ||
       (sub->account_id[0] && !store_id_sealable(sub->account_id)))
@@ -4327,26 +4332,25 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   }
   char fields[16];
   snprintf(fields, sizeof fields, "%u", w->sub_fields);
-  const char *vals[14] = {sub->id,
+  const char *vals[13] = {sub->id,
                           sealed.url,
                           types,
                           sealed.account,
                           sub->enabled ? "t" : "f",
                           max,
                           updated,
-                          now,
                           w->sub_enabled_given ? "t" : "f",
                           fields,
                           sealed.url_sealed,
                           sealed.account_sealed,
                           sealed.secret_sealed,
                           s->ring ? seal_ring_key_id(s->ring, 0) : NULL};
-  int lens[14] = {0}, formats[14] = {0};
-  lens[10] = sealed.url_len;
-  lens[11] = sealed.account_len;
-  lens[12] = sealed.secret_len;
-  formats[10] = formats[11] = formats[12] = 1;
-  r = ob_exec(s, "sub_update", 14, vals, lens, formats, PGRES_TUPLES_OK, &st);
+  int lens[13] = {0}, formats[13] = {0};
+  lens[9] = sealed.url_len;
+  lens[10] = sealed.account_len;
+  lens[11] = sealed.secret_len;
+  formats[9] = formats[10] = formats[11] = 1;
+  r = ob_exec(s, "sub_update", 13, vals, lens, formats, PGRES_TUPLES_OK, &st);
   store_seal_buf_free(&sealed.buf);
   if (!r) return st;
   w->erased = PQntuples(r) == 1 ? get_i64(r, 0, 1) : 0; /* deliveries made due */
@@ -4388,11 +4392,10 @@ static enum store_status replay(struct pg_store *s, struct store_write *w) {
   }
   char *values = account_values(s->ring, account);
   if (!values) return STORE_RETRY;
-  char since[24], now[24];
+  char since[24];
   snprintf(since, sizeof since, "%lld", (long long)w->replay_since_us);
-  snprintf(now, sizeof now, "%lld", (long long)time_now_us());
-  const char *vals[4] = {w->sub_id, since, now, values};
-  r = ob_exec(s, "replay", 4, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  const char *vals[3] = {w->sub_id, since, values};
+  r = ob_exec(s, "replay", 3, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
   free(values);
   if (!r) return st;
   w->erased = get_i64(r, 0, 0);
@@ -4409,9 +4412,8 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
     free(keys);
     return st;
   }
-  char limit[24], now[24];
+  char limit[24];
   snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
-  snprintf(now, sizeof now, "%lld", (long long)o->now_us);
   for (int i = 0; st == STORE_OK && i < PQntuples(subs); i++) {
     char id[OUTBOX_SUB_ID_MAX], account[MODEL_ACCOUNT_ID_MAX + 1], types[16], cursor[24];
     get_text(subs, i, 0, id, sizeof id);
@@ -4431,8 +4433,8 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
     }
     /* whether it filters by account, never the account itself: bind parameters reach the
      * server's logs (log_min_duration_statement, errors) */
-    const char *vals[8] = {id, cursor, limit, now, types, account[0] ? "t" : "f", values, keys};
-    PGresult *r = ob_exec(s, "fanout", 8, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+    const char *vals[7] = {id, cursor, limit, types, account[0] ? "t" : "f", values, keys};
+    PGresult *r = ob_exec(s, "fanout", 7, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
     free(values);
     if (r) o->added += get_i64(r, 0, 0);
     PQclear(r);
@@ -4474,8 +4476,7 @@ static enum store_status read_outbox_event(const struct seal_ring *ring, const P
 }
 
 static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) {
-  char now[24], limit[24], until[24];
-  snprintf(now, sizeof now, "%lld", (long long)o->now_us);
+  char limit[24], until[24];
   snprintf(limit, sizeof limit, "%lld", (long long)(o->limit > 0 ? o->limit : 1));
   snprintf(until, sizeof until, "%lld", (long long)o->lease_us); /* from the database's now */
   char *keys = ring_keys(s->ring);
@@ -4485,9 +4486,9 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
   int64_t token = ++s->lease_seq;
   char owner[sizeof s->owner + 24];
   snprintf(owner, sizeof owner, "%s:%lld", s->owner, (long long)token);
-  const char *vals[6] = {o->sub_id ? o->sub_id : "", now, limit, owner, until, keys};
+  const char *vals[5] = {o->sub_id ? o->sub_id : "", limit, owner, until, keys};
   enum store_status st = STORE_OK;
-  PGresult *r = ob_exec(s, "claim", 6, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
+  PGresult *r = ob_exec(s, "claim", 5, vals, NULL, NULL, PGRES_TUPLES_OK, &st);
   free(keys);
   if (!r) return st;
   int rows = PQntuples(r);
@@ -4508,7 +4509,9 @@ static enum store_status claim(struct pg_store *s, struct store_outbox_work *o) 
 
 /* The results as one PostgreSQL array literal per column (col: 0 sub, 1 seq, 2 event id, 3 type,
  * 4 attempt, 5 status code, 6 latency, 7 at, 8 outcome, 9 the answer's head in hex, 10 first
- * attempt, 11 next at, 12 lease token, 13 hold); NULL when out of memory. */
+ * attempt, 11 the wait before the next attempt: next_at_us less the instance's now (now_us; see
+ * finish_sql, which adds it to the database's now), 12 lease token, 13 hold); NULL when out of
+ * memory. */
 static void quoted(FILE *f, const char *v) {
   fputc('"', f);
   for (const char *p = v; *p; p++) {
@@ -4519,6 +4522,7 @@ static void quoted(FILE *f, const char *v) {
 }
 
 static char *results_column(const struct store_outbox_work *o, int col) {
+  int64_t now_us = o->now_us ? o->now_us : time_now_us();
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
@@ -4572,7 +4576,7 @@ static char *results_column(const struct store_outbox_work *o, int col) {
         v = r->hold_us;
         break;
       default:
-        v = r->next_at_us;
+        v = r->next_at_us - now_us;
         break;
     }
     fprintf(f, "%lld", (long long)v);

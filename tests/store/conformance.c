@@ -3920,6 +3920,20 @@ static void ob_leases_age(const char *sub, const char *cursor, int64_t us) {
   }
 }
 
+/* Time passes, for the retries waiting now: on PostgreSQL a delivery's next attempt time is
+ * written and compared on the database server's clock alone (a store's now_us never makes one
+ * due), so the test moves subscription sub's waiting deliveries' next attempt times back by us,
+ * as that clock moving on would; on SQLite the now_us a test passes is the one clock. */
+static void ob_retries_age(const char *sub, int64_t us) {
+  if (strcmp(B->name, "sqlite") == 0) return;
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "UPDATE sub_deliveries SET next_at_us = next_at_us - %lld WHERE sub_id = '%s' AND "
+           "state = 0",
+           (long long)us, sub);
+  (void)direct_sql(sql);
+}
+
 /* One event as a subscriber got it. */
 struct ob_got {
   int64_t seq;
@@ -4628,6 +4642,7 @@ static void test_outbox_claims_keep_each_conversations_order(void **state) {
   again = ob_claim(sub.id, t + 1000000, OB_LEASE_US, 10);
   assert_int_equal(again.count, 0); /* k's first waits for its retry, k's next behind it */
   store_jobs_free(&again);
+  ob_retries_age(sub.id, hour);
   o = ob_claim(sub.id, t + hour, OB_LEASE_US, 10);
   assert_int_equal(o.count, 1);
   assert_string_equal(o.jobs[0].event.id, k1_id);
@@ -6691,6 +6706,61 @@ static void test_pg_outbox_leases_use_the_database_clock(void **state) {
   (void)direct_sql(sql);
 }
 
+/* A failed delivery's next attempt on the database's clock too (pgclock): fan-out by an instance
+ * whose clock runs ahead makes its deliveries due at once for one behind; the one behind records
+ * a retry in 2 s; an instance ahead finds it not due yet, and finds it due once 2 s passed on the
+ * database's clock (the stored time is the database's now + 2 s, whatever the clocks say). */
+static void test_pg_outbox_retry_times_use_the_database_clock(void **state) {
+  (void)state;
+  struct store *other = pg_other_store();
+  char tag[16], sub[OUTBOX_SUB_ID_MAX], id[64], sql[256];
+  new_tag(tag);
+  snprintf(sub, sizeof sub, "sub_%s", tag);
+  pg_sub_create(B->store, sub, OUTBOX_TYPES_ALL, NULL);
+  (void)pg_fanout(B->store);
+  const int64_t skew = 600LL * 1000000LL, wait = 2LL * 1000000LL;
+  snprintf(id, sizeof id, "retry-skew-%s", tag);
+  (void)put_conv(id, "e@example.com", "acc");
+  /* fan-out by an instance ahead: due at once for one behind */
+  struct store_outbox_work f = {
+      .op = STORE_OUTBOX_FANOUT, .now_us = time_now_us() + skew, .limit = 1000};
+  struct store_write w = {.kind = STORE_WRITE_OUTBOX, .outbox = &f};
+  assert_int_equal(ob_submit(B->store, &w), STORE_OK);
+  assert_int_equal(f.added, 1);
+  struct store_outbox_work o = pg_claim(other, sub, 10, time_now_us() - skew);
+  assert_int_equal(o.count, 1);
+  /* it fails: the instance behind asks for a retry in 2 s from its own now */
+  struct store_delivery_result r = pg_result(&o.jobs[0], DELIVERY_RETRY, 500);
+  r.at_us = time_now_us() + skew;
+  struct store_outbox_work fin = {
+      .op = STORE_OUTBOX_FINISH, .now_us = time_now_us() - skew, .results = &r, .nresults = 1};
+  r.next_at_us = fin.now_us + wait;
+  int64_t finished = time_now_us();
+  w.outbox = &fin;
+  assert_int_equal(ob_submit(other, &w), STORE_OK);
+  store_jobs_free(&o);
+  /* stored as the database's now + 2 s */
+  snprintf(sql, sizeof sql,
+           "SELECT (next_at_us - (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) / 1000 "
+           "FROM sub_deliveries WHERE sub_id = '%s'",
+           sub);
+  int64_t left_ms = direct_sql(sql);
+  assert_true(left_ms > 0 && left_ms <= 2000);
+  /* an instance ahead further: not due yet */
+  o = pg_claim(B->store, sub, 10, time_now_us() + 2 * skew);
+  assert_int_equal(o.count, 0);
+  store_jobs_free(&o);
+  /* 2 s later on the database's clock: due */
+  int64_t left = finished + wait + 300000 - time_now_us();
+  if (left > 0) usleep((useconds_t)left);
+  o = pg_claim(B->store, sub, 10, time_now_us() + 2 * skew);
+  assert_int_equal(o.count, 1);
+  assert_int_equal(o.jobs[0].attempt, 2);
+  store_jobs_free(&o);
+  store_close(other);
+  pg_sub_delete(sub);
+}
+
 /* ---- pgfix: races between the dispatcher's work and erasure (review of the pg outbox) ---- */
 
 /* A second connection of the test's own, with a transaction open (its locks held). */
@@ -7134,6 +7204,7 @@ static void test_pg_outbox_carried_by_reencrypt(void **state) {
   cmocka_unit_test(test_pg_outbox_account_filter),                       \
   cmocka_unit_test(test_pg_outbox_two_stores_share_the_work),            \
   cmocka_unit_test(test_pg_outbox_leases_use_the_database_clock),        \
+  cmocka_unit_test(test_pg_outbox_retry_times_use_the_database_clock),   \
   cmocka_unit_test(test_pg_outbox_fanout_racing_an_erasure),             \
   cmocka_unit_test(test_pg_outbox_erasure_and_finish_lock_in_one_order), \
   cmocka_unit_test(test_pg_outbox_two_erasures_in_one_batch),            \
