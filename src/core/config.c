@@ -135,10 +135,6 @@ const struct config_var config_vars[] = {
      "A delivery that has not been answered within this many seconds failed."},
     {"DELIVERY_CONCURRENCY", CONFIG_INT, "64", 1, 4096, OFF(delivery_concurrency),
      "Most deliveries in flight at once (all subscriptions together)."},
-    {"DELIVERY_NICE", CONFIG_INT, "19", 0, 19, OFF(delivery_nice),
-     "CPU priority (nice) of the delivery and broker threads. At 19 they take the cores' spare "
-     "time and yield to accepting webhooks while the cores are saturated (their events wait in "
-     "the outbox, stored); 0: they compete equally with ingest."},
     {"OUTBOX_RETENTION_DAYS", CONFIG_INT, "7", 1, 36500, OFF(outbox_retention_days),
      "Events delivered everywhere are kept this many days for replay, then erased; events still "
      "waiting for a subscription or the broker are never erased for age (the broker's cursor no "

@@ -59,7 +59,6 @@ struct config {
   bool delivery_allow_private_networks;
   long delivery_timeout;
   long delivery_concurrency;
-  long delivery_nice; /* nice of the delivery and broker threads */
   long outbox_retention_days;
   char *docs_assets_url;
   char *docs_assets_dir;

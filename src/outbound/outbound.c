@@ -12,14 +12,12 @@
 #include <jansson.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -94,7 +92,6 @@ struct dispatch_cfg {
   size_t concurrency;        /* DELIVERY_CONCURRENCY */
   int64_t lease_us;          /* a claim's lease: the longest attempt plus LEASE_MARGIN_S */
   long retention_days;       /* OUTBOX_RETENTION_DAYS */
-  int nice;                  /* DELIVERY_NICE */
 };
 
 /* A held subscription as published by the dispatcher's thread. */
@@ -216,7 +213,6 @@ static void dispatch_cfg_copy(struct dispatch_cfg *d, const struct config *cfg) 
   d->concurrency = cfg->delivery_concurrency > 0 ? (size_t)cfg->delivery_concurrency : 1;
   d->lease_us = ((int64_t)cfg->delivery_timeout + LEASE_MARGIN_S) * 1000000;
   d->retention_days = cfg->outbox_retention_days;
-  d->nice = (int)cfg->delivery_nice;
 }
 
 /* A batch of store writes submitted together (the writer commits them in one transaction, in
@@ -991,18 +987,6 @@ static bool any_active(const struct outbound *o) {
   return false;
 }
 
-/* Onward delivery is background work: at DELIVERY_NICE the calling thread (and the threads it
- * starts: libcurl's resolver) takes the cores' spare time and yields to the HTTP workers and the
- * writer while they saturate the cores. Its events wait in the outbox meanwhile; with spare time
- * it catches up faster than ingest fills it (README "Benchmarks"). Linux sets nice per thread. */
-static void background_priority(struct outbound *o, const char *what) {
-  if (o->cfg.nice <= 0) return;
-  errno = 0;
-  if (setpriority(PRIO_PROCESS, (id_t)gettid(), o->cfg.nice) != 0)
-    log_msg(LOG_WARNING, "outbound: the %s thread keeps its priority (setpriority: %s)", what,
-            strerror(errno));
-}
-
 /* An idle service without active subscriptions sends the database nothing: a database restart
  * while idle then costs nothing (no failed read, no reconnect pause for the requests that
  * follow). Subscriptions are read again when this instance changed one (outbound_wake), when
@@ -1010,7 +994,6 @@ static void background_priority(struct outbound *o, const char *what) {
  * (deliveries due, changes by other instances). */
 static void *sub_main(void *cls) {
   struct outbound *o = cls;
-  background_priority(o, "delivery");
   double next_tick = 0, next_prune = time_mono_ms() + PRUNE_EVERY_MS, stop_deadline = 0;
   bool fanout_more = false, prune_more = false, first = true, activity = true;
   for (;;) {
@@ -1128,7 +1111,6 @@ static char *oversize_stand_in(const struct store_outbox_event *ev, size_t *len)
 
 static void *queue_main(void *cls) {
   struct outbound *o = cls;
-  background_priority(o, "broker");
   bool down_logged = false;
   double kept_ms = 0;
   while (!atomic_load(&o->stop)) {

@@ -1067,35 +1067,3 @@ def el_post(server, fixture, cid):
                                 "ElevenLabs-Signature": f"t={t},v0={mac}"})
     assert r.status_code == 200, r.text[:300]
 
-
-
-def thread_nice(pid):
-    """{thread name: nice} of the server's threads (/proc/<pid>/task/<tid>/stat, field 19)."""
-    out = {}
-    for tid in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (tid / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out.setdefault(name, set()).add(int(fields[16]))
-    return out
-
-
-@pytest.mark.parametrize("nice", [None, "0", "7"])
-def test_delivery_threads_yield_the_cores_to_ingest(make_server, rcv, nice):
-    """Delivery is background work: its thread runs at DELIVERY_NICE (default 19), so while
-    webhooks saturate the cores they are accepted first and their events wait in the outbox;
-    the HTTP workers and the writer keep normal priority. Events are still delivered."""
-    srv = start(make_server, **({"DELIVERY_NICE": nice} if nice is not None else {}))
-    sub = subscribe(srv, rcv)
-    cid = f"conv_{uid()}"
-    post(srv, make_conv(cid))
-    sub.wait_delivered(cid, "conversation.created")
-    threads = thread_nice(srv.proc.pid)
-    want = 19 if nice is None else int(nice)
-    assert threads.get("gsr-deliver") == {want}, threads
-    assert threads.get("gsr-writer") == {0}, threads
-    others = {n: v for n, v in threads.items() if not n.startswith(("gsr-deliver", "gsr-publish"))}
-    assert all(v == {0} for v in others.values()), others
