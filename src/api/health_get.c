@@ -37,34 +37,17 @@ static json_t *queue_json(const struct app *app, bool *down) {
                    kind);
 }
 
-/* The subscriptions this instance's dispatcher holds, from its memory (outbound_held: no
- * database read): how many by why, and the first of them as GET shows each (heldReason,
- * heldUntil). NULL when none is held (or no memory: health still answers). */
+/* How many subscriptions this instance's dispatcher holds, by why, from its memory
+ * (outbound_held: no database read). Counts only: health answers without a key, and which
+ * subscriptions (and whose receiver answers 429) is for an admin key (GET /api/v1/subscriptions
+ * shows heldReason and heldUntil). NULL when none is held (or no memory: health still answers). */
 static json_t *held_json(const struct app *app) {
   struct outbound_held h;
   outbound_held(app->outbound, time_now_us(), &h);
   if (!h.sealed_unreadable && !h.secret_unreadable && !h.retry_after) return NULL;
-  json_t *list = json_array();
-  for (size_t i = 0; list && i < h.n; i++) {
-    const struct outbound_held_sub *s = &h.subs[i];
-    json_t *e = json_pack("{s:s}", "id", s->id);
-    const char *reason = s->sealed_unreadable   ? "sealed_unreadable"
-                         : s->secret_unreadable ? "secret_unreadable"
-                                                : NULL;
-    char until[40];
-    bool ok = e && (!reason || json_object_set_new(e, "heldReason", json_string(reason)) == 0) &&
-              (!s->until_us || (time_format_us(s->until_us, false, until, sizeof until) &&
-                                json_object_set_new(e, "heldUntil", json_string(until)) == 0));
-    if (!ok || json_array_append_new(list, e) != 0) {
-      if (!ok) json_decref(e);
-      json_decref(list);
-      return NULL;
-    }
-  }
-  if (!list) return NULL;
-  return json_pack("{s:I,s:I,s:I,s:o}", "secret_unreadable", (json_int_t)h.secret_unreadable,
+  return json_pack("{s:I,s:I,s:I}", "secret_unreadable", (json_int_t)h.secret_unreadable,
                    "sealed_unreadable", (json_int_t)h.sealed_unreadable, "retry_after",
-                   (json_int_t)h.retry_after, "subscriptions", list);
+                   (json_int_t)h.retry_after);
 }
 
 /* The outbox's backlog as the last health check read it (store/health.h): events not yet
