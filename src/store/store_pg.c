@@ -4026,8 +4026,8 @@ static bool prepare_ob(PGconn *c) {
                  0, NULL) &&
          prepare(c, "replay", replay_sql, 0, NULL) &&
          prepare(c, "fanout_subs",
-                 "SELECT id, event_types, account_id, cursor_seq, account_sealed FROM "
-                 "subscriptions ORDER BY id "
+                 "SELECT id, event_types, account_id, cursor_seq, account_sealed, url, url_sealed "
+                 "FROM subscriptions ORDER BY id "
                  "FOR UPDATE SKIP LOCKED",
                  0, NULL) &&
          prepare(c, "fanout", fanout_sql, 0, NULL) && prepare(c, "claim", claim_sql, 0, NULL) &&
@@ -4420,7 +4420,12 @@ static enum store_status fanout(struct pg_store *s, struct store_outbox_work *o)
     uint32_t t;
     memcpy(&t, PQgetvalue(subs, i, 1), sizeof t);
     snprintf(types, sizeof types, "%u", be32toh(t));
-    if (!sub_account_get(s->ring, subs, i, 2, 4, id, account, sizeof account)) {
+    /* a URL that does not open as well as an account: nothing can go to it, and what it gets is
+     * decided by the account it has once mended (PATCH url and accountId), not the one now (no
+     * rows made under it) */
+    char url[OUTBOX_URL_MAX + 1];
+    if (!sub_account_get(s->ring, subs, i, 2, 4, id, account, sizeof account) ||
+        !sub_url_get(s->ring, subs, i, 5, 6, id, url, sizeof url)) {
       /* its events wait (its cursor stays): the others go on; said once, not every round */
       store_unopened_note(&s->unopened, id);
       continue;

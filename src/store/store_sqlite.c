@@ -2881,8 +2881,8 @@ static const char *const ob_sql[OB_COUNT] = {
         "0) AS seq) n WHERE true ON CONFLICT (id) DO NOTHING",
     [OB_SUB_STATE] =
         "SELECT enabled, paused, cursor_seq, event_types, account_id, "
-        "account_sealed, secret, sealed_with, start_seq, hold_until_us FROM subscriptions "
-        "WHERE id = ?1",
+        "account_sealed, secret, sealed_with, start_seq, hold_until_us, url, url_sealed FROM "
+        "subscriptions WHERE id = ?1",
     [OB_SUB_UPDATE] =
         "UPDATE subscriptions SET url = CASE WHEN ?14 & 1 THEN ?2 ELSE url END, "
         "url_sealed = CASE WHEN ?14 & 1 THEN ?15 ELSE url_sealed END, "
@@ -2904,8 +2904,8 @@ static const char *const ob_sql[OB_COUNT] = {
     [OB_SUB_DEL_DELIVERIES] = "DELETE FROM sub_deliveries WHERE sub_id = ?1",
     [OB_SUB_DEL_ATTEMPTS] = "DELETE FROM delivery_attempts WHERE sub_id = ?1",
     [OB_SUB_ALL] =
-        "SELECT id, cursor_seq, event_types, account_id, account_sealed, enabled, paused "
-        "FROM subscriptions ORDER BY id",
+        "SELECT id, cursor_seq, event_types, account_id, account_sealed, enabled, paused, url, "
+        "url_sealed FROM subscriptions ORDER BY id",
     /* A delivery in flight when it is replayed keeps its owner with lease_until_us 0: due again
      * at once, and the answer to the earlier send (FINISH) leaves it pending from attempt 1
      * instead of closing it: the replay is not lost to that answer. */
@@ -3588,8 +3588,11 @@ static int outbox_fanout(struct sqlite_store *s, struct store_outbox_work *o) {
     f->types = sqlite3_column_int64(st, 2);
     f->active = sqlite3_column_int(st, 5) && !sqlite3_column_int(st, 6);
     f->accounts = NULL;
-    char account[MODEL_ACCOUNT_ID_MAX + 1];
-    if (!sub_account_read(s->ring, st, 3, 4, f->id, account, sizeof account)) {
+    char account[MODEL_ACCOUNT_ID_MAX + 1], url[OUTBOX_URL_MAX + 1];
+    /* a URL that does not open as well as an account: nothing can go to it, and what it gets is
+     * decided by the account it has once mended (PATCH url and accountId), not the one now */
+    if (!sub_account_read(s->ring, st, 3, 4, f->id, account, sizeof account) ||
+        !sub_url_read(s->ring, st, 7, 8, f->id, url, sizeof url)) {
       /* skipped alone: its events wait (its cursor stays), the others go on; said once */
       store_unopened_note(&s->unopened, f->id);
       continue;
@@ -3654,9 +3657,11 @@ static int outbox_claim(struct sqlite_store *s, struct store_outbox_work *o) {
                 sqlite3_column_int64(st, 9) <= o->now_us;
   int64_t cursor = active ? sqlite3_column_int64(st, 2) : 0;
   int64_t types = active ? sqlite3_column_int64(st, 3) : 0;
-  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
-  /* an account that does not open: its rows are claimed, its lane waits (fan-out says why) */
-  bool opened = active && sub_account_read(s->ring, st, 4, 5, o->sub_id, account, sizeof account);
+  char account[MODEL_ACCOUNT_ID_MAX + 1] = "", url[OUTBOX_URL_MAX + 1];
+  /* an account or URL that does not open: its rows are claimed, its lane waits (fan-out says
+   * why; it makes no rows for it either) */
+  bool opened = active && sub_account_read(s->ring, st, 4, 5, o->sub_id, account, sizeof account) &&
+                sub_url_read(s->ring, st, 10, 11, o->sub_id, url, sizeof url);
   ob_done(st);
   if (rc != SQLITE_OK || !active) return rc;
   /* the lane's leases that ran out: rows again, due at once (claimed below) */

@@ -903,6 +903,35 @@ def test_a_url_or_account_that_does_not_open_holds_only_its_subscription(make_se
     assert "heldReason" not in held.get()
 
 
+def test_a_url_alone_that_does_not_open_mended_to_another_account(make_server, rcv):
+    """Only a subscription's sealed URL does not open (its account does): nothing is sent or
+    made waiting under the account it had (fan-out passes it by, as for an account that does
+    not open), its events wait; mended with a new URL and another account, the events that
+    waited go out as that account filter says, and none of the old account's."""
+    key = "k1:" + base64.b64encode(hashlib.sha256(b"held url test key").digest()).decode()
+    srv = start(make_server, ENCRYPTION_KEYS=key)
+    acc, acc2 = "acc-url-" + uid()[:6], "acc-url2-" + uid()[:6]
+    held, fine = subscribe(srv, rcv, accountId=acc), subscribe(srv, rcv)
+    assert srv.stop() == 0
+    intact = sealed_column(srv, held.id, "url_sealed")
+    sealed_column(srv, held.id, "url_sealed", intact[:-1] + bytes([intact[-1] ^ 1]))
+    srv.start()
+    assert held.get()["heldReason"] == "sealed_unreadable"
+    ours, theirs = make_conv(accountId=acc), make_conv(accountId=acc2)
+    post(srv, ours)
+    post(srv, theirs)
+    fine.wait_delivered(ours["conversationId"], "conversation.created")
+    fine.wait_delivered(theirs["conversationId"], "conversation.created")
+    time.sleep(1.5)  # fan-out rounds
+    assert held.requests() == [] and held.attempts() == []
+    mended = held.patch(url=rcv.url(held.name), accountId=acc2)
+    assert "heldReason" not in mended and mended["accountId"] == acc2, mended
+    held.wait_delivered(theirs["conversationId"], "conversation.created")
+    time.sleep(1.0)
+    assert held.delivered(cid=ours["conversationId"]) == []
+    held.assert_all_signed()
+
+
 # ------------------------------------------------------------------ replay, throttling
 def test_replay_resends_with_the_original_ids(make_server, rcv):
     srv = start(make_server)

@@ -4241,6 +4241,82 @@ static void test_outbox_unopenable_url_and_account_fail_no_read(void **state) {
   ob_sub_delete(good.id);
 }
 
+/* Sub_deliveries rows of subscription id (any state). */
+static int64_t ob_rows_of_sub(const char *id) {
+  char sql[160];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM sub_deliveries WHERE sub_id = '%s'", id);
+  return direct_sql(sql);
+}
+
+/* Only a subscription's sealed URL does not open (its account does), active or disabled: fan-out
+ * makes nothing for it (nothing can go to a URL nobody can read, and no row is made under the
+ * account it had), its events wait behind its cursor; mended by an update of url and accountId
+ * together, what waited goes out with the mended account filter applied. */
+static void test_outbox_unopenable_url_alone_holds_events_for_the_mended_subscription(
+    void **state) {
+  (void)state;
+  char tag[16], ca[64], cb[64], acc_a[64], acc_b[64];
+  new_tag(tag);
+  snprintf(ca, sizeof ca, "ob-ua-a-%s", tag);
+  snprintf(cb, sizeof cb, "ob-ua-b-%s", tag);
+  snprintf(acc_a, sizeof acc_a, "acct-ua-a-%s", tag);
+  snprintf(acc_b, sizeof acc_b, "acct-ua-b-%s", tag);
+  struct subscription on = ob_sub(OB_ALL_TYPES, acc_a), off = ob_sub(OB_ALL_TYPES, acc_a);
+  off.enabled = false;
+  ob_sub_create(&on);
+  ob_sub_create(&off);
+  char sql[512];
+  for (int i = 0; i < 2; i++) {
+    const char *id = i ? off.id : on.id;
+    if (strcmp(B->name, "sqlite") == 0)
+      snprintf(sql, sizeof sql,
+               "UPDATE subscriptions SET url = '', url_sealed = randomblob(48) WHERE id = '%s'",
+               id);
+    else
+      snprintf(sql, sizeof sql,
+               "UPDATE subscriptions SET url = '', url_sealed = decode(md5('a') || md5('b'), "
+               "'hex') WHERE id = '%s'",
+               id);
+    (void)direct_sql(sql);
+    struct subscription got = ob_sub_read(id);
+    assert_true(got.unreadable);
+  }
+  (void)put_conv(ca, "ua@example.com", acc_a);
+  (void)put_conv(cb, "ub@example.com", acc_b);
+  (void)ob_fanout(time_now_us());
+  (void)ob_fanout(time_now_us());
+  assert_int_equal(ob_rows_of_sub(on.id), 0);
+  assert_int_equal(ob_rows_of_sub(off.id), 0);
+  struct ob_gots g = ob_drain(on.id);
+  assert_int_equal(g.n, 0);
+  ob_gots_free(&g);
+  /* mended: a new URL and account b (the disabled one enabled with it) */
+  for (int i = 0; i < 2; i++) {
+    struct subscription fix = i ? off : on;
+    snprintf(fix.url, sizeof fix.url, "https://example.com/mended/%s", fix.id);
+    snprintf(fix.account_id, sizeof fix.account_id, "%s", acc_b);
+    fix.enabled = true;
+    struct store_write w;
+    memset(&w, 0, sizeof w);
+    w.kind = STORE_WRITE_SUB_PUT;
+    w.sub = &fix;
+    w.sub_fields = STORE_SUB_URL | STORE_SUB_ACCOUNT;
+    w.sub_enabled_given = i == 1;
+    w.audio_fd = -1;
+    store_submit_wait(B->store, &w);
+    assert_int_equal(w.status, STORE_OK);
+    struct subscription got = ob_sub_read(fix.id);
+    assert_false(got.unreadable);
+    assert_true(got.enabled);
+    g = ob_drain(fix.id);
+    assert_int_equal(g.n, 1);
+    ob_check(&g.items[0], OUTBOX_CREATED, cb);
+    ob_gots_free(&g);
+  }
+  ob_sub_delete(on.id);
+  ob_sub_delete(off.id);
+}
+
 /* An update changes only the members it names (sub_fields), in one statement: two made from
  * one read, as two PATCHes of different members at once are, keep both changes. */
 /* An update as PATCH makes it without "enabled": only the members in fields change. */
@@ -7916,6 +7992,7 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_subscriptions_round_trip),                \
   cmocka_unit_test(test_outbox_unopenable_secret_fails_no_read),         \
   cmocka_unit_test(test_outbox_unopenable_url_and_account_fail_no_read), \
+  cmocka_unit_test(test_outbox_unopenable_url_alone_holds_events_for_the_mended_subscription), \
   cmocka_unit_test(test_outbox_update_changes_only_the_named_members),   \
   cmocka_unit_test(test_outbox_subscription_url_and_account_sealed),     \
   cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
