@@ -1,4 +1,6 @@
 /* The webhook body validator (model/conversation.c), fed any bytes as a client could send.
+ * Differential: whenever the fast path (model/conv_fast.c) accepts a body, the jansson path
+ * accepts it too, with the same struct values (the fast path's invariant).
  * Properties: an accepted body is valid UTF-8 with identifiers inside their limits; every
  * message and problem list can be turned into our JSON error envelope (valid UTF-8, so
  * jansson can encode it); an accepted body renders (render_conversation_detail) into valid
@@ -8,6 +10,7 @@
 
 #include "core/utf8.h"
 #include "fuzz.h"
+#include "model/conv_fast.h"
 #include "model/conversation.h"
 #include "model/render.h"
 
@@ -60,12 +63,44 @@ static void check_rendered(const char *body, size_t len, const struct conversati
   free(out);
 }
 
+static bool same_text(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The fast path's answer against the jansson path's (old: MODEL_OK). */
+static void check_same(const struct conversation_input *fast,
+                       const struct conversation_input *old) {
+  FUZZ_CHECK(fast->root == NULL);
+  FUZZ_CHECK(same_text(fast->conversation_id, old->conversation_id));
+  FUZZ_CHECK(same_text(fast->email_id, old->email_id));
+  FUZZ_CHECK(same_text(fast->account_id, old->account_id));
+  FUZZ_CHECK(same_text(fast->status, old->status));
+  FUZZ_CHECK(same_text(fast->agent_id, old->agent_id));
+  FUZZ_CHECK(same_text(fast->failure_reason, old->failure_reason));
+  FUZZ_CHECK(same_text(fast->platform, old->platform));
+  FUZZ_CHECK(same_text(fast->outcome, old->outcome));
+  FUZZ_CHECK(fast->has_start == old->has_start);
+  FUZZ_CHECK(!old->has_start || fast->start_us == old->start_us);
+  FUZZ_CHECK(fast->duration == old->duration);
+  FUZZ_CHECK(fast->message_count == old->message_count);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *body = (const char *)data;
-  struct conversation_input in;
+  struct conversation_input in, fast;
   json_t *problems = NULL;
   char message[256];
-  switch (model_conversation_parse(body, size, &in, &problems, message, sizeof message)) {
+  bool fast_ok = model_conv_scan(body, size, &fast);
+  enum model_result r =
+      model_conversation_parse(body, size, &in, &problems, message, sizeof message);
+  FUZZ_CHECK(!fast_ok || r == MODEL_OK);
+  if (fast_ok) {
+    check_same(&fast, &in);
+    model_conversation_free(&fast);
+  } else {
+    FUZZ_CHECK(fast.owned == NULL && fast.conversation_id == NULL);
+  }
+  switch (r) {
     case MODEL_INVALID_JSON:
       FUZZ_CHECK(problems == NULL);
       check_envelope(message, NULL);

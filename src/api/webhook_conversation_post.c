@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "ext/crypto.h"
+#include "model/conv_fast.h"
 #include "model/render.h"
 
 struct webhook_job {
@@ -101,7 +102,8 @@ void api_webhook_conversation_post(struct http_request *req) {
   }
   json_t *problems;
   char message[256];
-  switch (model_conversation_parse(body, len, &job->conv, &problems, message, sizeof message)) {
+  switch (
+      model_conversation_parse_fast(body, len, &job->conv, &problems, message, sizeof message)) {
     case MODEL_INVALID_JSON:
       free(job);
       http_reply_error(req, API_ERR_INVALID_JSON, message, NULL);

@@ -5,6 +5,7 @@
 #include "model/conversation.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/timeutil.h"
@@ -262,5 +263,6 @@ enum model_result model_conversation_parse(const char *body, size_t len,
 
 void model_conversation_free(struct conversation_input *in) {
   json_decref(in->root);
+  free(in->owned);
   memset(in, 0, sizeof *in);
 }

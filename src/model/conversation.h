@@ -16,9 +16,11 @@
 /* An error answer lists at most this many problems, then says how many more there were. */
 #define MODEL_PROBLEMS_MAX 100
 
-/* A validated webhook. String pointers point into root, which the struct owns. */
+/* A validated webhook. String pointers point into root, which the struct owns, or, when the
+ * fast path (model/conv_fast.h) parsed it, root is NULL and they point into owned. */
 struct conversation_input {
   json_t *root;
+  char *owned;
   const char *conversation_id;
   const char *email_id;       /* NULL: unknown (ElevenLabs events may lack it), stored as NULL */
   const char *account_id;     /* NULL: unknown */
