@@ -281,13 +281,16 @@ static bool index_text(const struct seal_ring *r, size_t key, const char *value,
 }
 
 /* The values an equality filter on email_id or account_id looks for, as a text[] literal: the
- * value as it is (rows written before encryption) and its blind index under every key of the
- * ring (rows sealed with any of them). A literal, not JSON: bytes that are not UTF-8 cannot be
- * JSON, and PostgreSQL refuses them from a literal as the client's (as without a ring). NULL
- * when out of memory or an index could not be computed. */
+ * value as it is (rows written before encryption) and, with a ring (r may be NULL), its blind
+ * index under every key of it (rows sealed with any of them). A value that would pass for a
+ * blind index is not looked for as it is, with a ring or without (no id a user gave starts so,
+ * and a stored one that does is a sealed row's index: matching it would find rows of another
+ * account; SQLite binds NULL for it alike). A literal, not JSON: bytes that are not UTF-8
+ * cannot be JSON, and PostgreSQL refuses them from a literal as the client's (as without a
+ * ring). NULL when out of memory or an index could not be computed. */
 static char *filter_values(const struct seal_ring *r, const char *value) {
-  size_t keys = seal_ring_count(r);
-  char(*ix)[STORE_INDEX_TEXT_LEN + 1] = calloc(keys, sizeof *ix);
+  size_t keys = r ? seal_ring_count(r) : 0;
+  char(*ix)[STORE_INDEX_TEXT_LEN + 1] = calloc(keys ? keys : 1, sizeof *ix);
   char *out = ix ? malloc(2 * strlen(value) + keys * (STORE_INDEX_TEXT_LEN + 3) + 6) : NULL;
   bool ok = out != NULL;
   for (size_t k = 0; ok && k < keys; k++) ok = index_text(r, k, value, ix[k]);
@@ -3071,8 +3074,11 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
   char *aj = NULL, *ej = NULL, *cj = NULL;
   bool oom = false;
   if (f->naccounts) oom = !(aj = store_accounts_json_ring(ring, f->accounts, f->naccounts));
-  if (ring && f->email_id) oom = oom || !(ej = filter_values(ring, f->email_id));
-  if (ring && f->account_id) oom = oom || !(cj = filter_values(ring, f->account_id));
+  /* without a ring too when a value would pass for a blind index (it then matches nothing) */
+  bool arrays = ring || (f->email_id && !store_id_sealable(f->email_id)) ||
+                (f->account_id && !store_id_sealable(f->account_id));
+  if (arrays && f->email_id) oom = oom || !(ej = filter_values(ring, f->email_id));
+  if (arrays && f->account_id) oom = oom || !(cj = filter_values(ring, f->account_id));
   unsigned mask = (f->email_id ? 1u : 0) | (f->account_id ? 2u : 0) | (f->status ? 4u : 0) |
                   (aj ? 8u : 0) | (ej || cj ? LIST_SEALED : 0) |
                   (f->has_from || f->has_to ? LIST_WINDOW : 0) | (f->after ? LIST_AFTER : 0) |
@@ -3180,9 +3186,11 @@ static bool pg_scan_filters(struct pg_scan *x, const struct store_analytics_quer
   size_t pos = 0;
   int n = 2;
   if (q->account_id) {
-    if (ring && !(x->cj = filter_values(ring, q->account_id))) return false;
+    /* without a ring too when it would pass for a blind index (it then matches nothing) */
+    bool array = ring || !store_id_sealable(q->account_id);
+    if (array && !(x->cj = filter_values(ring, q->account_id))) return false;
     pos += (size_t)snprintf(x->where + pos, sizeof x->where - pos,
-                            ring ? " AND account_id = ANY($%d::text[])" : " AND account_id = $%d",
+                            array ? " AND account_id = ANY($%d::text[])" : " AND account_id = $%d",
                             ++n);
     x->vals[x->nvals++] = x->cj ? x->cj : q->account_id;
   }
@@ -4110,22 +4118,10 @@ static bool ob_command(struct pg_store *s, const char *sql, enum store_status *s
 }
 
 /* The values a filter on an event's account looks for, as a text[] literal: the value as it is
- * and, with a ring, its blind index under every key (events sealed with any of them). */
+ * and, with a ring, its blind index under every key (events sealed with any of them); see
+ * filter_values. */
 static char *account_values(const struct seal_ring *r, const char *value) {
-  if (r) return filter_values(r, value);
-  char *out = malloc(2 * strlen(value) + 5);
-  if (!out) return NULL;
-  size_t pos = 0;
-  out[pos++] = '{';
-  out[pos++] = '"';
-  for (const char *p = value; *p; p++) {
-    if (*p == '"' || *p == '\\') out[pos++] = '\\';
-    out[pos++] = *p;
-  }
-  out[pos++] = '"';
-  out[pos++] = '}';
-  out[pos] = '\0';
-  return out;
+  return filter_values(r, value);
 }
 
 /* The ring's key ids as a text[] literal ("{}" without a ring); NULL when out of memory. */
@@ -4225,7 +4221,9 @@ static bool sub_account_get(const struct seal_ring *ring, const PGresult *r, int
                             int sealed_col, const char *id, char *out, size_t cap) {
   if (PQgetisnull(r, row, sealed_col)) {
     get_text(r, row, col, out, cap);
-    return true;
+    /* a plaintext account that passes for a blind index is one whose sealed value was lost:
+     * it does not open (as on SQLite), never an account of its own */
+    return !out[0] || store_id_sealable(out);
   }
   char aad[STORE_AAD_MAX];
   size_t aad_len = row_aad(aad, "subscriptions.account_id", id, NULL);

@@ -4317,6 +4317,87 @@ static void test_outbox_unopenable_url_alone_holds_events_for_the_mended_subscri
   ob_sub_delete(off.id);
 }
 
+/* Conversations counted in the totals of an analytics scan (FULL and TOTAL cells). */
+static void ix_count_cell(void *cls, const struct store_cell *c) {
+  if (c->kind != STORE_CELL_DIM) *(int64_t *)cls += c->conversations;
+}
+
+static int64_t ix_analytics_count(struct store *st, const char *account) {
+  int64_t n = 0, now = time_now_us(), day = 86400LL * 1000000LL;
+  struct store_analytics_query q = {.from_us = INT64_C(1577836800000000),
+                                    /* conv_body: 2024 */ .to_us = now + day,
+                                    .account_id = account};
+  assert_int_equal(st->ops->analytics_scan(st, &q, ix_count_cell, &n), STORE_OK);
+  return n;
+}
+
+/* How many conversations a list filtered on account finds (asserting the store answers). */
+static int64_t ix_list_count(struct store *st, const char *account) {
+  struct store_filter f = filter(NULL, account, NULL, 1, 100);
+  struct store_page page;
+  assert_int_equal(store_list(st, &f, &page), STORE_OK);
+  int64_t n = page.total;
+  for (size_t i = 0; i < page.count; i++) assert_string_equal(page.items[i].account_id, account);
+  store_page_free(&page);
+  return n;
+}
+
+/* An account id that passes for a blind index (STORE_INDEX_MARK and 32 hex digits: what a sealed
+ * row keeps in account_id; no id a user gives starts so) is matched by nothing but itself, and
+ * nothing has it: a list or analytics filter on it finds nothing, with ENCRYPTION_KEYS or
+ * without, on either backend (PostgreSQL without a ring matched it as it is, so it found the
+ * sealed rows whose index it is: another account's conversations); the account as given finds
+ * its conversations exactly. A subscription whose plaintext account passes for one (its sealed
+ * value lost) does not open: held, passed by at fan-out (PostgreSQL read it as an account of its
+ * own and fanned out to it). */
+static void test_an_account_that_passes_for_a_blind_index_matches_nothing(void **state) {
+  (void)state;
+  char tag[16], conv[64], conv2[64], acc[64], idx[STORE_INDEX_TEXT_LEN + 1];
+  new_tag(tag);
+  snprintf(conv, sizeof conv, "ob-ix-%s", tag);
+  snprintf(conv2, sizeof conv2, "ob-ix2-%s", tag);
+  snprintf(acc, sizeof acc, "acct-ix-%s", tag);
+  (void)put_conv(conv, "ix@example.com", acc);
+  if (B->ring) {
+    assert_true(store_index_text(B->ring, 0, acc, idx)); /* what conv's row keeps */
+  } else {
+    idx[0] = STORE_INDEX_MARK;
+    for (int i = 0; i < 32; i++) idx[1 + i] = "0123456789abcdef"[(tag[i % 8] + i) & 15];
+    idx[STORE_INDEX_TEXT_LEN] = '\0';
+  }
+  assert_int_equal(ix_list_count(B->store, acc), 1);
+  assert_int_equal(ix_list_count(B->store, idx), 0);
+  assert_true(ix_analytics_count(B->store, acc) >= 1);
+  assert_int_equal(ix_analytics_count(B->store, idx), 0);
+  if (strcmp(B->name, "sqlite") != 0) {
+    /* an instance without ENCRYPTION_KEYS on the same database */
+    char err[512] = "";
+    struct store *plain = store_open(B->url, err, sizeof err);
+    if (!plain) fail_msg("an instance without a ring: %s", err);
+    assert_int_equal(ix_list_count(plain, idx), 0);
+    assert_int_equal(ix_analytics_count(plain, idx), 0);
+    store_close(plain);
+  }
+  struct subscription sub = ob_sub(OB_ALL_TYPES, acc);
+  ob_sub_create(&sub);
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "UPDATE subscriptions SET account_id = %s(1) || '%s', account_sealed = NULL WHERE id "
+           "= '%s'",
+           strcmp(B->name, "sqlite") == 0 ? "char" : "chr", idx + 1, sub.id);
+  (void)direct_sql(sql);
+  struct subscription got = ob_sub_read(sub.id);
+  assert_true(got.unreadable);
+  assert_string_equal(got.account_id, "");
+  (void)put_conv(conv2, "ix@example.com", acc);
+  (void)ob_fanout(time_now_us());
+  assert_int_equal(ob_rows_of_sub(sub.id), 0);
+  struct ob_gots g = ob_drain(sub.id);
+  assert_int_equal(g.n, 0);
+  ob_gots_free(&g);
+  ob_sub_delete(sub.id);
+}
+
 /* An update changes only the members it names (sub_fields), in one statement: two made from
  * one read, as two PATCHes of different members at once are, keep both changes. */
 /* An update as PATCH makes it without "enabled": only the members in fields change. */
@@ -7993,6 +8074,7 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_unopenable_secret_fails_no_read),         \
   cmocka_unit_test(test_outbox_unopenable_url_and_account_fail_no_read), \
   cmocka_unit_test(test_outbox_unopenable_url_alone_holds_events_for_the_mended_subscription), \
+  cmocka_unit_test(test_an_account_that_passes_for_a_blind_index_matches_nothing), \
   cmocka_unit_test(test_outbox_update_changes_only_the_named_members),   \
   cmocka_unit_test(test_outbox_subscription_url_and_account_sealed),     \
   cmocka_unit_test(test_outbox_fanout_types_accounts_and_waiting),       \
