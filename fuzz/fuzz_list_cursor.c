@@ -30,14 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* the bytes as a position: 8 for the time, the rest (NUL-free) as the id */
   if (n >= 9 && n - 8 <= MODEL_CONVERSATION_ID_MAX && !memchr(data + 9, '\0', n - 8)) {
     struct list_cursor in = {0}, out;
-    memcpy(&in.processed_us, data + 1, 8);
+    memcpy(&in.first_us, data + 1, 8);
     memcpy(in.id, data + 9, n - 8);
     char text[LIST_CURSOR_TEXT_MAX];
     FUZZ_CHECK(list_cursor_encode(key, scope, &in, text));
     size_t len = strlen(text);
     FUZZ_CHECK(len < LIST_CURSOR_TEXT_MAX);
     FUZZ_CHECK(list_cursor_decode(key, scope, text, len, &out));
-    FUZZ_CHECK(out.processed_us == in.processed_us && strcmp(out.id, in.id) == 0);
+    FUZZ_CHECK(out.first_us == in.first_us && strcmp(out.id, in.id) == 0);
     FUZZ_CHECK(!list_cursor_decode(key, other, text, len, &out));
     size_t at = (size_t)data[0] % len;
     text[at] = text[at] == 'A' ? 'B' : 'A';

@@ -56,10 +56,10 @@ struct export_job {
   struct store_page page;
   size_t next;
   bool list_done;
-  /* Where the export stands in the list's order (processed time newest first, then id): the
-   * next read starts after it. */
+  /* Where the export stands in the list's order (first processed time newest first, then id,
+   * a key no redelivery changes): the next read starts after it. */
   bool have_last;
-  int64_t last_processed_us;
+  int64_t last_first_us;
   char last_id[MODEL_CONVERSATION_ID_MAX + 1];
   /* the piece of the answer being sent */
   struct export_buf out;
@@ -97,8 +97,8 @@ static void job_free(void *p) {
  * guarantees it; checked so that a repeat could never be written). */
 static bool after_last(const struct export_job *job, const struct store_conversation *row) {
   if (!job->have_last) return true;
-  if (row->processed_us != job->last_processed_us)
-    return row->processed_us < job->last_processed_us;
+  if (row->first_processed_us != job->last_first_us)
+    return row->first_processed_us < job->last_first_us;
   return strcmp(row->conversation_id, job->last_id) > 0;
 }
 
@@ -111,7 +111,7 @@ static enum store_status read_chunk(struct export_job *job) {
   job->filter.limit = chunk;
   job->filter.with_body = job->with_body;
   job->filter.after = job->have_last;
-  job->filter.after_processed_us = job->last_processed_us;
+  job->filter.after_first_us = job->last_first_us;
   job->filter.after_id = job->last_id;
   enum store_status st = store_list(job->store, &job->filter, &job->page);
   if (st != STORE_OK) return st;
@@ -170,7 +170,7 @@ static enum http_stream_fill make_piece(struct export_job *job) {
     const struct store_conversation *row = &job->page.items[job->next++];
     if (!after_last(job, row)) continue;
     job->have_last = true;
-    job->last_processed_us = row->processed_us;
+    job->last_first_us = row->first_processed_us;
     memcpy(job->last_id, row->conversation_id, sizeof job->last_id);
     enum store_status st = write_row(job, row);
     if (st == STORE_NOT_FOUND) continue;

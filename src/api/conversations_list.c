@@ -52,7 +52,7 @@ static void list_work(void *p) {
   if (page.count > (size_t)job->filter.limit) page.count = (size_t)job->filter.limit;
   char next[LIST_CURSOR_TEXT_MAX];
   if (more) {
-    struct list_cursor c = {.processed_us = page.items[page.count - 1].processed_us};
+    struct list_cursor c = {.first_us = page.items[page.count - 1].first_processed_us};
     memcpy(c.id, page.items[page.count - 1].conversation_id, sizeof c.id);
     more = list_cursor_encode(job->key, job->scope, &c, next);
     if (!more) {
@@ -174,7 +174,7 @@ void api_conversations_list(struct http_request *req) {
     /* cursor= given empty: the first page, uncounted (a position before every row) */
     job->cursor_mode = true;
     f.after = true;
-    f.after_processed_us = INT64_MAX;
+    f.after_first_us = INT64_MAX;
     f.after_id = "";
   } else if (cursor) {
     if (!list_cursor_decode(job->key, job->scope, cursor, strlen(cursor), &job->after)) {
@@ -186,7 +186,7 @@ void api_conversations_list(struct http_request *req) {
     }
     job->cursor_mode = true;
     f.after = true;
-    f.after_processed_us = job->after.processed_us;
+    f.after_first_us = job->after.first_us;
     f.after_id = job->after.id;
   }
   job->filter = f;

@@ -47,8 +47,8 @@ bool list_cursor_encode(const unsigned char key[LIST_CURSOR_KEY_LEN],
   if (idlen == 0 || idlen > MODEL_CONVERSATION_ID_MAX) return false;
   unsigned char raw[LIST_CURSOR_RAW_MAX], tag[CRYPTO_SHA256_LEN];
   size_t n = 0;
-  raw[n++] = 1;
-  uint64_t p = (uint64_t)c->processed_us;
+  raw[n++] = LIST_CURSOR_VERSION;
+  uint64_t p = (uint64_t)c->first_us;
   for (int b = 0; b < 8; b++) raw[n++] = (unsigned char)(p >> (56 - 8 * b));
   raw[n++] = (unsigned char)(idlen - 1);
   memcpy(raw + n, c->id, idlen);
@@ -66,7 +66,7 @@ bool list_cursor_decode(const unsigned char key[LIST_CURSOR_KEY_LEN],
   unsigned char raw[LIST_CURSOR_RAW_MAX], tag[CRYPTO_SHA256_LEN];
   if (len >= LIST_CURSOR_TEXT_MAX) return false;
   long n = base64url_decode(text, len, raw, sizeof raw);
-  if (n < 1 + 8 + 1 + 1 + LIST_CURSOR_TAG_LEN || raw[0] != 1) return false;
+  if (n < 1 + 8 + 1 + 1 + LIST_CURSOR_TAG_LEN || raw[0] != LIST_CURSOR_VERSION) return false;
   size_t idlen = (size_t)raw[9] + 1;
   if ((size_t)n != 1 + 8 + 1 + idlen + LIST_CURSOR_TAG_LEN) return false;
   size_t body = (size_t)n - LIST_CURSOR_TAG_LEN;
@@ -76,7 +76,7 @@ bool list_cursor_decode(const unsigned char key[LIST_CURSOR_KEY_LEN],
   for (int b = 0; b < 8; b++) p = p << 8 | raw[1 + b];
   /* Tagged, so written by list_cursor_encode: still, never hand the store a NUL-cut id. */
   if (memchr(raw + 10, '\0', idlen)) return false;
-  out->processed_us = (int64_t)p;
+  out->first_us = (int64_t)p;
   memcpy(out->id, raw + 10, idlen);
   out->id[idlen] = '\0';
   return true;

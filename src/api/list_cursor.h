@@ -1,15 +1,16 @@
-/* The list endpoint's opaque cursor: a position of the list's order (processed time newest
- * first, then conversation id) that only this service's own answers hand out.
+/* The list endpoint's opaque cursor: a position of the list's order (first processed time
+ * newest first, then conversation id) that only this service's own answers hand out.
  *
  * Text: base64url without padding of
- *   version (1 byte, 1) | processed time in microseconds (8 bytes, big-endian) |
+ *   version (1 byte, 2) | first processed time in microseconds (8 bytes, big-endian) |
  *   id length (1 byte; the id's bytes are 1..MODEL_CONVERSATION_ID_MAX, so stored as len - 1) |
  *   conversation id | tag (16 bytes)
  * where tag is the first 16 bytes of HMAC-SHA256, under a key derived from the database's secret,
  * over everything before it followed by the digest of the query it belongs to (its filters and
  * the asking key's account bound; see list_cursor_scope). The filters are never in the cursor:
  * nothing a sealed store keeps sealed can be read from one, and a cursor replayed with other
- * filters, edited, or made by another deployment fails its tag. */
+ * filters, edited, or made by another deployment fails its tag. Version 1 held the (latest)
+ * processed time, the order before migration 0016: such a cursor is refused, never misread. */
 #ifndef GSR_LIST_CURSOR_H
 #define GSR_LIST_CURSOR_H
 
@@ -26,8 +27,10 @@
 /* base64url of LIST_CURSOR_RAW_MAX bytes, plus NUL */
 #define LIST_CURSOR_TEXT_MAX ((LIST_CURSOR_RAW_MAX * 4 + 2) / 3 + 1)
 
+#define LIST_CURSOR_VERSION 2
+
 struct list_cursor {
-  int64_t processed_us;
+  int64_t first_us; /* store_conversation.first_processed_us of the page's last row */
   char id[MODEL_CONVERSATION_ID_MAX + 1];
 };
 

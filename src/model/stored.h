@@ -29,7 +29,8 @@ struct store_conversation {
   int64_t start_us;
   int64_t duration;
   int64_t message_count;
-  int64_t processed_us;
+  int64_t processed_us;       /* the latest processing (processedAt) */
+  int64_t first_processed_us; /* when first stored: the list's order key, never changed */
   char webhook_id[MODEL_WEBHOOK_ID_MAX];
   char *body; /* raw webhook body when asked for, else NULL; owned, free with free() */
   size_t body_len;

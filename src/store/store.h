@@ -330,10 +330,12 @@ struct store_filter {
    * [from_us, to_us) for each bound that is set. */
   bool has_from, has_to;
   int64_t from_us, to_us;
-  /* Keyset page: only rows after this position of the list's order (processed time newest
-   * first, then conversation id ascending), from the first; total is not counted (0). */
+  /* Keyset page: only rows after this position of the list's order (first processed time,
+   * store_conversation.first_processed_us, newest first, then conversation id ascending), from
+   * the first; total is not counted (0). The order key never changes once a conversation is
+   * stored, so a walk meets every conversation that is there throughout exactly once. */
   bool after;
-  int64_t after_processed_us;
+  int64_t after_first_us;
   const char *after_id;
   /* A key bound to accounts: only conversations of these (naccounts 0: no such bound). */
   const char *const *accounts;

@@ -462,8 +462,9 @@ static const char upsert_sql[] =
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
     "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed,"
-    "    platform, outcome)"
-    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15, $17, $21, $22"
+    "    platform, outcome, first_processed_at_us)"
+    "  SELECT $1, $2, $3, $11, $4, $5, $6, $8, $7, $9, id, $12, $13, $16, $14, $15, $17, $21, $22,"
+    "    $8"
     "  FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE "), ob AS (" OUTBOX_STAGE
     "  SELECT $18, 0, $19, CASE WHEN EXISTS (SELECT 1 FROM cur) THEN 2 ELSE 1 END, $1, $3, $15,"
@@ -509,9 +510,9 @@ static const char event_sql[] =
     "  INSERT INTO conversations (conversation_id, email_id, account_id, status, start_time_us,"
     "    duration, message_count, processed_at_us, webhook_id, body_sha256, delivery_id,"
     "    agent_id, failure_reason, sealed_with, email_sealed, account_sealed, failure_sealed,"
-    "    platform, outcome)"
+    "    platform, outcome, first_processed_at_us)"
     "  SELECT $9, $10, $11, $12, $13, $14, $15, $4, $3, $18, id, $16, $17, $20, $21, $22, $23,"
-    "    $32, $33"
+    "    $32, $33, $4"
     "  FROM ins"
     "  ON CONFLICT (conversation_id) DO UPDATE SET " CONVERSATION_UPDATE "), obc AS (" OUTBOX_STAGE
     "  SELECT $24, 0, $25, CASE WHEN $28 THEN 4 WHEN EXISTS (SELECT 1 FROM conversations x"
@@ -600,7 +601,9 @@ static const char erase_sql[] =
     "   FROM n LEFT JOIN c ON true WHERE n.n > 0) "
     "SELECT n FROM n";
 
-/* Retention: at most $2 conversations processed before $1, whole, and at most $2 events and
+/* Retention: at most $2 conversations processed before $1, whole (found on conversations_recent
+ * from its old end: first stored before $1, and a conversation processed again since is passed
+ * over, as first <= processed), and at most $2 events and
  * audios of no conversation received before $1 (an audio's audio_added events go with it, and
  * conversation.deleted is written for it as for a conversation: $4 holds 2 * $2 event ids). Rows
  * another transaction holds (another instance's retention, a webhook rewriting that conversation)
@@ -610,8 +613,9 @@ static const char erase_sql[] =
 #define PG_NO_CONVERSATION(t) \
   "NOT EXISTS (SELECT 1 FROM conversations y WHERE y.conversation_id = " t ".conversation_id)"
 static const char retain_sql[] =
-    "WITH v AS (SELECT conversation_id FROM conversations WHERE processed_at_us < $1"
-    "   ORDER BY processed_at_us LIMIT $2 FOR UPDATE SKIP LOCKED),"
+    "WITH v AS (SELECT conversation_id FROM conversations WHERE first_processed_at_us < $1"
+    "   AND processed_at_us < $1 ORDER BY first_processed_at_us LIMIT $2"
+    "   FOR UPDATE SKIP LOCKED),"
     " c AS (DELETE FROM conversations WHERE conversation_id IN (SELECT conversation_id FROM v)"
     "   RETURNING conversation_id, account_id, account_sealed, sealed_with),"
     " d AS (DELETE FROM deliveries WHERE superseded AND"
@@ -2762,13 +2766,15 @@ static void pg_submit(struct store *base, struct store_write *w) {
 /* ---------- readers ---------- */
 
 /* Audio lives apart from conversations (it may come first): a primary-key lookup per row
- * read, nothing on the write path. Then the sealing (key, sealed email and account); each
- * statement adds the webhook id, the body and the body's sealing key (see read_row). */
+ * read, nothing on the write path. Then the sealing (key, sealed email and account), the first
+ * processed time (the list's order); each statement adds the webhook id, the body and the body's
+ * sealing key (see read_row). */
 #define SELECT_COLUMNS                                                                        \
   "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "           \
   "c.duration, c.message_count, c.processed_at_us, c.agent_id, c.failure_reason, "            \
   "(SELECT a.bytes FROM audio_meta a WHERE a.conversation_id = c.conversation_id) AS audio, " \
-  "c.sealed_with, c.email_sealed, c.account_sealed, c.failure_sealed, "
+  "c.sealed_with, c.email_sealed, c.account_sealed, c.failure_sealed, "                       \
+  "c.first_processed_at_us AS f, "
 
 /* The part of [$2, $3) that each chunk holds (where it starts, its bytes), and the audio's
  * length; one row with no chunk when the range is empty, none when there is no audio. $2 is
@@ -2957,23 +2963,24 @@ static enum store_status read_row(const struct seal_ring *ring, const PGresult *
                             (size_t)PQgetlength(res, row, first + 9))) {
     return STORE_HARD;
   }
-  if (PQgetisnull(res, row, first + 15)) return STORE_OK;
-  get_text(res, row, first + 15, out->webhook_id, sizeof out->webhook_id);
+  out->first_processed_us = get_i64(res, row, first + 15);
   if (PQgetisnull(res, row, first + 16)) return STORE_OK;
+  get_text(res, row, first + 16, out->webhook_id, sizeof out->webhook_id);
+  if (PQgetisnull(res, row, first + 17)) return STORE_OK;
   /* The body's associated data names this conversation: a delivery of another one (delivery_id
    * and webhook_id edited by hand) does not open here. */
-  if (!PQgetisnull(res, row, first + 17))
+  if (!PQgetisnull(res, row, first + 18))
     return open_alloc(ring, "deliveries.body", out->webhook_id, out->conversation_id, res, row,
-                      first + 16, &out->body, &out->body_len);
-  size_t len = (size_t)PQgetlength(res, row, first + 16);
-  if (seal_is_sealed(PQgetvalue(res, row, first + 16), len)) {
+                      first + 17, &out->body, &out->body_len);
+  size_t len = (size_t)PQgetlength(res, row, first + 17);
+  if (seal_is_sealed(PQgetvalue(res, row, first + 17), len)) {
     log_msg(LOG_ERROR, "conversation %s: a sealed body its row says is plaintext: altered data",
             out->conversation_id);
     return STORE_HARD;
   }
   out->body = malloc(len + 1);
   if (!out->body) return STORE_RETRY;
-  memcpy(out->body, PQgetvalue(res, row, first + 16), len);
+  memcpy(out->body, PQgetvalue(res, row, first + 17), len);
   out->body[len] = '\0';
   out->body_len = len;
   return STORE_OK;
@@ -3035,8 +3042,8 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
    * email/account index under an equality filter), whatever the page's depth. */
   if (mask & LIST_AFTER) {
     snprintf(cond, sizeof cond,
-             "c.processed_at_us <= $%d::bigint AND (c.processed_at_us < $%d::bigint OR "
-             "c.conversation_id > $%d::text)",
+             "c.first_processed_at_us <= $%d::bigint AND "
+             "(c.first_processed_at_us < $%d::bigint OR c.conversation_id > $%d::text)",
              n + 1, n + 1, n + 2);
     pos += (size_t)snprintf(where + pos, sizeof where - pos, "%s%s", n ? " AND " : " WHERE ", cond);
     n += 2;
@@ -3052,8 +3059,8 @@ static bool prepare_list(struct pg_reader *r, unsigned mask) {
            "%s FROM conversations c%s "
            "WHERE c.conversation_id IN ("
            "SELECT c.conversation_id FROM conversations c%s ORDER BY "
-           "c.processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d)) p ON true "
-           "ORDER BY p.processed_at_us DESC, p.conversation_id ASC",
+           "c.first_processed_at_us DESC, c.conversation_id ASC LIMIT $%d OFFSET $%d)) p ON true "
+           "ORDER BY p.f DESC, p.conversation_id ASC",
            count,
            mask & LIST_BODY ? "c.webhook_id AS w, d.body AS b, d.sealed_with AS k"
                             : "NULL::text AS w, NULL::bytea AS b, NULL::text AS k",
@@ -3104,7 +3111,7 @@ static enum store_status list_once(struct pg_store *s, struct pg_reader *r,
     vals[n++] = to;
   }
   if (f->after) {
-    snprintf(after, sizeof after, "%lld", (long long)f->after_processed_us);
+    snprintf(after, sizeof after, "%lld", (long long)f->after_first_us);
     vals[n++] = after;
     vals[n++] = f->after_id;
   }

@@ -65,7 +65,7 @@ static const char *const erase_sql[ERASE_STEPS] = {
   "WHERE a.conversation_id = c.conversation_id)"
 
 /* Columns 13..16: the sealed email, account and failure reason (NULL: plaintext), and (get with
- * the body) the key that sealed the body. */
+ * the body) the key that sealed the body; 17 the first processed time (the list's order). */
 #define SEAL_COLUMNS ", c.email_sealed, c.account_sealed, c.failure_sealed"
 
 /* One conversation as GET reads it (?2: with its body); the writer reads it so too (the outbox's
@@ -76,7 +76,7 @@ static const char *const erase_sql[ERASE_STEPS] = {
   "CASE WHEN ?2 THEN (SELECT body FROM deliveries WHERE id = c.delivery_id) "          \
   "END, " AUDIO_COLUMNS SEAL_COLUMNS                                                   \
   ", CASE WHEN ?2 THEN (SELECT sealed_with FROM deliveries WHERE id = c.delivery_id) " \
-  "END FROM conversations c WHERE c.conversation_id = ?1"
+  "END, c.first_processed_at_us FROM conversations c WHERE c.conversation_id = ?1"
 
 /* With a ring, temporary files (sorts, statement journals holding a page's earlier content while
  * reencrypt rewrites it) stay in memory: nothing of a row reaches a file but the database's. */
@@ -446,8 +446,10 @@ static bool prepare_erasure(struct sqlite_store *s) {
   for (int i = 0; i < ERASE_STEPS; i++)
     if (prepare(s->wdb, erase_sql[i], &s->w_erase[i]) != SQLITE_OK) return false;
   return prepare(s->wdb,
-                 "SELECT conversation_id FROM conversations WHERE processed_at_us < ?1 "
-                 "ORDER BY processed_at_us LIMIT ?2",
+                 /* conversations_recent from its old end: a conversation first stored
+                  * before ?1 but processed again since is passed over (first <= processed) */
+                 "SELECT conversation_id FROM conversations WHERE first_processed_at_us < ?1 "
+                 "AND processed_at_us < ?1 ORDER BY first_processed_at_us LIMIT ?2",
                  &s->w_old_convs) == SQLITE_OK &&
          prepare(s->wdb,
                  "DELETE FROM events WHERE id IN (SELECT e.id FROM events e "
@@ -798,9 +800,10 @@ static bool prepare_writer(struct sqlite_store *s) {
                  "INSERT INTO conversations (conversation_id, email_id, account_id, status, "
                  "start_time_us, duration, message_count, processed_at_us, webhook_id, "
                  "body_sha256, delivery_id, agent_id, failure_reason, email_sealed, "
-                 "account_sealed, sealed_with, failure_sealed, platform, outcome) "
+                 "account_sealed, sealed_with, failure_sealed, platform, outcome, "
+                 "first_processed_at_us) "
                  "VALUES (?1, ?2, ?3, ?11, ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?12, ?13, ?14, ?15, ?16, "
-                 "?17, ?18, ?19) "
+                 "?17, ?18, ?19, ?7) "
                  "ON CONFLICT (conversation_id) DO UPDATE SET email_id = excluded.email_id, "
                  "account_id = excluded.account_id, status = excluded.status, "
                  "start_time_us = excluded.start_time_us, duration = excluded.duration, "
@@ -2037,8 +2040,8 @@ static const char *const list_filters[4] = {"c.email_id = ?", "c.account_id = ?"
 /* With a ring, email and account filters also look for the value's blind index under each of
  * its keys (nkeys): "c.email_id IN (?, ?...)", the value first. The window compares the start
  * time, or the processed time without one; the keyset position takes the rows after it in the
- * list's order (processed time newest first, then id), a range of conversations_recent (or of
- * the email/account index under an equality filter) whatever the page's depth. */
+ * list's order (first processed time newest first, then id), a range of conversations_recent
+ * (or of the email/account index under an equality filter) whatever the page's depth. */
 static void build_where(unsigned mask, size_t nkeys, char *buf, size_t cap) {
   size_t pos = 0;
   buf[0] = '\0';
@@ -2060,8 +2063,8 @@ static void build_where(unsigned mask, size_t nkeys, char *buf, size_t cap) {
                             pos ? " AND " : " WHERE ");
   if (mask & LIST_AFTER)
     pos += (size_t)snprintf(buf + pos, cap - pos,
-                            "%sc.processed_at_us <= ? AND (c.processed_at_us < ? OR "
-                            "c.conversation_id > ?)",
+                            "%sc.first_processed_at_us <= ? AND "
+                            "(c.first_processed_at_us < ? OR c.conversation_id > ?)",
                             pos ? " AND " : " WHERE ");
 }
 
@@ -2076,10 +2079,10 @@ static int prepare_list(struct reader *r, unsigned mask) {
   snprintf(sql, sizeof sql,
            "SELECT c.conversation_id, c.email_id, c.account_id, c.status, c.start_time_us, "
            "c.duration, c.message_count, c.processed_at_us, NULL, NULL, " AUDIO_COLUMNS SEAL_COLUMNS
-           ", NULL FROM conversations c "
+           ", NULL, c.first_processed_at_us FROM conversations c "
            "WHERE c.conversation_id IN (SELECT c.conversation_id FROM conversations c%s "
-           "ORDER BY c.processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
-           "ORDER BY c.processed_at_us DESC, c.conversation_id ASC",
+           "ORDER BY c.first_processed_at_us DESC, c.conversation_id ASC LIMIT ? OFFSET ?) "
+           "ORDER BY c.first_processed_at_us DESC, c.conversation_id ASC",
            where);
   int rc = prepare(r->db, sql, &r->list[mask]);
   if (rc == SQLITE_OK && !(mask & LIST_AFTER)) {
@@ -2233,6 +2236,7 @@ static enum store_status read_row(const struct seal_ring *ring, sqlite3_stmt *st
   out->duration = sqlite3_column_int64(st, 5);
   out->message_count = sqlite3_column_int64(st, 6);
   out->processed_us = sqlite3_column_int64(st, 7);
+  out->first_processed_us = sqlite3_column_int64(st, 17);
   copy_text(out->webhook_id, sizeof out->webhook_id, sqlite3_column_text(st, 8));
   copy_text(out->agent_id, sizeof out->agent_id, sqlite3_column_text(st, 10));
   const char *failure;
@@ -2306,8 +2310,8 @@ static unsigned bind_filters(sqlite3_stmt *st, const struct filter_values *fv,
     sqlite3_bind_int64(st, (int)idx++, f->has_to ? f->to_us : INT64_MAX);
   }
   if (mask & LIST_AFTER) {
-    sqlite3_bind_int64(st, (int)idx++, f->after_processed_us);
-    sqlite3_bind_int64(st, (int)idx++, f->after_processed_us);
+    sqlite3_bind_int64(st, (int)idx++, f->after_first_us);
+    sqlite3_bind_int64(st, (int)idx++, f->after_first_us);
     sqlite3_bind_text(st, (int)idx++, f->after_id, -1, SQLITE_STATIC);
   }
   return idx;

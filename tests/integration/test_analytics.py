@@ -435,7 +435,8 @@ def test_redelivery_erasure_and_retention_change_the_numbers_exactly(srv):
     # retention (RETENTION_DAYS=30): two conversations aged past it are erased in the background
     old = [recs[0]["cid"], recs[9]["cid"]]
     ids = ",".join(f"'{c}'" for c in old)
-    sql(srv, f"UPDATE conversations SET processed_at_us = processed_at_us - 40 * {DAY_US} "
+    sql(srv, f"UPDATE conversations SET processed_at_us = processed_at_us - 40 * {DAY_US}, "
+             f"first_processed_at_us = first_processed_at_us - 40 * {DAY_US} "
              f"WHERE conversation_id IN ({ids})")
     assert wait_for(lambda: all(srv.get_conv(c).status_code == 404 for c in old), timeout=30)
     recs = [r for r in recs if r["cid"] not in old]

@@ -1080,6 +1080,7 @@ def age_conversation(server, cid, days):
     """Moves a conversation's processing time days back, in its own database (set-up only, as
     test_erasure does for retention)."""
     statement = (f"UPDATE conversations SET processed_at_us = processed_at_us - "
+                 f"{days} * 86400000000, first_processed_at_us = first_processed_at_us - "
                  f"{days} * 86400000000 WHERE conversation_id = '{cid}'")
     url = server.database_url
     if url.startswith("sqlite:"):

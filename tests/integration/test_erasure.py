@@ -207,7 +207,8 @@ def test_retention_erases_old_conversations_and_keeps_recent_ones(make_server):
     el_post(srv, "post_call_audio_small.json", orphan)
     el_post(srv, "post_call_audio_small.json", young_orphan)
     ids = ",".join(f"'{c}'" for c in old)
-    sql(srv, f"UPDATE conversations SET processed_at_us = processed_at_us - 40 * {DAY_US} "
+    sql(srv, f"UPDATE conversations SET processed_at_us = processed_at_us - 40 * {DAY_US}, "
+             f"first_processed_at_us = first_processed_at_us - 40 * {DAY_US} "
              f"WHERE conversation_id IN ({ids})")
     sql(srv, f"UPDATE events SET received_at_us = received_at_us - 40 * {DAY_US} "
              f"WHERE conversation_id = '{orphan}'")
@@ -248,7 +249,8 @@ def test_without_retention_nothing_old_is_erased(make_server):
     srv = make_server()
     cid = f"old_{uid()}"
     assert srv.post_conv(make_conv(cid)).status_code == 200
-    sql(srv, f"UPDATE conversations SET processed_at_us = processed_at_us - 4000 * {DAY_US} "
+    sql(srv, f"UPDATE conversations SET processed_at_us = processed_at_us - 4000 * {DAY_US}, "
+             f"first_processed_at_us = first_processed_at_us - 4000 * {DAY_US} "
              f"WHERE conversation_id = '{cid}'")
     time.sleep(1)
     assert srv.get_conv(cid).status_code == 200
@@ -266,7 +268,8 @@ def test_two_instances_run_retention_on_one_database(make_server, backend):
         assert (a if i % 2 else b).post_conv(make_conv(cid)).status_code == 200
     assert b.post_conv(make_conv(keep)).status_code == 200
     ids = ",".join(f"'{c}'" for c in old)
-    sql(a, f"UPDATE conversations SET processed_at_us = processed_at_us - 40 * {DAY_US} "
+    sql(a, f"UPDATE conversations SET processed_at_us = processed_at_us - 40 * {DAY_US}, "
+           f"first_processed_at_us = first_processed_at_us - 40 * {DAY_US} "
            f"WHERE conversation_id IN ({ids})")
     assert wait_for(lambda: a.list_convs(limit=1).json()["pagination"]["total"] == 1, timeout=30)
     assert a.get_conv(keep).status_code == 200

@@ -16,6 +16,8 @@ import time
 from urllib.parse import quote
 
 import pytest
+import requests
+from urllib3.connection import HTTPConnection
 
 from helpers import KEY1, assert_error, make_conv, uid
 
@@ -254,6 +256,70 @@ def test_an_export_while_writes_continue_repeats_nothing(server):
     assert len(seen) == len(set(seen)), "a row was exported twice"
     assert before <= set(seen)
     assert set(seen) <= before | set(added)
+
+
+class _SmallReceiveBuffer(requests.adapters.HTTPAdapter):
+    """A connection whose receive buffer stays small (no autotuning)."""
+
+    def init_poolmanager(self, *args, **kw):
+        kw["socket_options"] = HTTPConnection.default_socket_options + [
+            (socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)]
+        super().init_poolmanager(*args, **kw)
+
+
+def test_an_export_meets_conversations_changed_during_it_exactly_once(server):
+    """An export read slowly while, after its first line: conversations already exported and
+    not yet reached are redelivered with changed bodies, one not yet reached is erased and new
+    ones are posted. Each conversation there when it began and not erased is exported exactly
+    once, in the order the export began with (a redelivery keeps a conversation's place), those
+    reached after their change as changed; the erased one and the new ones are not exported.
+    Was: a conversation changed ahead of the export moved behind it and was left out."""
+    acc = "acc-chg-" + uid()
+    text = "w" * 8000
+    for _ in range(1500):  # 12 MB: far more than the socket buffers hold ahead of the reader
+        body = make_conv(accountId=acc)
+        body["transcript"][0]["content"] = text
+        assert server.post_conv(body).status_code == 200
+    order = [c["conversationId"] for c in
+             ndjson(export(server, account_id=acc))]
+    assert len(order) == 1500
+    ahead = order[-40:]  # the oldest: exported last
+    erased = order[-50]
+    passed = order[:1]
+
+    def change(cid, n):
+        body = make_conv(cid, accountId=acc)
+        body["transcript"][0]["content"] = text
+        body["metadata"]["duration"] = 5000 + n
+        assert server.post_conv(body).status_code == 200
+
+    seen, new = [], []
+    session = server.new_session()
+    session.mount("http://", _SmallReceiveBuffer())  # the kernel holds little ahead of us
+    with server.get(EXPORT, params={"account_id": acc, "include": "transcript"},
+                    stream=True, timeout=120, session=session) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines(chunk_size=4096):
+            if not line:
+                continue
+            row = json.loads(line)
+            seen.append(row)
+            if len(seen) == 1:
+                for n, cid in enumerate(passed + ahead):
+                    change(cid, n)
+                e = server.request("DELETE", "/api/v1/conversations/" + quote(erased, safe=""))
+                assert e.status_code == 200, e.text
+                for _ in range(5):
+                    new.append(post(server, accountId=acc)["conversationId"])
+            time.sleep(0.0005)  # a slow reader
+    ids = [row["conversationId"] for row in seen]
+    assert len(ids) == len(set(ids)), "a conversation was exported twice"
+    assert ids == [c for c in order if c != erased]
+    assert not set(new) & set(ids)
+    # those reached after their change show it: the change landed while the export ran
+    by_id = {row["conversationId"]: row for row in seen}
+    assert [by_id[c]["duration"] for c in ahead] == [5000 + 1 + n for n in range(len(ahead))]
+    assert by_id[passed[0]]["duration"] == 300  # exported before its change
 
 
 def test_a_conversation_moved_out_of_the_window_meanwhile_is_left_out(server):

@@ -1,7 +1,8 @@
 """GET /api/v1/conversations: cursor pages (pagination.nextCursor) and the from/to window.
 
-A cursor continues after the last row of the page before, in the list's order (processedAt
-newest first, then conversationId), without counting: every answer that has a next page gives
+A cursor continues after the last row of the page before, in the list's order (when each
+conversation was first stored, newest first, then conversationId; a redelivery never moves a
+conversation), without counting: every answer that has a next page gives
 its cursor, the last page gives null. from/to is the half-open window [from, to) on the
 conversation's startTime, or its processedAt when it has none."""
 import base64
@@ -9,6 +10,7 @@ import hashlib
 import json
 import threading
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 import pytest
 
@@ -114,9 +116,8 @@ def test_empty_cursor_is_the_first_page_uncounted(server):
 
 
 def test_cursor_walk_while_writes_continue(server):
-    """Rows there when the walk begins, and not changed during it, come exactly once; none
-    comes twice. (A row changed by a redelivery during the walk moves ahead of the cursor and is
-    not met: a known gap, see README.)"""
+    """Rows there when the walk begins come exactly once; none comes twice (rows changed during
+    the walk too: test_cursor_walk_meets_changed_conversations_exactly_once)."""
     account = "acc-live-" + uid()
     existing = [_post(server, accountId=account) for _ in range(25)]
     stop = threading.Event()
@@ -147,6 +148,54 @@ def test_cursor_walk_while_writes_continue(server):
     assert len(ids) == len(set(ids)), "a row came twice"
     assert set(existing) <= set(ids), set(existing) - set(ids)
     assert len(pages) >= 13
+
+
+def _changed(cid, account, n):
+    """Another version of conversation cid (its bytes differ: a new version, processed now)."""
+    body = make_conv(cid, accountId=account)
+    body["metadata"]["duration"] = 1000 + n
+    return body
+
+
+def test_cursor_walk_meets_changed_conversations_exactly_once(server):
+    """Between the pages of a cursor walk: a new conversation is posted, conversations already
+    passed and not yet reached are redelivered with changed bodies, and one not yet reached is
+    erased. Every conversation there when the walk began and not erased is met exactly once, in
+    the order the walk began with (a redelivery keeps a conversation's place); the erased one and
+    the new ones (newer than the walk's start) are not met. Was: a conversation changed ahead of
+    the cursor moved to the front, behind it, and was never met."""
+    account = "acc-change-" + uid()
+    existing = [_post(server, accountId=account) for _ in range(12)]
+    before = _ids(server.list_convs(account_id=account, limit=100))
+    assert before == existing[::-1]
+    erased = before[8]
+    r = server.list_convs(account_id=account, limit=2)
+    ids = _ids(r)
+    cursor = r.json()["pagination"]["nextCursor"]
+    new, step = [], 0
+    while cursor:
+        step += 1
+        assert step < 20
+        if step == 1:
+            e = server.request("DELETE", "/api/v1/conversations/" + quote(erased, safe=""))
+            assert e.status_code == 200, e.text
+        new.append(_post(server, accountId=account))
+        # passed (the last met, the first met) and ahead (the oldest, the next to come)
+        ahead = [c for c in before if c not in ids and c != erased]
+        for n, cid in enumerate({ids[-1], ids[0], ahead[-1], ahead[0]}):
+            resp = server.post_conv(_changed(cid, account, step * 10 + n))
+            assert resp.status_code == 200, resp.text
+        r = server.list_convs(account_id=account, limit=2, cursor=cursor)
+        ids += _ids(r)
+        cursor = r.json()["pagination"]["nextCursor"]
+    assert ids == [c for c in before if c != erased], ids
+    # the counted list: the new ones first, the rest in their places, processedAt the latest
+    now = server.list_convs(account_id=account, limit=100).json()["conversations"]
+    assert [c["conversationId"] for c in now] == new[::-1] + ids
+    oldest = now[-1]
+    assert oldest["conversationId"] == before[-1]
+    assert 1000 + step * 10 <= oldest["duration"] < 1000 + step * 10 + 4  # the last version
+    assert oldest["processedAt"] > now[0]["processedAt"]  # changed after the newest was posted
 
 
 def test_cursor_is_bound_to_its_query(server):

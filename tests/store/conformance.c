@@ -550,27 +550,34 @@ static void test_lists_newest_first(void **state) {
   assert_int_equal(page.total, 3);
   assert_ids(&page, (const char *[]){c, a, b}, 3);
   assert_int_equal(page.items[2].processed_us, va.processed_us);
+  assert_int_equal(page.items[2].first_processed_us, va.processed_us);
   assert_true(page.items[0].processed_us > page.items[1].processed_us);
+  for (size_t i = 0; i < 3; i++)
+    assert_int_equal(page.items[i].first_processed_us, page.items[i].processed_us);
   store_page_free(&page);
 
-  /* An identical redelivery does not move a conversation; a new version moves it first. */
+  /* Neither an identical redelivery nor a new version moves a conversation: the list's order
+   * is when each was first stored; processedAt is the new version's. */
   (void)put_conv(a, email, "acc");
   assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
   assert_ids(&page, (const char *[]){c, a, b}, 3);
   store_page_free(&page);
   char *v2 = conv_body(b, email, "acc", 5, NULL);
-  (void)put_ok(v2);
+  struct version vb2 = put_ok(v2);
   free(v2);
   assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
-  assert_ids(&page, (const char *[]){b, c, a}, 3);
-  assert_int_equal(page.items[0].message_count, 5);
+  assert_ids(&page, (const char *[]){c, a, b}, 3);
+  assert_int_equal(page.items[2].message_count, 5);
+  assert_int_equal(page.items[2].processed_us, vb2.processed_us);
+  assert_true(page.items[2].processed_us > page.items[0].processed_us);
+  assert_int_equal(page.items[2].first_processed_us, va.processed_us);
   store_page_free(&page);
 
-  /* Unfiltered, the newest of all is first. */
+  /* Unfiltered, the newest first stored of all is first. */
   f = filter(NULL, NULL, NULL, 1, 1);
   assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
   assert_true(page.total >= 3);
-  assert_ids(&page, (const char *[]){b}, 1);
+  assert_ids(&page, (const char *[]){c}, 1);
   store_page_free(&page);
 }
 
@@ -585,7 +592,7 @@ static void check_count(const char *email, const char *account, const char *stat
     if (email) assert_string_equal(page.items[i].email_id, email);
     if (account) assert_string_equal(page.items[i].account_id, account);
     if (status) assert_string_equal(page.items[i].status, status);
-    if (i) assert_true(page.items[i - 1].processed_us > page.items[i].processed_us);
+    if (i) assert_true(page.items[i - 1].first_processed_us > page.items[i].first_processed_us);
   }
   store_page_free(&page);
 }
@@ -701,7 +708,7 @@ static void test_list_total_and_page_agree_during_writes(void **state) {
     assert_int_equal(page.count, (size_t)page.total);
     assert_true(page.total >= last_total); /* committed rows never disappear */
     for (size_t i = 1; i < page.count; i++)
-      assert_true(page.items[i - 1].processed_us > page.items[i].processed_us);
+      assert_true(page.items[i - 1].first_processed_us > page.items[i].first_processed_us);
     last_total = page.total;
     store_page_free(&page);
   }
@@ -723,7 +730,7 @@ static int walk_keyset(struct store_filter f, int64_t limit, char (*ids)[64], si
     f.limit = limit;
     f.page = 1;
     f.after = pages > 0;
-    f.after_processed_us = last_us;
+    f.after_first_us = last_us;
     f.after_id = last;
     struct store_page page;
     assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
@@ -735,7 +742,7 @@ static int walk_keyset(struct store_filter f, int64_t limit, char (*ids)[64], si
     }
     size_t count = page.count;
     if (count) {
-      last_us = page.items[count - 1].processed_us;
+      last_us = page.items[count - 1].first_processed_us;
       snprintf(last, sizeof last, "%s", page.items[count - 1].conversation_id);
     }
     store_page_free(&page);
@@ -784,11 +791,97 @@ static void test_keyset_pages_follow_the_list_order(void **state) {
   /* after the last row: nothing */
   struct store_filter f = filter(email, NULL, NULL, 1, 5);
   f.after = true;
-  f.after_processed_us = INT64_MIN;
+  f.after_first_us = INT64_MIN;
   f.after_id = "";
   assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
   assert_int_equal(page.count, 0);
   store_page_free(&page);
+}
+
+/* A changed redelivery keeps the conversation's place in the list order (first stored newest
+ * first), under each index the list reads (unfiltered, email, account): a keyset walk with
+ * changes between its pages, to conversations already passed and not yet reached, meets each
+ * conversation that was there when it began exactly once, in the order it began with; a
+ * conversation stored during the walk is newer than its start, so never met. */
+static void test_changed_redelivery_keeps_its_place(void **state) {
+  (void)state;
+  char tag[16], email[64], account[64], ids[8][64], got[16][64];
+  int messages = 2;
+  for (int k = 0; k < 3; k++) {
+    /* fresh conversations per walk; the list's order: ids[7] .. ids[0] */
+    new_tag(tag);
+    snprintf(email, sizeof email, "ko-%s@example.com", tag);
+    snprintf(account, sizeof account, "acc-ko-%s", tag);
+    for (int i = 0; i < 8; i++) {
+      snprintf(ids[i], sizeof ids[i], "ko-%s-%d", tag, i);
+      (void)put_conv(ids[i], email, account);
+    }
+    struct store_filter fs[3] = {filter(email, NULL, NULL, 1, 100),
+                                 filter(NULL, account, NULL, 1, 100),
+                                 filter(NULL, NULL, "completed", 1, 100)};
+    struct store_filter f = fs[k];
+    /* unfiltered but for the status, the walk starts at ids[7]: nothing of ours is newer, and
+     * rows other tests store meanwhile are newer still */
+    char last[MODEL_CONVERSATION_ID_MAX + 1] = "";
+    int64_t last_us = INT64_MAX;
+    size_t n = 0;
+    if (k == 2) {
+      struct store_conversation c;
+      assert_int_equal(store_get(B->store, ids[7], false, &c), STORE_OK);
+      last_us = c.first_processed_us;
+      snprintf(last, sizeof last, "%s", ids[7]);
+      snprintf(got[n++], 64, "%s", ids[7]);
+    }
+    for (int pages = 0; n < 8; pages++) {
+      f.limit = 2;
+      f.after = true;
+      f.after_first_us = last_us;
+      f.after_id = last;
+      struct store_page page;
+      assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+      assert_true(page.count > 0);
+      for (size_t i = 0; i < page.count && n < 8; i++) {
+        for (size_t j = 0; j < n; j++)
+          assert_string_not_equal(got[j], page.items[i].conversation_id);
+        snprintf(got[n++], 64, "%.63s", page.items[i].conversation_id);
+      }
+      last_us = page.items[page.count - 1].first_processed_us;
+      snprintf(last, sizeof last, "%s", page.items[page.count - 1].conversation_id);
+      store_page_free(&page);
+      /* between pages: the newest (passed) and the oldest (ahead) change, and a new one */
+      char *v = conv_body(ids[7], email, account, messages, NULL);
+      (void)put_ok(v);
+      free(v);
+      v = conv_body(ids[0], email, account, messages++, NULL);
+      (void)put_ok(v);
+      free(v);
+      char extra[64];
+      snprintf(extra, sizeof extra, "ko-%s-new-%d-%d", tag, k, pages);
+      (void)put_conv(extra, email, account);
+      assert_true(pages < 8);
+    }
+    for (int i = 0; i < 8; i++) assert_string_equal(got[i], ids[7 - i]);
+  }
+  /* the counted list (the last walk's) shows the same order, the new ones first, processedAt
+   * the latest */
+  struct store_filter f = filter(email, NULL, NULL, 1, 100);
+  struct store_page page;
+  assert_int_equal(store_list(B->store, &f, &page), STORE_OK);
+  assert_true(page.count > 8);
+  size_t tail = page.count - 8;
+  for (size_t i = 0; i < 8; i++)
+    assert_string_equal(page.items[tail + i].conversation_id, ids[7 - i]);
+  for (size_t i = 0; i < tail; i++) assert_non_null(strstr(page.items[i].conversation_id, "-new-"));
+  assert_true(page.items[page.count - 1].first_processed_us <
+              page.items[page.count - 1].processed_us);
+  assert_true(page.items[tail].processed_us > page.items[tail].first_processed_us);
+  for (size_t i = 1; i < page.count; i++)
+    assert_true(page.items[i - 1].first_processed_us > page.items[i].first_processed_us);
+  store_page_free(&page);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, ids[0], false, &c), STORE_OK);
+  assert_int_equal(c.message_count, messages - 1);
+  assert_true(c.first_processed_us < c.processed_us);
 }
 
 /* A keyset walk while writes land: each row that was there when the walk began comes exactly
@@ -1702,6 +1795,7 @@ static void test_migration_keeps_existing_rows(void **state) {
   assert_string_equal(c.failure_reason, "");
   assert_int_equal(c.audio_bytes, -1);
   assert_int_equal(c.processed_us, 1000);
+  assert_int_equal(c.first_processed_us, 1000); /* 0016: first stored when last processed */
   assert_int_equal(c.duration, 60);
   assert_int_equal(c.message_count, 2);
   assert_false(c.has_start);
@@ -1719,6 +1813,20 @@ static void test_migration_keeps_existing_rows(void **state) {
   (void)put_audio("mig-conv", fd, 1000, NULL);
   close(fd);
   check_range("mig-conv", 0, 2000, 1000, 8);
+  /* In the list (0016) the old conversation keeps its place after a new version. */
+  char *v2 = conv_body("mig-conv", "old@example.com", "acc-old", 3, NULL);
+  (void)put_ok(v2);
+  free(v2);
+  struct store_filter lf = filter(NULL, NULL, NULL, 1, 10);
+  struct store_page page;
+  assert_int_equal(store_list(old, &lf, &page), STORE_OK);
+  assert_int_equal(page.count, 2);
+  assert_string_equal(page.items[0].conversation_id, "mig-new");
+  assert_string_equal(page.items[1].conversation_id, "mig-conv");
+  assert_int_equal(page.items[1].first_processed_us, 1000);
+  assert_int_equal(page.items[1].message_count, 3);
+  assert_true(page.items[1].processed_us > page.items[0].processed_us);
+  store_page_free(&page);
   B->store = saved;
   store_close(old);
   /* Opened again, nothing is migrated twice. */
@@ -1926,12 +2034,15 @@ static void test_erase_within_a_batch(void **state) {
   free(bb);
 }
 
-/* Ages a conversation (processedAt) or an id's events and audio (received) to at_us. */
+/* Ages a conversation (processedAt) or an id's events and audio (received) to at_us. A
+ * conversation aged so was delivered then: first stored then too (the list's order key). */
 static void age(const char *table, const char *column, const char *id, int64_t at_us) {
   char sql[512];
   snprintf(sql, sizeof sql, "UPDATE %s SET %s = %lld WHERE conversation_id = '%s'", table, column,
            (long long)at_us, id);
   (void)direct_sql(sql);
+  if (strcmp(table, "conversations") == 0 && strcmp(column, "processed_at_us") == 0)
+    age(table, "first_processed_at_us", id, at_us);
 }
 
 static void test_retention_erases_only_what_is_old(void **state) {
@@ -1984,6 +2095,48 @@ static void test_retention_erases_only_what_is_old(void **state) {
   assert_int_equal(rows_of(new_ev), 1);
   struct store_conversation c;
   assert_int_equal(store_get(B->store, recent, false, &c), STORE_OK);
+}
+
+/* Retention keeps its meaning with the list's order key (first stored): a conversation whose
+ * processedAt is older than the cutoff goes, one first stored long ago but processed again since
+ * (a changed redelivery) stays, whatever the batch size; it is passed over, not counted. */
+static void test_retention_keeps_a_conversation_processed_again(void **state) {
+  (void)state;
+  char tag[16], back[64], old[64], later[64], sql[256];
+  new_tag(tag);
+  snprintf(back, sizeof back, "rk-back-%s", tag);
+  snprintf(old, sizeof old, "rk-old-%s", tag);
+  snprintf(later, sizeof later, "rk-later-%s", tag);
+  const int64_t day = 86400LL * 1000000LL, now = time_now_us();
+  (void)put_conv(back, "rk@example.com", "acc");
+  age("conversations", "processed_at_us", back, now - 50 * day);
+  char *v2 = conv_body(back, "rk@example.com", "acc", 4, NULL);
+  struct version vb = put_ok(v2); /* processed again now; first stored 50 days ago */
+  free(v2);
+  (void)put_conv(old, "rk@example.com", "acc");
+  age("conversations", "processed_at_us", old, now - 45 * day);
+  (void)put_conv(later, "rk@example.com", "acc");
+  age("conversations", "processed_at_us", later, now - 40 * day);
+  snprintf(sql, sizeof sql,
+           "UPDATE conversations SET processed_at_us = %lld WHERE conversation_id = '%s'",
+           (long long)(now - 35 * day), later); /* processed again 35 days ago */
+  (void)direct_sql(sql);
+  /* one per pass, oldest first stored first; back is passed over each time */
+  assert_int_equal(retain_ok(now - 30 * day, 1), 1);
+  assert_int_equal(rows_of(old), 0);
+  assert_true(rows_of(later) > 0);
+  assert_int_equal(retain_ok(now - 30 * day, 1), 1);
+  assert_int_equal(rows_of(later), 0);
+  assert_int_equal(retain_ok(now - 30 * day, 1), 0);
+  struct store_conversation c;
+  assert_int_equal(store_get(B->store, back, false, &c), STORE_OK);
+  assert_int_equal(c.message_count, 4);
+  assert_int_equal(c.processed_us, vb.processed_us);
+  assert_int_equal(c.first_processed_us, now - 50 * day);
+  /* once its processedAt is old too, it goes */
+  age("conversations", "processed_at_us", back, now - 31 * day);
+  assert_int_equal(retain_ok(now - 30 * day, 1), 1);
+  assert_int_equal(store_get(B->store, back, false, &c), STORE_NOT_FOUND);
 }
 
 /* ---------- the audit log (store.h's `who`; model/audit.h; store/audit_chain.h) ---------- */
@@ -8027,6 +8180,7 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_pagination),                                     \
   cmocka_unit_test(test_list_total_and_page_agree_during_writes),        \
   cmocka_unit_test(test_keyset_pages_follow_the_list_order),             \
+  cmocka_unit_test(test_changed_redelivery_keeps_its_place),             \
   cmocka_unit_test(test_keyset_walk_during_writes),                      \
   cmocka_unit_test(test_time_window_on_start_or_processed),              \
   cmocka_unit_test(test_unknown_id_is_not_found),                        \
@@ -8052,7 +8206,8 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_erase_removes_one_conversation_whole),           \
   cmocka_unit_test(test_erase_of_nothing_erases_nothing),                \
   cmocka_unit_test(test_erase_within_a_batch),                           \
-  cmocka_unit_test(test_retention_erases_only_what_is_old)
+  cmocka_unit_test(test_retention_erases_only_what_is_old),                \
+  cmocka_unit_test(test_retention_keeps_a_conversation_processed_again)
 /* The audit log. */
 #define AUDIT_TESTS                                                      \
   cmocka_unit_test(test_audit_every_change_has_its_entry),               \

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api/list_cursor.h"
+#include "core/base64.h"
 
 static unsigned char key[LIST_CURSOR_KEY_LEN], scope[CRYPTO_SHA256_LEN];
 
@@ -31,7 +32,7 @@ static void test_round_trip(void **state) {
                {INT64_MIN, "z"},
                {1764000000123456, "conv_abc123"}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    struct list_cursor in = {.processed_us = cases[i].us}, out;
+    struct list_cursor in = {.first_us = cases[i].us}, out;
     snprintf(in.id, sizeof in.id, "%s", cases[i].id);
     char text[LIST_CURSOR_TEXT_MAX];
     assert_true(list_cursor_encode(key, scope, &in, text));
@@ -39,24 +40,24 @@ static void test_round_trip(void **state) {
       assert_non_null(
           strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", *p));
     assert_true(list_cursor_decode(key, scope, text, strlen(text), &out));
-    assert_true(out.processed_us == in.processed_us);
+    assert_true(out.first_us == in.first_us);
     assert_string_equal(out.id, in.id);
   }
   /* the longest id fits the text bound */
-  struct list_cursor big = {.processed_us = 1}, out;
+  struct list_cursor big = {.first_us = 1}, out;
   memset(big.id, 'i', MODEL_CONVERSATION_ID_MAX);
   char text[LIST_CURSOR_TEXT_MAX];
   assert_true(list_cursor_encode(key, scope, &big, text));
   assert_int_equal(strlen(text), LIST_CURSOR_TEXT_MAX - 1);
   assert_true(list_cursor_decode(key, scope, text, strlen(text), &out));
   assert_string_equal(out.id, big.id);
-  struct list_cursor empty = {.processed_us = 1};
+  struct list_cursor empty = {.first_us = 1};
   assert_false(list_cursor_encode(key, scope, &empty, text));
 }
 
 static void test_other_scope_key_or_bytes_refused(void **state) {
   (void)state;
-  struct list_cursor in = {.processed_us = 1764000000123456}, out;
+  struct list_cursor in = {.first_us = 1764000000123456}, out;
   snprintf(in.id, sizeof in.id, "conv_abc123");
   char text[LIST_CURSOR_TEXT_MAX];
   assert_true(list_cursor_encode(key, scope, &in, text));
@@ -92,10 +93,41 @@ static void test_other_scope_key_or_bytes_refused(void **state) {
     assert_false(list_cursor_decode(key, scope, junk[i], strlen(junk[i]), &out));
 }
 
+/* A cursor of version 1 (its position was the latest processed time, the order before migration
+ * 0016), even one correctly tagged, is refused rather than read as a position of today's order. */
+static void test_version_1_refused(void **state) {
+  (void)state;
+  struct list_cursor in = {.first_us = 1764000000123456}, out;
+  snprintf(in.id, sizeof in.id, "conv_abc123");
+  char text[LIST_CURSOR_TEXT_MAX];
+  assert_true(list_cursor_encode(key, scope, &in, text));
+  unsigned char raw[LIST_CURSOR_RAW_MAX + CRYPTO_SHA256_LEN], tag[CRYPTO_SHA256_LEN];
+  long n = base64url_decode(text, strlen(text), raw, LIST_CURSOR_RAW_MAX);
+  assert_true(n > LIST_CURSOR_TAG_LEN);
+  assert_int_equal(raw[0], LIST_CURSOR_VERSION);
+  size_t body = (size_t)n - LIST_CURSOR_TAG_LEN;
+  raw[0] = 1; /* tagged again as version 1 was: HMAC over the bytes, then the scope */
+  memcpy(raw + body, scope, CRYPTO_SHA256_LEN);
+  assert_true(crypto_hmac_sha256(key, LIST_CURSOR_KEY_LEN, raw, body + CRYPTO_SHA256_LEN, tag));
+  memcpy(raw + body, tag, LIST_CURSOR_TAG_LEN);
+  char old[LIST_CURSOR_TEXT_MAX];
+  base64url_encode(raw, (size_t)n, old);
+  assert_false(list_cursor_decode(key, scope, old, strlen(old), &out));
+  /* the same bytes as version 2 pass: only the version refused it */
+  raw[0] = LIST_CURSOR_VERSION;
+  memcpy(raw + body, scope, CRYPTO_SHA256_LEN);
+  assert_true(crypto_hmac_sha256(key, LIST_CURSOR_KEY_LEN, raw, body + CRYPTO_SHA256_LEN, tag));
+  memcpy(raw + body, tag, LIST_CURSOR_TAG_LEN);
+  base64url_encode(raw, (size_t)n, old);
+  assert_true(list_cursor_decode(key, scope, old, strlen(old), &out));
+  assert_true(out.first_us == in.first_us);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_other_scope_key_or_bytes_refused),
+      cmocka_unit_test(test_version_1_refused),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
