@@ -5,7 +5,8 @@
  * answers, with its own errors, every body the scanner does not accept:
  *  - any JSON error, any failed rule (it never builds an error itself);
  *  - a backslash in a key, or in a value it returns or compares (identifiers, timestamp,
- *    speaker, agentId, platform); a \u escape of a surrogate anywhere;
+ *    speaker, agentId, platform); a \u escape of a surrogate half that is not a well-formed
+ *    high+low pair;
  *  - a number jansson might read otherwise: integers of more than 18 digits (the jansson path
  *    then decodes every integer as a double), reals whose size it cannot bound below
  *    DBL_MAX (more than 200 integer digits, or an exponent of more than two digits); an
@@ -53,7 +54,8 @@ static int hex(char c) {
 }
 
 /* A string starting at the opening quote. Raw control bytes (NUL included) and invalid UTF-8
- * are JSON errors; escapes are checked as jansson reads them, surrogates declined. */
+ * are JSON errors; escapes are checked as jansson reads them (a surrogate half only in a
+ * well-formed pair). */
 static bool string(struct scan *sc, struct val *v) {
   sc->p++; /* the quote */
   v->kind = K_STRING;
@@ -88,8 +90,22 @@ static bool string(struct scan *sc, struct val *v) {
         if (h < 0) return false;
         cp = cp * 16 + h;
       }
-      if (cp >= 0xd800 && cp <= 0xdfff) return false; /* pairs: left to jansson */
-      sc->p += 6;
+      if (cp >= 0xdc00 && cp <= 0xdfff) return false; /* a low half alone: jansson refuses it */
+      if (cp >= 0xd800 && cp <= 0xdbff) {
+        /* a high half only with its low half right after (what JSON encoders write for an emoji,
+         * e.g. Python's json.dumps): jansson decodes the pair, and refuses anything else */
+        if (sc->end - sc->p < 12 || sc->p[6] != '\\' || sc->p[7] != 'u') return false;
+        int lo = 0;
+        for (int i = 8; i < 12; i++) {
+          int h = hex(sc->p[i]);
+          if (h < 0) return false;
+          lo = lo * 16 + h;
+        }
+        if (lo < 0xdc00 || lo > 0xdfff) return false;
+        sc->p += 12;
+      } else {
+        sc->p += 6;
+      }
     } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
                e == 't') {
       sc->p += 2;

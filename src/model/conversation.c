@@ -199,6 +199,9 @@ static void check_metadata(struct problems *p, json_t *root, struct conversation
   (void)check_string(p, md, "userAgent", "metadata.userAgent");
 }
 
+/* Every rule here is also checked by the fast path (model/conv_fast.c, which must never accept
+ * what this refuses): a rule added or tightened here must be added there too, and
+ * tests/unit/test_conv_fast.c given a body that meets it. */
 static void validate(struct problems *p, json_t *root, struct conversation_input *out) {
   if (!json_is_object(root)) {
     problem(p, "", "request body must be a JSON object");

@@ -323,10 +323,20 @@ static void test_escapes(void **state) {
   /* elsewhere: checked and accepted */
   assert_true(seed_with("\"Hello, I need help\"", "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0041\\u0000\""));
   assert_true(seed_with("\"msg_123\"", "\"\\uFFFF\\u00e9\""));
-  /* surrogates: pairs and lone ones are left to jansson */
-  assert_false(seed_with("\"Hello, I need help\"", "\"\\ud83d\\ude00\""));
+  /* surrogates: a well-formed pair (an emoji as Python's json.dumps writes it) is accepted where
+   * the value is neither returned nor compared; a half alone, a high half followed by anything
+   * but a low half, or a pair in a returned value is left to jansson */
+  assert_true(seed_with("\"Hello, I need help\"", "\"hi \\ud83d\\ude00 \\uD83D\\uDE4F!\""));
+  assert_true(seed_with("\"msg_123\"", "\"\\udbff\\udfff\\ud800\\udc00\""));
+  assert_false(seed_with("\"acc123\"", "\"acc\\ud83d\\ude00\""));
   assert_false(seed_with("\"Hello, I need help\"", "\"\\ud83d\""));
+  assert_false(seed_with("\"Hello, I need help\"", "\"\\ud83dx\""));
+  assert_false(seed_with("\"Hello, I need help\"", "\"\\ud83d\\u0041\""));
+  assert_false(seed_with("\"Hello, I need help\"", "\"\\ud83d\\ud83d\""));
+  assert_false(seed_with("\"Hello, I need help\"", "\"\\ud83d\\ude0\""));
+  assert_false(seed_with("\"Hello, I need help\"", "\"\\ud83d\\n\""));
   assert_false(seed_with("\"Hello, I need help\"", "\"\\ude00x\""));
+  assert_false(seed_with("\"Hello, I need help\"", "\"\\ude00\\ud83d\""));
   /* broken escapes */
   assert_false(seed_with("\"Hello, I need help\"", "\"\\u12\""));
   assert_false(seed_with("\"Hello, I need help\"", "\"\\u12g4\""));
