@@ -4029,8 +4029,8 @@ static bool prepare_ob(PGconn *c) {
                  0, NULL) &&
          prepare(c, "record_key", record_key_sql, 0, NULL) &&
          prepare(c, "sub_lock",
-                 "SELECT account_id, account_sealed, secret, secret_sealed FROM subscriptions "
-                 "WHERE id = $1 FOR UPDATE",
+                 "SELECT account_id, account_sealed, secret, secret_sealed, url, url_sealed "
+                 "FROM subscriptions WHERE id = $1 FOR UPDATE",
                  0, NULL) &&
          prepare(c, "sub_update", sub_update_sql, 0, NULL) &&
          prepare(c, "sub_delete",
@@ -4388,11 +4388,14 @@ static enum store_status replay(struct pg_store *s, struct store_write *w) {
     PQclear(r);
     return STORE_NOT_FOUND;
   }
-  char account[MODEL_ACCOUNT_ID_MAX + 1];
-  bool opened = sub_account_get(s->ring, r, 0, 0, 1, w->sub_id, account, sizeof account);
+  /* a URL that does not open is refused as an account that does not open: rows made now
+   * would wait under the account it has, not the one it gets once mended (as fan-out) */
+  char account[MODEL_ACCOUNT_ID_MAX + 1], url[OUTBOX_URL_MAX + 1];
+  bool opened = sub_account_get(s->ring, r, 0, 0, 1, w->sub_id, account, sizeof account) &&
+                sub_url_get(s->ring, r, 0, 4, 5, w->sub_id, url, sizeof url);
   PQclear(r);
   if (!opened) {
-    log_msg(LOG_ERROR, "subscription %s: its sealed account does not open", w->sub_id);
+    log_msg(LOG_ERROR, "subscription %s: its sealed URL or account does not open", w->sub_id);
     return STORE_HARD;
   }
   char *values = account_values(s->ring, account);

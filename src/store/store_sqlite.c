@@ -3480,7 +3480,11 @@ static int apply_replay(struct sqlite_store *s, struct store_write *w) {
     cursor = sqlite3_column_int64(st, 2);
     start = sqlite3_column_int64(st, 8);
     types = sqlite3_column_int64(st, 3);
-    opened = sub_account_read(s->ring, st, 4, 5, w->sub_id, account, sizeof account);
+    /* a URL that does not open is refused as an account that does not open: rows made now
+     * would wait under the account it has, not the one it gets once mended (as fan-out) */
+    char url[OUTBOX_URL_MAX + 1];
+    opened = sub_account_read(s->ring, st, 4, 5, w->sub_id, account, sizeof account) &&
+             sub_url_read(s->ring, st, 10, 11, w->sub_id, url, sizeof url);
   }
   ob_done(st);
   if (rc != SQLITE_OK) return rc;
@@ -3489,7 +3493,7 @@ static int apply_replay(struct sqlite_store *s, struct store_write *w) {
     return SQLITE_OK;
   }
   if (!opened) {
-    log_msg(LOG_ERROR, "the account of subscription %s does not open", w->sub_id);
+    log_msg(LOG_ERROR, "the URL or account of subscription %s does not open", w->sub_id);
     return OUTBOX_UNREADABLE;
   }
   char *accounts;

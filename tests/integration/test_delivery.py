@@ -932,6 +932,40 @@ def test_a_url_alone_that_does_not_open_mended_to_another_account(make_server, r
     held.assert_all_signed()
 
 
+@pytest.mark.parametrize("column", ["url_sealed", "account_sealed"])
+def test_a_replay_is_refused_while_the_url_or_account_does_not_open(make_server, rcv, column):
+    """A replay of a subscription whose sealed URL (or account) does not open is refused as for
+    an account (500 INTERNAL_ERROR, nothing made waiting): its events would otherwise wait under
+    the account it had, and a mend to another account (PATCH url+accountId) would send that
+    old account's conversations to the new URL."""
+    key = "k1:" + base64.b64encode(hashlib.sha256(b"held replay test key").digest()).decode()
+    srv = start(make_server, ENCRYPTION_KEYS=key)
+    acc, acc2 = "acc-rp-" + uid()[:6], "acc-rp2-" + uid()[:6]
+    held = subscribe(srv, rcv, accountId=acc)
+    ours = make_conv(accountId=acc)
+    post(srv, ours)
+    held.wait_delivered(ours["conversationId"], "conversation.created")
+    wait_until(lambda: sum(a["outcome"] == "delivered" for a in held.attempts()) == 1,
+               what="the delivery recorded")
+    assert srv.stop() == 0
+    intact = sealed_column(srv, held.id, column)
+    sealed_column(srv, held.id, column, intact[:-1] + bytes([intact[-1] ^ 1]))
+    srv.start()
+    assert held.get()["heldReason"] == "sealed_unreadable"
+    r = held.replay("2000-01-01T00:00:00Z")
+    assert_error(r, 500, "INTERNAL_ERROR")
+    mended = held.patch(url=rcv.url(held.name), accountId=acc2)
+    assert "heldReason" not in mended and mended["accountId"] == acc2, mended
+    theirs = make_conv(accountId=acc2)
+    post(srv, theirs)
+    held.wait_delivered(theirs["conversationId"], "conversation.created")
+    time.sleep(1.0)
+    assert len(held.delivered(cid=ours["conversationId"])) == 1, \
+        "the old account's conversation was sent again after the mend"
+    r = held.replay("2000-01-01T00:00:00Z")  # mended: replay works, as its new account says
+    assert r.status_code == 202 and unwrap(r) == {"replayed": 1}, r.text
+
+
 # ------------------------------------------------------------------ replay, throttling
 def test_replay_resends_with_the_original_ids(make_server, rcv):
     srv = start(make_server)

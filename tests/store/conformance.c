@@ -4440,6 +4440,14 @@ static void test_outbox_unopenable_url_alone_holds_events_for_the_mended_subscri
   (void)ob_fanout(time_now_us());
   assert_int_equal(ob_rows_of_sub(on.id), 0);
   assert_int_equal(ob_rows_of_sub(off.id), 0);
+  /* a replay is refused as for an account that does not open: no row under account a */
+  for (int i = 0; i < 2; i++) {
+    int64_t replayed = -1;
+    assert_int_equal(
+        ob_sub_write(STORE_WRITE_REPLAY, NULL, false, i ? off.id : on.id, 0, &replayed),
+        STORE_HARD);
+    assert_int_equal(ob_rows_of_sub(i ? off.id : on.id), 0);
+  }
   struct ob_gots g = ob_drain(on.id);
   assert_int_equal(g.n, 0);
   ob_gots_free(&g);
