@@ -2806,15 +2806,26 @@ static const char audio_read_sql[] =
  * each count stops at STATS_CAP rows (health says "at least" that many then) and dead letters
  * are found through their own index (migration 0009): the oldest pending delivery is found as
  * the lowest seq pending, the queue's oldest as the first after the cursor (seq follows
- * creation closely enough). */
+ * creation closely enough). Pending: rows waiting, and every subscription's events after its
+ * cursor that it wants (types, and its account by the stored value), not fanned out yet or
+ * passed by because the subscription is held (its URL or account does not open: its cursor
+ * stays), as SQLite's OR_PENDING counts them. */
 #define STATS_CAP "1000000"
 static const char outbox_stats_sql[] =
     "WITH q AS (SELECT COALESCE((SELECT seq FROM outbox_cursors WHERE name = $1), 0) AS c) "
-    "SELECT (SELECT count(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 0"
-    "   LIMIT " STATS_CAP
-    ") x),"
-    " (SELECT e.created_us FROM outbox_events e WHERE e.seq = (SELECT min(seq)"
-    "   FROM sub_deliveries WHERE state = 0)),"
+    "SELECT LEAST(" STATS_CAP
+    ", (SELECT count(*) FROM (SELECT 1 FROM sub_deliveries"
+    "   WHERE state = 0 LIMIT " STATS_CAP
+    ") x) + (SELECT count(*) FROM (SELECT 1 FROM subscriptions s JOIN outbox_events e"
+    "   ON e.seq > s.cursor_seq AND ((s.event_types >> e.type) & 1) = 1"
+    "   AND (s.account_id = '' OR e.account_id = s.account_id) LIMIT " STATS_CAP
+    ") y)),"
+    " (SELECT e.created_us FROM outbox_events e WHERE e.seq = (SELECT min(x) FROM ("
+    "   SELECT min(seq) AS x FROM sub_deliveries WHERE state = 0 UNION ALL"
+    "   SELECT (SELECT e.seq FROM outbox_events e WHERE e.seq > s.cursor_seq"
+    "     AND ((s.event_types >> e.type) & 1) = 1"
+    "     AND (s.account_id = '' OR e.account_id = s.account_id) ORDER BY e.seq LIMIT 1)"
+    "   FROM subscriptions s) m)),"
     " (SELECT count(*) FROM (SELECT 1 FROM outbox_events, q WHERE $2::bool AND seq > q.c"
     "   LIMIT " STATS_CAP
     ") x),"

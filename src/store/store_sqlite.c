@@ -4325,22 +4325,25 @@ static const char *const or_sql[OR_COUNT] = {
         "ORDER BY id DESC LIMIT ?3",
     /* Counts stop at OB_COUNT_CAP (health reports that many as "at least"); the oldest pending
      * seq is each subscription's first pending row in its primary key's order. */
-    /* Rows pending, and an active subscription's events after its cursor that have no row
-     * (the lane's, not yet delivered), capped: an estimate (the persisted cursor stays behind
-     * the oldest delivery in flight, and the account filter is left aside) */
+    /* Rows pending, and every subscription's events after its cursor that it wants (types,
+     * and its account by the stored value: the blind index it was sealed with) and have no
+     * row: the lane's not yet delivered, and those of one fan-out passes by (held: its URL or
+     * account does not open), as PostgreSQL's outbox_stats_sql counts them; capped. An
+     * estimate: the persisted cursor stays behind the oldest delivery in flight. */
     [OR_PENDING] =
         "SELECT MIN(" OB_COUNT_CAP_SQL
         ", (SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries "
         "WHERE state = 0 LIMIT " OB_COUNT_CAP_SQL
         ")) + (SELECT COUNT(*) FROM (SELECT 1 FROM subscriptions s JOIN outbox_events e "
         "ON e.seq > s.cursor_seq AND ((s.event_types >> e.type) & 1) = 1 "
-        "WHERE s.enabled AND NOT s.paused AND NOT EXISTS (SELECT 1 FROM sub_deliveries d "
+        "AND (s.account_id IS NULL OR e.account_id = s.account_id) "
+        "WHERE NOT EXISTS (SELECT 1 FROM sub_deliveries d "
         "WHERE d.sub_id = s.id AND d.seq = e.seq) LIMIT " OB_COUNT_CAP_SQL
         "))), (SELECT MIN(x) FROM (SELECT (SELECT d.seq FROM sub_deliveries d "
         "WHERE d.sub_id = s.id AND +d.state = 0 ORDER BY d.seq LIMIT 1) AS x FROM subscriptions s "
         "UNION ALL SELECT (SELECT e.seq FROM outbox_events e WHERE e.seq > s.cursor_seq AND "
-        "((s.event_types >> e.type) & 1) = 1 ORDER BY e.seq LIMIT 1) FROM subscriptions s "
-        "WHERE s.enabled AND NOT s.paused))",
+        "((s.event_types >> e.type) & 1) = 1 AND (s.account_id IS NULL OR "
+        "e.account_id = s.account_id) ORDER BY e.seq LIMIT 1) FROM subscriptions s))",
     [OR_CREATED] = "SELECT created_us FROM outbox_events WHERE seq = ?1",
     [OR_DEAD] =
         "SELECT COUNT(*) FROM (SELECT 1 FROM sub_deliveries WHERE state = 1 LIMIT " OB_COUNT_CAP_SQL
