@@ -123,15 +123,32 @@ struct replay_job {
   struct outbound *outbound;
   char id[OUTBOX_SUB_ID_MAX];
   struct store_write write;
+  bool unreadable; /* its sealed URL or account does not open: nothing replayed */
 };
 
+/* Offload thread. A subscription whose sealed URL or account does not open (GET shows
+ * heldReason sealed_unreadable) is not replayed: its events would wait under an account it may
+ * not keep (the store refuses it too, as a last line). */
 static void replay_work(void *p) {
   struct replay_job *job = p;
+  struct subscription sub;
+  enum store_status st = store_sub_get(job->store, job->id, &sub);
+  if (st == STORE_OK && sub.unreadable) {
+    job->unreadable = true;
+    return;
+  }
   store_submit_wait(job->store, &job->write);
 }
 
 static void replay_resume(struct http_request *req) {
   struct replay_job *job = http_request_state(req);
+  if (job->unreadable) {
+    http_reply_error(req, API_ERR_CONFLICT,
+                     "The subscription's sealed URL or account does not open: give url and "
+                     "accountId together (PATCH) to replace both, then replay",
+                     NULL);
+    return;
+  }
   if (job->write.status != STORE_OK) {
     if (job->write.status == STORE_NOT_FOUND)
       api_audit_read(req, AUDIT_SUBSCRIPTION_REPLAYED, job->id, AUDIT_NOT_FOUND);

@@ -935,7 +935,7 @@ def test_a_url_alone_that_does_not_open_mended_to_another_account(make_server, r
 @pytest.mark.parametrize("column", ["url_sealed", "account_sealed"])
 def test_a_replay_is_refused_while_the_url_or_account_does_not_open(make_server, rcv, column):
     """A replay of a subscription whose sealed URL (or account) does not open is refused as for
-    an account (500 INTERNAL_ERROR, nothing made waiting): its events would otherwise wait under
+    an account (409 CONFLICT: PATCH url and accountId first; nothing made waiting): its events would otherwise wait under
     the account it had, and a mend to another account (PATCH url+accountId) would send that
     old account's conversations to the new URL."""
     key = "k1:" + base64.b64encode(hashlib.sha256(b"held replay test key").digest()).decode()
@@ -953,7 +953,7 @@ def test_a_replay_is_refused_while_the_url_or_account_does_not_open(make_server,
     srv.start()
     assert held.get()["heldReason"] == "sealed_unreadable"
     r = held.replay("2000-01-01T00:00:00Z")
-    assert_error(r, 500, "INTERNAL_ERROR")
+    assert_error(r, 409, "CONFLICT")
     mended = held.patch(url=rcv.url(held.name), accountId=acc2)
     assert "heldReason" not in mended and mended["accountId"] == acc2, mended
     theirs = make_conv(accountId=acc2)
