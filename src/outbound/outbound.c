@@ -94,10 +94,18 @@ struct dispatch_cfg {
   long retention_days;       /* OUTBOX_RETENTION_DAYS */
 };
 
+/* A held subscription as GET and health show it: one reason. */
+struct held_reason {
+  char id[OUTBOX_SUB_ID_MAX];
+  bool sealed_unreadable; /* heldReason "sealed_unreadable": its URL or account does not open */
+  bool secret_unreadable; /* heldReason "secret_unreadable" (never with sealed_unreadable) */
+  int64_t until_us;       /* heldUntil: a receiver's Retry-After holds it until then; 0: none */
+};
+
 /* A held subscription as published by the dispatcher's thread. */
 struct held_entry {
-  struct outbound_held_sub shown; /* as GET and health show it: one reason */
-  bool secret_bad;                /* its secret does not open, whatever else (outbound_sub_held) */
+  struct held_reason shown;
+  bool secret_bad; /* its secret does not open, whatever else (outbound_sub_held) */
 };
 
 struct outbound {
@@ -321,7 +329,7 @@ static void held_publish(struct outbound *o) {
   for (size_t i = 0, k = 0; i < o->nsubs; i++) {
     const struct sub_slot *s = &o->subs[i];
     if (!slot_held(s)) continue;
-    struct outbound_held_sub *h = &held[k].shown;
+    struct held_reason *h = &held[k].shown;
     memcpy(h->id, s->sub.id, sizeof h->id);
     h->sealed_unreadable = s->sub.unreadable;
     h->secret_unreadable = !s->sub.unreadable && s->secret_bad;
@@ -353,13 +361,12 @@ void outbound_held(struct outbound *o, int64_t now_us, struct outbound_held *out
   if (!o) return;
   pthread_mutex_lock(&o->held_mu);
   for (size_t i = 0; i < o->nheld; i++) {
-    struct outbound_held_sub h = o->held[i].shown;
+    struct held_reason h = o->held[i].shown;
     if (h.until_us <= now_us) h.until_us = 0; /* the hold is over */
     if (!h.sealed_unreadable && !h.secret_unreadable && !h.until_us) continue;
     out->sealed_unreadable += h.sealed_unreadable;
     out->secret_unreadable += h.secret_unreadable;
     out->retry_after += h.until_us > 0;
-    if (out->n < OUTBOUND_HELD_LIST) out->subs[out->n++] = h;
   }
   pthread_mutex_unlock(&o->held_mu);
 }

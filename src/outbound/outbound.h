@@ -58,21 +58,12 @@ void outbound_status(const struct outbound *o, struct outbound_status *out);
  * events wait, none is sent unsigned. Any thread; never blocks long. o may be NULL. */
 bool outbound_sub_held(struct outbound *o, const char *id);
 
-/* The subscriptions this instance's dispatcher holds, as its last read of them found (every
- * second while one is active, and whenever one is changed here): counted by why, as GET shows
- * each (heldReason; heldUntil), with the first OUTBOUND_HELD_LIST of them in the store's order. */
-#define OUTBOUND_HELD_LIST 20
-struct outbound_held_sub {
-  char id[OUTBOX_SUB_ID_MAX];
-  bool sealed_unreadable; /* heldReason "sealed_unreadable": its URL or account does not open */
-  bool secret_unreadable; /* heldReason "secret_unreadable" (never with sealed_unreadable, as
-                           * GET shows one reason): its signing secret does not open */
-  int64_t until_us;       /* heldUntil: a receiver's Retry-After holds it until then; 0: none */
-};
+/* How many subscriptions this instance's dispatcher holds, as its last read of them found
+ * (every second while one is active, and whenever one is changed here), by why, as GET shows
+ * each (heldReason; heldUntil). Health shows these counts; which subscriptions, the API reads
+ * from the store (GET, the list) and outbound_sub_held. */
 struct outbound_held {
-  size_t sealed_unreadable, secret_unreadable, retry_after; /* how many, by why */
-  size_t n;                                                 /* entries in subs */
-  struct outbound_held_sub subs[OUTBOUND_HELD_LIST];
+  size_t sealed_unreadable, secret_unreadable, retry_after;
 };
 /* Fills out (all zero when o is NULL or nothing is held); a Retry-After hold over by now_us
  * (wall clock) is not counted. Any thread; never blocks long; reads no database. */
