@@ -66,6 +66,7 @@ struct transfer {
   struct outbound *o;
   struct transfer *prev, *next;
   CURL *easy;
+  bool easy_reusable; /* its options were all set: it may serve the next transfer */
   struct curl_slist *headers;
   char *body;
   size_t body_len;
@@ -125,6 +126,8 @@ struct outbound {
   size_t rotate; /* which subscription claims first, so none starves the others of slots */
   struct transfer *inflight;
   size_t ninflight;
+  CURL **spare; /* ended transfers' easy handles, up to cfg.concurrency (easy_release) */
+  size_t nspare;
   size_t inflight_bytes;                 /* the bodies of the transfers in flight */
   struct store_delivery_result *results; /* ended, waiting for FINISH */
   size_t nresults, capresults;
@@ -571,9 +574,21 @@ static curl_socket_t on_open_socket(void *cls, curlsocktype purpose, struct curl
 
 /* ---- transfers ---- */
 
+/* An ended transfer's easy handle is kept for the next one (up to DELIVERY_CONCURRENCY of
+ * them): a fresh handle costs a dozen allocations, its buffers among them, and the options
+ * every delivery shares are set once. Every option that names a transfer's own data is set again
+ * by easy_for; the spares are not in the multi handle. */
+static void easy_release(struct outbound *o, CURL *c, bool reusable) {
+  if (!c) return;
+  if (reusable && o && o->nspare < o->cfg.concurrency && o->spare)
+    o->spare[o->nspare++] = c;
+  else
+    curl_easy_cleanup(c);
+}
+
 static void transfer_free(struct transfer *t) {
   if (!t) return;
-  if (t->easy) curl_easy_cleanup(t->easy);
+  easy_release(t->o, t->easy, t->easy_reusable);
   curl_slist_free_all(t->headers);
   free(t->body);
   free(t);
@@ -590,6 +605,33 @@ static bool add_header(struct curl_slist **list, const char *name, const char *v
   if (!l) return false;
   *list = l;
   return true;
+}
+
+/* An easy handle with the options every delivery shares: a spare or a new one; NULL when
+ * libcurl refuses. */
+static CURL *easy_get(struct outbound *o) {
+  if (o->nspare) return o->spare[--o->nspare];
+  const struct dispatch_cfg *cfg = &o->cfg;
+  CURL *c = curl_easy_init();
+  bool ok = c && curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_PROXY, "") == CURLE_OK && /* environment proxies ignored */
+            curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg->timeout_ms) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_USERAGENT, "gensendrep/" GSR_VERSION) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_POST, 1L) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK;
+  if (ok && !cfg->allow_private)
+    ok = curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) == CURLE_OK;
+  if (!ok && c) {
+    curl_easy_cleanup(c);
+    c = NULL;
+  }
+  return c;
 }
 
 /* Starts delivering job to slot's subscription; false (nothing started, the job released) when
@@ -651,31 +693,19 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
             add_header(&t->headers, "webhook-id", ev->id) &&
             add_header(&t->headers, "webhook-timestamp", ts) &&
             add_header(&t->headers, "webhook-signature", sig) &&
-            add_header(&t->headers, "Expect:", NULL) && (t->easy = curl_easy_init()) != NULL;
+            add_header(&t->headers, "Expect:", NULL) && (t->easy = easy_get(o)) != NULL;
   CURL *c = t->easy;
+  /* every option that names this transfer's own data, set again on a reused handle */
   ok = ok && curl_easy_setopt(c, CURLOPT_URL, slot->sub.url) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_PROXY, "") == CURLE_OK && /* environment proxies ignored */
-       curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg->timeout_ms) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_USERAGENT, "gensendrep/" GSR_VERSION) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_POST, 1L) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->body_len) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_POSTFIELDS, t->body) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_WRITEDATA, t) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_HEADERDATA, t) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, t->errbuf) == CURLE_OK &&
-       curl_easy_setopt(c, CURLOPT_PRIVATE, t) == CURLE_OK;
-  if (ok && !cfg->allow_private)
-    ok = curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) == CURLE_OK &&
-         curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, t) == CURLE_OK;
+       curl_easy_setopt(c, CURLOPT_PRIVATE, t) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, t) == CURLE_OK;
+  t->easy_reusable = ok;
   if (!ok || curl_multi_add_handle(o->multi, c) != CURLM_OK) {
     log_msg(LOG_ERROR, "outbound: libcurl refused a delivery's options (subscription %s)",
             job->sub_id);
@@ -1264,6 +1294,8 @@ static void outbound_free(struct outbound *o) {
     transfer_unlink(o, t);
     transfer_free(t);
   }
+  while (o->nspare) curl_easy_cleanup(o->spare[--o->nspare]);
+  free(o->spare);
   if (o->queue) queue_close(o->queue);
   if (o->multi) curl_multi_cleanup(o->multi);
   for (size_t i = 0; i < o->nsubs; i++)
@@ -1296,7 +1328,8 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
   if (!crypto_random((unsigned char *)&o->rng, sizeof o->rng) || o->rng == 0)
     o->rng = (uint64_t)time_now_us() | 1;
   o->multi = curl_multi_init();
-  if (!o->multi) {
+  o->spare = calloc(o->cfg.concurrency, sizeof *o->spare);
+  if (!o->multi || !o->spare) {
     snprintf(err, errlen, "outbound: libcurl could not make a multi handle");
     outbound_free(o);
     return NULL;
