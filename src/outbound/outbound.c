@@ -577,7 +577,7 @@ static curl_socket_t on_open_socket(void *cls, curlsocktype purpose, struct curl
 /* An ended transfer's easy handle is kept for the next one (up to DELIVERY_CONCURRENCY of
  * them): a fresh handle costs a dozen allocations, its buffers among them, and the options
  * every delivery shares are set once. Every option that names a transfer's own data is set again
- * by easy_for; the spares are not in the multi handle. */
+ * by transfer_start; the spares are not in the multi handle. */
 static void easy_release(struct outbound *o, CURL *c, bool reusable) {
   if (!c) return;
   if (reusable && o && o->nspare < o->cfg.concurrency && o->spare)

@@ -51,6 +51,7 @@ int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)
                           void *arg);
 
 static pthread_t main_thread;
+static atomic_int easy_inits;  /* curl_easy_init calls: the easy handles the dispatcher made */
 static atomic_int creates;     /* creations from the test's thread since the last reset */
 static atomic_int fail_create; /* creation number (1-based) that fails with EAGAIN; 0: none */
 static atomic_int alive;       /* threads the test's thread started whose function runs */
@@ -83,6 +84,16 @@ int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)
     free(t);
   }
   return rc;
+}
+
+/* curl_easy_init is wrapped too (same Makefile line): a test sees how many easy handles the
+ * deliveries took, i.e. that one handle served several deliveries in turn. */
+CURL *__real_curl_easy_init(void);
+CURL *__wrap_curl_easy_init(void);
+
+CURL *__wrap_curl_easy_init(void) {
+  atomic_fetch_add(&easy_inits, 1);
+  return __real_curl_easy_init();
 }
 
 /* ---- the fake store: one subscription, deliveries in memory ---- */
@@ -312,6 +323,7 @@ struct answer {
 
 struct request {
   char id[64], timestamp[32], signature[256], user_agent[64], content_type[64];
+  char authorization[128];
   char body[512];
   size_t body_len;
   double at_ms;
@@ -391,6 +403,7 @@ static void *conn_main(void *cls) {
     header_value(buf, "webhook-signature", q->signature, sizeof q->signature);
     header_value(buf, "User-Agent", q->user_agent, sizeof q->user_agent);
     header_value(buf, "Content-Type", q->content_type, sizeof q->content_type);
+    header_value(buf, "Authorization", q->authorization, sizeof q->authorization);
     q->body_len = body_len < sizeof q->body ? body_len : sizeof q->body - 1;
     memcpy(q->body, buf + head_len, q->body_len);
     q->body[q->body_len] = '\0';
@@ -1185,6 +1198,128 @@ static void test_broker_publishes_a_stand_in_for_an_event_over_max_payload(void 
   fake_free(f);
 }
 
+/* DELIVERY_CONCURRENCY 1: one easy handle serves every delivery in turn (its spare). Whatever a
+ * transfer left on it — an answer cut after its first bytes, a timeout with no answer at all, a
+ * subscription whose URL (with credentials) changed to another receiver (without) — the next
+ * delivery goes to its own URL with its own headers, body and signature, no credentials it does
+ * not name, and is classified by its own answer (a timeout after a 200 is a timeout, not the
+ * 200). */
+static void test_a_reused_handle_carries_nothing_into_the_next_delivery(void **state) {
+  (void)state;
+  static char big[OUTBOX_RESPONSE_HEAD_MAX + 100];
+  memset(big, 'x', sizeof big - 1);
+  struct answer script[] = {{200, NULL, big, true}, /* cut once the kept bytes came */
+                            {0, NULL, NULL, false}, /* never answers: the timeout */
+                            {503, "Retry-After: 1\r\n", "busy", false},
+                            {200, NULL, "thanks", false}};
+  struct receiver *r = receiver_start(script, 4);
+  struct answer ok = {200, NULL, "other", false};
+  struct receiver *r2 = receiver_start(&ok, 1);
+  char url[128];
+  snprintf(url, sizeof url, "http://user:pw@127.0.0.1:%u/hook", r->port);
+  struct fake_store *f = fake_new(url, 5);
+  pthread_mutex_lock(&f->mu);
+  f->d[4].next_at_us = INT64_MAX; /* the fifth waits for the URL to change */
+  pthread_mutex_unlock(&f->mu);
+  const long schedule[] = {0, 600};
+  struct config cfg = test_config(schedule, 2, true, 1);
+  cfg.delivery_concurrency = 1;
+  char err[256] = "";
+  atomic_store(&easy_inits, 0);
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
+  assert_non_null(o);
+  struct store_delivery_result res[16];
+  assert_int_equal(wait_results(f, 4, res, 16), 4);
+  /* the subscription moves to another receiver: the same handle sends there */
+  pthread_mutex_lock(&f->mu);
+  snprintf(f->sub.url, sizeof f->sub.url, "http://127.0.0.1:%u/other", r2->port);
+  f->sub.updated_us = time_now_us();
+  f->d[4].next_at_us = 0;
+  pthread_mutex_unlock(&f->mu);
+  outbound_wake(o);
+  assert_int_equal(wait_results(f, 5, res, 16), 5);
+  dispatcher_stop(o, f);
+  assert_int_equal(atomic_load(&easy_inits), 1); /* one handle served the five */
+  for (size_t i = 0; i < 5; i++) assert_int_equal(res[i].seq, (int64_t)i + 1);
+  assert_int_equal(res[0].outcome, DELIVERY_DELIVERED);
+  assert_int_equal(res[0].status_code, 200);
+  assert_int_equal(strlen(res[0].response_head), OUTBOX_RESPONSE_HEAD_MAX);
+  assert_int_equal(res[1].outcome, DELIVERY_RETRY);
+  assert_int_equal(res[1].status_code, 0);
+  assert_string_equal(res[1].response_head, "timeout");
+  assert_true(res[1].latency_ms >= 900); /* its own second, not counted from an earlier start */
+  assert_int_equal(res[2].outcome, DELIVERY_RETRY);
+  assert_int_equal(res[2].status_code, 503);
+  assert_string_equal(res[2].response_head, "busy");
+  assert_int_equal(res[2].hold_us, 1000000);
+  assert_int_equal(res[3].outcome, DELIVERY_DELIVERED);
+  assert_int_equal(res[3].status_code, 200);
+  assert_string_equal(res[3].response_head, "thanks");
+  assert_int_equal(res[3].hold_us, 0);
+  assert_int_equal(res[4].outcome, DELIVERY_DELIVERED);
+  assert_string_equal(res[4].response_head, "other");
+  /* each request is its own event's, signed */
+  assert_int_equal(receiver_count(r), 4);
+  assert_int_equal(receiver_count(r2), 1);
+  struct sig_keyring ring;
+  char why[256];
+  assert_true(sig_keyring_standard(SECRET, &ring, why, sizeof why));
+  for (size_t i = 0; i < 5; i++) {
+    struct request *q = i < 4 ? &r->got[i] : &r2->got[0];
+    assert_string_equal(q->id, f->d[i].ev.id);
+    assert_string_equal(q->authorization, i < 4 ? "Basic dXNlcjpwdw==" : "");
+    char conv[64];
+    snprintf(conv, sizeof conv, "\"conversationId\":\"conv_%zu\"", i + 1);
+    assert_non_null(strstr(q->body, conv));
+    assert_int_equal(sig_standard_verify(&ring, q->id, q->timestamp, q->signature, q->body,
+                                         q->body_len, time_now_us() / 1000000, 300),
+                     SIG_OK);
+  }
+  receiver_stop(r);
+  receiver_stop(r2);
+  fake_free(f);
+}
+
+/* The SSRF rule holds on every connection of a reused handle: DELIVERY_CONCURRENCY 1, two
+ * deliveries to a private address, both refused; and a dispatcher that allowed private networks
+ * before, in this process, changes nothing for one that does not. */
+static void test_a_reused_handle_still_refuses_private_addresses(void **state) {
+  (void)state;
+  struct answer ok = {200, NULL, NULL, false};
+  struct receiver *r = receiver_start(&ok, 1);
+  char url[128];
+  const long schedule[] = {0, 600};
+  struct store_delivery_result res[16];
+  char err[256] = "";
+  struct fake_store *f = fake_new(url_of(r, url, sizeof url), 2);
+  struct config cfg = test_config(schedule, 2, true, 5);
+  cfg.delivery_concurrency = 1;
+  struct outbound *o = dispatcher_start(&cfg, f, err, sizeof err);
+  assert_non_null(o);
+  assert_int_equal(wait_results(f, 2, res, 16), 2);
+  dispatcher_stop(o, f);
+  assert_int_equal(receiver_count(r), 2);
+  for (size_t i = 0; i < 2; i++) assert_int_equal(res[i].outcome, DELIVERY_DELIVERED);
+  fake_free(f);
+  f = fake_new(url_of(r, url, sizeof url), 3);
+  cfg = test_config(schedule, 2, false, 5);
+  cfg.delivery_concurrency = 1;
+  atomic_store(&easy_inits, 0);
+  o = dispatcher_start(&cfg, f, err, sizeof err);
+  assert_non_null(o);
+  assert_int_equal(wait_results(f, 3, res, 16), 3);
+  dispatcher_stop(o, f);
+  assert_int_equal(atomic_load(&easy_inits), 1); /* one handle, three connections refused */
+  assert_int_equal(receiver_count(r), 2);
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(res[i].outcome, DELIVERY_RETRY);
+    assert_int_equal(res[i].status_code, 0);
+    assert_string_equal(res[i].response_head, "refused: private address 127.0.0.1");
+  }
+  receiver_stop(r);
+  fake_free(f);
+}
+
 int main(void) {
   main_thread = pthread_self();
   curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1201,6 +1336,10 @@ int main(void) {
       cmocka_unit_test_teardown(test_held_says_why_each_subscription_is_held, stop_leftover),
       cmocka_unit_test_teardown(test_private_address_refused_on_connect, stop_leftover),
       cmocka_unit_test_teardown(test_timeout_is_an_attempt, stop_leftover),
+      cmocka_unit_test_teardown(test_a_reused_handle_carries_nothing_into_the_next_delivery,
+                                stop_leftover),
+      cmocka_unit_test_teardown(test_a_reused_handle_still_refuses_private_addresses,
+                                stop_leftover),
       cmocka_unit_test_teardown(test_stop_releases_what_is_in_flight, stop_leftover),
       cmocka_unit_test_teardown(test_the_dispatcher_reads_no_configuration_after_start,
                                 stop_leftover),
