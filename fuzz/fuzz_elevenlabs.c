@@ -4,12 +4,15 @@
  * is valid JSON (and UTF-8) agreeing with the struct over it: identifiers within the store's
  * limits, a short printable status, as many turns as messageCount, each turn's messageId
  * "<id>:<index>"; and it renders (render_conversation_detail) with startTime/endTime both set
- * or both null. */
+ * or both null. Differential: whenever the fast path (model/el_fast.c) accepts an event, the
+ * jansson path accepts it too, with the same type, ids, struct values and derived body, byte for
+ * byte (the fast path's invariant). */
 #include <jansson.h>
 #include <string.h>
 
 #include "core/utf8.h"
 #include "fuzz.h"
+#include "model/el_fast.h"
 #include "model/elevenlabs.h"
 #include "model/render.h"
 #include "model/stored.h"
@@ -102,13 +105,48 @@ static void check_derived(const struct el_event *e) {
   json_decref(d);
 }
 
+static bool same_text(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The fast path's answer against the jansson path's (old: MODEL_OK). */
+static void check_same(const struct el_event *fast, const struct el_event *old) {
+  FUZZ_CHECK(fast->root == NULL && fast->conv.root == NULL);
+  FUZZ_CHECK(fast->type == old->type);
+  FUZZ_CHECK(strcmp(fast->type_name, old->type_name) == 0);
+  FUZZ_CHECK(same_text(fast->conversation_id, old->conversation_id));
+  FUZZ_CHECK(fast->derived_len == old->derived_len);
+  FUZZ_CHECK(same_text(fast->derived, old->derived));
+  if (!old->derived) return;
+  const struct conversation_input *a = &fast->conv, *b = &old->conv;
+  FUZZ_CHECK(same_text(a->conversation_id, b->conversation_id));
+  FUZZ_CHECK(same_text(a->email_id, b->email_id));
+  FUZZ_CHECK(same_text(a->account_id, b->account_id));
+  FUZZ_CHECK(same_text(a->status, b->status));
+  FUZZ_CHECK(same_text(a->agent_id, b->agent_id));
+  FUZZ_CHECK(same_text(a->failure_reason, b->failure_reason));
+  FUZZ_CHECK(same_text(a->platform, b->platform));
+  FUZZ_CHECK(same_text(a->outcome, b->outcome));
+  FUZZ_CHECK(a->has_start == b->has_start && a->start_us == b->start_us);
+  FUZZ_CHECK(a->duration == b->duration && a->message_count == b->message_count);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const struct el_names names = {"user_email", "account_id"};
-  struct el_event e;
+  struct el_event e, fast;
   json_t *problems = NULL;
   char message[256];
-  switch (model_elevenlabs_parse((const char *)data, size, &names, &e, &problems, message,
-                                 sizeof message)) {
+  bool fast_ok = model_elevenlabs_scan((const char *)data, size, &names, &fast);
+  enum model_result r = model_elevenlabs_parse((const char *)data, size, &names, &e, &problems,
+                                               message, sizeof message);
+  FUZZ_CHECK(!fast_ok || r == MODEL_OK);
+  if (fast_ok) {
+    check_same(&fast, &e);
+    model_elevenlabs_free(&fast);
+  } else {
+    FUZZ_CHECK(fast.owned == NULL && fast.derived == NULL && fast.conversation_id == NULL);
+  }
+  switch (r) {
     case MODEL_INVALID_JSON:
       FUZZ_CHECK(problems == NULL);
       check_envelope(message, NULL);

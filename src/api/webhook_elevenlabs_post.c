@@ -18,6 +18,7 @@
 #include "core/metrics.h"
 #include "core/timeutil.h"
 #include "ext/crypto.h"
+#include "model/el_fast.h"
 #include "model/el_split.h"
 #include "model/elevenlabs.h"
 #include "model/render.h"
@@ -285,8 +286,8 @@ static void accept_event(struct http_request *req) {
                            app->cfg->elevenlabs_account_variable};
   json_t *problems;
   char message[256];
-  switch (model_elevenlabs_parse(envelope, len, &names, &r->event, &problems, message,
-                                 sizeof message)) {
+  switch (model_elevenlabs_parse_fast(envelope, len, &names, &r->event, &problems, message,
+                                      sizeof message)) {
     case MODEL_INVALID_JSON:
       http_reply_error(req, API_ERR_INVALID_JSON, message, NULL);
       return;

@@ -10,10 +10,11 @@
 #include <stddef.h>
 
 #include "model/conversation.h"
+#include "model/json_scan.h"
 
 /* Limits beyond which the scanner declines (the jansson path decides). */
-#define CONV_FAST_DEPTH_MAX 32 /* nesting of arrays and objects */
-#define CONV_FAST_KEYS_MAX 32  /* members of one object (duplicates are checked pairwise) */
+#define CONV_FAST_DEPTH_MAX JSON_SCAN_DEPTH_MAX /* nesting of arrays and objects */
+#define CONV_FAST_KEYS_MAX 32 /* members of one object (duplicates are checked pairwise) */
 
 /* True when body is a seed webhook the scanner proves valid: *out is filled as
  * model_conversation_parse would fill it, except that root is NULL and the strings live in

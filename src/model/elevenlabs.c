@@ -378,6 +378,7 @@ invalid:
 
 void model_elevenlabs_free(struct el_event *e) {
   json_decref(e->root);
+  free(e->owned);
   free(e->derived);
   json_decref(e->conv.root);
   memset(e, 0, sizeof *e);

@@ -29,15 +29,18 @@ struct el_names {
 };
 
 struct el_event {
-  json_t *root; /* the parsed event (owned) */
+  json_t *root; /* the parsed event (owned); NULL when the fast path (model/el_fast.h) read it */
+  char *owned;  /* the fast path's copies of the strings below (owned), else NULL */
   enum el_type type;
   char type_name[EL_TYPE_MAX + 1]; /* the type as sent (truncated), "" when absent */
-  /* data.conversation_id; NULL only for EL_OTHER events that carry none. Points into root. */
+  /* data.conversation_id; NULL only for EL_OTHER events that carry none. Points into root (or
+   * owned). */
   const char *conversation_id;
   /* EL_POST_CALL_TRANSCRIPTION and EL_CALL_INITIATION_FAILURE only (else derived == NULL): */
   char *derived; /* the seed-shaped ConversationEndData JSON text (owned, malloc'ed) */
   size_t derived_len;
-  struct conversation_input conv; /* over derived (conv.root owned); email/account may be NULL */
+  struct conversation_input conv; /* over derived (conv.root owned, NULL from the fast path, whose
+                                   * strings are in owned); email/account may be NULL */
 };
 
 /* Parses an event. MODEL_INVALID_JSON: not JSON (message says where). MODEL_INVALID: *problems
