@@ -574,13 +574,21 @@ static curl_socket_t on_open_socket(void *cls, curlsocktype purpose, struct curl
 
 /* ---- transfers ---- */
 
-/* An ended transfer's easy handle is kept for the next one (up to DELIVERY_CONCURRENCY of
- * them): a fresh handle costs a dozen allocations, its buffers among them, and the options
- * every delivery shares are set once. Every option that names a transfer's own data is set again
- * by transfer_start; the spares are not in the multi handle. */
+/* An ended transfer's easy handle is kept for the next one (up to SPARES_MAX of them, fewer
+ * when DELIVERY_CONCURRENCY is lower): a fresh handle costs a dozen allocations, its buffers
+ * among them, and the options every delivery shares are set once. Every option that names a
+ * transfer's own data is set again by transfer_start; the spares are not in the multi handle.
+ * The cap bounds what a burst at a high DELIVERY_CONCURRENCY leaves held afterwards (each spare
+ * keeps libcurl's buffers, up to ~64 KiB, and its TLS sessions). */
+#define SPARES_MAX 64
+
+static size_t spares_cap(const struct outbound *o) {
+  return o->cfg.concurrency < SPARES_MAX ? o->cfg.concurrency : SPARES_MAX;
+}
+
 static void easy_release(struct outbound *o, CURL *c, bool reusable) {
   if (!c) return;
-  if (reusable && o && o->nspare < o->cfg.concurrency && o->spare)
+  if (reusable && o && o->spare && o->nspare < spares_cap(o))
     o->spare[o->nspare++] = c;
   else
     curl_easy_cleanup(c);
@@ -707,8 +715,8 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, t) == CURLE_OK;
   t->easy_reusable = ok;
   if (!ok || curl_multi_add_handle(o->multi, c) != CURLM_OK) {
-    log_msg(LOG_ERROR, "outbound: libcurl refused a delivery's options (subscription %s)",
-            job->sub_id);
+    t->easy_reusable = false; /* whatever libcurl disliked is not handed to the next one */
+    log_msg(LOG_ERROR, "outbound: libcurl refused a delivery (subscription %s)", job->sub_id);
     release(o, job, now_us + 1000000);
     transfer_free(t);
     return false;
@@ -1328,7 +1336,7 @@ struct outbound *outbound_start(const struct config *cfg, struct store *s, char 
   if (!crypto_random((unsigned char *)&o->rng, sizeof o->rng) || o->rng == 0)
     o->rng = (uint64_t)time_now_us() | 1;
   o->multi = curl_multi_init();
-  o->spare = calloc(o->cfg.concurrency, sizeof *o->spare);
+  o->spare = calloc(spares_cap(o), sizeof *o->spare);
   if (!o->multi || !o->spare) {
     snprintf(err, errlen, "outbound: libcurl could not make a multi handle");
     outbound_free(o);
