@@ -7,25 +7,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "api/app.h"
 #include "core/metrics.h"
 #include "ext/crypto.h"
+#include "http/auth.h"
 #include "outbound/outbound.h"
 #include "store/health.h"
 
 #define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
-/* Digests make both sides the same length, so the comparison's time says nothing of the
- * token, not even its length. */
+/* The Bearer token read as API keys are (http/auth.h: the scheme in any case, the spaces
+ * around the token dropped: trailing whitespace is no part of a header's value). Digests make
+ * both sides the same length, so the comparison's time says nothing of the token, not even its
+ * length. */
 static bool token_ok(const char *token, const char *authorization) {
-  if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return false;
-  const char *given = authorization + 7;
-  while (*given == ' ') given++;
+  const char *given;
+  size_t len;
+  if (!auth_bearer_token(authorization, &given, &len)) return false;
   unsigned char want[CRYPTO_SHA256_LEN], got[CRYPTO_SHA256_LEN];
   crypto_sha256(token, strlen(token), want);
-  crypto_sha256(given, strlen(given), got);
+  crypto_sha256(given, len, got);
   return crypto_equal(want, got, sizeof want);
 }
 
