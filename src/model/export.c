@@ -160,7 +160,31 @@ void export_ndjson_row(struct export_buf *b, const struct store_conversation *c,
    * the conversation stays one line. */
   for (size_t i = 0; i < len; i++)
     if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
-  export_buf_add(b, line, len);
+  /* U+2028, U+2029 and U+0085 may stand raw in a JSON string, but many line readers (Python's
+   * str.splitlines, editors, some log tools) take them for line ends: written as \u escapes,
+   * the line parses to the same value and every reader sees one line. In valid UTF-8 (the
+   * line is JSON jansson wrote or parsed) those bytes are these characters and nothing else,
+   * and they can only be inside a string. */
+  size_t from = 0;
+  for (size_t i = 0; i < len; i++) {
+    const char *esc = NULL;
+    size_t n = 0;
+    if ((unsigned char)line[i] == 0xE2 && i + 2 < len && (unsigned char)line[i + 1] == 0x80 &&
+        ((unsigned char)line[i + 2] == 0xA8 || (unsigned char)line[i + 2] == 0xA9)) {
+      esc = (unsigned char)line[i + 2] == 0xA8 ? "\\u2028" : "\\u2029";
+      n = 3;
+    } else if ((unsigned char)line[i] == 0xC2 && i + 1 < len &&
+               (unsigned char)line[i + 1] == 0x85) {
+      esc = "\\u0085";
+      n = 2;
+    }
+    if (!esc) continue;
+    export_buf_add(b, line + from, i - from);
+    export_buf_add(b, esc, 6);
+    i += n - 1;
+    from = i + 1;
+  }
+  export_buf_add(b, line + from, len - from);
   ADD_LIT(b, "\n");
   free(line);
 }

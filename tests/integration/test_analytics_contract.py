@@ -91,3 +91,35 @@ def test_metrics_token_reads_as_api_keys_do(srv):
     for bad in ("Bearer", "Bearer ", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x",
                 f"Bearer x{TOKEN}", f"Basic {TOKEN}", TOKEN, f"Bearer {KEY1}"):
         assert status(bad) == 401, repr(bad)
+
+
+# ------------------------------------------------------------------ exports
+def test_ndjson_is_one_line_per_conversation_for_every_line_reader(srv):
+    """U+2028, U+2029 and U+0085 are legal raw inside a JSON string, but Python's
+    str.splitlines (and editors, log tools) end a line there: an NDJSON export read that way
+    must still give one conversation per line, each equal to GET one."""
+    acc = "acc-seps-" + uid()
+    seps = "a\u2028b\u2029c\u0085d"
+    sent = []
+    for i in range(2):
+        body = make_conv(accountId=acc, summary={"note": seps, seps: i})
+        body["metadata"]["agentId"] = "agent\u2028" + str(i)
+        body["transcript"][0]["content"] = seps
+        assert srv.post_conv(body).status_code == 200
+        sent.append(body)
+    for include in (None, "transcript"):
+        params = {"account_id": acc}
+        if include:
+            params["include"] = include
+        r = srv.get(EXPORT, params=params)
+        assert r.status_code == 200, r.text[:300]
+        lines = r.text.splitlines()
+        assert len(lines) == 2, lines
+        for line in lines:
+            got = json.loads(line)
+            one = srv.get_conv(got["conversationId"], include=bool(include)).json()
+            assert got == one
+            assert got["agentId"].startswith("agent\u2028")
+            if include:
+                assert got["transcript"][0]["content"] == seps
+                assert got["summary"]["note"] == seps

@@ -133,12 +133,46 @@ static void test_ndjson_is_get_one(void **state) {
   export_buf_free(&b);
 }
 
+/* U+2028, U+2029 and U+0085 stand raw in JSON strings, but line readers take them for line
+ * ends: the line holds them as \u escapes and parses to the same text. */
+static void test_ndjson_unicode_line_separators_are_escaped(void **state) {
+  (void)state;
+  struct store_conversation c;
+  fill(&c);
+  char body[] =
+      "{\"transcript\": [{\"content\": \"a\xE2\x80\xA8"
+      "b\xE2\x80\xA9"
+      "c\xC2\x85"
+      "d\xC3\xA9\xE2\x80\xA6\"}], \"metadata\": {}}";
+  c.body = body;
+  c.body_len = strlen(body);
+  struct export_buf b;
+  export_buf_init(&b);
+  export_ndjson_row(&b, &c, true);
+  assert_true(b.ok);
+  assert_null(strstr(b.p, "\xE2\x80\xA8"));
+  assert_null(strstr(b.p, "\xE2\x80\xA9"));
+  assert_null(strstr(b.p, "\xC2\x85"));
+  assert_non_null(strstr(b.p, "a\\u2028b\\u2029c\\u0085d\xC3\xA9\xE2\x80\xA6\""));
+  json_t *line = json_loadb(b.p, b.len, 0, NULL);
+  assert_non_null(line);
+  assert_string_equal(json_string_value(json_object_get(
+                          json_array_get(json_object_get(line, "transcript"), 0), "content")),
+                      "a\xE2\x80\xA8"
+                      "b\xE2\x80\xA9"
+                      "c\xC2\x85"
+                      "d\xC3\xA9\xE2\x80\xA6");
+  json_decref(line);
+  export_buf_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_quoting),
       cmocka_unit_test(test_formulas_are_neutralised),
       cmocka_unit_test(test_header_and_rows),
       cmocka_unit_test(test_ndjson_is_get_one),
+      cmocka_unit_test(test_ndjson_unicode_line_separators_are_escaped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
