@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -123,3 +124,190 @@ def test_ndjson_is_one_line_per_conversation_for_every_line_reader(srv):
             if include:
                 assert got["transcript"][0]["content"] == seps
                 assert got["summary"]["note"] == seps
+
+
+def csv_rows(resp):
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"), newline="")))
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+def test_csv_failure_reasons_and_statuses_open_as_text(srv):
+    """Client text in every text column opens as text in a spreadsheet, ElevenLabs' failure
+    reason (control characters become spaces) and status word included, and parses back."""
+    acc = "acc-csvel-" + uid()
+    reasons = ["\t=cmd|' /C calc'!A0", "\r\n@SUM(1)", "-2+3", "busy, \"line\" 1"]
+    for reason in reasons:
+        event = json.loads((FIXTURES / "call_initiation_failure_sip.json").read_bytes())
+        d = event["data"]
+        d["conversation_id"] = "conv_" + uid()
+        d["failure_reason"] = reason
+        d.setdefault("conversation_initiation_client_data", {}).setdefault(
+            "dynamic_variables", {})["account_id"] = acc
+        el_post(srv, event)
+    el_call(srv, acc, status="=HYPERLINK(1)")
+    rows = csv_rows(srv.get(EXPORT, params={"format": "csv", "account_id": acc}))
+    assert len(rows) == 5
+    for row in rows:
+        for col in ("conversationId", "emailId", "accountId", "agentId", "status",
+                    "failureReason"):
+            cell = row[col]
+            assert not cell or cell[0] not in "=+-@\t\r", (col, cell)
+            assert cell.lstrip(" \t\r\n")[:1] not in ("=", "+", "-", "@") or cell[0] == "'", \
+                (col, cell)
+    got = sorted(r["failureReason"] for r in rows if r["failureReason"])
+    assert got == sorted(["' =cmd|' /C calc'!A0", "'  @SUM(1)", "'-2+3", 'busy, "line" 1'])
+    assert [r["status"] for r in rows if not r["failureReason"]] == ["'=HYPERLINK(1)"]
+
+
+# ------------------------------------------------------------------ keys bound to accounts
+def test_a_bound_key_reaches_nothing_of_another_account_through_any_read(srv):
+    """A read key bound to account A: analytics, exports (both formats, with and without an
+    account_id naming B), list, cursor pages, reports, audio and GET one show nothing of B,
+    and cursors do not cross between it and an unbound key."""
+    a, b = "acc-iso-a-" + uid(), "acc-iso-b-" + uid()
+    mine = [post(srv, accountId=a)["conversationId"] for _ in range(2)]
+    theirs = [post(srv, accountId=b)["conversationId"] for _ in range(3)]
+    theirs.append(el_call(srv, b)["conversation_id"])
+    ka = create_key(srv, ["read"], [a])
+
+    for params in ({}, {"account_id": b}, {"account_id": a}):
+        r = srv.get(ANALYTICS, key=ka, params={"from": "2000-01-01T00:00:00Z",
+                                                "to": "2030-01-01T00:00:00Z",
+                                                "interval": "week", **params})
+        assert r.status_code == 200, r.text[:300]
+        assert b not in r.text
+        body = r.json()
+        want = 0 if params.get("account_id") == b else len(mine)
+        assert body["totals"]["conversations"] == want
+        assert [e["key"] for e in body["byAccount"]] == ([a] if want else [])
+        assert sum(p["conversations"] for p in body["series"]) == want
+
+    for params in ({}, {"account_id": b}, {"status": "completed"}):
+        for fmt in ("ndjson", "csv"):
+            r = srv.get(EXPORT, key=ka, params={"format": fmt, **params})
+            assert r.status_code == 200, r.text[:300]
+            assert b not in r.text and not any(t in r.text for t in theirs)
+        r = srv.get(EXPORT, key=ka, params={"include": "transcript", **params})
+        assert not any(t in r.text for t in theirs)
+        r = srv.list_convs(key=ka, limit=100, **params)
+        assert r.status_code == 200 and not any(t in r.text for t in theirs)
+    mine_listed = [json.loads(x)["conversationId"]
+                   for x in srv.get(EXPORT, key=ka).text.splitlines()]
+    assert set(mine) <= set(mine_listed)
+
+    for cid in theirs:
+        for path in ("", "/report", "/audio"):
+            r = srv.get(f"/api/v1/conversations/{cid}{path}", key=ka)
+            assert_error(r, 404, "NOT_FOUND")
+            assert b not in r.text
+    assert srv.get(f"/api/v1/conversations/{mine[0]}/report", key=ka).status_code == 200
+
+    # Cursors: one made for the unbound key (same filters) is refused to the bound key and the
+    # other way round; the bound key's own walk meets only its account.
+    admin = srv.list_convs(account_id=b, limit=1).json()["pagination"]["nextCursor"]
+    assert admin
+    err = assert_error(srv.list_convs(key=ka, account_id=b, limit=1, cursor=admin), 400)
+    assert [d["field"] for d in err["details"]] == ["cursor"]
+    own = srv.list_convs(key=ka, limit=1, cursor="").json()["pagination"]["nextCursor"]
+    assert own
+    err = assert_error(srv.list_convs(limit=1, cursor=own), 400)
+    assert [d["field"] for d in err["details"]] == ["cursor"]
+    seen, cursor = [], ""
+    while cursor is not None:
+        page = srv.list_convs(key=ka, limit=1, cursor=cursor).json()
+        seen += [c["accountId"] for c in page["conversations"]]
+        cursor = page["pagination"]["nextCursor"]
+        assert len(seen) < 1000
+    assert set(seen) == {a}
+
+    text = srv.get("/metrics", key=TOKEN).text
+    assert b not in text and not any(t in text for t in theirs)
+
+
+# ------------------------------------------------------------------ analytics
+RFC3339_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$"
+
+
+def seed_at(server, account, when, duration, messages, agent="agent-x", platform="web"):
+    body = make_conv(accountId=account)
+    body["transcript"] = [{"timestamp": when, "speaker": "user", "content": "hi",
+                           "messageId": "m1"}]
+    body["metadata"].update(duration=duration, messageCount=messages, agentId=agent,
+                            platform=platform)
+    assert server.post_conv(body).status_code == 200
+
+
+def check_entry(e, key_name):
+    assert set(e) - {"rest"} == {key_name, "conversations", "messages", "durationSeconds"}, e
+    assert isinstance(e["conversations"], int) and e["conversations"] >= 0
+    assert isinstance(e["messages"], int) and e["messages"] >= 0
+    assert set(e["durationSeconds"]) == {"sum", "avg"}
+    assert isinstance(e["durationSeconds"]["sum"], int)
+    avg = e["durationSeconds"]["avg"]
+    if e["conversations"]:
+        assert isinstance(avg, (int, float))
+        assert abs(avg - e["durationSeconds"]["sum"] / e["conversations"]) <= 0.0005 + 1e-9
+    else:
+        assert avg is None
+
+
+@pytest.mark.parametrize("interval,tz,frm,to,starts", [
+    # New York's spring-forward day is 23 hours, its fall-back day 25; every day is listed,
+    # empty ones too, each labelled with that day's offset.
+    ("day", "America/New_York", "2026-03-07T05:00:00Z", "2026-03-10T04:00:00Z",
+     ["2026-03-07T00:00:00-05:00", "2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00"]),
+    ("day", "America/New_York", "2026-10-31T04:00:00Z", "2026-11-03T05:00:00Z",
+     ["2026-10-31T00:00:00-04:00", "2026-11-01T00:00:00-04:00", "2026-11-02T00:00:00-05:00"]),
+    # ISO weeks from Monday, in the zone's Monday
+    ("week", "Europe/Berlin", "2026-03-22T00:00:00Z", "2026-04-06T00:00:00Z",
+     ["2026-03-16T00:00:00+01:00", "2026-03-23T00:00:00+01:00", "2026-03-30T00:00:00+02:00",
+      "2026-04-06T00:00:00+02:00"]),
+    # the repeated hour of a fall-back night is two points
+    ("hour", "America/New_York", "2026-11-01T04:00:00Z", "2026-11-01T08:00:00Z",
+     ["2026-11-01T00:00:00-04:00", "2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00",
+      "2026-11-01T02:00:00-05:00"]),
+])
+def test_analytics_answer_has_the_issue_shape(srv, interval, tz, frm, to, starts):
+    """totals / byStatus / byPlatform / byAgent / byAccount / byOutcome / series exactly as the
+    issue names them, with JSON types a client can rely on; the series has one point per
+    interval of tz, empty ones included, `start` RFC 3339 with the offset of that moment; the
+    points and every breakdown add up to the totals."""
+    acc = "acc-shape-" + uid()
+    seed_at(srv, acc, frm, 30, 3)
+    seed_at(srv, acc, frm, 95, 5, agent="agent-y", platform="phone")
+    r = srv.get(ANALYTICS, params={"from": frm, "to": to, "interval": interval, "tz": tz,
+                                   "account_id": acc})
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["Content-Type"].startswith("application/json")
+    body = r.json()
+    assert set(body) >= {"totals", "byStatus", "byPlatform", "byAgent", "byAccount",
+                         "byOutcome", "series"}
+    t = body["totals"]
+    assert set(t) == {"conversations", "completed", "failed", "messages", "durationSeconds"}
+    assert (t["conversations"], t["completed"], t["failed"], t["messages"]) == (2, 2, 0, 8)
+    d = t["durationSeconds"]
+    assert set(d) == {"sum", "avg", "p50", "p90", "p99"}
+    assert d["sum"] == 125 and d["avg"] == 62.5
+    assert all(isinstance(d[p], int) for p in ("p50", "p90", "p99"))
+    # the histogram's resolution: at most 15% below the true value, never above it
+    assert 30 * 0.85 <= d["p50"] <= 30 and 95 * 0.85 <= d["p90"] == d["p99"] <= 95
+    for name in ("byStatus", "byPlatform", "byAgent", "byAccount", "byOutcome"):
+        entries = body[name]
+        assert isinstance(entries, list)
+        for e in entries:
+            check_entry(e, "key")
+        assert sum(e["conversations"] for e in entries) == 2, name
+        assert sum(e["messages"] for e in entries) == 8, name
+    assert [e["key"] for e in body["byAccount"]] == [acc]
+    assert sorted(e["key"] for e in body["byPlatform"]) == ["phone", "web"]
+    assert [e["key"] for e in body["byOutcome"]] == [None]  # seed webhooks have no outcome
+    series = body["series"]
+    assert [p["start"] for p in series] == starts
+    for p in series:
+        check_entry(p, "start")
+        assert re.match(RFC3339_OFFSET, p["start"]), p["start"]
+    assert sum(p["conversations"] for p in series) == 2
+    assert sum(p["durationSeconds"]["sum"] for p in series) == 125
+    assert series[0]["conversations"] == 2 and all(p["conversations"] == 0 for p in series[1:])
