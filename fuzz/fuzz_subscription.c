@@ -2,7 +2,8 @@
  * /api/v1/subscriptions bodies. Properties: a body is accepted or refused with a non-empty list
  * of {"field","issue"} problems; an accepted create has an http(s) URL of at most
  * OUTBOX_URL_MAX bytes and known types only; what it accepts renders, and the rendered members
- * are accepted back as a PATCH that changes nothing. */
+ * are accepted back as a PATCH that changes nothing; at most MODEL_PROBLEMS_MAX problems are
+ * listed (one more entry counts the rest). */
 #include <string.h>
 
 #include "fuzz.h"
@@ -10,6 +11,7 @@
 
 static void check_problems(json_t *problems) {
   FUZZ_CHECK(json_is_array(problems) && json_array_size(problems) > 0);
+  FUZZ_CHECK(json_array_size(problems) <= MODEL_PROBLEMS_MAX + 1); /* the rest only counted */
   size_t i;
   json_t *p;
   json_array_foreach(problems, i, p) {

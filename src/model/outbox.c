@@ -7,6 +7,7 @@
 
 #include "core/timeutil.h"
 #include "core/utf8.h"
+#include "model/body.h"
 
 static const char *const type_names[OUTBOX_TYPE_COUNT + 1] = {
     [OUTBOX_CREATED] = "conversation.created",         [OUTBOX_UPDATED] = "conversation.updated",
@@ -70,11 +71,19 @@ const char *delivery_outcome_name(int outcome) {
 
 /* subscription_from_json and subscription_render: see model/outbox.h (the API's part). */
 
-static void problem(json_t *problems, const char *field, const char *issue) {
+/* The problems found so far: at most MODEL_PROBLEMS_MAX are listed, the rest only counted (a
+ * body of 200,000 unknown members or repeated types would otherwise be answered with 30 MB). */
+struct problems {
+  json_t *list;
+  size_t count;
+};
+
+static void problem(struct problems *problems, const char *field, const char *issue) {
+  if (problems->count++ >= MODEL_PROBLEMS_MAX) return;
   json_t *p = json_pack("{s:s,s:s}", "field", field, "issue", issue);
   /* Never lose a problem: a field that cannot be packed is named by its place instead. */
   if (!p) p = json_pack("{s:s,s:s}", "field", "(member)", "issue", issue);
-  json_array_append_new(problems, p);
+  json_array_append_new(problems->list, p);
 }
 
 /* Why url is not an absolute http(s) URL a subscription may name, or NULL. Only the text:
@@ -134,7 +143,7 @@ static const char *url_problem(const char *url, size_t len) {
   return NULL;
 }
 
-static void read_url(json_t *v, json_t *problems, struct subscription *out) {
+static void read_url(json_t *v, struct problems *problems, struct subscription *out) {
   if (!json_is_string(v)) {
     problem(problems, "url", "must be a string: an absolute http:// or https:// URL");
     return;
@@ -149,7 +158,7 @@ static void read_url(json_t *v, json_t *problems, struct subscription *out) {
   memcpy(out->url, s, len + 1);
 }
 
-static void read_event_types(json_t *v, json_t *problems, struct subscription *out) {
+static void read_event_types(json_t *v, struct problems *problems, struct subscription *out) {
   if (!json_is_array(v) || json_array_size(v) == 0) {
     problem(problems, "eventTypes",
             "must be a non-empty array of event types (conversation.created, "
@@ -182,7 +191,7 @@ static void read_event_types(json_t *v, json_t *problems, struct subscription *o
   if (ok) out->event_types = types;
 }
 
-static void read_account(json_t *v, json_t *problems, struct subscription *out) {
+static void read_account(json_t *v, struct problems *problems, struct subscription *out) {
   if (json_is_null(v)) {
     out->account_id[0] = '\0';
     return;
@@ -197,7 +206,7 @@ static void read_account(json_t *v, json_t *problems, struct subscription *out) 
   memcpy(out->account_id, s, strlen(s) + 1);
 }
 
-static void read_max_per_second(json_t *v, json_t *problems, struct subscription *out) {
+static void read_max_per_second(json_t *v, struct problems *problems, struct subscription *out) {
   if (json_is_null(v)) {
     out->max_per_second = 0;
     return;
@@ -210,11 +219,11 @@ static void read_max_per_second(json_t *v, json_t *problems, struct subscription
 }
 
 json_t *subscription_from_json(json_t *body, bool create, struct subscription *out) {
-  json_t *problems = json_array();
-  if (!problems) return NULL;
+  struct problems all = {json_array(), 0}, *problems = &all;
+  if (!all.list) return NULL;
   if (!json_is_object(body)) {
     problem(problems, "body", "must be a JSON object");
-    return problems;
+    return all.list;
   }
   if (create) {
     out->event_types = OUTBOX_TYPES_ALL;
@@ -251,8 +260,8 @@ json_t *subscription_from_json(json_t *body, bool create, struct subscription *o
       /* The member's name as the field: jansson keys are valid UTF-8; a long one is cut at a
        * character boundary (a cut inside a character would not be a JSON string, and the
        * problem would be lost). */
-      char field[80];
-      utf8_sanitize(field, sizeof field, key, strlen(key));
+      char field[80] = "";
+      if (all.count < MODEL_PROBLEMS_MAX) utf8_sanitize(field, sizeof field, key, strlen(key));
       problem(problems, field,
               "is not a member of a subscription (url, eventTypes, accountId, enabled, "
               "maxPerSecond)");
@@ -260,11 +269,13 @@ json_t *subscription_from_json(json_t *body, bool create, struct subscription *o
   }
   if (create && !json_object_get(body, "url"))
     problem(problems, "url", "is required: the absolute http:// or https:// URL to deliver to");
-  if (json_array_size(problems) == 0) {
-    json_decref(problems);
+  if (all.count == 0) {
+    json_decref(all.list);
     return NULL;
   }
-  return problems;
+  char message[96];
+  model_body_problems(all.list, all.count, message, sizeof message);
+  return all.list;
 }
 
 static json_t *time_or_null(int64_t us) {

@@ -84,7 +84,8 @@ const char *subscription_state(const struct subscription *s);
  * at most OUTBOX_URL_MAX bytes, no credentials, no fragment), eventTypes (non-empty array of
  * known type names, no duplicates), accountId (a usable id, or null for every account),
  * enabled (boolean), maxPerSecond (integer 1..100000, or null for no limit). Unknown members
- * are refused. Returns NULL when valid, else a new array of {"field","issue"} problems. The
+ * are refused. Returns NULL when valid, else a new array of {"field","issue"} problems (at most
+ * MODEL_PROBLEMS_MAX, then one {"field": "", "issue": "N more problems not listed"}). The
  * network check of the URL (SSRF: its resolved addresses) is outbound/'s, at delivery time and
  * at creation. */
 json_t *subscription_from_json(json_t *body, bool create, struct subscription *out);

@@ -167,6 +167,33 @@ static void test_every_problem_at_once(void **state) {
   json_decref(problems);
 }
 
+/* Many problems: the first MODEL_PROBLEMS_MAX are listed, then one entry counts the rest. */
+static void test_problems_are_capped(void **state) {
+  (void)state;
+  json_t *body = json_pack("{s:s}", "url", "https://example.com/");
+  json_t *types = json_array();
+  for (int i = 0; i < 1000; i++) json_array_append_new(types, json_string("conversation.created"));
+  json_object_set_new(body, "eventTypes", types);
+  for (int i = 0; i < 50; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "m%d", i);
+    json_object_set_new(body, name, json_true());
+  }
+  struct subscription sub = {0};
+  for (int create = 0; create < 2; create++) {
+    json_t *problems = subscription_from_json(body, create, &sub);
+    assert_non_null(problems);
+    assert_int_equal(json_array_size(problems), MODEL_PROBLEMS_MAX + 1);
+    json_t *last = json_array_get(problems, MODEL_PROBLEMS_MAX);
+    assert_string_equal(json_string_value(json_object_get(last, "field")), "");
+    /* 999 repeated types and 50 unknown members, 100 of them listed */
+    assert_string_equal(json_string_value(json_object_get(last, "issue")),
+                        "949 more problems not listed");
+    json_decref(problems);
+  }
+  json_decref(body);
+}
+
 static void test_url_length(void **state) {
   (void)state;
   char *url = malloc(OUTBOX_URL_MAX + 2);
@@ -353,6 +380,7 @@ int main(void) {
       cmocka_unit_test(test_create_every_member),
       cmocka_unit_test(test_create_refusals),
       cmocka_unit_test(test_every_problem_at_once),
+      cmocka_unit_test(test_problems_are_capped),
       cmocka_unit_test(test_url_length),
       cmocka_unit_test(test_patch),
       cmocka_unit_test(test_render),
