@@ -517,8 +517,8 @@ def test_the_deliveries_log_walked_page_by_page(dsrv, mrcv):
             assert isinstance(cursor, str) and cursor, page
         assert got == full, limit
         assert pages == -(-7 // limit), (limit, pages)
-    ats = [d["at"] for d in full]
-    assert ats == sorted(ats, reverse=True)  # newest first
+    # newest recorded first; "at" is when an attempt started, so attempts that overlapped (to
+    # different conversations, at once) may be recorded out of their "at" order: no check here
     for d in full:
         assert {"eventId", "type", "attempt", "statusCode", "latencyMs", "at", "outcome"} <= set(d)
     remove(dsrv, sub)
