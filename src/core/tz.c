@@ -308,10 +308,14 @@ static void put_digits(char *p, unsigned v, int width) {
 void tz_format(const struct tz *z, int64_t t, char *out, size_t outlen) {
   if (!out || outlen == 0) return;
   t = clamp_t(t);
-  /* RFC 3339 offsets have no seconds (local mean time before ~1900 has them): the minutes
-   * are kept, like strftime's %z, and the local time written is t at that offset, so the text
-   * still names the instant t exactly. */
-  int32_t off = tz_offset_at(z, t) / 60 * 60;
+  /* RFC 3339 offsets have no seconds (local mean time before ~1900, and Amsterdam's +00:19:32
+   * until 1937, have them): the offset is rounded up to the minute and the local time written
+   * is t at that offset, so the text still names the instant t exactly, and a local midnight
+   * reads as that day's 00:00:ss, never as 23:59:ss of the day before (which truncating a
+   * positive offset, as strftime's %z does, would write: a day's start label naming the wrong
+   * date). */
+  int32_t off = (int32_t)(floordiv(tz_offset_at(z, t) + 59, 60) * 60);
+  if (off >= TZ_OFF_MAX) off = TZ_OFF_MAX - 60; /* +23:59:ss: "+24:00" is no RFC 3339 offset */
   int64_t l = t + off;
   const int64_t lmin = time_days_from_civil(1, 1, 1) * 86400;
   const int64_t lmax = time_days_from_civil(9999, 12, 31) * 86400 + 86399;

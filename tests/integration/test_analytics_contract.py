@@ -311,3 +311,24 @@ def test_analytics_answer_has_the_issue_shape(srv, interval, tz, frm, to, starts
     assert sum(p["conversations"] for p in series) == 2
     assert sum(p["durationSeconds"]["sum"] for p in series) == 125
     assert series[0]["conversations"] == 2 and all(p["conversations"] == 0 for p in series[1:])
+
+
+def test_day_labels_name_their_day_when_the_offset_has_seconds(srv):
+    """Amsterdam kept +00:19:32 (+01:19:32 in summer) until July 1937: RFC 3339 offsets have no
+    seconds, but a day's `start` still names that day (00:00:ss), never 23:59:ss of the day
+    before, and still parses to the day's first instant."""
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+    zone = ZoneInfo("Europe/Amsterdam")
+    r = srv.get(ANALYTICS, params={"from": "1937-06-28T12:00:00Z", "to": "1937-07-03T12:00:00Z",
+                                   "tz": "Europe/Amsterdam", "account_id": "acc-none-" + uid()})
+    assert r.status_code == 200, r.text[:300]
+    starts = [p["start"] for p in r.json()["series"]]
+    assert [s[:10] for s in starts] == ["1937-06-28", "1937-06-29", "1937-06-30", "1937-07-01",
+                                        "1937-07-02", "1937-07-03"]
+    for s in starts:
+        assert re.match(RFC3339_OFFSET, s), s
+        assert s[11:16] == "00:00", s
+        local = datetime.fromisoformat(s).astimezone(timezone.utc).astimezone(zone)
+        assert local.date().isoformat() == s[:10] and local.time() < (
+            datetime.min + timedelta(minutes=1)).time(), (s, local)

@@ -182,6 +182,13 @@ static void test_format(void **state) {
   /* LMT -4:56:02: minutes kept, the text still names the instant */
   assert_fmt(z, utc(1800, 1, 1, 0, 0), "1799-12-31T19:04:00-04:56");
   tz_free(z);
+  /* Amsterdam +01:19:32 (summer 1937): the offset is rounded up, so the local midnight that
+   * starts 1937-06-30 reads as that day, not as 23:59:28 of the day before */
+  z = load("Europe/Amsterdam");
+  assert_fmt(z, utc(1937, 6, 29, 22, 40) + 28, "1937-06-30T00:00:28+01:20");
+  assert_iv(z, TZ_DAY, utc(1937, 6, 30, 12, 0), utc(1937, 6, 29, 22, 40) + 28,
+            "1937-06-30T00:00:28+01:20", utc(1937, 6, 30, 22, 40) + 28);
+  tz_free(z);
   z = load("Asia/Kolkata");
   assert_fmt(z, utc(2026, 1, 14, 18, 30), "2026-01-15T00:00:00+05:30");
   tz_free(z);
