@@ -332,3 +332,127 @@ def test_day_labels_name_their_day_when_the_offset_has_seconds(srv):
         local = datetime.fromisoformat(s).astimezone(timezone.utc).astimezone(zone)
         assert local.date().isoformat() == s[:10] and local.time() < (
             datetime.min + timedelta(minutes=1)).time(), (s, local)
+
+
+# ------------------------------------------------------------------ bad input, every endpoint
+BAD_QUERIES = [
+    (ANALYTICS, {"from": "2026-03-02T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, "from"),
+    (ANALYTICS, {"from": "2026-02-30T00:00:00Z"}, "from"),
+    (ANALYTICS, {"to": "2026-03-01T00:00:00"}, "to"),  # no offset
+    (ANALYTICS, {"from": "2026-03-01"}, "from"),
+    (ANALYTICS, {"interval": "minute"}, "interval"),
+    (ANALYTICS, {"interval": "month"}, "interval"),
+    (ANALYTICS, {"tz": "Not/AZone"}, "tz"),
+    (ANALYTICS, {"tz": "+02:00"}, "tz"),
+    (ANALYTICS, {"tz": "../../etc/shadow"}, "tz"),
+    (ANALYTICS, {"from": "1900-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "interval"),
+    (EXPORT, {"format": "xlsx"}, "format"),
+    (EXPORT, {"format": "csv", "include": "transcript"}, "include"),
+    (EXPORT, {"include": "events"}, "include"),
+    (EXPORT, {"from": "yesterday"}, "from"),
+    (EXPORT, {"from": "2026-03-02T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, "to"),
+    ("/api/v1/conversations", {"limit": "101"}, "limit"),
+    ("/api/v1/conversations", {"limit": "0"}, "limit"),
+    ("/api/v1/conversations", {"limit": "-5"}, "limit"),
+    ("/api/v1/conversations", {"cursor": "not-a-cursor"}, "cursor"),
+    ("/api/v1/conversations", {"cursor": "", "page": "2"}, "cursor"),
+    ("/api/v1/conversations", {"to": "2026-03-01T25:00:00Z"}, "to"),
+]
+
+
+@pytest.mark.parametrize("path,params,field", BAD_QUERIES,
+                         ids=[f"{p.rsplit('/', 1)[1]}-{f}-{i}"
+                              for i, (p, _, f) in enumerate(BAD_QUERIES)])
+def test_a_bad_query_is_a_400_json_error_naming_it(srv, path, params, field):
+    err = assert_error(srv.get(path, params=params), 400, "INVALID_PARAMETER")
+    assert field in [d["field"] for d in err["details"]], err
+
+
+def test_a_tampered_cursor_is_refused_and_a_replayed_one_is_bound_to_its_filters(srv):
+    """Every single-character change of a real cursor is refused (400 naming cursor); the
+    cursor works only with the filters it was made for; limit stays 1..100 with it."""
+    acc = "acc-tamper-" + uid()
+    for _ in range(3):
+        post(srv, accountId=acc)
+    cursor = srv.list_convs(account_id=acc, limit=1).json()["pagination"]["nextCursor"]
+    assert cursor
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for i in range(0, len(cursor), max(1, len(cursor) // 12)):
+        c = alphabet[(alphabet.index(cursor[i]) + 1) % len(alphabet)]
+        tampered = cursor[:i] + c + cursor[i + 1:]
+        err = assert_error(srv.list_convs(account_id=acc, limit=1, cursor=tampered), 400)
+        assert [d["field"] for d in err["details"]] == ["cursor"], tampered
+    for other in ({"account_id": acc + "x"}, {}, {"account_id": acc, "status": "completed"},
+                  {"account_id": acc, "from": "2000-01-01T00:00:00Z"}):
+        err = assert_error(srv.list_convs(limit=1, cursor=cursor, **other), 400)
+        assert [d["field"] for d in err["details"]] == ["cursor"], other
+    for limit in (0, 101):
+        err = assert_error(srv.list_convs(account_id=acc, limit=limit, cursor=cursor), 400)
+        assert [d["field"] for d in err["details"]] == ["limit"]
+    page = srv.list_convs(account_id=acc, limit=100, cursor=cursor).json()
+    assert len(page["conversations"]) == 2 and page["pagination"]["nextCursor"] is None
+    assert "total" not in page["pagination"]
+    # replayed: the same page again (a position, not a one-time token)
+    assert srv.list_convs(account_id=acc, limit=100, cursor=cursor).json() == page
+
+
+# ------------------------------------------------------------------ /metrics families
+ISSUE_FAMILIES = {  # name: (type, label names of its samples)
+    "gensendrep_http_requests_total": ("counter", {"route", "method", "status"}),
+    "gensendrep_http_request_duration_seconds": ("histogram", {"route"}),
+    "gensendrep_webhooks_accepted_total": ("counter", {"source"}),
+    "gensendrep_webhooks_redelivered_total": ("counter", set()),
+    "gensendrep_store_commit_batch_size": ("histogram", set()),
+    "gensendrep_store_commit_duration_seconds": ("histogram", set()),
+    "gensendrep_store_errors_total": ("counter", {"kind"}),
+    "gensendrep_rate_limited_total": ("counter", {"limit"}),
+    "gensendrep_auth_failures_total": ("counter", set()),
+    "gensendrep_connections": ("gauge", set()),
+    "gensendrep_outbox_backlog": ("gauge", set()),
+    "gensendrep_deliveries_total": ("counter", {"outcome"}),
+}
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+
+
+def test_metrics_families_are_the_issues(srv):
+    """Each family the issue lists, with its type and exactly its labels (histograms: le on
+    _bucket only); a redelivery and an accepted ElevenLabs event move their counters."""
+    def scrape():
+        r = srv.get("/metrics", key=TOKEN)
+        assert r.status_code == 200
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return r.text
+
+    def value(text, line_start):
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                   if l.startswith(line_start))
+
+    before = scrape()
+    body = post(srv, accountId="acc-metrics-" + uid())
+    assert srv.post_conv(body).status_code == 200  # byte-identical: a redelivery
+    el_call(srv, "acc-metrics-" + uid())
+    text = scrape()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    labels = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        m = SAMPLE_RE.match(line)
+        assert m, line
+        name, lab, val = m.groups()
+        float(val)
+        names = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', lab or ""))
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and name[:-len(suffix)] in types:
+                if suffix == "_bucket":
+                    assert "le" in names, line
+                    names.discard("le")
+                name = name[:-len(suffix)]
+        labels.setdefault(name, set()).add(frozenset(names))
+    for name, (kind, want) in ISSUE_FAMILIES.items():
+        assert types.get(name) == kind, (name, types.get(name))
+        assert labels.get(name) == {frozenset(want)}, (name, labels.get(name))
+    for line_start, at_least in (('gensendrep_webhooks_accepted_total{source="conversation"}', 2),
+                                 ('gensendrep_webhooks_accepted_total{source="elevenlabs"}', 1),
+                                 ("gensendrep_webhooks_redelivered_total", 1)):
+        assert value(text, line_start) - value(before, line_start) >= at_least, line_start
