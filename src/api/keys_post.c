@@ -58,14 +58,24 @@ static void read_body(json_t *body, struct apikey_record *rec, json_t *problems)
   if (!json_is_array(scopes) || json_array_size(scopes) == 0) {
     problem(problems, "scopes", "is required: a non-empty array of ingest, read, delete, admin");
   } else {
+    /* at most MODEL_PROBLEMS_MAX listed, the rest counted (200,000 bad scopes would otherwise
+     * be answered with 16 MB of details) */
+    size_t bad = 0;
     json_array_foreach(scopes, i, v) {
       unsigned bit =
           json_is_string(v) ? apikey_scope_named(json_string_value(v), json_string_length(v)) : 0;
       snprintf(field, sizeof field, "scopes[%zu]", i);
-      if (!bit)
-        problem(problems, field, "must be one of ingest, read, delete, admin");
-      else
+      if (!bit) {
+        if (bad++ < MODEL_PROBLEMS_MAX)
+          problem(problems, field, "must be one of ingest, read, delete, admin");
+      } else {
         rec->scopes |= bit;
+      }
+    }
+    if (bad > MODEL_PROBLEMS_MAX) {
+      char more[64];
+      snprintf(more, sizeof more, "%zu more problems not listed", bad - MODEL_PROBLEMS_MAX);
+      problem(problems, "", more);
     }
   }
   json_t *accounts = json_object_get(body, "accounts");

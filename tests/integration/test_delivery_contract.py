@@ -18,21 +18,23 @@ import hashlib
 import hmac
 import json
 import re
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from brokers import RespClient
-from helpers import (KEY1, Server, assert_error, error_fields, finish_server, make_conv,
-                     pg_cluster, uid)
+from brokers import NatsClient, RespClient
+from helpers import (KEY1, Server, assert_error, error_fields, finish_server, free_port,
+                     make_conv, uid)
 from receiver import Receiver, Reply
-from services import RedisServer
+from services import NatsServer, RedisServer
 
 WAIT = 30.0  # seconds: a loaded 2-core machine; tests pass in far less
 PUBLIC_URL = "https://192.0.2.10/hooks/contract"  # TEST-NET-1: passes the SSRF rule, routes nowhere
@@ -603,3 +605,156 @@ def test_the_redis_stream_entry_as_xadd_writes_it(make_server):
         mon.close()
         rcv.close()
         red.destroy()
+
+
+def test_a_password_protected_redis_and_its_database_number(make_server):
+    """QUEUE_URL redis://:password@host:port/db: a wrong password leaves the queue
+    disconnected with the events waiting (health says so; neither password is ever logged);
+    the right one connects and XADDs into database db."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="gensendrep-redis-auth-")
+    red = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save",
+                            "", "--appendonly", "no", "--dir", workdir, "--requirepass",
+                            "right-pass-4f1c"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _redis_answers(port), 10, "redis-server up")
+        wrong = make_server(env={"QUEUE_URL": f"redis://:wrong-pass-9d2e@127.0.0.1:{port}"})
+        post(wrong, make_conv())
+        h = wait_until(lambda: (lambda h: h["dependencies"]["queue"]["status"] == "disconnected"
+                                and h["outbox"]["backlog"] >= 1 and h)(
+            wrong.get("/api/v1/health", key=None).json()), what="disconnected with a backlog")
+        assert h["status"] == "degraded", h
+        right = make_server(env={"QUEUE_URL": f"redis://:right-pass-4f1c@127.0.0.1:{port}/3"})
+        cid = f"conv_{uid()}"
+        post(right, make_conv(cid))
+        wait_until(lambda: right.get("/api/v1/health", key=None).json()["dependencies"]["queue"]
+                   ["status"] == "connected", what="connected")
+        with RespClient(port) as r:
+            r("AUTH", "right-pass-4f1c")
+            r("SELECT", 3)
+            entries = wait_until(lambda: r("XRANGE", "gensendrep:events", "-", "+"),
+                                 what="the entry in database 3")
+            assert any(cid.encode() in e[1][-1] for e in entries)
+            r("SELECT", 0)
+            assert r("EXISTS", "gensendrep:events") == 0
+        for srv in (wrong, right):
+            text = srv.stderr_text() + srv.stdout_text()
+            assert "wrong-pass-9d2e" not in text and "right-pass-4f1c" not in text
+    finally:
+        red.terminate()
+        red.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _redis_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+def test_an_event_larger_than_nats_max_payload_does_not_stop_the_stream(make_server):
+    """nats-server's max_payload is 1 MiB by default, a webhook may be 5 MiB: the big event is
+    published as its documented stand-in (same id and type, data truncated with the URL to read
+    it), the events after it follow, and the subscriber gets the whole event."""
+    nats = NatsServer()
+    nats.start()
+    rcv = Receiver()
+    try:
+        srv = make_server(env={"QUEUE_URL": nats.url(), "DELIVERY_ALLOW_PRIVATE_NETWORKS": "true"})
+        subscribe(srv, rcv.url("big"))
+        big = make_conv()
+        big["transcript"] = [dict(big["transcript"][0], content="x" * 1000, messageId=f"m{i}")
+                             for i in range(1500)]
+        post(srv, big)
+        small = make_conv()
+        post(srv, small)
+        (whole,) = rcv.wait(lambda: rcv.delivered("big", cid=big["conversationId"]), WAIT,
+                            "the big event delivered")
+        assert len(whole.body) > 1_500_000
+        msgs = []
+
+        def read():
+            with NatsClient(nats.port) as c:
+                try:
+                    info = c.stream_info("GENSENDREP")
+                except RuntimeError:
+                    return None
+                sid = c.push_consumer("GENSENDREP", "gensendrep.events.>")
+                msgs[:] = c.read_all(sid, want=info["state"]["messages"], timeout=10)
+            return len(msgs) >= 2
+
+        wait_until(read, what="both events in the stream")
+        by_cid = {json.loads(m["data"])["data"]["conversationId"]: m for m in msgs}
+        stand_in = json.loads(by_cid[big["conversationId"]]["data"])
+        assert stand_in["id"] == whole.webhook_id == \
+            by_cid[big["conversationId"]]["headers"]["Nats-Msg-Id"]
+        assert stand_in["type"] == "conversation.created"
+        assert stand_in["data"] == {
+            "conversationId": big["conversationId"], "truncated": True,
+            "url": f"/api/v1/conversations/{big['conversationId']}"}, stand_in
+        assert json.loads(by_cid[small["conversationId"]]["data"])["data"] == \
+            srv.get_conv(small["conversationId"], include=True).json()
+    finally:
+        rcv.close()
+        nats.destroy()
+
+
+def test_paused_disabled_and_gone_states_and_what_lifts_them(dsrv, mrcv):
+    """A 410 after a 500 disables (disabledReason "gone"); a paused subscription PATCHed
+    enabled:false is disabled, a PATCH of another member leaves it so, and enabled:true sends
+    everything that waited, in order."""
+    acc = "acc-" + uid()
+    gone_name, down_name = "gone-" + uid()[:8], "down-" + uid()[:8]
+    seen = []
+
+    def rule(req):
+        if req.path == "/" + gone_name:
+            seen.append(req)
+            return Reply(500 if len(seen) == 1 else 410)
+        return None
+
+    mrcv.rule(rule)
+    gone = subscribe(dsrv, mrcv.url(gone_name), accountId=acc)
+    down = subscribe(dsrv, mrcv.url(down_name), accountId=acc)
+    fail = mrcv.answer(500, path=down_name)
+    body = make_conv(accountId=acc)
+    post(dsrv, body)
+
+    def state(sub):
+        r = dsrv.get(f"/api/v1/subscriptions/{sub['id']}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    g = wait_until(lambda: state(gone)["state"] == "disabled" and state(gone),
+                   what="disabled by the 410")
+    assert g["disabledReason"] == "gone" and g["enabled"] is False, g
+    assert [(a["attempt"], a["statusCode"], a["outcome"]) for a in attempts(dsrv, gone)] == \
+        [(2, 410, "disabled"), (1, 500, "retrying")]
+    wait_until(lambda: state(down)["state"] == "paused", what="paused after the schedule")
+    r = dsrv.request("PATCH", f"/api/v1/subscriptions/{down['id']}", json={"enabled": False})
+    assert (r.status_code, r.json()["state"]) == (200, "disabled"), r.text
+    r = dsrv.request("PATCH", f"/api/v1/subscriptions/{down['id']}", json={"maxPerSecond": 7})
+    assert (r.status_code, r.json()["state"]) == (200, "disabled"), r.text
+    post(dsrv, dict(body, emailId="second@example.com"))
+    time.sleep(1.0)
+    tried = len(mrcv.requests(down_name))
+    mrcv.remove_rule(fail)
+    r = dsrv.request("PATCH", f"/api/v1/subscriptions/{down['id']}", json={"enabled": True})
+    assert (r.status_code, r.json()["state"]) == (200, "active"), r.text
+    mrcv.wait(lambda: len(mrcv.delivered(down_name)) >= 2, WAIT, "both events after enabling")
+    assert [x.type for x in mrcv.requests(down_name)[tried:]] == \
+        ["conversation.created", "conversation.updated"]
+    for sub in (gone, down):
+        remove(dsrv, sub)
+
+
+def test_a_key_with_many_bad_scopes_gets_a_bounded_answer(server):
+    r = server.request("POST", "/api/v1/keys", json={"name": "many", "scopes": ["x"] * 200000})
+    err = assert_error(r, 400, "VALIDATION_ERROR")
+    assert len(r.content) < 64 * 1024, len(r.content)
+    assert len(err["details"]) == 101
+    assert err["details"][-1]["issue"] == "199900 more problems not listed"
