@@ -9,7 +9,9 @@
  * shows it, without transcript, metadata and summary unless include=transcript (then as GET
  * with include=transcript shows it: each conversation is read again with its body, so it is
  * its version at that moment; one erased or moved out of the filters meanwhile is left out).
- * format=csv: model/export.h's columns, a UTF-8 byte order mark first; include is refused.
+ * format=csv: model/export.h's columns; include is refused. bom=true puts a UTF-8 byte order mark
+ * first (what Excel needs to read UTF-8); without it (the default) the first bytes are the header,
+ * as a CSV reader expects (Python's csv module does not drop a mark).
  *
  * HTTP/1.0 is refused (400): without chunking a cut answer would look complete.
  *
@@ -45,6 +47,7 @@ struct export_job {
   struct audit_who who;
   char request_id[AUDIT_REQUEST_ID_MAX + 1];
   bool csv, with_body;
+  bool bom;  /* bom=true: a UTF-8 byte order mark before the CSV header */
   bool head; /* HEAD: the headers alone, after a one-row read */
   /* the filter; its strings are the job's own (the answer outlives the handler's request) */
   struct store_filter filter;
@@ -231,7 +234,7 @@ static void first_work(void *p) {
   if (job->csv) { /* the header goes first */
     struct export_buf head;
     export_buf_init(&head);
-    export_buf_add(&head, EXPORT_CSV_BOM, sizeof EXPORT_CSV_BOM - 1);
+    if (job->bom) export_buf_add(&head, EXPORT_CSV_BOM, sizeof EXPORT_CSV_BOM - 1);
     export_csv_header(&head);
     export_buf_add(&head, job->out.p ? job->out.p : "", job->out.len);
     if (!head.ok) {
@@ -337,6 +340,13 @@ void api_conversations_export(struct http_request *req) {
         csv ? "is for format=ndjson only (a CSV row holds no transcript)" : "must be transcript");
     return;
   }
+  const char *bom = http_request_query(req, "bom");
+  if (bom && (!csv || (strcmp(bom, "true") != 0 && strcmp(bom, "false") != 0))) {
+    api_bad_param(
+        req, "bom",
+        csv ? "must be true or false" : "is for format=csv only (a UTF-8 byte order mark)");
+    return;
+  }
   bool has_from, has_to;
   int64_t from_us, to_us;
   const char *from = http_request_query(req, "from"), *to = http_request_query(req, "to");
@@ -373,6 +383,7 @@ void api_conversations_export(struct http_request *req) {
   api_who(req, &job->who);
   snprintf(job->request_id, sizeof job->request_id, "%s", http_request_id(req));
   job->csv = csv;
+  job->bom = bom && strcmp(bom, "true") == 0;
   job->head = strcmp(http_request_method(req), "HEAD") == 0;
   job->with_body = include != NULL;
   export_buf_init(&job->out);

@@ -7,8 +7,8 @@
  * spreadsheet would run as a formula (one beginning with = + - @ TAB or CR, or with = + - @
  * after leading spaces, TABs, CRs or LFs, or after a double quote) is neutralised with a
  * leading apostrophe, inside the quotes when it is quoted. The bytes are UTF-8 as
- * stored; the endpoint sends a byte order mark first (EXPORT_CSV_BOM) so that Excel reads
- * them as UTF-8. Unknown values (null in JSON) are empty cells. */
+ * stored; the endpoint sends a byte order mark first (EXPORT_CSV_BOM) when asked (bom=true),
+ * so that Excel reads them as UTF-8. Unknown values (null in JSON) are empty cells. */
 #ifndef GSR_MODEL_EXPORT_H
 #define GSR_MODEL_EXPORT_H
 

@@ -1019,6 +1019,7 @@ def test_export_saves_what_the_filters_match(chromium, dash):
     assert name in text(d, "status-line")
     path = d.downloads / name
     wait_for("the downloaded file", lambda: path.exists() and path.stat().st_size > 0)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf"), "the file for a spreadsheet is marked UTF-8"
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
     assert sorted(r["conversationId"] for r in rows) == sorted(data.shown)
     assert next(r for r in rows if HOSTILE in r["conversationId"])["agentId"] == HOSTILE

@@ -58,8 +58,8 @@ def ndjson(resp):
 def csv_rows(resp):
     assert resp.status_code == 200, resp.text[:500]
     assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
-    assert resp.content.startswith(b"\xef\xbb\xbf"), "a UTF-8 byte order mark first"
-    text = resp.content.decode("utf-8-sig")
+    assert not resp.content.startswith(b"\xef\xbb\xbf"), "no byte order mark unless bom=true"
+    text = resp.content.decode("utf-8")
     assert text.endswith("\r\n")
     rows = list(csv.reader(io.StringIO(text, newline="")))
     assert rows[0] == CSV_COLUMNS
@@ -100,6 +100,24 @@ def test_csv_parsed_back_equals_the_list(server):
     assert len(want) == 4
     assert rows == [as_csv(c) for c in want]
     assert {r["agentId"] for r in rows} == set(hostile + ["plain"])
+
+
+def test_bom_true_marks_the_csv_for_spreadsheets(server):
+    """By default the CSV starts with its header (a CSV reader's first cell is `conversationId`);
+    bom=true puts a UTF-8 byte order mark first, which Excel needs to read UTF-8 (the dashboard
+    asks for it), and nothing else changes."""
+    acc = "acc-bom-" + uid()
+    meta = dict(make_conv()["metadata"], agentId="ünïcödé ✓")
+    post(server, accountId=acc, metadata=meta)
+    plain = export(server, format="csv", account_id=acc)
+    assert plain.status_code == 200
+    assert plain.content.startswith(b"conversationId,")
+    assert next(csv.DictReader(io.StringIO(plain.text)))["agentId"] == "ünïcödé ✓"
+    marked = export(server, format="csv", account_id=acc, bom="true")
+    assert marked.status_code == 200
+    assert marked.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert marked.content == b"\xef\xbb\xbf" + plain.content
+    assert export(server, format="csv", account_id=acc, bom="false").content == plain.content
 
 
 def test_csv_neutralises_formulas(server):
@@ -380,7 +398,9 @@ def test_a_key_bound_to_accounts_exports_only_them(server):
 def test_errors_are_json(server):
     for params, field in (({"format": "xml"}, "format"),
                           ({"format": "csv", "include": "transcript"}, "include"),
-                          ({"include": "events"}, "include")):
+                          ({"include": "events"}, "include"),
+                          ({"format": "csv", "bom": "yes"}, "bom"),
+                          ({"format": "ndjson", "bom": "true"}, "bom")):
         r = export(server, **params)
         assert_error(r, 400, "INVALID_PARAMETER")
         assert r.json()["error"]["details"][0]["field"] == field

@@ -835,6 +835,7 @@
     }
     var p = listParams(f);
     p.format = format;
+    if (format === "csv") p.bom = "true"; /* a file for a spreadsheet: Excel reads UTF-8 by its mark */
     button.disabled = true;
     $("status-line").textContent = "Exporting " + format.toUpperCase() + "…";
     apiFetch("/api/v1/conversations/export", p, null, null, true).then(function (resp) {
