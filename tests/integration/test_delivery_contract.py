@@ -430,7 +430,7 @@ def test_the_default_schedule_retries_after_five_seconds(make_server):
         reqs = rcv.wait(lambda: len(rcv.requests("default")) >= 2 and rcv.requests("default"),
                         WAIT, "the second attempt")
         gap = reqs[1].mono - reqs[0].mono
-        assert 4.9 <= gap < 12, gap
+        assert 4.9 <= gap < 20, gap
         tried = wait_until(lambda: len(attempts(srv, sub)) >= 2 and attempts(srv, sub),
                            what="both attempts listed")
         assert [a["outcome"] for a in tried[:2]] == ["retrying", "retrying"], tried
@@ -457,8 +457,9 @@ def test_replay_counts_what_the_subscription_wants_and_never_an_erased_conversat
     assert r.status_code == 200, r.text
     mrcv.wait(lambda: mrcv.delivered(n_every, cid=gone["conversationId"],
                                      type="conversation.deleted"), WAIT, "the deleted event")
+    # a and b: created, updated; gone: deleted (erasure removed its earlier attempts)
     wait_until(lambda: len([x for x in attempts(dsrv, every) if x["outcome"] == "delivered"]) >= 5,
-               what="the deliveries recorded")
+               what="the five deliveries recorded")
     before = {n: len(mrcv.requests(n)) for n in (n_every, n_created)}
     originals = {r.webhook_id: r.body for r in mrcv.delivered(n_every)}
 
