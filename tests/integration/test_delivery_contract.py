@@ -759,3 +759,40 @@ def test_a_key_with_many_bad_scopes_gets_a_bounded_answer(server):
     assert len(r.content) < 64 * 1024, len(r.content)
     assert len(err["details"]) == 101
     assert err["details"][-1]["issue"] == "199900 more problems not listed"
+
+
+def test_retry_after_as_an_http_date_in_each_of_its_three_forms(make_server):
+    """RFC 9110 HTTP-date: IMF-fixdate, the obsolete RFC 850 form and asctime. Each holds the
+    retry about 4 s (the schedule alone would retry after 1 s)."""
+    rcv = Receiver()
+    try:
+        srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true",
+                               "DELIVERY_RETRY_SCHEDULE": "0,1,30"})
+        forms = {
+            "imf": lambda t: time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t)),
+            "rfc850": lambda t: time.strftime("%A, %d-%b-%y %H:%M:%S GMT", time.gmtime(t)),
+            "asctime": lambda t: time.strftime("%a %b ", time.gmtime(t)) +
+            f"{time.gmtime(t).tm_mday:2d}" + time.strftime(" %H:%M:%S %Y", time.gmtime(t)),
+        }
+        answered = set()
+
+        def rule(req):
+            name = req.path.lstrip("/")
+            if name in forms and name not in answered:
+                answered.add(name)
+                return Reply(503, {"Retry-After": forms[name](time.time() + 5)})
+            return None
+
+        rcv.rule(rule)
+        for name in forms:
+            subscribe(srv, rcv.url(name))
+        post(srv, make_conv())
+        for name in forms:
+            reqs = rcv.wait(lambda: len(rcv.requests(name)) >= 2 and rcv.requests(name), WAIT,
+                            f"the retry of /{name}")
+            gap = reqs[1].mono - reqs[0].mono
+            # 5 s ahead, cut to whole seconds: at least 4 s, never the schedule's 1 s
+            assert 3.5 <= gap < 20, (name, gap)
+            rcv.wait(lambda: rcv.delivered(name), WAIT, f"/{name} delivered")
+    finally:
+        rcv.close()
