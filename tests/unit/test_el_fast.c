@@ -480,6 +480,193 @@ static void test_duplicate_keys_and_nesting(void **state) {
   }
 }
 
+/* parse_fast's answer is parse's (result, message, problems), and the differential holds. */
+static enum model_result same_answer(const char *body, size_t len) {
+  (void)differential(body, len);
+  struct el_event a, b;
+  json_t *pa = NULL, *pb = NULL;
+  char ma[256] = "", mb[256] = "";
+  enum model_result ra = model_elevenlabs_parse_fast(body, len, &NAMES, &a, &pa, ma, sizeof ma);
+  enum model_result rb = model_elevenlabs_parse(body, len, &NAMES, &b, &pb, mb, sizeof mb);
+  assert_int_equal(ra, rb);
+  assert_string_equal(ma, mb);
+  assert_true(pa ? json_equal(pa, pb) : pb == NULL);
+  json_decref(pa);
+  json_decref(pb);
+  if (ra == MODEL_OK) {
+    model_elevenlabs_free(&a);
+    model_elevenlabs_free(&b);
+  }
+  return ra;
+}
+
+/* RICH with from replaced by to (to may hold NUL bytes: to_len). */
+static char *rich_bytes(const char *from, const char *to, size_t to_len, size_t *len) {
+  const char *at = strstr(RICH, from);
+  assert_non_null(at);
+  size_t head = (size_t)(at - RICH), flen = strlen(from), rlen = strlen(RICH);
+  char *out = malloc(rlen - flen + to_len + 1);
+  assert_non_null(out);
+  memcpy(out, RICH, head);
+  memcpy(out + head, to, to_len);
+  memcpy(out + head + to_len, at + flen, rlen - head - flen + 1);
+  *len = rlen - flen + to_len;
+  return out;
+}
+
+/* Second reader's hostile forms: framing, escaped spellings of the keys the mapping reads,
+ * surrogate halves, invalid UTF-8 inside and outside strings, numbers beyond the scanner's
+ * bounds, jansson's own depth limit, a large event with escapes in every turn. Each gets the
+ * jansson path's answer; the ones the scanner must decline are declined. */
+static void test_hostile_forms(void **state) {
+  (void)state;
+  size_t rlen = strlen(RICH), len;
+  char *b = malloc(rlen + 16);
+  assert_non_null(b);
+  /* whitespace around the event is JSON; a BOM, a second value, a NUL or a form feed is not */
+  memcpy(b, " \r\n\t", 4);
+  memcpy(b + 4, RICH, rlen);
+  memcpy(b + 4 + rlen, "\t\n\r ", 4);
+  assert_true(differential(b, rlen + 8));
+  assert_int_equal(same_answer(b, rlen + 8), MODEL_OK);
+  static const struct {
+    const char *head, *tail;
+    size_t head_len, tail_len;
+  } framing[] = {{"\xef\xbb\xbf", "", 3, 0}, {"", "x", 0, 1},  {"", "{}", 0, 2},
+                 {"", "\0", 0, 1},           {"", "\f", 0, 1}, {"\x0b", "", 1, 0},
+                 {"", "\xe2", 0, 1},         {"", ",{}", 0, 3}};
+  for (size_t i = 0; i < sizeof framing / sizeof framing[0]; i++) {
+    memcpy(b, framing[i].head, framing[i].head_len);
+    memcpy(b + framing[i].head_len, RICH, rlen);
+    memcpy(b + framing[i].head_len + rlen, framing[i].tail, framing[i].tail_len);
+    len = framing[i].head_len + rlen + framing[i].tail_len;
+    assert_false(differential(b, len));
+    assert_int_equal(same_answer(b, len), MODEL_INVALID_JSON);
+  }
+  free(b);
+
+  /* keys the mapping reads, spelled with an escape: jansson reads them, the scanner declines */
+  static const char *const keys[][2] = {
+      {"\"data\":{", "\"d\\u0061ta\":{"},
+      {"\"conversation_id\"", "\"conversation\\u005fid\""},
+      {"\"type\"", "\"t\\u0079pe\""},
+      {"\"role\":\"agent\"", "\"r\\u006fle\":\"agent\""},
+      {"\"user_email\"", "\"user\\u005femail\""},
+      {"\"status\":\"processing\"", "\"status\":\"processing\",\"st\\u0061tus\":\"done\""}};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    char *c = rich_bytes(keys[i][0], keys[i][1], strlen(keys[i][1]), &len);
+    assert_false(differential(c, len));
+    (void)same_answer(c, len);
+    free(c);
+  }
+
+  /* surrogates: a pair in either case is a character; any half alone is not JSON */
+  static const char *const pairs[] = {"\"x\\uD83D\\uDE00y\"", "\"x\\ud83d\\ude00y\"",
+                                      "\"\\udbff\\udfff\""};
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    char to[64];
+    int n = snprintf(to, sizeof to, "\"message\":%s", pairs[i]);
+    char *c = rich_bytes("\"message\":null", to, (size_t)n, &len);
+    assert_true(differential(c, len));
+    free(c);
+  }
+  static const char *const halves[] = {"\"\\ud83d\"",  "\"\\ude00\"",        "\"\\ud83d\\u0041\"",
+                                       "\"\\ud83dx\"", "\"\\ud83d\\ud83d\"", "\"\\ude00\\ud83d\""};
+  for (size_t i = 0; i < sizeof halves / sizeof halves[0]; i++) {
+    char to[64];
+    int n = snprintf(to, sizeof to, "\"message\":%s", halves[i]);
+    char *c = rich_bytes("\"message\":null", to, (size_t)n, &len);
+    assert_false(differential(c, len));
+    assert_int_equal(same_answer(c, len), MODEL_INVALID_JSON);
+    free(c);
+  }
+
+  /* invalid UTF-8 (overlong, an encoded surrogate, beyond U+10FFFF, cut short, stray bytes),
+   * inside a string the mapping reads and between tokens */
+  static const char *const bad[] = {"\xc0\x80",     "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                    "\xf0\x9f\x98", "\xe2\x98",     "\xff",
+                                    "\x80",         "\xc2"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char to[64];
+    int n = snprintf(to, sizeof to, "\"message\":\"a%sb\"", bad[i]);
+    char *c = rich_bytes("\"message\":null", to, (size_t)n, &len);
+    assert_false(differential(c, len));
+    assert_int_equal(same_answer(c, len), MODEL_INVALID_JSON);
+    free(c);
+    n = snprintf(to, sizeof to, "\"message\":%snull", bad[i]);
+    c = rich_bytes("\"message\":null", to, (size_t)n, &len);
+    assert_false(differential(c, len));
+    assert_int_equal(same_answer(c, len), MODEL_INVALID_JSON);
+    free(c);
+  }
+
+  /* numbers at the scanner's bounds, where the mapping reads them: 18 digits and a two-digit
+   * exponent are read; 19 digits (jansson then reads every integer as a real), a three-digit
+   * exponent and more than 200 integer digits are declined, and jansson answers */
+  char num[400];
+  memset(num, '9', 250);
+  static const char *const places[] = {"\"event_timestamp\":1773151625.25",
+                                       "\"time_in_call_secs\":0.5", "\"call_duration_secs\":12.9",
+                                       "\"account_id\":-42"};
+  for (size_t p = 0; p < sizeof places / sizeof places[0]; p++) {
+    const char *colon = strchr(places[p], ':');
+    static const struct {
+      size_t digits;
+      const char *tail;
+      bool read;
+    } forms[] = {{18, "", true},       {19, "", false},   {1, "e99", true},
+                 {1, "e100", false},   {200, ".5", true}, {201, ".5", false},
+                 {200, ".0e99", true}, {1, "e-99", true}, {1, "E+07", true}};
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+      char to[400];
+      int n = snprintf(to, sizeof to, "%.*s-%.*s%s", (int)(colon - places[p] + 1), places[p],
+                       (int)forms[f].digits, num, forms[f].tail);
+      assert_true(n > 0 && (size_t)n < sizeof to);
+      char *c = rich_bytes(places[p], to, (size_t)n, &len);
+      assert_true(differential(c, len) == forms[f].read);
+      assert_int_equal(same_answer(c, len), MODEL_OK);
+      free(c);
+    }
+  }
+
+  /* jansson's own depth limit (2048) inside data.analysis, far beyond the scanner's */
+  static const int depths[] = {2046, 2047, 2048, 2049};
+  for (size_t i = 0; i < sizeof depths / sizeof depths[0]; i++) {
+    size_t d = (size_t)depths[i], k = 0;
+    char *to = malloc(2 * d + 32);
+    assert_non_null(to);
+    k += (size_t)sprintf(to, "\"x\":");
+    for (size_t j = 0; j < d; j++) to[k++] = '[';
+    for (size_t j = 0; j < d; j++) to[k++] = ']';
+    k += (size_t)sprintf(to + k, ",\"cost\"");
+    char *c = rich_bytes("\"cost\"", to, k, &len);
+    assert_false(differential(c, len));
+    (void)same_answer(c, len);
+    free(c);
+    free(to);
+  }
+
+  /* a large event: 3,000 turns, escapes and non-ASCII in every message */
+  static const char turn[] =
+      "{\"role\":\"r%zu\",\"message\":\"q\\\"\\\\\\n\\u00e9\\ud83d\\ude00"
+      "\xc3\xa9%zu\",\"time_in_call_secs\":%zu.25},";
+  size_t cap = rlen + 3000 * 128;
+  char *big = malloc(cap);
+  assert_non_null(big);
+  const char *at = strstr(RICH, "\"transcript\":[") + strlen("\"transcript\":[");
+  size_t k = (size_t)(at - RICH);
+  memcpy(big, RICH, k);
+  for (size_t i = 0; i < 3000; i++) k += (size_t)snprintf(big + k, cap - k, turn, i, i, i);
+  memcpy(big + k, at, rlen - (size_t)(at - RICH) + 1);
+  k += rlen - (size_t)(at - RICH);
+  assert_true(differential(big, k));
+  struct el_event e;
+  assert_true(model_elevenlabs_scan(big, k, &NAMES, &e));
+  assert_int_equal(e.conv.message_count, 3004);
+  model_elevenlabs_free(&e);
+  free(big);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fixtures_take_the_fast_path),
@@ -490,6 +677,7 @@ int main(void) {
       cmocka_unit_test(test_mutations_of_rich),
       cmocka_unit_test(test_values_the_mapping_reads),
       cmocka_unit_test(test_duplicate_keys_and_nesting),
+      cmocka_unit_test(test_hostile_forms),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
