@@ -242,6 +242,9 @@ static void on_resume(struct http_request *req) {
   json_t *obj = NULL;
   switch (job->op) {
     case OP_CREATE:
+      /* read at once: until the dispatcher knows it, the others' share of
+       * DELIVERY_CONCURRENCY counts without it (a slow receiver could hold every slot) */
+      if (job->outbound) outbound_wake(job->outbound);
       obj = subscription_render(&job->sub, true);
       if (obj) {
         http_reply_json(req, 201, obj);
@@ -267,6 +270,7 @@ static void on_resume(struct http_request *req) {
       obj = render_read(job, &job->sub);
       break;
     case OP_DELETE:
+      if (job->outbound) outbound_wake(job->outbound);
       http_reply_static(req, 204, "application/json", "", 0);
       return;
   }

@@ -796,3 +796,30 @@ def test_retry_after_as_an_http_date_in_each_of_its_three_forms(make_server):
             rcv.wait(lambda: rcv.delivered(name), WAIT, f"/{name} delivered")
     finally:
         rcv.close()
+
+
+def test_a_black_holed_receiver_holds_only_its_share_from_the_first_event(make_server):
+    """DELIVERY_CONCURRENCY is shared fairly: a receiver that never answers holds at most its
+    share, so another subscription's events go out at once, also for events posted right
+    after both subscriptions were created. Before, a create did not wake the dispatcher: until
+    its next read of the subscriptions (up to a second) it knew only the first one and gave it
+    every slot, and the second subscription's events waited a whole delivery timeout."""
+    rcv = Receiver()
+    try:
+        srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true",
+                               "DELIVERY_CONCURRENCY": "4", "DELIVERY_TIMEOUT_SECONDS": "8",
+                               "DELIVERY_RETRY_SCHEDULE": "0,60"})
+        rcv.answer(200, path="hole", hang=30)
+        subscribe(srv, rcv.url("hole"))
+        time.sleep(1.5)  # the dispatcher has read the first subscription
+        subscribe(srv, rcv.url("fine"))
+        posted = time.monotonic()
+        bodies = [make_conv() for _ in range(12)]
+        for body in bodies:
+            post(srv, body)
+        rcv.wait(lambda: len(rcv.delivered("fine")) >= 12, WAIT, "the healthy subscription's 12")
+        took = max(r.mono for r in rcv.delivered("fine")) - posted
+        assert took < 6, took  # not after the hole's 8 s timeout
+        assert len(rcv.requests("hole")) <= 2, len(rcv.requests("hole"))  # its share of 4
+    finally:
+        rcv.close()
