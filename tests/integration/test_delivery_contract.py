@@ -823,3 +823,35 @@ def test_a_black_holed_receiver_holds_only_its_share_from_the_first_event(make_s
         assert len(rcv.requests("hole")) <= 2, len(rcv.requests("hole"))  # its share of 4
     finally:
         rcv.close()
+
+
+def test_health_counts_a_dead_letter_until_a_replay_delivers_it(make_server):
+    rcv = Receiver()
+    try:
+        srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true",
+                               "DELIVERY_RETRY_SCHEDULE": "0,1"})
+
+        def outbox():
+            r = srv.get("/api/v1/health", key=None)
+            assert r.status_code == 200, r.text
+            return r.json()["outbox"]
+
+        sub = subscribe(srv, rcv.url("dl"))
+        bad, good = make_conv(), make_conv()
+        fail = rcv.answer(500, cids={bad["conversationId"]})
+        since = rfc3339(time.time() - 1)
+        post(srv, bad)
+        rcv.wait(lambda: rcv.requests("dl", cid=bad["conversationId"]), WAIT, "the first attempt")
+        post(srv, good)  # a success meanwhile: the event is dead-lettered, nothing paused
+        wait_until(lambda: any(a["outcome"] == "failed" for a in attempts(srv, sub)),
+                   what="the dead letter")
+        got = wait_until(lambda: (lambda o: o and o["deadLetters"] == 1 and o)(outbox()),
+                         what="health counting the dead letter")
+        assert got["backlog"] == 0, got
+        rcv.remove_rule(fail)
+        r = replay(srv, sub, since)
+        assert r.status_code == 202 and r.json() == {"replayed": 2}, r.text
+        rcv.wait(lambda: rcv.delivered("dl", cid=bad["conversationId"]), WAIT, "the replayed one")
+        wait_until(lambda: outbox()["deadLetters"] == 0, what="the dead letter no longer counted")
+    finally:
+        rcv.close()
