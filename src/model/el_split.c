@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytescan.h"
+
 #define AUDIO_BATCH (64 * 1024)
 #define KEY_CAP 16 /* longer than any key we look for */
 
@@ -71,8 +73,9 @@ static const unsigned char B64[256] = {
 
 static unsigned char b64_value(unsigned char c) { return B64[c]; }
 
-/* The bytes that end a run inside a string: '"' and '\\'. */
-static const bool STRING_STOP[256] = {['"'] = true, ['\\'] = true};
+/* The bytes structure() acts on outside strings. */
+static const bool STRUCT_STOP[256] = {
+    ['"'] = true, [','] = true, ['{'] = true, ['['] = true, ['}'] = true, [']'] = true};
 
 struct el_split *el_split_new(size_t envelope_max, el_split_sink sink, void *cls) {
   /* Everything zeroed but the audio batch (64 KiB, written before it is read): most events
@@ -303,7 +306,12 @@ enum el_split_status el_split_feed(struct el_split *sp, const char *data, size_t
         if (sp->in_string && !sp->escape && !sp->capturing) {
           /* Inside a string that is neither a key we track nor the audio: only a quote or a
            * backslash changes anything, so the bytes up to one go out as they are. */
-          while (i < len && !STRING_STOP[u[i]]) i++;
+          i = (size_t)(bytescan_quote(u + i, u + len) - u);
+          if (i == len) break;
+        } else if (!sp->in_string) {
+          /* Outside strings only quotes, commas and brackets change anything (whitespace,
+           * colons, numbers and literals do not). */
+          while (i < len && !STRUCT_STOP[u[i]]) i++;
           if (i == len) break;
         }
         bool audio_starts = !sp->in_string && u[i] == '"' && sp->depth == 2 && sp->in_data &&

@@ -2,19 +2,30 @@
 #include "model/json_raw.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <string.h>
+
+#include "core/bytescan.h"
 
 static size_t skip_ws(const char *d, size_t len, size_t i) {
   while (i < len && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r')) i++;
   return i;
 }
 
+/* Bytes that matter inside a container outside its strings (everything else is skipped in a
+ * tight loop; inside strings bytescan_quote finds the next quote or backslash). */
+static const bool CONTAINER_STOP[256] = {
+    ['"'] = true, ['{'] = true, ['['] = true, ['}'] = true, [']'] = true};
+
 /* d[i] is the opening quote; returns the index just past the closing quote. */
 static size_t skip_string(const char *d, size_t len, size_t i) {
+  const unsigned char *u = (const unsigned char *)d;
   for (i++; i < len; i++) {
-    if (d[i] == '\\')
+    i = (size_t)(bytescan_quote(u + i, u + len) - u);
+    if (i >= len) break;
+    if (u[i] == '\\')
       i++;
-    else if (d[i] == '"')
+    else
       return i + 1;
   }
   return len;
@@ -26,6 +37,8 @@ static size_t skip_value(const char *d, size_t len, size_t i) {
   if (d[i] == '{' || d[i] == '[') {
     int depth = 0;
     while (i < len) {
+      while (i < len && !CONTAINER_STOP[(unsigned char)d[i]]) i++;
+      if (i >= len) break;
       char c = d[i];
       if (c == '"') {
         i = skip_string(d, len, i);

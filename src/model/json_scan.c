@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/bytescan.h"
 #include "core/utf8.h"
 
 void json_scan_ws(struct json_scan *sc) {
@@ -29,18 +30,6 @@ static int hex4(const char *p) {
   return cp;
 }
 
-/* Bytes that end a run of plain string characters: '"', '\\', controls, non-ASCII. */
-static const unsigned char STOP[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-};
-
 /* A string starting at the opening quote. Raw control bytes (NUL included) and invalid UTF-8
  * are JSON errors; escapes are checked as jansson reads them (a surrogate half only in a
  * well-formed pair). */
@@ -51,7 +40,7 @@ static bool string(struct json_scan *sc, struct json_scan_val *v) {
   v->escaped = false;
   const unsigned char *p = (const unsigned char *)sc->p, *end = (const unsigned char *)sc->end;
   for (;;) {
-    while (p < end && !STOP[*p]) p++;
+    p = bytescan_json_special(p, end);
     if (p >= end) return false;
     unsigned char c = *p;
     if (c == '"') {
