@@ -24,17 +24,15 @@ static const char *redis_state(const struct app *app) {
   return redis_is_up(app->redis) ? "connected" : "disconnected";
 }
 
-/* The broker (QUEUE_URL), as the publisher last saw it; NULL when none is configured. */
-static json_t *queue_json(const struct app *app, bool *down) {
+/* The broker (QUEUE_URL) as the publisher last saw it, a state like every other dependency's:
+ * "connected" | "disconnected"; NULL when none is configured (which broker it is, the start-up
+ * log says). */
+static const char *queue_state(const struct app *app, bool *down) {
   if (!app->cfg->queue_url || !app->cfg->queue_url[0]) return NULL;
   struct outbound_status st;
   outbound_status(app->outbound, &st);
-  const char *kind = st.queue_kind                                  ? st.queue_kind
-                     : strncmp(app->cfg->queue_url, "nats", 4) == 0 ? "nats"
-                                                                    : "redis";
   *down = !st.queue_connected;
-  return json_pack("{s:s,s:s}", "status", st.queue_connected ? "connected" : "disconnected", "kind",
-                   kind);
+  return st.queue_connected ? "connected" : "disconnected";
 }
 
 /* How many subscriptions this instance's dispatcher holds, by why, from its memory
@@ -82,7 +80,7 @@ static void reply_health(struct http_request *req, bool db_ok) {
   bool redis_ok = strcmp(redis, "disconnected") != 0;
   bool elevenlabs_ok = strcmp(elevenlabs, "disconnected") != 0;
   bool queue_down = false;
-  json_t *queue = queue_json(app, &queue_down);
+  const char *queue = queue_state(app, &queue_down);
   char now[40];
   time_format_us(time_now_us(), true, now, sizeof now);
   json_t *body = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s},s:o}", "status",
@@ -92,8 +90,8 @@ static void reply_health(struct http_request *req, bool db_ok) {
                            "timestamp", now, "version", GSR_VERSION, "dependencies", "database",
                            db_ok ? "connected" : "disconnected", "redis", redis, "elevenlabs",
                            elevenlabs, "outbox", outbox_json(app));
-  if (body && queue) json_object_set(json_object_get(body, "dependencies"), "queue", queue);
-  json_decref(queue);
+  if (body && queue)
+    (void)json_object_set_new(json_object_get(body, "dependencies"), "queue", json_string(queue));
   http_reply_json(req, db_ok ? 200 : 503, body);
 }
 
