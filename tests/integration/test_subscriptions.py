@@ -313,6 +313,18 @@ def test_private_addresses_are_refused_at_creation(server):
     assert get(server, sub["id"]).json()["maxPerSecond"] is None
 
 
+def test_a_name_that_does_not_resolve_yet_is_accepted(server):
+    """Nothing to judge at creation (a machine without DNS, a name published later): accepted
+    on the default configuration, while a private address is still refused; each delivery
+    checks the address it connects to."""
+    for url in ("https://no-such-host.invalid/hook", "https://receiver.example.com/webhooks/gsr"):
+        r = create(server, {"url": url, "enabled": False})
+        assert r.status_code == 201, (url, r.text)
+        assert r.json()["url"] == url
+        assert get(server, r.json()["id"]).json()["url"] == url
+    assert_error(create(server, {"url": "http://127.0.0.1/hook"}), 400, "VALIDATION_ERROR")
+
+
 def test_private_addresses_allowed_when_configured(make_server):
     srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true"})
     for url in PRIVATE_URLS:
