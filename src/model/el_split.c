@@ -16,6 +16,8 @@
 
 #define AUDIO_BATCH (64 * 1024)
 #define KEY_CAP 16 /* longer than any key we look for */
+#define AUDIO_KEY "full_audio"
+#define AUDIO_KEY_LEN (sizeof AUDIO_KEY - 1)
 
 enum key_match { KEY_OTHER, KEY_DATA, KEY_FULL_AUDIO };
 
@@ -41,6 +43,14 @@ struct el_split {
   enum key_match k2; /* ... and at depth 2 in data */
   char key[KEY_CAP];
   size_t key_len;
+
+  /* Until the bytes "full_audio" appear (ElevenLabs never escapes ASCII, and an escaped key is
+   * not the audio key), the envelope is the body so far and nothing else is tracked: the
+   * state machine runs over it only once they do. tail: the body's last bytes, to find them
+   * across a chunk boundary. */
+  bool tracking;
+  char tail[AUDIO_KEY_LEN - 1];
+  size_t tail_len;
 
   /* The audio. */
   bool in_audio, audio_escape, has_audio, canonical;
@@ -293,8 +303,41 @@ static enum el_split_status feed_byte(struct el_split *sp, unsigned char c) {
   return EL_SPLIT_OK;
 }
 
+/* True when AUDIO_KEY's bytes are in the body's tail followed by data[0..len). */
+static bool audio_key_in(const struct el_split *sp, const char *data, size_t len) {
+  char joint[2 * (AUDIO_KEY_LEN - 1)];
+  size_t head = len < AUDIO_KEY_LEN - 1 ? len : AUDIO_KEY_LEN - 1;
+  memcpy(joint, sp->tail, sp->tail_len);
+  memcpy(joint + sp->tail_len, data, head);
+  return memmem(joint, sp->tail_len + head, AUDIO_KEY, AUDIO_KEY_LEN) ||
+         memmem(data, len, AUDIO_KEY, AUDIO_KEY_LEN);
+}
+
+/* Keeps the body's last AUDIO_KEY_LEN - 1 bytes, data[0..len) being the newest. */
+static void keep_tail(struct el_split *sp, const char *data, size_t len) {
+  const size_t cap = sizeof sp->tail;
+  if (len >= cap) {
+    memcpy(sp->tail, data + len - cap, cap);
+    sp->tail_len = cap;
+    return;
+  }
+  size_t keep = sp->tail_len + len > cap ? cap - len : sp->tail_len;
+  memmove(sp->tail, sp->tail + sp->tail_len - keep, keep);
+  memcpy(sp->tail + keep, data, len);
+  sp->tail_len = keep + len;
+}
+
 enum el_split_status el_split_feed(struct el_split *sp, const char *data, size_t len) {
   if (sp->status != EL_SPLIT_OK) return sp->status;
+  if (!sp->tracking) {
+    if (!audio_key_in(sp, data, len)) {
+      keep_tail(sp, data, len);
+      return sp->status = env_put(sp, data, len);
+    }
+    /* The structure of what came before (never the audio: its key was not in it). */
+    sp->tracking = true;
+    for (size_t k = 0; k < sp->env_len; k++) (void)feed_byte(sp, (unsigned char)sp->env[k]);
+  }
   const unsigned char *u = (const unsigned char *)data;
   size_t i = 0;
   while (i < len) {
