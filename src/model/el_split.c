@@ -329,6 +329,8 @@ static void keep_tail(struct el_split *sp, const char *data, size_t len) {
 
 enum el_split_status el_split_feed(struct el_split *sp, const char *data, size_t len) {
   if (sp->status != EL_SPLIT_OK) return sp->status;
+  /* Nothing to do; data may be NULL, which memcpy and memmem must never be given. */
+  if (len == 0) return EL_SPLIT_OK;
   if (!sp->tracking) {
     if (!audio_key_in(sp, data, len)) {
       keep_tail(sp, data, len);

@@ -270,6 +270,41 @@ static void no_audio_envelope_is_body(void **state) {
   }
 }
 
+/* An empty chunk (NULL, 0), before, between and after the bytes, changes nothing: the body so far
+ * is not copied from NULL (undefined behaviour, which UBSan stops on), the split goes on. */
+static void empty_chunks_change_nothing(void **state) {
+  (void)state;
+  static const char *const bodies[] = {
+      "{\"type\":\"post_call_transcription\",\"data\":{\"conversation_id\":\"c\"}}",
+      "{\"data\":{\"full_audio\":\"QUJDRA==\"}}",
+  };
+  for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+    size_t len = strlen(bodies[i]), half = len / 2;
+    struct sink audio;
+    memset(&audio, 0, sizeof audio);
+    struct el_split *sp = el_split_new(4096, collect, &audio);
+    assert_non_null(sp);
+    assert_int_equal(el_split_feed(sp, NULL, 0), EL_SPLIT_OK);
+    assert_int_equal(el_split_feed(sp, bodies[i], half), EL_SPLIT_OK);
+    assert_int_equal(el_split_feed(sp, NULL, 0), EL_SPLIT_OK);
+    assert_int_equal(el_split_feed(sp, bodies[i] + half, len - half), EL_SPLIT_OK);
+    assert_int_equal(el_split_feed(sp, NULL, 0), EL_SPLIT_OK);
+    assert_int_equal(el_split_finish(sp), EL_SPLIT_OK);
+    struct result whole = split_str(bodies[i]);
+    size_t elen;
+    const char *env = el_split_envelope(sp, &elen);
+    assert_int_equal(elen, whole.env_len);
+    assert_memory_equal(env, whole.env, elen);
+    assert_int_equal(el_split_has_audio(sp), whole.has_audio);
+    assert_int_equal(el_split_audio_at(sp), whole.at);
+    assert_int_equal(audio.len, whole.audio.len);
+    if (audio.len) assert_memory_equal(audio.bytes, whole.audio.bytes, audio.len);
+    result_free(&whole);
+    free(audio.bytes);
+    el_split_free(sp);
+  }
+}
+
 static void audio_among_other_members(void **state) {
   (void)state;
   static const char BODY[] =
@@ -518,6 +553,7 @@ int main(void) {
       cmocka_unit_test(fixture_every_boundary),
       cmocka_unit_test(fixture_small_chunks),
       cmocka_unit_test(no_audio_envelope_is_body),
+      cmocka_unit_test(empty_chunks_change_nothing),
       cmocka_unit_test(audio_among_other_members),
       cmocka_unit_test(base64_rules),
       cmocka_unit_test(second_audio_is_refused),
