@@ -114,11 +114,14 @@ run: deps gensendrep
 	./gensendrep
 
 # Everything the checks run is built first on every core (BUILD_JOBS), then the checks run one
-# after the other (their output stays readable, and timing tests do not race the compiler).
+# after the other (their output stays readable, and timing tests do not race the compiler), but
+# for the fuzzers' few seconds each, which run BUILD_JOBS at a time.
 BUILD_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps-test format-check layering-check
 	@$(MAKE) --no-print-directory -j$(BUILD_JOBS) test-build
-	@$(MAKE) --no-print-directory -j1 unit conformance fuzz-quick integration
+	@$(MAKE) --no-print-directory -j1 unit conformance
+	@$(MAKE) --no-print-directory -k -j$(BUILD_JOBS) fuzz-quick-parallel
+	@$(MAKE) --no-print-directory -j1 integration
 
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
@@ -130,7 +133,7 @@ conformance: build/debug/tests/store_conformance
 
 # Test files run on TEST_JOBS processes (python3-pytest-xdist), a module's tests together (they
 # share a server per module): most of the suite waits on timeouts and servers, not on the CPU.
-TEST_JOBS ?= 2
+TEST_JOBS ?= 3
 integration: build/debug/gensendrep build/debug/tests/test_queue
 	$(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integration -n $(TEST_JOBS) \
 	    --dist loadscope
@@ -210,6 +213,20 @@ fuzz: fuzz-build
 
 fuzz-quick: fuzz-build
 	$(call fuzz_run,$(FUZZ_QUICK_SECONDS))
+
+# make test's fuzz step: fuzz-quick's runs, one target per job (make -j: each is one busy
+# thread), each target's lines printed together when it ends.
+FUZZ_QUICK_RUNS := $(patsubst %,fuzz-quick-%,$(FUZZ_TARGETS))
+.PHONY: fuzz-quick-parallel $(FUZZ_QUICK_RUNS)
+fuzz-quick-parallel: $(FUZZ_QUICK_RUNS)
+$(FUZZ_QUICK_RUNS): fuzz-quick-%: build/fuzz/bin/fuzz_%
+	@mkdir -p build/fuzz/corpus/$* build/fuzz/artifacts; \
+	build/fuzz/bin/fuzz_$* -max_total_time=$(FUZZ_QUICK_SECONDS) -print_final_stats=1 \
+	  -timeout=10 -rss_limit_mb=1024 -artifact_prefix=build/fuzz/artifacts/$*- \
+	  build/fuzz/corpus/$* fuzz/corpus/$* 2>build/fuzz/$*.log; rc=$$?; \
+	echo "== fuzz $* ($(FUZZ_QUICK_SECONDS) s)" $$(grep -E \
+	  '^(stat::number_of_executed_units|stat::new_units_added|Done)' build/fuzz/$*.log); \
+	if [ $$rc -ne 0 ]; then tail -n 60 build/fuzz/$*.log; fi; exit $$rc
 
 # make test's build step (after FUZZ_BINS: prerequisites expand as the rule is read).
 test-build: gensendrep build/debug/gensendrep $(UNIT_BINS) build/debug/tests/store_conformance \
