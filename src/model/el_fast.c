@@ -350,18 +350,7 @@ static bool derive(struct el_event *e, struct fields *f, enum el_type type) {
       n = json_scan_unescape(s, n, scratch);
       s = scratch;
     }
-    if (n > 0) {
-      reason_n = utf8_sanitize(reason, sizeof reason, s, n);
-      for (size_t i = 0; i < reason_n; i++) {
-        unsigned char c = (unsigned char)reason[i];
-        if (c < 0x20 || c == 0x7f) reason[i] = ' ';
-        if (c == 0xc2 && i + 1 < reason_n && (unsigned char)reason[i + 1] >= 0x80 &&
-            (unsigned char)reason[i + 1] <= 0x9f) {
-          reason[i] = ' ';
-          reason[i + 1] = ' ';
-        }
-      }
-    }
+    if (n > 0) reason_n = model_elevenlabs_clean_reason(reason, sizeof reason, s, n);
   }
 
   /* The summary: data.analysis's raw bytes. */

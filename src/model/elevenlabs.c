@@ -81,17 +81,23 @@ static const char *map_status(json_t *v) {
 static json_t *failure_reason(json_t *v) {
   if (!json_is_string(v) || json_string_length(v) == 0) return NULL;
   char buf[MODEL_FAILURE_REASON_MAX + 1];
-  size_t n = utf8_sanitize(buf, sizeof buf, json_string_value(v), json_string_length(v));
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)buf[i];
-    if (c < 0x20 || c == 0x7f) buf[i] = ' ';
-    if (c == 0xc2 && i + 1 < n && (unsigned char)buf[i + 1] >= 0x80 &&
-        (unsigned char)buf[i + 1] <= 0x9f) {
-      buf[i] = ' ';
-      buf[i + 1] = ' ';
+  size_t n =
+      model_elevenlabs_clean_reason(buf, sizeof buf, json_string_value(v), json_string_length(v));
+  return json_stringn(buf, n);
+}
+
+size_t model_elevenlabs_clean_reason(char *out, size_t cap, const char *s, size_t n) {
+  size_t len = utf8_sanitize(out, cap, s, n);
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)out[i];
+    if (c < 0x20 || c == 0x7f) out[i] = ' ';
+    if (c == 0xc2 && i + 1 < len && (unsigned char)out[i + 1] >= 0x80 &&
+        (unsigned char)out[i + 1] <= 0x9f) {
+      out[i] = ' ';
+      out[i + 1] = ' ';
     }
   }
-  return json_stringn(buf, n);
+  return len;
 }
 
 struct mapping {

@@ -54,4 +54,9 @@ __attribute__((warn_unused_result)) enum model_result model_elevenlabs_parse(
     json_t **problems, char *message, size_t message_len);
 void model_elevenlabs_free(struct el_event *e);
 
+/* A failure reason as stored: s[0..n) cut to fit out (cap bytes, MODEL_FAILURE_REASON_MAX + 1)
+ * at a character boundary (invalid UTF-8 replaced), control characters (C0, DEL, C1) replaced by
+ * spaces; its length. Both parse paths use it, so they store the same bytes. */
+size_t model_elevenlabs_clean_reason(char *out, size_t cap, const char *s, size_t n);
+
 #endif
