@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/timeutil.h"
 #include "core/utf8.h"
@@ -60,7 +61,9 @@ const char *subscription_state(const struct subscription *s) {
 
 static const char *const outcome_names[] = {
     [DELIVERY_DELIVERED] = "delivered", [DELIVERY_RETRY] = "retrying",
-    [DELIVERY_FAILED] = "failed",       [DELIVERY_PAUSED] = "paused",
+    /* the attempt that used the schedule up failed either way; what followed (the subscription
+     * paused, the event waiting for it) shows in the subscription's state */
+    [DELIVERY_FAILED] = "failed",       [DELIVERY_PAUSED] = "failed",
     [DELIVERY_DISABLED] = "disabled",
 };
 
@@ -90,9 +93,10 @@ static void problem(struct problems *problems, const char *field, const char *is
  * where it leads (SSRF) is outbound/'s to tell. */
 static const char *url_problem(const char *url, size_t len) {
   size_t scheme;
-  if (strncmp(url, "https://", 8) == 0)
+  /* the scheme is case-insensitive (RFC 3986 section 3.1): HTTPS:// is https:// */
+  if (strncasecmp(url, "https://", 8) == 0)
     scheme = 8;
-  else if (strncmp(url, "http://", 7) == 0)
+  else if (strncasecmp(url, "http://", 7) == 0)
     scheme = 7;
   else
     return "must be an absolute http:// or https:// URL";

@@ -104,7 +104,8 @@ enum delivery_outcome {
                            * the subscription is paused, the event waits */
   DELIVERY_DISABLED = 5,  /* 410 Gone: the subscription is disabled, the event waits */
 };
-/* "delivered" | "retrying" | "failed" | "paused" | "disabled"; NULL for an unknown number. */
+/* "delivered" | "retrying" | "failed" (FAILED and PAUSED alike) | "disabled"; NULL for an
+ * unknown number. */
 const char *delivery_outcome_name(int outcome);
 
 #endif

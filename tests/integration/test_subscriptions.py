@@ -325,6 +325,16 @@ def test_a_name_that_does_not_resolve_yet_is_accepted(server):
     assert_error(create(server, {"url": "http://127.0.0.1/hook"}), 400, "VALIDATION_ERROR")
 
 
+def test_the_scheme_is_case_insensitive_and_the_url_kept_as_given(server):
+    """RFC 3986: HTTPS:// is https://; the SSRF check still applies to such a URL."""
+    for url in ("HTTPS://192.0.2.10/hooks/upper", "Http://192.0.2.10/hooks/mixed"):
+        r = create(server, {"url": url, "enabled": False})
+        assert r.status_code == 201, (url, r.text)
+        assert get(server, r.json()["id"]).json()["url"] == url
+    assert_error(create(server, {"url": "HTTP://127.0.0.1/hook"}), 400, "VALIDATION_ERROR")
+    assert_error(create(server, {"url": "FTP://192.0.2.10/hook"}), 400, "VALIDATION_ERROR")
+
+
 def test_private_addresses_allowed_when_configured(make_server):
     srv = make_server(env={"DELIVERY_ALLOW_PRIVATE_NETWORKS": "true"})
     for url in PRIVATE_URLS:

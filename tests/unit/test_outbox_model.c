@@ -75,6 +75,12 @@ static void test_create_every_member(void **state) {
             true, &s2));
   assert_string_equal(s2.account_id, "");
   assert_int_equal(s2.max_per_second, 0);
+  /* the scheme is case-insensitive (RFC 3986); the URL is kept as given */
+  struct subscription s3 = {0};
+  assert_null(check("{\"url\":\"HTTPS://hooks.example.com/in\"}", true, &s3));
+  assert_string_equal(s3.url, "HTTPS://hooks.example.com/in");
+  struct subscription s4 = {0};
+  assert_null(check("{\"url\":\"Http://hooks.example.com/in\"}", true, &s4));
 }
 
 static void test_create_refusals(void **state) {
@@ -347,6 +353,9 @@ static void test_types_and_outcomes(void **state) {
   assert_string_equal(delivery_outcome_name(DELIVERY_DELIVERED), "delivered");
   assert_string_equal(delivery_outcome_name(DELIVERY_RETRY), "retrying");
   assert_string_equal(delivery_outcome_name(DELIVERY_DISABLED), "disabled");
+  /* the schedule used up: "failed", whether it dead-lettered or paused the subscription */
+  assert_string_equal(delivery_outcome_name(DELIVERY_FAILED), "failed");
+  assert_string_equal(delivery_outcome_name(DELIVERY_PAUSED), "failed");
   assert_null(delivery_outcome_name(0));
   assert_null(delivery_outcome_name(6));
 }
