@@ -59,10 +59,10 @@ const char *subscription_state(const struct subscription *s) {
   return s->paused ? "paused" : "active";
 }
 
+/* The attempt that used the schedule up failed either way; what followed (the subscription
+ * paused, the event waiting for it) shows in the subscription's state. */
 static const char *const outcome_names[] = {
     [DELIVERY_DELIVERED] = "delivered", [DELIVERY_RETRY] = "retrying",
-    /* the attempt that used the schedule up failed either way; what followed (the subscription
-     * paused, the event waiting for it) shows in the subscription's state */
     [DELIVERY_FAILED] = "failed",       [DELIVERY_PAUSED] = "failed",
     [DELIVERY_DISABLED] = "disabled",
 };
