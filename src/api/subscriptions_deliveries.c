@@ -1,6 +1,6 @@
-/* GET /api/v1/subscriptions/{id}/deliveries?cursor=&limit= (admin): the subscription's recorded
- * attempts, newest first, a page at a time (the cursor is the nextCursor of the page before,
- * as for the audit log). POST /api/v1/subscriptions/{id}/replay?since=RFC3339 (admin): every
+/* GET /api/v1/subscriptions/{id}/deliveries?cursor=&page=&limit= (admin): the subscription's
+ * recorded attempts, newest first, a page at a time (the cursor is the nextCursor of the page
+ * before, as for the audit log; or page, counted from 1, skips the pages before it). POST /api/v1/subscriptions/{id}/replay?since=RFC3339 (admin): every
  * event since then that the subscription was sent (or would have been) goes out again with
  * its original id: 202 {"replayed": N}. Both run on an offload thread. */
 #include <inttypes.h>
@@ -15,11 +15,13 @@
 
 #define LIMIT_MAX 1000
 #define LIMIT_DEFAULT 100
+/* A page number skips rows one by one: deep pages are for the cursor. */
+#define PAGE_MAX 100000
 
 struct deliveries_job {
   struct store *store;
   char id[OUTBOX_SUB_ID_MAX];
-  int64_t cursor, limit;
+  int64_t cursor, page_no, limit; /* page_no 0: no page asked for */
   /* result */
   enum store_status status;
   struct store_attempt_page page;
@@ -40,7 +42,9 @@ static void deliveries_work(void *p) {
   job->status = store_sub_get(job->store, job->id, &sub);
   memset(sub.secret, 0, sizeof sub.secret);
   if (job->status != STORE_OK) return;
-  job->status = store_attempt_list(job->store, job->id, job->cursor, job->limit + 1, &job->page);
+  int64_t skip = job->page_no > 1 ? (job->page_no - 1) * job->limit : 0;
+  job->status =
+      store_attempt_list(job->store, job->id, job->cursor, skip, job->limit + 1, &job->page);
   if (job->status != STORE_OK || job->page.count <= (size_t)job->limit) return;
   job->more = true;
   job->page.count = (size_t)job->limit;
@@ -76,10 +80,21 @@ static void deliveries_resume(struct http_request *req) {
   char cursor[24];
   if (job->more)
     snprintf(cursor, sizeof cursor, "%" PRId64, job->page.items[job->page.count - 1].id);
-  json_t *obj = items ? json_pack("{s:o,s:{s:I,s:o}}", "deliveries", items, "pagination", "limit",
-                                  (json_int_t)job->limit, "nextCursor",
-                                  job->more ? json_string(cursor) : json_null())
-                      : NULL;
+  json_t *pagination = json_pack("{s:I,s:o}", "limit", (json_int_t)job->limit, "nextCursor",
+                                 job->more ? json_string(cursor) : json_null());
+  if (pagination && job->page_no > 0 &&
+      json_object_set_new(pagination, "page", json_integer((json_int_t)job->page_no)) != 0) {
+    json_decref(pagination);
+    pagination = NULL;
+  }
+  /* json_pack takes both references, on failure too */
+  json_t *obj = items && pagination
+                    ? json_pack("{s:o,s:o}", "deliveries", items, "pagination", pagination)
+                    : NULL;
+  if (!items || !pagination) {
+    json_decref(items);
+    json_decref(pagination);
+  }
   if (!obj) {
     http_reply_header(req, "Retry-After", "1");
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory", NULL);
@@ -92,9 +107,19 @@ void api_subscriptions_deliveries_get(struct http_request *req) {
   if (!api_sub_manager_ok(req)) return;
   struct app *app = http_request_app(req);
   const char *id = http_request_path_param(req);
-  int64_t cursor, limit;
-  if (!api_query_int(http_request_query(req, "cursor"), 1, INT64_MAX, 0, &cursor)) {
+  int64_t cursor, page, limit;
+  const char *cursor_text = http_request_query(req, "cursor");
+  const char *page_text = http_request_query(req, "page");
+  if (!api_query_int(cursor_text, 1, INT64_MAX, 0, &cursor)) {
     api_bad_param(req, "cursor", "must be the nextCursor of a previous page");
+    return;
+  }
+  if (!api_query_int(page_text, 1, PAGE_MAX, 1, &page)) {
+    api_bad_param(req, "page", "must be an integer from 1 to 100000");
+    return;
+  }
+  if (cursor_text && page_text) {
+    api_bad_param(req, "cursor", "cannot be combined with page (the cursor says where to go on)");
     return;
   }
   if (!api_query_int(http_request_query(req, "limit"), 1, LIMIT_MAX, LIMIT_DEFAULT, &limit)) {
@@ -114,6 +139,7 @@ void api_subscriptions_deliveries_get(struct http_request *req) {
   job->store = app->store;
   snprintf(job->id, sizeof job->id, "%s", id);
   job->cursor = cursor;
+  job->page_no = page_text ? page : 0; /* shown in pagination when asked for */
   job->limit = limit;
   http_request_offload(req, deliveries_work, deliveries_resume, job, deliveries_free);
 }

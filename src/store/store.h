@@ -528,9 +528,9 @@ struct store_ops {
    * caller, which may ask again, says it once. */
   enum store_status (*sub_secret)(struct store *s, const char *id, char *out);
   /* Attempts recorded for subscription sub_id, newest first, ids below before_id (0: from the
-   * newest), at most limit (1..1001). */
+   * newest), the first skip of those passed over, at most limit (1..1001). */
   enum store_status (*attempt_list)(struct store *s, const char *sub_id, int64_t before_id,
-                                    int64_t limit, struct store_attempt_page *out);
+                                    int64_t skip, int64_t limit, struct store_attempt_page *out);
   /* Backlog numbers; cursor_name NULL: no broker (queue numbers 0). */
   enum store_status (*outbox_stats)(struct store *s, const char *cursor_name,
                                     struct store_outbox_stats *out);
@@ -651,9 +651,9 @@ __attribute__((warn_unused_result)) static inline enum store_status store_sub_li
 }
 
 __attribute__((warn_unused_result)) static inline enum store_status store_attempt_list(
-    struct store *s, const char *sub_id, int64_t before_id, int64_t limit,
+    struct store *s, const char *sub_id, int64_t before_id, int64_t skip, int64_t limit,
     struct store_attempt_page *out) {
-  return s->ops->attempt_list(s, sub_id, before_id, limit, out);
+  return s->ops->attempt_list(s, sub_id, before_id, skip, limit, out);
 }
 
 __attribute__((warn_unused_result)) static inline enum store_status store_outbox_stats(

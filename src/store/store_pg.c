@@ -2866,7 +2866,7 @@ static bool prepare_reader(PGconn *c) {
          prepare(c, "attempt_list",
                  "SELECT id, event_id, type, attempt, status_code, latency_ms, at_us, outcome, "
                  "response_head FROM delivery_attempts WHERE sub_id = $1 AND id < $2::bigint "
-                 "ORDER BY id DESC LIMIT $3::bigint",
+                 "ORDER BY id DESC LIMIT $3::bigint OFFSET $4::bigint",
                  0, NULL) &&
          prepare(c, "outbox_stats", outbox_stats_sql, 0, NULL);
 }
@@ -4896,19 +4896,21 @@ static enum store_status pg_sub_secret(struct store *base, const char *id, char 
 }
 
 static enum store_status pg_attempt_list(struct store *base, const char *sub_id, int64_t before_id,
-                                         int64_t limit, struct store_attempt_page *out) {
+                                         int64_t skip, int64_t limit,
+                                         struct store_attempt_page *out) {
   struct pg_store *s = (struct pg_store *)base;
-  char before[24], lim[24];
+  char before[24], lim[24], off[24];
   snprintf(before, sizeof before, "%lld", (long long)(before_id > 0 ? before_id : INT64_MAX));
   snprintf(lim, sizeof lim, "%lld", (long long)(limit < 1 ? 1 : limit > 1001 ? 1001 : limit));
-  const char *vals[] = {sub_id, before, lim};
+  snprintf(off, sizeof off, "%lld", (long long)(skip > 0 ? skip : 0));
+  const char *vals[] = {sub_id, before, lim, off};
   enum store_status st = STORE_RETRY;
   out->items = NULL;
   out->count = 0;
   for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
     struct pg_reader *r = reader_get(s);
     if (!r) return STORE_RETRY;
-    PGresult *res = reader_exec(s, r, "attempt_list", 3, vals, &st);
+    PGresult *res = reader_exec(s, r, "attempt_list", 4, vals, &st);
     int rows = st == STORE_OK ? PQntuples(res) : 0;
     if (st == STORE_OK && rows > 0 && !(out->items = calloc((size_t)rows, sizeof *out->items)))
       st = STORE_RETRY;

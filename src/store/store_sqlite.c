@@ -4322,7 +4322,7 @@ static const char *const or_sql[OR_COUNT] = {
     [OR_ATTEMPTS] =
         "SELECT id, event_id, type, attempt, status_code, latency_ms, at_us, outcome, "
         "response_head FROM delivery_attempts WHERE sub_id = ?1 AND id < ?2 "
-        "ORDER BY id DESC LIMIT ?3",
+        "ORDER BY id DESC LIMIT ?3 OFFSET ?4",
     /* Counts stop at OB_COUNT_CAP (health reports that many as "at least"); the oldest pending
      * seq is each subscription's first pending row in its primary key's order. */
     /* Rows pending, and every subscription's events after its cursor that it wants (types,
@@ -4451,7 +4451,7 @@ static enum store_status sqlite_sub_secret(struct store *base, const char *id, c
 }
 
 static enum store_status sqlite_attempt_list(struct store *base, const char *sub_id,
-                                             int64_t before_id, int64_t limit,
+                                             int64_t before_id, int64_t skip, int64_t limit,
                                              struct store_attempt_page *out) {
   out->items = NULL;
   out->count = 0;
@@ -4462,6 +4462,7 @@ static enum store_status sqlite_attempt_list(struct store *base, const char *sub
   sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
   sqlite3_bind_int64(st, 3, limit);
+  sqlite3_bind_int64(st, 4, skip > 0 ? skip : 0);
   enum store_status result = STORE_OK;
   size_t cap = 0;
   int rc = SQLITE_DONE;

@@ -374,8 +374,12 @@ def test_deliveries_and_replay_answer_shapes(server):
     assert r.json() == {"deliveries": [], "pagination": {"limit": 100, "nextCursor": None}}
     r = server.get(f"/api/v1/subscriptions/{sub['id']}/deliveries", params={"limit": 5})
     assert r.json()["pagination"] == {"limit": 5, "nextCursor": None}
+    r = server.get(f"/api/v1/subscriptions/{sub['id']}/deliveries", params={"page": 3})
+    assert r.json() == {"deliveries": [],
+                        "pagination": {"limit": 100, "nextCursor": None, "page": 3}}, r.text
     for params in [{"limit": 0}, {"limit": 1001}, {"limit": "x"}, {"cursor": "abc"},
-                   {"cursor": 0}, {"cursor": -2}]:
+                   {"cursor": 0}, {"cursor": -2}, {"page": 0}, {"page": -1}, {"page": "x"},
+                   {"page": 100001}, {"page": 2, "cursor": "5"}]:
         assert_error(server.get(f"/api/v1/subscriptions/{sub['id']}/deliveries", params=params),
                      400, "INVALID_PARAMETER")
     replay = f"/api/v1/subscriptions/{sub['id']}/replay"
@@ -492,6 +496,13 @@ def test_deliveries_log_and_replay_resend_with_the_same_ids(make_server):
         r = srv.get(path, params={"limit": 1, "cursor": page["pagination"]["nextCursor"]})
         older = r.json()["deliveries"]
         assert older and older[0]["eventId"] == d["eventId"]
+        # or by page number: page 2 of one is the same older attempt
+        r = srv.get(path, params={"limit": 1, "page": 2})
+        assert r.status_code == 200, r.text
+        assert r.json()["deliveries"] == older[:1], r.text
+        assert r.json()["pagination"]["page"] == 2
+        assert srv.get(path, params={"limit": 1, "page": 1}).json()["deliveries"] == \
+            page["deliveries"]
     finally:
         rec.close()
 

@@ -4815,7 +4815,7 @@ static void test_outbox_subscriptions_round_trip(void **state) {
   ob_finish(&o.jobs[0], DELIVERY_RETRY, 500, time_now_us(), time_now_us());
   store_jobs_free(&o);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, s2.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, s2.id, 0, 0, 10, &page), STORE_OK);
   assert_int_equal(page.count, 1);
   free(page.items);
   memset(&w, 0, sizeof w);
@@ -4827,7 +4827,7 @@ static void test_outbox_subscriptions_round_trip(void **state) {
   assert_int_equal(w.status, STORE_OK);
   assert_int_equal(w.erased, 1);
   assert_int_equal(store_sub_get(B->store, s2.id, &got), STORE_NOT_FOUND);
-  assert_int_equal(store_attempt_list(B->store, s2.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, s2.id, 0, 0, 10, &page), STORE_OK);
   assert_int_equal(page.count, 0);
   free(page.items);
   o = ob_claim(s2.id, time_now_us(), OB_LEASE_US, 10);
@@ -5034,7 +5034,7 @@ static void test_outbox_leases(void **state) {
   ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, t, 0);
   store_jobs_free(&o);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 100, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 0, 100, &page), STORE_OK);
   assert_int_equal(page.count, 2); /* the two deliveries; neither the release nor the ignored */
   free(page.items);
   ob_sub_delete(sub.id);
@@ -5094,7 +5094,7 @@ static void test_outbox_finish_outcomes(void **state) {
   ob_check(&g.items[0], OUTBOX_UPDATED, p2);
   ob_gots_free(&g);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 100, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 0, 100, &page), STORE_OK);
   assert_int_equal(page.count, 4);
   const struct store_attempt *a = page.items;
   assert_true(a[0].id > a[1].id && a[1].id > a[2].id && a[2].id > a[3].id);
@@ -5112,9 +5112,22 @@ static void test_outbox_finish_outcomes(void **state) {
   assert_int_equal(a[3].outcome, DELIVERY_RETRY);
   assert_int_equal(a[3].attempt, 1);
   struct store_attempt_page older;
-  assert_int_equal(store_attempt_list(B->store, sub.id, a[1].id, 1, &older), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub.id, a[1].id, 0, 1, &older), STORE_OK);
   assert_int_equal(older.count, 1);
   assert_int_equal(older.items[0].id, a[2].id);
+  free(older.items);
+  /* skipping: the page a page number names (newest first), after a cursor too */
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 2, 2, &older), STORE_OK);
+  assert_int_equal(older.count, 2);
+  assert_int_equal(older.items[0].id, a[2].id);
+  assert_int_equal(older.items[1].id, a[3].id);
+  free(older.items);
+  assert_int_equal(store_attempt_list(B->store, sub.id, a[0].id, 2, 10, &older), STORE_OK);
+  assert_int_equal(older.count, 1);
+  assert_int_equal(older.items[0].id, a[3].id);
+  free(older.items);
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 4, 10, &older), STORE_OK);
+  assert_int_equal(older.count, 0);
   free(older.items);
   free(page.items);
 
@@ -5130,7 +5143,7 @@ static void test_outbox_finish_outcomes(void **state) {
   now = ob_sub_read(never.id);
   assert_true(now.paused);
   assert_string_equal(subscription_state(&now), "paused");
-  assert_int_equal(store_attempt_list(B->store, never.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, never.id, 0, 0, 10, &page), STORE_OK);
   assert_int_equal(page.count, 1);
   assert_int_equal(page.items[0].outcome, DELIVERY_PAUSED);
   free(page.items);
@@ -5172,7 +5185,7 @@ static void test_outbox_finish_outcomes(void **state) {
   assert_string_equal(o.jobs[0].event.conversation_id, r);
   assert_int_equal(o.jobs[0].attempt, 2);
   store_jobs_free(&o);
-  assert_int_equal(store_attempt_list(B->store, gone.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, gone.id, 0, 0, 10, &page), STORE_OK);
   assert_int_equal(page.count, 1);
   assert_int_equal(page.items[0].outcome, DELIVERY_DISABLED);
   assert_int_equal(page.items[0].status_code, 410);
@@ -5401,7 +5414,7 @@ static void test_outbox_success_anywhere_in_a_finish_counts(void **state) {
     if (now.paused) fail_msg("results in order %d paused the subscription", order);
     assert_string_equal(subscription_state(&now), "active");
     struct store_attempt_page page;
-    assert_int_equal(store_attempt_list(B->store, sub->id, 0, 10, &page), STORE_OK);
+    assert_int_equal(store_attempt_list(B->store, sub->id, 0, 0, 10, &page), STORE_OK);
     assert_int_equal(page.count, 2);
     int dead = 0;
     for (size_t i = 0; i < page.count; i++) dead += page.items[i].outcome == DELIVERY_FAILED;
@@ -5467,7 +5480,7 @@ static void test_outbox_stale_answer_after_replay_and_claim(void **state) {
   /* every answer is an attempt on record, newest first: 200, 503, stale 200, stale 500, 500,
    * 500; the stale ones changed nothing */
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 20, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 0, 20, &page), STORE_OK);
   assert_int_equal(page.count, 6);
   assert_int_equal(page.items[0].outcome, DELIVERY_DELIVERED);
   assert_int_equal(page.items[0].attempt, 2);
@@ -5533,7 +5546,7 @@ static void test_outbox_erasure_takes_attempts(void **state) {
   ob_gots_free(&g);
   assert_true(erase_ok(gone) > 0);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 0, 10, &page), STORE_OK);
   assert_int_equal(page.count, 1);
   assert_string_equal(page.items[0].event_id, kept_id);
   free(page.items);
@@ -5606,7 +5619,7 @@ static void test_outbox_erasure_while_in_flight(void **state) {
   ob_finish(&o.jobs[0], DELIVERY_DELIVERED, 200, time_now_us(), 0);
   store_jobs_free(&o);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 0, 10, &page), STORE_OK);
   assert_int_equal(page.count, 0);
   free(page.items);
   struct ob_gots g = ob_drain(sub.id);
@@ -5850,7 +5863,7 @@ static void test_outbox_prune(void **state) {
   assert_true(p.added >= 1 + 4);              /* n1's event, the attempts */
   assert_int_equal(ob_replay(sub.id, t0), 1); /* n2 only: n1 is gone, n3 not fanned out yet */
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 100, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 0, 100, &page), STORE_OK);
   assert_int_equal(page.count, 0);
   free(page.items);
   struct ob_gots g = ob_drain(late.id);
@@ -6588,7 +6601,7 @@ static void test_pg_outbox_events_follow_changes(void **state) {
   assert_int_equal(direct_sql(sql), 1);
   assert_int_equal(pg_fanout(B->store), 0);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub, 0, 0, 10, &page), STORE_OK);
   /* the created and updated events' attempts went with the erasure (their answers may echo the
    * data); the deletion's own stays */
   assert_int_equal(page.count, 1);
@@ -6722,7 +6735,7 @@ static void test_pg_outbox_pause_dead_letter_resume_replay(void **state) {
   assert_int_equal(store_outbox_stats(B->store, NULL, &stats), STORE_OK);
   assert_true(stats.dead_letters >= 1);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub, 0, 10, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub, 0, 0, 10, &page), STORE_OK);
   assert_int_equal(page.count, 3);
   assert_int_equal(page.items[0].outcome, DELIVERY_FAILED);
   assert_int_equal(page.items[2].outcome, DELIVERY_PAUSED);
@@ -6925,7 +6938,7 @@ static void test_pg_outbox_two_stores_share_the_work(void **state) {
   pg_finish(B->store, &stale, 1);
   store_jobs_free(&o);
   struct store_attempt_page page;
-  assert_int_equal(store_attempt_list(B->store, sub, 0, 1, &page), STORE_OK);
+  assert_int_equal(store_attempt_list(B->store, sub, 0, 0, 1, &page), STORE_OK);
   assert_int_equal(page.count, 1);
   assert_true(strcmp(page.items[0].event_id, o2.jobs[0].event.id) != 0);
   free(page.items);
