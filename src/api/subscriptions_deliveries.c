@@ -1,8 +1,9 @@
 /* GET /api/v1/subscriptions/{id}/deliveries?cursor=&page=&limit= (admin): the subscription's
  * recorded attempts, newest first, a page at a time (the cursor is the nextCursor of the page
- * before, as for the audit log; or page, counted from 1, skips the pages before it). POST /api/v1/subscriptions/{id}/replay?since=RFC3339 (admin): every
- * event since then that the subscription was sent (or would have been) goes out again with
- * its original id: 202 {"replayed": N}. Both run on an offload thread. */
+ * before, as for the audit log; or page, counted from 1, skips the pages before it).
+ * POST /api/v1/subscriptions/{id}/replay?since=RFC3339 (admin): every event since then that the
+ * subscription was sent (or would have been) goes out again with its original id: 202
+ * {"replayed": N}. Both run on an offload thread. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
