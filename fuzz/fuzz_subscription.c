@@ -1,10 +1,11 @@
 /* The subscription validator (model/outbox.c), reached by POST and PATCH
  * /api/v1/subscriptions bodies. Properties: a body is accepted or refused with a non-empty list
- * of {"field","issue"} problems; an accepted create has an http(s) URL of at most
- * OUTBOX_URL_MAX bytes and known types only; what it accepts renders, and the rendered members
- * are accepted back as a PATCH that changes nothing; at most MODEL_PROBLEMS_MAX problems are
- * listed (one more entry counts the rest). */
+ * of {"field","issue"} problems; an accepted create has an http(s) URL (its scheme in any case,
+ * RFC 3986) of at most OUTBOX_URL_MAX bytes and known types only; what it accepts renders, and
+ * the rendered members are accepted back as a PATCH that changes nothing; at most
+ * MODEL_PROBLEMS_MAX problems are listed (one more entry counts the rest). */
 #include <string.h>
+#include <strings.h>
 
 #include "fuzz.h"
 #include "model/outbox.h"
@@ -36,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else {
     size_t len = strlen(sub->url);
     FUZZ_CHECK(len <= OUTBOX_URL_MAX);
-    FUZZ_CHECK(strncmp(sub->url, "http://", 7) == 0 || strncmp(sub->url, "https://", 8) == 0);
+    FUZZ_CHECK(strncasecmp(sub->url, "http://", 7) == 0 ||
+               strncasecmp(sub->url, "https://", 8) == 0);
     FUZZ_CHECK(sub->event_types != 0 && (sub->event_types & ~OUTBOX_TYPES_ALL) == 0);
     FUZZ_CHECK(sub->max_per_second >= 0 && sub->max_per_second <= 100000);
     memcpy(sub->id, "sub_0123456789abcdef01234567", 29);
