@@ -240,6 +240,25 @@ def test_created_arrives_signed_with_the_conversation_as_get_shows_it(make_serve
     sub.assert_all_signed()
 
 
+def test_an_upper_case_scheme_is_delivered_to(make_server, rcv):
+    """HTTP:// is accepted (RFC 3986: the scheme is case-insensitive), and libcurl sends to it
+    as to http://: the event arrives and the attempt is listed delivered."""
+    srv = start(make_server)
+    name = "hook-" + uid()[:12]
+    url = rcv.url(name)
+    assert url.startswith("http://"), url
+    r = srv.request("POST", "/api/v1/subscriptions", json={"url": "HTTP://" + url[7:]})
+    assert r.status_code == 201, r.text
+    sub = Sub(srv, rcv, name, unwrap(r))
+    assert sub.get()["url"] == "HTTP://" + url[7:]
+    cid = f"conv_{uid()}"
+    post(srv, make_conv(cid))
+    (req,) = sub.wait_delivered(cid, "conversation.created")
+    assert req.signature_ok(sub.secret), req.headers
+    (a,) = wait_until(lambda: attempts_of(sub, req.webhook_id), what="the attempt listed")
+    assert (a["statusCode"], a["outcome"]) == (200, "delivered"), a
+
+
 def test_changed_redelivery_is_updated_identical_is_nothing(make_server, rcv):
     srv = start(make_server)
     sub = subscribe(srv, rcv)
