@@ -133,6 +133,9 @@ static struct store *open_store(const struct config *cfg, const struct seal_ring
     store_close(s);
     return NULL;
   }
+  /* with a broker, every change's events are written from the first one (a broker that was
+   * never reached has no cursor yet to show the store it is there) */
+  if (s && *cfg->queue_url) store_set_outbox_broker(s, true);
   return s;
 }
 

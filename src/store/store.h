@@ -538,6 +538,12 @@ struct store_ops {
    * wrote outbox events, so the dispatcher wakes without polling; NULL: none. Set once, before
    * any write. */
   void (*set_outbox_notify)(struct store *s, void (*notify)(void *cls), void *cls);
+  /* This process publishes the outbox to a broker (QUEUE_URL): every change writes its events,
+   * even before the broker's cursor is stored. Without it a store may leave out the events of
+   * a change that nothing stored reads (no subscription, no broker cursor): nothing could ever
+   * deliver them. NULL: the store always writes them. Set before the first write (a later
+   * change applies from the next batch on). */
+  void (*set_outbox_broker)(struct store *s, bool on);
   /* ---- Analytics (issue 11 part 1) ---- */
   /* Calls cell for every cell of the answer to q (on the caller's thread, in no given order). */
   enum store_status (*analytics_scan)(struct store *s, const struct store_analytics_query *q,
@@ -624,6 +630,10 @@ __attribute__((warn_unused_result)) static inline enum store_status store_audit_
 __attribute__((warn_unused_result)) static inline enum store_status store_secret(
     struct store *s, const char *name, unsigned char out[STORE_SECRET_LEN]) {
   return s->ops->secret(s, name, out);
+}
+
+static inline void store_set_outbox_broker(struct store *s, bool on) {
+  if (s->ops->set_outbox_broker) s->ops->set_outbox_broker(s, on);
 }
 
 __attribute__((warn_unused_result)) static inline enum store_status store_set_ring(

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,7 @@ enum ob_stmt {
   OB_LANE_CONV_PENDING,
   OB_LANE_ROW,
   OB_LANE_COUNT,
+  OB_CONSUMED,
   OB_COUNT
 };
 
@@ -226,7 +228,11 @@ struct sqlite_store {
   struct rollup_map roll;
   /* per level, and [1]: for rows that keep a hist (rollup_keeps_hist), [0]: the others */
   sqlite3_stmt *w_roll_put[3][2], *w_roll_del[3];
-  bool ob_notify;            /* the batch being committed wrote events or made deliveries due */
+  bool ob_notify; /* the batch being committed wrote events or made deliveries due */
+  /* Whether the batch's changes write their outbox events (ob_consumed): 1 yes, 0 no, -1 not
+   * read yet in this batch. ob_broker: this process publishes to a broker (always yes). */
+  int ob_consumed;
+  atomic_bool ob_broker;
   void (*notify)(void *cls); /* set_outbox_notify */
   void *notify_cls;
   pthread_t writer;
@@ -1966,6 +1972,7 @@ static enum store_status commit_batch(struct sqlite_store *s, struct store_write
     if (rc == SQLITE_OK) rc = record_key0(s);
     s->chain_loaded = false;
     s->ob_notify = false;
+    s->ob_consumed = -1;
     lanes_begin(&s->lane);
     rollup_map_clear(&s->roll);
     for (struct store_write *w = *head; rc == SQLITE_OK && w; w = w->next) {
@@ -2851,6 +2858,11 @@ static enum store_status sqlite_key_list(struct store *base, struct apikey_recor
  * cleared at open. */
 
 static const char *const ob_sql[OB_COUNT] = {
+    /* Whether anything stored reads the outbox: a subscription (in any state) or a broker's
+     * cursor (see ob_consumed). */
+    [OB_CONSUMED] =
+        "SELECT EXISTS (SELECT 1 FROM subscriptions) OR "
+        "EXISTS (SELECT 1 FROM outbox_cursors)",
     [OB_INSERT] =
         "INSERT INTO outbox_events (event_id, type, conversation_id, account_id, "
         "account_sealed, created_us, data, sealed_with) "
@@ -3093,6 +3105,31 @@ static int ob_account_of_write(struct sqlite_store *s, const struct store_write 
   return SQLITE_OK;
 }
 
+/* Whether this batch's changes write outbox events: only when something will read them, a
+ * subscription (enabled or not: a paused one's events wait) or a broker (its cursor, or
+ * ob_broker before the broker thread made it). A subscription receives what is committed after
+ * its creation and a broker what is committed while it is configured, so an event nothing
+ * could ever read is not written: its row, its rendering and its checkpoint are most of what
+ * the outbox costs a webhook. Read once per batch inside the write transaction, which every writer
+ * of the file (another process too) takes in turn, so a subscription committed before this batch is
+ * always seen; one created in this batch sets it (apply_sub_put, outbox_queue_read). */
+static int ob_consumed(struct sqlite_store *s, bool *yes) {
+  if (atomic_load(&s->ob_broker)) s->ob_consumed = 1;
+  if (s->ob_consumed < 0) {
+    sqlite3_stmt *st = s->ob[OB_CONSUMED];
+    bool row;
+    int rc = ob_step(st, &row);
+    s->ob_consumed = row && sqlite3_column_int(st, 0) ? 1 : 0;
+    ob_done(st);
+    if (rc != SQLITE_OK) {
+      s->ob_consumed = -1;
+      return rc;
+    }
+  }
+  *yes = s->ob_consumed == 1;
+  return SQLITE_OK;
+}
+
 /* Writes one event (a new random id), its data sealed with a ring. */
 static int ob_insert(struct sqlite_store *s, int type, const char *conversation_id,
                      int64_t created_us, const char *data, size_t len, const struct ob_account *a) {
@@ -3150,11 +3187,13 @@ static bool texts_renderable(const struct store_conversation *c) {
  * first SELECT; audio the write stores replaces it. */
 static int ob_of_version(struct sqlite_store *s, struct store_write *w, bool existed,
                          int64_t audio_bytes) {
+  bool consumed;
+  int rc = ob_consumed(s, &consumed);
+  if (rc != SQLITE_OK || !consumed) return rc;
   const struct conversation_input *in = w->conv;
   struct store_conversation c;
   memset(&c, 0, sizeof c);
   c.audio_bytes = store_write_has_audio(w) ? w->audio_len : audio_bytes;
-  int rc;
   copy_text(c.conversation_id, sizeof c.conversation_id,
             (const unsigned char *)in->conversation_id);
   copy_text(c.email_id, sizeof c.email_id, (const unsigned char *)in->email_id);
@@ -3215,6 +3254,9 @@ static char *ob_audio_data(const char *id, int64_t bytes, size_t *len) {
 static int ob_audio_only(struct sqlite_store *s, struct store_write *w) {
   const char *id = w->event_conversation_id;
   if (!id || !*id) return SQLITE_OK;
+  bool consumed;
+  int crc = ob_consumed(s, &consumed);
+  if (crc != SQLITE_OK || !consumed) return crc;
   sqlite3_stmt *st = s->ob[OB_CONV_ROW];
   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
   sqlite3_bind_int(st, 2, 1);
@@ -3268,10 +3310,13 @@ static int ob_erased(struct sqlite_store *s, const char *id, bool expired,
     int rc = step_done(s->ob[i]);
     if (rc != SQLITE_OK) return rc;
   }
+  bool consumed;
+  int rc = ob_consumed(s, &consumed);
+  if (rc != SQLITE_OK || !consumed) return rc;
   size_t len;
   char *data = outbox_deleted_data(id, expired, &len);
   if (!data) return SQLITE_NOMEM;
-  int rc = ob_insert(s, OUTBOX_DELETED, id, time_now_us(), data, len, a);
+  rc = ob_insert(s, OUTBOX_DELETED, id, time_now_us(), data, len, a);
   free(data);
   return rc;
 }
@@ -3364,6 +3409,7 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   s->ob_notify = true; /* the dispatcher looks at its subscriptions again */
   struct store_sealed_id account;
   if (w->sub_create) {
+    s->ob_consumed = 1; /* the batch's changes after it are its (a rollback resets it) */
     sqlite3_stmt *st = s->ob[OB_SUB_INSERT];
     struct store_seal_buf url = {0};
     int rc = bind_sub_account(s, st, 5, 6, sub, &account);
@@ -3459,6 +3505,7 @@ static int apply_sub_delete(struct sqlite_store *s, struct store_write *w) {
     rc = step_done(s->ob[i]);
     if (rc == SQLITE_OK && i == OB_SUB_DELETE) w->erased = sqlite3_changes64(s->wdb);
   }
+  s->ob_consumed = -1; /* it may have been the last */
   s->ob_notify = true;
   return rc;
 }
@@ -4039,6 +4086,7 @@ static int outbox_queue_read(struct sqlite_store *s, struct store_outbox_work *o
   sqlite3_bind_int64(st, 2, o->now_us);
   int rc = step_done(st);
   if (rc != SQLITE_OK) return rc;
+  s->ob_consumed = 1;
   st = s->ob[OB_Q_LEASE];
   sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
@@ -4545,6 +4593,10 @@ static void sqlite_set_outbox_notify(struct store *base, void (*notify)(void *cl
   s->notify_cls = cls;
 }
 
+static void sqlite_set_outbox_broker(struct store *base, bool on) {
+  atomic_store(&((struct sqlite_store *)base)->ob_broker, on); /* read by the writer */
+}
+
 /* ---------- lifecycle ---------- */
 
 static void writer_finalize(struct sqlite_store *s) {
@@ -4966,6 +5018,7 @@ static const struct store_ops sqlite_ops = {
     .attempt_list = sqlite_attempt_list,
     .outbox_stats = sqlite_outbox_stats,
     .set_outbox_notify = sqlite_set_outbox_notify,
+    .set_outbox_broker = sqlite_set_outbox_broker,
     .analytics_scan = sqlite_analytics_scan,
     .analytics_account_name = sqlite_analytics_account_name,
     .analytics_account_names = sqlite_analytics_account_names,

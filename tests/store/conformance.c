@@ -6052,7 +6052,9 @@ static void test_outbox_keepalive_creates_a_missing_cursor(void **state) {
   new_tag(tag);
   snprintf(k1, sizeof k1, "ob-k1-%s", tag);
   snprintf(name, sizeof name, "never-%s", tag);
+  store_set_outbox_broker(B->store, true); /* QUEUE_URL is set: its events are written */
   (void)put_conv(k1, "k@example.com", "acc");
+  store_set_outbox_broker(B->store, false);
   (void)ob_fanout(time_now_us());
   usleep(20000);
   int64_t t_before = time_now_us();
@@ -6082,6 +6084,78 @@ static void test_outbox_keepalive_creates_a_missing_cursor(void **state) {
   }
   assert_int_equal(first, oldest);
   assert_int_equal(got_k1, 1);
+  ob_queue_drop(name);
+}
+
+/* Events nothing could read are not written (SQLite): with no subscription, no broker cursor
+ * and no broker configured (store_set_outbox_broker) a change writes no outbox event; a
+ * subscription in any state, a broker's cursor or a configured broker makes every later change
+ * write them, erasures' conversation.deleted too; a subscription created in the same batch
+ * before a change counts. PostgreSQL writes them always. */
+static void test_outbox_events_only_when_something_reads_them(void **state) {
+  (void)state;
+  bool skips = strcmp(B->name, "sqlite") == 0;
+  if (skips) { /* nothing left by the tests before reads the outbox */
+    struct subscription *all;
+    size_t n;
+    assert_int_equal(store_sub_list(B->store, &all, &n), STORE_OK);
+    for (size_t i = 0; i < n; i++) ob_sub_delete(all[i].id);
+    free(all);
+    (void)direct_sql("DELETE FROM outbox_cursors");
+  }
+  char tag[16], id[6][64], name[64], email[64];
+  new_tag(tag);
+  for (int i = 0; i < 6; i++) snprintf(id[i], sizeof id[i], "ob-only-%d-%s", i, tag);
+  snprintf(name, sizeof name, "only-%s", tag);
+  snprintf(email, sizeof email, "only-%s@example.com", tag);
+
+  (void)put_conv(id[0], email, "acc");
+  assert_int_equal(ob_events_of(id[0]), skips ? 0 : 1);
+  /* a disabled subscription reads them too (they wait for it) */
+  struct subscription sub = ob_sub(OB_ALL_TYPES, NULL);
+  sub.enabled = false;
+  ob_sub_create(&sub);
+  (void)put_conv(id[1], email, "acc");
+  assert_int_equal(ob_events_of(id[1]), 1);
+  assert_true(erase_ok(id[0]) > 0);
+  assert_int_equal(ob_events_of(id[0]), 1); /* its conversation.deleted */
+  ob_sub_delete(sub.id);
+  (void)put_conv(id[2], email, "acc");
+  assert_int_equal(ob_events_of(id[2]), skips ? 0 : 1);
+  assert_true(erase_ok(id[2]) > 0);
+  assert_int_equal(ob_events_of(id[2]), skips ? 0 : 1);
+
+  /* a subscription and a change in one batch: the change is the subscription's */
+  struct subscription both = ob_sub(OB_ALL_TYPES, NULL);
+  struct pending *ps = probe_new(); /* its completion, for a subscription write */
+  ps->w.kind = STORE_WRITE_SUB_PUT;
+  ps->w.sub = &both;
+  ps->w.sub_create = true;
+  ps->w.sub_enabled_given = true;
+  ps->w.sub_fields = STORE_SUB_ALL;
+  ps->w.audio_fd = -1;
+  char *body = conv_body(id[3], email, "acc", 1, NULL);
+  struct pending *pc = pending_new(body);
+  store_submit(B->store, &ps->w);
+  store_submit(B->store, &pc->w); /* one batch when the writer is busy: in order either way */
+  wait_done(ps);
+  wait_done(pc);
+  assert_int_equal(ps->w.status, STORE_OK);
+  assert_int_equal(pc->w.status, STORE_OK);
+  pending_free(ps);
+  pending_free(pc);
+  free(body);
+  assert_int_equal(ob_events_of(id[3]), 1);
+  ob_sub_delete(both.id);
+
+  /* a configured broker, then its cursor alone */
+  store_set_outbox_broker(B->store, true);
+  (void)put_conv(id[4], email, "acc");
+  store_set_outbox_broker(B->store, false);
+  assert_int_equal(ob_events_of(id[4]), 1);
+  ob_queue_advance(B->store, name, 0);
+  (void)put_conv(id[5], email, "acc");
+  assert_int_equal(ob_events_of(id[5]), 1);
   ob_queue_drop(name);
 }
 
@@ -8263,7 +8337,8 @@ static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
   cmocka_unit_test(test_outbox_queue_cursor),                            \
   cmocka_unit_test(test_outbox_retry_after_holds_the_subscription),      \
   cmocka_unit_test(test_outbox_prune_passes_stale_broker_cursors),   \
-  cmocka_unit_test(test_outbox_keepalive_creates_a_missing_cursor)
+  cmocka_unit_test(test_outbox_keepalive_creates_a_missing_cursor),     \
+  cmocka_unit_test(test_outbox_events_only_when_something_reads_them)
 /* The outbox reviews' fixes (store.h: lease_token, sub_enabled_given; retention of audio
  * alone; erasure takes attempts): backend-neutral, run on every group. */
 #define OUTBOX_REVIEW_TESTS                                              \
