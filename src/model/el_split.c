@@ -59,7 +59,9 @@ struct el_split {
   int q;         /* characters in the current quad (0..3) */
   int pad;       /* '=' seen in the current quad */
   bool done;     /* a padded quad ended the base64: only the closing quote may follow */
-  unsigned char batch[AUDIO_BATCH];
+  /* AUDIO_BATCH bytes, allocated when the audio starts: most events carry none, and 64 KiB
+   * per request in flight was a quarter of the process's memory at 256 connections */
+  unsigned char *batch;
   size_t batch_len;
 };
 
@@ -88,12 +90,8 @@ static const bool STRUCT_STOP[256] = {
     ['"'] = true, [','] = true, ['{'] = true, ['['] = true, ['}'] = true, [']'] = true};
 
 struct el_split *el_split_new(size_t envelope_max, el_split_sink sink, void *cls) {
-  /* Everything zeroed but the audio batch (64 KiB, written before it is read): most events
-   * carry no audio, and zeroing it cost more than splitting a 20 KB event. */
-  struct el_split *sp = malloc(sizeof *sp);
+  struct el_split *sp = calloc(1, sizeof *sp);
   if (!sp) return NULL;
-  memset(sp, 0, offsetof(struct el_split, batch));
-  sp->batch_len = 0;
   if (envelope_max > SIZE_MAX / 4) envelope_max = SIZE_MAX / 4; /* so sizes never wrap */
   sp->env_cap = envelope_max < 1024 ? envelope_max + 1 : 1024;
   sp->env = malloc(sp->env_cap);
@@ -295,6 +293,8 @@ static enum el_split_status feed_byte(struct el_split *sp, unsigned char c) {
     if (sp->has_audio) return EL_SPLIT_BAD_AUDIO; /* a second data.full_audio */
     enum el_split_status st = env_put(sp, "\"", 1);
     if (st != EL_SPLIT_OK) return st;
+    /* not zeroed: written before it is read */
+    if (!(sp->batch = malloc(AUDIO_BATCH))) return EL_SPLIT_NO_MEMORY;
     sp->has_audio = true;
     sp->in_audio = true;
     sp->audio_at = (int64_t)sp->env_len;
@@ -422,6 +422,7 @@ bool el_split_canonical(const struct el_split *sp) { return sp->has_audio && sp-
 
 void el_split_free(struct el_split *sp) {
   if (!sp) return;
+  free(sp->batch);
   free(sp->env);
   free(sp);
 }
