@@ -739,7 +739,11 @@ def main():
                 print(f"  (PostgreSQL not available: {e})", file=sys.stderr)
                 pg = None
         if pg and "postgresql" in ONLY:
+            # issue 12: the same three bodies as SQLite (the ElevenLabs event when its fixture
+            # is there), gensendrep's own CPU apart from PostgreSQL's (pg_data)
             ingest("ingest, PostgreSQL", pg.create_database("bench_ingest"), work,
+                   scripts=("webhook_seed", "webhook_large") +
+                   (("webhook_elevenlabs",) if os.path.exists(EL_FIXTURE) else ()),
                    pg_data=pg.data)
 
         if "reads" in ONLY:
