@@ -252,6 +252,34 @@ def test_erasure_publishes_conversation_deleted(make_server, broker):
     assert not any(e["type"] == "conversation.deleted" for e in of(broker.seen, {other}))
 
 
+# ---------------------------------------------------------------- a broker added later
+def test_a_broker_added_later_publishes_every_event_still_kept(make_server, broker, backend):
+    """QUEUE_URL set on a service that ran without it: the broker's new cursor starts at the
+    beginning of what is kept, so it gets the events still kept, then every later one. What is
+    kept differs by backend (README "Onward delivery"): PostgreSQL writes every change's event;
+    SQLite writes none while nothing could read it (no subscription in any state, no broker
+    cursor, no QUEUE_URL), so the first conversation below has no event there, while the second,
+    stored once a (disabled) subscription existed, has one on both."""
+    srv = make_server()
+    unread, kept, after = (f"conv_{uid()}" for _ in range(3))
+    post(srv, make_conv(unread))
+    r = srv.request("POST", "/api/v1/subscriptions",
+                    json={"url": "https://no-such-host.invalid/hook", "enabled": False})
+    assert r.status_code == 201, r.text
+    post(srv, make_conv(kept))
+    srv.env_overrides.update(broker.env())
+    srv.restart()
+    post(srv, make_conv(after))
+    wanted = [kept, after] + ([unread] if backend == "postgres" else [])
+    wait_for(broker, has_created(wanted), "the events still kept, then the new one")
+    time.sleep(1.0)  # anything more would show up now
+    broker.poll()
+    mine = of(broker.seen, {unread, kept, after})
+    for e in mine:
+        check_event(e)
+    assert sorted(e["event"]["data"]["conversationId"] for e in mine) == sorted(wanted)
+
+
 # ---------------------------------------------------------------- Redis: MAXLEN
 def test_redis_stream_is_trimmed_to_about_queue_maxlen(make_server):
     side = RedisSide()
