@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+import sqlite3
 import subprocess
 import threading
 import time
@@ -98,6 +99,28 @@ def el_audio(k):
     doc["data"]["full_audio"] = base64.b64encode(audio).decode()
     doc["data"]["conversation_id"] = k.el_cid
     return json.dumps(doc).encode(), audio
+
+
+def keep_outbox(srv):
+    """A disabled subscription (its events wait): every change then writes its outbox event, a
+    copy of the conversation that must be sealed as its row is. SQLite writes no event while
+    nothing could read it (README "Onward delivery"), so without one its outbox would be empty
+    and what it keeps would go unchecked."""
+    r = srv.request("POST", "/api/v1/subscriptions",
+                    json={"url": "https://no-such-host.invalid/hook", "enabled": False})
+    assert r.status_code == 201, r.text[:300]
+
+
+def outbox_events(srv, cid):
+    """How many outbox events the server's database holds of conversation cid."""
+    q = f"SELECT count(*) FROM outbox_events WHERE conversation_id = '{cid}'"
+    if srv.backend == "sqlite":
+        db = sqlite3.connect(srv.database_url[len("sqlite:"):], timeout=10)
+        try:
+            return db.execute(q).fetchone()[0]
+        finally:
+            db.close()
+    return int(pg_cluster().psql(q, srv.database_url.rsplit("/", 1)[1]).strip())
 
 
 def write_known(srv, k):
@@ -247,6 +270,7 @@ def rewrite_seals_settle(srv, needles):
 # ------------------------------------------------------------------ tests
 def test_known_text_is_not_at_rest_and_reads_back(make_server):
     srv = make_server(env={**EL_ENV, "ENCRYPTION_KEYS": K1})
+    keep_outbox(srv)
     k = Known()
     audio = write_known(srv, k)
     # a second version of the seed conversation (a redelivery with new text)
@@ -254,6 +278,8 @@ def test_known_text_is_not_at_rest_and_reads_back(make_server):
     body["transcript"][1]["content"] = k.words + " again"
     assert srv.post_conv(body).status_code == 200
     k.transcript = body["transcript"]
+    assert outbox_events(srv, k.seed_cid) == 2  # created, updated: the outbox holds it too
+    assert outbox_events(srv, k.el_cid) == 2  # created, audio_added
     check_reads(srv, k, audio)
     assert found(srv, k.needles()) == []
     assert srv.stop() == 0  # SQLite: the WAL is folded into the file
@@ -320,6 +346,7 @@ def test_filters_and_bound_keys_over_plain_and_sealed_rows(make_server):
 
 def test_rotation_reencrypt_then_the_old_key_goes(make_server):
     srv = make_server(env={**EL_ENV, "ENCRYPTION_KEYS": K1})
+    keep_outbox(srv)  # its events are resealed too
     k_old = Known()
     audio_old = write_known(srv, k_old)
 
@@ -378,8 +405,10 @@ def test_rotation_reencrypt_then_the_old_key_goes(make_server):
 
 def test_rows_written_before_encryption_are_sealed_by_reencrypt(make_server):
     srv = make_server(env=EL_ENV)
+    keep_outbox(srv)  # its plaintext events are sealed too
     k = Known()
     audio = write_known(srv, k)
+    assert outbox_events(srv, k.seed_cid) == 1
     assert found(srv, [k.email.encode(), k.email.encode().hex().encode()]) != []
 
     with_keys(srv, K1)

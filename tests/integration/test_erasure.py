@@ -169,6 +169,19 @@ def test_erased_text_is_in_neither_the_database_file_nor_its_log(make_server, ba
     def on_disk():
         return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
 
+    def outbox_events(cid):
+        db = sqlite3.connect(str(path), timeout=10)
+        try:
+            return db.execute("SELECT count(*) FROM outbox_events WHERE conversation_id = ?",
+                              (cid,)).fetchone()[0]
+        finally:
+            db.close()
+
+    # A subscription (disabled: its events wait) makes every change write its outbox event,
+    # a copy of the text: SQLite writes none while nothing could read them.
+    r = srv.request("POST", "/api/v1/subscriptions",
+                    json={"url": "https://no-such-host.invalid/hook", "enabled": False})
+    assert r.status_code == 201, r.text
     body = make_conv()
     body["transcript"][0]["content"] = secret_text.decode() + " " + "x" * 20000  # overflow pages
     cid = body["conversationId"]
@@ -179,6 +192,7 @@ def test_erased_text_is_in_neither_the_database_file_nor_its_log(make_server, ba
     kept["transcript"][0]["content"] = kept_text.decode()
     assert srv.post_conv(kept).status_code == 200
     assert secret_text in on_disk()
+    assert outbox_events(cid) == 2  # created, updated: the text is in the outbox too
 
     assert erase(srv, cid).status_code == 200
     # The log is emptied (a TRUNCATE checkpoint) once no reader needs it: within moments.
@@ -186,6 +200,7 @@ def test_erased_text_is_in_neither_the_database_file_nor_its_log(make_server, ba
         "the erased text is still in the database file or its log"
     assert secret_text not in path.read_bytes()
     assert not wal.exists() or secret_text not in wal.read_bytes()
+    assert outbox_events(cid) == 1  # conversation.deleted alone
     assert kept_text in on_disk()  # the search does find text that was not erased
     assert srv.get_conv(kept["conversationId"], include=True).status_code == 200
     # ... and still after a restart (nothing comes back from the log)

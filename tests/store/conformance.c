@@ -3605,6 +3605,9 @@ static void test_sqlite_file_holds_no_plaintext(void **state) {
   char extra[128];
   snprintf(extra, sizeof extra, "\"summary\":{\"text\":\"%s\"}", secret);
   char *body = conv_body(id, email, account, 2, extra);
+  /* its outbox events are written (a copy of the conversation, sealed too): SQLite writes none
+   * while nothing could read them */
+  store_set_outbox_broker(B->store, true);
   (void)put_ok(body);
   char evextra[128];
   snprintf(evextra, sizeof evextra, "\"note\":\"event-%s\"", tag);
@@ -3629,6 +3632,10 @@ static void test_sqlite_file_holds_no_plaintext(void **state) {
   int fd = audio_file(50000, 9);
   (void)put_audio(id, fd, 50000, NULL);
   close(fd);
+  store_set_outbox_broker(B->store, false);
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox_events WHERE conversation_id = '%s'", id);
+  assert_int_equal(direct_sql(sql), 2); /* created, audio_added */
   unsigned char audio[64];
   for (int i = 0; i < 64; i++) audio[i] = audio_byte(1000 + i, 9);
   char wal[4300];
