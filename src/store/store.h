@@ -542,7 +542,7 @@ struct store_ops {
    * even before the broker's cursor is stored. Without it a store may leave out the events of
    * a change that nothing stored reads (no subscription, no broker cursor): nothing could ever
    * deliver them. NULL: the store always writes them. Set before the first write (a later
-   * change applies from the next batch on). */
+   * change applies from the next change the writer makes on). */
   void (*set_outbox_broker)(struct store *s, bool on);
   /* ---- Analytics (issue 11 part 1) ---- */
   /* Calls cell for every cell of the answer to q (on the caller's thread, in no given order). */
