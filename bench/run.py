@@ -741,10 +741,13 @@ def main():
         if pg and "postgresql" in ONLY:
             # issue 12: the same three bodies as SQLite (the ElevenLabs event when its fixture
             # is there), gensendrep's own CPU apart from PostgreSQL's (pg_data)
-            ingest("ingest, PostgreSQL", pg.create_database("bench_ingest"), work,
-                   scripts=("webhook_seed", "webhook_large") +
-                   (("webhook_elevenlabs",) if os.path.exists(EL_FIXTURE) else ()),
-                   pg_data=pg.data)
+            # A database per body, CHECKPOINT first: the previous body's checkpoint and
+            # autovacuum would otherwise land in this one's PostgreSQL CPU.
+            for script in ("webhook_seed", "webhook_large") + \
+                    (("webhook_elevenlabs",) if os.path.exists(EL_FIXTURE) else ()):
+                url = pg.create_database(f"bench_ingest_{script}")
+                pg.psql("CHECKPOINT")
+                ingest("ingest, PostgreSQL", url, work, scripts=(script,), pg_data=pg.data)
 
         if "reads" in ONLY:
             srv = gensendrep(sqlite_url("reads"), work)
