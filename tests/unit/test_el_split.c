@@ -14,6 +14,26 @@
 
 #define FIXTURE "tests/fixtures/elevenlabs/post_call_audio_small.json"
 
+/* Fault injection (linked with -Wl,--wrap=malloc): while armed, the next malloc of the
+ * splitter's audio batch (64 KiB, the size el_split.c allocates when an event's audio starts)
+ * fails, and fail_batch_failed counts it; every other allocation goes through. big_mallocs
+ * counts the mallocs of 64 KiB or more (the batch, or a splitter that embeds it). */
+#define AUDIO_BATCH_SIZE (64 * 1024)
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+static bool fail_batch_armed;
+static size_t fail_batch_failed, big_mallocs;
+
+void *__wrap_malloc(size_t size) {
+  if (size >= AUDIO_BATCH_SIZE) big_mallocs++;
+  if (fail_batch_armed && size == AUDIO_BATCH_SIZE) {
+    fail_batch_armed = false;
+    fail_batch_failed++;
+    return NULL;
+  }
+  return __real_malloc(size);
+}
+
 struct sink {
   unsigned char *bytes;
   size_t len, cap;
@@ -521,6 +541,55 @@ static void sink_failure_stops(void **state) {
   free(r.audio.bytes);
 }
 
+/* The audio batch is allocated when the audio starts; when that fails the split stops with
+ * EL_SPLIT_NO_MEMORY (the webhook answers 503, Retry-After: 1), stays stopped, hands the sink
+ * nothing, reports no audio, and is freed cleanly (ASan: no leak, no bad free). Whatever the
+ * chunks, including the key arriving across a boundary (the state machine then runs over the
+ * body so far first). */
+static void audio_batch_allocation_failure(void **state) {
+  (void)state;
+  static const char BODY[] =
+      "{\"type\":\"post_call_audio\",\"data\":{\"full_audio\":\"Zm9vYmFy\","
+      "\"conversation_id\":\"c\"}}";
+  static const char HEAD[] = "{\"type\":\"post_call_audio\",\"data\":{\"full_audio\":\"";
+  size_t len = strlen(BODY);
+  size_t cuts[sizeof BODY];
+  for (size_t c = 1; c < len; c++) cuts[c - 1] = c;
+  /* Whole, one byte at a time, then one cut at every offset. */
+  for (size_t run = 0; run < len + 3; run++) {
+    size_t ncuts = run == 0 ? 0 : run == 1 ? len - 1 : 1;
+    size_t one[1] = {run >= 2 ? run - 2 : 0};
+    const size_t *at = run < 2 ? cuts : one;
+    fail_batch_armed = true;
+    fail_batch_failed = 0;
+    struct result r = split_at(BODY, len, at, ncuts, 1024); /* feeds and finishes again */
+    fail_batch_armed = false;
+    assert_int_equal(fail_batch_failed, 1);
+    assert_int_equal(r.status, EL_SPLIT_NO_MEMORY);
+    assert_false(r.has_audio);
+    assert_false(r.canonical);
+    assert_int_equal(r.at, -1);
+    assert_int_equal(r.audio_len, 0);
+    assert_int_equal(r.audio.calls, 0);
+    /* The envelope stops at the audio's opening quote. */
+    assert_string_equal(r.env, HEAD);
+    result_free(&r);
+  }
+  /* Nothing is left behind: the next splitter gets its batch and splits the same body. */
+  struct result r = split_str(BODY);
+  assert_int_equal(r.status, EL_SPLIT_OK);
+  assert_true(r.has_audio);
+  assert_int_equal(r.audio.len, 6);
+  assert_memory_equal(r.audio.bytes, "foobar", 6);
+  result_free(&r);
+  /* Without audio no batch is allocated at all (before 4b7863c every splitter held one). */
+  big_mallocs = 0;
+  r = split_str("{\"type\":\"post_call_transcription\",\"data\":{\"conversation_id\":\"c\"}}");
+  assert_int_equal(r.status, EL_SPLIT_OK);
+  assert_int_equal(big_mallocs, 0);
+  result_free(&r);
+}
+
 static void base64_encode_vectors(void **state) {
   (void)state;
   static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
@@ -561,6 +630,7 @@ int main(void) {
       cmocka_unit_test(envelope_limit),
       cmocka_unit_test(large_audio_in_batches),
       cmocka_unit_test(sink_failure_stops),
+      cmocka_unit_test(audio_batch_allocation_failure),
       cmocka_unit_test(base64_encode_vectors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
