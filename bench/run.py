@@ -741,13 +741,19 @@ def main():
         if pg and "postgresql" in ONLY:
             # issue 12: the same three bodies as SQLite (the ElevenLabs event when its fixture
             # is there), gensendrep's own CPU apart from PostgreSQL's (pg_data)
-            # A database per body, CHECKPOINT first: the previous body's checkpoint and
-            # autovacuum would otherwise land in this one's PostgreSQL CPU.
+            # A database per body and connection count, CHECKPOINT first, each dropped once
+            # measured: the previous run's checkpoint and autovacuum would otherwise land in
+            # this one's PostgreSQL CPU (a fresh database alone does not stop autovacuum
+            # working through the previous one; a dropped one it leaves alone).
             for script in ("webhook_seed", "webhook_large") + \
                     (("webhook_elevenlabs",) if os.path.exists(EL_FIXTURE) else ()):
-                url = pg.create_database(f"bench_ingest_{script}")
-                pg.psql("CHECKPOINT")
-                ingest("ingest, PostgreSQL", url, work, scripts=(script,), pg_data=pg.data)
+                for c in (64, 256):
+                    name = f"bench_ingest_{script}_{c}"
+                    url = pg.create_database(name)
+                    pg.psql("CHECKPOINT")
+                    ingest("ingest, PostgreSQL", url, work, connections=(c,), scripts=(script,),
+                           pg_data=pg.data)
+                    pg.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
 
         if "reads" in ONLY:
             srv = gensendrep(sqlite_url("reads"), work)
