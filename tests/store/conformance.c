@@ -5047,6 +5047,16 @@ static void test_outbox_leases(void **state) {
   ob_sub_delete(sub.id);
 }
 
+/* The attempts store_attempt_list gives for (before_id, skip, limit): exactly the ids want. */
+static void attempt_ids_are(const char *sub, int64_t before_id, int64_t skip, int64_t limit,
+                            const int64_t *want, size_t n) {
+  struct store_attempt_page got;
+  assert_int_equal(store_attempt_list(B->store, sub, before_id, skip, limit, &got), STORE_OK);
+  assert_int_equal(got.count, n);
+  for (size_t i = 0; i < n; i++) assert_int_equal(got.items[i].id, want[i]);
+  free(got.items);
+}
+
 /* What FINISH does with each outcome: delivered goes; a retry waits for its time; exhausted, a
  * dead letter when the subscription succeeded since the event's first attempt, else the
  * subscription is paused and the event waits; 410 disables it and the event waits; made active
@@ -5118,24 +5128,11 @@ static void test_outbox_finish_outcomes(void **state) {
   assert_string_equal(a[2].event_id, p1_id);
   assert_int_equal(a[3].outcome, DELIVERY_RETRY);
   assert_int_equal(a[3].attempt, 1);
-  struct store_attempt_page older;
-  assert_int_equal(store_attempt_list(B->store, sub.id, a[1].id, 0, 1, &older), STORE_OK);
-  assert_int_equal(older.count, 1);
-  assert_int_equal(older.items[0].id, a[2].id);
-  free(older.items);
+  attempt_ids_are(sub.id, a[1].id, 0, 1, (int64_t[]){a[2].id}, 1);
   /* skipping: the page a page number names (newest first), after a cursor too */
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 2, 2, &older), STORE_OK);
-  assert_int_equal(older.count, 2);
-  assert_int_equal(older.items[0].id, a[2].id);
-  assert_int_equal(older.items[1].id, a[3].id);
-  free(older.items);
-  assert_int_equal(store_attempt_list(B->store, sub.id, a[0].id, 2, 10, &older), STORE_OK);
-  assert_int_equal(older.count, 1);
-  assert_int_equal(older.items[0].id, a[3].id);
-  free(older.items);
-  assert_int_equal(store_attempt_list(B->store, sub.id, 0, 4, 10, &older), STORE_OK);
-  assert_int_equal(older.count, 0);
-  free(older.items);
+  attempt_ids_are(sub.id, 0, 2, 2, (int64_t[]){a[2].id, a[3].id}, 2);
+  attempt_ids_are(sub.id, a[0].id, 2, 10, (int64_t[]){a[3].id}, 1);
+  attempt_ids_are(sub.id, 0, 4, 10, NULL, 0);
   free(page.items);
 
   /* no success since the first attempt: paused, the event waits (and is due once resumed) */
