@@ -3105,14 +3105,16 @@ static int ob_account_of_write(struct sqlite_store *s, const struct store_write 
   return SQLITE_OK;
 }
 
-/* Whether this batch's changes write outbox events: only when something will read them, a
+/* Whether this batch's changes write outbox events: only when something can read them, a
  * subscription (enabled or not: a paused one's events wait) or a broker (its cursor, or
- * ob_broker before the broker thread made it). A subscription receives what is committed after
- * its creation and a broker what is committed while it is configured, so an event nothing
- * could ever read is not written: its row, its rendering and its checkpoint are most of what
- * the outbox costs a webhook. Read once per batch inside the write transaction, which every writer
- * of the file (another process too) takes in turn, so a subscription committed before this batch is
- * always seen; one created in this batch sets it (apply_sub_put, outbox_queue_read). */
+ * ob_broker before the broker thread made it). A subscription receives only what is committed
+ * after its creation, so an event written while none exists could only ever reach a broker
+ * configured later, which starts at the oldest event kept: that broker misses these changes
+ * (README "Onward delivery"), the price of skipping the row, its rendering and its checkpoint,
+ * most of what the outbox costs a webhook. Read once per batch inside the write transaction,
+ * which every writer of the file (another process too) takes in turn, so a subscription
+ * committed before this batch is always seen; one created in this batch sets it
+ * (apply_sub_put, outbox_queue_read). */
 static int ob_consumed(struct sqlite_store *s, bool *yes) {
   if (atomic_load(&s->ob_broker)) s->ob_consumed = 1;
   if (s->ob_consumed < 0) {
