@@ -544,10 +544,28 @@ def test_a_large_export_keeps_memory_flat(make_server):
     assert peak - after_small < 6 * 1024, (after_small, peak)
 
 
+# Threads that work on their own schedule, not for the request being measured: the writer and
+# the checkpointer still finishing the load's commits and log copies, delivery, audit, logging.
+BACKGROUND_THREADS = {"gsr-writer", "gsr-checkpoint", "gsr-deliver", "gsr-audit", "gsr-log"}
+
+
 def cpu_seconds(srv):
-    with open(f"/proc/{srv.proc.pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The CPU the server spent serving requests: every thread but BACKGROUND_THREADS (the
+    checkpointer copying the load's log into the database could otherwise land in the window
+    measured: a CI run once saw 0.08 s for twenty HEADs that cost ~0.01 s)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{srv.proc.pid}/task"):
+        try:
+            with open(f"/proc/{srv.proc.pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        name = text[text.index("(") + 1:text.rindex(")")]
+        if name in BACKGROUND_THREADS:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def test_head_is_cheap(make_server):
