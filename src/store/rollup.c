@@ -125,7 +125,9 @@ static struct rollup_entry *find_or_add(struct rollup_map *m, enum rollup_level 
 
 struct rollup_entry *rollup_map_find(struct rollup_map *m, enum rollup_level level, int dim,
                                      int64_t at_us, const char *const *vals) {
-  int nvals = level == ROLLUP_FULL ? STORE_DIM_COUNT : level == ROLLUP_DIM ? 1 : 0;
+  int nvals = level == ROLLUP_FULL || level == ROLLUP_BLOCK ? STORE_DIM_COUNT
+              : level == ROLLUP_DIM                         ? 1
+                                                            : 0;
   uint64_t h = key_hash(level, dim, at_us, vals, nvals);
   if (!m->nslots) return NULL;
   for (size_t i = m->slots[h % m->nslots]; i != SIZE_MAX; i = m->e[i].next)
@@ -170,7 +172,7 @@ bool rollup_map_add(struct rollup_map *m, int sign, const struct rollup_row *row
       int dim;
       int64_t at;
       const char *const *vals;
-    } keys[ROLLUP_KEYS_PER_ROW - 2] = {
+    } keys[ROLLUP_KEYS_PER_ROW - 3] = {
         {ROLLUP_DIM_TOTAL, day, none},
         {ROLLUP_DIM_TOTAL4, rollup_floor(row->event_us, ROLLUP_TOTAL4_US), none}};
     size_t n = 2;
@@ -182,6 +184,9 @@ bool rollup_map_add(struct rollup_map *m, int sign, const struct rollup_row *row
       keys[n].at = block;
       keys[n++].vals = &row->dims[d];
     }
+    if (!(e = find_or_add(m, ROLLUP_BLOCK, 0, block, row->dims, STORE_DIM_COUNT))) goto oom;
+    entry_add(e, sign, row, bucket);
+    m->last[m->nlast++] = (size_t)(e - m->e);
     if (!(e = find_or_add(m, ROLLUP_TOTAL, 0, hour, NULL, 0))) goto oom;
     entry_add(e, sign, row, bucket);
     m->last[m->nlast++] = (size_t)(e - m->e);
@@ -357,7 +362,7 @@ void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t a
 }
 
 bool rollup_keeps_hist(enum rollup_level level, int dim) {
-  return level == ROLLUP_FULL ||
+  return level == ROLLUP_FULL || level == ROLLUP_BLOCK ||
          (level == ROLLUP_DIM &&
           (dim == STORE_DIM_STATUS || dim == ROLLUP_DIM_BLOCK + STORE_DIM_STATUS));
 }
@@ -374,6 +379,21 @@ enum store_status rollup_rebuild_wait(struct store *s, int64_t *counted) {
 
 bool rollup_query_filtered(const struct store_analytics_query *q) {
   return q->account_id || q->agent_id || q->platform || q->status || q->naccounts;
+}
+
+int rollup_query_one_dim(const struct store_analytics_query *q) {
+  int dim = -1, n = 0;
+  if (q->account_id || q->naccounts) dim = STORE_DIM_ACCOUNT, n++;
+  if (q->agent_id) dim = STORE_DIM_AGENT, n++;
+  if (q->platform) dim = STORE_DIM_PLATFORM, n++;
+  if (q->status) dim = STORE_DIM_STATUS, n++;
+  return n == 1 ? dim : -1;
+}
+
+/* Whether day d lies in a good block (one of [block_from, block_to) without an uncovered day). */
+static bool in_good_block(const struct rollup_plan *p, int64_t d) {
+  return d >= p->block_from && d < p->block_to &&
+         !rollup_plan_bad(p, rollup_floor(d, ROLLUP_BLOCK_US));
 }
 
 void rollup_cell_hist(struct store_cell *c, const void *blob, size_t len) {
@@ -411,6 +431,42 @@ void rollup_sink_cell(struct rollup_sink *k, const struct store_cell *c) {
     case ROLLUP_SRC_BLOCK:
       if (rollup_plan_bad(k->plan, c->at_us)) return;
       break;
+    case ROLLUP_SRC_FULL_TOTAL: { /* the hours of split days of the good blocks */
+      int64_t d = rollup_floor(c->at_us, ROLLUP_DAY_US);
+      if (!in_good_block(k->plan, d) || !rollup_plan_split(k->plan, d) ||
+          rollup_plan_straddled(k->plan, c->at_us))
+        return;
+      struct store_cell t;
+      rollup_cell_init(&t, STORE_CELL_TOTAL, c->at_us);
+      t.conversations = c->conversations;
+      t.messages = c->messages;
+      t.duration_sum = c->duration_sum;
+      k->cell(k->cls, &t);
+      return;
+    }
+    case ROLLUP_SRC_DIM_VALUE: /* the other days of the good blocks */
+      if (!in_good_block(k->plan, c->at_us) || rollup_plan_split(k->plan, c->at_us) ||
+          rollup_plan_uncovered(k->plan, c->at_us))
+        return;
+      break;
+    case ROLLUP_SRC_FULL_BLOCK: { /* the good blocks, one DIM cell per dimension */
+      if (!in_good_block(k->plan, c->at_us)) return;
+      struct store_cell t;
+      for (int d = 0; d < STORE_DIM_COUNT; d++) {
+        rollup_cell_init(&t, STORE_CELL_DIM, c->at_us);
+        t.dim = (enum store_dim)d;
+        t.value[d] = c->value[d];
+        t.conversations = c->conversations;
+        t.messages = c->messages;
+        t.duration_sum = c->duration_sum;
+        if (d == STORE_DIM_STATUS && c->has_hist) {
+          t.has_hist = true;
+          memcpy(t.hist, c->hist, sizeof t.hist);
+        }
+        k->cell(k->cls, &t);
+      }
+      return;
+    }
     case ROLLUP_SRC_RAW:
     case ROLLUP_SRC_COUNT:
       break;
@@ -499,7 +555,27 @@ enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read
   for (size_t i = 0; i < p.nraw; i++) ranges_add(&l, p.raw[i][0], p.raw[i][1]);
   enum store_status st = read_ranges(read, read_cls, &k, ROLLUP_SRC_RAW, &l);
   if (st == STORE_OK && p.hour_from < p.hour_to) {
-    if (rollup_query_filtered(q) || p.day_from == p.day_to) {
+    if (rollup_query_filtered(q) && rollup_query_one_dim(q) >= 0 && p.day_from < p.day_to &&
+        p.block_from < p.block_to) {
+      /* one dimension over whole blocks: analytics_hour outside the good blocks (every
+       * uncovered day lies in a bad block or outside [block_from, block_to)) */
+      ranges_add(&l, p.hour_from, p.block_from);
+      for (size_t i = 0; i < p.nbad; i++) ranges_add(&l, p.bad[i], p.bad[i] + ROLLUP_BLOCK_US);
+      ranges_add(&l, p.block_to, p.hour_to);
+      st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL, &l);
+      /* the good blocks' totals and series: a split day's hours, another day's row */
+      for (int64_t d = p.block_from; d < p.block_to; d += ROLLUP_DAY_US)
+        if (!rollup_plan_bad(&p, rollup_floor(d, ROLLUP_BLOCK_US)) && rollup_plan_split(&p, d))
+          ranges_add(&l, d, d + ROLLUP_DAY_US);
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL_TOTAL, &l);
+      for (int64_t d = p.block_from; d < p.block_to; d += ROLLUP_DAY_US)
+        if (!rollup_plan_bad(&p, rollup_floor(d, ROLLUP_BLOCK_US)) && !rollup_plan_split(&p, d))
+          ranges_add(&l, d, d + ROLLUP_DAY_US);
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_DIM_VALUE, &l);
+      /* their breakdowns and percentiles */
+      ranges_add_except(&l, p.block_from, p.block_to, ROLLUP_BLOCK_US, p.bad, p.nbad, NULL, 0);
+      if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL_BLOCK, &l);
+    } else if (rollup_query_filtered(q) || p.day_from == p.day_to) {
       ranges_add(&l, p.hour_from, p.hour_to);
       st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL, &l);
     } else {

@@ -12,15 +12,24 @@
  *                UTC hours (days a cut falls inside); ROLLUP_DIM_BLOCK + d a block of
  *                ROLLUP_BLOCK_US (16 UTC days from the epoch) x dimension d (breakdowns of long
  *                ranges).
- * A duration histogram is stored only where a scan reads one (rollup_keeps_hist): FULL rows
- * (filtered scans, and unfiltered ones at their edges) and the status rows of ROLLUP_DIM (day and
- * block): the status breakdown of an unfiltered scan counts every conversation once, so its hists
- * give the totals' percentiles. The other rows keep an empty one (7.5 KiB less to read per day of
- * an unfiltered hourly series on SQLite, 15.5 KiB on PostgreSQL, and no histogram to add up in
- * 11 of the 14 keys a write adds to).
- * A scan reads a bucket from a rollup only when the bucket lies wholly inside [from, to) and
- * (hour levels) no cut falls inside it; the rest of [from, to) is read conversation by
- * conversation on the event-time index. */
+ *   ROLLUP_BLOCK analytics_block: a block of ROLLUP_BLOCK_US x account x agent x platform x
+ *                status x outcome (the breakdowns and percentiles of a query filtered on one
+ *                dimension, over long ranges).
+ * A duration histogram is stored only where a scan reads one (rollup_keeps_hist): FULL and BLOCK
+ * rows (filtered scans, and unfiltered ones at their edges) and the status rows of ROLLUP_DIM (day
+ * and block): the status breakdown of an unfiltered scan counts every conversation once, so its
+ * hists give the totals' percentiles. The other rows keep an empty one (7.5 KiB less to read per
+ * day of an unfiltered hourly series on SQLite, 15.5 KiB on PostgreSQL, and no histogram to add up
+ * in 11 of the 15 keys a write adds to).
+ *
+ * A scan reads a bucket from a rollup only when the bucket lies wholly inside [from, to) and (hour
+ * levels) no cut falls inside it; the rest of [from, to) is read conversation by conversation on
+ * the event-time index. A query filtered on two dimensions or more reads whole hours from
+ * analytics_hour. One filtered on one dimension (rollup_query_one_dim) over at least one whole
+ * block reads, for the blocks without a straddled hour ("good"), its totals and series from that
+ * dimension's value in analytics_dim (a day's row; the hours of analytics_hour in days a cut falls
+ * inside) and its breakdowns and percentiles from analytics_block; the rest of the whole hours from
+ * analytics_hour. */
 #ifndef GSR_STORE_ROLLUP_H
 #define GSR_STORE_ROLLUP_H
 
@@ -40,7 +49,8 @@
 #define ROLLUP_DIM_BLOCK 8
 #define ROLLUP_HIST_BYTES (4 * ANALYTICS_HIST_BUCKETS) /* little-endian uint32 each */
 
-enum rollup_level { ROLLUP_FULL, ROLLUP_TOTAL, ROLLUP_DIM };
+enum rollup_level { ROLLUP_FULL, ROLLUP_TOTAL, ROLLUP_DIM, ROLLUP_BLOCK };
+#define ROLLUP_LEVELS 4
 
 /* floor(t / unit) * unit, for negative t too. */
 int64_t rollup_floor(int64_t t, int64_t unit);
@@ -52,16 +62,16 @@ struct rollup_row {
   int64_t duration, messages;
 };
 
-/* Keys a row adds to: FULL, TOTAL, day total, 4-hour total, and per dimension a day and a
- * block. */
-#define ROLLUP_KEYS_PER_ROW (4 + 2 * STORE_DIM_COUNT)
+/* Keys a row adds to: FULL, BLOCK, TOTAL, day total, 4-hour total, and per dimension a day and
+ * a block. */
+#define ROLLUP_KEYS_PER_ROW (5 + 2 * STORE_DIM_COUNT)
 
 /* A key's summed contributions. */
 struct rollup_entry {
   enum rollup_level level;
   int dim;                     /* ROLLUP_DIM: enum store_dim */
   int64_t at_us;               /* the bucket's start */
-  char *vals[STORE_DIM_COUNT]; /* ROLLUP_FULL: all five; ROLLUP_DIM: vals[0]; "" for NULL */
+  char *vals[STORE_DIM_COUNT]; /* ROLLUP_FULL, BLOCK: all five; ROLLUP_DIM: vals[0]; "": NULL */
   int64_t conversations, messages, duration_sum;
   int64_t hist[ANALYTICS_HIST_BUCKETS];
   /* private */
@@ -76,7 +86,7 @@ struct rollup_map {
   size_t *slots; /* heads of chains, SIZE_MAX: empty */
   size_t nslots;
   bool oom;    /* an add failed: the batch must fail */
-  bool levels; /* also the coarse levels (TOTAL, DIM) besides FULL */
+  bool levels; /* also the coarse levels (TOTAL, DIM, BLOCK) besides FULL */
   /* The keys of the last row added (a batch's rows often share them all): its hour and its
    * entries, FULL first. */
   bool last_valid;
@@ -91,7 +101,8 @@ void rollup_map_clear(struct rollup_map *m);
 void rollup_map_free(struct rollup_map *m);
 /* Adds sign (+1 or -1) times row to every level's key. False when out of memory (m->oom). */
 bool rollup_map_add(struct rollup_map *m, int sign, const struct rollup_row *row);
-/* The entry of a key (vals: ROLLUP_FULL five, ROLLUP_DIM one, "" for NULL); NULL: none. */
+/* The entry of a key (vals: ROLLUP_FULL and BLOCK five, ROLLUP_DIM one, "" for NULL); NULL:
+ * none. */
 struct rollup_entry *rollup_map_find(struct rollup_map *m, enum rollup_level level, int dim,
                                      int64_t at_us, const char *const *vals);
 /* Whether an entry changes nothing. */
@@ -151,10 +162,11 @@ void rollup_cell_init(struct store_cell *c, enum store_cell_kind kind, int64_t a
 void rollup_cell_hist(struct store_cell *c, const void *blob, size_t len);
 
 /* A scan: rollup_scan asks the backend, through read, for the rows of one source in [from, to)
- * (RAW: conversations by event time; FULL, TOTAL: hour buckets; DIM: day buckets), each handed
+ * (RAW: conversations by event time; FULL, TOTAL, FULL_TOTAL: hour buckets; DIM, DIM_VALUE:
+ * day buckets; BLOCK, FULL_BLOCK: blocks), each handed
  * to rollup_sink_cell, which keeps the ones the plan takes from that source; ranges[0..n) are
- * ascending and disjoint, each [from, to). The caller holds
- * one read snapshot around the whole scan. */
+ * ascending and disjoint, each [from, to). The caller holds one read snapshot around the whole
+ * scan. */
 enum rollup_source {
   ROLLUP_SRC_RAW,       /* conversations: FULL cells of one */
   ROLLUP_SRC_FULL,      /* analytics_hour: FULL cells */
@@ -163,6 +175,13 @@ enum rollup_source {
   ROLLUP_SRC_TOTAL4,    /* analytics_dim dim ROLLUP_DIM_TOTAL4: TOTAL cells of 4 hours */
   ROLLUP_SRC_DIM,       /* analytics_dim dims 0..4: DIM cells of a day */
   ROLLUP_SRC_BLOCK,     /* analytics_dim dims ROLLUP_DIM_BLOCK + 0..4: DIM cells of a block */
+  /* Filtered on one dimension d (rollup_query_one_dim), the filter applied by the backend. */
+  /* analytics_hour: FULL cells, which rollup_sink_cell hands on as TOTAL cells of an hour */
+  ROLLUP_SRC_FULL_TOTAL,
+  ROLLUP_SRC_DIM_VALUE, /* analytics_dim dim d, the filter on its value: TOTAL cells of a day */
+  /* analytics_block: FULL cells of a block, which rollup_sink_cell hands on as one DIM cell per
+   * dimension (only the status one with the hist) */
+  ROLLUP_SRC_FULL_BLOCK,
   ROLLUP_SRC_COUNT
 };
 struct rollup_sink {
@@ -186,7 +205,10 @@ const char *rollup_value(const char *stored);
  * waited for. */
 enum store_status rollup_rebuild_wait(struct store *s, int64_t *counted);
 
-/* Whether q filters on any dimension (then only analytics_hour and conversations answer it). */
+/* Whether q filters on any dimension (then the rollups with every dimension answer it). */
 bool rollup_query_filtered(const struct store_analytics_query *q);
+/* The one dimension q filters on (STORE_DIM_ACCOUNT: account_id and/or a key's accounts), else
+ * -1 (no filter, or filters on two dimensions or more). */
+int rollup_query_one_dim(const struct store_analytics_query *q);
 
 #endif

@@ -697,6 +697,12 @@ _Static_assert(STORE_DIM_STATUS == 3 && ROLLUP_DIM_BLOCK == 8, "PG_DIM_KEEPS_HIS
   "   array_agg(n)) FROM g GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"                  \
   "   ON CONFLICT (hour_us, account_id, agent_id, platform, status, outcome) DO UPDATE SET"     \
   ANALYTICS_ADD "),"                                                                            \
+  " fb AS (INSERT INTO analytics_block AS r SELECT " PG_FLOOR("hour_us", PG_BLOCK) ","          \
+  "   account_id, agent_id, platform, status, outcome, sum(n), sum(m), sum(d),"                 \
+  "   gensendrep_hist_of(array_agg(bucket), array_agg(n)) FROM g GROUP BY 1, 2, 3, 4, 5, 6"    \
+  "   ORDER BY 1, 2, 3, 4, 5, 6"                                                                \
+  "   ON CONFLICT (block_us, account_id, agent_id, platform, status, outcome) DO UPDATE SET"    \
+  ANALYTICS_ADD "),"                                                                            \
   " ft AS (INSERT INTO analytics_total AS r SELECT hour_us, sum(n), sum(m), sum(d),"           \
   "   '{}'::int[] FROM g GROUP BY 1 ORDER BY 1"                                                 \
   "   ON CONFLICT (hour_us) DO UPDATE SET" ANALYTICS_ADD_COUNTS "),"                            \
@@ -734,6 +740,11 @@ static const char analytics_zero_sql[] =
     " a AS (DELETE FROM analytics_hour r USING p WHERE r.hour_us = p.hour_us"
     "   AND r.account_id = p.account_id AND r.agent_id = p.agent_id AND r.platform = p.platform"
     "   AND r.status = p.status AND r.outcome = p.outcome AND r.conversations = 0),"
+    " e AS (DELETE FROM analytics_block r USING (SELECT DISTINCT " PG_FLOOR("p.hour_us", PG_BLOCK)
+    " AS block_us, account_id, agent_id, platform, status, outcome FROM p) q"
+    "   WHERE r.block_us = q.block_us AND r.account_id = q.account_id"
+    "   AND r.agent_id = q.agent_id AND r.platform = q.platform AND r.status = q.status"
+    "   AND r.outcome = q.outcome AND r.conversations = 0),"
     " b AS (DELETE FROM analytics_total r WHERE r.conversations = 0"
     "   AND r.hour_us IN (SELECT DISTINCT hour_us FROM p)),"
     " z AS (SELECT DISTINCT v.dim, v.at, v.value FROM (SELECT p.*, " PG_FLOOR("p.hour_us", PG_DAY)
@@ -2596,11 +2607,13 @@ static enum store_status analytics_rebuild_on(PGconn *c, int64_t *counted) {
       "BEGIN ISOLATION LEVEL REPEATABLE READ",
       /* a recount of millions of conversations takes longer than any one webhook may */
       "SET LOCAL statement_timeout = 0",
-      "LOCK TABLE analytics_hour, analytics_total, analytics_dim, analytics_state IN EXCLUSIVE "
-      "MODE",
+      "LOCK TABLE analytics_hour, analytics_total, analytics_dim, analytics_block, analytics_state "
+      "IN EXCLUSIVE MODE",
       "DELETE FROM analytics_hour", "DELETE FROM analytics_total", "DELETE FROM analytics_dim",
-      analytics_rebuild_sql, "UPDATE analytics_state SET rebuild = false",
-      "SELECT count(*)::text FROM conversations", "COMMIT"};
+      "DELETE FROM analytics_block", analytics_rebuild_sql,
+      "UPDATE analytics_state SET rebuild = false", "SELECT count(*)::text FROM conversations",
+      "COMMIT"};
+  enum { STEP_COUNT = sizeof steps / sizeof steps[0] - 2 }; /* the count's, then COMMIT */
   enum store_status st = STORE_OK;
   *counted = 0;
   for (size_t i = 0; st == STORE_OK && i < sizeof steps / sizeof steps[0]; i++) {
@@ -2610,9 +2623,9 @@ static enum store_status analytics_rebuild_on(PGconn *c, int64_t *counted) {
       st = status_of(c, r);
       if (st == STORE_OK || st == STORE_CLIENT) st = STORE_HARD;
       log_msg(LOG_ERROR, "postgresql analytics rebuild: %s", PG_MSG(c));
-    } else if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && i == 8) {
+    } else if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && i == STEP_COUNT) {
       *counted = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    } else if (i == 9 && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+    } else if (i == STEP_COUNT + 1 && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
       st = STORE_HARD;
     }
     PQclear(r);
@@ -2635,11 +2648,12 @@ static bool analytics_rebuild_if_due(PGconn *c, char *err, size_t errlen) {
                         ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
                         : -1;
   PQclear(r);
-  log_msg(LOG_INFO,
-          "computing analytics rollups for %lld conversations, once (store older than migration "
-          "0011/0012); this may take minutes on millions of conversations; HTTP starts when "
-          "it is done (stopping the process now makes the next start begin again)",
-          total);
+  log_msg(
+      LOG_INFO,
+      "computing analytics rollups for %lld conversations, once (store older than migration "
+      "0011, 0012 or 0018); this may take minutes on millions of conversations; HTTP starts when "
+      "it is done (stopping the process now makes the next start begin again)",
+      total);
   int64_t started = time_now_us(), counted;
   if (analytics_rebuild_on(c, &counted) != STORE_OK) {
     snprintf(err, errlen, "DATABASE_URL: postgresql: cannot compute the analytics rollups: %s",
@@ -3187,43 +3201,74 @@ static const char *const pg_scan_sql[ROLLUP_SRC_COUNT] = {
     "SELECT x.day_us, x.dim - 8, x.value, x.conversations, x.messages, x.duration_sum, "
     "CASE WHEN x.dim = 11 THEN x.hist END "
     "FROM analytics_dim x WHERE x.day_us >= r.a AND x.day_us < r.b "
-    "AND x.dim = ANY('{8,9,10,11,12}'::int[])"};
+    "AND x.dim = ANY('{8,9,10,11,12}'::int[])",
+    /* filtered (pg_scan_read adds the filter) */
+    "SELECT x.hour_us, x.account_id, x.agent_id, x.platform, x.status, x.outcome, "
+    "x.conversations, x.messages, x.duration_sum, NULL::int[] FROM analytics_hour x "
+    "WHERE x.hour_us >= r.a AND x.hour_us < r.b",
+    "SELECT x.day_us, x.dim, x.value, x.conversations, x.messages, x.duration_sum, NULL::int[] "
+    "FROM analytics_dim x WHERE x.day_us >= r.a AND x.day_us < r.b",
+    "SELECT x.block_us, x.account_id, x.agent_id, x.platform, x.status, x.outcome, "
+    "x.conversations, x.messages, x.duration_sum, x.hist FROM analytics_block x "
+    "WHERE x.block_us >= r.a AND x.block_us < r.b"};
 
 /* One scan: its filters as SQL ($3 on) and their values. */
 struct pg_scan {
   struct pg_store *s;
   struct pg_reader *r;
   char where[512];
+  /* the same filter on analytics_dim's rows of the one dimension filtered (rollup_query_one_dim;
+   * "" when there is none): dim = d, the value in place of the dimension's column, the same
+   * values */
+  char dim_where[512];
   const char *vals[8];
   int nvals;
   char *cj, *aj; /* owned */
 };
 
+/* The filter's SQL into out from pos on ($3 on); cols[d]: the column of dimension d (store_dim
+ * order). */
+static void pg_scan_filter_sql(const struct pg_scan *x, const struct store_analytics_query *q,
+                               const char *const cols[4], char *out, size_t len, size_t pos) {
+  int n = 2;
+  if (q->account_id)
+    pos += (size_t)snprintf(out + pos, len - pos,
+                            x->cj ? " AND %s = ANY($%d::text[])" : " AND %s = $%d",
+                            cols[STORE_DIM_ACCOUNT], ++n);
+  const char *const v[3] = {q->agent_id, q->platform, q->status};
+  for (int i = 0; i < 3; i++)
+    if (v[i]) pos += (size_t)snprintf(out + pos, len - pos, " AND %s = $%d", cols[1 + i], ++n);
+  if (q->naccounts)
+    pos += (size_t)snprintf(out + pos, len - pos,
+                            " AND %s IN (SELECT json_array_elements_text($%d::json))",
+                            cols[STORE_DIM_ACCOUNT], ++n);
+}
+
 static bool pg_scan_filters(struct pg_scan *x, const struct store_analytics_query *q) {
   const struct seal_ring *ring = x->s->ring;
-  size_t pos = 0;
-  int n = 2;
   if (q->account_id) {
     /* without a ring too when it would pass for a blind index (it then matches nothing) */
     bool array = ring || !store_id_sealable(q->account_id);
     if (array && !(x->cj = filter_values(ring, q->account_id))) return false;
-    pos += (size_t)snprintf(x->where + pos, sizeof x->where - pos,
-                            array ? " AND account_id = ANY($%d::text[])" : " AND account_id = $%d",
-                            ++n);
     x->vals[x->nvals++] = x->cj ? x->cj : q->account_id;
   }
-  const char *const cols[3] = {"agent_id", "platform", "status"};
   const char *const v[3] = {q->agent_id, q->platform, q->status};
-  for (int i = 0; i < 3; i++) {
-    if (!v[i]) continue;
-    pos += (size_t)snprintf(x->where + pos, sizeof x->where - pos, " AND %s = $%d", cols[i], ++n);
-    x->vals[x->nvals++] = v[i];
-  }
+  for (int i = 0; i < 3; i++)
+    if (v[i]) x->vals[x->nvals++] = v[i];
   if (q->naccounts) {
     if (!(x->aj = store_accounts_json_ring(ring, q->accounts, q->naccounts))) return false;
-    pos += (size_t)snprintf(x->where + pos, sizeof x->where - pos,
-                            " AND account_id IN (SELECT json_array_elements_text($%d::json))", ++n);
     x->vals[x->nvals++] = x->aj;
+  }
+  static const char *const cols[4] = {"account_id", "agent_id", "platform", "status"};
+  _Static_assert(STORE_DIM_ACCOUNT == 0 && STORE_DIM_AGENT == 1 && STORE_DIM_PLATFORM == 2 &&
+                     STORE_DIM_STATUS == 3,
+                 "pg_scan_filter_sql's columns");
+  pg_scan_filter_sql(x, q, cols, x->where, sizeof x->where, 0);
+  int dim = rollup_query_one_dim(q);
+  if (dim >= 0) {
+    static const char *const value[4] = {"x.value", "x.value", "x.value", "x.value"};
+    int pos = snprintf(x->dim_where, sizeof x->dim_where, " AND x.dim = %d", dim);
+    pg_scan_filter_sql(x, q, value, x->dim_where, sizeof x->dim_where, (size_t)pos);
   }
   return true;
 }
@@ -3263,6 +3308,8 @@ static void pg_scan_row(struct rollup_sink *k, const PGresult *res, int i) {
       rollup_sink_cell(k, &c);
       return;
     case ROLLUP_SRC_FULL:
+    case ROLLUP_SRC_FULL_TOTAL:
+    case ROLLUP_SRC_FULL_BLOCK:
       rollup_cell_init(&c, STORE_CELL_FULL, get_i64(res, i, 0));
       for (int d = 0; d < STORE_DIM_COUNT; d++)
         c.value[d] = rollup_value(PQgetvalue(res, i, 1 + d));
@@ -3274,6 +3321,7 @@ static void pg_scan_row(struct rollup_sink *k, const PGresult *res, int i) {
       break;
     case ROLLUP_SRC_DAY_TOTAL:
     case ROLLUP_SRC_TOTAL4:
+    case ROLLUP_SRC_DIM_VALUE:
       rollup_cell_init(&c, STORE_CELL_TOTAL, get_i64(res, i, 0));
       at = 3;
       break;
@@ -3313,12 +3361,17 @@ static char *pg_bounds(const int64_t (*ranges)[2], size_t n, int which) {
 static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, const int64_t (*ranges)[2],
                                       size_t n) {
   struct pg_scan *x = cls;
-  bool filtered = k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL;
+  bool filtered = k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL ||
+                  k->src == ROLLUP_SRC_FULL_TOTAL || k->src == ROLLUP_SRC_FULL_BLOCK ||
+                  k->src == ROLLUP_SRC_DIM_VALUE;
   char sql[1536];
   snprintf(sql, sizeof sql,
            "SELECT y.* FROM unnest($1::bigint[], $2::bigint[]) AS r (a, b), LATERAL (%s%s "
            "OFFSET 0) y", /* OFFSET 0: not flattened into a join (a scan of the table) */
-           pg_scan_sql[k->src], filtered ? x->where : "");
+           pg_scan_sql[k->src],
+           k->src == ROLLUP_SRC_DIM_VALUE ? x->dim_where
+           : filtered                     ? x->where
+                                          : "");
   char *a = pg_bounds(ranges, n, 0), *b = pg_bounds(ranges, n, 1);
   enum store_status st = STORE_RETRY;
   if (a && b) {

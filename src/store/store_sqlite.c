@@ -227,7 +227,7 @@ struct sqlite_store {
    * written to the rollups once per key before COMMIT; forgotten when the batch rolls back. */
   struct rollup_map roll;
   /* per level, and [1]: for rows that keep a hist (rollup_keeps_hist), [0]: the others */
-  sqlite3_stmt *w_roll_put[3][2], *w_roll_del[3];
+  sqlite3_stmt *w_roll_put[ROLLUP_LEVELS][2], *w_roll_del[ROLLUP_LEVELS];
   bool ob_notify; /* the batch being committed wrote events or made deliveries due */
   /* Whether the batch's changes write their outbox events (ob_consumed): 1 yes, 0 no, -1 not
    * read yet in this batch. ob_broker: this process publishes to a broker (always yes). */
@@ -561,12 +561,14 @@ static bool prepare_reseal(struct sqlite_store *s) {
  * deleted, whatever statement did it (a new version, an erasure, retention, reencrypt); it adds
  * the row's contribution to s->roll, written out once per key before COMMIT (roll_flush). */
 
-static const char *const roll_table[3] = {"analytics_hour", "analytics_total", "analytics_dim"};
-static const char *const roll_keys[3][6] = {
+static const char *const roll_table[ROLLUP_LEVELS] = {"analytics_hour", "analytics_total",
+                                                      "analytics_dim", "analytics_block"};
+static const char *const roll_keys[ROLLUP_LEVELS][6] = {
     {"hour_us", "account_id", "agent_id", "platform", "status", "outcome"},
     {"hour_us"},
-    {"day_us", "dim", "value"}};
-static const int roll_nkeys[3] = {6, 1, 3};
+    {"day_us", "dim", "value"},
+    {"block_us", "account_id", "agent_id", "platform", "status", "outcome"}};
+static const int roll_nkeys[ROLLUP_LEVELS] = {6, 1, 3, 6};
 
 #define ROLL_ARGS(r)                                                                              \
   r ".start_time_us, " r ".processed_at_us, " r ".account_id, " r ".agent_id, " r ".platform, " r \
@@ -621,7 +623,7 @@ static bool prepare_rollups(struct sqlite_store *s) {
                               hist_add_fn, NULL, NULL) != SQLITE_OK ||
       sqlite3_exec(s->wdb, roll_triggers_sql, NULL, NULL, NULL) != SQLITE_OK)
     return false;
-  for (int l = 0; l < 3; l++) {
+  for (int l = 0; l < ROLLUP_LEVELS; l++) {
     char where[256] = "", cols[128] = "", vals[64] = "", sql[1024];
     size_t wp = 0, cp = 0, vp = 0;
     for (int k = 0; k < roll_nkeys[l]; k++) {
@@ -654,7 +656,7 @@ static bool prepare_rollups(struct sqlite_store *s) {
 
 static void roll_bind_key(sqlite3_stmt *st, const struct rollup_entry *e) {
   sqlite3_bind_int64(st, 1, e->at_us);
-  if (e->level == ROLLUP_FULL)
+  if (e->level == ROLLUP_FULL || e->level == ROLLUP_BLOCK)
     for (int d = 0; d < STORE_DIM_COUNT; d++)
       sqlite3_bind_text(st, 2 + d, e->vals[d], -1, SQLITE_STATIC);
   if (e->level == ROLLUP_DIM) {
@@ -703,7 +705,8 @@ static int roll_rebuild(struct sqlite_store *s, int64_t *counted, int64_t total)
   rollup_map_clear(&s->roll); /* the batch's earlier changes are in the conversations */
   int rc = sqlite3_exec(s->wdb,
                         "DELETE FROM analytics_hour; DELETE FROM analytics_total; "
-                        "DELETE FROM analytics_dim; UPDATE analytics_state SET rebuild = 0",
+                        "DELETE FROM analytics_dim; DELETE FROM analytics_block; "
+                        "UPDATE analytics_state SET rebuild = 0",
                         NULL, NULL, NULL);
   if (rc != SQLITE_OK) return rc;
   sqlite3_stmt *st;
@@ -772,7 +775,8 @@ static bool roll_rebuild_if_due(struct sqlite_store *s, char *err, size_t errlen
   if (rc == SQLITE_OK)
     log_msg(LOG_INFO,
             "computing analytics rollups for %lld conversations, once (store older than "
-            "migration 0011/0012); this takes about %lld s; HTTP starts when it is done (stopping "
+            "migration 0011, 0012 or 0018); this takes about %lld s; HTTP starts when it is done "
+            "(stopping "
             "the process now makes the next start begin again)",
             (long long)total, (long long)(total * 17 / 1000000 + 1));
   if (rc == SQLITE_OK) rc = roll_rebuild(s, &counted, total);
@@ -2396,33 +2400,57 @@ static enum store_status sqlite_list(struct store *base, const struct store_filt
  * under each key (as the list does). */
 struct scan_filter {
   char sql[512];
+  /* the same filter on analytics_dim's rows of the one dimension filtered (rollup_query_one_dim;
+   * "" when there is none): dim = d, the value in place of the dimension's column, the same
+   * values bound in the same order */
+  char dim_sql[512];
   const struct store_analytics_query *q;
   size_t nkeys;
   char index[SEAL_KEYS_MAX][STORE_INDEX_TEXT_LEN + 1];
   char *aj; /* the key's accounts as JSON (owned), NULL: none */
 };
 
+/* The filter's SQL into out; cols[d]: the column of dimension d (store_dim order). */
+static void scan_filter_sql(const struct scan_filter *f, const char *const cols[4], char *out,
+                            size_t len, size_t pos) {
+  const struct store_analytics_query *q = f->q;
+  if (q->account_id) {
+    pos += (size_t)snprintf(out + pos, len - pos, " AND %s IN (?", cols[STORE_DIM_ACCOUNT]);
+    for (size_t k = 0; k < f->nkeys; k++) pos += (size_t)snprintf(out + pos, len - pos, ", ?");
+    pos += (size_t)snprintf(out + pos, len - pos, ")");
+  }
+  if (q->agent_id)
+    pos += (size_t)snprintf(out + pos, len - pos, " AND %s = ?", cols[STORE_DIM_AGENT]);
+  if (q->platform)
+    pos += (size_t)snprintf(out + pos, len - pos, " AND %s = ?", cols[STORE_DIM_PLATFORM]);
+  if (q->status)
+    pos += (size_t)snprintf(out + pos, len - pos, " AND %s = ?", cols[STORE_DIM_STATUS]);
+  if (q->naccounts)
+    pos += (size_t)snprintf(out + pos, len - pos, " AND %s IN (SELECT value FROM json_each(?))",
+                            cols[STORE_DIM_ACCOUNT]);
+}
+
 static bool scan_filter_make(const struct seal_ring *ring, const struct store_analytics_query *q,
                              struct scan_filter *f) {
   memset(f, 0, sizeof *f);
   f->q = q;
-  size_t pos = 0;
   if (q->account_id) {
     f->nkeys = ring ? seal_ring_count(ring) : 0;
     for (size_t k = 0; k < f->nkeys; k++)
       if (!store_index_text(ring, k, q->account_id, f->index[k])) return false;
-    pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND account_id IN (?");
-    for (size_t k = 0; k < f->nkeys; k++)
-      pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, ", ?");
-    pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, ")");
   }
-  if (q->agent_id) pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND agent_id = ?");
-  if (q->platform) pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND platform = ?");
-  if (q->status) pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos, " AND status = ?");
-  if (q->naccounts) {
-    if (!(f->aj = store_accounts_json_ring(ring, q->accounts, q->naccounts))) return false;
-    pos += (size_t)snprintf(f->sql + pos, sizeof f->sql - pos,
-                            " AND account_id IN (SELECT value FROM json_each(?))");
+  if (q->naccounts && !(f->aj = store_accounts_json_ring(ring, q->accounts, q->naccounts)))
+    return false;
+  static const char *const cols[4] = {"account_id", "agent_id", "platform", "status"};
+  _Static_assert(STORE_DIM_ACCOUNT == 0 && STORE_DIM_AGENT == 1 && STORE_DIM_PLATFORM == 2 &&
+                     STORE_DIM_STATUS == 3,
+                 "scan_filter_sql's columns");
+  scan_filter_sql(f, cols, f->sql, sizeof f->sql, 0);
+  int dim = rollup_query_one_dim(q);
+  if (dim >= 0) {
+    static const char *const value[4] = {"value", "value", "value", "value"};
+    int pos = snprintf(f->dim_sql, sizeof f->dim_sql, " AND dim = %d", dim);
+    scan_filter_sql(f, value, f->dim_sql, sizeof f->dim_sql, (size_t)pos);
   }
   return true;
 }
@@ -2470,7 +2498,14 @@ static const char *const scan_sql[ROLLUP_SRC_COUNT] = {
     "WHERE dim IN (0, 1, 2, 3, 4) AND day_us >= ?1 AND day_us < ?2",
     "SELECT day_us, dim - 8, value, conversations, messages, duration_sum, "
     "CASE dim WHEN 11 THEN hist END FROM analytics_dim "
-    "WHERE dim IN (8, 9, 10, 11, 12) AND day_us >= ?1 AND day_us < ?2"};
+    "WHERE dim IN (8, 9, 10, 11, 12) AND day_us >= ?1 AND day_us < ?2",
+    /* filtered (scan_read adds the filter) */
+    "SELECT hour_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
+    "duration_sum, NULL FROM analytics_hour WHERE hour_us >= ?1 AND hour_us < ?2",
+    "SELECT day_us, dim, value, conversations, messages, duration_sum, NULL FROM analytics_dim "
+    "WHERE day_us >= ?1 AND day_us < ?2",
+    "SELECT block_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
+    "duration_sum, hist FROM analytics_block WHERE block_us >= ?1 AND block_us < ?2"};
 _Static_assert(STORE_DIM_STATUS == 3 && ROLLUP_DIM_BLOCK == 8, "scan_sql's status dims");
 
 static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
@@ -2486,6 +2521,8 @@ static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
       rollup_sink_cell(k, &c);
       return;
     case ROLLUP_SRC_FULL:
+    case ROLLUP_SRC_FULL_TOTAL:
+    case ROLLUP_SRC_FULL_BLOCK:
       rollup_cell_init(&c, STORE_CELL_FULL, sqlite3_column_int64(st, 0));
       for (int d = 0; d < STORE_DIM_COUNT; d++)
         c.value[d] = rollup_value((const char *)sqlite3_column_text(st, 1 + d));
@@ -2497,6 +2534,7 @@ static void scan_row(struct rollup_sink *k, sqlite3_stmt *st) {
       break;
     case ROLLUP_SRC_DAY_TOTAL:
     case ROLLUP_SRC_TOTAL4:
+    case ROLLUP_SRC_DIM_VALUE:
       rollup_cell_init(&c, STORE_CELL_TOTAL, sqlite3_column_int64(st, 0));
       at = 3;
       break;
@@ -2524,10 +2562,14 @@ static enum store_status scan_read(void *cls, struct rollup_sink *k, const int64
                                    size_t n) {
   struct scan_ctx *x = cls;
   int i = (int)k->src;
-  bool filtered = i == ROLLUP_SRC_RAW || i == ROLLUP_SRC_FULL;
+  bool filtered = i == ROLLUP_SRC_RAW || i == ROLLUP_SRC_FULL || i == ROLLUP_SRC_FULL_TOTAL ||
+                  i == ROLLUP_SRC_FULL_BLOCK || i == ROLLUP_SRC_DIM_VALUE;
   if (!x->st[i]) {
-    char sql[1024];
-    snprintf(sql, sizeof sql, "%s%s", scan_sql[i], filtered ? x->f.sql : "");
+    char sql[1536];
+    snprintf(sql, sizeof sql, "%s%s", scan_sql[i],
+             i == ROLLUP_SRC_DIM_VALUE ? x->f.dim_sql
+             : filtered                ? x->f.sql
+                                       : "");
     if (sqlite3_prepare_v2(x->r->db, sql, -1, &x->st[i], NULL) != SQLITE_OK) {
       log_msg(LOG_ERROR, "sqlite prepare failed: %s", sqlite3_errmsg(x->r->db));
       return STORE_RETRY;
@@ -4611,7 +4653,7 @@ static void writer_finalize(struct sqlite_store *s) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (int i = 0; i < ERASE_STEPS; i++) sqlite3_finalize(s->w_erase[i]);
   for (int i = 0; i < OB_COUNT; i++) sqlite3_finalize(s->ob[i]);
-  for (int l = 0; l < 3; l++) {
+  for (int l = 0; l < ROLLUP_LEVELS; l++) {
     sqlite3_finalize(s->w_roll_put[l][0]);
     sqlite3_finalize(s->w_roll_put[l][1]);
     sqlite3_finalize(s->w_roll_del[l]);

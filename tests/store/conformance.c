@@ -7706,14 +7706,18 @@ static void ax_assert_rollups_match_recount(void) {
   ax_recount_map(&m);
   size_t want = 0, rows = 0;
   for (size_t i = 0; i < m.n; i++) want += m.e[i].conversations != 0;
-  static const char *const sql[3] = {
+  static const char *const sql[ROLLUP_LEVELS] = {
       "SELECT hour_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
       "duration_sum, hist FROM analytics_hour",
       "SELECT hour_us, '', '', '', '', '', conversations, messages, duration_sum, hist "
       "FROM analytics_total",
       "SELECT day_us, dim, value, '', '', '', conversations, messages, duration_sum, hist "
-      "FROM analytics_dim"};
-  for (int l = 0; l < 3; l++) {
+      "FROM analytics_dim",
+      "SELECT block_us, account_id, agent_id, platform, status, outcome, conversations, "
+      "messages, duration_sum, hist FROM analytics_block"};
+  _Static_assert(ROLLUP_FULL == 0 && ROLLUP_TOTAL == 1 && ROLLUP_DIM == 2 && ROLLUP_BLOCK == 3,
+                 "sql[] by level");
+  for (int l = 0; l < ROLLUP_LEVELS; l++) {
     if (strcmp(B->name, "sqlite") == 0) {
       sqlite3 *db;
       assert_int_equal(sqlite3_open(B->sqlite_path, &db), SQLITE_OK);
@@ -7934,7 +7938,7 @@ struct ax_sum {
   const struct store_analytics_query *q;
   int64_t conv, msgs, dur;
   int64_t hist[ANALYTICS_HIST_BUCKETS];
-  int64_t seg[128];
+  int64_t seg[2048];
   struct {
     char value[96]; /* "-" for NULL; accounts as stored until named */
     int64_t conv, msgs, dur;
@@ -8057,6 +8061,7 @@ static void ax_check_scan(const struct ax_state *s, const struct store_analytics
              (long long)got->conv, (long long)got->msgs, (long long)got->dur, (long long)want->conv,
              (long long)want->msgs, (long long)want->dur);
   assert_memory_equal(got->hist, want->hist, sizeof got->hist);
+  assert_true(q->ncuts < sizeof got->seg / sizeof got->seg[0]);
   for (size_t i = 0; i <= q->ncuts; i++)
     if (got->seg[i] != want->seg[i])
       fail_msg("%s: %s: interval %zu counts %lld, want %lld", B->name, what, i,
@@ -8080,6 +8085,96 @@ static void ax_check_scan(const struct ax_state *s, const struct store_analytics
   }
   free(got);
   free(want);
+}
+
+/* Queries filtered on one dimension over several whole 16-day blocks (rollup.h: totals and series
+ * from the value's day rows of analytics_dim or, in days a cut falls inside, from analytics_hour
+ * as totals; breakdowns and percentiles from analytics_block; analytics_hour outside the good
+ * blocks), for each dimension, in windows that put the test's four days in a good block, in one
+ * a cut inside an hour makes bad, and at the edges outside the blocks. */
+static void ax_check_one_dim_scans(const struct ax_state *s) {
+  const int64_t H = INT64_C(3600000000), D = 24 * H, M = 60000000, w0 = s->w0;
+  const int64_t b0 = rollup_floor(w0, ROLLUP_BLOCK_US);
+  const char *bound[2] = {s->accounts[0], s->accounts[2]};
+  const char *one[1] = {s->accounts[1]};
+  struct {
+    const char *what, *account_id, *agent_id, *platform, *status;
+    const char *const *accounts;
+    size_t naccounts;
+  } filters[] = {
+      {"account", s->accounts[1], NULL, NULL, NULL, NULL, 0},
+      {"agent", NULL, "agent-b", NULL, NULL, NULL, 0},
+      {"platform", NULL, NULL, "web", NULL, NULL, 0},
+      {"status", NULL, NULL, NULL, "completed", NULL, 0},
+      {"a key's accounts", NULL, NULL, NULL, NULL, bound, 2},
+      {"an account and a key's accounts", s->accounts[1], NULL, NULL, NULL, one, 1},
+      {"an account outside a key's accounts", s->accounts[1], NULL, NULL, NULL, bound, 2},
+      {"a status nothing has", NULL, NULL, NULL, "failed", NULL, 0},
+  };
+  static int64_t cuts[1300];
+  for (int w = 0; w < 9; w++) {
+    struct store_analytics_query q = {0};
+    size_t n = 0;
+    const char *window = "";
+    switch (w) {
+      case 0: /* UTC days: the four days in good blocks */
+        window = "80 UTC days over whole blocks";
+        q.from_us = b0 - 32 * D;
+        q.to_us = b0 + 48 * D;
+        for (int64_t t = q.from_us + D; t < q.to_us; t += D) cuts[n++] = t;
+        break;
+      case 1: /* every day split by a cut */
+        window = "80 days at +05:30 over whole blocks";
+        q.from_us = b0 - 32 * D - 5 * H - 30 * M;
+        q.to_us = b0 + 48 * D - 5 * H - 30 * M;
+        for (int64_t t = q.from_us + D; t < q.to_us; t += D) cuts[n++] = t;
+        break;
+      case 2:
+        window = "48 days by the hour";
+        q.from_us = b0 - 16 * D;
+        q.to_us = b0 + 32 * D;
+        for (int64_t t = q.from_us + H; t < q.to_us; t += H) cuts[n++] = t;
+        break;
+      case 3: /* the block holding w0 + D is read from analytics_hour */
+        window = "80 UTC days, a cut inside an hour of the data";
+        q.from_us = b0 - 32 * D;
+        q.to_us = b0 + 48 * D;
+        for (int64_t t = q.from_us + D; t < q.to_us; t += D) {
+          cuts[n++] = t;
+          if (t == w0 + D) cuts[n++] = w0 + D + 7 * M;
+        }
+        assert_int_equal(n, 80); /* w0 + D was among the midnights */
+        break;
+      case 4:
+      case 5:
+      case 6:
+      case 7: /* from inside the data: its start outside the blocks */
+        window = "70 days from inside the data, no cut";
+        q.from_us = w0 + (w - 4) * D + 3 * H + 11 * M;
+        q.to_us = q.from_us + 70 * D;
+        break;
+      case 8: /* to inside the data */
+        window = "70 days to inside the data, no cut";
+        q.to_us = w0 + 2 * D + 3 * H + 11 * M;
+        q.from_us = q.to_us - 70 * D;
+        break;
+    }
+    assert_true(n <= sizeof cuts / sizeof cuts[0]);
+    q.cuts = n ? cuts : NULL;
+    q.ncuts = n;
+    for (size_t f = 0; f < sizeof filters / sizeof filters[0]; f++) {
+      q.account_id = filters[f].account_id;
+      q.agent_id = filters[f].agent_id;
+      q.platform = filters[f].platform;
+      q.status = filters[f].status;
+      q.accounts = filters[f].accounts;
+      q.naccounts = filters[f].naccounts;
+      assert_true(rollup_query_one_dim(&q) >= 0);
+      char what[160];
+      snprintf(what, sizeof what, "%s, one dimension: %s", window, filters[f].what);
+      ax_check_scan(s, &q, what);
+    }
+  }
 }
 
 static void ax_check_scans(const struct ax_state *s) {
@@ -8163,6 +8258,7 @@ static void ax_check_scans(const struct ax_state *s) {
   q.cuts = odd;
   q.ncuts = 3;
   ax_check_scan(s, &q, "80 days, cuts inside hours");
+  ax_check_one_dim_scans(s);
 }
 
 static void test_analytics_rollups_match_a_recount(void **state) {

@@ -1,0 +1,66 @@
+-- Analytics (issue 11): a query filtered on one dimension read every matching analytics_hour row
+-- (a year of one agent: some 11,000 rows, each on a page of its own). analytics_block keeps every
+-- dimension per 16-day block (ROLLUP_BLOCK_US from the epoch; the full key, with a duration
+-- histogram): such a query takes its breakdowns and percentiles from it, its totals and series
+-- from the filtered value's day rows of analytics_dim (found by analytics_dim_value), and only
+-- the hours outside whole blocks from analytics_hour (store/rollup.h). The rollups are computed
+-- once more at the next start.
+CREATE TABLE analytics_block (
+  block_us      BIGINT NOT NULL,
+  account_id    TEXT COLLATE "C" NOT NULL,
+  agent_id      TEXT COLLATE "C" NOT NULL,
+  platform      TEXT COLLATE "C" NOT NULL,
+  status        TEXT COLLATE "C" NOT NULL,
+  outcome       TEXT COLLATE "C" NOT NULL,
+  conversations BIGINT NOT NULL,
+  messages      BIGINT NOT NULL,
+  duration_sum  BIGINT NOT NULL,
+  hist          INT[] NOT NULL,
+  PRIMARY KEY (block_us, account_id, agent_id, platform, status, outcome)
+);
+CREATE INDEX analytics_block_account ON analytics_block (account_id, block_us);
+CREATE INDEX analytics_block_agent ON analytics_block (agent_id, block_us);
+CREATE INDEX analytics_block_platform ON analytics_block (platform, block_us);
+CREATE INDEX analytics_block_status ON analytics_block (status, block_us);
+CREATE INDEX analytics_dim_value ON analytics_dim (dim, value, day_us);
+UPDATE analytics_state SET rebuild = true WHERE EXISTS (SELECT 1 FROM conversations);
+
+-- A change made outside gensendrep's writer (by hand in psql: no pg_temp.analytics_pending) is
+-- applied at once to analytics_block too, by a function of its own called next to
+-- gensendrep_analytics_apply (which 0015 last replaced, and which stays as it is).
+CREATE FUNCTION gensendrep_analytics_apply_block(hour BIGINT, acc TEXT, agent TEXT, plat TEXT,
+    st TEXT, outc TEXT, n BIGINT, msgs BIGINT, dur BIGINT, b INT) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  h INT[] := array_fill(0, ARRAY[80]);
+  v_block BIGINT := hour - (((hour % 1382400000000) + 1382400000000) % 1382400000000);
+BEGIN
+  h[b + 1] := n;
+  INSERT INTO analytics_block AS r VALUES (v_block, acc, agent, plat, st, outc, n, msgs, dur, h)
+    ON CONFLICT (block_us, account_id, agent_id, platform, status, outcome) DO UPDATE SET
+      conversations = r.conversations + n, messages = r.messages + msgs,
+      duration_sum = r.duration_sum + dur, hist[b + 1] = r.hist[b + 1] + n;
+  DELETE FROM analytics_block WHERE block_us = v_block AND account_id = acc AND agent_id = agent
+    AND platform = plat AND status = st AND outcome = outc AND conversations = 0;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION gensendrep_analytics_stage(sign INT, t BIGINT, acc TEXT, agent TEXT,
+    plat TEXT, st TEXT, outc TEXT, dur BIGINT, msgs BIGINT) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  hour BIGINT := t - (((t % 3600000000) + 3600000000) % 3600000000);
+  b INT := gensendrep_hist_bucket(dur);
+BEGIN
+  IF to_regclass('pg_temp.analytics_pending') IS NOT NULL THEN
+    INSERT INTO pg_temp.analytics_pending (hour_us, account_id, agent_id, platform, status,
+      outcome, n, messages, duration, bucket)
+    VALUES (hour, COALESCE(acc, ''), COALESCE(agent, ''), COALESCE(plat, ''), COALESCE(st, ''),
+      COALESCE(outc, ''), sign, msgs, dur, b);
+  ELSE
+    PERFORM gensendrep_analytics_apply(hour, COALESCE(acc, ''), COALESCE(agent, ''),
+      COALESCE(plat, ''), COALESCE(st, ''), COALESCE(outc, ''), sign, sign * msgs, sign * dur, b);
+    PERFORM gensendrep_analytics_apply_block(hour, COALESCE(acc, ''), COALESCE(agent, ''),
+      COALESCE(plat, ''), COALESCE(st, ''), COALESCE(outc, ''), sign, sign * msgs, sign * dur, b);
+  END IF;
+END
+$$;
