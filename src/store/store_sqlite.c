@@ -2502,8 +2502,10 @@ static const char *const scan_sql[ROLLUP_SRC_COUNT] = {
     /* filtered (scan_read adds the filter) */
     "SELECT hour_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
     "duration_sum, NULL FROM analytics_hour WHERE hour_us >= ?1 AND hour_us < ?2",
+    /* without stats the planner takes the primary key (dim, day_us, value), covering but
+     * reading every value's rows of the range */
     "SELECT day_us, dim, value, conversations, messages, duration_sum, NULL FROM analytics_dim "
-    "WHERE day_us >= ?1 AND day_us < ?2",
+    "INDEXED BY analytics_dim_value WHERE day_us >= ?1 AND day_us < ?2",
     "SELECT block_us, account_id, agent_id, platform, status, outcome, conversations, messages, "
     "duration_sum, hist FROM analytics_block WHERE block_us >= ?1 AND block_us < ?2"};
 _Static_assert(STORE_DIM_STATUS == 3 && ROLLUP_DIM_BLOCK == 8, "scan_sql's status dims");
