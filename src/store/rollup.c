@@ -555,8 +555,7 @@ enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read
   for (size_t i = 0; i < p.nraw; i++) ranges_add(&l, p.raw[i][0], p.raw[i][1]);
   enum store_status st = read_ranges(read, read_cls, &k, ROLLUP_SRC_RAW, &l);
   if (st == STORE_OK && p.hour_from < p.hour_to) {
-    if (rollup_query_filtered(q) && rollup_query_one_dim(q) >= 0 && p.day_from < p.day_to &&
-        p.block_from < p.block_to) {
+    if (rollup_query_one_dim(q) >= 0 && p.day_from < p.day_to && p.block_from < p.block_to) {
       /* one dimension over whole blocks: analytics_hour outside the good blocks (every
        * uncovered day lies in a bad block or outside [block_from, block_to)) */
       ranges_add(&l, p.hour_from, p.block_from);

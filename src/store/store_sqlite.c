@@ -776,8 +776,7 @@ static bool roll_rebuild_if_due(struct sqlite_store *s, char *err, size_t errlen
     log_msg(LOG_INFO,
             "computing analytics rollups for %lld conversations, once (store older than "
             "migration 0011, 0012 or 0018); this takes about %lld s; HTTP starts when it is done "
-            "(stopping "
-            "the process now makes the next start begin again)",
+            "(stopping the process now makes the next start begin again)",
             (long long)total, (long long)(total * 17 / 1000000 + 1));
   if (rc == SQLITE_OK) rc = roll_rebuild(s, &counted, total);
   if (rc == SQLITE_OK) rc = sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL);
