@@ -53,6 +53,7 @@
 struct pg_reader {
   PGconn *conn;
   uint64_t prepared_lists[4]; /* bit m: list<m> is prepared */
+  uint32_t prepared_scans;    /* bit src: scan<src> (an unfiltered scan's statement) is prepared */
   unsigned char *opened;      /* a sealed audio chunk, opened (kept across connections) */
   size_t opened_cap;
 };
@@ -2889,6 +2890,7 @@ static void reader_drop(struct pg_reader *r) {
   PQfinish(r->conn);
   r->conn = NULL;
   memset(r->prepared_lists, 0, sizeof r->prepared_lists);
+  r->prepared_scans = 0;
 }
 
 static void *reader_make(void *unused) {
@@ -3361,9 +3363,10 @@ static char *pg_bounds(const int64_t (*ranges)[2], size_t n, int which) {
 static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, const int64_t (*ranges)[2],
                                       size_t n) {
   struct pg_scan *x = cls;
-  bool filtered = k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL ||
-                  k->src == ROLLUP_SRC_FULL_TOTAL || k->src == ROLLUP_SRC_FULL_BLOCK ||
-                  k->src == ROLLUP_SRC_DIM_VALUE;
+  bool filtered =
+      (k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL || k->src == ROLLUP_SRC_FULL_TOTAL ||
+       k->src == ROLLUP_SRC_FULL_BLOCK || k->src == ROLLUP_SRC_DIM_VALUE) &&
+      x->nvals;
   char sql[1536];
   snprintf(sql, sizeof sql,
            "SELECT y.* FROM unnest($1::bigint[], $2::bigint[]) AS r (a, b), LATERAL (%s%s "
@@ -3372,14 +3375,29 @@ static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, const in
            k->src == ROLLUP_SRC_DIM_VALUE ? x->dim_where
            : filtered                     ? x->where
                                           : "");
+  /* Without a filter, prepared once per connection: planned once, not at every request. With
+   * one, planned for its values (a generic plan would not know how selective they are). */
+  char name[16];
+  snprintf(name, sizeof name, "scan%d", (int)k->src);
+  _Static_assert(ROLLUP_SRC_COUNT <= 32, "pg_reader.prepared_scans: a bit per source");
+  uint32_t bit = UINT32_C(1) << k->src;
+  if (!filtered && !(x->r->prepared_scans & bit)) {
+    if (!prepare(x->r->conn, name, sql, 0, NULL)) {
+      (void)reader_check_lost(x->s, x->r);
+      return STORE_RETRY;
+    }
+    x->r->prepared_scans |= bit;
+  }
   char *a = pg_bounds(ranges, n, 0), *b = pg_bounds(ranges, n, 1);
   enum store_status st = STORE_RETRY;
   if (a && b) {
     const char *vals[10] = {a, b};
     int nv = 2;
     for (int i = 0; filtered && i < x->nvals; i++) vals[nv++] = x->vals[i];
-    PGresult *res = reader_checked(
-        x->s, x->r, PQexecParams(x->r->conn, sql, nv, NULL, vals, NULL, NULL, 1), &st);
+    PGresult *res =
+        filtered ? reader_checked(x->s, x->r,
+                                  PQexecParams(x->r->conn, sql, nv, NULL, vals, NULL, NULL, 1), &st)
+                 : reader_exec(x->s, x->r, name, nv, vals, &st);
     int rows = st == STORE_OK ? PQntuples(res) : 0;
     for (int i = 0; i < rows; i++) pg_scan_row(k, res, i);
     PQclear(res);
