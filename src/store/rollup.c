@@ -531,6 +531,32 @@ static void ranges_add_except(struct ranges *l, int64_t a, int64_t b, int64_t un
   }
 }
 
+/* [a, b) less the units of u1 starting at a value of the ascending s1 and those of u2 starting at
+ * a value of the ascending s2 (they may overlap: a day of s2 inside a unit of s1), in time
+ * proportional to the ranges and the values, not to (b - a). */
+static void ranges_add_except_units(struct ranges *l, int64_t a, int64_t b, const int64_t *s1,
+                                    size_t n1, int64_t u1, const int64_t *s2, size_t n2,
+                                    int64_t u2) {
+  size_t i = 0, j = 0;
+  while (a < b) {
+    while (i < n1 && s1[i] + u1 <= a) i++;
+    while (j < n2 && s2[j] + u2 <= a) j++;
+    if (i < n1 && s1[i] <= a) { /* a lies in a unit left out */
+      a = s1[i] + u1;
+      continue;
+    }
+    if (j < n2 && s2[j] <= a) {
+      a = s2[j] + u2;
+      continue;
+    }
+    int64_t next = b;
+    if (i < n1 && s1[i] < next) next = s1[i];
+    if (j < n2 && s2[j] < next) next = s2[j];
+    ranges_add(l, a, next);
+    a = next;
+  }
+}
+
 static enum store_status read_ranges(rollup_read_fn read, void *read_cls, struct rollup_sink *k,
                                      enum rollup_source src, struct ranges *l) {
   enum store_status st = l->oom ? STORE_RETRY : STORE_OK;
@@ -562,14 +588,13 @@ enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read
       for (size_t i = 0; i < p.nbad; i++) ranges_add(&l, p.bad[i], p.bad[i] + ROLLUP_BLOCK_US);
       ranges_add(&l, p.block_to, p.hour_to);
       st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL, &l);
-      /* the good blocks' totals and series: a split day's hours, another day's row */
-      for (int64_t d = p.block_from; d < p.block_to; d += ROLLUP_DAY_US)
-        if (!rollup_plan_bad(&p, rollup_floor(d, ROLLUP_BLOCK_US)) && rollup_plan_split(&p, d))
-          ranges_add(&l, d, d + ROLLUP_DAY_US);
+      /* the good blocks' totals and series: a split day's hours, another day's row (walking the
+       * split days and bad blocks, not every day: a range of centuries is millions of days) */
+      for (size_t i = 0; i < p.nsplit; i++)
+        if (in_good_block(&p, p.split[i])) ranges_add(&l, p.split[i], p.split[i] + ROLLUP_DAY_US);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL_TOTAL, &l);
-      for (int64_t d = p.block_from; d < p.block_to; d += ROLLUP_DAY_US)
-        if (!rollup_plan_bad(&p, rollup_floor(d, ROLLUP_BLOCK_US)) && !rollup_plan_split(&p, d))
-          ranges_add(&l, d, d + ROLLUP_DAY_US);
+      ranges_add_except_units(&l, p.block_from, p.block_to, p.bad, p.nbad, ROLLUP_BLOCK_US, p.split,
+                              p.nsplit, ROLLUP_DAY_US);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_DIM_VALUE, &l);
       /* their breakdowns and percentiles */
       ranges_add_except(&l, p.block_from, p.block_to, ROLLUP_BLOCK_US, p.bad, p.nbad, NULL, 0);
