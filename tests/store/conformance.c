@@ -8118,7 +8118,7 @@ static void ax_check_one_dim_scans(const struct ax_state *s) {
       {"a status nothing has", NULL, NULL, NULL, "failed", NULL, 0},
   };
   static int64_t cuts[1300];
-  for (int w = 0; w < 9; w++) {
+  for (int w = 0; w < 10; w++) {
     struct store_analytics_query q = {0};
     size_t n = 0;
     const char *window = "";
@@ -8163,6 +8163,18 @@ static void ax_check_one_dim_scans(const struct ax_state *s) {
         window = "70 days to inside the data, no cut";
         q.to_us = w0 + 2 * D + 3 * H + 11 * M;
         q.from_us = q.to_us - 70 * D;
+        break;
+      case 9: /* w0 + D's block bad (a cut inside an hour), days split by a cut at 05:00 in it
+               * and in the days after (in a good block when the data crosses a block edge) */
+        window = "80 UTC days, a bad block, split days in it and after it";
+        q.from_us = b0 - 32 * D;
+        q.to_us = b0 + 48 * D;
+        for (int64_t t = q.from_us + D; t < q.to_us; t += D) {
+          cuts[n++] = t;
+          if (t == w0 || t == w0 + 2 * D || t == w0 + 3 * D) cuts[n++] = t + 5 * H;
+          if (t == w0 + D) cuts[n++] = t + 7 * M;
+        }
+        assert_int_equal(n, 83);
         break;
     }
     assert_true(n <= sizeof cuts / sizeof cuts[0]);
