@@ -5,7 +5,8 @@
  * handed to store_submit exactly as the webhook endpoints do (same store_write fields), so every
  * row (conversation, stored body, ElevenLabs event, audit entry, outbox event, and whatever the
  * store keeps inside a write's transaction, rollups included) is what the server itself would
- * store. Only the transport is skipped: no HTTP parsing, no wrk, no sockets.
+ * store. Only the transport is skipped: no HTTP parsing, no wrk, no sockets. Rows are written in
+ * the order of their calls' start times, as webhooks arrive in service.
  *
  * The mix (deterministic: row n's draws come from a generator seeded with SEED and n):
  *   - 72% seed-shaped webhooks (POST /api/v1/webhook/conversation): status completed, platform
@@ -175,8 +176,12 @@ static const double platform_cum[] = {45, 75, 85, 95, 100};
 static const char *const reasons[] = {"busy", "no-answer", "unknown"};
 
 /* Builds row n's webhook body into s->body; *is_event: an ElevenLabs event. */
+static struct rng row_rng(int64_t n, uint64_t seed) {
+  return (struct rng){seed * 0x100000001B3ULL ^ (uint64_t)n * 0x9E3779B97F4A7C15ULL};
+}
+
 static bool build(struct slot *s, int64_t n, uint64_t seed) {
-  struct rng r = {seed * 0x100000001B3ULL ^ (uint64_t)n * 0x9E3779B97F4A7C15ULL};
+  struct rng r = row_rng(n, seed);
   size_t len = 0;
   int account = pick(&r, account_cum, ACCOUNTS);
   int agent = below(&r, 1 + account % 4);
@@ -300,6 +305,30 @@ static double now_s(void) {
 
 #define WRITERS_MAX 4
 
+/* Row n's call start, as build draws it (the same first draws). */
+static int64_t row_start(int64_t n, uint64_t seed) {
+  struct rng r = row_rng(n, seed);
+  (void)pick(&r, account_cum, ACCOUNTS);
+  (void)below(&r, 1);
+  (void)below(&r, 200000);
+  return draw_start(&r);
+}
+
+struct timed_row {
+  int64_t start, n;
+};
+
+static int by_start(const void *a, const void *b) {
+  const struct timed_row *x = a, *y = b;
+  if (x->start != y->start) return x->start < y->start ? -1 : 1;
+  return (x->n > y->n) - (x->n < y->n);
+}
+
+/* Rows are written in the order their calls started, as live traffic arrives (a webhook comes
+ * when its call ends): a store's rollup rows are then written hour after hour, as in service,
+ * not in a random order of the year. */
+static int64_t *write_order;
+
 struct producer {
   struct store **stores;
   int nstores;
@@ -313,7 +342,8 @@ struct producer {
 static void *produce(void *p) {
   struct producer *pr = p;
   pr->ok = true;
-  for (int64_t n = pr->first; n <= pr->count; n += pr->step) {
+  for (int64_t k = pr->first; k <= pr->count; k += pr->step) {
+    int64_t n = write_order[k - 1];
     pthread_mutex_lock(&mu);
     while (!free_slots) pthread_cond_wait(&cv, &mu);
     struct slot *s = free_slots;
@@ -382,6 +412,13 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  struct timed_row *rows = malloc((size_t)(count > 0 ? count : 1) * sizeof *rows);
+  write_order = malloc((size_t)(count > 0 ? count : 1) * sizeof *write_order);
+  if (!rows || !write_order) return 1;
+  for (int64_t n = 1; n <= count; n++) rows[n - 1] = (struct timed_row){row_start(n, seed), n};
+  qsort(rows, (size_t)(count > 0 ? count : 0), sizeof *rows, by_start);
+  for (int64_t k = 0; k < count; k++) write_order[k] = rows[k].n;
+  free(rows);
   struct slot *slots = calloc(WINDOW, sizeof *slots);
   if (!slots) return 1;
   for (int i = 0; i < WINDOW; i++) {
