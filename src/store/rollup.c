@@ -486,6 +486,13 @@ void rollup_cell_raw(struct store_cell *c, int64_t event_us,
   c->hist[analytics_hist_bucket(duration)] = 1;
 }
 
+void rollup_cell_single(struct store_cell *c) {
+  if (c->conversations != 1) return;
+  c->has_hist = true;
+  memset(c->hist, 0, sizeof c->hist);
+  c->hist[analytics_hist_bucket(c->duration_sum)] = 1;
+}
+
 const char *rollup_value(const char *stored) { return stored && *stored ? stored : NULL; }
 
 /* A list of ranges for one read. */

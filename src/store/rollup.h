@@ -195,6 +195,9 @@ typedef enum store_status (*rollup_read_fn)(void *cls, struct rollup_sink *sink,
 void rollup_sink_cell(struct rollup_sink *k, const struct store_cell *c);
 enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read_fn read,
                               void *read_cls, store_cell_cb cell, void *cls);
+/* A FULL cell of one conversation (c->conversations 1) read without its hist: its hist is one
+ * count in the bucket of its duration, c->duration_sum. Any other count: no hist. */
+void rollup_cell_single(struct store_cell *c);
 /* A conversation read one by one, as a FULL cell of its own. */
 void rollup_cell_raw(struct store_cell *c, int64_t event_us,
                      const char *const dims[STORE_DIM_COUNT], int64_t duration, int64_t messages);
