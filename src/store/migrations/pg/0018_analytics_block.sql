@@ -29,7 +29,12 @@ UPDATE analytics_state SET rebuild = true WHERE EXISTS (SELECT 1 FROM conversati
 -- 4-hour totals or 4,278 block rows lie one per page among the day rows (the New York year's
 -- answer read 1,825 pages for its 4-hour totals). Partitioned by kind (the same table, key and
 -- statements), each kind's rows lie together in the order written. The rows are copied over
--- (they are recounted at the next start anyway when there are conversations).
+-- (they are recounted at the next start anyway when there are conversations). The lock waits for
+-- the writes in flight and holds new ones off until the commit (reads go on until the DROP): a
+-- write committed between the copy and the DROP (an instance still on an older binary, a change
+-- made by hand) would otherwise be lost with the old table, and with no conversation stored
+-- when this ran, nothing would count it again.
+LOCK TABLE analytics_dim IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE analytics_dim_by_kind (
   dim           INT NOT NULL,
   day_us        BIGINT NOT NULL,
