@@ -381,6 +381,11 @@ bool rollup_query_filtered(const struct store_analytics_query *q) {
   return q->account_id || q->agent_id || q->platform || q->status || q->naccounts;
 }
 
+bool rollup_source_filtered(enum rollup_source src) {
+  return src == ROLLUP_SRC_RAW || src == ROLLUP_SRC_FULL || src == ROLLUP_SRC_FULL_TOTAL ||
+         src == ROLLUP_SRC_FULL_BLOCK || src == ROLLUP_SRC_DIM_VALUE;
+}
+
 int rollup_query_one_dim(const struct store_analytics_query *q) {
   int dim = -1, n = 0;
   if (q->account_id || q->naccounts) dim = STORE_DIM_ACCOUNT, n++;

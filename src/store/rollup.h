@@ -208,6 +208,9 @@ const char *rollup_value(const char *stored);
  * waited for. */
 enum store_status rollup_rebuild_wait(struct store *s, int64_t *counted);
 
+/* Whether a source's statement takes the scan's filters (the conversations, and the rollups with
+ * every dimension or the filtered value: FULL, FULL_TOTAL, FULL_BLOCK, DIM_VALUE). */
+bool rollup_source_filtered(enum rollup_source src);
 /* Whether q filters on any dimension (then the rollups with every dimension answer it). */
 bool rollup_query_filtered(const struct store_analytics_query *q);
 /* The one dimension q filters on (STORE_DIM_ACCOUNT: account_id and/or a key's accounts), else

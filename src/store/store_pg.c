@@ -3374,24 +3374,22 @@ static char *pg_bounds(const int64_t (*ranges)[2], size_t n, int which) {
 static enum store_status pg_scan_read(void *cls, struct rollup_sink *k, const int64_t (*ranges)[2],
                                       size_t n) {
   struct pg_scan *x = cls;
-  bool filtered =
-      (k->src == ROLLUP_SRC_RAW || k->src == ROLLUP_SRC_FULL || k->src == ROLLUP_SRC_FULL_TOTAL ||
-       k->src == ROLLUP_SRC_FULL_BLOCK || k->src == ROLLUP_SRC_DIM_VALUE) &&
-      x->nvals;
-  char sql[1536];
-  snprintf(sql, sizeof sql,
-           "SELECT y.* FROM unnest($1::bigint[], $2::bigint[]) AS r (a, b), LATERAL (%s%s "
-           "OFFSET 0) y", /* OFFSET 0: not flattened into a join (a scan of the table) */
-           pg_scan_sql[k->src],
-           k->src == ROLLUP_SRC_DIM_VALUE ? x->dim_where
-           : filtered                     ? x->where
-                                          : "");
+  bool filtered = rollup_source_filtered(k->src) && x->nvals;
   /* Without a filter, prepared once per connection: planned once, not at every request. With
    * one, planned for its values (a generic plan would not know how selective they are). */
   char name[16];
   snprintf(name, sizeof name, "scan%d", (int)k->src);
   _Static_assert(ROLLUP_SRC_COUNT <= 32, "pg_reader.prepared_scans: a bit per source");
   uint32_t bit = UINT32_C(1) << k->src;
+  char sql[1536] = "";
+  if (filtered || !(x->r->prepared_scans & bit))
+    snprintf(sql, sizeof sql,
+             "SELECT y.* FROM unnest($1::bigint[], $2::bigint[]) AS r (a, b), LATERAL (%s%s "
+             "OFFSET 0) y", /* OFFSET 0: not flattened into a join (a scan of the table) */
+             pg_scan_sql[k->src],
+             k->src == ROLLUP_SRC_DIM_VALUE ? x->dim_where
+             : filtered                     ? x->where
+                                            : "");
   if (!filtered && !(x->r->prepared_scans & bit)) {
     if (!prepare(x->r->conn, name, sql, 0, NULL)) {
       (void)reader_check_lost(x->s, x->r);

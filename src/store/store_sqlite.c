@@ -2563,8 +2563,7 @@ static enum store_status scan_read(void *cls, struct rollup_sink *k, const int64
                                    size_t n) {
   struct scan_ctx *x = cls;
   int i = (int)k->src;
-  bool filtered = i == ROLLUP_SRC_RAW || i == ROLLUP_SRC_FULL || i == ROLLUP_SRC_FULL_TOTAL ||
-                  i == ROLLUP_SRC_FULL_BLOCK || i == ROLLUP_SRC_DIM_VALUE;
+  bool filtered = rollup_source_filtered(k->src);
   if (!x->st[i]) {
     char sql[1536];
     snprintf(sql, sizeof sql, "%s%s", scan_sql[i],
