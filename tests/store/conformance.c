@@ -8279,18 +8279,25 @@ static void ax_check_scans(const struct ax_state *s) {
   ax_check_one_dim_scans(s);
 }
 
-static void test_analytics_rollups_match_a_recount(void **state) {
-  (void)state;
+/* A new state of its own tag and seed, its accounts and conversation ids named; w0 is the caller's.
+ */
+static struct ax_state *ax_state_new(void) {
   struct ax_state *s = calloc(1, sizeof *s);
   assert_non_null(s);
   char tag[16];
   new_tag(tag);
   memcpy(s->tag, tag, sizeof tag);
   s->seed = (unsigned)strtoul(tag + 6, NULL, 16);
-  s->w0 = ax_w0_of(s->seed);
   for (int a = 0; a < AX_ACCOUNTS; a++)
     snprintf(s->accounts[a], sizeof s->accounts[a], "ax-acc%d-%s", a, tag);
   for (int i = 0; i < AX_CONVS; i++) snprintf(s->c[i].id, sizeof s->c[i].id, "ax-%d-%s", i, tag);
+  return s;
+}
+
+static void test_analytics_rollups_match_a_recount(void **state) {
+  (void)state;
+  struct ax_state *s = ax_state_new();
+  s->w0 = ax_w0_of(s->seed);
   /* Other tests edit rows by hand (ageing them): start from rollups that are right. */
   (void)ax_rebuild();
   ax_assert_rollups_match_recount();
@@ -8372,18 +8379,10 @@ static void test_analytics_rollups_match_a_recount(void **state) {
  * boundary), in a window of its own per seed (160 days apart). */
 static void test_analytics_before_1970(void **state) {
   (void)state;
-  struct ax_state *s = calloc(1, sizeof *s);
-  assert_non_null(s);
-  char tag[16];
-  new_tag(tag);
-  memcpy(s->tag, tag, sizeof tag);
-  s->seed = (unsigned)strtoul(tag + 6, NULL, 16);
+  struct ax_state *s = ax_state_new();
   const int64_t D = 86400 * INT64_C(1000000);
   s->w0 = -(160 * (1 + (int64_t)(s->seed % 2000)) + 2) * D;
   assert_true(rollup_floor(s->w0 + 2 * D, ROLLUP_BLOCK_US) == s->w0 + 2 * D);
-  for (int a = 0; a < AX_ACCOUNTS; a++)
-    snprintf(s->accounts[a], sizeof s->accounts[a], "ax-acc%d-%s", a, tag);
-  for (int i = 0; i < AX_CONVS; i++) snprintf(s->c[i].id, sizeof s->c[i].id, "ax-%d-%s", i, tag);
   (void)ax_rebuild();
   for (int round = 0; round < 20; round++) ax_burst(s, 1 + (int)(ax_rand(s) % 12));
   ax_assert_rollups_match_recount();
