@@ -865,6 +865,10 @@ static bool writer_ready(struct pg_store *s) {
       (!prepare_writer(s->writer_conn) || (s->ring && !prepare_reseal(s->writer_conn)))) {
     PQfinish(s->writer_conn);
     s->writer_conn = NULL;
+    /* A server that takes connections but cannot set one up (its tablespace full, say) is
+     * tried again in a second, not once per batch: each attempt is a new backend and new
+     * temporary tables, churn that a full disk makes worse. */
+    atomic_store(&s->writer_pause_ms, (int64_t)time_mono_ms() + RECONNECT_PAUSE_MS);
   }
   return s->writer_conn != NULL;
 }
@@ -916,6 +920,8 @@ struct batch {
   int64_t outbox_written;         /* outbox events the batch wrote */
   bool conflict; /* rolled back as a deadlock's victim or for a serialization failure (40P01,
                   * 40001): sent again as it is */
+  bool synced;   /* every answer came in step, the sync point's last */
+  bool reusable; /* and the connection is out of the pipeline, idle: it may stay */
 };
 
 static void add_step(struct batch *b, enum step_kind kind, struct store_write *w,
@@ -1897,8 +1903,11 @@ static void read_batch(PGconn *c, struct batch *b) {
     enum store_status st = read_step(c, step, r, b);
     PQclear(r);
     if (st != STORE_OK) batch_fail(b, st, step);
-    if (step->kind == STEP_SYNC) continue; /* a sync point has no NULL after it */
-    if ((r = PQgetResult(c)) != NULL) {    /* a second result for one statement */
+    if (step->kind == STEP_SYNC) { /* a sync point has no NULL after it */
+      b->synced = i + 1 == b->n && st == STORE_OK;
+      continue;
+    }
+    if ((r = PQgetResult(c)) != NULL) { /* a second result for one statement */
       PQclear(r);
       batch_fail(b, PQstatus(c) == CONNECTION_OK ? STORE_HARD : STORE_RETRY, step);
       return;
@@ -1924,7 +1933,16 @@ static void run_batch(struct pg_store *s, struct store_write *head, struct batch
   }
   /* Once COMMIT has answered, the batch is stored, whatever happens to the sync point. */
   if (b->committed) b->status = STORE_OK;
-  if (PQexitPipelineMode(c) != 1 && b->status == STORE_OK && !b->committed) b->status = STORE_RETRY;
+  bool out = PQexitPipelineMode(c) == 1;
+  if (!out && b->status == STORE_OK && !b->committed) b->status = STORE_RETRY;
+  /* A step the server failed leaves the transaction open and failed (the steps after it, COMMIT
+   * too, were skipped; the sync point does not end a transaction BEGIN opened). */
+  if (out && b->synced && PQtransactionStatus(c) == PQTRANS_INERROR) {
+    PGresult *r = PQexec(c, "ROLLBACK");
+    PQclear(r);
+  }
+  b->reusable =
+      out && b->synced && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
 }
 
 /* A redelivered audio event need not send its megabytes again to be recognised: kept events
@@ -2717,8 +2735,11 @@ static enum store_status commit_batch(struct pg_store *s, struct store_write **h
     if (st == STORE_OK && PQstatus(s->writer_conn) == CONNECTION_OK) break;
     bool lost = PQstatus(s->writer_conn) != CONNECTION_OK;
     if (lost) report_down(s, PG_MSG(s->writer_conn));
-    /* A failed pipeline leaves the connection in an unknown state: start afresh. */
-    writer_drop(s);
+    /* A pipeline that failed out of step leaves the connection in an unknown state: start
+     * afresh. One the server failed cleanly (a full disk, a constraint) answered every step
+     * and rolled back: the connection stays, so that a full disk does not turn every batch
+     * into a new backend. */
+    if (!b.reusable) writer_drop(s);
     if (st == STORE_OK) break; /* committed; only the connection was lost afterwards */
     if (b.unreadable) {        /* nothing was committed: that write fails, the rest goes again */
       write_queue_finish_one(head, b.unreadable, STORE_HARD);

@@ -116,7 +116,7 @@ def _drive_until_full(srv, tag, seconds=40):
     while not stop.is_set() and time.monotonic() < deadline:
         # Reads and health keep answering while writes are refused: never a 500.
         r = srv.list_convs(emailId=f"full-{tag}@example.com")
-        assert r.status_code == 200, (r.status_code, r.text[:300])
+        assert r.status_code == 200, (r.status_code, r.text[:300], srv.last_stderr()[-2000:])
         assert srv.get("/api/v1/health", key=None).status_code in (200, 503)
         time.sleep(0.2)
     stop.set()

@@ -572,23 +572,32 @@ def test_head_is_cheap(make_server):
     """HEAD sends the headers alone, so it reads one row, not the first piece of the export
     (was: 500 rows read and up to 256 KiB rendered, with include=transcript a body per row, for
     nothing): twenty HEADs of a 3000-row export cost the server about what twenty HEADs of an
-    empty one cost."""
+    empty one cost. Rendering the first piece would cost twenty HEADs ~0.4 s here (a GET of
+    the whole export costs ~0.12 s under the sanitizers); each side is the best of three
+    windows after a warm-up, as CPU time is counted in 10 ms ticks and a stray one only adds."""
     srv = make_server()
     acc = "acc-head-" + uid()
     load(srv, 3000, acc, transcript_bytes=200)
 
     def heads(account):
-        t0 = cpu_seconds(srv)
-        for _ in range(20):
+        def one():
             r = srv.request("HEAD", EXPORT, params={"account_id": account,
                                                     "include": "transcript"})
             assert r.status_code == 200
             assert r.headers["Content-Type"] == "application/x-ndjson"
-        return cpu_seconds(srv) - t0
+        one()  # warm-up: the statement prepared, the pages cached
+        best = None
+        for _ in range(3):
+            t0 = cpu_seconds(srv)
+            for _ in range(20):
+                one()
+            spent = cpu_seconds(srv) - t0
+            best = spent if best is None else min(best, spent)
+        return best
     empty_cpu = heads("acc-head-none-" + uid())
     big_cpu = heads(acc)
     print(f"\nCPU of twenty HEADs: empty export {empty_cpu:.3f} s, 3000 rows {big_cpu:.3f} s")
-    assert big_cpu < 2 * empty_cpu + 0.05, (big_cpu, empty_cpu)
+    assert big_cpu < 2 * empty_cpu + 0.1, (big_cpu, empty_cpu)
     # HEAD still answers what GET would for a bad filter
     assert srv.request("HEAD", EXPORT, params={"from": "yesterday"}).status_code == 400
     assert stream_count(srv, {"account_id": acc})[0] == 3000
