@@ -7,6 +7,7 @@
  * locks on its conversation ids (in sorted order, so batches never deadlock), so the
  * "same body, same webhookId" decision is made on the latest committed version. */
 #include <endian.h>
+#include <errno.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
@@ -42,6 +43,9 @@
  * transaction sealing with it is in flight, nor checked while one records it. */
 #define SEAL_LOCK "7261002, 7"
 #define RECONNECT_PAUSE_MS 1000
+/* How long the writer waits for the ROLLBACK of a batch the server failed before it gives
+ * the connection up instead. */
+#define ROLLBACK_WAIT_MS 5000
 #define START_RETRY_MS 1000 /* between connection attempts while waiting at start-up */
 #define MSG_MAX 512
 #define OID_BOOL 16
@@ -863,12 +867,14 @@ static bool writer_ready(struct pg_store *s) {
   s->writer_conn = pg_connect(s, &s->writer_pause_ms);
   if (s->writer_conn &&
       (!prepare_writer(s->writer_conn) || (s->ring && !prepare_reseal(s->writer_conn)))) {
+    /* A server that takes connections but refuses to set one up (its tablespace full, say) is
+     * tried again in a second, not once per batch: each attempt is a new backend and new
+     * temporary tables, churn that a full disk makes worse. (A connection lost during the
+     * set-up is tried again at once, as a lost one is.) */
+    if (PQstatus(s->writer_conn) == CONNECTION_OK)
+      atomic_store(&s->writer_pause_ms, (int64_t)time_mono_ms() + RECONNECT_PAUSE_MS);
     PQfinish(s->writer_conn);
     s->writer_conn = NULL;
-    /* A server that takes connections but cannot set one up (its tablespace full, say) is
-     * tried again in a second, not once per batch: each attempt is a new backend and new
-     * temporary tables, churn that a full disk makes worse. */
-    atomic_store(&s->writer_pause_ms, (int64_t)time_mono_ms() + RECONNECT_PAUSE_MS);
   }
   return s->writer_conn != NULL;
 }
@@ -922,6 +928,7 @@ struct batch {
                   * 40001): sent again as it is */
   bool synced;   /* every answer came in step, the sync point's last */
   bool reusable; /* and the connection is out of the pipeline, idle: it may stay */
+  bool stale;    /* a server error that may outlive the transaction: the connection goes */
 };
 
 static void add_step(struct batch *b, enum step_kind kind, struct store_write *w,
@@ -1841,6 +1848,35 @@ static enum store_status read_write(struct store_write *w, const PGresult *r) {
   return STORE_OK;
 }
 
+/* Whether a server error leaves the session as it was once rolled back: a full disk or
+ * another resource (53), a value refused (22, 23), a conflict (40), a statement timeout. Others
+ * may stay with the session (a prepared plan whose result type changed under it, 0A000; a
+ * statement gone, 26000): a new connection prepares everything afresh. */
+static bool error_leaves_session(const char *state) {
+  static const char *const classes[] = {"53", "22", "23", "40"};
+  for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+    if (strncmp(state, classes[i], 2) == 0) return true;
+  return strcmp(state, "57014") == 0;
+}
+
+/* ROLLBACK of the failed transaction a batch left, within ms; false if it did not end so
+ * (the connection is then not idle, and goes). */
+static bool rollback_within(PGconn *c, int64_t ms) {
+  if (PQsendQuery(c, "ROLLBACK") != 1) return false;
+  int64_t deadline = (int64_t)time_mono_ms() + ms;
+  while (PQisBusy(c)) {
+    int64_t left = deadline - (int64_t)time_mono_ms();
+    if (left <= 0) return false;
+    struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+    if (poll(&p, 1, (int)left) < 0 && errno != EINTR) return false;
+    if (!PQconsumeInput(c)) return false;
+  }
+  bool ok = true;
+  for (PGresult *r; (r = PQgetResult(c)) != NULL; PQclear(r))
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) ok = false;
+  return ok;
+}
+
 /* Checks one step's result. */
 static enum store_status read_step(PGconn *c, const struct step *step, const PGresult *r,
                                    struct batch *b) {
@@ -1853,6 +1889,7 @@ static enum store_status read_step(PGconn *c, const struct step *step, const PGr
     if (!b->committed && (t == PGRES_PIPELINE_ABORTED || state)) b->aborted = true;
     if (!b->committed && state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0))
       b->conflict = true;
+    if (state && !error_leaves_session(state)) b->stale = true;
     /* the append fails for the log itself (its head removed by hand, say): say why, as no
      * write is to blame (its texts were checked before, see refuse_bad_audit_entries) */
     if (step->kind == STEP_AUDIT && t == PGRES_FATAL_ERROR)
@@ -1937,12 +1974,12 @@ static void run_batch(struct pg_store *s, struct store_write *head, struct batch
   if (!out && b->status == STORE_OK && !b->committed) b->status = STORE_RETRY;
   /* A step the server failed leaves the transaction open and failed (the steps after it, COMMIT
    * too, were skipped; the sync point does not end a transaction BEGIN opened). */
-  if (out && b->synced && PQtransactionStatus(c) == PQTRANS_INERROR) {
-    PGresult *r = PQexec(c, "ROLLBACK");
-    PQclear(r);
-  }
-  b->reusable =
-      out && b->synced && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+  if (out && b->synced && !b->stale && PQtransactionStatus(c) == PQTRANS_INERROR &&
+      !rollback_within(c, ROLLBACK_WAIT_MS))
+    log_msg(LOG_WARNING,
+            "postgresql: ROLLBACK of a failed batch did not end in time; reconnecting");
+  b->reusable = out && b->synced && !b->stale && PQstatus(c) == CONNECTION_OK &&
+                PQtransactionStatus(c) == PQTRANS_IDLE;
 }
 
 /* A redelivered audio event need not send its megabytes again to be recognised: kept events

@@ -108,6 +108,35 @@ def test_a_failed_reader_connect_does_not_lock_the_writer_out(cluster, tmp_path)
         finish_server(srv)
 
 
+def test_a_statement_the_schema_changed_under_is_prepared_again(cluster, tmp_path):
+    """A failed batch keeps its connection only when the error leaves the session as it was (a
+    full disk, a refused value, a conflict). A prepared statement whose result type changed
+    under it (another instance's migration, an administrator's ALTER) fails on that session
+    until it is prepared again: one answer is 503, the next goes through on a new connection
+    (was: every write failed until a restart)."""
+    url = cluster.create_database("stale")
+    srv = Server(tmp_path / "srv", backend="postgres", database_url=url, env={"THREADS": "1"})
+
+    def create_key():
+        return srv.request("POST", "/api/v1/keys", data=json.dumps({"name": "k",
+                                                                   "scopes": ["read"]}),
+                           headers={"Content-Type": "application/json"})
+    try:
+        srv.start()
+        assert create_key().status_code == 201
+        cluster.psql("ALTER TABLE api_keys ALTER COLUMN id TYPE varchar(200)", db=_db_of(url))
+        first = create_key()
+        assert first.status_code in (201, 503), first.text
+        if first.status_code == 503:
+            assert_error(first, 503, "SERVICE_UNAVAILABLE")
+        for _ in range(3):
+            r = create_key()
+            assert r.status_code == 201, r.text
+        assert srv.post_conv(make_conv()).status_code == 200
+    finally:
+        finish_server(srv)
+
+
 def _lock_key(conversation_id):
     """The advisory-lock key the writer takes for a conversation id (store_pg.c lock_keys)."""
     return int.from_bytes(hashlib.sha256(conversation_id.encode()).digest()[:8], "little",
