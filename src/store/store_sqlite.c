@@ -22,6 +22,7 @@
 #include "store/lane.h"
 #include "store/rollup.h"
 #include "store/sealing.h"
+#include "store/sqlite_pcache.h"
 #include "store/store.h"
 #include "store/write_queue.h"
 
@@ -5099,6 +5100,7 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
 
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
   if (!make_parent_dirs(path, err, errlen)) return NULL;
+  if (!sqlite_pcache_install()) log_msg(LOG_DEBUG, "sqlite: the default page cache stays as it is");
   struct sqlite_store *s = calloc(1, sizeof *s);
   if (!s || !(s->path = strdup(path)) || !(s->audio_buf = malloc(STORE_AUDIO_CHUNK_BYTES))) {
     if (s) free(s->path);
