@@ -1,8 +1,11 @@
-/* Unit tests for store/sqlite_pcache: with the wrapper around SQLite's page cache, databases
+/* Unit tests for store/sqlite_pcache. A checker page cache sits above the wrapper (installed
+ * after it, so SQLite calls the checker, the checker the wrapper): it remembers every key it has
+ * seen cached and, after each truncate, asks the cache below for each remembered key at or past
+ * the limit; any page still there means a truncate was wrongly skipped. Under it run databases
  * that grow by random-key inserts (B-tree splits re-key pages through the lock-byte page's
- * number), roll back, shrink (VACUUM) and move pages (incremental vacuum) read back exactly what
- * was committed, pass integrity_check, and read the same from a fresh connection; and the
- * commits' truncates that find nothing to drop are in fact skipped. */
+ * number), roll back, shrink (VACUUM, incremental vacuum) and are read by a second connection
+ * between commits; and random sequences of the cache's calls, tiny caches included. The
+ * commits' truncates that find nothing to drop must in fact be skipped. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,7 +21,105 @@
 #include "store/sqlite_pcache.h"
 
 static char dir[] = "/tmp/gsr-pcache-XXXXXX";
-static sqlite3_pcache_methods2 installed; /* the cache SQLite uses (read before it starts) */
+
+/* ---------- the checker ---------- */
+
+#define KEY_LIMIT (1u << 23) /* keys tracked: the lock-byte page's number for pages >= 128 B */
+
+static sqlite3_pcache_methods2 below; /* the wrapper */
+static sqlite3_pcache_methods2 checker;
+static unsigned long violations;
+
+struct checked {
+  sqlite3_pcache *inner;
+  uint64_t *seen; /* bit per key: perhaps cached (a superset) */
+  unsigned max_seen;
+};
+
+static void mark(struct checked *c, unsigned key, bool on) {
+  if (key >= KEY_LIMIT) return;
+  if (on) {
+    c->seen[key / 64] |= UINT64_C(1) << (key % 64);
+    if (key > c->max_seen) c->max_seen = key;
+  } else {
+    c->seen[key / 64] &= ~(UINT64_C(1) << (key % 64));
+  }
+}
+
+static int c_init(void *arg) {
+  (void)arg;
+  return below.xInit ? below.xInit(below.pArg) : SQLITE_OK;
+}
+
+static void c_shutdown(void *arg) {
+  (void)arg;
+  if (below.xShutdown) below.xShutdown(below.pArg);
+}
+
+static sqlite3_pcache *c_create(int page_size, int extra, int purgeable) {
+  struct checked *c = calloc(1, sizeof *c);
+  if (!c || !(c->seen = calloc(KEY_LIMIT / 64, sizeof *c->seen)) ||
+      !(c->inner = below.xCreate(page_size, extra, purgeable))) {
+    if (c) free(c->seen);
+    free(c);
+    return NULL;
+  }
+  return (sqlite3_pcache *)c;
+}
+
+static void c_cachesize(sqlite3_pcache *p, int n) {
+  below.xCachesize(((struct checked *)p)->inner, n);
+}
+
+static int c_pagecount(sqlite3_pcache *p) { return below.xPagecount(((struct checked *)p)->inner); }
+
+static sqlite3_pcache_page *c_fetch(sqlite3_pcache *p, unsigned key, int create) {
+  struct checked *c = (struct checked *)p;
+  sqlite3_pcache_page *page = below.xFetch(c->inner, key, create);
+  if (page) mark(c, key, true);
+  return page;
+}
+
+static void c_unpin(sqlite3_pcache *p, sqlite3_pcache_page *page, int discard) {
+  below.xUnpin(((struct checked *)p)->inner, page, discard);
+}
+
+static void c_rekey(sqlite3_pcache *p, sqlite3_pcache_page *page, unsigned from, unsigned to) {
+  struct checked *c = (struct checked *)p;
+  below.xRekey(c->inner, page, from, to);
+  mark(c, to, true);
+}
+
+static void c_truncate(sqlite3_pcache *p, unsigned limit) {
+  struct checked *c = (struct checked *)p;
+  below.xTruncate(c->inner, limit);
+  for (unsigned k = limit; k <= c->max_seen && k < KEY_LIMIT; k++) {
+    if (k % 64 == 0 && c->seen[k / 64] == 0) {
+      k += 63; /* a word with nothing seen */
+      continue;
+    }
+    if (!(c->seen[k / 64] & (UINT64_C(1) << (k % 64)))) continue;
+    sqlite3_pcache_page *page = below.xFetch(c->inner, k, 0);
+    if (page) {
+      fprintf(stderr, "page %u still cached after a truncate to %u\n", k, limit);
+      violations++;
+      below.xUnpin(c->inner, page, 0);
+    }
+    mark(c, k, false);
+  }
+  if (limit > 0 && c->max_seen >= limit) c->max_seen = limit - 1;
+}
+
+static void c_destroy(sqlite3_pcache *p) {
+  struct checked *c = (struct checked *)p;
+  below.xDestroy(c->inner);
+  free(c->seen);
+  free(c);
+}
+
+static void c_shrink(sqlite3_pcache *p) { below.xShrink(((struct checked *)p)->inner); }
+
+/* ---------- databases under it ---------- */
 
 struct model {
   long long rows, bytes;
@@ -37,6 +138,7 @@ static sqlite3 *open_db(const char *name) {
   snprintf(path, sizeof path, "%s/%s", dir, name);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
   return db;
 }
 
@@ -97,10 +199,15 @@ static void delete_half(sqlite3 *db, struct model *m) {
   sqlite3_finalize(st);
 }
 
+/* One writer and one reader kept open on the same file, the reader checking after every
+ * commit, rollback and shrink. */
 static void run(const char *name, const char *setup, const char *shrink) {
+  unsigned long before = violations;
   sqlite3 *db = open_db(name);
   exec_ok(db, setup);
   exec_ok(db, "CREATE TABLE t (k TEXT NOT NULL, v BLOB NOT NULL); CREATE INDEX t_k ON t (k)");
+  sqlite3 *reader = open_db(name);
+  exec_ok(reader, "PRAGMA cache_size = -2048");
   struct model m = {0};
   unsigned seed = 42;
   for (int round = 1; round <= 120; round++) {
@@ -110,13 +217,16 @@ static void run(const char *name, const char *setup, const char *shrink) {
       exec_ok(db, shrink);
     }
     check(db, &m);
+    check(reader, &m);
   }
   check_integrity(db);
+  check_integrity(reader);
   sqlite3 *fresh = open_db(name);
   check(fresh, &m);
-  check_integrity(fresh);
   sqlite3_close(fresh);
+  sqlite3_close(reader);
   sqlite3_close(db);
+  assert_int_equal(violations, before);
 }
 
 static void test_wal_file_grows_rolls_back_and_vacuums(void **state) {
@@ -130,84 +240,113 @@ static void test_rollback_journal_and_incremental_vacuum(void **state) {
       "PRAGMA incremental_vacuum");
 }
 
-/* The wrapper's methods called as SQLite calls them: a truncate is skipped only when no page at
- * or past its limit is cached, the lock-byte page's number (the B-tree's temporary key)
- * included. */
-static bool cached(const sqlite3_pcache_methods2 *m, sqlite3_pcache *c, unsigned key) {
-  sqlite3_pcache_page *pg = m->xFetch(c, key, 0);
-  if (pg) m->xUnpin(c, pg, 0);
-  return pg != NULL;
-}
-
-static void put(const sqlite3_pcache_methods2 *m, sqlite3_pcache *c, unsigned key) {
-  sqlite3_pcache_page *pg = m->xFetch(c, key, 2);
-  assert_non_null(pg);
-  m->xUnpin(c, pg, 0);
-}
-
-static void rekey(const sqlite3_pcache_methods2 *m, sqlite3_pcache *c, unsigned from, unsigned to) {
-  sqlite3_pcache_page *pg = m->xFetch(c, from, 0);
-  assert_non_null(pg);
-  m->xRekey(c, pg, from, to);
-  m->xUnpin(c, pg, 0);
-}
-
-static void test_truncate_skipped_only_when_nothing_is_past_the_limit(void **state) {
+static void test_small_pages_tiny_cache_and_memory(void **state) {
   (void)state;
-  const sqlite3_pcache_methods2 m = installed;
-  const unsigned lock = 0x40000000u / 4096 + 1;
-  sqlite3_pcache *c = m.xCreate(4096, 64, 1);
-  assert_non_null(c);
-  m.xCachesize(c, 100);
-  for (unsigned k = 1; k <= 10; k++) put(&m, c, k);
-  /* a split's pages put in order: 3 -> lock, 5 -> 3, lock -> 5 */
-  rekey(&m, c, 3, lock);
-  rekey(&m, c, 5, 3);
-  rekey(&m, c, lock, 5);
-  unsigned long s0, p0, s1, p1;
-  sqlite_pcache_counts(&s0, &p0);
-  m.xTruncate(c, 11); /* nothing at 11 or past it: skipped */
-  sqlite_pcache_counts(&s1, &p1);
-  assert_int_equal(s1, s0 + 1);
-  assert_int_equal(p1, p0);
-  assert_true(cached(&m, c, 3) && cached(&m, c, 5) && cached(&m, c, 10));
-  assert_false(cached(&m, c, lock));
-  m.xTruncate(c, 6); /* drops 6..10 */
-  assert_true(cached(&m, c, 5));
-  assert_false(cached(&m, c, 6));
-  assert_false(cached(&m, c, 10));
-  /* a page left at the lock-byte number is dropped by the next truncate below it */
-  rekey(&m, c, 4, lock);
-  sqlite_pcache_counts(&s0, &p0);
-  m.xTruncate(c, 6);
-  sqlite_pcache_counts(&s1, &p1);
-  assert_int_equal(p1, p0 + 1);
-  assert_false(cached(&m, c, lock));
-  /* a page fetched past the end, then a truncate below it */
-  put(&m, c, 20);
-  m.xTruncate(c, 15);
-  assert_false(cached(&m, c, 20));
-  assert_true(cached(&m, c, 5));
-  /* everything: a cache cleared */
-  m.xTruncate(c, 1);
-  assert_false(cached(&m, c, 1));
-  assert_false(cached(&m, c, 5));
-  m.xDestroy(c);
+  run("small.db", "PRAGMA page_size = 512; PRAGMA journal_mode = WAL; PRAGMA cache_size = 20",
+      "VACUUM");
+  unsigned long before = violations;
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+  exec_ok(db, "CREATE TABLE t (k TEXT NOT NULL, v BLOB NOT NULL); CREATE INDEX t_k ON t (k)");
+  struct model m = {0};
+  unsigned seed = 7;
+  for (int round = 1; round <= 40; round++) {
+    insert_batch(db, &m, &seed, 30, round % 5 != 0);
+    if (round % 15 == 0) {
+      delete_half(db, &m);
+      exec_ok(db, "VACUUM");
+    }
+    check(db, &m);
+  }
+  check_integrity(db);
+  sqlite3_close(db);
+  assert_int_equal(violations, before);
+}
+
+/* ---------- the cache's calls, at random ---------- */
+
+struct pinned {
+  unsigned key;
+  sqlite3_pcache_page *page;
+};
+
+static void test_random_calls_never_leave_a_page_past_a_truncate(void **state) {
+  (void)state;
+  const sqlite3_pcache_methods2 *m = &checker;
+  unsigned long before = violations;
+  for (unsigned run = 0; run < 40; run++) {
+    unsigned seed = 1000 + run;
+    int page_size = (run % 3 == 0) ? 512 : 4096;
+    unsigned lock = 0x40000000u / (unsigned)page_size + 1;
+    sqlite3_pcache *c = m->xCreate(page_size, 64, 1);
+    assert_non_null(c);
+    m->xCachesize(c, run % 2 ? 8 : 200); /* small: pages are recycled */
+    struct pinned pins[64];
+    int npins = 0;
+    for (int step = 0; step < 4000; step++) {
+      int op = rand_r(&seed) % 10;
+      if (op < 4 && npins < 64) { /* fetch, now and then at the lock-byte number */
+        unsigned key = rand_r(&seed) % 50 == 0 ? lock : 1 + (unsigned)rand_r(&seed) % 60;
+        bool pinned_already = false;
+        for (int i = 0; i < npins; i++) pinned_already |= pins[i].key == key;
+        if (pinned_already) continue;
+        sqlite3_pcache_page *pg = m->xFetch(c, key, rand_r(&seed) % 3);
+        if (pg) pins[npins++] = (struct pinned){key, pg};
+      } else if (op < 7 && npins > 0) { /* unpin, perhaps discarding */
+        int i = rand_r(&seed) % npins;
+        m->xUnpin(c, pins[i].page, rand_r(&seed) % 4 == 0);
+        pins[i] = pins[--npins];
+      } else if (op < 9 && npins > 0) { /* re-key a pinned page to a free key */
+        int i = rand_r(&seed) % npins;
+        unsigned to = rand_r(&seed) % 4 == 0 ? lock : 1 + (unsigned)rand_r(&seed) % 60;
+        bool busy = false;
+        for (int j = 0; j < npins; j++) busy |= pins[j].key == to;
+        if (busy) continue;
+        sqlite3_pcache_page *there = m->xFetch(c, to, 0); /* as SQLite does: drop it first */
+        if (there) m->xUnpin(c, there, 1);
+        m->xRekey(c, pins[i].page, pins[i].key, to);
+        pins[i].key = to;
+      } else { /* truncate: the pages at or past the limit go, pinned ones too */
+        unsigned limit = rand_r(&seed) % 8 == 0 ? 1 : 1 + (unsigned)rand_r(&seed) % 70;
+        m->xTruncate(c, limit);
+        for (int i = 0; i < npins;)
+          if (pins[i].key >= limit)
+            pins[i] = pins[--npins];
+          else
+            i++;
+      }
+    }
+    for (int i = 0; i < npins; i++) m->xUnpin(c, pins[i].page, 0);
+    m->xDestroy(c);
+  }
+  assert_int_equal(violations, before);
 }
 
 static void test_commits_skip_the_empty_truncate(void **state) {
   (void)state;
-  unsigned long skipped, passed;
-  sqlite_pcache_counts(&skipped, &passed);
-  assert_true(skipped > 100);
-  assert_true(passed > 0); /* the shrinks, at least */
+  unsigned long s0, p0, s1, p1;
+  sqlite_pcache_counts(&s0, &p0);
+  sqlite3 *db = open_db("skip.db");
+  exec_ok(db, "PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT NOT NULL, v BLOB NOT NULL)");
+  exec_ok(db, "CREATE INDEX t_k ON t (k)");
+  struct model m = {0};
+  unsigned seed = 3;
+  for (int round = 0; round < 50; round++) insert_batch(db, &m, &seed, 40, true);
+  check(db, &m);
+  sqlite3_close(db);
+  sqlite_pcache_counts(&s1, &p1);
+  assert_true(s1 - s0 >= 40); /* most of the 50 commits skip it */
 }
 
 static int setup_all(void **state) {
   (void)state;
-  if (!mkdtemp(dir)) return -1;
-  if (!sqlite_pcache_install()) return -1;
-  return sqlite3_config(SQLITE_CONFIG_GETPCACHE2, &installed) == SQLITE_OK ? 0 : -1;
+  if (!mkdtemp(dir) || !sqlite_pcache_install()) return -1;
+  if (sqlite3_config(SQLITE_CONFIG_GETPCACHE2, &below) != SQLITE_OK) return -1;
+  checker = (sqlite3_pcache_methods2){1,           NULL,        c_init,  c_shutdown, c_create,
+                                      c_cachesize, c_pagecount, c_fetch, c_unpin,    c_rekey,
+                                      c_truncate,  c_destroy,   c_shrink};
+  if (sqlite3_config(SQLITE_CONFIG_PCACHE2, &checker) != SQLITE_OK) return -1;
+  return sqlite3_initialize() == SQLITE_OK ? 0 : -1;
 }
 
 static int teardown_all(void **state) {
@@ -221,7 +360,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_wal_file_grows_rolls_back_and_vacuums),
       cmocka_unit_test(test_rollback_journal_and_incremental_vacuum),
-      cmocka_unit_test(test_truncate_skipped_only_when_nothing_is_past_the_limit),
+      cmocka_unit_test(test_small_pages_tiny_cache_and_memory),
+      cmocka_unit_test(test_random_calls_never_leave_a_page_past_a_truncate),
       cmocka_unit_test(test_commits_skip_the_empty_truncate),
   };
   return cmocka_run_group_tests(tests, setup_all, teardown_all);
