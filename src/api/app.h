@@ -55,6 +55,10 @@ static inline bool api_conversation_id_storable(const char *id) {
 /* The 400 for an id the database refused (STORE_CLIENT): bytes it cannot compare. */
 void api_reply_conversation_id_refused(struct http_request *req);
 
+/* The 200 of a stored webhook (both webhook endpoints); conversation_id NULL answers null. */
+void api_reply_webhook_accepted(struct http_request *req, const char *conversation_id,
+                                const char *webhook_id, int64_t processed_us);
+
 /* API keys kept as data (keys.c): makes a new key for rec (id, secret digest, created time
  * set; the caller sets the rest) and writes the key string (shown once) into key. */
 __attribute__((warn_unused_result)) bool api_key_generate(struct apikey_record *rec,

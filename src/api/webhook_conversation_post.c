@@ -31,14 +31,29 @@ static void on_stored(struct store_write *w, void *cls) {
   http_request_resume(job->req);
 }
 
+void api_reply_webhook_accepted(struct http_request *req, const char *conversation_id,
+                                const char *webhook_id, int64_t processed_us) {
+  size_t len;
+  char *text = render_webhook_accepted_text(conversation_id, webhook_id, processed_us, &len);
+  if (text) {
+    http_reply_json_text(req, 200, text, len);
+    return;
+  }
+  /* out of memory or not UTF-8: the tree's path answers as it always did */
+  json_t *ok =
+      render_webhook_accepted(conversation_id ? conversation_id : "", webhook_id, processed_us);
+  if (ok && !conversation_id)
+    json_object_set_new(json_object_get(ok, "data"), "conversationId", json_null());
+  http_reply_json(req, 200, ok);
+}
+
 static void on_resume(struct http_request *req) {
   struct webhook_job *job = http_request_state(req);
   switch (job->write.status) {
     case STORE_OK:
       metrics_webhook_accepted(METRICS_SOURCE_CONVERSATION, job->write.duplicate);
-      http_reply_json(req, 200,
-                      render_webhook_accepted(job->conv.conversation_id, job->write.webhook_id,
-                                              job->write.processed_us));
+      api_reply_webhook_accepted(req, job->conv.conversation_id, job->write.webhook_id,
+                                 job->write.processed_us);
       return;
     case STORE_RETRY:
     case STORE_NOT_FOUND:

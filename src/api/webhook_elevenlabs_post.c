@@ -203,11 +203,8 @@ static void on_resume(struct http_request *req) {
   switch (r->write.status) {
     case STORE_OK: {
       metrics_webhook_accepted(METRICS_SOURCE_ELEVENLABS, r->write.duplicate);
-      json_t *ok = render_webhook_accepted(r->event.conversation_id ? r->event.conversation_id : "",
-                                           r->write.webhook_id, r->write.processed_us);
-      if (ok && !r->event.conversation_id)
-        json_object_set_new(json_object_get(ok, "data"), "conversationId", json_null());
-      http_reply_json(req, 200, ok);
+      api_reply_webhook_accepted(req, r->event.conversation_id, r->write.webhook_id,
+                                 r->write.processed_us);
       return;
     }
     case STORE_RETRY:

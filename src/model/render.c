@@ -253,6 +253,37 @@ json_t *render_conversation_erased(const char *conversation_id) {
                    "erased", 1);
 }
 
+static void put_accepted(struct out *o, const char *conversation_id, const char *webhook_id,
+                         int64_t processed_us) {
+  put_str(o,
+          "{\"success\":true,\"message\":\"Conversation data received successfully\","
+          "\"data\":{\"conversationId\":");
+  if (conversation_id)
+    put_quoted(o, conversation_id);
+  else
+    put(o, "null", 4);
+  put_str(o, ",\"processedAt\":");
+  put_time(o, true, processed_us, true);
+  put_str(o, ",\"status\":\"processed\",\"webhookId\":");
+  put_quoted(o, webhook_id);
+  put_str(o, "}}");
+}
+
+char *render_webhook_accepted_text(const char *conversation_id, const char *webhook_id,
+                                   int64_t processed_us, size_t *len) {
+  if ((conversation_id && !utf8_valid(conversation_id, strlen(conversation_id))) ||
+      !utf8_valid(webhook_id, strlen(webhook_id)))
+    return NULL;
+  struct out size = {NULL, 0};
+  put_accepted(&size, conversation_id, webhook_id, processed_us);
+  struct out o = {malloc(size.n + 1), 0};
+  if (!o.p) return NULL;
+  put_accepted(&o, conversation_id, webhook_id, processed_us);
+  o.p[o.n] = '\0';
+  *len = o.n;
+  return o.p;
+}
+
 json_t *render_webhook_accepted(const char *conversation_id, const char *webhook_id,
                                 int64_t processed_us) {
   return json_pack("{s:b,s:s,s:{s:s,s:o,s:s,s:s}}", "success", 1, "message",

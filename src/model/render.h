@@ -24,5 +24,10 @@ json_t *render_conversation_erased(const char *conversation_id);
 /* The webhook's success answer. */
 json_t *render_webhook_accepted(const char *conversation_id, const char *webhook_id,
                                 int64_t processed_us);
+/* The same answer as jansson's compact dump of render_webhook_accepted writes it, byte for
+ * byte, written directly (every webhook answers it); conversation_id NULL writes null. A
+ * malloc'ed text and its length, or NULL (out of memory, or a text that is not UTF-8). */
+char *render_webhook_accepted_text(const char *conversation_id, const char *webhook_id,
+                                   int64_t processed_us, size_t *len);
 
 #endif

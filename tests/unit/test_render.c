@@ -237,6 +237,38 @@ static void test_detail_matches_the_json_tree(void **state) {
   }
 }
 
+/* The webhook's 200, written directly, is jansson's compact dump of the tree byte for byte:
+ * random texts (quotes, backslashes, controls, UTF-8, bytes that are not UTF-8), a missing
+ * conversation id (the ElevenLabs event without one: null), times out of range. */
+static void test_webhook_accepted_matches_the_json_tree(void **state) {
+  (void)state;
+  unsigned seed = 11;
+  for (int i = 0; i < 5000; i++) {
+    char id[MODEL_CONVERSATION_ID_MAX + 1], webhook[64];
+    random_text(id, sizeof id, &seed);
+    random_text(webhook, sizeof webhook, &seed);
+    int64_t us = (int64_t)(rand_r(&seed) % 2000000000) * 1000000 + rand_r(&seed) % 1000000;
+    if (i % 97 == 0) us = INT64_MAX / 2;
+    bool null_id = i % 13 == 0;
+    json_t *tree = render_webhook_accepted(null_id ? "" : id, webhook, us);
+    if (tree && null_id)
+      json_object_set_new(json_object_get(tree, "data"), "conversationId", json_null());
+    char *want = tree ? json_dumps(tree, JSON_COMPACT) : NULL;
+    json_decref(tree);
+    size_t len = 0;
+    char *got = render_webhook_accepted_text(null_id ? NULL : id, webhook, us, &len);
+    if (!want) {
+      assert_null(got);
+      continue;
+    }
+    assert_non_null(got);
+    assert_int_equal(len, strlen(want));
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_detail_repeats_members_exactly),
@@ -245,6 +277,7 @@ int main(void) {
       cmocka_unit_test(test_elevenlabs_fields),
       cmocka_unit_test(test_detail_buffer_is_exactly_sized),
       cmocka_unit_test(test_detail_matches_the_json_tree),
+      cmocka_unit_test(test_webhook_accepted_matches_the_json_tree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
