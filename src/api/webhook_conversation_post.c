@@ -40,11 +40,7 @@ void api_reply_webhook_accepted(struct http_request *req, const char *conversati
     return;
   }
   /* out of memory or not UTF-8: the tree's path answers as it always did */
-  json_t *ok =
-      render_webhook_accepted(conversation_id ? conversation_id : "", webhook_id, processed_us);
-  if (ok && !conversation_id)
-    json_object_set_new(json_object_get(ok, "data"), "conversationId", json_null());
-  http_reply_json(req, 200, ok);
+  http_reply_json(req, 200, render_webhook_accepted(conversation_id, webhook_id, processed_us));
 }
 
 static void on_resume(struct http_request *req) {

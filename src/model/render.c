@@ -286,8 +286,9 @@ char *render_webhook_accepted_text(const char *conversation_id, const char *webh
 
 json_t *render_webhook_accepted(const char *conversation_id, const char *webhook_id,
                                 int64_t processed_us) {
-  return json_pack("{s:b,s:s,s:{s:s,s:o,s:s,s:s}}", "success", 1, "message",
+  return json_pack("{s:b,s:s,s:{s:o,s:o,s:s,s:s}}", "success", 1, "message",
                    "Conversation data received successfully", "data", "conversationId",
-                   conversation_id, "processedAt", time_or_null(true, processed_us, true), "status",
-                   "processed", "webhookId", webhook_id);
+                   conversation_id ? json_string(conversation_id) : json_null(), "processedAt",
+                   time_or_null(true, processed_us, true), "status", "processed", "webhookId",
+                   webhook_id);
 }

@@ -21,7 +21,8 @@ json_t *render_conversation(const struct store_conversation *c);
 char *render_conversation_detail(const struct store_conversation *c, size_t *len);
 /* {"success":true,"data":{"conversationId":..,"erased":true}}: the answer to an erasure. */
 json_t *render_conversation_erased(const char *conversation_id);
-/* The webhook's success answer. */
+/* The webhook's success answer; conversation_id NULL (an ElevenLabs event without one) gives
+ * null. */
 json_t *render_webhook_accepted(const char *conversation_id, const char *webhook_id,
                                 int64_t processed_us);
 /* The same answer as jansson's compact dump of render_webhook_accepted writes it, byte for

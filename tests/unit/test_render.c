@@ -242,6 +242,19 @@ static void test_detail_matches_the_json_tree(void **state) {
  * conversation id (the ElevenLabs event without one: null), times out of range. */
 static void test_webhook_accepted_matches_the_json_tree(void **state) {
   (void)state;
+  static const char *const bad_utf8[] = {
+      "\xed\xa0\x80",     /* a surrogate */
+      "\xc0\x80",         /* overlong NUL */
+      "\xe0\x80\x80",     /* overlong */
+      "\xf0\x8f\xbf\xbf", /* overlong */
+      "\xf4\x90\x80\x80", /* past U+10FFFF */
+      "\xf5\x80\x80\x80",
+      "\xfe",
+      "\xc3",
+      "\xe2\x82",
+      "\xf0\x9f\x98", /* cut off */
+      "\x80",         /* a lone continuation byte */
+  };
   unsigned seed = 11;
   for (int i = 0; i < 5000; i++) {
     char id[MODEL_CONVERSATION_ID_MAX + 1], webhook[64];
@@ -250,9 +263,11 @@ static void test_webhook_accepted_matches_the_json_tree(void **state) {
     int64_t us = (int64_t)(rand_r(&seed) % 2000000000) * 1000000 + rand_r(&seed) % 1000000;
     if (i % 97 == 0) us = INT64_MAX / 2;
     bool null_id = i % 13 == 0;
-    json_t *tree = render_webhook_accepted(null_id ? "" : id, webhook, us);
-    if (tree && null_id)
-      json_object_set_new(json_object_get(tree, "data"), "conversationId", json_null());
+    if (i < (int)(sizeof bad_utf8 / sizeof bad_utf8[0])) { /* fixed: bytes that are not UTF-8 */
+      snprintf(id, sizeof id, "c%s", bad_utf8[i]);
+      null_id = false;
+    }
+    json_t *tree = render_webhook_accepted(null_id ? NULL : id, webhook, us);
     char *want = tree ? json_dumps(tree, JSON_COMPACT) : NULL;
     json_decref(tree);
     size_t len = 0;
