@@ -528,27 +528,11 @@ static void ranges_add(struct ranges *l, int64_t a, int64_t b) {
   l->n++;
 }
 
-/* [a, b), cut in units, less the units starting at a value of the ascending s1 or s2. */
-static void ranges_add_except(struct ranges *l, int64_t a, int64_t b, int64_t unit,
-                              const int64_t *s1, size_t n1, const int64_t *s2, size_t n2) {
-  size_t i = 0, j = 0;
-  while (a < b) {
-    while (i < n1 && s1[i] < a) i++;
-    while (j < n2 && s2[j] < a) j++;
-    int64_t next = b;
-    if (i < n1 && s1[i] < next) next = s1[i];
-    if (j < n2 && s2[j] < next) next = s2[j];
-    ranges_add(l, a, next);
-    a = next + unit; /* past the unit left out (or past b) */
-  }
-}
-
 /* [a, b) less the units of u1 starting at a value of the ascending s1 and those of u2 starting at
  * a value of the ascending s2 (they may overlap: a day of s2 inside a unit of s1), in time
- * proportional to the ranges and the values, not to (b - a). */
-static void ranges_add_except_units(struct ranges *l, int64_t a, int64_t b, const int64_t *s1,
-                                    size_t n1, int64_t u1, const int64_t *s2, size_t n2,
-                                    int64_t u2) {
+ * proportional to the ranges and the values, not to (b - a). s2 may be empty (NULL, 0). */
+static void ranges_add_except(struct ranges *l, int64_t a, int64_t b, const int64_t *s1, size_t n1,
+                              int64_t u1, const int64_t *s2, size_t n2, int64_t u2) {
   size_t i = 0, j = 0;
   while (a < b) {
     while (i < n1 && s1[i] + u1 <= a) i++;
@@ -605,11 +589,11 @@ enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read
       for (size_t i = 0; i < p.nsplit; i++)
         if (in_good_block(&p, p.split[i])) ranges_add(&l, p.split[i], p.split[i] + ROLLUP_DAY_US);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL_TOTAL, &l);
-      ranges_add_except_units(&l, p.block_from, p.block_to, p.bad, p.nbad, ROLLUP_BLOCK_US, p.split,
-                              p.nsplit, ROLLUP_DAY_US);
+      ranges_add_except(&l, p.block_from, p.block_to, p.bad, p.nbad, ROLLUP_BLOCK_US, p.split,
+                        p.nsplit, ROLLUP_DAY_US);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_DIM_VALUE, &l);
       /* their breakdowns and percentiles */
-      ranges_add_except(&l, p.block_from, p.block_to, ROLLUP_BLOCK_US, p.bad, p.nbad, NULL, 0);
+      ranges_add_except(&l, p.block_from, p.block_to, p.bad, p.nbad, ROLLUP_BLOCK_US, NULL, 0, 0);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_FULL_BLOCK, &l);
     } else if (rollup_query_filtered(q) || p.day_from == p.day_to) {
       ranges_add(&l, p.hour_from, p.hour_to);
@@ -623,8 +607,8 @@ enum store_status rollup_scan(const struct store_analytics_query *q, rollup_read
       /* totals and series: a day's row; in a day a cut falls inside, its 4-hour rows, and the
        * hours of a 4-hour span a cut falls inside (only the rows the sink keeps are read: an
        * hourly series reads no day or 4-hour row) */
-      ranges_add_except(&l, p.day_from, p.day_to, ROLLUP_DAY_US, p.uncovered, p.nuncovered, p.split,
-                        p.nsplit);
+      ranges_add_except(&l, p.day_from, p.day_to, p.uncovered, p.nuncovered, ROLLUP_DAY_US, p.split,
+                        p.nsplit, ROLLUP_DAY_US);
       if (st == STORE_OK) st = read_ranges(read, read_cls, &k, ROLLUP_SRC_DAY_TOTAL, &l);
       for (size_t i = 0; i < p.nsplit; i++)
         for (int64_t b = p.split[i]; b < p.split[i] + ROLLUP_DAY_US; b += ROLLUP_TOTAL4_US)
