@@ -8279,8 +8279,7 @@ static void ax_check_scans(const struct ax_state *s) {
   ax_check_one_dim_scans(s);
 }
 
-/* A new state of its own tag and seed, its accounts and conversation ids named; w0 is the caller's.
- */
+/* A new state with its own tag and seed, its accounts and ids named; the caller sets w0. */
 static struct ax_state *ax_state_new(void) {
   struct ax_state *s = calloc(1, sizeof *s);
   assert_non_null(s);
@@ -8292,6 +8291,11 @@ static struct ax_state *ax_state_new(void) {
     snprintf(s->accounts[a], sizeof s->accounts[a], "ax-acc%d-%s", a, tag);
   for (int i = 0; i < AX_CONVS; i++) snprintf(s->c[i].id, sizeof s->c[i].id, "ax-%d-%s", i, tag);
   return s;
+}
+
+static void ax_state_free(struct ax_state *s) {
+  for (int i = 0; i < AX_CONVS; i++) free(s->c[i].body);
+  free(s);
 }
 
 static void test_analytics_rollups_match_a_recount(void **state) {
@@ -8370,8 +8374,7 @@ static void test_analytics_rollups_match_a_recount(void **state) {
   (void)ax_rebuild();
   ax_assert_rollups_match_recount();
   ax_check_scans(s);
-  for (int i = 0; i < AX_CONVS; i++) free(s->c[i].body);
-  free(s);
+  ax_state_free(s);
 }
 
 /* The same over four days before 1970: negative event times, so every hour, day, 4-hour span and
@@ -8387,8 +8390,7 @@ static void test_analytics_before_1970(void **state) {
   for (int round = 0; round < 20; round++) ax_burst(s, 1 + (int)(ax_rand(s) % 12));
   ax_assert_rollups_match_recount();
   ax_check_scans(s);
-  for (int i = 0; i < AX_CONVS; i++) free(s->c[i].body);
-  free(s);
+  ax_state_free(s);
 }
 
 static void test_analytics_account_name_of_unknown_is_not_found(void **state) {
