@@ -137,8 +137,9 @@ def _scenario(srv, mnt, sessions=None):
     if sessions:
         # A refused batch keeps its connection: no new backend per batch while the disk is
         # full (each one's temporary tables churned the catalogs; was ~20 in this test).
-        print(f"sessions opened while the disk was full: {sessions() - opened}")
-        assert sessions() - opened <= 8, sessions() - opened
+        new = sessions() - opened
+        print(f"sessions opened while the disk was full: {new}")
+        assert new <= 8, new
     assert not unexpected, unexpected[:5]
     assert refused, f"the full disk was never hit ({len(acked)} webhooks accepted)"
     for cid, raw in before + acked:
