@@ -4694,12 +4694,12 @@ static const char *const audit_filter_sql[AUDIT_FILTERS] = {" AND at_us >= ?2 AN
                                                             " AND at_us < ?3", " AND key_id = ?4",
                                                             " AND action = ?5", " AND target = ?6"};
 
-/* The WHERE term of the partial index audit_log_action (migration 0006), repeated word for word
- * in a query filtering on a rare action: SQLite uses a partial index only when the query's
+/* The WHERE terms of the partial index audit_log_action (migration 0019), repeated word for
+ * word in a query filtering on a rare action: SQLite uses a partial index only when the query's
  * WHERE holds its terms (a bound value does not prove it). */
 #define AUDIT_RARE_ACTION_SQL                                                          \
-  " AND action NOT IN ('webhook.accepted', 'conversation.read', 'conversation.list', " \
-  "'conversation.audio', 'conversation.export')"
+  " AND action <> 'webhook.accepted' AND action <> 'conversation.read' AND action <> " \
+  "'conversation.list' AND action <> 'conversation.audio' AND action <> 'conversation.export'"
 
 /* Whether audit_log_action holds the entries of action a. */
 static bool audit_action_indexed(enum audit_action a) {
