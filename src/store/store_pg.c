@@ -411,8 +411,13 @@ static bool migrate(PGconn *c, char *err, size_t errlen) {
     for (int row = 0; !have && row < PQntuples(r); row++)
       have = strtol(PQgetvalue(r, row, 0), NULL, 10) == m->version;
     if (have) continue;
-    ok = command_ok(c, "BEGIN") && command_ok(c, m->sql) && record_migration(c, m) &&
-         command_ok(c, "COMMIT");
+    /* The connection's statement timeout would cut an index build on a large table short (a
+     * failed start, the migration rolled back, every start failing the same way); waiting for
+     * a lock stays bounded: another instance's long transaction fails this start, not the
+     * traffic queued behind the migration's lock. */
+    ok = command_ok(c, "BEGIN") &&
+         command_ok(c, "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 15000") &&
+         command_ok(c, m->sql) && record_migration(c, m) && command_ok(c, "COMMIT");
     if (ok) log_msg(LOG_INFO, "applied migration %04d_%s", m->version, m->name);
   }
   PQclear(r);

@@ -3,7 +3,8 @@
 -- descending, every new conversation went in at the front of its range: the B-tree's fast path
 -- (the rightmost leaf remembered between inserts) never applied, and pages split at the front
 -- were left half empty. Retention reads conversations_recent forwards now (oldest first).
--- CREATE INDEX blocks writes to conversations while it runs (seconds per million rows).
+-- DROP INDEX locks conversations until the builds end: webhooks and reads wait (about 2 s per
+-- million conversations).
 DROP INDEX conversations_recent;
 DROP INDEX conversations_email;
 DROP INDEX conversations_account;
