@@ -392,7 +392,11 @@ static bool record_migration(PGconn *c, const struct store_migration *m) {
 
 static bool migrate(PGconn *c, char *err, size_t errlen) {
   char sql[128];
-  snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
+  /* Another instance may hold the lock for as long as its migrations take (they run without
+   * the statement timeout): wait for it as long, then back to the connection's timeout. */
+  snprintf(sql, sizeof sql,
+           "SET statement_timeout = 0; SELECT pg_advisory_lock(%d); RESET statement_timeout",
+           MIGRATION_LOCK_KEY);
   if (!command_ok(c, sql)) {
     snprintf(err, errlen, "DATABASE_URL: postgresql: %s", PG_MSG(c));
     return false;

@@ -5098,22 +5098,8 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
   return roll_rebuild_if_due(s, err, errlen);
 }
 
-/* A statement that may fail half-way (a trigger, a foreign key) keeps the earlier content of
- * every page it changes in a statement journal. SQLite moves that journal to a temporary file
- * past 64 KiB, and the file then takes the rest of the transaction's statements (a write(2)
- * per page) until the batch ends and it is deleted. Up to 4 MiB it stays in memory: a batch's
- * statements touch far less; retention or a rebuild may still go to a file. Process-wide,
- * before SQLite starts (a no-op if something started it first). */
-#define STMT_JOURNAL_SPILL_BYTES (4 << 20)
-
-static void configure_once(void) {
-  (void)sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, STMT_JOURNAL_SPILL_BYTES);
-}
-
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
   if (!make_parent_dirs(path, err, errlen)) return NULL;
-  static pthread_once_t configured = PTHREAD_ONCE_INIT;
-  pthread_once(&configured, configure_once);
   if (!sqlite_pcache_install()) log_msg(LOG_DEBUG, "sqlite: the default page cache stays as it is");
   struct sqlite_store *s = calloc(1, sizeof *s);
   if (!s || !(s->path = strdup(path)) || !(s->audio_buf = malloc(STORE_AUDIO_CHUNK_BYTES))) {

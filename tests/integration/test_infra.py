@@ -280,3 +280,25 @@ def test_instances_migrating_the_same_new_database_at_once(pg, tmp_path):
     finally:
         for srv in servers:
             finish_server(srv)
+
+
+def test_instance_waits_for_another_instances_long_migration(pg, tmp_path):
+    """An instance starting while another holds the migration lock longer than the connection's
+    15 s statement timeout (a long index build on a large store) waits for it, then starts: it
+    does not exit and leave the deployment short of an instance."""
+    url = pg.create_database("longmig_" + uuid.uuid4().hex[:12])
+    db = url.rsplit("/", 1)[1]
+    holder = threading.Thread(  # the lock key of store_pg.c's migrate()
+        target=pg.psql, args=("SELECT pg_advisory_lock(7261001), pg_sleep(18)", db))
+    holder.start()
+    srv = Server(tmp_path / "srv", backend="postgres", database_url=url)
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        srv.start(timeout=60)
+        assert srv.starts == 1, srv.last_stderr()[-2000:]  # the first process waited: no restart
+        assert time.monotonic() - started >= 15  # it did wait for the lock, past the timeout
+        assert srv.post_conv(make_conv()).status_code == 200
+    finally:
+        holder.join()
+        finish_server(srv)
