@@ -9,8 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/thread_slot.h"
@@ -223,6 +226,11 @@ struct sqlite_store {
   char owner[17];             /* this store's lease owner id (random per open) */
   int64_t lease_seq;          /* the last claim token given out (lease_owner is "owner:token") */
   struct lane_set lane;       /* the fast lane (lane.h) */
+  /* Which process on this file delivers the outbox (outbox_owned): the one holding flock on
+   * "<database>-outbox-lock". -1: no lock file (it could not be made: this process delivers,
+   * as when it is alone). */
+  int outbox_lock_fd;
+  bool outbox_owner;
   /* Analytics (rollup.h): the batch's contributions, added by the writer connection's temporary
    * triggers on conversations (every insert, change and delete, whatever statement made it),
    * written to the rollups once per key before COMMIT; forgotten when the batch rolls back. */
@@ -291,6 +299,8 @@ static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes
 static int reseal_subscription(struct sqlite_store *s, const char *id);
 static bool prepare_outbox(struct sqlite_store *s);
 static bool clear_leases(struct sqlite_store *s, char *err, size_t errlen);
+static bool outbox_lock_open(struct sqlite_store *s, char *err, size_t errlen);
+static int outbox_owned(struct sqlite_store *s, bool *owned);
 static enum store_status read_row(const struct seal_ring *ring, sqlite3_stmt *st,
                                   struct store_conversation *out);
 
@@ -4222,6 +4232,15 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
   o->busy = false;
   o->stale = 0;
   int rc;
+  if (o->op == STORE_OUTBOX_FANOUT || o->op == STORE_OUTBOX_CLAIM ||
+      o->op == STORE_OUTBOX_QUEUE_READ || o->op == STORE_OUTBOX_PRUNE) {
+    bool owned;
+    if ((rc = outbox_owned(s, &owned)) != SQLITE_OK) return rc;
+    if (!owned) {
+      o->busy = o->op == STORE_OUTBOX_QUEUE_READ; /* as a broker cursor another instance holds */
+      return SQLITE_OK;
+    }
+  }
   switch (o->op) {
     case STORE_OUTBOX_FANOUT:
       return outbox_fanout(s, o);
@@ -4272,7 +4291,53 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
   return rc;
 }
 
-/* At open: one process per file, so no lease held now is anyone's. */
+/* Several processes on one SQLite file (several instances, or a subcommand beside the server):
+ * one of them delivers the outbox, the one holding an exclusive flock on
+ * "<database>-outbox-lock". The others store events, subscriptions and replays as usual, and
+ * their dispatchers find nothing to claim, fan out, publish or prune; the owner picks their
+ * events up within its tick (a second). The kernel drops the lock when its process ends, even
+ * killed, and the next one to ask takes over: leases are then cleared, as at open (what the
+ * last owner had in flight is sent again: at least once). */
+static bool outbox_lock_open(struct sqlite_store *s, char *err, size_t errlen) {
+  size_t n = strlen(s->path) + sizeof "-outbox-lock";
+  char *name = malloc(n);
+  if (!name) {
+    snprintf(err, errlen, "DATABASE_URL: out of memory");
+    return false;
+  }
+  snprintf(name, n, "%s-outbox-lock", s->path);
+  s->outbox_lock_fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (s->outbox_lock_fd < 0)
+    log_msg(LOG_WARNING,
+            "sqlite: cannot open %s (%s): this process delivers the outbox without knowing "
+            "whether another on the same database does",
+            name, strerror(errno));
+  free(name);
+  s->outbox_owner = s->outbox_lock_fd < 0 || flock(s->outbox_lock_fd, LOCK_EX | LOCK_NB) == 0;
+  if (!s->outbox_owner)
+    log_msg(LOG_INFO,
+            "sqlite: another process on this database delivers the outbox; this one takes over "
+            "when it stops");
+  return true;
+}
+
+/* Whether this process delivers the outbox (see outbox_lock_open), trying to take it over when
+ * not; on the writer thread, inside a batch. */
+static int outbox_owned(struct sqlite_store *s, bool *owned) {
+  *owned = s->outbox_owner;
+  if (*owned || flock(s->outbox_lock_fd, LOCK_EX | LOCK_NB) != 0) return SQLITE_OK;
+  char err[256];
+  /* The last owner's leases (if this batch is rolled back, they run out instead). */
+  if (!clear_leases(s, err, sizeof err)) {
+    flock(s->outbox_lock_fd, LOCK_UN);
+    return sqlite3_errcode(s->wdb) != SQLITE_OK ? sqlite3_errcode(s->wdb) : SQLITE_ERROR;
+  }
+  log_msg(LOG_INFO, "sqlite: the process that delivered the outbox stopped; this one does now");
+  s->outbox_owner = *owned = true;
+  return SQLITE_OK;
+}
+
+/* At open (by the outbox's owner) and at a takeover: no lease held now is anyone's. */
 static bool clear_leases(struct sqlite_store *s, char *err, size_t errlen) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(s->wdb,
@@ -4684,6 +4749,7 @@ static void sqlite_close(struct store *base) {
   store_seal_buf_free(&s->open_buf);
   lanes_free(&s->lane);
   store_unopened_free(&s->unopened);
+  if (s->outbox_lock_fd >= 0) close(s->outbox_lock_fd); /* releases the flock */
   free(s->path);
   free(s);
 }
@@ -5085,7 +5151,7 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
       !exec(s->wdb, "PRAGMA wal_autocheckpoint = 0", err, errlen) ||
       !exec(s->wdb, "PRAGMA journal_size_limit = 16777216", err, errlen) ||
       !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen) ||
-      !clear_leases(s, err, errlen))
+      !outbox_lock_open(s, err, errlen) || (s->outbox_owner && !clear_leases(s, err, errlen)))
     return false;
   if (!crypto_random_hex(s->owner, sizeof s->owner, 8)) {
     snprintf(err, errlen, "cannot draw the store's random lease owner id");
@@ -5115,6 +5181,7 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   s->base.ops = &sqlite_ops;
+  s->outbox_lock_fd = -1;
   /* The log may hold pages of an erasure the last run committed but had not cut yet (a crash):
    * the first checkpoint round empties it. */
   s->ckpt_truncate = true;

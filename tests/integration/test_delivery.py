@@ -1192,3 +1192,41 @@ def el_post(server, fixture, cid):
                                 "ElevenLabs-Signature": f"t={t},v0={mac}"})
     assert r.status_code == 200, r.text[:300]
 
+
+
+def test_two_instances_on_one_database_deliver_each_event_once(make_server, rcv):
+    """Two instances on one database (SQLite: one file) each take webhooks; the subscription
+    gets every event once, not once per instance. When the instance delivering stops, the other
+    takes over and the events it stores still go out."""
+    env = {"DELIVERY_RETRY_SCHEDULE": "0,1,2", "DELIVERY_TIMEOUT_SECONDS": "2",
+           "DELIVERY_ALLOW_PRIVATE_NETWORKS": "true"}
+    a = make_server(env=env)
+    b = make_server(env=env, database_url=a.database_url)
+    sub = subscribe(a, rcv)
+    cids = []
+    for i in range(16):
+        c = make_conv()
+        post((a, b)[i % 2], c)
+        cids.append(c["conversationId"])
+
+    def created_ids():
+        return [r.webhook_id for r in sub.delivered(type="conversation.created")]
+
+    rcv.wait(lambda: {r.conversation_id for r in sub.delivered()} >= set(cids), WAIT,
+             "every conversation's event, whichever instance stored it")
+    time.sleep(2.5)  # more than a dispatcher's tick: a second sender would have sent by now
+    ids = created_ids()
+    assert len(ids) == len(set(ids)) == len(cids), sorted(ids)
+    # the delivering instance (whichever holds the outbox) stops; the other delivers from now on
+    a.stop()
+    more = []
+    for _ in range(4):
+        c = make_conv()
+        post(b, c)
+        more.append(c["conversationId"])
+    rcv.wait(lambda: {r.conversation_id for r in sub.delivered()} >= set(cids + more), WAIT,
+             "the events stored after the other instance stopped")
+    time.sleep(1.5)
+    ids = [r.webhook_id for r in sub.delivered(type="conversation.created")
+           if r.conversation_id in more]
+    assert len(ids) == len(set(ids)) == len(more), sorted(ids)
