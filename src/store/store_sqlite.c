@@ -226,11 +226,11 @@ struct sqlite_store {
   char owner[17];             /* this store's lease owner id (random per open) */
   int64_t lease_seq;          /* the last claim token given out (lease_owner is "owner:token") */
   struct lane_set lane;       /* the fast lane (lane.h) */
-  /* Which process on this file delivers the outbox (outbox_owned): the one holding flock on
-   * "<database>-outbox-lock". -1: no lock file (it could not be made: this process delivers,
-   * as when it is alone). */
-  int outbox_lock_fd;
-  bool outbox_owner;
+  /* Whether this process delivers the outbox (outbox_owned, outbox_lock_take): the lock's
+   * file identity once held; logged once each: waiting for it, a lock file not made. */
+  bool outbox_owner, outbox_waiting, outbox_lock_warned;
+  dev_t outbox_lock_dev;
+  ino_t outbox_lock_ino;
   /* Analytics (rollup.h): the batch's contributions, added by the writer connection's temporary
    * triggers on conversations (every insert, change and delete, whatever statement made it),
    * written to the rollups once per key before COMMIT; forgotten when the batch rolls back. */
@@ -299,8 +299,8 @@ static int reseal_outbox(struct sqlite_store *s, const char *key, int64_t *bytes
 static int reseal_subscription(struct sqlite_store *s, const char *id);
 static bool prepare_outbox(struct sqlite_store *s);
 static bool clear_leases(struct sqlite_store *s, char *err, size_t errlen);
-static bool outbox_lock_open(struct sqlite_store *s, char *err, size_t errlen);
 static int outbox_owned(struct sqlite_store *s, bool *owned);
+static void outbox_lock_release(struct sqlite_store *s);
 static enum store_status read_row(const struct seal_ring *ring, sqlite3_stmt *st,
                                   struct store_conversation *out);
 
@@ -4236,10 +4236,18 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
       o->op == STORE_OUTBOX_QUEUE_READ || o->op == STORE_OUTBOX_PRUNE) {
     bool owned;
     if ((rc = outbox_owned(s, &owned)) != SQLITE_OK) return rc;
-    if (!owned) {
-      o->busy = o->op == STORE_OUTBOX_QUEUE_READ; /* as a broker cursor another instance holds */
-      return SQLITE_OK;
+    if (!owned && o->op == STORE_OUTBOX_QUEUE_READ && o->cursor_name) {
+      /* as a broker cursor another instance holds: busy, and the cursor kept live (touched), so
+       * prune never passes it while the owner has no broker of its own */
+      o->busy = true;
+      sqlite3_stmt *st = s->ob[OB_Q_ADVANCE];
+      sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, 0);
+      sqlite3_bind_int64(st, 4, o->now_us ? o->now_us : time_now_us());
+      return step_done(st);
     }
+    if (!owned) return SQLITE_OK;
   }
   switch (o->op) {
     case STORE_OUTBOX_FANOUT:
@@ -4291,53 +4299,122 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
   return rc;
 }
 
-/* Several processes on one SQLite file (several instances, or a subcommand beside the server):
- * one of them delivers the outbox, the one holding an exclusive flock on
- * "<database>-outbox-lock". The others store events, subscriptions and replays as usual, and
- * their dispatchers find nothing to claim, fan out, publish or prune; the owner picks their
- * events up within its tick (a second). The kernel drops the lock when its process ends, even
- * killed, and the next one to ask takes over: leases are then cleared, as at open (what the
- * last owner had in flight is sent again: at least once). */
-static bool outbox_lock_open(struct sqlite_store *s, char *err, size_t errlen) {
-  size_t n = strlen(s->path) + sizeof "-outbox-lock";
-  char *name = malloc(n);
-  if (!name) {
-    snprintf(err, errlen, "DATABASE_URL: out of memory");
-    return false;
+/* Several processes on one SQLite file (several instances on one machine): one of them
+ * delivers the outbox, the one holding an exclusive flock on "<database>-outbox-lock" (next to
+ * the database's real path). A process asks for it at its dispatcher's first outbox step (FANOUT,
+ * CLAIM, QUEUE_READ, PRUNE), so a subcommand never takes it. The others store events,
+ * subscriptions and replays as usual, and their dispatchers find nothing to do; the owner picks
+ * their events up within its tick (a second). The kernel drops the lock when its process ends,
+ * even killed, and the next one to ask takes over: leases are then cleared (what the last owner
+ * had in flight is sent again: at least once). Inside one process the lock is shared by every
+ * store open on the same file (flock is per open file description), as a restart is. */
+struct outbox_lock {
+  dev_t dev;
+  ino_t ino;
+  int fd;
+  int refs;
+};
+#define OUTBOX_LOCKS_MAX 16
+static struct outbox_lock outbox_locks[OUTBOX_LOCKS_MAX];
+static pthread_mutex_t outbox_locks_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Takes (or, share_only, only shares) the lock of the file s->path is: true when the store now
+ * holds it, *fresh when this process had not (the flock itself was taken: no other process
+ * delivers now). A lock file that cannot be made (a read-only directory, another user's file)
+ * leaves the process delivering, as when it is alone (logged once). */
+static bool outbox_lock_take(struct sqlite_store *s, bool share_only, bool *fresh) {
+  *fresh = false;
+  struct stat st;
+  char *real = realpath(s->path, NULL);
+  if (!real || stat(real, &st) != 0) {
+    free(real);
+    return false; /* the database is away: the next step asks again */
   }
-  snprintf(name, n, "%s-outbox-lock", s->path);
-  s->outbox_lock_fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (s->outbox_lock_fd < 0)
-    log_msg(LOG_WARNING,
-            "sqlite: cannot open %s (%s): this process delivers the outbox without knowing "
-            "whether another on the same database does",
-            name, strerror(errno));
-  free(name);
-  s->outbox_owner = s->outbox_lock_fd < 0 || flock(s->outbox_lock_fd, LOCK_EX | LOCK_NB) == 0;
-  if (!s->outbox_owner)
-    log_msg(LOG_INFO,
-            "sqlite: another process on this database delivers the outbox; this one takes over "
-            "when it stops");
-  return true;
+  bool held = false;
+  pthread_mutex_lock(&outbox_locks_mu);
+  for (int i = 0; !held && i < OUTBOX_LOCKS_MAX; i++)
+    if (outbox_locks[i].refs > 0 && outbox_locks[i].dev == st.st_dev &&
+        outbox_locks[i].ino == st.st_ino) {
+      outbox_locks[i].refs++;
+      held = true;
+    }
+  int slot = -1;
+  for (int i = 0; !held && !share_only && slot < 0 && i < OUTBOX_LOCKS_MAX; i++)
+    if (outbox_locks[i].refs == 0) slot = i;
+  if (slot >= 0) {
+    size_t n = strlen(real) + sizeof "-outbox-lock";
+    char *name = malloc(n);
+    int fd = -1;
+    if (name) {
+      snprintf(name, n, "%s-outbox-lock", real);
+      fd = open(name, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 0666);
+      if (fd < 0 && !s->outbox_lock_warned) {
+        s->outbox_lock_warned = true;
+        log_msg(LOG_WARNING,
+                "sqlite: cannot open %s (%s): this process delivers the outbox without knowing "
+                "whether another on the same database does",
+                name, strerror(errno));
+      }
+    }
+    free(name);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      outbox_locks[slot] = (struct outbox_lock){st.st_dev, st.st_ino, fd, 1};
+      held = *fresh = true;
+    } else {
+      close(fd);
+    }
+  }
+  pthread_mutex_unlock(&outbox_locks_mu);
+  free(real);
+  if (held) {
+    s->outbox_lock_dev = st.st_dev;
+    s->outbox_lock_ino = st.st_ino;
+  }
+  return held;
 }
 
-/* Whether this process delivers the outbox (see outbox_lock_open), trying to take it over when
- * not; on the writer thread, inside a batch. */
+/* At close: the store's share of the lock (the last share closes its file: the kernel drops the
+ * flock). */
+static void outbox_lock_release(struct sqlite_store *s) {
+  if (!s->outbox_owner) return;
+  pthread_mutex_lock(&outbox_locks_mu);
+  for (int i = 0; i < OUTBOX_LOCKS_MAX; i++)
+    if (outbox_locks[i].refs > 0 && outbox_locks[i].dev == s->outbox_lock_dev &&
+        outbox_locks[i].ino == s->outbox_lock_ino) {
+      if (--outbox_locks[i].refs == 0 && outbox_locks[i].fd >= 0) close(outbox_locks[i].fd);
+      break;
+    }
+  pthread_mutex_unlock(&outbox_locks_mu);
+}
+
+/* Whether this process delivers the outbox, asking for it when not; on the writer thread, inside
+ * a batch. Becoming the owner clears the leases in that batch (if it is rolled back, they run
+ * out instead). */
 static int outbox_owned(struct sqlite_store *s, bool *owned) {
   *owned = s->outbox_owner;
-  if (*owned || flock(s->outbox_lock_fd, LOCK_EX | LOCK_NB) != 0) return SQLITE_OK;
-  char err[256];
-  /* The last owner's leases (if this batch is rolled back, they run out instead). */
-  if (!clear_leases(s, err, sizeof err)) {
-    flock(s->outbox_lock_fd, LOCK_UN);
-    return sqlite3_errcode(s->wdb) != SQLITE_OK ? sqlite3_errcode(s->wdb) : SQLITE_ERROR;
+  bool fresh = false;
+  if (*owned || !outbox_lock_take(s, false, &fresh)) {
+    if (!*owned && !s->outbox_waiting) {
+      s->outbox_waiting = true;
+      log_msg(LOG_INFO,
+              "sqlite: another process on this database delivers the outbox; this one takes "
+              "over when it stops");
+    }
+    return SQLITE_OK;
   }
-  log_msg(LOG_INFO, "sqlite: the process that delivered the outbox stopped; this one does now");
   s->outbox_owner = *owned = true;
+  char err[256];
+  /* another store of this process may hold leases and be live: only a fresh lock clears */
+  if (fresh && !clear_leases(s, err, sizeof err)) {
+    int rc = sqlite3_errcode(s->wdb);
+    return rc != SQLITE_OK ? rc : SQLITE_ERROR;
+  }
+  if (s->outbox_waiting)
+    log_msg(LOG_INFO, "sqlite: the process that delivered the outbox stopped; this one does now");
   return SQLITE_OK;
 }
 
-/* At open (by the outbox's owner) and at a takeover: no lease held now is anyone's. */
+/* When this process becomes the outbox's owner: no lease held now is anyone's. */
 static bool clear_leases(struct sqlite_store *s, char *err, size_t errlen) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(s->wdb,
@@ -4749,7 +4826,7 @@ static void sqlite_close(struct store *base) {
   store_seal_buf_free(&s->open_buf);
   lanes_free(&s->lane);
   store_unopened_free(&s->unopened);
-  if (s->outbox_lock_fd >= 0) close(s->outbox_lock_fd); /* releases the flock */
+  outbox_lock_release(s);
   free(s->path);
   free(s);
 }
@@ -5150,9 +5227,15 @@ static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
       !exec(s->wdb, "PRAGMA secure_delete = ON", err, errlen) ||
       !exec(s->wdb, "PRAGMA wal_autocheckpoint = 0", err, errlen) ||
       !exec(s->wdb, "PRAGMA journal_size_limit = 16777216", err, errlen) ||
-      !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen) ||
-      !outbox_lock_open(s, err, errlen) || (s->outbox_owner && !clear_leases(s, err, errlen)))
+      !exec(s->wdb, "PRAGMA cache_size = -16384", err, errlen) || !migrate(s->wdb, err, errlen))
     return false;
+  /* Opened again in a process that delivers this file's outbox (a restart in place): it shares
+   * the lock and, as a restart, clears the leases. */
+  bool fresh;
+  if (outbox_lock_take(s, true, &fresh)) {
+    s->outbox_owner = true;
+    if (!clear_leases(s, err, errlen)) return false;
+  }
   if (!crypto_random_hex(s->owner, sizeof s->owner, 8)) {
     snprintf(err, errlen, "cannot draw the store's random lease owner id");
     return false;
@@ -5181,7 +5264,6 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   s->base.ops = &sqlite_ops;
-  s->outbox_lock_fd = -1;
   /* The log may hold pages of an erasure the last run committed but had not cut yet (a crash):
    * the first checkpoint round empties it. */
   s->ckpt_truncate = true;
