@@ -2907,8 +2907,8 @@ static enum store_status sqlite_key_list(struct store *base, struct apikey_recor
 /* ---------- the outbox (issue 10): the writer ----------
  * Events are written by the change's own write (apply_write), deliveries and cursors by
  * STORE_WRITE_OUTBOX, subscriptions by SUB_PUT/SUB_DELETE/REPLAY: all in the batch's one
- * transaction. One process per SQLite file: leases exist for the dispatcher's own threads and are
- * cleared at open. */
+ * transaction. One process per SQLite file delivers (outbox_owned): leases exist for its
+ * dispatcher's own threads and are cleared when it becomes the owner. */
 
 static const char *const ob_sql[OB_COUNT] = {
     /* Whether anything stored reads the outbox: a subscription (in any state) or a broker's
@@ -4236,7 +4236,8 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
       o->op == STORE_OUTBOX_QUEUE_READ || o->op == STORE_OUTBOX_PRUNE) {
     bool owned;
     if ((rc = outbox_owned(s, &owned)) != SQLITE_OK) return rc;
-    if (!owned && o->op == STORE_OUTBOX_QUEUE_READ && o->cursor_name) {
+    if (!owned && o->op == STORE_OUTBOX_QUEUE_READ) {
+      if (!o->cursor_name) return OUTBOX_REFUSED;
       /* as a broker cursor another instance holds: busy, and the cursor kept live (touched), so
        * prune never passes it while the owner has no broker of its own */
       o->busy = true;
@@ -4326,9 +4327,17 @@ static bool outbox_lock_take(struct sqlite_store *s, bool share_only, bool *fres
   *fresh = false;
   struct stat st;
   char *real = realpath(s->path, NULL);
-  if (!real || stat(real, &st) != 0) {
+  if (!real || stat(real, &st) != 0) { /* no file to name a lock after: delivers, as alone */
+    if (!s->outbox_lock_warned) {
+      s->outbox_lock_warned = true;
+      log_msg(LOG_WARNING,
+              "sqlite: cannot resolve %s (%s): this process delivers the outbox without knowing "
+              "whether another on the same database does",
+              s->path, strerror(errno));
+    }
     free(real);
-    return false; /* the database is away: the next step asks again */
+    *fresh = !share_only;
+    return !share_only;
   }
   bool held = false;
   pthread_mutex_lock(&outbox_locks_mu);
@@ -4341,6 +4350,12 @@ static bool outbox_lock_take(struct sqlite_store *s, bool share_only, bool *fres
   int slot = -1;
   for (int i = 0; !held && !share_only && slot < 0 && i < OUTBOX_LOCKS_MAX; i++)
     if (outbox_locks[i].refs == 0) slot = i;
+  if (!held && !share_only && slot < 0) { /* 16 files in one process: delivers, as alone */
+    pthread_mutex_unlock(&outbox_locks_mu);
+    free(real);
+    *fresh = true;
+    return true;
+  }
   if (slot >= 0) {
     size_t n = strlen(real) + sizeof "-outbox-lock";
     char *name = malloc(n);
@@ -4348,13 +4363,13 @@ static bool outbox_lock_take(struct sqlite_store *s, bool share_only, bool *fres
     if (name) {
       snprintf(name, n, "%s-outbox-lock", real);
       fd = open(name, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 0666);
-      if (fd < 0 && !s->outbox_lock_warned) {
-        s->outbox_lock_warned = true;
-        log_msg(LOG_WARNING,
-                "sqlite: cannot open %s (%s): this process delivers the outbox without knowing "
-                "whether another on the same database does",
-                name, strerror(errno));
-      }
+    }
+    if (fd < 0 && !s->outbox_lock_warned) {
+      s->outbox_lock_warned = true;
+      log_msg(LOG_WARNING,
+              "sqlite: cannot open %s-outbox-lock (%s): this process delivers the outbox "
+              "without knowing whether another on the same database does",
+              real, name ? strerror(errno) : "out of memory");
     }
     free(name);
     if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) == 0) {
