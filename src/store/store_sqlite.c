@@ -229,6 +229,7 @@ struct sqlite_store {
   /* Whether this process delivers the outbox (outbox_owned, outbox_lock_take): the lock's
    * file identity once held; logged once each: waiting for it, a lock file not made. */
   bool outbox_owner, outbox_waiting, outbox_lock_warned;
+  int64_t outbox_next_try_ms; /* a non-owner asks for the lock again from then (monotonic) */
   dev_t outbox_lock_dev;
   ino_t outbox_lock_ino;
   /* Analytics (rollup.h): the batch's contributions, added by the writer connection's temporary
@@ -4224,6 +4225,17 @@ static int outbox_prune(struct sqlite_store *s, struct store_outbox_work *o) {
   return rc;
 }
 
+/* Broker cursor o->cursor_name moved to upto_seq if its lease is ours (0: only touched). */
+static int queue_advance(struct sqlite_store *s, const struct store_outbox_work *o,
+                         int64_t upto_seq) {
+  sqlite3_stmt *st = s->ob[OB_Q_ADVANCE];
+  sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, upto_seq);
+  sqlite3_bind_int64(st, 4, o->now_us ? o->now_us : time_now_us());
+  return step_done(st);
+}
+
 static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
   struct store_outbox_work *o = w->outbox;
   if (!o) return OUTBOX_REFUSED;
@@ -4241,12 +4253,7 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
       /* as a broker cursor another instance holds: busy, and the cursor kept live (touched), so
        * prune never passes it while the owner has no broker of its own */
       o->busy = true;
-      sqlite3_stmt *st = s->ob[OB_Q_ADVANCE];
-      sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
-      sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
-      sqlite3_bind_int64(st, 3, 0);
-      sqlite3_bind_int64(st, 4, o->now_us ? o->now_us : time_now_us());
-      return step_done(st);
+      return queue_advance(s, o, 0);
     }
     if (!owned) return SQLITE_OK;
   }
@@ -4282,15 +4289,8 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w) {
     case STORE_OUTBOX_QUEUE_READ:
       rc = outbox_queue_read(s, o);
       break;
-    case STORE_OUTBOX_QUEUE_ADVANCE: {
-      if (!o->cursor_name) return OUTBOX_REFUSED;
-      sqlite3_stmt *st = s->ob[OB_Q_ADVANCE];
-      sqlite3_bind_text(st, 1, o->cursor_name, -1, SQLITE_STATIC);
-      sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
-      sqlite3_bind_int64(st, 3, o->upto_seq);
-      sqlite3_bind_int64(st, 4, o->now_us ? o->now_us : time_now_us());
-      return step_done(st);
-    }
+    case STORE_OUTBOX_QUEUE_ADVANCE:
+      return o->cursor_name ? queue_advance(s, o, o->upto_seq) : OUTBOX_REFUSED;
     case STORE_OUTBOX_PRUNE:
       return outbox_prune(s, o);
     default:
@@ -4407,9 +4407,14 @@ static void outbox_lock_release(struct sqlite_store *s) {
  * out instead). */
 static int outbox_owned(struct sqlite_store *s, bool *owned) {
   *owned = s->outbox_owner;
+  if (*owned) return SQLITE_OK;
+  /* at most once a second (the owner's tick): not a path resolution and an open per batch */
+  int64_t now_ms = (int64_t)time_mono_ms();
+  if (now_ms < s->outbox_next_try_ms) return SQLITE_OK;
+  s->outbox_next_try_ms = now_ms + 1000;
   bool fresh = false;
-  if (*owned || !outbox_lock_take(s, false, &fresh)) {
-    if (!*owned && !s->outbox_waiting) {
+  if (!outbox_lock_take(s, false, &fresh)) {
+    if (!s->outbox_waiting) {
       s->outbox_waiting = true;
       log_msg(LOG_INFO,
               "sqlite: another process on this database delivers the outbox; this one takes "
