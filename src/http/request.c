@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -196,8 +197,13 @@ enum MHD_Result request_queue_reply(struct http_request *req) {
   MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
   add_cors_headers(req, r);
   if (req->has_limit) add_limit_headers(req, r);
-  for (size_t i = 0; i < req->nextra; i++)
+  bool retry_after = false;
+  for (size_t i = 0; i < req->nextra; i++) {
     MHD_add_response_header(r, req->extra[i].name, req->extra[i].value);
+    retry_after = retry_after || strcasecmp(req->extra[i].name, "Retry-After") == 0;
+  }
+  /* every 503 says when to come back; an endpoint that knows better has said it above */
+  if (req->status == 503 && !retry_after) MHD_add_response_header(r, "Retry-After", "1");
   if (atomic_load(&req->server->stopping)) MHD_add_response_header(r, "Connection", "close");
   enum MHD_Result ret = MHD_queue_response(req->conn, req->status, r);
   if (ret != MHD_YES) req->stream = NULL; /* not queued: freed right below */

@@ -621,6 +621,8 @@ BAD = [
     ({"tz": "Mars/Olympus_Mons"}, "tz"),
     ({"tz": "../../../etc/passwd"}, "tz"),
     ({"tz": "/etc/localtime"}, "tz"),
+    ({"tz": "localtime"}, "tz"),  # zoneinfo's link to the host's setting, not a zone
+    ({"tz": "posixrules"}, "tz"),
     ({"tz": ""}, "tz"),
     ({"tz": "Europe/Berlin\n"}, "tz"),
     ({"tz": "Europe/" + "B" * 200}, "tz"),

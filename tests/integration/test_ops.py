@@ -750,7 +750,8 @@ def test_health_reports_broken_database(make_server):
     """Overwriting the SQLite file with garbage (disk corruption) must show in health as 503
     unhealthy and make reads answer 503, not 200 or 500. (PostgreSQL outages: test_infra.py.)"""
     srv = make_server()
-    assert srv.post_conv(make_conv()).status_code == 200
+    conv = make_conv()
+    assert srv.post_conv(conv).status_code == 200
     db = Path(srv.database_url.split(":", 1)[1])
 
     def corrupt():
@@ -773,4 +774,11 @@ def test_health_reports_broken_database(make_server):
     body = r.json()
     assert body["status"] == "unhealthy"
     assert body["dependencies"]["database"] == "disconnected"
-    assert_error(srv.get("/api/v1/conversations"), 503, "SERVICE_UNAVAILABLE")
+    # Every read a broken database stops says so, and when to come back (a client's backoff).
+    cid = conv["conversationId"]
+    for path in ("/api/v1/conversations", f"/api/v1/conversations/{cid}",
+                 f"/api/v1/conversations/{cid}/report", "/api/v1/analytics",
+                 "/api/v1/conversations/export?format=ndjson"):
+        r = srv.get(path)
+        assert_error(r, 503, "SERVICE_UNAVAILABLE")
+        assert r.headers.get("Retry-After", "").isdigit(), (path, dict(r.headers))
