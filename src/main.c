@@ -771,7 +771,7 @@ static bool audit_export_options(int argc, char **argv, struct store_audit_filte
     if ((since = flag_value(argc, argv, &i, "--since", &v)) ||
         flag_value(argc, argv, &i, "--until", &v)) {
       int64_t us;
-      if (!time_parse_rfc3339(v, strlen(v), &us)) {
+      if (!time_parse_rfc3339_bound(v, strlen(v), &us)) {
         fprintf(stderr, "gensendrep: %s wants an RFC 3339 date-time such as 2026-01-01T00:00:00Z\n",
                 since ? "--since" : "--until");
         return false;

@@ -30,7 +30,7 @@ static void job_free(void *p) {
 
 static bool parse_time(const char *s, int64_t *out) {
   if (!s) return true;
-  return time_parse_rfc3339(s, strlen(s), out);
+  return time_parse_rfc3339_bound(s, strlen(s), out);
 }
 
 /* Offload thread: the page and whether anything older is left, in one query of limit + 1

@@ -33,7 +33,7 @@ bool api_query_instant(const char *s, bool *has, int64_t *out) {
   memcpy(buf, s, len + 1);
   for (size_t i = 19; i < len; i++)
     if (buf[i] == ' ') buf[i] = '+';
-  return time_parse_rfc3339(buf, len, out);
+  return time_parse_rfc3339_bound(buf, len, out);
 }
 
 void api_bad_param(struct http_request *req, const char *field, const char *issue) {

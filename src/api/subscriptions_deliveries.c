@@ -201,7 +201,7 @@ void api_subscriptions_replay_post(struct http_request *req) {
       if (*p == ' ') *p = '+';
     since = since_buf;
   }
-  if (!since || !time_parse_rfc3339(since, strlen(since), &since_us)) {
+  if (!since || !time_parse_rfc3339_bound(since, strlen(since), &since_us)) {
     api_bad_param(req, "since",
                   since ? "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"
                         : "is required: an RFC 3339 date-time such as 2026-01-01T00:00:00Z");

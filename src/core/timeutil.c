@@ -63,8 +63,10 @@ static bool expect(const char *s, size_t len, size_t *i, char c) {
 }
 
 /* Parses ".digits" if present into microseconds (truncating). */
-static bool parse_fraction(const char *s, size_t len, size_t *i, int64_t *us) {
+/* *below: a digit past the microseconds is not 0 (the instant is after *us). */
+static bool parse_fraction(const char *s, size_t len, size_t *i, int64_t *us, bool *below) {
   *us = 0;
+  *below = false;
   if (*i >= len || s[*i] != '.') return true;
   (*i)++;
   unsigned n = 0;
@@ -73,6 +75,8 @@ static bool parse_fraction(const char *s, size_t len, size_t *i, int64_t *us) {
     if (scale > 0) {
       *us += (s[*i] - '0') * scale;
       scale /= 10;
+    } else if (s[*i] != '0') {
+      *below = true;
     }
     (*i)++;
     n++;
@@ -99,7 +103,7 @@ static bool parse_offset(const char *s, size_t len, size_t *i, int64_t *offset_s
   return true;
 }
 
-bool time_parse_rfc3339(const char *s, size_t len, int64_t *out_us) {
+static bool parse_rfc3339(const char *s, size_t len, bool round_up, int64_t *out_us) {
   size_t i = 0;
   unsigned y, mo, d, h, mi, sec;
   if (!digits(s, len, &i, 4, &y) || !expect(s, len, &i, '-') || !digits(s, len, &i, 2, &mo) ||
@@ -111,7 +115,9 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *out_us) {
       !expect(s, len, &i, ':') || !digits(s, len, &i, 2, &sec))
     return false;
   int64_t frac_us, offset_s;
-  if (!parse_fraction(s, len, &i, &frac_us) || !parse_offset(s, len, &i, &offset_s)) return false;
+  bool below;
+  if (!parse_fraction(s, len, &i, &frac_us, &below) || !parse_offset(s, len, &i, &offset_s))
+    return false;
   if (i != len) return false;
   if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
     return false;
@@ -127,10 +133,18 @@ bool time_parse_rfc3339(const char *s, size_t len, int64_t *out_us) {
     civil_from_days(secs / 86400, &next_y, &next_m, &next_d);
     if (next_d != 1) return false;
   }
-  int64_t us = secs * 1000000 + frac_us;
+  int64_t us = secs * 1000000 + frac_us + (round_up && below ? 1 : 0);
   if (us < TIME_MIN_US || us > TIME_MAX_US) return false;
   *out_us = us;
   return true;
+}
+
+bool time_parse_rfc3339(const char *s, size_t len, int64_t *out_us) {
+  return parse_rfc3339(s, len, false, out_us);
+}
+
+bool time_parse_rfc3339_bound(const char *s, size_t len, int64_t *out_us) {
+  return parse_rfc3339(s, len, true, out_us);
 }
 
 /* The width lowest decimal digits of v, zero-padded, at out. */

@@ -24,6 +24,12 @@ double time_mono_ms(void);
 __attribute__((warn_unused_result)) bool time_parse_rfc3339(const char *s, size_t len,
                                                             int64_t *out_us);
 
+/* The same, but a fraction beyond microseconds rounds up to the next microsecond: for a bound
+ * (from, to, since) compared with stored microsecond instants, so that "at or after" and
+ * "before" it keep their meaning (an instant stored as .500000 is before .5000001). */
+__attribute__((warn_unused_result)) bool time_parse_rfc3339_bound(const char *s, size_t len,
+                                                                  int64_t *out_us);
+
 /* Formats us as UTC "YYYY-MM-DDTHH:MM:SSZ"; with always_fraction, or when the fraction is not
  * zero, as "YYYY-MM-DDTHH:MM:SS.ffffffZ". Returns false when us is outside
  * TIME_MIN_US..TIME_MAX_US. */

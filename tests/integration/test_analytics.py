@@ -427,6 +427,33 @@ def test_processed_at_when_there_is_no_start(srv):
     assert as_dt(hit[0]["start"]) == processed.replace(minute=0, second=0, microsecond=0)
 
 
+def test_bounds_finer_than_a_microsecond_keep_their_meaning(srv):
+    """A conversation starting at .500000 is before a bound of .5000001 (nanoseconds, as many
+    clients write them): outside [.5000001, ...) and inside [..., .5000001), in analytics, the
+    list and the export alike (the bound rounds up to the next stored microsecond, not down)."""
+    acc = "acc-ns-" + uid()
+    cid = f"conv_{uid()}"
+    ts = "2026-06-01T12:30:00.5+02:00"  # 10:30:00.500000 UTC
+    body = make_conv(cid, accountId=acc, transcript=[
+        {"timestamp": ts, "speaker": "user", "content": "hi", "messageId": "m1"}])
+    assert srv.post_conv(body).status_code == 200
+    cases = [("2026-06-01T10:30:00.5000001Z", "2026-06-01T10:31:00Z", 0),
+             ("2026-06-01T10:30:00Z", "2026-06-01T10:30:00.5000001Z", 1),
+             ("2026-06-01T10:30:00.5Z", "2026-06-01T10:30:00.500000000001Z", 1),
+             ("2026-06-01T10:30:00.4999999Z", "2026-06-01T10:30:00.6Z", 1)]
+    for frm, to, want in cases:
+        window = {"from": frm, "to": to, "account_id": acc}
+        r = ask(srv, **window)
+        assert r.status_code == 200, r.text
+        assert r.json()["totals"]["conversations"] == want, (frm, to)
+        r = srv.get("/api/v1/conversations", params=window)
+        assert r.status_code == 200, r.text
+        assert r.json()["pagination"]["total"] == want, (frm, to)
+        r = srv.get("/api/v1/conversations/export", params={**window, "format": "ndjson"})
+        assert r.status_code == 200, r.text
+        assert len(r.text.splitlines()) == want, (frm, to)
+
+
 # ------------------------------------------------------------------ changes
 def test_redelivery_erasure_and_retention_change_the_numbers_exactly(srv):
     """In 2027: every change is seen exactly, never counted twice nor left behind."""

@@ -70,6 +70,39 @@ static void test_parse_fractions(void **state) {
   assert_parses("1969-12-31T23:59:59.5Z", -500000);
 }
 
+/* A bound rounds a fraction past microseconds up, never down; without one it is the plain parse
+ * (an instant stored as .500000 is before a bound of .5000001, so the bound is .500001). */
+static void test_parse_bound_rounds_up(void **state) {
+  (void)state;
+  int64_t base = T_20240115_1030 * S, us = 0;
+  struct {
+    const char *s;
+    int64_t want;
+  } cases[] = {
+      {"2024-01-15T10:30:00Z", base},
+      {"2024-01-15T10:30:00.5Z", base + 500000},
+      {"2024-01-15T10:30:00.500000Z", base + 500000},
+      {"2024-01-15T10:30:00.5000000000Z", base + 500000},
+      {"2024-01-15T10:30:00.5000001Z", base + 500001},
+      {"2024-01-15T10:30:00.500000000001Z", base + 500001},
+      {"2024-01-15T10:30:00.9999999Z", base + S},
+      {"2024-01-15T12:30:00.0000001+02:00", base + 1},
+      {"1969-12-31T23:59:59.9999991Z", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    if (!time_parse_rfc3339_bound(cases[i].s, strlen(cases[i].s), &us))
+      fail_msg("\"%s\" refused", cases[i].s);
+    if (us != cases[i].want)
+      fail_msg("\"%s\": %lld, not %lld", cases[i].s, (long long)us, (long long)cases[i].want);
+  }
+  /* past the last representable microsecond once rounded: out of range, as any later instant */
+  const char *last = "9999-12-31T23:59:59.9999991Z";
+  assert_false(time_parse_rfc3339_bound(last, strlen(last), &us));
+  assert_true(time_parse_rfc3339(last, strlen(last), &us));
+  const char *bad = "2024-01-15T10:30:00.5000001";
+  assert_false(time_parse_rfc3339_bound(bad, strlen(bad), &us));
+}
+
 static void test_parse_calendar(void **state) {
   (void)state;
   assert_parses("2024-02-29T00:00:00Z", 1709164800LL * S);
@@ -284,6 +317,7 @@ int main(void) {
       cmocka_unit_test(test_format_round_trips),
       cmocka_unit_test(test_parse_offsets),
       cmocka_unit_test(test_parse_fractions),
+      cmocka_unit_test(test_parse_bound_rounds_up),
       cmocka_unit_test(test_parse_calendar),
       cmocka_unit_test(test_parse_rejects),
       cmocka_unit_test(test_parse_leap_second_place),
