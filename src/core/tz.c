@@ -626,8 +626,11 @@ static bool name_ok(const char *name) {
   size_t n = strnlen(name, TZ_NAME_MAX + 1);
   if (n == 0 || n > TZ_NAME_MAX || name[0] == '/' || name[n - 1] == '/') return false;
   /* files of the directory that name this host's settings, not a zone: "localtime" is whatever
-   * /etc/localtime is, "posixrules" the default rules of POSIX TZ strings */
-  if (strcmp(name, "localtime") == 0 || strcmp(name, "posixrules") == 0) return false;
+   * /etc/localtime is, "posixrules" the default rules of POSIX TZ strings; as the last
+   * component, since some systems link a subdirectory back to the top (zoneinfo/posix -> .) */
+  const char *last = strrchr(name, '/');
+  last = last ? last + 1 : name;
+  if (strcmp(last, "localtime") == 0 || strcmp(last, "posixrules") == 0) return false;
   for (size_t i = 0; i < n; i++) {
     char c = name[i];
     bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||

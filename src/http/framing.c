@@ -50,7 +50,7 @@ struct scan {
   unsigned n_chunked;
   /* field syntax (RFC 9110 §5.1, §5.5; RFC 9112 §3.2) */
   bool name_not_token, value_cr;
-  unsigned n_host;
+  unsigned n_host, n_auth;
 };
 
 /* Bytes [from, to) must be NULs only, at most max of them. */
@@ -117,6 +117,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
     scan_codings(s, value, value_size);
   } else if (key_size == 4 && strncasecmp(key, "Host", 4) == 0) {
     s->n_host++;
+  } else if (key_size == 13 && strncasecmp(key, "Authorization", 13) == 0) {
+    s->n_auth++;
   }
   if (key_size == 0) s->name_not_token = true;
   for (size_t i = 0; i < key_size; i++)
@@ -186,5 +188,9 @@ bool framing_check(struct MHD_Connection *conn, const char *method, const char *
                   "A header name holds a character a name cannot have (space, control, ...)");
   if (s.value_cr) return refuse(problem, API_ERR_BAD_REQUEST, "Bare CR byte in a header value");
   if (s.n_host > 1) return refuse(problem, API_ERR_BAD_REQUEST, "More than one Host header");
+  /* MHD serves the first; a proxy in front may check or rewrite the last: who calls must be
+   * one answer */
+  if (s.n_auth > 1)
+    return refuse(problem, API_ERR_BAD_REQUEST, "More than one Authorization header");
   return true;
 }

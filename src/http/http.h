@@ -164,7 +164,8 @@ void http_reply_error(struct http_request *req, enum api_error err, const char *
                       json_t *details);
 /* Adds a header to the reply about to be sent (call before a reply function): at most 8 per
  * reply, each value at most 255 bytes (past either, the header is not sent and an error is
- * logged: a bug of the caller's, never cut silently). name must outlive the reply. */
+ * logged: a bug of the caller's, never cut silently). A name said again (any case) replaces
+ * the earlier value: one Retry-After, the last decision's. name must outlive the reply. */
 void http_reply_header(struct http_request *req, const char *name, const char *value);
 
 /* ---- waiting on the store ---- */

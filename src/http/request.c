@@ -62,19 +62,25 @@ void http_request_refuse(struct http_request *req, enum api_error err, const cha
 void http_reply_header(struct http_request *req, const char *name, const char *value) {
   /* a header cut or dropped is a bug of ours (the limits fit every header we send): said
    * loudly, never silently (a cut security header would weaken it unseen) */
-  if (req->nextra >= EXTRA_HEADERS_MAX) {
-    log_msg(LOG_ERROR, "http: header %s not sent: more than %d extra headers", name,
-            EXTRA_HEADERS_MAX);
-    return;
-  }
-  struct extra_header *h = &req->extra[req->nextra];
-  if ((size_t)snprintf(h->value, sizeof h->value, "%s", value) >= sizeof h->value) {
+  size_t len = strlen(value);
+  if (len >= sizeof req->extra[0].value) {
     log_msg(LOG_ERROR, "http: header %s not sent: its value passes %zu bytes", name,
-            sizeof h->value - 1);
+            sizeof req->extra[0].value - 1);
     return;
   }
-  h->name = name;
-  req->nextra++;
+  struct extra_header *h = NULL;
+  for (size_t i = 0; i < req->nextra && !h; i++) /* said again: the last value wins */
+    if (strcasecmp(req->extra[i].name, name) == 0) h = &req->extra[i];
+  if (!h) {
+    if (req->nextra >= EXTRA_HEADERS_MAX) {
+      log_msg(LOG_ERROR, "http: header %s not sent: more than %d extra headers", name,
+              EXTRA_HEADERS_MAX);
+      return;
+    }
+    h = &req->extra[req->nextra++];
+    h->name = name;
+  }
+  memcpy(h->value, value, len + 1);
 }
 
 static void set_response(struct http_request *req, unsigned status, const char *type,

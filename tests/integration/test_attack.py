@@ -88,6 +88,12 @@ FIELD_CASES = [
     # RFC 9112 §3.2: more than one Host is a 400 (a cache or proxy may route by the other one)
     ("two_hosts", b"GET /api/v1/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED),
     ("two_hosts_any_case", b"GET /api/v1/health HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+    # two Authorization lines: the server read the first, a proxy in front may check or rewrite
+    # the last, so which key calls would have two answers
+    ("two_authorizations", b"GET /api/v1/conversations HTTP/1.1\r\nHost: x\r\n" + AUTH +
+     b"Authorization: Bearer wrong\r\n\r\n"),
+    ("two_authorizations_any_case", b"GET /api/v1/conversations HTTP/1.1\r\nHost: x\r\n" +
+     b"authorization: Bearer wrong\r\n" + AUTH + b"\r\n"),
     # a header name that is not a token: MHD kept "X\x01A" as a header of that name
     ("control_in_name", _health(b"X\x01A: v\r\n")),
     ("slash_in_name", _health(b"X/A: v\r\n")),

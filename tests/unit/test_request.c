@@ -118,17 +118,40 @@ static void test_extra_headers_are_whole_or_absent(void **state) {
   longer[sizeof longer - 1] = '\0';
   http_reply_header(req, "X-Long", longer);
   assert_int_equal(req->nextra, 1);
-  for (int i = 1; i < EXTRA_HEADERS_MAX; i++) http_reply_header(req, "X-N", "v");
+  static const char *const names[] = {"X-1", "X-2", "X-3", "X-4", "X-5", "X-6", "X-7", "X-8"};
+  for (int i = 1; i < EXTRA_HEADERS_MAX; i++) http_reply_header(req, names[i - 1], "v");
   assert_int_equal(req->nextra, EXTRA_HEADERS_MAX);
   http_reply_header(req, "X-Past", "v");
   assert_int_equal(req->nextra, EXTRA_HEADERS_MAX);
-  assert_string_equal(req->extra[EXTRA_HEADERS_MAX - 1].name, "X-N");
+  assert_string_equal(req->extra[EXTRA_HEADERS_MAX - 1].name, names[EXTRA_HEADERS_MAX - 2]);
+  request_free(req);
+}
+
+/* A header said twice is sent once, with the last value (an answer replaced by a later
+ * decision, e.g. a 503's Retry-After: 1 then a rate limit's 429 with its own wait); a value too
+ * long for the second keeps the first whole. */
+static void test_a_header_said_again_replaces_it(void **state) {
+  (void)state;
+  struct http_request *req = new_request();
+  http_reply_header(req, "Retry-After", "1");
+  http_reply_header(req, "X-Other", "o");
+  http_reply_header(req, "retry-after", "42");
+  assert_int_equal(req->nextra, 2);
+  assert_string_equal(req->extra[0].name, "Retry-After");
+  assert_string_equal(req->extra[0].value, "42");
+  char longer[300];
+  memset(longer, 'b', sizeof longer - 1);
+  longer[sizeof longer - 1] = '\0';
+  http_reply_header(req, "Retry-After", longer);
+  assert_int_equal(req->nextra, 2);
+  assert_string_equal(req->extra[0].value, "42");
   request_free(req);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_extra_headers_are_whole_or_absent),
+      cmocka_unit_test(test_a_header_said_again_replaces_it),
       cmocka_unit_test(test_owned_body_freed_when_response_fails),
       cmocka_unit_test(test_unencodable_reply_is_logged),
       cmocka_unit_test(test_json_text_freed_when_response_fails),

@@ -92,6 +92,9 @@ static void test_names(void **state) {
                        "right/UTC", /* leap seconds */
                        "localtime", /* the host's setting, not a zone */
                        "posixrules",
+                       "posix/localtime", /* where zoneinfo/posix links back to the top */
+                       "posix/posixrules",
+                       "Etc/localtime",
                        "Europe/Paris%00"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     struct tz *z = tz_load(bad[i]);
