@@ -34,6 +34,10 @@
 /* Past this many log frames (4 MiB of 4 KiB pages) the checkpointer makes sure the log gets
  * restarted from its beginning: the log file stays near this size whatever is written. */
 #define WAL_RESET_FRAMES 1024
+/* Before the gated pass, up to this many passes outside the gate, until one finds at most
+ * GATED_FRAMES appended since the one before. */
+#define CATCH_UP_PASSES 4
+#define GATED_FRAMES 64
 #define BUSY_TIMEOUT_MS 5000
 /* One statement per combination of the four filters, the time window (LIST_WINDOW) and a
  * keyset position (LIST_AFTER); each prepared on first use. */
@@ -976,6 +980,14 @@ static void checkpoint_round(struct sqlite_store *s) {
   pthread_mutex_unlock(&s->ckpt_mu);
   if (truncate && truncate_log(s)) return;
   int rc = checkpoint_pass(s, &log_frames, &copied);
+  /* Catch up outside the gate first: each pass copies what the writer appended during the one
+   * before, fewer frames each time while the copy outruns the writer, so the gated pass (the
+   * writer waits for it) copies and syncs little. A log started again meanwhile needs none. */
+  for (int i = 0; rc == SQLITE_OK && log_frames > WAL_RESET_FRAMES && i < CATCH_UP_PASSES; i++) {
+    int before = log_frames;
+    rc = checkpoint_pass(s, &log_frames, &copied);
+    if (log_frames < before || log_frames - before <= GATED_FRAMES) break;
+  }
   if (rc == SQLITE_OK && log_frames > WAL_RESET_FRAMES) {
     gate_ckpt_enter(s);
     rc = checkpoint_pass(s, &log_frames, &copied);
