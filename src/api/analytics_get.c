@@ -237,6 +237,9 @@ static bool params_known(struct http_request *req) {
     utf8_sanitize(field, sizeof field, name, len < 64 ? len : 64);
     if (known)
       api_bad_param(req, field, "needs a value (name=value)");
+    else if (!*name)
+      http_reply_error(req, API_ERR_INVALID_PARAMETER, "A query parameter has an empty name",
+                       json_pack("[{s:s,s:s}]", "field", "", "issue", "has an empty name"));
     else
       api_bad_param(req, field,
                     "is not a parameter of this endpoint (from, to, interval, tz, account_id, "

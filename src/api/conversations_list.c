@@ -104,6 +104,10 @@ static void on_resume(struct http_request *req) {
   job->out = NULL; /* the reply owns it */
 }
 
+static int cmp_text(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* The digest of what a cursor is bound to: the filters as the store applies them (times as
  * instants, so "Z" and "+00:00" are one query) and the asking key's account bound. */
 static bool query_scope(const struct store_filter *f, unsigned char scope[CRYPTO_SHA256_LEN]) {
@@ -119,6 +123,8 @@ static bool query_scope(const struct store_filter *f, unsigned char scope[CRYPTO
   vals[3] = f->has_from ? from : NULL;
   vals[4] = f->has_to ? to : NULL;
   for (size_t i = 0; i < f->naccounts; i++) vals[5 + i] = f->accounts[i];
+  /* the bound is a set: two keys naming the same accounts in another order share cursors */
+  qsort(vals + 5, f->naccounts, sizeof *vals, cmp_text);
   list_cursor_scope(vals, n, scope);
   free(vals);
   return true;

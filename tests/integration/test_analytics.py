@@ -684,6 +684,12 @@ def test_a_known_name_without_a_value_is_a_400(srv, query, field):
     assert [d["field"] for d in err["details"]] == [field], err
 
 
+def test_a_parameter_without_a_name_says_so(srv):
+    err = assert_error(srv.get(ANALYTICS + "?=x"), 400, "INVALID_PARAMETER")
+    assert "empty name" in err["message"], err
+    assert [d["field"] for d in err["details"]] == [""], err
+
+
 def test_the_edges_of_the_range_answer(srv):
     """0001-01-01 and 9999-12-31 themselves answer where every start label fits."""
     r = ask(srv, **{"from": "0001-01-01T00:00:00Z", "to": "0001-01-03T00:00:00Z"})

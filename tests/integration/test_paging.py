@@ -238,6 +238,34 @@ def test_cursor_of_a_key_bound_otherwise_is_refused(make_server):
     assert [d["field"] for d in err["details"]] == ["cursor"]
 
 
+def test_keys_bound_to_the_same_accounts_in_another_order_share_cursors(make_server):
+    """The bound is a set of accounts: a walk begun with one key goes on with another that names
+    the same accounts in another order (a key rotated mid-walk), and no further."""
+    srv = make_server()
+    acc_a, acc_c = "acc-a-" + uid(), "acc-c-" + uid()
+    mine = [_post(srv, accountId=acc) for acc in (acc_a, acc_c, acc_a, acc_c)]
+
+    def bound(accounts):
+        r = srv.request("POST", "/api/v1/keys", data=json.dumps(
+            {"name": "bound-" + uid(), "scopes": ["read"], "accounts": accounts}),
+            headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+        return r.json()["key"]
+    first, second = bound([acc_a, acc_c]), bound([acc_c, acc_a])
+    page = srv.list_convs(limit=2, key=first).json()
+    r = srv.list_convs(limit=2, key=second, cursor=page["pagination"]["nextCursor"])
+    assert r.status_code == 200, r.text
+    assert sorted(_ids_of(page) + _ids(r)) == sorted(mine)
+    other = bound([acc_a])
+    err = assert_error(srv.list_convs(limit=2, key=other, cursor=page["pagination"]["nextCursor"]),
+                       400, "INVALID_PARAMETER")
+    assert [d["field"] for d in err["details"]] == ["cursor"]
+
+
+def _ids_of(page):
+    return [c["conversationId"] for c in page["conversations"]]
+
+
 def _walk_as(server, key, limit):
     r = server.list_convs(limit=limit, key=key)
     ids, pages = _ids(r), [r.json()]
