@@ -364,6 +364,32 @@ bad:
   return false;
 }
 
+/* QUEUE_URL's syntax (and QUEUE_STREAM with Redis), as the publisher will parse it: a typo
+ * stops start-up before the database is opened. */
+static bool queue_url_valid(const struct config *cfg, char *err, size_t errlen) {
+  if (strncmp(cfg->queue_url, "nats://", 7) == 0) {
+    struct dsn_nats n;
+    bool ok = dsn_parse_nats(cfg->queue_url, &n, err, errlen);
+    memset(&n, 0, sizeof n); /* credentials */
+    return ok;
+  }
+  if (strncmp(cfg->queue_url, "redis://", 8) != 0) return true;
+  struct dsn_redis r;
+  char why[256];
+  bool ok = dsn_parse_redis(cfg->queue_url, &r, why, sizeof why);
+  memset(&r, 0, sizeof r); /* the password */
+  if (!ok) {               /* dsn names REDIS_URL; the text never holds the password */
+    snprintf(err, errlen, "QUEUE_URL%s", strncmp(why, "REDIS_URL", 9) == 0 ? why + 9 : why);
+    return false;
+  }
+  size_t n = strlen(cfg->queue_stream);
+  if (n == 0 || n > CONFIG_QUEUE_STREAM_MAX) {
+    snprintf(err, errlen, "QUEUE_STREAM: must hold 1 to %d bytes", CONFIG_QUEUE_STREAM_MAX);
+    return false;
+  }
+  return true;
+}
+
 static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
   enum log_level lvl;
   if (!log_parse_level(cfg->log_level, &lvl)) {
@@ -402,6 +428,7 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "QUEUE_URL: must start with redis:// or nats:// (or be empty)");
     return false;
   }
+  if (!queue_url_valid(cfg, err, errlen)) return false;
   const char *sqlite_path = dsn_sqlite_path(cfg->database_url);
   if (!sqlite_path && !dsn_is_postgres(cfg->database_url)) {
     snprintf(err, errlen,

@@ -10,6 +10,8 @@
 #define CONFIG_API_KEYS_MAX 32
 /* Most attempts DELIVERY_RETRY_SCHEDULE may list. */
 #define CONFIG_RETRY_MAX 32
+/* QUEUE_STREAM's longest value, in bytes */
+#define CONFIG_QUEUE_STREAM_MAX 255
 
 struct config {
   char *api_secret_key; /* comma-separated keys */

@@ -67,3 +67,53 @@ bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t e
   }
   return true;
 }
+
+bool dsn_parse_nats(const char *url, struct dsn_nats *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  if (strncmp(url, "nats://", 7) != 0) {
+    snprintf(err, errlen, "QUEUE_URL: must look like nats://[user:password@]host[:port]");
+    return false;
+  }
+  const char *p = url + 7;
+  const char *at = strrchr(p, '@');
+  if (at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    size_t ulen = colon ? (size_t)(colon - p) : 0;
+    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
+    const char *pw = colon ? colon + 1 : p;
+    if (ulen >= sizeof out->user || plen >= sizeof out->password || (!colon && !plen)) {
+      snprintf(err, errlen, "QUEUE_URL: user, password or token too long or empty");
+      memset(out, 0, sizeof *out);
+      return false;
+    }
+    memcpy(out->user, p, ulen);
+    memcpy(colon ? out->password : out->token, pw, plen);
+    p = at + 1;
+  }
+  size_t hlen = strcspn(p, ":/?");
+  if (hlen == 0 || hlen >= sizeof out->host) {
+    snprintf(err, errlen, "QUEUE_URL: missing or too long host");
+    memset(out, 0, sizeof *out);
+    return false;
+  }
+  memcpy(out->host, p, hlen);
+  long port = 4222;
+  const char *rest = p + hlen;
+  if (*rest == ':') {
+    char *end;
+    port = strtol(rest + 1, &end, 10);
+    if (end == rest + 1 || port < 1 || port > 65535) {
+      snprintf(err, errlen, "QUEUE_URL: bad port");
+      memset(out, 0, sizeof *out);
+      return false;
+    }
+    rest = end;
+  }
+  if (*rest && strcmp(rest, "/") != 0) {
+    snprintf(err, errlen, "QUEUE_URL: must look like nats://[user:password@]host[:port]");
+    memset(out, 0, sizeof *out);
+    return false;
+  }
+  out->port = (int)port;
+  return true;
+}

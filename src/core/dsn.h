@@ -1,6 +1,6 @@
-/* Syntax of the connection URLs in the configuration (DATABASE_URL, REDIS_URL). Only text is
- * checked here: no client is made and nothing is connected, so core/ needs no store or adapter
- * to validate the configuration, and the adapters parse with the same rules. */
+/* Syntax of the connection URLs in the configuration (DATABASE_URL, REDIS_URL, QUEUE_URL). Only
+ * text is checked here: no client is made and nothing is connected, so core/ needs no store or
+ * adapter to validate the configuration, and the adapters parse with the same rules. */
 #ifndef GSR_DSN_H
 #define GSR_DSN_H
 
@@ -26,5 +26,18 @@ struct dsn_redis {
  * REDIS_URL (never the password) to err. out may hold a password: clear it after use. */
 __attribute__((warn_unused_result)) bool dsn_parse_redis(const char *url, struct dsn_redis *out,
                                                          char *err, size_t errlen);
+
+struct dsn_nats {
+  char host[254];
+  int port; /* 4222 when not given */
+  char user[128];
+  char password[256];
+  char token[256];
+};
+
+/* Parses nats://[user:password@|token@]host[:port][/]. On failure writes one line naming
+ * QUEUE_URL (never a credential) to err. out may hold credentials: clear it after use. */
+__attribute__((warn_unused_result)) bool dsn_parse_nats(const char *url, struct dsn_nats *out,
+                                                        char *err, size_t errlen);
 
 #endif

@@ -39,6 +39,7 @@
 #define STOP_GRACE_MS 2000 /* what deliveries in flight are given at stop */
 #define LEASE_MARGIN_S 30  /* a lease outlives the longest attempt by this much */
 #define QUEUE_BATCH 256
+#define ANSWERED_GRACE_MS 1000 /* a 2xx's rest, once its status line came (on_progress) */
 #define QUEUE_BATCH_BYTES (16 * 1024 * 1024) /* event data one broker round holds */
 #define QUEUE_LEASE_US (30 * 1000000LL)
 #define QUEUE_TIMEOUT_MS 2000 /* each broker step (connect, ack wait): bounds outbound_stop */
@@ -75,7 +76,9 @@ struct transfer {
   char head[OUTBOX_RESPONSE_HEAD_MAX];
   size_t head_len;
   size_t received;
-  bool cut; /* stopped reading once the answer's first OUTBOX_RESPONSE_HEAD_MAX bytes came */
+  bool cut;     /* stopped reading once the answer's first OUTBOX_RESPONSE_HEAD_MAX bytes came, or
+                 * ANSWERED_GRACE_MS after a 2xx status line (its rest not waited for) */
+  double ok_ms; /* when a 2xx status line arrived (0: none yet) */
   char retry_after[64]; /* the final answer's Retry-After, "" when none */
   char refused[96];     /* "refused: private address ..." when the SSRF rule stopped it */
   char errbuf[CURL_ERROR_SIZE];
@@ -547,6 +550,11 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls) {
   if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
     /* a new response (after a 1xx): its own headers only */
     t->retry_after[0] = '\0';
+    const char *sp = memchr(data, ' ', len);
+    t->ok_ms = sp && (size_t)(sp - data) + 4 <= len && sp[1] == '2' && sp[2] >= '0' &&
+                       sp[2] <= '9' && sp[3] >= '0' && sp[3] <= '9'
+                   ? time_mono_ms()
+                   : 0;
   } else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
     size_t v = len - 12;
     while (v && (data[12 + v - 1] == '\r' || data[12 + v - 1] == '\n')) v--;
@@ -555,6 +563,18 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls) {
     t->retry_after[v] = '\0';
   }
   return len;
+}
+
+/* A 2xx counts once its status line is in: what follows it (headers, body) is read for
+ * ANSWERED_GRACE_MS at most, so a receiver that stalls after saying yes holds neither the slot
+ * nor its conversation's next event for the whole timeout (the connection is then closed). */
+static int on_progress(void *cls, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+  (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+  struct transfer *t = cls;
+  if (t->ok_ms == 0 || time_mono_ms() - t->ok_ms < ANSWERED_GRACE_MS) return 0;
+  t->cut = true;
+  return 1;
 }
 
 /* The SSRF rule on the address actually connected to (after DNS, on every address tried). */
@@ -632,7 +652,9 @@ static CURL *easy_get(struct outbound *o) {
             curl_easy_setopt(c, CURLOPT_USERAGENT, "gensendrep/" GSR_VERSION) == CURLE_OK &&
             curl_easy_setopt(c, CURLOPT_POST, 1L) == CURLE_OK &&
             curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
-            curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK;
+            curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress) == CURLE_OK &&
+            curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) == CURLE_OK;
   if (ok && !cfg->allow_private)
     ok = curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) == CURLE_OK;
   if (!ok && c) {
@@ -710,6 +732,7 @@ static bool transfer_start(struct outbound *o, struct sub_slot *slot,
        curl_easy_setopt(c, CURLOPT_POSTFIELDS, t->body) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_WRITEDATA, t) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_HEADERDATA, t) == CURLE_OK &&
+       curl_easy_setopt(c, CURLOPT_XFERINFODATA, t) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, t->errbuf) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_PRIVATE, t) == CURLE_OK &&
        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, t) == CURLE_OK;
@@ -758,10 +781,11 @@ static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
   /* a 2xx whose status line arrived is a success whatever its body does afterwards (slow,
    * cut, reset) */
-  bool answered = code >= 200 && code <= 599 &&
-                  (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && t->cut) ||
-                   (code <= 299 && (rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_PARTIAL_FILE ||
-                                    rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING)));
+  bool answered =
+      code >= 200 && code <= 599 &&
+      (rc == CURLE_OK || ((rc == CURLE_WRITE_ERROR || rc == CURLE_ABORTED_BY_CALLBACK) && t->cut) ||
+       (code <= 299 && (rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_PARTIAL_FILE ||
+                        rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING)));
   if (answered) {
     r.status_code = (int)code;
     head_text(t, r.response_head, sizeof r.response_head);

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/config.h"
 #include "queue/queue.h"
 
 /* One connection attempt per second at most. */
@@ -35,7 +36,7 @@ struct queue_ops {
 struct queue {
   const struct queue_ops *ops;
   struct queue_backend *b;
-  char stream[256];
+  char stream[CONFIG_QUEUE_STREAM_MAX + 1];
   long maxlen;
   long timeout_ms;
   double last_connect_ms; /* time_mono_ms() of the last attempt; publisher thread only */

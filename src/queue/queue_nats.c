@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dsn.h"
 #include "queue/queue_impl.h"
 
 #define NATS_STREAM "GENSENDREP"
@@ -44,47 +45,19 @@ static void status_why(const char *what, natsStatus s, char *why, size_t whylen)
 
 /* nats://[user:password@|token@]host[:port] */
 bool queue_nats_open(struct queue *q, const char *url, char *err, size_t errlen) {
-  const char *p = url + 7;
-  const char *at = strrchr(p, '@');
+  struct dsn_nats d;
+  if (!dsn_parse_nats(url, &d, err, errlen)) return false;
   struct queue_backend *b = calloc(1, sizeof *b);
   if (!b) {
+    memset(&d, 0, sizeof d);
     snprintf(err, errlen, "QUEUE_URL: out of memory");
     return false;
   }
-  if (at) {
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    size_t ulen = colon ? (size_t)(colon - p) : 0;
-    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
-    const char *pw = colon ? colon + 1 : p;
-    if (ulen >= sizeof b->user || plen >= sizeof b->password || (!colon && !plen)) {
-      snprintf(err, errlen, "QUEUE_URL: user, password or token too long or empty");
-      goto fail;
-    }
-    memcpy(b->user, p, ulen);
-    memcpy(colon ? b->password : b->token, pw, plen);
-    p = at + 1;
-  }
-  size_t hlen = strcspn(p, ":/?");
-  if (hlen == 0 || hlen > 253) {
-    snprintf(err, errlen, "QUEUE_URL: missing or too long host");
-    goto fail;
-  }
-  long port = 4222;
-  const char *rest = p + hlen;
-  if (*rest == ':') {
-    char *end;
-    port = strtol(rest + 1, &end, 10);
-    if (end == rest + 1 || port < 1 || port > 65535) {
-      snprintf(err, errlen, "QUEUE_URL: bad port");
-      goto fail;
-    }
-    rest = end;
-  }
-  if (*rest && strcmp(rest, "/") != 0) {
-    snprintf(err, errlen, "QUEUE_URL: must look like nats://[user:password@]host[:port]");
-    goto fail;
-  }
-  snprintf(b->url, sizeof b->url, "nats://%.*s:%ld", (int)hlen, p, port);
+  memcpy(b->user, d.user, sizeof b->user);
+  memcpy(b->password, d.password, sizeof b->password);
+  memcpy(b->token, d.token, sizeof b->token);
+  snprintf(b->url, sizeof b->url, "nats://%s:%d", d.host, d.port);
+  memset(&d, 0, sizeof d);
   pthread_mutex_lock(&lib_mu);
   natsStatus s = lib_users == 0 ? nats_Open(-1) : NATS_OK;
   if (s == NATS_OK) lib_users++;

@@ -4092,6 +4092,16 @@ static const char sub_update_sql[] =
     ") RETURNING 1) "
     "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM due)";
 
+/* After an update that changed what the subscription wants (its event types or account): the
+ * events waiting for it that it no longer wants go, in flight or not (as an erasure takes
+ * them), so none reaches its URL (perhaps another tenant's now). $2: it has an account;
+ * $3: that account's stored forms (account_values). */
+static const char sub_refilter_sql[] =
+    "DELETE FROM sub_deliveries d USING subscriptions s WHERE d.sub_id = $1 AND s.id = $1"
+    "  AND d.state = 0 AND NOT EXISTS (SELECT 1 FROM outbox_events e WHERE e.seq = d.seq"
+    "    AND ((s.event_types >> e.type) & 1) = 1"
+    "    AND (NOT $2::bool OR e.account_id = ANY($3::text[])))";
+
 /* Prune: only live broker cursors hold events back (touched since $3, stale_before_us: store.h
  * STORE_OUTBOX_PRUNE); the second column counts the stale ones this prune passed. */
 static const char prune_sql[] =
@@ -4191,6 +4201,7 @@ static bool prepare_ob(PGconn *c) {
                  "FROM subscriptions WHERE id = $1 FOR UPDATE",
                  0, NULL) &&
          prepare(c, "sub_update", sub_update_sql, 0, NULL) &&
+         prepare(c, "sub_refilter", sub_refilter_sql, 0, NULL) &&
          prepare(c, "sub_delete",
                  "WITH d AS (DELETE FROM subscriptions WHERE id = $1 RETURNING id),"
                  " x AS (DELETE FROM sub_deliveries WHERE sub_id = $1),"
@@ -4485,6 +4496,13 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
                 (w->sub_fields & (STORE_SUB_URL | STORE_SUB_ACCOUNT)) ==
                     (STORE_SUB_URL | STORE_SUB_ACCOUNT) &&
                 sub_secret_get(s->ring, r, sub->id, secret, sizeof secret);
+  /* what it wants after the update: its account as given, else as stored */
+  bool refilter = found && (w->sub_fields & (STORE_SUB_TYPES | STORE_SUB_ACCOUNT)) != 0;
+  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
+  if (refilter && (w->sub_fields & STORE_SUB_ACCOUNT))
+    snprintf(account, sizeof account, "%s", sub->account_id);
+  else if (refilter)
+    refilter = sub_account_get(s->ring, r, 0, 0, 1, sub->id, account, sizeof account);
   PQclear(r);
   if (!found) return STORE_NOT_FOUND;
   bool ok = sub_seal(s, sub, reseal ? secret : NULL, &sealed);
@@ -4518,6 +4536,15 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   if (!r) return st;
   w->erased = PQntuples(r) == 1 ? get_i64(r, 0, 1) : 0; /* deliveries made due */
   PQclear(r);
+  if (refilter) { /* an account that does not open: the dispatcher holds the subscription */
+    char *values = account_values(s->ring, account);
+    if (!values) return STORE_RETRY;
+    const char *rv[3] = {sub->id, account[0] ? "t" : "f", values};
+    r = ob_exec(s, "sub_refilter", 3, rv, NULL, NULL, PGRES_COMMAND_OK, &st);
+    free(values);
+    if (!r) return st;
+    PQclear(r);
+  }
   return ob_audit(s, w, AUDIT_SUBSCRIPTION_UPDATED, sub->id);
 }
 

@@ -117,6 +117,7 @@ enum ob_stmt {
   OB_SUB_INSERT,
   OB_SUB_STATE,
   OB_SUB_UPDATE,
+  OB_SUB_REFILTER,
   OB_SUB_WAKE,
   OB_SUB_DELETE,
   OB_SUB_DEL_DELIVERIES,
@@ -295,6 +296,7 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w);
 /* the fast lane (lane.h) */
 static int lane_materialize(struct sqlite_store *s, size_t i);
 static int lane_materialize_sub(struct sqlite_store *s, const char *sub_id);
+static int sub_refilter(struct sqlite_store *s, const char *sub_id);
 static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64_t limit,
                       int64_t cursor, int64_t types, const char *accounts, size_t *bytes);
 static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r,
@@ -2979,6 +2981,13 @@ static const char *const ob_sql[OB_COUNT] = {
         "disabled_reason = CASE WHEN ?13 AND ?6 THEN '' ELSE disabled_reason END, "
         "hold_until_us = CASE WHEN ?13 AND ?6 THEN 0 ELSE hold_until_us END "
         "WHERE id = ?1",
+    /* after an update changing what it wants (types, account): the events waiting for it that
+     * it no longer wants go (store_pg.c sub_refilter_sql) */
+    [OB_SUB_REFILTER] =
+        "DELETE FROM sub_deliveries WHERE sub_id = ?1 AND state = 0 AND NOT EXISTS "
+        "(SELECT 1 FROM outbox_events e WHERE e.seq = sub_deliveries.seq "
+        "AND ((?2 >> e.type) & 1) = 1 "
+        "AND (?3 IS NULL OR e.account_id IN (SELECT value FROM json_each(?3))))",
     [OB_SUB_WAKE] =
         "UPDATE sub_deliveries SET next_at_us = ?2 WHERE sub_id = ?1 AND state = 0 "
         "AND next_at_us > ?2 AND lease_owner IS NULL",
@@ -3553,6 +3562,8 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_int(st, 14, (int)w->sub_fields);
   rc = step_done(st);
   store_seal_buf_free(&url);
+  if (rc == SQLITE_OK && (w->sub_fields & (STORE_SUB_TYPES | STORE_SUB_ACCOUNT)))
+    rc = sub_refilter(s, sub->id);
   /* Only an update naming enabled (true) changes the state: what the service paused or
    * disabled (FINISH) after the caller's read stays so otherwise. */
   if (rc != SQLITE_OK || was_active || !w->sub_enabled_given || !sub->enabled) return rc;
@@ -3561,6 +3572,34 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, time_now_us());
   return step_done(st);
+}
+
+/* What the subscription wants changed (its event types or account): the events waiting for it
+ * that it no longer wants go, those in the lane's flight too (made rows first, as a replay
+ * does), so none reaches its URL (perhaps another tenant's now). An account that does not open
+ * keeps them: the dispatcher holds such a subscription. */
+static int sub_refilter(struct sqlite_store *s, const char *sub_id) {
+  int rc = lane_materialize_sub(s, sub_id);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_stmt *st = s->ob[OB_SUB_STATE];
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  bool found;
+  rc = ob_step(st, &found);
+  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
+  int64_t types = found ? sqlite3_column_int64(st, 3) : 0;
+  bool opened = found && sub_account_read(s->ring, st, 4, 5, sub_id, account, sizeof account);
+  ob_done(st);
+  if (rc != SQLITE_OK || !opened) return rc;
+  char *accounts;
+  rc = sub_accounts_json(s->ring, account, &accounts);
+  if (rc != SQLITE_OK) return rc;
+  st = s->ob[OB_SUB_REFILTER];
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, types);
+  if (accounts) sqlite3_bind_text(st, 3, accounts, -1, SQLITE_STATIC);
+  rc = step_done(st);
+  free(accounts);
+  return rc;
 }
 
 static int apply_sub_delete(struct sqlite_store *s, struct store_write *w) {

@@ -26,7 +26,9 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import sqlite3
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -372,6 +374,40 @@ def test_event_types_and_account_filters(make_server, rcv):
         s.assert_all_signed()
 
 
+def test_a_filter_changed_while_events_wait_drops_what_it_no_longer_wants(make_server, rcv):
+    """Events that waited under a subscription's old filter are not sent once it wants others:
+    re-pointed to another account and URL (another tenant's endpoint, say) it never sends the
+    first account's conversations there; with its event types narrowed it never sends a type it
+    no longer takes. What the new filter wants flows."""
+    srv = start(make_server)
+    acc1, acc2 = "acc-1-" + uid()[:8], "acc-2-" + uid()[:8]
+    moved = subscribe(srv, rcv, "first-tenant", accountId=acc1, enabled=False)
+    narrowed = subscribe(srv, rcv, "narrowed", enabled=False)
+    c1 = make_conv(accountId=acc1)
+    post(srv, c1)
+    wait_until(lambda: (health_backlog(srv) or 0) >= 2, what="c1's event waiting for both")
+    moved.patch(url=rcv.url("second-tenant"), accountId=acc2)
+    narrowed.patch(eventTypes=["conversation.deleted"])
+    # what waited went with the old filters (health's counts are at most a second old)
+    wait_until(lambda: health_backlog(srv) == 0, what="nothing waiting any more")
+    moved.patch(enabled=True)
+    narrowed.patch(enabled=True)
+    c2 = make_conv(accountId=acc2)
+    post(srv, c2)
+    rcv.wait(lambda: rcv.delivered("second-tenant", cid=c2["conversationId"],
+                                   type="conversation.created"), WAIT, "acc2's event")
+    time.sleep(1.0)  # a waiting event of c1 would have gone out by now (enabled, due at once)
+    r = srv.request("DELETE", "/api/v1/conversations/" + quote(c1["conversationId"], safe=""))
+    assert r.status_code == 200, r.text
+    narrowed.wait_delivered(c1["conversationId"], "conversation.deleted")
+    time.sleep(0.5)
+    assert [(x.conversation_id, x.type) for x in rcv.requests("second-tenant")] == \
+        [(c2["conversationId"], "conversation.created")]
+    assert not moved.requests()  # nothing ever went to the first tenant's URL either
+    assert [(x.conversation_id, x.type) for x in narrowed.requests()] == \
+        [(c1["conversationId"], "conversation.deleted")]
+
+
 def test_elevenlabs_events_arrive_typed(make_server, rcv):
     srv = start(make_server, ELEVENLABS_WEBHOOK_SECRET=EL_SECRET)
     sub = subscribe(srv, rcv)
@@ -664,6 +700,89 @@ def test_a_hanging_receiver_times_out_and_is_retried(make_server, rcv):
     assert 900 <= tried[0]["latencyMs"] < 5000, tried
     assert (tried[1]["statusCode"], tried[1]["outcome"]) == (200, "delivered"), tried
     sub.assert_all_signed()
+
+
+class StallingReceiver:
+    """Answers every request with a 200 status line, then stalls: "status" sends nothing more,
+    "body" sends the headers and the first bytes of a body announced far longer. Counts the
+    requests per path."""
+
+    def __init__(self):
+        self.paths = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                d = c.recv(65536)
+                if not d:
+                    return
+                data += d
+            head, rest = data.split(b"\r\n\r\n", 1)
+            n = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")), 0)
+            while len(rest) < n:
+                rest += c.recv(65536)
+            path = head.split(b" ")[1].decode()
+            self.paths.append(path)
+            if path.endswith("status"):
+                c.sendall(b"HTTP/1.1 200 OK\r\n")
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nabc")
+            self.stop.wait(30)
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("stall", ["status", "body"])
+def test_a_2xx_that_stalls_after_its_status_line_does_not_hold_the_next_event(make_server,
+                                                                             stall):
+    """A receiver that says 200 and then stalls (its headers or body never end) has the event:
+    it is delivered at once, and the conversation's next event does not wait the whole timeout
+    for the answer's rest."""
+    stalling = StallingReceiver()
+    try:
+        srv = start(make_server, timeout=10)
+        r = srv.request("POST", "/api/v1/subscriptions", json={"url": stalling.url(stall)})
+        assert r.status_code == 201, r.text
+        sub_id = unwrap(r)["id"]
+        body = make_conv()
+        t0 = time.monotonic()
+        post(srv, body)
+        for d in (301, 302):
+            post(srv, dict(body, metadata=dict(body["metadata"], duration=d)))
+
+        def delivered():
+            r = srv.get(f"/api/v1/subscriptions/{sub_id}/deliveries", params={"limit": 100})
+            assert r.status_code == 200, r.text
+            return [d for d in unwrap(r)["deliveries"] if d["outcome"] == "delivered"]
+        got = wait_until(lambda: len(delivered()) >= 3 and delivered(), timeout=WAIT,
+                         what="three events delivered")
+        # before: each waited out the 10 s timeout, one after the other (they are in order)
+        assert time.monotonic() - t0 < 8, [d["latencyMs"] for d in got]
+        assert all(d["statusCode"] == 200 and d["latencyMs"] < 5000 for d in got), got
+        assert len(stalling.paths) == 3, stalling.paths  # none sent again
+    finally:
+        stalling.close()
 
 
 def test_redirects_are_not_followed(make_server, rcv):

@@ -363,6 +363,44 @@ static void test_redis_url(void **state) {
   }
 }
 
+/* QUEUE_URL (and QUEUE_STREAM with Redis) are checked with the configuration: a typo stopped
+ * start-up only once the publisher was made, after the database had been migrated (exit 1). */
+static void test_queue_url(void **state) {
+  (void)state;
+  setenv("API_SECRET_KEY", SECRET, 1);
+  static const char *const good[] = {"",
+                                     "redis://localhost",
+                                     "redis://:pw@10.0.0.1:6380/2",
+                                     "nats://localhost",
+                                     "nats://u:pw@nats:4222",
+                                     "nats://token@h:1/"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    setenv("QUEUE_URL", good[i], 1);
+    assert_loads();
+  }
+  static const char *const bad[] = {"amqp://x",         "redis://",
+                                    "redis://h:99999",  "redis://h:1/abc",
+                                    "nats://",          "nats://h:0",
+                                    "nats://u:p@h:1/x", "nats://h:4222/sub",
+                                    "nats://@h",        "redis://:" SECRET "@h:0"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    setenv("QUEUE_URL", bad[i], 1);
+    assert_fails_naming("QUEUE_URL");
+  }
+  setenv("QUEUE_URL", "redis://localhost", 1);
+  setenv("QUEUE_STREAM", "", 1);
+  assert_fails_naming("QUEUE_STREAM");
+  char longer[300];
+  memset(longer, 's', sizeof longer - 1);
+  longer[sizeof longer - 1] = '\0';
+  setenv("QUEUE_STREAM", longer, 1);
+  assert_fails_naming("QUEUE_STREAM");
+  setenv("QUEUE_URL", "nats://localhost", 1); /* the stream is Redis's */
+  assert_loads();
+  unsetenv("QUEUE_URL");
+  unsetenv("QUEUE_STREAM");
+}
+
 /* More keys than the server can hold was a silent drop of the rest; now a configuration error. */
 static void test_too_many_api_keys(void **state) {
   (void)state;
@@ -446,6 +484,7 @@ int main(void) {
       T(test_log_level),
       T(test_database_url),
       T(test_redis_url),
+      T(test_queue_url),
       T(test_too_many_api_keys),
       T(test_split_list),
       T(test_help_and_markdown_list_every_variable),
