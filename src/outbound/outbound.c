@@ -793,6 +793,9 @@ static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
     snprintf(r.response_head, sizeof r.response_head, "%s", t->refused);
   } else if (rc == CURLE_OPERATION_TIMEDOUT) {
     snprintf(r.response_head, sizeof r.response_head, "timeout");
+  } else if (rc == CURLE_OK) { /* an answer whose status is no HTTP status */
+    snprintf(r.response_head, sizeof r.response_head, "answered status %ld: not an HTTP status",
+             code);
   } else {
     const char *prefix = rc == CURLE_COULDNT_CONNECT        ? "refused: "
                          : rc == CURLE_COULDNT_RESOLVE_HOST ? "dns: "
@@ -1151,11 +1154,12 @@ static enum store_status queue_work(struct store *s, struct store_outbox_work *w
 }
 
 /* The stand-in published for an event larger than the broker takes (NATS max_payload): the
- * same id and type, and data naming the conversation and where to read it (its id escaped as
- * one path segment, as the audio URL is). */
+ * same id and type, and data naming the conversation and where to read what the event held (its
+ * id escaped as one path segment, as the audio URL is; with the transcript, as the event's data
+ * has it). */
 static char *oversize_stand_in(const struct store_outbox_event *ev, size_t *len) {
-  static const char hex[] = "0123456789ABCDEF";
-  char url[sizeof "/api/v1/conversations/" + 3 * sizeof ev->conversation_id];
+  static const char hex[] = "0123456789ABCDEF", query[] = "?include=transcript";
+  char url[sizeof "/api/v1/conversations/" + 3 * sizeof ev->conversation_id + sizeof query];
   size_t n = (size_t)snprintf(url, sizeof url, "/api/v1/conversations/");
   for (const unsigned char *p = (const unsigned char *)ev->conversation_id; *p; p++) {
     if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
@@ -1167,7 +1171,7 @@ static char *oversize_stand_in(const struct store_outbox_event *ev, size_t *len)
       url[n++] = hex[*p & 15];
     }
   }
-  url[n] = '\0';
+  memcpy(url + n, query, sizeof query);
   json_t *o =
       json_pack("{s:s,s:b,s:s}", "conversationId", ev->conversation_id, "truncated", 1, "url", url);
   char *data = o ? json_dumps(o, JSON_COMPACT) : NULL;

@@ -742,6 +742,9 @@ class StallingReceiver:
                 rest += c.recv(65536)
             path = head.split(b" ")[1].decode()
             self.paths.append(path)
+            if path.endswith("s999"):
+                c.sendall(b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok")
+                return
             if path.endswith("status"):
                 c.sendall(b"HTTP/1.1 200 OK\r\n")
             else:
@@ -783,6 +786,28 @@ def test_a_2xx_that_stalls_after_its_status_line_does_not_hold_the_next_event(ma
         assert len(stalling.paths) == 3, stalling.paths  # none sent again
     finally:
         stalling.close()
+
+
+def test_an_answer_that_is_no_http_status_is_recorded_as_such(make_server):
+    """A receiver answering status 999 did not answer HTTP: the attempt says so (it said "No
+    error") and is retried."""
+    odd = StallingReceiver()
+    try:
+        srv = start(make_server, schedule="0,600")
+        r = srv.request("POST", "/api/v1/subscriptions", json={"url": odd.url("s999")})
+        assert r.status_code == 201, r.text
+        sub_id = unwrap(r)["id"]
+        post(srv, make_conv())
+
+        def attempts():
+            r = srv.get(f"/api/v1/subscriptions/{sub_id}/deliveries")
+            assert r.status_code == 200, r.text
+            return unwrap(r)["deliveries"]
+        (a,) = wait_until(attempts, what="the first attempt")
+        assert a["statusCode"] is None and a["outcome"] != "delivered", a
+        assert "999" in a["response"] and "not an HTTP status" in a["response"], a
+    finally:
+        odd.close()
 
 
 def test_redirects_are_not_followed(make_server, rcv):

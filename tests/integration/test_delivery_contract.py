@@ -696,7 +696,10 @@ def test_an_event_larger_than_nats_max_payload_does_not_stop_the_stream(make_ser
         assert stand_in["type"] == "conversation.created"
         assert stand_in["data"] == {
             "conversationId": big["conversationId"], "truncated": True,
-            "url": f"/api/v1/conversations/{big['conversationId']}"}, stand_in
+            "url": f"/api/v1/conversations/{big['conversationId']}?include=transcript"}, stand_in
+        # the URL reads back what the event held
+        assert srv.get(stand_in["data"]["url"]).json() == \
+            srv.get_conv(big["conversationId"], include=True).json()
         assert json.loads(by_cid[small["conversationId"]]["data"])["data"] == \
             srv.get_conv(small["conversationId"], include=True).json()
     finally:
