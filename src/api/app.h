@@ -144,5 +144,8 @@ __attribute__((warn_unused_result)) bool api_query_int(const char *s, int64_t mi
 __attribute__((warn_unused_result)) bool api_query_instant(const char *s, bool *has, int64_t *out);
 /* 400 INVALID_PARAMETER "<field> <issue>" with details [{"field", "issue"}]. */
 void api_bad_param(struct http_request *req, const char *field, const char *issue);
+/* The request's body as a JSON object (duplicate keys refused), or NULL after answering 400 with
+ * where it is not JSON (as the webhook says it), or that it is JSON but no object. */
+json_t *api_read_object(struct http_request *req);
 
 #endif

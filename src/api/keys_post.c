@@ -115,15 +115,8 @@ static void read_body(json_t *body, struct apikey_record *rec, json_t *problems)
 void api_keys_post(struct http_request *req) {
   if (!api_keys_manager_ok(req)) return;
   struct app *app = http_request_app(req);
-  size_t len;
-  const char *text = http_request_body(req, &len);
-  json_error_t jerr;
-  json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!json_is_object(body)) {
-    json_decref(body);
-    http_reply_error(req, API_ERR_INVALID_JSON, "The body must be a JSON object", NULL);
-    return;
-  }
+  json_t *body = api_read_object(req);
+  if (!body) return;
   struct create_job *job = calloc(1, sizeof *job);
   json_t *problems = json_array();
   if (!job || !problems) {

@@ -6,6 +6,7 @@
 
 #include "api/app.h"
 #include "core/timeutil.h"
+#include "model/body.h"
 
 bool api_query_int(const char *s, int64_t min, int64_t max, int64_t def, int64_t *out) {
   if (!s) {
@@ -41,4 +42,28 @@ void api_bad_param(struct http_request *req, const char *field, const char *issu
   snprintf(message, sizeof message, "%s %s", field, issue);
   http_reply_error(req, API_ERR_INVALID_PARAMETER, message,
                    json_pack("[{s:s,s:s}]", "field", field, "issue", issue));
+}
+
+json_t *api_read_object(struct http_request *req) {
+  size_t len;
+  const char *text = http_request_body(req, &len);
+  json_t *body;
+  bool reals;
+  char message[300];
+  enum model_result r = model_body_load(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+                                        &body, &reals, message, sizeof message);
+  if (r == MODEL_NO_MEMORY) {
+    http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory; retry", NULL);
+    return NULL;
+  }
+  if (r != MODEL_OK) {
+    http_reply_error(req, API_ERR_INVALID_JSON, message, NULL);
+    return NULL;
+  }
+  if (!json_is_object(body)) {
+    json_decref(body);
+    http_reply_error(req, API_ERR_INVALID_JSON, "The body must be a JSON object", NULL);
+    return NULL;
+  }
+  return body;
 }

@@ -92,22 +92,6 @@ static struct sub_job *job_new(struct http_request *req, enum sub_op op) {
   return job;
 }
 
-/* The request's body as a JSON object, or NULL after answering 400. */
-static json_t *read_object(struct http_request *req) {
-  size_t len;
-  const char *text = http_request_body(req, &len);
-  json_error_t jerr;
-  json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!json_is_object(body)) {
-    json_decref(body);
-    http_reply_error(req, API_ERR_INVALID_JSON,
-                     body ? "The body must be a JSON object" : "Request body is not valid JSON",
-                     NULL);
-    return NULL;
-  }
-  return body;
-}
-
 /* Offload thread: the SSRF rule for the URL (a DNS lookup). */
 static bool url_allowed(struct sub_job *job) {
   char why[512] = "";
@@ -294,7 +278,7 @@ static bool make_secret(char out[OUTBOX_SECRET_MAX]) {
 
 void api_subscriptions_post(struct http_request *req) {
   if (!api_sub_manager_ok(req)) return;
-  json_t *body = read_object(req);
+  json_t *body = api_read_object(req);
   if (!body) return;
   struct sub_job *job = job_new(req, OP_CREATE);
   if (!job) {
@@ -347,7 +331,7 @@ void api_subscriptions_get(struct http_request *req) {
 
 void api_subscriptions_patch(struct http_request *req) {
   if (!api_sub_manager_ok(req)) return;
-  json_t *body = read_object(req);
+  json_t *body = api_read_object(req);
   if (!body) return;
   /* Every problem of the body itself first: none depends on what is stored. */
   struct subscription scratch = {0};

@@ -191,10 +191,6 @@ static bool v4_private(uint32_t a) {
          (a >> 16) == 0xA9FEu ||             /* 169.254/16 link-local (cloud metadata) */
          (a & 0xFFF00000u) == 0xAC100000u || /* 172.16/12 */
          (a & 0xFFFFFF00u) == 0xC0000000u || /* 192.0.0/24 IETF protocol assignments */
-         (a & 0xFFFFFF00u) == 0xC0000200u || /* 192.0.2/24 documentation (TEST-NET-1) */
-         (a & 0xFFFFFF00u) == 0xC0586300u || /* 192.88.99/24 deprecated 6to4 relay anycast */
-         (a & 0xFFFFFF00u) == 0xC6336400u || /* 198.51.100/24 documentation (TEST-NET-2) */
-         (a & 0xFFFFFF00u) == 0xCB007100u || /* 203.0.113/24 documentation (TEST-NET-3) */
          (a >> 16) == 0xC0A8u ||             /* 192.168/16 */
          (a & 0xFFFE0000u) == 0xC6120000u || /* 198.18/15 benchmarking */
          (a >> 28) == 0xEu ||                /* 224/4 multicast */
@@ -227,10 +223,6 @@ static bool v6_private(const unsigned char *b) {
   if (b[0] == 0xFE && (b[1] & 0xC0) == 0x80) return true;            /* fe80::/10 link-local */
   if (b[0] == 0xFE && (b[1] & 0xC0) == 0xC0) return true;            /* fec0::/10 old site-local */
   if (b[0] == 0xFF) return true;                                     /* ff00::/8 multicast */
-  /* documentation: 2001:db8::/32 and 3fff::/20 (RFC 9637); 5f00::/16 SRv6 SIDs (RFC 9602) */
-  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return true;
-  if (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xF0) == 0) return true;
-  if (b[0] == 0x5f && b[1] == 0x00) return true;
   return false;
 }
 

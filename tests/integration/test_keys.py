@@ -135,7 +135,13 @@ def test_api_create_validation_names_fields(server):
                  "VALIDATION_ERROR")
     r = server.request("POST", "/api/v1/keys", data="[", headers={"Content-Type":
                                                                  "application/json"})
-    assert_error(r, 400, "INVALID_JSON")
+    assert "line 1" in assert_error(r, 400, "INVALID_JSON")["message"]
+    r = server.request("POST", "/api/v1/keys", data='{"name": "a", "name": "b"}',
+                       headers={"Content-Type": "application/json"})
+    assert "duplicate object key" in assert_error(r, 400, "INVALID_JSON")["message"]
+    r = server.request("POST", "/api/v1/keys", data="null",
+                       headers={"Content-Type": "application/json"})
+    assert "must be a JSON object" in assert_error(r, 400, "INVALID_JSON")["message"]
 
 
 # ------------------------------------------------------------------ scopes

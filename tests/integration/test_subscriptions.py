@@ -216,10 +216,15 @@ def test_patch_validates_and_changes_nothing_when_refused(server):
     # a refused member refuses the whole PATCH: the valid one beside it is not applied
     r = patch(server, sub["id"], {"maxPerSecond": 9, "eventTypes": ["nope"]})
     assert_error(r, 400, "VALIDATION_ERROR")
-    for data in [b"[]", b"{", b"null"]:
+    # the message says what is wrong and where, as the webhook's does
+    for data, says in [(b"[]", "must be a JSON object"), (b"null", "must be a JSON object"),
+                       (b"{", "line 1"), (b'{"url": "http://e.com/", "url": "http://e.org/"}',
+                                          "duplicate object key"),
+                       (b'{"url": "x\x00"}', "NUL byte at offset 10")]:
         r = server.request("PATCH", f"/api/v1/subscriptions/{sub['id']}", data=data,
                            headers={"Content-Type": "application/json"})
-        assert_error(r, 400, "INVALID_JSON")
+        err = assert_error(r, 400, "INVALID_JSON")
+        assert says in err["message"], (data, err)
     assert get(server, sub["id"]).json() == {k: v for k, v in sub.items() if k != "secret"}
 
 
