@@ -50,8 +50,8 @@ json_t *api_read_object(struct http_request *req) {
   json_t *body;
   bool reals;
   char message[300];
-  enum model_result r = model_body_load(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
-                                        &body, &reals, message, sizeof message);
+  enum model_result r = model_body_load(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &body,
+                                        &reals, message, sizeof message);
   if (r == MODEL_NO_MEMORY) {
     http_reply_error(req, API_ERR_UNAVAILABLE, "Out of memory; retry", NULL);
     return NULL;
