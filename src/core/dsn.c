@@ -16,6 +16,23 @@ const char *dsn_sqlite_path(const char *url) {
   return p;
 }
 
+/* The userinfo of a URL, p up to at: "user:password" (either may be empty), or without a colon
+ * one part, a password for Redis and a token for NATS. */
+struct userinfo {
+  const char *pass; /* after the colon, or the whole part without one */
+  size_t ulen, plen;
+  bool colon;
+};
+
+static struct userinfo userinfo_of(const char *p, const char *at) {
+  const char *colon = memchr(p, ':', (size_t)(at - p));
+  struct userinfo u = {.colon = colon != NULL};
+  u.ulen = colon ? (size_t)(colon - p) : 0;
+  u.plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
+  u.pass = colon ? colon + 1 : p;
+  return u;
+}
+
 bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   const char *p = url;
@@ -26,16 +43,13 @@ bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t e
   p += 8;
   const char *at = strrchr(p, '@');
   if (at) {
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    size_t ulen = colon ? (size_t)(colon - p) : 0;
-    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
-    const char *pw = colon ? colon + 1 : p;
-    if (ulen >= sizeof out->user || plen >= sizeof out->password) {
+    struct userinfo u = userinfo_of(p, at);
+    if (u.ulen >= sizeof out->user || u.plen >= sizeof out->password) {
       snprintf(err, errlen, "REDIS_URL: user or password too long");
       return false;
     }
-    memcpy(out->user, p, ulen);
-    memcpy(out->password, pw, plen);
+    memcpy(out->user, p, u.ulen);
+    memcpy(out->password, u.pass, u.plen);
     p = at + 1;
   }
   size_t hlen = strcspn(p, ":/");
@@ -77,17 +91,14 @@ bool dsn_parse_nats(const char *url, struct dsn_nats *out, char *err, size_t err
   const char *p = url + 7;
   const char *at = strrchr(p, '@');
   if (at) {
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    size_t ulen = colon ? (size_t)(colon - p) : 0;
-    size_t plen = colon ? (size_t)(at - colon - 1) : (size_t)(at - p);
-    const char *pw = colon ? colon + 1 : p;
-    if (ulen >= sizeof out->user || plen >= sizeof out->password || (!colon && !plen)) {
+    struct userinfo u = userinfo_of(p, at);
+    if (u.ulen >= sizeof out->user || u.plen >= sizeof out->password || (!u.colon && !u.plen)) {
       snprintf(err, errlen, "QUEUE_URL: user, password or token too long or empty");
       memset(out, 0, sizeof *out);
       return false;
     }
-    memcpy(out->user, p, ulen);
-    memcpy(colon ? out->password : out->token, pw, plen);
+    memcpy(out->user, p, u.ulen);
+    memcpy(u.colon ? out->password : out->token, u.pass, u.plen);
     p = at + 1;
   }
   size_t hlen = strcspn(p, ":/?");

@@ -4093,14 +4093,18 @@ static const char sub_update_sql[] =
     "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM due)";
 
 /* After an update that changed what the subscription wants (its event types or account): the
- * events waiting for it that it no longer wants go, in flight or not (as an erasure takes
- * them), so none reaches its URL (perhaps another tenant's now). $2: it has an account;
- * $3: that account's stored forms (account_values). */
+ * events waiting for it that it no longer wants go, so none is sent to its URL (perhaps another
+ * tenant's now). Not one in flight: its answer is recorded as any (FINISH) and a later event of
+ * its conversation still waits for it. Not one sealed with a key this instance lacks (an
+ * instance on an older ring during a rotation cannot tell its account, as fan-out holds such
+ * events back). $2: it has an account; $3: that account's stored forms (account_values);
+ * $4: this instance's key ids (ring_keys). */
 static const char sub_refilter_sql[] =
     "DELETE FROM sub_deliveries d USING subscriptions s WHERE d.sub_id = $1 AND s.id = $1"
-    "  AND d.state = 0 AND NOT EXISTS (SELECT 1 FROM outbox_events e WHERE e.seq = d.seq"
-    "    AND ((s.event_types >> e.type) & 1) = 1"
-    "    AND (NOT $2::bool OR e.account_id = ANY($3::text[])))";
+    "  AND d.state = 0 AND d.lease_owner IS NULL AND NOT EXISTS (SELECT 1 FROM outbox_events e"
+    "    WHERE e.seq = d.seq AND (((s.event_types >> e.type) & 1) = 1"
+    "    AND (NOT $2::bool OR e.account_id = ANY($3::text[]))"
+    "    OR e.sealed_with IS NOT NULL AND e.sealed_with <> ALL($4::text[])))";
 
 /* Prune: only live broker cursors hold events back (touched since $3, stale_before_us: store.h
  * STORE_OUTBOX_PRUNE); the second column counts the stale ones this prune passed. */
@@ -4537,11 +4541,16 @@ static enum store_status sub_put(struct pg_store *s, struct store_write *w) {
   w->erased = PQntuples(r) == 1 ? get_i64(r, 0, 1) : 0; /* deliveries made due */
   PQclear(r);
   if (refilter) { /* an account that does not open: the dispatcher holds the subscription */
-    char *values = account_values(s->ring, account);
-    if (!values) return STORE_RETRY;
-    const char *rv[3] = {sub->id, account[0] ? "t" : "f", values};
-    r = ob_exec(s, "sub_refilter", 3, rv, NULL, NULL, PGRES_COMMAND_OK, &st);
+    char *values = account_values(s->ring, account), *keys = ring_keys(s->ring);
+    if (!values || !keys) {
+      free(values);
+      free(keys);
+      return STORE_RETRY;
+    }
+    const char *rv[4] = {sub->id, account[0] ? "t" : "f", values, keys};
+    r = ob_exec(s, "sub_refilter", 4, rv, NULL, NULL, PGRES_COMMAND_OK, &st);
     free(values);
+    free(keys);
     if (!r) return st;
     PQclear(r);
   }

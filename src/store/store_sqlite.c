@@ -2982,9 +2982,10 @@ static const char *const ob_sql[OB_COUNT] = {
         "hold_until_us = CASE WHEN ?13 AND ?6 THEN 0 ELSE hold_until_us END "
         "WHERE id = ?1",
     /* after an update changing what it wants (types, account): the events waiting for it that
-     * it no longer wants go (store_pg.c sub_refilter_sql) */
+     * it no longer wants go, but not one in flight (store_pg.c sub_refilter_sql) */
     [OB_SUB_REFILTER] =
-        "DELETE FROM sub_deliveries WHERE sub_id = ?1 AND state = 0 AND NOT EXISTS "
+        "DELETE FROM sub_deliveries WHERE sub_id = ?1 AND state = 0 AND lease_owner IS NULL "
+        "AND NOT EXISTS "
         "(SELECT 1 FROM outbox_events e WHERE e.seq = sub_deliveries.seq "
         "AND ((?2 >> e.type) & 1) = 1 "
         "AND (?3 IS NULL OR e.account_id IN (SELECT value FROM json_each(?3))))",
@@ -3575,12 +3576,12 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
 }
 
 /* What the subscription wants changed (its event types or account): the events waiting for it
- * that it no longer wants go, those in the lane's flight too (made rows first, as a replay
- * does), so none reaches its URL (perhaps another tenant's now). An account that does not open
- * keeps them: the dispatcher holds such a subscription. */
+ * that it no longer wants go, so none is sent to its URL (perhaps another tenant's now). Not
+ * one in flight (a leased row, or the lane's): its answer is recorded as any, and a later event
+ * of its conversation still waits for it. An account that does not open keeps them: the
+ * dispatcher holds such a subscription. */
 static int sub_refilter(struct sqlite_store *s, const char *sub_id) {
-  int rc = lane_materialize_sub(s, sub_id);
-  if (rc != SQLITE_OK) return rc;
+  int rc = SQLITE_OK;
   sqlite3_stmt *st = s->ob[OB_SUB_STATE];
   sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
   bool found;

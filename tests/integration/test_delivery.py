@@ -408,6 +408,31 @@ def test_a_filter_changed_while_events_wait_drops_what_it_no_longer_wants(make_s
         [(c1["conversationId"], "conversation.deleted")]
 
 
+def test_a_filter_changed_while_an_event_is_in_flight_keeps_its_order_and_attempt(make_server,
+                                                                                 rcv):
+    """An event already being sent when the filter changes finishes as any: its answer is
+    recorded, and the conversation's next event (which the new filter wants) is sent only
+    after it, never beside it."""
+    srv = start(make_server, timeout=10)
+    sub = subscribe(srv, rcv)
+    body = make_conv()
+    cid = body["conversationId"]
+    slow = rcv.answer(200, cids={cid}, hang=3)
+    post(srv, body)
+    rcv.wait(lambda: sub.requests(cid=cid, type="conversation.created"), WAIT, "created sent")
+    rcv.remove_rule(slow)  # the updated event is answered at once once it goes
+    post(srv, dict(body, metadata=dict(body["metadata"], duration=301)))
+    sub.patch(eventTypes=["conversation.updated"])
+    (upd,) = sub.wait_delivered(cid, "conversation.updated")
+    (created,) = sub.requests(cid=cid, type="conversation.created")
+    assert created.answered_mono > 0 and upd.mono >= created.answered_mono, \
+        (created.answered_mono, upd.mono)
+    attempts = wait_until(lambda: len(sub.attempts()) >= 2 and sub.attempts(),
+                          what="both attempts recorded")
+    assert sorted((a["type"], a["outcome"]) for a in attempts) == \
+        [("conversation.created", "delivered"), ("conversation.updated", "delivered")], attempts
+
+
 def test_elevenlabs_events_arrive_typed(make_server, rcv):
     srv = start(make_server, ELEVENLABS_WEBHOOK_SECRET=EL_SECRET)
     sub = subscribe(srv, rcv)
