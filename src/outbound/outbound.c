@@ -794,8 +794,8 @@ static void transfer_done(struct outbound *o, struct transfer *t, CURLcode rc) {
   } else if (rc == CURLE_OPERATION_TIMEDOUT) {
     snprintf(r.response_head, sizeof r.response_head, "timeout");
   } else if (rc == CURLE_OK) { /* an answer whose status is no HTTP status */
-    snprintf(r.response_head, sizeof r.response_head, "answered status %ld: not an HTTP status",
-             code);
+    snprintf(r.response_head, sizeof r.response_head,
+             "answered status %ld: not a final HTTP answer (200-599)", code);
   } else {
     const char *prefix = rc == CURLE_COULDNT_CONNECT        ? "refused: "
                          : rc == CURLE_COULDNT_RESOLVE_HOST ? "dns: "

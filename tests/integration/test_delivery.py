@@ -830,7 +830,7 @@ def test_an_answer_that_is_no_http_status_is_recorded_as_such(make_server):
             return unwrap(r)["deliveries"]
         (a,) = wait_until(attempts, what="the first attempt")
         assert a["statusCode"] is None and a["outcome"] != "delivered", a
-        assert "999" in a["response"] and "not an HTTP status" in a["response"], a
+        assert "999" in a["response"] and "not a final HTTP answer" in a["response"], a
     finally:
         odd.close()
 

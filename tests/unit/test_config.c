@@ -378,11 +378,18 @@ static void test_queue_url(void **state) {
     setenv("QUEUE_URL", good[i], 1);
     assert_loads();
   }
-  static const char *const bad[] = {"amqp://x",         "redis://",
-                                    "redis://h:99999",  "redis://h:1/abc",
-                                    "nats://",          "nats://h:0",
-                                    "nats://u:p@h:1/x", "nats://h:4222/sub",
-                                    "nats://@h",        "redis://:" SECRET "@h:0"};
+  static const char *const bad[] = {"amqp://x",
+                                    "redis://",
+                                    "redis://h:99999",
+                                    "redis://h:1/abc",
+                                    "nats://",
+                                    "nats://h:0",
+                                    "nats://u:p@h:1/x",
+                                    "nats://h:4222/sub",
+                                    "nats://@h",
+                                    "redis://:" SECRET "@h:0",
+                                    "nats://u:" SECRET "@h:0",
+                                    "nats://" SECRET "@h:1/x"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     setenv("QUEUE_URL", bad[i], 1);
     assert_fails_naming("QUEUE_URL");
