@@ -427,10 +427,12 @@ def test_processed_at_when_there_is_no_start(srv):
     assert as_dt(hit[0]["start"]) == processed.replace(minute=0, second=0, microsecond=0)
 
 
-def test_bounds_finer_than_a_microsecond_keep_their_meaning(srv):
+def test_bounds_finer_than_a_microsecond_keep_their_meaning(make_server):
     """A conversation starting at .500000 is before a bound of .5000001 (nanoseconds, as many
     clients write them): outside [.5000001, ...) and inside [..., .5000001), in analytics, the
-    list and the export alike (the bound rounds up to the next stored microsecond, not down)."""
+    list and the export alike (the bound rounds up to the next stored microsecond, not down).
+    A server of its own: the module's store is recounted by other tests."""
+    srv = make_server()
     acc = "acc-ns-" + uid()
     cid = f"conv_{uid()}"
     ts = "2026-06-01T12:30:00.5+02:00"  # 10:30:00.500000 UTC

@@ -1189,7 +1189,8 @@ static void test_broker_publishes_a_stand_in_for_an_event_over_max_payload(void 
       assert_non_null(strstr(text,
                              "\"data\":{\"conversationId\":\"conv \\\"2\\\"/\xc3\xa9\","
                              "\"truncated\":true,"
-                             "\"url\":\"/api/v1/conversations/conv%20%222%22%2F%C3%A9\"}}"));
+                             "\"url\":\"/api/v1/conversations/conv%20%222%22%2F%C3%A9"
+                             "?include=transcript\"}}"));
     else
       assert_null(strstr(text, "truncated"));
     free(text);
