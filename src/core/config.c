@@ -375,13 +375,9 @@ static bool queue_url_valid(const struct config *cfg, char *err, size_t errlen) 
   }
   if (strncmp(cfg->queue_url, "redis://", 8) != 0) return true;
   struct dsn_redis r;
-  char why[256];
-  bool ok = dsn_parse_redis(cfg->queue_url, &r, why, sizeof why);
+  bool ok = dsn_parse_redis("QUEUE_URL", cfg->queue_url, &r, err, errlen);
   memset(&r, 0, sizeof r); /* the password */
-  if (!ok) {               /* dsn names REDIS_URL; the text never holds the password */
-    snprintf(err, errlen, "QUEUE_URL%s", strncmp(why, "REDIS_URL", 9) == 0 ? why + 9 : why);
-    return false;
-  }
+  if (!ok) return false;
   size_t n = strlen(cfg->queue_stream);
   if (n == 0 || n > CONFIG_QUEUE_STREAM_MAX) {
     snprintf(err, errlen, "QUEUE_STREAM: must hold 1 to %d bytes", CONFIG_QUEUE_STREAM_MAX);
@@ -442,7 +438,7 @@ static bool check_semantics(struct config *cfg, char *err, size_t errlen) {
   }
   if (*cfg->redis_url) {
     struct dsn_redis r;
-    bool ok = dsn_parse_redis(cfg->redis_url, &r, err, errlen);
+    bool ok = dsn_parse_redis("REDIS_URL", cfg->redis_url, &r, err, errlen);
     memset(&r, 0, sizeof r); /* the password */
     if (!ok) return false;
   }

@@ -33,11 +33,12 @@ static struct userinfo userinfo_of(const char *p, const char *at) {
   return u;
 }
 
-bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t errlen) {
+bool dsn_parse_redis(const char *var, const char *url, struct dsn_redis *out, char *err,
+                     size_t errlen) {
   memset(out, 0, sizeof *out);
   const char *p = url;
   if (strncmp(p, "redis://", 8) != 0) {
-    snprintf(err, errlen, "REDIS_URL: must look like redis://[:password@]host[:port][/db]");
+    snprintf(err, errlen, "%s: must look like redis://[:password@]host[:port][/db]", var);
     return false;
   }
   p += 8;
@@ -45,7 +46,7 @@ bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t e
   if (at) {
     struct userinfo u = userinfo_of(p, at);
     if (u.ulen >= sizeof out->user || u.plen >= sizeof out->password) {
-      snprintf(err, errlen, "REDIS_URL: user or password too long");
+      snprintf(err, errlen, "%s: user or password too long", var);
       return false;
     }
     memcpy(out->user, p, u.ulen);
@@ -54,7 +55,7 @@ bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t e
   }
   size_t hlen = strcspn(p, ":/");
   if (hlen == 0 || hlen >= sizeof out->host) {
-    snprintf(err, errlen, "REDIS_URL: missing or too long host");
+    snprintf(err, errlen, "%s: missing or too long host", var);
     return false;
   }
   memcpy(out->host, p, hlen);
@@ -64,7 +65,7 @@ bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t e
     char *end;
     long port = strtol(p + 1, &end, 10);
     if (end == p + 1 || port < 1 || port > 65535 || (*end && *end != '/')) {
-      snprintf(err, errlen, "REDIS_URL: bad port");
+      snprintf(err, errlen, "%s: bad port", var);
       return false;
     }
     out->port = (int)port;
@@ -74,7 +75,7 @@ bool dsn_parse_redis(const char *url, struct dsn_redis *out, char *err, size_t e
     char *end;
     long db = strtol(p + 1, &end, 10);
     if (*end || end == p + 1 || db < 0 || db > 1000) {
-      snprintf(err, errlen, "REDIS_URL: bad database number");
+      snprintf(err, errlen, "%s: bad database number", var);
       return false;
     }
     out->db = (int)db;

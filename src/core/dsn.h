@@ -22,10 +22,11 @@ struct dsn_redis {
   int db; /* 0 when not given */
 };
 
-/* Parses redis://[[user]:password@]host[:port][/db]. On failure writes one line naming
- * REDIS_URL (never the password) to err. out may hold a password: clear it after use. */
-__attribute__((warn_unused_result)) bool dsn_parse_redis(const char *url, struct dsn_redis *out,
-                                                         char *err, size_t errlen);
+/* Parses redis://[[user]:password@]host[:port][/db]. On failure writes one line naming the
+ * variable var (never the password) to err. out may hold a password: clear it after use. */
+__attribute__((warn_unused_result)) bool dsn_parse_redis(const char *var, const char *url,
+                                                         struct dsn_redis *out, char *err,
+                                                         size_t errlen);
 
 struct dsn_nats {
   char host[254];

@@ -271,7 +271,7 @@ struct redis_client *redis_client_new(const char *url, char *err, size_t errlen)
     return NULL;
   }
   struct dsn_redis u;
-  if (!dsn_parse_redis(url, &u, err, errlen)) {
+  if (!dsn_parse_redis("REDIS_URL", url, &u, err, errlen)) {
     memset(&u, 0, sizeof u);
     free(c);
     return NULL;

@@ -20,11 +20,7 @@ bool queue_redis_open(struct queue *q, const char *url, char *err, size_t errlen
     snprintf(err, errlen, "QUEUE_URL: out of memory");
     return false;
   }
-  char why[256];
-  if (!dsn_parse_redis(url, &b->dsn, why, sizeof why)) {
-    /* dsn names REDIS_URL; the text never holds the password */
-    const char *rest = strncmp(why, "REDIS_URL", 9) == 0 ? why + 9 : why;
-    snprintf(err, errlen, "QUEUE_URL%s", rest);
+  if (!dsn_parse_redis("QUEUE_URL", url, &b->dsn, err, errlen)) { /* never the password */
     memset(b, 0, sizeof *b);
     free(b);
     return false;

@@ -296,7 +296,6 @@ static int apply_outbox(struct sqlite_store *s, struct store_write *w);
 /* the fast lane (lane.h) */
 static int lane_materialize(struct sqlite_store *s, size_t i);
 static int lane_materialize_sub(struct sqlite_store *s, const char *sub_id);
-static int sub_refilter(struct sqlite_store *s, const char *sub_id);
 static int lane_claim(struct sqlite_store *s, struct store_outbox_work *o, int64_t limit,
                       int64_t cursor, int64_t types, const char *accounts, size_t *bytes);
 static int lane_finish(struct sqlite_store *s, const struct store_delivery_result *r,
@@ -3481,6 +3480,33 @@ static bool sub_url_read(const struct seal_ring *ring, sqlite3_stmt *st, int col
                          (size_t)sqlite3_column_bytes(st, sealed_col), out, cap);
 }
 
+/* What the subscription wants changed (its event types or account): the events waiting for it
+ * that it no longer wants go, so none is sent to its URL (perhaps another tenant's now). Not
+ * one in flight (a leased row, or the lane's): its answer is recorded as any, and a later event
+ * of its conversation still waits for it. An account that does not open keeps them: the
+ * dispatcher holds such a subscription. */
+static int sub_refilter(struct sqlite_store *s, const char *sub_id) {
+  sqlite3_stmt *st = s->ob[OB_SUB_STATE];
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  bool found;
+  int rc = ob_step(st, &found);
+  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
+  int64_t types = found ? sqlite3_column_int64(st, 3) : 0;
+  bool opened = found && sub_account_read(s->ring, st, 4, 5, sub_id, account, sizeof account);
+  ob_done(st);
+  if (rc != SQLITE_OK || !opened) return rc;
+  char *accounts;
+  rc = sub_accounts_json(s->ring, account, &accounts);
+  if (rc != SQLITE_OK) return rc;
+  st = s->ob[OB_SUB_REFILTER];
+  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, types);
+  if (accounts) sqlite3_bind_text(st, 3, accounts, -1, SQLITE_STATIC);
+  rc = step_done(st);
+  free(accounts);
+  return rc;
+}
+
 static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   const struct subscription *sub = w->sub;
   w->status = STORE_OK;
@@ -3573,34 +3599,6 @@ static int apply_sub_put(struct sqlite_store *s, struct store_write *w) {
   sqlite3_bind_text(st, 1, sub->id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, time_now_us());
   return step_done(st);
-}
-
-/* What the subscription wants changed (its event types or account): the events waiting for it
- * that it no longer wants go, so none is sent to its URL (perhaps another tenant's now). Not
- * one in flight (a leased row, or the lane's): its answer is recorded as any, and a later event
- * of its conversation still waits for it. An account that does not open keeps them: the
- * dispatcher holds such a subscription. */
-static int sub_refilter(struct sqlite_store *s, const char *sub_id) {
-  int rc = SQLITE_OK;
-  sqlite3_stmt *st = s->ob[OB_SUB_STATE];
-  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
-  bool found;
-  rc = ob_step(st, &found);
-  char account[MODEL_ACCOUNT_ID_MAX + 1] = "";
-  int64_t types = found ? sqlite3_column_int64(st, 3) : 0;
-  bool opened = found && sub_account_read(s->ring, st, 4, 5, sub_id, account, sizeof account);
-  ob_done(st);
-  if (rc != SQLITE_OK || !opened) return rc;
-  char *accounts;
-  rc = sub_accounts_json(s->ring, account, &accounts);
-  if (rc != SQLITE_OK) return rc;
-  st = s->ob[OB_SUB_REFILTER];
-  sqlite3_bind_text(st, 1, sub_id, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 2, types);
-  if (accounts) sqlite3_bind_text(st, 3, accounts, -1, SQLITE_STATIC);
-  rc = step_done(st);
-  free(accounts);
-  return rc;
 }
 
 static int apply_sub_delete(struct sqlite_store *s, struct store_write *w) {

@@ -728,9 +728,9 @@ def test_a_hanging_receiver_times_out_and_is_retried(make_server, rcv):
 
 
 class StallingReceiver:
-    """Answers every request with a 200 status line, then stalls: "status" sends nothing more,
-    "body" sends the headers and the first bytes of a body announced far longer. Counts the
-    requests per path."""
+    """Answers a path ending in "status" with a 200 status line and then nothing, any other with
+    the headers and first bytes of a body announced far longer, and stalls either way; a path
+    ending in "s999" gets a whole answer with status 999. Keeps the paths requested."""
 
     def __init__(self):
         self.paths = []
@@ -764,7 +764,10 @@ class StallingReceiver:
             n = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:")), 0)
             while len(rest) < n:
-                rest += c.recv(65536)
+                d = c.recv(65536)
+                if not d:
+                    return
+                rest += d
             path = head.split(b" ")[1].decode()
             self.paths.append(path)
             if path.endswith("s999"):

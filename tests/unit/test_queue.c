@@ -129,7 +129,7 @@ static void test_unreachable_nats(void **state) {
 static redisContext *redis_at(const char *url) {
   struct dsn_redis d;
   char err[200];
-  assert_true(dsn_parse_redis(url, &d, err, sizeof err));
+  assert_true(dsn_parse_redis("QUEUE_URL", url, &d, err, sizeof err));
   redisContext *c = redisConnect(d.host, d.port);
   assert_non_null(c);
   assert_int_equal(c->err, 0);
