@@ -26,6 +26,7 @@
 #include "store/rollup.h"
 #include "store/sealing.h"
 #include "store/sqlite_pcache.h"
+#include "store/sqlite_walbuf.h"
 #include "store/store.h"
 #include "store/write_queue.h"
 
@@ -367,14 +368,17 @@ static bool make_parent_dirs(const char *path, char *err, size_t errlen) {
   return true;
 }
 
-static int open_conn(const char *path, sqlite3 **db) {
+/* vfs: NULL for the default one. */
+static int open_conn_vfs(const char *path, sqlite3 **db, const char *vfs) {
   int rc = sqlite3_open_v2(path, db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, vfs);
   if (rc != SQLITE_OK) return rc;
   sqlite3_busy_timeout(*db, BUSY_TIMEOUT_MS);
   sqlite3_extended_result_codes(*db, 1);
   return SQLITE_OK;
 }
+
+static int open_conn(const char *path, sqlite3 **db) { return open_conn_vfs(path, db, NULL); }
 
 static bool exec(sqlite3 *db, const char *sql, char *err, size_t errlen) {
   char *msg = NULL;
@@ -5284,8 +5288,10 @@ static const struct store_ops sqlite_ops = {
     .close = sqlite_close,
 };
 
+/* The writer writes each commit's log frames in one system call (sqlite_walbuf.h), which needs
+ * the log synced at every commit: synchronous stays FULL on this connection. */
 static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
-  if (open_conn(s->path, &s->wdb) != SQLITE_OK) {
+  if (open_conn_vfs(s->path, &s->wdb, sqlite_walbuf_vfs()) != SQLITE_OK) {
     snprintf(err, errlen, "DATABASE_URL: cannot open %s: %s", s->path,
              s->wdb ? sqlite3_errmsg(s->wdb) : "out of memory");
     return false;
@@ -5327,6 +5333,8 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen) {
   if (!make_parent_dirs(path, err, errlen)) return NULL;
   pthread_once(&configured, sqlite_no_memstatus);
   if (!sqlite_pcache_install()) log_msg(LOG_DEBUG, "sqlite: the default page cache stays as it is");
+  /* (after the two above: it initialises SQLite) */
+  if (!sqlite_walbuf_vfs()) log_msg(LOG_DEBUG, "sqlite: the log is written frame by frame");
   struct sqlite_store *s = calloc(1, sizeof *s);
   if (!s || !(s->path = strdup(path)) || !(s->audio_buf = malloc(STORE_AUDIO_CHUNK_BYTES))) {
     if (s) free(s->path);
