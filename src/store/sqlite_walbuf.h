@@ -1,19 +1,25 @@
-/* A SQLite VFS for the writer's connection that writes each commit's log frames with one
- * system call instead of two per frame.
+/* A SQLite VFS for the writer's connection that writes each commit's log frames in a few large
+ * system writes instead of two per frame.
  *
  * SQLite appends every page a transaction changed to the write-ahead log as a 24-byte frame
- * header and the page, two `pwrite` calls per frame: 10 to 200 frames per group commit here,
- * each call costing the writer thread (the one SQLite allows) about half a microsecond of
- * kernel entry and file locking. This VFS passes every file but the log straight to the default
- * VFS (the same file objects, no call added). For the log it keeps bytes written end to end in
- * a buffer and writes them as one `pwrite` before anything that needs them in the file: a sync,
- * a read, a size, a truncate, a file control, a write elsewhere, a close. What reaches the disk,
- * and when it is synced, is unchanged.
+ * header and then the page, two `pwrite` calls per frame (10 to 200 frames per group commit
+ * here), each costing the writer thread (the one SQLite allows) kernel entry, file locking and
+ * page-cache work per call. This VFS passes every file but the log to the default VFS (the
+ * same file objects; only the database file's shared-memory lock and close calls are wrapped).
+ * For the log it keeps bytes written end to end in a 64 KiB buffer and writes them as one call
+ * before anything that needs them in the file: a sync, a read, a size, a truncate, a file
+ * control, a write elsewhere, a close, and the release of the log's write lock (the end of a
+ * transaction, committed or rolled back: no byte outlives it, so none can land later on frames
+ * another connection or process committed). A failed write of the buffer fails every later
+ * call until that release: its transaction cannot commit.
  *
- * Only for a connection that keeps `PRAGMA synchronous = FULL`: SQLite then syncs the log at
- * every commit before it publishes the commit to other connections (the log-index header), so
- * no connection can look for a frame still in the buffer. With NORMAL or OFF a commit ends with
- * no call on the log, and readers would find its frames missing. */
+ * Only for a connection that keeps `PRAGMA synchronous = FULL` and the normal locking mode:
+ * SQLite then syncs the log at every commit before it publishes the commit to other connections
+ * (the log-index header), so no connection can look for a frame still in the buffer, and it
+ * lets go of the write lock through the database's shared memory. With NORMAL or OFF a commit
+ * is published with bytes still here; in exclusive locking mode the release is not seen. A
+ * database with power-safe overwrite off (`psow=0`: a commit padded to a sector and synced in
+ * the middle of a frame) has its log written as asked, unbuffered. */
 #ifndef GSR_STORE_SQLITE_WALBUF_H
 #define GSR_STORE_SQLITE_WALBUF_H
 

@@ -5288,8 +5288,8 @@ static const struct store_ops sqlite_ops = {
     .close = sqlite_close,
 };
 
-/* The writer writes each commit's log frames in one system call (sqlite_walbuf.h), which needs
- * the log synced at every commit: synchronous stays FULL on this connection. */
+/* The writer's connection writes the log in large writes (sqlite_walbuf.h), which needs the log
+ * synced at every commit: synchronous stays FULL on it. */
 static bool open_writer(struct sqlite_store *s, char *err, size_t errlen) {
   if (open_conn_vfs(s->path, &s->wdb, sqlite_walbuf_vfs()) != SQLITE_OK) {
     snprintf(err, errlen, "DATABASE_URL: cannot open %s: %s", s->path,
