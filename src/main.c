@@ -871,6 +871,7 @@ static void *second_signal_main(void *arg) {
   if (sigwait(set, &sig) != 0) return NULL;
   log_msg(LOG_ERROR, "signal %d again during shutdown: exiting now, in-flight requests dropped",
           sig);
+  log_stop();
   _exit(128 + sig);
 }
 
@@ -927,6 +928,7 @@ static int serve(void) {
   }
   struct http_server *server = NULL;
   struct store_retention *retention = NULL;
+  if (!log_start()) fprintf(stderr, "gensendrep: no log output thread: lines written directly\n");
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
             (app.store = open_store(&cfg, ring, err, sizeof err)) &&
             load_cursor_key(&app, err, sizeof err) && (app.health = store_health_new(app.store)) &&
@@ -938,6 +940,7 @@ static int serve(void) {
             (app.outbound = outbound_start(&cfg, app.store, err, sizeof err)) &&
             (server = http_server_start(&cfg, &app, app.redis, err, sizeof err));
   if (!ok) {
+    log_stop(); /* the lines before this one first */
     fprintf(stderr, "gensendrep: %s\n", err);
     outbound_stop(app.outbound);
     el_health_stop(app.elevenlabs);
@@ -965,6 +968,7 @@ static int serve(void) {
   watch_second_signal(&stop_signals);
   if (!http_server_stop(server, SHUTDOWN_GRACE_MS)) {
     log_msg(LOG_ERROR, "shutdown timed out waiting for the database");
+    log_stop();
     _exit(1);
   }
   outbound_stop(app.outbound); /* deliveries in flight get 2 s, then go out again after a start */
@@ -981,6 +985,7 @@ static int serve(void) {
   http_tls_free(); /* after the server: no handshake is left */
   config_free(&cfg);
   log_msg(LOG_INFO, "stopped");
+  log_stop();
   return 0;
 }
 

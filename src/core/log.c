@@ -1,13 +1,18 @@
-/* Structured logging. Each line is built in one buffer and written with one write(2),
- * so concurrent threads never interleave within a line. Every line is valid JSON (and valid
- * UTF-8) whatever the logged values hold: see struct line. */
+/* Structured logging. Each line is built in one buffer and written whole, so concurrent threads
+ * never interleave within a line. Every line is valid JSON (and valid UTF-8) whatever the
+ * logged values hold: see struct line. While the output thread runs (log_start), lines are
+ * copied into its buffer and it writes them, many to a write(2): a thread that logs never
+ * waits on stderr (a slow pipe, a disk behind on its writes). */
 #include "core/log.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/timeutil.h"
@@ -129,15 +134,137 @@ static void put_string(struct line *l, const char *key, const char *value, size_
   }
 }
 
+static void write_all(const char *buf, size_t len) {
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = write(STDERR_FILENO, buf + off, len - off);
+    if (n <= 0) return;
+    off += (size_t)n;
+  }
+}
+
+/* ---------- the output thread ----------
+ * Lines wait in `pending` until the thread swaps it for its empty buffer and writes it. Past
+ * LOG_PENDING_MAX bytes (stderr stalled) a line is counted and dropped, never waited for; the
+ * thread then writes how many were dropped. */
+
+#define LOG_PENDING_MAX (1024 * 1024)
+/* How long the thread lets lines gather before it writes them (a line waits at most this). */
+#define LOG_GATHER_MS 2
+
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t out_cv = PTHREAD_COND_INITIALIZER;
+static pthread_t out_thread;
+static bool out_running; /* under out_mu */
+static bool out_stop;
+static bool out_idle; /* the thread waits for a line (and is woken by the first) */
+static char *pending, *spare;
+static size_t pending_len;
+static unsigned long dropped;
+
+static void put_head(struct line *l, enum log_level level);
+
+static void *out_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&out_mu);
+  for (;;) {
+    while (pending_len == 0 && dropped == 0 && !out_stop) {
+      out_idle = true;
+      pthread_cond_wait(&out_cv, &out_mu);
+      out_idle = false;
+    }
+    if (pending_len == 0 && dropped == 0) break; /* stopping, and all written */
+    if (!out_stop) { /* let the lines of the next LOG_GATHER_MS join these */
+      pthread_mutex_unlock(&out_mu);
+      nanosleep(&(struct timespec){.tv_nsec = LOG_GATHER_MS * 1000000L}, NULL);
+      pthread_mutex_lock(&out_mu);
+    }
+    char *buf = pending;
+    size_t len = pending_len;
+    unsigned long lost = dropped;
+    pending = spare;
+    spare = buf;
+    pending_len = 0;
+    dropped = 0;
+    pthread_mutex_unlock(&out_mu);
+    write_all(buf, len);
+    if (lost) {
+      struct line l;
+      put_head(&l, LOG_WARNING);
+      char msg[160];
+      snprintf(msg, sizeof msg,
+               ",\"msg\":\"%lu log lines dropped: stderr did not keep up\",\"dropped\":%lu}\n",
+               lost, lost);
+      size_t n = strlen(msg);
+      if (l.pos + n <= sizeof l.buf) {
+        memcpy(l.buf + l.pos, msg, n);
+        write_all(l.buf, l.pos + n);
+      }
+    }
+    pthread_mutex_lock(&out_mu);
+  }
+  pthread_mutex_unlock(&out_mu);
+  return NULL;
+}
+
+static void stop_at_exit(void) { log_stop(); }
+
+bool log_start(void) {
+  static bool at_exit;
+  if (!at_exit) at_exit = atexit(stop_at_exit) == 0; /* exit() writes what waits */
+  pthread_mutex_lock(&out_mu);
+  bool ok = out_running;
+  if (!ok && (pending = malloc(LOG_PENDING_MAX)) && (spare = malloc(LOG_PENDING_MAX))) {
+    out_stop = false;
+    ok = out_running = pthread_create(&out_thread, NULL, out_main, NULL) == 0;
+    if (ok) pthread_setname_np(out_thread, "gsr-stderr");
+  }
+  if (!ok) {
+    free(pending);
+    free(spare);
+    pending = spare = NULL;
+  }
+  pthread_mutex_unlock(&out_mu);
+  return ok;
+}
+
+void log_stop(void) {
+  pthread_mutex_lock(&out_mu);
+  if (!out_running || out_stop) {
+    pthread_mutex_unlock(&out_mu);
+    return;
+  }
+  out_stop = true;
+  pthread_cond_signal(&out_cv);
+  pthread_mutex_unlock(&out_mu);
+  pthread_join(out_thread, NULL);
+  pthread_mutex_lock(&out_mu);
+  out_running = false;
+  free(pending);
+  free(spare);
+  pending = spare = NULL;
+  pthread_mutex_unlock(&out_mu);
+}
+
 static void write_line(struct line *l) {
   l->buf[l->pos++] = '}';
   l->buf[l->pos++] = '\n';
-  ssize_t off = 0;
-  while ((size_t)off < l->pos) {
-    ssize_t n = write(STDERR_FILENO, l->buf + off, l->pos - (size_t)off);
-    if (n <= 0) return;
-    off += n;
+  pthread_mutex_lock(&out_mu);
+  if (out_running && !out_stop) {
+    /* Only the first line after a quiet spell wakes the thread; under load it finds lines
+     * waiting each time it has written the last ones, and no line pays for a wake-up. */
+    if (out_idle) pthread_cond_signal(&out_cv);
+    if (pending_len + l->pos > LOG_PENDING_MAX) {
+      dropped++;
+    } else {
+      memcpy(pending + pending_len, l->buf, l->pos);
+      pending_len += l->pos;
+    }
+    pthread_mutex_unlock(&out_mu);
+    return;
   }
+  pthread_mutex_unlock(&out_mu);
+  write_all(l->buf, l->pos); /* no output thread (before it starts, after it stops) */
 }
 
 static void put_head(struct line *l, enum log_level level) {

@@ -11,6 +11,15 @@ __attribute__((warn_unused_result)) bool log_parse_level(const char *s, enum log
 void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
 
+/* Starts the output thread: from then on lines are written by it, many at a time, and a
+ * thread that logs never waits on stderr (past 1 MiB waiting, lines are dropped and counted,
+ * and the count is logged). Before it and after log_stop, each line is written by the thread
+ * that logs it. False when the thread or its buffers cannot be had (lines are then written
+ * directly). */
+bool log_start(void);
+/* Writes every line still waiting, then stops the thread (also at exit()). */
+void log_stop(void);
+
 /* Every line is one JSON object in valid UTF-8, whatever the values hold: a byte that is not
  * UTF-8 is written as the text \xNN, and a value too long for its budget is cut (never inside
  * a character) and followed by "<field>_truncated":true. */

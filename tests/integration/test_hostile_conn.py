@@ -3,6 +3,7 @@ NUL bytes in the method and headers, slow headers, half-closed connections, a fu
 table, and the answers libmicrohttpd would otherwise write itself.
 
 None of this depends on the storage backend, so it runs on SQLite only."""
+import ctypes
 import json
 import os
 import re
@@ -467,10 +468,32 @@ def test_header_timeout_is_logged_as_408(make_server):
     assert lines[0]["client_ip"] == "127.0.0.1"
 
 
+def _stop_thread(tid):
+    """Stops one thread of another process (ptrace: the others keep running); returns a
+    function that lets it go on."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    ptrace_seize, ptrace_interrupt, ptrace_detach, wall = 0x4206, 0x4207, 17, 0x40000000
+    assert libc.ptrace(ptrace_seize, tid, None, None) == 0, os.strerror(ctypes.get_errno())
+    assert libc.ptrace(ptrace_interrupt, tid, None, None) == 0, os.strerror(ctypes.get_errno())
+    os.waitpid(tid, wall)
+    return lambda: libc.ptrace(ptrace_detach, tid, None, None)
+
+
+def _thread_named(pid, name):
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == name:
+                return int(tid)
+    raise AssertionError(f"no thread {name}")
+
+
 def test_half_closed_request_unread_by_a_busy_event_thread_is_answered(tmp_path):
     """A whole request followed by the client's FIN was cut unanswered when its event thread
     was busy for over two sweeps: the guard saw CLOSE-WAIT twice while the request still sat
-    unread in the kernel. Here the event thread is held by a log pipe nobody reads."""
+    unread in the kernel. Here the event thread is stopped (ptrace) for several sweeps. Its
+    stderr is also a pipe nobody reads, which once held the event thread (each answer's log
+    line was written on it): now thousands of answers go out regardless."""
     port = free_port()
     env = dict(os.environ, API_SECRET_KEY=KEY1, PORT=str(port), HOST="127.0.0.1", THREADS="1",
                DATABASE_URL="sqlite:" + str(tmp_path / "db.sqlite"))
@@ -483,23 +506,22 @@ def test_half_closed_request_unread_by_a_busy_event_thread_is_answered(tmp_path)
         while b"listening" not in proc.stderr.readline():
             assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
         waiting = socket.create_connection(("127.0.0.1", port), timeout=10)
-        filler = socket.create_connection(("127.0.0.1", port), timeout=1)
-        # Each answer writes a log line on the event thread: fill the pipe until one blocks it.
+        filler = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # Each answer logs a line, far more than the pipe holds: none may wait for it.
         for _ in range(5000):
-            try:
-                filler.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-                data = b""
-                while b"}" not in data:
-                    chunk = filler.recv(65536)
-                    assert chunk, "filler connection closed"
-                    data += chunk
-            except socket.timeout:
-                break
-        else:
-            pytest.fail("the log pipe never filled")
-        waiting.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        waiting.shutdown(socket.SHUT_WR)
-        time.sleep(1.5)  # several sweeps while the event thread is stuck
+            filler.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"}" not in data:
+                chunk = filler.recv(65536)
+                assert chunk, "filler connection closed"
+                data += chunk
+        resume = _stop_thread(_thread_named(proc.pid, "MHD-single"))
+        try:
+            waiting.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            waiting.shutdown(socket.SHUT_WR)
+            time.sleep(1.5)  # several sweeps while the event thread is stopped
+        finally:
+            resume()
         drainer.start()
         started.append(True)
         responses, closed = _read_responses(waiting, timeout=10)

@@ -1,6 +1,8 @@
 /* Unit tests for core/log: every line is one valid JSON object (valid UTF-8) whatever the
  * logged values hold; long values are cut with a marker; a request line always keeps its
- * status, client IP and request id. */
+ * status, client IP and request id. With the output thread, lines of several threads arrive
+ * whole and in each thread's order, and a stderr nobody reads never holds a logging thread:
+ * what does not fit is dropped and counted. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +11,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,10 +224,111 @@ static void test_message_lines_are_json_and_marked_when_cut(void **state) {
   free(big);
 }
 
+/* ---------- the output thread ---------- */
+
+static void *log_many(void *arg) {
+  int t = *(const int *)arg;
+  for (int i = 0; i < 5000; i++) log_msg(LOG_WARNING, "t%d n%d", t, i);
+  return NULL;
+}
+
+static void threads_logging(const void *arg) {
+  (void)arg;
+  assert_true(log_start());
+  pthread_t th[2];
+  int ids[2] = {0, 1};
+  for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, log_many, &ids[i]), 0);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  log_stop();
+}
+
+static void test_output_thread_keeps_every_line_whole_and_in_order(void **state) {
+  (void)state;
+  size_t len;
+  char *out = capture(threads_logging, NULL, &len);
+  int next[2] = {0, 0}, lines = 0;
+  for (char *p = out, *nl; (nl = memchr(p, '\n', len - (size_t)(p - out))); p = nl + 1) {
+    json_t *j = one_json_line(p, (size_t)(nl - p) + 1);
+    int t, n;
+    assert_int_equal(sscanf(json_string_value(json_object_get(j, "msg")), "t%d n%d", &t, &n), 2);
+    assert_true(t == 0 || t == 1);
+    assert_int_equal(n, next[t]++);
+    json_decref(j);
+    lines++;
+  }
+  assert_int_equal(lines, 10000);
+  free(out);
+}
+
+struct drain {
+  int fd;
+  char *buf;
+  size_t len, cap;
+};
+
+static void *drain_main(void *arg) {
+  struct drain *d = arg;
+  for (;;) {
+    if (d->cap - d->len < 65536) {
+      d->cap *= 2;
+      d->buf = realloc(d->buf, d->cap);
+      if (!d->buf) abort();
+    }
+    ssize_t n = read(d->fd, d->buf + d->len, d->cap - d->len);
+    if (n <= 0) return NULL;
+    d->len += (size_t)n;
+  }
+}
+
+static void test_a_stalled_stderr_never_holds_a_thread(void **state) {
+  (void)state;
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  int saved = dup(STDERR_FILENO);
+  assert_true(dup2(p[1], STDERR_FILENO) >= 0);
+  close(p[1]);
+  alarm(60); /* a logging thread held on the full pipe would hang here: fail instead */
+  assert_true(log_start());
+  struct log_request r = {.request_id = "0123456789abcdef0123456789abcdef",
+                          .method = "POST",
+                          .path = "/api/v1/webhook/conversation",
+                          .status = 200,
+                          .duration_ms = 1.5,
+                          .client_ip = "127.0.0.1"};
+  enum { LINES = 20000 }; /* about 4 MB: four times what may wait, sixty times the pipe */
+  for (int i = 0; i < LINES; i++) log_request_line(&r);
+  alarm(0);
+  struct drain d = {.fd = p[0], .cap = 1 << 20};
+  d.buf = malloc(d.cap);
+  assert_non_null(d.buf);
+  pthread_t reader;
+  assert_int_equal(pthread_create(&reader, NULL, drain_main, &d), 0);
+  log_stop();
+  assert_true(dup2(saved, STDERR_FILENO) >= 0); /* the pipe's last writer gone: EOF */
+  close(saved);
+  pthread_join(reader, NULL);
+  close(p[0]);
+  long requests = 0, dropped = -1;
+  for (char *q = d.buf, *nl; (nl = memchr(q, '\n', d.len - (size_t)(q - d.buf))); q = nl + 1) {
+    json_t *j = one_json_line(q, (size_t)(nl - q) + 1);
+    const char *msg = json_string_value(json_object_get(j, "msg"));
+    if (strcmp(msg, "request") == 0) requests++;
+    if (json_object_get(j, "dropped"))
+      dropped = (long)json_integer_value(json_object_get(j, "dropped"));
+    json_decref(j);
+  }
+  assert_true(requests > 0);
+  assert_true(dropped > 0);
+  assert_int_equal(requests + dropped, LINES);
+  free(d.buf);
+}
+
 int main(void) {
   log_set_level(LOG_DEBUG);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plain_request_line),
+      cmocka_unit_test(test_output_thread_keeps_every_line_whole_and_in_order),
+      cmocka_unit_test(test_a_stalled_stderr_never_holds_a_thread),
       cmocka_unit_test(test_long_path_is_cut_with_a_marker_and_keeps_status_and_ip),
       cmocka_unit_test(test_invalid_utf8_is_escaped),
       cmocka_unit_test(test_every_kind_of_bad_byte),
