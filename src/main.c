@@ -928,7 +928,7 @@ static int serve(void) {
   }
   struct http_server *server = NULL;
   struct store_retention *retention = NULL;
-  if (!log_start()) fprintf(stderr, "gensendrep: no log output thread: lines written directly\n");
+  if (!log_start()) log_msg(LOG_WARNING, "no log output thread: lines are written directly");
   bool ok = (!*cfg.redis_url || (app.redis = redis_client_new(cfg.redis_url, err, sizeof err))) &&
             (app.store = open_store(&cfg, ring, err, sizeof err)) &&
             load_cursor_key(&app, err, sizeof err) && (app.health = store_health_new(app.store)) &&

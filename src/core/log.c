@@ -5,7 +5,9 @@
  * waits on stderr (a slow pipe, a disk behind on its writes). */
 #include "core/log.h"
 
+#include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -134,12 +136,19 @@ static void put_string(struct line *l, const char *key, const char *value, size_
   }
 }
 
+/* A batch of the output thread may be large: a pipe or terminal that takes part of it, or is
+ * briefly non-blocking, gets the rest. */
 static void write_all(const char *buf, size_t len) {
   size_t off = 0;
   while (off < len) {
     ssize_t n = write(STDERR_FILENO, buf + off, len - off);
-    if (n <= 0) return;
-    off += (size_t)n;
+    if (n > 0) {
+      off += (size_t)n;
+    } else if (n < 0 && errno == EAGAIN) {
+      (void)poll(&(struct pollfd){.fd = STDERR_FILENO, .events = POLLOUT}, 1, 100);
+    } else if (!(n < 0 && errno == EINTR)) {
+      return;
+    }
   }
 }
 
@@ -158,6 +167,8 @@ static pthread_t out_thread;
 static bool out_running; /* under out_mu */
 static bool out_stop;
 static bool out_idle; /* the thread waits for a line (and is woken by the first) */
+static bool out_done; /* stopping, the thread wrote everything and takes no more lines */
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 static char *pending, *spare;
 static size_t pending_len;
 static unsigned long dropped;
@@ -173,7 +184,11 @@ static void *out_main(void *arg) {
       pthread_cond_wait(&out_cv, &out_mu);
       out_idle = false;
     }
-    if (pending_len == 0 && dropped == 0) break; /* stopping, and all written */
+    if (pending_len == 0 && dropped == 0) { /* stopping, and all written */
+      out_done = true;
+      pthread_cond_broadcast(&done_cv);
+      break;
+    }
     if (!out_stop) { /* let the lines of the next LOG_GATHER_MS join these */
       pthread_mutex_unlock(&out_mu);
       nanosleep(&(struct timespec){.tv_nsec = LOG_GATHER_MS * 1000000L}, NULL);
@@ -215,7 +230,7 @@ bool log_start(void) {
   pthread_mutex_lock(&out_mu);
   bool ok = out_running;
   if (!ok && (pending = malloc(LOG_PENDING_MAX)) && (spare = malloc(LOG_PENDING_MAX))) {
-    out_stop = false;
+    out_stop = out_done = false;
     ok = out_running = pthread_create(&out_thread, NULL, out_main, NULL) == 0;
     if (ok) pthread_setname_np(out_thread, "gsr-stderr");
   }
@@ -228,9 +243,17 @@ bool log_start(void) {
   return ok;
 }
 
+/* Lines logged while it stops still go to the thread, after the ones waiting; once it has
+ * written the last, later lines are written directly, after all of them. The first caller
+ * joins the thread; a caller meanwhile (a second signal's thread) waits until all is written. */
 void log_stop(void) {
   pthread_mutex_lock(&out_mu);
-  if (!out_running || out_stop) {
+  if (!out_running) {
+    pthread_mutex_unlock(&out_mu);
+    return;
+  }
+  if (out_stop) {
+    while (!out_done) pthread_cond_wait(&done_cv, &out_mu);
     pthread_mutex_unlock(&out_mu);
     return;
   }
@@ -250,7 +273,7 @@ static void write_line(struct line *l) {
   l->buf[l->pos++] = '}';
   l->buf[l->pos++] = '\n';
   pthread_mutex_lock(&out_mu);
-  if (out_running && !out_stop) {
+  if (out_running && !out_done) {
     /* Only the first line after a quiet spell wakes the thread; under load it finds lines
      * waiting each time it has written the last ones, and no line pays for a wake-up. */
     if (out_idle) pthread_cond_signal(&out_cv);
@@ -264,7 +287,7 @@ static void write_line(struct line *l) {
     return;
   }
   pthread_mutex_unlock(&out_mu);
-  write_all(l->buf, l->pos); /* no output thread (before it starts, after it stops) */
+  write_all(l->buf, l->pos); /* no output thread (before it starts, after its last write) */
 }
 
 static void put_head(struct line *l, enum log_level level) {

@@ -468,16 +468,24 @@ def test_header_timeout_is_logged_as_408(make_server):
     assert lines[0]["client_ip"] == "127.0.0.1"
 
 
-def _stop_thread(tid):
-    """Stops one thread of another process (ptrace: the others keep running); returns a
+def _stop_idle_thread(pid, tid):
+    """Stops one thread of another process while it waits in epoll_wait (ptrace: the others
+    keep running; stopped anywhere else it might hold a lock the guard needs); returns a
     function that lets it go on."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     ptrace_seize, ptrace_interrupt, ptrace_detach, wall = 0x4206, 0x4207, 17, 0x40000000
-    assert libc.ptrace(ptrace_seize, tid, None, None) == 0, os.strerror(ctypes.get_errno())
-    assert libc.ptrace(ptrace_interrupt, tid, None, None) == 0, os.strerror(ctypes.get_errno())
-    os.waitpid(tid, wall)
-    return lambda: libc.ptrace(ptrace_detach, tid, None, None)
+    idle = {"232", "281"}  # x86_64 epoll_wait, epoll_pwait
+    for _ in range(500):
+        assert libc.ptrace(ptrace_seize, tid, None, None) == 0, os.strerror(ctypes.get_errno())
+        assert libc.ptrace(ptrace_interrupt, tid, None, None) == 0, os.strerror(ctypes.get_errno())
+        os.waitpid(tid, wall)
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            if f.read().split()[0] in idle:
+                return lambda: libc.ptrace(ptrace_detach, tid, None, None)
+        assert libc.ptrace(ptrace_detach, tid, None, None) == 0
+        time.sleep(0.01)
+    raise AssertionError("the event thread was never idle in epoll_wait")
 
 
 def _thread_named(pid, name):
@@ -515,7 +523,7 @@ def test_half_closed_request_unread_by_a_busy_event_thread_is_answered(tmp_path)
                 chunk = filler.recv(65536)
                 assert chunk, "filler connection closed"
                 data += chunk
-        resume = _stop_thread(_thread_named(proc.pid, "MHD-single"))
+        resume = _stop_idle_thread(proc.pid, _thread_named(proc.pid, "MHD-single"))
         try:
             waiting.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             waiting.shutdown(socket.SHUT_WR)
@@ -537,3 +545,6 @@ def test_half_closed_request_unread_by_a_busy_event_thread_is_answered(tmp_path)
     log = b"".join(drained)
     assert b"Sanitizer" not in log and b"runtime error" not in log, log[-2000:]
     assert proc.returncode == 0, log[-2000:]
+    for line in log.splitlines():  # the output thread's batches: every line whole
+        if line.startswith(b"{"):
+            json.loads(line)

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,18 +309,81 @@ static void test_a_stalled_stderr_never_holds_a_thread(void **state) {
   close(saved);
   pthread_join(reader, NULL);
   close(p[0]);
-  long requests = 0, dropped = -1;
+  long requests = 0, dropped = 0;
   for (char *q = d.buf, *nl; (nl = memchr(q, '\n', d.len - (size_t)(q - d.buf))); q = nl + 1) {
     json_t *j = one_json_line(q, (size_t)(nl - q) + 1);
     const char *msg = json_string_value(json_object_get(j, "msg"));
     if (strcmp(msg, "request") == 0) requests++;
-    if (json_object_get(j, "dropped"))
-      dropped = (long)json_integer_value(json_object_get(j, "dropped"));
+    if (json_object_get(j, "dropped")) /* one line for each batch that dropped some */
+      dropped += (long)json_integer_value(json_object_get(j, "dropped"));
     json_decref(j);
   }
   assert_true(requests > 0);
   assert_true(dropped > 0);
   assert_int_equal(requests + dropped, LINES);
+  free(d.buf);
+}
+
+/* Lines logged while the thread stops, with a batch still going out to a slow pipe: whole, and
+ * in each thread's order (written directly, they would cut into the batch and overtake it). */
+static atomic_bool other_go;
+
+static void *log_other(void *arg) {
+  (void)arg;
+  while (!atomic_load(&other_go)) {
+  }
+  for (int i = 0; i < 2000; i++) log_msg(LOG_WARNING, "t1 n%d", i);
+  return NULL;
+}
+
+static void *slow_drain_main(void *arg) {
+  struct drain *d = arg;
+  for (;;) {
+    if (d->cap - d->len < 4096) {
+      d->cap *= 2;
+      d->buf = realloc(d->buf, d->cap);
+      if (!d->buf) abort();
+    }
+    ssize_t n = read(d->fd, d->buf + d->len, 4096);
+    if (n <= 0) return NULL;
+    d->len += (size_t)n;
+    usleep(200);
+  }
+}
+
+static void test_lines_logged_while_stopping_stay_whole_and_in_order(void **state) {
+  (void)state;
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  int saved = dup(STDERR_FILENO);
+  assert_true(dup2(p[1], STDERR_FILENO) >= 0);
+  close(p[1]);
+  struct drain d = {.fd = p[0], .cap = 1 << 20};
+  d.buf = malloc(d.cap);
+  assert_non_null(d.buf);
+  pthread_t reader, other;
+  assert_int_equal(pthread_create(&reader, NULL, slow_drain_main, &d), 0);
+  assert_true(log_start());
+  for (int i = 0; i < 3000; i++) log_msg(LOG_WARNING, "t0 n%d", i); /* ~300 KB waiting */
+  atomic_store(&other_go, false);
+  assert_int_equal(pthread_create(&other, NULL, log_other, NULL), 0);
+  atomic_store(&other_go, true);
+  log_stop();
+  pthread_join(other, NULL);
+  assert_true(dup2(saved, STDERR_FILENO) >= 0);
+  close(saved);
+  pthread_join(reader, NULL);
+  close(p[0]);
+  int next[2] = {0, 0};
+  for (char *q = d.buf, *nl; (nl = memchr(q, '\n', d.len - (size_t)(q - d.buf))); q = nl + 1) {
+    json_t *j = one_json_line(q, (size_t)(nl - q) + 1);
+    int t, n;
+    assert_int_equal(sscanf(json_string_value(json_object_get(j, "msg")), "t%d n%d", &t, &n), 2);
+    assert_int_equal(n, next[t]++);
+    json_decref(j);
+  }
+  assert_int_equal(next[0], 3000);
+  assert_int_equal(next[1], 2000);
   free(d.buf);
 }
 
@@ -329,6 +393,7 @@ int main(void) {
       cmocka_unit_test(test_plain_request_line),
       cmocka_unit_test(test_output_thread_keeps_every_line_whole_and_in_order),
       cmocka_unit_test(test_a_stalled_stderr_never_holds_a_thread),
+      cmocka_unit_test(test_lines_logged_while_stopping_stay_whole_and_in_order),
       cmocka_unit_test(test_long_path_is_cut_with_a_marker_and_keeps_status_and_ip),
       cmocka_unit_test(test_invalid_utf8_is_escaped),
       cmocka_unit_test(test_every_kind_of_bad_byte),
