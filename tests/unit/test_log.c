@@ -261,8 +261,10 @@ static void test_output_thread_keeps_every_line_whole_and_in_order(void **state)
   free(out);
 }
 
+/* Reads a pipe to its end into memory; slow: 4 KiB at a time, 0.2 ms apart. */
 struct drain {
   int fd;
+  bool slow;
   char *buf;
   size_t len, cap;
 };
@@ -275,9 +277,10 @@ static void *drain_main(void *arg) {
       d->buf = realloc(d->buf, d->cap);
       if (!d->buf) abort();
     }
-    ssize_t n = read(d->fd, d->buf + d->len, d->cap - d->len);
+    ssize_t n = read(d->fd, d->buf + d->len, d->slow ? 4096 : d->cap - d->len);
     if (n <= 0) return NULL;
     d->len += (size_t)n;
+    if (d->slow) usleep(200);
   }
 }
 
@@ -336,21 +339,6 @@ static void *log_other(void *arg) {
   return NULL;
 }
 
-static void *slow_drain_main(void *arg) {
-  struct drain *d = arg;
-  for (;;) {
-    if (d->cap - d->len < 4096) {
-      d->cap *= 2;
-      d->buf = realloc(d->buf, d->cap);
-      if (!d->buf) abort();
-    }
-    ssize_t n = read(d->fd, d->buf + d->len, 4096);
-    if (n <= 0) return NULL;
-    d->len += (size_t)n;
-    usleep(200);
-  }
-}
-
 static void test_lines_logged_while_stopping_stay_whole_and_in_order(void **state) {
   (void)state;
   int p[2];
@@ -358,11 +346,11 @@ static void test_lines_logged_while_stopping_stay_whole_and_in_order(void **stat
   int saved = dup(STDERR_FILENO);
   assert_true(dup2(p[1], STDERR_FILENO) >= 0);
   close(p[1]);
-  struct drain d = {.fd = p[0], .cap = 1 << 20};
+  struct drain d = {.fd = p[0], .slow = true, .cap = 1 << 20};
   d.buf = malloc(d.cap);
   assert_non_null(d.buf);
   pthread_t reader, other;
-  assert_int_equal(pthread_create(&reader, NULL, slow_drain_main, &d), 0);
+  assert_int_equal(pthread_create(&reader, NULL, drain_main, &d), 0);
   assert_true(log_start());
   for (int i = 0; i < 3000; i++) log_msg(LOG_WARNING, "t0 n%d", i); /* ~300 KB waiting */
   atomic_store(&other_go, false);
