@@ -1,5 +1,5 @@
-/* The writer's VFS: the log's frames written end to end go out in one system write (see the
- * header). Every file but the log is the default VFS's own, opened in place: SQLite calls the
+/* The writer's VFS: the log's frames written end to end go out in writes of up to 64 KiB (see
+ * the header). Every file but the log is the default VFS's own, opened in place: SQLite calls the
  * default VFS's methods on it directly, but for the database file's shared-memory lock calls,
  * which first write what its log holds back. */
 #include "store/sqlite_walbuf.h"
@@ -27,7 +27,7 @@ struct wal_file {
   sqlite3_int64 start; /* the file offset of buf[0] */
   size_t len;
   int failed;    /* a write of the buffer failed: every call fails so until the lock is let go */
-  bool buffered; /* false: its database's lock calls are not seen, so nothing is kept */
+  bool buffered; /* false (unpaired, or psow off): written as asked, nothing kept */
 };
 
 /* The default VFS's file object follows ours, aligned as malloc would align it. */
