@@ -158,7 +158,8 @@ static void write_all(const char *buf, size_t len) {
  * thread then writes how many were dropped. */
 
 #define LOG_PENDING_MAX (1024 * 1024)
-/* How long the thread lets lines gather before it writes them (a line waits at most this). */
+/* How long the thread lets lines gather before it writes them (about as long as a line waits,
+ * while stderr keeps up). */
 #define LOG_GATHER_MS 2
 
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
