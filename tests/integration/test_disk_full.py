@@ -184,7 +184,13 @@ def test_full_tablespace_postgres(make_server, tiny_fs):
         srv = make_server(database_url=pg.url(name), env={"THREADS": "2"})
 
         def sessions():
-            pg.psql("SELECT pg_stat_force_next_flush()", db=name)
+            try:
+                pg.psql("SELECT pg_stat_force_next_flush()", db=name)
+            except subprocess.CalledProcessError as e:
+                # A new backend on the full tablespace may be refused ("could not write init
+                # file": its catalog cache file cannot be rewritten there); the count is read
+                # from another database anyway.
+                assert "could not write init file" in e.stderr, e.stderr
             return int(pg.psql(f"SELECT sessions FROM pg_stat_database WHERE datname = '{name}'"))
         _scenario(srv, tiny_fs, sessions)
         srv.stop()
