@@ -85,18 +85,14 @@ bool dsn_parse_redis(const char *var, const char *url, struct dsn_redis *out, ch
 
 bool dsn_parse_nats(const char *url, struct dsn_nats *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
-  if (strncmp(url, "nats://", 7) != 0) {
-    snprintf(err, errlen, "QUEUE_URL: must look like nats://[user:password@]host[:port]");
-    return false;
-  }
+  if (strncmp(url, "nats://", 7) != 0) goto syntax;
   const char *p = url + 7;
   const char *at = strrchr(p, '@');
   if (at) {
     struct userinfo u = userinfo_of(p, at);
     if (u.ulen >= sizeof out->user || u.plen >= sizeof out->password || (!u.colon && !u.plen)) {
       snprintf(err, errlen, "QUEUE_URL: user, password or token too long or empty");
-      memset(out, 0, sizeof *out);
-      return false;
+      goto fail;
     }
     memcpy(out->user, p, u.ulen);
     memcpy(u.colon ? out->password : out->token, u.pass, u.plen);
@@ -105,8 +101,7 @@ bool dsn_parse_nats(const char *url, struct dsn_nats *out, char *err, size_t err
   size_t hlen = strcspn(p, ":/?");
   if (hlen == 0 || hlen >= sizeof out->host) {
     snprintf(err, errlen, "QUEUE_URL: missing or too long host");
-    memset(out, 0, sizeof *out);
-    return false;
+    goto fail;
   }
   memcpy(out->host, p, hlen);
   long port = 4222;
@@ -116,16 +111,16 @@ bool dsn_parse_nats(const char *url, struct dsn_nats *out, char *err, size_t err
     port = strtol(rest + 1, &end, 10);
     if (end == rest + 1 || port < 1 || port > 65535) {
       snprintf(err, errlen, "QUEUE_URL: bad port");
-      memset(out, 0, sizeof *out);
-      return false;
+      goto fail;
     }
     rest = end;
   }
-  if (*rest && strcmp(rest, "/") != 0) {
-    snprintf(err, errlen, "QUEUE_URL: must look like nats://[user:password@]host[:port]");
-    memset(out, 0, sizeof *out);
-    return false;
-  }
+  if (*rest && strcmp(rest, "/") != 0) goto syntax;
   out->port = (int)port;
   return true;
+syntax:
+  snprintf(err, errlen, "QUEUE_URL: must look like nats://[user:password@]host[:port]");
+fail:
+  memset(out, 0, sizeof *out); /* credentials */
+  return false;
 }

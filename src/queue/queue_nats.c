@@ -20,10 +20,8 @@
 #define NATS_HEADER_ROOM 512 /* the Nats-Msg-Id header and the framing, within max_payload */
 
 struct queue_backend {
-  char url[300]; /* nats://host:port, never credentials */
-  char user[128];
-  char password[256];
-  char token[256];
+  char url[300];       /* nats://host:port, never credentials */
+  struct dsn_nats dsn; /* the credentials */
   natsConnection *nc;
   jsCtx *js;
 };
@@ -45,19 +43,13 @@ static void status_why(const char *what, natsStatus s, char *why, size_t whylen)
 
 /* nats://[user:password@|token@]host[:port] */
 bool queue_nats_open(struct queue *q, const char *url, char *err, size_t errlen) {
-  struct dsn_nats d;
-  if (!dsn_parse_nats(url, &d, err, errlen)) return false;
   struct queue_backend *b = calloc(1, sizeof *b);
   if (!b) {
-    memset(&d, 0, sizeof d);
     snprintf(err, errlen, "QUEUE_URL: out of memory");
     return false;
   }
-  memcpy(b->user, d.user, sizeof b->user);
-  memcpy(b->password, d.password, sizeof b->password);
-  memcpy(b->token, d.token, sizeof b->token);
-  snprintf(b->url, sizeof b->url, "nats://%s:%d", d.host, d.port);
-  memset(&d, 0, sizeof d);
+  if (!dsn_parse_nats(url, &b->dsn, err, errlen)) goto fail;
+  snprintf(b->url, sizeof b->url, "nats://%s:%d", b->dsn.host, b->dsn.port);
   pthread_mutex_lock(&lib_mu);
   natsStatus s = lib_users == 0 ? nats_Open(-1) : NATS_OK;
   if (s == NATS_OK) lib_users++;
@@ -132,9 +124,9 @@ static bool connect_nats(struct queue *q, char *why, size_t whylen) {
   if (s == NATS_OK) s = natsOptions_SetTimeout(o, q->timeout_ms);
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, false);
   if (s == NATS_OK) s = natsOptions_SetName(o, "gensendrep");
-  if (s == NATS_OK && (*b->user || *b->password))
-    s = natsOptions_SetUserInfo(o, b->user, b->password);
-  if (s == NATS_OK && *b->token) s = natsOptions_SetToken(o, b->token);
+  if (s == NATS_OK && (*b->dsn.user || *b->dsn.password))
+    s = natsOptions_SetUserInfo(o, b->dsn.user, b->dsn.password);
+  if (s == NATS_OK && *b->dsn.token) s = natsOptions_SetToken(o, b->dsn.token);
   if (s == NATS_OK) s = natsConnection_Connect(&b->nc, o);
   natsOptions_Destroy(o);
   if (s != NATS_OK) {
